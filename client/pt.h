@@ -1,0 +1,156 @@
+/*
+ * pt.h — the trainer's side of pt, and the only installed header.
+ *
+ * A training rank opens one client, registers the memory regions that make up
+ * its state (parameters, optimizer moments, RNG state, data cursor), then at the
+ * end of every step (or every few steps) calls pt_snapshot(). The call returns at
+ * once; the copy into the shared-memory slot held by the rank's snapshot
+ * management process (SMP) runs beside the next forward and backward pass.
+ * Before the optimizer modifies the registered state again the trainer calls
+ * pt_fence(), which blocks only while that copy is still running. After a crash
+ * the restarted trainer calls pt_restore(), which copies the newest committed
+ * step back into the regions and tells the trainer which step that was.
+ *
+ * Errors: every action returns PT_OK (0), a positive status (PT_SKIPPED), or a
+ * negative code: a negated errno value or one of the PT_E* codes below.
+ * pt_strerror() names any of them and never returns NULL.
+ *
+ * Threads: one pt_client may be used by one thread at a time; callers that
+ * share a client between threads serialise the calls themselves. Distinct
+ * clients are independent. libpt starts its own copy thread(s) per client.
+ *
+ * libpt never exits, aborts or prints: failures are returned, and messages
+ * reach the application only through the log callback it installs.
+ */
+#ifndef PT_H
+#define PT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PT_VERSION_MAJOR 0
+#define PT_VERSION_MINOR 1
+
+/* Project error codes, in their own range below every errno value. */
+#define PT_ERRNO_MAP(XX)                                                       \
+  XX(CHECKSUM, -1001, "checksum mismatch")                                     \
+  XX(NOFRAG, -1002, "not enough fragments")                                    \
+  XX(GPU, -1003, "GPU failure")                                                \
+  XX(NOSNAP, -1004, "no committed snapshot to restore")                        \
+  XX(FORMAT, -1005, "malformed snapshot object")                               \
+  XX(VERSION, -1006, "unsupported format version")                             \
+  XX(STATE, -1007, "operation not allowed in this state")                      \
+  XX(REGIONS, -1008, "region table does not match the snapshot")               \
+  XX(PROTO, -1009, "protocol error")                                           \
+  XX(TOOBIG, -1010, "message too large")                                       \
+  XX(BUDGET, -1011, "memory budget exceeded")                                  \
+  XX(NODEVICE, -1012, "device memory needs the CUDA backend")                  \
+  XX(INFLIGHT, -1013, "a snapshot copy is in flight")                          \
+  XX(OVERLAP, -1014, "regions overlap")                                        \
+  XX(STALE, -1015, "slot was reassigned (stale generation)")                   \
+  XX(CONFIG, -1016, "invalid configuration")
+
+enum {
+  PT_OK = 0,
+  /* pt_snapshot(): no free slot (protection of an earlier step still runs);
+   * nothing was copied and training goes on. Not an error. */
+  PT_SKIPPED = 1,
+#define PT_ERR_ENUM_(name, value, text) PT_E##name = (value),
+  PT_ERRNO_MAP(PT_ERR_ENUM_)
+#undef PT_ERR_ENUM_
+};
+
+/* Never NULL. For a negated errno value, the system's text. */
+const char *pt_strerror(int err);
+/* The code's symbolic name ("PT_ECHECKSUM", "ENOENT", ...); never NULL. */
+const char *pt_err_name(int err);
+
+typedef struct pt_client pt_client;
+
+enum pt_mem {
+  PT_MEM_HOST = 0,   /* ordinary host memory */
+  PT_MEM_DEVICE = 1, /* CUDA device memory: needs libpt built with CUDA */
+};
+
+enum pt_log_level { PT_LOG_ERROR = 3, PT_LOG_WARN = 4, PT_LOG_INFO = 6, PT_LOG_DEBUG = 7 };
+typedef void (*pt_log_fn)(void *arg, int level, const char *msg);
+
+/*
+ * Options for pt_client_open(). Zero-initialise, then set what differs; every
+ * zero or NULL field takes its value from the environment ptd sets for the
+ * trainer, then from the default.
+ */
+struct pt_options {
+  const char *socket_path; /* SMP socket: $PT_SMP_SOCKET */
+  const char *job;         /* job name: $PT_JOB, default "job" */
+  int rank;                /* 0 means $PT_RANK, then $RANK, then 0; see rank_set */
+  bool rank_set;           /* true: use .rank as given, even 0 */
+  int world;               /* 0: $PT_WORLD_SIZE, $WORLD_SIZE, 1 */
+  int copy_threads;        /* 0: $PT_COPY_THREADS, default 1 */
+  int timeout_ms;          /* deadline of each request to the SMP; 0: 10000 */
+  pt_log_fn log_fn;        /* NULL: libpt says nothing */
+  void *log_arg;
+};
+
+/* Opens a client for this rank and connects to its SMP.
+ * OUT: *out, owned by the caller, released with pt_client_close().
+ * opts may be NULL (everything from the environment). */
+int pt_client_open(pt_client **out, const struct pt_options *opts);
+
+/* Registers [ptr, ptr+bytes) under a unique name (at most 63 bytes). Only
+ * before the first pt_snapshot() or pt_restore(); regions must not overlap and
+ * bytes must be > 0. The memory stays the caller's; it must stay valid until
+ * pt_client_close(). PT_MEM_DEVICE without the CUDA backend: PT_ENODEVICE. */
+int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
+                       enum pt_mem kind);
+
+/* Starts an asynchronous copy of every region as step `step` and returns at
+ * once: PT_OK (copy started), PT_SKIPPED (no free slot; nothing copied), or an
+ * error (the run may go on; no snapshot was taken). Steps must increase.
+ * The regions must not be modified until pt_fence() returns.
+ * A copy still in flight: PT_EINFLIGHT (call pt_fence() first). */
+int pt_snapshot(pt_client *c, uint64_t step);
+
+/* Waits until the copy started by the last pt_snapshot() has finished and the
+ * SMP has sealed it. Returns that snapshot's outcome (PT_OK or an error), or
+ * PT_OK when nothing was in flight. Waits at most timeout_ms for the SMP. */
+int pt_fence(pt_client *c);
+
+/* Copies the newest committed step back into the regions, verifying every
+ * block's checksum, and stores its step number in *step.
+ * PT_ENOSNAP: there is nothing to restore (a fresh start); regions untouched.
+ * PT_EREGIONS: the snapshot was taken with a different region table.
+ * PT_ECHECKSUM: the data is damaged; the regions may have been partly written
+ * and must not be used. */
+int pt_restore(pt_client *c, uint64_t *step);
+
+struct pt_status {
+  uint32_t rank, world;
+  uint64_t regions, bytes;        /* registered */
+  uint64_t snapshots_started;     /* pt_snapshot() that returned PT_OK */
+  uint64_t snapshots_skipped;     /* that returned PT_SKIPPED */
+  uint64_t snapshots_failed;      /* that returned or fenced an error */
+  bool has_committed;             /* the SMP reported a committed step */
+  uint64_t committed_step;
+  bool in_flight;
+  const char *backend;            /* "cpu" or "cuda" */
+};
+int pt_status_get(pt_client *c, struct pt_status *st);
+
+/* The text of the last failure on this client (the SMP's message where it gave
+ * one), or "" — never NULL. Valid until the next call on c. */
+const char *pt_last_error(pt_client *c);
+
+/* Fences, tells the SMP the trainer is finished when done is true, and frees
+ * everything. c may be NULL. */
+void pt_client_close(pt_client *c, bool done);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PT_H */

@@ -1,0 +1,36 @@
+/*
+ * log.h — ptd's logging: one line per event on stderr, prefixed with a syslog
+ * priority ("<4>") that journald understands, then the role and the message,
+ * git-style: lowercase, failure first, subject quoted.
+ *
+ *   log_error("smp: cannot map '%s': %s", name, pt_strerror(rc));
+ *
+ * Messages above the configured level return before anything is formatted.
+ */
+#ifndef PT_LOG_H
+#define PT_LOG_H
+
+#include <stdarg.h>
+
+enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARN = 4, LOG_LVL_NOTICE = 5,
+                 LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
+
+extern int log_max_level;
+
+/* Names the process in every line ("ptd node", "ptd smp 3"). */
+void log_set_role(const char *role);
+void log_line(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_at_(lvl, ...)                                                      \
+  do {                                                                         \
+    if ((lvl) <= log_max_level)                                                \
+      log_line((lvl), __VA_ARGS__);                                            \
+  } while (0)
+#define log_error(...) log_at_(LOG_LVL_ERR, __VA_ARGS__)
+#define log_warn(...) log_at_(LOG_LVL_WARN, __VA_ARGS__)
+#define log_notice(...) log_at_(LOG_LVL_NOTICE, __VA_ARGS__)
+#define log_info(...) log_at_(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) log_at_(LOG_LVL_DEBUG, __VA_ARGS__)
+
+#endif /* PT_LOG_H */

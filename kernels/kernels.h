@@ -1,0 +1,88 @@
+/*
+ * kernels.h — the functions a copy backend must implement.
+ *
+ * libpt moves a rank's state between its registered regions and a slot of the
+ * shared-memory snapshot object through this interface, computing (on save)
+ * or checking (on restore) one CRC32C per KERN_BLOCK_SIZE block on the way.
+ * Two implementations exist: kernels_cpu.c (copy threads, ISA-L crc32_iscsi),
+ * always built and used by the tests, and kernels_cuda.cu (a copy stream,
+ * cudaMemcpyAsync into registered host memory, a CRC32C kernel), built where
+ * nvcc exists. The Makefile picks the file; nothing here is #ifdef'd.
+ *
+ * Checksums are those of ISA-L's crc32_iscsi() with seed 0xFFFFFFFF over each
+ * block, a block being KERN_BLOCK_SIZE bytes from the start of a transfer (the
+ * last one shorter). Both backends produce identical tables; the CPU one is
+ * the oracle for the CUDA one.
+ */
+#ifndef PT_KERNELS_H
+#define PT_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KERN_BLOCK_SIZE ((size_t)1 << 20)
+#define KERN_CRC_SEED 0xFFFFFFFFu
+
+/* Number of checksum blocks covering `bytes`. */
+static inline size_t kern_nblocks(size_t bytes)
+{
+  return (bytes + KERN_BLOCK_SIZE - 1) / KERN_BLOCK_SIZE;
+}
+
+enum kern_mem { KERN_MEM_HOST = 0, KERN_MEM_DEVICE = 1 };
+
+/* One region's worth of copying. */
+struct kern_xfer {
+  void *dst;
+  const void *src;
+  size_t bytes;
+  uint32_t *crcs;    /* save: OUT, kern_nblocks(bytes) entries; NULL: none */
+  int src_mem;       /* enum kern_mem */
+  int dst_mem;       /* enum kern_mem */
+};
+
+struct kern_engine;
+
+/* "cpu" or "cuda". */
+const char *kern_backend_name(void);
+/* True when the backend can copy device memory. */
+bool kern_backend_has_device(void);
+
+/* OUT: *out, freed with kern_engine_free(). threads: copy threads (CPU
+ * backend; clamped to 1..64), ignored by the CUDA backend. */
+int kern_engine_new(struct kern_engine **out, int threads);
+/* Waits for any copy in flight, then frees. e may be NULL. */
+void kern_engine_free(struct kern_engine *e);
+
+/* Makes [p, p+bytes) a valid fast copy target (cudaHostRegister on CUDA; a
+ * no-op on CPU). Once per mapping, at start: it is slow. */
+int kern_host_register(struct kern_engine *e, void *p, size_t bytes);
+int kern_host_unregister(struct kern_engine *e, void *p);
+
+/* Starts copying every xfer, computing its checksum table, and returns at
+ * once. The xfer array is copied; the buffers must stay valid and unmodified
+ * until kern_save_wait() returns. One save in flight per engine:
+ * PT_EINFLIGHT otherwise. crc false: copy only (benchmark baseline). */
+int kern_save_start(struct kern_engine *e, const struct kern_xfer *x, size_t n,
+                    bool crc);
+/* True while a save started by kern_save_start() has not completed. */
+bool kern_save_is_busy(struct kern_engine *e);
+/* Waits for the save in flight (timeout_ms < 0: forever) and returns its
+ * result; PT_OK when none is in flight; -ETIMEDOUT when the deadline passes
+ * (the save goes on). */
+int kern_save_wait(struct kern_engine *e, int timeout_ms);
+
+/* Synchronous restore: copies every xfer's src (host memory) to dst and checks
+ * each block against xfer->crcs (IN). Every block is checked before the call
+ * returns; on a mismatch returns PT_ECHECKSUM and, when bad_xfer/bad_block are
+ * not NULL, the first damaged block. */
+int kern_restore(struct kern_engine *e, const struct kern_xfer *x, size_t n,
+                 size_t *bad_xfer, size_t *bad_block);
+
+/* Host-only helpers, identical on every backend. */
+uint32_t kern_crc32c(const void *buf, size_t bytes);
+/* OUT: crcs, kern_nblocks(bytes) entries. */
+void kern_crc_blocks(const void *buf, size_t bytes, uint32_t *crcs);
+
+#endif /* PT_KERNELS_H */
