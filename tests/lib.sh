@@ -1,0 +1,129 @@
+# tests/lib.sh — helpers shared by the scenario scripts and the demo.
+# Source it; it expects $BUILD (absolute path of the build dir).
+#
+# Every scenario runs a small job under a real `ptd node` with its own state
+# directory, job name and shm prefix, so scenarios never see each other's
+# objects, and removes what it made on exit.
+
+: "${BUILD:?BUILD must name the build directory}"
+PTD=$BUILD/bin/ptd
+PTCTL=$BUILD/bin/ptctl
+TRAIN=$BUILD/bin/pt-train
+
+T_NAME=${T_NAME:-$(basename "$0" .sh)}
+T_DIR=$(mktemp -d "/tmp/pt-$T_NAME.XXXXXX")
+T_JOB="t$$"
+T_PREFIX="ts$$-"
+T_NODE_PID=
+
+t_cleanup() {
+  if [ -n "$T_NODE_PID" ] && kill -0 "$T_NODE_PID" 2>/dev/null; then
+    kill -TERM "$T_NODE_PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$T_NODE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$T_NODE_PID" 2>/dev/null
+  fi
+  # anything of this job still alive (adopted trainers, SMPs)
+  pkill -KILL -f -- "--job $T_JOB( |$)" 2>/dev/null
+  pkill -KILL -f -- "pt-train.*$T_DIR" 2>/dev/null
+  rm -f /dev/shm/"$T_PREFIX"pt."$T_JOB".* 2>/dev/null
+  [ -n "${T_KEEP_DIR:-}" ] || rm -rf "$T_DIR"
+}
+trap t_cleanup EXIT
+
+say() { printf '%s: %s\n' "$T_NAME" "$*"; }
+fail() { printf '%s: FAIL: %s\n' "$T_NAME" "$*"; [ -f "$T_DIR/node.log" ] && tail -n 40 "$T_DIR/node.log"; exit 1; }
+skip() { printf '%s\n' "$*"; exit 77; }
+
+# Reference digests of a fault-free run, computed without pt at all.
+# t_reference RANKS TRAIN_ARGS...  -> files $T_DIR/ref.<rank>
+t_reference() {
+  local ranks=$1; shift
+  local r
+  for ((r = 0; r < ranks; r++)); do
+    RANK=$r WORLD_SIZE=$ranks PT_RANK=$r PT_WORLD_SIZE=$ranks \
+      "$TRAIN" --no-pt "$@" --digest-file "$T_DIR/ref.$r" >/dev/null 2>&1 \
+      || fail "reference run of rank $r failed"
+  done
+}
+
+# Starts ptd node in the background: t_node_start STATEDIR RANKS [NODE_OPTS...] -- TRAIN_ARGS...
+# Output (node and trainers) goes to $T_DIR/node.log.
+t_node_start() {
+  local sd=$1 ranks=$2; shift 2
+  local opts=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+  shift
+  "$PTD" node --ranks "$ranks" --job "$T_JOB" --state-dir "$sd" --shm-prefix "$T_PREFIX" \
+    "${opts[@]}" -- "$TRAIN" "$@" --digest-file "$T_DIR/out.%r" >>"$T_DIR/node.log" 2>&1 &
+  T_NODE_PID=$!
+}
+
+# Waits for the node to exit (deadline in seconds); sets T_NODE_RC.
+t_node_wait() {
+  local deadline=$(( $(date +%s) + ${1:-120} ))
+  while kill -0 "$T_NODE_PID" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "ptd node still running after ${1:-120}s"
+    sleep 0.1
+  done
+  wait "$T_NODE_PID"; T_NODE_RC=$?
+  T_NODE_PID=
+}
+
+# Waits until the log matches a regular expression (deadline in seconds).
+t_wait_log() {
+  local re=$1 deadline=$(( $(date +%s) + ${2:-60} ))
+  until grep -Eq -- "$re" "$T_DIR/node.log" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for /$re/ in the log"
+    sleep 0.05
+  done
+}
+
+# Pid of a rank's trainer or SMP from ptctl's JSON: t_pid STATEDIR RANK trainer|smp
+t_pid() {
+  "$PTCTL" --state-dir "$1" status --json 2>/dev/null | python3 -c '
+import json, sys
+st = json.load(sys.stdin)
+for r in st["ranks"]:
+    if r["rank"] == int(sys.argv[1]):
+        print(r[sys.argv[2] + "_pid"]); break
+' "$2" "$3"
+}
+
+# Compares every rank's output digest with the reference.
+t_check_digests() {
+  local ranks=$1 r
+  for ((r = 0; r < ranks; r++)); do
+    [ -s "$T_DIR/out.$r" ] || fail "rank $r wrote no digest"
+    cmp -s "$T_DIR/ref.$r" "$T_DIR/out.$r" \
+      || fail "rank $r digest $(cat "$T_DIR/out.$r") differs from the fault-free $(cat "$T_DIR/ref.$r")"
+  done
+  say "digests of all $ranks ranks equal the fault-free run"
+}
+
+# For every restore in the log, the restore step must be at least the step
+# committed before the failure: no more steps redone than were uncommitted.
+# Prints "restores=N redone=R uncommitted=U".
+t_check_redone() {
+  python3 - "$T_DIR/node.log" <<'PY' || fail "more steps redone than were uncommitted"
+import re, sys
+committed, last_step, restores, redone, uncommitted, bad = None, 0, 0, 0, 0, False
+failed_at = None
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"commit step (\d+)", line)
+    if m: committed = int(m.group(1))
+    m = re.match(r"step (\d+) loss", line)
+    if m: last_step = max(last_step, int(m.group(1)))
+    if re.search(r"trainer rank \d+ \(pid \d+\) (exited|killed)", line) and failed_at is None:
+        failed_at = (committed, last_step)
+    m = re.search(r"restore from step (\d+)", line)
+    if m and failed_at is not None:
+        r = int(m.group(1)); c, s = failed_at
+        restores += 1
+        if c is not None and r < c:
+            print(f"restore from {r} but step {c} was committed before the failure"); bad = True
+        redone += max(0, s - r); uncommitted += max(0, s - (c or 0))
+        failed_at = None
+print(f"restores={restores} redone<={redone} uncommitted<={uncommitted}")
+sys.exit(1 if bad else 0)
+PY
+}

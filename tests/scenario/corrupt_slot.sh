@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One byte flipped in the newest committed slot of one rank. The restart must
+# detect it by checksum and restore the previous intact step on every rank, so
+# the run still ends as the fault-free one; with every slot of that rank
+# damaged, the job must stop with a clear error and never restore bad bytes.
+set -u
+. "$(dirname "$0")/../lib.sh"
+
+RANKS=2 STEPS=40
+ARGS=(--steps $STEPS --state-mb 4 --batch 4 --log-every 1)
+t_reference $RANKS "${ARGS[@]}"
+
+# A complete run that keeps its snapshots: steps STEPS-1 and STEPS stay committed.
+t_node_start "$T_DIR/sd" $RANKS --keep -- "${ARGS[@]}"
+t_node_wait 120
+[ "$T_NODE_RC" = 0 ] || fail "first run exited with $T_NODE_RC"
+obj=/dev/shm/${T_PREFIX}pt.$T_JOB.0
+[ -f "$obj" ] || fail "no snapshot object $obj after a --keep run"
+
+flip() { # flip one data byte in the slot holding the newest (or every) committed step
+  python3 - "$obj" "$1" <<'PY'
+import struct, sys
+path, which = sys.argv[1], sys.argv[2]
+with open(path, "r+b") as f:
+    h = f.read(4096)
+    nslots, = struct.unpack_from("<I", h, 96)
+    stride, = struct.unpack_from("<Q", h, 120)
+    slot_off, = struct.unpack_from("<Q", h, 136)
+    data_off, = struct.unpack_from("<Q", h, 152)
+    slots = []
+    for i in range(nslots):
+        f.seek(slot_off + 64 * i)
+        state, _, step = struct.unpack("<IIQ", f.read(16))
+        if state == 4:
+            slots.append((step, i))
+    slots.sort()
+    targets = slots[-1:] if which == "newest" else slots
+    for step, i in targets:
+        pos = data_off + i * stride + 4096 + 123
+        f.seek(pos); b = f.read(1); f.seek(pos); f.write(bytes([b[0] ^ 0x20]))
+        print(f"flipped a byte of slot {i} (step {step})")
+PY
+}
+flip newest
+: >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
+t_node_start "$T_DIR/sd" $RANKS --keep -- "${ARGS[@]}"
+t_node_wait 120
+[ "$T_NODE_RC" = 0 ] || fail "restart after one damaged slot exited with $T_NODE_RC"
+grep -q "restore from step $((STEPS - 1))" "$T_DIR/node.log" \
+  || fail "expected a restore from step $((STEPS - 1)), the previous intact step"
+grep -Eqi "rank 0.*(checksum|damaged|not intact)" "$T_DIR/node.log" \
+  || fail "the damaged slot was not reported"
+t_check_digests $RANKS
+
+# Now damage every committed slot of rank 0: nothing intact to restore.
+flip all
+: >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
+t_node_start "$T_DIR/sd" $RANKS --keep --max-restarts 1 -- "${ARGS[@]}"
+t_node_wait 60
+[ "$T_NODE_RC" = 1 ] || fail "with no intact snapshot the job should fail (exit 1), got $T_NODE_RC"
+grep -Eqi "job failed.*(intact|checksum)" "$T_DIR/node.log" || fail "no clear error about the damaged snapshots"
+! grep -q "^step 1 loss" "$T_DIR/node.log" || fail "training started over silently"
+say "ok"
