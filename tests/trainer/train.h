@@ -45,6 +45,18 @@ struct train_flags {
   const char *digest_file; /* NULL: none; "%r" is replaced by the rank */
 };
 
+/* The "config" region: what decides the trajectory of a run. A restored
+ * snapshot whose config differs from this run's was taken by another job and
+ * is refused. Fixed-size fields, no padding; zero-filled before use. */
+struct train_identity {
+  uint64_t magic; /* TRAIN_IDENTITY_MAGIC */
+  uint64_t seed;
+  uint32_t inputs, hidden, layers, classes, batch, rank;
+  float lr, beta1, beta2, eps, weight_decay;
+  uint32_t reserved;
+};
+#define TRAIN_IDENTITY_MAGIC 0x3174736574707470ull /* "ptptest1" */
+
 /* Parses argv into *f (defaults first). Returns 0, 1 when --help was printed
  * (the caller exits 0), or -EINVAL after printing the reason on stderr (the
  * caller exits 2). */
@@ -71,7 +83,7 @@ float train_rng_uniform(struct train_rng *r);
  * libm call, so the same on every machine. */
 float train_rng_normal(struct train_rng *r);
 
-/* The teacher: a fixed random tanh network inputs -> TEACHER_HIDDEN -> classes
+/* The teacher: a fixed random network inputs -> 32 softsign units -> classes
  * whose argmax is the label. Identical on every rank for one seed. */
 struct train_teacher {
   uint32_t inputs, hidden, classes;
