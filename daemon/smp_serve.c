@@ -1,0 +1,509 @@
+/*
+ * smp_serve.c — ptd smp's answers to its trainer (HELLO, SLOT_ACQUIRE, SEAL,
+ * RESTORE_QUERY, BYE) and to its node (SUBSCRIBE, STATE_QUERY, COMMIT,
+ * SET_RESTORE), as the project's protocol notes define them.
+ *
+ * Every request is answered at once from the object's slot table; nothing
+ * here waits on another process. Slot states change only through
+ * snapshot/snap_store.h's state machine. A reply that cannot be queued (the
+ * peer is gone) is dropped: the connection's close cleans up.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/smp_internal.h"
+
+/* ---- helpers ---- */
+
+static void reply_status(struct smp_conn *sc, uint64_t id, int status,
+                         const char *message)
+{
+  Pt__Reply r = PT__REPLY__INIT;
+
+  r.status = status;
+  r.message = (char *)message;
+  rpc_conn_send(sc->conn, RPC_REPLY, id, &r.base);
+}
+
+static void event_send(struct smp *smp, Pt__Event *ev)
+{
+  if (smp->node != NULL)
+    rpc_conn_send(smp->node->conn, RPC_EVENT, 0, &ev->base);
+}
+
+/* Remembers a slot sc acquired. A slot has one current generation, so an
+ * older entry for the same slot is replaced. */
+static void writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen)
+{
+  for (uint32_t i = 0; i < sc->nwriting; i++) {
+    if (sc->writing[i].slot == slot) {
+      sc->writing[i].generation = gen;
+      return;
+    }
+  }
+  if (sc->nwriting < SNAP_MAX_SLOTS) {
+    sc->writing[sc->nwriting].slot = slot;
+    sc->writing[sc->nwriting].generation = gen;
+    sc->nwriting++;
+  }
+}
+
+static void writing_remove(struct smp_conn *sc, uint32_t slot, uint64_t gen)
+{
+  for (uint32_t i = 0; i < sc->nwriting; i++) {
+    if (sc->writing[i].slot == slot && sc->writing[i].generation == gen) {
+      sc->writing[i] = sc->writing[--sc->nwriting];
+      return;
+    }
+  }
+}
+
+/* Frees every slot this connection acquired and did not seal. */
+static void writing_abort_all(struct smp_conn *sc)
+{
+  struct smp *smp = sc->smp;
+
+  for (uint32_t i = 0; i < sc->nwriting; i++) {
+    if (smp->store == NULL)
+      break;
+    int rc = snap_slot_abort(smp->store, sc->writing[i].slot,
+                             sc->writing[i].generation);
+    if (rc == 0)
+      log_notice("slot %u freed: its writer went away before sealing",
+                 sc->writing[i].slot);
+  }
+  sc->nwriting = 0;
+}
+
+/* The trainer role of sc ends (BYE or close): tell the node once. */
+static void trainer_release(struct smp_conn *sc, bool done)
+{
+  struct smp *smp = sc->smp;
+
+  if (smp->trainer == sc) {
+    smp->trainer = NULL;
+    smp->trainer_pid = 0;
+    smp->trainer_done = done;
+  }
+  if (!sc->gone_sent) {
+    Pt__Event ev = PT__EVENT__INIT;
+    sc->gone_sent = true;
+    ev.kind = PT__EVENT_KIND__EVENT_TRAINER_GONE;
+    ev.rank = smp->rank;
+    ev.has_done = true;
+    ev.done = done;
+    event_send(smp, &ev);
+  }
+}
+
+/* ---- trainer requests ---- */
+
+static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
+{
+  struct smp *smp = sc->smp;
+  Pt__HelloReply r = PT__HELLO_REPLY__INIT;
+  struct snap_region_desc *descs = NULL;
+  char msg[512] = "";
+  int rc = 0;
+
+  if (strcmp(m->job, smp->job) != 0 || m->rank != smp->rank) {
+    snprintf(msg, sizeof(msg),
+             "hello from job '%s' rank %u reached the SMP of job '%s' rank %u",
+             m->job, m->rank, smp->job, smp->rank);
+    rc = PT_ECONFIG;
+    goto out_reply;
+  }
+  if (m->n_regions == 0 || m->n_regions > SNAP_MAX_REGIONS) {
+    snprintf(msg, sizeof(msg), "hello with %zu regions (1 to %d allowed)",
+             m->n_regions, SNAP_MAX_REGIONS);
+    rc = -EINVAL;
+    goto out_reply;
+  }
+  descs = calloc(m->n_regions, sizeof(*descs));
+  if (descs == NULL) {
+    rc = -ENOMEM;
+    goto out_reply;
+  }
+  for (size_t i = 0; i < m->n_regions; i++) {
+    const Pt__Region *pr = m->regions[i];
+    size_t len = strlen(pr->name);
+    if (len == 0 || len >= SNAP_NAME_MAX || pr->bytes == 0 || pr->kind > 1) {
+      snprintf(msg, sizeof(msg), "hello: region %zu ('%.64s') is invalid", i,
+               pr->name);
+      rc = -EINVAL;
+      goto out_reply;
+    }
+    memcpy(descs[i].name, pr->name, len + 1);
+    descs[i].bytes = pr->bytes;
+    descs[i].kind = pr->kind;
+  }
+  if (smp->store != NULL &&
+      !snap_store_regions_match(smp->store, descs, (uint32_t)m->n_regions)) {
+    snprintf(msg, sizeof(msg),
+             "the trainer's %zu regions differ from the %u regions of "
+             "snapshot object '%s'", m->n_regions,
+             snap_store_nregions(smp->store), smp->shm_name);
+    rc = PT_EREGIONS;
+    goto out_reply;
+  }
+  if (smp->trainer != NULL && smp->trainer != sc) {
+    snprintf(msg, sizeof(msg), "another trainer (pid %d) is connected",
+             (int)smp->trainer_pid);
+    rc = -EBUSY;
+    goto out_reply;
+  }
+  if (smp->store == NULL) {
+    struct snap_params p = {
+      .job = smp->job, .rank = smp->rank, .world = smp->world,
+      .nslots = smp->nslots, .regions = descs,
+      .nregions = (uint32_t)m->n_regions, .parity_bytes = 0,
+      .budget_bytes = smp->budget,
+    };
+    rc = snap_store_create(&smp->store, smp->shm_name, &p, msg, sizeof(msg));
+    if (rc != 0) {
+      if (msg[0] == '\0')
+        snprintf(msg, sizeof(msg), "cannot create '%s': %s", smp->shm_name,
+                 pt_strerror(rc));
+      smp->store = NULL;
+      log_error("cannot create snapshot object '%s': %s", smp->shm_name, msg);
+      goto out_reply;
+    }
+    log_info("created snapshot object '%s' (%" PRIu64 " bytes, %u slots, "
+             "%zu regions)", smp->shm_name, snap_store_total_bytes(smp->store),
+             snap_store_nslots(smp->store), m->n_regions);
+  }
+  if (smp->trainer != sc)
+    log_info("trainer pid %d connected", (int)m->pid);
+  sc->role = ROLE_TRAINER;
+  sc->pid = m->pid;
+  sc->gone_sent = false;
+  smp->trainer = sc;
+  smp->trainer_pid = m->pid;
+  smp->trainer_done = false;
+
+out_reply:
+  free(descs);
+  if (rc != 0)
+    log_warn("hello refused: %s", msg[0] ? msg : pt_strerror(rc));
+  r.status = rc;
+  if (msg[0] != '\0' && rc != 0)
+    r.message = msg;
+  if (rc == 0) {
+    r.shm_name = smp->shm_name;
+    r.has_shm_bytes = true;
+    r.shm_bytes = snap_store_total_bytes(smp->store);
+  }
+  rpc_conn_send(sc->conn, RPC_HELLO_REPLY, id, &r.base);
+  return 0;
+}
+
+/* The trainer's requests need its accepted HELLO. */
+static bool is_trainer(struct smp_conn *sc)
+{
+  return sc->smp->trainer == sc && sc->smp->store != NULL;
+}
+
+static int on_slot_acquire(struct smp_conn *sc, uint64_t id,
+                           const Pt__SlotAcquire *m)
+{
+  struct smp *smp = sc->smp;
+  Pt__SlotReply r = PT__SLOT_REPLY__INIT;
+  uint32_t slot = 0, cslot;
+  uint64_t gen = 0, cstep;
+  int rc;
+
+  if (!is_trainer(sc)) {
+    r.status = PT_ESTATE;
+    r.message = "slot request before an accepted hello";
+    goto out_reply;
+  }
+  rc = snap_slot_acquire(smp->store, m->step, &slot, &gen);
+  r.status = rc;
+  if (rc == 0) {
+    writing_add(sc, slot, gen);
+    r.has_slot = true;
+    r.slot = slot;
+    r.has_generation = true;
+    r.generation = gen;
+    log_debug("step %" PRIu64 ": slot %u generation %" PRIu64, m->step, slot,
+              gen);
+  } else if (rc == PT_SKIPPED) {
+    log_info("step %" PRIu64 " skipped: no free slot", m->step);
+  } else {
+    r.message = (char *)pt_strerror(rc);
+    log_warn("no slot for step %" PRIu64 ": %s", m->step, pt_strerror(rc));
+  }
+  if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+    r.has_committed_step = true;
+    r.committed_step = cstep;
+  }
+
+out_reply:
+  rpc_conn_send(sc->conn, RPC_SLOT_REPLY, id, &r.base);
+  return 0;
+}
+
+static int commit_step(struct smp *smp, uint64_t step)
+{
+  int rc = snap_slot_commit(smp->store, step);
+
+  if (rc == 0) {
+    smp->restore_set = false;
+    log_info("commit step %" PRIu64, step);
+  } else {
+    log_warn("cannot commit step %" PRIu64 ": %s", step, pt_strerror(rc));
+  }
+  return rc;
+}
+
+static int on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
+{
+  struct smp *smp = sc->smp;
+  int rc;
+
+  if (!is_trainer(sc)) {
+    reply_status(sc, id, PT_ESTATE, "seal before an accepted hello");
+    return 0;
+  }
+  writing_remove(sc, m->slot, m->generation);
+  if (!m->ok) {
+    rc = snap_slot_abort(smp->store, m->slot, m->generation);
+    log_warn("step %" PRIu64 " failed in the trainer: slot %u freed", m->step,
+             m->slot);
+    reply_status(sc, id, rc, NULL);
+    return 0;
+  }
+  rc = snap_slot_seal(smp->store, m->slot, m->generation, m->step);
+  if (rc != 0) {
+    log_warn("cannot seal step %" PRIu64 " in slot %u: %s", m->step, m->slot,
+             pt_strerror(rc));
+    /* A seal refused for a bad step leaves the slot WRITING: free it. */
+    snap_slot_abort(smp->store, m->slot, m->generation);
+    reply_status(sc, id, rc, pt_strerror(rc));
+    return 0;
+  }
+  log_debug("sealed step %" PRIu64 " in slot %u", m->step, m->slot);
+  Pt__Event ev = PT__EVENT__INIT;
+  ev.kind = PT__EVENT_KIND__EVENT_SEALED;
+  ev.rank = smp->rank;
+  ev.has_step = true;
+  ev.step = m->step;
+  event_send(smp, &ev);
+  if (smp->autocommit)
+    commit_step(smp, m->step);
+  reply_status(sc, id, 0, NULL);
+  return 0;
+}
+
+static int on_restore_query(struct smp_conn *sc, uint64_t id)
+{
+  struct smp *smp = sc->smp;
+  Pt__RestoreReply r = PT__RESTORE_REPLY__INIT;
+  struct snap_slot_info info;
+  uint32_t slot = 0;
+  uint64_t step = 0;
+  int rc;
+
+  if (!is_trainer(sc)) {
+    r.status = PT_ESTATE;
+    r.message = "restore query before an accepted hello";
+    goto out_reply;
+  }
+  if (smp->restore_set && !smp->restore_has_step) {
+    rc = PT_ENOSNAP;
+  } else if (smp->restore_set) {
+    rc = snap_store_find_step(smp->store, smp->restore_step, &slot);
+    if (rc != 0)
+      rc = PT_ENOSNAP;
+  } else {
+    rc = snap_store_newest_committed(smp->store, &slot, &step);
+  }
+  r.status = rc;
+  if (rc == 0) {
+    snap_slot_get(smp->store, slot, &info);
+    r.has_slot = true;
+    r.slot = slot;
+    r.has_generation = true;
+    r.generation = info.generation;
+    r.has_step = true;
+    r.step = info.step;
+    log_info("trainer restores step %" PRIu64 " from slot %u", info.step, slot);
+  } else if (rc == PT_ENOSNAP) {
+    log_info("no snapshot to restore: the trainer starts fresh");
+  }
+
+out_reply:
+  rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, id, &r.base);
+  return 0;
+}
+
+static int on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m)
+{
+  struct smp *smp = sc->smp;
+
+  if (sc->role == ROLE_TRAINER || smp->trainer == NULL) {
+    log_info("trainer pid %d says goodbye (done: %s)", (int)sc->pid,
+             m->done ? "yes" : "no");
+    sc->role = ROLE_TRAINER;
+    trainer_release(sc, m->done);
+  }
+  reply_status(sc, id, 0, NULL);
+  return 0;
+}
+
+/* ---- node requests ---- */
+
+static void state_reply(struct smp_conn *sc, uint64_t id, bool verify)
+{
+  struct smp *smp = sc->smp;
+  Pt__StateReply r = PT__STATE_REPLY__INIT;
+  Pt__SlotInfo infos[SNAP_MAX_SLOTS], *ptrs[SNAP_MAX_SLOTS];
+  uint32_t n = smp->store ? snap_store_nslots(smp->store) : 0;
+
+  if (n > SNAP_MAX_SLOTS)
+    n = SNAP_MAX_SLOTS;
+  for (uint32_t i = 0; i < n; i++) {
+    struct snap_slot_info si;
+    snap_slot_get(smp->store, i, &si);
+    pt__slot_info__init(&infos[i]);
+    infos[i].slot = i;
+    infos[i].state = si.state;
+    infos[i].step = si.step;
+    infos[i].generation = si.generation;
+    if (verify && (si.state == SNAP_SEALED || si.state == SNAP_PROTECTED ||
+                   si.state == SNAP_COMMITTED)) {
+      uint32_t bad = 0;
+      int rc = snap_slot_verify(smp->store, i, &bad);
+      infos[i].has_intact = true;
+      infos[i].intact = rc == 0;
+      if (rc != 0)
+        log_warn("slot %u (step %" PRIu64 ") fails verification at block "
+                 "%u: %s", i, si.step, bad, pt_strerror(rc));
+    }
+    ptrs[i] = &infos[i];
+  }
+  r.status = 0;
+  r.rank = smp->rank;
+  r.n_slots = n;
+  r.slots = ptrs;
+  r.has_has_store = true;
+  r.has_store = smp->store != NULL;
+  r.has_trainer_pid = true;
+  r.trainer_pid = smp->trainer ? smp->trainer_pid : 0;
+  r.has_trainer_done = true;
+  r.trainer_done = smp->trainer_done;
+  r.has_bytes_held = true;
+  r.bytes_held = smp->store ? snap_store_total_bytes(smp->store) : 0;
+  r.has_smp_pid = true;
+  r.smp_pid = (int32_t)getpid();
+  rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
+}
+
+static int on_subscribe(struct smp_conn *sc, uint64_t id,
+                        const Pt__Subscribe *m)
+{
+  struct smp *smp = sc->smp;
+
+  if (smp->node != NULL && smp->node != sc) {
+    log_info("node '%s' replaces the previous subscriber", m->node_id);
+    smp->node->role = ROLE_NONE;
+  } else {
+    log_info("node '%s' subscribed", m->node_id);
+  }
+  sc->role = ROLE_NODE;
+  smp->node = sc;
+  state_reply(sc, id, false);
+  return 0;
+}
+
+static int on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
+{
+  int rc = -ENOENT;
+
+  if (sc->smp->store != NULL)
+    rc = commit_step(sc->smp, m->step);
+  reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
+static int on_set_restore(struct smp_conn *sc, uint64_t id,
+                          const Pt__SetRestore *m)
+{
+  struct smp *smp = sc->smp;
+  int rc = 0;
+
+  if (smp->store != NULL)
+    rc = snap_store_set_restore(smp->store, m->has_step, m->step);
+  else if (m->has_step)
+    rc = -ENOENT;
+  if (rc == 0) {
+    smp->restore_set = true;
+    smp->restore_has_step = m->has_step;
+    smp->restore_step = m->step;
+    if (m->has_step)
+      log_info("restore point: step %" PRIu64, m->step);
+    else
+      log_info("restore point: none, every slot freed");
+  } else {
+    log_warn("cannot set restore point step %" PRIu64 ": %s", m->step,
+             pt_strerror(rc));
+  }
+  reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
+/* ---- dispatch ---- */
+
+int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+               ProtobufCMessage *msg)
+{
+  struct smp_conn *sc = rpc_conn_data(c);
+  uint64_t id = h->request_id;
+
+  if (sc == NULL)
+    return PT_ESTATE;
+  switch (h->type) {
+  case RPC_HELLO:
+    return on_hello(sc, id, (Pt__Hello *)msg);
+  case RPC_SLOT_ACQUIRE:
+    return on_slot_acquire(sc, id, (Pt__SlotAcquire *)msg);
+  case RPC_SEAL:
+    return on_seal(sc, id, (Pt__Seal *)msg);
+  case RPC_RESTORE_QUERY:
+    return on_restore_query(sc, id);
+  case RPC_BYE:
+    return on_bye(sc, id, (Pt__Bye *)msg);
+  case RPC_SUBSCRIBE:
+    return on_subscribe(sc, id, (Pt__Subscribe *)msg);
+  case RPC_STATE_QUERY:
+    state_reply(sc, id, ((Pt__StateQuery *)msg)->verify);
+    return 0;
+  case RPC_COMMIT:
+    return on_commit(sc, id, (Pt__Commit *)msg);
+  case RPC_SET_RESTORE:
+    return on_set_restore(sc, id, (Pt__SetRestore *)msg);
+  default:
+    log_debug("closing a connection that sent an unexpected %s",
+              rpc_type_name(h->type));
+    return PT_EPROTO;
+  }
+}
+
+void smp_conn_gone(struct smp_conn *sc)
+{
+  struct smp *smp = sc->smp;
+
+  writing_abort_all(sc);
+  if (smp->trainer == sc) {
+    log_info("trainer pid %d disconnected", (int)sc->pid);
+    trainer_release(sc, false);
+  }
+  if (smp->node == sc)
+    smp->node = NULL;
+}

@@ -1,0 +1,1141 @@
+/*
+ * test_client.c — libpt against a real SMP (smp_main in a forked child).
+ *
+ * Every test starts its own SMP on a socket in a temporary directory with a
+ * job name and shm prefix of its own, drives it through libpt (and, for the
+ * node's side, through raw frames), and removes its shm objects. The SMP
+ * child dies with the test process (PR_SET_PDEATHSIG), so a failed test
+ * leaves nothing running; main() removes any object a failed test left.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "daemon/roles.h"
+#include "kernels/kernels.h"
+#include "rpc/rpc.h"
+#include "snapshot/snap_store.h"
+
+#define MIB ((size_t)1 << 20)
+
+static char g_dir[128];    /* sockets */
+static char g_prefix[64];  /* shm prefix of this run */
+
+/* ---- helpers ---- */
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(int ms)
+{
+  struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+  nanosleep(&ts, NULL);
+}
+
+static void fill_random(void *p, size_t n, uint64_t seed)
+{
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  unsigned char *b = p;
+
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b[i] = (unsigned char)(x >> 24);
+  }
+}
+
+struct smp_proc {
+  pid_t pid;
+  char job[64];
+  char sock[200];
+  char shm[256];
+  char slots[8];
+  char budget[32];
+  bool autocommit;
+  int start_delay_ms;
+};
+
+static void smp_init(struct smp_proc *p, const char *name, int slots,
+                     bool autocommit)
+{
+  memset(p, 0, sizeof(*p));
+  snprintf(p->job, sizeof(p->job), "%s%d", name, (int)getpid());
+  snprintf(p->sock, sizeof(p->sock), "%s/%s.sock", g_dir, name);
+  snprintf(p->slots, sizeof(p->slots), "%d", slots);
+  p->autocommit = autocommit;
+  ck_assert_int_eq(snap_store_name(p->shm, sizeof(p->shm), g_prefix, p->job, 0),
+                   0);
+  snap_store_unlink(p->shm);
+}
+
+static void smp_start(struct smp_proc *p)
+{
+  pid_t parent = getpid();
+  pid_t pid = fork();
+
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    char *argv[24];
+    int n = 0;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(99);
+    if (p->start_delay_ms > 0)
+      sleep_ms(p->start_delay_ms);
+    argv[n++] = "smp";
+    argv[n++] = "--job";
+    argv[n++] = p->job;
+    argv[n++] = "--rank";
+    argv[n++] = "0";
+    argv[n++] = "--world";
+    argv[n++] = "1";
+    argv[n++] = "--socket";
+    argv[n++] = p->sock;
+    argv[n++] = "--slots";
+    argv[n++] = p->slots;
+    argv[n++] = "--shm-prefix";
+    argv[n++] = g_prefix;
+    argv[n++] = "--log-level";
+    argv[n++] = "3";
+    if (p->autocommit)
+      argv[n++] = "--autocommit";
+    if (p->budget[0] != '\0') {
+      argv[n++] = "--budget";
+      argv[n++] = p->budget;
+    }
+    argv[n] = NULL;
+    if (getenv("PT_TEST_SMP_EXIT") != NULL)
+      exit(smp_main(n, argv)); /* lets LeakSanitizer check the SMP */
+    _exit(smp_main(n, argv));
+  }
+  p->pid = pid;
+}
+
+/* Waits for the SMP to exit; returns its wait status, or -1 on timeout. */
+static int smp_wait(struct smp_proc *p, int timeout_ms)
+{
+  uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000u;
+  int status;
+
+  while (now_ns() < end) {
+    pid_t r = waitpid(p->pid, &status, WNOHANG);
+    if (r == p->pid) {
+      p->pid = 0;
+      return status;
+    }
+    sleep_ms(5);
+  }
+  return -1;
+}
+
+static void smp_kill(struct smp_proc *p, int sig)
+{
+  if (p->pid <= 0)
+    return;
+  kill(p->pid, sig);
+  ck_assert_int_ne(smp_wait(p, 5000), -1);
+}
+
+/* SIGTERM must stop the SMP cleanly (exit 0, socket removed). */
+static void smp_stop_clean(struct smp_proc *p)
+{
+  kill(p->pid, SIGTERM);
+  int st = smp_wait(p, 5000);
+  ck_assert_int_ne(st, -1);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                "smp stopped with status 0x%x", st);
+  ck_assert_int_ne(access(p->sock, F_OK), 0);
+}
+
+static void smp_done(struct smp_proc *p)
+{
+  if (p->pid > 0)
+    smp_stop_clean(p);
+  snap_store_unlink(p->shm);
+}
+
+static void log_cb(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  if (level <= PT_LOG_WARN && getenv("PT_TEST_VERBOSE") != NULL)
+    fprintf(stderr, "libpt: %s\n", msg);
+}
+
+static pt_client *client_open(struct smp_proc *p, int timeout_ms)
+{
+  struct pt_options o = { 0 };
+  pt_client *c = NULL;
+  int rc;
+
+  o.socket_path = p->sock;
+  o.job = p->job;
+  o.rank_set = true;
+  o.rank = 0;
+  o.world = 1;
+  o.timeout_ms = timeout_ms;
+  o.log_fn = log_cb;
+  rc = pt_client_open(&c, &o);
+  ck_assert_msg(rc == 0, "pt_client_open: %s", pt_err_name(rc));
+  return c;
+}
+
+/* A state of several regions with sizes that do and do not divide 1 MiB. */
+#define NREG 4
+static const char *reg_names[NREG] = { "params", "moments", "rng", "cursor" };
+static const size_t reg_bytes[NREG] = { 3 * MIB + 12345, 2 * MIB, 5000, 8 };
+
+struct state {
+  void *p[NREG];
+};
+
+static void state_new(struct state *s, uint64_t seed)
+{
+  for (int i = 0; i < NREG; i++) {
+    s->p[i] = malloc(reg_bytes[i]);
+    ck_assert_ptr_nonnull(s->p[i]);
+    fill_random(s->p[i], reg_bytes[i], seed + (uint64_t)i);
+  }
+}
+
+static void state_copy(struct state *dst, const struct state *src)
+{
+  for (int i = 0; i < NREG; i++)
+    memcpy(dst->p[i], src->p[i], reg_bytes[i]);
+}
+
+static bool state_eq(const struct state *a, const struct state *b)
+{
+  for (int i = 0; i < NREG; i++)
+    if (memcmp(a->p[i], b->p[i], reg_bytes[i]) != 0)
+      return false;
+  return true;
+}
+
+static void state_scramble(struct state *s, uint64_t seed)
+{
+  for (int i = 0; i < NREG; i++)
+    fill_random(s->p[i], reg_bytes[i], seed * 131 + (uint64_t)i);
+}
+
+static void state_free(struct state *s)
+{
+  for (int i = 0; i < NREG; i++)
+    free(s->p[i]);
+}
+
+static void state_register(pt_client *c, struct state *s)
+{
+  for (int i = 0; i < NREG; i++) {
+    int rc = pt_region_register(c, reg_names[i], s->p[i], reg_bytes[i],
+                                PT_MEM_HOST);
+    ck_assert_msg(rc == 0, "register %s: %s", reg_names[i], pt_err_name(rc));
+  }
+}
+
+static void snap_ok(pt_client *c, uint64_t step)
+{
+  int rc = pt_snapshot(c, step);
+  ck_assert_msg(rc == PT_OK, "pt_snapshot(%llu): %s (%s)",
+                (unsigned long long)step, pt_err_name(rc), pt_last_error(c));
+  rc = pt_fence(c);
+  ck_assert_msg(rc == PT_OK, "pt_fence(%llu): %s (%s)",
+                (unsigned long long)step, pt_err_name(rc), pt_last_error(c));
+}
+
+static void restore_expect(pt_client *c, uint64_t want_step)
+{
+  uint64_t step = 0;
+  int rc = pt_restore(c, &step);
+  ck_assert_msg(rc == PT_OK, "pt_restore: %s (%s)", pt_err_name(rc),
+                pt_last_error(c));
+  ck_assert_uint_eq(step, want_step);
+}
+
+/* ---- raw frames: the node's side ---- */
+
+static int raw_connect(struct smp_proc *p)
+{
+  int fd = -1;
+  for (int i = 0; i < 500; i++) {
+    if (rpc_sock_connect_unix(p->sock, &fd) == 0)
+      return fd;
+    sleep_ms(10);
+  }
+  ck_abort_msg("cannot connect to %s", p->sock);
+  return -1;
+}
+
+static Pt__StateReply *raw_state(int fd, bool verify)
+{
+  Pt__StateQuery q = PT__STATE_QUERY__INIT;
+  ProtobufCMessage *m = NULL;
+
+  q.verify = verify;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_STATE_QUERY, &q.base, RPC_STATE_REPLY,
+                                 3000, &m), 0);
+  return (Pt__StateReply *)m;
+}
+
+static int raw_status_call(int fd, uint32_t type, const ProtobufCMessage *req)
+{
+  ProtobufCMessage *m = NULL;
+  ck_assert_int_eq(rpc_sock_call(fd, type, req, RPC_REPLY, 3000, &m), 0);
+  int st = ((Pt__Reply *)m)->status;
+  protobuf_c_message_free_unpacked(m, NULL);
+  return st;
+}
+
+static int raw_commit(int fd, uint64_t step)
+{
+  Pt__Commit q = PT__COMMIT__INIT;
+  q.step = step;
+  return raw_status_call(fd, RPC_COMMIT, &q.base);
+}
+
+static Pt__Event *raw_event(int fd)
+{
+  struct rpc_hdr h;
+  ProtobufCMessage *m = NULL;
+  int rc = rpc_sock_recv(fd, RPC_MAX_BODY_DEFAULT, rpc_now_ms() + 3000, &h, &m);
+  ck_assert_msg(rc == 0, "no event: %s", pt_err_name(rc));
+  ck_assert_uint_eq(h.type, RPC_EVENT);
+  ck_assert_uint_eq(h.request_id, 0);
+  return (Pt__Event *)m;
+}
+
+/* True when the SMP closes fd within timeout_ms. */
+static bool closed_by_peer(int fd, int timeout_ms)
+{
+  uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000u;
+  char buf[256];
+
+  while (now_ns() < end) {
+    struct pollfd pfd = { fd, POLLIN, 0 };
+    if (poll(&pfd, 1, 50) > 0) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n == 0 || (n < 0 && errno == ECONNRESET))
+        return true;
+    }
+  }
+  return false;
+}
+
+/* ---- tests ---- */
+
+/* Snapshot, scramble, restore: the bytes come back; steps must increase. */
+START_TEST(test_roundtrip)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct pt_status st;
+  uint64_t step = 77;
+
+  smp_init(&p, "rt", 2, true);
+  smp_start(&p);
+  pt_client *c = client_open(&p, 5000); /* the SMP may not listen yet */
+  state_new(&s, 1);
+  state_new(&want, 2);
+  state_register(c, &s);
+
+  ck_assert_int_eq(pt_restore(c, &step), PT_ENOSNAP);
+  ck_assert_uint_eq(step, 77);
+  snap_ok(c, 10);
+  state_copy(&want, &s);
+  state_scramble(&s, 3);
+  ck_assert(!state_eq(&s, &want));
+  restore_expect(c, 10);
+  ck_assert(state_eq(&s, &want));
+
+  /* steps must increase, also past a restore */
+  ck_assert_int_eq(pt_snapshot(c, 10), -EINVAL);
+  ck_assert_int_eq(pt_snapshot(c, 5), -EINVAL);
+  ck_assert_str_ne(pt_last_error(c), "");
+  state_scramble(&s, 4);
+  snap_ok(c, 11);
+  state_copy(&want, &s);
+  /* an implicit seal: pt_restore seals the finished copy itself */
+  state_scramble(&s, 5);
+  struct state s12;
+  state_new(&s12, 0);
+  state_copy(&s12, &s);
+  ck_assert_int_eq(pt_snapshot(c, 12), PT_OK);
+  int rc;
+  for (int i = 0; (rc = pt_restore(c, &step)) == PT_EINFLIGHT && i < 200; i++)
+    sleep_ms(10);
+  ck_assert_msg(rc == PT_OK, "restore: %s", pt_err_name(rc));
+  ck_assert_uint_eq(step, 12);
+  ck_assert(state_eq(&s, &s12));
+  state_scramble(&s, 6);
+  restore_expect(c, 12);
+  ck_assert(state_eq(&s, &s12));
+  ck_assert_int_eq(pt_fence(c), PT_OK); /* nothing in flight */
+
+  ck_assert_int_eq(pt_status_get(c, &st), 0);
+  ck_assert_uint_eq(st.rank, 0);
+  ck_assert_uint_eq(st.world, 1);
+  ck_assert_uint_eq(st.regions, NREG);
+  ck_assert_uint_eq(st.bytes, reg_bytes[0] + reg_bytes[1] + reg_bytes[2] +
+                                  reg_bytes[3]);
+  ck_assert_uint_eq(st.snapshots_started, 3);
+  ck_assert_uint_eq(st.snapshots_skipped, 0);
+  ck_assert_uint_eq(st.snapshots_failed, 2);
+  ck_assert(st.has_committed);
+  ck_assert_uint_eq(st.committed_step, 12);
+  ck_assert(!st.in_flight);
+  ck_assert_str_eq(st.backend, kern_backend_name());
+
+  pt_client_close(c, true);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+  state_free(&s12);
+}
+END_TEST
+
+/* Registration rules and calls made at the wrong time. */
+START_TEST(test_misuse)
+{
+  struct smp_proc p;
+  char *buf = malloc(8 * MIB);
+  size_t big = 64 * MIB;
+  char *bigbuf = malloc(big);
+  char longname[80];
+  uint64_t step;
+
+  ck_assert_ptr_nonnull(buf);
+  ck_assert_ptr_nonnull(bigbuf);
+  fill_random(bigbuf, big, 9);
+  smp_init(&p, "mis", 2, true);
+  smp_start(&p);
+  pt_client *c = client_open(&p, 5000);
+
+  ck_assert_int_eq(pt_snapshot(c, 1), PT_ESTATE); /* no region yet */
+  ck_assert_int_eq(pt_region_register(c, "a", buf, 0, PT_MEM_HOST), -EINVAL);
+  ck_assert_int_eq(pt_region_register(c, "", buf, 10, PT_MEM_HOST), -EINVAL);
+  ck_assert_int_eq(pt_region_register(c, NULL, buf, 10, PT_MEM_HOST), -EINVAL);
+  ck_assert_int_eq(pt_region_register(c, "a", NULL, 10, PT_MEM_HOST), -EINVAL);
+  memset(longname, 'x', 64);
+  longname[64] = '\0';
+  ck_assert_int_eq(pt_region_register(c, longname, buf, 10, PT_MEM_HOST),
+                   -ENAMETOOLONG);
+  longname[63] = '\0'; /* 63 bytes: the longest name allowed */
+  ck_assert_int_eq(pt_region_register(c, longname, buf + 7 * MIB, 10,
+                                      PT_MEM_HOST), 0);
+  ck_assert_int_eq(pt_region_register(c, "a", buf + MIB, MIB, PT_MEM_HOST), 0);
+  ck_assert_int_eq(pt_region_register(c, "a", buf + 4 * MIB, 10, PT_MEM_HOST),
+                   -EEXIST);
+  /* overlaps: inside, across the start, across the end, around */
+  ck_assert_int_eq(pt_region_register(c, "b", buf + MIB + 5, 10, PT_MEM_HOST),
+                   PT_EOVERLAP);
+  ck_assert_int_eq(pt_region_register(c, "b", buf + MIB - 5, 10, PT_MEM_HOST),
+                   PT_EOVERLAP);
+  ck_assert_int_eq(pt_region_register(c, "b", buf + 2 * MIB - 1, 10,
+                                      PT_MEM_HOST), PT_EOVERLAP);
+  ck_assert_int_eq(pt_region_register(c, "b", buf, 4 * MIB, PT_MEM_HOST),
+                   PT_EOVERLAP);
+  ck_assert_str_ne(pt_last_error(c), "");
+  /* touching neighbours are fine */
+  ck_assert_int_eq(pt_region_register(c, "before", buf + MIB - 100, 100,
+                                      PT_MEM_HOST), 0);
+  ck_assert_int_eq(pt_region_register(c, "after", buf + 2 * MIB, 100,
+                                      PT_MEM_HOST), 0);
+  ck_assert_int_eq(pt_region_register(c, "b", buf + MIB - 101, 2,
+                                      PT_MEM_HOST), PT_EOVERLAP);
+  if (!kern_backend_has_device())
+    ck_assert_int_eq(pt_region_register(c, "dev", buf + 5 * MIB, 10,
+                                        PT_MEM_DEVICE), PT_ENODEVICE);
+  ck_assert_int_eq(pt_region_register(c, "big", bigbuf, big, PT_MEM_HOST), 0);
+
+  /* a copy in flight refuses another snapshot and a restore */
+  ck_assert_int_eq(pt_snapshot(c, 1), PT_OK);
+  int rc = pt_snapshot(c, 2);
+  ck_assert_msg(rc == PT_EINFLIGHT, "second snapshot: %s", pt_err_name(rc));
+  ck_assert_int_eq(pt_restore(c, &step), PT_EINFLIGHT);
+  struct pt_status st;
+  pt_status_get(c, &st);
+  ck_assert(st.in_flight);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  /* frozen now */
+  ck_assert_int_eq(pt_region_register(c, "late", buf + 6 * MIB, 10,
+                                      PT_MEM_HOST), PT_ESTATE);
+  ck_assert_int_eq(pt_snapshot(c, 2), PT_OK);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  restore_expect(c, 2);
+  ck_assert_int_eq(pt_restore(NULL, &step), -EINVAL);
+  ck_assert_int_eq(pt_snapshot(NULL, 1), -EINVAL);
+  ck_assert_int_eq(pt_fence(NULL), -EINVAL);
+  ck_assert_str_eq(pt_last_error(NULL), "");
+  pt_client_close(NULL, true);
+  pt_client_close(c, true);
+  smp_done(&p);
+
+  /* options: no socket anywhere, bad rank */
+  struct pt_options o = { 0 };
+  unsetenv("PT_SMP_SOCKET");
+  ck_assert_int_eq(pt_client_open(&c, &o), PT_ECONFIG);
+  ck_assert_ptr_null(c);
+  o.socket_path = p.sock;
+  o.rank = 3;
+  o.world = 2;
+  ck_assert_int_eq(pt_client_open(&c, &o), PT_ECONFIG);
+  free(buf);
+  free(bigbuf);
+}
+END_TEST
+
+/* pt_client_open waits for a late SMP, and gives up at its deadline. */
+START_TEST(test_connect_deadline)
+{
+  struct smp_proc p;
+  struct pt_options o = { 0 };
+  pt_client *c = NULL;
+  uint64_t t0;
+  int rc;
+
+  smp_init(&p, "late", 2, true);
+  o.socket_path = p.sock;
+  o.timeout_ms = 300;
+  t0 = now_ns();
+  rc = pt_client_open(&c, &o);
+  ck_assert_msg(rc == -ENOENT || rc == -ECONNREFUSED, "open: %s",
+                pt_err_name(rc));
+  ck_assert_uint_ge(now_ns() - t0, 290u * 1000000u);
+
+  p.start_delay_ms = 300;
+  smp_start(&p);
+  t0 = now_ns();
+  c = client_open(&p, 5000);
+  ck_assert_uint_ge(now_ns() - t0, 200u * 1000000u);
+  pt_client_close(c, false);
+  smp_done(&p);
+}
+END_TEST
+
+/* Another region table, a second trainer. */
+START_TEST(test_regions_and_busy)
+{
+  struct smp_proc p;
+  struct state s, s2;
+  char other[100];
+  uint64_t step;
+
+  smp_init(&p, "reg", 2, true);
+  smp_start(&p);
+  state_new(&s, 11);
+  state_new(&s2, 12);
+  pt_client *a = client_open(&p, 5000);
+  state_register(a, &s);
+  snap_ok(a, 5);
+
+  /* a different table is refused, even while the first trainer runs */
+  pt_client *b = client_open(&p, 5000);
+  ck_assert_int_eq(pt_region_register(b, "other", other, sizeof(other),
+                                      PT_MEM_HOST), 0);
+  ck_assert_int_eq(pt_restore(b, &step), PT_EREGIONS);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(b), "regions"));
+  ck_assert_int_eq(pt_snapshot(b, 6), PT_EREGIONS);
+  pt_client_close(b, false);
+
+  /* the same table: one trainer at a time */
+  pt_client *d = client_open(&p, 5000);
+  state_register(d, &s2);
+  ck_assert_int_eq(pt_restore(d, &step), -EBUSY);
+  pt_client_close(a, true);
+  restore_expect(d, 5);
+  ck_assert(state_eq(&s, &s2));
+  snap_ok(d, 6);
+  pt_client_close(d, true);
+
+  smp_done(&p);
+  state_free(&s);
+  state_free(&s2);
+}
+END_TEST
+
+/* A flipped byte in the committed slot is found, never handed back. */
+START_TEST(test_checksum)
+{
+  struct smp_proc p;
+  struct state s;
+  struct snap_store *store = NULL;
+  uint32_t slot;
+  uint64_t cstep, step;
+  char err[256];
+
+  smp_init(&p, "crc", 2, true);
+  smp_start(&p);
+  state_new(&s, 21);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  snap_ok(c, 3);
+
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_uint_eq(cstep, 3);
+  const struct snap_region *r = snap_store_region(store, 1);
+  ck_assert_str_eq(r->name, "moments");
+  unsigned char *victim =
+      (unsigned char *)snap_slot_data(store, slot) + r->offset + MIB + 7;
+  *victim ^= 0x20;
+
+  ck_assert_int_eq(pt_restore(c, &step), PT_ECHECKSUM);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "moments"));
+
+  /* the node's verifying state query sees it too */
+  int fd = raw_connect(&p);
+  Pt__StateReply *sr = raw_state(fd, true);
+  bool seen = false;
+  for (size_t i = 0; i < sr->n_slots; i++) {
+    if (sr->slots[i]->slot == slot) {
+      seen = true;
+      ck_assert(sr->slots[i]->has_intact);
+      ck_assert(!sr->slots[i]->intact);
+    }
+  }
+  ck_assert(seen);
+  protobuf_c_message_free_unpacked(&sr->base, NULL);
+
+  /* a damaged checksum table is refused as well */
+  *victim ^= 0x20;
+  restore_expect(c, 3);
+  uint32_t *crcs = snap_slot_crcs(store, slot);
+  crcs[r->first_block] ^= 1;
+  ck_assert_int_eq(pt_restore(c, &step), PT_ECHECKSUM);
+  crcs[r->first_block] ^= 1;
+  restore_expect(c, 3);
+
+  close(fd);
+  snap_store_close(store);
+  pt_client_close(c, true);
+  smp_done(&p);
+  state_free(&s);
+}
+END_TEST
+
+/* kill -9 of the SMP: the client reconnects; committed data survives; a
+ * snapshot interrupted by the crash is reported failed, never fatal. */
+START_TEST(test_smp_restart)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct pt_status st;
+
+  smp_init(&p, "kill", 2, true);
+  smp_start(&p);
+  state_new(&s, 31);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 2000);
+  state_register(c, &s);
+  snap_ok(c, 1);
+  state_copy(&want, &s);
+
+  smp_kill(&p, SIGKILL);
+  smp_start(&p); /* the client's next call waits until it listens */
+  state_scramble(&s, 32);
+  restore_expect(c, 1);
+  ck_assert(state_eq(&s, &want));
+  state_scramble(&s, 33);
+  snap_ok(c, 2);
+  state_copy(&want, &s);
+  state_scramble(&s, 34);
+  restore_expect(c, 2);
+  ck_assert(state_eq(&s, &want));
+
+  /* killed between the slot and its seal */
+  ck_assert_int_eq(pt_snapshot(c, 3), PT_OK);
+  smp_kill(&p, SIGKILL);
+  smp_start(&p);
+  int rc = pt_fence(c);
+  ck_assert_msg(rc < 0, "fence after the SMP died: %s", pt_err_name(rc));
+  pt_status_get(c, &st);
+  ck_assert_uint_eq(st.snapshots_failed, 1);
+  ck_assert(!st.in_flight);
+  /* the restarted SMP freed the interrupted slot; step 2 is still there */
+  state_scramble(&s, 35);
+  restore_expect(c, 2);
+  ck_assert(state_eq(&s, &want));
+  int fd = raw_connect(&p);
+  Pt__StateReply *sr = raw_state(fd, true);
+  for (size_t i = 0; i < sr->n_slots; i++)
+    ck_assert_uint_ne(sr->slots[i]->state, SNAP_WRITING);
+  ck_assert(sr->has_store);
+  ck_assert_int_eq(sr->trainer_pid, (int)getpid());
+  protobuf_c_message_free_unpacked(&sr->base, NULL);
+  close(fd);
+
+  snap_ok(c, 4);
+  state_copy(&want, &s);
+  state_scramble(&s, 36);
+  restore_expect(c, 4);
+  ck_assert(state_eq(&s, &want));
+
+  /* the SMP is gone for good: calls fail within the deadline, no hang */
+  smp_kill(&p, SIGKILL);
+  uint64_t t0 = now_ns();
+  ck_assert_int_lt(pt_snapshot(c, 5), 0);
+  ck_assert_uint_lt(now_ns() - t0, 3000u * 1000000u);
+  pt_client_close(c, false);
+  snap_store_unlink(p.shm);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
+/* Slot policy without commits: sealed slots are reused; nothing is restored
+ * until a node commits. The node's side: events, COMMIT, SET_RESTORE. */
+START_TEST(test_node_protocol)
+{
+  struct smp_proc p;
+  struct state s, want;
+  uint64_t step;
+
+  smp_init(&p, "node", 2, false);
+  smp_start(&p);
+  state_new(&s, 41);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  snap_ok(c, 1);
+  snap_ok(c, 2);
+  snap_ok(c, 3); /* 2 slots, none committed: the oldest sealed one is reused */
+  state_copy(&want, &s);
+
+  int fd = raw_connect(&p);
+  Pt__StateReply *sr = raw_state(fd, false);
+  ck_assert_uint_eq(sr->n_slots, 2);
+  uint64_t steps = 0;
+  for (size_t i = 0; i < sr->n_slots; i++) {
+    ck_assert_uint_eq(sr->slots[i]->state, SNAP_SEALED);
+    steps += sr->slots[i]->step;
+  }
+  ck_assert_uint_eq(steps, 2 + 3);
+  ck_assert_int_eq(sr->smp_pid, p.pid);
+  protobuf_c_message_free_unpacked(&sr->base, NULL);
+  ck_assert_int_eq(pt_restore(c, &step), PT_ENOSNAP);
+
+  /* subscribe: a state reply, then an event per seal */
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+  ProtobufCMessage *m = NULL;
+  sub.node_id = "n0";
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SUBSCRIBE, &sub.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  protobuf_c_message_free_unpacked(m, NULL);
+  state_scramble(&s, 42);
+  snap_ok(c, 4);
+  state_copy(&want, &s);
+  Pt__Event *ev = raw_event(fd);
+  ck_assert_int_eq(ev->kind, PT__EVENT_KIND__EVENT_SEALED);
+  ck_assert_uint_eq(ev->step, 4);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+
+  ck_assert_int_eq(raw_commit(fd, 99), -ENOENT);
+  ck_assert_int_eq(raw_commit(fd, 4), 0);
+  state_scramble(&s, 43);
+  restore_expect(c, 4);
+  ck_assert(state_eq(&s, &want));
+
+  /* restore point: step 3 was freed by the commit of 4; none -> fresh */
+  Pt__SetRestore sr3 = PT__SET_RESTORE__INIT;
+  sr3.has_step = true;
+  sr3.step = 3;
+  ck_assert_int_eq(raw_status_call(fd, RPC_SET_RESTORE, &sr3.base), -ENOENT);
+  sr3.step = 4;
+  ck_assert_int_eq(raw_status_call(fd, RPC_SET_RESTORE, &sr3.base), 0);
+  restore_expect(c, 4);
+  Pt__SetRestore none = PT__SET_RESTORE__INIT;
+  ck_assert_int_eq(raw_status_call(fd, RPC_SET_RESTORE, &none.base), 0);
+  ck_assert_int_eq(pt_restore(c, &step), PT_ENOSNAP);
+
+  /* the trainer says it is done */
+  pt_client_close(c, true);
+  ev = raw_event(fd);
+  ck_assert_int_eq(ev->kind, PT__EVENT_KIND__EVENT_TRAINER_GONE);
+  ck_assert(ev->has_done && ev->done);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  sr = raw_state(fd, false);
+  ck_assert(sr->trainer_done);
+  ck_assert_int_eq(sr->trainer_pid, 0);
+  protobuf_c_message_free_unpacked(&sr->base, NULL);
+
+  close(fd);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
+/* PT_SKIPPED: the only slot not holding the newest commit is still busy
+ * (as while the previous step is being protected). */
+START_TEST(test_skipped)
+{
+  struct smp_proc p;
+  struct state s;
+  struct snap_store *store = NULL;
+  struct pt_status st;
+  uint32_t busy;
+  uint64_t gen;
+  char err[256];
+
+  smp_init(&p, "skip", 2, true);
+  smp_start(&p);
+  state_new(&s, 51);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  snap_ok(c, 1);
+
+  /* Stand-in for a protection in progress: hold the other slot WRITING. */
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_slot_acquire(store, 1000, &busy, &gen), 0);
+  ck_assert_int_eq(pt_snapshot(c, 2), PT_SKIPPED);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  ck_assert_int_eq(pt_snapshot(c, 2), -EINVAL); /* a skipped step is used */
+  pt_status_get(c, &st);
+  ck_assert_uint_eq(st.snapshots_skipped, 1);
+  ck_assert_uint_eq(st.snapshots_started, 1);
+  ck_assert(st.has_committed);
+  ck_assert_uint_eq(st.committed_step, 1);
+  ck_assert(!st.in_flight);
+
+  ck_assert_int_eq(snap_slot_abort(store, busy, gen), 0);
+  snap_ok(c, 3);
+  restore_expect(c, 3);
+  pt_client_close(c, true);
+
+  /* A trainer that goes away between its slot and its seal: the SMP frees
+   * the slot. */
+  int fd = raw_connect(&p);
+  Pt__Hello h = PT__HELLO__INIT;
+  Pt__Region rv[NREG], *rp[NREG];
+  ProtobufCMessage *m = NULL;
+  for (int i = 0; i < NREG; i++) {
+    pt__region__init(&rv[i]);
+    rv[i].name = (char *)reg_names[i];
+    rv[i].bytes = reg_bytes[i];
+    rp[i] = &rv[i];
+  }
+  h.job = p.job;
+  h.pid = 4242;
+  h.n_regions = NREG;
+  h.regions = rp;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_HELLO, &h.base, RPC_HELLO_REPLY, 3000,
+                                 &m), 0);
+  ck_assert_int_eq(((Pt__HelloReply *)m)->status, 0);
+  ck_assert_str_eq(((Pt__HelloReply *)m)->shm_name, p.shm);
+  protobuf_c_message_free_unpacked(m, NULL);
+  Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
+  a.step = 4;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
+                                 3000, &m), 0);
+  Pt__SlotReply *r = (Pt__SlotReply *)m;
+  ck_assert_int_eq(r->status, 0);
+  ck_assert(r->has_committed_step);
+  ck_assert_uint_eq(r->committed_step, 3);
+  uint32_t wslot = r->slot;
+  protobuf_c_message_free_unpacked(m, NULL);
+  struct snap_slot_info si;
+  snap_slot_get(store, wslot, &si);
+  ck_assert_uint_eq(si.state, SNAP_WRITING);
+  close(fd);
+  for (int i = 0; i < 300 && si.state == SNAP_WRITING; i++) {
+    sleep_ms(10);
+    snap_slot_get(store, wslot, &si);
+  }
+  ck_assert_uint_eq(si.state, SNAP_FREE);
+
+  snap_store_close(store);
+  smp_done(&p);
+  state_free(&s);
+}
+END_TEST
+
+/* Garbage on the socket closes that connection only. */
+START_TEST(test_garbage)
+{
+  struct smp_proc p;
+  struct state s;
+  unsigned char junk[256];
+
+  smp_init(&p, "junk", 2, true);
+  smp_start(&p);
+  state_new(&s, 61);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  snap_ok(c, 1);
+
+  /* random bytes */
+  int fd = raw_connect(&p);
+  fill_random(junk, sizeof(junk), 62);
+  ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  ck_assert(closed_by_peer(fd, 3000));
+  close(fd);
+  snap_ok(c, 2);
+
+  /* a valid header announcing a body over the limit */
+  struct rpc_hdr h = { .type = RPC_HELLO, .length = 64u << 20 };
+  uint8_t hb[RPC_HDR_BYTES];
+  rpc_hdr_encode(hb, &h);
+  fd = raw_connect(&p);
+  ck_assert_int_eq(write(fd, hb, sizeof(hb)), (ssize_t)sizeof(hb));
+  ck_assert(closed_by_peer(fd, 3000));
+  close(fd);
+
+  /* a body that is not the message its type names */
+  h.length = sizeof(junk);
+  h.request_id = 5;
+  rpc_hdr_encode(hb, &h);
+  fd = raw_connect(&p);
+  ck_assert_int_eq(write(fd, hb, sizeof(hb)), (ssize_t)sizeof(hb));
+  ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  ck_assert(closed_by_peer(fd, 3000));
+  close(fd);
+
+  /* a well-formed message the SMP does not serve */
+  fd = raw_connect(&p);
+  Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
+  ck_assert_int_eq(rpc_sock_send(fd, RPC_STATUS_QUERY, 9, &q.base,
+                                 rpc_now_ms() + 1000), 0);
+  ck_assert(closed_by_peer(fd, 3000));
+  close(fd);
+
+  /* requests of a trainer without its hello */
+  fd = raw_connect(&p);
+  Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
+  ProtobufCMessage *m = NULL;
+  a.step = 100;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
+                                 3000, &m), 0);
+  ck_assert_int_eq(((Pt__SlotReply *)m)->status, PT_ESTATE);
+  protobuf_c_message_free_unpacked(m, NULL);
+  close(fd);
+
+  /* the trainer was served throughout */
+  snap_ok(c, 3);
+  state_scramble(&s, 63);
+  restore_expect(c, 3);
+  pt_client_close(c, true);
+  smp_done(&p);
+  state_free(&s);
+}
+END_TEST
+
+/* A damaged object at start-up is renamed aside; a budget refuses HELLO. */
+START_TEST(test_quarantine_budget)
+{
+  struct smp_proc p;
+  struct state s;
+  char junk[8192];
+  uint64_t step;
+
+  smp_init(&p, "quar", 2, true);
+  int fd = shm_open(p.shm, O_CREAT | O_RDWR | O_EXCL, 0600);
+  ck_assert_int_ge(fd, 0);
+  fill_random(junk, sizeof(junk), 71);
+  ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  close(fd);
+  smp_start(&p);
+  state_new(&s, 72);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  ck_assert_int_eq(pt_restore(c, &step), PT_ENOSNAP);
+  snap_ok(c, 1);
+  restore_expect(c, 1);
+  pt_client_close(c, true);
+  smp_done(&p);
+
+  /* the damaged object is kept under another name */
+  DIR *d = opendir("/dev/shm");
+  struct dirent *e;
+  int found = 0;
+  ck_assert_ptr_nonnull(d);
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, p.shm + 1, strlen(p.shm + 1)) == 0 &&
+        strstr(e->d_name, ".bad-") != NULL) {
+      char n[300];
+      snprintf(n, sizeof(n), "/%s", e->d_name);
+      shm_unlink(n);
+      found++;
+    }
+  }
+  closedir(d);
+  ck_assert_int_eq(found, 1);
+
+  /* a budget far below the state: HELLO refused with the reason */
+  smp_init(&p, "budget", 2, true);
+  snprintf(p.budget, sizeof(p.budget), "1M");
+  smp_start(&p);
+  c = client_open(&p, 5000);
+  state_register(c, &s);
+  int rc = pt_snapshot(c, 1);
+  ck_assert_msg(rc == PT_EBUDGET, "snapshot over budget: %s (%s)",
+                pt_err_name(rc), pt_last_error(c));
+  ck_assert_str_ne(pt_last_error(c), "");
+  pt_client_close(c, false);
+  smp_done(&p);
+  state_free(&s);
+}
+END_TEST
+
+/* The command line: --help, missing and bad values. */
+START_TEST(test_smp_cli)
+{
+  char *help[] = { "smp", "--help", NULL };
+  char *nojob[] = { "smp", "--rank", "0", "--socket", "/tmp/x", NULL };
+  char *slots[] = { "smp", "--job", "j", "--rank", "0", "--socket", "/tmp/x",
+                    "--slots", "9", NULL };
+  char *budget[] = { "smp", "--job", "j", "--rank", "0", "--socket", "/tmp/x",
+                     "--budget", "12Q", NULL };
+  char *rank[] = { "smp", "--job", "j", "--rank", "2", "--world", "2",
+                   "--socket", "/tmp/x", NULL };
+  char *extra[] = { "smp", "--job", "j", "--rank", "0", "--socket", "/tmp/x",
+                    "stray", NULL };
+  int saved = dup(STDERR_FILENO), devnull = open("/dev/null", O_WRONLY);
+
+  dup2(devnull, STDERR_FILENO);
+  int r_nojob = smp_main(5, nojob);
+  int r_slots = smp_main(9, slots);
+  int r_budget = smp_main(9, budget);
+  int r_rank = smp_main(9, rank);
+  int r_extra = smp_main(8, extra);
+  dup2(saved, STDERR_FILENO);
+  close(devnull);
+  close(saved);
+  ck_assert_int_eq(r_nojob, 2);
+  ck_assert_int_eq(r_slots, 2);
+  ck_assert_int_eq(r_budget, 2);
+  ck_assert_int_eq(r_rank, 2);
+  ck_assert_int_eq(r_extra, 2);
+  fflush(stdout);
+  ck_assert_int_eq(smp_main(2, help), 0);
+}
+END_TEST
+
+static int cmp_u64(const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* pt_snapshot() must return at once: one round trip and a hand-off. */
+START_TEST(test_blocking_time)
+{
+  enum { N = 100, PARTS = 4 };
+  struct smp_proc p;
+  size_t part = 16 * MIB;
+  char *buf[PARTS];
+  uint64_t t[N];
+
+  smp_init(&p, "time", 2, true);
+  smp_start(&p);
+  pt_client *c = client_open(&p, 5000);
+  for (int i = 0; i < PARTS; i++) {
+    char name[16];
+    buf[i] = malloc(part);
+    ck_assert_ptr_nonnull(buf[i]);
+    fill_random(buf[i], part, 80 + (uint64_t)i);
+    snprintf(name, sizeof(name), "part%d", i);
+    ck_assert_int_eq(pt_region_register(c, name, buf[i], part, PT_MEM_HOST), 0);
+  }
+  snap_ok(c, 1); /* the first call says HELLO and maps the object */
+  for (int i = 0; i < N; i++) {
+    uint64_t t0 = now_ns();
+    int rc = pt_snapshot(c, (uint64_t)i + 2);
+    t[i] = now_ns() - t0;
+    ck_assert_int_eq(rc, PT_OK);
+    ck_assert_int_eq(pt_fence(c), PT_OK);
+  }
+  qsort(t, N, sizeof(t[0]), cmp_u64);
+  fprintf(stderr, "pt_snapshot blocking time, 64 MiB in %d regions: median "
+          "%.1f us, p90 %.1f us, max %.1f us\n", PARTS, t[N / 2] / 1e3,
+          t[N * 9 / 10] / 1e3, t[N - 1] / 1e3);
+  ck_assert_uint_lt(t[N / 2], 1000000u);
+  char orig = buf[0][12345];
+  buf[0][12345] ^= 1;
+  restore_expect(c, N + 1);
+  ck_assert_int_eq(buf[0][12345], orig);
+  pt_client_close(c, true);
+  smp_done(&p);
+  for (int i = 0; i < PARTS; i++)
+    free(buf[i]);
+}
+END_TEST
+
+static Suite *client_suite(void)
+{
+  Suite *s = suite_create("client");
+  TCase *tc = tcase_create("libpt+smp");
+
+  tcase_set_timeout(tc, 10);
+  tcase_add_test(tc, test_roundtrip);
+  tcase_add_test(tc, test_misuse);
+  tcase_add_test(tc, test_connect_deadline);
+  tcase_add_test(tc, test_regions_and_busy);
+  tcase_add_test(tc, test_checksum);
+  tcase_add_test(tc, test_smp_restart);
+  tcase_add_test(tc, test_node_protocol);
+  tcase_add_test(tc, test_skipped);
+  tcase_add_test(tc, test_garbage);
+  tcase_add_test(tc, test_quarantine_budget);
+  tcase_add_test(tc, test_smp_cli);
+  tcase_add_test(tc, test_blocking_time);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+/* Removes every shm object this run made (a failed test skips its own). */
+static void shm_sweep(void)
+{
+  DIR *d = opendir("/dev/shm");
+  struct dirent *e;
+
+  if (d == NULL)
+    return;
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, g_prefix, strlen(g_prefix)) == 0) {
+      char n[300];
+      snprintf(n, sizeof(n), "/%s", e->d_name);
+      shm_unlink(n);
+    }
+  }
+  closedir(d);
+}
+
+int main(void)
+{
+  SRunner *sr;
+  int failed;
+
+  snprintf(g_dir, sizeof(g_dir), "/tmp/pt-client.XXXXXX");
+  if (mkdtemp(g_dir) == NULL) {
+    perror("mkdtemp");
+    return 1;
+  }
+  snprintf(g_prefix, sizeof(g_prefix), "ptc%d-", (int)getpid());
+  sr = srunner_create(client_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  shm_sweep();
+  char cmd[200];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "cannot remove %s\n", g_dir);
+  return failed == 0 ? 0 : 1;
+}
