@@ -118,7 +118,8 @@ struct snap_params {
 struct snap_store;
 
 /* Object name for a job and rank: "/<prefix>pt.<job>.<rank>". prefix may be
- * NULL or "". -ENAMETOOLONG when it does not fit in len. */
+ * NULL or "". -ENAMETOOLONG when it does not fit in len; -EINVAL for an empty
+ * job or a '/' in job or prefix. */
 int snap_store_name(char *out, size_t len, const char *prefix, const char *job,
                     uint32_t rank);
 
@@ -177,7 +178,11 @@ int snap_store_recover(struct snap_store *s);
 
 /* Picks a slot for step and marks it WRITING with a new generation: a FREE
  * slot first, else the oldest SEALED/COMMITTED slot that is not the newest
- * COMMITTED one. PT_SKIPPED when none may be used. OUT: slot, generation. */
+ * COMMITTED one. PT_SKIPPED when none may be used. OUT: slot, generation.
+ * Age is by step (then generation): "oldest" is the lowest step and the
+ * newest COMMITTED slot is the one with the highest step. Generations grow
+ * over the object's life (one more than any slot's), so a slot taken from a
+ * writer never comes back to it under the same generation. */
 int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
                       uint64_t *generation);
 
@@ -197,14 +202,18 @@ int snap_slot_abort(struct snap_store *s, uint32_t slot, uint64_t generation);
 int snap_slot_commit(struct snap_store *s, uint64_t step);
 
 /* Restore point chosen: the slot holding step stays (becomes COMMITTED if it
- * was SEALED); every slot with a newer step, and every slot neither SEALED nor
- * COMMITTED, becomes FREE. has_step false: every slot becomes FREE (the job
- * starts over). -ENOENT when no SEALED/COMMITTED slot holds step. */
+ * was SEALED or PROTECTED); every slot with a newer step, and every slot
+ * neither SEALED nor COMMITTED, becomes FREE; then snap_slot_commit(step)
+ * semantics hold (older SEALED slots become FREE, older COMMITTED ones stay).
+ * has_step false: every slot becomes FREE (the job starts over). -ENOENT,
+ * nothing changed, when no SEALED/PROTECTED/COMMITTED slot holds step. */
 int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 
 /* Checks slot's checksum table against its recorded CRC and every data block
  * against the table. PT_OK, PT_ECHECKSUM, or PT_ESTATE when the slot is not
- * SEALED/PROTECTED/COMMITTED. OUT: bad_block (first bad block) may be NULL. */
+ * SEALED/PROTECTED/COMMITTED. OUT: bad_block (first bad block) may be NULL;
+ * it is nblocks when every block matches a table whose recorded CRC does not
+ * (the table or its CRC was damaged). */
 int snap_slot_verify(const struct snap_store *s, uint32_t slot,
                      uint32_t *bad_block);
 

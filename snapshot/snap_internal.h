@@ -1,0 +1,182 @@
+/*
+ * snap_internal.h — what the snapshot/ files share and nothing outside them
+ * sees: the open store, the computed layout of an object, and the byte
+ * offsets of snap_store.h's layout table as named constants.
+ *
+ * Invariant: a struct snap_store exists only for a mapping whose header,
+ * region table and slot states were validated (snap_layout_parse), so every
+ * offset cached in it lies inside the mapping.
+ */
+#ifndef PT_SNAP_INTERNAL_H
+#define PT_SNAP_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "snapshot/snap_store.h"
+
+/* Integers in the object are little-endian and the slot states are native
+ * atomics in the mapping, so the host must be little-endian too. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "the snapshot layout assumes a little-endian host");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
+               "slot-table atomics must be lock-free to work across processes");
+
+/* Header fields (offsets from the start of the object). */
+enum {
+  HDR_MAGIC = 0,
+  HDR_VERSION = 8,
+  HDR_HEADER_BYTES = 12,
+  HDR_TOTAL = 16,
+  HDR_JOB = 24,
+  HDR_RANK = 88,
+  HDR_WORLD = 92,
+  HDR_NSLOTS = 96,
+  HDR_NREGIONS = 100,
+  HDR_BLOCK_SIZE = 104,
+  HDR_NBLOCKS = 108,
+  HDR_SLOT_BYTES = 112,
+  HDR_STRIDE = 120,
+  HDR_REGION_OFF = 128,
+  HDR_SLOT_OFF = 136,
+  HDR_CRC_OFF = 144,
+  HDR_DATA_OFF = 152,
+  HDR_PARITY_OFF = 160,
+  HDR_PARITY_BYTES = 168,
+  HDR_CTIME = 176,
+  HDR_CRC = 184,
+  HDR_CRC_COVERS = 184, /* bytes 0..183 */
+};
+
+/* Region table entry fields. */
+enum {
+  REG_ENTRY_BYTES = 128,
+  REG_NAME = 0,
+  REG_BYTES = 64,
+  REG_OFFSET = 72,
+  REG_KIND = 80,
+  REG_FIRST_BLOCK = 84,
+  REG_NBLOCKS = 88,
+  REG_CRC = 124,
+  REG_CRC_COVERS = 124, /* bytes 0..123 */
+};
+
+/* Slot table entry fields. */
+enum {
+  SLOT_ENTRY_BYTES = 64,
+  SLOT_STATE = 0,
+  SLOT_STEP = 8,
+  SLOT_GENERATION = 16,
+  SLOT_T_WRITING = 24,
+  SLOT_T_SEALED = 32,
+  SLOT_T_COMMITTED = 40,
+  SLOT_TABLE_CRC = 48,
+};
+
+#define SNAP_CRC_TABLE_ALIGN 64u
+/* Caps that keep every size computation far from overflow and every
+ * checksum table shorter than ISA-L's int length argument. */
+#define SNAP_MAX_TOTAL_BYTES ((uint64_t)1 << 60)
+#define SNAP_MAX_NBLOCKS ((uint32_t)1 << 28)
+
+/* Where everything lies in an object; computed from the slot count, the
+ * region sizes and the parity bytes alone. */
+struct snap_layout {
+  uint32_t nslots, nregions, nblocks;
+  uint64_t region_off, slot_off, crc_off, crc_stride;
+  uint64_t data_off, slot_bytes, stride;
+  uint64_t parity_off, parity_bytes, total;
+};
+
+struct snap_store {
+  uint8_t *base;
+  struct snap_layout lay;
+  struct snap_region *regions; /* nregions decoded entries */
+  char job[SNAP_JOB_MAX];
+  uint32_t rank, world;
+};
+
+/* Little-endian field access (the host is little-endian, asserted above). */
+static inline uint32_t snap_get32(const uint8_t *p)
+{
+  uint32_t v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+static inline uint64_t snap_get64(const uint8_t *p)
+{
+  uint64_t v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+static inline void snap_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
+static inline void snap_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof(v)); }
+
+/* CRC32C as the whole project computes it: ISA-L crc32_iscsi, seed
+ * 0xFFFFFFFF. len must be below 2 GiB. */
+uint32_t snap_crc32c(const void *buf, size_t len);
+
+/* Writes a sentence into errbuf (may be NULL) and returns err. */
+int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Fills lay and, for each region i, regs[i].offset, .first_block and
+ * .nblocks from regs[i].bytes (INOUT). -EINVAL (with a sentence) when the
+ * counts are out of range or the sizes pass the caps above. */
+int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
+                        uint32_t nregions, struct snap_region *regs,
+                        uint64_t parity_bytes, char *errbuf, size_t errlen);
+
+/* Checks params (job, rank, counts, region names, sizes, kinds) and computes
+ * their layout. OUT: lay, regions (p->nregions entries, caller-allocated). */
+int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
+                       struct snap_region *regions, char *errbuf,
+                       size_t errlen);
+
+/* Writes the header, the region table and an all-FREE slot table into a
+ * zeroed mapping of lay->total bytes; the header CRC is written last. */
+void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
+                       const struct snap_params *p,
+                       const struct snap_region *regions);
+
+/* Validates a header read from an object of file_bytes bytes (hdr holds at
+ * least SNAP_HEADER_BYTES). PT_EFORMAT / PT_EVERSION with a sentence that
+ * starts with the quoted object name. */
+int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
+                      const char *name, char *errbuf, size_t errlen);
+
+/* Validates the rest of a mapping of total bytes whose header hdr (a private
+ * copy of its first SNAP_HEADER_BYTES) passed snap_header_check, and fills s:
+ * layout, decoded regions (allocated here), job, rank, world. Checks each
+ * region entry and its CRC, that the layout those entries imply is what the
+ * header says, and that every slot state is known. Every byte of the mapping
+ * is read once into a private copy before it is trusted, so a concurrent
+ * writer can make the checks fail but never lead them out of range. */
+int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
+                      uint64_t total, const char *name, char *errbuf,
+                      size_t errlen);
+
+/* The slot-table entry fields as atomics in the mapping. */
+static inline uint8_t *snap_slot_entry(const struct snap_store *s, uint32_t i)
+{
+  return s->base + s->lay.slot_off + (uint64_t)i * SLOT_ENTRY_BYTES;
+}
+static inline _Atomic uint32_t *snap_slot_state_ptr(const struct snap_store *s,
+                                                    uint32_t i)
+{
+  return (_Atomic uint32_t *)(void *)(snap_slot_entry(s, i) + SLOT_STATE);
+}
+static inline _Atomic uint64_t *snap_slot_u64_ptr(const struct snap_store *s,
+                                                  uint32_t i, unsigned field)
+{
+  return (_Atomic uint64_t *)(void *)(snap_slot_entry(s, i) + field);
+}
+static inline _Atomic uint32_t *snap_slot_u32_ptr(const struct snap_store *s,
+                                                  uint32_t i, unsigned field)
+{
+  return (_Atomic uint32_t *)(void *)(snap_slot_entry(s, i) + field);
+}
+
+#endif /* PT_SNAP_INTERNAL_H */

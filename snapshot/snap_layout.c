@@ -1,0 +1,471 @@
+/*
+ * snap_layout.c — the byte layout of a snapshot object (the table at the top
+ * of snap_store.h): computing it from the slot count and region sizes,
+ * writing a fresh header and region table, and validating an existing one.
+ *
+ * Both directions go through snap_layout_compute(), so an object is accepted
+ * only when every offset and count its header and region table store equals
+ * what this build would have written for the same slots and regions. That is
+ * what lets snap_store_open() trust the cached offsets afterwards: nothing a
+ * damaged or foreign object says is used before it has been recomputed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <isa-l/crc.h>
+
+#include "kernels/kernels.h"
+#include "pt.h"
+#include "snapshot/snap_internal.h"
+
+_Static_assert(sizeof(SNAP_MAGIC) - 1 == 8, "the magic is 8 bytes");
+_Static_assert(HDR_CRC + 4 <= SNAP_HEADER_BYTES, "the header fits its area");
+_Static_assert(SNAP_NAME_MAX == 64 && SNAP_JOB_MAX == 64,
+               "name fields are 64 bytes in the layout");
+_Static_assert(KERN_BLOCK_SIZE <= UINT32_MAX, "the block size is a u32 field");
+
+uint32_t snap_crc32c(const void *buf, size_t len)
+{
+  return crc32_iscsi((unsigned char *)buf, (int)len, KERN_CRC_SEED);
+}
+
+int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
+{
+  if (errbuf != NULL && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return err;
+}
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+  return (v + a - 1) / a * a;
+}
+
+const char *snap_state_name(uint32_t state)
+{
+  switch (state) {
+  case SNAP_FREE:
+    return "FREE";
+  case SNAP_WRITING:
+    return "WRITING";
+  case SNAP_SEALED:
+    return "SEALED";
+  case SNAP_PROTECTED:
+    return "PROTECTED";
+  case SNAP_COMMITTED:
+    return "COMMITTED";
+  default:
+    return "UNKNOWN";
+  }
+}
+
+static bool name_part_ok(const char *s)
+{
+  return strchr(s, '/') == NULL;
+}
+
+int snap_store_name(char *out, size_t len, const char *prefix, const char *job,
+                    uint32_t rank)
+{
+  if (out == NULL || job == NULL || job[0] == '\0' || !name_part_ok(job))
+    return -EINVAL;
+  if (prefix == NULL)
+    prefix = "";
+  if (!name_part_ok(prefix))
+    return -EINVAL;
+  int n = snprintf(out, len, "/%spt.%s.%" PRIu32, prefix, job, rank);
+  if (n < 0)
+    return -EINVAL;
+  if ((size_t)n >= len)
+    return -ENAMETOOLONG;
+  return PT_OK;
+}
+
+int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
+                        uint32_t nregions, struct snap_region *regs,
+                        uint64_t parity_bytes, char *errbuf, size_t errlen)
+{
+  if (nslots < 2 || nslots > SNAP_MAX_SLOTS)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "%" PRIu32 " slots: between 2 and %d are allowed", nslots,
+                    SNAP_MAX_SLOTS);
+  if (nregions < 1 || nregions > SNAP_MAX_REGIONS)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "%" PRIu32 " regions: between 1 and %d are allowed",
+                    nregions, SNAP_MAX_REGIONS);
+  if (parity_bytes > SNAP_MAX_TOTAL_BYTES)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "parity area of %" PRIu64 " bytes is too large",
+                    parity_bytes);
+
+  uint64_t cur = 0, nblocks = 0;
+  for (uint32_t i = 0; i < nregions; i++) {
+    uint64_t bytes = regs[i].bytes;
+    if (bytes == 0 || bytes > SNAP_MAX_TOTAL_BYTES)
+      return snap_err(errbuf, errlen, -EINVAL,
+                      "region %" PRIu32 " has %" PRIu64 " bytes", i, bytes);
+    uint64_t nb = kern_nblocks(bytes);
+    regs[i].offset = cur;
+    regs[i].first_block = (uint32_t)nblocks;
+    regs[i].nblocks = (uint32_t)(nb <= UINT32_MAX ? nb : 0);
+    cur = align_up(cur + bytes, SNAP_REGION_ALIGN);
+    nblocks += nb;
+    if (cur > SNAP_MAX_TOTAL_BYTES || nblocks > SNAP_MAX_NBLOCKS)
+      return snap_err(errbuf, errlen, -EINVAL,
+                      "regions add up to more than %" PRIu64 " bytes",
+                      SNAP_MAX_TOTAL_BYTES);
+  }
+
+  lay->nslots = nslots;
+  lay->nregions = nregions;
+  lay->nblocks = (uint32_t)nblocks;
+  lay->region_off = SNAP_HEADER_BYTES;
+  lay->slot_off = lay->region_off + (uint64_t)nregions * REG_ENTRY_BYTES;
+  lay->crc_off = align_up(lay->slot_off + (uint64_t)nslots * SLOT_ENTRY_BYTES,
+                          SNAP_CRC_TABLE_ALIGN);
+  lay->crc_stride = align_up(nblocks * 4, SNAP_CRC_TABLE_ALIGN);
+  lay->data_off = align_up(lay->crc_off + nslots * lay->crc_stride, SNAP_ALIGN);
+  lay->slot_bytes = cur;
+  lay->stride = align_up(cur, SNAP_ALIGN);
+  lay->parity_off = lay->data_off + nslots * lay->stride;
+  lay->parity_bytes = parity_bytes;
+  lay->total = lay->parity_off + align_up(parity_bytes, SNAP_ALIGN);
+  if (lay->total > SNAP_MAX_TOTAL_BYTES)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "the object would need %" PRIu64 " bytes, more than %" PRIu64,
+                    lay->total, SNAP_MAX_TOTAL_BYTES);
+  return PT_OK;
+}
+
+int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
+                       struct snap_region *regions, char *errbuf,
+                       size_t errlen)
+{
+  if (p == NULL)
+    return snap_err(errbuf, errlen, -EINVAL, "no parameters");
+  if (p->job == NULL || p->job[0] == '\0' ||
+      strnlen(p->job, SNAP_JOB_MAX) >= SNAP_JOB_MAX)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "job name must have 1 to %d bytes", SNAP_JOB_MAX - 1);
+  if (p->world < 1 || p->rank >= p->world)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "rank %" PRIu32 " is not below world size %" PRIu32,
+                    p->rank, p->world);
+  if (p->nregions < 1 || p->nregions > SNAP_MAX_REGIONS || p->regions == NULL)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "%" PRIu32 " regions: between 1 and %d are allowed",
+                    p->nregions, SNAP_MAX_REGIONS);
+
+  for (uint32_t i = 0; i < p->nregions; i++) {
+    const struct snap_region_desc *d = &p->regions[i];
+    size_t nl = strnlen(d->name, SNAP_NAME_MAX);
+    if (nl == 0 || nl >= SNAP_NAME_MAX)
+      return snap_err(errbuf, errlen, -EINVAL,
+                      "region %" PRIu32 ": name must have 1 to %d bytes", i,
+                      SNAP_NAME_MAX - 1);
+    if (d->kind > 1)
+      return snap_err(errbuf, errlen, -EINVAL,
+                      "region '%s': unknown kind %" PRIu32, d->name, d->kind);
+    for (uint32_t j = 0; j < i; j++)
+      if (strcmp(p->regions[j].name, d->name) == 0)
+        return snap_err(errbuf, errlen, -EINVAL,
+                        "region '%s' is declared twice", d->name);
+    memset(&regions[i], 0, sizeof(regions[i]));
+    memcpy(regions[i].name, d->name, nl);
+    regions[i].bytes = d->bytes;
+    regions[i].kind = d->kind;
+  }
+  return snap_layout_compute(lay, p->nslots, p->nregions, regions,
+                             p->parity_bytes, errbuf, errlen);
+}
+
+void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
+                       const struct snap_params *p,
+                       const struct snap_region *regions)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+
+  for (uint32_t i = 0; i < lay->nregions; i++) {
+    uint8_t *e = base + lay->region_off + (uint64_t)i * REG_ENTRY_BYTES;
+    memcpy(e + REG_NAME, regions[i].name, SNAP_NAME_MAX);
+    snap_put64(e + REG_BYTES, regions[i].bytes);
+    snap_put64(e + REG_OFFSET, regions[i].offset);
+    snap_put32(e + REG_KIND, regions[i].kind);
+    snap_put32(e + REG_FIRST_BLOCK, regions[i].first_block);
+    snap_put32(e + REG_NBLOCKS, regions[i].nblocks);
+    snap_put32(e + REG_CRC, snap_crc32c(e, REG_CRC_COVERS));
+  }
+  /* The slot table of a fresh object is all zero: every slot FREE with
+   * generation 0. */
+
+  uint8_t *h = base;
+  memcpy(h + HDR_MAGIC, SNAP_MAGIC, 8);
+  snap_put32(h + HDR_VERSION, SNAP_VERSION);
+  snap_put32(h + HDR_HEADER_BYTES, SNAP_HEADER_BYTES);
+  snap_put64(h + HDR_TOTAL, lay->total);
+  memset(h + HDR_JOB, 0, SNAP_JOB_MAX);
+  memcpy(h + HDR_JOB, p->job, strlen(p->job));
+  snap_put32(h + HDR_RANK, p->rank);
+  snap_put32(h + HDR_WORLD, p->world);
+  snap_put32(h + HDR_NSLOTS, lay->nslots);
+  snap_put32(h + HDR_NREGIONS, lay->nregions);
+  snap_put32(h + HDR_BLOCK_SIZE, (uint32_t)KERN_BLOCK_SIZE);
+  snap_put32(h + HDR_NBLOCKS, lay->nblocks);
+  snap_put64(h + HDR_SLOT_BYTES, lay->slot_bytes);
+  snap_put64(h + HDR_STRIDE, lay->stride);
+  snap_put64(h + HDR_REGION_OFF, lay->region_off);
+  snap_put64(h + HDR_SLOT_OFF, lay->slot_off);
+  snap_put64(h + HDR_CRC_OFF, lay->crc_off);
+  snap_put64(h + HDR_DATA_OFF, lay->data_off);
+  snap_put64(h + HDR_PARITY_OFF, lay->parity_off);
+  snap_put64(h + HDR_PARITY_BYTES, lay->parity_bytes);
+  snap_put64(h + HDR_CTIME,
+             (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
+  /* Last: an object whose creation was interrupted has no valid header. */
+  atomic_thread_fence(memory_order_release);
+  snap_put32(h + HDR_CRC, snap_crc32c(h, HDR_CRC_COVERS));
+}
+
+int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
+                      const char *name, char *errbuf, size_t errlen)
+{
+  if (file_bytes < SNAP_HEADER_BYTES)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': truncated: %" PRIu64 " bytes, header needs %u",
+                    name, file_bytes, SNAP_HEADER_BYTES);
+  if (memcmp(hdr + HDR_MAGIC, SNAP_MAGIC, 8) != 0)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': not a snapshot object (bad magic)", name);
+  uint32_t version = snap_get32(hdr + HDR_VERSION);
+  if (version != SNAP_VERSION)
+    return snap_err(errbuf, errlen, PT_EVERSION,
+                    "'%s': format version %" PRIu32
+                    ", this build reads version %u",
+                    name, version, SNAP_VERSION);
+  uint32_t stored = snap_get32(hdr + HDR_CRC);
+  uint32_t crc = snap_crc32c(hdr, HDR_CRC_COVERS);
+  if (stored != crc)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': header checksum mismatch (stored %08" PRIx32
+                    ", computed %08" PRIx32 ")",
+                    name, stored, crc);
+  uint32_t hbytes = snap_get32(hdr + HDR_HEADER_BYTES);
+  if (hbytes != SNAP_HEADER_BYTES)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': header size %" PRIu32 ", expected %u", name, hbytes,
+                    SNAP_HEADER_BYTES);
+  uint64_t total = snap_get64(hdr + HDR_TOTAL);
+  if (file_bytes < total)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': truncated: %" PRIu64 " bytes, header says %" PRIu64,
+                    name, file_bytes, total);
+  if (file_bytes != total)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': %" PRIu64 " bytes, header says %" PRIu64, name,
+                    file_bytes, total);
+  const uint8_t *job = hdr + HDR_JOB;
+  if (job[0] == '\0' || memchr(job, '\0', SNAP_JOB_MAX) == NULL)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': job name is empty or not terminated", name);
+  uint32_t rank = snap_get32(hdr + HDR_RANK);
+  uint32_t world = snap_get32(hdr + HDR_WORLD);
+  if (world < 1 || rank >= world)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': rank %" PRIu32 " is not below world size %" PRIu32,
+                    name, rank, world);
+  uint32_t nslots = snap_get32(hdr + HDR_NSLOTS);
+  if (nslots < 2 || nslots > SNAP_MAX_SLOTS)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': %" PRIu32 " slots, between 2 and %d expected", name,
+                    nslots, SNAP_MAX_SLOTS);
+  uint32_t nregions = snap_get32(hdr + HDR_NREGIONS);
+  if (nregions < 1 || nregions > SNAP_MAX_REGIONS)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': %" PRIu32 " regions, between 1 and %d expected",
+                    name, nregions, SNAP_MAX_REGIONS);
+  uint32_t bsize = snap_get32(hdr + HDR_BLOCK_SIZE);
+  if (bsize != KERN_BLOCK_SIZE)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': checksum block size %" PRIu32 ", this build uses %zu",
+                    name, bsize, KERN_BLOCK_SIZE);
+  uint64_t region_off = snap_get64(hdr + HDR_REGION_OFF);
+  if (region_off != SNAP_HEADER_BYTES ||
+      region_off + (uint64_t)nregions * REG_ENTRY_BYTES > total)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': region table at %" PRIu64 " is out of range", name,
+                    region_off);
+  return PT_OK;
+}
+
+/* One header field that must equal the layout the region table implies. */
+static int field_check(const uint8_t *hdr, unsigned off, const char *what,
+                       uint64_t expect, const char *name, char *errbuf,
+                       size_t errlen)
+{
+  uint64_t v = snap_get64(hdr + off);
+  if (v == expect)
+    return PT_OK;
+  return snap_err(errbuf, errlen, PT_EFORMAT,
+                  "'%s': header says %s is %" PRIu64
+                  ", the region table implies %" PRIu64,
+                  name, what, v, expect);
+}
+
+/* Decodes every region entry from a private copy, checking its CRC, name,
+ * kind and size. OUT: regs (name, bytes, kind) and stored (the offset and
+ * blocks the entry claims, to compare with the computed layout). */
+static int parse_regions(struct snap_region *regs, struct snap_region *stored,
+                         const uint8_t *base, uint32_t nregions,
+                         const char *name, char *errbuf, size_t errlen)
+{
+  for (uint32_t i = 0; i < nregions; i++) {
+    uint8_t e[REG_ENTRY_BYTES];
+    memcpy(e, base + SNAP_HEADER_BYTES + (uint64_t)i * REG_ENTRY_BYTES,
+           sizeof(e));
+    uint32_t crc_stored = snap_get32(e + REG_CRC);
+    uint32_t crc = snap_crc32c(e, REG_CRC_COVERS);
+    if (crc_stored != crc)
+      return snap_err(errbuf, errlen, PT_EFORMAT,
+                      "'%s': region %" PRIu32 " entry checksum mismatch "
+                      "(stored %08" PRIx32 ", computed %08" PRIx32 ")",
+                      name, i, crc_stored, crc);
+    if (e[REG_NAME] == '\0' ||
+        memchr(e + REG_NAME, '\0', SNAP_NAME_MAX) == NULL)
+      return snap_err(errbuf, errlen, PT_EFORMAT,
+                      "'%s': region %" PRIu32 " name is empty or not terminated",
+                      name, i);
+    memcpy(regs[i].name, e + REG_NAME, SNAP_NAME_MAX);
+    regs[i].bytes = snap_get64(e + REG_BYTES);
+    regs[i].kind = snap_get32(e + REG_KIND);
+    stored[i].offset = snap_get64(e + REG_OFFSET);
+    stored[i].first_block = snap_get32(e + REG_FIRST_BLOCK);
+    stored[i].nblocks = snap_get32(e + REG_NBLOCKS);
+    if (regs[i].kind > 1)
+      return snap_err(errbuf, errlen, PT_EFORMAT,
+                      "'%s': region '%s' has unknown kind %" PRIu32, name,
+                      regs[i].name, regs[i].kind);
+    if (regs[i].bytes == 0 || regs[i].bytes > SNAP_MAX_TOTAL_BYTES)
+      return snap_err(errbuf, errlen, PT_EFORMAT,
+                      "'%s': region '%s' has %" PRIu64 " bytes", name,
+                      regs[i].name, regs[i].bytes);
+  }
+  return PT_OK;
+}
+
+static int compare_regions(const struct snap_region *regs,
+                           const struct snap_region *stored, uint32_t nregions,
+                           const char *name, char *errbuf, size_t errlen)
+{
+  for (uint32_t i = 0; i < nregions; i++) {
+    if (stored[i].offset != regs[i].offset ||
+        stored[i].first_block != regs[i].first_block ||
+        stored[i].nblocks != regs[i].nblocks)
+      return snap_err(errbuf, errlen, PT_EFORMAT,
+                      "'%s': region '%s' lies at offset %" PRIu64
+                      " blocks %" PRIu32 "+%" PRIu32 ", expected offset %" PRIu64
+                      " blocks %" PRIu32 "+%" PRIu32,
+                      name, regs[i].name, stored[i].offset,
+                      stored[i].first_block, stored[i].nblocks, regs[i].offset,
+                      regs[i].first_block, regs[i].nblocks);
+  }
+  return PT_OK;
+}
+
+int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
+                      uint64_t total, const char *name, char *errbuf,
+                      size_t errlen)
+{
+  const uint8_t *h = hdr;
+  uint32_t nslots = snap_get32(h + HDR_NSLOTS);
+  uint32_t nregions = snap_get32(h + HDR_NREGIONS);
+  struct snap_layout lay;
+  int rc;
+
+  struct snap_region *regs = calloc(nregions, sizeof(*regs));
+  struct snap_region *stored = calloc(nregions, sizeof(*stored));
+  if (regs == NULL || stored == NULL) {
+    rc = snap_err(errbuf, errlen, -ENOMEM, "'%s': out of memory", name);
+    goto out_free_regions;
+  }
+  rc = parse_regions(regs, stored, base, nregions, name, errbuf, errlen);
+  if (rc < 0)
+    goto out_free_regions;
+  char why[160];
+  rc = snap_layout_compute(&lay, nslots, nregions, regs,
+                           snap_get64(h + HDR_PARITY_BYTES), why, sizeof(why));
+  if (rc < 0) {
+    rc = snap_err(errbuf, errlen, PT_EFORMAT, "'%s': %s", name, why);
+    goto out_free_regions;
+  }
+  rc = compare_regions(regs, stored, nregions, name, errbuf, errlen);
+  if (rc < 0)
+    goto out_free_regions;
+
+  uint32_t nblocks = snap_get32(h + HDR_NBLOCKS);
+  if (nblocks != lay.nblocks) {
+    rc = snap_err(errbuf, errlen, PT_EFORMAT,
+                  "'%s': header says %" PRIu32
+                  " checksum blocks, the region table implies %" PRIu32,
+                  name, nblocks, lay.nblocks);
+    goto out_free_regions;
+  }
+  const struct {
+    unsigned off;
+    const char *what;
+    uint64_t expect;
+  } fields[] = {
+      {HDR_TOTAL, "the object size", lay.total},
+      {HDR_SLOT_BYTES, "the slot data size", lay.slot_bytes},
+      {HDR_STRIDE, "the slot stride", lay.stride},
+      {HDR_SLOT_OFF, "the slot table offset", lay.slot_off},
+      {HDR_CRC_OFF, "the checksum table offset", lay.crc_off},
+      {HDR_DATA_OFF, "the slot data offset", lay.data_off},
+      {HDR_PARITY_OFF, "the parity offset", lay.parity_off},
+  };
+  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+    rc = field_check(h, fields[i].off, fields[i].what, fields[i].expect, name,
+                     errbuf, errlen);
+    if (rc < 0)
+      goto out_free_regions;
+  }
+  if (lay.total != total) {
+    rc = snap_err(errbuf, errlen, PT_EFORMAT,
+                  "'%s': %" PRIu64 " bytes, the layout needs %" PRIu64, name,
+                  total, lay.total);
+    goto out_free_regions;
+  }
+
+  s->base = base;
+  s->lay = lay;
+  for (uint32_t i = 0; i < nslots; i++) {
+    uint32_t st = atomic_load_explicit(snap_slot_state_ptr(s, i),
+                                       memory_order_acquire);
+    if (st > SNAP_COMMITTED) {
+      rc = snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': slot %" PRIu32 " has unknown state %" PRIu32, name,
+                    i, st);
+      goto out_free_regions;
+    }
+  }
+  memcpy(s->job, h + HDR_JOB, SNAP_JOB_MAX);
+  s->rank = snap_get32(h + HDR_RANK);
+  s->world = snap_get32(h + HDR_WORLD);
+  s->regions = regs;
+  free(stored);
+  return PT_OK;
+
+out_free_regions:
+  free(stored);
+  free(regs);
+  s->base = NULL;
+  return rc;
+}
