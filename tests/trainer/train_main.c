@@ -61,6 +61,7 @@ struct trainer {
 
   pt_client *client; /* NULL with --no-pt */
   uint64_t snapshots, skipped, failed;
+  uint64_t snapshot_step; /* step of the last snapshot started */
   uint64_t warnings;
 };
 
@@ -299,7 +300,7 @@ static double train_step(struct trainer *t, uint64_t step, double *fence_ms, dou
     *fence_ms = now_ms() - t0;
     if (rc != 0) {
       t->failed++;
-      warn_snapshot(t, "snapshot failed", step - 1, rc);
+      warn_snapshot(t, "snapshot failed", t->snapshot_step, rc);
     }
   }
 
@@ -314,6 +315,7 @@ static double train_step(struct trainer *t, uint64_t step, double *fence_ms, dou
     *snap_ms = now_ms() - t0;
     if (rc == PT_OK) {
       t->snapshots++;
+      t->snapshot_step = step;
     } else if (rc == PT_SKIPPED) {
       t->skipped++;
     } else {
@@ -417,7 +419,7 @@ int main(int argc, char **argv)
     rc = pt_fence(t->client);
     if (rc != 0) {
       t->failed++;
-      warn_snapshot(t, "snapshot failed", t->step, rc);
+      warn_snapshot(t, "snapshot failed", t->snapshot_step, rc);
     }
   }
 
