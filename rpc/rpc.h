@@ -18,6 +18,9 @@
  *     by libpt and ptctl, which must not run an event loop;
  *   - libuv connections and listeners (rpc_conn_*, rpc_listen_unix), used by
  *     ptd; these live in rpc_conn.c, which libpt does not link.
+ *
+ * SIGPIPE: rpc_sock_* send with MSG_NOSIGNAL; libuv writes with write(2), so
+ * a process using rpc_conn_* ignores SIGPIPE itself (ptd does at start-up).
  */
 #ifndef PT_RPC_H
 #define PT_RPC_H
@@ -75,13 +78,15 @@ int rpc_hdr_decode(const uint8_t in[RPC_HDR_BYTES], uint32_t max_body,
                    struct rpc_hdr *h);
 
 /* Packs msg into one frame. OUT: *out (malloc'd, caller frees), *len.
- * msg may be NULL for an empty body. */
+ * msg may be NULL for an empty body. -EINVAL for an unknown type, a msg whose
+ * descriptor is not the type's, or a msg missing a required field. */
 int rpc_frame_pack(uint8_t **out, size_t *len, uint32_t type,
                    uint64_t request_id, const ProtobufCMessage *msg);
 
 /* Unpacks a body as the message its type names. OUT: *msg, freed with
- * protobuf_c_message_free_unpacked(*msg, NULL). PT_EPROTO when the bytes do
- * not decode. */
+ * protobuf_c_message_free_unpacked(*msg, NULL) by the caller, in the same
+ * function. PT_EPROTO when the bytes do not decode (or the type is unknown).
+ * protobuf-c does not check enum values: handlers check them. */
 int rpc_body_unpack(uint32_t type, const uint8_t *body, size_t len,
                     ProtobufCMessage **msg);
 
@@ -105,7 +110,10 @@ void rpc_parser_init(struct rpc_parser *p, uint32_t max_body);
 void rpc_parser_release(struct rpc_parser *p);
 /* Returns PT_OK, the first header error (the parser is then failed and every
  * later call returns PT_EPROTO), -ENOMEM, or the first non-zero value
- * on_frame returned (parsing stops there). */
+ * on_frame returned (parsing stops there, and the parser is failed too: the
+ * rest of that piece is dropped). A body that arrives whole in one piece is
+ * passed in place, without a copy. A zero-length body is a valid non-NULL
+ * pointer. */
 int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
                     rpc_frame_cb on_frame, void *arg);
 
@@ -115,18 +123,25 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
 uint64_t rpc_now_ms(void);
 
 /* Connects to a Unix socket path. -ENAMETOOLONG when the path does not fit in
- * sun_path. OUT: *fd (CLOEXEC, blocking). */
+ * sun_path; -EAGAIN when the listener's backlog is full (it never blocks).
+ * OUT: *fd (CLOEXEC, blocking; the rpc_sock_* calls never block on it past
+ * their deadline). After any error but -ETIMEDOUT from the calls below the
+ * stream position is lost: close fd. */
 int rpc_sock_connect_unix(const char *path, int *fd);
 /* Sends one frame before deadline_ms (rpc_now_ms() clock); -ETIMEDOUT. */
 int rpc_sock_send(int fd, uint32_t type, uint64_t request_id,
                   const ProtobufCMessage *msg, uint64_t deadline_ms);
 /* Receives one frame (header checked before the body is allocated) and
  * unpacks it. OUT: *h, *msg (free with protobuf_c_message_free_unpacked).
+ * max_body 0 means RPC_MAX_BODY_DEFAULT.
  * -ECONNRESET on EOF, -ETIMEDOUT, PT_EPROTO, PT_ETOOBIG. */
 int rpc_sock_recv(int fd, uint32_t max_body, uint64_t deadline_ms,
                   struct rpc_hdr *h, ProtobufCMessage **msg);
 /* Sends a request and waits for the reply with the same request id and the
- * expected type, skipping RPC_EVENT frames. OUT: *reply as above. */
+ * expected type, skipping RPC_EVENT frames and replies to other request ids
+ * (late answers to calls that timed out). Request ids are unique in the
+ * process and never 0. A reply with the right id but another type:
+ * PT_EPROTO. timeout_ms bounds the whole call. OUT: *reply as above. */
 int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
                   uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply);
 
@@ -137,14 +152,19 @@ struct rpc_conn;
 struct rpc_listener;
 
 /* Called for every complete, decoded frame. msg is freed after the callback
- * returns. Return non-zero to close the connection. */
+ * returns. Return non-zero to close the connection (logged as a warning):
+ * a negative value is on_close's err, a positive one becomes PT_EPROTO. */
 typedef int (*rpc_msg_cb)(struct rpc_conn *c, const struct rpc_hdr *h,
                           ProtobufCMessage *msg);
 /* Called once when the connection is gone (peer EOF, error, protocol
- * violation, rpc_conn_close); err is 0 for a clean EOF or close. The conn is
- * freed after it returns. */
+ * violation, rpc_conn_close); err is 0 for a clean EOF or close. It runs from
+ * the loop, never from inside rpc_conn_close, so a handler may close its own
+ * conn and go on using it until it returns. The conn is freed after it
+ * returns. */
 typedef void (*rpc_close_cb)(struct rpc_conn *c, int err);
-/* Called for every accepted connection; return non-zero to refuse it. */
+/* Called for every accepted connection (its data starts as the listener's);
+ * return non-zero to refuse it: a refused conn is closed and never reaches
+ * on_close. */
 typedef int (*rpc_accept_cb)(struct rpc_listener *l, struct rpc_conn *c);
 
 struct rpc_conn_ops {
@@ -157,11 +177,15 @@ struct rpc_conn_ops {
 
 /* Listens on a Unix socket path (stale file unlinked first, mode 0600). Every
  * accepted peer's SO_PEERCRED uid must equal ours or be 0; others are closed
- * and logged. -ENAMETOOLONG for a path longer than sun_path. */
+ * and logged. -ENAMETOOLONG for a path longer than sun_path; -EADDRINUSE when
+ * a live listener answers on path; -EEXIST when path is not a socket.
+ * OUT: *out, closed with rpc_listener_close. */
 int rpc_listen_unix(struct uv_loop_s *loop, const char *path,
                     const struct rpc_conn_ops *ops, rpc_accept_cb on_accept,
                     void *data, struct rpc_listener **out);
-void rpc_listener_close(struct rpc_listener *l); /* unlinks the path */
+/* Stops accepting and unlinks the path (when it is still our socket).
+ * Accepted conns stay open; rpc_conn_listener() is NULL for them after. */
+void rpc_listener_close(struct rpc_listener *l);
 void *rpc_listener_data(struct rpc_listener *l);
 
 /* Connects to a Unix socket (asynchronously; frames sent before it completes
@@ -169,9 +193,12 @@ void *rpc_listener_data(struct rpc_listener *l);
 int rpc_conn_connect_unix(struct uv_loop_s *loop, const char *path,
                           const struct rpc_conn_ops *ops, void *data,
                           struct rpc_conn **out);
-/* Queues one frame. -ENOBUFS (and the conn is closing) past max_write_queue. */
+/* Queues one frame. -ENOBUFS (and the conn is closing) past max_write_queue;
+ * -EPIPE once the conn is closing; -EINVAL as rpc_frame_pack. */
 int rpc_conn_send(struct rpc_conn *c, uint32_t type, uint64_t request_id,
                   const ProtobufCMessage *msg);
+/* Idempotent; frames libuv has not written yet are dropped. on_close(err)
+ * follows from the loop. */
 void rpc_conn_close(struct rpc_conn *c, int err);
 void rpc_conn_set_data(struct rpc_conn *c, void *data);
 void *rpc_conn_data(struct rpc_conn *c);

@@ -1,0 +1,213 @@
+/*
+ * rpc_sock.c — blocking frame I/O with deadlines over a connected stream
+ * socket, for the processes that must not run an event loop: libpt inside
+ * the trainer, and ptctl.
+ *
+ * Every wait is a poll() bounded by the caller's deadline on the
+ * CLOCK_MONOTONIC clock of rpc_now_ms(); the socket itself stays blocking but
+ * every send/recv is MSG_DONTWAIT, so no call can block past its deadline.
+ * Sends use MSG_NOSIGNAL: a peer that went away yields -EPIPE, never SIGPIPE
+ * in the trainer. EINTR restarts the wait with the time that is left.
+ *
+ * After any error other than -ETIMEDOUT before the first byte of a frame, the
+ * stream position is unknown and the caller closes the descriptor.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "rpc/rpc.h"
+
+uint64_t rpc_now_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Waits until fd is ready for events or the deadline passes. 0, -ETIMEDOUT,
+ * or a negated errno from poll. */
+static int wait_fd(int fd, short events, uint64_t deadline_ms)
+{
+  for (;;) {
+    uint64_t now = rpc_now_ms();
+    if (now >= deadline_ms)
+      return -ETIMEDOUT;
+    uint64_t left = deadline_ms - now;
+    struct pollfd pfd = {.fd = fd, .events = events};
+    int n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+    if (n > 0)
+      return 0; /* readable, writable, or an error the next call reports */
+    if (n < 0 && errno != EINTR)
+      return -errno;
+  }
+}
+
+int rpc_sock_connect_unix(const char *path, int *fd)
+{
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  size_t plen = strlen(path);
+
+  *fd = -1;
+  if (plen >= sizeof(sa.sun_path))
+    return -ENAMETOOLONG;
+  memcpy(sa.sun_path, path, plen + 1);
+
+  /* Non-blocking for the connect alone: a listener whose backlog is full
+   * answers EAGAIN at once instead of blocking with no deadline. */
+  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0)
+    return -errno;
+  int rc;
+  do
+    rc = connect(s, (const struct sockaddr *)&sa, sizeof(sa));
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    rc = -errno;
+    goto out_close;
+  }
+  int fl = fcntl(s, F_GETFL);
+  if (fl < 0 || fcntl(s, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+    rc = -errno;
+    goto out_close;
+  }
+  *fd = s;
+  return PT_OK;
+
+out_close:
+  close(s);
+  return rc;
+}
+
+/* Writes all len bytes before the deadline, resuming after partial writes. */
+static int send_all(int fd, const uint8_t *buf, size_t len,
+                    uint64_t deadline_ms)
+{
+  while (len > 0) {
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      buf += n;
+      len -= (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return -errno;
+    int rc = wait_fd(fd, POLLOUT, deadline_ms);
+    if (rc < 0)
+      return rc;
+  }
+  return PT_OK;
+}
+
+/* Reads exactly len bytes before the deadline; -ECONNRESET on EOF. */
+static int recv_all(int fd, uint8_t *buf, size_t len, uint64_t deadline_ms)
+{
+  while (len > 0) {
+    ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+    if (n > 0) {
+      buf += n;
+      len -= (size_t)n;
+      continue;
+    }
+    if (n == 0)
+      return -ECONNRESET;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return -errno;
+    int rc = wait_fd(fd, POLLIN, deadline_ms);
+    if (rc < 0)
+      return rc;
+  }
+  return PT_OK;
+}
+
+int rpc_sock_send(int fd, uint32_t type, uint64_t request_id,
+                  const ProtobufCMessage *msg, uint64_t deadline_ms)
+{
+  uint8_t *frame;
+  size_t len;
+  int rc = rpc_frame_pack(&frame, &len, type, request_id, msg);
+
+  if (rc < 0)
+    return rc;
+  rc = send_all(fd, frame, len, deadline_ms);
+  free(frame);
+  return rc;
+}
+
+int rpc_sock_recv(int fd, uint32_t max_body, uint64_t deadline_ms,
+                  struct rpc_hdr *h, ProtobufCMessage **msg)
+{
+  uint8_t hdr[RPC_HDR_BYTES];
+  uint8_t *body = NULL;
+  int rc;
+
+  *msg = NULL;
+  if (max_body == 0)
+    max_body = RPC_MAX_BODY_DEFAULT;
+  rc = recv_all(fd, hdr, sizeof(hdr), deadline_ms);
+  if (rc < 0)
+    return rc;
+  rc = rpc_hdr_decode(hdr, max_body, h);
+  if (rc < 0)
+    return rc;
+  if (h->length > 0) {
+    body = malloc(h->length);
+    if (body == NULL)
+      return -ENOMEM;
+    rc = recv_all(fd, body, h->length, deadline_ms);
+    if (rc < 0)
+      goto out_free_body;
+  }
+  rc = rpc_body_unpack(h->type, body, h->length, msg);
+
+out_free_body:
+  free(body);
+  return rc;
+}
+
+int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
+                  uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply)
+{
+  /* Process-wide, never 0 (0 marks events): a late reply to a call that
+   * timed out carries an older id and is skipped by the next call. */
+  static uint64_t next_id;
+  uint64_t id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+  uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+  int rc;
+
+  *reply = NULL;
+  rc = rpc_sock_send(fd, type, id, req, deadline);
+  if (rc < 0)
+    return rc;
+  for (;;) {
+    struct rpc_hdr h;
+    ProtobufCMessage *msg;
+
+    rc = rpc_sock_recv(fd, RPC_MAX_BODY_DEFAULT, deadline, &h, &msg);
+    if (rc < 0)
+      return rc;
+    if (h.type == RPC_EVENT || h.request_id != id) {
+      protobuf_c_message_free_unpacked(msg, NULL);
+      continue;
+    }
+    if (h.type != reply_type) {
+      protobuf_c_message_free_unpacked(msg, NULL);
+      return PT_EPROTO;
+    }
+    *reply = msg;
+    return PT_OK;
+  }
+}
