@@ -54,7 +54,7 @@ RPC_LIB   := rpc/rpc_frame.c rpc/rpc_sock.c $(PROTO_C)
 RPC_UV    := $(filter-out $(RPC_LIB),$(wildcard rpc/*.c))
 SNAP_SRC  := $(wildcard snapshot/*.c)
 EC_SRC    := $(wildcard ec/*.c)
-KERN_CPU  := kernels/kernels_cpu.c
+KERN_CPU  := kernels/kernels_cpu.c kernels/kernels_host.c
 KERN_CUDA := $(wildcard kernels/*.cu)
 CLIENT    := $(filter-out client/ptctl.c,$(wildcard client/*.c))
 DAEMON    := $(filter-out daemon/ptd_main.c,$(wildcard daemon/*.c))
@@ -84,7 +84,7 @@ LIBS_OUT += $(BUILD)/lib/libpt_cuda.so
 endif
 endif
 
-.PHONY: all deps test unit scenarios asan demo bench fuzz install clean proto
+.PHONY: all deps test unit scenarios asan demo bench fuzz install clean proto gpu-test
 all: $(BINS) $(LIBS_OUT) $(UNIT_BINS)
 
 # ---- packages ------------------------------------------------------------
@@ -122,7 +122,7 @@ $(BUILD)/obj/%.o: %.c | $(BUILD)/.deps rpc/pt.pb-c.h
 	$(say) CC $<
 	$(Q)mkdir -p $(@D) && $(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.cu.o: %.cu kernels/kernels.h
+$(BUILD)/obj/%.cu.o: %.cu kernels/kernels.h $(wildcard kernels/*.cuh)
 	$(say) NVCC $<
 	$(Q)mkdir -p $(@D) && $(NVCC) -O2 -std=c++17 -Xcompiler -fPIC -I. -Iclient -c $< -o $@
 
@@ -143,6 +143,7 @@ $(BUILD)/lib/libptcore.a: $(CORE_OBJ)
 	$(Q)mkdir -p $(@D) && rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/lib/libpt_cuda.so: $(filter-out $(call obj,$(KERN_CPU)),$(LIBPT_OBJ)) \
+                            $(call obj,kernels/kernels_host.c) \
                             $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(KERN_CUDA))
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) -shared -Wl,-soname,libpt_cuda.so.0 $(LDFLAGS) -o $@ $^ \
@@ -176,6 +177,23 @@ test_mod    = $(call obj,$(or $(MOD_$(firstword $(subst _, ,$(1)))),$(CORE_SRC))
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(call obj,$(UNIT_COMMON)) $$(call test_mod,$$*)
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(DLIBS) $(TLIBS)
+
+# The CUDA backend against the CPU oracle (tests/gpu): built where nvcc
+# exists; the binary exits 77 when no GPU is usable.
+GPU_TEST := $(BUILD)/tests/gpu/gpu_kern_test
+ifneq ($(NVCC),)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+gpu-test: $(GPU_TEST)
+$(GPU_TEST): $(BUILD)/obj/tests/gpu/gpu_kern_test.cu.o \
+             $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(KERN_CUDA)) \
+             $(call obj,kernels/kernels_host.c client/pt_error.c)
+	$(say) LD $@
+	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(LIBS) \
+	  -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+else
+gpu-test:
+	@echo "gpu-test: nvcc not found" >&2; exit 1
+endif
 
 # ---- run -------------------------------------------------------------------
 

@@ -21,6 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define KERN_BLOCK_SIZE ((size_t)1 << 20)
 #define KERN_CRC_SEED 0xFFFFFFFFu
 
@@ -32,7 +36,8 @@ static inline size_t kern_nblocks(size_t bytes)
 
 enum kern_mem { KERN_MEM_HOST = 0, KERN_MEM_DEVICE = 1 };
 
-/* One region's worth of copying. */
+/* One region's worth of copying. bytes may be 0: nothing is copied and no
+ * checksum written. dst and src must not be NULL when bytes > 0. */
 struct kern_xfer {
   void *dst;
   const void *src;
@@ -50,20 +55,30 @@ const char *kern_backend_name(void);
 bool kern_backend_has_device(void);
 
 /* OUT: *out, freed with kern_engine_free(). threads: copy threads (CPU
- * backend; clamped to 1..64), ignored by the CUDA backend. */
+ * backend; clamped to 1..64); the CUDA backend uses them only for transfers
+ * whose source is host memory. CUDA: the engine belongs to the device current
+ * at this call; PT_EGPU when no device is usable. */
 int kern_engine_new(struct kern_engine **out, int threads);
 /* Waits for any copy in flight, then frees. e may be NULL. */
 void kern_engine_free(struct kern_engine *e);
 
 /* Makes [p, p+bytes) a valid fast copy target (cudaHostRegister on CUDA; a
- * no-op on CPU). Once per mapping, at start: it is slow. */
+ * no-op on CPU). Once per mapping, at start: it is slow. bytes must be > 0
+ * (-EINVAL). kern_host_unregister() takes the p given here; the CUDA engine
+ * unregisters what is left when freed. */
 int kern_host_register(struct kern_engine *e, void *p, size_t bytes);
 int kern_host_unregister(struct kern_engine *e, void *p);
 
 /* Starts copying every xfer, computing its checksum table, and returns at
  * once. The xfer array is copied; the buffers must stay valid and unmodified
  * until kern_save_wait() returns. One save in flight per engine:
- * PT_EINFLIGHT otherwise. crc false: copy only (benchmark baseline). */
+ * PT_EINFLIGHT otherwise. crc false: copy only (benchmark baseline).
+ * dst must be host memory. CUDA: device sources are copied on the engine's
+ * own non-blocking stream, which waits for no other stream; the device data
+ * must be final when this is called (the caller records an event after the
+ * optimizer step and synchronises on it first). dst and crcs belong in
+ * memory given to kern_host_register(): copies into other memory are
+ * synchronous. */
 int kern_save_start(struct kern_engine *e, const struct kern_xfer *x, size_t n,
                     bool crc);
 /* True while a save started by kern_save_start() has not completed. */
@@ -76,7 +91,10 @@ int kern_save_wait(struct kern_engine *e, int timeout_ms);
 /* Synchronous restore: copies every xfer's src (host memory) to dst and checks
  * each block against xfer->crcs (IN). Every block is checked before the call
  * returns; on a mismatch returns PT_ECHECKSUM and, when bad_xfer/bad_block are
- * not NULL, the first damaged block. */
+ * not NULL, the first damaged block (lowest xfer, then lowest block).
+ * crcs is required (-EINVAL when NULL and bytes > 0). PT_EINFLIGHT while a
+ * save is in flight. A device dst (CUDA) is written only when all its blocks
+ * check out; a host dst is written whole either way. */
 int kern_restore(struct kern_engine *e, const struct kern_xfer *x, size_t n,
                  size_t *bad_xfer, size_t *bad_block);
 
@@ -84,5 +102,9 @@ int kern_restore(struct kern_engine *e, const struct kern_xfer *x, size_t n,
 uint32_t kern_crc32c(const void *buf, size_t bytes);
 /* OUT: crcs, kern_nblocks(bytes) entries. */
 void kern_crc_blocks(const void *buf, size_t bytes, uint32_t *crcs);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* PT_KERNELS_H */
