@@ -15,11 +15,13 @@
  * - The lowest damaged block of a verifying job is kept with an atomic
  *   minimum, so the report does not depend on which thread saw what first.
  *
- * Performance (measured on the 2-core development machine, 1 GiB, 1 thread;
- * see the kernels commit message): a plain copy uses non-temporal stores and
- * beats glibc memcpy; a save copies SUB_CHUNK bytes with memcpy and computes
- * their CRC32C at once, while the destination is still in L2; a restore
- * computes the CRC32C of a source sub-chunk and then copies it out of cache.
+ * Performance: a plain copy uses non-temporal stores; a save copies
+ * SUB_CHUNK bytes with memcpy and computes their CRC32C at once, while the
+ * destination is still in L2; a restore computes the CRC32C of a source
+ * sub-chunk and then copies it out of cache. On the 2-core development
+ * machine (1 GiB, one copy thread, against a 1 GiB memcpy at ~20 GB/s) that
+ * gave: plain copy 1.4x memcpy, save 0.8-0.9x, restore 1.1x (worker and
+ * caller); sub-chunks of 64 KiB to 512 KiB measured the same.
  */
 #include <errno.h>
 #include <pthread.h>
