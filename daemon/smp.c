@@ -250,14 +250,14 @@ static int args_parse(struct smp *smp, int argc, char **argv)
   };
   bool has_rank = false;
   uint32_t v;
-  int o;
+  int o, li = 0;
 
   smp->world = 1;
   smp->nslots = 2;
   smp->prefix = "";
   optind = 0; /* full re-initialisation: the role may run more than once */
   opterr = 0;
-  while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  while ((o = getopt_long(argc, argv, "", opts, &li)) != -1) {
     switch (o) {
     case OPT_JOB:
       smp->job = optarg;
@@ -322,8 +322,8 @@ static int args_parse(struct smp *smp, int argc, char **argv)
   return 0;
 
 bad_value:
-  fprintf(stderr, "ptd smp: invalid value '%s' for %s\n", optarg,
-          argv[optind - 1]);
+  fprintf(stderr, "ptd smp: invalid value '%s' for --%s\n", optarg,
+          opts[li].name);
   return -EINVAL;
 }
 

@@ -255,7 +255,7 @@ static int commit_step(struct smp *smp, uint64_t step)
 
   if (rc == 0) {
     smp->restore_set = false;
-    log_info("commit step %" PRIu64, step);
+    log_debug("committed step %" PRIu64, step);
   } else {
     log_warn("cannot commit step %" PRIu64 ": %s", step, pt_strerror(rc));
   }
