@@ -1,0 +1,1027 @@
+/*
+ * test_ec.c — the erasure-coding library (ec/rs.h): layout, round trips for
+ * every k + m from 2+1 to 10+4 and every erasure pattern (sampled beyond
+ * G = 8), odd and unequal member sizes, incremental parity, too many losses,
+ * damaged survivors, bad arguments, concurrency.
+ *
+ * Expected results never come from ISA-L alone: checksum tables are computed
+ * by a table-driven CRC32C written here, and test_ec_ref.c checks the code
+ * itself against a textbook GF(2^8) Reed–Solomon.
+ */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ec/rs.h"
+#include "kernels/kernels.h"
+#include "pt.h"
+
+/* ---- helpers: random bytes, an independent CRC32C ---------------------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+static void fill_random(uint8_t *p, size_t n, uint64_t seed)
+{
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < n; i++)
+    p[i] = (uint8_t)(rng_next(&s) >> 24);
+}
+
+/* CRC32C (Castagnoli, reflected 0x82F63B78) with the conventions of
+ * kernels.h: initial value 0xFFFFFFFF, no final inversion. */
+static uint32_t crc_table[256];
+
+static void crc_init(void)
+{
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int b = 0; b < 8; b++)
+      c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    crc_table[i] = c;
+  }
+}
+
+static uint32_t crc_ref(const uint8_t *p, size_t n)
+{
+  uint32_t c = KERN_CRC_SEED;
+  for (size_t i = 0; i < n; i++)
+    c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+  return c;
+}
+
+static uint32_t *crcs_of(const uint8_t *p, size_t n)
+{
+  size_t nb = kern_nblocks(n);
+  uint32_t *t = malloc((nb + 1) * sizeof(*t));
+  ck_assert_ptr_nonnull(t);
+  for (size_t b = 0; b < nb; b++) {
+    size_t len = n - b * KERN_BLOCK_SIZE;
+    if (len > KERN_BLOCK_SIZE)
+      len = KERN_BLOCK_SIZE;
+    t[b] = crc_ref(p + b * KERN_BLOCK_SIZE, len);
+  }
+  return t;
+}
+
+/* ---- a fixture: a group, its data, checksums and encoded parity ---------------- */
+
+struct fx {
+  unsigned k, m, g;
+  struct rs_layout l;
+  struct rs_coder *c;
+  uint8_t *data[RS_MAX_MEMBERS]; /* originals */
+  uint8_t *par[RS_MAX_MEMBERS];  /* parity computed by rs_group_encode */
+  uint32_t *crcs[RS_MAX_MEMBERS];
+  uint8_t *out_data[RS_MAX_MEMBERS], *out_par[RS_MAX_MEMBERS];
+  uint8_t *in_data[RS_MAX_MEMBERS], *in_par[RS_MAX_MEMBERS]; /* survivors' */
+  struct rs_member mb[RS_MAX_MEMBERS];
+};
+
+static uint8_t *xalloc(size_t n)
+{
+  uint8_t *p = malloc(n ? n : 1);
+  ck_assert_ptr_nonnull(p);
+  return p;
+}
+
+static void fx_init(struct fx *f, unsigned k, unsigned m, const size_t *sizes,
+                    unsigned threads, size_t slice, uint64_t seed)
+{
+  struct rs_coder_opts o = {.threads = threads, .slice_bytes = slice};
+  struct rs_member mb[RS_MAX_MEMBERS];
+
+  memset(f, 0, sizeof(*f));
+  f->k = k;
+  f->m = m;
+  f->g = k + m;
+  ck_assert_int_eq(rs_layout_init(&f->l, k, m, sizes, f->g), 0);
+  ck_assert_int_eq(rs_coder_new(&f->c, k, m, &o), 0);
+  for (unsigned i = 0; i < f->g; i++) {
+    f->data[i] = xalloc(sizes[i]);
+    fill_random(f->data[i], sizes[i], seed * 1000 + i);
+    f->crcs[i] = crcs_of(f->data[i], sizes[i]);
+    f->par[i] = xalloc(f->l.parity_bytes);
+    memset(f->par[i], 0xEE, f->l.parity_bytes);
+    f->out_data[i] = xalloc(sizes[i]);
+    f->out_par[i] = xalloc(f->l.parity_bytes);
+    f->in_data[i] = xalloc(sizes[i]);
+    f->in_par[i] = xalloc(f->l.parity_bytes);
+    mb[i] = (struct rs_member){.data = f->data[i], .bytes = sizes[i],
+                               .parity = f->par[i], .crcs = f->crcs[i]};
+  }
+  ck_assert_int_eq(rs_group_encode(f->c, &f->l, mb), 0);
+}
+
+static void fx_free(struct fx *f)
+{
+  rs_coder_free(f->c);
+  for (unsigned i = 0; i < f->g; i++) {
+    free(f->data[i]);
+    free(f->par[i]);
+    free(f->crcs[i]);
+    free(f->out_data[i]);
+    free(f->out_par[i]);
+    free(f->in_data[i]);
+    free(f->in_par[i]);
+  }
+}
+
+/* Members as a decode sees them: survivors read copies of the originals (so
+ * a test may damage them), lost members write into garbage-filled buffers. */
+static void fx_prepare(struct fx *f, uint32_t lost)
+{
+  for (unsigned i = 0; i < f->g; i++) {
+    size_t s = f->l.member_bytes[i];
+    if (lost & (1u << i)) {
+      memset(f->out_data[i], 0xA5, s);
+      memset(f->out_par[i], 0x5A, f->l.parity_bytes);
+      f->mb[i] = (struct rs_member){.data = f->out_data[i], .bytes = s,
+                                    .parity = f->out_par[i], .crcs = f->crcs[i]};
+    } else {
+      memcpy(f->in_data[i], f->data[i], s);
+      memcpy(f->in_par[i], f->par[i], f->l.parity_bytes);
+      f->mb[i] = (struct rs_member){.data = f->in_data[i], .bytes = s,
+                                    .parity = f->in_par[i], .crcs = f->crcs[i]};
+    }
+  }
+}
+
+static void fx_check_rebuilt(const struct fx *f, uint32_t lost)
+{
+  for (unsigned i = 0; i < f->g; i++) {
+    if (!(lost & (1u << i)))
+      continue;
+    ck_assert_msg(memcmp(f->out_data[i], f->data[i], f->l.member_bytes[i]) == 0,
+                  "%u+%u lost 0x%x: member %u data differs", f->k, f->m, lost, i);
+    ck_assert_msg(memcmp(f->out_par[i], f->par[i], f->l.parity_bytes) == 0,
+                  "%u+%u lost 0x%x: member %u parity differs", f->k, f->m, lost,
+                  i);
+  }
+}
+
+static int fx_decode(struct fx *f, uint32_t lost, unsigned flags,
+                     struct rs_decode_report *rep)
+{
+  fx_prepare(f, lost);
+  return rs_group_decode(f->c, &f->l, f->mb, lost, flags, rep);
+}
+
+static void fx_round_trip(struct fx *f, uint32_t lost)
+{
+  struct rs_decode_report rep;
+  int rc = fx_decode(f, lost, 0, &rep);
+
+  ck_assert_msg(rc == 0, "%u+%u lost 0x%x: %s (%s)", f->k, f->m, lost,
+                pt_err_name(rc), rs_last_error());
+  ck_assert_uint_eq(rep.corrupt_members, 0);
+  ck_assert_uint_eq(rep.rounds, 1);
+  fx_check_rebuilt(f, lost);
+}
+
+/* ---- layout ------------------------------------------------------------------- */
+
+START_TEST(test_layout_mapping)
+{
+  static const unsigned codes[][2] = {{1, 1}, {2, 1}, {4, 2}, {8, 2}, {10, 4},
+                                      {3, 5}, {16, 16}, {31, 1}, {1, 31}};
+  for (size_t n = 0; n < sizeof(codes) / sizeof(codes[0]); n++) {
+    unsigned k = codes[n][0], m = codes[n][1], g = k + m;
+    size_t sizes[RS_MAX_MEMBERS];
+    struct rs_layout l;
+    unsigned seen[RS_MAX_MEMBERS][RS_MAX_MEMBERS];
+    size_t max = 0;
+
+    for (unsigned i = 0; i < g; i++) {
+      sizes[i] = 1000 * i + 7 * n + 1;
+      if (sizes[i] > max)
+        max = sizes[i];
+    }
+    ck_assert_int_eq(rs_layout_init(&l, k, m, sizes, g), 0);
+    /* Padding: to the largest member, to a multiple of k*64. */
+    ck_assert_uint_eq(l.chunk_bytes % RS_ALIGN, 0);
+    ck_assert_uint_ge(l.chunk_bytes, RS_ALIGN);
+    ck_assert_uint_eq(l.padded_bytes, k * l.chunk_bytes);
+    ck_assert_uint_ge(l.padded_bytes, max);
+    ck_assert_uint_lt(l.padded_bytes - max, (size_t)k * RS_ALIGN);
+    ck_assert_uint_eq(l.parity_bytes, m * l.chunk_bytes);
+
+    /* Every stripe: k data chunks from k distinct members, position q held by
+     * member j+q; every member holds exactly one piece of every stripe. */
+    memset(seen, 0, sizeof(seen));
+    for (unsigned i = 0; i < g; i++) {
+      size_t covered = 0;
+      for (unsigned c = 0; c < k; c++) {
+        unsigned j = rs_layout_chunk_stripe(&l, i, c);
+        ck_assert_uint_eq(rs_layout_piece_member(&l, j, c), i);
+        seen[j][c]++;
+        covered += rs_layout_chunk_valid(&l, i, c);
+      }
+      ck_assert_uint_eq(covered, sizes[i]); /* every byte in exactly one chunk */
+      for (unsigned r = 0; r < m; r++) {
+        unsigned j = rs_layout_parity_stripe(&l, i, r);
+        ck_assert_uint_eq(rs_layout_piece_member(&l, j, k + r), i);
+        seen[j][k + r]++;
+      }
+    }
+    for (unsigned j = 0; j < g; j++) {
+      uint32_t members = 0;
+      for (unsigned q = 0; q < g; q++) {
+        ck_assert_uint_eq(seen[j][q], 1);
+        members |= 1u << rs_layout_piece_member(&l, j, q);
+      }
+      ck_assert_uint_eq(__builtin_popcount(members), g);
+      for (unsigned q = 0; q < k; q++) /* data from members j..j+k-1 */
+        ck_assert_uint_eq(rs_layout_piece_member(&l, j, q), (j + q) % g);
+    }
+  }
+}
+END_TEST
+
+START_TEST(test_layout_sends_and_parity)
+{
+  size_t sizes[7] = {5000, 100, 0, 4096, 4097, 1, 3000};
+  struct rs_layout l;
+  struct rs_send sends[RS_MAX_MEMBERS * RS_MAX_MEMBERS];
+  struct rs_parity_ref par[RS_MAX_MEMBERS];
+  unsigned received[7][RS_MAX_MEMBERS];
+
+  ck_assert_int_eq(rs_layout_init(&l, 4, 3, sizes, 7), 0);
+  memset(received, 0, sizeof(received));
+  for (unsigned i = 0; i < 7; i++) {
+    ck_assert_int_eq(rs_layout_sends(&l, i, sends), 12);
+    for (int n = 0; n < 12; n++) {
+      struct rs_send *s = &sends[n];
+      ck_assert_uint_eq(s->stripe, rs_layout_chunk_stripe(&l, i, s->chunk));
+      ck_assert_uint_ne(s->to, i);
+      ck_assert_uint_eq(rs_layout_parity_stripe(&l, s->to, s->parity_row),
+                        s->stripe);
+      ck_assert_uint_eq(s->offset, s->chunk * l.chunk_bytes);
+      ck_assert_uint_eq(s->valid, rs_layout_chunk_valid(&l, i, s->chunk));
+      received[s->to][s->parity_row]++;
+    }
+  }
+  for (unsigned i = 0; i < 7; i++) {
+    ck_assert_int_eq(rs_layout_parity(&l, i, par), 3);
+    for (unsigned r = 0; r < 3; r++) {
+      ck_assert_uint_eq(received[i][r], 4); /* k chunks for each kept row */
+      ck_assert_uint_eq(par[r].offset, r * l.chunk_bytes);
+      for (unsigned c = 0; c < 4; c++)
+        ck_assert_uint_eq(rs_layout_chunk_stripe(&l, par[r].from[c], c),
+                          par[r].stripe);
+    }
+  }
+}
+END_TEST
+
+START_TEST(test_layout_plan)
+{
+  size_t sizes[6] = {640, 640, 640, 640, 640, 640};
+  struct rs_layout l;
+  static struct rs_plan p;
+
+  ck_assert_int_eq(rs_layout_init(&l, 4, 2, sizes, 6), 0);
+  for (uint32_t lost = 0; lost < 64; lost++) {
+    int rc = rs_layout_plan(&l, lost, &p);
+    if (__builtin_popcount(lost) > 2) {
+      ck_assert_int_eq(rc, PT_ENOFRAG);
+      continue;
+    }
+    ck_assert_int_eq(rc, 0);
+    for (unsigned j = 0; j < 6; j++) {
+      struct rs_stripe_plan *sp = &p.stripe[j];
+      ck_assert_uint_eq(sp->nlost, __builtin_popcount(lost));
+      ck_assert_uint_eq(sp->nsrc, lost ? 4 : 0);
+      ck_assert_uint_eq(sp->src_mask & sp->lost_mask, 0);
+      for (unsigned t = 0; t < sp->nsrc; t++) {
+        ck_assert(!(lost & (1u << sp->src[t].member)));
+        ck_assert_uint_eq(sp->src[t].member,
+                          rs_layout_piece_member(&l, j, sp->src[t].pos));
+        ck_assert_uint_eq(sp->src[t].is_parity, sp->src[t].pos >= 4);
+      }
+      for (unsigned t = 0; t < sp->nlost; t++)
+        ck_assert(lost & (1u << sp->lost[t].member));
+    }
+  }
+  ck_assert_int_eq(rs_layout_plan(&l, 1u << 6, &p), -EINVAL);
+}
+END_TEST
+
+/* ---- round trips ------------------------------------------------------------------ */
+
+/* Loop index -> code k+m, k = 2..10, m = 1..4. */
+static void code_of(int n, unsigned *k, unsigned *m)
+{
+  *k = 2 + (unsigned)n / 4;
+  *m = 1 + (unsigned)n % 4;
+}
+
+static const size_t odd_sizes[] = {1, 63, 65, 4096, 5003, 0, 191, 2049, 777, 64,
+                                   128, 1500, 3333, 10007};
+
+START_TEST(test_round_trip_all_codes)
+{
+  unsigned k, m, g;
+  size_t sizes[RS_MAX_MEMBERS];
+  struct fx f;
+  unsigned patterns = 0;
+
+  code_of(_i, &k, &m);
+  g = k + m;
+  for (unsigned i = 0; i < g; i++)
+    sizes[i] = odd_sizes[(i + (unsigned)_i) % (sizeof(odd_sizes) / sizeof(size_t))];
+  /* Small slices, so chunks span several; two threads every other code. */
+  fx_init(&f, k, m, sizes, 1 + (unsigned)_i % 2, 256, (uint64_t)_i + 1);
+  if (g <= 8) {
+    for (uint32_t lost = 0; lost < (1u << g); lost++) {
+      if ((unsigned)__builtin_popcount(lost) > m)
+        continue;
+      fx_round_trip(&f, lost);
+      patterns++;
+    }
+  } else {
+    uint64_t s = 12345 + (uint64_t)_i;
+    for (unsigned i = 0; i < g; i++, patterns++)
+      fx_round_trip(&f, 1u << i);
+    for (unsigned n = 0; n < 40; n++, patterns++) {
+      uint32_t lost = 0;
+      unsigned want = 1 + (unsigned)(rng_next(&s) % m);
+      while ((unsigned)__builtin_popcount(lost) < want)
+        lost |= 1u << (rng_next(&s) % g);
+      fx_round_trip(&f, lost);
+    }
+  }
+  ck_assert_uint_gt(patterns, g);
+  fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_round_trip_odd_sizes)
+{
+  /* All members 1, 63, 65 or 1 MiB + 1 bytes, then all different. */
+  static const size_t same[] = {1, 63, 65, (1u << 20) + 1};
+  size_t sizes[6];
+  struct fx f;
+
+  for (size_t n = 0; n < 4; n++) {
+    for (unsigned i = 0; i < 6; i++)
+      sizes[i] = same[n];
+    fx_init(&f, 4, 2, sizes, 1, 0, 100 + n);
+    for (uint32_t lost = 0; lost < 64; lost++)
+      if (__builtin_popcount(lost) <= 2 && (n < 3 || __builtin_popcount(lost) == 2))
+        fx_round_trip(&f, lost);
+    fx_free(&f);
+  }
+  {
+    size_t mixed[6] = {1, 63, 65, (1u << 20) + 1, 0, 3 * (1u << 20) + 17};
+    fx_init(&f, 4, 2, mixed, 2, 0, 200);
+    for (uint32_t lost = 1; lost < 64; lost++)
+      if (__builtin_popcount(lost) == 2)
+        fx_round_trip(&f, lost);
+    fx_free(&f);
+  }
+}
+END_TEST
+
+START_TEST(test_round_trip_extremes)
+{
+  /* k = 1 (copies), k + m = 32 both ways, and a single-member layout. */
+  static const unsigned codes[][2] = {{1, 1}, {1, 3}, {31, 1}, {16, 16}, {1, 31}};
+  for (size_t n = 0; n < sizeof(codes) / sizeof(codes[0]); n++) {
+    unsigned k = codes[n][0], m = codes[n][1], g = k + m;
+    size_t sizes[RS_MAX_MEMBERS];
+    struct fx f;
+    uint64_t s = 99 + n;
+
+    for (unsigned i = 0; i < g; i++)
+      sizes[i] = odd_sizes[i % (sizeof(odd_sizes) / sizeof(size_t))];
+    fx_init(&f, k, m, sizes, 1, 0, 300 + n);
+    for (unsigned t = 0; t < 6; t++) {
+      uint32_t lost = 0;
+      unsigned want = t == 0 ? m : 1 + (unsigned)(rng_next(&s) % m);
+      while ((unsigned)__builtin_popcount(lost) < want)
+        lost |= 1u << (rng_next(&s) % g);
+      fx_round_trip(&f, lost);
+    }
+    fx_free(&f);
+  }
+}
+END_TEST
+
+START_TEST(test_threads_large)
+{
+  /* 4 MiB-ish members on 3 threads with small slices: the parallel paths. */
+  size_t sizes[6] = {4u << 20, (4u << 20) - 1, 3u << 20, 1, (4u << 20) + 65, 0};
+  struct fx f;
+
+  fx_init(&f, 4, 2, sizes, 3, 4096, 7);
+  fx_round_trip(&f, 0x3);
+  fx_round_trip(&f, 0x28);
+  fx_round_trip(&f, 0x10);
+  fx_free(&f);
+}
+END_TEST
+
+/* ---- incremental parity ----------------------------------------------------------- */
+
+static uint8_t *padded_chunk(const struct fx *f, unsigned i, unsigned c)
+{
+  uint8_t *p = xalloc(f->l.chunk_bytes);
+  size_t v = rs_layout_chunk_valid(&f->l, i, c);
+  memset(p, 0, f->l.chunk_bytes);
+  if (v > 0)
+    memcpy(p, f->data[i] + c * f->l.chunk_bytes, v);
+  return p;
+}
+
+START_TEST(test_incremental_equals_whole)
+{
+  size_t sizes[7] = {10000, 9999, 1, 0, 8191, 6000, 12345};
+  struct fx f;
+  struct rs_parity_ref refs[RS_MAX_MEMBERS];
+  uint64_t s = 77;
+
+  fx_init(&f, 4, 3, sizes, 1, 1024, 5);
+  /* Each keeper folds the k chunks of each row it keeps, in a random order,
+   * one row at a time, as chunks would arrive from the network. */
+  for (unsigned i = 0; i < f.g; i++) {
+    uint8_t *par = xalloc(f.l.parity_bytes);
+    memset(par, 0, f.l.parity_bytes);
+    ck_assert_int_eq(rs_layout_parity(&f.l, i, refs), 3);
+    for (unsigned r = 0; r < 3; r++) {
+      unsigned order[4] = {0, 1, 2, 3};
+      void *row = par + refs[r].offset;
+      for (unsigned t = 3; t > 0; t--) {
+        unsigned u = (unsigned)(rng_next(&s) % (t + 1)), x = order[t];
+        order[t] = order[u];
+        order[u] = x;
+      }
+      for (unsigned t = 0; t < 4; t++) {
+        unsigned c = order[t];
+        uint8_t *chunk = padded_chunk(&f, refs[r].from[c], c);
+        ck_assert_int_eq(rs_stripe_update(f.c, f.l.chunk_bytes, c, chunk, r, 1,
+                                          &row),
+                         0);
+        free(chunk);
+      }
+    }
+    ck_assert_msg(memcmp(par, f.par[i], f.l.parity_bytes) == 0,
+                  "member %u: incremental parity differs from whole-stripe", i);
+    free(par);
+  }
+  /* All rows at once, and whole-stripe encode of the same stripe. */
+  for (unsigned j = 0; j < f.g; j++) {
+    uint8_t *chunks[4], *rows[3], *whole[3];
+    void *rowp[3];
+    for (unsigned c = 0; c < 4; c++)
+      chunks[c] = padded_chunk(&f, rs_layout_piece_member(&f.l, j, c), c);
+    for (unsigned r = 0; r < 3; r++) {
+      rows[r] = xalloc(f.l.chunk_bytes);
+      whole[r] = xalloc(f.l.chunk_bytes);
+      memset(rows[r], 0, f.l.chunk_bytes);
+      rowp[r] = rows[r];
+    }
+    for (unsigned c = 4; c-- > 0;)
+      ck_assert_int_eq(rs_stripe_update(f.c, f.l.chunk_bytes, c, chunks[c], 0, 3,
+                                        rowp),
+                       0);
+    ck_assert_int_eq(rs_stripe_encode(f.c, f.l.chunk_bytes,
+                                      (const void *const *)chunks,
+                                      (void *const *)whole),
+                     0);
+    for (unsigned r = 0; r < 3; r++) {
+      unsigned keeper = rs_layout_piece_member(&f.l, j, 4 + r);
+      ck_assert(memcmp(rows[r], whole[r], f.l.chunk_bytes) == 0);
+      ck_assert(memcmp(rows[r], f.par[keeper] + r * f.l.chunk_bytes,
+                       f.l.chunk_bytes) == 0);
+      free(rows[r]);
+      free(whole[r]);
+    }
+    for (unsigned c = 0; c < 4; c++)
+      free(chunks[c]);
+  }
+  fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_encode_own_rows_only)
+{
+  /* A keeper computing only its own rows gets the same bytes. */
+  size_t sizes[5] = {3000, 2000, 1000, 4000, 100};
+  struct fx f;
+  struct rs_member mb[5];
+
+  fx_init(&f, 3, 2, sizes, 1, 0, 9);
+  for (unsigned keeper = 0; keeper < 5; keeper++) {
+    uint8_t *par = xalloc(f.l.parity_bytes);
+    memset(par, 0x77, f.l.parity_bytes);
+    for (unsigned i = 0; i < 5; i++)
+      mb[i] = (struct rs_member){.data = f.data[i], .bytes = sizes[i],
+                                 .parity = i == keeper ? par : NULL};
+    ck_assert_int_eq(rs_group_encode(f.c, &f.l, mb), 0);
+    ck_assert(memcmp(par, f.par[keeper], f.l.parity_bytes) == 0);
+    free(par);
+  }
+  fx_free(&f);
+}
+END_TEST
+
+/* ---- too many losses ----------------------------------------------------------------- */
+
+START_TEST(test_too_many_lost)
+{
+  size_t sizes[6] = {4000, 4000, 4000, 4000, 4000, 4000};
+  struct fx f;
+  struct rs_plan *p = malloc(sizeof(*p));
+  uint8_t before[4000];
+
+  ck_assert_ptr_nonnull(p);
+  fx_init(&f, 4, 2, sizes, 1, 0, 11);
+  for (uint32_t lost = 0; lost < 64; lost++) {
+    if (__builtin_popcount(lost) != 3)
+      continue;
+    fx_prepare(&f, lost);
+    memcpy(before, f.out_data[__builtin_ctz(lost)], sizeof(before));
+    ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, lost, 0, NULL), PT_ENOFRAG);
+    ck_assert_ptr_nonnull(strstr(rs_last_error(), "3 members lost"));
+    /* Nothing was written: no garbage handed out as data. */
+    ck_assert(memcmp(before, f.out_data[__builtin_ctz(lost)], sizeof(before)) == 0);
+    ck_assert_int_eq(rs_layout_plan(&f.l, lost, p), PT_ENOFRAG);
+  }
+  /* Two lost plus a survivor's parity unavailable: some stripe is short. */
+  fx_prepare(&f, 0x3);
+  f.mb[2].parity = NULL;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 0x3, 0, NULL), PT_ENOFRAG);
+  /* Stripe level: fewer than k pieces available. */
+  {
+    uint8_t *pc[6];
+    for (unsigned q = 0; q < 6; q++)
+      pc[q] = xalloc(f.l.chunk_bytes);
+    ck_assert_int_eq(rs_stripe_decode(f.c, f.l.chunk_bytes, (void *const *)pc,
+                                      0x7, 0x38),
+                     PT_ENOFRAG);
+    for (unsigned q = 0; q < 6; q++)
+      free(pc[q]);
+  }
+  free(p);
+  fx_free(&f);
+}
+END_TEST
+
+/* ---- damaged survivors ------------------------------------------------------------- */
+
+START_TEST(test_survivor_data_flipped)
+{
+  /* 4+2, member 1 lost, a bit of survivor 3's data flipped: its own table
+   * flags it, its chunk is treated as an erasure, the rebuild uses another
+   * survivor, and RS_DECODE_REPAIR fixes the survivor. */
+  size_t sizes[6] = {300000, 300000, 299999, 250000, 300000, 12345};
+  struct fx f;
+  struct rs_decode_report rep;
+  int rc;
+
+  fx_init(&f, 4, 2, sizes, 1, 8192, 21);
+  fx_prepare(&f, 1u << 1);
+  f.in_data[3][123457] ^= 0x10;
+  rc = rs_group_decode(f.c, &f.l, f.mb, 1u << 1, RS_DECODE_REPAIR, &rep);
+  ck_assert_msg(rc == 0, "%s", rs_last_error());
+  ck_assert_uint_eq(rep.corrupt_members, 1u << 3);
+  ck_assert_uint_eq(rep.repaired_members, 1u << 3);
+  fx_check_rebuilt(&f, 1u << 1);
+  ck_assert(memcmp(f.in_data[3], f.data[3], sizes[3]) == 0);
+
+  /* A survivor the caller vouches for (no table) is trusted: damage in its
+   * chunk 2, which shares stripe 1 with member 1's data, surfaces in the
+   * rebuilt member, which no longer verifies. */
+  ck_assert_uint_eq(rs_layout_chunk_stripe(&f.l, 3, 2),
+                    rs_layout_chunk_stripe(&f.l, 1, 0));
+  fx_prepare(&f, 1u << 1);
+  f.in_data[3][2 * f.l.chunk_bytes + 100] ^= 0x10;
+  f.mb[3].crcs = NULL;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 1, 0, &rep),
+                   PT_ECHECKSUM);
+  ck_assert_uint_eq(rep.corrupt_members, 0);
+
+  /* Without REPAIR the survivor is left alone. */
+  fx_prepare(&f, 1u << 1);
+  f.in_data[3][5] ^= 0x01;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 1, 0, &rep), 0);
+  fx_check_rebuilt(&f, 1u << 1);
+  ck_assert_uint_eq(f.in_data[3][5], f.data[3][5] ^ 0x01);
+
+  /* Two lost and a damaged survivor: that stripe has only k - 1 clean
+   * pieces; the damaged one is tried, fails, and the decode says so. */
+  fx_prepare(&f, 0x3);
+  f.in_data[4][100] ^= 0x80;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 0x3, 0, &rep), PT_ECHECKSUM);
+  ck_assert_uint_eq(rep.corrupt_members, 1u << 4);
+  fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_survivor_parity_flipped)
+{
+  /* 4+2, member 0 lost; the first choice for the stripe where member 0 holds
+   * chunk 0 uses parity row 0 of member (j + 4) % 6. Flip a bit there: the
+   * rebuilt chunk fails member 0's CRC, the stripe is decoded again without
+   * that piece, and the result verifies. */
+  size_t sizes[6] = {200000, 200000, 200000, 200000, 200000, 200000};
+  struct fx f;
+  struct rs_decode_report rep;
+  unsigned j, keeper;
+  int rc;
+
+  fx_init(&f, 4, 2, sizes, 2, 0, 31);
+  j = rs_layout_chunk_stripe(&f.l, 0, 0);
+  keeper = rs_layout_piece_member(&f.l, j, 4);
+  fx_prepare(&f, 1u << 0);
+  f.in_par[keeper][1000] ^= 0x04; /* row 0, byte 1000: data of chunk 0 */
+  rc = rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, &rep);
+  ck_assert_msg(rc == 0, "%s", rs_last_error());
+  ck_assert_uint_gt(rep.rounds, 1);
+  ck_assert_uint_gt(rep.retries, 0);
+  ck_assert_uint_eq(rep.corrupt_members, 0);
+  fx_check_rebuilt(&f, 1u << 0);
+
+  /* The damaged piece in a stripe that is not the first one blamed: member
+   * 0's one block covers its chunks in stripes 0, 3, 4 and 5; the parity row
+   * used first in stripe 3 (chunk 3) is damaged. Stripe 0 runs through its
+   * choices, starts over and carries into stripe 3, which then verifies. */
+  j = rs_layout_chunk_stripe(&f.l, 0, 3);
+  keeper = rs_layout_piece_member(&f.l, j, 4);
+  ck_assert_uint_eq(j, 3);
+  fx_prepare(&f, 1u << 0);
+  f.in_par[keeper][1000] ^= 0x81;
+  rc = rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, &rep);
+  ck_assert_msg(rc == 0, "%s", rs_last_error());
+  ck_assert_uint_ge(rep.rounds, 3);
+  fx_check_rebuilt(&f, 1u << 0);
+
+  /* The same with the flip in the padding of a partial chunk: members of
+   * unequal size, so the lost chunk is mostly padding. */
+  fx_free(&f);
+  {
+    size_t s2[6] = {1000, 200000, 200000, 200000, 200000, 200000};
+    fx_init(&f, 4, 2, s2, 1, 0, 32);
+    j = rs_layout_chunk_stripe(&f.l, 0, 0);
+    keeper = rs_layout_piece_member(&f.l, j, 4);
+    fx_prepare(&f, 1u << 0);
+    /* Byte 20000 of the row lies past member 0's 1000 bytes: the damage can
+     * only show up as non-zero rebuilt padding. */
+    f.in_par[keeper][20000] ^= 0x40;
+    rc = rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, &rep);
+    ck_assert_msg(rc == 0, "%s", rs_last_error());
+    ck_assert_uint_gt(rep.rounds, 1);
+    fx_check_rebuilt(&f, 1u << 0);
+  }
+
+  /* m = 1: no other survivor to take its place. */
+  fx_free(&f);
+  {
+    size_t s3[4] = {70000, 70000, 70000, 70000};
+    fx_init(&f, 3, 1, s3, 1, 0, 33);
+    j = rs_layout_chunk_stripe(&f.l, 2, 0);
+    keeper = rs_layout_piece_member(&f.l, j, 3);
+    fx_prepare(&f, 1u << 2);
+    f.in_par[keeper][10] ^= 0x01;
+    ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 2, 0, &rep),
+                     PT_ECHECKSUM);
+    ck_assert_ptr_nonnull(strstr(rs_last_error(), "none verifies"));
+  }
+  fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_survivor_damage_straddling)
+{
+  /* Chunks far below a checksum block: one damaged block covers every chunk
+   * of the survivor, so all k of its chunks become suspect. With 3+3 and one
+   * lost member each stripe still has enough clean pieces. A second damaged
+   * survivor's parity is found by the retries. */
+  size_t sizes[6] = {9000, 9000, 9000, 9000, 9000, 9000};
+  struct fx f;
+  struct rs_decode_report rep;
+  int rc;
+
+  fx_init(&f, 3, 3, sizes, 1, 0, 41);
+  fx_prepare(&f, 1u << 5);
+  f.in_data[2][4500] ^= 0x02;
+  f.in_par[0][64] ^= 0x20;
+  rc = rs_group_decode(f.c, &f.l, f.mb, 1u << 5, RS_DECODE_REPAIR, &rep);
+  ck_assert_msg(rc == 0, "%s", rs_last_error());
+  ck_assert_uint_eq(rep.corrupt_members, 1u << 2);
+  ck_assert_uint_eq(rep.repaired_members, 1u << 2);
+  fx_check_rebuilt(&f, 1u << 5);
+  ck_assert(memcmp(f.in_data[2], f.data[2], sizes[2]) == 0);
+
+  /* Nothing lost, one survivor damaged: a pure verify-and-repair pass. */
+  fx_prepare(&f, 0);
+  f.in_data[1][8999] ^= 0xff;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 0, RS_DECODE_REPAIR, &rep), 0);
+  ck_assert_uint_eq(rep.corrupt_members, 1u << 1);
+  ck_assert(memcmp(f.in_data[1], f.data[1], sizes[1]) == 0);
+
+  /* rs_member_verify names the damaged chunks. */
+  {
+    uint32_t bad = 0;
+    struct rs_member mb = {.data = f.in_data[4], .bytes = sizes[4],
+                           .crcs = f.crcs[4]};
+    f.in_data[4][0] ^= 1;
+    ck_assert_int_eq(rs_member_verify(f.c, &f.l, 4, &mb, &bad), PT_ECHECKSUM);
+    ck_assert_uint_eq(bad, 0x7); /* one block over all three chunks */
+    f.in_data[4][0] ^= 1;
+    ck_assert_int_eq(rs_member_verify(f.c, &f.l, 4, &mb, &bad), 0);
+    ck_assert_uint_eq(bad, 0);
+  }
+  fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_survivor_damage_block_aligned)
+{
+  /* Large members (chunks of 1 MiB + 64): a flipped bit in one block of a
+   * survivor makes one or two chunks suspect; the rebuilt lost member and the
+   * survivor both verify. */
+  size_t S = 4 * ((1u << 20) + 64);
+  size_t sizes[5] = {S, S, S - 100, S, 5};
+  struct fx f;
+  struct rs_decode_report rep;
+  int rc;
+
+  fx_init(&f, 4, 1, sizes, 2, 0, 51);
+  fx_prepare(&f, 0);
+  f.in_data[2][(1u << 20) + 10] ^= 0x08; /* block 1, chunk 1 */
+  rc = rs_group_decode(f.c, &f.l, f.mb, 0, RS_DECODE_REPAIR, &rep);
+  ck_assert_msg(rc == 0, "%s", rs_last_error());
+  ck_assert_uint_eq(rep.corrupt_members, 1u << 2);
+  ck_assert(memcmp(f.in_data[2], f.data[2], sizes[2]) == 0);
+  /* With a member lost too, m = 1 leaves no spare piece in that stripe. */
+  fx_prepare(&f, 1u << 0);
+  f.in_data[2][(1u << 20) + 10] ^= 0x08;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, &rep),
+                   PT_ECHECKSUM);
+  fx_free(&f);
+}
+END_TEST
+
+/* ---- bad arguments ----------------------------------------------------------------- */
+
+START_TEST(test_bad_arguments)
+{
+  size_t sizes[RS_MAX_MEMBERS + 1];
+  struct rs_layout l;
+  struct rs_coder *c = (struct rs_coder *)&l;
+  struct rs_coder_opts o = {0};
+  struct fx f;
+  uint8_t buf[128];
+  void *pp[3] = {buf, buf, NULL};
+
+  for (unsigned i = 0; i <= RS_MAX_MEMBERS; i++)
+    sizes[i] = 100;
+  ck_assert_int_eq(rs_layout_init(&l, 0, 2, sizes, 2), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "k >= 1"));
+  ck_assert_int_eq(rs_layout_init(&l, 2, 0, sizes, 2), -EINVAL);
+  ck_assert_int_eq(rs_layout_init(&l, 20, 13, sizes, 33), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "20+13"));
+  ck_assert_int_eq(rs_layout_init(&l, 4, 2, sizes, 5), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "5 member sizes"));
+  ck_assert_int_eq(rs_layout_init(&l, 4, 2, NULL, 6), -EINVAL);
+  ck_assert_int_eq(rs_layout_init(NULL, 4, 2, sizes, 6), -EINVAL);
+  ck_assert_int_eq(rs_layout_init(&l, 16, 16, sizes, 32), 0);
+
+  ck_assert_int_eq(rs_coder_new(&c, 0, 1, NULL), -EINVAL);
+  ck_assert_ptr_null(c);
+  ck_assert_int_eq(rs_coder_new(&c, 1, 0, NULL), -EINVAL);
+  ck_assert_int_eq(rs_coder_new(&c, 30, 3, NULL), -EINVAL);
+  ck_assert_int_eq(rs_coder_new(NULL, 4, 2, NULL), -EINVAL);
+  o.slice_bytes = 100;
+  ck_assert_int_eq(rs_coder_new(&c, 4, 2, &o), -EINVAL);
+  o.slice_bytes = 2u << 20; /* more than a checksum block */
+  ck_assert_int_eq(rs_coder_new(&c, 4, 2, &o), -EINVAL);
+  o.slice_bytes = 0;
+  o.threads = 1000;
+  ck_assert_int_eq(rs_coder_new(&c, 4, 2, &o), -EINVAL);
+
+  fx_init(&f, 2, 1, sizes, 1, 0, 61);
+  /* Stripe level: lengths, NULL buffers, rows. */
+  ck_assert_int_eq(rs_stripe_encode(f.c, 0, (const void *const *)pp, pp + 2), -EINVAL);
+  ck_assert_int_eq(rs_stripe_encode(f.c, 100, (const void *const *)pp, pp + 2),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "multiple of 64"));
+  ck_assert_int_eq(rs_stripe_encode(f.c, 64, (const void *const *)pp, pp + 2),
+                   -EINVAL); /* parity row NULL */
+  ck_assert_int_eq(rs_stripe_encode(f.c, 64, NULL, pp), -EINVAL);
+  ck_assert_int_eq(rs_stripe_encode(NULL, 64, (const void *const *)pp, pp), -EINVAL);
+  ck_assert_int_eq(rs_stripe_update(f.c, 64, 2, buf, 0, 1, pp), -EINVAL);
+  ck_assert_int_eq(rs_stripe_update(f.c, 64, 0, buf, 0, 2, pp), -EINVAL);
+  ck_assert_int_eq(rs_stripe_update(f.c, 64, 0, NULL, 0, 1, pp), -EINVAL);
+  ck_assert_int_eq(rs_stripe_decode(f.c, 64, pp, 0x3, 0x1), -EINVAL); /* overlap */
+  ck_assert_int_eq(rs_stripe_decode(f.c, 64, pp, 0x3, 0x4), -EINVAL); /* NULL */
+  ck_assert_int_eq(rs_stripe_decode(f.c, 64, pp, 0x9, 0x0), -EINVAL); /* beyond G */
+
+  /* Group level: sizes that disagree with the layout, NULL buffers, a lost
+   * member without its checksum table, a mismatched coder. */
+  fx_prepare(&f, 1u << 0);
+  f.mb[1].bytes = 99;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "member 1 has 99 bytes"));
+  ck_assert_int_eq(rs_group_encode(f.c, &f.l, f.mb), -EINVAL);
+  f.mb[1].bytes = 100;
+  f.mb[0].crcs = NULL;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "checksum table"));
+  f.mb[0].crcs = f.crcs[0];
+  f.mb[2].data = NULL;
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, NULL), -EINVAL);
+  ck_assert_int_eq(rs_group_encode(f.c, &f.l, f.mb), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "no data buffer"));
+  f.mb[2].data = f.in_data[2];
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, NULL, 1u << 0, 0, NULL), -EINVAL);
+  ck_assert_int_eq(rs_group_decode(f.c, NULL, f.mb, 1u << 0, 0, NULL), -EINVAL);
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 3, 0, NULL), -EINVAL);
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0x80, NULL), -EINVAL);
+  ck_assert_int_eq(rs_layout_init(&l, 2, 2, sizes, 4), 0);
+  ck_assert_int_eq(rs_group_encode(f.c, &l, f.mb), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(rs_last_error(), "does not match"));
+  /* And the good call still works. */
+  ck_assert_int_eq(rs_group_decode(f.c, &f.l, f.mb, 1u << 0, 0, NULL), 0);
+  fx_free(&f);
+  rs_coder_free(NULL);
+}
+END_TEST
+
+START_TEST(test_stripe_every_pattern_10_4)
+{
+  /* Every erasure pattern of 10+4 (1,470 of them, more than the coder's
+   * table cache keeps, so the uncached path runs too), at stripe level. */
+  enum { K = 10, M = 4, G = 14, LEN = 128 };
+  uint8_t *pieces[G], *work[G];
+  struct rs_coder *c;
+  unsigned patterns = 0;
+
+  for (unsigned q = 0; q < G; q++) {
+    pieces[q] = xalloc(LEN);
+    work[q] = xalloc(LEN);
+    if (q < K)
+      fill_random(pieces[q], LEN, 500 + q);
+  }
+  ck_assert_int_eq(rs_coder_new(&c, K, M, NULL), 0);
+  ck_assert_int_eq(rs_stripe_encode(c, LEN, (const void *const *)pieces,
+                                    (void *const *)(pieces + K)),
+                   0);
+  for (uint32_t lost = 1; lost < (1u << G); lost++) {
+    if (__builtin_popcount(lost) > M)
+      continue;
+    for (unsigned q = 0; q < G; q++) {
+      if (lost & (1u << q))
+        memset(work[q], 0x3C, LEN);
+      else
+        memcpy(work[q], pieces[q], LEN);
+    }
+    ck_assert_int_eq(rs_stripe_decode(c, LEN, (void *const *)work,
+                                      ~lost & ((1u << G) - 1), lost),
+                     0);
+    for (unsigned q = 0; q < G; q++)
+      ck_assert_msg(memcmp(work[q], pieces[q], LEN) == 0,
+                    "pattern 0x%x: piece %u differs", lost, q);
+    patterns++;
+  }
+  ck_assert_uint_eq(patterns, 14 + 91 + 364 + 1001);
+  rs_coder_free(c);
+  for (unsigned q = 0; q < G; q++) {
+    free(pieces[q]);
+    free(work[q]);
+  }
+}
+END_TEST
+
+/* ---- concurrency ---------------------------------------------------------------------- */
+
+struct conc_arg {
+  struct fx *f;
+  unsigned id;
+  int failures;
+};
+
+static void *conc_main(void *p)
+{
+  struct conc_arg *a = p;
+  struct fx *f = a->f;
+  struct rs_member mb[RS_MAX_MEMBERS];
+  uint8_t *out[RS_MAX_MEMBERS] = {0};
+
+  /* Each thread rebuilds its own pair of members into its own buffers, many
+   * times, sharing the coder (and so its table cache). */
+  for (unsigned round = 0; round < 20; round++) {
+    uint32_t lost = (1u << ((a->id + round) % f->g)) |
+                    (1u << ((a->id + round + 1 + round % 3) % f->g));
+    for (unsigned i = 0; i < f->g; i++) {
+      size_t s = f->l.member_bytes[i];
+      mb[i] = (struct rs_member){.data = f->data[i], .bytes = s,
+                                 .parity = f->par[i], .crcs = f->crcs[i]};
+      if (lost & (1u << i)) {
+        free(out[i]);
+        out[i] = malloc(s + f->l.parity_bytes);
+        mb[i].data = out[i];
+        mb[i].parity = out[i] + s;
+      }
+    }
+    if (rs_group_decode(f->c, &f->l, mb, lost, 0, NULL) != 0) {
+      a->failures++;
+      continue;
+    }
+    for (unsigned i = 0; i < f->g; i++)
+      if ((lost & (1u << i)) &&
+          (memcmp(out[i], f->data[i], f->l.member_bytes[i]) != 0 ||
+           memcmp(out[i] + f->l.member_bytes[i], f->par[i], f->l.parity_bytes) != 0))
+        a->failures++;
+  }
+  for (unsigned i = 0; i < f->g; i++)
+    free(out[i]);
+  return NULL;
+}
+
+START_TEST(test_concurrent_decodes)
+{
+  size_t sizes[8] = {20000, 19999, 1, 30000, 20000, 64, 12345, 8000};
+  struct fx f;
+  pthread_t t[4];
+  struct conc_arg a[4];
+
+  fx_init(&f, 5, 3, sizes, 2, 1024, 71);
+  for (unsigned n = 0; n < 4; n++) {
+    a[n] = (struct conc_arg){.f = &f, .id = n};
+    ck_assert_int_eq(pthread_create(&t[n], NULL, conc_main, &a[n]), 0);
+  }
+  for (unsigned n = 0; n < 4; n++) {
+    pthread_join(t[n], NULL);
+    ck_assert_int_eq(a[n].failures, 0);
+  }
+  fx_free(&f);
+}
+END_TEST
+
+static Suite *ec_suite(void)
+{
+  Suite *s = suite_create("ec");
+  TCase *tc;
+
+  crc_init();
+  tc = tcase_create("layout");
+  tcase_set_timeout(tc, 20);
+  tcase_add_test(tc, test_layout_mapping);
+  tcase_add_test(tc, test_layout_sends_and_parity);
+  tcase_add_test(tc, test_layout_plan);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("round_trip");
+  tcase_set_timeout(tc, 60);
+  tcase_add_loop_test(tc, test_round_trip_all_codes, 0, 36); /* 2+1 .. 10+4 */
+  tcase_add_test(tc, test_round_trip_odd_sizes);
+  tcase_add_test(tc, test_round_trip_extremes);
+  tcase_add_test(tc, test_threads_large);
+  tcase_add_test(tc, test_stripe_every_pattern_10_4);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("incremental");
+  tcase_set_timeout(tc, 20);
+  tcase_add_test(tc, test_incremental_equals_whole);
+  tcase_add_test(tc, test_encode_own_rows_only);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("damage");
+  tcase_set_timeout(tc, 30);
+  tcase_add_test(tc, test_too_many_lost);
+  tcase_add_test(tc, test_survivor_data_flipped);
+  tcase_add_test(tc, test_survivor_parity_flipped);
+  tcase_add_test(tc, test_survivor_damage_straddling);
+  tcase_add_test(tc, test_survivor_damage_block_aligned);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("api");
+  tcase_set_timeout(tc, 30);
+  tcase_add_test(tc, test_bad_arguments);
+  tcase_add_test(tc, test_concurrent_decodes);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void)
+{
+  SRunner *sr = srunner_create(ec_suite());
+  int failed;
+
+  srunner_run_all(sr, CK_NORMAL);
+  failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
