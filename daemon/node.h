@@ -1,0 +1,393 @@
+/*
+ * node.h — internals shared by the files of `ptd node` (standalone mode).
+ *
+ *   node.c        node_main: set-up, the job's phases, commits, the end
+ *   node_args.c   command line (a pure parser, unit-tested)
+ *   node_plan.c   pure decisions: commit step, restore step, backoff
+ *   node_state.c  <state-dir>/node.state: format, atomic write, strict parse
+ *   node_proc.c   children: spawn with libuv, adopt with pidfd, signal,
+ *                 identity checks through /proc
+ *   node_smp.c    the node's connection to each SMP: connect with retry,
+ *                 SUBSCRIBE, requests with deadlines, events
+ *   node_ctl.c    the control socket for ptctl (STATUS_QUERY, STOP)
+ *
+ * Every child process has one owner: the node_rank that spawned or adopted
+ * it, through a heap node_child freed when its libuv handle is closed.
+ * Every wait is a deadline in milliseconds on the rpc_now_ms() clock; one
+ * timer is armed for the earliest of them and node_drive() re-evaluates
+ * everything whenever something happened (a child exited, a frame arrived,
+ * the timer fired). node_drive() is re-entrant-safe.
+ */
+#ifndef PT_NODE_H
+#define PT_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+#include "rpc/rpc.h"
+#include "snapshot/snap_store.h"
+
+#define NODE_MAX_RANKS 1024
+#define NODE_SEALED_MAX 64       /* sealed-but-uncommitted steps kept per rank */
+#define NODE_REQ_MAX 16          /* requests in flight per SMP connection */
+#define NODE_PATH_MAX 108        /* sun_path: every socket must fit */
+#define NODE_EX_CONFIG 78        /* trainer exit status: permanent failure */
+#define NODE_BACKOFF_CAP_MS 5000u
+#define NODE_TERM_GRACE_MS 5000u /* SIGTERM, then SIGKILL after this */
+#define NODE_KILL_GRACE_MS 2000u /* after SIGKILL, give up waiting */
+#define NODE_CONNECT_MS 10000u   /* an SMP must answer within this */
+#define NODE_RETRY_MS 50u        /* between connection attempts */
+#define NODE_VERIFY_MS 120000u   /* STATE_QUERY{verify} reads every slot */
+#define NODE_REQ_MS 10000u       /* every other request to an SMP */
+#define NODE_GONE_WAIT_MS 2000u  /* adopted trainer gone: wait for its SMP */
+#define NODE_SMP_FAILS_MAX 5     /* consecutive SMP deaths before subscribing */
+#define NODE_CTL_MAX 32          /* ptctl connections served at once */
+
+enum node_exit {
+  NODE_EXIT_OK = 0,      /* job completed */
+  NODE_EXIT_FAILED = 1,  /* job failed */
+  NODE_EXIT_USAGE = 2,   /* usage or configuration error */
+  NODE_EXIT_STOPPED = 3, /* stopped by SIGTERM, SIGINT or ptctl stop */
+};
+
+/* ---- configuration (node_args.c) ---- */
+
+struct node_config {
+  char job[SNAP_JOB_MAX];
+  char state_dir[NODE_PATH_MAX];
+  char shm_prefix[32];
+  uint32_t ranks;          /* required, 1..NODE_MAX_RANKS */
+  uint32_t slots;          /* 2..SNAP_MAX_SLOTS */
+  uint32_t max_restarts;
+  uint32_t backoff_ms;     /* first restart delay; doubles up to 5 s */
+  uint32_t master_port;
+  uint64_t memory_budget;  /* per node; 0: none */
+  bool keep;               /* keep the shm objects after success */
+  int log_level;           /* LOG_LVL_* */
+  char **cmd;              /* points into argv; cmd[ncmd] == NULL */
+  int ncmd;
+};
+
+#define NODE_ARGS_HELP 1
+/* Parses `ptd node` arguments (argv[0] is the role name). Defaults: job
+ * "job", state dir $PT_STATE_DIR or /run/pt, 2 slots, 10 restarts, 200 ms,
+ * port 29500, log level info. Returns PT_OK, NODE_ARGS_HELP for --help, or
+ * -EINVAL with a sentence in err. cfg->cmd points into argv. */
+int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
+                    size_t errlen);
+void node_args_usage(FILE *f);
+/* "123", "64K", "2M", "1G", "1T" (powers of 1024) -> bytes. -EINVAL. */
+int node_args_bytes(const char *s, uint64_t *out);
+
+/* ---- pure decisions (node_plan.c) ---- */
+
+/* The steps a rank sealed that are not committed yet, ascending, no
+ * duplicates; when full, the oldest is dropped. */
+struct node_sealed_set {
+  uint64_t steps[NODE_SEALED_MAX];
+  uint32_t n;
+};
+void node_sealed_add(struct node_sealed_set *s, uint64_t step);
+/* Drops every step <= upto. */
+void node_sealed_prune(struct node_sealed_set *s, uint64_t upto);
+/* Keeps only the newest `keep` steps: an SMP with S slots still holds at
+ * most S-1 uncommitted steps (one slot keeps the newest committed step, and
+ * a new snapshot reuses the oldest other slot). */
+void node_sealed_trim(struct node_sealed_set *s, uint32_t keep);
+bool node_sealed_has(const struct node_sealed_set *s, uint64_t step);
+
+/* The step to commit: the largest step newer than the committed one (any
+ * step when has_committed is false) that every one of nranks sets holds.
+ * False when there is none. */
+bool node_plan_commit_step(const struct node_sealed_set *const *sets,
+                           uint32_t nranks,
+                           bool has_committed, uint64_t committed,
+                           uint64_t *out);
+
+/* One slot as an SMP reported it. */
+struct node_slot_view {
+  uint64_t step;
+  uint32_t state;  /* enum snap_state */
+  bool intact;     /* verified (STATE_QUERY{verify}) and good */
+};
+struct node_rank_slots {
+  const struct node_slot_view *slots; /* IN: n entries */
+  uint32_t n;
+};
+/* The restore step: the largest step that every rank holds intact in a
+ * SEALED, PROTECTED or COMMITTED slot. False: none (a fresh start). */
+bool node_plan_restore_step(const struct node_rank_slots *ranks,
+                            uint32_t nranks, uint64_t *out);
+
+/* Delay before restart `attempt` (1-based): base * 2^(attempt-1), at most
+ * cap_ms. */
+uint32_t node_plan_backoff_ms(uint32_t base_ms, uint32_t attempt,
+                              uint32_t cap_ms);
+
+/* "exited with status S" or "killed by signal SIGNAME" into buf. */
+const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
+                                int term_signal);
+
+/* ---- node.state (node_state.c) ---- */
+
+struct node_saved_proc {
+  int pid;              /* 0: none */
+  uint64_t start_ticks; /* /proc/PID/stat field 22 at spawn */
+  uint32_t restarts;
+};
+struct node_saved_rank {
+  struct node_saved_proc smp, trainer;
+};
+struct node_saved {
+  char job[SNAP_JOB_MAX];
+  uint32_t ranks;
+  int node_pid;
+  bool commit_inflight;      /* COMMIT{commit_step} sent to every SMP */
+  uint64_t commit_step;
+  uint32_t commit_answers;
+  bool commit_refused;
+  char commit_why[160];      /* the first refusal */
+
+  bool has_committed;
+  uint64_t committed;
+  uint64_t committed_unix_ms; /* when it was committed; 0 unknown */
+  uint32_t restarts;
+  uint64_t commits, restores;
+  char **cmd;                 /* heap, ncmd strings */
+  uint32_t ncmd;
+  struct node_saved_rank *rank; /* heap, `ranks` entries */
+};
+/* Formats s. OUT: *text (malloc'd, NUL-terminated), *len. */
+int node_state_format(const struct node_saved *s, char **text, size_t *len);
+/* Parses text strictly; anything unexpected is PT_EFORMAT with a sentence
+ * in err. OUT: *s, released with node_saved_release() (also on failure). */
+int node_state_parse(const char *text, size_t len, struct node_saved *s,
+                     char *err, size_t errlen);
+/* Writes path atomically: a temporary file, fsync, rename, fsync of the
+ * directory. */
+int node_state_write(const char *path, const struct node_saved *s);
+/* -ENOENT when absent; PT_EFORMAT with err for a damaged file. */
+int node_state_read(const char *path, struct node_saved *s, char *err,
+                    size_t errlen);
+void node_saved_release(struct node_saved *s);
+
+/* ---- the running node ---- */
+
+struct node;
+struct node_rank;
+
+enum node_role { NODE_ROLE_SMP, NODE_ROLE_TRAINER };
+
+/* A child process, spawned (libuv owns its SIGCHLD) or adopted (watched
+ * through a pidfd). Freed when its handle is closed after the exit. */
+struct node_child {
+  union {
+    uv_process_t proc;
+    uv_poll_t poll;
+  } h;
+  struct node_rank *rank;
+  enum node_role role;
+  bool adopted;
+  bool exited;
+  int pid;
+  int pidfd;            /* adopted: the pidfd watched by h.poll; else -1 */
+  uint64_t start_ticks;
+  bool term_sent, kill_sent;
+};
+
+enum node_trainer_state {
+  NODE_TR_IDLE = 0,  /* not started, or stopped for a restart */
+  NODE_TR_RUNNING,
+  NODE_TR_DONE,      /* exited 0 (or an adopted one said Bye(done)) */
+  NODE_TR_FAILED,
+  NODE_TR_GONE_WAIT, /* adopted, exited; waiting for its SMP's word */
+};
+
+enum node_req_kind {
+  NODE_REQ_SUBSCRIBE = 1, /* -> STATE_REPLY */
+  NODE_REQ_STATE,         /* STATE_QUERY -> STATE_REPLY */
+  NODE_REQ_VERIFY,        /* STATE_QUERY{verify} -> STATE_REPLY */
+  NODE_REQ_COMMIT,        /* -> REPLY; counted toward the commit in flight */
+  NODE_REQ_RECOMMIT,      /* COMMIT again after a reconnect -> REPLY */
+  NODE_REQ_SET_RESTORE,   /* -> REPLY */
+};
+
+struct node_req {
+  uint64_t id;
+  enum node_req_kind kind;
+  uint64_t step;
+  uint64_t deadline_ms;
+};
+
+struct node_rank {
+  struct node *node;
+  uint32_t rank;
+  char sock_path[NODE_PATH_MAX + 32]; /* fits in NODE_PATH_MAX: args check */
+
+  /* The SMP process and the node's subscribed connection to it. */
+  struct node_child *smp;
+  uint32_t smp_restarts;
+  uint32_t smp_fails;        /* consecutive deaths before subscribing */
+  uint64_t smp_respawn_at;   /* when to spawn a missing SMP */
+  bool smp_adopted;          /* this SMP was adopted (saw the old trainer) */
+  struct rpc_conn *conn;
+  bool subscribed;
+  uint64_t connect_deadline; /* the SMP must be subscribed by then */
+  uint64_t retry_at;         /* next connection attempt; 0 none */
+  struct node_req reqs[NODE_REQ_MAX];
+  uint32_t nreqs;
+
+  /* What the SMP last reported. */
+  bool has_store;
+  uint64_t bytes_held;
+  bool trainer_done_reported;
+  int trainer_pid_reported;
+  struct node_slot_view view[SNAP_MAX_SLOTS];
+  uint32_t nview;
+  bool view_verified;        /* view came from STATE_QUERY{verify} */
+  bool set_restore_ok;
+  struct node_sealed_set sealed;
+  bool has_last_sealed;
+  uint64_t last_sealed;
+
+  /* The trainer. */
+  struct node_child *trainer;
+  enum node_trainer_state tstate;
+  uint32_t restarts;         /* times this rank's trainer was restarted */
+  uint32_t starts;           /* times it was started */
+  bool permanent;            /* its failure must not be retried */
+  char why[160];             /* how it ended */
+  bool gone_seen, gone_done; /* EVENT_TRAINER_GONE since it was started */
+  uint64_t gone_deadline;
+};
+
+enum node_phase {
+  NODE_PH_STARTING,       /* SMPs spawned or adopted; waiting for them */
+  NODE_PH_RESTART,        /* stopping trainers, backoff, SMPs back */
+  NODE_PH_QUERY,          /* STATE_QUERY{verify} sent to every SMP */
+  NODE_PH_SET_RESTORE,    /* SET_RESTORE sent to every SMP */
+  NODE_PH_RUNNING,
+  NODE_PH_STOP_TRAINERS,  /* the end: trainers first */
+  NODE_PH_STOP_SMPS,      /* then the SMPs */
+  NODE_PH_EXIT,
+};
+
+enum node_outcome { NODE_OUT_NONE, NODE_OUT_DONE, NODE_OUT_FAILED,
+                    NODE_OUT_STOPPED };
+
+struct node {
+  struct node_config cfg;
+  uv_loop_t *loop;
+  uv_timer_t timer;          /* armed for the earliest deadline */
+  uv_timer_t watchdog;
+  bool watchdog_on;
+  uv_signal_t sigterm, sigint;
+  struct rpc_listener *ctl;
+  struct rpc_conn *ctl_conns[NODE_CTL_MAX]; /* open ptctl connections */
+  uint32_t n_ctl;
+  int lock_fd;
+  char self_exe[4096];
+  char ctl_path[NODE_PATH_MAX + 32];  /* fits in NODE_PATH_MAX: args check */
+  char state_path[NODE_PATH_MAX + 32];
+  char **env;                /* environ less the names set per child */
+  struct node_rank *ranks;
+
+  enum node_phase phase;
+  enum node_outcome outcome;
+  char why[256];             /* the failure, for the log and ptctl */
+  bool adopting;             /* started from a node.state with live pids */
+  bool ready_sent;
+  uint64_t backoff_until;
+  uint64_t phase_deadline;   /* NODE_PH_RESTART: SMPs back by then */
+  uint64_t kill_at;          /* stop phases: SIGKILL at, give up 2 s later */
+  uint32_t restore_fails;    /* consecutive failed restore attempts */
+  bool attempt_failed;       /* the restore attempt under way failed */
+  bool restore_has;          /* the step chosen by the attempt under way */
+  uint64_t restore_step;
+
+  bool commit_inflight;      /* COMMIT{commit_step} sent to every SMP */
+  uint64_t commit_step;
+  uint32_t commit_answers;
+  bool commit_refused;
+  char commit_why[160];      /* the first refusal */
+
+  bool has_committed;
+  uint64_t committed;
+  uint64_t committed_unix_ms;
+  uint32_t restarts;
+  uint64_t commits, restores;
+
+  uint64_t next_req_id;
+  bool in_drive, drive_again;
+  bool state_dirty;
+  int exit_code;
+};
+
+/* node.c */
+void node_drive(struct node *n);
+/* Stops the job (exit 3). A repeated request with escalate (a second
+ * SIGTERM or SIGINT) sends SIGKILL to what is left at once. */
+void node_request_stop(struct node *n, const char *by, bool escalate);
+/* A child's exit (known: status/signal are real; adopted children: false). */
+void node_child_exited(struct node *n, struct node_child *c, bool known,
+                       int64_t status, int term_signal);
+/* Frames from a subscribed SMP, after its request bookkeeping. */
+void node_on_state_reply(struct node *n, struct node_rank *r,
+                         enum node_req_kind kind, const Pt__StateReply *m);
+void node_on_reply(struct node *n, struct node_rank *r, enum node_req_kind kind,
+                   uint64_t step, int status, const char *message);
+void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e);
+/* A request failed without an answer (connection gone or deadline). */
+void node_on_req_failed(struct node *n, struct node_rank *r,
+                        enum node_req_kind kind, uint64_t step, int err);
+const char *node_phase_name(const struct node *n);
+const char *node_rank_state_name(const struct node *n,
+                                 const struct node_rank *r);
+uint64_t node_unix_ms(void);
+/* Writes node.state now (node_save) or at the end of this drive. */
+void node_save(struct node *n);
+void node_notify(struct node *n, bool ready);
+/* Closes every handle so that uv_run returns. */
+void node_shutdown(struct node *n);
+
+/* node_proc.c */
+int node_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
+                     struct node_child **out);
+/* Adopts pid if it is alive and is the same process (start time, and for an
+ * SMP its command line). -ESRCH when it is gone or not the same. */
+int node_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
+                     int pid, uint64_t start_ticks, struct node_child **out);
+int node_child_signal(struct node_child *c, int sig);
+/* Forgets a child that would not die (the handle is closed). */
+void node_child_abandon(struct node_child *c);
+/* /proc/PID/stat field 22. -ESRCH when gone. */
+int node_proc_start_ticks(int pid, uint64_t *out);
+/* /proc/PID/cmdline, NULs kept. OUT: buf, *len. */
+int node_proc_cmdline(int pid, char *buf, size_t cap, size_t *len);
+/* environ less the PT_/torchrun/systemd names the node sets for children.
+ * OUT: *out, NULL-terminated array freed with node_env_free. */
+int node_env_base(char ***out);
+void node_env_free(char **env);
+
+/* node_smp.c */
+void node_smp_connect(struct node *n, struct node_rank *r);
+void node_smp_disconnect(struct node_rank *r);
+int node_smp_request(struct node *n, struct node_rank *r,
+                     enum node_req_kind kind, uint64_t step);
+/* Connection retries and request deadlines that are due. */
+void node_smp_tick(struct node *n, uint64_t now);
+uint64_t node_smp_next_deadline(const struct node_rank *r);
+
+/* node_ctl.c */
+int node_ctl_open(struct node *n);
+void node_ctl_close(struct node *n);
+/* SIGTERM/SIGINT handlers and the watchdog timer (initialised, idle). */
+void node_signals_open(struct node *n);
+/* Starts WATCHDOG=1 pings when systemd asked for them. */
+void node_watchdog_start(struct node *n);
+
+#endif /* PT_NODE_H */

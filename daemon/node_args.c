@@ -1,0 +1,318 @@
+/*
+ * node_args.c — the command line of `ptd node`. A pure parser: it reads
+ * argv and the environment ($PT_STATE_DIR) and fills a node_config, or says
+ * in one sentence what is wrong. Nothing here touches the file system.
+ *
+ * Every socket the node creates or dials lives in the state directory, so
+ * its path length is checked here against sun_path (libuv would otherwise
+ * truncate it silently).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/node.h"
+
+void node_args_usage(FILE *f)
+{
+  fputs(
+      "usage: ptd node --ranks N [options] -- COMMAND [ARGS...]\n"
+      "\n"
+      "Runs COMMAND once per local rank, each beside a snapshot management\n"
+      "process (ptd smp) that holds the rank's state in shared memory; commits\n"
+      "a step once every rank sealed it; after a trainer dies, restarts every\n"
+      "rank from the newest step all of them hold intact.\n"
+      "\n"
+      "options:\n"
+      "  --ranks N            local ranks (required, 1..1024)\n"
+      "  --job NAME           job name (default: job)\n"
+      "  --state-dir DIR      sockets and node.state (default: $PT_STATE_DIR,\n"
+      "                       else /run/pt)\n"
+      "  --slots N            snapshot slots per rank, 2..8 (default: 2)\n"
+      "  --memory-budget B    shared memory for the whole node, e.g. 8G; each\n"
+      "                       rank gets B/ranks (default: no budget)\n"
+      "  --shm-prefix P       prefix of the shm object names\n"
+      "  --max-restarts N     job restarts before giving up (default: 10)\n"
+      "  --backoff-ms MS      first restart delay, doubled each time up to\n"
+      "                       5 s (default: 200)\n"
+      "  --master-port P      MASTER_PORT for the trainers (default: 29500)\n"
+      "  --keep               keep the shm objects after the job completed\n"
+      "  --log-level N        3 errors .. 7 debug (default: 6)\n"
+      "  --help               this text\n"
+      "\n"
+      "Each trainer gets PT_JOB, PT_RANK, PT_WORLD_SIZE, PT_SMP_SOCKET,\n"
+      "PT_RESTART, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,\n"
+      "MASTER_ADDR and MASTER_PORT.\n"
+      "\n"
+      "exit status: 0 job completed, 1 job failed, 2 usage or configuration\n"
+      "error, 3 stopped (SIGTERM, SIGINT or `ptctl stop`).\n",
+      f);
+}
+
+__attribute__((format(printf, 3, 4))) static int
+fail(char *err, size_t len, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  if (err != NULL && len > 0)
+    vsnprintf(err, len, fmt, ap);
+  va_end(ap);
+  return -EINVAL;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+  char *end;
+
+  if (s == NULL || !isdigit((unsigned char)s[0]))
+    return -EINVAL;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0')
+    return -EINVAL;
+  *out = v;
+  return PT_OK;
+}
+
+static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+  uint64_t v;
+
+  if (parse_u64(s, &v) != PT_OK || v < lo || v > hi)
+    return -EINVAL;
+  *out = (uint32_t)v;
+  return PT_OK;
+}
+
+int node_args_bytes(const char *s, uint64_t *out)
+{
+  char *end;
+
+  if (s == NULL || !isdigit((unsigned char)s[0]))
+    return -EINVAL;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0)
+    return -EINVAL;
+  unsigned shift = 0;
+  switch (*end) {
+  case '\0':
+    break;
+  case 'k': case 'K': shift = 10; end++; break;
+  case 'm': case 'M': shift = 20; end++; break;
+  case 'g': case 'G': shift = 30; end++; break;
+  case 't': case 'T': shift = 40; end++; break;
+  default:
+    return -EINVAL;
+  }
+  /* "64KiB" and "64KB" read as 64K too. */
+  if (shift != 0 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
+    end += strlen(end);
+  if (*end != '\0')
+    return -EINVAL;
+  if (shift != 0 && v > (UINT64_MAX >> shift))
+    return -EINVAL;
+  *out = (uint64_t)v << shift;
+  return PT_OK;
+}
+
+/* A job name becomes part of shm object names and socket paths. */
+static bool job_name_ok(const char *s)
+{
+  size_t n = strlen(s);
+
+  if (n == 0 || n >= SNAP_JOB_MAX)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (!isalnum(ch) && ch != '_' && ch != '-' && ch != '.')
+      return false;
+  }
+  return s[0] != '.';
+}
+
+static bool prefix_ok(const char *s, size_t cap)
+{
+  size_t n = strlen(s);
+
+  if (n >= cap)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (!isalnum(ch) && ch != '_' && ch != '-' && ch != '.')
+      return false;
+  }
+  return true;
+}
+
+/* Matches "--name" or "--name=value"; a value missing after "--name" is
+ * taken from the next argument. OUT: *val. */
+static int opt_value(const char *name, int argc, char **argv, int *i,
+                     const char **val, bool *matched)
+{
+  const char *a = argv[*i];
+  size_t n = strlen(name);
+
+  *matched = false;
+  if (strncmp(a, name, n) != 0)
+    return PT_OK;
+  if (a[n] == '=') {
+    *matched = true;
+    *val = a + n + 1;
+    return PT_OK;
+  }
+  if (a[n] != '\0')
+    return PT_OK;
+  *matched = true;
+  if (*i + 1 >= argc)
+    return -EINVAL;
+  *val = argv[++*i];
+  return PT_OK;
+}
+
+int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
+                    size_t errlen)
+{
+  static const char *const valued[] = {
+      "--ranks",        "--job",        "--state-dir",   "--slots",
+      "--memory-budget", "--shm-prefix", "--max-restarts", "--backoff-ms",
+      "--master-port",  "--log-level",
+  };
+  const char *env_dir = getenv("PT_STATE_DIR");
+  bool have_ranks = false;
+  int i;
+
+  memset(cfg, 0, sizeof(*cfg));
+  snprintf(cfg->job, sizeof(cfg->job), "job");
+  snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s",
+           env_dir != NULL && env_dir[0] != '\0' ? env_dir : "/run/pt");
+  cfg->slots = 2;
+  cfg->max_restarts = 10;
+  cfg->backoff_ms = 200;
+  cfg->master_port = 29500;
+  cfg->log_level = LOG_LVL_INFO;
+  if (env_dir != NULL && strlen(env_dir) >= sizeof(cfg->state_dir))
+    return fail(err, errlen, "PT_STATE_DIR '%s' is too long for a socket path",
+                env_dir);
+
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *val = NULL;
+    bool matched = false;
+    size_t k;
+
+    if (strcmp(a, "--") == 0) {
+      i++;
+      break;
+    }
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+      return NODE_ARGS_HELP;
+    if (strcmp(a, "--keep") == 0) {
+      cfg->keep = true;
+      continue;
+    }
+    for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {
+      if (opt_value(valued[k], argc, argv, &i, &val, &matched) != PT_OK)
+        return fail(err, errlen, "option '%s' needs a value", valued[k]);
+      if (matched)
+        break;
+    }
+    if (!matched) {
+      if (a[0] == '-')
+        return fail(err, errlen, "unknown option '%s'", a);
+      return fail(err, errlen,
+                  "unexpected argument '%s' (the trainer command follows '--')",
+                  a);
+    }
+    switch (k) {
+    case 0:
+      if (parse_u32(val, 1, NODE_MAX_RANKS, &cfg->ranks) != PT_OK)
+        return fail(err, errlen, "--ranks '%s': expected 1..%d", val,
+                    NODE_MAX_RANKS);
+      have_ranks = true;
+      break;
+    case 1:
+      if (!job_name_ok(val))
+        return fail(err, errlen,
+                    "--job '%s': expected 1..%d characters of [A-Za-z0-9_.-], "
+                    "not starting with '.'",
+                    val, SNAP_JOB_MAX - 1);
+      snprintf(cfg->job, sizeof(cfg->job), "%s", val);
+      break;
+    case 2:
+      if (val[0] == '\0' || strlen(val) >= sizeof(cfg->state_dir))
+        return fail(err, errlen, "--state-dir '%s': empty or too long", val);
+      snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s", val);
+      break;
+    case 3:
+      if (parse_u32(val, 2, SNAP_MAX_SLOTS, &cfg->slots) != PT_OK)
+        return fail(err, errlen, "--slots '%s': expected 2..%d", val,
+                    SNAP_MAX_SLOTS);
+      break;
+    case 4:
+      if (node_args_bytes(val, &cfg->memory_budget) != PT_OK ||
+          cfg->memory_budget == 0)
+        return fail(err, errlen,
+                    "--memory-budget '%s': expected bytes, e.g. 8G or 512M",
+                    val);
+      break;
+    case 5:
+      if (!prefix_ok(val, sizeof(cfg->shm_prefix)))
+        return fail(err, errlen,
+                    "--shm-prefix '%s': expected at most %zu characters of "
+                    "[A-Za-z0-9_.-]",
+                    val, sizeof(cfg->shm_prefix) - 1);
+      snprintf(cfg->shm_prefix, sizeof(cfg->shm_prefix), "%s", val);
+      break;
+    case 6:
+      if (parse_u32(val, 0, 1000000, &cfg->max_restarts) != PT_OK)
+        return fail(err, errlen, "--max-restarts '%s': expected 0..1000000",
+                    val);
+      break;
+    case 7:
+      if (parse_u32(val, 0, 3600000, &cfg->backoff_ms) != PT_OK)
+        return fail(err, errlen, "--backoff-ms '%s': expected 0..3600000",
+                    val);
+      break;
+    case 8:
+      if (parse_u32(val, 1, 65535, &cfg->master_port) != PT_OK)
+        return fail(err, errlen, "--master-port '%s': expected 1..65535", val);
+      break;
+    case 9: {
+      uint32_t lvl;
+      if (parse_u32(val, LOG_LVL_ERR, LOG_LVL_DEBUG, &lvl) != PT_OK)
+        return fail(err, errlen, "--log-level '%s': expected %d..%d", val,
+                    LOG_LVL_ERR, LOG_LVL_DEBUG);
+      cfg->log_level = (int)lvl;
+      break;
+    }
+    }
+  }
+
+  if (!have_ranks)
+    return fail(err, errlen, "--ranks is required");
+  if (i >= argc)
+    return fail(err, errlen, "no trainer command: give it after '--'");
+  cfg->cmd = argv + i;
+  cfg->ncmd = argc - i;
+  if (cfg->cmd[0][0] == '\0')
+    return fail(err, errlen, "the trainer command is empty");
+
+  /* The longest socket path: <dir>/smp.<ranks-1>.sock. */
+  char probe[NODE_PATH_MAX + 32];
+  int plen = snprintf(probe, sizeof(probe), "%s/smp.%" PRIu32 ".sock",
+                      cfg->state_dir, cfg->ranks - 1);
+  if (plen < 0 || (size_t)plen >= NODE_PATH_MAX)
+    return fail(err, errlen,
+                "--state-dir '%s' is too long: socket paths in it must fit "
+                "in %d bytes",
+                cfg->state_dir, NODE_PATH_MAX - 1);
+  return PT_OK;
+}

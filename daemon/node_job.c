@@ -1,0 +1,902 @@
+/*
+ * node_job.c — the job's life in `ptd node`: phases, commits, restarts, the
+ * end. Everything here runs on the loop thread, driven by node_drive().
+ *
+ * Phases (enum node_phase):
+ *
+ *   STARTING     SMPs spawned or adopted; wait until every one subscribed.
+ *                Adopted trainers keep running (RUNNING); otherwise:
+ *   RESTART      stop every trainer (SIGTERM, SIGKILL after 5 s), wait out
+ *                the backoff, wait for every SMP to be subscribed;
+ *   QUERY        STATE_QUERY{verify} to every SMP; the restore step R is the
+ *                largest step every rank holds intact;
+ *   SET_RESTORE  SET_RESTORE{R or none} to every SMP; R is now the
+ *                committed step; then every trainer is spawned;
+ *   RUNNING      commits; a failed trainer leads back to RESTART (bounded
+ *                restarts, exponential backoff) unless it exited with
+ *                EX_CONFIG; every trainer done ends the job;
+ *   STOP_TRAINERS, STOP_SMPS   the end, for success, failure or a stop
+ *                request: trainers first, then SMPs; shm objects unlinked
+ *                after success unless --keep; then EXIT.
+ *
+ * A dead SMP is respawned in every phase up to RUNNING, trainers keep
+ * running meanwhile; its STATE_REPLY to the new SUBSCRIBE is merged.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/node.h"
+
+#define NODE_SMP_BACK_MS 60000u  /* RESTART: SMPs subscribed again by then */
+#define NODE_RESTORE_TRIES 3u    /* failed restore attempts before giving up */
+
+static const char *role_name(enum node_role role)
+{
+  return role == NODE_ROLE_SMP ? "smp" : "trainer";
+}
+
+const char *node_phase_name(const struct node *n)
+{
+  switch (n->phase) {
+  case NODE_PH_STARTING:
+    return "starting";
+  case NODE_PH_RESTART:
+  case NODE_PH_QUERY:
+  case NODE_PH_SET_RESTORE:
+    return "restoring";
+  case NODE_PH_RUNNING:
+    return "running";
+  case NODE_PH_STOP_TRAINERS:
+  case NODE_PH_STOP_SMPS:
+  case NODE_PH_EXIT:
+    break;
+  }
+  switch (n->outcome) {
+  case NODE_OUT_DONE:
+    return "done";
+  case NODE_OUT_FAILED:
+    return "failed";
+  default:
+    return "stopping";
+  }
+}
+
+const char *node_rank_state_name(const struct node *n,
+                                 const struct node_rank *r)
+{
+  switch (r->tstate) {
+  case NODE_TR_RUNNING:
+    return r->trainer != NULL && r->trainer->term_sent ? "stopping"
+                                                       : "running";
+  case NODE_TR_DONE:
+    return "done";
+  case NODE_TR_FAILED:
+    return "failed";
+  case NODE_TR_GONE_WAIT:
+    return "exiting";
+  case NODE_TR_IDLE:
+    break;
+  }
+  switch (n->phase) {
+  case NODE_PH_STARTING:
+    return "starting";
+  case NODE_PH_RESTART:
+  case NODE_PH_QUERY:
+  case NODE_PH_SET_RESTORE:
+    return "restoring";
+  case NODE_PH_RUNNING:
+    return "idle";
+  default:
+    return "stopped";
+  }
+}
+
+static void set_phase(struct node *n, enum node_phase ph)
+{
+  if (n->phase == ph)
+    return;
+  log_debug("phase %s -> %d", node_phase_name(n), (int)ph);
+  n->phase = ph;
+  n->drive_again = true;
+  n->state_dirty = true;
+}
+
+static bool all_subscribed(const struct node *n)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    if (!n->ranks[i].subscribed)
+      return false;
+  return true;
+}
+
+/* Ends the job: trainers are stopped, then SMPs, then the node exits. */
+__attribute__((format(printf, 3, 4))) static void
+finish(struct node *n, enum node_outcome out, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (n->phase >= NODE_PH_STOP_TRAINERS)
+    return;
+  n->outcome = out;
+  va_start(ap, fmt);
+  vsnprintf(n->why, sizeof(n->why), fmt, ap);
+  va_end(ap);
+  n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
+  set_phase(n, NODE_PH_STOP_TRAINERS);
+  node_notify(n, false);
+}
+
+void node_request_stop(struct node *n, const char *by, bool escalate)
+{
+  if (n->phase >= NODE_PH_STOP_TRAINERS) {
+    if (escalate && n->outcome == NODE_OUT_STOPPED && n->phase < NODE_PH_EXIT) {
+      log_notice("stop requested again (%s): killing what is left now", by);
+      n->kill_at = rpc_now_ms();
+    }
+  } else {
+    log_info("stopping the job (%s)", by);
+    finish(n, NODE_OUT_STOPPED, "stopped by %s", by);
+  }
+  node_drive(n);
+}
+
+/* SIGTERM to every live child of role, SIGKILL at n->kill_at, and after
+ * NODE_KILL_GRACE_MS more the node stops waiting. True when none is left. */
+static bool stop_role(struct node *n, enum node_role role, uint64_t now)
+{
+  bool none = true;
+
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    struct node_child *c = role == NODE_ROLE_SMP ? r->smp : r->trainer;
+
+    if (c == NULL || c->exited)
+      continue;
+    if (!c->term_sent) {
+      c->term_sent = true;
+      node_child_signal(c, SIGTERM);
+      none = false;
+    } else if (!c->kill_sent && now >= n->kill_at) {
+      log_warn("%s rank %" PRIu32 " (pid %d) did not stop within %u ms; "
+               "sending SIGKILL",
+               role_name(role), r->rank, c->pid, NODE_TERM_GRACE_MS);
+      c->kill_sent = true;
+      node_child_signal(c, SIGKILL);
+      none = false;
+    } else if (c->kill_sent && now >= n->kill_at + NODE_KILL_GRACE_MS) {
+      log_error("%s rank %" PRIu32 " (pid %d) did not exit after SIGKILL; "
+                "no longer waiting for it",
+                role_name(role), r->rank, c->pid);
+      if (role == NODE_ROLE_SMP)
+        r->smp = NULL;
+      else
+        r->trainer = NULL;
+      node_child_abandon(c);
+    } else {
+      none = false;
+    }
+  }
+  return none;
+}
+
+static void begin_restart(struct node *n, uint64_t now, bool counted,
+                          const char *why)
+{
+  n->backoff_until = 0;
+  if (counted) {
+    if (n->restarts >= n->cfg.max_restarts) {
+      finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %" PRIu32
+             ")", why, n->cfg.max_restarts);
+      return;
+    }
+    n->restarts++;
+    uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->restarts,
+                                      NODE_BACKOFF_CAP_MS);
+    log_info("restarting job (restart %" PRIu32 " of %" PRIu32 ") in %" PRIu32
+             " ms",
+             n->restarts, n->cfg.max_restarts, d);
+    n->backoff_until = now + d;
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->tstate != NODE_TR_RUNNING)
+      r->tstate = NODE_TR_IDLE;
+  }
+  n->commit_inflight = false; /* answers still to come are ignored */
+  n->kill_at = now + NODE_TERM_GRACE_MS;
+  n->phase_deadline = 0;
+  set_phase(n, NODE_PH_RESTART);
+  node_notify(n, false);
+}
+
+/* A restore attempt failed (an SMP died or refused): try again a few
+ * times, then give up. */
+static void retry_restore(struct node *n, uint64_t now, const char *why)
+{
+  n->restore_fails++;
+  if (n->restore_fails > NODE_RESTORE_TRIES) {
+    finish(n, NODE_OUT_FAILED, "restore failed %" PRIu32 " times: %s",
+           n->restore_fails, why);
+    return;
+  }
+  uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->restore_fails,
+                                    NODE_BACKOFF_CAP_MS);
+  log_warn("restore attempt failed (%s); retrying in %" PRIu32 " ms", why, d);
+  n->backoff_until = now + d;
+  n->phase_deadline = 0;
+  set_phase(n, NODE_PH_RESTART);
+}
+
+static void spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
+{
+  struct node_child *c = NULL;
+  int rc = node_child_spawn(n, r, NODE_ROLE_SMP, &c);
+
+  r->smp_respawn_at = 0;
+  if (rc != PT_OK) {
+    r->smp_fails++;
+    log_error("cannot start smp rank %" PRIu32 ": %s", r->rank,
+              pt_strerror(rc));
+    if (r->smp_fails > NODE_SMP_FAILS_MAX)
+      finish(n, NODE_OUT_FAILED, "cannot start smp rank %" PRIu32 ": %s",
+             r->rank, pt_strerror(rc));
+    else
+      r->smp_respawn_at =
+          now + node_plan_backoff_ms(n->cfg.backoff_ms, r->smp_fails,
+                                     NODE_BACKOFF_CAP_MS);
+    return;
+  }
+  r->smp = c;
+  r->smp_adopted = false;
+  log_debug("started smp rank %" PRIu32 " (pid %d)", r->rank, c->pid);
+  n->state_dirty = true;
+  node_smp_connect(n, r);
+}
+
+static void spawn_trainers(struct node *n)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    struct node_child *c = NULL;
+
+    r->gone_seen = r->gone_done = false;
+    r->permanent = false;
+    r->why[0] = '\0';
+    int rc = node_child_spawn(n, r, NODE_ROLE_TRAINER, &c);
+    if (rc != PT_OK) {
+      finish(n, NODE_OUT_FAILED, "cannot start trainer rank %" PRIu32
+             " ('%s'): %s", r->rank, n->cfg.cmd[0], pt_strerror(rc));
+      return;
+    }
+    if (r->starts > 0)
+      r->restarts++;
+    r->starts++;
+    r->trainer = c;
+    r->tstate = NODE_TR_RUNNING;
+    log_info("started trainer rank %" PRIu32 " (pid %d)", r->rank, c->pid);
+  }
+  n->state_dirty = true;
+}
+
+/* Re-sends COMMIT of the committed step to SMPs whose slot for it is still
+ * only SEALED (the commit was lost while they were down). */
+static void resync_commit(struct node *n, struct node_rank *r)
+{
+  if (!n->has_committed || !r->subscribed)
+    return;
+  for (uint32_t k = 0; k < r->nview; k++) {
+    const struct node_slot_view *v = &r->view[k];
+    if (v->step == n->committed &&
+        (v->state == SNAP_SEALED || v->state == SNAP_PROTECTED)) {
+      log_debug("smp rank %" PRIu32 ": re-sending commit of step %" PRIu64,
+                r->rank, n->committed);
+      node_smp_request(n, r, NODE_REQ_RECOMMIT, n->committed);
+      return;
+    }
+  }
+}
+
+/* One commit at a time: COMMIT{N} goes to every SMP, and N counts as
+ * committed (logged, recorded, reported) only once every SMP said yes. An
+ * SMP refuses when its slot for N was handed to a newer step meanwhile. */
+static void try_commit(struct node *n)
+{
+  const struct node_sealed_set *sets[NODE_MAX_RANKS];
+  uint64_t step;
+
+  if (n->commit_inflight || n->phase != NODE_PH_RUNNING || !all_subscribed(n))
+    return;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    sets[i] = &n->ranks[i].sealed;
+  if (!node_plan_commit_step(sets, n->cfg.ranks, n->has_committed,
+                             n->committed, &step))
+    return;
+  n->commit_inflight = true;
+  n->commit_step = step;
+  n->commit_answers = 0;
+  n->commit_refused = false;
+  n->commit_why[0] = '\0';
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    node_sealed_prune(&n->ranks[i].sealed, step);
+  for (uint32_t i = 0; i < n->cfg.ranks && n->commit_inflight; i++) {
+    struct node_rank *r = &n->ranks[i];
+    int rc = node_smp_request(n, r, NODE_REQ_COMMIT, step);
+    if (rc != PT_OK)
+      node_on_req_failed(n, r, NODE_REQ_COMMIT, step, rc);
+  }
+}
+
+/* One SMP's answer to the commit in flight (status 0 or why not). */
+static void commit_answer(struct node *n, struct node_rank *r, uint64_t step,
+                          int status, const char *text)
+{
+  if (!n->commit_inflight || step != n->commit_step)
+    return; /* from before a restart */
+  if (status < 0 && !n->commit_refused) {
+    n->commit_refused = true;
+    snprintf(n->commit_why, sizeof(n->commit_why), "smp rank %" PRIu32 ": %s",
+             r->rank, text);
+  }
+  if (++n->commit_answers < n->cfg.ranks)
+    return;
+  n->commit_inflight = false;
+  if (n->commit_refused) {
+    log_notice("step %" PRIu64 " not committed on every rank (%s)", step,
+             n->commit_why);
+  } else {
+    n->has_committed = true;
+    n->committed = step;
+    n->committed_unix_ms = node_unix_ms();
+    n->commits++;
+    log_info("commit step %" PRIu64, step);
+    n->state_dirty = true;
+    node_notify(n, false);
+  }
+  n->drive_again = true;
+}
+
+/* ---- what the SMPs say ---- */
+
+void node_on_state_reply(struct node *n, struct node_rank *r,
+                         enum node_req_kind kind, const Pt__StateReply *m)
+{
+  if (m->rank != r->rank)
+    log_warn("smp rank %" PRIu32 " reports rank %" PRIu32, r->rank, m->rank);
+  r->has_store = m->has_has_store && m->has_store;
+  if (m->has_bytes_held)
+    r->bytes_held = m->bytes_held;
+  r->trainer_done_reported = m->has_trainer_done && m->trainer_done;
+  r->trainer_pid_reported = m->has_trainer_pid ? m->trainer_pid : 0;
+  r->nview = 0;
+  for (size_t k = 0; k < m->n_slots && r->nview < SNAP_MAX_SLOTS; k++) {
+    const Pt__SlotInfo *s = m->slots[k];
+    r->view[r->nview++] = (struct node_slot_view){
+        .step = s->step, .state = s->state,
+        .intact = s->has_intact && s->intact};
+  }
+  if (kind == NODE_REQ_VERIFY) {
+    r->view_verified = true;
+    return;
+  }
+  if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING)
+    return;
+  /* Merge: sealed steps not committed yet, and (when adopting) a commit
+   * the SMPs made that node.state did not record in time. */
+  for (uint32_t k = 0; k < r->nview; k++) {
+    const struct node_slot_view *v = &r->view[k];
+    bool newer = !n->has_committed || v->step > n->committed;
+    if ((v->state == SNAP_SEALED || v->state == SNAP_PROTECTED) && newer) {
+      node_sealed_add(&r->sealed, v->step);
+      if (!r->has_last_sealed || v->step > r->last_sealed) {
+        r->has_last_sealed = true;
+        r->last_sealed = v->step;
+      }
+    }
+    if (v->state == SNAP_COMMITTED && newer && n->phase == NODE_PH_STARTING &&
+        n->adopting) {
+      log_info("adopted committed step %" PRIu64 " from smp rank %" PRIu32,
+               v->step, r->rank);
+      n->has_committed = true;
+      n->committed = v->step;
+      n->committed_unix_ms = 0;
+      for (uint32_t i = 0; i < n->cfg.ranks; i++)
+        node_sealed_prune(&n->ranks[i].sealed, v->step);
+      n->state_dirty = true;
+    }
+  }
+  if (n->phase == NODE_PH_RUNNING && kind == NODE_REQ_SUBSCRIBE) {
+    resync_commit(n, r);
+    try_commit(n);
+  }
+}
+
+void node_on_reply(struct node *n, struct node_rank *r, enum node_req_kind kind,
+                   uint64_t step, int status, const char *message)
+{
+  const char *text = message != NULL && message[0] != '\0'
+                         ? message : pt_strerror(status);
+
+  if (kind == NODE_REQ_COMMIT) {
+    commit_answer(n, r, step, status, text);
+    return;
+  }
+  if (kind == NODE_REQ_RECOMMIT) {
+    if (status < 0)
+      log_warn("smp rank %" PRIu32 " cannot commit step %" PRIu64
+               " again: %s",
+               r->rank, step, text);
+    return;
+  }
+  if (kind != NODE_REQ_SET_RESTORE || n->phase != NODE_PH_SET_RESTORE)
+    return;
+  if (status < 0) {
+    log_error("smp rank %" PRIu32 " cannot set the restore point: %s",
+              r->rank, text);
+    n->attempt_failed = true;
+  } else {
+    r->set_restore_ok = true;
+  }
+}
+
+void node_on_req_failed(struct node *n, struct node_rank *r,
+                        enum node_req_kind kind, uint64_t step, int err)
+{
+  if ((kind == NODE_REQ_VERIFY && n->phase == NODE_PH_QUERY) ||
+      (kind == NODE_REQ_SET_RESTORE && n->phase == NODE_PH_SET_RESTORE)) {
+    log_warn("smp rank %" PRIu32 ": restore request failed: %s", r->rank,
+             pt_strerror(err));
+    n->attempt_failed = true;
+  } else if (kind == NODE_REQ_COMMIT) {
+    commit_answer(n, r, step, err, pt_strerror(err));
+  }
+}
+
+void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
+{
+  if (e->rank != r->rank)
+    log_warn("smp rank %" PRIu32 " sent an event for rank %" PRIu32,
+             r->rank, e->rank);
+  if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
+    log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
+    if (!r->has_last_sealed || e->step > r->last_sealed) {
+      r->has_last_sealed = true;
+      r->last_sealed = e->step;
+    }
+    if (n->phase != NODE_PH_RUNNING && n->phase != NODE_PH_STARTING)
+      return;
+    if (!n->has_committed || e->step > n->committed) {
+      node_sealed_add(&r->sealed, e->step);
+      node_sealed_trim(&r->sealed, n->cfg.slots - 1);
+    }
+    /* The shm object appeared with the first snapshot: learn its size. */
+    bool asking = false;
+    for (uint32_t k = 0; k < r->nreqs; k++)
+      asking = asking || r->reqs[k].kind == NODE_REQ_STATE;
+    if (r->bytes_held == 0 && r->subscribed && !asking)
+      node_smp_request(n, r, NODE_REQ_STATE, 0);
+    if (n->phase == NODE_PH_RUNNING)
+      try_commit(n);
+  } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
+    r->gone_seen = true;
+    r->gone_done = e->has_done && e->done;
+    log_debug("rank %" PRIu32 ": trainer gone (done=%d)", r->rank,
+              (int)r->gone_done);
+    if (r->tstate == NODE_TR_GONE_WAIT) {
+      r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
+      if (!r->gone_done)
+        snprintf(r->why, sizeof(r->why),
+                 "trainer rank %" PRIu32 " ended without finishing", r->rank);
+    }
+  }
+}
+
+/* ---- children ---- */
+
+void node_child_exited(struct node *n, struct node_child *c, bool known,
+                       int64_t status, int term_signal)
+{
+  struct node_rank *r = c->rank;
+  char how[64];
+
+  if (known)
+    node_plan_exit_text(how, sizeof(how), status, term_signal);
+  else
+    snprintf(how, sizeof(how), "exited (adopted: status unknown)");
+  n->state_dirty = true;
+
+  if (c->role == NODE_ROLE_SMP) {
+    if (r->smp == c)
+      r->smp = NULL;
+    log_info("smp rank %" PRIu32 " (pid %d) %s", r->rank, c->pid, how);
+    r->smp_adopted = false;
+    node_smp_disconnect(r);
+    if (n->phase <= NODE_PH_RUNNING) {
+      bool config = known && term_signal == 0 &&
+                    (status == NODE_EXIT_USAGE || status == NODE_EX_CONFIG);
+      r->smp_fails++;
+      if (config)
+        finish(n, NODE_OUT_FAILED, "smp rank %" PRIu32 " %s (configuration)",
+               r->rank, how);
+      else if (r->smp_fails > NODE_SMP_FAILS_MAX)
+        finish(n, NODE_OUT_FAILED,
+               "smp rank %" PRIu32 " died %" PRIu32 " times before answering",
+               r->rank, r->smp_fails);
+      else {
+        uint32_t d = r->smp_fails <= 1
+                         ? 0
+                         : node_plan_backoff_ms(n->cfg.backoff_ms,
+                                                r->smp_fails - 1,
+                                                NODE_BACKOFF_CAP_MS);
+        r->smp_restarts++;
+        log_info("restarting smp rank %" PRIu32 " in %" PRIu32 " ms", r->rank,
+                 d);
+        r->smp_respawn_at = rpc_now_ms() + d;
+      }
+    }
+    node_drive(n);
+    return;
+  }
+
+  if (r->trainer == c)
+    r->trainer = NULL;
+  log_info("trainer rank %" PRIu32 " (pid %d) %s", r->rank, c->pid, how);
+  if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING) {
+    /* Stopped on purpose (a restart or the end). */
+    r->tstate = NODE_TR_IDLE;
+  } else if (!known) {
+    if (r->gone_seen) {
+      r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
+      snprintf(r->why, sizeof(r->why), "trainer rank %" PRIu32 " (pid %d) %s",
+               r->rank, c->pid, r->gone_done ? "finished" : "ended unfinished");
+    } else {
+      r->tstate = NODE_TR_GONE_WAIT;
+      r->gone_deadline = rpc_now_ms() + NODE_GONE_WAIT_MS;
+      snprintf(r->why, sizeof(r->why),
+               "trainer rank %" PRIu32 " (pid %d) ended without telling its "
+               "smp it was done",
+               r->rank, c->pid);
+    }
+  } else if (status == 0 && term_signal == 0) {
+    r->tstate = NODE_TR_DONE;
+  } else {
+    r->tstate = NODE_TR_FAILED;
+    r->permanent = term_signal == 0 && status == NODE_EX_CONFIG;
+    snprintf(r->why, sizeof(r->why), "trainer rank %" PRIu32 " (pid %d) %s%s",
+             r->rank, c->pid, how,
+             r->permanent ? " (configuration error: not restarted)" : "");
+  }
+  node_drive(n);
+}
+
+/* ---- phases ---- */
+
+static void step_starting(struct node *n, uint64_t now)
+{
+  if (!all_subscribed(n))
+    return;
+  if (!n->adopting) {
+    begin_restart(n, now, false, "");
+    return;
+  }
+  /* Adopted: a trainer that is gone finished only if its (adopted) SMP
+   * heard it say so. */
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->tstate != NODE_TR_IDLE)
+      continue;
+    if (r->smp_adopted && r->trainer_done_reported &&
+        r->trainer_pid_reported == 0) {
+      log_info("trainer rank %" PRIu32 " finished while the node was away",
+               r->rank);
+      r->tstate = NODE_TR_DONE;
+    } else {
+      r->tstate = NODE_TR_FAILED;
+      snprintf(r->why, sizeof(r->why),
+               "trainer rank %" PRIu32 " was gone when the node restarted",
+               r->rank);
+    }
+  }
+  n->adopting = false;
+  set_phase(n, NODE_PH_RUNNING);
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    resync_commit(n, &n->ranks[i]);
+  try_commit(n);
+  node_notify(n, true);
+}
+
+static void step_restart(struct node *n, uint64_t now)
+{
+  if (!stop_role(n, NODE_ROLE_TRAINER, now) || now < n->backoff_until)
+    return;
+  if (!all_subscribed(n)) {
+    if (n->phase_deadline == 0)
+      n->phase_deadline = now + NODE_SMP_BACK_MS;
+    else if (now >= n->phase_deadline)
+      finish(n, NODE_OUT_FAILED, "the smps did not answer within %u ms",
+             NODE_SMP_BACK_MS);
+    return;
+  }
+  n->phase_deadline = 0;
+  n->attempt_failed = false;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    r->view_verified = false;
+    r->set_restore_ok = false;
+    if (node_smp_request(n, r, NODE_REQ_VERIFY, 0) != PT_OK)
+      n->attempt_failed = true;
+  }
+  set_phase(n, NODE_PH_QUERY);
+}
+
+static void step_query(struct node *n, uint64_t now)
+{
+  struct node_rank_slots views[NODE_MAX_RANKS];
+
+  if (n->attempt_failed) {
+    retry_restore(n, now, "a state query failed");
+    return;
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    if (!n->ranks[i].view_verified)
+      return; /* the request deadlines bound this wait */
+    views[i].slots = n->ranks[i].view;
+    views[i].n = n->ranks[i].nview;
+  }
+  n->restore_has = node_plan_restore_step(views, n->cfg.ranks,
+                                          &n->restore_step);
+  /* Damaged snapshots are reported; with nothing intact left the job stops
+   * rather than restore bad bytes or silently start over. */
+  char damaged[160] = "";
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    const struct node_rank *r = &n->ranks[i];
+    char held[256] = "";
+    size_t used = 0;
+    for (uint32_t k = 0; k < r->nview && used < sizeof(held) - 1; k++) {
+      const struct node_slot_view *v = &r->view[k];
+      if (v->state == SNAP_FREE || v->state == SNAP_WRITING)
+        continue;
+      int w = snprintf(held + used, sizeof(held) - used, "%sstep %" PRIu64
+                       " %s%s", used > 0 ? ", " : "", v->step,
+                       snap_state_name(v->state), v->intact ? "" : " (damaged)");
+      if (w > 0)
+        used += (size_t)w < sizeof(held) - used ? (size_t)w : sizeof(held) - used - 1;
+    }
+    log_info("rank %" PRIu32 " holds %s", r->rank,
+             used > 0 ? held : "no snapshot");
+    for (uint32_t k = 0; k < r->nview; k++) {
+      const struct node_slot_view *v = &r->view[k];
+      bool kept = v->state == SNAP_SEALED || v->state == SNAP_PROTECTED ||
+                  v->state == SNAP_COMMITTED;
+      if (!kept || v->intact)
+        continue;
+      log_warn("rank %" PRIu32 ": step %" PRIu64
+               " is not intact (checksum mismatch); never restored",
+               r->rank, v->step);
+      if (damaged[0] == '\0')
+        snprintf(damaged, sizeof(damaged),
+                 "rank %" PRIu32 " step %" PRIu64 " fails its checksums",
+                 r->rank, v->step);
+    }
+  }
+  if (!n->restore_has && damaged[0] != '\0') {
+    finish(n, NODE_OUT_FAILED,
+           "no snapshot step is intact on every rank (%s); refusing to "
+           "restore damaged state or to start over",
+           damaged);
+    return;
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    uint64_t arg = n->restore_has ? n->restore_step : UINT64_MAX;
+    if (node_smp_request(n, &n->ranks[i], NODE_REQ_SET_RESTORE, arg) != PT_OK)
+      n->attempt_failed = true;
+  }
+  set_phase(n, NODE_PH_SET_RESTORE);
+}
+
+static void step_set_restore(struct node *n, uint64_t now)
+{
+  if (n->attempt_failed) {
+    retry_restore(n, now, "setting the restore point failed");
+    return;
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    if (!n->ranks[i].set_restore_ok)
+      return;
+  n->restore_fails = 0;
+  if (n->restore_has) {
+    log_info("restore from step %" PRIu64, n->restore_step);
+    if (!n->has_committed || n->committed != n->restore_step)
+      n->committed_unix_ms = 0; /* an older step: its age is unknown */
+    n->has_committed = true;
+    n->committed = n->restore_step;
+    n->restores++;
+  } else {
+    log_info("no snapshot: starting fresh");
+    n->has_committed = false;
+    n->committed_unix_ms = 0;
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    n->ranks[i].sealed.n = 0;
+    n->ranks[i].has_last_sealed = false;
+  }
+  set_phase(n, NODE_PH_RUNNING);
+  spawn_trainers(n);
+  if (n->phase == NODE_PH_RUNNING)
+    node_notify(n, true);
+}
+
+static void step_running(struct node *n, uint64_t now)
+{
+  try_commit(n);
+  struct node_rank *failed = NULL;
+  bool all_done = true;
+
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->tstate == NODE_TR_FAILED && failed == NULL)
+      failed = r;
+    if (r->tstate != NODE_TR_DONE)
+      all_done = false;
+  }
+  if (failed != NULL) {
+    if (failed->permanent)
+      finish(n, NODE_OUT_FAILED, "%s", failed->why);
+    else
+      begin_restart(n, now, true, failed->why);
+  } else if (all_done) {
+    finish(n, NODE_OUT_DONE, "job completed");
+  }
+}
+
+static void finish_exit(struct node *n)
+{
+  if (n->outcome == NODE_OUT_DONE && !n->cfg.keep) {
+    for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+      char name[256];
+      if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
+                          i) != PT_OK)
+        continue;
+      int rc = snap_store_unlink(name);
+      if (rc != PT_OK && rc != -ENOENT)
+        log_warn("cannot remove shm object '%s': %s", name, pt_strerror(rc));
+      else if (rc == PT_OK)
+        log_debug("removed shm object '%s'", name);
+    }
+  }
+  unlink(n->state_path);
+  switch (n->outcome) {
+  case NODE_OUT_DONE:
+    log_info("job completed");
+    n->exit_code = NODE_EXIT_OK;
+    break;
+  case NODE_OUT_STOPPED:
+    log_info("job stopped");
+    n->exit_code = NODE_EXIT_STOPPED;
+    break;
+  default:
+    log_error("job failed: %s", n->why);
+    n->exit_code = NODE_EXIT_FAILED;
+    break;
+  }
+  n->phase = NODE_PH_EXIT;
+  node_shutdown(n);
+}
+
+static void step(struct node *n, uint64_t now)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks && n->phase <= NODE_PH_RUNNING; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->smp == NULL && r->smp_respawn_at != 0 && now >= r->smp_respawn_at)
+      spawn_smp(n, r, now);
+    if (r->tstate == NODE_TR_GONE_WAIT && now >= r->gone_deadline)
+      r->tstate = NODE_TR_FAILED; /* r->why says so already */
+  }
+  switch (n->phase) {
+  case NODE_PH_STARTING:
+    step_starting(n, now);
+    break;
+  case NODE_PH_RESTART:
+    step_restart(n, now);
+    break;
+  case NODE_PH_QUERY:
+    step_query(n, now);
+    break;
+  case NODE_PH_SET_RESTORE:
+    step_set_restore(n, now);
+    break;
+  case NODE_PH_RUNNING:
+    step_running(n, now);
+    break;
+  case NODE_PH_STOP_TRAINERS:
+    if (stop_role(n, NODE_ROLE_TRAINER, now)) {
+      n->kill_at = now + NODE_TERM_GRACE_MS;
+      set_phase(n, NODE_PH_STOP_SMPS);
+    }
+    break;
+  case NODE_PH_STOP_SMPS:
+    if (stop_role(n, NODE_ROLE_SMP, now))
+      finish_exit(n);
+    break;
+  case NODE_PH_EXIT:
+    break;
+  }
+}
+
+/* The earliest moment something is due. */
+static uint64_t next_deadline(const struct node *n, uint64_t now)
+{
+  uint64_t d = UINT64_MAX;
+  bool stopping = n->phase == NODE_PH_RESTART ||
+                  n->phase == NODE_PH_STOP_TRAINERS ||
+                  n->phase == NODE_PH_STOP_SMPS;
+
+#define CONSIDER(t) do { if ((t) != 0 && (t) < d) d = (t); } while (0)
+  if (n->phase == NODE_PH_RESTART) {
+    if (n->backoff_until > now)
+      CONSIDER(n->backoff_until);
+    CONSIDER(n->phase_deadline);
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    const struct node_rank *r = &n->ranks[i];
+    const struct node_child *kids[2] = {r->trainer, r->smp};
+    if (stopping)
+      for (int k = 0; k < 2; k++)
+        if (kids[k] != NULL && !kids[k]->exited && kids[k]->term_sent)
+          CONSIDER(kids[k]->kill_sent ? n->kill_at + NODE_KILL_GRACE_MS
+                                      : n->kill_at);
+    if (n->phase <= NODE_PH_RUNNING) {
+      if (r->smp == NULL)
+        CONSIDER(r->smp_respawn_at);
+      if (r->tstate == NODE_TR_GONE_WAIT)
+        CONSIDER(r->gone_deadline);
+    }
+    uint64_t s = node_smp_next_deadline(r);
+    if (s != UINT64_MAX)
+      CONSIDER(s);
+  }
+#undef CONSIDER
+  return d;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+  node_drive(t->data);
+}
+
+void node_drive(struct node *n)
+{
+  uint64_t now;
+
+  if (n->in_drive) {
+    n->drive_again = true;
+    return;
+  }
+  n->in_drive = true;
+  do {
+    n->drive_again = false;
+    now = rpc_now_ms();
+    if (n->phase != NODE_PH_EXIT)
+      node_smp_tick(n, now);
+    step(n, now);
+  } while (n->drive_again && n->phase != NODE_PH_EXIT);
+  n->in_drive = false;
+  if (n->phase == NODE_PH_EXIT)
+    return;
+  if (n->state_dirty)
+    node_save(n);
+  uint64_t d = next_deadline(n, now);
+  n->timer.data = n;
+  if (d == UINT64_MAX) {
+    uv_timer_stop(&n->timer);
+  } else {
+    now = rpc_now_ms();
+    uv_timer_start(&n->timer, on_timer, d > now ? d - now : 1, 0);
+  }
+}

@@ -1,0 +1,153 @@
+/*
+ * node_plan.c — the node's decisions as pure functions, so that unit tests
+ * can check them without processes or sockets:
+ *   - which step to commit, given the steps every rank sealed;
+ *   - which step to restore, given every rank's verified slots;
+ *   - how long to wait before a restart;
+ *   - how a process ended, in words the logs and the scenario tests share.
+ *
+ * Invariant kept by the callers: a step is committed only when every rank
+ * sealed it, and restored only when every rank holds it intact.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/node.h"
+
+void node_sealed_add(struct node_sealed_set *s, uint64_t step)
+{
+  uint32_t i = s->n;
+
+  if (node_sealed_has(s, step))
+    return;
+  if (s->n == NODE_SEALED_MAX) {
+    /* Full: the oldest step goes (unless the new one is older still). */
+    if (step < s->steps[0])
+      return;
+    memmove(&s->steps[0], &s->steps[1], (s->n - 1) * sizeof(s->steps[0]));
+    s->n--;
+    i = s->n;
+  }
+  while (i > 0 && s->steps[i - 1] > step) {
+    s->steps[i] = s->steps[i - 1];
+    i--;
+  }
+  s->steps[i] = step;
+  s->n++;
+}
+
+void node_sealed_prune(struct node_sealed_set *s, uint64_t upto)
+{
+  uint32_t k = 0;
+
+  while (k < s->n && s->steps[k] <= upto)
+    k++;
+  memmove(&s->steps[0], &s->steps[k], (s->n - k) * sizeof(s->steps[0]));
+  s->n -= k;
+}
+
+void node_sealed_trim(struct node_sealed_set *s, uint32_t keep)
+{
+  if (s->n <= keep)
+    return;
+  memmove(&s->steps[0], &s->steps[s->n - keep], keep * sizeof(s->steps[0]));
+  s->n = keep;
+}
+
+bool node_sealed_has(const struct node_sealed_set *s, uint64_t step)
+{
+  for (uint32_t i = 0; i < s->n; i++)
+    if (s->steps[i] == step)
+      return true;
+  return false;
+}
+
+bool node_plan_commit_step(const struct node_sealed_set *const *sets,
+                           uint32_t nranks, bool has_committed, uint64_t committed,
+                           uint64_t *out)
+{
+  if (nranks == 0)
+    return false;
+  /* Candidates come from rank 0's set, newest first. */
+  for (uint32_t i = sets[0]->n; i-- > 0;) {
+    uint64_t step = sets[0]->steps[i];
+    bool everywhere = true;
+
+    if (has_committed && step <= committed)
+      return false;
+    for (uint32_t r = 1; r < nranks && everywhere; r++)
+      everywhere = node_sealed_has(sets[r], step);
+    if (everywhere) {
+      *out = step;
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool holds_intact(const struct node_rank_slots *r, uint64_t step)
+{
+  for (uint32_t i = 0; i < r->n; i++) {
+    const struct node_slot_view *v = &r->slots[i];
+    bool kept = v->state == SNAP_SEALED || v->state == SNAP_PROTECTED ||
+                v->state == SNAP_COMMITTED;
+    if (kept && v->intact && v->step == step)
+      return true;
+  }
+  return false;
+}
+
+bool node_plan_restore_step(const struct node_rank_slots *ranks,
+                            uint32_t nranks, uint64_t *out)
+{
+  bool found = false;
+  uint64_t best = 0;
+
+  if (nranks == 0)
+    return false;
+  for (uint32_t i = 0; i < ranks[0].n; i++) {
+    uint64_t step = ranks[0].slots[i].step;
+    bool everywhere = true;
+
+    if (found && step <= best)
+      continue;
+    for (uint32_t r = 0; r < nranks && everywhere; r++)
+      everywhere = holds_intact(&ranks[r], step);
+    if (everywhere) {
+      best = step;
+      found = true;
+    }
+  }
+  if (found)
+    *out = best;
+  return found;
+}
+
+uint32_t node_plan_backoff_ms(uint32_t base_ms, uint32_t attempt,
+                              uint32_t cap_ms)
+{
+  uint64_t d = base_ms;
+
+  if (attempt == 0)
+    attempt = 1;
+  for (uint32_t i = 1; i < attempt && d < cap_ms; i++)
+    d *= 2;
+  return d > cap_ms ? cap_ms : (uint32_t)d;
+}
+
+const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
+                                int term_signal)
+{
+  if (term_signal != 0) {
+    const char *abbrev = sigabbrev_np(term_signal);
+    if (abbrev != NULL)
+      snprintf(buf, len, "killed by signal SIG%s", abbrev);
+    else
+      snprintf(buf, len, "killed by signal %d", term_signal);
+  } else {
+    snprintf(buf, len, "exited with status %" PRId64, status);
+  }
+  return buf;
+}

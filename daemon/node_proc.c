@@ -1,0 +1,447 @@
+/*
+ * node_proc.c — the node's child processes: one SMP and one trainer per
+ * rank.
+ *
+ * Spawned children run through uv_spawn in a session of their own (setsid:
+ * a Ctrl-C on the node's terminal reaches the node only, which then stops
+ * everything in order), with stdin on /dev/null and stdout/stderr inherited.
+ * libuv owns SIGCHLD for them; the exit callback reports the status and
+ * closes the handle. A trainer is signalled as a process group, so helper
+ * processes it started go with it.
+ *
+ * Adopted children are the previous node's: a restarted node finds their
+ * pids in node.state, opens a pidfd (it cannot wait for processes it did not
+ * spawn) and watches it with uv_poll; readable means exited, with a status
+ * the node cannot know. Before adopting, the pid must still be the same
+ * process: its start time (field 22 of /proc/PID/stat) must equal the one
+ * recorded at spawn, and an SMP's command line must name role "smp" and the
+ * rank's socket. The pidfd is opened first, so the checks apply to the very
+ * process the node then watches.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/node.h"
+
+extern char **environ;
+
+/* Names the node sets for its children (or must not pass on: systemd's
+ * notification socket belongs to the node alone). */
+static const char *const child_env_names[] = {
+    "PT_JOB",     "PT_RANK",          "PT_WORLD_SIZE", "PT_SMP_SOCKET",
+    "PT_RESTART", "RANK",             "WORLD_SIZE",    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",  "NOTIFY_SOCKET",
+    "WATCHDOG_PID", "WATCHDOG_USEC",  "LISTEN_PID",    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+};
+#define N_CHILD_ENV (sizeof(child_env_names) / sizeof(child_env_names[0]))
+
+static bool env_is_ours(const char *kv)
+{
+  for (size_t i = 0; i < N_CHILD_ENV; i++) {
+    size_t n = strlen(child_env_names[i]);
+    if (strncmp(kv, child_env_names[i], n) == 0 && kv[n] == '=')
+      return true;
+  }
+  return false;
+}
+
+int node_env_base(char ***out)
+{
+  size_t n = 0, k = 0;
+
+  for (char **e = environ; e != NULL && *e != NULL; e++)
+    n++;
+  char **env = calloc(n + 1, sizeof(*env));
+  if (env == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (env_is_ours(environ[i]))
+      continue;
+    env[k] = strdup(environ[i]);
+    if (env[k] == NULL) {
+      node_env_free(env);
+      return -ENOMEM;
+    }
+    k++;
+  }
+  *out = env;
+  return PT_OK;
+}
+
+void node_env_free(char **env)
+{
+  if (env == NULL)
+    return;
+  for (char **e = env; *e != NULL; e++)
+    free(*e);
+  free(env);
+}
+
+int node_proc_start_ticks(int pid, uint64_t *out)
+{
+  char path[64], buf[1024];
+  ssize_t n;
+
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  /* The process's stat line: its start time is the 22nd field. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? -ESRCH : -errno;
+  n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return -ESRCH;
+  buf[n] = '\0';
+  /* Field 2 (comm) may hold spaces and ')': fields 3.. follow the last ')'. */
+  char *p = strrchr(buf, ')');
+  if (p == NULL)
+    return PT_EFORMAT;
+  p++;
+  for (int field = 3; field <= 22; field++) {
+    while (*p == ' ')
+      p++;
+    if (*p == '\0')
+      return PT_EFORMAT;
+    if (field == 22) {
+      char *end;
+      errno = 0;
+      unsigned long long v = strtoull(p, &end, 10);
+      if (errno != 0 || end == p)
+        return PT_EFORMAT;
+      *out = v;
+      return PT_OK;
+    }
+    while (*p != ' ' && *p != '\0')
+      p++;
+  }
+  return PT_EFORMAT;
+}
+
+int node_proc_cmdline(int pid, char *buf, size_t cap, size_t *len)
+{
+  char path[64];
+  size_t have = 0;
+
+  snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+  /* The process's argv, NUL-separated. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? -ESRCH : -errno;
+  while (have < cap) {
+    ssize_t n = read(fd, buf + have, cap - have);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    have += (size_t)n;
+  }
+  close(fd);
+  *len = have;
+  return PT_OK;
+}
+
+/* An SMP of this rank: argv[1] "smp" and "--socket" followed by its path. */
+static bool cmdline_is_smp(const char *buf, size_t len, const char *sock)
+{
+  const char *args[64];
+  size_t nargs = 0;
+
+  for (size_t i = 0; i < len && nargs < 64;) {
+    const char *a = buf + i;
+    size_t l = strnlen(a, len - i);
+    if (i + l >= len)
+      break; /* the last argument must be NUL-terminated */
+    args[nargs++] = a;
+    i += l + 1;
+  }
+  if (nargs < 2 || strcmp(args[1], "smp") != 0)
+    return false;
+  for (size_t i = 2; i + 1 < nargs; i++)
+    if (strcmp(args[i], "--socket") == 0 && strcmp(args[i + 1], sock) == 0)
+      return true;
+  return false;
+}
+
+static void free_child(uv_handle_t *h)
+{
+  struct node_child *c = h->data;
+
+  if (c->pidfd >= 0)
+    close(c->pidfd);
+  free(c);
+}
+
+static void on_spawned_exit(uv_process_t *p, int64_t status, int term_signal)
+{
+  struct node_child *c = p->data;
+
+  c->exited = true;
+  node_child_exited(c->rank->node, c, true, status, term_signal);
+  uv_close((uv_handle_t *)p, free_child);
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events)
+{
+  struct node_child *c = h->data;
+
+  (void)status;
+  (void)events;
+  uv_poll_stop(h);
+  c->exited = true;
+  node_child_exited(c->rank->node, c, false, 0, 0);
+  uv_close((uv_handle_t *)h, free_child);
+}
+
+/* argv of an SMP; strings live in store (one NUL-separated buffer). */
+static int smp_argv(struct node *n, struct node_rank *r, char *store,
+                    size_t cap, char **argv, size_t maxargs)
+{
+  size_t used = 0, k = 0;
+  char budget[32] = "", lvl[8], rank[16], world[16], slots[16];
+
+  snprintf(rank, sizeof(rank), "%" PRIu32, r->rank);
+  snprintf(world, sizeof(world), "%" PRIu32, n->cfg.ranks);
+  snprintf(slots, sizeof(slots), "%" PRIu32, n->cfg.slots);
+  snprintf(lvl, sizeof(lvl), "%d", n->cfg.log_level);
+  if (n->cfg.memory_budget > 0)
+    snprintf(budget, sizeof(budget), "%" PRIu64,
+             n->cfg.memory_budget / n->cfg.ranks);
+  const char *items[] = {
+      n->self_exe, "smp",     "--job",   n->cfg.job,  "--rank",  rank,
+      "--world",   world,     "--socket", r->sock_path, "--slots", slots,
+      "--log-level", lvl,
+      budget[0] ? "--budget" : NULL, budget,
+      n->cfg.shm_prefix[0] ? "--shm-prefix" : NULL, n->cfg.shm_prefix,
+  };
+  for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
+    if (items[i] == NULL) {
+      i++; /* an absent option: skip its value too */
+      continue;
+    }
+    size_t l = strlen(items[i]) + 1;
+    if (used + l > cap || k + 1 >= maxargs)
+      return -E2BIG;
+    memcpy(store + used, items[i], l);
+    argv[k++] = store + used;
+    used += l;
+  }
+  argv[k] = NULL;
+  return PT_OK;
+}
+
+/* env of a trainer: the base plus the PT_ and torchrun names. */
+static int trainer_env(struct node *n, struct node_rank *r, char ***out)
+{
+  size_t nbase = 0;
+  char **env;
+
+  while (n->env[nbase] != NULL)
+    nbase++;
+  env = calloc(nbase + 12, sizeof(*env));
+  if (env == NULL)
+    return -ENOMEM;
+  memcpy(env, n->env, nbase * sizeof(*env));
+  char *add[11];
+  int k = 0, rc = PT_OK;
+  if (asprintf(&add[k++], "PT_JOB=%s", n->cfg.job) < 0 ||
+      asprintf(&add[k++], "PT_RANK=%" PRIu32, r->rank) < 0 ||
+      asprintf(&add[k++], "PT_WORLD_SIZE=%" PRIu32, n->cfg.ranks) < 0 ||
+      asprintf(&add[k++], "PT_SMP_SOCKET=%s", r->sock_path) < 0 ||
+      asprintf(&add[k++], "PT_RESTART=%" PRIu32, n->restarts) < 0 ||
+      asprintf(&add[k++], "RANK=%" PRIu32, r->rank) < 0 ||
+      asprintf(&add[k++], "WORLD_SIZE=%" PRIu32, n->cfg.ranks) < 0 ||
+      asprintf(&add[k++], "LOCAL_RANK=%" PRIu32, r->rank) < 0 ||
+      asprintf(&add[k++], "LOCAL_WORLD_SIZE=%" PRIu32, n->cfg.ranks) < 0 ||
+      asprintf(&add[k++], "MASTER_ADDR=127.0.0.1") < 0 ||
+      asprintf(&add[k++], "MASTER_PORT=%" PRIu32, n->cfg.master_port) < 0) {
+    add[--k] = NULL; /* asprintf leaves it undefined on failure */
+    rc = -ENOMEM;
+  }
+  for (int i = 0; i < k; i++)
+    env[nbase + (size_t)i] = add[i];
+  if (rc != PT_OK) {
+    for (int i = 0; i < k; i++)
+      free(add[i]);
+    free(env);
+    return rc;
+  }
+  *out = env;
+  return PT_OK;
+}
+
+static void trainer_env_free(struct node *n, char **env)
+{
+  size_t nbase = 0;
+
+  while (n->env[nbase] != NULL)
+    nbase++;
+  for (char **e = env + nbase; *e != NULL; e++)
+    free(*e);
+  free(env);
+}
+
+int node_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
+                     struct node_child **out)
+{
+  uv_process_options_t o;
+  uv_stdio_container_t stdio[3];
+  char store[2048];
+  char *argv[24];
+  char **env = NULL;
+  int rc;
+
+  struct node_child *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return -ENOMEM;
+  c->rank = r;
+  c->role = role;
+  c->pidfd = -1;
+  c->h.proc.data = c;
+
+  memset(&o, 0, sizeof(o));
+  memset(stdio, 0, sizeof(stdio));
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_INHERIT_FD;
+  stdio[1].data.fd = STDOUT_FILENO;
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = STDERR_FILENO;
+  o.stdio = stdio;
+  o.stdio_count = 3;
+  o.exit_cb = on_spawned_exit;
+  o.flags = UV_PROCESS_DETACHED;
+  if (role == NODE_ROLE_SMP) {
+    rc = smp_argv(n, r, store, sizeof(store), argv, sizeof(argv) / sizeof(argv[0]));
+    if (rc != PT_OK)
+      goto out_free;
+    o.file = "/proc/self/exe";
+    o.args = argv;
+    o.env = n->env;
+  } else {
+    rc = trainer_env(n, r, &env);
+    if (rc != PT_OK)
+      goto out_free;
+    o.file = n->cfg.cmd[0];
+    o.args = n->cfg.cmd;
+    o.env = env;
+  }
+  rc = uv_spawn(n->loop, &c->h.proc, &o);
+  if (env != NULL)
+    trainer_env_free(n, env);
+  if (rc != 0) {
+    /* libuv wants the handle closed even when the spawn failed. */
+    uv_close((uv_handle_t *)&c->h.proc, free_child);
+    return rc;
+  }
+  c->pid = c->h.proc.pid;
+  if (node_proc_start_ticks(c->pid, &c->start_ticks) != PT_OK)
+    c->start_ticks = 0; /* exited already; its exit callback follows */
+  *out = c;
+  return PT_OK;
+
+out_free:
+  free(c);
+  return rc;
+}
+
+int node_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
+                     int pid, uint64_t start_ticks, struct node_child **out)
+{
+  uint64_t now_ticks = 0;
+  int rc;
+
+  if (pid <= 0 || pid == getpid())
+    return -ESRCH;
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0)
+    return errno == ESRCH ? -ESRCH : -errno;
+  rc = node_proc_start_ticks(pid, &now_ticks);
+  if (rc != PT_OK || now_ticks != start_ticks) {
+    log_info("not adopting %s rank %" PRIu32 ": pid %d is %s",
+             role == NODE_ROLE_SMP ? "smp" : "trainer", r->rank, pid,
+             rc != PT_OK ? "gone" : "another process now");
+    rc = -ESRCH;
+    goto out_close;
+  }
+  if (role == NODE_ROLE_SMP) {
+    char cmd[4096];
+    size_t len = 0;
+    if (node_proc_cmdline(pid, cmd, sizeof(cmd), &len) != PT_OK ||
+        !cmdline_is_smp(cmd, len, r->sock_path)) {
+      log_info("not adopting smp rank %" PRIu32
+               ": pid %d no longer runs 'smp --socket %s'",
+               r->rank, pid, r->sock_path);
+      rc = -ESRCH;
+      goto out_close;
+    }
+  }
+  struct node_child *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    rc = -ENOMEM;
+    goto out_close;
+  }
+  c->rank = r;
+  c->role = role;
+  c->adopted = true;
+  c->pid = pid;
+  c->pidfd = fd;
+  c->start_ticks = start_ticks;
+  c->h.poll.data = c;
+  rc = uv_poll_init(n->loop, &c->h.poll, fd);
+  if (rc != 0) {
+    free(c);
+    goto out_close;
+  }
+  rc = uv_poll_start(&c->h.poll, UV_READABLE, on_pidfd);
+  if (rc != 0) {
+    uv_close((uv_handle_t *)&c->h.poll, free_child); /* closes fd */
+    return rc;
+  }
+  *out = c;
+  return PT_OK;
+
+out_close:
+  close(fd);
+  return rc;
+}
+
+int node_child_signal(struct node_child *c, int sig)
+{
+  if (c->exited)
+    return -ESRCH;
+  if (c->adopted) {
+    if (syscall(SYS_pidfd_send_signal, c->pidfd, sig, NULL, 0) != 0)
+      return -errno;
+    return PT_OK;
+  }
+  /* A spawned child is not reaped before its exit callback, so its pid (and
+   * for a trainer, its process group) cannot name anything else yet. */
+  if (c->role == NODE_ROLE_TRAINER && kill(-c->pid, sig) == 0)
+    return PT_OK;
+  if (kill(c->pid, sig) != 0)
+    return -errno;
+  return PT_OK;
+}
+
+void node_child_abandon(struct node_child *c)
+{
+  if (c->exited)
+    return;
+  c->exited = true;
+  if (c->adopted) {
+    uv_poll_stop(&c->h.poll);
+    uv_close((uv_handle_t *)&c->h.poll, free_child);
+  } else {
+    uv_close((uv_handle_t *)&c->h.proc, free_child);
+  }
+}

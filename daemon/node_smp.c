@@ -1,0 +1,319 @@
+/*
+ * node_smp.c — the node's side of its connection to each SMP.
+ *
+ * A rank's SMP is dialled as soon as it is spawned or adopted; until its
+ * socket answers (the SMP is still starting) the node retries every
+ * NODE_RETRY_MS, and an SMP that is not subscribed within NODE_CONNECT_MS is
+ * treated as dead: it gets SIGKILL and its exit brings a fresh one. The
+ * first frame on every connection is SUBSCRIBE; its STATE_REPLY makes the
+ * connection the SMP's one subscriber, and from then on EVENT frames arrive
+ * with request id 0.
+ *
+ * Requests carry ids from one counter per node and wait in a small table per
+ * connection, each with a deadline. An SMP that lets a deadline pass is
+ * hung: it is killed too. When a connection goes, every request waiting on
+ * it fails with the cause (node_on_req_failed), so no caller waits forever.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/node.h"
+
+static const char *req_name(enum node_req_kind k)
+{
+  switch (k) {
+  case NODE_REQ_SUBSCRIBE: return "SUBSCRIBE";
+  case NODE_REQ_STATE: return "STATE_QUERY";
+  case NODE_REQ_VERIFY: return "STATE_QUERY(verify)";
+  case NODE_REQ_COMMIT:
+  case NODE_REQ_RECOMMIT: return "COMMIT";
+  case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
+  }
+  return "request";
+}
+
+static bool may_reconnect(const struct node *n, const struct node_rank *r)
+{
+  return n->phase < NODE_PH_STOP_SMPS && r->smp != NULL && !r->smp->exited &&
+         !r->smp->kill_sent && !r->smp->term_sent;
+}
+
+/* Fails every waiting request; each caller learns why. */
+static void fail_pending(struct node *n, struct node_rank *r, int err)
+{
+  while (r->nreqs > 0) {
+    struct node_req q = r->reqs[--r->nreqs];
+    node_on_req_failed(n, r, q.kind, q.step, err);
+  }
+}
+
+static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                      ProtobufCMessage *msg)
+{
+  struct node_rank *r = rpc_conn_data(c);
+  struct node *n = r->node;
+  uint32_t i;
+
+  if (r->conn != c)
+    return 1; /* a connection the rank no longer uses */
+  if (h->type == RPC_EVENT) {
+    node_on_event(n, r, (const Pt__Event *)msg);
+    node_drive(n);
+    return 0;
+  }
+  for (i = 0; i < r->nreqs; i++)
+    if (r->reqs[i].id == h->request_id)
+      break;
+  if (i == r->nreqs) {
+    log_warn("smp rank %" PRIu32 ": unexpected %s (request id %" PRIu64
+             "); ignored",
+             r->rank, rpc_type_name(h->type), h->request_id);
+    return 0;
+  }
+  struct node_req q = r->reqs[i];
+  r->reqs[i] = r->reqs[--r->nreqs];
+
+  bool state_kind = q.kind == NODE_REQ_SUBSCRIBE || q.kind == NODE_REQ_STATE ||
+                    q.kind == NODE_REQ_VERIFY;
+  uint32_t want = state_kind ? RPC_STATE_REPLY : RPC_REPLY;
+  if (h->type != want) {
+    log_error("smp rank %" PRIu32 ": answered %s with %s; closing",
+              r->rank, req_name(q.kind), rpc_type_name(h->type));
+    node_on_req_failed(n, r, q.kind, q.step, PT_EPROTO);
+    node_drive(n);
+    return 1;
+  }
+  if (state_kind) {
+    const Pt__StateReply *m = (const Pt__StateReply *)msg;
+    if (m->status < 0) {
+      log_error("smp rank %" PRIu32 ": %s failed: %s", r->rank,
+                req_name(q.kind),
+                m->message != NULL ? m->message : pt_strerror(m->status));
+      node_on_req_failed(n, r, q.kind, q.step, m->status);
+      node_drive(n);
+      return q.kind == NODE_REQ_SUBSCRIBE; /* not subscribed: retry */
+    }
+    if (q.kind == NODE_REQ_SUBSCRIBE) {
+      r->subscribed = true;
+      r->connect_deadline = 0;
+      r->smp_fails = 0;
+      log_debug("smp rank %" PRIu32 " (pid %d) subscribed", r->rank,
+                r->smp != NULL ? r->smp->pid : 0);
+    }
+    node_on_state_reply(n, r, q.kind, m);
+  } else {
+    const Pt__Reply *m = (const Pt__Reply *)msg;
+    node_on_reply(n, r, q.kind, q.step, m->status, m->message);
+  }
+  node_drive(n);
+  return 0;
+}
+
+static void smp_on_close(struct rpc_conn *c, int err)
+{
+  struct node_rank *r = rpc_conn_data(c);
+  struct node *n;
+  bool was_subscribed;
+
+  if (r == NULL || r->conn != c)
+    return;
+  n = r->node;
+  was_subscribed = r->subscribed;
+  r->conn = NULL;
+  r->subscribed = false;
+  fail_pending(n, r, err != 0 ? err : -ECONNRESET);
+  if (may_reconnect(n, r)) {
+    uint64_t now = rpc_now_ms();
+    if (was_subscribed) {
+      log_warn("smp rank %" PRIu32 " (pid %d): connection lost (%s); "
+               "reconnecting",
+               r->rank, r->smp->pid, pt_strerror(err != 0 ? err : -ECONNRESET));
+      r->connect_deadline = now + NODE_CONNECT_MS;
+    }
+    if (r->connect_deadline == 0)
+      r->connect_deadline = now + NODE_CONNECT_MS;
+    r->retry_at = now + NODE_RETRY_MS;
+  }
+  node_drive(n);
+}
+
+static const struct rpc_conn_ops smp_ops = {
+    .on_msg = smp_on_msg,
+    .on_close = smp_on_close,
+};
+
+static void try_connect(struct node *n, struct node_rank *r)
+{
+  struct rpc_conn *c = NULL;
+  int rc;
+
+  r->retry_at = 0;
+  if (r->conn != NULL || !may_reconnect(n, r))
+    return;
+  rc = rpc_conn_connect_unix(n->loop, r->sock_path, &smp_ops, r, &c);
+  if (rc != PT_OK) {
+    log_debug("smp rank %" PRIu32 ": cannot dial '%s': %s", r->rank,
+              r->sock_path, pt_strerror(rc));
+    r->retry_at = rpc_now_ms() + NODE_RETRY_MS;
+    return;
+  }
+  r->conn = c;
+  r->subscribed = false;
+  rc = node_smp_request(n, r, NODE_REQ_SUBSCRIBE, 0);
+  if (rc != PT_OK && r->conn == c) {
+    r->conn = NULL;
+    rpc_conn_close(c, rc);
+    r->retry_at = rpc_now_ms() + NODE_RETRY_MS;
+  }
+}
+
+void node_smp_connect(struct node *n, struct node_rank *r)
+{
+  r->connect_deadline = rpc_now_ms() + NODE_CONNECT_MS;
+  try_connect(n, r);
+}
+
+void node_smp_disconnect(struct node_rank *r)
+{
+  struct rpc_conn *c = r->conn;
+
+  r->retry_at = 0;
+  if (c == NULL)
+    return;
+  r->conn = NULL;
+  r->subscribed = false;
+  fail_pending(r->node, r, -ECONNABORTED);
+  rpc_conn_close(c, 0);
+}
+
+int node_smp_request(struct node *n, struct node_rank *r,
+                     enum node_req_kind kind, uint64_t step)
+{
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+  Pt__StateQuery sq = PT__STATE_QUERY__INIT;
+  Pt__Commit cm = PT__COMMIT__INIT;
+  Pt__SetRestore sr = PT__SET_RESTORE__INIT;
+  const ProtobufCMessage *msg;
+  char node_id[32];
+  uint32_t type;
+  uint64_t id, timeout = NODE_REQ_MS;
+  int rc;
+
+  if (r->conn == NULL)
+    return -ENOTCONN;
+  if (r->nreqs == NODE_REQ_MAX)
+    return -EBUSY;
+  switch (kind) {
+  case NODE_REQ_SUBSCRIBE:
+    snprintf(node_id, sizeof(node_id), "node.%d", (int)getpid());
+    sub.node_id = node_id;
+    type = RPC_SUBSCRIBE;
+    msg = &sub.base;
+    timeout = NODE_CONNECT_MS;
+    break;
+  case NODE_REQ_STATE:
+  case NODE_REQ_VERIFY:
+    sq.verify = kind == NODE_REQ_VERIFY;
+    type = RPC_STATE_QUERY;
+    msg = &sq.base;
+    if (sq.verify)
+      timeout = NODE_VERIFY_MS;
+    break;
+  case NODE_REQ_COMMIT:
+  case NODE_REQ_RECOMMIT:
+    cm.step = step;
+    type = RPC_COMMIT;
+    msg = &cm.base;
+    break;
+  case NODE_REQ_SET_RESTORE:
+    /* step == UINT64_MAX: start fresh (no step). */
+    sr.has_step = step != UINT64_MAX;
+    sr.step = sr.has_step ? step : 0;
+    type = RPC_SET_RESTORE;
+    msg = &sr.base;
+    break;
+  default:
+    return -EINVAL;
+  }
+  id = ++n->next_req_id;
+  rc = rpc_conn_send(r->conn, type, id, msg);
+  if (rc != PT_OK) {
+    log_warn("smp rank %" PRIu32 ": cannot send %s: %s", r->rank,
+             req_name(kind), pt_strerror(rc));
+    return rc;
+  }
+  if (r->conn == NULL)
+    return -ECONNRESET; /* closed while sending */
+  r->reqs[r->nreqs++] = (struct node_req){
+      .id = id, .kind = kind, .step = step,
+      .deadline_ms = rpc_now_ms() + timeout};
+  return PT_OK;
+}
+
+/* An SMP that does not answer is hung or broken: SIGKILL, and its exit
+ * brings a fresh one. */
+static void kill_unresponsive(struct node_rank *r, const char *what)
+{
+  struct node_child *c = r->smp;
+
+  if (c != NULL && !c->exited) {
+    log_error("smp rank %" PRIu32 " (pid %d) did not answer %s in time; "
+              "killing it",
+              r->rank, c->pid, what);
+    node_child_signal(c, SIGKILL);
+    c->kill_sent = true;
+  }
+  r->connect_deadline = 0;
+  node_smp_disconnect(r);
+}
+
+void node_smp_tick(struct node *n, uint64_t now)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    bool late = false;
+    const char *what = NULL;
+
+    for (uint32_t k = 0; k < r->nreqs; k++)
+      if (r->reqs[k].deadline_ms <= now) {
+        late = true;
+        what = req_name(r->reqs[k].kind);
+      }
+    if (late) {
+      kill_unresponsive(r, what);
+      continue;
+    }
+    if (r->subscribed || r->smp == NULL || r->smp->exited)
+      continue;
+    if (r->connect_deadline != 0 && now >= r->connect_deadline) {
+      char what_buf[sizeof(r->sock_path) + 8];
+      snprintf(what_buf, sizeof(what_buf), "on '%s'", r->sock_path);
+      kill_unresponsive(r, what_buf);
+      continue;
+    }
+    if (r->conn == NULL && r->retry_at != 0 && now >= r->retry_at)
+      try_connect(n, r);
+  }
+}
+
+uint64_t node_smp_next_deadline(const struct node_rank *r)
+{
+  uint64_t d = UINT64_MAX;
+
+  for (uint32_t k = 0; k < r->nreqs; k++)
+    if (r->reqs[k].deadline_ms < d)
+      d = r->reqs[k].deadline_ms;
+  if (!r->subscribed && r->smp != NULL && !r->smp->exited) {
+    if (r->connect_deadline != 0 && r->connect_deadline < d)
+      d = r->connect_deadline;
+    if (r->conn == NULL && r->retry_at != 0 && r->retry_at < d)
+      d = r->retry_at;
+  }
+  return d;
+}

@@ -1,0 +1,54 @@
+/*
+ * ptd_main.c — the ptd binary: one program, three roles. The first argument
+ * names the role; the role parses the rest of argv itself (its argv[0] is
+ * the role name) and returns the process exit status.
+ *
+ *   ptd node ...    supervise one SMP and one trainer per local rank
+ *   ptd smp ...     hold one rank's snapshots (spawned by ptd node)
+ *
+ * Exit status 2 for a usage error, as every role does.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "pt.h"
+#include "daemon/roles.h"
+
+static void usage(FILE *f)
+{
+  fputs("usage: ptd ROLE [ARGS...]\n"
+        "\n"
+        "roles:\n"
+        "  node     run a training job: one snapshot process (smp) and one\n"
+        "           trainer per local rank; see 'ptd node --help'\n"
+        "  smp      the snapshot management process of one rank (started by\n"
+        "           ptd node); see 'ptd smp --help'\n"
+        "\n"
+        "  ptd --help       this text\n"
+        "  ptd --version    the version\n",
+        f);
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "node") == 0)
+    return node_main(argc - 1, argv + 1);
+  if (strcmp(argv[1], "smp") == 0)
+    return smp_main(argc - 1, argv + 1);
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("ptd %d.%d\n", PT_VERSION_MAJOR, PT_VERSION_MINOR);
+    return 0;
+  }
+  fprintf(stderr, "ptd: unknown role '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,222 @@
+/*
+ * test_node_args.c — the command line of `ptd node` (daemon/node_args.c):
+ * defaults, every option in both spellings, the trainer command after
+ * "--", byte sizes, and refusals with a sentence naming the option.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/node.h"
+
+static int parse(struct node_config *c, char *err, size_t len, ...)
+{
+  static char *argv[64];
+  va_list ap;
+  int argc = 0;
+
+  va_start(ap, len);
+  argv[argc++] = "node";
+  for (char *a; (a = va_arg(ap, char *)) != NULL;)
+    argv[argc++] = a;
+  va_end(ap);
+  argv[argc] = NULL;
+  err[0] = '\0';
+  return node_args_parse(c, argc, argv, err, len);
+}
+
+START_TEST(defaults)
+{
+  struct node_config c;
+  char err[256];
+
+  unsetenv("PT_STATE_DIR");
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "2", "--",
+                         "/bin/true", NULL), PT_OK);
+  ck_assert_uint_eq(c.ranks, 2);
+  ck_assert_str_eq(c.job, "job");
+  ck_assert_str_eq(c.state_dir, "/run/pt");
+  ck_assert_uint_eq(c.slots, 2);
+  ck_assert_uint_eq(c.max_restarts, 10);
+  ck_assert_uint_eq(c.backoff_ms, 200);
+  ck_assert_uint_eq(c.master_port, 29500);
+  ck_assert_uint_eq(c.memory_budget, 0);
+  ck_assert_str_eq(c.shm_prefix, "");
+  ck_assert(!c.keep);
+  ck_assert_int_eq(c.log_level, LOG_LVL_INFO);
+  ck_assert_int_eq(c.ncmd, 1);
+  ck_assert_str_eq(c.cmd[0], "/bin/true");
+  ck_assert_ptr_null(c.cmd[1]);
+
+  setenv("PT_STATE_DIR", "/tmp/pt-env-dir", 1);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--", "x",
+                         NULL), PT_OK);
+  ck_assert_str_eq(c.state_dir, "/tmp/pt-env-dir");
+  /* The option wins over the environment. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--state-dir", "/tmp/o",
+                         "--ranks", "1", "--", "x", NULL), PT_OK);
+  ck_assert_str_eq(c.state_dir, "/tmp/o");
+  unsetenv("PT_STATE_DIR");
+}
+END_TEST
+
+START_TEST(every_option)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(
+      parse(&c, err, sizeof(err), "--ranks=4", "--job", "j-1.x",
+            "--state-dir=/tmp/sd", "--slots", "3", "--memory-budget", "8G",
+            "--shm-prefix", "n1-", "--max-restarts=0", "--backoff-ms", "50",
+            "--master-port", "1234", "--keep", "--log-level", "7", "--",
+            "python3", "train.py", "--ranks", "9", "--", NULL),
+      PT_OK);
+  ck_assert_uint_eq(c.ranks, 4);
+  ck_assert_str_eq(c.job, "j-1.x");
+  ck_assert_str_eq(c.state_dir, "/tmp/sd");
+  ck_assert_uint_eq(c.slots, 3);
+  ck_assert_uint_eq(c.memory_budget, 8ull << 30);
+  ck_assert_str_eq(c.shm_prefix, "n1-");
+  ck_assert_uint_eq(c.max_restarts, 0);
+  ck_assert_uint_eq(c.backoff_ms, 50);
+  ck_assert_uint_eq(c.master_port, 1234);
+  ck_assert(c.keep);
+  ck_assert_int_eq(c.log_level, 7);
+  /* Everything after the first "--" belongs to the trainer. */
+  ck_assert_int_eq(c.ncmd, 5);
+  ck_assert_str_eq(c.cmd[0], "python3");
+  ck_assert_str_eq(c.cmd[2], "--ranks");
+  ck_assert_str_eq(c.cmd[4], "--");
+}
+END_TEST
+
+START_TEST(help)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--help", NULL),
+                   NODE_ARGS_HELP);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "2", "-h", NULL),
+                   NODE_ARGS_HELP);
+  /* After "--" it is the trainer's. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "2", "--", "t",
+                         "--help", NULL), PT_OK);
+}
+END_TEST
+
+START_TEST(bytes)
+{
+  uint64_t b = 0;
+
+  ck_assert_int_eq(node_args_bytes("123", &b), PT_OK);
+  ck_assert_uint_eq(b, 123);
+  ck_assert_int_eq(node_args_bytes("64K", &b), PT_OK);
+  ck_assert_uint_eq(b, 65536);
+  ck_assert_int_eq(node_args_bytes("2m", &b), PT_OK);
+  ck_assert_uint_eq(b, 2u << 20);
+  ck_assert_int_eq(node_args_bytes("3GiB", &b), PT_OK);
+  ck_assert_uint_eq(b, 3ull << 30);
+  ck_assert_int_eq(node_args_bytes("1T", &b), PT_OK);
+  ck_assert_uint_eq(b, 1ull << 40);
+  const char *bad[] = {"", "G", "-1", " 5", "5X", "5GG", "1.5G",
+                       "99999999999999999999", "20000000T", NULL};
+  for (int i = 0; bad[i] != NULL; i++)
+    ck_assert_msg(node_args_bytes(bad[i], &b) == -EINVAL, "'%s' accepted",
+                  bad[i]);
+}
+END_TEST
+
+START_TEST(refusals)
+{
+  struct {
+    const char *args[8];
+    const char *says;
+  } cases[] = {
+      {{"--", "x"}, "--ranks is required"},
+      {{"--ranks", "2"}, "no trainer command"},
+      {{"--ranks", "2", "--"}, "no trainer command"},
+      {{"--ranks", "0", "--", "x"}, "--ranks"},
+      {{"--ranks", "2x", "--", "x"}, "--ranks"},
+      {{"--ranks", "5000", "--", "x"}, "--ranks"},
+      {{"--ranks"}, "needs a value"},
+      {{"--ranks", "1", "--slots", "1", "--", "x"}, "--slots"},
+      {{"--ranks", "1", "--slots", "9", "--", "x"}, "--slots"},
+      {{"--ranks", "1", "--job", "a/b", "--", "x"}, "--job"},
+      {{"--ranks", "1", "--job", "", "--", "x"}, "--job"},
+      {{"--ranks", "1", "--job", ".hidden", "--", "x"}, "--job"},
+      {{"--ranks", "1", "--shm-prefix", "a/b", "--", "x"}, "--shm-prefix"},
+      {{"--ranks", "1", "--memory-budget", "lots", "--", "x"},
+       "--memory-budget"},
+      {{"--ranks", "1", "--memory-budget", "0", "--", "x"}, "--memory-budget"},
+      {{"--ranks", "1", "--master-port", "70000", "--", "x"}, "--master-port"},
+      {{"--ranks", "1", "--log-level", "9", "--", "x"}, "--log-level"},
+      {{"--ranks", "1", "--bogus", "--", "x"}, "unknown option '--bogus'"},
+      {{"--ranks", "1", "stray", "--", "x"}, "unexpected argument 'stray'"},
+      {{"--ranks", "1", "--", ""}, "empty"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *argv[10];
+    int argc = 0;
+    struct node_config c;
+    char err[256] = "";
+
+    argv[argc++] = "node";
+    for (int k = 0; k < 8 && cases[i].args[k] != NULL; k++)
+      argv[argc++] = (char *)cases[i].args[k];
+    argv[argc] = NULL;
+    int rc = node_args_parse(&c, argc, argv, err, sizeof(err));
+    ck_assert_msg(rc == -EINVAL, "case %zu accepted (rc %d)", i, rc);
+    ck_assert_msg(strstr(err, cases[i].says) != NULL,
+                  "case %zu: '%s' does not say '%s'", i, err, cases[i].says);
+  }
+}
+END_TEST
+
+START_TEST(state_dir_fits_sockets)
+{
+  struct node_config c;
+  char err[256], dir[200];
+
+  /* "<dir>/smp.<rank>.sock" must fit in sun_path (108 bytes). */
+  memset(dir, 'd', sizeof(dir));
+  dir[0] = '/';
+  size_t fits = NODE_PATH_MAX - 1 - strlen("/smp.9.sock");
+  dir[fits] = '\0';
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--state-dir", dir, "--ranks",
+                         "10", "--", "x", NULL), PT_OK);
+  /* One more rank digit no longer fits. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--state-dir", dir, "--ranks",
+                         "11", "--", "x", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "too long"));
+  dir[fits] = 'd';
+  dir[fits + 1] = '\0';
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--state-dir", dir, "--ranks",
+                         "1", "--", "x", NULL), -EINVAL);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("node_args");
+  TCase *tc = tcase_create("args");
+
+  tcase_set_timeout(tc, 20);
+  tcase_add_test(tc, defaults);
+  tcase_add_test(tc, every_option);
+  tcase_add_test(tc, help);
+  tcase_add_test(tc, bytes);
+  tcase_add_test(tc, refusals);
+  tcase_add_test(tc, state_dir_fits_sockets);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? 0 : 1;
+}
