@@ -1,0 +1,147 @@
+/*
+ * bench.h — the parts of ptbench (tests/bench/) that measure one thing each,
+ * and the helpers they share: clocks and statistics, child processes with
+ * deadlines, and a cleanup list that removes every shm object, socket, file
+ * and directory the run made and kills every child it started, on a normal
+ * exit, on an error and on SIGINT/SIGTERM/SIGHUP alike.
+ *
+ * Every measurement function returns 0 or a negative code (pt.h's error
+ * space) and, on failure, leaves a sentence in the errbuf it was given. Rates
+ * are in GB/s (1e9 bytes per second); times in milliseconds.
+ */
+#ifndef PT_BENCH_H
+#define PT_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BENCH_ERRLEN 512
+
+/* ---- clocks and statistics (bench_util.c) ---- */
+
+/* CLOCK_MONOTONIC in seconds / in milliseconds. */
+double bench_now(void);
+uint64_t bench_now_ms(void);
+void bench_sleep_ms(int ms);
+/* Median of v[0..n) (v is reordered). n == 0: NAN. */
+double bench_median(double *v, size_t n);
+/* Nearest-rank percentile p (0 < p <= 1) of v[0..n) (v is reordered). */
+double bench_percentile(double *v, size_t n, double p);
+/* "1 GiB", "64 MiB", "1536 KiB" or "N B". OUT: buf. */
+const char *bench_fmt_bytes(char *buf, size_t len, uint64_t bytes);
+/* Parses "N", "NK", "NM", "NG" (powers of 1024, optional trailing "iB"/"B").
+ * -EINVAL on anything else or on zero. */
+int bench_parse_size(const char *s, uint64_t *out);
+/* The CPU's model name from /proc/cpuinfo, "unknown" when absent. */
+void bench_cpu_model(char *buf, size_t len);
+/* Fills buf with a reproducible pseudo-random pattern (and so faults every
+ * page in). */
+void bench_fill(void *buf, size_t bytes, uint64_t seed);
+
+/* ---- cleanup (bench_util.c) ---- */
+
+/* Installs handlers for SIGINT, SIGTERM and SIGHUP that run the cleanup and
+ * re-raise the signal, and ignores SIGPIPE. Call once, before anything is
+ * registered. */
+void bench_cleanup_init(void);
+/* Registers things to remove. The strings are copied; registration fails
+ * only when the fixed-size list is full (-ENOSPC). */
+int bench_cleanup_shm(const char *shm_name);    /* shm_unlink */
+int bench_cleanup_shm_prefix(const char *prefix); /* every /dev/shm/<prefix>* */
+int bench_cleanup_dir(const char *path);        /* removed with its contents */
+/* Kills and reaps every registered child, then removes every registered
+ * object. Safe to call more than once and from a signal handler. */
+void bench_cleanup_run(void);
+
+/* ---- child processes (bench_util.c) ---- */
+
+/* Starts argv[0] (a path) in a process group of its own, stdin from
+ * /dev/null, stdout and stderr appended to log_path (NULL: inherited), and
+ * registers it for cleanup. OUT: *pid. */
+int bench_child_spawn(pid_t *pid, char *const argv[], const char *log_path,
+                      char *errbuf, size_t errlen);
+/* True while the child has not exited. Reaps it when it has; its wait status
+ * then lands in *status (may be NULL). */
+bool bench_child_is_alive(pid_t pid, int *status);
+/* Waits up to timeout_ms for the child to exit. OUT: *status (wait status).
+ * -ETIMEDOUT when it is still running at the deadline. */
+int bench_child_wait(pid_t pid, int timeout_ms, int *status);
+/* SIGTERM to the child's process group, SIGKILL after grace_ms, reaped;
+ * forgotten by the cleanup list. Returns the wait status, or -ECHILD. */
+int bench_child_stop(pid_t pid, int grace_ms);
+/* Describes a wait status: "exited with status 3", "killed by signal 9". */
+const char *bench_wait_text(char *buf, size_t len, int status);
+/* Appends the last `lines` lines of a log file to stderr, indented. */
+void bench_log_tail(const char *path, int lines);
+
+/* ---- what ptbench measures ---- */
+
+struct bench_opts {
+  uint64_t bytes;        /* state size */
+  int copy_threads;      /* libpt's and the raw engine's copy threads */
+  int reps;              /* interleaved copy repetitions (after one warm-up) */
+  int restore_reps;
+  int file_reps;
+  bool quick;
+  const char *ptd;       /* path of ptd */
+  const char *pt_train;  /* path of pt-train */
+  const char *file_dir;  /* where the file checkpoint is written */
+  const char *tmp_dir;   /* this run's private directory (sockets, logs) */
+  const char *shm_prefix;/* this run's unique shm name prefix */
+  const char *job;       /* job name for the SMP and the node */
+  bool verbose;
+};
+
+/* Copies, in the same process on the same region buffers: memcpy, the raw
+ * engine (no checksums), libpt with checksums against a real SMP, restore. */
+struct bench_copy_result {
+  double memcpy_gbps;
+  double snapshot_gbps;
+  double snapshot_crc_gbps;
+  double blocking_ms_p50, blocking_ms_p99, blocking_ms_max;
+  double fence_ms_p50;    /* how long pt_fence() waited after a snapshot */
+  double restore_gbps;
+  double restore_fresh_client_ms; /* the first restore of a new client */
+  int reps, blocking_samples, restore_reps;
+  uint64_t skipped;       /* pt_snapshot() answered PT_SKIPPED (retried) */
+  int regions;
+};
+
+/* bench_copy.c. The region buffers (o->bytes, contiguous) stay allocated for
+ * bench_file_run(). OUT: *state, released with bench_state_free(), also
+ * when the run fails. */
+int bench_copy_run(const struct bench_opts *o, struct bench_copy_result *r,
+                   void **state, char *errbuf, size_t errlen);
+void bench_state_free(void *state, uint64_t bytes);
+
+struct bench_file_result {
+  double blocking_ms;      /* median of reps: open, write, fsync, close */
+  double write_ms, fsync_ms; /* the parts, median */
+  char fs_type[32];        /* "ext4", "xfs", "tmpfs" ... */
+  int reps;
+};
+/* bench_file.c: writes buf[0..bytes) to a fresh file in o->file_dir. */
+int bench_file_run(const struct bench_opts *o, const void *buf, size_t bytes,
+                   struct bench_file_result *r, char *errbuf, size_t errlen);
+
+struct bench_net_result {
+  double loopback_tcp_gbps;
+  uint64_t bytes;
+};
+/* bench_net.c: 1 MiB writes over loopback TCP to a reading thread. */
+int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
+                  char *errbuf, size_t errlen);
+
+struct bench_train_result {
+  double step_ms_pt, step_ms_nopt;
+  double step_overhead_ratio;
+  double fence_ms, snapshot_call_ms; /* per step, in the runs with pt */
+  int state_mb, steps;
+};
+/* bench_train.c: pt-train under ptd node with and without snapshots. */
+int bench_train_run(const struct bench_opts *o, struct bench_train_result *r,
+                    char *errbuf, size_t errlen);
+
+#endif /* PT_BENCH_H */

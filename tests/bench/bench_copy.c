@@ -1,0 +1,515 @@
+/*
+ * bench_copy.c — the copy figures of ptbench, all on the same region buffers
+ * in the same process:
+ *
+ *   memcpy      one thread copies every region into a pre-faulted slot of a
+ *               real snapshot object (the machine's limit for this path);
+ *   snapshot    the copy engine (kern_save_start with crc=false, then
+ *               kern_save_wait) into the same slot;
+ *   snapshot+crc  libpt as a trainer runs it: pt_snapshot() then pt_fence()
+ *               against a real `ptd smp --autocommit` child, with per-block
+ *               CRC32C and the seal round trip;
+ *   restore     pt_restore(): the committed slot back into the regions, every
+ *               block's checksum verified, then the regions compared with
+ *               what was snapshotted.
+ *
+ * The first three run interleaved, one of each per repetition in a rotating
+ * order, so that the machine's background load falls on all of them alike;
+ * one warm-up repetition is discarded (it maps and faults the slots). Rates
+ * are the state size divided by the median time.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kernels/kernels.h"
+#include "pt.h"
+#include "snapshot/snap_store.h"
+#include "tests/bench/bench.h"
+
+#define MAX_REGIONS 4
+#define SMP_START_MS 10000
+#define COPY_TIMEOUT_MS 120000
+
+struct copy_ctx {
+  const struct bench_opts *o;
+  unsigned char *state;
+  uint64_t bytes;
+  uint32_t nregions;
+  struct snap_region_desc desc[MAX_REGIONS];
+  unsigned char *reg_ptr[MAX_REGIONS];
+
+  /* the raw engine's own snapshot object */
+  char raw_name[256];
+  struct snap_store *raw;
+  struct kern_engine *eng;
+  bool eng_registered;
+  uint32_t raw_slot;
+  uint64_t raw_gen;
+  bool raw_acquired;
+  struct kern_xfer xfer[MAX_REGIONS];
+
+  /* libpt against a real SMP */
+  char smp_name[256], smp_sock[512], smp_log[512];
+  pid_t smp_pid;
+  pt_client *client;
+  uint64_t step;
+};
+
+/* True while connection attempts to a starting SMP are expected to fail. */
+static bool libpt_quiet;
+
+static void libpt_log(void *arg, int level, const char *msg)
+{
+  const struct bench_opts *o = arg;
+  if (libpt_quiet)
+    return;
+  if (level <= PT_LOG_WARN || o->verbose)
+    fprintf(stderr, "ptbench: libpt: %s\n", msg);
+}
+
+/* Cuts the state into a few regions, as a trainer registers parameters and
+ * optimizer moments; every region but the last is a multiple of 4 KiB, so
+ * the slot layout is the state, contiguous. */
+static void regions_plan(struct copy_ctx *c)
+{
+  uint32_t n = c->bytes >= (uint64_t)MAX_REGIONS * (1u << 20) ? MAX_REGIONS : 1;
+  uint64_t each = (c->bytes / n) & ~(uint64_t)4095;
+  uint64_t off = 0;
+  static const char *names[MAX_REGIONS] = { "params", "adam_m", "adam_v", "rest" };
+  c->nregions = n;
+  for (uint32_t i = 0; i < n; i++) {
+    memset(&c->desc[i], 0, sizeof(c->desc[i]));
+    snprintf(c->desc[i].name, sizeof(c->desc[i].name), "%s", n == 1 ? "state" : names[i]);
+    c->desc[i].bytes = i + 1 == n ? c->bytes - off : each;
+    c->desc[i].kind = 0;
+    c->reg_ptr[i] = c->state + off;
+    off += c->desc[i].bytes;
+  }
+}
+
+static int raw_open(struct copy_ctx *c, char *errbuf, size_t errlen)
+{
+  const struct bench_opts *o = c->o;
+  char job[64];
+  int rc;
+
+  snprintf(job, sizeof(job), "%sraw", o->job);
+  rc = snap_store_name(c->raw_name, sizeof(c->raw_name), o->shm_prefix, job, 0);
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "shm name for the raw copy: %s", pt_strerror(rc));
+    return rc;
+  }
+  bench_cleanup_shm(c->raw_name);
+  struct snap_params p = {
+    .job = job, .rank = 0, .world = 1, .nslots = 2,
+    .regions = c->desc, .nregions = c->nregions,
+  };
+  char why[256] = "";
+  rc = snap_store_create(&c->raw, c->raw_name, &p, why, sizeof(why));
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "cannot create '%s': %s%s%s", c->raw_name,
+             pt_strerror(rc), why[0] ? ": " : "", why);
+    return rc;
+  }
+  rc = snap_slot_acquire(c->raw, 1, &c->raw_slot, &c->raw_gen);
+  if (rc != 0) {
+    snprintf(errbuf, errlen, "no slot in '%s': %s", c->raw_name, pt_strerror(rc));
+    return rc < 0 ? rc : PT_ESTATE;
+  }
+  c->raw_acquired = true;
+  rc = kern_engine_new(&c->eng, o->copy_threads);
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "cannot start the copy engine: %s", pt_strerror(rc));
+    return rc;
+  }
+  rc = kern_host_register(c->eng, snap_store_base(c->raw), snap_store_total_bytes(c->raw));
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "cannot register '%s' with the copy engine: %s",
+             c->raw_name, pt_strerror(rc));
+    return rc;
+  }
+  c->eng_registered = true;
+  unsigned char *data = snap_slot_data(c->raw, c->raw_slot);
+  for (uint32_t i = 0; i < c->nregions; i++) {
+    const struct snap_region *sr = snap_store_region(c->raw, i);
+    c->xfer[i] = (struct kern_xfer){
+      .dst = data + sr->offset, .src = c->reg_ptr[i], .bytes = c->desc[i].bytes,
+      .crcs = NULL, .src_mem = KERN_MEM_HOST, .dst_mem = KERN_MEM_HOST,
+    };
+  }
+  return 0;
+}
+
+static void raw_close(struct copy_ctx *c)
+{
+  if (c->eng != NULL) {
+    kern_save_wait(c->eng, COPY_TIMEOUT_MS);
+    if (c->eng_registered)
+      kern_host_unregister(c->eng, snap_store_base(c->raw));
+    kern_engine_free(c->eng);
+    c->eng = NULL;
+  }
+  if (c->raw != NULL) {
+    if (c->raw_acquired)
+      snap_slot_abort(c->raw, c->raw_slot, c->raw_gen);
+    snap_store_close(c->raw);
+    c->raw = NULL;
+    snap_store_unlink(c->raw_name);
+  }
+}
+
+/* One memcpy of every region into the raw object's slot. */
+static double time_memcpy(struct copy_ctx *c)
+{
+  double t0 = bench_now();
+  for (uint32_t i = 0; i < c->nregions; i++)
+    memcpy(c->xfer[i].dst, c->xfer[i].src, c->xfer[i].bytes);
+  return bench_now() - t0;
+}
+
+static int time_raw(struct copy_ctx *c, double *secs, char *errbuf, size_t errlen)
+{
+  double t0 = bench_now();
+  int rc = kern_save_start(c->eng, c->xfer, c->nregions, false);
+  if (rc == 0)
+    rc = kern_save_wait(c->eng, COPY_TIMEOUT_MS);
+  *secs = bench_now() - t0;
+  if (rc < 0)
+    snprintf(errbuf, errlen, "copy engine save failed: %s", pt_strerror(rc));
+  return rc;
+}
+
+static int smp_start(struct copy_ctx *c, char *errbuf, size_t errlen)
+{
+  const struct bench_opts *o = c->o;
+  char threads[16];
+  int rc;
+
+  rc = snap_store_name(c->smp_name, sizeof(c->smp_name), o->shm_prefix, o->job, 0);
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "shm name for the SMP: %s", pt_strerror(rc));
+    return rc;
+  }
+  bench_cleanup_shm(c->smp_name);
+  snprintf(c->smp_sock, sizeof(c->smp_sock), "%s/smp.0.sock", o->tmp_dir);
+  snprintf(c->smp_log, sizeof(c->smp_log), "%s/smp.log", o->tmp_dir);
+  snprintf(threads, sizeof(threads), "%d", o->copy_threads);
+  char *argv[] = {
+    (char *)o->ptd, "smp", "--job", (char *)o->job, "--rank", "0", "--world", "1",
+    "--socket", c->smp_sock, "--slots", "2", "--shm-prefix", (char *)o->shm_prefix,
+    "--autocommit", "--log-level", o->verbose ? "6" : "4", NULL,
+  };
+  rc = bench_child_spawn(&c->smp_pid, argv, c->smp_log, errbuf, errlen);
+  if (rc < 0)
+    return rc;
+
+  /* The SMP listens once it has started: retry the connection until then. */
+  struct pt_options po = {
+    .socket_path = c->smp_sock, .job = o->job, .rank = 0, .rank_set = true,
+    .world = 1, .copy_threads = o->copy_threads, .timeout_ms = COPY_TIMEOUT_MS,
+    .log_fn = libpt_log, .log_arg = (void *)o,
+  };
+  uint64_t deadline = bench_now_ms() + SMP_START_MS;
+  for (;;) {
+    int st;
+    libpt_quiet = true;
+    rc = pt_client_open(&c->client, &po);
+    libpt_quiet = false;
+    if (rc == 0)
+      break;
+    if (!bench_child_is_alive(c->smp_pid, &st)) {
+      char how[64];
+      snprintf(errbuf, errlen, "'%s smp' %s before it accepted a connection", o->ptd,
+               bench_wait_text(how, sizeof(how), st));
+      c->smp_pid = 0;
+      bench_log_tail(c->smp_log, 20);
+      return -ECHILD;
+    }
+    if (bench_now_ms() >= deadline) {
+      snprintf(errbuf, errlen, "cannot connect to the SMP at '%s' within %d ms: %s",
+               c->smp_sock, SMP_START_MS, pt_strerror(rc));
+      bench_log_tail(c->smp_log, 20);
+      return rc;
+    }
+    bench_sleep_ms(20);
+  }
+  return 0;
+}
+
+static int client_register(struct copy_ctx *c, char *errbuf, size_t errlen)
+{
+  for (uint32_t i = 0; i < c->nregions; i++) {
+    int rc = pt_region_register(c->client, c->desc[i].name, c->reg_ptr[i],
+                                c->desc[i].bytes, PT_MEM_HOST);
+    if (rc < 0) {
+      snprintf(errbuf, errlen, "pt_region_register('%s'): %s", c->desc[i].name,
+               pt_strerror(rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
+/* pt_snapshot() + pt_fence(): OUT: the blocking time and the whole time. */
+static int time_libpt(struct copy_ctx *c, double *block, double *total,
+                      uint64_t *skipped, char *errbuf, size_t errlen)
+{
+  int rc;
+  for (int tries = 0;; tries++) {
+    double t0 = bench_now();
+    rc = pt_snapshot(c->client, ++c->step);
+    double t1 = bench_now();
+    if (rc == PT_SKIPPED && tries < 200) {
+      /* The SMP has not freed a slot yet; a trainer would carry on. */
+      (*skipped)++;
+      bench_sleep_ms(5);
+      continue;
+    }
+    if (rc != 0) {
+      snprintf(errbuf, errlen, "pt_snapshot(%llu): %s: %s",
+               (unsigned long long)c->step, pt_strerror(rc), pt_last_error(c->client));
+      return rc < 0 ? rc : PT_ESTATE;
+    }
+    rc = pt_fence(c->client);
+    double t2 = bench_now();
+    if (rc != 0) {
+      snprintf(errbuf, errlen, "pt_fence after step %llu: %s: %s",
+               (unsigned long long)c->step, pt_strerror(rc), pt_last_error(c->client));
+      return rc < 0 ? rc : PT_ESTATE;
+    }
+    *block = t1 - t0;
+    *total = t2 - t0;
+    return 0;
+  }
+}
+
+static int libpt_restore(struct copy_ctx *c, double *secs, char *errbuf, size_t errlen)
+{
+  uint64_t step = 0;
+  double t0 = bench_now();
+  int rc = pt_restore(c->client, &step);
+  *secs = bench_now() - t0;
+  if (rc != 0) {
+    snprintf(errbuf, errlen, "pt_restore: %s: %s", pt_strerror(rc),
+             pt_last_error(c->client));
+    return rc < 0 ? rc : PT_ESTATE;
+  }
+  if (step != c->step) {
+    snprintf(errbuf, errlen, "pt_restore returned step %llu, the last snapshot was %llu",
+             (unsigned long long)step, (unsigned long long)c->step);
+    return PT_ESTATE;
+  }
+  return 0;
+}
+
+/* A fresh client, as a restarted trainer opens one. */
+static int client_reopen(struct copy_ctx *c, char *errbuf, size_t errlen)
+{
+  const struct bench_opts *o = c->o;
+  pt_client_close(c->client, false);
+  c->client = NULL;
+  struct pt_options po = {
+    .socket_path = c->smp_sock, .job = o->job, .rank = 0, .rank_set = true,
+    .world = 1, .copy_threads = o->copy_threads, .timeout_ms = COPY_TIMEOUT_MS,
+    .log_fn = libpt_log, .log_arg = (void *)o,
+  };
+  /* The SMP notices the old connection closing asynchronously: a new HELLO
+   * may meet -EBUSY for a moment. */
+  uint64_t deadline = bench_now_ms() + SMP_START_MS;
+  for (;;) {
+    libpt_quiet = true;
+    int rc = pt_client_open(&c->client, &po);
+    libpt_quiet = false;
+    if (rc == 0) {
+      rc = client_register(c, errbuf, errlen);
+      return rc;
+    }
+    if (bench_now_ms() >= deadline) {
+      snprintf(errbuf, errlen, "cannot reconnect to the SMP at '%s': %s", c->smp_sock,
+               pt_strerror(rc));
+      return rc;
+    }
+    bench_sleep_ms(20);
+  }
+}
+
+static int restore_phase(struct copy_ctx *c, struct bench_copy_result *r,
+                         char *errbuf, size_t errlen)
+{
+  const struct bench_opts *o = c->o;
+  int n = o->restore_reps;
+  double *t = calloc((size_t)n, sizeof(double));
+  double warm;
+  int rc;
+
+  if (t == NULL)
+    return -ENOMEM;
+  uint32_t crc_state = kern_crc32c(c->state, c->bytes);
+  /* Every restore must bring back exactly what was snapshotted: wipe the
+   * regions first so a restore that copies nothing cannot pass. */
+  memset(c->state, 0, c->bytes);
+
+  /* A trainer restores once, after a restart, with a new client: that first
+   * restore (hello, mapping the object, copy, verify) is reported apart; the
+   * timed ones then restore again on the same, warm client. */
+  rc = client_reopen(c, errbuf, errlen);
+  if (rc < 0)
+    goto out_free;
+  rc = libpt_restore(c, &warm, errbuf, errlen);
+  if (rc < 0)
+    goto out_free;
+  r->restore_fresh_client_ms = warm * 1e3;
+  if (kern_crc32c(c->state, c->bytes) != crc_state) {
+    snprintf(errbuf, errlen, "the restored regions differ from the snapshotted ones");
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
+  for (int i = 0; i < n; i++) {
+    memset(c->state, 0, c->bytes);
+    rc = libpt_restore(c, &t[i], errbuf, errlen);
+    if (rc < 0)
+      goto out_free;
+  }
+  if (kern_crc32c(c->state, c->bytes) != crc_state) {
+    snprintf(errbuf, errlen, "the restored regions differ from the snapshotted ones");
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
+  r->restore_reps = n;
+  r->restore_gbps = (double)c->bytes / bench_median(t, (size_t)n) / 1e9;
+  rc = 0;
+out_free:
+  free(t);
+  return rc;
+}
+
+void bench_state_free(void *state, uint64_t bytes)
+{
+  if (state != NULL)
+    munmap(state, bytes);
+}
+
+int bench_copy_run(const struct bench_opts *o, struct bench_copy_result *r,
+                   void **state, char *errbuf, size_t errlen)
+{
+  struct copy_ctx c;
+  int reps = o->reps;
+  double *t_mem = NULL, *t_raw = NULL, *t_blk = NULL, *t_tot = NULL, *t_fence = NULL;
+  int rc;
+
+  memset(&c, 0, sizeof(c));
+  memset(r, 0, sizeof(*r));
+  c.o = o;
+  c.bytes = o->bytes;
+  *state = NULL;
+
+  c.state = mmap(NULL, c.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  if (c.state == MAP_FAILED) {
+    rc = -errno;
+    snprintf(errbuf, errlen, "cannot allocate %llu bytes of state: %s",
+             (unsigned long long)c.bytes, strerror(errno));
+    return rc;
+  }
+  *state = c.state;
+  bench_fill(c.state, c.bytes, 42); /* also faults every page in */
+  regions_plan(&c);
+  r->regions = (int)c.nregions;
+
+  t_mem = calloc((size_t)reps, sizeof(double));
+  t_raw = calloc((size_t)reps, sizeof(double));
+  t_blk = calloc((size_t)reps, sizeof(double));
+  t_tot = calloc((size_t)reps, sizeof(double));
+  t_fence = calloc((size_t)reps, sizeof(double));
+  if (!t_mem || !t_raw || !t_blk || !t_tot || !t_fence) {
+    rc = -ENOMEM;
+    snprintf(errbuf, errlen, "out of memory");
+    goto out_free;
+  }
+
+  rc = raw_open(&c, errbuf, errlen);
+  if (rc < 0)
+    goto out_raw;
+  rc = smp_start(&c, errbuf, errlen);
+  if (rc < 0)
+    goto out_smp;
+  rc = client_register(&c, errbuf, errlen);
+  if (rc < 0)
+    goto out_smp;
+
+  for (int i = -1; i < reps; i++) {
+    double mem = 0, raw = 0, blk = 0, tot = 0;
+    int first = (i + 3) % 3; /* rotating order: no figure always runs first */
+    for (int k = 0; k < 3; k++) {
+      switch ((first + k) % 3) {
+      case 0:
+        mem = time_memcpy(&c);
+        break;
+      case 1:
+        rc = time_raw(&c, &raw, errbuf, errlen);
+        break;
+      case 2:
+        rc = time_libpt(&c, &blk, &tot, &r->skipped, errbuf, errlen);
+        break;
+      }
+      if (rc < 0)
+        goto out_smp;
+    }
+    if (i < 0)
+      continue; /* warm-up */
+    t_mem[i] = mem;
+    t_raw[i] = raw;
+    t_blk[i] = blk * 1e3;
+    t_tot[i] = tot;
+    t_fence[i] = (tot - blk) * 1e3;
+    if (o->verbose)
+      fprintf(stderr, "ptbench: rep %d: memcpy %.1f ms, engine %.1f ms, libpt %.3f ms "
+              "blocking + %.1f ms to fence\n", i, mem * 1e3, raw * 1e3, blk * 1e3,
+              (tot - blk) * 1e3);
+  }
+  r->reps = reps;
+  r->memcpy_gbps = (double)c.bytes / bench_median(t_mem, (size_t)reps) / 1e9;
+  r->snapshot_gbps = (double)c.bytes / bench_median(t_raw, (size_t)reps) / 1e9;
+  r->snapshot_crc_gbps = (double)c.bytes / bench_median(t_tot, (size_t)reps) / 1e9;
+  r->blocking_samples = reps;
+  r->blocking_ms_p50 = bench_percentile(t_blk, (size_t)reps, 0.5);
+  r->blocking_ms_p99 = bench_percentile(t_blk, (size_t)reps, 0.99);
+  r->blocking_ms_max = t_blk[reps - 1]; /* sorted by the percentile */
+  r->fence_ms_p50 = bench_median(t_fence, (size_t)reps);
+
+  /* The raw object is no longer needed: give its memory back first. */
+  raw_close(&c);
+  rc = restore_phase(&c, r, errbuf, errlen);
+
+out_smp:
+  if (c.client != NULL)
+    pt_client_close(c.client, true);
+  c.client = NULL;
+  if (c.smp_pid > 0) {
+    int st = bench_child_stop(c.smp_pid, 5000);
+    if (rc == 0 && st >= 0 && !(WIFEXITED(st) || (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM))) {
+      char how[64];
+      fprintf(stderr, "ptbench: warning: the SMP %s\n", bench_wait_text(how, sizeof(how), st));
+    }
+    if (rc < 0)
+      bench_log_tail(c.smp_log, 20);
+  }
+  if (c.smp_name[0])
+    snap_store_unlink(c.smp_name);
+out_raw:
+  raw_close(&c);
+out_free:
+  free(t_mem);
+  free(t_raw);
+  free(t_blk);
+  free(t_tot);
+  free(t_fence);
+  return rc;
+}

@@ -1,0 +1,161 @@
+/*
+ * bench_net.c — the machine's limit for moving snapshot bytes between nodes,
+ * measured here on loopback: one thread writes 1 MiB buffers into a TCP
+ * connection to 127.0.0.1, another reads them. The rate counts payload bytes
+ * from the first write until the reader has seen the last byte; the median of
+ * a few transfers is reported. Every socket call has a deadline.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "tests/bench/bench.h"
+
+#define NET_BUF ((size_t)1 << 20)
+#define NET_TIMEOUT_S 20
+
+struct reader {
+  int lfd;
+  uint64_t expect;
+  uint64_t got;
+  double t_done;
+  int rc;
+};
+
+static void set_timeouts(int fd)
+{
+  struct timeval tv = { .tv_sec = NET_TIMEOUT_S };
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+static void *reader_main(void *arg)
+{
+  struct reader *rd = arg;
+  unsigned char *buf = malloc(NET_BUF);
+  int fd = -1;
+
+  rd->rc = -ENOMEM;
+  if (buf == NULL)
+    return NULL;
+  fd = accept(rd->lfd, NULL, NULL); /* the listener has a receive deadline */
+  if (fd < 0) {
+    rd->rc = -errno;
+    goto out_free;
+  }
+  set_timeouts(fd);
+  while (rd->got < rd->expect) {
+    ssize_t n = read(fd, buf, NET_BUF);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      rd->rc = n < 0 ? -errno : -ECONNRESET;
+      goto out_close;
+    }
+    rd->got += (uint64_t)n;
+  }
+  rd->t_done = bench_now();
+  rd->rc = 0;
+out_close:
+  close(fd);
+out_free:
+  free(buf);
+  return NULL;
+}
+
+/* One transfer of `total` bytes. OUT: seconds. */
+static int one_transfer(const unsigned char *buf, uint64_t total, double *secs,
+                        char *errbuf, size_t errlen)
+{
+  struct sockaddr_in sa = { .sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  socklen_t slen = sizeof(sa);
+  struct reader rd = { .lfd = -1, .expect = total };
+  pthread_t th;
+  double t0 = 0;
+  int fd = -1, rc;
+
+  rd.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* the listener */
+  if (rd.lfd < 0 || bind(rd.lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+      listen(rd.lfd, 1) != 0 || getsockname(rd.lfd, (struct sockaddr *)&sa, &slen) != 0) {
+    rc = -errno;
+    snprintf(errbuf, errlen, "cannot listen on loopback TCP: %s", strerror(errno));
+    goto out_listener;
+  }
+  set_timeouts(rd.lfd);
+  rc = -pthread_create(&th, NULL, reader_main, &rd);
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "cannot start the reader thread: %s", strerror(-rc));
+    goto out_listener;
+  }
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* the writer */
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    rc = -errno;
+    snprintf(errbuf, errlen, "cannot connect to loopback TCP: %s", strerror(errno));
+    goto out_join;
+  }
+  set_timeouts(fd);
+  t0 = bench_now();
+  for (uint64_t sent = 0; sent < total;) {
+    size_t want = total - sent < NET_BUF ? (size_t)(total - sent) : NET_BUF;
+    ssize_t n = write(fd, buf, want);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      rc = n < 0 ? -errno : -EIO;
+      snprintf(errbuf, errlen, "loopback TCP write failed: %s", strerror(-rc));
+      goto out_join;
+    }
+    sent += (uint64_t)n;
+  }
+  rc = 0;
+out_join:
+  if (fd >= 0)
+    shutdown(fd, SHUT_RDWR); /* a failed writer ends the reader at once */
+  if (rc < 0)
+    shutdown(rd.lfd, SHUT_RDWR); /* and so does one that never connected */
+  pthread_join(th, NULL);
+  if (rc == 0 && rd.rc < 0) {
+    rc = rd.rc;
+    snprintf(errbuf, errlen, "loopback TCP read failed: %s", strerror(-rc));
+  }
+  if (rc == 0)
+    *secs = rd.t_done - t0;
+  if (fd >= 0)
+    close(fd);
+out_listener:
+  if (rd.lfd >= 0)
+    close(rd.lfd);
+  return rc;
+}
+
+int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
+                  char *errbuf, size_t errlen)
+{
+  enum { REPS = 3 };
+  uint64_t total = o->quick ? (256ull << 20) : (1ull << 30);
+  double t[REPS];
+  int rc = 0;
+
+  memset(r, 0, sizeof(*r));
+  unsigned char *buf = malloc(NET_BUF);
+  if (buf == NULL)
+    return -ENOMEM;
+  bench_fill(buf, NET_BUF, 7);
+  for (int i = 0; i < REPS && rc == 0; i++)
+    rc = one_transfer(buf, total, &t[i], errbuf, errlen);
+  free(buf);
+  if (rc < 0)
+    return rc;
+  r->bytes = total;
+  r->loopback_tcp_gbps = (double)total / bench_median(t, REPS) / 1e9;
+  return 0;
+}

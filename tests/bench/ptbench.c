@@ -1,0 +1,583 @@
+/*
+ * ptbench — pt's benchmark: every figure beside the machine's own limit,
+ * measured in one run on the same buffers.
+ *
+ *   memcpy_gbps            one thread memcpy of the state into a pre-faulted
+ *                          shm slot (the limit of the copy figures)
+ *   snapshot_gbps          the copy engine, no checksums, into the same slot
+ *   snapshot_crc_gbps      libpt: pt_snapshot + pt_fence against a real SMP,
+ *                          with per-block CRC32C (what a trainer runs)
+ *   snapshot_blocking_ms_* how long pt_snapshot() blocks the caller
+ *   restore_gbps           pt_restore(), every checksum verified
+ *   file_ckpt_blocking_ms  a synchronous write + fsync of the same state
+ *   step_overhead_ratio    pt-train step time, snapshot every step / no pt
+ *   ec_*, ec82_*, isal_raw_* the erasure-coding part (bench_ec.c)
+ *   loopback_tcp_gbps      the limit of the network part
+ *
+ * Copy rates are medians of interleaved repetitions; GB/s means 1e9 bytes
+ * per second. The run starts its own SMP (and ptd node for the training
+ * figure) with a private socket directory, job name and shm prefix, and
+ * removes all of it on exit, on failure and on SIGINT/SIGTERM. Exit status:
+ * 0 when everything was measured (targets missed are reported, not errors),
+ * 1 when a measurement failed, 2 on bad usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/kernels.h"
+#include "pt.h"
+#include "tests/bench/bench.h"
+#include "tests/bench/bench_ec.h"
+
+#define DEFAULT_BYTES ((uint64_t)1 << 30)
+#define QUICK_BYTES ((uint64_t)64 << 20)
+
+static const char usage[] =
+    "usage: ptbench [options]\n"
+    "\n"
+    "Measures pt's snapshot, restore, erasure-coding and training-overhead\n"
+    "figures beside the machine's own limits, in one run on the same buffers,\n"
+    "and prints a table (or one JSON object with --json) with the issue's\n"
+    "targets and whether each holds.\n"
+    "\n"
+    "  --bytes N          state size, suffixes K, M, G (default 1G)\n"
+    "  --quick            a CI-sized run: 64 MiB, few repetitions (< 30 s)\n"
+    "  --json             print exactly one JSON object on stdout\n"
+    "  --copy-threads N   copy threads of libpt and the copy engine (default 1)\n"
+    "  --reps N           interleaved copy repetitions (default 20; quick 30)\n"
+    "  --file-dir DIR     where the file checkpoint is written (default /var/tmp)\n"
+    "  --ptd PATH         ptd binary (default: next to ptbench)\n"
+    "  --pt-train PATH    pt-train binary (default: next to ptbench)\n"
+    "  --skip-train       leave out the pt-train step-overhead figure\n"
+    "  -v, --verbose      progress and per-repetition times on stderr\n"
+    "  -h, --help         this text\n"
+    "\n"
+    "Exit status: 0 everything measured (missed targets are reported, not\n"
+    "errors), 1 a measurement failed, 2 bad usage.\n";
+
+enum {
+  OPT_BYTES = 256, OPT_QUICK, OPT_JSON, OPT_THREADS, OPT_REPS, OPT_FILE_DIR,
+  OPT_PTD, OPT_TRAIN, OPT_SKIP_TRAIN,
+};
+
+static const struct option options[] = {
+  { "bytes", required_argument, NULL, OPT_BYTES },
+  { "quick", no_argument, NULL, OPT_QUICK },
+  { "json", no_argument, NULL, OPT_JSON },
+  { "copy-threads", required_argument, NULL, OPT_THREADS },
+  { "reps", required_argument, NULL, OPT_REPS },
+  { "file-dir", required_argument, NULL, OPT_FILE_DIR },
+  { "ptd", required_argument, NULL, OPT_PTD },
+  { "pt-train", required_argument, NULL, OPT_TRAIN },
+  { "skip-train", no_argument, NULL, OPT_SKIP_TRAIN },
+  { "verbose", no_argument, NULL, 'v' },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+
+/* Everything one run measured; NAN where a figure was not measured. */
+struct results {
+  char cpu[128];
+  long cores;
+  struct bench_copy_result copy;
+  struct bench_file_result file;
+  struct bench_net_result net;
+  struct bench_train_result train;
+  struct bench_ec_result ec;
+  bool have_copy, have_file, have_net, have_train, have_ec;
+  double blocking_vs_file;
+  double elapsed_s;
+};
+
+struct target {
+  const char *key;      /* JSON name of the ratio */
+  const char *label;    /* human row */
+  double value;
+  bool at_least;        /* value >= bound, else value <= bound */
+  double bound;
+  const char *note;     /* what the ratio divides */
+};
+
+static int parse_int(const char *arg, const char *flag, int lo, int hi, int *out)
+{
+  char *end;
+  errno = 0;
+  long v = strtol(arg, &end, 10);
+  if (errno != 0 || end == arg || *end != '\0' || v < lo || v > hi) {
+    fprintf(stderr, "ptbench: invalid value '%s' for --%s: expected an integer "
+            "from %d to %d\n", arg, flag, lo, hi);
+    return -EINVAL;
+  }
+  *out = (int)v;
+  return 0;
+}
+
+/* "<dir of /proc/self/exe>/name". */
+static int beside_self(char *out, size_t len, const char *name)
+{
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0)
+    return -errno;
+  self[n] = '\0';
+  char *slash = strrchr(self, '/');
+  if (slash == NULL)
+    return -ENOENT;
+  *slash = '\0';
+  if ((size_t)snprintf(out, len, "%s/%s", self, name) >= len)
+    return -ENAMETOOLONG;
+  return 0;
+}
+
+static size_t targets_fill(const struct results *res, struct target *t)
+{
+  const struct bench_copy_result *c = &res->copy;
+  const struct bench_ec_result *e = &res->ec;
+  size_t n = 0;
+  double nan_ = NAN;
+
+  t[n++] = (struct target){ "snapshot_vs_memcpy", "snapshot (no CRC) / memcpy",
+                            res->have_copy ? c->snapshot_gbps / c->memcpy_gbps : nan_,
+                            true, 0.9, "snapshot_gbps / memcpy_gbps" };
+  t[n++] = (struct target){ "snapshot_crc_vs_memcpy", "snapshot+CRC / memcpy",
+                            res->have_copy ? c->snapshot_crc_gbps / c->memcpy_gbps : nan_,
+                            true, 0.5, "snapshot_crc_gbps / memcpy_gbps" };
+  t[n++] = (struct target){ "snapshot_blocking_ms", "pt_snapshot() blocking p50",
+                            res->have_copy ? c->blocking_ms_p50 : nan_, false, 1.0,
+                            "snapshot_blocking_ms_p50, ms" };
+  t[n++] = (struct target){ "restore_vs_memcpy", "restore / memcpy",
+                            res->have_copy ? c->restore_gbps / c->memcpy_gbps : nan_,
+                            true, 0.5, "restore_gbps / memcpy_gbps" };
+  t[n++] = (struct target){ "step_overhead", "step time with/without pt",
+                            res->have_train ? res->train.step_overhead_ratio : nan_,
+                            false, 1.05, "step_overhead_ratio" };
+  t[n++] = (struct target){ "ec_encode_vs_isal_raw", "EC 4+2 encode / raw ISA-L",
+                            res->have_ec ? e->ec_encode_gbps / e->isal_raw_encode_gbps : nan_,
+                            true, 0.9,
+                            "ec_encode_gbps / isal_raw_encode_gbps" };
+  t[n++] = (struct target){ "ec_decode_vs_encode", "EC 4+2 decode / encode",
+                            res->have_ec ? e->ec_decode_gbps / e->ec_encode_gbps : nan_,
+                            true, 0.8,
+                            "ec_decode_gbps / ec_encode_gbps" };
+  t[n++] = (struct target){ "ec82_encode_vs_isal_raw", "EC 8+2 encode / raw ISA-L",
+                            res->have_ec ? e->ec82_encode_gbps / e->ec82_isal_raw_encode_gbps : nan_,
+                            true, 0.9,
+                            "ec82_encode_gbps / ec82_isal_raw_encode_gbps" };
+  t[n++] = (struct target){ "ec82_decode_vs_encode", "EC 8+2 decode / encode",
+                            res->have_ec ? e->ec82_decode_gbps / e->ec82_encode_gbps : nan_,
+                            true, 0.8,
+                            "ec82_decode_gbps / ec82_encode_gbps" };
+  return n;
+}
+
+static bool target_ok(const struct target *t)
+{
+  if (!isfinite(t->value))
+    return false;
+  return t->at_least ? t->value >= t->bound : t->value <= t->bound;
+}
+
+/* ---- JSON ---- */
+
+struct json {
+  FILE *f;
+  bool first;
+};
+
+static void json_key(struct json *j, const char *k)
+{
+  fprintf(j->f, "%s\n  \"%s\": ", j->first ? "" : ",", k);
+  j->first = false;
+}
+
+static void json_num(struct json *j, const char *k, double v)
+{
+  json_key(j, k);
+  if (isfinite(v))
+    fprintf(j->f, "%.6g", v);
+  else
+    fputs("null", j->f);
+}
+
+static void json_u64(struct json *j, const char *k, uint64_t v)
+{
+  json_key(j, k);
+  fprintf(j->f, "%llu", (unsigned long long)v);
+}
+
+static void json_bool(struct json *j, const char *k, bool v)
+{
+  json_key(j, k);
+  fputs(v ? "true" : "false", j->f);
+}
+
+static void json_str_val(FILE *f, const char *s)
+{
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(f, "\\%c", *p);
+    else if (*p < 0x20)
+      fprintf(f, "\\u%04x", *p);
+    else
+      fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+static void json_str(struct json *j, const char *k, const char *s)
+{
+  json_key(j, k);
+  json_str_val(j->f, s);
+}
+
+static void print_json(const struct bench_opts *o, const struct results *res,
+                       const char *error)
+{
+  const struct bench_copy_result *c = &res->copy;
+  struct json j = { stdout, true };
+  double nan_ = NAN;
+  struct target t[16];
+  size_t nt = targets_fill(res, t);
+
+  fputc('{', stdout);
+  json_bool(&j, "complete", error == NULL);
+  if (error != NULL)
+    json_str(&j, "error", error);
+  json_str(&j, "cpu", res->cpu);
+  json_u64(&j, "cores", (uint64_t)res->cores);
+  json_u64(&j, "bytes", o->bytes);
+  json_u64(&j, "copy_threads", (uint64_t)o->copy_threads);
+  json_str(&j, "backend", kern_backend_name());
+  json_str(&j, "stat", "median");
+  json_str(&j, "units", "GB/s = 1e9 bytes per second; ms = milliseconds");
+
+  json_num(&j, "memcpy_gbps", res->have_copy ? c->memcpy_gbps : nan_);
+  json_num(&j, "snapshot_gbps", res->have_copy ? c->snapshot_gbps : nan_);
+  json_num(&j, "snapshot_crc_gbps", res->have_copy ? c->snapshot_crc_gbps : nan_);
+  json_num(&j, "snapshot_blocking_ms_p50", res->have_copy ? c->blocking_ms_p50 : nan_);
+  json_num(&j, "snapshot_blocking_ms_p99", res->have_copy ? c->blocking_ms_p99 : nan_);
+  json_num(&j, "snapshot_blocking_ms_max", res->have_copy ? c->blocking_ms_max : nan_);
+  json_num(&j, "snapshot_fence_ms_p50", res->have_copy ? c->fence_ms_p50 : nan_);
+  json_u64(&j, "snapshot_blocking_samples", (uint64_t)c->blocking_samples);
+  json_u64(&j, "snapshot_skipped", c->skipped);
+  json_u64(&j, "copy_reps", (uint64_t)c->reps);
+  json_u64(&j, "regions", (uint64_t)c->regions);
+  json_num(&j, "restore_gbps", res->have_copy ? c->restore_gbps : nan_);
+  json_u64(&j, "restore_reps", (uint64_t)c->restore_reps);
+  json_num(&j, "restore_fresh_client_ms", res->have_copy ? c->restore_fresh_client_ms : nan_);
+
+  json_num(&j, "file_ckpt_blocking_ms", res->have_file ? res->file.blocking_ms : nan_);
+  json_num(&j, "file_ckpt_write_ms", res->have_file ? res->file.write_ms : nan_);
+  json_num(&j, "file_ckpt_fsync_ms", res->have_file ? res->file.fsync_ms : nan_);
+  json_str(&j, "file_dir", o->file_dir);
+  json_str(&j, "file_fs", res->file.fs_type);
+  json_num(&j, "snapshot_blocking_vs_file", res->blocking_vs_file);
+
+  json_num(&j, "step_overhead_ratio", res->have_train ? res->train.step_overhead_ratio : nan_);
+  json_num(&j, "train_step_ms_pt", res->have_train ? res->train.step_ms_pt : nan_);
+  json_num(&j, "train_step_ms_nopt", res->have_train ? res->train.step_ms_nopt : nan_);
+  json_num(&j, "train_fence_ms_avg", res->have_train ? res->train.fence_ms : nan_);
+  json_num(&j, "train_snapshot_call_ms_avg", res->have_train ? res->train.snapshot_call_ms : nan_);
+  json_u64(&j, "train_state_mb", (uint64_t)res->train.state_mb);
+  json_u64(&j, "train_steps", (uint64_t)res->train.steps);
+
+  json_num(&j, "ec_encode_gbps", res->have_ec ? res->ec.ec_encode_gbps : nan_);
+  json_num(&j, "ec_decode_gbps", res->have_ec ? res->ec.ec_decode_gbps : nan_);
+  json_num(&j, "isal_raw_encode_gbps", res->have_ec ? res->ec.isal_raw_encode_gbps : nan_);
+  json_num(&j, "ec82_encode_gbps", res->have_ec ? res->ec.ec82_encode_gbps : nan_);
+  json_num(&j, "ec82_decode_gbps", res->have_ec ? res->ec.ec82_decode_gbps : nan_);
+  json_num(&j, "ec82_isal_raw_encode_gbps", res->have_ec ? res->ec.ec82_isal_raw_encode_gbps : nan_);
+  json_str(&j, "ec_rate_bytes", "data bytes (parity not counted)");
+  json_u64(&j, "ec_chunk_bytes", res->ec.chunk_bytes);
+  json_u64(&j, "ec_reps", (uint64_t)res->ec.reps);
+
+  json_num(&j, "loopback_tcp_gbps", res->have_net ? res->net.loopback_tcp_gbps : nan_);
+  json_num(&j, "elapsed_s", res->elapsed_s);
+
+  json_key(&j, "targets");
+  fputc('{', stdout);
+  bool all_ok = true;
+  for (size_t i = 0; i < nt; i++) {
+    fprintf(stdout, "%s\n    \"%s\": ", i ? "," : "", t[i].key);
+    if (isfinite(t[i].value))
+      fprintf(stdout, "%.6g", t[i].value);
+    else
+      fputs("null", stdout);
+    fprintf(stdout, ",\n    \"%s_target\": \"%s %g\"", t[i].key, t[i].at_least ? ">=" : "<=",
+            t[i].bound);
+    fprintf(stdout, ",\n    \"%s_ok\": %s", t[i].key, target_ok(&t[i]) ? "true" : "false");
+    all_ok = all_ok && target_ok(&t[i]);
+  }
+  fputs("\n  }", stdout);
+  json_bool(&j, "targets_all_ok", all_ok);
+  fputs("\n}\n", stdout);
+}
+
+/* ---- the table ---- */
+
+static void row(const char *label, const char *measured, const char *limit, double ratio,
+                const char *target, const char *result)
+{
+  char r[32];
+  if (isfinite(ratio))
+    snprintf(r, sizeof(r), ratio >= 100 ? "%.0fx" : "%.2f", ratio);
+  else
+    snprintf(r, sizeof(r), "-");
+  printf("%-30s %-15s %-26s %8s  %-9s %s\n", label, measured, limit, r, target, result);
+}
+
+static const char *fmt(char *buf, size_t len, const char *f, double v)
+{
+  if (isfinite(v))
+    snprintf(buf, len, f, v);
+  else
+    snprintf(buf, len, "-");
+  return buf;
+}
+
+static void target_row(const struct target *t, const char *label, const char *measured,
+                       const char *limit)
+{
+  char tg[32];
+  bool is_ms = strstr(t->note, ", ms") != NULL; /* a time, not a ratio */
+  snprintf(tg, sizeof(tg), "%s %g%s", t->at_least ? ">=" : "<=", t->bound, is_ms ? " ms" : "");
+  row(label, measured, limit, is_ms ? NAN : t->value, tg,
+      !isfinite(t->value) ? "not measured" : target_ok(t) ? "ok" : "MISS");
+}
+
+static void print_table(const struct bench_opts *o, const struct results *res,
+                        const char *error)
+{
+  const struct bench_copy_result *c = &res->copy;
+  struct target t[16];
+  char b1[32], b2[32], sz[32];
+  targets_fill(res, t);
+
+  printf("ptbench: %s of state in %d region(s), %d copy thread(s), %s backend\n",
+         bench_fmt_bytes(sz, sizeof(sz), o->bytes), c->regions, o->copy_threads,
+         kern_backend_name());
+  printf("cpu: %s, %ld cores\n", res->cpu, res->cores);
+  printf("rates: GB/s = 1e9 B/s, median of %d interleaved repetitions (memcpy, engine, "
+         "libpt) after one warm-up; restore: median of %d\n", c->reps, c->restore_reps);
+  printf("memcpy: one thread, glibc, into a pre-faulted shm slot; restore runs on the copy "
+         "thread(s) and the caller's\n\n");
+  printf("%-30s %-15s %-26s %8s  %-9s %s\n", "figure", "measured", "limit", "ratio",
+         "target", "result");
+
+  char mc[96];
+  snprintf(mc, sizeof(mc), "%s GB/s memcpy",
+           fmt(b2, sizeof(b2), "%.2f", res->have_copy ? c->memcpy_gbps : NAN));
+  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->snapshot_gbps : NAN);
+  target_row(&t[0], "snapshot, no checksums", b1, mc);
+  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->snapshot_crc_gbps : NAN);
+  target_row(&t[1], "snapshot + CRC32C (libpt)", b1, mc);
+  fmt(b1, sizeof(b1), "%.3f ms", res->have_copy ? c->blocking_ms_p50 : NAN);
+  target_row(&t[2], "pt_snapshot() blocks, p50", b1, "-");
+  fmt(b1, sizeof(b1), "%.3f ms", res->have_copy ? c->blocking_ms_p99 : NAN);
+  row("pt_snapshot() blocks, p99", b1, "-", NAN, "", "");
+  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->restore_gbps : NAN);
+  target_row(&t[3], "restore, checksums verified", b1, mc);
+  fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->restore_fresh_client_ms : NAN);
+  row("restore by a fresh client", b1, "(hello, map, copy, verify)", NAN, "", "");
+  char fl[96];
+  snprintf(fl, sizeof(fl), "%s p50 snapshot block",
+           fmt(b2, sizeof(b2), "%.3f ms", res->have_copy ? c->blocking_ms_p50 : NAN));
+  fmt(b1, sizeof(b1), "%.1f ms", res->have_file ? res->file.blocking_ms : NAN);
+  char lab[64];
+  snprintf(lab, sizeof(lab), "file ckpt + fsync (%s)", res->file.fs_type[0] ? res->file.fs_type : "-");
+  row(lab, b1, fl, res->blocking_vs_file, "", res->have_file ? "(baseline today)" : "");
+  fmt(b1, sizeof(b1), "%.2f ms/step", res->have_train ? res->train.step_ms_pt : NAN);
+  snprintf(fl, sizeof(fl), "%s no pt",
+           fmt(b2, sizeof(b2), "%.2f ms/step", res->have_train ? res->train.step_ms_nopt : NAN));
+  target_row(&t[4], "pt-train, snapshot every step", b1, fl);
+  if (res->have_train)
+    snprintf(b1, sizeof(b1), "%.2f+%.2f ms", res->train.fence_ms, res->train.snapshot_call_ms);
+  else
+    snprintf(b1, sizeof(b1), "-");
+  row("  fence + pt_snapshot per step", b1, "", NAN, "", "");
+
+  const char *ec_lab[4] = { "EC 4+2 encode (data bytes)", "EC 4+2 decode (data bytes)",
+                            "EC 8+2 encode (data bytes)", "EC 8+2 decode (data bytes)" };
+  const struct bench_ec_result *e = &res->ec;
+  double ec_val[4] = { e->ec_encode_gbps, e->ec_decode_gbps, e->ec82_encode_gbps,
+                       e->ec82_decode_gbps };
+  double ec_lim[4] = { e->isal_raw_encode_gbps, e->ec_encode_gbps,
+                       e->ec82_isal_raw_encode_gbps, e->ec82_encode_gbps };
+  const char *ec_what[4] = { "raw ISA-L", "encode", "raw ISA-L", "encode" };
+  for (int i = 0; i < 4; i++) {
+    fmt(b1, sizeof(b1), "%.2f GB/s", res->have_ec ? ec_val[i] : NAN);
+    snprintf(fl, sizeof(fl), "%s GB/s %s",
+             fmt(b2, sizeof(b2), "%.2f", res->have_ec ? ec_lim[i] : NAN), ec_what[i]);
+    target_row(&t[5 + i], ec_lab[i], b1, fl);
+  }
+  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_net ? res->net.loopback_tcp_gbps : NAN);
+  row("loopback TCP, 1 MiB writes", b1, "(network limit)", NAN, "", "");
+
+  int missed = 0;
+  for (int i = 0; i < 9; i++)
+    missed += isfinite(t[i].value) && !target_ok(&t[i]);
+  printf("\n%d target(s) missed; %s in %.1f s\n", missed,
+         error ? "run INCOMPLETE" : "all figures measured", res->elapsed_s);
+  if (error != NULL)
+    printf("error: %s\n", error);
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv)
+{
+  struct bench_opts o = { .bytes = 0, .copy_threads = 1, .file_dir = "/var/tmp",
+                          .job = "bench" };
+  bool json = false, skip_train = false;
+  int reps = 0, opt;
+  char ptd[PATH_MAX] = "", train[PATH_MAX] = "";
+  static char err[BENCH_ERRLEN];
+  const char *error = NULL;
+  struct results res;
+
+  memset(&res, 0, sizeof(res));
+  while ((opt = getopt_long(argc, argv, "vh", options, NULL)) != -1) {
+    switch (opt) {
+    case OPT_BYTES:
+      if (bench_parse_size(optarg, &o.bytes) != 0 || o.bytes < 4096) {
+        fprintf(stderr, "ptbench: invalid value '%s' for --bytes: expected a size of at "
+                "least 4K, like 64M or 1G\n", optarg);
+        return 2;
+      }
+      break;
+    case OPT_QUICK: o.quick = true; break;
+    case OPT_JSON: json = true; break;
+    case OPT_THREADS:
+      if (parse_int(optarg, "copy-threads", 1, 64, &o.copy_threads) != 0)
+        return 2;
+      break;
+    case OPT_REPS:
+      if (parse_int(optarg, "reps", 1, 10000, &reps) != 0)
+        return 2;
+      break;
+    case OPT_FILE_DIR: o.file_dir = optarg; break;
+    case OPT_PTD: snprintf(ptd, sizeof(ptd), "%s", optarg); break;
+    case OPT_TRAIN: snprintf(train, sizeof(train), "%s", optarg); break;
+    case OPT_SKIP_TRAIN: skip_train = true; break;
+    case 'v': o.verbose = true; break;
+    case 'h': fputs(usage, stdout); return 0;
+    default: fputs(usage, stderr); return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "ptbench: unexpected argument '%s'\n%s", argv[optind], usage);
+    return 2;
+  }
+  if (o.bytes == 0)
+    o.bytes = o.quick ? QUICK_BYTES : DEFAULT_BYTES;
+  o.reps = reps ? reps : o.quick ? 30 : 20;
+  o.restore_reps = o.quick ? 10 : 5;
+  o.file_reps = 3;
+  if ((ptd[0] == '\0' && beside_self(ptd, sizeof(ptd), "ptd") != 0) ||
+      (train[0] == '\0' && beside_self(train, sizeof(train), "pt-train") != 0)) {
+    fprintf(stderr, "ptbench: cannot find my own directory; use --ptd and --pt-train\n");
+    return 2;
+  }
+  o.ptd = ptd;
+  o.pt_train = train;
+  if (access(o.ptd, X_OK) != 0) {
+    fprintf(stderr, "ptbench: cannot run ptd at '%s': %s (use --ptd)\n", o.ptd,
+            strerror(errno));
+    return 1;
+  }
+  if (access(o.file_dir, W_OK | X_OK) != 0) {
+    fprintf(stderr, "ptbench: cannot write the file checkpoint in '%s': %s (use --file-dir)\n",
+            o.file_dir, strerror(errno));
+    return 1;
+  }
+  if (!skip_train && access(o.pt_train, X_OK) != 0) {
+    fprintf(stderr, "ptbench: cannot run pt-train at '%s': %s (use --pt-train or "
+            "--skip-train)\n", o.pt_train, strerror(errno));
+    return 1;
+  }
+
+  /* This run's private names: a temp directory, a shm prefix, a job. */
+  bench_cleanup_init();
+  char tmp[] = "/tmp/ptbench.XXXXXX";
+  if (mkdtemp(tmp) == NULL) {
+    fprintf(stderr, "ptbench: cannot create a directory in /tmp: %s\n", strerror(errno));
+    return 1;
+  }
+  bench_cleanup_dir(tmp);
+  o.tmp_dir = tmp;
+  char prefix[32];
+  snprintf(prefix, sizeof(prefix), "ptb%ld-", (long)getpid());
+  o.shm_prefix = prefix;
+  bench_cleanup_shm_prefix(prefix);
+
+  double t_start = bench_now();
+  bench_cpu_model(res.cpu, sizeof(res.cpu));
+  res.cores = sysconf(_SC_NPROCESSORS_ONLN);
+  res.blocking_vs_file = NAN;
+  void *state = NULL;
+  int rc;
+
+  if (o.verbose)
+    fprintf(stderr, "ptbench: loopback TCP\n");
+  rc = bench_net_run(&o, &res.net, err, sizeof(err));
+  if (rc < 0)
+    goto out_fail;
+  res.have_net = true;
+
+  if (o.verbose)
+    fprintf(stderr, "ptbench: erasure coding (4+2, 8+2)\n");
+  rc = bench_ec_run(&res.ec, o.quick);
+  if (rc < 0) {
+    snprintf(err, sizeof(err), "erasure-coding benchmark: %s",
+             res.ec.error[0] ? res.ec.error : pt_strerror(rc));
+    goto out_fail;
+  }
+  res.have_ec = true;
+
+  if (o.verbose)
+    fprintf(stderr, "ptbench: copies (memcpy, engine, libpt, restore)\n");
+  rc = bench_copy_run(&o, &res.copy, &state, err, sizeof(err));
+  if (rc < 0)
+    goto out_fail;
+  res.have_copy = true;
+
+  if (o.verbose)
+    fprintf(stderr, "ptbench: file checkpoint in %s\n", o.file_dir);
+  rc = bench_file_run(&o, state, o.bytes, &res.file, err, sizeof(err));
+  if (rc < 0)
+    goto out_fail;
+  res.have_file = true;
+  res.blocking_vs_file = res.file.blocking_ms / res.copy.blocking_ms_p50;
+  bench_state_free(state, o.bytes);
+  state = NULL;
+
+  if (!skip_train) {
+    if (o.verbose)
+      fprintf(stderr, "ptbench: pt-train with and without snapshots\n");
+    rc = bench_train_run(&o, &res.train, err, sizeof(err));
+    if (rc < 0)
+      goto out_fail;
+    res.have_train = true;
+  }
+  goto out_report;
+
+out_fail:
+  error = err;
+  fprintf(stderr, "ptbench: %s\n", err);
+out_report:
+  bench_state_free(state, o.bytes);
+  bench_cleanup_run();
+  res.elapsed_s = bench_now() - t_start;
+  if (json)
+    print_json(&o, &res, error);
+  else
+    print_table(&o, &res, error);
+  return error != NULL ? 1 : 0;
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# bench_quick.sh — ptbench --quick --json runs to completion: exit 0, exactly
+# one JSON object on stdout, every required figure a positive finite number,
+# every target reported with a verdict, and nothing of the run left behind in
+# /dev/shm. Performance targets are not asserted here (a noisy shared machine):
+# the benchmark reports them.
+set -u
+: "${BUILD:?BUILD must name the build directory}"
+BENCH=$BUILD/bin/ptbench
+[ -x "$BENCH" ] || { echo "bench_quick: FAIL: $BENCH is not built"; exit 1; }
+
+out=$(mktemp /tmp/pt-bench-quick.XXXXXX)
+errf=$(mktemp /tmp/pt-bench-quick-err.XXXXXX)
+trap 'rm -f "$out" "$errf"' EXIT
+
+start=$(date +%s)
+"$BENCH" --quick --json >"$out" 2>"$errf" &
+pid=$!
+# A deadline: ptbench cleans up after itself on SIGTERM.
+for _ in $(seq 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+  kill -TERM "$pid"; sleep 5; kill -KILL "$pid" 2>/dev/null
+  echo "bench_quick: FAIL: ptbench --quick still running after 120 s"; tail -n 30 "$errf"
+  wait "$pid"; exit 1
+fi
+wait "$pid"
+rc=$?
+secs=$(( $(date +%s) - start ))
+echo "bench_quick: ptbench --quick --json exited $rc after ${secs}s"
+if [ "$rc" -ne 0 ]; then
+  echo "bench_quick: FAIL: ptbench exited $rc"; tail -n 30 "$errf"; cat "$out"; exit 1
+fi
+
+# The run's shm objects carry the prefix "ptb<pid>-": none may be left.
+left=$(ls /dev/shm 2>/dev/null | grep -E "^ptb$pid-" || true)
+[ -z "$left" ] || { echo "bench_quick: FAIL: shm objects left behind: $left"; exit 1; }
+
+python3 - "$out" <<'PY' || { tail -n 30 "$errf"; exit 1; }
+import json, math, sys
+
+text = open(sys.argv[1]).read()
+try:
+    d = json.loads(text)  # the whole of stdout: exactly one object
+except ValueError as e:
+    print(f"bench_quick: FAIL: stdout is not one JSON object: {e}\n{text[:2000]}")
+    sys.exit(1)
+if not isinstance(d, dict):
+    print("bench_quick: FAIL: stdout is JSON but not an object"); sys.exit(1)
+
+required = [
+    "memcpy_gbps", "snapshot_gbps", "snapshot_crc_gbps",
+    "snapshot_blocking_ms_p50", "snapshot_blocking_ms_p99", "restore_gbps",
+    "file_ckpt_blocking_ms", "snapshot_blocking_vs_file", "step_overhead_ratio",
+    "ec_encode_gbps", "ec_decode_gbps", "isal_raw_encode_gbps",
+    "ec82_encode_gbps", "ec82_decode_gbps", "ec82_isal_raw_encode_gbps",
+    "loopback_tcp_gbps", "bytes", "copy_threads",
+]
+bad = []
+for k in required:
+    v = d.get(k)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        bad.append(f"{k}={v!r}")
+if bad:
+    print("bench_quick: FAIL: missing or not a positive finite number: " + ", ".join(bad))
+    sys.exit(1)
+if d.get("complete") is not True:
+    print(f"bench_quick: FAIL: run not complete: {d.get('error')!r}"); sys.exit(1)
+if not isinstance(d.get("cpu"), str) or not d["cpu"]:
+    print("bench_quick: FAIL: no cpu model string"); sys.exit(1)
+if d["bytes"] != 64 << 20:
+    print(f"bench_quick: FAIL: --quick measured {d['bytes']} bytes, expected 64 MiB"); sys.exit(1)
+
+# Derived figures must agree with the figures they are made of.
+ratio = d["file_ckpt_blocking_ms"] / d["snapshot_blocking_ms_p50"]
+if abs(ratio - d["snapshot_blocking_vs_file"]) > 1e-3 * ratio:
+    print(f"bench_quick: FAIL: snapshot_blocking_vs_file {d['snapshot_blocking_vs_file']} "
+          f"is not file_ckpt_blocking_ms / snapshot_blocking_ms_p50 = {ratio}")
+    sys.exit(1)
+if d["snapshot_blocking_ms_p99"] < d["snapshot_blocking_ms_p50"]:
+    print("bench_quick: FAIL: blocking p99 below p50"); sys.exit(1)
+
+t = d.get("targets")
+if not isinstance(t, dict):
+    print("bench_quick: FAIL: no targets object"); sys.exit(1)
+expect = {
+    "snapshot_vs_memcpy": d["snapshot_gbps"] / d["memcpy_gbps"],
+    "snapshot_crc_vs_memcpy": d["snapshot_crc_gbps"] / d["memcpy_gbps"],
+    "restore_vs_memcpy": d["restore_gbps"] / d["memcpy_gbps"],
+    "snapshot_blocking_ms": d["snapshot_blocking_ms_p50"],
+    "step_overhead": d["step_overhead_ratio"],
+    "ec_encode_vs_isal_raw": d["ec_encode_gbps"] / d["isal_raw_encode_gbps"],
+    "ec_decode_vs_encode": d["ec_decode_gbps"] / d["ec_encode_gbps"],
+    "ec82_encode_vs_isal_raw": d["ec82_encode_gbps"] / d["ec82_isal_raw_encode_gbps"],
+    "ec82_decode_vs_encode": d["ec82_decode_gbps"] / d["ec82_encode_gbps"],
+}
+for k, want in expect.items():
+    v, ok = t.get(k), t.get(k + "_ok")
+    if not isinstance(v, (int, float)) or abs(v - want) > 1e-4 * abs(want):
+        print(f"bench_quick: FAIL: targets.{k} = {v!r}, the figures give {want:.6g}"); sys.exit(1)
+    if not isinstance(ok, bool):
+        print(f"bench_quick: FAIL: targets.{k}_ok is not a boolean"); sys.exit(1)
+
+print("bench_quick: " + ", ".join(f"{k}={d[k]:.4g}" for k in required))
+print("bench_quick: targets " + ", ".join(f"{k}={'ok' if t[k + '_ok'] else 'MISS'}" for k in expect))
+PY
+echo "bench_quick: ok"
