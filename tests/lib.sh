@@ -14,6 +14,9 @@ T_NAME=${T_NAME:-$(basename "$0" .sh)}
 T_DIR=$(mktemp -d "/tmp/pt-$T_NAME.XXXXXX")
 T_JOB="t$$"
 T_PREFIX="ts$$-"
+# Rank 0's port for the trainers' gradient all-reduce (MASTER_PORT), one per
+# scenario so that scenarios running side by side do not meet.
+T_PORT=$((20000 + RANDOM % 20000))
 T_NODE_PID=
 
 t_cleanup() {
@@ -34,16 +37,25 @@ say() { printf '%s: %s\n' "$T_NAME" "$*"; }
 fail() { printf '%s: FAIL: %s\n' "$T_NAME" "$*"; [ -f "$T_DIR/node.log" ] && tail -n 40 "$T_DIR/node.log"; exit 1; }
 skip() { printf '%s\n' "$*"; exit 77; }
 
-# Reference digests of a fault-free run, computed without pt at all.
-# t_reference RANKS TRAIN_ARGS...  -> files $T_DIR/ref.<rank>
+# Reference digests of a fault-free run, computed without pt at all. The
+# ranks average their gradients every step, so they all run at once.
+# t_reference RANKS TRAIN_ARGS...  -> files $T_DIR/ref.<rank>, logs ref.<rank>.log
 t_reference() {
   local ranks=$1; shift
-  local r
+  local r pids=() failed=
   for ((r = 0; r < ranks; r++)); do
-    RANK=$r WORLD_SIZE=$ranks PT_RANK=$r PT_WORLD_SIZE=$ranks \
-      "$TRAIN" --no-pt "$@" --digest-file "$T_DIR/ref.$r" >/dev/null 2>&1 \
-      || fail "reference run of rank $r failed"
+    RANK=$r WORLD_SIZE=$ranks PT_RANK=$r PT_WORLD_SIZE=$ranks MASTER_ADDR=127.0.0.1 \
+      "$TRAIN" --no-pt --master-port "$T_PORT" "$@" --digest-file "$T_DIR/ref.$r" \
+      >"$T_DIR/ref.$r.log" 2>&1 &
+    pids+=($!)
   done
+  for ((r = 0; r < ranks; r++)); do
+    wait "${pids[r]}" || failed+=" $r"
+  done
+  if [ -n "$failed" ]; then
+    for r in $failed; do tail -n 5 "$T_DIR/ref.$r.log" | sed "s/^/rank $r: /"; done
+    fail "reference run of rank(s)$failed failed"
+  fi
 }
 
 # Starts ptd node in the background: t_node_start STATEDIR RANKS [NODE_OPTS...] -- TRAIN_ARGS...
@@ -54,7 +66,7 @@ t_node_start() {
   while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
   shift
   "$PTD" node --ranks "$ranks" --job "$T_JOB" --state-dir "$sd" --shm-prefix "$T_PREFIX" \
-    "${opts[@]}" -- "$TRAIN" "$@" --digest-file "$T_DIR/out.%r" >>"$T_DIR/node.log" 2>&1 &
+    --master-port "$T_PORT" "${opts[@]}" -- "$TRAIN" "$@" --digest-file "$T_DIR/out.%r" >>"$T_DIR/node.log" 2>&1 &
   T_NODE_PID=$!
 }
 
@@ -100,29 +112,35 @@ t_check_digests() {
   say "digests of all $ranks ranks equal the fault-free run"
 }
 
-# For every restore in the log, the restore step must be at least the step
-# committed before the failure: no more steps redone than were uncommitted.
-# Prints "restores=N redone=R uncommitted=U".
+# For every restart after a failure, the restore step must be at least the
+# step committed before the failure (a fresh start counts as step 0): no more
+# steps redone than were uncommitted. Prints "restores=N redone=R uncommitted=U".
 t_check_redone() {
   python3 - "$T_DIR/node.log" <<'PY' || fail "more steps redone than were uncommitted"
 import re, sys
 committed, last_step, restores, redone, uncommitted, bad = None, 0, 0, 0, 0, False
 failed_at = None
 for line in open(sys.argv[1], errors="replace"):
-    m = re.search(r"commit step (\d+)", line)
+    m = re.search(r"ptd node: commit step (\d+)", line)  # not "cannot commit step"
     if m: committed = int(m.group(1))
     m = re.match(r"step (\d+) loss", line)
     if m: last_step = max(last_step, int(m.group(1)))
     if re.search(r"trainer rank \d+ \(pid \d+\) (exited|killed)", line) and failed_at is None:
         failed_at = (committed, last_step)
-    m = re.search(r"restore from step (\d+)", line)
-    if m and failed_at is not None:
-        r = int(m.group(1)); c, s = failed_at
+    m = re.search(r"ptd node: (?:restore from step (\d+)|no snapshot: starting fresh)", line)
+    if not m:
+        continue
+    r = int(m.group(1)) if m.group(1) else 0
+    if failed_at is not None:
+        c, s = failed_at
         restores += 1
         if c is not None and r < c:
-            print(f"restore from {r} but step {c} was committed before the failure"); bad = True
+            what = f"restore from {r}" if r else "a fresh start"
+            print(f"{what} but step {c} was committed before the failure"); bad = True
         redone += max(0, s - r); uncommitted += max(0, s - (c or 0))
         failed_at = None
+    # the restore step is the committed step now, and training goes on from it
+    committed, last_step = (r if r else None), r
 print(f"restores={restores} redone<={redone} uncommitted<={uncommitted}")
 sys.exit(1 if bad else 0)
 PY

@@ -5,14 +5,23 @@
 #    different one;
 #  - the loss at the last step is below the loss at step 1;
 #  - --state-mb sizes the registered state, and bad flags exit 2;
+#  - data parallel, without pt: ranks launched together average their
+#    gradients (their parameters end the same bits, their full digests differ,
+#    the loss they print at step 1 is the mean of the ranks' own losses), the
+#    same digests again when the ranks start in another order and at other
+#    times; a rank of another configuration is refused (exit 78), and a dead
+#    or stopped rank makes the others exit 1 within the deadline;
 #  - under ptd node with a snapshot every step, every rank's digest equals
-#    its --no-pt run; a job stopped at step 30 with its snapshots kept and
-#    run again to step 60 restores step 30 on every rank and ends with the
-#    digest of an uninterrupted 60-step run.
+#    its --no-pt run and the ranks' parameters are equal; a job stopped at
+#    step 30 with its snapshots kept and run again to step 60 restores step
+#    30 on every rank and ends with the digest of an uninterrupted 60-step
+#    run.
 set -u
 . "$(dirname "$0")/../lib.sh"
 
 [ -x "$TRAIN" ] || fail "$TRAIN is not built"
+# Runs below are one rank alone unless they say otherwise.
+unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
 
 digest_of() { # digest_of OUTFILE ARGS... : runs without pt, prints the digest
   local out=$1; shift
@@ -62,7 +71,95 @@ rc=$?
 [ $rc = 78 ] || fail "without PT_SMP_SOCKET and --no-pt: exit $rc, expected 78"
 say "flags ok"
 
-# 4. under ptd node: the same digests, and a resumed job ends as an uninterrupted one
+# 4. data parallel without pt: every rank runs at once (lib.sh's T_PORT)
+ddp_run() { # ddp_run TAG RANKS "ORDER" DELAY0 ARGS... : logs $T_DIR/TAG.<rank>.log
+  local tag=$1 ranks=$2 order=$3 delay0=$4; shift 4
+  local r pids=()
+  for r in $order; do
+    [ "$r" = 0 ] && sleep "$delay0"
+    RANK=$r WORLD_SIZE=$ranks "$TRAIN" --no-pt --master-port "$T_PORT" "$@" \
+      >"$T_DIR/$tag.$r.log" 2>&1 &
+    pids[r]=$!
+  done
+  for ((r = 0; r < ranks; r++)); do
+    wait "${pids[r]}" || fail "$tag: rank $r exited with $?: $(tail -n 2 "$T_DIR/$tag.$r.log")"
+  done
+}
+field() { sed -n "s/^$1 \([0-9a-f]\{16\}\)\$/\1/p" "$2"; } # field digest|param_digest LOG
+
+ddp_run p2 2 "0 1" 0 "${SMALL[@]}" --log-every 1
+p0=$(field param_digest "$T_DIR/p2.0.log"); p1=$(field param_digest "$T_DIR/p2.1.log")
+[ -n "$p0" ] || fail "no param_digest line: $(tail -n 3 "$T_DIR/p2.0.log")"
+[ "$p0" = "$p1" ] || fail "2 ranks end with different parameters: $p0 vs $p1"
+[ "$(field digest "$T_DIR/p2.0.log")" != "$(field digest "$T_DIR/p2.1.log")" ] \
+  || fail "2 ranks end with the same full digest (their data must differ)"
+p_alone=$(field param_digest "$T_DIR/a.log")
+[ "$p0" != "$p_alone" ] || fail "2 ranks end with the parameters of rank 0 alone: nothing was averaged"
+cmp -s <(grep '^step ' "$T_DIR/p2.0.log") <(grep '^step ' "$T_DIR/p2.1.log") \
+  || fail "the 2 ranks printed different losses"
+python3 - "$T_DIR/p2.0.log" "$T_DIR/a.log" "$T_DIR/e.log" <<'PY' || fail "the loss printed is not the mean of the ranks' losses"
+import re, sys
+def step1(path):
+    for line in open(path):
+        m = re.match(r"step 1 loss ([0-9.]+)$", line)
+        if m: return float(m.group(1))
+ddp, r0, r1 = (step1(p) for p in sys.argv[1:])
+# At step 1 both ranks hold the initial parameters, so each rank's own loss
+# is that of the rank trained alone; the printed loss must be their mean.
+print(f"step 1 loss: rank 0 alone {r0}, rank 1 alone {r1}, 2 ranks {ddp}")
+sys.exit(0 if abs(ddp - (r0 + r1) / 2) < 2e-6 and abs(r0 - r1) > 1e-4 else 1)
+PY
+# Three ranks, twice: started in rank order at once, then in reverse order
+# with rank 0 last; the sums are made in rank order whatever arrives first.
+ddp_run q1 3 "0 1 2" 0 "${SMALL[@]}"
+ddp_run q2 3 "2 1 0" 0.5 "${SMALL[@]}"
+for r in 0 1 2; do
+  a=$(field digest "$T_DIR/q1.$r.log"); b=$(field digest "$T_DIR/q2.$r.log")
+  [ -n "$a" ] && [ "$a" = "$b" ] || fail "3 ranks, rank $r: digest $a in one run, $b in another"
+done
+q=$(field param_digest "$T_DIR/q1.0.log")
+for r in 1 2; do
+  [ "$(field param_digest "$T_DIR/q1.$r.log")" = "$q" ] || fail "3 ranks: rank $r's parameters differ from rank 0's"
+done
+say "data parallel ok: 2 ranks params $p0, 3 ranks params $q, the same in two runs"
+
+# Mismatched configuration: refused. A dead or stopped peer: exit 1, soon.
+RANK=0 WORLD_SIZE=2 "$TRAIN" --no-pt --master-port "$T_PORT" --comm-timeout-s 2 "${SMALL[@]}" \
+  >"$T_DIR/m0.log" 2>&1 &
+m0=$!
+RANK=1 WORLD_SIZE=2 "$TRAIN" --no-pt --master-port "$T_PORT" --comm-timeout-s 2 "${SMALL[@]}" \
+  --seed 2 >"$T_DIR/m1.log" 2>&1
+rc=$?
+[ $rc = 78 ] || fail "a rank of another configuration exited $rc, expected 78: $(tail -n 2 "$T_DIR/m1.log")"
+grep -q 'runs another configuration' "$T_DIR/m1.log" || fail "no reason given: $(tail -n 2 "$T_DIR/m1.log")"
+wait $m0; rc=$?
+[ $rc = 1 ] || fail "rank 0 without its rank 1 exited $rc, expected 1"
+grep -q 'rank 1 did not join within 2 s' "$T_DIR/m0.log" || fail "rank 0 said: $(tail -n 2 "$T_DIR/m0.log")"
+
+for sig in KILL STOP; do
+  for r in 0 1; do
+    RANK=$r WORLD_SIZE=2 "$TRAIN" --no-pt --master-port "$T_PORT" --comm-timeout-s 2 \
+      --steps 100000 --hidden 32 --batch 4 --log-every 1 >"$T_DIR/k$sig.$r.log" 2>&1 &
+    k[r]=$!
+  done
+  until grep -q '^step 20 ' "$T_DIR/k$sig.0.log" 2>/dev/null; do
+    kill -0 "${k[0]}" 2>/dev/null || fail "rank 0 ended early: $(tail -n 2 "$T_DIR/k$sig.0.log")"
+    sleep 0.05
+  done
+  kill -$sig "${k[1]}"
+  t0=$(date +%s)
+  [ $sig = KILL ] && wait "${k[1]}" 2>/dev/null
+  wait "${k[0]}"; rc=$?
+  dt=$(( $(date +%s) - t0 ))
+  if [ $sig = STOP ]; then kill -KILL "${k[1]}"; wait "${k[1]}" 2>/dev/null; fi
+  [ $rc = 1 ] || fail "after SIG$sig of rank 1, rank 0 exited $rc, expected 1"
+  [ $dt -le 5 ] || fail "after SIG$sig of rank 1, rank 0 took ${dt}s to give up"
+  grep -Eq 'all-reduce of step [0-9]+: rank 1 (closed the connection|sent nothing within 2 s)' \
+    "$T_DIR/k$sig.0.log" || fail "after SIG$sig of rank 1, rank 0 said: $(tail -n 2 "$T_DIR/k$sig.0.log")"
+done
+say "mismatch and dead peers ok"
+
+# 5. under ptd node: the same digests, and a resumed job ends as an uninterrupted one
 if [ ! -x "$PTD" ]; then
   say "note: $PTD is not built; the ptd node part was not run"
   exit 0
@@ -74,6 +171,8 @@ t_node_start "$T_DIR/sd1" $RANKS -- --steps 40 "${NODE[@]}"
 t_node_wait 60
 [ "$T_NODE_RC" = 0 ] || fail "ptd node exited with $T_NODE_RC"
 t_check_digests $RANKS
+n=$(grep -c "^param_digest $(field param_digest "$T_DIR/ref.0.log")\$" "$T_DIR/node.log")
+[ "$n" = $RANKS ] || fail "expected $RANKS ranks with rank 0's parameters: $(grep param_digest "$T_DIR/node.log")"
 n=$(grep -c 'summary steps=40 snapshots=40 skipped=0 failed=0 restored_from=none' "$T_DIR/node.log")
 [ "$n" = $RANKS ] || fail "expected $RANKS summaries with 40 snapshots each: $(grep summary "$T_DIR/node.log")"
 ls /dev/shm/"$T_PREFIX"pt."$T_JOB".* >/dev/null 2>&1 && fail "ptd node left shm objects after success"

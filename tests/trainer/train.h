@@ -13,8 +13,14 @@
  * so the compiler's vectorisation cannot change a result; nothing reads the
  * clock or the address of anything to decide a value.
  *
+ * Data parallelism: with WORLD_SIZE > 1 the ranks average their gradients
+ * and losses every step (a deterministic all-reduce over TCP) and move in
+ * lockstep, so every rank holds the same parameters and Adam moments while
+ * each draws its own data.
+ *
  * Modules: train_flags.c (command line), train_data.c (RNG, teacher, batches),
- * train_model.c (MLP forward/backward, AdamW), train_main.c (the loop, libpt).
+ * train_model.c (MLP forward/backward, AdamW), train_comm.c (the all-reduce),
+ * train_main.c (the loop, libpt).
  */
 #ifndef PT_TRAIN_H
 #define PT_TRAIN_H
@@ -38,6 +44,8 @@ struct train_flags {
   uint32_t step_delay_ms;
   uint64_t state_mb;       /* 0: not given; else overrides hidden */
   int rank;                /* -1: from the environment */
+  uint32_t master_port;    /* 0: from $MASTER_PORT, else 29500 */
+  uint32_t comm_timeout_s; /* deadline of every wait on another rank */
   float lr, beta1, beta2, eps, weight_decay;
   bool no_pt;
   bool timing;
@@ -53,7 +61,7 @@ struct train_identity {
   uint64_t seed;
   uint32_t inputs, hidden, layers, classes, batch, rank;
   float lr, beta1, beta2, eps, weight_decay;
-  uint32_t reserved;
+  uint32_t world; /* ranks averaging their gradients */
 };
 #define TRAIN_IDENTITY_MAGIC 0x3174736574707470ull /* "ptptest1" */
 
@@ -66,6 +74,53 @@ int train_flags_parse(struct train_flags *f, int argc, char **argv);
  * both moments, plus the small regions). */
 uint64_t train_state_bytes(uint32_t inputs, uint32_t hidden, uint32_t layers,
                            uint32_t classes);
+
+/* ---- gradient averaging across ranks (train_comm.c) ----------------------- */
+
+/* What a rank brings to the all-reduce. */
+struct train_comm_config {
+  int rank, world;      /* 0 <= rank < world */
+  const char *addr;     /* MASTER_ADDR: rank 0 listens there, the others connect */
+  uint32_t port;        /* MASTER_PORT */
+  uint32_t timeout_s;   /* deadline of the join and of every exchange */
+  uint64_t config_hash; /* what decides the trajectory, rank left out: ranks
+                           whose hashes differ refuse to talk */
+  uint64_t start_step;  /* the first step this rank trains: all must agree */
+  size_t n_floats;      /* floats in every all-reduce */
+};
+
+/* The connections of one rank: rank 0 holds one per other rank, the others
+ * one to rank 0. */
+struct train_comm {
+  int rank, world;
+  int *fds;        /* [world]: fds[r] the connection to rank r, -1 where none */
+  float *scratch;  /* rank 0: [n_floats], one rank's incoming gradient */
+  size_t n_floats;
+  uint32_t timeout_s;
+};
+
+/* Joins the ranks: rank 0 listens on addr:port (SO_REUSEADDR; retries while
+ * the port is held) and waits for every other rank's handshake; the others
+ * connect, retrying with backoff, and introduce themselves. Both within
+ * timeout_s. World size 1 opens nothing. OUT: *c, released with
+ * train_comm_close() (also after a failure). Returns 0, or after one line on
+ * stderr: PT_ECONFIG (another configuration, a rank taken twice, a bad
+ * MASTER_ADDR: no restart cures it), PT_ESTATE (the ranks start at different
+ * steps), -ETIMEDOUT, another negated errno value, or -ENOMEM. */
+int train_comm_open(struct train_comm *c, const struct train_comm_config *cfg);
+
+/* The mean of buf[0..n_floats) and of *loss over all ranks, for step `step`.
+ * Rank 0 adds the ranks' values in rank order 0, 1, 2, ... and divides by the
+ * world size, then every rank gets rank 0's bytes: the result is the same bits
+ * on every rank and in every run. INOUT: buf, *loss. Returns 0, or after one
+ * line on stderr naming the step and the peer: -EPIPE/-ECONNRESET (a peer
+ * died), -ETIMEDOUT (no answer within timeout_s), PT_ESTATE (a peer is at
+ * another step), PT_EPROTO. World size 1: returns 0, nothing changed. */
+int train_comm_allreduce_mean(struct train_comm *c, uint64_t step, float *buf,
+                              double *loss);
+
+/* Closes every connection; safe on a zeroed or already closed *c. */
+void train_comm_close(struct train_comm *c);
 
 /* ---- random numbers and data (train_data.c) ------------------------------- */
 

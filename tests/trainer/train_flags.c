@@ -22,6 +22,12 @@ static const char usage[] =
     "through libpt. Bit-for-bit deterministic: the same flags and rank give the\n"
     "same digest, with or without faults and restores.\n"
     "\n"
+    "Data parallel: with WORLD_SIZE > 1 (or PT_WORLD_SIZE) the ranks average\n"
+    "their gradients and losses every step over TCP, in a fixed order, so all\n"
+    "hold the same parameters; rank 0 listens on MASTER_ADDR:MASTER_PORT\n"
+    "(default 127.0.0.1:29500) and the others connect. Every rank must run at\n"
+    "once, --no-pt runs too.\n"
+    "\n"
     "  --steps N            train until step N (default 200)\n"
     "  --hidden H           width of each hidden layer (default 256)\n"
     "  --layers L           hidden layers, >= 1 (default 2)\n"
@@ -39,6 +45,9 @@ static const char usage[] =
     "  --snapshot-every K   pt_snapshot() every K steps (default 1)\n"
     "  --no-pt              run without libpt: nothing is snapshotted or restored\n"
     "  --rank R             this rank (default $PT_RANK, then $RANK, then 0)\n"
+    "  --master-port P      rank 0's port (default $MASTER_PORT, then 29500)\n"
+    "  --comm-timeout-s S   deadline for the ranks to join and for every exchange\n"
+    "                       with another rank (default 60)\n"
     "  --log-every N        print 'step N loss X' every N steps (default 10; also\n"
     "                       at step 1 and at the last step)\n"
     "  --step-delay-ms D    sleep D ms after every step (for fault tests)\n"
@@ -48,11 +57,14 @@ static const char usage[] =
     "  -v, --verbose        show libpt's informational messages (twice: debug)\n"
     "  -h, --help           this text\n"
     "\n"
-    "Output: 'restored step R' after a restore, 'step N loss X' lines, then\n"
-    "'digest <16 hex digits>' (CRC-64 of every registered region in order) and\n"
-    "'summary steps=... snapshots=... skipped=... failed=... restored_from=...'.\n"
-    "Exit status: 0 done, 1 failure, 2 bad flags, 78 permanent configuration\n"
-    "error (region table or memory budget refused by the snapshot process).\n";
+    "Output: 'restored step R' after a restore, 'step N loss X' lines (the loss\n"
+    "averaged over the ranks), then 'param_digest <16 hex digits>' (CRC-64 of\n"
+    "the parameters alone: the same on every rank of a job), 'digest <16 hex\n"
+    "digits>' (CRC-64 of every registered region in order) and 'summary\n"
+    "steps=... snapshots=... skipped=... failed=... restored_from=...'.\n"
+    "Exit status: 0 done, 1 failure (a rank died, hung or is at another step),\n"
+    "2 bad flags, 78 permanent configuration error (region table or memory\n"
+    "budget refused by the snapshot process, ranks run other configurations).\n";
 
 enum {
   OPT_STEPS = 256,
@@ -75,6 +87,8 @@ enum {
   OPT_DELAY,
   OPT_DIGEST_FILE,
   OPT_TIMING,
+  OPT_MASTER_PORT,
+  OPT_COMM_TIMEOUT,
 };
 
 static const struct option options[] = {
@@ -98,6 +112,8 @@ static const struct option options[] = {
     {"step-delay-ms", required_argument, NULL, OPT_DELAY},
     {"digest-file", required_argument, NULL, OPT_DIGEST_FILE},
     {"timing", no_argument, NULL, OPT_TIMING},
+    {"master-port", required_argument, NULL, OPT_MASTER_PORT},
+    {"comm-timeout-s", required_argument, NULL, OPT_COMM_TIMEOUT},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -216,6 +232,7 @@ int train_flags_parse(struct train_flags *f, int argc, char **argv)
       .snapshot_every = 1,
       .log_every = 10,
       .rank = -1,
+      .comm_timeout_s = 60,
       .lr = 1e-3f,
       .beta1 = 0.9f,
       .beta2 = 0.999f,
@@ -291,6 +308,12 @@ int train_flags_parse(struct train_flags *f, int argc, char **argv)
       break;
     case OPT_TIMING:
       f->timing = true;
+      break;
+    case OPT_MASTER_PORT:
+      rc = parse_u32(opt, optarg, 1, 65535, &f->master_port);
+      break;
+    case OPT_COMM_TIMEOUT:
+      rc = parse_u32(opt, optarg, 1, 86400, &f->comm_timeout_s);
       break;
     case 'v':
       f->verbose++;

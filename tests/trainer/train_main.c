@@ -13,11 +13,20 @@
  *   step         the last step completed (uint64)
  *
  * Step N: draw the batch from a working copy of the generator; forward and
- * backward (these only read the registered state, so they overlap the copy of
- * step N-1's snapshot); pt_fence(); AdamW update and the small regions written
- * (the only writes to registered memory, all after the fence); pt_snapshot(N).
- * A restore of step R therefore leaves exactly the state that step R left, and
- * the run goes on at R+1 drawing the same samples it would have drawn.
+ * backward; the gradient and the loss averaged over every rank (all-reduce;
+ * these three only read the registered state and write the gradient, which
+ * is not registered, so they overlap the copy of step N-1's snapshot);
+ * pt_fence(); AdamW update and the small regions written (the only writes to
+ * registered memory, all after the fence); pt_snapshot(N). A restore of step
+ * R therefore leaves exactly the state that step R left, and the run goes on
+ * at R+1 drawing the same samples it would have drawn.
+ *
+ * Data parallel: every rank starts from the same parameters (seeded by --seed)
+ * and applies the same averaged gradient, so params, adam_m and adam_v stay
+ * the same bits on every rank; the data generator, the cursor and the config
+ * (which names the rank) differ. The ranks move in lockstep: a rank that dies
+ * or hangs makes the others fail within --comm-timeout-s, and ptd node
+ * restarts them all from one step.
  *
  * Snapshot failures never stop training: they are counted and reported.
  */
@@ -37,6 +46,9 @@
 #define TIMING_WARMUP_STEPS 3
 #define WARN_FIRST 10  /* snapshot warnings printed before thinning out */
 #define WARN_EVERY 100 /* then one per this many */
+#define MASTER_ADDR_DEFAULT "127.0.0.1"
+#define MASTER_PORT_DEFAULT 29500
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 struct region {
   const char *name;
@@ -48,7 +60,10 @@ enum { REG_CONFIG, REG_PARAMS, REG_M, REG_V, REG_RNG, REG_CURSOR, REG_STEP, REG_
 
 struct trainer {
   struct train_flags flags;
-  int rank;
+  int rank, world;
+  const char *master_addr;
+  uint32_t master_port;
+  struct train_comm comm;
   struct train_teacher teacher;
   struct train_model model;
   struct train_adamw adamw;
@@ -118,34 +133,81 @@ static void warn_snapshot(struct trainer *t, const char *what, uint64_t step, in
   report_pt_error(t, buf, err);
 }
 
-/* This rank: --rank, else $PT_RANK, else $RANK, else 0. */
-static int rank_resolve(const struct train_flags *f, int *rank)
+/* The first of the variables `vars` that is set, as a number in [lo, hi]:
+ * 0 with *out set, 1 when none is set, or -EINVAL after a message. */
+static int env_number(const char *const *vars, size_t n_vars, long lo, long hi,
+                      const char *what, long *out)
 {
-  if (f->rank >= 0) {
-    *rank = f->rank;
-    return 0;
-  }
-  static const char *const vars[] = {"PT_RANK", "RANK"};
-  for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+  for (size_t i = 0; i < n_vars; i++) {
     const char *s = getenv(vars[i]);
     if (s == NULL || s[0] == '\0')
       continue;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < 0 || v > (1 << 20)) {
-      fprintf(stderr, "pt-train: invalid %s='%s': expected a rank number\n", vars[i], s);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi) {
+      fprintf(stderr, "pt-train: invalid %s='%s': expected %s\n", vars[i], s, what);
       return -EINVAL;
     }
-    *rank = (int)v;
+    *out = v;
     return 0;
   }
-  *rank = 0;
+  return 1;
+}
+
+/* This rank: --rank, else $PT_RANK, else $RANK, else 0. The world size:
+ * $PT_WORLD_SIZE, else $WORLD_SIZE, else 1. Rank 0's address: $MASTER_ADDR,
+ * else 127.0.0.1; its port: --master-port, else $MASTER_PORT, else 29500. */
+static int ranks_resolve(struct trainer *t)
+{
+  static const char *const rank_vars[] = {"PT_RANK", "RANK"};
+  static const char *const world_vars[] = {"PT_WORLD_SIZE", "WORLD_SIZE"};
+  static const char *const port_vars[] = {"MASTER_PORT"};
+  const struct train_flags *f = &t->flags;
+  long v;
+  int rc;
+
+  t->rank = 0;
+  if (f->rank >= 0) {
+    t->rank = f->rank;
+  } else {
+    rc = env_number(rank_vars, ARRAY_LEN(rank_vars), 0, 1 << 20, "a rank number", &v);
+    if (rc < 0)
+      return rc;
+    if (rc == 0)
+      t->rank = (int)v;
+  }
+
+  t->world = 1;
+  rc = env_number(world_vars, ARRAY_LEN(world_vars), 1, 1 << 20, "a world size of at least 1", &v);
+  if (rc < 0)
+    return rc;
+  if (rc == 0)
+    t->world = (int)v;
+  /* One rank alone may be any rank: it only chooses the data. */
+  if (t->world > 1 && t->rank >= t->world) {
+    fprintf(stderr, "pt-train: rank %d is not below the world size %d\n", t->rank,
+            t->world);
+    return -EINVAL;
+  }
+
+  const char *addr = getenv("MASTER_ADDR");
+  t->master_addr = addr != NULL && addr[0] != '\0' ? addr : MASTER_ADDR_DEFAULT;
+  t->master_port = MASTER_PORT_DEFAULT;
+  if (f->master_port != 0) {
+    t->master_port = f->master_port;
+  } else {
+    rc = env_number(port_vars, ARRAY_LEN(port_vars), 1, 65535, "a port number", &v);
+    if (rc < 0)
+      return rc;
+    if (rc == 0)
+      t->master_port = (uint32_t)v;
+  }
   return 0;
 }
 
 static void identity_fill(struct train_identity *id, const struct train_flags *f,
-                          uint32_t hidden, int rank)
+                          uint32_t hidden, int rank, int world)
 {
   memset(id, 0, sizeof(*id));
   id->magic = TRAIN_IDENTITY_MAGIC;
@@ -161,12 +223,35 @@ static void identity_fill(struct train_identity *id, const struct train_flags *f
   id->beta2 = f->beta2;
   id->eps = f->eps;
   id->weight_decay = f->weight_decay;
+  id->world = (uint32_t)world;
+}
+
+/* What every rank of one job must agree on: the identity with the rank left
+ * out, the last step (a rank that stopped early would leave the others
+ * waiting) and the job's name (two jobs that meet on one port refuse). */
+static uint64_t config_hash(const struct trainer *t)
+{
+  struct train_identity id = t->identity;
+  uint64_t steps = t->flags.steps;
+  const char *job = getenv("PT_JOB");
+  id.rank = 0;
+  uint64_t h = crc64_ecma_refl(0, (const unsigned char *)&id, sizeof(id));
+  h = crc64_ecma_refl(h, (const unsigned char *)&steps, sizeof(steps));
+  if (job != NULL)
+    h = crc64_ecma_refl(h, (const unsigned char *)job, strlen(job));
+  return h;
 }
 
 /* The data generator of a rank: the seed mixed with the rank. */
 static uint64_t data_seed(uint64_t seed, int rank)
 {
   return seed ^ (0xd1b54a32d192ed03ull * ((uint64_t)rank + 1));
+}
+
+/* CRC-64 of the parameters alone: equal on every rank of a job. */
+static uint64_t param_digest(const struct trainer *t)
+{
+  return crc64_ecma_refl(0, t->regions[REG_PARAMS].ptr, t->regions[REG_PARAMS].bytes);
 }
 
 /* CRC-64 over every registered region, in order. */
@@ -259,12 +344,12 @@ static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t
 
   /* The bytes passed their checksums; they must also be this job's state. */
   struct train_identity want;
-  identity_fill(&want, &t->flags, t->model.hidden, t->rank);
+  identity_fill(&want, &t->flags, t->model.hidden, t->rank, t->world);
   if (memcmp(&want, &t->identity, sizeof(want)) != 0) {
     fprintf(stderr,
             "pt-train: cannot restore: the snapshot of step %" PRIu64
-            " was taken with another configuration (seed, sizes, batch, rank or "
-            "optimizer settings differ)\n",
+            " was taken with another configuration (seed, sizes, batch, rank, world "
+            "size or optimizer settings differ)\n",
             step);
     return EXIT_CONFIG;
   }
@@ -282,9 +367,11 @@ static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t
   return 0;
 }
 
-/* One training step; returns its loss. Registered memory is written only
- * between the fence and the snapshot. */
-static double train_step(struct trainer *t, uint64_t step, double *fence_ms, double *snap_ms)
+/* One training step. OUT: *loss, the mean over the ranks. Registered memory
+ * is written only between the fence and the snapshot. Returns 0, or the
+ * all-reduce's error (already reported): the step was not taken. */
+static int train_step(struct trainer *t, uint64_t step, double *loss, double *comm_ms,
+                      double *fence_ms, double *snap_ms)
 {
   struct train_model *m = &t->model;
   struct train_rng rng = t->rng;
@@ -292,7 +379,12 @@ static double train_step(struct trainer *t, uint64_t step, double *fence_ms, dou
   int rc;
 
   train_batch_draw(&t->teacher, &rng, &cursor, m->batch, m->act[0], m->labels);
-  double loss = train_model_backprop(m);
+  *loss = train_model_backprop(m);
+  double c0 = now_ms();
+  rc = train_comm_allreduce_mean(&t->comm, step, m->grad, loss);
+  *comm_ms = now_ms() - c0;
+  if (rc != 0)
+    return rc;
 
   if (t->client != NULL) {
     double t0 = now_ms();
@@ -323,7 +415,7 @@ static double train_step(struct trainer *t, uint64_t step, double *fence_ms, dou
       warn_snapshot(t, "cannot start snapshot", step, rc);
     }
   }
-  return loss;
+  return 0;
 }
 
 int main(int argc, char **argv)
@@ -340,7 +432,7 @@ int main(int argc, char **argv)
   if (rc != 0)
     return EXIT_USAGE;
   const struct train_flags *f = &t->flags;
-  if (rank_resolve(f, &t->rank) != 0)
+  if (ranks_resolve(t) != 0)
     return EXIT_USAGE;
 
   rc = train_teacher_init(&t->teacher, f->seed, f->inputs, f->classes);
@@ -359,7 +451,7 @@ int main(int argc, char **argv)
   }
   struct train_model *m = &t->model;
   t->adamw = (struct train_adamw){f->lr, f->beta1, f->beta2, f->eps, f->weight_decay};
-  identity_fill(&t->identity, f, m->hidden, t->rank);
+  identity_fill(&t->identity, f, m->hidden, t->rank, t->world);
   train_rng_seed(&t->rng, data_seed(f->seed, t->rank));
   t->cursor = 0;
   t->step = 0;
@@ -380,9 +472,9 @@ int main(int argc, char **argv)
   for (int i = 0; i < REG_COUNT; i++)
     state_bytes += t->regions[i].bytes;
   printf("pt-train: rank %d: mlp %u-%u(x%u)-%u, %zu parameters, state %.1f MiB, "
-         "batch %u, seed %llu%s\n",
+         "batch %u, seed %llu, world size %d%s\n",
          t->rank, f->inputs, m->hidden, f->layers, f->classes, m->n_params,
-         (double)state_bytes / (1 << 20), f->batch, (unsigned long long)f->seed,
+         (double)state_bytes / (1 << 20), f->batch, (unsigned long long)f->seed, t->world,
          f->no_pt ? ", without pt" : "");
 
   uint64_t start = 1, from = 0;
@@ -396,16 +488,34 @@ int main(int argc, char **argv)
   if (!restored)
     printf("starting at step 1\n");
 
+  struct train_comm_config cc = {
+      .rank = t->rank,
+      .world = t->world,
+      .addr = t->master_addr,
+      .port = t->master_port,
+      .timeout_s = f->comm_timeout_s,
+      .config_hash = config_hash(t),
+      .start_step = start,
+      .n_floats = m->n_params,
+  };
+  rc = train_comm_open(&t->comm, &cc);
+  if (rc != 0) {
+    status = is_permanent(rc) ? EXIT_CONFIG : 1;
+    goto out_client;
+  }
+
   uint64_t ran = 0, timed = 0;
-  double step_ms = 0, fence_ms = 0, snap_ms = 0;
+  double step_ms = 0, comm_ms = 0, fence_ms = 0, snap_ms = 0;
   for (uint64_t step = start; step <= f->steps; step++) {
-    double fm = 0, sm = 0, t0 = now_ms();
-    double loss = train_step(t, step, &fm, &sm);
+    double loss, cm = 0, fm = 0, sm = 0, t0 = now_ms();
+    if (train_step(t, step, &loss, &cm, &fm, &sm) != 0)
+      goto out_client; /* the all-reduce said why; the others stop too */
     double dt = now_ms() - t0;
     ran++;
     if (ran > TIMING_WARMUP_STEPS) {
       timed++;
       step_ms += dt;
+      comm_ms += cm;
       fence_ms += fm;
       snap_ms += sm;
     }
@@ -423,16 +533,19 @@ int main(int argc, char **argv)
     }
   }
 
+  train_comm_close(&t->comm);
+
   uint64_t digest = state_digest(t);
+  printf("param_digest %016" PRIx64 "\n", param_digest(t));
   printf("digest %016" PRIx64 "\n", digest);
   if (f->timing) {
     if (timed == 0)
       printf("timing step_ms_avg=nan steps_timed=0\n");
     else
       printf("timing step_ms_avg=%.3f steps_timed=%" PRIu64
-             " fence_ms_avg=%.3f snapshot_call_ms_avg=%.3f\n",
+             " fence_ms_avg=%.3f snapshot_call_ms_avg=%.3f allreduce_ms_avg=%.3f\n",
              step_ms / (double)timed, timed, fence_ms / (double)timed,
-             snap_ms / (double)timed);
+             snap_ms / (double)timed, comm_ms / (double)timed);
   }
   char from_buf[32] = "none";
   if (restored)
@@ -445,6 +558,7 @@ int main(int argc, char **argv)
   status = 0;
 
 out_client:
+  train_comm_close(&t->comm); /* a no-op once closed */
   pt_client_close(t->client, status == 0);
   t->client = NULL;
   train_model_release(&t->model);
