@@ -213,6 +213,7 @@ enum node_req_kind {
   NODE_REQ_VERIFY,        /* STATE_QUERY{verify} -> STATE_REPLY */
   NODE_REQ_COMMIT,        /* -> REPLY; counted toward the commit in flight */
   NODE_REQ_RECOMMIT,      /* COMMIT again after a reconnect -> REPLY */
+  NODE_REQ_ROLLBACK,      /* SET_RESTORE{committed}: undo a partial commit */
   NODE_REQ_SET_RESTORE,   /* -> REPLY */
 };
 
@@ -253,6 +254,7 @@ struct node_rank {
   struct node_sealed_set sealed;
   bool has_last_sealed;
   uint64_t last_sealed;
+  bool commit_ok;            /* accepted the commit in flight */
 
   /* The trainer. */
   struct node_child *trainer;

@@ -305,7 +305,12 @@ static void resync_commit(struct node *n, struct node_rank *r)
 
 /* One commit at a time: COMMIT{N} goes to every SMP, and N counts as
  * committed (logged, recorded, reported) only once every SMP said yes. An
- * SMP refuses when its slot for N was handed to a newer step meanwhile. */
+ * SMP refuses when its slot for N was handed to a newer step meanwhile
+ * (a rank ahead of the others by more than its free slots). The SMPs that
+ * accepted are then rolled back to the previous committed step with
+ * SET_RESTORE, at once, before their trainers reuse that step's slot: every
+ * SMP's newest committed step must stay the same, or a later restore could
+ * find no step that every rank holds. */
 static void try_commit(struct node *n)
 {
   const struct node_sealed_set *sets[NODE_MAX_RANKS];
@@ -323,8 +328,10 @@ static void try_commit(struct node *n)
   n->commit_answers = 0;
   n->commit_refused = false;
   n->commit_why[0] = '\0';
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     node_sealed_prune(&n->ranks[i].sealed, step);
+    n->ranks[i].commit_ok = false;
+  }
   for (uint32_t i = 0; i < n->cfg.ranks && n->commit_inflight; i++) {
     struct node_rank *r = &n->ranks[i];
     int rc = node_smp_request(n, r, NODE_REQ_COMMIT, step);
@@ -344,12 +351,21 @@ static void commit_answer(struct node *n, struct node_rank *r, uint64_t step,
     snprintf(n->commit_why, sizeof(n->commit_why), "smp rank %" PRIu32 ": %s",
              r->rank, text);
   }
+  r->commit_ok = status >= 0;
   if (++n->commit_answers < n->cfg.ranks)
     return;
   n->commit_inflight = false;
   if (n->commit_refused) {
-    log_notice("step %" PRIu64 " not committed on every rank (%s)", step,
-             n->commit_why);
+    uint32_t undone = 0;
+    for (uint32_t i = 0; i < n->cfg.ranks && n->has_committed; i++) {
+      struct node_rank *q = &n->ranks[i];
+      if (q->commit_ok &&
+          node_smp_request(n, q, NODE_REQ_ROLLBACK, n->committed) == PT_OK)
+        undone++;
+    }
+    log_notice("step %" PRIu64 " not committed on every rank (%s); %" PRIu32
+               " rank(s) rolled back",
+               step, n->commit_why, undone);
   } else {
     n->has_committed = true;
     n->committed = step;
@@ -425,6 +441,14 @@ void node_on_reply(struct node *n, struct node_rank *r, enum node_req_kind kind,
 
   if (kind == NODE_REQ_COMMIT) {
     commit_answer(n, r, step, status, text);
+    return;
+  }
+  if (kind == NODE_REQ_ROLLBACK) {
+    if (status < 0)
+      log_warn("smp rank %" PRIu32 " cannot roll back to step %" PRIu64
+               " (%s): the ranks may disagree on the committed step until "
+               "the next commit",
+               r->rank, step, text);
     return;
   }
   if (kind == NODE_REQ_RECOMMIT) {

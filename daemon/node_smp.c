@@ -33,6 +33,7 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_VERIFY: return "STATE_QUERY(verify)";
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT: return "COMMIT";
+  case NODE_REQ_ROLLBACK: return "SET_RESTORE(rollback)";
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
   }
   return "request";
@@ -232,6 +233,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
     msg = &cm.base;
     break;
   case NODE_REQ_SET_RESTORE:
+  case NODE_REQ_ROLLBACK:
     /* step == UINT64_MAX: start fresh (no step). */
     sr.has_step = step != UINT64_MAX;
     sr.step = sr.has_step ? step : 0;
