@@ -20,7 +20,7 @@ t0=$(date +%s.%N)
 
 hr; echo "pt demo: $RANKS ranks of pt-train, $STEPS steps, ~$MB MiB of state per rank,"
 echo "a snapshot every step into shared memory held by each rank's SMP."; hr
-echo "1. fault-free reference digests (pt-train --no-pt, one rank at a time)"
+echo "1. fault-free reference digests (the same ranks with pt-train --no-pt)"
 t_reference "$RANKS" "${ARGS[@]}"
 for ((r = 0; r < RANKS; r++)); do echo "   rank $r: $(cat "$T_DIR/ref.$r")"; done
 

@@ -16,7 +16,8 @@ T_JOB="t$$"
 T_PREFIX="ts$$-"
 # Rank 0's port for the trainers' gradient all-reduce (MASTER_PORT), one per
 # scenario so that scenarios running side by side do not meet.
-T_PORT=$((20000 + RANDOM % 20000))
+# below Linux's ephemeral range (32768-60999), so no client socket holds it
+T_PORT=$((20000 + RANDOM % 12000))
 T_NODE_PID=
 
 t_cleanup() {
@@ -90,6 +91,18 @@ t_wait_log() {
   done
 }
 
+# Number of log lines matching a regular expression.
+t_count_log() { grep -Ec -- "$1" "$T_DIR/node.log" 2>/dev/null || true; }
+
+# Waits until more than N log lines match: t_wait_count RE N [SECONDS]
+t_wait_count() {
+  local re=$1 n=$2 deadline=$(( $(date +%s) + ${3:-60} ))
+  until [ "$(t_count_log "$re")" -gt "$n" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for more than $n lines /$re/"
+    sleep 0.05
+  done
+}
+
 # Pid of a rank's trainer or SMP from ptctl's JSON: t_pid STATEDIR RANK trainer|smp
 t_pid() {
   "$PTCTL" --state-dir "$1" status --json 2>/dev/null | python3 -c '
@@ -99,6 +112,33 @@ for r in st["ranks"]:
     if r["rank"] == int(sys.argv[1]):
         print(r[sys.argv[2] + "_pid"]); break
 ' "$2" "$3"
+}
+
+# Kills a trainer with SIGKILL while its SMP's slot is WRITING, i.e. while
+# the copy of a snapshot into shared memory is running: polls the slot table
+# of the rank's shm object (layout in snapshot/snap_store.h) and signals the
+# moment a slot turns WRITING. t_kill_mid_copy RANK PID [SECONDS]
+t_kill_mid_copy() {
+  python3 - "/dev/shm/${T_PREFIX}pt.$T_JOB.$1" "$2" "${3:-10}" <<'PY'
+import mmap, os, signal, struct, sys, time
+path, pid, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+with open(path, "rb") as f:
+    m = mmap.mmap(f.fileno(), 4096 + 64 * 8, prot=mmap.PROT_READ)
+nslots, = struct.unpack_from("<I", m, 96)
+slot_off, = struct.unpack_from("<Q", m, 136)
+with open(path, "rb") as f:
+    t = mmap.mmap(f.fileno(), slot_off + 64 * nslots, prot=mmap.PROT_READ)
+deadline = time.monotonic() + secs
+while time.monotonic() < deadline:
+    for i in range(nslots):
+        state, _, step = struct.unpack_from("<IIQ", t, slot_off + 64 * i)
+        if state == 1:
+            os.kill(pid, signal.SIGKILL)
+            after, = struct.unpack_from("<I", t, slot_off + 64 * i)
+            print(f"killed pid {pid} while slot {i} was WRITING step {step} (state after: {after})")
+            sys.exit(0)
+print("no copy seen in flight"); sys.exit(1)
+PY
 }
 
 # Compares every rank's output digest with the reference.
