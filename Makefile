@@ -242,6 +242,11 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' client/pt.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pt.pc
 	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' systemd/ptd.service > \
 	  $(DESTDIR)$(PREFIX)/lib/systemd/system/ptd.service
+	install -d $(DESTDIR)$(PREFIX)/share/pt
+	install -m 0644 systemd/ptd.default $(DESTDIR)$(PREFIX)/share/pt/ptd.default
+	if [ -f $(BUILD)/lib/libpt_cuda.so ]; then \
+	  install -m 0755 $(BUILD)/lib/libpt_cuda.so $(DESTDIR)$(PREFIX)/lib/libpt_cuda.so.0 && \
+	  ln -sf libpt_cuda.so.0 $(DESTDIR)$(PREFIX)/lib/libpt_cuda.so; fi
 
 clean:
 	rm -rf $(BUILD) build-asan
