@@ -16,6 +16,10 @@
  * each acquire stores one more than the highest generation any slot holds,
  * and freeing a slot keeps its generation, so a writer holding a slot that
  * was taken from it always gets PT_ESTALE.
+ *
+ * A commit runs in two phases across the ranks (ptd node drives them):
+ * protect pins a SEALED slot (PROTECTED: never handed out), commit makes it
+ * COMMITTED, unprotect drops the pin when the commit is abandoned.
  */
 #include <errno.h>
 #include <time.h>
@@ -89,8 +93,9 @@ static uint32_t newest_in(const struct snap_store *s, unsigned mask,
 }
 
 #define MASK_COMMITTED (1u << SNAP_COMMITTED)
-#define MASK_HOLDING                                                           \
-  ((1u << SNAP_SEALED) | (1u << SNAP_PROTECTED) | (1u << SNAP_COMMITTED))
+#define MASK_PROTECTED (1u << SNAP_PROTECTED)
+#define MASK_SEALED (1u << SNAP_SEALED)
+#define MASK_HOLDING (MASK_SEALED | MASK_PROTECTED | MASK_COMMITTED)
 
 static void slot_free(const struct snap_store *s, uint32_t i)
 {
@@ -148,8 +153,8 @@ int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
   }
   if (pick == UINT32_MAX) {
     /* No FREE slot: the oldest SEALED or COMMITTED one, never the newest
-     * COMMITTED (the restore point). PROTECTED slots are being protected
-     * and WRITING ones have a writer. */
+     * COMMITTED (the restore point). PROTECTED slots are pinned by a commit
+     * under way and WRITING ones have a writer. */
     uint32_t keep = newest_in(s, MASK_COMMITTED, true, 0);
     for (uint32_t i = 0; i < s->lay.nslots; i++) {
       uint32_t st = state_load(s, i);
@@ -217,10 +222,34 @@ int snap_slot_abort(struct snap_store *s, uint32_t slot, uint64_t generation)
   return PT_OK;
 }
 
-/* What commit and set_restore share: slot `keep` holds the committed step;
- * every other slot that held this or an older step without being COMMITTED
- * is superseded and becomes FREE; older COMMITTED slots stay as fallbacks. */
-static void supersede_older(const struct snap_store *s, uint32_t keep)
+int snap_slot_protect(struct snap_store *s, uint64_t step)
+{
+  if (newest_in(s, MASK_PROTECTED, false, step) != UINT32_MAX)
+    return PT_OK; /* pinned already */
+  uint32_t i = newest_in(s, MASK_SEALED, false, step);
+  if (i == UINT32_MAX)
+    return -ENOENT;
+  state_store(s, i, SNAP_PROTECTED);
+  return PT_OK;
+}
+
+int snap_slot_unprotect(struct snap_store *s, uint64_t step)
+{
+  uint32_t i = newest_in(s, MASK_PROTECTED, false, step);
+  if (i == UINT32_MAX)
+    return -ENOENT;
+  state_store(s, i, SNAP_SEALED);
+  return PT_OK;
+}
+
+/* What commit and set_restore share: slot `keep` holds the committed step.
+ * Every other slot holding the same step is a duplicate and becomes FREE;
+ * older SEALED slots are superseded and become FREE; older PROTECTED slots
+ * become SEALED (keep_pinned_bytes, a commit: the bytes may be committed on
+ * other ranks) or FREE (a restore point, which clears every pin); older
+ * COMMITTED slots stay as fallbacks. */
+static void supersede_older(const struct snap_store *s, uint32_t keep,
+                            bool keep_pinned_bytes)
 {
   uint64_t step = get64(s, keep, SLOT_STEP);
   for (uint32_t i = 0; i < s->lay.nslots; i++) {
@@ -228,10 +257,12 @@ static void supersede_older(const struct snap_store *s, uint32_t keep)
       continue;
     uint32_t st = state_load(s, i);
     uint64_t si = get64(s, i, SLOT_STEP);
-    if ((st == SNAP_SEALED || st == SNAP_PROTECTED) && si <= step)
+    if (!holds_data(st) || si > step)
+      continue;
+    if (si == step || st == SNAP_SEALED)
       slot_free(s, i);
-    else if (st == SNAP_COMMITTED && si == step)
-      slot_free(s, i); /* a duplicate of the committed step */
+    else if (st == SNAP_PROTECTED)
+      state_store(s, i, keep_pinned_bytes ? SNAP_SEALED : SNAP_FREE);
   }
 }
 
@@ -241,7 +272,7 @@ int snap_slot_commit(struct snap_store *s, uint64_t step)
   if (i == UINT32_MAX)
     return -ENOENT;
   slot_make_committed(s, i);
-  supersede_older(s, i);
+  supersede_older(s, i, true);
   return PT_OK;
 }
 
@@ -265,7 +296,7 @@ int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step)
       slot_free(s, i);
   }
   slot_make_committed(s, keep);
-  supersede_older(s, keep);
+  supersede_older(s, keep, false);
   return PT_OK;
 }
 

@@ -49,12 +49,22 @@
  *   slot data: nslots areas of slot-stride bytes, 2 MiB aligned
  *   parity: parity-bytes, 2 MiB aligned (room for erasure coding)
  *
- * Slot states go FREE -> WRITING -> SEALED -> (PROTECTED) -> COMMITTED -> FREE.
+ * Slot states go FREE -> WRITING -> SEALED -> PROTECTED -> COMMITTED -> FREE.
  * Each transition is one atomic release store made after the data it describes
  * is complete; readers load the state with acquire. A slot found WRITING by
  * snap_store_recover() is invalid and becomes FREE. The newest COMMITTED slot
  * is never handed out for writing; older COMMITTED slots stay readable (a
  * fallback when the newest is damaged) until a writer needs their space.
+ *
+ * PROTECTED is the first phase of a commit that must hold on every rank or on
+ * none: ptd node pins a step that every rank sealed (snap_slot_protect), and
+ * only when every rank pinned it does it commit the step everywhere; if one
+ * rank no longer holds it, the others drop their pin (snap_slot_unprotect).
+ * A PROTECTED slot is never handed out for writing, so between the two
+ * phases no rank can lose the step that the others are about to commit, and
+ * the previous committed step (still the newest COMMITTED one) stays too.
+ * When erasure coding lands, PROTECTED will also mean that the slot's parity
+ * was acknowledged by the other nodes of its coding group.
  */
 #ifndef PT_SNAP_STORE_H
 #define PT_SNAP_STORE_H
@@ -177,8 +187,10 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
 int snap_store_recover(struct snap_store *s);
 
 /* Picks a slot for step and marks it WRITING with a new generation: a FREE
- * slot first, else the oldest SEALED/COMMITTED slot that is not the newest
- * COMMITTED one. PT_SKIPPED when none may be used. OUT: slot, generation.
+ * slot first, else the oldest SEALED slot or COMMITTED slot that is not the
+ * newest COMMITTED one. Never a PROTECTED slot (pinned by a commit under
+ * way), never the newest COMMITTED one (the restore point), never a WRITING
+ * one. PT_SKIPPED when none may be used. OUT: slot, generation.
  * Age is by step (then generation): "oldest" is the lowest step and the
  * newest COMMITTED slot is the one with the highest step. Generations grow
  * over the object's life (one more than any slot's), so a slot taken from a
@@ -195,18 +207,42 @@ int snap_slot_seal(struct snap_store *s, uint32_t slot, uint64_t generation,
 /* WRITING -> FREE for a writer that went away or failed. */
 int snap_slot_abort(struct snap_store *s, uint32_t slot, uint64_t generation);
 
-/* The SEALED (or PROTECTED) slot holding step becomes COMMITTED; SEALED
- * slots of older steps become FREE; older COMMITTED slots stay as fallbacks.
- * Committing a step already COMMITTED is PT_OK. -ENOENT when no sealed slot
- * holds step. */
+/* The first phase of a commit: the SEALED slot holding step becomes
+ * PROTECTED (the newest one, should two hold it). PT_OK too when a slot
+ * holding step is PROTECTED already (a repeated request). -ENOENT when no
+ * SEALED or PROTECTED slot holds step: it was never sealed here, it was
+ * handed to a newer step, or it is COMMITTED already. */
+int snap_slot_protect(struct snap_store *s, uint64_t step);
+
+/* The commit of step is abandoned: its PROTECTED slot becomes SEALED again
+ * (an ordinary uncommitted step, reusable by the next acquire). -ENOENT when
+ * no PROTECTED slot holds step. */
+int snap_slot_unprotect(struct snap_store *s, uint64_t step);
+
+/* The slot holding step becomes COMMITTED: a PROTECTED one (the second phase
+ * of a commit), or a SEALED one (an SMP that commits alone, --autocommit).
+ * PT_OK also when step is COMMITTED already (a repeated request). Then, for
+ * every other slot:
+ *   - SEALED with an older step, or SEALED/PROTECTED/COMMITTED with the same
+ *     step (a duplicate): FREE, as no commit of it can follow any more;
+ *   - PROTECTED with an older step: SEALED. Its commit is over (one commit
+ *     runs at a time, and a newer one just ended), but ptd node decides it
+ *     before this rank hears of it, so other ranks may hold that step
+ *     COMMITTED: its bytes are kept, as a restore candidate, and only the
+ *     pin is released so that the slot can be reused;
+ *   - COMMITTED with an older step: stays, as a fallback;
+ *   - newer steps and WRITING slots: untouched.
+ * -ENOENT, nothing changed, when no SEALED/PROTECTED/COMMITTED slot holds
+ * step. */
 int snap_slot_commit(struct snap_store *s, uint64_t step);
 
 /* Restore point chosen: the slot holding step stays (becomes COMMITTED if it
  * was SEALED or PROTECTED); every slot with a newer step, and every slot
- * neither SEALED nor COMMITTED, becomes FREE; then snap_slot_commit(step)
- * semantics hold (older SEALED slots become FREE, older COMMITTED ones stay).
- * has_step false: every slot becomes FREE (the job starts over). -ENOENT,
- * nothing changed, when no SEALED/PROTECTED/COMMITTED slot holds step. */
+ * neither SEALED, PROTECTED nor COMMITTED, becomes FREE; every other SEALED
+ * or PROTECTED slot (older steps, duplicates) becomes FREE too, so that no
+ * pin outlives the restore; older COMMITTED ones stay. has_step false:
+ * every slot becomes FREE (the job starts over). -ENOENT, nothing changed,
+ * when no SEALED/PROTECTED/COMMITTED slot holds step. */
 int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 
 /* Checks slot's checksum table against its recorded CRC and every data block

@@ -1,8 +1,9 @@
 /*
  * test_snap_slot.c — the slot state machine of a snapshot object (acquire,
- * seal, abort, commit, set_restore, recover), generations, verification of a
- * slot's data against its checksum table, and one writer process publishing
- * slots to an observer in another process.
+ * seal, abort, protect, unprotect, commit, set_restore, recover),
+ * generations, verification of a slot's data against its checksum table,
+ * a random walk checked against a model of the rules in snap_store.h, and
+ * one writer process publishing slots to an observer in another process.
  *
  * Data and checksum tables are written the way libpt writes them: region i
  * into slot_data + region.offset, its per-1-MiB-block CRC32C (ISA-L
@@ -414,13 +415,9 @@ START_TEST(test_commit_semantics)
   ck_assert_uint_eq(state_of(s, s3), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
 
-  /* A PROTECTED slot (set by erasure coding, not yet an API here) is never
-   * handed out and can be committed. */
+  /* A PROTECTED slot is never handed out and can be committed. */
   uint32_t s5 = take(s, 5, false);
-  _Atomic uint32_t *state5 =
-      (_Atomic uint32_t *)(void *)((uint8_t *)snap_store_base(s) + 4096 +
-                                   3 * 128 + 64 * s5);
-  atomic_store(state5, SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_protect(s, 5), 0);
   ck_assert_uint_eq(state_of(s, s5), SNAP_PROTECTED);
   uint32_t x;
   uint64_t gx;
@@ -432,6 +429,390 @@ START_TEST(test_commit_semantics)
   ck_assert_uint_eq(state_of(s, s5), SNAP_COMMITTED);
   snap_store_close(s);
   snap_store_unlink(name);
+}
+END_TEST
+
+/* protect / unprotect on their own: which slot they pick, repeats, and what
+ * they refuse. */
+START_TEST(test_protect_unprotect)
+{
+  char name[64];
+  struct snap_store *s = make_store("protect", 3, name, sizeof(name));
+  uint32_t w;
+  uint64_t gw;
+
+  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT);   /* nothing sealed */
+  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT);
+  ck_assert_int_eq(snap_slot_acquire(s, 1, &w, &gw), 0);
+  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT);   /* WRITING */
+  fill_slot(s, w, 1);
+  ck_assert_int_eq(snap_slot_seal(s, w, gw, 1), 0);
+  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT); /* only SEALED */
+  ck_assert_int_eq(snap_slot_protect(s, 2), -ENOENT);   /* another step */
+  ck_assert_int_eq(snap_slot_protect(s, 1), 0);
+  ck_assert_uint_eq(state_of(s, w), SNAP_PROTECTED);
+  struct snap_slot_info before, after;
+  snap_slot_get(s, w, &before);
+  ck_assert_int_eq(snap_slot_protect(s, 1), 0);         /* a repeat */
+  snap_slot_get(s, w, &after);
+  ck_assert_mem_eq(&before, &after, sizeof(before));
+  /* Pinned bytes are still a step that can be found, verified, restored. */
+  uint32_t f;
+  ck_assert_int_eq(snap_store_find_step(s, 1, &f), 0);
+  ck_assert_uint_eq(f, w);
+  ck_assert_int_eq(snap_slot_verify(s, w, NULL), 0);
+  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+
+  /* Abandoned: SEALED again, then an ordinary candidate for reuse. */
+  ck_assert_int_eq(snap_slot_unprotect(s, 1), 0);
+  ck_assert_uint_eq(state_of(s, w), SNAP_SEALED);
+  ck_assert_uint_eq(step_of(s, w), 1);
+  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT);
+  ck_assert_int_eq(snap_slot_verify(s, w, NULL), 0);
+
+  /* A committed step is no longer protected or unprotected. */
+  ck_assert_int_eq(snap_slot_protect(s, 1), 0);
+  ck_assert_int_eq(snap_slot_commit(s, 1), 0);
+  ck_assert_uint_eq(state_of(s, w), SNAP_COMMITTED);
+  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT);
+  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT);
+  ck_assert_uint_eq(state_of(s, w), SNAP_COMMITTED);
+
+  /* Two slots holding one step (a step redone): the newer is pinned. */
+  uint32_t a = take(s, 2, false), b = take(s, 2, false);
+  ck_assert_uint_ne(a, b);
+  ck_assert_int_eq(snap_slot_protect(s, 2), 0);
+  ck_assert_uint_eq(state_of(s, b), SNAP_PROTECTED);
+  ck_assert_uint_eq(state_of(s, a), SNAP_SEALED);
+  ck_assert_int_eq(snap_slot_unprotect(s, 2), 0);
+  ck_assert_uint_eq(state_of(s, b), SNAP_SEALED);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
+/* The case two-phase commits exist for, with two slots: a rank that pinned
+ * step 2 cannot lose it to step 3 (nor the committed step 1): the snapshot
+ * of step 3 is skipped until the commit of 2 ends either way. */
+START_TEST(test_protected_never_reused)
+{
+  char name[64];
+  struct snap_store *s = make_store("pin2", 2, name, sizeof(name));
+  uint32_t c = take(s, 1, true), x;
+  uint64_t gx;
+  ck_assert_int_eq(snap_slot_commit(s, 1), 0);
+  uint32_t p = take(s, 2, true);
+  ck_assert_int_eq(snap_slot_protect(s, 2), 0);
+  x = 77;
+  ck_assert_int_eq(snap_slot_acquire(s, 3, &x, &gx), PT_SKIPPED);
+  ck_assert_uint_eq(x, 77);
+  ck_assert_uint_eq(state_of(s, c), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, p), SNAP_PROTECTED);
+  ck_assert(slot_has_step_data(s, p, 2));
+  ck_assert(slot_has_step_data(s, c, 1));
+
+  /* Abandoned: step 2 is an ordinary sealed step again and is reused. */
+  ck_assert_int_eq(snap_slot_unprotect(s, 2), 0);
+  ck_assert_int_eq(snap_slot_acquire(s, 3, &x, &gx), 0);
+  ck_assert_uint_eq(x, p);
+  fill_slot(s, x, 3);
+  ck_assert_int_eq(snap_slot_seal(s, x, gx, 3), 0);
+
+  /* Committed: the previous committed step's slot is the one reused. */
+  ck_assert_int_eq(snap_slot_protect(s, 3), 0);
+  ck_assert_int_eq(snap_slot_acquire(s, 4, &x, &gx), PT_SKIPPED);
+  ck_assert_int_eq(snap_slot_commit(s, 3), 0);
+  ck_assert_uint_eq(state_of(s, p), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, c), SNAP_COMMITTED); /* fallback */
+  ck_assert_int_eq(snap_slot_acquire(s, 4, &x, &gx), 0);
+  ck_assert_uint_eq(x, c);
+  ck_assert(slot_has_step_data(s, p, 3));
+
+  /* A pin survives the SMP: it lives in the object, and recovery frees
+   * only WRITING slots. */
+  ck_assert_int_eq(snap_slot_abort(s, x, gx), 0);
+  uint32_t q = take(s, 4, false);
+  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  snap_store_close(s);
+  char err[256];
+  ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_store_recover(s), 0);
+  ck_assert_uint_eq(state_of(s, q), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_acquire(s, 5, &x, &gx), PT_SKIPPED);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
+/* What a commit does to the other slots: older SEALED freed, older
+ * PROTECTED back to SEALED with its bytes, duplicates freed, older
+ * COMMITTED kept, newer slots untouched. */
+START_TEST(test_commit_releases_pins)
+{
+  char name[64];
+  struct snap_store *s = make_store("commitpin", 6, name, sizeof(name));
+  uint32_t s1 = take(s, 1, true);
+  ck_assert_int_eq(snap_slot_commit(s, 1), 0);
+  uint32_t s2 = take(s, 2, true);
+  ck_assert_int_eq(snap_slot_protect(s, 2), 0);   /* a pin left behind */
+  uint32_t s3 = take(s, 3, true);                 /* older, never pinned */
+  uint32_t s4 = take(s, 4, true);
+  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  uint32_t s6 = take(s, 6, true);
+  ck_assert_int_eq(snap_slot_protect(s, 6), 0);   /* newer pin */
+  uint32_t w;
+  uint64_t gw;
+  ck_assert_int_eq(snap_slot_acquire(s, 7, &w, &gw), 0);
+
+  ck_assert_int_eq(snap_slot_commit(s, 4), 0);
+  ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s2), SNAP_SEALED);
+  ck_assert(slot_has_step_data(s, s2, 2));
+  ck_assert_uint_eq(state_of(s, s3), SNAP_FREE);
+  ck_assert_uint_eq(state_of(s, s4), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s6), SNAP_PROTECTED);
+  ck_assert_uint_eq(state_of(s, w), SNAP_WRITING);
+  ck_assert_int_eq(snap_slot_verify(s, s2, NULL), 0);
+
+  /* A SEALED step commits directly (an SMP alone, --autocommit), and a
+   * duplicate of the committed step goes. */
+  ck_assert_int_eq(snap_slot_seal(s, w, gw, 7), 0);
+  ck_assert_int_eq(snap_slot_commit(s, 7), 0);
+  ck_assert_uint_eq(state_of(s, w), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s6), SNAP_SEALED);  /* an older pin now */
+  ck_assert_uint_eq(state_of(s, s2), SNAP_FREE);    /* older SEALED */
+  uint32_t d = take(s, 7, true);
+  ck_assert_int_eq(snap_slot_protect(s, 7), 0);
+  ck_assert_uint_eq(state_of(s, d), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_commit(s, 7), 0);
+  ck_assert_uint_eq(state_of(s, d), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, w), SNAP_FREE);
+  ck_assert_uint_eq(state_of(s, s4), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
+/* ---- a model of the rules written in snap_store.h, for the random walk ---- */
+
+struct model_slot {
+  uint32_t state;
+  uint64_t step, gen;
+};
+struct model {
+  struct model_slot v[8];
+  uint32_t n;
+  uint64_t max_gen;
+  uint32_t skipped, protected, unprotected, committed, pins_released;
+};
+
+static bool m_holds(uint32_t st)
+{
+  return st == SNAP_SEALED || st == SNAP_PROTECTED || st == SNAP_COMMITTED;
+}
+
+/* a older than b: lower step, then lower generation */
+static bool m_older(const struct model *m, uint32_t a, uint32_t b)
+{
+  if (m->v[a].step != m->v[b].step)
+    return m->v[a].step < m->v[b].step;
+  return m->v[a].gen < m->v[b].gen;
+}
+
+/* The newest slot in a state accepted by want() holding step (any step when
+ * any); UINT32_MAX when none. */
+static uint32_t m_newest(const struct model *m, bool (*want)(uint32_t),
+                         bool any, uint64_t step)
+{
+  uint32_t best = UINT32_MAX;
+  for (uint32_t i = 0; i < m->n; i++) {
+    if (!want(m->v[i].state) || (!any && m->v[i].step != step))
+      continue;
+    if (best == UINT32_MAX || m_older(m, best, i))
+      best = i;
+  }
+  return best;
+}
+
+static bool m_is_committed(uint32_t st) { return st == SNAP_COMMITTED; }
+static bool m_is_sealed(uint32_t st) { return st == SNAP_SEALED; }
+static bool m_is_protected(uint32_t st) { return st == SNAP_PROTECTED; }
+
+static int m_acquire(struct model *m, uint64_t step, uint32_t *slot)
+{
+  uint32_t pick = UINT32_MAX;
+  for (uint32_t i = 0; i < m->n && pick == UINT32_MAX; i++)
+    if (m->v[i].state == SNAP_FREE)
+      pick = i;
+  if (pick == UINT32_MAX) {
+    uint32_t keep = m_newest(m, m_is_committed, true, 0);
+    for (uint32_t i = 0; i < m->n; i++) {
+      uint32_t st = m->v[i].state;
+      if (i == keep || (st != SNAP_SEALED && st != SNAP_COMMITTED))
+        continue;
+      if (pick == UINT32_MAX || m_older(m, i, pick))
+        pick = i;
+    }
+  }
+  if (pick == UINT32_MAX) {
+    m->skipped++;
+    return PT_SKIPPED;
+  }
+  m->v[pick] = (struct model_slot){SNAP_WRITING, step, ++m->max_gen};
+  *slot = pick;
+  return 0;
+}
+
+static int m_protect(struct model *m, uint64_t step)
+{
+  if (m_newest(m, m_is_protected, false, step) != UINT32_MAX)
+    return 0;
+  uint32_t i = m_newest(m, m_is_sealed, false, step);
+  if (i == UINT32_MAX)
+    return -ENOENT;
+  m->v[i].state = SNAP_PROTECTED;
+  m->protected++;
+  return 0;
+}
+
+static int m_unprotect(struct model *m, uint64_t step)
+{
+  uint32_t i = m_newest(m, m_is_protected, false, step);
+  if (i == UINT32_MAX)
+    return -ENOENT;
+  m->v[i].state = SNAP_SEALED;
+  m->unprotected++;
+  return 0;
+}
+
+static int m_commit(struct model *m, uint64_t step, bool restore)
+{
+  uint32_t keep = m_newest(m, m_holds, false, step);
+  if (keep == UINT32_MAX)
+    return -ENOENT;
+  for (uint32_t i = 0; i < m->n; i++) {
+    struct model_slot *v = &m->v[i];
+    if (i == keep)
+      continue;
+    if (restore && (!m_holds(v->state) || v->step > step))
+      v->state = SNAP_FREE;
+    else if (!m_holds(v->state) || v->step > step)
+      continue;
+    else if (v->step == step || v->state == SNAP_SEALED)
+      v->state = SNAP_FREE;
+    else if (v->state == SNAP_PROTECTED) {
+      v->state = restore ? SNAP_FREE : SNAP_SEALED;
+      m->pins_released += !restore;
+    }
+  }
+  m->v[keep].state = SNAP_COMMITTED;
+  m->committed++;
+  return 0;
+}
+
+static void m_check(const struct model *m, const struct snap_store *s,
+                    int op, uint32_t round)
+{
+  for (uint32_t i = 0; i < m->n; i++) {
+    struct snap_slot_info info;
+    snap_slot_get(s, i, &info);
+    ck_assert_msg(info.state == m->v[i].state,
+                  "round %u op %d: slot %u is %s, the model says %s", round,
+                  op, i, snap_state_name(info.state),
+                  snap_state_name(m->v[i].state));
+    if (info.state != SNAP_FREE) {
+      ck_assert_uint_eq(info.step, m->v[i].step);
+      ck_assert_uint_eq(info.generation, m->v[i].gen);
+    }
+  }
+}
+
+/* Thousands of random operations on 2..4 slots, each checked against the
+ * model, with steps drawn from a small range so that repeats, duplicates and
+ * stale requests happen. A PROTECTED slot's bytes must survive every
+ * acquire. */
+START_TEST(test_protect_random)
+{
+  uint32_t x = 20240611u;
+  for (uint32_t n = 2; n <= 4; n++) {
+    char name[64], tag[16];
+    snprintf(tag, sizeof(tag), "rnd%u", n);
+    struct snap_store *s = make_store(tag, n, name, sizeof(name));
+    struct model m = {.n = n};
+    uint32_t counts[8] = {0};
+    for (uint32_t round = 0; round < 4000; round++) {
+      x = x * 1664525u + 1013904223u;
+      int op = (int)((x >> 24) % 8);
+      uint64_t step = 1 + (x >> 8) % 6;
+      uint32_t slot = (x >> 16) % n, ms = 0, got = 0;
+      if (op >= 4 && (x & 2))
+        step = m.v[slot].step; /* most requests name a step held */
+      uint64_t gen = 0;
+      int want, rc;
+      switch (op) {
+      case 0: /* acquire */
+        want = m_acquire(&m, step, &ms);
+        rc = snap_slot_acquire(s, step, &got, &gen);
+        ck_assert_int_eq(rc, want);
+        if (rc == 0) {
+          ck_assert_uint_eq(got, ms);
+          ck_assert_uint_eq(gen, m.max_gen);
+        }
+        break;
+      case 1: /* seal whatever is being written in slot */
+      case 2:
+        if (m.v[slot].state == SNAP_WRITING) {
+          ck_assert_int_eq(snap_slot_seal(s, slot, m.v[slot].gen,
+                                          m.v[slot].step), 0);
+          m.v[slot].state = SNAP_SEALED;
+        } else {
+          ck_assert_int_eq(snap_slot_seal(s, slot, m.v[slot].gen,
+                                          m.v[slot].step), PT_ESTALE);
+        }
+        break;
+      case 3: /* the writer fails */
+        if (m.v[slot].state == SNAP_WRITING && (x & 1)) {
+          ck_assert_int_eq(snap_slot_abort(s, slot, m.v[slot].gen), 0);
+          m.v[slot].state = SNAP_FREE;
+        }
+        break;
+      case 4:
+        ck_assert_int_eq(snap_slot_protect(s, step), m_protect(&m, step));
+        break;
+      case 5:
+        ck_assert_int_eq(snap_slot_unprotect(s, step), m_unprotect(&m, step));
+        break;
+      case 6:
+        ck_assert_int_eq(snap_slot_commit(s, step), m_commit(&m, step, false));
+        break;
+      case 7: /* rarely: a restore point */
+        if ((x & 15) != 0)
+          break;
+        if (x & 16) {
+          ck_assert_int_eq(snap_store_set_restore(s, true, step),
+                           m_commit(&m, step, true));
+        } else {
+          ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+          for (uint32_t i = 0; i < n; i++)
+            m.v[i].state = SNAP_FREE;
+        }
+        break;
+      }
+      counts[op]++;
+      m_check(&m, s, op, round);
+    }
+    /* Every rule was exercised, not only called. */
+    for (int op = 0; op < 8; op++)
+      ck_assert_uint_gt(counts[op], 100);
+    ck_assert_uint_gt(m.skipped, 10);
+    ck_assert_uint_gt(m.protected, 10);
+    ck_assert_uint_gt(m.unprotected, 5);
+    ck_assert_uint_gt(m.committed, 10);
+    ck_assert_uint_gt(m.pins_released, 0);
+    snap_store_close(s);
+    snap_store_unlink(name);
+  }
 }
 END_TEST
 
@@ -486,6 +867,26 @@ START_TEST(test_set_restore)
   uint32_t s3b = take(s, 3, false);
   ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
   ck_assert_uint_eq(state_of(s, s2b), SNAP_FREE);
+  ck_assert_uint_eq(state_of(s, s3b), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
+
+  /* Pins are cleared: an older PROTECTED slot goes like an older SEALED
+   * one, a newer one like any newer step, and a PROTECTED restore point
+   * becomes COMMITTED. */
+  uint32_t p4 = take(s, 4, false);
+  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  uint32_t p5 = take(s, 5, false);
+  ck_assert_int_eq(snap_slot_protect(s, 5), 0);
+  ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
+  ck_assert_uint_eq(state_of(s, p4), SNAP_FREE);
+  ck_assert_uint_eq(state_of(s, p5), SNAP_FREE);
+  p4 = take(s, 4, false);
+  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  p5 = take(s, 5, false);
+  ck_assert_int_eq(snap_slot_protect(s, 5), 0);
+  ck_assert_int_eq(snap_store_set_restore(s, true, 5), 0);
+  ck_assert_uint_eq(state_of(s, p5), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, p4), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s3b), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
 
@@ -681,6 +1082,10 @@ int main(void)
   tcase_add_test(tc, test_stale_generation);
   tcase_add_test(tc, test_recover);
   tcase_add_test(tc, test_commit_semantics);
+  tcase_add_test(tc, test_protect_unprotect);
+  tcase_add_test(tc, test_protected_never_reused);
+  tcase_add_test(tc, test_commit_releases_pins);
+  tcase_add_test(tc, test_protect_random);
   tcase_add_test(tc, test_set_restore);
   tcase_add_test(tc, test_verify);
   tcase_add_test(tc, test_cross_process);
