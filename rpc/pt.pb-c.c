@@ -682,6 +682,51 @@ void   pt__event__free_unpacked
   assert(message->base.descriptor == &pt__event__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__protect__init
+                     (Pt__Protect         *message)
+{
+  static const Pt__Protect init_value = PT__PROTECT__INIT;
+  *message = init_value;
+}
+size_t pt__protect__get_packed_size
+                     (const Pt__Protect *message)
+{
+  assert(message->base.descriptor == &pt__protect__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__protect__pack
+                     (const Pt__Protect *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__protect__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__protect__pack_to_buffer
+                     (const Pt__Protect *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__protect__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__Protect *
+       pt__protect__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__Protect *)
+     protobuf_c_message_unpack (&pt__protect__descriptor,
+                                allocator, len, data);
+}
+void   pt__protect__free_unpacked
+                     (Pt__Protect *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__protect__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__commit__init
                      (Pt__Commit         *message)
 {
@@ -725,6 +770,51 @@ void   pt__commit__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &pt__commit__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__abort__init
+                     (Pt__Abort         *message)
+{
+  static const Pt__Abort init_value = PT__ABORT__INIT;
+  *message = init_value;
+}
+size_t pt__abort__get_packed_size
+                     (const Pt__Abort *message)
+{
+  assert(message->base.descriptor == &pt__abort__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__abort__pack
+                     (const Pt__Abort *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__abort__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__abort__pack_to_buffer
+                     (const Pt__Abort *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__abort__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__Abort *
+       pt__abort__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__Abort *)
+     protobuf_c_message_unpack (&pt__abort__descriptor,
+                                allocator, len, data);
+}
+void   pt__abort__free_unpacked
+                     (Pt__Abort *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__abort__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   pt__set_restore__init
@@ -1970,6 +2060,44 @@ const ProtobufCMessageDescriptor pt__event__descriptor =
   (ProtobufCMessageInit) pt__event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pt__protect__field_descriptors[1] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Protect, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__protect__field_indices_by_name[] = {
+  0,   /* field[0] = step */
+};
+static const ProtobufCIntRange pt__protect__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__protect__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.Protect",
+  "Protect",
+  "Pt__Protect",
+  "pt",
+  sizeof(Pt__Protect),
+  1,
+  pt__protect__field_descriptors,
+  pt__protect__field_indices_by_name,
+  1,  pt__protect__number_ranges,
+  (ProtobufCMessageInit) pt__protect__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor pt__commit__field_descriptors[1] =
 {
   {
@@ -2006,6 +2134,44 @@ const ProtobufCMessageDescriptor pt__commit__descriptor =
   pt__commit__field_indices_by_name,
   1,  pt__commit__number_ranges,
   (ProtobufCMessageInit) pt__commit__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__abort__field_descriptors[1] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Abort, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__abort__field_indices_by_name[] = {
+  0,   /* field[0] = step */
+};
+static const ProtobufCIntRange pt__abort__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__abort__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.Abort",
+  "Abort",
+  "Pt__Abort",
+  "pt",
+  sizeof(Pt__Abort),
+  1,
+  pt__abort__field_descriptors,
+  pt__abort__field_indices_by_name,
+  1,  pt__abort__number_ranges,
+  (ProtobufCMessageInit) pt__abort__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[1] =

@@ -30,7 +30,9 @@ typedef struct Pt__SlotInfo Pt__SlotInfo;
 typedef struct Pt__StateQuery Pt__StateQuery;
 typedef struct Pt__StateReply Pt__StateReply;
 typedef struct Pt__Event Pt__Event;
+typedef struct Pt__Protect Pt__Protect;
 typedef struct Pt__Commit Pt__Commit;
+typedef struct Pt__Abort Pt__Abort;
 typedef struct Pt__SetRestore Pt__SetRestore;
 typedef struct Pt__StatusQuery Pt__StatusQuery;
 typedef struct Pt__RankStatus Pt__RankStatus;
@@ -325,7 +327,24 @@ struct  Pt__Event
 
 
 /*
- * RPC_COMMIT: every rank sealed step. Answered with RPC_REPLY.
+ * RPC_PROTECT: the first phase of a commit: every rank sealed step; pin its
+ * slot (SEALED -> PROTECTED) so that no new snapshot reuses it until the
+ * commit ends. Answered with RPC_REPLY: status 0, or -ENOENT when this rank
+ * no longer holds step sealed (its slot went to a newer step).
+ */
+struct  Pt__Protect
+{
+  ProtobufCMessage base;
+  uint64_t step;
+};
+#define PT__PROTECT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__protect__descriptor) \
+    , 0 }
+
+
+/*
+ * RPC_COMMIT: the second phase: every rank protected step. Answered with
+ * RPC_REPLY. (An SMP run alone, --autocommit, commits sealed steps itself.)
  */
 struct  Pt__Commit
 {
@@ -334,6 +353,21 @@ struct  Pt__Commit
 };
 #define PT__COMMIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__commit__descriptor) \
+    , 0 }
+
+
+/*
+ * RPC_ABORT: the commit of step is abandoned (some rank could not protect
+ * it): its slot goes back from PROTECTED to SEALED. Answered with RPC_REPLY:
+ * status 0, or -ENOENT when no slot holds step PROTECTED.
+ */
+struct  Pt__Abort
+{
+  ProtobufCMessage base;
+  uint64_t step;
+};
+#define PT__ABORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__abort__descriptor) \
     , 0 }
 
 
@@ -725,6 +759,25 @@ Pt__Event *
 void   pt__event__free_unpacked
                      (Pt__Event *message,
                       ProtobufCAllocator *allocator);
+/* Pt__Protect methods */
+void   pt__protect__init
+                     (Pt__Protect         *message);
+size_t pt__protect__get_packed_size
+                     (const Pt__Protect   *message);
+size_t pt__protect__pack
+                     (const Pt__Protect   *message,
+                      uint8_t             *out);
+size_t pt__protect__pack_to_buffer
+                     (const Pt__Protect   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__Protect *
+       pt__protect__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__protect__free_unpacked
+                     (Pt__Protect *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__Commit methods */
 void   pt__commit__init
                      (Pt__Commit         *message);
@@ -743,6 +796,25 @@ Pt__Commit *
                       const uint8_t       *data);
 void   pt__commit__free_unpacked
                      (Pt__Commit *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__Abort methods */
+void   pt__abort__init
+                     (Pt__Abort         *message);
+size_t pt__abort__get_packed_size
+                     (const Pt__Abort   *message);
+size_t pt__abort__pack
+                     (const Pt__Abort   *message,
+                      uint8_t             *out);
+size_t pt__abort__pack_to_buffer
+                     (const Pt__Abort   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__Abort *
+       pt__abort__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__abort__free_unpacked
+                     (Pt__Abort *message,
                       ProtobufCAllocator *allocator);
 /* Pt__SetRestore methods */
 void   pt__set_restore__init
@@ -886,8 +958,14 @@ typedef void (*Pt__StateReply_Closure)
 typedef void (*Pt__Event_Closure)
                  (const Pt__Event *message,
                   void *closure_data);
+typedef void (*Pt__Protect_Closure)
+                 (const Pt__Protect *message,
+                  void *closure_data);
 typedef void (*Pt__Commit_Closure)
                  (const Pt__Commit *message,
+                  void *closure_data);
+typedef void (*Pt__Abort_Closure)
+                 (const Pt__Abort *message,
                   void *closure_data);
 typedef void (*Pt__SetRestore_Closure)
                  (const Pt__SetRestore *message,
@@ -926,7 +1004,9 @@ extern const ProtobufCMessageDescriptor pt__slot_info__descriptor;
 extern const ProtobufCMessageDescriptor pt__state_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__state_reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__event__descriptor;
+extern const ProtobufCMessageDescriptor pt__protect__descriptor;
 extern const ProtobufCMessageDescriptor pt__commit__descriptor;
+extern const ProtobufCMessageDescriptor pt__abort__descriptor;
 extern const ProtobufCMessageDescriptor pt__set_restore__descriptor;
 extern const ProtobufCMessageDescriptor pt__status_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__rank_status__descriptor;

@@ -57,7 +57,9 @@ enum rpc_type {
   RPC_STATUS_QUERY = 16, /* Pt__StatusQuery */
   RPC_STATUS_REPLY = 17, /* Pt__StatusReply */
   RPC_STOP = 18,         /* Pt__Stop */
-  RPC_TYPE_MAX_ = 18,
+  RPC_PROTECT = 19,      /* Pt__Protect */
+  RPC_ABORT = 20,        /* Pt__Abort */
+  RPC_TYPE_MAX_ = 20,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */
