@@ -4,8 +4,9 @@
  * It owns the rank's shm object (snapshot/snap_store.h) and is the only
  * process that changes slot states. It serves, on one Unix socket, its
  * trainer (libpt: HELLO, SLOT_ACQUIRE, SEAL, RESTORE_QUERY, BYE) and its node
- * (SUBSCRIBE, STATE_QUERY, COMMIT, SET_RESTORE); the messages are those of
- * rpc/pt.proto and the exchange is the one of the project's protocol notes.
+ * (SUBSCRIBE, STATE_QUERY, PROTECT, COMMIT, ABORT, SET_RESTORE); the
+ * messages are those of rpc/pt.proto and the exchange is the one of the
+ * project's protocol notes.
  * This file starts, listens and stops; smp_serve.c answers the requests.
  *
  * Invariants kept here:

@@ -1,7 +1,12 @@
 /*
  * smp_serve.c — ptd smp's answers to its trainer (HELLO, SLOT_ACQUIRE, SEAL,
- * RESTORE_QUERY, BYE) and to its node (SUBSCRIBE, STATE_QUERY, COMMIT,
- * SET_RESTORE), as the project's protocol notes define them.
+ * RESTORE_QUERY, BYE) and to its node (SUBSCRIBE, STATE_QUERY, PROTECT,
+ * COMMIT, ABORT, SET_RESTORE), as the project's protocol notes define them.
+ *
+ * A commit comes in two phases so that it holds on every rank or on none:
+ * PROTECT pins the sealed step's slot (no new snapshot may reuse it), then
+ * COMMIT makes it the committed step, or ABORT drops the pin when another
+ * rank could not protect the step.
  *
  * Every request is answered at once from the object's slot table; nothing
  * here waits on another process. Slot states change only through
@@ -432,6 +437,37 @@ static int on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
   return 0;
 }
 
+static int on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m)
+{
+  int rc = -ENOENT;
+
+  if (sc->smp->store != NULL)
+    rc = snap_slot_protect(sc->smp->store, m->step);
+  if (rc == 0)
+    log_info("protected step %" PRIu64, m->step);
+  else
+    log_info("cannot protect step %" PRIu64 ": no slot holds it sealed",
+             m->step);
+  reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
+static int on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m)
+{
+  int rc = -ENOENT;
+
+  if (sc->smp->store != NULL)
+    rc = snap_slot_unprotect(sc->smp->store, m->step);
+  if (rc == 0)
+    log_info("commit of step %" PRIu64 " abandoned: its slot is sealed "
+             "again", m->step);
+  else
+    log_info("abort of step %" PRIu64 ": no slot holds it protected",
+             m->step);
+  reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
 static int on_set_restore(struct smp_conn *sc, uint64_t id,
                           const Pt__SetRestore *m)
 {
@@ -484,8 +520,12 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_STATE_QUERY:
     state_reply(sc, id, ((Pt__StateQuery *)msg)->verify);
     return 0;
+  case RPC_PROTECT:
+    return on_protect(sc, id, (Pt__Protect *)msg);
   case RPC_COMMIT:
     return on_commit(sc, id, (Pt__Commit *)msg);
+  case RPC_ABORT:
+    return on_abort(sc, id, (Pt__Abort *)msg);
   case RPC_SET_RESTORE:
     return on_set_restore(sc, id, (Pt__SetRestore *)msg);
   default:

@@ -310,6 +310,20 @@ static int raw_commit(int fd, uint64_t step)
   return raw_status_call(fd, RPC_COMMIT, &q.base);
 }
 
+static int raw_protect(int fd, uint64_t step)
+{
+  Pt__Protect q = PT__PROTECT__INIT;
+  q.step = step;
+  return raw_status_call(fd, RPC_PROTECT, &q.base);
+}
+
+static int raw_abort(int fd, uint64_t step)
+{
+  Pt__Abort q = PT__ABORT__INIT;
+  q.step = step;
+  return raw_status_call(fd, RPC_ABORT, &q.base);
+}
+
 static Pt__Event *raw_event(int fd)
 {
   struct rpc_hdr h;
@@ -700,7 +714,8 @@ START_TEST(test_smp_restart)
 END_TEST
 
 /* Slot policy without commits: sealed slots are reused; nothing is restored
- * until a node commits. The node's side: events, COMMIT, SET_RESTORE. */
+ * until a node commits. The node's side: events, PROTECT, ABORT, COMMIT,
+ * SET_RESTORE. */
 START_TEST(test_node_protocol)
 {
   struct smp_proc p;
@@ -746,8 +761,33 @@ START_TEST(test_node_protocol)
   ck_assert_uint_eq(ev->step, 4);
   protobuf_c_message_free_unpacked(&ev->base, NULL);
 
+  /* Two-phase commit: a protected step is never reused by later
+   * snapshots; an abort makes it an ordinary sealed step again. */
+  ck_assert_int_eq(raw_protect(fd, 99), -ENOENT);
+  ck_assert_int_eq(raw_protect(fd, 4), 0);
+  ck_assert_int_eq(raw_protect(fd, 4), 0);
+  for (uint64_t k = 5; k <= 6; k++) {
+    state_scramble(&s, 40 + k);
+    snap_ok(c, k);
+    ev = raw_event(fd);
+    ck_assert_uint_eq(ev->step, k);
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+  }
+  sr = raw_state(fd, false);
+  ck_assert_uint_eq(sr->n_slots, 2);
+  for (size_t i = 0; i < sr->n_slots; i++) {
+    bool pinned = sr->slots[i]->state == SNAP_PROTECTED;
+    ck_assert_uint_eq(sr->slots[i]->step, pinned ? 4 : 6);
+    ck_assert_uint_eq(sr->slots[i]->state, pinned ? SNAP_PROTECTED : SNAP_SEALED);
+  }
+  protobuf_c_message_free_unpacked(&sr->base, NULL);
+  ck_assert_int_eq(raw_abort(fd, 6), -ENOENT); /* sealed, not protected */
+  ck_assert_int_eq(raw_abort(fd, 4), 0);
+  ck_assert_int_eq(raw_abort(fd, 4), -ENOENT);
+  ck_assert_int_eq(raw_protect(fd, 4), 0);
   ck_assert_int_eq(raw_commit(fd, 99), -ENOENT);
   ck_assert_int_eq(raw_commit(fd, 4), 0);
+  ck_assert_int_eq(raw_protect(fd, 4), -ENOENT); /* committed already */
   state_scramble(&s, 43);
   restore_expect(c, 4);
   ck_assert(state_eq(&s, &want));
