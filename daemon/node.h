@@ -3,7 +3,8 @@
  *
  *   node.c        node_main: set-up, the job's phases, commits, the end
  *   node_args.c   command line (a pure parser, unit-tested)
- *   node_plan.c   pure decisions: commit step, restore step, backoff
+ *   node_plan.c   pure decisions: commit step, commit rounds, pins left
+ *                 behind, restore step, backoff
  *   node_state.c  <state-dir>/node.state: format, atomic write, strict parse
  *   node_proc.c   children: spawn with libuv, adopt with pidfd, signal,
  *                 identity checks through /proc
@@ -46,6 +47,7 @@
 #define NODE_GONE_WAIT_MS 2000u  /* adopted trainer gone: wait for its SMP */
 #define NODE_SMP_FAILS_MAX 5     /* consecutive SMP deaths before subscribing */
 #define NODE_CTL_MAX 32          /* ptctl connections served at once */
+#define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
 
 enum node_exit {
   NODE_EXIT_OK = 0,      /* job completed */
@@ -94,19 +96,63 @@ struct node_sealed_set {
 void node_sealed_add(struct node_sealed_set *s, uint64_t step);
 /* Drops every step <= upto. */
 void node_sealed_prune(struct node_sealed_set *s, uint64_t upto);
-/* Keeps only the newest `keep` steps: an SMP with S slots still holds at
- * most S-1 uncommitted steps (one slot keeps the newest committed step, and
- * a new snapshot reuses the oldest other slot). */
-void node_sealed_trim(struct node_sealed_set *s, uint32_t keep);
 bool node_sealed_has(const struct node_sealed_set *s, uint64_t step);
 
-/* The step to commit: the largest step newer than the committed one (any
- * step when has_committed is false) that every one of nranks sets holds.
- * False when there is none. */
+/* The step of the next commit round: the largest step newer than floor (any
+ * step when has_floor is false) that every one of nranks sets holds. The
+ * node's floor is the committed step or the step of the last round,
+ * whichever is newer: a round never goes back to an older step. False when
+ * there is none. */
 bool node_plan_commit_step(const struct node_sealed_set *const *sets,
                            uint32_t nranks,
-                           bool has_committed, uint64_t committed,
+                           bool has_floor, uint64_t floor,
                            uint64_t *out);
+
+/* A commit round: PROTECT{N} to every SMP; when every one answered 0,
+ * COMMIT{N} to every SMP (N is committed from then on); when some SMP
+ * refused or did not answer, ABORT{N} to those that may hold N protected.
+ * One round runs at a time. A rank's vote in the phase under way: */
+enum node_vote {
+  NODE_VOTE_NONE = 0, /* not asked in this phase */
+  NODE_VOTE_WAIT,     /* asked; no answer yet */
+  NODE_VOTE_YES,      /* answered status 0 */
+  NODE_VOTE_NO,       /* refused (PROTECT: -ENOENT, it no longer holds N) */
+  NODE_VOTE_LOST,     /* no answer: the connection went, the deadline
+                         passed, or the request could not be sent */
+};
+enum node_round_verdict {
+  NODE_ROUND_WAIT,    /* some rank has not answered yet */
+  NODE_ROUND_COMMIT,  /* every rank protected N */
+  NODE_ROUND_ABORT,   /* every rank answered, and not every one said yes */
+};
+/* The verdict of the protect phase from the n ranks' votes (NONE counts as
+ * no answer yet). A round needs every rank's answer, so a refusal does not
+ * end it early: the ranks still waited on could protect N after an early
+ * abort went out. n == 0: ABORT. */
+enum node_round_verdict node_plan_protect_verdict(const enum node_vote *votes,
+                                                  uint32_t n);
+/* True when no vote is NODE_VOTE_WAIT: the commit or abort phase is over. */
+bool node_plan_votes_in(const enum node_vote *votes, uint32_t n);
+/* Whether the ABORT of a failed round goes to a rank that voted v in the
+ * protect phase: yes when it protected N (YES), or may have (LOST). */
+bool node_plan_abort_to(enum node_vote v);
+
+/* What to do with a slot an SMP reported when it (re)subscribed, left
+ * behind by a round that ended without it (the node or the SMP went away
+ * in the middle): */
+enum node_pin_action {
+  NODE_PIN_NONE,   /* nothing: not pinned, or the round will deal with it */
+  NODE_PIN_COMMIT, /* COMMIT again: the committed step, pinned or sealed
+                      here (the node decided it; this SMP never heard) */
+  NODE_PIN_ABORT,  /* ABORT: a pin no round is going to commit */
+};
+/* For a slot in state (enum snap_state) holding step: a slot holding the
+ * committed step that is not COMMITTED gets COMMIT; a PROTECTED slot of
+ * the round's step (the round under way, or the one about to start: has_round)
+ * is left to that round; any other PROTECTED slot gets ABORT. */
+enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
+                                   bool has_committed, uint64_t committed,
+                                   bool has_round, uint64_t round_step);
 
 /* One slot as an SMP reported it. */
 struct node_slot_view {
@@ -146,12 +192,6 @@ struct node_saved {
   char job[SNAP_JOB_MAX];
   uint32_t ranks;
   int node_pid;
-  bool commit_inflight;      /* COMMIT{commit_step} sent to every SMP */
-  uint64_t commit_step;
-  uint32_t commit_answers;
-  bool commit_refused;
-  char commit_why[160];      /* the first refusal */
-
   bool has_committed;
   uint64_t committed;
   uint64_t committed_unix_ms; /* when it was committed; 0 unknown */
@@ -211,9 +251,13 @@ enum node_req_kind {
   NODE_REQ_SUBSCRIBE = 1, /* -> STATE_REPLY */
   NODE_REQ_STATE,         /* STATE_QUERY -> STATE_REPLY */
   NODE_REQ_VERIFY,        /* STATE_QUERY{verify} -> STATE_REPLY */
-  NODE_REQ_COMMIT,        /* -> REPLY; counted toward the commit in flight */
-  NODE_REQ_RECOMMIT,      /* COMMIT again after a reconnect -> REPLY */
-  NODE_REQ_ROLLBACK,      /* SET_RESTORE{committed}: undo a partial commit */
+  NODE_REQ_DRAIN,         /* STATE_QUERY at the job's end -> STATE_REPLY,
+                             after every event the SMP sent before */
+  NODE_REQ_PROTECT,       /* the round's phases -> REPLY, each a vote */
+  NODE_REQ_COMMIT,
+  NODE_REQ_ABORT,
+  NODE_REQ_RECOMMIT,      /* COMMIT of a step left pinned -> REPLY */
+  NODE_REQ_UNPIN,         /* ABORT of a pin left behind -> REPLY */
   NODE_REQ_SET_RESTORE,   /* -> REPLY */
 };
 
@@ -221,6 +265,7 @@ struct node_req {
   uint64_t id;
   enum node_req_kind kind;
   uint64_t step;
+  uint64_t round;         /* the round of PROTECT/COMMIT/ABORT; else 0 */
   uint64_t deadline_ms;
 };
 
@@ -251,10 +296,13 @@ struct node_rank {
   uint32_t nview;
   bool view_verified;        /* view came from STATE_QUERY{verify} */
   bool set_restore_ok;
+  bool pins_unresolved;      /* view is from a SUBSCRIBE: its pins wait for
+                                node_plan_pin once every SMP is back */
   struct node_sealed_set sealed;
   bool has_last_sealed;
   uint64_t last_sealed;
-  bool commit_ok;            /* accepted the commit in flight */
+  enum node_vote vote;       /* in the phase of the round under way */
+  bool drained;              /* job's end: every event of the SMP is in */
 
   /* The trainer. */
   struct node_child *trainer;
@@ -311,11 +359,18 @@ struct node {
   bool restore_has;          /* the step chosen by the attempt under way */
   uint64_t restore_step;
 
-  bool commit_inflight;      /* COMMIT{commit_step} sent to every SMP */
-  uint64_t commit_step;
-  uint32_t commit_answers;
-  bool commit_refused;
-  char commit_why[160];      /* the first refusal */
+  /* The commit round under way (node_plan.c describes its phases). */
+  struct {
+    bool active;
+    enum node_req_kind phase; /* NODE_REQ_PROTECT, _COMMIT or _ABORT */
+    uint64_t id;              /* tags its requests: older answers ignored */
+    uint64_t step;
+    char why[160];            /* why the protect phase failed */
+  } round;
+  uint64_t rounds;            /* rounds started: the next id */
+  bool has_last_round;        /* the step of the last round that ended */
+  uint64_t last_round;
+  uint64_t end_deadline;      /* every trainer done: rounds end by then */
 
   bool has_committed;
   uint64_t committed;
@@ -340,12 +395,12 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
 /* Frames from a subscribed SMP, after its request bookkeeping. */
 void node_on_state_reply(struct node *n, struct node_rank *r,
                          enum node_req_kind kind, const Pt__StateReply *m);
-void node_on_reply(struct node *n, struct node_rank *r, enum node_req_kind kind,
-                   uint64_t step, int status, const char *message);
+void node_on_reply(struct node *n, struct node_rank *r,
+                   const struct node_req *q, int status, const char *message);
 void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e);
 /* A request failed without an answer (connection gone or deadline). */
 void node_on_req_failed(struct node *n, struct node_rank *r,
-                        enum node_req_kind kind, uint64_t step, int err);
+                        const struct node_req *q, int err);
 const char *node_phase_name(const struct node *n);
 const char *node_rank_state_name(const struct node *n,
                                  const struct node_rank *r);
@@ -378,6 +433,10 @@ void node_env_free(char **env);
 /* node_smp.c */
 void node_smp_connect(struct node *n, struct node_rank *r);
 void node_smp_disconnect(struct node_rank *r);
+/* Sends one request with its deadline; PROTECT, COMMIT and ABORT carry the
+ * id of the round under way (n->round.id), so that answers of a round that
+ * is over are told apart. -ENOTCONN when not connected, -EBUSY when
+ * NODE_REQ_MAX requests wait already. */
 int node_smp_request(struct node *n, struct node_rank *r,
                      enum node_req_kind kind, uint64_t step);
 /* Connection retries and request deadlines that are due. */

@@ -12,15 +12,24 @@
  *                largest step every rank holds intact;
  *   SET_RESTORE  SET_RESTORE{R or none} to every SMP; R is now the
  *                committed step; then every trainer is spawned;
- *   RUNNING      commits; a failed trainer leads back to RESTART (bounded
- *                restarts, exponential backoff) unless it exited with
- *                EX_CONFIG; every trainer done ends the job;
+ *   RUNNING      commit rounds; a failed trainer leads back to RESTART
+ *                (bounded restarts, exponential backoff) unless it exited
+ *                with EX_CONFIG; every trainer done ends the job, once the
+ *                commit round under way (and one for the last step sealed
+ *                everywhere) ended, within NODE_END_ROUNDS_MS;
  *   STOP_TRAINERS, STOP_SMPS   the end, for success, failure or a stop
  *                request: trainers first, then SMPs; shm objects unlinked
  *                after success unless --keep; then EXIT.
  *
  * A dead SMP is respawned in every phase up to RUNNING, trainers keep
  * running meanwhile; its STATE_REPLY to the new SUBSCRIBE is merged.
+ *
+ * Commits are rounds of two phases (node_plan.c): PROTECT{N} pins N on
+ * every SMP, then COMMIT{N} goes to all, or ABORT{N} when some SMP no longer
+ * held N. A pin outlives the node and the SMP (it lives in the shm object),
+ * so pins that a round left behind, seen when an SMP (re)subscribes, are
+ * resolved once every SMP is back: committed again, left to the next round,
+ * or aborted. A restart's SET_RESTORE clears every pin.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -129,6 +138,7 @@ finish(struct node *n, enum node_outcome out, const char *fmt, ...)
   vsnprintf(n->why, sizeof(n->why), fmt, ap);
   va_end(ap);
   n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
+  n->round.active = false; /* answers still to come are ignored */
   set_phase(n, NODE_PH_STOP_TRAINERS);
   node_notify(n, false);
 }
@@ -209,7 +219,10 @@ static void begin_restart(struct node *n, uint64_t now, bool counted,
     if (r->tstate != NODE_TR_RUNNING)
       r->tstate = NODE_TR_IDLE;
   }
-  n->commit_inflight = false; /* answers still to come are ignored */
+  /* A round under way is dropped (answers still to come are ignored): the
+   * restore point's SET_RESTORE clears its pins. */
+  n->round.active = false;
+  n->end_deadline = 0;
   n->kill_at = now + NODE_TERM_GRACE_MS;
   n->phase_deadline = 0;
   set_phase(n, NODE_PH_RESTART);
@@ -285,97 +298,221 @@ static void spawn_trainers(struct node *n)
   n->state_dirty = true;
 }
 
-/* Re-sends COMMIT of the committed step to SMPs whose slot for it is still
- * only SEALED (the commit was lost while they were down). */
-static void resync_commit(struct node *n, struct node_rank *r)
+/* ---- commit rounds ---- */
+
+/* A round is for a step newer than this: the committed step or the last
+ * round's, whichever is newer. */
+static bool round_floor(const struct node *n, uint64_t *floor)
 {
-  if (!n->has_committed || !r->subscribed)
-    return;
-  for (uint32_t k = 0; k < r->nview; k++) {
-    const struct node_slot_view *v = &r->view[k];
-    if (v->step == n->committed &&
-        (v->state == SNAP_SEALED || v->state == SNAP_PROTECTED)) {
-      log_debug("smp rank %" PRIu32 ": re-sending commit of step %" PRIu64,
-                r->rank, n->committed);
-      node_smp_request(n, r, NODE_REQ_RECOMMIT, n->committed);
-      return;
-    }
-  }
+  bool has = n->has_committed;
+
+  *floor = n->committed;
+  if (n->has_last_round && (!has || n->last_round > *floor))
+    *floor = n->last_round;
+  return has || n->has_last_round;
 }
 
-/* One commit at a time: COMMIT{N} goes to every SMP, and N counts as
- * committed (logged, recorded, reported) only once every SMP said yes. An
- * SMP refuses when its slot for N was handed to a newer step meanwhile
- * (a rank ahead of the others by more than its free slots). The SMPs that
- * accepted are then rolled back to the previous committed step with
- * SET_RESTORE, at once, before their trainers reuse that step's slot: every
- * SMP's newest committed step must stay the same, or a later restore could
- * find no step that every rank holds. */
-static void try_commit(struct node *n)
+/* The step of the round under way, or else of the one to start next. */
+static bool round_target(const struct node *n, uint64_t *step)
 {
   const struct node_sealed_set *sets[NODE_MAX_RANKS];
-  uint64_t step;
+  uint64_t floor;
+  bool has_floor;
 
-  if (n->commit_inflight || n->phase != NODE_PH_RUNNING || !all_subscribed(n))
-    return;
+  if (n->round.active) {
+    *step = n->round.step;
+    return true;
+  }
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     sets[i] = &n->ranks[i].sealed;
-  if (!node_plan_commit_step(sets, n->cfg.ranks, n->has_committed,
-                             n->committed, &step))
-    return;
-  n->commit_inflight = true;
-  n->commit_step = step;
-  n->commit_answers = 0;
-  n->commit_refused = false;
-  n->commit_why[0] = '\0';
+  has_floor = round_floor(n, &floor);
+  return node_plan_commit_step(sets, n->cfg.ranks, has_floor, floor, step);
+}
+
+static void round_votes(const struct node *n, enum node_vote *votes)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    votes[i] = n->ranks[i].vote;
+}
+
+static void round_end(struct node *n)
+{
+  n->round.active = false;
+  n->has_last_round = true;
+  n->last_round = n->round.step;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    node_sealed_prune(&n->ranks[i].sealed, n->round.step);
+  n->drive_again = true;
+}
+
+/* Sends the phase's request to every rank whose vote is WAIT; a request
+ * that cannot be sent is a LOST vote. */
+static void round_send(struct node *n, enum node_req_kind kind)
+{
+  n->round.phase = kind;
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    node_sealed_prune(&n->ranks[i].sealed, step);
-    n->ranks[i].commit_ok = false;
-  }
-  for (uint32_t i = 0; i < n->cfg.ranks && n->commit_inflight; i++) {
     struct node_rank *r = &n->ranks[i];
-    int rc = node_smp_request(n, r, NODE_REQ_COMMIT, step);
-    if (rc != PT_OK)
-      node_on_req_failed(n, r, NODE_REQ_COMMIT, step, rc);
+    if (r->vote != NODE_VOTE_WAIT)
+      continue;
+    int rc = node_smp_request(n, r, kind, n->round.step);
+    if (rc == PT_OK)
+      continue;
+    r->vote = NODE_VOTE_LOST;
+    if (kind == NODE_REQ_PROTECT && n->round.why[0] == '\0')
+      snprintf(n->round.why, sizeof(n->round.why),
+               "smp rank %" PRIu32 " could not be asked (%s)", r->rank,
+               pt_strerror(rc));
+    else if (kind == NODE_REQ_COMMIT)
+      log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
+               " (%s); it keeps the step pinned until it is back",
+               r->rank, n->round.step, pt_strerror(rc));
   }
 }
 
-/* One SMP's answer to the commit in flight (status 0 or why not). */
-static void commit_answer(struct node *n, struct node_rank *r, uint64_t step,
-                          int status, const char *text)
+/* Every rank protected the step: it is committed now. Every rank holds it
+ * (pinned or committed) until the COMMITs arrive, and a node started later
+ * finds those pins and commits them again, so the step counts as committed
+ * from this moment on. */
+static void round_commit(struct node *n)
 {
-  if (!n->commit_inflight || step != n->commit_step)
-    return; /* from before a restart */
-  if (status < 0 && !n->commit_refused) {
-    n->commit_refused = true;
-    snprintf(n->commit_why, sizeof(n->commit_why), "smp rank %" PRIu32 ": %s",
-             r->rank, text);
+  uint64_t step = n->round.step;
+
+  n->has_committed = true;
+  n->committed = step;
+  n->committed_unix_ms = node_unix_ms();
+  n->commits++;
+  n->state_dirty = true;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    n->ranks[i].vote = NODE_VOTE_WAIT;
+  round_send(n, NODE_REQ_COMMIT);
+  log_info("commit step %" PRIu64, step);
+  node_notify(n, false);
+}
+
+/* Some rank could not protect the step: the pins the others took go. */
+static void round_abort(struct node *n)
+{
+  uint32_t asked = 0;
+
+  log_notice("step %" PRIu64 " not committed: %s", n->round.step,
+             n->round.why[0] != '\0' ? n->round.why : "no rank answered");
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    bool to = node_plan_abort_to(r->vote) && r->subscribed;
+    r->vote = to ? NODE_VOTE_WAIT : NODE_VOTE_NONE;
+    asked += to;
   }
-  r->commit_ok = status >= 0;
-  if (++n->commit_answers < n->cfg.ranks)
+  if (asked > 0)
+    round_send(n, NODE_REQ_ABORT);
+}
+
+/* Moves the round on once the votes of its phase are in. */
+static void round_check(struct node *n)
+{
+  enum node_vote votes[NODE_MAX_RANKS];
+
+  if (!n->round.active)
     return;
-  n->commit_inflight = false;
-  if (n->commit_refused) {
-    uint32_t undone = 0;
-    for (uint32_t i = 0; i < n->cfg.ranks && n->has_committed; i++) {
-      struct node_rank *q = &n->ranks[i];
-      if (q->commit_ok &&
-          node_smp_request(n, q, NODE_REQ_ROLLBACK, n->committed) == PT_OK)
-        undone++;
+  round_votes(n, votes);
+  if (n->round.phase == NODE_REQ_PROTECT) {
+    switch (node_plan_protect_verdict(votes, n->cfg.ranks)) {
+    case NODE_ROUND_WAIT:
+      return;
+    case NODE_ROUND_COMMIT:
+      round_commit(n);
+      break;
+    case NODE_ROUND_ABORT:
+      round_abort(n);
+      break;
     }
-    log_notice("step %" PRIu64 " not committed on every rank (%s); %" PRIu32
-               " rank(s) rolled back",
-               step, n->commit_why, undone);
-  } else {
-    n->has_committed = true;
-    n->committed = step;
-    n->committed_unix_ms = node_unix_ms();
-    n->commits++;
-    log_info("commit step %" PRIu64, step);
-    n->state_dirty = true;
-    node_notify(n, false);
+    round_votes(n, votes);
   }
-  n->drive_again = true;
+  if (node_plan_votes_in(votes, n->cfg.ranks))
+    round_end(n);
+}
+
+static void round_start(struct node *n, uint64_t step)
+{
+  n->round.active = true;
+  n->round.id = ++n->rounds;
+  n->round.step = step;
+  n->round.why[0] = '\0';
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    n->ranks[i].vote = NODE_VOTE_WAIT;
+  log_debug("commit round %" PRIu64 ": protecting step %" PRIu64,
+            n->round.id, step);
+  round_send(n, NODE_REQ_PROTECT);
+  round_check(n);
+}
+
+/* One SMP's answer in the round (or LOST: none will come). */
+static void round_vote(struct node *n, struct node_rank *r,
+                       const struct node_req *q, enum node_vote vote,
+                       const char *text)
+{
+  if (!n->round.active || q->round != n->round.id ||
+      q->kind != n->round.phase || r->vote != NODE_VOTE_WAIT)
+    return; /* from a round that is over */
+  r->vote = vote;
+  if (q->kind == NODE_REQ_PROTECT && vote != NODE_VOTE_YES &&
+      n->round.why[0] == '\0') {
+    if (vote == NODE_VOTE_NO)
+      snprintf(n->round.why, sizeof(n->round.why),
+               "rank %" PRIu32 " no longer holds it", r->rank);
+    else
+      snprintf(n->round.why, sizeof(n->round.why),
+               "smp rank %" PRIu32 " did not answer (%s)", r->rank, text);
+  } else if (q->kind == NODE_REQ_COMMIT && vote != NODE_VOTE_YES) {
+    /* Its pin stays; the commit is sent again when it subscribes. */
+    log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
+             " (%s); it keeps the step pinned until it is back",
+             r->rank, q->step, text);
+  }
+  round_check(n);
+}
+
+/* The pins an SMP reported when it subscribed (r->view), once every SMP is
+ * subscribed: see node_plan_pin. */
+static void resolve_pins(struct node *n, struct node_rank *r, bool has_round,
+                         uint64_t round_step)
+{
+  r->pins_unresolved = false;
+  for (uint32_t k = 0; k < r->nview; k++) {
+    const struct node_slot_view *v = &r->view[k];
+    switch (node_plan_pin(v->state, v->step, n->has_committed, n->committed,
+                          has_round, round_step)) {
+    case NODE_PIN_NONE:
+      break;
+    case NODE_PIN_COMMIT:
+      log_info("smp rank %" PRIu32 ": completing the commit of step %" PRIu64,
+               r->rank, v->step);
+      node_smp_request(n, r, NODE_REQ_RECOMMIT, v->step);
+      break;
+    case NODE_PIN_ABORT:
+      log_info("smp rank %" PRIu32 ": releasing step %" PRIu64
+               ", pinned by a commit that did not finish",
+               r->rank, v->step);
+      node_smp_request(n, r, NODE_REQ_UNPIN, v->step);
+      break;
+    }
+  }
+}
+
+/* Resolves pins left behind, then starts a round when none runs and a step
+ * newer than the floor is sealed by every rank. */
+static void commit_drive(struct node *n)
+{
+  uint64_t target = 0;
+  bool has_target;
+
+  if (n->phase != NODE_PH_RUNNING || !all_subscribed(n))
+    return;
+  has_target = round_target(n, &target);
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    if (n->ranks[i].pins_unresolved)
+      resolve_pins(n, &n->ranks[i], has_target, target);
+  if (!n->round.active && has_target)
+    round_start(n, target);
 }
 
 /* ---- what the SMPs say ---- */
@@ -401,13 +538,22 @@ void node_on_state_reply(struct node *n, struct node_rank *r,
     r->view_verified = true;
     return;
   }
+  if (kind == NODE_REQ_DRAIN)
+    r->drained = true;
+  if (kind != NODE_REQ_SUBSCRIBE)
+    return; /* after SUBSCRIBE, events tell what is sealed */
+  r->pins_unresolved = true;
   if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING)
-    return;
-  /* Merge: sealed steps not committed yet, and (when adopting) a commit
-   * the SMPs made that node.state did not record in time. */
+    return; /* a restore point is being chosen: its SET_RESTORE decides */
+  /* A fresh view: what this rank holds sealed and not committed, and (when
+   * adopting) a commit the SMPs took that node.state did not record in
+   * time. */
+  uint64_t floor;
+  bool has_floor = round_floor(n, &floor);
+  r->sealed.n = 0;
   for (uint32_t k = 0; k < r->nview; k++) {
     const struct node_slot_view *v = &r->view[k];
-    bool newer = !n->has_committed || v->step > n->committed;
+    bool newer = !has_floor || v->step > floor;
     if ((v->state == SNAP_SEALED || v->state == SNAP_PROTECTED) && newer) {
       node_sealed_add(&r->sealed, v->step);
       if (!r->has_last_sealed || v->step > r->last_sealed) {
@@ -425,40 +571,41 @@ void node_on_state_reply(struct node *n, struct node_rank *r,
       for (uint32_t i = 0; i < n->cfg.ranks; i++)
         node_sealed_prune(&n->ranks[i].sealed, v->step);
       n->state_dirty = true;
+      has_floor = round_floor(n, &floor);
     }
   }
-  if (n->phase == NODE_PH_RUNNING && kind == NODE_REQ_SUBSCRIBE) {
-    resync_commit(n, r);
-    try_commit(n);
-  }
+  n->drive_again = true;
 }
 
-void node_on_reply(struct node *n, struct node_rank *r, enum node_req_kind kind,
-                   uint64_t step, int status, const char *message)
+void node_on_reply(struct node *n, struct node_rank *r,
+                   const struct node_req *q, int status, const char *message)
 {
   const char *text = message != NULL && message[0] != '\0'
                          ? message : pt_strerror(status);
 
-  if (kind == NODE_REQ_COMMIT) {
-    commit_answer(n, r, step, status, text);
+  switch (q->kind) {
+  case NODE_REQ_PROTECT:
+  case NODE_REQ_COMMIT:
+  case NODE_REQ_ABORT:
+    round_vote(n, r, q, status == 0 ? NODE_VOTE_YES : NODE_VOTE_NO, text);
     return;
-  }
-  if (kind == NODE_REQ_ROLLBACK) {
+  case NODE_REQ_RECOMMIT:
     if (status < 0)
-      log_warn("smp rank %" PRIu32 " cannot roll back to step %" PRIu64
-               " (%s): the ranks may disagree on the committed step until "
-               "the next commit",
-               r->rank, step, text);
-    return;
-  }
-  if (kind == NODE_REQ_RECOMMIT) {
-    if (status < 0)
-      log_warn("smp rank %" PRIu32 " cannot commit step %" PRIu64
+      log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
                " again: %s",
-               r->rank, step, text);
+               r->rank, q->step, text);
+    return;
+  case NODE_REQ_UNPIN:
+    if (status < 0)
+      log_debug("smp rank %" PRIu32 ": step %" PRIu64 " was no longer "
+                "pinned: %s", r->rank, q->step, text);
+    return;
+  case NODE_REQ_SET_RESTORE:
+    break;
+  default:
     return;
   }
-  if (kind != NODE_REQ_SET_RESTORE || n->phase != NODE_PH_SET_RESTORE)
+  if (n->phase != NODE_PH_SET_RESTORE)
     return;
   if (status < 0) {
     log_error("smp rank %" PRIu32 " cannot set the restore point: %s",
@@ -470,15 +617,18 @@ void node_on_reply(struct node *n, struct node_rank *r, enum node_req_kind kind,
 }
 
 void node_on_req_failed(struct node *n, struct node_rank *r,
-                        enum node_req_kind kind, uint64_t step, int err)
+                        const struct node_req *q, int err)
 {
-  if ((kind == NODE_REQ_VERIFY && n->phase == NODE_PH_QUERY) ||
-      (kind == NODE_REQ_SET_RESTORE && n->phase == NODE_PH_SET_RESTORE)) {
+  if ((q->kind == NODE_REQ_VERIFY && n->phase == NODE_PH_QUERY) ||
+      (q->kind == NODE_REQ_SET_RESTORE && n->phase == NODE_PH_SET_RESTORE)) {
     log_warn("smp rank %" PRIu32 ": restore request failed: %s", r->rank,
              pt_strerror(err));
     n->attempt_failed = true;
-  } else if (kind == NODE_REQ_COMMIT) {
-    commit_answer(n, r, step, err, pt_strerror(err));
+  } else if (q->kind == NODE_REQ_PROTECT || q->kind == NODE_REQ_COMMIT ||
+             q->kind == NODE_REQ_ABORT) {
+    round_vote(n, r, q, NODE_VOTE_LOST, pt_strerror(err));
+  } else if (q->kind == NODE_REQ_DRAIN) {
+    r->drained = true; /* nothing more will come from it */
   }
 }
 
@@ -495,18 +645,16 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
     }
     if (n->phase != NODE_PH_RUNNING && n->phase != NODE_PH_STARTING)
       return;
-    if (!n->has_committed || e->step > n->committed) {
+    uint64_t floor;
+    if (!round_floor(n, &floor) || e->step > floor)
       node_sealed_add(&r->sealed, e->step);
-      node_sealed_trim(&r->sealed, n->cfg.slots - 1);
-    }
     /* The shm object appeared with the first snapshot: learn its size. */
     bool asking = false;
     for (uint32_t k = 0; k < r->nreqs; k++)
       asking = asking || r->reqs[k].kind == NODE_REQ_STATE;
     if (r->bytes_held == 0 && r->subscribed && !asking)
       node_smp_request(n, r, NODE_REQ_STATE, 0);
-    if (n->phase == NODE_PH_RUNNING)
-      try_commit(n);
+    commit_drive(n);
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
     r->gone_seen = true;
     r->gone_done = e->has_done && e->done;
@@ -629,9 +777,7 @@ static void step_starting(struct node *n, uint64_t now)
   }
   n->adopting = false;
   set_phase(n, NODE_PH_RUNNING);
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    resync_commit(n, &n->ranks[i]);
-  try_commit(n);
+  commit_drive(n); /* the pins the SMPs reported first */
   node_notify(n, true);
 }
 
@@ -746,9 +892,12 @@ static void step_set_restore(struct node *n, uint64_t now)
     n->has_committed = false;
     n->committed_unix_ms = 0;
   }
+  /* SET_RESTORE cleared every pin and every newer step. */
+  n->has_last_round = false;
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     n->ranks[i].sealed.n = 0;
     n->ranks[i].has_last_sealed = false;
+    n->ranks[i].pins_unresolved = false;
   }
   set_phase(n, NODE_PH_RUNNING);
   spawn_trainers(n);
@@ -758,7 +907,7 @@ static void step_set_restore(struct node *n, uint64_t now)
 
 static void step_running(struct node *n, uint64_t now)
 {
-  try_commit(n);
+  commit_drive(n);
   struct node_rank *failed = NULL;
   bool all_done = true;
 
@@ -775,6 +924,28 @@ static void step_running(struct node *n, uint64_t now)
     else
       begin_restart(n, now, true, failed->why);
   } else if (all_done) {
+    /* The last steps are committed first. A trainer's last seal may still
+     * be on its way from the SMP: a STATE_QUERY to every SMP is answered
+     * after every event it sent before, so once all are answered, every
+     * seal is known; the rounds for them end within their request
+     * deadlines. But no longer than this. */
+    bool heard = true;
+    if (n->end_deadline == 0) {
+      n->end_deadline = now + NODE_END_ROUNDS_MS;
+      for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+        struct node_rank *r = &n->ranks[i];
+        r->drained = !r->subscribed ||
+                     node_smp_request(n, r, NODE_REQ_DRAIN, 0) != PT_OK;
+      }
+    }
+    for (uint32_t i = 0; i < n->cfg.ranks; i++)
+      heard = heard && n->ranks[i].drained;
+    if ((n->round.active || !heard) && now < n->end_deadline)
+      return;
+    if (n->round.active)
+      log_warn("the commit of step %" PRIu64 " did not end within %u ms of "
+               "the job's end; stopping anyway",
+               n->round.step, NODE_END_ROUNDS_MS);
     finish(n, NODE_OUT_DONE, "job completed");
   }
 }
@@ -867,6 +1038,8 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
       CONSIDER(n->backoff_until);
     CONSIDER(n->phase_deadline);
   }
+  if (n->phase == NODE_PH_RUNNING)
+    CONSIDER(n->end_deadline);
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     const struct node_rank *r = &n->ranks[i];
     const struct node_child *kids[2] = {r->trainer, r->smp};

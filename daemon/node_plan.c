@@ -1,13 +1,18 @@
 /*
  * node_plan.c — the node's decisions as pure functions, so that unit tests
  * can check them without processes or sockets:
- *   - which step to commit, given the steps every rank sealed;
+ *   - which step a commit round is for, given the steps every rank sealed;
+ *   - how a round goes on, given every rank's answer;
+ *   - what to do with pins that a round left behind;
  *   - which step to restore, given every rank's verified slots;
  *   - how long to wait before a restart;
  *   - how a process ended, in words the logs and the scenario tests share.
  *
- * Invariant kept by the callers: a step is committed only when every rank
- * sealed it, and restored only when every rank holds it intact.
+ * Invariants kept by the callers: a step is committed only when every rank
+ * protected it (so that every rank still holds it, pinned, until it is
+ * committed everywhere), and restored only when every rank holds it intact.
+ * Hence at every moment some step is held by every rank: the committed one,
+ * pinned or committed on each.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -48,14 +53,6 @@ void node_sealed_prune(struct node_sealed_set *s, uint64_t upto)
   s->n -= k;
 }
 
-void node_sealed_trim(struct node_sealed_set *s, uint32_t keep)
-{
-  if (s->n <= keep)
-    return;
-  memmove(&s->steps[0], &s->steps[s->n - keep], keep * sizeof(s->steps[0]));
-  s->n = keep;
-}
-
 bool node_sealed_has(const struct node_sealed_set *s, uint64_t step)
 {
   for (uint32_t i = 0; i < s->n; i++)
@@ -65,7 +62,7 @@ bool node_sealed_has(const struct node_sealed_set *s, uint64_t step)
 }
 
 bool node_plan_commit_step(const struct node_sealed_set *const *sets,
-                           uint32_t nranks, bool has_committed, uint64_t committed,
+                           uint32_t nranks, bool has_floor, uint64_t floor,
                            uint64_t *out)
 {
   if (nranks == 0)
@@ -75,7 +72,7 @@ bool node_plan_commit_step(const struct node_sealed_set *const *sets,
     uint64_t step = sets[0]->steps[i];
     bool everywhere = true;
 
-    if (has_committed && step <= committed)
+    if (has_floor && step <= floor)
       return false;
     for (uint32_t r = 1; r < nranks && everywhere; r++)
       everywhere = node_sealed_has(sets[r], step);
@@ -85,6 +82,45 @@ bool node_plan_commit_step(const struct node_sealed_set *const *sets,
     }
   }
   return false;
+}
+
+enum node_round_verdict node_plan_protect_verdict(const enum node_vote *votes,
+                                                  uint32_t n)
+{
+  bool all_yes = true;
+
+  for (uint32_t i = 0; i < n; i++) {
+    if (votes[i] == NODE_VOTE_WAIT || votes[i] == NODE_VOTE_NONE)
+      return NODE_ROUND_WAIT; /* NONE: not asked yet (a round starting) */
+    all_yes = all_yes && votes[i] == NODE_VOTE_YES;
+  }
+  return n > 0 && all_yes ? NODE_ROUND_COMMIT : NODE_ROUND_ABORT;
+}
+
+bool node_plan_votes_in(const enum node_vote *votes, uint32_t n)
+{
+  for (uint32_t i = 0; i < n; i++)
+    if (votes[i] == NODE_VOTE_WAIT)
+      return false;
+  return true;
+}
+
+bool node_plan_abort_to(enum node_vote v)
+{
+  return v == NODE_VOTE_YES || v == NODE_VOTE_LOST;
+}
+
+enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
+                                   bool has_committed, uint64_t committed,
+                                   bool has_round, uint64_t round_step)
+{
+  if (state != SNAP_SEALED && state != SNAP_PROTECTED)
+    return NODE_PIN_NONE;
+  if (has_committed && step == committed)
+    return NODE_PIN_COMMIT;
+  if (state == SNAP_SEALED || (has_round && step == round_step))
+    return NODE_PIN_NONE;
+  return NODE_PIN_ABORT;
 }
 
 static bool holds_intact(const struct node_rank_slots *r, uint64_t step)

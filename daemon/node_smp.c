@@ -31,9 +31,12 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_SUBSCRIBE: return "SUBSCRIBE";
   case NODE_REQ_STATE: return "STATE_QUERY";
   case NODE_REQ_VERIFY: return "STATE_QUERY(verify)";
+  case NODE_REQ_DRAIN: return "STATE_QUERY(end)";
+  case NODE_REQ_PROTECT: return "PROTECT";
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT: return "COMMIT";
-  case NODE_REQ_ROLLBACK: return "SET_RESTORE(rollback)";
+  case NODE_REQ_ABORT:
+  case NODE_REQ_UNPIN: return "ABORT";
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
   }
   return "request";
@@ -50,7 +53,7 @@ static void fail_pending(struct node *n, struct node_rank *r, int err)
 {
   while (r->nreqs > 0) {
     struct node_req q = r->reqs[--r->nreqs];
-    node_on_req_failed(n, r, q.kind, q.step, err);
+    node_on_req_failed(n, r, &q, err);
   }
 }
 
@@ -81,12 +84,12 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   r->reqs[i] = r->reqs[--r->nreqs];
 
   bool state_kind = q.kind == NODE_REQ_SUBSCRIBE || q.kind == NODE_REQ_STATE ||
-                    q.kind == NODE_REQ_VERIFY;
+                    q.kind == NODE_REQ_VERIFY || q.kind == NODE_REQ_DRAIN;
   uint32_t want = state_kind ? RPC_STATE_REPLY : RPC_REPLY;
   if (h->type != want) {
     log_error("smp rank %" PRIu32 ": answered %s with %s; closing",
               r->rank, req_name(q.kind), rpc_type_name(h->type));
-    node_on_req_failed(n, r, q.kind, q.step, PT_EPROTO);
+    node_on_req_failed(n, r, &q, PT_EPROTO);
     node_drive(n);
     return 1;
   }
@@ -96,7 +99,7 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       log_error("smp rank %" PRIu32 ": %s failed: %s", r->rank,
                 req_name(q.kind),
                 m->message != NULL ? m->message : pt_strerror(m->status));
-      node_on_req_failed(n, r, q.kind, q.step, m->status);
+      node_on_req_failed(n, r, &q, m->status);
       node_drive(n);
       return q.kind == NODE_REQ_SUBSCRIBE; /* not subscribed: retry */
     }
@@ -110,7 +113,7 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     node_on_state_reply(n, r, q.kind, m);
   } else {
     const Pt__Reply *m = (const Pt__Reply *)msg;
-    node_on_reply(n, r, q.kind, q.step, m->status, m->message);
+    node_on_reply(n, r, &q, m->status, m->message);
   }
   node_drive(n);
   return 0;
@@ -198,7 +201,9 @@ int node_smp_request(struct node *n, struct node_rank *r,
 {
   Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
   Pt__StateQuery sq = PT__STATE_QUERY__INIT;
+  Pt__Protect pr = PT__PROTECT__INIT;
   Pt__Commit cm = PT__COMMIT__INIT;
+  Pt__Abort ab = PT__ABORT__INIT;
   Pt__SetRestore sr = PT__SET_RESTORE__INIT;
   const ProtobufCMessage *msg;
   char node_id[32];
@@ -220,11 +225,17 @@ int node_smp_request(struct node *n, struct node_rank *r,
     break;
   case NODE_REQ_STATE:
   case NODE_REQ_VERIFY:
+  case NODE_REQ_DRAIN:
     sq.verify = kind == NODE_REQ_VERIFY;
     type = RPC_STATE_QUERY;
     msg = &sq.base;
     if (sq.verify)
       timeout = NODE_VERIFY_MS;
+    break;
+  case NODE_REQ_PROTECT:
+    pr.step = step;
+    type = RPC_PROTECT;
+    msg = &pr.base;
     break;
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT:
@@ -232,8 +243,13 @@ int node_smp_request(struct node *n, struct node_rank *r,
     type = RPC_COMMIT;
     msg = &cm.base;
     break;
+  case NODE_REQ_ABORT:
+  case NODE_REQ_UNPIN:
+    ab.step = step;
+    type = RPC_ABORT;
+    msg = &ab.base;
+    break;
   case NODE_REQ_SET_RESTORE:
-  case NODE_REQ_ROLLBACK:
     /* step == UINT64_MAX: start fresh (no step). */
     sr.has_step = step != UINT64_MAX;
     sr.step = sr.has_step ? step : 0;
@@ -252,8 +268,11 @@ int node_smp_request(struct node *n, struct node_rank *r,
   }
   if (r->conn == NULL)
     return -ECONNRESET; /* closed while sending */
+  bool in_round = kind == NODE_REQ_PROTECT || kind == NODE_REQ_COMMIT ||
+                  kind == NODE_REQ_ABORT;
   r->reqs[r->nreqs++] = (struct node_req){
       .id = id, .kind = kind, .step = step,
+      .round = in_round ? n->round.id : 0,
       .deadline_ms = rpc_now_ms() + timeout};
   return PT_OK;
 }
