@@ -9,6 +9,7 @@
  * and checks that every rank always holds the committed step.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -258,6 +259,9 @@ END_TEST
  */
 #define SIM_RANKS 3
 #define SIM_Q 64
+#define SIM_SHM "pt-tnode-sim."
+
+static pid_t runner_pid; /* names the objects, so that main can sweep them */
 
 enum sim_msg { SIM_PROTECT, SIM_COMMIT, SIM_ABORT, SIM_REPLY, SIM_SEALED };
 struct sim_item {
@@ -481,8 +485,8 @@ START_TEST(rounds_keep_committed_step_everywhere)
                               .nslots = nslots, .regions = &reg,
                               .nregions = 1};
       char err[200];
-      snprintf(r->name, sizeof(r->name), "/pt-tnode-sim.%d.%u",
-               (int)getpid(), i);
+      snprintf(r->name, sizeof(r->name), "/" SIM_SHM "%d.%u",
+               (int)runner_pid, i);
       snap_store_unlink(r->name);
       ck_assert_msg(snap_store_create(&r->store, r->name, &p, err,
                                       sizeof(err)) == 0, "%s", err);
@@ -655,8 +659,29 @@ START_TEST(exit_text_words)
 }
 END_TEST
 
+/* Objects a failed simulation left behind (its process ended at the
+ * assertion). */
+static void sweep(void)
+{
+  char prefix[64];
+  snprintf(prefix, sizeof(prefix), SIM_SHM "%d.", (int)runner_pid);
+  DIR *d = opendir("/dev/shm");
+  if (d == NULL)
+    return;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
+      char nm[300];
+      snprintf(nm, sizeof(nm), "/%s", de->d_name);
+      snap_store_unlink(nm);
+    }
+  }
+  closedir(d);
+}
+
 int main(void)
 {
+  runner_pid = getpid();
   Suite *s = suite_create("node_plan");
   TCase *tc = tcase_create("plan");
 
@@ -679,5 +704,6 @@ int main(void)
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
+  sweep();
   return failed == 0 ? 0 : 1;
 }
