@@ -84,7 +84,9 @@ LIBS_OUT += $(BUILD)/lib/libpt_cuda.so
 endif
 endif
 
-.PHONY: all deps test unit scenarios asan demo bench fuzz install clean proto gpu-test
+.PHONY: all deps test unit unit-bins scenarios demo bench fuzz install clean proto
+# keep intermediate objects (test objects are only reached through patterns)
+.SECONDARY: gpu-test
 all: $(BINS) $(LIBS_OUT) $(UNIT_BINS)
 
 # ---- packages ------------------------------------------------------------
