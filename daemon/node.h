@@ -82,8 +82,6 @@ struct node_config {
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen);
 void node_args_usage(FILE *f);
-/* "123", "64K", "2M", "1G", "1T" (powers of 1024) -> bytes. -EINVAL. */
-int node_args_bytes(const char *s, uint64_t *out);
 
 /* ---- pure decisions (node_plan.c) ---- */
 

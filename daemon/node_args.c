@@ -17,6 +17,7 @@
 
 #include "pt.h"
 #include "daemon/log.h"
+#include "daemon/conf.h"
 #include "daemon/node.h"
 
 void node_args_usage(FILE *f)
@@ -91,37 +92,6 @@ static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
   return PT_OK;
 }
 
-int node_args_bytes(const char *s, uint64_t *out)
-{
-  char *end;
-
-  if (s == NULL || !isdigit((unsigned char)s[0]))
-    return -EINVAL;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0)
-    return -EINVAL;
-  unsigned shift = 0;
-  switch (*end) {
-  case '\0':
-    break;
-  case 'k': case 'K': shift = 10; end++; break;
-  case 'm': case 'M': shift = 20; end++; break;
-  case 'g': case 'G': shift = 30; end++; break;
-  case 't': case 'T': shift = 40; end++; break;
-  default:
-    return -EINVAL;
-  }
-  /* "64KiB" and "64KB" read as 64K too. */
-  if (shift != 0 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
-    end += strlen(end);
-  if (*end != '\0')
-    return -EINVAL;
-  if (shift != 0 && v > (UINT64_MAX >> shift))
-    return -EINVAL;
-  *out = (uint64_t)v << shift;
-  return PT_OK;
-}
 
 /* A job name becomes part of shm object names and socket paths. */
 static bool job_name_ok(const char *s)
@@ -257,7 +227,7 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     SNAP_MAX_SLOTS);
       break;
     case 4:
-      if (node_args_bytes(val, &cfg->memory_budget) != PT_OK ||
+      if (conf_parse_bytes(val, &cfg->memory_budget) != PT_OK ||
           cfg->memory_budget == 0)
         return fail(err, errlen,
                     "--memory-budget '%s': expected bytes, e.g. 8G or 512M",

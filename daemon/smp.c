@@ -34,6 +34,7 @@
 #include <uv.h>
 
 #include "pt.h"
+#include "daemon/conf.h"
 #include "daemon/log.h"
 #include "daemon/roles.h"
 #include "daemon/smp_internal.h"
@@ -163,38 +164,6 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ---- command line ---- */
 
-/* "4G", "512M", "64k", "1GiB", "123" -> bytes (binary multiples). */
-static int size_parse(const char *s, uint64_t *out)
-{
-  char *end;
-  unsigned long long v;
-  unsigned shift = 0;
-
-  if (s == NULL || *s < '0' || *s > '9')
-    return -EINVAL;
-  errno = 0;
-  v = strtoull(s, &end, 10);
-  if (errno != 0)
-    return -EINVAL;
-  switch (*end) {
-  case 'k': case 'K': shift = 10; end++; break;
-  case 'm': case 'M': shift = 20; end++; break;
-  case 'g': case 'G': shift = 30; end++; break;
-  case 't': case 'T': shift = 40; end++; break;
-  default: break;
-  }
-  if (shift != 0 && *end == 'i')
-    end++;
-  if (*end == 'B' || *end == 'b')
-    end++;
-  if (*end != '\0')
-    return -EINVAL;
-  if (shift != 0 && v > (UINT64_MAX >> shift))
-    return -ERANGE;
-  *out = (uint64_t)v << shift;
-  return 0;
-}
-
 static int uint_parse(const char *s, uint32_t max, uint32_t *out)
 {
   char *end;
@@ -281,7 +250,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
         goto bad_value;
       break;
     case OPT_BUDGET:
-      if (size_parse(optarg, &smp->budget) != 0)
+      if (conf_parse_bytes(optarg, &smp->budget) != 0)
         goto bad_value;
       break;
     case OPT_PREFIX:

@@ -31,9 +31,6 @@ double bench_median(double *v, size_t n);
 double bench_percentile(double *v, size_t n, double p);
 /* "1 GiB", "64 MiB", "1536 KiB" or "N B". OUT: buf. */
 const char *bench_fmt_bytes(char *buf, size_t len, uint64_t bytes);
-/* Parses "N", "NK", "NM", "NG" (powers of 1024, optional trailing "iB"/"B").
- * -EINVAL on anything else or on zero. */
-int bench_parse_size(const char *s, uint64_t *out);
 /* The CPU's model name from /proc/cpuinfo, "unknown" when absent. */
 void bench_cpu_model(char *buf, size_t len);
 /* Fills buf with a reproducible pseudo-random pattern (and so faults every

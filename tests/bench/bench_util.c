@@ -92,33 +92,6 @@ const char *bench_fmt_bytes(char *buf, size_t len, uint64_t bytes)
   return buf;
 }
 
-int bench_parse_size(const char *s, uint64_t *out)
-{
-  char *end;
-  if (s == NULL || !isdigit((unsigned char)*s))
-    return -EINVAL;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0)
-    return -EINVAL;
-  unsigned shift = 0;
-  switch (toupper((unsigned char)*end)) {
-  case 'K': shift = 10; end++; break;
-  case 'M': shift = 20; end++; break;
-  case 'G': shift = 30; end++; break;
-  case 'T': shift = 40; end++; break;
-  default: break;
-  }
-  if (shift != 0 && (*end == 'i' || *end == 'I'))
-    end++;
-  if (*end == 'B' || *end == 'b')
-    end++;
-  if (*end != '\0' || v == 0 || (shift != 0 && v > (UINT64_MAX >> shift)))
-    return -EINVAL;
-  *out = (uint64_t)v << shift;
-  return 0;
-}
-
 void bench_cpu_model(char *buf, size_t len)
 {
   snprintf(buf, len, "unknown");

@@ -32,6 +32,7 @@
 
 #include "kernels/kernels.h"
 #include "pt.h"
+#include "daemon/conf.h"
 #include "tests/bench/bench.h"
 #include "tests/bench/bench_ec.h"
 
@@ -446,7 +447,7 @@ int main(int argc, char **argv)
   while ((opt = getopt_long(argc, argv, "vh", options, NULL)) != -1) {
     switch (opt) {
     case OPT_BYTES:
-      if (bench_parse_size(optarg, &o.bytes) != 0 || o.bytes < 4096) {
+      if (conf_parse_bytes(optarg, &o.bytes) != 0 || o.bytes < 4096) {
         fprintf(stderr, "ptbench: invalid value '%s' for --bytes: expected a size of at "
                 "least 4K, like 64M or 1G\n", optarg);
         return 2;

@@ -11,6 +11,7 @@
 
 #include "pt.h"
 #include "daemon/log.h"
+#include "daemon/conf.h"
 #include "daemon/node.h"
 
 static int parse(struct node_config *c, char *err, size_t len, ...)
@@ -114,20 +115,20 @@ START_TEST(bytes)
 {
   uint64_t b = 0;
 
-  ck_assert_int_eq(node_args_bytes("123", &b), PT_OK);
+  ck_assert_int_eq(conf_parse_bytes("123", &b), PT_OK);
   ck_assert_uint_eq(b, 123);
-  ck_assert_int_eq(node_args_bytes("64K", &b), PT_OK);
+  ck_assert_int_eq(conf_parse_bytes("64K", &b), PT_OK);
   ck_assert_uint_eq(b, 65536);
-  ck_assert_int_eq(node_args_bytes("2m", &b), PT_OK);
+  ck_assert_int_eq(conf_parse_bytes("2m", &b), PT_OK);
   ck_assert_uint_eq(b, 2u << 20);
-  ck_assert_int_eq(node_args_bytes("3GiB", &b), PT_OK);
+  ck_assert_int_eq(conf_parse_bytes("3GiB", &b), PT_OK);
   ck_assert_uint_eq(b, 3ull << 30);
-  ck_assert_int_eq(node_args_bytes("1T", &b), PT_OK);
+  ck_assert_int_eq(conf_parse_bytes("1T", &b), PT_OK);
   ck_assert_uint_eq(b, 1ull << 40);
   const char *bad[] = {"", "G", "-1", " 5", "5X", "5GG", "1.5G",
                        "99999999999999999999", "20000000T", NULL};
   for (int i = 0; bad[i] != NULL; i++)
-    ck_assert_msg(node_args_bytes(bad[i], &b) == -EINVAL, "'%s' accepted",
+    ck_assert_msg(conf_parse_bytes(bad[i], &b) == -EINVAL, "'%s' accepted",
                   bad[i]);
 }
 END_TEST
