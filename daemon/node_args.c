@@ -92,7 +92,6 @@ static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
   return PT_OK;
 }
 
-
 /* A job name becomes part of shm object names and socket paths. */
 static bool job_name_ok(const char *s)
 {
