@@ -47,6 +47,9 @@ struct kern_xfer {
   int dst_mem;       /* enum kern_mem */
 };
 
+/* An engine is not safe for concurrent calls. A save may be started on one
+ * thread and waited for on another, as long as the caller orders every call
+ * on the engine (its own lock around the hand-over), so that no two overlap. */
 struct kern_engine;
 
 /* "cpu" or "cuda". */
@@ -61,6 +64,13 @@ bool kern_backend_has_device(void);
 int kern_engine_new(struct kern_engine **out, int threads);
 /* Waits for any copy in flight, then frees. e may be NULL. */
 void kern_engine_free(struct kern_engine *e);
+
+/* Prepares a thread of the caller's own that waits for saves started on
+ * another thread (kern_save_wait() there): CUDA makes the engine's device
+ * current in it, so that its waits create no context on another device;
+ * CPU: nothing. Call once, in that thread, before it waits. PT_OK, PT_EGPU,
+ * -EINVAL for a NULL engine. */
+int kern_thread_bind(struct kern_engine *e);
 
 /* Makes [p, p+bytes) a valid fast copy target (cudaHostRegister on CUDA; a
  * no-op on CPU). Once per mapping, at start: it is slow. bytes must be > 0

@@ -55,6 +55,11 @@ void kern_engine_free(struct kern_engine *e)
   free(e);
 }
 
+int kern_thread_bind(struct kern_engine *e)
+{
+  return e == NULL ? -EINVAL : PT_OK;
+}
+
 int kern_host_register(struct kern_engine *e, void *p, size_t bytes)
 {
   if (e == NULL || p == NULL || bytes == 0)

@@ -258,6 +258,15 @@ extern "C" void kern_engine_free(struct kern_engine *e)
   free(e);
 }
 
+/* A thread without a current device would query the engine's event in a
+ * context it creates on device 0; make the engine's device its own. */
+extern "C" int kern_thread_bind(struct kern_engine *e)
+{
+  if (e == NULL)
+    return -EINVAL;
+  return gpu_err(cudaSetDevice(e->device));
+}
+
 extern "C" int kern_host_register(struct kern_engine *e, void *p, size_t bytes)
 {
   size_t off, pieces = 0;
