@@ -5,11 +5,14 @@
  * its state (parameters, optimizer moments, RNG state, data cursor), then at the
  * end of every step (or every few steps) calls pt_snapshot(). The call returns at
  * once; the copy into the shared-memory slot held by the rank's snapshot
- * management process (SMP) runs beside the next forward and backward pass.
+ * management process (SMP) runs beside the next forward and backward pass,
+ * and as soon as it has finished libpt has the SMP seal the slot, so that the
+ * step can be committed across the job while the trainer still computes.
  * Before the optimizer modifies the registered state again the trainer calls
- * pt_fence(), which blocks only while that copy is still running. After a crash
- * the restarted trainer calls pt_restore(), which copies the newest committed
- * step back into the regions and tells the trainer which step that was.
+ * pt_fence(), which blocks only while that copy or its seal is still under
+ * way. After a crash the restarted trainer calls pt_restore(), which copies
+ * the newest committed step back into the regions and tells the trainer which
+ * step that was.
  *
  * Errors: every action returns PT_OK (0), a positive status (PT_SKIPPED), or a
  * negative code: a negated errno value or one of the PT_E* codes below.
@@ -17,7 +20,10 @@
  *
  * Threads: one pt_client may be used by one thread at a time; callers that
  * share a client between threads serialise the calls themselves. Distinct
- * clients are independent. libpt starts its own copy thread(s) per client.
+ * clients are independent. libpt starts its own threads per client: copy
+ * thread(s), and from the first pt_snapshot() one that seals each finished
+ * copy; they block every signal, and the log callback is only ever called
+ * from within the application's calls, never from them.
  *
  * libpt never exits, aborts or prints: failures are returned, and messages
  * reach the application only through the log callback it installs.
@@ -112,18 +118,26 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
 /* Starts an asynchronous copy of every region as step `step` and returns at
  * once: PT_OK (copy started), PT_SKIPPED (no free slot; nothing copied), or an
  * error (the run may go on; no snapshot was taken). Steps must increase.
- * The regions must not be modified until pt_fence() returns.
- * A copy still in flight: PT_EINFLIGHT (call pt_fence() first). */
+ * The regions must not be modified until pt_fence() returns. libpt seals the
+ * snapshot on its own as soon as the copy has finished.
+ * A copy still in flight: PT_EINFLIGHT (call pt_fence() first). A previous
+ * snapshot whose copy has finished but that was never fenced holds this call
+ * up at most until the SMP answers its seal (already sent); its outcome is
+ * then logged, counted in snapshots_failed if it failed, and not returned. */
 int pt_snapshot(pt_client *c, uint64_t step);
 
 /* Waits until the copy started by the last pt_snapshot() has finished and the
- * SMP has sealed it. Returns that snapshot's outcome (PT_OK or an error), or
- * PT_OK when nothing was in flight. Waits at most timeout_ms for the SMP. */
+ * SMP has answered its seal (sent by libpt when the copy finished, so usually
+ * long before this call). Returns that snapshot's outcome (PT_OK or an error,
+ * e.g. the connection broke or the SMP did not answer in time), or PT_OK when
+ * nothing was in flight. Waits for the SMP at most about timeout_ms past the
+ * copy's end. */
 int pt_fence(pt_client *c);
 
 /* Copies the newest committed step back into the regions, verifying every
  * block's checksum, and stores its step number in *step.
  * PT_ENOSNAP: there is nothing to restore (a fresh start); regions untouched.
+ * PT_EINFLIGHT: a snapshot's copy is in flight (call pt_fence() first).
  * PT_EREGIONS: the snapshot was taken with a different region table.
  * PT_ECHECKSUM: the data is damaged; the regions may have been partly written
  * and must not be used. */
@@ -137,7 +151,8 @@ struct pt_status {
   uint64_t snapshots_failed;      /* that returned or fenced an error */
   bool has_committed;             /* the SMP reported a committed step */
   uint64_t committed_step;
-  bool in_flight;
+  bool in_flight;                 /* a snapshot started whose outcome no
+                                   * pt_fence() (or later call) collected */
   const char *backend;            /* "cpu" or "cuda" */
 };
 int pt_status_get(pt_client *c, struct pt_status *st);
@@ -146,8 +161,10 @@ int pt_status_get(pt_client *c, struct pt_status *st);
  * one), or "" — never NULL. Valid until the next call on c. */
 const char *pt_last_error(pt_client *c);
 
-/* Fences, tells the SMP the trainer is finished when done is true, and frees
- * everything. c may be NULL. */
+/* Fences, tells the SMP the trainer is finished when done is true, stops
+ * libpt's threads and frees everything. Keeps the request deadlines: an SMP
+ * that is gone or hangs delays it by at most about twice timeout_ms.
+ * c may be NULL. */
 void pt_client_close(pt_client *c, bool done);
 
 #ifdef __cplusplus

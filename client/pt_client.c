@@ -2,30 +2,54 @@
  * pt_client.c — libpt: the trainer's side of pt (the contract is client/pt.h).
  *
  * A client holds one blocking Unix-socket connection to its rank's SMP, the
- * region table the trainer registered, a copy engine (kernels/kernels.h) and,
- * once the table is frozen, a read-write mapping of the SMP's shm object.
+ * region table the trainer registered, a copy engine (kernels/kernels.h), a
+ * sealer thread and, once the table is frozen, a read-write mapping of the
+ * SMP's shm object.
  *
  * Invariants kept here:
- *   - No event loop and no threads of our own: the only threads are the copy
- *     engine's. Every exchange with the SMP is one request and one reply with a
- *     deadline (timeout_ms), so pt_snapshot() blocks for one round trip plus
- *     handing the copy to the engine.
+ *   - Two threads of ours use a client: the trainer's (every pt_* call) and
+ *     the sealer, started at the first pt_snapshot() and joined by
+ *     pt_client_close(); plus the copy engine's own. The sealer waits for the
+ *     copy in flight to complete and at once sends its SEAL, so the node can
+ *     commit the step during the trainer's next forward and backward pass
+ *     instead of during the optimizer step between pt_fence() and the next
+ *     pt_snapshot().
+ *   - conn_mu serialises the connection: every request and its reply, every
+ *     connect and HELLO, and fd / epoch / hello_ok. It is never held while
+ *     data is copied, and never taken while mu is held (the sealer's log
+ *     path takes no lock at all), so the two cannot deadlock.
+ *   - mu and cv guard the pending snapshot's phase (IDLE -> COPYING ->
+ *     SEALING -> DONE -> IDLE). Only the trainer's thread starts a snapshot
+ *     (IDLE -> COPYING) and collects an outcome (DONE -> IDLE); only the
+ *     sealer moves COPYING -> SEALING -> DONE. The trainer's thread sends
+ *     requests (SLOT_ACQUIRE, RESTORE_QUERY, HELLO, BYE) and calls the engine
+ *     only in IDLE, so the engine sees one caller at a time and the sealer's
+ *     seal never races a reconnect that would renumber its connection.
+ *     pt_snapshot() and pt_restore() refuse while a copy runs (PT_EINFLIGHT)
+ *     but wait for a seal already on its way, as a finished copy was always
+ *     sealed before they went on.
+ *   - Every exchange with the SMP has a deadline (timeout_ms): pt_snapshot()
+ *     blocks for one round trip plus handing the copy to the engine; a seal
+ *     is answered or given up within timeout_ms of the copy's end, and
+ *     pt_fence() waits no longer than that (plus a grace) for it.
  *   - The region table is frozen by the first pt_snapshot() or pt_restore():
  *     that call sends HELLO, maps the object the SMP names and checks that its
  *     region table equals ours.
- *   - At most one snapshot is "pending": acquired from the SMP, its copy
- *     started, not yet sealed. It is sealed by pt_fence(), by the next
- *     pt_snapshot() / pt_restore() once the copy has finished, or by
- *     pt_client_close().
  *   - A broken connection (the SMP died or restarted) is closed and forgotten;
  *     the next call reconnects and says HELLO again within its own deadline.
  *     A snapshot whose connection broke before its seal is reported as failed:
  *     the SMP freed its slot. Nothing here is ever fatal to the trainer.
  *   - libpt never prints: messages go to the application's log callback, and
- *     the last failure's text is kept for pt_last_error().
+ *     the last failure's text is kept for pt_last_error(). The sealer keeps
+ *     its messages with the outcome; the trainer's thread hands them on when
+ *     it collects the outcome, so the callback and last_error are only ever
+ *     touched by the application's thread.
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +67,12 @@
 /* How long a HELLO answered -EBUSY is retried: the SMP may not yet have seen
  * the close of this trainer's previous connection. */
 #define BUSY_RETRY_MS 1000
+/* pt_fence() waits this much past the seal's own deadline before it gives
+ * up on the sealer: the sealer's request keeps that deadline itself. */
+#define SEAL_GRACE_MS 1000
+/* Messages the sealer keeps for one snapshot; a further one replaces the
+ * last, so the outcome's own message is always kept. */
+#define SEAL_MSG_MAX 4
 /* Offset of the creation time in the object header (snap_store.h layout). */
 #define SNAP_OFF_CTIME 176
 
@@ -51,6 +81,19 @@ struct region {
   void *ptr;
   size_t bytes;
   int kind; /* enum pt_mem */
+};
+
+/* Where the pending snapshot stands (pt_client.phase, under mu). */
+enum seal_phase {
+  PHASE_IDLE = 0, /* nothing pending, or its outcome was collected */
+  PHASE_COPYING,  /* the copy runs; the sealer waits for it */
+  PHASE_SEALING,  /* the copy is done; the sealer's SEAL is on its way */
+  PHASE_DONE,     /* outcome recorded in seal_rc, not yet collected */
+};
+
+struct seal_msg {
+  int level;
+  char text[512];
 };
 
 struct pt_client {
@@ -64,7 +107,8 @@ struct pt_client {
   void *log_arg;
   char last_error[512];
 
-  /* connection to the SMP */
+  /* connection to the SMP, under conn_mu */
+  pthread_mutex_t conn_mu;
   int fd;          /* -1: disconnected */
   uint64_t epoch;  /* incremented at every connect */
   bool hello_ok;   /* HELLO accepted on the current connection */
@@ -85,10 +129,26 @@ struct pt_client {
   uint64_t store_ctime;
   char shm_name[256];
 
-  /* the pending snapshot */
-  bool pending;
+  /* the pending snapshot: p_* are written by the trainer's thread in IDLE
+   * and read by the sealer after it took the job under mu */
   uint32_t p_slot;
   uint64_t p_gen, p_step, p_epoch;
+
+  /* the sealer; phase, seal_*, stop under mu; cv (CLOCK_MONOTONIC) is
+   * broadcast at every change of them */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t sealer;
+  bool sealer_started;    /* trainer's thread only */
+  bool stop;
+  enum seal_phase phase;
+  int seal_rc;            /* the outcome, in PHASE_DONE */
+  uint64_t seal_deadline; /* rpc_now_ms() limit of the SEAL, from SEALING */
+  bool seal_abandoned;    /* pt_fence() gave up on it: already counted */
+  /* the sealer's messages of the pending snapshot: written by the sealer
+   * before DONE, read by the trainer's thread after it */
+  struct seal_msg seal_msgs[SEAL_MSG_MAX];
+  int seal_nmsgs;
 
   bool has_last_step;
   uint64_t last_step;
@@ -103,6 +163,9 @@ struct pt_client {
 static void client_log(pt_client *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The client whose sealer runs on this thread; NULL on every other thread. */
+static _Thread_local pt_client *tls_sealer_of;
+
 static void client_log(pt_client *c, int level, const char *fmt, ...)
 {
   char msg[sizeof(c->last_error)];
@@ -111,10 +174,30 @@ static void client_log(pt_client *c, int level, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
+  if (tls_sealer_of == c) {
+    /* Kept with the outcome; the trainer's thread hands it on. */
+    int i = c->seal_nmsgs < SEAL_MSG_MAX ? c->seal_nmsgs++ : SEAL_MSG_MAX - 1;
+    c->seal_msgs[i].level = level;
+    memcpy(c->seal_msgs[i].text, msg, sizeof(msg));
+    return;
+  }
   if (level <= PT_LOG_WARN)
     memcpy(c->last_error, msg, sizeof(msg));
   if (c->log_fn != NULL)
     c->log_fn(c->log_arg, level, msg);
+}
+
+/* Hands the sealer's messages of a collected outcome to the application.
+ * Trainer's thread, after it saw PHASE_DONE. */
+static void seal_msgs_flush(pt_client *c)
+{
+  for (int i = 0; i < c->seal_nmsgs; i++) {
+    if (c->seal_msgs[i].level <= PT_LOG_WARN)
+      memcpy(c->last_error, c->seal_msgs[i].text, sizeof(c->last_error));
+    if (c->log_fn != NULL)
+      c->log_fn(c->log_arg, c->seal_msgs[i].level, c->seal_msgs[i].text);
+  }
+  c->seal_nmsgs = 0;
 }
 
 /* ---- time ---- */
@@ -132,6 +215,13 @@ static int ms_left(uint64_t deadline)
     return 0;
   uint64_t d = deadline - now;
   return d > INT_MAX ? INT_MAX : (int)d;
+}
+
+/* OUT: *ts, the CLOCK_MONOTONIC time of an rpc_now_ms() deadline. */
+static void deadline_timespec(uint64_t deadline, struct timespec *ts)
+{
+  ts->tv_sec = (time_t)(deadline / 1000u);
+  ts->tv_nsec = (long)(deadline % 1000u) * 1000000L;
 }
 
 static void sleep_ms(int ms)
@@ -288,8 +378,8 @@ static int conn_open(pt_client *c, uint64_t deadline)
   return 0;
 }
 
-/* One request and its reply on the current connection. A transport failure
- * closes the connection. OUT: *reply, freed with
+/* One request and its reply on the current connection; the caller holds
+ * conn_mu. A transport failure closes the connection. OUT: *reply, freed with
  * protobuf_c_message_free_unpacked(). */
 static int conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                      uint32_t reply_type, uint64_t deadline,
@@ -481,7 +571,8 @@ out_free:
   return rc;
 }
 
-/* A connection that has said HELLO (the table being frozen). */
+/* A connection that has said HELLO (the table being frozen); the caller
+ * holds conn_mu. */
 static int session_ensure(pt_client *c, uint64_t deadline)
 {
   int rc;
@@ -493,29 +584,85 @@ static int session_ensure(pt_client *c, uint64_t deadline)
   return 0;
 }
 
-/* A request on a ready session. When the connection turns out to be dead
- * (the SMP restarted since the last call), reconnects, says HELLO again and
- * retries once, all before deadline. Only for requests that are safe to
- * repeat: whatever the dead SMP did for the first try, it undid. */
+/* A request on a ready session, under conn_mu. When the connection turns
+ * out to be dead (the SMP restarted since the last call), reconnects, says
+ * HELLO again and retries once, all before deadline. Only for requests that
+ * are safe to repeat: whatever the dead SMP did for the first try, it undid.
+ * OUT: *epoch (may be NULL), the connection that answered. */
 static int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                         uint32_t reply_type, uint64_t deadline,
-                        ProtobufCMessage **reply)
+                        ProtobufCMessage **reply, uint64_t *epoch)
 {
   int rc = 0;
 
+  pthread_mutex_lock(&c->conn_mu);
   for (int attempt = 0; attempt < 2; attempt++) {
     bool fresh = c->fd < 0;
     rc = session_ensure(c, deadline);
     if (rc == 0)
       rc = conn_call(c, type, req, reply_type, deadline, reply);
     if (rc == 0 || fresh || !is_conn_error(rc))
-      return rc;
+      break;
     conn_drop(c);
   }
+  if (epoch != NULL)
+    *epoch = c->epoch;
+  pthread_mutex_unlock(&c->conn_mu);
+  return rc;
+}
+
+/* conn_call() under conn_mu, on whatever connection is up. */
+static int conn_call_locked(pt_client *c, uint32_t type,
+                            const ProtobufCMessage *req, uint32_t reply_type,
+                            uint64_t deadline, ProtobufCMessage **reply)
+{
+  int rc;
+
+  pthread_mutex_lock(&c->conn_mu);
+  rc = conn_call(c, type, req, reply_type, deadline, reply);
+  pthread_mutex_unlock(&c->conn_mu);
   return rc;
 }
 
 /* ---- open / register ---- */
+
+/* Mutexes and the condition variable, on CLOCK_MONOTONIC like every
+ * deadline here. */
+static int sync_init(pt_client *c)
+{
+  pthread_condattr_t ca;
+  int rc;
+
+  rc = -pthread_mutex_init(&c->conn_mu, NULL);
+  if (rc < 0)
+    return rc;
+  rc = -pthread_mutex_init(&c->mu, NULL);
+  if (rc < 0)
+    goto out_conn_mu;
+  rc = -pthread_condattr_init(&ca);
+  if (rc < 0)
+    goto out_mu;
+  rc = -pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  if (rc == 0)
+    rc = -pthread_cond_init(&c->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (rc < 0)
+    goto out_mu;
+  return 0;
+
+out_mu:
+  pthread_mutex_destroy(&c->mu);
+out_conn_mu:
+  pthread_mutex_destroy(&c->conn_mu);
+  return rc;
+}
+
+static void sync_destroy(pt_client *c)
+{
+  pthread_cond_destroy(&c->cv);
+  pthread_mutex_destroy(&c->mu);
+  pthread_mutex_destroy(&c->conn_mu);
+}
 
 int pt_client_open(pt_client **out, const struct pt_options *opts)
 {
@@ -530,21 +677,27 @@ int pt_client_open(pt_client **out, const struct pt_options *opts)
   if (c == NULL)
     return -ENOMEM;
   c->fd = -1;
+  c->phase = PHASE_IDLE;
   if (opts == NULL)
     opts = &none;
   c->log_fn = opts->log_fn;
   c->log_arg = opts->log_arg;
 
-  rc = options_apply(c, opts);
+  rc = sync_init(c);
   if (rc != 0)
     goto out_free;
+  rc = options_apply(c, opts);
+  if (rc != 0)
+    goto out_sync;
   rc = kern_engine_new(&c->engine, c->copy_threads);
   if (rc != 0) {
     client_log(c, PT_LOG_ERROR, "pt: cannot start the copy engine: %s",
                pt_strerror(rc));
-    goto out_free;
+    goto out_sync;
   }
+  pthread_mutex_lock(&c->conn_mu);
   rc = conn_open(c, deadline_after(c));
+  pthread_mutex_unlock(&c->conn_mu);
   if (rc != 0)
     goto out_engine;
   client_log(c, PT_LOG_DEBUG, "pt: rank %u of %u connected to '%s' (%s backend)",
@@ -554,6 +707,8 @@ int pt_client_open(pt_client **out, const struct pt_options *opts)
 
 out_engine:
   kern_engine_free(c->engine);
+out_sync:
+  sync_destroy(c);
 out_free:
   free(c->socket_path);
   free(c);
@@ -673,54 +828,195 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
   return 0;
 }
 
-/* ---- snapshot ---- */
+/* ---- the sealer ---- */
 
-/* Waits for the pending copy, then tells the SMP to seal (or, when the copy
- * failed, to free) its slot. Returns the snapshot's outcome. */
-static int pending_seal(pt_client *c)
+/* Tells the SMP to seal the snapshot's slot (or, when its copy failed, to
+ * free it) on the connection that acquired the slot, and returns the
+ * snapshot's outcome. Sealer thread. */
+static int seal_send(pt_client *c, uint32_t slot, uint64_t gen, uint64_t step,
+                     uint64_t epoch, int copy_rc, uint64_t deadline)
 {
   Pt__Seal req = PT__SEAL__INIT;
   ProtobufCMessage *m = NULL;
-  int copy_rc, rc;
+  int rc;
 
-  if (!c->pending)
-    return 0;
-  copy_rc = kern_save_wait(c->engine, -1);
-  c->pending = false;
-  if (c->fd < 0 || c->p_epoch != c->epoch) {
+  req.slot = slot;
+  req.generation = gen;
+  req.step = step;
+  req.ok = copy_rc == 0;
+  pthread_mutex_lock(&c->conn_mu);
+  if (c->fd < 0 || epoch != c->epoch) {
     rc = -ECONNRESET;
     client_log(c, PT_LOG_ERROR,
                "pt: snapshot of step %llu is lost: the connection to the SMP "
-               "broke before it was sealed", (unsigned long long)c->p_step);
-    goto out_failed;
+               "broke before it was sealed", (unsigned long long)step);
+  } else {
+    rc = conn_call(c, RPC_SEAL, &req.base, RPC_REPLY, deadline, &m);
   }
-  req.slot = c->p_slot;
-  req.generation = c->p_gen;
-  req.step = c->p_step;
-  req.ok = copy_rc == 0;
-  rc = conn_call(c, RPC_SEAL, &req.base, RPC_REPLY, deadline_after(c), &m);
+  pthread_mutex_unlock(&c->conn_mu);
   if (rc != 0)
-    goto out_failed;
+    return rc;
   Pt__Reply *r = (Pt__Reply *)m;
   if (copy_rc != 0) {
     rc = copy_rc;
     client_log(c, PT_LOG_ERROR, "pt: copy of step %llu failed: %s",
-               (unsigned long long)c->p_step, pt_strerror(copy_rc));
+               (unsigned long long)step, pt_strerror(copy_rc));
   } else if (r->status != 0) {
     rc = r->status;
     client_log(c, PT_LOG_ERROR, "pt: the SMP refused to seal step %llu: %s",
-               (unsigned long long)c->p_step,
+               (unsigned long long)step,
                r->message ? r->message : pt_strerror(rc));
   }
   protobuf_c_message_free_unpacked(m, NULL);
-  if (rc != 0)
-    goto out_failed;
-  return 0;
-
-out_failed:
-  c->failed++;
   return rc;
 }
+
+/* The sealer: for every snapshot posted (PHASE_COPYING), waits for its copy,
+ * seals it at once and records the outcome (PHASE_DONE). Finishes the
+ * snapshot in hand before it honours stop. */
+static void *sealer_main(void *arg)
+{
+  pt_client *c = arg;
+  struct sched_param sp = { .sched_priority = 0 };
+
+  tls_sealer_of = c;
+  pthread_setname_np(pthread_self(), "pt-seal");
+  /* SCHED_BATCH, as the copy workers: woken by pt_snapshot(), the sealer
+   * does not preempt the trainer's thread, which returns at once. */
+  pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+  int rc = kern_thread_bind(c->engine);
+  if (rc != 0)
+    client_log(c, PT_LOG_WARN, "pt: the sealer cannot use the copy "
+               "engine's device: %s", pt_strerror(rc));
+
+  pthread_mutex_lock(&c->mu);
+  for (;;) {
+    while (!c->stop && c->phase != PHASE_COPYING)
+      pthread_cond_wait(&c->cv, &c->mu);
+    if (c->phase != PHASE_COPYING)
+      break;
+    uint32_t slot = c->p_slot;
+    uint64_t gen = c->p_gen, step = c->p_step, epoch = c->p_epoch;
+    pthread_mutex_unlock(&c->mu);
+
+    int copy_rc = kern_save_wait(c->engine, -1);
+    uint64_t deadline = deadline_after(c);
+    pthread_mutex_lock(&c->mu);
+    c->phase = PHASE_SEALING;
+    c->seal_deadline = deadline;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+
+    rc = seal_send(c, slot, gen, step, epoch, copy_rc, deadline);
+
+    pthread_mutex_lock(&c->mu);
+    c->seal_rc = rc;
+    c->phase = PHASE_DONE;
+    pthread_cond_broadcast(&c->cv);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
+/* Starts the sealer unless it runs. Trainer's thread. */
+static int sealer_ensure(pt_client *c)
+{
+  sigset_t all, old;
+  int rc;
+
+  if (c->sealer_started)
+    return 0;
+  /* The sealer blocks every signal: handlers run in the application's
+   * threads. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = -pthread_create(&c->sealer, NULL, sealer_main, c);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    client_log(c, PT_LOG_ERROR, "pt: cannot start the sealer thread: %s",
+               pt_strerror(rc));
+    return rc;
+  }
+  c->sealer_started = true;
+  return 0;
+}
+
+/* Lets the sealer finish the snapshot in hand, then joins it. Bounded: the
+ * copy completes and the seal keeps its deadline. */
+static void sealer_stop(pt_client *c)
+{
+  if (!c->sealer_started)
+    return;
+  pthread_mutex_lock(&c->mu);
+  c->stop = true;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  pthread_join(c->sealer, NULL);
+  c->sealer_started = false;
+}
+
+/* Collects the recorded outcome (under mu, in PHASE_DONE); the phase goes
+ * back to IDLE. OUT: *abandoned, true when pt_fence() gave up on this
+ * snapshot and reported and counted it already. */
+static int outcome_take_locked(pt_client *c, bool *abandoned)
+{
+  *abandoned = c->seal_abandoned;
+  c->seal_abandoned = false;
+  c->phase = PHASE_IDLE;
+  return c->seal_rc;
+}
+
+/* After outcome_take_locked(), with mu released: hands the sealer's messages
+ * on and counts a failure. */
+static void outcome_report(pt_client *c, int rc, bool abandoned)
+{
+  seal_msgs_flush(c);
+  if (rc != 0 && !abandoned)
+    c->failed++;
+}
+
+/* Waits, under mu, while the seal of a finished copy is on its way. The
+ * seal keeps its own deadline; this one only guards against a sealer that
+ * would not. */
+static void seal_wait_locked(pt_client *c)
+{
+  struct timespec limit;
+
+  deadline_timespec(c->seal_deadline + SEAL_GRACE_MS, &limit);
+  while (c->phase == PHASE_SEALING) {
+    if (pthread_cond_timedwait(&c->cv, &c->mu, &limit) == ETIMEDOUT)
+      break;
+  }
+}
+
+/* Before a request of the trainer's own. PT_EINFLIGHT (nothing changed)
+ * while the pending snapshot's copy runs. A finished copy is sealed before
+ * the call goes on, as it always was: a seal on its way is waited for. An
+ * outcome that nobody fenced is then collected, logged and counted, and the
+ * call goes on (0). OUT: *busy_step, the step in flight. */
+static int pending_settle(pt_client *c, uint64_t *busy_step)
+{
+  bool abandoned = false;
+  bool done;
+  int rc = 0;
+
+  pthread_mutex_lock(&c->mu);
+  seal_wait_locked(c);
+  if (c->phase == PHASE_COPYING || c->phase == PHASE_SEALING) {
+    *busy_step = c->p_step;
+    pthread_mutex_unlock(&c->mu);
+    return PT_EINFLIGHT;
+  }
+  done = c->phase == PHASE_DONE;
+  if (done)
+    rc = outcome_take_locked(c, &abandoned);
+  pthread_mutex_unlock(&c->mu);
+  if (done)
+    outcome_report(c, rc, abandoned);
+  return 0;
+}
+
+/* ---- snapshot ---- */
 
 static int snapshot_fail(pt_client *c, int rc)
 {
@@ -734,20 +1030,17 @@ int pt_snapshot(pt_client *c, uint64_t step)
   ProtobufCMessage *m = NULL;
   Pt__SlotReply *r;
   uint32_t slot;
-  uint64_t gen;
+  uint64_t gen, epoch = 0, busy_step = 0;
   int rc;
 
   if (c == NULL)
     return -EINVAL;
-  if (c->pending) {
-    if (kern_save_is_busy(c->engine)) {
-      client_log(c, PT_LOG_ERROR,
-                 "pt: snapshot of step %llu refused: the copy of step %llu is "
-                 "in flight (call pt_fence first)", (unsigned long long)step,
-                 (unsigned long long)c->p_step);
-      return snapshot_fail(c, PT_EINFLIGHT);
-    }
-    pending_seal(c); /* its failure is counted and logged; go on */
+  if (pending_settle(c, &busy_step) != 0) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: snapshot of step %llu refused: the copy of step %llu is "
+               "in flight (call pt_fence first)",
+               (unsigned long long)step, (unsigned long long)busy_step);
+    return snapshot_fail(c, PT_EINFLIGHT);
   }
   if (c->has_last_step && step <= c->last_step) {
     client_log(c, PT_LOG_ERROR,
@@ -757,10 +1050,12 @@ int pt_snapshot(pt_client *c, uint64_t step)
   }
   if ((rc = table_freeze(c)) != 0)
     return snapshot_fail(c, rc);
+  if ((rc = sealer_ensure(c)) != 0)
+    return snapshot_fail(c, rc);
 
   req.step = step;
   rc = session_call(c, RPC_SLOT_ACQUIRE, &req.base, RPC_SLOT_REPLY,
-                    deadline_after(c), &m);
+                    deadline_after(c), &m, &epoch);
   if (rc != 0)
     return snapshot_fail(c, rc);
   r = (Pt__SlotReply *)m;
@@ -787,7 +1082,9 @@ int pt_snapshot(pt_client *c, uint64_t step)
       r->slot >= snap_store_nslots(c->store)) {
     client_log(c, PT_LOG_ERROR, "pt: the SMP's slot reply is malformed");
     protobuf_c_message_free_unpacked(m, NULL);
+    pthread_mutex_lock(&c->conn_mu);
     conn_drop(c); /* its slot is freed when the connection closes */
+    pthread_mutex_unlock(&c->conn_mu);
     return snapshot_fail(c, PT_EPROTO);
   }
   slot = r->slot;
@@ -817,16 +1114,20 @@ int pt_snapshot(pt_client *c, uint64_t step)
     abort_req.generation = gen;
     abort_req.step = step;
     abort_req.ok = false;
-    if (conn_call(c, RPC_SEAL, &abort_req.base, RPC_REPLY, deadline_after(c),
-                  &m) == 0)
+    if (conn_call_locked(c, RPC_SEAL, &abort_req.base, RPC_REPLY,
+                         deadline_after(c), &m) == 0)
       protobuf_c_message_free_unpacked(m, NULL);
     return snapshot_fail(c, rc);
   }
-  c->pending = true;
+  /* The sealer takes it from here. */
+  pthread_mutex_lock(&c->mu);
   c->p_slot = slot;
   c->p_gen = gen;
   c->p_step = step;
-  c->p_epoch = c->epoch;
+  c->p_epoch = epoch;
+  c->phase = PHASE_COPYING;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
   c->has_last_step = true;
   c->last_step = step;
   c->started++;
@@ -835,9 +1136,38 @@ int pt_snapshot(pt_client *c, uint64_t step)
 
 int pt_fence(pt_client *c)
 {
+  bool abandoned, first;
+  uint64_t step;
+  int rc;
+
   if (c == NULL)
     return -EINVAL;
-  return pending_seal(c);
+  pthread_mutex_lock(&c->mu);
+  /* The copy always completes: the engine finishes what it started. */
+  while (c->phase == PHASE_COPYING)
+    pthread_cond_wait(&c->cv, &c->mu);
+  seal_wait_locked(c);
+  switch (c->phase) {
+  case PHASE_SEALING:
+    first = !c->seal_abandoned;
+    c->seal_abandoned = true;
+    step = c->p_step;
+    pthread_mutex_unlock(&c->mu);
+    client_log(c, PT_LOG_ERROR,
+               "pt: the seal of step %llu was not answered in time",
+               (unsigned long long)step);
+    if (first)
+      c->failed++;
+    return -ETIMEDOUT;
+  case PHASE_DONE:
+    rc = outcome_take_locked(c, &abandoned);
+    pthread_mutex_unlock(&c->mu);
+    outcome_report(c, rc, abandoned);
+    return abandoned ? PT_OK : rc;
+  default:
+    pthread_mutex_unlock(&c->mu);
+    return PT_OK;
+  }
 }
 
 /* ---- restore ---- */
@@ -855,26 +1185,23 @@ int pt_restore(pt_client *c, uint64_t *step)
   Pt__RestoreReply *r;
   struct snap_slot_info info;
   uint32_t slot;
-  uint64_t gen, s;
+  uint64_t gen, s, busy_step = 0;
   size_t bad_x = 0, bad_b = 0;
   int rc;
 
   if (c == NULL || step == NULL)
     return -EINVAL;
-  if (c->pending) {
-    if (kern_save_is_busy(c->engine)) {
-      client_log(c, PT_LOG_ERROR,
-                 "pt: restore refused: the copy of step %llu is in flight "
-                 "(call pt_fence first)", (unsigned long long)c->p_step);
-      return PT_EINFLIGHT;
-    }
-    pending_seal(c);
+  if (pending_settle(c, &busy_step) != 0) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: restore refused: the copy of step %llu is in flight "
+               "(call pt_fence first)", (unsigned long long)busy_step);
+    return PT_EINFLIGHT;
   }
   if ((rc = table_freeze(c)) != 0)
     return rc;
 
   rc = session_call(c, RPC_RESTORE_QUERY, &req.base, RPC_RESTORE_REPLY,
-                    deadline_after(c), &m);
+                    deadline_after(c), &m, NULL);
   if (rc != 0)
     return rc;
   r = (Pt__RestoreReply *)m;
@@ -975,7 +1302,9 @@ int pt_status_get(pt_client *c, struct pt_status *st)
   st->snapshots_failed = c->failed;
   st->has_committed = c->has_committed;
   st->committed_step = c->committed_step;
-  st->in_flight = c->pending;
+  pthread_mutex_lock(&c->mu);
+  st->in_flight = c->phase != PHASE_IDLE;
+  pthread_mutex_unlock(&c->mu);
   st->backend = kern_backend_name();
   return 0;
 }
@@ -987,9 +1316,23 @@ const char *pt_last_error(pt_client *c)
 
 void pt_client_close(pt_client *c, bool done)
 {
+  bool abandoned = false, done_late;
+  int rc = 0;
+
   if (c == NULL)
     return;
-  pending_seal(c);
+  pt_fence(c);
+  sealer_stop(c);
+  /* A seal that pt_fence() gave up on has ended by now: the sealer is gone. */
+  pthread_mutex_lock(&c->mu);
+  done_late = c->phase == PHASE_DONE;
+  if (done_late)
+    rc = outcome_take_locked(c, &abandoned);
+  pthread_mutex_unlock(&c->mu);
+  if (done_late)
+    outcome_report(c, rc, abandoned);
+
+  pthread_mutex_lock(&c->conn_mu);
   if (c->fd >= 0) {
     Pt__Bye req = PT__BYE__INIT;
     ProtobufCMessage *m = NULL;
@@ -998,6 +1341,7 @@ void pt_client_close(pt_client *c, bool done)
       protobuf_c_message_free_unpacked(m, NULL);
   }
   conn_drop(c);
+  pthread_mutex_unlock(&c->conn_mu);
   store_release(c);
   kern_engine_free(c->engine);
   free(c->xfers);
@@ -1005,5 +1349,6 @@ void pt_client_close(pt_client *c, bool done)
   free(c->by_addr);
   free(c->regions);
   free(c->socket_path);
+  sync_destroy(c);
   free(c);
 }

@@ -352,6 +352,67 @@ static bool closed_by_peer(int fd, int timeout_ms)
   return false;
 }
 
+/* Stops the SMP (SIGSTOP) and returns once it is stopped: from then on
+ * it serves nothing until smp_resume(). */
+static void smp_pause(struct smp_proc *p)
+{
+  int st;
+
+  ck_assert_int_eq(kill(p->pid, SIGSTOP), 0);
+  ck_assert_int_eq(waitpid(p->pid, &st, WUNTRACED), p->pid);
+  ck_assert(WIFSTOPPED(st));
+}
+
+static void smp_resume(struct smp_proc *p)
+{
+  ck_assert_int_eq(kill(p->pid, SIGCONT), 0);
+}
+
+/* The state of the slot holding step, read from the object's slot table;
+ * SNAP_FREE when no slot holds it. */
+static uint32_t slot_state_of(const struct snap_store *store, uint64_t step)
+{
+  struct snap_slot_info si;
+
+  for (uint32_t i = 0; i < snap_store_nslots(store); i++) {
+    snap_slot_get(store, i, &si);
+    if (si.state != SNAP_FREE && si.step == step)
+      return si.state;
+  }
+  return SNAP_FREE;
+}
+
+/* Snapshots steps *step, *step + 1, ... and stops the SMP right after each
+ * pt_snapshot() until, with the SMP stopped, the new step's slot is still
+ * WRITING: its seal cannot be served. A step whose copy and seal won the
+ * race is fenced (it must succeed) and counted in *good, the newest step
+ * known sealed (want then holds its state). Returns with the SMP stopped
+ * and *step the caught one. */
+static void snapshot_catch_unsealed(pt_client *c, struct smp_proc *p,
+                                    const struct snap_store *store,
+                                    struct state *s, struct state *want,
+                                    uint64_t *step, uint64_t *good)
+{
+  for (int tries = 0; tries < 20; tries++, (*step)++) {
+    state_scramble(s, 1000 + *step);
+    int rc = pt_snapshot(c, *step);
+    ck_assert_msg(rc == PT_OK, "pt_snapshot(%llu): %s (%s)",
+                  (unsigned long long)*step, pt_err_name(rc),
+                  pt_last_error(c));
+    smp_pause(p);
+    if (slot_state_of(store, *step) == SNAP_WRITING)
+      return;
+    smp_resume(p);
+    rc = pt_fence(c);
+    ck_assert_msg(rc == PT_OK, "pt_fence(%llu): %s (%s)",
+                  (unsigned long long)*step, pt_err_name(rc),
+                  pt_last_error(c));
+    *good = *step;
+    state_copy(want, s);
+  }
+  ck_abort_msg("every seal was served before the SMP could be stopped");
+}
+
 /* ---- tests ---- */
 
 /* Snapshot, scramble, restore: the bytes come back; steps must increase. */
@@ -385,7 +446,8 @@ START_TEST(test_roundtrip)
   state_scramble(&s, 4);
   snap_ok(c, 11);
   state_copy(&want, &s);
-  /* an implicit seal: pt_restore seals the finished copy itself */
+  /* no fence: pt_restore refuses while the copy runs, then collects the
+   * outcome of the copy libpt sealed on its own */
   state_scramble(&s, 5);
   struct state s12;
   state_new(&s12, 0);
@@ -673,8 +735,13 @@ START_TEST(test_smp_restart)
   restore_expect(c, 2);
   ck_assert(state_eq(&s, &want));
 
-  /* killed between the slot and its seal */
-  ck_assert_int_eq(pt_snapshot(c, 3), PT_OK);
+  /* killed between the slot and its seal (the seal goes out as soon as the
+   * copy is done, so the SMP is stopped first to hold it off) */
+  struct snap_store *store = NULL;
+  char err[256];
+  uint64_t k = 3, good = 2;
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  snapshot_catch_unsealed(c, &p, store, &s, &want, &k, &good);
   smp_kill(&p, SIGKILL);
   smp_start(&p);
   int rc = pt_fence(c);
@@ -682,10 +749,12 @@ START_TEST(test_smp_restart)
   pt_status_get(c, &st);
   ck_assert_uint_eq(st.snapshots_failed, 1);
   ck_assert(!st.in_flight);
-  /* the restarted SMP freed the interrupted slot; step 2 is still there */
+  /* the restarted SMP freed the interrupted slot; the step before it is
+   * still there */
   state_scramble(&s, 35);
-  restore_expect(c, 2);
+  restore_expect(c, good);
   ck_assert(state_eq(&s, &want));
+  ck_assert_uint_eq(slot_state_of(store, k), SNAP_FREE);
   int fd = raw_connect(&p);
   Pt__StateReply *sr = raw_state(fd, true);
   for (size_t i = 0; i < sr->n_slots; i++)
@@ -695,18 +764,19 @@ START_TEST(test_smp_restart)
   protobuf_c_message_free_unpacked(&sr->base, NULL);
   close(fd);
 
-  snap_ok(c, 4);
+  snap_ok(c, k + 1);
   state_copy(&want, &s);
   state_scramble(&s, 36);
-  restore_expect(c, 4);
+  restore_expect(c, k + 1);
   ck_assert(state_eq(&s, &want));
 
   /* the SMP is gone for good: calls fail within the deadline, no hang */
   smp_kill(&p, SIGKILL);
   uint64_t t0 = now_ns();
-  ck_assert_int_lt(pt_snapshot(c, 5), 0);
+  ck_assert_int_lt(pt_snapshot(c, k + 2), 0);
   ck_assert_uint_lt(now_ns() - t0, 3000u * 1000000u);
   pt_client_close(c, false);
+  snap_store_close(store);
   snap_store_unlink(p.shm);
   state_free(&s);
   state_free(&want);
@@ -1033,6 +1103,100 @@ START_TEST(test_quarantine_budget)
 }
 END_TEST
 
+/* The seal goes out as soon as the copy is done, not at pt_fence(): the
+ * node hears of the step, and its slot is SEALED, before the trainer fences.
+ * A hung SMP: pt_fence() reports and counts a seal left unanswered within
+ * the deadline, training goes on, and pt_client_close() does not hang. */
+START_TEST(test_seal_background)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  struct pt_status st;
+  ProtobufCMessage *m = NULL;
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+  char err[256];
+
+  smp_init(&p, "bg", 2, false);
+  smp_start(&p);
+  state_new(&s, 91);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  int fd = raw_connect(&p);
+  sub.node_id = "n0";
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SUBSCRIBE, &sub.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  protobuf_c_message_free_unpacked(m, NULL);
+
+  for (uint64_t k = 1; k <= 3; k++) {
+    state_scramble(&s, 90 + k);
+    ck_assert_int_eq(pt_snapshot(c, k), PT_OK);
+    if (store == NULL) /* the first snapshot's HELLO made the object */
+      ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+    /* no pt_fence() yet: the event and the slot table tell */
+    Pt__Event *ev = raw_event(fd);
+    ck_assert_int_eq(ev->kind, PT__EVENT_KIND__EVENT_SEALED);
+    ck_assert_uint_eq(ev->step, k);
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+    ck_assert_uint_eq(slot_state_of(store, k), SNAP_SEALED);
+    pt_status_get(c, &st);
+    ck_assert(st.in_flight); /* until pt_fence() collects the outcome */
+    ck_assert_int_eq(pt_fence(c), PT_OK);
+    pt_status_get(c, &st);
+    ck_assert(!st.in_flight);
+  }
+  /* a sealed step nobody fenced: the next snapshot collects it (or waits
+   * for the answer to its seal) and goes on */
+  ck_assert_int_eq(pt_snapshot(c, 4), PT_OK);
+  Pt__Event *ev = raw_event(fd);
+  ck_assert_uint_eq(ev->step, 4);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  ck_assert_int_eq(pt_snapshot(c, 5), PT_OK);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  ck_assert_uint_eq(slot_state_of(store, 5), SNAP_SEALED);
+  pt_status_get(c, &st);
+  ck_assert_uint_eq(st.snapshots_started, 5);
+  ck_assert_uint_eq(st.snapshots_failed, 0);
+  close(fd); /* events are not read from here on */
+  pt_client_close(c, false);
+
+  /* a hung SMP, and a client with a shorter deadline */
+  c = client_open(&p, 1000);
+  state_register(c, &s);
+  uint64_t k = 10, good = 0;
+  snapshot_catch_unsealed(c, &p, store, &s, &want, &k, &good);
+  uint64_t t0 = now_ns();
+  int rc = pt_fence(c);
+  uint64_t waited = now_ns() - t0;
+  ck_assert_msg(rc == -ETIMEDOUT, "fence with the SMP stopped: %s",
+                pt_err_name(rc));
+  ck_assert_uint_lt(waited, 3000u * 1000000u);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "SEAL"));
+  pt_status_get(c, &st);
+  ck_assert_uint_eq(st.snapshots_failed, 1);
+  ck_assert(!st.in_flight);
+  smp_resume(&p);
+  /* training goes on: the client reconnects */
+  state_scramble(&s, 99);
+  snap_ok(c, k + 2);
+
+  /* stopped again with a seal on its way: close keeps its deadlines */
+  uint64_t k2 = k + 3;
+  snapshot_catch_unsealed(c, &p, store, &s, &want, &k2, &good);
+  t0 = now_ns();
+  pt_client_close(c, false);
+  waited = now_ns() - t0;
+  ck_assert_uint_lt(waited, 4000u * 1000000u);
+  smp_resume(&p);
+
+  snap_store_close(store);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
 /* The command line: --help, missing and bad values. */
 START_TEST(test_smp_cli)
 {
@@ -1133,6 +1297,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_skipped);
   tcase_add_test(tc, test_garbage);
   tcase_add_test(tc, test_quarantine_budget);
+  tcase_add_test(tc, test_seal_background);
   tcase_add_test(tc, test_smp_cli);
   tcase_add_test(tc, test_blocking_time);
   suite_add_tcase(s, tc);
