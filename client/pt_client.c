@@ -73,8 +73,6 @@
 /* Messages the sealer keeps for one snapshot; a further one replaces the
  * last, so the outcome's own message is always kept. */
 #define SEAL_MSG_MAX 4
-/* Offset of the creation time in the object header (snap_store.h layout). */
-#define SNAP_OFF_CTIME 176
 
 struct region {
   char name[SNAP_NAME_MAX];
@@ -432,14 +430,6 @@ static int table_freeze(pt_client *c)
   return 0;
 }
 
-static uint64_t store_ctime(const struct snap_store *s)
-{
-  uint64_t t;
-
-  memcpy(&t, (const char *)snap_store_base(s) + SNAP_OFF_CTIME, sizeof(t));
-  return t;
-}
-
 static void store_release(pt_client *c)
 {
   if (c->store == NULL)
@@ -484,7 +474,7 @@ static int store_attach(pt_client *c, const char *name, uint64_t bytes)
   }
   if (c->store != NULL && strcmp(c->shm_name, name) == 0 &&
       snap_store_total_bytes(c->store) == snap_store_total_bytes(s) &&
-      c->store_ctime == store_ctime(s)) {
+      c->store_ctime == snap_store_ctime_ns(s)) {
     snap_store_close(s); /* the same object: keep the registered mapping */
     return 0;
   }
@@ -498,7 +488,7 @@ static int store_attach(pt_client *c, const char *name, uint64_t bytes)
   }
   c->store = s;
   c->reg_base = snap_store_base(s);
-  c->store_ctime = store_ctime(s);
+  c->store_ctime = snap_store_ctime_ns(s);
   snprintf(c->shm_name, sizeof(c->shm_name), "%s", name);
   return 0;
 

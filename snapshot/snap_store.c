@@ -335,6 +335,10 @@ uint64_t snap_store_total_bytes(const struct snap_store *s)
 {
   return s->lay.total;
 }
+uint64_t snap_store_ctime_ns(const struct snap_store *s)
+{
+  return snap_get64((const uint8_t *)s->base + HDR_CTIME);
+}
 uint64_t snap_store_slot_bytes(const struct snap_store *s)
 {
   return s->lay.slot_bytes;

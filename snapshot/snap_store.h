@@ -168,6 +168,9 @@ uint32_t snap_store_nregions(const struct snap_store *s);
 uint32_t snap_store_nblocks(const struct snap_store *s);
 uint64_t snap_store_total_bytes(const struct snap_store *s);
 uint64_t snap_store_slot_bytes(const struct snap_store *s); /* data bytes */
+/* Creation time (ns since the epoch): tells a re-created object under the
+ * same name from the one mapped earlier. */
+uint64_t snap_store_ctime_ns(const struct snap_store *s);
 void *snap_store_base(const struct snap_store *s);         /* the mapping */
 const struct snap_region *snap_store_region(const struct snap_store *s,
                                             uint32_t i);

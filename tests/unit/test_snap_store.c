@@ -315,8 +315,17 @@ START_TEST(test_create_open_accessors)
   expect_layout(&e, &p);
   struct snap_store *s = NULL, *o = NULL;
 
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_REALTIME, &t0);
   ck_assert_msg(snap_store_create(&s, name, &p, err, sizeof(err)) == 0, "%s", err);
+  clock_gettime(CLOCK_REALTIME, &t1);
   ck_assert_msg(snap_store_open(&o, name, err, sizeof(err)) == 0, "%s", err);
+  /* the creation time is the create call's, and the same through open */
+  uint64_t ns0 = (uint64_t)t0.tv_sec * 1000000000u + (uint64_t)t0.tv_nsec;
+  uint64_t ns1 = (uint64_t)t1.tv_sec * 1000000000u + (uint64_t)t1.tv_nsec;
+  ck_assert_uint_ge(snap_store_ctime_ns(s), ns0);
+  ck_assert_uint_le(snap_store_ctime_ns(s), ns1);
+  ck_assert_uint_eq(snap_store_ctime_ns(o), snap_store_ctime_ns(s));
   struct snap_store *both[2] = {s, o};
   for (int k = 0; k < 2; k++) {
     struct snap_store *x = both[k];
