@@ -84,9 +84,9 @@ LIBS_OUT += $(BUILD)/lib/libpt_cuda.so
 endif
 endif
 
-.PHONY: all deps test unit unit-bins scenarios demo bench fuzz install clean proto
+.PHONY: all deps test unit unit-bins scenarios demo bench fuzz install clean proto gpu-test
 # keep intermediate objects (test objects are only reached through patterns)
-.SECONDARY: gpu-test
+.SECONDARY:
 all: $(BINS) $(LIBS_OUT) $(UNIT_BINS)
 
 # ---- packages ------------------------------------------------------------
