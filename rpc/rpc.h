@@ -85,6 +85,15 @@ int rpc_hdr_decode(const uint8_t in[RPC_HDR_BYTES], uint32_t max_body,
 int rpc_frame_pack(uint8_t **out, size_t *len, uint32_t type,
                    uint64_t request_id, const ProtobufCMessage *msg);
 
+/* The two halves of rpc_frame_pack, for callers that place the frame in
+ * memory of their own (rpc_conn.c puts it behind its write request).
+ * rpc_frame_size checks msg as rpc_frame_pack does and gives the frame's
+ * length, header included (OUT: *len); rpc_frame_write writes that many bytes
+ * to out. */
+int rpc_frame_size(uint32_t type, const ProtobufCMessage *msg, size_t *len);
+int rpc_frame_write(uint8_t *out, size_t len, uint32_t type,
+                    uint64_t request_id, const ProtobufCMessage *msg);
+
 /* Unpacks a body as the message its type names. OUT: *msg, freed with
  * protobuf_c_message_free_unpacked(*msg, NULL) by the caller, in the same
  * function. PT_EPROTO when the bytes do not decode (or the type is unknown).

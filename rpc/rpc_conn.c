@@ -170,33 +170,22 @@ static void write_cb(uv_write_t *req, int status)
 static int wreq_new(uint32_t type, uint64_t request_id,
                     const ProtobufCMessage *msg, struct wreq **out)
 {
-  const ProtobufCMessageDescriptor *desc = rpc_type_descriptor(type);
-  size_t body = 0;
+  size_t len;
+  int rc = rpc_frame_size(type, msg, &len);
 
-  if (desc == NULL)
-    return -EINVAL;
-  if (msg != NULL) {
-    if (msg->descriptor != desc || !protobuf_c_message_check(msg))
-      return -EINVAL;
-    body = protobuf_c_message_get_packed_size(msg);
-  }
-  /* uv_buf_t lengths are unsigned int. */
-  if (body > UINT32_MAX - RPC_HDR_BYTES)
-    return PT_ETOOBIG;
-  struct wreq *w = malloc(sizeof(*w) + RPC_HDR_BYTES + body);
+  if (rc != PT_OK)
+    return rc;
+  struct wreq *w = malloc(sizeof(*w) + len);
   if (w == NULL)
     return -ENOMEM;
-  struct rpc_hdr h = {.type = type, .length = (uint32_t)body,
-                      .request_id = request_id};
-  rpc_hdr_encode(w->frame, &h);
-  if (msg != NULL &&
-      protobuf_c_message_pack(msg, w->frame + RPC_HDR_BYTES) != body) {
+  rc = rpc_frame_write(w->frame, len, type, request_id, msg);
+  if (rc != PT_OK) {
     free(w);
-    return -EINVAL;
+    return rc;
   }
   w->req.data = w;
   w->next = NULL;
-  w->len = RPC_HDR_BYTES + body;
+  w->len = len;
   *out = w;
   return PT_OK;
 }
@@ -231,7 +220,7 @@ int rpc_conn_send(struct rpc_conn *c, uint32_t type, uint64_t request_id,
   if (c->closing)
     return -EPIPE;
   rc = wreq_new(type, request_id, msg, &w);
-  if (rc < 0)
+  if (rc != PT_OK)
     return rc;
   w->conn = c;
   if (c->connected)

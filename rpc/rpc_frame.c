@@ -144,14 +144,11 @@ int rpc_hdr_decode(const uint8_t in[RPC_HDR_BYTES], uint32_t max_body,
 
 /* ---- pack / unpack ----------------------------------------------------- */
 
-int rpc_frame_pack(uint8_t **out, size_t *len, uint32_t type,
-                   uint64_t request_id, const ProtobufCMessage *msg)
+int rpc_frame_size(uint32_t type, const ProtobufCMessage *msg, size_t *len)
 {
   const ProtobufCMessageDescriptor *desc = rpc_type_descriptor(type);
   size_t body = 0;
 
-  *out = NULL;
-  *len = 0;
   if (desc == NULL)
     return -EINVAL;
   if (msg != NULL) {
@@ -161,21 +158,47 @@ int rpc_frame_pack(uint8_t **out, size_t *len, uint32_t type,
       return -EINVAL;
     body = protobuf_c_message_get_packed_size(msg);
   }
-  if (body > UINT32_MAX)
+  /* The length field, and libuv's buffer lengths, are 32-bit. */
+  if (body > UINT32_MAX - RPC_HDR_BYTES)
     return PT_ETOOBIG;
+  *len = RPC_HDR_BYTES + body;
+  return PT_OK;
+}
 
-  uint8_t *buf = malloc(RPC_HDR_BYTES + body);
-  if (buf == NULL)
-    return -ENOMEM;
+int rpc_frame_write(uint8_t *out, size_t len, uint32_t type,
+                    uint64_t request_id, const ProtobufCMessage *msg)
+{
+  size_t body = len - RPC_HDR_BYTES;
   struct rpc_hdr h = {
       .type = type, .length = (uint32_t)body, .flags = 0, .request_id = request_id};
-  rpc_hdr_encode(buf, &h);
-  if (msg != NULL && protobuf_c_message_pack(msg, buf + RPC_HDR_BYTES) != body) {
-    free(buf);
+
+  rpc_hdr_encode(out, &h);
+  if (msg != NULL && protobuf_c_message_pack(msg, out + RPC_HDR_BYTES) != body)
     return -EINVAL;
+  return PT_OK;
+}
+
+int rpc_frame_pack(uint8_t **out, size_t *len, uint32_t type,
+                   uint64_t request_id, const ProtobufCMessage *msg)
+{
+  size_t n;
+  int rc;
+
+  *out = NULL;
+  *len = 0;
+  rc = rpc_frame_size(type, msg, &n);
+  if (rc != PT_OK)
+    return rc;
+  uint8_t *buf = malloc(n);
+  if (buf == NULL)
+    return -ENOMEM;
+  rc = rpc_frame_write(buf, n, type, request_id, msg);
+  if (rc != PT_OK) {
+    free(buf);
+    return rc;
   }
   *out = buf;
-  *len = RPC_HDR_BYTES + body;
+  *len = n;
   return PT_OK;
 }
 
