@@ -9,7 +9,6 @@
  * and checks that every rank always holds the committed step.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 
 #include "pt.h"
 #include "daemon/node.h"
+#include "tests/unit/unit_shm.h"
 
 /* ---- sealed sets ---- */
 
@@ -665,18 +665,7 @@ static void sweep(void)
 {
   char prefix[64];
   snprintf(prefix, sizeof(prefix), SIM_SHM "%d.", (int)runner_pid);
-  DIR *d = opendir("/dev/shm");
-  if (d == NULL)
-    return;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
-      char nm[300];
-      snprintf(nm, sizeof(nm), "/%s", de->d_name);
-      snap_store_unlink(nm);
-    }
-  }
-  closedir(d);
+  unit_shm_sweep(prefix);
 }
 
 int main(void)

@@ -10,7 +10,6 @@
  * crc32_iscsi, seed 0xFFFFFFFF) into slot_crcs + region.first_block.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -28,6 +27,7 @@
 #include "kernels/kernels.h"
 #include "pt.h"
 #include "snapshot/snap_store.h"
+#include "tests/unit/unit_shm.h"
 
 #define MIB ((uint64_t)1 << 20)
 
@@ -1051,22 +1051,12 @@ START_TEST(test_cross_process)
 }
 END_TEST
 
+/* Removes every object a test of this run left behind. */
 static void sweep(void)
 {
   char prefix[64];
   snprintf(prefix, sizeof(prefix), "pt-tsnap-slot.%d.", (int)runner_pid);
-  DIR *d = opendir("/dev/shm");
-  if (d == NULL)
-    return;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
-      char nm[300];
-      snprintf(nm, sizeof(nm), "/%s", de->d_name);
-      shm_unlink(nm);
-    }
-  }
-  closedir(d);
+  unit_shm_sweep(prefix);
 }
 
 int main(void)

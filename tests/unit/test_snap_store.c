@@ -9,7 +9,6 @@
  * main() removes whatever a failed test left behind.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -27,6 +26,7 @@
 #include "kernels/kernels.h"
 #include "pt.h"
 #include "snapshot/snap_store.h"
+#include "tests/unit/unit_shm.h"
 
 #define MIB ((uint64_t)1 << 20)
 
@@ -933,18 +933,7 @@ static void sweep(void)
 {
   char prefix[64];
   snprintf(prefix, sizeof(prefix), "pt-tsnap.%d.", (int)runner_pid);
-  DIR *d = opendir("/dev/shm");
-  if (d == NULL)
-    return;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
-      char nm[300];
-      snprintf(nm, sizeof(nm), "/%s", de->d_name);
-      shm_unlink(nm);
-    }
-  }
-  closedir(d);
+  unit_shm_sweep(prefix);
 }
 
 int main(void)
