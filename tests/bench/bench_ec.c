@@ -5,6 +5,7 @@
  * bench_ec.h. Self-contained: it needs only ec/, kernels/ and ISA-L.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,10 @@
 #include "tests/bench/bench_ec.h"
 
 #define EC_CHUNK ((size_t)4 << 20)
+#define EC_AREA_ALIGN ((size_t)2 << 20) /* the store's slot and parity areas */
+#define EC_MAX_BUFS (4 * RS_MAX_MEMBERS)
+#define EC_MAX_ALLOCS 16
+#define EC_MAX_REPS 16
 
 struct ec_group {
   unsigned k, m, g;
@@ -29,6 +34,8 @@ struct ec_group {
   unsigned char *out_data[RS_MAX_MEMBERS], *out_par[RS_MAX_MEMBERS];
   unsigned char raw_matrix[RS_MAX_MEMBERS * RS_MAX_MEMBERS];
   unsigned char *raw_tbls;
+  void *blocks[EC_MAX_BUFS];    /* what alloc_bytes allocated, to free */
+  unsigned nblocks;
 };
 
 static double now_s(void)
@@ -65,24 +72,25 @@ static void fill(unsigned char *p, size_t n, uint64_t seed)
     p[i] = (unsigned char)(x >> (8 * (i % 8)));
 }
 
-static unsigned char *alloc_bytes(size_t n)
+/* A buffer of n bytes at the start of a 2 MiB-aligned area, as the snapshot
+ * store places its slot and parity areas. */
+static unsigned char *alloc_bytes(struct ec_group *e, size_t n)
 {
   void *p = NULL;
-  if (posix_memalign(&p, 4096, n) != 0)
+
+  if (e->nblocks == EC_MAX_BUFS || posix_memalign(&p, EC_AREA_ALIGN, n) != 0)
     return NULL;
+  e->blocks[e->nblocks++] = p;
   return p;
 }
 
 static void group_free(struct ec_group *e)
 {
   rs_coder_free(e->c);
-  for (unsigned i = 0; i < e->g; i++) {
-    free(e->data[i]);
-    free(e->par[i]);
+  for (unsigned i = 0; i < e->g; i++)
     free(e->crcs[i]);
-    free(e->out_data[i]);
-    free(e->out_par[i]);
-  }
+  for (unsigned b = 0; b < e->nblocks; b++)
+    free(e->blocks[b]);
   free(e->raw_tbls);
 }
 
@@ -106,8 +114,8 @@ static int group_init(struct ec_group *e, unsigned k, unsigned m, char *err,
     return rc;
   }
   for (unsigned i = 0; i < e->g; i++) {
-    e->data[i] = alloc_bytes(S);
-    e->par[i] = alloc_bytes(e->l.parity_bytes);
+    e->data[i] = alloc_bytes(e, S);
+    e->par[i] = alloc_bytes(e, e->l.parity_bytes);
     e->crcs[i] = malloc(kern_nblocks(S) * sizeof(uint32_t));
     if (e->data[i] == NULL || e->par[i] == NULL || e->crcs[i] == NULL)
       goto out_nomem;
@@ -117,8 +125,8 @@ static int group_init(struct ec_group *e, unsigned k, unsigned m, char *err,
   }
   /* Decode outputs for the m lost members. */
   for (unsigned n = 0; n < m; n++) {
-    e->out_data[n] = alloc_bytes(S);
-    e->out_par[n] = alloc_bytes(e->l.parity_bytes);
+    e->out_data[n] = alloc_bytes(e, S);
+    e->out_par[n] = alloc_bytes(e, e->l.parity_bytes);
     if (e->out_data[n] == NULL || e->out_par[n] == NULL)
       goto out_nomem;
     memset(e->out_data[n], 0, S);
@@ -171,15 +179,19 @@ static void members_view(struct ec_group *e, uint32_t lost, bool survivor_crcs,
 }
 
 struct code_rates {
-  double enc, dec, dec_all, raw;
+  double enc, dec, dec_all, raw;       /* GB/s */
+  double enc_ratio, dec_ratio;         /* encode / raw, decode / encode */
+  double dec_ratio_min, dec_ratio_max; /* decode / encode, per allocation */
 };
 
-static int code_run(unsigned k, unsigned m, int reps, struct code_rates *r,
-                    char *err, size_t errlen)
+/* One fresh allocation of the group: warm-up and check, then reps
+ * interleaved repetitions of the four operations, their times in t_*[0..reps). */
+static int allocation_run(unsigned k, unsigned m, int reps, double *t_raw,
+                          double *t_enc, double *t_dec, double *t_all,
+                          char *err, size_t errlen)
 {
   struct ec_group e;
   struct rs_member mb[RS_MAX_MEMBERS];
-  double t_raw[32], t_enc[32], t_dec[32], t_all[32], bytes;
   uint32_t lost = 0;
   int rc;
 
@@ -188,7 +200,6 @@ static int code_run(unsigned k, unsigned m, int reps, struct code_rates *r,
     goto out_free;
   for (unsigned n = 0; n < m; n++)
     lost |= 1u << (n * e.g / m);
-  bytes = (double)e.g * k * EC_CHUNK;
 
   /* Warm-up (tables, caches, page faults) and a correctness check: the
    * rebuilt members must equal the originals. */
@@ -242,30 +253,67 @@ static int code_run(unsigned k, unsigned m, int reps, struct code_rates *r,
       goto out_free;
     }
   }
-  r->raw = bytes / median(t_raw, reps) / 1e9;
-  r->enc = bytes / median(t_enc, reps) / 1e9;
-  r->dec = bytes / median(t_dec, reps) / 1e9;
-  r->dec_all = bytes / median(t_all, reps) / 1e9;
 
 out_free:
   group_free(&e);
   return rc;
 }
 
+/* Each allocation gives a median of each operation's times and the paired
+ * ratios of those medians (same buffers, same pages). The results are the
+ * medians of these over the allocations. */
+static int code_run(unsigned k, unsigned m, int allocations, int reps,
+                    struct code_rates *r, char *err, size_t errlen)
+{
+  double raw[EC_MAX_ALLOCS], enc[EC_MAX_ALLOCS], dec[EC_MAX_ALLOCS],
+      all[EC_MAX_ALLOCS], enc_ratio[EC_MAX_ALLOCS], dec_ratio[EC_MAX_ALLOCS];
+  double bytes = (double)(k + m) * k * EC_CHUNK;
+  int rc;
+
+  r->dec_ratio_min = INFINITY;
+  r->dec_ratio_max = 0;
+  for (int p = 0; p < allocations; p++) {
+    double t_raw[EC_MAX_REPS], t_enc[EC_MAX_REPS], t_dec[EC_MAX_REPS],
+        t_all[EC_MAX_REPS];
+
+    rc = allocation_run(k, m, reps, t_raw, t_enc, t_dec, t_all, err, errlen);
+    if (rc < 0)
+      return rc;
+    raw[p] = bytes / median(t_raw, reps) / 1e9;
+    enc[p] = bytes / median(t_enc, reps) / 1e9;
+    dec[p] = bytes / median(t_dec, reps) / 1e9;
+    all[p] = bytes / median(t_all, reps) / 1e9;
+    enc_ratio[p] = enc[p] / raw[p];
+    dec_ratio[p] = dec[p] / enc[p];
+    if (dec_ratio[p] < r->dec_ratio_min)
+      r->dec_ratio_min = dec_ratio[p];
+    if (dec_ratio[p] > r->dec_ratio_max)
+      r->dec_ratio_max = dec_ratio[p];
+  }
+  r->raw = median(raw, allocations);
+  r->enc = median(enc, allocations);
+  r->dec = median(dec, allocations);
+  r->dec_all = median(all, allocations);
+  r->enc_ratio = median(enc_ratio, allocations);
+  r->dec_ratio = median(dec_ratio, allocations);
+  return 0;
+}
+
 int bench_ec_run(struct bench_ec_result *out, bool quick)
 {
   struct code_rates r42, r82;
-  int reps = quick ? 3 : 9, rc;
+  int allocations = quick ? 3 : 5, reps = quick ? 2 : 5, rc;
 
-  if (out == NULL)
+  if (out == NULL || allocations > EC_MAX_ALLOCS || reps > EC_MAX_REPS)
     return -EINVAL;
   memset(out, 0, sizeof(*out));
   out->chunk_bytes = EC_CHUNK;
   out->reps = reps;
-  rc = code_run(4, 2, reps, &r42, out->error, sizeof(out->error));
+  out->allocations = allocations;
+  rc = code_run(4, 2, allocations, reps, &r42, out->error, sizeof(out->error));
   if (rc < 0)
     return rc;
-  rc = code_run(8, 2, reps, &r82, out->error, sizeof(out->error));
+  rc = code_run(8, 2, allocations, reps, &r82, out->error, sizeof(out->error));
   if (rc < 0)
     return rc;
   out->ec_encode_gbps = r42.enc;
@@ -276,5 +324,13 @@ int bench_ec_run(struct bench_ec_result *out, bool quick)
   out->ec82_decode_gbps = r82.dec;
   out->ec82_isal_raw_encode_gbps = r82.raw;
   out->ec82_decode_verify_all_gbps = r82.dec_all;
+  out->ec_encode_ratio = r42.enc_ratio;
+  out->ec_decode_ratio = r42.dec_ratio;
+  out->ec82_encode_ratio = r82.enc_ratio;
+  out->ec82_decode_ratio = r82.dec_ratio;
+  out->ec_decode_ratio_min = r42.dec_ratio_min;
+  out->ec_decode_ratio_max = r42.dec_ratio_max;
+  out->ec82_decode_ratio_min = r82.dec_ratio_min;
+  out->ec82_decode_ratio_max = r82.dec_ratio_max;
   return 0;
 }

@@ -17,8 +17,22 @@
  *
  * Every rate counts data bytes: the G * k * 4 MiB of snapshot data the group's
  * stripes cover, divided by the time of the operation (parity bytes are not
- * counted, unlike ISA-L's own perf tools). GB/s = 1e9 bytes per second,
- * medians of the repetitions, the measurements interleaved.
+ * counted, unlike ISA-L's own perf tools). GB/s = 1e9 bytes per second.
+ *
+ * Allocations. One ISA-L call streams k sources and m outputs at once, and
+ * its rate depends on which physical pages those streams lie on: on the
+ * 2-core EPYC this was written on, one stripe's ec_encode_data over 4 MiB
+ * chunks ran anywhere from 10 to 26 GB/s from one allocation of the same
+ * buffers to the next, with the same code, sizes and virtual alignment. A
+ * single allocation therefore favours encode or decode by chance. The group
+ * is allocated afresh `allocations` times (every buffer at a 2 MiB boundary,
+ * as the snapshot store places its slot and parity areas); each allocation
+ * runs `reps` interleaved repetitions of raw encode, encode, decode and
+ * decode-verify-all. Within an allocation the operations run on the same
+ * pages, so the ratios the targets name are taken there, pairwise, from the
+ * medians of that allocation's repetitions; every figure reported (rates
+ * and ratios) is the median over the allocations, an odd number of them, and
+ * the lowest and highest decode / encode are reported beside it.
  */
 #ifndef PT_BENCH_EC_H
 #define PT_BENCH_EC_H
@@ -36,12 +50,20 @@ struct bench_ec_result {
   double ec82_isal_raw_encode_gbps;
   double ec_decode_verify_all_gbps;   /* 4+2: survivors checked as well */
   double ec82_decode_verify_all_gbps; /* 8+2: the same */
+  /* The targets' ratios: medians over the allocations of each allocation's
+   * paired ratio (encode / raw, decode / encode on the same buffers). */
+  double ec_encode_ratio, ec_decode_ratio;
+  double ec82_encode_ratio, ec82_decode_ratio;
+  /* decode / encode: the lowest and highest allocation */
+  double ec_decode_ratio_min, ec_decode_ratio_max;
+  double ec82_decode_ratio_min, ec82_decode_ratio_max;
   uint64_t chunk_bytes;             /* 4 MiB */
-  int reps;                         /* timed repetitions of each */
+  int allocations;                  /* fresh allocations of each group */
+  int reps;                         /* timed repetitions per allocation */
   char error[256];                  /* why a failed run failed, else "" */
 };
 
-/* Runs both codes; quick: fewer repetitions (same sizes). Returns 0 or a
+/* Runs both codes; quick: fewer allocations and repetitions (same sizes). Returns 0 or a
  * negative code (pt.h's space) with out->error saying why; a rebuilt member
  * that differs from the original is PT_ECHECKSUM. Uses about 600 MiB. */
 int bench_ec_run(struct bench_ec_result *out, bool quick);

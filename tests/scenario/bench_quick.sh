@@ -88,11 +88,23 @@ expect = {
     "restore_vs_memcpy": d["restore_gbps"] / d["memcpy_gbps"],
     "snapshot_blocking_ms": d["snapshot_blocking_ms_p50"],
     "step_overhead": d["step_overhead_ratio"],
-    "ec_encode_vs_isal_raw": d["ec_encode_gbps"] / d["isal_raw_encode_gbps"],
-    "ec_decode_vs_encode": d["ec_decode_gbps"] / d["ec_encode_gbps"],
-    "ec82_encode_vs_isal_raw": d["ec82_encode_gbps"] / d["ec82_isal_raw_encode_gbps"],
-    "ec82_decode_vs_encode": d["ec82_decode_gbps"] / d["ec82_encode_gbps"],
+    # Erasure coding: ratios paired within each fresh allocation of the
+    # buffers, then the median over the allocations (bench_ec.h).
+    "ec_encode_vs_isal_raw": d["ec_encode_vs_isal_raw_median"],
+    "ec_decode_vs_encode": d["ec_decode_vs_encode_median"],
+    "ec82_encode_vs_isal_raw": d["ec82_encode_vs_isal_raw_median"],
+    "ec82_decode_vs_encode": d["ec82_decode_vs_encode_median"],
 }
+if not (isinstance(d.get("ec_allocations"), int) and d["ec_allocations"] % 2 == 1
+        and d["ec_allocations"] >= 3):
+    print(f"bench_quick: FAIL: ec_allocations {d.get('ec_allocations')!r}, expected an odd count >= 3")
+    sys.exit(1)
+for c in ("ec", "ec82"):
+    lo, mid, hi = (d.get(f"{c}_decode_vs_encode_{w}") for w in ("min", "median", "max"))
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in (lo, mid, hi)) \
+            or not lo <= mid <= hi:
+        print(f"bench_quick: FAIL: {c} decode/encode min {lo!r}, median {mid!r}, max {hi!r} "
+              "out of order"); sys.exit(1)
 for k, want in expect.items():
     v, ok = t.get(k), t.get(k + "_ok")
     if not isinstance(v, (int, float)) or abs(v - want) > 1e-4 * abs(want):
