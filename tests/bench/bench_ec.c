@@ -263,7 +263,7 @@ out_free:
  * ratios of those medians (same buffers, same pages). The results are the
  * medians of these over the allocations. */
 static int code_run(unsigned k, unsigned m, int allocations, int reps,
-                    struct code_rates *r, char *err, size_t errlen)
+                    bool verbose, struct code_rates *r, char *err, size_t errlen)
 {
   double raw[EC_MAX_ALLOCS], enc[EC_MAX_ALLOCS], dec[EC_MAX_ALLOCS],
       all[EC_MAX_ALLOCS], enc_ratio[EC_MAX_ALLOCS], dec_ratio[EC_MAX_ALLOCS];
@@ -285,6 +285,12 @@ static int code_run(unsigned k, unsigned m, int allocations, int reps,
     all[p] = bytes / median(t_all, reps) / 1e9;
     enc_ratio[p] = enc[p] / raw[p];
     dec_ratio[p] = dec[p] / enc[p];
+    if (verbose)
+      fprintf(stderr,
+              "ptbench: ec %u+%u allocation %d/%d: raw %.2f, encode %.2f, "
+              "decode %.2f, decode+verify all %.2f GB/s; decode/encode %.3f\n",
+              k, m, p + 1, allocations, raw[p], enc[p], dec[p], all[p],
+              dec_ratio[p]);
     if (dec_ratio[p] < r->dec_ratio_min)
       r->dec_ratio_min = dec_ratio[p];
     if (dec_ratio[p] > r->dec_ratio_max)
@@ -299,7 +305,7 @@ static int code_run(unsigned k, unsigned m, int allocations, int reps,
   return 0;
 }
 
-int bench_ec_run(struct bench_ec_result *out, bool quick)
+int bench_ec_run(struct bench_ec_result *out, bool quick, bool verbose)
 {
   struct code_rates r42, r82;
   int allocations = quick ? 3 : 5, reps = quick ? 2 : 5, rc;
@@ -310,10 +316,10 @@ int bench_ec_run(struct bench_ec_result *out, bool quick)
   out->chunk_bytes = EC_CHUNK;
   out->reps = reps;
   out->allocations = allocations;
-  rc = code_run(4, 2, allocations, reps, &r42, out->error, sizeof(out->error));
+  rc = code_run(4, 2, allocations, reps, verbose, &r42, out->error, sizeof(out->error));
   if (rc < 0)
     return rc;
-  rc = code_run(8, 2, allocations, reps, &r82, out->error, sizeof(out->error));
+  rc = code_run(8, 2, allocations, reps, verbose, &r82, out->error, sizeof(out->error));
   if (rc < 0)
     return rc;
   out->ec_encode_gbps = r42.enc;

@@ -63,9 +63,10 @@ struct bench_ec_result {
   char error[256];                  /* why a failed run failed, else "" */
 };
 
-/* Runs both codes; quick: fewer allocations and repetitions (same sizes). Returns 0 or a
+/* Runs both codes; quick: fewer allocations and repetitions (same sizes);
+ * verbose: each allocation's figures on stderr. Returns 0 or a
  * negative code (pt.h's space) with out->error saying why; a rebuilt member
  * that differs from the original is PT_ECHECKSUM. Uses about 600 MiB. */
-int bench_ec_run(struct bench_ec_result *out, bool quick);
+int bench_ec_run(struct bench_ec_result *out, bool quick, bool verbose);
 
 #endif /* PT_BENCH_EC_H */

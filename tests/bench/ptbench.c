@@ -558,7 +558,7 @@ int main(int argc, char **argv)
 
   if (o.verbose)
     fprintf(stderr, "ptbench: erasure coding (4+2, 8+2)\n");
-  rc = bench_ec_run(&res.ec, o.quick);
+  rc = bench_ec_run(&res.ec, o.quick, o.verbose);
   if (rc < 0) {
     snprintf(err, sizeof(err), "erasure-coding benchmark: %s",
              res.ec.error[0] ? res.ec.error : pt_strerror(rc));
