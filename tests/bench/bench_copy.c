@@ -186,44 +186,26 @@ static int time_raw(struct copy_ctx *c, double *secs, char *errbuf, size_t errle
   return rc;
 }
 
-static int smp_start(struct copy_ctx *c, char *errbuf, size_t errlen)
+/* Opens c->client, retrying while the SMP is not listening yet or still
+ * closing the previous connection (a new HELLO may meet -EBUSY for a
+ * moment), until the SMP exits or SMP_START_MS pass. */
+static int client_open(struct copy_ctx *c, char *errbuf, size_t errlen)
 {
   const struct bench_opts *o = c->o;
-  char threads[16];
-  int rc;
-
-  rc = snap_store_name(c->smp_name, sizeof(c->smp_name), o->shm_prefix, o->job, 0);
-  if (rc < 0) {
-    snprintf(errbuf, errlen, "shm name for the SMP: %s", pt_strerror(rc));
-    return rc;
-  }
-  bench_cleanup_shm(c->smp_name);
-  snprintf(c->smp_sock, sizeof(c->smp_sock), "%s/smp.0.sock", o->tmp_dir);
-  snprintf(c->smp_log, sizeof(c->smp_log), "%s/smp.log", o->tmp_dir);
-  snprintf(threads, sizeof(threads), "%d", o->copy_threads);
-  char *argv[] = {
-    (char *)o->ptd, "smp", "--job", (char *)o->job, "--rank", "0", "--world", "1",
-    "--socket", c->smp_sock, "--slots", "2", "--shm-prefix", (char *)o->shm_prefix,
-    "--autocommit", "--log-level", o->verbose ? "6" : "4", NULL,
-  };
-  rc = bench_child_spawn(&c->smp_pid, argv, c->smp_log, errbuf, errlen);
-  if (rc < 0)
-    return rc;
-
-  /* The SMP listens once it has started: retry the connection until then. */
   struct pt_options po = {
     .socket_path = c->smp_sock, .job = o->job, .rank = 0, .rank_set = true,
     .world = 1, .copy_threads = o->copy_threads, .timeout_ms = COPY_TIMEOUT_MS,
     .log_fn = libpt_log, .log_arg = (void *)o,
   };
   uint64_t deadline = bench_now_ms() + SMP_START_MS;
+
   for (;;) {
-    int st;
+    int rc, st;
     libpt_quiet = true;
     rc = pt_client_open(&c->client, &po);
     libpt_quiet = false;
     if (rc == 0)
-      break;
+      return 0;
     if (!bench_child_is_alive(c->smp_pid, &st)) {
       char how[64];
       snprintf(errbuf, errlen, "'%s smp' %s before it accepted a connection", o->ptd,
@@ -240,7 +222,32 @@ static int smp_start(struct copy_ctx *c, char *errbuf, size_t errlen)
     }
     bench_sleep_ms(20);
   }
-  return 0;
+}
+
+static int smp_start(struct copy_ctx *c, char *errbuf, size_t errlen)
+{
+  const struct bench_opts *o = c->o;
+  int rc;
+
+  rc = snap_store_name(c->smp_name, sizeof(c->smp_name), o->shm_prefix, o->job, 0);
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "shm name for the SMP: %s", pt_strerror(rc));
+    return rc;
+  }
+  bench_cleanup_shm(c->smp_name);
+  snprintf(c->smp_sock, sizeof(c->smp_sock), "%s/smp.0.sock", o->tmp_dir);
+  snprintf(c->smp_log, sizeof(c->smp_log), "%s/smp.log", o->tmp_dir);
+  char *argv[] = {
+    (char *)o->ptd, "smp", "--job", (char *)o->job, "--rank", "0", "--world", "1",
+    "--socket", c->smp_sock, "--slots", "2", "--shm-prefix", (char *)o->shm_prefix,
+    "--autocommit", "--log-level", o->verbose ? "6" : "4", NULL,
+  };
+  rc = bench_child_spawn(&c->smp_pid, argv, c->smp_log, errbuf, errlen);
+  if (rc < 0)
+    return rc;
+
+  /* The SMP listens once it has started: retry the connection until then. */
+  return client_open(c, errbuf, errlen);
 }
 
 static int client_register(struct copy_ctx *c, char *errbuf, size_t errlen)
@@ -312,32 +319,12 @@ static int libpt_restore(struct copy_ctx *c, double *secs, char *errbuf, size_t 
 /* A fresh client, as a restarted trainer opens one. */
 static int client_reopen(struct copy_ctx *c, char *errbuf, size_t errlen)
 {
-  const struct bench_opts *o = c->o;
+  int rc;
+
   pt_client_close(c->client, false);
   c->client = NULL;
-  struct pt_options po = {
-    .socket_path = c->smp_sock, .job = o->job, .rank = 0, .rank_set = true,
-    .world = 1, .copy_threads = o->copy_threads, .timeout_ms = COPY_TIMEOUT_MS,
-    .log_fn = libpt_log, .log_arg = (void *)o,
-  };
-  /* The SMP notices the old connection closing asynchronously: a new HELLO
-   * may meet -EBUSY for a moment. */
-  uint64_t deadline = bench_now_ms() + SMP_START_MS;
-  for (;;) {
-    libpt_quiet = true;
-    int rc = pt_client_open(&c->client, &po);
-    libpt_quiet = false;
-    if (rc == 0) {
-      rc = client_register(c, errbuf, errlen);
-      return rc;
-    }
-    if (bench_now_ms() >= deadline) {
-      snprintf(errbuf, errlen, "cannot reconnect to the SMP at '%s': %s", c->smp_sock,
-               pt_strerror(rc));
-      return rc;
-    }
-    bench_sleep_ms(20);
-  }
+  rc = client_open(c, errbuf, errlen);
+  return rc < 0 ? rc : client_register(c, errbuf, errlen);
 }
 
 static int restore_phase(struct copy_ctx *c, struct bench_copy_result *r,

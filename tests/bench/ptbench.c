@@ -430,8 +430,7 @@ static void print_table(const struct bench_opts *o, const struct results *res,
     snprintf(fl, sizeof(fl), "%s GB/s %s",
              fmt(b2, sizeof(b2), "%.2f", res->have_ec ? ec_lim[i] : NAN), ec_what[i]);
     target_row(&t[5 + i], ec_lab[i], b1, fl);
-    if (i % 2 == 1) {
-      /* The spread of decode / encode over the allocations. */
+    if (i % 2 == 1) { /* after each decode row: its spread over the allocations */
       double lo = i == 1 ? e->ec_decode_ratio_min : e->ec82_decode_ratio_min;
       double hi = i == 1 ? e->ec_decode_ratio_max : e->ec82_decode_ratio_max;
       if (res->have_ec)
