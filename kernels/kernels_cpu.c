@@ -92,25 +92,6 @@ static int xfers_check(const struct kern_xfer *x, size_t n)
   return PT_OK;
 }
 
-/* OUT: *out, n tasks doing op on x[0..n) (NULL when n is 0); free() it. */
-static int tasks_make(struct kern_task **out, const struct kern_xfer *x,
-                      size_t n, int op)
-{
-  struct kern_task *t = NULL;
-
-  if (n > 0) {
-    t = calloc(n, sizeof(*t));
-    if (t == NULL)
-      return -ENOMEM;
-  }
-  for (size_t i = 0; i < n; i++)
-    t[i] = (struct kern_task){.dst = x[i].dst, .src = x[i].src,
-                              .bytes = x[i].bytes, .crcs = x[i].crcs,
-                              .op = op};
-  *out = t;
-  return PT_OK;
-}
-
 int kern_save_start(struct kern_engine *e, const struct kern_xfer *x, size_t n,
                     bool crc)
 {
@@ -122,7 +103,7 @@ int kern_save_start(struct kern_engine *e, const struct kern_xfer *x, size_t n,
   rc = xfers_check(x, n);
   if (rc < 0)
     return rc;
-  rc = tasks_make(&t, x, n, crc ? KERN_OP_SAVE : KERN_OP_COPY);
+  rc = kern_tasks_make(&t, x, n, crc ? KERN_OP_SAVE : KERN_OP_COPY);
   if (rc < 0)
     return rc;
   rc = kern_pool_start(e->pool, t, n);
@@ -161,7 +142,7 @@ int kern_restore(struct kern_engine *e, const struct kern_xfer *x, size_t n,
   for (size_t i = 0; i < n; i++)
     if (x[i].bytes > 0 && x[i].crcs == NULL)
       return -EINVAL;
-  rc = tasks_make(&t, x, n, KERN_OP_VERIFY_COPY);
+  rc = kern_tasks_make(&t, x, n, KERN_OP_VERIFY_COPY);
   if (rc < 0)
     return rc;
   rc = kern_pool_run(e->pool, t, n, bad_xfer, bad_block);

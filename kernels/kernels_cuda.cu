@@ -377,20 +377,12 @@ extern "C" int kern_save_start(struct kern_engine *e, const struct kern_xfer *x,
   }
   if (is_busy(e))
     return PT_EINFLIGHT;
-  if (n > 0) {
-    t = (struct kern_task *)calloc(n, sizeof(*t));
-    if (t == NULL)
-      return -ENOMEM;
-  }
-  for (size_t i = 0; i < n; i++) {
-    t[i].dst = x[i].dst;
-    t[i].src = x[i].src;
-    t[i].bytes = x[i].bytes;
-    t[i].crcs = x[i].crcs;
-    t[i].op = x[i].src_mem == KERN_MEM_DEVICE ? KERN_OP_SKIP
-              : crc                            ? KERN_OP_SAVE
-                                               : KERN_OP_COPY;
-  }
+  rc = kern_tasks_make(&t, x, n, crc ? KERN_OP_SAVE : KERN_OP_COPY);
+  if (rc < 0)
+    return rc;
+  for (size_t i = 0; i < n; i++)
+    if (x[i].src_mem == KERN_MEM_DEVICE)
+      t[i].op = KERN_OP_SKIP; /* the stream copies it */
   if (any_device) {
     rc = device_enter(e, &old);
     if (rc < 0)
@@ -462,19 +454,12 @@ extern "C" int kern_restore(struct kern_engine *e, const struct kern_xfer *x,
   }
   if (is_busy(e))
     return PT_EINFLIGHT;
-  if (n > 0) {
-    t = (struct kern_task *)calloc(n, sizeof(*t));
-    if (t == NULL)
-      return -ENOMEM;
-  }
-  for (size_t i = 0; i < n; i++) {
-    t[i].dst = x[i].dst;
-    t[i].src = x[i].src;
-    t[i].bytes = x[i].bytes;
-    t[i].crcs = x[i].crcs;
-    t[i].op = x[i].dst_mem == KERN_MEM_DEVICE ? KERN_OP_VERIFY
-                                              : KERN_OP_VERIFY_COPY;
-  }
+  rc = kern_tasks_make(&t, x, n, KERN_OP_VERIFY_COPY);
+  if (rc < 0)
+    return rc;
+  for (size_t i = 0; i < n; i++)
+    if (x[i].dst_mem == KERN_MEM_DEVICE)
+      t[i].op = KERN_OP_VERIFY; /* checked here, copied by the stream */
   /* Every block is checked on the host first; device regions are written
    * only from a snapshot that checked out. */
   rc = kern_pool_run(e->pool, t, n, bad_xfer, bad_block);

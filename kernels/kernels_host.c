@@ -205,6 +205,24 @@ void kern_crc_blocks(const void *buf, size_t bytes, uint32_t *crcs)
 
 /* ---- deadlines ---------------------------------------------------------- */
 
+int kern_tasks_make(struct kern_task **out, const struct kern_xfer *x,
+                    size_t n, int op)
+{
+  struct kern_task *t = NULL;
+
+  if (n > 0) {
+    t = calloc(n, sizeof(*t));
+    if (t == NULL)
+      return -ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    t[i] = (struct kern_task){.dst = x[i].dst, .src = x[i].src,
+                              .bytes = x[i].bytes, .crcs = x[i].crcs,
+                              .op = op};
+  *out = t;
+  return PT_OK;
+}
+
 void kern_deadline_set(struct timespec *deadline, int timeout_ms)
 {
   clock_gettime(CLOCK_MONOTONIC, deadline);

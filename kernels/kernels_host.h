@@ -72,6 +72,11 @@ int kern_pool_wait(struct kern_pool *p, const struct timespec *deadline);
 int kern_pool_run(struct kern_pool *p, const struct kern_task *t, size_t n,
                   size_t *bad_task, size_t *bad_block);
 
+/* OUT: *out, n tasks doing op on x[0..n) (NULL when n is 0); free() it.
+ * PT_OK or -ENOMEM. */
+int kern_tasks_make(struct kern_task **out, const struct kern_xfer *x,
+                    size_t n, int op);
+
 /* OUT: *deadline, timeout_ms from now on CLOCK_MONOTONIC. */
 void kern_deadline_set(struct timespec *deadline, int timeout_ms);
 /* True once CLOCK_MONOTONIC has reached *deadline. */
