@@ -28,6 +28,7 @@
 #include "kernels/kernels.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
+#include "tests/unit/unit.h"
 
 #define MIB ((size_t)1 << 20)
 
@@ -1304,28 +1305,9 @@ static Suite *client_suite(void)
   return s;
 }
 
-/* Removes every shm object this run made (a failed test skips its own). */
-static void shm_sweep(void)
-{
-  DIR *d = opendir("/dev/shm");
-  struct dirent *e;
-
-  if (d == NULL)
-    return;
-  while ((e = readdir(d)) != NULL) {
-    if (strncmp(e->d_name, g_prefix, strlen(g_prefix)) == 0) {
-      char n[300];
-      snprintf(n, sizeof(n), "/%s", e->d_name);
-      shm_unlink(n);
-    }
-  }
-  closedir(d);
-}
-
 int main(void)
 {
-  SRunner *sr;
-  int failed;
+  int rc;
 
   snprintf(g_dir, sizeof(g_dir), "/tmp/pt-client.XXXXXX");
   if (mkdtemp(g_dir) == NULL) {
@@ -1333,14 +1315,12 @@ int main(void)
     return 1;
   }
   snprintf(g_prefix, sizeof(g_prefix), "ptc%d-", (int)getpid());
-  sr = srunner_create(client_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  shm_sweep();
+  rc = unit_run(client_suite());
+  /* Every shm object this run made (a failed test skips its own). */
+  unit_shm_sweep("%s", g_prefix);
   char cmd[200];
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
   if (system(cmd) != 0)
     fprintf(stderr, "cannot remove %s\n", g_dir);
-  return failed == 0 ? 0 : 1;
+  return rc;
 }

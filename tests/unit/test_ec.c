@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "tests/unit/test_ec_fixture.h"
+#include "tests/unit/unit.h"
 
 /* ---- layout ------------------------------------------------------------------- */
 
@@ -600,11 +601,5 @@ static Suite *ec_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(ec_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_NORMAL);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return unit_run(ec_suite());
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tests/unit/test_ec_fixture.h"
+#include "tests/unit/unit.h"
 
 /* ---- too many losses ----------------------------------------------------------------- */
 
@@ -270,11 +271,5 @@ static Suite *damage_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(damage_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_NORMAL);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return unit_run(damage_suite());
 }

@@ -15,6 +15,7 @@
 #include "ec/rs.h"
 #include "kernels/kernels.h"
 #include "pt.h"
+#include "tests/unit/unit.h"
 
 /* ---- textbook GF(2^8) ------------------------------------------------------------ */
 
@@ -372,11 +373,5 @@ static Suite *ref_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(ref_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_NORMAL);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return unit_run(ref_suite());
 }

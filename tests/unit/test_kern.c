@@ -18,6 +18,7 @@
 
 #include "pt.h"
 #include "kernels/kernels.h"
+#include "tests/unit/unit.h"
 
 #define MIB ((size_t)1 << 20)
 
@@ -588,9 +589,5 @@ static Suite *kern_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(kern_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return unit_run(kern_suite());
 }

@@ -13,6 +13,7 @@
 #include "daemon/log.h"
 #include "daemon/conf.h"
 #include "daemon/node.h"
+#include "tests/unit/unit.h"
 
 static int parse(struct node_config *c, char *err, size_t len, ...)
 {
@@ -215,9 +216,5 @@ int main(void)
   tcase_add_test(tc, refusals);
   tcase_add_test(tc, state_dir_fits_sockets);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? 0 : 1;
+  return unit_run(s);
 }

@@ -30,6 +30,7 @@
 #include "pt.h"
 #include "daemon/roles.h"
 #include "rpc/rpc.h"
+#include "tests/unit/unit.h"
 
 struct env {
   char dir[64], sock[128], log[128], job[32], prefix[32];
@@ -504,9 +505,5 @@ int main(int argc, char **argv)
   tcase_add_test(tc, readopts_after_sigkill);
   tcase_add_test(tc, systemd_notifications);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? 0 : 1;
+  return unit_run(s);
 }

@@ -18,7 +18,7 @@
 
 #include "pt.h"
 #include "daemon/node.h"
-#include "tests/unit/unit_shm.h"
+#include "tests/unit/unit.h"
 
 /* ---- sealed sets ---- */
 
@@ -659,15 +659,6 @@ START_TEST(exit_text_words)
 }
 END_TEST
 
-/* Objects a failed simulation left behind (its process ended at the
- * assertion). */
-static void sweep(void)
-{
-  char prefix[64];
-  snprintf(prefix, sizeof(prefix), SIM_SHM "%d.", (int)runner_pid);
-  unit_shm_sweep(prefix);
-}
-
 int main(void)
 {
   runner_pid = getpid();
@@ -689,10 +680,9 @@ int main(void)
   tcase_add_test(tc, backoff_doubles_to_cap);
   tcase_add_test(tc, exit_text_words);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  sweep();
-  return failed == 0 ? 0 : 1;
+  int rc = unit_run(s);
+  /* Objects a failed simulation left behind (its process ended at the
+   * assertion). */
+  unit_shm_sweep(SIM_SHM "%d.", (int)runner_pid);
+  return rc;
 }

@@ -15,6 +15,7 @@
 
 #include "pt.h"
 #include "daemon/node.h"
+#include "tests/unit/unit.h"
 
 static char *args_in[] = {"/usr/bin/python3", "train file.py", "--lr=1e-3",
                           "a%b", "line\nbreak", "tab\there", "\xc3\xa9t\xc3\xa9",
@@ -256,9 +257,5 @@ int main(void)
   tcase_add_test(tc, garbage_refused);
   tcase_add_test(tc, comments_allowed);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? 0 : 1;
+  return unit_run(s);
 }

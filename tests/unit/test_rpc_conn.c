@@ -26,6 +26,7 @@
 
 #include "pt.h"
 #include "rpc/rpc.h"
+#include "tests/unit/unit.h"
 
 /* ---- the server fixture ---------------------------------------------------- */
 
@@ -837,9 +838,5 @@ static Suite *rpc_conn_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(rpc_conn_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return unit_run(rpc_conn_suite());
 }

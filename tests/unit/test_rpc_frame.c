@@ -10,6 +10,7 @@
 
 #include "pt.h"
 #include "rpc/rpc.h"
+#include "tests/unit/unit.h"
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -751,9 +752,5 @@ static Suite *rpc_frame_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(rpc_frame_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return unit_run(rpc_frame_suite());
 }

@@ -18,6 +18,7 @@
 
 #include "pt.h"
 #include "rpc/rpc.h"
+#include "tests/unit/unit.h"
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -545,9 +546,5 @@ static Suite *rpc_sock_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(rpc_sock_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return unit_run(rpc_sock_suite());
 }

@@ -27,7 +27,7 @@
 #include "kernels/kernels.h"
 #include "pt.h"
 #include "snapshot/snap_store.h"
-#include "tests/unit/unit_shm.h"
+#include "tests/unit/unit.h"
 
 #define MIB ((uint64_t)1 << 20)
 
@@ -1051,14 +1051,6 @@ START_TEST(test_cross_process)
 }
 END_TEST
 
-/* Removes every object a test of this run left behind. */
-static void sweep(void)
-{
-  char prefix[64];
-  snprintf(prefix, sizeof(prefix), "pt-tsnap-slot.%d.", (int)runner_pid);
-  unit_shm_sweep(prefix);
-}
-
 int main(void)
 {
   runner_pid = getpid();
@@ -1080,10 +1072,8 @@ int main(void)
   tcase_add_test(tc, test_verify);
   tcase_add_test(tc, test_cross_process);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  sweep();
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  int rc = unit_run(su);
+  /* Every object a test of this run left behind. */
+  unit_shm_sweep("pt-tsnap-slot.%d.", (int)runner_pid);
+  return rc;
 }

@@ -26,7 +26,7 @@
 #include "kernels/kernels.h"
 #include "pt.h"
 #include "snapshot/snap_store.h"
-#include "tests/unit/unit_shm.h"
+#include "tests/unit/unit.h"
 
 #define MIB ((uint64_t)1 << 20)
 
@@ -928,14 +928,6 @@ START_TEST(test_quarantine)
 }
 END_TEST
 
-/* Removes every object a test of this run left behind. */
-static void sweep(void)
-{
-  char prefix[64];
-  snprintf(prefix, sizeof(prefix), "pt-tsnap.%d.", (int)runner_pid);
-  unit_shm_sweep(prefix);
-}
-
 int main(void)
 {
   runner_pid = getpid();
@@ -964,10 +956,8 @@ int main(void)
   tcase_add_test(bad, test_quarantine);
   suite_add_tcase(su, bad);
 
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  sweep();
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  int rc = unit_run(su);
+  /* Every object a test of this run left behind. */
+  unit_shm_sweep("pt-tsnap.%d.", (int)runner_pid);
+  return rc;
 }

@@ -1,0 +1,45 @@
+/*
+ * unit.c — see unit.h. Linked into every unit test binary.
+ */
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "tests/unit/unit.h"
+
+int unit_run(Suite *s)
+{
+  SRunner *sr = srunner_create(s);
+  int failed;
+
+  srunner_run_all(sr, CK_NORMAL);
+  failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+void unit_shm_sweep(const char *fmt, ...)
+{
+  char prefix[256];
+  DIR *d;
+  struct dirent *de;
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(prefix, sizeof(prefix), fmt, ap);
+  va_end(ap);
+  d = opendir("/dev/shm");
+  if (d == NULL)
+    return;
+  while ((de = readdir(d)) != NULL) {
+    if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
+      char nm[300];
+      snprintf(nm, sizeof(nm), "/%s", de->d_name);
+      shm_unlink(nm);
+    }
+  }
+  closedir(d);
+}
