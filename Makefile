@@ -23,7 +23,7 @@ SAN      ?= no
 OPT      ?= -O2
 
 DEPS_PKGS := libisal-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
-             check libsystemd-dev pkg-config systemd
+             check libsystemd-dev libsodium-dev pkg-config systemd
 FUZZ_PKGS := clang libclang-rt-14-dev
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -fPIC -pthread \
@@ -36,7 +36,7 @@ endif
 CFLAGS  += $(CFLAGS_BASE)
 LDFLAGS += -pthread $(LDFLAGS_SAN)
 LIBS     = -lisal -lprotobuf-c -lrt -lm
-DLIBS    = -luv -lsystemd $(LIBS)
+DLIBS    = -luv -lsystemd -lsodium $(LIBS)
 TLIBS    = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit)
 
 ifeq ($(V),1)

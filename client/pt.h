@@ -59,7 +59,13 @@ extern "C" {
   XX(INFLIGHT, -1013, "a snapshot copy is in flight")                          \
   XX(OVERLAP, -1014, "regions overlap")                                        \
   XX(STALE, -1015, "slot was reassigned (stale generation)")                   \
-  XX(CONFIG, -1016, "invalid configuration")
+  XX(CONFIG, -1016, "invalid configuration")                                   \
+  XX(NORESTORE, -1017,                                                         \
+     "a committed snapshot exists: call pt_restore() before pt_snapshot()")    \
+  XX(STEP, -1018, "step is not newer than the committed step")                 \
+  XX(FOREIGN, -1019, "snapshot object belongs to another job instance")        \
+  XX(WORLD, -1020, "snapshot was taken with another world size")               \
+  XX(ROLE, -1021, "request not allowed for this connection's role")
 
 enum {
   PT_OK = 0,

@@ -196,12 +196,41 @@ static void usage(FILE *f)
     "                    default: no budget)\n"
     "  --shm-prefix P    prefix of the shm object's name (default none)\n"
     "  --autocommit      commit every sealed step at once (no node)\n"
+    "  --instance HEX    the job instance id (32 hex digits): an object made\n"
+    "                    by another instance is refused (default: all zero)\n"
+    "  --secret-file F   the node's secret (a file of mode 0600): only a\n"
+    "                    SUBSCRIBE carrying it is the node (default: none)\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
     "  --help            this text\n", SNAP_MAX_SLOTS);
 }
 
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
-       OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_HELP };
+       OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_INSTANCE, OPT_SECRET,
+       OPT_HELP };
+
+/* 32 hex digits into SNAP_INSTANCE_BYTES bytes. */
+static int instance_parse(const char *s, uint8_t *out)
+{
+  if (strlen(s) != 2 * SNAP_INSTANCE_BYTES)
+    return -EINVAL;
+  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
+    unsigned v = 0;
+    for (int j = 0; j < 2; j++) {
+      char ch = s[2 * i + j];
+      v <<= 4;
+      if (ch >= '0' && ch <= '9')
+        v |= (unsigned)(ch - '0');
+      else if (ch >= 'a' && ch <= 'f')
+        v |= (unsigned)(ch - 'a' + 10);
+      else if (ch >= 'A' && ch <= 'F')
+        v |= (unsigned)(ch - 'A' + 10);
+      else
+        return -EINVAL;
+    }
+    out[i] = (uint8_t)v;
+  }
+  return 0;
+}
 
 static int args_parse(struct smp *smp, int argc, char **argv)
 {
@@ -215,6 +244,8 @@ static int args_parse(struct smp *smp, int argc, char **argv)
     { "shm-prefix", required_argument, NULL, OPT_PREFIX },
     { "autocommit", no_argument, NULL, OPT_AUTOCOMMIT },
     { "log-level", required_argument, NULL, OPT_LOGLEVEL },
+    { "instance", required_argument, NULL, OPT_INSTANCE },
+    { "secret-file", required_argument, NULL, OPT_SECRET },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -263,6 +294,13 @@ static int args_parse(struct smp *smp, int argc, char **argv)
       if (uint_parse(optarg, 7, &v) != 0)
         goto bad_value;
       log_max_level = (int)v;
+      break;
+    case OPT_INSTANCE:
+      if (instance_parse(optarg, smp->instance) != 0)
+        goto bad_value;
+      break;
+    case OPT_SECRET:
+      smp->secret_file = optarg;
       break;
     case OPT_HELP:
       usage(stdout);

@@ -42,6 +42,8 @@ struct smp {
   uint32_t rank, world, nslots;
   uint64_t budget;
   bool autocommit;
+  uint8_t instance[SNAP_INSTANCE_BYTES]; /* --instance; zero when not given */
+  const char *secret_file;               /* --secret-file; NULL: none */
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;

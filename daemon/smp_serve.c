@@ -169,6 +169,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
       .nslots = smp->nslots, .regions = descs,
       .nregions = (uint32_t)m->n_regions, .parity_bytes = 0,
       .budget_bytes = smp->budget,
+      .instance = smp->instance,
     };
     rc = snap_store_create(&smp->store, smp->shm_name, &p, msg, sizeof(msg));
     if (rc != 0) {

@@ -1196,7 +1196,7 @@ const ProtobufCMessageDescriptor pt__hello__descriptor =
   (ProtobufCMessageInit) pt__hello__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__hello_reply__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__hello_reply__field_descriptors[5] =
 {
   {
     "status",
@@ -1246,8 +1246,21 @@ static const ProtobufCFieldDescriptor pt__hello_reply__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "committed_step",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__HelloReply, has_committed_step),
+    offsetof(Pt__HelloReply, committed_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__hello_reply__field_indices_by_name[] = {
+  4,   /* field[4] = committed_step */
   1,   /* field[1] = message */
   3,   /* field[3] = shm_bytes */
   2,   /* field[2] = shm_name */
@@ -1256,7 +1269,7 @@ static const unsigned pt__hello_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__hello_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__hello_reply__descriptor =
 {
@@ -1266,7 +1279,7 @@ const ProtobufCMessageDescriptor pt__hello_reply__descriptor =
   "Pt__HelloReply",
   "pt",
   sizeof(Pt__HelloReply),
-  4,
+  5,
   pt__hello_reply__field_descriptors,
   pt__hello_reply__field_indices_by_name,
   1,  pt__hello_reply__number_ranges,
@@ -1675,7 +1688,7 @@ const ProtobufCMessageDescriptor pt__bye__descriptor =
   (ProtobufCMessageInit) pt__bye__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__subscribe__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pt__subscribe__field_descriptors[2] =
 {
   {
     "node_id",
@@ -1689,14 +1702,27 @@ static const ProtobufCFieldDescriptor pt__subscribe__field_descriptors[1] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "secret",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BYTES,
+    offsetof(Pt__Subscribe, has_secret),
+    offsetof(Pt__Subscribe, secret),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__subscribe__field_indices_by_name[] = {
   0,   /* field[0] = node_id */
+  1,   /* field[1] = secret */
 };
 static const ProtobufCIntRange pt__subscribe__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor pt__subscribe__descriptor =
 {
@@ -1706,7 +1732,7 @@ const ProtobufCMessageDescriptor pt__subscribe__descriptor =
   "Pt__Subscribe",
   "pt",
   sizeof(Pt__Subscribe),
-  1,
+  2,
   pt__subscribe__field_descriptors,
   pt__subscribe__field_indices_by_name,
   1,  pt__subscribe__number_ranges,
@@ -1841,7 +1867,7 @@ const ProtobufCMessageDescriptor pt__state_query__descriptor =
   (ProtobufCMessageInit) pt__state_query__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__state_reply__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pt__state_reply__field_descriptors[10] =
 {
   {
     "status",
@@ -1951,10 +1977,23 @@ static const ProtobufCFieldDescriptor pt__state_reply__field_descriptors[9] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "instance",
+    10,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BYTES,
+    offsetof(Pt__StateReply, has_instance),
+    offsetof(Pt__StateReply, instance),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__state_reply__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
   4,   /* field[4] = has_store */
+  9,   /* field[9] = instance */
   1,   /* field[1] = message */
   2,   /* field[2] = rank */
   3,   /* field[3] = slots */
@@ -1966,7 +2005,7 @@ static const unsigned pt__state_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__state_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor pt__state_reply__descriptor =
 {
@@ -1976,7 +2015,7 @@ const ProtobufCMessageDescriptor pt__state_reply__descriptor =
   "Pt__StateReply",
   "pt",
   sizeof(Pt__StateReply),
-  9,
+  10,
   pt__state_reply__field_descriptors,
   pt__state_reply__field_indices_by_name,
   1,  pt__state_reply__number_ranges,

@@ -98,10 +98,15 @@ struct  Pt__HelloReply
   char *shm_name;
   protobuf_c_boolean has_shm_bytes;
   uint64_t shm_bytes;
+  /*
+   * newest committed step, when any
+   */
+  protobuf_c_boolean has_committed_step;
+  uint64_t committed_step;
 };
 #define PT__HELLO_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__hello_reply__descriptor) \
-    , 0, NULL, NULL, 0, 0 }
+    , 0, NULL, NULL, 0, 0, 0, 0 }
 
 
 /*
@@ -219,16 +224,21 @@ struct  Pt__Bye
 
 /*
  * RPC_SUBSCRIBE: this connection is the node's; the SMP sends it an RPC_EVENT
- * for every seal. Answered with RPC_STATE_REPLY (verify = false).
+ * for every seal. Answered with RPC_STATE_REPLY (verify = false). secret
+ * proves the sender is the job's node: the bytes of the per-job secret file
+ * the SMP was started with (--secret-file); a wrong or missing secret is
+ * refused with PT_EROLE and the connection closed.
  */
 struct  Pt__Subscribe
 {
   ProtobufCMessage base;
   char *node_id;
+  protobuf_c_boolean has_secret;
+  ProtobufCBinaryData secret;
 };
 #define PT__SUBSCRIBE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__subscribe__descriptor) \
-    , NULL }
+    , NULL, 0, {0,NULL} }
 
 
 struct  Pt__SlotInfo
@@ -299,10 +309,15 @@ struct  Pt__StateReply
   uint64_t bytes_held;
   protobuf_c_boolean has_smp_pid;
   int32_t smp_pid;
+  /*
+   * the job instance the SMP serves
+   */
+  protobuf_c_boolean has_instance;
+  ProtobufCBinaryData instance;
 };
 #define PT__STATE_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__state_reply__descriptor) \
-    , 0, NULL, 0, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, NULL, 0, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {0,NULL} }
 
 
 /*

@@ -46,8 +46,9 @@ enum {
   HDR_PARITY_OFF = 160,
   HDR_PARITY_BYTES = 168,
   HDR_CTIME = 176,
-  HDR_CRC = 184,
-  HDR_CRC_COVERS = 184, /* bytes 0..183 */
+  HDR_INSTANCE = 184, /* SNAP_INSTANCE_BYTES */
+  HDR_CRC = 200,
+  HDR_CRC_COVERS = 200, /* bytes 0..199 */
 };
 
 /* Region table entry fields. */
@@ -95,6 +96,7 @@ struct snap_store {
   struct snap_layout lay;
   struct snap_region *regions; /* nregions decoded entries */
   char job[SNAP_JOB_MAX];
+  uint8_t instance[SNAP_INSTANCE_BYTES];
   uint32_t rank, world;
 };
 

@@ -216,6 +216,10 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
   memcpy(h + HDR_JOB, p->job, strlen(p->job));
   snap_put32(h + HDR_RANK, p->rank);
   snap_put32(h + HDR_WORLD, p->world);
+  if (p->instance != NULL)
+    memcpy(h + HDR_INSTANCE, p->instance, SNAP_INSTANCE_BYTES);
+  else
+    memset(h + HDR_INSTANCE, 0, SNAP_INSTANCE_BYTES);
   snap_put32(h + HDR_NSLOTS, lay->nslots);
   snap_put32(h + HDR_NREGIONS, lay->nregions);
   snap_put32(h + HDR_BLOCK_SIZE, (uint32_t)KERN_BLOCK_SIZE);
@@ -457,6 +461,7 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
     }
   }
   memcpy(s->job, h + HDR_JOB, SNAP_JOB_MAX);
+  memcpy(s->instance, h + HDR_INSTANCE, SNAP_INSTANCE_BYTES);
   s->rank = snap_get32(h + HDR_RANK);
   s->world = snap_get32(h + HDR_WORLD);
   s->regions = regs;

@@ -335,6 +335,11 @@ uint64_t snap_store_total_bytes(const struct snap_store *s)
 {
   return s->lay.total;
 }
+const uint8_t *snap_store_instance(const struct snap_store *s)
+{
+  return s->instance;
+}
+
 uint64_t snap_store_ctime_ns(const struct snap_store *s)
 {
   return snap_get64((const uint8_t *)s->base + HDR_CTIME);

@@ -33,8 +33,9 @@
  *   160     8      offset of the parity area (2 MiB aligned; 0 bytes today)
  *   168     8      parity area bytes
  *   176     8      creation time, ns since the epoch
- *   184     4      CRC32C of bytes 0..183 (the immutable header)
- *   188     ...    zero up to the region table
+ *   184     16     job instance id (random, made when the job started)
+ *   200     4      CRC32C of bytes 0..199 (the immutable header)
+ *   204     ...    zero up to the region table
  *
  *   region table: nregions entries of 128 bytes:
  *     0 name[64] NUL-padded, 64 bytes u64, 72 offset in slot u64,
@@ -74,7 +75,7 @@
 #include <stdint.h>
 
 #define SNAP_MAGIC "PTSNAP\0\1"
-#define SNAP_VERSION 1u
+#define SNAP_VERSION 2u
 #define SNAP_HEADER_BYTES 4096u
 #define SNAP_ALIGN ((uint64_t)2 << 20)
 #define SNAP_REGION_ALIGN 4096u
@@ -82,6 +83,7 @@
 #define SNAP_JOB_MAX 64       /* including the NUL */
 #define SNAP_MAX_REGIONS 1024
 #define SNAP_MAX_SLOTS 8
+#define SNAP_INSTANCE_BYTES 16 /* the job instance id */
 
 enum snap_state {
   SNAP_FREE = 0,
@@ -123,6 +125,8 @@ struct snap_params {
   uint32_t nregions;
   uint64_t parity_bytes;                  /* 0 for now */
   uint64_t budget_bytes;                  /* 0: no budget */
+  const uint8_t *instance;                /* IN: SNAP_INSTANCE_BYTES, the
+                                           * job instance; NULL: all zero */
 };
 
 struct snap_store;
@@ -171,6 +175,8 @@ uint64_t snap_store_slot_bytes(const struct snap_store *s); /* data bytes */
 /* Creation time (ns since the epoch): tells a re-created object under the
  * same name from the one mapped earlier. */
 uint64_t snap_store_ctime_ns(const struct snap_store *s);
+/* The job instance id recorded at creation: SNAP_INSTANCE_BYTES bytes. */
+const uint8_t *snap_store_instance(const struct snap_store *s);
 void *snap_store_base(const struct snap_store *s);         /* the mapping */
 const struct snap_region *snap_store_region(const struct snap_store *s,
                                             uint32_t i);
