@@ -4,8 +4,10 @@
  * node_job.c for the job's phases).
  *
  * This file sets the node up and takes it down: arguments, the state
- * directory and its lock (one node per directory: a second one would steal
- * the sockets), re-adoption from node.state, and writing node.state. How
+ * directory (refused unless owned by the user and closed to others) and its
+ * lock (one node per directory: a second one would steal the sockets), the
+ * node secret, and writing node.state; node_ident.c decides the job
+ * instance and re-adopts. How
  * the node is controlled from outside (ptctl, signals, systemd) lives in
  * node_ctl.c.
  *
@@ -50,7 +52,7 @@ static void fill_proc(struct node_saved_proc *p, const struct node_child *c,
   }
 }
 
-void node_save(struct node *n)
+int node_save(struct node *n)
 {
   static bool warned;
   struct node_saved s;
@@ -59,6 +61,8 @@ void node_save(struct node *n)
   n->state_dirty = false;
   memset(&s, 0, sizeof(s));
   snprintf(s.job, sizeof(s.job), "%s", n->cfg.job);
+  memcpy(s.instance, n->instance, sizeof(s.instance));
+  s.ended = n->instance_ended;
   s.ranks = n->cfg.ranks;
   s.node_pid = (int)getpid();
   s.has_committed = n->has_committed;
@@ -83,113 +87,14 @@ void node_save(struct node *n)
   free(s.rank);
   if (rc == PT_OK) {
     warned = false;
-    return;
+    return PT_OK;
   }
 out_warn:
   if (!warned)
     log_warn("cannot write '%s': %s (a restarted node could not re-adopt)",
              n->state_path, pt_strerror(rc));
   warned = true;
-}
-
-/* Any process recorded in s still alive as the same process? */
-static int live_pid(const struct node_saved *s)
-{
-  for (uint32_t i = 0; i < s->ranks; i++) {
-    const struct node_saved_proc *p[2] = {&s->rank[i].smp, &s->rank[i].trainer};
-    for (int k = 0; k < 2; k++) {
-      uint64_t t;
-      if (p[k]->pid > 0 && node_proc_start_ticks(p[k]->pid, &t) == PT_OK &&
-          t == p[k]->start_ticks)
-        return p[k]->pid;
-    }
-  }
-  return 0;
-}
-
-static bool same_cmd(const struct node *n, const struct node_saved *s)
-{
-  if (s->ncmd != (uint32_t)n->cfg.ncmd)
-    return false;
-  for (uint32_t i = 0; i < s->ncmd; i++)
-    if (strcmp(s->cmd[i], n->cfg.cmd[i]) != 0)
-      return false;
-  return true;
-}
-
-/* Re-adopts what a previous node of the same job left running. -EEXIST when
- * node.state belongs to another job whose processes still run. */
-static int adopt_from_state(struct node *n)
-{
-  struct node_saved s;
-  char err[200] = "";
-  int rc, pid;
-  bool any = false;
-
-  rc = node_state_read(n->state_path, &s, err, sizeof(err));
-  if (rc == -ENOENT)
-    return PT_OK;
-  if (rc != PT_OK) {
-    log_warn("ignoring '%s': %s", n->state_path,
-             err[0] != '\0' ? err : pt_strerror(rc));
-    return PT_OK;
-  }
-  if (strcmp(s.job, n->cfg.job) != 0 || s.ranks != n->cfg.ranks) {
-    pid = live_pid(&s);
-    if (pid != 0) {
-      log_error("'%s' belongs to job '%s' with %" PRIu32
-                " ranks, whose process %d still runs: stop it or use "
-                "another --state-dir",
-                n->state_path, s.job, s.ranks, pid);
-      node_saved_release(&s);
-      return -EEXIST;
-    }
-    log_notice("ignoring '%s' of job '%s': its processes are gone",
-               n->state_path, s.job);
-    node_saved_release(&s);
-    return PT_OK;
-  }
-  if (!same_cmd(n, &s))
-    log_notice("the trainer command differs from the one in '%s'; "
-               "restarts use the new one",
-               n->state_path);
-  n->restarts = s.restarts;
-  n->commits = s.commits;
-  n->restores = s.restores;
-  n->has_committed = s.has_committed;
-  n->committed = s.committed;
-  n->committed_unix_ms = s.committed_unix_ms;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    const struct node_saved_rank *sr = &s.rank[i];
-    struct node_child *c;
-
-    r->smp_restarts = sr->smp.restarts;
-    r->restarts = sr->trainer.restarts;
-    r->starts = sr->trainer.pid != 0 || r->restarts > 0 ? r->restarts + 1 : 0;
-    if (sr->smp.pid > 0 &&
-        node_child_adopt(n, r, NODE_ROLE_SMP, sr->smp.pid,
-                         sr->smp.start_ticks, &c) == PT_OK) {
-      r->smp = c;
-      r->smp_adopted = true;
-      any = true;
-      log_info("adopted smp rank %" PRIu32 " (pid %d)", r->rank, c->pid);
-    }
-    if (sr->trainer.pid > 0 &&
-        node_child_adopt(n, r, NODE_ROLE_TRAINER, sr->trainer.pid,
-                         sr->trainer.start_ticks, &c) == PT_OK) {
-      r->trainer = c;
-      r->tstate = NODE_TR_RUNNING;
-      any = true;
-      log_info("adopted trainer rank %" PRIu32 " (pid %d)", r->rank, c->pid);
-    }
-  }
-  n->adopting = any;
-  if (!any)
-    log_info("'%s': no process of the previous node survived",
-             n->state_path);
-  node_saved_release(&s);
-  return PT_OK;
+  return rc;
 }
 
 /* ---- set-up and tear-down ---- */
@@ -260,12 +165,21 @@ static int setup(struct node *n)
               pt_strerror(rc));
     return rc;
   }
+  /* Another user's directory, or one others may write in, could hold a
+   * planted node.state or symlinks: refused. */
+  char derr[256];
+  rc = node_state_dir_check(n->cfg.state_dir, derr, sizeof(derr));
+  if (rc != PT_OK) {
+    log_error("%s", derr);
+    return rc;
+  }
   snprintf(n->ctl_path, sizeof(n->ctl_path), "%s/ptd.sock", n->cfg.state_dir);
   snprintf(n->state_path, sizeof(n->state_path), "%s/node.state",
            n->cfg.state_dir);
   snprintf(lock_path, sizeof(lock_path), "%s/ptd.lock", n->cfg.state_dir);
   /* Held for the node's life: one node per state directory. */
-  n->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  n->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
   if (n->lock_fd < 0) {
     rc = -errno;
     log_error("cannot open '%s': %s", lock_path, pt_strerror(rc));
@@ -278,6 +192,14 @@ static int setup(struct node *n)
                 n->cfg.state_dir);
     else
       log_error("cannot lock '%s': %s", lock_path, pt_strerror(rc));
+    return rc;
+  }
+  snprintf(n->secret_path, sizeof(n->secret_path), "%s/node.secret",
+           n->cfg.state_dir);
+  rc = node_secret_load_or_create(n->secret_path, n->secret, derr,
+                                  sizeof(derr));
+  if (rc != PT_OK) {
+    log_error("node secret: %s", derr);
     return rc;
   }
   rc = node_env_base(&n->env);
@@ -310,7 +232,7 @@ static int setup(struct node *n)
   rc = node_ctl_open(n);
   if (rc != PT_OK)
     return rc;
-  return adopt_from_state(n);
+  return node_ident_start(n);
 }
 
 static void teardown(struct node *n)
@@ -361,8 +283,10 @@ int node_main(int argc, char **argv)
     teardown(n);
     return NODE_EXIT_USAGE;
   }
-  log_info("job '%s': %" PRIu32 " ranks, state in '%s', trainer '%s'",
-           n->cfg.job, n->cfg.ranks, n->cfg.state_dir, n->cfg.cmd[0]);
+  log_info("job '%s' instance %s: %" PRIu32 " ranks, state in '%s', "
+           "trainer '%s'",
+           n->cfg.job, n->instance_hex, n->cfg.ranks, n->cfg.state_dir,
+           n->cfg.cmd[0]);
   node_watchdog_start(n);
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];

@@ -69,6 +69,10 @@ struct node_config {
   uint32_t master_port;
   uint64_t memory_budget;  /* per node; 0: none */
   bool keep;               /* keep the shm objects after success */
+  /* The job instance at start-up (node_ident.c): --resume continues the
+   * instance recorded in the state dir, --fresh unlinks the job's old shm
+   * objects and starts a new one; with neither, old objects refuse. */
+  bool resume, fresh;
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
   int ncmd;
@@ -188,6 +192,10 @@ struct node_saved_rank {
 };
 struct node_saved {
   char job[SNAP_JOB_MAX];
+  uint8_t instance[SNAP_INSTANCE_BYTES]; /* the job instance */
+  bool ended;                 /* the instance's node ended (stopped, failed,
+                                 or completed with --keep): no process of it
+                                 runs; only --resume continues it */
   uint32_t ranks;
   int node_pid;
   bool has_committed;
@@ -205,13 +213,32 @@ int node_state_format(const struct node_saved *s, char **text, size_t *len);
  * in err. OUT: *s, released with node_saved_release() (also on failure). */
 int node_state_parse(const char *text, size_t len, struct node_saved *s,
                      char *err, size_t errlen);
-/* Writes path atomically: a temporary file, fsync, rename, fsync of the
- * directory. */
+/* Writes path atomically: a temporary file (created new with O_EXCL and
+ * O_NOFOLLOW after removing a stale one, so a planted symlink is never
+ * followed), fsync, rename, fsync of the directory. */
 int node_state_write(const char *path, const struct node_saved *s);
-/* -ENOENT when absent; PT_EFORMAT with err for a damaged file. */
+/* -ENOENT when absent; PT_EFORMAT with err for a damaged file, a symlink
+ * (never followed) or a file not owned by the effective uid. */
 int node_state_read(const char *path, struct node_saved *s, char *err,
                     size_t errlen);
 void node_saved_release(struct node_saved *s);
+/* The state directory may be used: a directory (not a symlink) owned by the
+ * effective uid and not writable by group or others. -EPERM (or -ENOTDIR,
+ * -errno) with a sentence in err. */
+int node_state_dir_check(const char *dir, char *err, size_t errlen);
+/* 32 lowercase hex digits (+ NUL) of an instance id; parse: false unless
+ * exactly 32 hex digits. */
+void node_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
+bool node_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
+
+/* ---- job instance and node secret (node_ident.c, node_secret.c) ---- */
+
+/* <state-dir>/node.secret: 32 random bytes, mode 0600, owned by the euid.
+ * Reuses a valid existing file; else creates a new one (a temporary file
+ * made with O_CREAT|O_EXCL|O_NOFOLLOW, renamed into place). Never follows a
+ * symlink. OUT: out. A negative errno or PT_EFORMAT with a sentence in err. */
+int node_secret_load_or_create(const char *path, uint8_t out[32], char *err,
+                               size_t errlen);
 
 /* ---- the running node ---- */
 
@@ -341,6 +368,11 @@ struct node {
   char self_exe[4096];
   char ctl_path[NODE_PATH_MAX + 32];  /* fits in NODE_PATH_MAX: args check */
   char state_path[NODE_PATH_MAX + 32];
+  char secret_path[NODE_PATH_MAX + 32]; /* <state-dir>/node.secret */
+  uint8_t secret[32];        /* its bytes, sent in every SUBSCRIBE */
+  uint8_t instance[SNAP_INSTANCE_BYTES]; /* the job instance */
+  char instance_hex[33];
+  bool instance_ended;       /* node.state says "ended" (finish_exit) */
   char **env;                /* environ less the names set per child */
   struct node_rank *ranks;
 
@@ -403,17 +435,33 @@ const char *node_phase_name(const struct node *n);
 const char *node_rank_state_name(const struct node *n,
                                  const struct node_rank *r);
 uint64_t node_unix_ms(void);
-/* Writes node.state now (node_save) or at the end of this drive. */
-void node_save(struct node *n);
+/* Writes node.state now (node_save) or at the end of this drive. Logs a
+ * failure once; returns it. */
+int node_save(struct node *n);
 void node_notify(struct node *n, bool ready);
 /* Closes every handle so that uv_run returns. */
 void node_shutdown(struct node *n);
 
+/* node_ident.c */
+/* Decides the job instance before anything is spawned (see node_ident.c):
+ * continues a running instance after the node's own crash (re-adopting its
+ * processes), resumes a recorded one (--resume), or starts a new one
+ * (--fresh unlinks old objects; without it old objects refuse). Writes
+ * node.state. Non-zero: refused, already logged (exit 2). */
+int node_ident_start(struct node *n);
+/* Adopts the processes a previous node of this instance left running:
+ * those node.state records, and (for a rank it records none for) a
+ * process found by its identity in /proc: an SMP by its command line, a
+ * trainer (session leader) by PT_INSTANCE and PT_RANK in its environment. */
+void node_ident_adopt(struct node *n, const struct node_saved *s);
+
 /* node_proc.c */
 int node_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
                      struct node_child **out);
-/* Adopts pid if it is alive and is the same process (start time, and for an
- * SMP its command line). -ESRCH when it is gone or not the same. */
+/* Adopts pid if it is alive and is provably the child recorded: the same
+ * start time, and the job instance in its identity (an SMP's command line
+ * names role smp, the rank's socket and --instance; a trainer's environment
+ * holds PT_INSTANCE and PT_RANK). -ESRCH when it is gone or not the same. */
 int node_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
                      int pid, uint64_t start_ticks, struct node_child **out);
 int node_child_signal(struct node_child *c, int sig);
@@ -423,6 +471,10 @@ void node_child_abandon(struct node_child *c);
 int node_proc_start_ticks(int pid, uint64_t *out);
 /* /proc/PID/cmdline, NULs kept. OUT: buf, *len. */
 int node_proc_cmdline(int pid, char *buf, size_t cap, size_t *len);
+/* Whether pid is provably this node's role child of rank r: its command
+ * line (SMP) or environment (trainer) names this instance and rank. */
+bool node_proc_is_ours(const struct node *n, const struct node_rank *r,
+                       enum node_role role, int pid);
 /* environ less the PT_/torchrun/systemd names the node sets for children.
  * OUT: *out, NULL-terminated array freed with node_env_free. */
 int node_env_base(char ***out);

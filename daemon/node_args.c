@@ -44,10 +44,22 @@ void node_args_usage(FILE *f)
       "                       5 s (default: 200)\n"
       "  --master-port P      MASTER_PORT for the trainers (default: 29500)\n"
       "  --keep               keep the shm objects after the job completed\n"
+      "  --resume             continue the job instance recorded in the state\n"
+      "                       directory (stopped, failed or kept) from its\n"
+      "                       committed step\n"
+      "  --fresh              discard the job's old shm objects and start a\n"
+      "                       new job instance\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
       "  --help               this text\n"
       "\n"
-      "Each trainer gets PT_JOB, PT_RANK, PT_WORLD_SIZE, PT_SMP_SOCKET,\n"
+      "Each job instance has a random id, kept in the state directory and\n"
+      "in every shm object. A node restarted after its own crash continues\n"
+      "the running instance (re-adopting what still runs); otherwise old\n"
+      "shm objects of the job refuse the start unless --resume or --fresh\n"
+      "says what to do with them. The state directory must be owned by the\n"
+      "user and not writable by group or others.\n"
+      "\n"
+      "Each trainer gets PT_JOB, PT_INSTANCE, PT_RANK, PT_WORLD_SIZE, PT_SMP_SOCKET,\n"
       "PT_RESTART, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,\n"
       "MASTER_ADDR and MASTER_PORT.\n"
       "\n"
@@ -185,6 +197,15 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       return NODE_ARGS_HELP;
     if (strcmp(a, "--keep") == 0) {
       cfg->keep = true;
+      continue;
+    }
+    if (strcmp(a, "--resume") == 0 || strcmp(a, "--fresh") == 0) {
+      if (a[2] == 'r')
+        cfg->resume = true;
+      else
+        cfg->fresh = true;
+      if (cfg->resume && cfg->fresh)
+        return fail(err, errlen, "--resume and --fresh exclude each other");
       continue;
     }
     for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {

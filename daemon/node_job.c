@@ -965,7 +965,13 @@ static void finish_exit(struct node *n)
         log_debug("removed shm object '%s'", name);
     }
   }
-  unlink(n->state_path);
+  if (n->outcome == NODE_OUT_DONE && !n->cfg.keep) {
+    unlink(n->state_path); /* nothing left to resume */
+  } else {
+    /* The snapshots stay; only `ptd node --resume` continues them. */
+    n->instance_ended = true;
+    node_save(n);
+  }
   switch (n->outcome) {
   case NODE_OUT_DONE:
     log_info("job completed");

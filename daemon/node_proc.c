@@ -14,8 +14,12 @@
  * spawn) and watches it with uv_poll; readable means exited, with a status
  * the node cannot know. Before adopting, the pid must still be the same
  * process: its start time (field 22 of /proc/PID/stat) must equal the one
- * recorded at spawn, and an SMP's command line must name role "smp" and the
- * rank's socket. The pidfd is opened first, so the checks apply to the very
+ * recorded at spawn, and it must carry the job instance: an SMP's command
+ * line names role "smp", the rank's socket and --instance HEX; a trainer's
+ * environment holds PT_INSTANCE=HEX and PT_RANK (set by the node at spawn;
+ * /proc/PID/environ is the environment the process was started with). A
+ * forged node.state naming some other process is never adopted or
+ * signalled. The pidfd is opened first, so the checks apply to the very
  * process the node then watches.
  */
 #include <ctype.h>
@@ -38,7 +42,7 @@ extern char **environ;
 /* Names the node sets for its children (or must not pass on: systemd's
  * notification socket belongs to the node alone). */
 static const char *const child_env_names[] = {
-    "PT_JOB",     "PT_RANK",          "PT_WORLD_SIZE", "PT_SMP_SOCKET",
+    "PT_JOB",     "PT_INSTANCE",      "PT_RANK",          "PT_WORLD_SIZE", "PT_SMP_SOCKET",
     "PT_RESTART", "RANK",             "WORLD_SIZE",    "LOCAL_RANK",
     "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",  "NOTIFY_SOCKET",
     "WATCHDOG_PID", "WATCHDOG_USEC",  "LISTEN_PID",    "LISTEN_FDS",
@@ -151,8 +155,10 @@ int node_proc_cmdline(int pid, char *buf, size_t cap, size_t *len)
   return PT_OK;
 }
 
-/* An SMP of this rank: argv[1] "smp" and "--socket" followed by its path. */
-static bool cmdline_is_smp(const char *buf, size_t len, const char *sock)
+/* An SMP of this rank and instance: argv[1] "smp", "--socket" followed by
+ * its path and "--instance" followed by the instance id. */
+static bool cmdline_is_smp(const char *buf, size_t len, const char *sock,
+                           const char *instance)
 {
   const char *args[64];
   size_t nargs = 0;
@@ -167,10 +173,112 @@ static bool cmdline_is_smp(const char *buf, size_t len, const char *sock)
   }
   if (nargs < 2 || strcmp(args[1], "smp") != 0)
     return false;
-  for (size_t i = 2; i + 1 < nargs; i++)
+  bool sock_ok = false, inst_ok = false;
+  for (size_t i = 2; i + 1 < nargs; i++) {
     if (strcmp(args[i], "--socket") == 0 && strcmp(args[i + 1], sock) == 0)
-      return true;
-  return false;
+      sock_ok = true;
+    if (strcmp(args[i], "--instance") == 0 &&
+        strcmp(args[i + 1], instance) == 0)
+      inst_ok = true;
+  }
+  return sock_ok && inst_ok;
+}
+
+/* field (>= 3) of /proc/PID/stat as a number. */
+static int stat_field(int pid, int want, uint64_t *out)
+{
+  char path[64], buf[1024];
+  ssize_t n;
+
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? -ESRCH : -errno;
+  n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return -ESRCH;
+  buf[n] = '\0';
+  /* Field 2 (comm) may hold spaces and ')': fields 3.. follow the last ')'. */
+  char *p = strrchr(buf, ')');
+  if (p == NULL)
+    return PT_EFORMAT;
+  p++;
+  for (int field = 3; field <= want; field++) {
+    while (*p == ' ')
+      p++;
+    if (*p == '\0')
+      return PT_EFORMAT;
+    if (field == want) {
+      char *end;
+      errno = 0;
+      long long v = strtoll(p, &end, 10);
+      if (errno != 0 || end == p || v < 0)
+        return PT_EFORMAT;
+      *out = (uint64_t)v;
+      return PT_OK;
+    }
+    while (*p != ' ' && *p != '\0')
+      p++;
+  }
+  return PT_EFORMAT;
+}
+
+/* A trainer this node spawned for rank r of this instance: the leader of
+ * its own session (spawned with setsid; its helpers inherit the
+ * environment but not the leadership) with PT_INSTANCE and PT_RANK. */
+static bool environ_is_trainer(const struct node *n, const struct node_rank *r,
+                               int pid)
+{
+  char path[64], want_inst[64], want_rank[32];
+  uint64_t sid = 0;
+  bool inst_ok = false, rank_ok = false;
+
+  if (stat_field(pid, 6, &sid) != PT_OK || sid != (uint64_t)pid)
+    return false;
+  snprintf(want_inst, sizeof(want_inst), "PT_INSTANCE=%s", n->instance_hex);
+  snprintf(want_rank, sizeof(want_rank), "PT_RANK=%" PRIu32, r->rank);
+  snprintf(path, sizeof(path), "/proc/%d/environ", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  /* Entries are NUL-terminated; read in chunks, keeping a partial entry. */
+  char buf[8192];
+  size_t have = 0;
+  for (;;) {
+    ssize_t got = read(fd, buf + have, sizeof(buf) - have);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0)
+      break;
+    have += (size_t)got;
+    size_t start = 0;
+    for (size_t i = 0; i < have; i++) {
+      if (buf[i] != '\0')
+        continue;
+      const char *e = buf + start;
+      inst_ok = inst_ok || strcmp(e, want_inst) == 0;
+      rank_ok = rank_ok || strcmp(e, want_rank) == 0;
+      start = i + 1;
+    }
+    if (start == 0 && have == sizeof(buf))
+      start = have; /* an entry longer than the buffer: not ours, skip */
+    memmove(buf, buf + start, have - start);
+    have -= start;
+  }
+  close(fd);
+  return inst_ok && rank_ok;
+}
+
+bool node_proc_is_ours(const struct node *n, const struct node_rank *r,
+                       enum node_role role, int pid)
+{
+  if (role == NODE_ROLE_TRAINER)
+    return environ_is_trainer(n, r, pid);
+  char cmd[4096];
+  size_t len = 0;
+  return node_proc_cmdline(pid, cmd, sizeof(cmd), &len) == PT_OK &&
+         cmdline_is_smp(cmd, len, r->sock_path, n->instance_hex);
 }
 
 static void free_child(uv_handle_t *h)
@@ -223,6 +331,7 @@ static int smp_argv(struct node *n, struct node_rank *r, char *store,
       "--log-level", lvl,
       budget[0] ? "--budget" : NULL, budget,
       n->cfg.shm_prefix[0] ? "--shm-prefix" : NULL, n->cfg.shm_prefix,
+      "--instance", n->instance_hex, "--secret-file", n->secret_path,
   };
   for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
     if (items[i] == NULL) {
@@ -248,13 +357,14 @@ static int trainer_env(struct node *n, struct node_rank *r, char ***out)
 
   while (n->env[nbase] != NULL)
     nbase++;
-  env = calloc(nbase + 12, sizeof(*env));
+  env = calloc(nbase + 13, sizeof(*env));
   if (env == NULL)
     return -ENOMEM;
   memcpy(env, n->env, nbase * sizeof(*env));
-  char *add[11];
+  char *add[12];
   int k = 0, rc = PT_OK;
   if (asprintf(&add[k++], "PT_JOB=%s", n->cfg.job) < 0 ||
+      asprintf(&add[k++], "PT_INSTANCE=%s", n->instance_hex) < 0 ||
       asprintf(&add[k++], "PT_RANK=%" PRIu32, r->rank) < 0 ||
       asprintf(&add[k++], "PT_WORLD_SIZE=%" PRIu32, n->cfg.ranks) < 0 ||
       asprintf(&add[k++], "PT_SMP_SOCKET=%s", r->sock_path) < 0 ||
@@ -297,7 +407,7 @@ int node_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
   uv_process_options_t o;
   uv_stdio_container_t stdio[3];
   char store[2048];
-  char *argv[24];
+  char *argv[32];
   char **env = NULL;
   int rc;
 
@@ -373,17 +483,18 @@ int node_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
     rc = -ESRCH;
     goto out_close;
   }
-  if (role == NODE_ROLE_SMP) {
-    char cmd[4096];
-    size_t len = 0;
-    if (node_proc_cmdline(pid, cmd, sizeof(cmd), &len) != PT_OK ||
-        !cmdline_is_smp(cmd, len, r->sock_path)) {
-      log_info("not adopting smp rank %" PRIu32
-               ": pid %d no longer runs 'smp --socket %s'",
-               r->rank, pid, r->sock_path);
-      rc = -ESRCH;
-      goto out_close;
-    }
+  if (!node_proc_is_ours(n, r, role, pid)) {
+    if (role == NODE_ROLE_SMP)
+      log_warn("not adopting smp rank %" PRIu32
+               ": pid %d does not run 'smp --socket %s --instance %s'",
+               r->rank, pid, r->sock_path, n->instance_hex);
+    else
+      log_warn("not adopting trainer rank %" PRIu32
+               ": pid %d is not a session leader with PT_INSTANCE=%s and "
+               "PT_RANK=%" PRIu32 " in its environment",
+               r->rank, pid, n->instance_hex, r->rank);
+    rc = -ESRCH;
+    goto out_close;
   }
   struct node_child *c = calloc(1, sizeof(*c));
   if (c == NULL) {

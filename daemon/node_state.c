@@ -6,8 +6,13 @@
  * ends, nothing else (no '\r', no NUL, no blank lines; a line starting with
  * '#' is a comment and may appear anywhere after the first line):
  *
- *   ptd-node-state 1                 format name and version (first line)
+ *   ptd-node-state 2                 format name and version (first line)
  *   job NAME                         --job
+ *   instance HEX                     the job instance id, 32 hex digits
+ *   status running | ended           ended: the node ended the instance
+ *                                    (stopped, failed, or completed with
+ *                                    --keep); no process of it runs and only
+ *                                    `ptd node --resume` continues it
  *   ranks N                          --ranks, 1..NODE_MAX_RANKS
  *   node_pid PID                     the node that wrote the file
  *   committed STEP | none            the newest committed step
@@ -28,7 +33,10 @@
  *
  * The file is written whole to "node.state.tmp", fsync'ed, renamed over
  * node.state, and the directory fsync'ed: a reader sees the old file or the
- * new one. The parser rejects anything else with PT_EFORMAT and a sentence;
+ * new one. The temporary file is always created new (a stale one, or a
+ * symlink planted in its place, is removed first; O_EXCL|O_NOFOLLOW), and
+ * node.state is read with O_NOFOLLOW and only when owned by the euid; the
+ * directory itself must pass node_state_dir_check(). The parser rejects anything else with PT_EFORMAT and a sentence;
  * the node then ignores the file (it adopts nothing) rather than guessing.
  */
 #include <errno.h>
@@ -45,7 +53,7 @@
 #include "pt.h"
 #include "daemon/node.h"
 
-#define STATE_MAGIC "ptd-node-state 1"
+#define STATE_MAGIC "ptd-node-state 2"
 #define STATE_MAX_BYTES (4u << 20)
 #define STATE_MAX_ARGS 4096u
 
@@ -118,6 +126,10 @@ int node_state_format(const struct node_saved *s, char **text, size_t *len)
   put(&b, "%s\n", STATE_MAGIC);
   put(&b, "# written by ptd node; see daemon/node_state.c\n");
   put(&b, "job %s\n", s->job);
+  char hex[33];
+  node_instance_hex(s->instance, hex);
+  put(&b, "instance %s\n", hex);
+  put(&b, "status %s\n", s->ended ? "ended" : "running");
   put(&b, "ranks %" PRIu32 "\n", s->ranks);
   put(&b, "node_pid %d\n", s->node_pid);
   if (s->has_committed)
@@ -180,8 +192,14 @@ int node_state_write(const char *path, const struct node_saved *s)
   rc = node_state_format(s, &text, &len);
   if (rc != PT_OK)
     return rc;
-  /* The temporary file holds the next node.state until the rename. */
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  /* The temporary file holds the next node.state until the rename. It is
+   * made new: whatever is there (a stale file, or a symlink planted to make
+   * the node write through it) is removed, never opened. */
+  if (unlink(tmp) != 0 && errno != ENOENT) {
+    rc = -errno;
+    goto out_free;
+  }
+  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
     rc = -errno;
     goto out_free;
@@ -417,6 +435,22 @@ int node_state_parse(const char *text, size_t len, struct node_saved *s,
     goto out_fail;
   }
   memcpy(s->job, v, strlen(v) + 1); /* fits: checked above */
+  if ((rc = expect(&L, "instance", v, sizeof(v))) != PT_OK)
+    goto out_fail;
+  if (!node_instance_parse(v, s->instance)) {
+    snprintf(L.err, sizeof(L.err), "line %u: bad instance id", L.lineno);
+    rc = PT_EFORMAT;
+    goto out_fail;
+  }
+  if ((rc = expect(&L, "status", v, sizeof(v))) != PT_OK)
+    goto out_fail;
+  if (strcmp(v, "ended") == 0) {
+    s->ended = true;
+  } else if (strcmp(v, "running") != 0) {
+    snprintf(L.err, sizeof(L.err), "line %u: bad status", L.lineno);
+    rc = PT_EFORMAT;
+    goto out_fail;
+  }
   if ((rc = num(&L, "ranks", NODE_MAX_RANKS, &x)) != PT_OK)
     goto out_fail;
   if (x == 0) {
@@ -518,12 +552,29 @@ int node_state_read(const char *path, struct node_saved *s, char *err,
   int rc;
 
   memset(s, 0, sizeof(*s));
-  /* The file of a previous node; read whole, then parsed. */
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
+  /* The file of a previous node; read whole, then parsed. Never through a
+   * symlink, and only a file this user wrote. */
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ELOOP) {
+      if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "it is a symbolic link (not followed)");
+      return PT_EFORMAT;
+    }
     return -errno;
+  }
   if (fstat(fd, &st) != 0) {
     rc = -errno;
+    goto out_close;
+  }
+  if (st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
+    if (err != NULL && errlen > 0)
+      snprintf(err, errlen,
+               "it is owned by uid %u with mode %03o (expected uid %u, not "
+               "writable by group or others)",
+               (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777),
+               (unsigned)geteuid());
+    rc = PT_EFORMAT;
     goto out_close;
   }
   if (!S_ISREG(st.st_mode) || st.st_size > (off_t)STATE_MAX_BYTES) {
@@ -551,4 +602,66 @@ int node_state_read(const char *path, struct node_saved *s, char *err,
 out_close:
   close(fd);
   return rc;
+}
+
+/* ---- the state directory and instance ids ---- */
+
+int node_state_dir_check(const char *dir, char *err, size_t errlen)
+{
+  struct stat st;
+
+  if (lstat(dir, &st) != 0) {
+    int rc = -errno;
+    snprintf(err, errlen, "cannot stat state directory '%s': %s", dir,
+             pt_strerror(rc));
+    return rc;
+  }
+  if (S_ISLNK(st.st_mode)) {
+    snprintf(err, errlen,
+             "state directory '%s' is a symbolic link: give its target", dir);
+    return -EPERM;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "state directory '%s' is not a directory", dir);
+    return -ENOTDIR;
+  }
+  if (st.st_uid != geteuid()) {
+    snprintf(err, errlen,
+             "state directory '%s' is owned by uid %u, not by this user "
+             "(uid %u): refusing it",
+             dir, (unsigned)st.st_uid, (unsigned)geteuid());
+    return -EPERM;
+  }
+  if ((st.st_mode & 022) != 0) {
+    snprintf(err, errlen,
+             "state directory '%s' has mode %03o: writable by group or "
+             "others, refusing it (chmod go-w)",
+             dir, (unsigned)(st.st_mode & 0777));
+    return -EPERM;
+  }
+  return PT_OK;
+}
+
+void node_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33])
+{
+  static const char digits[] = "0123456789abcdef";
+
+  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
+    out[2 * i] = digits[id[i] >> 4];
+    out[2 * i + 1] = digits[id[i] & 15];
+  }
+  out[2 * SNAP_INSTANCE_BYTES] = '\0';
+}
+
+bool node_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES])
+{
+  if (strlen(hex) != 2 * SNAP_INSTANCE_BYTES)
+    return false;
+  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
+    int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return false;
+    id[i] = (uint8_t)(hi * 16 + lo);
+  }
+  return true;
 }

@@ -44,7 +44,7 @@ PY
 }
 flip newest
 : >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
-t_node_start "$T_DIR/sd" $RANKS --keep -- "${ARGS[@]}"
+t_node_start "$T_DIR/sd" $RANKS --keep --resume -- "${ARGS[@]}"
 t_node_wait 120
 [ "$T_NODE_RC" = 0 ] || fail "restart after one damaged slot exited with $T_NODE_RC"
 # The previous step every rank still holds intact: STEPS-1 normally, older
@@ -60,7 +60,7 @@ t_check_digests $RANKS
 # Now damage every committed slot of rank 0: nothing intact to restore.
 flip all
 : >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
-t_node_start "$T_DIR/sd" $RANKS --keep --max-restarts 1 -- "${ARGS[@]}"
+t_node_start "$T_DIR/sd" $RANKS --keep --resume --max-restarts 1 -- "${ARGS[@]}"
 t_node_wait 60
 [ "$T_NODE_RC" = 1 ] || fail "with no intact snapshot the job should fail (exit 1), got $T_NODE_RC"
 grep -Eqi "job failed.*(intact|checksum)" "$T_DIR/node.log" || fail "no clear error about the damaged snapshots"

@@ -189,7 +189,9 @@ t_node_wait 60
 [ "$T_NODE_RC" = 0 ] || fail "ptd node (first half) exited with $T_NODE_RC"
 mv "$T_DIR/node.log" "$T_DIR/first.log"
 : >"$T_DIR/node.log"
-t_node_start "$T_DIR/sd3" $RANKS -- --steps 60 "${NODE[@]}"
+# Resuming is explicit: the same state dir and --resume (a new state dir
+# would refuse the kept objects).
+t_node_start "$T_DIR/sd2" $RANKS --resume -- --steps 60 "${NODE[@]}"
 t_node_wait 60
 [ "$T_NODE_RC" = 0 ] || fail "ptd node (second half) exited with $T_NODE_RC"
 # The restore step is 30, the last step, unless a rank skipped step 30 (the

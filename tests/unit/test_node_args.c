@@ -112,6 +112,28 @@ START_TEST(help)
 }
 END_TEST
 
+/* How the job instance is chosen: --resume or --fresh, never both. */
+START_TEST(resume_fresh)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--", "t",
+                         NULL), PT_OK);
+  ck_assert(!c.resume && !c.fresh);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--resume",
+                         "--", "t", NULL), PT_OK);
+  ck_assert(c.resume && !c.fresh);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--fresh", "--ranks", "1",
+                         "--", "t", NULL), PT_OK);
+  ck_assert(!c.resume && c.fresh);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--resume",
+                         "--fresh", "--", "t", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--resume"));
+  ck_assert_ptr_nonnull(strstr(err, "--fresh"));
+}
+END_TEST
+
 START_TEST(bytes)
 {
   uint64_t b = 0;
@@ -212,6 +234,7 @@ int main(void)
   tcase_add_test(tc, defaults);
   tcase_add_test(tc, every_option);
   tcase_add_test(tc, help);
+  tcase_add_test(tc, resume_fresh);
   tcase_add_test(tc, bytes);
   tcase_add_test(tc, refusals);
   tcase_add_test(tc, state_dir_fits_sockets);

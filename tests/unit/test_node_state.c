@@ -10,7 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pt.h"
@@ -25,6 +29,9 @@ static void sample(struct node_saved *s, struct node_saved_rank *ranks)
 {
   memset(s, 0, sizeof(*s));
   snprintf(s->job, sizeof(s->job), "llama-7b.v2");
+  for (int i = 0; i < 16; i++)
+    s->instance[i] = (uint8_t)(0x11 * i);
+  s->ended = true;
   s->ranks = 3;
   s->node_pid = 4242;
   s->has_committed = true;
@@ -49,6 +56,8 @@ static void sample(struct node_saved *s, struct node_saved_rank *ranks)
 static void assert_equal(const struct node_saved *a, const struct node_saved *b)
 {
   ck_assert_str_eq(a->job, b->job);
+  ck_assert_mem_eq(a->instance, b->instance, sizeof(a->instance));
+  ck_assert_int_eq(a->ended, b->ended);
   ck_assert_uint_eq(a->ranks, b->ranks);
   ck_assert_int_eq(a->node_pid, b->node_pid);
   ck_assert_int_eq(a->has_committed, b->has_committed);
@@ -85,6 +94,9 @@ START_TEST(round_trip_text)
   /* One argument per line: the newline inside an argument is escaped. */
   ck_assert_ptr_nonnull(strstr(text, "\ncmd line%0Abreak\n"));
   ck_assert_ptr_nonnull(strstr(text, "\ncmd a%25b\n"));
+  ck_assert_ptr_nonnull(
+      strstr(text, "\ninstance 00112233445566778899aabbccddeeff\n"));
+  ck_assert_ptr_nonnull(strstr(text, "\nstatus ended\n"));
   ck_assert_int_eq(node_state_parse(text, len, &out, err, sizeof(err)), PT_OK);
   assert_equal(&in, &out);
   node_saved_release(&out);
@@ -149,8 +161,17 @@ START_TEST(garbage_refused)
   struct {
     const char *find, *repl;
   } edits[] = {
-      {"ptd-node-state 1\n", "ptd-node-state 2\n"},
-      {"ptd-node-state 1\n", ""},
+      {"ptd-node-state 2\n", "ptd-node-state 1\n"},
+      {"instance 00112233445566778899aabbccddeeff\n", ""},
+      {"instance 00112233445566778899aabbccddeeff\n",
+       "instance 00112233445566778899aabbccddeef\n"},
+      {"instance 00112233445566778899aabbccddeeff\n",
+       "instance 00112233445566778899aabbccddeeffa\n"},
+      {"instance 00112233445566778899aabbccddeeff\n",
+       "instance 00112233445566778899aabbccddeegg\n"},
+      {"status ended\n", "status over\n"},
+      {"status ended\n", ""},
+      {"ptd-node-state 2\n", ""},
       {"ranks 3\n", "ranks 0\n"},
       {"ranks 3\n", "ranks 3x\n"},
       {"ranks 3\n", "ranks -3\n"},
@@ -226,9 +247,10 @@ END_TEST
 
 START_TEST(comments_allowed)
 {
-  const char *t = "ptd-node-state 1\n"
+  const char *t = "ptd-node-state 2\n"
                   "# a comment\n"
-                  "job j\nranks 1\nnode_pid 1\ncommitted none\n"
+                  "job j\ninstance 0123456789abcdef0123456789ABCDEF\n"
+                  "status running\nranks 1\nnode_pid 1\ncommitted none\n"
                   "committed_unix_ms 0\nrestarts 0\ncommits 0\nrestores 0\n"
                   "# between\n"
                   "cmd /bin/true\n"
@@ -246,8 +268,263 @@ START_TEST(comments_allowed)
 }
 END_TEST
 
-int main(void)
+static void write_file(const char *path, const char *text)
 {
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static void read_file(const char *path, char *buf, size_t cap)
+{
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(buf, 1, cap - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+}
+
+/* A symlink planted as node.state.tmp must not make the node write through
+ * it (root would overwrite any file). */
+START_TEST(symlink_tmp_not_followed)
+{
+  struct node_saved in, out;
+  struct node_saved_rank ranks[3];
+  char dir[] = "/tmp/pt-test-node-state.XXXXXX", path[128], tmp[160],
+       victim[160], buf[64], err[200];
+  struct stat st;
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/node.state", dir);
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  snprintf(victim, sizeof(victim), "%s/victim", dir);
+  write_file(victim, "precious\n");
+  ck_assert_int_eq(symlink(victim, tmp), 0);
+  sample(&in, ranks);
+  ck_assert_int_eq(node_state_write(path, &in), PT_OK);
+  read_file(victim, buf, sizeof(buf));
+  ck_assert_str_eq(buf, "precious\n");
+  ck_assert_int_eq(lstat(path, &st), 0);
+  ck_assert(S_ISREG(st.st_mode));
+  ck_assert_int_eq(node_state_read(path, &out, err, sizeof(err)), PT_OK);
+  assert_equal(&in, &out);
+  node_saved_release(&out);
+  unlink(path);
+  unlink(tmp);
+  unlink(victim);
+  rmdir(dir);
+}
+END_TEST
+
+/* node.state as a symlink (to a well-formed file elsewhere) is not read. */
+START_TEST(symlink_state_not_read)
+{
+  struct node_saved in, out;
+  struct node_saved_rank ranks[3];
+  char dir[] = "/tmp/pt-test-node-state.XXXXXX", path[128], other[160],
+       err[200] = "";
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/node.state", dir);
+  snprintf(other, sizeof(other), "%s/elsewhere", dir);
+  sample(&in, ranks);
+  ck_assert_int_eq(node_state_write(other, &in), PT_OK);
+  ck_assert_int_eq(symlink(other, path), 0);
+  ck_assert_int_eq(node_state_read(path, &out, err, sizeof(err)), PT_EFORMAT);
+  ck_assert_ptr_nonnull(strstr(err, "symbolic link"));
+  /* Group- or world-writable: refused as well. */
+  unlink(path);
+  ck_assert_int_eq(node_state_write(path, &in), PT_OK);
+  ck_assert_int_eq(chmod(path, 0622), 0);
+  ck_assert_int_eq(node_state_read(path, &out, err, sizeof(err)), PT_EFORMAT);
+  unlink(path);
+  unlink(other);
+  rmdir(dir);
+}
+END_TEST
+
+START_TEST(state_dir_checked)
+{
+  char dir[] = "/tmp/pt-test-node-state.XXXXXX", link[160], file[160],
+       err[256];
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  ck_assert_int_eq(node_state_dir_check(dir, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(chmod(dir, 0770), 0);
+  ck_assert_int_eq(node_state_dir_check(dir, err, sizeof(err)), -EPERM);
+  ck_assert_ptr_nonnull(strstr(err, "writable by group or others"));
+  ck_assert_int_eq(chmod(dir, 0703), 0);
+  ck_assert_int_eq(node_state_dir_check(dir, err, sizeof(err)), -EPERM);
+  ck_assert_int_eq(chmod(dir, 0755), 0);
+  ck_assert_int_eq(node_state_dir_check(dir, err, sizeof(err)), PT_OK);
+  snprintf(link, sizeof(link), "%s.link", dir);
+  ck_assert_int_eq(symlink(dir, link), 0);
+  ck_assert_int_eq(node_state_dir_check(link, err, sizeof(err)), -EPERM);
+  ck_assert_ptr_nonnull(strstr(err, "symbolic link"));
+  snprintf(file, sizeof(file), "%s/file", dir);
+  write_file(file, "x");
+  ck_assert_int_eq(node_state_dir_check(file, err, sizeof(err)), -ENOTDIR);
+  /* Another owner: only root can make one; /proc/1 is root's. */
+  if (geteuid() != 0)
+    ck_assert_int_eq(node_state_dir_check("/", err, sizeof(err)), -EPERM);
+  unlink(file);
+  unlink(link);
+  rmdir(dir);
+}
+END_TEST
+
+START_TEST(secret_made_once)
+{
+  char dir[] = "/tmp/pt-test-node-state.XXXXXX", path[128], tmp[160],
+       victim[160], buf[64], err[256] = "";
+  uint8_t a[32], b[32], zero[32] = {0};
+  struct stat st;
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/node.secret", dir);
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  snprintf(victim, sizeof(victim), "%s/victim", dir);
+  write_file(victim, "precious\n");
+  ck_assert_int_eq(symlink(victim, tmp), 0); /* planted: never written */
+  ck_assert_int_eq(node_secret_load_or_create(path, a, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_int_ne(memcmp(a, zero, 32), 0);
+  ck_assert_int_eq(lstat(path, &st), 0);
+  ck_assert(S_ISREG(st.st_mode));
+  ck_assert_uint_eq(st.st_mode & 0777, 0600);
+  ck_assert_int_eq(st.st_size, 32);
+  read_file(victim, buf, sizeof(buf));
+  ck_assert_str_eq(buf, "precious\n");
+  /* Reused. */
+  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_mem_eq(a, b, 32);
+  /* Readable by others: refused, not reused. */
+  ck_assert_int_eq(chmod(path, 0644), 0);
+  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
+                   PT_EFORMAT);
+  /* A symlink: not followed. */
+  unlink(path);
+  ck_assert_int_eq(symlink(victim, path), 0);
+  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
+                   PT_EFORMAT);
+  ck_assert_ptr_nonnull(strstr(err, "symbolic link"));
+  /* Wrong size. */
+  unlink(path);
+  write_file(path, "short");
+  chmod(path, 0600);
+  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
+                   PT_EFORMAT);
+  unlink(path);
+  unlink(tmp);
+  unlink(victim);
+  rmdir(dir);
+}
+END_TEST
+
+/* Re-executes this binary as a stand-in child (see main). */
+static int child(bool leader, char *const argv[], char *const envp[])
+{
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    if (leader)
+      setsid();
+    execve("/proc/self/exe", argv, envp);
+    _exit(127);
+  }
+  /* Until the exec shows in /proc (deadline 5 s). */
+  struct timespec ts = {0, 5 * 1000 * 1000};
+  for (int i = 0; i < 1000; i++) {
+    char buf[256];
+    size_t len = 0;
+    if (node_proc_cmdline(pid, buf, sizeof(buf), &len) == PT_OK &&
+        len > 2 && memmem(buf, len, "stand-in", 9) != NULL)
+      return pid;
+    nanosleep(&ts, NULL);
+  }
+  ck_abort_msg("child %d did not exec", pid);
+  return -1;
+}
+
+static void reap(int pid)
+{
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+}
+
+/* A pid is adopted only when provably this instance's child of that rank:
+ * a forged node.state naming any other process gets nothing. */
+START_TEST(foreign_pid_not_ours)
+{
+  struct node n;
+  struct node_rank r;
+  const char *hex = "00112233445566778899aabbccddeeff";
+  const char *other = "ffeeddccbbaa99887766554433221100";
+
+  memset(&n, 0, sizeof(n));
+  memset(&r, 0, sizeof(r));
+  snprintf(n.instance_hex, sizeof(n.instance_hex), "%s", hex);
+  r.node = &n;
+  r.rank = 1;
+  snprintf(r.sock_path, sizeof(r.sock_path), "/tmp/x/smp.1.sock");
+
+  char *targv[] = {"t", "stand-in", NULL};
+  char *tenv[] = {"PATH=/bin", "PT_INSTANCE=00112233445566778899aabbccddeeff",
+                  "PT_RANK=1", NULL};
+  char *tenv_other[] = {"PT_INSTANCE=ffeeddccbbaa99887766554433221100",
+                        "PT_RANK=1", NULL};
+  char *tenv_rank[] = {"PT_INSTANCE=00112233445566778899aabbccddeeff",
+                       "PT_RANK=0", NULL};
+  char *sargv[] = {"ptd", "smp", "--job", "j", "--socket", "/tmp/x/smp.1.sock",
+                   "--instance", "00112233445566778899aabbccddeeff",
+                   "stand-in", NULL};
+  char *noenv[] = {NULL};
+
+  /* This process: not a session leader, no PT_INSTANCE. */
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, getpid()));
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_SMP, getpid()));
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, 1));
+
+  int p = child(true, targv, tenv);
+  ck_assert(node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
+  snprintf(n.instance_hex, sizeof(n.instance_hex), "%s", other);
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  snprintf(n.instance_hex, sizeof(n.instance_hex), "%s", hex);
+  reap(p);
+
+  p = child(false, targv, tenv); /* not a session leader */
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  reap(p);
+  p = child(true, targv, tenv_other);
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  reap(p);
+  p = child(true, targv, tenv_rank);
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  reap(p);
+
+  p = child(false, sargv, noenv);
+  ck_assert(node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  snprintf(n.instance_hex, sizeof(n.instance_hex), "%s", other);
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
+  snprintf(n.instance_hex, sizeof(n.instance_hex), "%s", hex);
+  snprintf(r.sock_path, sizeof(r.sock_path), "/tmp/x/smp.0.sock");
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
+  reap(p);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+  /* A stand-in child of foreign_pid_not_ours: waits to be killed. */
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "stand-in") == 0) {
+      sleep(30);
+      return 0;
+    }
   Suite *s = suite_create("node_state");
   TCase *tc = tcase_create("state");
 
@@ -256,6 +533,11 @@ int main(void)
   tcase_add_test(tc, round_trip_file);
   tcase_add_test(tc, garbage_refused);
   tcase_add_test(tc, comments_allowed);
+  tcase_add_test(tc, symlink_tmp_not_followed);
+  tcase_add_test(tc, symlink_state_not_read);
+  tcase_add_test(tc, state_dir_checked);
+  tcase_add_test(tc, secret_made_once);
+  tcase_add_test(tc, foreign_pid_not_ours);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }

@@ -1,0 +1,408 @@
+/*
+ * node_ident.c — which job instance a starting `ptd node` runs, decided
+ * before it spawns anything.
+ *
+ * A job instance is one run of a job: a random id (16 bytes, libsodium)
+ * made when it starts, recorded in node.state and in the header of every
+ * shm object its SMPs create (ptd smp --instance). An SMP never uses an
+ * object of another instance; the node decides here which instance runs:
+ *
+ *   node.state of this job says "running"   the node itself died (crash,
+ *                                           kill, watchdog): continue that
+ *                                           instance without a flag and
+ *                                           re-adopt what still runs (the
+ *                                           systemd restart path)
+ *   --resume                                continue the instance recorded
+ *                                           in node.state ("ended": stopped,
+ *                                           failed or kept); its objects
+ *                                           must be of that instance
+ *   --fresh                                 unlink every shm object of this
+ *                                           job and prefix (any rank), start
+ *                                           a new instance
+ *   neither, and no object of this job      a new instance
+ *   neither, and some object exists         refused (exit 2), naming the
+ *                                           object, its instance and both
+ *                                           flags
+ *
+ * A recorded instance continued with another --ranks is refused (world
+ * size mismatch); --fresh starts over with any --ranks.
+ *
+ * Adoption after the node's own death: the pids in node.state are adopted
+ * only when provably the children recorded (start time, and the instance
+ * in the command line or environment, node_proc.c). A rank node.state
+ * records no process for (the node died between a spawn and its write) is
+ * searched for in /proc by that identity, so a trainer spawned just before
+ * the node died is adopted, not duplicated.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/node.h"
+
+#define SHM_DIR "/dev/shm"
+
+/* Any process recorded in s still alive as the same process? */
+static int live_pid(const struct node_saved *s)
+{
+  for (uint32_t i = 0; i < s->ranks; i++) {
+    const struct node_saved_proc *p[2] = {&s->rank[i].smp,
+                                          &s->rank[i].trainer};
+    for (int k = 0; k < 2; k++) {
+      uint64_t t;
+      if (p[k]->pid > 0 && node_proc_start_ticks(p[k]->pid, &t) == PT_OK &&
+          t == p[k]->start_ticks)
+        return p[k]->pid;
+    }
+  }
+  return 0;
+}
+
+static bool same_cmd(const struct node *n, const struct node_saved *s)
+{
+  if (s->ncmd != (uint32_t)n->cfg.ncmd)
+    return false;
+  for (uint32_t i = 0; i < s->ncmd; i++)
+    if (strcmp(s->cmd[i], n->cfg.cmd[i]) != 0)
+      return false;
+  return true;
+}
+
+/* ---- the job's shm objects ---- */
+
+/* Calls fn for every object in /dev/shm named "<prefix>pt.<job>.<rank>"
+ * (any rank), with its shm name ("/..."). Stops at a non-zero return. */
+static int each_object(const struct node *n,
+                       int (*fn)(const struct node *n, const char *name,
+                                 void *arg),
+                       void *arg)
+{
+  char head[256];
+  int rc = 0;
+
+  int hl = snprintf(head, sizeof(head), "%spt.%s.", n->cfg.shm_prefix,
+                    n->cfg.job);
+  if (hl < 0 || (size_t)hl >= sizeof(head))
+    return 0;
+  DIR *d = opendir(SHM_DIR);
+  if (d == NULL)
+    return 0;
+  struct dirent *e;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    const char *tail = e->d_name + hl;
+    if (strncmp(e->d_name, head, (size_t)hl) != 0 || *tail == '\0' ||
+        strlen(tail) > 5)
+      continue;
+    bool digits = true;
+    for (const char *c = tail; *c != '\0'; c++)
+      digits = digits && isdigit((unsigned char)*c);
+    if (!digits)
+      continue;
+    char name[300];
+    snprintf(name, sizeof(name), "/%s", e->d_name);
+    rc = fn(n, name, arg);
+  }
+  closedir(d);
+  return rc;
+}
+
+/* Refuses a start over old objects: names the first one found. */
+static int refuse_object(const struct node *n, const char *name, void *arg)
+{
+  struct snap_store *st = NULL;
+  char err[256] = "", hex[33];
+
+  (void)arg;
+  int rc = snap_store_open(&st, name, err, sizeof(err));
+  if (rc == PT_OK) {
+    node_instance_hex(snap_store_instance(st), hex);
+    log_error("shm object '%s' exists, of job instance %s (job '%s', %" PRIu32
+              " ranks): start with --resume to continue the instance "
+              "recorded in '%s', or with --fresh to discard the job's old "
+              "snapshots and start a new instance",
+              name, hex, snap_store_job(st), snap_store_world(st),
+              n->state_path);
+    snap_store_close(st);
+  } else {
+    log_error("shm object '%s' exists (its header cannot be read: %s): "
+              "start with --fresh to discard the job's old snapshots, or "
+              "--resume to continue the instance recorded in '%s'",
+              name, err[0] != '\0' ? err : pt_strerror(rc), n->state_path);
+  }
+  return -EEXIST;
+}
+
+/* --resume: every object must be of the instance resumed, and of its world
+ * size. A damaged object is left to the SMP (it is quarantined there). */
+static int check_resumed(const struct node *n, const char *name, void *arg)
+{
+  const struct node_saved *s = arg;
+  struct snap_store *st = NULL;
+  char err[256] = "", hex[33], want[33];
+  int rc = snap_store_open(&st, name, err, sizeof(err));
+
+  if (rc != PT_OK) {
+    log_warn("shm object '%s' cannot be read (%s): its SMP will set it "
+             "aside",
+             name, err[0] != '\0' ? err : pt_strerror(rc));
+    return 0;
+  }
+  node_instance_hex(snap_store_instance(st), hex);
+  node_instance_hex(s->instance, want);
+  rc = 0;
+  if (strcmp(hex, want) != 0) {
+    log_error("--resume: shm object '%s' is of job instance %s (job '%s'), "
+              "not of the instance %s recorded in '%s': use --fresh to "
+              "discard it",
+              name, hex, snap_store_job(st), want, n->state_path);
+    rc = -EEXIST;
+  } else if (snap_store_world(st) != n->cfg.ranks) {
+    log_error("--resume: shm object '%s' was made for %" PRIu32
+              " ranks, not --ranks %" PRIu32 " (world size mismatch)",
+              name, snap_store_world(st), n->cfg.ranks);
+    rc = -EINVAL;
+  }
+  snap_store_close(st);
+  return rc;
+}
+
+/* --fresh: unlinks one object, logged with its instance. */
+static int discard_object(const struct node *n, const char *name, void *arg)
+{
+  struct snap_store *st = NULL;
+  char hex[33] = "unknown";
+
+  (void)n;
+  (void)arg;
+  if (snap_store_open(&st, name, NULL, 0) == PT_OK) {
+    node_instance_hex(snap_store_instance(st), hex);
+    snap_store_close(st);
+  }
+  int rc = snap_store_unlink(name);
+  if (rc == PT_OK)
+    log_notice("--fresh: removed shm object '%s' of job instance %s", name,
+               hex);
+  else if (rc != -ENOENT)
+    log_warn("--fresh: cannot remove shm object '%s': %s", name,
+             pt_strerror(rc));
+  return 0;
+}
+
+/* ---- the decision ---- */
+
+static void take(struct node *n, const struct node_saved *s)
+{
+  memcpy(n->instance, s->instance, sizeof(n->instance));
+  node_instance_hex(n->instance, n->instance_hex);
+  if (!same_cmd(n, s))
+    log_notice("the trainer command differs from the one in '%s'; "
+               "restarts use the new one",
+               n->state_path);
+  n->restarts = s->restarts;
+  n->commits = s->commits;
+  n->restores = s->restores;
+  n->has_committed = s->has_committed;
+  n->committed = s->committed;
+  n->committed_unix_ms = s->committed_unix_ms;
+  for (uint32_t i = 0; i < n->cfg.ranks && i < s->ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    const struct node_saved_rank *sr = &s->rank[i];
+    r->smp_restarts = sr->smp.restarts;
+    r->restarts = sr->trainer.restarts;
+    r->starts = sr->trainer.pid != 0 || r->restarts > 0 ? r->restarts + 1 : 0;
+  }
+}
+
+int node_ident_start(struct node *n)
+{
+  struct node_saved s;
+  char err[200] = "";
+  int rc, pid;
+  bool have;
+
+  if (sodium_init() < 0) {
+    log_error("libsodium cannot be initialised");
+    return -EIO;
+  }
+  rc = node_state_read(n->state_path, &s, err, sizeof(err));
+  have = rc == PT_OK;
+  if (rc != PT_OK && rc != -ENOENT)
+    log_warn("ignoring '%s': %s", n->state_path,
+             err[0] != '\0' ? err : pt_strerror(rc));
+  if (have && strcmp(s.job, n->cfg.job) != 0) {
+    pid = s.ended ? 0 : live_pid(&s);
+    if (pid != 0) {
+      log_error("'%s' belongs to job '%s' with %" PRIu32
+                " ranks, whose process %d still runs: stop it or use "
+                "another --state-dir",
+                n->state_path, s.job, s.ranks, pid);
+      node_saved_release(&s);
+      return -EEXIST;
+    }
+    log_notice("ignoring '%s' of job '%s': its processes are gone",
+               n->state_path, s.job);
+    node_saved_release(&s);
+    have = false;
+  }
+  if (have) {
+    char hex[33];
+    node_instance_hex(s.instance, hex);
+    if (!n->cfg.fresh && s.ranks != n->cfg.ranks) {
+      log_error("job '%s' instance %s recorded in '%s' runs %" PRIu32
+                " ranks, not --ranks %" PRIu32 " (world size mismatch): give "
+                "--ranks %" PRIu32 " to continue it, or --fresh to discard "
+                "its snapshots and start over",
+                s.job, hex, n->state_path, s.ranks, n->cfg.ranks, s.ranks);
+      node_saved_release(&s);
+      return -EINVAL;
+    }
+    if (!s.ended && !n->cfg.fresh) {
+      /* The node died without ending the instance: carry on with it. */
+      take(n, &s);
+      log_notice("continuing job instance %s: its node ended without "
+                 "ending it",
+                 n->instance_hex);
+      node_ident_adopt(n, &s);
+      node_saved_release(&s);
+      return node_save(n);
+    }
+    if (n->cfg.resume) {
+      rc = each_object(n, check_resumed, &s);
+      if (rc != 0) {
+        node_saved_release(&s);
+        return rc;
+      }
+      take(n, &s);
+      if (s.has_committed)
+        log_notice("resuming job instance %s from step %" PRIu64,
+                   n->instance_hex, s.committed);
+      else
+        log_notice("resuming job instance %s: no committed step",
+                   n->instance_hex);
+      node_saved_release(&s);
+      return node_save(n);
+    }
+  }
+  if (n->cfg.resume) {
+    log_error("--resume: '%s' records no job instance of job '%s': nothing "
+              "to resume (start without --resume for a new instance)",
+              n->state_path, n->cfg.job);
+    if (have)
+      node_saved_release(&s);
+    return -ENOENT;
+  }
+  if (n->cfg.fresh) {
+    pid = have && !s.ended ? live_pid(&s) : 0;
+    if (pid != 0) {
+      log_error("--fresh: process %d of the job instance recorded in '%s' "
+                "still runs: stop it first",
+                pid, n->state_path);
+      node_saved_release(&s);
+      return -EBUSY;
+    }
+    each_object(n, discard_object, NULL);
+  } else {
+    rc = each_object(n, refuse_object, NULL);
+    if (rc != 0) {
+      if (have)
+        node_saved_release(&s);
+      return rc;
+    }
+  }
+  if (have)
+    node_saved_release(&s);
+  randombytes_buf(n->instance, sizeof(n->instance));
+  node_instance_hex(n->instance, n->instance_hex);
+  log_info("new job instance %s", n->instance_hex);
+  return node_save(n);
+}
+
+/* ---- adoption ---- */
+
+/* Finds a process of this instance for (r, role) in /proc, owned by the
+ * euid. 0: none. */
+static int find_by_identity(const struct node *n, const struct node_rank *r,
+                            enum node_role role)
+{
+  DIR *d = opendir("/proc");
+  int found = 0;
+
+  if (d == NULL)
+    return 0;
+  struct dirent *e;
+  while (found == 0 && (e = readdir(d)) != NULL) {
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+      continue;
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof(path), "/proc/%ld", pid);
+    if (stat(path, &st) != 0 || st.st_uid != geteuid())
+      continue;
+    if (node_proc_is_ours(n, r, role, (int)pid))
+      found = (int)pid;
+  }
+  closedir(d);
+  return found;
+}
+
+static void adopt_one(struct node *n, struct node_rank *r, enum node_role role,
+                      int pid, uint64_t ticks, const char *how)
+{
+  struct node_child *c;
+
+  if (node_child_adopt(n, r, role, pid, ticks, &c) != PT_OK)
+    return;
+  if (role == NODE_ROLE_SMP) {
+    r->smp = c;
+    r->smp_adopted = true;
+  } else {
+    r->trainer = c;
+    r->tstate = NODE_TR_RUNNING;
+  }
+  n->adopting = true;
+  log_info("adopted %s rank %" PRIu32 " (pid %d%s)",
+           role == NODE_ROLE_SMP ? "smp" : "trainer", r->rank, c->pid, how);
+}
+
+void node_ident_adopt(struct node *n, const struct node_saved *s)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks && i < s->ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    const struct node_saved_rank *sr = &s->rank[i];
+
+    if (sr->smp.pid > 0)
+      adopt_one(n, r, NODE_ROLE_SMP, sr->smp.pid, sr->smp.start_ticks, "");
+    if (sr->trainer.pid > 0)
+      adopt_one(n, r, NODE_ROLE_TRAINER, sr->trainer.pid,
+                sr->trainer.start_ticks, "");
+    /* Spawned but not recorded: the node died before writing node.state. */
+    for (int k = 0; k < 2; k++) {
+      enum node_role role = k == 0 ? NODE_ROLE_SMP : NODE_ROLE_TRAINER;
+      if ((role == NODE_ROLE_SMP ? r->smp : r->trainer) != NULL)
+        continue;
+      int pid = find_by_identity(n, r, role);
+      uint64_t ticks;
+      if (pid > 0 && node_proc_start_ticks(pid, &ticks) == PT_OK) {
+        adopt_one(n, r, role, pid, ticks, ", found by its identity");
+        if (role == NODE_ROLE_TRAINER && r->trainer != NULL &&
+            r->starts == 0)
+          r->starts = 1;
+      }
+    }
+  }
+  if (!n->adopting)
+    log_info("'%s': no process of the previous node survived",
+             n->state_path);
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# A snapshot belongs to one job instance. A kept run's objects make a start
+# with the same job name in another state directory refuse (exit 2, naming
+# the object, its instance and --resume/--fresh) instead of restoring them;
+# a changed --ranks is refused as a world size mismatch; --resume continues
+# the recorded instance from its committed step (and the run ends as the
+# fault-free one); --fresh removes the old objects and starts over.
+set -u
+. "$(dirname "$0")/../lib.sh"
+
+RANKS=2
+NODE=(--hidden 96 --batch 8 --log-every 1)
+t_reference $RANKS --steps 40 "${NODE[@]}"
+
+# 1. A first run that keeps its snapshots (its instance ends "ended").
+t_node_start "$T_DIR/sd1" $RANKS --keep -- --steps 20 "${NODE[@]}"
+t_node_wait 60
+[ "$T_NODE_RC" = 0 ] || fail "the first run exited with $T_NODE_RC"
+inst=$(sed -n 's/^instance \([0-9a-f]\{32\}\)$/\1/p' "$T_DIR/sd1/node.state")
+[ -n "$inst" ] || fail "no instance id in $T_DIR/sd1/node.state"
+grep -q '^status ended$' "$T_DIR/sd1/node.state" || fail "node.state does not say the instance ended"
+mv "$T_DIR/node.log" "$T_DIR/first.log"
+
+# 2. Same job and prefix, another state dir, no flag: refused, nothing run.
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd2" $RANKS -- --steps 40 "${NODE[@]}"
+t_node_wait 20
+[ "$T_NODE_RC" = 2 ] || fail "a start over another run's objects exited with $T_NODE_RC, not 2"
+grep -q "shm object '/${T_PREFIX}pt.$T_JOB.[01]' exists, of job instance $inst" "$T_DIR/node.log" \
+  || fail "the refusal does not name the object and its instance $inst"
+grep -q -- "--resume" "$T_DIR/node.log" && grep -q -- "--fresh" "$T_DIR/node.log" \
+  || fail "the refusal does not name --resume and --fresh"
+! grep -q "restored step" "$T_DIR/node.log" || fail "a trainer restored another run's snapshot"
+say "a reused job name in a new state dir refused"
+
+# 3. Resuming with another --ranks: a world size mismatch.
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd1" 1 --resume -- --steps 40 "${NODE[@]}"
+t_node_wait 20
+[ "$T_NODE_RC" = 2 ] || fail "--resume with --ranks 1 exited with $T_NODE_RC, not 2"
+grep -q "world size mismatch" "$T_DIR/node.log" || fail "no world size mismatch error"
+say "--ranks change refused"
+
+# 4. --resume: the recorded instance, from its committed step.
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd1" $RANKS --resume --keep -- --steps 40 "${NODE[@]}"
+t_node_wait 60
+[ "$T_NODE_RC" = 0 ] || fail "--resume exited with $T_NODE_RC"
+step=$(sed -n "s/.*resuming job instance $inst from step \([0-9][0-9]*\)$/\1/p" "$T_DIR/node.log")
+[ -n "$step" ] || fail "no 'resuming job instance $inst from step N' line"
+last=$(sed -n 's/.*ptd node: commit step \([0-9][0-9]*\)$/\1/p' "$T_DIR/first.log" | tail -n 1)
+[ "$step" = "$last" ] || fail "resumed from step $step, the first run last committed $last"
+n=$(grep -c "^restored step [0-9]*$" "$T_DIR/node.log")
+[ "$n" = $RANKS ] || fail "expected $RANKS trainers to restore, saw $n"
+t_check_digests $RANKS
+say "--resume resumed from the committed step $step"
+
+# 5. --fresh in the other state dir: the kept objects go, training starts
+# over.
+rm -f "$T_DIR"/out.*
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd2" $RANKS --fresh -- --steps 40 "${NODE[@]}"
+t_node_wait 60
+[ "$T_NODE_RC" = 0 ] || fail "--fresh exited with $T_NODE_RC"
+grep -q "removed shm object '/${T_PREFIX}pt.$T_JOB.0' of job instance" "$T_DIR/node.log" \
+  || fail "--fresh did not log the objects it removed"
+! grep -q "restored step" "$T_DIR/node.log" || fail "--fresh restored an old snapshot"
+n=$(grep -c "summary .*restored_from=none$" "$T_DIR/node.log")
+[ "$n" = $RANKS ] || fail "expected $RANKS fresh summaries, saw $n"
+t_check_digests $RANKS
+say "--fresh started over"
+say "ok"
