@@ -46,7 +46,7 @@ static const char *const child_env_names[] = {
     "PT_RESTART", "RANK",             "WORLD_SIZE",    "LOCAL_RANK",
     "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",  "NOTIFY_SOCKET",
     "WATCHDOG_PID", "WATCHDOG_USEC",  "LISTEN_PID",    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
+    "LISTEN_FDNAMES", "PT_NODE_TEST_FAULT",
 };
 #define N_CHILD_ENV (sizeof(child_env_names) / sizeof(child_env_names[0]))
 
