@@ -18,7 +18,9 @@
  *                                           must be of that instance
  *   --fresh                                 unlink every shm object of this
  *                                           job and prefix (any rank), start
- *                                           a new instance
+ *                                           a new instance; refused while an
+ *                                           SMP of the job and prefix runs
+ *                                           (another node's live objects)
  *   neither, and no object of this job      a new instance
  *   neither, and some object exists         refused (exit 2), naming the
  *                                           object, its instance and both
@@ -198,6 +200,53 @@ static int discard_object(const struct node *n, const char *name, void *arg)
   return 0;
 }
 
+/* A running `ptd smp` of this job and shm prefix (another node's, or one
+ * left by this state dir's previous node): its objects are live. OUT: sock
+ * (its --socket). 0: none. */
+static int live_smp_of_job(const struct node *n, char *sock, size_t cap)
+{
+  DIR *d = opendir("/proc");
+  int found = 0;
+
+  if (d == NULL)
+    return 0;
+  struct dirent *e;
+  while (found == 0 && (e = readdir(d)) != NULL) {
+    char *end, buf[4096];
+    const char *args[64];
+    size_t len = 0, nargs = 0;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0 || pid == (long)getpid() ||
+        node_proc_cmdline((int)pid, buf, sizeof(buf), &len) != PT_OK)
+      continue;
+    for (size_t i = 0; i < len && nargs < 64;) {
+      size_t l = strnlen(buf + i, len - i);
+      if (i + l >= len)
+        break;
+      args[nargs++] = buf + i;
+      i += l + 1;
+    }
+    if (nargs < 2 || strcmp(args[1], "smp") != 0)
+      continue;
+    const char *job = NULL, *prefix = "", *socket = "";
+    for (size_t i = 2; i + 1 < nargs; i++) {
+      if (strcmp(args[i], "--job") == 0)
+        job = args[i + 1];
+      else if (strcmp(args[i], "--shm-prefix") == 0)
+        prefix = args[i + 1];
+      else if (strcmp(args[i], "--socket") == 0)
+        socket = args[i + 1];
+    }
+    if (job != NULL && strcmp(job, n->cfg.job) == 0 &&
+        strcmp(prefix, n->cfg.shm_prefix) == 0) {
+      found = (int)pid;
+      snprintf(sock, cap, "%s", socket);
+    }
+  }
+  closedir(d);
+  return found;
+}
+
 /* ---- the decision ---- */
 
 static void take(struct node *n, const struct node_saved *s)
@@ -308,6 +357,16 @@ int node_ident_start(struct node *n)
                 "still runs: stop it first",
                 pid, n->state_path);
       node_saved_release(&s);
+      return -EBUSY;
+    }
+    char sock[NODE_PATH_MAX + 32] = "";
+    pid = live_smp_of_job(n, sock, sizeof(sock));
+    if (pid != 0) {
+      log_error("--fresh: the shm objects of job '%s' are in use: ptd smp "
+                "pid %d (socket '%s') runs for it; stop that job first",
+                n->cfg.job, pid, sock);
+      if (have)
+        node_saved_release(&s);
       return -EBUSY;
     }
     each_object(n, discard_object, NULL);

@@ -69,4 +69,20 @@ n=$(grep -c "summary .*restored_from=none$" "$T_DIR/node.log")
 [ "$n" = $RANKS ] || fail "expected $RANKS fresh summaries, saw $n"
 t_check_digests $RANKS
 say "--fresh started over"
+
+# 6. The live objects of a running job: --fresh from another state dir is
+# refused, and the running job ends unharmed.
+rm -f "$T_DIR"/out.*
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd1" $RANKS -- --steps 40 --step-delay-ms 50 "${NODE[@]}"
+t_wait_log 'commit step [0-9]+' 30
+rc=0
+timeout 20 "$PTD" node --ranks $RANKS --job "$T_JOB" --state-dir "$T_DIR/sd2" \
+  --shm-prefix "$T_PREFIX" --fresh -- /bin/true >"$T_DIR/second.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "--fresh over a running job's objects exited with $rc, not 2: $(cat "$T_DIR/second.log")"
+grep -q "in use" "$T_DIR/second.log" || fail "no 'in use' reason: $(cat "$T_DIR/second.log")"
+t_node_wait 60
+[ "$T_NODE_RC" = 0 ] || fail "the running job exited with $T_NODE_RC after a refused --fresh"
+t_check_digests $RANKS
+say "--fresh over a running job's objects refused"
 say "ok"
