@@ -275,19 +275,19 @@ static void take(struct node *n, const struct node_saved *s)
 int node_ident_start(struct node *n)
 {
   struct node_saved s;
-  char err[200] = "";
+  char err[200] = "", hex[33], sock[NODE_PATH_MAX + 32] = "";
   int rc, pid;
-  bool have;
 
   if (sodium_init() < 0) {
     log_error("libsodium cannot be initialised");
     return -EIO;
   }
+  /* s is all zero unless a node.state of this job was read. */
   rc = node_state_read(n->state_path, &s, err, sizeof(err));
-  have = rc == PT_OK;
   if (rc != PT_OK && rc != -ENOENT)
     log_warn("ignoring '%s': %s", n->state_path,
              err[0] != '\0' ? err : pt_strerror(rc));
+  bool have = rc == PT_OK;
   if (have && strcmp(s.job, n->cfg.job) != 0) {
     pid = s.ended ? 0 : live_pid(&s);
     if (pid != 0) {
@@ -295,60 +295,55 @@ int node_ident_start(struct node *n)
                 " ranks, whose process %d still runs: stop it or use "
                 "another --state-dir",
                 n->state_path, s.job, s.ranks, pid);
-      node_saved_release(&s);
-      return -EEXIST;
+      rc = -EEXIST;
+      goto out;
     }
     log_notice("ignoring '%s' of job '%s': its processes are gone",
                n->state_path, s.job);
     node_saved_release(&s);
     have = false;
   }
-  if (have) {
-    char hex[33];
+  if (have && !n->cfg.fresh && s.ranks != n->cfg.ranks) {
     node_instance_hex(s.instance, hex);
-    if (!n->cfg.fresh && s.ranks != n->cfg.ranks) {
-      log_error("job '%s' instance %s recorded in '%s' runs %" PRIu32
-                " ranks, not --ranks %" PRIu32 " (world size mismatch): give "
-                "--ranks %" PRIu32 " to continue it, or --fresh to discard "
-                "its snapshots and start over",
-                s.job, hex, n->state_path, s.ranks, n->cfg.ranks, s.ranks);
-      node_saved_release(&s);
-      return -EINVAL;
-    }
-    if (!s.ended && !n->cfg.fresh) {
-      /* The node died without ending the instance: carry on with it. */
-      take(n, &s);
-      log_notice("continuing job instance %s: its node ended without "
-                 "ending it",
-                 n->instance_hex);
-      node_ident_adopt(n, &s);
-      node_saved_release(&s);
-      return node_save(n);
-    }
-    if (n->cfg.resume) {
-      rc = each_object(n, check_resumed, &s);
-      if (rc != 0) {
-        node_saved_release(&s);
-        return rc;
-      }
-      take(n, &s);
-      if (s.has_committed)
-        log_notice("resuming job instance %s from step %" PRIu64,
-                   n->instance_hex, s.committed);
-      else
-        log_notice("resuming job instance %s: no committed step",
-                   n->instance_hex);
-      node_saved_release(&s);
-      return node_save(n);
-    }
+    log_error("job '%s' instance %s recorded in '%s' runs %" PRIu32
+              " ranks, not --ranks %" PRIu32 " (world size mismatch): give "
+              "--ranks %" PRIu32 " to continue it, or --fresh to discard "
+              "its snapshots and start over",
+              s.job, hex, n->state_path, s.ranks, n->cfg.ranks, s.ranks);
+    rc = -EINVAL;
+    goto out;
+  }
+  if (have && !s.ended && !n->cfg.fresh) {
+    /* The node died without ending the instance: carry on with it. */
+    take(n, &s);
+    log_notice("continuing job instance %s: its node ended without ending "
+               "it",
+               n->instance_hex);
+    node_ident_adopt(n, &s);
+    rc = node_save(n);
+    goto out;
   }
   if (n->cfg.resume) {
-    log_error("--resume: '%s' records no job instance of job '%s': nothing "
-              "to resume (start without --resume for a new instance)",
-              n->state_path, n->cfg.job);
-    if (have)
-      node_saved_release(&s);
-    return -ENOENT;
+    if (!have) {
+      log_error("--resume: '%s' records no job instance of job '%s': "
+                "nothing to resume (start without --resume for a new "
+                "instance)",
+                n->state_path, n->cfg.job);
+      rc = -ENOENT;
+      goto out;
+    }
+    rc = each_object(n, check_resumed, &s);
+    if (rc != 0)
+      goto out;
+    take(n, &s);
+    if (s.has_committed)
+      log_notice("resuming job instance %s from step %" PRIu64,
+                 n->instance_hex, s.committed);
+    else
+      log_notice("resuming job instance %s: no committed step",
+                 n->instance_hex);
+    rc = node_save(n);
+    goto out;
   }
   if (n->cfg.fresh) {
     pid = have && !s.ended ? live_pid(&s) : 0;
@@ -356,34 +351,30 @@ int node_ident_start(struct node *n)
       log_error("--fresh: process %d of the job instance recorded in '%s' "
                 "still runs: stop it first",
                 pid, n->state_path);
-      node_saved_release(&s);
-      return -EBUSY;
+      rc = -EBUSY;
+      goto out;
     }
-    char sock[NODE_PATH_MAX + 32] = "";
     pid = live_smp_of_job(n, sock, sizeof(sock));
     if (pid != 0) {
       log_error("--fresh: the shm objects of job '%s' are in use: ptd smp "
                 "pid %d (socket '%s') runs for it; stop that job first",
                 n->cfg.job, pid, sock);
-      if (have)
-        node_saved_release(&s);
-      return -EBUSY;
+      rc = -EBUSY;
+      goto out;
     }
     each_object(n, discard_object, NULL);
   } else {
     rc = each_object(n, refuse_object, NULL);
-    if (rc != 0) {
-      if (have)
-        node_saved_release(&s);
-      return rc;
-    }
+    if (rc != 0)
+      goto out;
   }
-  if (have)
-    node_saved_release(&s);
   randombytes_buf(n->instance, sizeof(n->instance));
   node_instance_hex(n->instance, n->instance_hex);
   log_info("new job instance %s", n->instance_hex);
-  return node_save(n);
+  rc = node_save(n);
+out:
+  node_saved_release(&s);
+  return rc;
 }
 
 /* ---- adoption ---- */
