@@ -475,6 +475,10 @@ int node_proc_cmdline(int pid, char *buf, size_t cap, size_t *len);
  * line (SMP) or environment (trainer) names this instance and rank. */
 bool node_proc_is_ours(const struct node *n, const struct node_rank *r,
                        enum node_role role, int pid);
+/* Which child of this instance pid is, by the same identity (n->ranks
+ * set up). OUT: *role, *rank. False: none of them. */
+bool node_proc_identify(const struct node *n, int pid, enum node_role *role,
+                        uint32_t *rank);
 /* environ less the PT_/torchrun/systemd names the node sets for children.
  * OUT: *out, NULL-terminated array freed with node_env_free. */
 int node_env_base(char ***out);

@@ -379,34 +379,6 @@ out:
 
 /* ---- adoption ---- */
 
-/* Finds a process of this instance for (r, role) in /proc, owned by the
- * euid. 0: none. */
-static int find_by_identity(const struct node *n, const struct node_rank *r,
-                            enum node_role role)
-{
-  DIR *d = opendir("/proc");
-  int found = 0;
-
-  if (d == NULL)
-    return 0;
-  struct dirent *e;
-  while (found == 0 && (e = readdir(d)) != NULL) {
-    char *end;
-    long pid = strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0 || pid == (long)getpid())
-      continue;
-    char path[64];
-    struct stat st;
-    snprintf(path, sizeof(path), "/proc/%ld", pid);
-    if (stat(path, &st) != 0 || st.st_uid != geteuid())
-      continue;
-    if (node_proc_is_ours(n, r, role, (int)pid))
-      found = (int)pid;
-  }
-  closedir(d);
-  return found;
-}
-
 static void adopt_one(struct node *n, struct node_rank *r, enum node_role role,
                       int pid, uint64_t ticks, const char *how)
 {
@@ -428,6 +400,8 @@ static void adopt_one(struct node *n, struct node_rank *r, enum node_role role,
 
 void node_ident_adopt(struct node *n, const struct node_saved *s)
 {
+  bool missing = false;
+
   for (uint32_t i = 0; i < n->cfg.ranks && i < s->ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     const struct node_saved_rank *sr = &s->rank[i];
@@ -437,21 +411,35 @@ void node_ident_adopt(struct node *n, const struct node_saved *s)
     if (sr->trainer.pid > 0)
       adopt_one(n, r, NODE_ROLE_TRAINER, sr->trainer.pid,
                 sr->trainer.start_ticks, "");
-    /* Spawned but not recorded: the node died before writing node.state. */
-    for (int k = 0; k < 2; k++) {
-      enum node_role role = k == 0 ? NODE_ROLE_SMP : NODE_ROLE_TRAINER;
-      if ((role == NODE_ROLE_SMP ? r->smp : r->trainer) != NULL)
-        continue;
-      int pid = find_by_identity(n, r, role);
-      uint64_t ticks;
-      if (pid > 0 && node_proc_start_ticks(pid, &ticks) == PT_OK) {
-        adopt_one(n, r, role, pid, ticks, ", found by its identity");
-        if (role == NODE_ROLE_TRAINER && r->trainer != NULL &&
-            r->starts == 0)
-          r->starts = 1;
-      }
-    }
+    missing = missing || r->smp == NULL || r->trainer == NULL;
   }
+  /* Spawned but not recorded (the node died before writing node.state):
+   * found in one pass over /proc by their identity. */
+  DIR *d = missing ? opendir("/proc") : NULL;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    char *end, path[64];
+    struct stat st;
+    enum node_role role;
+    uint32_t rank;
+    uint64_t ticks;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+      continue;
+    snprintf(path, sizeof(path), "/proc/%ld", pid);
+    if (stat(path, &st) != 0 || st.st_uid != geteuid() ||
+        !node_proc_identify(n, (int)pid, &role, &rank))
+      continue;
+    struct node_rank *r = &n->ranks[rank];
+    if ((role == NODE_ROLE_SMP ? r->smp : r->trainer) != NULL ||
+        node_proc_start_ticks((int)pid, &ticks) != PT_OK)
+      continue;
+    adopt_one(n, r, role, (int)pid, ticks, ", found by its identity");
+    if (role == NODE_ROLE_TRAINER && r->trainer != NULL && r->starts == 0)
+      r->starts = 1;
+  }
+  if (d != NULL)
+    closedir(d);
   if (!n->adopting)
     log_info("'%s': no process of the previous node survived",
              n->state_path);

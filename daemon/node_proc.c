@@ -224,20 +224,18 @@ static int stat_field(int pid, int want, uint64_t *out)
   return PT_EFORMAT;
 }
 
-/* A trainer this node spawned for rank r of this instance: the leader of
- * its own session (spawned with setsid; its helpers inherit the
- * environment but not the leadership) with PT_INSTANCE and PT_RANK. */
-static bool environ_is_trainer(const struct node *n, const struct node_rank *r,
-                               int pid)
+/* The identity of a trainer the node spawned: the leader of its own
+ * session (spawned with setsid; its helpers inherit the environment but not
+ * the leadership) with PT_INSTANCE and PT_RANK in its environment (as it
+ * was started: /proc/PID/environ). OUT: inst, rank (the values). */
+static bool trainer_identity(int pid, char inst[40], char rank[16])
 {
-  char path[64], want_inst[64], want_rank[32];
+  char path[64];
   uint64_t sid = 0;
-  bool inst_ok = false, rank_ok = false;
 
+  inst[0] = rank[0] = '\0';
   if (stat_field(pid, 6, &sid) != PT_OK || sid != (uint64_t)pid)
     return false;
-  snprintf(want_inst, sizeof(want_inst), "PT_INSTANCE=%s", n->instance_hex);
-  snprintf(want_rank, sizeof(want_rank), "PT_RANK=%" PRIu32, r->rank);
   snprintf(path, sizeof(path), "/proc/%d/environ", pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -245,6 +243,7 @@ static bool environ_is_trainer(const struct node *n, const struct node_rank *r,
   /* Entries are NUL-terminated; read in chunks, keeping a partial entry. */
   char buf[8192];
   size_t have = 0;
+  bool skip = false; /* inside an entry longer than buf: not ours */
   for (;;) {
     ssize_t got = read(fd, buf + have, sizeof(buf) - have);
     if (got < 0 && errno == EINTR)
@@ -257,17 +256,58 @@ static bool environ_is_trainer(const struct node *n, const struct node_rank *r,
       if (buf[i] != '\0')
         continue;
       const char *e = buf + start;
-      inst_ok = inst_ok || strcmp(e, want_inst) == 0;
-      rank_ok = rank_ok || strcmp(e, want_rank) == 0;
+      if (!skip && strncmp(e, "PT_INSTANCE=", 12) == 0)
+        snprintf(inst, 40, "%s", e + 12);
+      else if (!skip && strncmp(e, "PT_RANK=", 8) == 0)
+        snprintf(rank, 16, "%s", e + 8);
+      skip = false;
       start = i + 1;
     }
-    if (start == 0 && have == sizeof(buf))
-      start = have; /* an entry longer than the buffer: not ours, skip */
+    if (start == 0 && have == sizeof(buf)) {
+      start = have;
+      skip = true;
+    }
     memmove(buf, buf + start, have - start);
     have -= start;
   }
   close(fd);
-  return inst_ok && rank_ok;
+  return inst[0] != '\0' && rank[0] != '\0';
+}
+
+static bool environ_is_trainer(const struct node *n, const struct node_rank *r,
+                               int pid)
+{
+  char inst[40], rank[16], want[16];
+
+  snprintf(want, sizeof(want), "%" PRIu32, r->rank);
+  return trainer_identity(pid, inst, rank) &&
+         strcmp(inst, n->instance_hex) == 0 && strcmp(rank, want) == 0;
+}
+
+bool node_proc_identify(const struct node *n, int pid, enum node_role *role,
+                        uint32_t *rank)
+{
+  char cmd[4096], inst[40], rk[16];
+  size_t len = 0;
+
+  if (node_proc_cmdline(pid, cmd, sizeof(cmd), &len) != PT_OK)
+    return false;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    if (cmdline_is_smp(cmd, len, n->ranks[i].sock_path, n->instance_hex)) {
+      *role = NODE_ROLE_SMP;
+      *rank = i;
+      return true;
+    }
+  if (!trainer_identity(pid, inst, rk) || strcmp(inst, n->instance_hex) != 0)
+    return false;
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(rk, &end, 10);
+  if (errno != 0 || *end != '\0' || end == rk || v >= n->cfg.ranks)
+    return false;
+  *role = NODE_ROLE_TRAINER;
+  *rank = (uint32_t)v;
+  return true;
 }
 
 bool node_proc_is_ours(const struct node *n, const struct node_rank *r,

@@ -487,8 +487,29 @@ START_TEST(foreign_pid_not_ours)
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_SMP, getpid()));
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, 1));
 
+  /* node_proc_identify looks through every rank of n. */
+  struct node_rank ranks[2];
+  enum node_role role;
+  uint32_t rank;
+  memset(ranks, 0, sizeof(ranks));
+  for (uint32_t i = 0; i < 2; i++) {
+    ranks[i].node = &n;
+    ranks[i].rank = i;
+    snprintf(ranks[i].sock_path, sizeof(ranks[i].sock_path),
+             "/tmp/x/smp.%u.sock", i);
+  }
+  n.ranks = ranks;
+  n.cfg.ranks = 2;
+  ck_assert(!node_proc_identify(&n, getpid(), &role, &rank));
+
   int p = child(true, targv, tenv);
   ck_assert(node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  ck_assert(node_proc_identify(&n, p, &role, &rank));
+  ck_assert_int_eq(role, NODE_ROLE_TRAINER);
+  ck_assert_uint_eq(rank, 1);
+  n.cfg.ranks = 1; /* PT_RANK=1 is no rank of a 1-rank job */
+  ck_assert(!node_proc_identify(&n, p, &role, &rank));
+  n.cfg.ranks = 2;
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
   snprintf(n.instance_hex, sizeof(n.instance_hex), "%s", other);
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
@@ -500,6 +521,7 @@ START_TEST(foreign_pid_not_ours)
   reap(p);
   p = child(true, targv, tenv_other);
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  ck_assert(!node_proc_identify(&n, p, &role, &rank));
   reap(p);
   p = child(true, targv, tenv_rank);
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
@@ -507,6 +529,9 @@ START_TEST(foreign_pid_not_ours)
 
   p = child(false, sargv, noenv);
   ck_assert(node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
+  ck_assert(node_proc_identify(&n, p, &role, &rank));
+  ck_assert_int_eq(role, NODE_ROLE_SMP);
+  ck_assert_uint_eq(rank, 1);
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
   snprintf(n.instance_hex, sizeof(n.instance_hex), "%s", other);
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
