@@ -10,9 +10,11 @@ RANKS=2 STEPS=40
 ARGS=(--steps $STEPS --state-mb 4 --batch 4 --log-every 1)
 t_reference $RANKS "${ARGS[@]}"
 
-# A complete run that keeps its snapshots: step STEPS and an older committed
-# step stay in each rank's two slots.
-t_node_start "$T_DIR/sd" $RANKS --keep -- "${ARGS[@]}"
+# A complete run that keeps its snapshots: step STEPS and older committed
+# steps stay in each rank's three slots. Three, not two: a rank that skipped
+# step STEPS holds STEPS-1 as its newest committed step, and with two slots
+# the other rank may then hold no older step that this one still has.
+t_node_start "$T_DIR/sd" $RANKS --keep --slots 3 -- "${ARGS[@]}"
 t_node_wait 120
 [ "$T_NODE_RC" = 0 ] || fail "first run exited with $T_NODE_RC"
 obj=/dev/shm/${T_PREFIX}pt.$T_JOB.0
@@ -44,7 +46,7 @@ PY
 }
 flip newest
 : >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
-t_node_start "$T_DIR/sd" $RANKS --keep --resume -- "${ARGS[@]}"
+t_node_start "$T_DIR/sd" $RANKS --keep --slots 3 --resume -- "${ARGS[@]}"
 t_node_wait 120
 [ "$T_NODE_RC" = 0 ] || fail "restart after one damaged slot exited with $T_NODE_RC"
 # The previous step every rank still holds intact: STEPS-1 normally, older
@@ -60,7 +62,7 @@ t_check_digests $RANKS
 # Now damage every committed slot of rank 0: nothing intact to restore.
 flip all
 : >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
-t_node_start "$T_DIR/sd" $RANKS --keep --resume --max-restarts 1 -- "${ARGS[@]}"
+t_node_start "$T_DIR/sd" $RANKS --keep --slots 3 --resume --max-restarts 1 -- "${ARGS[@]}"
 t_node_wait 60
 [ "$T_NODE_RC" = 1 ] || fail "with no intact snapshot the job should fail (exit 1), got $T_NODE_RC"
 grep -Eqi "job failed.*(intact|checksum)" "$T_DIR/node.log" || fail "no clear error about the damaged snapshots"
