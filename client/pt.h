@@ -105,6 +105,9 @@ struct pt_options {
   int world;               /* 0: $PT_WORLD_SIZE, $WORLD_SIZE, 1 */
   int copy_threads;        /* 0: $PT_COPY_THREADS, default 1 */
   int timeout_ms;          /* deadline of each request to the SMP; 0: 10000 */
+  int snapshot_timeout_ms; /* how long pt_snapshot() and pt_fence() wait on
+                            * the SMP: 0: $PT_SNAPSHOT_TIMEOUT_MS, 100; at
+                            * most timeout_ms */
   pt_log_fn log_fn;        /* NULL: libpt says nothing */
   void *log_arg;
 };
