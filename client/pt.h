@@ -39,8 +39,21 @@
 extern "C" {
 #endif
 
+/*
+ * ABI. PT_VERSION is the version of this header, pt_version() that of the
+ * libpt in the process, both (major << 16) | minor. A new major breaks the
+ * ABI (the soname libpt.so.<major> changes with it); a new minor only adds:
+ * functions, error codes, and fields at the end of struct pt_options. A
+ * binding (ctypes, cffi) checks pt_version() >> 16 == PT_VERSION_MAJOR and
+ * that the minor is at least the one it was written for. libpt.so exports
+ * the pt_* functions of this header and nothing else.
+ */
 #define PT_VERSION_MAJOR 0
-#define PT_VERSION_MINOR 1
+#define PT_VERSION_MINOR 2
+#define PT_VERSION (((uint32_t)PT_VERSION_MAJOR << 16) | PT_VERSION_MINOR)
+
+/* The version of the libpt linked in: (major << 16) | minor. */
+uint32_t pt_version(void);
 
 /* Project error codes, in their own range below every errno value. */
 #define PT_ERRNO_MAP(XX)                                                       \
@@ -93,11 +106,22 @@ enum pt_log_level { PT_LOG_ERROR = 3, PT_LOG_WARN = 4, PT_LOG_INFO = 6, PT_LOG_D
 typedef void (*pt_log_fn)(void *arg, int level, const char *msg);
 
 /*
- * Options for pt_client_open(). Zero-initialise, then set what differs; every
- * zero or NULL field takes its value from the environment ptd sets for the
- * trainer, then from the default.
+ * Options for pt_client_open(). Zero-initialise, set .size to
+ * sizeof(struct pt_options), then set what differs; every other zero or NULL
+ * field takes its value from the environment ptd sets for the trainer, then
+ * from the default.
+ *
+ * size tells libpt which version of this struct the caller has: new fields
+ * are only ever added at the end, and libpt reads none past size (they count
+ * as zero). size 0 is taken as this header's sizeof(struct pt_options), so a
+ * caller compiled against this header that only zero-initialises works; a
+ * binding that builds the struct itself must set it. A size larger than the
+ * libpt in the process knows (a binding newer than the library), or smaller
+ * than the first struct that had the field: PT_ECONFIG, before anything is
+ * read from opts (so without a log message).
  */
 struct pt_options {
+  size_t size;             /* sizeof(struct pt_options), or 0 (see above) */
   const char *socket_path; /* SMP socket: $PT_SMP_SOCKET */
   const char *job;         /* job name: $PT_JOB, default "job" */
   int rank;                /* 0 means $PT_RANK, then $RANK, then 0; see rank_set */

@@ -52,6 +52,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -890,22 +891,48 @@ static void sync_destroy(pt_client *c)
   pthread_mutex_destroy(&c->conn_mu);
 }
 
-int pt_client_open(pt_client **out, const struct pt_options *opts)
+uint32_t pt_version(void)
 {
-  struct pt_options none = { 0 };
+  return PT_VERSION;
+}
+
+/* The smallest struct pt_options: the first one with a size field. */
+#define OPTIONS_SIZE_MIN (offsetof(struct pt_options, log_arg) + sizeof(void *))
+
+/* The caller's options as a whole struct of ours, fields past its size zero.
+ * PT_ECONFIG for a size we cannot read. */
+static int options_copy(struct pt_options *o, const struct pt_options *opts)
+{
+  size_t n;
+
+  memset(o, 0, sizeof(*o));
+  if (opts == NULL)
+    return 0;
+  n = opts->size == 0 ? sizeof(*o) : opts->size;
+  if (n > sizeof(*o) || n < OPTIONS_SIZE_MIN)
+    return PT_ECONFIG;
+  memcpy(o, opts, n);
+  o->size = sizeof(*o);
+  return 0;
+}
+
+int pt_client_open(pt_client **out, const struct pt_options *user_opts)
+{
+  struct pt_options copy;
+  const struct pt_options *opts = &copy;
   pt_client *c;
   int rc;
 
   if (out == NULL)
     return -EINVAL;
   *out = NULL;
+  if ((rc = options_copy(&copy, user_opts)) != 0)
+    return rc;
   c = calloc(1, sizeof(*c));
   if (c == NULL)
     return -ENOMEM;
   c->fd = -1;
   c->phase = PHASE_IDLE;
-  if (opts == NULL)
-    opts = &none;
   c->log_fn = opts->log_fn;
   c->log_arg = opts->log_arg;
 

@@ -300,7 +300,7 @@ static int digest_write(const char *pattern, int rank, uint64_t digest)
  * status to leave with (after printing why), or 0 to train from *start. */
 static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t *from)
 {
-  struct pt_options opts = {0};
+  struct pt_options opts = {.size = sizeof(opts)};
   int rc;
 
   if (getenv("PT_SMP_SOCKET") == NULL || getenv("PT_SMP_SOCKET")[0] == '\0') {

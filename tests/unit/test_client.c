@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,7 +196,7 @@ static void log_cb(void *arg, int level, const char *msg)
 static pt_client *client_open2(struct smp_proc *p, int timeout_ms,
                                int snap_timeout_ms)
 {
-  struct pt_options o = { 0 };
+  struct pt_options o = { .size = sizeof(o) };
   pt_client *c = NULL;
   int rc;
 
@@ -1452,6 +1453,48 @@ START_TEST(test_reset_retry)
 }
 END_TEST
 
+/* The ABI a binding checks: pt_version() and the size of pt_options. */
+START_TEST(test_abi)
+{
+  struct {
+    struct pt_options o;
+    char newer[16]; /* fields of a newer header */
+  } big;
+  struct pt_options o;
+  pt_client *c = NULL;
+  char sock[256];
+
+  ck_assert_uint_eq(pt_version(), PT_VERSION);
+  ck_assert_uint_eq(pt_version() >> 16, PT_VERSION_MAJOR);
+  ck_assert_uint_eq(pt_version() & 0xffff, PT_VERSION_MINOR);
+
+  /* no SMP listens: an accepted struct gets as far as connecting */
+  snprintf(sock, sizeof(sock), "%s/nobody.sock", g_dir);
+  memset(&big, 0, sizeof(big));
+  big.o.socket_path = sock;
+  big.o.timeout_ms = 50;
+  big.o.size = sizeof(big);
+  ck_assert_int_eq(pt_client_open(&c, &big.o), PT_ECONFIG);
+  ck_assert_ptr_null(c);
+  big.newer[0] = 1; /* not read: the size says where the struct ends */
+  big.o.size = sizeof(big.o);
+  ck_assert_int_eq(pt_client_open(&c, &big.o), -ENOENT);
+  big.o.size = 0; /* zero-initialised by a caller of this header */
+  ck_assert_int_eq(pt_client_open(&c, &big.o), -ENOENT);
+  big.o.size = sizeof(size_t);
+  ck_assert_int_eq(pt_client_open(&c, &big.o), PT_ECONFIG);
+  big.o.size = offsetof(struct pt_options, log_arg) - 1;
+  ck_assert_int_eq(pt_client_open(&c, &big.o), PT_ECONFIG);
+  /* the first struct with a size ended at log_arg */
+  memset(&o, 0, sizeof(o));
+  o.socket_path = sock;
+  o.timeout_ms = 50;
+  o.size = offsetof(struct pt_options, log_arg) + sizeof(o.log_arg);
+  ck_assert_int_eq(pt_client_open(&c, &o), -ENOENT);
+  ck_assert_ptr_null(c);
+}
+END_TEST
+
 /* The command line: --help, missing and bad values. */
 START_TEST(test_smp_cli)
 {
@@ -1558,6 +1601,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_hung_smp);
   tcase_add_test(tc, test_snapshot_order);
   tcase_add_test(tc, test_reset_retry);
+  tcase_add_test(tc, test_abi);
   suite_add_tcase(s, tc);
   return s;
 }
