@@ -28,10 +28,19 @@
  *     pt_snapshot() and pt_restore() refuse while a copy runs (PT_EINFLIGHT)
  *     but wait for a seal already on its way, as a finished copy was always
  *     sealed before they went on.
- *   - Every exchange with the SMP has a deadline (timeout_ms): pt_snapshot()
- *     blocks for one round trip plus handing the copy to the engine; a seal
- *     is answered or given up within timeout_ms of the copy's end, and
- *     pt_fence() waits no longer than that (plus a grace) for it.
+ *   - Every exchange with the SMP has a deadline (timeout_ms). Training never
+ *     waits for protection: pt_snapshot() waits on the SMP at most
+ *     snap_timeout_ms (a seal still on its way, the slot request), else the
+ *     step is PT_SKIPPED; pt_fence() waits for a seal's answer at most
+ *     snap_timeout_ms past the copy's end. Only a client's first HELLO (the
+ *     SMP may create and pre-fault its object) takes the whole timeout_ms.
+ *     The sealer's seal is answered or given up within timeout_ms of the
+ *     copy's end.
+ *   - A request that timed out before any byte of its reply came keeps the
+ *     connection: its reply is owed (owed[]), read before the next request
+ *     is sent, so a stopped SMP gets one request, not one per step; a slot
+ *     that a late SLOT_REPLY assigned is handed back at once. Every other
+ *     failure closes the connection.
  *   - The region table is frozen by the first pt_snapshot() or pt_restore():
  *     that call sends HELLO, maps the object the SMP names and checks that its
  *     region table equals ours.
