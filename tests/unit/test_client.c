@@ -1226,7 +1226,7 @@ END_TEST
  * given out late is left behind. */
 START_TEST(test_hung_smp)
 {
-  enum { BOUND_MS = 100, SLACK_MS = 400 };
+  enum { BOUND_MS = 250, SLACK_MS = 750 };
   struct smp_proc p;
   struct state s, want;
   struct snap_store *store = NULL;
