@@ -6,6 +6,7 @@
 set -u
 . "$(dirname "$0")/../lib.sh"
 
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 lib=$BUILD/lib/libpt.so
 [ -f "$lib" ] || fail "$lib was not built"
 command -v nm >/dev/null || skip "nm not found"
@@ -16,7 +17,7 @@ nm -D --defined-only "$lib" | awk '{print $NF}' >"$T_DIR/exports" \
 others=$(grep -v '^pt_[a-z]' "$T_DIR/exports" | grep -v '^$')
 [ -z "$others" ] || fail "libpt.so exports symbols outside pt_*: $(echo $others | head -c 400)"
 # every function pt.h declares is exported
-for f in $(grep -oE '\bpt_[a-z_]+\(' client/pt.h | tr -d '(' | sort -u); do
+for f in $(grep -oE '\bpt_[a-z_]+\(' "$ROOT/client/pt.h" | tr -d '(' | sort -u); do
   grep -qx "$f" "$T_DIR/exports" || fail "pt.h declares $f, libpt.so does not export it"
 done
 say "libpt.so exports $(wc -l <"$T_DIR/exports") symbols, all pt_*"
@@ -36,7 +37,7 @@ int main(void)
   return v == PT_VERSION ? 0 : 1;
 }
 C
-"${CC:-cc}" -std=c11 -Wall -Wextra -Werror -Iclient -o "$T_DIR/ver" "$T_DIR/ver.c" \
+"${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$ROOT/client" -o "$T_DIR/ver" "$T_DIR/ver.c" \
   -L"$BUILD/lib" -lpt -Wl,-rpath,"$BUILD/lib" >"$T_DIR/cc.log" 2>&1 \
   || { cat "$T_DIR/cc.log"; fail "cannot link a program against $lib"; }
 out=$("$T_DIR/ver" 2>&1) || fail "a program linked against the build tree does not run: $out"
