@@ -76,13 +76,16 @@ CORE_OBJ  := $(call obj,$(CORE_SRC))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 BINS := $(BUILD)/bin/ptd $(BUILD)/bin/ptctl $(BUILD)/bin/pt-train $(BUILD)/bin/ptbench
-LIBS_OUT := $(BUILD)/lib/libpt.so $(BUILD)/lib/libpt.a
+LIBS_OUT := $(BUILD)/lib/libpt.so $(BUILD)/lib/libpt.so.0 $(BUILD)/lib/libpt.a
 ifeq ($(CUDA),yes)
 ifneq ($(KERN_CUDA),)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-LIBS_OUT += $(BUILD)/lib/libpt_cuda.so
+LIBS_OUT += $(BUILD)/lib/libpt_cuda.so $(BUILD)/lib/libpt_cuda.so.0
 endif
 endif
+# libpt exports the pt_* functions of pt.h only (client/libpt.map).
+LIBPT_MAP := client/libpt.map
+LIBPT_LDFLAGS = -Wl,--version-script=$(LIBPT_MAP)
 
 .PHONY: all deps test unit unit-bins scenarios demo bench fuzz install clean proto gpu-test
 # keep intermediate objects (test objects are only reached through patterns)
@@ -136,9 +139,14 @@ $(BUILD)/lib/libpt.a: $(LIBPT_OBJ)
 	$(say) AR $@
 	$(Q)mkdir -p $(@D) && rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/lib/libpt.so: $(LIBPT_OBJ)
+$(BUILD)/lib/libpt.so: $(LIBPT_OBJ) $(LIBPT_MAP)
 	$(say) LD $@
-	$(Q)mkdir -p $(@D) && $(CC) -shared -Wl,-soname,libpt.so.0 $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(Q)mkdir -p $(@D) && $(CC) -shared -Wl,-soname,libpt.so.0 $(LIBPT_LDFLAGS) $(LDFLAGS) \
+	  -o $@ $(filter %.o,$^) $(LIBS)
+
+# The soname, so that a program linked against the build tree runs from it.
+$(BUILD)/lib/%.so.0: $(BUILD)/lib/%.so
+	$(Q)ln -sf $(<F) $@
 
 $(BUILD)/lib/libptcore.a: $(CORE_OBJ)
 	$(say) AR $@
@@ -146,10 +154,11 @@ $(BUILD)/lib/libptcore.a: $(CORE_OBJ)
 
 $(BUILD)/lib/libpt_cuda.so: $(filter-out $(call obj,$(KERN_CPU)),$(LIBPT_OBJ)) \
                             $(call obj,kernels/kernels_host.c) \
-                            $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(KERN_CUDA))
+                            $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(KERN_CUDA)) \
+                            $(LIBPT_MAP)
 	$(say) LD $@
-	$(Q)mkdir -p $(@D) && $(CC) -shared -Wl,-soname,libpt_cuda.so.0 $(LDFLAGS) -o $@ $^ \
-	  $(LIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+	$(Q)mkdir -p $(@D) && $(CC) -shared -Wl,-soname,libpt_cuda.so.0 $(LIBPT_LDFLAGS) \
+	  $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
 
 $(BUILD)/bin/ptd: $(call obj,daemon/ptd_main.c) $(BUILD)/lib/libptcore.a
 	$(say) LD $@

@@ -27,6 +27,23 @@
  *
  * libpt never exits, aborts or prints: failures are returned, and messages
  * reach the application only through the log callback it installs.
+ *
+ * Training never waits for protection: pt_snapshot() and pt_fence() wait on
+ * the SMP at most snapshot_timeout_ms (default 100 ms); an SMP that does not
+ * answer by then (stopped, overloaded) makes the step PT_SKIPPED.
+ *
+ * Exit status, under `ptd node`: the node restarts the whole job (every
+ * rank, from the newest committed step, within its restart limits) when a
+ * trainer dies or exits with any status but these two:
+ *   0   this rank finished; call pt_client_close(c, true) before exiting,
+ *       which tells the SMP so.
+ *   78  (EX_CONFIG) a permanent failure that no restart can cure: the node
+ *       does not restart, and the job fails. Exit 78 only for such errors,
+ *       e.g. PT_EREGIONS (the code's region table differs from the
+ *       snapshot's), PT_EFOREIGN, PT_EWORLD, PT_ECONFIG, PT_EBUDGET,
+ *       PT_ENODEVICE, PT_ENORESTORE, PT_ESTEP; never for a failure that may
+ *       pass (a broken connection, a timeout, a damaged snapshot), where a
+ *       restart is the cure: exit 1.
  */
 #ifndef PT_H
 #define PT_H
@@ -39,8 +56,21 @@
 extern "C" {
 #endif
 
+/*
+ * ABI. PT_VERSION is the version of this header, pt_version() that of the
+ * libpt in the process, both (major << 16) | minor. A new major breaks the
+ * ABI (the soname libpt.so.<major> changes with it); a new minor only adds:
+ * functions, error codes, and fields at the end of struct pt_options. A
+ * binding (ctypes, cffi) checks pt_version() >> 16 == PT_VERSION_MAJOR and
+ * that the minor is at least the one it was written for. libpt.so exports
+ * the pt_* functions of this header and nothing else.
+ */
 #define PT_VERSION_MAJOR 0
-#define PT_VERSION_MINOR 1
+#define PT_VERSION_MINOR 2
+#define PT_VERSION (((uint32_t)PT_VERSION_MAJOR << 16) | PT_VERSION_MINOR)
+
+/* The version of the libpt linked in: (major << 16) | minor. */
+uint32_t pt_version(void);
 
 /* Project error codes, in their own range below every errno value. */
 #define PT_ERRNO_MAP(XX)                                                       \
@@ -93,11 +123,22 @@ enum pt_log_level { PT_LOG_ERROR = 3, PT_LOG_WARN = 4, PT_LOG_INFO = 6, PT_LOG_D
 typedef void (*pt_log_fn)(void *arg, int level, const char *msg);
 
 /*
- * Options for pt_client_open(). Zero-initialise, then set what differs; every
- * zero or NULL field takes its value from the environment ptd sets for the
- * trainer, then from the default.
+ * Options for pt_client_open(). Zero-initialise, set .size to
+ * sizeof(struct pt_options), then set what differs; every other zero or NULL
+ * field takes its value from the environment ptd sets for the trainer, then
+ * from the default.
+ *
+ * size tells libpt which version of this struct the caller has: new fields
+ * are only ever added at the end, and libpt reads none past size (they count
+ * as zero). size 0 is taken as this header's sizeof(struct pt_options), so a
+ * caller compiled against this header that only zero-initialises works; a
+ * binding that builds the struct itself must set it. A size larger than the
+ * libpt in the process knows (a binding newer than the library), or smaller
+ * than the first struct that had the field: PT_ECONFIG, before anything is
+ * read from opts (so without a log message).
  */
 struct pt_options {
+  size_t size;             /* sizeof(struct pt_options), or 0 (see above) */
   const char *socket_path; /* SMP socket: $PT_SMP_SOCKET */
   const char *job;         /* job name: $PT_JOB, default "job" */
   int rank;                /* 0 means $PT_RANK, then $RANK, then 0; see rank_set */
@@ -105,43 +146,68 @@ struct pt_options {
   int world;               /* 0: $PT_WORLD_SIZE, $WORLD_SIZE, 1 */
   int copy_threads;        /* 0: $PT_COPY_THREADS, default 1 */
   int timeout_ms;          /* deadline of each request to the SMP; 0: 10000 */
+  int snapshot_timeout_ms; /* how long pt_snapshot() and pt_fence() wait on
+                            * the SMP: 0: $PT_SNAPSHOT_TIMEOUT_MS, 100; at
+                            * most timeout_ms */
   pt_log_fn log_fn;        /* NULL: libpt says nothing */
   void *log_arg;
 };
 
 /* Opens a client for this rank and connects to its SMP.
  * OUT: *out, owned by the caller, released with pt_client_close().
- * opts may be NULL (everything from the environment). */
+ * opts may be NULL (everything from the environment).
+ * Only connects; nothing is asked of the SMP until the first pt_restore() or
+ * pt_snapshot(). While nothing listens on the socket (no socket file, a
+ * refused or reset connection, a full backlog: the SMP is starting or being
+ * replaced) it retries every 20 ms until timeout_ms, then returns that last
+ * failure (e.g. -ENOENT, -ECONNREFUSED); *out stays NULL. */
 int pt_client_open(pt_client **out, const struct pt_options *opts);
 
-/* Registers [ptr, ptr+bytes) under a unique name (at most 63 bytes). Only
+/* Registers [ptr, ptr+bytes) under a unique name (at most 63 bytes:
+ * -ENAMETOOLONG). At most 1,024 regions per client (-E2BIG past them). Only
  * before the first pt_snapshot() or pt_restore(); regions must not overlap and
  * bytes must be > 0. The memory stays the caller's; it must stay valid until
- * pt_client_close(). PT_MEM_DEVICE without the CUDA backend: PT_ENODEVICE. */
+ * pt_client_close(). PT_MEM_DEVICE without the CUDA backend: PT_ENODEVICE.
+ * The region table is the names, sizes and kinds in registration order: a
+ * snapshot is restored only into the same table, registered in the same
+ * order (else PT_EREGIONS), so register in an order that does not depend on
+ * the run (not on hash-map iteration or thread timing). */
 int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
                        enum pt_mem kind);
 
 /* Starts an asynchronous copy of every region as step `step` and returns at
- * once: PT_OK (copy started), PT_SKIPPED (no free slot; nothing copied), or an
- * error (the run may go on; no snapshot was taken). Steps must increase.
- * The regions must not be modified until pt_fence() returns. libpt seals the
- * snapshot on its own as soon as the copy has finished.
+ * once: PT_OK (copy started), PT_SKIPPED (nothing copied: no free slot, or
+ * the SMP did not answer within snapshot_timeout_ms), or an error (the run
+ * may go on; no snapshot was taken). Steps must increase (-EINVAL), also
+ * past a skipped step. The regions must not be modified until pt_fence()
+ * returns. libpt seals the snapshot on its own as soon as the copy has
+ * finished.
  * A copy still in flight: PT_EINFLIGHT (call pt_fence() first). A previous
  * snapshot whose copy has finished but that was never fenced holds this call
- * up at most until the SMP answers its seal (already sent); its outcome is
- * then logged, counted in snapshots_failed if it failed, and not returned. */
+ * up at most until the SMP answers its seal (already sent), within
+ * snapshot_timeout_ms (else PT_SKIPPED); its outcome is then logged, counted
+ * in snapshots_failed if it failed, and not returned.
+ * Ordering: when the SMP holds a committed step of an earlier run, a client
+ * that has not called pt_restore() gets PT_ENORESTORE (its snapshots would
+ * replace that run's state with one that can never be committed), and a step
+ * at or below the committed step is PT_ESTEP. Only the client's first
+ * exchange with the SMP (its HELLO, which may have the SMP create its
+ * object) may take up to timeout_ms; call pt_restore() first. */
 int pt_snapshot(pt_client *c, uint64_t step);
 
 /* Waits until the copy started by the last pt_snapshot() has finished and the
  * SMP has answered its seal (sent by libpt when the copy finished, so usually
  * long before this call). Returns that snapshot's outcome (PT_OK or an error,
- * e.g. the connection broke or the SMP did not answer in time), or PT_OK when
- * nothing was in flight. Waits for the SMP at most about timeout_ms past the
- * copy's end. */
+ * e.g. the connection broke), or PT_OK when nothing was in flight. Waits for
+ * the SMP at most snapshot_timeout_ms past the copy's end (or past this call):
+ * a seal unanswered by then is -ETIMEDOUT, counted in snapshots_failed, and
+ * the next calls go on (later fences return PT_OK for it; the SMP may still
+ * seal the step when it answers). */
 int pt_fence(pt_client *c);
 
 /* Copies the newest committed step back into the regions, verifying every
- * block's checksum, and stores its step number in *step.
+ * block's checksum, and stores its step number in *step. *step is written
+ * only on PT_OK: untouched on PT_ENOSNAP and on every error.
  * PT_ENOSNAP: there is nothing to restore (a fresh start); regions untouched.
  * PT_EINFLIGHT: a snapshot's copy is in flight (call pt_fence() first).
  * PT_EREGIONS: the snapshot was taken with a different region table.

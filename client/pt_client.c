@@ -28,10 +28,19 @@
  *     pt_snapshot() and pt_restore() refuse while a copy runs (PT_EINFLIGHT)
  *     but wait for a seal already on its way, as a finished copy was always
  *     sealed before they went on.
- *   - Every exchange with the SMP has a deadline (timeout_ms): pt_snapshot()
- *     blocks for one round trip plus handing the copy to the engine; a seal
- *     is answered or given up within timeout_ms of the copy's end, and
- *     pt_fence() waits no longer than that (plus a grace) for it.
+ *   - Every exchange with the SMP has a deadline (timeout_ms). Training never
+ *     waits for protection: pt_snapshot() waits on the SMP at most
+ *     snap_timeout_ms (a seal still on its way, the slot request), else the
+ *     step is PT_SKIPPED; pt_fence() waits for a seal's answer at most
+ *     snap_timeout_ms past the copy's end. Only a client's first HELLO (the
+ *     SMP may create and pre-fault its object) takes the whole timeout_ms.
+ *     The sealer's seal is answered or given up within timeout_ms of the
+ *     copy's end.
+ *   - A request that timed out before any byte of its reply came keeps the
+ *     connection: its reply is owed (owed[]), read before the next request
+ *     is sent, so a stopped SMP gets one request, not one per step; a slot
+ *     that a late SLOT_REPLY assigned is handed back at once. Every other
+ *     failure closes the connection.
  *   - The region table is frozen by the first pt_snapshot() or pt_restore():
  *     that call sends HELLO, maps the object the SMP names and checks that its
  *     region table equals ours.
@@ -47,10 +56,12 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +74,12 @@
 #include "snapshot/snap_store.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
+/* How long pt_snapshot() (and pt_fence(), for a seal) waits on the SMP. */
+#define DEFAULT_SNAPSHOT_TIMEOUT_MS 100
 #define CONNECT_RETRY_MS 20
+/* Requests sent whose reply is still owed (they timed out on a connection
+ * that stays up); one more, and the connection is closed instead. */
+#define OWED_MAX 4
 /* How long a HELLO answered -EBUSY is retried: the SMP may not yet have seen
  * the close of this trainer's previous connection. */
 #define BUSY_RETRY_MS 1000
@@ -94,6 +110,14 @@ struct seal_msg {
   char text[512];
 };
 
+/* A request that timed out before any byte of its reply came: the reply is
+ * still owed and is settled when it arrives (owed_settle()). */
+struct owed {
+  uint64_t id;
+  uint32_t type;
+  uint64_t step; /* SLOT_ACQUIRE, SEAL: the step asked for */
+};
+
 struct pt_client {
   /* configuration */
   char *socket_path;
@@ -101,6 +125,7 @@ struct pt_client {
   uint32_t rank, world;
   int copy_threads;
   int timeout_ms;
+  int snap_timeout_ms; /* the bound of pt_snapshot() and of a fence's wait */
   pt_log_fn log_fn;
   void *log_arg;
   char last_error[512];
@@ -110,6 +135,10 @@ struct pt_client {
   int fd;          /* -1: disconnected */
   uint64_t epoch;  /* incremented at every connect */
   bool hello_ok;   /* HELLO accepted on the current connection */
+  bool had_session; /* a HELLO was accepted once: later ones are bounded */
+  uint64_t next_id; /* request ids on this client's connections, never 0 */
+  struct owed owed[OWED_MAX];
+  int nowed;
 
   /* region table, in registration order, plus an index sorted by address */
   struct region *regions;
@@ -142,6 +171,7 @@ struct pt_client {
   enum seal_phase phase;
   int seal_rc;            /* the outcome, in PHASE_DONE */
   uint64_t seal_deadline; /* rpc_now_ms() limit of the SEAL, from SEALING */
+  uint64_t seal_sent;     /* rpc_now_ms() when the copy ended, from SEALING */
   bool seal_abandoned;    /* pt_fence() gave up on it: already counted */
   /* the sealer's messages of the pending snapshot: written by the sealer
    * before DONE, read by the trainer's thread after it */
@@ -150,6 +180,10 @@ struct pt_client {
 
   bool has_last_step;
   uint64_t last_step;
+  bool restore_called; /* pt_restore() answered PT_OK or PT_ENOSNAP */
+  bool found_committed; /* the first accepted HELLO named a committed step:
+                         * an earlier run's, not one of this client's */
+  uint64_t hang_skips;  /* snapshots skipped in a row: the SMP is slow */
 
   uint64_t started, skipped, failed;
   bool has_committed;
@@ -324,6 +358,20 @@ static int options_apply(pt_client *c, const struct pt_options *o)
     c->copy_threads = v;
   }
   c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+
+  if (o->snapshot_timeout_ms > 0) {
+    c->snap_timeout_ms = o->snapshot_timeout_ms;
+  } else {
+    v = DEFAULT_SNAPSHOT_TIMEOUT_MS;
+    rc = env_int("PT_SNAPSHOT_TIMEOUT_MS", &v, &found);
+    if (rc != 0 || v < 1) {
+      client_log(c, PT_LOG_ERROR, "pt: invalid PT_SNAPSHOT_TIMEOUT_MS");
+      return PT_ECONFIG;
+    }
+    c->snap_timeout_ms = v;
+  }
+  if (c->snap_timeout_ms > c->timeout_ms)
+    c->snap_timeout_ms = c->timeout_ms;
   return 0;
 
 bad_rank:
@@ -339,12 +387,23 @@ static bool is_conn_error(int rc)
          rc == -ECONNREFUSED || rc == -ECONNABORTED || rc == -ENOENT;
 }
 
+/* Failures of a connection attempt that a new SMP, about to listen on the
+ * socket (the node replaces a dead one within milliseconds), cures: no
+ * socket file yet, no listener behind it, a full backlog, or a connection
+ * that the dying SMP's listener took and reset. */
+static bool is_retryable_connect(int rc)
+{
+  return rc == -ENOENT || rc == -ECONNREFUSED || rc == -EAGAIN ||
+         rc == -ECONNRESET || rc == -EPIPE || rc == -ECONNABORTED;
+}
+
 static void conn_drop(pt_client *c)
 {
   if (c->fd >= 0)
     close(c->fd);
   c->fd = -1;
   c->hello_ok = false;
+  c->nowed = 0;
 }
 
 /* Connects, retrying while the SMP is not listening yet, until deadline. */
@@ -356,7 +415,7 @@ static int conn_open(pt_client *c, uint64_t deadline)
     rc = rpc_sock_connect_unix(c->socket_path, &fd);
     if (rc == 0)
       break;
-    if (rc != -ENOENT && rc != -ECONNREFUSED && rc != -EAGAIN) {
+    if (!is_retryable_connect(rc)) {
       client_log(c, PT_LOG_ERROR, "pt: cannot connect to the SMP at '%s': %s",
                  c->socket_path, pt_strerror(rc));
       return rc;
@@ -376,29 +435,178 @@ static int conn_open(pt_client *c, uint64_t deadline)
   return 0;
 }
 
+/* Waits until fd has something to read (or an error to report): 0, or
+ * -ETIMEDOUT when nothing came by deadline, the stream being intact. */
+static int wait_readable(int fd, uint64_t deadline)
+{
+  for (;;) {
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    int n = poll(&pfd, 1, ms_left(deadline));
+    if (n > 0)
+      return 0;
+    if (n == 0)
+      return -ETIMEDOUT;
+    if (errno != EINTR)
+      return -errno;
+  }
+}
+
+/* Reads the next frame, under conn_mu. OUT: *h, *m (free with
+ * protobuf_c_message_free_unpacked), *intact: true when it failed with
+ * -ETIMEDOUT before the frame's first byte, so that the connection can stay. */
+static int conn_recv(pt_client *c, uint64_t deadline, struct rpc_hdr *h,
+                     ProtobufCMessage **m, bool *intact)
+{
+  int rc = wait_readable(c->fd, deadline);
+
+  *m = NULL;
+  *intact = rc == -ETIMEDOUT;
+  if (rc != 0)
+    return rc;
+  return rpc_sock_recv(c->fd, RPC_MAX_BODY_DEFAULT, deadline, h, m);
+}
+
+static bool owed_add(pt_client *c, uint64_t id, uint32_t type, uint64_t step)
+{
+  if (c->nowed >= OWED_MAX)
+    return false;
+  c->owed[c->nowed++] = (struct owed){ .id = id, .type = type, .step = step };
+  return true;
+}
+
+/* Settles a frame that answers an owed request (removing it; OUT: *taken),
+ * under conn_mu. A slot that a late SLOT_REPLY assigned is given back at once
+ * (SEAL with ok false), as nothing will ever be copied into it. Returns 0 or
+ * the error of that give-back. */
+static int owed_settle(pt_client *c, const struct rpc_hdr *h,
+                       const ProtobufCMessage *m, uint64_t deadline,
+                       bool *taken)
+{
+  struct owed o;
+  int i;
+
+  *taken = false;
+  for (i = 0; i < c->nowed && c->owed[i].id != h->request_id; i++)
+    ;
+  if (h->request_id == 0 || i == c->nowed)
+    return 0;
+  o = c->owed[i];
+  c->owed[i] = c->owed[--c->nowed];
+  *taken = true;
+  if (o.type != RPC_SLOT_ACQUIRE || h->type != RPC_SLOT_REPLY)
+    return 0;
+  const Pt__SlotReply *r = (const Pt__SlotReply *)m;
+  if (r->status != 0 || !r->has_slot || !r->has_generation)
+    return 0;
+  Pt__Seal back = PT__SEAL__INIT;
+  uint64_t id = ++c->next_id;
+  back.slot = r->slot;
+  back.generation = r->generation;
+  back.step = o.step;
+  back.ok = false;
+  int rc = rpc_sock_send(c->fd, RPC_SEAL, id, &back.base, deadline);
+  if (rc == 0 && !owed_add(c, id, RPC_SEAL, o.step))
+    rc = -ENOBUFS;
+  client_log(c, PT_LOG_DEBUG,
+             "pt: slot %u, given late for skipped step %llu, handed back",
+             r->slot, (unsigned long long)o.step);
+  return rc;
+}
+
+/* Reads until every owed reply has come, or deadline. */
+static int owed_drain(pt_client *c, uint64_t deadline, bool *intact)
+{
+  *intact = true;
+  while (c->nowed > 0) {
+    struct rpc_hdr h;
+    ProtobufCMessage *m;
+    bool taken;
+    int rc = conn_recv(c, deadline, &h, &m, intact);
+    if (rc != 0)
+      return rc;
+    rc = owed_settle(c, &h, m, deadline, &taken);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc != 0) {
+      *intact = false;
+      return rc;
+    }
+  }
+  return 0;
+}
+
+/* The step a request is about, for owed_settle(). */
+static uint64_t request_step(uint32_t type, const ProtobufCMessage *req)
+{
+  if (type == RPC_SLOT_ACQUIRE)
+    return ((const Pt__SlotAcquire *)req)->step;
+  if (type == RPC_SEAL)
+    return ((const Pt__Seal *)req)->step;
+  return 0;
+}
+
 /* One request and its reply on the current connection; the caller holds
- * conn_mu. A transport failure closes the connection. OUT: *reply, freed with
+ * conn_mu. Replies still owed to earlier requests are read first: while the
+ * SMP has not answered those, no new request is sent. A timeout before any
+ * byte of the reply keeps the connection (the reply is owed and settled
+ * when it comes, which a stopped SMP's SIGCONT brings), except for HELLO;
+ * every other failure closes it. OUT: *reply, freed with
  * protobuf_c_message_free_unpacked(). */
 static int conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                      uint32_t reply_type, uint64_t deadline,
                      ProtobufCMessage **reply)
 {
-  int left = ms_left(deadline);
+  bool intact = false, sent = false;
+  uint64_t id = 0;
   int rc;
 
   *reply = NULL;
   if (c->fd < 0)
     return -ENOTCONN;
-  if (left == 0)
-    rc = -ETIMEDOUT;
-  else
-    rc = rpc_sock_call(c->fd, type, req, reply_type, left, reply);
-  if (rc != 0) {
-    client_log(c, is_conn_error(rc) ? PT_LOG_WARN : PT_LOG_ERROR,
-               "pt: %s to the SMP at '%s' failed: %s", rpc_type_name(type),
-               c->socket_path, pt_strerror(rc));
-    conn_drop(c);
+  rc = owed_drain(c, deadline, &intact);
+  if (rc == 0) {
+    id = ++c->next_id;
+    rc = rpc_sock_send(c->fd, type, id, req, deadline);
+    intact = false; /* a send cut short leaves part of a frame */
+    sent = rc == 0;
   }
+  while (rc == 0) {
+    struct rpc_hdr h;
+    ProtobufCMessage *m;
+    bool taken;
+    rc = conn_recv(c, deadline, &h, &m, &intact);
+    if (rc != 0)
+      break;
+    if (h.type == RPC_EVENT) {
+      protobuf_c_message_free_unpacked(m, NULL);
+      continue;
+    }
+    if (h.request_id == id) {
+      if (h.type != reply_type) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        rc = PT_EPROTO;
+        intact = false;
+        break;
+      }
+      *reply = m;
+      return 0;
+    }
+    rc = owed_settle(c, &h, m, deadline, &taken);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc != 0)
+      intact = false;
+  }
+  if (rc == -ETIMEDOUT && intact && type != RPC_HELLO &&
+      (!sent || owed_add(c, id, type, request_step(type, req)))) {
+    client_log(c, type == RPC_SEAL ? PT_LOG_WARN : PT_LOG_DEBUG,
+               "pt: %s to the SMP at '%s' timed out: the SMP has not "
+               "answered %s", rpc_type_name(type), c->socket_path,
+               sent ? "yet" : "an earlier request yet");
+    return rc;
+  }
+  client_log(c, is_conn_error(rc) ? PT_LOG_WARN : PT_LOG_ERROR,
+             "pt: %s to the SMP at '%s' failed: %s", rpc_type_name(type),
+             c->socket_path, pt_strerror(rc));
+  conn_drop(c);
   return rc;
 }
 
@@ -548,8 +756,16 @@ static int hello(pt_client *c, uint64_t deadline)
       goto out_free;
     }
     rc = store_attach(c, r->shm_name, r->has_shm_bytes ? r->shm_bytes : 0);
-    if (rc == 0)
+    if (rc == 0) {
       c->hello_ok = true;
+      if (!c->had_session && r->has_committed_step)
+        c->found_committed = true;
+      c->had_session = true;
+      if (r->has_committed_step) {
+        c->has_committed = true;
+        c->committed_step = r->committed_step;
+      }
+    }
     goto out_free;
   }
 
@@ -576,8 +792,10 @@ static int session_ensure(pt_client *c, uint64_t deadline)
 
 /* A request on a ready session, under conn_mu. When the connection turns
  * out to be dead (the SMP restarted since the last call), reconnects, says
- * HELLO again and retries once, all before deadline. Only for requests that
- * are safe to repeat: whatever the dead SMP did for the first try, it undid.
+ * HELLO again and retries, all before deadline: a new connection that breaks
+ * too (reset by the listener of an SMP that was dying as it connected) is
+ * retried after CONNECT_RETRY_MS, as a refused one is. Only for requests
+ * that are safe to repeat: whatever a dead SMP did for a try, it undid.
  * OUT: *epoch (may be NULL), the connection that answered. */
 static int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                         uint32_t reply_type, uint64_t deadline,
@@ -586,17 +804,45 @@ static int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req
   int rc = 0;
 
   pthread_mutex_lock(&c->conn_mu);
-  for (int attempt = 0; attempt < 2; attempt++) {
+  for (;;) {
     bool fresh = c->fd < 0;
     rc = session_ensure(c, deadline);
     if (rc == 0)
       rc = conn_call(c, type, req, reply_type, deadline, reply);
-    if (rc == 0 || fresh || !is_conn_error(rc))
+    if (rc == 0 || !is_conn_error(rc))
       break;
     conn_drop(c);
+    int left = ms_left(deadline);
+    if (left == 0)
+      break;
+    if (fresh)
+      sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
   }
   if (epoch != NULL)
     *epoch = c->epoch;
+  pthread_mutex_unlock(&c->conn_mu);
+  return rc;
+}
+
+/* A session (connection and accepted HELLO) before deadline, retried as
+ * session_call() retries. */
+static int session_open(pt_client *c, uint64_t deadline)
+{
+  int rc;
+
+  pthread_mutex_lock(&c->conn_mu);
+  for (;;) {
+    bool fresh = c->fd < 0;
+    rc = session_ensure(c, deadline);
+    if (rc == 0 || !is_conn_error(rc))
+      break;
+    conn_drop(c);
+    int left = ms_left(deadline);
+    if (left == 0)
+      break;
+    if (fresh)
+      sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
+  }
   pthread_mutex_unlock(&c->conn_mu);
   return rc;
 }
@@ -654,22 +900,48 @@ static void sync_destroy(pt_client *c)
   pthread_mutex_destroy(&c->conn_mu);
 }
 
-int pt_client_open(pt_client **out, const struct pt_options *opts)
+uint32_t pt_version(void)
 {
-  struct pt_options none = { 0 };
+  return PT_VERSION;
+}
+
+/* The smallest struct pt_options: the first one with a size field. */
+#define OPTIONS_SIZE_MIN (offsetof(struct pt_options, log_arg) + sizeof(void *))
+
+/* The caller's options as a whole struct of ours, fields past its size zero.
+ * PT_ECONFIG for a size we cannot read. */
+static int options_copy(struct pt_options *o, const struct pt_options *opts)
+{
+  size_t n;
+
+  memset(o, 0, sizeof(*o));
+  if (opts == NULL)
+    return 0;
+  n = opts->size == 0 ? sizeof(*o) : opts->size;
+  if (n > sizeof(*o) || n < OPTIONS_SIZE_MIN)
+    return PT_ECONFIG;
+  memcpy(o, opts, n);
+  o->size = sizeof(*o);
+  return 0;
+}
+
+int pt_client_open(pt_client **out, const struct pt_options *user_opts)
+{
+  struct pt_options copy;
+  const struct pt_options *opts = &copy;
   pt_client *c;
   int rc;
 
   if (out == NULL)
     return -EINVAL;
   *out = NULL;
+  if ((rc = options_copy(&copy, user_opts)) != 0)
+    return rc;
   c = calloc(1, sizeof(*c));
   if (c == NULL)
     return -ENOMEM;
   c->fd = -1;
   c->phase = PHASE_IDLE;
-  if (opts == NULL)
-    opts = &none;
   c->log_fn = opts->log_fn;
   c->log_arg = opts->log_arg;
 
@@ -894,6 +1166,7 @@ static void *sealer_main(void *arg)
     pthread_mutex_lock(&c->mu);
     c->phase = PHASE_SEALING;
     c->seal_deadline = deadline;
+    c->seal_sent = rpc_now_ms();
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 
@@ -965,14 +1238,16 @@ static void outcome_report(pt_client *c, int rc, bool abandoned)
     c->failed++;
 }
 
-/* Waits, under mu, while the seal of a finished copy is on its way. The
- * seal keeps its own deadline; this one only guards against a sealer that
- * would not. */
-static void seal_wait_locked(pt_client *c)
+/* Waits, under mu, while the seal of a finished copy is on its way, until
+ * the rpc_now_ms() time until at most. The seal keeps its own deadline;
+ * SEAL_GRACE_MS past it only guards against a sealer that would not. */
+static void seal_wait_locked(pt_client *c, uint64_t until)
 {
   struct timespec limit;
 
-  deadline_timespec(c->seal_deadline + SEAL_GRACE_MS, &limit);
+  if (until > c->seal_deadline + SEAL_GRACE_MS)
+    until = c->seal_deadline + SEAL_GRACE_MS;
+  deadline_timespec(until, &limit);
   while (c->phase == PHASE_SEALING) {
     if (pthread_cond_timedwait(&c->cv, &c->mu, &limit) == ETIMEDOUT)
       break;
@@ -981,21 +1256,24 @@ static void seal_wait_locked(pt_client *c)
 
 /* Before a request of the trainer's own. PT_EINFLIGHT (nothing changed)
  * while the pending snapshot's copy runs. A finished copy is sealed before
- * the call goes on, as it always was: a seal on its way is waited for. An
- * outcome that nobody fenced is then collected, logged and counted, and the
- * call goes on (0). OUT: *busy_step, the step in flight. */
-static int pending_settle(pt_client *c, uint64_t *busy_step)
+ * the call goes on, as it always was: a seal on its way is waited for, until
+ * the rpc_now_ms() time until at most; PT_SKIPPED when it is still on its way
+ * then (the SMP does not answer). An outcome that nobody fenced is then
+ * collected, logged and counted, and the call goes on (0). OUT: *busy_step,
+ * the step in flight. */
+static int pending_settle(pt_client *c, uint64_t *busy_step, uint64_t until)
 {
   bool abandoned = false;
   bool done;
   int rc = 0;
 
   pthread_mutex_lock(&c->mu);
-  seal_wait_locked(c);
+  seal_wait_locked(c, until);
   if (c->phase == PHASE_COPYING || c->phase == PHASE_SEALING) {
+    rc = c->phase == PHASE_COPYING ? PT_EINFLIGHT : PT_SKIPPED;
     *busy_step = c->p_step;
     pthread_mutex_unlock(&c->mu);
-    return PT_EINFLIGHT;
+    return rc;
   }
   done = c->phase == PHASE_DONE;
   if (done)
@@ -1014,38 +1292,113 @@ static int snapshot_fail(pt_client *c, int rc)
   return rc;
 }
 
+/* The SMP did not answer within snap_timeout_ms: the step is skipped, as
+ * when no slot is free, and training goes on. Said once per spell. */
+static int snapshot_skip_slow(pt_client *c, uint64_t step, const char *what)
+{
+  c->skipped++;
+  c->has_last_step = true;
+  c->last_step = step;
+  client_log(c, c->hang_skips == 0 ? PT_LOG_WARN : PT_LOG_DEBUG,
+             "pt: step %llu skipped: the SMP at '%s' has not answered %s "
+             "within %d ms; training goes on, and steps are skipped while it "
+             "stays so", (unsigned long long)step, c->socket_path, what,
+             c->snap_timeout_ms);
+  c->hang_skips++;
+  return PT_SKIPPED;
+}
+
+/* Refuses a step that could never be committed: a trainer that did not ask
+ * pt_restore() while a committed step exists (it would overwrite that run's
+ * state with a new one from its start), or a step at or below the committed
+ * one (the node commits only newer steps). */
+static int snapshot_order_check(pt_client *c, uint64_t step)
+{
+  if (!c->has_committed)
+    return 0;
+  if (c->found_committed && !c->restore_called) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: snapshot of step %llu refused: step %llu is committed "
+               "and pt_restore() was not called; restore first, or start the "
+               "job fresh", (unsigned long long)step,
+               (unsigned long long)c->committed_step);
+    return PT_ENORESTORE;
+  }
+  if (step <= c->committed_step) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: snapshot of step %llu refused: step %llu is committed "
+               "already, and only a newer step can be",
+               (unsigned long long)step,
+               (unsigned long long)c->committed_step);
+    return PT_ESTEP;
+  }
+  return 0;
+}
+
+/* Gives a slot back that will not be written (SEAL with ok false). */
+static void slot_give_back(pt_client *c, uint32_t slot, uint64_t gen,
+                           uint64_t step, uint64_t deadline)
+{
+  Pt__Seal back = PT__SEAL__INIT;
+  ProtobufCMessage *m = NULL;
+
+  back.slot = slot;
+  back.generation = gen;
+  back.step = step;
+  back.ok = false;
+  if (conn_call_locked(c, RPC_SEAL, &back.base, RPC_REPLY, deadline, &m) == 0)
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
 int pt_snapshot(pt_client *c, uint64_t step)
 {
   Pt__SlotAcquire req = PT__SLOT_ACQUIRE__INIT;
   ProtobufCMessage *m = NULL;
   Pt__SlotReply *r;
   uint32_t slot;
-  uint64_t gen, epoch = 0, busy_step = 0;
+  uint64_t gen, epoch = 0, busy_step = 0, bound, deadline;
   int rc;
 
   if (c == NULL)
     return -EINVAL;
-  if (pending_settle(c, &busy_step) != 0) {
-    client_log(c, PT_LOG_ERROR,
-               "pt: snapshot of step %llu refused: the copy of step %llu is "
-               "in flight (call pt_fence first)",
-               (unsigned long long)step, (unsigned long long)busy_step);
-    return snapshot_fail(c, PT_EINFLIGHT);
-  }
+  bound = rpc_now_ms() + (uint64_t)c->snap_timeout_ms;
+  if ((rc = snapshot_order_check(c, step)) != 0)
+    return snapshot_fail(c, rc);
   if (c->has_last_step && step <= c->last_step) {
     client_log(c, PT_LOG_ERROR,
                "pt: snapshot step %llu does not follow step %llu",
                (unsigned long long)step, (unsigned long long)c->last_step);
     return snapshot_fail(c, -EINVAL);
   }
+  rc = pending_settle(c, &busy_step, bound);
+  if (rc == PT_EINFLIGHT) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: snapshot of step %llu refused: the copy of step %llu is "
+               "in flight (call pt_fence first)",
+               (unsigned long long)step, (unsigned long long)busy_step);
+    return snapshot_fail(c, PT_EINFLIGHT);
+  }
+  if (rc == PT_SKIPPED)
+    return snapshot_skip_slow(c, step, "the seal of the previous step");
   if ((rc = table_freeze(c)) != 0)
     return snapshot_fail(c, rc);
   if ((rc = sealer_ensure(c)) != 0)
     return snapshot_fail(c, rc);
 
+  /* Only the first HELLO, which may make the SMP create and pre-fault its
+   * object, may take the whole request deadline. */
+  deadline = c->had_session ? bound : deadline_after(c);
+  if (!c->had_session) {
+    if ((rc = session_open(c, deadline)) != 0)
+      return snapshot_fail(c, rc);
+    if ((rc = snapshot_order_check(c, step)) != 0)
+      return snapshot_fail(c, rc);
+  }
   req.step = step;
-  rc = session_call(c, RPC_SLOT_ACQUIRE, &req.base, RPC_SLOT_REPLY,
-                    deadline_after(c), &m, &epoch);
+  rc = session_call(c, RPC_SLOT_ACQUIRE, &req.base, RPC_SLOT_REPLY, deadline,
+                    &m, &epoch);
+  if (rc == -ETIMEDOUT && c->had_session)
+    return snapshot_skip_slow(c, step, "the slot request");
   if (rc != 0)
     return snapshot_fail(c, rc);
   r = (Pt__SlotReply *)m;
@@ -1053,6 +1406,18 @@ int pt_snapshot(pt_client *c, uint64_t step)
   if (r->has_committed_step) {
     c->has_committed = true;
     c->committed_step = r->committed_step;
+  }
+  int order = snapshot_order_check(c, step);
+  if (order != 0) {
+    if (rc == 0 && r->has_slot && r->has_generation)
+      slot_give_back(c, r->slot, r->generation, step, bound);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return snapshot_fail(c, order);
+  }
+  if (c->hang_skips > 0) {
+    client_log(c, PT_LOG_INFO, "pt: the SMP answers again, after %llu "
+               "skipped steps", (unsigned long long)c->hang_skips);
+    c->hang_skips = 0;
   }
   if (rc == PT_SKIPPED) {
     c->skipped++;
@@ -1097,16 +1462,9 @@ int pt_snapshot(pt_client *c, uint64_t step)
   }
   rc = kern_save_start(c->engine, c->xfers, c->nregions, true);
   if (rc != 0) {
-    Pt__Seal abort_req = PT__SEAL__INIT;
     client_log(c, PT_LOG_ERROR, "pt: cannot start the copy of step %llu: %s",
                (unsigned long long)step, pt_strerror(rc));
-    abort_req.slot = slot;
-    abort_req.generation = gen;
-    abort_req.step = step;
-    abort_req.ok = false;
-    if (conn_call_locked(c, RPC_SEAL, &abort_req.base, RPC_REPLY,
-                         deadline_after(c), &m) == 0)
-      protobuf_c_message_free_unpacked(m, NULL);
+    slot_give_back(c, slot, gen, step, rpc_now_ms() + c->snap_timeout_ms);
     return snapshot_fail(c, rc);
   }
   /* The sealer takes it from here. */
@@ -1127,7 +1485,7 @@ int pt_snapshot(pt_client *c, uint64_t step)
 int pt_fence(pt_client *c)
 {
   bool abandoned, first;
-  uint64_t step;
+  uint64_t step, until;
   int rc;
 
   if (c == NULL)
@@ -1136,7 +1494,17 @@ int pt_fence(pt_client *c)
   /* The copy always completes: the engine finishes what it started. */
   while (c->phase == PHASE_COPYING)
     pthread_cond_wait(&c->cv, &c->mu);
-  seal_wait_locked(c);
+  if (c->phase == PHASE_SEALING && c->seal_abandoned) {
+    /* An earlier pt_fence() reported it already. */
+    pthread_mutex_unlock(&c->mu);
+    return PT_OK;
+  }
+  /* Training does not wait for protection: the seal's answer is waited for
+   * snap_timeout_ms past the copy's end (or this call) at most. */
+  until = rpc_now_ms();
+  if (c->phase == PHASE_SEALING && c->seal_sent > until)
+    until = c->seal_sent;
+  seal_wait_locked(c, until + (uint64_t)c->snap_timeout_ms);
   switch (c->phase) {
   case PHASE_SEALING:
     first = !c->seal_abandoned;
@@ -1144,8 +1512,9 @@ int pt_fence(pt_client *c)
     step = c->p_step;
     pthread_mutex_unlock(&c->mu);
     client_log(c, PT_LOG_ERROR,
-               "pt: the seal of step %llu was not answered in time",
-               (unsigned long long)step);
+               "pt: the SMP at '%s' has not answered the SEAL of step %llu "
+               "within %d ms; counted as failed", c->socket_path,
+               (unsigned long long)step, c->snap_timeout_ms);
     if (first)
       c->failed++;
     return -ETIMEDOUT;
@@ -1181,7 +1550,7 @@ int pt_restore(pt_client *c, uint64_t *step)
 
   if (c == NULL || step == NULL)
     return -EINVAL;
-  if (pending_settle(c, &busy_step) != 0) {
+  if (pending_settle(c, &busy_step, UINT64_MAX) != 0) {
     client_log(c, PT_LOG_ERROR,
                "pt: restore refused: the copy of step %llu is in flight "
                "(call pt_fence first)", (unsigned long long)busy_step);
@@ -1198,6 +1567,8 @@ int pt_restore(pt_client *c, uint64_t *step)
   rc = r->status;
   if (rc == PT_ENOSNAP) {
     client_log(c, PT_LOG_INFO, "pt: no snapshot to restore: a fresh start");
+    c->restore_called = true;
+    c->has_committed = false; /* the node chose a fresh start */
     goto out_free;
   }
   if (rc != 0) {
@@ -1264,6 +1635,7 @@ int pt_restore(pt_client *c, uint64_t *step)
     goto out_free;
   }
   *step = s;
+  c->restore_called = true;
   c->has_last_step = true;
   c->last_step = s;
   c->has_committed = true;
@@ -1293,7 +1665,7 @@ int pt_status_get(pt_client *c, struct pt_status *st)
   st->has_committed = c->has_committed;
   st->committed_step = c->committed_step;
   pthread_mutex_lock(&c->mu);
-  st->in_flight = c->phase != PHASE_IDLE;
+  st->in_flight = c->phase != PHASE_IDLE && !c->seal_abandoned;
   pthread_mutex_unlock(&c->mu);
   st->backend = kern_backend_name();
   return 0;

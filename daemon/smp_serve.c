@@ -201,9 +201,15 @@ out_reply:
   if (msg[0] != '\0' && rc != 0)
     r.message = msg;
   if (rc == 0) {
+    uint32_t cslot;
+    uint64_t cstep;
     r.shm_name = smp->shm_name;
     r.has_shm_bytes = true;
     r.shm_bytes = snap_store_total_bytes(smp->store);
+    if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+      r.has_committed_step = true;
+      r.committed_step = cstep;
+    }
   }
   rpc_conn_send(sc->conn, RPC_HELLO_REPLY, id, &r.base);
   return 0;

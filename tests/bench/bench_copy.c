@@ -193,7 +193,7 @@ static int client_open(struct copy_ctx *c, char *errbuf, size_t errlen)
 {
   const struct bench_opts *o = c->o;
   struct pt_options po = {
-    .socket_path = c->smp_sock, .job = o->job, .rank = 0, .rank_set = true,
+    .size = sizeof(struct pt_options), .socket_path = c->smp_sock, .job = o->job, .rank = 0, .rank_set = true,
     .world = 1, .copy_threads = o->copy_threads, .timeout_ms = COPY_TIMEOUT_MS,
     .log_fn = libpt_log, .log_arg = (void *)o,
   };

@@ -37,7 +37,10 @@ int main(void)
   pt_region_register(pt, "cursor", &cursor, sizeof(cursor), PT_MEM_HOST);
   uint64_t step = 0;
   rc = pt_restore(pt, &step);
-  if (rc != PT_OK && rc != PT_ENOSNAP) { fprintf(stderr, "%s\n", pt_strerror(rc)); return 78; }
+  if (rc != PT_OK && rc != PT_ENOSNAP) {
+    fprintf(stderr, "%s\n", pt_strerror(rc));
+    return rc == PT_EREGIONS || rc == PT_EFOREIGN || rc == PT_EWORLD ? 78 : 1;
+  }
   for (step = step + 1; step <= 20; step++) {
     pt_fence(pt);
     for (size_t i = 0; i < 100000; i++) params[i] += 0.5f;

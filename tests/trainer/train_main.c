@@ -108,7 +108,8 @@ static bool is_permanent(int err)
 {
   return err == PT_EREGIONS || err == PT_EBUDGET || err == -ENOSPC ||
          err == PT_ECONFIG || err == PT_ENODEVICE || err == PT_EVERSION ||
-         err == PT_EOVERLAP || err == PT_ETOOBIG;
+         err == PT_EOVERLAP || err == PT_ETOOBIG || err == PT_EFOREIGN ||
+         err == PT_EWORLD;
 }
 
 /* Prints "pt-train: <what>: <text>[: <libpt's detail>]" on stderr. */
@@ -300,7 +301,7 @@ static int digest_write(const char *pattern, int rank, uint64_t digest)
  * status to leave with (after printing why), or 0 to train from *start. */
 static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t *from)
 {
-  struct pt_options opts = {0};
+  struct pt_options opts = {.size = sizeof(opts)};
   int rc;
 
   if (getenv("PT_SMP_SOCKET") == NULL || getenv("PT_SMP_SOCKET")[0] == '\0') {

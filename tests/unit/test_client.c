@@ -13,11 +13,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -87,20 +90,15 @@ static void smp_init(struct smp_proc *p, const char *name, int slots,
   snap_store_unlink(p->shm);
 }
 
-static void smp_start(struct smp_proc *p)
+/* The SMP's side of a forked child: never returns. */
+static void smp_exec(struct smp_proc *p)
 {
-  pid_t parent = getpid();
-  pid_t pid = fork();
+  char *argv[24];
+  int n = 0;
 
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    char *argv[24];
-    int n = 0;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-      _exit(99);
-    if (p->start_delay_ms > 0)
-      sleep_ms(p->start_delay_ms);
+  if (p->start_delay_ms > 0)
+    sleep_ms(p->start_delay_ms);
+  {
     argv[n++] = "smp";
     argv[n++] = "--job";
     argv[n++] = p->job;
@@ -126,6 +124,20 @@ static void smp_start(struct smp_proc *p)
     if (getenv("PT_TEST_SMP_EXIT") != NULL)
       exit(smp_main(n, argv)); /* lets LeakSanitizer check the SMP */
     _exit(smp_main(n, argv));
+  }
+}
+
+static void smp_start(struct smp_proc *p)
+{
+  pid_t parent = getpid();
+  pid_t pid = fork();
+
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(99);
+    smp_exec(p);
   }
   p->pid = pid;
 }
@@ -180,9 +192,11 @@ static void log_cb(void *arg, int level, const char *msg)
     fprintf(stderr, "libpt: %s\n", msg);
 }
 
-static pt_client *client_open(struct smp_proc *p, int timeout_ms)
+/* snap_timeout_ms: pt_options.snapshot_timeout_ms. */
+static pt_client *client_open2(struct smp_proc *p, int timeout_ms,
+                               int snap_timeout_ms)
 {
-  struct pt_options o = { 0 };
+  struct pt_options o = { .size = sizeof(o) };
   pt_client *c = NULL;
   int rc;
 
@@ -192,10 +206,17 @@ static pt_client *client_open(struct smp_proc *p, int timeout_ms)
   o.rank = 0;
   o.world = 1;
   o.timeout_ms = timeout_ms;
+  o.snapshot_timeout_ms = snap_timeout_ms;
   o.log_fn = log_cb;
   rc = pt_client_open(&c, &o);
   ck_assert_msg(rc == 0, "pt_client_open: %s", pt_err_name(rc));
   return c;
+}
+
+/* A generous bound on pt_snapshot()'s wait (a loaded machine, ASan). */
+static pt_client *client_open(struct smp_proc *p, int timeout_ms)
+{
+  return client_open2(p, timeout_ms, 2000);
 }
 
 /* A state of several regions with sizes that do and do not divide 1 MiB. */
@@ -440,9 +461,10 @@ START_TEST(test_roundtrip)
   restore_expect(c, 10);
   ck_assert(state_eq(&s, &want));
 
-  /* steps must increase, also past a restore */
-  ck_assert_int_eq(pt_snapshot(c, 10), -EINVAL);
-  ck_assert_int_eq(pt_snapshot(c, 5), -EINVAL);
+  /* steps must increase, also past a restore: the committed step and
+   * those below it can never be committed again */
+  ck_assert_int_eq(pt_snapshot(c, 10), PT_ESTEP);
+  ck_assert_int_eq(pt_snapshot(c, 5), PT_ESTEP);
   ck_assert_str_ne(pt_last_error(c), "");
   state_scramble(&s, 4);
   snap_ok(c, 11);
@@ -1198,6 +1220,281 @@ START_TEST(test_seal_background)
 }
 END_TEST
 
+/* A stopped SMP (SIGSTOP) never stalls training: pt_snapshot() and
+ * pt_fence() return within snapshot_timeout_ms, the steps are skipped and
+ * counted, and snapshots work again as soon as the SMP answers. No slot
+ * given out late is left behind. */
+START_TEST(test_hung_smp)
+{
+  enum { BOUND_MS = 250, SLACK_MS = 750 };
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  struct pt_status st;
+  char err[256];
+  uint64_t step = 0, t0, skipped = 0;
+  int rc;
+
+  smp_init(&p, "hung", 2, true);
+  smp_start(&p);
+  state_new(&s, 101);
+  state_new(&want, 0);
+  /* a request deadline far above the bound: a call that waits for the
+   * SMP shows */
+  pt_client *c = client_open2(&p, 8000, BOUND_MS);
+  state_register(c, &s);
+  ck_assert_int_eq(pt_restore(c, &step), PT_ENOSNAP);
+  snap_ok(c, 1);
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+
+  /* stopped between two snapshots: every slot request goes unanswered */
+  smp_pause(&p);
+  for (uint64_t k = 2; k <= 6; k++) {
+    t0 = now_ns();
+    rc = pt_snapshot(c, k);
+    uint64_t ms = (now_ns() - t0) / 1000000u;
+    ck_assert_msg(rc == PT_SKIPPED, "snapshot %llu, SMP stopped: %s (%s)",
+                  (unsigned long long)k, pt_err_name(rc), pt_last_error(c));
+    ck_assert_msg(ms < BOUND_MS + SLACK_MS, "pt_snapshot blocked %llu ms",
+                  (unsigned long long)ms);
+    skipped++;
+    t0 = now_ns();
+    ck_assert_int_eq(pt_fence(c), PT_OK); /* nothing in flight */
+    ck_assert_uint_lt((now_ns() - t0) / 1000000u, SLACK_MS);
+  }
+  pt_status_get(c, &st);
+  ck_assert_uint_eq(st.snapshots_skipped, skipped);
+  ck_assert_uint_eq(st.snapshots_failed, 0);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "skipped"));
+  smp_resume(&p);
+  /* it answers again: the late slot is given back, snapshots resume */
+  uint64_t k = 7;
+  for (int i = 0; i < 50 && (rc = pt_snapshot(c, k)) == PT_SKIPPED; i++, k++)
+    sleep_ms(20);
+  ck_assert_msg(rc == PT_OK, "snapshot after SIGCONT: %s (%s)",
+                pt_err_name(rc), pt_last_error(c));
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  state_copy(&want, &s);
+  state_scramble(&s, 102);
+  restore_expect(c, k);
+  ck_assert(state_eq(&s, &want));
+
+  /* stopped with a seal on its way */
+  uint64_t good = k;
+  k++;
+  snapshot_catch_unsealed(c, &p, store, &s, &want, &k, &good);
+  t0 = now_ns();
+  rc = pt_fence(c);
+  ck_assert_msg(rc == -ETIMEDOUT, "fence, seal unanswered: %s",
+                pt_err_name(rc));
+  ck_assert_uint_lt((now_ns() - t0) / 1000000u, BOUND_MS + SLACK_MS);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "SEAL"));
+  for (uint64_t j = k + 1; j <= k + 4; j++) {
+    t0 = now_ns();
+    rc = pt_snapshot(c, j);
+    ck_assert_msg(rc == PT_SKIPPED, "snapshot %llu, seal unanswered: %s",
+                  (unsigned long long)j, pt_err_name(rc));
+    ck_assert_uint_lt((now_ns() - t0) / 1000000u, BOUND_MS + SLACK_MS);
+    t0 = now_ns();
+    ck_assert_int_eq(pt_fence(c), PT_OK); /* reported once, above */
+    ck_assert_uint_lt((now_ns() - t0) / 1000000u, SLACK_MS);
+  }
+  pt_status_get(c, &st);
+  ck_assert_uint_eq(st.snapshots_failed, 1);
+  ck_assert(!st.in_flight);
+  smp_resume(&p);
+  k += 5;
+  for (int i = 0; i < 50 && (rc = pt_snapshot(c, k)) == PT_SKIPPED; i++, k++)
+    sleep_ms(20);
+  ck_assert_msg(rc == PT_OK, "snapshot after the second SIGCONT: %s (%s)",
+                pt_err_name(rc), pt_last_error(c));
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  state_copy(&want, &s);
+  state_scramble(&s, 103);
+  restore_expect(c, k);
+  ck_assert(state_eq(&s, &want));
+  for (uint32_t i = 0; i < snap_store_nslots(store); i++) {
+    struct snap_slot_info si;
+    snap_slot_get(store, i, &si);
+    ck_assert_msg(si.state != SNAP_WRITING, "slot %u left WRITING", i);
+  }
+
+  pt_client_close(c, true);
+  snap_store_close(store);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
+/* A committed step of an earlier run: snapshotting without pt_restore() is
+ * PT_ENORESTORE; a step at or below the committed one is PT_ESTEP. */
+START_TEST(test_snapshot_order)
+{
+  struct smp_proc p;
+  struct state s;
+  struct pt_status st;
+  uint64_t step;
+
+  smp_init(&p, "order", 2, true);
+  smp_start(&p);
+  state_new(&s, 111);
+  pt_client *a = client_open(&p, 5000);
+  state_register(a, &s);
+  ck_assert_int_eq(pt_restore(a, &step), PT_ENOSNAP);
+  snap_ok(a, 5);
+  snap_ok(a, 6); /* its own commits never stop a trainer */
+  pt_client_close(a, false);
+
+  pt_client *b = client_open(&p, 5000);
+  state_register(b, &s);
+  int rc = pt_snapshot(b, 7);
+  ck_assert_msg(rc == PT_ENORESTORE, "snapshot without restore: %s",
+                pt_err_name(rc));
+  ck_assert_ptr_nonnull(strstr(pt_last_error(b), "pt_restore"));
+  ck_assert_int_eq(pt_snapshot(b, 100), PT_ENORESTORE);
+  pt_status_get(b, &st);
+  ck_assert_uint_eq(st.snapshots_failed, 2);
+  ck_assert_uint_eq(st.snapshots_started, 0);
+  restore_expect(b, 6);
+  ck_assert_int_eq(pt_snapshot(b, 6), PT_ESTEP);
+  ck_assert_int_eq(pt_snapshot(b, 2), PT_ESTEP);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(b), "committed"));
+  ck_assert_str_eq(pt_err_name(PT_ESTEP), "PT_ESTEP");
+  snap_ok(b, 7);
+  restore_expect(b, 7);
+  pt_client_close(b, true);
+
+  /* the first call a trainer makes is its snapshot: the HELLO it says
+   * tells the committed step */
+  pt_client *d = client_open(&p, 5000);
+  state_register(d, &s);
+  ck_assert_int_eq(pt_snapshot(d, 8), PT_ENORESTORE);
+  restore_expect(d, 7);
+  snap_ok(d, 8);
+  pt_client_close(d, true);
+  smp_done(&p);
+  state_free(&s);
+}
+END_TEST
+
+/* The SMP was killed and a new one is starting: a connection that the
+ * socket's listener takes and resets (ECONNRESET) is retried within the
+ * deadline, as a refused one is. The stand-in listener resets the first
+ * connection, then a real SMP listens 50 ms later. */
+START_TEST(test_reset_retry)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  uint64_t step;
+
+  smp_init(&p, "reset", 2, true);
+  smp_start(&p);
+  state_new(&s, 121);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 3000);
+  state_register(c, &s);
+  ck_assert_int_eq(pt_restore(c, &step), PT_ENOSNAP);
+  snap_ok(c, 1);
+  state_copy(&want, &s);
+  smp_kill(&p, SIGKILL);
+
+  for (int round = 0; round < 2; round++) {
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ck_assert_int_ge(lfd, 0);
+    unlink(p.sock);
+    ck_assert_uint_lt(strlen(p.sock), sizeof(sa.sun_path));
+    memcpy(sa.sun_path, p.sock, strlen(p.sock) + 1);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(lfd, 8), 0);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+      struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent)
+        _exit(99);
+      int a = accept(lfd, NULL, NULL);
+      if (a < 0)
+        _exit(98);
+      /* wait for the client's first bytes, then reset */
+      struct pollfd pfd = { a, POLLIN, 0 };
+      poll(&pfd, 1, 2000);
+      setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+      close(a);
+      close(lfd);
+      unlink(p.sock);
+      p.start_delay_ms = 50;
+      smp_exec(&p);
+    }
+    close(lfd);
+    p.pid = pid;
+    state_scramble(&s, 122);
+    if (round == 0) {
+      int rc = pt_restore(c, &step);
+      ck_assert_msg(rc == PT_OK, "restore past a reset: %s (%s)",
+                    pt_err_name(rc), pt_last_error(c));
+      ck_assert_uint_eq(step, 1);
+      ck_assert(state_eq(&s, &want));
+    } else {
+      snap_ok(c, 2); /* a snapshot's reconnection retries too */
+      state_copy(&want, &s);
+      restore_expect(c, 2);
+      ck_assert(state_eq(&s, &want));
+    }
+    smp_kill(&p, SIGKILL);
+  }
+  pt_client_close(c, false);
+  snap_store_unlink(p.shm);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
+/* The ABI a binding checks: pt_version() and the size of pt_options. */
+START_TEST(test_abi)
+{
+  struct {
+    struct pt_options o;
+    char newer[16]; /* fields of a newer header */
+  } big;
+  struct pt_options o;
+  pt_client *c = NULL;
+  char sock[256];
+
+  ck_assert_uint_eq(pt_version(), PT_VERSION);
+  ck_assert_uint_eq(pt_version() >> 16, PT_VERSION_MAJOR);
+  ck_assert_uint_eq(pt_version() & 0xffff, PT_VERSION_MINOR);
+
+  /* no SMP listens: an accepted struct gets as far as connecting */
+  snprintf(sock, sizeof(sock), "%s/nobody.sock", g_dir);
+  memset(&big, 0, sizeof(big));
+  big.o.socket_path = sock;
+  big.o.timeout_ms = 50;
+  big.o.size = sizeof(big);
+  ck_assert_int_eq(pt_client_open(&c, &big.o), PT_ECONFIG);
+  ck_assert_ptr_null(c);
+  big.newer[0] = 1; /* not read: the size says where the struct ends */
+  big.o.size = sizeof(big.o);
+  ck_assert_int_eq(pt_client_open(&c, &big.o), -ENOENT);
+  big.o.size = 0; /* zero-initialised by a caller of this header */
+  ck_assert_int_eq(pt_client_open(&c, &big.o), -ENOENT);
+  big.o.size = sizeof(size_t);
+  ck_assert_int_eq(pt_client_open(&c, &big.o), PT_ECONFIG);
+  big.o.size = offsetof(struct pt_options, log_arg) - 1;
+  ck_assert_int_eq(pt_client_open(&c, &big.o), PT_ECONFIG);
+  /* the first struct with a size ended at log_arg */
+  memset(&o, 0, sizeof(o));
+  o.socket_path = sock;
+  o.timeout_ms = 50;
+  o.size = offsetof(struct pt_options, log_arg) + sizeof(o.log_arg);
+  ck_assert_int_eq(pt_client_open(&c, &o), -ENOENT);
+  ck_assert_ptr_null(c);
+}
+END_TEST
+
 /* The command line: --help, missing and bad values. */
 START_TEST(test_smp_cli)
 {
@@ -1301,6 +1598,10 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_seal_background);
   tcase_add_test(tc, test_smp_cli);
   tcase_add_test(tc, test_blocking_time);
+  tcase_add_test(tc, test_hung_smp);
+  tcase_add_test(tc, test_snapshot_order);
+  tcase_add_test(tc, test_reset_retry);
+  tcase_add_test(tc, test_abi);
   suite_add_tcase(s, tc);
   return s;
 }
