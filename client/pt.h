@@ -149,6 +149,30 @@ int pt_fence(pt_client *c);
  * and must not be used. */
 int pt_restore(pt_client *c, uint64_t *step);
 
+/* The blob: a small opaque byte string stored with every snapshot, for
+ * state that lives outside registered memory (a pickled sampler, a
+ * learning-rate scheduler, an RNG of the language runtime). */
+#define PT_BLOB_MAX ((size_t)1 << 20) /* bytes */
+
+/* Sets the blob that every following pt_snapshot() stores with its step,
+ * until the next pt_blob_set() (len 0: an empty blob) or pt_restore()
+ * (which makes the restored blob the current one). [data, data+len) is
+ * copied here: the caller may reuse it as soon as this returns, also while
+ * a snapshot's copy is in flight (the blob a snapshot stores is copied, and
+ * its CRC32C computed, inside pt_snapshot(), at memcpy speed). data may be
+ * NULL when len is 0. PT_ETOOBIG for len > PT_BLOB_MAX; -EINVAL for NULL
+ * data with len > 0. Before any pt_blob_set() the blob is empty. */
+int pt_blob_set(pt_client *c, const void *data, size_t len);
+
+/* The blob of the step the last successful pt_restore() brought back,
+ * checked against the CRC sealed with it (a damaged blob fails that
+ * pt_restore() with PT_ECHECKSUM). OUT: *len, its bytes (also on -ENOBUFS,
+ * so that the caller can size buf; 0 on PT_ENOSNAP); buf receives them.
+ * PT_ENOSNAP: no pt_restore() has succeeded on c (a fresh start, or the
+ * last one failed). -ENOBUFS: cap < *len, nothing copied. buf may be NULL
+ * when cap is 0. */
+int pt_blob_get(pt_client *c, void *buf, size_t cap, size_t *len);
+
 struct pt_status {
   uint32_t rank, world;
   uint64_t regions, bytes;        /* registered */

@@ -154,7 +154,19 @@ struct pt_client {
   uint64_t started, skipped, failed;
   bool has_committed;
   uint64_t committed_step;
+
+  /* the blob: the one pt_snapshot() stores (set by pt_blob_set() or the
+   * last restore) and the one the last pt_restore() brought back; each
+   * buffer PT_BLOB_MAX bytes once allocated. Trainer's thread only. */
+  uint8_t *blob;
+  size_t blob_len;
+  uint8_t *rblob;
+  size_t rblob_len;
+  bool rblob_ok; /* a pt_restore() succeeded: rblob holds its blob */
 };
+
+_Static_assert(PT_BLOB_MAX == SNAP_BLOB_MAX,
+               "pt.h's blob limit is the snapshot object's blob area");
 
 /* ---- messages ---- */
 
@@ -1083,6 +1095,16 @@ int pt_snapshot(pt_client *c, uint64_t step)
 
   char *data = snap_slot_data(c->store, slot);
   uint32_t *crcs = snap_slot_crcs(c->store, slot);
+  /* The blob goes in now, with its length and CRC in the table's trailer
+   * (covered by the table CRC the SMP records at seal): at most PT_BLOB_MAX
+   * bytes, so a copy here costs microseconds and frees the caller's buffer
+   * at once. */
+  uint8_t *blob_dst = snap_slot_blob(c->store, slot);
+  uint32_t nblocks = snap_store_nblocks(c->store);
+  if (c->blob_len > 0)
+    memcpy(blob_dst, c->blob, c->blob_len);
+  crcs[nblocks] = (uint32_t)c->blob_len;
+  crcs[nblocks + 1] = kern_crc32c(blob_dst, c->blob_len);
   for (size_t i = 0; i < c->nregions; i++) {
     const struct snap_region *sr = snap_store_region(c->store, (uint32_t)i);
     c->xfers[i] = (struct kern_xfer){
@@ -1216,6 +1238,14 @@ int pt_restore(pt_client *c, uint64_t *step)
   s = r->step;
 
   snap_slot_get(c->store, slot, &info);
+  if (!info.record_ok) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: slot %u of '%s' fails its record checksum (its step, "
+               "generation or state was changed): step %llu is not restored",
+               slot, c->shm_name, (unsigned long long)s);
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
   if (!slot_is_readable(info.state) || info.generation != gen ||
       info.step != s) {
     client_log(c, PT_LOG_ERROR,
@@ -1239,6 +1269,7 @@ int pt_restore(pt_client *c, uint64_t *step)
                                                       : KERN_MEM_HOST,
     };
   }
+  c->rblob_ok = false; /* whatever a failure leaves, it is no blob */
   rc = kern_restore(c->engine, c->xfers, c->nregions, &bad_x, &bad_b);
   if (rc == PT_ECHECKSUM) {
     client_log(c, PT_LOG_ERROR,
@@ -1253,10 +1284,34 @@ int pt_restore(pt_client *c, uint64_t *step)
                (unsigned long long)s, pt_strerror(rc));
     goto out_free;
   }
+  /* The blob, into a private buffer first, then checked there. */
+  if (info.blob_bytes > snap_store_blob_max(c->store)) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: step %llu records a blob of %u bytes, more than %u",
+               (unsigned long long)s, info.blob_bytes,
+               snap_store_blob_max(c->store));
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
+  if (c->rblob == NULL && (c->rblob = malloc(PT_BLOB_MAX)) == NULL) {
+    rc = -ENOMEM;
+    goto out_free;
+  }
+  memcpy(c->rblob, snap_slot_blob(c->store, slot), info.blob_bytes);
+  if (kern_crc32c(c->rblob, info.blob_bytes) != info.blob_crc) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: step %llu is damaged: its blob of %u bytes fails its "
+               "checksum; the regions must not be used",
+               (unsigned long long)s, info.blob_bytes);
+    c->rblob_ok = false;
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
   /* The slot must still be the one we read: a writer reusing it meanwhile
    * would have changed its generation. */
   snap_slot_get(c->store, slot, &info);
-  if (!slot_is_readable(info.state) || info.generation != gen) {
+  if (!info.record_ok || !slot_is_readable(info.state) ||
+      info.generation != gen) {
     client_log(c, PT_LOG_ERROR,
                "pt: slot %u was reassigned while step %llu was read",
                slot, (unsigned long long)s);
@@ -1264,6 +1319,16 @@ int pt_restore(pt_client *c, uint64_t *step)
     goto out_free;
   }
   *step = s;
+  c->rblob_len = info.blob_bytes;
+  c->rblob_ok = true;
+  /* The restored blob is also the one the next snapshots store, until
+   * pt_blob_set() replaces it. */
+  if (c->blob == NULL && (c->blob = malloc(PT_BLOB_MAX)) == NULL) {
+    rc = -ENOMEM;
+    goto out_free;
+  }
+  memcpy(c->blob, c->rblob, c->rblob_len);
+  c->blob_len = c->rblob_len;
   c->has_last_step = true;
   c->last_step = s;
   c->has_committed = true;
@@ -1274,6 +1339,45 @@ int pt_restore(pt_client *c, uint64_t *step)
 out_free:
   protobuf_c_message_free_unpacked(m, NULL);
   return rc;
+}
+
+/* ---- the blob ---- */
+
+int pt_blob_set(pt_client *c, const void *data, size_t len)
+{
+  if (c == NULL)
+    return -EINVAL;
+  if (data == NULL && len > 0) {
+    client_log(c, PT_LOG_ERROR, "pt: blob of %zu bytes without data", len);
+    return -EINVAL;
+  }
+  if (len > PT_BLOB_MAX) {
+    client_log(c, PT_LOG_ERROR, "pt: blob of %zu bytes: at most %zu allowed",
+               len, (size_t)PT_BLOB_MAX);
+    return PT_ETOOBIG;
+  }
+  if (len > 0 && c->blob == NULL && (c->blob = malloc(PT_BLOB_MAX)) == NULL)
+    return -ENOMEM;
+  if (len > 0)
+    memcpy(c->blob, data, len);
+  c->blob_len = len;
+  return PT_OK;
+}
+
+int pt_blob_get(pt_client *c, void *buf, size_t cap, size_t *len)
+{
+  if (c == NULL || len == NULL || (buf == NULL && cap > 0))
+    return -EINVAL;
+  if (!c->rblob_ok) {
+    *len = 0;
+    return PT_ENOSNAP;
+  }
+  *len = c->rblob_len;
+  if (cap < c->rblob_len)
+    return -ENOBUFS;
+  if (c->rblob_len > 0)
+    memcpy(buf, c->rblob, c->rblob_len);
+  return PT_OK;
 }
 
 /* ---- status / close ---- */
@@ -1334,6 +1438,8 @@ void pt_client_close(pt_client *c, bool done)
   pthread_mutex_unlock(&c->conn_mu);
   store_release(c);
   kern_engine_free(c->engine);
+  free(c->blob);
+  free(c->rblob);
   free(c->xfers);
   free(c->descs);
   free(c->by_addr);

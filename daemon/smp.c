@@ -76,6 +76,9 @@ static int store_load(struct smp *smp)
               err[0] ? err : pt_strerror(rc));
     return rc;
   }
+  char bad[1024];
+  if (snap_store_bad_records(smp->store, bad, sizeof(bad)) > 0)
+    log_error("%s; the slot is freed", bad);
   rc = snap_store_recover(smp->store);
   if (rc > 0)
     log_notice("'%s': freed %d slot(s) left WRITING by a crash",

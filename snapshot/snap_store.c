@@ -381,6 +381,19 @@ void *snap_slot_data(const struct snap_store *s, uint32_t slot)
   return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride;
 }
 
+void *snap_slot_blob(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride +
+         s->lay.blob_off;
+}
+
+uint32_t snap_store_blob_max(const struct snap_store *s)
+{
+  return (uint32_t)s->lay.blob_max;
+}
+
 uint32_t *snap_slot_crcs(const struct snap_store *s, uint32_t slot)
 {
   if (slot >= s->lay.nslots)

@@ -494,7 +494,7 @@ START_TEST(test_misuse)
   char *buf = malloc(8 * MIB);
   size_t big = 64 * MIB;
   char *bigbuf = malloc(big);
-  char longname[80];
+  char longname[300];
   uint64_t step;
 
   ck_assert_ptr_nonnull(buf);
@@ -509,11 +509,11 @@ START_TEST(test_misuse)
   ck_assert_int_eq(pt_region_register(c, "", buf, 10, PT_MEM_HOST), -EINVAL);
   ck_assert_int_eq(pt_region_register(c, NULL, buf, 10, PT_MEM_HOST), -EINVAL);
   ck_assert_int_eq(pt_region_register(c, "a", NULL, 10, PT_MEM_HOST), -EINVAL);
-  memset(longname, 'x', 64);
-  longname[64] = '\0';
+  memset(longname, 'x', 256);
+  longname[256] = '\0';
   ck_assert_int_eq(pt_region_register(c, longname, buf, 10, PT_MEM_HOST),
                    -ENAMETOOLONG);
-  longname[63] = '\0'; /* 63 bytes: the longest name allowed */
+  longname[255] = '\0'; /* 255 bytes: the longest name allowed */
   ck_assert_int_eq(pt_region_register(c, longname, buf + 7 * MIB, 10,
                                       PT_MEM_HOST), 0);
   ck_assert_int_eq(pt_region_register(c, "a", buf + MIB, MIB, PT_MEM_HOST), 0);
@@ -704,6 +704,162 @@ START_TEST(test_checksum)
   pt_client_close(c, true);
   smp_done(&p);
   state_free(&s);
+}
+END_TEST
+
+/* The slot record of a snapshot object, per snap_store.h's table: after
+ * the header and the region table of 320-byte entries. */
+static uint8_t *slot_record(struct snap_store *store, uint32_t slot)
+{
+  return (uint8_t *)snap_store_base(store) + 4096 +
+         320 * (uint64_t)snap_store_nregions(store) + 64 * (uint64_t)slot;
+}
+
+/* A step number changed in a committed slot's record is never restored:
+ * the slot fails its record checksum, the SMP restores the step before it,
+ * and a restarted SMP names and frees the damaged slot. Before slot records
+ * carried a checksum, the forged step was restored as if true. */
+START_TEST(test_record_forged)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  char err[256];
+  uint32_t slot;
+  uint64_t cstep;
+
+  smp_init(&p, "forge", 2, true);
+  smp_start(&p);
+  state_new(&s, 51);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  snap_ok(c, 3);
+  state_copy(&want, &s);
+  state_scramble(&s, 52);
+  snap_ok(c, 4);
+
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_uint_eq(cstep, 4);
+  uint64_t forged = 900;
+  memcpy(slot_record(store, slot) + 8, &forged, 8);
+
+  state_scramble(&s, 53);
+  restore_expect(c, 3);
+  ck_assert(state_eq(&s, &want));
+
+  /* A restarted SMP finds the damaged record and frees the slot. */
+  smp_kill(&p, SIGKILL);
+  smp_start(&p);
+  state_scramble(&s, 54);
+  restore_expect(c, 3);
+  ck_assert(state_eq(&s, &want));
+  struct snap_slot_info info;
+  snap_slot_get(store, slot, &info);
+  ck_assert(info.record_ok);
+  ck_assert_uint_eq(info.state, SNAP_FREE);
+
+  snap_store_close(store);
+  pt_client_close(c, true);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
+/* The blob: stored with each snapshot, brought back by pt_restore() (empty,
+ * small, exactly PT_BLOB_MAX), checked against its CRC, carried on by the
+ * next snapshots; too big is refused. */
+START_TEST(test_blob)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  char err[256];
+  size_t len = 7;
+  uint8_t *big = malloc(PT_BLOB_MAX + 1), *got = malloc(PT_BLOB_MAX + 1);
+
+  ck_assert_ptr_nonnull(big);
+  ck_assert_ptr_nonnull(got);
+  fill_random(big, PT_BLOB_MAX + 1, 61);
+  smp_init(&p, "blob", 2, true);
+  smp_start(&p);
+  state_new(&s, 62);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+
+  /* nothing restored yet */
+  ck_assert_int_eq(pt_blob_get(c, got, 10, &len), PT_ENOSNAP);
+  ck_assert_uint_eq(len, 0);
+  ck_assert_int_eq(pt_blob_set(c, big, PT_BLOB_MAX + 1), PT_ETOOBIG);
+  ck_assert_int_eq(pt_blob_set(c, NULL, 5), -EINVAL);
+  ck_assert_int_eq(pt_blob_set(NULL, big, 5), -EINVAL);
+  ck_assert_int_eq(pt_blob_get(NULL, got, 10, &len), -EINVAL);
+  ck_assert_int_eq(pt_blob_get(c, got, 10, NULL), -EINVAL);
+
+  /* an empty blob: never set */
+  snap_ok(c, 1);
+  state_scramble(&s, 63);
+  restore_expect(c, 1);
+  ck_assert_int_eq(pt_blob_get(c, NULL, 0, &len), PT_OK);
+  ck_assert_uint_eq(len, 0);
+
+  /* the largest blob; the caller's buffer is free once set returns */
+  ck_assert_int_eq(pt_blob_set(c, big, PT_BLOB_MAX), PT_OK);
+  memcpy(got, big, PT_BLOB_MAX);
+  big[0] ^= 0xff;
+  snap_ok(c, 2);
+  state_copy(&want, &s);
+  ck_assert_int_eq(pt_blob_set(c, "later", 5), PT_OK);
+  state_scramble(&s, 64);
+  restore_expect(c, 2);
+  ck_assert(state_eq(&s, &want));
+  ck_assert_int_eq(pt_blob_get(c, big, 100, &len), -ENOBUFS);
+  ck_assert_uint_eq(len, PT_BLOB_MAX);
+  ck_assert_int_eq(pt_blob_get(c, big, PT_BLOB_MAX + 1, &len), PT_OK);
+  ck_assert_uint_eq(len, PT_BLOB_MAX);
+  ck_assert(memcmp(big, got, PT_BLOB_MAX) == 0);
+
+  /* the restored blob goes on with the next snapshot; a small one */
+  snap_ok(c, 3);
+  restore_expect(c, 3);
+  ck_assert_int_eq(pt_blob_get(c, big, PT_BLOB_MAX, &len), PT_OK);
+  ck_assert_uint_eq(len, PT_BLOB_MAX);
+  ck_assert(memcmp(big, got, PT_BLOB_MAX) == 0);
+  ck_assert_int_eq(pt_blob_set(c, "sampler:17", 10), PT_OK);
+  snap_ok(c, 4);
+  ck_assert_int_eq(pt_blob_set(c, NULL, 0), PT_OK);
+  restore_expect(c, 4);
+  ck_assert_int_eq(pt_blob_get(c, got, 10, &len), PT_OK);
+  ck_assert_uint_eq(len, 10);
+  ck_assert(memcmp(got, "sampler:17", 10) == 0);
+
+  /* a damaged blob byte fails the restore, and no blob is handed out */
+  uint32_t slot;
+  uint64_t cstep;
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_uint_eq(cstep, 4);
+  uint8_t *b = snap_slot_blob(store, slot);
+  b[3] ^= 0x10;
+  uint64_t step;
+  ck_assert_int_eq(pt_restore(c, &step), PT_ECHECKSUM);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "blob"));
+  ck_assert_int_eq(pt_blob_get(c, got, 10, &len), PT_ENOSNAP);
+  /* the SMP's verifying state query sees it too */
+  ck_assert_int_eq(snap_slot_verify(store, slot, NULL), PT_ECHECKSUM);
+  b[3] ^= 0x10;
+  restore_expect(c, 4);
+
+  snap_store_close(store);
+  pt_client_close(c, true);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+  free(big);
+  free(got);
 }
 END_TEST
 
@@ -1293,6 +1449,8 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_connect_deadline);
   tcase_add_test(tc, test_regions_and_busy);
   tcase_add_test(tc, test_checksum);
+  tcase_add_test(tc, test_record_forged);
+  tcase_add_test(tc, test_blob);
   tcase_add_test(tc, test_smp_restart);
   tcase_add_test(tc, test_node_protocol);
   tcase_add_test(tc, test_skipped);
