@@ -114,12 +114,34 @@ struct pt_options {
  * opts may be NULL (everything from the environment). */
 int pt_client_open(pt_client **out, const struct pt_options *opts);
 
-/* Registers [ptr, ptr+bytes) under a unique name (at most 63 bytes). Only
- * before the first pt_snapshot() or pt_restore(); regions must not overlap and
- * bytes must be > 0. The memory stays the caller's; it must stay valid until
- * pt_client_close(). PT_MEM_DEVICE without the CUDA backend: PT_ENODEVICE. */
+#define PT_MAX_REGIONS 65536     /* regions per client */
+#define PT_REGION_NAME_MAX 255   /* bytes of a region name, without the NUL */
+
+/* Registers [ptr, ptr+bytes) under a unique name of 1 to PT_REGION_NAME_MAX
+ * bytes (-ENAMETOOLONG beyond). Only before the first pt_snapshot() or
+ * pt_restore() (PT_ESTATE after); at most PT_MAX_REGIONS regions (-E2BIG);
+ * regions must not overlap (PT_EOVERLAP) and bytes must be > 0; a name
+ * registered twice: -EEXIST. The names, sizes, kinds and the order of
+ * registration make up the region table that a snapshot is taken with: a
+ * restore needs the same table (PT_EREGIONS otherwise). Each region costs,
+ * in every slot of the snapshot object, its bytes rounded up to 64 and a
+ * 4-byte checksum per started MiB, and 320 bytes once in the object's
+ * region table. The memory stays the caller's; it must stay valid until
+ * pt_client_close() or until pt_region_update() moves the region.
+ * PT_MEM_DEVICE without the CUDA backend: PT_ENODEVICE. */
 int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
                        enum pt_mem kind);
+
+/* Points the region registered as name at new memory, for state that moves
+ * (a framework that replaces a tensor's storage): same size and kind, ptr
+ * the start of bytes valid bytes of that kind. Allowed at any time, before
+ * or after the table is frozen, except while a snapshot's copy is in flight
+ * (PT_EINFLIGHT: call pt_fence() first); the next pt_snapshot() copies
+ * from ptr and the next pt_restore() writes to it. The old memory is no
+ * longer read by libpt once this returns. -ENOENT for an unknown name,
+ * PT_EOVERLAP when [ptr, ptr+bytes) overlaps another region (nothing
+ * changes then), -EINVAL for a NULL name or ptr. */
+int pt_region_update(pt_client *c, const char *name, void *ptr);
 
 /* Starts an asynchronous copy of every region as step `step` and returns at
  * once: PT_OK (copy started), PT_SKIPPED (no free slot; nothing copied), or an

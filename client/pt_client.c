@@ -115,6 +115,10 @@ struct pt_client {
   struct region *regions;
   size_t *by_addr;
   size_t nregions, cap;
+  /* index of the names: open addressing, entries hold a region's index + 1
+   * (0: empty); names_cap is a power of two above twice nregions */
+  uint32_t *names;
+  size_t names_cap;
   uint64_t total_bytes;
   bool frozen;
   struct snap_region_desc *descs;
@@ -167,6 +171,14 @@ struct pt_client {
 
 _Static_assert(PT_BLOB_MAX == SNAP_BLOB_MAX,
                "pt.h's blob limit is the snapshot object's blob area");
+_Static_assert(PT_MAX_REGIONS == SNAP_MAX_REGIONS &&
+                   PT_REGION_NAME_MAX + 1 == SNAP_NAME_MAX,
+               "pt.h's region limits are the snapshot object's");
+_Static_assert(SNAP_MAX_REGIONS <= UINT32_MAX - 1,
+               "the name index holds a region's index + 1 in 32 bits");
+_Static_assert((uint64_t)SNAP_MAX_REGIONS * (SNAP_NAME_MAX + 22) + 4096 <=
+                   RPC_MAX_BODY_HELLO,
+               "a HELLO with the largest region table fits the SMP's frames");
 
 /* ---- messages ---- */
 
@@ -717,6 +729,77 @@ out_free:
   return rc;
 }
 
+/* ---- the name index ---- */
+
+static uint64_t name_hash(const char *s)
+{
+  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+
+  for (; *s != '\0'; s++)
+    h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return h;
+}
+
+/* The region called name; SIZE_MAX when none. */
+static size_t name_find(const pt_client *c, const char *name)
+{
+  if (c->names_cap == 0)
+    return SIZE_MAX;
+  size_t mask = c->names_cap - 1;
+  for (size_t k = name_hash(name) & mask;; k = (k + 1) & mask) {
+    uint32_t e = c->names[k];
+    if (e == 0)
+      return SIZE_MAX;
+    if (strcmp(c->regions[e - 1].name, name) == 0)
+      return e - 1;
+  }
+}
+
+/* Adds region i (its name unique) to an index with room for it. */
+static void names_put(pt_client *c, size_t i)
+{
+  size_t mask = c->names_cap - 1;
+  size_t k = name_hash(c->regions[i].name) & mask;
+
+  while (c->names[k] != 0)
+    k = (k + 1) & mask;
+  c->names[k] = (uint32_t)(i + 1);
+}
+
+/* Room in the index for n regions (at most half full). */
+static int names_reserve(pt_client *c, size_t n)
+{
+  if (n * 2 <= c->names_cap)
+    return 0;
+  size_t cap = c->names_cap ? c->names_cap : 64;
+  while (cap < n * 2)
+    cap *= 2;
+  uint32_t *t = calloc(cap, sizeof(*t));
+  if (t == NULL)
+    return -ENOMEM;
+  free(c->names);
+  c->names = t;
+  c->names_cap = cap;
+  for (size_t i = 0; i < c->nregions; i++)
+    names_put(c, i);
+  return 0;
+}
+
+/* ---- the address index ---- */
+
+static void by_addr_insert(pt_client *c, size_t pos, size_t i)
+{
+  memmove(&c->by_addr[pos + 1], &c->by_addr[pos],
+          (c->nregions - pos) * sizeof(*c->by_addr));
+  c->by_addr[pos] = i;
+}
+
+static void by_addr_remove(pt_client *c, size_t pos)
+{
+  memmove(&c->by_addr[pos], &c->by_addr[pos + 1],
+          (c->nregions - pos - 1) * sizeof(*c->by_addr));
+}
+
 /* Index in by_addr where a region starting at p would go. */
 static size_t addr_lower_bound(const pt_client *c, uintptr_t p)
 {
@@ -737,6 +820,19 @@ static bool overlaps(const struct region *r, uintptr_t p, size_t bytes)
   uintptr_t a = (uintptr_t)r->ptr;
 
   return p < a + r->bytes && a < p + bytes;
+}
+
+/* The region [p, p+bytes) would overlap, given pos = addr_lower_bound(p)
+ * (regions do not overlap each other, so only the neighbours can); NULL
+ * when none. */
+static const struct region *overlap_at(const pt_client *c, size_t pos,
+                                       uintptr_t p, size_t bytes)
+{
+  if (pos < c->nregions && overlaps(&c->regions[c->by_addr[pos]], p, bytes))
+    return &c->regions[c->by_addr[pos]];
+  if (pos > 0 && overlaps(&c->regions[c->by_addr[pos - 1]], p, bytes))
+    return &c->regions[c->by_addr[pos - 1]];
+  return NULL;
 }
 
 int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
@@ -785,24 +881,19 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
                name, SNAP_MAX_REGIONS);
     return -E2BIG;
   }
-  for (size_t i = 0; i < c->nregions; i++) {
-    if (strcmp(c->regions[i].name, name) == 0) {
-      client_log(c, PT_LOG_ERROR, "pt: region '%s' is already registered",
-                 name);
-      return -EEXIST;
-    }
+  if (name_find(c, name) != SIZE_MAX) {
+    client_log(c, PT_LOG_ERROR, "pt: region '%s' is already registered", name);
+    return -EEXIST;
   }
   pos = addr_lower_bound(c, p);
-  if ((pos < c->nregions && overlaps(&c->regions[c->by_addr[pos]], p, bytes)) ||
-      (pos > 0 && overlaps(&c->regions[c->by_addr[pos - 1]], p, bytes))) {
-    const struct region *o =
-        pos < c->nregions && overlaps(&c->regions[c->by_addr[pos]], p, bytes)
-            ? &c->regions[c->by_addr[pos]]
-            : &c->regions[c->by_addr[pos - 1]];
+  const struct region *o = overlap_at(c, pos, p, bytes);
+  if (o != NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region '%s' overlaps region '%s'", name,
                o->name);
     return PT_EOVERLAP;
   }
+  if (names_reserve(c, c->nregions + 1) != 0)
+    return -ENOMEM;
 
   if (c->nregions == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 8;
@@ -822,11 +913,66 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
   r->ptr = ptr;
   r->bytes = bytes;
   r->kind = kind;
-  memmove(&c->by_addr[pos + 1], &c->by_addr[pos],
-          (c->nregions - pos) * sizeof(*c->by_addr));
-  c->by_addr[pos] = c->nregions;
+  by_addr_insert(c, pos, c->nregions);
+  names_put(c, c->nregions);
   c->nregions++;
   c->total_bytes += bytes;
+  return 0;
+}
+
+int pt_region_update(pt_client *c, const char *name, void *ptr)
+{
+  uintptr_t p = (uintptr_t)ptr;
+  size_t i, at, pos;
+  bool copying;
+
+  if (c == NULL)
+    return -EINVAL;
+  if (name == NULL || ptr == NULL) {
+    client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
+    return -EINVAL;
+  }
+  i = name_find(c, name);
+  if (i == SIZE_MAX) {
+    client_log(c, PT_LOG_ERROR, "pt: cannot update '%s': no such region",
+               name);
+    return -ENOENT;
+  }
+  struct region *r = &c->regions[i];
+  if (p + r->bytes < p) {
+    client_log(c, PT_LOG_ERROR, "pt: region '%s' cannot move to %p: its %zu "
+               "bytes would wrap around", name, ptr, r->bytes);
+    return -EINVAL;
+  }
+  pthread_mutex_lock(&c->mu);
+  copying = c->phase == PHASE_COPYING;
+  pthread_mutex_unlock(&c->mu);
+  if (copying) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: cannot update '%s': the copy of step %llu is in flight "
+               "(call pt_fence first)", name, (unsigned long long)c->p_step);
+    return PT_EINFLIGHT;
+  }
+  if (r->ptr == ptr)
+    return 0;
+  /* Out of the address index, checked against the others, back in. */
+  at = addr_lower_bound(c, (uintptr_t)r->ptr);
+  while (c->by_addr[at] != i)
+    at++;
+  by_addr_remove(c, at);
+  c->nregions--; /* the index now holds the others only */
+  pos = addr_lower_bound(c, p);
+  const struct region *o = overlap_at(c, pos, p, r->bytes);
+  if (o != NULL) {
+    client_log(c, PT_LOG_ERROR, "pt: region '%s' cannot move to %p: it would "
+               "overlap region '%s'", name, ptr, o->name);
+    by_addr_insert(c, at, i);
+    c->nregions++;
+    return PT_EOVERLAP;
+  }
+  r->ptr = ptr;
+  by_addr_insert(c, pos, i);
+  c->nregions++;
   return 0;
 }
 
@@ -1443,6 +1589,7 @@ void pt_client_close(pt_client *c, bool done)
   free(c->xfers);
   free(c->descs);
   free(c->by_addr);
+  free(c->names);
   free(c->regions);
   free(c->socket_path);
   sync_destroy(c);

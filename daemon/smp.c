@@ -351,7 +351,8 @@ int smp_main(int argc, char **argv)
 {
   static struct smp smp_storage;
   struct smp *smp = &smp_storage;
-  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close };
+  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close,
+                              .max_body = RPC_MAX_BODY_HELLO };
   char role[48];
   int rc, status = 1;
 

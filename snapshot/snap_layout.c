@@ -452,7 +452,7 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
   rc = parse_regions(regs, stored, base, nregions, name, errbuf, errlen);
   if (rc < 0)
     goto out_free_regions;
-  char why[160];
+  char why[512];
   rc = snap_layout_compute(&lay, nslots, nregions, regs,
                            snap_get64(h + HDR_PARITY_BYTES), why, sizeof(why));
   if (rc < 0) {

@@ -81,7 +81,7 @@ int snap_store_create(struct snap_store **out, const char *name,
   regions = calloc(p->nregions, sizeof(*regions));
   if (regions == NULL)
     return snap_err(errbuf, errlen, -ENOMEM, "'%s': out of memory", name);
-  char why[200];
+  char why[512];
   rc = snap_params_layout(p, &lay, regions, why, sizeof(why));
   if (rc < 0) {
     rc = snap_err(errbuf, errlen, rc, "'%s': %s", name, why);

@@ -596,6 +596,76 @@ START_TEST(test_no_space)
 }
 END_TEST
 
+/* n regions of `bytes` each, named with 255 bytes: a long common prefix
+ * (as framework names have) and a distinct tail. Caller frees. */
+static struct snap_region_desc *many(uint32_t n, uint64_t bytes)
+{
+  struct snap_region_desc *d = calloc(n, sizeof(*d));
+  ck_assert_ptr_nonnull(d);
+  for (uint32_t i = 0; i < n; i++) {
+    memset(d[i].name, 'm', SNAP_NAME_MAX - 1);
+    char tail[16];
+    snprintf(tail, sizeof(tail), ".%08" PRIu32, i);
+    memcpy(d[i].name + SNAP_NAME_MAX - 1 - strlen(tail), tail, strlen(tail));
+    d[i].bytes = bytes;
+  }
+  return d;
+}
+
+/* The table grows with the region count: 65,536 regions with 255-byte
+ * names are created, re-opened and matched; duplicates among them are
+ * found; one more is refused. A 4-byte region costs 64 bytes a slot, not a
+ * page (10,000 of them: 640,000 bytes of slot data besides the blob area,
+ * against 40 MB at 4 KiB each before). */
+START_TEST(test_many_regions)
+{
+  char name[64], err[1024] = "";
+  shm_name(name, sizeof(name), "many");
+  uint32_t n = SNAP_MAX_REGIONS;
+  ck_assert_uint_eq(n, 65536);
+  struct snap_region_desc *d = many(n + 1, 4);
+  ck_assert_uint_eq(strlen(d[n - 1].name), 255);
+  struct snap_params p = {.job = "many", .world = 1, .nslots = 2,
+                          .regions = d, .nregions = n};
+  struct snap_store *s = NULL, *o = NULL;
+  ck_assert_msg(snap_store_create(&s, name, &p, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(snap_store_open(&o, name, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(snap_store_nregions(o), n);
+  ck_assert(snap_store_regions_match(o, d, n));
+  ck_assert_str_eq(snap_store_region(o, n - 1)->name, d[n - 1].name);
+  ck_assert_uint_eq(snap_store_region(o, n - 1)->offset, 64 * (uint64_t)(n - 1));
+  ck_assert_uint_eq(snap_store_slot_bytes(o), 64 * (uint64_t)n + MIB);
+  snap_store_close(o);
+  snap_store_close(s);
+  ck_assert_int_eq(snap_store_unlink(name), 0);
+
+  p.nregions = n + 1;
+  ck_assert_int_eq(snap_store_create(&s, name, &p, err, sizeof(err)), -EINVAL);
+  ck_assert(!shm_exists(name));
+  p.nregions = n;
+  memcpy(d[n - 7].name, d[12].name, SNAP_NAME_MAX);
+  ck_assert_int_eq(snap_store_create(&s, name, &p, err, sizeof(err)), -EINVAL);
+  ck_assert_msg(strstr(err, "declared twice") != NULL, "%s", err);
+  ck_assert(!shm_exists(name));
+  free(d);
+
+  d = many(10000, 4);
+  p.regions = d;
+  p.nregions = 10000;
+  ck_assert_msg(snap_store_create(&s, name, &p, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_le(snap_store_slot_bytes(s), 10000 * 64 + MIB);
+  /* every region 64-byte aligned and after the one before */
+  for (uint32_t i = 1; i < 10000; i++) {
+    const struct snap_region *r = snap_store_region(s, i);
+    ck_assert_uint_eq(r->offset % 64, 0);
+    ck_assert_uint_ge(r->offset, snap_store_region(s, i - 1)->offset + 4);
+  }
+  snap_store_close(s);
+  ck_assert_int_eq(snap_store_unlink(name), 0);
+  free(d);
+}
+END_TEST
+
 /* ---- objects that open must reject -------------------------------------- */
 
 START_TEST(test_open_missing)
@@ -1011,6 +1081,7 @@ int main(void)
   tcase_add_test(tc, test_mode_and_exists);
   tcase_add_test(tc, test_budget);
   tcase_add_test(tc, test_no_space);
+  tcase_add_test(tc, test_many_regions);
   suite_add_tcase(su, tc);
   TCase *bad = tcase_create("open");
   tcase_set_timeout(bad, 30);
