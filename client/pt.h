@@ -163,17 +163,36 @@ struct pt_options {
  * failure (e.g. -ENOENT, -ECONNREFUSED); *out stays NULL. */
 int pt_client_open(pt_client **out, const struct pt_options *opts);
 
-/* Registers [ptr, ptr+bytes) under a unique name (at most 63 bytes:
- * -ENAMETOOLONG). At most 1,024 regions per client (-E2BIG past them). Only
- * before the first pt_snapshot() or pt_restore(); regions must not overlap and
- * bytes must be > 0. The memory stays the caller's; it must stay valid until
- * pt_client_close(). PT_MEM_DEVICE without the CUDA backend: PT_ENODEVICE.
- * The region table is the names, sizes and kinds in registration order: a
- * snapshot is restored only into the same table, registered in the same
- * order (else PT_EREGIONS), so register in an order that does not depend on
- * the run (not on hash-map iteration or thread timing). */
+#define PT_MAX_REGIONS 65536     /* regions per client */
+#define PT_REGION_NAME_MAX 255   /* bytes of a region name, without the NUL */
+
+/* Registers [ptr, ptr+bytes) under a unique name of 1 to PT_REGION_NAME_MAX
+ * bytes (-ENAMETOOLONG beyond). Only before the first pt_snapshot() or
+ * pt_restore() (PT_ESTATE after); at most PT_MAX_REGIONS regions (-E2BIG);
+ * regions must not overlap (PT_EOVERLAP) and bytes must be > 0; a name
+ * registered twice: -EEXIST. The names, sizes, kinds and the order of
+ * registration make up the region table that a snapshot is taken with: a
+ * restore needs the same table (PT_EREGIONS otherwise). Each region costs,
+ * in every slot of the snapshot object, its bytes rounded up to 64 and a
+ * 4-byte checksum per started MiB, and 320 bytes once in the object's
+ * region table. The memory stays the caller's; it must stay valid until
+ * pt_client_close() or until pt_region_update() moves the region.
+ * PT_MEM_DEVICE without the CUDA backend: PT_ENODEVICE. Register in an
+ * order that does not depend on the run (not on hash-map iteration or thread
+ * timing). */
 int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
                        enum pt_mem kind);
+
+/* Points the region registered as name at new memory, for state that moves
+ * (a framework that replaces a tensor's storage): same size and kind, ptr
+ * the start of bytes valid bytes of that kind. Allowed at any time, before
+ * or after the table is frozen, except while a snapshot's copy is in flight
+ * (PT_EINFLIGHT: call pt_fence() first); the next pt_snapshot() copies
+ * from ptr and the next pt_restore() writes to it. The old memory is no
+ * longer read by libpt once this returns. -ENOENT for an unknown name,
+ * PT_EOVERLAP when [ptr, ptr+bytes) overlaps another region (nothing
+ * changes then), -EINVAL for a NULL name or ptr. */
+int pt_region_update(pt_client *c, const char *name, void *ptr);
 
 /* Starts an asynchronous copy of every region as step `step` and returns at
  * once: PT_OK (copy started), PT_SKIPPED (nothing copied: no free slot, or
@@ -214,6 +233,30 @@ int pt_fence(pt_client *c);
  * PT_ECHECKSUM: the data is damaged; the regions may have been partly written
  * and must not be used. */
 int pt_restore(pt_client *c, uint64_t *step);
+
+/* The blob: a small opaque byte string stored with every snapshot, for
+ * state that lives outside registered memory (a pickled sampler, a
+ * learning-rate scheduler, an RNG of the language runtime). */
+#define PT_BLOB_MAX ((size_t)1 << 20) /* bytes */
+
+/* Sets the blob that every following pt_snapshot() stores with its step,
+ * until the next pt_blob_set() (len 0: an empty blob) or pt_restore()
+ * (which makes the restored blob the current one). [data, data+len) is
+ * copied here: the caller may reuse it as soon as this returns, also while
+ * a snapshot's copy is in flight (the blob a snapshot stores is copied, and
+ * its CRC32C computed, inside pt_snapshot(), at memcpy speed). data may be
+ * NULL when len is 0. PT_ETOOBIG for len > PT_BLOB_MAX; -EINVAL for NULL
+ * data with len > 0. Before any pt_blob_set() the blob is empty. */
+int pt_blob_set(pt_client *c, const void *data, size_t len);
+
+/* The blob of the step the last successful pt_restore() brought back,
+ * checked against the CRC sealed with it (a damaged blob fails that
+ * pt_restore() with PT_ECHECKSUM). OUT: *len, its bytes (also on -ENOBUFS,
+ * so that the caller can size buf; 0 on PT_ENOSNAP); buf receives them.
+ * PT_ENOSNAP: no pt_restore() has succeeded on c (a fresh start, or the
+ * last one failed). -ENOBUFS: cap < *len, nothing copied. buf may be NULL
+ * when cap is 0. */
+int pt_blob_get(pt_client *c, void *buf, size_t cap, size_t *len);
 
 struct pt_status {
   uint32_t rank, world;

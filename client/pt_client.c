@@ -144,6 +144,10 @@ struct pt_client {
   struct region *regions;
   size_t *by_addr;
   size_t nregions, cap;
+  /* index of the names: open addressing, entries hold a region's index + 1
+   * (0: empty); names_cap is a power of two above twice nregions */
+  uint32_t *names;
+  size_t names_cap;
   uint64_t total_bytes;
   bool frozen;
   struct snap_region_desc *descs;
@@ -188,7 +192,27 @@ struct pt_client {
   uint64_t started, skipped, failed;
   bool has_committed;
   uint64_t committed_step;
+
+  /* the blob: the one pt_snapshot() stores (set by pt_blob_set() or the
+   * last restore) and the one the last pt_restore() brought back; each
+   * buffer PT_BLOB_MAX bytes once allocated. Trainer's thread only. */
+  uint8_t *blob;
+  size_t blob_len;
+  uint8_t *rblob;
+  size_t rblob_len;
+  bool rblob_ok; /* a pt_restore() succeeded: rblob holds its blob */
 };
+
+_Static_assert(PT_BLOB_MAX == SNAP_BLOB_MAX,
+               "pt.h's blob limit is the snapshot object's blob area");
+_Static_assert(PT_MAX_REGIONS == SNAP_MAX_REGIONS &&
+                   PT_REGION_NAME_MAX + 1 == SNAP_NAME_MAX,
+               "pt.h's region limits are the snapshot object's");
+_Static_assert(SNAP_MAX_REGIONS <= UINT32_MAX - 1,
+               "the name index holds a region's index + 1 in 32 bits");
+_Static_assert((uint64_t)SNAP_MAX_REGIONS * (SNAP_NAME_MAX + 22) + 4096 <=
+                   RPC_MAX_BODY_HELLO,
+               "a HELLO with the largest region table fits the SMP's frames");
 
 /* ---- messages ---- */
 
@@ -977,6 +1001,77 @@ out_free:
   return rc;
 }
 
+/* ---- the name index ---- */
+
+static uint64_t name_hash(const char *s)
+{
+  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+
+  for (; *s != '\0'; s++)
+    h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return h;
+}
+
+/* The region called name; SIZE_MAX when none. */
+static size_t name_find(const pt_client *c, const char *name)
+{
+  if (c->names_cap == 0)
+    return SIZE_MAX;
+  size_t mask = c->names_cap - 1;
+  for (size_t k = name_hash(name) & mask;; k = (k + 1) & mask) {
+    uint32_t e = c->names[k];
+    if (e == 0)
+      return SIZE_MAX;
+    if (strcmp(c->regions[e - 1].name, name) == 0)
+      return e - 1;
+  }
+}
+
+/* Adds region i (its name unique) to an index with room for it. */
+static void names_put(pt_client *c, size_t i)
+{
+  size_t mask = c->names_cap - 1;
+  size_t k = name_hash(c->regions[i].name) & mask;
+
+  while (c->names[k] != 0)
+    k = (k + 1) & mask;
+  c->names[k] = (uint32_t)(i + 1);
+}
+
+/* Room in the index for n regions (at most half full). */
+static int names_reserve(pt_client *c, size_t n)
+{
+  if (n * 2 <= c->names_cap)
+    return 0;
+  size_t cap = c->names_cap ? c->names_cap : 64;
+  while (cap < n * 2)
+    cap *= 2;
+  uint32_t *t = calloc(cap, sizeof(*t));
+  if (t == NULL)
+    return -ENOMEM;
+  free(c->names);
+  c->names = t;
+  c->names_cap = cap;
+  for (size_t i = 0; i < c->nregions; i++)
+    names_put(c, i);
+  return 0;
+}
+
+/* ---- the address index ---- */
+
+static void by_addr_insert(pt_client *c, size_t pos, size_t i)
+{
+  memmove(&c->by_addr[pos + 1], &c->by_addr[pos],
+          (c->nregions - pos) * sizeof(*c->by_addr));
+  c->by_addr[pos] = i;
+}
+
+static void by_addr_remove(pt_client *c, size_t pos)
+{
+  memmove(&c->by_addr[pos], &c->by_addr[pos + 1],
+          (c->nregions - pos - 1) * sizeof(*c->by_addr));
+}
+
 /* Index in by_addr where a region starting at p would go. */
 static size_t addr_lower_bound(const pt_client *c, uintptr_t p)
 {
@@ -997,6 +1092,19 @@ static bool overlaps(const struct region *r, uintptr_t p, size_t bytes)
   uintptr_t a = (uintptr_t)r->ptr;
 
   return p < a + r->bytes && a < p + bytes;
+}
+
+/* The region [p, p+bytes) would overlap, given pos = addr_lower_bound(p)
+ * (regions do not overlap each other, so only the neighbours can); NULL
+ * when none. */
+static const struct region *overlap_at(const pt_client *c, size_t pos,
+                                       uintptr_t p, size_t bytes)
+{
+  if (pos < c->nregions && overlaps(&c->regions[c->by_addr[pos]], p, bytes))
+    return &c->regions[c->by_addr[pos]];
+  if (pos > 0 && overlaps(&c->regions[c->by_addr[pos - 1]], p, bytes))
+    return &c->regions[c->by_addr[pos - 1]];
+  return NULL;
 }
 
 int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
@@ -1045,24 +1153,19 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
                name, SNAP_MAX_REGIONS);
     return -E2BIG;
   }
-  for (size_t i = 0; i < c->nregions; i++) {
-    if (strcmp(c->regions[i].name, name) == 0) {
-      client_log(c, PT_LOG_ERROR, "pt: region '%s' is already registered",
-                 name);
-      return -EEXIST;
-    }
+  if (name_find(c, name) != SIZE_MAX) {
+    client_log(c, PT_LOG_ERROR, "pt: region '%s' is already registered", name);
+    return -EEXIST;
   }
   pos = addr_lower_bound(c, p);
-  if ((pos < c->nregions && overlaps(&c->regions[c->by_addr[pos]], p, bytes)) ||
-      (pos > 0 && overlaps(&c->regions[c->by_addr[pos - 1]], p, bytes))) {
-    const struct region *o =
-        pos < c->nregions && overlaps(&c->regions[c->by_addr[pos]], p, bytes)
-            ? &c->regions[c->by_addr[pos]]
-            : &c->regions[c->by_addr[pos - 1]];
+  const struct region *o = overlap_at(c, pos, p, bytes);
+  if (o != NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region '%s' overlaps region '%s'", name,
                o->name);
     return PT_EOVERLAP;
   }
+  if (names_reserve(c, c->nregions + 1) != 0)
+    return -ENOMEM;
 
   if (c->nregions == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 8;
@@ -1082,11 +1185,66 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
   r->ptr = ptr;
   r->bytes = bytes;
   r->kind = kind;
-  memmove(&c->by_addr[pos + 1], &c->by_addr[pos],
-          (c->nregions - pos) * sizeof(*c->by_addr));
-  c->by_addr[pos] = c->nregions;
+  by_addr_insert(c, pos, c->nregions);
+  names_put(c, c->nregions);
   c->nregions++;
   c->total_bytes += bytes;
+  return 0;
+}
+
+int pt_region_update(pt_client *c, const char *name, void *ptr)
+{
+  uintptr_t p = (uintptr_t)ptr;
+  size_t i, at, pos;
+  bool copying;
+
+  if (c == NULL)
+    return -EINVAL;
+  if (name == NULL || ptr == NULL) {
+    client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
+    return -EINVAL;
+  }
+  i = name_find(c, name);
+  if (i == SIZE_MAX) {
+    client_log(c, PT_LOG_ERROR, "pt: cannot update '%s': no such region",
+               name);
+    return -ENOENT;
+  }
+  struct region *r = &c->regions[i];
+  if (p + r->bytes < p) {
+    client_log(c, PT_LOG_ERROR, "pt: region '%s' cannot move to %p: its %zu "
+               "bytes would wrap around", name, ptr, r->bytes);
+    return -EINVAL;
+  }
+  pthread_mutex_lock(&c->mu);
+  copying = c->phase == PHASE_COPYING;
+  pthread_mutex_unlock(&c->mu);
+  if (copying) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: cannot update '%s': the copy of step %llu is in flight "
+               "(call pt_fence first)", name, (unsigned long long)c->p_step);
+    return PT_EINFLIGHT;
+  }
+  if (r->ptr == ptr)
+    return 0;
+  /* Out of the address index, checked against the others, back in. */
+  at = addr_lower_bound(c, (uintptr_t)r->ptr);
+  while (c->by_addr[at] != i)
+    at++;
+  by_addr_remove(c, at);
+  c->nregions--; /* the index now holds the others only */
+  pos = addr_lower_bound(c, p);
+  const struct region *o = overlap_at(c, pos, p, r->bytes);
+  if (o != NULL) {
+    client_log(c, PT_LOG_ERROR, "pt: region '%s' cannot move to %p: it would "
+               "overlap region '%s'", name, ptr, o->name);
+    by_addr_insert(c, at, i);
+    c->nregions++;
+    return PT_EOVERLAP;
+  }
+  r->ptr = ptr;
+  by_addr_insert(c, pos, i);
+  c->nregions++;
   return 0;
 }
 
@@ -1448,6 +1606,16 @@ int pt_snapshot(pt_client *c, uint64_t step)
 
   char *data = snap_slot_data(c->store, slot);
   uint32_t *crcs = snap_slot_crcs(c->store, slot);
+  /* The blob goes in now, with its length and CRC in the table's trailer
+   * (covered by the table CRC the SMP records at seal): at most PT_BLOB_MAX
+   * bytes, so a copy here costs microseconds and frees the caller's buffer
+   * at once. */
+  uint8_t *blob_dst = snap_slot_blob(c->store, slot);
+  uint32_t nblocks = snap_store_nblocks(c->store);
+  if (c->blob_len > 0)
+    memcpy(blob_dst, c->blob, c->blob_len);
+  crcs[nblocks] = (uint32_t)c->blob_len;
+  crcs[nblocks + 1] = kern_crc32c(blob_dst, c->blob_len);
   for (size_t i = 0; i < c->nregions; i++) {
     const struct snap_region *sr = snap_store_region(c->store, (uint32_t)i);
     c->xfers[i] = (struct kern_xfer){
@@ -1587,6 +1755,14 @@ int pt_restore(pt_client *c, uint64_t *step)
   s = r->step;
 
   snap_slot_get(c->store, slot, &info);
+  if (!info.record_ok) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: slot %u of '%s' fails its record checksum (its step, "
+               "generation or state was changed): step %llu is not restored",
+               slot, c->shm_name, (unsigned long long)s);
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
   if (!slot_is_readable(info.state) || info.generation != gen ||
       info.step != s) {
     client_log(c, PT_LOG_ERROR,
@@ -1610,6 +1786,7 @@ int pt_restore(pt_client *c, uint64_t *step)
                                                       : KERN_MEM_HOST,
     };
   }
+  c->rblob_ok = false; /* whatever a failure leaves, it is no blob */
   rc = kern_restore(c->engine, c->xfers, c->nregions, &bad_x, &bad_b);
   if (rc == PT_ECHECKSUM) {
     client_log(c, PT_LOG_ERROR,
@@ -1624,10 +1801,34 @@ int pt_restore(pt_client *c, uint64_t *step)
                (unsigned long long)s, pt_strerror(rc));
     goto out_free;
   }
+  /* The blob, into a private buffer first, then checked there. */
+  if (info.blob_bytes > snap_store_blob_max(c->store)) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: step %llu records a blob of %u bytes, more than %u",
+               (unsigned long long)s, info.blob_bytes,
+               snap_store_blob_max(c->store));
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
+  if (c->rblob == NULL && (c->rblob = malloc(PT_BLOB_MAX)) == NULL) {
+    rc = -ENOMEM;
+    goto out_free;
+  }
+  memcpy(c->rblob, snap_slot_blob(c->store, slot), info.blob_bytes);
+  if (kern_crc32c(c->rblob, info.blob_bytes) != info.blob_crc) {
+    client_log(c, PT_LOG_ERROR,
+               "pt: step %llu is damaged: its blob of %u bytes fails its "
+               "checksum; the regions must not be used",
+               (unsigned long long)s, info.blob_bytes);
+    c->rblob_ok = false;
+    rc = PT_ECHECKSUM;
+    goto out_free;
+  }
   /* The slot must still be the one we read: a writer reusing it meanwhile
    * would have changed its generation. */
   snap_slot_get(c->store, slot, &info);
-  if (!slot_is_readable(info.state) || info.generation != gen) {
+  if (!info.record_ok || !slot_is_readable(info.state) ||
+      info.generation != gen) {
     client_log(c, PT_LOG_ERROR,
                "pt: slot %u was reassigned while step %llu was read",
                slot, (unsigned long long)s);
@@ -1636,6 +1837,16 @@ int pt_restore(pt_client *c, uint64_t *step)
   }
   *step = s;
   c->restore_called = true;
+  c->rblob_len = info.blob_bytes;
+  c->rblob_ok = true;
+  /* The restored blob is also the one the next snapshots store, until
+   * pt_blob_set() replaces it. */
+  if (c->blob == NULL && (c->blob = malloc(PT_BLOB_MAX)) == NULL) {
+    rc = -ENOMEM;
+    goto out_free;
+  }
+  memcpy(c->blob, c->rblob, c->rblob_len);
+  c->blob_len = c->rblob_len;
   c->has_last_step = true;
   c->last_step = s;
   c->has_committed = true;
@@ -1646,6 +1857,45 @@ int pt_restore(pt_client *c, uint64_t *step)
 out_free:
   protobuf_c_message_free_unpacked(m, NULL);
   return rc;
+}
+
+/* ---- the blob ---- */
+
+int pt_blob_set(pt_client *c, const void *data, size_t len)
+{
+  if (c == NULL)
+    return -EINVAL;
+  if (data == NULL && len > 0) {
+    client_log(c, PT_LOG_ERROR, "pt: blob of %zu bytes without data", len);
+    return -EINVAL;
+  }
+  if (len > PT_BLOB_MAX) {
+    client_log(c, PT_LOG_ERROR, "pt: blob of %zu bytes: at most %zu allowed",
+               len, (size_t)PT_BLOB_MAX);
+    return PT_ETOOBIG;
+  }
+  if (len > 0 && c->blob == NULL && (c->blob = malloc(PT_BLOB_MAX)) == NULL)
+    return -ENOMEM;
+  if (len > 0)
+    memcpy(c->blob, data, len);
+  c->blob_len = len;
+  return PT_OK;
+}
+
+int pt_blob_get(pt_client *c, void *buf, size_t cap, size_t *len)
+{
+  if (c == NULL || len == NULL || (buf == NULL && cap > 0))
+    return -EINVAL;
+  if (!c->rblob_ok) {
+    *len = 0;
+    return PT_ENOSNAP;
+  }
+  *len = c->rblob_len;
+  if (cap < c->rblob_len)
+    return -ENOBUFS;
+  if (c->rblob_len > 0)
+    memcpy(buf, c->rblob, c->rblob_len);
+  return PT_OK;
 }
 
 /* ---- status / close ---- */
@@ -1706,9 +1956,12 @@ void pt_client_close(pt_client *c, bool done)
   pthread_mutex_unlock(&c->conn_mu);
   store_release(c);
   kern_engine_free(c->engine);
+  free(c->blob);
+  free(c->rblob);
   free(c->xfers);
   free(c->descs);
   free(c->by_addr);
+  free(c->names);
   free(c->regions);
   free(c->socket_path);
   sync_destroy(c);

@@ -76,6 +76,9 @@ static int store_load(struct smp *smp)
               err[0] ? err : pt_strerror(rc));
     return rc;
   }
+  char bad[1024];
+  if (snap_store_bad_records(smp->store, bad, sizeof(bad)) > 0)
+    log_error("%s; the slot is freed", bad);
   rc = snap_store_recover(smp->store);
   if (rc > 0)
     log_notice("'%s': freed %d slot(s) left WRITING by a crash",
@@ -348,7 +351,8 @@ int smp_main(int argc, char **argv)
 {
   static struct smp smp_storage;
   struct smp *smp = &smp_storage;
-  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close };
+  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close,
+                              .max_body = RPC_MAX_BODY_HELLO };
   char role[48];
   int rc, status = 1;
 

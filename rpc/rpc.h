@@ -37,6 +37,11 @@
 #define RPC_VERSION 1u
 #define RPC_HDR_BYTES 24u
 #define RPC_MAX_BODY_DEFAULT (1u << 20) /* control messages are small */
+/* A trainer's HELLO lists its whole region table: up to SNAP_MAX_REGIONS
+ * (65,536) regions with names of up to 255 bytes, at most 278 bytes each
+ * on the wire (name 258, bytes 11, kind 6, the entry's own tag and length
+ * 3), so about 18.2 MB: the SMP's socket accepts frames up to this. */
+#define RPC_MAX_BODY_HELLO (20u << 20)
 
 enum rpc_type {
   RPC_HELLO = 1,         /* Pt__Hello */

@@ -47,33 +47,41 @@ enum {
   HDR_PARITY_BYTES = 168,
   HDR_CTIME = 176,
   HDR_INSTANCE = 184, /* SNAP_INSTANCE_BYTES */
-  HDR_CRC = 200,
-  HDR_CRC_COVERS = 200, /* bytes 0..199 */
+  HDR_BLOB_MAX = 200,
+  HDR_BLOB_OFF = 208,
+  HDR_CRC = 216,
+  HDR_CRC_COVERS = 216, /* bytes 0..215 */
 };
 
 /* Region table entry fields. */
 enum {
-  REG_ENTRY_BYTES = 128,
-  REG_NAME = 0,
-  REG_BYTES = 64,
-  REG_OFFSET = 72,
-  REG_KIND = 80,
-  REG_FIRST_BLOCK = 84,
-  REG_NBLOCKS = 88,
-  REG_CRC = 124,
-  REG_CRC_COVERS = 124, /* bytes 0..123 */
+  REG_ENTRY_BYTES = 320,
+  REG_NAME = 0, /* SNAP_NAME_MAX */
+  REG_BYTES = 256,
+  REG_OFFSET = 264,
+  REG_KIND = 272,
+  REG_FIRST_BLOCK = 276,
+  REG_NBLOCKS = 280,
+  REG_CRC = 316,
+  REG_CRC_COVERS = 316, /* bytes 0..315 */
 };
 
 /* Slot table entry fields. */
 enum {
   SLOT_ENTRY_BYTES = 64,
+  SLOT_WORD = 0,       /* u64 atomic: state (low half), record CRC (high) */
   SLOT_STATE = 0,
+  SLOT_RECORD_CRC = 4,
   SLOT_STEP = 8,
   SLOT_GENERATION = 16,
   SLOT_T_WRITING = 24,
   SLOT_T_SEALED = 32,
   SLOT_T_COMMITTED = 40,
   SLOT_TABLE_CRC = 48,
+  SLOT_BLOB_BYTES = 52,
+  SLOT_BLOB_CRC = 56,
+  SLOT_PAD = 60,
+  SLOT_CRC_COVERS = 60, /* the state, then bytes 8..63 */
 };
 
 #define SNAP_CRC_TABLE_ALIGN 64u
@@ -88,11 +96,13 @@ struct snap_layout {
   uint32_t nslots, nregions, nblocks;
   uint64_t region_off, slot_off, crc_off, crc_stride;
   uint64_t data_off, slot_bytes, stride;
+  uint64_t blob_off, blob_max; /* within a slot's data */
   uint64_t parity_off, parity_bytes, total;
 };
 
 struct snap_store {
   uint8_t *base;
+  char name[256]; /* the object's name, for messages */
   struct snap_layout lay;
   struct snap_region *regions; /* nregions decoded entries */
   char job[SNAP_JOB_MAX];
@@ -160,15 +170,22 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
                       uint64_t total, const char *name, char *errbuf,
                       size_t errlen);
 
+/* The record CRC of slot i's fields (bytes 8..63, read as relaxed atomics)
+ * under state (without the busy bit). */
+uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
+                         uint32_t state);
+/* Writes a valid FREE record for every slot of a fresh (zeroed) table. */
+void snap_records_init(struct snap_store *s);
+
 /* The slot-table entry fields as atomics in the mapping. */
 static inline uint8_t *snap_slot_entry(const struct snap_store *s, uint32_t i)
 {
   return s->base + s->lay.slot_off + (uint64_t)i * SLOT_ENTRY_BYTES;
 }
-static inline _Atomic uint32_t *snap_slot_state_ptr(const struct snap_store *s,
-                                                    uint32_t i)
+static inline _Atomic uint64_t *snap_slot_word_ptr(const struct snap_store *s,
+                                                   uint32_t i)
 {
-  return (_Atomic uint32_t *)(void *)(snap_slot_entry(s, i) + SLOT_STATE);
+  return (_Atomic uint64_t *)(void *)(snap_slot_entry(s, i) + SLOT_WORD);
 }
 static inline _Atomic uint64_t *snap_slot_u64_ptr(const struct snap_store *s,
                                                   uint32_t i, unsigned field)

@@ -24,8 +24,13 @@
 
 _Static_assert(sizeof(SNAP_MAGIC) - 1 == 8, "the magic is 8 bytes");
 _Static_assert(HDR_CRC + 4 <= SNAP_HEADER_BYTES, "the header fits its area");
-_Static_assert(SNAP_NAME_MAX == 64 && SNAP_JOB_MAX == 64,
-               "name fields are 64 bytes in the layout");
+_Static_assert(SNAP_NAME_MAX == 256 && SNAP_JOB_MAX == 64,
+               "name fields are 256 and 64 bytes in the layout");
+_Static_assert(REG_NAME + SNAP_NAME_MAX <= REG_BYTES,
+               "a region name fits its field");
+_Static_assert((uint64_t)SNAP_MAX_REGIONS * REG_ENTRY_BYTES < ((uint64_t)1 << 32),
+               "the region table stays far from any size limit");
+_Static_assert(SNAP_BLOB_MAX % SNAP_REGION_ALIGN == 0, "the blob area is aligned");
 _Static_assert(KERN_BLOCK_SIZE <= UINT32_MAX, "the block size is a u32 field");
 
 uint32_t snap_crc32c(const void *buf, size_t len)
@@ -65,6 +70,37 @@ const char *snap_state_name(uint32_t state)
   default:
     return "UNKNOWN";
   }
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+  const struct snap_region *x = *(const struct snap_region *const *)a;
+  const struct snap_region *y = *(const struct snap_region *const *)b;
+  return strcmp(x->name, y->name);
+}
+
+/* -EINVAL with a sentence when two regions share a name: sorted, so that
+ * tens of thousands of regions cost n log n comparisons. */
+static int names_unique(const struct snap_region *regions, uint32_t n,
+                        char *errbuf, size_t errlen)
+{
+  const struct snap_region **v = malloc((size_t)n * sizeof(*v));
+  int rc = PT_OK;
+
+  if (v == NULL)
+    return snap_err(errbuf, errlen, -ENOMEM, "out of memory");
+  for (uint32_t i = 0; i < n; i++)
+    v[i] = &regions[i];
+  qsort(v, n, sizeof(*v), name_cmp);
+  for (uint32_t i = 1; i < n; i++) {
+    if (strcmp(v[i - 1]->name, v[i]->name) == 0) {
+      rc = snap_err(errbuf, errlen, -EINVAL, "region '%s' is declared twice",
+                    v[i]->name);
+      break;
+    }
+  }
+  free(v);
+  return rc;
 }
 
 static bool name_part_ok(const char *s)
@@ -131,8 +167,13 @@ int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
   lay->slot_off = lay->region_off + (uint64_t)nregions * REG_ENTRY_BYTES;
   lay->crc_off = align_up(lay->slot_off + (uint64_t)nslots * SLOT_ENTRY_BYTES,
                           SNAP_CRC_TABLE_ALIGN);
-  lay->crc_stride = align_up(nblocks * 4, SNAP_CRC_TABLE_ALIGN);
+  lay->crc_stride =
+      align_up((nblocks + SNAP_TABLE_TRAILER) * 4, SNAP_CRC_TABLE_ALIGN);
   lay->data_off = align_up(lay->crc_off + nslots * lay->crc_stride, SNAP_ALIGN);
+  /* The regions are packed, each 64-byte aligned; the blob area follows. */
+  lay->blob_off = cur;
+  lay->blob_max = SNAP_BLOB_MAX;
+  cur += lay->blob_max;
   lay->slot_bytes = cur;
   lay->stride = align_up(cur, SNAP_ALIGN);
   lay->parity_off = lay->data_off + nslots * lay->stride;
@@ -174,15 +215,14 @@ int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
     if (d->kind > 1)
       return snap_err(errbuf, errlen, -EINVAL,
                       "region '%s': unknown kind %" PRIu32, d->name, d->kind);
-    for (uint32_t j = 0; j < i; j++)
-      if (strcmp(p->regions[j].name, d->name) == 0)
-        return snap_err(errbuf, errlen, -EINVAL,
-                        "region '%s' is declared twice", d->name);
     memset(&regions[i], 0, sizeof(regions[i]));
     memcpy(regions[i].name, d->name, nl);
     regions[i].bytes = d->bytes;
     regions[i].kind = d->kind;
   }
+  int rc = names_unique(regions, p->nregions, errbuf, errlen);
+  if (rc < 0)
+    return rc;
   return snap_layout_compute(lay, p->nslots, p->nregions, regions,
                              p->parity_bytes, errbuf, errlen);
 }
@@ -204,8 +244,15 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
     snap_put32(e + REG_NBLOCKS, regions[i].nblocks);
     snap_put32(e + REG_CRC, snap_crc32c(e, REG_CRC_COVERS));
   }
-  /* The slot table of a fresh object is all zero: every slot FREE with
-   * generation 0. */
+  /* The slot table of a fresh object: every slot FREE with generation 0,
+   * its record CRC over that state and the zero fields. */
+  for (uint32_t i = 0; i < lay->nslots; i++) {
+    uint8_t *e = base + lay->slot_off + (uint64_t)i * SLOT_ENTRY_BYTES;
+    uint8_t rec[SLOT_CRC_COVERS];
+    memset(rec, 0, sizeof(rec)); /* the state, FREE, and bytes 8..63 */
+    snap_put32(e + SLOT_STATE, SNAP_FREE);
+    snap_put32(e + SLOT_RECORD_CRC, snap_crc32c(rec, sizeof(rec)));
+  }
 
   uint8_t *h = base;
   memcpy(h + HDR_MAGIC, SNAP_MAGIC, 8);
@@ -234,6 +281,8 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
   snap_put64(h + HDR_PARITY_BYTES, lay->parity_bytes);
   snap_put64(h + HDR_CTIME,
              (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
+  snap_put64(h + HDR_BLOB_MAX, lay->blob_max);
+  snap_put64(h + HDR_BLOB_OFF, lay->blob_off);
   /* Last: an object whose creation was interrupted has no valid header. */
   atomic_thread_fence(memory_order_release);
   snap_put32(h + HDR_CRC, snap_crc32c(h, HDR_CRC_COVERS));
@@ -403,7 +452,7 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
   rc = parse_regions(regs, stored, base, nregions, name, errbuf, errlen);
   if (rc < 0)
     goto out_free_regions;
-  char why[160];
+  char why[512];
   rc = snap_layout_compute(&lay, nslots, nregions, regs,
                            snap_get64(h + HDR_PARITY_BYTES), why, sizeof(why));
   if (rc < 0) {
@@ -434,6 +483,8 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
       {HDR_CRC_OFF, "the checksum table offset", lay.crc_off},
       {HDR_DATA_OFF, "the slot data offset", lay.data_off},
       {HDR_PARITY_OFF, "the parity offset", lay.parity_off},
+      {HDR_BLOB_MAX, "the blob area size", lay.blob_max},
+      {HDR_BLOB_OFF, "the blob area offset", lay.blob_off},
   };
   for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
     rc = field_check(h, fields[i].off, fields[i].what, fields[i].expect, name,
@@ -450,10 +501,17 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
 
   s->base = base;
   s->lay = lay;
+  snprintf(s->name, sizeof(s->name), "%s", name);
+  /* A slot whose record fails its checksum does not condemn the object: it
+   * holds nothing (snap_store_bad_records() names it). A record that
+   * checks out must name a known state. */
   for (uint32_t i = 0; i < nslots; i++) {
-    uint32_t st = atomic_load_explicit(snap_slot_state_ptr(s, i),
-                                       memory_order_acquire);
-    if (st > SNAP_COMMITTED) {
+    uint64_t w = atomic_load_explicit(snap_slot_word_ptr(s, i),
+                                      memory_order_acquire);
+    uint32_t st = (uint32_t)w;
+    if ((st & SNAP_STATE_BUSY) == 0 &&
+        (uint32_t)(w >> 32) == snap_record_crc(s, i, st) &&
+        st > SNAP_COMMITTED) {
       rc = snap_err(errbuf, errlen, PT_EFORMAT,
                     "'%s': slot %" PRIu32 " has unknown state %" PRIu32, name,
                     i, st);

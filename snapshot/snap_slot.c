@@ -3,12 +3,15 @@
  * of a slot's data against its checksum table.
  *
  * Only the SMP changes slot states; the trainer maps the object too and reads
- * them. Every field of a slot-table entry is an atomic in the shared mapping:
- * the SMP writes the step, generation, times and table checksum first
- * (relaxed) and then publishes them with one release store of the state;
- * readers load the state with acquire before they read the rest. A slot that
- * is taken over for a new step is first set FREE, so that no reader can see
- * its old state next to the new step.
+ * them. Every field of a slot-table entry is an atomic in the shared mapping,
+ * and every record carries a CRC over its state and fields, written in the
+ * order that "Slot records" in snap_store.h gives: the busy bit, the fields
+ * (relaxed), then one release store of the state together with the CRC.
+ * snap_slot_get() is the reader's side; the SMP's own reads (state_load)
+ * need no retry, since it is the only writer, and take a record that fails
+ * its CRC for one that holds nothing (SLOT_BAD). A slot that is taken over
+ * for a new step is first set FREE, so that no reader can see its old state
+ * next to the new step.
  *
  * Age is counted in steps: "older" and "newer" compare step numbers, and the
  * newest COMMITTED slot is the one with the highest step (the higher
@@ -22,20 +25,92 @@
  * COMMITTED, unprotect drops the pin when the commit is abandoned.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "kernels/kernels.h"
 #include "pt.h"
 #include "snapshot/snap_internal.h"
 
-static uint32_t state_load(const struct snap_store *s, uint32_t i)
+/* Internal: the state of a slot whose record fails its checksum (or was
+ * left busy). It matches no state mask, so nothing treats it as holding a
+ * step, and acquire may take it like a FREE one. */
+#define SLOT_BAD 0xFFFFFFFEu
+
+/* Bytes 8..63 of slot i's record, each field read as a relaxed atomic. */
+static void fields_read(const struct snap_store *s, uint32_t i,
+                        uint8_t out[SLOT_ENTRY_BYTES - SLOT_STEP])
 {
-  return atomic_load_explicit(snap_slot_state_ptr(s, i), memory_order_acquire);
+  static const unsigned f64[] = {SLOT_STEP, SLOT_GENERATION, SLOT_T_WRITING,
+                                 SLOT_T_SEALED, SLOT_T_COMMITTED};
+  static const unsigned f32[] = {SLOT_TABLE_CRC, SLOT_BLOB_BYTES,
+                                 SLOT_BLOB_CRC, SLOT_PAD};
+  for (size_t k = 0; k < sizeof(f64) / sizeof(f64[0]); k++)
+    snap_put64(out + f64[k] - SLOT_STEP,
+               atomic_load_explicit(snap_slot_u64_ptr(s, i, f64[k]),
+                                    memory_order_relaxed));
+  for (size_t k = 0; k < sizeof(f32) / sizeof(f32[0]); k++)
+    snap_put32(out + f32[k] - SLOT_STEP,
+               atomic_load_explicit(snap_slot_u32_ptr(s, i, f32[k]),
+                                    memory_order_relaxed));
 }
 
+static uint32_t crc_of(uint32_t state,
+                       const uint8_t fields[SLOT_ENTRY_BYTES - SLOT_STEP])
+{
+  uint8_t rec[SLOT_CRC_COVERS];
+  snap_put32(rec, state);
+  memcpy(rec + 4, fields, SLOT_ENTRY_BYTES - SLOT_STEP);
+  return snap_crc32c(rec, sizeof(rec));
+}
+
+uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
+                         uint32_t state)
+{
+  uint8_t f[SLOT_ENTRY_BYTES - SLOT_STEP];
+  fields_read(s, i, f);
+  return crc_of(state & ~SNAP_STATE_BUSY, f);
+}
+
+/* True when word w (state and CRC) describes fields f: not busy, a known
+ * state, a matching CRC. */
+static bool word_matches(uint64_t w, const uint8_t *f)
+{
+  uint32_t st = (uint32_t)w;
+  if ((st & SNAP_STATE_BUSY) != 0 || st > SNAP_COMMITTED)
+    return false;
+  return (uint32_t)(w >> 32) == crc_of(st, f);
+}
+
+/* The SMP's own view of slot i: as the only writer it never sees a record
+ * in the middle of a change, so a mismatch is damage: SLOT_BAD. */
+static uint32_t state_load(const struct snap_store *s, uint32_t i)
+{
+  uint8_t f[SLOT_ENTRY_BYTES - SLOT_STEP];
+  uint64_t w = atomic_load_explicit(snap_slot_word_ptr(s, i),
+                                    memory_order_acquire);
+  fields_read(s, i, f);
+  return word_matches(w, f) ? (uint32_t)w : SLOT_BAD;
+}
+
+/* Step 3 of a transition (snap_store.h): the new state and the CRC over it
+ * and the fields as they are now, in one release store. */
 static void state_store(const struct snap_store *s, uint32_t i, uint32_t v)
 {
-  atomic_store_explicit(snap_slot_state_ptr(s, i), v, memory_order_release);
+  uint64_t w = (uint64_t)v | (uint64_t)snap_record_crc(s, i, v) << 32;
+  atomic_store_explicit(snap_slot_word_ptr(s, i), w, memory_order_release);
+}
+
+/* Step 1: before fields other than the state change, the busy bit tells
+ * readers in other processes to read again. */
+static void change_begin(const struct snap_store *s, uint32_t i)
+{
+  _Atomic uint64_t *wp = snap_slot_word_ptr(s, i);
+  uint64_t w = atomic_load_explicit(wp, memory_order_relaxed);
+  atomic_store_explicit(wp, w | SNAP_STATE_BUSY, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
 }
 
 static uint64_t get64(const struct snap_store *s, uint32_t i, unsigned field)
@@ -48,6 +123,13 @@ static void set64(const struct snap_store *s, uint32_t i, unsigned field,
                   uint64_t v)
 {
   atomic_store_explicit(snap_slot_u64_ptr(s, i, field), v,
+                        memory_order_relaxed);
+}
+
+static void set32(const struct snap_store *s, uint32_t i, unsigned field,
+                  uint32_t v)
+{
+  atomic_store_explicit(snap_slot_u32_ptr(s, i, field), v,
                         memory_order_relaxed);
 }
 
@@ -107,29 +189,100 @@ static void slot_make_committed(const struct snap_store *s, uint32_t i)
 {
   if (state_load(s, i) == SNAP_COMMITTED)
     return;
+  change_begin(s, i);
   set64(s, i, SLOT_T_COMMITTED, now_ns());
   state_store(s, i, SNAP_COMMITTED);
+}
+
+static uint64_t mono_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void snap_slot_get(const struct snap_store *s, uint32_t slot,
                    struct snap_slot_info *out)
 {
+  uint8_t f[SLOT_ENTRY_BYTES - SLOT_STEP];
+  uint64_t w, deadline = 0;
+  bool ok = false;
+
   memset(out, 0, sizeof(*out));
   if (slot >= s->lay.nslots)
     return;
-  out->state = state_load(s, slot);
-  out->step = get64(s, slot, SLOT_STEP);
-  out->generation = get64(s, slot, SLOT_GENERATION);
-  out->t_writing_ns = get64(s, slot, SLOT_T_WRITING);
-  out->t_sealed_ns = get64(s, slot, SLOT_T_SEALED);
-  out->t_committed_ns = get64(s, slot, SLOT_T_COMMITTED);
+  /* The reader's side of "Slot records" in snap_store.h. */
+  for (unsigned tries = 0;; tries++) {
+    w = atomic_load_explicit(snap_slot_word_ptr(s, slot), memory_order_acquire);
+    fields_read(s, slot, f);
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t again = atomic_load_explicit(snap_slot_word_ptr(s, slot),
+                                          memory_order_relaxed);
+    if (w == again && ((uint32_t)w & SNAP_STATE_BUSY) == 0) {
+      ok = word_matches(w, f);
+      break;
+    }
+    /* A transition under way takes the SMP microseconds; one that stays
+     * is an SMP that died in the middle of it. */
+    if (tries == 0)
+      deadline = mono_ms() + SNAP_RECORD_WAIT_MS;
+    else if (mono_ms() >= deadline)
+      break;
+    if (tries < 64) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, 50 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  out->record_ok = ok;
+  out->state = ok ? (uint32_t)w : SNAP_FREE;
+  out->step = snap_get64(f + SLOT_STEP - SLOT_STEP);
+  out->generation = snap_get64(f + SLOT_GENERATION - SLOT_STEP);
+  out->t_writing_ns = snap_get64(f + SLOT_T_WRITING - SLOT_STEP);
+  out->t_sealed_ns = snap_get64(f + SLOT_T_SEALED - SLOT_STEP);
+  out->t_committed_ns = snap_get64(f + SLOT_T_COMMITTED - SLOT_STEP);
+  out->blob_bytes = snap_get32(f + SLOT_BLOB_BYTES - SLOT_STEP);
+  out->blob_crc = snap_get32(f + SLOT_BLOB_CRC - SLOT_STEP);
+}
+
+uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
+                                size_t len)
+{
+  uint32_t n = 0;
+  size_t used = 0;
+
+  if (msg != NULL && len > 0)
+    msg[0] = '\0';
+  for (uint32_t i = 0; i < s->lay.nslots; i++) {
+    struct snap_slot_info info;
+    snap_slot_get(s, i, &info);
+    if (info.record_ok)
+      continue;
+    n++;
+    if (msg == NULL || used + 1 >= len)
+      continue;
+    uint64_t w = atomic_load_explicit(snap_slot_word_ptr(s, i),
+                                      memory_order_acquire);
+    int k = snprintf(msg + used, len - used,
+                     "%s'%s': slot %" PRIu32 " record fails its checksum "
+                     "(state %" PRIu32 ", step %" PRIu64 ", stored CRC %08"
+                     PRIx32 ", computed %08" PRIx32 "): it holds nothing and "
+                     "is never restored",
+                     n > 1 ? "; " : "", s->name, i, (uint32_t)w, info.step,
+                     (uint32_t)(w >> 32), snap_record_crc(s, i, (uint32_t)w));
+    if (k > 0)
+      used += (size_t)k < len - used ? (size_t)k : len - used - 1;
+  }
+  return n;
 }
 
 int snap_store_recover(struct snap_store *s)
 {
   int n = 0;
   for (uint32_t i = 0; i < s->lay.nslots; i++) {
-    if (state_load(s, i) == SNAP_WRITING) {
+    uint32_t st = state_load(s, i);
+    if (st == SNAP_WRITING || st == SLOT_BAD) {
       state_store(s, i, SNAP_FREE);
       n++;
     }
@@ -148,7 +301,8 @@ int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
     uint64_t g = get64(s, i, SLOT_GENERATION);
     if (g > max_gen)
       max_gen = g;
-    if (pick == UINT32_MAX && state_load(s, i) == SNAP_FREE)
+    uint32_t st = state_load(s, i);
+    if (pick == UINT32_MAX && (st == SNAP_FREE || st == SLOT_BAD))
       pick = i;
   }
   if (pick == UINT32_MAX) {
@@ -168,13 +322,16 @@ int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
     state_store(s, pick, SNAP_FREE);
   }
   uint64_t gen = max_gen + 1;
+  change_begin(s, pick);
   set64(s, pick, SLOT_STEP, step);
   set64(s, pick, SLOT_GENERATION, gen);
   set64(s, pick, SLOT_T_WRITING, now_ns());
   set64(s, pick, SLOT_T_SEALED, 0);
   set64(s, pick, SLOT_T_COMMITTED, 0);
-  atomic_store_explicit(snap_slot_u32_ptr(s, pick, SLOT_TABLE_CRC), 0,
-                        memory_order_relaxed);
+  set32(s, pick, SLOT_TABLE_CRC, 0);
+  set32(s, pick, SLOT_BLOB_BYTES, 0);
+  set32(s, pick, SLOT_BLOB_CRC, 0);
+  set32(s, pick, SLOT_PAD, 0);
   state_store(s, pick, SNAP_WRITING);
   *slot = pick;
   *generation = gen;
@@ -193,9 +350,20 @@ static int check_writer(const struct snap_store *s, uint32_t slot,
   return PT_OK;
 }
 
+/* The CRC of slot's whole checksum table, trailer included. */
 static uint32_t table_crc(const struct snap_store *s, uint32_t slot)
 {
-  return snap_crc32c(snap_slot_crcs(s, slot), (size_t)s->lay.nblocks * 4);
+  return snap_crc32c(snap_slot_crcs(s, slot),
+                     ((size_t)s->lay.nblocks + SNAP_TABLE_TRAILER) * 4);
+}
+
+/* The trailer the trainer wrote, read once. */
+static void trailer_get(const struct snap_store *s, uint32_t slot,
+                        uint32_t *blob_bytes, uint32_t *blob_crc)
+{
+  const volatile uint32_t *t = snap_slot_crcs(s, slot) + s->lay.nblocks;
+  *blob_bytes = t[0];
+  *blob_crc = t[1];
 }
 
 int snap_slot_seal(struct snap_store *s, uint32_t slot, uint64_t generation,
@@ -206,8 +374,15 @@ int snap_slot_seal(struct snap_store *s, uint32_t slot, uint64_t generation,
     return rc;
   if (get64(s, slot, SLOT_STEP) != step)
     return -EINVAL;
-  atomic_store_explicit(snap_slot_u32_ptr(s, slot, SLOT_TABLE_CRC),
-                        table_crc(s, slot), memory_order_relaxed);
+  uint32_t blob_bytes, blob_crc;
+  trailer_get(s, slot, &blob_bytes, &blob_crc);
+  if (blob_bytes > s->lay.blob_max)
+    return -EINVAL;
+  uint32_t tcrc = table_crc(s, slot);
+  change_begin(s, slot);
+  set32(s, slot, SLOT_TABLE_CRC, tcrc);
+  set32(s, slot, SLOT_BLOB_BYTES, blob_bytes);
+  set32(s, slot, SLOT_BLOB_CRC, blob_crc);
   set64(s, slot, SLOT_T_SEALED, now_ns());
   state_store(s, slot, SNAP_SEALED);
   return PT_OK;
@@ -305,7 +480,14 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
 {
   if (slot >= s->lay.nslots)
     return -EINVAL;
-  if (!holds_data(state_load(s, slot)))
+  struct snap_slot_info info;
+  snap_slot_get(s, slot, &info);
+  if (!info.record_ok) {
+    if (bad_block != NULL)
+      *bad_block = SNAP_BAD_RECORD(s->lay.nblocks);
+    return PT_ECHECKSUM;
+  }
+  if (!holds_data(info.state))
     return PT_ESTATE;
   const uint32_t *crcs = snap_slot_crcs(s, slot);
   const uint8_t *data = snap_slot_data(s, slot);
@@ -332,6 +514,15 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
     /* Every block matches a table that is not the one sealed. */
     if (bad_block != NULL)
       *bad_block = s->lay.nblocks;
+    return PT_ECHECKSUM;
+  }
+  uint32_t tb, tc;
+  trailer_get(s, slot, &tb, &tc);
+  if (tb != info.blob_bytes || tc != info.blob_crc ||
+      info.blob_bytes > s->lay.blob_max ||
+      snap_crc32c(snap_slot_blob(s, slot), info.blob_bytes) != info.blob_crc) {
+    if (bad_block != NULL)
+      *bad_block = SNAP_BAD_BLOB(s->lay.nblocks);
     return PT_ECHECKSUM;
   }
   return PT_OK;

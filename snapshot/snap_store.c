@@ -81,7 +81,7 @@ int snap_store_create(struct snap_store **out, const char *name,
   regions = calloc(p->nregions, sizeof(*regions));
   if (regions == NULL)
     return snap_err(errbuf, errlen, -ENOMEM, "'%s': out of memory", name);
-  char why[200];
+  char why[512];
   rc = snap_params_layout(p, &lay, regions, why, sizeof(why));
   if (rc < 0) {
     rc = snap_err(errbuf, errlen, rc, "'%s': %s", name, why);
@@ -379,6 +379,19 @@ void *snap_slot_data(const struct snap_store *s, uint32_t slot)
   if (slot >= s->lay.nslots)
     return NULL;
   return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride;
+}
+
+void *snap_slot_blob(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride +
+         s->lay.blob_off;
+}
+
+uint32_t snap_store_blob_max(const struct snap_store *s)
+{
+  return (uint32_t)s->lay.blob_max;
 }
 
 uint32_t *snap_slot_crcs(const struct snap_store *s, uint32_t slot)

@@ -24,7 +24,8 @@
  *   100     4      number of regions (1..SNAP_MAX_REGIONS)
  *   104     4      checksum block size (KERN_BLOCK_SIZE)
  *   108     4      checksum blocks per slot (nblocks)
- *   112     8      slot data bytes (sum of regions, each 4 KiB aligned)
+ *   112     8      slot data bytes (the regions, each 64-byte aligned, then
+ *                  the blob area)
  *   120     8      slot stride (data bytes rounded up to 2 MiB)
  *   128     8      offset of the region table
  *   136     8      offset of the slot table
@@ -34,21 +35,46 @@
  *   168     8      parity area bytes
  *   176     8      creation time, ns since the epoch
  *   184     16     job instance id (random, made when the job started)
- *   200     4      CRC32C of bytes 0..199 (the immutable header)
- *   204     ...    zero up to the region table
+ *   200     8      blob area bytes per slot (SNAP_BLOB_MAX)
+ *   208     8      offset of the blob area within a slot's data (64-aligned)
+ *   216     4      CRC32C of bytes 0..215 (the immutable header)
+ *   220     ...    zero up to the region table
  *
- *   region table: nregions entries of 128 bytes:
- *     0 name[64] NUL-padded, 64 bytes u64, 72 offset in slot u64,
- *     80 kind u32 (0 host, 1 device), 84 first checksum block u32,
- *     88 number of blocks u32, 92..123 zero, 124 CRC32C of bytes 0..123
- *   slot table: nslots entries of 64 bytes:
- *     0 state u32 (atomic; enum snap_state), 4 reserved u32,
+ *   region table: nregions entries of 320 bytes:
+ *     0 name[256] NUL-padded, 256 bytes u64, 264 offset in slot u64,
+ *     272 kind u32 (0 host, 1 device), 276 first checksum block u32,
+ *     280 number of blocks u32, 284..315 zero, 316 CRC32C of bytes 0..315
+ *   slot table: nslots records of 64 bytes:
+ *     0 state u32 and 4 record CRC u32, together one 64-bit atomic word,
  *     8 step u64, 16 generation u64, 24 time writing began ns u64,
  *     32 time sealed ns u64, 40 time committed ns u64,
- *     48 CRC32C of the slot's checksum table u32 (set at seal), 52..63 zero
- *   checksum tables: nslots tables of nblocks u32, each table 64-byte aligned
- *   slot data: nslots areas of slot-stride bytes, 2 MiB aligned
+ *     48 CRC32C of the slot's checksum table u32 (set at seal),
+ *     52 blob bytes u32, 56 blob CRC32C u32 (both set at seal), 60 zero u32.
+ *     The record CRC is the CRC32C of the state (4 bytes, without the busy
+ *     bit) followed by bytes 8..63.
+ *   checksum tables: nslots tables of nblocks + 2 u32, each table 64-byte
+ *     aligned: one CRC per block, then the trailer (the blob's bytes, then
+ *     the blob's CRC32C), all written by the trainer
+ *   slot data: nslots areas of slot-stride bytes, 2 MiB aligned; in each,
+ *     region i at its offset (64-byte aligned, so a 4-byte region costs 64
+ *     bytes a slot), then the blob area of SNAP_BLOB_MAX bytes
  *   parity: parity-bytes, 2 MiB aligned (room for erasure coding)
+ *
+ * Slot records. The SMP is the only writer. A record is valid when its CRC
+ * matches the state and fields beside it; a record that does not match
+ * (damaged, forged, or left half-written by an SMP that died) is treated as
+ * holding nothing: never restored, never committed, and freed by
+ * snap_store_recover(). The writer's order for a transition:
+ *   1. when fields other than the state change: store the word with the
+ *      busy bit (SNAP_STATE_BUSY) set, then a release fence;
+ *   2. store the fields (relaxed atomics);
+ *   3. one release store of the word: the new state and the CRC over it
+ *      and the fields of step 2.
+ * A reader in another process (snap_slot_get) loads the word with acquire,
+ * the fields, then after an acquire fence the word again: a busy bit or a
+ * word that changed means a transition was under way, and it reads again
+ * (for at most SNAP_RECORD_WAIT_MS); a stable word whose CRC does not match
+ * the fields is a damaged record.
  *
  * Slot states go FREE -> WRITING -> SEALED -> PROTECTED -> COMMITTED -> FREE.
  * Each transition is one atomic release store made after the data it describes
@@ -75,13 +101,19 @@
 #include <stdint.h>
 
 #define SNAP_MAGIC "PTSNAP\0\1"
-#define SNAP_VERSION 2u
+#define SNAP_VERSION 3u
 #define SNAP_HEADER_BYTES 4096u
 #define SNAP_ALIGN ((uint64_t)2 << 20)
-#define SNAP_REGION_ALIGN 4096u
-#define SNAP_NAME_MAX 64      /* including the NUL */
-#define SNAP_JOB_MAX 64       /* including the NUL */
-#define SNAP_MAX_REGIONS 1024
+#define SNAP_REGION_ALIGN 64u  /* of each region within a slot */
+#define SNAP_NAME_MAX 256      /* region names, including the NUL */
+#define SNAP_JOB_MAX 64        /* including the NUL */
+#define SNAP_MAX_REGIONS 65536
+#define SNAP_BLOB_MAX ((uint32_t)1 << 20) /* blob area bytes per slot */
+#define SNAP_TABLE_TRAILER 2   /* u32 after a slot's block CRCs: blob bytes,
+                                * blob CRC32C */
+#define SNAP_STATE_BUSY 0x80000000u /* in a record's state: fields changing */
+#define SNAP_RECORD_WAIT_MS 100 /* snap_slot_get: longest wait for a
+                                 * transition under way */
 #define SNAP_MAX_SLOTS 8
 #define SNAP_INSTANCE_BYTES 16 /* the job instance id */
 
@@ -112,9 +144,13 @@ struct snap_region {
 };
 
 struct snap_slot_info {
-  uint32_t state;
+  uint32_t state;  /* SNAP_FREE when !record_ok */
   uint64_t step, generation;
   uint64_t t_writing_ns, t_sealed_ns, t_committed_ns;
+  uint32_t blob_bytes, blob_crc; /* the blob sealed with the slot */
+  bool record_ok;  /* false: the record fails its checksum (or stayed busy
+                    * past SNAP_RECORD_WAIT_MS); its fields are as read but
+                    * must not be trusted, and the slot holds nothing */
 };
 
 struct snap_params {
@@ -186,13 +222,29 @@ bool snap_store_regions_match(const struct snap_store *s,
                               const struct snap_region_desc *regions,
                               uint32_t n);
 void *snap_slot_data(const struct snap_store *s, uint32_t slot);
+/* The slot's checksum table: nblocks block CRCs, then the trailer
+ * (SNAP_TABLE_TRAILER u32: the blob's bytes, then its CRC32C). */
 uint32_t *snap_slot_crcs(const struct snap_store *s, uint32_t slot);
+/* The slot's blob area: snap_store_blob_max() bytes, 64-byte aligned. */
+void *snap_slot_blob(const struct snap_store *s, uint32_t slot);
+uint32_t snap_store_blob_max(const struct snap_store *s);
+/* A consistent copy of slot's record (see "Slot records" above): safe
+ * while the SMP changes it in another process; waits at most
+ * SNAP_RECORD_WAIT_MS for a transition under way. out->record_ok false: the
+ * record is damaged and out->state is SNAP_FREE. */
 void snap_slot_get(const struct snap_store *s, uint32_t slot,
                    struct snap_slot_info *out);
+/* Slots whose record fails its checksum now; each one described in msg
+ * (may be NULL), a sentence naming the object, slot and the stored and
+ * computed CRCs. Such a slot holds nothing: no lookup below returns it,
+ * snap_slot_verify() refuses it and snap_store_recover() frees it. */
+uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
+                                size_t len);
 
 /* ---- the slot state machine; only the SMP calls these ---- */
 
-/* After a crash: every WRITING slot becomes FREE. Returns how many. */
+/* After a crash: every WRITING slot, and every slot whose record fails its
+ * checksum, becomes FREE (with a valid record). Returns how many. */
 int snap_store_recover(struct snap_store *s);
 
 /* Picks a slot for step and marks it WRITING with a new generation: a FREE
@@ -207,8 +259,10 @@ int snap_store_recover(struct snap_store *s);
 int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
                       uint64_t *generation);
 
-/* WRITING(slot, generation) -> SEALED. The checksum table must already be
- * written. PT_ESTALE when the slot is no longer WRITING with that generation;
+/* WRITING(slot, generation) -> SEALED. The checksum table and its trailer
+ * must already be written: the blob's bytes and CRC are copied from the
+ * trailer into the record. -EINVAL when the trailer's blob bytes exceed the
+ * blob area. PT_ESTALE when the slot is no longer WRITING with that generation;
  * -EINVAL for a bad slot or a step that differs from the acquired one. */
 int snap_slot_seal(struct snap_store *s, uint32_t slot, uint64_t generation,
                    uint64_t step);
@@ -254,11 +308,16 @@ int snap_slot_commit(struct snap_store *s, uint64_t step);
  * when no SEALED/PROTECTED/COMMITTED slot holds step. */
 int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 
-/* Checks slot's checksum table against its recorded CRC and every data block
- * against the table. PT_OK, PT_ECHECKSUM, or PT_ESTATE when the slot is not
- * SEALED/PROTECTED/COMMITTED. OUT: bad_block (first bad block) may be NULL;
- * it is nblocks when every block matches a table whose recorded CRC does not
- * (the table or its CRC was damaged). */
+/* Checks slot's record against its CRC, its checksum table against the
+ * recorded table CRC, every data block against the table, and the blob
+ * against the blob bytes and CRC of the record (which must equal the
+ * table's trailer). PT_OK, PT_ECHECKSUM, or PT_ESTATE when the slot is not
+ * SEALED/PROTECTED/COMMITTED. OUT: bad_block may be NULL: the first bad
+ * block; nblocks when every block matches a table whose recorded CRC does
+ * not (the table or its CRC was damaged); SNAP_BAD_BLOB(nblocks) when the
+ * blob is damaged; SNAP_BAD_RECORD(nblocks) when the record is. */
+#define SNAP_BAD_BLOB(nblocks) ((nblocks) + 1u)
+#define SNAP_BAD_RECORD(nblocks) ((nblocks) + 2u)
 int snap_slot_verify(const struct snap_store *s, uint32_t slot,
                      uint32_t *bad_block);
 

@@ -516,7 +516,7 @@ START_TEST(test_misuse)
   char *buf = malloc(8 * MIB);
   size_t big = 64 * MIB;
   char *bigbuf = malloc(big);
-  char longname[80];
+  char longname[300];
   uint64_t step;
 
   ck_assert_ptr_nonnull(buf);
@@ -531,11 +531,11 @@ START_TEST(test_misuse)
   ck_assert_int_eq(pt_region_register(c, "", buf, 10, PT_MEM_HOST), -EINVAL);
   ck_assert_int_eq(pt_region_register(c, NULL, buf, 10, PT_MEM_HOST), -EINVAL);
   ck_assert_int_eq(pt_region_register(c, "a", NULL, 10, PT_MEM_HOST), -EINVAL);
-  memset(longname, 'x', 64);
-  longname[64] = '\0';
+  memset(longname, 'x', 256);
+  longname[256] = '\0';
   ck_assert_int_eq(pt_region_register(c, longname, buf, 10, PT_MEM_HOST),
                    -ENAMETOOLONG);
-  longname[63] = '\0'; /* 63 bytes: the longest name allowed */
+  longname[255] = '\0'; /* 255 bytes: the longest name allowed */
   ck_assert_int_eq(pt_region_register(c, longname, buf + 7 * MIB, 10,
                                       PT_MEM_HOST), 0);
   ck_assert_int_eq(pt_region_register(c, "a", buf + MIB, MIB, PT_MEM_HOST), 0);
@@ -726,6 +726,312 @@ START_TEST(test_checksum)
   pt_client_close(c, true);
   smp_done(&p);
   state_free(&s);
+}
+END_TEST
+
+/* The slot record of a snapshot object, per snap_store.h's table: after
+ * the header and the region table of 320-byte entries. */
+static uint8_t *slot_record(struct snap_store *store, uint32_t slot)
+{
+  return (uint8_t *)snap_store_base(store) + 4096 +
+         320 * (uint64_t)snap_store_nregions(store) + 64 * (uint64_t)slot;
+}
+
+/* A step number changed in a committed slot's record is never restored:
+ * the slot fails its record checksum, the SMP restores the step before it,
+ * and a restarted SMP names and frees the damaged slot. Before slot records
+ * carried a checksum, the forged step was restored as if true. */
+START_TEST(test_record_forged)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  char err[256];
+  uint32_t slot;
+  uint64_t cstep;
+
+  smp_init(&p, "forge", 2, true);
+  smp_start(&p);
+  state_new(&s, 51);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  snap_ok(c, 3);
+  state_copy(&want, &s);
+  state_scramble(&s, 52);
+  snap_ok(c, 4);
+
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_uint_eq(cstep, 4);
+  uint64_t forged = 900;
+  memcpy(slot_record(store, slot) + 8, &forged, 8);
+
+  state_scramble(&s, 53);
+  restore_expect(c, 3);
+  ck_assert(state_eq(&s, &want));
+
+  /* A restarted SMP finds the damaged record and frees the slot. */
+  smp_kill(&p, SIGKILL);
+  smp_start(&p);
+  state_scramble(&s, 54);
+  restore_expect(c, 3);
+  ck_assert(state_eq(&s, &want));
+  struct snap_slot_info info;
+  snap_slot_get(store, slot, &info);
+  ck_assert(info.record_ok);
+  ck_assert_uint_eq(info.state, SNAP_FREE);
+
+  snap_store_close(store);
+  pt_client_close(c, true);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
+/* The blob: stored with each snapshot, brought back by pt_restore() (empty,
+ * small, exactly PT_BLOB_MAX), checked against its CRC, carried on by the
+ * next snapshots; too big is refused. */
+START_TEST(test_blob)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  char err[256];
+  size_t len = 7;
+  uint8_t *big = malloc(PT_BLOB_MAX + 1), *got = malloc(PT_BLOB_MAX + 1);
+
+  ck_assert_ptr_nonnull(big);
+  ck_assert_ptr_nonnull(got);
+  fill_random(big, PT_BLOB_MAX + 1, 61);
+  smp_init(&p, "blob", 2, true);
+  smp_start(&p);
+  state_new(&s, 62);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+
+  /* nothing restored yet */
+  ck_assert_int_eq(pt_blob_get(c, got, 10, &len), PT_ENOSNAP);
+  ck_assert_uint_eq(len, 0);
+  ck_assert_int_eq(pt_blob_set(c, big, PT_BLOB_MAX + 1), PT_ETOOBIG);
+  ck_assert_int_eq(pt_blob_set(c, NULL, 5), -EINVAL);
+  ck_assert_int_eq(pt_blob_set(NULL, big, 5), -EINVAL);
+  ck_assert_int_eq(pt_blob_get(NULL, got, 10, &len), -EINVAL);
+  ck_assert_int_eq(pt_blob_get(c, got, 10, NULL), -EINVAL);
+
+  /* an empty blob: never set */
+  snap_ok(c, 1);
+  state_scramble(&s, 63);
+  restore_expect(c, 1);
+  ck_assert_int_eq(pt_blob_get(c, NULL, 0, &len), PT_OK);
+  ck_assert_uint_eq(len, 0);
+
+  /* the largest blob; the caller's buffer is free once set returns */
+  ck_assert_int_eq(pt_blob_set(c, big, PT_BLOB_MAX), PT_OK);
+  memcpy(got, big, PT_BLOB_MAX);
+  big[0] ^= 0xff;
+  snap_ok(c, 2);
+  state_copy(&want, &s);
+  ck_assert_int_eq(pt_blob_set(c, "later", 5), PT_OK);
+  state_scramble(&s, 64);
+  restore_expect(c, 2);
+  ck_assert(state_eq(&s, &want));
+  ck_assert_int_eq(pt_blob_get(c, big, 100, &len), -ENOBUFS);
+  ck_assert_uint_eq(len, PT_BLOB_MAX);
+  ck_assert_int_eq(pt_blob_get(c, big, PT_BLOB_MAX + 1, &len), PT_OK);
+  ck_assert_uint_eq(len, PT_BLOB_MAX);
+  ck_assert(memcmp(big, got, PT_BLOB_MAX) == 0);
+
+  /* the restored blob goes on with the next snapshot; a small one */
+  snap_ok(c, 3);
+  restore_expect(c, 3);
+  ck_assert_int_eq(pt_blob_get(c, big, PT_BLOB_MAX, &len), PT_OK);
+  ck_assert_uint_eq(len, PT_BLOB_MAX);
+  ck_assert(memcmp(big, got, PT_BLOB_MAX) == 0);
+  ck_assert_int_eq(pt_blob_set(c, "sampler:17", 10), PT_OK);
+  snap_ok(c, 4);
+  ck_assert_int_eq(pt_blob_set(c, NULL, 0), PT_OK);
+  restore_expect(c, 4);
+  ck_assert_int_eq(pt_blob_get(c, got, 10, &len), PT_OK);
+  ck_assert_uint_eq(len, 10);
+  ck_assert(memcmp(got, "sampler:17", 10) == 0);
+
+  /* a damaged blob byte fails the restore, and no blob is handed out */
+  uint32_t slot;
+  uint64_t cstep;
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_uint_eq(cstep, 4);
+  uint8_t *b = snap_slot_blob(store, slot);
+  b[3] ^= 0x10;
+  uint64_t step;
+  ck_assert_int_eq(pt_restore(c, &step), PT_ECHECKSUM);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "blob"));
+  ck_assert_int_eq(pt_blob_get(c, got, 10, &len), PT_ENOSNAP);
+  /* the SMP's verifying state query sees it too */
+  ck_assert_int_eq(snap_slot_verify(store, slot, NULL), PT_ECHECKSUM);
+  b[3] ^= 0x10;
+  restore_expect(c, 4);
+
+  snap_store_close(store);
+  pt_client_close(c, true);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+  free(big);
+  free(got);
+}
+END_TEST
+
+/* 20,000 regions with 255-byte names (one HELLO of about 5.5 MB): they
+ * register, snapshot and restore bit-exact, and small regions cost 64
+ * bytes a slot, not a page. */
+START_TEST(test_many_regions)
+{
+  enum { N = 20000 };
+  struct smp_proc p;
+  struct snap_store *store = NULL;
+  struct pt_status st;
+  char err[256], name[300];
+  size_t *off = malloc(N * sizeof(*off)), *len = malloc(N * sizeof(*len));
+  size_t total = 0, slot_need = 0;
+  uint64_t step;
+
+  ck_assert_ptr_nonnull(off);
+  ck_assert_ptr_nonnull(len);
+  for (int i = 0; i < N; i++) {
+    len[i] = 4 + (size_t)(i * 37) % 300;
+    off[i] = total;
+    total += len[i] + 8;
+    slot_need += (len[i] + 63) / 64 * 64;
+  }
+  uint8_t *buf = malloc(total), *want = malloc(total);
+  ck_assert_ptr_nonnull(buf);
+  ck_assert_ptr_nonnull(want);
+  fill_random(buf, total, 71);
+  memcpy(want, buf, total);
+
+  smp_init(&p, "many", 2, true);
+  smp_start(&p);
+  pt_client *c = client_open(&p, 10000);
+  memset(name, 'w', 255);
+  name[255] = '\0';
+  for (int i = 0; i < N; i++) {
+    snprintf(name + 240, 16, ".%014d", i);
+    ck_assert_uint_eq(strlen(name), 255);
+    int rc = pt_region_register(c, name, buf + off[i], len[i], PT_MEM_HOST);
+    ck_assert_msg(rc == 0, "region %d: %s", i, pt_err_name(rc));
+  }
+  snprintf(name + 240, 16, ".%014d", 77);
+  ck_assert_int_eq(pt_region_register(c, name, buf + total - 4, 4,
+                                      PT_MEM_HOST), -EEXIST);
+  snap_ok(c, 5);
+  fill_random(buf, total, 72);
+  ck_assert(memcmp(buf, want, total) != 0);
+  ck_assert_int_eq(pt_restore(c, &step), PT_OK);
+  ck_assert_uint_eq(step, 5);
+  for (int i = 0; i < N; i++)
+    ck_assert_msg(memcmp(buf + off[i], want + off[i], len[i]) == 0,
+                  "region %d differs after the restore", i);
+  ck_assert_int_eq(pt_status_get(c, &st), 0);
+  ck_assert_uint_eq(st.regions, N);
+
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_uint_eq(snap_store_nregions(store), N);
+  ck_assert_uint_eq(snap_store_slot_bytes(store), slot_need + PT_BLOB_MAX);
+  snap_store_close(store);
+
+  pt_client_close(c, true);
+  smp_done(&p);
+  free(buf);
+  free(want);
+  free(off);
+  free(len);
+}
+END_TEST
+
+/* pt_region_update: memory that moves between snapshots. */
+START_TEST(test_region_update)
+{
+  struct smp_proc p;
+  size_t big = 64 * MIB;
+  char *a = malloc(4096), *a2 = malloc(4096), *b = malloc(4096);
+  char *old = malloc(4096), *w = malloc(4096);
+  char *huge = malloc(big);
+
+  ck_assert_ptr_nonnull(huge);
+  fill_random(a, 4096, 81);
+  fill_random(b, 4096, 82);
+  fill_random(huge, big, 83);
+  smp_init(&p, "upd", 2, true);
+  smp_start(&p);
+  pt_client *c = client_open(&p, 5000);
+  ck_assert_int_eq(pt_region_register(c, "a", a, 4096, PT_MEM_HOST), 0);
+  ck_assert_int_eq(pt_region_register(c, "b", b, 4096, PT_MEM_HOST), 0);
+  ck_assert_int_eq(pt_region_register(c, "huge", huge, big, PT_MEM_HOST), 0);
+
+  /* refusals, nothing changed */
+  ck_assert_int_eq(pt_region_update(c, "nope", a2), -ENOENT);
+  ck_assert_int_eq(pt_region_update(c, NULL, a2), -EINVAL);
+  ck_assert_int_eq(pt_region_update(c, "a", NULL), -EINVAL);
+  ck_assert_int_eq(pt_region_update(NULL, "a", a2), -EINVAL);
+  ck_assert_int_eq(pt_region_update(c, "a", b + 100), PT_EOVERLAP);
+  ck_assert_int_eq(pt_region_update(c, "a", b - 100), PT_EOVERLAP);
+  ck_assert_int_eq(pt_region_update(c, "a", a), 0);
+  /* before the table is frozen: a moves, and back */
+  ck_assert_int_eq(pt_region_update(c, "a", a2), 0);
+  ck_assert_int_eq(pt_region_update(c, "a", a), 0);
+  /* a's old place is free for another region now that a moved there and
+   * back: registering over a still overlaps */
+  ck_assert_int_eq(pt_region_register(c, "c", a + 10, 10, PT_MEM_HOST),
+                   PT_EOVERLAP);
+
+  snap_ok(c, 1); /* a's bytes from a */
+  memcpy(old, a, 4096);
+  /* a moves (as a framework replaces a storage): new bytes, new place */
+  fill_random(a2, 4096, 84);
+  ck_assert_int_eq(pt_region_update(c, "a", a2), 0);
+  memcpy(w, a2, 4096);
+  snap_ok(c, 2);
+  fill_random(a2, 4096, 85);
+  memset(a, 0x5c, 4096);
+  restore_expect(c, 2);
+  ck_assert(memcmp(a2, w, 4096) == 0);      /* restored into the new place */
+  for (int i = 0; i < 4096; i++)            /* the old place untouched */
+    ck_assert_int_eq((unsigned char)a[i], 0x5c);
+  /* the old place may now be registered... no: the table is frozen; but
+   * another region may move there */
+  ck_assert_int_eq(pt_region_update(c, "b", a), 0);
+  ck_assert_int_eq(pt_region_update(c, "b", b), 0);
+
+  /* refused while a copy is in flight (a 64 MiB copy takes milliseconds;
+   * the update follows pt_snapshot at once) */
+  int refused = 0;
+  for (int k = 0; k < 5 && refused == 0; k++) {
+    ck_assert_int_eq(pt_snapshot(c, 3 + (uint64_t)k), PT_OK);
+    int rc = pt_region_update(c, "a", a);
+    if (rc == PT_EINFLIGHT) {
+      refused++;
+      ck_assert_ptr_nonnull(strstr(pt_last_error(c), "in flight"));
+    } else {
+      ck_assert_int_eq(rc, 0);
+      ck_assert_int_eq(pt_region_update(c, "a", a2), 0);
+    }
+    ck_assert_int_eq(pt_fence(c), PT_OK);
+  }
+  ck_assert_int_eq(refused, 1);
+  ck_assert_int_eq(pt_region_update(c, "a", a2), 0);
+
+  pt_client_close(c, true);
+  smp_done(&p);
+  free(a);
+  free(a2);
+  free(b);
+  free(old);
+  free(w);
+  free(huge);
 }
 END_TEST
 
@@ -1590,6 +1896,10 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_connect_deadline);
   tcase_add_test(tc, test_regions_and_busy);
   tcase_add_test(tc, test_checksum);
+  tcase_add_test(tc, test_record_forged);
+  tcase_add_test(tc, test_blob);
+  tcase_add_test(tc, test_many_regions);
+  tcase_add_test(tc, test_region_update);
   tcase_add_test(tc, test_smp_restart);
   tcase_add_test(tc, test_node_protocol);
   tcase_add_test(tc, test_skipped);

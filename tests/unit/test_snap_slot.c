@@ -85,11 +85,21 @@ static uint8_t pattern(uint64_t step, uint32_t region, uint64_t at)
   return (uint8_t)(step * 131 + region * 17 + at * 7 + (at >> 12));
 }
 
-/* What libpt does for one snapshot: copy every region, write the table. */
+/* The blob of a step: 100 + step % 50 bytes. */
+static uint32_t blob_bytes_of(uint64_t step) { return 100 + (uint32_t)(step % 50); }
+
+/* What libpt does for one snapshot: copy every region and the blob, write
+ * the table and its trailer. */
 static void fill_slot(struct snap_store *s, uint32_t slot, uint64_t step)
 {
   uint8_t *data = snap_slot_data(s, slot);
   uint32_t *crcs = snap_slot_crcs(s, slot);
+  uint8_t *blob = snap_slot_blob(s, slot);
+  uint32_t nb = blob_bytes_of(step);
+  for (uint32_t k = 0; k < nb; k++)
+    blob[k] = (uint8_t)(step * 3 + k);
+  crcs[snap_store_nblocks(s)] = nb;
+  crcs[snap_store_nblocks(s) + 1] = crc32c(blob, nb);
   for (uint32_t r = 0; r < snap_store_nregions(s); r++) {
     const struct snap_region *reg = snap_store_region(s, r);
     uint8_t *dst = data + reg->offset;
@@ -900,19 +910,176 @@ START_TEST(test_set_restore)
 }
 END_TEST
 
+/* Rewrites slot's record CRC over what its record holds now: a forger who
+ * knows the format. */
+static void record_fix(struct snap_store *s, uint32_t slot)
+{
+  uint8_t *e = (uint8_t *)snap_store_base(s) + 4096 +
+               320 * (uint64_t)snap_store_nregions(s) + 64 * (uint64_t)slot;
+  uint8_t rec[60];
+  memcpy(rec, e, 4);
+  memcpy(rec + 4, e + 8, 56);
+  uint32_t c = crc32c(rec, sizeof(rec));
+  memcpy(e + 4, &c, 4);
+}
+
+/* The slot record of snap_store.h: a step number, generation or state
+ * changed in the mapping without the record CRC is never taken for true;
+ * the slot holds nothing until recover frees it. Before record CRCs, the
+ * changed step was restored as if true. */
+START_TEST(test_record_checksum)
+{
+  char name[64], err[256], msg[512];
+  struct snap_store *s = make_store("record", 3, name, sizeof(name));
+  uint32_t a = take(s, 10, true);
+  ck_assert_int_eq(snap_slot_commit(s, 10), 0);
+  uint32_t b = take(s, 11, true);
+  ck_assert_int_eq(snap_slot_commit(s, 11), 0);
+  uint32_t f;
+  uint64_t st;
+  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_uint_eq(f, b);
+  ck_assert_uint_eq(snap_store_bad_records(s, msg, sizeof(msg)), 0);
+  ck_assert_str_eq(msg, "");
+
+  /* The newest committed step renumbered 11 -> 12. */
+  uint8_t *eb = (uint8_t *)snap_store_base(s) + 4096 + 3 * 320 + 64 * b;
+  uint64_t forged = 12;
+  memcpy(eb + 8, &forged, 8);
+  struct snap_slot_info info;
+  snap_slot_get(s, b, &info);
+  ck_assert(!info.record_ok);
+  ck_assert_uint_eq(info.state, SNAP_FREE);
+  ck_assert_uint_eq(info.step, 12); /* as read, flagged untrusted */
+  /* Never restored: the fallback, step 10, is the newest committed one. */
+  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_uint_eq(f, a);
+  ck_assert_uint_eq(st, 10);
+  ck_assert_int_eq(snap_store_find_step(s, 12, &f), -ENOENT);
+  ck_assert_int_eq(snap_store_find_step(s, 11, &f), -ENOENT);
+  ck_assert_int_eq(snap_slot_commit(s, 12), -ENOENT);
+  ck_assert_int_eq(snap_store_set_restore(s, true, 12), -ENOENT);
+  uint32_t bad = 0;
+  ck_assert_int_eq(snap_slot_verify(s, b, &bad), PT_ECHECKSUM);
+  ck_assert_uint_eq(bad, SNAP_BAD_RECORD(snap_store_nblocks(s)));
+  ck_assert_int_eq(snap_slot_verify(s, a, &bad), 0);
+
+  /* Another process opening the object is told, and sees the same. */
+  struct snap_store *o = NULL;
+  ck_assert_msg(snap_store_open(&o, name, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(snap_store_bad_records(o, msg, sizeof(msg)), 1);
+  char want[64];
+  snprintf(want, sizeof(want), "slot %u record fails its checksum", b);
+  ck_assert_msg(strstr(msg, want) != NULL && strstr(msg, name) != NULL, "%s",
+                msg);
+  ck_assert_int_eq(snap_store_newest_committed(o, &f, &st), 0);
+  ck_assert_uint_eq(st, 10);
+  snap_store_close(o);
+
+  /* The damaged slot may be reused; recover frees it for good. */
+  ck_assert_int_eq(snap_store_recover(s), 1);
+  snap_slot_get(s, b, &info);
+  ck_assert(info.record_ok);
+  ck_assert_uint_eq(info.state, SNAP_FREE);
+
+  /* A generation or a state changed alone is caught the same way. */
+  uint8_t *ea = (uint8_t *)snap_store_base(s) + 4096 + 3 * 320 + 64 * a;
+  ea[16] ^= 1;
+  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ea[16] ^= 1;
+  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), 0);
+  uint32_t sealed = SNAP_SEALED;
+  memcpy(ea, &sealed, 4);
+  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_protect(s, 10), -ENOENT);
+  /* A forger who rewrites the CRC too is out of scope of a checksum: the
+   * record is then as good as any. */
+  record_fix(s, a);
+  ck_assert_int_eq(snap_slot_protect(s, 10), 0);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
+/* A reader in another process never takes a record in the middle of a
+ * transition for a damaged one (the busy bit and the word re-read of
+ * snap_store.h), however fast the SMP changes it. */
+START_TEST(test_record_concurrent)
+{
+  char name[64], err[256];
+  struct snap_store *s = make_store("recconc", 3, name, sizeof(name));
+  for (uint32_t i = 0; i < 3; i++)
+    memset(snap_slot_crcs(s, i) + snap_store_nblocks(s), 0, 8);
+  int done[2];
+  ck_assert_int_eq(pipe(done), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    close(done[0]);
+    struct snap_store *w = NULL;
+    if (snap_store_open(&w, name, err, sizeof(err)) != 0)
+      _exit(10);
+    for (uint64_t k = 1; k <= 300000; k++) {
+      uint32_t slot;
+      uint64_t gen;
+      if (snap_slot_acquire(w, k, &slot, &gen) != 0 ||
+          snap_slot_seal(w, slot, gen, k) != 0 ||
+          snap_slot_protect(w, k) != 0 || snap_slot_commit(w, k) != 0)
+        _exit(11);
+    }
+    snap_store_close(w);
+    _exit(0);
+  }
+  close(done[1]);
+  uint64_t reads = 0;
+  int status = 0;
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    for (uint32_t i = 0; i < 3; i++) {
+      struct snap_slot_info info;
+      snap_slot_get(s, i, &info);
+      ck_assert_msg(info.record_ok, "slot %u read as damaged after %llu reads",
+                    i, (unsigned long long)reads);
+      reads++;
+    }
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      break;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ck_assert_msg(now.tv_sec - t0.tv_sec < 20, "the writer did not finish");
+  }
+  ck_assert(WIFEXITED(status));
+  ck_assert_int_eq(WEXITSTATUS(status), 0);
+  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 0);
+  close(done[0]);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
 START_TEST(test_verify)
 {
   char name[64];
   struct snap_store *s = make_store("verify", 2, name, sizeof(name));
   uint32_t slot = take(s, 42, true);
-  const uint8_t *b = snap_store_base(s);
   uint32_t nblocks = snap_store_nblocks(s);
   ck_assert_uint_eq(nblocks, 2 + 1 + 2);
   uint32_t *crcs = snap_slot_crcs(s, slot);
-  /* The table CRC sits at offset 48 of the slot entry. */
-  uint32_t recorded;
-  memcpy(&recorded, b + 4096 + 3 * 128 + 64 * slot + 48, 4);
-  ck_assert_uint_eq(recorded, crc32c(crcs, nblocks * 4));
+  /* The table CRC sits at offset 48 of the slot entry and covers the
+   * trailer; the blob's bytes and CRC follow it. */
+  uint8_t *ent = (uint8_t *)snap_store_base(s) + 4096 + 3 * 320 + 64 * slot;
+  uint32_t recorded, rb, rc32;
+  memcpy(&recorded, ent + 48, 4);
+  ck_assert_uint_eq(recorded, crc32c(crcs, (nblocks + 2) * 4));
+  memcpy(&rb, ent + 52, 4);
+  memcpy(&rc32, ent + 56, 4);
+  ck_assert_uint_eq(rb, blob_bytes_of(42));
+  ck_assert_uint_eq(rc32, crc32c(snap_slot_blob(s, slot), rb));
+  struct snap_slot_info info;
+  snap_slot_get(s, slot, &info);
+  ck_assert(info.record_ok);
+  ck_assert_uint_eq(info.blob_bytes, rb);
+  ck_assert_uint_eq(info.blob_crc, rc32);
   uint32_t bad = 1234;
   ck_assert_int_eq(snap_slot_verify(s, slot, &bad), 0);
   ck_assert_uint_eq(bad, 1234);
@@ -947,17 +1114,47 @@ START_TEST(test_verify)
   ((uint8_t *)crcs)[4 * 3 + 2] ^= 0x10;
   ck_assert_int_eq(snap_slot_verify(s, slot, &bad), 0);
 
-  /* The recorded table CRC flipped: no block disagrees, the table does. */
-  uint8_t *rec = (uint8_t *)snap_store_base(s) + 4096 + 3 * 128 + 64 * slot + 48;
+  /* The recorded table CRC flipped: the slot record no longer matches its
+   * own CRC. With the record CRC made to match, no block disagrees, the
+   * table does. */
+  uint8_t *rec = ent + 48;
   rec[0] ^= 0x01;
+  ck_assert_int_eq(snap_slot_verify(s, slot, &bad), PT_ECHECKSUM);
+  ck_assert_uint_eq(bad, SNAP_BAD_RECORD(nblocks));
+  record_fix(s, slot);
   ck_assert_int_eq(snap_slot_verify(s, slot, &bad), PT_ECHECKSUM);
   ck_assert_uint_eq(bad, nblocks);
   rec[0] ^= 0x01;
+  record_fix(s, slot);
+  ck_assert_int_eq(snap_slot_verify(s, slot, &bad), 0);
+
+  /* A blob byte flipped; the trailer changed (the table CRC sees it). */
+  uint8_t *blob = snap_slot_blob(s, slot);
+  blob[rb - 1] ^= 0x04;
+  ck_assert_int_eq(snap_slot_verify(s, slot, &bad), PT_ECHECKSUM);
+  ck_assert_uint_eq(bad, SNAP_BAD_BLOB(nblocks));
+  blob[rb - 1] ^= 0x04;
+  ck_assert_int_eq(snap_slot_verify(s, slot, &bad), 0);
+  crcs[nblocks] ^= 1;
+  ck_assert_int_eq(snap_slot_verify(s, slot, &bad), PT_ECHECKSUM);
+  ck_assert_uint_eq(bad, nblocks);
+  crcs[nblocks] ^= 1;
+  ck_assert_int_eq(snap_slot_verify(s, slot, &bad), 0);
 
   /* Committed slots verify too; the other slot, FREE, does not. */
   ck_assert_int_eq(snap_slot_commit(s, 42), 0);
   ck_assert_int_eq(snap_slot_verify(s, slot, &bad), 0);
   ck_assert_int_eq(snap_slot_verify(s, 1 - slot, &bad), PT_ESTATE);
+
+  /* A seal whose trailer claims more blob bytes than the area holds. */
+  uint32_t w;
+  uint64_t g;
+  ck_assert_int_eq(snap_slot_acquire(s, 43, &w, &g), 0);
+  fill_slot(s, w, 43);
+  snap_slot_crcs(s, w)[nblocks] = snap_store_blob_max(s) + 1;
+  ck_assert_int_eq(snap_slot_seal(s, w, g, 43), -EINVAL);
+  snap_slot_crcs(s, w)[nblocks] = snap_store_blob_max(s);
+  ck_assert_int_eq(snap_slot_seal(s, w, g, 43), 0);
   snap_store_close(s);
   snap_store_unlink(name);
 }
@@ -1070,6 +1267,8 @@ int main(void)
   tcase_add_test(tc, test_protect_random);
   tcase_add_test(tc, test_set_restore);
   tcase_add_test(tc, test_verify);
+  tcase_add_test(tc, test_record_checksum);
+  tcase_add_test(tc, test_record_concurrent);
   tcase_add_test(tc, test_cross_process);
   suite_add_tcase(su, tc);
   int rc = unit_run(su);

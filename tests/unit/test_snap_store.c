@@ -101,6 +101,7 @@ struct expect {
   uint32_t first[SNAP_MAX_REGIONS], nb[SNAP_MAX_REGIONS];
   uint32_t nblocks;
   uint64_t slot_bytes, stride, region_off, slot_off, crc_off, crc_stride;
+  uint64_t blob_off;
   uint64_t data_off, parity_off, total;
 };
 
@@ -118,15 +119,16 @@ static void expect_layout(struct expect *e, const struct snap_params *p)
     e->first[i] = blocks;
     e->nb[i] = (uint32_t)((p->regions[i].bytes + MIB - 1) / MIB);
     blocks += e->nb[i];
-    cur = up(cur + p->regions[i].bytes, 4096);
+    cur = up(cur + p->regions[i].bytes, 64);
   }
   e->nblocks = blocks;
-  e->slot_bytes = cur;
-  e->stride = up(cur, 2 * MIB);
+  e->blob_off = cur;
+  e->slot_bytes = cur + MIB; /* the blob area */
+  e->stride = up(e->slot_bytes, 2 * MIB);
   e->region_off = 4096;
-  e->slot_off = 4096 + 128 * (uint64_t)p->nregions;
+  e->slot_off = 4096 + 320 * (uint64_t)p->nregions;
   e->crc_off = up(e->slot_off + 64 * (uint64_t)p->nslots, 64);
-  e->crc_stride = up(4 * (uint64_t)blocks, 64);
+  e->crc_stride = up(4 * ((uint64_t)blocks + 2), 64);
   e->data_off = up(e->crc_off + p->nslots * e->crc_stride, 2 * MIB);
   e->parity_off = e->data_off + p->nslots * e->stride;
   e->total = e->parity_off + up(p->parity_bytes, 2 * MIB);
@@ -180,18 +182,18 @@ static void make_small(const char *name)
 /* Rewrites the header CRC after a test changed header fields. */
 static void fix_header_crc(const char *name)
 {
-  uint8_t h[200];
+  uint8_t h[216];
   peek(name, 0, h, sizeof(h));
   uint32_t c = crc32c(h, sizeof(h));
-  poke(name, 200, &c, 4);
+  poke(name, 216, &c, 4);
 }
 
 static void fix_region_crc(const char *name, uint32_t i)
 {
-  uint8_t e[124];
-  peek(name, 4096 + 128 * (uint64_t)i, e, sizeof(e));
+  uint8_t e[316];
+  peek(name, 4096 + 320 * (uint64_t)i, e, sizeof(e));
   uint32_t c = crc32c(e, sizeof(e));
-  poke(name, 4096 + 128 * (uint64_t)i + 124, &c, 4);
+  poke(name, 4096 + 320 * (uint64_t)i + 316, &c, 4);
 }
 
 static int open_rc(const char *name, char *err, size_t len)
@@ -248,8 +250,9 @@ START_TEST(test_bytes_needed)
     expect_layout(&e, &p);
     ck_assert_uint_eq(snap_store_bytes_needed(&p), e.total);
   }
-  /* Worked by hand for 3 slots: regions at 0, 4 KiB, 1 MiB + 8 KiB,
-   * 1 MiB + 12 KiB; slot data 6 MiB + 12 KiB, stride 8 MiB; data at 2 MiB. */
+  /* Worked by hand for 3 slots: regions at 0, 64, 1 MiB + 128, 1 MiB + 192;
+   * the blob area at 6 MiB + 192; slot data 7 MiB + 192, stride 8 MiB; data
+   * at 2 MiB. */
   struct snap_params p = params4(3);
   ck_assert_uint_eq(snap_store_bytes_needed(&p), 2 * MIB + 3 * 8 * MIB);
   p.parity_bytes = 1;
@@ -451,8 +454,11 @@ START_TEST(test_layout_bytes)
   ck_assert_uint_le(rd64(b + 176), t1ns);
   for (int i = 184; i < 200; i++) /* no instance given: all zero */
     ck_assert_int_eq(b[i], 0);
-  ck_assert_uint_eq(rd32(b + 200), crc32c(b, 200));
-  for (int i = 204; i < 4096; i++)
+  ck_assert_uint_eq(rd64(b + 200), MIB);
+  ck_assert_uint_eq(rd64(b + 208), e.blob_off);
+  ck_assert_uint_eq(rd64(b + 208) % 64, 0);
+  ck_assert_uint_eq(rd32(b + 216), crc32c(b, 216));
+  for (int i = 220; i < 4096; i++)
     ck_assert_int_eq(b[i], 0);
 
   /* Alignment rules of the table. */
@@ -465,23 +471,34 @@ START_TEST(test_layout_bytes)
     ck_assert_uint_eq((uint64_t)((uint8_t *)snap_slot_crcs(s, i) - b) % 64, 0);
 
   for (uint32_t i = 0; i < 4; i++) {
-    const uint8_t *r = b + 4096 + 128 * i;
+    const uint8_t *r = b + 4096 + 320 * i;
     ck_assert_str_eq((const char *)r, four[i].name);
-    ck_assert_uint_eq(rd64(r + 64), four[i].bytes);
-    ck_assert_uint_eq(rd64(r + 72), e.off[i]);
-    ck_assert_uint_eq(rd64(r + 72) % 4096, 0);
-    if (i > 0)
-      ck_assert_uint_ge(rd64(r + 72), rd64(r - 128 + 72) + four[i - 1].bytes);
-    ck_assert_uint_eq(rd32(r + 80), four[i].kind);
-    ck_assert_uint_eq(rd32(r + 84), e.first[i]);
-    ck_assert_uint_eq(rd32(r + 88), e.nb[i]);
-    for (int k = 92; k < 124; k++)
+    for (size_t k = strlen(four[i].name); k < 256; k++)
       ck_assert_int_eq(r[k], 0);
-    ck_assert_uint_eq(rd32(r + 124), crc32c(r, 124));
+    ck_assert_uint_eq(rd64(r + 256), four[i].bytes);
+    ck_assert_uint_eq(rd64(r + 264), e.off[i]);
+    ck_assert_uint_eq(rd64(r + 264) % 64, 0);
+    if (i > 0)
+      ck_assert_uint_ge(rd64(r + 264), rd64(r - 320 + 264) + four[i - 1].bytes);
+    ck_assert_uint_eq(rd32(r + 272), four[i].kind);
+    ck_assert_uint_eq(rd32(r + 276), e.first[i]);
+    ck_assert_uint_eq(rd32(r + 280), e.nb[i]);
+    for (int k = 284; k < 316; k++)
+      ck_assert_int_eq(r[k], 0);
+    ck_assert_uint_eq(rd32(r + 316), crc32c(r, 316));
   }
-  for (uint32_t i = 0; i < 4; i++)
-    for (int k = 0; k < 64; k++)
-      ck_assert_int_eq(b[e.slot_off + 64 * i + k], 0);
+  /* Every slot record FREE with zero fields, its CRC over the state and
+   * bytes 8..63. */
+  for (uint32_t i = 0; i < 4; i++) {
+    const uint8_t *r = b + e.slot_off + 64 * i;
+    uint8_t rec[60];
+    memcpy(rec, r, 4);
+    memcpy(rec + 4, r + 8, 56);
+    ck_assert_uint_eq(rd32(r), SNAP_FREE);
+    ck_assert_uint_eq(rd32(r + 4), crc32c(rec, sizeof(rec)));
+    for (int k = 8; k < 64; k++)
+      ck_assert_int_eq(r[k], 0);
+  }
 
   snap_store_close(s);
   ck_assert_int_eq(snap_store_unlink(name), 0);
@@ -579,6 +596,76 @@ START_TEST(test_no_space)
 }
 END_TEST
 
+/* n regions of `bytes` each, named with 255 bytes: a long common prefix
+ * (as framework names have) and a distinct tail. Caller frees. */
+static struct snap_region_desc *many(uint32_t n, uint64_t bytes)
+{
+  struct snap_region_desc *d = calloc(n, sizeof(*d));
+  ck_assert_ptr_nonnull(d);
+  for (uint32_t i = 0; i < n; i++) {
+    memset(d[i].name, 'm', SNAP_NAME_MAX - 1);
+    char tail[16];
+    snprintf(tail, sizeof(tail), ".%08" PRIu32, i);
+    memcpy(d[i].name + SNAP_NAME_MAX - 1 - strlen(tail), tail, strlen(tail));
+    d[i].bytes = bytes;
+  }
+  return d;
+}
+
+/* The table grows with the region count: 65,536 regions with 255-byte
+ * names are created, re-opened and matched; duplicates among them are
+ * found; one more is refused. A 4-byte region costs 64 bytes a slot, not a
+ * page (10,000 of them: 640,000 bytes of slot data besides the blob area,
+ * against 40 MB at 4 KiB each before). */
+START_TEST(test_many_regions)
+{
+  char name[64], err[1024] = "";
+  shm_name(name, sizeof(name), "many");
+  uint32_t n = SNAP_MAX_REGIONS;
+  ck_assert_uint_eq(n, 65536);
+  struct snap_region_desc *d = many(n + 1, 4);
+  ck_assert_uint_eq(strlen(d[n - 1].name), 255);
+  struct snap_params p = {.job = "many", .world = 1, .nslots = 2,
+                          .regions = d, .nregions = n};
+  struct snap_store *s = NULL, *o = NULL;
+  ck_assert_msg(snap_store_create(&s, name, &p, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(snap_store_open(&o, name, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(snap_store_nregions(o), n);
+  ck_assert(snap_store_regions_match(o, d, n));
+  ck_assert_str_eq(snap_store_region(o, n - 1)->name, d[n - 1].name);
+  ck_assert_uint_eq(snap_store_region(o, n - 1)->offset, 64 * (uint64_t)(n - 1));
+  ck_assert_uint_eq(snap_store_slot_bytes(o), 64 * (uint64_t)n + MIB);
+  snap_store_close(o);
+  snap_store_close(s);
+  ck_assert_int_eq(snap_store_unlink(name), 0);
+
+  p.nregions = n + 1;
+  ck_assert_int_eq(snap_store_create(&s, name, &p, err, sizeof(err)), -EINVAL);
+  ck_assert(!shm_exists(name));
+  p.nregions = n;
+  memcpy(d[n - 7].name, d[12].name, SNAP_NAME_MAX);
+  ck_assert_int_eq(snap_store_create(&s, name, &p, err, sizeof(err)), -EINVAL);
+  ck_assert_msg(strstr(err, "declared twice") != NULL, "%s", err);
+  ck_assert(!shm_exists(name));
+  free(d);
+
+  d = many(10000, 4);
+  p.regions = d;
+  p.nregions = 10000;
+  ck_assert_msg(snap_store_create(&s, name, &p, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_le(snap_store_slot_bytes(s), 10000 * 64 + MIB);
+  /* every region 64-byte aligned and after the one before */
+  for (uint32_t i = 1; i < 10000; i++) {
+    const struct snap_region *r = snap_store_region(s, i);
+    ck_assert_uint_eq(r->offset % 64, 0);
+    ck_assert_uint_ge(r->offset, snap_store_region(s, i - 1)->offset + 4);
+  }
+  snap_store_close(s);
+  ck_assert_int_eq(snap_store_unlink(name), 0);
+  free(d);
+}
+END_TEST
+
 /* ---- objects that open must reject -------------------------------------- */
 
 START_TEST(test_open_missing)
@@ -653,8 +740,8 @@ START_TEST(test_open_random)
   ck_assert_msg(strstr(err, "checksum") != NULL, "%s", err);
 
   /* ... and with a CRC that matches the random header. */
-  uint32_t c = crc32c(buf, 184);
-  memcpy(buf + 184, &c, 4);
+  uint32_t c = crc32c(buf, 216);
+  memcpy(buf + 216, &c, 4);
   write_raw(name, buf, n);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EFORMAT);
   free(buf);
@@ -677,11 +764,11 @@ START_TEST(test_open_bad_magic_version_crc)
   poke(name, 0, &b, 1);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), 0);
 
-  uint32_t v = 1; /* the format before job instances */
+  uint32_t v = 2; /* the format before slot record CRCs and blobs */
   poke(name, 8, &v, 4);
   fix_header_crc(name);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EVERSION);
-  ck_assert_msg(strstr(err, "version 1") && strstr(err, "version 2"), "%s", err);
+  ck_assert_msg(strstr(err, "version 2") && strstr(err, "version 3"), "%s", err);
   /* A newer version is refused before its header CRC means anything. */
   v = 7;
   poke(name, 8, &v, 4);
@@ -700,9 +787,9 @@ START_TEST(test_open_bad_magic_version_crc)
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), 0);
   /* The stored CRC itself damaged. */
   uint32_t c;
-  peek(name, 184, &c, 4);
+  peek(name, 216, &c, 4);
   c ^= 0x100;
-  poke(name, 184, &c, 4);
+  poke(name, 216, &c, 4);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EFORMAT);
   shm_unlink(name);
 }
@@ -728,7 +815,7 @@ START_TEST(test_open_bad_fields)
       {96, 4, 9},               /* too many slots */
       {96, 4, 3},               /* more slots than the layout holds */
       {100, 4, 0},              /* no regions */
-      {100, 4, 1025},           /* too many regions */
+      {100, 4, 65537},          /* too many regions */
       {100, 4, 2},              /* a region more than the table holds */
       {104, 4, 4096},           /* block size */
       {108, 4, 2},              /* nblocks */
@@ -742,6 +829,8 @@ START_TEST(test_open_bad_fields)
       {152, 8, UINT64_MAX - 4095},
       {160, 8, 2 * MIB},        /* parity over slot data */
       {168, 8, 64 * MIB},       /* parity bytes beyond the object */
+      {200, 8, 2 * MIB},        /* another blob area size */
+      {208, 8, 0},              /* the blob area over the regions */
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     poke(name, 0, orig, sizeof(orig));
@@ -774,27 +863,27 @@ START_TEST(test_open_bad_regions)
   ck_assert_int_eq(snap_store_create(&s, name, &p, err, sizeof(err)), 0);
   uint64_t total = snap_store_total_bytes(s);
   snap_store_close(s);
-  uint8_t orig[4096 + 4 * 128];
+  uint8_t orig[4096 + 4 * 320];
   peek(name, 0, orig, sizeof(orig));
-  uint64_t r1 = 4096 + 128;
+  uint64_t r1 = 4096 + 320;
 
   struct {
     unsigned off, width;
     uint64_t value;
   } cases[] = {
-      {72, 8, 0},              /* region 1 over region 0 */
-      {72, 8, 2 * 4096},       /* region 1 moved */
-      {72, 8, 0},              /* (again, with region 0 intact) */
-      {72, 8, 0},
-      {72, 8, 0},
-      {64, 8, 0},              /* zero bytes */
-      {64, 8, 1u << 30},       /* bigger than the slot */
-      {64, 8, UINT64_MAX},
-      {80, 4, 2},              /* unknown kind */
-      {84, 4, 0},              /* first block */
-      {84, 4, UINT32_MAX},
-      {88, 4, 1},              /* block count */
-      {88, 4, UINT32_MAX},
+      {264, 8, 0},             /* region 1 over region 0 */
+      {264, 8, 2 * 4096},      /* region 1 moved */
+      {264, 8, 0},             /* (again, with region 0 intact) */
+      {264, 8, 0},
+      {264, 8, 0},
+      {256, 8, 0},             /* zero bytes */
+      {256, 8, 1u << 30},      /* bigger than the slot */
+      {256, 8, UINT64_MAX},
+      {272, 4, 2},             /* unknown kind */
+      {276, 4, 0},             /* first block */
+      {276, 4, UINT32_MAX},
+      {280, 4, 1},             /* block count */
+      {280, 4, UINT32_MAX},
   };
   cases[3].value = total * 2; /* region offsets out of range */
   cases[4].value = UINT64_MAX - 4095;
@@ -809,12 +898,12 @@ START_TEST(test_open_bad_regions)
   /* An entry changed without its CRC. */
   poke(name, 0, orig, sizeof(orig));
   uint64_t off = 8192;
-  poke(name, r1 + 72, &off, 8);
+  poke(name, r1 + 264, &off, 8);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EFORMAT);
   ck_assert_msg(strstr(err, "region 1 entry checksum") != NULL, "%s", err);
   /* An unterminated and an empty name, each with a valid CRC. */
   poke(name, 0, orig, sizeof(orig));
-  uint8_t nm[64];
+  uint8_t nm[256];
   memset(nm, 'n', sizeof(nm));
   poke(name, r1, nm, sizeof(nm));
   fix_region_crc(name, 1);
@@ -831,19 +920,67 @@ START_TEST(test_open_bad_regions)
 }
 END_TEST
 
+/* Writes slot i's record CRC for the state and fields it holds now. */
+static void fix_slot_crc(const char *name, uint64_t slot_off, uint32_t i)
+{
+  uint8_t r[64], rec[60];
+  peek(name, slot_off + 64 * (uint64_t)i, r, sizeof(r));
+  memcpy(rec, r, 4);
+  memcpy(rec + 4, r + 8, 56);
+  uint32_t c = crc32c(rec, sizeof(rec));
+  poke(name, slot_off + 64 * (uint64_t)i + 4, &c, 4);
+}
+
 START_TEST(test_open_bad_slot_state)
 {
-  char name[64], err[256];
+  char name[64], err[256], msg[512];
   shm_name(name, sizeof(name), "slotstate");
   make_small(name);
-  uint64_t slot_off = 4096 + 128;
+  uint64_t slot_off = 4096 + 320;
+  struct snap_store *s = NULL;
+  struct snap_slot_info info;
+
+  /* An unknown state with a matching record CRC: the object is malformed. */
   uint32_t st = 5;
   poke(name, slot_off + 64, &st, 4);
+  fix_slot_crc(name, slot_off, 1);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EFORMAT);
   ck_assert_msg(strstr(err, "slot 1 has unknown state 5") != NULL, "%s", err);
+
+  /* A state changed without its CRC: the object opens, and that slot is
+   * named as damaged and holds nothing; the other slot is untouched. */
   st = SNAP_COMMITTED;
   poke(name, slot_off + 64, &st, 4);
-  ck_assert_int_eq(open_rc(name, err, sizeof(err)), 0);
+  ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
+  ck_assert_uint_eq(snap_store_bad_records(s, msg, sizeof(msg)), 1);
+  ck_assert_msg(strstr(msg, name) && strstr(msg, "slot 1 record fails its "
+                                                "checksum"), "%s", msg);
+  snap_slot_get(s, 1, &info);
+  ck_assert(!info.record_ok);
+  ck_assert_uint_eq(info.state, SNAP_FREE);
+  snap_slot_get(s, 0, &info);
+  ck_assert(info.record_ok);
+  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  uint32_t bad = 0;
+  ck_assert_int_eq(snap_slot_verify(s, 1, &bad), PT_ECHECKSUM);
+  ck_assert_uint_eq(bad, SNAP_BAD_RECORD(snap_store_nblocks(s)));
+  /* recover frees it with a valid record */
+  ck_assert_int_eq(snap_store_recover(s), 1);
+  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 0);
+  snap_slot_get(s, 1, &info);
+  ck_assert(info.record_ok);
+  ck_assert_uint_eq(info.state, SNAP_FREE);
+  snap_store_close(s);
+
+  /* A busy bit left by an SMP that died in a transition: damaged too. */
+  st = SNAP_SEALED | SNAP_STATE_BUSY;
+  poke(name, slot_off, &st, 4);
+  fix_slot_crc(name, slot_off, 0);
+  ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
+  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 1);
+  snap_slot_get(s, 0, &info);
+  ck_assert(!info.record_ok);
+  snap_store_close(s);
   shm_unlink(name);
 }
 END_TEST
@@ -858,7 +995,7 @@ START_TEST(test_open_fuzz)
   struct snap_store *s = NULL;
   ck_assert_int_eq(snap_store_create(&s, name, &p, err, sizeof(err)), 0);
   snap_store_close(s);
-  enum { META = 4096 + 4 * 128 + 2 * 64 };
+  enum { META = 4096 + 4 * 320 + 2 * 64 };
   uint8_t orig[META], buf[META];
   peek(name, 0, orig, sizeof(orig));
   srand(4242);
@@ -868,16 +1005,16 @@ START_TEST(test_open_fuzz)
     int flips = 1 + rand() % 4;
     for (int k = 0; k < flips; k++) {
       /* Mostly in the fields that mean something. */
-      size_t at = (rand() % 4 != 0) ? (size_t)(rand() % 192)
+      size_t at = (rand() % 4 != 0) ? (size_t)(rand() % 216)
                                     : (size_t)(rand() % META);
       buf[at] ^= (uint8_t)(1u << (rand() % 8));
     }
     if (rand() % 2) {
-      uint32_t c = crc32c(buf, 184);
-      memcpy(buf + 184, &c, 4);
+      uint32_t c = crc32c(buf, 216);
+      memcpy(buf + 216, &c, 4);
       for (int r = 0; r < 4; r++) {
-        c = crc32c(buf + 4096 + 128 * r, 124);
-        memcpy(buf + 4096 + 128 * r + 124, &c, 4);
+        c = crc32c(buf + 4096 + 320 * r, 316);
+        memcpy(buf + 4096 + 320 * r + 316, &c, 4);
       }
     }
     poke(name, 0, buf, sizeof(buf));
@@ -944,6 +1081,7 @@ int main(void)
   tcase_add_test(tc, test_mode_and_exists);
   tcase_add_test(tc, test_budget);
   tcase_add_test(tc, test_no_space);
+  tcase_add_test(tc, test_many_regions);
   suite_add_tcase(su, tc);
   TCase *bad = tcase_create("open");
   tcase_set_timeout(bad, 30);
