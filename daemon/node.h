@@ -341,6 +341,8 @@ struct node {
   char self_exe[4096];
   char ctl_path[NODE_PATH_MAX + 32];  /* fits in NODE_PATH_MAX: args check */
   char state_path[NODE_PATH_MAX + 32];
+  char secret_path[NODE_PATH_MAX + 32]; /* <state-dir>/node.secret */
+  uint8_t secret[32];        /* its bytes (NODE_SECRET_BYTES), sent in SUBSCRIBE */
   char **env;                /* environ less the names set per child */
   struct node_rank *ranks;
 

@@ -220,7 +220,7 @@ static int smp_argv(struct node *n, struct node_rank *r, char *store,
   const char *items[] = {
       n->self_exe, "smp",     "--job",   n->cfg.job,  "--rank",  rank,
       "--world",   world,     "--socket", r->sock_path, "--slots", slots,
-      "--log-level", lvl,
+      "--log-level", lvl, "--secret-file", n->secret_path,
       budget[0] ? "--budget" : NULL, budget,
       n->cfg.shm_prefix[0] ? "--shm-prefix" : NULL, n->cfg.shm_prefix,
   };

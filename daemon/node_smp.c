@@ -219,6 +219,9 @@ int node_smp_request(struct node *n, struct node_rank *r,
   case NODE_REQ_SUBSCRIBE:
     snprintf(node_id, sizeof(node_id), "node.%d", (int)getpid());
     sub.node_id = node_id;
+    sub.has_secret = true;
+    sub.secret.data = n->secret;
+    sub.secret.len = sizeof(n->secret);
     type = RPC_SUBSCRIBE;
     msg = &sub.base;
     timeout = NODE_CONNECT_MS;

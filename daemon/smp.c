@@ -10,6 +10,12 @@
  * This file starts, listens and stops; smp_serve.c answers the requests.
  *
  * Invariants kept here:
+ *   - Roles (smp_serve.c): a connection has none until an accepted HELLO
+ *     (the trainer: SO_PEERCRED uid ours, HELLO's pid its sender's) or a
+ *     valid SUBSCRIBE (the node: the 32 bytes of --secret-file, compared in
+ *     constant time, or without that file a peer that is our parent). Each
+ *     request of another role, or of none, is refused with PT_EROLE and
+ *     logged; a role-less connection is closed after its refusal.
  *   - One trainer at a time: the connection whose HELLO was accepted is the
  *     trainer until it says BYE or closes; another HELLO meanwhile gets -EBUSY.
  *   - Every slot a connection acquired and has not sealed is remembered with
@@ -198,10 +204,12 @@ static void usage(FILE *f)
     "  --autocommit      commit every sealed step at once (no node)\n"
     "  --instance HEX    the job instance id (32 hex digits): an object made\n"
     "                    by another instance is refused (default: all zero)\n"
-    "  --secret-file F   the node's secret (a file of mode 0600): only a\n"
-    "                    SUBSCRIBE carrying it is the node (default: none)\n"
+    "  --secret-file F   the node's secret (%d bytes, mode 0600, ours, not a\n"
+    "                    symlink): only a SUBSCRIBE carrying it is the node\n"
+    "                    (default: only the SMP's parent process may\n"
+    "                    subscribe)\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
-    "  --help            this text\n", SNAP_MAX_SLOTS);
+    "  --help            this text\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES);
 }
 
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
@@ -362,6 +370,16 @@ int smp_main(int argc, char **argv)
   snprintf(role, sizeof(role), "ptd smp %u", smp->rank);
   log_set_role(role);
   signal(SIGPIPE, SIG_IGN);
+
+  if (smp->secret_file != NULL) {
+    char err[512];
+    rc = node_secret_read(smp->secret_file, smp->secret, err, sizeof(err));
+    if (rc != 0) {
+      log_error("refusing to start: the node's secret is unusable: %s", err);
+      return 2;
+    }
+    smp->has_secret = true;
+  }
 
   rc = snap_store_name(smp->shm_name, sizeof(smp->shm_name), smp->prefix,
                        smp->job, smp->rank);

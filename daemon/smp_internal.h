@@ -14,6 +14,7 @@
 
 #include <uv.h>
 
+#include "daemon/node_secret.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 
@@ -44,6 +45,10 @@ struct smp {
   bool autocommit;
   uint8_t instance[SNAP_INSTANCE_BYTES]; /* --instance; zero when not given */
   const char *secret_file;               /* --secret-file; NULL: none */
+  /* The node's secret, read from secret_file at start. Without one, only
+   * the SMP's parent (getppid(), by SO_PEERCRED) may SUBSCRIBE. */
+  bool has_secret;
+  uint8_t secret[NODE_SECRET_BYTES];
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;

@@ -216,5 +216,6 @@ void *rpc_conn_data(struct rpc_conn *c);
 struct rpc_listener *rpc_conn_listener(struct rpc_conn *c); /* NULL if dialled */
 /* Peer credentials from SO_PEERCRED (-1 when unknown). */
 int rpc_conn_peer_pid(struct rpc_conn *c);
+int rpc_conn_peer_uid(struct rpc_conn *c);
 
 #endif /* PT_RPC_H */

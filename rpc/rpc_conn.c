@@ -60,6 +60,7 @@ struct rpc_conn {
   struct rpc_conn *prev, *next;  /* on the listener's list */
   struct rpc_parser parser;
   int peer_pid;
+  int peer_uid;
   bool connected; /* writes may go to the socket */
   bool closing;
   bool announced; /* on_close is owed to the user */
@@ -306,6 +307,7 @@ static struct rpc_conn *conn_new(uv_loop_t *loop, const struct rpc_conn_ops *ops
   ops_fill(&c->ops, ops);
   c->data = data;
   c->peer_pid = -1;
+  c->peer_uid = -1;
   c->pending_tail = &c->pending;
   rpc_parser_init(&c->parser, c->ops.max_body);
   return c;
@@ -337,8 +339,10 @@ static void connect_cb(uv_connect_t *req, int status)
     return;
   }
   c->connected = true;
-  if (conn_peer_cred(c, &cred) == 0)
+  if (conn_peer_cred(c, &cred) == 0) {
     c->peer_pid = cred.pid;
+    c->peer_uid = (int)cred.uid;
+  }
   int rc = uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb);
   if (rc < 0) {
     rpc_conn_close(c, rc);
@@ -393,6 +397,11 @@ int rpc_conn_peer_pid(struct rpc_conn *c)
   return c->peer_pid;
 }
 
+int rpc_conn_peer_uid(struct rpc_conn *c)
+{
+  return c->peer_uid;
+}
+
 /* ---- listener -------------------------------------------------------------- */
 
 static void connection_cb(uv_stream_t *server, int status)
@@ -431,6 +440,7 @@ static void connection_cb(uv_stream_t *server, int status)
     return;
   }
   c->peer_pid = cred.pid;
+  c->peer_uid = (int)cred.uid;
 
   c->listener = l;
   c->next = l->conns;
