@@ -47,6 +47,7 @@
 #define NODE_GONE_WAIT_MS 2000u  /* adopted trainer gone: wait for its SMP */
 #define NODE_SMP_FAILS_MAX 5     /* consecutive SMP deaths before subscribing */
 #define NODE_CTL_MAX 32          /* ptctl connections served at once */
+#define NODE_CTL_IDLE_MS 30000u  /* a ptctl connection idle this long closes */
 #define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
 
 enum node_exit {

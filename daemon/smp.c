@@ -103,7 +103,10 @@ static void on_close(struct rpc_conn *c, int err)
   if (sc == NULL)
     return;
   smp = sc->smp;
-  if (err != 0 && err != -ECONNRESET && err != -EPIPE)
+  if (err == -ENOMEM)
+    log_warn("closed the connection from pid %d: its partial frame took the "
+             "bytes buffered past the cap", rpc_conn_peer_pid(c));
+  else if (err != 0 && err != -ECONNRESET && err != -EPIPE)
     log_debug("connection closed: %s", pt_strerror(err));
   smp_conn_gone(sc);
   if (sc->prev != NULL)
@@ -116,6 +119,48 @@ static void on_close(struct rpc_conn *c, int err)
   free(sc);
 }
 
+/* A role-less connection that started a frame or sent a request and then
+ * went quiet is closed; a silent one (libpt before its HELLO) is kept. */
+static int on_idle(struct rpc_conn *c)
+{
+  struct smp_conn *sc = rpc_conn_data(c);
+
+  if (sc == NULL)
+    return 1;
+  if (sc->role != ROLE_NONE)
+    return 0;
+  if (rpc_conn_partial_bytes(c) == 0 && sc->nframes == 0)
+    return 0;
+  log_warn("closing the connection from pid %d: no role and nothing sent "
+           "for %u s%s", rpc_conn_peer_pid(c), SMP_ROLELESS_IDLE_MS / 1000,
+           rpc_conn_partial_bytes(c) > 0 ? " inside a frame" : "");
+  return 1;
+}
+
+/* Keeps the role-less connections below SMP_ROLELESS_MAX by closing the
+ * one idle longest. */
+static void roleless_trim(struct smp *smp)
+{
+  struct smp_conn *oldest = NULL;
+  uint32_t n = 0;
+
+  for (struct smp_conn *sc = smp->conns; sc != NULL; sc = sc->next) {
+    if (sc->role != ROLE_NONE || sc->closing)
+      continue;
+    n++;
+    if (oldest == NULL ||
+        rpc_conn_idle_ms(sc->conn) > rpc_conn_idle_ms(oldest->conn))
+      oldest = sc;
+  }
+  if (n < SMP_ROLELESS_MAX || oldest == NULL)
+    return;
+  log_warn("%u connections without a role: closing the one idle longest "
+           "(pid %d, %" PRIu64 " ms)", n, rpc_conn_peer_pid(oldest->conn),
+           rpc_conn_idle_ms(oldest->conn));
+  oldest->closing = true;
+  rpc_conn_close(oldest->conn, -ETIMEDOUT);
+}
+
 static int on_accept(struct rpc_listener *l, struct rpc_conn *c)
 {
   struct smp *smp = rpc_listener_data(l);
@@ -123,6 +168,7 @@ static int on_accept(struct rpc_listener *l, struct rpc_conn *c)
 
   if (smp->stopping)
     return -ESHUTDOWN;
+  roleless_trim(smp);
   sc = calloc(1, sizeof(*sc));
   if (sc == NULL)
     return -ENOMEM;
@@ -356,7 +402,9 @@ int smp_main(int argc, char **argv)
 {
   static struct smp smp_storage;
   struct smp *smp = &smp_storage;
-  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close };
+  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close,
+                              .idle_ms = SMP_ROLELESS_IDLE_MS,
+                              .on_idle = on_idle };
   char role[48];
   int rc, status = 1;
 

@@ -202,7 +202,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
   }
   if (smp->trainer != sc)
     log_info("trainer pid %d connected", (int)m->pid);
-  sc->role = ROLE_TRAINER;
+  smp_conn_role_given(sc, ROLE_TRAINER);
   sc->pid = m->pid;
   sc->gone_sent = false;
   smp->trainer = sc;
@@ -475,7 +475,7 @@ static int on_subscribe(struct smp_conn *sc, uint64_t id,
   } else if (smp->node != sc) {
     log_info("node '%s' subscribed", m->node_id);
   }
-  sc->role = ROLE_NODE;
+  smp_conn_role_given(sc, ROLE_NODE);
   smp->node = sc;
   state_reply(sc, id, false);
   return 0;
@@ -641,6 +641,7 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
 
   if (sc == NULL)
     return PT_ESTATE;
+  sc->nframes++;
   int need = role_of_request(h->type);
   if (need < 0) {
     log_debug("closing a connection that sent an unexpected %s",
@@ -681,6 +682,13 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   default:
     return PT_EPROTO;
   }
+}
+
+void smp_conn_role_given(struct smp_conn *sc, int role)
+{
+  sc->role = role;
+  rpc_conn_set_idle(sc->conn, 0);
+  rpc_conn_set_trusted(sc->conn, true);
 }
 
 void smp_conn_gone(struct smp_conn *sc)

@@ -537,6 +537,61 @@ START_TEST(node_secret_made_once)
 }
 END_TEST
 
+/* Connections without a role cannot hold the SMP: one that stops inside a
+ * frame is closed after SMP_ROLELESS_IDLE_MS (10 s), a silent one (libpt
+ * before its HELLO) is kept; 80 peers each sending a 1 MiB-1 body's first
+ * byte keep at most 32 connections (and 32 MiB) and the trainer and the
+ * node are served throughout. */
+START_TEST(roleless_connections_bounded)
+{
+  struct fx f;
+  struct rpc_hdr h = { .type = RPC_HELLO, .length = (1u << 20) - 1,
+                       .request_id = 1 };
+  uint8_t frame[RPC_HDR_BYTES + 1] = { 0 };
+  int flood[80], closed = 0;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  rpc_hdr_encode(frame, &h);
+  int tr = trainer_with_step(&f);
+  int node = conn(&f);
+  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
+
+  int silent = conn(&f);
+  int partial = conn(&f);
+  ck_assert_int_eq(write(partial, frame, 10), 10); /* part of a header */
+  uint64_t t0 = rpc_now_ms();
+  ck_assert(closed_by_peer(partial, 15000));
+  ck_assert_uint_ge(rpc_now_ms() - t0, 9000);
+  struct pollfd pfd = { silent, POLLIN, 0 };
+  ck_assert_int_eq(poll(&pfd, 1, 0), 0); /* still open, nothing to read */
+  ck_assert_int_eq(log_count(&f, "no role and nothing sent for 10 s inside "
+                                 "a frame"), 1);
+  close(partial);
+
+  for (int i = 0; i < 80; i++) {
+    flood[i] = conn(&f);
+    ck_assert_int_eq(write(flood[i], frame, sizeof(frame)),
+                     (ssize_t)sizeof(frame));
+  }
+  q_acq.step = 8;
+  ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED);
+  for (int i = 0; i < 80; i++)
+    if (closed_by_peer(flood[i], i < 40 ? 1000 : 50))
+      closed++;
+  ck_assert_int_ge(closed, 80 + 1 - 32);
+  ck_assert(closed_by_peer(silent, 1000)); /* the oldest idle one went */
+  ck_assert_int_ge(log_count(&f, "closing the one idle longest"), 49);
+  for (int i = 0; i < 80; i++)
+    close(flood[i]);
+  close(silent);
+  close(node);
+  close(tr);
+  fx_done(&f);
+}
+END_TEST
+
 static Suite *smp_roles_suite(void)
 {
   Suite *s = suite_create("smp_roles");
@@ -549,6 +604,7 @@ static Suite *smp_roles_suite(void)
   tcase_add_test(tc, subscribe_secret);
   tcase_add_test(tc, secret_file_checked);
   tcase_add_test(tc, node_secret_made_once);
+  tcase_add_test(tc, roleless_connections_bounded);
   suite_add_tcase(s, tc);
   return s;
 }
