@@ -136,7 +136,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
   if (strcmp(m->job, smp->job) != 0 || m->rank != smp->rank) {
     snprintf(msg, sizeof(msg),
              "hello from job '%s' rank %u reached the SMP of job '%s' rank %u",
-             m->job, m->rank, smp->job, smp->rank);
+             LOG_ESC(m->job), m->rank, smp->job, smp->rank);
     rc = PT_ECONFIG;
     goto out_reply;
   }
@@ -156,7 +156,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     size_t len = strlen(pr->name);
     if (len == 0 || len >= SNAP_NAME_MAX || pr->bytes == 0 || pr->kind > 1) {
       snprintf(msg, sizeof(msg), "hello: region %zu ('%.64s') is invalid", i,
-               pr->name);
+               LOG_ESC(pr->name));
       rc = -EINVAL;
       goto out_reply;
     }
@@ -469,11 +469,12 @@ static int on_subscribe(struct smp_conn *sc, uint64_t id,
   if (smp->node != NULL && smp->node != sc) {
     /* A valid SUBSCRIBE replaces the subscriber (a restarted node); the old
      * connection is no longer the node's and is closed. */
-    log_info("node '%s' replaces the previous subscriber", m->node_id);
+    log_info("node '%s' replaces the previous subscriber",
+             LOG_ESC(m->node_id));
     smp->node->role = ROLE_NONE;
     rpc_conn_close(smp->node->conn, 0);
   } else if (smp->node != sc) {
-    log_info("node '%s' subscribed", m->node_id);
+    log_info("node '%s' subscribed", LOG_ESC(m->node_id));
   }
   smp_conn_role_given(sc, ROLE_NODE);
   smp->node = sc;

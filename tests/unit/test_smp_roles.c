@@ -592,6 +592,46 @@ START_TEST(roleless_connections_bounded)
 }
 END_TEST
 
+/* Client text is logged escaped: a newline in HELLO's job name, in a
+ * region name or in SUBSCRIBE's node id cannot forge a log line. */
+START_TEST(client_text_escaped)
+{
+  struct fx f;
+  Pt__Hello h = PT__HELLO__INIT;
+  Pt__Region r = PT__REGION__INIT, *rp[1] = { &r };
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  int fd = conn(&f);
+  r.name = "w";
+  r.bytes = 4096;
+  h.job = "x\n<3>forged job";
+  h.pid = (int32_t)getpid();
+  h.n_regions = 1;
+  h.regions = rp;
+  ck_assert_int_eq(call(fd, RPC_HELLO, &h.base), PT_ECONFIG);
+  h.job = f.job;
+  r.name = "r\n<3>forged region";
+  r.bytes = 0;
+  ck_assert_int_eq(call(fd, RPC_HELLO, &h.base), -EINVAL);
+  close(fd);
+  int node = conn(&f);
+  sub.node_id = "n\n<3>forged node";
+  ck_assert_int_eq(call(node, RPC_SUBSCRIBE, &sub.base), 0);
+  close(node);
+  ck_assert_int_eq(log_count(&f, "job 'x\\x0a<3>forged job'"), 1);
+  ck_assert_int_eq(log_count(&f, "('r\\x0a<3>forged region')"), 1);
+  ck_assert_int_eq(log_count(&f, "node 'n\\x0a<3>forged node' subscribed"), 1);
+  ck_assert_int_eq(log_count(&f, "\n<3>forged"), 0);
+  /* every line is one of the SMP's: "<N>ptd smp 0: ..." */
+  ck_assert_int_gt(log_count(&f, "\n"), 3);
+  ck_assert_int_eq(log_count(&f, "\n"), log_count(&f, ">ptd smp 0: "));
+  ck_assert_int_eq(log_count(&f, "\n<"), log_count(&f, "\n") - 1);
+  fx_done(&f);
+}
+END_TEST
+
 static Suite *smp_roles_suite(void)
 {
   Suite *s = suite_create("smp_roles");
@@ -605,6 +645,7 @@ static Suite *smp_roles_suite(void)
   tcase_add_test(tc, secret_file_checked);
   tcase_add_test(tc, node_secret_made_once);
   tcase_add_test(tc, roleless_connections_bounded);
+  tcase_add_test(tc, client_text_escaped);
   suite_add_tcase(s, tc);
   return s;
 }
