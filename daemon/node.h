@@ -29,6 +29,7 @@
 
 #include <uv.h>
 
+#include "daemon/node_secret.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 
@@ -343,7 +344,7 @@ struct node {
   char ctl_path[NODE_PATH_MAX + 32];  /* fits in NODE_PATH_MAX: args check */
   char state_path[NODE_PATH_MAX + 32];
   char secret_path[NODE_PATH_MAX + 32]; /* <state-dir>/node.secret */
-  uint8_t secret[32];        /* its bytes (NODE_SECRET_BYTES), sent in SUBSCRIBE */
+  uint8_t secret[NODE_SECRET_BYTES]; /* its bytes, sent in SUBSCRIBE */
   char **env;                /* environ less the names set per child */
   struct node_rank *ranks;
 

@@ -8,6 +8,11 @@
  * COMMIT makes it the committed step, or ABORT drops the pin when another
  * rank could not protect the step.
  *
+ * Roles: smp_on_msg serves a request only on a connection of the role that
+ * may send it (trainer: after an accepted HELLO; node: after a SUBSCRIBE with
+ * the node's secret); anything else is answered PT_EROLE and logged. Text
+ * from clients is logged through LOG_ESC.
+ *
  * Every request is answered at once from the object's slot table; nothing
  * here waits on another process. Slot states change only through
  * snapshot/snap_store.h's state machine. A reply that cannot be queued (the
