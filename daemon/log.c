@@ -1,6 +1,8 @@
 /*
  * log.c — see log.h. One write(2) per line so lines from several processes
- * sharing stderr do not interleave.
+ * sharing stderr do not interleave. A line is one line whatever it was
+ * given: a control byte that reaches log_line (text that should have gone
+ * through log_escape) is written as a space.
  */
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +18,45 @@ void log_set_role(const char *r)
   snprintf(role, sizeof(role), "%s", r);
 }
 
+const char *log_escape(char *buf, size_t cap, const char *s)
+{
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0, safe = 0; /* safe: the last unit boundary with room for "..." */
+
+  if (cap == 0)
+    return buf;
+  if (s == NULL)
+    s = "(null)";
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    char unit[4];
+    size_t n = 0;
+    if (ch == '\\') {
+      unit[n++] = '\\';
+      unit[n++] = '\\';
+    } else if (ch < 0x20 || ch >= 0x7f) {
+      unit[n++] = '\\';
+      unit[n++] = 'x';
+      unit[n++] = hex[ch >> 4];
+      unit[n++] = hex[ch & 15];
+    } else {
+      unit[n++] = (char)ch;
+    }
+    if (o + 4 <= cap)
+      safe = o;
+    if (o + n + 1 > cap) { /* does not fit: cut at a unit, end in "..." */
+      o = safe;
+      for (int k = 0; k < 3 && o + 1 < cap; k++)
+        buf[o++] = '.';
+      break;
+    }
+    memcpy(buf + o, unit, n);
+    o += n;
+  }
+  buf[o] = '\0';
+  return buf;
+}
+
 void log_line(int level, const char *fmt, ...)
 {
   char line[1024];
@@ -27,6 +68,9 @@ void log_line(int level, const char *fmt, ...)
   va_end(ap);
   if (n > (int)sizeof(line) - 2)
     n = (int)sizeof(line) - 2;
+  for (int i = 0; i < n; i++)
+    if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+      line[i] = ' ';
   line[n++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, (size_t)n);
   (void)w;

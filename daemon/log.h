@@ -11,6 +11,7 @@
 #define PT_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARN = 4, LOG_LVL_NOTICE = 5,
                  LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
@@ -21,6 +22,19 @@ extern int log_max_level;
 void log_set_role(const char *role);
 void log_line(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Text that came from a client (job, region and node names, messages) is
+ * logged through log_escape, so that it cannot forge lines or fields:
+ * control bytes (below 0x20, 0x7f), every byte from 0x80 up and the
+ * backslash are written as \xNN (the backslash as \\). The result is
+ * NUL-terminated in buf; one that does not fit in cap bytes ends in "...".
+ * NULL is "(null)". Returns buf. */
+const char *log_escape(char *buf, size_t cap, const char *s);
+
+/* log_escape into a buffer of the enclosing call's lifetime:
+ *   log_info("node '%s' subscribed", LOG_ESC(m->node_id)); */
+#define LOG_ESC_MAX 256
+#define LOG_ESC(s) log_escape((char[LOG_ESC_MAX]){0}, LOG_ESC_MAX, (s))
 
 #define log_at_(lvl, ...)                                                      \
   do {                                                                         \

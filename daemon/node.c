@@ -30,6 +30,7 @@
 #include "pt.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
+#include "daemon/node_secret.h"
 #include "daemon/roles.h"
 
 uint64_t node_unix_ms(void)
@@ -194,14 +195,11 @@ static int setup(struct node *n)
       log_error("cannot lock '%s': %s", lock_path, pt_strerror(rc));
     return rc;
   }
-  snprintf(n->secret_path, sizeof(n->secret_path), "%s/node.secret",
-           n->cfg.state_dir);
-  rc = node_secret_load_or_create(n->secret_path, n->secret, derr,
-                                  sizeof(derr));
-  if (rc != PT_OK) {
-    log_error("node secret: %s", derr);
+  /* After the lock: one node makes the secret its SMPs check. */
+  rc = node_secret_load_or_create(n->cfg.state_dir, n->secret_path,
+                                  sizeof(n->secret_path), n->secret);
+  if (rc != PT_OK)
     return rc;
-  }
   rc = node_env_base(&n->env);
   if (rc != PT_OK)
     return rc;

@@ -29,6 +29,7 @@
 
 #include <uv.h>
 
+#include "daemon/node_secret.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 
@@ -47,6 +48,7 @@
 #define NODE_GONE_WAIT_MS 2000u  /* adopted trainer gone: wait for its SMP */
 #define NODE_SMP_FAILS_MAX 5     /* consecutive SMP deaths before subscribing */
 #define NODE_CTL_MAX 32          /* ptctl connections served at once */
+#define NODE_CTL_IDLE_MS 30000u  /* a ptctl connection idle this long closes */
 #define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
 
 enum node_exit {
@@ -231,15 +233,6 @@ int node_state_dir_check(const char *dir, char *err, size_t errlen);
 void node_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
 bool node_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
 
-/* ---- job instance and node secret (node_ident.c, node_secret.c) ---- */
-
-/* <state-dir>/node.secret: 32 random bytes, mode 0600, owned by the euid.
- * Reuses a valid existing file; else creates a new one (a temporary file
- * made with O_CREAT|O_EXCL|O_NOFOLLOW, renamed into place). Never follows a
- * symlink. OUT: out. A negative errno or PT_EFORMAT with a sentence in err. */
-int node_secret_load_or_create(const char *path, uint8_t out[32], char *err,
-                               size_t errlen);
-
 /* ---- the running node ---- */
 
 struct node;
@@ -369,7 +362,7 @@ struct node {
   char ctl_path[NODE_PATH_MAX + 32];  /* fits in NODE_PATH_MAX: args check */
   char state_path[NODE_PATH_MAX + 32];
   char secret_path[NODE_PATH_MAX + 32]; /* <state-dir>/node.secret */
-  uint8_t secret[32];        /* its bytes, sent in every SUBSCRIBE */
+  uint8_t secret[NODE_SECRET_BYTES]; /* its bytes, sent in SUBSCRIBE */
   uint8_t instance[SNAP_INSTANCE_BYTES]; /* the job instance */
   char instance_hex[33];
   bool instance_ended;       /* node.state says "ended" (finish_exit) */

@@ -130,7 +130,10 @@ static void ctl_on_close(struct rpc_conn *c, int err)
 {
   struct node *n = rpc_conn_data(c);
 
-  if (err != 0)
+  if (err == -ETIMEDOUT)
+    log_info("control: closed the connection from pid %d: idle for %u s",
+             rpc_conn_peer_pid(c), NODE_CTL_IDLE_MS / 1000);
+  else if (err != 0)
     log_debug("control: connection from pid %d closed: %s",
               rpc_conn_peer_pid(c), pt_strerror(err));
   if (n == NULL)
@@ -143,15 +146,28 @@ static void ctl_on_close(struct rpc_conn *c, int err)
 }
 
 /* Every open connection is remembered, so that the node can close them
- * when it exits (a client that never speaks would keep the loop alive). */
+ * when it exits (a client that never speaks would keep the loop alive).
+ * Connections idle for NODE_CTL_IDLE_MS are closed by the rpc layer; when
+ * NODE_CTL_MAX are open, the one idle longest makes room for the new one,
+ * so idle clients cannot lock ptctl out. */
 static int ctl_on_accept(struct rpc_listener *l, struct rpc_conn *c)
 {
   struct node *n = rpc_listener_data(l);
 
   if (n->n_ctl == NODE_CTL_MAX) {
-    log_warn("control: %d connections open already; refusing pid %d",
-             NODE_CTL_MAX, rpc_conn_peer_pid(c));
-    return 1;
+    uint32_t oldest = 0;
+    for (uint32_t i = 1; i < n->n_ctl; i++)
+      if (rpc_conn_idle_ms(n->ctl_conns[i]) >
+          rpc_conn_idle_ms(n->ctl_conns[oldest]))
+        oldest = i;
+    struct rpc_conn *old = n->ctl_conns[oldest];
+    log_warn("control: %d connections open; closing the one idle longest "
+             "(pid %d, %" PRIu64 " ms) for pid %d",
+             NODE_CTL_MAX, rpc_conn_peer_pid(old), rpc_conn_idle_ms(old),
+             rpc_conn_peer_pid(c));
+    n->ctl_conns[oldest] = n->ctl_conns[--n->n_ctl];
+    rpc_conn_set_data(old, NULL);
+    rpc_conn_close(old, 0);
   }
   rpc_conn_set_data(c, n);
   n->ctl_conns[n->n_ctl++] = c;
@@ -163,6 +179,7 @@ static const struct rpc_conn_ops ctl_ops = {
     .on_close = ctl_on_close,
     .max_body = 64u << 10, /* requests are empty messages */
     .max_write_queue = 4u << 20,
+    .idle_ms = NODE_CTL_IDLE_MS,
 };
 
 int node_ctl_open(struct node *n)

@@ -1,20 +1,9 @@
 /*
- * node_secret.c — <state-dir>/node.secret, the per-job secret that proves
- * a SUBSCRIBE comes from the job's node: 32 random bytes (libsodium), mode
- * 0600, owned by the effective uid. ptd node makes it on its first start in
- * a state directory and reuses it afterwards (a restarted node must speak
- * to SMPs started by its predecessor, which read the file once); every SMP
- * gets its path (--secret-file) and compares the SUBSCRIBE's bytes with it.
- *
- * Never through a symlink: an existing file is opened with O_NOFOLLOW and
- * checked (regular, owner, mode 0600, exactly 32 bytes); a new one is
- * written to a temporary file created with O_CREAT|O_EXCL|O_NOFOLLOW and
- * renamed into place, so a reader sees no file or a whole one.
+ * node_secret.c — see node_secret.h. The file is checked through the
+ * descriptor it was opened with (fstat), so what is checked is what is read.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,44 +12,47 @@
 #include <sodium.h>
 
 #include "pt.h"
-#include "daemon/node.h"
+#include "daemon/log.h"
+#include "daemon/node_secret.h"
 
-#define SECRET_BYTES 32
-
-/* Reads an existing secret. -ENOENT when absent. */
-static int secret_read(const char *path, uint8_t out[SECRET_BYTES], char *err,
-                       size_t errlen)
+int node_secret_read(const char *path, uint8_t out[NODE_SECRET_BYTES],
+                     char *err, size_t errlen)
 {
   struct stat st;
-  uint8_t buf[SECRET_BYTES + 1];
-  size_t have = 0;
-  int rc = PT_OK;
+  uint8_t buf[NODE_SECRET_BYTES + 1];
+  int rc = 0;
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     rc = -errno;
-    if (rc == -ELOOP)
-      snprintf(err, errlen, "'%s' is a symbolic link (not followed)", path);
-    else if (rc != -ENOENT)
-      snprintf(err, errlen, "cannot open '%s': %s", path, pt_strerror(rc));
-    return rc == -ELOOP ? PT_EFORMAT : rc;
+    snprintf(err, errlen, "cannot open '%s': %s%s", path, pt_strerror(rc),
+             rc == -ELOOP ? " (a symlink is refused)" : "");
+    return rc;
   }
-  if (fstat(fd, &st) != 0) {
+  if (fstat(fd, &st) < 0) {
     rc = -errno;
     snprintf(err, errlen, "cannot stat '%s': %s", path, pt_strerror(rc));
     goto out;
   }
-  if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-      (st.st_mode & 0777) != 0600) {
-    snprintf(err, errlen,
-             "'%s' is not a regular file of uid %u with mode 0600 (uid %u, "
-             "mode %03o): remove it",
-             path, (unsigned)geteuid(), (unsigned)st.st_uid,
-             (unsigned)(st.st_mode & 0777));
+  if (!S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "'%s' is not a regular file", path);
     rc = PT_EFORMAT;
     goto out;
   }
-  while (have < sizeof(buf)) {
+  if (st.st_uid != geteuid()) {
+    snprintf(err, errlen, "'%s' is owned by uid %u, not by uid %u", path,
+             (unsigned)st.st_uid, (unsigned)geteuid());
+    rc = -EPERM;
+    goto out;
+  }
+  if ((st.st_mode & 07777) != 0600) {
+    snprintf(err, errlen, "'%s' has mode %04o, not 0600", path,
+             (unsigned)(st.st_mode & 07777));
+    rc = -EPERM;
+    goto out;
+  }
+  size_t have = 0;
+  for (;;) {
     ssize_t n = read(fd, buf + have, sizeof(buf) - have);
     if (n < 0 && errno == EINTR)
       continue;
@@ -69,76 +61,59 @@ static int secret_read(const char *path, uint8_t out[SECRET_BYTES], char *err,
       snprintf(err, errlen, "cannot read '%s': %s", path, pt_strerror(rc));
       goto out;
     }
-    if (n == 0)
+    if (n == 0 || (have += (size_t)n) == sizeof(buf))
       break;
-    have += (size_t)n;
   }
-  if (have != SECRET_BYTES) {
-    snprintf(err, errlen, "'%s' holds %zu bytes, not %d: remove it", path,
-             have, SECRET_BYTES);
+  if (have != NODE_SECRET_BYTES) {
+    snprintf(err, errlen, "'%s' holds %s%zu bytes, not %d", path,
+             have > NODE_SECRET_BYTES ? "more than " : "",
+             have > NODE_SECRET_BYTES ? (size_t)NODE_SECRET_BYTES : have,
+             NODE_SECRET_BYTES);
     rc = PT_EFORMAT;
     goto out;
   }
-  memcpy(out, buf, SECRET_BYTES);
+  memcpy(out, buf, NODE_SECRET_BYTES);
 out:
   sodium_memzero(buf, sizeof(buf));
   close(fd);
   return rc;
 }
 
-int node_secret_load_or_create(const char *path, uint8_t out[32], char *err,
-                               size_t errlen)
+int node_secret_load_or_create(const char *state_dir, char *path,
+                               size_t path_cap, uint8_t out[NODE_SECRET_BYTES])
 {
-  char tmp[PATH_MAX];
-  uint8_t key[SECRET_BYTES];
-  int rc, fd;
+  char err[512];
+  int rc;
 
-  if (sodium_init() < 0) {
-    snprintf(err, errlen, "libsodium cannot be initialised");
-    return -EIO;
-  }
-  rc = secret_read(path, out, err, errlen);
-  if (rc != -ENOENT)
-    return rc;
-  if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+  if ((size_t)snprintf(path, path_cap, "%s/node.secret", state_dir) >=
+      path_cap)
     return -ENAMETOOLONG;
-  randombytes_buf(key, sizeof(key));
-  if (unlink(tmp) != 0 && errno != ENOENT) {
-    rc = -errno;
-    snprintf(err, errlen, "cannot remove '%s': %s", tmp, pt_strerror(rc));
+  rc = node_secret_read(path, out, err, sizeof(err));
+  if (rc != -ENOENT) {
+    if (rc != 0)
+      log_error("unusable node secret: %s", err);
     return rc;
   }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (sodium_init() < 0)
+    return -EIO;
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                0600);
   if (fd < 0) {
     rc = -errno;
-    snprintf(err, errlen, "cannot create '%s': %s", tmp, pt_strerror(rc));
+    log_error("cannot create node secret '%s': %s", path, pt_strerror(rc));
     return rc;
   }
-  ssize_t w;
-  do
-    w = write(fd, key, sizeof(key));
-  while (w < 0 && errno == EINTR);
-  rc = w == (ssize_t)sizeof(key) ? PT_OK : (w < 0 ? -errno : -EIO);
-  if (rc == PT_OK && fchmod(fd, 0600) != 0)
-    rc = -errno;
-  if (rc == PT_OK && fsync(fd) != 0)
-    rc = -errno;
-  if (close(fd) != 0 && rc == PT_OK)
-    rc = -errno;
-  /* link(2) does not replace: a secret another node made meanwhile wins. */
-  if (rc == PT_OK && link(tmp, path) != 0)
-    rc = -errno;
-  unlink(tmp);
-  if (rc == -EEXIST) {
-    sodium_memzero(key, sizeof(key));
-    return secret_read(path, out, err, errlen);
-  }
-  if (rc != PT_OK) {
-    snprintf(err, errlen, "cannot write '%s': %s", path, pt_strerror(rc));
-    sodium_memzero(key, sizeof(key));
+  randombytes_buf(out, NODE_SECRET_BYTES);
+  rc = 0;
+  errno = 0;
+  if (fchmod(fd, 0600) < 0 ||
+      write(fd, out, NODE_SECRET_BYTES) != NODE_SECRET_BYTES || fsync(fd) < 0)
+    rc = errno != 0 ? -errno : -EIO;
+  close(fd);
+  if (rc != 0) {
+    log_error("cannot write node secret '%s': %s", path, pt_strerror(rc));
+    unlink(path);
     return rc;
   }
-  memcpy(out, key, sizeof(key));
-  sodium_memzero(key, sizeof(key));
-  return PT_OK;
+  return 0;
 }

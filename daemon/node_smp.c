@@ -98,7 +98,8 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     if (m->status < 0) {
       log_error("smp rank %" PRIu32 ": %s failed: %s", r->rank,
                 req_name(q.kind),
-                m->message != NULL ? m->message : pt_strerror(m->status));
+                m->message != NULL ? LOG_ESC(m->message)
+                                   : pt_strerror(m->status));
       node_on_req_failed(n, r, &q, m->status);
       node_drive(n);
       return q.kind == NODE_REQ_SUBSCRIBE; /* not subscribed: retry */

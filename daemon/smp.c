@@ -10,6 +10,12 @@
  * This file starts, listens and stops; smp_serve.c answers the requests.
  *
  * Invariants kept here:
+ *   - Roles (smp_serve.c): a connection has none until an accepted HELLO
+ *     (the trainer: SO_PEERCRED uid ours, HELLO's pid its sender's) or a
+ *     valid SUBSCRIBE (the node: the 32 bytes of --secret-file, compared in
+ *     constant time, or without that file a peer that is our parent). Each
+ *     request of another role, or of none, is refused with PT_EROLE and
+ *     logged; a role-less connection is closed after its refusal.
  *   - One trainer at a time: the connection whose HELLO was accepted is the
  *     trainer until it says BYE or closes; another HELLO meanwhile gets -EBUSY.
  *   - Every slot a connection acquired and has not sealed is remembered with
@@ -100,7 +106,10 @@ static void on_close(struct rpc_conn *c, int err)
   if (sc == NULL)
     return;
   smp = sc->smp;
-  if (err != 0 && err != -ECONNRESET && err != -EPIPE)
+  if (err == -ENOMEM)
+    log_warn("closed the connection from pid %d: its partial frame took the "
+             "bytes buffered past the cap", rpc_conn_peer_pid(c));
+  else if (err != 0 && err != -ECONNRESET && err != -EPIPE)
     log_debug("connection closed: %s", pt_strerror(err));
   smp_conn_gone(sc);
   if (sc->prev != NULL)
@@ -113,6 +122,48 @@ static void on_close(struct rpc_conn *c, int err)
   free(sc);
 }
 
+/* A role-less connection that started a frame or sent a request and then
+ * went quiet is closed; a silent one (libpt before its HELLO) is kept. */
+static int on_idle(struct rpc_conn *c)
+{
+  struct smp_conn *sc = rpc_conn_data(c);
+
+  if (sc == NULL)
+    return 1;
+  if (sc->role != ROLE_NONE)
+    return 0;
+  if (rpc_conn_partial_bytes(c) == 0 && sc->nframes == 0)
+    return 0;
+  log_warn("closing the connection from pid %d: no role and nothing sent "
+           "for %u s%s", rpc_conn_peer_pid(c), SMP_ROLELESS_IDLE_MS / 1000,
+           rpc_conn_partial_bytes(c) > 0 ? " inside a frame" : "");
+  return 1;
+}
+
+/* Keeps the role-less connections below SMP_ROLELESS_MAX by closing the
+ * one idle longest. */
+static void roleless_trim(struct smp *smp)
+{
+  struct smp_conn *oldest = NULL;
+  uint32_t n = 0;
+
+  for (struct smp_conn *sc = smp->conns; sc != NULL; sc = sc->next) {
+    if (sc->role != ROLE_NONE || sc->closing)
+      continue;
+    n++;
+    if (oldest == NULL ||
+        rpc_conn_idle_ms(sc->conn) > rpc_conn_idle_ms(oldest->conn))
+      oldest = sc;
+  }
+  if (n < SMP_ROLELESS_MAX || oldest == NULL)
+    return;
+  log_warn("%u connections without a role: closing the one idle longest "
+           "(pid %d, %" PRIu64 " ms)", n, rpc_conn_peer_pid(oldest->conn),
+           rpc_conn_idle_ms(oldest->conn));
+  oldest->closing = true;
+  rpc_conn_close(oldest->conn, -ETIMEDOUT);
+}
+
 static int on_accept(struct rpc_listener *l, struct rpc_conn *c)
 {
   struct smp *smp = rpc_listener_data(l);
@@ -120,6 +171,7 @@ static int on_accept(struct rpc_listener *l, struct rpc_conn *c)
 
   if (smp->stopping)
     return -ESHUTDOWN;
+  roleless_trim(smp);
   sc = calloc(1, sizeof(*sc));
   if (sc == NULL)
     return -ENOMEM;
@@ -201,10 +253,12 @@ static void usage(FILE *f)
     "  --autocommit      commit every sealed step at once (no node)\n"
     "  --instance HEX    the job instance id (32 hex digits): an object made\n"
     "                    by another instance is refused (default: all zero)\n"
-    "  --secret-file F   the node's secret (a file of mode 0600): only a\n"
-    "                    SUBSCRIBE carrying it is the node (default: none)\n"
+    "  --secret-file F   the node's secret (%d bytes, mode 0600, ours, not a\n"
+    "                    symlink): only a SUBSCRIBE carrying it is the node\n"
+    "                    (default: only the SMP's parent process may\n"
+    "                    subscribe)\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
-    "  --help            this text\n", SNAP_MAX_SLOTS);
+    "  --help            this text\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES);
 }
 
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
@@ -352,7 +406,9 @@ int smp_main(int argc, char **argv)
   static struct smp smp_storage;
   struct smp *smp = &smp_storage;
   struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close,
-                              .max_body = RPC_MAX_BODY_HELLO };
+                              .max_body = RPC_MAX_BODY_HELLO,
+                              .idle_ms = SMP_ROLELESS_IDLE_MS,
+                              .on_idle = on_idle };
   char role[48];
   int rc, status = 1;
 
@@ -366,6 +422,16 @@ int smp_main(int argc, char **argv)
   snprintf(role, sizeof(role), "ptd smp %u", smp->rank);
   log_set_role(role);
   signal(SIGPIPE, SIG_IGN);
+
+  if (smp->secret_file != NULL) {
+    char err[512];
+    rc = node_secret_read(smp->secret_file, smp->secret, err, sizeof(err));
+    if (rc != 0) {
+      log_error("refusing to start: the node's secret is unusable: %s", err);
+      return 2;
+    }
+    smp->has_secret = true;
+  }
 
   rc = snap_store_name(smp->shm_name, sizeof(smp->shm_name), smp->prefix,
                        smp->job, smp->rank);

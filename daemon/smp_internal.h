@@ -14,10 +14,19 @@
 
 #include <uv.h>
 
+#include "daemon/node_secret.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 
 enum conn_role { ROLE_NONE = 0, ROLE_TRAINER = 1, ROLE_NODE = 2 };
+
+/* A role-less connection that has sent something (a partial frame, or a
+ * request that gave it no role) and then nothing for this long is closed. */
+#define SMP_ROLELESS_IDLE_MS 10000u
+/* Role-less connections kept at once; past it, the one idle longest is
+ * closed for a new one. libpt connects before its HELLO, so a silent
+ * role-less connection is not closed for its silence alone. */
+#define SMP_ROLELESS_MAX 32u
 
 struct smp;
 
@@ -27,6 +36,8 @@ struct smp_conn {
   struct rpc_conn *conn;
   struct smp_conn *prev, *next;
   int role;
+  uint64_t nframes;    /* frames received */
+  bool closing;        /* closed by the SMP, its on_close still to come */
   int32_t pid;         /* trainer pid from HELLO */
   bool gone_sent;      /* EVENT_TRAINER_GONE already sent for this trainer */
   uint32_t nwriting;   /* slots acquired and not yet sealed */
@@ -44,6 +55,10 @@ struct smp {
   bool autocommit;
   uint8_t instance[SNAP_INSTANCE_BYTES]; /* --instance; zero when not given */
   const char *secret_file;               /* --secret-file; NULL: none */
+  /* The node's secret, read from secret_file at start. Without one, only
+   * the SMP's parent (getppid(), by SO_PEERCRED) may SUBSCRIBE. */
+  bool has_secret;
+  uint8_t secret[NODE_SECRET_BYTES];
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;
@@ -67,6 +82,9 @@ struct smp {
 /* rpc_conn_ops.on_msg of every accepted connection (smp_serve.c). */
 int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                ProtobufCMessage *msg);
+
+/* A connection was given a role: no idle deadline, no buffer cap. */
+void smp_conn_role_given(struct smp_conn *sc, int role);
 
 /* A connection is gone: frees the slots it acquired and did not seal, ends
  * its trainer role (telling the node) and drops it as the subscriber. The

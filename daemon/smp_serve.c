@@ -8,6 +8,11 @@
  * COMMIT makes it the committed step, or ABORT drops the pin when another
  * rank could not protect the step.
  *
+ * Roles: smp_on_msg serves a request only on a connection of the role that
+ * may send it (trainer: after an accepted HELLO; node: after a SUBSCRIBE with
+ * the node's secret); anything else is answered PT_EROLE and logged. Text
+ * from clients is logged through LOG_ESC.
+ *
  * Every request is answered at once from the object's slot table; nothing
  * here waits on another process. Slot states change only through
  * snapshot/snap_store.h's state machine. A reply that cannot be queued (the
@@ -19,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "pt.h"
 #include "daemon/log.h"
@@ -116,11 +123,25 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
   struct snap_region_desc *descs = NULL;
   char msg[512] = "";
   int rc = 0;
+  int peer_pid = rpc_conn_peer_pid(sc->conn);
 
+  /* The trainer runs as the SMP's user and names itself truly. */
+  if (rpc_conn_peer_uid(sc->conn) != (int)geteuid()) {
+    snprintf(msg, sizeof(msg), "hello from uid %d: only uid %u may train here",
+             rpc_conn_peer_uid(sc->conn), (unsigned)geteuid());
+    rc = PT_EROLE;
+    goto out_reply;
+  }
+  if (peer_pid <= 0 || m->pid != peer_pid) {
+    snprintf(msg, sizeof(msg), "hello names pid %d but comes from pid %d",
+             (int)m->pid, peer_pid);
+    rc = PT_EROLE;
+    goto out_reply;
+  }
   if (strcmp(m->job, smp->job) != 0 || m->rank != smp->rank) {
     snprintf(msg, sizeof(msg),
              "hello from job '%s' rank %u reached the SMP of job '%s' rank %u",
-             m->job, m->rank, smp->job, smp->rank);
+             LOG_ESC(m->job), m->rank, smp->job, smp->rank);
     rc = PT_ECONFIG;
     goto out_reply;
   }
@@ -140,7 +161,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     size_t len = strlen(pr->name);
     if (len == 0 || len >= SNAP_NAME_MAX || pr->bytes == 0 || pr->kind > 1) {
       snprintf(msg, sizeof(msg), "hello: region %zu ('%.64s') is invalid", i,
-               pr->name);
+               LOG_ESC(pr->name));
       rc = -EINVAL;
       goto out_reply;
     }
@@ -186,7 +207,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
   }
   if (smp->trainer != sc)
     log_info("trainer pid %d connected", (int)m->pid);
-  sc->role = ROLE_TRAINER;
+  smp_conn_role_given(sc, ROLE_TRAINER);
   sc->pid = m->pid;
   sc->gone_sent = false;
   smp->trainer = sc;
@@ -357,14 +378,9 @@ out_reply:
 
 static int on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m)
 {
-  struct smp *smp = sc->smp;
-
-  if (sc->role == ROLE_TRAINER || smp->trainer == NULL) {
-    log_info("trainer pid %d says goodbye (done: %s)", (int)sc->pid,
-             m->done ? "yes" : "no");
-    sc->role = ROLE_TRAINER;
-    trainer_release(sc, m->done);
-  }
+  log_info("trainer pid %d says goodbye (done: %s)", (int)sc->pid,
+           m->done ? "yes" : "no");
+  trainer_release(sc, m->done);
   reply_status(sc, id, 0, NULL);
   return 0;
 }
@@ -417,18 +433,61 @@ static void state_reply(struct smp_conn *sc, uint64_t id, bool verify)
   rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
 }
 
+/* Whether a SUBSCRIBE comes from this SMP's node: it carries the secret of
+ * --secret-file or, for an SMP started without one, comes from its parent
+ * process. OUT: why, when not. */
+static bool subscribe_valid(struct smp_conn *sc, const Pt__Subscribe *m,
+                            const char **why)
+{
+  struct smp *smp = sc->smp;
+
+  if (smp->has_secret) {
+    if (!m->has_secret || m->secret.len != NODE_SECRET_BYTES) {
+      *why = "it carries no secret";
+      return false;
+    }
+    if (sodium_memcmp(m->secret.data, smp->secret, NODE_SECRET_BYTES) != 0) {
+      *why = "its secret is wrong";
+      return false;
+    }
+    return true;
+  }
+  pid_t parent = getppid();
+  if (parent <= 1 || rpc_conn_peer_pid(sc->conn) != (int)parent) {
+    *why = "it does not come from the SMP's parent (no --secret-file)";
+    return false;
+  }
+  return true;
+}
+
 static int on_subscribe(struct smp_conn *sc, uint64_t id,
                         const Pt__Subscribe *m)
 {
   struct smp *smp = sc->smp;
+  const char *why = NULL;
 
-  if (smp->node != NULL && smp->node != sc) {
-    log_info("node '%s' replaces the previous subscriber", m->node_id);
-    smp->node->role = ROLE_NONE;
-  } else {
-    log_info("node '%s' subscribed", m->node_id);
+  if (!subscribe_valid(sc, m, &why)) {
+    Pt__StateReply r = PT__STATE_REPLY__INIT;
+    log_warn("refusing SUBSCRIBE from pid %d: %s; closing the connection",
+             rpc_conn_peer_pid(sc->conn), why);
+    r.status = PT_EROLE;
+    r.message = "subscribe refused: not this SMP's node";
+    r.rank = smp->rank;
+    rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
+    rpc_conn_close(sc->conn, PT_EROLE);
+    return 0;
   }
-  sc->role = ROLE_NODE;
+  if (smp->node != NULL && smp->node != sc) {
+    /* A valid SUBSCRIBE replaces the subscriber (a restarted node); the old
+     * connection is no longer the node's and is closed. */
+    log_info("node '%s' replaces the previous subscriber",
+             LOG_ESC(m->node_id));
+    smp->node->role = ROLE_NONE;
+    rpc_conn_close(smp->node->conn, 0);
+  } else if (smp->node != sc) {
+    log_info("node '%s' subscribed", LOG_ESC(m->node_id));
+  }
+  smp_conn_role_given(sc, ROLE_NODE);
   smp->node = sc;
   state_reply(sc, id, false);
   return 0;
@@ -503,6 +562,89 @@ static int on_set_restore(struct smp_conn *sc, uint64_t id,
 
 /* ---- dispatch ---- */
 
+/* Which role may send a request; ROLE_NONE: HELLO and SUBSCRIBE, which
+ * give one. -1: a type no peer sends to an SMP. */
+static int role_of_request(uint32_t type)
+{
+  switch (type) {
+  case RPC_HELLO:
+  case RPC_SUBSCRIBE:
+    return ROLE_NONE;
+  case RPC_SLOT_ACQUIRE:
+  case RPC_SEAL:
+  case RPC_RESTORE_QUERY:
+  case RPC_BYE:
+    return ROLE_TRAINER;
+  case RPC_STATE_QUERY:
+  case RPC_PROTECT:
+  case RPC_COMMIT:
+  case RPC_ABORT:
+  case RPC_SET_RESTORE:
+    return ROLE_NODE;
+  default:
+    return -1;
+  }
+}
+
+static const char *role_name(int role)
+{
+  return role == ROLE_TRAINER ? "the trainer's"
+         : role == ROLE_NODE  ? "the node's"
+                              : "a role-less";
+}
+
+/* Answers a request the connection's role may not send with PT_EROLE, in
+ * the reply type the sender waits for. A connection with no role is closed
+ * after the answer: it has nothing else to do here. */
+static int refuse_role(struct smp_conn *sc, const struct rpc_hdr *h)
+{
+  static char msg[] = "request refused: not allowed for this connection's role";
+  uint64_t id = h->request_id;
+
+  log_warn("refusing %s from pid %d on %s connection%s",
+           rpc_type_name(h->type), rpc_conn_peer_pid(sc->conn),
+           role_name(sc->role),
+           sc->role == ROLE_NONE ? "; closing it" : "");
+  switch (h->type) {
+  case RPC_HELLO: {
+    Pt__HelloReply r = PT__HELLO_REPLY__INIT;
+    r.status = PT_EROLE;
+    r.message = msg;
+    rpc_conn_send(sc->conn, RPC_HELLO_REPLY, id, &r.base);
+    break;
+  }
+  case RPC_SLOT_ACQUIRE: {
+    Pt__SlotReply r = PT__SLOT_REPLY__INIT;
+    r.status = PT_EROLE;
+    r.message = msg;
+    rpc_conn_send(sc->conn, RPC_SLOT_REPLY, id, &r.base);
+    break;
+  }
+  case RPC_RESTORE_QUERY: {
+    Pt__RestoreReply r = PT__RESTORE_REPLY__INIT;
+    r.status = PT_EROLE;
+    r.message = msg;
+    rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, id, &r.base);
+    break;
+  }
+  case RPC_SUBSCRIBE:
+  case RPC_STATE_QUERY: {
+    Pt__StateReply r = PT__STATE_REPLY__INIT;
+    r.status = PT_EROLE;
+    r.message = msg;
+    r.rank = sc->smp->rank;
+    rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
+    break;
+  }
+  default:
+    reply_status(sc, id, PT_EROLE, msg);
+    break;
+  }
+  if (sc->role == ROLE_NONE)
+    rpc_conn_close(sc->conn, PT_EROLE);
+  return 0;
+}
+
 int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                ProtobufCMessage *msg)
 {
@@ -511,6 +653,20 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
 
   if (sc == NULL)
     return PT_ESTATE;
+  sc->nframes++;
+  int need = role_of_request(h->type);
+  if (need < 0) {
+    log_debug("closing a connection that sent an unexpected %s",
+              rpc_type_name(h->type));
+    return PT_EPROTO;
+  }
+  /* HELLO and SUBSCRIBE may repeat on the connection they gave a role to,
+   * but never turn a trainer into the node or the node into a trainer. */
+  if (need == ROLE_NONE ? (sc->role != ROLE_NONE &&
+                           sc->role != (h->type == RPC_HELLO ? ROLE_TRAINER
+                                                             : ROLE_NODE))
+                        : sc->role != need)
+    return refuse_role(sc, h);
   switch (h->type) {
   case RPC_HELLO:
     return on_hello(sc, id, (Pt__Hello *)msg);
@@ -536,10 +692,15 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_SET_RESTORE:
     return on_set_restore(sc, id, (Pt__SetRestore *)msg);
   default:
-    log_debug("closing a connection that sent an unexpected %s",
-              rpc_type_name(h->type));
     return PT_EPROTO;
   }
+}
+
+void smp_conn_role_given(struct smp_conn *sc, int role)
+{
+  sc->role = role;
+  rpc_conn_set_idle(sc->conn, 0);
+  rpc_conn_set_trusted(sc->conn, true);
 }
 
 void smp_conn_gone(struct smp_conn *sc)

@@ -182,6 +182,10 @@ typedef void (*rpc_close_cb)(struct rpc_conn *c, int err);
  * return non-zero to refuse it: a refused conn is closed and never reaches
  * on_close. */
 typedef int (*rpc_accept_cb)(struct rpc_listener *l, struct rpc_conn *c);
+/* Called when no byte has arrived on c for its idle deadline; return 0 to
+ * keep it open (the deadline starts again), non-zero to close it with
+ * -ETIMEDOUT. */
+typedef int (*rpc_idle_cb)(struct rpc_conn *c);
 
 struct rpc_conn_ops {
   rpc_msg_cb on_msg;
@@ -189,7 +193,27 @@ struct rpc_conn_ops {
   uint32_t max_body;       /* 0: RPC_MAX_BODY_DEFAULT */
   size_t max_write_queue;  /* bytes queued before the peer counts as stuck
                               and is closed with -ENOBUFS; 0: 64 MiB */
+  uint32_t idle_ms;        /* idle deadline of every conn (0: none); see
+                              rpc_conn_set_idle */
+  rpc_idle_cb on_idle;     /* NULL: an idle conn is closed (-ETIMEDOUT) */
 };
+
+/*
+ * Limits on what peers make a process hold. Nothing here is logged: the
+ * verdicts reach the user as on_close's err.
+ *
+ *   - Idle deadline: a conn on which no byte has arrived for its idle_ms
+ *     (counted from the last byte received, or from the connect) gets
+ *     ops.on_idle, or is closed with -ETIMEDOUT.
+ *   - Buffer cap: the bytes held in partial frames (bodies that span reads)
+ *     by all conns of the process together. When a conn's partial frame
+ *     takes the total past the cap, that conn is closed with -ENOMEM, unless
+ *     it is trusted (rpc_conn_set_trusted): trusted conns are served
+ *     whatever the total, and count in it.
+ */
+#define RPC_BUFFER_CAP_DEFAULT ((size_t)64 << 20)
+void rpc_buffer_cap_set(size_t bytes); /* 0: RPC_BUFFER_CAP_DEFAULT */
+size_t rpc_buffered_bytes(void);       /* held in partial frames now */
 
 /* Listens on a Unix socket path (stale file unlinked first, mode 0600). Every
  * accepted peer's SO_PEERCRED uid must equal ours or be 0; others are closed
@@ -221,5 +245,15 @@ void *rpc_conn_data(struct rpc_conn *c);
 struct rpc_listener *rpc_conn_listener(struct rpc_conn *c); /* NULL if dialled */
 /* Peer credentials from SO_PEERCRED (-1 when unknown). */
 int rpc_conn_peer_pid(struct rpc_conn *c);
+int rpc_conn_peer_uid(struct rpc_conn *c);
+/* A new idle deadline for c, counted from the last byte received; 0 turns
+ * it off. */
+void rpc_conn_set_idle(struct rpc_conn *c, uint32_t idle_ms);
+/* Milliseconds since the last byte arrived on c (or since it connected). */
+uint64_t rpc_conn_idle_ms(struct rpc_conn *c);
+/* Bytes of an incomplete frame c has received (0 between frames). */
+size_t rpc_conn_partial_bytes(struct rpc_conn *c);
+/* A trusted conn is never closed for the buffer cap. */
+void rpc_conn_set_trusted(struct rpc_conn *c, bool trusted);
 
 #endif /* PT_RPC_H */

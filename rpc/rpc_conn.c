@@ -18,7 +18,13 @@
  *     the conn stays valid until that callback returns;
  *   - an accepted conn stays on its listener's list until it is freed, so
  *     rpc_listener_close can detach every conn whatever order libuv runs the
- *     close callbacks in.
+ *     close callbacks in;
+ *   - a conn owns two handles, its pipe and its idle timer; both are closed
+ *     together and the conn is freed (on_close first) by the second close
+ *     callback;
+ *   - g_buffered is the sum of every conn's `held` (the body its parser
+ *     holds): a conn's share is updated after each read and dropped when it
+ *     closes.
  *
  * SIGPIPE: libuv writes with write(2), so a write to a vanished peer raises
  * SIGPIPE; ptd ignores it at start-up (the daemon's job, not this file's).
@@ -53,6 +59,8 @@ struct wreq {
 
 struct rpc_conn {
   uv_pipe_t pipe;
+  uv_timer_t idle_timer;
+  int handles_open; /* pipe and timer, until their close callbacks */
   uv_connect_t connect_req;
   struct rpc_conn_ops ops; /* defaults filled in */
   void *data;
@@ -60,9 +68,14 @@ struct rpc_conn {
   struct rpc_conn *prev, *next;  /* on the listener's list */
   struct rpc_parser parser;
   int peer_pid;
+  int peer_uid;
   bool connected; /* writes may go to the socket */
   bool closing;
   bool announced; /* on_close is owed to the user */
+  bool trusted;   /* exempt from the buffer cap */
+  uint32_t idle_ms;
+  uint64_t last_rx_ms; /* uv_now when the last byte arrived */
+  size_t held;         /* this conn's share of g_buffered */
   int close_err;
   struct wreq *pending, **pending_tail;
   size_t pending_bytes;
@@ -80,6 +93,28 @@ struct rpc_listener {
   struct rpc_conn *conns;
   bool closing;
 };
+
+static size_t g_buffered;
+static size_t g_cap = RPC_BUFFER_CAP_DEFAULT;
+
+void rpc_buffer_cap_set(size_t bytes)
+{
+  g_cap = bytes != 0 ? bytes : RPC_BUFFER_CAP_DEFAULT;
+}
+
+size_t rpc_buffered_bytes(void)
+{
+  return g_buffered;
+}
+
+/* Brings c's share of g_buffered up to date with its parser. */
+static void conn_account(struct rpc_conn *c)
+{
+  size_t held = c->parser.body != NULL ? c->parser.cur.length : 0;
+
+  g_buffered = g_buffered - c->held + held;
+  c->held = held;
+}
 
 static void ops_fill(struct rpc_conn_ops *dst, const struct rpc_conn_ops *src)
 {
@@ -118,6 +153,8 @@ static void conn_close_cb(uv_handle_t *h)
 {
   struct rpc_conn *c = h->data;
 
+  if (--c->handles_open > 0)
+    return;
   if (c->announced && c->ops.on_close != NULL)
     c->ops.on_close(c, c->close_err);
   listener_unlink_conn(c);
@@ -138,6 +175,11 @@ void rpc_conn_close(struct rpc_conn *c, int err)
   }
   c->pending_tail = &c->pending;
   c->pending_bytes = 0;
+  /* A partial frame is dropped now, so that its bytes leave the cap. The
+   * parser allows this from inside on_frame. */
+  rpc_parser_release(&c->parser);
+  conn_account(c);
+  uv_close((uv_handle_t *)&c->idle_timer, conn_close_cb);
   /* libuv cancels the queued writes and a pending connect (their callbacks
    * run with UV_ECANCELED) before conn_close_cb. */
   uv_close((uv_handle_t *)&c->pipe, conn_close_cb);
@@ -266,6 +308,35 @@ static int on_frame(void *arg, const struct rpc_hdr *h, const uint8_t *body)
   return c->closing ? FRAME_STOP : PT_OK;
 }
 
+static void idle_cb(uv_timer_t *t)
+{
+  struct rpc_conn *c = t->data;
+
+  if (c->closing || c->idle_ms == 0)
+    return;
+  if (c->ops.on_idle != NULL && c->ops.on_idle(c) == 0) {
+    if (!c->closing && c->idle_ms > 0)
+      uv_timer_start(&c->idle_timer, idle_cb, c->idle_ms, 0);
+    return;
+  }
+  rpc_conn_close(c, -ETIMEDOUT); /* no-op when on_idle closed it */
+}
+
+/* Starts c's idle deadline, if it has one, counted from its last byte. */
+static void idle_arm(struct rpc_conn *c)
+{
+  uint64_t now = uv_now(c->pipe.loop), since = now - c->last_rx_ms;
+
+  if (c->closing)
+    return;
+  if (c->idle_ms == 0) {
+    uv_timer_stop(&c->idle_timer);
+    return;
+  }
+  uv_timer_start(&c->idle_timer, idle_cb,
+                 since >= c->idle_ms ? 0 : c->idle_ms - since, 0);
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
   struct rpc_conn *c = s->data;
@@ -283,10 +354,20 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     rpc_conn_close(c, (int)nread);
     return;
   }
+  c->last_rx_ms = uv_now(s->loop);
+  if (c->idle_ms > 0)
+    uv_timer_start(&c->idle_timer, idle_cb, c->idle_ms, 0);
   int rc = rpc_parser_feed(&c->parser, (const uint8_t *)buf->base,
                            (size_t)nread, on_frame, c);
-  if (rc != 0)
+  if (rc != 0) {
     conn_fail(c, rc); /* no-op after the handler closed it */
+    return;
+  }
+  if (c->closing)
+    return;
+  conn_account(c);
+  if (c->held > 0 && !c->trusted && g_buffered > g_cap)
+    rpc_conn_close(c, -ENOMEM); /* releases what it held */
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -303,9 +384,15 @@ static struct rpc_conn *conn_new(uv_loop_t *loop, const struct rpc_conn_ops *ops
     return NULL;
   }
   c->pipe.data = c;
+  uv_timer_init(loop, &c->idle_timer); /* cannot fail */
+  c->idle_timer.data = c;
+  c->handles_open = 2;
   ops_fill(&c->ops, ops);
+  c->idle_ms = c->ops.idle_ms;
+  c->last_rx_ms = uv_now(loop);
   c->data = data;
   c->peer_pid = -1;
+  c->peer_uid = -1;
   c->pending_tail = &c->pending;
   rpc_parser_init(&c->parser, c->ops.max_body);
   return c;
@@ -337,13 +424,17 @@ static void connect_cb(uv_connect_t *req, int status)
     return;
   }
   c->connected = true;
-  if (conn_peer_cred(c, &cred) == 0)
+  if (conn_peer_cred(c, &cred) == 0) {
     c->peer_pid = cred.pid;
+    c->peer_uid = (int)cred.uid;
+  }
   int rc = uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb);
   if (rc < 0) {
     rpc_conn_close(c, rc);
     return;
   }
+  c->last_rx_ms = uv_now(c->pipe.loop);
+  idle_arm(c);
   while (c->pending != NULL && !c->closing) {
     struct wreq *w = c->pending;
     c->pending = w->next;
@@ -393,6 +484,32 @@ int rpc_conn_peer_pid(struct rpc_conn *c)
   return c->peer_pid;
 }
 
+int rpc_conn_peer_uid(struct rpc_conn *c)
+{
+  return c->peer_uid;
+}
+
+void rpc_conn_set_idle(struct rpc_conn *c, uint32_t idle_ms)
+{
+  c->idle_ms = idle_ms;
+  idle_arm(c);
+}
+
+uint64_t rpc_conn_idle_ms(struct rpc_conn *c)
+{
+  return uv_now(c->pipe.loop) - c->last_rx_ms;
+}
+
+size_t rpc_conn_partial_bytes(struct rpc_conn *c)
+{
+  return c->parser.hdr_have + c->parser.body_have;
+}
+
+void rpc_conn_set_trusted(struct rpc_conn *c, bool trusted)
+{
+  c->trusted = trusted;
+}
+
 /* ---- listener -------------------------------------------------------------- */
 
 static void connection_cb(uv_stream_t *server, int status)
@@ -431,6 +548,7 @@ static void connection_cb(uv_stream_t *server, int status)
     return;
   }
   c->peer_pid = cred.pid;
+  c->peer_uid = (int)cred.uid;
 
   c->listener = l;
   c->next = l->conns;
@@ -450,8 +568,11 @@ static void connection_cb(uv_stream_t *server, int status)
   if (c->closing)
     return;
   rc = uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb);
-  if (rc < 0)
+  if (rc < 0) {
     rpc_conn_close(c, rc);
+    return;
+  }
+  idle_arm(c);
 }
 
 static void listener_free_cb(uv_handle_t *h)

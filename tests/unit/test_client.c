@@ -305,6 +305,22 @@ static int raw_connect(struct smp_proc *p)
   return -1;
 }
 
+/* A connection that is the SMP's node: SUBSCRIBE without a secret, which
+ * an SMP started without --secret-file takes from its parent, this test. */
+static int raw_node_connect(struct smp_proc *p)
+{
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+  ProtobufCMessage *m = NULL;
+  int fd = raw_connect(p);
+
+  sub.node_id = "test";
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SUBSCRIBE, &sub.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  ck_assert_int_eq(((Pt__StateReply *)m)->status, 0);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return fd;
+}
+
 static Pt__StateReply *raw_state(int fd, bool verify)
 {
   Pt__StateQuery q = PT__STATE_QUERY__INIT;
@@ -699,7 +715,7 @@ START_TEST(test_checksum)
   ck_assert_ptr_nonnull(strstr(pt_last_error(c), "moments"));
 
   /* the node's verifying state query sees it too */
-  int fd = raw_connect(&p);
+  int fd = raw_node_connect(&p);
   Pt__StateReply *sr = raw_state(fd, true);
   bool seen = false;
   for (size_t i = 0; i < sr->n_slots; i++) {
@@ -1084,7 +1100,7 @@ START_TEST(test_smp_restart)
   restore_expect(c, good);
   ck_assert(state_eq(&s, &want));
   ck_assert_uint_eq(slot_state_of(store, k), SNAP_FREE);
-  int fd = raw_connect(&p);
+  int fd = raw_node_connect(&p);
   Pt__StateReply *sr = raw_state(fd, true);
   for (size_t i = 0; i < sr->n_slots; i++)
     ck_assert_uint_ne(sr->slots[i]->state, SNAP_WRITING);
@@ -1132,7 +1148,7 @@ START_TEST(test_node_protocol)
   snap_ok(c, 3); /* 2 slots, none committed: the oldest sealed one is reused */
   state_copy(&want, &s);
 
-  int fd = raw_connect(&p);
+  int fd = raw_node_connect(&p);
   Pt__StateReply *sr = raw_state(fd, false);
   ck_assert_uint_eq(sr->n_slots, 2);
   uint64_t steps = 0;
@@ -1271,7 +1287,7 @@ START_TEST(test_skipped)
     rp[i] = &rv[i];
   }
   h.job = p.job;
-  h.pid = 4242;
+  h.pid = (int32_t)getpid(); /* the SMP checks it against SO_PEERCRED */
   h.n_regions = NREG;
   h.regions = rp;
   ck_assert_int_eq(rpc_sock_call(fd, RPC_HELLO, &h.base, RPC_HELLO_REPLY, 3000,
@@ -1354,15 +1370,17 @@ START_TEST(test_garbage)
   ck_assert(closed_by_peer(fd, 3000));
   close(fd);
 
-  /* requests of a trainer without its hello */
+  /* requests of a trainer without its hello: the connection has no role,
+   * so the request is refused and the connection closed */
   fd = raw_connect(&p);
   Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
   ProtobufCMessage *m = NULL;
   a.step = 100;
   ck_assert_int_eq(rpc_sock_call(fd, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
                                  3000, &m), 0);
-  ck_assert_int_eq(((Pt__SlotReply *)m)->status, PT_ESTATE);
+  ck_assert_int_eq(((Pt__SlotReply *)m)->status, PT_EROLE);
   protobuf_c_message_free_unpacked(m, NULL);
+  ck_assert(closed_by_peer(fd, 3000));
   close(fd);
 
   /* the trainer was served throughout */

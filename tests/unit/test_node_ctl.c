@@ -294,6 +294,35 @@ START_TEST(control_socket_survives_bad_frames)
 }
 END_TEST
 
+/* Idle clients cannot lock ptctl out: with 40 connections open that never
+ * speak (more than the node serves at once), a new client still gets its
+ * status, again and again, and a stop still works. */
+START_TEST(idle_clients_do_not_lock_out_ptctl)
+{
+  struct env e;
+  int idle[40];
+
+  env_init(&e);
+  pid_t node = node_start(&e, "--ranks", "1", "--", "/bin/sleep", "30", NULL);
+  Pt__StatusReply *r = status_wait(&e, "running", 10000);
+  ck_assert_msg(r != NULL, "the node never reported 'running'");
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  for (int i = 0; i < 40; i++)
+    ck_assert_int_eq(rpc_sock_connect_unix(e.sock, &idle[i]), PT_OK);
+  for (int k = 0; k < 5; k++) {
+    ck_assert_int_eq(status(&e, &r), PT_OK);
+    ck_assert_str_eq(r->job, e.job);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+  ck_assert(log_has(&e, "closing the one idle longest"));
+  ck_assert_int_eq(stop(&e), PT_OK);
+  ck_assert_int_eq(node_wait(node, 15000), 3);
+  for (int i = 0; i < 40; i++)
+    close(idle[i]);
+  env_cleanup(&e);
+}
+END_TEST
+
 START_TEST(completes_with_status_0)
 {
   struct env e;
@@ -498,6 +527,7 @@ int main(int argc, char **argv)
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, control_socket_survives_bad_frames);
   tcase_add_test(tc, completes_with_status_0);
+  tcase_add_test(tc, idle_clients_do_not_lock_out_ptctl);
   tcase_add_test(tc, failure_restarts_bounded);
   tcase_add_test(tc, ex_config_not_retried);
   tcase_add_test(tc, environment_for_trainers);

@@ -374,54 +374,6 @@ START_TEST(state_dir_checked)
 }
 END_TEST
 
-START_TEST(secret_made_once)
-{
-  char dir[] = "/tmp/pt-test-node-state.XXXXXX", path[128], tmp[160],
-       victim[160], buf[64], err[256] = "";
-  uint8_t a[32], b[32], zero[32] = {0};
-  struct stat st;
-
-  ck_assert_ptr_nonnull(mkdtemp(dir));
-  snprintf(path, sizeof(path), "%s/node.secret", dir);
-  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-  snprintf(victim, sizeof(victim), "%s/victim", dir);
-  write_file(victim, "precious\n");
-  ck_assert_int_eq(symlink(victim, tmp), 0); /* planted: never written */
-  ck_assert_int_eq(node_secret_load_or_create(path, a, err, sizeof(err)),
-                   PT_OK);
-  ck_assert_int_ne(memcmp(a, zero, 32), 0);
-  ck_assert_int_eq(lstat(path, &st), 0);
-  ck_assert(S_ISREG(st.st_mode));
-  ck_assert_uint_eq(st.st_mode & 0777, 0600);
-  ck_assert_int_eq(st.st_size, 32);
-  read_file(victim, buf, sizeof(buf));
-  ck_assert_str_eq(buf, "precious\n");
-  /* Reused. */
-  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
-                   PT_OK);
-  ck_assert_mem_eq(a, b, 32);
-  /* Readable by others: refused, not reused. */
-  ck_assert_int_eq(chmod(path, 0644), 0);
-  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
-                   PT_EFORMAT);
-  /* A symlink: not followed. */
-  unlink(path);
-  ck_assert_int_eq(symlink(victim, path), 0);
-  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
-                   PT_EFORMAT);
-  ck_assert_ptr_nonnull(strstr(err, "symbolic link"));
-  /* Wrong size. */
-  unlink(path);
-  write_file(path, "short");
-  chmod(path, 0600);
-  ck_assert_int_eq(node_secret_load_or_create(path, b, err, sizeof(err)),
-                   PT_EFORMAT);
-  unlink(path);
-  unlink(tmp);
-  unlink(victim);
-  rmdir(dir);
-}
-END_TEST
 
 /* Re-executes this binary as a stand-in child (see main). */
 static int child(bool leader, char *const argv[], char *const envp[])
@@ -561,7 +513,6 @@ int main(int argc, char **argv)
   tcase_add_test(tc, symlink_tmp_not_followed);
   tcase_add_test(tc, symlink_state_not_read);
   tcase_add_test(tc, state_dir_checked);
-  tcase_add_test(tc, secret_made_once);
   tcase_add_test(tc, foreign_pid_not_ours);
   suite_add_tcase(s, tc);
   return unit_run(s);

@@ -40,6 +40,7 @@ struct rec {
   int msgs;
   int peer_pid;
   int flood_rc;          /* rpc_conn_send's verdict while flooding */
+  int idles;             /* on_idle calls */
   int send_after_close;  /* rpc_conn_send after closing in on_msg */
   bool listener_ok;      /* rpc_conn_listener(c) was the listener */
 };
@@ -59,6 +60,8 @@ struct srv {
   struct rec recs[MAX_RECS];
   int accepted, refused;
   int refuse_next;
+  int trust_next;      /* the next accepted conns are made trusted */
+  size_t buffered;     /* rpc_buffered_bytes(), read on the loop thread */
   void (*cmd)(struct srv *); /* run once on the loop thread */
   bool cmd_done;
   bool stop;
@@ -173,6 +176,10 @@ static int srv_on_accept(struct rpc_listener *l, struct rpc_conn *c)
     r->peer_pid = rpc_conn_peer_pid(c);
     r->listener_ok = rpc_conn_listener(c) == l;
     rpc_conn_set_data(c, r);
+    if (S.trust_next > 0) {
+      S.trust_next--;
+      rpc_conn_set_trusted(c, true);
+    }
   }
   srv_signal();
   pthread_mutex_unlock(&S.mu);
@@ -216,7 +223,8 @@ static void *loop_main(void *arg)
 
 /* Sets up the loop, the listener and stderr capture; the loop thread starts
  * with srv_run(), so the caller may add handles first. */
-static void srv_setup(size_t max_write_queue)
+static void srv_setup_ops(size_t max_write_queue, uint32_t idle_ms,
+                          rpc_idle_cb on_idle)
 {
   memset(&S, 0, sizeof(S));
   signal(SIGPIPE, SIG_IGN); /* as ptd does */
@@ -237,8 +245,15 @@ static void srv_setup(size_t max_write_queue)
   S.ops.on_msg = srv_on_msg;
   S.ops.on_close = srv_on_close;
   S.ops.max_write_queue = max_write_queue;
+  S.ops.idle_ms = idle_ms;
+  S.ops.on_idle = on_idle;
   ck_assert_int_eq(rpc_listen_unix(&S.loop, S.path, &S.ops, srv_on_accept, &S,
                                    &S.l), PT_OK);
+}
+
+static void srv_setup(size_t max_write_queue)
+{
+  srv_setup_ops(max_write_queue, 0, NULL);
 }
 
 static void srv_run(void)
@@ -817,6 +832,161 @@ START_TEST(dialled_conn_closed_while_connecting)
 }
 END_TEST
 
+
+/* ---- idle deadlines and the buffer cap ---- */
+
+/* A peer that sends nothing for the idle deadline is closed with
+ * -ETIMEDOUT, nothing logged; one that keeps talking is served. */
+START_TEST(idle_deadline_closes_silent_peer)
+{
+  srv_setup_ops(0, 200, NULL);
+  srv_run();
+  int quiet = client();
+  WAIT_FOR(S.accepted == 1);
+  int busy = client();
+  WAIT_FOR(S.accepted == 2);
+  for (uint64_t i = 1; i <= 10; i++) { /* 600 ms: three deadlines */
+    call_ok(busy, i);
+    usleep(60 * 1000);
+  }
+  WAIT_FOR(S.recs[0].closes == 1);
+  pthread_mutex_lock(&S.mu);
+  ck_assert_int_eq(S.recs[0].err, -ETIMEDOUT);
+  ck_assert_int_eq(S.recs[1].closes, 0);
+  pthread_mutex_unlock(&S.mu);
+  ck_assert(sees_eof(quiet));
+  call_ok(busy, 11);
+  /* once silent, the busy one goes too */
+  WAIT_FOR(S.recs[1].closes == 1);
+  ck_assert(sees_eof(busy));
+  close(quiet);
+  close(busy);
+  char *log = srv_stop();
+  ck_assert_ptr_null(strstr(log, "rpc:")); /* the rpc layer logs nothing */
+  free(log);
+}
+END_TEST
+
+static int keep_twice(struct rpc_conn *c)
+{
+  struct rec *r = rpc_conn_data(c);
+  pthread_mutex_lock(&S.mu);
+  int n = ++r->idles;
+  pthread_mutex_unlock(&S.mu);
+  return n < 3 ? 0 : 1;
+}
+
+/* on_idle decides: 0 keeps the conn for another deadline. */
+START_TEST(idle_callback_decides)
+{
+  srv_setup_ops(0, 100, keep_twice);
+  srv_run();
+  uint64_t t0 = rpc_now_ms();
+  int fd = client();
+  WAIT_FOR(S.recs[0].closes == 1);
+  ck_assert_uint_ge(rpc_now_ms() - t0, 250);
+  pthread_mutex_lock(&S.mu);
+  ck_assert_int_eq(S.recs[0].idles, 3);
+  ck_assert_int_eq(S.recs[0].err, -ETIMEDOUT);
+  pthread_mutex_unlock(&S.mu);
+  ck_assert(sees_eof(fd));
+  close(fd);
+  free(srv_stop());
+}
+END_TEST
+
+static void cmd_read_buffered(struct srv *s)
+{
+  s->buffered = rpc_buffered_bytes();
+}
+
+static size_t buffered_now(void)
+{
+  srv_do(cmd_read_buffered);
+  pthread_mutex_lock(&S.mu);
+  size_t b = S.buffered;
+  pthread_mutex_unlock(&S.mu);
+  return b;
+}
+
+/* Waits (5 s at most) until the partial frames hold want bytes. */
+static void wait_buffered(size_t want)
+{
+  uint64_t deadline = rpc_now_ms() + 5000;
+  size_t b;
+  while ((b = buffered_now()) != want && rpc_now_ms() < deadline)
+    usleep(1000);
+  ck_assert_uint_eq(b, want);
+}
+
+#define BIG_BODY (900u * 1024u)
+
+/* One RPC_REPLY frame whose body is about BIG_BODY bytes. */
+static uint8_t *big_frame(size_t *len)
+{
+  Pt__Reply r = PT__REPLY__INIT;
+  uint8_t *f = NULL;
+  char *text = malloc(BIG_BODY);
+  ck_assert_ptr_nonnull(text);
+  memset(text, 'x', BIG_BODY - 16);
+  text[BIG_BODY - 16] = '\0';
+  r.message = text;
+  ck_assert_int_eq(rpc_frame_pack(&f, len, RPC_REPLY, 1, &r.base), PT_OK);
+  free(text);
+  return f;
+}
+
+/* Partial frames of all conns together may hold at most the cap: the conn
+ * whose partial frame passes it is closed (-ENOMEM), the others keep going,
+ * and a trusted conn is served past the cap. */
+START_TEST(buffer_cap_closes_the_conn_past_it)
+{
+  size_t len;
+  uint8_t *f = big_frame(&len);
+  size_t body = len - RPC_HDR_BYTES;
+  int fd[4];
+
+  srv_setup(0);
+  rpc_buffer_cap_set(2 * BIG_BODY + BIG_BODY / 2);
+  srv_run();
+  for (int i = 0; i < 4; i++) {
+    if (i == 3) {
+      pthread_mutex_lock(&S.mu);
+      S.trust_next = 1;
+      pthread_mutex_unlock(&S.mu);
+    }
+    fd[i] = client();
+    WAIT_FOR(S.accepted == i + 1);
+    write_all(fd[i], f, RPC_HDR_BYTES + 1); /* header and one body byte */
+    if (i < 2)
+      wait_buffered((size_t)(i + 1) * body);
+  }
+  WAIT_FOR(S.recs[2].closes == 1);
+  ck_assert(sees_eof(fd[2]));
+  pthread_mutex_lock(&S.mu);
+  ck_assert_int_eq(S.recs[2].err, -ENOMEM);
+  ck_assert_int_eq(S.recs[0].closes + S.recs[1].closes + S.recs[3].closes, 0);
+  pthread_mutex_unlock(&S.mu);
+  /* the trusted one holds its partial frame past the cap, then completes */
+  wait_buffered(3 * body);
+  write_all(fd[3], f + RPC_HDR_BYTES + 1, len - RPC_HDR_BYTES - 1);
+  WAIT_FOR(S.recs[3].msgs == 1);
+  write_all(fd[0], f + RPC_HDR_BYTES + 1, len - RPC_HDR_BYTES - 1);
+  WAIT_FOR(S.recs[0].msgs == 1);
+  ck_assert_uint_eq(buffered_now(), body);
+  call_ok(fd[0], 3);
+  close(fd[1]);
+  WAIT_FOR(S.recs[1].closes == 1);
+  ck_assert_uint_eq(buffered_now(), 0);
+  close(fd[0]);
+  close(fd[2]);
+  close(fd[3]);
+  free(f);
+  char *log = srv_stop();
+  free(log);
+}
+END_TEST
+
 static Suite *rpc_conn_suite(void)
 {
   Suite *s = suite_create("rpc_conn");
@@ -832,6 +1002,9 @@ static Suite *rpc_conn_suite(void)
   tcase_add_test(tc, dialled_conn_queues_until_connected);
   tcase_add_test(tc, dialled_conn_failures);
   tcase_add_test(tc, dialled_conn_closed_while_connecting);
+  tcase_add_test(tc, idle_deadline_closes_silent_peer);
+  tcase_add_test(tc, idle_callback_decides);
+  tcase_add_test(tc, buffer_cap_closes_the_conn_past_it);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,0 +1,94 @@
+/*
+ * test_log.c — daemon/log.c: log_escape writes client text so that it can
+ * neither add lines nor pass for other fields, and log_line writes one line
+ * per call whatever bytes reach it.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "tests/unit/unit.h"
+
+START_TEST(escape_bytes)
+{
+  char b[64];
+
+  ck_assert_str_eq(log_escape(b, sizeof(b), "job-1.a_b"), "job-1.a_b");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "x\n<3>forged"),
+                   "x\\x0a<3>forged");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "a\\x0a"), "a\\\\x0a");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "\r\t\x1b[31m\x7f"),
+                   "\\x0d\\x09\\x1b[31m\\x7f");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "caf\xc3\xa9 \xff"),
+                   "caf\\xc3\\xa9 \\xff");
+  ck_assert_str_eq(log_escape(b, sizeof(b), ""), "");
+  ck_assert_str_eq(log_escape(b, sizeof(b), NULL), "(null)");
+  ck_assert_str_eq(LOG_ESC("n\n"), "n\\x0a");
+}
+END_TEST
+
+/* Text that does not fit is cut at a whole escape and ends in "...". */
+START_TEST(escape_truncates)
+{
+  char b[8];
+
+  ck_assert_str_eq(log_escape(b, sizeof(b), "abcdefg"), "abcdefg");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "abcdefgh"), "abcd...");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "ab\ncdef"), "ab...");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "abc\n"), "abc\\x0a");
+  ck_assert_str_eq(log_escape(b, sizeof(b), "abc\\\\\\"), "abc...");
+  ck_assert_str_eq(log_escape(b, 4, "abcdef"), "...");
+  ck_assert_str_eq(log_escape(b, 2, "abcdef"), ".");
+  ck_assert_str_eq(log_escape(b, 1, "abcdef"), "");
+  char big[LOG_ESC_MAX * 4];
+  memset(big, '\n', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  const char *e = LOG_ESC(big);
+  ck_assert_uint_lt(strlen(e), LOG_ESC_MAX);
+  ck_assert_str_eq(e + strlen(e) - 3, "...");
+}
+END_TEST
+
+/* One call, one line: a control byte that was not escaped is a space. */
+START_TEST(one_line_per_call)
+{
+  char path[] = "/tmp/pt-test-log.XXXXXX", buf[4096];
+  int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+
+  ck_assert_int_ge(fd, 0);
+  dup2(fd, STDERR_FILENO);
+  log_set_role("ptd test");
+  log_warn("raw '%s'", "x\n<3>forged\r");
+  log_warn("escaped '%s'", LOG_ESC("x\n<3>forged"));
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+  ck_assert_int_gt(n, 0);
+  buf[n] = '\0';
+  close(fd);
+  unlink(path);
+  ck_assert_str_eq(buf, "<4>ptd test: raw 'x <3>forged '\n"
+                        "<4>ptd test: escaped 'x\\x0a<3>forged'\n");
+}
+END_TEST
+
+static Suite *log_suite(void)
+{
+  Suite *s = suite_create("log");
+  TCase *tc = tcase_create("log");
+
+  tcase_add_test(tc, escape_bytes);
+  tcase_add_test(tc, escape_truncates);
+  tcase_add_test(tc, one_line_per_call);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void)
+{
+  return unit_run(log_suite());
+}

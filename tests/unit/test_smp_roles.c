@@ -1,0 +1,658 @@
+/*
+ * test_smp_roles.c — who may speak to whom on an SMP's socket. `ptd smp`
+ * runs in a forked child of the test (smp_main); fake clients speak raw
+ * frames to it. A connection has no role until an accepted HELLO (trainer)
+ * or a valid SUBSCRIBE (node); every request of the other role, or of no
+ * role, is refused with PT_EROLE and logged, and a role-less connection is
+ * closed after its refusal. SUBSCRIBE is valid only with the secret of
+ * --secret-file, or, without one, from the SMP's parent process. The secret
+ * file itself must be ours, mode 0600, not a symlink, exactly 32 bytes.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "daemon/node_secret.h"
+#include "daemon/roles.h"
+#include "rpc/rpc.h"
+#include "snapshot/snap_store.h"
+#include "tests/unit/unit.h"
+
+struct fx {
+  char dir[64], sock[128], log[128], secret[128], job[32], prefix[32];
+  char shm[256];
+  pid_t pid;
+};
+
+static void fx_init(struct fx *f)
+{
+  memset(f, 0, sizeof(*f));
+  snprintf(f->dir, sizeof(f->dir), "/tmp/pt-test-roles.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(f->dir));
+  snprintf(f->sock, sizeof(f->sock), "%s/smp.sock", f->dir);
+  snprintf(f->log, sizeof(f->log), "%s/smp.log", f->dir);
+  snprintf(f->secret, sizeof(f->secret), "%s/node.secret", f->dir);
+  snprintf(f->job, sizeof(f->job), "tr%d", (int)getpid());
+  snprintf(f->prefix, sizeof(f->prefix), "tr%d-", (int)getpid());
+  ck_assert_int_eq(snap_store_name(f->shm, sizeof(f->shm), f->prefix, f->job,
+                                   0), 0);
+}
+
+static void fx_done(struct fx *f)
+{
+  char cmd[256];
+  if (f->pid > 0) {
+    kill(f->pid, SIGKILL);
+    waitpid(f->pid, NULL, 0);
+  }
+  snap_store_unlink(f->shm);
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "cleanup of %s failed\n", f->dir);
+}
+
+/* Forks `ptd smp` (with --secret-file secret when non-NULL); its stderr
+ * goes to f->log. */
+static void smp_fork(struct fx *f, const char *secret)
+{
+  pid_t pid = fork();
+
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    char *argv[20];
+    int n = 0;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(f->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) {
+      dup2(fd, STDERR_FILENO);
+      close(fd);
+    }
+    argv[n++] = "smp";
+    argv[n++] = "--job";
+    argv[n++] = f->job;
+    argv[n++] = "--rank";
+    argv[n++] = "0";
+    argv[n++] = "--socket";
+    argv[n++] = f->sock;
+    argv[n++] = "--shm-prefix";
+    argv[n++] = f->prefix;
+    if (secret != NULL) {
+      argv[n++] = "--secret-file";
+      argv[n++] = (char *)secret;
+    }
+    argv[n] = NULL;
+    _exit(smp_main(n, argv));
+  }
+  f->pid = pid;
+}
+
+/* The SMP's exit status, or -1 when it runs on past timeout_ms. */
+static int smp_exit(struct fx *f, int timeout_ms)
+{
+  uint64_t end = rpc_now_ms() + (uint64_t)timeout_ms;
+  int st;
+
+  while (rpc_now_ms() < end) {
+    if (waitpid(f->pid, &st, WNOHANG) == f->pid) {
+      f->pid = 0;
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+    usleep(5000);
+  }
+  return -1;
+}
+
+static int conn(struct fx *f)
+{
+  int fd = -1;
+  for (int i = 0; i < 500; i++) {
+    if (rpc_sock_connect_unix(f->sock, &fd) == 0)
+      return fd;
+    usleep(10000);
+  }
+  ck_abort_msg("cannot connect to %s", f->sock);
+  return -1;
+}
+
+static bool closed_by_peer(int fd, int timeout_ms)
+{
+  uint64_t end = rpc_now_ms() + (uint64_t)timeout_ms;
+  char buf[256];
+
+  while (rpc_now_ms() < end) {
+    struct pollfd pfd = { fd, POLLIN, 0 };
+    if (poll(&pfd, 1, 50) > 0) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n == 0 || (n < 0 && errno == ECONNRESET))
+        return true;
+    }
+  }
+  return false;
+}
+
+static int log_count(const struct fx *f, const char *needle)
+{
+  static char buf[1 << 16];
+  int fd = open(f->log, O_RDONLY), count = 0;
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  for (char *p = buf; (p = strstr(p, needle)) != NULL; p++)
+    count++;
+  return count;
+}
+
+/* ---- requests ---- */
+
+static uint32_t reply_type_of(uint32_t type)
+{
+  switch (type) {
+  case RPC_HELLO: return RPC_HELLO_REPLY;
+  case RPC_SLOT_ACQUIRE: return RPC_SLOT_REPLY;
+  case RPC_RESTORE_QUERY: return RPC_RESTORE_REPLY;
+  case RPC_SUBSCRIBE:
+  case RPC_STATE_QUERY: return RPC_STATE_REPLY;
+  default: return RPC_REPLY;
+  }
+}
+
+static int status_of(uint32_t reply_type, ProtobufCMessage *m)
+{
+  switch (reply_type) {
+  case RPC_HELLO_REPLY: return ((Pt__HelloReply *)m)->status;
+  case RPC_SLOT_REPLY: return ((Pt__SlotReply *)m)->status;
+  case RPC_RESTORE_REPLY: return ((Pt__RestoreReply *)m)->status;
+  case RPC_STATE_REPLY: return ((Pt__StateReply *)m)->status;
+  default: return ((Pt__Reply *)m)->status;
+  }
+}
+
+/* One request; returns the status of its reply. */
+static int call(int fd, uint32_t type, const ProtobufCMessage *req)
+{
+  ProtobufCMessage *m = NULL;
+  uint32_t rt = reply_type_of(type);
+  int rc = rpc_sock_call(fd, type, req, rt, 3000, &m);
+  ck_assert_msg(rc == 0, "%s: %s", rpc_type_name(type), pt_strerror(rc));
+  int st = status_of(rt, m);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return st;
+}
+
+/* A request of each kind but HELLO and SUBSCRIBE. */
+struct req {
+  uint32_t type;
+  const ProtobufCMessage *msg;
+};
+
+static Pt__SlotAcquire q_acq = PT__SLOT_ACQUIRE__INIT;
+static Pt__Seal q_seal = PT__SEAL__INIT;
+static Pt__RestoreQuery q_rq = PT__RESTORE_QUERY__INIT;
+static Pt__Bye q_bye = PT__BYE__INIT;
+static Pt__StateQuery q_sq = PT__STATE_QUERY__INIT;
+static Pt__Protect q_prot = PT__PROTECT__INIT;
+static Pt__Commit q_commit = PT__COMMIT__INIT;
+static Pt__Abort q_abort = PT__ABORT__INIT;
+static Pt__SetRestore q_none = PT__SET_RESTORE__INIT; /* no step: free all */
+
+static const struct req trainer_reqs[] = {
+  { RPC_SLOT_ACQUIRE, &q_acq.base }, { RPC_SEAL, &q_seal.base },
+  { RPC_RESTORE_QUERY, &q_rq.base }, { RPC_BYE, &q_bye.base },
+};
+static const struct req node_reqs[] = {
+  { RPC_STATE_QUERY, &q_sq.base }, { RPC_PROTECT, &q_prot.base },
+  { RPC_COMMIT, &q_commit.base },  { RPC_ABORT, &q_abort.base },
+  { RPC_SET_RESTORE, &q_none.base },
+};
+#define NREQ(a) (sizeof(a) / sizeof((a)[0]))
+
+static int subscribe(int fd, const uint8_t *secret, size_t len)
+{
+  Pt__Subscribe s = PT__SUBSCRIBE__INIT;
+  s.node_id = "test-node";
+  if (secret != NULL) {
+    s.has_secret = true;
+    s.secret.data = (uint8_t *)secret;
+    s.secret.len = len;
+  }
+  return call(fd, RPC_SUBSCRIBE, &s.base);
+}
+
+static int hello(struct fx *f, int fd, int32_t pid)
+{
+  Pt__Hello h = PT__HELLO__INIT;
+  Pt__Region r = PT__REGION__INIT, *rp[1] = { &r };
+  r.name = "w";
+  r.bytes = 4096;
+  h.job = f->job;
+  h.rank = 0;
+  h.world = 1;
+  h.pid = pid;
+  h.n_regions = 1;
+  h.regions = rp;
+  return call(fd, RPC_HELLO, &h.base);
+}
+
+/* A trainer connection with step 7 sealed in a slot. */
+static int trainer_with_step(struct fx *f)
+{
+  int fd = conn(f);
+  ProtobufCMessage *m = NULL;
+  Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
+  Pt__Seal s = PT__SEAL__INIT;
+
+  ck_assert_int_eq(hello(f, fd, (int32_t)getpid()), 0);
+  a.step = 7;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
+                                 3000, &m), 0);
+  Pt__SlotReply *r = (Pt__SlotReply *)m;
+  ck_assert_int_eq(r->status, 0);
+  s.slot = r->slot;
+  s.generation = r->generation;
+  s.step = 7;
+  s.ok = true;
+  protobuf_c_message_free_unpacked(m, NULL);
+  ck_assert_int_eq(call(fd, RPC_SEAL, &s.base), 0);
+  return fd;
+}
+
+/* The state of the slot that holds step, as a node sees it (-1: none). */
+static int slot_state_of(int node_fd, uint64_t step)
+{
+  Pt__StateQuery q = PT__STATE_QUERY__INIT;
+  ProtobufCMessage *m = NULL;
+  int state = -1;
+
+  ck_assert_int_eq(rpc_sock_call(node_fd, RPC_STATE_QUERY, &q.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  Pt__StateReply *r = (Pt__StateReply *)m;
+  ck_assert_int_eq(r->status, 0);
+  for (size_t i = 0; i < r->n_slots; i++)
+    if (r->slots[i]->step == step && r->slots[i]->state != SNAP_FREE)
+      state = (int)r->slots[i]->state;
+  protobuf_c_message_free_unpacked(m, NULL);
+  return state;
+}
+
+static void secret_write(const char *path, const uint8_t *b, size_t len,
+                         mode_t mode)
+{
+  unlink(path);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, b, len), (ssize_t)len);
+  ck_assert_int_eq(fchmod(fd, mode), 0);
+  close(fd);
+}
+
+/* ---- tests ---- */
+
+/* Each trainer and node request on a connection with no role: PT_EROLE,
+ * logged, and the connection closed. SET_RESTORE{none} and COMMIT from
+ * such a connection change nothing. */
+START_TEST(roleless_requests_refused)
+{
+  struct fx f;
+  int n = 0;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  int tr = trainer_with_step(&f);
+  for (size_t i = 0; i < NREQ(trainer_reqs); i++, n++) {
+    int fd = conn(&f);
+    ck_assert_int_eq(call(fd, trainer_reqs[i].type, trainer_reqs[i].msg),
+                     PT_EROLE);
+    ck_assert(closed_by_peer(fd, 3000));
+    close(fd);
+  }
+  for (size_t i = 0; i < NREQ(node_reqs); i++, n++) {
+    int fd = conn(&f);
+    ck_assert_int_eq(call(fd, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
+    ck_assert(closed_by_peer(fd, 3000));
+    close(fd);
+  }
+  ck_assert_int_eq(log_count(&f, "on a role-less connection; closing it"), n);
+  /* The sealed step survived the role-less SET_RESTORE{none}. */
+  int node = conn(&f);
+  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED);
+  close(node);
+  close(tr);
+  fx_done(&f);
+}
+END_TEST
+
+/* A trainer connection may not commit, pin, query, set the restore point
+ * or subscribe; it stays the trainer. The node may not act as the trainer. */
+START_TEST(cross_role_requests_refused)
+{
+  struct fx f;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  int tr = trainer_with_step(&f);
+  q_prot.step = 7;
+  q_commit.step = 7;
+  for (size_t i = 0; i < NREQ(node_reqs); i++)
+    ck_assert_int_eq(call(tr, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
+  ck_assert_int_eq(subscribe(tr, NULL, 0), PT_EROLE);
+  ck_assert_int_eq(log_count(&f, "on the trainer's connection"),
+                   (int)NREQ(node_reqs) + 1);
+
+  int node = conn(&f);
+  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED); /* not pinned */
+  ck_assert_int_eq(hello(&f, node, (int32_t)getpid()), PT_EROLE);
+  q_acq.step = 8;
+  ck_assert_int_eq(call(node, RPC_SLOT_ACQUIRE, &q_acq.base), PT_EROLE);
+  ck_assert_int_eq(call(node, RPC_BYE, &q_bye.base), PT_EROLE);
+  ck_assert_int_eq(log_count(&f, "on the node's connection"), 3);
+
+  /* Both keep their roles. */
+  ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
+  ck_assert_int_eq(call(node, RPC_PROTECT, &q_prot.base), 0);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_PROTECTED);
+  close(node);
+  close(tr);
+  fx_done(&f);
+}
+END_TEST
+
+/* Without --secret-file only the SMP's parent may SUBSCRIBE: a sibling
+ * process is refused. A HELLO naming another pid than its sender's is
+ * refused too. */
+START_TEST(subscribe_only_from_parent)
+{
+  struct fx f;
+  int status;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  close(conn(&f)); /* listening */
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int fd;
+    if (rpc_sock_connect_unix(f.sock, &fd) != 0)
+      _exit(3);
+    Pt__Subscribe s = PT__SUBSCRIBE__INIT;
+    ProtobufCMessage *m = NULL;
+    s.node_id = "intruder";
+    if (rpc_sock_call(fd, RPC_SUBSCRIBE, &s.base, RPC_STATE_REPLY, 3000, &m))
+      _exit(4);
+    if (((Pt__StateReply *)m)->status != PT_EROLE)
+      _exit(5);
+    _exit(closed_by_peer(fd, 3000) ? 0 : 6);
+  }
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFEXITED(status));
+  ck_assert_int_eq(WEXITSTATUS(status), 0);
+  ck_assert_int_eq(log_count(&f, "refusing SUBSCRIBE"), 1);
+
+  int fd = conn(&f);
+  ck_assert_int_eq(hello(&f, fd, 4242), PT_EROLE);
+  ck_assert_int_eq(hello(&f, fd, (int32_t)getpid()), 0);
+  close(fd);
+  fx_done(&f);
+}
+END_TEST
+
+/* With --secret-file: no secret, a short one or a wrong one is refused and
+ * the connection closed; the right one makes the node. A second valid
+ * SUBSCRIBE replaces the node (the old connection is closed); an invalid
+ * one leaves the node alone. */
+START_TEST(subscribe_secret)
+{
+  struct fx f;
+  uint8_t secret[NODE_SECRET_BYTES], wrong[NODE_SECRET_BYTES];
+
+  fx_init(&f);
+  for (int i = 0; i < NODE_SECRET_BYTES; i++) {
+    secret[i] = (uint8_t)(i * 7 + 1);
+    wrong[i] = secret[i];
+  }
+  wrong[NODE_SECRET_BYTES - 1] ^= 1;
+  secret_write(f.secret, secret, sizeof(secret), 0600);
+  smp_fork(&f, f.secret);
+
+  struct { const uint8_t *b; size_t len; } bad[] = {
+    { NULL, 0 }, { secret, NODE_SECRET_BYTES - 1 }, { wrong, sizeof(wrong) },
+  };
+  for (size_t i = 0; i < 3; i++) {
+    int fd = conn(&f); /* from the SMP's parent: the secret decides */
+    ck_assert_int_eq(subscribe(fd, bad[i].b, bad[i].len), PT_EROLE);
+    ck_assert(closed_by_peer(fd, 3000));
+    close(fd);
+  }
+  ck_assert_int_eq(log_count(&f, "refusing SUBSCRIBE"), 3);
+
+  int node = conn(&f);
+  ck_assert_int_eq(subscribe(node, secret, sizeof(secret)), 0);
+  q_commit.step = 99;
+  ck_assert_int_eq(call(node, RPC_COMMIT, &q_commit.base), -ENOENT);
+  int bad2 = conn(&f);
+  ck_assert_int_eq(subscribe(bad2, wrong, sizeof(wrong)), PT_EROLE);
+  close(bad2);
+  ck_assert_int_eq(call(node, RPC_COMMIT, &q_commit.base), -ENOENT);
+  int node2 = conn(&f);
+  ck_assert_int_eq(subscribe(node2, secret, sizeof(secret)), 0);
+  ck_assert(closed_by_peer(node, 3000));
+  ck_assert_int_eq(call(node2, RPC_COMMIT, &q_commit.base), -ENOENT);
+  close(node);
+  close(node2);
+  fx_done(&f);
+}
+END_TEST
+
+/* An SMP refuses to start (exit 2) with a secret file that is not ours
+ * alone: another mode, a symlink, the wrong size, another owner, none. */
+START_TEST(secret_file_checked)
+{
+  struct fx f;
+  uint8_t b[NODE_SECRET_BYTES + 1] = { 1, 2, 3 };
+  char link[160];
+
+  fx_init(&f);
+  snprintf(link, sizeof(link), "%s/link.secret", f.dir);
+
+  secret_write(f.secret, b, NODE_SECRET_BYTES, 0644);
+  smp_fork(&f, f.secret);
+  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  secret_write(f.secret, b, NODE_SECRET_BYTES, 0640);
+  smp_fork(&f, f.secret);
+  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  secret_write(f.secret, b, NODE_SECRET_BYTES - 1, 0600);
+  smp_fork(&f, f.secret);
+  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  secret_write(f.secret, b, NODE_SECRET_BYTES + 1, 0600);
+  smp_fork(&f, f.secret);
+  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  secret_write(f.secret, b, NODE_SECRET_BYTES, 0600);
+  ck_assert_int_eq(symlink(f.secret, link), 0);
+  smp_fork(&f, link);
+  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  smp_fork(&f, "/nonexistent/node.secret");
+  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  if (geteuid() == 0) {
+    ck_assert_int_eq(chown(f.secret, 65534, 65534), 0);
+    smp_fork(&f, f.secret);
+    ck_assert_int_eq(smp_exit(&f, 5000), 2);
+    ck_assert_int_eq(chown(f.secret, 0, 0), 0);
+  }
+  ck_assert_int_ge(log_count(&f, "the node's secret is unusable"), 6);
+  /* The good file: the SMP serves. */
+  smp_fork(&f, f.secret);
+  close(conn(&f));
+  ck_assert_int_eq(smp_exit(&f, 100), -1);
+  fx_done(&f);
+}
+END_TEST
+
+/* The node's side: the secret is made once (0600, 32 bytes), read back the
+ * same after, and a symlink in its place is refused. */
+START_TEST(node_secret_made_once)
+{
+  struct fx f;
+  uint8_t a[NODE_SECRET_BYTES], b[NODE_SECRET_BYTES], zero[NODE_SECRET_BYTES];
+  char path[160], link[160], target[160];
+  struct stat st;
+
+  fx_init(&f);
+  memset(zero, 0, sizeof(zero));
+  ck_assert_int_eq(node_secret_load_or_create(f.dir, path, sizeof(path), a), 0);
+  ck_assert_str_eq(path, f.secret);
+  ck_assert_int_eq(lstat(path, &st), 0);
+  ck_assert(S_ISREG(st.st_mode));
+  ck_assert_int_eq(st.st_mode & 07777, 0600);
+  ck_assert_int_eq(st.st_size, NODE_SECRET_BYTES);
+  ck_assert(memcmp(a, zero, sizeof(a)) != 0);
+  ck_assert_int_eq(node_secret_load_or_create(f.dir, path, sizeof(path), b), 0);
+  ck_assert(memcmp(a, b, sizeof(a)) == 0);
+
+  snprintf(target, sizeof(target), "%s/elsewhere", f.dir);
+  ck_assert_int_eq(rename(path, target), 0);
+  snprintf(link, sizeof(link), "%s", path);
+  ck_assert_int_eq(symlink(target, link), 0);
+  ck_assert_int_lt(node_secret_load_or_create(f.dir, path, sizeof(path), b), 0);
+  unlink(link);
+  /* a dangling symlink is not followed to create a file either */
+  ck_assert_int_eq(symlink("/tmp/pt-should-not-exist", link), 0);
+  ck_assert_int_lt(node_secret_load_or_create(f.dir, path, sizeof(path), b), 0);
+  ck_assert_int_ne(access("/tmp/pt-should-not-exist", F_OK), 0);
+  fx_done(&f);
+}
+END_TEST
+
+/* Connections without a role cannot hold the SMP: one that stops inside a
+ * frame is closed after SMP_ROLELESS_IDLE_MS (10 s), a silent one (libpt
+ * before its HELLO) is kept; 80 peers each sending a 1 MiB-1 body's first
+ * byte keep at most 32 connections (and 32 MiB) and the trainer and the
+ * node are served throughout. */
+START_TEST(roleless_connections_bounded)
+{
+  struct fx f;
+  struct rpc_hdr h = { .type = RPC_HELLO, .length = (1u << 20) - 1,
+                       .request_id = 1 };
+  uint8_t frame[RPC_HDR_BYTES + 1] = { 0 };
+  int flood[80], closed = 0;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  rpc_hdr_encode(frame, &h);
+  int tr = trainer_with_step(&f);
+  int node = conn(&f);
+  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
+
+  int silent = conn(&f);
+  int partial = conn(&f);
+  ck_assert_int_eq(write(partial, frame, 10), 10); /* part of a header */
+  uint64_t t0 = rpc_now_ms();
+  ck_assert(closed_by_peer(partial, 15000));
+  ck_assert_uint_ge(rpc_now_ms() - t0, 9000);
+  struct pollfd pfd = { silent, POLLIN, 0 };
+  ck_assert_int_eq(poll(&pfd, 1, 0), 0); /* still open, nothing to read */
+  ck_assert_int_eq(log_count(&f, "no role and nothing sent for 10 s inside "
+                                 "a frame"), 1);
+  close(partial);
+
+  for (int i = 0; i < 80; i++) {
+    flood[i] = conn(&f);
+    ck_assert_int_eq(write(flood[i], frame, sizeof(frame)),
+                     (ssize_t)sizeof(frame));
+  }
+  q_acq.step = 8;
+  ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED);
+  for (int i = 0; i < 80; i++)
+    if (closed_by_peer(flood[i], i < 40 ? 1000 : 50))
+      closed++;
+  ck_assert_int_ge(closed, 80 + 1 - 32);
+  ck_assert(closed_by_peer(silent, 1000)); /* the oldest idle one went */
+  ck_assert_int_ge(log_count(&f, "closing the one idle longest"), 49);
+  for (int i = 0; i < 80; i++)
+    close(flood[i]);
+  close(silent);
+  close(node);
+  close(tr);
+  fx_done(&f);
+}
+END_TEST
+
+/* Client text is logged escaped: a newline in HELLO's job name, in a
+ * region name or in SUBSCRIBE's node id cannot forge a log line. */
+START_TEST(client_text_escaped)
+{
+  struct fx f;
+  Pt__Hello h = PT__HELLO__INIT;
+  Pt__Region r = PT__REGION__INIT, *rp[1] = { &r };
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  int fd = conn(&f);
+  r.name = "w";
+  r.bytes = 4096;
+  h.job = "x\n<3>forged job";
+  h.pid = (int32_t)getpid();
+  h.n_regions = 1;
+  h.regions = rp;
+  ck_assert_int_eq(call(fd, RPC_HELLO, &h.base), PT_ECONFIG);
+  h.job = f.job;
+  r.name = "r\n<3>forged region";
+  r.bytes = 0;
+  ck_assert_int_eq(call(fd, RPC_HELLO, &h.base), -EINVAL);
+  close(fd);
+  int node = conn(&f);
+  sub.node_id = "n\n<3>forged node";
+  ck_assert_int_eq(call(node, RPC_SUBSCRIBE, &sub.base), 0);
+  close(node);
+  ck_assert_int_eq(log_count(&f, "job 'x\\x0a<3>forged job'"), 1);
+  ck_assert_int_eq(log_count(&f, "('r\\x0a<3>forged region')"), 1);
+  ck_assert_int_eq(log_count(&f, "node 'n\\x0a<3>forged node' subscribed"), 1);
+  ck_assert_int_eq(log_count(&f, "\n<3>forged"), 0);
+  /* every line is one of the SMP's: "<N>ptd smp 0: ..." */
+  ck_assert_int_gt(log_count(&f, "\n"), 3);
+  ck_assert_int_eq(log_count(&f, "\n"), log_count(&f, ">ptd smp 0: "));
+  ck_assert_int_eq(log_count(&f, "\n<"), log_count(&f, "\n") - 1);
+  fx_done(&f);
+}
+END_TEST
+
+static Suite *smp_roles_suite(void)
+{
+  Suite *s = suite_create("smp_roles");
+  TCase *tc = tcase_create("roles");
+
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, roleless_requests_refused);
+  tcase_add_test(tc, cross_role_requests_refused);
+  tcase_add_test(tc, subscribe_only_from_parent);
+  tcase_add_test(tc, subscribe_secret);
+  tcase_add_test(tc, secret_file_checked);
+  tcase_add_test(tc, node_secret_made_once);
+  tcase_add_test(tc, roleless_connections_bounded);
+  tcase_add_test(tc, client_text_escaped);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc > 1 && strcmp(argv[1], "smp") == 0)
+    return smp_main(argc - 1, argv + 1);
+  return unit_run(smp_roles_suite());
+}
