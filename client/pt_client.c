@@ -154,6 +154,7 @@ struct pt_client {
   uint64_t started, skipped, failed;
   bool has_committed;
   uint64_t committed_step;
+  bool had_hello;         /* a HELLO was accepted once (conn_mu) */
 };
 
 /* ---- messages ---- */
@@ -522,6 +523,10 @@ static int hello(pt_client *c, uint64_t deadline)
   req.rank = c->rank;
   req.world = c->world;
   req.pid = (int32_t)getpid();
+  /* A reconnect owes the SMP no RESTORE_QUERY: this process restored (or
+   * started fresh) on its first session. */
+  req.has_reconnect = c->had_hello;
+  req.reconnect = c->had_hello;
   req.n_regions = c->nregions;
   req.regions = rp;
 
@@ -549,7 +554,7 @@ static int hello(pt_client *c, uint64_t deadline)
     }
     rc = store_attach(c, r->shm_name, r->has_shm_bytes ? r->shm_bytes : 0);
     if (rc == 0)
-      c->hello_ok = true;
+      c->hello_ok = c->had_hello = true;
     goto out_free;
   }
 

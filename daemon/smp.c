@@ -16,8 +16,19 @@
  *     that connection; when the connection goes, those slots are aborted, so
  *     a dead trainer never leaves a slot WRITING.
  *   - The object outlives this process. At start-up an existing object is
- *     re-opened and recovered (WRITING slots freed); a damaged or foreign one
- *     is renamed aside and the next HELLO creates a fresh one.
+ *     re-opened and recovered (WRITING slots freed); a damaged one is renamed
+ *     aside and the next HELLO creates a fresh one. An object that is not
+ *     this job instance's (another instance id, job or rank), of another
+ *     world size, or another user's is never used and never renamed: every
+ *     HELLO is refused with the reason until it goes away.
+ *   - The SMP holds an exclusive flock on its object for as long as it has
+ *     it mapped, so that a second SMP (a second node with the same job and
+ *     shm prefix) cannot drive the same slots: it gets -EBUSY naming the pid.
+ *   - A truncated, overwritten, unlinked or replaced object is noticed
+ *     (snap_store_check: a size check before every request that touches it,
+ *     a full check every CHECK_INTERVAL_MS and when a HELLO would fail) and
+ *     dropped, never touched again: no SIGBUS, and the next trainer gets a
+ *     fresh object.
  *   - The SMP never touches a GPU and never blocks on a peer: every request is
  *     answered from memory (STATE_QUERY{verify} reads the slots, which is the
  *     point of asking for it).
@@ -29,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -41,52 +53,178 @@
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 
-/* ---- start-up: the existing object ---- */
+/* How often the object is re-validated (header, name, size) while no request
+ * asks: an unlinked or overwritten object is noticed within this. */
+#define CHECK_INTERVAL_MS 1000
 
-static int store_load(struct smp *smp)
+/* ---- the object ---- */
+
+/* 16 bytes as 32 lowercase hex digits. */
+static void hex_instance(const uint8_t *in, char out[2 * SNAP_INSTANCE_BYTES + 1])
 {
-  char err[256] = "", aside[300] = "";
+  static const char digits[] = "0123456789abcdef";
+
+  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
+    out[2 * i] = digits[in[i] >> 4];
+    out[2 * i + 1] = digits[in[i] & 15];
+  }
+  out[2 * SNAP_INSTANCE_BYTES] = '\0';
+}
+
+/* A name read from an object, printable: it may have been written by anyone. */
+static void printable(const char *in, char *out, size_t len)
+{
+  size_t i = 0;
+
+  for (; in[i] != '\0' && i + 1 < len; i++)
+    out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
+  out[i] = '\0';
+}
+
+/* A standing refusal of the object; logged when it first appears or
+ * changes, not on every HELLO. */
+static int refuse(struct smp *smp, int rc, const char *msg)
+{
+  if (smp->refuse_rc != rc || strcmp(smp->refuse_msg, msg) != 0)
+    log_error("%s", msg);
+  smp->refuse_rc = rc;
+  snprintf(smp->refuse_msg, sizeof(smp->refuse_msg), "%s", msg);
+  return rc;
+}
+
+static void refuse_clear(struct smp *smp)
+{
+  smp->refuse_rc = 0;
+  smp->refuse_msg[0] = '\0';
+}
+
+/* Sets a damaged object of ours aside, unless another SMP holds it. */
+static int set_aside(struct smp *smp, const char *why)
+{
+  char msg[512], aside[300] = "";
   int rc;
 
-  rc = snap_store_open(&smp->store, smp->shm_name, err, sizeof(err));
+  rc = snap_store_lock_probe(smp->shm_name, msg, sizeof(msg));
+  if (rc != 0)
+    return refuse(smp, rc, msg);
+  rc = snap_store_quarantine(smp->shm_name, aside, sizeof(aside));
   if (rc == -ENOENT)
     return 0;
-  if (rc == 0 && (strcmp(snap_store_job(smp->store), smp->job) != 0 ||
-                  snap_store_rank(smp->store) != smp->rank)) {
-    snprintf(err, sizeof(err), "it belongs to job '%s' rank %u",
-             snap_store_job(smp->store), snap_store_rank(smp->store));
-    snap_store_close(smp->store);
-    smp->store = NULL;
-    rc = PT_EFORMAT;
+  if (rc != 0) {
+    snprintf(msg, sizeof(msg), "cannot set damaged object '%s' aside: %s",
+             smp->shm_name, pt_strerror(rc));
+    return refuse(smp, rc, msg);
   }
-  if (rc == PT_EFORMAT || rc == PT_EVERSION) {
-    int qrc = snap_store_quarantine(smp->shm_name, aside, sizeof(aside));
-    if (qrc != 0) {
-      log_error("cannot set damaged object '%s' aside: %s", smp->shm_name,
-                pt_strerror(qrc));
-      return qrc;
-    }
-    log_error("snapshot object '%s' is unusable (%s): renamed to '%s'; "
-              "starting with no snapshot", smp->shm_name,
-              err[0] ? err : pt_strerror(rc), aside);
+  log_error("snapshot object '%s' is unusable (%s): renamed to '%s'; "
+            "starting with no snapshot", smp->shm_name, why, aside);
+  return 0;
+}
+
+int smp_store_load(struct smp *smp)
+{
+  char err[400] = "", msg[512], ours[2 * SNAP_INSTANCE_BYTES + 1],
+       theirs[2 * SNAP_INSTANCE_BYTES + 1], job[SNAP_JOB_MAX];
+  struct snap_store *s = NULL;
+  int rc;
+
+  if (smp->store != NULL)
+    return 0;
+  rc = snap_store_open(&s, smp->shm_name, err, sizeof(err));
+  if (rc == -ENOENT) {
+    refuse_clear(smp);
     return 0;
   }
-  if (rc != 0) {
-    log_error("cannot open snapshot object '%s': %s", smp->shm_name,
-              err[0] ? err : pt_strerror(rc));
+  if (rc == PT_EFORMAT || rc == PT_EVERSION) {
+    rc = set_aside(smp, err[0] ? err : pt_strerror(rc));
+    if (rc == 0)
+      refuse_clear(smp);
     return rc;
   }
-  rc = snap_store_recover(smp->store);
+  if (rc != 0) {
+    /* Another user's object (-EPERM) is not ours to set aside. */
+    snprintf(msg, sizeof(msg), "cannot use snapshot object '%s': %s",
+             smp->shm_name, err[0] ? err : pt_strerror(rc));
+    return refuse(smp, rc, msg);
+  }
+  hex_instance(smp->instance, ours);
+  hex_instance(snap_store_instance(s), theirs);
+  printable(snap_store_job(s), job, sizeof(job));
+  if (memcmp(snap_store_instance(s), smp->instance, SNAP_INSTANCE_BYTES) != 0 ||
+      strcmp(snap_store_job(s), smp->job) != 0 ||
+      snap_store_rank(s) != smp->rank) {
+    snprintf(msg, sizeof(msg),
+             "snapshot object '%s' belongs to job '%s' rank %u instance %s, "
+             "not to this job instance (%s): it is left untouched",
+             smp->shm_name, job, snap_store_rank(s), theirs, ours);
+    rc = PT_EFOREIGN;
+    goto out_refuse;
+  }
+  if (snap_store_world(s) != smp->world) {
+    snprintf(msg, sizeof(msg),
+             "snapshot object '%s' (instance %s) was taken with world size "
+             "%u, this SMP serves a world of %u: it is left untouched",
+             smp->shm_name, theirs, snap_store_world(s), smp->world);
+    rc = PT_EWORLD;
+    goto out_refuse;
+  }
+  rc = snap_store_lock(s, smp->shm_name, err, sizeof(err));
+  if (rc != 0) {
+    snprintf(msg, sizeof(msg), "cannot use snapshot object: %s", err);
+    goto out_refuse;
+  }
+  rc = snap_store_recover(s);
   if (rc > 0)
     log_notice("'%s': freed %d slot(s) left WRITING by a crash",
                smp->shm_name, rc);
-  else if (rc < 0)
-    log_warn("'%s': recovery failed: %s", smp->shm_name, pt_strerror(rc));
   log_info("re-opened snapshot object '%s' (%" PRIu64 " bytes, %u slots)",
-           smp->shm_name, snap_store_total_bytes(smp->store),
-           snap_store_nslots(smp->store));
+           smp->shm_name, snap_store_total_bytes(s), snap_store_nslots(s));
+  smp->store = s;
+  refuse_clear(smp);
   return 0;
+
+out_refuse:
+  snap_store_close(s);
+  return refuse(smp, rc, msg);
 }
+
+bool smp_store_guard(struct smp *smp, bool full)
+{
+  char why[400] = "";
+  struct smp_conn *sc;
+  int rc;
+
+  if (smp->store == NULL)
+    return false;
+  rc = snap_store_check(smp->store, smp->shm_name, full, why, sizeof(why));
+  if (rc == 0)
+    return true;
+  log_error("dropping snapshot object: %s; the next trainer gets a fresh "
+            "object", why[0] ? why : pt_strerror(rc));
+  /* Nothing of the old mapping may be touched any more: its slots in flight
+   * are forgotten, not aborted. */
+  for (sc = smp->conns; sc != NULL; sc = sc->next)
+    sc->nwriting = 0;
+  snap_store_close(smp->store);
+  smp->store = NULL;
+  /* A damaged object that is still ours (same name, same inode) goes aside;
+   * an unlinked or replaced one is no longer ours to touch. */
+  if (rc == PT_EFORMAT)
+    set_aside(smp, why);
+  /* The trainer's mapping is of the dropped object: its next call
+   * reconnects, says HELLO again and maps the new one. */
+  if (smp->trainer != NULL)
+    rpc_conn_close(smp->trainer->conn, 0);
+  return false;
+}
+
+static void on_check_timer(uv_timer_t *t)
+{
+  struct smp *smp = t->data;
+
+  if (smp->store != NULL)
+    smp_store_guard(smp, true);
+}
+
 /* ---- connections ---- */
 
 static void on_close(struct rpc_conn *c, int err)
@@ -146,6 +284,9 @@ static void smp_stop(struct smp *smp)
     next = sc->next;
     rpc_conn_close(sc->conn, 0);
   }
+  uv_timer_stop(&smp->check_timer);
+  if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
+    uv_close((uv_handle_t *)&smp->check_timer, NULL);
   uv_signal_stop(&smp->sig_term);
   uv_signal_stop(&smp->sig_int);
   if (!uv_is_closing((uv_handle_t *)&smp->sig_term))
@@ -349,7 +490,7 @@ int smp_main(int argc, char **argv)
   static struct smp smp_storage;
   struct smp *smp = &smp_storage;
   struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close };
-  char role[48];
+  char role[48], comm[16];
   int rc, status = 1;
 
   memset(smp, 0, sizeof(*smp));
@@ -361,6 +502,9 @@ int smp_main(int argc, char **argv)
 
   snprintf(role, sizeof(role), "ptd smp %u", smp->rank);
   log_set_role(role);
+  /* Spawned through /proc/self/exe, the process would show as "exe". */
+  snprintf(comm, sizeof(comm), "ptd-smp-%u", smp->rank);
+  prctl(PR_SET_NAME, comm, 0, 0, 0);
   signal(SIGPIPE, SIG_IGN);
 
   rc = snap_store_name(smp->shm_name, sizeof(smp->shm_name), smp->prefix,
@@ -375,8 +519,13 @@ int smp_main(int argc, char **argv)
     log_error("cannot start the event loop: %s", uv_strerror(rc));
     return 1;
   }
-  if (store_load(smp) != 0)
-    goto out_loop;
+  /* A refusal (another instance's object, ...) is kept and answers every
+   * HELLO; only the process's own failures stop it. */
+  smp_store_load(smp);
+  uv_timer_init(&smp->loop, &smp->check_timer);
+  smp->check_timer.data = smp;
+  uv_timer_start(&smp->check_timer, on_check_timer, CHECK_INTERVAL_MS,
+                 CHECK_INTERVAL_MS);
 
   uv_signal_init(&smp->loop, &smp->sig_term);
   uv_signal_init(&smp->loop, &smp->sig_int);
@@ -404,7 +553,6 @@ int smp_main(int argc, char **argv)
 out_store:
   snap_store_close(smp->store);
   smp->store = NULL;
-out_loop:
   if (uv_loop_close(&smp->loop) == UV_EBUSY) {
     uv_walk(&smp->loop, close_walk_cb, NULL);
     uv_run(&smp->loop, UV_RUN_DEFAULT);
