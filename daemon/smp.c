@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,7 +102,7 @@ static void refuse_clear(struct smp *smp)
 /* Sets a damaged object of ours aside, unless another SMP holds it. */
 static int set_aside(struct smp *smp, const char *why)
 {
-  char msg[512], aside[300] = "";
+  char msg[768], aside[300] = "";
   int rc;
 
   rc = snap_store_lock_probe(smp->shm_name, msg, sizeof(msg));
@@ -122,7 +123,7 @@ static int set_aside(struct smp *smp, const char *why)
 
 int smp_store_load(struct smp *smp)
 {
-  char err[400] = "", msg[512], ours[2 * SNAP_INSTANCE_BYTES + 1],
+  char err[400] = "", msg[768], ours[2 * SNAP_INSTANCE_BYTES + 1],
        theirs[2 * SNAP_INSTANCE_BYTES + 1], job[SNAP_JOB_MAX];
   struct snap_store *s = NULL;
   int rc;
@@ -187,17 +188,11 @@ out_refuse:
   return refuse(smp, rc, msg);
 }
 
-bool smp_store_guard(struct smp *smp, bool full)
+/* The store may not be touched any more (why, rc as snap_store_check). */
+static void store_drop(struct smp *smp, int rc, const char *why)
 {
-  char why[400] = "";
   struct smp_conn *sc;
-  int rc;
 
-  if (smp->store == NULL)
-    return false;
-  rc = snap_store_check(smp->store, smp->shm_name, full, why, sizeof(why));
-  if (rc == 0)
-    return true;
   log_error("dropping snapshot object: %s; the next trainer gets a fresh "
             "object", why[0] ? why : pt_strerror(rc));
   /* Nothing of the old mapping may be touched any more: its slots in flight
@@ -214,7 +209,83 @@ bool smp_store_guard(struct smp *smp, bool full)
    * reconnects, says HELLO again and maps the new one. */
   if (smp->trainer != NULL)
     rpc_conn_close(smp->trainer->conn, 0);
+}
+
+bool smp_store_guard(struct smp *smp, bool full)
+{
+  char why[400] = "";
+  int rc;
+
+  if (smp->store == NULL)
+    return false;
+  rc = snap_store_check(smp->store, smp->shm_name, full, why, sizeof(why));
+  if (rc == 0)
+    return true;
+  store_drop(smp, rc, why);
   return false;
+}
+
+/* ---- faults of the mapping ----
+ *
+ * The size check before each request leaves a window: an object truncated
+ * while a request reads it (a verify reads whole slots) faults. A SIGBUS
+ * whose address lies in the store's mapping, raised inside smp_guarded(),
+ * returns there instead of killing the process; any other SIGBUS still
+ * does. Nothing the guarded code does between the object's reads holds a
+ * lock or allocates, so leaving it in the middle is safe. */
+
+static struct smp *bus_smp;
+static sigjmp_buf *bus_env; /* set while guarded code runs */
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+  const struct snap_store *s = bus_smp != NULL ? bus_smp->store : NULL;
+  const uint8_t *a = si->si_addr;
+
+  (void)uc;
+  if (bus_env != NULL && s != NULL) {
+    const uint8_t *base = snap_store_base(s);
+    if (a >= base && a < base + snap_store_total_bytes(s))
+      siglongjmp(*bus_env, 1);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static int sigbus_install(struct smp *smp)
+{
+  struct sigaction sa;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  bus_smp = smp;
+  return sigaction(SIGBUS, &sa, NULL) == 0 ? 0 : -errno;
+}
+
+int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg)
+{
+  sigjmp_buf env, *outer = bus_env;
+  int rc;
+
+  if (sigsetjmp(env, 1) != 0) {
+    bus_env = outer;
+    store_drop(smp, PT_EFORMAT,
+               "a read of its mapping faulted (SIGBUS): the object shrank "
+               "under the SMP");
+    return -EIO;
+  }
+  bus_env = &env;
+  rc = fn(arg);
+  bus_env = outer;
+  return rc;
+}
+
+static int check_full(void *arg)
+{
+  smp_store_guard(arg, true);
+  return 0;
 }
 
 static void on_check_timer(uv_timer_t *t)
@@ -222,10 +293,40 @@ static void on_check_timer(uv_timer_t *t)
   struct smp *smp = t->data;
 
   if (smp->store != NULL)
-    smp_store_guard(smp, true);
+    smp_guarded(smp, check_full, smp);
 }
 
 /* ---- connections ---- */
+
+struct msg_call {
+  struct rpc_conn *c;
+  const struct rpc_hdr *h;
+  ProtobufCMessage *msg;
+};
+
+static int msg_call(void *arg)
+{
+  struct msg_call *mc = arg;
+  return smp_on_msg(mc->c, mc->h, mc->msg);
+}
+
+/* Every request runs guarded: one that faults closes its connection. */
+static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                  ProtobufCMessage *msg)
+{
+  struct smp_conn *sc = rpc_conn_data(c);
+  struct msg_call mc = { c, h, msg };
+
+  if (sc == NULL)
+    return PT_ESTATE;
+  return smp_guarded(sc->smp, msg_call, &mc);
+}
+
+static int conn_gone(void *arg)
+{
+  smp_conn_gone(arg);
+  return 0;
+}
 
 static void on_close(struct rpc_conn *c, int err)
 {
@@ -237,7 +338,7 @@ static void on_close(struct rpc_conn *c, int err)
   smp = sc->smp;
   if (err != 0 && err != -ECONNRESET && err != -EPIPE)
     log_debug("connection closed: %s", pt_strerror(err));
-  smp_conn_gone(sc);
+  smp_guarded(smp, conn_gone, sc);
   if (sc->prev != NULL)
     sc->prev->next = sc->next;
   else
@@ -489,7 +590,7 @@ int smp_main(int argc, char **argv)
 {
   static struct smp smp_storage;
   struct smp *smp = &smp_storage;
-  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close };
+  struct rpc_conn_ops ops = { .on_msg = on_msg, .on_close = on_close };
   char role[48], comm[16];
   int rc, status = 1;
 
@@ -506,6 +607,9 @@ int smp_main(int argc, char **argv)
   snprintf(comm, sizeof(comm), "ptd-smp-%u", smp->rank);
   prctl(PR_SET_NAME, comm, 0, 0, 0);
   signal(SIGPIPE, SIG_IGN);
+  rc = sigbus_install(smp);
+  if (rc != 0)
+    log_warn("cannot catch SIGBUS: %s", pt_strerror(rc));
 
   rc = snap_store_name(smp->shm_name, sizeof(smp->shm_name), smp->prefix,
                        smp->job, smp->rank);

@@ -62,7 +62,7 @@ struct smp {
    * another world size's, another user's, another SMP's): every HELLO is
    * refused with it until it changes. 0: no refusal. */
   int refuse_rc;
-  char refuse_msg[512];
+  char refuse_msg[768];
 
   struct smp_conn *trainer; /* the connection whose HELLO was accepted */
   struct smp_conn *node;    /* the subscriber of events */
@@ -97,5 +97,10 @@ int smp_store_load(struct smp *smp);
  * closed (its next call says HELLO again and gets a fresh object), and a
  * damaged object that is still ours is set aside. Returns false then. */
 bool smp_store_guard(struct smp *smp, bool full);
+
+/* Runs fn(arg) with a fault (SIGBUS) of the store's mapping caught: the
+ * store is dropped as by smp_store_guard and -EIO returned; else fn's
+ * return. Every entry point that may touch the mapping goes through it. */
+int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg);
 
 #endif /* PT_SMP_INTERNAL_H */

@@ -142,6 +142,12 @@ static void watch_stop(struct smp_conn *sc)
   uv_close((uv_handle_t *)&w->poll, watch_free);
 }
 
+static int abort_all(void *arg)
+{
+  writing_abort_all(arg);
+  return 0;
+}
+
 static void on_trainer_exit(uv_poll_t *h, int status, int events)
 {
   struct pid_watch *w = h->data;
@@ -156,7 +162,7 @@ static void on_trainer_exit(uv_poll_t *h, int status, int events)
     return;
   log_notice("trainer pid %d exited while its connection stays open (a "
              "child it forked holds it): the trainer is gone", (int)sc->pid);
-  writing_abort_all(sc);
+  smp_guarded(sc->smp, abort_all, sc);
   trainer_release(sc, false);
   sc->role = ROLE_NONE;
   rpc_conn_close(sc->conn, 0);
@@ -248,7 +254,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
   struct smp *smp = sc->smp;
   Pt__HelloReply r = PT__HELLO_REPLY__INIT;
   struct snap_region_desc *descs = NULL;
-  char msg[512] = "";
+  char msg[768] = "";
   bool quiet = false;
   uint32_t cslot;
   uint64_t cstep;
