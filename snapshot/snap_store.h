@@ -2,13 +2,17 @@
  * snap_store.h — one rank's snapshot object in POSIX shared memory.
  *
  * Ownership. The SMP of rank r creates the object /<prefix>pt.<job>.<r> (mode
- * 0600) the first time its trainer says hello, and is the only process that
- * changes slot states. The trainer (libpt) maps the same object read-write to
- * copy its regions into the slot the SMP assigned and to write that slot's
- * checksum table, and reads a committed slot back on restore. The object
- * outlives every process; ptd node unlinks it when the job completes (unless
- * told to keep it) and renames a damaged one aside. After any crash the next
- * SMP re-opens and re-validates it with snap_store_open().
+ * 0600, O_EXCL: never one that someone else made) the first time its trainer
+ * says hello, and is the only process that changes slot states; it holds an
+ * exclusive flock on the object for as long as it maps it, so that a second
+ * SMP cannot drive the same slots. The trainer (libpt) maps the same object
+ * read-write to copy its regions into the slot the SMP assigned and to write
+ * that slot's checksum table, and reads a committed slot back on restore.
+ * The object outlives every process; ptd node unlinks it when the job
+ * completes (unless told to keep it); the SMP renames a damaged one aside.
+ * After any crash the next SMP re-opens and re-validates it with
+ * snap_store_open(), which refuses an object of another owner or mode, and
+ * uses it only when its job instance id and world size are its job's.
  *
  * Layout (all integers little-endian, offsets from the start of the object):
  *

@@ -130,6 +130,8 @@ static void smp_start(struct smp_proc *p)
       argv[n++] = "6";
     }
     argv[n] = NULL;
+    if (getenv("PT_TEST_SMP_EXIT") != NULL)
+      exit(smp_main(n, argv)); /* lets LeakSanitizer check the SMP */
     _exit(smp_main(n, argv));
   }
   p->pid = pid;
