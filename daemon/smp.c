@@ -26,9 +26,13 @@
  *     shm prefix) cannot drive the same slots: it gets -EBUSY naming the pid.
  *   - A truncated, overwritten, unlinked or replaced object is noticed
  *     (snap_store_check: a size check before every request that touches it,
- *     a full check every CHECK_INTERVAL_MS and when a HELLO would fail) and
- *     dropped, never touched again: no SIGBUS, and the next trainer gets a
+ *     a full check at every HELLO and every CHECK_INTERVAL_MS; a SIGBUS from
+ *     the mapping in between is caught by smp_guarded) and dropped, never
+ *     touched again: the SMP survives, says why, and the next trainer gets a
  *     fresh object.
+ *   - The trainer is the process that connected (SO_PEERCRED), watched by
+ *     pidfd: its exit ends the trainer role even when a child it forked
+ *     still holds the connection.
  *   - The SMP never touches a GPU and never blocks on a peer: every request is
  *     answered from memory (STATE_QUERY{verify} reads the slots, which is the
  *     point of asking for it).

@@ -324,7 +324,8 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     sc->restore_owed =
         snap_store_newest_committed(smp->store, &cslot, &cstep) == 0 &&
         !(m->has_reconnect && m->reconnect);
-    watch_start(sc, pid);
+    if (peer > 0) /* a pid that HELLO merely claims is not watched */
+      watch_start(sc, peer);
   }
   sc->role = ROLE_TRAINER;
   sc->pid = pid;
