@@ -574,6 +574,10 @@ static void state_reply(struct smp_conn *sc, uint64_t id, bool verify)
   r.has_instance = true;
   r.instance.data = smp->instance;
   r.instance.len = SNAP_INSTANCE_BYTES;
+  /* Why there is no store although an object exists (another instance's,
+   * world size's, user's or SMP's): the node can say it too. */
+  if (smp->store == NULL && smp->refuse_rc != 0)
+    r.message = smp->refuse_msg;
   rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
 }
 

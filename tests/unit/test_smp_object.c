@@ -338,6 +338,34 @@ static bool closed_by_peer(int fd, int timeout_ms)
   return false;
 }
 
+/* A node's secret file for p (32 bytes, mode 0600). OUT: secret. */
+static void secret_make(struct smp_proc *p, uint8_t secret[32])
+{
+  snprintf(p->secret_file, sizeof(p->secret_file), "%s/%s.secret", g_dir,
+           p->job);
+  for (int i = 0; i < 32; i++)
+    secret[i] = (uint8_t)(i * 7 + 1);
+  int fd = open(p->secret_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, secret, 32), 32);
+  close(fd);
+}
+
+/* SUBSCRIBE as the node; returns its state reply (free it). */
+static Pt__StateReply *subscribe(int fd, const uint8_t secret[32])
+{
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+  ProtobufCMessage *m = NULL;
+
+  sub.node_id = "test";
+  sub.has_secret = true;
+  sub.secret.data = (uint8_t *)secret;
+  sub.secret.len = 32;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SUBSCRIBE, &sub.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  return (Pt__StateReply *)m;
+}
+
 /* ---- whose object ---- */
 
 /* An object of another job instance: refused with PT_EFOREIGN naming the
@@ -347,9 +375,12 @@ START_TEST(test_foreign_instance)
   struct smp_proc p;
   char err[256];
 
+  uint8_t secret[32];
+
   smp_init(&p, "foreign", "foreign");
   object_make(&p, INST_A, 1);
   p.instance = INST_B;
+  secret_make(&p, secret);
   smp_start(&p);
   int fd = raw_connect(&p);
   for (int i = 0; i < 2; i++) {
@@ -364,6 +395,14 @@ START_TEST(test_foreign_instance)
   }
   /* a slot is refused too: the connection is no trainer */
   ck_assert_int_ne(acquire(fd, 1, NULL, NULL), 0);
+  close(fd);
+  /* the node hears why there is no store */
+  fd = raw_connect(&p);
+  Pt__StateReply *st = subscribe(fd, secret);
+  ck_assert(st->has_has_store && !st->has_store);
+  ck_assert_ptr_nonnull(st->message);
+  ck_assert_ptr_nonnull(strstr(st->message, INST_A));
+  protobuf_c_message_free_unpacked(&st->base, NULL);
   close(fd);
   ck_assert(smp_alive(&p));
   smp_stop(&p);
@@ -749,13 +788,8 @@ START_TEST(test_truncated_while_reading)
   memset(buf, 0x5a, BIG);
   smp_init(&p, "bus", "bus");
   p.autocommit = true;
-  snprintf(p.secret_file, sizeof(p.secret_file), "%s/bus.secret", g_dir);
+  secret_make(&p, secret);
   snprintf(p.log, sizeof(p.log), "%s/bus.log", g_dir);
-  for (int i = 0; i < 32; i++)
-    secret[i] = (uint8_t)(i * 7 + 1);
-  int sfd = open(p.secret_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  ck_assert_int_eq(write(sfd, secret, sizeof(secret)), (ssize_t)sizeof(secret));
-  close(sfd);
   smp_start(&p);
   close(raw_connect(&p));
 
@@ -772,15 +806,8 @@ START_TEST(test_truncated_while_reading)
   ck_assert_int_eq(pt_restore(c, &step0), PT_ENOSNAP);
 
   int node = raw_connect(&p);
-  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
-  ProtobufCMessage *m = NULL;
-  sub.node_id = "test";
-  sub.has_secret = true;
-  sub.secret.data = secret;
-  sub.secret.len = sizeof(secret);
-  ck_assert_int_eq(rpc_sock_call(node, RPC_SUBSCRIBE, &sub.base,
-                                 RPC_STATE_REPLY, 3000, &m), 0);
-  protobuf_c_message_free_unpacked(m, NULL);
+  Pt__StateReply *st = subscribe(node, secret);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
 
   for (tries = 0; tries < 8 && caught == 0; tries++) {
     uint64_t step = 10 + (uint64_t)tries;
@@ -803,9 +830,8 @@ START_TEST(test_truncated_while_reading)
      * connection closed (the read faulted): a new node connection. */
     close(node);
     node = raw_connect(&p);
-    ck_assert_int_eq(rpc_sock_call(node, RPC_SUBSCRIBE, &sub.base,
-                                   RPC_STATE_REPLY, 3000, &m), 0);
-    protobuf_c_message_free_unpacked(m, NULL);
+    st = subscribe(node, secret);
+    protobuf_c_message_free_unpacked(&st->base, NULL);
     char line[512];
     FILE *f = fopen(p.log, "r");
     ck_assert_ptr_nonnull(f);
