@@ -366,6 +366,21 @@ static Pt__StateReply *subscribe(int fd, const uint8_t secret[32])
   return (Pt__StateReply *)m;
 }
 
+/* Lines of the SMP's log (p->log) that contain what. */
+static int log_count(const struct smp_proc *p, const char *what)
+{
+  char line[1024];
+  int n = 0;
+  FILE *f = fopen(p->log, "r");
+
+  ck_assert_ptr_nonnull(f);
+  while (fgets(line, sizeof(line), f) != NULL)
+    if (strstr(line, what) != NULL)
+      n++;
+  fclose(f);
+  return n;
+}
+
 /* ---- whose object ---- */
 
 /* An object of another job instance: refused with PT_EFOREIGN naming the
@@ -381,9 +396,10 @@ START_TEST(test_foreign_instance)
   object_make(&p, INST_A, 1);
   p.instance = INST_B;
   secret_make(&p, secret);
+  snprintf(p.log, sizeof(p.log), "%s/foreign.log", g_dir);
   smp_start(&p);
   int fd = raw_connect(&p);
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < 3; i++) {
     Pt__HelloReply *r = hello_ex(fd, &p, 1, false);
     ck_assert_int_eq(r->status, PT_EFOREIGN);
     ck_assert_ptr_nonnull(r->message);
@@ -396,6 +412,8 @@ START_TEST(test_foreign_instance)
   /* a slot is refused too: the connection is no trainer */
   ck_assert_int_ne(acquire(fd, 1, NULL, NULL), 0);
   close(fd);
+  /* said once in the log, not once per HELLO */
+  ck_assert_int_eq(log_count(&p, "belongs to"), 1);
   /* the node hears why there is no store */
   fd = raw_connect(&p);
   Pt__StateReply *st = subscribe(fd, secret);
@@ -832,13 +850,7 @@ START_TEST(test_truncated_while_reading)
     node = raw_connect(&p);
     st = subscribe(node, secret);
     protobuf_c_message_free_unpacked(&st->base, NULL);
-    char line[512];
-    FILE *f = fopen(p.log, "r");
-    ck_assert_ptr_nonnull(f);
-    while (fgets(line, sizeof(line), f) != NULL)
-      if (strstr(line, "faulted (SIGBUS)") != NULL)
-        caught++;
-    fclose(f);
+    caught = log_count(&p, "faulted (SIGBUS)");
     /* the truncated object is set aside: the next snapshot makes one */
     DIR *d = opendir("/dev/shm");
     struct dirent *e;
