@@ -201,6 +201,7 @@ struct pt_client {
   uint8_t *rblob;
   size_t rblob_len;
   bool rblob_ok; /* a pt_restore() succeeded: rblob holds its blob */
+  bool had_hello;         /* a HELLO was accepted once (conn_mu) */
 };
 
 _Static_assert(PT_BLOB_MAX == SNAP_BLOB_MAX,
@@ -754,6 +755,10 @@ static int hello(pt_client *c, uint64_t deadline)
   req.rank = c->rank;
   req.world = c->world;
   req.pid = (int32_t)getpid();
+  /* A reconnect owes the SMP no RESTORE_QUERY: this process restored (or
+   * started fresh) on its first session. */
+  req.has_reconnect = c->had_hello;
+  req.reconnect = c->had_hello;
   req.n_regions = c->nregions;
   req.regions = rp;
 
@@ -781,7 +786,7 @@ static int hello(pt_client *c, uint64_t deadline)
     }
     rc = store_attach(c, r->shm_name, r->has_shm_bytes ? r->shm_bytes : 0);
     if (rc == 0) {
-      c->hello_ok = true;
+      c->hello_ok = c->had_hello = true;
       if (!c->had_session && r->has_committed_step)
         c->found_committed = true;
       c->had_session = true;

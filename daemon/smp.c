@@ -22,8 +22,23 @@
  *     that connection; when the connection goes, those slots are aborted, so
  *     a dead trainer never leaves a slot WRITING.
  *   - The object outlives this process. At start-up an existing object is
- *     re-opened and recovered (WRITING slots freed); a damaged or foreign one
- *     is renamed aside and the next HELLO creates a fresh one.
+ *     re-opened and recovered (WRITING slots freed); a damaged one is renamed
+ *     aside and the next HELLO creates a fresh one. An object that is not
+ *     this job instance's (another instance id, job or rank), of another
+ *     world size, or another user's is never used and never renamed: every
+ *     HELLO is refused with the reason until it goes away.
+ *   - The SMP holds an exclusive flock on its object for as long as it has
+ *     it mapped, so that a second SMP (a second node with the same job and
+ *     shm prefix) cannot drive the same slots: it gets -EBUSY naming the pid.
+ *   - A truncated, overwritten, unlinked or replaced object is noticed
+ *     (snap_store_check: a size check before every request that touches it,
+ *     a full check at every HELLO and every CHECK_INTERVAL_MS; a SIGBUS from
+ *     the mapping in between is caught by smp_guarded) and dropped, never
+ *     touched again: the SMP survives, says why, and the next trainer gets a
+ *     fresh object.
+ *   - The trainer is the process that connected (SO_PEERCRED), watched by
+ *     pidfd: its exit ends the trainer role even when a child it forked
+ *     still holds the connection.
  *   - The SMP never touches a GPU and never blocks on a peer: every request is
  *     answered from memory (STATE_QUERY{verify} reads the slots, which is the
  *     point of asking for it).
@@ -31,10 +46,12 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -47,56 +64,282 @@
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 
-/* ---- start-up: the existing object ---- */
+/* How often the object is re-validated (header, name, size) while no request
+ * asks: an unlinked or overwritten object is noticed within this. */
+#define CHECK_INTERVAL_MS 1000
 
-static int store_load(struct smp *smp)
+/* ---- the object ---- */
+
+/* 16 bytes as 32 lowercase hex digits. */
+static void hex_instance(const uint8_t *in, char out[2 * SNAP_INSTANCE_BYTES + 1])
 {
-  char err[256] = "", aside[300] = "";
+  static const char digits[] = "0123456789abcdef";
+
+  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
+    out[2 * i] = digits[in[i] >> 4];
+    out[2 * i + 1] = digits[in[i] & 15];
+  }
+  out[2 * SNAP_INSTANCE_BYTES] = '\0';
+}
+
+/* A name read from an object, printable: it may have been written by anyone. */
+static void printable(const char *in, char *out, size_t len)
+{
+  size_t i = 0;
+
+  for (; in[i] != '\0' && i + 1 < len; i++)
+    out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
+  out[i] = '\0';
+}
+
+/* A standing refusal of the object; logged when it first appears or
+ * changes, not on every HELLO. */
+static int refuse(struct smp *smp, int rc, const char *msg)
+{
+  if (smp->refuse_rc != rc || strcmp(smp->refuse_msg, msg) != 0)
+    log_error("%s", msg);
+  smp->refuse_rc = rc;
+  snprintf(smp->refuse_msg, sizeof(smp->refuse_msg), "%s", msg);
+  return rc;
+}
+
+static void refuse_clear(struct smp *smp)
+{
+  smp->refuse_rc = 0;
+  smp->refuse_msg[0] = '\0';
+}
+
+/* Sets a damaged object of ours aside, unless another SMP holds it. */
+static int set_aside(struct smp *smp, const char *why)
+{
+  char msg[768], aside[300] = "";
   int rc;
 
-  rc = snap_store_open(&smp->store, smp->shm_name, err, sizeof(err));
+  rc = snap_store_lock_probe(smp->shm_name, msg, sizeof(msg));
+  if (rc != 0)
+    return refuse(smp, rc, msg);
+  rc = snap_store_quarantine(smp->shm_name, aside, sizeof(aside));
   if (rc == -ENOENT)
     return 0;
-  if (rc == 0 && (strcmp(snap_store_job(smp->store), smp->job) != 0 ||
-                  snap_store_rank(smp->store) != smp->rank)) {
-    snprintf(err, sizeof(err), "it belongs to job '%s' rank %u",
-             snap_store_job(smp->store), snap_store_rank(smp->store));
-    snap_store_close(smp->store);
-    smp->store = NULL;
-    rc = PT_EFORMAT;
+  if (rc != 0) {
+    snprintf(msg, sizeof(msg), "cannot set damaged object '%s' aside: %s",
+             smp->shm_name, pt_strerror(rc));
+    return refuse(smp, rc, msg);
   }
-  if (rc == PT_EFORMAT || rc == PT_EVERSION) {
-    int qrc = snap_store_quarantine(smp->shm_name, aside, sizeof(aside));
-    if (qrc != 0) {
-      log_error("cannot set damaged object '%s' aside: %s", smp->shm_name,
-                pt_strerror(qrc));
-      return qrc;
-    }
-    log_error("snapshot object '%s' is unusable (%s): renamed to '%s'; "
-              "starting with no snapshot", smp->shm_name,
-              err[0] ? err : pt_strerror(rc), aside);
+  log_error("snapshot object '%s' is unusable (%s): renamed to '%s'; "
+            "starting with no snapshot", smp->shm_name, why, aside);
+  return 0;
+}
+
+int smp_store_load(struct smp *smp)
+{
+  char err[400] = "", msg[768], ours[2 * SNAP_INSTANCE_BYTES + 1],
+       theirs[2 * SNAP_INSTANCE_BYTES + 1], job[SNAP_JOB_MAX];
+  struct snap_store *s = NULL;
+  int rc;
+
+  if (smp->store != NULL)
+    return 0;
+  rc = snap_store_open(&s, smp->shm_name, err, sizeof(err));
+  if (rc == -ENOENT) {
+    refuse_clear(smp);
     return 0;
   }
-  if (rc != 0) {
-    log_error("cannot open snapshot object '%s': %s", smp->shm_name,
-              err[0] ? err : pt_strerror(rc));
+  if (rc == PT_EFORMAT || rc == PT_EVERSION) {
+    rc = set_aside(smp, err[0] ? err : pt_strerror(rc));
+    if (rc == 0)
+      refuse_clear(smp);
     return rc;
   }
+  if (rc != 0) {
+    /* Another user's object (-EPERM) is not ours to set aside. */
+    snprintf(msg, sizeof(msg), "cannot use snapshot object '%s': %s",
+             smp->shm_name, err[0] ? err : pt_strerror(rc));
+    return refuse(smp, rc, msg);
+  }
+  hex_instance(smp->instance, ours);
+  hex_instance(snap_store_instance(s), theirs);
+  printable(snap_store_job(s), job, sizeof(job));
+  if (memcmp(snap_store_instance(s), smp->instance, SNAP_INSTANCE_BYTES) != 0 ||
+      strcmp(snap_store_job(s), smp->job) != 0 ||
+      snap_store_rank(s) != smp->rank) {
+    snprintf(msg, sizeof(msg),
+             "snapshot object '%s' belongs to job '%s' rank %u instance %s, "
+             "not to this job instance (%s): it is left untouched",
+             smp->shm_name, job, snap_store_rank(s), theirs, ours);
+    rc = PT_EFOREIGN;
+    goto out_refuse;
+  }
+  if (snap_store_world(s) != smp->world) {
+    snprintf(msg, sizeof(msg),
+             "snapshot object '%s' (instance %s) was taken with world size "
+             "%u, this SMP serves a world of %u: it is left untouched",
+             smp->shm_name, theirs, snap_store_world(s), smp->world);
+    rc = PT_EWORLD;
+    goto out_refuse;
+  }
+  rc = snap_store_lock(s, smp->shm_name, err, sizeof(err));
+  if (rc != 0) {
+    snprintf(msg, sizeof(msg), "cannot use snapshot object: %s", err);
+    goto out_refuse;
+  }
   char bad[1024];
-  if (snap_store_bad_records(smp->store, bad, sizeof(bad)) > 0)
+  if (snap_store_bad_records(s, bad, sizeof(bad)) > 0)
     log_error("%s; the slot is freed", bad);
-  rc = snap_store_recover(smp->store);
+  rc = snap_store_recover(s);
   if (rc > 0)
     log_notice("'%s': freed %d slot(s) left WRITING by a crash",
                smp->shm_name, rc);
-  else if (rc < 0)
-    log_warn("'%s': recovery failed: %s", smp->shm_name, pt_strerror(rc));
   log_info("re-opened snapshot object '%s' (%" PRIu64 " bytes, %u slots)",
-           smp->shm_name, snap_store_total_bytes(smp->store),
-           snap_store_nslots(smp->store));
+           smp->shm_name, snap_store_total_bytes(s), snap_store_nslots(s));
+  smp->store = s;
+  refuse_clear(smp);
+  return 0;
+
+out_refuse:
+  snap_store_close(s);
+  return refuse(smp, rc, msg);
+}
+
+/* The store may not be touched any more (why, rc as snap_store_check). */
+static void store_drop(struct smp *smp, int rc, const char *why)
+{
+  struct smp_conn *sc;
+
+  log_error("dropping snapshot object: %s; the next trainer gets a fresh "
+            "object", why[0] ? why : pt_strerror(rc));
+  /* Nothing of the old mapping may be touched any more: its slots in flight
+   * are forgotten, not aborted. */
+  for (sc = smp->conns; sc != NULL; sc = sc->next)
+    sc->nwriting = 0;
+  snap_store_close(smp->store);
+  smp->store = NULL;
+  /* A damaged object that is still ours (same name, same inode) goes aside;
+   * an unlinked or replaced one is no longer ours to touch. */
+  if (rc == PT_EFORMAT)
+    set_aside(smp, why);
+  /* The trainer's mapping is of the dropped object: its next call
+   * reconnects, says HELLO again and maps the new one. */
+  if (smp->trainer != NULL)
+    rpc_conn_close(smp->trainer->conn, 0);
+}
+
+bool smp_store_guard(struct smp *smp, bool full)
+{
+  char why[400] = "";
+  int rc;
+
+  if (smp->store == NULL)
+    return false;
+  rc = snap_store_check(smp->store, smp->shm_name, full, why, sizeof(why));
+  if (rc == 0)
+    return true;
+  store_drop(smp, rc, why);
+  return false;
+}
+
+/* ---- faults of the mapping ----
+ *
+ * The size check before each request leaves a window: an object truncated
+ * while a request reads it (a verify reads whole slots) faults. A SIGBUS
+ * whose address lies in the store's mapping, raised inside smp_guarded(),
+ * returns there instead of killing the process; any other SIGBUS still
+ * does. Nothing the guarded code does between the object's reads holds a
+ * lock or allocates, so leaving it in the middle is safe. */
+
+static struct smp *bus_smp;
+static sigjmp_buf *bus_env; /* set while guarded code runs */
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+  const struct snap_store *s = bus_smp != NULL ? bus_smp->store : NULL;
+  const uint8_t *a = si->si_addr;
+
+  (void)uc;
+  if (bus_env != NULL && s != NULL) {
+    const uint8_t *base = snap_store_base(s);
+    if (a >= base && a < base + snap_store_total_bytes(s))
+      siglongjmp(*bus_env, 1);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static int sigbus_install(struct smp *smp)
+{
+  struct sigaction sa;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  bus_smp = smp;
+  return sigaction(SIGBUS, &sa, NULL) == 0 ? 0 : -errno;
+}
+
+int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg)
+{
+  sigjmp_buf env, *outer = bus_env;
+  int rc;
+
+  if (sigsetjmp(env, 1) != 0) {
+    bus_env = outer;
+    store_drop(smp, PT_EFORMAT,
+               "a read of its mapping faulted (SIGBUS): the object shrank "
+               "under the SMP");
+    return -EIO;
+  }
+  bus_env = &env;
+  rc = fn(arg);
+  bus_env = outer;
+  return rc;
+}
+
+static int check_full(void *arg)
+{
+  smp_store_guard(arg, true);
   return 0;
 }
+
+static void on_check_timer(uv_timer_t *t)
+{
+  struct smp *smp = t->data;
+
+  if (smp->store != NULL)
+    smp_guarded(smp, check_full, smp);
+}
+
 /* ---- connections ---- */
+
+struct msg_call {
+  struct rpc_conn *c;
+  const struct rpc_hdr *h;
+  ProtobufCMessage *msg;
+};
+
+static int msg_call(void *arg)
+{
+  struct msg_call *mc = arg;
+  return smp_on_msg(mc->c, mc->h, mc->msg);
+}
+
+/* Every request runs guarded: one that faults closes its connection. */
+static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                  ProtobufCMessage *msg)
+{
+  struct smp_conn *sc = rpc_conn_data(c);
+  struct msg_call mc = { c, h, msg };
+
+  if (sc == NULL)
+    return PT_ESTATE;
+  return smp_guarded(sc->smp, msg_call, &mc);
+}
+
+static int conn_gone(void *arg)
+{
+  smp_conn_gone(arg);
+  return 0;
+}
 
 static void on_close(struct rpc_conn *c, int err)
 {
@@ -111,7 +354,7 @@ static void on_close(struct rpc_conn *c, int err)
              "bytes buffered past the cap", rpc_conn_peer_pid(c));
   else if (err != 0 && err != -ECONNRESET && err != -EPIPE)
     log_debug("connection closed: %s", pt_strerror(err));
-  smp_conn_gone(sc);
+  smp_guarded(smp, conn_gone, sc);
   if (sc->prev != NULL)
     sc->prev->next = sc->next;
   else
@@ -201,6 +444,9 @@ static void smp_stop(struct smp *smp)
     next = sc->next;
     rpc_conn_close(sc->conn, 0);
   }
+  uv_timer_stop(&smp->check_timer);
+  if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
+    uv_close((uv_handle_t *)&smp->check_timer, NULL);
   uv_signal_stop(&smp->sig_term);
   uv_signal_stop(&smp->sig_int);
   if (!uv_is_closing((uv_handle_t *)&smp->sig_term))
@@ -405,11 +651,11 @@ int smp_main(int argc, char **argv)
 {
   static struct smp smp_storage;
   struct smp *smp = &smp_storage;
-  struct rpc_conn_ops ops = { .on_msg = smp_on_msg, .on_close = on_close,
+  struct rpc_conn_ops ops = { .on_msg = on_msg, .on_close = on_close,
                               .max_body = RPC_MAX_BODY_HELLO,
                               .idle_ms = SMP_ROLELESS_IDLE_MS,
                               .on_idle = on_idle };
-  char role[48];
+  char role[48], comm[16];
   int rc, status = 1;
 
   memset(smp, 0, sizeof(*smp));
@@ -421,7 +667,13 @@ int smp_main(int argc, char **argv)
 
   snprintf(role, sizeof(role), "ptd smp %u", smp->rank);
   log_set_role(role);
+  /* Spawned through /proc/self/exe, the process would show as "exe". */
+  snprintf(comm, sizeof(comm), "ptd-smp-%u", smp->rank);
+  prctl(PR_SET_NAME, comm, 0, 0, 0);
   signal(SIGPIPE, SIG_IGN);
+  rc = sigbus_install(smp);
+  if (rc != 0)
+    log_warn("cannot catch SIGBUS: %s", pt_strerror(rc));
 
   if (smp->secret_file != NULL) {
     char err[512];
@@ -445,8 +697,13 @@ int smp_main(int argc, char **argv)
     log_error("cannot start the event loop: %s", uv_strerror(rc));
     return 1;
   }
-  if (store_load(smp) != 0)
-    goto out_loop;
+  /* A refusal (another instance's object, ...) is kept and answers every
+   * HELLO; only the process's own failures stop it. */
+  smp_store_load(smp);
+  uv_timer_init(&smp->loop, &smp->check_timer);
+  smp->check_timer.data = smp;
+  uv_timer_start(&smp->check_timer, on_check_timer, CHECK_INTERVAL_MS,
+                 CHECK_INTERVAL_MS);
 
   uv_signal_init(&smp->loop, &smp->sig_term);
   uv_signal_init(&smp->loop, &smp->sig_int);
@@ -474,7 +731,6 @@ int smp_main(int argc, char **argv)
 out_store:
   snap_store_close(smp->store);
   smp->store = NULL;
-out_loop:
   if (uv_loop_close(&smp->loop) == UV_EBUSY) {
     uv_walk(&smp->loop, close_walk_cb, NULL);
     uv_run(&smp->loop, UV_RUN_DEFAULT);

@@ -29,6 +29,7 @@ enum conn_role { ROLE_NONE = 0, ROLE_TRAINER = 1, ROLE_NODE = 2 };
 #define SMP_ROLELESS_MAX 32u
 
 struct smp;
+struct pid_watch;
 
 /* One accepted connection. */
 struct smp_conn {
@@ -38,8 +39,11 @@ struct smp_conn {
   int role;
   uint64_t nframes;    /* frames received */
   bool closing;        /* closed by the SMP, its on_close still to come */
-  int32_t pid;         /* trainer pid from HELLO */
+  int32_t pid;         /* trainer pid: the peer's (SO_PEERCRED), else HELLO's */
   bool gone_sent;      /* EVENT_TRAINER_GONE already sent for this trainer */
+  bool restore_owed;   /* a committed step existed at HELLO and this trainer
+                        * has not asked RESTORE_QUERY since */
+  struct pid_watch *watch; /* the trainer's pidfd under uv_poll; NULL: none */
   uint32_t nwriting;   /* slots acquired and not yet sealed */
   struct {
     uint32_t slot;
@@ -67,7 +71,13 @@ struct smp {
   bool stopping;
 
   char shm_name[256];
-  struct snap_store *store;
+  struct snap_store *store;   /* locked (snap_store_lock) while held */
+  uv_timer_t check_timer;     /* re-validates the store now and then */
+  /* Why the object under shm_name cannot be used (another instance's,
+   * another world size's, another user's, another SMP's): every HELLO is
+   * refused with it until it changes. 0: no refusal. */
+  int refuse_rc;
+  char refuse_msg[768];
 
   struct smp_conn *trainer; /* the connection whose HELLO was accepted */
   struct smp_conn *node;    /* the subscriber of events */
@@ -90,5 +100,25 @@ void smp_conn_role_given(struct smp_conn *sc, int role);
  * its trainer role (telling the node) and drops it as the subscriber. The
  * caller unlinks and frees sc. */
 void smp_conn_gone(struct smp_conn *sc);
+
+/* The object under shm_name, opened and checked as this SMP's (smp.c): on
+ * return smp->store is the locked object, or NULL when there is none (or a
+ * damaged one was set aside; the next HELLO creates one). A non-zero return
+ * is a refusal kept in refuse_rc/refuse_msg (logged once): the object is
+ * another instance's (PT_EFOREIGN), another world size's (PT_EWORLD),
+ * another user's (-EPERM), held by another SMP (-EBUSY), or cannot be read. */
+int smp_store_load(struct smp *smp);
+
+/* Checks that the store may still be touched (snap_store_check; full: also
+ * its header and name). When it may not, the store is dropped with a log
+ * line saying why: slots in flight are forgotten, the trainer's connection is
+ * closed (its next call says HELLO again and gets a fresh object), and a
+ * damaged object that is still ours is set aside. Returns false then. */
+bool smp_store_guard(struct smp *smp, bool full);
+
+/* Runs fn(arg) with a fault (SIGBUS) of the store's mapping caught: the
+ * store is dropped as by smp_store_guard and -EIO returned; else fn's
+ * return. Every entry point that may touch the mapping goes through it. */
+int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg);
 
 #endif /* PT_SMP_INTERNAL_H */

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -114,14 +115,156 @@ static void trainer_release(struct smp_conn *sc, bool done)
   }
 }
 
+/* ---- the trainer's process ----
+ *
+ * A trainer that forks without exec (a data-loader worker) leaves its SMP
+ * connection open in the child when it dies, so the connection's end is no
+ * sign of the trainer's. The trainer's pid (the peer's SO_PEERCRED pid) is
+ * watched through a pidfd: when it exits, the connection stops being the
+ * trainer's and is closed, whoever still holds its other end. */
+
+struct pid_watch {
+  uv_poll_t poll;
+  int fd;
+  struct smp_conn *sc; /* NULL once the connection stopped watching */
+};
+
+static void watch_free(uv_handle_t *h)
+{
+  struct pid_watch *w = h->data;
+
+  close(w->fd);
+  free(w);
+}
+
+static void watch_stop(struct smp_conn *sc)
+{
+  struct pid_watch *w = sc->watch;
+
+  if (w == NULL)
+    return;
+  sc->watch = NULL;
+  w->sc = NULL;
+  uv_poll_stop(&w->poll);
+  uv_close((uv_handle_t *)&w->poll, watch_free);
+}
+
+static int abort_all(void *arg)
+{
+  writing_abort_all(arg);
+  return 0;
+}
+
+static void on_trainer_exit(uv_poll_t *h, int status, int events)
+{
+  struct pid_watch *w = h->data;
+  struct smp_conn *sc = w->sc;
+
+  (void)status;
+  (void)events;
+  if (sc == NULL)
+    return;
+  watch_stop(sc);
+  if (sc->smp->trainer != sc)
+    return;
+  log_notice("trainer pid %d exited while its connection stays open (a "
+             "child it forked holds it): the trainer is gone", (int)sc->pid);
+  smp_guarded(sc->smp, abort_all, sc);
+  trainer_release(sc, false);
+  sc->role = ROLE_NONE;
+  rpc_conn_close(sc->conn, 0);
+}
+
+static void watch_start(struct smp_conn *sc, int pid)
+{
+  struct pid_watch *w;
+  int fd;
+
+  watch_stop(sc);
+  fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) {
+    log_debug("cannot watch trainer pid %d: %s", pid, strerror(errno));
+    return;
+  }
+  w = calloc(1, sizeof(*w));
+  if (w == NULL || uv_poll_init(&sc->smp->loop, &w->poll, fd) != 0) {
+    close(fd);
+    free(w);
+    return;
+  }
+  w->fd = fd;
+  w->sc = sc;
+  w->poll.data = w;
+  if (uv_poll_start(&w->poll, UV_READABLE, on_trainer_exit) != 0) {
+    uv_close((uv_handle_t *)&w->poll, watch_free);
+    return;
+  }
+  sc->watch = w;
+}
+
 /* ---- trainer requests ---- */
+
+/* The object for a HELLO: the one held (re-validated first: a trainer must
+ * never be sent to a name that no longer refers to our mapping), else the
+ * one under the name (smp_store_load), else a new one for these regions. On
+ * a refusal msg says why. */
+static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs,
+                           uint32_t n, char *msg, size_t len)
+{
+  int rc;
+
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (smp->store != NULL)
+      smp_store_guard(smp, true);
+    if (smp->store == NULL && (rc = smp_store_load(smp)) != 0) {
+      snprintf(msg, len, "%s", smp->refuse_msg);
+      return rc;
+    }
+    if (smp->store != NULL) {
+      if (snap_store_regions_match(smp->store, descs, n))
+        return 0;
+      snprintf(msg, len,
+               "the trainer's %u regions differ from the %u regions of "
+               "snapshot object '%s'", n, snap_store_nregions(smp->store),
+               smp->shm_name);
+      return PT_EREGIONS;
+    }
+    struct snap_params p = {
+      .job = smp->job, .rank = smp->rank, .world = smp->world,
+      .nslots = smp->nslots, .regions = descs, .nregions = n,
+      .parity_bytes = 0, .budget_bytes = smp->budget,
+      .instance = smp->instance, .lock = true,
+    };
+    rc = snap_store_create(&smp->store, smp->shm_name, &p, msg, len);
+    if (rc == -EEXIST)
+      continue; /* made meanwhile (another SMP?): load it */
+    if (rc != 0) {
+      if (msg[0] == '\0')
+        snprintf(msg, len, "cannot create '%s': %s", smp->shm_name,
+                 pt_strerror(rc));
+      smp->store = NULL;
+      log_error("cannot create snapshot object '%s': %s", smp->shm_name, msg);
+      return rc;
+    }
+    log_info("created snapshot object '%s' (%" PRIu64 " bytes, %u slots, "
+             "%u regions)", smp->shm_name, snap_store_total_bytes(smp->store),
+             snap_store_nslots(smp->store), n);
+    return 0;
+  }
+  snprintf(msg, len, "snapshot object '%s' keeps changing under the SMP",
+           smp->shm_name);
+  return -EAGAIN;
+}
 
 static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
 {
   struct smp *smp = sc->smp;
   Pt__HelloReply r = PT__HELLO_REPLY__INIT;
   struct snap_region_desc *descs = NULL;
-  char msg[512] = "";
+  char msg[768] = "";
+  bool quiet = false;
+  uint32_t cslot;
+  uint64_t cstep;
   int rc = 0;
   int peer_pid = rpc_conn_peer_pid(sc->conn);
 
@@ -143,6 +286,13 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
              "hello from job '%s' rank %u reached the SMP of job '%s' rank %u",
              LOG_ESC(m->job), m->rank, smp->job, smp->rank);
     rc = PT_ECONFIG;
+    goto out_reply;
+  }
+  if (m->world != smp->world) {
+    snprintf(msg, sizeof(msg),
+             "hello from a trainer of world size %u reached the SMP of a job "
+             "of %u ranks", m->world, smp->world);
+    rc = PT_EWORLD;
     goto out_reply;
   }
   if (m->n_regions == 0 || m->n_regions > SNAP_MAX_REGIONS) {
@@ -169,13 +319,9 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     descs[i].bytes = pr->bytes;
     descs[i].kind = pr->kind;
   }
-  if (smp->store != NULL &&
-      !snap_store_regions_match(smp->store, descs, (uint32_t)m->n_regions)) {
-    snprintf(msg, sizeof(msg),
-             "the trainer's %zu regions differ from the %u regions of "
-             "snapshot object '%s'", m->n_regions,
-             snap_store_nregions(smp->store), smp->shm_name);
-    rc = PT_EREGIONS;
+  rc = store_for_hello(smp, descs, (uint32_t)m->n_regions, msg, sizeof(msg));
+  if (rc != 0) {
+    quiet = rc == smp->refuse_rc; /* a standing refusal, logged once */
     goto out_reply;
   }
   if (smp->trainer != NULL && smp->trainer != sc) {
@@ -184,39 +330,34 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     rc = -EBUSY;
     goto out_reply;
   }
-  if (smp->store == NULL) {
-    struct snap_params p = {
-      .job = smp->job, .rank = smp->rank, .world = smp->world,
-      .nslots = smp->nslots, .regions = descs,
-      .nregions = (uint32_t)m->n_regions, .parity_bytes = 0,
-      .budget_bytes = smp->budget,
-      .instance = smp->instance,
-    };
-    rc = snap_store_create(&smp->store, smp->shm_name, &p, msg, sizeof(msg));
-    if (rc != 0) {
-      if (msg[0] == '\0')
-        snprintf(msg, sizeof(msg), "cannot create '%s': %s", smp->shm_name,
-                 pt_strerror(rc));
-      smp->store = NULL;
-      log_error("cannot create snapshot object '%s': %s", smp->shm_name, msg);
-      goto out_reply;
-    }
-    log_info("created snapshot object '%s' (%" PRIu64 " bytes, %u slots, "
-             "%zu regions)", smp->shm_name, snap_store_total_bytes(smp->store),
-             snap_store_nslots(smp->store), m->n_regions);
+  /* The peer's pid is the process that connected; HELLO's is what it says. */
+  int peer = rpc_conn_peer_pid(sc->conn);
+  int32_t pid = peer > 0 ? (int32_t)peer : m->pid;
+  if (smp->trainer != sc) {
+    if (peer > 0 && peer != m->pid)
+      log_info("trainer pid %d connected (its hello says pid %d)", (int)pid,
+               (int)m->pid);
+    else
+      log_info("trainer pid %d connected", (int)pid);
+    /* A committed step that a new trainer process finds must be restored
+     * before it snapshots (unless it restored, or started fresh, on an SMP
+     * before this one): else a run that never restores overwrites it. */
+    sc->restore_owed =
+        snap_store_newest_committed(smp->store, &cslot, &cstep) == 0 &&
+        !(m->has_reconnect && m->reconnect);
+    if (peer > 0) /* a pid that HELLO merely claims is not watched */
+      watch_start(sc, peer);
   }
-  if (smp->trainer != sc)
-    log_info("trainer pid %d connected", (int)m->pid);
   smp_conn_role_given(sc, ROLE_TRAINER);
-  sc->pid = m->pid;
+  sc->pid = pid;
   sc->gone_sent = false;
   smp->trainer = sc;
-  smp->trainer_pid = m->pid;
+  smp->trainer_pid = pid;
   smp->trainer_done = false;
 
 out_reply:
   free(descs);
-  if (rc != 0)
+  if (rc != 0 && !quiet)
     log_warn("hello refused: %s", msg[0] ? msg : pt_strerror(rc));
   r.status = rc;
   if (msg[0] != '\0' && rc != 0)
@@ -249,12 +390,33 @@ static int on_slot_acquire(struct smp_conn *sc, uint64_t id,
   Pt__SlotReply r = PT__SLOT_REPLY__INIT;
   uint32_t slot = 0, cslot;
   uint64_t gen = 0, cstep;
+  char msg[200];
   int rc;
 
   if (!is_trainer(sc)) {
     r.status = PT_ESTATE;
     r.message = "slot request before an accepted hello";
     goto out_reply;
+  }
+  if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+    r.has_committed_step = true;
+    r.committed_step = cstep;
+    if (m->step <= cstep) {
+      snprintf(msg, sizeof(msg),
+               "step %" PRIu64 " is not newer than the committed step %" PRIu64,
+               m->step, cstep);
+      r.status = PT_ESTEP;
+    } else if (sc->restore_owed) {
+      snprintf(msg, sizeof(msg),
+               "step %" PRIu64 " refused: step %" PRIu64 " is committed and "
+               "this trainer has not called pt_restore()", m->step, cstep);
+      r.status = PT_ENORESTORE;
+    }
+    if (r.status != 0) {
+      r.message = msg;
+      log_warn("no slot for step %" PRIu64 ": %s", m->step, msg);
+      goto out_reply;
+    }
   }
   rc = snap_slot_acquire(smp->store, m->step, &slot, &gen);
   r.status = rc;
@@ -271,10 +433,6 @@ static int on_slot_acquire(struct smp_conn *sc, uint64_t id,
   } else {
     r.message = (char *)pt_strerror(rc);
     log_warn("no slot for step %" PRIu64 ": %s", m->step, pt_strerror(rc));
-  }
-  if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
-    r.has_committed_step = true;
-    r.committed_step = cstep;
   }
 
 out_reply:
@@ -348,6 +506,7 @@ static int on_restore_query(struct smp_conn *sc, uint64_t id)
     r.message = "restore query before an accepted hello";
     goto out_reply;
   }
+  sc->restore_owed = false;
   if (smp->restore_set && !smp->restore_has_step) {
     rc = PT_ENOSNAP;
   } else if (smp->restore_set) {
@@ -430,6 +589,13 @@ static void state_reply(struct smp_conn *sc, uint64_t id, bool verify)
   r.bytes_held = smp->store ? snap_store_total_bytes(smp->store) : 0;
   r.has_smp_pid = true;
   r.smp_pid = (int32_t)getpid();
+  r.has_instance = true;
+  r.instance.data = smp->instance;
+  r.instance.len = SNAP_INSTANCE_BYTES;
+  /* Why there is no store although an object exists (another instance's,
+   * world size's, user's or SMP's): the node can say it too. */
+  if (smp->store == NULL && smp->refuse_rc != 0)
+    r.message = smp->refuse_msg;
   rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
 }
 
@@ -667,6 +833,10 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                                                              : ROLE_NODE))
                         : sc->role != need)
     return refuse_role(sc, h);
+  /* Every request but HELLO (which checks for itself) may touch the
+   * mapping: a truncated object is dropped here, before it can fault. */
+  if (h->type != RPC_HELLO && sc->smp->store != NULL)
+    smp_store_guard(sc->smp, false);
   switch (h->type) {
   case RPC_HELLO:
     return on_hello(sc, id, (Pt__Hello *)msg);
@@ -707,6 +877,7 @@ void smp_conn_gone(struct smp_conn *sc)
 {
   struct smp *smp = sc->smp;
 
+  watch_stop(sc);
   writing_abort_all(sc);
   if (smp->trainer == sc) {
     log_info("trainer pid %d disconnected", (int)sc->pid);

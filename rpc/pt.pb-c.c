@@ -1106,7 +1106,7 @@ const ProtobufCMessageDescriptor pt__region__descriptor =
   (ProtobufCMessageInit) pt__region__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__hello__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pt__hello__field_descriptors[6] =
 {
   {
     "job",
@@ -1168,18 +1168,31 @@ static const ProtobufCFieldDescriptor pt__hello__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reconnect",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__Hello, has_reconnect),
+    offsetof(Pt__Hello, reconnect),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__hello__field_indices_by_name[] = {
   0,   /* field[0] = job */
   3,   /* field[3] = pid */
   1,   /* field[1] = rank */
+  5,   /* field[5] = reconnect */
   4,   /* field[4] = regions */
   2,   /* field[2] = world */
 };
 static const ProtobufCIntRange pt__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor pt__hello__descriptor =
 {
@@ -1189,7 +1202,7 @@ const ProtobufCMessageDescriptor pt__hello__descriptor =
   "Pt__Hello",
   "pt",
   sizeof(Pt__Hello),
-  5,
+  6,
   pt__hello__field_descriptors,
   pt__hello__field_indices_by_name,
   1,  pt__hello__number_ranges,

@@ -67,7 +67,9 @@ struct  Pt__Region
 
 /*
  * RPC_HELLO: first message of a trainer connection. The SMP creates the shm
- * object for these regions, or checks that the existing one matches.
+ * object for these regions, or checks that the existing one matches. Refused
+ * with PT_EFOREIGN / PT_EWORLD (and a message naming the object) when the
+ * object under the name is another job instance's or another world size's.
  */
 struct  Pt__Hello
 {
@@ -78,10 +80,17 @@ struct  Pt__Hello
   int32_t pid;
   size_t n_regions;
   Pt__Region **regions;
+  /*
+   * true when this trainer process said HELLO before (its SMP restarted and
+   * it reconnects): it restored or started fresh then, so a committed step
+   * found now is its own and no RESTORE_QUERY is owed.
+   */
+  protobuf_c_boolean has_reconnect;
+  protobuf_c_boolean reconnect;
 };
 #define PT__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__hello__descriptor) \
-    , NULL, 0, 0, 0, 0,NULL }
+    , NULL, 0, 0, 0, 0,NULL, 0, 0 }
 
 
 /*

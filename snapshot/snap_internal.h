@@ -108,6 +108,9 @@ struct snap_store {
   char job[SNAP_JOB_MAX];
   uint8_t instance[SNAP_INSTANCE_BYTES];
   uint32_t rank, world;
+  int fd;                            /* the object, open for the store's life */
+  uint64_t dev, ino;                 /* its identity, from fstat at open */
+  uint8_t hdr[HDR_CRC + 4];          /* the immutable header as validated */
 };
 
 /* Little-endian field access (the host is little-endian, asserted above). */

@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,6 +124,14 @@ int snap_store_create(struct snap_store **out, const char *name,
                     strerror(-rc));
     goto out_free_regions;
   }
+  /* Locked before it holds anything, so that no other SMP can take (or set
+   * aside) an object that is still being written. */
+  if (p->lock && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    rc = -errno;
+    rc = snap_err(errbuf, errlen, rc == -EWOULDBLOCK ? -EBUSY : rc,
+                  "'%s': cannot lock the new object: %s", name, strerror(-rc));
+    goto out_unlink;
+  }
   /* The umask may have taken bits away; the object is exactly 0600. */
   if (fchmod(fd, 0600) != 0) {
     rc = -errno;
@@ -158,6 +168,16 @@ int snap_store_create(struct snap_store **out, const char *name,
     rc = snap_err(errbuf, errlen, -ENOMEM, "'%s': out of memory", name);
     goto out_unmap;
   }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    rc = -errno;
+    rc = snap_err(errbuf, errlen, rc, "'%s': cannot stat: %s", name,
+                  strerror(-rc));
+    goto out_free_store;
+  }
+  s->fd = fd;
+  s->dev = (uint64_t)st.st_dev;
+  s->ino = (uint64_t)st.st_ino;
   /* Reading back what was written checks the writer against the reader. */
   uint8_t hdr[SNAP_HEADER_BYTES];
   memcpy(hdr, base, sizeof(hdr));
@@ -166,8 +186,8 @@ int snap_store_create(struct snap_store **out, const char *name,
     rc = snap_layout_parse(s, hdr, base, lay.total, name, errbuf, errlen);
   if (rc < 0)
     goto out_free_store;
+  memcpy(s->hdr, hdr, sizeof(s->hdr));
 
-  close(fd);
   free(regions);
   *out = s;
   return PT_OK;
@@ -210,6 +230,16 @@ int snap_store_open(struct snap_store **out, const char *name, char *errbuf,
                   strerror(-rc));
     goto out_close;
   }
+  /* Another user's object is never read: it could be planted to be restored
+   * from, or read by its owner. */
+  if (st.st_uid != geteuid() || (st.st_mode & 07777) != 0600) {
+    rc = snap_err(errbuf, errlen, -EPERM,
+                  "'%s' is owned by uid %u with mode %04o: a snapshot object "
+                  "must be owned by uid %u with mode 0600",
+                  name, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+                  (unsigned)geteuid());
+    goto out_close;
+  }
   bytes = (uint64_t)st.st_size;
   if (bytes < SNAP_HEADER_BYTES) {
     rc = snap_err(errbuf, errlen, PT_EFORMAT,
@@ -245,7 +275,10 @@ int snap_store_open(struct snap_store **out, const char *name, char *errbuf,
   rc = snap_layout_parse(s, hdr, base, bytes, name, errbuf, errlen);
   if (rc < 0)
     goto out_free_store;
-  close(fd);
+  memcpy(s->hdr, hdr, sizeof(s->hdr));
+  s->fd = fd;
+  s->dev = (uint64_t)st.st_dev;
+  s->ino = (uint64_t)st.st_ino;
   *out = s;
   return PT_OK;
 
@@ -264,8 +297,123 @@ void snap_store_close(struct snap_store *s)
     return;
   if (s->base != NULL)
     munmap(s->base, s->lay.total);
+  if (s->fd >= 0)
+    close(s->fd);
   free(s->regions);
   free(s);
+}
+
+int snap_store_fd(const struct snap_store *s) { return s->fd; }
+
+/* The pid holding a flock on the file (dev, ino), from /proc/locks; 0 when
+ * it cannot be told. */
+static int lock_holder(uint64_t dev, uint64_t ino)
+{
+  FILE *f = fopen("/proc/locks", "re");
+  char line[256];
+  int pid = 0;
+
+  if (f == NULL)
+    return 0;
+  while (pid == 0 && fgets(line, sizeof(line), f) != NULL) {
+    char kind[16], mode[16];
+    unsigned maj, min;
+    unsigned long long i;
+    int p;
+    /* "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF" */
+    if (sscanf(line, "%*[^:]: %15s %*s %15s %d %x:%x:%llu", kind, mode, &p,
+               &maj, &min, &i) == 6 &&
+        strcmp(kind, "FLOCK") == 0 && i == ino && maj == major((dev_t)dev) &&
+        min == minor((dev_t)dev))
+      pid = p;
+  }
+  fclose(f);
+  return pid;
+}
+
+int snap_store_lock(struct snap_store *s, const char *name, char *errbuf,
+                    size_t errlen)
+{
+  if (flock(s->fd, LOCK_EX | LOCK_NB) == 0)
+    return PT_OK;
+  int rc = -errno;
+  if (rc != -EWOULDBLOCK)
+    return snap_err(errbuf, errlen, rc, "'%s': cannot lock: %s", name,
+                    strerror(-rc));
+  int pid = lock_holder(s->dev, s->ino);
+  if (pid > 0)
+    return snap_err(errbuf, errlen, -EBUSY,
+                    "'%s' is in use by another SMP (pid %d holds its lock)",
+                    name, pid);
+  return snap_err(errbuf, errlen, -EBUSY,
+                  "'%s' is in use by another SMP (another process holds its "
+                  "lock)", name);
+}
+
+int snap_store_lock_probe(const char *name, char *errbuf, size_t errlen)
+{
+  int fd = shm_open(name, O_RDONLY, 0);
+  if (fd < 0)
+    return errno == ENOENT ? PT_OK : -errno;
+  struct stat st;
+  int rc = PT_OK;
+  /* A shared lock fails only against the exclusive lock of a live SMP and
+   * never stops one from taking its own for long. */
+  if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+    rc = -errno;
+    if (rc == -EWOULDBLOCK) {
+      int pid = fstat(fd, &st) == 0
+                    ? lock_holder((uint64_t)st.st_dev, (uint64_t)st.st_ino)
+                    : 0;
+      if (pid > 0)
+        rc = snap_err(errbuf, errlen, -EBUSY,
+                      "'%s' is in use by another SMP (pid %d holds its lock)",
+                      name, pid);
+      else
+        rc = snap_err(errbuf, errlen, -EBUSY,
+                      "'%s' is in use by another SMP (another process holds "
+                      "its lock)", name);
+    }
+  }
+  close(fd); /* drops the shared lock */
+  return rc;
+}
+
+int snap_store_check(const struct snap_store *s, const char *name, bool full,
+                     char *errbuf, size_t errlen)
+{
+  struct stat st;
+
+  /* The size first: nothing of the mapping may be read past a truncation. */
+  if (fstat(s->fd, &st) != 0)
+    return snap_err(errbuf, errlen, -errno, "'%s': cannot stat: %s", name,
+                    strerror(errno));
+  if ((uint64_t)st.st_size < s->lay.total)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s' was truncated to %" PRIu64 " bytes (%" PRIu64
+                    " expected)",
+                    name, (uint64_t)st.st_size, s->lay.total);
+  if (!full)
+    return PT_OK;
+  if (memcmp(s->base, s->hdr, sizeof(s->hdr)) != 0)
+    return snap_err(errbuf, errlen, PT_EFORMAT,
+                    "'%s': its header was overwritten", name);
+  int fd = shm_open(name, O_RDONLY, 0);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return snap_err(errbuf, errlen, -ENOENT, "'%s' was unlinked", name);
+    return snap_err(errbuf, errlen, -errno, "'%s': cannot open: %s", name,
+                    strerror(errno));
+  }
+  int rc = fstat(fd, &st) != 0 ? -errno : PT_OK;
+  close(fd);
+  if (rc < 0)
+    return snap_err(errbuf, errlen, rc, "'%s': cannot stat: %s", name,
+                    strerror(-rc));
+  if ((uint64_t)st.st_dev != s->dev || (uint64_t)st.st_ino != s->ino)
+    return snap_err(errbuf, errlen, -ESTALE,
+                    "'%s' was replaced by another object", name);
+  return PT_OK;
 }
 
 int snap_store_unlink(const char *name)

@@ -2,13 +2,17 @@
  * snap_store.h — one rank's snapshot object in POSIX shared memory.
  *
  * Ownership. The SMP of rank r creates the object /<prefix>pt.<job>.<r> (mode
- * 0600) the first time its trainer says hello, and is the only process that
- * changes slot states. The trainer (libpt) maps the same object read-write to
- * copy its regions into the slot the SMP assigned and to write that slot's
- * checksum table, and reads a committed slot back on restore. The object
- * outlives every process; ptd node unlinks it when the job completes (unless
- * told to keep it) and renames a damaged one aside. After any crash the next
- * SMP re-opens and re-validates it with snap_store_open().
+ * 0600, O_EXCL: never one that someone else made) the first time its trainer
+ * says hello, and is the only process that changes slot states; it holds an
+ * exclusive flock on the object for as long as it maps it, so that a second
+ * SMP cannot drive the same slots. The trainer (libpt) maps the same object
+ * read-write to copy its regions into the slot the SMP assigned and to write
+ * that slot's checksum table, and reads a committed slot back on restore.
+ * The object outlives every process; ptd node unlinks it when the job
+ * completes (unless told to keep it); the SMP renames a damaged one aside.
+ * After any crash the next SMP re-opens and re-validates it with
+ * snap_store_open(), which refuses an object of another owner or mode, and
+ * uses it only when its job instance id and world size are its job's.
  *
  * Layout (all integers little-endian, offsets from the start of the object):
  *
@@ -163,6 +167,8 @@ struct snap_params {
   uint64_t budget_bytes;                  /* 0: no budget */
   const uint8_t *instance;                /* IN: SNAP_INSTANCE_BYTES, the
                                            * job instance; NULL: all zero */
+  bool lock;                              /* take the object's lock
+                                           * (snap_store_lock) at creation */
 };
 
 struct snap_store;
@@ -176,7 +182,8 @@ int snap_store_name(char *out, size_t len, const char *prefix, const char *job,
 /* Total bytes of the object these params describe; 0 when they are invalid. */
 uint64_t snap_store_bytes_needed(const struct snap_params *p);
 
-/* Creates, sizes with posix_fallocate and pre-faults a new object.
+/* Creates (O_CREAT|O_EXCL, mode 0600: never an object someone else made),
+ * sizes with posix_fallocate and pre-faults a new object.
  * Refusals, each with a sentence in errbuf naming the numbers:
  * PT_EBUDGET (needs more than budget_bytes), -ENOSPC (not enough room in
  * /dev/shm: bytes needed and available), -EEXIST, -EINVAL (bad params).
@@ -184,15 +191,40 @@ uint64_t snap_store_bytes_needed(const struct snap_params *p);
 int snap_store_create(struct snap_store **out, const char *name,
                       const struct snap_params *p, char *errbuf, size_t errlen);
 
-/* Opens and validates an existing object: size, magic, version, header and
- * region-table checksums, every offset and count in range, slot states known.
- * Never crashes on a garbage, truncated or foreign object: returns
- * PT_EFORMAT / PT_EVERSION / -ENOENT with a sentence in errbuf. */
+/* Opens and validates an existing object: owner and mode, size, magic,
+ * version, header and region-table checksums, every offset and count in
+ * range, slot states known. Never crashes on a garbage, truncated or foreign
+ * object: returns PT_EFORMAT / PT_EVERSION / -ENOENT with a sentence in
+ * errbuf, and -EPERM (naming owner and mode) for an object not owned by the
+ * effective uid or of a mode other than 0600, which is never read. */
 int snap_store_open(struct snap_store **out, const char *name, char *errbuf,
                     size_t errlen);
 
-/* Unmaps (the object stays). s may be NULL. */
+/* Unmaps and closes the object's fd, dropping its lock (the object stays).
+ * s may be NULL. */
 void snap_store_close(struct snap_store *s);
+/* The object's fd, open for the store's life (close-on-exec). */
+int snap_store_fd(const struct snap_store *s);
+
+/* The SMP's claim on its object: flock(LOCK_EX|LOCK_NB) on the store's fd,
+ * held until snap_store_close(). -EBUSY, with a sentence naming the object
+ * and (from /proc/locks) the pid holding it, when another process holds it. */
+int snap_store_lock(struct snap_store *s, const char *name, char *errbuf,
+                    size_t errlen);
+/* Whether another process holds the lock of the object called name, without
+ * opening it as a store: -EBUSY with a sentence, PT_OK (also when there is no
+ * such object). For a caller about to set an object aside. */
+int snap_store_lock_probe(const char *name, char *errbuf, size_t errlen);
+
+/* Checks that the mapping may still be used: the object is not shorter than
+ * the mapping (a truncated object faults, SIGBUS, when the mapping beyond
+ * its end is touched) and, when full, that its header is the one validated
+ * at open and that name still refers to this object. PT_EFORMAT (truncated,
+ * header overwritten), -ENOENT (unlinked), -ESTALE (name replaced), each with
+ * a sentence. A cheap fstat when !full; call it before every access that
+ * could fault. */
+int snap_store_check(const struct snap_store *s, const char *name, bool full,
+                     char *errbuf, size_t errlen);
 /* shm_unlink; -ENOENT when absent. */
 int snap_store_unlink(const char *name);
 /* Renames a damaged object aside in /dev/shm as "<name>.bad-<unix time>" so

@@ -64,7 +64,9 @@ static const char usage[] =
     "steps=... snapshots=... skipped=... failed=... restored_from=...'.\n"
     "Exit status: 0 done, 1 failure (a rank died, hung or is at another step),\n"
     "2 bad flags, 78 permanent configuration error (region table or memory\n"
-    "budget refused by the snapshot process, ranks run other configurations).\n";
+    "budget refused by the snapshot process, a snapshot object of another job\n"
+    "instance, world size or user, snapshots out of order, ranks run other\n"
+    "configurations).\n";
 
 enum {
   OPT_STEPS = 256,

@@ -109,7 +109,8 @@ static bool is_permanent(int err)
   return err == PT_EREGIONS || err == PT_EBUDGET || err == -ENOSPC ||
          err == PT_ECONFIG || err == PT_ENODEVICE || err == PT_EVERSION ||
          err == PT_EOVERLAP || err == PT_ETOOBIG || err == PT_EFOREIGN ||
-         err == PT_EWORLD;
+         err == PT_EWORLD || err == PT_ENORESTORE || err == PT_ESTEP ||
+         err == -EPERM;
 }
 
 /* Prints "pt-train: <what>: <text>[: <libpt's detail>]" on stderr. */

@@ -1287,6 +1287,7 @@ START_TEST(test_skipped)
     rp[i] = &rv[i];
   }
   h.job = p.job;
+  h.world = 1; /* the SMP refuses a trainer of another world size */
   h.pid = (int32_t)getpid(); /* the SMP checks it against SO_PEERCRED */
   h.n_regions = NREG;
   h.regions = rp;
@@ -1294,6 +1295,12 @@ START_TEST(test_skipped)
                                  &m), 0);
   ck_assert_int_eq(((Pt__HelloReply *)m)->status, 0);
   ck_assert_str_eq(((Pt__HelloReply *)m)->shm_name, p.shm);
+  protobuf_c_message_free_unpacked(m, NULL);
+  /* step 3 is committed: a new trainer asks where to restore from first */
+  Pt__RestoreQuery q = PT__RESTORE_QUERY__INIT;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_RESTORE_QUERY, &q.base,
+                                 RPC_RESTORE_REPLY, 3000, &m), 0);
+  ck_assert_int_eq(((Pt__RestoreReply *)m)->status, 0);
   protobuf_c_message_free_unpacked(m, NULL);
   Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
   a.step = 4;

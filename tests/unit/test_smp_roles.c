@@ -607,6 +607,7 @@ START_TEST(client_text_escaped)
   r.name = "w";
   r.bytes = 4096;
   h.job = "x\n<3>forged job";
+  h.world = 1;
   h.pid = (int32_t)getpid();
   h.n_regions = 1;
   h.regions = rp;
