@@ -966,7 +966,23 @@ static void finish_exit(struct node *n)
       if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
                           i) != PT_OK)
         continue;
-      int rc = snap_store_unlink(name);
+      /* Only this instance's own objects: a name reused by another job
+       * instance (another state dir) is not ours to remove. */
+      struct snap_store *st = NULL;
+      int rc = snap_store_open(&st, name, NULL, 0);
+      if (rc == -ENOENT)
+        continue;
+      bool ours = rc == PT_OK &&
+                  memcmp(snap_store_instance(st), n->instance,
+                         SNAP_INSTANCE_BYTES) == 0;
+      snap_store_close(st);
+      if (!ours) {
+        log_warn("left shm object '%s' in place: %s", name,
+                 rc == PT_OK ? "it belongs to another job instance"
+                             : pt_strerror(rc));
+        continue;
+      }
+      rc = snap_store_unlink(name);
       if (rc != PT_OK && rc != -ENOENT)
         log_warn("cannot remove shm object '%s': %s", name, pt_strerror(rc));
       else if (rc == PT_OK)
