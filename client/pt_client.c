@@ -9,11 +9,12 @@
  * Invariants kept here:
  *   - Two threads of ours use a client: the trainer's (every pt_* call) and
  *     the sealer, started at the first pt_snapshot() and joined by
- *     pt_client_close(); plus the copy engine's own. The sealer waits for the
- *     copy in flight to complete and at once sends its SEAL, so the node can
- *     commit the step during the trainer's next forward and backward pass
- *     instead of during the optimizer step between pt_fence() and the next
- *     pt_snapshot().
+ *     pt_client_close(); plus the copy engine's own, and one that fills the
+ *     page tables of each new mapping (snapshot/snap_populate.h). The
+ *     sealer waits for the copy in flight to complete and at once sends its
+ *     SEAL, so the node can commit the step during the trainer's next
+ *     forward and backward pass instead of during the optimizer step
+ *     between pt_fence() and the next pt_snapshot().
  *   - conn_mu serialises the connection: every request and its reply, every
  *     connect and HELLO, and fd / epoch / hello_ok. It is never held while
  *     data is copied, and never taken while mu is held (the sealer's log
@@ -60,6 +61,7 @@
 #include "pt.h"
 #include "kernels/kernels.h"
 #include "rpc/rpc.h"
+#include "snapshot/snap_populate.h"
 #include "snapshot/snap_store.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -124,6 +126,10 @@ struct pt_client {
   struct kern_engine *engine;
   struct snap_store *store;
   void *reg_base; /* registered with the engine */
+  /* fills this process's page tables for the mapping in the background,
+   * the slot in use first (snapshot/snap_populate.h); NULL when it could
+   * not start. Started and stopped with the mapping, trainer's thread. */
+  struct snap_populate *populate;
   uint64_t store_ctime;
   char shm_name[256];
 
@@ -439,6 +445,8 @@ static void store_release(pt_client *c)
   if (c->reg_base != NULL)
     kern_host_unregister(c->engine, c->reg_base);
   c->reg_base = NULL;
+  snap_populate_stop(c->populate);
+  c->populate = NULL;
   snap_store_close(c->store);
   c->store = NULL;
 }
@@ -490,6 +498,14 @@ static int store_attach(pt_client *c, const char *name, uint64_t bytes)
   c->reg_base = snap_store_base(s);
   c->store_ctime = snap_store_ctime_ns(s);
   snprintf(c->shm_name, sizeof(c->shm_name), "%s", name);
+  /* A fresh mapping has empty page tables: one fault per page on the first
+   * copy into each slot. Fill them in the background instead; without it
+   * the copies still work, only slower. */
+  rc = snap_populate_start(&c->populate, snap_store_base(s),
+                           snap_store_total_bytes(s));
+  if (rc != 0)
+    client_log(c, PT_LOG_DEBUG, "pt: no background populating of '%s': %s",
+               name, pt_strerror(rc));
   return 0;
 
 out_close:
@@ -1083,6 +1099,8 @@ int pt_snapshot(pt_client *c, uint64_t step)
 
   char *data = snap_slot_data(c->store, slot);
   uint32_t *crcs = snap_slot_crcs(c->store, slot);
+  /* This slot's pages first: the populating runs ahead of the copy. */
+  snap_populate_hint(c->populate, data, snap_store_slot_bytes(c->store));
   for (size_t i = 0; i < c->nregions; i++) {
     const struct snap_region *sr = snap_store_region(c->store, (uint32_t)i);
     c->xfers[i] = (struct kern_xfer){
@@ -1227,6 +1245,7 @@ int pt_restore(pt_client *c, uint64_t *step)
   }
   const char *data = snap_slot_data(c->store, slot);
   uint32_t *crcs = snap_slot_crcs(c->store, slot);
+  snap_populate_hint(c->populate, data, snap_store_slot_bytes(c->store));
   for (size_t i = 0; i < c->nregions; i++) {
     const struct snap_region *sr = snap_store_region(c->store, (uint32_t)i);
     c->xfers[i] = (struct kern_xfer){
