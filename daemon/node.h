@@ -69,6 +69,7 @@ struct node_config {
   uint32_t master_port;
   uint64_t memory_budget;  /* per node; 0: none */
   bool keep;               /* keep the shm objects after success */
+  bool huge_pages;         /* --huge-pages: passed to every SMP */
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
   int ncmd;

@@ -44,6 +44,9 @@ void node_args_usage(FILE *f)
       "                       5 s (default: 200)\n"
       "  --master-port P      MASTER_PORT for the trainers (default: 29500)\n"
       "  --keep               keep the shm objects after the job completed\n"
+      "  --huge-pages         snapshot objects in huge pages where /dev/shm\n"
+      "                       allows it (mounted with huge=within_size or\n"
+      "                       huge=advise); else 4 KiB pages, said once\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
       "  --help               this text\n"
       "\n"
@@ -185,6 +188,10 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       return NODE_ARGS_HELP;
     if (strcmp(a, "--keep") == 0) {
       cfg->keep = true;
+      continue;
+    }
+    if (strcmp(a, "--huge-pages") == 0) {
+      cfg->huge_pages = true;
       continue;
     }
     for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {

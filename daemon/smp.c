@@ -200,13 +200,16 @@ static void usage(FILE *f)
     "                    by another instance is refused (default: all zero)\n"
     "  --secret-file F   the node's secret (a file of mode 0600): only a\n"
     "                    SUBSCRIBE carrying it is the node (default: none)\n"
+    "  --huge-pages      make the object with huge pages where /dev/shm\n"
+    "                    allows it (mounted with huge=within_size or\n"
+    "                    huge=advise); else 4 KiB pages and one warning\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
     "  --help            this text\n", SNAP_MAX_SLOTS);
 }
 
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
        OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_INSTANCE, OPT_SECRET,
-       OPT_HELP };
+       OPT_HUGE, OPT_HELP };
 
 /* 32 hex digits into SNAP_INSTANCE_BYTES bytes. */
 static int instance_parse(const char *s, uint8_t *out)
@@ -246,6 +249,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
     { "log-level", required_argument, NULL, OPT_LOGLEVEL },
     { "instance", required_argument, NULL, OPT_INSTANCE },
     { "secret-file", required_argument, NULL, OPT_SECRET },
+    { "huge-pages", no_argument, NULL, OPT_HUGE },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -301,6 +305,9 @@ static int args_parse(struct smp *smp, int argc, char **argv)
       break;
     case OPT_SECRET:
       smp->secret_file = optarg;
+      break;
+    case OPT_HUGE:
+      smp->huge_pages = true;
       break;
     case OPT_HELP:
       usage(stdout);

@@ -44,6 +44,7 @@ struct smp {
   bool autocommit;
   uint8_t instance[SNAP_INSTANCE_BYTES]; /* --instance; zero when not given */
   const char *secret_file;               /* --secret-file; NULL: none */
+  bool huge_pages;                       /* --huge-pages */
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;

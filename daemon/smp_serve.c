@@ -109,6 +109,25 @@ static void trainer_release(struct smp_conn *sc, bool done)
 
 /* ---- trainer requests ---- */
 
+/* --huge-pages: one line saying whether the new object got them, and when
+ * it did not, which setting to change. */
+static void huge_pages_report(struct smp *smp)
+{
+  uint64_t huge = snap_store_huge_bytes(smp->store);
+  uint64_t total = snap_store_total_bytes(smp->store);
+  char why[256];
+
+  if (huge > 0) {
+    log_info("snapshot object '%s': %" PRIu64 " of %" PRIu64 " bytes in huge "
+             "pages", smp->shm_name, huge, total);
+    return;
+  }
+  snap_huge_pages_why(why, sizeof(why));
+  log_warn("huge pages unavailable for '%s', using 4 KiB pages: %s",
+           smp->shm_name, why[0] ? why : "the kernel gave none (memory too "
+           "fragmented, or no free huge pages)");
+}
+
 static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
 {
   struct smp *smp = sc->smp;
@@ -170,6 +189,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
       .nregions = (uint32_t)m->n_regions, .parity_bytes = 0,
       .budget_bytes = smp->budget,
       .instance = smp->instance,
+      .huge_pages = smp->huge_pages,
     };
     rc = snap_store_create(&smp->store, smp->shm_name, &p, msg, sizeof(msg));
     if (rc != 0) {
@@ -183,6 +203,8 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     log_info("created snapshot object '%s' (%" PRIu64 " bytes, %u slots, "
              "%zu regions)", smp->shm_name, snap_store_total_bytes(smp->store),
              snap_store_nslots(smp->store), m->n_regions);
+    if (smp->huge_pages)
+      huge_pages_report(smp);
   }
   if (smp->trainer != sc)
     log_info("trainer pid %d connected", (int)m->pid);

@@ -98,6 +98,7 @@ struct snap_store {
   char job[SNAP_JOB_MAX];
   uint8_t instance[SNAP_INSTANCE_BYTES];
   uint32_t rank, world;
+  uint64_t huge_bytes; /* mapped with huge pages, measured at creation */
 };
 
 /* Little-endian field access (the host is little-endian, asserted above). */
