@@ -152,6 +152,10 @@ struct bench_recover_result {
   double backoff_ms;    /* the node's restart delay, reported apart */
   double total_ms;      /* kill to that commit, backoff included */
   double step_ms;       /* commit to commit before the kill (steady step) */
+  double node_ms;       /* kill to the new trainer's start, backoff excluded:
+                         * the node's death notice and restore-point choice */
+  double trainer_ms;    /* the new trainer's start to that commit: its own
+                         * start-up, pt_restore, one step, the snapshot */
   uint64_t restored_step;
   int state_mb;
 };

@@ -7,7 +7,11 @@
  * one training step, snapshot, seal, commit). The node's own restart delay
  * ("restarting job ... in D ms" in its log, else the --backoff-ms given) is
  * subtracted and reported apart, and the steady step time before the kill is
- * reported beside it, as one step is part of every recovery.
+ * reported beside it, as one step is part of every recovery. The figure is
+ * also split where the new trainer appears in the node's status: the node's
+ * part (death notice, restore-point choice, spawn) and the trainer's (its
+ * own start-up and initialisation, pt_restore, one step, the snapshot and
+ * its commit).
  *
  * The node is watched through its control socket (the STATUS request ptctl
  * sends), polled every POLL_MS: the figures carry that much resolution.
@@ -187,6 +191,7 @@ int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r
    * point, and the next commit is its first completed step. */
   bool restarted = false;
   uint64_t restore_step = 0;
+  double t_start = 0;
   for (;;) {
     if ((rc = poll_once(&w, &v, "a step committed after the restart", errbuf,
                         errlen)) != 0)
@@ -194,6 +199,7 @@ int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r
     if (!restarted && v.restarts > restarts0 && v.trainer_pid > 0 &&
         v.trainer_pid != victim) {
       restarted = true;
+      t_start = bench_now();
       restore_step = v.has_committed ? v.committed : 0;
     }
     if (restarted && v.has_committed && v.committed > restore_step)
@@ -206,11 +212,14 @@ int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r
   if (r->backoff_ms < 0)
     r->backoff_ms = BACKOFF_MS;
   r->recovery_ms = r->total_ms - r->backoff_ms;
+  r->node_ms = (t_start - t_kill) * 1e3 - r->backoff_ms;
+  r->trainer_ms = r->total_ms - (t_start - t_kill) * 1e3;
   if (o->verbose)
     fprintf(stderr, "ptbench: recovery: %.1f ms from kill -9 to the commit of step "
-            "%llu (restored %llu), of which %.0f ms backoff; step %.1f ms\n",
-            r->total_ms, (unsigned long long)v.committed,
-            (unsigned long long)restore_step, r->backoff_ms, r->step_ms);
+            "%llu (restored %llu): %.0f ms backoff, %.1f ms node, %.1f ms trainer; "
+            "step %.1f ms\n", r->total_ms, (unsigned long long)v.committed,
+            (unsigned long long)restore_step, r->backoff_ms, r->node_ms,
+            r->trainer_ms, r->step_ms);
   rc = 0;
 
 out_stop:

@@ -310,6 +310,8 @@ static void print_json(const struct bench_opts *o, const struct results *res,
   json_num(&j, "recovery_backoff_ms", res->have_recover ? rv->backoff_ms : nan_);
   json_num(&j, "recovery_total_ms", res->have_recover ? rv->total_ms : nan_);
   json_num(&j, "recovery_step_ms", res->have_recover ? rv->step_ms : nan_);
+  json_num(&j, "recovery_node_ms", res->have_recover ? rv->node_ms : nan_);
+  json_num(&j, "recovery_trainer_ms", res->have_recover ? rv->trainer_ms : nan_);
   json_u64(&j, "recovery_state_mb", (uint64_t)rv->state_mb);
 
   json_num(&j, "ec_encode_gbps", res->have_ec ? res->ec.ec_encode_gbps : nan_);
@@ -456,6 +458,11 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   else
     snprintf(b1, sizeof(b1), "-");
   row("  backoff (excluded) + 1 step", b1, "", NAN, "", "");
+  if (res->have_recover)
+    snprintf(b1, sizeof(b1), "%.0f+%.0f ms", rv->node_ms, rv->trainer_ms);
+  else
+    snprintf(b1, sizeof(b1), "-");
+  row("  node + new trainer", b1, "(restore point; start..commit)", NAN, "", "");
 
   const char *ec_lab[4] = { "EC 4+2 encode (data bytes)", "EC 4+2 decode (data bytes)",
                             "EC 8+2 encode (data bytes)", "EC 8+2 decode (data bytes)" };

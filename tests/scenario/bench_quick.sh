@@ -57,6 +57,7 @@ required = [
     "loopback_tcp_gbps", "bytes", "copy_threads",
     "snapshot_ms", "first_snapshot_ms", "second_snapshot_ms",
     "recovery_ms", "recovery_backoff_ms", "recovery_total_ms", "recovery_step_ms",
+    "recovery_trainer_ms",
 ]
 bad = []
 for k in required:
@@ -88,6 +89,9 @@ if abs(rate - d["snapshot_crc_gbps"]) > 1e-3 * rate:
 if abs(d["recovery_total_ms"] - d["recovery_backoff_ms"] - d["recovery_ms"]) > 1e-3 * d["recovery_total_ms"]:
     print(f"bench_quick: FAIL: recovery_ms {d['recovery_ms']} is not recovery_total_ms "
           f"{d['recovery_total_ms']} - recovery_backoff_ms {d['recovery_backoff_ms']}"); sys.exit(1)
+if d["recovery_node_ms"] is None or abs(d["recovery_node_ms"] + d["recovery_trainer_ms"] - d["recovery_ms"]) > 1e-3 * d["recovery_total_ms"]:
+    print(f"bench_quick: FAIL: recovery_node_ms {d['recovery_node_ms']!r} + recovery_trainer_ms "
+          f"{d['recovery_trainer_ms']} is not recovery_ms {d['recovery_ms']}"); sys.exit(1)
 if d.get("recovery_state_mb") != 64:
     print(f"bench_quick: FAIL: recovery measured {d.get('recovery_state_mb')!r} MiB, expected 64"); sys.exit(1)
 if d["snapshot_blocking_ms_p99"] < d["snapshot_blocking_ms_p50"]:
