@@ -9,12 +9,14 @@
  * Invariants kept here:
  *   - Two threads of ours use a client: the trainer's (every pt_* call) and
  *     the sealer, started at the first pt_snapshot() and joined by
- *     pt_client_close(); plus the copy engine's own, and one that fills the
- *     page tables of each new mapping (snapshot/snap_populate.h). The
- *     sealer waits for the copy in flight to complete and at once sends its
- *     SEAL, so the node can commit the step during the trainer's next
- *     forward and backward pass instead of during the optimizer step
- *     between pt_fence() and the next pt_snapshot().
+ *     pt_client_close(); plus the copy engine's own. The sealer waits for the
+ *     copy in flight to complete and at once sends its SEAL, so the node can
+ *     commit the step during the trainer's next forward and backward pass
+ *     instead of during the optimizer step between pt_fence() and the next
+ *     pt_snapshot().
+ *   - One more thread, started with each new mapping of the object and
+ *     stopped before it is unmapped, fills this process's page tables for
+ *     it, the slot in use first (snapshot/snap_populate.h); it only reads.
  *   - conn_mu serialises the connection: every request and its reply, every
  *     connect and HELLO, and fd / epoch / hello_ok. It is never held while
  *     data is copied, and never taken while mu is held (the sealer's log
