@@ -14,6 +14,9 @@
  *     commit the step during the trainer's next forward and backward pass
  *     instead of during the optimizer step between pt_fence() and the next
  *     pt_snapshot().
+ *   - One more thread, started with each new mapping of the object and
+ *     stopped before it is unmapped, fills this process's page tables for
+ *     it, the slot in use first (snapshot/snap_populate.h); it only reads.
  *   - conn_mu serialises the connection: every request and its reply, every
  *     connect and HELLO, and fd / epoch / hello_ok. It is never held while
  *     data is copied, and never taken while mu is held (the sealer's log
@@ -71,6 +74,7 @@
 #include "pt.h"
 #include "kernels/kernels.h"
 #include "rpc/rpc.h"
+#include "snapshot/snap_populate.h"
 #include "snapshot/snap_store.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -157,6 +161,10 @@ struct pt_client {
   struct kern_engine *engine;
   struct snap_store *store;
   void *reg_base; /* registered with the engine */
+  /* fills this process's page tables for the mapping in the background,
+   * the slot in use first (snapshot/snap_populate.h); NULL when it could
+   * not start. Started and stopped with the mapping, trainer's thread. */
+  struct snap_populate *populate;
   uint64_t store_ctime;
   char shm_name[256];
 
@@ -672,6 +680,8 @@ static void store_release(pt_client *c)
   if (c->reg_base != NULL)
     kern_host_unregister(c->engine, c->reg_base);
   c->reg_base = NULL;
+  snap_populate_stop(c->populate);
+  c->populate = NULL;
   snap_store_close(c->store);
   c->store = NULL;
 }
@@ -723,6 +733,14 @@ static int store_attach(pt_client *c, const char *name, uint64_t bytes)
   c->reg_base = snap_store_base(s);
   c->store_ctime = snap_store_ctime_ns(s);
   snprintf(c->shm_name, sizeof(c->shm_name), "%s", name);
+  /* A fresh mapping has empty page tables: one fault per page on the first
+   * copy into each slot. Fill them in the background instead; without it
+   * the copies still work, only slower. */
+  rc = snap_populate_start(&c->populate, snap_store_base(s),
+                           snap_store_total_bytes(s));
+  if (rc != 0)
+    client_log(c, PT_LOG_DEBUG, "pt: no background populating of '%s': %s",
+               name, pt_strerror(rc));
   return 0;
 
 out_close:
@@ -1621,6 +1639,8 @@ int pt_snapshot(pt_client *c, uint64_t step)
     memcpy(blob_dst, c->blob, c->blob_len);
   crcs[nblocks] = (uint32_t)c->blob_len;
   crcs[nblocks + 1] = kern_crc32c(blob_dst, c->blob_len);
+  /* This slot's pages first: the populating runs ahead of the copy. */
+  snap_populate_hint(c->populate, data, snap_store_slot_bytes(c->store));
   for (size_t i = 0; i < c->nregions; i++) {
     const struct snap_region *sr = snap_store_region(c->store, (uint32_t)i);
     c->xfers[i] = (struct kern_xfer){
@@ -1779,6 +1799,7 @@ int pt_restore(pt_client *c, uint64_t *step)
   }
   const char *data = snap_slot_data(c->store, slot);
   uint32_t *crcs = snap_slot_crcs(c->store, slot);
+  snap_populate_hint(c->populate, data, snap_store_slot_bytes(c->store));
   for (size_t i = 0; i < c->nregions; i++) {
     const struct snap_region *sr = snap_store_region(c->store, (uint32_t)i);
     c->xfers[i] = (struct kern_xfer){

@@ -75,6 +75,7 @@ struct node_config {
    * instance recorded in the state dir, --fresh unlinks the job's old shm
    * objects and starts a new one; with neither, old objects refuse. */
   bool resume, fresh;
+  bool huge_pages;         /* --huge-pages: passed to every SMP */
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
   int ncmd;

@@ -49,6 +49,9 @@ void node_args_usage(FILE *f)
       "                       committed step\n"
       "  --fresh              discard the job's old shm objects and start a\n"
       "                       new job instance\n"
+      "  --huge-pages         snapshot objects in huge pages where /dev/shm\n"
+      "                       allows it (mounted with huge=within_size or\n"
+      "                       huge=advise); else 4 KiB pages, said once\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
       "  --help               this text\n"
       "\n"
@@ -206,6 +209,10 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
         cfg->fresh = true;
       if (cfg->resume && cfg->fresh)
         return fail(err, errlen, "--resume and --fresh exclude each other");
+      continue;
+    }
+    if (strcmp(a, "--huge-pages") == 0) {
+      cfg->huge_pages = true;
       continue;
     }
     for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {

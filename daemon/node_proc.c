@@ -385,6 +385,14 @@ static int smp_argv(struct node *n, struct node_rank *r, char *store,
     argv[k++] = store + used;
     used += l;
   }
+  if (n->cfg.huge_pages) { /* a flag, without a value to pair it with */
+    static const char flag[] = "--huge-pages";
+    if (used + sizeof(flag) > cap || k + 1 >= maxargs)
+      return -E2BIG;
+    memcpy(store + used, flag, sizeof(flag));
+    argv[k++] = store + used;
+    used += sizeof(flag);
+  }
   argv[k] = NULL;
   return PT_OK;
 }

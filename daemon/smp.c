@@ -503,13 +503,16 @@ static void usage(FILE *f)
     "                    symlink): only a SUBSCRIBE carrying it is the node\n"
     "                    (default: only the SMP's parent process may\n"
     "                    subscribe)\n"
+    "  --huge-pages      make the object with huge pages where /dev/shm\n"
+    "                    allows it (mounted with huge=within_size or\n"
+    "                    huge=advise); else 4 KiB pages and one warning\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
     "  --help            this text\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES);
 }
 
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
        OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_INSTANCE, OPT_SECRET,
-       OPT_HELP };
+       OPT_HUGE, OPT_HELP };
 
 /* 32 hex digits into SNAP_INSTANCE_BYTES bytes. */
 static int instance_parse(const char *s, uint8_t *out)
@@ -549,6 +552,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
     { "log-level", required_argument, NULL, OPT_LOGLEVEL },
     { "instance", required_argument, NULL, OPT_INSTANCE },
     { "secret-file", required_argument, NULL, OPT_SECRET },
+    { "huge-pages", no_argument, NULL, OPT_HUGE },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -604,6 +608,9 @@ static int args_parse(struct smp *smp, int argc, char **argv)
       break;
     case OPT_SECRET:
       smp->secret_file = optarg;
+      break;
+    case OPT_HUGE:
+      smp->huge_pages = true;
       break;
     case OPT_HELP:
       usage(stdout);

@@ -63,6 +63,7 @@ struct smp {
    * the SMP's parent (getppid(), by SO_PEERCRED) may SUBSCRIBE. */
   bool has_secret;
   uint8_t secret[NODE_SECRET_BYTES];
+  bool huge_pages;                       /* --huge-pages */
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;

@@ -204,6 +204,25 @@ static void watch_start(struct smp_conn *sc, int pid)
 
 /* ---- trainer requests ---- */
 
+/* --huge-pages: one line saying whether the new object got them, and when
+ * it did not, which setting to change. */
+static void huge_pages_report(struct smp *smp)
+{
+  uint64_t huge = snap_store_huge_bytes(smp->store);
+  uint64_t total = snap_store_total_bytes(smp->store);
+  char why[256];
+
+  if (huge > 0) {
+    log_info("snapshot object '%s': %" PRIu64 " of %" PRIu64 " bytes in huge "
+             "pages", smp->shm_name, huge, total);
+    return;
+  }
+  snap_huge_pages_why(why, sizeof(why));
+  log_warn("huge pages unavailable for '%s', using 4 KiB pages: %s",
+           smp->shm_name, why[0] ? why : "the kernel gave none (memory too "
+           "fragmented, or no free huge pages)");
+}
+
 /* The object for a HELLO: the one held (re-validated first: a trainer must
  * never be sent to a name that no longer refers to our mapping), else the
  * one under the name (smp_store_load), else a new one for these regions. On
@@ -234,6 +253,7 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
       .nslots = smp->nslots, .regions = descs, .nregions = n,
       .parity_bytes = 0, .budget_bytes = smp->budget,
       .instance = smp->instance, .lock = true,
+      .huge_pages = smp->huge_pages,
     };
     rc = snap_store_create(&smp->store, smp->shm_name, &p, msg, len);
     if (rc == -EEXIST)
@@ -249,12 +269,15 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
     log_info("created snapshot object '%s' (%" PRIu64 " bytes, %u slots, "
              "%u regions)", smp->shm_name, snap_store_total_bytes(smp->store),
              snap_store_nslots(smp->store), n);
+    if (smp->huge_pages)
+      huge_pages_report(smp);
     return 0;
   }
   snprintf(msg, len, "snapshot object '%s' keeps changing under the SMP",
            smp->shm_name);
   return -EAGAIN;
 }
+
 
 static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
 {

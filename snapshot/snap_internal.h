@@ -111,6 +111,7 @@ struct snap_store {
   int fd;                            /* the object, open for the store's life */
   uint64_t dev, ino;                 /* its identity, from fstat at open */
   uint8_t hdr[HDR_CRC + 4];          /* the immutable header as validated */
+  uint64_t huge_bytes; /* mapped with huge pages, measured at creation */
 };
 
 /* Little-endian field access (the host is little-endian, asserted above). */

@@ -139,7 +139,14 @@ int snap_store_create(struct snap_store **out, const char *name,
                   strerror(-rc));
     goto out_unlink;
   }
-  int err = posix_fallocate(fd, 0, (off_t)lay.total);
+  /* Huge pages: tmpfs decides a page's size when the page is allocated,
+   * and fallocate (no mapping, so no MADV_HUGEPAGE) would allocate 4 KiB
+   * pages on a huge=advise mount. So the object is sized, mapped, advised
+   * and pre-faulted first (MADV_POPULATE_WRITE answers a full tmpfs with an
+   * error, never SIGBUS), and fallocated after, which then only checks. */
+  bool huge_first = p->huge_pages;
+  int err = huge_first ? (ftruncate(fd, (off_t)lay.total) == 0 ? 0 : errno)
+                       : posix_fallocate(fd, 0, (off_t)lay.total);
   if (err != 0) {
     rc = snap_err(errbuf, errlen, -err,
                   "'%s': cannot allocate %" PRIu64 " bytes in %s: %s", name,
@@ -152,6 +159,27 @@ int snap_store_create(struct snap_store **out, const char *name,
     rc = snap_err(errbuf, errlen, rc, "'%s': cannot map %" PRIu64 " bytes: %s",
                   name, lay.total, strerror(-rc));
     goto out_unlink;
+  }
+  if (huge_first) {
+    madvise(base, lay.total, MADV_HUGEPAGE); /* EINVAL: no THP; 4 KiB pages */
+    if (madvise(base, lay.total, MADV_POPULATE_WRITE) != 0) {
+      /* A kernel before 5.14 (EINVAL): fallocate first, then touch. */
+      rc = errno == EINVAL ? 0 : -errno;
+      if (rc < 0) {
+        rc = snap_err(errbuf, errlen, rc == -EFAULT ? -ENOSPC : rc,
+                      "'%s': cannot allocate %" PRIu64 " bytes in %s: %s",
+                      name, lay.total, SHM_DIR,
+                      strerror(rc == -EFAULT ? ENOSPC : -rc));
+        goto out_unmap;
+      }
+    }
+    err = posix_fallocate(fd, 0, (off_t)lay.total);
+    if (err != 0) {
+      rc = snap_err(errbuf, errlen, -err,
+                    "'%s': cannot allocate %" PRIu64 " bytes in %s: %s", name,
+                    lay.total, SHM_DIR, strerror(err));
+      goto out_unmap;
+    }
   }
   rc = prefault(base, lay.total);
   if (rc < 0) {
@@ -188,6 +216,8 @@ int snap_store_create(struct snap_store **out, const char *name,
     goto out_free_store;
   memcpy(s->hdr, hdr, sizeof(s->hdr));
 
+  if (p->huge_pages)
+    s->huge_bytes = snap_huge_mapped_bytes(base);
   free(regions);
   *out = s;
   return PT_OK;
@@ -482,6 +512,10 @@ uint32_t snap_store_nblocks(const struct snap_store *s) { return s->lay.nblocks;
 uint64_t snap_store_total_bytes(const struct snap_store *s)
 {
   return s->lay.total;
+}
+uint64_t snap_store_huge_bytes(const struct snap_store *s)
+{
+  return s->huge_bytes;
 }
 const uint8_t *snap_store_instance(const struct snap_store *s)
 {

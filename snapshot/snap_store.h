@@ -169,6 +169,8 @@ struct snap_params {
                                            * job instance; NULL: all zero */
   bool lock;                              /* take the object's lock
                                            * (snap_store_lock) at creation */
+  bool huge_pages;                        /* back the object with huge pages
+                                           * where /dev/shm allows it */
 };
 
 struct snap_store;
@@ -190,6 +192,25 @@ uint64_t snap_store_bytes_needed(const struct snap_params *p);
  * OUT: *out, closed with snap_store_close(). errbuf may be NULL. */
 int snap_store_create(struct snap_store **out, const char *name,
                       const struct snap_params *p, char *errbuf, size_t errlen);
+
+/* Huge pages (snap_huge.c). With snap_params.huge_pages the object is made
+ * under MADV_HUGEPAGE and pre-faulted before it is fallocated, so tmpfs
+ * gives it 2 MiB pages when /dev/shm is mounted with huge=within_size,
+ * huge=always or huge=advise (shmem_enabled not "deny"); /dev/shm's default,
+ * huge=never, gives 4 KiB pages, and so does a kernel without THP. Names,
+ * layout and restart survival are the same either way; every process that
+ * maps a huge-page object maps it with one entry per 2 MiB.
+ *
+ * snap_store_huge_bytes: bytes of the creator's mapping backed by huge pages
+ * (ShmemPmdMapped in /proc/self/smaps), measured by snap_store_create when
+ * huge pages were asked for; 0 otherwise and for an opened object.
+ * snap_huge_pages_why: why /dev/shm gives no huge pages, as one sentence
+ * (what to change), or "" when nothing configured forbids them. */
+uint64_t snap_store_huge_bytes(const struct snap_store *s);
+void snap_huge_pages_why(char *buf, size_t len);
+/* Bytes of the mapping that starts at base that are mapped with huge pages
+ * in this process; 0 when unknown. */
+uint64_t snap_huge_mapped_bytes(const void *base);
 
 /* Opens and validates an existing object: owner and mode, size, magic,
  * version, header and region-table checksums, every offset and count in

@@ -99,6 +99,10 @@ struct bench_copy_result {
   double snapshot_crc_gbps;
   double blocking_ms_p50, blocking_ms_p99, blocking_ms_max;
   double fence_ms_p50;    /* how long pt_fence() waited after a snapshot */
+  double snapshot_ms;     /* pt_snapshot + pt_fence, median: the steady state */
+  double first_snapshot_ms;  /* a fresh client: open, register, pt_snapshot,
+                              * pt_fence (its mapping's page tables empty) */
+  double second_snapshot_ms; /* its next one, into the other slot */
   double restore_gbps;
   double restore_fresh_client_ms; /* the first restore of a new client */
   int reps, blocking_samples, restore_reps;
@@ -140,5 +144,22 @@ struct bench_train_result {
 /* bench_train.c: pt-train under ptd node with and without snapshots. */
 int bench_train_run(const struct bench_opts *o, struct bench_train_result *r,
                     char *errbuf, size_t errlen);
+
+/* bench_recover.c: kill -9 of pt-train under `ptd node --ranks 1` to the
+ * next step committed after the restart. */
+struct bench_recover_result {
+  double recovery_ms;   /* kill to that commit, the node's backoff excluded */
+  double backoff_ms;    /* the node's restart delay, reported apart */
+  double total_ms;      /* kill to that commit, backoff included */
+  double step_ms;       /* commit to commit before the kill (steady step) */
+  double node_ms;       /* kill to the new trainer's start, backoff excluded:
+                         * the node's death notice and restore-point choice */
+  double trainer_ms;    /* the new trainer's start to that commit: its own
+                         * start-up, pt_restore, one step, the snapshot */
+  uint64_t restored_step;
+  int state_mb;
+};
+int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r,
+                      char *errbuf, size_t errlen);
 
 #endif /* PT_BENCH_H */

@@ -8,9 +8,15 @@
  *   snapshot_crc_gbps      libpt: pt_snapshot + pt_fence against a real SMP,
  *                          with per-block CRC32C (what a trainer runs)
  *   snapshot_blocking_ms_* how long pt_snapshot() blocks the caller
+ *   snapshot_ms            pt_snapshot + pt_fence, median (the steady state)
+ *   first_snapshot_ms      a fresh client's first snapshot: open, register,
+ *                          pt_snapshot, pt_fence (a restarted trainer's)
  *   restore_gbps           pt_restore(), every checksum verified
  *   file_ckpt_blocking_ms  a synchronous write + fsync of the same state
  *   step_overhead_ratio    pt-train step time, snapshot every step / no pt
+ *   recovery_ms            kill -9 of pt-train under ptd node to the next
+ *                          step committed, the node's backoff excluded
+ *                          (recovery_backoff_ms)
  *   ec_*, ec82_*, isal_raw_* the erasure-coding part (bench_ec.c), medians
  *                          over several fresh allocations of the buffers
  *   loopback_tcp_gbps      the limit of the network part
@@ -56,7 +62,7 @@ static const char usage[] =
     "  --file-dir DIR     where the file checkpoint is written (default /var/tmp)\n"
     "  --ptd PATH         ptd binary (default: next to ptbench)\n"
     "  --pt-train PATH    pt-train binary (default: next to ptbench)\n"
-    "  --skip-train       leave out the pt-train step-overhead figure\n"
+    "  --skip-train       leave out the pt-train figures (step overhead, recovery)\n"
     "  -v, --verbose      progress and per-repetition times on stderr\n"
     "  -h, --help         this text\n"
     "\n"
@@ -91,8 +97,9 @@ struct results {
   struct bench_file_result file;
   struct bench_net_result net;
   struct bench_train_result train;
+  struct bench_recover_result recover;
   struct bench_ec_result ec;
-  bool have_copy, have_file, have_net, have_train, have_ec;
+  bool have_copy, have_file, have_net, have_train, have_ec, have_recover;
   double blocking_vs_file;
   double elapsed_s;
 };
@@ -175,6 +182,12 @@ static size_t targets_fill(const struct results *res, struct target *t)
                             res->have_ec ? e->ec82_decode_ratio : nan_,
                             true, 0.8,
                             "median over allocations of ec82_decode_gbps / ec82_encode_gbps" };
+  t[n++] = (struct target){ "first_snapshot_vs_steady", "first snapshot / steady",
+                            res->have_copy ? c->first_snapshot_ms / c->snapshot_ms : nan_,
+                            false, 1.5, "first_snapshot_ms / snapshot_ms" };
+  t[n++] = (struct target){ "recovery_ms", "kill -9 to next committed step",
+                            res->have_recover ? res->recover.recovery_ms : nan_, false, 1000,
+                            "recovery_ms (backoff excluded), ms" };
   return n;
 }
 
@@ -267,6 +280,9 @@ static void print_json(const struct bench_opts *o, const struct results *res,
   json_num(&j, "snapshot_blocking_ms_p99", res->have_copy ? c->blocking_ms_p99 : nan_);
   json_num(&j, "snapshot_blocking_ms_max", res->have_copy ? c->blocking_ms_max : nan_);
   json_num(&j, "snapshot_fence_ms_p50", res->have_copy ? c->fence_ms_p50 : nan_);
+  json_num(&j, "snapshot_ms", res->have_copy ? c->snapshot_ms : nan_);
+  json_num(&j, "first_snapshot_ms", res->have_copy ? c->first_snapshot_ms : nan_);
+  json_num(&j, "second_snapshot_ms", res->have_copy ? c->second_snapshot_ms : nan_);
   json_u64(&j, "snapshot_blocking_samples", (uint64_t)c->blocking_samples);
   json_u64(&j, "snapshot_skipped", c->skipped);
   json_u64(&j, "copy_reps", (uint64_t)c->reps);
@@ -289,6 +305,14 @@ static void print_json(const struct bench_opts *o, const struct results *res,
   json_num(&j, "train_snapshot_call_ms_avg", res->have_train ? res->train.snapshot_call_ms : nan_);
   json_u64(&j, "train_state_mb", (uint64_t)res->train.state_mb);
   json_u64(&j, "train_steps", (uint64_t)res->train.steps);
+  const struct bench_recover_result *rv = &res->recover;
+  json_num(&j, "recovery_ms", res->have_recover ? rv->recovery_ms : nan_);
+  json_num(&j, "recovery_backoff_ms", res->have_recover ? rv->backoff_ms : nan_);
+  json_num(&j, "recovery_total_ms", res->have_recover ? rv->total_ms : nan_);
+  json_num(&j, "recovery_step_ms", res->have_recover ? rv->step_ms : nan_);
+  json_num(&j, "recovery_node_ms", res->have_recover ? rv->node_ms : nan_);
+  json_num(&j, "recovery_trainer_ms", res->have_recover ? rv->trainer_ms : nan_);
+  json_u64(&j, "recovery_state_mb", (uint64_t)rv->state_mb);
 
   json_num(&j, "ec_encode_gbps", res->have_ec ? res->ec.ec_encode_gbps : nan_);
   json_num(&j, "ec_decode_gbps", res->have_ec ? res->ec.ec_decode_gbps : nan_);
@@ -369,7 +393,7 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   const struct bench_copy_result *c = &res->copy;
   struct target t[16];
   char b1[32], b2[32], sz[32];
-  targets_fill(res, t);
+  size_t nt = targets_fill(res, t);
 
   printf("ptbench: %s of state in %d region(s), %d copy thread(s), %s backend\n",
          bench_fmt_bytes(sz, sizeof(sz), o->bytes), c->regions, o->copy_threads,
@@ -400,6 +424,13 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   target_row(&t[3], "restore, checksums verified", b1, mc);
   fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->restore_fresh_client_ms : NAN);
   row("restore by a fresh client", b1, "(hello, map, copy, verify)", NAN, "", "");
+  char ss[96];
+  snprintf(ss, sizeof(ss), "%s snapshot_ms (steady)",
+           fmt(b2, sizeof(b2), "%.1f ms", res->have_copy ? c->snapshot_ms : NAN));
+  fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->first_snapshot_ms : NAN);
+  target_row(&t[9], "first snapshot, fresh client", b1, ss);
+  fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->second_snapshot_ms : NAN);
+  row("  its second (other slot)", b1, "", NAN, "", "");
   char fl[96];
   snprintf(fl, sizeof(fl), "%s p50 snapshot block",
            fmt(b2, sizeof(b2), "%.3f ms", res->have_copy ? c->blocking_ms_p50 : NAN));
@@ -416,6 +447,22 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   else
     snprintf(b1, sizeof(b1), "-");
   row("  fence + pt_snapshot per step", b1, "", NAN, "", "");
+  const struct bench_recover_result *rv = &res->recover;
+  fmt(b1, sizeof(b1), "%.1f ms", res->have_recover ? rv->recovery_ms : NAN);
+  char rl[96];
+  snprintf(rl, sizeof(rl), "%s state, batch 1", bench_fmt_bytes(b2, sizeof(b2),
+           (uint64_t)rv->state_mb << 20));
+  target_row(&t[10], "recovery: kill -9 to commit", b1, rl);
+  if (res->have_recover)
+    snprintf(b1, sizeof(b1), "%.0f+%.1f ms", rv->backoff_ms, rv->step_ms);
+  else
+    snprintf(b1, sizeof(b1), "-");
+  row("  backoff (excluded) + 1 step", b1, "", NAN, "", "");
+  if (res->have_recover)
+    snprintf(b1, sizeof(b1), "%.0f+%.0f ms", rv->node_ms, rv->trainer_ms);
+  else
+    snprintf(b1, sizeof(b1), "-");
+  row("  node + new trainer", b1, "(restore point; start..commit)", NAN, "", "");
 
   const char *ec_lab[4] = { "EC 4+2 encode (data bytes)", "EC 4+2 decode (data bytes)",
                             "EC 8+2 encode (data bytes)", "EC 8+2 decode (data bytes)" };
@@ -445,7 +492,8 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   row("loopback TCP, 1 MiB writes", b1, "(network limit)", NAN, "", "");
 
   int missed = 0;
-  for (int i = 0; i < 9; i++)
+
+  for (size_t i = 0; i < nt; i++)
     missed += isfinite(t[i].value) && !target_ok(&t[i]);
   printf("\n%d target(s) missed; %s in %.1f s\n", missed,
          error ? "run INCOMPLETE" : "all figures measured", res->elapsed_s);
@@ -589,6 +637,13 @@ int main(int argc, char **argv)
     if (rc < 0)
       goto out_fail;
     res.have_train = true;
+
+    if (o.verbose)
+      fprintf(stderr, "ptbench: recovery from kill -9 of pt-train\n");
+    rc = bench_recover_run(&o, &res.recover, err, sizeof(err));
+    if (rc < 0)
+      goto out_fail;
+    res.have_recover = true;
   }
   goto out_report;
 

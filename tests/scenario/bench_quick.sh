@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench_quick.sh — ptbench --quick --json runs to completion: exit 0, exactly
 # one JSON object on stdout, every required figure a positive finite number,
-# every target reported with a verdict, and nothing of the run left behind in
-# /dev/shm. Performance targets are not asserted here (a noisy shared machine):
+# every target reported with a verdict (the start-up and recovery figures
+# first_snapshot_ms, snapshot_ms and recovery_ms among them), and nothing of
+# the run left behind in /dev/shm. Performance targets are not asserted here (a noisy shared machine):
 # the benchmark reports them.
 set -u
 : "${BUILD:?BUILD must name the build directory}"
@@ -54,6 +55,9 @@ required = [
     "ec_encode_gbps", "ec_decode_gbps", "isal_raw_encode_gbps",
     "ec82_encode_gbps", "ec82_decode_gbps", "ec82_isal_raw_encode_gbps",
     "loopback_tcp_gbps", "bytes", "copy_threads",
+    "snapshot_ms", "first_snapshot_ms", "second_snapshot_ms",
+    "recovery_ms", "recovery_backoff_ms", "recovery_total_ms", "recovery_step_ms",
+    "recovery_trainer_ms",
 ]
 bad = []
 for k in required:
@@ -76,6 +80,20 @@ if abs(ratio - d["snapshot_blocking_vs_file"]) > 1e-3 * ratio:
     print(f"bench_quick: FAIL: snapshot_blocking_vs_file {d['snapshot_blocking_vs_file']} "
           f"is not file_ckpt_blocking_ms / snapshot_blocking_ms_p50 = {ratio}")
     sys.exit(1)
+# snapshot_ms is the same median as snapshot_crc_gbps, in milliseconds.
+rate = d["bytes"] / (d["snapshot_ms"] / 1e3) / 1e9
+if abs(rate - d["snapshot_crc_gbps"]) > 1e-3 * rate:
+    print(f"bench_quick: FAIL: snapshot_ms {d['snapshot_ms']} does not match "
+          f"snapshot_crc_gbps {d['snapshot_crc_gbps']}"); sys.exit(1)
+# recovery_ms is kill-to-commit with the node's restart backoff taken out.
+if abs(d["recovery_total_ms"] - d["recovery_backoff_ms"] - d["recovery_ms"]) > 1e-3 * d["recovery_total_ms"]:
+    print(f"bench_quick: FAIL: recovery_ms {d['recovery_ms']} is not recovery_total_ms "
+          f"{d['recovery_total_ms']} - recovery_backoff_ms {d['recovery_backoff_ms']}"); sys.exit(1)
+if d["recovery_node_ms"] is None or abs(d["recovery_node_ms"] + d["recovery_trainer_ms"] - d["recovery_ms"]) > 1e-3 * d["recovery_total_ms"]:
+    print(f"bench_quick: FAIL: recovery_node_ms {d['recovery_node_ms']!r} + recovery_trainer_ms "
+          f"{d['recovery_trainer_ms']} is not recovery_ms {d['recovery_ms']}"); sys.exit(1)
+if d.get("recovery_state_mb") != 64:
+    print(f"bench_quick: FAIL: recovery measured {d.get('recovery_state_mb')!r} MiB, expected 64"); sys.exit(1)
 if d["snapshot_blocking_ms_p99"] < d["snapshot_blocking_ms_p50"]:
     print("bench_quick: FAIL: blocking p99 below p50"); sys.exit(1)
 
@@ -94,6 +112,8 @@ expect = {
     "ec_decode_vs_encode": d["ec_decode_vs_encode_median"],
     "ec82_encode_vs_isal_raw": d["ec82_encode_vs_isal_raw_median"],
     "ec82_decode_vs_encode": d["ec82_decode_vs_encode_median"],
+    "first_snapshot_vs_steady": d["first_snapshot_ms"] / d["snapshot_ms"],
+    "recovery_ms": d["recovery_ms"],
 }
 if not (isinstance(d.get("ec_allocations"), int) and d["ec_allocations"] % 2 == 1
         and d["ec_allocations"] >= 3):

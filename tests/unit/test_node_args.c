@@ -97,6 +97,24 @@ START_TEST(every_option)
 }
 END_TEST
 
+/* --huge-pages is a flag, off by default, and never eats the next word. */
+START_TEST(huge_pages_flag)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--", "x",
+                         NULL), PT_OK);
+  ck_assert(!c.huge_pages);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--huge-pages", "--ranks", "1",
+                         "--", "x", NULL), PT_OK);
+  ck_assert(c.huge_pages);
+  ck_assert_uint_eq(c.ranks, 1);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--huge-pages=yes", "--ranks",
+                         "1", "--", "x", NULL), -EINVAL);
+}
+END_TEST
+
 START_TEST(help)
 {
   struct node_config c;
@@ -235,6 +253,7 @@ int main(void)
   tcase_add_test(tc, every_option);
   tcase_add_test(tc, help);
   tcase_add_test(tc, resume_fresh);
+  tcase_add_test(tc, huge_pages_flag);
   tcase_add_test(tc, bytes);
   tcase_add_test(tc, refusals);
   tcase_add_test(tc, state_dir_fits_sockets);

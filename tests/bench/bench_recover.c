@@ -1,0 +1,229 @@
+/*
+ * bench_recover.c — what a trainer's death costs: the reference trainer
+ * (pt-train --state-mb M, batch 1) runs under `ptd node --ranks 1` with a
+ * short restart backoff; once it has committed a few steps it is killed with
+ * SIGKILL, and the figure is the time from the kill to the first step
+ * committed after the restart (a new process: start, map, restore, verify,
+ * one training step, snapshot, seal, commit). The node's own restart delay
+ * ("restarting job ... in D ms" in its log, else the --backoff-ms given) is
+ * subtracted and reported apart, and the steady step time before the kill is
+ * reported beside it, as one step is part of every recovery. The figure is
+ * also split where the new trainer appears in the node's status: the node's
+ * part (death notice, restore-point choice, spawn) and the trainer's (its
+ * own start-up and initialisation, pt_restore, one step, the snapshot and
+ * its commit).
+ *
+ * The node is watched through its control socket (the STATUS request ptctl
+ * sends), polled every POLL_MS: the figures carry that much resolution.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "rpc/rpc.h"
+#include "snapshot/snap_store.h"
+#include "tests/bench/bench.h"
+
+#define POLL_MS 2
+#define BACKOFF_MS 10
+#define STATUS_TIMEOUT_MS 2000
+
+/* What one STATUS answer says about the job and its rank 0. */
+struct node_view {
+  bool has_committed;
+  uint64_t committed;
+  uint32_t restarts;
+  int trainer_pid;
+};
+
+static int status_get(const char *sock, struct node_view *v)
+{
+  Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
+  ProtobufCMessage *m = NULL;
+  int fd, rc;
+
+  rc = rpc_sock_connect_unix(sock, &fd);
+  if (rc != 0)
+    return rc;
+  rc = rpc_sock_call(fd, RPC_STATUS_QUERY, &q.base, RPC_STATUS_REPLY,
+                     STATUS_TIMEOUT_MS, &m);
+  close(fd);
+  if (rc != 0)
+    return rc;
+  const Pt__StatusReply *r = (const Pt__StatusReply *)m;
+  rc = r->status;
+  if (rc == 0) {
+    v->has_committed = r->has_committed_step;
+    v->committed = r->committed_step;
+    v->restarts = r->restarts;
+    v->trainer_pid = r->n_ranks > 0 ? r->ranks[0]->trainer_pid : 0;
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
+  return rc;
+}
+
+/* The delay of the node's first restart, from its log line "restarting job
+ * (restart 1 of N) in D ms"; -1 when there is none. */
+static double backoff_from_log(const char *path)
+{
+  FILE *f = fopen(path, "r");
+  char line[1024];
+  double d = -1;
+
+  if (f == NULL)
+    return -1;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    const char *p = strstr(line, "restarting job");
+    const char *in = p ? strstr(p, ") in ") : NULL;
+    unsigned ms;
+    if (in != NULL && sscanf(in, ") in %u ms", &ms) == 1) {
+      d = ms;
+      break;
+    }
+  }
+  fclose(f);
+  return d;
+}
+
+/* Polls until pred holds or the node exits or deadline_ms passes. */
+struct wait_ctx {
+  const char *sock, *log;
+  pid_t node;
+  uint64_t deadline_ms;
+};
+
+static int poll_once(struct wait_ctx *w, struct node_view *v, const char *what,
+                     char *errbuf, size_t errlen)
+{
+  int st;
+
+  if (!bench_child_is_alive(w->node, &st)) {
+    char how[64];
+    snprintf(errbuf, errlen, "ptd node %s while waiting for %s",
+             bench_wait_text(how, sizeof(how), st), what);
+    bench_log_tail(w->log, 20);
+    return -ECHILD;
+  }
+  if (bench_now_ms() >= w->deadline_ms) {
+    snprintf(errbuf, errlen, "no %s within the deadline", what);
+    bench_log_tail(w->log, 20);
+    return -ETIMEDOUT;
+  }
+  int rc = status_get(w->sock, v);
+  if (rc != 0)
+    memset(v, 0, sizeof(*v)); /* not listening yet: nothing seen */
+  return 0;
+}
+
+int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r,
+                      char *errbuf, size_t errlen)
+{
+  char sd[512], log[512], sock[600], job[64], mb[16], bo[16], shm[256];
+  struct node_view v;
+  pid_t node;
+  int rc;
+
+  memset(r, 0, sizeof(*r));
+  r->state_mb = (int)((o->bytes + (1u << 20) - 1) >> 20);
+  if (r->state_mb < 1)
+    r->state_mb = 1;
+  snprintf(sd, sizeof(sd), "%s/recover", o->tmp_dir);
+  snprintf(log, sizeof(log), "%s/recover.log", o->tmp_dir);
+  snprintf(sock, sizeof(sock), "%s/ptd.sock", sd);
+  snprintf(job, sizeof(job), "%sr", o->job);
+  snprintf(mb, sizeof(mb), "%d", r->state_mb);
+  snprintf(bo, sizeof(bo), "%d", BACKOFF_MS);
+  if (snap_store_name(shm, sizeof(shm), o->shm_prefix, job, 0) == 0)
+    bench_cleanup_shm(shm);
+  if (mkdir(sd, 0700) != 0) {
+    rc = -errno;
+    snprintf(errbuf, errlen, "cannot create '%s': %s", sd, strerror(errno));
+    return rc;
+  }
+  char *argv[] = {
+    (char *)o->ptd, "node", "--ranks", "1", "--job", job, "--state-dir", sd,
+    "--shm-prefix", (char *)o->shm_prefix, "--backoff-ms", bo,
+    "--max-restarts", "3", "--", (char *)o->pt_train, "--state-mb", mb,
+    "--batch", "1", "--steps", "100000000", "--log-every", "100000000", NULL,
+  };
+  rc = bench_child_spawn(&node, argv, log, errbuf, errlen);
+  if (rc < 0)
+    return rc;
+  struct wait_ctx w = { sock, log, node, bench_now_ms() + (o->quick ? 60000 : 180000) };
+
+  /* Steady state: a trainer that committed a few steps; the last interval
+   * between two commits is the step time. */
+  uint64_t seen = 0, t_seen = 0;
+  double step_ms = 0;
+  int changes = 0;
+  for (;;) {
+    if ((rc = poll_once(&w, &v, "the first committed steps", errbuf, errlen)) != 0)
+      goto out_stop;
+    if (v.has_committed && v.committed != seen) {
+      uint64_t now = bench_now_ms();
+      if (changes > 0)
+        step_ms = (double)(now - t_seen) / (double)(v.committed - seen);
+      seen = v.committed;
+      t_seen = now;
+      changes++;
+    }
+    if (changes >= 3 && v.trainer_pid > 0)
+      break;
+    bench_sleep_ms(POLL_MS);
+  }
+  r->step_ms = step_ms;
+
+  pid_t victim = v.trainer_pid;
+  uint32_t restarts0 = v.restarts;
+  double t_kill = bench_now();
+  if (kill(victim, SIGKILL) != 0) {
+    rc = -errno;
+    snprintf(errbuf, errlen, "cannot kill pt-train (pid %d): %s", (int)victim,
+             strerror(errno));
+    goto out_stop;
+  }
+  /* The restart: a new trainer; what is committed then is its restore
+   * point, and the next commit is its first completed step. */
+  bool restarted = false;
+  uint64_t restore_step = 0;
+  double t_start = 0;
+  for (;;) {
+    if ((rc = poll_once(&w, &v, "a step committed after the restart", errbuf,
+                        errlen)) != 0)
+      goto out_stop;
+    if (!restarted && v.restarts > restarts0 && v.trainer_pid > 0 &&
+        v.trainer_pid != victim) {
+      restarted = true;
+      t_start = bench_now();
+      restore_step = v.has_committed ? v.committed : 0;
+    }
+    if (restarted && v.has_committed && v.committed > restore_step)
+      break;
+    bench_sleep_ms(POLL_MS);
+  }
+  r->total_ms = (bench_now() - t_kill) * 1e3;
+  r->restored_step = restore_step;
+  r->backoff_ms = backoff_from_log(log);
+  if (r->backoff_ms < 0)
+    r->backoff_ms = BACKOFF_MS;
+  r->recovery_ms = r->total_ms - r->backoff_ms;
+  r->node_ms = (t_start - t_kill) * 1e3 - r->backoff_ms;
+  r->trainer_ms = r->total_ms - (t_start - t_kill) * 1e3;
+  if (o->verbose)
+    fprintf(stderr, "ptbench: recovery: %.1f ms from kill -9 to the commit of step "
+            "%llu (restored %llu): %.0f ms backoff, %.1f ms node, %.1f ms trainer; "
+            "step %.1f ms\n", r->total_ms, (unsigned long long)v.committed,
+            (unsigned long long)restore_step, r->backoff_ms, r->node_ms,
+            r->trainer_ms, r->step_ms);
+  rc = 0;
+
+out_stop:
+  bench_child_stop(node, 10000);
+  snap_store_unlink(shm); /* a stopped job keeps its snapshots */
+  return rc;
+}
