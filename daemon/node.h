@@ -240,7 +240,8 @@ struct node_child {
 enum node_trainer_state {
   NODE_TR_IDLE = 0,  /* not started, or stopped for a restart */
   NODE_TR_RUNNING,
-  NODE_TR_DONE,      /* exited 0 (or an adopted one said Bye(done)) */
+  NODE_TR_DONE,      /* said Bye(done) to its SMP, and (when spawned)
+                        exited 0 */
   NODE_TR_FAILED,
   NODE_TR_GONE_WAIT, /* adopted, exited; waiting for its SMP's word */
 };

@@ -664,7 +664,9 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
       r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
       if (!r->gone_done)
         snprintf(r->why, sizeof(r->why),
-                 "trainer rank %" PRIu32 " ended without finishing", r->rank);
+                 "trainer rank %" PRIu32 " ended without saying it finished",
+                 r->rank);
+      n->drive_again = true;
     }
   }
 }
@@ -736,7 +738,25 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
                r->rank, c->pid);
     }
   } else if (status == 0 && term_signal == 0) {
-    r->tstate = NODE_TR_DONE;
+    /* Exit 0 is not enough (a wrapper script exits 0 whatever its trainer
+     * did): only a trainer that told its SMP it finished (Bye(done)) is
+     * done. The SMP's word may still be on its way. */
+    if (r->gone_seen && r->gone_done) {
+      r->tstate = NODE_TR_DONE;
+    } else if (r->gone_seen) {
+      r->tstate = NODE_TR_FAILED;
+      snprintf(r->why, sizeof(r->why),
+               "trainer rank %" PRIu32 " (pid %d) exited with status 0 but "
+               "left its smp without saying it finished",
+               r->rank, c->pid);
+    } else {
+      r->tstate = NODE_TR_GONE_WAIT;
+      r->gone_deadline = rpc_now_ms() + NODE_GONE_WAIT_MS;
+      snprintf(r->why, sizeof(r->why),
+               "trainer rank %" PRIu32 " (pid %d) exited with status 0 "
+               "without telling its smp it finished",
+               r->rank, c->pid);
+    }
   } else {
     r->tstate = NODE_TR_FAILED;
     r->permanent = term_signal == 0 && status == NODE_EX_CONFIG;
