@@ -238,6 +238,8 @@ void node_shutdown(struct node *n)
     }
   }
   close_handle((uv_handle_t *)&n->timer);
+  close_handle((uv_handle_t *)&n->io_prepare);
+  close_handle((uv_handle_t *)&n->io_check);
   close_handle((uv_handle_t *)&n->watchdog);
   close_handle((uv_handle_t *)&n->sigterm);
   close_handle((uv_handle_t *)&n->sigint);
@@ -305,6 +307,7 @@ static int setup(struct node *n)
   }
   uv_timer_init(n->loop, &n->timer);
   n->timer.data = n;
+  node_io_clock_open(n);
   node_signals_open(n);
 
   rc = node_ctl_open(n);

@@ -48,6 +48,7 @@
 #define NODE_SMP_FAILS_MAX 5     /* consecutive SMP deaths before subscribing */
 #define NODE_CTL_MAX 32          /* ptctl connections served at once */
 #define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
+#define NODE_PROBE_EVERY_MS 1000u /* liveness probe of each subscribed SMP */
 
 enum node_exit {
   NODE_EXIT_OK = 0,      /* job completed */
@@ -68,6 +69,10 @@ struct node_config {
   uint32_t backoff_ms;     /* first restart delay; doubles up to 5 s */
   uint32_t master_port;
   uint64_t memory_budget;  /* per node; 0: none */
+  uint32_t smp_timeout_ms; /* liveness probe deadline; 0: no probe */
+  uint32_t restart_window_ms;   /* --max-restarts counts in it; 0: life */
+  uint32_t progress_timeout_ms; /* no seal from a rank that long: restart;
+                                   0: off */
   bool keep;               /* keep the shm objects after success */
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
@@ -77,7 +82,8 @@ struct node_config {
 #define NODE_ARGS_HELP 1
 /* Parses `ptd node` arguments (argv[0] is the role name). Defaults: job
  * "job", state dir $PT_STATE_DIR or /run/pt, 2 slots, 10 restarts, 200 ms,
- * port 29500, log level info. Returns PT_OK, NODE_ARGS_HELP for --help, or
+ * port 29500, log level info, a restart window of 600 s, an SMP probe
+ * deadline of 5 s, no progress timeout. Returns PT_OK, NODE_ARGS_HELP for --help, or
  * -EINVAL with a sentence in err. cfg->cmd points into argv. */
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen);
@@ -258,6 +264,8 @@ enum node_req_kind {
   NODE_REQ_RECOMMIT,      /* COMMIT of a step left pinned -> REPLY */
   NODE_REQ_UNPIN,         /* ABORT of a pin left behind -> REPLY */
   NODE_REQ_SET_RESTORE,   /* -> REPLY */
+  NODE_REQ_PROBE,         /* STATE_QUERY, liveness only -> STATE_REPLY,
+                             whose contents are not used */
 };
 
 struct node_req {
@@ -285,6 +293,7 @@ struct node_rank {
   uint64_t retry_at;         /* next connection attempt; 0 none */
   struct node_req reqs[NODE_REQ_MAX];
   uint32_t nreqs;
+  uint64_t probe_at;         /* next liveness probe; 0 none */
 
   /* What the SMP last reported. */
   bool has_store;
@@ -334,6 +343,13 @@ struct node {
   uv_timer_t timer;          /* armed for the earliest deadline */
   uv_timer_t watchdog;
   bool watchdog_on;
+  /* Deadlines are judged only against what the loop has read: io_prepare
+   * notes the time before each poll for I/O, io_check (after the poll)
+   * makes it io_read_ms. A deadline at or before io_read_ms passed with
+   * every frame that had arrived by then read (node_overdue). */
+  uv_prepare_t io_prepare;
+  uv_check_t io_check;
+  uint64_t io_poll_ms, io_read_ms;
   uv_signal_t sigterm, sigint;
   struct rpc_listener *ctl;
   struct rpc_conn *ctl_conns[NODE_CTL_MAX]; /* open ptctl connections */
@@ -385,6 +401,14 @@ struct node {
 
 /* node.c */
 void node_drive(struct node *n);
+/* True when deadline (0: none) had passed before the loop last read its
+ * sockets: an answer that was waiting then has been processed, so a
+ * request still pending really missed it. After SIGSTOP/SIGCONT of the
+ * node, timers run before the sockets are read: this defers the verdict
+ * by one poll. */
+bool node_overdue(const struct node *n, uint64_t deadline);
+/* Starts io_prepare and io_check (unreferenced: they keep nothing alive). */
+void node_io_clock_open(struct node *n);
 /* Stops the job (exit 3). A repeated request with escalate (a second
  * SIGTERM or SIGINT) sends SIGKILL to what is left at once. */
 void node_request_stop(struct node *n, const char *by, bool escalate);

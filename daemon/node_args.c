@@ -41,7 +41,18 @@ void node_args_usage(FILE *f)
       "  --shm-prefix P       prefix of the shm object names\n"
       "  --max-restarts N     job restarts before giving up (default: 10)\n"
       "  --backoff-ms MS      first restart delay, doubled each time up to\n"
-      "                       5 s (default: 200)\n"
+      "                       5 s (default: 200); back to MS once the job\n"
+      "                       ran healthy (a step committed after the\n"
+      "                       restart and 60 s up)\n"
+      "  --restart-window SEC --max-restarts counts the restarts of the last\n"
+      "                       SEC seconds (default: 600; 0: the job's whole\n"
+      "                       life)\n"
+      "  --smp-timeout SEC    an SMP that does not answer a liveness probe\n"
+      "                       (sent every second) within SEC seconds is\n"
+      "                       killed and replaced (default: 5; 0: no probe)\n"
+      "  --progress-timeout SEC  restart the job when some rank sealed no\n"
+      "                       snapshot for SEC seconds while it runs (a\n"
+      "                       rank alive but stuck; default: 0, off)\n"
       "  --master-port P      MASTER_PORT for the trainers (default: 29500)\n"
       "  --keep               keep the shm objects after the job completed\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
@@ -153,6 +164,7 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       "--ranks",        "--job",        "--state-dir",   "--slots",
       "--memory-budget", "--shm-prefix", "--max-restarts", "--backoff-ms",
       "--master-port",  "--log-level",
+      "--restart-window", "--smp-timeout", "--progress-timeout",
   };
   const char *env_dir = getenv("PT_STATE_DIR");
   bool have_ranks = false;
@@ -167,6 +179,8 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
   cfg->backoff_ms = 200;
   cfg->master_port = 29500;
   cfg->log_level = LOG_LVL_INFO;
+  cfg->restart_window_ms = 600u * 1000u;
+  cfg->smp_timeout_ms = 5000u;
   if (env_dir != NULL && strlen(env_dir) >= sizeof(cfg->state_dir))
     return fail(err, errlen, "PT_STATE_DIR '%s' is too long for a socket path",
                 env_dir);
@@ -260,6 +274,20 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
         return fail(err, errlen, "--log-level '%s': expected %d..%d", val,
                     LOG_LVL_ERR, LOG_LVL_DEBUG);
       cfg->log_level = (int)lvl;
+      break;
+    }
+    case 10:
+    case 11:
+    case 12: {
+      static const char *const names[] = {"--restart-window", "--smp-timeout",
+                                          "--progress-timeout"};
+      uint32_t *dst[] = {&cfg->restart_window_ms, &cfg->smp_timeout_ms,
+                         &cfg->progress_timeout_ms};
+      uint32_t sec;
+      if (parse_u32(val, 0, 86400u * 7u, &sec) != PT_OK)
+        return fail(err, errlen, "%s '%s': expected seconds, 0..604800",
+                    names[k - 10], val);
+      *dst[k - 10] = sec * 1000u;
       break;
     }
     }

@@ -1010,7 +1010,7 @@ static void step(struct node *n, uint64_t now)
     struct node_rank *r = &n->ranks[i];
     if (r->smp == NULL && r->smp_respawn_at != 0 && now >= r->smp_respawn_at)
       spawn_smp(n, r, now);
-    if (r->tstate == NODE_TR_GONE_WAIT && now >= r->gone_deadline)
+    if (r->tstate == NODE_TR_GONE_WAIT && node_overdue(n, r->gone_deadline))
       r->tstate = NODE_TR_FAILED; /* r->why says so already */
   }
   switch (n->phase) {
@@ -1085,6 +1085,37 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
 static void on_timer(uv_timer_t *t)
 {
   node_drive(t->data);
+}
+
+bool node_overdue(const struct node *n, uint64_t deadline)
+{
+  return deadline != 0 && deadline <= n->io_read_ms;
+}
+
+static void on_io_prepare(uv_prepare_t *h)
+{
+  struct node *n = h->data;
+
+  n->io_poll_ms = rpc_now_ms();
+}
+
+static void on_io_check(uv_check_t *h)
+{
+  struct node *n = h->data;
+
+  n->io_read_ms = n->io_poll_ms;
+}
+
+void node_io_clock_open(struct node *n)
+{
+  uv_prepare_init(n->loop, &n->io_prepare);
+  uv_check_init(n->loop, &n->io_check);
+  n->io_prepare.data = n;
+  n->io_check.data = n;
+  uv_prepare_start(&n->io_prepare, on_io_prepare);
+  uv_check_start(&n->io_check, on_io_check);
+  uv_unref((uv_handle_t *)&n->io_prepare);
+  uv_unref((uv_handle_t *)&n->io_check);
 }
 
 void node_drive(struct node *n)

@@ -38,6 +38,7 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_ABORT:
   case NODE_REQ_UNPIN: return "ABORT";
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
+  case NODE_REQ_PROBE: return "STATE_QUERY(liveness)";
   }
   return "request";
 }
@@ -84,7 +85,8 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   r->reqs[i] = r->reqs[--r->nreqs];
 
   bool state_kind = q.kind == NODE_REQ_SUBSCRIBE || q.kind == NODE_REQ_STATE ||
-                    q.kind == NODE_REQ_VERIFY || q.kind == NODE_REQ_DRAIN;
+                    q.kind == NODE_REQ_VERIFY || q.kind == NODE_REQ_DRAIN ||
+                    q.kind == NODE_REQ_PROBE;
   uint32_t want = state_kind ? RPC_STATE_REPLY : RPC_REPLY;
   if (h->type != want) {
     log_error("smp rank %" PRIu32 ": answered %s with %s; closing",
@@ -107,9 +109,12 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       r->subscribed = true;
       r->connect_deadline = 0;
       r->smp_fails = 0;
+      r->probe_at = rpc_now_ms() + NODE_PROBE_EVERY_MS;
       log_debug("smp rank %" PRIu32 " (pid %d) subscribed", r->rank,
                 r->smp != NULL ? r->smp->pid : 0);
     }
+    if (q.kind == NODE_REQ_PROBE)
+      return 0; /* alive: nothing else to learn */
     node_on_state_reply(n, r, q.kind, m);
   } else {
     const Pt__Reply *m = (const Pt__Reply *)msg;
@@ -226,11 +231,14 @@ int node_smp_request(struct node *n, struct node_rank *r,
   case NODE_REQ_STATE:
   case NODE_REQ_VERIFY:
   case NODE_REQ_DRAIN:
+  case NODE_REQ_PROBE:
     sq.verify = kind == NODE_REQ_VERIFY;
     type = RPC_STATE_QUERY;
     msg = &sq.base;
     if (sq.verify)
       timeout = NODE_VERIFY_MS;
+    else if (kind == NODE_REQ_PROBE)
+      timeout = n->cfg.smp_timeout_ms;
     break;
   case NODE_REQ_PROTECT:
     pr.step = step;
@@ -294,6 +302,21 @@ static void kill_unresponsive(struct node_rank *r, const char *what)
   node_smp_disconnect(r);
 }
 
+/* Sends a liveness probe when one is due: a STATE_QUERY whose deadline is
+ * --smp-timeout. None while a STATE_QUERY{verify} runs (the SMP reads every
+ * slot meanwhile; that request has its own deadline) or a probe waits. */
+static void probe(struct node *n, struct node_rank *r, uint64_t now)
+{
+  if (n->cfg.smp_timeout_ms == 0 || !r->subscribed || r->probe_at == 0 ||
+      now < r->probe_at)
+    return;
+  r->probe_at = now + NODE_PROBE_EVERY_MS;
+  for (uint32_t k = 0; k < r->nreqs; k++)
+    if (r->reqs[k].kind == NODE_REQ_VERIFY || r->reqs[k].kind == NODE_REQ_PROBE)
+      return;
+  node_smp_request(n, r, NODE_REQ_PROBE, 0);
+}
+
 void node_smp_tick(struct node *n, uint64_t now)
 {
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
@@ -301,8 +324,11 @@ void node_smp_tick(struct node *n, uint64_t now)
     bool late = false;
     const char *what = NULL;
 
+    /* node_overdue: a deadline counts as missed only once the loop has
+     * read what arrived before it (a node resumed from SIGSTOP runs its
+     * timer first, with the answers still unread in its sockets). */
     for (uint32_t k = 0; k < r->nreqs; k++)
-      if (r->reqs[k].deadline_ms <= now) {
+      if (node_overdue(n, r->reqs[k].deadline_ms)) {
         late = true;
         what = req_name(r->reqs[k].kind);
       }
@@ -310,9 +336,10 @@ void node_smp_tick(struct node *n, uint64_t now)
       kill_unresponsive(r, what);
       continue;
     }
+    probe(n, r, now);
     if (r->subscribed || r->smp == NULL || r->smp->exited)
       continue;
-    if (r->connect_deadline != 0 && now >= r->connect_deadline) {
+    if (node_overdue(n, r->connect_deadline)) {
       char what_buf[sizeof(r->sock_path) + 8];
       snprintf(what_buf, sizeof(what_buf), "on '%s'", r->sock_path);
       kill_unresponsive(r, what_buf);
@@ -330,6 +357,9 @@ uint64_t node_smp_next_deadline(const struct node_rank *r)
   for (uint32_t k = 0; k < r->nreqs; k++)
     if (r->reqs[k].deadline_ms < d)
       d = r->reqs[k].deadline_ms;
+  if (r->subscribed && r->node->cfg.smp_timeout_ms != 0 && r->probe_at != 0 &&
+      r->probe_at < d)
+    d = r->probe_at;
   if (!r->subscribed && r->smp != NULL && !r->smp->exited) {
     if (r->connect_deadline != 0 && r->connect_deadline < d)
       d = r->connect_deadline;
