@@ -329,6 +329,7 @@ static void teardown(struct node *n)
   if (n->lock_fd >= 0)
     close(n->lock_fd);
   node_env_free(n->env);
+  free(n->restart_log.at);
   free(n->ranks);
   free(n);
 }

@@ -49,6 +49,7 @@
 #define NODE_CTL_MAX 32          /* ptctl connections served at once */
 #define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
 #define NODE_PROBE_EVERY_MS 1000u /* liveness probe of each subscribed SMP */
+#define NODE_HEALTHY_MS 60000u   /* up this long, with a commit: backoff reset */
 
 enum node_exit {
   NODE_EXIT_OK = 0,      /* job completed */
@@ -177,6 +178,26 @@ bool node_plan_restore_step(const struct node_rank_slots *ranks,
  * cap_ms. */
 uint32_t node_plan_backoff_ms(uint32_t base_ms, uint32_t attempt,
                               uint32_t cap_ms);
+
+/* The times of the job's recent restarts, for --max-restarts over
+ * --restart-window: a ring of the last cap restarts (cap = --max-restarts;
+ * older ones can no longer decide anything). at: heap, cap entries. */
+struct node_restart_log {
+  uint64_t *at;
+  uint32_t cap, n, next;
+};
+/* Records a restart at now (nothing when cap is 0). */
+void node_plan_restart_note(struct node_restart_log *l, uint64_t now);
+/* Restarts recorded within the window_ms before now (times > now -
+ * window_ms); window_ms 0: all recorded. A restart is allowed while this is
+ * below --max-restarts. */
+uint32_t node_plan_restarts_recent(const struct node_restart_log *l,
+                                   uint64_t now, uint32_t window_ms);
+/* Whether the job ran healthy since its last (re)start, so that the next
+ * restart's backoff starts again from --backoff-ms: a step was committed
+ * since then and the trainers ran at least healthy_ms. */
+bool node_plan_healthy(bool committed_since, uint64_t running_since,
+                       uint64_t now, uint32_t healthy_ms);
 
 /* "exited with status S" or "killed by signal SIGNAME" into buf. */
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
@@ -392,6 +413,10 @@ struct node {
   uint64_t committed_unix_ms;
   uint32_t restarts;
   uint64_t commits, restores;
+  struct node_restart_log restart_log; /* --restart-window */
+  uint32_t backoff_attempt;  /* restarts since the job last ran healthy */
+  uint64_t running_since;    /* trainers (re)started at; 0 not running */
+  bool committed_since;      /* a step committed since running_since */
 
   uint64_t next_req_id;
   bool in_drive, drive_again;

@@ -36,6 +36,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -201,19 +202,47 @@ static void begin_restart(struct node *n, uint64_t now, bool counted,
 {
   n->backoff_until = 0;
   if (counted) {
-    if (n->restarts >= n->cfg.max_restarts) {
-      finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %" PRIu32
-             ")", why, n->cfg.max_restarts);
+    struct node_restart_log *l = &n->restart_log;
+    uint32_t win = n->cfg.restart_window_ms;
+
+    if (l->at == NULL && n->cfg.max_restarts > 0) {
+      l->at = calloc(n->cfg.max_restarts, sizeof(*l->at));
+      l->cap = l->at != NULL ? n->cfg.max_restarts : 0;
+    }
+    uint32_t recent = node_plan_restarts_recent(l, now, win);
+    if (recent >= n->cfg.max_restarts) {
+      if (win != 0)
+        finish(n, NODE_OUT_FAILED, "%s; no restarts left (%" PRIu32
+               " in the last %" PRIu32 " s: --max-restarts %" PRIu32
+               ", --restart-window %" PRIu32 ")",
+               why, recent, win / 1000u, n->cfg.max_restarts, win / 1000u);
+      else
+        finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %"
+               PRIu32 ")", why, n->cfg.max_restarts);
       return;
     }
+    if (node_plan_healthy(n->committed_since, n->running_since, now,
+                          NODE_HEALTHY_MS) && n->backoff_attempt > 0) {
+      log_info("the job ran healthy since its last restart: backoff starts "
+               "again from %" PRIu32 " ms", n->cfg.backoff_ms);
+      n->backoff_attempt = 0;
+    }
+    node_plan_restart_note(l, now);
     n->restarts++;
-    uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->restarts,
+    n->backoff_attempt++;
+    uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->backoff_attempt,
                                       NODE_BACKOFF_CAP_MS);
-    log_info("restarting job (restart %" PRIu32 " of %" PRIu32 ") in %" PRIu32
-             " ms",
-             n->restarts, n->cfg.max_restarts, d);
+    if (win != 0)
+      log_info("restarting job (restart %" PRIu32 ", %" PRIu32 " of at most %"
+               PRIu32 " in %" PRIu32 " s) in %" PRIu32 " ms",
+               n->restarts, recent + 1, n->cfg.max_restarts, win / 1000u, d);
+    else
+      log_info("restarting job (restart %" PRIu32 " of %" PRIu32 ") in %"
+               PRIu32 " ms", n->restarts, n->cfg.max_restarts, d);
     n->backoff_until = now + d;
   }
+  n->running_since = 0;
+  n->committed_since = false;
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     if (r->tstate != NODE_TR_RUNNING)
@@ -381,6 +410,7 @@ static void round_commit(struct node *n)
   n->committed = step;
   n->committed_unix_ms = node_unix_ms();
   n->commits++;
+  n->committed_since = true;
   n->state_dirty = true;
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].vote = NODE_VOTE_WAIT;
@@ -796,6 +826,7 @@ static void step_starting(struct node *n, uint64_t now)
     }
   }
   n->adopting = false;
+  n->running_since = now;
   set_phase(n, NODE_PH_RUNNING);
   commit_drive(n); /* the pins the SMPs reported first */
   node_notify(n, true);
@@ -920,6 +951,8 @@ static void step_set_restore(struct node *n, uint64_t now)
     n->ranks[i].pins_unresolved = false;
   }
   set_phase(n, NODE_PH_RUNNING);
+  n->running_since = now;
+  n->committed_since = false;
   spawn_trainers(n);
   if (n->phase == NODE_PH_RUNNING)
     node_notify(n, true);

@@ -5,7 +5,8 @@
  *   - how a round goes on, given every rank's answer;
  *   - what to do with pins that a round left behind;
  *   - which step to restore, given every rank's verified slots;
- *   - how long to wait before a restart;
+ *   - how long to wait before a restart, when the wait starts over, and
+ *     how many restarts the window holds;
  *   - how a process ended, in words the logs and the scenario tests share.
  *
  * Invariants kept by the callers: a step is committed only when every rank
@@ -171,6 +172,36 @@ uint32_t node_plan_backoff_ms(uint32_t base_ms, uint32_t attempt,
   for (uint32_t i = 1; i < attempt && d < cap_ms; i++)
     d *= 2;
   return d > cap_ms ? cap_ms : (uint32_t)d;
+}
+
+void node_plan_restart_note(struct node_restart_log *l, uint64_t now)
+{
+  if (l->cap == 0 || l->at == NULL)
+    return;
+  l->at[l->next] = now;
+  l->next = (l->next + 1) % l->cap;
+  if (l->n < l->cap)
+    l->n++;
+}
+
+uint32_t node_plan_restarts_recent(const struct node_restart_log *l,
+                                   uint64_t now, uint32_t window_ms)
+{
+  uint32_t k = 0;
+
+  if (window_ms == 0)
+    return l->n;
+  for (uint32_t i = 0; i < l->n; i++)
+    if (l->at[i] + window_ms > now)
+      k++;
+  return k;
+}
+
+bool node_plan_healthy(bool committed_since, uint64_t running_since,
+                       uint64_t now, uint32_t healthy_ms)
+{
+  return committed_since && running_since != 0 &&
+         now >= running_since + healthy_ms;
 }
 
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,

@@ -97,6 +97,40 @@ START_TEST(every_option)
 }
 END_TEST
 
+/* The supervision options: restart window, SMP liveness probe, progress
+ * watchdog; all in seconds. */
+START_TEST(supervision_options)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--", "x",
+                         NULL), PT_OK);
+  ck_assert_uint_eq(c.restart_window_ms, 600000);
+  ck_assert_uint_eq(c.smp_timeout_ms, 5000);
+  ck_assert_uint_eq(c.progress_timeout_ms, 0);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--restart-window", "60", "--smp-timeout=2",
+                         "--progress-timeout", "30", "--", "x", NULL), PT_OK);
+  ck_assert_uint_eq(c.restart_window_ms, 60000);
+  ck_assert_uint_eq(c.smp_timeout_ms, 2000);
+  ck_assert_uint_eq(c.progress_timeout_ms, 30000);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--restart-window", "0", "--smp-timeout", "0", "--",
+                         "x", NULL), PT_OK);
+  ck_assert_uint_eq(c.restart_window_ms, 0);
+  ck_assert_uint_eq(c.smp_timeout_ms, 0);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--progress-timeout", "5s", "--", "x", NULL),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--progress-timeout"));
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--restart-window", "99999999", "--", "x", NULL),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--restart-window"));
+}
+END_TEST
+
 START_TEST(help)
 {
   struct node_config c;
@@ -211,6 +245,7 @@ int main(void)
   tcase_set_timeout(tc, 20);
   tcase_add_test(tc, defaults);
   tcase_add_test(tc, every_option);
+  tcase_add_test(tc, supervision_options);
   tcase_add_test(tc, help);
   tcase_add_test(tc, bytes);
   tcase_add_test(tc, refusals);

@@ -644,6 +644,50 @@ START_TEST(backoff_doubles_to_cap)
 }
 END_TEST
 
+/* --max-restarts over --restart-window: only the restarts of the window
+ * count, and the ring never needs more than --max-restarts entries. */
+START_TEST(restart_window_counts_recent)
+{
+  uint64_t at[3];
+  struct node_restart_log l = {.at = at, .cap = 3};
+
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 1000, 600000), 0);
+  node_plan_restart_note(&l, 1000);
+  node_plan_restart_note(&l, 2000);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 2000, 600000), 2);
+  node_plan_restart_note(&l, 3000);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 3000, 600000), 3);
+  /* 3 of 3 within the window: no restart left now ... */
+  ck_assert_uint_ge(node_plan_restarts_recent(&l, 3000, 600000), 3);
+  /* ... but once the first one is older than the window, one is back. */
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 601000, 600000), 2);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 603000, 600000), 0);
+  /* The ring keeps the newest cap restarts. */
+  node_plan_restart_note(&l, 700000);
+  ck_assert_uint_eq(l.n, 3);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 700000, 600000), 1);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 700000, 697500), 2);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 700000, 1000000), 3);
+  /* Window 0: the job's whole life (saturates at cap = --max-restarts). */
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 99999999, 0), 3);
+  /* --max-restarts 0: nothing recorded, no restart ever allowed. */
+  struct node_restart_log none = {0};
+  node_plan_restart_note(&none, 5);
+  ck_assert_uint_eq(node_plan_restarts_recent(&none, 5, 600000), 0);
+}
+END_TEST
+
+/* The backoff starts over only after a healthy period: a commit since the
+ * last (re)start and NODE_HEALTHY_MS up. */
+START_TEST(healthy_resets_backoff)
+{
+  ck_assert(!node_plan_healthy(false, 1000, 1000 + 3600000, 60000));
+  ck_assert(!node_plan_healthy(true, 1000, 1000 + 59999, 60000));
+  ck_assert(node_plan_healthy(true, 1000, 1000 + 60000, 60000));
+  ck_assert(!node_plan_healthy(true, 0, 99999999, 60000));
+}
+END_TEST
+
 START_TEST(exit_text_words)
 {
   char buf[64];
@@ -678,6 +722,8 @@ int main(void)
   tcase_add_test(tc, restore_none);
   tcase_add_test(tc, restore_matches_oracle);
   tcase_add_test(tc, backoff_doubles_to_cap);
+  tcase_add_test(tc, restart_window_counts_recent);
+  tcase_add_test(tc, healthy_resets_backoff);
   tcase_add_test(tc, exit_text_words);
   suite_add_tcase(s, tc);
   int rc = unit_run(s);
