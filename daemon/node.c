@@ -359,6 +359,10 @@ int node_main(int argc, char **argv)
   log_max_level = n->cfg.log_level;
   log_set_role("ptd node");
   signal(SIGPIPE, SIG_IGN);
+  if (node_preflight(&n->cfg) != PT_OK) {
+    free(n);
+    return NODE_EXIT_USAGE;
+  }
 
   rc = setup(n);
   if (rc != PT_OK) {

@@ -199,6 +199,25 @@ uint32_t node_plan_restarts_recent(const struct node_restart_log *l,
 bool node_plan_healthy(bool committed_since, uint64_t running_since,
                        uint64_t now, uint32_t healthy_ms);
 
+/* The open files the node needs for nranks ranks: a fixed set (standard
+ * streams, the loop and its signal pipe, the lock, the control socket and
+ * NODE_CTL_MAX ptctl connections, state and /proc files) plus, per rank,
+ * its SMP connection, the pidfds of two adopted children and a spawn's
+ * pipe. */
+uint64_t node_plan_fds_needed(uint32_t nranks);
+/* PT_OK when the soft limit suffices, or when the hard one does (then
+ * *raise_to is the hard limit, else 0); -EMFILE with a sentence naming the
+ * need and the limits in err otherwise. */
+int node_plan_fds_check(uint32_t nranks, uint64_t soft, uint64_t hard,
+                        uint64_t *raise_to, char *err, size_t len);
+/* --memory-budget before anything starts (budget 0: none): PT_EBUDGET when
+ * budget/nranks is below min_object (the smallest snapshot object a rank
+ * could have), -ENOSPC when budget exceeds shm_avail; each with a sentence
+ * naming the bytes needed and available in err. */
+int node_plan_budget_check(uint64_t budget, uint32_t nranks,
+                           uint64_t min_object, uint64_t shm_avail, char *err,
+                           size_t len);
+
 /* "exited with status S" or "killed by signal SIGNAME" into buf. */
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
                                 int term_signal);
@@ -490,6 +509,12 @@ int node_smp_request(struct node *n, struct node_rank *r,
 /* Connection retries and request deadlines that are due. */
 void node_smp_tick(struct node *n, uint64_t now);
 uint64_t node_smp_next_deadline(const struct node_rank *r);
+
+/* node_check.c */
+/* The checks before anything is spawned (open files, --memory-budget);
+ * may raise the soft open file limit. Logs why and returns an error when
+ * the job cannot run. */
+int node_preflight(const struct node_config *cfg);
 
 /* node_ctl.c */
 int node_ctl_open(struct node *n);

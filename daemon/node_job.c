@@ -870,6 +870,20 @@ static void step_query(struct node *n, uint64_t now)
     views[i].slots = n->ranks[i].view;
     views[i].n = n->ranks[i].nview;
   }
+  /* An object left by an earlier run is used as it is, whatever the
+   * budget says now: refuse it before any trainer starts. */
+  for (uint32_t i = 0; i < n->cfg.ranks && n->cfg.memory_budget != 0; i++) {
+    const struct node_rank *r = &n->ranks[i];
+    uint64_t share = n->cfg.memory_budget / n->cfg.ranks;
+    if (r->has_store && r->bytes_held > share) {
+      finish(n, NODE_OUT_FAILED,
+             "rank %" PRIu32 "'s snapshot object holds %" PRIu64 " bytes, "
+             "more than its share of --memory-budget (%" PRIu64 " bytes of %"
+             PRIu64 "): raise the budget or start the job fresh",
+             r->rank, r->bytes_held, share, n->cfg.memory_budget);
+      return;
+    }
+  }
   n->restore_has = node_plan_restore_step(views, n->cfg.ranks,
                                           &n->restore_step);
   /* Damaged snapshots are reported; with nothing intact left the job stops

@@ -688,6 +688,55 @@ START_TEST(healthy_resets_backoff)
 }
 END_TEST
 
+/* Open files: enough, raised to the hard limit, or refused with numbers. */
+START_TEST(fds_needed_and_refused)
+{
+  char err[256] = "";
+  uint64_t raise_to = 7;
+  uint64_t need = node_plan_fds_needed(2);
+
+  ck_assert_uint_gt(need, 8);
+  ck_assert_uint_gt(node_plan_fds_needed(64), need);
+  ck_assert_int_eq(node_plan_fds_check(2, need, need, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, 0);
+  ck_assert_int_eq(node_plan_fds_check(2, 8, 4096, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, 4096);
+  ck_assert_int_eq(node_plan_fds_check(2, 8, UINT64_MAX, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, 1u << 20);
+  ck_assert_int_eq(node_plan_fds_check(2, 6, 6, &raise_to, err, sizeof(err)),
+                   -EMFILE);
+  ck_assert_ptr_nonnull(strstr(err, "the limit is 6"));
+  char want[64];
+  snprintf(want, sizeof(want), "need %llu", (unsigned long long)need);
+  ck_assert_ptr_nonnull(strstr(err, want));
+}
+END_TEST
+
+/* --memory-budget: none, too small per rank, more than /dev/shm holds. */
+START_TEST(budget_before_spawning)
+{
+  char err[320] = "";
+
+  ck_assert_int_eq(node_plan_budget_check(0, 4, 1000, 0, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_int_eq(node_plan_budget_check(8000, 4, 2000, 8000, err,
+                                          sizeof(err)), PT_OK);
+  /* Below one byte per rank used to mean "no budget". */
+  ck_assert_int_eq(node_plan_budget_check(3, 4, 2000, 1u << 30, err,
+                                          sizeof(err)), PT_EBUDGET);
+  ck_assert_ptr_nonnull(strstr(err, "each of the 4 ranks 0 bytes"));
+  ck_assert_ptr_nonnull(strstr(err, "needs 2000 bytes per rank"));
+  ck_assert_int_eq(node_plan_budget_check(7999, 4, 2000, 1u << 30, err,
+                                          sizeof(err)), PT_EBUDGET);
+  ck_assert_int_eq(node_plan_budget_check(8001, 4, 2000, 8000, err,
+                                          sizeof(err)), -ENOSPC);
+  ck_assert_ptr_nonnull(strstr(err, "8000 bytes available"));
+}
+END_TEST
+
 START_TEST(exit_text_words)
 {
   char buf[64];
@@ -724,6 +773,8 @@ int main(void)
   tcase_add_test(tc, backoff_doubles_to_cap);
   tcase_add_test(tc, restart_window_counts_recent);
   tcase_add_test(tc, healthy_resets_backoff);
+  tcase_add_test(tc, fds_needed_and_refused);
+  tcase_add_test(tc, budget_before_spawning);
   tcase_add_test(tc, exit_text_words);
   suite_add_tcase(s, tc);
   int rc = unit_run(s);
