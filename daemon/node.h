@@ -361,6 +361,7 @@ struct node_rank {
   char why[160];             /* how it ended */
   bool gone_seen, gone_done; /* EVENT_TRAINER_GONE since it was started */
   uint64_t gone_deadline;
+  uint64_t progress_at;      /* its last seal, or its start; --progress-timeout */
 };
 
 enum node_phase {

@@ -322,6 +322,7 @@ static void spawn_trainers(struct node *n)
     r->starts++;
     r->trainer = c;
     r->tstate = NODE_TR_RUNNING;
+    r->progress_at = rpc_now_ms();
     log_info("started trainer rank %" PRIu32 " (pid %d)", r->rank, c->pid);
   }
   n->state_dirty = true;
@@ -669,6 +670,7 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
              r->rank, e->rank);
   if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
     log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
+    r->progress_at = rpc_now_ms();
     if (!r->has_last_sealed || e->step > r->last_sealed) {
       r->has_last_sealed = true;
       r->last_sealed = e->step;
@@ -827,6 +829,8 @@ static void step_starting(struct node *n, uint64_t now)
   }
   n->adopting = false;
   n->running_since = now;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    n->ranks[i].progress_at = now;
   set_phase(n, NODE_PH_RUNNING);
   commit_drive(n); /* the pins the SMPs reported first */
   node_notify(n, true);
@@ -972,11 +976,45 @@ static void step_set_restore(struct node *n, uint64_t now)
     node_notify(n, true);
 }
 
+/* --progress-timeout: the deadline of a rank whose trainer runs (0 none). */
+static uint64_t progress_deadline(const struct node *n,
+                                  const struct node_rank *r)
+{
+  if (n->cfg.progress_timeout_ms == 0 || n->phase != NODE_PH_RUNNING ||
+      r->tstate != NODE_TR_RUNNING || r->trainer == NULL ||
+      r->trainer->term_sent || r->progress_at == 0)
+    return 0;
+  return r->progress_at + n->cfg.progress_timeout_ms;
+}
+
+/* A rank alive but stuck (no seal within --progress-timeout): the first
+ * one, or NULL. */
+static struct node_rank *stuck_rank(struct node *n)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    if (node_overdue(n, progress_deadline(n, &n->ranks[i])))
+      return &n->ranks[i];
+  return NULL;
+}
+
 static void step_running(struct node *n, uint64_t now)
 {
   commit_drive(n);
   struct node_rank *failed = NULL;
   bool all_done = true;
+  struct node_rank *stuck = stuck_rank(n);
+
+  if (stuck != NULL) {
+    char why[160];
+    snprintf(why, sizeof(why),
+             "trainer rank %" PRIu32 " (pid %d) made no progress: no "
+             "snapshot sealed for %" PRIu32 " s (--progress-timeout)",
+             stuck->rank, stuck->trainer->pid,
+             n->cfg.progress_timeout_ms / 1000u);
+    log_warn("%s; restarting the job", why);
+    begin_restart(n, now, true, why);
+    return;
+  }
 
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
@@ -1120,6 +1158,7 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
         CONSIDER(r->smp_respawn_at);
       if (r->tstate == NODE_TR_GONE_WAIT)
         CONSIDER(r->gone_deadline);
+      CONSIDER(progress_deadline(n, r));
     }
     uint64_t s = node_smp_next_deadline(r);
     if (s != UINT64_MAX)
