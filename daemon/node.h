@@ -50,6 +50,7 @@
 #define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
 #define NODE_PROBE_EVERY_MS 1000u /* liveness probe of each subscribed SMP */
 #define NODE_HEALTHY_MS 60000u   /* up this long, with a commit: backoff reset */
+#define NODE_COMMIT_LOG_MS 60000u /* "commit step" at info at most this often */
 
 enum node_exit {
   NODE_EXIT_OK = 0,      /* job completed */
@@ -437,6 +438,7 @@ struct node {
   uint32_t backoff_attempt;  /* restarts since the job last ran healthy */
   uint64_t running_since;    /* trainers (re)started at; 0 not running */
   bool committed_since;      /* a step committed since running_since */
+  uint64_t commit_logged_ms; /* the last "commit step" line at info */
 
   uint64_t next_req_id;
   bool in_drive, drive_again;

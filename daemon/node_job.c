@@ -243,6 +243,7 @@ static void begin_restart(struct node *n, uint64_t now, bool counted,
   }
   n->running_since = 0;
   n->committed_since = false;
+  n->commit_logged_ms = 0;
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     if (r->tstate != NODE_TR_RUNNING)
@@ -416,7 +417,16 @@ static void round_commit(struct node *n)
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].vote = NODE_VOTE_WAIT;
   round_send(n, NODE_REQ_COMMIT);
-  log_info("commit step %" PRIu64, step);
+  /* Per-step lines are debug; at the default level the first commit after
+   * a (re)start says training is under way, then one line a minute. */
+  uint64_t now = rpc_now_ms();
+  if (n->commit_logged_ms == 0 ||
+      now >= n->commit_logged_ms + NODE_COMMIT_LOG_MS) {
+    log_info("commit step %" PRIu64, step);
+    n->commit_logged_ms = now;
+  } else {
+    log_debug("commit step %" PRIu64, step);
+  }
   node_notify(n, false);
 }
 
@@ -425,8 +435,16 @@ static void round_abort(struct node *n)
 {
   uint32_t asked = 0;
 
-  log_notice("step %" PRIu64 " not committed: %s", n->round.step,
-             n->round.why[0] != '\0' ? n->round.why : "no rank answered");
+  /* A rank whose slot went to a newer step meanwhile is the usual race
+   * between rounds and snapshots: debug. An SMP that did not answer is not. */
+  bool benign = false;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    benign = benign || n->ranks[i].vote == NODE_VOTE_NO;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    benign = benign && n->ranks[i].vote != NODE_VOTE_LOST;
+  log_at_(benign ? LOG_LVL_DEBUG : LOG_LVL_NOTICE,
+          "step %" PRIu64 " not committed: %s", n->round.step,
+          n->round.why[0] != '\0' ? n->round.why : "no rank answered");
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     bool to = node_plan_abort_to(r->vote) && r->subscribed;

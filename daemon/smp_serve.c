@@ -240,7 +240,7 @@ static int on_slot_acquire(struct smp_conn *sc, uint64_t id,
     log_debug("step %" PRIu64 ": slot %u generation %" PRIu64, m->step, slot,
               gen);
   } else if (rc == PT_SKIPPED) {
-    log_info("step %" PRIu64 " skipped: no free slot", m->step);
+    log_debug("step %" PRIu64 " skipped: no free slot", m->step);
   } else {
     r.message = (char *)pt_strerror(rc);
     log_warn("no slot for step %" PRIu64 ": %s", m->step, pt_strerror(rc));
@@ -445,9 +445,9 @@ static int on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m)
   if (sc->smp->store != NULL)
     rc = snap_slot_protect(sc->smp->store, m->step);
   if (rc == 0)
-    log_info("protected step %" PRIu64, m->step);
+    log_debug("protected step %" PRIu64, m->step);
   else
-    log_info("cannot protect step %" PRIu64 ": no slot holds it sealed",
+    log_debug("cannot protect step %" PRIu64 ": no slot holds it sealed",
              m->step);
   reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
@@ -460,10 +460,10 @@ static int on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m)
   if (sc->smp->store != NULL)
     rc = snap_slot_unprotect(sc->smp->store, m->step);
   if (rc == 0)
-    log_info("commit of step %" PRIu64 " abandoned: its slot is sealed "
-             "again", m->step);
+    log_debug("commit of step %" PRIu64 " abandoned: its slot is sealed "
+              "again", m->step);
   else
-    log_info("abort of step %" PRIu64 ": no slot holds it protected",
+    log_debug("abort of step %" PRIu64 ": no slot holds it protected",
              m->step);
   reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
