@@ -49,6 +49,8 @@
 #define NODE_CTL_MAX 32          /* ptctl connections served at once */
 #define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
 #define NODE_PROBE_EVERY_MS 1000u /* liveness probe of each subscribed SMP */
+#define NODE_PROBE_BUSY_MS 600000u /* a busy SMP (running, not stopped or
+                                      asleep) may miss probes this long */
 #define NODE_HEALTHY_MS 60000u   /* up this long, with a commit: backoff reset */
 #define NODE_COMMIT_LOG_MS 60000u /* "commit step" at info at most this often */
 
@@ -315,6 +317,7 @@ struct node_req {
   uint64_t step;
   uint64_t round;         /* the round of PROTECT/COMMIT/ABORT; else 0 */
   uint64_t deadline_ms;
+  uint64_t sent_ms;
 };
 
 struct node_rank {

@@ -281,7 +281,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   r->reqs[r->nreqs++] = (struct node_req){
       .id = id, .kind = kind, .step = step,
       .round = in_round ? n->round.id : 0,
-      .deadline_ms = rpc_now_ms() + timeout};
+      .deadline_ms = rpc_now_ms() + timeout, .sent_ms = rpc_now_ms()};
   return PT_OK;
 }
 
@@ -302,13 +302,56 @@ static void kill_unresponsive(struct node_rank *r, const char *what)
   node_smp_disconnect(r);
 }
 
+/* The state letter of /proc/PID/stat (R running, D disk, S asleep, T
+ * stopped, ...); '?' when unknown. */
+static char proc_state(int pid)
+{
+  char path[64], buf[512];
+  FILE *f;
+  size_t len;
+
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  f = fopen(path, "re");
+  if (f == NULL)
+    return '?';
+  len = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[len] = '\0';
+  const char *p = strrchr(buf, ')'); /* the name may hold anything */
+  return p != NULL && p[1] == ' ' && p[2] != '\0' ? p[2] : '?';
+}
+
+/* A probe that missed its deadline while the SMP is busy (running or in
+ * disk wait: pre-faulting a new object, verifying slots) is given more
+ * time, up to NODE_PROBE_BUSY_MS; one that is stopped or asleep is hung. */
+static bool probe_excused(struct node *n, struct node_rank *r,
+                          struct node_req *q, uint64_t now)
+{
+  if (q->kind != NODE_REQ_PROBE)
+    return false;
+  for (uint32_t k = 0; k < r->nreqs; k++)
+    if (r->reqs[k].kind == NODE_REQ_VERIFY)
+      goto excused; /* that request has its own, longer deadline */
+  if (r->smp == NULL || now >= q->sent_ms + NODE_PROBE_BUSY_MS)
+    return false;
+  char st = proc_state(r->smp->pid);
+  if (st != 'R' && st != 'D')
+    return false;
+  log_debug("smp rank %" PRIu32 " (pid %d) is busy (state %c): its liveness "
+            "probe gets more time", r->rank, r->smp->pid, st);
+excused:
+  q->deadline_ms = now + n->cfg.smp_timeout_ms;
+  return true;
+}
+
 /* Sends a liveness probe when one is due: a STATE_QUERY whose deadline is
  * --smp-timeout. None while a STATE_QUERY{verify} runs (the SMP reads every
  * slot meanwhile; that request has its own deadline) or a probe waits. */
 static void probe(struct node *n, struct node_rank *r, uint64_t now)
 {
   if (n->cfg.smp_timeout_ms == 0 || !r->subscribed || r->probe_at == 0 ||
-      now < r->probe_at)
+      now < r->probe_at || n->phase > NODE_PH_RUNNING || r->smp == NULL ||
+      r->smp->term_sent)
     return;
   r->probe_at = now + NODE_PROBE_EVERY_MS;
   for (uint32_t k = 0; k < r->nreqs; k++)
@@ -328,7 +371,8 @@ void node_smp_tick(struct node *n, uint64_t now)
      * read what arrived before it (a node resumed from SIGSTOP runs its
      * timer first, with the answers still unread in its sockets). */
     for (uint32_t k = 0; k < r->nreqs; k++)
-      if (node_overdue(n, r->reqs[k].deadline_ms)) {
+      if (node_overdue(n, r->reqs[k].deadline_ms) &&
+          !probe_excused(n, r, &r->reqs[k], now)) {
         late = true;
         what = req_name(r->reqs[k].kind);
       }
