@@ -11,6 +11,7 @@
  *   node_smp.c    the node's connection to each SMP: connect with retry,
  *                 SUBSCRIBE, requests with deadlines, events
  *   node_ctl.c    the control socket for ptctl (STATUS_QUERY, STOP)
+ *   node_check.c  checks before anything is spawned: open files, budget
  *
  * Every child process has one owner: the node_rank that spawned or adopted
  * it, through a heap node_child freed when its libuv handle is closed.
@@ -87,8 +88,8 @@ struct node_config {
 /* Parses `ptd node` arguments (argv[0] is the role name). Defaults: job
  * "job", state dir $PT_STATE_DIR or /run/pt, 2 slots, 10 restarts, 200 ms,
  * port 29500, log level info, a restart window of 600 s, an SMP probe
- * deadline of 5 s, no progress timeout. Returns PT_OK, NODE_ARGS_HELP for --help, or
- * -EINVAL with a sentence in err. cfg->cmd points into argv. */
+ * deadline of 5 s, no progress timeout. Returns PT_OK, NODE_ARGS_HELP for
+ * --help, or -EINVAL with a sentence in err. cfg->cmd points into argv. */
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen);
 void node_args_usage(FILE *f);

@@ -12,9 +12,14 @@
  *                largest step every rank holds intact;
  *   SET_RESTORE  SET_RESTORE{R or none} to every SMP; R is now the
  *                committed step; then every trainer is spawned;
- *   RUNNING      commit rounds; a failed trainer leads back to RESTART
- *                (bounded restarts, exponential backoff) unless it exited
- *                with EX_CONFIG; every trainer done ends the job, once the
+ *   RUNNING      commit rounds; a failed trainer (or, with
+ *                --progress-timeout, one that sealed nothing that long)
+ *                leads back to RESTART (at most --max-restarts within
+ *                --restart-window, exponential backoff that starts over
+ *                after a healthy period) unless it exited with EX_CONFIG;
+ *                a trainer is done only when it said so to its SMP
+ *                (Bye(done)), exit 0 alone is not enough; every trainer
+ *                done ends the job, once the
  *                commit round under way (and one for the last step sealed
  *                everywhere) ended, within NODE_END_ROUNDS_MS;
  *   STOP_TRAINERS, STOP_SMPS   the end, for success, failure or a stop

@@ -11,7 +11,11 @@
  *
  * Requests carry ids from one counter per node and wait in a small table per
  * connection, each with a deadline. An SMP that lets a deadline pass is
- * hung: it is killed too. When a connection goes, every request waiting on
+ * hung: it is killed too. Every subscribed SMP gets a liveness probe (a
+ * STATE_QUERY) each second whose deadline is --smp-timeout, so that a hung
+ * SMP is found even when nothing else is asked of it; a probe missed while
+ * the SMP is busy (running, per /proc) gets more time. A deadline counts as
+ * missed only once the loop has read what arrived before it (node_overdue). When a connection goes, every request waiting on
  * it fails with the cause (node_on_req_failed), so no caller waits forever.
  */
 #include <errno.h>
