@@ -710,6 +710,16 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
     if (r->bytes_held == 0 && r->subscribed && !asking)
       node_smp_request(n, r, NODE_REQ_STATE, 0);
     commit_drive(n);
+  } else if (e->kind == PT__EVENT_KIND__EVENT_HELLO_REFUSED) {
+    /* The trainer's regions do not fit the budget or /dev/shm: no restart
+     * can cure that, whatever the trainer does with the error. */
+    int status = e->has_status ? e->status : 0;
+    if ((status == PT_EBUDGET || status == -ENOSPC) &&
+        n->phase <= NODE_PH_RUNNING)
+      finish(n, NODE_OUT_FAILED,
+             "smp rank %" PRIu32 " refused its trainer: %s (not restarted: "
+             "raise --memory-budget or make room in /dev/shm)",
+             r->rank, e->message != NULL ? e->message : pt_strerror(status));
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
     r->gone_seen = true;
     r->gone_done = e->has_done && e->done;

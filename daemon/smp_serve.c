@@ -195,8 +195,18 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
 
 out_reply:
   free(descs);
-  if (rc != 0)
+  if (rc != 0) {
     log_warn("hello refused: %s", msg[0] ? msg : pt_strerror(rc));
+    /* The node decides whether the job can go on (a budget or /dev/shm too
+     * small for the trainer's regions: it cannot). */
+    Pt__Event ev = PT__EVENT__INIT;
+    ev.kind = PT__EVENT_KIND__EVENT_HELLO_REFUSED;
+    ev.rank = smp->rank;
+    ev.has_status = true;
+    ev.status = rc;
+    ev.message = msg[0] != '\0' ? msg : (char *)pt_strerror(rc);
+    event_send(smp, &ev);
+  }
   r.status = rc;
   if (msg[0] != '\0' && rc != 0)
     r.message = msg;
