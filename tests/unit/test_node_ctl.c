@@ -366,6 +366,42 @@ START_TEST(failure_restarts_bounded)
 }
 END_TEST
 
+/* --max-restarts counts within --restart-window: failures further apart
+ * than the window never use the budget up. A trainer that fails three
+ * times, 1.2 s after each start, then finishes: with one restart per 1 s
+ * window the job completes (counted over its whole life it would fail at
+ * the second failure). */
+START_TEST(restarts_counted_in_window)
+{
+  struct env e;
+  char cmd[4600];
+
+  env_init(&e);
+  snprintf(cmd, sizeof(cmd),
+           "n=$(cat %s/count 2>/dev/null || echo 0); echo $((n + 1)) > "
+           "%s/count; if [ $n -lt 3 ]; then sleep 1.2; exit 1; fi; "
+           "exec %s trainer-done",
+           e.dir, e.dir, self());
+  pid_t node = node_start(&e, "--ranks", "1", "--max-restarts", "1",
+                          "--restart-window", "1", "--backoff-ms", "10", "--",
+                          "/bin/sh", "-c", cmd, NULL);
+  ck_assert_int_eq(node_wait(node, 30000), 0);
+  ck_assert_int_eq(log_count(&e, "exited with status 1\n"), 3);
+  ck_assert(log_has(&e, "restarting job (restart 3, 1 of at most 1 in 1 s)"));
+  ck_assert(log_has(&e, "job completed"));
+  env_cleanup(&e);
+
+  /* Within the window, the second failure ends the job. */
+  env_init(&e);
+  pid_t again = node_start(&e, "--ranks", "1", "--max-restarts", "1",
+                           "--restart-window", "60", "--backoff-ms", "10",
+                           "--", "/bin/false", NULL);
+  ck_assert_int_eq(node_wait(again, 20000), 1);
+  ck_assert(log_has(&e, "no restarts left (1 in the last 60 s"));
+  env_cleanup(&e);
+}
+END_TEST
+
 START_TEST(ex_config_not_retried)
 {
   struct env e;
@@ -537,6 +573,7 @@ int main(int argc, char **argv)
   tcase_add_test(tc, control_socket_survives_bad_frames);
   tcase_add_test(tc, completes_with_status_0);
   tcase_add_test(tc, failure_restarts_bounded);
+  tcase_add_test(tc, restarts_counted_in_window);
   tcase_add_test(tc, ex_config_not_retried);
   tcase_add_test(tc, environment_for_trainers);
   tcase_add_test(tc, sigterm_and_lock);
