@@ -168,6 +168,36 @@ static int opt_value(const char *name, int argc, char **argv, int *i,
   return PT_OK;
 }
 
+/* The supervision options, all in seconds (0..one week): --restart-window,
+ * --smp-timeout, --progress-timeout. OUT: *matched. */
+static int parse_seconds(struct node_config *cfg, int argc, char **argv,
+                         int *i, bool *matched, char *err, size_t errlen)
+{
+  const struct {
+    const char *name;
+    uint32_t *ms;
+  } opts[] = {
+      {"--restart-window", &cfg->restart_window_ms},
+      {"--smp-timeout", &cfg->smp_timeout_ms},
+      {"--progress-timeout", &cfg->progress_timeout_ms},
+  };
+  const char *val = NULL;
+  uint32_t sec;
+
+  for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
+    if (opt_value(opts[k].name, argc, argv, i, &val, matched) != PT_OK)
+      return fail(err, errlen, "option '%s' needs a value", opts[k].name);
+    if (!*matched)
+      continue;
+    if (parse_u32(val, 0, 86400u * 7u, &sec) != PT_OK)
+      return fail(err, errlen, "%s '%s': expected seconds, 0..604800",
+                  opts[k].name, val);
+    *opts[k].ms = sec * 1000u;
+    return PT_OK;
+  }
+  return PT_OK;
+}
+
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen)
 {
@@ -175,7 +205,6 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       "--ranks",        "--job",        "--state-dir",   "--slots",
       "--memory-budget", "--shm-prefix", "--max-restarts", "--backoff-ms",
       "--master-port",  "--log-level",
-      "--restart-window", "--smp-timeout", "--progress-timeout",
   };
   const char *env_dir = getenv("PT_STATE_DIR");
   bool have_ranks = false;
@@ -212,6 +241,11 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       cfg->keep = true;
       continue;
     }
+    int rc = parse_seconds(cfg, argc, argv, &i, &matched, err, errlen);
+    if (rc != PT_OK)
+      return rc;
+    if (matched)
+      continue;
     for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {
       if (opt_value(valued[k], argc, argv, &i, &val, &matched) != PT_OK)
         return fail(err, errlen, "option '%s' needs a value", valued[k]);
@@ -285,20 +319,6 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
         return fail(err, errlen, "--log-level '%s': expected %d..%d", val,
                     LOG_LVL_ERR, LOG_LVL_DEBUG);
       cfg->log_level = (int)lvl;
-      break;
-    }
-    case 10:
-    case 11:
-    case 12: {
-      static const char *const names[] = {"--restart-window", "--smp-timeout",
-                                          "--progress-timeout"};
-      uint32_t *dst[] = {&cfg->restart_window_ms, &cfg->smp_timeout_ms,
-                         &cfg->progress_timeout_ms};
-      uint32_t sec;
-      if (parse_u32(val, 0, 86400u * 7u, &sec) != PT_OK)
-        return fail(err, errlen, "%s '%s': expected seconds, 0..604800",
-                    names[k - 10], val);
-      *dst[k - 10] = sec * 1000u;
       break;
     }
     }
