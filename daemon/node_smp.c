@@ -15,8 +15,9 @@
  * STATE_QUERY) each second whose deadline is --smp-timeout, so that a hung
  * SMP is found even when nothing else is asked of it; a probe missed while
  * the SMP is busy (running, per /proc) gets more time. A deadline counts as
- * missed only once the loop has read what arrived before it (node_overdue). When a connection goes, every request waiting on
- * it fails with the cause (node_on_req_failed), so no caller waits forever.
+ * missed only once the loop has read what arrived before it (node_overdue).
+ * When a connection goes, every request waiting on it fails with the cause
+ * (node_on_req_failed), so no caller waits forever.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -351,11 +352,15 @@ excused:
 /* Sends a liveness probe when one is due: a STATE_QUERY whose deadline is
  * --smp-timeout. None while a STATE_QUERY{verify} runs (the SMP reads every
  * slot meanwhile; that request has its own deadline) or a probe waits. */
+static bool probe_wanted(const struct node *n, const struct node_rank *r)
+{
+  return n->cfg.smp_timeout_ms != 0 && r->subscribed && r->probe_at != 0 &&
+         n->phase <= NODE_PH_RUNNING && r->smp != NULL && !r->smp->term_sent;
+}
+
 static void probe(struct node *n, struct node_rank *r, uint64_t now)
 {
-  if (n->cfg.smp_timeout_ms == 0 || !r->subscribed || r->probe_at == 0 ||
-      now < r->probe_at || n->phase > NODE_PH_RUNNING || r->smp == NULL ||
-      r->smp->term_sent)
+  if (!probe_wanted(n, r) || now < r->probe_at)
     return;
   r->probe_at = now + NODE_PROBE_EVERY_MS;
   for (uint32_t k = 0; k < r->nreqs; k++)
@@ -405,8 +410,7 @@ uint64_t node_smp_next_deadline(const struct node_rank *r)
   for (uint32_t k = 0; k < r->nreqs; k++)
     if (r->reqs[k].deadline_ms < d)
       d = r->reqs[k].deadline_ms;
-  if (r->subscribed && r->node->cfg.smp_timeout_ms != 0 && r->probe_at != 0 &&
-      r->probe_at < d)
+  if (probe_wanted(r->node, r) && r->probe_at < d)
     d = r->probe_at;
   if (!r->subscribed && r->smp != NULL && !r->smp->exited) {
     if (r->connect_deadline != 0 && r->connect_deadline < d)
