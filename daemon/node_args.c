@@ -53,8 +53,10 @@ void node_args_usage(FILE *f)
       "                       SEC seconds (default: 600; 0: the job's whole\n"
       "                       life)\n"
       "  --smp-timeout SEC    an SMP that does not answer a liveness probe\n"
-      "                       (sent every second) within SEC seconds is\n"
-      "                       killed and replaced (default: 5; 0: no probe)\n"
+      "                       (sent every second, or every SEC if shorter)\n"
+      "                       within SEC seconds is killed and replaced\n"
+      "                       (default: 5; 0: no probe; a running SMP gets\n"
+      "                       more time)\n"
       "  --progress-timeout SEC  restart the job when some rank sealed no\n"
       "                       snapshot for SEC seconds while it runs (a\n"
       "                       rank alive but stuck; counted from the\n"
@@ -64,6 +66,8 @@ void node_args_usage(FILE *f)
       "  --keep               keep the shm objects after the job completed\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
       "  --help               this text\n"
+      "\n"
+      "Times in seconds (SEC) may have up to 3 decimals, e.g. 0.25.\n"
       "\n"
       "Each trainer gets PT_JOB, PT_RANK, PT_WORLD_SIZE, PT_SMP_SOCKET,\n"
       "PT_RESTART, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,\n"
@@ -168,8 +172,38 @@ static int opt_value(const char *name, int argc, char **argv, int *i,
   return PT_OK;
 }
 
-/* The supervision options, all in seconds (0..one week): --restart-window,
- * --smp-timeout, --progress-timeout. OUT: *matched. */
+/* "SEC" or "SEC.FFF" (at most 3 decimals), at most hi_ms. OUT: *ms. */
+static int parse_ms(const char *s, uint32_t hi_ms, uint32_t *ms)
+{
+  uint64_t whole = 0, frac = 0;
+  int digits = 0;
+
+  if (s == NULL || !isdigit((unsigned char)s[0]))
+    return -EINVAL;
+  for (; isdigit((unsigned char)*s); s++) {
+    whole = whole * 10 + (uint64_t)(*s - '0');
+    if (whole > hi_ms / 1000u + 1)
+      return -EINVAL;
+  }
+  if (*s == '.') {
+    for (s++; isdigit((unsigned char)*s); s++, digits++) {
+      if (digits == 3)
+        return -EINVAL;
+      frac = frac * 10 + (uint64_t)(*s - '0');
+    }
+    if (digits == 0)
+      return -EINVAL;
+    for (int d = digits; d < 3; d++)
+      frac *= 10;
+  }
+  if (*s != '\0' || whole * 1000u + frac > hi_ms)
+    return -EINVAL;
+  *ms = (uint32_t)(whole * 1000u + frac);
+  return PT_OK;
+}
+
+/* The supervision options, in seconds with up to 3 decimals (0..one week):
+ * --restart-window, --smp-timeout, --progress-timeout. OUT: *matched. */
 static int parse_seconds(struct node_config *cfg, int argc, char **argv,
                          int *i, bool *matched, char *err, size_t errlen)
 {
@@ -182,17 +216,16 @@ static int parse_seconds(struct node_config *cfg, int argc, char **argv,
       {"--progress-timeout", &cfg->progress_timeout_ms},
   };
   const char *val = NULL;
-  uint32_t sec;
 
   for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
     if (opt_value(opts[k].name, argc, argv, i, &val, matched) != PT_OK)
       return fail(err, errlen, "option '%s' needs a value", opts[k].name);
     if (!*matched)
       continue;
-    if (parse_u32(val, 0, 86400u * 7u, &sec) != PT_OK)
-      return fail(err, errlen, "%s '%s': expected seconds, 0..604800",
+    if (parse_ms(val, 86400u * 7u * 1000u, opts[k].ms) != PT_OK)
+      return fail(err, errlen,
+                  "%s '%s': expected seconds (up to 3 decimals), 0..604800",
                   opts[k].name, val);
-    *opts[k].ms = sec * 1000u;
     return PT_OK;
   }
   return PT_OK;

@@ -362,7 +362,8 @@ static void probe(struct node *n, struct node_rank *r, uint64_t now)
 {
   if (!probe_wanted(n, r) || now < r->probe_at)
     return;
-  r->probe_at = now + NODE_PROBE_EVERY_MS;
+  r->probe_at = now + (n->cfg.smp_timeout_ms < NODE_PROBE_EVERY_MS
+                           ? n->cfg.smp_timeout_ms : NODE_PROBE_EVERY_MS);
   for (uint32_t k = 0; k < r->nreqs; k++)
     if (r->reqs[k].kind == NODE_REQ_VERIFY || r->reqs[k].kind == NODE_REQ_PROBE)
       return;

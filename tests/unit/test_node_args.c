@@ -121,6 +121,16 @@ START_TEST(supervision_options)
   ck_assert_uint_eq(c.restart_window_ms, 0);
   ck_assert_uint_eq(c.smp_timeout_ms, 0);
   ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--smp-timeout", "0.25", "--progress-timeout=1.5",
+                         "--", "x", NULL), PT_OK);
+  ck_assert_uint_eq(c.smp_timeout_ms, 250);
+  ck_assert_uint_eq(c.progress_timeout_ms, 1500);
+  const char *bad[] = {"5s", "1.", ".5", "0.0001", "-1", "604800.001", ""};
+  for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++)
+    ck_assert_msg(parse(&c, err, sizeof(err), "--ranks", "1",
+                        "--smp-timeout", bad[k], "--", "x", NULL) == -EINVAL,
+                  "'%s' accepted", bad[k]);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
                          "--progress-timeout", "5s", "--", "x", NULL),
                    -EINVAL);
   ck_assert_ptr_nonnull(strstr(err, "--progress-timeout"));
