@@ -210,8 +210,9 @@ bool node_plan_healthy(bool committed_since, uint64_t running_since,
  * pipe. */
 uint64_t node_plan_fds_needed(uint32_t nranks);
 /* PT_OK when the soft limit suffices, or when the hard one does (then
- * *raise_to is the hard limit, else 0); -EMFILE with a sentence naming the
- * need and the limits in err otherwise. */
+ * *raise_to is the new soft limit: the need rounded up to a multiple of
+ * 1024, at most the hard limit; else 0); -EMFILE with a sentence naming
+ * the need and the limits in err otherwise. */
 int node_plan_fds_check(uint32_t nranks, uint64_t soft, uint64_t hard,
                         uint64_t *raise_to, char *err, size_t len);
 /* --memory-budget before anything starts (budget 0: none): PT_EBUDGET when

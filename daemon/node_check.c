@@ -6,8 +6,9 @@
  *   - file descriptors: the node needs a few per rank (its SMP connection,
  *     pidfds of adopted children, spawn pipes) plus a fixed set (the loop,
  *     signals, the control socket and its connections, the lock, state
- *     files). A soft RLIMIT_NOFILE below that is raised to the hard limit
- *     when that suffices, else the node refuses naming both numbers.
+ *     files). A soft RLIMIT_NOFILE below that is raised (to the need
+ *     rounded up to 1024) when the hard limit allows it, else the node
+ *     refuses naming both numbers.
  *   - --memory-budget: each rank gets budget/ranks bytes; below the
  *     smallest snapshot object (one region of one byte in --slots slots) no
  *     snapshot could ever be taken, so it is refused; a budget larger than
@@ -57,9 +58,10 @@ static int check_fds(const struct node_config *cfg)
                 cfg->ranks);
       return rc;
     }
-    log_info("raised the open file limit to %" PRIu64 " (the hard limit): "
-             "%" PRIu32 " ranks need %" PRIu64,
-             raise_to, cfg->ranks, node_plan_fds_needed(cfg->ranks));
+    log_info("raised the open file limit to %" PRIu64 " (hard limit %" PRIu64
+             "): %" PRIu32 " ranks need %" PRIu64,
+             raise_to, (uint64_t)rl.rlim_max, cfg->ranks,
+             node_plan_fds_needed(cfg->ranks));
   }
   return PT_OK;
 }

@@ -223,9 +223,11 @@ int node_plan_fds_check(uint32_t nranks, uint64_t soft, uint64_t hard,
   if (soft >= need)
     return PT_OK;
   if (hard >= need) {
-    /* The hard limit, but not "unlimited" (the kernel refuses more than
-     * fs.nr_open, 1048576 by default). */
-    *raise_to = hard < (1u << 20) ? hard : (need > (1u << 20) ? need : 1u << 20);
+    /* What is needed, rounded up to a multiple of 1024, within the hard
+     * limit: the children inherit it, and some programs walk every
+     * possible descriptor (closing them before exec). */
+    uint64_t want = (need + 1023u) / 1024u * 1024u;
+    *raise_to = want < hard ? want : hard;
     return PT_OK;
   }
   snprintf(err, len,

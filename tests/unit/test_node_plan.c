@@ -702,10 +702,17 @@ START_TEST(fds_needed_and_refused)
   ck_assert_uint_eq(raise_to, 0);
   ck_assert_int_eq(node_plan_fds_check(2, 8, 4096, &raise_to, err,
                                        sizeof(err)), PT_OK);
-  ck_assert_uint_eq(raise_to, 4096);
+  ck_assert_uint_eq(raise_to, 1024);
   ck_assert_int_eq(node_plan_fds_check(2, 8, UINT64_MAX, &raise_to, err,
                                        sizeof(err)), PT_OK);
-  ck_assert_uint_eq(raise_to, 1u << 20);
+  ck_assert_uint_eq(raise_to, 1024);
+  ck_assert_int_eq(node_plan_fds_check(2, 8, need, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, need);
+  ck_assert_int_eq(node_plan_fds_check(1000, 8, 1u << 20, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to % 1024, 0);
+  ck_assert_uint_ge(raise_to, node_plan_fds_needed(1000));
   ck_assert_int_eq(node_plan_fds_check(2, 6, 6, &raise_to, err, sizeof(err)),
                    -EMFILE);
   ck_assert_ptr_nonnull(strstr(err, "the limit is 6"));
