@@ -144,6 +144,8 @@ void node_shutdown(struct node *n)
     }
   }
   close_handle((uv_handle_t *)&n->timer);
+  close_handle((uv_handle_t *)&n->io_prepare);
+  close_handle((uv_handle_t *)&n->io_check);
   close_handle((uv_handle_t *)&n->watchdog);
   close_handle((uv_handle_t *)&n->sigterm);
   close_handle((uv_handle_t *)&n->sigint);
@@ -225,6 +227,7 @@ static int setup(struct node *n)
   }
   uv_timer_init(n->loop, &n->timer);
   n->timer.data = n;
+  node_io_clock_open(n);
   node_signals_open(n);
 
   rc = node_ctl_open(n);
@@ -246,6 +249,7 @@ static void teardown(struct node *n)
   if (n->lock_fd >= 0)
     close(n->lock_fd);
   node_env_free(n->env);
+  free(n->restart_log.at);
   free(n->ranks);
   free(n);
 }
@@ -275,6 +279,10 @@ int node_main(int argc, char **argv)
   log_max_level = n->cfg.log_level;
   log_set_role("ptd node");
   signal(SIGPIPE, SIG_IGN);
+  if (node_preflight(&n->cfg) != PT_OK) {
+    free(n);
+    return NODE_EXIT_USAGE;
+  }
 
   rc = setup(n);
   if (rc != PT_OK) {

@@ -11,6 +11,7 @@
  *   node_smp.c    the node's connection to each SMP: connect with retry,
  *                 SUBSCRIBE, requests with deadlines, events
  *   node_ctl.c    the control socket for ptctl (STATUS_QUERY, STOP)
+ *   node_check.c  checks before anything is spawned: open files, budget
  *
  * Every child process has one owner: the node_rank that spawned or adopted
  * it, through a heap node_child freed when its libuv handle is closed.
@@ -50,6 +51,11 @@
 #define NODE_CTL_MAX 32          /* ptctl connections served at once */
 #define NODE_CTL_IDLE_MS 30000u  /* a ptctl connection idle this long closes */
 #define NODE_END_ROUNDS_MS 25000u /* job done: commit rounds may end until */
+#define NODE_PROBE_EVERY_MS 1000u /* liveness probe of each subscribed SMP */
+#define NODE_PROBE_BUSY_MS 600000u /* a busy SMP (running, not stopped or
+                                      asleep) may miss probes this long */
+#define NODE_HEALTHY_MS 60000u   /* up this long, with a commit: backoff reset */
+#define NODE_COMMIT_LOG_MS 60000u /* "commit step" at info at most this often */
 
 enum node_exit {
   NODE_EXIT_OK = 0,      /* job completed */
@@ -70,6 +76,10 @@ struct node_config {
   uint32_t backoff_ms;     /* first restart delay; doubles up to 5 s */
   uint32_t master_port;
   uint64_t memory_budget;  /* per node; 0: none */
+  uint32_t smp_timeout_ms; /* liveness probe deadline; 0: no probe */
+  uint32_t restart_window_ms;   /* --max-restarts counts in it; 0: life */
+  uint32_t progress_timeout_ms; /* no seal from a rank that long: restart;
+                                   0: off */
   bool keep;               /* keep the shm objects after success */
   /* The job instance at start-up (node_ident.c): --resume continues the
    * instance recorded in the state dir, --fresh unlinks the job's old shm
@@ -84,8 +94,9 @@ struct node_config {
 #define NODE_ARGS_HELP 1
 /* Parses `ptd node` arguments (argv[0] is the role name). Defaults: job
  * "job", state dir $PT_STATE_DIR or /run/pt, 2 slots, 10 restarts, 200 ms,
- * port 29500, log level info. Returns PT_OK, NODE_ARGS_HELP for --help, or
- * -EINVAL with a sentence in err. cfg->cmd points into argv. */
+ * port 29500, log level info, a restart window of 600 s, an SMP probe
+ * deadline of 5 s, no progress timeout. Returns PT_OK, NODE_ARGS_HELP for
+ * --help, or -EINVAL with a sentence in err. cfg->cmd points into argv. */
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen);
 void node_args_usage(FILE *f);
@@ -179,6 +190,46 @@ bool node_plan_restore_step(const struct node_rank_slots *ranks,
 uint32_t node_plan_backoff_ms(uint32_t base_ms, uint32_t attempt,
                               uint32_t cap_ms);
 
+/* The times of the job's recent restarts, for --max-restarts over
+ * --restart-window: a ring of the last cap restarts (cap = --max-restarts;
+ * older ones can no longer decide anything). at: heap, cap entries. */
+struct node_restart_log {
+  uint64_t *at;
+  uint32_t cap, n, next;
+};
+/* Records a restart at now (nothing when cap is 0). */
+void node_plan_restart_note(struct node_restart_log *l, uint64_t now);
+/* Restarts recorded within the window_ms before now (times > now -
+ * window_ms); window_ms 0: all recorded. A restart is allowed while this is
+ * below --max-restarts. */
+uint32_t node_plan_restarts_recent(const struct node_restart_log *l,
+                                   uint64_t now, uint32_t window_ms);
+/* Whether the job ran healthy since its last (re)start, so that the next
+ * restart's backoff starts again from --backoff-ms: a step was committed
+ * since then and the trainers ran at least healthy_ms. */
+bool node_plan_healthy(bool committed_since, uint64_t running_since,
+                       uint64_t now, uint32_t healthy_ms);
+
+/* The open files the node needs for nranks ranks: a fixed set (standard
+ * streams, the loop and its signal pipe, the lock, the control socket and
+ * NODE_CTL_MAX ptctl connections, state and /proc files) plus, per rank,
+ * its SMP connection, the pidfds of two adopted children and a spawn's
+ * pipe. */
+uint64_t node_plan_fds_needed(uint32_t nranks);
+/* PT_OK when the soft limit suffices, or when the hard one does (then
+ * *raise_to is the new soft limit: the need rounded up to a multiple of
+ * 1024, at most the hard limit; else 0); -EMFILE with a sentence naming
+ * the need and the limits in err otherwise. */
+int node_plan_fds_check(uint32_t nranks, uint64_t soft, uint64_t hard,
+                        uint64_t *raise_to, char *err, size_t len);
+/* --memory-budget before anything starts (budget 0: none): PT_EBUDGET when
+ * budget/nranks is below min_object (the smallest snapshot object a rank
+ * could have), -ENOSPC when budget exceeds shm_avail; each with a sentence
+ * naming the bytes needed and available in err. */
+int node_plan_budget_check(uint64_t budget, uint32_t nranks,
+                           uint64_t min_object, uint64_t shm_avail, char *err,
+                           size_t len);
+
 /* "exited with status S" or "killed by signal SIGNAME" into buf. */
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
                                 int term_signal);
@@ -261,7 +312,8 @@ struct node_child {
 enum node_trainer_state {
   NODE_TR_IDLE = 0,  /* not started, or stopped for a restart */
   NODE_TR_RUNNING,
-  NODE_TR_DONE,      /* exited 0 (or an adopted one said Bye(done)) */
+  NODE_TR_DONE,      /* said Bye(done) to its SMP, and (when spawned)
+                        exited 0 */
   NODE_TR_FAILED,
   NODE_TR_GONE_WAIT, /* adopted, exited; waiting for its SMP's word */
 };
@@ -278,6 +330,8 @@ enum node_req_kind {
   NODE_REQ_RECOMMIT,      /* COMMIT of a step left pinned -> REPLY */
   NODE_REQ_UNPIN,         /* ABORT of a pin left behind -> REPLY */
   NODE_REQ_SET_RESTORE,   /* -> REPLY */
+  NODE_REQ_PROBE,         /* STATE_QUERY, liveness only -> STATE_REPLY,
+                             whose contents are not used */
 };
 
 struct node_req {
@@ -286,6 +340,7 @@ struct node_req {
   uint64_t step;
   uint64_t round;         /* the round of PROTECT/COMMIT/ABORT; else 0 */
   uint64_t deadline_ms;
+  uint64_t sent_ms;
 };
 
 struct node_rank {
@@ -305,6 +360,7 @@ struct node_rank {
   uint64_t retry_at;         /* next connection attempt; 0 none */
   struct node_req reqs[NODE_REQ_MAX];
   uint32_t nreqs;
+  uint64_t probe_at;         /* next liveness probe; 0 none */
 
   /* What the SMP last reported. */
   bool has_store;
@@ -332,6 +388,7 @@ struct node_rank {
   char why[160];             /* how it ended */
   bool gone_seen, gone_done; /* EVENT_TRAINER_GONE since it was started */
   uint64_t gone_deadline;
+  uint64_t progress_at;      /* its last seal, or its start; --progress-timeout */
 };
 
 enum node_phase {
@@ -354,6 +411,13 @@ struct node {
   uv_timer_t timer;          /* armed for the earliest deadline */
   uv_timer_t watchdog;
   bool watchdog_on;
+  /* Deadlines are judged only against what the loop has read: io_prepare
+   * notes the time before each poll for I/O, io_check (after the poll)
+   * makes it io_read_ms. A deadline at or before io_read_ms passed with
+   * every frame that had arrived by then read (node_overdue). */
+  uv_prepare_t io_prepare;
+  uv_check_t io_check;
+  uint64_t io_poll_ms, io_read_ms;
   uv_signal_t sigterm, sigint;
   struct rpc_listener *ctl;
   struct rpc_conn *ctl_conns[NODE_CTL_MAX]; /* open ptctl connections */
@@ -401,6 +465,11 @@ struct node {
   uint64_t committed_unix_ms;
   uint32_t restarts;
   uint64_t commits, restores;
+  struct node_restart_log restart_log; /* --restart-window */
+  uint32_t backoff_attempt;  /* restarts since the job last ran healthy */
+  uint64_t running_since;    /* trainers (re)started at; 0 not running */
+  bool committed_since;      /* a step committed since running_since */
+  uint64_t commit_logged_ms; /* the last "commit step" line at info */
 
   uint64_t next_req_id;
   bool in_drive, drive_again;
@@ -410,6 +479,14 @@ struct node {
 
 /* node.c */
 void node_drive(struct node *n);
+/* True when deadline (0: none) had passed before the loop last read its
+ * sockets: an answer that was waiting then has been processed, so a
+ * request still pending really missed it. After SIGSTOP/SIGCONT of the
+ * node, timers run before the sockets are read: this defers the verdict
+ * by one poll. */
+bool node_overdue(const struct node *n, uint64_t deadline);
+/* Starts io_prepare and io_check (unreferenced: they keep nothing alive). */
+void node_io_clock_open(struct node *n);
 /* Stops the job (exit 3). A repeated request with escalate (a second
  * SIGTERM or SIGINT) sends SIGKILL to what is left at once. */
 void node_request_stop(struct node *n, const char *by, bool escalate);
@@ -490,6 +567,12 @@ int node_smp_request(struct node *n, struct node_rank *r,
 /* Connection retries and request deadlines that are due. */
 void node_smp_tick(struct node *n, uint64_t now);
 uint64_t node_smp_next_deadline(const struct node_rank *r);
+
+/* node_check.c */
+/* The checks before anything is spawned (open files, --memory-budget);
+ * may raise the soft open file limit. Logs why and returns an error when
+ * the job cannot run. */
+int node_preflight(const struct node_config *cfg);
 
 /* node_ctl.c */
 int node_ctl_open(struct node *n);

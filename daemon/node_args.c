@@ -37,11 +37,31 @@ void node_args_usage(FILE *f)
       "                       else /run/pt)\n"
       "  --slots N            snapshot slots per rank, 2..8 (default: 2)\n"
       "  --memory-budget B    shared memory for the whole node, e.g. 8G; each\n"
-      "                       rank gets B/ranks (default: no budget)\n"
+      "                       rank gets B/ranks (default: no budget). Refused\n"
+      "                       at start when a rank's share is below the\n"
+      "                       smallest snapshot object or /dev/shm cannot\n"
+      "                       hold B; the trainers' regions at their HELLO\n"
+      "                       (PT_EBUDGET: the job fails, not restarted)\n"
       "  --shm-prefix P       prefix of the shm object names\n"
-      "  --max-restarts N     job restarts before giving up (default: 10)\n"
+      "  --max-restarts N     job restarts within --restart-window before\n"
+      "                       giving up (default: 10)\n"
       "  --backoff-ms MS      first restart delay, doubled each time up to\n"
-      "                       5 s (default: 200)\n"
+      "                       5 s (default: 200); back to MS once the job\n"
+      "                       ran healthy (a step committed after the\n"
+      "                       restart and 60 s up)\n"
+      "  --restart-window SEC --max-restarts counts the restarts of the last\n"
+      "                       SEC seconds (default: 600; 0: the job's whole\n"
+      "                       life)\n"
+      "  --smp-timeout SEC    an SMP that does not answer a liveness probe\n"
+      "                       (sent every second, or every SEC if shorter)\n"
+      "                       within SEC seconds is killed and replaced\n"
+      "                       (default: 5; 0: no probe; a running SMP gets\n"
+      "                       more time)\n"
+      "  --progress-timeout SEC  restart the job when some rank sealed no\n"
+      "                       snapshot for SEC seconds while it runs (a\n"
+      "                       rank alive but stuck; counted from the\n"
+      "                       trainer's start, so allow for start-up and\n"
+      "                       restore; default: 0, off)\n"
       "  --master-port P      MASTER_PORT for the trainers (default: 29500)\n"
       "  --keep               keep the shm objects after the job completed\n"
       "  --resume             continue the job instance recorded in the state\n"
@@ -62,9 +82,15 @@ void node_args_usage(FILE *f)
       "says what to do with them. The state directory must be owned by the\n"
       "user and not writable by group or others.\n"
       "\n"
+      "Times in seconds (SEC) may have up to 3 decimals, e.g. 0.25.\n"
+      "\n"
       "Each trainer gets PT_JOB, PT_INSTANCE, PT_RANK, PT_WORLD_SIZE, PT_SMP_SOCKET,\n"
       "PT_RESTART, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,\n"
       "MASTER_ADDR and MASTER_PORT.\n"
+      "\n"
+      "A trainer has finished only when it told its SMP so (libpt's close\n"
+      "with done); one that exits 0 without it counts as failed and the job\n"
+      "restarts. A trainer exiting 78 (EX_CONFIG) fails the job at once.\n"
       "\n"
       "exit status: 0 job completed, 1 job failed, 2 usage or configuration\n"
       "error, 3 stopped (SIGTERM, SIGINT or `ptctl stop`).\n",
@@ -161,6 +187,65 @@ static int opt_value(const char *name, int argc, char **argv, int *i,
   return PT_OK;
 }
 
+/* "SEC" or "SEC.FFF" (at most 3 decimals), at most hi_ms. OUT: *ms. */
+static int parse_ms(const char *s, uint32_t hi_ms, uint32_t *ms)
+{
+  uint64_t whole = 0, frac = 0;
+  int digits = 0;
+
+  if (s == NULL || !isdigit((unsigned char)s[0]))
+    return -EINVAL;
+  for (; isdigit((unsigned char)*s); s++) {
+    whole = whole * 10 + (uint64_t)(*s - '0');
+    if (whole > hi_ms / 1000u + 1)
+      return -EINVAL;
+  }
+  if (*s == '.') {
+    for (s++; isdigit((unsigned char)*s); s++, digits++) {
+      if (digits == 3)
+        return -EINVAL;
+      frac = frac * 10 + (uint64_t)(*s - '0');
+    }
+    if (digits == 0)
+      return -EINVAL;
+    for (int d = digits; d < 3; d++)
+      frac *= 10;
+  }
+  if (*s != '\0' || whole * 1000u + frac > hi_ms)
+    return -EINVAL;
+  *ms = (uint32_t)(whole * 1000u + frac);
+  return PT_OK;
+}
+
+/* The supervision options, in seconds with up to 3 decimals (0..one week):
+ * --restart-window, --smp-timeout, --progress-timeout. OUT: *matched. */
+static int parse_seconds(struct node_config *cfg, int argc, char **argv,
+                         int *i, bool *matched, char *err, size_t errlen)
+{
+  const struct {
+    const char *name;
+    uint32_t *ms;
+  } opts[] = {
+      {"--restart-window", &cfg->restart_window_ms},
+      {"--smp-timeout", &cfg->smp_timeout_ms},
+      {"--progress-timeout", &cfg->progress_timeout_ms},
+  };
+  const char *val = NULL;
+
+  for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
+    if (opt_value(opts[k].name, argc, argv, i, &val, matched) != PT_OK)
+      return fail(err, errlen, "option '%s' needs a value", opts[k].name);
+    if (!*matched)
+      continue;
+    if (parse_ms(val, 86400u * 7u * 1000u, opts[k].ms) != PT_OK)
+      return fail(err, errlen,
+                  "%s '%s': expected seconds (up to 3 decimals), 0..604800",
+                  opts[k].name, val);
+    return PT_OK;
+  }
+  return PT_OK;
+}
+
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen)
 {
@@ -182,6 +267,8 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
   cfg->backoff_ms = 200;
   cfg->master_port = 29500;
   cfg->log_level = LOG_LVL_INFO;
+  cfg->restart_window_ms = 600u * 1000u;
+  cfg->smp_timeout_ms = 5000u;
   if (env_dir != NULL && strlen(env_dir) >= sizeof(cfg->state_dir))
     return fail(err, errlen, "PT_STATE_DIR '%s' is too long for a socket path",
                 env_dir);
@@ -215,6 +302,11 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       cfg->huge_pages = true;
       continue;
     }
+    int rc = parse_seconds(cfg, argc, argv, &i, &matched, err, errlen);
+    if (rc != PT_OK)
+      return rc;
+    if (matched)
+      continue;
     for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {
       if (opt_value(valued[k], argc, argv, &i, &val, &matched) != PT_OK)
         return fail(err, errlen, "option '%s' needs a value", valued[k]);

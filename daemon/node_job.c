@@ -12,9 +12,14 @@
  *                largest step every rank holds intact;
  *   SET_RESTORE  SET_RESTORE{R or none} to every SMP; R is now the
  *                committed step; then every trainer is spawned;
- *   RUNNING      commit rounds; a failed trainer leads back to RESTART
- *                (bounded restarts, exponential backoff) unless it exited
- *                with EX_CONFIG; every trainer done ends the job, once the
+ *   RUNNING      commit rounds; a failed trainer (or, with
+ *                --progress-timeout, one that sealed nothing that long)
+ *                leads back to RESTART (at most --max-restarts within
+ *                --restart-window, exponential backoff that starts over
+ *                after a healthy period) unless it exited with EX_CONFIG;
+ *                a trainer is done only when it said so to its SMP
+ *                (Bye(done)), exit 0 alone is not enough; every trainer
+ *                done ends the job, once the
  *                commit round under way (and one for the last step sealed
  *                everywhere) ended, within NODE_END_ROUNDS_MS;
  *   STOP_TRAINERS, STOP_SMPS   the end, for success, failure or a stop
@@ -202,19 +207,48 @@ static void begin_restart(struct node *n, uint64_t now, bool counted,
 {
   n->backoff_until = 0;
   if (counted) {
-    if (n->restarts >= n->cfg.max_restarts) {
-      finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %" PRIu32
-             ")", why, n->cfg.max_restarts);
+    struct node_restart_log *l = &n->restart_log;
+    uint32_t win = n->cfg.restart_window_ms;
+
+    if (l->at == NULL && n->cfg.max_restarts > 0) {
+      l->at = calloc(n->cfg.max_restarts, sizeof(*l->at));
+      l->cap = l->at != NULL ? n->cfg.max_restarts : 0;
+    }
+    uint32_t recent = node_plan_restarts_recent(l, now, win);
+    if (recent >= n->cfg.max_restarts) {
+      if (win != 0)
+        finish(n, NODE_OUT_FAILED, "%s; no restarts left (%" PRIu32
+               " in the last %" PRIu32 " s: --max-restarts %" PRIu32
+               ", --restart-window %" PRIu32 ")",
+               why, recent, win / 1000u, n->cfg.max_restarts, win / 1000u);
+      else
+        finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %"
+               PRIu32 ")", why, n->cfg.max_restarts);
       return;
     }
+    if (node_plan_healthy(n->committed_since, n->running_since, now,
+                          NODE_HEALTHY_MS) && n->backoff_attempt > 0) {
+      log_info("the job ran healthy since its last restart: backoff starts "
+               "again from %" PRIu32 " ms", n->cfg.backoff_ms);
+      n->backoff_attempt = 0;
+    }
+    node_plan_restart_note(l, now);
     n->restarts++;
-    uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->restarts,
+    n->backoff_attempt++;
+    uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->backoff_attempt,
                                       NODE_BACKOFF_CAP_MS);
-    log_info("restarting job (restart %" PRIu32 " of %" PRIu32 ") in %" PRIu32
-             " ms",
-             n->restarts, n->cfg.max_restarts, d);
+    if (win != 0)
+      log_info("restarting job (restart %" PRIu32 ", %" PRIu32 " of at most %"
+               PRIu32 " in %" PRIu32 " s) in %" PRIu32 " ms",
+               n->restarts, recent + 1, n->cfg.max_restarts, win / 1000u, d);
+    else
+      log_info("restarting job (restart %" PRIu32 " of %" PRIu32 ") in %"
+               PRIu32 " ms", n->restarts, n->cfg.max_restarts, d);
     n->backoff_until = now + d;
   }
+  n->running_since = 0;
+  n->committed_since = false;
+  n->commit_logged_ms = 0;
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     if (r->tstate != NODE_TR_RUNNING)
@@ -294,6 +328,7 @@ static void spawn_trainers(struct node *n)
     r->starts++;
     r->trainer = c;
     r->tstate = NODE_TR_RUNNING;
+    r->progress_at = rpc_now_ms();
     log_info("started trainer rank %" PRIu32 " (pid %d)", r->rank, c->pid);
   }
   /* A test's fault point: the node dies between spawning the trainers and
@@ -389,11 +424,21 @@ static void round_commit(struct node *n)
   n->committed = step;
   n->committed_unix_ms = node_unix_ms();
   n->commits++;
+  n->committed_since = true;
   n->state_dirty = true;
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].vote = NODE_VOTE_WAIT;
   round_send(n, NODE_REQ_COMMIT);
-  log_info("commit step %" PRIu64, step);
+  /* Per-step lines are debug; at the default level the first commit after
+   * a (re)start says training is under way, then one line a minute. */
+  uint64_t now = rpc_now_ms();
+  if (n->commit_logged_ms == 0 ||
+      now >= n->commit_logged_ms + NODE_COMMIT_LOG_MS) {
+    log_info("commit step %" PRIu64, step);
+    n->commit_logged_ms = now;
+  } else {
+    log_debug("commit step %" PRIu64, step);
+  }
   node_notify(n, false);
 }
 
@@ -402,8 +447,16 @@ static void round_abort(struct node *n)
 {
   uint32_t asked = 0;
 
-  log_notice("step %" PRIu64 " not committed: %s", n->round.step,
-             n->round.why[0] != '\0' ? n->round.why : "no rank answered");
+  /* A rank whose slot went to a newer step meanwhile is the usual race
+   * between rounds and snapshots: debug. An SMP that did not answer is not. */
+  bool benign = false;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    benign = benign || n->ranks[i].vote == NODE_VOTE_NO;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    benign = benign && n->ranks[i].vote != NODE_VOTE_LOST;
+  log_at_(benign ? LOG_LVL_DEBUG : LOG_LVL_NOTICE,
+          "step %" PRIu64 " not committed: %s", n->round.step,
+          n->round.why[0] != '\0' ? n->round.why : "no rank answered");
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     bool to = node_plan_abort_to(r->vote) && r->subscribed;
@@ -647,6 +700,7 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
              r->rank, e->rank);
   if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
     log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
+    r->progress_at = rpc_now_ms();
     if (!r->has_last_sealed || e->step > r->last_sealed) {
       r->has_last_sealed = true;
       r->last_sealed = e->step;
@@ -663,6 +717,16 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
     if (r->bytes_held == 0 && r->subscribed && !asking)
       node_smp_request(n, r, NODE_REQ_STATE, 0);
     commit_drive(n);
+  } else if (e->kind == PT__EVENT_KIND__EVENT_HELLO_REFUSED) {
+    /* The trainer's regions do not fit the budget or /dev/shm: no restart
+     * can cure that, whatever the trainer does with the error. */
+    int status = e->has_status ? e->status : 0;
+    if ((status == PT_EBUDGET || status == -ENOSPC) &&
+        n->phase <= NODE_PH_RUNNING)
+      finish(n, NODE_OUT_FAILED,
+             "smp rank %" PRIu32 " refused its trainer: %s (not restarted: "
+             "raise --memory-budget or make room in /dev/shm)",
+             r->rank, e->message != NULL ? e->message : pt_strerror(status));
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
     r->gone_seen = true;
     r->gone_done = e->has_done && e->done;
@@ -672,7 +736,9 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
       r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
       if (!r->gone_done)
         snprintf(r->why, sizeof(r->why),
-                 "trainer rank %" PRIu32 " ended without finishing", r->rank);
+                 "trainer rank %" PRIu32 " ended without saying it finished",
+                 r->rank);
+      n->drive_again = true;
     }
   }
 }
@@ -744,7 +810,25 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
                r->rank, c->pid);
     }
   } else if (status == 0 && term_signal == 0) {
-    r->tstate = NODE_TR_DONE;
+    /* Exit 0 is not enough (a wrapper script exits 0 whatever its trainer
+     * did): only a trainer that told its SMP it finished (Bye(done)) is
+     * done. The SMP's word may still be on its way. */
+    if (r->gone_seen && r->gone_done) {
+      r->tstate = NODE_TR_DONE;
+    } else if (r->gone_seen) {
+      r->tstate = NODE_TR_FAILED;
+      snprintf(r->why, sizeof(r->why),
+               "trainer rank %" PRIu32 " (pid %d) exited with status 0 but "
+               "left its smp without saying it finished",
+               r->rank, c->pid);
+    } else {
+      r->tstate = NODE_TR_GONE_WAIT;
+      r->gone_deadline = rpc_now_ms() + NODE_GONE_WAIT_MS;
+      snprintf(r->why, sizeof(r->why),
+               "trainer rank %" PRIu32 " (pid %d) exited with status 0 "
+               "without telling its smp it finished",
+               r->rank, c->pid);
+    }
   } else {
     r->tstate = NODE_TR_FAILED;
     r->permanent = term_signal == 0 && status == NODE_EX_CONFIG;
@@ -784,6 +868,9 @@ static void step_starting(struct node *n, uint64_t now)
     }
   }
   n->adopting = false;
+  n->running_since = now;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    n->ranks[i].progress_at = now;
   set_phase(n, NODE_PH_RUNNING);
   commit_drive(n); /* the pins the SMPs reported first */
   node_notify(n, true);
@@ -826,6 +913,20 @@ static void step_query(struct node *n, uint64_t now)
       return; /* the request deadlines bound this wait */
     views[i].slots = n->ranks[i].view;
     views[i].n = n->ranks[i].nview;
+  }
+  /* An object left by an earlier run is used as it is, whatever the
+   * budget says now: refuse it before any trainer starts. */
+  for (uint32_t i = 0; i < n->cfg.ranks && n->cfg.memory_budget != 0; i++) {
+    const struct node_rank *r = &n->ranks[i];
+    uint64_t share = n->cfg.memory_budget / n->cfg.ranks;
+    if (r->has_store && r->bytes_held > share) {
+      finish(n, NODE_OUT_FAILED,
+             "rank %" PRIu32 "'s snapshot object holds %" PRIu64 " bytes, "
+             "more than its share of --memory-budget (%" PRIu64 " bytes of %"
+             PRIu64 "): raise the budget or start the job fresh",
+             r->rank, r->bytes_held, share, n->cfg.memory_budget);
+      return;
+    }
   }
   n->restore_has = node_plan_restore_step(views, n->cfg.ranks,
                                           &n->restore_step);
@@ -908,9 +1009,32 @@ static void step_set_restore(struct node *n, uint64_t now)
     n->ranks[i].pins_unresolved = false;
   }
   set_phase(n, NODE_PH_RUNNING);
+  n->running_since = now;
+  n->committed_since = false;
   spawn_trainers(n);
   if (n->phase == NODE_PH_RUNNING)
     node_notify(n, true);
+}
+
+/* --progress-timeout: the deadline of a rank whose trainer runs (0 none). */
+static uint64_t progress_deadline(const struct node *n,
+                                  const struct node_rank *r)
+{
+  if (n->cfg.progress_timeout_ms == 0 || n->phase != NODE_PH_RUNNING ||
+      r->tstate != NODE_TR_RUNNING || r->trainer == NULL ||
+      r->trainer->term_sent || r->progress_at == 0)
+    return 0;
+  return r->progress_at + n->cfg.progress_timeout_ms;
+}
+
+/* A rank alive but stuck (no seal within --progress-timeout): the first
+ * one, or NULL. */
+static struct node_rank *stuck_rank(struct node *n)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    if (node_overdue(n, progress_deadline(n, &n->ranks[i])))
+      return &n->ranks[i];
+  return NULL;
 }
 
 static void step_running(struct node *n, uint64_t now)
@@ -918,6 +1042,19 @@ static void step_running(struct node *n, uint64_t now)
   commit_drive(n);
   struct node_rank *failed = NULL;
   bool all_done = true;
+  struct node_rank *stuck = stuck_rank(n);
+
+  if (stuck != NULL) {
+    char why[160];
+    snprintf(why, sizeof(why),
+             "trainer rank %" PRIu32 " (pid %d) made no progress: no "
+             "snapshot sealed for %" PRIu32 " s (--progress-timeout)",
+             stuck->rank, stuck->trainer->pid,
+             n->cfg.progress_timeout_ms / 1000u);
+    log_warn("%s; restarting the job", why);
+    begin_restart(n, now, true, why);
+    return;
+  }
 
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
@@ -1020,7 +1157,7 @@ static void step(struct node *n, uint64_t now)
     struct node_rank *r = &n->ranks[i];
     if (r->smp == NULL && r->smp_respawn_at != 0 && now >= r->smp_respawn_at)
       spawn_smp(n, r, now);
-    if (r->tstate == NODE_TR_GONE_WAIT && now >= r->gone_deadline)
+    if (r->tstate == NODE_TR_GONE_WAIT && node_overdue(n, r->gone_deadline))
       r->tstate = NODE_TR_FAILED; /* r->why says so already */
   }
   switch (n->phase) {
@@ -1083,6 +1220,7 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
         CONSIDER(r->smp_respawn_at);
       if (r->tstate == NODE_TR_GONE_WAIT)
         CONSIDER(r->gone_deadline);
+      CONSIDER(progress_deadline(n, r));
     }
     uint64_t s = node_smp_next_deadline(r);
     if (s != UINT64_MAX)
@@ -1095,6 +1233,37 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
 static void on_timer(uv_timer_t *t)
 {
   node_drive(t->data);
+}
+
+bool node_overdue(const struct node *n, uint64_t deadline)
+{
+  return deadline != 0 && deadline <= n->io_read_ms;
+}
+
+static void on_io_prepare(uv_prepare_t *h)
+{
+  struct node *n = h->data;
+
+  n->io_poll_ms = rpc_now_ms();
+}
+
+static void on_io_check(uv_check_t *h)
+{
+  struct node *n = h->data;
+
+  n->io_read_ms = n->io_poll_ms;
+}
+
+void node_io_clock_open(struct node *n)
+{
+  uv_prepare_init(n->loop, &n->io_prepare);
+  uv_check_init(n->loop, &n->io_check);
+  n->io_prepare.data = n;
+  n->io_check.data = n;
+  uv_prepare_start(&n->io_prepare, on_io_prepare);
+  uv_check_start(&n->io_check, on_io_check);
+  uv_unref((uv_handle_t *)&n->io_prepare);
+  uv_unref((uv_handle_t *)&n->io_check);
 }
 
 void node_drive(struct node *n)

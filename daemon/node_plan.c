@@ -5,7 +5,8 @@
  *   - how a round goes on, given every rank's answer;
  *   - what to do with pins that a round left behind;
  *   - which step to restore, given every rank's verified slots;
- *   - how long to wait before a restart;
+ *   - how long to wait before a restart, when the wait starts over, and
+ *     how many restarts the window holds;
  *   - how a process ended, in words the logs and the scenario tests share.
  *
  * Invariants kept by the callers: a step is committed only when every rank
@@ -14,11 +15,13 @@
  * Hence at every moment some step is held by every rank: the committed one,
  * pinned or committed on each.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "pt.h"
 #include "daemon/node.h"
 
 void node_sealed_add(struct node_sealed_set *s, uint64_t step)
@@ -171,6 +174,93 @@ uint32_t node_plan_backoff_ms(uint32_t base_ms, uint32_t attempt,
   for (uint32_t i = 1; i < attempt && d < cap_ms; i++)
     d *= 2;
   return d > cap_ms ? cap_ms : (uint32_t)d;
+}
+
+void node_plan_restart_note(struct node_restart_log *l, uint64_t now)
+{
+  if (l->cap == 0 || l->at == NULL)
+    return;
+  l->at[l->next] = now;
+  l->next = (l->next + 1) % l->cap;
+  if (l->n < l->cap)
+    l->n++;
+}
+
+uint32_t node_plan_restarts_recent(const struct node_restart_log *l,
+                                   uint64_t now, uint32_t window_ms)
+{
+  uint32_t k = 0;
+
+  if (window_ms == 0)
+    return l->n;
+  for (uint32_t i = 0; i < l->n; i++)
+    if (l->at[i] + window_ms > now)
+      k++;
+  return k;
+}
+
+bool node_plan_healthy(bool committed_since, uint64_t running_since,
+                       uint64_t now, uint32_t healthy_ms)
+{
+  return committed_since && running_since != 0 &&
+         now >= running_since + healthy_ms;
+}
+
+#define FDS_FIXED (16u + NODE_CTL_MAX)
+#define FDS_PER_RANK 5u
+
+uint64_t node_plan_fds_needed(uint32_t nranks)
+{
+  return FDS_FIXED + (uint64_t)FDS_PER_RANK * nranks;
+}
+
+int node_plan_fds_check(uint32_t nranks, uint64_t soft, uint64_t hard,
+                        uint64_t *raise_to, char *err, size_t len)
+{
+  uint64_t need = node_plan_fds_needed(nranks);
+
+  *raise_to = 0;
+  if (soft >= need)
+    return PT_OK;
+  if (hard >= need) {
+    /* What is needed, rounded up to a multiple of 1024, within the hard
+     * limit: the children inherit it, and some programs walk every
+     * possible descriptor (closing them before exec). */
+    uint64_t want = (need + 1023u) / 1024u * 1024u;
+    *raise_to = want < hard ? want : hard;
+    return PT_OK;
+  }
+  snprintf(err, len,
+           "too few open files allowed: %" PRIu32 " ranks need %" PRIu64
+           ", the limit is %" PRIu64 " (hard limit %" PRIu64 "); raise it "
+           "(ulimit -n, LimitNOFILE=)",
+           nranks, need, soft, hard);
+  return -EMFILE;
+}
+
+int node_plan_budget_check(uint64_t budget, uint32_t nranks,
+                           uint64_t min_object, uint64_t shm_avail, char *err,
+                           size_t len)
+{
+  if (budget == 0 || nranks == 0)
+    return PT_OK;
+  uint64_t per = budget / nranks;
+  if (per < min_object) {
+    snprintf(err, len,
+             "--memory-budget %" PRIu64 " bytes gives each of the %" PRIu32
+             " ranks %" PRIu64 " bytes; the smallest snapshot object needs %"
+             PRIu64 " bytes per rank (%" PRIu64 " bytes for the node)",
+             budget, nranks, per, min_object, min_object * nranks);
+    return PT_EBUDGET;
+  }
+  if (budget > shm_avail) {
+    snprintf(err, len,
+             "--memory-budget %" PRIu64 " bytes cannot be met: /dev/shm has "
+             "%" PRIu64 " bytes available for this job",
+             budget, shm_avail);
+    return -ENOSPC;
+  }
+  return PT_OK;
 }
 
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,

@@ -11,8 +11,13 @@
  *
  * Requests carry ids from one counter per node and wait in a small table per
  * connection, each with a deadline. An SMP that lets a deadline pass is
- * hung: it is killed too. When a connection goes, every request waiting on
- * it fails with the cause (node_on_req_failed), so no caller waits forever.
+ * hung: it is killed too. Every subscribed SMP gets a liveness probe (a
+ * STATE_QUERY) each second whose deadline is --smp-timeout, so that a hung
+ * SMP is found even when nothing else is asked of it; a probe missed while
+ * the SMP is busy (running, per /proc) gets more time. A deadline counts as
+ * missed only once the loop has read what arrived before it (node_overdue).
+ * When a connection goes, every request waiting on it fails with the cause
+ * (node_on_req_failed), so no caller waits forever.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -38,6 +43,7 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_ABORT:
   case NODE_REQ_UNPIN: return "ABORT";
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
+  case NODE_REQ_PROBE: return "STATE_QUERY(liveness)";
   }
   return "request";
 }
@@ -84,7 +90,8 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   r->reqs[i] = r->reqs[--r->nreqs];
 
   bool state_kind = q.kind == NODE_REQ_SUBSCRIBE || q.kind == NODE_REQ_STATE ||
-                    q.kind == NODE_REQ_VERIFY || q.kind == NODE_REQ_DRAIN;
+                    q.kind == NODE_REQ_VERIFY || q.kind == NODE_REQ_DRAIN ||
+                    q.kind == NODE_REQ_PROBE;
   uint32_t want = state_kind ? RPC_STATE_REPLY : RPC_REPLY;
   if (h->type != want) {
     log_error("smp rank %" PRIu32 ": answered %s with %s; closing",
@@ -108,9 +115,12 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       r->subscribed = true;
       r->connect_deadline = 0;
       r->smp_fails = 0;
+      r->probe_at = rpc_now_ms() + NODE_PROBE_EVERY_MS;
       log_debug("smp rank %" PRIu32 " (pid %d) subscribed", r->rank,
                 r->smp != NULL ? r->smp->pid : 0);
     }
+    if (q.kind == NODE_REQ_PROBE)
+      return 0; /* alive: nothing else to learn */
     node_on_state_reply(n, r, q.kind, m);
   } else {
     const Pt__Reply *m = (const Pt__Reply *)msg;
@@ -231,11 +241,14 @@ int node_smp_request(struct node *n, struct node_rank *r,
   case NODE_REQ_STATE:
   case NODE_REQ_VERIFY:
   case NODE_REQ_DRAIN:
+  case NODE_REQ_PROBE:
     sq.verify = kind == NODE_REQ_VERIFY;
     type = RPC_STATE_QUERY;
     msg = &sq.base;
     if (sq.verify)
       timeout = NODE_VERIFY_MS;
+    else if (kind == NODE_REQ_PROBE)
+      timeout = n->cfg.smp_timeout_ms;
     break;
   case NODE_REQ_PROTECT:
     pr.step = step;
@@ -278,7 +291,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   r->reqs[r->nreqs++] = (struct node_req){
       .id = id, .kind = kind, .step = step,
       .round = in_round ? n->round.id : 0,
-      .deadline_ms = rpc_now_ms() + timeout};
+      .deadline_ms = rpc_now_ms() + timeout, .sent_ms = rpc_now_ms()};
   return PT_OK;
 }
 
@@ -299,6 +312,69 @@ static void kill_unresponsive(struct node_rank *r, const char *what)
   node_smp_disconnect(r);
 }
 
+/* The state letter of /proc/PID/stat (R running, D disk, S asleep, T
+ * stopped, ...); '?' when unknown. */
+static char proc_state(int pid)
+{
+  char path[64], buf[512];
+  FILE *f;
+  size_t len;
+
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  f = fopen(path, "re");
+  if (f == NULL)
+    return '?';
+  len = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[len] = '\0';
+  const char *p = strrchr(buf, ')'); /* the name may hold anything */
+  return p != NULL && p[1] == ' ' && p[2] != '\0' ? p[2] : '?';
+}
+
+/* A probe that missed its deadline while the SMP is busy (running or in
+ * disk wait: pre-faulting a new object, verifying slots) is given more
+ * time, up to NODE_PROBE_BUSY_MS; one that is stopped or asleep is hung. */
+static bool probe_excused(struct node *n, struct node_rank *r,
+                          struct node_req *q, uint64_t now)
+{
+  if (q->kind != NODE_REQ_PROBE)
+    return false;
+  for (uint32_t k = 0; k < r->nreqs; k++)
+    if (r->reqs[k].kind == NODE_REQ_VERIFY)
+      goto excused; /* that request has its own, longer deadline */
+  if (r->smp == NULL || now >= q->sent_ms + NODE_PROBE_BUSY_MS)
+    return false;
+  char st = proc_state(r->smp->pid);
+  if (st != 'R' && st != 'D')
+    return false;
+  log_debug("smp rank %" PRIu32 " (pid %d) is busy (state %c): its liveness "
+            "probe gets more time", r->rank, r->smp->pid, st);
+excused:
+  q->deadline_ms = now + n->cfg.smp_timeout_ms;
+  return true;
+}
+
+/* Sends a liveness probe when one is due: a STATE_QUERY whose deadline is
+ * --smp-timeout. None while a STATE_QUERY{verify} runs (the SMP reads every
+ * slot meanwhile; that request has its own deadline) or a probe waits. */
+static bool probe_wanted(const struct node *n, const struct node_rank *r)
+{
+  return n->cfg.smp_timeout_ms != 0 && r->subscribed && r->probe_at != 0 &&
+         n->phase <= NODE_PH_RUNNING && r->smp != NULL && !r->smp->term_sent;
+}
+
+static void probe(struct node *n, struct node_rank *r, uint64_t now)
+{
+  if (!probe_wanted(n, r) || now < r->probe_at)
+    return;
+  r->probe_at = now + (n->cfg.smp_timeout_ms < NODE_PROBE_EVERY_MS
+                           ? n->cfg.smp_timeout_ms : NODE_PROBE_EVERY_MS);
+  for (uint32_t k = 0; k < r->nreqs; k++)
+    if (r->reqs[k].kind == NODE_REQ_VERIFY || r->reqs[k].kind == NODE_REQ_PROBE)
+      return;
+  node_smp_request(n, r, NODE_REQ_PROBE, 0);
+}
+
 void node_smp_tick(struct node *n, uint64_t now)
 {
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
@@ -306,8 +382,12 @@ void node_smp_tick(struct node *n, uint64_t now)
     bool late = false;
     const char *what = NULL;
 
+    /* node_overdue: a deadline counts as missed only once the loop has
+     * read what arrived before it (a node resumed from SIGSTOP runs its
+     * timer first, with the answers still unread in its sockets). */
     for (uint32_t k = 0; k < r->nreqs; k++)
-      if (r->reqs[k].deadline_ms <= now) {
+      if (node_overdue(n, r->reqs[k].deadline_ms) &&
+          !probe_excused(n, r, &r->reqs[k], now)) {
         late = true;
         what = req_name(r->reqs[k].kind);
       }
@@ -315,9 +395,10 @@ void node_smp_tick(struct node *n, uint64_t now)
       kill_unresponsive(r, what);
       continue;
     }
+    probe(n, r, now);
     if (r->subscribed || r->smp == NULL || r->smp->exited)
       continue;
-    if (r->connect_deadline != 0 && now >= r->connect_deadline) {
+    if (node_overdue(n, r->connect_deadline)) {
       char what_buf[sizeof(r->sock_path) + 8];
       snprintf(what_buf, sizeof(what_buf), "on '%s'", r->sock_path);
       kill_unresponsive(r, what_buf);
@@ -335,6 +416,8 @@ uint64_t node_smp_next_deadline(const struct node_rank *r)
   for (uint32_t k = 0; k < r->nreqs; k++)
     if (r->reqs[k].deadline_ms < d)
       d = r->reqs[k].deadline_ms;
+  if (probe_wanted(r->node, r) && r->probe_at < d)
+    d = r->probe_at;
   if (!r->subscribed && r->smp != NULL && !r->smp->exited) {
     if (r->connect_deadline != 0 && r->connect_deadline < d)
       d = r->connect_deadline;

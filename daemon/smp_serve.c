@@ -380,8 +380,19 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
 
 out_reply:
   free(descs);
-  if (rc != 0 && !quiet)
-    log_warn("hello refused: %s", msg[0] ? msg : pt_strerror(rc));
+  if (rc != 0) {
+    if (!quiet)
+      log_warn("hello refused: %s", msg[0] ? msg : pt_strerror(rc));
+    /* The node decides whether the job can go on (a budget or /dev/shm too
+     * small for the trainer's regions: it cannot). */
+    Pt__Event ev = PT__EVENT__INIT;
+    ev.kind = PT__EVENT_KIND__EVENT_HELLO_REFUSED;
+    ev.rank = smp->rank;
+    ev.has_status = true;
+    ev.status = rc;
+    ev.message = msg[0] != '\0' ? msg : (char *)pt_strerror(rc);
+    event_send(smp, &ev);
+  }
   r.status = rc;
   if (msg[0] != '\0' && rc != 0)
     r.message = msg;
@@ -452,7 +463,7 @@ static int on_slot_acquire(struct smp_conn *sc, uint64_t id,
     log_debug("step %" PRIu64 ": slot %u generation %" PRIu64, m->step, slot,
               gen);
   } else if (rc == PT_SKIPPED) {
-    log_info("step %" PRIu64 " skipped: no free slot", m->step);
+    log_debug("step %" PRIu64 " skipped: no free slot", m->step);
   } else {
     r.message = (char *)pt_strerror(rc);
     log_warn("no slot for step %" PRIu64 ": %s", m->step, pt_strerror(rc));
@@ -699,9 +710,9 @@ static int on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m)
   if (sc->smp->store != NULL)
     rc = snap_slot_protect(sc->smp->store, m->step);
   if (rc == 0)
-    log_info("protected step %" PRIu64, m->step);
+    log_debug("protected step %" PRIu64, m->step);
   else
-    log_info("cannot protect step %" PRIu64 ": no slot holds it sealed",
+    log_debug("cannot protect step %" PRIu64 ": no slot holds it sealed",
              m->step);
   reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
@@ -714,10 +725,10 @@ static int on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m)
   if (sc->smp->store != NULL)
     rc = snap_slot_unprotect(sc->smp->store, m->step);
   if (rc == 0)
-    log_info("commit of step %" PRIu64 " abandoned: its slot is sealed "
-             "again", m->step);
+    log_debug("commit of step %" PRIu64 " abandoned: its slot is sealed "
+              "again", m->step);
   else
-    log_info("abort of step %" PRIu64 ": no slot holds it protected",
+    log_debug("abort of step %" PRIu64 ": no slot holds it protected",
              m->step);
   reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;

@@ -2035,7 +2035,7 @@ const ProtobufCMessageDescriptor pt__state_reply__descriptor =
   (ProtobufCMessageInit) pt__state_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__event__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__event__field_descriptors[6] =
 {
   {
     "kind",
@@ -2085,17 +2085,43 @@ static const ProtobufCFieldDescriptor pt__event__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "status",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_SINT32,
+    offsetof(Pt__Event, has_status),
+    offsetof(Pt__Event, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Event, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__event__field_indices_by_name[] = {
   3,   /* field[3] = done */
   0,   /* field[0] = kind */
+  5,   /* field[5] = message */
   1,   /* field[1] = rank */
+  4,   /* field[4] = status */
   2,   /* field[2] = step */
 };
 static const ProtobufCIntRange pt__event__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor pt__event__descriptor =
 {
@@ -2105,7 +2131,7 @@ const ProtobufCMessageDescriptor pt__event__descriptor =
   "Pt__Event",
   "pt",
   sizeof(Pt__Event),
-  4,
+  6,
   pt__event__field_descriptors,
   pt__event__field_indices_by_name,
   1,  pt__event__number_ranges,
@@ -2610,16 +2636,18 @@ const ProtobufCMessageDescriptor pt__stop__descriptor =
   (ProtobufCMessageInit) pt__stop__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[2] =
+static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =
 {
   { "EVENT_SEALED", "PT__EVENT_KIND__EVENT_SEALED", 1 },
   { "EVENT_TRAINER_GONE", "PT__EVENT_KIND__EVENT_TRAINER_GONE", 2 },
+  { "EVENT_HELLO_REFUSED", "PT__EVENT_KIND__EVENT_HELLO_REFUSED", 3 },
 };
 static const ProtobufCIntRange pt__event_kind__value_ranges[] = {
-{1, 0},{0, 2}
+{1, 0},{0, 3}
 };
-static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[2] =
+static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[3] =
 {
+  { "EVENT_HELLO_REFUSED", 2 },
   { "EVENT_SEALED", 0 },
   { "EVENT_TRAINER_GONE", 1 },
 };
@@ -2630,9 +2658,9 @@ const ProtobufCEnumDescriptor pt__event_kind__descriptor =
   "EventKind",
   "Pt__EventKind",
   "pt",
-  2,
+  3,
   pt__event_kind__enum_values_by_number,
-  2,
+  3,
   pt__event_kind__enum_values_by_name,
   1,
   pt__event_kind__value_ranges,

@@ -44,7 +44,11 @@ typedef struct Pt__Stop Pt__Stop;
 
 typedef enum _Pt__EventKind {
   PT__EVENT_KIND__EVENT_SEALED = 1,
-  PT__EVENT_KIND__EVENT_TRAINER_GONE = 2
+  PT__EVENT_KIND__EVENT_TRAINER_GONE = 2,
+  /*
+   * a trainer's HELLO was refused: status, message
+   */
+  PT__EVENT_KIND__EVENT_HELLO_REFUSED = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PT__EVENT_KIND)
 } Pt__EventKind;
 
@@ -344,10 +348,19 @@ struct  Pt__Event
    */
   protobuf_c_boolean has_done;
   protobuf_c_boolean done;
+  /*
+   * EVENT_HELLO_REFUSED: the refusal
+   */
+  protobuf_c_boolean has_status;
+  int32_t status;
+  /*
+   * EVENT_HELLO_REFUSED: why, in words
+   */
+  char *message;
 };
 #define PT__EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__event__descriptor) \
-    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0 }
+    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0, 0, 0, NULL }
 
 
 /*

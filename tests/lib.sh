@@ -66,8 +66,10 @@ t_node_start() {
   local opts=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
   shift
+  # Debug level by default: scenarios follow every commit ("commit step N"
+  # is a debug line after the first); T_LOG_LEVEL=6 runs at the default.
   "$PTD" node --ranks "$ranks" --job "$T_JOB" --state-dir "$sd" --shm-prefix "$T_PREFIX" \
-    --master-port "$T_PORT" "${opts[@]}" -- "$TRAIN" "$@" --digest-file "$T_DIR/out.%r" >>"$T_DIR/node.log" 2>&1 &
+    --master-port "$T_PORT" --log-level "${T_LOG_LEVEL:-7}" "${opts[@]}" -- "$TRAIN" "$@" --digest-file "$T_DIR/out.%r" >>"$T_DIR/node.log" 2>&1 &
   T_NODE_PID=$!
 }
 

@@ -42,6 +42,8 @@ struct train_flags {
   uint64_t snapshot_every; /* pt_snapshot() every this many steps */
   uint64_t log_every;
   uint32_t step_delay_ms;
+  uint64_t hang_at_step;   /* 0: never; else stop progressing there (first
+                              start only: $PT_RESTART unset or 0) */
   uint64_t state_mb;       /* 0: not given; else overrides hidden */
   int rank;                /* -1: from the environment */
   uint32_t master_port;    /* 0: from $MASTER_PORT, else 29500 */

@@ -51,6 +51,9 @@ static const char usage[] =
     "  --log-every N        print 'step N loss X' every N steps (default 10; also\n"
     "                       at step 1 and at the last step)\n"
     "  --step-delay-ms D    sleep D ms after every step (for fault tests)\n"
+    "  --hang-at-step N     before step N, stop progressing (alive, sleeping\n"
+    "                       until killed); only in the first start, when\n"
+    "                       $PT_RESTART is unset or 0 (for fault tests)\n"
     "  --digest-file F      also write the final digest to F ('%r' in F is the\n"
     "                       rank)\n"
     "  --timing             print 'timing step_ms_avg=X ...' (steady state)\n"
@@ -91,6 +94,7 @@ enum {
   OPT_TIMING,
   OPT_MASTER_PORT,
   OPT_COMM_TIMEOUT,
+  OPT_HANG_AT,
 };
 
 static const struct option options[] = {
@@ -116,6 +120,7 @@ static const struct option options[] = {
     {"timing", no_argument, NULL, OPT_TIMING},
     {"master-port", required_argument, NULL, OPT_MASTER_PORT},
     {"comm-timeout-s", required_argument, NULL, OPT_COMM_TIMEOUT},
+    {"hang-at-step", required_argument, NULL, OPT_HANG_AT},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -316,6 +321,9 @@ int train_flags_parse(struct train_flags *f, int argc, char **argv)
       break;
     case OPT_COMM_TIMEOUT:
       rc = parse_u32(opt, optarg, 1, 86400, &f->comm_timeout_s);
+      break;
+    case OPT_HANG_AT:
+      rc = parse_u64(opt, optarg, 1, UINT64_MAX / 2, &f->hang_at_step);
       break;
     case 'v':
       f->verbose++;

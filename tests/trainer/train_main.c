@@ -508,8 +508,16 @@ int main(int argc, char **argv)
 
   uint64_t ran = 0, timed = 0;
   double step_ms = 0, comm_ms = 0, fence_ms = 0, snap_ms = 0;
+  const char *restart = getenv("PT_RESTART");
+  bool first_start = restart == NULL || strcmp(restart, "0") == 0;
   for (uint64_t step = start; step <= f->steps; step++) {
     double loss, cm = 0, fm = 0, sm = 0, t0 = now_ms();
+    if (f->hang_at_step != 0 && step == f->hang_at_step && first_start) {
+      printf("hanging before step %" PRIu64 "\n", step);
+      fflush(stdout);
+      for (;;)
+        sleep_ms(1000); /* alive, not progressing: until killed */
+    }
     if (train_step(t, step, &loss, &cm, &fm, &sm) != 0)
       goto out_client; /* the all-reduce said why; the others stop too */
     double dt = now_ms() - t0;

@@ -115,6 +115,50 @@ START_TEST(huge_pages_flag)
 }
 END_TEST
 
+/* The supervision options: restart window, SMP liveness probe, progress
+ * watchdog; all in seconds. */
+START_TEST(supervision_options)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--", "x",
+                         NULL), PT_OK);
+  ck_assert_uint_eq(c.restart_window_ms, 600000);
+  ck_assert_uint_eq(c.smp_timeout_ms, 5000);
+  ck_assert_uint_eq(c.progress_timeout_ms, 0);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--restart-window", "60", "--smp-timeout=2",
+                         "--progress-timeout", "30", "--", "x", NULL), PT_OK);
+  ck_assert_uint_eq(c.restart_window_ms, 60000);
+  ck_assert_uint_eq(c.smp_timeout_ms, 2000);
+  ck_assert_uint_eq(c.progress_timeout_ms, 30000);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--restart-window", "0", "--smp-timeout", "0", "--",
+                         "x", NULL), PT_OK);
+  ck_assert_uint_eq(c.restart_window_ms, 0);
+  ck_assert_uint_eq(c.smp_timeout_ms, 0);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--smp-timeout", "0.25", "--progress-timeout=1.5",
+                         "--", "x", NULL), PT_OK);
+  ck_assert_uint_eq(c.smp_timeout_ms, 250);
+  ck_assert_uint_eq(c.progress_timeout_ms, 1500);
+  const char *bad[] = {"5s", "1.", ".5", "0.0001", "-1", "604800.001", ""};
+  for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++)
+    ck_assert_msg(parse(&c, err, sizeof(err), "--ranks", "1",
+                        "--smp-timeout", bad[k], "--", "x", NULL) == -EINVAL,
+                  "'%s' accepted", bad[k]);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--progress-timeout", "5s", "--", "x", NULL),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--progress-timeout"));
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--restart-window", "99999999", "--", "x", NULL),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--restart-window"));
+}
+END_TEST
+
 START_TEST(help)
 {
   struct node_config c;
@@ -251,6 +295,7 @@ int main(void)
   tcase_set_timeout(tc, 20);
   tcase_add_test(tc, defaults);
   tcase_add_test(tc, every_option);
+  tcase_add_test(tc, supervision_options);
   tcase_add_test(tc, help);
   tcase_add_test(tc, resume_fresh);
   tcase_add_test(tc, huge_pages_flag);

@@ -36,6 +36,38 @@ struct env {
   char dir[64], sock[128], log[128], job[32], prefix[32];
 };
 
+/* This binary's path: run as "SELF trainer-done" it is a trainer that
+ * finishes properly (see main()). */
+static char self_exe[4096];
+
+static const char *self(void)
+{
+  ssize_t n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+  ck_assert_int_gt(n, 0);
+  self_exe[n] = '\0';
+  return self_exe;
+}
+
+/* A trainer that tells its SMP it finished: HELLO (through pt_restore),
+ * then Bye(done). Exit 0 alone does not count as finished. */
+static int trainer_done(void)
+{
+  static uint64_t state[8];
+  pt_client *c = NULL;
+  uint64_t step = 0;
+
+  if (pt_client_open(&c, NULL) != PT_OK)
+    return 1;
+  if (pt_region_register(c, "state", state, sizeof(state), PT_MEM_HOST) !=
+      PT_OK) {
+    pt_client_close(c, false);
+    return 1;
+  }
+  int rc = pt_restore(c, &step);
+  pt_client_close(c, rc == PT_OK || rc == PT_ENOSNAP);
+  return rc == PT_OK || rc == PT_ENOSNAP ? 0 : 1;
+}
+
 static void env_init(struct env *e)
 {
   snprintf(e->dir, sizeof(e->dir), "/tmp/pt-test-node.XXXXXX");
@@ -328,7 +360,8 @@ START_TEST(completes_with_status_0)
   struct env e;
 
   env_init(&e);
-  pid_t node = node_start(&e, "--ranks", "2", "--", "/bin/true", NULL);
+  pid_t node = node_start(&e, "--ranks", "2", "--", self(), "trainer-done",
+                          NULL);
   ck_assert_int_eq(node_wait(node, 15000), 0);
   ck_assert(log_has(&e, "no snapshot: starting fresh"));
   ck_assert_int_eq(log_count(&e, "exited with status 0"), 2 + 2);
@@ -351,11 +384,49 @@ START_TEST(failure_restarts_bounded)
   pid_t node = node_start(&e, "--ranks", "1", "--max-restarts", "2",
                           "--backoff-ms", "10", "--", "/bin/false", NULL);
   ck_assert_int_eq(node_wait(node, 20000), 1);
-  ck_assert(log_has(&e, "restarting job (restart 1 of 2) in 10 ms"));
-  ck_assert(log_has(&e, "restarting job (restart 2 of 2) in 20 ms"));
+  ck_assert(log_has(&e, "restarting job (restart 1, 1 of at most 2 in 600 s) "
+                        "in 10 ms"));
+  ck_assert(log_has(&e, "restarting job (restart 2, 2 of at most 2 in 600 s) "
+                        "in 20 ms"));
   ck_assert(!log_has(&e, "restart 3"));
   ck_assert_int_eq(log_count(&e, "exited with status 1\n"), 3);
   ck_assert(log_has(&e, "job failed: trainer rank 0"));
+  env_cleanup(&e);
+}
+END_TEST
+
+/* --max-restarts counts within --restart-window: failures further apart
+ * than the window never use the budget up. A trainer that fails three
+ * times, 1.2 s after each start, then finishes: with one restart per 1 s
+ * window the job completes (counted over its whole life it would fail at
+ * the second failure). */
+START_TEST(restarts_counted_in_window)
+{
+  struct env e;
+  char cmd[4600];
+
+  env_init(&e);
+  snprintf(cmd, sizeof(cmd),
+           "n=$(cat %s/count 2>/dev/null || echo 0); echo $((n + 1)) > "
+           "%s/count; if [ $n -lt 3 ]; then sleep 1.2; exit 1; fi; "
+           "exec %s trainer-done",
+           e.dir, e.dir, self());
+  pid_t node = node_start(&e, "--ranks", "1", "--max-restarts", "1",
+                          "--restart-window", "1", "--backoff-ms", "10", "--",
+                          "/bin/sh", "-c", cmd, NULL);
+  ck_assert_int_eq(node_wait(node, 30000), 0);
+  ck_assert_int_eq(log_count(&e, "exited with status 1\n"), 3);
+  ck_assert(log_has(&e, "restarting job (restart 3, 1 of at most 1 in 1 s)"));
+  ck_assert(log_has(&e, "job completed"));
+  env_cleanup(&e);
+
+  /* Within the window, the second failure ends the job. */
+  env_init(&e);
+  pid_t again = node_start(&e, "--ranks", "1", "--max-restarts", "1",
+                           "--restart-window", "60", "--backoff-ms", "10",
+                           "--", "/bin/false", NULL);
+  ck_assert_int_eq(node_wait(again, 20000), 1);
+  ck_assert(log_has(&e, "no restarts left (1 in the last 60 s"));
   env_cleanup(&e);
 }
 END_TEST
@@ -381,15 +452,16 @@ END_TEST
 START_TEST(environment_for_trainers)
 {
   struct env e;
-  char out[160], cmd[400];
+  char out[160], cmd[4600];
 
   env_init(&e);
   snprintf(out, sizeof(out), "%s/env", e.dir);
   snprintf(cmd, sizeof(cmd),
            "echo \"$PT_JOB $PT_RANK $PT_WORLD_SIZE $RANK $WORLD_SIZE "
            "$LOCAL_RANK $LOCAL_WORLD_SIZE $MASTER_ADDR $MASTER_PORT "
-           "$PT_RESTART ${NOTIFY_SOCKET-unset} $PT_SMP_SOCKET\" > %s.$PT_RANK",
-           out);
+           "$PT_RESTART ${NOTIFY_SOCKET-unset} $PT_SMP_SOCKET\" > %s.$PT_RANK"
+           " && exec %s trainer-done",
+           out, self());
   setenv("NOTIFY_SOCKET", "/nonexistent/notify", 1);
   pid_t node = node_start(&e, "--ranks", "2", "--master-port", "4321", "--",
                           "/bin/sh", "-c", cmd, NULL);
@@ -521,6 +593,8 @@ int main(int argc, char **argv)
   /* The node spawns its SMPs as "/proc/self/exe smp ...". */
   if (argc > 1 && strcmp(argv[1], "smp") == 0)
     return smp_main(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "trainer-done") == 0)
+    return trainer_done();
 
   Suite *s = suite_create("node_ctl");
   TCase *tc = tcase_create("node");
@@ -529,6 +603,7 @@ int main(int argc, char **argv)
   tcase_add_test(tc, completes_with_status_0);
   tcase_add_test(tc, idle_clients_do_not_lock_out_ptctl);
   tcase_add_test(tc, failure_restarts_bounded);
+  tcase_add_test(tc, restarts_counted_in_window);
   tcase_add_test(tc, ex_config_not_retried);
   tcase_add_test(tc, environment_for_trainers);
   tcase_add_test(tc, sigterm_and_lock);

@@ -644,6 +644,106 @@ START_TEST(backoff_doubles_to_cap)
 }
 END_TEST
 
+/* --max-restarts over --restart-window: only the restarts of the window
+ * count, and the ring never needs more than --max-restarts entries. */
+START_TEST(restart_window_counts_recent)
+{
+  uint64_t at[3];
+  struct node_restart_log l = {.at = at, .cap = 3};
+
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 1000, 600000), 0);
+  node_plan_restart_note(&l, 1000);
+  node_plan_restart_note(&l, 2000);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 2000, 600000), 2);
+  node_plan_restart_note(&l, 3000);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 3000, 600000), 3);
+  /* 3 of 3 within the window: no restart left now ... */
+  ck_assert_uint_ge(node_plan_restarts_recent(&l, 3000, 600000), 3);
+  /* ... but once the first one is older than the window, one is back. */
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 601000, 600000), 2);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 603000, 600000), 0);
+  /* The ring keeps the newest cap restarts. */
+  node_plan_restart_note(&l, 700000);
+  ck_assert_uint_eq(l.n, 3);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 700000, 600000), 1);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 700000, 697500), 2);
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 700000, 1000000), 3);
+  /* Window 0: the job's whole life (saturates at cap = --max-restarts). */
+  ck_assert_uint_eq(node_plan_restarts_recent(&l, 99999999, 0), 3);
+  /* --max-restarts 0: nothing recorded, no restart ever allowed. */
+  struct node_restart_log none = {0};
+  node_plan_restart_note(&none, 5);
+  ck_assert_uint_eq(node_plan_restarts_recent(&none, 5, 600000), 0);
+}
+END_TEST
+
+/* The backoff starts over only after a healthy period: a commit since the
+ * last (re)start and NODE_HEALTHY_MS up. */
+START_TEST(healthy_resets_backoff)
+{
+  ck_assert(!node_plan_healthy(false, 1000, 1000 + 3600000, 60000));
+  ck_assert(!node_plan_healthy(true, 1000, 1000 + 59999, 60000));
+  ck_assert(node_plan_healthy(true, 1000, 1000 + 60000, 60000));
+  ck_assert(!node_plan_healthy(true, 0, 99999999, 60000));
+}
+END_TEST
+
+/* Open files: enough, raised to the hard limit, or refused with numbers. */
+START_TEST(fds_needed_and_refused)
+{
+  char err[256] = "";
+  uint64_t raise_to = 7;
+  uint64_t need = node_plan_fds_needed(2);
+
+  ck_assert_uint_gt(need, 8);
+  ck_assert_uint_gt(node_plan_fds_needed(64), need);
+  ck_assert_int_eq(node_plan_fds_check(2, need, need, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, 0);
+  ck_assert_int_eq(node_plan_fds_check(2, 8, 4096, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, 1024);
+  ck_assert_int_eq(node_plan_fds_check(2, 8, UINT64_MAX, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, 1024);
+  ck_assert_int_eq(node_plan_fds_check(2, 8, need, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to, need);
+  ck_assert_int_eq(node_plan_fds_check(1000, 8, 1u << 20, &raise_to, err,
+                                       sizeof(err)), PT_OK);
+  ck_assert_uint_eq(raise_to % 1024, 0);
+  ck_assert_uint_ge(raise_to, node_plan_fds_needed(1000));
+  ck_assert_int_eq(node_plan_fds_check(2, 6, 6, &raise_to, err, sizeof(err)),
+                   -EMFILE);
+  ck_assert_ptr_nonnull(strstr(err, "the limit is 6"));
+  char want[64];
+  snprintf(want, sizeof(want), "need %llu", (unsigned long long)need);
+  ck_assert_ptr_nonnull(strstr(err, want));
+}
+END_TEST
+
+/* --memory-budget: none, too small per rank, more than /dev/shm holds. */
+START_TEST(budget_before_spawning)
+{
+  char err[320] = "";
+
+  ck_assert_int_eq(node_plan_budget_check(0, 4, 1000, 0, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_int_eq(node_plan_budget_check(8000, 4, 2000, 8000, err,
+                                          sizeof(err)), PT_OK);
+  /* Below one byte per rank used to mean "no budget". */
+  ck_assert_int_eq(node_plan_budget_check(3, 4, 2000, 1u << 30, err,
+                                          sizeof(err)), PT_EBUDGET);
+  ck_assert_ptr_nonnull(strstr(err, "each of the 4 ranks 0 bytes"));
+  ck_assert_ptr_nonnull(strstr(err, "needs 2000 bytes per rank"));
+  ck_assert_int_eq(node_plan_budget_check(7999, 4, 2000, 1u << 30, err,
+                                          sizeof(err)), PT_EBUDGET);
+  ck_assert_int_eq(node_plan_budget_check(8001, 4, 2000, 8000, err,
+                                          sizeof(err)), -ENOSPC);
+  ck_assert_ptr_nonnull(strstr(err, "8000 bytes available"));
+}
+END_TEST
+
 START_TEST(exit_text_words)
 {
   char buf[64];
@@ -678,6 +778,10 @@ int main(void)
   tcase_add_test(tc, restore_none);
   tcase_add_test(tc, restore_matches_oracle);
   tcase_add_test(tc, backoff_doubles_to_cap);
+  tcase_add_test(tc, restart_window_counts_recent);
+  tcase_add_test(tc, healthy_resets_backoff);
+  tcase_add_test(tc, fds_needed_and_refused);
+  tcase_add_test(tc, budget_before_spawning);
   tcase_add_test(tc, exit_text_words);
   suite_add_tcase(s, tc);
   int rc = unit_run(s);
