@@ -1,8 +1,8 @@
 /*
  * bench_train.c — what a snapshot at every step costs a real training loop:
  * the reference trainer (pt-train --timing --state-mb M) runs under
- * `ptd node --ranks 1`, once with libpt snapshotting every step and once with
- * --no-pt, and the ratio of their steady-state step times
+ * `ptd node --ranks 1` with libpt snapshotting every step, and on its own
+ * with --no-pt, and the ratio of their steady-state step times
  * ("timing step_ms_avg=X", pt-train's own figure, warm-up steps excluded) is
  * the overhead. Runs alternate (without, with, with, without, ...) so that a
  * change in the machine's background load falls on both alike; each mode's
@@ -90,16 +90,24 @@ static int one_run(const struct bench_opts *o, int idx, bool with_pt, int state_
   char *argv[] = {
     (char *)o->ptd, "node", "--ranks", "1", "--job", job, "--state-dir", sd,
     "--shm-prefix", (char *)o->shm_prefix, "--", (char *)o->pt_train, "--timing",
-    "--state-mb", mb, "--steps", st, "--log-every", "1000000",
-    with_pt ? NULL : "--no-pt", NULL,
+    "--state-mb", mb, "--steps", st, "--log-every", "1000000", NULL,
   };
-  rc = bench_child_spawn(&pid, argv, log, errbuf, errlen);
+  /* Without pt the trainer runs on its own, with the environment ptd node
+   * would give its one rank: ptd node restarts a trainer that exits without
+   * telling its SMP it finished, and one that never uses libpt cannot. */
+  char *argv_nopt[] = {
+    "/usr/bin/env", "PT_RANK=0", "PT_WORLD_SIZE=1", "RANK=0", "WORLD_SIZE=1",
+    "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=1", "MASTER_ADDR=127.0.0.1",
+    (char *)o->pt_train, "--timing", "--state-mb", mb, "--steps", st,
+    "--log-every", "1000000", "--no-pt", NULL,
+  };
+  rc = bench_child_spawn(&pid, with_pt ? argv : argv_nopt, log, errbuf, errlen);
   if (rc < 0)
     return rc;
   rc = bench_child_wait(pid, timeout_ms, &status);
   if (rc == -ETIMEDOUT) {
     bench_child_stop(pid, 5000);
-    snprintf(errbuf, errlen, "pt-train under ptd node (%s) did not finish within %d s",
+    snprintf(errbuf, errlen, "pt-train (%s) did not finish within %d s",
              with_pt ? "with snapshots" : "--no-pt", timeout_ms / 1000);
     bench_log_tail(log, 20);
     return rc;
@@ -110,7 +118,7 @@ static int one_run(const struct bench_opts *o, int idx, bool with_pt, int state_
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     char how[64];
-    snprintf(errbuf, errlen, "ptd node running pt-train (%s) %s",
+    snprintf(errbuf, errlen, "pt-train (%s) %s",
              with_pt ? "with snapshots" : "--no-pt", bench_wait_text(how, sizeof(how), status));
     bench_log_tail(log, 20);
     return PT_ESTATE;

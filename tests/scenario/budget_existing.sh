@@ -13,7 +13,7 @@ held=$(stat -c %s /dev/shm/"$T_PREFIX"pt."$T_JOB".0) || fail "the first run kept
 say "the first run kept objects of $held bytes"
 : >"$T_DIR/node.log"
 # a budget above the smallest object but below what the kept objects hold
-t_node_start "$T_DIR/sd" 2 --memory-budget $(( (held - 1) * 2 )) -- "${ARGS[@]}"
+t_node_start "$T_DIR/sd" 2 --resume --memory-budget $(( (held - 1) * 2 )) -- "${ARGS[@]}"
 t_node_wait 60
 [ "$T_NODE_RC" = 1 ] || fail "second run: expected exit 1, got $T_NODE_RC"
 grep -Eq "snapshot object holds $held bytes, more than its share of --memory-budget" "$T_DIR/node.log" \
