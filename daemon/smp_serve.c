@@ -167,8 +167,11 @@ static void on_trainer_exit(uv_poll_t *h, int status, int events)
   watch_stop(sc);
   if (sc->smp->trainer != sc)
     return;
-  log_notice("trainer pid %d exited while its connection stays open (a "
-             "child it forked holds it): the trainer is gone", (int)sc->pid);
+  /* Usually the connection's end follows at once; when a child the
+   * trainer forked holds it open, it never would. Either way the trainer
+   * is gone now. */
+  log_info("trainer pid %d exited: its connection is closed, whoever still "
+           "holds it", (int)sc->pid);
   smp_guarded(sc->smp, abort_all, sc);
   trainer_release(sc, false);
   sc->role = ROLE_NONE;
