@@ -313,6 +313,21 @@ int node_ident_start(struct node *n)
     rc = -EINVAL;
     goto out;
   }
+  if (have && !s.ended && !n->cfg.fresh && !n->cfg.resume &&
+      !same_cmd(n, &s)) {
+    /* The same arguments are systemd restarting a node that died; another
+     * trainer command is another run, which must not silently continue
+     * this one's state. */
+    node_instance_hex(s.instance, hex);
+    log_error("job '%s' instance %s recorded in '%s' is still marked running "
+              "(its node ended without ending it), but with another trainer "
+              "command: give the same command to continue it, --resume to "
+              "continue it with this one, or --fresh to discard its "
+              "snapshots and start over",
+              s.job, hex, n->state_path);
+    rc = -EEXIST;
+    goto out;
+  }
   if (have && !s.ended && !n->cfg.fresh) {
     /* The node died without ending the instance: carry on with it. */
     take(n, &s);

@@ -4,7 +4,8 @@
 # the object, its instance and --resume/--fresh) instead of restoring them;
 # a changed --ranks is refused as a world size mismatch; --resume continues
 # the recorded instance from its committed step (and the run ends as the
-# fault-free one); --fresh removes the old objects and starts over.
+# fault-free one); --fresh removes the old objects and starts over; a node
+# that died continues its instance only when restarted with its command.
 set -u
 . "$(dirname "$0")/../lib.sh"
 
@@ -85,4 +86,32 @@ t_node_wait 60
 [ "$T_NODE_RC" = 0 ] || fail "the running job exited with $T_NODE_RC after a refused --fresh"
 t_check_digests $RANKS
 say "--fresh over a running job's objects refused"
+
+# 7. A node killed with everything it ran (node.state still says "running"):
+# restarted with the same command (systemd's path) it continues the
+# instance; with another trainer command it refuses, since that is another
+# run that must not silently restore this one's state.
+rm -f "$T_DIR"/out.*
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd3" $RANKS -- --steps 40 --step-delay-ms 100 "${NODE[@]}"
+t_wait_log 'commit step [0-9]+' 30
+kill -KILL "$T_NODE_PID"; wait "$T_NODE_PID" 2>/dev/null; T_NODE_PID=
+pkill -KILL -f -- "--job $T_JOB( |$)"; pkill -KILL -f -- "pt-train.*$T_DIR"
+sleep 0.5
+grep -q '^status running$' "$T_DIR/sd3/node.state" || fail "node.state of the killed node does not say running"
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd3" $RANKS -- --steps 40 --seed 7 --step-delay-ms 100 "${NODE[@]}"
+t_node_wait 20
+[ "$T_NODE_RC" = 2 ] || fail "a crashed instance restarted with another trainer command exited with $T_NODE_RC, not 2"
+grep -q "still marked running.*another trainer command" "$T_DIR/node.log" || fail "no clear refusal of the changed command"
+! grep -q "restored step" "$T_DIR/node.log" || fail "a changed command restored the crashed run's state"
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/sd3" $RANKS -- --steps 40 --step-delay-ms 100 "${NODE[@]}"
+t_node_wait 60
+[ "$T_NODE_RC" = 0 ] || fail "the crashed instance restarted with its own command exited with $T_NODE_RC"
+grep -q "continuing job instance" "$T_DIR/node.log" || fail "the crashed instance was not continued"
+n=$(grep -c "^restored step [0-9]*$" "$T_DIR/node.log")
+[ "$n" = $RANKS ] || fail "expected $RANKS trainers to restore after the crash, saw $n"
+t_check_digests $RANKS
+say "a crashed instance continues with its own command only"
 say "ok"
