@@ -132,9 +132,13 @@ static int refuse_object(const struct node *n, const char *name, void *arg)
               " ranks): start with --resume to continue the instance "
               "recorded in '%s', or with --fresh to discard the job's old "
               "snapshots and start a new instance",
-              name, hex, snap_store_job(st), snap_store_world(st),
+              name, hex, LOG_ESC(snap_store_job(st)), snap_store_world(st),
               n->state_path);
     snap_store_close(st);
+  } else if (rc == -EPERM) {
+    log_error("shm object '%s' exists and is not this user's to use: %s; "
+              "remove it, or give the job another --shm-prefix or --job",
+              name, err[0] != '\0' ? err : pt_strerror(rc));
   } else {
     log_error("shm object '%s' exists (its header cannot be read: %s): "
               "start with --fresh to discard the job's old snapshots, or "
@@ -166,7 +170,7 @@ static int check_resumed(const struct node *n, const char *name, void *arg)
     log_error("--resume: shm object '%s' is of job instance %s (job '%s'), "
               "not of the instance %s recorded in '%s': use --fresh to "
               "discard it",
-              name, hex, snap_store_job(st), want, n->state_path);
+              name, hex, LOG_ESC(snap_store_job(st)), want, n->state_path);
     rc = -EEXIST;
   } else if (snap_store_world(st) != n->cfg.ranks) {
     log_error("--resume: shm object '%s' was made for %" PRIu32
@@ -186,11 +190,20 @@ static int discard_object(const struct node *n, const char *name, void *arg)
 
   (void)n;
   (void)arg;
-  if (snap_store_open(&st, name, NULL, 0) == PT_OK) {
+  char err[256] = "";
+  int rc = snap_store_open(&st, name, err, sizeof(err));
+  if (rc == PT_OK) {
     node_instance_hex(snap_store_instance(st), hex);
     snap_store_close(st);
+  } else if (rc == -EPERM) {
+    /* Another user's object (or one open to others) is not ours to
+     * remove, even for root. */
+    log_error("--fresh: shm object '%s' is not this user's: %s; remove it "
+              "by hand, or give the job another --shm-prefix or --job",
+              name, err[0] != '\0' ? err : pt_strerror(rc));
+    return rc;
   }
-  int rc = snap_store_unlink(name);
+  rc = snap_store_unlink(name);
   if (rc == PT_OK)
     log_notice("--fresh: removed shm object '%s' of job instance %s", name,
                hex);
@@ -377,7 +390,9 @@ int node_ident_start(struct node *n)
       rc = -EBUSY;
       goto out;
     }
-    each_object(n, discard_object, NULL);
+    rc = each_object(n, discard_object, NULL);
+    if (rc != 0)
+      goto out;
   } else {
     rc = each_object(n, refuse_object, NULL);
     if (rc != 0)

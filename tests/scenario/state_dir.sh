@@ -37,6 +37,10 @@ ticks=$(awk '{print $22}' "/proc/$victim/stat")
 mkdir -m 0700 "$T_DIR/sd"
 printf 'precious\n' >"$T_DIR/precious"
 ln -s "$T_DIR/precious" "$T_DIR/sd/node.state.tmp"
+# The command t_node_start gives, so that the node takes the forged file as
+# its own crashed instance (a changed command would refuse it outright).
+cmdlines=$(for a in "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r"; do
+  printf 'cmd %s\n' "$(printf '%s' "$a" | sed 's/%/%25/g')"; done)
 cat >"$T_DIR/sd/node.state" <<EOF
 ptd-node-state 2
 job $T_JOB
@@ -49,7 +53,7 @@ committed_unix_ms 0
 restarts 0
 commits 0
 restores 0
-cmd /bin/true
+$cmdlines
 smp 0 $victim $ticks 0
 trainer 0 $victim $ticks 0
 end
@@ -65,4 +69,24 @@ grep -q "not adopting trainer rank 0: pid $victim" "$T_DIR/node.log" || fail "th
 [ "$(cat "$T_DIR/precious")" = precious ] || fail "node.state.tmp was written through its symlink"
 kill "$victim"; wait "$victim" 2>/dev/null
 say "forged node.state: pid $victim neither adopted nor signalled; symlinked node.state.tmp not followed"
+
+# 4. An shm object of the job planted by another user: neither used nor, with
+# --fresh, removed (not ours to delete, even for root).
+if [ "$(id -u)" = 0 ]; then
+  job2="${T_JOB}u"
+  planted=/dev/shm/${T_PREFIX}pt.$job2.0
+  head -c 8192 /dev/zero >"$planted"; chown 65534:65534 "$planted"; chmod 0600 "$planted"
+  for flag in "" --fresh; do
+    rc=0
+    timeout 20 "$PTD" node --ranks 1 --job "$job2" --state-dir "$T_DIR/sd4" \
+      --shm-prefix "$T_PREFIX" $flag -- "$TRAIN" "${ARGS[@]}" >"$T_DIR/planted.log" 2>&1 || rc=$?
+    [ "$rc" = 2 ] || { rm -f "$planted"; fail "a start ${flag:-without a flag} over another user's object exited with $rc, not 2"; }
+    grep -q "not this user's" "$T_DIR/planted.log" || { rm -f "$planted"; fail "no clear refusal of another user's object: $(cat "$T_DIR/planted.log")"; }
+    [ -f "$planted" ] || fail "another user's object was removed (${flag:-no flag})"
+  done
+  rm -f "$planted"
+  say "another user's object refused, also with --fresh, and left in place"
+else
+  say "not root: the planted-object check needs chown (skipped, the rest ran)"
+fi
 say "ok"
