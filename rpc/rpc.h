@@ -36,6 +36,9 @@
 #define RPC_MAGIC 0x46525450u
 #define RPC_VERSION 1u
 #define RPC_HDR_BYTES 24u
+/* A body spanning reads is first given this much, then doubled as it
+ * arrives (rpc_parser_feed). */
+#define RPC_BODY_CHUNK 65536u
 #define RPC_MAX_BODY_DEFAULT (1u << 20) /* control messages are small */
 /* A trainer's HELLO lists its whole region table: up to SNAP_MAX_REGIONS
  * (65,536) regions with names of up to 255 bytes, at most 278 bytes each
@@ -118,8 +121,9 @@ struct rpc_parser {
   uint8_t hdr[RPC_HDR_BYTES];
   size_t hdr_have;
   struct rpc_hdr cur;
-  uint8_t *body; /* allocated to cur.length once the header is checked */
+  uint8_t *body; /* grows with the bytes received, up to cur.length */
   size_t body_have;
+  size_t body_cap; /* bytes allocated for body: what a partial frame holds */
   bool failed;
 };
 void rpc_parser_init(struct rpc_parser *p, uint32_t max_body);

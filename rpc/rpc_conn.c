@@ -22,9 +22,10 @@
  *   - a conn owns two handles, its pipe and its idle timer; both are closed
  *     together and the conn is freed (on_close first) by the second close
  *     callback;
- *   - g_buffered is the sum of every conn's `held` (the body its parser
- *     holds): a conn's share is updated after each read and dropped when it
- *     closes.
+ *   - g_buffered is the sum of every conn's `held` (the bytes its parser
+ *     allocated for a partial body, which grow with what the peer sent, not
+ *     with the length it announced): a conn's share is updated after each
+ *     read and dropped when it closes.
  *
  * SIGPIPE: libuv writes with write(2), so a write to a vanished peer raises
  * SIGPIPE; ptd ignores it at start-up (the daemon's job, not this file's).
@@ -110,7 +111,7 @@ size_t rpc_buffered_bytes(void)
 /* Brings c's share of g_buffered up to date with its parser. */
 static void conn_account(struct rpc_conn *c)
 {
-  size_t held = c->parser.body != NULL ? c->parser.cur.length : 0;
+  size_t held = c->parser.body != NULL ? c->parser.body_cap : 0;
 
   g_buffered = g_buffered - c->held + held;
   c->held = held;

@@ -237,6 +237,7 @@ void rpc_parser_release(struct rpc_parser *p)
   p->body = NULL;
   p->hdr_have = 0;
   p->body_have = 0;
+  p->body_cap = 0;
 }
 
 /* Delivers the frame whose header is p->cur and body is body. The parser is
@@ -251,6 +252,7 @@ static int deliver(struct rpc_parser *p, const uint8_t *body, uint8_t *owned,
   p->hdr_have = 0;
   p->body = NULL;
   p->body_have = 0;
+  p->body_cap = 0;
   int rc = on_frame(arg, &h, body != NULL ? body : empty);
   free(owned);
   if (rc != 0)
@@ -300,19 +302,32 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
           return rc;
         continue;
       }
-      p->body = malloc(p->cur.length);
-      if (p->body == NULL) {
-        p->failed = true;
-        return -ENOMEM;
-      }
+      p->body_cap = 0;
     }
 
-    /* Collecting a body that spans pieces. */
+    /* Collecting a body that spans pieces. The buffer grows (doubling)
+     * with the bytes that arrive rather than being allocated to the
+     * announced length at once: a peer holds only as much memory as it
+     * actually sent, whatever length it announced. */
     if (len == 0)
       return PT_OK;
     size_t n = p->cur.length - p->body_have;
     if (n > len)
       n = len;
+    if (p->body_have + n > p->body_cap) {
+      size_t cap = p->body_cap != 0 ? p->body_cap : RPC_BODY_CHUNK;
+      while (cap < p->body_have + n)
+        cap *= 2;
+      if (cap > p->cur.length)
+        cap = p->cur.length;
+      uint8_t *nb = realloc(p->body, cap);
+      if (nb == NULL) {
+        p->failed = true;
+        return -ENOMEM;
+      }
+      p->body = nb;
+      p->body_cap = cap;
+    }
     memcpy(p->body + p->body_have, data, n);
     p->body_have += n;
     data += n;

@@ -659,14 +659,29 @@ START_TEST(parser_rejects_before_allocating)
   ck_assert_uint_eq(s.n, 0);
   rpc_parser_release(&p);
 
-  /* Exactly max_body is fine, and split bodies are then buffered. */
+  /* Exactly max_body is fine, and split bodies are then buffered; the
+   * buffer is taken only when body bytes arrive, and grows with them. */
   h.length = 4096;
   rpc_hdr_encode(b, &h);
   rpc_parser_init(&p, 4096);
   ck_assert_int_eq(rpc_parser_feed(&p, b, sizeof(b), sink_cb, &s), PT_OK);
+  ck_assert_ptr_null(p.body);
+  uint8_t one = 0;
+  ck_assert_int_eq(rpc_parser_feed(&p, &one, 1, sink_cb, &s), PT_OK);
   ck_assert_ptr_nonnull(p.body);
+  ck_assert_uint_eq(p.body_cap, 4096); /* min(length, RPC_BODY_CHUNK) */
   rpc_parser_release(&p);
   ck_assert_ptr_null(p.body);
+
+  /* A large announced body: a peer that sent one byte of it holds one
+   * chunk, not the length it announced. */
+  h.length = 8u << 20;
+  rpc_hdr_encode(b, &h);
+  rpc_parser_init(&p, 16u << 20);
+  ck_assert_int_eq(rpc_parser_feed(&p, b, sizeof(b), sink_cb, &s), PT_OK);
+  ck_assert_int_eq(rpc_parser_feed(&p, &one, 1, sink_cb, &s), PT_OK);
+  ck_assert_uint_eq(p.body_cap, RPC_BODY_CHUNK);
+  rpc_parser_release(&p);
 
   /* Bad magic, version and type after a good frame: the good one arrives,
    * then the error, with no body allocated for the bad header. */
