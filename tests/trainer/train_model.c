@@ -164,24 +164,34 @@ static void *alloc_floats(size_t n, bool zero)
   return p;
 }
 
-/* Bytes of an array of n floats from big_floats(): whole huge pages. */
+/* The granule of an array of n floats from big_floats(): a huge page for
+ * arrays of at least one, else a 4 KiB page (a small model stays small). */
+static size_t big_granule(size_t n)
+{
+  return n * sizeof(float) >= BIG_ALIGN ? BIG_ALIGN : 4096;
+}
+
+/* Bytes of an array of n floats from big_floats(): whole granules. */
 static size_t big_bytes(size_t n)
 {
-  size_t bytes = n * sizeof(float);
-  return bytes == 0 ? BIG_ALIGN : (bytes + BIG_ALIGN - 1) & ~(size_t)(BIG_ALIGN - 1);
+  size_t g = big_granule(n), bytes = n * sizeof(float);
+  return bytes == 0 ? g : (bytes + g - 1) & ~(g - 1);
 }
 
 /* n floats of zero pages, mapped lazily: memory nobody writes costs nothing,
- * so a restored run pays only for the copy that fills it. Aligned to 2 MiB
- * and advised for transparent huge pages, which make the first touch several
- * times cheaper; released with big_free(). */
+ * so a restored run pays only for the copy that fills it. Arrays of at least
+ * 2 MiB are aligned to 2 MiB and advised for transparent huge pages, which
+ * make the first touch and the unmapping at exit several times cheaper;
+ * released with big_free(). */
 static float *big_floats(size_t n)
 {
-  size_t bytes = big_bytes(n);
-  size_t span = bytes + BIG_ALIGN;
+  size_t g = big_granule(n), bytes = big_bytes(n);
+  size_t span = bytes + (g == BIG_ALIGN ? BIG_ALIGN : 0);
   void *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
     return NULL;
+  if (g != BIG_ALIGN)
+    return p;
   uintptr_t base = (uintptr_t)p;
   uintptr_t start = (base + BIG_ALIGN - 1) & ~(uintptr_t)(BIG_ALIGN - 1);
   if (start > base)
