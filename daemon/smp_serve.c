@@ -592,6 +592,7 @@ static void state_reply(struct smp_conn *sc, uint64_t id, bool verify)
 
   if (n > SNAP_MAX_SLOTS)
     n = SNAP_MAX_SLOTS;
+  uint32_t check[SNAP_MAX_SLOTS], n_check = 0;
   for (uint32_t i = 0; i < n; i++) {
     struct snap_slot_info si;
     snap_slot_get(smp->store, i, &si);
@@ -601,16 +602,26 @@ static void state_reply(struct smp_conn *sc, uint64_t id, bool verify)
     infos[i].step = si.step;
     infos[i].generation = si.generation;
     if (verify && (si.state == SNAP_SEALED || si.state == SNAP_PROTECTED ||
-                   si.state == SNAP_COMMITTED)) {
-      uint32_t bad = 0;
-      int rc = snap_slot_verify(smp->store, i, &bad);
-      infos[i].has_intact = true;
-      infos[i].intact = rc == 0;
-      if (rc != 0)
-        log_warn("slot %u (step %" PRIu64 ") fails verification at block "
-                 "%u: %s", i, si.step, bad, pt_strerror(rc));
-    }
+                   si.state == SNAP_COMMITTED))
+      check[n_check++] = i;
     ptrs[i] = &infos[i];
+  }
+  if (n_check > 0) {
+    /* Every readable slot, each read in full, on as many cores as there are
+     * slots to read (the trainers are stopped while the node asks this). */
+    int rcs[SNAP_MAX_SLOTS];
+    uint32_t bad[SNAP_MAX_SLOTS];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t threads = cpus < 1 ? 1 : cpus > SNAP_MAX_SLOTS ? SNAP_MAX_SLOTS : (uint32_t)cpus;
+    snap_slots_verify(smp->store, check, n_check, threads, rcs, bad);
+    for (uint32_t k = 0; k < n_check; k++) {
+      uint32_t i = check[k];
+      infos[i].has_intact = true;
+      infos[i].intact = rcs[k] == 0;
+      if (rcs[k] != 0)
+        log_warn("slot %u (step %" PRIu64 ") fails verification at block "
+                 "%u: %s", i, infos[i].step, bad[k], pt_strerror(rcs[k]));
+    }
   }
   r.status = 0;
   r.rank = smp->rank;

@@ -26,7 +26,9 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -526,6 +528,59 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
     return PT_ECHECKSUM;
   }
   return PT_OK;
+}
+
+/* The shared work of snap_slots_verify(): each thread takes the next slot. */
+struct verify_job {
+  const struct snap_store *s;
+  const uint32_t *slots;
+  uint32_t n;
+  atomic_uint next;
+  int *rcs;
+  uint32_t *bad;
+};
+
+static void *verify_worker(void *arg)
+{
+  struct verify_job *j = arg;
+  for (;;) {
+    uint32_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+    if (i >= j->n)
+      return NULL;
+    uint32_t bad = 0;
+    j->rcs[i] = snap_slot_verify(j->s, j->slots[i], &bad);
+    j->bad[i] = bad;
+  }
+}
+
+void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32_t n,
+                       uint32_t threads, int *rcs, uint32_t *bad_blocks)
+{
+  pthread_t tids[SNAP_MAX_SLOTS];
+  uint32_t bad[SNAP_MAX_SLOTS];
+  struct verify_job job = {.s = s, .slots = slots, .n = n, .rcs = rcs, .bad = bad};
+  uint32_t started = 0;
+
+  if (n > SNAP_MAX_SLOTS) {
+    /* No store has more slots; any beyond that many, one by one. */
+    for (uint32_t i = SNAP_MAX_SLOTS; i < n; i++)
+      rcs[i] = snap_slot_verify(s, slots[i], bad_blocks ? &bad_blocks[i] : NULL);
+    job.n = n = SNAP_MAX_SLOTS;
+  }
+  atomic_init(&job.next, 0);
+  if (threads > n)
+    threads = n;
+  for (uint32_t t = 1; t < threads; t++) {
+    if (pthread_create(&tids[started], NULL, verify_worker, &job) != 0)
+      break; /* the threads already started and the caller do the rest */
+    started++;
+  }
+  verify_worker(&job);
+  for (uint32_t t = 0; t < started; t++)
+    pthread_join(tids[t], NULL);
+  if (bad_blocks != NULL)
+    for (uint32_t i = 0; i < n; i++)
+      bad_blocks[i] = bad[i];
 }
 
 int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,

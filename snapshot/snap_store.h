@@ -374,6 +374,14 @@ int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 int snap_slot_verify(const struct snap_store *s, uint32_t slot,
                      uint32_t *bad_block);
 
+/* snap_slot_verify() of slots[0..n), up to `threads` at a time (the caller's
+ * thread is one of them; fewer when a thread cannot be started): the same
+ * checks, the same results, in about 1/threads of the time on enough cores.
+ * Reads the store only. OUT: rcs[i] and bad_blocks[i] (may be NULL) for
+ * slots[i], as snap_slot_verify() gives them. */
+void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32_t n,
+                       uint32_t threads, int *rcs, uint32_t *bad_blocks);
+
 /* The newest COMMITTED slot. PT_ENOSNAP when none. */
 int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
                                 uint64_t *step);

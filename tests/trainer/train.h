@@ -177,12 +177,15 @@ struct train_model {
   uint32_t *labels;     /* [batch] */
 };
 
-/* Allocates the model and initialises the parameters from seed (He-uniform
- * weights, zero biases, zero moments). OUT: *m, released with
- * train_model_release(). Returns 0 or -ENOMEM. */
+/* Allocates the model with every array zero: params, m, v and grad as lazily
+ * mapped zero pages, so a run that restores them pays only for the copy.
+ * OUT: *m, released with train_model_release(). Returns 0 or -ENOMEM. */
 int train_model_init(struct train_model *m, uint32_t inputs, uint32_t hidden,
-                     uint32_t layers, uint32_t classes, uint32_t batch,
-                     uint64_t seed);
+                     uint32_t layers, uint32_t classes, uint32_t batch);
+/* A fresh start's parameters, from seed (He-uniform weights, zero biases) on
+ * a freshly allocated model; the moments stay zero. Reads no other state and
+ * leaves nothing else behind (its generator is local). */
+void train_model_init_params(struct train_model *m, uint64_t seed);
 void train_model_release(struct train_model *m);
 
 /* Forward and backward pass over the batch in m->act[0] / m->labels: fills

@@ -2,6 +2,15 @@
  * train_main.c — pt-train, the reference trainer: the training loop and its
  * use of libpt.
  *
+ * Start-up: the state is allocated as lazily mapped zero pages and
+ * registered, pt_restore() is called, and only when there is nothing to
+ * restore (PT_ENOSNAP) are the parameters drawn from --seed: a restarted
+ * trainer pays for the restore's copy, not for an initialisation it would
+ * overwrite. The small regions are set before the restore (it overwrites
+ * them, or leaves them as a fresh start needs them); nothing outside the
+ * registered regions depends on the initialisation (the teacher has its own
+ * generator, seeded by --seed, and is rebuilt by every run).
+ *
  * Registered state, as separate named regions in this order (the digest runs
  * over them in the same order):
  *   config       struct train_identity: what decides the trajectory
@@ -442,8 +451,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "pt-train: cannot allocate the teacher: %s\n", pt_strerror(rc));
     return 1;
   }
-  rc = train_model_init(&t->model, f->inputs, f->hidden, f->layers, f->classes, f->batch,
-                        f->seed);
+  rc = train_model_init(&t->model, f->inputs, f->hidden, f->layers, f->classes, f->batch);
   if (rc != 0) {
     fprintf(stderr, "pt-train: cannot allocate a model of %llu bytes of state: %s\n",
             (unsigned long long)train_state_bytes(f->inputs, f->hidden, f->layers,
@@ -487,8 +495,14 @@ int main(int argc, char **argv)
       goto out_client;
     status = 1;
   }
-  if (!restored)
+  if (!restored) {
+    /* Only a fresh start draws the parameters: a restored run would throw
+     * them away, and on a large model drawing them costs more than the
+     * restore. Everything else a fresh start needs (config, rng, cursor,
+     * step; zero moments) is already in place, untouched by PT_ENOSNAP. */
+    train_model_init_params(m, f->seed);
     printf("starting at step 1\n");
+  }
 
   struct train_comm_config cc = {
       .rank = t->rank,

@@ -21,12 +21,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "train.h"
 
 /* Tiles sized for a few hundred KiB of L2 per inner sweep. */
 #define TILE_BYTES (192u * 1024u)
 #define TILE_COLS 1024u
+/* Alignment and granule of the big arrays: one x86-64 huge page. */
+#define BIG_ALIGN ((size_t)2 << 20)
 
 static size_t min_sz(size_t a, size_t b)
 {
@@ -161,9 +164,52 @@ static void *alloc_floats(size_t n, bool zero)
   return p;
 }
 
+/* The granule of an array of n floats from big_floats(): a huge page for
+ * arrays of at least one, else a 4 KiB page (a small model stays small). */
+static size_t big_granule(size_t n)
+{
+  return n * sizeof(float) >= BIG_ALIGN ? BIG_ALIGN : 4096;
+}
+
+/* Bytes of an array of n floats from big_floats(): whole granules. */
+static size_t big_bytes(size_t n)
+{
+  size_t g = big_granule(n), bytes = n * sizeof(float);
+  return bytes == 0 ? g : (bytes + g - 1) & ~(g - 1);
+}
+
+/* n floats of zero pages, mapped lazily: memory nobody writes costs nothing,
+ * so a restored run pays only for the copy that fills it. Arrays of at least
+ * 2 MiB are aligned to 2 MiB and advised for transparent huge pages, which
+ * make the first touch and the unmapping at exit several times cheaper;
+ * released with big_free(). */
+static float *big_floats(size_t n)
+{
+  size_t g = big_granule(n), bytes = big_bytes(n);
+  size_t span = bytes + (g == BIG_ALIGN ? BIG_ALIGN : 0);
+  void *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  if (g != BIG_ALIGN)
+    return p;
+  uintptr_t base = (uintptr_t)p;
+  uintptr_t start = (base + BIG_ALIGN - 1) & ~(uintptr_t)(BIG_ALIGN - 1);
+  if (start > base)
+    munmap(p, start - base);
+  if (base + span > start + bytes)
+    munmap((void *)(start + bytes), base + span - (start + bytes));
+  (void)madvise((void *)start, bytes, MADV_HUGEPAGE); /* advice only */
+  return (float *)start;
+}
+
+static void big_free(float *p, size_t n)
+{
+  if (p != NULL)
+    munmap(p, big_bytes(n));
+}
+
 int train_model_init(struct train_model *m, uint32_t inputs, uint32_t hidden,
-                     uint32_t layers, uint32_t classes, uint32_t batch,
-                     uint64_t seed)
+                     uint32_t layers, uint32_t classes, uint32_t batch)
 {
   memset(m, 0, sizeof(*m));
   m->inputs = inputs;
@@ -197,10 +243,10 @@ int train_model_init(struct train_model *m, uint32_t inputs, uint32_t hidden,
     if (m->dim[j] > max_dim)
       max_dim = m->dim[j];
 
-  m->params = alloc_floats(m->n_params, false);
-  m->m = alloc_floats(m->n_params, true);
-  m->v = alloc_floats(m->n_params, true);
-  m->grad = alloc_floats(m->n_params, true);
+  m->params = big_floats(m->n_params);
+  m->m = big_floats(m->n_params);
+  m->v = big_floats(m->n_params);
+  m->grad = big_floats(m->n_params);
   m->logits = alloc_floats((size_t)batch * classes, true);
   m->delta_a = alloc_floats((size_t)batch * max_dim, true);
   m->delta_b = alloc_floats((size_t)batch * max_dim, true);
@@ -215,6 +261,15 @@ int train_model_init(struct train_model *m, uint32_t inputs, uint32_t hidden,
       goto out_release;
   }
 
+  return 0;
+
+out_release:
+  train_model_release(m);
+  return -ENOMEM;
+}
+
+void train_model_init_params(struct train_model *m, uint64_t seed)
+{
   /* He-uniform for the ReLU layers, 1/sqrt(fan_in) for the output layer,
    * zero biases; from a stream every rank shares. */
   struct train_rng g;
@@ -228,11 +283,6 @@ int train_model_init(struct train_model *m, uint32_t inputs, uint32_t hidden,
       w[i] = (2.0f * train_rng_uniform(&g) - 1.0f) * bound;
     memset(m->params + m->b_off[j], 0, m->dim[j + 1] * sizeof(float));
   }
-  return 0;
-
-out_release:
-  train_model_release(m);
-  return -ENOMEM;
 }
 
 void train_model_release(struct train_model *m)
@@ -245,10 +295,10 @@ void train_model_release(struct train_model *m)
   free(m->delta_b);
   free(m->delta_a);
   free(m->logits);
-  free(m->grad);
-  free(m->v);
-  free(m->m);
-  free(m->params);
+  big_free(m->grad, m->n_params);
+  big_free(m->v, m->n_params);
+  big_free(m->m, m->n_params);
+  big_free(m->params, m->n_params);
   free(m->b_off);
   free(m->w_off);
   free(m->dim);

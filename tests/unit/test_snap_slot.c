@@ -1160,6 +1160,56 @@ START_TEST(test_verify)
 }
 END_TEST
 
+/* snap_slots_verify() on several threads says per slot what snap_slot_verify()
+ * says: intact, a damaged block, a damaged blob, a FREE slot. */
+START_TEST(test_verify_parallel)
+{
+  char name[64];
+  struct snap_store *s = make_store("verifypar", 5, name, sizeof(name));
+  uint32_t slots[5];
+  for (uint32_t k = 0; k < 4; k++)
+    slots[k] = take(s, 10 + k, true);
+  for (uint32_t i = 0; i < 5; i++) {
+    bool used = false;
+    for (uint32_t k = 0; k < 4; k++)
+      used = used || slots[k] == i;
+    if (!used)
+      slots[4] = i; /* the one FREE slot */
+  }
+  const struct snap_region *r2 = snap_store_region(s, 2);
+  ((uint8_t *)snap_slot_data(s, slots[1]))[r2->offset + MIB + 3] ^= 0x20;
+  ((uint8_t *)snap_slot_blob(s, slots[3]))[0] ^= 0x01;
+  uint32_t nblocks = snap_store_nblocks(s);
+  const int want_rc[5] = {0, PT_ECHECKSUM, 0, PT_ECHECKSUM, PT_ESTATE};
+  const uint32_t want_bad[4] = {0, r2->first_block + 1, 0, SNAP_BAD_BLOB(nblocks)};
+
+  for (uint32_t threads = 1; threads <= 6; threads++) {
+    int rcs[5];
+    uint32_t bad[5];
+    for (uint32_t k = 0; k < 5; k++) {
+      rcs[k] = 12345;
+      bad[k] = 0;
+    }
+    snap_slots_verify(s, slots, 5, threads, rcs, bad);
+    for (uint32_t k = 0; k < 5; k++) {
+      ck_assert_msg(rcs[k] == want_rc[k], "threads %u slot %u: rc %d", threads, k, rcs[k]);
+      if (k < 4 && want_rc[k] != 0)
+        ck_assert_uint_eq(bad[k], want_bad[k]);
+      uint32_t one = 0;
+      ck_assert_int_eq(snap_slot_verify(s, slots[k], &one), rcs[k]);
+    }
+    /* bad_blocks may be NULL; a subset in another order. */
+    uint32_t two[2] = {slots[3], slots[0]};
+    int rc2[2] = {1, 1};
+    snap_slots_verify(s, two, 2, threads, rc2, NULL);
+    ck_assert_int_eq(rc2[0], PT_ECHECKSUM);
+    ck_assert_int_eq(rc2[1], 0);
+  }
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
 /* Waits up to ms for one byte on fd. */
 static bool wait_byte(int fd, int ms)
 {
@@ -1267,6 +1317,7 @@ int main(void)
   tcase_add_test(tc, test_protect_random);
   tcase_add_test(tc, test_set_restore);
   tcase_add_test(tc, test_verify);
+  tcase_add_test(tc, test_verify_parallel);
   tcase_add_test(tc, test_record_checksum);
   tcase_add_test(tc, test_record_concurrent);
   tcase_add_test(tc, test_cross_process);
