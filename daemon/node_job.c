@@ -971,6 +971,29 @@ static void step_query(struct node *n, uint64_t now)
            damaged);
     return;
   }
+  /* A committed step that no longer stands on every rank (a rank's object
+   * was lost, replaced, or its slot records fail their checksums): starting
+   * over would throw the job's work away behind one info line. */
+  if (!n->restore_has && n->has_committed) {
+    char lost[160] = "";
+    for (uint32_t i = 0; i < n->cfg.ranks && lost[0] == '\0'; i++) {
+      const struct node_rank *r = &n->ranks[i];
+      bool has = false;
+      for (uint32_t k = 0; k < r->nview; k++)
+        has = has || (r->view[k].step == n->committed && r->view[k].intact &&
+                      r->view[k].state != SNAP_FREE &&
+                      r->view[k].state != SNAP_WRITING);
+      if (!has)
+        snprintf(lost, sizeof(lost), "rank %" PRIu32 " no longer holds it%s",
+                 r->rank, r->has_store ? "" : " (no snapshot object)");
+    }
+    finish(n, NODE_OUT_FAILED,
+           "committed step %" PRIu64 " is not held intact by every rank "
+           "(%s), and no older step is; refusing to start over and lose it: "
+           "start with --fresh to train from the beginning",
+           n->committed, lost[0] != '\0' ? lost : "no common step");
+    return;
+  }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     uint64_t arg = n->restore_has ? n->restore_step : UINT64_MAX;
     if (node_smp_request(n, &n->ranks[i], NODE_REQ_SET_RESTORE, arg) != PT_OK)

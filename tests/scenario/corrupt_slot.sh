@@ -59,6 +59,33 @@ grep -Eqi "rank 0.*(checksum|damaged|not intact)" "$T_DIR/node.log" \
   || fail "the damaged slot was not reported"
 t_check_digests $RANKS
 
+# The step numbers in rank 0's slot records changed (a record that fails its
+# checksum holds nothing): the committed step no longer stands on every rank,
+# and the job must stop rather than silently start over.
+cp "$obj" "$T_DIR/obj.saved"
+python3 - "$obj" <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    h = f.read(4096)
+    nslots, = struct.unpack_from("<I", h, 96)
+    slot_off, = struct.unpack_from("<Q", h, 136)
+    for i in range(nslots):
+        f.seek(slot_off + 64 * i + 8)
+        step, = struct.unpack("<Q", f.read(8))
+        f.seek(slot_off + 64 * i + 8)
+        f.write(struct.pack("<Q", step + 1000))
+PY
+: >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
+t_node_start "$T_DIR/sd" $RANKS --keep --slots 3 --resume --max-restarts 1 -- "${ARGS[@]}"
+t_node_wait 60
+[ "$T_NODE_RC" = 1 ] || fail "with rank 0's slot records forged the job should fail (exit 1), got $T_NODE_RC"
+grep -Eq "committed step [0-9]+ is not held intact by every rank" "$T_DIR/node.log" \
+  || fail "no clear error about the committed step that no longer stands"
+! grep -q "no snapshot: starting fresh" "$T_DIR/node.log" || fail "the job started over silently"
+! grep -q "^restored step" "$T_DIR/node.log" || fail "a forged step was restored"
+say "forged slot records: the job stops, naming the committed step"
+cp "$T_DIR/obj.saved" "$obj"
+
 # Now damage every committed slot of rank 0: nothing intact to restore.
 flip all
 : >"$T_DIR/node.log"; rm -f "$T_DIR"/out.*
