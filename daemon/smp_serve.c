@@ -885,6 +885,14 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
    * mapping: a truncated object is dropped here, before it can fault. */
   if (h->type != RPC_HELLO && sc->smp->store != NULL)
     smp_store_guard(sc->smp, false);
+  /* The node decides the restore point from what the SMP reports: with no
+   * store held (dropped, or refused at start-up), the object now under the
+   * name is what a trainer's HELLO would map, so it is what the state and
+   * the restore point must be about. */
+  if ((h->type == RPC_STATE_QUERY || h->type == RPC_SET_RESTORE ||
+       h->type == RPC_SUBSCRIBE) &&
+      sc->smp->store == NULL && sc->role == ROLE_NODE)
+    smp_store_load(sc->smp);
   switch (h->type) {
   case RPC_HELLO:
     return on_hello(sc, id, (Pt__Hello *)msg);

@@ -730,6 +730,73 @@ START_TEST(test_unlinked_or_overwritten)
 }
 END_TEST
 
+/* The object replaced under the SMP's name (another copy renamed over it):
+ * the SMP drops its store, and what it then reports to the node, and what
+ * SET_RESTORE applies to, is the object now under the name, the one a
+ * trainer's HELLO maps. Before, the node heard "no store", decided a fresh
+ * start that freed nothing, and every snapshot of the new trainer was
+ * refused against the replacement's committed step. */
+START_TEST(test_replaced_object_reported)
+{
+  struct smp_proc p;
+  uint8_t secret[32] = {0};
+  char tmp[300];
+
+  smp_init(&p, "repl", "repl");
+  p.autocommit = true;
+  smp_start(&p);
+  int node = raw_connect(&p);
+  Pt__StateReply *st = subscribe(node, secret); /* the parent: no secret */
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  int fd = raw_connect(&p);
+  ck_assert_int_eq(hello_status(fd, &p), 0);
+  ck_assert_int_eq(restore_query(fd), PT_ENOSNAP);
+  snapshot(fd, 1);
+  snapshot(fd, 2);
+  close(fd);
+  /* a copy of the object, renamed over its name */
+  snprintf(tmp, sizeof(tmp), "/dev/shm%s", p.shm);
+  char copy[320];
+  snprintf(copy, sizeof(copy), "%s.copy", tmp);
+  char cmd[1400];
+  snprintf(cmd, sizeof(cmd), "cp -p '%s' '%s' && mv '%s' '%s'", tmp, copy,
+           copy, tmp);
+  ck_assert_int_eq(system(cmd), 0);
+  sleep_ms(1600); /* the SMP re-validates its object once a second */
+
+  Pt__StateQuery q = PT__STATE_QUERY__INIT;
+  ProtobufCMessage *m = NULL;
+  ck_assert_int_eq(rpc_sock_call(node, RPC_STATE_QUERY, &q.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  st = (Pt__StateReply *)m;
+  ck_assert(st->has_has_store && st->has_store);
+  bool has2 = false;
+  for (size_t i = 0; i < st->n_slots; i++)
+    has2 = has2 || (st->slots[i]->step == 2 &&
+                    st->slots[i]->state == SNAP_COMMITTED);
+  ck_assert_msg(has2, "the replacement's committed step 2 is not reported");
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+
+  /* a fresh start applies to the replacement: the next trainer starts at
+   * step 1 and its snapshots are taken */
+  Pt__SetRestore sr = PT__SET_RESTORE__INIT;
+  m = NULL;
+  ck_assert_int_eq(rpc_sock_call(node, RPC_SET_RESTORE, &sr.base, RPC_REPLY,
+                                 3000, &m), 0);
+  ck_assert_int_eq(((Pt__Reply *)m)->status, 0);
+  protobuf_c_message_free_unpacked(m, NULL);
+  fd = raw_connect(&p);
+  ck_assert_int_eq(hello_status(fd, &p), 0);
+  ck_assert_int_eq(restore_query(fd), PT_ENOSNAP);
+  snapshot(fd, 1);
+  close(fd);
+  close(node);
+  ck_assert(smp_alive(&p));
+  smp_stop(&p);
+  snap_store_unlink(p.shm);
+}
+END_TEST
+
 /* ---- the trainer's process ---- */
 
 /* The trainer forks a child (no exec) that keeps its connection open, then
@@ -907,6 +974,7 @@ static Suite *smp_object_suite(void)
   tcase_add_test(tc, test_truncated_under_smp);
   tcase_add_test(tc, test_unlinked_or_overwritten);
   tcase_add_test(tc, test_truncated_while_reading);
+  tcase_add_test(tc, test_replaced_object_reported);
   tcase_add_test(tc, test_forked_child_holds_connection);
   tcase_add_test(tc, test_process_name);
   suite_add_tcase(s, tc);
