@@ -4,8 +4,10 @@
  * given: a control byte that reaches log_line (text that should have gone
  * through log_escape) is written as a space.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -74,4 +76,40 @@ void log_line(int level, const char *fmt, ...)
   line[n++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, (size_t)n);
   (void)w;
+}
+
+bool log_limit_pass(struct log_limit *l, uint64_t now_ms, uint64_t *dropped)
+{
+  if (l->any && now_ms - l->last_ms < LOG_LIMIT_MS) {
+    l->dropped++;
+    return false;
+  }
+  *dropped = l->dropped;
+  l->dropped = 0;
+  l->last_ms = now_ms;
+  l->any = true;
+  return true;
+}
+
+void log_limited(struct log_limit *l, int level, const char *fmt, ...)
+{
+  struct timespec ts;
+  uint64_t dropped, since = l->last_ms;
+  char msg[1024];
+  va_list ap;
+
+  if (level > log_max_level)
+    return;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  if (!log_limit_pass(l, now, &dropped))
+    return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (dropped == 0)
+    log_line(level, "%s", msg);
+  else
+    log_line(level, "%s (%" PRIu64 " more like it dropped in the last %" PRIu64
+             " s)", msg, dropped, (now - since + 500) / 1000);
 }

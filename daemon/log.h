@@ -11,7 +11,9 @@
 #define PT_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARN = 4, LOG_LVL_NOTICE = 5,
                  LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
@@ -46,5 +48,32 @@ const char *log_escape(char *buf, size_t cap, const char *s);
 #define log_notice(...) log_at_(LOG_LVL_NOTICE, __VA_ARGS__)
 #define log_info(...) log_at_(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) log_at_(LOG_LVL_DEBUG, __VA_ARGS__)
+
+/* A line a peer can make the daemon write at will (a connection flood) is
+ * rate-limited: the first one is written, then at most one per
+ * LOG_LIMIT_MS, each saying how many were dropped since the last written.
+ * One struct log_limit per kind of line, zero-initialised:
+ *
+ *   static struct log_limit lim;
+ *   log_limited(&lim, LOG_LVL_WARN, "%u connections without a role", n);
+ */
+#define LOG_LIMIT_MS 10000u
+
+struct log_limit {
+  uint64_t last_ms; /* when the last line was written (CLOCK_MONOTONIC) */
+  uint64_t dropped; /* lines not written since */
+  bool any;         /* a line was written */
+};
+
+/* The decision alone, at time now_ms: true when a line may be written now,
+ * with *dropped the number held back since the previous one (then reset);
+ * false counts one more dropped. */
+bool log_limit_pass(struct log_limit *l, uint64_t now_ms, uint64_t *dropped);
+
+/* log_line through l: a line above log_max_level is neither written nor
+ * counted; a written one after drops ends in "(N more like it dropped in
+ * the last S s)". */
+void log_limited(struct log_limit *l, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif /* PT_LOG_H */

@@ -277,8 +277,9 @@ int node_state_read(const char *path, struct node_saved *s, char *err,
                     size_t errlen);
 void node_saved_release(struct node_saved *s);
 /* The state directory may be used: a directory (not a symlink) owned by the
- * effective uid and not writable by group or others. -EPERM (or -ENOTDIR,
- * -errno) with a sentence in err. */
+ * effective uid and not writable by group or others, in a parent owned by
+ * the euid or root and not writable by group or others unless sticky (as
+ * /tmp). -EPERM (or -ENOTDIR, -errno) with a sentence in err. */
 int node_state_dir_check(const char *dir, char *err, size_t errlen);
 /* 32 lowercase hex digits (+ NUL) of an instance id; parse: false unless
  * exactly 32 hex digits. */

@@ -161,10 +161,13 @@ static int ctl_on_accept(struct rpc_listener *l, struct rpc_conn *c)
           rpc_conn_idle_ms(n->ctl_conns[oldest]))
         oldest = i;
     struct rpc_conn *old = n->ctl_conns[oldest];
-    log_warn("control: %d connections open; closing the one idle longest "
-             "(pid %d, %" PRIu64 " ms) for pid %d",
-             NODE_CTL_MAX, rpc_conn_peer_pid(old), rpc_conn_idle_ms(old),
-             rpc_conn_peer_pid(c));
+    /* A connection flood must not flood the log: rate-limited. */
+    static struct log_limit lim;
+    log_limited(&lim, LOG_LVL_WARN,
+                "control: %d connections open; closing the one idle longest "
+                "(pid %d, %" PRIu64 " ms) for pid %d",
+                NODE_CTL_MAX, rpc_conn_peer_pid(old), rpc_conn_idle_ms(old),
+                rpc_conn_peer_pid(c));
     n->ctl_conns[oldest] = n->ctl_conns[--n->n_ctl];
     rpc_conn_set_data(old, NULL);
     rpc_conn_close(old, 0);

@@ -260,6 +260,28 @@ static int live_smp_of_job(const struct node *n, char *sock, size_t cap)
   return found;
 }
 
+/* Is pid a running `ptd node` other than this one? The node that wrote a
+ * node.state marked running and still runs means the file was copied here
+ * from that node's state dir (the lock keeps two nodes out of one dir):
+ * its instance is that node's to continue. */
+static bool live_node(int pid)
+{
+  char buf[512];
+  size_t len = 0;
+
+  if (pid <= 0 || pid == (int)getpid() ||
+      node_proc_cmdline(pid, buf, sizeof(buf), &len) != PT_OK)
+    return false;
+  size_t l0 = strnlen(buf, len);
+  if (l0 >= len)
+    return false;
+  const char *base = strrchr(buf, '/');
+  base = base != NULL ? base + 1 : buf;
+  const char *arg1 = buf + l0 + 1;
+  return strcmp(base, "ptd") == 0 && len - (l0 + 1) >= 5 &&
+         strncmp(arg1, "node", 5) == 0;
+}
+
 /* ---- the decision ---- */
 
 static void take(struct node *n, const struct node_saved *s)
@@ -324,6 +346,17 @@ int node_ident_start(struct node *n)
               "its snapshots and start over",
               s.job, hex, n->state_path, s.ranks, n->cfg.ranks, s.ranks);
     rc = -EINVAL;
+    goto out;
+  }
+  if (have && !s.ended && live_node(s.node_pid)) {
+    node_instance_hex(s.instance, hex);
+    log_error("job '%s' instance %s recorded in '%s' is run by ptd node pid "
+              "%d, which still runs (with another state dir: this "
+              "node.state was copied from it): that node still runs the "
+              "instance; stop it first, or give this node a state dir of "
+              "its own",
+              s.job, hex, n->state_path, s.node_pid);
+    rc = -EBUSY;
     goto out;
   }
   if (have && !s.ended && !n->cfg.fresh && !n->cfg.resume &&

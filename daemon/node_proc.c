@@ -16,7 +16,8 @@
  * process: its start time (field 22 of /proc/PID/stat) must equal the one
  * recorded at spawn, and it must carry the job instance: an SMP's command
  * line names role "smp", the rank's socket and --instance HEX; a trainer's
- * environment holds PT_INSTANCE=HEX and PT_RANK (set by the node at spawn;
+ * environment holds PT_INSTANCE=HEX, PT_RANK and PT_SMP_SOCKET, the rank's
+ * socket in this state dir (set by the node at spawn;
  * /proc/PID/environ is the environment the process was started with). A
  * forged node.state naming some other process is never adopted or
  * signalled. The pidfd is opened first, so the checks apply to the very
@@ -226,14 +227,19 @@ static int stat_field(int pid, int want, uint64_t *out)
 
 /* The identity of a trainer the node spawned: the leader of its own
  * session (spawned with setsid; its helpers inherit the environment but not
- * the leadership) with PT_INSTANCE and PT_RANK in its environment (as it
- * was started: /proc/PID/environ). OUT: inst, rank (the values). */
-static bool trainer_identity(int pid, char inst[40], char rank[16])
+ * the leadership) with PT_INSTANCE, PT_RANK and PT_SMP_SOCKET in its
+ * environment (as it was started: /proc/PID/environ). The socket lies in
+ * the node's state dir, so a node.state copied into another state dir does
+ * not make that dir's node take the trainers of the job still running from
+ * the first. OUT: inst, rank, sock (the values; sock "" when absent or
+ * longer than NODE_PATH_MAX + 32). */
+static bool trainer_identity(int pid, char inst[40], char rank[16],
+                             char sock[NODE_PATH_MAX + 32])
 {
   char path[64];
   uint64_t sid = 0;
 
-  inst[0] = rank[0] = '\0';
+  inst[0] = rank[0] = sock[0] = '\0';
   if (stat_field(pid, 6, &sid) != PT_OK || sid != (uint64_t)pid)
     return false;
   snprintf(path, sizeof(path), "/proc/%d/environ", pid);
@@ -260,6 +266,9 @@ static bool trainer_identity(int pid, char inst[40], char rank[16])
         snprintf(inst, 40, "%s", e + 12);
       else if (!skip && strncmp(e, "PT_RANK=", 8) == 0)
         snprintf(rank, 16, "%s", e + 8);
+      else if (!skip && strncmp(e, "PT_SMP_SOCKET=", 14) == 0 &&
+               strlen(e + 14) < NODE_PATH_MAX + 32)
+        snprintf(sock, NODE_PATH_MAX + 32, "%s", e + 14);
       skip = false;
       start = i + 1;
     }
@@ -277,17 +286,18 @@ static bool trainer_identity(int pid, char inst[40], char rank[16])
 static bool environ_is_trainer(const struct node *n, const struct node_rank *r,
                                int pid)
 {
-  char inst[40], rank[16], want[16];
+  char inst[40], rank[16], want[16], sock[NODE_PATH_MAX + 32];
 
   snprintf(want, sizeof(want), "%" PRIu32, r->rank);
-  return trainer_identity(pid, inst, rank) &&
-         strcmp(inst, n->instance_hex) == 0 && strcmp(rank, want) == 0;
+  return trainer_identity(pid, inst, rank, sock) &&
+         strcmp(inst, n->instance_hex) == 0 && strcmp(rank, want) == 0 &&
+         strcmp(sock, r->sock_path) == 0;
 }
 
 bool node_proc_identify(const struct node *n, int pid, enum node_role *role,
                         uint32_t *rank)
 {
-  char cmd[4096], inst[40], rk[16];
+  char cmd[4096], inst[40], rk[16], sock[NODE_PATH_MAX + 32];
   size_t len = 0;
 
   if (node_proc_cmdline(pid, cmd, sizeof(cmd), &len) != PT_OK)
@@ -298,12 +308,14 @@ bool node_proc_identify(const struct node *n, int pid, enum node_role *role,
       *rank = i;
       return true;
     }
-  if (!trainer_identity(pid, inst, rk) || strcmp(inst, n->instance_hex) != 0)
+  if (!trainer_identity(pid, inst, rk, sock) ||
+      strcmp(inst, n->instance_hex) != 0)
     return false;
   char *end;
   errno = 0;
   unsigned long v = strtoul(rk, &end, 10);
-  if (errno != 0 || *end != '\0' || end == rk || v >= n->cfg.ranks)
+  if (errno != 0 || *end != '\0' || end == rk || v >= n->cfg.ranks ||
+      strcmp(sock, n->ranks[v].sock_path) != 0)
     return false;
   *role = NODE_ROLE_TRAINER;
   *rank = (uint32_t)v;
@@ -538,9 +550,9 @@ int node_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
                r->rank, pid, r->sock_path, n->instance_hex);
     else
       log_warn("not adopting trainer rank %" PRIu32
-               ": pid %d is not a session leader with PT_INSTANCE=%s and "
-               "PT_RANK=%" PRIu32 " in its environment",
-               r->rank, pid, n->instance_hex, r->rank);
+               ": pid %d is not a session leader with PT_INSTANCE=%s, "
+               "PT_RANK=%" PRIu32 " and PT_SMP_SOCKET=%s in its environment",
+               r->rank, pid, n->instance_hex, r->rank, r->sock_path);
     rc = -ESRCH;
     goto out_close;
   }

@@ -606,6 +606,56 @@ out_close:
 
 /* ---- the state directory and instance ids ---- */
 
+/* The directory holding the state directory: one that another user may
+ * write in (group or others, without the sticky bit), or that another
+ * non-root user owns, lets them swap the state directory for their own
+ * (mv dir dir.old; mkdir dir). A sticky one (/tmp) keeps them from
+ * renaming ours. */
+static int parent_check(const char *dir, char *err, size_t errlen)
+{
+  char parent[PATH_MAX];
+  struct stat st;
+
+  int len = snprintf(parent, sizeof(parent), "%s", dir);
+  if (len < 0 || (size_t)len >= sizeof(parent)) {
+    snprintf(err, errlen, "state directory '%s': path too long", dir);
+    return -ENAMETOOLONG;
+  }
+  while (len > 1 && parent[len - 1] == '/')
+    parent[--len] = '\0';
+  char *slash = strrchr(parent, '/');
+  if (slash == NULL)
+    snprintf(parent, sizeof(parent), ".");
+  else if (slash == parent)
+    parent[1] = '\0';
+  else
+    *slash = '\0';
+  if (stat(parent, &st) != 0) {
+    int rc = -errno;
+    snprintf(err, errlen, "cannot stat '%s', the parent of state directory "
+             "'%s': %s", parent, dir, pt_strerror(rc));
+    return rc;
+  }
+  if (st.st_uid != geteuid() && st.st_uid != 0) {
+    snprintf(err, errlen,
+             "state directory '%s' lies in '%s', owned by uid %u, neither "
+             "this user (uid %u) nor root, who could swap it for another: "
+             "refusing it",
+             dir, parent, (unsigned)st.st_uid, (unsigned)geteuid());
+    return -EPERM;
+  }
+  if ((st.st_mode & 022) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    snprintf(err, errlen,
+             "state directory '%s' lies in '%s', of mode %03o: writable by "
+             "group or others and not sticky, so they could swap it for "
+             "another; refusing it (chmod go-w or +t '%s', or use a state "
+             "directory elsewhere)",
+             dir, parent, (unsigned)(st.st_mode & 0777), parent);
+    return -EPERM;
+  }
+  return PT_OK;
+}
+
 int node_state_dir_check(const char *dir, char *err, size_t errlen)
 {
   struct stat st;
@@ -639,7 +689,7 @@ int node_state_dir_check(const char *dir, char *err, size_t errlen)
              dir, (unsigned)(st.st_mode & 0777));
     return -EPERM;
   }
-  return PT_OK;
+  return parent_check(dir, err, errlen);
 }
 
 void node_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33])

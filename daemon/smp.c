@@ -400,9 +400,12 @@ static void roleless_trim(struct smp *smp)
   }
   if (n < SMP_ROLELESS_MAX || oldest == NULL)
     return;
-  log_warn("%u connections without a role: closing the one idle longest "
-           "(pid %d, %" PRIu64 " ms)", n, rpc_conn_peer_pid(oldest->conn),
-           rpc_conn_idle_ms(oldest->conn));
+  /* A connection flood must not flood the log: rate-limited. */
+  static struct log_limit lim;
+  log_limited(&lim, LOG_LVL_WARN,
+              "%u connections without a role: closing the one idle longest "
+              "(pid %d, %" PRIu64 " ms)", n, rpc_conn_peer_pid(oldest->conn),
+              rpc_conn_idle_ms(oldest->conn));
   oldest->closing = true;
   rpc_conn_close(oldest->conn, -ETIMEDOUT);
 }

@@ -518,33 +518,41 @@ static void connection_cb(uv_stream_t *server, int status)
   struct rpc_listener *l = server->data;
   struct ucred cred;
   int rc;
+  /* A peer can repeat these at will (a connection flood, or the process
+   * out of descriptors): rate-limited. */
+  static struct log_limit accept_lim, refuse_lim;
 
   if (status < 0) {
-    log_warn("rpc: cannot accept on '%s': %s", l->path, pt_strerror(status));
+    log_limited(&accept_lim, LOG_LVL_WARN, "rpc: cannot accept on '%s': %s",
+                l->path, pt_strerror(status));
     return;
   }
   struct rpc_conn *c = conn_new(server->loop, &l->ops, l->data);
   if (c == NULL) {
-    log_error("rpc: cannot accept on '%s': %s", l->path, pt_strerror(-ENOMEM));
+    log_limited(&accept_lim, LOG_LVL_ERR, "rpc: cannot accept on '%s': %s",
+                l->path, pt_strerror(-ENOMEM));
     return;
   }
   c->connected = true;
   rc = uv_accept(server, (uv_stream_t *)&c->pipe);
   if (rc < 0) {
-    log_warn("rpc: cannot accept on '%s': %s", l->path, pt_strerror(rc));
+    log_limited(&accept_lim, LOG_LVL_WARN, "rpc: cannot accept on '%s': %s",
+                l->path, pt_strerror(rc));
     rpc_conn_close(c, rc); /* never announced: no on_close */
     return;
   }
   rc = conn_peer_cred(c, &cred);
   if (rc < 0) {
-    log_warn("rpc: refusing connection on '%s': no peer credentials: %s",
-             l->path, pt_strerror(rc));
+    log_limited(&refuse_lim, LOG_LVL_WARN,
+                "rpc: refusing connection on '%s': no peer credentials: %s",
+                l->path, pt_strerror(rc));
     rpc_conn_close(c, rc);
     return;
   }
   if (cred.uid != geteuid() && cred.uid != 0) {
-    log_warn("rpc: refusing connection on '%s' from pid %d: uid %u is not ours",
-             l->path, (int)cred.pid, (unsigned)cred.uid);
+    log_limited(&refuse_lim, LOG_LVL_WARN,
+                "rpc: refusing connection on '%s' from pid %d: uid %u is not "
+                "ours", l->path, (int)cred.pid, (unsigned)cred.uid);
     rpc_conn_close(c, -EPERM);
     return;
   }

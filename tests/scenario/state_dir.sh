@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The state directory is trusted only when it is the user's own: one that
-# group or others may write in, or a symlink, is refused (exit 2) before
+# group or others may write in, or a symlink, or one in a parent that others
+# may write in without the sticky bit, is refused (exit 2) before
 # anything is read from it; a symlink planted as node.state.tmp is never
 # written through; and a forged node.state naming another process of the
 # user's gets it neither adopted nor signalled.
@@ -18,6 +19,18 @@ t_node_wait 20
 grep -q "writable by group or others" "$T_DIR/node.log" || fail "no reason given for the group-writable state dir"
 [ ! -e "$T_DIR/gw/ptd.lock" ] || fail "the refused state dir was written to"
 say "group-writable state dir refused"
+
+# 1b. A good state dir in a parent others may write in, not sticky (they
+# could swap it: mv sd sd.old; mkdir sd): refused. A sticky one is fine.
+mkdir -m 0777 "$T_DIR/open"; chmod 0777 "$T_DIR/open"
+mkdir -m 0700 "$T_DIR/open/sd"
+: >"$T_DIR/node.log"
+t_node_start "$T_DIR/open/sd" 1 -- "${ARGS[@]}"
+t_node_wait 20
+[ "$T_NODE_RC" = 2 ] || fail "a state dir in a world-writable, non-sticky parent: exit $T_NODE_RC, not 2"
+grep -q "writable by group or others and not sticky" "$T_DIR/node.log" || fail "no reason given for the unsafe parent"
+[ ! -e "$T_DIR/open/sd/ptd.lock" ] || fail "the state dir in an unsafe parent was written to"
+say "state dir in a world-writable, non-sticky parent refused"
 
 # 2. A symlink to a good directory: refused.
 mkdir -m 0700 "$T_DIR/real"

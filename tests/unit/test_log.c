@@ -1,7 +1,8 @@
 /*
  * test_log.c — daemon/log.c: log_escape writes client text so that it can
  * neither add lines nor pass for other fields, and log_line writes one line
- * per call whatever bytes reach it.
+ * per call whatever bytes reach it; a rate-limited line is written first,
+ * then at most once per LOG_LIMIT_MS with the count dropped since.
  */
 #include <check.h>
 #include <fcntl.h>
@@ -76,6 +77,65 @@ START_TEST(one_line_per_call)
 }
 END_TEST
 
+/* The decision: the first passes, then one per LOG_LIMIT_MS, each saying
+ * how many were held back since the one before. */
+START_TEST(limit_decision)
+{
+  struct log_limit l = {0};
+  uint64_t dropped = 99, t = 5000;
+
+  ck_assert(log_limit_pass(&l, t, &dropped));
+  ck_assert_uint_eq(dropped, 0);
+  for (int i = 0; i < 500; i++)
+    ck_assert(!log_limit_pass(&l, t + (uint64_t)i * 10, &dropped));
+  ck_assert(!log_limit_pass(&l, t + LOG_LIMIT_MS - 1, &dropped));
+  ck_assert(log_limit_pass(&l, t + LOG_LIMIT_MS, &dropped));
+  ck_assert_uint_eq(dropped, 501);
+  /* The next window counts from the line just written. */
+  ck_assert(!log_limit_pass(&l, t + LOG_LIMIT_MS + 1, &dropped));
+  ck_assert(log_limit_pass(&l, t + 3 * LOG_LIMIT_MS, &dropped));
+  ck_assert_uint_eq(dropped, 1);
+  ck_assert(log_limit_pass(&l, t + 5 * LOG_LIMIT_MS, &dropped));
+  ck_assert_uint_eq(dropped, 0);
+  /* A clock at 0 (a fresh boot's monotonic clock) still passes first. */
+  struct log_limit z = {0};
+  ck_assert(log_limit_pass(&z, 0, &dropped));
+  ck_assert(!log_limit_pass(&z, 0, &dropped));
+}
+END_TEST
+
+/* log_limited: 500 calls in a burst write one line; the next one after the
+ * interval says how many were dropped. Lines above the level are not
+ * counted. */
+START_TEST(limited_lines)
+{
+  char path[] = "/tmp/pt-test-log.XXXXXX", buf[8192];
+  int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+  struct log_limit l = {0};
+
+  ck_assert_int_ge(fd, 0);
+  dup2(fd, STDERR_FILENO);
+  log_set_role("ptd test");
+  for (int i = 0; i < 500; i++)
+    log_limited(&l, LOG_LVL_WARN, "flood %d", i);
+  log_limited(&l, LOG_LVL_DEBUG, "not at this level");
+  l.last_ms -= LOG_LIMIT_MS; /* as if the interval had passed */
+  log_limited(&l, LOG_LVL_WARN, "flood %d", 500);
+  log_limited(&l, LOG_LVL_WARN, "flood %d", 501);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+  ck_assert_int_gt(n, 0);
+  buf[n] = '\0';
+  close(fd);
+  unlink(path);
+  ck_assert_str_eq(buf, "<4>ptd test: flood 0\n"
+                        "<4>ptd test: flood 500 (499 more like it dropped in "
+                        "the last 10 s)\n");
+  ck_assert_uint_eq(l.dropped, 1);
+}
+END_TEST
+
 static Suite *log_suite(void)
 {
   Suite *s = suite_create("log");
@@ -84,6 +144,8 @@ static Suite *log_suite(void)
   tcase_add_test(tc, escape_bytes);
   tcase_add_test(tc, escape_truncates);
   tcase_add_test(tc, one_line_per_call);
+  tcase_add_test(tc, limit_decision);
+  tcase_add_test(tc, limited_lines);
   suite_add_tcase(s, tc);
   return s;
 }

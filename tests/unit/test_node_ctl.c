@@ -328,7 +328,8 @@ END_TEST
 
 /* Idle clients cannot lock ptctl out: with 40 connections open that never
  * speak (more than the node serves at once), a new client still gets its
- * status, again and again, and a stop still works. */
+ * status, again and again, and a stop still works; a burst of 500 more
+ * gets one log line, not 500 (rate-limited). */
 START_TEST(idle_clients_do_not_lock_out_ptctl)
 {
   struct env e;
@@ -347,6 +348,22 @@ START_TEST(idle_clients_do_not_lock_out_ptctl)
     protobuf_c_message_free_unpacked(&r->base, NULL);
   }
   ck_assert(log_has(&e, "closing the one idle longest"));
+  /* 500 more in a burst: served the same way, with one log line for all
+   * (rate-limited), not one per connection closed. */
+  static int burst[500];
+  for (int i = 0; i < 500; i++) {
+    int rc = -EAGAIN;
+    for (int k = 0; k < 500 && rc == -EAGAIN; k++) /* backlog full: retry */
+      if ((rc = rpc_sock_connect_unix(e.sock, &burst[i])) == -EAGAIN)
+        usleep(2000);
+    ck_assert_int_eq(rc, PT_OK);
+  }
+  ck_assert_int_eq(status(&e, &r), PT_OK);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  ck_assert_int_le(log_count(&e, "connections open; closing the one idle "
+                                 "longest"), 2);
+  for (int i = 0; i < 500; i++)
+    close(burst[i]);
   ck_assert_int_eq(stop(&e), PT_OK);
   ck_assert_int_eq(node_wait(node, 15000), 3);
   for (int i = 0; i < 40; i++)

@@ -374,6 +374,60 @@ START_TEST(state_dir_checked)
 }
 END_TEST
 
+/* The parent of the state directory is checked too: one others may write
+ * in without the sticky bit, or owned by another non-root user, lets them
+ * swap the state directory (mv dir dir.old; mkdir dir): refused. A sticky
+ * world-writable parent (/tmp) is fine. */
+START_TEST(state_dir_parent_checked)
+{
+  char base[] = "/tmp/pt-test-node-state.XXXXXX", sd[160], slash[170],
+       err[512], cwd[4096];
+
+  ck_assert_ptr_nonnull(mkdtemp(base));
+  snprintf(sd, sizeof(sd), "%s/sd", base);
+  snprintf(slash, sizeof(slash), "%s//", sd);
+  ck_assert_int_eq(mkdir(sd, 0700), 0);
+  ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), PT_OK);
+  /* /tmp: world-writable and sticky */
+  ck_assert_int_eq(node_state_dir_check(base, err, sizeof(err)), PT_OK);
+
+  ck_assert_int_eq(chmod(base, 0777), 0);
+  ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), -EPERM);
+  ck_assert_msg(strstr(err, "not sticky") != NULL && strstr(err, base),
+                "%s", err);
+  ck_assert_int_eq(node_state_dir_check(slash, err, sizeof(err)), -EPERM);
+  /* Relative: the parent is the working directory. */
+  ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+  ck_assert_int_eq(chdir(base), 0);
+  ck_assert_int_eq(node_state_dir_check("sd", err, sizeof(err)), -EPERM);
+  ck_assert_int_eq(chdir(cwd), 0);
+  ck_assert_int_eq(chmod(base, 0770), 0);
+  ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), -EPERM);
+  ck_assert_int_eq(chmod(base, 0702), 0);
+  ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), -EPERM);
+  ck_assert_int_eq(chmod(base, 01777), 0);
+  ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(chmod(base, 01770), 0);
+  ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(chmod(base, 0755), 0);
+  ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(node_state_dir_check(slash, err, sizeof(err)), PT_OK);
+
+  /* Owned by another user who is not root: only root can make one. */
+  if (geteuid() == 0) {
+    ck_assert_int_eq(chown(base, 65534, 65534), 0);
+    ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), -EPERM);
+    ck_assert_msg(strstr(err, "owned by uid 65534") != NULL, "%s", err);
+    ck_assert_int_eq(chown(base, 0, 0), 0);
+    ck_assert_int_eq(node_state_dir_check(sd, err, sizeof(err)), PT_OK);
+  } else {
+    /* Root's parent is fine for anyone: "/" holds /tmp. */
+    ck_assert_int_eq(node_state_dir_check(base, err, sizeof(err)), PT_OK);
+  }
+  rmdir(sd);
+  rmdir(base);
+}
+END_TEST
 
 /* Re-executes this binary as a stand-in child (see main). */
 static int child(bool leader, char *const argv[], char *const envp[])
@@ -424,7 +478,13 @@ START_TEST(foreign_pid_not_ours)
 
   char *targv[] = {"t", "stand-in", NULL};
   char *tenv[] = {"PATH=/bin", "PT_INSTANCE=00112233445566778899aabbccddeeff",
-                  "PT_RANK=1", NULL};
+                  "PT_RANK=1", "PT_SMP_SOCKET=/tmp/x/smp.1.sock", NULL};
+  /* The same instance and rank, run from another state dir (a copied
+   * node.state), or without a socket: not ours. */
+  char *tenv_dir[] = {"PT_INSTANCE=00112233445566778899aabbccddeeff",
+                      "PT_RANK=1", "PT_SMP_SOCKET=/tmp/y/smp.1.sock", NULL};
+  char *tenv_nosock[] = {"PT_INSTANCE=00112233445566778899aabbccddeeff",
+                         "PT_RANK=1", NULL};
   char *tenv_other[] = {"PT_INSTANCE=ffeeddccbbaa99887766554433221100",
                         "PT_RANK=1", NULL};
   char *tenv_rank[] = {"PT_INSTANCE=00112233445566778899aabbccddeeff",
@@ -478,6 +538,14 @@ START_TEST(foreign_pid_not_ours)
   p = child(true, targv, tenv_rank);
   ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
   reap(p);
+  p = child(true, targv, tenv_dir);
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  ck_assert(!node_proc_identify(&n, p, &role, &rank));
+  reap(p);
+  p = child(true, targv, tenv_nosock);
+  ck_assert(!node_proc_is_ours(&n, &r, NODE_ROLE_TRAINER, p));
+  ck_assert(!node_proc_identify(&n, p, &role, &rank));
+  reap(p);
 
   p = child(false, sargv, noenv);
   ck_assert(node_proc_is_ours(&n, &r, NODE_ROLE_SMP, p));
@@ -513,6 +581,7 @@ int main(int argc, char **argv)
   tcase_add_test(tc, symlink_tmp_not_followed);
   tcase_add_test(tc, symlink_state_not_read);
   tcase_add_test(tc, state_dir_checked);
+  tcase_add_test(tc, state_dir_parent_checked);
   tcase_add_test(tc, foreign_pid_not_ours);
   suite_add_tcase(s, tc);
   return unit_run(s);
