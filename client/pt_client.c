@@ -133,6 +133,9 @@ struct pt_client {
   pt_log_fn log_fn;
   void *log_arg;
   char last_error[512];
+  /* the process that opened the client: its threads, locks and connection
+   * are that process's; a forked child may not use them (foreign_process) */
+  pid_t owner_pid;
 
   /* connection to the SMP, under conn_mu */
   pthread_mutex_t conn_mu;
@@ -410,6 +413,25 @@ static int options_apply(pt_client *c, const struct pt_options *o)
 bad_rank:
   client_log(c, PT_LOG_ERROR, "pt: invalid rank");
   return PT_ECONFIG;
+}
+
+/* True (the call must return PT_ESTATE at once) when the caller is not the
+ * process that opened c: a child forked without exec inherits a copy of the
+ * client whose copy engine and sealer threads do not exist in it, whose
+ * locks may be held by threads of the parent, and whose connection is the
+ * parent's. Such a call touches none of them: it only writes the reason
+ * into this process's copy of last_error (no log callback either: the
+ * application's logger may hold a lock of the parent's threads). */
+static bool foreign_process(pt_client *c)
+{
+  pid_t me = getpid();
+
+  if (me == c->owner_pid)
+    return false;
+  snprintf(c->last_error, sizeof(c->last_error),
+           "pt: the client belongs to process %d: a forked child must open "
+           "its own client (this is process %d)", (int)c->owner_pid, (int)me);
+  return true;
 }
 
 /* ---- the connection ---- */
@@ -988,6 +1010,7 @@ int pt_client_open(pt_client **out, const struct pt_options *user_opts)
   if (c == NULL)
     return -ENOMEM;
   c->fd = -1;
+  c->owner_pid = getpid();
   c->phase = PHASE_IDLE;
   c->log_fn = opts->log_fn;
   c->log_arg = opts->log_arg;
@@ -1138,6 +1161,8 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (name == NULL || ptr == NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
     return -EINVAL;
@@ -1223,6 +1248,8 @@ int pt_region_update(pt_client *c, const char *name, void *ptr)
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (name == NULL || ptr == NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
     return -EINVAL;
@@ -1542,6 +1569,8 @@ int pt_snapshot(pt_client *c, uint64_t step)
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   bound = rpc_now_ms() + (uint64_t)c->snap_timeout_ms;
   if ((rc = snapshot_order_check(c, step)) != 0)
     return snapshot_fail(c, rc);
@@ -1683,6 +1712,8 @@ int pt_fence(pt_client *c)
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   pthread_mutex_lock(&c->mu);
   /* The copy always completes: the engine finishes what it started. */
   while (c->phase == PHASE_COPYING)
@@ -1743,6 +1774,8 @@ int pt_restore(pt_client *c, uint64_t *step)
 
   if (c == NULL || step == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (pending_settle(c, &busy_step, UINT64_MAX) != 0) {
     client_log(c, PT_LOG_ERROR,
                "pt: restore refused: the copy of step %llu is in flight "
@@ -1891,6 +1924,8 @@ int pt_blob_set(pt_client *c, const void *data, size_t len)
 {
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (data == NULL && len > 0) {
     client_log(c, PT_LOG_ERROR, "pt: blob of %zu bytes without data", len);
     return -EINVAL;
@@ -1912,6 +1947,8 @@ int pt_blob_get(pt_client *c, void *buf, size_t cap, size_t *len)
 {
   if (c == NULL || len == NULL || (buf == NULL && cap > 0))
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (!c->rblob_ok) {
     *len = 0;
     return PT_ENOSNAP;
@@ -1930,6 +1967,8 @@ int pt_status_get(pt_client *c, struct pt_status *st)
 {
   if (c == NULL || st == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   memset(st, 0, sizeof(*st));
   st->rank = c->rank;
   st->world = c->world;
@@ -1958,6 +1997,11 @@ void pt_client_close(pt_client *c, bool done)
   int rc = 0;
 
   if (c == NULL)
+    return;
+  /* A forked child's copy: the threads, the locks and the connection are
+   * the parent's, which goes on using them; nothing is released here (the
+   * child's copy of the memory goes with the child). */
+  if (foreign_process(c))
     return;
   pt_fence(c);
   sealer_stop(c);

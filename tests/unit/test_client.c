@@ -1910,6 +1910,134 @@ START_TEST(test_blocking_time)
 }
 END_TEST
 
+/* A child forked without exec (a data-loader worker) that uses the
+ * trainer's client: every call returns PT_ESTATE at once, even with the
+ * parent's seal in flight (the sealer and copy threads do not exist in the
+ * child), close returns at once, and nothing reaches the SMP from the child:
+ * no BYE, no TRAINER_GONE event; the parent's client goes on working. */
+static int fork_child_calls(pt_client *c)
+{
+  struct pt_status st;
+  uint64_t step = 0;
+  char want[64];
+
+  alarm(2); /* the watchdog: a call that blocks kills the child */
+  snprintf(want, sizeof(want), "belongs to process %d", (int)getppid());
+  uint64_t t0 = now_ns();
+  if (pt_fence(c) != PT_ESTATE)
+    return 1;
+  if (strstr(pt_last_error(c), want) == NULL ||
+      strstr(pt_last_error(c), "forked child must open its own") == NULL)
+    return 2;
+  if (pt_snapshot(c, 1000) != PT_ESTATE)
+    return 3;
+  if (pt_restore(c, &step) != PT_ESTATE)
+    return 4;
+  if (pt_status_get(c, &st) != PT_ESTATE)
+    return 5;
+  if (pt_blob_set(c, "x", 1) != PT_ESTATE)
+    return 6;
+  int dummy = 0;
+  if (pt_region_update(c, "params", &dummy) != PT_ESTATE)
+    return 7;
+  pt_client_close(c, true);
+  if (now_ns() - t0 > 1000u * 1000000u)
+    return 8;
+  return 0;
+}
+
+static void fork_and_check(pt_client *c)
+{
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    _exit(fork_child_calls(c));
+  int st = 0;
+  uint64_t end = now_ns() + 5000u * 1000000u;
+  pid_t r;
+  while ((r = waitpid(pid, &st, WNOHANG)) == 0 && now_ns() < end)
+    sleep_ms(5);
+  if (r == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    ck_abort_msg("the forked child did not finish");
+  }
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                "forked child: status 0x%x (signal %d: the watchdog fired "
+                "when 14)", st, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+START_TEST(test_fork_child)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  ProtobufCMessage *m = NULL;
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+  char err[256];
+
+  smp_init(&p, "fork", 3, false);
+  smp_start(&p);
+  state_new(&s, 71);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  int fd = raw_connect(&p);
+  sub.node_id = "n0";
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SUBSCRIBE, &sub.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  protobuf_c_message_free_unpacked(m, NULL);
+
+  /* a sealed step nobody fenced yet */
+  ck_assert_int_eq(pt_snapshot(c, 1), PT_OK);
+  Pt__Event *ev = raw_event(fd);
+  ck_assert_int_eq(ev->kind, PT__EVENT_KIND__EVENT_SEALED);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  fork_and_check(c);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+
+  /* a seal on its way that the stopped SMP cannot answer */
+  uint64_t k = 2, good = 0;
+  snapshot_catch_unsealed(c, &p, store, &s, &want, &k, &good);
+  fork_and_check(c);
+  smp_resume(&p);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  /* drain the SEALED events of the steps so far; nothing else came */
+  for (uint64_t i = 2; i <= k; i++) {
+    ev = raw_event(fd);
+    ck_assert_msg(ev->kind == PT__EVENT_KIND__EVENT_SEALED,
+                  "event %d after the children", (int)ev->kind);
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+  }
+
+  /* the parent's client still works, on the same connection */
+  state_scramble(&s, 77);
+  state_copy(&want, &s);
+  snap_ok(c, k + 1);
+  ev = raw_event(fd);
+  ck_assert_msg(ev->kind == PT__EVENT_KIND__EVENT_SEALED,
+                "event %d: the SMP saw the trainer go", (int)ev->kind);
+  ck_assert_uint_eq(ev->step, k + 1);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  ck_assert_int_eq(raw_protect(fd, k + 1), 0);
+  ck_assert_int_eq(raw_commit(fd, k + 1), 0);
+  state_scramble(&s, 78);
+  restore_expect(c, k + 1);
+  ck_assert(state_eq(&s, &want));
+  pt_client_close(c, false);
+  ev = raw_event(fd);
+  ck_assert_int_eq(ev->kind, PT__EVENT_KIND__EVENT_TRAINER_GONE);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+
+  close(fd);
+  snap_store_close(store);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
   Suite *s = suite_create("client");
@@ -1937,6 +2065,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_snapshot_order);
   tcase_add_test(tc, test_reset_retry);
   tcase_add_test(tc, test_abi);
+  tcase_add_test(tc, test_fork_child);
   suite_add_tcase(s, tc);
   return s;
 }
