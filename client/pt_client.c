@@ -136,6 +136,13 @@ struct pt_client {
   /* the process that opened the client: its threads, locks and connection
    * are that process's; a forked child may not use them (foreign_process) */
   pid_t owner_pid;
+  /* retries of a session (a refused or failed HELLO tried again until the
+   * deadline): the first failure is logged, the repeats only counted and
+   * summed up once the retries end (quiet_end). Trainer's thread. */
+  bool quiet;
+  int quiet_count, quiet_level;
+  uint64_t quiet_since;
+  char quiet_last[512];
 
   /* connection to the SMP, under conn_mu */
   pthread_mutex_t conn_mu;
@@ -251,8 +258,45 @@ static void client_log(pt_client *c, int level, const char *fmt, ...)
   }
   if (level <= PT_LOG_WARN)
     memcpy(c->last_error, msg, sizeof(msg));
+  if (c->quiet && level <= PT_LOG_WARN) {
+    c->quiet_count++;
+    if (level < c->quiet_level)
+      c->quiet_level = level;
+    memcpy(c->quiet_last, msg, sizeof(msg));
+    return;
+  }
   if (c->log_fn != NULL)
     c->log_fn(c->log_arg, level, msg);
+}
+
+/* From the first retry of a failed session on: messages are counted, not
+ * logged. Returns whether this call began it (only that caller ends it). */
+static bool quiet_begin(pt_client *c)
+{
+  if (c->quiet)
+    return false;
+  c->quiet = true;
+  c->quiet_count = 0;
+  c->quiet_level = PT_LOG_WARN;
+  c->quiet_since = rpc_now_ms();
+  c->quiet_last[0] = '\0';
+  return true;
+}
+
+/* Ends the retries' silence: one line sums up the failures not logged. */
+static void quiet_end(pt_client *c, bool began)
+{
+  if (!began)
+    return;
+  c->quiet = false;
+  unsigned long long ms = rpc_now_ms() - c->quiet_since;
+  if (c->quiet_count == 1)
+    client_log(c, c->quiet_level, "%s (after %llu ms of retries)",
+               c->quiet_last, ms);
+  else if (c->quiet_count > 1)
+    client_log(c, c->quiet_level,
+               "%s (the last of %d more failures in %llu ms of retries, "
+               "not logged each)", c->quiet_last, c->quiet_count, ms);
 }
 
 /* Hands the sealer's messages of a collected outcome to the application.
@@ -776,6 +820,7 @@ static int hello(pt_client *c, uint64_t deadline)
   Pt__Region *rv, **rp;
   ProtobufCMessage *m = NULL;
   uint64_t busy_until = rpc_now_ms() + BUSY_RETRY_MS;
+  bool quiet_began = false; /* refusals retried: logged once (quiet_end) */
   int rc;
 
   rv = calloc(c->nregions, sizeof(*rv));
@@ -811,6 +856,8 @@ static int hello(pt_client *c, uint64_t deadline)
     if (rc == -EBUSY && rpc_now_ms() < busy_until && ms_left(deadline) > 0) {
       protobuf_c_message_free_unpacked(m, NULL);
       m = NULL;
+      if (!quiet_began)
+        quiet_began = quiet_begin(c);
       sleep_ms(CONNECT_RETRY_MS);
       continue;
     }
@@ -839,6 +886,7 @@ static int hello(pt_client *c, uint64_t deadline)
   }
 
 out_free:
+  quiet_end(c, quiet_began);
   if (m != NULL)
     protobuf_c_message_free_unpacked(m, NULL);
   free(rp);
@@ -872,6 +920,8 @@ static int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req
 {
   int rc = 0;
 
+  bool began = false;
+
   pthread_mutex_lock(&c->conn_mu);
   for (;;) {
     bool fresh = c->fd < 0;
@@ -884,9 +934,12 @@ static int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req
     int left = ms_left(deadline);
     if (left == 0)
       break;
+    if (!began)
+      began = quiet_begin(c);
     if (fresh)
       sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
   }
+  quiet_end(c, began);
   if (epoch != NULL)
     *epoch = c->epoch;
   pthread_mutex_unlock(&c->conn_mu);
@@ -899,6 +952,8 @@ static int session_open(pt_client *c, uint64_t deadline)
 {
   int rc;
 
+  bool began = false;
+
   pthread_mutex_lock(&c->conn_mu);
   for (;;) {
     bool fresh = c->fd < 0;
@@ -909,9 +964,12 @@ static int session_open(pt_client *c, uint64_t deadline)
     int left = ms_left(deadline);
     if (left == 0)
       break;
+    if (!began)
+      began = quiet_begin(c);
     if (fresh)
       sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
   }
+  quiet_end(c, began);
   pthread_mutex_unlock(&c->conn_mu);
   return rc;
 }

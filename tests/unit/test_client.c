@@ -2038,6 +2038,108 @@ START_TEST(test_fork_child)
 }
 END_TEST
 
+/* A stand-in SMP that refuses every HELLO with a status libpt retries
+ * (-ENOENT: the SMP names nothing yet) and keeps the connection: libpt
+ * tries again until its deadline. Runs in a forked child; never returns. */
+static void fake_smp_refusing(const char *sock)
+{
+  struct sockaddr_un a = { .sun_family = AF_UNIX };
+  int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  if (strlen(sock) >= sizeof(a.sun_path))
+    _exit(3);
+  memcpy(a.sun_path, sock, strlen(sock) + 1);
+  unlink(sock);
+  if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+      listen(ls, 16) != 0)
+    _exit(2);
+  for (;;) {
+    int fd = accept(ls, NULL, NULL);
+    if (fd < 0)
+      continue;
+    for (;;) {
+      struct rpc_hdr h;
+      ProtobufCMessage *m = NULL;
+      if (rpc_sock_recv(fd, RPC_MAX_BODY_HELLO, rpc_now_ms() + 5000, &h,
+                        &m) != 0)
+        break;
+      protobuf_c_message_free_unpacked(m, NULL);
+      Pt__HelloReply r = PT__HELLO_REPLY__INIT;
+      r.status = -ENOENT;
+      r.message = "fake: no object yet";
+      if (rpc_sock_send(fd, RPC_HELLO_REPLY, h.request_id, &r.base,
+                        rpc_now_ms() + 1000) != 0)
+        break;
+    }
+    close(fd);
+  }
+}
+
+static int g_warn_lines;
+
+static void count_cb(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  if (level <= PT_LOG_WARN) {
+    g_warn_lines++;
+    if (getenv("PT_TEST_VERBOSE") != NULL)
+      fprintf(stderr, "libpt: %s\n", msg);
+  }
+}
+
+/* A HELLO refused again and again while libpt retries it (every 20 ms until
+ * timeout_ms) is logged once, and once summed up: not once per retry. */
+START_TEST(test_hello_refusal_log)
+{
+  char sock[200];
+  struct pt_options o = { .size = sizeof(o) };
+  pt_client *c = NULL;
+  uint64_t buf[64] = { 0 }, step = 0;
+
+  snprintf(sock, sizeof(sock), "%s/refuse.sock", g_dir);
+  pid_t parent = getpid(), pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(99);
+    fake_smp_refusing(sock);
+  }
+  o.socket_path = sock;
+  o.job = "refused";
+  o.rank_set = true;
+  o.rank = 0;
+  o.world = 1;
+  o.timeout_ms = 1000;
+  o.log_fn = count_cb;
+  ck_assert_int_eq(pt_client_open(&c, &o), 0);
+  ck_assert_int_eq(pt_region_register(c, "x", buf, sizeof(buf), PT_MEM_HOST),
+                   0);
+  g_warn_lines = 0;
+  uint64_t t0 = now_ns();
+  int rc = pt_restore(c, &step);
+  uint64_t took_ms = (now_ns() - t0) / 1000000u;
+  ck_assert_msg(rc == -ENOENT || rc == -ETIMEDOUT, "pt_restore: %s (%s)",
+                pt_err_name(rc), pt_last_error(c));
+  ck_assert_uint_ge(took_ms, 500u); /* it did retry */
+  ck_assert_msg(g_warn_lines <= 2, "%d warnings for one refused restore",
+                g_warn_lines);
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "fake: no object yet"));
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "ms of retries"));
+  /* a second attempt: again one line and one summary */
+  g_warn_lines = 0;
+  rc = pt_snapshot(c, 1);
+  ck_assert_msg(rc == -ENOENT || rc == -ETIMEDOUT, "pt_snapshot: %s",
+                pt_err_name(rc));
+  ck_assert_msg(g_warn_lines >= 1 && g_warn_lines <= 2,
+                "%d warnings for one refused snapshot", g_warn_lines);
+  pt_client_close(c, false);
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  unlink(sock);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
   Suite *s = suite_create("client");
@@ -2066,6 +2168,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_reset_retry);
   tcase_add_test(tc, test_abi);
   tcase_add_test(tc, test_fork_child);
+  tcase_add_test(tc, test_hello_refusal_log);
   suite_add_tcase(s, tc);
   return s;
 }
