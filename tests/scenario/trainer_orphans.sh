@@ -7,13 +7,16 @@
 # is killed with SIGKILL while its pt-train still runs (an orphan that holds
 # the old object's memory and the SMP's socket). Each time the node must
 # SIGKILL what is left of the trainer's process group before it restarts the
-# job; the job completes as the fault-free run, and no sleep or orphan
-# pt-train is left.
+# job. Then the node itself is killed, a new one adopts the trainers, and
+# the adopted wrapper is killed: its leftovers are found (same process group
+# and session, this job instance and rank in their environment) and killed.
+# The job completes as the fault-free run, and no sleep or orphan pt-train
+# is left.
 set -u
 . "$(dirname "$0")/../lib.sh"
 
 RANKS=2
-ARGS=(--steps 150 --state-mb 4 --batch 4 --log-every 1 --step-delay-ms 15)
+ARGS=(--steps 400 --state-mb 4 --batch 4 --log-every 1 --step-delay-ms 15)
 t_reference $RANKS "${ARGS[@]}"
 
 cat >"$T_DIR/wrap.sh" <<WRAP
@@ -64,6 +67,26 @@ restores=$(t_count_log 'restore from step|no snapshot: starting fresh')
 kill -KILL "$wrap1" || fail "cannot kill the wrapper pid $wrap1"
 say "kill -9 the wrapper of rank 0 (pid $wrap1); left: pt-train $train1, sleep $sleep1"
 t_wait_count 'restore from step|no snapshot: starting fresh' "$restores" 30
+
+# the adopted-trainer path: a new node adopts the wrapper; killing it leaves
+# its pt-train and sleep, which the node must find and kill
+n=$(t_count_log '^step [0-9]+ loss')
+t_wait_count '^step [0-9]+ loss' "$((n + 5))" 30
+wrap2=$(pid_of wrap.0.2); train2=$(pid_of train.0.2); sleep2=$(pid_of sleep.0.2)
+old=$T_NODE_PID
+kill -KILL "$old"; wait "$old" 2>/dev/null; T_NODE_PID=
+say "kill -9 ptd node (pid $old)"
+t_node_start "$T_DIR/sd" $RANKS --backoff-ms 50 -- "${ARGS[@]}"
+t_wait_log 'adopted' 20
+adopted=$(t_pid "$T_DIR/sd" 0 trainer)
+[ "$adopted" = "$wrap2" ] || fail "the new node adopted pid '$adopted', not the wrapper $wrap2"
+restores=$(t_count_log 'restore from step|no snapshot: starting fresh')
+kill -KILL "$wrap2" || fail "cannot kill the adopted wrapper pid $wrap2"
+say "kill -9 the adopted wrapper of rank 0 (pid $wrap2); left: pt-train $train2, sleep $sleep2"
+t_wait_count 'restore from step|no snapshot: starting fresh' "$restores" 30
+for p in "$train2" "$sleep2"; do
+  alive "$p" && fail "pid $p outlived its adopted trainer's restart"
+done
 
 t_node_wait 90
 [ "$T_NODE_RC" = 0 ] || fail "ptd node exited with $T_NODE_RC"
