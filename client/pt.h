@@ -25,6 +25,17 @@
  * copy; they block every signal, and the log callback is only ever called
  * from within the application's calls, never from them.
  *
+ * Processes: a client belongs to the process that opened it. A child forked
+ * without exec (a data-loader worker) inherits a copy of the client but not
+ * libpt's threads, and the connection it inherits is the parent's: every
+ * pt_* call on that copy from the child returns PT_ESTATE at once (and
+ * pt_last_error() says "the client belongs to process N: a forked child must
+ * open its own client"), touching neither the threads, the locks nor the
+ * connection; pt_client_close() in the child returns at once and releases
+ * nothing, so the parent's client goes on working. A child that needs
+ * snapshots of its own opens its own client. No log callback is called for
+ * such a refusal.
+ *
  * libpt never exits, aborts or prints: failures are returned, and messages
  * reach the application only through the log callback it installs.
  *
@@ -279,7 +290,8 @@ const char *pt_last_error(pt_client *c);
 /* Fences, tells the SMP the trainer is finished when done is true, stops
  * libpt's threads and frees everything. Keeps the request deadlines: an SMP
  * that is gone or hangs delays it by at most about twice timeout_ms.
- * c may be NULL. */
+ * c may be NULL. In a forked child (see Processes above) it returns at once
+ * and releases nothing. */
 void pt_client_close(pt_client *c, bool done);
 
 #ifdef __cplusplus

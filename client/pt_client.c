@@ -133,6 +133,16 @@ struct pt_client {
   pt_log_fn log_fn;
   void *log_arg;
   char last_error[512];
+  /* the process that opened the client: its threads, locks and connection
+   * are that process's; a forked child may not use them (foreign_process) */
+  pid_t owner_pid;
+  /* retries of a session (a refused or failed HELLO tried again until the
+   * deadline): the first failure is logged, the repeats only counted and
+   * summed up once the retries end (quiet_end). Trainer's thread. */
+  bool quiet;
+  int quiet_count, quiet_level;
+  uint64_t quiet_since;
+  char quiet_last[512];
 
   /* connection to the SMP, under conn_mu */
   pthread_mutex_t conn_mu;
@@ -248,8 +258,45 @@ static void client_log(pt_client *c, int level, const char *fmt, ...)
   }
   if (level <= PT_LOG_WARN)
     memcpy(c->last_error, msg, sizeof(msg));
+  if (c->quiet && level <= PT_LOG_WARN) {
+    c->quiet_count++;
+    if (level < c->quiet_level)
+      c->quiet_level = level;
+    memcpy(c->quiet_last, msg, sizeof(msg));
+    return;
+  }
   if (c->log_fn != NULL)
     c->log_fn(c->log_arg, level, msg);
+}
+
+/* From the first retry of a failed session on: messages are counted, not
+ * logged. Returns whether this call began it (only that caller ends it). */
+static bool quiet_begin(pt_client *c)
+{
+  if (c->quiet)
+    return false;
+  c->quiet = true;
+  c->quiet_count = 0;
+  c->quiet_level = PT_LOG_WARN;
+  c->quiet_since = rpc_now_ms();
+  c->quiet_last[0] = '\0';
+  return true;
+}
+
+/* Ends the retries' silence: one line sums up the failures not logged. */
+static void quiet_end(pt_client *c, bool began)
+{
+  if (!began)
+    return;
+  c->quiet = false;
+  unsigned long long ms = rpc_now_ms() - c->quiet_since;
+  if (c->quiet_count == 1)
+    client_log(c, c->quiet_level, "%s (after %llu ms of retries)",
+               c->quiet_last, ms);
+  else if (c->quiet_count > 1)
+    client_log(c, c->quiet_level,
+               "%s (the last of %d more failures in %llu ms of retries, "
+               "not logged each)", c->quiet_last, c->quiet_count, ms);
 }
 
 /* Hands the sealer's messages of a collected outcome to the application.
@@ -410,6 +457,25 @@ static int options_apply(pt_client *c, const struct pt_options *o)
 bad_rank:
   client_log(c, PT_LOG_ERROR, "pt: invalid rank");
   return PT_ECONFIG;
+}
+
+/* True (the call must return PT_ESTATE at once) when the caller is not the
+ * process that opened c: a child forked without exec inherits a copy of the
+ * client whose copy engine and sealer threads do not exist in it, whose
+ * locks may be held by threads of the parent, and whose connection is the
+ * parent's. Such a call touches none of them: it only writes the reason
+ * into this process's copy of last_error (no log callback either: the
+ * application's logger may hold a lock of the parent's threads). */
+static bool foreign_process(pt_client *c)
+{
+  pid_t me = getpid();
+
+  if (me == c->owner_pid)
+    return false;
+  snprintf(c->last_error, sizeof(c->last_error),
+           "pt: the client belongs to process %d: a forked child must open "
+           "its own client (this is process %d)", (int)c->owner_pid, (int)me);
+  return true;
 }
 
 /* ---- the connection ---- */
@@ -754,6 +820,7 @@ static int hello(pt_client *c, uint64_t deadline)
   Pt__Region *rv, **rp;
   ProtobufCMessage *m = NULL;
   uint64_t busy_until = rpc_now_ms() + BUSY_RETRY_MS;
+  bool quiet_began = false; /* refusals retried: logged once (quiet_end) */
   int rc;
 
   rv = calloc(c->nregions, sizeof(*rv));
@@ -789,6 +856,8 @@ static int hello(pt_client *c, uint64_t deadline)
     if (rc == -EBUSY && rpc_now_ms() < busy_until && ms_left(deadline) > 0) {
       protobuf_c_message_free_unpacked(m, NULL);
       m = NULL;
+      if (!quiet_began)
+        quiet_began = quiet_begin(c);
       sleep_ms(CONNECT_RETRY_MS);
       continue;
     }
@@ -817,6 +886,7 @@ static int hello(pt_client *c, uint64_t deadline)
   }
 
 out_free:
+  quiet_end(c, quiet_began);
   if (m != NULL)
     protobuf_c_message_free_unpacked(m, NULL);
   free(rp);
@@ -850,6 +920,8 @@ static int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req
 {
   int rc = 0;
 
+  bool began = false;
+
   pthread_mutex_lock(&c->conn_mu);
   for (;;) {
     bool fresh = c->fd < 0;
@@ -862,9 +934,12 @@ static int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req
     int left = ms_left(deadline);
     if (left == 0)
       break;
+    if (!began)
+      began = quiet_begin(c);
     if (fresh)
       sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
   }
+  quiet_end(c, began);
   if (epoch != NULL)
     *epoch = c->epoch;
   pthread_mutex_unlock(&c->conn_mu);
@@ -877,6 +952,8 @@ static int session_open(pt_client *c, uint64_t deadline)
 {
   int rc;
 
+  bool began = false;
+
   pthread_mutex_lock(&c->conn_mu);
   for (;;) {
     bool fresh = c->fd < 0;
@@ -887,9 +964,12 @@ static int session_open(pt_client *c, uint64_t deadline)
     int left = ms_left(deadline);
     if (left == 0)
       break;
+    if (!began)
+      began = quiet_begin(c);
     if (fresh)
       sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
   }
+  quiet_end(c, began);
   pthread_mutex_unlock(&c->conn_mu);
   return rc;
 }
@@ -988,6 +1068,7 @@ int pt_client_open(pt_client **out, const struct pt_options *user_opts)
   if (c == NULL)
     return -ENOMEM;
   c->fd = -1;
+  c->owner_pid = getpid();
   c->phase = PHASE_IDLE;
   c->log_fn = opts->log_fn;
   c->log_arg = opts->log_arg;
@@ -1138,6 +1219,8 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (name == NULL || ptr == NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
     return -EINVAL;
@@ -1223,6 +1306,8 @@ int pt_region_update(pt_client *c, const char *name, void *ptr)
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (name == NULL || ptr == NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
     return -EINVAL;
@@ -1542,6 +1627,8 @@ int pt_snapshot(pt_client *c, uint64_t step)
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   bound = rpc_now_ms() + (uint64_t)c->snap_timeout_ms;
   if ((rc = snapshot_order_check(c, step)) != 0)
     return snapshot_fail(c, rc);
@@ -1683,6 +1770,8 @@ int pt_fence(pt_client *c)
 
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   pthread_mutex_lock(&c->mu);
   /* The copy always completes: the engine finishes what it started. */
   while (c->phase == PHASE_COPYING)
@@ -1743,6 +1832,8 @@ int pt_restore(pt_client *c, uint64_t *step)
 
   if (c == NULL || step == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (pending_settle(c, &busy_step, UINT64_MAX) != 0) {
     client_log(c, PT_LOG_ERROR,
                "pt: restore refused: the copy of step %llu is in flight "
@@ -1891,6 +1982,8 @@ int pt_blob_set(pt_client *c, const void *data, size_t len)
 {
   if (c == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (data == NULL && len > 0) {
     client_log(c, PT_LOG_ERROR, "pt: blob of %zu bytes without data", len);
     return -EINVAL;
@@ -1912,6 +2005,8 @@ int pt_blob_get(pt_client *c, void *buf, size_t cap, size_t *len)
 {
   if (c == NULL || len == NULL || (buf == NULL && cap > 0))
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   if (!c->rblob_ok) {
     *len = 0;
     return PT_ENOSNAP;
@@ -1930,6 +2025,8 @@ int pt_status_get(pt_client *c, struct pt_status *st)
 {
   if (c == NULL || st == NULL)
     return -EINVAL;
+  if (foreign_process(c))
+    return PT_ESTATE;
   memset(st, 0, sizeof(*st));
   st->rank = c->rank;
   st->world = c->world;
@@ -1958,6 +2055,11 @@ void pt_client_close(pt_client *c, bool done)
   int rc = 0;
 
   if (c == NULL)
+    return;
+  /* A forked child's copy: the threads, the locks and the connection are
+   * the parent's, which goes on using them; nothing is released here (the
+   * child's copy of the memory goes with the child). */
+  if (foreign_process(c))
     return;
   pt_fence(c);
   sealer_stop(c);

@@ -7,7 +7,8 @@
  * everything in order), with stdin on /dev/null and stdout/stderr inherited.
  * libuv owns SIGCHLD for them; the exit callback reports the status and
  * closes the handle. A trainer is signalled as a process group, so helper
- * processes it started go with it.
+ * processes it started go with it, and when it exited whatever is left of
+ * its group is SIGKILLed before the node acts on the exit.
  *
  * Adopted children are the previous node's: a restarted node finds their
  * pids in node.state, opens a pidfd (it cannot wait for processes it did not
@@ -24,6 +25,7 @@
  * process the node then watches.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -233,15 +235,29 @@ static int stat_field(int pid, int want, uint64_t *out)
  * not make that dir's node take the trainers of the job still running from
  * the first. OUT: inst, rank, sock (the values; sock "" when absent or
  * longer than NODE_PATH_MAX + 32). */
+static bool environ_identity(int pid, char inst[40], char rank[16],
+                             char sock[NODE_PATH_MAX + 32]);
+
 static bool trainer_identity(int pid, char inst[40], char rank[16],
                              char sock[NODE_PATH_MAX + 32])
 {
-  char path[64];
   uint64_t sid = 0;
 
   inst[0] = rank[0] = sock[0] = '\0';
   if (stat_field(pid, 6, &sid) != PT_OK || sid != (uint64_t)pid)
     return false;
+  return environ_identity(pid, inst, rank, sock);
+}
+
+/* PT_INSTANCE, PT_RANK and PT_SMP_SOCKET of pid's environment as it was
+ * started (a trainer's helpers inherit them). OUT: inst, rank, sock (""
+ * when absent; sock also when longer than NODE_PATH_MAX + 32). */
+static bool environ_identity(int pid, char inst[40], char rank[16],
+                             char sock[NODE_PATH_MAX + 32])
+{
+  char path[64];
+
+  inst[0] = rank[0] = sock[0] = '\0';
   snprintf(path, sizeof(path), "/proc/%d/environ", pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -342,11 +358,89 @@ static void free_child(uv_handle_t *h)
   free(c);
 }
 
+/* Processes of process group pgid (and of session pgid: the trainer's own);
+ * with verify, only those whose environment carries the job instance, the
+ * rank and this node's socket for it, each SIGKILLed through a pidfd opened before the checks.
+ * Returns how many were found (verify: killed). */
+static int group_scan(const struct node *n, const struct node_rank *r,
+                      int pgid, bool verify)
+{
+  char want[16], inst[40], rank[16], sock[NODE_PATH_MAX + 32];
+  int count = 0;
+  DIR *d = opendir("/proc");
+
+  if (d == NULL)
+    return 0;
+  snprintf(want, sizeof(want), "%" PRIu32, r->rank);
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char *end;
+    long v = strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || v <= 0 || v > INT32_MAX)
+      continue;
+    int pid = (int)v;
+    uint64_t pgrp = 0, sid = 0;
+    if (pid == getpid() || stat_field(pid, 5, &pgrp) != PT_OK ||
+        pgrp != (uint64_t)pgid || stat_field(pid, 6, &sid) != PT_OK ||
+        sid != (uint64_t)pgid)
+      continue;
+    if (!verify) {
+      count++;
+      continue;
+    }
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0)
+      continue;
+    if (stat_field(pid, 5, &pgrp) == PT_OK && pgrp == (uint64_t)pgid &&
+        environ_identity(pid, inst, rank, sock) &&
+        strcmp(inst, n->instance_hex) == 0 && strcmp(rank, want) == 0 &&
+        strcmp(sock, r->sock_path) == 0 &&
+        syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0) == 0)
+      count++;
+    close(fd);
+  }
+  closedir(d);
+  return count;
+}
+
+/* A trainer exited: what is left of its process group (helpers it forked,
+ * a data loader, a background process of a wrapper script) must not
+ * outlive it, holding the old object's memory or the SMP's socket into the
+ * restarted or finished job: SIGKILL it. A spawned trainer was reaped just
+ * now, so its group cannot name another yet while it has members (a pid
+ * that names a live group is not given out again); an adopted one was the
+ * previous node's child and was reaped by someone else at some time: only
+ * members that carry this job instance and rank are killed, one by one. */
+static void trainer_group_kill(struct node_child *c)
+{
+  struct node *n = c->rank->node;
+  int pgid = c->pid, count;
+
+  if (c->role != NODE_ROLE_TRAINER || pgid <= 1)
+    return;
+  if (c->adopted) {
+    count = group_scan(n, c->rank, pgid, true);
+  } else {
+    if (kill(-pgid, 0) != 0)
+      return; /* nothing left */
+    count = group_scan(n, c->rank, pgid, false);
+    if (kill(-pgid, SIGKILL) != 0)
+      return;
+    if (count == 0)
+      count = 1; /* one at least, or kill() had found no group */
+  }
+  if (count > 0)
+    log_info("trainer rank %" PRIu32 " (pid %d) exited: killed %d "
+             "process%s left in its process group", c->rank->rank, pgid,
+             count, count == 1 ? "" : "es");
+}
+
 static void on_spawned_exit(uv_process_t *p, int64_t status, int term_signal)
 {
   struct node_child *c = p->data;
 
   c->exited = true;
+  trainer_group_kill(c);
   node_child_exited(c->rank->node, c, true, status, term_signal);
   uv_close((uv_handle_t *)p, free_child);
 }
@@ -359,6 +453,7 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
   (void)events;
   uv_poll_stop(h);
   c->exited = true;
+  trainer_group_kill(c);
   node_child_exited(c->rank->node, c, false, 0, 0);
   uv_close((uv_handle_t *)h, free_child);
 }

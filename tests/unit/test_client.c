@@ -1910,6 +1910,240 @@ START_TEST(test_blocking_time)
 }
 END_TEST
 
+/* A child forked without exec (a data-loader worker) that uses the
+ * trainer's client: every call returns PT_ESTATE at once, even with the
+ * parent's seal in flight (the sealer and copy threads do not exist in the
+ * child), close returns at once, and nothing reaches the SMP from the child:
+ * no BYE, no TRAINER_GONE event; the parent's client goes on working. */
+static int fork_child_calls(pt_client *c)
+{
+  struct pt_status st;
+  uint64_t step = 0;
+  char want[64];
+
+  alarm(2); /* the watchdog: a call that blocks kills the child */
+  snprintf(want, sizeof(want), "belongs to process %d", (int)getppid());
+  uint64_t t0 = now_ns();
+  if (pt_fence(c) != PT_ESTATE)
+    return 1;
+  if (strstr(pt_last_error(c), want) == NULL ||
+      strstr(pt_last_error(c), "forked child must open its own") == NULL)
+    return 2;
+  if (pt_snapshot(c, 1000) != PT_ESTATE)
+    return 3;
+  if (pt_restore(c, &step) != PT_ESTATE)
+    return 4;
+  if (pt_status_get(c, &st) != PT_ESTATE)
+    return 5;
+  if (pt_blob_set(c, "x", 1) != PT_ESTATE)
+    return 6;
+  int dummy = 0;
+  if (pt_region_update(c, "params", &dummy) != PT_ESTATE)
+    return 7;
+  pt_client_close(c, true);
+  if (now_ns() - t0 > 1000u * 1000000u)
+    return 8;
+  return 0;
+}
+
+static void fork_and_check(pt_client *c)
+{
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    _exit(fork_child_calls(c));
+  int st = 0;
+  uint64_t end = now_ns() + 5000u * 1000000u;
+  pid_t r;
+  while ((r = waitpid(pid, &st, WNOHANG)) == 0 && now_ns() < end)
+    sleep_ms(5);
+  if (r == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    ck_abort_msg("the forked child did not finish");
+  }
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                "forked child: status 0x%x (signal %d: the watchdog fired "
+                "when 14)", st, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+START_TEST(test_fork_child)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  ProtobufCMessage *m = NULL;
+  Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
+  char err[256];
+
+  smp_init(&p, "fork", 3, false);
+  smp_start(&p);
+  state_new(&s, 71);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  int fd = raw_connect(&p);
+  sub.node_id = "n0";
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_SUBSCRIBE, &sub.base,
+                                 RPC_STATE_REPLY, 3000, &m), 0);
+  protobuf_c_message_free_unpacked(m, NULL);
+
+  /* a sealed step nobody fenced yet */
+  ck_assert_int_eq(pt_snapshot(c, 1), PT_OK);
+  Pt__Event *ev = raw_event(fd);
+  ck_assert_int_eq(ev->kind, PT__EVENT_KIND__EVENT_SEALED);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  fork_and_check(c);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+
+  /* a seal on its way that the stopped SMP cannot answer */
+  uint64_t k = 2, good = 0;
+  snapshot_catch_unsealed(c, &p, store, &s, &want, &k, &good);
+  fork_and_check(c);
+  smp_resume(&p);
+  ck_assert_int_eq(pt_fence(c), PT_OK);
+  /* drain the SEALED events of the steps so far; nothing else came */
+  for (uint64_t i = 2; i <= k; i++) {
+    ev = raw_event(fd);
+    ck_assert_msg(ev->kind == PT__EVENT_KIND__EVENT_SEALED,
+                  "event %d after the children", (int)ev->kind);
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+  }
+
+  /* the parent's client still works, on the same connection */
+  state_scramble(&s, 77);
+  state_copy(&want, &s);
+  snap_ok(c, k + 1);
+  ev = raw_event(fd);
+  ck_assert_msg(ev->kind == PT__EVENT_KIND__EVENT_SEALED,
+                "event %d: the SMP saw the trainer go", (int)ev->kind);
+  ck_assert_uint_eq(ev->step, k + 1);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  ck_assert_int_eq(raw_protect(fd, k + 1), 0);
+  ck_assert_int_eq(raw_commit(fd, k + 1), 0);
+  state_scramble(&s, 78);
+  restore_expect(c, k + 1);
+  ck_assert(state_eq(&s, &want));
+  pt_client_close(c, false);
+  ev = raw_event(fd);
+  ck_assert_int_eq(ev->kind, PT__EVENT_KIND__EVENT_TRAINER_GONE);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+
+  close(fd);
+  snap_store_close(store);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
+/* A stand-in SMP that refuses every HELLO with a status libpt retries
+ * (-ENOENT: the SMP names nothing yet) and keeps the connection: libpt
+ * tries again until its deadline. Runs in a forked child; never returns. */
+static void fake_smp_refusing(const char *sock)
+{
+  struct sockaddr_un a = { .sun_family = AF_UNIX };
+  int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  if (strlen(sock) >= sizeof(a.sun_path))
+    _exit(3);
+  memcpy(a.sun_path, sock, strlen(sock) + 1);
+  unlink(sock);
+  if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+      listen(ls, 16) != 0)
+    _exit(2);
+  for (;;) {
+    int fd = accept(ls, NULL, NULL);
+    if (fd < 0)
+      continue;
+    for (;;) {
+      struct rpc_hdr h;
+      ProtobufCMessage *m = NULL;
+      if (rpc_sock_recv(fd, RPC_MAX_BODY_HELLO, rpc_now_ms() + 5000, &h,
+                        &m) != 0)
+        break;
+      protobuf_c_message_free_unpacked(m, NULL);
+      Pt__HelloReply r = PT__HELLO_REPLY__INIT;
+      r.status = -ENOENT;
+      r.message = "fake: no object yet";
+      if (rpc_sock_send(fd, RPC_HELLO_REPLY, h.request_id, &r.base,
+                        rpc_now_ms() + 1000) != 0)
+        break;
+    }
+    close(fd);
+  }
+}
+
+static int g_warn_lines;
+static char g_warn_first[512];
+
+static void count_cb(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  if (level <= PT_LOG_WARN) {
+    if (g_warn_lines++ == 0)
+      snprintf(g_warn_first, sizeof(g_warn_first), "%s", msg);
+    if (getenv("PT_TEST_VERBOSE") != NULL)
+      fprintf(stderr, "libpt: %s\n", msg);
+  }
+}
+
+/* A HELLO refused again and again while libpt retries it (every 20 ms until
+ * timeout_ms) is logged once, and once summed up: not once per retry. */
+START_TEST(test_hello_refusal_log)
+{
+  char sock[200];
+  struct pt_options o = { .size = sizeof(o) };
+  pt_client *c = NULL;
+  uint64_t buf[64] = { 0 }, step = 0;
+
+  snprintf(sock, sizeof(sock), "%s/refuse.sock", g_dir);
+  pid_t parent = getpid(), pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(99);
+    fake_smp_refusing(sock);
+  }
+  o.socket_path = sock;
+  o.job = "refused";
+  o.rank_set = true;
+  o.rank = 0;
+  o.world = 1;
+  o.timeout_ms = 1000;
+  o.log_fn = count_cb;
+  ck_assert_int_eq(pt_client_open(&c, &o), 0);
+  ck_assert_int_eq(pt_region_register(c, "x", buf, sizeof(buf), PT_MEM_HOST),
+                   0);
+  g_warn_lines = 0;
+  uint64_t t0 = now_ns();
+  int rc = pt_restore(c, &step);
+  uint64_t took_ms = (now_ns() - t0) / 1000000u;
+  ck_assert_msg(rc == -ENOENT || rc == -ETIMEDOUT, "pt_restore: %s (%s)",
+                pt_err_name(rc), pt_last_error(c));
+  ck_assert_uint_ge(took_ms, 500u); /* it did retry */
+  ck_assert_msg(g_warn_lines <= 2, "%d warnings for one refused restore",
+                g_warn_lines);
+  /* the first refusal is logged as it came, the summary is the last error
+   * (the last try may have timed out instead) */
+  ck_assert_ptr_nonnull(strstr(g_warn_first, "fake: no object yet"));
+  ck_assert_ptr_nonnull(strstr(pt_last_error(c), "ms of retries"));
+  /* a second attempt: again one line and one summary */
+  g_warn_lines = 0;
+  rc = pt_snapshot(c, 1);
+  ck_assert_msg(rc == -ENOENT || rc == -ETIMEDOUT, "pt_snapshot: %s",
+                pt_err_name(rc));
+  ck_assert_msg(g_warn_lines >= 1 && g_warn_lines <= 2,
+                "%d warnings for one refused snapshot", g_warn_lines);
+  pt_client_close(c, false);
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  unlink(sock);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
   Suite *s = suite_create("client");
@@ -1937,6 +2171,8 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_snapshot_order);
   tcase_add_test(tc, test_reset_retry);
   tcase_add_test(tc, test_abi);
+  tcase_add_test(tc, test_fork_child);
+  tcase_add_test(tc, test_hello_refusal_log);
   suite_add_tcase(s, tc);
   return s;
 }
