@@ -288,7 +288,7 @@ static void on_announced_exit(void *owner)
 {
   struct smp *smp = owner;
 
-  log_info("trainer pid %d (announced by the node) exited: a HELLO now "
+  log_debug("trainer pid %d (announced by the node) exited: a HELLO now "
            "waits for the node's next announcement", (int)smp->announced_pid);
   smp_announce_clear(smp);
 }
@@ -338,7 +338,7 @@ static int on_trainer_set(struct smp_conn *sc, uint64_t id,
   if (rc == 0) {
     smp->announced = true;
     smp->announced_pid = m->pid;
-    log_info("the node announced trainer pid %d: HELLO is accepted from its "
+    log_debug("the node announced trainer pid %d: HELLO is accepted from its "
              "session only", (int)m->pid);
   }
   reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
@@ -477,7 +477,7 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     /* Not a refusal: the trainer's libpt asks again. Said once per
      * connection, and not to the node (it is the one being waited for). */
     if (!sc->wait_logged)
-      log_info("hello from pid %d waits: %s", peer_pid, msg);
+      log_debug("hello from pid %d waits: %s", peer_pid, msg);
     sc->wait_logged = true;
     goto out_wait;
   }
