@@ -49,6 +49,8 @@
  *     region table equals ours.
  *   - A broken connection (the SMP died or restarted) is closed and forgotten;
  *     the next call reconnects and says HELLO again within its own deadline.
+ *     A HELLO answered -EAGAIN (the SMP waits for its node to name the
+ *     trainer it started) is asked again, within the same deadline.
  *     A snapshot whose connection broke before its seal is reported as failed:
  *     the SMP freed its slot. Nothing here is ever fatal to the trainer.
  *   - libpt never prints: messages go to the application's log callback, and
@@ -87,6 +89,10 @@
 /* How long a HELLO answered -EBUSY is retried: the SMP may not yet have seen
  * the close of this trainer's previous connection. */
 #define BUSY_RETRY_MS 1000
+/* A HELLO answered -EAGAIN (the SMP waits for its node to say which trainer
+ * it started, or its object changed under it) is asked again this often,
+ * until the call's deadline. */
+#define WAIT_RETRY_MS 50
 /* pt_fence() waits this much past the seal's own deadline before it gives
  * up on the sealer: the sealer's request keeps that deadline itself. */
 #define SEAL_GRACE_MS 1000
@@ -821,6 +827,7 @@ static int hello(pt_client *c, uint64_t deadline)
   ProtobufCMessage *m = NULL;
   uint64_t busy_until = rpc_now_ms() + BUSY_RETRY_MS;
   bool quiet_began = false; /* refusals retried: logged once (quiet_end) */
+  bool waited = false;
   int rc;
 
   rv = calloc(c->nregions, sizeof(*rv));
@@ -859,6 +866,17 @@ static int hello(pt_client *c, uint64_t deadline)
       if (!quiet_began)
         quiet_began = quiet_begin(c);
       sleep_ms(CONNECT_RETRY_MS);
+      continue;
+    }
+    if (rc == -EAGAIN && ms_left(deadline) > 0) {
+      if (!waited)
+        client_log(c, PT_LOG_INFO, "pt: the SMP asks to wait: %s",
+                   r->message ? r->message : pt_strerror(rc));
+      waited = true;
+      protobuf_c_message_free_unpacked(m, NULL);
+      m = NULL;
+      int left = ms_left(deadline);
+      sleep_ms(left < WAIT_RETRY_MS ? left : WAIT_RETRY_MS);
       continue;
     }
     if (rc < 0) {

@@ -333,6 +333,7 @@ enum node_req_kind {
   NODE_REQ_SET_RESTORE,   /* -> REPLY */
   NODE_REQ_PROBE,         /* STATE_QUERY, liveness only -> STATE_REPLY,
                              whose contents are not used */
+  NODE_REQ_TRAINER_SET,   /* the rank's trainer (r->trainer) -> REPLY */
 };
 
 struct node_req {
@@ -559,6 +560,9 @@ void node_env_free(char **env);
 /* node_smp.c */
 void node_smp_connect(struct node *n, struct node_rank *r);
 void node_smp_disconnect(struct node_rank *r);
+/* Tells a subscribed SMP which trainer is the rank's (TRAINER_SET with
+ * r->trainer's pid and start time); nothing without one. */
+void node_smp_announce(struct node *n, struct node_rank *r);
 /* Sends one request with its deadline; PROTECT, COMMIT and ABORT carry the
  * id of the round under way (n->round.id), so that answers of a round that
  * is over are told apart. -ENOTCONN when not connected, -EBUSY when

@@ -455,6 +455,7 @@ static void adopt_one(struct node *n, struct node_rank *r, enum node_role role,
   } else {
     r->trainer = c;
     r->tstate = NODE_TR_RUNNING;
+    node_smp_announce(n, r); /* when its SMP is subscribed already */
   }
   n->adopting = true;
   log_info("adopted %s rank %" PRIu32 " (pid %d%s)",

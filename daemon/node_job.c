@@ -330,6 +330,7 @@ static void spawn_trainers(struct node *n)
     r->tstate = NODE_TR_RUNNING;
     r->progress_at = rpc_now_ms();
     log_info("started trainer rank %" PRIu32 " (pid %d)", r->rank, c->pid);
+    node_smp_announce(n, r);
   }
   /* A test's fault point: the node dies between spawning the trainers and
    * recording them; its successor finds them by their identity
@@ -663,6 +664,12 @@ void node_on_reply(struct node *n, struct node_rank *r,
     return;
   case NODE_REQ_SET_RESTORE:
     break;
+  case NODE_REQ_TRAINER_SET:
+    /* -ESRCH: the trainer exited already; its exit is handled anyway. */
+    if (status < 0)
+      log_info("smp rank %" PRIu32 " did not take the trainer's announcement: "
+               "%s", r->rank, LOG_ESC(text));
+    return;
   default:
     return;
   }

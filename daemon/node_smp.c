@@ -7,7 +7,9 @@
  * treated as dead: it gets SIGKILL and its exit brings a fresh one. The
  * first frame on every connection is SUBSCRIBE; its STATE_REPLY makes the
  * connection the SMP's one subscriber, and from then on EVENT frames arrive
- * with request id 0.
+ * with request id 0. Right after it, and whenever a trainer is spawned or
+ * adopted, TRAINER_SET names the rank's trainer: the SMP accepts HELLO from
+ * that trainer's session only.
  *
  * Requests carry ids from one counter per node and wait in a small table per
  * connection, each with a deadline. An SMP that lets a deadline pass is
@@ -44,6 +46,7 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_UNPIN: return "ABORT";
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
   case NODE_REQ_PROBE: return "STATE_QUERY(liveness)";
+  case NODE_REQ_TRAINER_SET: return "TRAINER_SET";
   }
   return "request";
 }
@@ -118,6 +121,8 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       r->probe_at = rpc_now_ms() + NODE_PROBE_EVERY_MS;
       log_debug("smp rank %" PRIu32 " (pid %d) subscribed", r->rank,
                 r->smp != NULL ? r->smp->pid : 0);
+      /* An SMP (re)started under a live trainer learns which it is. */
+      node_smp_announce(n, r);
     }
     if (q.kind == NODE_REQ_PROBE)
       return 0; /* alive: nothing else to learn */
@@ -188,6 +193,16 @@ static void try_connect(struct node *n, struct node_rank *r)
   }
 }
 
+void node_smp_announce(struct node *n, struct node_rank *r)
+{
+  if (!r->subscribed || r->trainer == NULL || r->trainer->exited)
+    return;
+  int rc = node_smp_request(n, r, NODE_REQ_TRAINER_SET, 0);
+  if (rc != PT_OK)
+    log_warn("smp rank %" PRIu32 ": cannot announce trainer pid %d: %s",
+             r->rank, r->trainer->pid, pt_strerror(rc));
+}
+
 void node_smp_connect(struct node *n, struct node_rank *r)
 {
   r->connect_deadline = rpc_now_ms() + NODE_CONNECT_MS;
@@ -216,6 +231,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   Pt__Commit cm = PT__COMMIT__INIT;
   Pt__Abort ab = PT__ABORT__INIT;
   Pt__SetRestore sr = PT__SET_RESTORE__INIT;
+  Pt__TrainerSet ts = PT__TRAINER_SET__INIT;
   const ProtobufCMessage *msg;
   char node_id[32];
   uint32_t type;
@@ -273,6 +289,16 @@ int node_smp_request(struct node *n, struct node_rank *r,
     sr.step = sr.has_step ? step : 0;
     type = RPC_SET_RESTORE;
     msg = &sr.base;
+    break;
+  case NODE_REQ_TRAINER_SET:
+    /* The SMP accepts HELLO from this trainer's session only. */
+    if (r->trainer == NULL || r->trainer->exited)
+      return -ESRCH;
+    ts.pid = r->trainer->pid;
+    ts.has_start_ticks = r->trainer->start_ticks != 0;
+    ts.start_ticks = r->trainer->start_ticks;
+    type = RPC_TRAINER_SET;
+    msg = &ts.base;
     break;
   default:
     return -EINVAL;

@@ -447,6 +447,7 @@ static void smp_stop(struct smp *smp)
     next = sc->next;
     rpc_conn_close(sc->conn, 0);
   }
+  smp_announce_clear(smp);
   uv_timer_stop(&smp->check_timer);
   if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
     uv_close((uv_handle_t *)&smp->check_timer, NULL);

@@ -44,6 +44,7 @@ struct smp_conn {
   bool restore_owed;   /* a committed step existed at HELLO and this trainer
                         * has not asked RESTORE_QUERY since */
   struct pid_watch *watch; /* the trainer's pidfd under uv_poll; NULL: none */
+  bool wait_logged;    /* a HELLO of this connection was told to wait */
   uint32_t nwriting;   /* slots acquired and not yet sealed */
   struct {
     uint32_t slot;
@@ -85,6 +86,14 @@ struct smp {
   int32_t trainer_pid;
   bool trainer_done;
 
+  /* The trainer the node announced (TRAINER_SET): HELLO is accepted only
+   * from a process of the session this pid leads. With --secret-file, none
+   * announced means every HELLO waits (-EAGAIN). Watched through a pidfd:
+   * its exit ends the announcement. */
+  bool announced;
+  int32_t announced_pid;
+  struct pid_watch *announce_watch;
+
   /* SET_RESTORE's answer to RESTORE_QUERY, until the next one or a COMMIT */
   bool restore_set, restore_has_step;
   uint64_t restore_step;
@@ -101,6 +110,10 @@ void smp_conn_role_given(struct smp_conn *sc, int role);
  * its trainer role (telling the node) and drops it as the subscriber. The
  * caller unlinks and frees sc. */
 void smp_conn_gone(struct smp_conn *sc);
+
+/* Ends the node's trainer announcement and stops watching its pid (the
+ * SMP is stopping, or the announced trainer exited). */
+void smp_announce_clear(struct smp *smp);
 
 /* The object under shm_name, opened and checked as this SMP's (smp.c): on
  * return smp->store is the locked object, or NULL when there is none (or a

@@ -1,7 +1,8 @@
 /*
  * smp_serve.c — ptd smp's answers to its trainer (HELLO, SLOT_ACQUIRE, SEAL,
  * RESTORE_QUERY, BYE) and to its node (SUBSCRIBE, STATE_QUERY, PROTECT,
- * COMMIT, ABORT, SET_RESTORE), as the project's protocol notes define them.
+ * COMMIT, ABORT, SET_RESTORE, TRAINER_SET), as the project's protocol notes
+ * define them.
  *
  * A commit comes in two phases so that it holds on every rank or on none:
  * PROTECT pins the sealed step's slot (no new snapshot may reuse it), then
@@ -11,7 +12,8 @@
  * Roles: smp_on_msg serves a request only on a connection of the role that
  * may send it (trainer: after an accepted HELLO; node: after a SUBSCRIBE with
  * the node's secret); anything else is answered PT_EROLE and logged. Text
- * from clients is logged through LOG_ESC.
+ * from clients is logged through LOG_ESC. A HELLO must come from the session
+ * of the trainer the node announced (TRAINER_SET, below).
  *
  * Every request is answered at once from the object's slot table; nothing
  * here waits on another process. Slot states change only through
@@ -20,6 +22,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,7 +129,8 @@ static void trainer_release(struct smp_conn *sc, bool done)
 struct pid_watch {
   uv_poll_t poll;
   int fd;
-  struct smp_conn *sc; /* NULL once the connection stopped watching */
+  void *owner; /* NULL once the owner stopped watching */
+  void (*fired)(void *owner);
 };
 
 static void watch_free(uv_handle_t *h)
@@ -137,16 +141,54 @@ static void watch_free(uv_handle_t *h)
   free(w);
 }
 
+static void pidw_close(struct pid_watch *w)
+{
+  if (w == NULL)
+    return;
+  w->owner = NULL;
+  uv_poll_stop(&w->poll);
+  uv_close((uv_handle_t *)&w->poll, watch_free);
+}
+
+static void on_pidw(uv_poll_t *h, int status, int events)
+{
+  struct pid_watch *w = h->data;
+
+  (void)status;
+  (void)events;
+  if (w->owner != NULL)
+    w->fired(w->owner);
+}
+
+/* Watches the process behind pidfd fd (taken over: closed with the watch);
+ * fired(owner) runs once it exits. NULL when it cannot (fd closed). */
+static struct pid_watch *pidw_open(uv_loop_t *loop, int fd,
+                                   void (*fired)(void *), void *owner)
+{
+  struct pid_watch *w = calloc(1, sizeof(*w));
+
+  if (w == NULL || uv_poll_init(loop, &w->poll, fd) != 0) {
+    close(fd);
+    free(w);
+    return NULL;
+  }
+  w->fd = fd;
+  w->owner = owner;
+  w->fired = fired;
+  w->poll.data = w;
+  if (uv_poll_start(&w->poll, UV_READABLE, on_pidw) != 0) {
+    uv_close((uv_handle_t *)&w->poll, watch_free);
+    return NULL;
+  }
+  return w;
+}
+
 static void watch_stop(struct smp_conn *sc)
 {
   struct pid_watch *w = sc->watch;
 
-  if (w == NULL)
-    return;
   sc->watch = NULL;
-  w->sc = NULL;
-  uv_poll_stop(&w->poll);
-  uv_close((uv_handle_t *)&w->poll, watch_free);
+  pidw_close(w);
 }
 
 static int abort_all(void *arg)
@@ -155,15 +197,10 @@ static int abort_all(void *arg)
   return 0;
 }
 
-static void on_trainer_exit(uv_poll_t *h, int status, int events)
+static void on_trainer_exit(void *owner)
 {
-  struct pid_watch *w = h->data;
-  struct smp_conn *sc = w->sc;
+  struct smp_conn *sc = owner;
 
-  (void)status;
-  (void)events;
-  if (sc == NULL)
-    return;
   watch_stop(sc);
   if (sc->smp->trainer != sc)
     return;
@@ -180,7 +217,6 @@ static void on_trainer_exit(uv_poll_t *h, int status, int events)
 
 static void watch_start(struct smp_conn *sc, int pid)
 {
-  struct pid_watch *w;
   int fd;
 
   watch_stop(sc);
@@ -189,20 +225,149 @@ static void watch_start(struct smp_conn *sc, int pid)
     log_debug("cannot watch trainer pid %d: %s", pid, strerror(errno));
     return;
   }
-  w = calloc(1, sizeof(*w));
-  if (w == NULL || uv_poll_init(&sc->smp->loop, &w->poll, fd) != 0) {
-    close(fd);
-    free(w);
-    return;
+  sc->watch = pidw_open(&sc->smp->loop, fd, on_trainer_exit, sc);
+}
+
+/* ---- the trainer the node announced ----
+ *
+ * Any process of the SMP's user can reach its socket; only the trainer the
+ * node started may train here. The node names it (TRAINER_SET, on its
+ * secret-proven connection): the leader of the session it was spawned in.
+ * A HELLO is accepted from that session only (the SO_PEERCRED pid's field
+ * 6 of /proc/PID/stat), so a wrapper script's or torchrun's children are
+ * accepted and a pt-train started by hand, with the job's environment
+ * copied, is not. */
+
+/* Field want (>= 3) of /proc/PID/stat; -1 when unreadable. */
+static long long proc_stat_field(int pid, int want)
+{
+  char path[64], buf[1024];
+  FILE *f;
+  size_t len;
+
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  f = fopen(path, "re");
+  if (f == NULL)
+    return -1;
+  len = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[len] = '\0';
+  /* Field 2 (comm) may hold spaces and ')': fields 3.. follow the last ')'. */
+  char *p = strrchr(buf, ')');
+  if (p == NULL)
+    return -1;
+  p++;
+  for (int field = 3; field <= want; field++) {
+    while (*p == ' ')
+      p++;
+    if (*p == '\0')
+      return -1;
+    if (field == want) {
+      char *end;
+      errno = 0;
+      long long v = strtoll(p, &end, 10);
+      return errno != 0 || end == p || v < 0 ? -1 : v;
+    }
+    while (*p != ' ' && *p != '\0')
+      p++;
   }
-  w->fd = fd;
-  w->sc = sc;
-  w->poll.data = w;
-  if (uv_poll_start(&w->poll, UV_READABLE, on_trainer_exit) != 0) {
-    uv_close((uv_handle_t *)&w->poll, watch_free);
-    return;
+  return -1;
+}
+
+void smp_announce_clear(struct smp *smp)
+{
+  struct pid_watch *w = smp->announce_watch;
+
+  smp->announce_watch = NULL;
+  smp->announced = false;
+  smp->announced_pid = 0;
+  pidw_close(w);
+}
+
+static void on_announced_exit(void *owner)
+{
+  struct smp *smp = owner;
+
+  log_debug("trainer pid %d (announced by the node) exited: a HELLO now "
+           "waits for the node's next announcement", (int)smp->announced_pid);
+  smp_announce_clear(smp);
+}
+
+static int on_trainer_set(struct smp_conn *sc, uint64_t id,
+                          const Pt__TrainerSet *m)
+{
+  struct smp *smp = sc->smp;
+  char msg[200] = "";
+  int rc = 0;
+
+  if (m->pid <= 0) {
+    if (smp->announced)
+      log_info("the node withdrew trainer pid %d", (int)smp->announced_pid);
+    smp_announce_clear(smp);
+    reply_status(sc, id, 0, NULL);
+    return 0;
   }
-  sc->watch = w;
+  if (smp->announced && smp->announced_pid == m->pid) {
+    reply_status(sc, id, 0, NULL); /* again (a node subscribed anew) */
+    return 0;
+  }
+  /* The pidfd first: the checks then hold for the process it refers to. */
+  int fd = (int)syscall(SYS_pidfd_open, (int)m->pid, 0);
+  long long ticks = fd >= 0 ? proc_stat_field(m->pid, 22) : -1;
+  long long sid = fd >= 0 ? proc_stat_field(m->pid, 6) : -1;
+  if (fd < 0 || ticks < 0 || sid < 0)
+    snprintf(msg, sizeof(msg), "trainer pid %d is gone", (int)m->pid);
+  else if (m->has_start_ticks && m->start_ticks != 0 &&
+           (uint64_t)ticks != m->start_ticks)
+    snprintf(msg, sizeof(msg), "pid %d is no longer the trainer the node "
+             "started (its start time differs)", (int)m->pid);
+  else if (sid != m->pid)
+    snprintf(msg, sizeof(msg), "trainer pid %d leads no session (its "
+             "session is %lld)", (int)m->pid, sid);
+  if (msg[0] != '\0') {
+    if (fd >= 0)
+      close(fd);
+    log_info("trainer announcement refused: %s", msg);
+    reply_status(sc, id, -ESRCH, msg);
+    return 0;
+  }
+  smp_announce_clear(smp);
+  smp->announce_watch = pidw_open(&smp->loop, fd, on_announced_exit, smp);
+  if (smp->announce_watch == NULL)
+    rc = -ENOMEM;
+  if (rc == 0) {
+    smp->announced = true;
+    smp->announced_pid = m->pid;
+    log_debug("the node announced trainer pid %d: HELLO is accepted from its "
+             "session only", (int)m->pid);
+  }
+  reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
+/* Whether the HELLO of peer pid may go on: 0, -EAGAIN while no trainer is
+ * announced (with --secret-file; without, only an announcement restricts),
+ * PT_EROLE from outside the announced session. OUT: msg when not. */
+static int hello_peer_check(struct smp *smp, int peer, char *msg, size_t len)
+{
+  if (smp->announced && smp->announce_watch != NULL) {
+    struct pollfd pfd = { smp->announce_watch->fd, POLLIN, 0 };
+    if (poll(&pfd, 1, 0) > 0) /* exited; its event is still to come */
+      on_announced_exit(smp);
+  }
+  if (!smp->announced) {
+    if (!smp->has_secret)
+      return 0;
+    snprintf(msg, len, "waiting for the node to announce its trainer");
+    return -EAGAIN;
+  }
+  long long sid = proc_stat_field(peer, 6);
+  if (sid == smp->announced_pid)
+    return 0;
+  snprintf(msg, len, "hello from pid %d (session %lld): only the session of "
+           "trainer pid %d, which the node started, may train here", peer, sid,
+           (int)smp->announced_pid);
+  return PT_EROLE;
 }
 
 /* ---- trainer requests ---- */
@@ -307,6 +472,17 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     rc = PT_EROLE;
     goto out_reply;
   }
+  rc = hello_peer_check(smp, peer_pid, msg, sizeof(msg));
+  if (rc == -EAGAIN) {
+    /* Not a refusal: the trainer's libpt asks again. Said once per
+     * connection, and not to the node (it is the one being waited for). */
+    if (!sc->wait_logged)
+      log_debug("hello from pid %d waits: %s", peer_pid, msg);
+    sc->wait_logged = true;
+    goto out_wait;
+  }
+  if (rc != 0)
+    goto out_reply;
   if (strcmp(m->job, smp->job) != 0 || m->rank != smp->rank) {
     snprintf(msg, sizeof(msg),
              "hello from job '%s' rank %u reached the SMP of job '%s' rank %u",
@@ -396,6 +572,7 @@ out_reply:
     ev.message = msg[0] != '\0' ? msg : (char *)pt_strerror(rc);
     event_send(smp, &ev);
   }
+out_wait:
   r.status = rc;
   if (msg[0] != '\0' && rc != 0)
     r.message = msg;
@@ -794,6 +971,7 @@ static int role_of_request(uint32_t type)
   case RPC_COMMIT:
   case RPC_ABORT:
   case RPC_SET_RESTORE:
+  case RPC_TRAINER_SET:
     return ROLE_NODE;
   default:
     return -1;
@@ -917,6 +1095,8 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     return on_abort(sc, id, (Pt__Abort *)msg);
   case RPC_SET_RESTORE:
     return on_set_restore(sc, id, (Pt__SetRestore *)msg);
+  case RPC_TRAINER_SET:
+    return on_trainer_set(sc, id, (Pt__TrainerSet *)msg);
   default:
     return PT_EPROTO;
   }

@@ -817,6 +817,51 @@ void   pt__abort__free_unpacked
   assert(message->base.descriptor == &pt__abort__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__trainer_set__init
+                     (Pt__TrainerSet         *message)
+{
+  static const Pt__TrainerSet init_value = PT__TRAINER_SET__INIT;
+  *message = init_value;
+}
+size_t pt__trainer_set__get_packed_size
+                     (const Pt__TrainerSet *message)
+{
+  assert(message->base.descriptor == &pt__trainer_set__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__trainer_set__pack
+                     (const Pt__TrainerSet *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__trainer_set__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__trainer_set__pack_to_buffer
+                     (const Pt__TrainerSet *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__trainer_set__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__TrainerSet *
+       pt__trainer_set__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__TrainerSet *)
+     protobuf_c_message_unpack (&pt__trainer_set__descriptor,
+                                allocator, len, data);
+}
+void   pt__trainer_set__free_unpacked
+                     (Pt__TrainerSet *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__trainer_set__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__set_restore__init
                      (Pt__SetRestore         *message)
 {
@@ -2250,6 +2295,57 @@ const ProtobufCMessageDescriptor pt__abort__descriptor =
   pt__abort__field_indices_by_name,
   1,  pt__abort__number_ranges,
   (ProtobufCMessageInit) pt__abort__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__trainer_set__field_descriptors[2] =
+{
+  {
+    "pid",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__TrainerSet, pid),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "start_ticks",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__TrainerSet, has_start_ticks),
+    offsetof(Pt__TrainerSet, start_ticks),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__trainer_set__field_indices_by_name[] = {
+  0,   /* field[0] = pid */
+  1,   /* field[1] = start_ticks */
+};
+static const ProtobufCIntRange pt__trainer_set__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__trainer_set__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.TrainerSet",
+  "TrainerSet",
+  "Pt__TrainerSet",
+  "pt",
+  sizeof(Pt__TrainerSet),
+  2,
+  pt__trainer_set__field_descriptors,
+  pt__trainer_set__field_indices_by_name,
+  1,  pt__trainer_set__number_ranges,
+  (ProtobufCMessageInit) pt__trainer_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[1] =

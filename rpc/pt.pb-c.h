@@ -33,6 +33,7 @@ typedef struct Pt__Event Pt__Event;
 typedef struct Pt__Protect Pt__Protect;
 typedef struct Pt__Commit Pt__Commit;
 typedef struct Pt__Abort Pt__Abort;
+typedef struct Pt__TrainerSet Pt__TrainerSet;
 typedef struct Pt__SetRestore Pt__SetRestore;
 typedef struct Pt__StatusQuery Pt__StatusQuery;
 typedef struct Pt__RankStatus Pt__RankStatus;
@@ -406,6 +407,28 @@ struct  Pt__Abort
 #define PT__ABORT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__abort__descriptor) \
     , 0 }
+
+
+/*
+ * RPC_TRAINER_SET: node only. The trainer the node spawned or adopted for
+ * this rank (pid: the leader of the session it was spawned in; start_ticks:
+ * field 22 of /proc/PID/stat, when known). An SMP started with --secret-file
+ * accepts HELLO only from a process of that session (SO_PEERCRED pid, field
+ * 6 of /proc/PID/stat) and answers -EAGAIN until one is announced; the
+ * announcement ends when that process exits. Answered with RPC_REPLY:
+ * status 0, or -ESRCH when pid is no live session leader (or its start time
+ * differs).
+ */
+struct  Pt__TrainerSet
+{
+  ProtobufCMessage base;
+  int32_t pid;
+  protobuf_c_boolean has_start_ticks;
+  uint64_t start_ticks;
+};
+#define PT__TRAINER_SET__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__trainer_set__descriptor) \
+    , 0, 0, 0 }
 
 
 /*
@@ -853,6 +876,25 @@ Pt__Abort *
 void   pt__abort__free_unpacked
                      (Pt__Abort *message,
                       ProtobufCAllocator *allocator);
+/* Pt__TrainerSet methods */
+void   pt__trainer_set__init
+                     (Pt__TrainerSet         *message);
+size_t pt__trainer_set__get_packed_size
+                     (const Pt__TrainerSet   *message);
+size_t pt__trainer_set__pack
+                     (const Pt__TrainerSet   *message,
+                      uint8_t             *out);
+size_t pt__trainer_set__pack_to_buffer
+                     (const Pt__TrainerSet   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__TrainerSet *
+       pt__trainer_set__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__trainer_set__free_unpacked
+                     (Pt__TrainerSet *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__SetRestore methods */
 void   pt__set_restore__init
                      (Pt__SetRestore         *message);
@@ -1004,6 +1046,9 @@ typedef void (*Pt__Commit_Closure)
 typedef void (*Pt__Abort_Closure)
                  (const Pt__Abort *message,
                   void *closure_data);
+typedef void (*Pt__TrainerSet_Closure)
+                 (const Pt__TrainerSet *message,
+                  void *closure_data);
 typedef void (*Pt__SetRestore_Closure)
                  (const Pt__SetRestore *message,
                   void *closure_data);
@@ -1044,6 +1089,7 @@ extern const ProtobufCMessageDescriptor pt__event__descriptor;
 extern const ProtobufCMessageDescriptor pt__protect__descriptor;
 extern const ProtobufCMessageDescriptor pt__commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__abort__descriptor;
+extern const ProtobufCMessageDescriptor pt__trainer_set__descriptor;
 extern const ProtobufCMessageDescriptor pt__set_restore__descriptor;
 extern const ProtobufCMessageDescriptor pt__status_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__rank_status__descriptor;

@@ -67,7 +67,8 @@ enum rpc_type {
   RPC_STOP = 18,         /* Pt__Stop */
   RPC_PROTECT = 19,      /* Pt__Protect */
   RPC_ABORT = 20,        /* Pt__Abort */
-  RPC_TYPE_MAX_ = 20,
+  RPC_TRAINER_SET = 21,  /* Pt__TrainerSet */
+  RPC_TYPE_MAX_ = 21,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

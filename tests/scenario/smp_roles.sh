@@ -2,7 +2,10 @@
 # Who may speak to whom, under a real ptd node: on an SMP's socket a
 # connection without a role may not COMMIT or SET_RESTORE, a SUBSCRIBE
 # without the node's secret is refused (each with PT_EROLE, logged, the
-# connection closed), a newline in HELLO's job name forges no log line, and
+# connection closed), a HELLO from outside the session of the trainer the
+# node started is refused with PT_EROLE and logged (a newline in its job
+# name forges no log line; unit test client_text_escaped checks that such
+# text is logged escaped), and
 # 40 idle clients on the control socket do not lock ptctl out. The node's
 # own SUBSCRIBE (with the secret of <state-dir>/node.secret) keeps working:
 # commits go on and the job ends as the fault-free run.
@@ -72,7 +75,8 @@ region = field(1, 2, b"w") + field(2, 0, 4096) + field(3, 0, 0)
 hello = (field(1, 2, b"x\n<3>forged line") + field(2, 0, 0) + field(3, 0, 2) +
          field(4, 0, os.getpid()) + field(5, 2, region))
 st, s = ask(RPC_HELLO, hello, False)
-if st == 0: print("a HELLO for another job was accepted"); sys.exit(1)
+# from outside the session of the trainer the node started: refused first
+if st != EROLE: print(f"a HELLO from outside the trainer's session: status {st}, not PT_EROLE"); sys.exit(1)
 s.close()
 idle = []
 for i in range(40):
@@ -89,6 +93,7 @@ t_node_wait 120
 grep -q 'refusing COMMIT from pid [0-9]* on a role-less connection' "$T_DIR/node.log" || fail "no refusal of COMMIT logged"
 grep -q 'refusing SET_RESTORE' "$T_DIR/node.log" || fail "no refusal of SET_RESTORE logged"
 grep -q 'refusing SUBSCRIBE from pid [0-9]*: its secret is wrong' "$T_DIR/node.log" || fail "no refusal of SUBSCRIBE logged"
-grep -q "job 'x\\\\x0a<3>forged line'" "$T_DIR/node.log" || fail "the forged job name was not logged escaped"
+grep -q 'hello refused: hello from pid [0-9]* (session [0-9-]*): only the session of trainer pid' "$T_DIR/node.log" \
+  || fail "no refusal of the HELLO from outside the trainer's session logged"
 ! grep -q '^<3>forged' "$T_DIR/node.log" || fail "a client forged a log line"
 t_check_digests $RANKS

@@ -119,7 +119,7 @@ static bool is_permanent(int err)
          err == PT_ECONFIG || err == PT_ENODEVICE || err == PT_EVERSION ||
          err == PT_EOVERLAP || err == PT_ETOOBIG || err == PT_EFOREIGN ||
          err == PT_EWORLD || err == PT_ENORESTORE || err == PT_ESTEP ||
-         err == -EPERM;
+         err == -EPERM || err == PT_EROLE;
 }
 
 /* Prints "pt-train: <what>: <text>[: <libpt's detail>]" on stderr. */

@@ -366,6 +366,25 @@ static Pt__StateReply *subscribe(int fd, const uint8_t secret[32])
   return (Pt__StateReply *)m;
 }
 
+/* As the node: SUBSCRIBE, then TRAINER_SET naming this test's session (an
+ * SMP with --secret-file answers HELLO only from the announced trainer's
+ * session). The test process leads a session of its own when it can. The
+ * node's connection is returned open. */
+static int announce_self(struct smp_proc *p, const uint8_t secret[32])
+{
+  Pt__TrainerSet ts = PT__TRAINER_SET__INIT;
+  ProtobufCMessage *m = NULL;
+  int fd = raw_connect(p);
+
+  protobuf_c_message_free_unpacked(&subscribe(fd, secret)->base, NULL);
+  ts.pid = setsid() > 0 ? (int32_t)getpid() : (int32_t)getsid(0);
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_TRAINER_SET, &ts.base, RPC_REPLY,
+                                 3000, &m), 0);
+  ck_assert_int_eq(((Pt__Reply *)m)->status, 0);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return fd;
+}
+
 /* Lines of the SMP's log (p->log) that contain what. */
 static int log_count(const struct smp_proc *p, const char *what)
 {
@@ -398,6 +417,7 @@ START_TEST(test_foreign_instance)
   secret_make(&p, secret);
   snprintf(p.log, sizeof(p.log), "%s/foreign.log", g_dir);
   smp_start(&p);
+  int node = announce_self(&p, secret);
   int fd = raw_connect(&p);
   for (int i = 0; i < 3; i++) {
     Pt__HelloReply *r = hello_ex(fd, &p, 1, false);
@@ -423,6 +443,7 @@ START_TEST(test_foreign_instance)
   protobuf_c_message_free_unpacked(&st->base, NULL);
   close(fd);
   ck_assert(smp_alive(&p));
+  close(node);
   smp_stop(&p);
 
   /* the object is intact, under its own name, still the other instance's */
@@ -437,9 +458,11 @@ START_TEST(test_foreign_instance)
   /* the same instance is served from it */
   p.instance = INST_A;
   smp_start(&p);
+  node = announce_self(&p, secret);
   fd = raw_connect(&p);
   ck_assert_int_eq(hello_status(fd, &p), 0);
   close(fd);
+  close(node);
   smp_stop(&p);
   snap_store_unlink(p.shm);
 }
@@ -875,7 +898,7 @@ START_TEST(test_truncated_while_reading)
   secret_make(&p, secret);
   snprintf(p.log, sizeof(p.log), "%s/bus.log", g_dir);
   smp_start(&p);
-  close(raw_connect(&p));
+  close(announce_self(&p, secret));
 
   struct pt_options o = { 0 };
   pt_client *c = NULL;

@@ -7,6 +7,8 @@
  * closed after its refusal. SUBSCRIBE is valid only with the secret of
  * --secret-file, or, without one, from the SMP's parent process. The secret
  * file itself must be ours, mode 0600, not a symlink, exactly 32 bytes.
+ * With --secret-file, HELLO is accepted only from the session of the
+ * trainer the node announced (TRAINER_SET).
  */
 #include <check.h>
 #include <errno.h>
@@ -666,6 +668,181 @@ START_TEST(client_text_escaped)
 }
 END_TEST
 
+/* ---- the trainer the node announced ---- */
+
+/* HELLO's status, without asserting (for forked children). OUT: msg (may be
+ * NULL), the reply's message. */
+static int hello_raw(struct fx *f, int fd, char *msg, size_t len)
+{
+  Pt__Hello h = PT__HELLO__INIT;
+  Pt__Region r = PT__REGION__INIT, *rp[1] = { &r };
+  ProtobufCMessage *m = NULL;
+
+  r.name = "w";
+  r.bytes = 4096;
+  h.job = f->job;
+  h.world = 1;
+  h.pid = (int32_t)getpid();
+  h.n_regions = 1;
+  h.regions = rp;
+  if (rpc_sock_call(fd, RPC_HELLO, &h.base, RPC_HELLO_REPLY, 3000, &m) != 0)
+    return 1000;
+  Pt__HelloReply *hr = (Pt__HelloReply *)m;
+  int st = hr->status;
+  if (msg != NULL)
+    snprintf(msg, len, "%s", hr->message != NULL ? hr->message : "");
+  protobuf_c_message_free_unpacked(m, NULL);
+  return st;
+}
+
+/* A "trainer" as the node spawns one: the leader of a session of its own.
+ * On each byte read from cmd it runs a HELLO in a child of its session (not
+ * the leader: a wrapper's pt-train) and writes the status to res. */
+struct leader {
+  pid_t pid;
+  int cmd, res;
+};
+
+static void leader_start(struct fx *f, struct leader *l)
+{
+  int c[2], r[2];
+  char b;
+
+  ck_assert_int_eq(pipe(c), 0);
+  ck_assert_int_eq(pipe(r), 0);
+  l->pid = fork();
+  ck_assert_int_ge(l->pid, 0);
+  if (l->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(c[1]);
+    close(r[0]);
+    if (setsid() < 0)
+      _exit(2);
+    if (write(r[1], "r", 1) != 1)
+      _exit(3);
+    while (read(c[0], &b, 1) == 1) {
+      int st = 2000;
+      int p2[2];
+      if (pipe(p2) != 0)
+        _exit(4);
+      pid_t k = fork();
+      if (k == 0) {
+        int fd = -1;
+        if (rpc_sock_connect_unix(f->sock, &fd) == 0)
+          st = hello_raw(f, fd, NULL, 0);
+        if (write(p2[1], &st, sizeof(st)) != sizeof(st))
+          _exit(5);
+        _exit(0);
+      }
+      close(p2[1]);
+      if (k < 0 || read(p2[0], &st, sizeof(st)) != sizeof(st))
+        st = 3000;
+      close(p2[0]);
+      waitpid(k, NULL, 0);
+      if (write(r[1], &st, sizeof(st)) != sizeof(st))
+        _exit(6);
+    }
+    _exit(0);
+  }
+  close(c[0]);
+  close(r[1]);
+  l->cmd = c[1];
+  l->res = r[0];
+  ck_assert_int_eq(read(l->res, &b, 1), 1);
+}
+
+/* HELLO from a child of the leader's session. */
+static int leader_hello(struct leader *l)
+{
+  int st = 0;
+
+  ck_assert_int_eq(write(l->cmd, "h", 1), 1);
+  ck_assert_int_eq(read(l->res, &st, sizeof(st)), (ssize_t)sizeof(st));
+  return st;
+}
+
+static void leader_kill(struct leader *l)
+{
+  kill(l->pid, SIGKILL);
+  waitpid(l->pid, NULL, 0);
+  close(l->cmd);
+  close(l->res);
+}
+
+static int trainer_set(int fd, int32_t pid, uint64_t ticks)
+{
+  Pt__TrainerSet t = PT__TRAINER_SET__INIT;
+  t.pid = pid;
+  t.has_start_ticks = ticks != 0;
+  t.start_ticks = ticks;
+  return call(fd, RPC_TRAINER_SET, &t.base);
+}
+
+/* With --secret-file, only the trainer the node announced may say HELLO:
+ * before any announcement HELLO is answered -EAGAIN (the connection kept,
+ * to ask again); then a process of the announced trainer's session is
+ * accepted and one of another session is refused with PT_EROLE naming its
+ * pid and the expected session. TRAINER_SET from a role-less connection is
+ * refused; one naming no live session leader, or another
+ * start time, is -ESRCH. The announced trainer's exit ends it: HELLO waits
+ * again. */
+START_TEST(hello_only_from_announced_trainer)
+{
+  struct fx f;
+  struct leader l;
+  uint8_t secret[NODE_SECRET_BYTES];
+  char msg[512], want[64];
+
+  fx_init(&f);
+  for (int i = 0; i < NODE_SECRET_BYTES; i++)
+    secret[i] = (uint8_t)(i * 5 + 3);
+  secret_write(f.secret, secret, sizeof(secret), 0600);
+  smp_fork(&f, f.secret);
+  leader_start(&f, &l);
+
+  int me = conn(&f);
+  ck_assert_int_eq(hello_raw(&f, me, msg, sizeof(msg)), -EAGAIN);
+  ck_assert_ptr_nonnull(strstr(msg, "waiting for the node to announce"));
+  ck_assert_int_eq(hello_raw(&f, me, NULL, 0), -EAGAIN); /* still open */
+  ck_assert_int_eq(leader_hello(&l), -EAGAIN);
+
+  /* Only the node may announce. */
+  int stray = conn(&f);
+  ck_assert_int_eq(trainer_set(stray, l.pid, 0), PT_EROLE);
+  ck_assert(closed_by_peer(stray, 3000));
+  close(stray);
+  ck_assert_int_eq(log_count(&f, "refusing TRAINER_SET"), 1);
+  ck_assert_int_eq(leader_hello(&l), -EAGAIN);
+
+  int node = conn(&f);
+  ck_assert_int_eq(subscribe(node, secret, sizeof(secret)), 0);
+  ck_assert_int_eq(trainer_set(node, (int32_t)f.pid, 0), -ESRCH); /* no leader */
+  ck_assert_int_eq(trainer_set(node, l.pid, 1), -ESRCH); /* other start time */
+  ck_assert_int_eq(hello_raw(&f, me, NULL, 0), -EAGAIN);
+  ck_assert_int_eq(trainer_set(node, l.pid, 0), 0);
+
+  /* Another session: refused, naming the pid and the session expected. */
+  ck_assert_int_eq(hello_raw(&f, me, msg, sizeof(msg)), PT_EROLE);
+  snprintf(want, sizeof(want), "hello from pid %d ", (int)getpid());
+  ck_assert_msg(strstr(msg, want) != NULL, "%s", msg);
+  snprintf(want, sizeof(want), "trainer pid %d,", (int)l.pid);
+  ck_assert_msg(strstr(msg, want) != NULL, "%s", msg);
+  ck_assert_int_eq(log_count(&f, want), 1);
+  close(me);
+  /* The announced session: accepted (a child of its leader, as a wrapper's
+   * pt-train or torchrun's workers). */
+  ck_assert_int_eq(leader_hello(&l), 0);
+
+  /* The leader's exit ends the announcement: HELLO waits again. */
+  leader_kill(&l);
+  me = conn(&f);
+  ck_assert_int_eq(hello_raw(&f, me, NULL, 0), -EAGAIN);
+  close(me);
+  close(node);
+  fx_done(&f);
+}
+END_TEST
+
 static Suite *smp_roles_suite(void)
 {
   Suite *s = suite_create("smp_roles");
@@ -680,6 +857,7 @@ static Suite *smp_roles_suite(void)
   tcase_add_test(tc, node_secret_made_once);
   tcase_add_test(tc, roleless_connections_bounded);
   tcase_add_test(tc, client_text_escaped);
+  tcase_add_test(tc, hello_only_from_announced_trainer);
   suite_add_tcase(s, tc);
   return s;
 }
