@@ -559,7 +559,14 @@ static int on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
 
 out_reply:
   free(descs);
-  if (rc != 0) {
+  if (rc == -EBUSY) {
+    /* libpt asks again every few ms while the other trainer goes: one line
+     * now and then, and nothing for the node to decide. */
+    static struct log_limit busy_lim;
+    if (!quiet)
+      log_limited(&busy_lim, LOG_LVL_WARN, "hello refused: %s",
+                  msg[0] ? msg : pt_strerror(rc));
+  } else if (rc != 0) {
     if (!quiet)
       log_warn("hello refused: %s", msg[0] ? msg : pt_strerror(rc));
     /* The node decides whether the job can go on (a budget or /dev/shm too
