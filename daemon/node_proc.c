@@ -39,6 +39,7 @@
 #include "pt.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
+#include "daemon/proc.h"
 
 extern char **environ;
 
@@ -97,42 +98,7 @@ void node_env_free(char **env)
 
 int node_proc_start_ticks(int pid, uint64_t *out)
 {
-  char path[64], buf[1024];
-  ssize_t n;
-
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  /* The process's stat line: its start time is the 22nd field. */
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? -ESRCH : -errno;
-  n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0)
-    return -ESRCH;
-  buf[n] = '\0';
-  /* Field 2 (comm) may hold spaces and ')': fields 3.. follow the last ')'. */
-  char *p = strrchr(buf, ')');
-  if (p == NULL)
-    return PT_EFORMAT;
-  p++;
-  for (int field = 3; field <= 22; field++) {
-    while (*p == ' ')
-      p++;
-    if (*p == '\0')
-      return PT_EFORMAT;
-    if (field == 22) {
-      char *end;
-      errno = 0;
-      unsigned long long v = strtoull(p, &end, 10);
-      if (errno != 0 || end == p)
-        return PT_EFORMAT;
-      *out = v;
-      return PT_OK;
-    }
-    while (*p != ' ' && *p != '\0')
-      p++;
-  }
-  return PT_EFORMAT;
+  return proc_stat_field(pid, 22, out);
 }
 
 int node_proc_cmdline(int pid, char *buf, size_t cap, size_t *len)
@@ -187,46 +153,6 @@ static bool cmdline_is_smp(const char *buf, size_t len, const char *sock,
   return sock_ok && inst_ok;
 }
 
-/* field (>= 3) of /proc/PID/stat as a number. */
-static int stat_field(int pid, int want, uint64_t *out)
-{
-  char path[64], buf[1024];
-  ssize_t n;
-
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? -ESRCH : -errno;
-  n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0)
-    return -ESRCH;
-  buf[n] = '\0';
-  /* Field 2 (comm) may hold spaces and ')': fields 3.. follow the last ')'. */
-  char *p = strrchr(buf, ')');
-  if (p == NULL)
-    return PT_EFORMAT;
-  p++;
-  for (int field = 3; field <= want; field++) {
-    while (*p == ' ')
-      p++;
-    if (*p == '\0')
-      return PT_EFORMAT;
-    if (field == want) {
-      char *end;
-      errno = 0;
-      long long v = strtoll(p, &end, 10);
-      if (errno != 0 || end == p || v < 0)
-        return PT_EFORMAT;
-      *out = (uint64_t)v;
-      return PT_OK;
-    }
-    while (*p != ' ' && *p != '\0')
-      p++;
-  }
-  return PT_EFORMAT;
-}
-
 /* The identity of a trainer the node spawned: the leader of its own
  * session (spawned with setsid; its helpers inherit the environment but not
  * the leadership) with PT_INSTANCE, PT_RANK and PT_SMP_SOCKET in its
@@ -244,7 +170,7 @@ static bool trainer_identity(int pid, char inst[40], char rank[16],
   uint64_t sid = 0;
 
   inst[0] = rank[0] = sock[0] = '\0';
-  if (stat_field(pid, 6, &sid) != PT_OK || sid != (uint64_t)pid)
+  if (proc_stat_field(pid, 6, &sid) != PT_OK || sid != (uint64_t)pid)
     return false;
   return environ_identity(pid, inst, rank, sock);
 }
@@ -380,8 +306,8 @@ static int group_scan(const struct node *n, const struct node_rank *r,
       continue;
     int pid = (int)v;
     uint64_t pgrp = 0, sid = 0;
-    if (pid == getpid() || stat_field(pid, 5, &pgrp) != PT_OK ||
-        pgrp != (uint64_t)pgid || stat_field(pid, 6, &sid) != PT_OK ||
+    if (pid == getpid() || proc_stat_field(pid, 5, &pgrp) != PT_OK ||
+        pgrp != (uint64_t)pgid || proc_stat_field(pid, 6, &sid) != PT_OK ||
         sid != (uint64_t)pgid)
       continue;
     if (!verify) {
@@ -391,7 +317,7 @@ static int group_scan(const struct node *n, const struct node_rank *r,
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0)
       continue;
-    if (stat_field(pid, 5, &pgrp) == PT_OK && pgrp == (uint64_t)pgid &&
+    if (proc_stat_field(pid, 5, &pgrp) == PT_OK && pgrp == (uint64_t)pgid &&
         environ_identity(pid, inst, rank, sock) &&
         strcmp(inst, n->instance_hex) == 0 && strcmp(rank, want) == 0 &&
         strcmp(sock, r->sock_path) == 0 &&

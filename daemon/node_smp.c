@@ -31,6 +31,7 @@
 #include "pt.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
+#include "daemon/proc.h"
 
 static const char *req_name(enum node_req_kind k)
 {
@@ -338,25 +339,6 @@ static void kill_unresponsive(struct node_rank *r, const char *what)
   node_smp_disconnect(r);
 }
 
-/* The state letter of /proc/PID/stat (R running, D disk, S asleep, T
- * stopped, ...); '?' when unknown. */
-static char proc_state(int pid)
-{
-  char path[64], buf[512];
-  FILE *f;
-  size_t len;
-
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  f = fopen(path, "re");
-  if (f == NULL)
-    return '?';
-  len = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[len] = '\0';
-  const char *p = strrchr(buf, ')'); /* the name may hold anything */
-  return p != NULL && p[1] == ' ' && p[2] != '\0' ? p[2] : '?';
-}
-
 /* A probe that missed its deadline while the SMP is busy (running or in
  * disk wait: pre-faulting a new object, verifying slots) is given more
  * time, up to NODE_PROBE_BUSY_MS; one that is stopped or asleep is hung. */
@@ -370,7 +352,7 @@ static bool probe_excused(struct node *n, struct node_rank *r,
       goto excused; /* that request has its own, longer deadline */
   if (r->smp == NULL || now >= q->sent_ms + NODE_PROBE_BUSY_MS)
     return false;
-  char st = proc_state(r->smp->pid);
+  char st = proc_stat_state(r->smp->pid);
   if (st != 'R' && st != 'D')
     return false;
   log_debug("smp rank %" PRIu32 " (pid %d) is busy (state %c): its liveness "
