@@ -373,23 +373,6 @@ static Pt__Event *raw_event(int fd)
   return (Pt__Event *)m;
 }
 
-/* True when the SMP closes fd within timeout_ms. */
-static bool closed_by_peer(int fd, int timeout_ms)
-{
-  uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000u;
-  char buf[256];
-
-  while (now_ns() < end) {
-    struct pollfd pfd = { fd, POLLIN, 0 };
-    if (poll(&pfd, 1, 50) > 0) {
-      ssize_t n = read(fd, buf, sizeof(buf));
-      if (n == 0 || (n < 0 && errno == ECONNRESET))
-        return true;
-    }
-  }
-  return false;
-}
-
 /* Stops the SMP (SIGSTOP) and returns once it is stopped: from then on
  * it serves nothing until smp_resume(). */
 static void smp_pause(struct smp_proc *p)
@@ -1346,7 +1329,7 @@ START_TEST(test_garbage)
   int fd = raw_connect(&p);
   fill_random(junk, sizeof(junk), 62);
   ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
-  ck_assert(closed_by_peer(fd, 3000));
+  ck_assert(unit_closed_by_peer(fd, 3000));
   close(fd);
   snap_ok(c, 2);
 
@@ -1356,7 +1339,7 @@ START_TEST(test_garbage)
   rpc_hdr_encode(hb, &h);
   fd = raw_connect(&p);
   ck_assert_int_eq(write(fd, hb, sizeof(hb)), (ssize_t)sizeof(hb));
-  ck_assert(closed_by_peer(fd, 3000));
+  ck_assert(unit_closed_by_peer(fd, 3000));
   close(fd);
 
   /* a body that is not the message its type names */
@@ -1366,7 +1349,7 @@ START_TEST(test_garbage)
   fd = raw_connect(&p);
   ck_assert_int_eq(write(fd, hb, sizeof(hb)), (ssize_t)sizeof(hb));
   ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
-  ck_assert(closed_by_peer(fd, 3000));
+  ck_assert(unit_closed_by_peer(fd, 3000));
   close(fd);
 
   /* a well-formed message the SMP does not serve */
@@ -1374,7 +1357,7 @@ START_TEST(test_garbage)
   Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
   ck_assert_int_eq(rpc_sock_send(fd, RPC_STATUS_QUERY, 9, &q.base,
                                  rpc_now_ms() + 1000), 0);
-  ck_assert(closed_by_peer(fd, 3000));
+  ck_assert(unit_closed_by_peer(fd, 3000));
   close(fd);
 
   /* requests of a trainer without its hello: the connection has no role,
@@ -1387,7 +1370,7 @@ START_TEST(test_garbage)
                                  3000, &m), 0);
   ck_assert_int_eq(((Pt__SlotReply *)m)->status, PT_EROLE);
   protobuf_c_message_free_unpacked(m, NULL);
-  ck_assert(closed_by_peer(fd, 3000));
+  ck_assert(unit_closed_by_peer(fd, 3000));
   close(fd);
 
   /* the trainer was served throughout */

@@ -321,23 +321,6 @@ static int count_aside(const char *shm)
   return n;
 }
 
-/* True when the SMP closes fd within timeout_ms. */
-static bool closed_by_peer(int fd, int timeout_ms)
-{
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
-  char buf[256];
-
-  while (now_ms() < end) {
-    struct pollfd pfd = { fd, POLLIN, 0 };
-    if (poll(&pfd, 1, 50) > 0) {
-      ssize_t n = read(fd, buf, sizeof(buf));
-      if (n == 0 || (n < 0 && errno == ECONNRESET))
-        return true;
-    }
-  }
-  return false;
-}
-
 /* A node's secret file for p (32 bytes, mode 0600). OUT: secret. */
 static void secret_make(struct smp_proc *p, uint8_t secret[32])
 {
@@ -688,7 +671,7 @@ START_TEST(test_truncated_under_smp)
   }
   sleep_ms(100);
   ck_assert_msg(smp_alive(&p), "the SMP died");
-  ck_assert(closed_by_peer(fd, 3000));
+  ck_assert(unit_closed_by_peer(fd, 3000));
   close(fd);
   ck_assert_int_eq(count_aside(p.shm), 1);
 

@@ -126,22 +126,6 @@ static int conn(struct fx *f)
   return -1;
 }
 
-static bool closed_by_peer(int fd, int timeout_ms)
-{
-  uint64_t end = rpc_now_ms() + (uint64_t)timeout_ms;
-  char buf[256];
-
-  while (rpc_now_ms() < end) {
-    struct pollfd pfd = { fd, POLLIN, 0 };
-    if (poll(&pfd, 1, 50) > 0) {
-      ssize_t n = read(fd, buf, sizeof(buf));
-      if (n == 0 || (n < 0 && errno == ECONNRESET))
-        return true;
-    }
-  }
-  return false;
-}
-
 static int log_count(const struct fx *f, const char *needle)
 {
   static char buf[1 << 16];
@@ -318,13 +302,13 @@ START_TEST(roleless_requests_refused)
     int fd = conn(&f);
     ck_assert_int_eq(call(fd, trainer_reqs[i].type, trainer_reqs[i].msg),
                      PT_EROLE);
-    ck_assert(closed_by_peer(fd, 3000));
+    ck_assert(unit_closed_by_peer(fd, 3000));
     close(fd);
   }
   for (size_t i = 0; i < NREQ(node_reqs); i++, n++) {
     int fd = conn(&f);
     ck_assert_int_eq(call(fd, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
-    ck_assert(closed_by_peer(fd, 3000));
+    ck_assert(unit_closed_by_peer(fd, 3000));
     close(fd);
   }
   ck_assert_int_eq(log_count(&f, "on a role-less connection; closing it"), n);
@@ -398,7 +382,7 @@ START_TEST(subscribe_only_from_parent)
       _exit(4);
     if (((Pt__StateReply *)m)->status != PT_EROLE)
       _exit(5);
-    _exit(closed_by_peer(fd, 3000) ? 0 : 6);
+    _exit(unit_closed_by_peer(fd, 3000) ? 0 : 6);
   }
   ck_assert_int_eq(waitpid(pid, &status, 0), pid);
   ck_assert(WIFEXITED(status));
@@ -437,7 +421,7 @@ START_TEST(subscribe_secret)
   for (size_t i = 0; i < 3; i++) {
     int fd = conn(&f); /* from the SMP's parent: the secret decides */
     ck_assert_int_eq(subscribe(fd, bad[i].b, bad[i].len), PT_EROLE);
-    ck_assert(closed_by_peer(fd, 3000));
+    ck_assert(unit_closed_by_peer(fd, 3000));
     close(fd);
   }
   ck_assert_int_eq(log_count(&f, "refusing SUBSCRIBE"), 3);
@@ -452,7 +436,7 @@ START_TEST(subscribe_secret)
   ck_assert_int_eq(call(node, RPC_COMMIT, &q_commit.base), -ENOENT);
   int node2 = conn(&f);
   ck_assert_int_eq(subscribe(node2, secret, sizeof(secret)), 0);
-  ck_assert(closed_by_peer(node, 3000));
+  ck_assert(unit_closed_by_peer(node, 3000));
   ck_assert_int_eq(call(node2, RPC_COMMIT, &q_commit.base), -ENOENT);
   close(node);
   close(node2);
@@ -564,7 +548,7 @@ START_TEST(roleless_connections_bounded)
   int partial = conn(&f);
   ck_assert_int_eq(write(partial, frame, 10), 10); /* part of a header */
   uint64_t t0 = rpc_now_ms();
-  ck_assert(closed_by_peer(partial, 15000));
+  ck_assert(unit_closed_by_peer(partial, 15000));
   ck_assert_uint_ge(rpc_now_ms() - t0, 9000);
   struct pollfd pfd = { silent, POLLIN, 0 };
   ck_assert_int_eq(poll(&pfd, 1, 0), 0); /* still open, nothing to read */
@@ -581,10 +565,10 @@ START_TEST(roleless_connections_bounded)
   ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
   ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED);
   for (int i = 0; i < 80; i++)
-    if (closed_by_peer(flood[i], i < 40 ? 1000 : 50))
+    if (unit_closed_by_peer(flood[i], i < 40 ? 1000 : 50))
       closed++;
   ck_assert_int_ge(closed, 80 + 1 - 32);
-  ck_assert(closed_by_peer(silent, 1000)); /* the oldest idle one went */
+  ck_assert(unit_closed_by_peer(silent, 1000)); /* the oldest idle one went */
   for (int i = 0; i < 80; i++)
     close(flood[i]);
   /* 500 more in a burst: each one over the bound closes the oldest, but the
@@ -809,7 +793,7 @@ START_TEST(hello_only_from_announced_trainer)
   /* Only the node may announce. */
   int stray = conn(&f);
   ck_assert_int_eq(trainer_set(stray, l.pid, 0), PT_EROLE);
-  ck_assert(closed_by_peer(stray, 3000));
+  ck_assert(unit_closed_by_peer(stray, 3000));
   close(stray);
   ck_assert_int_eq(log_count(&f, "refusing TRAINER_SET"), 1);
   ck_assert_int_eq(leader_hello(&l), -EAGAIN);

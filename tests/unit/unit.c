@@ -2,6 +2,11 @@
  * unit.c — see unit.h. Linked into every unit test binary.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,4 +47,25 @@ void unit_shm_sweep(const char *fmt, ...)
     }
   }
   closedir(d);
+}
+
+bool unit_closed_by_peer(int fd, int timeout_ms)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  int64_t end = now + timeout_ms;
+  char buf[256];
+
+  while (now < end) {
+    struct pollfd pfd = { fd, POLLIN, 0 };
+    if (poll(&pfd, 1, 50) > 0) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n == 0 || (n < 0 && errno == ECONNRESET))
+        return true;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  }
+  return false;
 }
