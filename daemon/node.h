@@ -281,10 +281,6 @@ void node_saved_release(struct node_saved *s);
  * the euid or root and not writable by group or others unless sticky (as
  * /tmp). -EPERM (or -ENOTDIR, -errno) with a sentence in err. */
 int node_state_dir_check(const char *dir, char *err, size_t errlen);
-/* 32 lowercase hex digits (+ NUL) of an instance id; parse: false unless
- * exactly 32 hex digits. */
-void node_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
-bool node_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
 
 /* ---- the running node ---- */
 

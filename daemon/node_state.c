@@ -127,7 +127,7 @@ int node_state_format(const struct node_saved *s, char **text, size_t *len)
   put(&b, "# written by ptd node; see daemon/node_state.c\n");
   put(&b, "job %s\n", s->job);
   char hex[33];
-  node_instance_hex(s->instance, hex);
+  snap_instance_hex(s->instance, hex);
   put(&b, "instance %s\n", hex);
   put(&b, "status %s\n", s->ended ? "ended" : "running");
   put(&b, "ranks %" PRIu32 "\n", s->ranks);
@@ -437,7 +437,7 @@ int node_state_parse(const char *text, size_t len, struct node_saved *s,
   memcpy(s->job, v, strlen(v) + 1); /* fits: checked above */
   if ((rc = expect(&L, "instance", v, sizeof(v))) != PT_OK)
     goto out_fail;
-  if (!node_instance_parse(v, s->instance)) {
+  if (!snap_instance_parse(v, s->instance)) {
     snprintf(L.err, sizeof(L.err), "line %u: bad instance id", L.lineno);
     rc = PT_EFORMAT;
     goto out_fail;
@@ -690,28 +690,4 @@ int node_state_dir_check(const char *dir, char *err, size_t errlen)
     return -EPERM;
   }
   return parent_check(dir, err, errlen);
-}
-
-void node_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33])
-{
-  static const char digits[] = "0123456789abcdef";
-
-  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
-    out[2 * i] = digits[id[i] >> 4];
-    out[2 * i + 1] = digits[id[i] & 15];
-  }
-  out[2 * SNAP_INSTANCE_BYTES] = '\0';
-}
-
-bool node_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES])
-{
-  if (strlen(hex) != 2 * SNAP_INSTANCE_BYTES)
-    return false;
-  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
-    int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return false;
-    id[i] = (uint8_t)(hi * 16 + lo);
-  }
-  return true;
 }

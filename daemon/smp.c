@@ -70,28 +70,6 @@
 
 /* ---- the object ---- */
 
-/* 16 bytes as 32 lowercase hex digits. */
-static void hex_instance(const uint8_t *in, char out[2 * SNAP_INSTANCE_BYTES + 1])
-{
-  static const char digits[] = "0123456789abcdef";
-
-  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
-    out[2 * i] = digits[in[i] >> 4];
-    out[2 * i + 1] = digits[in[i] & 15];
-  }
-  out[2 * SNAP_INSTANCE_BYTES] = '\0';
-}
-
-/* A name read from an object, printable: it may have been written by anyone. */
-static void printable(const char *in, char *out, size_t len)
-{
-  size_t i = 0;
-
-  for (; in[i] != '\0' && i + 1 < len; i++)
-    out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
-  out[i] = '\0';
-}
-
 /* A standing refusal of the object; logged when it first appears or
  * changes, not on every HELLO. */
 static int refuse(struct smp *smp, int rc, const char *msg)
@@ -134,7 +112,7 @@ static int set_aside(struct smp *smp, const char *why)
 int smp_store_load(struct smp *smp)
 {
   char err[400] = "", msg[768], ours[2 * SNAP_INSTANCE_BYTES + 1],
-       theirs[2 * SNAP_INSTANCE_BYTES + 1], job[SNAP_JOB_MAX];
+       theirs[2 * SNAP_INSTANCE_BYTES + 1];
   struct snap_store *s = NULL;
   int rc;
 
@@ -157,16 +135,16 @@ int smp_store_load(struct smp *smp)
              smp->shm_name, err[0] ? err : pt_strerror(rc));
     return refuse(smp, rc, msg);
   }
-  hex_instance(smp->instance, ours);
-  hex_instance(snap_store_instance(s), theirs);
-  printable(snap_store_job(s), job, sizeof(job));
+  snap_instance_hex(smp->instance, ours);
+  snap_instance_hex(snap_store_instance(s), theirs);
   if (memcmp(snap_store_instance(s), smp->instance, SNAP_INSTANCE_BYTES) != 0 ||
       strcmp(snap_store_job(s), smp->job) != 0 ||
       snap_store_rank(s) != smp->rank) {
     snprintf(msg, sizeof(msg),
              "snapshot object '%s' belongs to job '%s' rank %u instance %s, "
              "not to this job instance (%s): it is left untouched",
-             smp->shm_name, job, snap_store_rank(s), theirs, ours);
+             smp->shm_name, LOG_ESC(snap_store_job(s)), snap_store_rank(s),
+             theirs, ours);
     rc = PT_EFOREIGN;
     goto out_refuse;
   }
@@ -518,30 +496,6 @@ enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
        OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_INSTANCE, OPT_SECRET,
        OPT_HUGE, OPT_HELP };
 
-/* 32 hex digits into SNAP_INSTANCE_BYTES bytes. */
-static int instance_parse(const char *s, uint8_t *out)
-{
-  if (strlen(s) != 2 * SNAP_INSTANCE_BYTES)
-    return -EINVAL;
-  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
-    unsigned v = 0;
-    for (int j = 0; j < 2; j++) {
-      char ch = s[2 * i + j];
-      v <<= 4;
-      if (ch >= '0' && ch <= '9')
-        v |= (unsigned)(ch - '0');
-      else if (ch >= 'a' && ch <= 'f')
-        v |= (unsigned)(ch - 'a' + 10);
-      else if (ch >= 'A' && ch <= 'F')
-        v |= (unsigned)(ch - 'A' + 10);
-      else
-        return -EINVAL;
-    }
-    out[i] = (uint8_t)v;
-  }
-  return 0;
-}
-
 static int args_parse(struct smp *smp, int argc, char **argv)
 {
   static const struct option opts[] = {
@@ -607,7 +561,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
       log_max_level = (int)v;
       break;
     case OPT_INSTANCE:
-      if (instance_parse(optarg, smp->instance) != 0)
+      if (!snap_instance_parse(optarg, smp->instance))
         goto bad_value;
       break;
     case OPT_SECRET:

@@ -583,3 +583,38 @@ uint32_t *snap_slot_crcs(const struct snap_store *s, uint32_t slot)
   return (uint32_t *)(void *)(s->base + s->lay.crc_off +
                               (uint64_t)slot * s->lay.crc_stride);
 }
+
+void snap_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33])
+{
+  static const char digits[] = "0123456789abcdef";
+
+  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
+    out[2 * i] = digits[id[i] >> 4];
+    out[2 * i + 1] = digits[id[i] & 15];
+  }
+  out[2 * SNAP_INSTANCE_BYTES] = '\0';
+}
+
+static int hex_digit(char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+bool snap_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES])
+{
+  if (strlen(hex) != 2 * SNAP_INSTANCE_BYTES)
+    return false;
+  for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
+    int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return false;
+    id[i] = (uint8_t)(hi * 16 + lo);
+  }
+  return true;
+}

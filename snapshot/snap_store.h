@@ -266,6 +266,10 @@ uint64_t snap_store_slot_bytes(const struct snap_store *s); /* data bytes */
 uint64_t snap_store_ctime_ns(const struct snap_store *s);
 /* The job instance id recorded at creation: SNAP_INSTANCE_BYTES bytes. */
 const uint8_t *snap_store_instance(const struct snap_store *s);
+/* An instance id as 32 lowercase hex digits (+ NUL), and back: parse is
+ * false unless hex is exactly 32 hex digits. */
+void snap_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
+bool snap_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
 void *snap_store_base(const struct snap_store *s);         /* the mapping */
 const struct snap_region *snap_store_region(const struct snap_store *s,
                                             uint32_t i);
