@@ -7,7 +7,8 @@
  * (SUBSCRIBE, STATE_QUERY, PROTECT, COMMIT, ABORT, SET_RESTORE); the
  * messages are those of rpc/pt.proto and the exchange is the one of the
  * project's protocol notes.
- * This file starts, listens and stops; smp_serve.c answers the requests.
+ * This file starts, listens and stops; the files smp_internal.h lists
+ * answer the requests.
  *
  * Invariants kept here:
  *   - Roles (smp_serve.c): a connection has none until an accepted HELLO

@@ -3,13 +3,20 @@
  * process's state and one accepted connection's state. Not an interface:
  * the role's only entry point is smp_main() in daemon/roles.h.
  *
- *   smp.c        start-up, command line, listener, signals, shutdown
- *   smp_serve.c  the requests of the trainer and of the node
+ *   smp.c              start-up, command line, listener, signals, shutdown
+ *   smp_serve.c        helpers the requests share; the dispatch by role
+ *   smp_trainer_pid.c  the trainer's process (pidfd watch) and the trainer
+ *                      the node announced (TRAINER_SET)
+ *   smp_trainer.c      the trainer's requests: HELLO, SLOT_ACQUIRE, SEAL,
+ *                      RESTORE_QUERY, BYE
+ *   smp_node.c         the node's requests: SUBSCRIBE, STATE_QUERY, PROTECT,
+ *                      COMMIT, ABORT, SET_RESTORE
  */
 #ifndef PT_SMP_INTERNAL_H
 #define PT_SMP_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -134,5 +141,69 @@ bool smp_store_guard(struct smp *smp, bool full);
  * store is dropped as by smp_store_guard and -EIO returned; else fn's
  * return. Every entry point that may touch the mapping goes through it. */
 int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg);
+
+/* ---- between the files that serve requests ---- */
+
+/* smp_serve.c: helpers of both roles' requests. */
+
+/* Answers request id with a plain Reply. */
+void smp_reply_status(struct smp_conn *sc, uint64_t id, int status,
+                      const char *message);
+
+/* Sends ev to the node, when one is subscribed. */
+void smp_event_send(struct smp *smp, Pt__Event *ev);
+
+/* Remembers a slot sc acquired. A slot has one current generation, so an
+ * older entry for the same slot is replaced. */
+void smp_writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen);
+
+/* Forgets a slot sc acquired (sealed, or failed in the trainer). */
+void smp_writing_remove(struct smp_conn *sc, uint32_t slot, uint64_t gen);
+
+/* Frees every slot this connection acquired and did not seal. */
+void smp_writing_abort_all(struct smp_conn *sc);
+
+/* The trainer role of sc ends (BYE, close or its process's exit): tell the
+ * node once. */
+void smp_trainer_release(struct smp_conn *sc, bool done);
+
+/* Commits step (SEAL with --autocommit, or COMMIT); logs a failure. */
+int smp_commit_step(struct smp *smp, uint64_t step);
+
+/* smp_trainer_pid.c: which process is the trainer. */
+
+/* Watches the trainer process pid of sc: when it exits, sc stops being the
+ * trainer's and is closed. Replaces any earlier watch. */
+void smp_watch_start(struct smp_conn *sc, int pid);
+
+/* Stops watching sc's trainer process (none: nothing). */
+void smp_watch_stop(struct smp_conn *sc);
+
+/* Whether the HELLO of peer pid may go on: 0, -EAGAIN while no trainer is
+ * announced (with --secret-file; without, only an announcement restricts),
+ * PT_EROLE from outside the announced session. OUT: msg when not. */
+int smp_hello_peer_check(struct smp *smp, int peer, char *msg, size_t len);
+
+/* The request handlers, each answering request id (they return 0, as
+ * smp_on_msg does). smp_trainer_pid.c: */
+int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
+                       const Pt__TrainerSet *m);
+/* smp_trainer.c: */
+int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m);
+int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
+                        const Pt__SlotAcquire *m);
+int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m);
+int smp_on_restore_query(struct smp_conn *sc, uint64_t id);
+int smp_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m);
+/* smp_node.c (STATE_QUERY: smp_state_reply; verify: read every readable
+ * slot in full): */
+void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify);
+int smp_on_subscribe(struct smp_conn *sc, uint64_t id,
+                     const Pt__Subscribe *m);
+int smp_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m);
+int smp_on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m);
+int smp_on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m);
+int smp_on_set_restore(struct smp_conn *sc, uint64_t id,
+                       const Pt__SetRestore *m);
 
 #endif /* PT_SMP_INTERNAL_H */

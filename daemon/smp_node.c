@@ -1,0 +1,212 @@
+/*
+ * smp_node.c — ptd smp's answers to its node: SUBSCRIBE, STATE_QUERY,
+ * PROTECT, COMMIT, ABORT and SET_RESTORE, as the project's protocol notes
+ * define them (TRAINER_SET is smp_trainer_pid.c's).
+ *
+ * A commit comes in two phases so that it holds on every rank or on none:
+ * PROTECT pins the sealed step's slot (no new snapshot may reuse it), then
+ * COMMIT makes it the committed step, or ABORT drops the pin when another
+ * rank could not protect the step.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/smp_internal.h"
+
+/* ---- node requests ---- */
+
+void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
+{
+  struct smp *smp = sc->smp;
+  Pt__StateReply r = PT__STATE_REPLY__INIT;
+  Pt__SlotInfo infos[SNAP_MAX_SLOTS], *ptrs[SNAP_MAX_SLOTS];
+  uint32_t n = smp->store ? snap_store_nslots(smp->store) : 0;
+
+  if (n > SNAP_MAX_SLOTS)
+    n = SNAP_MAX_SLOTS;
+  uint32_t check[SNAP_MAX_SLOTS], n_check = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    struct snap_slot_info si;
+    snap_slot_get(smp->store, i, &si);
+    pt__slot_info__init(&infos[i]);
+    infos[i].slot = i;
+    infos[i].state = si.state;
+    infos[i].step = si.step;
+    infos[i].generation = si.generation;
+    if (verify && (si.state == SNAP_SEALED || si.state == SNAP_PROTECTED ||
+                   si.state == SNAP_COMMITTED))
+      check[n_check++] = i;
+    ptrs[i] = &infos[i];
+  }
+  if (n_check > 0) {
+    /* Every readable slot, each read in full, on as many cores as there are
+     * slots to read (the trainers are stopped while the node asks this). */
+    int rcs[SNAP_MAX_SLOTS];
+    uint32_t bad[SNAP_MAX_SLOTS];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t threads = cpus < 1 ? 1 : cpus > SNAP_MAX_SLOTS ? SNAP_MAX_SLOTS : (uint32_t)cpus;
+    snap_slots_verify(smp->store, check, n_check, threads, rcs, bad);
+    for (uint32_t k = 0; k < n_check; k++) {
+      uint32_t i = check[k];
+      infos[i].has_intact = true;
+      infos[i].intact = rcs[k] == 0;
+      if (rcs[k] != 0)
+        log_warn("slot %u (step %" PRIu64 ") fails verification at block "
+                 "%u: %s", i, infos[i].step, bad[k], pt_strerror(rcs[k]));
+    }
+  }
+  r.status = 0;
+  r.rank = smp->rank;
+  r.n_slots = n;
+  r.slots = ptrs;
+  r.has_has_store = true;
+  r.has_store = smp->store != NULL;
+  r.has_trainer_pid = true;
+  r.trainer_pid = smp->trainer ? smp->trainer_pid : 0;
+  r.has_trainer_done = true;
+  r.trainer_done = smp->trainer_done;
+  r.has_bytes_held = true;
+  r.bytes_held = smp->store ? snap_store_total_bytes(smp->store) : 0;
+  r.has_smp_pid = true;
+  r.smp_pid = (int32_t)getpid();
+  r.has_instance = true;
+  r.instance.data = smp->instance;
+  r.instance.len = SNAP_INSTANCE_BYTES;
+  /* Why there is no store although an object exists (another instance's,
+   * world size's, user's or SMP's): the node can say it too. */
+  if (smp->store == NULL && smp->refuse_rc != 0)
+    r.message = smp->refuse_msg;
+  rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
+}
+
+/* Whether a SUBSCRIBE comes from this SMP's node: it carries the secret of
+ * --secret-file or, for an SMP started without one, comes from its parent
+ * process. OUT: why, when not. */
+static bool subscribe_valid(struct smp_conn *sc, const Pt__Subscribe *m,
+                            const char **why)
+{
+  struct smp *smp = sc->smp;
+
+  if (smp->has_secret) {
+    if (!m->has_secret || m->secret.len != NODE_SECRET_BYTES) {
+      *why = "it carries no secret";
+      return false;
+    }
+    if (sodium_memcmp(m->secret.data, smp->secret, NODE_SECRET_BYTES) != 0) {
+      *why = "its secret is wrong";
+      return false;
+    }
+    return true;
+  }
+  pid_t parent = getppid();
+  if (parent <= 1 || rpc_conn_peer_pid(sc->conn) != (int)parent) {
+    *why = "it does not come from the SMP's parent (no --secret-file)";
+    return false;
+  }
+  return true;
+}
+
+int smp_on_subscribe(struct smp_conn *sc, uint64_t id,
+                     const Pt__Subscribe *m)
+{
+  struct smp *smp = sc->smp;
+  const char *why = NULL;
+
+  if (!subscribe_valid(sc, m, &why)) {
+    Pt__StateReply r = PT__STATE_REPLY__INIT;
+    log_warn("refusing SUBSCRIBE from pid %d: %s; closing the connection",
+             rpc_conn_peer_pid(sc->conn), why);
+    r.status = PT_EROLE;
+    r.message = "subscribe refused: not this SMP's node";
+    r.rank = smp->rank;
+    rpc_conn_send(sc->conn, RPC_STATE_REPLY, id, &r.base);
+    rpc_conn_close(sc->conn, PT_EROLE);
+    return 0;
+  }
+  if (smp->node != NULL && smp->node != sc) {
+    /* A valid SUBSCRIBE replaces the subscriber (a restarted node); the old
+     * connection is no longer the node's and is closed. */
+    log_info("node '%s' replaces the previous subscriber",
+             LOG_ESC(m->node_id));
+    smp->node->role = ROLE_NONE;
+    rpc_conn_close(smp->node->conn, 0);
+  } else if (smp->node != sc) {
+    log_info("node '%s' subscribed", LOG_ESC(m->node_id));
+  }
+  smp_conn_role_given(sc, ROLE_NODE);
+  smp->node = sc;
+  smp_state_reply(sc, id, false);
+  return 0;
+}
+
+int smp_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
+{
+  int rc = -ENOENT;
+
+  if (sc->smp->store != NULL)
+    rc = smp_commit_step(sc->smp, m->step);
+  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
+int smp_on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m)
+{
+  int rc = -ENOENT;
+
+  if (sc->smp->store != NULL)
+    rc = snap_slot_protect(sc->smp->store, m->step);
+  if (rc == 0)
+    log_debug("protected step %" PRIu64, m->step);
+  else
+    log_debug("cannot protect step %" PRIu64 ": no slot holds it sealed",
+             m->step);
+  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
+int smp_on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m)
+{
+  int rc = -ENOENT;
+
+  if (sc->smp->store != NULL)
+    rc = snap_slot_unprotect(sc->smp->store, m->step);
+  if (rc == 0)
+    log_debug("commit of step %" PRIu64 " abandoned: its slot is sealed "
+              "again", m->step);
+  else
+    log_debug("abort of step %" PRIu64 ": no slot holds it protected",
+             m->step);
+  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
+int smp_on_set_restore(struct smp_conn *sc, uint64_t id,
+                       const Pt__SetRestore *m)
+{
+  struct smp *smp = sc->smp;
+  int rc = 0;
+
+  if (smp->store != NULL)
+    rc = snap_store_set_restore(smp->store, m->has_step, m->step);
+  else if (m->has_step)
+    rc = -ENOENT;
+  if (rc == 0) {
+    smp->restore_set = true;
+    smp->restore_has_step = m->has_step;
+    smp->restore_step = m->step;
+    if (m->has_step)
+      log_info("restore point: step %" PRIu64, m->step);
+    else
+      log_info("restore point: none, every slot freed");
+  } else {
+    log_warn("cannot set restore point step %" PRIu64 ": %s", m->step,
+             pt_strerror(rc));
+  }
+  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}

@@ -1,0 +1,397 @@
+/*
+ * smp_trainer.c — ptd smp's answers to its trainer: HELLO, SLOT_ACQUIRE,
+ * SEAL, RESTORE_QUERY and BYE, as the project's protocol notes define them.
+ * Who may say HELLO is smp_trainer_pid.c's to decide.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/smp_internal.h"
+
+/* ---- trainer requests ---- */
+
+/* --huge-pages: one line saying whether the new object got them, and when
+ * it did not, which setting to change. */
+static void huge_pages_report(struct smp *smp)
+{
+  uint64_t huge = snap_store_huge_bytes(smp->store);
+  uint64_t total = snap_store_total_bytes(smp->store);
+  char why[256];
+
+  if (huge > 0) {
+    log_info("snapshot object '%s': %" PRIu64 " of %" PRIu64 " bytes in huge "
+             "pages", smp->shm_name, huge, total);
+    return;
+  }
+  snap_huge_pages_why(why, sizeof(why));
+  log_warn("huge pages unavailable for '%s', using 4 KiB pages: %s",
+           smp->shm_name, why[0] ? why : "the kernel gave none (memory too "
+           "fragmented, or no free huge pages)");
+}
+
+/* The object for a HELLO: the one held (re-validated first: a trainer must
+ * never be sent to a name that no longer refers to our mapping), else the
+ * one under the name (smp_store_load), else a new one for these regions. On
+ * a refusal msg says why. */
+static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs,
+                           uint32_t n, char *msg, size_t len)
+{
+  int rc;
+
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (smp->store != NULL)
+      smp_store_guard(smp, true);
+    if (smp->store == NULL && (rc = smp_store_load(smp)) != 0) {
+      snprintf(msg, len, "%s", smp->refuse_msg);
+      return rc;
+    }
+    if (smp->store != NULL) {
+      if (snap_store_regions_match(smp->store, descs, n))
+        return 0;
+      snprintf(msg, len,
+               "the trainer's %u regions differ from the %u regions of "
+               "snapshot object '%s'", n, snap_store_nregions(smp->store),
+               smp->shm_name);
+      return PT_EREGIONS;
+    }
+    struct snap_params p = {
+      .job = smp->job, .rank = smp->rank, .world = smp->world,
+      .nslots = smp->nslots, .regions = descs, .nregions = n,
+      .parity_bytes = 0, .budget_bytes = smp->budget,
+      .instance = smp->instance, .lock = true,
+      .huge_pages = smp->huge_pages,
+    };
+    rc = snap_store_create(&smp->store, smp->shm_name, &p, msg, len);
+    if (rc == -EEXIST)
+      continue; /* made meanwhile (another SMP?): load it */
+    if (rc != 0) {
+      if (msg[0] == '\0')
+        snprintf(msg, len, "cannot create '%s': %s", smp->shm_name,
+                 pt_strerror(rc));
+      smp->store = NULL;
+      log_error("cannot create snapshot object '%s': %s", smp->shm_name, msg);
+      return rc;
+    }
+    log_info("created snapshot object '%s' (%" PRIu64 " bytes, %u slots, "
+             "%u regions)", smp->shm_name, snap_store_total_bytes(smp->store),
+             snap_store_nslots(smp->store), n);
+    if (smp->huge_pages)
+      huge_pages_report(smp);
+    return 0;
+  }
+  snprintf(msg, len, "snapshot object '%s' keeps changing under the SMP",
+           smp->shm_name);
+  return -EAGAIN;
+}
+
+
+int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
+{
+  struct smp *smp = sc->smp;
+  Pt__HelloReply r = PT__HELLO_REPLY__INIT;
+  struct snap_region_desc *descs = NULL;
+  char msg[768] = "";
+  bool quiet = false;
+  uint32_t cslot;
+  uint64_t cstep;
+  int rc = 0;
+  int peer_pid = rpc_conn_peer_pid(sc->conn);
+
+  /* The trainer runs as the SMP's user and names itself truly. */
+  if (rpc_conn_peer_uid(sc->conn) != (int)geteuid()) {
+    snprintf(msg, sizeof(msg), "hello from uid %d: only uid %u may train here",
+             rpc_conn_peer_uid(sc->conn), (unsigned)geteuid());
+    rc = PT_EROLE;
+    goto out_reply;
+  }
+  if (peer_pid <= 0 || m->pid != peer_pid) {
+    snprintf(msg, sizeof(msg), "hello names pid %d but comes from pid %d",
+             (int)m->pid, peer_pid);
+    rc = PT_EROLE;
+    goto out_reply;
+  }
+  rc = smp_hello_peer_check(smp, peer_pid, msg, sizeof(msg));
+  if (rc == -EAGAIN) {
+    /* Not a refusal: the trainer's libpt asks again. Said once per
+     * connection, and not to the node (it is the one being waited for). */
+    if (!sc->wait_logged)
+      log_debug("hello from pid %d waits: %s", peer_pid, msg);
+    sc->wait_logged = true;
+    goto out_wait;
+  }
+  if (rc != 0)
+    goto out_reply;
+  if (strcmp(m->job, smp->job) != 0 || m->rank != smp->rank) {
+    snprintf(msg, sizeof(msg),
+             "hello from job '%s' rank %u reached the SMP of job '%s' rank %u",
+             LOG_ESC(m->job), m->rank, smp->job, smp->rank);
+    rc = PT_ECONFIG;
+    goto out_reply;
+  }
+  if (m->world != smp->world) {
+    snprintf(msg, sizeof(msg),
+             "hello from a trainer of world size %u reached the SMP of a job "
+             "of %u ranks", m->world, smp->world);
+    rc = PT_EWORLD;
+    goto out_reply;
+  }
+  if (m->n_regions == 0 || m->n_regions > SNAP_MAX_REGIONS) {
+    snprintf(msg, sizeof(msg), "hello with %zu regions (1 to %d allowed)",
+             m->n_regions, SNAP_MAX_REGIONS);
+    rc = -EINVAL;
+    goto out_reply;
+  }
+  descs = calloc(m->n_regions, sizeof(*descs));
+  if (descs == NULL) {
+    rc = -ENOMEM;
+    goto out_reply;
+  }
+  for (size_t i = 0; i < m->n_regions; i++) {
+    const Pt__Region *pr = m->regions[i];
+    size_t len = strlen(pr->name);
+    if (len == 0 || len >= SNAP_NAME_MAX || pr->bytes == 0 || pr->kind > 1) {
+      snprintf(msg, sizeof(msg), "hello: region %zu ('%.64s') is invalid", i,
+               LOG_ESC(pr->name));
+      rc = -EINVAL;
+      goto out_reply;
+    }
+    memcpy(descs[i].name, pr->name, len + 1);
+    descs[i].bytes = pr->bytes;
+    descs[i].kind = pr->kind;
+  }
+  rc = store_for_hello(smp, descs, (uint32_t)m->n_regions, msg, sizeof(msg));
+  if (rc != 0) {
+    quiet = rc == smp->refuse_rc; /* a standing refusal, logged once */
+    goto out_reply;
+  }
+  if (smp->trainer != NULL && smp->trainer != sc) {
+    snprintf(msg, sizeof(msg), "another trainer (pid %d) is connected",
+             (int)smp->trainer_pid);
+    rc = -EBUSY;
+    goto out_reply;
+  }
+  /* The peer's pid is the process that connected; HELLO's is what it says. */
+  int peer = rpc_conn_peer_pid(sc->conn);
+  int32_t pid = peer > 0 ? (int32_t)peer : m->pid;
+  if (smp->trainer != sc) {
+    if (peer > 0 && peer != m->pid)
+      log_info("trainer pid %d connected (its hello says pid %d)", (int)pid,
+               (int)m->pid);
+    else
+      log_info("trainer pid %d connected", (int)pid);
+    /* A committed step that a new trainer process finds must be restored
+     * before it snapshots (unless it restored, or started fresh, on an SMP
+     * before this one): else a run that never restores overwrites it. */
+    sc->restore_owed =
+        snap_store_newest_committed(smp->store, &cslot, &cstep) == 0 &&
+        !(m->has_reconnect && m->reconnect);
+    if (peer > 0) /* a pid that HELLO merely claims is not watched */
+      smp_watch_start(sc, peer);
+  }
+  smp_conn_role_given(sc, ROLE_TRAINER);
+  sc->pid = pid;
+  sc->gone_sent = false;
+  smp->trainer = sc;
+  smp->trainer_pid = pid;
+  smp->trainer_done = false;
+
+out_reply:
+  free(descs);
+  if (rc == -EBUSY) {
+    /* libpt asks again every few ms while the other trainer goes: one line
+     * now and then, and nothing for the node to decide. */
+    static struct log_limit busy_lim;
+    if (!quiet)
+      log_limited(&busy_lim, LOG_LVL_WARN, "hello refused: %s",
+                  msg[0] ? msg : pt_strerror(rc));
+  } else if (rc != 0) {
+    if (!quiet)
+      log_warn("hello refused: %s", msg[0] ? msg : pt_strerror(rc));
+    /* The node decides whether the job can go on (a budget or /dev/shm too
+     * small for the trainer's regions: it cannot). */
+    Pt__Event ev = PT__EVENT__INIT;
+    ev.kind = PT__EVENT_KIND__EVENT_HELLO_REFUSED;
+    ev.rank = smp->rank;
+    ev.has_status = true;
+    ev.status = rc;
+    ev.message = msg[0] != '\0' ? msg : (char *)pt_strerror(rc);
+    smp_event_send(smp, &ev);
+  }
+out_wait:
+  r.status = rc;
+  if (msg[0] != '\0' && rc != 0)
+    r.message = msg;
+  if (rc == 0) {
+    uint32_t cslot;
+    uint64_t cstep;
+    r.shm_name = smp->shm_name;
+    r.has_shm_bytes = true;
+    r.shm_bytes = snap_store_total_bytes(smp->store);
+    if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+      r.has_committed_step = true;
+      r.committed_step = cstep;
+    }
+  }
+  rpc_conn_send(sc->conn, RPC_HELLO_REPLY, id, &r.base);
+  return 0;
+}
+
+/* The trainer's requests need its accepted HELLO. */
+static bool is_trainer(struct smp_conn *sc)
+{
+  return sc->smp->trainer == sc && sc->smp->store != NULL;
+}
+
+int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
+                        const Pt__SlotAcquire *m)
+{
+  struct smp *smp = sc->smp;
+  Pt__SlotReply r = PT__SLOT_REPLY__INIT;
+  uint32_t slot = 0, cslot;
+  uint64_t gen = 0, cstep;
+  char msg[200];
+  int rc;
+
+  if (!is_trainer(sc)) {
+    r.status = PT_ESTATE;
+    r.message = "slot request before an accepted hello";
+    goto out_reply;
+  }
+  if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+    r.has_committed_step = true;
+    r.committed_step = cstep;
+    if (m->step <= cstep) {
+      snprintf(msg, sizeof(msg),
+               "step %" PRIu64 " is not newer than the committed step %" PRIu64,
+               m->step, cstep);
+      r.status = PT_ESTEP;
+    } else if (sc->restore_owed) {
+      snprintf(msg, sizeof(msg),
+               "step %" PRIu64 " refused: step %" PRIu64 " is committed and "
+               "this trainer has not called pt_restore()", m->step, cstep);
+      r.status = PT_ENORESTORE;
+    }
+    if (r.status != 0) {
+      r.message = msg;
+      log_warn("no slot for step %" PRIu64 ": %s", m->step, msg);
+      goto out_reply;
+    }
+  }
+  rc = snap_slot_acquire(smp->store, m->step, &slot, &gen);
+  r.status = rc;
+  if (rc == 0) {
+    smp_writing_add(sc, slot, gen);
+    r.has_slot = true;
+    r.slot = slot;
+    r.has_generation = true;
+    r.generation = gen;
+    log_debug("step %" PRIu64 ": slot %u generation %" PRIu64, m->step, slot,
+              gen);
+  } else if (rc == PT_SKIPPED) {
+    log_debug("step %" PRIu64 " skipped: no free slot", m->step);
+  } else {
+    r.message = (char *)pt_strerror(rc);
+    log_warn("no slot for step %" PRIu64 ": %s", m->step, pt_strerror(rc));
+  }
+
+out_reply:
+  rpc_conn_send(sc->conn, RPC_SLOT_REPLY, id, &r.base);
+  return 0;
+}
+
+int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
+{
+  struct smp *smp = sc->smp;
+  int rc;
+
+  if (!is_trainer(sc)) {
+    smp_reply_status(sc, id, PT_ESTATE, "seal before an accepted hello");
+    return 0;
+  }
+  smp_writing_remove(sc, m->slot, m->generation);
+  if (!m->ok) {
+    rc = snap_slot_abort(smp->store, m->slot, m->generation);
+    log_warn("step %" PRIu64 " failed in the trainer: slot %u freed", m->step,
+             m->slot);
+    smp_reply_status(sc, id, rc, NULL);
+    return 0;
+  }
+  rc = snap_slot_seal(smp->store, m->slot, m->generation, m->step);
+  if (rc != 0) {
+    log_warn("cannot seal step %" PRIu64 " in slot %u: %s", m->step, m->slot,
+             pt_strerror(rc));
+    /* A seal refused for a bad step leaves the slot WRITING: free it. */
+    snap_slot_abort(smp->store, m->slot, m->generation);
+    smp_reply_status(sc, id, rc, pt_strerror(rc));
+    return 0;
+  }
+  log_debug("sealed step %" PRIu64 " in slot %u", m->step, m->slot);
+  Pt__Event ev = PT__EVENT__INIT;
+  ev.kind = PT__EVENT_KIND__EVENT_SEALED;
+  ev.rank = smp->rank;
+  ev.has_step = true;
+  ev.step = m->step;
+  smp_event_send(smp, &ev);
+  if (smp->autocommit)
+    smp_commit_step(smp, m->step);
+  smp_reply_status(sc, id, 0, NULL);
+  return 0;
+}
+
+int smp_on_restore_query(struct smp_conn *sc, uint64_t id)
+{
+  struct smp *smp = sc->smp;
+  Pt__RestoreReply r = PT__RESTORE_REPLY__INIT;
+  struct snap_slot_info info;
+  uint32_t slot = 0;
+  uint64_t step = 0;
+  int rc;
+
+  if (!is_trainer(sc)) {
+    r.status = PT_ESTATE;
+    r.message = "restore query before an accepted hello";
+    goto out_reply;
+  }
+  sc->restore_owed = false;
+  if (smp->restore_set && !smp->restore_has_step) {
+    rc = PT_ENOSNAP;
+  } else if (smp->restore_set) {
+    rc = snap_store_find_step(smp->store, smp->restore_step, &slot);
+    if (rc != 0)
+      rc = PT_ENOSNAP;
+  } else {
+    rc = snap_store_newest_committed(smp->store, &slot, &step);
+  }
+  r.status = rc;
+  if (rc == 0) {
+    snap_slot_get(smp->store, slot, &info);
+    r.has_slot = true;
+    r.slot = slot;
+    r.has_generation = true;
+    r.generation = info.generation;
+    r.has_step = true;
+    r.step = info.step;
+    log_info("trainer restores step %" PRIu64 " from slot %u", info.step, slot);
+  } else if (rc == PT_ENOSNAP) {
+    log_info("no snapshot to restore: the trainer starts fresh");
+  }
+
+out_reply:
+  rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, id, &r.base);
+  return 0;
+}
+
+int smp_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m)
+{
+  log_info("trainer pid %d says goodbye (done: %s)", (int)sc->pid,
+           m->done ? "yes" : "no");
+  smp_trainer_release(sc, m->done);
+  smp_reply_status(sc, id, 0, NULL);
+  return 0;
+}
