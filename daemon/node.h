@@ -1,7 +1,16 @@
 /*
  * node.h — internals shared by the files of `ptd node` (standalone mode).
  *
- *   node.c        node_main: set-up, the job's phases, commits, the end
+ *   node.c        node_main: set-up, the state directory, node.state, the
+ *                 end
+ *   node_job.c    the job's phases (node_drive) and children's exits
+ *   node_life.c   moves between phases: the end, restarts, spawning; the
+ *                 names of phases and rank states
+ *   node_round.c  commit rounds: PROTECT, then COMMIT or ABORT; pins left
+ *                 behind
+ *   node_events.c what the SMPs say: STATE_REPLY, replies, failed
+ *                 requests, events
+ *   node_ident.c  the job instance at start-up, re-adopting processes
  *   node_args.c   command line (a pure parser, unit-tested)
  *   node_plan.c   pure decisions: commit step, commit rounds, pins left
  *                 behind, restore step, backoff
@@ -10,7 +19,8 @@
  *                 identity checks through /proc
  *   node_smp.c    the node's connection to each SMP: connect with retry,
  *                 SUBSCRIBE, requests with deadlines, events
- *   node_ctl.c    the control socket for ptctl (STATUS_QUERY, STOP)
+ *   node_ctl.c    the control socket for ptctl (STATUS_QUERY, STOP),
+ *                 signals, systemd notify and watchdog
  *   node_check.c  checks before anything is spawned: open files, budget
  *
  * Every child process has one owner: the node_rank that spawned or adopted
@@ -475,7 +485,7 @@ struct node {
   int exit_code;
 };
 
-/* node.c */
+/* node_job.c */
 void node_drive(struct node *n);
 /* True when deadline (0: none) had passed before the loop last read its
  * sockets: an answer that was waiting then has been processed, so a
@@ -485,12 +495,49 @@ void node_drive(struct node *n);
 bool node_overdue(const struct node *n, uint64_t deadline);
 /* Starts io_prepare and io_check (unreferenced: they keep nothing alive). */
 void node_io_clock_open(struct node *n);
-/* Stops the job (exit 3). A repeated request with escalate (a second
- * SIGTERM or SIGINT) sends SIGKILL to what is left at once. */
-void node_request_stop(struct node *n, const char *by, bool escalate);
 /* A child's exit (known: status/signal are real; adopted children: false). */
 void node_child_exited(struct node *n, struct node_child *c, bool known,
                        int64_t status, int term_signal);
+
+/* node_life.c */
+/* Stops the job (exit 3). A repeated request with escalate (a second
+ * SIGTERM or SIGINT) sends SIGKILL to what is left at once. */
+void node_request_stop(struct node *n, const char *by, bool escalate);
+const char *node_phase_name(const struct node *n);
+const char *node_rank_state_name(const struct node *n,
+                                 const struct node_rank *r);
+void node_set_phase(struct node *n, enum node_phase ph);
+bool node_all_subscribed(const struct node *n);
+/* Ends the job: trainers are stopped, then SMPs, then the node exits. */
+__attribute__((format(printf, 3, 4))) void
+node_finish(struct node *n, enum node_outcome out, const char *fmt, ...);
+/* SIGTERM to every live child of role, SIGKILL at n->kill_at, and after
+ * NODE_KILL_GRACE_MS more the node stops waiting. True when none is left. */
+bool node_stop_role(struct node *n, enum node_role role, uint64_t now);
+/* To RESTART: trainers are stopped; counted: one of --max-restarts, after
+ * a backoff (or the job fails when none is left). */
+void node_begin_restart(struct node *n, uint64_t now, bool counted,
+                        const char *why);
+/* A restore attempt failed: back to RESTART, a few times, then the job
+ * fails. */
+void node_retry_restore(struct node *n, uint64_t now, const char *why);
+void node_spawn_smp(struct node *n, struct node_rank *r, uint64_t now);
+/* Every rank's trainer; node.state written at once. */
+void node_spawn_trainers(struct node *n);
+
+/* node_round.c */
+/* The floor a round's step must be newer than: the committed step or the
+ * last round's, whichever is newer. False: neither yet. */
+bool node_round_floor(const struct node *n, uint64_t *floor);
+/* One SMP's answer in the round under way (or LOST: none will come). */
+void node_round_vote(struct node *n, struct node_rank *r,
+                     const struct node_req *q, enum node_vote vote,
+                     const char *text);
+/* Resolves pins left behind, then starts a round when none runs and a step
+ * newer than the floor is sealed by every rank. */
+void node_commit_drive(struct node *n);
+
+/* node_events.c */
 /* Frames from a subscribed SMP, after its request bookkeeping. */
 void node_on_state_reply(struct node *n, struct node_rank *r,
                          enum node_req_kind kind, const Pt__StateReply *m);
@@ -500,14 +547,12 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e);
 /* A request failed without an answer (connection gone or deadline). */
 void node_on_req_failed(struct node *n, struct node_rank *r,
                         const struct node_req *q, int err);
-const char *node_phase_name(const struct node *n);
-const char *node_rank_state_name(const struct node *n,
-                                 const struct node_rank *r);
+
+/* node.c */
 uint64_t node_unix_ms(void);
 /* Writes node.state now (node_save) or at the end of this drive. Logs a
  * failure once; returns it. */
 int node_save(struct node *n);
-void node_notify(struct node *n, bool ready);
 /* Closes every handle so that uv_run returns. */
 void node_shutdown(struct node *n);
 
@@ -577,6 +622,7 @@ int node_preflight(const struct node_config *cfg);
 
 /* node_ctl.c */
 int node_ctl_open(struct node *n);
+void node_notify(struct node *n, bool ready);
 void node_ctl_close(struct node *n);
 /* SIGTERM/SIGINT handlers and the watchdog timer (initialised, idle). */
 void node_signals_open(struct node *n);

@@ -1,6 +1,6 @@
 /*
- * node_job.c — the job's life in `ptd node`: phases, commits, restarts, the
- * end. Everything here runs on the loop thread, driven by node_drive().
+ * node_job.c — the job's life in `ptd node`: its phases and its children's
+ * exits. Everything here runs on the loop thread, driven by node_drive().
  *
  * Phases (enum node_phase):
  *
@@ -29,17 +29,13 @@
  * A dead SMP is respawned in every phase up to RUNNING, trainers keep
  * running meanwhile; its STATE_REPLY to the new SUBSCRIBE is merged.
  *
- * Commits are rounds of two phases (node_plan.c): PROTECT{N} pins N on
- * every SMP, then COMMIT{N} goes to all, or ABORT{N} when some SMP no longer
- * held N. A pin outlives the node and the SMP (it lives in the shm object),
- * so pins that a round left behind, seen when an SMP (re)subscribes, are
- * resolved once every SMP is back: committed again, left to the next round,
- * or aborted. A restart's SET_RESTORE clears every pin.
+ * The moves between phases (the end, a restart, spawning) are in
+ * node_life.c, commit rounds in node_round.c, what the SMPs say in
+ * node_events.c.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,705 +46,6 @@
 #include "daemon/node.h"
 
 #define NODE_SMP_BACK_MS 60000u  /* RESTART: SMPs subscribed again by then */
-#define NODE_RESTORE_TRIES 3u    /* failed restore attempts before giving up */
-
-static const char *role_name(enum node_role role)
-{
-  return role == NODE_ROLE_SMP ? "smp" : "trainer";
-}
-
-const char *node_phase_name(const struct node *n)
-{
-  switch (n->phase) {
-  case NODE_PH_STARTING:
-    return "starting";
-  case NODE_PH_RESTART:
-  case NODE_PH_QUERY:
-  case NODE_PH_SET_RESTORE:
-    return "restoring";
-  case NODE_PH_RUNNING:
-    return "running";
-  case NODE_PH_STOP_TRAINERS:
-  case NODE_PH_STOP_SMPS:
-  case NODE_PH_EXIT:
-    break;
-  }
-  switch (n->outcome) {
-  case NODE_OUT_DONE:
-    return "done";
-  case NODE_OUT_FAILED:
-    return "failed";
-  default:
-    return "stopping";
-  }
-}
-
-const char *node_rank_state_name(const struct node *n,
-                                 const struct node_rank *r)
-{
-  switch (r->tstate) {
-  case NODE_TR_RUNNING:
-    return r->trainer != NULL && r->trainer->term_sent ? "stopping"
-                                                       : "running";
-  case NODE_TR_DONE:
-    return "done";
-  case NODE_TR_FAILED:
-    return "failed";
-  case NODE_TR_GONE_WAIT:
-    return "exiting";
-  case NODE_TR_IDLE:
-    break;
-  }
-  switch (n->phase) {
-  case NODE_PH_STARTING:
-    return "starting";
-  case NODE_PH_RESTART:
-  case NODE_PH_QUERY:
-  case NODE_PH_SET_RESTORE:
-    return "restoring";
-  case NODE_PH_RUNNING:
-    return "idle";
-  default:
-    return "stopped";
-  }
-}
-
-static void set_phase(struct node *n, enum node_phase ph)
-{
-  if (n->phase == ph)
-    return;
-  log_debug("phase %s -> %d", node_phase_name(n), (int)ph);
-  n->phase = ph;
-  n->drive_again = true;
-  n->state_dirty = true;
-}
-
-static bool all_subscribed(const struct node *n)
-{
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    if (!n->ranks[i].subscribed)
-      return false;
-  return true;
-}
-
-/* Ends the job: trainers are stopped, then SMPs, then the node exits. */
-__attribute__((format(printf, 3, 4))) static void
-finish(struct node *n, enum node_outcome out, const char *fmt, ...)
-{
-  va_list ap;
-
-  if (n->phase >= NODE_PH_STOP_TRAINERS)
-    return;
-  n->outcome = out;
-  va_start(ap, fmt);
-  vsnprintf(n->why, sizeof(n->why), fmt, ap);
-  va_end(ap);
-  n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
-  n->round.active = false; /* answers still to come are ignored */
-  set_phase(n, NODE_PH_STOP_TRAINERS);
-  node_notify(n, false);
-}
-
-void node_request_stop(struct node *n, const char *by, bool escalate)
-{
-  if (n->phase >= NODE_PH_STOP_TRAINERS) {
-    if (escalate && n->outcome == NODE_OUT_STOPPED && n->phase < NODE_PH_EXIT) {
-      log_notice("stop requested again (%s): killing what is left now", by);
-      n->kill_at = rpc_now_ms();
-    }
-  } else {
-    log_info("stopping the job (%s)", by);
-    finish(n, NODE_OUT_STOPPED, "stopped by %s", by);
-  }
-  node_drive(n);
-}
-
-/* SIGTERM to every live child of role, SIGKILL at n->kill_at, and after
- * NODE_KILL_GRACE_MS more the node stops waiting. True when none is left. */
-static bool stop_role(struct node *n, enum node_role role, uint64_t now)
-{
-  bool none = true;
-
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    struct node_child *c = role == NODE_ROLE_SMP ? r->smp : r->trainer;
-
-    if (c == NULL || c->exited)
-      continue;
-    if (!c->term_sent) {
-      c->term_sent = true;
-      node_child_signal(c, SIGTERM);
-      none = false;
-    } else if (!c->kill_sent && now >= n->kill_at) {
-      log_warn("%s rank %" PRIu32 " (pid %d) did not stop within %u ms; "
-               "sending SIGKILL",
-               role_name(role), r->rank, c->pid, NODE_TERM_GRACE_MS);
-      c->kill_sent = true;
-      node_child_signal(c, SIGKILL);
-      none = false;
-    } else if (c->kill_sent && now >= n->kill_at + NODE_KILL_GRACE_MS) {
-      log_error("%s rank %" PRIu32 " (pid %d) did not exit after SIGKILL; "
-                "no longer waiting for it",
-                role_name(role), r->rank, c->pid);
-      if (role == NODE_ROLE_SMP)
-        r->smp = NULL;
-      else
-        r->trainer = NULL;
-      node_child_abandon(c);
-    } else {
-      none = false;
-    }
-  }
-  return none;
-}
-
-static void begin_restart(struct node *n, uint64_t now, bool counted,
-                          const char *why)
-{
-  n->backoff_until = 0;
-  if (counted) {
-    struct node_restart_log *l = &n->restart_log;
-    uint32_t win = n->cfg.restart_window_ms;
-
-    if (l->at == NULL && n->cfg.max_restarts > 0) {
-      l->at = calloc(n->cfg.max_restarts, sizeof(*l->at));
-      l->cap = l->at != NULL ? n->cfg.max_restarts : 0;
-    }
-    uint32_t recent = node_plan_restarts_recent(l, now, win);
-    if (recent >= n->cfg.max_restarts) {
-      if (win != 0)
-        finish(n, NODE_OUT_FAILED, "%s; no restarts left (%" PRIu32
-               " in the last %" PRIu32 " s: --max-restarts %" PRIu32
-               ", --restart-window %" PRIu32 ")",
-               why, recent, win / 1000u, n->cfg.max_restarts, win / 1000u);
-      else
-        finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %"
-               PRIu32 ")", why, n->cfg.max_restarts);
-      return;
-    }
-    if (node_plan_healthy(n->committed_since, n->running_since, now,
-                          NODE_HEALTHY_MS) && n->backoff_attempt > 0) {
-      log_info("the job ran healthy since its last restart: backoff starts "
-               "again from %" PRIu32 " ms", n->cfg.backoff_ms);
-      n->backoff_attempt = 0;
-    }
-    node_plan_restart_note(l, now);
-    n->restarts++;
-    n->backoff_attempt++;
-    uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->backoff_attempt,
-                                      NODE_BACKOFF_CAP_MS);
-    if (win != 0)
-      log_info("restarting job (restart %" PRIu32 ", %" PRIu32 " of at most %"
-               PRIu32 " in %" PRIu32 " s) in %" PRIu32 " ms",
-               n->restarts, recent + 1, n->cfg.max_restarts, win / 1000u, d);
-    else
-      log_info("restarting job (restart %" PRIu32 " of %" PRIu32 ") in %"
-               PRIu32 " ms", n->restarts, n->cfg.max_restarts, d);
-    n->backoff_until = now + d;
-  }
-  n->running_since = 0;
-  n->committed_since = false;
-  n->commit_logged_ms = 0;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    if (r->tstate != NODE_TR_RUNNING)
-      r->tstate = NODE_TR_IDLE;
-  }
-  /* A round under way is dropped (answers still to come are ignored): the
-   * restore point's SET_RESTORE clears its pins. */
-  n->round.active = false;
-  n->end_deadline = 0;
-  n->kill_at = now + NODE_TERM_GRACE_MS;
-  n->phase_deadline = 0;
-  set_phase(n, NODE_PH_RESTART);
-  node_notify(n, false);
-}
-
-/* A restore attempt failed (an SMP died or refused): try again a few
- * times, then give up. */
-static void retry_restore(struct node *n, uint64_t now, const char *why)
-{
-  n->restore_fails++;
-  if (n->restore_fails > NODE_RESTORE_TRIES) {
-    finish(n, NODE_OUT_FAILED, "restore failed %" PRIu32 " times: %s",
-           n->restore_fails, why);
-    return;
-  }
-  uint32_t d = node_plan_backoff_ms(n->cfg.backoff_ms, n->restore_fails,
-                                    NODE_BACKOFF_CAP_MS);
-  log_warn("restore attempt failed (%s); retrying in %" PRIu32 " ms", why, d);
-  n->backoff_until = now + d;
-  n->phase_deadline = 0;
-  set_phase(n, NODE_PH_RESTART);
-}
-
-static void spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
-{
-  struct node_child *c = NULL;
-  int rc = node_child_spawn(n, r, NODE_ROLE_SMP, &c);
-
-  r->smp_respawn_at = 0;
-  if (rc != PT_OK) {
-    r->smp_fails++;
-    log_error("cannot start smp rank %" PRIu32 ": %s", r->rank,
-              pt_strerror(rc));
-    if (r->smp_fails > NODE_SMP_FAILS_MAX)
-      finish(n, NODE_OUT_FAILED, "cannot start smp rank %" PRIu32 ": %s",
-             r->rank, pt_strerror(rc));
-    else
-      r->smp_respawn_at =
-          now + node_plan_backoff_ms(n->cfg.backoff_ms, r->smp_fails,
-                                     NODE_BACKOFF_CAP_MS);
-    return;
-  }
-  r->smp = c;
-  r->smp_adopted = false;
-  log_debug("started smp rank %" PRIu32 " (pid %d)", r->rank, c->pid);
-  n->state_dirty = true;
-  node_smp_connect(n, r);
-}
-
-static void spawn_trainers(struct node *n)
-{
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    struct node_child *c = NULL;
-
-    r->gone_seen = r->gone_done = false;
-    r->permanent = false;
-    r->why[0] = '\0';
-    int rc = node_child_spawn(n, r, NODE_ROLE_TRAINER, &c);
-    if (rc != PT_OK) {
-      finish(n, NODE_OUT_FAILED, "cannot start trainer rank %" PRIu32
-             " ('%s'): %s", r->rank, n->cfg.cmd[0], pt_strerror(rc));
-      return;
-    }
-    if (r->starts > 0)
-      r->restarts++;
-    r->starts++;
-    r->trainer = c;
-    r->tstate = NODE_TR_RUNNING;
-    r->progress_at = rpc_now_ms();
-    log_info("started trainer rank %" PRIu32 " (pid %d)", r->rank, c->pid);
-    node_smp_announce(n, r);
-  }
-  /* A test's fault point: the node dies between spawning the trainers and
-   * recording them; its successor finds them by their identity
-   * (node_ident.c). */
-  const char *fault = getenv("PT_NODE_TEST_FAULT");
-  if (fault != NULL && strcmp(fault, "kill-after-spawn") == 0)
-    raise(SIGKILL);
-  /* Recorded at once, not at the end of this drive. */
-  node_save(n);
-}
-
-/* ---- commit rounds ---- */
-
-/* A round is for a step newer than this: the committed step or the last
- * round's, whichever is newer. */
-static bool round_floor(const struct node *n, uint64_t *floor)
-{
-  bool has = n->has_committed;
-
-  *floor = n->committed;
-  if (n->has_last_round && (!has || n->last_round > *floor))
-    *floor = n->last_round;
-  return has || n->has_last_round;
-}
-
-/* The step of the round under way, or else of the one to start next. */
-static bool round_target(const struct node *n, uint64_t *step)
-{
-  const struct node_sealed_set *sets[NODE_MAX_RANKS];
-  uint64_t floor;
-  bool has_floor;
-
-  if (n->round.active) {
-    *step = n->round.step;
-    return true;
-  }
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    sets[i] = &n->ranks[i].sealed;
-  has_floor = round_floor(n, &floor);
-  return node_plan_commit_step(sets, n->cfg.ranks, has_floor, floor, step);
-}
-
-static void round_votes(const struct node *n, enum node_vote *votes)
-{
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    votes[i] = n->ranks[i].vote;
-}
-
-static void round_end(struct node *n)
-{
-  n->round.active = false;
-  n->has_last_round = true;
-  n->last_round = n->round.step;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    node_sealed_prune(&n->ranks[i].sealed, n->round.step);
-  n->drive_again = true;
-}
-
-/* Sends the phase's request to every rank whose vote is WAIT; a request
- * that cannot be sent is a LOST vote. */
-static void round_send(struct node *n, enum node_req_kind kind)
-{
-  n->round.phase = kind;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    if (r->vote != NODE_VOTE_WAIT)
-      continue;
-    int rc = node_smp_request(n, r, kind, n->round.step);
-    if (rc == PT_OK)
-      continue;
-    r->vote = NODE_VOTE_LOST;
-    if (kind == NODE_REQ_PROTECT && n->round.why[0] == '\0')
-      snprintf(n->round.why, sizeof(n->round.why),
-               "smp rank %" PRIu32 " could not be asked (%s)", r->rank,
-               pt_strerror(rc));
-    else if (kind == NODE_REQ_COMMIT)
-      log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
-               " (%s); it keeps the step pinned until it is back",
-               r->rank, n->round.step, pt_strerror(rc));
-  }
-}
-
-/* Every rank protected the step: it is committed now. Every rank holds it
- * (pinned or committed) until the COMMITs arrive, and a node started later
- * finds those pins and commits them again, so the step counts as committed
- * from this moment on. */
-static void round_commit(struct node *n)
-{
-  uint64_t step = n->round.step;
-
-  n->has_committed = true;
-  n->committed = step;
-  n->committed_unix_ms = node_unix_ms();
-  n->commits++;
-  n->committed_since = true;
-  n->state_dirty = true;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    n->ranks[i].vote = NODE_VOTE_WAIT;
-  round_send(n, NODE_REQ_COMMIT);
-  /* Per-step lines are debug; at the default level the first commit after
-   * a (re)start says training is under way, then one line a minute. */
-  uint64_t now = rpc_now_ms();
-  if (n->commit_logged_ms == 0 ||
-      now >= n->commit_logged_ms + NODE_COMMIT_LOG_MS) {
-    log_info("commit step %" PRIu64, step);
-    n->commit_logged_ms = now;
-  } else {
-    log_debug("commit step %" PRIu64, step);
-  }
-  node_notify(n, false);
-}
-
-/* Some rank could not protect the step: the pins the others took go. */
-static void round_abort(struct node *n)
-{
-  uint32_t asked = 0;
-
-  /* A rank whose slot went to a newer step meanwhile is the usual race
-   * between rounds and snapshots: debug. An SMP that did not answer is not. */
-  bool benign = false;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    benign = benign || n->ranks[i].vote == NODE_VOTE_NO;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    benign = benign && n->ranks[i].vote != NODE_VOTE_LOST;
-  log_at_(benign ? LOG_LVL_DEBUG : LOG_LVL_NOTICE,
-          "step %" PRIu64 " not committed: %s", n->round.step,
-          n->round.why[0] != '\0' ? n->round.why : "no rank answered");
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    bool to = node_plan_abort_to(r->vote) && r->subscribed;
-    r->vote = to ? NODE_VOTE_WAIT : NODE_VOTE_NONE;
-    asked += to;
-  }
-  if (asked > 0)
-    round_send(n, NODE_REQ_ABORT);
-}
-
-/* Moves the round on once the votes of its phase are in. */
-static void round_check(struct node *n)
-{
-  enum node_vote votes[NODE_MAX_RANKS];
-
-  if (!n->round.active)
-    return;
-  round_votes(n, votes);
-  if (n->round.phase == NODE_REQ_PROTECT) {
-    switch (node_plan_protect_verdict(votes, n->cfg.ranks)) {
-    case NODE_ROUND_WAIT:
-      return;
-    case NODE_ROUND_COMMIT:
-      round_commit(n);
-      break;
-    case NODE_ROUND_ABORT:
-      round_abort(n);
-      break;
-    }
-    round_votes(n, votes);
-  }
-  if (node_plan_votes_in(votes, n->cfg.ranks))
-    round_end(n);
-}
-
-static void round_start(struct node *n, uint64_t step)
-{
-  n->round.active = true;
-  n->round.id = ++n->rounds;
-  n->round.step = step;
-  n->round.why[0] = '\0';
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    n->ranks[i].vote = NODE_VOTE_WAIT;
-  log_debug("commit round %" PRIu64 ": protecting step %" PRIu64,
-            n->round.id, step);
-  round_send(n, NODE_REQ_PROTECT);
-  round_check(n);
-}
-
-/* One SMP's answer in the round (or LOST: none will come). */
-static void round_vote(struct node *n, struct node_rank *r,
-                       const struct node_req *q, enum node_vote vote,
-                       const char *text)
-{
-  if (!n->round.active || q->round != n->round.id ||
-      q->kind != n->round.phase || r->vote != NODE_VOTE_WAIT)
-    return; /* from a round that is over */
-  r->vote = vote;
-  if (q->kind == NODE_REQ_PROTECT && vote != NODE_VOTE_YES &&
-      n->round.why[0] == '\0') {
-    if (vote == NODE_VOTE_NO)
-      snprintf(n->round.why, sizeof(n->round.why),
-               "rank %" PRIu32 " no longer holds it", r->rank);
-    else
-      snprintf(n->round.why, sizeof(n->round.why),
-               "smp rank %" PRIu32 " did not answer (%s)", r->rank, text);
-  } else if (q->kind == NODE_REQ_COMMIT && vote != NODE_VOTE_YES) {
-    /* Its pin stays; the commit is sent again when it subscribes. */
-    log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
-             " (%s); it keeps the step pinned until it is back",
-             r->rank, q->step, text);
-  }
-  round_check(n);
-}
-
-/* The pins an SMP reported when it subscribed (r->view), once every SMP is
- * subscribed: see node_plan_pin. */
-static void resolve_pins(struct node *n, struct node_rank *r, bool has_round,
-                         uint64_t round_step)
-{
-  r->pins_unresolved = false;
-  for (uint32_t k = 0; k < r->nview; k++) {
-    const struct node_slot_view *v = &r->view[k];
-    switch (node_plan_pin(v->state, v->step, n->has_committed, n->committed,
-                          has_round, round_step)) {
-    case NODE_PIN_NONE:
-      break;
-    case NODE_PIN_COMMIT:
-      log_info("smp rank %" PRIu32 ": completing the commit of step %" PRIu64,
-               r->rank, v->step);
-      node_smp_request(n, r, NODE_REQ_RECOMMIT, v->step);
-      break;
-    case NODE_PIN_ABORT:
-      log_info("smp rank %" PRIu32 ": releasing step %" PRIu64
-               ", pinned by a commit that did not finish",
-               r->rank, v->step);
-      node_smp_request(n, r, NODE_REQ_UNPIN, v->step);
-      break;
-    }
-  }
-}
-
-/* Resolves pins left behind, then starts a round when none runs and a step
- * newer than the floor is sealed by every rank. */
-static void commit_drive(struct node *n)
-{
-  uint64_t target = 0;
-  bool has_target;
-
-  if (n->phase != NODE_PH_RUNNING || !all_subscribed(n))
-    return;
-  has_target = round_target(n, &target);
-  for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    if (n->ranks[i].pins_unresolved)
-      resolve_pins(n, &n->ranks[i], has_target, target);
-  if (!n->round.active && has_target)
-    round_start(n, target);
-}
-
-/* ---- what the SMPs say ---- */
-
-void node_on_state_reply(struct node *n, struct node_rank *r,
-                         enum node_req_kind kind, const Pt__StateReply *m)
-{
-  if (m->rank != r->rank)
-    log_warn("smp rank %" PRIu32 " reports rank %" PRIu32, r->rank, m->rank);
-  r->has_store = m->has_has_store && m->has_store;
-  if (m->has_bytes_held)
-    r->bytes_held = m->bytes_held;
-  r->trainer_done_reported = m->has_trainer_done && m->trainer_done;
-  r->trainer_pid_reported = m->has_trainer_pid ? m->trainer_pid : 0;
-  r->nview = 0;
-  for (size_t k = 0; k < m->n_slots && r->nview < SNAP_MAX_SLOTS; k++) {
-    const Pt__SlotInfo *s = m->slots[k];
-    r->view[r->nview++] = (struct node_slot_view){
-        .step = s->step, .state = s->state,
-        .intact = s->has_intact && s->intact};
-  }
-  if (kind == NODE_REQ_VERIFY) {
-    r->view_verified = true;
-    return;
-  }
-  if (kind == NODE_REQ_DRAIN)
-    r->drained = true;
-  if (kind != NODE_REQ_SUBSCRIBE)
-    return; /* after SUBSCRIBE, events tell what is sealed */
-  r->pins_unresolved = true;
-  if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING)
-    return; /* a restore point is being chosen: its SET_RESTORE decides */
-  /* A fresh view: what this rank holds sealed and not committed, and (when
-   * adopting) a commit the SMPs took that node.state did not record in
-   * time. */
-  uint64_t floor;
-  bool has_floor = round_floor(n, &floor);
-  r->sealed.n = 0;
-  for (uint32_t k = 0; k < r->nview; k++) {
-    const struct node_slot_view *v = &r->view[k];
-    bool newer = !has_floor || v->step > floor;
-    if ((v->state == SNAP_SEALED || v->state == SNAP_PROTECTED) && newer) {
-      node_sealed_add(&r->sealed, v->step);
-      if (!r->has_last_sealed || v->step > r->last_sealed) {
-        r->has_last_sealed = true;
-        r->last_sealed = v->step;
-      }
-    }
-    if (v->state == SNAP_COMMITTED && newer && n->phase == NODE_PH_STARTING &&
-        n->adopting) {
-      log_info("adopted committed step %" PRIu64 " from smp rank %" PRIu32,
-               v->step, r->rank);
-      n->has_committed = true;
-      n->committed = v->step;
-      n->committed_unix_ms = 0;
-      for (uint32_t i = 0; i < n->cfg.ranks; i++)
-        node_sealed_prune(&n->ranks[i].sealed, v->step);
-      n->state_dirty = true;
-      has_floor = round_floor(n, &floor);
-    }
-  }
-  n->drive_again = true;
-}
-
-void node_on_reply(struct node *n, struct node_rank *r,
-                   const struct node_req *q, int status, const char *message)
-{
-  const char *text = message != NULL && message[0] != '\0'
-                         ? message : pt_strerror(status);
-
-  switch (q->kind) {
-  case NODE_REQ_PROTECT:
-  case NODE_REQ_COMMIT:
-  case NODE_REQ_ABORT:
-    round_vote(n, r, q, status == 0 ? NODE_VOTE_YES : NODE_VOTE_NO, text);
-    return;
-  case NODE_REQ_RECOMMIT:
-    if (status < 0)
-      log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
-               " again: %s",
-               r->rank, q->step, text);
-    return;
-  case NODE_REQ_UNPIN:
-    if (status < 0)
-      log_debug("smp rank %" PRIu32 ": step %" PRIu64 " was no longer "
-                "pinned: %s", r->rank, q->step, text);
-    return;
-  case NODE_REQ_SET_RESTORE:
-    break;
-  case NODE_REQ_TRAINER_SET:
-    /* -ESRCH: the trainer exited already; its exit is handled anyway. */
-    if (status < 0)
-      log_info("smp rank %" PRIu32 " did not take the trainer's announcement: "
-               "%s", r->rank, LOG_ESC(text));
-    return;
-  default:
-    return;
-  }
-  if (n->phase != NODE_PH_SET_RESTORE)
-    return;
-  if (status < 0) {
-    log_error("smp rank %" PRIu32 " cannot set the restore point: %s",
-              r->rank, text);
-    n->attempt_failed = true;
-  } else {
-    r->set_restore_ok = true;
-  }
-}
-
-void node_on_req_failed(struct node *n, struct node_rank *r,
-                        const struct node_req *q, int err)
-{
-  if ((q->kind == NODE_REQ_VERIFY && n->phase == NODE_PH_QUERY) ||
-      (q->kind == NODE_REQ_SET_RESTORE && n->phase == NODE_PH_SET_RESTORE)) {
-    log_warn("smp rank %" PRIu32 ": restore request failed: %s", r->rank,
-             pt_strerror(err));
-    n->attempt_failed = true;
-  } else if (q->kind == NODE_REQ_PROTECT || q->kind == NODE_REQ_COMMIT ||
-             q->kind == NODE_REQ_ABORT) {
-    round_vote(n, r, q, NODE_VOTE_LOST, pt_strerror(err));
-  } else if (q->kind == NODE_REQ_DRAIN) {
-    r->drained = true; /* nothing more will come from it */
-  }
-}
-
-void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
-{
-  if (e->rank != r->rank)
-    log_warn("smp rank %" PRIu32 " sent an event for rank %" PRIu32,
-             r->rank, e->rank);
-  if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
-    log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
-    r->progress_at = rpc_now_ms();
-    if (!r->has_last_sealed || e->step > r->last_sealed) {
-      r->has_last_sealed = true;
-      r->last_sealed = e->step;
-    }
-    if (n->phase != NODE_PH_RUNNING && n->phase != NODE_PH_STARTING)
-      return;
-    uint64_t floor;
-    if (!round_floor(n, &floor) || e->step > floor)
-      node_sealed_add(&r->sealed, e->step);
-    /* The shm object appeared with the first snapshot: learn its size. */
-    bool asking = false;
-    for (uint32_t k = 0; k < r->nreqs; k++)
-      asking = asking || r->reqs[k].kind == NODE_REQ_STATE;
-    if (r->bytes_held == 0 && r->subscribed && !asking)
-      node_smp_request(n, r, NODE_REQ_STATE, 0);
-    commit_drive(n);
-  } else if (e->kind == PT__EVENT_KIND__EVENT_HELLO_REFUSED) {
-    /* The trainer's regions do not fit the budget or /dev/shm: no restart
-     * can cure that, whatever the trainer does with the error. */
-    int status = e->has_status ? e->status : 0;
-    if ((status == PT_EBUDGET || status == -ENOSPC) &&
-        n->phase <= NODE_PH_RUNNING)
-      finish(n, NODE_OUT_FAILED,
-             "smp rank %" PRIu32 " refused its trainer: %s (not restarted: "
-             "raise --memory-budget or make room in /dev/shm)",
-             r->rank, e->message != NULL ? e->message : pt_strerror(status));
-  } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
-    r->gone_seen = true;
-    r->gone_done = e->has_done && e->done;
-    log_debug("rank %" PRIu32 ": trainer gone (done=%d)", r->rank,
-              (int)r->gone_done);
-    if (r->tstate == NODE_TR_GONE_WAIT) {
-      r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
-      if (!r->gone_done)
-        snprintf(r->why, sizeof(r->why),
-                 "trainer rank %" PRIu32 " ended without saying it finished",
-                 r->rank);
-      n->drive_again = true;
-    }
-  }
-}
 
 /* ---- children ---- */
 
@@ -775,12 +72,13 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
                     (status == NODE_EXIT_USAGE || status == NODE_EX_CONFIG);
       r->smp_fails++;
       if (config)
-        finish(n, NODE_OUT_FAILED, "smp rank %" PRIu32 " %s (configuration)",
-               r->rank, how);
+        node_finish(n, NODE_OUT_FAILED,
+                    "smp rank %" PRIu32 " %s (configuration)", r->rank, how);
       else if (r->smp_fails > NODE_SMP_FAILS_MAX)
-        finish(n, NODE_OUT_FAILED,
-               "smp rank %" PRIu32 " died %" PRIu32 " times before answering",
-               r->rank, r->smp_fails);
+        node_finish(n, NODE_OUT_FAILED,
+                    "smp rank %" PRIu32 " died %" PRIu32
+                    " times before answering",
+                    r->rank, r->smp_fails);
       else {
         uint32_t d = r->smp_fails <= 1
                          ? 0
@@ -850,10 +148,10 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
 
 static void step_starting(struct node *n, uint64_t now)
 {
-  if (!all_subscribed(n))
+  if (!node_all_subscribed(n))
     return;
   if (!n->adopting) {
-    begin_restart(n, now, false, "");
+    node_begin_restart(n, now, false, "");
     return;
   }
   /* Adopted: a trainer that is gone finished only if its (adopted) SMP
@@ -878,21 +176,21 @@ static void step_starting(struct node *n, uint64_t now)
   n->running_since = now;
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].progress_at = now;
-  set_phase(n, NODE_PH_RUNNING);
-  commit_drive(n); /* the pins the SMPs reported first */
+  node_set_phase(n, NODE_PH_RUNNING);
+  node_commit_drive(n); /* the pins the SMPs reported first */
   node_notify(n, true);
 }
 
 static void step_restart(struct node *n, uint64_t now)
 {
-  if (!stop_role(n, NODE_ROLE_TRAINER, now) || now < n->backoff_until)
+  if (!node_stop_role(n, NODE_ROLE_TRAINER, now) || now < n->backoff_until)
     return;
-  if (!all_subscribed(n)) {
+  if (!node_all_subscribed(n)) {
     if (n->phase_deadline == 0)
       n->phase_deadline = now + NODE_SMP_BACK_MS;
     else if (now >= n->phase_deadline)
-      finish(n, NODE_OUT_FAILED, "the smps did not answer within %u ms",
-             NODE_SMP_BACK_MS);
+      node_finish(n, NODE_OUT_FAILED, "the smps did not answer within %u ms",
+                  NODE_SMP_BACK_MS);
     return;
   }
   n->phase_deadline = 0;
@@ -904,7 +202,7 @@ static void step_restart(struct node *n, uint64_t now)
     if (node_smp_request(n, r, NODE_REQ_VERIFY, 0) != PT_OK)
       n->attempt_failed = true;
   }
-  set_phase(n, NODE_PH_QUERY);
+  node_set_phase(n, NODE_PH_QUERY);
 }
 
 static void step_query(struct node *n, uint64_t now)
@@ -912,7 +210,7 @@ static void step_query(struct node *n, uint64_t now)
   struct node_rank_slots views[NODE_MAX_RANKS];
 
   if (n->attempt_failed) {
-    retry_restore(n, now, "a state query failed");
+    node_retry_restore(n, now, "a state query failed");
     return;
   }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
@@ -927,11 +225,12 @@ static void step_query(struct node *n, uint64_t now)
     const struct node_rank *r = &n->ranks[i];
     uint64_t share = n->cfg.memory_budget / n->cfg.ranks;
     if (r->has_store && r->bytes_held > share) {
-      finish(n, NODE_OUT_FAILED,
-             "rank %" PRIu32 "'s snapshot object holds %" PRIu64 " bytes, "
-             "more than its share of --memory-budget (%" PRIu64 " bytes of %"
-             PRIu64 "): raise the budget or start the job fresh",
-             r->rank, r->bytes_held, share, n->cfg.memory_budget);
+      node_finish(n, NODE_OUT_FAILED,
+                  "rank %" PRIu32 "'s snapshot object holds %" PRIu64
+                  " bytes, more than its share of --memory-budget (%" PRIu64
+                  " bytes of %" PRIu64
+                  "): raise the budget or start the job fresh",
+                  r->rank, r->bytes_held, share, n->cfg.memory_budget);
       return;
     }
   }
@@ -972,10 +271,10 @@ static void step_query(struct node *n, uint64_t now)
     }
   }
   if (!n->restore_has && damaged[0] != '\0') {
-    finish(n, NODE_OUT_FAILED,
-           "no snapshot step is intact on every rank (%s); refusing to "
-           "restore damaged state or to start over",
-           damaged);
+    node_finish(n, NODE_OUT_FAILED,
+                "no snapshot step is intact on every rank (%s); refusing to "
+                "restore damaged state or to start over",
+                damaged);
     return;
   }
   /* A committed step that no longer stands on every rank (a rank's object
@@ -994,11 +293,11 @@ static void step_query(struct node *n, uint64_t now)
         snprintf(lost, sizeof(lost), "rank %" PRIu32 " no longer holds it%s",
                  r->rank, r->has_store ? "" : " (no snapshot object)");
     }
-    finish(n, NODE_OUT_FAILED,
-           "committed step %" PRIu64 " is not held intact by every rank "
-           "(%s), and no older step is; refusing to start over and lose it: "
-           "start with --fresh to train from the beginning",
-           n->committed, lost[0] != '\0' ? lost : "no common step");
+    node_finish(n, NODE_OUT_FAILED,
+                "committed step %" PRIu64 " is not held intact by every rank "
+                "(%s), and no older step is; refusing to start over and lose "
+                "it: start with --fresh to train from the beginning",
+                n->committed, lost[0] != '\0' ? lost : "no common step");
     return;
   }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
@@ -1006,13 +305,13 @@ static void step_query(struct node *n, uint64_t now)
     if (node_smp_request(n, &n->ranks[i], NODE_REQ_SET_RESTORE, arg) != PT_OK)
       n->attempt_failed = true;
   }
-  set_phase(n, NODE_PH_SET_RESTORE);
+  node_set_phase(n, NODE_PH_SET_RESTORE);
 }
 
 static void step_set_restore(struct node *n, uint64_t now)
 {
   if (n->attempt_failed) {
-    retry_restore(n, now, "setting the restore point failed");
+    node_retry_restore(n, now, "setting the restore point failed");
     return;
   }
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
@@ -1038,10 +337,10 @@ static void step_set_restore(struct node *n, uint64_t now)
     n->ranks[i].has_last_sealed = false;
     n->ranks[i].pins_unresolved = false;
   }
-  set_phase(n, NODE_PH_RUNNING);
+  node_set_phase(n, NODE_PH_RUNNING);
   n->running_since = now;
   n->committed_since = false;
-  spawn_trainers(n);
+  node_spawn_trainers(n);
   if (n->phase == NODE_PH_RUNNING)
     node_notify(n, true);
 }
@@ -1069,7 +368,7 @@ static struct node_rank *stuck_rank(struct node *n)
 
 static void step_running(struct node *n, uint64_t now)
 {
-  commit_drive(n);
+  node_commit_drive(n);
   struct node_rank *failed = NULL;
   bool all_done = true;
   struct node_rank *stuck = stuck_rank(n);
@@ -1082,7 +381,7 @@ static void step_running(struct node *n, uint64_t now)
              stuck->rank, stuck->trainer->pid,
              n->cfg.progress_timeout_ms / 1000u);
     log_warn("%s; restarting the job", why);
-    begin_restart(n, now, true, why);
+    node_begin_restart(n, now, true, why);
     return;
   }
 
@@ -1095,9 +394,9 @@ static void step_running(struct node *n, uint64_t now)
   }
   if (failed != NULL) {
     if (failed->permanent)
-      finish(n, NODE_OUT_FAILED, "%s", failed->why);
+      node_finish(n, NODE_OUT_FAILED, "%s", failed->why);
     else
-      begin_restart(n, now, true, failed->why);
+      node_begin_restart(n, now, true, failed->why);
   } else if (all_done) {
     /* The last steps are committed first. A trainer's last seal may still
      * be on its way from the SMP: a STATE_QUERY to every SMP is answered
@@ -1121,7 +420,7 @@ static void step_running(struct node *n, uint64_t now)
       log_warn("the commit of step %" PRIu64 " did not end within %u ms of "
                "the job's end; stopping anyway",
                n->round.step, NODE_END_ROUNDS_MS);
-    finish(n, NODE_OUT_DONE, "job completed");
+    node_finish(n, NODE_OUT_DONE, "job completed");
   }
 }
 
@@ -1186,7 +485,7 @@ static void step(struct node *n, uint64_t now)
   for (uint32_t i = 0; i < n->cfg.ranks && n->phase <= NODE_PH_RUNNING; i++) {
     struct node_rank *r = &n->ranks[i];
     if (r->smp == NULL && r->smp_respawn_at != 0 && now >= r->smp_respawn_at)
-      spawn_smp(n, r, now);
+      node_spawn_smp(n, r, now);
     if (r->tstate == NODE_TR_GONE_WAIT && node_overdue(n, r->gone_deadline))
       r->tstate = NODE_TR_FAILED; /* r->why says so already */
   }
@@ -1207,13 +506,13 @@ static void step(struct node *n, uint64_t now)
     step_running(n, now);
     break;
   case NODE_PH_STOP_TRAINERS:
-    if (stop_role(n, NODE_ROLE_TRAINER, now)) {
+    if (node_stop_role(n, NODE_ROLE_TRAINER, now)) {
       n->kill_at = now + NODE_TERM_GRACE_MS;
-      set_phase(n, NODE_PH_STOP_SMPS);
+      node_set_phase(n, NODE_PH_STOP_SMPS);
     }
     break;
   case NODE_PH_STOP_SMPS:
-    if (stop_role(n, NODE_ROLE_SMP, now))
+    if (node_stop_role(n, NODE_ROLE_SMP, now))
       finish_exit(n);
     break;
   case NODE_PH_EXIT:

@@ -250,7 +250,7 @@ END_TEST
 /*
  * The simulation: R ranks, each with a real snapshot object of S slots, its
  * SMP (a FIFO of node requests applied to the object) and its trainer; the
- * node runs rounds the way daemon/node_job.c does, deciding with the
+ * node runs rounds the way daemon/node_round.c does, deciding with the
  * functions under test. A random scheduler interleaves trainer steps, SMP
  * work and node work, so that trainers overtake rounds in every way. The
  * trainers stay within one step of each other (their all-reduce). After

@@ -1,0 +1,186 @@
+/*
+ * node_events.c — what the SMPs say to `ptd node`: their STATE_REPLYs,
+ * replies to requests, requests that failed without an answer, and events
+ * (a step sealed, a trainer refused or gone). On the loop thread; each
+ * handler changes the node's view and leaves the rest to node_drive().
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pt.h"
+#include "daemon/log.h"
+#include "daemon/node.h"
+
+void node_on_state_reply(struct node *n, struct node_rank *r,
+                         enum node_req_kind kind, const Pt__StateReply *m)
+{
+  if (m->rank != r->rank)
+    log_warn("smp rank %" PRIu32 " reports rank %" PRIu32, r->rank, m->rank);
+  r->has_store = m->has_has_store && m->has_store;
+  if (m->has_bytes_held)
+    r->bytes_held = m->bytes_held;
+  r->trainer_done_reported = m->has_trainer_done && m->trainer_done;
+  r->trainer_pid_reported = m->has_trainer_pid ? m->trainer_pid : 0;
+  r->nview = 0;
+  for (size_t k = 0; k < m->n_slots && r->nview < SNAP_MAX_SLOTS; k++) {
+    const Pt__SlotInfo *s = m->slots[k];
+    r->view[r->nview++] = (struct node_slot_view){
+        .step = s->step, .state = s->state,
+        .intact = s->has_intact && s->intact};
+  }
+  if (kind == NODE_REQ_VERIFY) {
+    r->view_verified = true;
+    return;
+  }
+  if (kind == NODE_REQ_DRAIN)
+    r->drained = true;
+  if (kind != NODE_REQ_SUBSCRIBE)
+    return; /* after SUBSCRIBE, events tell what is sealed */
+  r->pins_unresolved = true;
+  if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING)
+    return; /* a restore point is being chosen: its SET_RESTORE decides */
+  /* A fresh view: what this rank holds sealed and not committed, and (when
+   * adopting) a commit the SMPs took that node.state did not record in
+   * time. */
+  uint64_t floor;
+  bool has_floor = node_round_floor(n, &floor);
+  r->sealed.n = 0;
+  for (uint32_t k = 0; k < r->nview; k++) {
+    const struct node_slot_view *v = &r->view[k];
+    bool newer = !has_floor || v->step > floor;
+    if ((v->state == SNAP_SEALED || v->state == SNAP_PROTECTED) && newer) {
+      node_sealed_add(&r->sealed, v->step);
+      if (!r->has_last_sealed || v->step > r->last_sealed) {
+        r->has_last_sealed = true;
+        r->last_sealed = v->step;
+      }
+    }
+    if (v->state == SNAP_COMMITTED && newer && n->phase == NODE_PH_STARTING &&
+        n->adopting) {
+      log_info("adopted committed step %" PRIu64 " from smp rank %" PRIu32,
+               v->step, r->rank);
+      n->has_committed = true;
+      n->committed = v->step;
+      n->committed_unix_ms = 0;
+      for (uint32_t i = 0; i < n->cfg.ranks; i++)
+        node_sealed_prune(&n->ranks[i].sealed, v->step);
+      n->state_dirty = true;
+      has_floor = node_round_floor(n, &floor);
+    }
+  }
+  n->drive_again = true;
+}
+
+void node_on_reply(struct node *n, struct node_rank *r,
+                   const struct node_req *q, int status, const char *message)
+{
+  const char *text = message != NULL && message[0] != '\0'
+                         ? message : pt_strerror(status);
+
+  switch (q->kind) {
+  case NODE_REQ_PROTECT:
+  case NODE_REQ_COMMIT:
+  case NODE_REQ_ABORT:
+    node_round_vote(n, r, q, status == 0 ? NODE_VOTE_YES : NODE_VOTE_NO, text);
+    return;
+  case NODE_REQ_RECOMMIT:
+    if (status < 0)
+      log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
+               " again: %s",
+               r->rank, q->step, text);
+    return;
+  case NODE_REQ_UNPIN:
+    if (status < 0)
+      log_debug("smp rank %" PRIu32 ": step %" PRIu64 " was no longer "
+                "pinned: %s", r->rank, q->step, text);
+    return;
+  case NODE_REQ_SET_RESTORE:
+    break;
+  case NODE_REQ_TRAINER_SET:
+    /* -ESRCH: the trainer exited already; its exit is handled anyway. */
+    if (status < 0)
+      log_info("smp rank %" PRIu32 " did not take the trainer's announcement: "
+               "%s", r->rank, LOG_ESC(text));
+    return;
+  default:
+    return;
+  }
+  if (n->phase != NODE_PH_SET_RESTORE)
+    return;
+  if (status < 0) {
+    log_error("smp rank %" PRIu32 " cannot set the restore point: %s",
+              r->rank, text);
+    n->attempt_failed = true;
+  } else {
+    r->set_restore_ok = true;
+  }
+}
+
+void node_on_req_failed(struct node *n, struct node_rank *r,
+                        const struct node_req *q, int err)
+{
+  if ((q->kind == NODE_REQ_VERIFY && n->phase == NODE_PH_QUERY) ||
+      (q->kind == NODE_REQ_SET_RESTORE && n->phase == NODE_PH_SET_RESTORE)) {
+    log_warn("smp rank %" PRIu32 ": restore request failed: %s", r->rank,
+             pt_strerror(err));
+    n->attempt_failed = true;
+  } else if (q->kind == NODE_REQ_PROTECT || q->kind == NODE_REQ_COMMIT ||
+             q->kind == NODE_REQ_ABORT) {
+    node_round_vote(n, r, q, NODE_VOTE_LOST, pt_strerror(err));
+  } else if (q->kind == NODE_REQ_DRAIN) {
+    r->drained = true; /* nothing more will come from it */
+  }
+}
+
+void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
+{
+  if (e->rank != r->rank)
+    log_warn("smp rank %" PRIu32 " sent an event for rank %" PRIu32,
+             r->rank, e->rank);
+  if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
+    log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
+    r->progress_at = rpc_now_ms();
+    if (!r->has_last_sealed || e->step > r->last_sealed) {
+      r->has_last_sealed = true;
+      r->last_sealed = e->step;
+    }
+    if (n->phase != NODE_PH_RUNNING && n->phase != NODE_PH_STARTING)
+      return;
+    uint64_t floor;
+    if (!node_round_floor(n, &floor) || e->step > floor)
+      node_sealed_add(&r->sealed, e->step);
+    /* The shm object appeared with the first snapshot: learn its size. */
+    bool asking = false;
+    for (uint32_t k = 0; k < r->nreqs; k++)
+      asking = asking || r->reqs[k].kind == NODE_REQ_STATE;
+    if (r->bytes_held == 0 && r->subscribed && !asking)
+      node_smp_request(n, r, NODE_REQ_STATE, 0);
+    node_commit_drive(n);
+  } else if (e->kind == PT__EVENT_KIND__EVENT_HELLO_REFUSED) {
+    /* The trainer's regions do not fit the budget or /dev/shm: no restart
+     * can cure that, whatever the trainer does with the error. */
+    int status = e->has_status ? e->status : 0;
+    if ((status == PT_EBUDGET || status == -ENOSPC) &&
+        n->phase <= NODE_PH_RUNNING)
+      node_finish(n, NODE_OUT_FAILED,
+                  "smp rank %" PRIu32 " refused its trainer: %s (not "
+                  "restarted: raise --memory-budget or make room in /dev/shm)",
+                  r->rank,
+                  e->message != NULL ? e->message : pt_strerror(status));
+  } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
+    r->gone_seen = true;
+    r->gone_done = e->has_done && e->done;
+    log_debug("rank %" PRIu32 ": trainer gone (done=%d)", r->rank,
+              (int)r->gone_done);
+    if (r->tstate == NODE_TR_GONE_WAIT) {
+      r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
+      if (!r->gone_done)
+        snprintf(r->why, sizeof(r->why),
+                 "trainer rank %" PRIu32 " ended without saying it finished",
+                 r->rank);
+      n->drive_again = true;
+    }
+  }
+}
