@@ -13,6 +13,7 @@
 
 #include "pt.h"
 #include "daemon/log.h"
+#include "daemon/proc.h"
 #include "daemon/smp_internal.h"
 
 /* ---- the trainer's process ----
@@ -136,39 +137,10 @@ void smp_watch_start(struct smp_conn *sc, int pid)
  * copied, is not. */
 
 /* Field want (>= 3) of /proc/PID/stat; -1 when unreadable. */
-static long long proc_stat_field(int pid, int want)
+static long long stat_num(int pid, int want)
 {
-  char path[64], buf[1024];
-  FILE *f;
-  size_t len;
-
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  f = fopen(path, "re");
-  if (f == NULL)
-    return -1;
-  len = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[len] = '\0';
-  /* Field 2 (comm) may hold spaces and ')': fields 3.. follow the last ')'. */
-  char *p = strrchr(buf, ')');
-  if (p == NULL)
-    return -1;
-  p++;
-  for (int field = 3; field <= want; field++) {
-    while (*p == ' ')
-      p++;
-    if (*p == '\0')
-      return -1;
-    if (field == want) {
-      char *end;
-      errno = 0;
-      long long v = strtoll(p, &end, 10);
-      return errno != 0 || end == p || v < 0 ? -1 : v;
-    }
-    while (*p != ' ' && *p != '\0')
-      p++;
-  }
-  return -1;
+  uint64_t v;
+  return proc_stat_field(pid, want, &v) == PT_OK ? (long long)v : -1;
 }
 
 void smp_announce_clear(struct smp *smp)
@@ -210,8 +182,8 @@ int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
   }
   /* The pidfd first: the checks then hold for the process it refers to. */
   int fd = (int)syscall(SYS_pidfd_open, (int)m->pid, 0);
-  long long ticks = fd >= 0 ? proc_stat_field(m->pid, 22) : -1;
-  long long sid = fd >= 0 ? proc_stat_field(m->pid, 6) : -1;
+  long long ticks = fd >= 0 ? stat_num(m->pid, 22) : -1;
+  long long sid = fd >= 0 ? stat_num(m->pid, 6) : -1;
   if (fd < 0 || ticks < 0 || sid < 0)
     snprintf(msg, sizeof(msg), "trainer pid %d is gone", (int)m->pid);
   else if (m->has_start_ticks && m->start_ticks != 0 &&
@@ -258,7 +230,7 @@ int smp_hello_peer_check(struct smp *smp, int peer, char *msg, size_t len)
     snprintf(msg, len, "waiting for the node to announce its trainer");
     return -EAGAIN;
   }
-  long long sid = proc_stat_field(peer, 6);
+  long long sid = stat_num(peer, 6);
   if (sid == smp->announced_pid)
     return 0;
   snprintf(msg, len, "hello from pid %d (session %lld): only the session of "
