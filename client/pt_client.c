@@ -140,7 +140,7 @@ bad_rank:
  * parent's. Such a call touches none of them: it only writes the reason
  * into this process's copy of last_error (no log callback either: the
  * application's logger may hold a lock of the parent's threads). */
-bool foreign_process(pt_client *c)
+bool client_foreign_process(pt_client *c)
 {
   pid_t me = getpid();
 
@@ -251,7 +251,7 @@ int pt_client_open(pt_client **out, const struct pt_options *user_opts)
     goto out_sync;
   }
   pthread_mutex_lock(&c->conn_mu);
-  rc = conn_open(c, deadline_after(c));
+  rc = client_conn_open(c, client_deadline_after(c));
   pthread_mutex_unlock(&c->conn_mu);
   if (rc != 0)
     goto out_engine;
@@ -276,7 +276,7 @@ int pt_status_get(pt_client *c, struct pt_status *st)
 {
   if (c == NULL || st == NULL)
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
   memset(st, 0, sizeof(*st));
   st->rank = c->rank;
@@ -310,30 +310,30 @@ void pt_client_close(pt_client *c, bool done)
   /* A forked child's copy: the threads, the locks and the connection are
    * the parent's, which goes on using them; nothing is released here (the
    * child's copy of the memory goes with the child). */
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return;
   pt_fence(c);
-  sealer_stop(c);
+  client_sealer_stop(c);
   /* A seal that pt_fence() gave up on has ended by now: the sealer is gone. */
   pthread_mutex_lock(&c->mu);
   done_late = c->phase == PHASE_DONE;
   if (done_late)
-    rc = outcome_take_locked(c, &abandoned);
+    rc = client_outcome_take_locked(c, &abandoned);
   pthread_mutex_unlock(&c->mu);
   if (done_late)
-    outcome_report(c, rc, abandoned);
+    client_outcome_report(c, rc, abandoned);
 
   pthread_mutex_lock(&c->conn_mu);
   if (c->fd >= 0) {
     Pt__Bye req = PT__BYE__INIT;
     ProtobufCMessage *m = NULL;
     req.done = done;
-    if (conn_call(c, RPC_BYE, &req.base, RPC_REPLY, deadline_after(c), &m) == 0)
+    if (client_conn_call(c, RPC_BYE, &req.base, RPC_REPLY, client_deadline_after(c), &m) == 0)
       protobuf_c_message_free_unpacked(m, NULL);
   }
-  conn_drop(c);
+  client_conn_drop(c);
   pthread_mutex_unlock(&c->conn_mu);
-  store_release(c);
+  client_store_release(c);
   kern_engine_free(c->engine);
   free(c->blob);
   free(c->rblob);

@@ -29,7 +29,7 @@
 /* ---- messages ---- */
 
 /* The client whose sealer runs on this thread; NULL on every other thread. */
-_Thread_local pt_client *tls_sealer_of;
+_Thread_local pt_client *client_tls_sealer_of;
 
 void client_log(pt_client *c, int level, const char *fmt, ...)
 {
@@ -39,7 +39,7 @@ void client_log(pt_client *c, int level, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  if (tls_sealer_of == c) {
+  if (client_tls_sealer_of == c) {
     /* Kept with the outcome; the trainer's thread hands it on. */
     int i = c->seal_nmsgs < SEAL_MSG_MAX ? c->seal_nmsgs++ : SEAL_MSG_MAX - 1;
     c->seal_msgs[i].level = level;
@@ -91,7 +91,7 @@ static void quiet_end(pt_client *c, bool began)
 
 /* Hands the sealer's messages of a collected outcome to the application.
  * Trainer's thread, after it saw PHASE_DONE. */
-void seal_msgs_flush(pt_client *c)
+void client_seal_msgs_flush(pt_client *c)
 {
   for (int i = 0; i < c->seal_nmsgs; i++) {
     if (c->seal_msgs[i].level <= PT_LOG_WARN)
@@ -104,7 +104,7 @@ void seal_msgs_flush(pt_client *c)
 
 /* ---- time ---- */
 
-uint64_t deadline_after(const pt_client *c)
+uint64_t client_deadline_after(const pt_client *c)
 {
   return rpc_now_ms() + (uint64_t)c->timeout_ms;
 }
@@ -120,7 +120,7 @@ static int ms_left(uint64_t deadline)
 }
 
 /* OUT: *ts, the CLOCK_MONOTONIC time of an rpc_now_ms() deadline. */
-void deadline_timespec(uint64_t deadline, struct timespec *ts)
+void client_deadline_timespec(uint64_t deadline, struct timespec *ts)
 {
   ts->tv_sec = (time_t)(deadline / 1000u);
   ts->tv_nsec = (long)(deadline % 1000u) * 1000000L;
@@ -152,7 +152,7 @@ static bool is_retryable_connect(int rc)
          rc == -ECONNRESET || rc == -EPIPE || rc == -ECONNABORTED;
 }
 
-void conn_drop(pt_client *c)
+void client_conn_drop(pt_client *c)
 {
   if (c->fd >= 0)
     close(c->fd);
@@ -162,7 +162,7 @@ void conn_drop(pt_client *c)
 }
 
 /* Connects, retrying while the SMP is not listening yet, until deadline. */
-int conn_open(pt_client *c, uint64_t deadline)
+int client_conn_open(pt_client *c, uint64_t deadline)
 {
   int rc, fd;
 
@@ -306,7 +306,7 @@ static uint64_t request_step(uint32_t type, const ProtobufCMessage *req)
  * when it comes, which a stopped SMP's SIGCONT brings), except for HELLO;
  * every other failure closes it. OUT: *reply, freed with
  * protobuf_c_message_free_unpacked(). */
-int conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
+int client_conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                      uint32_t reply_type, uint64_t deadline,
                      ProtobufCMessage **reply)
 {
@@ -361,7 +361,7 @@ int conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
   client_log(c, is_conn_error(rc) ? PT_LOG_WARN : PT_LOG_ERROR,
              "pt: %s to the SMP at '%s' failed: %s", rpc_type_name(type),
              c->socket_path, pt_strerror(rc));
-  conn_drop(c);
+  client_conn_drop(c);
   return rc;
 }
 /* ---- the session ---- */
@@ -401,7 +401,7 @@ static int hello(pt_client *c, uint64_t deadline)
   req.regions = rp;
 
   for (;;) {
-    rc = conn_call(c, RPC_HELLO, &req.base, RPC_HELLO_REPLY, deadline, &m);
+    rc = client_conn_call(c, RPC_HELLO, &req.base, RPC_HELLO_REPLY, deadline, &m);
     if (rc != 0)
       goto out_free;
     Pt__HelloReply *r = (Pt__HelloReply *)m;
@@ -435,7 +435,7 @@ static int hello(pt_client *c, uint64_t deadline)
       rc = PT_EPROTO;
       goto out_free;
     }
-    rc = store_attach(c, r->shm_name, r->has_shm_bytes ? r->shm_bytes : 0);
+    rc = client_store_attach(c, r->shm_name, r->has_shm_bytes ? r->shm_bytes : 0);
     if (rc == 0) {
       c->hello_ok = c->had_hello = true;
       if (!c->had_session && r->has_committed_step)
@@ -464,7 +464,7 @@ static int session_ensure(pt_client *c, uint64_t deadline)
 {
   int rc;
 
-  if (c->fd < 0 && (rc = conn_open(c, deadline)) != 0)
+  if (c->fd < 0 && (rc = client_conn_open(c, deadline)) != 0)
     return rc;
   if (!c->hello_ok)
     return hello(c, deadline);
@@ -478,7 +478,7 @@ static int session_ensure(pt_client *c, uint64_t deadline)
  * retried after CONNECT_RETRY_MS, as a refused one is. Only for requests
  * that are safe to repeat: whatever a dead SMP did for a try, it undid.
  * OUT: *epoch (may be NULL), the connection that answered. */
-int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
+int client_session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                         uint32_t reply_type, uint64_t deadline,
                         ProtobufCMessage **reply, uint64_t *epoch)
 {
@@ -491,10 +491,10 @@ int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
     bool fresh = c->fd < 0;
     rc = session_ensure(c, deadline);
     if (rc == 0)
-      rc = conn_call(c, type, req, reply_type, deadline, reply);
+      rc = client_conn_call(c, type, req, reply_type, deadline, reply);
     if (rc == 0 || !is_conn_error(rc))
       break;
-    conn_drop(c);
+    client_conn_drop(c);
     int left = ms_left(deadline);
     if (left == 0)
       break;
@@ -511,8 +511,8 @@ int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
 }
 
 /* A session (connection and accepted HELLO) before deadline, retried as
- * session_call() retries. */
-int session_open(pt_client *c, uint64_t deadline)
+ * client_session_call() retries. */
+int client_session_open(pt_client *c, uint64_t deadline)
 {
   int rc;
 
@@ -524,7 +524,7 @@ int session_open(pt_client *c, uint64_t deadline)
     rc = session_ensure(c, deadline);
     if (rc == 0 || !is_conn_error(rc))
       break;
-    conn_drop(c);
+    client_conn_drop(c);
     int left = ms_left(deadline);
     if (left == 0)
       break;
@@ -538,15 +538,15 @@ int session_open(pt_client *c, uint64_t deadline)
   return rc;
 }
 
-/* conn_call() under conn_mu, on whatever connection is up. */
-int conn_call_locked(pt_client *c, uint32_t type,
+/* client_conn_call() under conn_mu, on whatever connection is up. */
+int client_conn_call_locked(pt_client *c, uint32_t type,
                             const ProtobufCMessage *req, uint32_t reply_type,
                             uint64_t deadline, ProtobufCMessage **reply)
 {
   int rc;
 
   pthread_mutex_lock(&c->conn_mu);
-  rc = conn_call(c, type, req, reply_type, deadline, reply);
+  rc = client_conn_call(c, type, req, reply_type, deadline, reply);
   pthread_mutex_unlock(&c->conn_mu);
   return rc;
 }

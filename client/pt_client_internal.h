@@ -13,6 +13,10 @@
  *   pt_client_snap.c     the sealer thread, pt_snapshot(), pt_fence()
  *   pt_client_restore.c  pt_restore(), pt_blob_set/get()
  *
+ * Functions shared between these files are named client_*: libpt.so exports
+ * only pt_* (client/libpt.map), and libpt.a then puts no short, common name
+ * (conn_open, session_call, ...) into a program that links it statically.
+ *
  * A client holds one blocking Unix-socket connection to its rank's SMP, the
  * region table the trainer registered, a copy engine (kernels/kernels.h), a
  * sealer thread and, once the table is frozen, a read-write mapping of the
@@ -134,7 +138,7 @@ struct pt_client {
   void *log_arg;
   char last_error[512];
   /* the process that opened the client: its threads, locks and connection
-   * are that process's; a forked child may not use them (foreign_process) */
+   * are that process's; a forked child may not use them (client_foreign_process) */
   pid_t owner_pid;
   /* retries of a session (a refused or failed HELLO tried again until the
    * deadline): the first failure is logged, the repeats only counted and
@@ -238,38 +242,38 @@ _Static_assert((uint64_t)SNAP_MAX_REGIONS * (SNAP_NAME_MAX + 22) + 4096 <=
 void client_log(pt_client *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The client whose sealer runs on this thread; NULL on every other thread. */
-extern _Thread_local pt_client *tls_sealer_of;
-void seal_msgs_flush(pt_client *c);
-uint64_t deadline_after(const pt_client *c);
-void deadline_timespec(uint64_t deadline, struct timespec *ts);
-void conn_drop(pt_client *c);
-int conn_open(pt_client *c, uint64_t deadline);
-int conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
+extern _Thread_local pt_client *client_tls_sealer_of;
+void client_seal_msgs_flush(pt_client *c);
+uint64_t client_deadline_after(const pt_client *c);
+void client_deadline_timespec(uint64_t deadline, struct timespec *ts);
+void client_conn_drop(pt_client *c);
+int client_conn_open(pt_client *c, uint64_t deadline);
+int client_conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
               uint32_t reply_type, uint64_t deadline,
               ProtobufCMessage **reply);
-int conn_call_locked(pt_client *c, uint32_t type, const ProtobufCMessage *req,
+int client_conn_call_locked(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                      uint32_t reply_type, uint64_t deadline,
                      ProtobufCMessage **reply);
-int session_open(pt_client *c, uint64_t deadline);
-int session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
+int client_session_open(pt_client *c, uint64_t deadline);
+int client_session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
                  uint32_t reply_type, uint64_t deadline,
                  ProtobufCMessage **reply, uint64_t *epoch);
 
 /* ---- pt_client_regions.c ---- */
 
-int table_freeze(pt_client *c);
-int store_attach(pt_client *c, const char *name, uint64_t bytes);
-void store_release(pt_client *c);
+int client_table_freeze(pt_client *c);
+int client_store_attach(pt_client *c, const char *name, uint64_t bytes);
+void client_store_release(pt_client *c);
 
 /* ---- pt_client_snap.c ---- */
 
-void sealer_stop(pt_client *c);
-int outcome_take_locked(pt_client *c, bool *abandoned);
-void outcome_report(pt_client *c, int rc, bool abandoned);
-int pending_settle(pt_client *c, uint64_t *busy_step, uint64_t until);
+void client_sealer_stop(pt_client *c);
+int client_outcome_take_locked(pt_client *c, bool *abandoned);
+void client_outcome_report(pt_client *c, int rc, bool abandoned);
+int client_pending_settle(pt_client *c, uint64_t *busy_step, uint64_t until);
 
 /* ---- pt_client.c ---- */
 
-bool foreign_process(pt_client *c);
+bool client_foreign_process(pt_client *c);
 
 #endif /* PT_CLIENT_INTERNAL_H */

@@ -14,7 +14,7 @@
 
 /* ---- the region table and the object ---- */
 
-int table_freeze(pt_client *c)
+int client_table_freeze(pt_client *c)
 {
   if (c->frozen)
     return 0;
@@ -40,7 +40,7 @@ int table_freeze(pt_client *c)
   return 0;
 }
 
-void store_release(pt_client *c)
+void client_store_release(pt_client *c)
 {
   if (c->store == NULL)
     return;
@@ -57,7 +57,7 @@ void store_release(pt_client *c)
 
 /* Maps the object the SMP named, unless the mapping we hold is that very
  * object (same name, size and creation time). */
-int store_attach(pt_client *c, const char *name, uint64_t bytes)
+int client_store_attach(pt_client *c, const char *name, uint64_t bytes)
 {
   struct snap_store *s;
   char err[256] = "";
@@ -90,7 +90,7 @@ int store_attach(pt_client *c, const char *name, uint64_t bytes)
     snap_store_close(s); /* the same object: keep the registered mapping */
     return 0;
   }
-  store_release(c);
+  client_store_release(c);
   rc = kern_host_register(c->engine, snap_store_base(s),
                           snap_store_total_bytes(s));
   if (rc != 0) {
@@ -231,7 +231,7 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
 
   if (c == NULL)
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
   if (name == NULL || ptr == NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
@@ -318,7 +318,7 @@ int pt_region_update(pt_client *c, const char *name, void *ptr)
 
   if (c == NULL)
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
   if (name == NULL || ptr == NULL) {
     client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");

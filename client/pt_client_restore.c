@@ -31,19 +31,19 @@ int pt_restore(pt_client *c, uint64_t *step)
 
   if (c == NULL || step == NULL)
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
-  if (pending_settle(c, &busy_step, UINT64_MAX) != 0) {
+  if (client_pending_settle(c, &busy_step, UINT64_MAX) != 0) {
     client_log(c, PT_LOG_ERROR,
                "pt: restore refused: the copy of step %llu is in flight "
                "(call pt_fence first)", (unsigned long long)busy_step);
     return PT_EINFLIGHT;
   }
-  if ((rc = table_freeze(c)) != 0)
+  if ((rc = client_table_freeze(c)) != 0)
     return rc;
 
-  rc = session_call(c, RPC_RESTORE_QUERY, &req.base, RPC_RESTORE_REPLY,
-                    deadline_after(c), &m, NULL);
+  rc = client_session_call(c, RPC_RESTORE_QUERY, &req.base, RPC_RESTORE_REPLY,
+                    client_deadline_after(c), &m, NULL);
   if (rc != 0)
     return rc;
   r = (Pt__RestoreReply *)m;
@@ -181,7 +181,7 @@ int pt_blob_set(pt_client *c, const void *data, size_t len)
 {
   if (c == NULL)
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
   if (data == NULL && len > 0) {
     client_log(c, PT_LOG_ERROR, "pt: blob of %zu bytes without data", len);
@@ -204,7 +204,7 @@ int pt_blob_get(pt_client *c, void *buf, size_t cap, size_t *len)
 {
   if (c == NULL || len == NULL || (buf == NULL && cap > 0))
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
   if (!c->rblob_ok) {
     *len = 0;

@@ -39,7 +39,7 @@ static int seal_send(pt_client *c, uint32_t slot, uint64_t gen, uint64_t step,
                "pt: snapshot of step %llu is lost: the connection to the SMP "
                "broke before it was sealed", (unsigned long long)step);
   } else {
-    rc = conn_call(c, RPC_SEAL, &req.base, RPC_REPLY, deadline, &m);
+    rc = client_conn_call(c, RPC_SEAL, &req.base, RPC_REPLY, deadline, &m);
   }
   pthread_mutex_unlock(&c->conn_mu);
   if (rc != 0)
@@ -67,7 +67,7 @@ static void *sealer_main(void *arg)
   pt_client *c = arg;
   struct sched_param sp = { .sched_priority = 0 };
 
-  tls_sealer_of = c;
+  client_tls_sealer_of = c;
   pthread_setname_np(pthread_self(), "pt-seal");
   /* SCHED_BATCH, as the copy workers: woken by pt_snapshot(), the sealer
    * does not preempt the trainer's thread, which returns at once. */
@@ -88,7 +88,7 @@ static void *sealer_main(void *arg)
     pthread_mutex_unlock(&c->mu);
 
     int copy_rc = kern_save_wait(c->engine, -1);
-    uint64_t deadline = deadline_after(c);
+    uint64_t deadline = client_deadline_after(c);
     pthread_mutex_lock(&c->mu);
     c->phase = PHASE_SEALING;
     c->seal_deadline = deadline;
@@ -132,7 +132,7 @@ static int sealer_ensure(pt_client *c)
 
 /* Lets the sealer finish the snapshot in hand, then joins it. Bounded: the
  * copy completes and the seal keeps its deadline. */
-void sealer_stop(pt_client *c)
+void client_sealer_stop(pt_client *c)
 {
   if (!c->sealer_started)
     return;
@@ -147,7 +147,7 @@ void sealer_stop(pt_client *c)
 /* Collects the recorded outcome (under mu, in PHASE_DONE); the phase goes
  * back to IDLE. OUT: *abandoned, true when pt_fence() gave up on this
  * snapshot and reported and counted it already. */
-int outcome_take_locked(pt_client *c, bool *abandoned)
+int client_outcome_take_locked(pt_client *c, bool *abandoned)
 {
   *abandoned = c->seal_abandoned;
   c->seal_abandoned = false;
@@ -155,11 +155,11 @@ int outcome_take_locked(pt_client *c, bool *abandoned)
   return c->seal_rc;
 }
 
-/* After outcome_take_locked(), with mu released: hands the sealer's messages
+/* After client_outcome_take_locked(), with mu released: hands the sealer's messages
  * on and counts a failure. */
-void outcome_report(pt_client *c, int rc, bool abandoned)
+void client_outcome_report(pt_client *c, int rc, bool abandoned)
 {
-  seal_msgs_flush(c);
+  client_seal_msgs_flush(c);
   if (rc != 0 && !abandoned)
     c->failed++;
 }
@@ -173,7 +173,7 @@ static void seal_wait_locked(pt_client *c, uint64_t until)
 
   if (until > c->seal_deadline + SEAL_GRACE_MS)
     until = c->seal_deadline + SEAL_GRACE_MS;
-  deadline_timespec(until, &limit);
+  client_deadline_timespec(until, &limit);
   while (c->phase == PHASE_SEALING) {
     if (pthread_cond_timedwait(&c->cv, &c->mu, &limit) == ETIMEDOUT)
       break;
@@ -187,7 +187,7 @@ static void seal_wait_locked(pt_client *c, uint64_t until)
  * then (the SMP does not answer). An outcome that nobody fenced is then
  * collected, logged and counted, and the call goes on (0). OUT: *busy_step,
  * the step in flight. */
-int pending_settle(pt_client *c, uint64_t *busy_step, uint64_t until)
+int client_pending_settle(pt_client *c, uint64_t *busy_step, uint64_t until)
 {
   bool abandoned = false;
   bool done;
@@ -203,10 +203,10 @@ int pending_settle(pt_client *c, uint64_t *busy_step, uint64_t until)
   }
   done = c->phase == PHASE_DONE;
   if (done)
-    rc = outcome_take_locked(c, &abandoned);
+    rc = client_outcome_take_locked(c, &abandoned);
   pthread_mutex_unlock(&c->mu);
   if (done)
-    outcome_report(c, rc, abandoned);
+    client_outcome_report(c, rc, abandoned);
   return 0;
 }
 
@@ -272,7 +272,7 @@ static void slot_give_back(pt_client *c, uint32_t slot, uint64_t gen,
   back.generation = gen;
   back.step = step;
   back.ok = false;
-  if (conn_call_locked(c, RPC_SEAL, &back.base, RPC_REPLY, deadline, &m) == 0)
+  if (client_conn_call_locked(c, RPC_SEAL, &back.base, RPC_REPLY, deadline, &m) == 0)
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
@@ -287,7 +287,7 @@ int pt_snapshot(pt_client *c, uint64_t step)
 
   if (c == NULL)
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
   bound = rpc_now_ms() + (uint64_t)c->snap_timeout_ms;
   if ((rc = snapshot_order_check(c, step)) != 0)
@@ -298,7 +298,7 @@ int pt_snapshot(pt_client *c, uint64_t step)
                (unsigned long long)step, (unsigned long long)c->last_step);
     return snapshot_fail(c, -EINVAL);
   }
-  rc = pending_settle(c, &busy_step, bound);
+  rc = client_pending_settle(c, &busy_step, bound);
   if (rc == PT_EINFLIGHT) {
     client_log(c, PT_LOG_ERROR,
                "pt: snapshot of step %llu refused: the copy of step %llu is "
@@ -308,22 +308,22 @@ int pt_snapshot(pt_client *c, uint64_t step)
   }
   if (rc == PT_SKIPPED)
     return snapshot_skip_slow(c, step, "the seal of the previous step");
-  if ((rc = table_freeze(c)) != 0)
+  if ((rc = client_table_freeze(c)) != 0)
     return snapshot_fail(c, rc);
   if ((rc = sealer_ensure(c)) != 0)
     return snapshot_fail(c, rc);
 
   /* Only the first HELLO, which may make the SMP create and pre-fault its
    * object, may take the whole request deadline. */
-  deadline = c->had_session ? bound : deadline_after(c);
+  deadline = c->had_session ? bound : client_deadline_after(c);
   if (!c->had_session) {
-    if ((rc = session_open(c, deadline)) != 0)
+    if ((rc = client_session_open(c, deadline)) != 0)
       return snapshot_fail(c, rc);
     if ((rc = snapshot_order_check(c, step)) != 0)
       return snapshot_fail(c, rc);
   }
   req.step = step;
-  rc = session_call(c, RPC_SLOT_ACQUIRE, &req.base, RPC_SLOT_REPLY, deadline,
+  rc = client_session_call(c, RPC_SLOT_ACQUIRE, &req.base, RPC_SLOT_REPLY, deadline,
                     &m, &epoch);
   if (rc == -ETIMEDOUT && c->had_session)
     return snapshot_skip_slow(c, step, "the slot request");
@@ -366,7 +366,7 @@ int pt_snapshot(pt_client *c, uint64_t step)
     client_log(c, PT_LOG_ERROR, "pt: the SMP's slot reply is malformed");
     protobuf_c_message_free_unpacked(m, NULL);
     pthread_mutex_lock(&c->conn_mu);
-    conn_drop(c); /* its slot is freed when the connection closes */
+    client_conn_drop(c); /* its slot is freed when the connection closes */
     pthread_mutex_unlock(&c->conn_mu);
     return snapshot_fail(c, PT_EPROTO);
   }
@@ -430,7 +430,7 @@ int pt_fence(pt_client *c)
 
   if (c == NULL)
     return -EINVAL;
-  if (foreign_process(c))
+  if (client_foreign_process(c))
     return PT_ESTATE;
   pthread_mutex_lock(&c->mu);
   /* The copy always completes: the engine finishes what it started. */
@@ -461,9 +461,9 @@ int pt_fence(pt_client *c)
       c->failed++;
     return -ETIMEDOUT;
   case PHASE_DONE:
-    rc = outcome_take_locked(c, &abandoned);
+    rc = client_outcome_take_locked(c, &abandoned);
     pthread_mutex_unlock(&c->mu);
-    outcome_report(c, rc, abandoned);
+    client_outcome_report(c, rc, abandoned);
     return abandoned ? PT_OK : rc;
   default:
     pthread_mutex_unlock(&c->mu);
