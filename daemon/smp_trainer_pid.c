@@ -184,8 +184,11 @@ int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
   int fd = (int)syscall(SYS_pidfd_open, (int)m->pid, 0);
   long long ticks = fd >= 0 ? stat_num(m->pid, 22) : -1;
   long long sid = fd >= 0 ? stat_num(m->pid, 6) : -1;
+  struct pollfd pfd = { fd, POLLIN, 0 };
   if (fd < 0 || ticks < 0 || sid < 0)
     snprintf(msg, sizeof(msg), "trainer pid %d is gone", (int)m->pid);
+  else if (poll(&pfd, 1, 0) > 0) /* exited, not yet reaped (a zombie) */
+    snprintf(msg, sizeof(msg), "trainer pid %d has exited", (int)m->pid);
   else if (m->has_start_ticks && m->start_ticks != 0 &&
            (uint64_t)ticks != m->start_ticks)
     snprintf(msg, sizeof(msg), "pid %d is no longer the trainer the node "

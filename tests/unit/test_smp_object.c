@@ -351,8 +351,7 @@ static Pt__StateReply *subscribe(int fd, const uint8_t secret[32])
 
 /* As the node: SUBSCRIBE, then TRAINER_SET naming this test's session (an
  * SMP with --secret-file answers HELLO only from the announced trainer's
- * session). The test process leads a session of its own when it can. The
- * node's connection is returned open. */
+ * session), which main() leads. The node's connection is returned open. */
 static int announce_self(struct smp_proc *p, const uint8_t secret[32])
 {
   Pt__TrainerSet ts = PT__TRAINER_SET__INIT;
@@ -360,7 +359,7 @@ static int announce_self(struct smp_proc *p, const uint8_t secret[32])
   int fd = raw_connect(p);
 
   protobuf_c_message_free_unpacked(&subscribe(fd, secret)->base, NULL);
-  ts.pid = setsid() > 0 ? (int32_t)getpid() : (int32_t)getsid(0);
+  ts.pid = (int32_t)getsid(0); /* main leads it: unit_own_session() */
   ck_assert_int_eq(rpc_sock_call(fd, RPC_TRAINER_SET, &ts.base, RPC_REPLY,
                                  3000, &m), 0);
   ck_assert_int_eq(((Pt__Reply *)m)->status, 0);
@@ -991,6 +990,7 @@ int main(void)
 {
   int rc;
 
+  unit_own_session();
   snprintf(g_dir, sizeof(g_dir), "/tmp/pt-smpobj.XXXXXX");
   if (mkdtemp(g_dir) == NULL) {
     perror("mkdtemp");

@@ -802,6 +802,19 @@ START_TEST(hello_only_from_announced_trainer)
   ck_assert_int_eq(subscribe(node, secret, sizeof(secret)), 0);
   ck_assert_int_eq(trainer_set(node, (int32_t)f.pid, 0), -ESRCH); /* no leader */
   ck_assert_int_eq(trainer_set(node, l.pid, 1), -ESRCH); /* other start time */
+  /* A session leader that has exited but is not reaped yet (a zombie, as
+   * the leader of the session a CI runner inherits may be): no trainer. */
+  pid_t z = fork();
+  ck_assert_int_ge(z, 0);
+  if (z == 0) {
+    setsid();
+    _exit(0);
+  }
+  siginfo_t si;
+  ck_assert_int_eq(waitid(P_PID, (id_t)z, &si, WEXITED | WNOWAIT), 0);
+  ck_assert_int_eq(trainer_set(node, (int32_t)z, 0), -ESRCH);
+  ck_assert_int_eq(log_count(&f, "has exited"), 1);
+  waitpid(z, NULL, 0);
   ck_assert_int_eq(hello_raw(&f, me, NULL, 0), -EAGAIN);
   ck_assert_int_eq(trainer_set(node, l.pid, 0), 0);
 

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 
 #include "tests/unit/unit.h"
 
@@ -68,4 +71,35 @@ bool unit_closed_by_peer(int fd, int timeout_ms)
     now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
   }
   return false;
+}
+
+void unit_own_session(void)
+{
+  pid_t parent = getpid();
+  int st;
+
+  if (getsid(0) == parent || setsid() >= 0)
+    return;
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("fork");
+    exit(EXIT_FAILURE);
+  }
+  if (pid == 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent ||
+        setsid() < 0) {
+      perror("setsid");
+      _exit(EXIT_FAILURE);
+    }
+    return;
+  }
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) {
+      perror("waitpid");
+      exit(EXIT_FAILURE);
+    }
+  if (WIFSIGNALED(st))
+    fprintf(stderr, "test process %d: killed by signal %d\n", (int)pid,
+            WTERMSIG(st));
+  exit(WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_FAILURE);
 }

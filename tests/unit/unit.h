@@ -1,7 +1,7 @@
 /*
  * unit.h — helpers every unit test binary links (tests/unit/unit.c): the
- * Check runner's epilogue, the sweep of the shm objects a run made, and a
- * wait for a peer to close a connection.
+ * Check runner's epilogue, the sweep of the shm objects a run made, a wait
+ * for a peer to close a connection, and a session of the binary's own.
  */
 #ifndef PT_UNIT_H
 #define PT_UNIT_H
@@ -23,5 +23,15 @@ void unit_shm_sweep(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* True when the peer of the stream socket fd closes it (EOF or a reset)
  * within timeout_ms; whatever it sends before is read and dropped. */
 bool unit_closed_by_peer(int fd, int timeout_ms);
+
+/* Makes the calling process (main, before unit_run) lead a session of its
+ * own, so that its tests (Check's forked children) belong to a session whose
+ * leader is alive: a test that names its session's leader as the trainer
+ * needs one, and the session a runner inherits may be led by a process that
+ * has exited (a zombie) or by none in this pid namespace. When the process
+ * already leads a process group, it forks: the child goes on in the new
+ * session (and dies with the parent), the parent waits and exits with the
+ * child's status. */
+void unit_own_session(void);
 
 #endif /* PT_UNIT_H */
