@@ -57,12 +57,18 @@ EC_SRC    := $(wildcard ec/*.c)
 KERN_CPU  := kernels/kernels_cpu.c kernels/kernels_host.c
 KERN_CUDA := $(wildcard kernels/*.cu)
 CLIENT    := $(filter-out client/ptctl.c,$(wildcard client/*.c))
-DAEMON    := $(filter-out daemon/ptd_main.c,$(wildcard daemon/*.c))
+# common/: what every layer uses. libpt takes the errors, the clock and
+# CRC32C; the daemons also the log and the state-file writer.
+COMMON_LIB := common/pt_error.c common/monotime.c common/crc32c.c
+COMMON_D  := $(filter-out $(COMMON_LIB),$(wildcard common/*.c))
+# daemon/: ptd's roles, one folder each (smp/, node/, commit/), and what
+# they share at the top.
+DAEMON    := $(filter-out daemon/ptd_main.c,$(wildcard daemon/*.c daemon/*/*.c))
 
 # libpt: what a trainer links. No libuv, no daemon code.
-LIBPT_SRC := $(CLIENT) $(SNAP_SRC) $(RPC_LIB) $(KERN_CPU)
+LIBPT_SRC := $(COMMON_LIB) $(CLIENT) $(SNAP_SRC) $(RPC_LIB) $(KERN_CPU)
 # everything but the mains, for the daemons, tools and tests
-CORE_SRC  := $(sort $(LIBPT_SRC) $(RPC_UV) $(EC_SRC) $(DAEMON))
+CORE_SRC  := $(sort $(LIBPT_SRC) $(COMMON_D) $(RPC_UV) $(EC_SRC) $(DAEMON))
 
 TRAIN_SRC := $(wildcard tests/trainer/*.c)
 BENCH_SRC := $(wildcard tests/bench/*.c)
@@ -178,10 +184,10 @@ $(BUILD)/bin/ptbench: $(call obj,$(BENCH_SRC)) $(BUILD)/lib/libptcore.a
 
 # A unit test tests/unit/test_<mod>[_topic].c links only its module's objects
 # when MOD_<mod> names them (so each module builds and tests alone), else all.
-MOD_ec     := $(EC_SRC) client/pt_error.c $(KERN_CPU)
-MOD_snap   := $(SNAP_SRC) client/pt_error.c $(KERN_CPU)
-MOD_kern   := $(KERN_CPU) client/pt_error.c
-MOD_rpc    := $(RPC_LIB) $(RPC_UV) client/pt_error.c daemon/log.c
+MOD_ec     := $(EC_SRC) $(COMMON_LIB) $(KERN_CPU)
+MOD_snap   := $(SNAP_SRC) $(COMMON_LIB) $(KERN_CPU)
+MOD_kern   := $(KERN_CPU) $(COMMON_LIB)
+MOD_rpc    := $(RPC_LIB) $(RPC_UV) $(COMMON_LIB) common/log.c
 test_mod    = $(call obj,$(or $(MOD_$(firstword $(subst _, ,$(1)))),$(CORE_SRC)))
 
 .SECONDEXPANSION:
@@ -197,7 +203,7 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 gpu-test: $(GPU_TEST)
 $(GPU_TEST): $(BUILD)/obj/tests/gpu/gpu_kern_test.cu.o \
              $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(KERN_CUDA)) \
-             $(call obj,kernels/kernels_host.c client/pt_error.c)
+             $(call obj,kernels/kernels_host.c $(COMMON_LIB))
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(LIBS) \
 	  -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
@@ -233,7 +239,7 @@ fuzz: $(BUILD)/.deps
 	$(Q)mkdir -p $(BUILD)/fuzz
 	$(Q)clang -std=c11 -D_GNU_SOURCE -g -O1 -I. -Iclient -fsanitize=fuzzer,address,undefined \
 	  -o $(BUILD)/fuzz/fuzz_frame tests/fuzz/fuzz_frame.c rpc/rpc_frame.c $(PROTO_C) \
-	  client/pt_error.c -lprotobuf-c
+	  common/pt_error.c -lprotobuf-c
 	$(Q)mkdir -p $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/fuzz_frame -max_total_time=$${FUZZ_SECONDS:-60} -print_final_stats=1 \
 	  $(BUILD)/fuzz/corpus tests/fuzz/seeds

@@ -131,7 +131,7 @@ int pt_restore(pt_client *c, uint64_t *step)
     goto out_free;
   }
   memcpy(c->rblob, snap_slot_blob(c->store, slot), info.blob_bytes);
-  if (kern_crc32c(c->rblob, info.blob_bytes) != info.blob_crc) {
+  if (crc32c(c->rblob, info.blob_bytes) != info.blob_crc) {
     client_log(c, PT_LOG_ERROR,
                "pt: step %llu is damaged: its blob of %u bytes fails its "
                "checksum; the regions must not be used",

@@ -385,7 +385,7 @@ int pt_snapshot(pt_client *c, uint64_t step)
   if (c->blob_len > 0)
     memcpy(blob_dst, c->blob, c->blob_len);
   crcs[nblocks] = (uint32_t)c->blob_len;
-  crcs[nblocks + 1] = kern_crc32c(blob_dst, c->blob_len);
+  crcs[nblocks + 1] = crc32c(blob_dst, c->blob_len);
   /* This slot's pages first: the populating runs ahead of the copy. */
   snap_populate_hint(c->populate, data, snap_store_slot_bytes(c->store));
   for (size_t i = 0; i < c->nregions; i++) {

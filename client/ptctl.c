@@ -227,9 +227,14 @@ static int call(const char *sock, int timeout_ms, uint32_t type,
                 const ProtobufCMessage *req, uint32_t reply_type,
                 ProtobufCMessage **reply)
 {
+  uint64_t deadline = rpc_now_ms() + (uint64_t)timeout_ms;
   int fd, rc;
 
-  rc = rpc_sock_connect_unix(sock, &fd);
+  /* A full backlog (the node busy, or a burst of clients) is -EAGAIN: the
+   * node drains it soon, so ask again until the deadline. */
+  while ((rc = rpc_sock_connect_unix(sock, &fd)) == -EAGAIN &&
+         rpc_now_ms() + 10 < deadline)
+    usleep(10000);
   if (rc != PT_OK) {
     fprintf(stderr, "ptctl: cannot reach ptd node at '%s': %s%s\n", sock,
             pt_strerror(rc),
@@ -237,7 +242,9 @@ static int call(const char *sock, int timeout_ms, uint32_t type,
                                                  : "");
     return rc;
   }
-  rc = rpc_sock_call(fd, type, req, reply_type, timeout_ms, reply);
+  uint64_t now = rpc_now_ms();
+  int left = now < deadline ? (int)(deadline - now) : 1;
+  rc = rpc_sock_call(fd, type, req, reply_type, left, reply);
   close(fd);
   if (rc != PT_OK)
     fprintf(stderr, "ptctl: no answer from ptd node at '%s': %s\n", sock,

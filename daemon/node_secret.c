@@ -12,7 +12,7 @@
 #include <sodium.h>
 
 #include "pt.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/node_secret.h"
 
 int node_secret_read(const char *path, uint8_t out[NODE_SECRET_BYTES],

@@ -1,17 +1,32 @@
 /*
- * roles.h — the three roles of the ptd binary. ptd_main.c dispatches on the
- * first argument; each role parses the rest of argv itself, prints its own
- * --help, and returns the process exit status.
+ * roles.h — the roles of the ptd binary. ptd_main.c dispatches on the first
+ * argument; each role parses the rest of argv itself, prints its own --help,
+ * and returns the process exit status.
+ *
+ * daemon/ holds one folder per role, each with its own header, and at the
+ * top what the roles share:
+ *
+ *   daemon/smp/     ptd smp: one rank's shm object, its trainer and its node
+ *   daemon/node/    ptd node: supervision, SMP links, control socket,
+ *                   restore
+ *   ptd_main.c      the dispatch
+ *   roles.h         the roles' entry points
+ *   node_secret.c   the secret that proves a connection is the node's
+ *   proc.c          /proc/PID/stat, the one reader of it
+ *   conf.c          byte sizes and sizes on command lines
+ *
+ * Layers point one way: daemon/ uses rpc/, snapshot/, ec/, kernels/ and
+ * common/; none of those includes anything from here.
  */
 #ifndef PT_ROLES_H
 #define PT_ROLES_H
 
 /* ptd node: spawns and supervises one SMP and one trainer per local rank,
- * commits steps, restores after failures (daemon/node*.c). */
+ * commits steps, restores after failures (daemon/node/). */
 int node_main(int argc, char **argv);
 
 /* ptd smp: owns one rank's shm object and serves its trainer and its node
- * over a Unix socket (daemon/smp*.c). */
+ * over a Unix socket (daemon/smp/). */
 int smp_main(int argc, char **argv);
 
 #endif /* PT_ROLES_H */

@@ -65,7 +65,7 @@
  * Every member comes with the per-block CRC32C table recorded when its
  * snapshot was taken: one CRC per KERN_BLOCK_SIZE block from the start of the
  * member's S bytes (the last block shorter), each crc32_iscsi(block, len,
- * KERN_CRC_SEED) as kernels/kernels.h defines. rs_group_decode() checks the
+ * CRC32C_SEED) as kernels/kernels.h defines. rs_group_decode() checks the
  * survivors' data against their own tables (a damaged chunk becomes an
  * erasure, and nothing computed from it is kept), checks every rebuilt chunk
  * against its owner's table, and checks that rebuilt padding is zero. The

@@ -70,7 +70,7 @@ struct decode_call {
   uint32_t lost;
   uint32_t checked;             /* members whose blocks are checked */
   size_t nslices;
-  uint32_t slice_op;            /* rs_crc32c_shift_op(slice) */
+  uint32_t slice_op;            /* crc32c_shift_op(slice) */
   struct stripe_state st[RS_MAX_MEMBERS];
   /* Rebuilt suspect data pieces, C bytes each, by [stripe][position]. */
   unsigned char *sbuf[RS_MAX_MEMBERS][RS_MAX_MEMBERS];
@@ -218,9 +218,9 @@ static void slice_crcs(struct decode_call *d, unsigned j, size_t s, size_t off,
     if (n0 > n)
       n0 = n;
     p = data_now(d, j, q, i, off);
-    sg[0] = rs_crc32c(0, p, n0);
+    sg[0] = crc32c_update(0, p, n0);
     if (n > n0)
-      sg[1] = rs_crc32c(0, p + n0, n - n0);
+      sg[1] = crc32c_update(0, p + n0, n - n0);
   }
 }
 
@@ -355,7 +355,7 @@ static void member_check(struct decode_call *d, unsigned i)
   const struct rs_layout *l = d->l;
   const uint32_t *crcs = d->mb[i].crcs;
   size_t S = l->member_bytes[i], pos = 0, blk = 0;
-  uint32_t acc = KERN_CRC_SEED;
+  uint32_t acc = CRC32C_SEED;
 
   for (unsigned c = 0; c < l->k; c++) {
     size_t v = rs_layout_chunk_valid(l, i, c);
@@ -367,18 +367,18 @@ static void member_check(struct decode_call *d, unsigned i)
 
       if (n0 > n)
         n0 = n;
-      acc = rs_crc32c_shift(acc, n0 == d->c->slice ? d->slice_op
-                                                   : rs_crc32c_shift_op(n0)) ^
+      acc = crc32c_shift(acc, n0 == d->c->slice ? d->slice_op
+                                                   : crc32c_shift_op(n0)) ^
             sg[0];
       pos += n0;
       if (pos % KERN_BLOCK_SIZE == 0 || pos == S) {
         d->bad[i][blk] = acc != crcs[blk];
         blk++;
-        acc = KERN_CRC_SEED;
+        acc = CRC32C_SEED;
       }
       if (n > n0) {
         /* Starts on a boundary and is shorter than a block. */
-        acc = rs_crc32c_shift(acc, rs_crc32c_shift_op(n - n0)) ^ sg[1];
+        acc = crc32c_shift(acc, crc32c_shift_op(n - n0)) ^ sg[1];
         pos += n - n0;
         if (pos == S) {
           d->bad[i][blk] = acc != crcs[blk];
@@ -586,7 +586,7 @@ int rs_group_decode(struct rs_coder *c, const struct rs_layout *l,
   d->mb = members;
   d->lost = lost;
   d->nslices = (l->chunk_bytes + c->slice - 1) / c->slice;
-  d->slice_op = rs_crc32c_shift_op(c->slice);
+  d->slice_op = crc32c_shift_op(c->slice);
   for (unsigned i = 0; i < l->g; i++) {
     size_t nb = kern_nblocks(l->member_bytes[i]);
     if (nb == 0 || members[i].crcs == NULL)

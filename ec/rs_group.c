@@ -161,7 +161,7 @@ static int verify_task(void *arg, size_t b, struct rs_worker *w)
   size_t n = v->bytes - a < KERN_BLOCK_SIZE ? v->bytes - a : KERN_BLOCK_SIZE;
 
   (void)w;
-  v->bad[b] = rs_crc32c(KERN_CRC_SEED, v->data + a, n) != v->crcs[b];
+  v->bad[b] = crc32c_update(CRC32C_SEED, v->data + a, n) != v->crcs[b];
   return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "common/crc32c.h"
 #include "ec/rs.h"
 
 #define RS_MAX_THREADS 64
@@ -62,13 +63,6 @@ typedef int (*rs_task_fn)(void *arg, size_t task, struct rs_worker *w);
 int rs_run(const struct rs_coder *c, size_t ntasks, size_t scratch_bytes,
            uint64_t work_bytes, rs_task_fn fn, void *arg);
 
-/* crc32_iscsi over any length (ISA-L takes an int), chained from crc. */
-uint32_t rs_crc32c(uint32_t crc, const void *buf, size_t len);
-/* The operator that appends `bytes` bytes to a CRC (x^(8*bytes) mod P), and
- * its application: crc(init, A || B) =
- * rs_crc32c_shift(crc(init, A), rs_crc32c_shift_op(|B|)) ^ crc(0, B). */
-uint32_t rs_crc32c_shift_op(size_t bytes);
-uint32_t rs_crc32c_shift(uint32_t crc, uint32_t op);
 
 /* Shared by rs_group.c and rs_decode.c. */
 int rs_group_check(const struct rs_coder *c, const struct rs_layout *l,

@@ -21,12 +21,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/crc32c.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define KERN_BLOCK_SIZE ((size_t)1 << 20)
-#define KERN_CRC_SEED 0xFFFFFFFFu
 
 /* Number of checksum blocks covering `bytes`. */
 static inline size_t kern_nblocks(size_t bytes)
@@ -108,8 +109,8 @@ int kern_save_wait(struct kern_engine *e, int timeout_ms);
 int kern_restore(struct kern_engine *e, const struct kern_xfer *x, size_t n,
                  size_t *bad_xfer, size_t *bad_block);
 
-/* Host-only helpers, identical on every backend. */
-uint32_t kern_crc32c(const void *buf, size_t bytes);
+/* Host-only helpers, identical on every backend (whole-buffer CRCs are
+ * common/crc32c.h's crc32c()). */
 /* OUT: crcs, kern_nblocks(bytes) entries. */
 void kern_crc_blocks(const void *buf, size_t bytes, uint32_t *crcs);
 

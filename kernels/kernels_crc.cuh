@@ -5,7 +5,7 @@
  * The kernel (kernels_cuda.cu) gives each KERN_BLOCK_SIZE block one thread
  * block of KCRC_THREADS threads. Thread t computes the CRC32C of its
  * KCRC_SLICE-byte slice of the block with a slicing-by-8 table; thread 0
- * starts from KERN_CRC_SEED, every other thread from 0. The slice CRCs are
+ * starts from CRC32C_SEED, every other thread from 0. The slice CRCs are
  * then folded in log2(KCRC_THREADS) levels: a left group's CRC is shifted
  * over the right group's length (the CRC of the left group followed by that
  * many zero bytes) and xored with the right group's CRC. The result is what
@@ -146,11 +146,13 @@ KCRC_HD static inline uint32_t kcrc_xpow8n(uint64_t n)
   return r;
 }
 
+/* On the host: the shift operators of common/crc32c.h, the same arithmetic
+ * the rest of the project joins CRCs with. */
 static inline struct kcrc_shifts kcrc_shifts_make(void)
 {
   struct kcrc_shifts s;
   for (int l = 0; l < KCRC_LEVELS; l++)
-    s.level[l] = kcrc_xpow8n((uint64_t)KCRC_SLICE << l);
+    s.level[l] = crc32c_shift_op((size_t)KCRC_SLICE << l);
   return s;
 }
 
@@ -161,7 +163,7 @@ KCRC_HD static inline uint32_t kcrc_slice(const struct kcrc_tables *tb,
 {
   size_t s0 = (size_t)t * KCRC_SLICE;
   size_t s1 = s0 + KCRC_SLICE < len ? s0 + KCRC_SLICE : len;
-  uint32_t crc = t == 0 ? KERN_CRC_SEED : 0u;
+  uint32_t crc = t == 0 ? CRC32C_SEED : 0u;
 
   return s0 < s1 ? kcrc_update(tb, crc, p + s0, s1 - s0) : crc;
 }

@@ -31,16 +31,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <isa-l/crc.h>
-
 #include "pt.h"
 #include "kernels/kernels_host.h"
 
 /* Bytes copied before their CRC is computed: small enough that the copied
  * data is still in L2, big enough to amortise ISA-L's per-call setup. */
 #define SUB_CHUNK ((size_t)128 << 10)
-/* crc32_iscsi takes an int length. */
-#define CRC_MAX_RUN ((size_t)1 << 30)
 /* Below this a plain memcpy is as fast as streaming stores. */
 #define STREAM_MIN ((size_t)16 << 10)
 #define POOL_MAX_THREADS 64
@@ -147,20 +143,14 @@ static void copy_stream(unsigned char *d, const unsigned char *s, size_t n)
   memcpy(d + head + body, s + head + body, n - head - body);
 }
 
-static uint32_t crc_run(const unsigned char *p, size_t n, uint32_t crc)
-{
-  /* ISA-L takes a non-const pointer but only reads. */
-  return crc32_iscsi((unsigned char *)p, (int)n, crc);
-}
-
 /* Save: copy a sub-chunk, then checksum what landed in dst while it is hot. */
 static uint32_t copy_crc(unsigned char *d, const unsigned char *s, size_t n)
 {
-  uint32_t crc = KERN_CRC_SEED;
+  uint32_t crc = CRC32C_SEED;
   for (size_t o = 0; o < n; o += SUB_CHUNK) {
     size_t m = n - o < SUB_CHUNK ? n - o : SUB_CHUNK;
     memcpy(d + o, s + o, m);
-    crc = crc_run(d + o, m, crc);
+    crc = crc32c_update(crc, d + o, m);
   }
   return crc;
 }
@@ -168,10 +158,10 @@ static uint32_t copy_crc(unsigned char *d, const unsigned char *s, size_t n)
 /* Restore: checksum a source sub-chunk, then copy it out of the cache. */
 static uint32_t crc_copy(unsigned char *d, const unsigned char *s, size_t n)
 {
-  uint32_t crc = KERN_CRC_SEED;
+  uint32_t crc = CRC32C_SEED;
   for (size_t o = 0; o < n; o += SUB_CHUNK) {
     size_t m = n - o < SUB_CHUNK ? n - o : SUB_CHUNK;
-    crc = crc_run(s + o, m, crc);
+    crc = crc32c_update(crc, s + o, m);
     memcpy(d + o, s + o, m);
   }
   return crc;
@@ -179,27 +169,13 @@ static uint32_t crc_copy(unsigned char *d, const unsigned char *s, size_t n)
 
 /* ---- host CRC helpers of kernels.h ------------------------------------- */
 
-uint32_t kern_crc32c(const void *buf, size_t bytes)
-{
-  const unsigned char *p = buf;
-  uint32_t crc = KERN_CRC_SEED;
-
-  while (bytes > 0) {
-    size_t m = bytes < CRC_MAX_RUN ? bytes : CRC_MAX_RUN;
-    crc = crc_run(p, m, crc);
-    p += m;
-    bytes -= m;
-  }
-  return crc;
-}
-
 void kern_crc_blocks(const void *buf, size_t bytes, uint32_t *crcs)
 {
   const unsigned char *p = buf;
 
   for (size_t b = 0, off = 0; off < bytes; b++, off += KERN_BLOCK_SIZE) {
     size_t m = bytes - off < KERN_BLOCK_SIZE ? bytes - off : KERN_BLOCK_SIZE;
-    crcs[b] = crc_run(p + off, m, KERN_CRC_SEED);
+    crcs[b] = crc32c_update(CRC32C_SEED, p + off, m);
   }
 }
 
@@ -339,7 +315,7 @@ static void block_do(struct job *j, size_t ti, size_t b, size_t g)
       job_mark_bad(j, g);
     break;
   case KERN_OP_VERIFY:
-    if (crc_run(s, len, KERN_CRC_SEED) != t->crcs[b])
+    if (crc32c_update(CRC32C_SEED, s, len) != t->crcs[b])
       job_mark_bad(j, g);
     break;
   default:

@@ -40,7 +40,7 @@
 
 #include <uv.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "pt.h"
 #include "rpc/rpc.h"
 

@@ -24,14 +24,12 @@
 #include <unistd.h>
 
 #include "pt.h"
+#include "common/monotime.h"
 #include "rpc/rpc.h"
 
 uint64_t rpc_now_ms(void)
 {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  return monotime_ms();
 }
 
 /* Waits until fd is ready for events or the deadline passes. 0, -ETIMEDOUT,

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/crc32c.h"
 #include "snapshot/snap_store.h"
 
 /* Integers in the object are little-endian and the slot states are native
@@ -130,9 +131,6 @@ static inline uint64_t snap_get64(const uint8_t *p)
 static inline void snap_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
 static inline void snap_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof(v)); }
 
-/* CRC32C as the whole project computes it: ISA-L crc32_iscsi, seed
- * 0xFFFFFFFF. len must be below 2 GiB. */
-uint32_t snap_crc32c(const void *buf, size_t len);
 
 /* Writes a sentence into errbuf (may be NULL) and returns err. */
 int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)

@@ -33,11 +33,6 @@ _Static_assert((uint64_t)SNAP_MAX_REGIONS * REG_ENTRY_BYTES < ((uint64_t)1 << 32
 _Static_assert(SNAP_BLOB_MAX % SNAP_REGION_ALIGN == 0, "the blob area is aligned");
 _Static_assert(KERN_BLOCK_SIZE <= UINT32_MAX, "the block size is a u32 field");
 
-uint32_t snap_crc32c(const void *buf, size_t len)
-{
-  return crc32_iscsi((unsigned char *)buf, (int)len, KERN_CRC_SEED);
-}
-
 int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
 {
   if (errbuf != NULL && errlen > 0) {
@@ -242,7 +237,7 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
     snap_put32(e + REG_KIND, regions[i].kind);
     snap_put32(e + REG_FIRST_BLOCK, regions[i].first_block);
     snap_put32(e + REG_NBLOCKS, regions[i].nblocks);
-    snap_put32(e + REG_CRC, snap_crc32c(e, REG_CRC_COVERS));
+    snap_put32(e + REG_CRC, crc32c(e, REG_CRC_COVERS));
   }
   /* The slot table of a fresh object: every slot FREE with generation 0,
    * its record CRC over that state and the zero fields. */
@@ -251,7 +246,7 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
     uint8_t rec[SLOT_CRC_COVERS];
     memset(rec, 0, sizeof(rec)); /* the state, FREE, and bytes 8..63 */
     snap_put32(e + SLOT_STATE, SNAP_FREE);
-    snap_put32(e + SLOT_RECORD_CRC, snap_crc32c(rec, sizeof(rec)));
+    snap_put32(e + SLOT_RECORD_CRC, crc32c(rec, sizeof(rec)));
   }
 
   uint8_t *h = base;
@@ -285,7 +280,7 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
   snap_put64(h + HDR_BLOB_OFF, lay->blob_off);
   /* Last: an object whose creation was interrupted has no valid header. */
   atomic_thread_fence(memory_order_release);
-  snap_put32(h + HDR_CRC, snap_crc32c(h, HDR_CRC_COVERS));
+  snap_put32(h + HDR_CRC, crc32c(h, HDR_CRC_COVERS));
 }
 
 int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
@@ -305,7 +300,7 @@ int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
                     ", this build reads version %u",
                     name, version, SNAP_VERSION);
   uint32_t stored = snap_get32(hdr + HDR_CRC);
-  uint32_t crc = snap_crc32c(hdr, HDR_CRC_COVERS);
+  uint32_t crc = crc32c(hdr, HDR_CRC_COVERS);
   if (stored != crc)
     return snap_err(errbuf, errlen, PT_EFORMAT,
                     "'%s': header checksum mismatch (stored %08" PRIx32
@@ -385,7 +380,7 @@ static int parse_regions(struct snap_region *regs, struct snap_region *stored,
     memcpy(e, base + SNAP_HEADER_BYTES + (uint64_t)i * REG_ENTRY_BYTES,
            sizeof(e));
     uint32_t crc_stored = snap_get32(e + REG_CRC);
-    uint32_t crc = snap_crc32c(e, REG_CRC_COVERS);
+    uint32_t crc = crc32c(e, REG_CRC_COVERS);
     if (crc_stored != crc)
       return snap_err(errbuf, errlen, PT_EFORMAT,
                       "'%s': region %" PRIu32 " entry checksum mismatch "

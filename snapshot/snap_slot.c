@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "common/monotime.h"
 #include "kernels/kernels.h"
 #include "pt.h"
 #include "snapshot/snap_internal.h"
@@ -65,7 +66,7 @@ static uint32_t crc_of(uint32_t state,
   uint8_t rec[SLOT_CRC_COVERS];
   snap_put32(rec, state);
   memcpy(rec + 4, fields, SLOT_ENTRY_BYTES - SLOT_STEP);
-  return snap_crc32c(rec, sizeof(rec));
+  return crc32c(rec, sizeof(rec));
 }
 
 uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
@@ -135,7 +136,8 @@ static void set32(const struct snap_store *s, uint32_t i, unsigned field,
                         memory_order_relaxed);
 }
 
-static uint64_t now_ns(void)
+/* Wall-clock stamps, kept in the object for status and logs. */
+static uint64_t wall_ns(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -192,15 +194,8 @@ static void slot_make_committed(const struct snap_store *s, uint32_t i)
   if (state_load(s, i) == SNAP_COMMITTED)
     return;
   change_begin(s, i);
-  set64(s, i, SLOT_T_COMMITTED, now_ns());
+  set64(s, i, SLOT_T_COMMITTED, wall_ns());
   state_store(s, i, SNAP_COMMITTED);
-}
-
-static uint64_t mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void snap_slot_get(const struct snap_store *s, uint32_t slot,
@@ -227,8 +222,8 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
     /* A transition under way takes the SMP microseconds; one that stays
      * is an SMP that died in the middle of it. */
     if (tries == 0)
-      deadline = mono_ms() + SNAP_RECORD_WAIT_MS;
-    else if (mono_ms() >= deadline)
+      deadline = monotime_ms() + SNAP_RECORD_WAIT_MS;
+    else if (monotime_ms() >= deadline)
       break;
     if (tries < 64) {
       sched_yield();
@@ -327,7 +322,7 @@ int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
   change_begin(s, pick);
   set64(s, pick, SLOT_STEP, step);
   set64(s, pick, SLOT_GENERATION, gen);
-  set64(s, pick, SLOT_T_WRITING, now_ns());
+  set64(s, pick, SLOT_T_WRITING, wall_ns());
   set64(s, pick, SLOT_T_SEALED, 0);
   set64(s, pick, SLOT_T_COMMITTED, 0);
   set32(s, pick, SLOT_TABLE_CRC, 0);
@@ -355,7 +350,7 @@ static int check_writer(const struct snap_store *s, uint32_t slot,
 /* The CRC of slot's whole checksum table, trailer included. */
 static uint32_t table_crc(const struct snap_store *s, uint32_t slot)
 {
-  return snap_crc32c(snap_slot_crcs(s, slot),
+  return crc32c(snap_slot_crcs(s, slot),
                      ((size_t)s->lay.nblocks + SNAP_TABLE_TRAILER) * 4);
 }
 
@@ -385,7 +380,7 @@ int snap_slot_seal(struct snap_store *s, uint32_t slot, uint64_t generation,
   set32(s, slot, SLOT_TABLE_CRC, tcrc);
   set32(s, slot, SLOT_BLOB_BYTES, blob_bytes);
   set32(s, slot, SLOT_BLOB_CRC, blob_crc);
-  set64(s, slot, SLOT_T_SEALED, now_ns());
+  set64(s, slot, SLOT_T_SEALED, wall_ns());
   state_store(s, slot, SNAP_SEALED);
   return PT_OK;
 }
@@ -504,7 +499,7 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
       uint64_t len = reg->bytes - off;
       if (len > KERN_BLOCK_SIZE)
         len = KERN_BLOCK_SIZE;
-      if (snap_crc32c(data + reg->offset + off, len) !=
+      if (crc32c(data + reg->offset + off, len) !=
           crcs[reg->first_block + b]) {
         if (bad_block != NULL)
           *bad_block = reg->first_block + b;
@@ -522,7 +517,7 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
   trailer_get(s, slot, &tb, &tc);
   if (tb != info.blob_bytes || tc != info.blob_crc ||
       info.blob_bytes > s->lay.blob_max ||
-      snap_crc32c(snap_slot_blob(s, slot), info.blob_bytes) != info.blob_crc) {
+      crc32c(snap_slot_blob(s, slot), info.blob_bytes) != info.blob_crc) {
     if (bad_block != NULL)
       *bad_block = SNAP_BAD_BLOB(s->lay.nblocks);
     return PT_ECHECKSUM;

@@ -387,7 +387,7 @@ static int restore_phase(struct copy_ctx *c, struct bench_copy_result *r,
 
   if (t == NULL)
     return -ENOMEM;
-  uint32_t crc_state = kern_crc32c(c->state, c->bytes);
+  uint32_t crc_state = crc32c(c->state, c->bytes);
   /* Every restore must bring back exactly what was snapshotted: wipe the
    * regions first so a restore that copies nothing cannot pass. */
   memset(c->state, 0, c->bytes);
@@ -402,7 +402,7 @@ static int restore_phase(struct copy_ctx *c, struct bench_copy_result *r,
   if (rc < 0)
     goto out_free;
   r->restore_fresh_client_ms = warm * 1e3;
-  if (kern_crc32c(c->state, c->bytes) != crc_state) {
+  if (crc32c(c->state, c->bytes) != crc_state) {
     snprintf(errbuf, errlen, "the restored regions differ from the snapshotted ones");
     rc = PT_ECHECKSUM;
     goto out_free;
@@ -413,7 +413,7 @@ static int restore_phase(struct copy_ctx *c, struct bench_copy_result *r,
     if (rc < 0)
       goto out_free;
   }
-  if (kern_crc32c(c->state, c->bytes) != crc_state) {
+  if (crc32c(c->state, c->bytes) != crc_state) {
     snprintf(errbuf, errlen, "the restored regions differ from the snapshotted ones");
     rc = PT_ECHECKSUM;
     goto out_free;

@@ -50,7 +50,7 @@ static inline void crc_init(void)
 
 static inline uint32_t crc_ref(const uint8_t *p, size_t n)
 {
-  uint32_t c = KERN_CRC_SEED;
+  uint32_t c = CRC32C_SEED;
   for (size_t i = 0; i < n; i++)
     c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
   return c;

@@ -323,7 +323,7 @@ START_TEST(test_ref_crc_convention)
    * inversion: the standard check value of "123456789" is 0xE3069283. A
    * table built that way verifies; the standard (inverted) value does not. */
   static const uint8_t msg[9] = "123456789";
-  uint32_t crc = KERN_CRC_SEED;
+  uint32_t crc = CRC32C_SEED;
   size_t sizes[2] = {9, 9};
   uint8_t d0[9], d1[9], p0[64], p1[64];
   struct rs_member mb[2];

@@ -57,7 +57,7 @@ static void ref_blocks(const unsigned char *p, size_t bytes, uint32_t *crcs)
 {
   for (size_t b = 0; b * MIB < bytes; b++) {
     size_t len = bytes - b * MIB < MIB ? bytes - b * MIB : MIB;
-    crcs[b] = ref_crc(p + b * MIB, len, KERN_CRC_SEED);
+    crcs[b] = ref_crc(p + b * MIB, len, CRC32C_SEED);
   }
 }
 
@@ -148,8 +148,8 @@ START_TEST(test_reference_crc)
   /* The published CRC-32C check value, with the final xor undone. */
   ck_assert_uint_eq(ref_bitwise(check, 9, 0xFFFFFFFFu), ~0xE3069283u);
   ck_assert_uint_eq(ref_crc(check, 9, 0xFFFFFFFFu), ~0xE3069283u);
-  ck_assert_uint_eq(kern_crc32c(check, 9), ~0xE3069283u);
-  ck_assert_uint_eq(kern_crc32c(check, 0), KERN_CRC_SEED);
+  ck_assert_uint_eq(crc32c(check, 9), ~0xE3069283u);
+  ck_assert_uint_eq(crc32c(check, 0), CRC32C_SEED);
 }
 END_TEST
 
@@ -160,18 +160,18 @@ START_TEST(test_crc_chaining)
   static const size_t subs[] = {1, 4096, 128 << 10, 256 << 10, 333333};
   struct buf b = buf_new(MIB + 5, 3, -1);
   ref_init();
-  uint32_t whole = crc32_iscsi(b.p, (int)MIB, KERN_CRC_SEED);
-  ck_assert_uint_eq(whole, ref_crc(b.p, MIB, KERN_CRC_SEED));
+  uint32_t whole = crc32_iscsi(b.p, (int)MIB, CRC32C_SEED);
+  ck_assert_uint_eq(whole, ref_crc(b.p, MIB, CRC32C_SEED));
   for (size_t k = 0; k < sizeof(subs) / sizeof(subs[0]); k++) {
-    uint32_t c = KERN_CRC_SEED;
+    uint32_t c = CRC32C_SEED;
     for (size_t o = 0; o < MIB; o += subs[k]) {
       size_t m = MIB - o < subs[k] ? MIB - o : subs[k];
       c = crc32_iscsi(b.p + o, (int)m, c);
     }
     ck_assert_uint_eq(c, whole);
   }
-  ck_assert_uint_eq(kern_crc32c(b.p, MIB + 5),
-                    ref_crc(b.p, MIB + 5, KERN_CRC_SEED));
+  ck_assert_uint_eq(crc32c(b.p, MIB + 5),
+                    ref_crc(b.p, MIB + 5, CRC32C_SEED));
   buf_free(&b);
 }
 END_TEST
@@ -262,7 +262,7 @@ START_TEST(test_save_nocrc_mixed)
   ck_assert(memcmp(d0.p, s0.p, s0.n) == 0);
   ck_assert(memcmp(d1.p, s1.p, s1.n) == 0);
   ref_init();
-  ck_assert_uint_eq(c0[2], ref_crc(s0.p + 2 * MIB, 3, KERN_CRC_SEED));
+  ck_assert_uint_eq(c0[2], ref_crc(s0.p + 2 * MIB, 3, CRC32C_SEED));
   ck_assert_uint_eq(zero_crc, 0x12345678u);
   free(c0);
   buf_free(&s0);
@@ -308,7 +308,7 @@ START_TEST(test_save_wait_timeout)
     ck_assert(!kern_save_is_busy(e));
     ck_assert(memcmp(d.p, s.p, n) == 0);
     ref_init();
-    ck_assert_uint_eq(c[63], ref_crc(s.p + 63 * MIB, MIB, KERN_CRC_SEED));
+    ck_assert_uint_eq(c[63], ref_crc(s.p + 63 * MIB, MIB, CRC32C_SEED));
   }
   ck_assert_msg(timed_out, "a 64 MiB save never outlasted a 0 ms wait");
   free(c);
@@ -361,7 +361,7 @@ START_TEST(test_nodevice)
 {
   struct kern_engine *e = engine_new(1);
   unsigned char a[64] = {1}, b[64] = {0};
-  uint32_t crc = kern_crc32c(a, 64);
+  uint32_t crc = crc32c(a, 64);
   struct kern_xfer ok = {.dst = b, .src = a, .bytes = 64, .crcs = &crc};
   struct kern_xfer x[2] = {ok, ok};
   ck_assert(!kern_backend_has_device());
@@ -427,7 +427,7 @@ START_TEST(test_free_while_busy)
     kern_engine_free(e);
     ck_assert(memcmp(d.p, s.p, n) == 0);
     ref_init();
-    ck_assert_uint_eq(c[47], ref_crc(s.p + 47 * MIB, MIB, KERN_CRC_SEED));
+    ck_assert_uint_eq(c[47], ref_crc(s.p + 47 * MIB, MIB, CRC32C_SEED));
   }
   free(c);
   buf_free(&s);

@@ -1,5 +1,5 @@
 /*
- * test_log.c — daemon/log.c: log_escape writes client text so that it can
+ * test_log.c — common/log.c: log_escape writes client text so that it can
  * neither add lines nor pass for other fields, and log_line writes one line
  * per call whatever bytes reach it; a rate-limited line is written first,
  * then at most once per LOG_LIMIT_MS with the count dropped since.
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tests/unit/unit.h"
 
 START_TEST(escape_bytes)

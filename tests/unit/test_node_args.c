@@ -1,5 +1,5 @@
 /*
- * test_node_args.c — the command line of `ptd node` (daemon/node_args.c):
+ * test_node_args.c — the command line of `ptd node` (daemon/node/node_args.c):
  * defaults, every option in both spellings, the trainer command after
  * "--", byte sizes, and refusals with a sentence naming the option.
  */
@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "pt.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/conf.h"
-#include "daemon/node.h"
+#include "daemon/node/node.h"
 #include "tests/unit/unit.h"
 
 static int parse(struct node_config *c, char *err, size_t len, ...)

@@ -179,7 +179,12 @@ static int status(const struct env *e, Pt__StatusReply **reply)
   ProtobufCMessage *m = NULL;
   int fd, rc;
 
-  rc = rpc_sock_connect_unix(e->sock, &fd);
+  /* As ptctl does: a full backlog (-EAGAIN) is asked again, for 3 s. */
+  for (int k = 0; k < 300; k++) {
+    if ((rc = rpc_sock_connect_unix(e->sock, &fd)) != -EAGAIN)
+      break;
+    usleep(10000);
+  }
   if (rc != PT_OK)
     return rc;
   rc = rpc_sock_call(fd, RPC_STATUS_QUERY, &q.base, RPC_STATUS_REPLY, 3000, &m);

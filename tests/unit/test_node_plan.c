@@ -1,5 +1,5 @@
 /*
- * test_node_plan.c — the node's pure decisions (daemon/node_plan.c): the
+ * test_node_plan.c — the node's pure decisions (daemon/node/node_plan.c): the
  * sealed-step sets, which step a commit round is for, how a round goes on,
  * pins left behind, which step to restore, restart backoff and the exit
  * wording the logs share with the scenario tests. Hand-made cases pin the
@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/node.h"
+#include "daemon/node/node.h"
 #include "tests/unit/unit.h"
 
 /* ---- sealed sets ---- */
@@ -250,7 +250,7 @@ END_TEST
 /*
  * The simulation: R ranks, each with a real snapshot object of S slots, its
  * SMP (a FIFO of node requests applied to the object) and its trainer; the
- * node runs rounds the way daemon/node_round.c does, deciding with the
+ * node runs rounds the way daemon/node/node_round.c does, deciding with the
  * functions under test. A random scheduler interleaves trainer steps, SMP
  * work and node work, so that trainers overtake rounds in every way. The
  * trainers stay within one step of each other (their all-reduce). After

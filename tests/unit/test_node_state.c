@@ -1,5 +1,5 @@
 /*
- * test_node_state.c — <state-dir>/node.state (daemon/node_state.c): what is
+ * test_node_state.c — <state-dir>/node.state (daemon/node/node_state.c): what is
  * written reads back equal, including command arguments with spaces,
  * newlines, '%' and non-ASCII bytes; the file is replaced atomically; and
  * damaged, truncated, reordered or foreign text is refused with
@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/node.h"
+#include "daemon/node/node.h"
 #include "tests/unit/unit.h"
 
 static char *args_in[] = {"/usr/bin/python3", "train file.py", "--lr=1e-3",

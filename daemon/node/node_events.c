@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 
 void node_on_state_reply(struct node *n, struct node_rank *r,
                          enum node_req_kind kind, const Pt__StateReply *m)

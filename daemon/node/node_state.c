@@ -31,13 +31,13 @@
  *                                    read when the process was spawned
  *   end                              the file is complete
  *
- * The file is written whole to "node.state.tmp", fsync'ed, renamed over
- * node.state, and the directory fsync'ed: a reader sees the old file or the
- * new one. The temporary file is always created new (a stale one, or a
- * symlink planted in its place, is removed first; O_EXCL|O_NOFOLLOW), and
- * node.state is read with O_NOFOLLOW and only when owned by the euid; the
- * directory itself must pass node_state_dir_check(). The parser rejects anything else with PT_EFORMAT and a sentence;
- * the node then ignores the file (it adopts nothing) rather than guessing.
+ * The file is written and read through common/state_file.h: replaced
+ * atomically (a reader sees the old file or the new one, before and after a
+ * crash), never through a planted link, read only when this user owns it
+ * and nobody else may write it; the directory itself must pass
+ * node_state_dir_check(). The parser rejects anything else with PT_EFORMAT
+ * and a sentence; the node then ignores the file (it adopts nothing) rather
+ * than guessing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,7 +51,8 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/node.h"
+#include "common/state_file.h"
+#include "daemon/node/node.h"
 
 #define STATE_MAGIC "ptd-node-state 2"
 #define STATE_MAX_BYTES (4u << 20)
@@ -124,7 +125,7 @@ int node_state_format(const struct node_saved *s, char **text, size_t *len)
     return -ENOMEM;
   b.p[0] = '\0';
   put(&b, "%s\n", STATE_MAGIC);
-  put(&b, "# written by ptd node; see daemon/node_state.c\n");
+  put(&b, "# written by ptd node; see daemon/node/node_state.c\n");
   put(&b, "job %s\n", s->job);
   char hex[33];
   snap_instance_hex(s->instance, hex);
@@ -165,77 +166,15 @@ int node_state_format(const struct node_saved *s, char **text, size_t *len)
   return PT_OK;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-  while (len > 0) {
-    ssize_t w = write(fd, p, len);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    p += w;
-    len -= (size_t)w;
-  }
-  return PT_OK;
-}
-
 int node_state_write(const char *path, const struct node_saved *s)
 {
-  char tmp[PATH_MAX], dir[PATH_MAX];
   char *text = NULL;
   size_t len = 0;
-  int rc, fd, dfd;
+  int rc = node_state_format(s, &text, &len);
 
-  if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-    return -ENAMETOOLONG;
-  rc = node_state_format(s, &text, &len);
   if (rc != PT_OK)
     return rc;
-  /* The temporary file holds the next node.state until the rename. It is
-   * made new: whatever is there (a stale file, or a symlink planted to make
-   * the node write through it) is removed, never opened. */
-  if (unlink(tmp) != 0 && errno != ENOENT) {
-    rc = -errno;
-    goto out_free;
-  }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    rc = -errno;
-    goto out_free;
-  }
-  rc = write_all(fd, text, len);
-  if (rc == PT_OK && fsync(fd) != 0)
-    rc = -errno;
-  if (close(fd) != 0 && rc == PT_OK)
-    rc = -errno;
-  if (rc != PT_OK)
-    goto out_unlink;
-  if (rename(tmp, path) != 0) {
-    rc = -errno;
-    goto out_unlink;
-  }
-  /* The directory, so the rename itself survives a crash. */
-  snprintf(dir, sizeof(dir), "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir)
-    slash[1] = '\0';
-  else if (slash != NULL)
-    *slash = '\0';
-  else
-    snprintf(dir, sizeof(dir), ".");
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    if (fsync(dfd) != 0)
-      rc = -errno;
-    close(dfd);
-  }
-  free(text);
-  return rc;
-
-out_unlink:
-  unlink(tmp);
-out_free:
+  rc = state_file_write(path, text, len);
   free(text);
   return rc;
 }
@@ -546,61 +485,17 @@ out_fail:
 int node_state_read(const char *path, struct node_saved *s, char *err,
                     size_t errlen)
 {
-  struct stat st;
   char *text;
-  size_t have = 0;
-  int rc;
+  size_t len;
 
   memset(s, 0, sizeof(*s));
   /* The file of a previous node; read whole, then parsed. Never through a
    * symlink, and only a file this user wrote. */
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ELOOP) {
-      if (err != NULL && errlen > 0)
-        snprintf(err, errlen, "it is a symbolic link (not followed)");
-      return PT_EFORMAT;
-    }
-    return -errno;
-  }
-  if (fstat(fd, &st) != 0) {
-    rc = -errno;
-    goto out_close;
-  }
-  if (st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
-    if (err != NULL && errlen > 0)
-      snprintf(err, errlen,
-               "it is owned by uid %u with mode %03o (expected uid %u, not "
-               "writable by group or others)",
-               (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777),
-               (unsigned)geteuid());
-    rc = PT_EFORMAT;
-    goto out_close;
-  }
-  if (!S_ISREG(st.st_mode) || st.st_size > (off_t)STATE_MAX_BYTES) {
-    if (err != NULL && errlen > 0)
-      snprintf(err, errlen, "not a regular file of at most %u bytes",
-               STATE_MAX_BYTES);
-    rc = PT_EFORMAT;
-    goto out_close;
-  }
-  text = malloc((size_t)st.st_size + 1);
-  if (text == NULL) {
-    rc = -ENOMEM;
-    goto out_close;
-  }
-  while (have < (size_t)st.st_size) {
-    ssize_t n = read(fd, text + have, (size_t)st.st_size - have);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    have += (size_t)n;
-  }
-  rc = node_state_parse(text, have, s, err, errlen);
+  int rc = state_file_read(path, STATE_MAX_BYTES, &text, &len, err, errlen);
+  if (rc != PT_OK)
+    return rc;
+  rc = node_state_parse(text, len, s, err, errlen);
   free(text);
-out_close:
-  close(fd);
   return rc;
 }
 

@@ -1,9 +1,7 @@
 /*
- * rs_crc.c — CRC32C as kernels/kernels.h defines it (ISA-L crc32_iscsi, seed
- * KERN_CRC_SEED, no final inversion), in pieces: a checksum block of a member
- * is assembled from the CRCs of the slices the decoder touched, computed while
- * those bytes were still in cache, in whatever order the threads produced
- * them.
+ * crc32c.c — see crc32c.h. The CRC of a whole is assembled from the CRCs of
+ * its pieces (ec/'s decoder checks a member's block from the slices its
+ * threads touched, while those bytes were still in cache):
  *
  * crc(init, A || B) = shift(crc(init, A), |B|) ^ crc(0, B), where shift
  * multiplies by x^(8|B|) modulo the (reflected) Castagnoli polynomial; the
@@ -13,7 +11,7 @@
 
 #include <isa-l/crc.h>
 
-#include "ec/rs_internal.h"
+#include "common/crc32c.h"
 
 #define CRC32C_POLY 0x82F63B78u /* reflected */
 
@@ -46,7 +44,7 @@ static void x2n_init(void)
     x2n_table[n] = p = multmodp(p, p);
 }
 
-uint32_t rs_crc32c_shift_op(size_t bytes)
+uint32_t crc32c_shift_op(size_t bytes)
 {
   uint32_t p = 1u << 31; /* x^0 */
   unsigned k = 3;        /* bytes -> bits */
@@ -61,12 +59,12 @@ uint32_t rs_crc32c_shift_op(size_t bytes)
   return p;
 }
 
-uint32_t rs_crc32c_shift(uint32_t crc, uint32_t op)
+uint32_t crc32c_shift(uint32_t crc, uint32_t op)
 {
   return multmodp(op, crc);
 }
 
-uint32_t rs_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
 {
   const unsigned char *p = buf;
 
@@ -77,4 +75,14 @@ uint32_t rs_crc32c(uint32_t crc, const void *buf, size_t len)
     len -= n;
   }
   return crc;
+}
+
+uint32_t crc32c(const void *buf, size_t len)
+{
+  return crc32c_update(CRC32C_SEED, buf, len);
+}
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
+{
+  return crc32c_shift(crc_a, crc32c_shift_op(len_b)) ^ crc_b;
 }

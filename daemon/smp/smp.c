@@ -59,9 +59,9 @@
 
 #include "pt.h"
 #include "daemon/conf.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/roles.h"
-#include "daemon/smp_internal.h"
+#include "daemon/smp/smp_internal.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 

@@ -15,8 +15,8 @@
 #include <sodium.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/smp_internal.h"
+#include "common/log.h"
+#include "daemon/smp/smp_internal.h"
 
 /* ---- node requests ---- */
 

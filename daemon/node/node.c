@@ -1,6 +1,6 @@
 /*
  * node.c — `ptd node`, standalone mode: one per machine, supervising one SMP
- * and one trainer per local rank (see daemon/node.h for the file map and
+ * and one trainer per local rank (see daemon/node/node.h for the file map and
  * node_job.c for the job's phases).
  *
  * This file sets the node up and takes it down: arguments, the state
@@ -28,8 +28,8 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 #include "daemon/node_secret.h"
 #include "daemon/roles.h"
 

@@ -29,8 +29,8 @@
 #include <systemd/sd-daemon.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 
 static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
 {

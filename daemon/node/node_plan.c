@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "pt.h"
-#include "daemon/node.h"
+#include "daemon/node/node.h"
 
 void node_sealed_add(struct node_sealed_set *s, uint64_t step)
 {

@@ -29,8 +29,8 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 #include "daemon/proc.h"
 
 static const char *req_name(enum node_req_kind k)

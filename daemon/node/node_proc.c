@@ -37,8 +37,8 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 #include "daemon/proc.h"
 
 extern char **environ;

@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 
 #define NODE_RESTORE_TRIES 3u    /* failed restore attempts before giving up */
 

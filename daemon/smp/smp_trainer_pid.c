@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/proc.h"
-#include "daemon/smp_internal.h"
+#include "daemon/smp/smp_internal.h"
 
 /* ---- the trainer's process ----
  *

@@ -31,8 +31,8 @@
 #include <sys/statvfs.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 
 static int check_fds(const struct node_config *cfg)
 {

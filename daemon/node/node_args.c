@@ -16,9 +16,9 @@
 #include <string.h>
 
 #include "pt.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/conf.h"
-#include "daemon/node.h"
+#include "daemon/node/node.h"
 
 void node_args_usage(FILE *f)
 {

@@ -1,5 +1,5 @@
 /*
- * smp_internal.h — what the files of ptd smp share (daemon/smp*.c): the
+ * smp_internal.h — what the files of ptd smp share (daemon/smp/): the
  * process's state and one accepted connection's state. Not an interface:
  * the role's only entry point is smp_main() in daemon/roles.h.
  *

@@ -17,8 +17,8 @@
 #include <inttypes.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/smp_internal.h"
+#include "common/log.h"
+#include "daemon/smp/smp_internal.h"
 
 /* ---- helpers ---- */
 

@@ -10,7 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
+#include "common/monotime.h"
 
 int log_max_level = LOG_LVL_INFO;
 static char role[48] = "ptd";
@@ -93,15 +94,13 @@ bool log_limit_pass(struct log_limit *l, uint64_t now_ms, uint64_t *dropped)
 
 void log_limited(struct log_limit *l, int level, const char *fmt, ...)
 {
-  struct timespec ts;
   uint64_t dropped, since = l->last_ms;
   char msg[1024];
   va_list ap;
 
   if (level > log_max_level)
     return;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  uint64_t now = monotime_ms();
   if (!log_limit_pass(l, now, &dropped))
     return;
   va_start(ap, fmt);

@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/smp_internal.h"
+#include "common/log.h"
+#include "daemon/smp/smp_internal.h"
 
 /* ---- trainer requests ---- */
 

@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 
 /* A round is for a step newer than this: the committed step or the last
  * round's, whichever is newer. */

@@ -42,8 +42,8 @@
 #include <unistd.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 
 #define NODE_SMP_BACK_MS 60000u  /* RESTART: SMPs subscribed again by then */
 

@@ -49,8 +49,8 @@
 #include <sodium.h>
 
 #include "pt.h"
-#include "daemon/log.h"
-#include "daemon/node.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
 
 #define SHM_DIR "/dev/shm"
 
