@@ -177,11 +177,13 @@ struct bench_file_result {
 int bench_file_run(const struct bench_opts *o, const void *buf, size_t bytes,
                    struct bench_file_result *r, char *errbuf, size_t errlen);
 
+/* bench_net.c: tcp_raw_gbps, the limit of the network figures (bulk_gbps is
+ * read against it): plain sockets over loopback TCP, 1 MiB write() calls to
+ * a reading thread, no framing, no authentication. */
 struct bench_net_result {
-  double loopback_tcp_gbps;
-  uint64_t bytes;
+  double tcp_raw_gbps;
+  uint64_t bytes;         /* per transfer */
 };
-/* bench_net.c: 1 MiB writes over loopback TCP to a reading thread. */
 int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
                   char *errbuf, size_t errlen);
 
