@@ -91,10 +91,60 @@ struct bench_opts {
   bool verbose;
 };
 
-/* Copies, in the same process on the same region buffers: memcpy, the raw
- * engine (no checksums), libpt with checksums against a real SMP, restore. */
+/* ---- the copy limit (bench_limit.c) ---- */
+
+/* One piece of the bytes a snapshot copies: a region and its place in the
+ * slot. */
+struct bench_copy_seg {
+  void *dst;
+  const void *src;
+  size_t bytes;
+};
+
+/* The plain copies of the same bytes the limit is the fastest of. The
+ * *_THREADS ones run on the limit's own threads (as many as the snapshot's
+ * copy threads), each copying one contiguous range; the others run on the
+ * caller's thread. */
+enum bench_limit_which {
+  BENCH_LIMIT_MEMCPY,             /* glibc memcpy, one call per segment */
+  BENCH_LIMIT_MEMCPY_1M,          /* glibc memcpy in 1 MiB pieces */
+  BENCH_LIMIT_STREAM,             /* non-temporal 64-byte stores */
+  BENCH_LIMIT_MEMCPY_THREADS,
+  BENCH_LIMIT_MEMCPY_1M_THREADS,
+  BENCH_LIMIT_STREAM_THREADS,
+  BENCH_LIMIT_COUNT
+};
+
+struct bench_limit;
+
+/* Starts `threads` (1..64) copy threads for the segments seg[0..n) (n 1..16,
+ * copied), which then sleep until a timed copy. OUT: *out, freed with
+ * bench_limit_free(). */
+int bench_limit_new(struct bench_limit **out, const struct bench_copy_seg *seg, size_t n,
+                    int threads);
+/* Stops and joins the threads, frees. l may be NULL. */
+void bench_limit_free(struct bench_limit *l);
+/* One copy of every segment the way `which` (enum bench_limit_which) says,
+ * threads woken included. Returns its seconds. */
+double bench_limit_time(struct bench_limit *l, int which);
+/* "memcpy", "stream_threads" ...: the figure's JSON name without "_gbps". */
+const char *bench_limit_name(int which);
+/* "glibc memcpy, 1 MiB pieces, 1 thread" ...: for the table. */
+const char *bench_limit_text(int which);
+/* False where the streaming copy is a plain memcpy (not x86-64). */
+bool bench_limit_has_stream(void);
+
+/* Copies, in the same process on the same region buffers: the plain copies
+ * of the copy limit, the raw engine (no checksums), libpt with checksums
+ * against a real SMP, restore. */
 struct bench_copy_result {
-  double memcpy_gbps;
+  /* The copy limit: the fastest of the plain copies, each the state size
+   * over its median time; limit_which says which one it was. */
+  double copy_limit_gbps;
+  int limit_which;
+  int limit_threads;      /* threads of the *_THREADS copies */
+  double limit_gbps[BENCH_LIMIT_COUNT];
+  double memcpy_gbps;     /* = limit_gbps[BENCH_LIMIT_MEMCPY] */
   double snapshot_gbps;
   double snapshot_crc_gbps;
   double blocking_ms_p50, blocking_ms_p99, blocking_ms_max;
@@ -127,11 +177,13 @@ struct bench_file_result {
 int bench_file_run(const struct bench_opts *o, const void *buf, size_t bytes,
                    struct bench_file_result *r, char *errbuf, size_t errlen);
 
+/* bench_net.c: tcp_raw_gbps, the limit of the network figures (bulk_gbps is
+ * read against it): plain sockets over loopback TCP, 1 MiB write() calls to
+ * a reading thread, no framing, no authentication. */
 struct bench_net_result {
-  double loopback_tcp_gbps;
-  uint64_t bytes;
+  double tcp_raw_gbps;
+  uint64_t bytes;         /* per transfer */
 };
-/* bench_net.c: 1 MiB writes over loopback TCP to a reading thread. */
 int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
                   char *errbuf, size_t errlen);
 

@@ -2,8 +2,11 @@
  * bench_copy.c — the copy figures of ptbench, all on the same region buffers
  * in the same process:
  *
- *   memcpy      one thread copies every region into a pre-faulted slot of a
- *               real snapshot object (the machine's limit for this path);
+ *   copy limit  the plain copies of bench_limit.c (glibc memcpy in one call
+ *               and in 1 MiB pieces, streaming stores; on the caller's
+ *               thread and on as many threads as the copy engine has) of
+ *               every region into a pre-faulted slot of a real snapshot
+ *               object; the fastest is the machine's limit for this path;
  *   snapshot    the copy engine (kern_save_start with crc=false, then
  *               kern_save_wait) into the same slot;
  *   snapshot+crc  libpt as a trainer runs it: pt_snapshot() then pt_fence()
@@ -18,10 +21,11 @@
  *               its second snapshot, into the other slot. Its mapping of the
  *               object starts with empty page tables.
  *
- * The first three run interleaved, one of each per repetition in a rotating
- * order, so that the machine's background load falls on all of them alike;
- * one warm-up repetition is discarded (it maps and faults the slots). Rates
- * are the state size divided by the median time.
+ * The plain copies, the engine and libpt run interleaved, one of each per
+ * repetition in a rotating order, so that the machine's background load
+ * falls on all of them alike; one warm-up repetition is discarded (it maps
+ * and faults the slots). Rates are the state size divided by the median
+ * time.
  */
 #include <errno.h>
 #include <math.h>
@@ -41,6 +45,10 @@
 #define MAX_REGIONS 4
 #define SMP_START_MS 10000
 #define COPY_TIMEOUT_MS 120000
+/* Timed per repetition: the plain copies, then the engine and libpt. */
+#define FIG_ENGINE BENCH_LIMIT_COUNT
+#define FIG_LIBPT (BENCH_LIMIT_COUNT + 1)
+#define NFIG (BENCH_LIMIT_COUNT + 2)
 
 struct copy_ctx {
   const struct bench_opts *o;
@@ -59,6 +67,7 @@ struct copy_ctx {
   uint64_t raw_gen;
   bool raw_acquired;
   struct kern_xfer xfer[MAX_REGIONS];
+  struct bench_limit *limit; /* its copies go into the raw object's slot */
 
   /* libpt against a real SMP */
   char smp_name[256], smp_sock[512], smp_log[512];
@@ -149,11 +158,23 @@ static int raw_open(struct copy_ctx *c, char *errbuf, size_t errlen)
       .crcs = NULL, .src_mem = KERN_MEM_HOST, .dst_mem = KERN_MEM_HOST,
     };
   }
+  /* The plain copies go the same way, on as many threads as the engine's. */
+  struct bench_copy_seg seg[MAX_REGIONS];
+  for (uint32_t i = 0; i < c->nregions; i++)
+    seg[i] = (struct bench_copy_seg){ c->xfer[i].dst, c->xfer[i].src, c->xfer[i].bytes };
+  rc = bench_limit_new(&c->limit, seg, c->nregions, o->copy_threads);
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "cannot start %d thread(s) for the plain copies: %s",
+             o->copy_threads, pt_strerror(rc));
+    return rc;
+  }
   return 0;
 }
 
 static void raw_close(struct copy_ctx *c)
 {
+  bench_limit_free(c->limit);
+  c->limit = NULL;
   if (c->eng != NULL) {
     kern_save_wait(c->eng, COPY_TIMEOUT_MS);
     if (c->eng_registered)
@@ -168,15 +189,6 @@ static void raw_close(struct copy_ctx *c)
     c->raw = NULL;
     snap_store_unlink(c->raw_name);
   }
-}
-
-/* One memcpy of every region into the raw object's slot. */
-static double time_memcpy(struct copy_ctx *c)
-{
-  double t0 = bench_now();
-  for (uint32_t i = 0; i < c->nregions; i++)
-    memcpy(c->xfer[i].dst, c->xfer[i].src, c->xfer[i].bytes);
-  return bench_now() - t0;
 }
 
 static int time_raw(struct copy_ctx *c, double *secs, char *errbuf, size_t errlen)
@@ -437,7 +449,8 @@ int bench_copy_run(const struct bench_opts *o, struct bench_copy_result *r,
 {
   struct copy_ctx c;
   int reps = o->reps;
-  double *t_mem = NULL, *t_raw = NULL, *t_blk = NULL, *t_tot = NULL, *t_fence = NULL;
+  double *t_lim = NULL, *t_raw = NULL, *t_blk = NULL, *t_tot = NULL, *t_fence = NULL;
+  bool skip[NFIG] = { false };
   int rc;
 
   memset(&c, 0, sizeof(c));
@@ -459,12 +472,13 @@ int bench_copy_run(const struct bench_opts *o, struct bench_copy_result *r,
   regions_plan(&c);
   r->regions = (int)c.nregions;
 
-  t_mem = calloc((size_t)reps, sizeof(double));
+  /* t_lim[w * reps + i]: plain copy w in repetition i. */
+  t_lim = calloc((size_t)reps * BENCH_LIMIT_COUNT, sizeof(double));
   t_raw = calloc((size_t)reps, sizeof(double));
   t_blk = calloc((size_t)reps, sizeof(double));
   t_tot = calloc((size_t)reps, sizeof(double));
   t_fence = calloc((size_t)reps, sizeof(double));
-  if (!t_mem || !t_raw || !t_blk || !t_tot || !t_fence) {
+  if (!t_lim || !t_raw || !t_blk || !t_tot || !t_fence) {
     rc = -ENOMEM;
     snprintf(errbuf, errlen, "out of memory");
     goto out_free;
@@ -480,38 +494,53 @@ int bench_copy_run(const struct bench_opts *o, struct bench_copy_result *r,
   if (rc < 0)
     goto out_smp;
 
+  if (!bench_limit_has_stream())
+    skip[BENCH_LIMIT_STREAM] = skip[BENCH_LIMIT_STREAM_THREADS] = true;
   for (int i = -1; i < reps; i++) {
-    double mem = 0, raw = 0, blk = 0, tot = 0;
-    int first = (i + 3) % 3; /* rotating order: no figure always runs first */
-    for (int k = 0; k < 3; k++) {
-      switch ((first + k) % 3) {
-      case 0:
-        mem = time_memcpy(&c);
-        break;
-      case 1:
+    double lim[BENCH_LIMIT_COUNT] = { 0 }, raw = 0, blk = 0, tot = 0;
+    int first = (i + NFIG) % NFIG; /* rotating order: no figure always runs first */
+    for (int k = 0; k < NFIG; k++) {
+      int f = (first + k) % NFIG;
+      if (skip[f])
+        continue;
+      if (f == FIG_ENGINE)
         rc = time_raw(&c, &raw, errbuf, errlen);
-        break;
-      case 2:
+      else if (f == FIG_LIBPT)
         rc = time_libpt(&c, &blk, &tot, &r->skipped, errbuf, errlen);
-        break;
-      }
+      else
+        lim[f] = bench_limit_time(c.limit, f);
       if (rc < 0)
         goto out_smp;
     }
     if (i < 0)
       continue; /* warm-up */
-    t_mem[i] = mem;
+    for (int w = 0; w < BENCH_LIMIT_COUNT; w++)
+      t_lim[w * reps + i] = lim[w];
     t_raw[i] = raw;
     t_blk[i] = blk * 1e3;
     t_tot[i] = tot;
     t_fence[i] = (tot - blk) * 1e3;
-    if (o->verbose)
-      fprintf(stderr, "ptbench: rep %d: memcpy %.1f ms, engine %.1f ms, libpt %.3f ms "
-              "blocking + %.1f ms to fence\n", i, mem * 1e3, raw * 1e3, blk * 1e3,
-              (tot - blk) * 1e3);
+    if (o->verbose) {
+      fprintf(stderr, "ptbench: rep %d: plain copies", i);
+      for (int w = 0; w < BENCH_LIMIT_COUNT; w++)
+        if (!skip[w])
+          fprintf(stderr, " %s %.1f", bench_limit_name(w), lim[w] * 1e3);
+      fprintf(stderr, " ms; engine %.1f ms, libpt %.3f ms blocking + %.1f ms to fence\n",
+              raw * 1e3, blk * 1e3, (tot - blk) * 1e3);
+    }
   }
   r->reps = reps;
-  r->memcpy_gbps = (double)c.bytes / bench_median(t_mem, (size_t)reps) / 1e9;
+  r->limit_threads = o->copy_threads;
+  r->copy_limit_gbps = 0;
+  for (int w = 0; w < BENCH_LIMIT_COUNT; w++) {
+    r->limit_gbps[w] = skip[w] ? NAN
+                     : (double)c.bytes / bench_median(t_lim + (size_t)w * reps, (size_t)reps) / 1e9;
+    if (!skip[w] && r->limit_gbps[w] > r->copy_limit_gbps) {
+      r->copy_limit_gbps = r->limit_gbps[w];
+      r->limit_which = w;
+    }
+  }
+  r->memcpy_gbps = r->limit_gbps[BENCH_LIMIT_MEMCPY];
   r->snapshot_gbps = (double)c.bytes / bench_median(t_raw, (size_t)reps) / 1e9;
   r->snapshot_crc_gbps = (double)c.bytes / bench_median(t_tot, (size_t)reps) / 1e9;
   r->blocking_samples = reps;
@@ -545,7 +574,7 @@ out_smp:
 out_raw:
   raw_close(&c);
 out_free:
-  free(t_mem);
+  free(t_lim);
   free(t_raw);
   free(t_blk);
   free(t_tot);

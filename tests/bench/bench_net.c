@@ -1,7 +1,8 @@
 /*
- * bench_net.c — the machine's limit for moving snapshot bytes between nodes,
- * measured here on loopback: one thread writes 1 MiB buffers into a TCP
- * connection to 127.0.0.1, another reads them. The rate counts payload bytes
+ * bench_net.c — tcp_raw_gbps, the machine's limit for moving snapshot bytes
+ * between nodes, measured here on loopback with plain sockets: one thread
+ * writes 1 MiB buffers into a TCP connection to 127.0.0.1, another reads
+ * them (no framing, no authentication, nothing but write() and read()). The rate counts payload bytes
  * from the first write until the reader has seen the last byte; the median of
  * a few transfers is reported. Every socket call has a deadline.
  */
@@ -156,6 +157,6 @@ int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
   if (rc < 0)
     return rc;
   r->bytes = total;
-  r->loopback_tcp_gbps = (double)total / bench_median(t, REPS) / 1e9;
+  r->tcp_raw_gbps = (double)total / bench_median(t, REPS) / 1e9;
   return 0;
 }

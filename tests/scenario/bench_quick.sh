@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench_quick.sh — ptbench --quick --json runs to completion: exit 0, exactly
 # one JSON object on stdout, every required figure a positive finite number,
-# every target reported with a verdict (the start-up and recovery figures
+# the copy limit the fastest of the plain copies it names, every target
+# reported with a verdict (the start-up and recovery figures
 # first_snapshot_ms, snapshot_ms and recovery_ms among them), and nothing of
 # the run left behind in /dev/shm. Performance targets are not asserted here (a noisy shared machine):
 # the benchmark reports them.
@@ -49,12 +50,12 @@ if not isinstance(d, dict):
     print("bench_quick: FAIL: stdout is JSON but not an object"); sys.exit(1)
 
 required = [
-    "memcpy_gbps", "snapshot_gbps", "snapshot_crc_gbps",
+    "copy_limit_gbps", "memcpy_gbps", "snapshot_gbps", "snapshot_crc_gbps",
     "snapshot_blocking_ms_p50", "snapshot_blocking_ms_p99", "restore_gbps",
     "file_ckpt_blocking_ms", "snapshot_blocking_vs_file", "step_overhead_ratio",
     "ec_encode_gbps", "ec_decode_gbps", "isal_raw_encode_gbps",
     "ec82_encode_gbps", "ec82_decode_gbps", "ec82_isal_raw_encode_gbps",
-    "loopback_tcp_gbps", "bytes", "copy_threads",
+    "tcp_raw_gbps", "bytes", "copy_threads",
     "snapshot_ms", "first_snapshot_ms", "second_snapshot_ms",
     "recovery_ms", "recovery_backoff_ms", "recovery_total_ms", "recovery_step_ms",
     "recovery_trainer_ms",
@@ -94,6 +95,32 @@ if d["recovery_node_ms"] is None or abs(d["recovery_node_ms"] + d["recovery_trai
           f"{d['recovery_trainer_ms']} is not recovery_ms {d['recovery_ms']}"); sys.exit(1)
 if d.get("recovery_state_mb") != 64:
     print(f"bench_quick: FAIL: recovery measured {d.get('recovery_state_mb')!r} MiB, expected 64"); sys.exit(1)
+# The copy limit is the fastest of the plain copies, one of them named by
+# copy_limit_method; memcpy_gbps (one call, one thread) is among them.
+cands = {k[len("copy_limit_"):-len("_gbps")]: v for k, v in d.items()
+         if k.startswith("copy_limit_") and k.endswith("_gbps") and k != "copy_limit_gbps"}
+want_cands = {"memcpy", "memcpy_1m", "stream", "memcpy_threads", "memcpy_1m_threads",
+              "stream_threads"}
+if set(cands) != want_cands:
+    print(f"bench_quick: FAIL: plain copies {sorted(cands)}, expected {sorted(want_cands)}")
+    sys.exit(1)
+measured = {k: v for k, v in cands.items() if v is not None}
+if not {"memcpy", "memcpy_1m", "memcpy_threads", "memcpy_1m_threads"} <= set(measured) \
+        or any(not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)
+               for v in measured.values()):
+    print(f"bench_quick: FAIL: plain copy rates {cands!r}"); sys.exit(1)
+best = max(measured, key=measured.get)
+if d.get("copy_limit_method") not in measured or \
+        abs(d["copy_limit_gbps"] - measured[best]) > 1e-4 * measured[best] or \
+        abs(measured[d["copy_limit_method"]] - measured[best]) > 1e-4 * measured[best]:
+    print(f"bench_quick: FAIL: copy_limit_gbps {d['copy_limit_gbps']} "
+          f"({d.get('copy_limit_method')!r}) is not the fastest plain copy, {best} "
+          f"{measured[best]}"); sys.exit(1)
+if abs(d["memcpy_gbps"] - measured["memcpy"]) > 1e-4 * measured["memcpy"]:
+    print("bench_quick: FAIL: memcpy_gbps is not copy_limit_memcpy_gbps"); sys.exit(1)
+if d.get("copy_limit_threads") != d["copy_threads"]:
+    print(f"bench_quick: FAIL: copy_limit_threads {d.get('copy_limit_threads')!r}, "
+          f"the snapshot uses {d['copy_threads']}"); sys.exit(1)
 if d["snapshot_blocking_ms_p99"] < d["snapshot_blocking_ms_p50"]:
     print("bench_quick: FAIL: blocking p99 below p50"); sys.exit(1)
 
@@ -101,9 +128,9 @@ t = d.get("targets")
 if not isinstance(t, dict):
     print("bench_quick: FAIL: no targets object"); sys.exit(1)
 expect = {
-    "snapshot_vs_memcpy": d["snapshot_gbps"] / d["memcpy_gbps"],
-    "snapshot_crc_vs_memcpy": d["snapshot_crc_gbps"] / d["memcpy_gbps"],
-    "restore_vs_memcpy": d["restore_gbps"] / d["memcpy_gbps"],
+    "snapshot_vs_copy_limit": d["snapshot_gbps"] / d["copy_limit_gbps"],
+    "snapshot_crc_vs_copy_limit": d["snapshot_crc_gbps"] / d["copy_limit_gbps"],
+    "restore_vs_copy_limit": d["restore_gbps"] / d["copy_limit_gbps"],
     "snapshot_blocking_ms": d["snapshot_blocking_ms_p50"],
     "step_overhead": d["step_overhead_ratio"],
     # Erasure coding: ratios paired within each fresh allocation of the
