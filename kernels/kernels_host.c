@@ -143,26 +143,19 @@ static void copy_stream(unsigned char *d, const unsigned char *s, size_t n)
   memcpy(d + head + body, s + head + body, n - head - body);
 }
 
-/* Save: copy a sub-chunk, then checksum what landed in dst while it is hot. */
-static uint32_t copy_crc(unsigned char *d, const unsigned char *s, size_t n)
-{
-  uint32_t crc = CRC32C_SEED;
-  for (size_t o = 0; o < n; o += SUB_CHUNK) {
-    size_t m = n - o < SUB_CHUNK ? n - o : SUB_CHUNK;
-    memcpy(d + o, s + o, m);
-    crc = crc32c_update(crc, d + o, m);
-  }
-  return crc;
-}
-
-/* Restore: checksum a source sub-chunk, then copy it out of the cache. */
+/* Save and restore alike: checksum a source sub-chunk, which brings it into
+ * L2, then copy it out of the cache with streaming stores, so that memory
+ * sees each byte read once and written once (a cached store would also read
+ * the destination line first). On save the source is the trainer's region,
+ * which pt.h forbids it to modify before pt_fence(), so its checksum is that
+ * of the copy. */
 static uint32_t crc_copy(unsigned char *d, const unsigned char *s, size_t n)
 {
   uint32_t crc = CRC32C_SEED;
   for (size_t o = 0; o < n; o += SUB_CHUNK) {
     size_t m = n - o < SUB_CHUNK ? n - o : SUB_CHUNK;
     crc = crc32c_update(crc, s + o, m);
-    memcpy(d + o, s + o, m);
+    copy_stream(d + o, s + o, m);
   }
   return crc;
 }
@@ -308,7 +301,7 @@ static void block_do(struct job *j, size_t ti, size_t b, size_t g)
     copy_stream((unsigned char *)t->dst + off, s, len);
     break;
   case KERN_OP_SAVE:
-    t->crcs[b] = copy_crc((unsigned char *)t->dst + off, s, len);
+    t->crcs[b] = crc_copy((unsigned char *)t->dst + off, s, len);
     break;
   case KERN_OP_VERIFY_COPY:
     if (crc_copy((unsigned char *)t->dst + off, s, len) != t->crcs[b])
