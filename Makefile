@@ -181,7 +181,7 @@ $(BUILD)/bin/ptbench: $(call obj,$(BENCH_SRC)) $(BUILD)/lib/libptcore.a
 MOD_ec     := $(EC_SRC) client/pt_error.c $(KERN_CPU)
 MOD_snap   := $(SNAP_SRC) client/pt_error.c $(KERN_CPU)
 MOD_kern   := $(KERN_CPU) client/pt_error.c
-MOD_rpc    := $(RPC_LIB) $(RPC_UV) client/pt_error.c daemon/log.c
+MOD_rpc    := $(RPC_LIB) $(RPC_UV) client/pt_error.c
 test_mod    = $(call obj,$(or $(MOD_$(firstword $(subst _, ,$(1)))),$(CORE_SRC)))
 
 .SECONDEXPANSION:

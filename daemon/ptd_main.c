@@ -12,7 +12,23 @@
 #include <string.h>
 
 #include "pt.h"
+#include "daemon/log.h"
 #include "daemon/roles.h"
+#include "rpc/rpc.h"
+
+/* rpc/ reports through this: the lines a peer can repeat at will are
+ * rate-limited, one limit per kind. */
+static void rpc_log_line(enum rpc_log_kind kind, int level, const char *line)
+{
+  static struct log_limit accept_lim, refuse_lim;
+
+  if (kind == RPC_LOG_ACCEPT)
+    log_limited(&accept_lim, level, "%s", line);
+  else if (kind == RPC_LOG_REFUSE)
+    log_limited(&refuse_lim, level, "%s", line);
+  else
+    log_at_(level, "%s", line);
+}
 
 static void usage(FILE *f)
 {
@@ -35,6 +51,7 @@ int main(int argc, char **argv)
     usage(stderr);
     return 2;
   }
+  rpc_set_log_cb(rpc_log_line);
   if (strcmp(argv[1], "node") == 0)
     return node_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "smp") == 0)
