@@ -187,7 +187,7 @@ $(BUILD)/bin/ptbench: $(call obj,$(BENCH_SRC)) $(BUILD)/lib/libptcore.a
 MOD_ec     := $(EC_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_snap   := $(SNAP_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_kern   := $(KERN_CPU) $(COMMON_LIB)
-MOD_rpc    := $(RPC_LIB) $(RPC_UV) $(COMMON_LIB) common/log.c
+MOD_rpc    := $(RPC_LIB) $(RPC_UV) $(COMMON_LIB)
 test_mod    = $(call obj,$(or $(MOD_$(firstword $(subst _, ,$(1)))),$(CORE_SRC)))
 
 .SECONDEXPANSION:

@@ -29,4 +29,8 @@ int node_main(int argc, char **argv);
  * over a Unix socket (daemon/smp/). */
 int smp_main(int argc, char **argv);
 
+/* Routes what rpc/ reports into the role's log (daemon/rpc_log.c); each
+ * role calls it at start-up, after log_set_role. */
+void roles_rpc_log_init(void);
+
 #endif /* PT_ROLES_H */

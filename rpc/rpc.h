@@ -19,6 +19,11 @@
  *   - libuv connections and listeners (rpc_conn_*, rpc_listen_unix), used by
  *     ptd; these live in rpc_conn.c, which libpt does not link.
  *
+ * rpc/ logs nothing and knows nothing of the daemons: every call reports
+ * through its return code and the callbacks below; the few lines an
+ * operator must see (a peer closed for a fault, a refused peer) go to the
+ * process's log callback (rpc_set_log_cb), as one formatted line each.
+ *
  * SIGPIPE: rpc_sock_* send with MSG_NOSIGNAL; libuv writes with write(2), so
  * a process using rpc_conn_* ignores SIGPIPE itself (ptd does at start-up).
  */
@@ -172,6 +177,26 @@ struct uv_loop_s;
 struct rpc_conn;
 struct rpc_listener;
 
+/* What the process's log callback is told about. A peer can repeat
+ * RPC_LOG_ACCEPT and RPC_LOG_REFUSE lines at will (a connection flood, the
+ * process out of descriptors): the callback should rate-limit them. */
+enum rpc_log_kind {
+  RPC_LOG_CLOSE = 1, /* a conn closed for a fault of its peer's (or of the
+                        handler's verdict): one line per conn */
+  RPC_LOG_ACCEPT,    /* accepting a connection failed */
+  RPC_LOG_REFUSE,    /* a peer refused: credentials or authentication */
+};
+/* Syslog priorities of the lines. */
+#define RPC_LOG_ERR 3
+#define RPC_LOG_WARN 4
+/* line: one formatted line without a newline ("rpc: closing connection
+ * from pid 42: protocol error"), valid during the call. Called on the loop
+ * thread of the conn concerned. */
+typedef void (*rpc_log_fn)(enum rpc_log_kind kind, int level, const char *line);
+/* Process-wide; NULL (the default) drops every line. Set it before any
+ * loop runs. */
+void rpc_set_log_cb(rpc_log_fn fn);
+
 /* Called for every complete, decoded frame. msg is freed after the callback
  * returns. Return non-zero to close the connection (logged as a warning):
  * a negative value is on_close's err, a positive one becomes PT_EPROTO. */
@@ -204,7 +229,7 @@ struct rpc_conn_ops {
 };
 
 /*
- * Limits on what peers make a process hold. Nothing here is logged: the
+ * Limits on what peers make a process hold. None of these is logged: the
  * verdicts reach the user as on_close's err.
  *
  *   - Idle deadline: a conn on which no byte has arrived for its idle_ms
@@ -222,7 +247,7 @@ size_t rpc_buffered_bytes(void);       /* held in partial frames now */
 
 /* Listens on a Unix socket path (stale file unlinked first, mode 0600). Every
  * accepted peer's SO_PEERCRED uid must equal ours or be 0; others are closed
- * and logged. -ENAMETOOLONG for a path longer than sun_path; -EADDRINUSE when
+ * (an RPC_LOG_REFUSE line). -ENAMETOOLONG for a path longer than sun_path; -EADDRINUSE when
  * a live listener answers on path; -EEXIST when path is not a socket.
  * OUT: *out, closed with rpc_listener_close. */
 int rpc_listen_unix(struct uv_loop_s *loop, const char *path,

@@ -11,7 +11,8 @@
  *     unbounded memory;
  *   - a header error, a body that does not decode as its type, a frame
  *     truncated by EOF, or on_msg returning non-zero closes the connection
- *     with one warning logged; the listener keeps serving other peers;
+ *     with one RPC_LOG_CLOSE line (rpc_set_log_cb); the listener keeps
+ *     serving other peers;
  *   - closing is idempotent. The conn stays allocated until libuv's close
  *     callback, which calls on_close exactly once and then frees it, so
  *     rpc_conn_close may be called from inside on_msg (or any callback) and
@@ -31,6 +32,8 @@
  * SIGPIPE; ptd ignores it at start-up (the daemon's job, not this file's).
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,7 +43,6 @@
 
 #include <uv.h>
 
-#include "common/log.h"
 #include "pt.h"
 #include "rpc/rpc.h"
 
@@ -96,6 +98,27 @@ struct rpc_listener {
 };
 
 static size_t g_buffered;
+static rpc_log_fn g_log;
+
+void rpc_set_log_cb(rpc_log_fn fn)
+{
+  g_log = fn;
+}
+
+/* Formats one line for the process's log callback; nothing without one. */
+__attribute__((format(printf, 3, 4))) static void
+rpc_log(enum rpc_log_kind kind, int level, const char *fmt, ...)
+{
+  char line[512];
+  va_list ap;
+
+  if (g_log == NULL)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  g_log(kind, level, line);
+}
 static size_t g_cap = RPC_BUFFER_CAP_DEFAULT;
 
 void rpc_buffer_cap_set(size_t bytes)
@@ -192,8 +215,8 @@ static void conn_fail(struct rpc_conn *c, int err)
 {
   if (c->closing)
     return;
-  log_warn("rpc: closing connection from pid %d: %s", c->peer_pid,
-           pt_strerror(err));
+  rpc_log(RPC_LOG_CLOSE, RPC_LOG_WARN, "rpc: closing connection from pid %d: %s",
+          c->peer_pid, pt_strerror(err));
   rpc_conn_close(c, err);
 }
 
@@ -518,39 +541,36 @@ static void connection_cb(uv_stream_t *server, int status)
   struct rpc_listener *l = server->data;
   struct ucred cred;
   int rc;
-  /* A peer can repeat these at will (a connection flood, or the process
-   * out of descriptors): rate-limited. */
-  static struct log_limit accept_lim, refuse_lim;
 
   if (status < 0) {
-    log_limited(&accept_lim, LOG_LVL_WARN, "rpc: cannot accept on '%s': %s",
+    rpc_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on '%s': %s",
                 l->path, pt_strerror(status));
     return;
   }
   struct rpc_conn *c = conn_new(server->loop, &l->ops, l->data);
   if (c == NULL) {
-    log_limited(&accept_lim, LOG_LVL_ERR, "rpc: cannot accept on '%s': %s",
+    rpc_log(RPC_LOG_ACCEPT, RPC_LOG_ERR, "rpc: cannot accept on '%s': %s",
                 l->path, pt_strerror(-ENOMEM));
     return;
   }
   c->connected = true;
   rc = uv_accept(server, (uv_stream_t *)&c->pipe);
   if (rc < 0) {
-    log_limited(&accept_lim, LOG_LVL_WARN, "rpc: cannot accept on '%s': %s",
+    rpc_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on '%s': %s",
                 l->path, pt_strerror(rc));
     rpc_conn_close(c, rc); /* never announced: no on_close */
     return;
   }
   rc = conn_peer_cred(c, &cred);
   if (rc < 0) {
-    log_limited(&refuse_lim, LOG_LVL_WARN,
+    rpc_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
                 "rpc: refusing connection on '%s': no peer credentials: %s",
                 l->path, pt_strerror(rc));
     rpc_conn_close(c, rc);
     return;
   }
   if (cred.uid != geteuid() && cred.uid != 0) {
-    log_limited(&refuse_lim, LOG_LVL_WARN,
+    rpc_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
                 "rpc: refusing connection on '%s' from pid %d: uid %u is not "
                 "ours", l->path, (int)cred.pid, (unsigned)cred.uid);
     rpc_conn_close(c, -EPERM);

@@ -278,6 +278,7 @@ int node_main(int argc, char **argv)
   }
   log_max_level = n->cfg.log_level;
   log_set_role("ptd node");
+  roles_rpc_log_init();
   signal(SIGPIPE, SIG_IGN);
   if (node_preflight(&n->cfg) != PT_OK) {
     free(n);

@@ -633,6 +633,7 @@ int smp_main(int argc, char **argv)
 
   snprintf(role, sizeof(role), "ptd smp %u", smp->rank);
   log_set_role(role);
+  roles_rpc_log_init();
   /* Spawned through /proc/self/exe, the process would show as "exe". */
   snprintf(comm, sizeof(comm), "ptd-smp-%u", smp->rank);
   prctl(PR_SET_NAME, comm, 0, 0, 0);

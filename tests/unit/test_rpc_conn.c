@@ -221,6 +221,13 @@ static void *loop_main(void *arg)
   return NULL;
 }
 
+/* The process's rpc log callback, as ptd installs one: a line to stderr,
+ * tagged with its kind, so that the tests read what an operator would. */
+static void test_log(enum rpc_log_kind kind, int level, const char *line)
+{
+  fprintf(stderr, "<%d>[%d] %s\n", level, (int)kind, line);
+}
+
 /* Sets up the loop, the listener and stderr capture; the loop thread starts
  * with srv_run(), so the caller may add handles first. */
 static void srv_setup_ops(size_t max_write_queue, uint32_t idle_ms,
@@ -239,6 +246,7 @@ static void srv_setup_ops(size_t max_write_queue, uint32_t idle_ms,
   S.saved_stderr = dup(STDERR_FILENO);
   ck_assert_int_ge(S.saved_stderr, 0);
   ck_assert_int_ge(dup2(S.log_fd, STDERR_FILENO), 0);
+  rpc_set_log_cb(test_log);
 
   ck_assert_int_eq(uv_loop_init(&S.loop), 0);
   ck_assert_int_eq(uv_async_init(&S.loop, &S.wake, wake_cb), 0);
@@ -512,7 +520,8 @@ START_TEST(bad_clients_are_closed)
   for (char *p = log; (p = strstr(p, "rpc: closing connection from pid")); p++)
     n++;
   ck_assert_int_eq(n, ncases);
-  snprintf(want, sizeof(want), "rpc: closing connection from pid %d: %s",
+  snprintf(want, sizeof(want), "<4>[%d] rpc: closing connection from pid %d: %s",
+           (int)RPC_LOG_CLOSE,
            (int)getpid(), pt_strerror(PT_ETOOBIG));
   ck_assert_msg(strstr(log, want) != NULL, "log lacks '%s':\n%s", want, log);
   free(log);
