@@ -184,6 +184,7 @@ $(BUILD)/bin/ptbench: $(call obj,$(BENCH_SRC)) $(BUILD)/lib/libptcore.a
 
 # A unit test tests/unit/test_<mod>[_topic].c links only its module's objects
 # when MOD_<mod> names them (so each module builds and tests alone), else all.
+MOD_common := $(COMMON_LIB) $(COMMON_D)
 MOD_ec     := $(EC_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_snap   := $(SNAP_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_kern   := $(KERN_CPU) $(COMMON_LIB)
