@@ -41,11 +41,11 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_STATE: return "STATE_QUERY";
   case NODE_REQ_VERIFY: return "STATE_QUERY(verify)";
   case NODE_REQ_DRAIN: return "STATE_QUERY(end)";
-  case NODE_REQ_PIN: return "PROTECT";
+  case NODE_REQ_PIN: return "PIN";
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT: return "COMMIT";
   case NODE_REQ_UNPIN:
-  case NODE_REQ_STALE_UNPIN: return "ABORT";
+  case NODE_REQ_STALE_UNPIN: return "UNPIN";
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
   case NODE_REQ_PROBE: return "STATE_QUERY(liveness)";
   case NODE_REQ_TRAINER_SET: return "TRAINER_SET";
@@ -229,9 +229,9 @@ int node_smp_request(struct node *n, struct node_rank *r,
 {
   Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
   Pt__StateQuery sq = PT__STATE_QUERY__INIT;
-  Pt__Protect pr = PT__PROTECT__INIT;
+  Pt__Pin pr = PT__PIN__INIT;
   Pt__Commit cm = PT__COMMIT__INIT;
-  Pt__Abort ab = PT__ABORT__INIT;
+  Pt__Unpin ab = PT__UNPIN__INIT;
   Pt__SetRestore sr = PT__SET_RESTORE__INIT;
   Pt__TrainerSet ts = PT__TRAINER_SET__INIT;
   const ProtobufCMessage *msg;
@@ -270,7 +270,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
     break;
   case NODE_REQ_PIN:
     pr.step = step;
-    type = RPC_PROTECT;
+    type = RPC_PIN;
     msg = &pr.base;
     break;
   case NODE_REQ_COMMIT:
@@ -282,7 +282,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   case NODE_REQ_UNPIN:
   case NODE_REQ_STALE_UNPIN:
     ab.step = step;
-    type = RPC_ABORT;
+    type = RPC_UNPIN;
     msg = &ab.base;
     break;
   case NODE_REQ_SET_RESTORE:
