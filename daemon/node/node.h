@@ -1,5 +1,7 @@
 /*
- * node.h — internals shared by the files of `ptd node` (standalone mode).
+ * node.h — internals shared by the files of `ptd node`. Who decides commits
+ * and restores is behind one seam (node_decider.h); standalone, the node
+ * decides itself (node_decide_local.c).
  *
  *   node.c        node_main: set-up, the state directory, node.state, the
  *                 end

@@ -6,6 +6,7 @@
  *   - which step to restore, given every rank's verified slots;
  *   - how long to wait before a restart, when the wait starts over, and
  *     how many restarts the window holds;
+ *   - whether the open files and --memory-budget allow the job to start;
  *   - how a process ended, in words the logs and the scenario tests share.
  *
  * Invariants kept by the callers: a step is committed only when every rank

@@ -612,8 +612,10 @@ START_TEST(reset_and_adopt)
   ck_assert_uint_eq(f.nverdicts, 0);
   commit_reset(&f.c, false, 0);
   ck_assert(!commit_floor(&f.c, &floor));
-  ck_assert_int_eq(commit_init(&f.c, 0, 1, &f_ops, &f), -EINVAL);
   commit_release(&f.c);
+  struct commit none;
+  ck_assert_int_eq(commit_init(&none, 0, 1, &f_ops, &f), -EINVAL);
+  commit_release(&none);
 }
 END_TEST
 
