@@ -75,7 +75,8 @@ enum commit_verdict {
   COMMIT_VERDICT_ABORT,  /* every voter answered, not every one yes */
 };
 /* The verdict of the pin phase from the n votes (NONE counts as no answer
- * yet). A refusal does not end the phase early. n == 0: ABORT. */
+ * yet). A refusal does not end the phase early. n == 0:
+ * COMMIT_VERDICT_ABORT. */
 enum commit_verdict commit_plan_verdict(const enum commit_vote *votes,
                                         uint32_t n);
 /* True when no vote is WAIT: the commit or unpin phase is over. */
