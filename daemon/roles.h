@@ -9,6 +9,8 @@
  *   daemon/smp/     ptd smp: one rank's shm object, its trainer and its node
  *   daemon/node/    ptd node: supervision, SMP links, control socket,
  *                   restore
+ *   daemon/commit/  the two-phase commit of a step over opaque voters (no
+ *                   I/O): the node runs it over its SMPs
  *   ptd_main.c      the dispatch
  *   roles.h         the roles' entry points
  *   node_secret.c   the secret that proves a connection is the node's

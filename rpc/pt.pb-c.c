@@ -682,49 +682,49 @@ void   pt__event__free_unpacked
   assert(message->base.descriptor == &pt__event__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   pt__protect__init
-                     (Pt__Protect         *message)
+void   pt__pin__init
+                     (Pt__Pin         *message)
 {
-  static const Pt__Protect init_value = PT__PROTECT__INIT;
+  static const Pt__Pin init_value = PT__PIN__INIT;
   *message = init_value;
 }
-size_t pt__protect__get_packed_size
-                     (const Pt__Protect *message)
+size_t pt__pin__get_packed_size
+                     (const Pt__Pin *message)
 {
-  assert(message->base.descriptor == &pt__protect__descriptor);
+  assert(message->base.descriptor == &pt__pin__descriptor);
   return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
 }
-size_t pt__protect__pack
-                     (const Pt__Protect *message,
+size_t pt__pin__pack
+                     (const Pt__Pin *message,
                       uint8_t       *out)
 {
-  assert(message->base.descriptor == &pt__protect__descriptor);
+  assert(message->base.descriptor == &pt__pin__descriptor);
   return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
 }
-size_t pt__protect__pack_to_buffer
-                     (const Pt__Protect *message,
+size_t pt__pin__pack_to_buffer
+                     (const Pt__Pin *message,
                       ProtobufCBuffer *buffer)
 {
-  assert(message->base.descriptor == &pt__protect__descriptor);
+  assert(message->base.descriptor == &pt__pin__descriptor);
   return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
 }
-Pt__Protect *
-       pt__protect__unpack
+Pt__Pin *
+       pt__pin__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data)
 {
-  return (Pt__Protect *)
-     protobuf_c_message_unpack (&pt__protect__descriptor,
+  return (Pt__Pin *)
+     protobuf_c_message_unpack (&pt__pin__descriptor,
                                 allocator, len, data);
 }
-void   pt__protect__free_unpacked
-                     (Pt__Protect *message,
+void   pt__pin__free_unpacked
+                     (Pt__Pin *message,
                       ProtobufCAllocator *allocator)
 {
   if(!message)
     return;
-  assert(message->base.descriptor == &pt__protect__descriptor);
+  assert(message->base.descriptor == &pt__pin__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   pt__commit__init
@@ -772,49 +772,49 @@ void   pt__commit__free_unpacked
   assert(message->base.descriptor == &pt__commit__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   pt__abort__init
-                     (Pt__Abort         *message)
+void   pt__unpin__init
+                     (Pt__Unpin         *message)
 {
-  static const Pt__Abort init_value = PT__ABORT__INIT;
+  static const Pt__Unpin init_value = PT__UNPIN__INIT;
   *message = init_value;
 }
-size_t pt__abort__get_packed_size
-                     (const Pt__Abort *message)
+size_t pt__unpin__get_packed_size
+                     (const Pt__Unpin *message)
 {
-  assert(message->base.descriptor == &pt__abort__descriptor);
+  assert(message->base.descriptor == &pt__unpin__descriptor);
   return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
 }
-size_t pt__abort__pack
-                     (const Pt__Abort *message,
+size_t pt__unpin__pack
+                     (const Pt__Unpin *message,
                       uint8_t       *out)
 {
-  assert(message->base.descriptor == &pt__abort__descriptor);
+  assert(message->base.descriptor == &pt__unpin__descriptor);
   return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
 }
-size_t pt__abort__pack_to_buffer
-                     (const Pt__Abort *message,
+size_t pt__unpin__pack_to_buffer
+                     (const Pt__Unpin *message,
                       ProtobufCBuffer *buffer)
 {
-  assert(message->base.descriptor == &pt__abort__descriptor);
+  assert(message->base.descriptor == &pt__unpin__descriptor);
   return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
 }
-Pt__Abort *
-       pt__abort__unpack
+Pt__Unpin *
+       pt__unpin__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data)
 {
-  return (Pt__Abort *)
-     protobuf_c_message_unpack (&pt__abort__descriptor,
+  return (Pt__Unpin *)
+     protobuf_c_message_unpack (&pt__unpin__descriptor,
                                 allocator, len, data);
 }
-void   pt__abort__free_unpacked
-                     (Pt__Abort *message,
+void   pt__unpin__free_unpacked
+                     (Pt__Unpin *message,
                       ProtobufCAllocator *allocator)
 {
   if(!message)
     return;
-  assert(message->base.descriptor == &pt__abort__descriptor);
+  assert(message->base.descriptor == &pt__unpin__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   pt__trainer_set__init
@@ -2183,7 +2183,7 @@ const ProtobufCMessageDescriptor pt__event__descriptor =
   (ProtobufCMessageInit) pt__event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__protect__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pt__pin__field_descriptors[1] =
 {
   {
     "step",
@@ -2191,34 +2191,34 @@ static const ProtobufCFieldDescriptor pt__protect__field_descriptors[1] =
     PROTOBUF_C_LABEL_REQUIRED,
     PROTOBUF_C_TYPE_UINT64,
     0,   /* quantifier_offset */
-    offsetof(Pt__Protect, step),
+    offsetof(Pt__Pin, step),
     NULL,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };
-static const unsigned pt__protect__field_indices_by_name[] = {
+static const unsigned pt__pin__field_indices_by_name[] = {
   0,   /* field[0] = step */
 };
-static const ProtobufCIntRange pt__protect__number_ranges[1 + 1] =
+static const ProtobufCIntRange pt__pin__number_ranges[1 + 1] =
 {
   { 1, 0 },
   { 0, 1 }
 };
-const ProtobufCMessageDescriptor pt__protect__descriptor =
+const ProtobufCMessageDescriptor pt__pin__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "pt.Protect",
-  "Protect",
-  "Pt__Protect",
+  "pt.Pin",
+  "Pin",
+  "Pt__Pin",
   "pt",
-  sizeof(Pt__Protect),
+  sizeof(Pt__Pin),
   1,
-  pt__protect__field_descriptors,
-  pt__protect__field_indices_by_name,
-  1,  pt__protect__number_ranges,
-  (ProtobufCMessageInit) pt__protect__init,
+  pt__pin__field_descriptors,
+  pt__pin__field_indices_by_name,
+  1,  pt__pin__number_ranges,
+  (ProtobufCMessageInit) pt__pin__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__commit__field_descriptors[1] =
@@ -2259,7 +2259,7 @@ const ProtobufCMessageDescriptor pt__commit__descriptor =
   (ProtobufCMessageInit) pt__commit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__abort__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pt__unpin__field_descriptors[1] =
 {
   {
     "step",
@@ -2267,34 +2267,34 @@ static const ProtobufCFieldDescriptor pt__abort__field_descriptors[1] =
     PROTOBUF_C_LABEL_REQUIRED,
     PROTOBUF_C_TYPE_UINT64,
     0,   /* quantifier_offset */
-    offsetof(Pt__Abort, step),
+    offsetof(Pt__Unpin, step),
     NULL,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };
-static const unsigned pt__abort__field_indices_by_name[] = {
+static const unsigned pt__unpin__field_indices_by_name[] = {
   0,   /* field[0] = step */
 };
-static const ProtobufCIntRange pt__abort__number_ranges[1 + 1] =
+static const ProtobufCIntRange pt__unpin__number_ranges[1 + 1] =
 {
   { 1, 0 },
   { 0, 1 }
 };
-const ProtobufCMessageDescriptor pt__abort__descriptor =
+const ProtobufCMessageDescriptor pt__unpin__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "pt.Abort",
-  "Abort",
-  "Pt__Abort",
+  "pt.Unpin",
+  "Unpin",
+  "Pt__Unpin",
   "pt",
-  sizeof(Pt__Abort),
+  sizeof(Pt__Unpin),
   1,
-  pt__abort__field_descriptors,
-  pt__abort__field_indices_by_name,
-  1,  pt__abort__number_ranges,
-  (ProtobufCMessageInit) pt__abort__init,
+  pt__unpin__field_descriptors,
+  pt__unpin__field_indices_by_name,
+  1,  pt__unpin__number_ranges,
+  (ProtobufCMessageInit) pt__unpin__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__trainer_set__field_descriptors[2] =

@@ -30,9 +30,9 @@ typedef struct Pt__SlotInfo Pt__SlotInfo;
 typedef struct Pt__StateQuery Pt__StateQuery;
 typedef struct Pt__StateReply Pt__StateReply;
 typedef struct Pt__Event Pt__Event;
-typedef struct Pt__Protect Pt__Protect;
+typedef struct Pt__Pin Pt__Pin;
 typedef struct Pt__Commit Pt__Commit;
-typedef struct Pt__Abort Pt__Abort;
+typedef struct Pt__Unpin Pt__Unpin;
 typedef struct Pt__TrainerSet Pt__TrainerSet;
 typedef struct Pt__SetRestore Pt__SetRestore;
 typedef struct Pt__StatusQuery Pt__StatusQuery;
@@ -365,23 +365,23 @@ struct  Pt__Event
 
 
 /*
- * RPC_PROTECT: the first phase of a commit: every rank sealed step; pin its
- * slot (SEALED -> PROTECTED) so that no new snapshot reuses it until the
- * commit ends. Answered with RPC_REPLY: status 0, or -ENOENT when this rank
- * no longer holds step sealed (its slot went to a newer step).
+ * RPC_PIN: node only, the first phase of a commit: every rank sealed step;
+ * pin its slot (SEALED -> PROTECTED) so that no new snapshot reuses it until
+ * the commit ends. Answered with RPC_REPLY: status 0, or -ENOENT when this
+ * rank no longer holds step sealed (its slot went to a newer step).
  */
-struct  Pt__Protect
+struct  Pt__Pin
 {
   ProtobufCMessage base;
   uint64_t step;
 };
-#define PT__PROTECT__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&pt__protect__descriptor) \
+#define PT__PIN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__pin__descriptor) \
     , 0 }
 
 
 /*
- * RPC_COMMIT: the second phase: every rank protected step. Answered with
+ * RPC_COMMIT: node only, the second phase: every rank pinned step. Answered with
  * RPC_REPLY. (An SMP run alone, --autocommit, commits sealed steps itself.)
  */
 struct  Pt__Commit
@@ -395,17 +395,18 @@ struct  Pt__Commit
 
 
 /*
- * RPC_ABORT: the commit of step is abandoned (some rank could not protect
- * it): its slot goes back from PROTECTED to SEALED. Answered with RPC_REPLY:
- * status 0, or -ENOENT when no slot holds step PROTECTED.
+ * RPC_UNPIN: node only: the commit of step is abandoned (some rank could not
+ * pin it), or a pin a round left behind is released: its slot goes back from
+ * PROTECTED to SEALED. Answered with RPC_REPLY: status 0, or -ENOENT when no
+ * slot holds step PROTECTED.
  */
-struct  Pt__Abort
+struct  Pt__Unpin
 {
   ProtobufCMessage base;
   uint64_t step;
 };
-#define PT__ABORT__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&pt__abort__descriptor) \
+#define PT__UNPIN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__unpin__descriptor) \
     , 0 }
 
 
@@ -819,24 +820,24 @@ Pt__Event *
 void   pt__event__free_unpacked
                      (Pt__Event *message,
                       ProtobufCAllocator *allocator);
-/* Pt__Protect methods */
-void   pt__protect__init
-                     (Pt__Protect         *message);
-size_t pt__protect__get_packed_size
-                     (const Pt__Protect   *message);
-size_t pt__protect__pack
-                     (const Pt__Protect   *message,
+/* Pt__Pin methods */
+void   pt__pin__init
+                     (Pt__Pin         *message);
+size_t pt__pin__get_packed_size
+                     (const Pt__Pin   *message);
+size_t pt__pin__pack
+                     (const Pt__Pin   *message,
                       uint8_t             *out);
-size_t pt__protect__pack_to_buffer
-                     (const Pt__Protect   *message,
+size_t pt__pin__pack_to_buffer
+                     (const Pt__Pin   *message,
                       ProtobufCBuffer     *buffer);
-Pt__Protect *
-       pt__protect__unpack
+Pt__Pin *
+       pt__pin__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data);
-void   pt__protect__free_unpacked
-                     (Pt__Protect *message,
+void   pt__pin__free_unpacked
+                     (Pt__Pin *message,
                       ProtobufCAllocator *allocator);
 /* Pt__Commit methods */
 void   pt__commit__init
@@ -857,24 +858,24 @@ Pt__Commit *
 void   pt__commit__free_unpacked
                      (Pt__Commit *message,
                       ProtobufCAllocator *allocator);
-/* Pt__Abort methods */
-void   pt__abort__init
-                     (Pt__Abort         *message);
-size_t pt__abort__get_packed_size
-                     (const Pt__Abort   *message);
-size_t pt__abort__pack
-                     (const Pt__Abort   *message,
+/* Pt__Unpin methods */
+void   pt__unpin__init
+                     (Pt__Unpin         *message);
+size_t pt__unpin__get_packed_size
+                     (const Pt__Unpin   *message);
+size_t pt__unpin__pack
+                     (const Pt__Unpin   *message,
                       uint8_t             *out);
-size_t pt__abort__pack_to_buffer
-                     (const Pt__Abort   *message,
+size_t pt__unpin__pack_to_buffer
+                     (const Pt__Unpin   *message,
                       ProtobufCBuffer     *buffer);
-Pt__Abort *
-       pt__abort__unpack
+Pt__Unpin *
+       pt__unpin__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data);
-void   pt__abort__free_unpacked
-                     (Pt__Abort *message,
+void   pt__unpin__free_unpacked
+                     (Pt__Unpin *message,
                       ProtobufCAllocator *allocator);
 /* Pt__TrainerSet methods */
 void   pt__trainer_set__init
@@ -1037,14 +1038,14 @@ typedef void (*Pt__StateReply_Closure)
 typedef void (*Pt__Event_Closure)
                  (const Pt__Event *message,
                   void *closure_data);
-typedef void (*Pt__Protect_Closure)
-                 (const Pt__Protect *message,
+typedef void (*Pt__Pin_Closure)
+                 (const Pt__Pin *message,
                   void *closure_data);
 typedef void (*Pt__Commit_Closure)
                  (const Pt__Commit *message,
                   void *closure_data);
-typedef void (*Pt__Abort_Closure)
-                 (const Pt__Abort *message,
+typedef void (*Pt__Unpin_Closure)
+                 (const Pt__Unpin *message,
                   void *closure_data);
 typedef void (*Pt__TrainerSet_Closure)
                  (const Pt__TrainerSet *message,
@@ -1086,9 +1087,9 @@ extern const ProtobufCMessageDescriptor pt__slot_info__descriptor;
 extern const ProtobufCMessageDescriptor pt__state_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__state_reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__event__descriptor;
-extern const ProtobufCMessageDescriptor pt__protect__descriptor;
+extern const ProtobufCMessageDescriptor pt__pin__descriptor;
 extern const ProtobufCMessageDescriptor pt__commit__descriptor;
-extern const ProtobufCMessageDescriptor pt__abort__descriptor;
+extern const ProtobufCMessageDescriptor pt__unpin__descriptor;
 extern const ProtobufCMessageDescriptor pt__trainer_set__descriptor;
 extern const ProtobufCMessageDescriptor pt__set_restore__descriptor;
 extern const ProtobufCMessageDescriptor pt__status_query__descriptor;

@@ -70,8 +70,8 @@ enum rpc_type {
   RPC_STATUS_QUERY = 16, /* Pt__StatusQuery */
   RPC_STATUS_REPLY = 17, /* Pt__StatusReply */
   RPC_STOP = 18,         /* Pt__Stop */
-  RPC_PROTECT = 19,      /* Pt__Protect */
-  RPC_ABORT = 20,        /* Pt__Abort */
+  RPC_PIN = 19,          /* Pt__Pin */
+  RPC_UNPIN = 20,        /* Pt__Unpin */
   RPC_TRAINER_SET = 21,  /* Pt__TrainerSet */
   RPC_TYPE_MAX_ = 21,
 };

@@ -55,8 +55,8 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_STATUS_QUERY] = {"STATUS_QUERY", &pt__status_query__descriptor},
     [RPC_STATUS_REPLY] = {"STATUS_REPLY", &pt__status_reply__descriptor},
     [RPC_STOP] = {"STOP", &pt__stop__descriptor},
-    [RPC_PROTECT] = {"PROTECT", &pt__protect__descriptor},
-    [RPC_ABORT] = {"ABORT", &pt__abort__descriptor},
+    [RPC_PIN] = {"PIN", &pt__pin__descriptor},
+    [RPC_UNPIN] = {"UNPIN", &pt__unpin__descriptor},
     [RPC_TRAINER_SET] = {"TRAINER_SET", &pt__trainer_set__descriptor},
 };
 

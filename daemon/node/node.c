@@ -233,7 +233,15 @@ static int setup(struct node *n)
   rc = node_ctl_open(n);
   if (rc != PT_OK)
     return rc;
-  return node_ident_start(n);
+  rc = node_ident_start(n);
+  if (rc != PT_OK)
+    return rc;
+  /* After node.state: the decider starts from the job's committed step. */
+  rc = n->decider->open(n);
+  if (rc != PT_OK)
+    log_error("cannot set up the %s commit decider: %s", n->decider->name,
+              pt_strerror(rc));
+  return rc;
 }
 
 static void teardown(struct node *n)
@@ -249,6 +257,7 @@ static void teardown(struct node *n)
   if (n->lock_fd >= 0)
     close(n->lock_fd);
   node_env_free(n->env);
+  n->decider->close(n);
   free(n->restart_log.at);
   free(n->ranks);
   free(n);
@@ -265,6 +274,8 @@ int node_main(int argc, char **argv)
     return NODE_EXIT_FAILED;
   }
   n->lock_fd = -1;
+  /* Standalone: this node decides its commits and restores. */
+  n->decider = &node_decider_local;
   rc = node_args_parse(&n->cfg, argc, argv, err, sizeof(err));
   if (rc == NODE_ARGS_HELP) {
     node_args_usage(stdout);

@@ -1,19 +1,24 @@
 /*
- * node.h — internals shared by the files of `ptd node` (standalone mode).
+ * node.h — internals shared by the files of `ptd node`. Who decides commits
+ * and restores is behind one seam (node_decider.h); standalone, the node
+ * decides itself (node_decide_local.c).
  *
  *   node.c        node_main: set-up, the state directory, node.state, the
  *                 end
  *   node_job.c    the job's phases (node_drive) and children's exits
  *   node_life.c   moves between phases: the end, restarts, spawning; the
  *                 names of phases and rank states
- *   node_round.c  commit rounds: PROTECT, then COMMIT or ABORT; pins left
- *                 behind
+ *   node_decider.h the seam for who decides commits and restores; the
+ *                 supervision files call only its operations
+ *   node_decide_local.c the standalone decider: the commit module
+ *                 (daemon/commit/) over the node's SMPs, pins left behind,
+ *                 the restore step from the ranks' verified slots
  *   node_events.c what the SMPs say: STATE_REPLY, replies, failed
  *                 requests, events
  *   node_ident.c  the job instance at start-up, re-adopting processes
  *   node_args.c   command line (a pure parser, unit-tested)
- *   node_plan.c   pure decisions: commit step, commit rounds, pins left
- *                 behind, restore step, backoff
+ *   node_plan.c   pure decisions: pins left behind, restore step,
+ *                 backoff, restart window, open files, budget
  *   node_state.c  <state-dir>/node.state: format, atomic write, strict parse
  *   node_proc.c   children: spawn with libuv, adopt with pidfd, signal,
  *                 identity checks through /proc
@@ -40,12 +45,12 @@
 
 #include <uv.h>
 
+#include "daemon/node/node_decider.h"
 #include "daemon/node_secret.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 
 #define NODE_MAX_RANKS 1024
-#define NODE_SEALED_MAX 64       /* sealed-but-uncommitted steps kept per rank */
 #define NODE_REQ_MAX 16          /* requests in flight per SMP connection */
 #define NODE_PATH_MAX 108        /* sun_path: every socket must fit */
 #define NODE_EX_CONFIG 78        /* trainer exit status: permanent failure */
@@ -113,56 +118,6 @@ void node_args_usage(FILE *f);
 
 /* ---- pure decisions (node_plan.c) ---- */
 
-/* The steps a rank sealed that are not committed yet, ascending, no
- * duplicates; when full, the oldest is dropped. */
-struct node_sealed_set {
-  uint64_t steps[NODE_SEALED_MAX];
-  uint32_t n;
-};
-void node_sealed_add(struct node_sealed_set *s, uint64_t step);
-/* Drops every step <= upto. */
-void node_sealed_prune(struct node_sealed_set *s, uint64_t upto);
-bool node_sealed_has(const struct node_sealed_set *s, uint64_t step);
-
-/* The step of the next commit round: the largest step newer than floor (any
- * step when has_floor is false) that every one of nranks sets holds. The
- * node's floor is the committed step or the step of the last round,
- * whichever is newer: a round never goes back to an older step. False when
- * there is none. */
-bool node_plan_commit_step(const struct node_sealed_set *const *sets,
-                           uint32_t nranks,
-                           bool has_floor, uint64_t floor,
-                           uint64_t *out);
-
-/* A commit round: PROTECT{N} to every SMP; when every one answered 0,
- * COMMIT{N} to every SMP (N is committed from then on); when some SMP
- * refused or did not answer, ABORT{N} to those that may hold N protected.
- * One round runs at a time. A rank's vote in the phase under way: */
-enum node_vote {
-  NODE_VOTE_NONE = 0, /* not asked in this phase */
-  NODE_VOTE_WAIT,     /* asked; no answer yet */
-  NODE_VOTE_YES,      /* answered status 0 */
-  NODE_VOTE_NO,       /* refused (PROTECT: -ENOENT, it no longer holds N) */
-  NODE_VOTE_LOST,     /* no answer: the connection went, the deadline
-                         passed, or the request could not be sent */
-};
-enum node_round_verdict {
-  NODE_ROUND_WAIT,    /* some rank has not answered yet */
-  NODE_ROUND_COMMIT,  /* every rank protected N */
-  NODE_ROUND_ABORT,   /* every rank answered, and not every one said yes */
-};
-/* The verdict of the protect phase from the n ranks' votes (NONE counts as
- * no answer yet). A round needs every rank's answer, so a refusal does not
- * end it early: the ranks still waited on could protect N after an early
- * abort went out. n == 0: ABORT. */
-enum node_round_verdict node_plan_protect_verdict(const enum node_vote *votes,
-                                                  uint32_t n);
-/* True when no vote is NODE_VOTE_WAIT: the commit or abort phase is over. */
-bool node_plan_votes_in(const enum node_vote *votes, uint32_t n);
-/* Whether the ABORT of a failed round goes to a rank that voted v in the
- * protect phase: yes when it protected N (YES), or may have (LOST). */
-bool node_plan_abort_to(enum node_vote v);
-
 /* What to do with a slot an SMP reported when it (re)subscribed, left
  * behind by a round that ended without it (the node or the SMP went away
  * in the middle): */
@@ -170,12 +125,12 @@ enum node_pin_action {
   NODE_PIN_NONE,   /* nothing: not pinned, or the round will deal with it */
   NODE_PIN_COMMIT, /* COMMIT again: the committed step, pinned or sealed
                       here (the node decided it; this SMP never heard) */
-  NODE_PIN_ABORT,  /* ABORT: a pin no round is going to commit */
+  NODE_PIN_UNPIN,  /* UNPIN: a pin no round is going to commit */
 };
 /* For a slot in state (enum snap_state) holding step: a slot holding the
  * committed step that is not COMMITTED gets COMMIT; a PROTECTED slot of
  * the round's step (the round under way, or the one about to start: has_round)
- * is left to that round; any other PROTECTED slot gets ABORT. */
+ * is left to that round; any other PROTECTED slot gets UNPIN. */
 enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
                                    bool has_committed, uint64_t committed,
                                    bool has_round, uint64_t round_step);
@@ -331,11 +286,11 @@ enum node_req_kind {
   NODE_REQ_VERIFY,        /* STATE_QUERY{verify} -> STATE_REPLY */
   NODE_REQ_DRAIN,         /* STATE_QUERY at the job's end -> STATE_REPLY,
                              after every event the SMP sent before */
-  NODE_REQ_PROTECT,       /* the round's phases -> REPLY, each a vote */
-  NODE_REQ_COMMIT,
-  NODE_REQ_ABORT,
+  NODE_REQ_PIN,           /* a commit round's phases -> REPLY, each a */
+  NODE_REQ_COMMIT,        /* vote (the decider's, node_decider.h) */
+  NODE_REQ_UNPIN,
   NODE_REQ_RECOMMIT,      /* COMMIT of a step left pinned -> REPLY */
-  NODE_REQ_UNPIN,         /* ABORT of a pin left behind -> REPLY */
+  NODE_REQ_STALE_UNPIN,   /* UNPIN of a pin left behind -> REPLY */
   NODE_REQ_SET_RESTORE,   /* -> REPLY */
   NODE_REQ_PROBE,         /* STATE_QUERY, liveness only -> STATE_REPLY,
                              whose contents are not used */
@@ -346,7 +301,6 @@ struct node_req {
   uint64_t id;
   enum node_req_kind kind;
   uint64_t step;
-  uint64_t round;         /* the round of PROTECT/COMMIT/ABORT; else 0 */
   uint64_t deadline_ms;
   uint64_t sent_ms;
 };
@@ -379,12 +333,8 @@ struct node_rank {
   uint32_t nview;
   bool view_verified;        /* view came from STATE_QUERY{verify} */
   bool set_restore_ok;
-  bool pins_unresolved;      /* view is from a SUBSCRIBE: its pins wait for
-                                node_plan_pin once every SMP is back */
-  struct node_sealed_set sealed;
   bool has_last_sealed;
   uint64_t last_sealed;
-  enum node_vote vote;       /* in the phase of the round under way */
   bool drained;              /* job's end: every event of the SMP is in */
 
   /* The trainer. */
@@ -455,18 +405,11 @@ struct node {
   bool restore_has;          /* the step chosen by the attempt under way */
   uint64_t restore_step;
 
-  /* The commit round under way (node_plan.c describes its phases). */
-  struct {
-    bool active;
-    enum node_req_kind phase; /* NODE_REQ_PROTECT, _COMMIT or _ABORT */
-    uint64_t id;              /* tags its requests: older answers ignored */
-    uint64_t step;
-    char why[160];            /* why the protect phase failed */
-  } round;
-  uint64_t rounds;            /* rounds started: the next id */
-  bool has_last_round;        /* the step of the last round that ended */
-  uint64_t last_round;
-  uint64_t end_deadline;      /* every trainer done: rounds end by then */
+  /* Who decides commits and restores (node_decider.h), and its state,
+   * which only the decider's own file reads. */
+  const struct node_decider *decider;
+  void *decider_data;
+  uint64_t end_deadline;      /* every trainer done: commits end by then */
 
   bool has_committed;
   uint64_t committed;
@@ -524,18 +467,6 @@ void node_retry_restore(struct node *n, uint64_t now, const char *why);
 void node_spawn_smp(struct node *n, struct node_rank *r, uint64_t now);
 /* Every rank's trainer; node.state written at once. */
 void node_spawn_trainers(struct node *n);
-
-/* node_round.c */
-/* The floor a round's step must be newer than: the committed step or the
- * last round's, whichever is newer. False: neither yet. */
-bool node_round_floor(const struct node *n, uint64_t *floor);
-/* One SMP's answer in the round under way (or LOST: none will come). */
-void node_round_vote(struct node *n, struct node_rank *r,
-                     const struct node_req *q, enum node_vote vote,
-                     const char *text);
-/* Resolves pins left behind, then starts a round when none runs and a step
- * newer than the floor is sealed by every rank. */
-void node_commit_drive(struct node *n);
 
 /* node_events.c */
 /* Frames from a subscribed SMP, after its request bookkeeping. */
@@ -604,12 +535,12 @@ void node_smp_disconnect(struct node_rank *r);
 /* Tells a subscribed SMP which trainer is the rank's (TRAINER_SET with
  * r->trainer's pid and start time); nothing without one. */
 void node_smp_announce(struct node *n, struct node_rank *r);
-/* Sends one request with its deadline; PROTECT, COMMIT and ABORT carry the
- * id of the round under way (n->round.id), so that answers of a round that
- * is over are told apart. -ENOTCONN when not connected, -EBUSY when
- * NODE_REQ_MAX requests wait already. */
+/* Sends one request with its deadline. OUT: *id (may be NULL), the
+ * request id its answer (node_on_reply, node_on_state_reply) or its failure
+ * (node_on_req_failed) comes with. -ENOTCONN when not connected, -EBUSY
+ * when NODE_REQ_MAX requests wait already. */
 int node_smp_request(struct node *n, struct node_rank *r,
-                     enum node_req_kind kind, uint64_t step);
+                     enum node_req_kind kind, uint64_t step, uint64_t *id);
 /* Connection retries and request deadlines that are due. */
 void node_smp_tick(struct node *n, uint64_t now);
 uint64_t node_smp_next_deadline(const struct node_rank *r);

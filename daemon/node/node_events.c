@@ -3,6 +3,7 @@
  * replies to requests, requests that failed without an answer, and events
  * (a step sealed, a trainer refused or gone). On the loop thread; each
  * handler changes the node's view and leaves the rest to node_drive().
+ * What concerns commits goes to the decider (node_decider.h).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -38,39 +39,18 @@ void node_on_state_reply(struct node *n, struct node_rank *r,
     r->drained = true;
   if (kind != NODE_REQ_SUBSCRIBE)
     return; /* after SUBSCRIBE, events tell what is sealed */
-  r->pins_unresolved = true;
-  if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING)
-    return; /* a restore point is being chosen: its SET_RESTORE decides */
-  /* A fresh view: what this rank holds sealed and not committed, and (when
-   * adopting) a commit the SMPs took that node.state did not record in
-   * time. */
-  uint64_t floor;
-  bool has_floor = node_round_floor(n, &floor);
-  r->sealed.n = 0;
+  /* A fresh view: the last step it sealed (for ptctl), and what the
+   * decider learns from it. */
   for (uint32_t k = 0; k < r->nview; k++) {
     const struct node_slot_view *v = &r->view[k];
-    bool newer = !has_floor || v->step > floor;
-    if ((v->state == SNAP_SEALED || v->state == SNAP_PROTECTED) && newer) {
-      node_sealed_add(&r->sealed, v->step);
-      if (!r->has_last_sealed || v->step > r->last_sealed) {
-        r->has_last_sealed = true;
-        r->last_sealed = v->step;
-      }
-    }
-    if (v->state == SNAP_COMMITTED && newer && n->phase == NODE_PH_STARTING &&
-        n->adopting) {
-      log_info("adopted committed step %" PRIu64 " from smp rank %" PRIu32,
-               v->step, r->rank);
-      n->has_committed = true;
-      n->committed = v->step;
-      n->committed_unix_ms = 0;
-      for (uint32_t i = 0; i < n->cfg.ranks; i++)
-        node_sealed_prune(&n->ranks[i].sealed, v->step);
-      n->state_dirty = true;
-      has_floor = node_round_floor(n, &floor);
+    bool newer = !n->has_committed || v->step > n->committed;
+    if ((v->state == SNAP_SEALED || v->state == SNAP_PROTECTED) && newer &&
+        (!r->has_last_sealed || v->step > r->last_sealed)) {
+      r->has_last_sealed = true;
+      r->last_sealed = v->step;
     }
   }
-  n->drive_again = true;
+  n->decider->on_view(n, r);
 }
 
 void node_on_reply(struct node *n, struct node_rank *r,
@@ -80,21 +60,12 @@ void node_on_reply(struct node *n, struct node_rank *r,
                          ? message : pt_strerror(status);
 
   switch (q->kind) {
-  case NODE_REQ_PROTECT:
+  case NODE_REQ_PIN:
   case NODE_REQ_COMMIT:
-  case NODE_REQ_ABORT:
-    node_round_vote(n, r, q, status == 0 ? NODE_VOTE_YES : NODE_VOTE_NO, text);
-    return;
-  case NODE_REQ_RECOMMIT:
-    if (status < 0)
-      log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
-               " again: %s",
-               r->rank, q->step, text);
-    return;
   case NODE_REQ_UNPIN:
-    if (status < 0)
-      log_debug("smp rank %" PRIu32 ": step %" PRIu64 " was no longer "
-                "pinned: %s", r->rank, q->step, text);
+  case NODE_REQ_RECOMMIT:
+  case NODE_REQ_STALE_UNPIN:
+    n->decider->on_answer(n, r, q, true, status, text);
     return;
   case NODE_REQ_SET_RESTORE:
     break;
@@ -126,9 +97,10 @@ void node_on_req_failed(struct node *n, struct node_rank *r,
     log_warn("smp rank %" PRIu32 ": restore request failed: %s", r->rank,
              pt_strerror(err));
     n->attempt_failed = true;
-  } else if (q->kind == NODE_REQ_PROTECT || q->kind == NODE_REQ_COMMIT ||
-             q->kind == NODE_REQ_ABORT) {
-    node_round_vote(n, r, q, NODE_VOTE_LOST, pt_strerror(err));
+  } else if (q->kind == NODE_REQ_PIN || q->kind == NODE_REQ_COMMIT ||
+             q->kind == NODE_REQ_UNPIN || q->kind == NODE_REQ_RECOMMIT ||
+             q->kind == NODE_REQ_STALE_UNPIN) {
+    n->decider->on_answer(n, r, q, false, err, pt_strerror(err));
   } else if (q->kind == NODE_REQ_DRAIN) {
     r->drained = true; /* nothing more will come from it */
   }
@@ -148,16 +120,13 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
     }
     if (n->phase != NODE_PH_RUNNING && n->phase != NODE_PH_STARTING)
       return;
-    uint64_t floor;
-    if (!node_round_floor(n, &floor) || e->step > floor)
-      node_sealed_add(&r->sealed, e->step);
     /* The shm object appeared with the first snapshot: learn its size. */
     bool asking = false;
     for (uint32_t k = 0; k < r->nreqs; k++)
       asking = asking || r->reqs[k].kind == NODE_REQ_STATE;
     if (r->bytes_held == 0 && r->subscribed && !asking)
-      node_smp_request(n, r, NODE_REQ_STATE, 0);
-    node_commit_drive(n);
+      node_smp_request(n, r, NODE_REQ_STATE, 0, NULL);
+    n->decider->on_sealed(n, r, e->step);
   } else if (e->kind == PT__EVENT_KIND__EVENT_HELLO_REFUSED) {
     /* The trainer's regions do not fit the budget or /dev/shm: no restart
      * can cure that, whatever the trainer does with the error. */

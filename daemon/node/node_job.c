@@ -30,8 +30,9 @@
  * running meanwhile; its STATE_REPLY to the new SUBSCRIBE is merged.
  *
  * The moves between phases (the end, a restart, spawning) are in
- * node_life.c, commit rounds in node_round.c, what the SMPs say in
- * node_events.c.
+ * node_life.c, what the SMPs say in node_events.c. Commits and the restore
+ * step are the decider's (node_decider.h): this file asks it, and never
+ * which one it is.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -177,7 +178,7 @@ static void step_starting(struct node *n, uint64_t now)
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].progress_at = now;
   node_set_phase(n, NODE_PH_RUNNING);
-  node_commit_drive(n); /* the pins the SMPs reported first */
+  n->decider->drive(n, now); /* the pins the SMPs reported first */
   node_notify(n, true);
 }
 
@@ -199,7 +200,7 @@ static void step_restart(struct node *n, uint64_t now)
     struct node_rank *r = &n->ranks[i];
     r->view_verified = false;
     r->set_restore_ok = false;
-    if (node_smp_request(n, r, NODE_REQ_VERIFY, 0) != PT_OK)
+    if (node_smp_request(n, r, NODE_REQ_VERIFY, 0, NULL) != PT_OK)
       n->attempt_failed = true;
   }
   node_set_phase(n, NODE_PH_QUERY);
@@ -234,8 +235,14 @@ static void step_query(struct node *n, uint64_t now)
       return;
     }
   }
-  n->restore_has = node_plan_restore_step(views, n->cfg.ranks,
-                                          &n->restore_step);
+  int rc = n->decider->restore_step(n, views, n->cfg.ranks, &n->restore_has,
+                                    &n->restore_step);
+  if (rc == -EINPROGRESS)
+    return; /* the decider answers later; node_drive runs again then */
+  if (rc != PT_OK) {
+    node_retry_restore(n, now, "no restore step was decided");
+    return;
+  }
   /* Damaged snapshots are reported; with nothing intact left the job stops
    * rather than restore bad bytes or silently start over. */
   char damaged[160] = "";
@@ -302,7 +309,8 @@ static void step_query(struct node *n, uint64_t now)
   }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     uint64_t arg = n->restore_has ? n->restore_step : UINT64_MAX;
-    if (node_smp_request(n, &n->ranks[i], NODE_REQ_SET_RESTORE, arg) != PT_OK)
+    if (node_smp_request(n, &n->ranks[i], NODE_REQ_SET_RESTORE, arg, NULL) !=
+        PT_OK)
       n->attempt_failed = true;
   }
   node_set_phase(n, NODE_PH_SET_RESTORE);
@@ -331,12 +339,9 @@ static void step_set_restore(struct node *n, uint64_t now)
     n->committed_unix_ms = 0;
   }
   /* SET_RESTORE cleared every pin and every newer step. */
-  n->has_last_round = false;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    n->ranks[i].sealed.n = 0;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].has_last_sealed = false;
-    n->ranks[i].pins_unresolved = false;
-  }
+  n->decider->restored(n);
   node_set_phase(n, NODE_PH_RUNNING);
   n->running_since = now;
   n->committed_since = false;
@@ -368,7 +373,7 @@ static struct node_rank *stuck_rank(struct node *n)
 
 static void step_running(struct node *n, uint64_t now)
 {
-  node_commit_drive(n);
+  n->decider->drive(n, now);
   struct node_rank *failed = NULL;
   bool all_done = true;
   struct node_rank *stuck = stuck_rank(n);
@@ -409,17 +414,19 @@ static void step_running(struct node *n, uint64_t now)
       for (uint32_t i = 0; i < n->cfg.ranks; i++) {
         struct node_rank *r = &n->ranks[i];
         r->drained = !r->subscribed ||
-                     node_smp_request(n, r, NODE_REQ_DRAIN, 0) != PT_OK;
+                     node_smp_request(n, r, NODE_REQ_DRAIN, 0, NULL) != PT_OK;
       }
     }
     for (uint32_t i = 0; i < n->cfg.ranks; i++)
       heard = heard && n->ranks[i].drained;
-    if ((n->round.active || !heard) && now < n->end_deadline)
+    uint64_t step = 0;
+    bool busy = n->decider->busy(n, &step);
+    if ((busy || !heard) && now < n->end_deadline)
       return;
-    if (n->round.active)
+    if (busy)
       log_warn("the commit of step %" PRIu64 " did not end within %u ms of "
                "the job's end; stopping anyway",
-               n->round.step, NODE_END_ROUNDS_MS);
+               step, NODE_END_ROUNDS_MS);
     node_finish(n, NODE_OUT_DONE, "job completed");
   }
 }
@@ -534,8 +541,12 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
       CONSIDER(n->backoff_until);
     CONSIDER(n->phase_deadline);
   }
-  if (n->phase == NODE_PH_RUNNING)
+  if (n->phase == NODE_PH_RUNNING) {
     CONSIDER(n->end_deadline);
+    uint64_t c = n->decider->next_deadline(n);
+    if (c != UINT64_MAX)
+      CONSIDER(c);
+  }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     const struct node_rank *r = &n->ranks[i];
     const struct node_child *kids[2] = {r->trainer, r->smp};

@@ -111,7 +111,7 @@ void node_finish(struct node *n, enum node_outcome out, const char *fmt, ...)
   vsnprintf(n->why, sizeof(n->why), fmt, ap);
   va_end(ap);
   n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
-  n->round.active = false; /* answers still to come are ignored */
+  n->decider->drop(n); /* answers still to come are ignored */
   node_set_phase(n, NODE_PH_STOP_TRAINERS);
   node_notify(n, false);
 }
@@ -221,9 +221,9 @@ void node_begin_restart(struct node *n, uint64_t now, bool counted,
     if (r->tstate != NODE_TR_RUNNING)
       r->tstate = NODE_TR_IDLE;
   }
-  /* A round under way is dropped (answers still to come are ignored): the
+  /* A commit under way is dropped (answers still to come are ignored): the
    * restore point's SET_RESTORE clears its pins. */
-  n->round.active = false;
+  n->decider->drop(n);
   n->end_deadline = 0;
   n->kill_at = now + NODE_TERM_GRACE_MS;
   n->phase_deadline = 0;

@@ -1,16 +1,16 @@
 /*
  * node_plan.c — the node's decisions as pure functions, so that unit tests
  * can check them without processes or sockets:
- *   - which step a commit round is for, given the steps every rank sealed;
- *   - how a round goes on, given every rank's answer;
- *   - what to do with pins that a round left behind;
+ *   - what to do with pins that a commit round left behind (the rounds
+ *     themselves are the commit module's, daemon/commit/);
  *   - which step to restore, given every rank's verified slots;
  *   - how long to wait before a restart, when the wait starts over, and
  *     how many restarts the window holds;
+ *   - whether the open files and --memory-budget allow the job to start;
  *   - how a process ended, in words the logs and the scenario tests share.
  *
  * Invariants kept by the callers: a step is committed only when every rank
- * protected it (so that every rank still holds it, pinned, until it is
+ * pinned it (so that every rank still holds it, pinned, until it is
  * committed everywhere), and restored only when every rank holds it intact.
  * Hence at every moment some step is held by every rank: the committed one,
  * pinned or committed on each.
@@ -24,95 +24,6 @@
 #include "pt.h"
 #include "daemon/node/node.h"
 
-void node_sealed_add(struct node_sealed_set *s, uint64_t step)
-{
-  uint32_t i = s->n;
-
-  if (node_sealed_has(s, step))
-    return;
-  if (s->n == NODE_SEALED_MAX) {
-    /* Full: the oldest step goes (unless the new one is older still). */
-    if (step < s->steps[0])
-      return;
-    memmove(&s->steps[0], &s->steps[1], (s->n - 1) * sizeof(s->steps[0]));
-    s->n--;
-    i = s->n;
-  }
-  while (i > 0 && s->steps[i - 1] > step) {
-    s->steps[i] = s->steps[i - 1];
-    i--;
-  }
-  s->steps[i] = step;
-  s->n++;
-}
-
-void node_sealed_prune(struct node_sealed_set *s, uint64_t upto)
-{
-  uint32_t k = 0;
-
-  while (k < s->n && s->steps[k] <= upto)
-    k++;
-  memmove(&s->steps[0], &s->steps[k], (s->n - k) * sizeof(s->steps[0]));
-  s->n -= k;
-}
-
-bool node_sealed_has(const struct node_sealed_set *s, uint64_t step)
-{
-  for (uint32_t i = 0; i < s->n; i++)
-    if (s->steps[i] == step)
-      return true;
-  return false;
-}
-
-bool node_plan_commit_step(const struct node_sealed_set *const *sets,
-                           uint32_t nranks, bool has_floor, uint64_t floor,
-                           uint64_t *out)
-{
-  if (nranks == 0)
-    return false;
-  /* Candidates come from rank 0's set, newest first. */
-  for (uint32_t i = sets[0]->n; i-- > 0;) {
-    uint64_t step = sets[0]->steps[i];
-    bool everywhere = true;
-
-    if (has_floor && step <= floor)
-      return false;
-    for (uint32_t r = 1; r < nranks && everywhere; r++)
-      everywhere = node_sealed_has(sets[r], step);
-    if (everywhere) {
-      *out = step;
-      return true;
-    }
-  }
-  return false;
-}
-
-enum node_round_verdict node_plan_protect_verdict(const enum node_vote *votes,
-                                                  uint32_t n)
-{
-  bool all_yes = true;
-
-  for (uint32_t i = 0; i < n; i++) {
-    if (votes[i] == NODE_VOTE_WAIT || votes[i] == NODE_VOTE_NONE)
-      return NODE_ROUND_WAIT; /* NONE: not asked yet (a round starting) */
-    all_yes = all_yes && votes[i] == NODE_VOTE_YES;
-  }
-  return n > 0 && all_yes ? NODE_ROUND_COMMIT : NODE_ROUND_ABORT;
-}
-
-bool node_plan_votes_in(const enum node_vote *votes, uint32_t n)
-{
-  for (uint32_t i = 0; i < n; i++)
-    if (votes[i] == NODE_VOTE_WAIT)
-      return false;
-  return true;
-}
-
-bool node_plan_abort_to(enum node_vote v)
-{
-  return v == NODE_VOTE_YES || v == NODE_VOTE_LOST;
-}
-
 enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
                                    bool has_committed, uint64_t committed,
                                    bool has_round, uint64_t round_step)
@@ -123,7 +34,7 @@ enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
     return NODE_PIN_COMMIT;
   if (state == SNAP_SEALED || (has_round && step == round_step))
     return NODE_PIN_NONE;
-  return NODE_PIN_ABORT;
+  return NODE_PIN_UNPIN;
 }
 
 static bool holds_intact(const struct node_rank_slots *r, uint64_t step)

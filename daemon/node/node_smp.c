@@ -12,7 +12,8 @@
  * that trainer's session only.
  *
  * Requests carry ids from one counter per node and wait in a small table per
- * connection, each with a deadline. An SMP that lets a deadline pass is
+ * connection, each with a deadline; the caller may keep the id to match the
+ * answer (the commit decider does: the transport knows nothing of rounds). An SMP that lets a deadline pass is
  * hung: it is killed too. Every subscribed SMP gets a liveness probe (a
  * STATE_QUERY) each second whose deadline is --smp-timeout, so that a hung
  * SMP is found even when nothing else is asked of it; a probe missed while
@@ -40,11 +41,11 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_STATE: return "STATE_QUERY";
   case NODE_REQ_VERIFY: return "STATE_QUERY(verify)";
   case NODE_REQ_DRAIN: return "STATE_QUERY(end)";
-  case NODE_REQ_PROTECT: return "PROTECT";
+  case NODE_REQ_PIN: return "PIN";
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT: return "COMMIT";
-  case NODE_REQ_ABORT:
-  case NODE_REQ_UNPIN: return "ABORT";
+  case NODE_REQ_UNPIN:
+  case NODE_REQ_STALE_UNPIN: return "UNPIN";
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
   case NODE_REQ_PROBE: return "STATE_QUERY(liveness)";
   case NODE_REQ_TRAINER_SET: return "TRAINER_SET";
@@ -186,7 +187,7 @@ static void try_connect(struct node *n, struct node_rank *r)
   }
   r->conn = c;
   r->subscribed = false;
-  rc = node_smp_request(n, r, NODE_REQ_SUBSCRIBE, 0);
+  rc = node_smp_request(n, r, NODE_REQ_SUBSCRIBE, 0, NULL);
   if (rc != PT_OK && r->conn == c) {
     r->conn = NULL;
     rpc_conn_close(c, rc);
@@ -198,7 +199,7 @@ void node_smp_announce(struct node *n, struct node_rank *r)
 {
   if (!r->subscribed || r->trainer == NULL || r->trainer->exited)
     return;
-  int rc = node_smp_request(n, r, NODE_REQ_TRAINER_SET, 0);
+  int rc = node_smp_request(n, r, NODE_REQ_TRAINER_SET, 0, NULL);
   if (rc != PT_OK)
     log_warn("smp rank %" PRIu32 ": cannot announce trainer pid %d: %s",
              r->rank, r->trainer->pid, pt_strerror(rc));
@@ -224,13 +225,13 @@ void node_smp_disconnect(struct node_rank *r)
 }
 
 int node_smp_request(struct node *n, struct node_rank *r,
-                     enum node_req_kind kind, uint64_t step)
+                     enum node_req_kind kind, uint64_t step, uint64_t *id_out)
 {
   Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
   Pt__StateQuery sq = PT__STATE_QUERY__INIT;
-  Pt__Protect pr = PT__PROTECT__INIT;
+  Pt__Pin pr = PT__PIN__INIT;
   Pt__Commit cm = PT__COMMIT__INIT;
-  Pt__Abort ab = PT__ABORT__INIT;
+  Pt__Unpin ab = PT__UNPIN__INIT;
   Pt__SetRestore sr = PT__SET_RESTORE__INIT;
   Pt__TrainerSet ts = PT__TRAINER_SET__INIT;
   const ProtobufCMessage *msg;
@@ -267,9 +268,9 @@ int node_smp_request(struct node *n, struct node_rank *r,
     else if (kind == NODE_REQ_PROBE)
       timeout = n->cfg.smp_timeout_ms;
     break;
-  case NODE_REQ_PROTECT:
+  case NODE_REQ_PIN:
     pr.step = step;
-    type = RPC_PROTECT;
+    type = RPC_PIN;
     msg = &pr.base;
     break;
   case NODE_REQ_COMMIT:
@@ -278,10 +279,10 @@ int node_smp_request(struct node *n, struct node_rank *r,
     type = RPC_COMMIT;
     msg = &cm.base;
     break;
-  case NODE_REQ_ABORT:
   case NODE_REQ_UNPIN:
+  case NODE_REQ_STALE_UNPIN:
     ab.step = step;
-    type = RPC_ABORT;
+    type = RPC_UNPIN;
     msg = &ab.base;
     break;
   case NODE_REQ_SET_RESTORE:
@@ -313,12 +314,11 @@ int node_smp_request(struct node *n, struct node_rank *r,
   }
   if (r->conn == NULL)
     return -ECONNRESET; /* closed while sending */
-  bool in_round = kind == NODE_REQ_PROTECT || kind == NODE_REQ_COMMIT ||
-                  kind == NODE_REQ_ABORT;
   r->reqs[r->nreqs++] = (struct node_req){
       .id = id, .kind = kind, .step = step,
-      .round = in_round ? n->round.id : 0,
       .deadline_ms = rpc_now_ms() + timeout, .sent_ms = rpc_now_ms()};
+  if (id_out != NULL)
+    *id_out = id;
   return PT_OK;
 }
 
@@ -380,7 +380,7 @@ static void probe(struct node *n, struct node_rank *r, uint64_t now)
   for (uint32_t k = 0; k < r->nreqs; k++)
     if (r->reqs[k].kind == NODE_REQ_VERIFY || r->reqs[k].kind == NODE_REQ_PROBE)
       return;
-  node_smp_request(n, r, NODE_REQ_PROBE, 0);
+  node_smp_request(n, r, NODE_REQ_PROBE, 0, NULL);
 }
 
 void node_smp_tick(struct node *n, uint64_t now)

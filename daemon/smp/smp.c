@@ -4,7 +4,7 @@
  * It owns the rank's shm object (snapshot/snap_store.h) and is the only
  * process that changes slot states. It serves, on one Unix socket, its
  * trainer (libpt: HELLO, SLOT_ACQUIRE, SEAL, RESTORE_QUERY, BYE) and its node
- * (SUBSCRIBE, STATE_QUERY, PROTECT, COMMIT, ABORT, SET_RESTORE); the
+ * (SUBSCRIBE, STATE_QUERY, PIN, COMMIT, UNPIN, SET_RESTORE); the
  * messages are those of rpc/pt.proto and the exchange is the one of the
  * project's protocol notes.
  * This file starts, listens and stops; the files smp_internal.h lists

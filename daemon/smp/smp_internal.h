@@ -9,8 +9,8 @@
  *                      the node announced (TRAINER_SET)
  *   smp_trainer.c      the trainer's requests: HELLO, SLOT_ACQUIRE, SEAL,
  *                      RESTORE_QUERY, BYE
- *   smp_node.c         the node's requests: SUBSCRIBE, STATE_QUERY, PROTECT,
- *                      COMMIT, ABORT, SET_RESTORE
+ *   smp_node.c         the node's requests: SUBSCRIBE, STATE_QUERY, PIN,
+ *                      COMMIT, UNPIN, SET_RESTORE
  */
 #ifndef PT_SMP_INTERNAL_H
 #define PT_SMP_INTERNAL_H
@@ -201,8 +201,8 @@ void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify);
 int smp_on_subscribe(struct smp_conn *sc, uint64_t id,
                      const Pt__Subscribe *m);
 int smp_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m);
-int smp_on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m);
-int smp_on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m);
+int smp_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m);
+int smp_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m);
 int smp_on_set_restore(struct smp_conn *sc, uint64_t id,
                        const Pt__SetRestore *m);
 

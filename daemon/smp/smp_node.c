@@ -1,12 +1,13 @@
 /*
- * smp_node.c — ptd smp's answers to its node: SUBSCRIBE, STATE_QUERY,
- * PROTECT, COMMIT, ABORT and SET_RESTORE, as the project's protocol notes
- * define them (TRAINER_SET is smp_trainer_pid.c's).
+ * smp_node.c — ptd smp's answers to its node: SUBSCRIBE, STATE_QUERY, PIN,
+ * COMMIT, UNPIN and SET_RESTORE, as the project's protocol notes define
+ * them (TRAINER_SET is smp_trainer_pid.c's).
  *
  * A commit comes in two phases so that it holds on every rank or on none:
- * PROTECT pins the sealed step's slot (no new snapshot may reuse it), then
- * COMMIT makes it the committed step, or ABORT drops the pin when another
- * rank could not protect the step.
+ * PIN pins the sealed step's slot (no new snapshot may reuse it), then
+ * COMMIT makes it the committed step, or UNPIN drops the pin when another
+ * rank could not pin the step (or a pin was left behind by a commit that
+ * did not finish).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -154,33 +155,33 @@ int smp_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
   return 0;
 }
 
-int smp_on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m)
+int smp_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m)
 {
   int rc = -ENOENT;
 
   if (sc->smp->store != NULL)
     rc = snap_slot_protect(sc->smp->store, m->step);
   if (rc == 0)
-    log_debug("protected step %" PRIu64, m->step);
+    log_debug("pinned step %" PRIu64, m->step);
   else
-    log_debug("cannot protect step %" PRIu64 ": no slot holds it sealed",
-             m->step);
+    log_debug("cannot pin step %" PRIu64 ": no slot holds it sealed",
+              m->step);
   smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }
 
-int smp_on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m)
+int smp_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m)
 {
   int rc = -ENOENT;
 
   if (sc->smp->store != NULL)
     rc = snap_slot_unprotect(sc->smp->store, m->step);
   if (rc == 0)
-    log_debug("commit of step %" PRIu64 " abandoned: its slot is sealed "
-              "again", m->step);
+    log_debug("step %" PRIu64 " unpinned: its slot is sealed again",
+              m->step);
   else
-    log_debug("abort of step %" PRIu64 ": no slot holds it protected",
-             m->step);
+    log_debug("cannot unpin step %" PRIu64 ": no slot holds it pinned",
+              m->step);
   smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }

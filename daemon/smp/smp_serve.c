@@ -132,9 +132,9 @@ static int role_of_request(uint32_t type)
   case RPC_BYE:
     return ROLE_TRAINER;
   case RPC_STATE_QUERY:
-  case RPC_PROTECT:
+  case RPC_PIN:
   case RPC_COMMIT:
-  case RPC_ABORT:
+  case RPC_UNPIN:
   case RPC_SET_RESTORE:
   case RPC_TRAINER_SET:
     return ROLE_NODE;
@@ -252,12 +252,12 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_STATE_QUERY:
     smp_state_reply(sc, id, ((Pt__StateQuery *)msg)->verify);
     return 0;
-  case RPC_PROTECT:
-    return smp_on_protect(sc, id, (Pt__Protect *)msg);
+  case RPC_PIN:
+    return smp_on_pin(sc, id, (Pt__Pin *)msg);
   case RPC_COMMIT:
     return smp_on_commit(sc, id, (Pt__Commit *)msg);
-  case RPC_ABORT:
-    return smp_on_abort(sc, id, (Pt__Abort *)msg);
+  case RPC_UNPIN:
+    return smp_on_unpin(sc, id, (Pt__Unpin *)msg);
   case RPC_SET_RESTORE:
     return smp_on_set_restore(sc, id, (Pt__SetRestore *)msg);
   case RPC_TRAINER_SET:

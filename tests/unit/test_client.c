@@ -348,18 +348,18 @@ static int raw_commit(int fd, uint64_t step)
   return raw_status_call(fd, RPC_COMMIT, &q.base);
 }
 
-static int raw_protect(int fd, uint64_t step)
+static int raw_pin(int fd, uint64_t step)
 {
-  Pt__Protect q = PT__PROTECT__INIT;
+  Pt__Pin q = PT__PIN__INIT;
   q.step = step;
-  return raw_status_call(fd, RPC_PROTECT, &q.base);
+  return raw_status_call(fd, RPC_PIN, &q.base);
 }
 
-static int raw_abort(int fd, uint64_t step)
+static int raw_unpin(int fd, uint64_t step)
 {
-  Pt__Abort q = PT__ABORT__INIT;
+  Pt__Unpin q = PT__UNPIN__INIT;
   q.step = step;
-  return raw_status_call(fd, RPC_ABORT, &q.base);
+  return raw_status_call(fd, RPC_UNPIN, &q.base);
 }
 
 static Pt__Event *raw_event(int fd)
@@ -1112,7 +1112,7 @@ START_TEST(test_smp_restart)
 END_TEST
 
 /* Slot policy without commits: sealed slots are reused; nothing is restored
- * until a node commits. The node's side: events, PROTECT, ABORT, COMMIT,
+ * until a node commits. The node's side: events, PIN, UNPIN, COMMIT,
  * SET_RESTORE. */
 START_TEST(test_node_protocol)
 {
@@ -1161,9 +1161,9 @@ START_TEST(test_node_protocol)
 
   /* Two-phase commit: a protected step is never reused by later
    * snapshots; an abort makes it an ordinary sealed step again. */
-  ck_assert_int_eq(raw_protect(fd, 99), -ENOENT);
-  ck_assert_int_eq(raw_protect(fd, 4), 0);
-  ck_assert_int_eq(raw_protect(fd, 4), 0);
+  ck_assert_int_eq(raw_pin(fd, 99), -ENOENT);
+  ck_assert_int_eq(raw_pin(fd, 4), 0);
+  ck_assert_int_eq(raw_pin(fd, 4), 0);
   for (uint64_t k = 5; k <= 6; k++) {
     state_scramble(&s, 40 + k);
     snap_ok(c, k);
@@ -1179,13 +1179,13 @@ START_TEST(test_node_protocol)
     ck_assert_uint_eq(sr->slots[i]->state, pinned ? SNAP_PROTECTED : SNAP_SEALED);
   }
   protobuf_c_message_free_unpacked(&sr->base, NULL);
-  ck_assert_int_eq(raw_abort(fd, 6), -ENOENT); /* sealed, not protected */
-  ck_assert_int_eq(raw_abort(fd, 4), 0);
-  ck_assert_int_eq(raw_abort(fd, 4), -ENOENT);
-  ck_assert_int_eq(raw_protect(fd, 4), 0);
+  ck_assert_int_eq(raw_unpin(fd, 6), -ENOENT); /* sealed, not protected */
+  ck_assert_int_eq(raw_unpin(fd, 4), 0);
+  ck_assert_int_eq(raw_unpin(fd, 4), -ENOENT);
+  ck_assert_int_eq(raw_pin(fd, 4), 0);
   ck_assert_int_eq(raw_commit(fd, 99), -ENOENT);
   ck_assert_int_eq(raw_commit(fd, 4), 0);
-  ck_assert_int_eq(raw_protect(fd, 4), -ENOENT); /* committed already */
+  ck_assert_int_eq(raw_pin(fd, 4), -ENOENT); /* committed already */
   state_scramble(&s, 43);
   restore_expect(c, 4);
   ck_assert(state_eq(&s, &want));
@@ -2003,7 +2003,7 @@ START_TEST(test_fork_child)
                 "event %d: the SMP saw the trainer go", (int)ev->kind);
   ck_assert_uint_eq(ev->step, k + 1);
   protobuf_c_message_free_unpacked(&ev->base, NULL);
-  ck_assert_int_eq(raw_protect(fd, k + 1), 0);
+  ck_assert_int_eq(raw_pin(fd, k + 1), 0);
   ck_assert_int_eq(raw_commit(fd, k + 1), 0);
   state_scramble(&s, 78);
   restore_expect(c, k + 1);

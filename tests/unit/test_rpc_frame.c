@@ -233,8 +233,8 @@ START_TEST(type_table)
       {RPC_STATUS_QUERY, &pt__status_query__descriptor},
       {RPC_STATUS_REPLY, &pt__status_reply__descriptor},
       {RPC_STOP, &pt__stop__descriptor},
-      {RPC_PROTECT, &pt__protect__descriptor},
-      {RPC_ABORT, &pt__abort__descriptor},
+      {RPC_PIN, &pt__pin__descriptor},
+      {RPC_UNPIN, &pt__unpin__descriptor},
       {RPC_TRAINER_SET, &pt__trainer_set__descriptor},
   };
   ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), RPC_TYPE_MAX_);
@@ -406,14 +406,14 @@ START_TEST(pack_unpack_small_types)
   protobuf_c_message_free_unpacked(&ost->base, NULL);
 
   /* The two phases of a commit and its abandonment carry a step each. */
-  Pt__Protect pr = PT__PROTECT__INIT;
+  Pt__Pin pr = PT__PIN__INIT;
   pr.step = UINT64_MAX - 3;
-  Pt__Protect *opr = (Pt__Protect *)round_trip(RPC_PROTECT, 7, &pr.base);
+  Pt__Pin *opr = (Pt__Pin *)round_trip(RPC_PIN, 7, &pr.base);
   ck_assert_uint_eq(opr->step, UINT64_MAX - 3);
   protobuf_c_message_free_unpacked(&opr->base, NULL);
-  Pt__Abort ab = PT__ABORT__INIT;
+  Pt__Unpin ab = PT__UNPIN__INIT;
   ab.step = 41;
-  Pt__Abort *oab = (Pt__Abort *)round_trip(RPC_ABORT, 8, &ab.base);
+  Pt__Unpin *oab = (Pt__Unpin *)round_trip(RPC_UNPIN, 8, &ab.base);
   ck_assert_uint_eq(oab->step, 41);
   protobuf_c_message_free_unpacked(&oab->base, NULL);
   /* Both bodies are one step field: only the frame type tells them apart,
@@ -421,13 +421,13 @@ START_TEST(pack_unpack_small_types)
    * read under the ABORT type is an Abort of the same step. */
   uint8_t *f;
   size_t flen;
-  ck_assert_int_eq(rpc_frame_pack(&f, &flen, RPC_ABORT, 9, &pr.base), -EINVAL);
-  ck_assert_int_eq(rpc_frame_pack(&f, &flen, RPC_PROTECT, 9, &pr.base), PT_OK);
+  ck_assert_int_eq(rpc_frame_pack(&f, &flen, RPC_UNPIN, 9, &pr.base), -EINVAL);
+  ck_assert_int_eq(rpc_frame_pack(&f, &flen, RPC_PIN, 9, &pr.base), PT_OK);
   ProtobufCMessage *um = NULL;
-  ck_assert_int_eq(rpc_body_unpack(RPC_ABORT, f + RPC_HDR_BYTES,
+  ck_assert_int_eq(rpc_body_unpack(RPC_UNPIN, f + RPC_HDR_BYTES,
                                    flen - RPC_HDR_BYTES, &um), PT_OK);
-  ck_assert_ptr_eq(um->descriptor, &pt__abort__descriptor);
-  ck_assert_uint_eq(((Pt__Abort *)um)->step, UINT64_MAX - 3);
+  ck_assert_ptr_eq(um->descriptor, &pt__unpin__descriptor);
+  ck_assert_uint_eq(((Pt__Unpin *)um)->step, UINT64_MAX - 3);
   protobuf_c_message_free_unpacked(um, NULL);
   free(f);
 

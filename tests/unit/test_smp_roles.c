@@ -190,9 +190,9 @@ static Pt__Seal q_seal = PT__SEAL__INIT;
 static Pt__RestoreQuery q_rq = PT__RESTORE_QUERY__INIT;
 static Pt__Bye q_bye = PT__BYE__INIT;
 static Pt__StateQuery q_sq = PT__STATE_QUERY__INIT;
-static Pt__Protect q_prot = PT__PROTECT__INIT;
+static Pt__Pin q_pin = PT__PIN__INIT;
 static Pt__Commit q_commit = PT__COMMIT__INIT;
-static Pt__Abort q_abort = PT__ABORT__INIT;
+static Pt__Unpin q_unpin = PT__UNPIN__INIT;
 static Pt__SetRestore q_none = PT__SET_RESTORE__INIT; /* no step: free all */
 
 static const struct req trainer_reqs[] = {
@@ -200,8 +200,8 @@ static const struct req trainer_reqs[] = {
   { RPC_RESTORE_QUERY, &q_rq.base }, { RPC_BYE, &q_bye.base },
 };
 static const struct req node_reqs[] = {
-  { RPC_STATE_QUERY, &q_sq.base }, { RPC_PROTECT, &q_prot.base },
-  { RPC_COMMIT, &q_commit.base },  { RPC_ABORT, &q_abort.base },
+  { RPC_STATE_QUERY, &q_sq.base }, { RPC_PIN, &q_pin.base },
+  { RPC_COMMIT, &q_commit.base },  { RPC_UNPIN, &q_unpin.base },
   { RPC_SET_RESTORE, &q_none.base },
 };
 #define NREQ(a) (sizeof(a) / sizeof((a)[0]))
@@ -331,7 +331,7 @@ START_TEST(cross_role_requests_refused)
   fx_init(&f);
   smp_fork(&f, NULL);
   int tr = trainer_with_step(&f);
-  q_prot.step = 7;
+  q_pin.step = 7;
   q_commit.step = 7;
   for (size_t i = 0; i < NREQ(node_reqs); i++)
     ck_assert_int_eq(call(tr, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
@@ -350,7 +350,7 @@ START_TEST(cross_role_requests_refused)
 
   /* Both keep their roles. */
   ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
-  ck_assert_int_eq(call(node, RPC_PROTECT, &q_prot.base), 0);
+  ck_assert_int_eq(call(node, RPC_PIN, &q_pin.base), 0);
   ck_assert_int_eq(slot_state_of(node, 7), SNAP_PROTECTED);
   close(node);
   close(tr);
