@@ -37,6 +37,9 @@
 
 /* crc32_iscsi and libuv's reads take int and unsigned int lengths. */
 #define RUN_MAX ((size_t)1 << 30)
+/* A payload is read in pieces of at most this much, so that each piece's
+ * CRC is computed while the piece is still in the cache. */
+#define READ_PIECE ((size_t)256 << 10)
 
 uint32_t rpc_crc32c(uint32_t crc, const void *buf, size_t len)
 {
@@ -162,7 +165,7 @@ void rpci_bulk_alloc(struct rpc_conn *c, uv_buf_t *buf)
 
   if (c->brx.dst != NULL) {
     buf->base = (char *)c->brx.dst + c->brx.have;
-    buf->len = left < RUN_MAX ? (size_t)left : RUN_MAX;
+    buf->len = left < READ_PIECE ? (size_t)left : READ_PIECE;
   } else { /* discarding: through rbuf */
     buf->base = (char *)c->rbuf;
     buf->len = left < sizeof(c->rbuf) ? (size_t)left : sizeof(c->rbuf);
