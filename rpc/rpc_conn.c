@@ -254,6 +254,7 @@ int rpci_queue(struct rpc_conn *c, struct rpci_wreq *w)
   *c->pending_tail = w;
   c->pending_tail = &w->next;
   c->pending_bytes += w->len + w->payload_len;
+  c->pending_payload += w->payload_len;
   return PT_OK;
 }
 
@@ -263,12 +264,14 @@ size_t rpc_conn_queued_bytes(struct rpc_conn *c)
 }
 
 /* Frame bytes not yet written: what max_write_queue bounds. libuv counts
- * payloads too, at most bulk_inflight of them. */
+ * payloads too, at most bulk_inflight of them; the pending queue counts
+ * pending_payload. */
 static size_t frames_queued(struct rpc_conn *c)
 {
   size_t q = rpc_conn_queued_bytes(c);
+  size_t payload = c->bulk_inflight + c->pending_payload;
 
-  return q > c->bulk_inflight ? q - c->bulk_inflight : 0;
+  return q > payload ? q - payload : 0;
 }
 
 int rpc_conn_send(struct rpc_conn *c, uint32_t type, uint64_t request_id,
@@ -311,12 +314,15 @@ void rpci_conn_ready(struct rpc_conn *c)
     if (c->pending == NULL)
       c->pending_tail = &c->pending;
     c->pending_bytes -= w->len + w->payload_len;
+    c->pending_payload -= w->payload_len;
     w->next = NULL;
     if (rpci_write(c, w) < 0) {
       /* Closed: w goes back to the queue, whose callbacks conn_close_cb
        * runs. */
       w->next = c->pending;
       c->pending = w;
+      if (w->next == NULL)
+        c->pending_tail = &w->next;
       return;
     }
   }

@@ -86,7 +86,8 @@ struct rpc_conn {
   size_t held;          /* this conn's share of the buffer cap */
   int close_err;
   struct rpci_wreq *pending, **pending_tail; /* until ready */
-  size_t pending_bytes;
+  size_t pending_bytes;   /* frames and payloads in the pending queue */
+  size_t pending_payload; /* of which payloads */
   size_t bulk_inflight; /* payload bytes handed to libuv, not yet done */
   struct rpc_handshake *hs; /* TCP, until the handshake is done */
   uint32_t peer_role;

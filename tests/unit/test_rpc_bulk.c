@@ -175,13 +175,17 @@ static bool run_until(bool (*cond)(void), int ms)
 
 static bool is_ready(void) { return F.tx_ready == 1 && F.rx != NULL; }
 
+/* Runs between the dial and the handshake's end, when set. */
+static void (*g_before_ready)(void);
+
 static void fx_setup(uint64_t max_bulk, size_t bulk_queue_max)
 {
   struct rpc_conn_ops rops = {.on_msg = rx_msg, .on_close = rx_close,
                               .on_bulk_begin = rx_begin,
                               .on_bulk_done = rx_done, .max_bulk = max_bulk};
   struct rpc_conn_ops tops = {.on_close = tx_close, .on_ready = tx_ready,
-                              .bulk_queue_max = bulk_queue_max};
+                              .bulk_queue_max = bulk_queue_max,
+                              .max_write_queue = (size_t)1 << 20};
   struct rpc_auth ta;
 
   memset(&F, 0, sizeof(F));
@@ -207,6 +211,8 @@ static void fx_setup(uint64_t max_bulk, size_t bulk_queue_max)
   ck_assert_int_eq(rpc_conn_connect_tcp(&F.loop, "127.0.0.1",
                                         rpc_listener_port(F.l), &tops, &ta,
                                         5000, NULL, &F.tx), PT_OK);
+  if (g_before_ready != NULL)
+    g_before_ready();
   ck_assert(run_until(is_ready, 5000));
 }
 
@@ -431,6 +437,34 @@ START_TEST(bulk_peer_dies_mid_payload)
 }
 END_TEST
 
+/* Sent before the handshake is done: held, then sent in order. */
+static void send_early(void)
+{
+  src_make((size_t)8 << 20, 7);
+  struct rpc_bulk_hdr h = hdr_of(0, F.src_len, F.src);
+  ck_assert_int_eq(F.tx_ready, 0);
+  ck_assert_int_eq(rpc_conn_send_bulk(F.tx, &h, F.src, tx_sent, NULL), PT_OK);
+  Pt__Stop stop = PT__STOP__INIT;
+  /* The payload does not count against max_write_queue (1 MiB here). */
+  ck_assert_int_eq(rpc_conn_send(F.tx, RPC_STOP, 1, &stop.base), PT_OK);
+  ck_assert_uint_ge(rpc_conn_queued_bytes(F.tx), F.src_len);
+}
+
+START_TEST(bulk_queued_before_handshake)
+{
+  g_before_ready = send_early;
+  fx_setup(0, 0);
+  g_before_ready = NULL;
+  g_want_dones = 1;
+  ck_assert(run_until(dones_reached, 10000));
+  ck_assert(run_until(msgs_reached, 5000));
+  ck_assert_int_eq(F.status[0], PT_OK);
+  ck_assert(memcmp(F.dst, F.src, F.src_len) == 0);
+  ck_assert_int_eq(F.sent_ok, 1);
+  fx_teardown();
+}
+END_TEST
+
 static bool tx_closed(void) { return F.tx_closes == 1; }
 
 START_TEST(bulk_refused_where_not_taken)
@@ -463,6 +497,7 @@ int main(void)
   tcase_add_test(tc, bulk_backpressure_signalled_and_drained);
   tcase_add_test(tc, bulk_peer_dies_mid_payload);
   tcase_add_test(tc, bulk_refused_where_not_taken);
+  tcase_add_test(tc, bulk_queued_before_handshake);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
