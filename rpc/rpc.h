@@ -226,7 +226,7 @@ int rpc_sock_recv(int fd, uint32_t max_body, uint64_t deadline_ms,
 int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
                   uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply);
 
-/* ---- libuv connections (ptd only; rpc_conn.c) ---- */
+/* ---- libuv connections (ptd only; rpc_conn.c, rpc_unix.c, rpc_tcp.c) ---- */
 
 struct uv_loop_s;
 struct rpc_conn;
@@ -253,7 +253,7 @@ typedef void (*rpc_log_fn)(enum rpc_log_kind kind, int level, const char *line);
 void rpc_set_log_cb(rpc_log_fn fn);
 
 /* Called for every complete, decoded frame. msg is freed after the callback
- * returns. Return non-zero to close the connection (logged as a warning):
+ * returns. Return non-zero to close the connection (an RPC_LOG_CLOSE line):
  * a negative value is on_close's err, a positive one becomes PT_EPROTO. */
 typedef int (*rpc_msg_cb)(struct rpc_conn *c, const struct rpc_hdr *h,
                           ProtobufCMessage *msg);
@@ -263,9 +263,9 @@ typedef int (*rpc_msg_cb)(struct rpc_conn *c, const struct rpc_hdr *h,
  * conn and go on using it until it returns. The conn is freed after it
  * returns. */
 typedef void (*rpc_close_cb)(struct rpc_conn *c, int err);
-/* Called for every accepted connection (its data starts as the listener's);
- * return non-zero to refuse it: a refused conn is closed and never reaches
- * on_close. */
+/* Called for every accepted connection (its data starts as the listener's),
+ * over TCP once it is authenticated; return non-zero to refuse it: a
+ * refused conn is closed and never reaches on_close. */
 typedef int (*rpc_accept_cb)(struct rpc_listener *l, struct rpc_conn *c);
 /* Called when no byte has arrived on c for its idle deadline; return 0 to
  * keep it open (the deadline starts again), non-zero to close it with
@@ -312,7 +312,10 @@ struct rpc_conn_ops {
   /* TCP: connect plus handshake deadline of accepted conns (a dialled conn
    * has its own, rpc_conn_connect_tcp); 0: RPC_AUTH_TIMEOUT_MS. */
   uint32_t auth_ms;
-  /* Bulk frames: a conn without on_bulk_begin closes on one (PT_EPROTO). */
+  /* Bulk frames: a conn without on_bulk_begin closes on one (PT_EPROTO).
+   * A conn with it reads no byte past the frame it is in (a payload must
+   * not land in the read buffer), so its control frames cost two reads
+   * each: give it to peer links, not to chatty control conns. */
   rpc_bulk_begin_cb on_bulk_begin;
   rpc_bulk_done_cb on_bulk_done;
   uint64_t max_bulk;       /* payload bytes accepted; 0: RPC_MAX_BULK_DEFAULT */
@@ -421,7 +424,8 @@ const char *rpc_conn_peer_node(struct rpc_conn *c);
 void rpc_conn_set_idle(struct rpc_conn *c, uint32_t idle_ms);
 /* Milliseconds since the last byte arrived on c (or since it connected). */
 uint64_t rpc_conn_idle_ms(struct rpc_conn *c);
-/* Bytes of an incomplete frame c has received (0 between frames). */
+/* Bytes of an incomplete frame c has received, a bulk payload's included
+ * (0 between frames). */
 size_t rpc_conn_partial_bytes(struct rpc_conn *c);
 /* A trusted conn is never closed for the buffer cap. */
 void rpc_conn_set_trusted(struct rpc_conn *c, bool trusted);
