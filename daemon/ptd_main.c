@@ -5,6 +5,7 @@
  *
  *   ptd node ...    supervise one SMP and one trainer per local rank
  *   ptd smp ...     hold one rank's snapshots (spawned by ptd node)
+ *   ptd keygen FILE write a new cluster key (rpc_key_write)
  *
  * Exit status 2 for a usage error, as every role does.
  */
@@ -13,6 +14,36 @@
 
 #include "pt.h"
 #include "daemon/roles.h"
+#include "rpc/rpc.h"
+
+/* ptd keygen FILE: 32 random bytes, mode 0600, never over an existing
+ * file. */
+static int keygen_main(int argc, char **argv)
+{
+  char err[512];
+
+  if (argc == 2 && (strcmp(argv[1], "--help") == 0 ||
+                    strcmp(argv[1], "-h") == 0)) {
+    fputs("usage: ptd keygen FILE\n"
+          "\n"
+          "Writes a new cluster key to FILE: 32 random bytes, mode 0600.\n"
+          "FILE must not exist. Every daemon of a cluster reads the same\n"
+          "key to authenticate the others over TCP; copy it to each node\n"
+          "with its mode kept (a key readable by group or others is\n"
+          "refused).\n",
+          stdout);
+    return 0;
+  }
+  if (argc != 2 || argv[1][0] == '-') {
+    fputs("usage: ptd keygen FILE\n", stderr);
+    return 2;
+  }
+  if (rpc_key_write(argv[1], err, sizeof(err)) != PT_OK) {
+    fprintf(stderr, "ptd keygen: %s\n", err);
+    return 1;
+  }
+  return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -23,6 +54,7 @@ static void usage(FILE *f)
         "           trainer per local rank; see 'ptd node --help'\n"
         "  smp      the snapshot management process of one rank (started by\n"
         "           ptd node); see 'ptd smp --help'\n"
+        "  keygen   write a new cluster key: ptd keygen FILE\n"
         "\n"
         "  ptd --help       this text\n"
         "  ptd --version    the version\n",
@@ -39,6 +71,8 @@ int main(int argc, char **argv)
     return node_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "smp") == 0)
     return smp_main(argc - 1, argv + 1);
+  if (strcmp(argv[1], "keygen") == 0)
+    return keygen_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     usage(stdout);

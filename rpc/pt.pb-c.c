@@ -1087,6 +1087,186 @@ void   pt__stop__free_unpacked
   assert(message->base.descriptor == &pt__stop__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__auth_hello__init
+                     (Pt__AuthHello         *message)
+{
+  static const Pt__AuthHello init_value = PT__AUTH_HELLO__INIT;
+  *message = init_value;
+}
+size_t pt__auth_hello__get_packed_size
+                     (const Pt__AuthHello *message)
+{
+  assert(message->base.descriptor == &pt__auth_hello__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__auth_hello__pack
+                     (const Pt__AuthHello *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__auth_hello__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__auth_hello__pack_to_buffer
+                     (const Pt__AuthHello *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__auth_hello__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__AuthHello *
+       pt__auth_hello__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__AuthHello *)
+     protobuf_c_message_unpack (&pt__auth_hello__descriptor,
+                                allocator, len, data);
+}
+void   pt__auth_hello__free_unpacked
+                     (Pt__AuthHello *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__auth_hello__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__auth_challenge__init
+                     (Pt__AuthChallenge         *message)
+{
+  static const Pt__AuthChallenge init_value = PT__AUTH_CHALLENGE__INIT;
+  *message = init_value;
+}
+size_t pt__auth_challenge__get_packed_size
+                     (const Pt__AuthChallenge *message)
+{
+  assert(message->base.descriptor == &pt__auth_challenge__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__auth_challenge__pack
+                     (const Pt__AuthChallenge *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__auth_challenge__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__auth_challenge__pack_to_buffer
+                     (const Pt__AuthChallenge *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__auth_challenge__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__AuthChallenge *
+       pt__auth_challenge__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__AuthChallenge *)
+     protobuf_c_message_unpack (&pt__auth_challenge__descriptor,
+                                allocator, len, data);
+}
+void   pt__auth_challenge__free_unpacked
+                     (Pt__AuthChallenge *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__auth_challenge__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__auth_proof__init
+                     (Pt__AuthProof         *message)
+{
+  static const Pt__AuthProof init_value = PT__AUTH_PROOF__INIT;
+  *message = init_value;
+}
+size_t pt__auth_proof__get_packed_size
+                     (const Pt__AuthProof *message)
+{
+  assert(message->base.descriptor == &pt__auth_proof__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__auth_proof__pack
+                     (const Pt__AuthProof *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__auth_proof__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__auth_proof__pack_to_buffer
+                     (const Pt__AuthProof *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__auth_proof__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__AuthProof *
+       pt__auth_proof__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__AuthProof *)
+     protobuf_c_message_unpack (&pt__auth_proof__descriptor,
+                                allocator, len, data);
+}
+void   pt__auth_proof__free_unpacked
+                     (Pt__AuthProof *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__auth_proof__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__bulk_header__init
+                     (Pt__BulkHeader         *message)
+{
+  static const Pt__BulkHeader init_value = PT__BULK_HEADER__INIT;
+  *message = init_value;
+}
+size_t pt__bulk_header__get_packed_size
+                     (const Pt__BulkHeader *message)
+{
+  assert(message->base.descriptor == &pt__bulk_header__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__bulk_header__pack
+                     (const Pt__BulkHeader *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__bulk_header__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__bulk_header__pack_to_buffer
+                     (const Pt__BulkHeader *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__bulk_header__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__BulkHeader *
+       pt__bulk_header__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__BulkHeader *)
+     protobuf_c_message_unpack (&pt__bulk_header__descriptor,
+                                allocator, len, data);
+}
+void   pt__bulk_header__free_unpacked
+                     (Pt__BulkHeader *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__bulk_header__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -2730,6 +2910,288 @@ const ProtobufCMessageDescriptor pt__stop__descriptor =
   pt__stop__field_indices_by_name,
   0,  pt__stop__number_ranges,
   (ProtobufCMessageInit) pt__stop__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__auth_hello__field_descriptors[4] =
+{
+  {
+    "version",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthHello, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "role",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthHello, role),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthHello, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nonce",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthHello, nonce),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__auth_hello__field_indices_by_name[] = {
+  2,   /* field[2] = node_id */
+  3,   /* field[3] = nonce */
+  1,   /* field[1] = role */
+  0,   /* field[0] = version */
+};
+static const ProtobufCIntRange pt__auth_hello__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__auth_hello__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.AuthHello",
+  "AuthHello",
+  "Pt__AuthHello",
+  "pt",
+  sizeof(Pt__AuthHello),
+  4,
+  pt__auth_hello__field_descriptors,
+  pt__auth_hello__field_indices_by_name,
+  1,  pt__auth_hello__number_ranges,
+  (ProtobufCMessageInit) pt__auth_hello__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__auth_challenge__field_descriptors[4] =
+{
+  {
+    "role",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthChallenge, role),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthChallenge, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nonce",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthChallenge, nonce),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mac",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthChallenge, mac),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__auth_challenge__field_indices_by_name[] = {
+  3,   /* field[3] = mac */
+  1,   /* field[1] = node_id */
+  2,   /* field[2] = nonce */
+  0,   /* field[0] = role */
+};
+static const ProtobufCIntRange pt__auth_challenge__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__auth_challenge__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.AuthChallenge",
+  "AuthChallenge",
+  "Pt__AuthChallenge",
+  "pt",
+  sizeof(Pt__AuthChallenge),
+  4,
+  pt__auth_challenge__field_descriptors,
+  pt__auth_challenge__field_indices_by_name,
+  1,  pt__auth_challenge__number_ranges,
+  (ProtobufCMessageInit) pt__auth_challenge__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__auth_proof__field_descriptors[1] =
+{
+  {
+    "mac",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__AuthProof, mac),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__auth_proof__field_indices_by_name[] = {
+  0,   /* field[0] = mac */
+};
+static const ProtobufCIntRange pt__auth_proof__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__auth_proof__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.AuthProof",
+  "AuthProof",
+  "Pt__AuthProof",
+  "pt",
+  sizeof(Pt__AuthProof),
+  1,
+  pt__auth_proof__field_descriptors,
+  pt__auth_proof__field_indices_by_name,
+  1,  pt__auth_proof__number_ranges,
+  (ProtobufCMessageInit) pt__auth_proof__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__bulk_header__field_descriptors[5] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__BulkHeader, kind),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tag",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__BulkHeader, tag),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "offset",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__BulkHeader, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "length",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__BulkHeader, length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "crc32c",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_FIXED32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__BulkHeader, crc32c),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__bulk_header__field_indices_by_name[] = {
+  4,   /* field[4] = crc32c */
+  0,   /* field[0] = kind */
+  3,   /* field[3] = length */
+  2,   /* field[2] = offset */
+  1,   /* field[1] = tag */
+};
+static const ProtobufCIntRange pt__bulk_header__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__bulk_header__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.BulkHeader",
+  "BulkHeader",
+  "Pt__BulkHeader",
+  "pt",
+  sizeof(Pt__BulkHeader),
+  5,
+  pt__bulk_header__field_descriptors,
+  pt__bulk_header__field_indices_by_name,
+  1,  pt__bulk_header__number_ranges,
+  (ProtobufCMessageInit) pt__bulk_header__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =

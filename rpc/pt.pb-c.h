@@ -39,6 +39,10 @@ typedef struct Pt__StatusQuery Pt__StatusQuery;
 typedef struct Pt__RankStatus Pt__RankStatus;
 typedef struct Pt__StatusReply Pt__StatusReply;
 typedef struct Pt__Stop Pt__Stop;
+typedef struct Pt__AuthHello Pt__AuthHello;
+typedef struct Pt__AuthChallenge Pt__AuthChallenge;
+typedef struct Pt__AuthProof Pt__AuthProof;
+typedef struct Pt__BulkHeader Pt__BulkHeader;
 
 
 /* --- enums --- */
@@ -535,6 +539,105 @@ struct  Pt__Stop
      }
 
 
+/*
+ * RPC_AUTH_HELLO: dialler -> acceptor.
+ */
+struct  Pt__AuthHello
+{
+  ProtobufCMessage base;
+  /*
+   * RPC_AUTH_VERSION
+   */
+  uint32_t version;
+  /*
+   * what the dialler is (caller-defined)
+   */
+  uint32_t role;
+  /*
+   * at most RPC_NODE_ID_MAX bytes
+   */
+  char *node_id;
+  /*
+   * RPC_AUTH_NONCE_BYTES random bytes
+   */
+  ProtobufCBinaryData nonce;
+};
+#define PT__AUTH_HELLO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__auth_hello__descriptor) \
+    , 0, 0, NULL, {0,NULL} }
+
+
+/*
+ * RPC_AUTH_CHALLENGE: acceptor -> dialler.
+ */
+struct  Pt__AuthChallenge
+{
+  ProtobufCMessage base;
+  uint32_t role;
+  char *node_id;
+  /*
+   * RPC_AUTH_NONCE_BYTES random bytes
+   */
+  ProtobufCBinaryData nonce;
+  /*
+   * crypto_auth of the acceptor's input
+   */
+  ProtobufCBinaryData mac;
+};
+#define PT__AUTH_CHALLENGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__auth_challenge__descriptor) \
+    , 0, NULL, {0,NULL}, {0,NULL} }
+
+
+/*
+ * RPC_AUTH_PROOF: dialler -> acceptor; the handshake is done when it checks.
+ */
+struct  Pt__AuthProof
+{
+  ProtobufCMessage base;
+  /*
+   * crypto_auth of the dialler's input
+   */
+  ProtobufCBinaryData mac;
+};
+#define PT__AUTH_PROOF__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__auth_proof__descriptor) \
+    , {0,NULL} }
+
+
+/*
+ * RPC_BULK: describes the raw payload that follows this frame on the stream
+ * (length bytes, not protobuf): the receiver places them where it chooses.
+ */
+struct  Pt__BulkHeader
+{
+  ProtobufCMessage base;
+  /*
+   * what the payload is (caller-defined)
+   */
+  uint32_t kind;
+  /*
+   * which one (caller-defined)
+   */
+  uint64_t tag;
+  /*
+   * where in it (caller-defined)
+   */
+  uint64_t offset;
+  /*
+   * payload bytes that follow
+   */
+  uint64_t length;
+  /*
+   * crc32_iscsi(payload, length, ~0)
+   */
+  uint32_t crc32c;
+};
+#define PT__BULK_HEADER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__bulk_header__descriptor) \
+    , 0, 0, 0, 0, 0 }
+
+
 /* Pt__Region methods */
 void   pt__region__init
                      (Pt__Region         *message);
@@ -991,6 +1094,82 @@ Pt__Stop *
 void   pt__stop__free_unpacked
                      (Pt__Stop *message,
                       ProtobufCAllocator *allocator);
+/* Pt__AuthHello methods */
+void   pt__auth_hello__init
+                     (Pt__AuthHello         *message);
+size_t pt__auth_hello__get_packed_size
+                     (const Pt__AuthHello   *message);
+size_t pt__auth_hello__pack
+                     (const Pt__AuthHello   *message,
+                      uint8_t             *out);
+size_t pt__auth_hello__pack_to_buffer
+                     (const Pt__AuthHello   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__AuthHello *
+       pt__auth_hello__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__auth_hello__free_unpacked
+                     (Pt__AuthHello *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__AuthChallenge methods */
+void   pt__auth_challenge__init
+                     (Pt__AuthChallenge         *message);
+size_t pt__auth_challenge__get_packed_size
+                     (const Pt__AuthChallenge   *message);
+size_t pt__auth_challenge__pack
+                     (const Pt__AuthChallenge   *message,
+                      uint8_t             *out);
+size_t pt__auth_challenge__pack_to_buffer
+                     (const Pt__AuthChallenge   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__AuthChallenge *
+       pt__auth_challenge__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__auth_challenge__free_unpacked
+                     (Pt__AuthChallenge *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__AuthProof methods */
+void   pt__auth_proof__init
+                     (Pt__AuthProof         *message);
+size_t pt__auth_proof__get_packed_size
+                     (const Pt__AuthProof   *message);
+size_t pt__auth_proof__pack
+                     (const Pt__AuthProof   *message,
+                      uint8_t             *out);
+size_t pt__auth_proof__pack_to_buffer
+                     (const Pt__AuthProof   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__AuthProof *
+       pt__auth_proof__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__auth_proof__free_unpacked
+                     (Pt__AuthProof *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__BulkHeader methods */
+void   pt__bulk_header__init
+                     (Pt__BulkHeader         *message);
+size_t pt__bulk_header__get_packed_size
+                     (const Pt__BulkHeader   *message);
+size_t pt__bulk_header__pack
+                     (const Pt__BulkHeader   *message,
+                      uint8_t             *out);
+size_t pt__bulk_header__pack_to_buffer
+                     (const Pt__BulkHeader   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__BulkHeader *
+       pt__bulk_header__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__bulk_header__free_unpacked
+                     (Pt__BulkHeader *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -1065,6 +1244,18 @@ typedef void (*Pt__StatusReply_Closure)
 typedef void (*Pt__Stop_Closure)
                  (const Pt__Stop *message,
                   void *closure_data);
+typedef void (*Pt__AuthHello_Closure)
+                 (const Pt__AuthHello *message,
+                  void *closure_data);
+typedef void (*Pt__AuthChallenge_Closure)
+                 (const Pt__AuthChallenge *message,
+                  void *closure_data);
+typedef void (*Pt__AuthProof_Closure)
+                 (const Pt__AuthProof *message,
+                  void *closure_data);
+typedef void (*Pt__BulkHeader_Closure)
+                 (const Pt__BulkHeader *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1096,6 +1287,10 @@ extern const ProtobufCMessageDescriptor pt__status_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__rank_status__descriptor;
 extern const ProtobufCMessageDescriptor pt__status_reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__stop__descriptor;
+extern const ProtobufCMessageDescriptor pt__auth_hello__descriptor;
+extern const ProtobufCMessageDescriptor pt__auth_challenge__descriptor;
+extern const ProtobufCMessageDescriptor pt__auth_proof__descriptor;
+extern const ProtobufCMessageDescriptor pt__bulk_header__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -13,11 +13,25 @@
  *   16      8      request id: echoed in the reply; 0 for events
  *
  * Three layers, each usable alone:
- *   - pure framing (rpc_hdr_*, rpc_parser_*, rpc_frame_pack): no I/O, fuzzed;
+ *   - pure framing (rpc_hdr_*, rpc_parser_*, rpc_frame_pack, the checks of
+ *     handshake and bulk headers): no I/O, fuzzed (rpc_frame.c);
  *   - blocking calls with deadlines over a file descriptor (rpc_sock_*), used
- *     by libpt and ptctl, which must not run an event loop;
- *   - libuv connections and listeners (rpc_conn_*, rpc_listen_unix), used by
- *     ptd; these live in rpc_conn.c, which libpt does not link.
+ *     by libpt and ptctl, which must not run an event loop (rpc_sock.c);
+ *   - libuv connections and listeners over any libuv stream: Unix sockets
+ *     (rpc_listen_unix, peers checked by SO_PEERCRED) and TCP (rpc_listen_tcp,
+ *     peers authenticated by a cluster key), with bulk frames whose raw
+ *     payload goes straight into the receiver's buffer. Used by ptd; libpt
+ *     does not link these files (rpc_conn.c, rpc_unix.c, rpc_tcp.c,
+ *     rpc_auth.c, rpc_bulk.c).
+ *
+ * Bulk frame: an RPC_BULK frame whose body is a Pt__BulkHeader (what, its
+ * length, its CRC32C), then `length` raw payload bytes, outside protobuf.
+ *
+ * TCP authentication (rpc_auth.c): a mutual challenge-response at connect,
+ * AUTH_HELLO / AUTH_CHALLENGE / AUTH_PROOF, with HMAC-SHA512-256 over a
+ * shared 32-byte cluster key. It proves that both ends hold the key; the
+ * frames after it are neither encrypted nor authenticated, so the cluster
+ * network must be one that nobody else can write to.
  *
  * rpc/ logs nothing and knows nothing of the daemons: every call reports
  * through its return code and the callbacks below; the few lines an
@@ -73,7 +87,13 @@ enum rpc_type {
   RPC_PIN = 19,          /* Pt__Pin */
   RPC_UNPIN = 20,        /* Pt__Unpin */
   RPC_TRAINER_SET = 21,  /* Pt__TrainerSet */
-  RPC_TYPE_MAX_ = 21,
+  /* The transport's own frames (rpc_auth.c, rpc_bulk.c); never reach
+   * on_msg. */
+  RPC_AUTH_HELLO = 22,     /* Pt__AuthHello */
+  RPC_AUTH_CHALLENGE = 23, /* Pt__AuthChallenge */
+  RPC_AUTH_PROOF = 24,     /* Pt__AuthProof */
+  RPC_BULK = 25,           /* Pt__BulkHeader, then the raw payload */
+  RPC_TYPE_MAX_ = 25,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */
@@ -142,6 +162,41 @@ void rpc_parser_release(struct rpc_parser *p);
  * pointer. */
 int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
                     rpc_frame_cb on_frame, void *arg);
+/* Bytes that complete what p is collecting now: the rest of a header, or
+ * the rest of a body (RPC_HDR_BYTES between frames). A reader that never
+ * feeds more than this delivers at most one frame per feed and never reads
+ * a byte past it (rpc_conn.c does so on conns that take bulk frames). */
+size_t rpc_parser_want(const struct rpc_parser *p);
+
+/* ---- the transport's frames, pure checks (fuzzed with the parser) ---- */
+
+#define RPC_AUTH_VERSION 1u
+#define RPC_AUTH_NONCE_BYTES 32u
+#define RPC_AUTH_MAC_BYTES 32u  /* crypto_auth_BYTES */
+#define RPC_KEY_BYTES 32u       /* crypto_auth_KEYBYTES */
+#define RPC_NODE_ID_MAX 255u    /* bytes of a node id, NUL excluded */
+/* Handshake frames are small: during the handshake a conn accepts bodies
+ * of at most this many bytes, so a stranger cannot make it allocate. */
+#define RPC_AUTH_MAX_BODY 1024u
+
+/* Checks an unpacked handshake message (type RPC_AUTH_*) for what protobuf
+ * cannot: the version, nonce and MAC sizes, the node id's length and that
+ * it holds no NUL. PT_OK, or PT_EPROTO (also for any other type). */
+int rpc_auth_msg_check(uint32_t type, const ProtobufCMessage *msg);
+
+/* What a bulk frame carries (Pt__BulkHeader, decoded). */
+struct rpc_bulk_hdr {
+  uint32_t kind;   /* caller-defined: what the payload is */
+  uint64_t tag;    /* caller-defined: which one */
+  uint64_t offset; /* caller-defined: where in it */
+  uint64_t length; /* payload bytes following the frame */
+  uint32_t crc32c; /* crc32c_update(CRC32C_SEED, payload, length) */
+};
+/* Decodes an RPC_BULK body. PT_EPROTO when it does not decode;
+ * PT_ETOOBIG when length > max_payload (so a receiver refuses the payload
+ * before reading a byte of it). OUT: *h. */
+int rpc_bulk_hdr_decode(const uint8_t *body, size_t len, uint64_t max_payload,
+                        struct rpc_bulk_hdr *h);
 
 /* ---- blocking I/O with deadlines (libpt, ptctl) ---- */
 
@@ -171,7 +226,7 @@ int rpc_sock_recv(int fd, uint32_t max_body, uint64_t deadline_ms,
 int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
                   uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply);
 
-/* ---- libuv connections (ptd only; rpc_conn.c) ---- */
+/* ---- libuv connections (ptd only; rpc_conn.c, rpc_unix.c, rpc_tcp.c) ---- */
 
 struct uv_loop_s;
 struct rpc_conn;
@@ -198,7 +253,7 @@ typedef void (*rpc_log_fn)(enum rpc_log_kind kind, int level, const char *line);
 void rpc_set_log_cb(rpc_log_fn fn);
 
 /* Called for every complete, decoded frame. msg is freed after the callback
- * returns. Return non-zero to close the connection (logged as a warning):
+ * returns. Return non-zero to close the connection (an RPC_LOG_CLOSE line):
  * a negative value is on_close's err, a positive one becomes PT_EPROTO. */
 typedef int (*rpc_msg_cb)(struct rpc_conn *c, const struct rpc_hdr *h,
                           ProtobufCMessage *msg);
@@ -208,25 +263,67 @@ typedef int (*rpc_msg_cb)(struct rpc_conn *c, const struct rpc_hdr *h,
  * conn and go on using it until it returns. The conn is freed after it
  * returns. */
 typedef void (*rpc_close_cb)(struct rpc_conn *c, int err);
-/* Called for every accepted connection (its data starts as the listener's);
- * return non-zero to refuse it: a refused conn is closed and never reaches
- * on_close. */
+/* Called for every accepted connection (its data starts as the listener's),
+ * over TCP once it is authenticated; return non-zero to refuse it: a
+ * refused conn is closed and never reaches on_close. */
 typedef int (*rpc_accept_cb)(struct rpc_listener *l, struct rpc_conn *c);
 /* Called when no byte has arrived on c for its idle deadline; return 0 to
  * keep it open (the deadline starts again), non-zero to close it with
  * -ETIMEDOUT. */
 typedef int (*rpc_idle_cb)(struct rpc_conn *c);
 
+/* Called once when a dialled conn can carry frames (connected and, over
+ * TCP, authenticated); frames sent before were queued and go out now. */
+typedef void (*rpc_ready_cb)(struct rpc_conn *c);
+
+/* Bulk frames (rpc_bulk.c). The receiver names where a payload goes before
+ * any byte of it is read: on_bulk_begin gets the decoded header (length
+ * already checked against max_bulk) and sets *dst to a buffer of at least
+ * h->length bytes, which libuv then reads into directly. It returns PT_OK,
+ * or a negative code to close the conn with it. *dst == NULL discards the
+ * payload (on_bulk_done then gets -ECANCELED). dst must stay valid until
+ * on_bulk_done. */
+typedef int (*rpc_bulk_begin_cb)(struct rpc_conn *c,
+                                 const struct rpc_bulk_hdr *h, void **dst);
+/* Called exactly once for every on_bulk_begin that returned PT_OK: status
+ * PT_OK (all bytes in dst, CRC32C matched), PT_ECHECKSUM (all bytes in dst,
+ * CRC32C did not match: that transfer failed, the conn stays open, as the
+ * stream is still in step), -ECANCELED (discarded), or the conn's close
+ * error when it closed mid-payload (PT_EPROTO for a peer that died there;
+ * on_close follows). dst is the caller's again when it returns. */
+typedef void (*rpc_bulk_done_cb)(struct rpc_conn *c,
+                                 const struct rpc_bulk_hdr *h, void *dst,
+                                 int status);
+/* Called when a conn that refused a bulk send with -EAGAIN has room again. */
+typedef void (*rpc_drain_cb)(struct rpc_conn *c);
+
 struct rpc_conn_ops {
   rpc_msg_cb on_msg;
   rpc_close_cb on_close;
   uint32_t max_body;       /* 0: RPC_MAX_BODY_DEFAULT */
-  size_t max_write_queue;  /* bytes queued before the peer counts as stuck
-                              and is closed with -ENOBUFS; 0: 64 MiB */
+  size_t max_write_queue;  /* bytes of frames queued (bulk payloads not
+                              counted: they are the caller's) before the
+                              peer counts as stuck and is closed with
+                              -ENOBUFS; 0: 64 MiB */
   uint32_t idle_ms;        /* idle deadline of every conn (0: none); see
                               rpc_conn_set_idle */
   rpc_idle_cb on_idle;     /* NULL: an idle conn is closed (-ETIMEDOUT) */
+  rpc_ready_cb on_ready;   /* dialled conns; may be NULL */
+  /* TCP: connect plus handshake deadline of accepted conns (a dialled conn
+   * has its own, rpc_conn_connect_tcp); 0: RPC_AUTH_TIMEOUT_MS. */
+  uint32_t auth_ms;
+  /* Bulk frames: a conn without on_bulk_begin closes on one (PT_EPROTO).
+   * A conn with it reads no byte past the frame it is in (a payload must
+   * not land in the read buffer), so its control frames cost two reads
+   * each: give it to peer links, not to chatty control conns. */
+  rpc_bulk_begin_cb on_bulk_begin;
+  rpc_bulk_done_cb on_bulk_done;
+  uint64_t max_bulk;       /* payload bytes accepted; 0: RPC_MAX_BULK_DEFAULT */
+  size_t bulk_queue_max;   /* rpc_conn_send_bulk's mark; 0: 16 MiB */
+  rpc_drain_cb on_drain;   /* may be NULL */
 };
+#define RPC_AUTH_TIMEOUT_MS 10000u
+#define RPC_MAX_BULK_DEFAULT ((uint64_t)1 << 30)
 
 /*
  * Limits on what peers make a process hold. None of these is logged: the
@@ -263,6 +360,45 @@ void *rpc_listener_data(struct rpc_listener *l);
 int rpc_conn_connect_unix(struct uv_loop_s *loop, const char *path,
                           const struct rpc_conn_ops *ops, void *data,
                           struct rpc_conn **out);
+
+/*
+ * TCP (rpc_tcp.c). host is a numeric IPv4 or IPv6 address ("127.0.0.1",
+ * "::1", "0.0.0.0", "::"); no name resolution here (-EINVAL). Every TCP
+ * conn has TCP_NODELAY and keepalive (RPC_TCP_KEEPALIVE_S), and is
+ * authenticated before anything else: the dialler runs the handshake at
+ * connect, the listener answers it; auth (required: -EINVAL when NULL) says
+ * who we are and holds the key, and is copied. Until the handshake has
+ * succeeded no other frame is parsed (a conn is closed on the first one)
+ * and no body over RPC_AUTH_MAX_BODY is accepted. An accepted conn reaches
+ * on_accept only once authenticated; one that fails (wrong or missing key,
+ * garbage, a replayed or truncated handshake, ops.auth_ms passing) is
+ * closed with one RPC_LOG_REFUSE line naming the peer's address and never
+ * reaches on_close.
+ */
+#define RPC_TCP_KEEPALIVE_S 15u
+struct rpc_auth {
+  uint8_t key[RPC_KEY_BYTES];         /* the cluster key (rpc_key_load) */
+  uint32_t role;                      /* what this side is: caller-defined */
+  char node_id[RPC_NODE_ID_MAX + 1];  /* who this side is */
+};
+/* Listens on host:port (port 0: any free port, see rpc_listener_port).
+ * -EADDRINUSE, -EINVAL (host not numeric, auth NULL or its node id too
+ * long), or libuv's errors. OUT: *out, closed with rpc_listener_close. */
+int rpc_listen_tcp(struct uv_loop_s *loop, const char *host, int port,
+                   const struct rpc_conn_ops *ops, const struct rpc_auth *auth,
+                   rpc_accept_cb on_accept, void *data,
+                   struct rpc_listener **out);
+/* The port a TCP listener is bound to (0 for a Unix listener). */
+int rpc_listener_port(struct rpc_listener *l);
+/* Connects to host:port and authenticates, asynchronously: frames sent
+ * before on_ready are queued. When both are not done within timeout_ms
+ * (0: RPC_AUTH_TIMEOUT_MS) the conn closes with -ETIMEDOUT; a peer without
+ * our key: -EACCES; a refused connect: libuv's error, all through
+ * on_close. -EINVAL as rpc_listen_tcp. OUT: *out. */
+int rpc_conn_connect_tcp(struct uv_loop_s *loop, const char *host, int port,
+                         const struct rpc_conn_ops *ops,
+                         const struct rpc_auth *auth, uint32_t timeout_ms,
+                         void *data, struct rpc_conn **out);
 /* Queues one frame. -ENOBUFS (and the conn is closing) past max_write_queue;
  * -EPIPE once the conn is closing; -EINVAL as rpc_frame_pack. */
 int rpc_conn_send(struct rpc_conn *c, uint32_t type, uint64_t request_id,
@@ -273,17 +409,110 @@ void rpc_conn_close(struct rpc_conn *c, int err);
 void rpc_conn_set_data(struct rpc_conn *c, void *data);
 void *rpc_conn_data(struct rpc_conn *c);
 struct rpc_listener *rpc_conn_listener(struct rpc_conn *c); /* NULL if dialled */
-/* Peer credentials from SO_PEERCRED (-1 when unknown). */
+/* Peer credentials from SO_PEERCRED (-1 when unknown, and over TCP). */
 int rpc_conn_peer_pid(struct rpc_conn *c);
 int rpc_conn_peer_uid(struct rpc_conn *c);
+/* The peer in words, for log lines: "pid 42" over a Unix socket,
+ * "127.0.0.1:5000" or "[::1]:5000" over TCP. Never NULL. */
+const char *rpc_conn_peer_name(struct rpc_conn *c);
+/* What an authenticated TCP peer said it is (its rpc_auth role and node
+ * id): 0 and "" before the handshake and over a Unix socket. */
+uint32_t rpc_conn_peer_role(struct rpc_conn *c);
+const char *rpc_conn_peer_node(struct rpc_conn *c);
 /* A new idle deadline for c, counted from the last byte received; 0 turns
  * it off. */
 void rpc_conn_set_idle(struct rpc_conn *c, uint32_t idle_ms);
 /* Milliseconds since the last byte arrived on c (or since it connected). */
 uint64_t rpc_conn_idle_ms(struct rpc_conn *c);
-/* Bytes of an incomplete frame c has received (0 between frames). */
+/* Bytes of an incomplete frame c has received, a bulk payload's included
+ * (0 between frames). */
 size_t rpc_conn_partial_bytes(struct rpc_conn *c);
 /* A trusted conn is never closed for the buffer cap. */
 void rpc_conn_set_trusted(struct rpc_conn *c, bool trusted);
+
+/* ---- bulk frames (rpc_bulk.c) ---- */
+
+/* Called once for every rpc_conn_send_bulk that returned PT_OK, when the
+ * payload has been handed to the kernel (PT_OK) or will never be (the
+ * conn's close error, -ECANCELED when it closed cleanly): the caller's
+ * buffer is its own again. */
+typedef void (*rpc_bulk_sent_cb)(struct rpc_conn *c, void *arg, int status);
+/* Queues one bulk frame: header h (h->crc32c is the caller's CRC of the
+ * payload, see common/crc32c.h; a wrong one fails the transfer at the receiver)
+ * and h->length bytes from payload, which are written from the caller's
+ * buffer, never copied: it must stay valid and unchanged until sent(arg).
+ * Backpressure: -EAGAIN, and nothing queued, when the conn already holds
+ * ops.bulk_queue_max bytes or more not yet written; on_drain follows when
+ * it is below again (at least one send is always taken on an idle conn).
+ * -EPIPE once the conn is closing. sent may be NULL. */
+int rpc_conn_send_bulk(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+                       const void *payload, rpc_bulk_sent_cb sent, void *arg);
+/* Bytes queued on c and not yet written (frames and payloads). */
+size_t rpc_conn_queued_bytes(struct rpc_conn *c);
+
+
+/* ---- keys and the handshake's steps (rpc_auth.c; libsodium) ---- */
+
+/* Reads a cluster key: a regular file of exactly RPC_KEY_BYTES bytes,
+ * owned by us, not a symlink, with no permission for group or others.
+ * -ELOOP (symlink), -EPERM (mode or owner), -EINVAL (size, not a regular
+ * file), or open's error; errbuf (may be NULL) gets a sentence naming path
+ * and the fix. OUT: key. */
+int rpc_key_load(const char *path, uint8_t key[RPC_KEY_BYTES], char *errbuf,
+                 size_t errlen);
+/* Creates path (O_EXCL|O_NOFOLLOW: -EEXIST when anything is there) with
+ * mode 0600 and RPC_KEY_BYTES fresh random bytes, synced. A partly written
+ * file is removed. errbuf as rpc_key_load. */
+int rpc_key_write(const char *path, char *errbuf, size_t errlen);
+
+/*
+ * One side of the handshake, as a state machine without I/O: rpc_tcp.c
+ * drives it over libuv, rpc_sock_handshake over a blocking socket.
+ *
+ *   dialler:  next(NULL) -> HELLO;  next(CHALLENGE) -> PROOF, done
+ *   acceptor: next(HELLO) -> CHALLENGE;  next(PROOF) -> done
+ *
+ * The dialler's MAC input is "pt-rpc-auth-1", 'C', nonce_c, nonce_s,
+ * role_c (le32), len(id_c) (1 byte), id_c, role_s (le32), len(id_s), id_s;
+ * the acceptor's is the same with 'S'. Both nonces are fresh per handshake
+ * from both sides, so a recorded handshake replayed fails, and the label
+ * byte keeps one side's MAC from being reflected as the other's.
+ */
+#define RPC_HANDSHAKE_DONE 1
+struct rpc_handshake {
+  struct rpc_auth self;
+  bool dialler;
+  int step;
+  uint8_t nonce_c[RPC_AUTH_NONCE_BYTES], nonce_s[RPC_AUTH_NONCE_BYTES];
+  uint8_t mac[RPC_AUTH_MAC_BYTES];
+  uint32_t peer_role;                 /* valid once the peer said it */
+  char peer_node[RPC_NODE_ID_MAX + 1];
+  union {                             /* the message next() gave out */
+    Pt__AuthHello hello;
+    Pt__AuthChallenge challenge;
+    Pt__AuthProof proof;
+  } out;
+};
+/* -EINVAL for a node id longer than RPC_NODE_ID_MAX; -ENOSYS when libsodium
+ * cannot start. */
+int rpc_handshake_init(struct rpc_handshake *hs, const struct rpc_auth *self,
+                       bool dialler);
+/* Feeds the peer's message (in_type 0 and in NULL for the dialler's first
+ * call) and gives the message to send (OUT: *out_type, *out: NULL when
+ * there is none; it lives in hs until the next call). Returns PT_OK (send
+ * *out, wait for the peer), RPC_HANDSHAKE_DONE (send *out if any; the peer
+ * is authenticated), -EACCES (the peer's MAC is wrong: it lacks our key, or
+ * replays another handshake), or PT_EPROTO (a message out of turn, or one
+ * rpc_auth_msg_check refuses). After an error hs is failed. */
+int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
+                       const ProtobufCMessage *in, uint32_t *out_type,
+                       const ProtobufCMessage **out);
+/* Wipes the key and nonces. */
+void rpc_handshake_release(struct rpc_handshake *hs);
+/* The dialler's handshake over a connected blocking socket (rpc_sock_*),
+ * within timeout_ms; the errors of rpc_handshake_next and rpc_sock_*.
+ * OUT: *peer_role and peer_node (RPC_NODE_ID_MAX + 1 bytes), may be NULL. */
+int rpc_sock_handshake(int fd, const struct rpc_auth *self, int timeout_ms,
+                       uint32_t *peer_role, char *peer_node);
 
 #endif /* PT_RPC_H */

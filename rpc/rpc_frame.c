@@ -1,7 +1,8 @@
 /*
  * rpc_frame.c — the pure framing layer of rpc.h: frame header encoding and
  * checking, the frame type <-> protobuf-c message table, packing a message
- * into one frame, unpacking a body, and the incremental stream parser.
+ * into one frame, unpacking a body, the incremental stream parser, and the
+ * checks of the transport's own frames (handshake messages, bulk headers).
  * Nothing here does I/O; the libFuzzer target tests/fuzz/fuzz_frame.c drives
  * this file alone.
  *
@@ -58,6 +59,10 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_PIN] = {"PIN", &pt__pin__descriptor},
     [RPC_UNPIN] = {"UNPIN", &pt__unpin__descriptor},
     [RPC_TRAINER_SET] = {"TRAINER_SET", &pt__trainer_set__descriptor},
+    [RPC_AUTH_HELLO] = {"AUTH_HELLO", &pt__auth_hello__descriptor},
+    [RPC_AUTH_CHALLENGE] = {"AUTH_CHALLENGE", &pt__auth_challenge__descriptor},
+    [RPC_AUTH_PROOF] = {"AUTH_PROOF", &pt__auth_proof__descriptor},
+    [RPC_BULK] = {"BULK", &pt__bulk_header__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)
@@ -340,4 +345,64 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
     if (rc != 0)
       return rc;
   }
+}
+
+size_t rpc_parser_want(const struct rpc_parser *p)
+{
+  if (p->hdr_have < RPC_HDR_BYTES)
+    return RPC_HDR_BYTES - p->hdr_have;
+  return p->cur.length - p->body_have;
+}
+
+/* ---- the transport's frames ---------------------------------------------- */
+
+static bool node_id_ok(const char *id)
+{
+  return id != NULL && strlen(id) <= RPC_NODE_ID_MAX;
+}
+
+int rpc_auth_msg_check(uint32_t type, const ProtobufCMessage *msg)
+{
+  if (msg == NULL || msg->descriptor != rpc_type_descriptor(type))
+    return PT_EPROTO;
+  switch (type) {
+  case RPC_AUTH_HELLO: {
+    const Pt__AuthHello *m = (const Pt__AuthHello *)msg;
+    if (m->version != RPC_AUTH_VERSION || !node_id_ok(m->node_id) ||
+        m->nonce.len != RPC_AUTH_NONCE_BYTES)
+      return PT_EPROTO;
+    return PT_OK;
+  }
+  case RPC_AUTH_CHALLENGE: {
+    const Pt__AuthChallenge *m = (const Pt__AuthChallenge *)msg;
+    if (!node_id_ok(m->node_id) || m->nonce.len != RPC_AUTH_NONCE_BYTES ||
+        m->mac.len != RPC_AUTH_MAC_BYTES)
+      return PT_EPROTO;
+    return PT_OK;
+  }
+  case RPC_AUTH_PROOF: {
+    const Pt__AuthProof *m = (const Pt__AuthProof *)msg;
+    return m->mac.len == RPC_AUTH_MAC_BYTES ? PT_OK : PT_EPROTO;
+  }
+  default:
+    return PT_EPROTO;
+  }
+}
+
+int rpc_bulk_hdr_decode(const uint8_t *body, size_t len, uint64_t max_payload,
+                        struct rpc_bulk_hdr *h)
+{
+  ProtobufCMessage *msg;
+  int rc = rpc_body_unpack(RPC_BULK, body, len, &msg);
+
+  if (rc != PT_OK)
+    return rc;
+  const Pt__BulkHeader *m = (const Pt__BulkHeader *)msg;
+  h->kind = m->kind;
+  h->tag = m->tag;
+  h->offset = m->offset;
+  h->length = m->length;
+  h->crc32c = m->crc32c;
+  protobuf_c_message_free_unpacked(msg, NULL);
+  return h->length > max_payload ? PT_ETOOBIG : PT_OK;
 }

@@ -187,6 +187,16 @@ struct bench_net_result {
 int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
                   char *errbuf, size_t errlen);
 
+struct bench_bulk_result {
+  double bulk_gbps; /* payload bytes through rpc bulk frames */
+  uint64_t bytes;
+  size_t piece;     /* bytes per bulk frame */
+};
+/* bench_bulk.c: bulk frames through the rpc layer over an authenticated
+ * loopback TCP connection into a pre-faulted shm buffer. */
+int bench_bulk_run(const struct bench_opts *o, struct bench_bulk_result *r,
+                   char *errbuf, size_t errlen);
+
 struct bench_train_result {
   double step_ms_pt, step_ms_nopt;
   double step_overhead_ratio;

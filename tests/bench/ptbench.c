@@ -27,6 +27,9 @@
  *                          over several fresh allocations of the buffers
  *   tcp_raw_gbps           plain sockets over loopback TCP, 1 MiB writes:
  *                          the limit of the network part
+ *   bulk_gbps              rpc bulk frames over an authenticated loopback TCP
+ *                          connection into a pre-faulted shm buffer, CRC32C
+ *                          checked (bench_bulk.c), against that limit
  *
  * Copy rates are medians of interleaved repetitions; GB/s means 1e9 bytes
  * per second. The run starts its own SMP (and ptd node for the training
@@ -107,6 +110,8 @@ struct results {
   struct bench_recover_result recover;
   struct bench_ec_result ec;
   bool have_copy, have_file, have_net, have_train, have_ec, have_recover;
+  struct bench_bulk_result bulk;
+  bool have_bulk;
   double blocking_vs_file;
   double elapsed_s;
 };
@@ -195,7 +200,21 @@ static size_t targets_fill(const struct results *res, struct target *t)
   t[n++] = (struct target){ "recovery_ms", "kill -9 to next committed step",
                             res->have_recover ? res->recover.recovery_ms : nan_, false, 1000,
                             "recovery_ms (backoff excluded), ms" };
+  t[n++] = (struct target){ "bulk_vs_tcp_raw", "bulk frames / raw TCP",
+                            res->have_bulk && res->have_net
+                                ? res->bulk.bulk_gbps / res->net.tcp_raw_gbps : nan_,
+                            true, 0.8, "bulk_gbps / tcp_raw_gbps" };
   return n;
+}
+
+/* The target named key (every key is filled by targets_fill). */
+static const struct target *target_find(const struct target *t, size_t n,
+                                        const char *key)
+{
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(t[i].key, key) == 0)
+      return &t[i];
+  return NULL;
 }
 
 static bool target_ok(const struct target *t)
@@ -349,6 +368,7 @@ static void print_json(const struct bench_opts *o, const struct results *res,
   json_num(&j, "ec82_decode_vs_encode_max", res->have_ec ? res->ec.ec82_decode_ratio_max : nan_);
 
   json_num(&j, "tcp_raw_gbps", res->have_net ? res->net.tcp_raw_gbps : nan_);
+  json_num(&j, "bulk_gbps", res->have_bulk ? res->bulk.bulk_gbps : nan_);
   json_num(&j, "elapsed_s", res->elapsed_s);
 
   json_key(&j, "targets");
@@ -519,6 +539,10 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   }
   fmt(b1, sizeof(b1), "%.2f GB/s", res->have_net ? res->net.tcp_raw_gbps : NAN);
   row("TCP raw (loopback, 1 MiB)", b1, "(network limit)", NAN, "", "");
+  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_bulk ? res->bulk.bulk_gbps : NAN);
+  snprintf(fl, sizeof(fl), "%s GB/s raw TCP",
+           fmt(b2, sizeof(b2), "%.2f", res->have_net ? res->net.tcp_raw_gbps : NAN));
+  target_row(target_find(t, nt, "bulk_vs_tcp_raw"), "bulk frames, rpc, auth TCP", b1, fl);
 
   int missed = 0;
 
@@ -631,6 +655,13 @@ int main(int argc, char **argv)
   if (rc < 0)
     goto out_fail;
   res.have_net = true;
+
+  if (o.verbose)
+    fprintf(stderr, "ptbench: bulk frames over authenticated loopback TCP\n");
+  rc = bench_bulk_run(&o, &res.bulk, err, sizeof(err));
+  if (rc < 0)
+    goto out_fail;
+  res.have_bulk = true;
 
   if (o.verbose)
     fprintf(stderr, "ptbench: erasure coding (4+2, 8+2)\n");

@@ -1,7 +1,12 @@
 /*
  * fuzz_frame.c — libFuzzer target for the framing layer (rpc/rpc_frame.c):
  * header decoding, the incremental parser and body unpacking, on bytes as
- * hostile as a peer on the socket could send.
+ * hostile as a peer on the socket could send; and the transport's own
+ * frames: every bulk header is decoded (rpc_bulk_hdr_decode) at several
+ * limits, and every handshake message is checked (rpc_auth_msg_check) and
+ * fed to an acceptor's and a dialler's handshake (rpc/rpc_auth.c), which
+ * must never complete: that would take a MAC made with a key the input
+ * cannot know (an authentication bypass, reported as a finding).
  *
  * Each input is treated as a byte stream. It is parsed twice: once in one
  * piece, once cut at pseudo-random points derived from the input's hash.
@@ -42,6 +47,51 @@ static void check(int cond)
     abort();
 }
 
+/* One acceptor and one dialler handshake per input, fed every handshake
+ * message in stream order. */
+static struct rpc_handshake hs_acc, hs_dial;
+
+static void handshake_frames(uint32_t type, const ProtobufCMessage *msg)
+{
+  const ProtobufCMessage *out;
+  uint32_t out_type;
+  int crc = rpc_auth_msg_check(type, msg);
+
+  check(crc == PT_OK || crc == PT_EPROTO);
+  if (crc == PT_OK && type == RPC_AUTH_HELLO) {
+    const Pt__AuthHello *m = (const Pt__AuthHello *)msg;
+    check(m->nonce.len == RPC_AUTH_NONCE_BYTES);
+    check(strlen(m->node_id) <= RPC_NODE_ID_MAX);
+  }
+  for (int side = 0; side < 2; side++) {
+    struct rpc_handshake *hs = side == 0 ? &hs_acc : &hs_dial;
+    int rc = rpc_handshake_next(hs, type, msg, &out_type, &out);
+    check(rc == PT_OK || rc == -EACCES || rc == PT_EPROTO);
+    check(rc != RPC_HANDSHAKE_DONE); /* no MAC without the key */
+    if (rc == PT_OK) { /* the acceptor answered a HELLO */
+      check(side == 0 && type == RPC_AUTH_HELLO && crc == PT_OK);
+      check(out_type == RPC_AUTH_CHALLENGE && out != NULL);
+      check(rpc_auth_msg_check(out_type, out) == PT_OK);
+    }
+  }
+}
+
+static void bulk_frame(const uint8_t *body, size_t len, int unpack_rc)
+{
+  static const uint64_t limits[] = {0, 1, (uint64_t)1 << 20, UINT64_MAX};
+  struct rpc_bulk_hdr bh;
+
+  for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+    int rc = rpc_bulk_hdr_decode(body, len, limits[i], &bh);
+    check(rc == PT_OK || rc == PT_EPROTO || rc == PT_ETOOBIG);
+    check((rc == PT_EPROTO) == (unpack_rc != PT_OK));
+    if (rc == PT_OK)
+      check(bh.length <= limits[i]);
+    if (rc == PT_ETOOBIG)
+      check(bh.length > limits[i]);
+  }
+}
+
 static int on_frame(void *arg, const struct rpc_hdr *h, const uint8_t *body)
 {
   struct trace *t = arg;
@@ -50,6 +100,12 @@ static int on_frame(void *arg, const struct rpc_hdr *h, const uint8_t *body)
 
   check(rc == PT_OK || rc == PT_EPROTO);
   check((rc == PT_OK) == (msg != NULL));
+  if (h->type == RPC_BULK)
+    bulk_frame(body, h->length, rc);
+  if (rc == PT_OK && (h->type == RPC_AUTH_HELLO ||
+                      h->type == RPC_AUTH_CHALLENGE ||
+                      h->type == RPC_AUTH_PROOF))
+    handshake_frames(h->type, msg);
   if (rc == PT_OK) {
     uint8_t *frame;
     size_t len;
@@ -93,10 +149,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
   }
 
+  /* A fixed key: the input cannot know it. The dialler has sent its HELLO
+   * and waits for a challenge. */
+  struct rpc_auth self = {.role = 1, .node_id = "fuzz"};
+  const ProtobufCMessage *out;
+  uint32_t out_type;
+  memset(self.key, 0x5a, sizeof(self.key));
+  check(rpc_handshake_init(&hs_acc, &self, false) == PT_OK);
+  check(rpc_handshake_init(&hs_dial, &self, true) == PT_OK);
+  check(rpc_handshake_next(&hs_dial, 0, NULL, &out_type, &out) == PT_OK);
+  check(out_type == RPC_AUTH_HELLO);
+
   whole.n = 0;
   rpc_parser_init(&p, RPC_MAX_BODY_DEFAULT);
   rc_whole = rpc_parser_feed(&p, data, size, on_frame, &whole);
   rpc_parser_release(&p);
+  rpc_handshake_release(&hs_acc);
+  rpc_handshake_release(&hs_dial);
+  check(rpc_handshake_init(&hs_acc, &self, false) == PT_OK);
+  check(rpc_handshake_init(&hs_dial, &self, true) == PT_OK);
+  check(rpc_handshake_next(&hs_dial, 0, NULL, &out_type, &out) == PT_OK);
 
   /* The same bytes in pieces of pseudo-random sizes (1 to 64 bytes, now and
    * then a large one), including empty pieces. */
@@ -115,6 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     off += n;
   }
   rpc_parser_release(&p);
+  rpc_handshake_release(&hs_acc);
+  rpc_handshake_release(&hs_dial);
 
   check(rc_whole == PT_OK || rc_whole == PT_EPROTO || rc_whole == PT_ETOOBIG ||
         rc_whole == -ENOMEM);

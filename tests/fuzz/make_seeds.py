@@ -11,6 +11,7 @@ import struct
 
 MAGIC, VERSION = 0x46525450, 1
 HELLO, SLOT_REPLY, SEAL, REPLY, RESTORE_QUERY, STATE_REPLY, EVENT, STOP = 1, 4, 5, 6, 7, 12, 13, 18
+AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF, BULK = 22, 23, 24, 25
 
 
 def varint(v):
@@ -51,7 +52,20 @@ slot_info = f_varint(1, 0) + f_varint(2, 3) + f_varint(3, 7) + f_varint(4, 1) + 
 state_reply = f_varint(1, 0) + f_varint(3, 1) + f_bytes(4, slot_info)
 event = f_varint(1, 1) + f_varint(2, 0) + f_varint(3, 10)
 
+def f_fixed32(field, v):
+    return varint(field << 3 | 5) + struct.pack("<I", v)
+
+
+auth_hello = f_varint(1, 1) + f_varint(2, 3) + f_bytes(3, b"cli") + f_bytes(4, bytes(range(32)))
+auth_challenge = (f_varint(1, 7) + f_bytes(2, b"srv") + f_bytes(3, bytes(range(32, 64)))
+                  + f_bytes(4, bytes(32)))
+auth_proof = f_bytes(1, bytes(range(1, 33)))
+bulk = f_varint(1, 2) + f_varint(2, 77) + f_varint(3, 4096) + f_varint(4, 16) + f_fixed32(5, 0x12345678)
+
 seeds = {
+    "auth_handshake.bin": frame(AUTH_HELLO, 0, auth_hello) + frame(AUTH_CHALLENGE, 0, auth_challenge)
+    + frame(AUTH_PROOF, 0, auth_proof),
+    "bulk_header.bin": frame(BULK, 0, bulk) + frame(STOP, 7),  # payload is not the parser's
     "hello.bin": frame(HELLO, 1, hello),
     "slot_reply.bin": frame(SLOT_REPLY, 2, slot_reply),
     "restore_query_empty.bin": frame(RESTORE_QUERY, 3),

@@ -60,6 +60,7 @@ required = [
     "recovery_ms", "recovery_backoff_ms", "recovery_total_ms", "recovery_step_ms",
     "recovery_trainer_ms",
 ]
+required.append("bulk_gbps")  # rpc bulk frames (bench_bulk.c)
 bad = []
 for k in required:
     v = d.get(k)
@@ -142,6 +143,8 @@ expect = {
     "first_snapshot_vs_steady": d["first_snapshot_ms"] / d["snapshot_ms"],
     "recovery_ms": d["recovery_ms"],
 }
+# Bulk frames against the plain-socket figure, whatever its name.
+expect["bulk_vs_tcp_raw"] = d["bulk_gbps"] / d["tcp_raw_gbps"]
 if not (isinstance(d.get("ec_allocations"), int) and d["ec_allocations"] % 2 == 1
         and d["ec_allocations"] >= 3):
     print(f"bench_quick: FAIL: ec_allocations {d.get('ec_allocations')!r}, expected an odd count >= 3")

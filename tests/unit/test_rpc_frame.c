@@ -236,6 +236,10 @@ START_TEST(type_table)
       {RPC_PIN, &pt__pin__descriptor},
       {RPC_UNPIN, &pt__unpin__descriptor},
       {RPC_TRAINER_SET, &pt__trainer_set__descriptor},
+      {RPC_AUTH_HELLO, &pt__auth_hello__descriptor},
+      {RPC_AUTH_CHALLENGE, &pt__auth_challenge__descriptor},
+      {RPC_AUTH_PROOF, &pt__auth_proof__descriptor},
+      {RPC_BULK, &pt__bulk_header__descriptor},
   };
   ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), RPC_TYPE_MAX_);
   for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
