@@ -14,7 +14,7 @@
 
 static bool slot_is_readable(uint32_t state)
 {
-  return state == SNAP_SEALED || state == SNAP_PROTECTED ||
+  return state == SNAP_SEALED || state == SNAP_PINNED ||
          state == SNAP_COMMITTED;
 }
 

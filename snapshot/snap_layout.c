@@ -58,6 +58,8 @@ const char *snap_state_name(uint32_t state)
     return "WRITING";
   case SNAP_SEALED:
     return "SEALED";
+  case SNAP_PINNED:
+    return "PINNED";
   case SNAP_PROTECTED:
     return "PROTECTED";
   case SNAP_COMMITTED:
@@ -296,8 +298,10 @@ int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
   uint32_t version = snap_get32(hdr + HDR_VERSION);
   if (version != SNAP_VERSION)
     return snap_err(errbuf, errlen, PT_EVERSION,
-                    "'%s': format version %" PRIu32
-                    ", this build reads version %u",
+                    "'%s': snapshot format version %" PRIu32
+                    ", this build reads only version %u (an object made by "
+                    "another pt release is not converted; remove it, or "
+                    "use the release that made it)",
                     name, version, SNAP_VERSION);
   uint32_t stored = snap_get32(hdr + HDR_CRC);
   uint32_t crc = crc32c(hdr, HDR_CRC_COVERS);
@@ -506,7 +510,7 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
     uint32_t st = (uint32_t)w;
     if ((st & SNAP_STATE_BUSY) == 0 &&
         (uint32_t)(w >> 32) == snap_record_crc(s, i, st) &&
-        st > SNAP_COMMITTED) {
+        st > SNAP_STATE_MAX) {
       rc = snap_err(errbuf, errlen, PT_EFORMAT,
                     "'%s': slot %" PRIu32 " has unknown state %" PRIu32, name,
                     i, st);

@@ -80,22 +80,27 @@
  * (for at most SNAP_RECORD_WAIT_MS); a stable word whose CRC does not match
  * the fields is a damaged record.
  *
- * Slot states go FREE -> WRITING -> SEALED -> PROTECTED -> COMMITTED -> FREE.
+ * Slot states go FREE -> WRITING -> SEALED -> PINNED -> COMMITTED -> FREE.
  * Each transition is one atomic release store made after the data it describes
  * is complete; readers load the state with acquire. A slot found WRITING by
  * snap_store_recover() is invalid and becomes FREE. The newest COMMITTED slot
  * is never handed out for writing; older COMMITTED slots stay readable (a
  * fallback when the newest is damaged) until a writer needs their space.
  *
- * PROTECTED is the first phase of a commit that must hold on every rank or on
- * none: ptd node pins a step that every rank sealed (snap_slot_protect), and
+ * PINNED is the first phase of a commit that must hold on every rank or on
+ * none: ptd node pins a step that every rank sealed (snap_slot_pin), and
  * only when every rank pinned it does it commit the step everywhere; if one
- * rank no longer holds it, the others drop their pin (snap_slot_unprotect).
- * A PROTECTED slot is never handed out for writing, so between the two
+ * rank no longer holds it, the others drop their pin (snap_slot_unpin).
+ * A PINNED slot is never handed out for writing, so between the two
  * phases no rank can lose the step that the others are about to commit, and
  * the previous committed step (still the newest COMMITTED one) stays too.
- * When erasure coding lands, PROTECTED will also mean that the slot's parity
- * was acknowledged by the other nodes of its coding group.
+ *
+ * PROTECTED is reserved for a slot whose parity was acknowledged by the
+ * other nodes of its coding group (SEALED -> PINNED -> PROTECTED ->
+ * COMMITTED once erasure coding is wired). Nothing sets it yet; every
+ * function here treats a PROTECTED slot as a PINNED one (holds data, never
+ * handed out, committed, unpinned or cleared by a restore as PINNED is),
+ * which never drops bytes a commit may still need.
  */
 #ifndef PT_SNAP_STORE_H
 #define PT_SNAP_STORE_H
@@ -105,7 +110,7 @@
 #include <stdint.h>
 
 #define SNAP_MAGIC "PTSNAP\0\1"
-#define SNAP_VERSION 3u
+#define SNAP_VERSION 4u /* 3 -> 4: PINNED named apart from PROTECTED */
 #define SNAP_HEADER_BYTES 4096u
 #define SNAP_ALIGN ((uint64_t)2 << 20)
 #define SNAP_REGION_ALIGN 64u  /* of each region within a slot */
@@ -121,14 +126,31 @@
 #define SNAP_MAX_SLOTS 8
 #define SNAP_INSTANCE_BYTES 16 /* the job instance id */
 
+/* The values are stored in the object; renumbering them is a new
+ * SNAP_VERSION. Version 3 had PROTECTED = 3 meaning what PINNED means now
+ * and COMMITTED = 4. */
 enum snap_state {
   SNAP_FREE = 0,
   SNAP_WRITING = 1,
   SNAP_SEALED = 2,
-  SNAP_PROTECTED = 3,
-  SNAP_COMMITTED = 4,
+  SNAP_PINNED = 3,    /* the first phase of a commit: never handed out */
+  SNAP_PROTECTED = 4, /* parity acknowledged by the coding group; reserved:
+                       * nothing sets it yet, and every test below treats
+                       * it as it treats PINNED (holds data, never handed
+                       * out, may be committed) */
+  SNAP_COMMITTED = 5,
+  SNAP_STATE_MAX = SNAP_COMMITTED, /* the highest known state */
 };
+/* "FREE", "WRITING", ... ; "UNKNOWN" for a value not above. */
 const char *snap_state_name(uint32_t state);
+/* True for the states whose slot holds a complete, sealed step: SEALED,
+ * PINNED, PROTECTED and COMMITTED. Such a slot is a restore candidate and
+ * can be verified; a slot in any other state holds nothing. */
+static inline bool snap_state_holds_data(uint32_t state)
+{
+  return state == SNAP_SEALED || state == SNAP_PINNED ||
+         state == SNAP_PROTECTED || state == SNAP_COMMITTED;
+}
 
 /* A region as the trainer declares it. */
 struct snap_region_desc {
@@ -306,8 +328,8 @@ int snap_store_recover(struct snap_store *s);
 
 /* Picks a slot for step and marks it WRITING with a new generation: a FREE
  * slot first, else the oldest SEALED slot or COMMITTED slot that is not the
- * newest COMMITTED one. Never a PROTECTED slot (pinned by a commit under
- * way), never the newest COMMITTED one (the restore point), never a WRITING
+ * newest COMMITTED one. Never a PINNED or PROTECTED slot (held by a
+ * commit under way), never the newest COMMITTED one (the restore point), never a WRITING
  * one. PT_SKIPPED when none may be used. OUT: slot, generation.
  * Age is by step (then generation): "oldest" is the lowest step and the
  * newest COMMITTED slot is the one with the highest step. Generations grow
@@ -328,48 +350,48 @@ int snap_slot_seal(struct snap_store *s, uint32_t slot, uint64_t generation,
 int snap_slot_abort(struct snap_store *s, uint32_t slot, uint64_t generation);
 
 /* The first phase of a commit: the SEALED slot holding step becomes
- * PROTECTED (the newest one, should two hold it). PT_OK too when a slot
- * holding step is PROTECTED already (a repeated request). -ENOENT when no
- * SEALED or PROTECTED slot holds step: it was never sealed here, it was
+ * PINNED (the newest one, should two hold it). PT_OK too when a slot
+ * holding step is PINNED already (a repeated request). -ENOENT when no
+ * SEALED or PINNED slot holds step: it was never sealed here, it was
  * handed to a newer step, or it is COMMITTED already. */
-int snap_slot_protect(struct snap_store *s, uint64_t step);
+int snap_slot_pin(struct snap_store *s, uint64_t step);
 
-/* The commit of step is abandoned: its PROTECTED slot becomes SEALED again
+/* The commit of step is abandoned: its PINNED slot becomes SEALED again
  * (an ordinary uncommitted step, reusable by the next acquire). -ENOENT when
- * no PROTECTED slot holds step. */
-int snap_slot_unprotect(struct snap_store *s, uint64_t step);
+ * no PINNED slot holds step. */
+int snap_slot_unpin(struct snap_store *s, uint64_t step);
 
-/* The slot holding step becomes COMMITTED: a PROTECTED one (the second phase
+/* The slot holding step becomes COMMITTED: a PINNED one (the second phase
  * of a commit), or a SEALED one (an SMP that commits alone, --autocommit).
  * PT_OK also when step is COMMITTED already (a repeated request). Then, for
  * every other slot:
- *   - SEALED with an older step, or SEALED/PROTECTED/COMMITTED with the same
+ *   - SEALED with an older step, or SEALED/PINNED/COMMITTED with the same
  *     step (a duplicate): FREE, as no commit of it can follow any more;
- *   - PROTECTED with an older step: SEALED. Its commit is over (one commit
+ *   - PINNED with an older step: SEALED. Its commit is over (one commit
  *     runs at a time, and a newer one just ended), but ptd node decides it
  *     before this rank hears of it, so other ranks may hold that step
  *     COMMITTED: its bytes are kept, as a restore candidate, and only the
  *     pin is released so that the slot can be reused;
  *   - COMMITTED with an older step: stays, as a fallback;
  *   - newer steps and WRITING slots: untouched.
- * -ENOENT, nothing changed, when no SEALED/PROTECTED/COMMITTED slot holds
+ * -ENOENT, nothing changed, when no SEALED/PINNED/COMMITTED slot holds
  * step. */
 int snap_slot_commit(struct snap_store *s, uint64_t step);
 
 /* Restore point chosen: the slot holding step stays (becomes COMMITTED if it
- * was SEALED or PROTECTED); every slot with a newer step, and every slot
- * neither SEALED, PROTECTED nor COMMITTED, becomes FREE; every other SEALED
- * or PROTECTED slot (older steps, duplicates) becomes FREE too, so that no
+ * was SEALED or PINNED); every slot with a newer step, and every slot
+ * neither SEALED, PINNED nor COMMITTED, becomes FREE; every other SEALED
+ * or PINNED slot (older steps, duplicates) becomes FREE too, so that no
  * pin outlives the restore; older COMMITTED ones stay. has_step false:
  * every slot becomes FREE (the job starts over). -ENOENT, nothing changed,
- * when no SEALED/PROTECTED/COMMITTED slot holds step. */
+ * when no SEALED/PINNED/COMMITTED slot holds step. */
 int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 
 /* Checks slot's record against its CRC, its checksum table against the
  * recorded table CRC, every data block against the table, and the blob
  * against the blob bytes and CRC of the record (which must equal the
  * table's trailer). PT_OK, PT_ECHECKSUM, or PT_ESTATE when the slot is not
- * SEALED/PROTECTED/COMMITTED. OUT: bad_block may be NULL: the first bad
+ * SEALED/PINNED/COMMITTED. OUT: bad_block may be NULL: the first bad
  * block; nblocks when every block matches a table whose recorded CRC does
  * not (the table or its CRC was damaged); SNAP_BAD_BLOB(nblocks) when the
  * blob is damaged; SNAP_BAD_RECORD(nblocks) when the record is. */
@@ -389,7 +411,7 @@ void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32
 /* The newest COMMITTED slot. PT_ENOSNAP when none. */
 int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
                                 uint64_t *step);
-/* The slot holding step in state SEALED, PROTECTED or COMMITTED; -ENOENT. */
+/* The slot holding step in state SEALED, PINNED or COMMITTED; -ENOENT. */
 int snap_store_find_step(const struct snap_store *s, uint64_t step,
                          uint32_t *slot);
 

@@ -257,7 +257,7 @@ static void step_query(struct node *n, uint64_t now)
              used > 0 ? held : "no snapshot");
     for (uint32_t k = 0; k < r->nview; k++) {
       const struct node_slot_view *v = &r->view[k];
-      bool kept = v->state == SNAP_SEALED || v->state == SNAP_PROTECTED ||
+      bool kept = v->state == SNAP_SEALED || v->state == SNAP_PINNED ||
                   v->state == SNAP_COMMITTED;
       if (!kept || v->intact)
         continue;

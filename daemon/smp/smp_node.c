@@ -38,7 +38,7 @@ void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
     infos[i].state = si.state;
     infos[i].step = si.step;
     infos[i].generation = si.generation;
-    if (verify && (si.state == SNAP_SEALED || si.state == SNAP_PROTECTED ||
+    if (verify && (si.state == SNAP_SEALED || si.state == SNAP_PINNED ||
                    si.state == SNAP_COMMITTED))
       check[n_check++] = i;
     ptrs[i] = &infos[i];
@@ -159,7 +159,7 @@ int smp_on_protect(struct smp_conn *sc, uint64_t id, const Pt__Protect *m)
   int rc = -ENOENT;
 
   if (sc->smp->store != NULL)
-    rc = snap_slot_protect(sc->smp->store, m->step);
+    rc = snap_slot_pin(sc->smp->store, m->step);
   if (rc == 0)
     log_debug("protected step %" PRIu64, m->step);
   else
@@ -174,7 +174,7 @@ int smp_on_abort(struct smp_conn *sc, uint64_t id, const Pt__Abort *m)
   int rc = -ENOENT;
 
   if (sc->smp->store != NULL)
-    rc = snap_slot_unprotect(sc->smp->store, m->step);
+    rc = snap_slot_unpin(sc->smp->store, m->step);
   if (rc == 0)
     log_debug("commit of step %" PRIu64 " abandoned: its slot is sealed "
               "again", m->step);

@@ -1174,9 +1174,9 @@ START_TEST(test_node_protocol)
   sr = raw_state(fd, false);
   ck_assert_uint_eq(sr->n_slots, 2);
   for (size_t i = 0; i < sr->n_slots; i++) {
-    bool pinned = sr->slots[i]->state == SNAP_PROTECTED;
+    bool pinned = sr->slots[i]->state == SNAP_PINNED;
     ck_assert_uint_eq(sr->slots[i]->step, pinned ? 4 : 6);
-    ck_assert_uint_eq(sr->slots[i]->state, pinned ? SNAP_PROTECTED : SNAP_SEALED);
+    ck_assert_uint_eq(sr->slots[i]->state, pinned ? SNAP_PINNED : SNAP_SEALED);
   }
   protobuf_c_message_free_unpacked(&sr->base, NULL);
   ck_assert_int_eq(raw_abort(fd, 6), -ENOENT); /* sealed, not protected */

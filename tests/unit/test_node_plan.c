@@ -212,7 +212,7 @@ END_TEST
 START_TEST(pins_left_behind)
 {
   /* The committed step, pinned or only sealed here: commit it again. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 7, true, 7, false, 0),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 7, true, 7, false, 0),
                    NODE_PIN_COMMIT);
   ck_assert_int_eq(node_plan_pin(SNAP_SEALED, 7, true, 7, true, 9),
                    NODE_PIN_COMMIT);
@@ -220,23 +220,30 @@ START_TEST(pins_left_behind)
                    NODE_PIN_NONE);
   /* The round's step (under way or next): the round protects it again,
    * then commits or aborts it. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 9, true, 7, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 9, true, 7, true, 9),
                    NODE_PIN_NONE);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 9, false, 0, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 9, false, 0, true, 9),
                    NODE_PIN_NONE);
   /* Any other pin: older than the committed step, newer but not what the
    * next round is for, or no round possible. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 5, true, 7, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 5, true, 7, true, 9),
                    NODE_PIN_ABORT);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 8, true, 7, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 8, true, 7, true, 9),
                    NODE_PIN_ABORT);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 8, true, 7, false, 8),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 8, true, 7, false, 8),
                    NODE_PIN_ABORT);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 0, false, 0, false, 0),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 0, false, 0, false, 0),
                    NODE_PIN_ABORT);
   /* Committed step 0 is a real step. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 0, true, 0, false, 0),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 0, true, 0, false, 0),
                    NODE_PIN_COMMIT);
+  /* PROTECTED (reserved, set by nothing yet) is taken as PINNED. */
+  for (uint64_t st = 0; st < 10; st++)
+    for (int r = 0; r < 2; r++)
+      ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, st, true, 7, r, 9),
+                       node_plan_pin(SNAP_PINNED, st, true, 7, r, 9));
+  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 5, true, 7, true, 9),
+                   NODE_PIN_ABORT);
   /* Slots that are not pins. */
   ck_assert_int_eq(node_plan_pin(SNAP_SEALED, 8, true, 7, false, 0),
                    NODE_PIN_NONE);
@@ -254,7 +261,7 @@ END_TEST
  * functions under test. A random scheduler interleaves trainer steps, SMP
  * work and node work, so that trainers overtake rounds in every way. The
  * trainers stay within one step of each other (their all-reduce). After
- * every action: every rank holds the node's committed step, PROTECTED or
+ * every action: every rank holds the node's committed step, PINNED or
  * COMMITTED, and no rank holds a COMMITTED step the node did not commit.
  */
 #define SIM_RANKS 3
@@ -401,14 +408,14 @@ static void sim_smp(struct sim *m, uint32_t i)
   int rc;
   switch (it.kind) {
   case SIM_PROTECT:
-    rc = snap_slot_protect(r->store, it.step);
+    rc = snap_slot_pin(r->store, it.step);
     break;
   case SIM_COMMIT:
     rc = snap_slot_commit(r->store, it.step);
     ck_assert_int_eq(rc, 0); /* a protected step is still there */
     break;
   default:
-    rc = snap_slot_unprotect(r->store, it.step);
+    rc = snap_slot_unpin(r->store, it.step);
     break;
   }
   fifo_push(&r->to_node, (struct sim_item){.kind = SIM_REPLY,
@@ -459,7 +466,7 @@ static void sim_invariant(const struct sim *m)
                       "rank %u holds step %llu COMMITTED, the node did not "
                       "commit it", i, (unsigned long long)si.step);
       if (m->has_committed && si.step == m->committed &&
-          (si.state == SNAP_PROTECTED || si.state == SNAP_COMMITTED))
+          (si.state == SNAP_PINNED || si.state == SNAP_COMMITTED))
         held = true;
     }
     ck_assert_msg(!m->has_committed || held,
@@ -563,8 +570,8 @@ START_TEST(restore_intact_everywhere)
   ck_assert_uint_eq(step, 10);
   r1[1].state = SNAP_FREE;
   ck_assert(!node_plan_restore_step(v, 2, &step));
-  /* PROTECTED counts. */
-  r1[0].state = SNAP_PROTECTED;
+  /* PINNED counts. */
+  r1[0].state = SNAP_PINNED;
   ck_assert(node_plan_restore_step(v, 2, &step));
   ck_assert_uint_eq(step, 12);
 }
@@ -610,7 +617,7 @@ START_TEST(restore_matches_oracle)
         for (uint32_t k = 0; k < v[r].n; k++) {
           const struct node_slot_view *x = &slots[r][k];
           ok = ok || (x->step == (uint64_t)st && x->intact &&
-                      (x->state == SNAP_SEALED || x->state == SNAP_PROTECTED ||
+                      (x->state == SNAP_SEALED || x->state == SNAP_PINNED ||
                        x->state == SNAP_COMMITTED));
         }
         all = ok;

@@ -351,7 +351,7 @@ START_TEST(cross_role_requests_refused)
   /* Both keep their roles. */
   ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
   ck_assert_int_eq(call(node, RPC_PROTECT, &q_prot.base), 0);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_PROTECTED);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_PINNED);
   close(node);
   close(tr);
   fx_done(&f);
