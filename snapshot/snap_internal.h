@@ -12,6 +12,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -131,10 +132,22 @@ static inline uint64_t snap_get64(const uint8_t *p)
 static inline void snap_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
 static inline void snap_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof(v)); }
 
-
 /* Writes a sentence into errbuf (may be NULL) and returns err. */
-int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
+static inline int snap_err(char *errbuf, size_t errlen, int err,
+                           const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static inline int snap_err(char *errbuf, size_t errlen, int err,
+                           const char *fmt, ...)
+{
+  if (errbuf != NULL && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return err;
+}
+
 
 /* Fills lay and, for each region i, regs[i].offset, .first_block and
  * .nblocks from regs[i].bytes (INOUT). -EINVAL (with a sentence) when the
@@ -145,7 +158,7 @@ int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
 
 /* Checks params (job, rank, counts, region names, sizes, kinds) and computes
  * their layout. OUT: lay, regions (p->nregions entries, caller-allocated). */
-int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
+int snap_layout_params(const struct snap_params *p, struct snap_layout *lay,
                        struct snap_region *regions, char *errbuf,
                        size_t errlen);
 
@@ -158,11 +171,11 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
 /* Validates a header read from an object of file_bytes bytes (hdr holds at
  * least SNAP_HEADER_BYTES). PT_EFORMAT / PT_EVERSION with a sentence that
  * starts with the quoted object name. */
-int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
+int snap_layout_check_header(const uint8_t *hdr, uint64_t file_bytes,
                       const char *name, char *errbuf, size_t errlen);
 
 /* Validates the rest of a mapping of total bytes whose header hdr (a private
- * copy of its first SNAP_HEADER_BYTES) passed snap_header_check, and fills s:
+ * copy of its first SNAP_HEADER_BYTES) passed snap_layout_check_header, and fills s:
  * layout, decoded regions (allocated here), job, rank, world. Checks each
  * region entry and its CRC, that the layout those entries imply is what the
  * header says, and that every slot state is known. Every byte of the mapping
@@ -174,10 +187,8 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
 
 /* The record CRC of slot i's fields (bytes 8..63, read as relaxed atomics)
  * under state (without the busy bit). */
-uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
+uint32_t snap_slot_record_crc(const struct snap_store *s, uint32_t i,
                          uint32_t state);
-/* Writes a valid FREE record for every slot of a fresh (zeroed) table. */
-void snap_records_init(struct snap_store *s);
 
 /* The slot-table entry fields as atomics in the mapping. */
 static inline uint8_t *snap_slot_entry(const struct snap_store *s, uint32_t i)

@@ -33,40 +33,9 @@ _Static_assert((uint64_t)SNAP_MAX_REGIONS * REG_ENTRY_BYTES < ((uint64_t)1 << 32
 _Static_assert(SNAP_BLOB_MAX % SNAP_REGION_ALIGN == 0, "the blob area is aligned");
 _Static_assert(KERN_BLOCK_SIZE <= UINT32_MAX, "the block size is a u32 field");
 
-int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
-{
-  if (errbuf != NULL && errlen > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return err;
-}
-
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
   return (v + a - 1) / a * a;
-}
-
-const char *snap_state_name(uint32_t state)
-{
-  switch (state) {
-  case SNAP_FREE:
-    return "FREE";
-  case SNAP_WRITING:
-    return "WRITING";
-  case SNAP_SEALED:
-    return "SEALED";
-  case SNAP_PINNED:
-    return "PINNED";
-  case SNAP_PROTECTED:
-    return "PROTECTED";
-  case SNAP_COMMITTED:
-    return "COMMITTED";
-  default:
-    return "UNKNOWN";
-  }
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -98,28 +67,6 @@ static int names_unique(const struct snap_region *regions, uint32_t n,
   }
   free(v);
   return rc;
-}
-
-static bool name_part_ok(const char *s)
-{
-  return strchr(s, '/') == NULL;
-}
-
-int snap_store_name(char *out, size_t len, const char *prefix, const char *job,
-                    uint32_t rank)
-{
-  if (out == NULL || job == NULL || job[0] == '\0' || !name_part_ok(job))
-    return -EINVAL;
-  if (prefix == NULL)
-    prefix = "";
-  if (!name_part_ok(prefix))
-    return -EINVAL;
-  int n = snprintf(out, len, "/%spt.%s.%" PRIu32, prefix, job, rank);
-  if (n < 0)
-    return -EINVAL;
-  if ((size_t)n >= len)
-    return -ENAMETOOLONG;
-  return PT_OK;
 }
 
 int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
@@ -183,7 +130,7 @@ int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
   return PT_OK;
 }
 
-int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
+int snap_layout_params(const struct snap_params *p, struct snap_layout *lay,
                        struct snap_region *regions, char *errbuf,
                        size_t errlen)
 {
@@ -285,7 +232,7 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
   snap_put32(h + HDR_CRC, crc32c(h, HDR_CRC_COVERS));
 }
 
-int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
+int snap_layout_check_header(const uint8_t *hdr, uint64_t file_bytes,
                       const char *name, char *errbuf, size_t errlen)
 {
   if (file_bytes < SNAP_HEADER_BYTES)
@@ -502,14 +449,14 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
   s->lay = lay;
   snprintf(s->name, sizeof(s->name), "%s", name);
   /* A slot whose record fails its checksum does not condemn the object: it
-   * holds nothing (snap_store_bad_records() names it). A record that
+   * holds nothing (snap_slot_bad_records() names it). A record that
    * checks out must name a known state. */
   for (uint32_t i = 0; i < nslots; i++) {
     uint64_t w = atomic_load_explicit(snap_slot_word_ptr(s, i),
                                       memory_order_acquire);
     uint32_t st = (uint32_t)w;
     if ((st & SNAP_STATE_BUSY) == 0 &&
-        (uint32_t)(w >> 32) == snap_record_crc(s, i, st) &&
+        (uint32_t)(w >> 32) == snap_slot_record_crc(s, i, st) &&
         st > SNAP_STATE_MAX) {
       rc = snap_err(errbuf, errlen, PT_EFORMAT,
                     "'%s': slot %" PRIu32 " has unknown state %" PRIu32, name,

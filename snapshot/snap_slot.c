@@ -1,6 +1,7 @@
 /*
- * snap_slot.c — the slot state machine of a snapshot object and the checks
- * of a slot's data against its checksum table.
+ * snap_slot.c — the slot state machine of a snapshot object, where a slot's
+ * data, blob and checksum table lie, and the checks of a slot's data against
+ * its checksum table.
  *
  * Only the SMP changes slot states; the trainer maps the object too and reads
  * them. Every field of a slot-table entry is an atomic in the shared mapping,
@@ -71,7 +72,7 @@ static uint32_t crc_of(uint32_t state,
   return crc32c(rec, sizeof(rec));
 }
 
-uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
+uint32_t snap_slot_record_crc(const struct snap_store *s, uint32_t i,
                          uint32_t state)
 {
   uint8_t f[SLOT_ENTRY_BYTES - SLOT_STEP];
@@ -104,7 +105,7 @@ static uint32_t state_load(const struct snap_store *s, uint32_t i)
  * and the fields as they are now, in one release store. */
 static void state_store(const struct snap_store *s, uint32_t i, uint32_t v)
 {
-  uint64_t w = (uint64_t)v | (uint64_t)snap_record_crc(s, i, v) << 32;
+  uint64_t w = (uint64_t)v | (uint64_t)snap_slot_record_crc(s, i, v) << 32;
   atomic_store_explicit(snap_slot_word_ptr(s, i), w, memory_order_release);
 }
 
@@ -195,6 +196,29 @@ static void slot_make_committed(const struct snap_store *s, uint32_t i)
   state_store(s, i, SNAP_COMMITTED);
 }
 
+void *snap_slot_data(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride;
+}
+
+void *snap_slot_blob(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride +
+         s->lay.blob_off;
+}
+
+uint32_t *snap_slot_crcs(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return (uint32_t *)(void *)(s->base + s->lay.crc_off +
+                              (uint64_t)slot * s->lay.crc_stride);
+}
+
 void snap_slot_get(const struct snap_store *s, uint32_t slot,
                    struct snap_slot_info *out)
 {
@@ -240,7 +264,7 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
   out->blob_crc = snap_get32(f + SLOT_BLOB_CRC - SLOT_STEP);
 }
 
-uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
+uint32_t snap_slot_bad_records(const struct snap_store *s, char *msg,
                                 size_t len)
 {
   uint32_t n = 0;
@@ -264,14 +288,14 @@ uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
                      PRIx32 ", computed %08" PRIx32 "): it holds nothing and "
                      "is never restored",
                      n > 1 ? "; " : "", s->name, i, (uint32_t)w, info.step,
-                     (uint32_t)(w >> 32), snap_record_crc(s, i, (uint32_t)w));
+                     (uint32_t)(w >> 32), snap_slot_record_crc(s, i, (uint32_t)w));
     if (k > 0)
       used += (size_t)k < len - used ? (size_t)k : len - used - 1;
   }
   return n;
 }
 
-int snap_store_recover(struct snap_store *s)
+int snap_slot_recover(struct snap_store *s)
 {
   int n = 0;
   for (uint32_t i = 0; i < s->lay.nslots; i++) {
@@ -445,7 +469,7 @@ int snap_slot_commit(struct snap_store *s, uint64_t step)
   return PT_OK;
 }
 
-int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step)
+int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step)
 {
   if (!has_step) {
     for (uint32_t i = 0; i < s->lay.nslots; i++)
@@ -522,7 +546,7 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
   return PT_OK;
 }
 
-/* The shared work of snap_slots_verify(): each thread takes the next slot. */
+/* The shared work of snap_slot_verify_many(): each thread takes the next slot. */
 struct verify_job {
   const struct snap_store *s;
   const uint32_t *slots;
@@ -545,7 +569,7 @@ static void *verify_worker(void *arg)
   }
 }
 
-void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32_t n,
+void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots, uint32_t n,
                        uint32_t threads, int *rcs, uint32_t *bad_blocks)
 {
   pthread_t tids[SNAP_MAX_SLOTS];
@@ -575,7 +599,7 @@ void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32
       bad_blocks[i] = bad[i];
 }
 
-int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
+int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,
                                 uint64_t *step)
 {
   uint32_t i = newest_in(s, MASK_COMMITTED, true, 0);
@@ -588,7 +612,7 @@ int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
   return PT_OK;
 }
 
-int snap_store_find_step(const struct snap_store *s, uint64_t step,
+int snap_slot_find_step(const struct snap_store *s, uint64_t step,
                          uint32_t *slot)
 {
   uint32_t i = newest_in(s, MASK_HOLDING, false, step);

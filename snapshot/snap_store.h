@@ -68,7 +68,7 @@
  * matches the state and fields beside it; a record that does not match
  * (damaged, forged, or left half-written by an SMP that died) is treated as
  * holding nothing: never restored, never committed, and freed by
- * snap_store_recover(). The writer's order for a transition:
+ * snap_slot_recover(). The writer's order for a transition:
  *   1. when fields other than the state change: store the word with the
  *      busy bit (SNAP_STATE_BUSY) set, then a release fence;
  *   2. store the fields (relaxed atomics);
@@ -83,7 +83,7 @@
  * Slot states go FREE -> WRITING -> SEALED -> PINNED -> COMMITTED -> FREE.
  * Each transition is one atomic release store made after the data it describes
  * is complete; readers load the state with acquire. A slot found WRITING by
- * snap_store_recover() is invalid and becomes FREE. The newest COMMITTED slot
+ * snap_slot_recover() is invalid and becomes FREE. The newest COMMITTED slot
  * is never handed out for writing; older COMMITTED slots stay readable (a
  * fallback when the newest is damaged) until a writer needs their space.
  *
@@ -290,8 +290,8 @@ uint64_t snap_store_ctime_ns(const struct snap_store *s);
 const uint8_t *snap_store_instance(const struct snap_store *s);
 /* An instance id as 32 lowercase hex digits (+ NUL), and back: parse is
  * false unless hex is exactly 32 hex digits. */
-void snap_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
-bool snap_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
+void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
+bool snap_store_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
 void *snap_store_base(const struct snap_store *s);         /* the mapping */
 const struct snap_region *snap_store_region(const struct snap_store *s,
                                             uint32_t i);
@@ -316,15 +316,15 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
 /* Slots whose record fails its checksum now; each one described in msg
  * (may be NULL), a sentence naming the object, slot and the stored and
  * computed CRCs. Such a slot holds nothing: no lookup below returns it,
- * snap_slot_verify() refuses it and snap_store_recover() frees it. */
-uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
+ * snap_slot_verify() refuses it and snap_slot_recover() frees it. */
+uint32_t snap_slot_bad_records(const struct snap_store *s, char *msg,
                                 size_t len);
 
 /* ---- the slot state machine; only the SMP calls these ---- */
 
 /* After a crash: every WRITING slot, and every slot whose record fails its
  * checksum, becomes FREE (with a valid record). Returns how many. */
-int snap_store_recover(struct snap_store *s);
+int snap_slot_recover(struct snap_store *s);
 
 /* Picks a slot for step and marks it WRITING with a new generation: a FREE
  * slot first, else the oldest SEALED slot or COMMITTED slot that is not the
@@ -385,7 +385,7 @@ int snap_slot_commit(struct snap_store *s, uint64_t step);
  * pin outlives the restore; older COMMITTED ones stay. has_step false:
  * every slot becomes FREE (the job starts over). -ENOENT, nothing changed,
  * when no SEALED/PINNED/COMMITTED slot holds step. */
-int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step);
+int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 
 /* Checks slot's record against its CRC, its checksum table against the
  * recorded table CRC, every data block against the table, and the blob
@@ -405,14 +405,14 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
  * checks, the same results, in about 1/threads of the time on enough cores.
  * Reads the store only. OUT: rcs[i] and bad_blocks[i] (may be NULL) for
  * slots[i], as snap_slot_verify() gives them. */
-void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32_t n,
+void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots, uint32_t n,
                        uint32_t threads, int *rcs, uint32_t *bad_blocks);
 
 /* The newest COMMITTED slot. PT_ENOSNAP when none. */
-int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
+int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,
                                 uint64_t *step);
 /* The slot holding step in state SEALED, PINNED or COMMITTED; -ENOENT. */
-int snap_store_find_step(const struct snap_store *s, uint64_t step,
+int snap_slot_find_step(const struct snap_store *s, uint64_t step,
                          uint32_t *slot);
 
 #endif /* PT_SNAP_STORE_H */

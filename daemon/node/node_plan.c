@@ -131,9 +131,7 @@ static bool holds_intact(const struct node_rank_slots *r, uint64_t step)
 {
   for (uint32_t i = 0; i < r->n; i++) {
     const struct node_slot_view *v = &r->slots[i];
-    bool kept = v->state == SNAP_SEALED || v->state == SNAP_PINNED ||
-                v->state == SNAP_COMMITTED;
-    if (kept && v->intact && v->step == step)
+    if (snap_state_holds_data(v->state) && v->intact && v->step == step)
       return true;
   }
   return false;

@@ -136,8 +136,8 @@ int smp_store_load(struct smp *smp)
              smp->shm_name, err[0] ? err : pt_strerror(rc));
     return refuse(smp, rc, msg);
   }
-  snap_instance_hex(smp->instance, ours);
-  snap_instance_hex(snap_store_instance(s), theirs);
+  snap_store_instance_hex(smp->instance, ours);
+  snap_store_instance_hex(snap_store_instance(s), theirs);
   if (memcmp(snap_store_instance(s), smp->instance, SNAP_INSTANCE_BYTES) != 0 ||
       strcmp(snap_store_job(s), smp->job) != 0 ||
       snap_store_rank(s) != smp->rank) {
@@ -163,9 +163,9 @@ int smp_store_load(struct smp *smp)
     goto out_refuse;
   }
   char bad[1024];
-  if (snap_store_bad_records(s, bad, sizeof(bad)) > 0)
+  if (snap_slot_bad_records(s, bad, sizeof(bad)) > 0)
     log_error("%s; the slot is freed", bad);
-  rc = snap_store_recover(s);
+  rc = snap_slot_recover(s);
   if (rc > 0)
     log_notice("'%s': freed %d slot(s) left WRITING by a crash",
                smp->shm_name, rc);
@@ -562,7 +562,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
       log_max_level = (int)v;
       break;
     case OPT_INSTANCE:
-      if (!snap_instance_parse(optarg, smp->instance))
+      if (!snap_store_instance_parse(optarg, smp->instance))
         goto bad_value;
       break;
     case OPT_SECRET:

@@ -189,7 +189,7 @@ int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
      * before it snapshots (unless it restored, or started fresh, on an SMP
      * before this one): else a run that never restores overwrites it. */
     sc->restore_owed =
-        snap_store_newest_committed(smp->store, &cslot, &cstep) == 0 &&
+        snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0 &&
         !(m->has_reconnect && m->reconnect);
     if (peer > 0) /* a pid that HELLO merely claims is not watched */
       smp_watch_start(sc, peer);
@@ -233,7 +233,7 @@ out_wait:
     r.shm_name = smp->shm_name;
     r.has_shm_bytes = true;
     r.shm_bytes = snap_store_total_bytes(smp->store);
-    if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+    if (snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0) {
       r.has_committed_step = true;
       r.committed_step = cstep;
     }
@@ -263,7 +263,7 @@ int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
     r.message = "slot request before an accepted hello";
     goto out_reply;
   }
-  if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+  if (snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0) {
     r.has_committed_step = true;
     r.committed_step = cstep;
     if (m->step <= cstep) {
@@ -362,11 +362,11 @@ int smp_on_restore_query(struct smp_conn *sc, uint64_t id)
   if (smp->restore_set && !smp->restore_has_step) {
     rc = PT_ENOSNAP;
   } else if (smp->restore_set) {
-    rc = snap_store_find_step(smp->store, smp->restore_step, &slot);
+    rc = snap_slot_find_step(smp->store, smp->restore_step, &slot);
     if (rc != 0)
       rc = PT_ENOSNAP;
   } else {
-    rc = snap_store_newest_committed(smp->store, &slot, &step);
+    rc = snap_slot_newest_committed(smp->store, &slot, &step);
   }
   r.status = rc;
   if (rc == 0) {

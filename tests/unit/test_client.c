@@ -686,7 +686,7 @@ START_TEST(test_checksum)
   snap_ok(c, 3);
 
   ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
-  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(store, &slot, &cstep), 0);
   ck_assert_uint_eq(cstep, 3);
   const struct snap_region *r = snap_store_region(store, 1);
   ck_assert_str_eq(r->name, "moments");
@@ -761,7 +761,7 @@ START_TEST(test_record_forged)
   snap_ok(c, 4);
 
   ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
-  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(store, &slot, &cstep), 0);
   ck_assert_uint_eq(cstep, 4);
   uint64_t forged = 900;
   memcpy(slot_record(store, slot) + 8, &forged, 8);
@@ -861,7 +861,7 @@ START_TEST(test_blob)
   uint32_t slot;
   uint64_t cstep;
   ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
-  ck_assert_int_eq(snap_store_newest_committed(store, &slot, &cstep), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(store, &slot, &cstep), 0);
   ck_assert_uint_eq(cstep, 4);
   uint8_t *b = snap_slot_blob(store, slot);
   b[3] ^= 0x10;

@@ -604,7 +604,7 @@ START_TEST(restore_matches_oracle)
       for (uint32_t k = 0; k < v[r].n; k++)
         slots[r][k] = (struct node_slot_view){
             .step = (uint64_t)(rand() % 8),
-            .state = (uint32_t)(rand() % 5),
+            .state = (uint32_t)(rand() % (SNAP_STATE_MAX + 1)),
             .intact = rand() % 4 != 0};
     }
     /* Oracle: every candidate step 0..7, newest first. */
@@ -618,6 +618,7 @@ START_TEST(restore_matches_oracle)
           const struct node_slot_view *x = &slots[r][k];
           ok = ok || (x->step == (uint64_t)st && x->intact &&
                       (x->state == SNAP_SEALED || x->state == SNAP_PINNED ||
+                       x->state == SNAP_PROTECTED ||
                        x->state == SNAP_COMMITTED));
         }
         all = ok;

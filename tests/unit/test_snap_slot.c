@@ -147,10 +147,10 @@ START_TEST(test_fresh_store)
   struct snap_store *s = make_store("fresh", 3, name, sizeof(name));
   uint32_t slot = 99;
   uint64_t step = 99;
-  ck_assert_int_eq(snap_store_newest_committed(s, &slot, &step), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &slot, &step), PT_ENOSNAP);
   ck_assert_uint_eq(slot, 99);
-  ck_assert_int_eq(snap_store_find_step(s, 0, &slot), -ENOENT);
-  ck_assert_int_eq(snap_store_recover(s), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 0, &slot), -ENOENT);
+  ck_assert_int_eq(snap_slot_recover(s), 0);
   for (uint32_t i = 0; i < 3; i++)
     ck_assert_int_eq(snap_slot_verify(s, i, NULL), PT_ESTATE);
   ck_assert_int_eq(snap_slot_verify(s, 3, NULL), -EINVAL);
@@ -160,8 +160,8 @@ START_TEST(test_fresh_store)
   ck_assert_uint_eq(info.state, 0);
   ck_assert_uint_eq(info.generation, 0);
   ck_assert_int_eq(snap_slot_commit(s, 0), -ENOENT);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 0), -ENOENT);
-  ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 0), -ENOENT);
+  ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
   snap_store_close(s);
   snap_store_unlink(name);
 }
@@ -211,9 +211,9 @@ START_TEST(test_acquire_seal_commit)
   ck_assert_int_eq(snap_slot_verify(s, a, NULL), 0);
   /* A sealed step is found but not yet committed. */
   uint32_t f;
-  ck_assert_int_eq(snap_store_find_step(s, 10, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 10, &f), 0);
   ck_assert_uint_eq(f, a);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
 
   ck_assert_int_eq(snap_slot_commit(s, 10), 0);
   snap_slot_get(s, a, &info);
@@ -225,14 +225,14 @@ START_TEST(test_acquire_seal_commit)
   snap_slot_get(s, a, &info);
   ck_assert_uint_eq(info.t_committed_ns, tc);
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, a);
   ck_assert_uint_eq(st, 10);
   ck_assert_int_eq(snap_slot_verify(s, a, NULL), 0);
 
   /* A WRITING slot cannot be committed or found. */
   ck_assert_int_eq(snap_slot_commit(s, 11), -ENOENT);
-  ck_assert_int_eq(snap_store_find_step(s, 11, &f), -ENOENT);
+  ck_assert_int_eq(snap_slot_find_step(s, 11, &f), -ENOENT);
   ck_assert_int_eq(snap_slot_abort(s, b, gb + 1), PT_ESTALE);
   ck_assert_int_eq(snap_slot_abort(s, 7, gb), -EINVAL);
   ck_assert_int_eq(snap_slot_abort(s, b, gb), 0);
@@ -291,7 +291,7 @@ START_TEST(test_rotation)
     for (uint64_t step = 1; step <= 12; step++) {
       uint32_t newest = UINT32_MAX, slot;
       uint64_t nstep = 0, gen;
-      bool have = snap_store_newest_committed(s, &newest, &nstep) == 0;
+      bool have = snap_slot_newest_committed(s, &newest, &nstep) == 0;
       /* The expected pick: a FREE slot, else the one with the lowest step
        * that is not the newest committed. */
       uint32_t want = UINT32_MAX;
@@ -311,7 +311,7 @@ START_TEST(test_rotation)
       fill_slot(s, slot, step);
       ck_assert_int_eq(snap_slot_seal(s, slot, gen, step), 0);
       ck_assert_int_eq(snap_slot_commit(s, step), 0);
-      ck_assert_int_eq(snap_store_newest_committed(s, &newest, &nstep), 0);
+      ck_assert_int_eq(snap_slot_newest_committed(s, &newest, &nstep), 0);
       ck_assert_uint_eq(newest, slot);
       ck_assert_uint_eq(nstep, step);
       /* Every step still held is intact and where find_step says. */
@@ -321,7 +321,7 @@ START_TEST(test_rotation)
           continue;
         committed++;
         uint32_t f;
-        ck_assert_int_eq(snap_store_find_step(s, step_of(s, i), &f), 0);
+        ck_assert_int_eq(snap_slot_find_step(s, step_of(s, i), &f), 0);
         ck_assert_uint_eq(f, i);
         ck_assert_int_eq(snap_slot_verify(s, i, NULL), 0);
         ck_assert(slot_has_step_data(s, i, step_of(s, i)));
@@ -351,7 +351,7 @@ START_TEST(test_stale_generation)
   ck_assert_int_eq(snap_slot_seal(s, b, gb, 6), 0);
 
   /* Generations survive freeing, reopening and a restart from scratch. */
-  ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
   snap_store_close(s);
   char err[256];
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
@@ -378,14 +378,14 @@ START_TEST(test_recover)
 
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
   ck_assert_uint_eq(state_of(s, a), SNAP_WRITING);
-  ck_assert_int_eq(snap_store_recover(s), 2);
+  ck_assert_int_eq(snap_slot_recover(s), 2);
   ck_assert_uint_eq(state_of(s, a), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, b), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, c), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, d), SNAP_SEALED);
   ck_assert_int_eq(snap_slot_verify(s, c, NULL), 0);
   ck_assert_int_eq(snap_slot_verify(s, d, NULL), 0);
-  ck_assert_int_eq(snap_store_recover(s), 0);
+  ck_assert_int_eq(snap_slot_recover(s), 0);
   /* The writer of the old slot comes back too late. */
   ck_assert_int_eq(snap_slot_seal(s, a, ga, 3), PT_ESTALE);
   snap_store_close(s);
@@ -413,15 +413,15 @@ START_TEST(test_commit_semantics)
   ck_assert_int_eq(snap_slot_commit(s, 3), 0);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, s3);
   ck_assert_uint_eq(st, 3);
-  ck_assert_int_eq(snap_store_find_step(s, 4, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 4, &f), 0);
   ck_assert_uint_eq(f, s4);
-  ck_assert_int_eq(snap_store_find_step(s, 1, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 1, &f), 0);
   ck_assert_uint_eq(f, s1);
   ck_assert_int_eq(snap_slot_commit(s, 4), 0);
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, s4);
   ck_assert_uint_eq(state_of(s, s3), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
@@ -469,10 +469,10 @@ START_TEST(test_pin_unpin)
   ck_assert_mem_eq(&before, &after, sizeof(before));
   /* Pinned bytes are still a step that can be found, verified, restored. */
   uint32_t f;
-  ck_assert_int_eq(snap_store_find_step(s, 1, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 1, &f), 0);
   ck_assert_uint_eq(f, w);
   ck_assert_int_eq(snap_slot_verify(s, w, NULL), 0);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
 
   /* Abandoned: SEALED again, then an ordinary candidate for reuse. */
   ck_assert_int_eq(snap_slot_unpin(s, 1), 0);
@@ -547,7 +547,7 @@ START_TEST(test_pinned_never_reused)
   snap_store_close(s);
   char err[256];
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
-  ck_assert_int_eq(snap_store_recover(s), 0);
+  ck_assert_int_eq(snap_slot_recover(s), 0);
   ck_assert_uint_eq(state_of(s, q), SNAP_PINNED);
   ck_assert_int_eq(snap_slot_acquire(s, 5, &x, &gx), PT_SKIPPED);
   snap_store_close(s);
@@ -801,10 +801,10 @@ START_TEST(test_pin_random)
         if ((x & 15) != 0)
           break;
         if (x & 16) {
-          ck_assert_int_eq(snap_store_set_restore(s, true, step),
+          ck_assert_int_eq(snap_slot_set_restore(s, true, step),
                            m_commit(&m, step, true));
         } else {
-          ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+          ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
           for (uint32_t i = 0; i < n; i++)
             m.v[i].state = SNAP_FREE;
         }
@@ -842,13 +842,13 @@ START_TEST(test_set_restore)
   ck_assert_int_eq(snap_slot_acquire(s, 5, &w, &gw), 0);
 
   /* A step nobody holds changes nothing. */
-  ck_assert_int_eq(snap_store_set_restore(s, true, 9), -ENOENT);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 9), -ENOENT);
   ck_assert_uint_eq(state_of(s, s3), SNAP_SEALED);
   ck_assert_uint_eq(state_of(s, w), SNAP_WRITING);
 
   /* Restore to the SEALED step 3: it becomes the committed step, 4 (newer)
    * and the writer go, 1 and 2 stay as older committed steps. */
-  ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 3), 0);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s2), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s3), SNAP_COMMITTED);
@@ -857,26 +857,26 @@ START_TEST(test_set_restore)
   ck_assert_int_eq(snap_slot_seal(s, w, gw, 5), PT_ESTALE);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, s3);
   ck_assert_uint_eq(st, 3);
 
   /* Back to COMMITTED step 1: 2 and 3 are newer and go. */
-  ck_assert_int_eq(snap_store_set_restore(s, true, 1), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 1), 0);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s2), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s3), SNAP_FREE);
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(st, 1);
 
   /* A newer SEALED step goes; an older one is superseded by the restore
    * point, as by a commit. */
   uint32_t s6 = take(s, 6, false);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 1), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 1), 0);
   ck_assert_uint_eq(state_of(s, s6), SNAP_FREE);
   uint32_t s2b = take(s, 2, false);
   uint32_t s3b = take(s, 3, false);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 3), 0);
   ck_assert_uint_eq(state_of(s, s2b), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s3b), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
@@ -888,24 +888,24 @@ START_TEST(test_set_restore)
   ck_assert_int_eq(snap_slot_pin(s, 4), 0);
   uint32_t p5 = take(s, 5, false);
   ck_assert_int_eq(snap_slot_pin(s, 5), 0);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 3), 0);
   ck_assert_uint_eq(state_of(s, p4), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, p5), SNAP_FREE);
   p4 = take(s, 4, false);
   ck_assert_int_eq(snap_slot_pin(s, 4), 0);
   p5 = take(s, 5, false);
   ck_assert_int_eq(snap_slot_pin(s, 5), 0);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 5), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 5), 0);
   ck_assert_uint_eq(state_of(s, p5), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, p4), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s3b), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
 
   /* No restore point: everything goes. */
-  ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
   for (uint32_t i = 0; i < 5; i++)
     ck_assert_uint_eq(state_of(s, i), SNAP_FREE);
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), PT_ENOSNAP);
   snap_store_close(s);
   snap_store_unlink(name);
 }
@@ -950,7 +950,7 @@ START_TEST(test_protected_as_pinned)
   ck_assert_uint_eq(info.state, SNAP_PROTECTED);
   ck_assert_int_eq(snap_slot_verify(s, p, NULL), 0);
   uint32_t f;
-  ck_assert_int_eq(snap_store_find_step(s, 2, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 2, &f), 0);
   ck_assert_uint_eq(f, p);
   /* Never handed out, even when every other slot is taken. */
   uint32_t a = take(s, 3, false), b = take(s, 4, false);
@@ -980,7 +980,7 @@ START_TEST(test_protected_as_pinned)
   ck_assert_int_eq(snap_slot_commit(s, 2), 0);
   ck_assert_uint_eq(state_of(s, p), SNAP_COMMITTED);
   state_force(s, p, SNAP_PROTECTED);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 8), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 8), 0);
   ck_assert_uint_eq(state_of(s, p), SNAP_FREE);
   snap_store_close(s);
   snap_store_unlink(name);
@@ -1001,9 +1001,9 @@ START_TEST(test_record_checksum)
   ck_assert_int_eq(snap_slot_commit(s, 11), 0);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, b);
-  ck_assert_uint_eq(snap_store_bad_records(s, msg, sizeof(msg)), 0);
+  ck_assert_uint_eq(snap_slot_bad_records(s, msg, sizeof(msg)), 0);
   ck_assert_str_eq(msg, "");
 
   /* The newest committed step renumbered 11 -> 12. */
@@ -1016,13 +1016,13 @@ START_TEST(test_record_checksum)
   ck_assert_uint_eq(info.state, SNAP_FREE);
   ck_assert_uint_eq(info.step, 12); /* as read, flagged untrusted */
   /* Never restored: the fallback, step 10, is the newest committed one. */
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, a);
   ck_assert_uint_eq(st, 10);
-  ck_assert_int_eq(snap_store_find_step(s, 12, &f), -ENOENT);
-  ck_assert_int_eq(snap_store_find_step(s, 11, &f), -ENOENT);
+  ck_assert_int_eq(snap_slot_find_step(s, 12, &f), -ENOENT);
+  ck_assert_int_eq(snap_slot_find_step(s, 11, &f), -ENOENT);
   ck_assert_int_eq(snap_slot_commit(s, 12), -ENOENT);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 12), -ENOENT);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 12), -ENOENT);
   uint32_t bad = 0;
   ck_assert_int_eq(snap_slot_verify(s, b, &bad), PT_ECHECKSUM);
   ck_assert_uint_eq(bad, SNAP_BAD_RECORD(snap_store_nblocks(s)));
@@ -1031,17 +1031,17 @@ START_TEST(test_record_checksum)
   /* Another process opening the object is told, and sees the same. */
   struct snap_store *o = NULL;
   ck_assert_msg(snap_store_open(&o, name, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(snap_store_bad_records(o, msg, sizeof(msg)), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(o, msg, sizeof(msg)), 1);
   char want[64];
   snprintf(want, sizeof(want), "slot %u record fails its checksum", b);
   ck_assert_msg(strstr(msg, want) != NULL && strstr(msg, name) != NULL, "%s",
                 msg);
-  ck_assert_int_eq(snap_store_newest_committed(o, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(o, &f, &st), 0);
   ck_assert_uint_eq(st, 10);
   snap_store_close(o);
 
   /* The damaged slot may be reused; recover frees it for good. */
-  ck_assert_int_eq(snap_store_recover(s), 1);
+  ck_assert_int_eq(snap_slot_recover(s), 1);
   snap_slot_get(s, b, &info);
   ck_assert(info.record_ok);
   ck_assert_uint_eq(info.state, SNAP_FREE);
@@ -1049,12 +1049,12 @@ START_TEST(test_record_checksum)
   /* A generation or a state changed alone is caught the same way. */
   uint8_t *ea = (uint8_t *)snap_store_base(s) + 4096 + 3 * 320 + 64 * a;
   ea[16] ^= 1;
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
   ea[16] ^= 1;
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), 0);
   uint32_t sealed = SNAP_SEALED;
   memcpy(ea, &sealed, 4);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
   ck_assert_int_eq(snap_slot_pin(s, 10), -ENOENT);
   /* A forger who rewrites the CRC too is out of scope of a checksum: the
    * record is then as good as any. */
@@ -1114,7 +1114,7 @@ START_TEST(test_record_concurrent)
   }
   ck_assert(WIFEXITED(status));
   ck_assert_int_eq(WEXITSTATUS(status), 0);
-  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 0);
+  ck_assert_uint_eq(snap_slot_bad_records(s, NULL, 0), 0);
   close(done[0]);
   snap_store_close(s);
   snap_store_unlink(name);
@@ -1224,7 +1224,7 @@ START_TEST(test_verify)
 }
 END_TEST
 
-/* snap_slots_verify() on several threads says per slot what snap_slot_verify()
+/* snap_slot_verify_many() on several threads says per slot what snap_slot_verify()
  * says: intact, a damaged block, a damaged blob, a FREE slot. */
 START_TEST(test_verify_parallel)
 {
@@ -1254,7 +1254,7 @@ START_TEST(test_verify_parallel)
       rcs[k] = 12345;
       bad[k] = 0;
     }
-    snap_slots_verify(s, slots, 5, threads, rcs, bad);
+    snap_slot_verify_many(s, slots, 5, threads, rcs, bad);
     for (uint32_t k = 0; k < 5; k++) {
       ck_assert_msg(rcs[k] == want_rc[k], "threads %u slot %u: rc %d", threads, k, rcs[k]);
       if (k < 4 && want_rc[k] != 0)
@@ -1265,7 +1265,7 @@ START_TEST(test_verify_parallel)
     /* bad_blocks may be NULL; a subset in another order. */
     uint32_t two[2] = {slots[3], slots[0]};
     int rc2[2] = {1, 1};
-    snap_slots_verify(s, two, 2, threads, rc2, NULL);
+    snap_slot_verify_many(s, two, 2, threads, rc2, NULL);
     ck_assert_int_eq(rc2[0], PT_ECHECKSUM);
     ck_assert_int_eq(rc2[1], 0);
   }
@@ -1354,7 +1354,7 @@ START_TEST(test_cross_process)
   ck_assert_int_eq(WEXITSTATUS(status), 0);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(st, (uint64_t)rounds);
   close(ack[1]);
   snap_store_close(s);

@@ -251,6 +251,13 @@ START_TEST(test_state_names)
   ck_assert_uint_eq(SNAP_COMMITTED, 5);
   ck_assert_uint_eq(SNAP_STATE_MAX, SNAP_COMMITTED);
   ck_assert_uint_eq(SNAP_VERSION, 4);
+  /* The one test of "this slot holds a step" that every layer uses. */
+  for (uint32_t st = 0; st <= SNAP_STATE_MAX + 2; st++)
+    ck_assert_msg(snap_state_holds_data(st) ==
+                      (st == SNAP_SEALED || st == SNAP_PINNED ||
+                       st == SNAP_PROTECTED || st == SNAP_COMMITTED),
+                  "state %u", st);
+  ck_assert(!snap_state_holds_data(SNAP_STATE_BUSY | SNAP_SEALED));
 }
 END_TEST
 
@@ -979,7 +986,7 @@ START_TEST(test_open_bad_slot_state)
   st = SNAP_COMMITTED;
   poke(name, slot_off + 64, &st, 4);
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
-  ck_assert_uint_eq(snap_store_bad_records(s, msg, sizeof(msg)), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(s, msg, sizeof(msg)), 1);
   ck_assert_msg(strstr(msg, name) && strstr(msg, "slot 1 record fails its "
                                                 "checksum"), "%s", msg);
   snap_slot_get(s, 1, &info);
@@ -987,13 +994,13 @@ START_TEST(test_open_bad_slot_state)
   ck_assert_uint_eq(info.state, SNAP_FREE);
   snap_slot_get(s, 0, &info);
   ck_assert(info.record_ok);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
   uint32_t bad = 0;
   ck_assert_int_eq(snap_slot_verify(s, 1, &bad), PT_ECHECKSUM);
   ck_assert_uint_eq(bad, SNAP_BAD_RECORD(snap_store_nblocks(s)));
   /* recover frees it with a valid record */
-  ck_assert_int_eq(snap_store_recover(s), 1);
-  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 0);
+  ck_assert_int_eq(snap_slot_recover(s), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(s, NULL, 0), 0);
   snap_slot_get(s, 1, &info);
   ck_assert(info.record_ok);
   ck_assert_uint_eq(info.state, SNAP_FREE);
@@ -1004,7 +1011,7 @@ START_TEST(test_open_bad_slot_state)
   poke(name, slot_off, &st, 4);
   fix_slot_crc(name, slot_off, 0);
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
-  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(s, NULL, 0), 1);
   snap_slot_get(s, 0, &info);
   ck_assert(!info.record_ok);
   snap_store_close(s);
