@@ -68,7 +68,8 @@ enum rpc_type {
   RPC_PROTECT = 19,      /* Pt__Protect */
   RPC_ABORT = 20,        /* Pt__Abort */
   RPC_TRAINER_SET = 21,  /* Pt__TrainerSet */
-  RPC_TYPE_MAX_ = 21,
+  RPC_RELEASE = 22,      /* Pt__Release */
+  RPC_TYPE_MAX_ = 22,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

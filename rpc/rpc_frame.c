@@ -58,6 +58,7 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_PROTECT] = {"PROTECT", &pt__protect__descriptor},
     [RPC_ABORT] = {"ABORT", &pt__abort__descriptor},
     [RPC_TRAINER_SET] = {"TRAINER_SET", &pt__trainer_set__descriptor},
+    [RPC_RELEASE] = {"RELEASE", &pt__release__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)

@@ -1,6 +1,7 @@
 /*
  * smp_trainer.c — ptd smp's answers to its trainer: HELLO, SLOT_ACQUIRE,
- * SEAL, RESTORE_QUERY and BYE, as the project's protocol notes define them.
+ * SEAL, RELEASE, RESTORE_QUERY and BYE, as the project's protocol notes
+ * define them.
  * Who may say HELLO is smp_trainer_pid.c's to decide.
  */
 #include <errno.h>
@@ -314,14 +315,18 @@ int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
     smp_reply_status(sc, id, PT_ESTATE, "seal before an accepted hello");
     return 0;
   }
-  smp_writing_remove(sc, m->slot, m->generation);
   if (!m->ok) {
-    rc = snap_slot_abort(smp->store, m->slot, m->generation);
-    log_warn("step %" PRIu64 " failed in the trainer: slot %u freed", m->step,
-             m->slot);
-    smp_reply_status(sc, id, rc, NULL);
+    /* A failed copy is given back with RELEASE; nothing changes here, and
+     * the slot stays the writer's until it is released or the connection
+     * closes. */
+    log_warn("refusing SEAL of step %" PRIu64 " with ok = false from pid %d: "
+             "a failed copy is released with RELEASE", m->step, (int)sc->pid);
+    smp_reply_status(sc, id, PT_EPROTO,
+                     "SEAL with ok = false is not part of the protocol: a "
+                     "slot whose copy failed is given back with RELEASE");
     return 0;
   }
+  smp_writing_remove(sc, m->slot, m->generation);
   rc = snap_slot_seal(smp->store, m->slot, m->generation, m->step);
   if (rc != 0) {
     log_warn("cannot seal step %" PRIu64 " in slot %u: %s", m->step, m->slot,
@@ -341,6 +346,30 @@ int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
   if (smp->autocommit)
     smp_commit_step(smp, m->step);
   smp_reply_status(sc, id, 0, NULL);
+  return 0;
+}
+
+int smp_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m)
+{
+  struct smp *smp = sc->smp;
+  char step[32] = "";
+
+  if (!is_trainer(sc)) {
+    smp_reply_status(sc, id, PT_ESTATE, "release before an accepted hello");
+    return 0;
+  }
+  smp_writing_remove(sc, m->slot, m->generation);
+  int rc = snap_slot_abort(smp->store, m->slot, m->generation);
+  if (m->has_step)
+    snprintf(step, sizeof(step), " of step %" PRIu64, m->step);
+  if (rc == 0)
+    log_warn("slot %u%s released by the trainer: %s", m->slot, step,
+             m->reason != NULL      ? m->reason
+             : m->has_status        ? pt_strerror(m->status)
+                                    : "no reason given");
+  else
+    log_debug("release of slot %u%s: %s", m->slot, step, pt_strerror(rc));
+  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }
 

@@ -1534,6 +1534,69 @@ START_TEST(test_seal_background)
 }
 END_TEST
 
+/* libpt's test hook (client/pt_client_internal.h): the next copy fails. */
+void client_test_copy_fault(pt_client *c, int rc);
+
+/* A copy that fails: pt_fence() reports the copy's error, libpt gives the
+ * slot back with RELEASE and the SMP frees it (a SEAL with ok = false, the
+ * old way, is refused and would leave the slot WRITING); the committed
+ * step stays the restore point and the next snapshot works. */
+START_TEST(test_copy_failed)
+{
+  struct smp_proc p;
+  struct state s, want;
+  struct snap_store *store = NULL;
+  struct pt_status st;
+  char err[256];
+
+  smp_init(&p, "copyfail", 2, true);
+  smp_start(&p);
+  state_new(&s, 31);
+  state_new(&want, 0);
+  pt_client *c = client_open(&p, 5000);
+  state_register(c, &s);
+  snap_ok(c, 1);
+  state_copy(&want, &s);
+  ck_assert_int_eq(snap_store_open(&store, p.shm, err, sizeof(err)), 0);
+  ck_assert_uint_eq(slot_state_of(store, 1), SNAP_COMMITTED);
+
+  for (uint64_t k = 2; k <= 3; k++) { /* one free slot: a leak shows at once */
+    state_scramble(&s, 40 + k);
+    client_test_copy_fault(c, -EIO);
+    ck_assert_int_eq(pt_snapshot(c, k), PT_OK);
+    int rc = pt_fence(c);
+    ck_assert_msg(rc == -EIO, "fence of a failed copy: %s", pt_err_name(rc));
+    ck_assert_ptr_nonnull(strstr(pt_last_error(c), "copy of step"));
+    ck_assert_uint_eq(slot_state_of(store, k), SNAP_FREE);
+    ck_assert_uint_eq(slot_state_of(store, 1), SNAP_COMMITTED);
+  }
+  pt_status_get(c, &st);
+  ck_assert_uint_eq(st.snapshots_failed, 2);
+  for (uint32_t i = 0; i < snap_store_nslots(store); i++) {
+    struct snap_slot_info si;
+    snap_slot_get(store, i, &si);
+    ck_assert_uint_ne(si.state, SNAP_WRITING);
+  }
+
+  /* training goes on */
+  state_scramble(&s, 50);
+  snap_ok(c, 4);
+  ck_assert_uint_eq(slot_state_of(store, 4), SNAP_COMMITTED);
+  state_copy(&want, &s);
+  state_scramble(&s, 51);
+  pt_client_close(c, true);
+  c = client_open(&p, 5000);
+  state_register(c, &s);
+  restore_expect(c, 4);
+  ck_assert(state_eq(&s, &want));
+  pt_client_close(c, true);
+  snap_store_close(store);
+  smp_done(&p);
+  state_free(&s);
+  state_free(&want);
+}
+END_TEST
+
 /* A stopped SMP (SIGSTOP) never stalls training: pt_snapshot() and
  * pt_fence() return within snapshot_timeout_ms, the steps are skipped and
  * counted, and snapshots work again as soon as the SMP answers. No slot
@@ -2151,6 +2214,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, test_smp_cli);
   tcase_add_test(tc, test_blocking_time);
   tcase_add_test(tc, test_hung_smp);
+  tcase_add_test(tc, test_copy_failed);
   tcase_add_test(tc, test_snapshot_order);
   tcase_add_test(tc, test_reset_retry);
   tcase_add_test(tc, test_abi);

@@ -236,6 +236,7 @@ START_TEST(type_table)
       {RPC_PROTECT, &pt__protect__descriptor},
       {RPC_ABORT, &pt__abort__descriptor},
       {RPC_TRAINER_SET, &pt__trainer_set__descriptor},
+      {RPC_RELEASE, &pt__release__descriptor},
   };
   ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), RPC_TYPE_MAX_);
   for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
