@@ -51,8 +51,11 @@ enum {
   HDR_INSTANCE = 184, /* SNAP_INSTANCE_BYTES */
   HDR_BLOB_MAX = 200,
   HDR_BLOB_OFF = 208,
-  HDR_CRC = 216,
-  HDR_CRC_COVERS = 216, /* bytes 0..215 */
+  HDR_EC_K = 216,
+  HDR_EC_M = 220,
+  HDR_PARITY_STRIDE = 224,
+  HDR_CRC = 232,
+  HDR_CRC_COVERS = 232, /* bytes 0..231 */
 };
 
 /* Region table entry fields. */
@@ -93,13 +96,17 @@ enum {
 #define SNAP_MAX_NBLOCKS ((uint32_t)1 << 28)
 
 /* Where everything lies in an object; computed from the slot count, the
- * region sizes and the parity bytes alone. */
+ * region sizes and the code k+m alone. */
 struct snap_layout {
   uint32_t nslots, nregions, nblocks;
   uint64_t region_off, slot_off, crc_off, crc_stride;
   uint64_t data_off, slot_bytes, stride;
   uint64_t blob_off, blob_max; /* within a slot's data */
-  uint64_t parity_off, parity_bytes, total;
+  uint32_t ec_k, ec_m;         /* the code; both 0: none */
+  uint64_t parity_off;         /* slot 0's parity area */
+  uint64_t parity_bytes;       /* per slot: m chunks (snap_store.h) */
+  uint64_t parity_stride;      /* per slot, rounded up to SNAP_ALIGN */
+  uint64_t total;
 };
 
 struct snap_store {
@@ -151,10 +158,16 @@ static inline int snap_err(char *errbuf, size_t errlen, int err,
 
 /* Fills lay and, for each region i, regs[i].offset, .first_block and
  * .nblocks from regs[i].bytes (INOUT). -EINVAL (with a sentence) when the
- * counts are out of range or the sizes pass the caps above. */
+ * counts or the code are out of range or the sizes pass the caps above. */
 int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
                         uint32_t nregions, struct snap_region *regs,
-                        uint64_t parity_bytes, char *errbuf, size_t errlen);
+                        uint32_t ec_k, uint32_t ec_m, char *errbuf,
+                        size_t errlen);
+
+/* The parity chunk of a slot of slot_bytes data bytes under a code with k
+ * data chunks: ceil(slot_bytes / k) rounded up to SNAP_PARITY_CHUNK_ALIGN
+ * (never less than that); 0 when k is 0. */
+uint64_t snap_layout_parity_chunk(uint64_t slot_bytes, uint32_t k);
 
 /* Checks params (job, rank, counts, region names, sizes, kinds) and computes
  * their layout. OUT: lay, regions (p->nregions entries, caller-allocated). */

@@ -579,6 +579,31 @@ bool snap_store_regions_match(const struct snap_store *s,
   return true;
 }
 
+void snap_store_code(const struct snap_store *s, uint32_t *k, uint32_t *m)
+{
+  if (k != NULL)
+    *k = s->lay.ec_k;
+  if (m != NULL)
+    *m = s->lay.ec_m;
+}
+
+void *snap_store_parity(const struct snap_store *s, uint32_t slot,
+                        uint64_t *len)
+{
+  if (len != NULL)
+    *len = 0;
+  if (slot >= s->lay.nslots || s->lay.parity_bytes == 0)
+    return NULL;
+  if (len != NULL)
+    *len = s->lay.parity_bytes;
+  return s->base + s->lay.parity_off + (uint64_t)slot * s->lay.parity_stride;
+}
+
+uint64_t snap_store_parity_chunk(const struct snap_store *s)
+{
+  return s->lay.ec_m == 0 ? 0 : s->lay.parity_bytes / s->lay.ec_m;
+}
+
 uint32_t snap_store_blob_max(const struct snap_store *s)
 {
   return (uint32_t)s->lay.blob_max;

@@ -12,7 +12,8 @@
  * completes (unless told to keep it); the SMP renames a damaged one aside.
  * After any crash the next SMP re-opens and re-validates it with
  * snap_store_open(), which refuses an object of another owner or mode, and
- * uses it only when its job instance id and world size are its job's.
+ * uses it only when its job instance id, world size and code are its
+ * job's.
  *
  * Layout (all integers little-endian, offsets from the start of the object):
  *
@@ -35,14 +36,17 @@
  *   136     8      offset of the slot table
  *   144     8      offset of the checksum tables
  *   152     8      offset of the first slot's data (2 MiB aligned)
- *   160     8      offset of the parity area (2 MiB aligned; 0 bytes today)
- *   168     8      parity area bytes
+ *   160     8      offset of slot 0's parity area (2 MiB aligned)
+ *   168     8      parity bytes per slot (see "Parity" below; 0: no code)
  *   176     8      creation time, ns since the epoch
  *   184     16     job instance id (random, made when the job started)
  *   200     8      blob area bytes per slot (SNAP_BLOB_MAX)
  *   208     8      offset of the blob area within a slot's data (64-aligned)
- *   216     4      CRC32C of bytes 0..215 (the immutable header)
- *   220     ...    zero up to the region table
+ *   216     4      code k: data chunks per stripe (0: the job has no code)
+ *   220     4      code m: parity chunks per stripe (0: no code)
+ *   224     8      parity stride (parity bytes per slot rounded up to 2 MiB)
+ *   232     4      CRC32C of bytes 0..231 (the immutable header)
+ *   236     ...    zero up to the region table
  *
  *   region table: nregions entries of 320 bytes:
  *     0 name[256] NUL-padded, 256 bytes u64, 264 offset in slot u64,
@@ -62,8 +66,21 @@
  *   slot data: nslots areas of slot-stride bytes, 2 MiB aligned; in each,
  *     region i at its offset (64-byte aligned, so a 4-byte region costs 64
  *     bytes a slot), then the blob area of SNAP_BLOB_MAX bytes
- *   parity: parity-bytes, 2 MiB aligned (room for erasure coding)
+ *   parity: nslots areas of parity-stride bytes, 2 MiB aligned, after the
+ *     slot data; slot i's area (parity-bytes used) at parity offset + i *
+ *     parity stride; none (0 bytes) when the job has no code
  *
+ * Parity. Under a code k+m (a coding group of k+m members, DESIGN.md) each
+ * member's slot data (S = slot data bytes, regions and blob area) is cut
+ * into k chunks, and the member holds m parity chunks of other members'
+ * stripes for each slot. So a slot's parity area is m chunks of
+ *   chunk = ceil(S / k) rounded up to SNAP_PARITY_CHUNK_ALIGN (64: ISA-L's
+ *           fragments are 64-byte aligned, and shorter ones run scalar)
+ * that is parity bytes per slot = m * chunk, and each slot's area starts on
+ * a 2 MiB boundary (huge pages; one area per slot so that a slot's parity is
+ * reused, pinned and freed with its slot). The code is in the header: an
+ * object made under another code is not the job's (snap_store_code()).
+ * Nothing fills the areas yet; they are pre-faulted with the rest. *
  * Slot records. The SMP is the only writer. A record is valid when its CRC
  * matches the state and fields beside it; a record that does not match
  * (damaged, forged, or left half-written by an SMP that died) is treated as
@@ -110,7 +127,8 @@
 #include <stdint.h>
 
 #define SNAP_MAGIC "PTSNAP\0\1"
-#define SNAP_VERSION 4u /* 3 -> 4: PINNED named apart from PROTECTED */
+#define SNAP_VERSION 4u /* 3 -> 4: PINNED named apart from PROTECTED;
+                         * a parity area per slot, sized from the code */
 #define SNAP_HEADER_BYTES 4096u
 #define SNAP_ALIGN ((uint64_t)2 << 20)
 #define SNAP_REGION_ALIGN 64u  /* of each region within a slot */
@@ -125,6 +143,8 @@
                                  * transition under way */
 #define SNAP_MAX_SLOTS 8
 #define SNAP_INSTANCE_BYTES 16 /* the job instance id */
+#define SNAP_EC_MAX_MEMBERS 32 /* k+m of a code, at most */
+#define SNAP_PARITY_CHUNK_ALIGN 64u /* of a parity chunk's bytes */
 
 /* The values are stored in the object; renumbering them is a new
  * SNAP_VERSION. Version 3 had PROTECTED = 3 meaning what PINNED means now
@@ -185,7 +205,9 @@ struct snap_params {
   uint32_t nslots;                        /* 2..SNAP_MAX_SLOTS */
   const struct snap_region_desc *regions; /* IN: nregions entries */
   uint32_t nregions;
-  uint64_t parity_bytes;                  /* 0 for now */
+  uint32_t ec_k, ec_m;                    /* the job's code k+m (see
+                                           * "Parity"); both 0: no code,
+                                           * no parity bytes */
   uint64_t budget_bytes;                  /* 0: no budget */
   const uint8_t *instance;                /* IN: SNAP_INSTANCE_BYTES, the
                                            * job instance; NULL: all zero */
@@ -300,6 +322,16 @@ const struct snap_region *snap_store_region(const struct snap_store *s,
 bool snap_store_regions_match(const struct snap_store *s,
                               const struct snap_region_desc *regions,
                               uint32_t n);
+/* The code the object was made for: k data and m parity chunks per stripe,
+ * both 0 for none. */
+void snap_store_code(const struct snap_store *s, uint32_t *k, uint32_t *m);
+/* Slot's parity area ("Parity" above): 2 MiB aligned, *len bytes (m chunks
+ * of snap_store_parity_chunk() bytes). NULL and *len 0 when the object has
+ * no code or slot is out of range. len may be NULL. */
+void *snap_store_parity(const struct snap_store *s, uint32_t slot,
+                        uint64_t *len);
+/* The bytes of one parity chunk (0: no code). */
+uint64_t snap_store_parity_chunk(const struct snap_store *s);
 void *snap_slot_data(const struct snap_store *s, uint32_t slot);
 /* The slot's checksum table: nblocks block CRCs, then the trailer
  * (SNAP_TABLE_TRAILER u32: the blob's bytes, then its CRC32C). */

@@ -157,6 +157,16 @@ int smp_store_load(struct smp *smp)
     rc = PT_EWORLD;
     goto out_refuse;
   }
+  uint32_t k, m;
+  snap_store_code(s, &k, &m);
+  if (k != 0 || m != 0) { /* the SMP codes nothing yet: every job is 0+0 */
+    snprintf(msg, sizeof(msg),
+             "snapshot object '%s' (instance %s) was made for the erasure "
+             "code %u+%u, this SMP serves a job without a code: it is left "
+             "untouched", smp->shm_name, theirs, k, m);
+    rc = PT_ECONFIG;
+    goto out_refuse;
+  }
   rc = snap_store_lock(s, smp->shm_name, err, sizeof(err));
   if (rc != 0) {
     snprintf(msg, sizeof(msg), "cannot use snapshot object: %s", err);

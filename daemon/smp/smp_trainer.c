@@ -64,7 +64,7 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
     struct snap_params p = {
       .job = smp->job, .rank = smp->rank, .world = smp->world,
       .nslots = smp->nslots, .regions = descs, .nregions = n,
-      .parity_bytes = 0, .budget_bytes = smp->budget,
+      .ec_k = 0, .ec_m = 0, .budget_bytes = smp->budget, /* no code yet */
       .instance = smp->instance, .lock = true,
       .huge_pages = smp->huge_pages,
     };
