@@ -185,7 +185,7 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
  * least SNAP_HEADER_BYTES). PT_EFORMAT / PT_EVERSION with a sentence that
  * starts with the quoted object name. */
 int snap_layout_check_header(const uint8_t *hdr, uint64_t file_bytes,
-                      const char *name, char *errbuf, size_t errlen);
+                             const char *name, char *errbuf, size_t errlen);
 
 /* Validates the rest of a mapping of total bytes whose header hdr (a private
  * copy of its first SNAP_HEADER_BYTES) passed snap_layout_check_header, and fills s:
@@ -201,7 +201,7 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
 /* The record CRC of slot i's fields (bytes 8..63, read as relaxed atomics)
  * under state (without the busy bit). */
 uint32_t snap_slot_record_crc(const struct snap_store *s, uint32_t i,
-                         uint32_t state);
+                              uint32_t state);
 
 /* The slot-table entry fields as atomics in the mapping. */
 static inline uint8_t *snap_slot_entry(const struct snap_store *s, uint32_t i)

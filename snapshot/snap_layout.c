@@ -257,7 +257,7 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
 }
 
 int snap_layout_check_header(const uint8_t *hdr, uint64_t file_bytes,
-                      const char *name, char *errbuf, size_t errlen)
+                             const char *name, char *errbuf, size_t errlen)
 {
   if (file_bytes < SNAP_HEADER_BYTES)
     return snap_err(errbuf, errlen, PT_EFORMAT,

@@ -73,7 +73,7 @@ static uint32_t crc_of(uint32_t state,
 }
 
 uint32_t snap_slot_record_crc(const struct snap_store *s, uint32_t i,
-                         uint32_t state)
+                              uint32_t state)
 {
   uint8_t f[SLOT_ENTRY_BYTES - SLOT_STEP];
   fields_read(s, i, f);
@@ -265,7 +265,7 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
 }
 
 uint32_t snap_slot_bad_records(const struct snap_store *s, char *msg,
-                                size_t len)
+                               size_t len)
 {
   uint32_t n = 0;
   size_t used = 0;
@@ -569,8 +569,9 @@ static void *verify_worker(void *arg)
   }
 }
 
-void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots, uint32_t n,
-                       uint32_t threads, int *rcs, uint32_t *bad_blocks)
+void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots,
+                           uint32_t n, uint32_t threads, int *rcs,
+                           uint32_t *bad_blocks)
 {
   pthread_t tids[SNAP_MAX_SLOTS];
   uint32_t bad[SNAP_MAX_SLOTS];
@@ -600,7 +601,7 @@ void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots, ui
 }
 
 int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,
-                                uint64_t *step)
+                               uint64_t *step)
 {
   uint32_t i = newest_in(s, MASK_COMMITTED, true, 0);
   if (i == UINT32_MAX)
@@ -613,7 +614,7 @@ int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,
 }
 
 int snap_slot_find_step(const struct snap_store *s, uint64_t step,
-                         uint32_t *slot)
+                        uint32_t *slot)
 {
   uint32_t i = newest_in(s, MASK_HOLDING, false, step);
   if (i == UINT32_MAX)

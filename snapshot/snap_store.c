@@ -609,7 +609,8 @@ uint32_t snap_store_blob_max(const struct snap_store *s)
   return (uint32_t)s->lay.blob_max;
 }
 
-void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33])
+void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES],
+                             char out[33])
 {
   static const char digits[] = "0123456789abcdef";
 
@@ -631,7 +632,8 @@ static int hex_digit(char c)
   return -1;
 }
 
-bool snap_store_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES])
+bool snap_store_instance_parse(const char *hex,
+                               uint8_t id[SNAP_INSTANCE_BYTES])
 {
   if (strlen(hex) != 2 * SNAP_INSTANCE_BYTES)
     return false;

@@ -80,7 +80,8 @@
  * a 2 MiB boundary (huge pages; one area per slot so that a slot's parity is
  * reused, pinned and freed with its slot). The code is in the header: an
  * object made under another code is not the job's (snap_store_code()).
- * Nothing fills the areas yet; they are pre-faulted with the rest. *
+ * Nothing fills the areas yet; they are pre-faulted with the rest.
+ *
  * Slot records. The SMP is the only writer. A record is valid when its CRC
  * matches the state and fields beside it; a record that does not match
  * (damaged, forged, or left half-written by an SMP that died) is treated as
@@ -155,9 +156,9 @@ enum snap_state {
   SNAP_SEALED = 2,
   SNAP_PINNED = 3,    /* the first phase of a commit: never handed out */
   SNAP_PROTECTED = 4, /* parity acknowledged by the coding group; reserved:
-                       * nothing sets it yet, and every test below treats
-                       * it as it treats PINNED (holds data, never handed
-                       * out, may be committed) */
+                       * nothing sets it yet, and the functions below
+                       * treat it as PINNED (holds data, never handed out,
+                       * may be committed) */
   SNAP_COMMITTED = 5,
   SNAP_STATE_MAX = SNAP_COMMITTED, /* the highest known state */
 };
@@ -312,8 +313,10 @@ uint64_t snap_store_ctime_ns(const struct snap_store *s);
 const uint8_t *snap_store_instance(const struct snap_store *s);
 /* An instance id as 32 lowercase hex digits (+ NUL), and back: parse is
  * false unless hex is exactly 32 hex digits. */
-void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
-bool snap_store_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
+void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES],
+                             char out[33]);
+bool snap_store_instance_parse(const char *hex,
+                               uint8_t id[SNAP_INSTANCE_BYTES]);
 void *snap_store_base(const struct snap_store *s);         /* the mapping */
 const struct snap_region *snap_store_region(const struct snap_store *s,
                                             uint32_t i);
@@ -350,7 +353,7 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
  * computed CRCs. Such a slot holds nothing: no lookup below returns it,
  * snap_slot_verify() refuses it and snap_slot_recover() frees it. */
 uint32_t snap_slot_bad_records(const struct snap_store *s, char *msg,
-                                size_t len);
+                               size_t len);
 
 /* ---- the slot state machine; only the SMP calls these ---- */
 
@@ -361,8 +364,8 @@ int snap_slot_recover(struct snap_store *s);
 /* Picks a slot for step and marks it WRITING with a new generation: a FREE
  * slot first, else the oldest SEALED slot or COMMITTED slot that is not the
  * newest COMMITTED one. Never a PINNED or PROTECTED slot (held by a
- * commit under way), never the newest COMMITTED one (the restore point), never a WRITING
- * one. PT_SKIPPED when none may be used. OUT: slot, generation.
+ * commit under way), never the newest COMMITTED one (the restore point),
+ * never a WRITING one. PT_SKIPPED when none may be used. OUT: slot, generation.
  * Age is by step (then generation): "oldest" is the lowest step and the
  * newest COMMITTED slot is the one with the highest step. Generations grow
  * over the object's life (one more than any slot's), so a slot taken from a
@@ -437,14 +440,15 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
  * checks, the same results, in about 1/threads of the time on enough cores.
  * Reads the store only. OUT: rcs[i] and bad_blocks[i] (may be NULL) for
  * slots[i], as snap_slot_verify() gives them. */
-void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots, uint32_t n,
-                       uint32_t threads, int *rcs, uint32_t *bad_blocks);
+void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots,
+                           uint32_t n, uint32_t threads, int *rcs,
+                           uint32_t *bad_blocks);
 
 /* The newest COMMITTED slot. PT_ENOSNAP when none. */
 int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,
-                                uint64_t *step);
+                               uint64_t *step);
 /* The slot holding step in state SEALED, PINNED or COMMITTED; -ENOENT. */
 int snap_slot_find_step(const struct snap_store *s, uint64_t step,
-                         uint32_t *slot);
+                        uint32_t *slot);
 
 #endif /* PT_SNAP_STORE_H */
