@@ -229,10 +229,23 @@ static bool owed_add(pt_client *c, uint64_t id, uint32_t type, uint64_t step)
   return true;
 }
 
+void client_release_init(Pt__Release *m, uint32_t slot, uint64_t gen,
+                         uint64_t step, int status, const char *reason)
+{
+  pt__release__init(m);
+  m->slot = slot;
+  m->generation = gen;
+  m->has_step = true;
+  m->step = step;
+  m->has_status = status != 0;
+  m->status = status;
+  m->reason = (char *)reason;
+}
+
 /* Settles a frame that answers an owed request (removing it; OUT: *taken),
  * under conn_mu. A slot that a late SLOT_REPLY assigned is given back at once
- * (SEAL with ok false), as nothing will ever be copied into it. Returns 0 or
- * the error of that give-back. */
+ * (RELEASE), as nothing will ever be copied into it. Returns 0 or the error
+ * of that give-back. */
 static int owed_settle(pt_client *c, const struct rpc_hdr *h,
                        const ProtobufCMessage *m, uint64_t deadline,
                        bool *taken)
@@ -253,14 +266,12 @@ static int owed_settle(pt_client *c, const struct rpc_hdr *h,
   const Pt__SlotReply *r = (const Pt__SlotReply *)m;
   if (r->status != 0 || !r->has_slot || !r->has_generation)
     return 0;
-  Pt__Seal back = PT__SEAL__INIT;
+  Pt__Release back;
   uint64_t id = ++c->next_id;
-  back.slot = r->slot;
-  back.generation = r->generation;
-  back.step = o.step;
-  back.ok = false;
-  int rc = rpc_sock_send(c->fd, RPC_SEAL, id, &back.base, deadline);
-  if (rc == 0 && !owed_add(c, id, RPC_SEAL, o.step))
+  client_release_init(&back, r->slot, r->generation, o.step, PT_SKIPPED,
+                      "the slot came after its step was skipped");
+  int rc = rpc_sock_send(c->fd, RPC_RELEASE, id, &back.base, deadline);
+  if (rc == 0 && !owed_add(c, id, RPC_RELEASE, o.step))
     rc = -ENOBUFS;
   client_log(c, PT_LOG_DEBUG,
              "pt: slot %u, given late for skipped step %llu, handed back",
@@ -296,6 +307,8 @@ static uint64_t request_step(uint32_t type, const ProtobufCMessage *req)
     return ((const Pt__SlotAcquire *)req)->step;
   if (type == RPC_SEAL)
     return ((const Pt__Seal *)req)->step;
+  if (type == RPC_RELEASE)
+    return ((const Pt__Release *)req)->step;
   return 0;
 }
 

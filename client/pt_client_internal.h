@@ -123,7 +123,7 @@ struct seal_msg {
 struct owed {
   uint64_t id;
   uint32_t type;
-  uint64_t step; /* SLOT_ACQUIRE, SEAL: the step asked for */
+  uint64_t step; /* SLOT_ACQUIRE, SEAL, RELEASE: the step asked for */
 };
 
 struct pt_client {
@@ -196,6 +196,7 @@ struct pt_client {
   bool stop;
   enum seal_phase phase;
   int seal_rc;            /* the outcome, in PHASE_DONE */
+  int copy_fault;         /* client_test_copy_fault(): the next copy's rc */
   uint64_t seal_deadline; /* rpc_now_ms() limit of the SEAL, from SEALING */
   uint64_t seal_sent;     /* rpc_now_ms() when the copy ended, from SEALING */
   bool seal_abandoned;    /* pt_fence() gave up on it: already counted */
@@ -247,6 +248,15 @@ void client_seal_msgs_flush(pt_client *c);
 uint64_t client_deadline_after(const pt_client *c);
 void client_deadline_timespec(uint64_t deadline, struct timespec *ts);
 void client_conn_drop(pt_client *c);
+/* A RELEASE of slot (generation gen) for step: status, the pt error that
+ * ended the snapshot (0: none given), and reason, in words (may be NULL;
+ * borrowed, not copied). */
+void client_release_init(Pt__Release *m, uint32_t slot, uint64_t gen,
+                         uint64_t step, int status, const char *reason);
+/* Test hook: the next snapshot's copy ends with rc (non-zero), as if the
+ * copy engine had failed, so that tests can drive the failed-copy path.
+ * Not exported by libpt.so. */
+void client_test_copy_fault(pt_client *c, int rc);
 int client_conn_open(pt_client *c, uint64_t deadline);
 int client_conn_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
               uint32_t reply_type, uint64_t deadline,

@@ -12,12 +12,6 @@
 
 /* ---- restore ---- */
 
-static bool slot_is_readable(uint32_t state)
-{
-  return state == SNAP_SEALED || state == SNAP_PROTECTED ||
-         state == SNAP_COMMITTED;
-}
-
 int pt_restore(pt_client *c, uint64_t *step)
 {
   Pt__RestoreQuery req = PT__RESTORE_QUERY__INIT;
@@ -78,7 +72,7 @@ int pt_restore(pt_client *c, uint64_t *step)
     rc = PT_ECHECKSUM;
     goto out_free;
   }
-  if (!slot_is_readable(info.state) || info.generation != gen ||
+  if (!snap_state_holds_data(info.state) || info.generation != gen ||
       info.step != s) {
     client_log(c, PT_LOG_ERROR,
                "pt: slot %u no longer holds step %llu (state %s, step %llu)",
@@ -143,7 +137,7 @@ int pt_restore(pt_client *c, uint64_t *step)
   /* The slot must still be the one we read: a writer reusing it meanwhile
    * would have changed its generation. */
   snap_slot_get(c->store, slot, &info);
-  if (!info.record_ok || !slot_is_readable(info.state) ||
+  if (!info.record_ok || !snap_state_holds_data(info.state) ||
       info.generation != gen) {
     client_log(c, PT_LOG_ERROR,
                "pt: slot %u was reassigned while step %llu was read",

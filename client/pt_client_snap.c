@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -18,20 +19,26 @@
 
 /* ---- the sealer ---- */
 
-/* Tells the SMP to seal the snapshot's slot (or, when its copy failed, to
- * free it) on the connection that acquired the slot, and returns the
- * snapshot's outcome. Sealer thread. */
+/* Tells the SMP to seal the snapshot's slot (SEAL) or, when its copy
+ * failed, to free it (RELEASE) on the connection that acquired the slot,
+ * and returns the snapshot's outcome. Sealer thread. */
 static int seal_send(pt_client *c, uint32_t slot, uint64_t gen, uint64_t step,
                      uint64_t epoch, int copy_rc, uint64_t deadline)
 {
-  Pt__Seal req = PT__SEAL__INIT;
+  Pt__Seal seal = PT__SEAL__INIT;
+  Pt__Release rel; /* only a failed copy fills it */
+  char why[128];
   ProtobufCMessage *m = NULL;
   int rc;
 
-  req.slot = slot;
-  req.generation = gen;
-  req.step = step;
-  req.ok = copy_rc == 0;
+  seal.slot = slot;
+  seal.generation = gen;
+  seal.step = step;
+  seal.ok = true;
+  if (copy_rc != 0) {
+    snprintf(why, sizeof(why), "the copy failed: %s", pt_strerror(copy_rc));
+    client_release_init(&rel, slot, gen, step, copy_rc, why);
+  }
   pthread_mutex_lock(&c->conn_mu);
   if (c->fd < 0 || epoch != c->epoch) {
     rc = -ECONNRESET;
@@ -39,7 +46,10 @@ static int seal_send(pt_client *c, uint32_t slot, uint64_t gen, uint64_t step,
                "pt: snapshot of step %llu is lost: the connection to the SMP "
                "broke before it was sealed", (unsigned long long)step);
   } else {
-    rc = client_conn_call(c, RPC_SEAL, &req.base, RPC_REPLY, deadline, &m);
+    rc = copy_rc == 0
+             ? client_conn_call(c, RPC_SEAL, &seal.base, RPC_REPLY, deadline, &m)
+             : client_conn_call(c, RPC_RELEASE, &rel.base, RPC_REPLY, deadline,
+                                &m);
   }
   pthread_mutex_unlock(&c->conn_mu);
   if (rc != 0)
@@ -57,6 +67,13 @@ static int seal_send(pt_client *c, uint32_t slot, uint64_t gen, uint64_t step,
   }
   protobuf_c_message_free_unpacked(m, NULL);
   return rc;
+}
+
+void client_test_copy_fault(pt_client *c, int rc)
+{
+  pthread_mutex_lock(&c->mu);
+  c->copy_fault = rc;
+  pthread_mutex_unlock(&c->mu);
 }
 
 /* The sealer: for every snapshot posted (PHASE_COPYING), waits for its copy,
@@ -90,6 +107,10 @@ static void *sealer_main(void *arg)
     int copy_rc = kern_save_wait(c->engine, -1);
     uint64_t deadline = client_deadline_after(c);
     pthread_mutex_lock(&c->mu);
+    if (copy_rc == 0 && c->copy_fault != 0) { /* client_test_copy_fault */
+      copy_rc = c->copy_fault;
+      c->copy_fault = 0;
+    }
     c->phase = PHASE_SEALING;
     c->seal_deadline = deadline;
     c->seal_sent = rpc_now_ms();
@@ -261,18 +282,20 @@ static int snapshot_order_check(pt_client *c, uint64_t step)
   return 0;
 }
 
-/* Gives a slot back that will not be written (SEAL with ok false). */
+/* Gives a slot back that will not be written (RELEASE); why: the pt error
+ * that stopped the snapshot. */
 static void slot_give_back(pt_client *c, uint32_t slot, uint64_t gen,
-                           uint64_t step, uint64_t deadline)
+                           uint64_t step, int why, uint64_t deadline)
 {
-  Pt__Seal back = PT__SEAL__INIT;
+  Pt__Release back = PT__RELEASE__INIT;
   ProtobufCMessage *m = NULL;
+  char reason[128];
 
-  back.slot = slot;
-  back.generation = gen;
-  back.step = step;
-  back.ok = false;
-  if (client_conn_call_locked(c, RPC_SEAL, &back.base, RPC_REPLY, deadline, &m) == 0)
+  snprintf(reason, sizeof(reason), "the snapshot stopped before its copy: %s",
+           pt_strerror(why));
+  client_release_init(&back, slot, gen, step, why, reason);
+  if (client_conn_call_locked(c, RPC_RELEASE, &back.base, RPC_REPLY, deadline,
+                              &m) == 0)
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
@@ -338,7 +361,7 @@ int pt_snapshot(pt_client *c, uint64_t step)
   int order = snapshot_order_check(c, step);
   if (order != 0) {
     if (rc == 0 && r->has_slot && r->has_generation)
-      slot_give_back(c, r->slot, r->generation, step, bound);
+      slot_give_back(c, r->slot, r->generation, step, order, bound);
     protobuf_c_message_free_unpacked(m, NULL);
     return snapshot_fail(c, order);
   }
@@ -404,7 +427,7 @@ int pt_snapshot(pt_client *c, uint64_t step)
   if (rc != 0) {
     client_log(c, PT_LOG_ERROR, "pt: cannot start the copy of step %llu: %s",
                (unsigned long long)step, pt_strerror(rc));
-    slot_give_back(c, slot, gen, step, rpc_now_ms() + c->snap_timeout_ms);
+    slot_give_back(c, slot, gen, step, rc, rpc_now_ms() + c->snap_timeout_ms);
     return snapshot_fail(c, rc);
   }
   /* The sealer takes it from here. */

@@ -277,6 +277,51 @@ void   pt__seal__free_unpacked
   assert(message->base.descriptor == &pt__seal__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__release__init
+                     (Pt__Release         *message)
+{
+  static const Pt__Release init_value = PT__RELEASE__INIT;
+  *message = init_value;
+}
+size_t pt__release__get_packed_size
+                     (const Pt__Release *message)
+{
+  assert(message->base.descriptor == &pt__release__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__release__pack
+                     (const Pt__Release *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__release__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__release__pack_to_buffer
+                     (const Pt__Release *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__release__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__Release *
+       pt__release__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__Release *)
+     protobuf_c_message_unpack (&pt__release__descriptor,
+                                allocator, len, data);
+}
+void   pt__release__free_unpacked
+                     (Pt__Release *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__release__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__reply__init
                      (Pt__Reply         *message)
 {
@@ -1727,6 +1772,96 @@ const ProtobufCMessageDescriptor pt__seal__descriptor =
   pt__seal__field_indices_by_name,
   1,  pt__seal__number_ranges,
   (ProtobufCMessageInit) pt__seal__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__release__field_descriptors[5] =
+{
+  {
+    "slot",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Release, slot),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "generation",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Release, generation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__Release, has_step),
+    offsetof(Pt__Release, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_SINT32,
+    offsetof(Pt__Release, has_status),
+    offsetof(Pt__Release, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Release, reason),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__release__field_indices_by_name[] = {
+  1,   /* field[1] = generation */
+  4,   /* field[4] = reason */
+  0,   /* field[0] = slot */
+  3,   /* field[3] = status */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__release__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__release__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.Release",
+  "Release",
+  "Pt__Release",
+  "pt",
+  sizeof(Pt__Release),
+  5,
+  pt__release__field_descriptors,
+  pt__release__field_indices_by_name,
+  1,  pt__release__number_ranges,
+  (ProtobufCMessageInit) pt__release__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__reply__field_descriptors[2] =

@@ -21,6 +21,7 @@ typedef struct Pt__HelloReply Pt__HelloReply;
 typedef struct Pt__SlotAcquire Pt__SlotAcquire;
 typedef struct Pt__SlotReply Pt__SlotReply;
 typedef struct Pt__Seal Pt__Seal;
+typedef struct Pt__Release Pt__Release;
 typedef struct Pt__Reply Pt__Reply;
 typedef struct Pt__RestoreQuery Pt__RestoreQuery;
 typedef struct Pt__RestoreReply Pt__RestoreReply;
@@ -165,7 +166,10 @@ struct  Pt__SlotReply
 
 /*
  * RPC_SEAL: the copy into slot is complete and its checksum table written.
- * ok = false: the copy failed; the SMP frees the slot.
+ * ok must be true: a slot whose copy failed is given back with RPC_RELEASE.
+ * A SEAL with ok = false is refused with PT_EPROTO and changes nothing (the
+ * slot stays the writer's, WRITING, until it is released or the connection
+ * closes).
  */
 struct  Pt__Seal
 {
@@ -178,6 +182,35 @@ struct  Pt__Seal
 #define PT__SEAL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__seal__descriptor) \
     , 0, 0, 0, 0 }
+
+
+/*
+ * RPC_RELEASE: the trainer gives back a slot it will not seal: its copy
+ * failed, or the step was refused after the slot was assigned, or the slot
+ * came late for a step already skipped. The SMP frees it (WRITING -> FREE).
+ * Trainer only. Answered with RPC_REPLY: status 0, or PT_ESTALE when the slot
+ * is no longer WRITING under that generation (taken from this writer).
+ */
+struct  Pt__Release
+{
+  ProtobufCMessage base;
+  uint32_t slot;
+  uint64_t generation;
+  protobuf_c_boolean has_step;
+  uint64_t step;
+  /*
+   * why, as a pt error code (pt.h)
+   */
+  protobuf_c_boolean has_status;
+  int32_t status;
+  /*
+   * why, in words
+   */
+  char *reason;
+};
+#define PT__RELEASE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__release__descriptor) \
+    , 0, 0, 0, 0, 0, 0, NULL }
 
 
 /*
@@ -370,7 +403,7 @@ struct  Pt__Event
 
 /*
  * RPC_PIN: node only, the first phase of a commit: every rank sealed step;
- * pin its slot (SEALED -> PROTECTED) so that no new snapshot reuses it until
+ * pin its slot (SEALED -> PINNED) so that no new snapshot reuses it until
  * the commit ends. Answered with RPC_REPLY: status 0, or -ENOENT when this
  * rank no longer holds step sealed (its slot went to a newer step).
  */
@@ -401,8 +434,8 @@ struct  Pt__Commit
 /*
  * RPC_UNPIN: node only: the commit of step is abandoned (some rank could not
  * pin it), or a pin a round left behind is released: its slot goes back from
- * PROTECTED to SEALED. Answered with RPC_REPLY: status 0, or -ENOENT when no
- * slot holds step PROTECTED.
+ * PINNED to SEALED. Answered with RPC_REPLY: status 0, or -ENOENT when no
+ * slot holds step PINNED.
  */
 struct  Pt__Unpin
 {
@@ -751,6 +784,25 @@ Pt__Seal *
                       const uint8_t       *data);
 void   pt__seal__free_unpacked
                      (Pt__Seal *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__Release methods */
+void   pt__release__init
+                     (Pt__Release         *message);
+size_t pt__release__get_packed_size
+                     (const Pt__Release   *message);
+size_t pt__release__pack
+                     (const Pt__Release   *message,
+                      uint8_t             *out);
+size_t pt__release__pack_to_buffer
+                     (const Pt__Release   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__Release *
+       pt__release__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__release__free_unpacked
+                     (Pt__Release *message,
                       ProtobufCAllocator *allocator);
 /* Pt__Reply methods */
 void   pt__reply__init
@@ -1190,6 +1242,9 @@ typedef void (*Pt__SlotReply_Closure)
 typedef void (*Pt__Seal_Closure)
                  (const Pt__Seal *message,
                   void *closure_data);
+typedef void (*Pt__Release_Closure)
+                 (const Pt__Release *message,
+                  void *closure_data);
 typedef void (*Pt__Reply_Closure)
                  (const Pt__Reply *message,
                   void *closure_data);
@@ -1269,6 +1324,7 @@ extern const ProtobufCMessageDescriptor pt__hello_reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__slot_acquire__descriptor;
 extern const ProtobufCMessageDescriptor pt__slot_reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__seal__descriptor;
+extern const ProtobufCMessageDescriptor pt__release__descriptor;
 extern const ProtobufCMessageDescriptor pt__reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__restore_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__restore_reply__descriptor;

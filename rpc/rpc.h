@@ -93,7 +93,8 @@ enum rpc_type {
   RPC_AUTH_CHALLENGE = 23, /* Pt__AuthChallenge */
   RPC_AUTH_PROOF = 24,     /* Pt__AuthProof */
   RPC_BULK = 25,           /* Pt__BulkHeader, then the raw payload */
-  RPC_TYPE_MAX_ = 25,
+  RPC_RELEASE = 26,        /* Pt__Release: a trainer gives a slot back */
+  RPC_TYPE_MAX_ = 26,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

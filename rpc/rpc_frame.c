@@ -63,6 +63,7 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_AUTH_CHALLENGE] = {"AUTH_CHALLENGE", &pt__auth_challenge__descriptor},
     [RPC_AUTH_PROOF] = {"AUTH_PROOF", &pt__auth_proof__descriptor},
     [RPC_BULK] = {"BULK", &pt__bulk_header__descriptor},
+    [RPC_RELEASE] = {"RELEASE", &pt__release__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)

@@ -12,6 +12,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -50,8 +51,11 @@ enum {
   HDR_INSTANCE = 184, /* SNAP_INSTANCE_BYTES */
   HDR_BLOB_MAX = 200,
   HDR_BLOB_OFF = 208,
-  HDR_CRC = 216,
-  HDR_CRC_COVERS = 216, /* bytes 0..215 */
+  HDR_EC_K = 216,
+  HDR_EC_M = 220,
+  HDR_PARITY_STRIDE = 224,
+  HDR_CRC = 232,
+  HDR_CRC_COVERS = 232, /* bytes 0..231 */
 };
 
 /* Region table entry fields. */
@@ -92,13 +96,17 @@ enum {
 #define SNAP_MAX_NBLOCKS ((uint32_t)1 << 28)
 
 /* Where everything lies in an object; computed from the slot count, the
- * region sizes and the parity bytes alone. */
+ * region sizes and the code k+m alone. */
 struct snap_layout {
   uint32_t nslots, nregions, nblocks;
   uint64_t region_off, slot_off, crc_off, crc_stride;
   uint64_t data_off, slot_bytes, stride;
   uint64_t blob_off, blob_max; /* within a slot's data */
-  uint64_t parity_off, parity_bytes, total;
+  uint32_t ec_k, ec_m;         /* the code; both 0: none */
+  uint64_t parity_off;         /* slot 0's parity area */
+  uint64_t parity_bytes;       /* per slot: m chunks (snap_store.h) */
+  uint64_t parity_stride;      /* per slot, rounded up to SNAP_ALIGN */
+  uint64_t total;
 };
 
 struct snap_store {
@@ -131,21 +139,39 @@ static inline uint64_t snap_get64(const uint8_t *p)
 static inline void snap_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof(v)); }
 static inline void snap_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof(v)); }
 
-
 /* Writes a sentence into errbuf (may be NULL) and returns err. */
-int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
+static inline int snap_err(char *errbuf, size_t errlen, int err,
+                           const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static inline int snap_err(char *errbuf, size_t errlen, int err,
+                           const char *fmt, ...)
+{
+  if (errbuf != NULL && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return err;
+}
+
 
 /* Fills lay and, for each region i, regs[i].offset, .first_block and
  * .nblocks from regs[i].bytes (INOUT). -EINVAL (with a sentence) when the
- * counts are out of range or the sizes pass the caps above. */
+ * counts or the code are out of range or the sizes pass the caps above. */
 int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
                         uint32_t nregions, struct snap_region *regs,
-                        uint64_t parity_bytes, char *errbuf, size_t errlen);
+                        uint32_t ec_k, uint32_t ec_m, char *errbuf,
+                        size_t errlen);
+
+/* The parity chunk of a slot of slot_bytes data bytes under a code with k
+ * data chunks: ceil(slot_bytes / k) rounded up to SNAP_PARITY_CHUNK_ALIGN
+ * (never less than that); 0 when k is 0. */
+uint64_t snap_layout_parity_chunk(uint64_t slot_bytes, uint32_t k);
 
 /* Checks params (job, rank, counts, region names, sizes, kinds) and computes
  * their layout. OUT: lay, regions (p->nregions entries, caller-allocated). */
-int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
+int snap_layout_params(const struct snap_params *p, struct snap_layout *lay,
                        struct snap_region *regions, char *errbuf,
                        size_t errlen);
 
@@ -158,11 +184,11 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
 /* Validates a header read from an object of file_bytes bytes (hdr holds at
  * least SNAP_HEADER_BYTES). PT_EFORMAT / PT_EVERSION with a sentence that
  * starts with the quoted object name. */
-int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
-                      const char *name, char *errbuf, size_t errlen);
+int snap_layout_check_header(const uint8_t *hdr, uint64_t file_bytes,
+                             const char *name, char *errbuf, size_t errlen);
 
 /* Validates the rest of a mapping of total bytes whose header hdr (a private
- * copy of its first SNAP_HEADER_BYTES) passed snap_header_check, and fills s:
+ * copy of its first SNAP_HEADER_BYTES) passed snap_layout_check_header, and fills s:
  * layout, decoded regions (allocated here), job, rank, world. Checks each
  * region entry and its CRC, that the layout those entries imply is what the
  * header says, and that every slot state is known. Every byte of the mapping
@@ -174,10 +200,8 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
 
 /* The record CRC of slot i's fields (bytes 8..63, read as relaxed atomics)
  * under state (without the busy bit). */
-uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
-                         uint32_t state);
-/* Writes a valid FREE record for every slot of a fresh (zeroed) table. */
-void snap_records_init(struct snap_store *s);
+uint32_t snap_slot_record_crc(const struct snap_store *s, uint32_t i,
+                              uint32_t state);
 
 /* The slot-table entry fields as atomics in the mapping. */
 static inline uint8_t *snap_slot_entry(const struct snap_store *s, uint32_t i)

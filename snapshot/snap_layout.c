@@ -33,38 +33,17 @@ _Static_assert((uint64_t)SNAP_MAX_REGIONS * REG_ENTRY_BYTES < ((uint64_t)1 << 32
 _Static_assert(SNAP_BLOB_MAX % SNAP_REGION_ALIGN == 0, "the blob area is aligned");
 _Static_assert(KERN_BLOCK_SIZE <= UINT32_MAX, "the block size is a u32 field");
 
-int snap_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
-{
-  if (errbuf != NULL && errlen > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return err;
-}
-
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
   return (v + a - 1) / a * a;
 }
 
-const char *snap_state_name(uint32_t state)
+uint64_t snap_layout_parity_chunk(uint64_t slot_bytes, uint32_t k)
 {
-  switch (state) {
-  case SNAP_FREE:
-    return "FREE";
-  case SNAP_WRITING:
-    return "WRITING";
-  case SNAP_SEALED:
-    return "SEALED";
-  case SNAP_PROTECTED:
-    return "PROTECTED";
-  case SNAP_COMMITTED:
-    return "COMMITTED";
-  default:
-    return "UNKNOWN";
-  }
+  if (k == 0)
+    return 0;
+  uint64_t chunk = align_up((slot_bytes + k - 1) / k, SNAP_PARITY_CHUNK_ALIGN);
+  return chunk < SNAP_PARITY_CHUNK_ALIGN ? SNAP_PARITY_CHUNK_ALIGN : chunk;
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -98,31 +77,10 @@ static int names_unique(const struct snap_region *regions, uint32_t n,
   return rc;
 }
 
-static bool name_part_ok(const char *s)
-{
-  return strchr(s, '/') == NULL;
-}
-
-int snap_store_name(char *out, size_t len, const char *prefix, const char *job,
-                    uint32_t rank)
-{
-  if (out == NULL || job == NULL || job[0] == '\0' || !name_part_ok(job))
-    return -EINVAL;
-  if (prefix == NULL)
-    prefix = "";
-  if (!name_part_ok(prefix))
-    return -EINVAL;
-  int n = snprintf(out, len, "/%spt.%s.%" PRIu32, prefix, job, rank);
-  if (n < 0)
-    return -EINVAL;
-  if ((size_t)n >= len)
-    return -ENAMETOOLONG;
-  return PT_OK;
-}
-
 int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
                         uint32_t nregions, struct snap_region *regs,
-                        uint64_t parity_bytes, char *errbuf, size_t errlen)
+                        uint32_t ec_k, uint32_t ec_m, char *errbuf,
+                        size_t errlen)
 {
   if (nslots < 2 || nslots > SNAP_MAX_SLOTS)
     return snap_err(errbuf, errlen, -EINVAL,
@@ -132,10 +90,12 @@ int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
     return snap_err(errbuf, errlen, -EINVAL,
                     "%" PRIu32 " regions: between 1 and %d are allowed",
                     nregions, SNAP_MAX_REGIONS);
-  if (parity_bytes > SNAP_MAX_TOTAL_BYTES)
+  if ((ec_k == 0) != (ec_m == 0) ||
+      (uint64_t)ec_k + ec_m > SNAP_EC_MAX_MEMBERS)
     return snap_err(errbuf, errlen, -EINVAL,
-                    "parity area of %" PRIu64 " bytes is too large",
-                    parity_bytes);
+                    "code %" PRIu32 "+%" PRIu32 ": k and m are both 0 (no "
+                    "code) or both at least 1, with k+m at most %d",
+                    ec_k, ec_m, SNAP_EC_MAX_MEMBERS);
 
   uint64_t cur = 0, nblocks = 0;
   for (uint32_t i = 0; i < nregions; i++) {
@@ -171,9 +131,19 @@ int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
   cur += lay->blob_max;
   lay->slot_bytes = cur;
   lay->stride = align_up(cur, SNAP_ALIGN);
+  /* The parity areas follow the slot data, one per slot (snap_store.h). */
+  lay->ec_k = ec_k;
+  lay->ec_m = ec_m;
   lay->parity_off = lay->data_off + nslots * lay->stride;
-  lay->parity_bytes = parity_bytes;
-  lay->total = lay->parity_off + align_up(parity_bytes, SNAP_ALIGN);
+  uint64_t chunk = snap_layout_parity_chunk(lay->slot_bytes, ec_k);
+  if (ec_m > 0 && chunk > SNAP_MAX_TOTAL_BYTES / ec_m)
+    return snap_err(errbuf, errlen, -EINVAL,
+                    "code %" PRIu32 "+%" PRIu32 ": the parity of %" PRIu64
+                    " bytes a slot passes %" PRIu64 " bytes", ec_k, ec_m,
+                    lay->slot_bytes, SNAP_MAX_TOTAL_BYTES);
+  lay->parity_bytes = (uint64_t)ec_m * chunk;
+  lay->parity_stride = align_up(lay->parity_bytes, SNAP_ALIGN);
+  lay->total = lay->parity_off + nslots * lay->parity_stride;
   if (lay->total > SNAP_MAX_TOTAL_BYTES)
     return snap_err(errbuf, errlen, -EINVAL,
                     "the object would need %" PRIu64 " bytes, more than %" PRIu64,
@@ -181,7 +151,7 @@ int snap_layout_compute(struct snap_layout *lay, uint32_t nslots,
   return PT_OK;
 }
 
-int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
+int snap_layout_params(const struct snap_params *p, struct snap_layout *lay,
                        struct snap_region *regions, char *errbuf,
                        size_t errlen)
 {
@@ -218,8 +188,8 @@ int snap_params_layout(const struct snap_params *p, struct snap_layout *lay,
   int rc = names_unique(regions, p->nregions, errbuf, errlen);
   if (rc < 0)
     return rc;
-  return snap_layout_compute(lay, p->nslots, p->nregions, regions,
-                             p->parity_bytes, errbuf, errlen);
+  return snap_layout_compute(lay, p->nslots, p->nregions, regions, p->ec_k,
+                             p->ec_m, errbuf, errlen);
 }
 
 void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
@@ -274,6 +244,9 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
   snap_put64(h + HDR_DATA_OFF, lay->data_off);
   snap_put64(h + HDR_PARITY_OFF, lay->parity_off);
   snap_put64(h + HDR_PARITY_BYTES, lay->parity_bytes);
+  snap_put32(h + HDR_EC_K, lay->ec_k);
+  snap_put32(h + HDR_EC_M, lay->ec_m);
+  snap_put64(h + HDR_PARITY_STRIDE, lay->parity_stride);
   snap_put64(h + HDR_CTIME,
              (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
   snap_put64(h + HDR_BLOB_MAX, lay->blob_max);
@@ -283,8 +256,8 @@ void snap_layout_write(uint8_t *base, const struct snap_layout *lay,
   snap_put32(h + HDR_CRC, crc32c(h, HDR_CRC_COVERS));
 }
 
-int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
-                      const char *name, char *errbuf, size_t errlen)
+int snap_layout_check_header(const uint8_t *hdr, uint64_t file_bytes,
+                             const char *name, char *errbuf, size_t errlen)
 {
   if (file_bytes < SNAP_HEADER_BYTES)
     return snap_err(errbuf, errlen, PT_EFORMAT,
@@ -296,8 +269,10 @@ int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
   uint32_t version = snap_get32(hdr + HDR_VERSION);
   if (version != SNAP_VERSION)
     return snap_err(errbuf, errlen, PT_EVERSION,
-                    "'%s': format version %" PRIu32
-                    ", this build reads version %u",
+                    "'%s': snapshot format version %" PRIu32
+                    ", this build reads only version %u (an object made by "
+                    "another pt release is not converted; remove it, or "
+                    "use the release that made it)",
                     name, version, SNAP_VERSION);
   uint32_t stored = snap_get32(hdr + HDR_CRC);
   uint32_t crc = crc32c(hdr, HDR_CRC_COVERS);
@@ -354,7 +329,8 @@ int snap_header_check(const uint8_t *hdr, uint64_t file_bytes,
   return PT_OK;
 }
 
-/* One header field that must equal the layout the region table implies. */
+/* One header field that must equal the layout the region table and the
+ * code (k+m, from the header) imply. */
 static int field_check(const uint8_t *hdr, unsigned off, const char *what,
                        uint64_t expect, const char *name, char *errbuf,
                        size_t errlen)
@@ -364,8 +340,10 @@ static int field_check(const uint8_t *hdr, unsigned off, const char *what,
     return PT_OK;
   return snap_err(errbuf, errlen, PT_EFORMAT,
                   "'%s': header says %s is %" PRIu64
-                  ", the region table implies %" PRIu64,
-                  name, what, v, expect);
+                  ", the region table and the code %" PRIu32 "+%" PRIu32
+                  " imply %" PRIu64,
+                  name, what, v, snap_get32(hdr + HDR_EC_K),
+                  snap_get32(hdr + HDR_EC_M), expect);
 }
 
 /* Decodes every region entry from a private copy, checking its CRC, name,
@@ -449,7 +427,8 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
     goto out_free_regions;
   char why[512];
   rc = snap_layout_compute(&lay, nslots, nregions, regs,
-                           snap_get64(h + HDR_PARITY_BYTES), why, sizeof(why));
+                           snap_get32(h + HDR_EC_K), snap_get32(h + HDR_EC_M),
+                           why, sizeof(why));
   if (rc < 0) {
     rc = snap_err(errbuf, errlen, PT_EFORMAT, "'%s': %s", name, why);
     goto out_free_regions;
@@ -471,6 +450,9 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
     const char *what;
     uint64_t expect;
   } fields[] = {
+      /* The parity first: a header whose code was changed says so. */
+      {HDR_PARITY_BYTES, "the parity bytes per slot", lay.parity_bytes},
+      {HDR_PARITY_STRIDE, "the parity stride", lay.parity_stride},
       {HDR_TOTAL, "the object size", lay.total},
       {HDR_SLOT_BYTES, "the slot data size", lay.slot_bytes},
       {HDR_STRIDE, "the slot stride", lay.stride},
@@ -498,15 +480,15 @@ int snap_layout_parse(struct snap_store *s, const uint8_t *hdr, uint8_t *base,
   s->lay = lay;
   snprintf(s->name, sizeof(s->name), "%s", name);
   /* A slot whose record fails its checksum does not condemn the object: it
-   * holds nothing (snap_store_bad_records() names it). A record that
+   * holds nothing (snap_slot_bad_records() names it). A record that
    * checks out must name a known state. */
   for (uint32_t i = 0; i < nslots; i++) {
     uint64_t w = atomic_load_explicit(snap_slot_word_ptr(s, i),
                                       memory_order_acquire);
     uint32_t st = (uint32_t)w;
     if ((st & SNAP_STATE_BUSY) == 0 &&
-        (uint32_t)(w >> 32) == snap_record_crc(s, i, st) &&
-        st > SNAP_COMMITTED) {
+        (uint32_t)(w >> 32) == snap_slot_record_crc(s, i, st) &&
+        st > SNAP_STATE_MAX) {
       rc = snap_err(errbuf, errlen, PT_EFORMAT,
                     "'%s': slot %" PRIu32 " has unknown state %" PRIu32, name,
                     i, st);

@@ -1,6 +1,7 @@
 /*
- * snap_slot.c — the slot state machine of a snapshot object and the checks
- * of a slot's data against its checksum table.
+ * snap_slot.c — the slot state machine of a snapshot object, where a slot's
+ * data, blob and checksum table lie, and the checks of a slot's data against
+ * its checksum table.
  *
  * Only the SMP changes slot states; the trainer maps the object too and reads
  * them. Every field of a slot-table entry is an atomic in the shared mapping,
@@ -21,8 +22,10 @@
  * was taken from it always gets PT_ESTALE.
  *
  * A commit runs in two phases across the ranks (ptd node drives them):
- * protect pins a SEALED slot (PROTECTED: never handed out), commit makes it
- * COMMITTED, unprotect drops the pin when the commit is abandoned.
+ * pin makes a SEALED slot PINNED (never handed out), commit makes it
+ * COMMITTED, unpin drops the pin when the commit is abandoned. PROTECTED
+ * (parity acknowledged) is set by nothing yet; every function here treats
+ * it as PINNED, the choice that never loses its bytes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -69,8 +72,8 @@ static uint32_t crc_of(uint32_t state,
   return crc32c(rec, sizeof(rec));
 }
 
-uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
-                         uint32_t state)
+uint32_t snap_slot_record_crc(const struct snap_store *s, uint32_t i,
+                              uint32_t state)
 {
   uint8_t f[SLOT_ENTRY_BYTES - SLOT_STEP];
   fields_read(s, i, f);
@@ -82,7 +85,7 @@ uint32_t snap_record_crc(const struct snap_store *s, uint32_t i,
 static bool word_matches(uint64_t w, const uint8_t *f)
 {
   uint32_t st = (uint32_t)w;
-  if ((st & SNAP_STATE_BUSY) != 0 || st > SNAP_COMMITTED)
+  if ((st & SNAP_STATE_BUSY) != 0 || st > SNAP_STATE_MAX)
     return false;
   return (uint32_t)(w >> 32) == crc_of(st, f);
 }
@@ -102,7 +105,7 @@ static uint32_t state_load(const struct snap_store *s, uint32_t i)
  * and the fields as they are now, in one release store. */
 static void state_store(const struct snap_store *s, uint32_t i, uint32_t v)
 {
-  uint64_t w = (uint64_t)v | (uint64_t)snap_record_crc(s, i, v) << 32;
+  uint64_t w = (uint64_t)v | (uint64_t)snap_slot_record_crc(s, i, v) << 32;
   atomic_store_explicit(snap_slot_word_ptr(s, i), w, memory_order_release);
 }
 
@@ -144,12 +147,6 @@ static uint64_t wall_ns(void)
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static bool holds_data(uint32_t state)
-{
-  return state == SNAP_SEALED || state == SNAP_PROTECTED ||
-         state == SNAP_COMMITTED;
-}
-
 /* True when slot a is older than slot b: a lower step, or on the same step a
  * lower generation. */
 static bool older(const struct snap_store *s, uint32_t a, uint32_t b)
@@ -168,7 +165,7 @@ static uint32_t newest_in(const struct snap_store *s, unsigned mask,
   uint32_t best = UINT32_MAX;
   for (uint32_t i = 0; i < s->lay.nslots; i++) {
     uint32_t st = state_load(s, i);
-    if (st > SNAP_COMMITTED || !(mask & (1u << st)))
+    if (st > SNAP_STATE_MAX || !(mask & (1u << st)))
       continue;
     if (!any_step && get64(s, i, SLOT_STEP) != step)
       continue;
@@ -179,9 +176,10 @@ static uint32_t newest_in(const struct snap_store *s, unsigned mask,
 }
 
 #define MASK_COMMITTED (1u << SNAP_COMMITTED)
-#define MASK_PROTECTED (1u << SNAP_PROTECTED)
+/* A commit holds the slot: PINNED, or PROTECTED taken as PINNED. */
+#define MASK_PINNED ((1u << SNAP_PINNED) | (1u << SNAP_PROTECTED))
 #define MASK_SEALED (1u << SNAP_SEALED)
-#define MASK_HOLDING (MASK_SEALED | MASK_PROTECTED | MASK_COMMITTED)
+#define MASK_HOLDING (MASK_SEALED | MASK_PINNED | MASK_COMMITTED)
 
 static void slot_free(const struct snap_store *s, uint32_t i)
 {
@@ -196,6 +194,29 @@ static void slot_make_committed(const struct snap_store *s, uint32_t i)
   change_begin(s, i);
   set64(s, i, SLOT_T_COMMITTED, wall_ns());
   state_store(s, i, SNAP_COMMITTED);
+}
+
+void *snap_slot_data(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride;
+}
+
+void *snap_slot_blob(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride +
+         s->lay.blob_off;
+}
+
+uint32_t *snap_slot_crcs(const struct snap_store *s, uint32_t slot)
+{
+  if (slot >= s->lay.nslots)
+    return NULL;
+  return (uint32_t *)(void *)(s->base + s->lay.crc_off +
+                              (uint64_t)slot * s->lay.crc_stride);
 }
 
 void snap_slot_get(const struct snap_store *s, uint32_t slot,
@@ -243,8 +264,8 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
   out->blob_crc = snap_get32(f + SLOT_BLOB_CRC - SLOT_STEP);
 }
 
-uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
-                                size_t len)
+uint32_t snap_slot_bad_records(const struct snap_store *s, char *msg,
+                               size_t len)
 {
   uint32_t n = 0;
   size_t used = 0;
@@ -267,14 +288,14 @@ uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
                      PRIx32 ", computed %08" PRIx32 "): it holds nothing and "
                      "is never restored",
                      n > 1 ? "; " : "", s->name, i, (uint32_t)w, info.step,
-                     (uint32_t)(w >> 32), snap_record_crc(s, i, (uint32_t)w));
+                     (uint32_t)(w >> 32), snap_slot_record_crc(s, i, (uint32_t)w));
     if (k > 0)
       used += (size_t)k < len - used ? (size_t)k : len - used - 1;
   }
   return n;
 }
 
-int snap_store_recover(struct snap_store *s)
+int snap_slot_recover(struct snap_store *s)
 {
   int n = 0;
   for (uint32_t i = 0; i < s->lay.nslots; i++) {
@@ -304,8 +325,8 @@ int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
   }
   if (pick == UINT32_MAX) {
     /* No FREE slot: the oldest SEALED or COMMITTED one, never the newest
-     * COMMITTED (the restore point). PROTECTED slots are pinned by a commit
-     * under way and WRITING ones have a writer. */
+     * COMMITTED (the restore point). PINNED and PROTECTED slots are held
+     * by a commit under way and WRITING ones have a writer. */
     uint32_t keep = newest_in(s, MASK_COMMITTED, true, 0);
     for (uint32_t i = 0; i < s->lay.nslots; i++) {
       uint32_t st = state_load(s, i);
@@ -394,20 +415,20 @@ int snap_slot_abort(struct snap_store *s, uint32_t slot, uint64_t generation)
   return PT_OK;
 }
 
-int snap_slot_protect(struct snap_store *s, uint64_t step)
+int snap_slot_pin(struct snap_store *s, uint64_t step)
 {
-  if (newest_in(s, MASK_PROTECTED, false, step) != UINT32_MAX)
+  if (newest_in(s, MASK_PINNED, false, step) != UINT32_MAX)
     return PT_OK; /* pinned already */
   uint32_t i = newest_in(s, MASK_SEALED, false, step);
   if (i == UINT32_MAX)
     return -ENOENT;
-  state_store(s, i, SNAP_PROTECTED);
+  state_store(s, i, SNAP_PINNED);
   return PT_OK;
 }
 
-int snap_slot_unprotect(struct snap_store *s, uint64_t step)
+int snap_slot_unpin(struct snap_store *s, uint64_t step)
 {
-  uint32_t i = newest_in(s, MASK_PROTECTED, false, step);
+  uint32_t i = newest_in(s, MASK_PINNED, false, step);
   if (i == UINT32_MAX)
     return -ENOENT;
   state_store(s, i, SNAP_SEALED);
@@ -416,10 +437,10 @@ int snap_slot_unprotect(struct snap_store *s, uint64_t step)
 
 /* What commit and set_restore share: slot `keep` holds the committed step.
  * Every other slot holding the same step is a duplicate and becomes FREE;
- * older SEALED slots are superseded and become FREE; older PROTECTED slots
- * become SEALED (keep_pinned_bytes, a commit: the bytes may be committed on
- * other ranks) or FREE (a restore point, which clears every pin); older
- * COMMITTED slots stay as fallbacks. */
+ * older SEALED slots are superseded and become FREE; older PINNED (or
+ * PROTECTED) slots become SEALED (keep_pinned_bytes, a commit: the bytes
+ * may be committed on other ranks) or FREE (a restore point, which clears
+ * every pin); older COMMITTED slots stay as fallbacks. */
 static void supersede_older(const struct snap_store *s, uint32_t keep,
                             bool keep_pinned_bytes)
 {
@@ -429,11 +450,11 @@ static void supersede_older(const struct snap_store *s, uint32_t keep,
       continue;
     uint32_t st = state_load(s, i);
     uint64_t si = get64(s, i, SLOT_STEP);
-    if (!holds_data(st) || si > step)
+    if (!snap_state_holds_data(st) || si > step)
       continue;
     if (si == step || st == SNAP_SEALED)
       slot_free(s, i);
-    else if (st == SNAP_PROTECTED)
+    else if (st == SNAP_PINNED || st == SNAP_PROTECTED)
       state_store(s, i, keep_pinned_bytes ? SNAP_SEALED : SNAP_FREE);
   }
 }
@@ -448,7 +469,7 @@ int snap_slot_commit(struct snap_store *s, uint64_t step)
   return PT_OK;
 }
 
-int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step)
+int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step)
 {
   if (!has_step) {
     for (uint32_t i = 0; i < s->lay.nslots; i++)
@@ -464,7 +485,7 @@ int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step)
     if (i == keep)
       continue;
     uint32_t st = state_load(s, i);
-    if (!holds_data(st) || get64(s, i, SLOT_STEP) > step)
+    if (!snap_state_holds_data(st) || get64(s, i, SLOT_STEP) > step)
       slot_free(s, i);
   }
   slot_make_committed(s, keep);
@@ -484,7 +505,7 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
       *bad_block = SNAP_BAD_RECORD(s->lay.nblocks);
     return PT_ECHECKSUM;
   }
-  if (!holds_data(info.state))
+  if (!snap_state_holds_data(info.state))
     return PT_ESTATE;
   const uint32_t *crcs = snap_slot_crcs(s, slot);
   const uint8_t *data = snap_slot_data(s, slot);
@@ -525,7 +546,7 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
   return PT_OK;
 }
 
-/* The shared work of snap_slots_verify(): each thread takes the next slot. */
+/* The shared work of snap_slot_verify_many(): each thread takes the next slot. */
 struct verify_job {
   const struct snap_store *s;
   const uint32_t *slots;
@@ -548,8 +569,9 @@ static void *verify_worker(void *arg)
   }
 }
 
-void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32_t n,
-                       uint32_t threads, int *rcs, uint32_t *bad_blocks)
+void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots,
+                           uint32_t n, uint32_t threads, int *rcs,
+                           uint32_t *bad_blocks)
 {
   pthread_t tids[SNAP_MAX_SLOTS];
   uint32_t bad[SNAP_MAX_SLOTS];
@@ -578,8 +600,8 @@ void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32
       bad_blocks[i] = bad[i];
 }
 
-int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
-                                uint64_t *step)
+int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,
+                               uint64_t *step)
 {
   uint32_t i = newest_in(s, MASK_COMMITTED, true, 0);
   if (i == UINT32_MAX)
@@ -591,8 +613,8 @@ int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
   return PT_OK;
 }
 
-int snap_store_find_step(const struct snap_store *s, uint64_t step,
-                         uint32_t *slot)
+int snap_slot_find_step(const struct snap_store *s, uint64_t step,
+                        uint32_t *slot)
 {
   uint32_t i = newest_in(s, MASK_HOLDING, false, step);
   if (i == UINT32_MAX)

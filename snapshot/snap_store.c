@@ -3,7 +3,8 @@
  * (budget and free-space checks before anything is allocated, posix_fallocate
  * so a full tmpfs is an error and never a SIGBUS later, one pre-fault pass so
  * snapshots copy at memcpy speed), opening and validating an existing one,
- * renaming a damaged one aside, and the read-only accessors.
+ * renaming a damaged one aside, object names, and the read-only accessors
+ * of the header (those of one slot are in snap_slot.c).
  *
  * The byte layout is in snap_store.h and is computed and checked in
  * snap_layout.c; the slot state machine is in snap_slot.c.
@@ -33,6 +34,28 @@
 
 #define SHM_DIR "/dev/shm"
 
+static bool name_part_ok(const char *s)
+{
+  return strchr(s, '/') == NULL;
+}
+
+int snap_store_name(char *out, size_t len, const char *prefix, const char *job,
+                    uint32_t rank)
+{
+  if (out == NULL || job == NULL || job[0] == '\0' || !name_part_ok(job))
+    return -EINVAL;
+  if (prefix == NULL)
+    prefix = "";
+  if (!name_part_ok(prefix))
+    return -EINVAL;
+  int n = snprintf(out, len, "/%spt.%s.%" PRIu32, prefix, job, rank);
+  if (n < 0)
+    return -EINVAL;
+  if ((size_t)n >= len)
+    return -ENAMETOOLONG;
+  return PT_OK;
+}
+
 uint64_t snap_store_bytes_needed(const struct snap_params *p)
 {
   if (p == NULL || p->nregions < 1 || p->nregions > SNAP_MAX_REGIONS)
@@ -41,7 +64,7 @@ uint64_t snap_store_bytes_needed(const struct snap_params *p)
   if (regions == NULL)
     return 0;
   struct snap_layout lay;
-  int rc = snap_params_layout(p, &lay, regions, NULL, 0);
+  int rc = snap_layout_params(p, &lay, regions, NULL, 0);
   free(regions);
   return rc < 0 ? 0 : lay.total;
 }
@@ -84,7 +107,7 @@ int snap_store_create(struct snap_store **out, const char *name,
   if (regions == NULL)
     return snap_err(errbuf, errlen, -ENOMEM, "'%s': out of memory", name);
   char why[512];
-  rc = snap_params_layout(p, &lay, regions, why, sizeof(why));
+  rc = snap_layout_params(p, &lay, regions, why, sizeof(why));
   if (rc < 0) {
     rc = snap_err(errbuf, errlen, rc, "'%s': %s", name, why);
     goto out_free_regions;
@@ -209,7 +232,7 @@ int snap_store_create(struct snap_store **out, const char *name,
   /* Reading back what was written checks the writer against the reader. */
   uint8_t hdr[SNAP_HEADER_BYTES];
   memcpy(hdr, base, sizeof(hdr));
-  rc = snap_header_check(hdr, lay.total, name, errbuf, errlen);
+  rc = snap_layout_check_header(hdr, lay.total, name, errbuf, errlen);
   if (rc == PT_OK)
     rc = snap_layout_parse(s, hdr, base, lay.total, name, errbuf, errlen);
   if (rc < 0)
@@ -294,7 +317,7 @@ int snap_store_open(struct snap_store **out, const char *name, char *errbuf,
   }
   uint8_t hdr[SNAP_HEADER_BYTES];
   memcpy(hdr, base, sizeof(hdr));
-  rc = snap_header_check(hdr, bytes, name, errbuf, errlen);
+  rc = snap_layout_check_header(hdr, bytes, name, errbuf, errlen);
   if (rc < 0)
     goto out_unmap;
   s = calloc(1, sizeof(*s));
@@ -556,19 +579,29 @@ bool snap_store_regions_match(const struct snap_store *s,
   return true;
 }
 
-void *snap_slot_data(const struct snap_store *s, uint32_t slot)
+void snap_store_code(const struct snap_store *s, uint32_t *k, uint32_t *m)
 {
-  if (slot >= s->lay.nslots)
-    return NULL;
-  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride;
+  if (k != NULL)
+    *k = s->lay.ec_k;
+  if (m != NULL)
+    *m = s->lay.ec_m;
 }
 
-void *snap_slot_blob(const struct snap_store *s, uint32_t slot)
+void *snap_store_parity(const struct snap_store *s, uint32_t slot,
+                        uint64_t *len)
 {
-  if (slot >= s->lay.nslots)
+  if (len != NULL)
+    *len = 0;
+  if (slot >= s->lay.nslots || s->lay.parity_bytes == 0)
     return NULL;
-  return s->base + s->lay.data_off + (uint64_t)slot * s->lay.stride +
-         s->lay.blob_off;
+  if (len != NULL)
+    *len = s->lay.parity_bytes;
+  return s->base + s->lay.parity_off + (uint64_t)slot * s->lay.parity_stride;
+}
+
+uint64_t snap_store_parity_chunk(const struct snap_store *s)
+{
+  return s->lay.ec_m == 0 ? 0 : s->lay.parity_bytes / s->lay.ec_m;
 }
 
 uint32_t snap_store_blob_max(const struct snap_store *s)
@@ -576,15 +609,8 @@ uint32_t snap_store_blob_max(const struct snap_store *s)
   return (uint32_t)s->lay.blob_max;
 }
 
-uint32_t *snap_slot_crcs(const struct snap_store *s, uint32_t slot)
-{
-  if (slot >= s->lay.nslots)
-    return NULL;
-  return (uint32_t *)(void *)(s->base + s->lay.crc_off +
-                              (uint64_t)slot * s->lay.crc_stride);
-}
-
-void snap_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33])
+void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES],
+                             char out[33])
 {
   static const char digits[] = "0123456789abcdef";
 
@@ -606,7 +632,8 @@ static int hex_digit(char c)
   return -1;
 }
 
-bool snap_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES])
+bool snap_store_instance_parse(const char *hex,
+                               uint8_t id[SNAP_INSTANCE_BYTES])
 {
   if (strlen(hex) != 2 * SNAP_INSTANCE_BYTES)
     return false;

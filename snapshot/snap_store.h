@@ -12,7 +12,8 @@
  * completes (unless told to keep it); the SMP renames a damaged one aside.
  * After any crash the next SMP re-opens and re-validates it with
  * snap_store_open(), which refuses an object of another owner or mode, and
- * uses it only when its job instance id and world size are its job's.
+ * uses it only when its job instance id, world size and code are its
+ * job's.
  *
  * Layout (all integers little-endian, offsets from the start of the object):
  *
@@ -35,14 +36,17 @@
  *   136     8      offset of the slot table
  *   144     8      offset of the checksum tables
  *   152     8      offset of the first slot's data (2 MiB aligned)
- *   160     8      offset of the parity area (2 MiB aligned; 0 bytes today)
- *   168     8      parity area bytes
+ *   160     8      offset of slot 0's parity area (2 MiB aligned)
+ *   168     8      parity bytes per slot (see "Parity" below; 0: no code)
  *   176     8      creation time, ns since the epoch
  *   184     16     job instance id (random, made when the job started)
  *   200     8      blob area bytes per slot (SNAP_BLOB_MAX)
  *   208     8      offset of the blob area within a slot's data (64-aligned)
- *   216     4      CRC32C of bytes 0..215 (the immutable header)
- *   220     ...    zero up to the region table
+ *   216     4      code k: data chunks per stripe (0: the job has no code)
+ *   220     4      code m: parity chunks per stripe (0: no code)
+ *   224     8      parity stride (parity bytes per slot rounded up to 2 MiB)
+ *   232     4      CRC32C of bytes 0..231 (the immutable header)
+ *   236     ...    zero up to the region table
  *
  *   region table: nregions entries of 320 bytes:
  *     0 name[256] NUL-padded, 256 bytes u64, 264 offset in slot u64,
@@ -62,13 +66,27 @@
  *   slot data: nslots areas of slot-stride bytes, 2 MiB aligned; in each,
  *     region i at its offset (64-byte aligned, so a 4-byte region costs 64
  *     bytes a slot), then the blob area of SNAP_BLOB_MAX bytes
- *   parity: parity-bytes, 2 MiB aligned (room for erasure coding)
+ *   parity: nslots areas of parity-stride bytes, 2 MiB aligned, after the
+ *     slot data; slot i's area (parity-bytes used) at parity offset + i *
+ *     parity stride; none (0 bytes) when the job has no code
+ *
+ * Parity. Under a code k+m (a coding group of k+m members, DESIGN.md) each
+ * member's slot data (S = slot data bytes, regions and blob area) is cut
+ * into k chunks, and the member holds m parity chunks of other members'
+ * stripes for each slot. So a slot's parity area is m chunks of
+ *   chunk = ceil(S / k) rounded up to SNAP_PARITY_CHUNK_ALIGN (64: ISA-L's
+ *           fragments are 64-byte aligned, and shorter ones run scalar)
+ * that is parity bytes per slot = m * chunk, and each slot's area starts on
+ * a 2 MiB boundary (huge pages; one area per slot so that a slot's parity is
+ * reused, pinned and freed with its slot). The code is in the header: an
+ * object made under another code is not the job's (snap_store_code()).
+ * Nothing fills the areas yet; they are pre-faulted with the rest.
  *
  * Slot records. The SMP is the only writer. A record is valid when its CRC
  * matches the state and fields beside it; a record that does not match
  * (damaged, forged, or left half-written by an SMP that died) is treated as
  * holding nothing: never restored, never committed, and freed by
- * snap_store_recover(). The writer's order for a transition:
+ * snap_slot_recover(). The writer's order for a transition:
  *   1. when fields other than the state change: store the word with the
  *      busy bit (SNAP_STATE_BUSY) set, then a release fence;
  *   2. store the fields (relaxed atomics);
@@ -80,22 +98,27 @@
  * (for at most SNAP_RECORD_WAIT_MS); a stable word whose CRC does not match
  * the fields is a damaged record.
  *
- * Slot states go FREE -> WRITING -> SEALED -> PROTECTED -> COMMITTED -> FREE.
+ * Slot states go FREE -> WRITING -> SEALED -> PINNED -> COMMITTED -> FREE.
  * Each transition is one atomic release store made after the data it describes
  * is complete; readers load the state with acquire. A slot found WRITING by
- * snap_store_recover() is invalid and becomes FREE. The newest COMMITTED slot
+ * snap_slot_recover() is invalid and becomes FREE. The newest COMMITTED slot
  * is never handed out for writing; older COMMITTED slots stay readable (a
  * fallback when the newest is damaged) until a writer needs their space.
  *
- * PROTECTED is the first phase of a commit that must hold on every rank or on
- * none: ptd node pins a step that every rank sealed (snap_slot_protect), and
+ * PINNED is the first phase of a commit that must hold on every rank or on
+ * none: ptd node pins a step that every rank sealed (snap_slot_pin), and
  * only when every rank pinned it does it commit the step everywhere; if one
- * rank no longer holds it, the others drop their pin (snap_slot_unprotect).
- * A PROTECTED slot is never handed out for writing, so between the two
+ * rank no longer holds it, the others drop their pin (snap_slot_unpin).
+ * A PINNED slot is never handed out for writing, so between the two
  * phases no rank can lose the step that the others are about to commit, and
  * the previous committed step (still the newest COMMITTED one) stays too.
- * When erasure coding lands, PROTECTED will also mean that the slot's parity
- * was acknowledged by the other nodes of its coding group.
+ *
+ * PROTECTED is reserved for a slot whose parity was acknowledged by the
+ * other nodes of its coding group (SEALED -> PINNED -> PROTECTED ->
+ * COMMITTED once erasure coding is wired). Nothing sets it yet; every
+ * function here treats a PROTECTED slot as a PINNED one (holds data, never
+ * handed out, committed, unpinned or cleared by a restore as PINNED is),
+ * which never drops bytes a commit may still need.
  */
 #ifndef PT_SNAP_STORE_H
 #define PT_SNAP_STORE_H
@@ -105,7 +128,8 @@
 #include <stdint.h>
 
 #define SNAP_MAGIC "PTSNAP\0\1"
-#define SNAP_VERSION 3u
+#define SNAP_VERSION 4u /* 3 -> 4: PINNED named apart from PROTECTED;
+                         * a parity area per slot, sized from the code */
 #define SNAP_HEADER_BYTES 4096u
 #define SNAP_ALIGN ((uint64_t)2 << 20)
 #define SNAP_REGION_ALIGN 64u  /* of each region within a slot */
@@ -120,15 +144,34 @@
                                  * transition under way */
 #define SNAP_MAX_SLOTS 8
 #define SNAP_INSTANCE_BYTES 16 /* the job instance id */
+#define SNAP_EC_MAX_MEMBERS 32 /* k+m of a code, at most */
+#define SNAP_PARITY_CHUNK_ALIGN 64u /* of a parity chunk's bytes */
 
+/* The values are stored in the object; renumbering them is a new
+ * SNAP_VERSION. Version 3 had PROTECTED = 3 meaning what PINNED means now
+ * and COMMITTED = 4. */
 enum snap_state {
   SNAP_FREE = 0,
   SNAP_WRITING = 1,
   SNAP_SEALED = 2,
-  SNAP_PROTECTED = 3,
-  SNAP_COMMITTED = 4,
+  SNAP_PINNED = 3,    /* the first phase of a commit: never handed out */
+  SNAP_PROTECTED = 4, /* parity acknowledged by the coding group; reserved:
+                       * nothing sets it yet, and the functions below
+                       * treat it as PINNED (holds data, never handed out,
+                       * may be committed) */
+  SNAP_COMMITTED = 5,
+  SNAP_STATE_MAX = SNAP_COMMITTED, /* the highest known state */
 };
+/* "FREE", "WRITING", ... ; "UNKNOWN" for a value not above. */
 const char *snap_state_name(uint32_t state);
+/* True for the states whose slot holds a complete, sealed step: SEALED,
+ * PINNED, PROTECTED and COMMITTED. Such a slot is a restore candidate and
+ * can be verified; a slot in any other state holds nothing. */
+static inline bool snap_state_holds_data(uint32_t state)
+{
+  return state == SNAP_SEALED || state == SNAP_PINNED ||
+         state == SNAP_PROTECTED || state == SNAP_COMMITTED;
+}
 
 /* A region as the trainer declares it. */
 struct snap_region_desc {
@@ -163,7 +206,9 @@ struct snap_params {
   uint32_t nslots;                        /* 2..SNAP_MAX_SLOTS */
   const struct snap_region_desc *regions; /* IN: nregions entries */
   uint32_t nregions;
-  uint64_t parity_bytes;                  /* 0 for now */
+  uint32_t ec_k, ec_m;                    /* the job's code k+m (see
+                                           * "Parity"); both 0: no code,
+                                           * no parity bytes */
   uint64_t budget_bytes;                  /* 0: no budget */
   const uint8_t *instance;                /* IN: SNAP_INSTANCE_BYTES, the
                                            * job instance; NULL: all zero */
@@ -268,8 +313,10 @@ uint64_t snap_store_ctime_ns(const struct snap_store *s);
 const uint8_t *snap_store_instance(const struct snap_store *s);
 /* An instance id as 32 lowercase hex digits (+ NUL), and back: parse is
  * false unless hex is exactly 32 hex digits. */
-void snap_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES], char out[33]);
-bool snap_instance_parse(const char *hex, uint8_t id[SNAP_INSTANCE_BYTES]);
+void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES],
+                             char out[33]);
+bool snap_store_instance_parse(const char *hex,
+                               uint8_t id[SNAP_INSTANCE_BYTES]);
 void *snap_store_base(const struct snap_store *s);         /* the mapping */
 const struct snap_region *snap_store_region(const struct snap_store *s,
                                             uint32_t i);
@@ -278,6 +325,16 @@ const struct snap_region *snap_store_region(const struct snap_store *s,
 bool snap_store_regions_match(const struct snap_store *s,
                               const struct snap_region_desc *regions,
                               uint32_t n);
+/* The code the object was made for: k data and m parity chunks per stripe,
+ * both 0 for none. */
+void snap_store_code(const struct snap_store *s, uint32_t *k, uint32_t *m);
+/* Slot's parity area ("Parity" above): 2 MiB aligned, *len bytes (m chunks
+ * of snap_store_parity_chunk() bytes). NULL and *len 0 when the object has
+ * no code or slot is out of range. len may be NULL. */
+void *snap_store_parity(const struct snap_store *s, uint32_t slot,
+                        uint64_t *len);
+/* The bytes of one parity chunk (0: no code). */
+uint64_t snap_store_parity_chunk(const struct snap_store *s);
 void *snap_slot_data(const struct snap_store *s, uint32_t slot);
 /* The slot's checksum table: nblocks block CRCs, then the trailer
  * (SNAP_TABLE_TRAILER u32: the blob's bytes, then its CRC32C). */
@@ -294,21 +351,21 @@ void snap_slot_get(const struct snap_store *s, uint32_t slot,
 /* Slots whose record fails its checksum now; each one described in msg
  * (may be NULL), a sentence naming the object, slot and the stored and
  * computed CRCs. Such a slot holds nothing: no lookup below returns it,
- * snap_slot_verify() refuses it and snap_store_recover() frees it. */
-uint32_t snap_store_bad_records(const struct snap_store *s, char *msg,
-                                size_t len);
+ * snap_slot_verify() refuses it and snap_slot_recover() frees it. */
+uint32_t snap_slot_bad_records(const struct snap_store *s, char *msg,
+                               size_t len);
 
 /* ---- the slot state machine; only the SMP calls these ---- */
 
 /* After a crash: every WRITING slot, and every slot whose record fails its
  * checksum, becomes FREE (with a valid record). Returns how many. */
-int snap_store_recover(struct snap_store *s);
+int snap_slot_recover(struct snap_store *s);
 
 /* Picks a slot for step and marks it WRITING with a new generation: a FREE
  * slot first, else the oldest SEALED slot or COMMITTED slot that is not the
- * newest COMMITTED one. Never a PROTECTED slot (pinned by a commit under
- * way), never the newest COMMITTED one (the restore point), never a WRITING
- * one. PT_SKIPPED when none may be used. OUT: slot, generation.
+ * newest COMMITTED one. Never a PINNED or PROTECTED slot (held by a
+ * commit under way), never the newest COMMITTED one (the restore point),
+ * never a WRITING one. PT_SKIPPED when none may be used. OUT: slot, generation.
  * Age is by step (then generation): "oldest" is the lowest step and the
  * newest COMMITTED slot is the one with the highest step. Generations grow
  * over the object's life (one more than any slot's), so a slot taken from a
@@ -328,48 +385,48 @@ int snap_slot_seal(struct snap_store *s, uint32_t slot, uint64_t generation,
 int snap_slot_abort(struct snap_store *s, uint32_t slot, uint64_t generation);
 
 /* The first phase of a commit: the SEALED slot holding step becomes
- * PROTECTED (the newest one, should two hold it). PT_OK too when a slot
- * holding step is PROTECTED already (a repeated request). -ENOENT when no
- * SEALED or PROTECTED slot holds step: it was never sealed here, it was
+ * PINNED (the newest one, should two hold it). PT_OK too when a slot
+ * holding step is PINNED already (a repeated request). -ENOENT when no
+ * SEALED or PINNED slot holds step: it was never sealed here, it was
  * handed to a newer step, or it is COMMITTED already. */
-int snap_slot_protect(struct snap_store *s, uint64_t step);
+int snap_slot_pin(struct snap_store *s, uint64_t step);
 
-/* The commit of step is abandoned: its PROTECTED slot becomes SEALED again
+/* The commit of step is abandoned: its PINNED slot becomes SEALED again
  * (an ordinary uncommitted step, reusable by the next acquire). -ENOENT when
- * no PROTECTED slot holds step. */
-int snap_slot_unprotect(struct snap_store *s, uint64_t step);
+ * no PINNED slot holds step. */
+int snap_slot_unpin(struct snap_store *s, uint64_t step);
 
-/* The slot holding step becomes COMMITTED: a PROTECTED one (the second phase
+/* The slot holding step becomes COMMITTED: a PINNED one (the second phase
  * of a commit), or a SEALED one (an SMP that commits alone, --autocommit).
  * PT_OK also when step is COMMITTED already (a repeated request). Then, for
  * every other slot:
- *   - SEALED with an older step, or SEALED/PROTECTED/COMMITTED with the same
+ *   - SEALED with an older step, or SEALED/PINNED/COMMITTED with the same
  *     step (a duplicate): FREE, as no commit of it can follow any more;
- *   - PROTECTED with an older step: SEALED. Its commit is over (one commit
+ *   - PINNED with an older step: SEALED. Its commit is over (one commit
  *     runs at a time, and a newer one just ended), but ptd node decides it
  *     before this rank hears of it, so other ranks may hold that step
  *     COMMITTED: its bytes are kept, as a restore candidate, and only the
  *     pin is released so that the slot can be reused;
  *   - COMMITTED with an older step: stays, as a fallback;
  *   - newer steps and WRITING slots: untouched.
- * -ENOENT, nothing changed, when no SEALED/PROTECTED/COMMITTED slot holds
+ * -ENOENT, nothing changed, when no SEALED/PINNED/COMMITTED slot holds
  * step. */
 int snap_slot_commit(struct snap_store *s, uint64_t step);
 
 /* Restore point chosen: the slot holding step stays (becomes COMMITTED if it
- * was SEALED or PROTECTED); every slot with a newer step, and every slot
- * neither SEALED, PROTECTED nor COMMITTED, becomes FREE; every other SEALED
- * or PROTECTED slot (older steps, duplicates) becomes FREE too, so that no
+ * was SEALED or PINNED); every slot with a newer step, and every slot
+ * neither SEALED, PINNED nor COMMITTED, becomes FREE; every other SEALED
+ * or PINNED slot (older steps, duplicates) becomes FREE too, so that no
  * pin outlives the restore; older COMMITTED ones stay. has_step false:
  * every slot becomes FREE (the job starts over). -ENOENT, nothing changed,
- * when no SEALED/PROTECTED/COMMITTED slot holds step. */
-int snap_store_set_restore(struct snap_store *s, bool has_step, uint64_t step);
+ * when no SEALED/PINNED/COMMITTED slot holds step. */
+int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 
 /* Checks slot's record against its CRC, its checksum table against the
  * recorded table CRC, every data block against the table, and the blob
  * against the blob bytes and CRC of the record (which must equal the
  * table's trailer). PT_OK, PT_ECHECKSUM, or PT_ESTATE when the slot is not
- * SEALED/PROTECTED/COMMITTED. OUT: bad_block may be NULL: the first bad
+ * SEALED/PINNED/COMMITTED. OUT: bad_block may be NULL: the first bad
  * block; nblocks when every block matches a table whose recorded CRC does
  * not (the table or its CRC was damaged); SNAP_BAD_BLOB(nblocks) when the
  * blob is damaged; SNAP_BAD_RECORD(nblocks) when the record is. */
@@ -383,14 +440,15 @@ int snap_slot_verify(const struct snap_store *s, uint32_t slot,
  * checks, the same results, in about 1/threads of the time on enough cores.
  * Reads the store only. OUT: rcs[i] and bad_blocks[i] (may be NULL) for
  * slots[i], as snap_slot_verify() gives them. */
-void snap_slots_verify(const struct snap_store *s, const uint32_t *slots, uint32_t n,
-                       uint32_t threads, int *rcs, uint32_t *bad_blocks);
+void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots,
+                           uint32_t n, uint32_t threads, int *rcs,
+                           uint32_t *bad_blocks);
 
 /* The newest COMMITTED slot. PT_ENOSNAP when none. */
-int snap_store_newest_committed(const struct snap_store *s, uint32_t *slot,
-                                uint64_t *step);
-/* The slot holding step in state SEALED, PROTECTED or COMMITTED; -ENOENT. */
-int snap_store_find_step(const struct snap_store *s, uint64_t step,
-                         uint32_t *slot);
+int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,
+                               uint64_t *step);
+/* The slot holding step in state SEALED, PINNED or COMMITTED; -ENOENT. */
+int snap_slot_find_step(const struct snap_store *s, uint64_t step,
+                        uint32_t *slot);
 
 #endif /* PT_SNAP_STORE_H */

@@ -128,9 +128,9 @@ enum node_pin_action {
   NODE_PIN_UNPIN,  /* UNPIN: a pin no round is going to commit */
 };
 /* For a slot in state (enum snap_state) holding step: a slot holding the
- * committed step that is not COMMITTED gets COMMIT; a PROTECTED slot of
+ * committed step that is not COMMITTED gets COMMIT; a PINNED slot of
  * the round's step (the round under way, or the one about to start: has_round)
- * is left to that round; any other PROTECTED slot gets UNPIN. */
+ * is left to that round; any other PINNED slot gets UNPIN. */
 enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
                                    bool has_committed, uint64_t committed,
                                    bool has_round, uint64_t round_step);
@@ -146,7 +146,7 @@ struct node_rank_slots {
   uint32_t n;
 };
 /* The restore step: the largest step that every rank holds intact in a
- * SEALED, PROTECTED or COMMITTED slot. False: none (a fresh start). */
+ * SEALED, PINNED or COMMITTED slot. False: none (a fresh start). */
 bool node_plan_restore_step(const struct node_rank_slots *ranks,
                             uint32_t nranks, uint64_t *out);
 

@@ -127,7 +127,7 @@ static int refuse_object(const struct node *n, const char *name, void *arg)
   (void)arg;
   int rc = snap_store_open(&st, name, err, sizeof(err));
   if (rc == PT_OK) {
-    snap_instance_hex(snap_store_instance(st), hex);
+    snap_store_instance_hex(snap_store_instance(st), hex);
     log_error("shm object '%s' exists, of job instance %s (job '%s', %" PRIu32
               " ranks): start with --resume to continue the instance "
               "recorded in '%s', or with --fresh to discard the job's old "
@@ -163,8 +163,8 @@ static int check_resumed(const struct node *n, const char *name, void *arg)
              name, err[0] != '\0' ? err : pt_strerror(rc));
     return 0;
   }
-  snap_instance_hex(snap_store_instance(st), hex);
-  snap_instance_hex(s->instance, want);
+  snap_store_instance_hex(snap_store_instance(st), hex);
+  snap_store_instance_hex(s->instance, want);
   rc = 0;
   if (strcmp(hex, want) != 0) {
     log_error("--resume: shm object '%s' is of job instance %s (job '%s'), "
@@ -193,7 +193,7 @@ static int discard_object(const struct node *n, const char *name, void *arg)
   char err[256] = "";
   int rc = snap_store_open(&st, name, err, sizeof(err));
   if (rc == PT_OK) {
-    snap_instance_hex(snap_store_instance(st), hex);
+    snap_store_instance_hex(snap_store_instance(st), hex);
     snap_store_close(st);
   } else if (rc == -EPERM) {
     /* Another user's object (or one open to others) is not ours to
@@ -287,7 +287,7 @@ static bool live_node(int pid)
 static void take(struct node *n, const struct node_saved *s)
 {
   memcpy(n->instance, s->instance, sizeof(n->instance));
-  snap_instance_hex(n->instance, n->instance_hex);
+  snap_store_instance_hex(n->instance, n->instance_hex);
   if (!same_cmd(n, s))
     log_notice("the trainer command differs from the one in '%s'; "
                "restarts use the new one",
@@ -339,7 +339,7 @@ int node_ident_start(struct node *n)
     have = false;
   }
   if (have && !n->cfg.fresh && s.ranks != n->cfg.ranks) {
-    snap_instance_hex(s.instance, hex);
+    snap_store_instance_hex(s.instance, hex);
     log_error("job '%s' instance %s recorded in '%s' runs %" PRIu32
               " ranks, not --ranks %" PRIu32 " (world size mismatch): give "
               "--ranks %" PRIu32 " to continue it, or --fresh to discard "
@@ -349,7 +349,7 @@ int node_ident_start(struct node *n)
     goto out;
   }
   if (have && !s.ended && live_node(s.node_pid)) {
-    snap_instance_hex(s.instance, hex);
+    snap_store_instance_hex(s.instance, hex);
     log_error("job '%s' instance %s recorded in '%s' is run by ptd node pid "
               "%d, which still runs (with another state dir: this "
               "node.state was copied from it): that node still runs the "
@@ -364,7 +364,7 @@ int node_ident_start(struct node *n)
     /* The same arguments are systemd restarting a node that died; another
      * trainer command is another run, which must not silently continue
      * this one's state. */
-    snap_instance_hex(s.instance, hex);
+    snap_store_instance_hex(s.instance, hex);
     log_error("job '%s' instance %s recorded in '%s' is still marked running "
               "(its node ended without ending it), but with another trainer "
               "command: give the same command to continue it, --resume to "
@@ -432,7 +432,7 @@ int node_ident_start(struct node *n)
       goto out;
   }
   randombytes_buf(n->instance, sizeof(n->instance));
-  snap_instance_hex(n->instance, n->instance_hex);
+  snap_store_instance_hex(n->instance, n->instance_hex);
   log_info("new job instance %s", n->instance_hex);
   rc = node_save(n);
 out:

@@ -264,9 +264,7 @@ static void step_query(struct node *n, uint64_t now)
              used > 0 ? held : "no snapshot");
     for (uint32_t k = 0; k < r->nview; k++) {
       const struct node_slot_view *v = &r->view[k];
-      bool kept = v->state == SNAP_SEALED || v->state == SNAP_PROTECTED ||
-                  v->state == SNAP_COMMITTED;
-      if (!kept || v->intact)
+      if (!snap_state_holds_data(v->state) || v->intact)
         continue;
       log_warn("rank %" PRIu32 ": step %" PRIu64
                " is not intact (checksum mismatch); never restored",

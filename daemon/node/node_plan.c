@@ -28,7 +28,8 @@ enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
                                    bool has_committed, uint64_t committed,
                                    bool has_round, uint64_t round_step)
 {
-  if (state != SNAP_SEALED && state != SNAP_PROTECTED)
+  if (state != SNAP_SEALED && state != SNAP_PINNED &&
+      state != SNAP_PROTECTED) /* reserved; taken as PINNED */
     return NODE_PIN_NONE;
   if (has_committed && step == committed)
     return NODE_PIN_COMMIT;
@@ -41,9 +42,7 @@ static bool holds_intact(const struct node_rank_slots *r, uint64_t step)
 {
   for (uint32_t i = 0; i < r->n; i++) {
     const struct node_slot_view *v = &r->slots[i];
-    bool kept = v->state == SNAP_SEALED || v->state == SNAP_PROTECTED ||
-                v->state == SNAP_COMMITTED;
-    if (kept && v->intact && v->step == step)
+    if (snap_state_holds_data(v->state) && v->intact && v->step == step)
       return true;
   }
   return false;

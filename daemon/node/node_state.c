@@ -128,7 +128,7 @@ int node_state_format(const struct node_saved *s, char **text, size_t *len)
   put(&b, "# written by ptd node; see daemon/node/node_state.c\n");
   put(&b, "job %s\n", s->job);
   char hex[33];
-  snap_instance_hex(s->instance, hex);
+  snap_store_instance_hex(s->instance, hex);
   put(&b, "instance %s\n", hex);
   put(&b, "status %s\n", s->ended ? "ended" : "running");
   put(&b, "ranks %" PRIu32 "\n", s->ranks);
@@ -376,7 +376,7 @@ int node_state_parse(const char *text, size_t len, struct node_saved *s,
   memcpy(s->job, v, strlen(v) + 1); /* fits: checked above */
   if ((rc = expect(&L, "instance", v, sizeof(v))) != PT_OK)
     goto out_fail;
-  if (!snap_instance_parse(v, s->instance)) {
+  if (!snap_store_instance_parse(v, s->instance)) {
     snprintf(L.err, sizeof(L.err), "line %u: bad instance id", L.lineno);
     rc = PT_EFORMAT;
     goto out_fail;

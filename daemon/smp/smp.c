@@ -136,8 +136,8 @@ int smp_store_load(struct smp *smp)
              smp->shm_name, err[0] ? err : pt_strerror(rc));
     return refuse(smp, rc, msg);
   }
-  snap_instance_hex(smp->instance, ours);
-  snap_instance_hex(snap_store_instance(s), theirs);
+  snap_store_instance_hex(smp->instance, ours);
+  snap_store_instance_hex(snap_store_instance(s), theirs);
   if (memcmp(snap_store_instance(s), smp->instance, SNAP_INSTANCE_BYTES) != 0 ||
       strcmp(snap_store_job(s), smp->job) != 0 ||
       snap_store_rank(s) != smp->rank) {
@@ -157,15 +157,25 @@ int smp_store_load(struct smp *smp)
     rc = PT_EWORLD;
     goto out_refuse;
   }
+  uint32_t k, m;
+  snap_store_code(s, &k, &m);
+  if (k != 0 || m != 0) { /* the SMP codes nothing yet: every job is 0+0 */
+    snprintf(msg, sizeof(msg),
+             "snapshot object '%s' (instance %s) was made for the erasure "
+             "code %u+%u, this SMP serves a job without a code: it is left "
+             "untouched", smp->shm_name, theirs, k, m);
+    rc = PT_ECONFIG;
+    goto out_refuse;
+  }
   rc = snap_store_lock(s, smp->shm_name, err, sizeof(err));
   if (rc != 0) {
     snprintf(msg, sizeof(msg), "cannot use snapshot object: %s", err);
     goto out_refuse;
   }
   char bad[1024];
-  if (snap_store_bad_records(s, bad, sizeof(bad)) > 0)
+  if (snap_slot_bad_records(s, bad, sizeof(bad)) > 0)
     log_error("%s; the slot is freed", bad);
-  rc = snap_store_recover(s);
+  rc = snap_slot_recover(s);
   if (rc > 0)
     log_notice("'%s': freed %d slot(s) left WRITING by a crash",
                smp->shm_name, rc);
@@ -562,7 +572,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
       log_max_level = (int)v;
       break;
     case OPT_INSTANCE:
-      if (!snap_instance_parse(optarg, smp->instance))
+      if (!snap_store_instance_parse(optarg, smp->instance))
         goto bad_value;
       break;
     case OPT_SECRET:

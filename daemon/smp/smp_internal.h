@@ -193,6 +193,7 @@ int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m);
 int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
                         const Pt__SlotAcquire *m);
 int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m);
+int smp_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m);
 int smp_on_restore_query(struct smp_conn *sc, uint64_t id);
 int smp_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m);
 /* smp_node.c (STATE_QUERY: smp_state_reply; verify: read every readable

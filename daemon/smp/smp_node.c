@@ -39,8 +39,7 @@ void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
     infos[i].state = si.state;
     infos[i].step = si.step;
     infos[i].generation = si.generation;
-    if (verify && (si.state == SNAP_SEALED || si.state == SNAP_PROTECTED ||
-                   si.state == SNAP_COMMITTED))
+    if (verify && snap_state_holds_data(si.state))
       check[n_check++] = i;
     ptrs[i] = &infos[i];
   }
@@ -51,7 +50,7 @@ void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
     uint32_t bad[SNAP_MAX_SLOTS];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t threads = cpus < 1 ? 1 : cpus > SNAP_MAX_SLOTS ? SNAP_MAX_SLOTS : (uint32_t)cpus;
-    snap_slots_verify(smp->store, check, n_check, threads, rcs, bad);
+    snap_slot_verify_many(smp->store, check, n_check, threads, rcs, bad);
     for (uint32_t k = 0; k < n_check; k++) {
       uint32_t i = check[k];
       infos[i].has_intact = true;
@@ -160,7 +159,7 @@ int smp_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m)
   int rc = -ENOENT;
 
   if (sc->smp->store != NULL)
-    rc = snap_slot_protect(sc->smp->store, m->step);
+    rc = snap_slot_pin(sc->smp->store, m->step);
   if (rc == 0)
     log_debug("pinned step %" PRIu64, m->step);
   else
@@ -175,7 +174,7 @@ int smp_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m)
   int rc = -ENOENT;
 
   if (sc->smp->store != NULL)
-    rc = snap_slot_unprotect(sc->smp->store, m->step);
+    rc = snap_slot_unpin(sc->smp->store, m->step);
   if (rc == 0)
     log_debug("step %" PRIu64 " unpinned: its slot is sealed again",
               m->step);
@@ -193,7 +192,7 @@ int smp_on_set_restore(struct smp_conn *sc, uint64_t id,
   int rc = 0;
 
   if (smp->store != NULL)
-    rc = snap_store_set_restore(smp->store, m->has_step, m->step);
+    rc = snap_slot_set_restore(smp->store, m->has_step, m->step);
   else if (m->has_step)
     rc = -ENOENT;
   if (rc == 0) {

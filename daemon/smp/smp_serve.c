@@ -128,6 +128,7 @@ static int role_of_request(uint32_t type)
     return ROLE_NONE;
   case RPC_SLOT_ACQUIRE:
   case RPC_SEAL:
+  case RPC_RELEASE:
   case RPC_RESTORE_QUERY:
   case RPC_BYE:
     return ROLE_TRAINER;
@@ -243,6 +244,8 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     return smp_on_slot_acquire(sc, id, (Pt__SlotAcquire *)msg);
   case RPC_SEAL:
     return smp_on_seal(sc, id, (Pt__Seal *)msg);
+  case RPC_RELEASE:
+    return smp_on_release(sc, id, (Pt__Release *)msg);
   case RPC_RESTORE_QUERY:
     return smp_on_restore_query(sc, id);
   case RPC_BYE:

@@ -1,6 +1,7 @@
 /*
  * smp_trainer.c — ptd smp's answers to its trainer: HELLO, SLOT_ACQUIRE,
- * SEAL, RESTORE_QUERY and BYE, as the project's protocol notes define them.
+ * SEAL, RELEASE, RESTORE_QUERY and BYE, as the project's protocol notes
+ * define them.
  * Who may say HELLO is smp_trainer_pid.c's to decide.
  */
 #include <errno.h>
@@ -63,7 +64,7 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
     struct snap_params p = {
       .job = smp->job, .rank = smp->rank, .world = smp->world,
       .nslots = smp->nslots, .regions = descs, .nregions = n,
-      .parity_bytes = 0, .budget_bytes = smp->budget,
+      .ec_k = 0, .ec_m = 0, .budget_bytes = smp->budget, /* no code yet */
       .instance = smp->instance, .lock = true,
       .huge_pages = smp->huge_pages,
     };
@@ -189,7 +190,7 @@ int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
      * before it snapshots (unless it restored, or started fresh, on an SMP
      * before this one): else a run that never restores overwrites it. */
     sc->restore_owed =
-        snap_store_newest_committed(smp->store, &cslot, &cstep) == 0 &&
+        snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0 &&
         !(m->has_reconnect && m->reconnect);
     if (peer > 0) /* a pid that HELLO merely claims is not watched */
       smp_watch_start(sc, peer);
@@ -233,7 +234,7 @@ out_wait:
     r.shm_name = smp->shm_name;
     r.has_shm_bytes = true;
     r.shm_bytes = snap_store_total_bytes(smp->store);
-    if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+    if (snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0) {
       r.has_committed_step = true;
       r.committed_step = cstep;
     }
@@ -263,7 +264,7 @@ int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
     r.message = "slot request before an accepted hello";
     goto out_reply;
   }
-  if (snap_store_newest_committed(smp->store, &cslot, &cstep) == 0) {
+  if (snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0) {
     r.has_committed_step = true;
     r.committed_step = cstep;
     if (m->step <= cstep) {
@@ -314,14 +315,18 @@ int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
     smp_reply_status(sc, id, PT_ESTATE, "seal before an accepted hello");
     return 0;
   }
-  smp_writing_remove(sc, m->slot, m->generation);
   if (!m->ok) {
-    rc = snap_slot_abort(smp->store, m->slot, m->generation);
-    log_warn("step %" PRIu64 " failed in the trainer: slot %u freed", m->step,
-             m->slot);
-    smp_reply_status(sc, id, rc, NULL);
+    /* A failed copy is given back with RELEASE; nothing changes here, and
+     * the slot stays the writer's until it is released or the connection
+     * closes. */
+    log_warn("refusing SEAL of step %" PRIu64 " with ok = false from pid %d: "
+             "a failed copy is released with RELEASE", m->step, (int)sc->pid);
+    smp_reply_status(sc, id, PT_EPROTO,
+                     "SEAL with ok = false is not part of the protocol: a "
+                     "slot whose copy failed is given back with RELEASE");
     return 0;
   }
+  smp_writing_remove(sc, m->slot, m->generation);
   rc = snap_slot_seal(smp->store, m->slot, m->generation, m->step);
   if (rc != 0) {
     log_warn("cannot seal step %" PRIu64 " in slot %u: %s", m->step, m->slot,
@@ -344,6 +349,30 @@ int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
   return 0;
 }
 
+int smp_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m)
+{
+  struct smp *smp = sc->smp;
+  char step[32] = "";
+
+  if (!is_trainer(sc)) {
+    smp_reply_status(sc, id, PT_ESTATE, "release before an accepted hello");
+    return 0;
+  }
+  smp_writing_remove(sc, m->slot, m->generation);
+  int rc = snap_slot_abort(smp->store, m->slot, m->generation);
+  if (m->has_step)
+    snprintf(step, sizeof(step), " of step %" PRIu64, m->step);
+  if (rc == 0)
+    log_warn("slot %u%s released by the trainer: %s", m->slot, step,
+             m->reason != NULL      ? m->reason
+             : m->has_status        ? pt_strerror(m->status)
+                                    : "no reason given");
+  else
+    log_debug("release of slot %u%s: %s", m->slot, step, pt_strerror(rc));
+  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  return 0;
+}
+
 int smp_on_restore_query(struct smp_conn *sc, uint64_t id)
 {
   struct smp *smp = sc->smp;
@@ -362,11 +391,11 @@ int smp_on_restore_query(struct smp_conn *sc, uint64_t id)
   if (smp->restore_set && !smp->restore_has_step) {
     rc = PT_ENOSNAP;
   } else if (smp->restore_set) {
-    rc = snap_store_find_step(smp->store, smp->restore_step, &slot);
+    rc = snap_slot_find_step(smp->store, smp->restore_step, &slot);
     if (rc != 0)
       rc = PT_ENOSNAP;
   } else {
-    rc = snap_store_newest_committed(smp->store, &slot, &step);
+    rc = snap_slot_newest_committed(smp->store, &slot, &step);
   }
   r.status = rc;
   if (rc == 0) {

@@ -12,6 +12,7 @@ import struct
 MAGIC, VERSION = 0x46525450, 1
 HELLO, SLOT_REPLY, SEAL, REPLY, RESTORE_QUERY, STATE_REPLY, EVENT, STOP = 1, 4, 5, 6, 7, 12, 13, 18
 AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF, BULK = 22, 23, 24, 25
+RELEASE = 26
 
 
 def varint(v):
@@ -48,6 +49,8 @@ hello = (f_bytes(1, b"job") + f_varint(2, 0) + f_varint(3, 2) + f_varint(4, 100)
 slot_reply = f_varint(1, zigzag(1)) + f_varint(5, 5)
 seal = f_varint(1, 1) + f_varint(2, 2) + f_varint(3, 3) + f_varint(4, 1)
 reply = f_varint(1, zigzag(-1009)) + f_bytes(2, b"x")
+release = (f_varint(1, 1) + f_varint(2, 2) + f_varint(3, 3) + f_varint(4, zigzag(-5))
+           + f_bytes(5, b"copy failed"))
 slot_info = f_varint(1, 0) + f_varint(2, 3) + f_varint(3, 7) + f_varint(4, 1) + f_varint(5, 1)
 state_reply = f_varint(1, 0) + f_varint(3, 1) + f_bytes(4, slot_info)
 event = f_varint(1, 1) + f_varint(2, 0) + f_varint(3, 10)
@@ -73,6 +76,7 @@ seeds = {
     "seal_then_reply.bin": frame(SEAL, 4, seal) + frame(REPLY, 4, reply),
     "state_reply.bin": frame(STATE_REPLY, 5, state_reply),
     "stop_empty.bin": frame(STOP, 6),
+    "release_then_reply.bin": frame(RELEASE, 7, release) + frame(REPLY, 7, reply),
 }
 
 outdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")

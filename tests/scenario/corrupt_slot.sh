@@ -34,7 +34,7 @@ with open(path, "r+b") as f:
     for i in range(nslots):
         f.seek(slot_off + 64 * i)
         state, _, step = struct.unpack("<IIQ", f.read(16))
-        if state == 4:
+        if state == 5:  # SNAP_COMMITTED (format version 4)
             slots.append((step, i))
     slots.sort()
     targets = slots[-1:] if which == "newest" else slots

@@ -626,7 +626,7 @@ END_TEST
  * trainer steps, voter work and owner work, so that trainers overtake
  * rounds in every way. The trainers stay within one step of each other
  * (their all-reduce). After every action: every rank holds the committed
- * step, PROTECTED or COMMITTED, and no rank holds a COMMITTED step that
+ * step, PINNED or COMMITTED, and no rank holds a COMMITTED step that
  * was not committed.
  */
 #define SIM_RANKS 3
@@ -720,14 +720,14 @@ static void sim_smp(struct sim *m, uint32_t i)
   int rc;
   switch (it.phase) {
   case COMMIT_PH_PIN:
-    rc = snap_slot_protect(r->store, it.step);
+    rc = snap_slot_pin(r->store, it.step);
     break;
   case COMMIT_PH_COMMIT:
     rc = snap_slot_commit(r->store, it.step);
     ck_assert_int_eq(rc, 0); /* a pinned step is still there */
     break;
   default:
-    rc = snap_slot_unprotect(r->store, it.step);
+    rc = snap_slot_unpin(r->store, it.step);
     break;
   }
   fifo_push(&r->to_node, (struct sim_item){.kind = SIM_REPLY,
@@ -779,7 +779,8 @@ static void sim_invariant(const struct sim *m)
                       "rank %u holds step %llu COMMITTED, it was not "
                       "committed", i, (unsigned long long)si.step);
       if (m->c.has_committed && si.step == m->c.committed &&
-          (si.state == SNAP_PROTECTED || si.state == SNAP_COMMITTED))
+          (si.state == SNAP_PINNED || si.state == SNAP_PROTECTED ||
+           si.state == SNAP_COMMITTED))
         held = true;
     }
     ck_assert_msg(!m->c.has_committed || held,

@@ -24,7 +24,7 @@
 START_TEST(pins_left_behind)
 {
   /* The committed step, pinned or only sealed here: commit it again. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 7, true, 7, false, 0),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 7, true, 7, false, 0),
                    NODE_PIN_COMMIT);
   ck_assert_int_eq(node_plan_pin(SNAP_SEALED, 7, true, 7, true, 9),
                    NODE_PIN_COMMIT);
@@ -32,23 +32,30 @@ START_TEST(pins_left_behind)
                    NODE_PIN_NONE);
   /* The round's step (under way or next): the round pins it again,
    * then commits or aborts it. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 9, true, 7, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 9, true, 7, true, 9),
                    NODE_PIN_NONE);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 9, false, 0, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 9, false, 0, true, 9),
                    NODE_PIN_NONE);
   /* Any other pin: older than the committed step, newer but not what the
    * next round is for, or no round possible. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 5, true, 7, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 5, true, 7, true, 9),
                    NODE_PIN_UNPIN);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 8, true, 7, true, 9),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 8, true, 7, true, 9),
                    NODE_PIN_UNPIN);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 8, true, 7, false, 8),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 8, true, 7, false, 8),
                    NODE_PIN_UNPIN);
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 0, false, 0, false, 0),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 0, false, 0, false, 0),
                    NODE_PIN_UNPIN);
   /* Committed step 0 is a real step. */
-  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 0, true, 0, false, 0),
+  ck_assert_int_eq(node_plan_pin(SNAP_PINNED, 0, true, 0, false, 0),
                    NODE_PIN_COMMIT);
+  /* PROTECTED (reserved, set by nothing yet) is taken as PINNED. */
+  for (uint64_t st = 0; st < 10; st++)
+    for (int r = 0; r < 2; r++)
+      ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, st, true, 7, r, 9),
+                       node_plan_pin(SNAP_PINNED, st, true, 7, r, 9));
+  ck_assert_int_eq(node_plan_pin(SNAP_PROTECTED, 5, true, 7, true, 9),
+                   NODE_PIN_UNPIN);
   /* Slots that are not pins. */
   ck_assert_int_eq(node_plan_pin(SNAP_SEALED, 8, true, 7, false, 0),
                    NODE_PIN_NONE);
@@ -85,8 +92,8 @@ START_TEST(restore_intact_everywhere)
   ck_assert_uint_eq(step, 10);
   r1[1].state = SNAP_FREE;
   ck_assert(!node_plan_restore_step(v, 2, &step));
-  /* PROTECTED counts. */
-  r1[0].state = SNAP_PROTECTED;
+  /* PINNED counts. */
+  r1[0].state = SNAP_PINNED;
   ck_assert(node_plan_restore_step(v, 2, &step));
   ck_assert_uint_eq(step, 12);
 }
@@ -119,7 +126,7 @@ START_TEST(restore_matches_oracle)
       for (uint32_t k = 0; k < v[r].n; k++)
         slots[r][k] = (struct node_slot_view){
             .step = (uint64_t)(rand() % 8),
-            .state = (uint32_t)(rand() % 5),
+            .state = (uint32_t)(rand() % (SNAP_STATE_MAX + 1)),
             .intact = rand() % 4 != 0};
     }
     /* Oracle: every candidate step 0..7, newest first. */
@@ -132,7 +139,8 @@ START_TEST(restore_matches_oracle)
         for (uint32_t k = 0; k < v[r].n; k++) {
           const struct node_slot_view *x = &slots[r][k];
           ok = ok || (x->step == (uint64_t)st && x->intact &&
-                      (x->state == SNAP_SEALED || x->state == SNAP_PROTECTED ||
+                      (x->state == SNAP_SEALED || x->state == SNAP_PINNED ||
+                       x->state == SNAP_PROTECTED ||
                        x->state == SNAP_COMMITTED));
         }
         all = ok;

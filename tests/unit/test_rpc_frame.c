@@ -240,6 +240,7 @@ START_TEST(type_table)
       {RPC_AUTH_CHALLENGE, &pt__auth_challenge__descriptor},
       {RPC_AUTH_PROOF, &pt__auth_proof__descriptor},
       {RPC_BULK, &pt__bulk_header__descriptor},
+      {RPC_RELEASE, &pt__release__descriptor},
   };
   ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), RPC_TYPE_MAX_);
   for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {

@@ -181,8 +181,8 @@ static void region_desc(struct snap_region_desc *d)
 }
 
 /* An object made as another SMP would have made it. */
-static void object_make(struct smp_proc *p, const char *instance_hex,
-                        uint32_t world)
+static void object_make_code(struct smp_proc *p, const char *instance_hex,
+                             uint32_t world, uint32_t ec_k, uint32_t ec_m)
 {
   struct snap_region_desc d;
   uint8_t inst[SNAP_INSTANCE_BYTES];
@@ -193,12 +193,18 @@ static void object_make(struct smp_proc *p, const char *instance_hex,
   hex_parse(instance_hex, inst);
   struct snap_params prm = {
     .job = p->job, .rank = 0, .world = world, .nslots = 2, .regions = &d,
-    .nregions = 1, .instance = inst,
+    .nregions = 1, .instance = inst, .ec_k = ec_k, .ec_m = ec_m,
   };
   snap_store_unlink(p->shm);
   ck_assert_msg(snap_store_create(&s, p->shm, &prm, err, sizeof(err)) == 0,
                 "%s", err);
   snap_store_close(s);
+}
+
+static void object_make(struct smp_proc *p, const char *instance_hex,
+                        uint32_t world)
+{
+  object_make_code(p, instance_hex, world, 0, 0);
 }
 
 /* How long hello_ex() retries while the SMP has not yet seen the previous
@@ -478,6 +484,48 @@ START_TEST(test_world_mismatch)
   r = hello_ex(fd, &p, 3, false);
   ck_assert_int_eq(r->status, PT_EWORLD);
   protobuf_c_message_free_unpacked(&r->base, NULL);
+  ck_assert_int_eq(hello_status(fd, &p), 0);
+  close(fd);
+  smp_stop(&p);
+  snap_store_unlink(p.shm);
+}
+END_TEST
+
+/* An object of this job instance made for another erasure code (4+2; the
+ * SMP serves no code yet): refused as one of another world size is, naming
+ * the object and the code, and left untouched. */
+START_TEST(test_code_mismatch)
+{
+  struct smp_proc p;
+  char err[256];
+
+  smp_init(&p, "code", "code");
+  object_make_code(&p, INST_A, 1, 4, 2);
+  p.instance = INST_A;
+  smp_start(&p);
+  int fd = raw_connect(&p);
+  Pt__HelloReply *r = hello_ex(fd, &p, 1, false);
+  ck_assert_int_eq(r->status, PT_ECONFIG);
+  ck_assert_ptr_nonnull(r->message);
+  ck_assert_ptr_nonnull(strstr(r->message, p.shm));
+  ck_assert_ptr_nonnull(strstr(r->message, "code 4+2"));
+  ck_assert_ptr_null(r->shm_name);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  close(fd);
+  smp_stop(&p);
+  ck_assert_int_eq(count_aside(p.shm), 0);
+  struct snap_store *s = NULL;
+  ck_assert_msg(snap_store_open(&s, p.shm, err, sizeof(err)) == 0, "%s", err);
+  uint32_t k, m;
+  snap_store_code(s, &k, &m);
+  ck_assert_uint_eq(k, 4);
+  ck_assert_uint_eq(m, 2);
+  snap_store_close(s);
+
+  /* the same object without a code is served */
+  object_make(&p, INST_A, 1);
+  smp_start(&p);
+  fd = raw_connect(&p);
   ck_assert_int_eq(hello_status(fd, &p), 0);
   close(fd);
   smp_stop(&p);
@@ -976,6 +1024,7 @@ static Suite *smp_object_suite(void)
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, test_foreign_instance);
   tcase_add_test(tc, test_world_mismatch);
+  tcase_add_test(tc, test_code_mismatch);
   tcase_add_test(tc, test_second_smp);
   tcase_add_test(tc, test_owner_and_mode);
   tcase_add_test(tc, test_acquire_order);

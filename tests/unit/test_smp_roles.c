@@ -187,6 +187,7 @@ struct req {
 
 static Pt__SlotAcquire q_acq = PT__SLOT_ACQUIRE__INIT;
 static Pt__Seal q_seal = PT__SEAL__INIT;
+static Pt__Release q_rel = PT__RELEASE__INIT;
 static Pt__RestoreQuery q_rq = PT__RESTORE_QUERY__INIT;
 static Pt__Bye q_bye = PT__BYE__INIT;
 static Pt__StateQuery q_sq = PT__STATE_QUERY__INIT;
@@ -198,6 +199,7 @@ static Pt__SetRestore q_none = PT__SET_RESTORE__INIT; /* no step: free all */
 static const struct req trainer_reqs[] = {
   { RPC_SLOT_ACQUIRE, &q_acq.base }, { RPC_SEAL, &q_seal.base },
   { RPC_RESTORE_QUERY, &q_rq.base }, { RPC_BYE, &q_bye.base },
+  { RPC_RELEASE, &q_rel.base },
 };
 static const struct req node_reqs[] = {
   { RPC_STATE_QUERY, &q_sq.base }, { RPC_PIN, &q_pin.base },
@@ -346,12 +348,92 @@ START_TEST(cross_role_requests_refused)
   q_acq.step = 8;
   ck_assert_int_eq(call(node, RPC_SLOT_ACQUIRE, &q_acq.base), PT_EROLE);
   ck_assert_int_eq(call(node, RPC_BYE, &q_bye.base), PT_EROLE);
-  ck_assert_int_eq(log_count(&f, "on the node's connection"), 3);
+  ck_assert_int_eq(call(node, RPC_RELEASE, &q_rel.base), PT_EROLE);
+  ck_assert_int_eq(log_count(&f, "on the node's connection"), 4);
 
   /* Both keep their roles. */
   ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
   ck_assert_int_eq(call(node, RPC_PIN, &q_pin.base), 0);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_PROTECTED);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_PINNED);
+  close(node);
+  close(tr);
+  fx_done(&f);
+}
+END_TEST
+
+/* A slot the trainer will not seal is given back with RELEASE, a trainer
+ * request: the SMP frees it. SEAL with ok = false is no longer the way: it
+ * is refused with PT_EPROTO and changes nothing; the node may not release
+ * the trainer's slot. */
+START_TEST(release_frees_slot)
+{
+  struct fx f;
+  ProtobufCMessage *m = NULL;
+  Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
+  Pt__Seal s = PT__SEAL__INIT;
+  Pt__Release rel = PT__RELEASE__INIT;
+
+  fx_init(&f);
+  smp_fork(&f, NULL);
+  int tr = conn(&f);
+  ck_assert_int_eq(hello(&f, tr, (int32_t)getpid()), 0);
+  int node = conn(&f);
+  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
+  a.step = 7;
+  ck_assert_int_eq(rpc_sock_call(tr, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
+                                 3000, &m), 0);
+  Pt__SlotReply *r = (Pt__SlotReply *)m;
+  ck_assert_int_eq(r->status, 0);
+  uint32_t slot = r->slot;
+  uint64_t gen = r->generation;
+  protobuf_c_message_free_unpacked(m, NULL);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+
+  /* SEAL{ok = false}: a protocol error, and the slot is still the
+   * writer's. */
+  s.slot = slot;
+  s.generation = gen;
+  s.step = 7;
+  s.ok = false;
+  ck_assert_int_eq(call(tr, RPC_SEAL, &s.base), PT_EPROTO);
+  ck_assert_int_eq(log_count(&f, "refusing SEAL of step 7 with ok = false"), 1);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+
+  /* The node may not release it; a stale generation releases nothing. */
+  rel.slot = slot;
+  rel.generation = gen;
+  rel.has_step = true;
+  rel.step = 7;
+  rel.has_status = true;
+  rel.status = -EIO;
+  rel.reason = "the copy failed: test";
+  ck_assert_int_eq(call(node, RPC_RELEASE, &rel.base), PT_EROLE);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+  rel.generation = gen + 1;
+  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), PT_ESTALE);
+  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+
+  /* The trainer's RELEASE frees it, once. */
+  rel.generation = gen;
+  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), 0);
+  ck_assert_int_eq(slot_state_of(node, 7), -1);
+  ck_assert_int_eq(log_count(&f, "of step 7 released by the trainer: the "
+                                 "copy failed: test"), 1);
+  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), PT_ESTALE);
+
+  /* The trainer goes on: the next step seals. */
+  a.step = 8;
+  ck_assert_int_eq(rpc_sock_call(tr, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
+                                 3000, &m), 0);
+  r = (Pt__SlotReply *)m;
+  ck_assert_int_eq(r->status, 0);
+  s.slot = r->slot;
+  s.generation = r->generation;
+  s.step = 8;
+  s.ok = true;
+  protobuf_c_message_free_unpacked(m, NULL);
+  ck_assert_int_eq(call(tr, RPC_SEAL, &s.base), 0);
+  ck_assert_int_eq(slot_state_of(node, 8), SNAP_SEALED);
   close(node);
   close(tr);
   fx_done(&f);
@@ -855,6 +937,7 @@ static Suite *smp_roles_suite(void)
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, roleless_requests_refused);
   tcase_add_test(tc, cross_role_requests_refused);
+  tcase_add_test(tc, release_frees_slot);
   tcase_add_test(tc, subscribe_only_from_parent);
   tcase_add_test(tc, subscribe_secret);
   tcase_add_test(tc, secret_file_checked);

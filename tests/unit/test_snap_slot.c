@@ -1,6 +1,6 @@
 /*
  * test_snap_slot.c — the slot state machine of a snapshot object (acquire,
- * seal, abort, protect, unprotect, commit, set_restore, recover),
+ * seal, abort, pin, unpin, commit, set_restore, recover),
  * generations, verification of a slot's data against its checksum table,
  * a random walk checked against a model of the rules in snap_store.h, and
  * one writer process publishing slots to an observer in another process.
@@ -147,10 +147,10 @@ START_TEST(test_fresh_store)
   struct snap_store *s = make_store("fresh", 3, name, sizeof(name));
   uint32_t slot = 99;
   uint64_t step = 99;
-  ck_assert_int_eq(snap_store_newest_committed(s, &slot, &step), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &slot, &step), PT_ENOSNAP);
   ck_assert_uint_eq(slot, 99);
-  ck_assert_int_eq(snap_store_find_step(s, 0, &slot), -ENOENT);
-  ck_assert_int_eq(snap_store_recover(s), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 0, &slot), -ENOENT);
+  ck_assert_int_eq(snap_slot_recover(s), 0);
   for (uint32_t i = 0; i < 3; i++)
     ck_assert_int_eq(snap_slot_verify(s, i, NULL), PT_ESTATE);
   ck_assert_int_eq(snap_slot_verify(s, 3, NULL), -EINVAL);
@@ -160,8 +160,8 @@ START_TEST(test_fresh_store)
   ck_assert_uint_eq(info.state, 0);
   ck_assert_uint_eq(info.generation, 0);
   ck_assert_int_eq(snap_slot_commit(s, 0), -ENOENT);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 0), -ENOENT);
-  ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 0), -ENOENT);
+  ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
   snap_store_close(s);
   snap_store_unlink(name);
 }
@@ -211,9 +211,9 @@ START_TEST(test_acquire_seal_commit)
   ck_assert_int_eq(snap_slot_verify(s, a, NULL), 0);
   /* A sealed step is found but not yet committed. */
   uint32_t f;
-  ck_assert_int_eq(snap_store_find_step(s, 10, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 10, &f), 0);
   ck_assert_uint_eq(f, a);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
 
   ck_assert_int_eq(snap_slot_commit(s, 10), 0);
   snap_slot_get(s, a, &info);
@@ -225,14 +225,14 @@ START_TEST(test_acquire_seal_commit)
   snap_slot_get(s, a, &info);
   ck_assert_uint_eq(info.t_committed_ns, tc);
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, a);
   ck_assert_uint_eq(st, 10);
   ck_assert_int_eq(snap_slot_verify(s, a, NULL), 0);
 
   /* A WRITING slot cannot be committed or found. */
   ck_assert_int_eq(snap_slot_commit(s, 11), -ENOENT);
-  ck_assert_int_eq(snap_store_find_step(s, 11, &f), -ENOENT);
+  ck_assert_int_eq(snap_slot_find_step(s, 11, &f), -ENOENT);
   ck_assert_int_eq(snap_slot_abort(s, b, gb + 1), PT_ESTALE);
   ck_assert_int_eq(snap_slot_abort(s, 7, gb), -EINVAL);
   ck_assert_int_eq(snap_slot_abort(s, b, gb), 0);
@@ -291,7 +291,7 @@ START_TEST(test_rotation)
     for (uint64_t step = 1; step <= 12; step++) {
       uint32_t newest = UINT32_MAX, slot;
       uint64_t nstep = 0, gen;
-      bool have = snap_store_newest_committed(s, &newest, &nstep) == 0;
+      bool have = snap_slot_newest_committed(s, &newest, &nstep) == 0;
       /* The expected pick: a FREE slot, else the one with the lowest step
        * that is not the newest committed. */
       uint32_t want = UINT32_MAX;
@@ -311,7 +311,7 @@ START_TEST(test_rotation)
       fill_slot(s, slot, step);
       ck_assert_int_eq(snap_slot_seal(s, slot, gen, step), 0);
       ck_assert_int_eq(snap_slot_commit(s, step), 0);
-      ck_assert_int_eq(snap_store_newest_committed(s, &newest, &nstep), 0);
+      ck_assert_int_eq(snap_slot_newest_committed(s, &newest, &nstep), 0);
       ck_assert_uint_eq(newest, slot);
       ck_assert_uint_eq(nstep, step);
       /* Every step still held is intact and where find_step says. */
@@ -321,7 +321,7 @@ START_TEST(test_rotation)
           continue;
         committed++;
         uint32_t f;
-        ck_assert_int_eq(snap_store_find_step(s, step_of(s, i), &f), 0);
+        ck_assert_int_eq(snap_slot_find_step(s, step_of(s, i), &f), 0);
         ck_assert_uint_eq(f, i);
         ck_assert_int_eq(snap_slot_verify(s, i, NULL), 0);
         ck_assert(slot_has_step_data(s, i, step_of(s, i)));
@@ -351,7 +351,7 @@ START_TEST(test_stale_generation)
   ck_assert_int_eq(snap_slot_seal(s, b, gb, 6), 0);
 
   /* Generations survive freeing, reopening and a restart from scratch. */
-  ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
   snap_store_close(s);
   char err[256];
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
@@ -378,14 +378,14 @@ START_TEST(test_recover)
 
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
   ck_assert_uint_eq(state_of(s, a), SNAP_WRITING);
-  ck_assert_int_eq(snap_store_recover(s), 2);
+  ck_assert_int_eq(snap_slot_recover(s), 2);
   ck_assert_uint_eq(state_of(s, a), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, b), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, c), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, d), SNAP_SEALED);
   ck_assert_int_eq(snap_slot_verify(s, c, NULL), 0);
   ck_assert_int_eq(snap_slot_verify(s, d, NULL), 0);
-  ck_assert_int_eq(snap_store_recover(s), 0);
+  ck_assert_int_eq(snap_slot_recover(s), 0);
   /* The writer of the old slot comes back too late. */
   ck_assert_int_eq(snap_slot_seal(s, a, ga, 3), PT_ESTALE);
   snap_store_close(s);
@@ -413,23 +413,23 @@ START_TEST(test_commit_semantics)
   ck_assert_int_eq(snap_slot_commit(s, 3), 0);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, s3);
   ck_assert_uint_eq(st, 3);
-  ck_assert_int_eq(snap_store_find_step(s, 4, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 4, &f), 0);
   ck_assert_uint_eq(f, s4);
-  ck_assert_int_eq(snap_store_find_step(s, 1, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 1, &f), 0);
   ck_assert_uint_eq(f, s1);
   ck_assert_int_eq(snap_slot_commit(s, 4), 0);
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, s4);
   ck_assert_uint_eq(state_of(s, s3), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
 
-  /* A PROTECTED slot is never handed out and can be committed. */
+  /* A PINNED slot is never handed out and can be committed. */
   uint32_t s5 = take(s, 5, false);
-  ck_assert_int_eq(snap_slot_protect(s, 5), 0);
-  ck_assert_uint_eq(state_of(s, s5), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_pin(s, 5), 0);
+  ck_assert_uint_eq(state_of(s, s5), SNAP_PINNED);
   uint32_t x;
   uint64_t gx;
   ck_assert_int_eq(snap_slot_acquire(s, 6, &x, &gx), 0);
@@ -443,59 +443,59 @@ START_TEST(test_commit_semantics)
 }
 END_TEST
 
-/* protect / unprotect on their own: which slot they pick, repeats, and what
+/* pin / unpin on their own: which slot they pick, repeats, and what
  * they refuse. */
-START_TEST(test_protect_unprotect)
+START_TEST(test_pin_unpin)
 {
   char name[64];
-  struct snap_store *s = make_store("protect", 3, name, sizeof(name));
+  struct snap_store *s = make_store("pin", 3, name, sizeof(name));
   uint32_t w;
   uint64_t gw;
 
-  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT);   /* nothing sealed */
-  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT);
+  ck_assert_int_eq(snap_slot_pin(s, 1), -ENOENT);   /* nothing sealed */
+  ck_assert_int_eq(snap_slot_unpin(s, 1), -ENOENT);
   ck_assert_int_eq(snap_slot_acquire(s, 1, &w, &gw), 0);
-  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT);   /* WRITING */
+  ck_assert_int_eq(snap_slot_pin(s, 1), -ENOENT);   /* WRITING */
   fill_slot(s, w, 1);
   ck_assert_int_eq(snap_slot_seal(s, w, gw, 1), 0);
-  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT); /* only SEALED */
-  ck_assert_int_eq(snap_slot_protect(s, 2), -ENOENT);   /* another step */
-  ck_assert_int_eq(snap_slot_protect(s, 1), 0);
-  ck_assert_uint_eq(state_of(s, w), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_unpin(s, 1), -ENOENT); /* only SEALED */
+  ck_assert_int_eq(snap_slot_pin(s, 2), -ENOENT);   /* another step */
+  ck_assert_int_eq(snap_slot_pin(s, 1), 0);
+  ck_assert_uint_eq(state_of(s, w), SNAP_PINNED);
   struct snap_slot_info before, after;
   snap_slot_get(s, w, &before);
-  ck_assert_int_eq(snap_slot_protect(s, 1), 0);         /* a repeat */
+  ck_assert_int_eq(snap_slot_pin(s, 1), 0);         /* a repeat */
   snap_slot_get(s, w, &after);
   ck_assert_mem_eq(&before, &after, sizeof(before));
   /* Pinned bytes are still a step that can be found, verified, restored. */
   uint32_t f;
-  ck_assert_int_eq(snap_store_find_step(s, 1, &f), 0);
+  ck_assert_int_eq(snap_slot_find_step(s, 1, &f), 0);
   ck_assert_uint_eq(f, w);
   ck_assert_int_eq(snap_slot_verify(s, w, NULL), 0);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
 
   /* Abandoned: SEALED again, then an ordinary candidate for reuse. */
-  ck_assert_int_eq(snap_slot_unprotect(s, 1), 0);
+  ck_assert_int_eq(snap_slot_unpin(s, 1), 0);
   ck_assert_uint_eq(state_of(s, w), SNAP_SEALED);
   ck_assert_uint_eq(step_of(s, w), 1);
-  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT);
+  ck_assert_int_eq(snap_slot_unpin(s, 1), -ENOENT);
   ck_assert_int_eq(snap_slot_verify(s, w, NULL), 0);
 
-  /* A committed step is no longer protected or unprotected. */
-  ck_assert_int_eq(snap_slot_protect(s, 1), 0);
+  /* A committed step is no longer pinned or unpinned. */
+  ck_assert_int_eq(snap_slot_pin(s, 1), 0);
   ck_assert_int_eq(snap_slot_commit(s, 1), 0);
   ck_assert_uint_eq(state_of(s, w), SNAP_COMMITTED);
-  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT);
-  ck_assert_int_eq(snap_slot_unprotect(s, 1), -ENOENT);
+  ck_assert_int_eq(snap_slot_pin(s, 1), -ENOENT);
+  ck_assert_int_eq(snap_slot_unpin(s, 1), -ENOENT);
   ck_assert_uint_eq(state_of(s, w), SNAP_COMMITTED);
 
   /* Two slots holding one step (a step redone): the newer is pinned. */
   uint32_t a = take(s, 2, false), b = take(s, 2, false);
   ck_assert_uint_ne(a, b);
-  ck_assert_int_eq(snap_slot_protect(s, 2), 0);
-  ck_assert_uint_eq(state_of(s, b), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_pin(s, 2), 0);
+  ck_assert_uint_eq(state_of(s, b), SNAP_PINNED);
   ck_assert_uint_eq(state_of(s, a), SNAP_SEALED);
-  ck_assert_int_eq(snap_slot_unprotect(s, 2), 0);
+  ck_assert_int_eq(snap_slot_unpin(s, 2), 0);
   ck_assert_uint_eq(state_of(s, b), SNAP_SEALED);
   snap_store_close(s);
   snap_store_unlink(name);
@@ -505,7 +505,7 @@ END_TEST
 /* The case two-phase commits exist for, with two slots: a rank that pinned
  * step 2 cannot lose it to step 3 (nor the committed step 1): the snapshot
  * of step 3 is skipped until the commit of 2 ends either way. */
-START_TEST(test_protected_never_reused)
+START_TEST(test_pinned_never_reused)
 {
   char name[64];
   struct snap_store *s = make_store("pin2", 2, name, sizeof(name));
@@ -513,24 +513,24 @@ START_TEST(test_protected_never_reused)
   uint64_t gx;
   ck_assert_int_eq(snap_slot_commit(s, 1), 0);
   uint32_t p = take(s, 2, true);
-  ck_assert_int_eq(snap_slot_protect(s, 2), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 2), 0);
   x = 77;
   ck_assert_int_eq(snap_slot_acquire(s, 3, &x, &gx), PT_SKIPPED);
   ck_assert_uint_eq(x, 77);
   ck_assert_uint_eq(state_of(s, c), SNAP_COMMITTED);
-  ck_assert_uint_eq(state_of(s, p), SNAP_PROTECTED);
+  ck_assert_uint_eq(state_of(s, p), SNAP_PINNED);
   ck_assert(slot_has_step_data(s, p, 2));
   ck_assert(slot_has_step_data(s, c, 1));
 
   /* Abandoned: step 2 is an ordinary sealed step again and is reused. */
-  ck_assert_int_eq(snap_slot_unprotect(s, 2), 0);
+  ck_assert_int_eq(snap_slot_unpin(s, 2), 0);
   ck_assert_int_eq(snap_slot_acquire(s, 3, &x, &gx), 0);
   ck_assert_uint_eq(x, p);
   fill_slot(s, x, 3);
   ck_assert_int_eq(snap_slot_seal(s, x, gx, 3), 0);
 
   /* Committed: the previous committed step's slot is the one reused. */
-  ck_assert_int_eq(snap_slot_protect(s, 3), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 3), 0);
   ck_assert_int_eq(snap_slot_acquire(s, 4, &x, &gx), PT_SKIPPED);
   ck_assert_int_eq(snap_slot_commit(s, 3), 0);
   ck_assert_uint_eq(state_of(s, p), SNAP_COMMITTED);
@@ -543,12 +543,12 @@ START_TEST(test_protected_never_reused)
    * only WRITING slots. */
   ck_assert_int_eq(snap_slot_abort(s, x, gx), 0);
   uint32_t q = take(s, 4, false);
-  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 4), 0);
   snap_store_close(s);
   char err[256];
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
-  ck_assert_int_eq(snap_store_recover(s), 0);
-  ck_assert_uint_eq(state_of(s, q), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_recover(s), 0);
+  ck_assert_uint_eq(state_of(s, q), SNAP_PINNED);
   ck_assert_int_eq(snap_slot_acquire(s, 5, &x, &gx), PT_SKIPPED);
   snap_store_close(s);
   snap_store_unlink(name);
@@ -556,7 +556,7 @@ START_TEST(test_protected_never_reused)
 END_TEST
 
 /* What a commit does to the other slots: older SEALED freed, older
- * PROTECTED back to SEALED with its bytes, duplicates freed, older
+ * PINNED back to SEALED with its bytes, duplicates freed, older
  * COMMITTED kept, newer slots untouched. */
 START_TEST(test_commit_releases_pins)
 {
@@ -565,12 +565,12 @@ START_TEST(test_commit_releases_pins)
   uint32_t s1 = take(s, 1, true);
   ck_assert_int_eq(snap_slot_commit(s, 1), 0);
   uint32_t s2 = take(s, 2, true);
-  ck_assert_int_eq(snap_slot_protect(s, 2), 0);   /* a pin left behind */
+  ck_assert_int_eq(snap_slot_pin(s, 2), 0);   /* a pin left behind */
   uint32_t s3 = take(s, 3, true);                 /* older, never pinned */
   uint32_t s4 = take(s, 4, true);
-  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 4), 0);
   uint32_t s6 = take(s, 6, true);
-  ck_assert_int_eq(snap_slot_protect(s, 6), 0);   /* newer pin */
+  ck_assert_int_eq(snap_slot_pin(s, 6), 0);   /* newer pin */
   uint32_t w;
   uint64_t gw;
   ck_assert_int_eq(snap_slot_acquire(s, 7, &w, &gw), 0);
@@ -581,7 +581,7 @@ START_TEST(test_commit_releases_pins)
   ck_assert(slot_has_step_data(s, s2, 2));
   ck_assert_uint_eq(state_of(s, s3), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s4), SNAP_COMMITTED);
-  ck_assert_uint_eq(state_of(s, s6), SNAP_PROTECTED);
+  ck_assert_uint_eq(state_of(s, s6), SNAP_PINNED);
   ck_assert_uint_eq(state_of(s, w), SNAP_WRITING);
   ck_assert_int_eq(snap_slot_verify(s, s2, NULL), 0);
 
@@ -593,8 +593,8 @@ START_TEST(test_commit_releases_pins)
   ck_assert_uint_eq(state_of(s, s6), SNAP_SEALED);  /* an older pin now */
   ck_assert_uint_eq(state_of(s, s2), SNAP_FREE);    /* older SEALED */
   uint32_t d = take(s, 7, true);
-  ck_assert_int_eq(snap_slot_protect(s, 7), 0);
-  ck_assert_uint_eq(state_of(s, d), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_pin(s, 7), 0);
+  ck_assert_uint_eq(state_of(s, d), SNAP_PINNED);
   ck_assert_int_eq(snap_slot_commit(s, 7), 0);
   ck_assert_uint_eq(state_of(s, d), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, w), SNAP_FREE);
@@ -615,12 +615,12 @@ struct model {
   struct model_slot v[8];
   uint32_t n;
   uint64_t max_gen;
-  uint32_t skipped, protected, unprotected, committed, pins_released;
+  uint32_t skipped, pinned, unpinned, committed, pins_released;
 };
 
 static bool m_holds(uint32_t st)
 {
-  return st == SNAP_SEALED || st == SNAP_PROTECTED || st == SNAP_COMMITTED;
+  return st == SNAP_SEALED || st == SNAP_PINNED || st == SNAP_COMMITTED;
 }
 
 /* a older than b: lower step, then lower generation */
@@ -648,7 +648,7 @@ static uint32_t m_newest(const struct model *m, bool (*want)(uint32_t),
 
 static bool m_is_committed(uint32_t st) { return st == SNAP_COMMITTED; }
 static bool m_is_sealed(uint32_t st) { return st == SNAP_SEALED; }
-static bool m_is_protected(uint32_t st) { return st == SNAP_PROTECTED; }
+static bool m_is_pinned(uint32_t st) { return st == SNAP_PINNED; }
 
 static int m_acquire(struct model *m, uint64_t step, uint32_t *slot)
 {
@@ -675,25 +675,25 @@ static int m_acquire(struct model *m, uint64_t step, uint32_t *slot)
   return 0;
 }
 
-static int m_protect(struct model *m, uint64_t step)
+static int m_pin(struct model *m, uint64_t step)
 {
-  if (m_newest(m, m_is_protected, false, step) != UINT32_MAX)
+  if (m_newest(m, m_is_pinned, false, step) != UINT32_MAX)
     return 0;
   uint32_t i = m_newest(m, m_is_sealed, false, step);
   if (i == UINT32_MAX)
     return -ENOENT;
-  m->v[i].state = SNAP_PROTECTED;
-  m->protected++;
+  m->v[i].state = SNAP_PINNED;
+  m->pinned++;
   return 0;
 }
 
-static int m_unprotect(struct model *m, uint64_t step)
+static int m_unpin(struct model *m, uint64_t step)
 {
-  uint32_t i = m_newest(m, m_is_protected, false, step);
+  uint32_t i = m_newest(m, m_is_pinned, false, step);
   if (i == UINT32_MAX)
     return -ENOENT;
   m->v[i].state = SNAP_SEALED;
-  m->unprotected++;
+  m->unpinned++;
   return 0;
 }
 
@@ -712,7 +712,7 @@ static int m_commit(struct model *m, uint64_t step, bool restore)
       continue;
     else if (v->step == step || v->state == SNAP_SEALED)
       v->state = SNAP_FREE;
-    else if (v->state == SNAP_PROTECTED) {
+    else if (v->state == SNAP_PINNED) {
       v->state = restore ? SNAP_FREE : SNAP_SEALED;
       m->pins_released += !restore;
     }
@@ -741,9 +741,9 @@ static void m_check(const struct model *m, const struct snap_store *s,
 
 /* Thousands of random operations on 2..4 slots, each checked against the
  * model, with steps drawn from a small range so that repeats, duplicates and
- * stale requests happen. A PROTECTED slot's bytes must survive every
+ * stale requests happen. A PINNED slot's bytes must survive every
  * acquire. */
-START_TEST(test_protect_random)
+START_TEST(test_pin_random)
 {
   uint32_t x = 20240611u;
   for (uint32_t n = 2; n <= 4; n++) {
@@ -789,10 +789,10 @@ START_TEST(test_protect_random)
         }
         break;
       case 4:
-        ck_assert_int_eq(snap_slot_protect(s, step), m_protect(&m, step));
+        ck_assert_int_eq(snap_slot_pin(s, step), m_pin(&m, step));
         break;
       case 5:
-        ck_assert_int_eq(snap_slot_unprotect(s, step), m_unprotect(&m, step));
+        ck_assert_int_eq(snap_slot_unpin(s, step), m_unpin(&m, step));
         break;
       case 6:
         ck_assert_int_eq(snap_slot_commit(s, step), m_commit(&m, step, false));
@@ -801,10 +801,10 @@ START_TEST(test_protect_random)
         if ((x & 15) != 0)
           break;
         if (x & 16) {
-          ck_assert_int_eq(snap_store_set_restore(s, true, step),
+          ck_assert_int_eq(snap_slot_set_restore(s, true, step),
                            m_commit(&m, step, true));
         } else {
-          ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+          ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
           for (uint32_t i = 0; i < n; i++)
             m.v[i].state = SNAP_FREE;
         }
@@ -817,8 +817,8 @@ START_TEST(test_protect_random)
     for (int op = 0; op < 8; op++)
       ck_assert_uint_gt(counts[op], 100);
     ck_assert_uint_gt(m.skipped, 10);
-    ck_assert_uint_gt(m.protected, 10);
-    ck_assert_uint_gt(m.unprotected, 5);
+    ck_assert_uint_gt(m.pinned, 10);
+    ck_assert_uint_gt(m.unpinned, 5);
     ck_assert_uint_gt(m.committed, 10);
     ck_assert_uint_gt(m.pins_released, 0);
     snap_store_close(s);
@@ -842,13 +842,13 @@ START_TEST(test_set_restore)
   ck_assert_int_eq(snap_slot_acquire(s, 5, &w, &gw), 0);
 
   /* A step nobody holds changes nothing. */
-  ck_assert_int_eq(snap_store_set_restore(s, true, 9), -ENOENT);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 9), -ENOENT);
   ck_assert_uint_eq(state_of(s, s3), SNAP_SEALED);
   ck_assert_uint_eq(state_of(s, w), SNAP_WRITING);
 
   /* Restore to the SEALED step 3: it becomes the committed step, 4 (newer)
    * and the writer go, 1 and 2 stay as older committed steps. */
-  ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 3), 0);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s2), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s3), SNAP_COMMITTED);
@@ -857,55 +857,55 @@ START_TEST(test_set_restore)
   ck_assert_int_eq(snap_slot_seal(s, w, gw, 5), PT_ESTALE);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, s3);
   ck_assert_uint_eq(st, 3);
 
   /* Back to COMMITTED step 1: 2 and 3 are newer and go. */
-  ck_assert_int_eq(snap_store_set_restore(s, true, 1), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 1), 0);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s2), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s3), SNAP_FREE);
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(st, 1);
 
   /* A newer SEALED step goes; an older one is superseded by the restore
    * point, as by a commit. */
   uint32_t s6 = take(s, 6, false);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 1), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 1), 0);
   ck_assert_uint_eq(state_of(s, s6), SNAP_FREE);
   uint32_t s2b = take(s, 2, false);
   uint32_t s3b = take(s, 3, false);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 3), 0);
   ck_assert_uint_eq(state_of(s, s2b), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s3b), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
 
-  /* Pins are cleared: an older PROTECTED slot goes like an older SEALED
-   * one, a newer one like any newer step, and a PROTECTED restore point
+  /* Pins are cleared: an older PINNED slot goes like an older SEALED
+   * one, a newer one like any newer step, and a PINNED restore point
    * becomes COMMITTED. */
   uint32_t p4 = take(s, 4, false);
-  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 4), 0);
   uint32_t p5 = take(s, 5, false);
-  ck_assert_int_eq(snap_slot_protect(s, 5), 0);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 3), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 5), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 3), 0);
   ck_assert_uint_eq(state_of(s, p4), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, p5), SNAP_FREE);
   p4 = take(s, 4, false);
-  ck_assert_int_eq(snap_slot_protect(s, 4), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 4), 0);
   p5 = take(s, 5, false);
-  ck_assert_int_eq(snap_slot_protect(s, 5), 0);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 5), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 5), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 5), 0);
   ck_assert_uint_eq(state_of(s, p5), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, p4), SNAP_FREE);
   ck_assert_uint_eq(state_of(s, s3b), SNAP_COMMITTED);
   ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
 
   /* No restore point: everything goes. */
-  ck_assert_int_eq(snap_store_set_restore(s, false, 0), 0);
+  ck_assert_int_eq(snap_slot_set_restore(s, false, 0), 0);
   for (uint32_t i = 0; i < 5; i++)
     ck_assert_uint_eq(state_of(s, i), SNAP_FREE);
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), PT_ENOSNAP);
   snap_store_close(s);
   snap_store_unlink(name);
 }
@@ -924,6 +924,69 @@ static void record_fix(struct snap_store *s, uint32_t slot)
   memcpy(e + 4, &c, 4);
 }
 
+/* Sets slot's state to st with a valid record, as a future SMP would. */
+static void state_force(struct snap_store *s, uint32_t slot, uint32_t st)
+{
+  uint8_t *e = (uint8_t *)snap_store_base(s) + 4096 +
+               320 * (uint64_t)snap_store_nregions(s) + 64 * (uint64_t)slot;
+  memcpy(e, &st, 4);
+  record_fix(s, slot);
+}
+
+/* PROTECTED (parity acknowledged) is set by nothing yet; what is there
+ * treats it as PINNED: it holds data, is never handed out, may be
+ * committed, pinning it again is a repeat, unpinning or an older commit
+ * makes it SEALED with its bytes, and a restore clears it. */
+START_TEST(test_protected_as_pinned)
+{
+  char name[64];
+  struct snap_store *s = make_store("protected", 3, name, sizeof(name));
+  ck_assert(snap_state_holds_data(SNAP_PROTECTED));
+  uint32_t p = take(s, 2, true);
+  state_force(s, p, SNAP_PROTECTED);
+  struct snap_slot_info info;
+  snap_slot_get(s, p, &info);
+  ck_assert(info.record_ok);
+  ck_assert_uint_eq(info.state, SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_verify(s, p, NULL), 0);
+  uint32_t f;
+  ck_assert_int_eq(snap_slot_find_step(s, 2, &f), 0);
+  ck_assert_uint_eq(f, p);
+  /* Never handed out, even when every other slot is taken. */
+  uint32_t a = take(s, 3, false), b = take(s, 4, false);
+  ck_assert_uint_ne(a, p);
+  ck_assert_uint_ne(b, p);
+  for (int k = 0; k < 4; k++) {
+    uint32_t x;
+    uint64_t gx;
+    ck_assert_int_eq(snap_slot_acquire(s, 5 + k, &x, &gx), 0);
+    ck_assert_uint_ne(x, p);
+    ck_assert_int_eq(snap_slot_seal(s, x, gx, 5 + k), 0);
+  }
+  ck_assert_uint_eq(state_of(s, p), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_pin(s, 2), 0); /* a repeat */
+  ck_assert_uint_eq(state_of(s, p), SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_unpin(s, 2), 0);
+  ck_assert_uint_eq(state_of(s, p), SNAP_SEALED);
+  ck_assert(slot_has_step_data(s, p, 2));
+
+  /* An older PROTECTED step keeps its bytes when a newer one commits. */
+  state_force(s, p, SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_commit(s, 8), 0);
+  ck_assert_uint_eq(state_of(s, p), SNAP_SEALED);
+  ck_assert(slot_has_step_data(s, p, 2));
+  /* A PROTECTED step commits; a restore point elsewhere clears it. */
+  state_force(s, p, SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_commit(s, 2), 0);
+  ck_assert_uint_eq(state_of(s, p), SNAP_COMMITTED);
+  state_force(s, p, SNAP_PROTECTED);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 8), 0);
+  ck_assert_uint_eq(state_of(s, p), SNAP_FREE);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
 /* The slot record of snap_store.h: a step number, generation or state
  * changed in the mapping without the record CRC is never taken for true;
  * the slot holds nothing until recover frees it. Before record CRCs, the
@@ -938,9 +1001,9 @@ START_TEST(test_record_checksum)
   ck_assert_int_eq(snap_slot_commit(s, 11), 0);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, b);
-  ck_assert_uint_eq(snap_store_bad_records(s, msg, sizeof(msg)), 0);
+  ck_assert_uint_eq(snap_slot_bad_records(s, msg, sizeof(msg)), 0);
   ck_assert_str_eq(msg, "");
 
   /* The newest committed step renumbered 11 -> 12. */
@@ -953,13 +1016,13 @@ START_TEST(test_record_checksum)
   ck_assert_uint_eq(info.state, SNAP_FREE);
   ck_assert_uint_eq(info.step, 12); /* as read, flagged untrusted */
   /* Never restored: the fallback, step 10, is the newest committed one. */
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(f, a);
   ck_assert_uint_eq(st, 10);
-  ck_assert_int_eq(snap_store_find_step(s, 12, &f), -ENOENT);
-  ck_assert_int_eq(snap_store_find_step(s, 11, &f), -ENOENT);
+  ck_assert_int_eq(snap_slot_find_step(s, 12, &f), -ENOENT);
+  ck_assert_int_eq(snap_slot_find_step(s, 11, &f), -ENOENT);
   ck_assert_int_eq(snap_slot_commit(s, 12), -ENOENT);
-  ck_assert_int_eq(snap_store_set_restore(s, true, 12), -ENOENT);
+  ck_assert_int_eq(snap_slot_set_restore(s, true, 12), -ENOENT);
   uint32_t bad = 0;
   ck_assert_int_eq(snap_slot_verify(s, b, &bad), PT_ECHECKSUM);
   ck_assert_uint_eq(bad, SNAP_BAD_RECORD(snap_store_nblocks(s)));
@@ -968,17 +1031,17 @@ START_TEST(test_record_checksum)
   /* Another process opening the object is told, and sees the same. */
   struct snap_store *o = NULL;
   ck_assert_msg(snap_store_open(&o, name, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(snap_store_bad_records(o, msg, sizeof(msg)), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(o, msg, sizeof(msg)), 1);
   char want[64];
   snprintf(want, sizeof(want), "slot %u record fails its checksum", b);
   ck_assert_msg(strstr(msg, want) != NULL && strstr(msg, name) != NULL, "%s",
                 msg);
-  ck_assert_int_eq(snap_store_newest_committed(o, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(o, &f, &st), 0);
   ck_assert_uint_eq(st, 10);
   snap_store_close(o);
 
   /* The damaged slot may be reused; recover frees it for good. */
-  ck_assert_int_eq(snap_store_recover(s), 1);
+  ck_assert_int_eq(snap_slot_recover(s), 1);
   snap_slot_get(s, b, &info);
   ck_assert(info.record_ok);
   ck_assert_uint_eq(info.state, SNAP_FREE);
@@ -986,17 +1049,17 @@ START_TEST(test_record_checksum)
   /* A generation or a state changed alone is caught the same way. */
   uint8_t *ea = (uint8_t *)snap_store_base(s) + 4096 + 3 * 320 + 64 * a;
   ea[16] ^= 1;
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
   ea[16] ^= 1;
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), 0);
   uint32_t sealed = SNAP_SEALED;
   memcpy(ea, &sealed, 4);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
-  ck_assert_int_eq(snap_slot_protect(s, 10), -ENOENT);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_pin(s, 10), -ENOENT);
   /* A forger who rewrites the CRC too is out of scope of a checksum: the
    * record is then as good as any. */
   record_fix(s, a);
-  ck_assert_int_eq(snap_slot_protect(s, 10), 0);
+  ck_assert_int_eq(snap_slot_pin(s, 10), 0);
   snap_store_close(s);
   snap_store_unlink(name);
 }
@@ -1025,7 +1088,7 @@ START_TEST(test_record_concurrent)
       uint64_t gen;
       if (snap_slot_acquire(w, k, &slot, &gen) != 0 ||
           snap_slot_seal(w, slot, gen, k) != 0 ||
-          snap_slot_protect(w, k) != 0 || snap_slot_commit(w, k) != 0)
+          snap_slot_pin(w, k) != 0 || snap_slot_commit(w, k) != 0)
         _exit(11);
     }
     snap_store_close(w);
@@ -1051,7 +1114,7 @@ START_TEST(test_record_concurrent)
   }
   ck_assert(WIFEXITED(status));
   ck_assert_int_eq(WEXITSTATUS(status), 0);
-  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 0);
+  ck_assert_uint_eq(snap_slot_bad_records(s, NULL, 0), 0);
   close(done[0]);
   snap_store_close(s);
   snap_store_unlink(name);
@@ -1161,7 +1224,7 @@ START_TEST(test_verify)
 }
 END_TEST
 
-/* snap_slots_verify() on several threads says per slot what snap_slot_verify()
+/* snap_slot_verify_many() on several threads says per slot what snap_slot_verify()
  * says: intact, a damaged block, a damaged blob, a FREE slot. */
 START_TEST(test_verify_parallel)
 {
@@ -1191,7 +1254,7 @@ START_TEST(test_verify_parallel)
       rcs[k] = 12345;
       bad[k] = 0;
     }
-    snap_slots_verify(s, slots, 5, threads, rcs, bad);
+    snap_slot_verify_many(s, slots, 5, threads, rcs, bad);
     for (uint32_t k = 0; k < 5; k++) {
       ck_assert_msg(rcs[k] == want_rc[k], "threads %u slot %u: rc %d", threads, k, rcs[k]);
       if (k < 4 && want_rc[k] != 0)
@@ -1202,7 +1265,7 @@ START_TEST(test_verify_parallel)
     /* bad_blocks may be NULL; a subset in another order. */
     uint32_t two[2] = {slots[3], slots[0]};
     int rc2[2] = {1, 1};
-    snap_slots_verify(s, two, 2, threads, rc2, NULL);
+    snap_slot_verify_many(s, two, 2, threads, rc2, NULL);
     ck_assert_int_eq(rc2[0], PT_ECHECKSUM);
     ck_assert_int_eq(rc2[1], 0);
   }
@@ -1291,7 +1354,7 @@ START_TEST(test_cross_process)
   ck_assert_int_eq(WEXITSTATUS(status), 0);
   uint32_t f;
   uint64_t st;
-  ck_assert_int_eq(snap_store_newest_committed(s, &f, &st), 0);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
   ck_assert_uint_eq(st, (uint64_t)rounds);
   close(ack[1]);
   snap_store_close(s);
@@ -1312,10 +1375,11 @@ int main(void)
   tcase_add_test(tc, test_stale_generation);
   tcase_add_test(tc, test_recover);
   tcase_add_test(tc, test_commit_semantics);
-  tcase_add_test(tc, test_protect_unprotect);
-  tcase_add_test(tc, test_protected_never_reused);
+  tcase_add_test(tc, test_pin_unpin);
+  tcase_add_test(tc, test_pinned_never_reused);
+  tcase_add_test(tc, test_protected_as_pinned);
   tcase_add_test(tc, test_commit_releases_pins);
-  tcase_add_test(tc, test_protect_random);
+  tcase_add_test(tc, test_pin_random);
   tcase_add_test(tc, test_set_restore);
   tcase_add_test(tc, test_verify);
   tcase_add_test(tc, test_verify_parallel);

@@ -103,8 +103,10 @@ struct expect {
   uint32_t nblocks;
   uint64_t slot_bytes, stride, region_off, slot_off, crc_off, crc_stride;
   uint64_t blob_off;
-  uint64_t data_off, parity_off, total;
+  uint64_t data_off, parity_off, parity_bytes, parity_stride, total;
 };
+
+#define HDR_CRC_AT 232 /* the header CRC, over bytes 0..231 */
 
 static uint64_t up(uint64_t v, uint64_t a)
 {
@@ -132,7 +134,13 @@ static void expect_layout(struct expect *e, const struct snap_params *p)
   e->crc_stride = up(4 * ((uint64_t)blocks + 2), 64);
   e->data_off = up(e->crc_off + p->nslots * e->crc_stride, 2 * MIB);
   e->parity_off = e->data_off + p->nslots * e->stride;
-  e->total = e->parity_off + up(p->parity_bytes, 2 * MIB);
+  /* m chunks of ceil(slot bytes / k), each rounded up to 64 bytes. */
+  uint64_t chunk = p->ec_k == 0
+                       ? 0
+                       : up((e->slot_bytes + p->ec_k - 1) / p->ec_k, 64);
+  e->parity_bytes = p->ec_m * chunk;
+  e->parity_stride = up(e->parity_bytes, 2 * MIB);
+  e->total = e->parity_off + p->nslots * e->parity_stride;
 }
 
 static bool shm_exists(const char *name)
@@ -183,10 +191,10 @@ static void make_small(const char *name)
 /* Rewrites the header CRC after a test changed header fields. */
 static void fix_header_crc(const char *name)
 {
-  uint8_t h[216];
+  uint8_t h[HDR_CRC_AT];
   peek(name, 0, h, sizeof(h));
   uint32_t c = oracle_crc(h, sizeof(h));
-  poke(name, 216, &c, 4);
+  poke(name, HDR_CRC_AT, &c, 4);
 }
 
 static void fix_region_crc(const char *name, uint32_t i)
@@ -237,9 +245,27 @@ START_TEST(test_state_names)
   ck_assert_str_eq(snap_state_name(SNAP_FREE), "FREE");
   ck_assert_str_eq(snap_state_name(SNAP_WRITING), "WRITING");
   ck_assert_str_eq(snap_state_name(SNAP_SEALED), "SEALED");
+  ck_assert_str_eq(snap_state_name(SNAP_PINNED), "PINNED");
   ck_assert_str_eq(snap_state_name(SNAP_PROTECTED), "PROTECTED");
   ck_assert_str_eq(snap_state_name(SNAP_COMMITTED), "COMMITTED");
   ck_assert_str_eq(snap_state_name(77), "UNKNOWN");
+  ck_assert_str_eq(snap_state_name(SNAP_STATE_MAX + 1), "UNKNOWN");
+  /* The values are stored in the object (format version 4). */
+  ck_assert_uint_eq(SNAP_FREE, 0);
+  ck_assert_uint_eq(SNAP_WRITING, 1);
+  ck_assert_uint_eq(SNAP_SEALED, 2);
+  ck_assert_uint_eq(SNAP_PINNED, 3);
+  ck_assert_uint_eq(SNAP_PROTECTED, 4);
+  ck_assert_uint_eq(SNAP_COMMITTED, 5);
+  ck_assert_uint_eq(SNAP_STATE_MAX, SNAP_COMMITTED);
+  ck_assert_uint_eq(SNAP_VERSION, 4);
+  /* The one test of "this slot holds a step" that every layer uses. */
+  for (uint32_t st = 0; st <= SNAP_STATE_MAX + 2; st++)
+    ck_assert_msg(snap_state_holds_data(st) ==
+                      (st == SNAP_SEALED || st == SNAP_PINNED ||
+                       st == SNAP_PROTECTED || st == SNAP_COMMITTED),
+                  "state %u", st);
+  ck_assert(!snap_state_holds_data(SNAP_STATE_BUSY | SNAP_SEALED));
 }
 END_TEST
 
@@ -256,8 +282,25 @@ START_TEST(test_bytes_needed)
    * at 2 MiB. */
   struct snap_params p = params4(3);
   ck_assert_uint_eq(snap_store_bytes_needed(&p), 2 * MIB + 3 * 8 * MIB);
-  p.parity_bytes = 1;
-  ck_assert_uint_eq(snap_store_bytes_needed(&p), 2 * MIB + 3 * 8 * MIB + 2 * MIB);
+  /* Code 4+2: a chunk is (7 MiB + 192) / 4 = 1835056, rounded up to 64:
+   * 1835072; two of them, 3670144 bytes, take 4 MiB a slot. */
+  p.ec_k = 4;
+  p.ec_m = 2;
+  ck_assert_uint_eq(snap_store_bytes_needed(&p),
+                    2 * MIB + 3 * 8 * MIB + 3 * 4 * MIB);
+  /* Codes that are none or out of range: 0. */
+  p.ec_k = 4;
+  p.ec_m = 0;
+  ck_assert_uint_eq(snap_store_bytes_needed(&p), 0);
+  p.ec_k = 0;
+  p.ec_m = 2;
+  ck_assert_uint_eq(snap_store_bytes_needed(&p), 0);
+  p.ec_k = 30;
+  p.ec_m = 3;
+  ck_assert_uint_eq(snap_store_bytes_needed(&p), 0);
+  p.ec_k = 30;
+  p.ec_m = 2;
+  ck_assert_uint_ne(snap_store_bytes_needed(&p), 0);
 
   /* Every invalid parameter gives 0. */
   ck_assert_uint_eq(snap_store_bytes_needed(NULL), 0);
@@ -412,7 +455,8 @@ START_TEST(test_layout_bytes)
   char name[64], err[256] = "";
   shm_name(name, sizeof(name), "layout");
   struct snap_params p = params4(4);
-  p.parity_bytes = 3 * MIB;
+  p.ec_k = 4;
+  p.ec_m = 2;
   struct expect e;
   expect_layout(&e, &p);
   struct snap_store *s = NULL;
@@ -448,7 +492,8 @@ START_TEST(test_layout_bytes)
   ck_assert_uint_eq(rd64(b + 144), e.crc_off);
   ck_assert_uint_eq(rd64(b + 152), e.data_off);
   ck_assert_uint_eq(rd64(b + 160), e.parity_off);
-  ck_assert_uint_eq(rd64(b + 168), 3 * MIB);
+  ck_assert_uint_eq(rd64(b + 168), e.parity_bytes);
+  ck_assert_uint_gt(e.parity_bytes, 0);
   uint64_t t0ns = (uint64_t)t0.tv_sec * 1000000000u + (uint64_t)t0.tv_nsec;
   uint64_t t1ns = (uint64_t)t1.tv_sec * 1000000000u + (uint64_t)t1.tv_nsec;
   ck_assert_uint_ge(rd64(b + 176), t0ns);
@@ -458,15 +503,19 @@ START_TEST(test_layout_bytes)
   ck_assert_uint_eq(rd64(b + 200), MIB);
   ck_assert_uint_eq(rd64(b + 208), e.blob_off);
   ck_assert_uint_eq(rd64(b + 208) % 64, 0);
-  ck_assert_uint_eq(rd32(b + 216), oracle_crc(b, 216));
-  for (int i = 220; i < 4096; i++)
+  ck_assert_uint_eq(rd32(b + 216), 4);
+  ck_assert_uint_eq(rd32(b + 220), 2);
+  ck_assert_uint_eq(rd64(b + 224), e.parity_stride);
+  ck_assert_uint_eq(rd32(b + 232), oracle_crc(b, 232));
+  for (int i = 236; i < 4096; i++)
     ck_assert_int_eq(b[i], 0);
 
   /* Alignment rules of the table. */
   ck_assert_uint_eq(e.data_off % (2 * MIB), 0);
   ck_assert_uint_eq(e.stride % (2 * MIB), 0);
   ck_assert_uint_eq(e.parity_off % (2 * MIB), 0);
-  ck_assert_uint_eq(e.total, e.parity_off + 4 * MIB);
+  ck_assert_uint_eq(e.parity_stride % (2 * MIB), 0);
+  ck_assert_uint_eq(e.total, e.parity_off + 4 * e.parity_stride);
   ck_assert_uint_eq(e.crc_off % 64, 0);
   for (uint32_t i = 0; i < 4; i++)
     ck_assert_uint_eq((uint64_t)((uint8_t *)snap_slot_crcs(s, i) - b) % 64, 0);
@@ -741,8 +790,8 @@ START_TEST(test_open_random)
   ck_assert_msg(strstr(err, "checksum") != NULL, "%s", err);
 
   /* ... and with a CRC that matches the random header. */
-  uint32_t c = oracle_crc(buf, 216);
-  memcpy(buf + 216, &c, 4);
+  uint32_t c = oracle_crc(buf, HDR_CRC_AT);
+  memcpy(buf + HDR_CRC_AT, &c, 4);
   write_raw(name, buf, n);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EFORMAT);
   free(buf);
@@ -769,7 +818,17 @@ START_TEST(test_open_bad_magic_version_crc)
   poke(name, 8, &v, 4);
   fix_header_crc(name);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EVERSION);
-  ck_assert_msg(strstr(err, "version 2") && strstr(err, "version 3"), "%s", err);
+  ck_assert_msg(strstr(err, "version 2") && strstr(err, "version 4"), "%s", err);
+  /* Version 3: the format whose state 3 was called PROTECTED and meant what
+   * PINNED means now, and whose COMMITTED was 4. Its states would be read
+   * wrong, so it is refused, naming both versions and the object. */
+  v = 3;
+  poke(name, 8, &v, 4);
+  fix_header_crc(name);
+  ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EVERSION);
+  ck_assert_msg(strstr(err, "version 3") && strstr(err, "only version 4") &&
+                    strstr(err, name + 1),
+                "%s", err);
   /* A newer version is refused before its header CRC means anything. */
   v = 7;
   poke(name, 8, &v, 4);
@@ -788,9 +847,9 @@ START_TEST(test_open_bad_magic_version_crc)
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), 0);
   /* The stored CRC itself damaged. */
   uint32_t c;
-  peek(name, 216, &c, 4);
+  peek(name, HDR_CRC_AT, &c, 4);
   c ^= 0x100;
-  poke(name, 216, &c, 4);
+  poke(name, HDR_CRC_AT, &c, 4);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EFORMAT);
   shm_unlink(name);
 }
@@ -942,18 +1001,23 @@ START_TEST(test_open_bad_slot_state)
   struct snap_slot_info info;
 
   /* An unknown state with a matching record CRC: the object is malformed. */
-  uint32_t st = 5;
+  uint32_t st = SNAP_STATE_MAX + 1;
   poke(name, slot_off + 64, &st, 4);
   fix_slot_crc(name, slot_off, 1);
   ck_assert_int_eq(open_rc(name, err, sizeof(err)), PT_EFORMAT);
-  ck_assert_msg(strstr(err, "slot 1 has unknown state 5") != NULL, "%s", err);
+  ck_assert_msg(strstr(err, "slot 1 has unknown state 6") != NULL, "%s", err);
+  /* PROTECTED (4) is a known state, though nothing sets it yet. */
+  st = SNAP_PROTECTED;
+  poke(name, slot_off + 64, &st, 4);
+  fix_slot_crc(name, slot_off, 1);
+  ck_assert_int_eq(open_rc(name, err, sizeof(err)), 0);
 
   /* A state changed without its CRC: the object opens, and that slot is
    * named as damaged and holds nothing; the other slot is untouched. */
   st = SNAP_COMMITTED;
   poke(name, slot_off + 64, &st, 4);
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
-  ck_assert_uint_eq(snap_store_bad_records(s, msg, sizeof(msg)), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(s, msg, sizeof(msg)), 1);
   ck_assert_msg(strstr(msg, name) && strstr(msg, "slot 1 record fails its "
                                                 "checksum"), "%s", msg);
   snap_slot_get(s, 1, &info);
@@ -961,13 +1025,13 @@ START_TEST(test_open_bad_slot_state)
   ck_assert_uint_eq(info.state, SNAP_FREE);
   snap_slot_get(s, 0, &info);
   ck_assert(info.record_ok);
-  ck_assert_int_eq(snap_store_newest_committed(s, NULL, NULL), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_newest_committed(s, NULL, NULL), PT_ENOSNAP);
   uint32_t bad = 0;
   ck_assert_int_eq(snap_slot_verify(s, 1, &bad), PT_ECHECKSUM);
   ck_assert_uint_eq(bad, SNAP_BAD_RECORD(snap_store_nblocks(s)));
   /* recover frees it with a valid record */
-  ck_assert_int_eq(snap_store_recover(s), 1);
-  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 0);
+  ck_assert_int_eq(snap_slot_recover(s), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(s, NULL, 0), 0);
   snap_slot_get(s, 1, &info);
   ck_assert(info.record_ok);
   ck_assert_uint_eq(info.state, SNAP_FREE);
@@ -978,7 +1042,7 @@ START_TEST(test_open_bad_slot_state)
   poke(name, slot_off, &st, 4);
   fix_slot_crc(name, slot_off, 0);
   ck_assert_int_eq(snap_store_open(&s, name, err, sizeof(err)), 0);
-  ck_assert_uint_eq(snap_store_bad_records(s, NULL, 0), 1);
+  ck_assert_uint_eq(snap_slot_bad_records(s, NULL, 0), 1);
   snap_slot_get(s, 0, &info);
   ck_assert(!info.record_ok);
   snap_store_close(s);
@@ -1006,13 +1070,13 @@ START_TEST(test_open_fuzz)
     int flips = 1 + rand() % 4;
     for (int k = 0; k < flips; k++) {
       /* Mostly in the fields that mean something. */
-      size_t at = (rand() % 4 != 0) ? (size_t)(rand() % 216)
+      size_t at = (rand() % 4 != 0) ? (size_t)(rand() % HDR_CRC_AT)
                                     : (size_t)(rand() % META);
       buf[at] ^= (uint8_t)(1u << (rand() % 8));
     }
     if (rand() % 2) {
-      uint32_t c = oracle_crc(buf, 216);
-      memcpy(buf + 216, &c, 4);
+      uint32_t c = oracle_crc(buf, HDR_CRC_AT);
+      memcpy(buf + HDR_CRC_AT, &c, 4);
       for (int r = 0; r < 4; r++) {
         c = oracle_crc(buf + 4096 + 320 * r, 316);
         memcpy(buf + 4096 + 320 * r + 316, &c, 4);
