@@ -91,6 +91,7 @@ struct node_config {
   uint32_t backoff_ms;     /* first restart delay; doubles up to 5 s */
   uint32_t master_port;
   uint64_t memory_budget;  /* per node; 0: none */
+  uint64_t state_bytes;    /* per rank, --state-bytes; 0: not given */
   uint32_t smp_timeout_ms; /* liveness probe deadline; 0: no probe */
   uint32_t restart_window_ms;   /* --max-restarts counts in it; 0: life */
   uint32_t progress_timeout_ms; /* no seal from a rank that long: restart;
@@ -194,6 +195,14 @@ int node_plan_fds_check(uint32_t nranks, uint64_t soft, uint64_t hard,
 int node_plan_budget_check(uint64_t budget, uint32_t nranks,
                            uint64_t min_object, uint64_t shm_avail, char *err,
                            size_t len);
+
+/* --state-bytes before anything starts (state_bytes 0: not given): each of
+ * the nranks objects for that much state takes object bytes; PT_EBUDGET when
+ * budget (0: none) gives a rank less, -ENOSPC when /dev/shm (shm_avail) cannot
+ * hold them all; each with a sentence naming the bytes in err. */
+int node_plan_state_check(uint64_t state_bytes, uint64_t object,
+                          uint64_t budget, uint32_t nranks, uint64_t shm_avail,
+                          char *err, size_t len);
 
 /* "exited with status S" or "killed by signal SIGNAME" into buf. */
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,

@@ -42,6 +42,10 @@ void node_args_usage(FILE *f)
       "                       smallest snapshot object or /dev/shm cannot\n"
       "                       hold B; the trainers' regions at their HELLO\n"
       "                       (PT_EBUDGET: the job fails, not restarted)\n"
+      "  --state-bytes B      what each trainer will register, when known,\n"
+      "                       e.g. 2G: the snapshot objects it needs are\n"
+      "                       checked against --memory-budget and /dev/shm\n"
+      "                       before anything is spawned\n"
       "  --shm-prefix P       prefix of the shm object names\n"
       "  --max-restarts N     job restarts within --restart-window before\n"
       "                       giving up (default: 10)\n"
@@ -252,7 +256,7 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
   static const char *const valued[] = {
       "--ranks",        "--job",        "--state-dir",   "--slots",
       "--memory-budget", "--shm-prefix", "--max-restarts", "--backoff-ms",
-      "--master-port",  "--log-level",
+      "--master-port",  "--log-level",  "--state-bytes",
   };
   const char *env_dir = getenv("PT_STATE_DIR");
   bool have_ranks = false;
@@ -382,6 +386,12 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       cfg->log_level = (int)lvl;
       break;
     }
+    case 10:
+      if (conf_parse_bytes(val, &cfg->state_bytes) != PT_OK ||
+          cfg->state_bytes == 0)
+        return fail(err, errlen,
+                    "--state-bytes '%s': expected bytes, e.g. 8G or 512M", val);
+      break;
     }
   }
 

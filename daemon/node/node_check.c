@@ -13,11 +13,14 @@
  *     smallest snapshot object (one region of one byte in --slots slots) no
  *     snapshot could ever be taken, so it is refused; a budget larger than
  *     /dev/shm can hold (its free space plus this job's existing objects)
- *     is refused too. What the trainers' regions need is known only at
- *     their HELLO: the SMP refuses it there (PT_EBUDGET, which a trainer
- *     treats as permanent: exit 78), and the node checks an existing
- *     object's size against the budget before it restores from it
- *     (node_job.c).
+ *     is refused too. What the trainers' regions need is known at their
+ *     HELLO: the SMP refuses it there (PT_EBUDGET, which a trainer treats
+ *     as permanent: exit 78), and the node checks an existing object's
+ *     size against the budget before it restores from it (node_job.c).
+ *   - --state-bytes (what each trainer will register, when the user says
+ *     it): the objects for that much state are checked against the budget
+ *     and against /dev/shm before anything is spawned, so such a job is
+ *     refused at once rather than at its trainers' HELLO.
  *
  * The decisions are pure functions in node_plan.c (unit-tested); this file
  * gathers the numbers from the system.
@@ -97,11 +100,20 @@ static int check_budget(const struct node_config *cfg)
                           .nregions = 1};
   char err[320];
 
-  if (cfg->memory_budget == 0)
+  if (cfg->memory_budget == 0 && cfg->state_bytes == 0)
     return PT_OK;
+  uint64_t avail = shm_available(cfg);
   int rc = node_plan_budget_check(cfg->memory_budget, cfg->ranks,
-                                  snap_store_bytes_needed(&p),
-                                  shm_available(cfg), err, sizeof(err));
+                                  snap_store_bytes_needed(&p), avail, err,
+                                  sizeof(err));
+  if (rc == PT_OK && cfg->state_bytes != 0) {
+    /* As one region: more regions add their table entries and alignment,
+     * which the SMP counts at HELLO. */
+    one.bytes = cfg->state_bytes;
+    rc = node_plan_state_check(cfg->state_bytes, snap_store_bytes_needed(&p),
+                               cfg->memory_budget, cfg->ranks, avail, err,
+                               sizeof(err));
+  }
   if (rc != PT_OK)
     log_error("%s", err);
   return rc;

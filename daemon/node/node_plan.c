@@ -173,6 +173,33 @@ int node_plan_budget_check(uint64_t budget, uint32_t nranks,
   return PT_OK;
 }
 
+int node_plan_state_check(uint64_t state_bytes, uint64_t object,
+                          uint64_t budget, uint32_t nranks, uint64_t shm_avail,
+                          char *err, size_t len)
+{
+  if (state_bytes == 0 || nranks == 0)
+    return PT_OK;
+  if (budget != 0 && budget / nranks < object) {
+    snprintf(err, len,
+             "--memory-budget %" PRIu64 " bytes gives each of the %" PRIu32
+             " ranks %" PRIu64 " bytes; --state-bytes %" PRIu64 " needs a "
+             "snapshot object of %" PRIu64 " bytes per rank (%" PRIu64
+             " bytes for the node)",
+             budget, nranks, budget / nranks, state_bytes, object,
+             object * nranks);
+    return PT_EBUDGET;
+  }
+  if (object > shm_avail / nranks) {
+    snprintf(err, len,
+             "--state-bytes %" PRIu64 " needs %" PRIu32 " snapshot objects of "
+             "%" PRIu64 " bytes (%" PRIu64 " bytes); /dev/shm has %" PRIu64
+             " bytes available for this job",
+             state_bytes, nranks, object, object * nranks, shm_avail);
+    return -ENOSPC;
+  }
+  return PT_OK;
+}
+
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
                                 int term_signal)
 {

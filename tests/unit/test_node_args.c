@@ -74,7 +74,7 @@ START_TEST(every_option)
   ck_assert_int_eq(
       parse(&c, err, sizeof(err), "--ranks=4", "--job", "j-1.x",
             "--state-dir=/tmp/sd", "--slots", "3", "--memory-budget", "8G",
-            "--shm-prefix", "n1-", "--max-restarts=0", "--backoff-ms", "50",
+            "--state-bytes", "2G", "--shm-prefix", "n1-", "--max-restarts=0", "--backoff-ms", "50",
             "--master-port", "1234", "--keep", "--log-level", "7", "--",
             "python3", "train.py", "--ranks", "9", "--", NULL),
       PT_OK);
@@ -83,6 +83,7 @@ START_TEST(every_option)
   ck_assert_str_eq(c.state_dir, "/tmp/sd");
   ck_assert_uint_eq(c.slots, 3);
   ck_assert_uint_eq(c.memory_budget, 8ull << 30);
+  ck_assert_uint_eq(c.state_bytes, 2ull << 30);
   ck_assert_str_eq(c.shm_prefix, "n1-");
   ck_assert_uint_eq(c.max_restarts, 0);
   ck_assert_uint_eq(c.backoff_ms, 50);
@@ -240,6 +241,8 @@ START_TEST(refusals)
       {{"--ranks", "1", "--memory-budget", "lots", "--", "x"},
        "--memory-budget"},
       {{"--ranks", "1", "--memory-budget", "0", "--", "x"}, "--memory-budget"},
+      {{"--ranks", "1", "--state-bytes", "0", "--", "x"}, "--state-bytes"},
+      {{"--ranks", "1", "--state-bytes", "2X", "--", "x"}, "--state-bytes"},
       {{"--ranks", "1", "--master-port", "70000", "--", "x"}, "--master-port"},
       {{"--ranks", "1", "--log-level", "9", "--", "x"}, "--log-level"},
       {{"--ranks", "1", "--bogus", "--", "x"}, "unknown option '--bogus'"},

@@ -274,6 +274,31 @@ START_TEST(budget_before_spawning)
 }
 END_TEST
 
+/* --state-bytes: not given, fits, over the budget per rank, more than
+ * /dev/shm holds for all ranks. */
+START_TEST(state_bytes_before_spawning)
+{
+  char err[320] = "";
+
+  ck_assert_int_eq(node_plan_state_check(0, 5000, 10, 4, 0, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_int_eq(node_plan_state_check(4000, 5000, 20000, 4, 20000, err,
+                                         sizeof(err)), PT_OK);
+  ck_assert_int_eq(node_plan_state_check(4000, 5000, 0, 4, 20000, err,
+                                         sizeof(err)), PT_OK);
+  ck_assert_int_eq(node_plan_state_check(4000, 5000, 19999, 4, 1u << 30, err,
+                                         sizeof(err)), PT_EBUDGET);
+  ck_assert_ptr_nonnull(strstr(err, "each of the 4 ranks 4999 bytes"));
+  ck_assert_ptr_nonnull(strstr(err, "--state-bytes 4000 needs a snapshot "
+                                    "object of 5000 bytes per rank"));
+  ck_assert_int_eq(node_plan_state_check(4000, 5000, 0, 4, 19999, err,
+                                         sizeof(err)), -ENOSPC);
+  ck_assert_ptr_nonnull(strstr(err, "4 snapshot objects of 5000 bytes "
+                                    "(20000 bytes)"));
+  ck_assert_ptr_nonnull(strstr(err, "19999 bytes available"));
+}
+END_TEST
+
 START_TEST(exit_text_words)
 {
   char buf[64];
@@ -304,6 +329,7 @@ int main(void)
   tcase_add_test(tc, healthy_resets_backoff);
   tcase_add_test(tc, fds_needed_and_refused);
   tcase_add_test(tc, budget_before_spawning);
+  tcase_add_test(tc, state_bytes_before_spawning);
   tcase_add_test(tc, exit_text_words);
   suite_add_tcase(s, tc);
   return unit_run(s);
