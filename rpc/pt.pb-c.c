@@ -1312,6 +1312,276 @@ void   pt__bulk_header__free_unpacked
   assert(message->base.descriptor == &pt__bulk_header__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__node_register__init
+                     (Pt__NodeRegister         *message)
+{
+  static const Pt__NodeRegister init_value = PT__NODE_REGISTER__INIT;
+  *message = init_value;
+}
+size_t pt__node_register__get_packed_size
+                     (const Pt__NodeRegister *message)
+{
+  assert(message->base.descriptor == &pt__node_register__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__node_register__pack
+                     (const Pt__NodeRegister *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__node_register__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__node_register__pack_to_buffer
+                     (const Pt__NodeRegister *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__node_register__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__NodeRegister *
+       pt__node_register__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__NodeRegister *)
+     protobuf_c_message_unpack (&pt__node_register__descriptor,
+                                allocator, len, data);
+}
+void   pt__node_register__free_unpacked
+                     (Pt__NodeRegister *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__node_register__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__node_register_reply__init
+                     (Pt__NodeRegisterReply         *message)
+{
+  static const Pt__NodeRegisterReply init_value = PT__NODE_REGISTER_REPLY__INIT;
+  *message = init_value;
+}
+size_t pt__node_register_reply__get_packed_size
+                     (const Pt__NodeRegisterReply *message)
+{
+  assert(message->base.descriptor == &pt__node_register_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__node_register_reply__pack
+                     (const Pt__NodeRegisterReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__node_register_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__node_register_reply__pack_to_buffer
+                     (const Pt__NodeRegisterReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__node_register_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__NodeRegisterReply *
+       pt__node_register_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__NodeRegisterReply *)
+     protobuf_c_message_unpack (&pt__node_register_reply__descriptor,
+                                allocator, len, data);
+}
+void   pt__node_register_reply__free_unpacked
+                     (Pt__NodeRegisterReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__node_register_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__heartbeat__init
+                     (Pt__Heartbeat         *message)
+{
+  static const Pt__Heartbeat init_value = PT__HEARTBEAT__INIT;
+  *message = init_value;
+}
+size_t pt__heartbeat__get_packed_size
+                     (const Pt__Heartbeat *message)
+{
+  assert(message->base.descriptor == &pt__heartbeat__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__heartbeat__pack
+                     (const Pt__Heartbeat *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__heartbeat__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__heartbeat__pack_to_buffer
+                     (const Pt__Heartbeat *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__heartbeat__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__Heartbeat *
+       pt__heartbeat__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__Heartbeat *)
+     protobuf_c_message_unpack (&pt__heartbeat__descriptor,
+                                allocator, len, data);
+}
+void   pt__heartbeat__free_unpacked
+                     (Pt__Heartbeat *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__heartbeat__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__nodes_query__init
+                     (Pt__NodesQuery         *message)
+{
+  static const Pt__NodesQuery init_value = PT__NODES_QUERY__INIT;
+  *message = init_value;
+}
+size_t pt__nodes_query__get_packed_size
+                     (const Pt__NodesQuery *message)
+{
+  assert(message->base.descriptor == &pt__nodes_query__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__nodes_query__pack
+                     (const Pt__NodesQuery *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__nodes_query__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__nodes_query__pack_to_buffer
+                     (const Pt__NodesQuery *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__nodes_query__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__NodesQuery *
+       pt__nodes_query__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__NodesQuery *)
+     protobuf_c_message_unpack (&pt__nodes_query__descriptor,
+                                allocator, len, data);
+}
+void   pt__nodes_query__free_unpacked
+                     (Pt__NodesQuery *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__nodes_query__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__node_info__init
+                     (Pt__NodeInfo         *message)
+{
+  static const Pt__NodeInfo init_value = PT__NODE_INFO__INIT;
+  *message = init_value;
+}
+size_t pt__node_info__get_packed_size
+                     (const Pt__NodeInfo *message)
+{
+  assert(message->base.descriptor == &pt__node_info__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__node_info__pack
+                     (const Pt__NodeInfo *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__node_info__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__node_info__pack_to_buffer
+                     (const Pt__NodeInfo *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__node_info__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__NodeInfo *
+       pt__node_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__NodeInfo *)
+     protobuf_c_message_unpack (&pt__node_info__descriptor,
+                                allocator, len, data);
+}
+void   pt__node_info__free_unpacked
+                     (Pt__NodeInfo *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__node_info__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__nodes_reply__init
+                     (Pt__NodesReply         *message)
+{
+  static const Pt__NodesReply init_value = PT__NODES_REPLY__INIT;
+  *message = init_value;
+}
+size_t pt__nodes_reply__get_packed_size
+                     (const Pt__NodesReply *message)
+{
+  assert(message->base.descriptor == &pt__nodes_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__nodes_reply__pack
+                     (const Pt__NodesReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__nodes_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__nodes_reply__pack_to_buffer
+                     (const Pt__NodesReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__nodes_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__NodesReply *
+       pt__nodes_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__NodesReply *)
+     protobuf_c_message_unpack (&pt__nodes_reply__descriptor,
+                                allocator, len, data);
+}
+void   pt__nodes_reply__free_unpacked
+                     (Pt__NodesReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__nodes_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -3329,6 +3599,409 @@ const ProtobufCMessageDescriptor pt__bulk_header__descriptor =
   (ProtobufCMessageInit) pt__bulk_header__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pt__node_register__field_descriptors[5] =
+{
+  {
+    "node_id",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeRegister, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "advertise",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeRegister, advertise),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "capacity",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeRegister, capacity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failure_domain",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeRegister, failure_domain),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "incarnation",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeRegister, incarnation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__node_register__field_indices_by_name[] = {
+  1,   /* field[1] = advertise */
+  2,   /* field[2] = capacity */
+  3,   /* field[3] = failure_domain */
+  4,   /* field[4] = incarnation */
+  0,   /* field[0] = node_id */
+};
+static const ProtobufCIntRange pt__node_register__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__node_register__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.NodeRegister",
+  "NodeRegister",
+  "Pt__NodeRegister",
+  "pt",
+  sizeof(Pt__NodeRegister),
+  5,
+  pt__node_register__field_descriptors,
+  pt__node_register__field_indices_by_name,
+  1,  pt__node_register__number_ranges,
+  (ProtobufCMessageInit) pt__node_register__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__node_register_reply__field_descriptors[4] =
+{
+  {
+    "status",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeRegisterReply, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeRegisterReply, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heartbeat_ms",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__NodeRegisterReply, has_heartbeat_ms),
+    offsetof(Pt__NodeRegisterReply, heartbeat_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dead_after_ms",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__NodeRegisterReply, has_dead_after_ms),
+    offsetof(Pt__NodeRegisterReply, dead_after_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__node_register_reply__field_indices_by_name[] = {
+  3,   /* field[3] = dead_after_ms */
+  2,   /* field[2] = heartbeat_ms */
+  1,   /* field[1] = message */
+  0,   /* field[0] = status */
+};
+static const ProtobufCIntRange pt__node_register_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__node_register_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.NodeRegisterReply",
+  "NodeRegisterReply",
+  "Pt__NodeRegisterReply",
+  "pt",
+  sizeof(Pt__NodeRegisterReply),
+  4,
+  pt__node_register_reply__field_descriptors,
+  pt__node_register_reply__field_indices_by_name,
+  1,  pt__node_register_reply__number_ranges,
+  (ProtobufCMessageInit) pt__node_register_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__heartbeat__field_descriptors[1] =
+{
+  {
+    "seq",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Heartbeat, seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__heartbeat__field_indices_by_name[] = {
+  0,   /* field[0] = seq */
+};
+static const ProtobufCIntRange pt__heartbeat__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__heartbeat__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.Heartbeat",
+  "Heartbeat",
+  "Pt__Heartbeat",
+  "pt",
+  sizeof(Pt__Heartbeat),
+  1,
+  pt__heartbeat__field_descriptors,
+  pt__heartbeat__field_indices_by_name,
+  1,  pt__heartbeat__number_ranges,
+  (ProtobufCMessageInit) pt__heartbeat__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define pt__nodes_query__field_descriptors NULL
+#define pt__nodes_query__field_indices_by_name NULL
+#define pt__nodes_query__number_ranges NULL
+const ProtobufCMessageDescriptor pt__nodes_query__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.NodesQuery",
+  "NodesQuery",
+  "Pt__NodesQuery",
+  "pt",
+  sizeof(Pt__NodesQuery),
+  0,
+  pt__nodes_query__field_descriptors,
+  pt__nodes_query__field_indices_by_name,
+  0,  pt__nodes_query__number_ranges,
+  (ProtobufCMessageInit) pt__nodes_query__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__node_info__field_descriptors[7] =
+{
+  {
+    "node_id",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeInfo, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "advertise",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeInfo, advertise),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "capacity",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeInfo, capacity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failure_domain",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeInfo, failure_domain),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeInfo, state),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heartbeat_age_ms",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__NodeInfo, has_heartbeat_age_ms),
+    offsetof(Pt__NodeInfo, heartbeat_age_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "job",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeInfo, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__node_info__field_indices_by_name[] = {
+  1,   /* field[1] = advertise */
+  2,   /* field[2] = capacity */
+  3,   /* field[3] = failure_domain */
+  5,   /* field[5] = heartbeat_age_ms */
+  6,   /* field[6] = job */
+  0,   /* field[0] = node_id */
+  4,   /* field[4] = state */
+};
+static const ProtobufCIntRange pt__node_info__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor pt__node_info__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.NodeInfo",
+  "NodeInfo",
+  "Pt__NodeInfo",
+  "pt",
+  sizeof(Pt__NodeInfo),
+  7,
+  pt__node_info__field_descriptors,
+  pt__node_info__field_indices_by_name,
+  1,  pt__node_info__number_ranges,
+  (ProtobufCMessageInit) pt__node_info__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__nodes_reply__field_descriptors[3] =
+{
+  {
+    "status",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodesReply, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodesReply, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nodes",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__NodesReply, n_nodes),
+    offsetof(Pt__NodesReply, nodes),
+    &pt__node_info__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__nodes_reply__field_indices_by_name[] = {
+  1,   /* field[1] = message */
+  2,   /* field[2] = nodes */
+  0,   /* field[0] = status */
+};
+static const ProtobufCIntRange pt__nodes_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__nodes_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.NodesReply",
+  "NodesReply",
+  "Pt__NodesReply",
+  "pt",
+  sizeof(Pt__NodesReply),
+  3,
+  pt__nodes_reply__field_descriptors,
+  pt__nodes_reply__field_indices_by_name,
+  1,  pt__nodes_reply__number_ranges,
+  (ProtobufCMessageInit) pt__nodes_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =
 {
   { "EVENT_SEALED", "PT__EVENT_KIND__EVENT_SEALED", 1 },
@@ -3357,5 +4030,39 @@ const ProtobufCEnumDescriptor pt__event_kind__descriptor =
   pt__event_kind__enum_values_by_name,
   1,
   pt__event_kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue pt__peer_role__enum_values_by_number[5] =
+{
+  { "PEER_ROLE_NONE", "PT__PEER_ROLE__PEER_ROLE_NONE", 0 },
+  { "PEER_ROLE_NODE", "PT__PEER_ROLE__PEER_ROLE_NODE", 1 },
+  { "PEER_ROLE_CONTROLLER", "PT__PEER_ROLE__PEER_ROLE_CONTROLLER", 2 },
+  { "PEER_ROLE_CTL", "PT__PEER_ROLE__PEER_ROLE_CTL", 3 },
+  { "PEER_ROLE_SMP", "PT__PEER_ROLE__PEER_ROLE_SMP", 4 },
+};
+static const ProtobufCIntRange pt__peer_role__value_ranges[] = {
+{0, 0},{0, 5}
+};
+static const ProtobufCEnumValueIndex pt__peer_role__enum_values_by_name[5] =
+{
+  { "PEER_ROLE_CONTROLLER", 2 },
+  { "PEER_ROLE_CTL", 3 },
+  { "PEER_ROLE_NODE", 1 },
+  { "PEER_ROLE_NONE", 0 },
+  { "PEER_ROLE_SMP", 4 },
+};
+const ProtobufCEnumDescriptor pt__peer_role__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "pt.PeerRole",
+  "PeerRole",
+  "Pt__PeerRole",
+  "pt",
+  5,
+  pt__peer_role__enum_values_by_number,
+  5,
+  pt__peer_role__enum_values_by_name,
+  1,
+  pt__peer_role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

@@ -44,6 +44,12 @@ typedef struct Pt__AuthHello Pt__AuthHello;
 typedef struct Pt__AuthChallenge Pt__AuthChallenge;
 typedef struct Pt__AuthProof Pt__AuthProof;
 typedef struct Pt__BulkHeader Pt__BulkHeader;
+typedef struct Pt__NodeRegister Pt__NodeRegister;
+typedef struct Pt__NodeRegisterReply Pt__NodeRegisterReply;
+typedef struct Pt__Heartbeat Pt__Heartbeat;
+typedef struct Pt__NodesQuery Pt__NodesQuery;
+typedef struct Pt__NodeInfo Pt__NodeInfo;
+typedef struct Pt__NodesReply Pt__NodesReply;
 
 
 /* --- enums --- */
@@ -57,6 +63,31 @@ typedef enum _Pt__EventKind {
   PT__EVENT_KIND__EVENT_HELLO_REFUSED = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PT__EVENT_KIND)
 } Pt__EventKind;
+/*
+ * ---- the cluster's control plane (ptd controller) ----
+ * Every TCP connection starts with the AUTH_* handshake; its role field is
+ * one of these, and the acceptor serves a connection by the role it proved.
+ */
+typedef enum _Pt__PeerRole {
+  PT__PEER_ROLE__PEER_ROLE_NONE = 0,
+  /*
+   * a ptd node, to its controller
+   */
+  PT__PEER_ROLE__PEER_ROLE_NODE = 1,
+  /*
+   * the controller (the acceptor's side)
+   */
+  PT__PEER_ROLE__PEER_ROLE_CONTROLLER = 2,
+  /*
+   * ptctl, to the controller
+   */
+  PT__PEER_ROLE__PEER_ROLE_CTL = 3,
+  /*
+   * an SMP, to a peer SMP (erasure coding)
+   */
+  PT__PEER_ROLE__PEER_ROLE_SMP = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PT__PEER_ROLE)
+} Pt__PeerRole;
 
 /* --- messages --- */
 
@@ -671,6 +702,137 @@ struct  Pt__BulkHeader
     , 0, 0, 0, 0, 0 }
 
 
+/*
+ * RPC_NODE_REGISTER: node -> controller, the first frame after the
+ * handshake (whose node_id it repeats). Answered with NODE_REGISTER_REPLY.
+ */
+struct  Pt__NodeRegister
+{
+  ProtobufCMessage base;
+  /*
+   * as in the handshake
+   */
+  char *node_id;
+  /*
+   * address the node's ranks are reached
+   */
+  char *advertise;
+  /*
+   * at (rank 0's is MASTER_ADDR)
+   */
+  /*
+   * ranks this node can run
+   */
+  uint32_t capacity;
+  /*
+   * a label: nodes sharing one can fail
+   */
+  char *failure_domain;
+  /*
+   * together (a rack, a switch)
+   */
+  /*
+   * 16 random bytes per ptd node start:
+   */
+  ProtobufCBinaryData incarnation;
+};
+#define PT__NODE_REGISTER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__node_register__descriptor) \
+    , NULL, NULL, 0, NULL, {0,NULL} }
+
+
+struct  Pt__NodeRegisterReply
+{
+  ProtobufCMessage base;
+  /*
+   * 0, or why not (negated errno / PT_E*)
+   */
+  int32_t status;
+  char *message;
+  /*
+   * send HEARTBEAT this often
+   */
+  protobuf_c_boolean has_heartbeat_ms;
+  uint32_t heartbeat_ms;
+  /*
+   * silent this long: declared dead
+   */
+  protobuf_c_boolean has_dead_after_ms;
+  uint32_t dead_after_ms;
+};
+#define PT__NODE_REGISTER_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__node_register_reply__descriptor) \
+    , 0, NULL, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_HEARTBEAT: node -> controller, every heartbeat_ms; not answered (the
+ * node judges the controller by its connection and its other frames).
+ */
+struct  Pt__Heartbeat
+{
+  ProtobufCMessage base;
+  /*
+   * counts up from 1 per connection
+   */
+  uint64_t seq;
+};
+#define PT__HEARTBEAT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__heartbeat__descriptor) \
+    , 0 }
+
+
+/*
+ * RPC_NODES_QUERY: ptctl -> controller. Answered with NODES_REPLY.
+ */
+struct  Pt__NodesQuery
+{
+  ProtobufCMessage base;
+};
+#define PT__NODES_QUERY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__nodes_query__descriptor) \
+     }
+
+
+struct  Pt__NodeInfo
+{
+  ProtobufCMessage base;
+  char *node_id;
+  char *advertise;
+  uint32_t capacity;
+  char *failure_domain;
+  /*
+   * "alive", "unreachable", "dead"
+   */
+  char *state;
+  /*
+   * since its last heartbeat
+   */
+  protobuf_c_boolean has_heartbeat_age_ms;
+  uint64_t heartbeat_age_ms;
+  /*
+   * the job it runs a part of; none: spare
+   */
+  char *job;
+};
+#define PT__NODE_INFO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__node_info__descriptor) \
+    , NULL, NULL, 0, NULL, NULL, 0, 0, NULL }
+
+
+struct  Pt__NodesReply
+{
+  ProtobufCMessage base;
+  int32_t status;
+  char *message;
+  size_t n_nodes;
+  Pt__NodeInfo **nodes;
+};
+#define PT__NODES_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__nodes_reply__descriptor) \
+    , 0, NULL, 0,NULL }
+
+
 /* Pt__Region methods */
 void   pt__region__init
                      (Pt__Region         *message);
@@ -1222,6 +1384,120 @@ Pt__BulkHeader *
 void   pt__bulk_header__free_unpacked
                      (Pt__BulkHeader *message,
                       ProtobufCAllocator *allocator);
+/* Pt__NodeRegister methods */
+void   pt__node_register__init
+                     (Pt__NodeRegister         *message);
+size_t pt__node_register__get_packed_size
+                     (const Pt__NodeRegister   *message);
+size_t pt__node_register__pack
+                     (const Pt__NodeRegister   *message,
+                      uint8_t             *out);
+size_t pt__node_register__pack_to_buffer
+                     (const Pt__NodeRegister   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__NodeRegister *
+       pt__node_register__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__node_register__free_unpacked
+                     (Pt__NodeRegister *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__NodeRegisterReply methods */
+void   pt__node_register_reply__init
+                     (Pt__NodeRegisterReply         *message);
+size_t pt__node_register_reply__get_packed_size
+                     (const Pt__NodeRegisterReply   *message);
+size_t pt__node_register_reply__pack
+                     (const Pt__NodeRegisterReply   *message,
+                      uint8_t             *out);
+size_t pt__node_register_reply__pack_to_buffer
+                     (const Pt__NodeRegisterReply   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__NodeRegisterReply *
+       pt__node_register_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__node_register_reply__free_unpacked
+                     (Pt__NodeRegisterReply *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__Heartbeat methods */
+void   pt__heartbeat__init
+                     (Pt__Heartbeat         *message);
+size_t pt__heartbeat__get_packed_size
+                     (const Pt__Heartbeat   *message);
+size_t pt__heartbeat__pack
+                     (const Pt__Heartbeat   *message,
+                      uint8_t             *out);
+size_t pt__heartbeat__pack_to_buffer
+                     (const Pt__Heartbeat   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__Heartbeat *
+       pt__heartbeat__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__heartbeat__free_unpacked
+                     (Pt__Heartbeat *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__NodesQuery methods */
+void   pt__nodes_query__init
+                     (Pt__NodesQuery         *message);
+size_t pt__nodes_query__get_packed_size
+                     (const Pt__NodesQuery   *message);
+size_t pt__nodes_query__pack
+                     (const Pt__NodesQuery   *message,
+                      uint8_t             *out);
+size_t pt__nodes_query__pack_to_buffer
+                     (const Pt__NodesQuery   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__NodesQuery *
+       pt__nodes_query__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__nodes_query__free_unpacked
+                     (Pt__NodesQuery *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__NodeInfo methods */
+void   pt__node_info__init
+                     (Pt__NodeInfo         *message);
+size_t pt__node_info__get_packed_size
+                     (const Pt__NodeInfo   *message);
+size_t pt__node_info__pack
+                     (const Pt__NodeInfo   *message,
+                      uint8_t             *out);
+size_t pt__node_info__pack_to_buffer
+                     (const Pt__NodeInfo   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__NodeInfo *
+       pt__node_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__node_info__free_unpacked
+                     (Pt__NodeInfo *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__NodesReply methods */
+void   pt__nodes_reply__init
+                     (Pt__NodesReply         *message);
+size_t pt__nodes_reply__get_packed_size
+                     (const Pt__NodesReply   *message);
+size_t pt__nodes_reply__pack
+                     (const Pt__NodesReply   *message,
+                      uint8_t             *out);
+size_t pt__nodes_reply__pack_to_buffer
+                     (const Pt__NodesReply   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__NodesReply *
+       pt__nodes_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__nodes_reply__free_unpacked
+                     (Pt__NodesReply *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -1311,6 +1587,24 @@ typedef void (*Pt__AuthProof_Closure)
 typedef void (*Pt__BulkHeader_Closure)
                  (const Pt__BulkHeader *message,
                   void *closure_data);
+typedef void (*Pt__NodeRegister_Closure)
+                 (const Pt__NodeRegister *message,
+                  void *closure_data);
+typedef void (*Pt__NodeRegisterReply_Closure)
+                 (const Pt__NodeRegisterReply *message,
+                  void *closure_data);
+typedef void (*Pt__Heartbeat_Closure)
+                 (const Pt__Heartbeat *message,
+                  void *closure_data);
+typedef void (*Pt__NodesQuery_Closure)
+                 (const Pt__NodesQuery *message,
+                  void *closure_data);
+typedef void (*Pt__NodeInfo_Closure)
+                 (const Pt__NodeInfo *message,
+                  void *closure_data);
+typedef void (*Pt__NodesReply_Closure)
+                 (const Pt__NodesReply *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1318,6 +1612,7 @@ typedef void (*Pt__BulkHeader_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    pt__event_kind__descriptor;
+extern const ProtobufCEnumDescriptor    pt__peer_role__descriptor;
 extern const ProtobufCMessageDescriptor pt__region__descriptor;
 extern const ProtobufCMessageDescriptor pt__hello__descriptor;
 extern const ProtobufCMessageDescriptor pt__hello_reply__descriptor;
@@ -1347,6 +1642,12 @@ extern const ProtobufCMessageDescriptor pt__auth_hello__descriptor;
 extern const ProtobufCMessageDescriptor pt__auth_challenge__descriptor;
 extern const ProtobufCMessageDescriptor pt__auth_proof__descriptor;
 extern const ProtobufCMessageDescriptor pt__bulk_header__descriptor;
+extern const ProtobufCMessageDescriptor pt__node_register__descriptor;
+extern const ProtobufCMessageDescriptor pt__node_register_reply__descriptor;
+extern const ProtobufCMessageDescriptor pt__heartbeat__descriptor;
+extern const ProtobufCMessageDescriptor pt__nodes_query__descriptor;
+extern const ProtobufCMessageDescriptor pt__node_info__descriptor;
+extern const ProtobufCMessageDescriptor pt__nodes_reply__descriptor;
 
 PROTOBUF_C__END_DECLS
 

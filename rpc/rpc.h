@@ -94,7 +94,13 @@ enum rpc_type {
   RPC_AUTH_PROOF = 24,     /* Pt__AuthProof */
   RPC_BULK = 25,           /* Pt__BulkHeader, then the raw payload */
   RPC_RELEASE = 26,        /* Pt__Release: a trainer gives a slot back */
-  RPC_TYPE_MAX_ = 26,
+  /* The cluster's control plane (TCP, after the handshake). */
+  RPC_NODE_REGISTER = 27,       /* Pt__NodeRegister */
+  RPC_NODE_REGISTER_REPLY = 28, /* Pt__NodeRegisterReply */
+  RPC_HEARTBEAT = 29,           /* Pt__Heartbeat */
+  RPC_NODES_QUERY = 30,         /* Pt__NodesQuery */
+  RPC_NODES_REPLY = 31,         /* Pt__NodesReply */
+  RPC_TYPE_MAX_ = 31,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

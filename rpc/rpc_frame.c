@@ -64,6 +64,12 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_AUTH_PROOF] = {"AUTH_PROOF", &pt__auth_proof__descriptor},
     [RPC_BULK] = {"BULK", &pt__bulk_header__descriptor},
     [RPC_RELEASE] = {"RELEASE", &pt__release__descriptor},
+    [RPC_NODE_REGISTER] = {"NODE_REGISTER", &pt__node_register__descriptor},
+    [RPC_NODE_REGISTER_REPLY] = {"NODE_REGISTER_REPLY",
+                                 &pt__node_register_reply__descriptor},
+    [RPC_HEARTBEAT] = {"HEARTBEAT", &pt__heartbeat__descriptor},
+    [RPC_NODES_QUERY] = {"NODES_QUERY", &pt__nodes_query__descriptor},
+    [RPC_NODES_REPLY] = {"NODES_REPLY", &pt__nodes_reply__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)

@@ -241,6 +241,11 @@ START_TEST(type_table)
       {RPC_AUTH_PROOF, &pt__auth_proof__descriptor},
       {RPC_BULK, &pt__bulk_header__descriptor},
       {RPC_RELEASE, &pt__release__descriptor},
+      {RPC_NODE_REGISTER, &pt__node_register__descriptor},
+      {RPC_NODE_REGISTER_REPLY, &pt__node_register_reply__descriptor},
+      {RPC_HEARTBEAT, &pt__heartbeat__descriptor},
+      {RPC_NODES_QUERY, &pt__nodes_query__descriptor},
+      {RPC_NODES_REPLY, &pt__nodes_reply__descriptor},
   };
   ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), RPC_TYPE_MAX_);
   for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
