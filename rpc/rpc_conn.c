@@ -201,6 +201,8 @@ static void write_cb(uv_write_t *req, int status)
   free(w);
   if (status < 0 && status != UV_ECANCELED)
     rpc_conn_close(c, status); /* no-op when already closing */
+  else
+    rpci_bulk_drain_check(c); /* control frames fill the queue too */
 }
 
 int rpci_wreq_new(uint32_t type, uint64_t request_id,

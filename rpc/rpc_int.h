@@ -162,7 +162,10 @@ void rpci_bulk_alloc(struct rpc_conn *c, uv_buf_t *buf);
 void rpci_bulk_read(struct rpc_conn *c, size_t n);
 /* The conn closes mid-payload: on_bulk_done(err). */
 void rpci_bulk_abort(struct rpc_conn *c, int err);
-/* A write completed: account it, call sent, and on_drain when owed. */
+/* A bulk write completed: account it, call sent. */
 void rpci_bulk_written(struct rpc_conn *c, struct rpci_wreq *w, int status);
+/* Any write completed: on_drain when a bulk send was refused and the
+ * queue (frames or payloads) is below the mark again. */
+void rpci_bulk_drain_check(struct rpc_conn *c);
 
 #endif /* PT_RPC_INT_H */
