@@ -444,7 +444,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     return;
   }
   if (nread < 0) {
-    rpc_conn_close(c, (int)nread);
+    if (c->hs != NULL && !c->hs->dialler)
+      rpci_auth_fail(c, (int)nread, "connection lost before the handshake "
+                                     "ended");
+    else
+      rpc_conn_close(c, (int)nread);
     return;
   }
   c->last_rx_ms = uv_now(s->loop);

@@ -615,6 +615,15 @@ START_TEST(handshake_truncated)
   ck_assert_int_eq(count_lines("rpc: refusing connection from 127.0.0.1:"), 2);
   ck_assert_int_eq(S.accepted, 0);
   close(fd);
+  /* Cut, then a reset: refused with its line too. */
+  fd = tcp_client();
+  write_all(fd, hello, len / 2);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+  close(fd);
+  WAIT_FOR(strstr(S.log, "lost before the handshake ended") != NULL);
+  ck_assert_int_eq(count_lines("rpc: refusing connection from 127.0.0.1:"), 3);
+  ck_assert_int_eq(S.accepted, 0);
   free(hello);
   rpc_handshake_release(&hs);
   srv_stop();
