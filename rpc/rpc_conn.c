@@ -120,6 +120,10 @@ static void listener_unlink_conn(struct rpc_conn *c)
 
   if (l == NULL)
     return;
+  if (c->authing) {
+    l->authing--;
+    c->authing = false;
+  }
   if (c->prev != NULL)
     c->prev->next = c->next;
   else

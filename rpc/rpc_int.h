@@ -80,6 +80,7 @@ struct rpc_conn {
   bool announced; /* on_close is owed to the user */
   bool trusted;   /* exempt from the buffer cap */
   bool drain_owed; /* a bulk send was refused with -EAGAIN */
+  bool authing;    /* counted in its listener's authing */
   uint32_t idle_ms;
   uint64_t last_rx_ms;  /* uv_now when the last byte arrived */
   uint64_t ready_by_ms; /* uv_now deadline for ready (0: none) */
@@ -108,6 +109,7 @@ struct rpc_listener {
   int port;    /* TCP: the bound port */
   struct rpc_auth *auth; /* TCP: who we are, and the key */
   struct rpc_conn *conns;
+  uint32_t authing; /* TCP: accepted conns still in their handshake */
   bool closing;
 };
 
