@@ -14,7 +14,7 @@
  * are in cache: every data piece of a decoded stripe, source or output, of
  * each member that has a table contributes the CRCs of its slice (split at a
  * block boundary, at most one per slice) and the blocks are assembled
- * afterwards (rs_crc32c_shift). Rounds:
+ * afterwards (common/crc32c.h's crc32c_shift). Rounds:
  *
  *  1. Every stripe is decoded (or only checksummed when it has no output)
  *     with all survivors' data trusted, and every block is checked.

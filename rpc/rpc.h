@@ -383,6 +383,11 @@ int rpc_conn_connect_unix(struct uv_loop_s *loop, const char *path,
  * reaches on_close.
  */
 #define RPC_TCP_KEEPALIVE_S 15u
+/* Accepted conns a TCP listener holds in their handshake at once; one more
+ * is closed at once with an RPC_LOG_REFUSE line, so that strangers who
+ * connect and say nothing cannot make a process hold a conn each (its read
+ * buffer included) for ops.auth_ms. */
+#define RPC_AUTH_PENDING_MAX 64u
 struct rpc_auth {
   uint8_t key[RPC_KEY_BYTES];         /* the cluster key (rpc_key_load) */
   uint32_t role;                      /* what this side is: caller-defined */

@@ -86,6 +86,10 @@ void rpci_bulk_written(struct rpc_conn *c, struct rpci_wreq *w, int status)
                  : status;
     w->sent(c, w->sent_arg, st);
   }
+}
+
+void rpci_bulk_drain_check(struct rpc_conn *c)
+{
   if (c->drain_owed && !c->closing &&
       rpc_conn_queued_bytes(c) < c->ops.bulk_queue_max) {
     c->drain_owed = false;

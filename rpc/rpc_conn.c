@@ -120,6 +120,10 @@ static void listener_unlink_conn(struct rpc_conn *c)
 
   if (l == NULL)
     return;
+  if (c->authing) {
+    l->authing--;
+    c->authing = false;
+  }
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -201,6 +205,8 @@ static void write_cb(uv_write_t *req, int status)
   free(w);
   if (status < 0 && status != UV_ECANCELED)
     rpc_conn_close(c, status); /* no-op when already closing */
+  else
+    rpci_bulk_drain_check(c); /* control frames fill the queue too */
 }
 
 int rpci_wreq_new(uint32_t type, uint64_t request_id,
@@ -442,7 +448,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     return;
   }
   if (nread < 0) {
-    rpc_conn_close(c, (int)nread);
+    if (c->hs != NULL && !c->hs->dialler)
+      rpci_auth_fail(c, (int)nread, "connection lost before the handshake "
+                                     "ended");
+    else
+      rpc_conn_close(c, (int)nread);
     return;
   }
   c->last_rx_ms = uv_now(s->loop);

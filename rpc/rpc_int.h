@@ -80,6 +80,7 @@ struct rpc_conn {
   bool announced; /* on_close is owed to the user */
   bool trusted;   /* exempt from the buffer cap */
   bool drain_owed; /* a bulk send was refused with -EAGAIN */
+  bool authing;    /* counted in its listener's authing */
   uint32_t idle_ms;
   uint64_t last_rx_ms;  /* uv_now when the last byte arrived */
   uint64_t ready_by_ms; /* uv_now deadline for ready (0: none) */
@@ -108,6 +109,7 @@ struct rpc_listener {
   int port;    /* TCP: the bound port */
   struct rpc_auth *auth; /* TCP: who we are, and the key */
   struct rpc_conn *conns;
+  uint32_t authing; /* TCP: accepted conns still in their handshake */
   bool closing;
 };
 
@@ -162,7 +164,10 @@ void rpci_bulk_alloc(struct rpc_conn *c, uv_buf_t *buf);
 void rpci_bulk_read(struct rpc_conn *c, size_t n);
 /* The conn closes mid-payload: on_bulk_done(err). */
 void rpci_bulk_abort(struct rpc_conn *c, int err);
-/* A write completed: account it, call sent, and on_drain when owed. */
+/* A bulk write completed: account it, call sent. */
 void rpci_bulk_written(struct rpc_conn *c, struct rpci_wreq *w, int status);
+/* Any write completed: on_drain when a bulk send was refused and the
+ * queue (frames or payloads) is below the mark again. */
+void rpci_bulk_drain_check(struct rpc_conn *c);
 
 #endif /* PT_RPC_INT_H */

@@ -11,7 +11,9 @@
  *     RPC_AUTH_MAX_BODY, and nothing but handshake frames is written (what
  *     the user sends waits in the pending queue);
  *   - the handshake has a deadline (ops.auth_ms for an accepted conn, the
- *     caller's timeout for a dialled one, which covers the connect too);
+ *     caller's timeout for a dialled one, which covers the connect too),
+ *     and a listener holds at most RPC_AUTH_PENDING_MAX accepted conns in
+ *     it (l->authing counts them until they are done or unlinked);
  *   - an accepted conn that fails it gets one RPC_LOG_REFUSE line naming
  *     the peer's address and is closed without reaching on_accept or
  *     on_close; a dialled conn that fails it reports through on_close.
@@ -154,6 +156,10 @@ int rpci_auth_frame(struct rpc_conn *c, const struct rpc_hdr *h,
 
   c->peer_role = c->hs->peer_role;
   memcpy(c->peer_node, c->hs->peer_node, sizeof(c->peer_node));
+  if (c->authing && c->listener != NULL) {
+    c->listener->authing--;
+    c->authing = false;
+  }
   rpc_handshake_release(c->hs);
   free(c->hs);
   c->hs = NULL;
@@ -254,6 +260,13 @@ static void connection_cb(uv_stream_t *server, int status)
   }
   tcp_setup(c);
   rpci_conn_attach(l, c);
+  if (l->authing >= RPC_AUTH_PENDING_MAX) {
+    rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
+             "rpc: refusing connection from %s on %s: %u handshakes under "
+             "way already", c->peer_name, l->name, RPC_AUTH_PENDING_MAX);
+    rpc_conn_close(c, -EBUSY); /* never announced: no on_close */
+    return;
+  }
   rc = hs_start(c, l->auth, false, c->ops.auth_ms);
   if (rc < 0) {
     rpci_log(RPC_LOG_ACCEPT, RPC_LOG_ERR, "rpc: cannot accept on %s: %s",
@@ -261,6 +274,8 @@ static void connection_cb(uv_stream_t *server, int status)
     rpc_conn_close(c, rc);
     return;
   }
+  l->authing++;
+  c->authing = true;
   rpci_read_start(c);
 }
 

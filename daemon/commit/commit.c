@@ -192,7 +192,6 @@ static void send_phase(struct commit *c, enum commit_phase ph, uint64_t now)
   c->sending = true;
   for (uint32_t i = 0; i < c->n && c->round == round && c->phase == ph; i++) {
     struct commit_voter *v = &c->v[i];
-    uint64_t ticket = 0;
     char text[COMMIT_WHY_MAX];
 
     if (v->vote != COMMIT_VOTE_WAIT)
@@ -202,17 +201,18 @@ static void send_phase(struct commit *c, enum commit_phase ph, uint64_t now)
       set_vote(c, i, COMMIT_VOTE_LOST, false, "gone");
       continue;
     }
-    int rc = c->ops->send(c->ctx, i, ph, c->round, c->step, &ticket);
+    /* Asked from now on, with the ticket send writes: an answer the owner
+     * feeds back from inside send counts (check judges it afterwards). */
+    v->asked = true;
+    v->ticket = 0;
+    int rc = c->ops->send(c->ctx, i, ph, c->round, c->step, &v->ticket);
     if (c->round != round || c->phase != ph)
       break; /* the owner dropped the round meanwhile */
+    if (v->vote != COMMIT_VOTE_WAIT)
+      continue; /* answered or gone meanwhile: judged once */
     if (rc != 0) {
       err_text(c, rc, text, sizeof(text));
       set_vote(c, i, COMMIT_VOTE_LOST, false, text);
-      continue;
-    }
-    if (v->vote == COMMIT_VOTE_WAIT) {
-      v->ticket = ticket;
-      v->asked = true;
     }
   }
   c->sending = false;

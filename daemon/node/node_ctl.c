@@ -3,8 +3,9 @@
  * control socket for ptctl, SIGTERM/SIGINT, and systemd's notification
  * socket and watchdog.
  *
- * The control socket, <state-dir>/ptd.sock, serves two requests: RPC_STATUS_QUERY (answered with RPC_STATUS_REPLY,
- * built from the node's current view) and RPC_STOP (answered with RPC_REPLY,
+ * The control socket, <state-dir>/ptd.sock, serves two requests:
+ * RPC_STATUS_QUERY (answered with RPC_STATUS_REPLY, built from the node's
+ * current view) and RPC_STOP (answered with RPC_REPLY,
  * then the job is stopped as on SIGTERM). The rpc layer closes a connection
  * that sends a malformed, oversized or truncated frame; any other frame type
  * is refused here by closing the connection. Either way the listener keeps

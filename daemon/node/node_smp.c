@@ -13,8 +13,8 @@
  *
  * Requests carry ids from one counter per node and wait in a small table per
  * connection, each with a deadline; the caller may keep the id to match the
- * answer (the commit decider does: the transport knows nothing of rounds). An SMP that lets a deadline pass is
- * hung: it is killed too. Every subscribed SMP gets a liveness probe (a
+ * answer (the commit decider does: the transport knows nothing of rounds).
+ * An SMP that lets a deadline pass is hung: it is killed too. Every subscribed SMP gets a liveness probe (a
  * STATE_QUERY) each second whose deadline is --smp-timeout, so that a hung
  * SMP is found even when nothing else is asked of it; a probe missed while
  * the SMP is busy (running, per /proc) gets more time. A deadline counts as

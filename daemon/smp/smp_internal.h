@@ -8,7 +8,7 @@
  *   smp_trainer_pid.c  the trainer's process (pidfd watch) and the trainer
  *                      the node announced (TRAINER_SET)
  *   smp_trainer.c      the trainer's requests: HELLO, SLOT_ACQUIRE, SEAL,
- *                      RESTORE_QUERY, BYE
+ *                      RELEASE, RESTORE_QUERY, BYE
  *   smp_node.c         the node's requests: SUBSCRIBE, STATE_QUERY, PIN,
  *                      COMMIT, UNPIN, SET_RESTORE
  */

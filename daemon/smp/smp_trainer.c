@@ -364,7 +364,7 @@ int smp_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m)
     snprintf(step, sizeof(step), " of step %" PRIu64, m->step);
   if (rc == 0)
     log_warn("slot %u%s released by the trainer: %s", m->slot, step,
-             m->reason != NULL      ? m->reason
+             m->reason != NULL      ? LOG_ESC(m->reason)
              : m->has_status        ? pt_strerror(m->status)
                                     : "no reason given");
   else

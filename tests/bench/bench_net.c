@@ -2,9 +2,13 @@
  * bench_net.c — tcp_raw_gbps, the machine's limit for moving snapshot bytes
  * between nodes, measured here on loopback with plain sockets: one thread
  * writes 1 MiB buffers into a TCP connection to 127.0.0.1, another reads
- * them (no framing, no authentication, nothing but write() and read()). The rate counts payload bytes
- * from the first write until the reader has seen the last byte; the median of
- * a few transfers is reported. Every socket call has a deadline.
+ * them (no framing, no authentication, nothing but write() and read()).
+ * The reader reads in 1 MiB and, in other transfers, in 256 KiB pieces (the
+ * size rpc_bulk.c reads in: a piece that stays in the cache is faster to
+ * read), and the faster is the limit, so that no figure read against it
+ * beats it. The rate counts payload bytes from the first write until the
+ * reader has seen the last byte; the median of a few transfers per read
+ * size. Every socket call has a deadline.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -23,8 +27,12 @@
 #define NET_BUF ((size_t)1 << 20)
 #define NET_TIMEOUT_S 20
 
+static const size_t read_sizes[] = {NET_BUF, (size_t)256 << 10};
+#define NREAD (sizeof(read_sizes) / sizeof(read_sizes[0]))
+
 struct reader {
   int lfd;
+  size_t piece; /* bytes per read() */
   uint64_t expect;
   uint64_t got;
   double t_done;
@@ -54,7 +62,7 @@ static void *reader_main(void *arg)
   }
   set_timeouts(fd);
   while (rd->got < rd->expect) {
-    ssize_t n = read(fd, buf, NET_BUF);
+    ssize_t n = read(fd, buf, rd->piece);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
@@ -73,13 +81,13 @@ out_free:
 }
 
 /* One transfer of `total` bytes. OUT: seconds. */
-static int one_transfer(const unsigned char *buf, uint64_t total, double *secs,
-                        char *errbuf, size_t errlen)
+static int one_transfer(const unsigned char *buf, uint64_t total, size_t piece,
+                        double *secs, char *errbuf, size_t errlen)
 {
   struct sockaddr_in sa = { .sin_family = AF_INET,
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
   socklen_t slen = sizeof(sa);
-  struct reader rd = { .lfd = -1, .expect = total };
+  struct reader rd = { .lfd = -1, .piece = piece, .expect = total };
   pthread_t th;
   double t0 = 0;
   int fd = -1, rc;
@@ -143,7 +151,7 @@ int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
 {
   enum { REPS = 3 };
   uint64_t total = o->quick ? (256ull << 20) : (1ull << 30);
-  double t[REPS];
+  double t[NREAD][REPS];
   int rc = 0;
 
   memset(r, 0, sizeof(*r));
@@ -151,12 +159,17 @@ int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
   if (buf == NULL)
     return -ENOMEM;
   bench_fill(buf, NET_BUF, 7);
-  for (int i = 0; i < REPS && rc == 0; i++)
-    rc = one_transfer(buf, total, &t[i], errbuf, errlen);
+  for (int i = 0; i < REPS && rc == 0; i++) /* interleaved */
+    for (size_t k = 0; k < NREAD && rc == 0; k++)
+      rc = one_transfer(buf, total, read_sizes[k], &t[k][i], errbuf, errlen);
   free(buf);
   if (rc < 0)
     return rc;
   r->bytes = total;
-  r->tcp_raw_gbps = (double)total / bench_median(t, REPS) / 1e9;
+  for (size_t k = 0; k < NREAD; k++) {
+    double g = (double)total / bench_median(t[k], REPS) / 1e9;
+    if (g > r->tcp_raw_gbps)
+      r->tcp_raw_gbps = g;
+  }
   return 0;
 }

@@ -224,6 +224,8 @@ struct fake {
   struct sent sent[F_MAX];
   uint32_t nsent;
   int fail_voter;          /* send fails for this voter; -1 none */
+  int gone_in_send;        /* send reports this voter gone, then fails */
+  bool answer_in_send;     /* send feeds back YES before it returns */
   struct commit_outcome verdict[8];
   uint32_t nverdicts;
   uint32_t missed[8];      /* commit_missed per voter */
@@ -238,9 +240,15 @@ static int f_send(void *ctx, uint32_t voter, enum commit_phase phase,
 
   if ((int)voter == f->fail_voter)
     return -ENOTCONN;
+  if ((int)voter == f->gone_in_send) {
+    commit_voter_gone(&f->c, voter, "connection lost", 0);
+    return -ENOTCONN;
+  }
   ck_assert_uint_lt(f->nsent, F_MAX);
   *ticket = ++f->next_ticket;
   f->sent[f->nsent++] = (struct sent){voter, phase, round, step, *ticket};
+  if (f->answer_in_send)
+    commit_reply(&f->c, voter, *ticket, COMMIT_VOTE_YES, NULL, 0);
   return 0;
 }
 
@@ -277,6 +285,7 @@ static void f_init(struct fake *f, uint32_t n)
 {
   memset(f, 0, sizeof(*f));
   f->fail_voter = -1;
+  f->gone_in_send = -1;
   ck_assert_int_eq(commit_init(&f->c, n, 1000, &f_ops, f), 0);
 }
 
@@ -512,6 +521,41 @@ START_TEST(send_failure_is_lost)
   ck_assert_uint_eq(g.nverdicts, 1);
   ck_assert_uint_eq(g.ended, 1);
   commit_release(&g.c);
+  commit_release(&f.c);
+}
+END_TEST
+
+/* The owner may feed answers back from inside its send (an owner whose
+ * voters answer at once, or that learns in send that a voter is gone):
+ * such an answer counts, and a voter is judged once. */
+START_TEST(answer_from_inside_send)
+{
+  struct fake f;
+
+  f_init(&f, 3);
+  f.answer_in_send = true;
+  f_seal_all(&f, 4);
+  ck_assert(commit_drive(&f.c, 0));
+  /* Every voter answered yes to PIN and to COMMIT while being asked. */
+  ck_assert_uint_eq(f.nverdicts, 1);
+  ck_assert(f.verdict[0].committed);
+  ck_assert(!commit_is_open(&f.c));
+  ck_assert_uint_eq(f.ended, 1);
+  ck_assert_uint_eq(f.c.committed, 4);
+  commit_release(&f.c);
+
+  /* Gone from inside the COMMIT's send: commit_missed once, not twice. */
+  f_init(&f, 2);
+  f_seal_all(&f, 6);
+  ck_assert(commit_drive(&f.c, 0));
+  f.gone_in_send = 1;
+  f_answer(&f, 0, COMMIT_PH_PIN, COMMIT_VOTE_YES, 1);
+  f_answer(&f, 1, COMMIT_PH_PIN, COMMIT_VOTE_YES, 1);
+  ck_assert(f.verdict[0].committed);
+  ck_assert_uint_eq(f.missed[1], 1);
+  f_answer(&f, 0, COMMIT_PH_COMMIT, COMMIT_VOTE_YES, 2);
+  ck_assert(!commit_is_open(&f.c));
+  ck_assert_uint_eq(f.ended, 1);
   commit_release(&f.c);
 }
 END_TEST
@@ -879,6 +923,7 @@ int main(void)
   tcase_add_test(tc, voter_gone_aborts_and_ends);
   tcase_add_test(tc, send_failure_is_lost);
   tcase_add_test(tc, late_reply_ignored);
+  tcase_add_test(tc, answer_from_inside_send);
   tcase_add_test(tc, one_round_at_a_time);
   tcase_add_test(tc, reset_and_adopt);
   tcase_add_test(tc, rounds_keep_committed_step_everywhere);

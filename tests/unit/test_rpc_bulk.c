@@ -417,6 +417,49 @@ START_TEST(bulk_backpressure_signalled_and_drained)
 }
 END_TEST
 
+static bool drained(void) { return F.drains >= 1; }
+
+/* The queue that refused a bulk send holds control frames only: on_drain
+ * still comes once they are written. */
+START_TEST(bulk_drain_after_frames_only)
+{
+  const size_t mark = (size_t)256 << 10;
+  struct rpc_conn_ops tops = {.on_close = tx_close, .on_drain = tx_drain,
+                              .on_ready = tx_ready, .bulk_queue_max = mark,
+                              .max_write_queue = (size_t)256 << 20};
+  static char text[32 << 10];
+
+  fx_setup(0, 0);
+  rpc_conn_close(F.tx, 0);
+  ck_assert(run_until(all_closed, 5000));
+  struct rpc_auth ta = F.auth;
+  F.tx_ready = 0;
+  ck_assert_int_eq(rpc_conn_connect_tcp(&F.loop, "127.0.0.1",
+                                        rpc_listener_port(F.l), &tops, &ta,
+                                        5000, NULL, &F.tx), PT_OK);
+  ck_assert(run_until(is_ready, 5000));
+
+  /* Without the loop running nobody reads: frames fill the queue. */
+  memset(text, 'x', sizeof(text) - 1);
+  Pt__Reply r = PT__REPLY__INIT;
+  r.message = text;
+  int frames = 0;
+  while (rpc_conn_queued_bytes(F.tx) < mark && frames < 4096) {
+    ck_assert_int_eq(rpc_conn_send(F.tx, RPC_REPLY, 1, &r.base), PT_OK);
+    frames++;
+  }
+  ck_assert_uint_ge(rpc_conn_queued_bytes(F.tx), mark);
+  src_make(4096, 9);
+  struct rpc_bulk_hdr h = hdr_of(0, F.src_len, F.src);
+  ck_assert_int_eq(rpc_conn_send_bulk(F.tx, &h, F.src, NULL, NULL), -EAGAIN);
+  /* The receiver reads the frames; the sender is told it may send. */
+  ck_assert(run_until(drained, 10000));
+  ck_assert_int_eq(F.drains, 1);
+  ck_assert_int_eq(rpc_conn_send_bulk(F.tx, &h, F.src, NULL, NULL), PT_OK);
+  fx_teardown();
+}
+END_TEST
+
 static bool one_done_and_closed(void) { return F.dones == 1 && F.rx_closes == 1; }
 
 START_TEST(bulk_peer_dies_mid_payload)
@@ -496,6 +539,7 @@ int main(void)
   tcase_add_test(tc, bulk_crc_mismatch_fails_that_transfer);
   tcase_add_test(tc, bulk_oversized_refused_before_reading);
   tcase_add_test(tc, bulk_backpressure_signalled_and_drained);
+  tcase_add_test(tc, bulk_drain_after_frames_only);
   tcase_add_test(tc, bulk_peer_dies_mid_payload);
   tcase_add_test(tc, bulk_refused_where_not_taken);
   tcase_add_test(tc, bulk_queued_before_handshake);

@@ -584,6 +584,9 @@ START_TEST(handshake_replayed)
 }
 END_TEST
 
+static size_t g_buffered;
+static void read_buffered(void) { g_buffered = rpc_buffered_bytes(); }
+
 START_TEST(handshake_truncated)
 {
   struct rpc_auth a;
@@ -615,8 +618,53 @@ START_TEST(handshake_truncated)
   ck_assert_int_eq(count_lines("rpc: refusing connection from 127.0.0.1:"), 2);
   ck_assert_int_eq(S.accepted, 0);
   close(fd);
+  /* Cut, then a reset, once the listener holds the cut frame (so that the
+   * reset comes to a conn, not to the accept queue): refused with its line
+   * too. */
+  fd = tcp_client();
+  write_all(fd, hello, len / 2);
+  uint64_t until = rpc_now_ms() + 5000;
+  do {
+    srv_do(read_buffered);
+    if (g_buffered == 0)
+      usleep(1000);
+  } while (g_buffered == 0 && rpc_now_ms() < until);
+  ck_assert_uint_gt(g_buffered, 0);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+  close(fd);
+  WAIT_FOR(strstr(S.log, "lost before the handshake ended") != NULL);
+  ck_assert_int_eq(count_lines("rpc: refusing connection from 127.0.0.1:"), 3);
+  ck_assert_int_eq(S.accepted, 0);
   free(hello);
   rpc_handshake_release(&hs);
+  srv_stop();
+}
+END_TEST
+
+/* Strangers who connect and say nothing hold at most RPC_AUTH_PENDING_MAX
+ * conns: one more is refused at once, and a slot freed takes a peer with
+ * the key again. */
+START_TEST(handshake_pending_capped)
+{
+  int silent[RPC_AUTH_PENDING_MAX];
+
+  ck_assert(srv_setup_host("127.0.0.1", 20000)); /* auth_ms */
+  for (unsigned i = 0; i < RPC_AUTH_PENDING_MAX; i++)
+    silent[i] = tcp_client();
+  int extra = tcp_client();
+  ck_assert(unit_closed_by_peer(extra, 5000));
+  WAIT_FOR(strstr(S.log, "handshakes under way already") != NULL);
+  ck_assert_int_eq(count_lines("handshakes under way already"), 1);
+  close(extra);
+  close(silent[0]);
+  WAIT_FOR(strstr(S.log, "closed before the handshake ended") != NULL);
+  int fd = authed_client();
+  WAIT_FOR(S.accepted == 1);
+  ck_assert_int_eq(S.accepted, 1);
+  close(fd);
+  for (unsigned i = 1; i < RPC_AUTH_PENDING_MAX; i++)
+    close(silent[i]);
   srv_stop();
 }
 END_TEST
@@ -925,6 +973,7 @@ int main(void)
   tcase_add_test(tc, handshake_oversized_first_frame);
   tcase_add_test(tc, handshake_replayed);
   tcase_add_test(tc, handshake_truncated);
+  tcase_add_test(tc, handshake_pending_capped);
   tcase_add_test(tc, dial_with_right_key);
   tcase_add_test(tc, dial_with_wrong_key);
   tcase_add_test(tc, dial_refused_and_timed_out);

@@ -701,7 +701,8 @@ START_TEST(roleless_connections_bounded)
 END_TEST
 
 /* Client text is logged escaped: a newline in HELLO's job name, in a
- * region name or in SUBSCRIBE's node id cannot forge a log line. */
+ * region name, in SUBSCRIBE's node id or in RELEASE's reason cannot forge
+ * a log line. */
 START_TEST(client_text_escaped)
 {
   struct fx f;
@@ -729,6 +730,24 @@ START_TEST(client_text_escaped)
   sub.node_id = "n\n<3>forged node";
   ck_assert_int_eq(call(node, RPC_SUBSCRIBE, &sub.base), 0);
   close(node);
+  /* RELEASE's reason. */
+  ProtobufCMessage *m = NULL;
+  Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
+  Pt__Release rel = PT__RELEASE__INIT;
+  int tr = conn(&f);
+  ck_assert_int_eq(hello(&f, tr, (int32_t)getpid()), 0);
+  a.step = 3;
+  ck_assert_int_eq(rpc_sock_call(tr, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
+                                 3000, &m), 0);
+  ck_assert_int_eq(((Pt__SlotReply *)m)->status, 0);
+  rel.slot = ((Pt__SlotReply *)m)->slot;
+  rel.generation = ((Pt__SlotReply *)m)->generation;
+  protobuf_c_message_free_unpacked(m, NULL);
+  rel.reason = "c\n<3>forged release";
+  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), 0);
+  close(tr);
+  ck_assert_int_eq(log_count(&f, "released by the trainer: "
+                                 "c\\x0a<3>forged release"), 1);
   ck_assert_int_eq(log_count(&f, "job 'x\\x0a<3>forged job'"), 1);
   ck_assert_int_eq(log_count(&f, "('r\\x0a<3>forged region')"), 1);
   ck_assert_int_eq(log_count(&f, "node 'n\\x0a<3>forged node' subscribed"), 1);
