@@ -43,11 +43,11 @@ static int dir_sync(const char *path)
   else
     snprintf(dir, sizeof(dir), ".");
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    if (fsync(dfd) != 0)
-      rc = -errno;
-    close(dfd);
-  }
+  if (dfd < 0)
+    return -errno; /* the rename is done, but not known to be durable */
+  if (fsync(dfd) != 0)
+    rc = -errno;
+  close(dfd);
   return rc;
 }
 

@@ -187,8 +187,10 @@ size_t rpc_parser_want(const struct rpc_parser *p);
 #define RPC_AUTH_MAX_BODY 1024u
 
 /* Checks an unpacked handshake message (type RPC_AUTH_*) for what protobuf
- * cannot: the version, nonce and MAC sizes, the node id's length and that
- * it holds no NUL. PT_OK, or PT_EPROTO (also for any other type). */
+ * cannot: the version, nonce and MAC sizes and the node id's length (an id
+ * with an embedded NUL is cut there by protobuf-c; both sides MAC the id as
+ * decoded, so the cut one is what is proved). PT_OK, or PT_EPROTO (also for
+ * any other type). */
 int rpc_auth_msg_check(uint32_t type, const ProtobufCMessage *msg);
 
 /* What a bulk frame carries (Pt__BulkHeader, decoded). */

@@ -139,6 +139,7 @@ int rpc_key_write(const char *path, char *errbuf, size_t errlen)
   }
   randombytes_buf(key, sizeof(key));
   /* The umask may only have taken bits away; make it exactly 0600. */
+  errno = 0; /* a short write sets none */
   if (fchmod(fd, 0600) < 0 ||
       write(fd, key, sizeof(key)) != (ssize_t)sizeof(key) || fsync(fd) < 0) {
     rc = errno != 0 ? -errno : -EIO;

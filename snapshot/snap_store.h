@@ -173,6 +173,14 @@ static inline bool snap_state_holds_data(uint32_t state)
          state == SNAP_PROTECTED || state == SNAP_COMMITTED;
 }
 
+/* True for the states of a sealed step whose commit is still to come:
+ * SEALED, PINNED and the reserved PROTECTED (taken as PINNED until erasure
+ * coding sets it). */
+static inline bool snap_state_awaits_commit(uint32_t state)
+{
+  return snap_state_holds_data(state) && state != SNAP_COMMITTED;
+}
+
 /* A region as the trainer declares it. */
 struct snap_region_desc {
   char name[SNAP_NAME_MAX];

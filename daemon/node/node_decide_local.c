@@ -179,8 +179,7 @@ static void local_on_view(struct node *n, struct node_rank *r)
     const struct node_slot_view *v = &r->view[k];
     bool has_floor = commit_floor(&l->c, &floor);
     bool newer = !has_floor || v->step > floor;
-    if (v->state == SNAP_SEALED || v->state == SNAP_PINNED ||
-        v->state == SNAP_PROTECTED) /* reserved; taken as PINNED */
+    if (snap_state_awaits_commit(v->state))
       commit_sealed(&l->c, r->rank, v->step);
     if (v->state == SNAP_COMMITTED && newer && n->phase == NODE_PH_STARTING &&
         n->adopting) {

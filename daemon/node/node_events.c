@@ -44,8 +44,7 @@ void node_on_state_reply(struct node *n, struct node_rank *r,
   for (uint32_t k = 0; k < r->nview; k++) {
     const struct node_slot_view *v = &r->view[k];
     bool newer = !n->has_committed || v->step > n->committed;
-    if ((v->state == SNAP_SEALED || v->state == SNAP_PINNED ||
-         v->state == SNAP_PROTECTED) && newer &&
+    if (snap_state_awaits_commit(v->state) && newer &&
         (!r->has_last_sealed || v->step > r->last_sealed)) {
       r->has_last_sealed = true;
       r->last_sealed = v->step;

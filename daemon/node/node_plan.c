@@ -28,8 +28,7 @@ enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
                                    bool has_committed, uint64_t committed,
                                    bool has_round, uint64_t round_step)
 {
-  if (state != SNAP_SEALED && state != SNAP_PINNED &&
-      state != SNAP_PROTECTED) /* reserved; taken as PINNED */
+  if (!snap_state_awaits_commit(state)) /* PROTECTED is taken as PINNED */
     return NODE_PIN_NONE;
   if (has_committed && step == committed)
     return NODE_PIN_COMMIT;
