@@ -67,7 +67,11 @@ int rpc_key_load(const char *path, uint8_t key[RPC_KEY_BYTES], char *errbuf,
                  size_t errlen)
 {
   struct stat st;
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  /* O_NONBLOCK: a FIFO (or a device) at path must not hold the caller in
+   * open; it is refused below as not a regular file. It changes nothing
+   * for a regular file. */
+  int fd = open(path,
+                O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   int rc;
 
   if (fd < 0) {

@@ -711,6 +711,41 @@ START_TEST(key_files_hostile)
 }
 END_TEST
 
+/* A FIFO with no writer: refused at once, not waited on (the load runs in
+ * a child, so a hang fails the test instead of hanging it). */
+START_TEST(key_fifo_refused)
+{
+  char dir[] = "/tmp/pt-rpc-fkey.XXXXXX", p[160], err[256];
+  uint8_t key[RPC_KEY_BYTES];
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(p, sizeof(p), "%s/fifo.key", dir);
+  ck_assert_int_eq(mkfifo(p, 0600), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    _exit(rpc_key_load(p, key, err, sizeof(err)) == -EINVAL ? 0 : 1);
+  int st = 0;
+  pid_t w = 0;
+  for (int i = 0; i < 300 && w == 0; i++) {
+    w = waitpid(pid, &st, WNOHANG);
+    if (w == 0)
+      usleep(10000);
+  }
+  if (w == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  ck_assert_msg(w == pid, "loading a FIFO as a key hangs");
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                "loading a FIFO as a key: not refused with -EINVAL");
+  ck_assert_int_eq(rpc_key_load(p, key, err, sizeof(err)), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+  unlink(p);
+  rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("rpc_hostile");
@@ -729,6 +764,7 @@ int main(void)
   tcase_add_test(tc, bulk_begin_refuses);
   tcase_add_test(tc, bulk_where_not_taken);
   tcase_add_test(tc, key_files_hostile);
+  tcase_add_test(tc, key_fifo_refused);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
