@@ -313,6 +313,11 @@ struct rpc_conn_ops {
   /* TCP: connect plus handshake deadline of accepted conns (a dialled conn
    * has its own, rpc_conn_connect_tcp); 0: RPC_AUTH_TIMEOUT_MS. */
   uint32_t auth_ms;
+  /* TCP listeners: conns accepted and not yet authenticated, at most; one
+   * past it is closed at once (an RPC_LOG_REFUSE line), so strangers that
+   * never finish the handshake cannot take every descriptor and 64 KiB
+   * each; 0: RPC_AUTH_PENDING_DEFAULT. */
+  uint32_t max_handshakes;
   /* Bulk frames: a conn without on_bulk_begin closes on one (PT_EPROTO).
    * A conn with it reads no byte past the frame it is in (a payload must
    * not land in the read buffer), so its control frames cost two reads
@@ -324,6 +329,7 @@ struct rpc_conn_ops {
   rpc_drain_cb on_drain;   /* may be NULL */
 };
 #define RPC_AUTH_TIMEOUT_MS 10000u
+#define RPC_AUTH_PENDING_DEFAULT 64u
 #define RPC_MAX_BULK_DEFAULT ((uint64_t)1 << 30)
 
 /*

@@ -530,6 +530,53 @@ START_TEST(slowloris_handshake)
 }
 END_TEST
 
+/* Hundreds of conns that never send a byte. The listener holds a bounded
+ * number of handshakes at once: the rest are closed at once (so a stranger
+ * cannot take every descriptor of the process), the held ones at the
+ * deadline; an authenticated peer is served once the flood has gone. */
+#define FLOOD 300
+static bool closed_now(int fd)
+{
+  struct pollfd pfd = {fd, POLLIN, 0};
+  char c;
+  if (poll(&pfd, 1, 0) <= 0)
+    return false;
+  ssize_t n = read(fd, &c, 1);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+START_TEST(handshake_flood_bounded)
+{
+  static int fds[FLOOD];
+  srv_setup_host("127.0.0.1", 2000);
+  for (int i = 0; i < FLOOD; i++)
+    fds[i] = tcp_client();
+  uint64_t t0 = rpc_now_ms();
+  usleep(500 * 1000); /* time for the loop to accept them all */
+  int closed = 0;
+  for (int i = 0; i < FLOOD; i++)
+    if (closed_now(fds[i]))
+      closed++, fds[i] = -fds[i] - 1;
+  ck_assert_uint_lt(rpc_now_ms() - t0, 1800); /* before the deadline */
+  ck_assert_msg(closed >= FLOOD - 128, "%d of %d half-open conns held",
+                FLOOD - closed, FLOOD);
+  /* The rest go at the deadline. */
+  for (int i = 0; i < FLOOD; i++)
+    if (fds[i] >= 0) {
+      ck_assert(unit_closed_by_peer(fds[i], 5000));
+      close(fds[i]);
+    } else {
+      close(-fds[i] - 1);
+    }
+  ck_assert_uint_eq(rpc_buffered_bytes(), 0);
+  ck_assert_int_ge(count_lines("handshakes in progress already"), closed);
+  int fd = authed_client();
+  call_ok(fd, 5);
+  close(fd);
+  srv_stop();
+}
+END_TEST
+
 /* ---- bulk frames from an authenticated peer ------------------------------------ */
 
 static void send_bulk_hdr(int fd, uint32_t kind, uint64_t length, uint32_t crc)
@@ -757,6 +804,7 @@ int main(void)
   tcase_add_test(tc, proof_first);
   tcase_add_test(tc, challenge_reflected);
   tcase_add_test(tc, slowloris_handshake);
+  tcase_add_test(tc, handshake_flood_bounded);
   tcase_add_test(tc, bulk_length_2_63);
   tcase_add_test(tc, bulk_length_just_over_max);
   tcase_add_test(tc, bulk_short_then_eof);
