@@ -71,6 +71,9 @@ struct srv {
   /* bulk receiver */
   int begins, dones, last_status;
   uint64_t last_len;
+  /* bulk sender */
+  int bulk_sends, bulk_rc, bulk_sent, bulk_sent_ok, drains;
+  size_t bulk_peak;
 };
 
 static struct srv S;
@@ -119,6 +122,27 @@ static int count_lines(const char *what)
     ck_assert_msg(ok_, "timed out waiting for " #cond "; log:\n%s", S.log);     \
   } while (0)
 
+static void srv_bulk_sent(struct rpc_conn *c, void *arg, int status)
+{
+  (void)c;
+  (void)arg;
+  pthread_mutex_lock(&S.mu);
+  S.bulk_sent++;
+  if (status == PT_OK)
+    S.bulk_sent_ok++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
+static void srv_drain(struct rpc_conn *c)
+{
+  (void)c;
+  pthread_mutex_lock(&S.mu);
+  S.drains++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
 static int srv_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                       ProtobufCMessage *msg)
 {
@@ -133,6 +157,27 @@ static int srv_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     rep.has_generation = true;
     rep.generation = ((Pt__SlotAcquire *)msg)->step * 2;
     return rpc_conn_send(c, RPC_SLOT_REPLY, h->request_id, &rep.base);
+  }
+  if (h->type == RPC_STATE_QUERY) { /* bulk to a peer that does not read */
+    static uint8_t payload[1 << 20];
+    struct rpc_bulk_hdr bh = {.kind = 0, .length = sizeof(payload)};
+    bh.crc32c = crc32c_update(CRC32C_SEED, payload, sizeof(payload));
+    int n = 0;
+    size_t peak = 0;
+    for (; n < 1000; n++) {
+      rc = rpc_conn_send_bulk(c, &bh, payload, srv_bulk_sent, NULL);
+      if (rc != PT_OK)
+        break;
+      size_t q = rpc_conn_queued_bytes(c);
+      peak = q > peak ? q : peak;
+    }
+    pthread_mutex_lock(&S.mu);
+    S.bulk_sends = n;
+    S.bulk_rc = rc;
+    S.bulk_peak = peak;
+    pthread_cond_broadcast(&S.cv);
+    pthread_mutex_unlock(&S.mu);
+    return 0;
   }
   if (h->type == RPC_SUBSCRIBE) { /* floods a peer that does not read */
     static char big[64 * 1024];
@@ -266,6 +311,7 @@ static bool srv_setup_host(const char *host, uint32_t auth_ms)
   ck_assert_int_eq(uv_async_init(&S.loop, &S.wake, wake_cb), 0);
   S.ops.on_msg = srv_on_msg;
   S.ops.on_close = srv_on_close;
+  S.ops.on_drain = srv_drain;
   S.ops.max_write_queue = 1 << 20;
   S.ops.auth_ms = auth_ms;
   if (g_bulk) {
@@ -710,6 +756,45 @@ START_TEST(bulk_where_not_taken)
 }
 END_TEST
 
+/* The server sends 1 MiB bulk frames to a peer that has stopped reading:
+ * after bulk_queue_max (16 MiB) unwritten it is refused with -EAGAIN, the
+ * queue stays within one payload of the mark, and once the peer reads
+ * again on_drain comes and every send is reported done. */
+START_TEST(bulk_to_peer_that_stops_reading)
+{
+  srv_setup();
+  int fd = authed_client();
+  int small = 64 * 1024;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  Pt__StateQuery q = PT__STATE_QUERY__INIT;
+  ck_assert_int_eq(rpc_sock_send(fd, RPC_STATE_QUERY, 1, &q.base,
+                                 rpc_now_ms() + 5000), PT_OK);
+  WAIT_FOR(S.bulk_sends > 0 || S.bulk_rc != 0);
+  pthread_mutex_lock(&S.mu);
+  int sends = S.bulk_sends;
+  ck_assert_int_eq(S.bulk_rc, -EAGAIN);
+  ck_assert_int_lt(sends, 40);
+  ck_assert_uint_le(S.bulk_peak, ((size_t)16 << 20) + (1 << 20) + 4096);
+  pthread_mutex_unlock(&S.mu);
+  /* Read again: everything arrives, on_drain follows. */
+  static uint8_t buf[1 << 16];
+  size_t want = (size_t)sends << 20, got = 0;
+  uint64_t dl = rpc_now_ms() + 10000;
+  while (got < want && rpc_now_ms() < dl) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, 100) > 0) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      ck_assert_int_gt(n, 0);
+      got += (size_t)n;
+    }
+  }
+  ck_assert_uint_ge(got, want);
+  WAIT_FOR(S.drains == 1 && S.bulk_sent == sends && S.bulk_sent_ok == sends);
+  close(fd);
+  srv_stop();
+}
+END_TEST
+
 /* ---- key files ----------------------------------------------------------------- */
 
 /* A directory, 31 and 33 bytes, another uid's file, a symlink to a good
@@ -811,6 +896,7 @@ int main(void)
   tcase_add_test(tc, bulk_crc_mismatch_then_good);
   tcase_add_test(tc, bulk_begin_refuses);
   tcase_add_test(tc, bulk_where_not_taken);
+  tcase_add_test(tc, bulk_to_peer_that_stops_reading);
   tcase_add_test(tc, key_files_hostile);
   tcase_add_test(tc, key_fifo_refused);
   suite_add_tcase(s, tc);
