@@ -336,6 +336,16 @@ static void srv_setup(void)
   ck_assert(srv_setup_host("127.0.0.1", 0));
 }
 
+static void srv_do(void (*cmd)(void))
+{
+  pthread_mutex_lock(&S.mu);
+  S.cmd = cmd;
+  S.cmd_done = false;
+  pthread_mutex_unlock(&S.mu);
+  uv_async_send(&S.wake);
+  WAIT_FOR(S.cmd_done);
+}
+
 static void srv_stop(void)
 {
   pthread_mutex_lock(&S.mu);
@@ -623,6 +633,131 @@ START_TEST(handshake_flood_bounded)
 }
 END_TEST
 
+/* ---- a hostile acceptor against our dialler ------------------------------------ */
+
+static int g_evil_port;
+
+static void evil_dial_ready(struct rpc_conn *c)
+{
+  (void)c;
+  pthread_mutex_lock(&S.mu);
+  S.dial_ready++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
+static void evil_dial_close(struct rpc_conn *c, int err)
+{
+  (void)c;
+  pthread_mutex_lock(&S.mu);
+  S.dial_closes++;
+  S.dial_err = err;
+  S.dialled = NULL;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
+static void evil_dial_cmd(void)
+{
+  struct rpc_conn_ops ops = {.on_close = evil_dial_close,
+                             .on_ready = evil_dial_ready};
+  ck_assert_int_eq(rpc_conn_connect_tcp(&S.loop, "127.0.0.1", g_evil_port,
+                                        &ops, &S.auth, 3000, NULL,
+                                        &S.dialled), PT_OK);
+}
+
+/* A listener of our own that answers our HELLO with something else than a
+ * good CHALLENGE: a control frame, a huge length, our HELLO echoed, a
+ * CHALLENGE with a made-up MAC, a bulk header. Our dialled conn must
+ * close with an error and never become ready. */
+START_TEST(hostile_acceptor)
+{
+  srv_setup();
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  socklen_t alen = sizeof(a);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+  ck_assert_int_eq(listen(lfd, 8), 0);
+  ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+  g_evil_port = ntohs(a.sin_port);
+  for (int how = 0; how < 5; how++) {
+    pthread_mutex_lock(&S.mu);
+    S.dial_closes = 0;
+    S.dial_err = 0;
+    pthread_mutex_unlock(&S.mu);
+    srv_do(evil_dial_cmd);
+    int fd = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(fd, 0);
+    struct rpc_hdr h;
+    ProtobufCMessage *in;
+    ck_assert_int_eq(rpc_sock_recv(fd, RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000,
+                                   &h, &in), PT_OK);
+    ck_assert_uint_eq(h.type, RPC_AUTH_HELLO);
+    if (how == 0) {
+      Pt__SlotReply r = PT__SLOT_REPLY__INIT;
+      ck_assert_int_eq(rpc_sock_send(fd, RPC_SLOT_REPLY, 0, &r.base,
+                                     rpc_now_ms() + 5000), PT_OK);
+    } else if (how == 1) {
+      uint8_t b[RPC_HDR_BYTES];
+      struct rpc_hdr hh = {.type = RPC_AUTH_CHALLENGE, .length = 0xffffffffu};
+      rpc_hdr_encode(b, &hh);
+      write_all(fd, b, sizeof(b));
+    } else if (how == 2) {
+      ck_assert_int_eq(rpc_sock_send(fd, RPC_AUTH_HELLO, 0, in,
+                                     rpc_now_ms() + 5000), PT_OK);
+    } else if (how == 3) {
+      Pt__AuthHello *m = (Pt__AuthHello *)in;
+      uint8_t mac[RPC_AUTH_MAC_BYTES] = {7};
+      Pt__AuthChallenge ch = PT__AUTH_CHALLENGE__INIT;
+      ch.node_id = "srv";
+      ch.nonce = m->nonce; /* its own nonce back, and a made-up MAC */
+      ch.mac.data = mac;
+      ch.mac.len = sizeof(mac);
+      ck_assert_int_eq(rpc_sock_send(fd, RPC_AUTH_CHALLENGE, 0, &ch.base,
+                                     rpc_now_ms() + 5000), PT_OK);
+    } else {
+      Pt__BulkHeader b = PT__BULK_HEADER__INIT;
+      b.length = 10;
+      ck_assert_int_eq(rpc_sock_send(fd, RPC_BULK, 0, &b.base,
+                                     rpc_now_ms() + 5000), PT_OK);
+      write_all(fd, "0123456789", 10);
+    }
+    protobuf_c_message_free_unpacked(in, NULL);
+    WAIT_FOR(S.dial_closes == 1);
+    ck_assert_msg(S.dial_err < 0, "case %d: err %d", how, S.dial_err);
+    if (how == 3)
+      ck_assert_int_eq(S.dial_err, -EACCES);
+    ck_assert(unit_closed_by_peer(fd, 5000));
+    close(fd);
+  }
+  ck_assert_int_eq(S.dial_ready, 0);
+  close(lfd);
+  srv_stop();
+}
+END_TEST
+
+/* After a good handshake, a second one is a protocol error. */
+START_TEST(handshake_again_after_auth)
+{
+  struct rpc_handshake hs;
+  uint8_t *hello;
+  size_t len;
+  srv_setup();
+  int fd = authed_client();
+  call_ok(fd, 1);
+  hello_of(&hs, 1, &hello, &len);
+  write_all(fd, hello, len);
+  ck_assert(unit_closed_by_peer(fd, 5000));
+  WAIT_FOR(S.accepted == 1 && S.recs[0].closes == 1);
+  ck_assert_int_eq(S.recs[0].err, PT_EPROTO);
+  free(hello);
+  rpc_handshake_release(&hs);
+  close(fd);
+  srv_stop();
+}
+END_TEST
+
 /* ---- bulk frames from an authenticated peer ------------------------------------ */
 
 static void send_bulk_hdr(int fd, uint32_t kind, uint64_t length, uint32_t crc)
@@ -890,6 +1025,8 @@ int main(void)
   tcase_add_test(tc, challenge_reflected);
   tcase_add_test(tc, slowloris_handshake);
   tcase_add_test(tc, handshake_flood_bounded);
+  tcase_add_test(tc, hostile_acceptor);
+  tcase_add_test(tc, handshake_again_after_auth);
   tcase_add_test(tc, bulk_length_2_63);
   tcase_add_test(tc, bulk_length_just_over_max);
   tcase_add_test(tc, bulk_short_then_eof);
