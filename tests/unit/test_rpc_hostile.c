@@ -970,6 +970,17 @@ START_TEST(key_files_hostile)
     ck_assert_msg(strstr(err, "owned by uid 65534") != NULL, "%s", err);
   }
   unlink(p);
+  /* keygen over a file, a dangling symlink: refused, saying which. */
+  snprintf(p, sizeof(p), "%s/again.key", dir);
+  ck_assert_int_eq(rpc_key_write(p, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(rpc_key_write(p, err, sizeof(err)), -EEXIST);
+  ck_assert_msg(strstr(err, "never overwrites") != NULL, "%s", err);
+  unlink(p);
+  ck_assert_int_eq(symlink("/tmp/pt-hostile-no-such-target", l), 0);
+  ck_assert_int_eq(rpc_key_write(l, err, sizeof(err)), -EEXIST);
+  ck_assert_msg(strstr(err, "symlink") != NULL, "%s", err);
+  ck_assert_int_eq(access("/tmp/pt-hostile-no-such-target", F_OK), -1);
+  unlink(l);
   /* keygen into a directory that does not exist. */
   snprintf(p, sizeof(p), "%s/no/such/dir.key", dir);
   ck_assert_int_eq(rpc_key_write(p, err, sizeof(err)), -ENOENT);
