@@ -344,6 +344,10 @@ struct rpc_conn_ops {
  *     takes the total past the cap, that conn is closed with -ENOMEM, unless
  *     it is trusted (rpc_conn_set_trusted): trusted conns are served
  *     whatever the total, and count in it.
+ *   - Handshakes in progress: a TCP listener holds at most
+ *     ops.max_handshakes accepted conns not yet authenticated (each until
+ *     ops.auth_ms at most); one past it is closed as it is accepted, with
+ *     an RPC_LOG_REFUSE line (this one is logged).
  */
 #define RPC_BUFFER_CAP_DEFAULT ((size_t)64 << 20)
 void rpc_buffer_cap_set(size_t bytes); /* 0: RPC_BUFFER_CAP_DEFAULT */
