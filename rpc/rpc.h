@@ -321,6 +321,11 @@ struct rpc_conn_ops {
   /* TCP: connect plus handshake deadline of accepted conns (a dialled conn
    * has its own, rpc_conn_connect_tcp); 0: RPC_AUTH_TIMEOUT_MS. */
   uint32_t auth_ms;
+  /* TCP listeners: conns accepted and not yet authenticated, at most; one
+   * past it is closed at once (an RPC_LOG_REFUSE line), so strangers that
+   * never finish the handshake cannot take every descriptor and 64 KiB
+   * each; 0: RPC_AUTH_PENDING_DEFAULT. */
+  uint32_t max_handshakes;
   /* Bulk frames: a conn without on_bulk_begin closes on one (PT_EPROTO).
    * A conn with it reads no byte past the frame it is in (a payload must
    * not land in the read buffer), so its control frames cost two reads
@@ -332,6 +337,7 @@ struct rpc_conn_ops {
   rpc_drain_cb on_drain;   /* may be NULL */
 };
 #define RPC_AUTH_TIMEOUT_MS 10000u
+#define RPC_AUTH_PENDING_DEFAULT 64u
 #define RPC_MAX_BULK_DEFAULT ((uint64_t)1 << 30)
 
 /*
@@ -346,6 +352,10 @@ struct rpc_conn_ops {
  *     takes the total past the cap, that conn is closed with -ENOMEM, unless
  *     it is trusted (rpc_conn_set_trusted): trusted conns are served
  *     whatever the total, and count in it.
+ *   - Handshakes in progress: a TCP listener holds at most
+ *     ops.max_handshakes accepted conns not yet authenticated (each until
+ *     ops.auth_ms at most); one past it is closed as it is accepted, with
+ *     an RPC_LOG_REFUSE line (this one is logged).
  */
 #define RPC_BUFFER_CAP_DEFAULT ((size_t)64 << 20)
 void rpc_buffer_cap_set(size_t bytes); /* 0: RPC_BUFFER_CAP_DEFAULT */
@@ -385,11 +395,6 @@ int rpc_conn_connect_unix(struct uv_loop_s *loop, const char *path,
  * reaches on_close.
  */
 #define RPC_TCP_KEEPALIVE_S 15u
-/* Accepted conns a TCP listener holds in their handshake at once; one more
- * is closed at once with an RPC_LOG_REFUSE line, so that strangers who
- * connect and say nothing cannot make a process hold a conn each (its read
- * buffer included) for ops.auth_ms. */
-#define RPC_AUTH_PENDING_MAX 64u
 struct rpc_auth {
   uint8_t key[RPC_KEY_BYTES];         /* the cluster key (rpc_key_load) */
   uint32_t role;                      /* what this side is: caller-defined */

@@ -67,7 +67,11 @@ int rpc_key_load(const char *path, uint8_t key[RPC_KEY_BYTES], char *errbuf,
                  size_t errlen)
 {
   struct stat st;
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  /* O_NONBLOCK: a FIFO (or a device) at path must not hold the caller in
+   * open; it is refused below as not a regular file. It changes nothing
+   * for a regular file. */
+  int fd = open(path,
+                O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   int rc;
 
   if (fd < 0) {
@@ -133,7 +137,15 @@ int rpc_key_write(const char *path, char *errbuf, size_t errlen)
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                 0600);
   if (fd < 0) {
+    struct stat st;
     rc = -errno;
+    if (rc == -EEXIST && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+      return key_err(errbuf, errlen, rc, "cannot create key '%s': a symlink "
+                     "is there, and keygen never writes through one", path);
+    if (rc == -EEXIST)
+      return key_err(errbuf, errlen, rc, "cannot create key '%s': it exists, "
+                     "and keygen never overwrites a key (remove it first to "
+                     "replace it)", path);
     return key_err(errbuf, errlen, rc, "cannot create key '%s': %s", path,
                    pt_strerror(rc));
   }

@@ -106,6 +106,8 @@ void rpci_ops_fill(struct rpc_conn_ops *dst, const struct rpc_conn_ops *src)
     dst->max_write_queue = WRITE_QUEUE_DEFAULT;
   if (dst->auth_ms == 0)
     dst->auth_ms = RPC_AUTH_TIMEOUT_MS;
+  if (dst->max_handshakes == 0)
+    dst->max_handshakes = RPC_AUTH_PENDING_DEFAULT;
   if (dst->max_bulk == 0)
     dst->max_bulk = RPC_MAX_BULK_DEFAULT;
   if (dst->bulk_queue_max == 0)
@@ -120,10 +122,6 @@ static void listener_unlink_conn(struct rpc_conn *c)
 
   if (l == NULL)
     return;
-  if (c->authing) {
-    l->authing--;
-    c->authing = false;
-  }
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -173,6 +171,7 @@ void rpc_conn_close(struct rpc_conn *c, int err)
     return;
   c->closing = true;
   c->close_err = err;
+  rpci_hs_uncount(c);
   /* A partial frame is dropped now, so that its bytes leave the cap. The
    * parser allows this from inside on_frame. Queued frames are dropped
    * (their callbacks run) in conn_close_cb, from the loop. */

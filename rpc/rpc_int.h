@@ -80,7 +80,6 @@ struct rpc_conn {
   bool announced; /* on_close is owed to the user */
   bool trusted;   /* exempt from the buffer cap */
   bool drain_owed; /* a bulk send was refused with -EAGAIN */
-  bool authing;    /* counted in its listener's authing */
   uint32_t idle_ms;
   uint64_t last_rx_ms;  /* uv_now when the last byte arrived */
   uint64_t ready_by_ms; /* uv_now deadline for ready (0: none) */
@@ -91,6 +90,7 @@ struct rpc_conn {
   size_t pending_payload; /* of which payloads */
   size_t bulk_inflight; /* payload bytes handed to libuv, not yet done */
   struct rpc_handshake *hs; /* TCP, until the handshake is done */
+  bool hs_counted; /* in listener->handshakes */
   uint32_t peer_role;
   char peer_node[RPC_NODE_ID_MAX + 1];
   struct rpci_bulk_rx brx;
@@ -109,7 +109,7 @@ struct rpc_listener {
   int port;    /* TCP: the bound port */
   struct rpc_auth *auth; /* TCP: who we are, and the key */
   struct rpc_conn *conns;
-  uint32_t authing; /* TCP: accepted conns still in their handshake */
+  uint32_t handshakes; /* TCP: accepted conns not yet authenticated */
   bool closing;
 };
 
@@ -153,6 +153,9 @@ int rpci_auth_frame(struct rpc_conn *c, const struct rpc_hdr *h,
                     const uint8_t *body);
 /* The handshake failed or timed out: one refusal line, then closed. */
 void rpci_auth_fail(struct rpc_conn *c, int err, const char *why);
+/* c no longer counts against its listener's max_handshakes (done or
+ * closing); idempotent. */
+void rpci_hs_uncount(struct rpc_conn *c);
 
 /* rpc_bulk.c: an RPC_BULK frame. PT_OK, RPCI_FRAME_STOP, or a negative
  * verdict for the caller to close c with. */

@@ -11,9 +11,11 @@
  *     RPC_AUTH_MAX_BODY, and nothing but handshake frames is written (what
  *     the user sends waits in the pending queue);
  *   - the handshake has a deadline (ops.auth_ms for an accepted conn, the
- *     caller's timeout for a dialled one, which covers the connect too),
- *     and a listener holds at most RPC_AUTH_PENDING_MAX accepted conns in
- *     it (l->authing counts them until they are done or unlinked);
+ *     caller's timeout for a dialled one, which covers the connect too);
+ *   - a listener holds at most ops.max_handshakes accepted conns that are
+ *     not yet authenticated (l->handshakes counts those with hs_counted,
+ *     uncounted when the handshake succeeds or the conn starts closing);
+ *     a conn past it is closed as soon as it is accepted;
  *   - an accepted conn that fails it gets one RPC_LOG_REFUSE line naming
  *     the peer's address and is closed without reaching on_accept or
  *     on_close; a dialled conn that fails it reports through on_close.
@@ -124,6 +126,15 @@ void rpci_auth_fail(struct rpc_conn *c, int err, const char *why)
   rpc_conn_close(c, err);
 }
 
+void rpci_hs_uncount(struct rpc_conn *c)
+{
+  if (!c->hs_counted)
+    return;
+  c->hs_counted = false;
+  if (c->listener != NULL)
+    c->listener->handshakes--;
+}
+
 int rpci_auth_frame(struct rpc_conn *c, const struct rpc_hdr *h,
                     const uint8_t *body)
 {
@@ -154,12 +165,9 @@ int rpci_auth_frame(struct rpc_conn *c, const struct rpc_hdr *h,
   if (rc != RPC_HANDSHAKE_DONE)
     return PT_OK;
 
+  rpci_hs_uncount(c);
   c->peer_role = c->hs->peer_role;
   memcpy(c->peer_node, c->hs->peer_node, sizeof(c->peer_node));
-  if (c->authing && c->listener != NULL) {
-    c->listener->authing--;
-    c->authing = false;
-  }
   rpc_handshake_release(c->hs);
   free(c->hs);
   c->hs = NULL;
@@ -259,14 +267,16 @@ static void connection_cb(uv_stream_t *server, int status)
     return;
   }
   tcp_setup(c);
-  rpci_conn_attach(l, c);
-  if (l->authing >= RPC_AUTH_PENDING_MAX) {
+  if (l->handshakes >= l->ops.max_handshakes) {
     rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
-             "rpc: refusing connection from %s on %s: %u handshakes under "
-             "way already", c->peer_name, l->name, RPC_AUTH_PENDING_MAX);
+             "rpc: refusing connection from %s on %s: %u handshakes in "
+             "progress already", c->peer_name, l->name, l->handshakes);
     rpc_conn_close(c, -EBUSY); /* never announced: no on_close */
     return;
   }
+  rpci_conn_attach(l, c);
+  c->hs_counted = true;
+  l->handshakes++;
   rc = hs_start(c, l->auth, false, c->ops.auth_ms);
   if (rc < 0) {
     rpci_log(RPC_LOG_ACCEPT, RPC_LOG_ERR, "rpc: cannot accept on %s: %s",
@@ -274,8 +284,6 @@ static void connection_cb(uv_stream_t *server, int status)
     rpc_conn_close(c, rc);
     return;
   }
-  l->authing++;
-  c->authing = true;
   rpci_read_start(c);
 }
 

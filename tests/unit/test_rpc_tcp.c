@@ -642,20 +642,20 @@ START_TEST(handshake_truncated)
 }
 END_TEST
 
-/* Strangers who connect and say nothing hold at most RPC_AUTH_PENDING_MAX
+/* Strangers who connect and say nothing hold at most RPC_AUTH_PENDING_DEFAULT
  * conns: one more is refused at once, and a slot freed takes a peer with
  * the key again. */
 START_TEST(handshake_pending_capped)
 {
-  int silent[RPC_AUTH_PENDING_MAX];
+  int silent[RPC_AUTH_PENDING_DEFAULT];
 
   ck_assert(srv_setup_host("127.0.0.1", 20000)); /* auth_ms */
-  for (unsigned i = 0; i < RPC_AUTH_PENDING_MAX; i++)
+  for (unsigned i = 0; i < RPC_AUTH_PENDING_DEFAULT; i++)
     silent[i] = tcp_client();
   int extra = tcp_client();
   ck_assert(unit_closed_by_peer(extra, 5000));
-  WAIT_FOR(strstr(S.log, "handshakes under way already") != NULL);
-  ck_assert_int_eq(count_lines("handshakes under way already"), 1);
+  WAIT_FOR(strstr(S.log, "handshakes in progress already") != NULL);
+  ck_assert_int_eq(count_lines("handshakes in progress already"), 1);
   close(extra);
   close(silent[0]);
   WAIT_FOR(strstr(S.log, "closed before the handshake ended") != NULL);
@@ -663,7 +663,7 @@ START_TEST(handshake_pending_capped)
   WAIT_FOR(S.accepted == 1);
   ck_assert_int_eq(S.accepted, 1);
   close(fd);
-  for (unsigned i = 1; i < RPC_AUTH_PENDING_MAX; i++)
+  for (unsigned i = 1; i < RPC_AUTH_PENDING_DEFAULT; i++)
     close(silent[i]);
   srv_stop();
 }
