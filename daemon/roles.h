@@ -15,7 +15,16 @@
  *   roles.h         the roles' entry points
  *   node_secret.c   the secret that proves a connection is the node's
  *   proc.c          /proc/PID/stat, the one reader of it
- *   conf.c          byte sizes and sizes on command lines
+ *   conf.c          byte sizes on command lines
+ *   rpc_log.c       what rpc/ reports, into the role's log
+ *
+ * The controller (ptd controller, the cluster's membership and jobs) gets
+ * daemon/controller/ beside them, and runs daemon/commit/ over nodes.
+ *
+ * Names: below daemon/ a function's prefix names its file (snap_slot_* in
+ * snapshot/snap_slot.c); inside a role folder it names the role (node_*,
+ * smp_*, commit_*), and the folder header's file map says which file holds
+ * which topic.
  *
  * Layers point one way: daemon/ uses rpc/, snapshot/, ec/, kernels/ and
  * common/; none of those includes anything from here.
