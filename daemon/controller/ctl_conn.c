@@ -77,14 +77,12 @@ int ctl_conn_accept(struct rpc_listener *l, struct rpc_conn *c)
 {
   struct controller *ctl = rpc_listener_data(l);
   uint32_t role = rpc_conn_peer_role(c);
-  static struct log_limit lim;
 
   if (ctl->stopping)
     return -ESHUTDOWN;
   if (role != PT__PEER_ROLE__PEER_ROLE_NODE &&
       role != PT__PEER_ROLE__PEER_ROLE_CTL) {
-    log_limited(&lim, LOG_LVL_WARN,
-                "refusing %s: role %" PRIu32 " (%s) has nothing to do on the "
+    log_warn("refusing %s: role %" PRIu32 " (%s) has nothing to do on the "
                 "controller's port (nodes and ptctl only)",
                 rpc_conn_peer_name(c), role, role_name(role));
     return PT_EPROTO;
@@ -108,11 +106,12 @@ int ctl_conn_accept(struct rpc_listener *l, struct rpc_conn *c)
   return PT_OK;
 }
 
+/* Not rate-limited: only a peer that holds the cluster key gets this far
+ * (strangers are refused, rate-limited, by rpc/), and an operator must see
+ * each refusal of one of the cluster's own daemons. */
 static int refuse(struct ctl_peer *p, const char *what)
 {
-  static struct log_limit lim;
-
-  log_limited(&lim, LOG_LVL_WARN, "closing %s %s ('%s'): %s",
+  log_warn("closing %s %s ('%s'): %s",
               role_name(p->role), rpc_conn_peer_name(p->c),
               LOG_ESC(rpc_conn_peer_node(p->c)), what);
   return PT_EPROTO;
