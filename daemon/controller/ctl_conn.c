@@ -34,6 +34,7 @@ struct ctl_peer {
   struct rpc_conn *c;
   uint32_t role;
   bool registered;
+  bool refused; /* closed by refuse(): nothing more is read */
   struct ctl_peer *next, **pprev;
 };
 
@@ -111,10 +112,14 @@ int ctl_conn_accept(struct rpc_listener *l, struct rpc_conn *c)
  * each refusal of one of the cluster's own daemons. */
 static int refuse(struct ctl_peer *p, const char *what)
 {
-  log_warn("closing %s %s ('%s'): %s",
-              role_name(p->role), rpc_conn_peer_name(p->c),
-              LOG_ESC(rpc_conn_peer_node(p->c)), what);
-  return PT_EPROTO;
+  log_warn("closing %s %s ('%s'): %s", role_name(p->role),
+           rpc_conn_peer_name(p->c), LOG_ESC(rpc_conn_peer_node(p->c)), what);
+  /* Closed here rather than by returning an error, so the line above is
+   * the only one. A reply sent just before still reaches the peer: uv_write
+   * hands a small frame to the kernel at once. */
+  p->refused = true;
+  rpc_conn_close(p->c, PT_EPROTO);
+  return PT_OK;
 }
 
 static void send_register_reply(struct ctl_peer *p, uint64_t req, int status,
@@ -153,15 +158,9 @@ static int on_register(struct ctl_peer *p, const struct rpc_hdr *h,
   int rc = ctl_members_register(&ctl->members, &r, p->c, rpc_now_ms(), &kind,
                                 &old, err, sizeof(err));
   if (rc != PT_OK) {
+    /* Answered first, so the node can say why. */
     send_register_reply(p, h->request_id, rc, err);
-    /* Closed after the reply is written: close drops unwritten frames,
-     * so the refusal is judged here and the conn closed by its deadline
-     * below if the peer does not hang up itself. */
-    refuse(p, err);
-    rpc_conn_set_idle(p->c, 1);
-    p->registered = false;
-    p->role = PT__PEER_ROLE__PEER_ROLE_NONE; /* nothing more is read */
-    return PT_OK;
+    return refuse(p, err);
   }
   p->registered = true;
   rpc_conn_set_idle(p->c, 0);
@@ -231,6 +230,8 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
 
   if (p == NULL)
     return PT_EPROTO;
+  if (p->refused)
+    return PT_OK;
   switch (p->role) {
   case PT__PEER_ROLE__PEER_ROLE_NODE:
     if (!p->registered) {
@@ -258,7 +259,7 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
              rpc_type_name(h->type));
     return refuse(p, what);
   default:
-    return PT_EPROTO; /* a refused registration: nothing more is read */
+    return PT_EPROTO; /* never: ctl_conn_accept admits these two roles */
   }
 }
 
@@ -268,13 +269,14 @@ static void on_close(struct rpc_conn *c, int err)
 
   if (p == NULL)
     return;
-  if (p->registered) {
+  /* At stop the controller closes every conn itself: that says nothing
+   * about the nodes. */
+  if (p->registered && !p->ctl->stopping) {
     ctl_members_lost(&p->ctl->members, c, rpc_now_ms());
     log_debug("node '%s' %s: connection closed: %s",
               LOG_ESC(rpc_conn_peer_node(c)), rpc_conn_peer_name(c),
               err == 0 ? "by the peer" : pt_strerror(err));
-    if (!p->ctl->stopping)
-      ctl_members_timer_run(p->ctl);
+    ctl_members_timer_run(p->ctl);
   }
   peer_unlink(p);
   rpc_conn_set_data(c, NULL);

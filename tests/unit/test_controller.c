@@ -284,6 +284,26 @@ START_TEST(lost_reconnect_restart)
 }
 END_TEST
 
+/* A node whose old connection went silent (a half-open TCP after its
+ * host rebooted, say) comes back on a new one: the new one takes over,
+ * the old one is closed. */
+START_TEST(takeover_of_silent_conn)
+{
+  ctl_start("100", "5000", "5000");
+  int a = node("node-a", 1);
+  ck_assert(wait_log("node 'node-a' alive -> unreachable: silent", 2000));
+  int b = node("node-a", 2);
+  ck_assert(wait_log("unreachable -> alive: restarted (new incarnation)",
+                     2000));
+  ck_assert(unit_closed_by_peer(a, 2000));
+  heartbeat(b, 1);
+  ck_assert_str_eq(state_of("node-a"), "alive");
+  close(a);
+  close(b);
+  ctl_stop();
+}
+END_TEST
+
 START_TEST(refusals)
 {
   char msg[512];
@@ -396,6 +416,7 @@ int main(void)
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, two_nodes_one_dies);
   tcase_add_test(tc, lost_reconnect_restart);
+  tcase_add_test(tc, takeover_of_silent_conn);
   tcase_add_test(tc, refusals);
   tcase_add_test(tc, second_controller_refused);
   suite_add_tcase(s, tc);

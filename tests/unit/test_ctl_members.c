@@ -192,10 +192,17 @@ START_TEST(duplicate_and_takeover)
   ck_assert_ptr_eq(ctl_members_find(&m, "a")->conn, C1);
   ck_assert_uint_eq(nch, 1);
   ctl_members_tick(&m, 3000, NULL, 0); /* unreachable: silent */
-  ck_assert_int_eq(do_reg(&m, r, C2, 3100, &kind, &old), PT_OK);
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_UNREACHABLE);
+  /* a heartbeat brings it back on the same connection */
+  ck_assert_int_eq(ctl_members_heartbeat(&m, C1, 3010), PT_OK);
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_ALIVE);
+  ck_assert_str_eq(ch[nch - 1].why, "heard from again");
+  ctl_members_tick(&m, 6010, NULL, 0); /* silent again */
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_UNREACHABLE);
+  ck_assert_int_eq(do_reg(&m, r, C2, 6100, &kind, &old), PT_OK);
   ck_assert_ptr_eq(old, C1);
   ck_assert_ptr_eq(ctl_members_find(&m, "a")->conn, C2);
-  ctl_members_lost(&m, C1, 3200); /* the old conn closing: no change */
+  ctl_members_lost(&m, C1, 6200); /* the old conn closing: no change */
   ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_ALIVE);
   ctl_members_release(&m);
 }
