@@ -56,7 +56,7 @@ static void usage(FILE *f)
         "  smp      the snapshot management process of one rank (started by\n"
         "           ptd node); see 'ptd smp --help'\n"
         "  controller  the cluster's controller: nodes register and\n"
-        "           heartbeat, ptctl queries; see 'ptd controller --help'\n"
+        "              heartbeat, ptctl queries; see 'ptd controller --help'\n"
         "  keygen   write a new cluster key: ptd keygen FILE\n"
         "\n"
         "  ptd --help       this text\n"

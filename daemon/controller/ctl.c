@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sodium.h>
 #include <systemd/sd-daemon.h>
@@ -194,11 +195,36 @@ static void on_signal(uv_signal_t *s, int signum)
 
 /* ---- set-up and teardown ---- */
 
+/* One descriptor per node and per ptctl: a thousand-node cluster needs more
+ * than the usual soft limit of 1024, so it is raised to the hard limit
+ * (capped at CTL_NOFILE_WANT). */
+#define CTL_NOFILE_WANT 65536u
+static void raise_nofile(void)
+{
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= CTL_NOFILE_WANT)
+    return;
+  rlim_t want = rl.rlim_max < CTL_NOFILE_WANT ? rl.rlim_max : CTL_NOFILE_WANT;
+  if (want <= rl.rlim_cur)
+    return;
+  rlim_t was = rl.rlim_cur;
+  rl.rlim_cur = want;
+  if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+    log_debug("raised the open file limit from %llu to %llu",
+              (unsigned long long)was, (unsigned long long)want);
+  else
+    log_warn("cannot raise the open file limit from %llu: at most about "
+             "that many nodes can connect",
+             (unsigned long long)was);
+}
+
 static int setup(struct controller *ctl)
 {
   char err[512];
   int rc;
 
+  raise_nofile();
   rc = rpc_key_load(ctl->cfg.key_path, ctl->auth.key, err, sizeof(err));
   if (rc != PT_OK) {
     log_error("%s", err);
