@@ -263,6 +263,10 @@ install: all
 	  $(DESTDIR)$(PREFIX)/lib/systemd/system/ptd.service
 	install -d $(DESTDIR)$(PREFIX)/share/pt
 	install -m 0644 systemd/ptd.default $(DESTDIR)$(PREFIX)/share/pt/ptd.default
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' systemd/ptd-controller.service > \
+	  $(DESTDIR)$(PREFIX)/lib/systemd/system/ptd-controller.service
+	install -m 0644 systemd/ptd-controller.default \
+	  $(DESTDIR)$(PREFIX)/share/pt/ptd-controller.default
 	if [ -f $(BUILD)/lib/libpt_cuda.so ]; then \
 	  install -m 0755 $(BUILD)/lib/libpt_cuda.so $(DESTDIR)$(PREFIX)/lib/libpt_cuda.so.0 && \
 	  ln -sf libpt_cuda.so.0 $(DESTDIR)$(PREFIX)/lib/libpt_cuda.so; fi

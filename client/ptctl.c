@@ -1,12 +1,18 @@
 /*
- * ptctl — the operator's command line for a running `ptd node`, over the
- * node's control socket (<state-dir>/ptd.sock): `status` shows the job and
- * every rank, `stop` stops the job as SIGTERM would. A human table by
- * default; with --json, exactly one JSON object per command on stdout.
+ * ptctl — the operator's command line.
  *
- * Blocking calls with a deadline (rpc_sock_call): ptctl never hangs on a
- * node that does not answer. Exit status: 0 success, 1 error (one line on
- * stderr naming the socket and the cause), 2 usage.
+ * Against a standalone `ptd node`, over the node's control socket
+ * (<state-dir>/ptd.sock): `status` shows the job and every rank, `stop`
+ * stops the job as SIGTERM would.
+ *
+ * Against the cluster's `ptd controller` (--controller HOST:PORT --key
+ * FILE, or PT_CONTROLLER and PT_KEY), over TCP authenticated with the
+ * cluster key as PEER_ROLE_CTL: `nodes` lists the registered nodes.
+ *
+ * A human table by default; with --json, exactly one JSON object per
+ * command on stdout. Blocking calls with a deadline (rpc_sock_call): ptctl
+ * never hangs on a daemon that does not answer. Exit status: 0 success,
+ * 1 error (one line on stderr naming the daemon and the cause), 2 usage.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -25,24 +31,72 @@ static void usage(FILE *f)
 {
   fputs("usage: ptctl [--state-dir DIR | --socket PATH] [--timeout MS] "
         "COMMAND [--json]\n"
+        "       ptctl --controller HOST:PORT --key FILE [--timeout MS] "
+        "nodes [--json]\n"
         "\n"
-        "commands:\n"
+        "commands, to a standalone ptd node:\n"
         "  status     the job, its committed step and snapshot age, bytes\n"
         "             held in shared memory, restarts, and one row per rank\n"
         "  stop       stop the job: trainers, then snapshot processes\n"
         "             (snapshots are kept)\n"
         "\n"
+        "commands, to the cluster's ptd controller:\n"
+        "  nodes      every registered node: state (alive, unreachable,\n"
+        "             dead), advertised address, capacity, failure domain,\n"
+        "             age of its last heartbeat, job (none: a spare)\n"
+        "\n"
+        "'ptctl COMMAND --help' describes one command.\n"
+        "\n"
         "options:\n"
+        "  --controller HOST:PORT  the controller (default: $PT_CONTROLLER);\n"
+        "                    HOST numeric, IPv6 in brackets: [::1]:7000\n"
+        "  --key FILE        the cluster key (default: $PT_KEY)\n"
         "  --state-dir DIR   the node's state directory (default:\n"
         "                    $PT_STATE_DIR, else /run/pt); the socket is\n"
         "                    DIR/ptd.sock\n"
         "  --socket PATH     the control socket itself\n"
-        "  --timeout MS      how long to wait for the node (default: 5000)\n"
+        "  --timeout MS      how long to wait for the daemon (default: 5000)\n"
         "  --json            one JSON object instead of a table\n"
         "  --help, --version\n"
         "\n"
-        "exit status: 0 success, 1 error, 2 usage\n",
+        "exit status: 0 success, 1 error (the daemon unreachable, a wrong\n"
+        "key, a refusal), 2 usage\n",
         f);
+}
+
+static void usage_cmd(FILE *f, const char *cmd)
+{
+  if (strcmp(cmd, "status") == 0)
+    fputs("usage: ptctl [--state-dir DIR | --socket PATH] status [--json]\n"
+          "\n"
+          "The standalone node's job: state, committed step and its age,\n"
+          "bytes held in shared memory, restarts, and one row per rank.\n"
+          "exit status: 0 success, 1 error, 2 usage\n",
+          f);
+  else if (strcmp(cmd, "stop") == 0)
+    fputs("usage: ptctl [--state-dir DIR | --socket PATH] stop [--json]\n"
+          "\n"
+          "Stops the standalone node's job as SIGTERM would: trainers, then\n"
+          "snapshot processes; the snapshots are kept.\n"
+          "exit status: 0 stopping, 1 error, 2 usage\n",
+          f);
+  else if (strcmp(cmd, "nodes") == 0)
+    fputs("usage: ptctl --controller HOST:PORT --key FILE nodes [--json]\n"
+          "\n"
+          "Every node registered with the controller, one row each: NODE,\n"
+          "STATE (alive, unreachable: its connection broke or it missed\n"
+          "heartbeats, dead: silent past the controller's deadline),\n"
+          "ADVERTISE, CAPACITY (ranks), DOMAIN (failure domain), HEARTBEAT\n"
+          "(age of the last one), JOB ('-': a spare). --json: one object,\n"
+          "{\"controller\": ..., \"nodes\": [{\"node\", \"state\",\n"
+          "\"advertise\", \"capacity\", \"failure_domain\",\n"
+          "\"heartbeat_age_ms\", \"job\"}, ...]}.\n"
+          "PT_CONTROLLER and PT_KEY stand for the options.\n"
+          "exit status: 0 success, 1 error (unreachable, wrong key,\n"
+          "refused), 2 usage\n",
+          f);
+  else
+    usage(f);
 }
 
 /* ---- JSON output ---- */
@@ -303,9 +357,182 @@ static int cmd_stop(const char *sock, int timeout_ms, bool json)
   return code;
 }
 
+/* ---- the controller ---- */
+
+/* HOST:PORT, IPv6 in brackets. PT_OK or -EINVAL. */
+static int split_addr(const char *s, char *host, size_t hostlen, int *port)
+{
+  const char *h = s, *p;
+  size_t hl;
+
+  if (s[0] == '[') {
+    const char *close = strchr(s, ']');
+    if (close == NULL || close[1] != ':')
+      return -EINVAL;
+    h = s + 1;
+    hl = (size_t)(close - h);
+    p = close + 2;
+  } else {
+    p = strrchr(s, ':');
+    if (p == NULL || strchr(s, ':') != p)
+      return -EINVAL;
+    hl = (size_t)(p - s);
+    p++;
+  }
+  if (hl == 0 || hl >= hostlen)
+    return -EINVAL;
+  memcpy(host, h, hl);
+  host[hl] = '\0';
+  char *end;
+  long v = strtol(p, &end, 10);
+  if (p[0] < '0' || p[0] > '9' || *end != '\0' || v < 1 || v > 65535)
+    return -EINVAL;
+  *port = (int)v;
+  return PT_OK;
+}
+
+static int ctl_call(const char *addr, const char *key_path, int timeout_ms,
+                    uint32_t type, const ProtobufCMessage *req,
+                    uint32_t reply_type, ProtobufCMessage **reply)
+{
+  uint64_t deadline = rpc_now_ms() + (uint64_t)timeout_ms;
+  struct rpc_auth self = {.role = PT__PEER_ROLE__PEER_ROLE_CTL};
+  char host[64], err[512];
+  uint32_t peer_role = 0;
+  int port, fd, rc;
+
+  if (split_addr(addr, host, sizeof(host), &port) != PT_OK) {
+    fprintf(stderr, "ptctl: --controller '%s': expected HOST:PORT with a "
+                    "numeric host (IPv6 in brackets: [::1]:7000)\n",
+            addr);
+    return -EINVAL;
+  }
+  rc = rpc_key_load(key_path, self.key, err, sizeof(err));
+  if (rc != PT_OK) {
+    fprintf(stderr, "ptctl: %s\n", err);
+    return rc;
+  }
+  snprintf(self.node_id, sizeof(self.node_id), "ptctl");
+  rc = rpc_sock_connect_tcp(host, port, timeout_ms, &fd);
+  if (rc != PT_OK) {
+    fprintf(stderr, "ptctl: cannot reach ptd controller at %s: %s%s\n", addr,
+            pt_strerror(rc),
+            rc == -ECONNREFUSED ? " (is ptd controller running?)" : "");
+    goto out_wipe;
+  }
+  uint64_t now = rpc_now_ms();
+  int left = now < deadline ? (int)(deadline - now) : 1;
+  rc = rpc_sock_handshake(fd, &self, left, &peer_role, NULL);
+  if (rc == PT_OK && peer_role != PT__PEER_ROLE__PEER_ROLE_CONTROLLER)
+    rc = PT_EPROTO;
+  if (rc != PT_OK) {
+    fprintf(stderr, "ptctl: cannot authenticate to ptd controller at %s: "
+                    "%s\n",
+            addr,
+            rc == -EACCES || rc == -ECONNRESET
+                ? "refused (is --key the cluster's key?)"
+            : rc == PT_EPROTO && peer_role != 0
+                ? "the peer is not a controller"
+                : pt_strerror(rc));
+    close(fd);
+    goto out_wipe;
+  }
+  now = rpc_now_ms();
+  left = now < deadline ? (int)(deadline - now) : 1;
+  rc = rpc_sock_call(fd, type, req, reply_type, left, reply);
+  close(fd);
+  if (rc != PT_OK)
+    fprintf(stderr, "ptctl: no answer from ptd controller at %s: %s\n", addr,
+            rc == -ETIMEDOUT ? "timed out" : pt_strerror(rc));
+out_wipe:
+  memset(self.key, 0, sizeof(self.key));
+  return rc;
+}
+
+static void nodes_json(FILE *f, const char *addr, const Pt__NodesReply *m)
+{
+  fputs("{\"controller\":", f);
+  json_str(f, addr);
+  fputs(",\"nodes\":[", f);
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const Pt__NodeInfo *n = m->nodes[i];
+    fputs(i > 0 ? ",{\"node\":" : "{\"node\":", f);
+    json_str(f, n->node_id);
+    fputs(",\"state\":", f);
+    json_str(f, n->state);
+    fputs(",\"advertise\":", f);
+    json_str(f, n->advertise);
+    fprintf(f, ",\"capacity\":%" PRIu32 ",\"failure_domain\":", n->capacity);
+    if (n->failure_domain != NULL)
+      json_str(f, n->failure_domain);
+    else
+      fputs("null", f);
+    fputs(",\"heartbeat_age_ms\":", f);
+    json_opt_u64(f, n->has_heartbeat_age_ms, n->heartbeat_age_ms);
+    fputs(",\"job\":", f);
+    if (n->job != NULL)
+      json_str(f, n->job);
+    else
+      fputs("null", f);
+    fputc('}', f);
+  }
+  fputs("]}\n", f);
+}
+
+static void nodes_table(FILE *f, const Pt__NodesReply *m)
+{
+  char age[32];
+
+  if (m->n_nodes == 0) {
+    fputs("no nodes registered\n", f);
+    return;
+  }
+  fprintf(f, "%-20s %-12s %-22s %-9s %-14s %-12s %s\n", "NODE", "STATE",
+          "ADVERTISE", "CAPACITY", "DOMAIN", "HEARTBEAT", "JOB");
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const Pt__NodeInfo *n = m->nodes[i];
+    fprintf(f, "%-20s %-12s %-22s %-9" PRIu32 " %-14s %-12s %s\n",
+            n->node_id, n->state, n->advertise, n->capacity,
+            n->failure_domain != NULL && n->failure_domain[0] != '\0'
+                ? n->failure_domain
+                : "-",
+            n->has_heartbeat_age_ms
+                ? human_age(age, sizeof(age), n->heartbeat_age_ms)
+                : "-",
+            n->job != NULL && n->job[0] != '\0' ? n->job : "-");
+  }
+}
+
+static int cmd_nodes(const char *addr, const char *key, int timeout_ms,
+                     bool json)
+{
+  Pt__NodesQuery q = PT__NODES_QUERY__INIT;
+  ProtobufCMessage *msg = NULL;
+
+  if (ctl_call(addr, key, timeout_ms, RPC_NODES_QUERY, &q.base,
+               RPC_NODES_REPLY, &msg) != PT_OK)
+    return 1;
+  const Pt__NodesReply *m = (const Pt__NodesReply *)msg;
+  int code = 0;
+  if (m->status < 0) {
+    fprintf(stderr, "ptctl: ptd controller at %s answered: %s\n", addr,
+            m->message != NULL ? m->message : pt_strerror(m->status));
+    code = 1;
+  } else if (json) {
+    nodes_json(stdout, addr, m);
+  } else {
+    nodes_table(stdout, m);
+  }
+  protobuf_c_message_free_unpacked(msg, NULL);
+  if (fflush(stdout) != 0)
+    code = 1;
+  return code;
+}
+
 int main(int argc, char **argv)
 {
   const char *state_dir = NULL, *sock = NULL, *cmd = NULL;
+  const char *controller = NULL, *key = NULL;
   char path[4096];
   int timeout_ms = PTCTL_DEFAULT_TIMEOUT_MS;
   bool json = false;
@@ -313,7 +540,10 @@ int main(int argc, char **argv)
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
+      if (cmd != NULL)
+        usage_cmd(stdout, cmd);
+      else
+        usage(stdout);
       return 0;
     }
     if (strcmp(a, "--version") == 0) {
@@ -322,6 +552,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(a, "--json") == 0) {
       json = true;
+    } else if (strcmp(a, "--controller") == 0 || strcmp(a, "--key") == 0) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "ptctl: option '%s' needs a value\n", a);
+        return 2;
+      }
+      if (a[2] == 'c')
+        controller = argv[++i];
+      else
+        key = argv[++i];
     } else if (strcmp(a, "--state-dir") == 0 || strcmp(a, "--socket") == 0 ||
                strcmp(a, "--timeout") == 0) {
       if (i + 1 >= argc) {
@@ -357,6 +596,34 @@ int main(int argc, char **argv)
     usage(stderr);
     return 2;
   }
+  if (strcmp(cmd, "nodes") == 0) {
+    if (state_dir != NULL || sock != NULL) {
+      fprintf(stderr, "ptctl: 'nodes' asks the controller: give "
+                      "--controller, not --state-dir or --socket\n");
+      return 2;
+    }
+    if (controller == NULL)
+      controller = getenv("PT_CONTROLLER");
+    if (key == NULL)
+      key = getenv("PT_KEY");
+    if (controller == NULL || controller[0] == '\0') {
+      fprintf(stderr, "ptctl: 'nodes' needs --controller HOST:PORT (or "
+                      "PT_CONTROLLER)\n");
+      return 2;
+    }
+    if (key == NULL || key[0] == '\0') {
+      fprintf(stderr, "ptctl: 'nodes' needs --key FILE (or PT_KEY), the "
+                      "cluster key\n");
+      return 2;
+    }
+    return cmd_nodes(controller, key, timeout_ms, json);
+  }
+  if (controller != NULL || key != NULL) {
+    fprintf(stderr, "ptctl: '%s' is a standalone node's command: give "
+                    "--state-dir or --socket, not --controller or --key\n",
+            cmd);
+    return 2;
+  }
   if (state_dir != NULL && sock != NULL) {
     fprintf(stderr, "ptctl: give --state-dir or --socket, not both\n");
     return 2;
@@ -378,6 +645,7 @@ int main(int argc, char **argv)
     return cmd_status(sock, timeout_ms, json);
   if (strcmp(cmd, "stop") == 0)
     return cmd_stop(sock, timeout_ms, json);
-  fprintf(stderr, "ptctl: unknown command '%s' (status or stop)\n", cmd);
+  fprintf(stderr, "ptctl: unknown command '%s' (status, stop or nodes)\n",
+          cmd);
   return 2;
 }

@@ -1,10 +1,11 @@
 /*
- * ptd_main.c — the ptd binary: one program, three roles. The first argument
+ * ptd_main.c — the ptd binary: one program, several roles. The first argument
  * names the role; the role parses the rest of argv itself (its argv[0] is
  * the role name) and returns the process exit status.
  *
  *   ptd node ...    supervise one SMP and one trainer per local rank
  *   ptd smp ...     hold one rank's snapshots (spawned by ptd node)
+ *   ptd controller ...  the cluster's controller
  *   ptd keygen FILE write a new cluster key (rpc_key_write)
  *
  * Exit status 2 for a usage error, as every role does.
@@ -54,6 +55,8 @@ static void usage(FILE *f)
         "           trainer per local rank; see 'ptd node --help'\n"
         "  smp      the snapshot management process of one rank (started by\n"
         "           ptd node); see 'ptd smp --help'\n"
+        "  controller  the cluster's controller: nodes register and\n"
+        "              heartbeat, ptctl queries; see 'ptd controller --help'\n"
         "  keygen   write a new cluster key: ptd keygen FILE\n"
         "\n"
         "  ptd --help       this text\n"
@@ -71,6 +74,8 @@ int main(int argc, char **argv)
     return node_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "smp") == 0)
     return smp_main(argc - 1, argv + 1);
+  if (strcmp(argv[1], "controller") == 0)
+    return controller_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "keygen") == 0)
     return keygen_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||

@@ -9,6 +9,8 @@
  *   daemon/smp/     ptd smp: one rank's shm object, its trainer and its node
  *   daemon/node/    ptd node: supervision, SMP links, control socket,
  *                   restore
+ *   daemon/controller/  ptd controller: the cluster's membership (and,
+ *                   later, its jobs and commits)
  *   daemon/commit/  the two-phase commit of a step over opaque voters (no
  *                   I/O): the node runs it over its SMPs
  *   ptd_main.c      the dispatch
@@ -18,12 +20,12 @@
  *   conf.c          byte sizes on command lines
  *   rpc_log.c       what rpc/ reports, into the role's log
  *
- * The controller (ptd controller, the cluster's membership and jobs) gets
- * daemon/controller/ beside them, and runs daemon/commit/ over nodes.
+ * The controller's jobs will run daemon/commit/ over nodes, as ptd node runs
+ * it over its SMPs.
  *
  * Names: below daemon/ a function's prefix names its file (snap_slot_* in
  * snapshot/snap_slot.c); inside a role folder it names the role (node_*,
- * smp_*, commit_*), and the folder header's file map says which file holds
+ * smp_*, commit_*, ctl_*), and the folder header's file map says which file holds
  * which topic.
  *
  * Layers point one way: daemon/ uses rpc/, snapshot/, ec/, kernels/ and
@@ -39,6 +41,10 @@ int node_main(int argc, char **argv);
 /* ptd smp: owns one rank's shm object and serves its trainer and its node
  * over a Unix socket (daemon/smp/). */
 int smp_main(int argc, char **argv);
+
+/* ptd controller: one per cluster; nodes register and heartbeat, ptctl
+ * queries (daemon/controller/). */
+int controller_main(int argc, char **argv);
 
 /* Routes what rpc/ reports into the role's log (daemon/rpc_log.c); each
  * role calls it at start-up, after log_set_role. */

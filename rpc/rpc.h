@@ -218,6 +218,10 @@ uint64_t rpc_now_ms(void);
  * their deadline). After any error but -ETIMEDOUT from the calls below the
  * stream position is lost: close fd. */
 int rpc_sock_connect_unix(const char *path, int *fd);
+/* Connects to a numeric IPv4 or IPv6 address (no name resolution: -EINVAL)
+ * within timeout_ms (-ETIMEDOUT), TCP_NODELAY. OUT: *fd as
+ * rpc_sock_connect_unix; run rpc_sock_handshake on it before any frame. */
+int rpc_sock_connect_tcp(const char *host, int port, int timeout_ms, int *fd);
 /* Sends one frame before deadline_ms (rpc_now_ms() clock); -ETIMEDOUT. */
 int rpc_sock_send(int fd, uint32_t type, uint64_t request_id,
                   const ProtobufCMessage *msg, uint64_t deadline_ms);

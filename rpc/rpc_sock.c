@@ -13,8 +13,11 @@
  * stream position is unknown and the caller closes the descriptor.
  */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +76,67 @@ int rpc_sock_connect_unix(const char *path, int *fd)
     rc = -errno;
     goto out_close;
   }
+  int fl = fcntl(s, F_GETFL);
+  if (fl < 0 || fcntl(s, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+    rc = -errno;
+    goto out_close;
+  }
+  *fd = s;
+  return PT_OK;
+
+out_close:
+  close(s);
+  return rc;
+}
+
+int rpc_sock_connect_tcp(const char *host, int port, int timeout_ms, int *fd)
+{
+  struct sockaddr_storage ss;
+  socklen_t len;
+  uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 1);
+  int rc, one = 1;
+
+  *fd = -1;
+  memset(&ss, 0, sizeof(ss));
+  if (port < 0 || port > 65535)
+    return -EINVAL;
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    len = sizeof(*v4);
+  } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    len = sizeof(*v6);
+  } else {
+    return -EINVAL;
+  }
+  int s = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0)
+    return -errno;
+  do
+    rc = connect(s, (const struct sockaddr *)&ss, len);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0 && errno != EINPROGRESS) {
+    rc = -errno;
+    goto out_close;
+  }
+  if (rc < 0) {
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    rc = wait_fd(s, POLLOUT, deadline);
+    if (rc != 0)
+      goto out_close;
+    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
+      soerr = errno;
+    if (soerr != 0) {
+      rc = -soerr;
+      goto out_close;
+    }
+  }
+  (void)setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   int fl = fcntl(s, F_GETFL);
   if (fl < 0 || fcntl(s, F_SETFL, fl & ~O_NONBLOCK) < 0) {
     rc = -errno;

@@ -11,11 +11,14 @@ make --no-print-directory -s BUILD="$BUILD" install DESTDIR="$stage" PREFIX=/usr
   || { cat "$T_DIR/install.log"; fail "make install failed"; }
 pre=$stage/usr/local
 for f in bin/ptd bin/ptctl bin/pt-train bin/ptbench include/pt.h lib/libpt.so lib/libpt.a \
-         lib/pkgconfig/pt.pc lib/systemd/system/ptd.service share/pt/ptd.default; do
+         lib/pkgconfig/pt.pc lib/systemd/system/ptd.service share/pt/ptd.default \
+         lib/systemd/system/ptd-controller.service share/pt/ptd-controller.default; do
   [ -e "$pre/$f" ] || fail "make install did not install $f"
 done
 grep -q "ExecStart=/usr/local/bin/ptd node" "$pre/lib/systemd/system/ptd.service" \
   || fail "ptd.service does not point at the installed ptd"
+grep -q "ExecStart=/usr/local/bin/ptd controller" "$pre/lib/systemd/system/ptd-controller.service" \
+  || fail "ptd-controller.service does not point at the installed ptd"
 
 cat >"$T_DIR/example.c" <<'C'
 #include <pt.h>
