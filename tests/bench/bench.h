@@ -181,8 +181,10 @@ int bench_file_run(const struct bench_opts *o, const void *buf, size_t bytes,
  * read against it): plain sockets over loopback TCP, 1 MiB write() calls to
  * a reading thread (reads of 1 MiB or of 256 KiB, the faster), no framing,
  * no authentication. */
+#define BENCH_NET_RING ((size_t)64 << 20) /* bench_bulk.c's ring, too */
 struct bench_net_result {
-  double tcp_raw_gbps;
+  double tcp_raw_gbps;     /* into a pre-faulted shm ring: the limit */
+  double tcp_raw_hot_gbps; /* into one reused 1 MiB buffer (in the cache) */
   uint64_t bytes;         /* per transfer */
 };
 int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,

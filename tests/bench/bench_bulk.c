@@ -32,7 +32,7 @@
 #include "tests/bench/bench.h"
 
 #define BULK_PIECE ((size_t)4 << 20)
-#define BULK_RING 16
+#define BULK_RING (BENCH_NET_RING / BULK_PIECE) /* bench_net.c reads into as much */
 #define BULK_QUEUE ((size_t)16 << 20)
 #define BULK_TIMEOUT_MS 30000
 

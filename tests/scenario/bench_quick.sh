@@ -55,7 +55,7 @@ required = [
     "file_ckpt_blocking_ms", "snapshot_blocking_vs_file", "step_overhead_ratio",
     "ec_encode_gbps", "ec_decode_gbps", "isal_raw_encode_gbps",
     "ec82_encode_gbps", "ec82_decode_gbps", "ec82_isal_raw_encode_gbps",
-    "tcp_raw_gbps", "bytes", "copy_threads",
+    "tcp_raw_gbps", "tcp_raw_hot_gbps", "bytes", "copy_threads",
     "snapshot_ms", "first_snapshot_ms", "second_snapshot_ms",
     "recovery_ms", "recovery_backoff_ms", "recovery_total_ms", "recovery_step_ms",
     "recovery_trainer_ms",
