@@ -105,6 +105,16 @@ struct node_config {
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
   int ncmd;
+  /* Cluster mode (--controller): registers with `ptd controller`, runs
+   * no ranks of its own command (no --ranks, no trainer command). */
+  bool cluster;
+  char controller_host[64];  /* numeric IPv4 or IPv6 ("[::1]" unwrapped) */
+  int controller_port;
+  char node_id[RPC_NODE_ID_MAX + 1];
+  char key_path[4096];
+  char advertise[256];       /* default: the host's name */
+  char failure_domain[128];  /* "" : none */
+  uint32_t capacity;         /* ranks it can run; default the CPUs, or 8 */
 };
 
 #define NODE_ARGS_HELP 1
@@ -115,6 +125,10 @@ struct node_config {
  * --help, or -EINVAL with a sentence in err. cfg->cmd points into argv. */
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen);
+/* The default --capacity: the CPUs online, or NODE_CAPACITY_DEFAULT when
+ * they cannot be counted. */
+#define NODE_CAPACITY_DEFAULT 8u
+uint32_t node_args_default_capacity(void);
 void node_args_usage(FILE *f);
 
 /* ---- pure decisions (node_plan.c) ---- */
