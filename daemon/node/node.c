@@ -302,11 +302,12 @@ static int cluster_main(struct node *n)
   }
   node_signals_open(n);
   rc = node_ctl_open(n);
-  if (rc == PT_OK)
+  if (rc == PT_OK) {
     rc = node_cluster_open(n, key);
-  if (rc != PT_OK) {
-    if (rc != PT_OK && n->ctl != NULL)
+    if (rc != PT_OK)
       log_error("cannot start the controller link: %s", pt_strerror(rc));
+  }
+  if (rc != PT_OK) {
     node_shutdown(n);
   } else {
     node_watchdog_start(n);

@@ -582,6 +582,7 @@ int node_preflight(const struct node_config *cfg);
 #define NODE_CL_REGISTER_MS 5000u    /* NODE_REGISTER_REPLY due within */
 #define NODE_CL_RETRY_FIRST_MS 100u  /* first retry; doubles per failure */
 #define NODE_CL_RETRY_CAP_MS 5000u
+#define NODE_CL_STABLE_MS 5000u      /* registered this long: backoff reset */
 #define NODE_CL_HB_DEFAULT_MS 1000u  /* when the reply names none */
 #define NODE_CL_DEAD_DEFAULT_MS 10000u
 #define NODE_CL_HB_MIN_MS 10u        /* a reply outside these is refused */

@@ -14,7 +14,8 @@
  * connection, a refused or unanswered registration, or absurd timings in
  * the reply go back to RETRYING, after a capped exponential backoff with
  * jitter (NODE_CL_RETRY_FIRST_MS doubling up to NODE_CL_RETRY_CAP_MS, each
- * delay drawn in [d/2, d]); a registration resets it.
+ * delay drawn in [d/2, d]); a link that stayed registered for
+ * NODE_CL_STABLE_MS resets it, so a flapping controller is not hammered.
  *
  * Log: one line per state change (registered; lost or refused with the
  * reason and the next try). While the controller stays away with the same
@@ -124,10 +125,14 @@ static void on_timer(uv_timer_t *t);
  * backoff. The first failure of a kind is logged; repeats are counted. */
 static void retry_later(struct node_cluster *cl, int err, const char *why)
 {
-  uint32_t delay = node_cluster_retry_ms(cl->attempt + 1,
-                                         randombytes_random());
   bool was_up = cl->state == CL_REGISTERED;
 
+  /* A link that stayed up a while starts the backoff again; one that
+   * flaps (registered, then dropped at once) keeps backing off. */
+  if (was_up && rpc_now_ms() - cl->state_since >= NODE_CL_STABLE_MS)
+    cl->attempt = 0;
+  uint32_t delay = node_cluster_retry_ms(cl->attempt + 1,
+                                         randombytes_random());
   cl->attempt++;
   set_state(cl, CL_RETRYING);
   if (cl->stopping)
@@ -250,7 +255,6 @@ static void on_register_reply(struct node_cluster *cl,
   }
   cl->heartbeat_ms = hb;
   cl->dead_after_ms = dead;
-  cl->attempt = 0;
   cl->last_err = 0;
   cl->last_why[0] = '\0';
   cl->registrations++;

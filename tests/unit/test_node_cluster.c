@@ -56,6 +56,8 @@ static struct {
   int nhb;
   int refusals;         /* RPC_LOG_REFUSE lines: failed handshakes */
   int refuse_regs;      /* registrations to answer with status < 0 */
+  bool flap;            /* close each conn just after its registration */
+  bool close_due;
   uint32_t heartbeat_ms, dead_after_ms;
   char dir[64], log[128], key[128], key2[128], sock[128];
   pid_t pid;
@@ -106,6 +108,7 @@ static int fc_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     ck_assert_int_eq(rpc_conn_send(c, RPC_NODE_REGISTER_REPLY, h->request_id,
                                    &rep.base),
                      PT_OK);
+    fc.close_due = fc.flap;
     return 0;
   }
   if (h->type == RPC_HEARTBEAT && fc.nhb < MAX_HB) {
@@ -137,6 +140,10 @@ static const struct rpc_conn_ops fc_ops = {
 static void on_tick(uv_timer_t *t)
 {
   (void)t;
+  if (fc.close_due && fc.conn != NULL) {
+    fc.close_due = false;
+    rpc_conn_close(fc.conn, 0);
+  }
 }
 
 static void write_key(const char *path, uint8_t fill)
@@ -421,6 +428,21 @@ START_TEST(refused_register_retried)
 }
 END_TEST
 
+START_TEST(flapping_controller_backs_off)
+{
+  fc_setup();
+  fc.flap = true;
+  int port = fc_start(fc.key);
+  node_start(port, fc.key);
+  ck_assert(run_until(5, 0, 8000));
+  /* Each registration dropped at once: the delays keep doubling (the 4th
+   * retry waits 400..800 ms) instead of starting over at 100 ms. */
+  ck_assert_uint_ge(fc.reg[4].at - fc.reg[3].at, 300);
+  sigterm_ends();
+  fc_cleanup();
+}
+END_TEST
+
 START_TEST(absurd_timings_refused)
 {
   fc_setup();
@@ -488,6 +510,7 @@ int main(void)
   tcase_add_test(tc, wrong_key_backs_off);
   tcase_add_test(tc, refused_register_retried);
   tcase_add_test(tc, absurd_timings_refused);
+  tcase_add_test(tc, flapping_controller_backs_off);
   tcase_add_test(tc, key_open_to_others_refused);
   suite_add_tcase(s, tc);
   return unit_run(s);
