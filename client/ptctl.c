@@ -181,6 +181,22 @@ static void status_json(FILE *f, const char *sock, const Pt__StatusReply *m)
     json_str(f, m->message);
   else
     fputs("null", f);
+  if (m->mode != NULL) {
+    fputs(",\"mode\":", f);
+    json_str(f, m->mode);
+    fputs(",\"node_id\":", f);
+    json_str(f, m->node_id != NULL ? m->node_id : "");
+    fputs(",\"controller\":", f);
+    json_str(f, m->controller != NULL ? m->controller : "");
+    fputs(",\"controller_link\":", f);
+    json_str(f, m->controller_link != NULL ? m->controller_link : "");
+    fprintf(f, ",\"controller_link_ms\":%" PRIu64 ",\"controller_error\":",
+            m->controller_link_ms);
+    if (m->controller_error != NULL)
+      json_str(f, m->controller_error);
+    else
+      fputs("null", f);
+  }
   fputs(",\"ranks\":[", f);
   for (size_t i = 0; i < m->n_ranks; i++) {
     const Pt__RankStatus *r = m->ranks[i];
@@ -236,6 +252,20 @@ static void status_table(FILE *f, const Pt__StatusReply *m)
 {
   char b1[32], b2[32];
 
+  if (m->mode != NULL) {
+    /* A cluster-mode node: what it is and its controller link. */
+    fprintf(f, "mode        %s, node %s\n", m->mode,
+            m->node_id != NULL ? m->node_id : "?");
+    fprintf(f, "state       %s\n", m->state);
+    fprintf(f, "controller  %s: %s (%" PRIu64 " ms)\n",
+            m->controller != NULL ? m->controller : "?",
+            m->controller_link != NULL ? m->controller_link : "?",
+            m->controller_link_ms);
+    if (m->controller_error != NULL)
+      fprintf(f, "link error  %s\n", m->controller_error);
+    fprintf(f, "node pid    %" PRId32 "\n", m->node_pid);
+    return;
+  }
   fprintf(f, "job         %s\n", m->job);
   fprintf(f, "state       %s\n", m->state);
   if (m->has_committed_step)

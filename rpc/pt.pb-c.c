@@ -3118,7 +3118,7 @@ const ProtobufCMessageDescriptor pt__rank_status__descriptor =
   (ProtobufCMessageInit) pt__rank_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[12] =
+static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[18] =
 {
   {
     "status",
@@ -3264,14 +3264,92 @@ static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[12] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mode",
+    13,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, mode),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    14,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "controller",
+    15,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, controller),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "controller_link",
+    16,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, controller_link),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "controller_link_ms",
+    17,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StatusReply, has_controller_link_ms),
+    offsetof(Pt__StatusReply, controller_link_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "controller_error",
+    18,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, controller_error),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__status_reply__field_indices_by_name[] = {
   6,   /* field[6] = bytes_held */
   5,   /* field[5] = commit_age_ms */
   8,   /* field[8] = commits */
   4,   /* field[4] = committed_step */
+  14,   /* field[14] = controller */
+  17,   /* field[17] = controller_error */
+  15,   /* field[15] = controller_link */
+  16,   /* field[16] = controller_link_ms */
   1,   /* field[1] = job */
   11,   /* field[11] = message */
+  12,   /* field[12] = mode */
+  13,   /* field[13] = node_id */
   10,   /* field[10] = node_pid */
   3,   /* field[3] = ranks */
   7,   /* field[7] = restarts */
@@ -3282,7 +3360,7 @@ static const unsigned pt__status_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor pt__status_reply__descriptor =
 {
@@ -3292,7 +3370,7 @@ const ProtobufCMessageDescriptor pt__status_reply__descriptor =
   "Pt__StatusReply",
   "pt",
   sizeof(Pt__StatusReply),
-  12,
+  18,
   pt__status_reply__field_descriptors,
   pt__status_reply__field_indices_by_name,
   1,  pt__status_reply__number_ranges,

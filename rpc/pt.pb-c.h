@@ -585,10 +585,38 @@ struct  Pt__StatusReply
   uint64_t restores;
   int32_t node_pid;
   char *message;
+  /*
+   * Cluster mode only (absent: standalone).
+   */
+  /*
+   * "cluster"
+   */
+  char *mode;
+  char *node_id;
+  /*
+   * HOST:PORT
+   */
+  char *controller;
+  /*
+   * "connecting", "registering",
+   */
+  char *controller_link;
+  /*
+   * "registered", "retrying"
+   */
+  /*
+   * in that state this long
+   */
+  protobuf_c_boolean has_controller_link_ms;
+  uint64_t controller_link_ms;
+  /*
+   * why the link is down
+   */
+  char *controller_error;
 };
 #define PT__STATUS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__status_reply__descriptor) \
-    , 0, NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+    , 0, NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL }
 
 
 /*

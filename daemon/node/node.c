@@ -27,6 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+#include <systemd/sd-daemon.h>
+
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
@@ -151,7 +154,8 @@ void node_shutdown(struct node *n)
   close_handle((uv_handle_t *)&n->sigint);
 }
 
-static int setup(struct node *n)
+/* The state directory, checked and locked: one node per directory. */
+static int hold_state_dir(struct node *n)
 {
   char lock_path[NODE_PATH_MAX + 32];
   ssize_t len;
@@ -197,6 +201,14 @@ static int setup(struct node *n)
       log_error("cannot lock '%s': %s", lock_path, pt_strerror(rc));
     return rc;
   }
+  return PT_OK;
+}
+
+static int setup(struct node *n)
+{
+  int rc = hold_state_dir(n);
+  if (rc != PT_OK)
+    return rc;
   /* After the lock: one node makes the secret its SMPs check. */
   rc = node_secret_load_or_create(n->cfg.state_dir, n->secret_path,
                                   sizeof(n->secret_path), n->secret);
@@ -263,6 +275,60 @@ static void teardown(struct node *n)
   free(n);
 }
 
+/* Cluster mode: the state directory held as in standalone mode, the
+ * control socket, signals, and the link to the controller
+ * (node_cluster.c). No ranks run yet. */
+static int cluster_main(struct node *n)
+{
+  uint8_t key[RPC_KEY_BYTES];
+  char kerr[512];
+  int rc, code = NODE_EXIT_USAGE;
+
+  rc = rpc_key_load(n->cfg.key_path, key, kerr, sizeof(kerr));
+  if (rc != PT_OK) {
+    log_error("%s", kerr);
+    free(n);
+    return NODE_EXIT_USAGE;
+  }
+  rc = hold_state_dir(n);
+  if (rc != PT_OK)
+    goto out;
+  n->loop = malloc(sizeof(*n->loop));
+  if (n->loop == NULL || uv_loop_init(n->loop) != 0) {
+    free(n->loop);
+    n->loop = NULL;
+    log_error("cannot start the event loop");
+    goto out;
+  }
+  node_signals_open(n);
+  rc = node_ctl_open(n);
+  if (rc == PT_OK) {
+    rc = node_cluster_open(n, key);
+    if (rc != PT_OK)
+      log_error("cannot start the controller link: %s", pt_strerror(rc));
+  }
+  if (rc != PT_OK) {
+    node_shutdown(n);
+  } else {
+    node_watchdog_start(n);
+    sd_notifyf(0, "READY=1\nSTATUS=cluster node '%s': connecting",
+               n->cfg.node_id);
+    code = NODE_EXIT_FAILED;
+  }
+  uv_run(n->loop, UV_RUN_DEFAULT);
+  if (rc == PT_OK)
+    code = n->phase == NODE_PH_EXIT ? n->exit_code : NODE_EXIT_FAILED;
+  if (uv_loop_close(n->loop) != 0)
+    log_warn("the event loop still had open handles at exit");
+  free(n->loop);
+out:
+  sodium_memzero(key, sizeof(key));
+  if (n->lock_fd >= 0)
+    close(n->lock_fd);
+  free(n);
+  return code;
+}
+
 int node_main(int argc, char **argv)
 {
   char err[256];
@@ -291,6 +357,8 @@ int node_main(int argc, char **argv)
   log_set_role("ptd node");
   roles_rpc_log_init();
   signal(SIGPIPE, SIG_IGN);
+  if (n->cfg.cluster)
+    return cluster_main(n);
   if (node_preflight(&n->cfg) != PT_OK) {
     free(n);
     return NODE_EXIT_USAGE;

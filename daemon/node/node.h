@@ -105,6 +105,16 @@ struct node_config {
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
   int ncmd;
+  /* Cluster mode (--controller): registers with `ptd controller`, runs
+   * no ranks of its own command (no --ranks, no trainer command). */
+  bool cluster;
+  char controller_host[64];  /* numeric IPv4 or IPv6 ("[::1]" unwrapped) */
+  int controller_port;
+  char node_id[RPC_NODE_ID_MAX + 1];
+  char key_path[4096];
+  char advertise[256];       /* default: the host's name */
+  char failure_domain[128];  /* "" : none */
+  uint32_t capacity;         /* ranks it can run; default the CPUs, or 8 */
 };
 
 #define NODE_ARGS_HELP 1
@@ -115,6 +125,10 @@ struct node_config {
  * --help, or -EINVAL with a sentence in err. cfg->cmd points into argv. */
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen);
+/* The default --capacity: the CPUs online, or NODE_CAPACITY_DEFAULT when
+ * they cannot be counted. */
+#define NODE_CAPACITY_DEFAULT 8u
+uint32_t node_args_default_capacity(void);
 void node_args_usage(FILE *f);
 
 /* ---- pure decisions (node_plan.c) ---- */
@@ -431,6 +445,8 @@ struct node {
   bool committed_since;      /* a step committed since running_since */
   uint64_t commit_logged_ms; /* the last "commit step" line at info */
 
+  struct node_cluster *cluster; /* cluster mode: the controller link */
+
   uint64_t next_req_id;
   bool in_drive, drive_again;
   bool state_dirty;
@@ -559,6 +575,41 @@ uint64_t node_smp_next_deadline(const struct node_rank *r);
  * may raise the soft open file limit. Logs why and returns an error when
  * the job cannot run. */
 int node_preflight(const struct node_config *cfg);
+
+/* node_cluster.c: cluster mode's link to the controller */
+#define NODE_CL_INCARNATION_BYTES 16u
+#define NODE_CL_CONNECT_MS 5000u     /* connect plus handshake */
+#define NODE_CL_REGISTER_MS 5000u    /* NODE_REGISTER_REPLY due within */
+#define NODE_CL_RETRY_FIRST_MS 100u  /* first retry; doubles per failure */
+#define NODE_CL_RETRY_CAP_MS 5000u
+#define NODE_CL_STABLE_MS 5000u      /* registered this long: backoff reset */
+#define NODE_CL_HB_DEFAULT_MS 1000u  /* when the reply names none */
+#define NODE_CL_DEAD_DEFAULT_MS 10000u
+#define NODE_CL_HB_MIN_MS 10u        /* a reply outside these is refused */
+#define NODE_CL_HB_MAX_MS 60000u
+#define NODE_CL_DEAD_MAX_MS 600000u
+struct node_cluster;
+/* Starts the link (dials at once); key is copied. */
+int node_cluster_open(struct node *n, const uint8_t key[RPC_KEY_BYTES]);
+/* Ends the link and closes every handle so that uv_run returns (exit 3). */
+void node_cluster_stop(struct node *n, const char *by);
+/* The delay before retry `attempt` (1-based): NODE_CL_RETRY_FIRST_MS
+ * doubled per attempt up to NODE_CL_RETRY_CAP_MS (d), drawn in [d/2, d]
+ * by rnd (any 32-bit random value). */
+uint32_t node_cluster_retry_ms(uint32_t attempt, uint32_t rnd);
+/* The timings a NODE_REGISTER_REPLY gives: PT_OK, or -EINVAL with a
+ * sentence in err. */
+int node_cluster_timing_check(uint32_t heartbeat_ms, uint32_t dead_after_ms,
+                              char *err, size_t len);
+struct node_cluster_view {
+  char controller[96];
+  const char *link;          /* "connecting", "registering", "registered",
+                                "retrying", "stopping" */
+  uint64_t link_ms;          /* in that state this long */
+  char error[256];           /* why the link is down; "" */
+  uint64_t registrations;
+};
+void node_cluster_status(const struct node *n, struct node_cluster_view *v);
 
 /* node_ctl.c */
 int node_ctl_open(struct node *n);

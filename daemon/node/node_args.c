@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
 
 #include "pt.h"
 #include "common/log.h"
@@ -24,6 +26,9 @@ void node_args_usage(FILE *f)
 {
   fputs(
       "usage: ptd node --ranks N [options] -- COMMAND [ARGS...]\n"
+      "       ptd node --controller HOST:PORT --node-id ID --key FILE\n"
+      "                [--advertise ADDR] [--failure-domain LABEL]\n"
+      "                [--capacity N] [--state-dir DIR]\n"
       "\n"
       "Runs COMMAND once per local rank, each beside a snapshot management\n"
       "process (ptd smp) that holds the rank's state in shared memory; commits\n"
@@ -78,6 +83,23 @@ void node_args_usage(FILE *f)
       "                       huge=advise); else 4 KiB pages, said once\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
       "  --help               this text\n"
+      "\n"
+      "cluster mode (--controller; registration only so far: the node\n"
+      "registers, heartbeats and reconnects, and runs no ranks yet):\n"
+      "  --controller HOST:PORT  the `ptd controller` to register with; HOST\n"
+      "                       a numeric IPv4 or IPv6 address ([::1]:7070)\n"
+      "  --node-id ID         this node's name in the cluster (required,\n"
+      "                       1..255 characters of [A-Za-z0-9_.-])\n"
+      "  --key FILE           the cluster key (`ptd keygen`; required; mode\n"
+      "                       0600, owned by the user)\n"
+      "  --advertise ADDR     address this node's ranks are reached at\n"
+      "                       (default: the host's name)\n"
+      "  --failure-domain L   nodes sharing a label can fail together (a\n"
+      "                       rack, a switch; default: none)\n"
+      "  --capacity N         ranks this node can run, 1..1024 (default:\n"
+      "                       the number of CPUs online, or 8 when unknown)\n"
+      "Cluster mode takes neither --ranks nor a trainer command: the\n"
+      "controller gives the node its job parts.\n"
       "\n"
       "Each job instance has a random id, kept in the state directory and\n"
       "in every shm object. A node restarted after its own crash continues\n"
@@ -250,14 +272,158 @@ static int parse_seconds(struct node_config *cfg, int argc, char **argv,
   return PT_OK;
 }
 
+uint32_t node_args_default_capacity(void)
+{
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+  if (n < 1)
+    return NODE_CAPACITY_DEFAULT;
+  return n > NODE_MAX_RANKS ? NODE_MAX_RANKS : (uint32_t)n;
+}
+
+/* Printable ASCII without spaces, 1..cap-1 bytes. */
+static bool label_ok(const char *s, size_t cap)
+{
+  size_t n = strlen(s);
+
+  if (n == 0 || n >= cap)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] <= ' ' || s[i] > '~')
+      return false;
+  return true;
+}
+
+/* "A.B.C.D:PORT" or "[V6]:PORT", the host numeric (the transport does no
+ * name resolution). */
+static int parse_hostport(struct node_config *cfg, const char *val)
+{
+  const char *colon = strrchr(val, ':');
+  const char *h = val;
+  size_t hlen;
+  uint32_t port;
+  unsigned char buf[16];
+
+  if (colon == NULL || parse_u32(colon + 1, 1, 65535, &port) != PT_OK)
+    return -EINVAL;
+  hlen = (size_t)(colon - val);
+  if (hlen >= 2 && val[0] == '[' && val[hlen - 1] == ']') {
+    h++;
+    hlen -= 2;
+  } else if (memchr(val, ':', hlen) != NULL) {
+    return -EINVAL; /* IPv6 must be bracketed */
+  }
+  if (hlen == 0 || hlen >= sizeof(cfg->controller_host))
+    return -EINVAL;
+  memcpy(cfg->controller_host, h, hlen);
+  cfg->controller_host[hlen] = '\0';
+  if (inet_pton(AF_INET, cfg->controller_host, buf) != 1 &&
+      inet_pton(AF_INET6, cfg->controller_host, buf) != 1)
+    return -EINVAL;
+  cfg->controller_port = (int)port;
+  return PT_OK;
+}
+
+/* The cluster options, idx 0 (--controller) .. 5 (--capacity). */
+static int parse_cluster_opt(struct node_config *cfg, int idx, const char *val,
+                             char *err, size_t errlen)
+{
+  switch (idx) {
+  case 0:
+    if (parse_hostport(cfg, val) != PT_OK)
+      return fail(err, errlen,
+                  "--controller '%s': expected HOST:PORT with a numeric "
+                  "address (10.0.0.1:7070, [::1]:7070) and a port 1..65535",
+                  val);
+    cfg->cluster = true;
+    return PT_OK;
+  case 1:
+    if (!prefix_ok(val, sizeof(cfg->node_id)) || val[0] == '\0')
+      return fail(err, errlen,
+                  "--node-id '%s': expected 1..%u characters of "
+                  "[A-Za-z0-9_.-]",
+                  val, RPC_NODE_ID_MAX);
+    snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", val);
+    return PT_OK;
+  case 2:
+    if (val[0] == '\0' || strlen(val) >= sizeof(cfg->key_path))
+      return fail(err, errlen, "--key '%s': empty or too long", val);
+    snprintf(cfg->key_path, sizeof(cfg->key_path), "%s", val);
+    return PT_OK;
+  case 3:
+    if (!label_ok(val, sizeof(cfg->advertise)))
+      return fail(err, errlen,
+                  "--advertise '%s': expected 1..%zu printable characters "
+                  "without spaces",
+                  val, sizeof(cfg->advertise) - 1);
+    snprintf(cfg->advertise, sizeof(cfg->advertise), "%s", val);
+    return PT_OK;
+  case 4:
+    if (!label_ok(val, sizeof(cfg->failure_domain)))
+      return fail(err, errlen,
+                  "--failure-domain '%s': expected 1..%zu printable "
+                  "characters without spaces",
+                  val, sizeof(cfg->failure_domain) - 1);
+    snprintf(cfg->failure_domain, sizeof(cfg->failure_domain), "%s", val);
+    return PT_OK;
+  default:
+    if (parse_u32(val, 1, NODE_MAX_RANKS, &cfg->capacity) != PT_OK)
+      return fail(err, errlen, "--capacity '%s': expected 1..%d", val,
+                  NODE_MAX_RANKS);
+    return PT_OK;
+  }
+}
+
+/* Cluster mode's checks once every option is read; ncmd: arguments left
+ * after "--". */
+static int finish_cluster(struct node_config *cfg, bool have_ranks, int ncmd,
+                          char *err, size_t errlen)
+{
+  if (have_ranks || ncmd > 0)
+    return fail(err, errlen,
+                "cluster mode (--controller) takes neither --ranks nor a "
+                "trainer command: the controller assigns the job parts");
+  if (cfg->node_id[0] == '\0')
+    return fail(err, errlen, "cluster mode (--controller) needs --node-id");
+  if (cfg->key_path[0] == '\0')
+    return fail(err, errlen, "cluster mode (--controller) needs --key FILE");
+  if (cfg->capacity == 0)
+    cfg->capacity = node_args_default_capacity();
+  if (cfg->advertise[0] == '\0') {
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0)
+      return fail(err, errlen,
+                  "cannot read the host's name for --advertise: %s",
+                  strerror(errno));
+    host[sizeof(host) - 1] = '\0';
+    if (!label_ok(host, sizeof(cfg->advertise)))
+      return fail(err, errlen,
+                  "the host's name '%s' cannot be advertised: give "
+                  "--advertise ADDR",
+                  host);
+    snprintf(cfg->advertise, sizeof(cfg->advertise), "%s", host);
+  }
+  /* The longest socket path in the state dir: <dir>/ptd.sock. */
+  if (strlen(cfg->state_dir) + sizeof("/ptd.sock") > NODE_PATH_MAX)
+    return fail(err, errlen,
+                "--state-dir '%s' is too long: socket paths in it must fit "
+                "in %d bytes",
+                cfg->state_dir, NODE_PATH_MAX - 1);
+  return PT_OK;
+}
+
 int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                     size_t errlen)
 {
   static const char *const valued[] = {
       "--ranks",        "--job",        "--state-dir",   "--slots",
       "--memory-budget", "--shm-prefix", "--max-restarts", "--backoff-ms",
-      "--master-port",  "--log-level",  "--state-bytes",
+      "--master-port",  "--log-level",  "--state-bytes", "--controller",
+      "--node-id",      "--key",        "--advertise",   "--failure-domain",
+      "--capacity",
   };
+  bool have_cluster_opt = false;
+  const char *cluster_opt = NULL;
   const char *env_dir = getenv("PT_STATE_DIR");
   bool have_ranks = false;
   int i;
@@ -392,9 +558,23 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
         return fail(err, errlen,
                     "--state-bytes '%s': expected bytes, e.g. 8G or 512M", val);
       break;
+    default:
+      rc = parse_cluster_opt(cfg, (int)k - 11, val, err, errlen);
+      if (rc != PT_OK)
+        return rc;
+      if (k != 11) {
+        have_cluster_opt = true;
+        cluster_opt = valued[k];
+      }
+      break;
     }
   }
 
+  if (cfg->cluster)
+    return finish_cluster(cfg, have_ranks, argc - i, err, errlen);
+  if (have_cluster_opt)
+    return fail(err, errlen, "%s needs --controller (cluster mode)",
+                cluster_opt);
   if (!have_ranks)
     return fail(err, errlen, "--ranks is required");
   if (i >= argc)

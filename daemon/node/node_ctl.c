@@ -39,8 +39,9 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
   uint32_t nr = n->cfg.ranks;
   int rc;
 
-  Pt__RankStatus *rs = calloc(nr, sizeof(*rs));
-  Pt__RankStatus **rp = calloc(nr, sizeof(*rp));
+  struct node_cluster_view cv;
+  Pt__RankStatus *rs = calloc(nr > 0 ? nr : 1, sizeof(*rs));
+  Pt__RankStatus **rp = calloc(nr > 0 ? nr : 1, sizeof(*rp));
   if (rs == NULL || rp == NULL) {
     rc = -ENOMEM;
     goto out_free;
@@ -64,6 +65,18 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
   }
   if (n->why[0] != '\0')
     rep.message = n->why;
+  if (n->cfg.cluster) {
+    node_cluster_status(n, &cv);
+    rep.state = "spare"; /* no job parts yet */
+    rep.mode = "cluster";
+    rep.node_id = n->cfg.node_id;
+    rep.controller = cv.controller;
+    rep.controller_link = (char *)cv.link;
+    rep.has_controller_link_ms = true;
+    rep.controller_link_ms = cv.link_ms;
+    if (cv.error[0] != '\0')
+      rep.controller_error = cv.error;
+  }
   for (uint32_t i = 0; i < nr; i++) {
     const struct node_rank *r = &n->ranks[i];
     Pt__RankStatus *s = &rs[i];
@@ -116,7 +129,10 @@ static int ctl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     rc = rpc_conn_send(c, RPC_REPLY, h->request_id, &rep.base);
     if (rc != PT_OK)
       log_warn("control: cannot answer a stop request: %s", pt_strerror(rc));
-    node_request_stop(n, "ptctl stop", false);
+    if (n->cfg.cluster)
+      node_cluster_stop(n, "ptctl stop");
+    else
+      node_request_stop(n, "ptctl stop", false);
     return 0;
   }
   default:
@@ -245,6 +261,10 @@ static void on_signal(uv_signal_t *s, int signum)
 {
   struct node *n = s->data;
 
+  if (n->cfg.cluster) {
+    node_cluster_stop(n, signum == SIGINT ? "SIGINT" : "SIGTERM");
+    return;
+  }
   node_request_stop(n, signum == SIGINT ? "SIGINT" : "SIGTERM", true);
 }
 

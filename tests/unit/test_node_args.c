@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pt.h"
 #include "common/log.h"
@@ -290,6 +291,119 @@ START_TEST(state_dir_fits_sockets)
 }
 END_TEST
 
+START_TEST(cluster_mode)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller",
+                         "10.0.0.1:7070", "--node-id", "n-1.a_b", "--key",
+                         "/k", "--advertise", "10.0.0.2", "--failure-domain",
+                         "rack-3", "--capacity", "6", "--state-dir", "/tmp/s",
+                         NULL), PT_OK);
+  ck_assert(c.cluster);
+  ck_assert_str_eq(c.controller_host, "10.0.0.1");
+  ck_assert_int_eq(c.controller_port, 7070);
+  ck_assert_str_eq(c.node_id, "n-1.a_b");
+  ck_assert_str_eq(c.key_path, "/k");
+  ck_assert_str_eq(c.advertise, "10.0.0.2");
+  ck_assert_str_eq(c.failure_domain, "rack-3");
+  ck_assert_uint_eq(c.capacity, 6);
+  ck_assert_uint_eq(c.ranks, 0);
+  ck_assert_ptr_null(c.cmd);
+
+  /* Defaults: capacity from the CPUs, advertise the host's name, no
+   * failure domain; IPv6 bracketed; the = spelling. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller=[::1]:1",
+                         "--node-id=a", "--key=/k", NULL), PT_OK);
+  ck_assert_str_eq(c.controller_host, "::1");
+  ck_assert_int_eq(c.controller_port, 1);
+  ck_assert_uint_eq(c.capacity, node_args_default_capacity());
+  ck_assert_uint_ge(c.capacity, 1);
+  char host[256];
+  ck_assert_int_eq(gethostname(host, sizeof(host)), 0);
+  ck_assert_str_eq(c.advertise, host);
+  ck_assert_str_eq(c.failure_domain, "");
+
+  /* Standalone parsing is untouched by the new fields. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--", "x",
+                         NULL), PT_OK);
+  ck_assert(!c.cluster);
+}
+END_TEST
+
+START_TEST(cluster_refusals)
+{
+  struct node_config c;
+  char err[256];
+  char longid[RPC_NODE_ID_MAX + 2];
+
+  /* --ranks or a trainer command: one sentence naming both. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", "a", "--key", "/k", "--ranks", "2",
+                         NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--ranks"));
+  ck_assert_ptr_nonnull(strstr(err, "trainer command"));
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", "a", "--key", "/k", "--", "x", NULL),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--ranks"));
+  ck_assert_ptr_nonnull(strstr(err, "trainer command"));
+  /* Required. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--key", "/k", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--node-id"));
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", "a", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--key"));
+  /* Cluster options without --controller. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--node-id", "a", "--ranks",
+                         "1", "--", "x", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--controller"));
+  /* Bad values. */
+  const char *bad_ctl[] = {"1.2.3.4", "1.2.3.4:0", "1.2.3.4:65536",
+                           "host.example:7070", "::1:7070", "[::1]",
+                           ":7070", "1.2.3.4:x"};
+  for (size_t k = 0; k < sizeof(bad_ctl) / sizeof(bad_ctl[0]); k++) {
+    ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", bad_ctl[k],
+                           "--node-id", "a", "--key", "/k", NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "--controller"));
+  }
+  const char *bad_id[] = {"", "a b", "a/b", "a:b", "\xc3\xa9"};
+  for (size_t k = 0; k < sizeof(bad_id) / sizeof(bad_id[0]); k++) {
+    ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                           "--node-id", bad_id[k], "--key", "/k", NULL),
+                     -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "--node-id"));
+  }
+  memset(longid, 'x', sizeof(longid) - 1);
+  longid[sizeof(longid) - 1] = '\0';
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", longid, "--key", "/k", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--node-id"));
+  longid[RPC_NODE_ID_MAX] = '\0'; /* exactly the maximum fits */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", longid, "--key", "/k", NULL), PT_OK);
+  const char *bad_cap[] = {"0", "1025", "-1", "x"};
+  for (size_t k = 0; k < sizeof(bad_cap) / sizeof(bad_cap[0]); k++) {
+    ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                           "--node-id", "a", "--key", "/k", "--capacity",
+                           bad_cap[k], NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "--capacity"));
+  }
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", "a", "--key", "/k", "--advertise",
+                         "a b", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--advertise"));
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", "a", "--key", "/k", "--failure-domain",
+                         "", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--failure-domain"));
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "1.2.3.4:5",
+                         "--node-id", "a", "--key", NULL), -EINVAL);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("node_args");
@@ -305,6 +419,8 @@ int main(void)
   tcase_add_test(tc, bytes);
   tcase_add_test(tc, refusals);
   tcase_add_test(tc, state_dir_fits_sockets);
+  tcase_add_test(tc, cluster_mode);
+  tcase_add_test(tc, cluster_refusals);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
