@@ -387,7 +387,11 @@ int rpc_conn_connect_unix(struct uv_loop_s *loop, const char *path,
 /*
  * TCP (rpc_tcp.c). host is a numeric IPv4 or IPv6 address ("127.0.0.1",
  * "::1", "0.0.0.0", "::"); no name resolution here (-EINVAL). Every TCP
- * conn has TCP_NODELAY and keepalive (RPC_TCP_KEEPALIVE_S), and is
+ * conn has TCP_NODELAY, keepalive (RPC_TCP_KEEPALIVE_S) and a
+ * TCP_USER_TIMEOUT (RPC_TCP_USER_TIMEOUT_MS: data written and not
+ * acknowledged that long, the peer's machine gone silent, ends the conn
+ * with -ETIMEDOUT instead of after the kernel's ~15 minutes of
+ * retransmissions), and is
  * authenticated before anything else: the dialler runs the handshake at
  * connect, the listener answers it; auth (required: -EINVAL when NULL) says
  * who we are and holds the key, and is copied. Until the handshake has
@@ -399,6 +403,7 @@ int rpc_conn_connect_unix(struct uv_loop_s *loop, const char *path,
  * reaches on_close.
  */
 #define RPC_TCP_KEEPALIVE_S 15u
+#define RPC_TCP_USER_TIMEOUT_MS 20000u
 struct rpc_auth {
   uint8_t key[RPC_KEY_BYTES];         /* the cluster key (rpc_key_load) */
   uint32_t role;                      /* what this side is: caller-defined */

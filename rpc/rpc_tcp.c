@@ -21,6 +21,8 @@
  *     on_close; a dialled conn that fails it reports through on_close.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,11 @@ static void tcp_setup(struct rpc_conn *c)
 
   uv_tcp_nodelay(&c->io.tcp, 1);
   uv_tcp_keepalive(&c->io.tcp, 1, RPC_TCP_KEEPALIVE_S);
+  uv_os_fd_t fd;
+  if (uv_fileno(&c->io.handle, &fd) == 0) {
+    unsigned int ut = RPC_TCP_USER_TIMEOUT_MS;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+  }
   if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&ss, &len) == 0)
     addr_name(&ss, c->peer_name, sizeof(c->peer_name));
 }

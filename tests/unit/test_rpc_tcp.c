@@ -344,6 +344,53 @@ START_TEST(tcp_serves_authenticated_peers)
 }
 END_TEST
 
+/* The accepted conn's socket (this process's, the server runs in a
+ * thread): the one TCP socket bound to the server's port that is not the
+ * listener. -1 when none. */
+static int accepted_fd(void)
+{
+  for (int fd = 3; fd < 1024; fd++) {
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    int acc = 0;
+    socklen_t al = sizeof(acc);
+    if (getsockname(fd, (struct sockaddr *)&sa, &sl) != 0 ||
+        sa.sin_family != AF_INET || ntohs(sa.sin_port) != S.port)
+      continue;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) == 0 && acc == 0)
+      return fd;
+  }
+  return -1;
+}
+
+/* An accepted conn has TCP_NODELAY, keepalive and TCP_USER_TIMEOUT, so a
+ * peer whose machine went silent ends it in RPC_TCP_USER_TIMEOUT_MS rather
+ * than after the kernel's retransmissions (about 15 minutes). */
+START_TEST(tcp_socket_options)
+{
+  srv_setup();
+  int fd = authed_client();
+  call_ok(fd, 5);
+  WAIT_FOR(S.accepted == 1);
+  int a = accepted_fd();
+  ck_assert_int_ge(a, 0);
+  int v = 0;
+  unsigned int ut = 0;
+  socklen_t l = sizeof(v);
+  ck_assert_int_eq(getsockopt(a, IPPROTO_TCP, TCP_NODELAY, &v, &l), 0);
+  ck_assert_int_eq(v, 1);
+  l = sizeof(v);
+  ck_assert_int_eq(getsockopt(a, SOL_SOCKET, SO_KEEPALIVE, &v, &l), 0);
+  ck_assert_int_eq(v, 1);
+  l = sizeof(ut);
+  ck_assert_int_eq(getsockopt(a, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, &l), 0);
+  ck_assert_uint_eq(ut, RPC_TCP_USER_TIMEOUT_MS);
+  close(fd);
+  WAIT_FOR(S.recs[0].closes == 1);
+  srv_stop();
+}
+END_TEST
+
 START_TEST(tcp_ipv6)
 {
   if (!srv_setup_host("::1", 0))
@@ -963,6 +1010,7 @@ int main(void)
 
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, tcp_serves_authenticated_peers);
+  tcase_add_test(tc, tcp_socket_options);
   tcase_add_test(tc, tcp_ipv6);
   tcase_add_test(tc, tcp_partial_reads_and_many_frames_per_read);
   tcase_add_test(tc, tcp_peer_that_stops_reading);
