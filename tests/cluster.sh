@@ -2,11 +2,21 @@
 # source it after tests/lib.sh.
 #
 #   c_ctl_start [CONTROLLER_OPTS...]  a ptd controller on 127.0.0.1, a free
-#                                     port (port 0, read back from its log),
-#                                     a fresh cluster key and state dir
+#                                     port (port 0, read back from its log;
+#                                     C_CTL_PORT_WANT=P asks for port P, to
+#                                     start it again where nodes look), a
+#                                     fresh cluster key and state dir
 #   c_ptctl ARGS...                   ptctl against it (--controller, --key)
 #   c_ctl_stop                        SIGTERM, exit status in C_CTL_RC
 #   c_ctl_wait_log RE [SECONDS]       waits for RE in the controller's log
+#   c_node_start ID [NODE_OPTS...]    a cluster-mode ptd node: node id ID,
+#                                     state dir $T_DIR/node.ID, log
+#                                     $T_DIR/node.ID.log; pid in C_NODE_PID[ID]
+#   c_node_kill ID [SIGNAL]           signals it (default KILL) and reaps it;
+#                                     exit status in C_NODE_RC[ID]
+#   c_node_state ID                   its state in `ptctl nodes --json`
+#                                     (alive, unreachable, dead; "" if none)
+#   c_wait_node_state ID STATE [S]    waits until c_node_state ID is STATE
 #
 # What it sets: C_KEY (the key file), C_CTL_DIR (state dir), C_CTL_LOG,
 # C_CTL_PID, C_CTL_PORT, C_CTL_ADDR (127.0.0.1:PORT). Everything it started
@@ -21,8 +31,14 @@ C_CTL_PID=
 C_CTL_PORT=
 C_CTL_ADDR=
 C_CTL_RC=
+declare -A C_NODE_PID=() C_NODE_RC=()
 
 c_cleanup() {
+  local id
+  for id in "${!C_NODE_PID[@]}"; do
+    kill -KILL "${C_NODE_PID[$id]}" 2>/dev/null
+    wait "${C_NODE_PID[$id]}" 2>/dev/null
+  done
   if [ -n "$C_CTL_PID" ] && kill -0 "$C_CTL_PID" 2>/dev/null; then
     kill -TERM "$C_CTL_PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$C_CTL_PID" 2>/dev/null || break; sleep 0.1; done
@@ -49,7 +65,7 @@ c_ctl_wait_log() {
 c_ctl_start() {
   [ -f "$C_KEY" ] || "$PTD" keygen "$C_KEY" || fail "ptd keygen failed"
   : >"$C_CTL_LOG"
-  "$PTD" controller --listen 127.0.0.1:0 --state-dir "$C_CTL_DIR" --key "$C_KEY" \
+  "$PTD" controller --listen "127.0.0.1:${C_CTL_PORT_WANT:-0}" --state-dir "$C_CTL_DIR" --key "$C_KEY" \
     --log-level "${T_LOG_LEVEL:-7}" "$@" >>"$C_CTL_LOG" 2>&1 &
   C_CTL_PID=$!
   local deadline=$(( $(date +%s) + 10 ))
@@ -74,4 +90,37 @@ c_ctl_stop() {
   done
   wait "$C_CTL_PID"; C_CTL_RC=$?
   C_CTL_PID=
+}
+
+c_node_start() {
+  local id=$1; shift
+  "$PTD" node --controller "$C_CTL_ADDR" --node-id "$id" --key "$C_KEY" \
+    --state-dir "$T_DIR/node.$id" --advertise 127.0.0.1 \
+    --log-level "${T_LOG_LEVEL:-7}" "$@" >>"$T_DIR/node.$id.log" 2>&1 &
+  C_NODE_PID[$id]=$!
+}
+
+c_node_kill() {
+  local id=$1 sig=${2:-KILL} pid=${C_NODE_PID[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -"$sig" "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null; C_NODE_RC[$id]=$?
+  unset "C_NODE_PID[$id]"
+}
+
+c_node_state() {
+  c_ptctl nodes --json 2>/dev/null | python3 -c '
+import json, sys
+for n in json.load(sys.stdin)["nodes"]:
+    if n["node"] == sys.argv[1]:
+        print(n["state"])
+' "$1"
+}
+
+c_wait_node_state() {
+  local id=$1 want=$2 deadline=$(( $(date +%s) + ${3:-10} )) got
+  until got=$(c_node_state "$id") && [ "$got" = "$want" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || c_fail "node '$id' is '$got', not '$want', after ${3:-10} s"
+    sleep 0.05
+  done
 }
