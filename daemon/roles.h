@@ -23,10 +23,11 @@
  * The controller's jobs will run daemon/commit/ over nodes, as ptd node runs
  * it over its SMPs.
  *
- * Names: below daemon/ a function's prefix names its file (snap_slot_* in
- * snapshot/snap_slot.c); inside a role folder it names the role (node_*,
- * smp_*, commit_*, ctl_*), and the folder header's file map says which file holds
- * which topic.
+ * Names: a function's prefix names the file it lives in (node_life_* in
+ * node/node_life.c, smp_trainer_* in smp/smp_trainer.c), the role entry
+ * points (node_main, smp_main, controller_main) being in the file named
+ * after the role; each folder header's file map says which file holds which
+ * topic.
  *
  * Layers point one way: daemon/ uses rpc/, snapshot/, ec/, kernels/ and
  * common/; none of those includes anything from here.
@@ -48,6 +49,6 @@ int controller_main(int argc, char **argv);
 
 /* Routes what rpc/ reports into the role's log (daemon/rpc_log.c); each
  * role calls it at start-up, after log_set_role. */
-void roles_rpc_log_init(void);
+void rpc_log_route(void);
 
 #endif /* PT_ROLES_H */

@@ -19,7 +19,7 @@ static void rpc_log_line(enum rpc_log_kind kind, int level, const char *line)
     log_at_(level, "%s", line);
 }
 
-void roles_rpc_log_init(void)
+void rpc_log_route(void)
 {
   rpc_set_log_cb(rpc_log_line);
 }

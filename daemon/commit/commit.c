@@ -98,7 +98,7 @@ void commit_sealed(struct commit *c, uint32_t voter, uint64_t step)
 
   if (voter >= c->n || (commit_floor(c, &floor) && step <= floor))
     return;
-  commit_sealed_add(&c->v[voter].sealed, step);
+  commit_plan_sealed_add(&c->v[voter].sealed, step);
 }
 
 void commit_sealed_clear(struct commit *c, uint32_t voter)
@@ -135,7 +135,7 @@ void commit_note_committed(struct commit *c, uint64_t step)
   c->has_committed = true;
   c->committed = step;
   for (uint32_t i = 0; i < c->n; i++)
-    commit_sealed_prune(&c->v[i].sealed, step);
+    commit_plan_sealed_prune(&c->v[i].sealed, step);
 }
 
 static void err_text(const struct commit *c, int err, char *buf, size_t len)
@@ -227,7 +227,7 @@ static void round_end(struct commit *c)
   c->has_last = true;
   c->last = step;
   for (uint32_t i = 0; i < c->n; i++)
-    commit_sealed_prune(&c->v[i].sealed, step);
+    commit_plan_sealed_prune(&c->v[i].sealed, step);
   if (c->ops->ended != NULL)
     c->ops->ended(c->ctx, round, step);
 }

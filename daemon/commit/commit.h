@@ -49,10 +49,10 @@ struct commit_sealed_set {
   uint64_t steps[COMMIT_SEALED_MAX];
   uint32_t n;
 };
-void commit_sealed_add(struct commit_sealed_set *s, uint64_t step);
+void commit_plan_sealed_add(struct commit_sealed_set *s, uint64_t step);
 /* Drops every step <= upto. */
-void commit_sealed_prune(struct commit_sealed_set *s, uint64_t upto);
-bool commit_sealed_has(const struct commit_sealed_set *s, uint64_t step);
+void commit_plan_sealed_prune(struct commit_sealed_set *s, uint64_t upto);
+bool commit_plan_sealed_has(const struct commit_sealed_set *s, uint64_t step);
 
 /* The step of the next round: the largest step newer than floor (any step
  * when has_floor is false) that every one of the n sets holds. False when

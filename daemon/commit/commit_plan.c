@@ -11,11 +11,11 @@
 
 #include "daemon/commit/commit.h"
 
-void commit_sealed_add(struct commit_sealed_set *s, uint64_t step)
+void commit_plan_sealed_add(struct commit_sealed_set *s, uint64_t step)
 {
   uint32_t i = s->n;
 
-  if (commit_sealed_has(s, step))
+  if (commit_plan_sealed_has(s, step))
     return;
   if (s->n == COMMIT_SEALED_MAX) {
     /* Full: the oldest step goes (unless the new one is older still). */
@@ -33,7 +33,7 @@ void commit_sealed_add(struct commit_sealed_set *s, uint64_t step)
   s->n++;
 }
 
-void commit_sealed_prune(struct commit_sealed_set *s, uint64_t upto)
+void commit_plan_sealed_prune(struct commit_sealed_set *s, uint64_t upto)
 {
   uint32_t k = 0;
 
@@ -43,7 +43,7 @@ void commit_sealed_prune(struct commit_sealed_set *s, uint64_t upto)
   s->n -= k;
 }
 
-bool commit_sealed_has(const struct commit_sealed_set *s, uint64_t step)
+bool commit_plan_sealed_has(const struct commit_sealed_set *s, uint64_t step)
 {
   for (uint32_t i = 0; i < s->n; i++)
     if (s->steps[i] == step)
@@ -64,7 +64,7 @@ bool commit_plan_step(const struct commit_sealed_set *const *sets, uint32_t n,
     if (has_floor && step <= floor)
       return false;
     for (uint32_t r = 1; r < n && everywhere; r++)
-      everywhere = commit_sealed_has(sets[r], step);
+      everywhere = commit_plan_sealed_has(sets[r], step);
     if (everywhere) {
       *out = step;
       return true;

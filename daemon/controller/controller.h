@@ -13,7 +13,7 @@
  *                  unit-tested)
  *   ctl_conn.c     the connections: roles, NODE_REGISTER, HEARTBEAT,
  *                  NODES_QUERY; hostile input refused and logged
- *   ctl.c          set-up and teardown: key, state directory and its lock,
+ *   controller.c   set-up and teardown: key, state directory and its lock,
  *                  listener, signals, systemd notify and watchdog, the
  *                  membership timer
  *
@@ -75,11 +75,11 @@ struct ctl_timeouts {
  *   10 ms <= heartbeat-ms < dead-after-ms, 2 x heartbeat-ms <= dead-after-ms,
  *   0 < grace-ms <= dead-after-ms, every one at most an hour.
  * PT_OK, or -EINVAL with err naming the order and the values given. */
-int ctl_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errlen);
+int ctl_args_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errlen);
 
 /* A connected node silent this long is unreachable: CTL_MISSED_HEARTBEATS
  * heartbeats, never past dead-after. */
-uint32_t ctl_timeouts_unreachable_ms(const struct ctl_timeouts *t);
+uint32_t ctl_args_timeouts_unreachable_ms(const struct ctl_timeouts *t);
 
 /* ---- the command line (ctl_args.c) ---- */
 
@@ -95,14 +95,14 @@ struct ctl_config {
 #define CTL_ARGS_HELP 1
 /* Parses argv (argv[0] is "controller"). PT_OK, CTL_ARGS_HELP for --help,
  * or -EINVAL with err naming the option. The timeouts are checked as a set
- * (ctl_timeouts_check). OUT: *cfg. */
+ * (ctl_args_timeouts_check). OUT: *cfg. */
 int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
                    size_t errlen);
 void ctl_args_usage(FILE *f);
 /* Splits "ADDR:PORT" ("127.0.0.1:7000", "[::1]:7000", "[::]:0") into a
  * numeric host (checked with inet_pton) and a port 0..65535. PT_OK or
  * -EINVAL with err. OUT: host (hostlen bytes), *port. */
-int ctl_addr_parse(const char *s, char *host, size_t hostlen, int *port,
+int ctl_args_addr_parse(const char *s, char *host, size_t hostlen, int *port,
                    char *err, size_t errlen);
 
 /* ---- membership (ctl_members.c; pure) ---- */
@@ -112,7 +112,7 @@ enum ctl_node_state {
   CTL_NODE_UNREACHABLE,
   CTL_NODE_DEAD,
 };
-const char *ctl_node_state_name(enum ctl_node_state s); /* never NULL */
+const char *ctl_members_node_state_name(enum ctl_node_state s); /* never NULL */
 
 struct ctl_node {
   char id[RPC_NODE_ID_MAX + 1];
@@ -148,7 +148,7 @@ struct ctl_register {
  * CTL_DOMAIN_MAX printable bytes, capacity 1..CTL_CAPACITY_MAX, an
  * incarnation of 1..CTL_INCARNATION_MAX bytes. PT_OK, or -EINVAL with err
  * (the text a peer sent is escaped in it). */
-int ctl_register_check(const struct ctl_register *r, char *err,
+int ctl_members_register_check(const struct ctl_register *r, char *err,
                        size_t errlen);
 
 enum ctl_reg_kind {
@@ -176,9 +176,9 @@ void ctl_members_init(struct ctl_members *m, const struct ctl_timeouts *t,
 void ctl_members_release(struct ctl_members *m);
 struct ctl_node *ctl_members_find(struct ctl_members *m, const char *id);
 
-/* Registers r (checked by ctl_register_check first) on conn at now.
+/* Registers r (checked by ctl_members_register_check first) on conn at now.
  * -EEXIST when the node is ALIVE on another connection (the first keeps
- * it: err says so); -EINVAL as ctl_register_check; -ENOMEM. A node that was
+ * it: err says so); -EINVAL as ctl_members_register_check; -ENOMEM. A node that was
  * UNREACHABLE or DEAD is taken over: OUT *old_conn is its previous
  * connection, if it still had one, which the caller closes (its loss is then
  * not reported, as conn no longer matches). OUT: *kind. */
@@ -192,7 +192,7 @@ int ctl_members_heartbeat(struct ctl_members *m, void *conn, uint64_t now);
  * on conn (it never registered, or was taken over). */
 void ctl_members_lost(struct ctl_members *m, void *conn, uint64_t now);
 /* Applies the timers at now: a connected node silent for
- * ctl_timeouts_unreachable_ms becomes UNREACHABLE; one silent for
+ * ctl_args_timeouts_unreachable_ms becomes UNREACHABLE; one silent for
  * dead-after, or without a connection for grace, becomes DEAD. OUT (may be
  * NULL; at most ncap entries): the connections of nodes that became DEAD
  * while still connected, which the caller closes. Returns how many such
@@ -203,7 +203,7 @@ size_t ctl_members_tick(struct ctl_members *m, uint64_t now, void **dead_conns,
  * UINT64_MAX when none can (no nodes, or all dead). */
 uint64_t ctl_members_next_ms(const struct ctl_members *m, uint64_t now);
 
-/* ---- the process (ctl.c, ctl_conn.c) ---- */
+/* ---- the process (controller.c, ctl_conn.c) ---- */
 
 struct ctl_peer;
 
@@ -231,10 +231,10 @@ extern const struct rpc_conn_ops ctl_conn_ops;
 /* Closes every connection (at stop). */
 void ctl_conn_close_all(struct controller *ctl);
 /* Runs the membership timers now, closes the connections of nodes they
- * declared dead, and re-arms the timer for the next deadline (ctl.c). */
-void ctl_members_timer_run(struct controller *ctl);
+ * declared dead, and re-arms the timer for the next deadline (controller.c). */
+void controller_members_timer_run(struct controller *ctl);
 /* The membership's change callback: one log line per change (ctl_conn.c). */
-void ctl_log_change(void *arg, const struct ctl_node *n,
+void ctl_conn_log_change(void *arg, const struct ctl_node *n,
                     enum ctl_node_state from, const char *why);
 
 #endif /* PT_CONTROLLER_H */

@@ -54,7 +54,7 @@ void ctl_args_usage(FILE *f)
         f);
 }
 
-int ctl_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errlen)
+int ctl_args_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errlen)
 {
   const char *order = "the timeouts must keep 10 <= heartbeat-ms, "
                       "2 x heartbeat-ms <= dead-after-ms, "
@@ -73,14 +73,14 @@ int ctl_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errlen)
   return PT_OK;
 }
 
-uint32_t ctl_timeouts_unreachable_ms(const struct ctl_timeouts *t)
+uint32_t ctl_args_timeouts_unreachable_ms(const struct ctl_timeouts *t)
 {
   uint64_t ms = (uint64_t)t->heartbeat_ms * CTL_MISSED_HEARTBEATS;
 
   return ms < t->dead_after_ms ? (uint32_t)ms : t->dead_after_ms;
 }
 
-int ctl_addr_parse(const char *s, char *host, size_t hostlen, int *port,
+int ctl_args_addr_parse(const char *s, char *host, size_t hostlen, int *port,
                    char *err, size_t errlen)
 {
   const char *h, *p, *colon;
@@ -204,7 +204,7 @@ int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
     }
     val = argv[++i];
     if (strcmp(a, "--listen") == 0) {
-      rc = ctl_addr_parse(val, cfg->listen_host, sizeof(cfg->listen_host),
+      rc = ctl_args_addr_parse(val, cfg->listen_host, sizeof(cfg->listen_host),
                           &cfg->listen_port, err, errlen);
       has_listen = true;
     } else if (strcmp(a, "--state-dir") == 0) {
@@ -249,5 +249,5 @@ int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
   }
   if (!has_grace)
     cfg->t.grace_ms = cfg->t.dead_after_ms;
-  return ctl_timeouts_check(&cfg->t, err, errlen);
+  return ctl_args_timeouts_check(&cfg->t, err, errlen);
 }

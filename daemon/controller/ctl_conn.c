@@ -8,7 +8,7 @@
  *   PEER_ROLE_CTL   NODES_QUERY, answered with NODES_REPLY.
  *
  * Anything else (another role, a frame outside the role, a second
- * NODE_REGISTER, a registration that ctl_register_check refuses, a node id
+ * NODE_REGISTER, a registration that ctl_members_register_check refuses, a node id
  * alive on another connection) closes the connection with one log line
  * naming the peer; a refused registration is answered first, so the node
  * can say why. A connection that has not registered within
@@ -54,13 +54,13 @@ static const char *role_name(uint32_t role)
   }
 }
 
-void ctl_log_change(void *arg, const struct ctl_node *n,
+void ctl_conn_log_change(void *arg, const struct ctl_node *n,
                     enum ctl_node_state from, const char *why)
 {
   (void)arg;
   log_notice("node '%s' %s -> %s: %s", LOG_ESC(n->id),
-             from == 0 ? "new" : ctl_node_state_name(from),
-             ctl_node_state_name(n->state), why);
+             from == 0 ? "new" : ctl_members_node_state_name(from),
+             ctl_members_node_state_name(n->state), why);
 }
 
 static void peer_unlink(struct ctl_peer *p)
@@ -172,7 +172,7 @@ static int on_register(struct ctl_peer *p, const struct rpc_hdr *h,
     rpc_conn_close(old, -ECONNRESET);
   }
   send_register_reply(p, h->request_id, PT_OK, NULL);
-  ctl_members_timer_run(ctl);
+  controller_members_timer_run(ctl);
   return PT_OK;
 }
 
@@ -204,7 +204,7 @@ static int on_nodes_query(struct ctl_peer *p, const struct rpc_hdr *h)
     ni->capacity = n->capacity;
     ni->failure_domain = n->failure_domain[0] != '\0' ? n->failure_domain
                                                       : NULL;
-    ni->state = (char *)ctl_node_state_name(n->state);
+    ni->state = (char *)ctl_members_node_state_name(n->state);
     ni->has_heartbeat_age_ms = true;
     ni->heartbeat_age_ms = now > n->last_heard_ms ? now - n->last_heard_ms : 0;
     ni->job = n->job[0] != '\0' ? n->job : NULL;
@@ -276,7 +276,7 @@ static void on_close(struct rpc_conn *c, int err)
     log_debug("node '%s' %s: connection closed: %s",
               LOG_ESC(rpc_conn_peer_node(c)), rpc_conn_peer_name(c),
               err == 0 ? "by the peer" : pt_strerror(err));
-    ctl_members_timer_run(p->ctl);
+    controller_members_timer_run(p->ctl);
   }
   peer_unlink(p);
   rpc_conn_set_data(c, NULL);

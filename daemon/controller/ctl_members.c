@@ -25,7 +25,7 @@
 #include "common/log.h"
 #include "daemon/controller/controller.h"
 
-const char *ctl_node_state_name(enum ctl_node_state s)
+const char *ctl_members_node_state_name(enum ctl_node_state s)
 {
   switch (s) {
   case CTL_NODE_ALIVE:
@@ -47,7 +47,7 @@ static bool printable(const char *s)
   return true;
 }
 
-int ctl_register_check(const struct ctl_register *r, char *err,
+int ctl_members_register_check(const struct ctl_register *r, char *err,
                        size_t errlen)
 {
   size_t len;
@@ -146,7 +146,7 @@ int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
                          void *conn, uint64_t now, enum ctl_reg_kind *kind,
                          void **old_conn, char *err, size_t errlen)
 {
-  int rc = ctl_register_check(r, err, errlen);
+  int rc = ctl_members_register_check(r, err, errlen);
   struct ctl_node *n;
 
   *old_conn = NULL;
@@ -238,7 +238,7 @@ void ctl_members_lost(struct ctl_members *m, void *conn, uint64_t now)
 size_t ctl_members_tick(struct ctl_members *m, uint64_t now, void **dead_conns,
                         size_t ncap)
 {
-  uint32_t unreach = ctl_timeouts_unreachable_ms(&m->t);
+  uint32_t unreach = ctl_args_timeouts_unreachable_ms(&m->t);
   size_t nd = 0;
   char why[96];
 
@@ -275,7 +275,7 @@ size_t ctl_members_tick(struct ctl_members *m, uint64_t now, void **dead_conns,
 
 uint64_t ctl_members_next_ms(const struct ctl_members *m, uint64_t now)
 {
-  uint32_t unreach = ctl_timeouts_unreachable_ms(&m->t);
+  uint32_t unreach = ctl_args_timeouts_unreachable_ms(&m->t);
   uint64_t best = UINT64_MAX;
 
   for (size_t i = 0; i < m->n; i++) {

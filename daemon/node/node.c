@@ -138,11 +138,11 @@ void node_shutdown(struct node *n)
     node_smp_disconnect(r);
     /* Children the node no longer waits for (they would not die). */
     if (r->smp != NULL) {
-      node_child_abandon(r->smp);
+      node_proc_child_abandon(r->smp);
       r->smp = NULL;
     }
     if (r->trainer != NULL) {
-      node_child_abandon(r->trainer);
+      node_proc_child_abandon(r->trainer);
       r->trainer = NULL;
     }
   }
@@ -214,7 +214,7 @@ static int setup(struct node *n)
                                   sizeof(n->secret_path), n->secret);
   if (rc != PT_OK)
     return rc;
-  rc = node_env_base(&n->env);
+  rc = node_proc_env_base(&n->env);
   if (rc != PT_OK)
     return rc;
   n->ranks = calloc(n->cfg.ranks, sizeof(*n->ranks));
@@ -239,8 +239,8 @@ static int setup(struct node *n)
   }
   uv_timer_init(n->loop, &n->timer);
   n->timer.data = n;
-  node_io_clock_open(n);
-  node_signals_open(n);
+  node_job_io_clock_open(n);
+  node_ctl_signals_open(n);
 
   rc = node_ctl_open(n);
   if (rc != PT_OK)
@@ -268,7 +268,7 @@ static void teardown(struct node *n)
   }
   if (n->lock_fd >= 0)
     close(n->lock_fd);
-  node_env_free(n->env);
+  node_proc_env_free(n->env);
   n->decider->close(n);
   free(n->restart_log.at);
   free(n->ranks);
@@ -300,7 +300,7 @@ static int cluster_main(struct node *n)
     log_error("cannot start the event loop");
     goto out;
   }
-  node_signals_open(n);
+  node_ctl_signals_open(n);
   rc = node_ctl_open(n);
   if (rc == PT_OK) {
     rc = node_cluster_open(n, key);
@@ -310,7 +310,7 @@ static int cluster_main(struct node *n)
   if (rc != PT_OK) {
     node_shutdown(n);
   } else {
-    node_watchdog_start(n);
+    node_ctl_watchdog_start(n);
     sd_notifyf(0, "READY=1\nSTATUS=cluster node '%s': connecting",
                n->cfg.node_id);
     code = NODE_EXIT_FAILED;
@@ -355,11 +355,11 @@ int node_main(int argc, char **argv)
   }
   log_max_level = n->cfg.log_level;
   log_set_role("ptd node");
-  roles_rpc_log_init();
+  rpc_log_route();
   signal(SIGPIPE, SIG_IGN);
   if (n->cfg.cluster)
     return cluster_main(n);
-  if (node_preflight(&n->cfg) != PT_OK) {
+  if (node_check_preflight(&n->cfg) != PT_OK) {
     free(n);
     return NODE_EXIT_USAGE;
   }
@@ -373,7 +373,7 @@ int node_main(int argc, char **argv)
            "trainer '%s'",
            n->cfg.job, n->instance_hex, n->cfg.ranks, n->cfg.state_dir,
            n->cfg.cmd[0]);
-  node_watchdog_start(n);
+  node_ctl_watchdog_start(n);
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     if (r->smp == NULL)
@@ -383,8 +383,8 @@ int node_main(int argc, char **argv)
   }
   n->phase = NODE_PH_STARTING;
   n->state_dirty = true;
-  node_notify(n, false);
-  node_drive(n);
+  node_ctl_notify(n, false);
+  node_job_drive(n);
   uv_run(n->loop, UV_RUN_DEFAULT);
   code = n->phase == NODE_PH_EXIT ? n->exit_code : NODE_EXIT_FAILED;
   teardown(n);

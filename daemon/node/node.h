@@ -5,7 +5,7 @@
  *
  *   node.c        node_main: set-up, the state directory, node.state, the
  *                 end
- *   node_job.c    the job's phases (node_drive) and children's exits
+ *   node_job.c    the job's phases (node_job_drive) and children's exits
  *   node_life.c   moves between phases: the end, restarts, spawning; the
  *                 names of phases and rank states
  *   node_decider.h the seam for who decides commits and restores; the
@@ -31,9 +31,9 @@
  * Every child process has one owner: the node_rank that spawned or adopted
  * it, through a heap node_child freed when its libuv handle is closed.
  * Every wait is a deadline in milliseconds on the rpc_now_ms() clock; one
- * timer is armed for the earliest of them and node_drive() re-evaluates
+ * timer is armed for the earliest of them and node_job_drive() re-evaluates
  * everything whenever something happened (a child exited, a frame arrived,
- * the timer fired). node_drive() is re-entrant-safe.
+ * the timer fired). node_job_drive() is re-entrant-safe.
  */
 #ifndef PT_NODE_H
 #define PT_NODE_H
@@ -252,7 +252,7 @@ struct node_saved {
 /* Formats s. OUT: *text (malloc'd, NUL-terminated), *len. */
 int node_state_format(const struct node_saved *s, char **text, size_t *len);
 /* Parses text strictly; anything unexpected is PT_EFORMAT with a sentence
- * in err. OUT: *s, released with node_saved_release() (also on failure). */
+ * in err. OUT: *s, released with node_state_saved_release() (also on failure). */
 int node_state_parse(const char *text, size_t len, struct node_saved *s,
                      char *err, size_t errlen);
 /* Writes path atomically: a temporary file (created new with O_EXCL and
@@ -263,7 +263,7 @@ int node_state_write(const char *path, const struct node_saved *s);
  * (never followed) or a file not owned by the effective uid. */
 int node_state_read(const char *path, struct node_saved *s, char *err,
                     size_t errlen);
-void node_saved_release(struct node_saved *s);
+void node_state_saved_release(struct node_saved *s);
 /* The state directory may be used: a directory (not a symlink) owned by the
  * effective uid and not writable by group or others, in a parent owned by
  * the euid or root and not writable by group or others unless sticky (as
@@ -395,7 +395,7 @@ struct node {
   /* Deadlines are judged only against what the loop has read: io_prepare
    * notes the time before each poll for I/O, io_check (after the poll)
    * makes it io_read_ms. A deadline at or before io_read_ms passed with
-   * every frame that had arrived by then read (node_overdue). */
+   * every frame that had arrived by then read (node_job_overdue). */
   uv_prepare_t io_prepare;
   uv_check_t io_check;
   uint64_t io_poll_ms, io_read_ms;
@@ -454,54 +454,54 @@ struct node {
 };
 
 /* node_job.c */
-void node_drive(struct node *n);
+void node_job_drive(struct node *n);
 /* True when deadline (0: none) had passed before the loop last read its
  * sockets: an answer that was waiting then has been processed, so a
  * request still pending really missed it. After SIGSTOP/SIGCONT of the
  * node, timers run before the sockets are read: this defers the verdict
  * by one poll. */
-bool node_overdue(const struct node *n, uint64_t deadline);
+bool node_job_overdue(const struct node *n, uint64_t deadline);
 /* Starts io_prepare and io_check (unreferenced: they keep nothing alive). */
-void node_io_clock_open(struct node *n);
+void node_job_io_clock_open(struct node *n);
 /* A child's exit (known: status/signal are real; adopted children: false). */
-void node_child_exited(struct node *n, struct node_child *c, bool known,
+void node_job_child_exited(struct node *n, struct node_child *c, bool known,
                        int64_t status, int term_signal);
 
 /* node_life.c */
 /* Stops the job (exit 3). A repeated request with escalate (a second
  * SIGTERM or SIGINT) sends SIGKILL to what is left at once. */
-void node_request_stop(struct node *n, const char *by, bool escalate);
-const char *node_phase_name(const struct node *n);
-const char *node_rank_state_name(const struct node *n,
+void node_life_request_stop(struct node *n, const char *by, bool escalate);
+const char *node_life_phase_name(const struct node *n);
+const char *node_life_rank_state_name(const struct node *n,
                                  const struct node_rank *r);
-void node_set_phase(struct node *n, enum node_phase ph);
-bool node_all_subscribed(const struct node *n);
+void node_life_set_phase(struct node *n, enum node_phase ph);
+bool node_life_all_subscribed(const struct node *n);
 /* Ends the job: trainers are stopped, then SMPs, then the node exits. */
 __attribute__((format(printf, 3, 4))) void
-node_finish(struct node *n, enum node_outcome out, const char *fmt, ...);
+node_life_finish(struct node *n, enum node_outcome out, const char *fmt, ...);
 /* SIGTERM to every live child of role, SIGKILL at n->kill_at, and after
  * NODE_KILL_GRACE_MS more the node stops waiting. True when none is left. */
-bool node_stop_role(struct node *n, enum node_role role, uint64_t now);
+bool node_life_stop_role(struct node *n, enum node_role role, uint64_t now);
 /* To RESTART: trainers are stopped; counted: one of --max-restarts, after
  * a backoff (or the job fails when none is left). */
-void node_begin_restart(struct node *n, uint64_t now, bool counted,
+void node_life_begin_restart(struct node *n, uint64_t now, bool counted,
                         const char *why);
 /* A restore attempt failed: back to RESTART, a few times, then the job
  * fails. */
-void node_retry_restore(struct node *n, uint64_t now, const char *why);
-void node_spawn_smp(struct node *n, struct node_rank *r, uint64_t now);
+void node_life_retry_restore(struct node *n, uint64_t now, const char *why);
+void node_life_spawn_smp(struct node *n, struct node_rank *r, uint64_t now);
 /* Every rank's trainer; node.state written at once. */
-void node_spawn_trainers(struct node *n);
+void node_life_spawn_trainers(struct node *n);
 
 /* node_events.c */
 /* Frames from a subscribed SMP, after its request bookkeeping. */
-void node_on_state_reply(struct node *n, struct node_rank *r,
+void node_events_on_state_reply(struct node *n, struct node_rank *r,
                          enum node_req_kind kind, const Pt__StateReply *m);
-void node_on_reply(struct node *n, struct node_rank *r,
+void node_events_on_reply(struct node *n, struct node_rank *r,
                    const struct node_req *q, int status, const char *message);
-void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e);
+void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *e);
 /* A request failed without an answer (connection gone or deadline). */
-void node_on_req_failed(struct node *n, struct node_rank *r,
+void node_events_on_req_failed(struct node *n, struct node_rank *r,
                         const struct node_req *q, int err);
 
 /* node.c */
@@ -526,17 +526,17 @@ int node_ident_start(struct node *n);
 void node_ident_adopt(struct node *n, const struct node_saved *s);
 
 /* node_proc.c */
-int node_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
+int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
                      struct node_child **out);
 /* Adopts pid if it is alive and is provably the child recorded: the same
  * start time, and the job instance in its identity (an SMP's command line
  * names role smp, the rank's socket and --instance; a trainer's environment
  * holds PT_INSTANCE and PT_RANK). -ESRCH when it is gone or not the same. */
-int node_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
+int node_proc_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
                      int pid, uint64_t start_ticks, struct node_child **out);
-int node_child_signal(struct node_child *c, int sig);
+int node_proc_child_signal(struct node_child *c, int sig);
 /* Forgets a child that would not die (the handle is closed). */
-void node_child_abandon(struct node_child *c);
+void node_proc_child_abandon(struct node_child *c);
 /* /proc/PID/stat field 22. -ESRCH when gone. */
 int node_proc_start_ticks(int pid, uint64_t *out);
 /* /proc/PID/cmdline, NULs kept. OUT: buf, *len. */
@@ -550,9 +550,9 @@ bool node_proc_is_ours(const struct node *n, const struct node_rank *r,
 bool node_proc_identify(const struct node *n, int pid, enum node_role *role,
                         uint32_t *rank);
 /* environ less the PT_/torchrun/systemd names the node sets for children.
- * OUT: *out, NULL-terminated array freed with node_env_free. */
-int node_env_base(char ***out);
-void node_env_free(char **env);
+ * OUT: *out, NULL-terminated array freed with node_proc_env_free. */
+int node_proc_env_base(char ***out);
+void node_proc_env_free(char **env);
 
 /* node_smp.c */
 void node_smp_connect(struct node *n, struct node_rank *r);
@@ -561,8 +561,8 @@ void node_smp_disconnect(struct node_rank *r);
  * r->trainer's pid and start time); nothing without one. */
 void node_smp_announce(struct node *n, struct node_rank *r);
 /* Sends one request with its deadline. OUT: *id (may be NULL), the
- * request id its answer (node_on_reply, node_on_state_reply) or its failure
- * (node_on_req_failed) comes with. -ENOTCONN when not connected, -EBUSY
+ * request id its answer (node_events_on_reply, node_events_on_state_reply) or its failure
+ * (node_events_on_req_failed) comes with. -ENOTCONN when not connected, -EBUSY
  * when NODE_REQ_MAX requests wait already. */
 int node_smp_request(struct node *n, struct node_rank *r,
                      enum node_req_kind kind, uint64_t step, uint64_t *id);
@@ -574,7 +574,7 @@ uint64_t node_smp_next_deadline(const struct node_rank *r);
 /* The checks before anything is spawned (open files, --memory-budget);
  * may raise the soft open file limit. Logs why and returns an error when
  * the job cannot run. */
-int node_preflight(const struct node_config *cfg);
+int node_check_preflight(const struct node_config *cfg);
 
 /* node_cluster.c: cluster mode's link to the controller */
 #define NODE_CL_INCARNATION_BYTES 16u
@@ -613,11 +613,11 @@ void node_cluster_status(const struct node *n, struct node_cluster_view *v);
 
 /* node_ctl.c */
 int node_ctl_open(struct node *n);
-void node_notify(struct node *n, bool ready);
+void node_ctl_notify(struct node *n, bool ready);
 void node_ctl_close(struct node *n);
 /* SIGTERM/SIGINT handlers and the watchdog timer (initialised, idle). */
-void node_signals_open(struct node *n);
+void node_ctl_signals_open(struct node *n);
 /* Starts WATCHDOG=1 pings when systemd asked for them. */
-void node_watchdog_start(struct node *n);
+void node_ctl_watchdog_start(struct node *n);
 
 #endif /* PT_NODE_H */

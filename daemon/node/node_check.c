@@ -119,7 +119,7 @@ static int check_budget(const struct node_config *cfg)
   return rc;
 }
 
-int node_preflight(const struct node_config *cfg)
+int node_check_preflight(const struct node_config *cfg)
 {
   int rc = check_fds(cfg);
 

@@ -48,7 +48,7 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
   }
   rep.status = PT_OK;
   rep.job = n->cfg.job;
-  rep.state = (char *)node_phase_name(n);
+  rep.state = (char *)node_life_phase_name(n);
   rep.node_pid = (int32_t)getpid();
   rep.restarts = n->restarts;
   rep.commits = n->commits;
@@ -86,7 +86,7 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
     s->trainer_pid =
         r->trainer != NULL && !r->trainer->exited ? r->trainer->pid : 0;
     s->smp_pid = r->smp != NULL && !r->smp->exited ? r->smp->pid : 0;
-    s->state = (char *)node_rank_state_name(n, r);
+    s->state = (char *)node_life_rank_state_name(n, r);
     s->restarts = r->restarts;
     s->smp_restarts = r->smp_restarts;
     s->has_last_sealed = r->has_last_sealed;
@@ -132,7 +132,7 @@ static int ctl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     if (n->cfg.cluster)
       node_cluster_stop(n, "ptctl stop");
     else
-      node_request_stop(n, "ptctl stop", false);
+      node_life_request_stop(n, "ptctl stop", false);
     return 0;
   }
   default:
@@ -228,7 +228,7 @@ void node_ctl_close(struct node *n)
 
 /* ---- signals and systemd ---- */
 
-void node_notify(struct node *n, bool ready)
+void node_ctl_notify(struct node *n, bool ready)
 {
   char status[160];
 
@@ -236,11 +236,11 @@ void node_notify(struct node *n, bool ready)
     snprintf(status, sizeof(status),
              "STATUS=%s: job %s, committed step %" PRIu64 ", %" PRIu32
              " restarts",
-             node_phase_name(n), n->cfg.job, n->committed, n->restarts);
+             node_life_phase_name(n), n->cfg.job, n->committed, n->restarts);
   else
     snprintf(status, sizeof(status),
              "STATUS=%s: job %s, nothing committed yet, %" PRIu32 " restarts",
-             node_phase_name(n), n->cfg.job, n->restarts);
+             node_life_phase_name(n), n->cfg.job, n->restarts);
   if (ready && !n->ready_sent) {
     n->ready_sent = true;
     sd_notifyf(0, "READY=1\n%s", status);
@@ -265,10 +265,10 @@ static void on_signal(uv_signal_t *s, int signum)
     node_cluster_stop(n, signum == SIGINT ? "SIGINT" : "SIGTERM");
     return;
   }
-  node_request_stop(n, signum == SIGINT ? "SIGINT" : "SIGTERM", true);
+  node_life_request_stop(n, signum == SIGINT ? "SIGINT" : "SIGTERM", true);
 }
 
-void node_signals_open(struct node *n)
+void node_ctl_signals_open(struct node *n)
 {
   uv_timer_init(n->loop, &n->watchdog);
   n->watchdog.data = n;
@@ -280,7 +280,7 @@ void node_signals_open(struct node *n)
   uv_signal_start(&n->sigint, on_signal, SIGINT);
 }
 
-void node_watchdog_start(struct node *n)
+void node_ctl_watchdog_start(struct node *n)
 {
   uint64_t usec = 0;
 

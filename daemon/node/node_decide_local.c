@@ -97,7 +97,7 @@ static void on_verdict(void *ctx, const struct commit_outcome *o)
   } else {
     log_debug("commit step %" PRIu64, o->step);
   }
-  node_notify(n, false);
+  node_ctl_notify(n, false);
 }
 
 static void on_commit_missed(void *ctx, uint32_t voter, uint64_t step,
@@ -274,9 +274,9 @@ static void local_drive(struct node *n, uint64_t now)
   bool has_target;
 
   /* io_read_ms: a deadline counts as missed only once the loop has read
-   * what arrived before it (node_overdue). */
+   * what arrived before it (node_job_overdue). */
   commit_tick(&l->c, n->io_read_ms);
-  if (n->phase != NODE_PH_RUNNING || !node_all_subscribed(n))
+  if (n->phase != NODE_PH_RUNNING || !node_life_all_subscribed(n))
     return;
   has_target = commit_target(&l->c, &target);
   for (uint32_t i = 0; i < n->cfg.ranks; i++)

@@ -16,8 +16,8 @@
  * COMMIT and UNPIN to the SMPs and their answers back, and answers
  * restore_step once the controller chose (-EINPROGRESS until then).
  *
- * Every operation runs on the loop thread, inside node_drive() or a frame
- * handler that calls node_drive() afterwards. What a decider commits it
+ * Every operation runs on the loop thread, inside node_job_drive() or a frame
+ * handler that calls node_job_drive() afterwards. What a decider commits it
  * records in struct node (has_committed, committed, commits, ...), which
  * node.state persists and ptctl shows.
  */
@@ -61,7 +61,7 @@ struct node_decider {
 
   /* The step to restore from, given every rank's verified slots (nranks
    * entries). PT_OK: decided; OUT: *has (false: start fresh), *step.
-   * -EINPROGRESS: not yet (node_drive runs again when it is). */
+   * -EINPROGRESS: not yet (node_job_drive runs again when it is). */
   int (*restore_step)(struct node *n, const struct node_rank_slots *views,
                       uint32_t nranks, bool *has, uint64_t *step);
   /* Every SMP took SET_RESTORE: n->has_committed/n->committed is the

@@ -2,7 +2,7 @@
  * node_events.c — what the SMPs say to `ptd node`: their STATE_REPLYs,
  * replies to requests, requests that failed without an answer, and events
  * (a step sealed, a trainer refused or gone). On the loop thread; each
- * handler changes the node's view and leaves the rest to node_drive().
+ * handler changes the node's view and leaves the rest to node_job_drive().
  * What concerns commits goes to the decider (node_decider.h).
  */
 #include <errno.h>
@@ -14,7 +14,7 @@
 #include "common/log.h"
 #include "daemon/node/node.h"
 
-void node_on_state_reply(struct node *n, struct node_rank *r,
+void node_events_on_state_reply(struct node *n, struct node_rank *r,
                          enum node_req_kind kind, const Pt__StateReply *m)
 {
   if (m->rank != r->rank)
@@ -53,7 +53,7 @@ void node_on_state_reply(struct node *n, struct node_rank *r,
   n->decider->on_view(n, r);
 }
 
-void node_on_reply(struct node *n, struct node_rank *r,
+void node_events_on_reply(struct node *n, struct node_rank *r,
                    const struct node_req *q, int status, const char *message)
 {
   const char *text = message != NULL && message[0] != '\0'
@@ -89,7 +89,7 @@ void node_on_reply(struct node *n, struct node_rank *r,
   }
 }
 
-void node_on_req_failed(struct node *n, struct node_rank *r,
+void node_events_on_req_failed(struct node *n, struct node_rank *r,
                         const struct node_req *q, int err)
 {
   if ((q->kind == NODE_REQ_VERIFY && n->phase == NODE_PH_QUERY) ||
@@ -106,7 +106,7 @@ void node_on_req_failed(struct node *n, struct node_rank *r,
   }
 }
 
-void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
+void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
 {
   if (e->rank != r->rank)
     log_warn("smp rank %" PRIu32 " sent an event for rank %" PRIu32,
@@ -133,7 +133,7 @@ void node_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
     int status = e->has_status ? e->status : 0;
     if ((status == PT_EBUDGET || status == -ENOSPC) &&
         n->phase <= NODE_PH_RUNNING)
-      node_finish(n, NODE_OUT_FAILED,
+      node_life_finish(n, NODE_OUT_FAILED,
                   "smp rank %" PRIu32 " refused its trainer: %s (not "
                   "restarted: raise --memory-budget or make room in /dev/shm)",
                   r->rank,

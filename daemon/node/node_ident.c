@@ -335,7 +335,7 @@ int node_ident_start(struct node *n)
     }
     log_notice("ignoring '%s' of job '%s': its processes are gone",
                n->state_path, s.job);
-    node_saved_release(&s);
+    node_state_saved_release(&s);
     have = false;
   }
   if (have && !n->cfg.fresh && s.ranks != n->cfg.ranks) {
@@ -436,7 +436,7 @@ int node_ident_start(struct node *n)
   log_info("new job instance %s", n->instance_hex);
   rc = node_save(n);
 out:
-  node_saved_release(&s);
+  node_state_saved_release(&s);
   return rc;
 }
 
@@ -447,7 +447,7 @@ static void adopt_one(struct node *n, struct node_rank *r, enum node_role role,
 {
   struct node_child *c;
 
-  if (node_child_adopt(n, r, role, pid, ticks, &c) != PT_OK)
+  if (node_proc_child_adopt(n, r, role, pid, ticks, &c) != PT_OK)
     return;
   if (role == NODE_ROLE_SMP) {
     r->smp = c;

@@ -1,6 +1,6 @@
 /*
  * node_job.c — the job's life in `ptd node`: its phases and its children's
- * exits. Everything here runs on the loop thread, driven by node_drive().
+ * exits. Everything here runs on the loop thread, driven by node_job_drive().
  *
  * Phases (enum node_phase):
  *
@@ -50,7 +50,7 @@
 
 /* ---- children ---- */
 
-void node_child_exited(struct node *n, struct node_child *c, bool known,
+void node_job_child_exited(struct node *n, struct node_child *c, bool known,
                        int64_t status, int term_signal)
 {
   struct node_rank *r = c->rank;
@@ -73,10 +73,10 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
                     (status == NODE_EXIT_USAGE || status == NODE_EX_CONFIG);
       r->smp_fails++;
       if (config)
-        node_finish(n, NODE_OUT_FAILED,
+        node_life_finish(n, NODE_OUT_FAILED,
                     "smp rank %" PRIu32 " %s (configuration)", r->rank, how);
       else if (r->smp_fails > NODE_SMP_FAILS_MAX)
-        node_finish(n, NODE_OUT_FAILED,
+        node_life_finish(n, NODE_OUT_FAILED,
                     "smp rank %" PRIu32 " died %" PRIu32
                     " times before answering",
                     r->rank, r->smp_fails);
@@ -92,7 +92,7 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
         r->smp_respawn_at = rpc_now_ms() + d;
       }
     }
-    node_drive(n);
+    node_job_drive(n);
     return;
   }
 
@@ -142,17 +142,17 @@ void node_child_exited(struct node *n, struct node_child *c, bool known,
              r->rank, c->pid, how,
              r->permanent ? " (configuration error: not restarted)" : "");
   }
-  node_drive(n);
+  node_job_drive(n);
 }
 
 /* ---- phases ---- */
 
 static void step_starting(struct node *n, uint64_t now)
 {
-  if (!node_all_subscribed(n))
+  if (!node_life_all_subscribed(n))
     return;
   if (!n->adopting) {
-    node_begin_restart(n, now, false, "");
+    node_life_begin_restart(n, now, false, "");
     return;
   }
   /* Adopted: a trainer that is gone finished only if its (adopted) SMP
@@ -177,20 +177,20 @@ static void step_starting(struct node *n, uint64_t now)
   n->running_since = now;
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].progress_at = now;
-  node_set_phase(n, NODE_PH_RUNNING);
+  node_life_set_phase(n, NODE_PH_RUNNING);
   n->decider->drive(n, now); /* the pins the SMPs reported first */
-  node_notify(n, true);
+  node_ctl_notify(n, true);
 }
 
 static void step_restart(struct node *n, uint64_t now)
 {
-  if (!node_stop_role(n, NODE_ROLE_TRAINER, now) || now < n->backoff_until)
+  if (!node_life_stop_role(n, NODE_ROLE_TRAINER, now) || now < n->backoff_until)
     return;
-  if (!node_all_subscribed(n)) {
+  if (!node_life_all_subscribed(n)) {
     if (n->phase_deadline == 0)
       n->phase_deadline = now + NODE_SMP_BACK_MS;
     else if (now >= n->phase_deadline)
-      node_finish(n, NODE_OUT_FAILED, "the smps did not answer within %u ms",
+      node_life_finish(n, NODE_OUT_FAILED, "the smps did not answer within %u ms",
                   NODE_SMP_BACK_MS);
     return;
   }
@@ -203,7 +203,7 @@ static void step_restart(struct node *n, uint64_t now)
     if (node_smp_request(n, r, NODE_REQ_VERIFY, 0, NULL) != PT_OK)
       n->attempt_failed = true;
   }
-  node_set_phase(n, NODE_PH_QUERY);
+  node_life_set_phase(n, NODE_PH_QUERY);
 }
 
 static void step_query(struct node *n, uint64_t now)
@@ -211,7 +211,7 @@ static void step_query(struct node *n, uint64_t now)
   struct node_rank_slots views[NODE_MAX_RANKS];
 
   if (n->attempt_failed) {
-    node_retry_restore(n, now, "a state query failed");
+    node_life_retry_restore(n, now, "a state query failed");
     return;
   }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
@@ -226,7 +226,7 @@ static void step_query(struct node *n, uint64_t now)
     const struct node_rank *r = &n->ranks[i];
     uint64_t share = n->cfg.memory_budget / n->cfg.ranks;
     if (r->has_store && r->bytes_held > share) {
-      node_finish(n, NODE_OUT_FAILED,
+      node_life_finish(n, NODE_OUT_FAILED,
                   "rank %" PRIu32 "'s snapshot object holds %" PRIu64
                   " bytes, more than its share of --memory-budget (%" PRIu64
                   " bytes of %" PRIu64
@@ -238,9 +238,9 @@ static void step_query(struct node *n, uint64_t now)
   int rc = n->decider->restore_step(n, views, n->cfg.ranks, &n->restore_has,
                                     &n->restore_step);
   if (rc == -EINPROGRESS)
-    return; /* the decider answers later; node_drive runs again then */
+    return; /* the decider answers later; node_job_drive runs again then */
   if (rc != PT_OK) {
-    node_retry_restore(n, now, "no restore step was decided");
+    node_life_retry_restore(n, now, "no restore step was decided");
     return;
   }
   /* Damaged snapshots are reported; with nothing intact left the job stops
@@ -276,7 +276,7 @@ static void step_query(struct node *n, uint64_t now)
     }
   }
   if (!n->restore_has && damaged[0] != '\0') {
-    node_finish(n, NODE_OUT_FAILED,
+    node_life_finish(n, NODE_OUT_FAILED,
                 "no snapshot step is intact on every rank (%s); refusing to "
                 "restore damaged state or to start over",
                 damaged);
@@ -298,7 +298,7 @@ static void step_query(struct node *n, uint64_t now)
         snprintf(lost, sizeof(lost), "rank %" PRIu32 " no longer holds it%s",
                  r->rank, r->has_store ? "" : " (no snapshot object)");
     }
-    node_finish(n, NODE_OUT_FAILED,
+    node_life_finish(n, NODE_OUT_FAILED,
                 "committed step %" PRIu64 " is not held intact by every rank "
                 "(%s), and no older step is; refusing to start over and lose "
                 "it: start with --fresh to train from the beginning",
@@ -311,13 +311,13 @@ static void step_query(struct node *n, uint64_t now)
         PT_OK)
       n->attempt_failed = true;
   }
-  node_set_phase(n, NODE_PH_SET_RESTORE);
+  node_life_set_phase(n, NODE_PH_SET_RESTORE);
 }
 
 static void step_set_restore(struct node *n, uint64_t now)
 {
   if (n->attempt_failed) {
-    node_retry_restore(n, now, "setting the restore point failed");
+    node_life_retry_restore(n, now, "setting the restore point failed");
     return;
   }
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
@@ -340,12 +340,12 @@ static void step_set_restore(struct node *n, uint64_t now)
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].has_last_sealed = false;
   n->decider->restored(n);
-  node_set_phase(n, NODE_PH_RUNNING);
+  node_life_set_phase(n, NODE_PH_RUNNING);
   n->running_since = now;
   n->committed_since = false;
-  node_spawn_trainers(n);
+  node_life_spawn_trainers(n);
   if (n->phase == NODE_PH_RUNNING)
-    node_notify(n, true);
+    node_ctl_notify(n, true);
 }
 
 /* --progress-timeout: the deadline of a rank whose trainer runs (0 none). */
@@ -364,7 +364,7 @@ static uint64_t progress_deadline(const struct node *n,
 static struct node_rank *stuck_rank(struct node *n)
 {
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
-    if (node_overdue(n, progress_deadline(n, &n->ranks[i])))
+    if (node_job_overdue(n, progress_deadline(n, &n->ranks[i])))
       return &n->ranks[i];
   return NULL;
 }
@@ -384,7 +384,7 @@ static void step_running(struct node *n, uint64_t now)
              stuck->rank, stuck->trainer->pid,
              n->cfg.progress_timeout_ms / 1000u);
     log_warn("%s; restarting the job", why);
-    node_begin_restart(n, now, true, why);
+    node_life_begin_restart(n, now, true, why);
     return;
   }
 
@@ -397,9 +397,9 @@ static void step_running(struct node *n, uint64_t now)
   }
   if (failed != NULL) {
     if (failed->permanent)
-      node_finish(n, NODE_OUT_FAILED, "%s", failed->why);
+      node_life_finish(n, NODE_OUT_FAILED, "%s", failed->why);
     else
-      node_begin_restart(n, now, true, failed->why);
+      node_life_begin_restart(n, now, true, failed->why);
   } else if (all_done) {
     /* The last steps are committed first. A trainer's last seal may still
      * be on its way from the SMP: a STATE_QUERY to every SMP is answered
@@ -425,7 +425,7 @@ static void step_running(struct node *n, uint64_t now)
       log_warn("the commit of step %" PRIu64 " did not end within %u ms of "
                "the job's end; stopping anyway",
                step, NODE_END_ROUNDS_MS);
-    node_finish(n, NODE_OUT_DONE, "job completed");
+    node_life_finish(n, NODE_OUT_DONE, "job completed");
   }
 }
 
@@ -490,8 +490,8 @@ static void step(struct node *n, uint64_t now)
   for (uint32_t i = 0; i < n->cfg.ranks && n->phase <= NODE_PH_RUNNING; i++) {
     struct node_rank *r = &n->ranks[i];
     if (r->smp == NULL && r->smp_respawn_at != 0 && now >= r->smp_respawn_at)
-      node_spawn_smp(n, r, now);
-    if (r->tstate == NODE_TR_GONE_WAIT && node_overdue(n, r->gone_deadline))
+      node_life_spawn_smp(n, r, now);
+    if (r->tstate == NODE_TR_GONE_WAIT && node_job_overdue(n, r->gone_deadline))
       r->tstate = NODE_TR_FAILED; /* r->why says so already */
   }
   switch (n->phase) {
@@ -511,13 +511,13 @@ static void step(struct node *n, uint64_t now)
     step_running(n, now);
     break;
   case NODE_PH_STOP_TRAINERS:
-    if (node_stop_role(n, NODE_ROLE_TRAINER, now)) {
+    if (node_life_stop_role(n, NODE_ROLE_TRAINER, now)) {
       n->kill_at = now + NODE_TERM_GRACE_MS;
-      node_set_phase(n, NODE_PH_STOP_SMPS);
+      node_life_set_phase(n, NODE_PH_STOP_SMPS);
     }
     break;
   case NODE_PH_STOP_SMPS:
-    if (node_stop_role(n, NODE_ROLE_SMP, now))
+    if (node_life_stop_role(n, NODE_ROLE_SMP, now))
       finish_exit(n);
     break;
   case NODE_PH_EXIT:
@@ -570,10 +570,10 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
 
 static void on_timer(uv_timer_t *t)
 {
-  node_drive(t->data);
+  node_job_drive(t->data);
 }
 
-bool node_overdue(const struct node *n, uint64_t deadline)
+bool node_job_overdue(const struct node *n, uint64_t deadline)
 {
   return deadline != 0 && deadline <= n->io_read_ms;
 }
@@ -592,7 +592,7 @@ static void on_io_check(uv_check_t *h)
   n->io_read_ms = n->io_poll_ms;
 }
 
-void node_io_clock_open(struct node *n)
+void node_job_io_clock_open(struct node *n)
 {
   uv_prepare_init(n->loop, &n->io_prepare);
   uv_check_init(n->loop, &n->io_check);
@@ -604,7 +604,7 @@ void node_io_clock_open(struct node *n)
   uv_unref((uv_handle_t *)&n->io_check);
 }
 
-void node_drive(struct node *n)
+void node_job_drive(struct node *n)
 {
   uint64_t now;
 

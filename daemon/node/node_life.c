@@ -1,6 +1,6 @@
 /*
  * node_life.c — the moves of the job between its phases in `ptd node`: the
- * end (node_finish, a stop request, stopping the children of a role), a
+ * end (node_life_finish, a stop request, stopping the children of a role), a
  * restart and a restore attempt that failed, spawning SMPs and trainers;
  * and the names of phases and rank states that ptctl and node.state show.
  * Everything here runs on the loop thread; the phases are in node_job.c.
@@ -25,7 +25,7 @@ static const char *role_name(enum node_role role)
   return role == NODE_ROLE_SMP ? "smp" : "trainer";
 }
 
-const char *node_phase_name(const struct node *n)
+const char *node_life_phase_name(const struct node *n)
 {
   switch (n->phase) {
   case NODE_PH_STARTING:
@@ -51,7 +51,7 @@ const char *node_phase_name(const struct node *n)
   }
 }
 
-const char *node_rank_state_name(const struct node *n,
+const char *node_life_rank_state_name(const struct node *n,
                                  const struct node_rank *r)
 {
   switch (r->tstate) {
@@ -81,17 +81,17 @@ const char *node_rank_state_name(const struct node *n,
   }
 }
 
-void node_set_phase(struct node *n, enum node_phase ph)
+void node_life_set_phase(struct node *n, enum node_phase ph)
 {
   if (n->phase == ph)
     return;
-  log_debug("phase %s -> %d", node_phase_name(n), (int)ph);
+  log_debug("phase %s -> %d", node_life_phase_name(n), (int)ph);
   n->phase = ph;
   n->drive_again = true;
   n->state_dirty = true;
 }
 
-bool node_all_subscribed(const struct node *n)
+bool node_life_all_subscribed(const struct node *n)
 {
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     if (!n->ranks[i].subscribed)
@@ -100,7 +100,7 @@ bool node_all_subscribed(const struct node *n)
 }
 
 /* Ends the job: trainers are stopped, then SMPs, then the node exits. */
-void node_finish(struct node *n, enum node_outcome out, const char *fmt, ...)
+void node_life_finish(struct node *n, enum node_outcome out, const char *fmt, ...)
 {
   va_list ap;
 
@@ -112,11 +112,11 @@ void node_finish(struct node *n, enum node_outcome out, const char *fmt, ...)
   va_end(ap);
   n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
   n->decider->drop(n); /* answers still to come are ignored */
-  node_set_phase(n, NODE_PH_STOP_TRAINERS);
-  node_notify(n, false);
+  node_life_set_phase(n, NODE_PH_STOP_TRAINERS);
+  node_ctl_notify(n, false);
 }
 
-void node_request_stop(struct node *n, const char *by, bool escalate)
+void node_life_request_stop(struct node *n, const char *by, bool escalate)
 {
   if (n->phase >= NODE_PH_STOP_TRAINERS) {
     if (escalate && n->outcome == NODE_OUT_STOPPED && n->phase < NODE_PH_EXIT) {
@@ -125,14 +125,14 @@ void node_request_stop(struct node *n, const char *by, bool escalate)
     }
   } else {
     log_info("stopping the job (%s)", by);
-    node_finish(n, NODE_OUT_STOPPED, "stopped by %s", by);
+    node_life_finish(n, NODE_OUT_STOPPED, "stopped by %s", by);
   }
-  node_drive(n);
+  node_job_drive(n);
 }
 
 /* SIGTERM to every live child of role, SIGKILL at n->kill_at, and after
  * NODE_KILL_GRACE_MS more the node stops waiting. True when none is left. */
-bool node_stop_role(struct node *n, enum node_role role, uint64_t now)
+bool node_life_stop_role(struct node *n, enum node_role role, uint64_t now)
 {
   bool none = true;
 
@@ -144,14 +144,14 @@ bool node_stop_role(struct node *n, enum node_role role, uint64_t now)
       continue;
     if (!c->term_sent) {
       c->term_sent = true;
-      node_child_signal(c, SIGTERM);
+      node_proc_child_signal(c, SIGTERM);
       none = false;
     } else if (!c->kill_sent && now >= n->kill_at) {
       log_warn("%s rank %" PRIu32 " (pid %d) did not stop within %u ms; "
                "sending SIGKILL",
                role_name(role), r->rank, c->pid, NODE_TERM_GRACE_MS);
       c->kill_sent = true;
-      node_child_signal(c, SIGKILL);
+      node_proc_child_signal(c, SIGKILL);
       none = false;
     } else if (c->kill_sent && now >= n->kill_at + NODE_KILL_GRACE_MS) {
       log_error("%s rank %" PRIu32 " (pid %d) did not exit after SIGKILL; "
@@ -161,7 +161,7 @@ bool node_stop_role(struct node *n, enum node_role role, uint64_t now)
         r->smp = NULL;
       else
         r->trainer = NULL;
-      node_child_abandon(c);
+      node_proc_child_abandon(c);
     } else {
       none = false;
     }
@@ -169,7 +169,7 @@ bool node_stop_role(struct node *n, enum node_role role, uint64_t now)
   return none;
 }
 
-void node_begin_restart(struct node *n, uint64_t now, bool counted,
+void node_life_begin_restart(struct node *n, uint64_t now, bool counted,
                         const char *why)
 {
   n->backoff_until = 0;
@@ -184,12 +184,12 @@ void node_begin_restart(struct node *n, uint64_t now, bool counted,
     uint32_t recent = node_plan_restarts_recent(l, now, win);
     if (recent >= n->cfg.max_restarts) {
       if (win != 0)
-        node_finish(n, NODE_OUT_FAILED, "%s; no restarts left (%" PRIu32
+        node_life_finish(n, NODE_OUT_FAILED, "%s; no restarts left (%" PRIu32
                     " in the last %" PRIu32 " s: --max-restarts %" PRIu32
                     ", --restart-window %" PRIu32 ")",
                     why, recent, win / 1000u, n->cfg.max_restarts, win / 1000u);
       else
-        node_finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %"
+        node_life_finish(n, NODE_OUT_FAILED, "%s; no restarts left (--max-restarts %"
                     PRIu32 ")", why, n->cfg.max_restarts);
       return;
     }
@@ -227,17 +227,17 @@ void node_begin_restart(struct node *n, uint64_t now, bool counted,
   n->end_deadline = 0;
   n->kill_at = now + NODE_TERM_GRACE_MS;
   n->phase_deadline = 0;
-  node_set_phase(n, NODE_PH_RESTART);
-  node_notify(n, false);
+  node_life_set_phase(n, NODE_PH_RESTART);
+  node_ctl_notify(n, false);
 }
 
 /* A restore attempt failed (an SMP died or refused): try again a few
  * times, then give up. */
-void node_retry_restore(struct node *n, uint64_t now, const char *why)
+void node_life_retry_restore(struct node *n, uint64_t now, const char *why)
 {
   n->restore_fails++;
   if (n->restore_fails > NODE_RESTORE_TRIES) {
-    node_finish(n, NODE_OUT_FAILED, "restore failed %" PRIu32 " times: %s",
+    node_life_finish(n, NODE_OUT_FAILED, "restore failed %" PRIu32 " times: %s",
                 n->restore_fails, why);
     return;
   }
@@ -246,13 +246,13 @@ void node_retry_restore(struct node *n, uint64_t now, const char *why)
   log_warn("restore attempt failed (%s); retrying in %" PRIu32 " ms", why, d);
   n->backoff_until = now + d;
   n->phase_deadline = 0;
-  node_set_phase(n, NODE_PH_RESTART);
+  node_life_set_phase(n, NODE_PH_RESTART);
 }
 
-void node_spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
+void node_life_spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
 {
   struct node_child *c = NULL;
-  int rc = node_child_spawn(n, r, NODE_ROLE_SMP, &c);
+  int rc = node_proc_child_spawn(n, r, NODE_ROLE_SMP, &c);
 
   r->smp_respawn_at = 0;
   if (rc != PT_OK) {
@@ -260,7 +260,7 @@ void node_spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
     log_error("cannot start smp rank %" PRIu32 ": %s", r->rank,
               pt_strerror(rc));
     if (r->smp_fails > NODE_SMP_FAILS_MAX)
-      node_finish(n, NODE_OUT_FAILED, "cannot start smp rank %" PRIu32 ": %s",
+      node_life_finish(n, NODE_OUT_FAILED, "cannot start smp rank %" PRIu32 ": %s",
                   r->rank, pt_strerror(rc));
     else
       r->smp_respawn_at =
@@ -275,7 +275,7 @@ void node_spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
   node_smp_connect(n, r);
 }
 
-void node_spawn_trainers(struct node *n)
+void node_life_spawn_trainers(struct node *n)
 {
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
@@ -284,9 +284,9 @@ void node_spawn_trainers(struct node *n)
     r->gone_seen = r->gone_done = false;
     r->permanent = false;
     r->why[0] = '\0';
-    int rc = node_child_spawn(n, r, NODE_ROLE_TRAINER, &c);
+    int rc = node_proc_child_spawn(n, r, NODE_ROLE_TRAINER, &c);
     if (rc != PT_OK) {
-      node_finish(n, NODE_OUT_FAILED, "cannot start trainer rank %" PRIu32
+      node_life_finish(n, NODE_OUT_FAILED, "cannot start trainer rank %" PRIu32
                   " ('%s'): %s", r->rank, n->cfg.cmd[0], pt_strerror(rc));
       return;
     }

@@ -64,7 +64,7 @@ static bool env_is_ours(const char *kv)
   return false;
 }
 
-int node_env_base(char ***out)
+int node_proc_env_base(char ***out)
 {
   size_t n = 0, k = 0;
 
@@ -78,7 +78,7 @@ int node_env_base(char ***out)
       continue;
     env[k] = strdup(environ[i]);
     if (env[k] == NULL) {
-      node_env_free(env);
+      node_proc_env_free(env);
       return -ENOMEM;
     }
     k++;
@@ -87,7 +87,7 @@ int node_env_base(char ***out)
   return PT_OK;
 }
 
-void node_env_free(char **env)
+void node_proc_env_free(char **env)
 {
   if (env == NULL)
     return;
@@ -367,7 +367,7 @@ static void on_spawned_exit(uv_process_t *p, int64_t status, int term_signal)
 
   c->exited = true;
   trainer_group_kill(c);
-  node_child_exited(c->rank->node, c, true, status, term_signal);
+  node_job_child_exited(c->rank->node, c, true, status, term_signal);
   uv_close((uv_handle_t *)p, free_child);
 }
 
@@ -380,7 +380,7 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
   uv_poll_stop(h);
   c->exited = true;
   trainer_group_kill(c);
-  node_child_exited(c->rank->node, c, false, 0, 0);
+  node_job_child_exited(c->rank->node, c, false, 0, 0);
   uv_close((uv_handle_t *)h, free_child);
 }
 
@@ -482,7 +482,7 @@ static void trainer_env_free(struct node *n, char **env)
   free(env);
 }
 
-int node_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
+int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
                      struct node_child **out)
 {
   uv_process_options_t o;
@@ -545,7 +545,7 @@ out_free:
   return rc;
 }
 
-int node_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
+int node_proc_child_adopt(struct node *n, struct node_rank *r, enum node_role role,
                      int pid, uint64_t start_ticks, struct node_child **out)
 {
   uint64_t now_ticks = 0;
@@ -607,7 +607,7 @@ out_close:
   return rc;
 }
 
-int node_child_signal(struct node_child *c, int sig)
+int node_proc_child_signal(struct node_child *c, int sig)
 {
   if (c->exited)
     return -ESRCH;
@@ -625,7 +625,7 @@ int node_child_signal(struct node_child *c, int sig)
   return PT_OK;
 }
 
-void node_child_abandon(struct node_child *c)
+void node_proc_child_abandon(struct node_child *c)
 {
   if (c->exited)
     return;

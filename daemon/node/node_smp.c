@@ -18,9 +18,9 @@
  * STATE_QUERY) each second whose deadline is --smp-timeout, so that a hung
  * SMP is found even when nothing else is asked of it; a probe missed while
  * the SMP is busy (running, per /proc) gets more time. A deadline counts as
- * missed only once the loop has read what arrived before it (node_overdue).
+ * missed only once the loop has read what arrived before it (node_job_overdue).
  * When a connection goes, every request waiting on it fails with the cause
- * (node_on_req_failed), so no caller waits forever.
+ * (node_events_on_req_failed), so no caller waits forever.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -64,11 +64,11 @@ static void fail_pending(struct node *n, struct node_rank *r, int err)
 {
   while (r->nreqs > 0) {
     struct node_req q = r->reqs[--r->nreqs];
-    node_on_req_failed(n, r, &q, err);
+    node_events_on_req_failed(n, r, &q, err);
   }
 }
 
-static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+static int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                       ProtobufCMessage *msg)
 {
   struct node_rank *r = rpc_conn_data(c);
@@ -78,8 +78,8 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   if (r->conn != c)
     return 1; /* a connection the rank no longer uses */
   if (h->type == RPC_EVENT) {
-    node_on_event(n, r, (const Pt__Event *)msg);
-    node_drive(n);
+    node_events_on_event(n, r, (const Pt__Event *)msg);
+    node_job_drive(n);
     return 0;
   }
   for (i = 0; i < r->nreqs; i++)
@@ -101,8 +101,8 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   if (h->type != want) {
     log_error("smp rank %" PRIu32 ": answered %s with %s; closing",
               r->rank, req_name(q.kind), rpc_type_name(h->type));
-    node_on_req_failed(n, r, &q, PT_EPROTO);
-    node_drive(n);
+    node_events_on_req_failed(n, r, &q, PT_EPROTO);
+    node_job_drive(n);
     return 1;
   }
   if (state_kind) {
@@ -112,8 +112,8 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                 req_name(q.kind),
                 m->message != NULL ? LOG_ESC(m->message)
                                    : pt_strerror(m->status));
-      node_on_req_failed(n, r, &q, m->status);
-      node_drive(n);
+      node_events_on_req_failed(n, r, &q, m->status);
+      node_job_drive(n);
       return q.kind == NODE_REQ_SUBSCRIBE; /* not subscribed: retry */
     }
     if (q.kind == NODE_REQ_SUBSCRIBE) {
@@ -128,12 +128,12 @@ static int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     }
     if (q.kind == NODE_REQ_PROBE)
       return 0; /* alive: nothing else to learn */
-    node_on_state_reply(n, r, q.kind, m);
+    node_events_on_state_reply(n, r, q.kind, m);
   } else {
     const Pt__Reply *m = (const Pt__Reply *)msg;
-    node_on_reply(n, r, &q, m->status, m->message);
+    node_events_on_reply(n, r, &q, m->status, m->message);
   }
-  node_drive(n);
+  node_job_drive(n);
   return 0;
 }
 
@@ -162,11 +162,11 @@ static void smp_on_close(struct rpc_conn *c, int err)
       r->connect_deadline = now + NODE_CONNECT_MS;
     r->retry_at = now + NODE_RETRY_MS;
   }
-  node_drive(n);
+  node_job_drive(n);
 }
 
 static const struct rpc_conn_ops smp_ops = {
-    .on_msg = smp_on_msg,
+    .on_msg = smp_serve_on_msg,
     .on_close = smp_on_close,
 };
 
@@ -332,7 +332,7 @@ static void kill_unresponsive(struct node_rank *r, const char *what)
     log_error("smp rank %" PRIu32 " (pid %d) did not answer %s in time; "
               "killing it",
               r->rank, c->pid, what);
-    node_child_signal(c, SIGKILL);
+    node_proc_child_signal(c, SIGKILL);
     c->kill_sent = true;
   }
   r->connect_deadline = 0;
@@ -390,11 +390,11 @@ void node_smp_tick(struct node *n, uint64_t now)
     bool late = false;
     const char *what = NULL;
 
-    /* node_overdue: a deadline counts as missed only once the loop has
+    /* node_job_overdue: a deadline counts as missed only once the loop has
      * read what arrived before it (a node resumed from SIGSTOP runs its
      * timer first, with the answers still unread in its sockets). */
     for (uint32_t k = 0; k < r->nreqs; k++)
-      if (node_overdue(n, r->reqs[k].deadline_ms) &&
+      if (node_job_overdue(n, r->reqs[k].deadline_ms) &&
           !probe_excused(n, r, &r->reqs[k], now)) {
         late = true;
         what = req_name(r->reqs[k].kind);
@@ -406,7 +406,7 @@ void node_smp_tick(struct node *n, uint64_t now)
     probe(n, r, now);
     if (r->subscribed || r->smp == NULL || r->smp->exited)
       continue;
-    if (node_overdue(n, r->connect_deadline)) {
+    if (node_job_overdue(n, r->connect_deadline)) {
       char what_buf[sizeof(r->sock_path) + 8];
       snprintf(what_buf, sizeof(what_buf), "on '%s'", r->sock_path);
       kill_unresponsive(r, what_buf);

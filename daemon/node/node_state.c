@@ -58,7 +58,7 @@
 #define STATE_MAX_BYTES (4u << 20)
 #define STATE_MAX_ARGS 4096u
 
-void node_saved_release(struct node_saved *s)
+void node_state_saved_release(struct node_saved *s)
 {
   if (s == NULL)
     return;
@@ -478,7 +478,7 @@ int node_state_parse(const char *text, size_t len, struct node_saved *s,
 out_fail:
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "%s", L.err[0] != '\0' ? L.err : pt_strerror(rc));
-  node_saved_release(s);
+  node_state_saved_release(s);
   return rc;
 }
 

@@ -309,7 +309,7 @@ struct msg_call {
 static int msg_call(void *arg)
 {
   struct msg_call *mc = arg;
-  return smp_on_msg(mc->c, mc->h, mc->msg);
+  return smp_serve_on_msg(mc->c, mc->h, mc->msg);
 }
 
 /* Every request runs guarded: one that faults closes its connection. */
@@ -326,7 +326,7 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
 
 static int conn_gone(void *arg)
 {
-  smp_conn_gone(arg);
+  smp_serve_conn_gone(arg);
   return 0;
 }
 
@@ -436,7 +436,7 @@ static void smp_stop(struct smp *smp)
     next = sc->next;
     rpc_conn_close(sc->conn, 0);
   }
-  smp_announce_clear(smp);
+  smp_trainer_pid_announce_clear(smp);
   uv_timer_stop(&smp->check_timer);
   if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
     uv_close((uv_handle_t *)&smp->check_timer, NULL);
@@ -643,7 +643,7 @@ int smp_main(int argc, char **argv)
 
   snprintf(role, sizeof(role), "ptd smp %u", smp->rank);
   log_set_role(role);
-  roles_rpc_log_init();
+  rpc_log_route();
   /* Spawned through /proc/self/exe, the process would show as "exe". */
   snprintf(comm, sizeof(comm), "ptd-smp-%u", smp->rank);
   prctl(PR_SET_NAME, comm, 0, 0, 0);

@@ -107,20 +107,20 @@ struct smp {
 };
 
 /* rpc_conn_ops.on_msg of every accepted connection (smp_serve.c). */
-int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                ProtobufCMessage *msg);
 
 /* A connection was given a role: no idle deadline, no buffer cap. */
-void smp_conn_role_given(struct smp_conn *sc, int role);
+void smp_serve_conn_role_given(struct smp_conn *sc, int role);
 
 /* A connection is gone: frees the slots it acquired and did not seal, ends
  * its trainer role (telling the node) and drops it as the subscriber. The
  * caller unlinks and frees sc. */
-void smp_conn_gone(struct smp_conn *sc);
+void smp_serve_conn_gone(struct smp_conn *sc);
 
 /* Ends the node's trainer announcement and stops watching its pid (the
  * SMP is stopping, or the announced trainer exited). */
-void smp_announce_clear(struct smp *smp);
+void smp_trainer_pid_announce_clear(struct smp *smp);
 
 /* The object under shm_name, opened and checked as this SMP's (smp.c): on
  * return smp->store is the locked object, or NULL when there is none (or a
@@ -147,64 +147,64 @@ int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg);
 /* smp_serve.c: helpers of both roles' requests. */
 
 /* Answers request id with a plain Reply. */
-void smp_reply_status(struct smp_conn *sc, uint64_t id, int status,
+void smp_serve_reply_status(struct smp_conn *sc, uint64_t id, int status,
                       const char *message);
 
 /* Sends ev to the node, when one is subscribed. */
-void smp_event_send(struct smp *smp, Pt__Event *ev);
+void smp_serve_event_send(struct smp *smp, Pt__Event *ev);
 
 /* Remembers a slot sc acquired. A slot has one current generation, so an
  * older entry for the same slot is replaced. */
-void smp_writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen);
+void smp_serve_writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen);
 
 /* Forgets a slot sc acquired (sealed, or failed in the trainer). */
-void smp_writing_remove(struct smp_conn *sc, uint32_t slot, uint64_t gen);
+void smp_serve_writing_remove(struct smp_conn *sc, uint32_t slot, uint64_t gen);
 
 /* Frees every slot this connection acquired and did not seal. */
-void smp_writing_abort_all(struct smp_conn *sc);
+void smp_serve_writing_abort_all(struct smp_conn *sc);
 
 /* The trainer role of sc ends (BYE, close or its process's exit): tell the
  * node once. */
-void smp_trainer_release(struct smp_conn *sc, bool done);
+void smp_serve_trainer_release(struct smp_conn *sc, bool done);
 
 /* Commits step (SEAL with --autocommit, or COMMIT); logs a failure. */
-int smp_commit_step(struct smp *smp, uint64_t step);
+int smp_serve_commit_step(struct smp *smp, uint64_t step);
 
 /* smp_trainer_pid.c: which process is the trainer. */
 
 /* Watches the trainer process pid of sc: when it exits, sc stops being the
  * trainer's and is closed. Replaces any earlier watch. */
-void smp_watch_start(struct smp_conn *sc, int pid);
+void smp_trainer_pid_watch_start(struct smp_conn *sc, int pid);
 
 /* Stops watching sc's trainer process (none: nothing). */
-void smp_watch_stop(struct smp_conn *sc);
+void smp_trainer_pid_watch_stop(struct smp_conn *sc);
 
 /* Whether the HELLO of peer pid may go on: 0, -EAGAIN while no trainer is
  * announced (with --secret-file; without, only an announcement restricts),
  * PT_EROLE from outside the announced session. OUT: msg when not. */
-int smp_hello_peer_check(struct smp *smp, int peer, char *msg, size_t len);
+int smp_trainer_pid_hello_peer_check(struct smp *smp, int peer, char *msg, size_t len);
 
 /* The request handlers, each answering request id (they return 0, as
- * smp_on_msg does). smp_trainer_pid.c: */
-int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
+ * smp_serve_on_msg does). smp_trainer_pid.c: */
+int smp_trainer_pid_on_trainer_set(struct smp_conn *sc, uint64_t id,
                        const Pt__TrainerSet *m);
 /* smp_trainer.c: */
-int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m);
-int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
+int smp_trainer_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m);
+int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
                         const Pt__SlotAcquire *m);
-int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m);
-int smp_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m);
-int smp_on_restore_query(struct smp_conn *sc, uint64_t id);
-int smp_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m);
-/* smp_node.c (STATE_QUERY: smp_state_reply; verify: read every readable
+int smp_trainer_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m);
+int smp_trainer_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m);
+int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id);
+int smp_trainer_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m);
+/* smp_node.c (STATE_QUERY: smp_node_state_reply; verify: read every readable
  * slot in full): */
-void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify);
-int smp_on_subscribe(struct smp_conn *sc, uint64_t id,
+void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify);
+int smp_node_on_subscribe(struct smp_conn *sc, uint64_t id,
                      const Pt__Subscribe *m);
-int smp_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m);
-int smp_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m);
-int smp_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m);
-int smp_on_set_restore(struct smp_conn *sc, uint64_t id,
+int smp_node_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m);
+int smp_node_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m);
+int smp_node_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m);
+int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
                        const Pt__SetRestore *m);
 
 #endif /* PT_SMP_INTERNAL_H */

@@ -21,7 +21,7 @@
 
 /* ---- node requests ---- */
 
-void smp_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
+void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
 {
   struct smp *smp = sc->smp;
   Pt__StateReply r = PT__STATE_REPLY__INIT;
@@ -111,7 +111,7 @@ static bool subscribe_valid(struct smp_conn *sc, const Pt__Subscribe *m,
   return true;
 }
 
-int smp_on_subscribe(struct smp_conn *sc, uint64_t id,
+int smp_node_on_subscribe(struct smp_conn *sc, uint64_t id,
                      const Pt__Subscribe *m)
 {
   struct smp *smp = sc->smp;
@@ -138,23 +138,23 @@ int smp_on_subscribe(struct smp_conn *sc, uint64_t id,
   } else if (smp->node != sc) {
     log_info("node '%s' subscribed", LOG_ESC(m->node_id));
   }
-  smp_conn_role_given(sc, ROLE_NODE);
+  smp_serve_conn_role_given(sc, ROLE_NODE);
   smp->node = sc;
-  smp_state_reply(sc, id, false);
+  smp_node_state_reply(sc, id, false);
   return 0;
 }
 
-int smp_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
+int smp_node_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
 {
   int rc = -ENOENT;
 
   if (sc->smp->store != NULL)
-    rc = smp_commit_step(sc->smp, m->step);
-  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+    rc = smp_serve_commit_step(sc->smp, m->step);
+  smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }
 
-int smp_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m)
+int smp_node_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m)
 {
   int rc = -ENOENT;
 
@@ -165,11 +165,11 @@ int smp_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m)
   else
     log_debug("cannot pin step %" PRIu64 ": no slot holds it sealed",
               m->step);
-  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }
 
-int smp_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m)
+int smp_node_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m)
 {
   int rc = -ENOENT;
 
@@ -181,11 +181,11 @@ int smp_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m)
   else
     log_debug("cannot unpin step %" PRIu64 ": no slot holds it pinned",
               m->step);
-  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }
 
-int smp_on_set_restore(struct smp_conn *sc, uint64_t id,
+int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
                        const Pt__SetRestore *m)
 {
   struct smp *smp = sc->smp;
@@ -207,6 +207,6 @@ int smp_on_set_restore(struct smp_conn *sc, uint64_t id,
     log_warn("cannot set restore point step %" PRIu64 ": %s", m->step,
              pt_strerror(rc));
   }
-  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }

@@ -3,7 +3,7 @@
  * requests (smp_trainer.c) and the node's (smp_node.c) share, and the
  * dispatch that hands each request to its handler.
  *
- * Roles: smp_on_msg serves a request only on a connection of the role that
+ * Roles: smp_serve_on_msg serves a request only on a connection of the role that
  * may send it (trainer: after an accepted HELLO; node: after a SUBSCRIBE with
  * the node's secret); anything else is answered PT_EROLE and logged. Text
  * from clients is logged through LOG_ESC. A HELLO must come from the session
@@ -22,7 +22,7 @@
 
 /* ---- helpers ---- */
 
-void smp_reply_status(struct smp_conn *sc, uint64_t id, int status,
+void smp_serve_reply_status(struct smp_conn *sc, uint64_t id, int status,
                       const char *message)
 {
   Pt__Reply r = PT__REPLY__INIT;
@@ -32,7 +32,7 @@ void smp_reply_status(struct smp_conn *sc, uint64_t id, int status,
   rpc_conn_send(sc->conn, RPC_REPLY, id, &r.base);
 }
 
-void smp_event_send(struct smp *smp, Pt__Event *ev)
+void smp_serve_event_send(struct smp *smp, Pt__Event *ev)
 {
   if (smp->node != NULL)
     rpc_conn_send(smp->node->conn, RPC_EVENT, 0, &ev->base);
@@ -40,7 +40,7 @@ void smp_event_send(struct smp *smp, Pt__Event *ev)
 
 /* Remembers a slot sc acquired. A slot has one current generation, so an
  * older entry for the same slot is replaced. */
-void smp_writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen)
+void smp_serve_writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen)
 {
   for (uint32_t i = 0; i < sc->nwriting; i++) {
     if (sc->writing[i].slot == slot) {
@@ -55,7 +55,7 @@ void smp_writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen)
   }
 }
 
-void smp_writing_remove(struct smp_conn *sc, uint32_t slot, uint64_t gen)
+void smp_serve_writing_remove(struct smp_conn *sc, uint32_t slot, uint64_t gen)
 {
   for (uint32_t i = 0; i < sc->nwriting; i++) {
     if (sc->writing[i].slot == slot && sc->writing[i].generation == gen) {
@@ -66,7 +66,7 @@ void smp_writing_remove(struct smp_conn *sc, uint32_t slot, uint64_t gen)
 }
 
 /* Frees every slot this connection acquired and did not seal. */
-void smp_writing_abort_all(struct smp_conn *sc)
+void smp_serve_writing_abort_all(struct smp_conn *sc)
 {
   struct smp *smp = sc->smp;
 
@@ -83,7 +83,7 @@ void smp_writing_abort_all(struct smp_conn *sc)
 }
 
 /* The trainer role of sc ends (BYE or close): tell the node once. */
-void smp_trainer_release(struct smp_conn *sc, bool done)
+void smp_serve_trainer_release(struct smp_conn *sc, bool done)
 {
   struct smp *smp = sc->smp;
 
@@ -99,11 +99,11 @@ void smp_trainer_release(struct smp_conn *sc, bool done)
     ev.rank = smp->rank;
     ev.has_done = true;
     ev.done = done;
-    smp_event_send(smp, &ev);
+    smp_serve_event_send(smp, &ev);
   }
 }
 
-int smp_commit_step(struct smp *smp, uint64_t step)
+int smp_serve_commit_step(struct smp *smp, uint64_t step)
 {
   int rc = snap_slot_commit(smp->store, step);
 
@@ -195,7 +195,7 @@ static int refuse_role(struct smp_conn *sc, const struct rpc_hdr *h)
     break;
   }
   default:
-    smp_reply_status(sc, id, PT_EROLE, msg);
+    smp_serve_reply_status(sc, id, PT_EROLE, msg);
     break;
   }
   if (sc->role == ROLE_NONE)
@@ -203,7 +203,7 @@ static int refuse_role(struct smp_conn *sc, const struct rpc_hdr *h)
   return 0;
 }
 
-int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                ProtobufCMessage *msg)
 {
   struct smp_conn *sc = rpc_conn_data(c);
@@ -239,53 +239,53 @@ int smp_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     smp_store_load(sc->smp);
   switch (h->type) {
   case RPC_HELLO:
-    return smp_on_hello(sc, id, (Pt__Hello *)msg);
+    return smp_trainer_on_hello(sc, id, (Pt__Hello *)msg);
   case RPC_SLOT_ACQUIRE:
-    return smp_on_slot_acquire(sc, id, (Pt__SlotAcquire *)msg);
+    return smp_trainer_on_slot_acquire(sc, id, (Pt__SlotAcquire *)msg);
   case RPC_SEAL:
-    return smp_on_seal(sc, id, (Pt__Seal *)msg);
+    return smp_trainer_on_seal(sc, id, (Pt__Seal *)msg);
   case RPC_RELEASE:
-    return smp_on_release(sc, id, (Pt__Release *)msg);
+    return smp_trainer_on_release(sc, id, (Pt__Release *)msg);
   case RPC_RESTORE_QUERY:
-    return smp_on_restore_query(sc, id);
+    return smp_trainer_on_restore_query(sc, id);
   case RPC_BYE:
-    return smp_on_bye(sc, id, (Pt__Bye *)msg);
+    return smp_trainer_on_bye(sc, id, (Pt__Bye *)msg);
   case RPC_SUBSCRIBE:
-    return smp_on_subscribe(sc, id, (Pt__Subscribe *)msg);
+    return smp_node_on_subscribe(sc, id, (Pt__Subscribe *)msg);
   case RPC_STATE_QUERY:
-    smp_state_reply(sc, id, ((Pt__StateQuery *)msg)->verify);
+    smp_node_state_reply(sc, id, ((Pt__StateQuery *)msg)->verify);
     return 0;
   case RPC_PIN:
-    return smp_on_pin(sc, id, (Pt__Pin *)msg);
+    return smp_node_on_pin(sc, id, (Pt__Pin *)msg);
   case RPC_COMMIT:
-    return smp_on_commit(sc, id, (Pt__Commit *)msg);
+    return smp_node_on_commit(sc, id, (Pt__Commit *)msg);
   case RPC_UNPIN:
-    return smp_on_unpin(sc, id, (Pt__Unpin *)msg);
+    return smp_node_on_unpin(sc, id, (Pt__Unpin *)msg);
   case RPC_SET_RESTORE:
-    return smp_on_set_restore(sc, id, (Pt__SetRestore *)msg);
+    return smp_node_on_set_restore(sc, id, (Pt__SetRestore *)msg);
   case RPC_TRAINER_SET:
-    return smp_on_trainer_set(sc, id, (Pt__TrainerSet *)msg);
+    return smp_trainer_pid_on_trainer_set(sc, id, (Pt__TrainerSet *)msg);
   default:
     return PT_EPROTO;
   }
 }
 
-void smp_conn_role_given(struct smp_conn *sc, int role)
+void smp_serve_conn_role_given(struct smp_conn *sc, int role)
 {
   sc->role = role;
   rpc_conn_set_idle(sc->conn, 0);
   rpc_conn_set_trusted(sc->conn, true);
 }
 
-void smp_conn_gone(struct smp_conn *sc)
+void smp_serve_conn_gone(struct smp_conn *sc)
 {
   struct smp *smp = sc->smp;
 
-  smp_watch_stop(sc);
-  smp_writing_abort_all(sc);
+  smp_trainer_pid_watch_stop(sc);
+  smp_serve_writing_abort_all(sc);
   if (smp->trainer == sc) {
     log_info("trainer pid %d disconnected", (int)sc->pid);
-    smp_trainer_release(sc, false);
+    smp_serve_trainer_release(sc, false);
   }
   if (smp->node == sc)
     smp->node = NULL;

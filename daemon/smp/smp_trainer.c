@@ -92,7 +92,7 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
 }
 
 
-int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
+int smp_trainer_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
 {
   struct smp *smp = sc->smp;
   Pt__HelloReply r = PT__HELLO_REPLY__INIT;
@@ -117,7 +117,7 @@ int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
     rc = PT_EROLE;
     goto out_reply;
   }
-  rc = smp_hello_peer_check(smp, peer_pid, msg, sizeof(msg));
+  rc = smp_trainer_pid_hello_peer_check(smp, peer_pid, msg, sizeof(msg));
   if (rc == -EAGAIN) {
     /* Not a refusal: the trainer's libpt asks again. Said once per
      * connection, and not to the node (it is the one being waited for). */
@@ -193,9 +193,9 @@ int smp_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
         snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0 &&
         !(m->has_reconnect && m->reconnect);
     if (peer > 0) /* a pid that HELLO merely claims is not watched */
-      smp_watch_start(sc, peer);
+      smp_trainer_pid_watch_start(sc, peer);
   }
-  smp_conn_role_given(sc, ROLE_TRAINER);
+  smp_serve_conn_role_given(sc, ROLE_TRAINER);
   sc->pid = pid;
   sc->gone_sent = false;
   smp->trainer = sc;
@@ -222,7 +222,7 @@ out_reply:
     ev.has_status = true;
     ev.status = rc;
     ev.message = msg[0] != '\0' ? msg : (char *)pt_strerror(rc);
-    smp_event_send(smp, &ev);
+    smp_serve_event_send(smp, &ev);
   }
 out_wait:
   r.status = rc;
@@ -249,7 +249,7 @@ static bool is_trainer(struct smp_conn *sc)
   return sc->smp->trainer == sc && sc->smp->store != NULL;
 }
 
-int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
+int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
                         const Pt__SlotAcquire *m)
 {
   struct smp *smp = sc->smp;
@@ -287,7 +287,7 @@ int smp_on_slot_acquire(struct smp_conn *sc, uint64_t id,
   rc = snap_slot_acquire(smp->store, m->step, &slot, &gen);
   r.status = rc;
   if (rc == 0) {
-    smp_writing_add(sc, slot, gen);
+    smp_serve_writing_add(sc, slot, gen);
     r.has_slot = true;
     r.slot = slot;
     r.has_generation = true;
@@ -306,13 +306,13 @@ out_reply:
   return 0;
 }
 
-int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
+int smp_trainer_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
 {
   struct smp *smp = sc->smp;
   int rc;
 
   if (!is_trainer(sc)) {
-    smp_reply_status(sc, id, PT_ESTATE, "seal before an accepted hello");
+    smp_serve_reply_status(sc, id, PT_ESTATE, "seal before an accepted hello");
     return 0;
   }
   if (!m->ok) {
@@ -321,19 +321,19 @@ int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
      * closes. */
     log_warn("refusing SEAL of step %" PRIu64 " with ok = false from pid %d: "
              "a failed copy is released with RELEASE", m->step, (int)sc->pid);
-    smp_reply_status(sc, id, PT_EPROTO,
+    smp_serve_reply_status(sc, id, PT_EPROTO,
                      "SEAL with ok = false is not part of the protocol: a "
                      "slot whose copy failed is given back with RELEASE");
     return 0;
   }
-  smp_writing_remove(sc, m->slot, m->generation);
+  smp_serve_writing_remove(sc, m->slot, m->generation);
   rc = snap_slot_seal(smp->store, m->slot, m->generation, m->step);
   if (rc != 0) {
     log_warn("cannot seal step %" PRIu64 " in slot %u: %s", m->step, m->slot,
              pt_strerror(rc));
     /* A seal refused for a bad step leaves the slot WRITING: free it. */
     snap_slot_abort(smp->store, m->slot, m->generation);
-    smp_reply_status(sc, id, rc, pt_strerror(rc));
+    smp_serve_reply_status(sc, id, rc, pt_strerror(rc));
     return 0;
   }
   log_debug("sealed step %" PRIu64 " in slot %u", m->step, m->slot);
@@ -342,23 +342,23 @@ int smp_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
   ev.rank = smp->rank;
   ev.has_step = true;
   ev.step = m->step;
-  smp_event_send(smp, &ev);
+  smp_serve_event_send(smp, &ev);
   if (smp->autocommit)
-    smp_commit_step(smp, m->step);
-  smp_reply_status(sc, id, 0, NULL);
+    smp_serve_commit_step(smp, m->step);
+  smp_serve_reply_status(sc, id, 0, NULL);
   return 0;
 }
 
-int smp_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m)
+int smp_trainer_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m)
 {
   struct smp *smp = sc->smp;
   char step[32] = "";
 
   if (!is_trainer(sc)) {
-    smp_reply_status(sc, id, PT_ESTATE, "release before an accepted hello");
+    smp_serve_reply_status(sc, id, PT_ESTATE, "release before an accepted hello");
     return 0;
   }
-  smp_writing_remove(sc, m->slot, m->generation);
+  smp_serve_writing_remove(sc, m->slot, m->generation);
   int rc = snap_slot_abort(smp->store, m->slot, m->generation);
   if (m->has_step)
     snprintf(step, sizeof(step), " of step %" PRIu64, m->step);
@@ -369,11 +369,11 @@ int smp_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m)
                                     : "no reason given");
   else
     log_debug("release of slot %u%s: %s", m->slot, step, pt_strerror(rc));
-  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }
 
-int smp_on_restore_query(struct smp_conn *sc, uint64_t id)
+int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id)
 {
   struct smp *smp = sc->smp;
   Pt__RestoreReply r = PT__RESTORE_REPLY__INIT;
@@ -416,11 +416,11 @@ out_reply:
   return 0;
 }
 
-int smp_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m)
+int smp_trainer_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m)
 {
   log_info("trainer pid %d says goodbye (done: %s)", (int)sc->pid,
            m->done ? "yes" : "no");
-  smp_trainer_release(sc, m->done);
-  smp_reply_status(sc, id, 0, NULL);
+  smp_serve_trainer_release(sc, m->done);
+  smp_serve_reply_status(sc, id, 0, NULL);
   return 0;
 }

@@ -81,7 +81,7 @@ static struct pid_watch *pidw_open(uv_loop_t *loop, int fd,
   return w;
 }
 
-void smp_watch_stop(struct smp_conn *sc)
+void smp_trainer_pid_watch_stop(struct smp_conn *sc)
 {
   struct pid_watch *w = sc->watch;
 
@@ -91,7 +91,7 @@ void smp_watch_stop(struct smp_conn *sc)
 
 static int abort_all(void *arg)
 {
-  smp_writing_abort_all(arg);
+  smp_serve_writing_abort_all(arg);
   return 0;
 }
 
@@ -99,7 +99,7 @@ static void on_trainer_exit(void *owner)
 {
   struct smp_conn *sc = owner;
 
-  smp_watch_stop(sc);
+  smp_trainer_pid_watch_stop(sc);
   if (sc->smp->trainer != sc)
     return;
   /* Usually the connection's end follows at once; when a child the
@@ -108,16 +108,16 @@ static void on_trainer_exit(void *owner)
   log_info("trainer pid %d exited: its connection is closed, whoever still "
            "holds it", (int)sc->pid);
   smp_guarded(sc->smp, abort_all, sc);
-  smp_trainer_release(sc, false);
+  smp_serve_trainer_release(sc, false);
   sc->role = ROLE_NONE;
   rpc_conn_close(sc->conn, 0);
 }
 
-void smp_watch_start(struct smp_conn *sc, int pid)
+void smp_trainer_pid_watch_start(struct smp_conn *sc, int pid)
 {
   int fd;
 
-  smp_watch_stop(sc);
+  smp_trainer_pid_watch_stop(sc);
   fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) {
     log_debug("cannot watch trainer pid %d: %s", pid, strerror(errno));
@@ -143,7 +143,7 @@ static long long stat_num(int pid, int want)
   return proc_stat_field(pid, want, &v) == PT_OK ? (long long)v : -1;
 }
 
-void smp_announce_clear(struct smp *smp)
+void smp_trainer_pid_announce_clear(struct smp *smp)
 {
   struct pid_watch *w = smp->announce_watch;
 
@@ -159,10 +159,10 @@ static void on_announced_exit(void *owner)
 
   log_debug("trainer pid %d (announced by the node) exited: a HELLO now "
            "waits for the node's next announcement", (int)smp->announced_pid);
-  smp_announce_clear(smp);
+  smp_trainer_pid_announce_clear(smp);
 }
 
-int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
+int smp_trainer_pid_on_trainer_set(struct smp_conn *sc, uint64_t id,
                        const Pt__TrainerSet *m)
 {
   struct smp *smp = sc->smp;
@@ -172,12 +172,12 @@ int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
   if (m->pid <= 0) {
     if (smp->announced)
       log_info("the node withdrew trainer pid %d", (int)smp->announced_pid);
-    smp_announce_clear(smp);
-    smp_reply_status(sc, id, 0, NULL);
+    smp_trainer_pid_announce_clear(smp);
+    smp_serve_reply_status(sc, id, 0, NULL);
     return 0;
   }
   if (smp->announced && smp->announced_pid == m->pid) {
-    smp_reply_status(sc, id, 0, NULL); /* again (a node subscribed anew) */
+    smp_serve_reply_status(sc, id, 0, NULL); /* again (a node subscribed anew) */
     return 0;
   }
   /* The pidfd first: the checks then hold for the process it refers to. */
@@ -200,10 +200,10 @@ int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
     if (fd >= 0)
       close(fd);
     log_info("trainer announcement refused: %s", msg);
-    smp_reply_status(sc, id, -ESRCH, msg);
+    smp_serve_reply_status(sc, id, -ESRCH, msg);
     return 0;
   }
-  smp_announce_clear(smp);
+  smp_trainer_pid_announce_clear(smp);
   smp->announce_watch = pidw_open(&smp->loop, fd, on_announced_exit, smp);
   if (smp->announce_watch == NULL)
     rc = -ENOMEM;
@@ -213,14 +213,14 @@ int smp_on_trainer_set(struct smp_conn *sc, uint64_t id,
     log_debug("the node announced trainer pid %d: HELLO is accepted from its "
              "session only", (int)m->pid);
   }
-  smp_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }
 
 /* Whether the HELLO of peer pid may go on: 0, -EAGAIN while no trainer is
  * announced (with --secret-file; without, only an announcement restricts),
  * PT_EROLE from outside the announced session. OUT: msg when not. */
-int smp_hello_peer_check(struct smp *smp, int peer, char *msg, size_t len)
+int smp_trainer_pid_hello_peer_check(struct smp *smp, int peer, char *msg, size_t len)
 {
   if (smp->announced && smp->announce_watch != NULL) {
     struct pollfd pfd = { smp->announce_watch->fd, POLLIN, 0 };

@@ -29,19 +29,19 @@ START_TEST(sealed_sorted_unique)
   const uint64_t in[] = {5, 3, 9, 3, 1, 9, 7};
 
   for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
-    commit_sealed_add(&s, in[i]);
+    commit_plan_sealed_add(&s, in[i]);
   ck_assert_uint_eq(s.n, 5);
   const uint64_t want[] = {1, 3, 5, 7, 9};
   for (uint32_t i = 0; i < s.n; i++)
     ck_assert_uint_eq(s.steps[i], want[i]);
-  ck_assert(commit_sealed_has(&s, 7));
-  ck_assert(!commit_sealed_has(&s, 4));
+  ck_assert(commit_plan_sealed_has(&s, 7));
+  ck_assert(!commit_plan_sealed_has(&s, 4));
 
-  commit_sealed_prune(&s, 5);
+  commit_plan_sealed_prune(&s, 5);
   ck_assert_uint_eq(s.n, 2);
   ck_assert_uint_eq(s.steps[0], 7);
   ck_assert_uint_eq(s.steps[1], 9);
-  commit_sealed_prune(&s, 100);
+  commit_plan_sealed_prune(&s, 100);
   ck_assert_uint_eq(s.n, 0);
 }
 END_TEST
@@ -51,18 +51,18 @@ START_TEST(sealed_full_drops_oldest)
   struct commit_sealed_set s = {0};
 
   for (uint64_t st = 1; st <= COMMIT_SEALED_MAX + 10; st++)
-    commit_sealed_add(&s, st * 2);
+    commit_plan_sealed_add(&s, st * 2);
   ck_assert_uint_eq(s.n, COMMIT_SEALED_MAX);
   ck_assert_uint_eq(s.steps[0], 2 * 11);
   ck_assert_uint_eq(s.steps[COMMIT_SEALED_MAX - 1],
                     2 * (COMMIT_SEALED_MAX + 10));
   /* Older than everything kept: ignored when full. */
-  commit_sealed_add(&s, 1);
-  ck_assert(!commit_sealed_has(&s, 1));
+  commit_plan_sealed_add(&s, 1);
+  ck_assert(!commit_plan_sealed_has(&s, 1));
   /* In between: goes in, the oldest goes out. */
-  commit_sealed_add(&s, 2 * 11 + 1);
-  ck_assert(commit_sealed_has(&s, 23));
-  ck_assert(!commit_sealed_has(&s, 22));
+  commit_plan_sealed_add(&s, 2 * 11 + 1);
+  ck_assert(commit_plan_sealed_has(&s, 23));
+  ck_assert(!commit_plan_sealed_has(&s, 22));
   ck_assert_uint_eq(s.n, COMMIT_SEALED_MAX);
   for (uint32_t i = 1; i < s.n; i++)
     ck_assert(s.steps[i - 1] < s.steps[i]);
@@ -86,12 +86,12 @@ START_TEST(step_needs_every_voter)
   memset(s, 0, sizeof(s));
   uint64_t step = 0;
 
-  commit_sealed_add(&s[0], 4);
-  commit_sealed_add(&s[1], 4);
+  commit_plan_sealed_add(&s[0], 4);
+  commit_plan_sealed_add(&s[1], 4);
   ck_assert(!plan(s, 3, false, 0, &step)); /* voter 2 has nothing */
-  commit_sealed_add(&s[2], 5);
+  commit_plan_sealed_add(&s[2], 5);
   ck_assert(!plan(s, 3, false, 0, &step));
-  commit_sealed_add(&s[2], 4);
+  commit_plan_sealed_add(&s[2], 4);
   ck_assert(plan(s, 3, false, 0, &step));
   ck_assert_uint_eq(step, 4);
   /* Nothing newer than the floor: no round. */
@@ -108,16 +108,16 @@ START_TEST(step_picks_largest_common)
   uint64_t step = 0;
 
   for (uint64_t st = 1; st <= 6; st++)
-    commit_sealed_add(&s[0], st);
-  commit_sealed_add(&s[1], 2);
-  commit_sealed_add(&s[1], 5);
-  commit_sealed_add(&s[1], 7);
+    commit_plan_sealed_add(&s[0], st);
+  commit_plan_sealed_add(&s[1], 2);
+  commit_plan_sealed_add(&s[1], 5);
+  commit_plan_sealed_add(&s[1], 7);
   ck_assert(plan(s, 2, true, 1, &step));
   ck_assert_uint_eq(step, 5);
   /* Committed 0 is a real step, not "none". */
   struct commit_sealed_set z[1];
   memset(z, 0, sizeof(z));
-  commit_sealed_add(&z[0], 0);
+  commit_plan_sealed_add(&z[0], 0);
   ck_assert(plan(z, 1, false, 0, &step));
   ck_assert_uint_eq(step, 0);
   ck_assert(!plan(z, 1, true, 0, &step));
@@ -155,7 +155,7 @@ START_TEST(step_matches_oracle)
     uint64_t maxstep = 1 + (uint64_t)(rand() % 20);
     for (uint32_t r = 0; r < n; r++)
       for (int k = rand() % 12; k > 0; k--)
-        commit_sealed_add(&s[r], (uint64_t)rand() % (maxstep + 1));
+        commit_plan_sealed_add(&s[r], (uint64_t)rand() % (maxstep + 1));
     bool has = rand() % 2;
     uint64_t committed = (uint64_t)rand() % (maxstep + 1);
     uint64_t a = 0, b = 0;

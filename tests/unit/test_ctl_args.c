@@ -46,7 +46,7 @@ START_TEST(defaults)
   ck_assert_uint_eq(c.t.dead_after_ms, 10000);
   ck_assert_uint_eq(c.t.grace_ms, 10000);
   ck_assert_int_eq(c.log_level, LOG_LVL_INFO);
-  ck_assert_uint_eq(ctl_timeouts_unreachable_ms(&c.t), 3000);
+  ck_assert_uint_eq(ctl_args_timeouts_unreachable_ms(&c.t), 3000);
 }
 END_TEST
 
@@ -66,7 +66,7 @@ START_TEST(every_option)
   ck_assert_uint_eq(c.t.dead_after_ms, 1000);
   ck_assert_uint_eq(c.t.grace_ms, 500);
   ck_assert_int_eq(c.log_level, 7);
-  ck_assert_uint_eq(ctl_timeouts_unreachable_ms(&c.t), 600);
+  ck_assert_uint_eq(ctl_args_timeouts_unreachable_ms(&c.t), 600);
   /* grace follows dead-after when not given */
   ck_assert_int_eq(parse(&c, err, sizeof(err), BASE, "--dead-after-ms", "4000",
                          NULL),
@@ -82,12 +82,12 @@ START_TEST(addresses)
   char host[64], err[256];
   int port;
 
-  ck_assert_int_eq(ctl_addr_parse("0.0.0.0:65535", host, sizeof(host), &port,
+  ck_assert_int_eq(ctl_args_addr_parse("0.0.0.0:65535", host, sizeof(host), &port,
                                   err, sizeof(err)),
                    PT_OK);
   ck_assert_str_eq(host, "0.0.0.0");
   ck_assert_int_eq(port, 65535);
-  ck_assert_int_eq(ctl_addr_parse("[::]:0", host, sizeof(host), &port, err,
+  ck_assert_int_eq(ctl_args_addr_parse("[::]:0", host, sizeof(host), &port, err,
                                   sizeof(err)),
                    PT_OK);
   ck_assert_str_eq(host, "::");
@@ -97,7 +97,7 @@ START_TEST(addresses)
       "1.2.3.4:",   "[]:7000",       "1.2.3.4:7x"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     err[0] = '\0';
-    ck_assert_msg(ctl_addr_parse(bad[i], host, sizeof(host), &port, err,
+    ck_assert_msg(ctl_args_addr_parse(bad[i], host, sizeof(host), &port, err,
                                  sizeof(err)) == -EINVAL,
                   "%s accepted", bad[i]);
     ck_assert_msg(strstr(err, "--listen") != NULL, "%s: %s", bad[i], err);
@@ -174,10 +174,10 @@ START_TEST(timeout_set)
   ck_assert_int_eq(parse(&c, err, sizeof(err), BASE, "--heartbeat-ms", "10",
                          "--dead-after-ms", "20", "--grace-ms", "20", NULL),
                    PT_OK);
-  ck_assert_uint_eq(ctl_timeouts_unreachable_ms(&c.t), 20);
+  ck_assert_uint_eq(ctl_args_timeouts_unreachable_ms(&c.t), 20);
   struct ctl_timeouts t = {.heartbeat_ms = 1000, .dead_after_ms = 2000,
                            .grace_ms = 1};
-  ck_assert_int_eq(ctl_timeouts_check(&t, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_args_timeouts_check(&t, err, sizeof(err)), PT_OK);
 }
 END_TEST
 

@@ -99,7 +99,7 @@ START_TEST(round_trip_text)
   ck_assert_ptr_nonnull(strstr(text, "\nstatus ended\n"));
   ck_assert_int_eq(node_state_parse(text, len, &out, err, sizeof(err)), PT_OK);
   assert_equal(&in, &out);
-  node_saved_release(&out);
+  node_state_saved_release(&out);
 
   in.has_committed = false;
   in.committed = 0;
@@ -108,7 +108,7 @@ START_TEST(round_trip_text)
   ck_assert_ptr_nonnull(strstr(text, "\ncommitted none\n"));
   ck_assert_int_eq(node_state_parse(text, len, &out, err, sizeof(err)), PT_OK);
   assert_equal(&in, &out);
-  node_saved_release(&out);
+  node_state_saved_release(&out);
   free(text);
 }
 END_TEST
@@ -131,13 +131,13 @@ START_TEST(round_trip_file)
   ck_assert_uint_eq(st.st_mode & 0777, 0600);
   ck_assert_int_eq(node_state_read(path, &out, err, sizeof(err)), PT_OK);
   assert_equal(&in, &out);
-  node_saved_release(&out);
+  node_state_saved_release(&out);
   /* A second write replaces the first. */
   in.restarts = 5;
   ck_assert_int_eq(node_state_write(path, &in), PT_OK);
   ck_assert_int_eq(node_state_read(path, &out, err, sizeof(err)), PT_OK);
   ck_assert_uint_eq(out.restarts, 5);
-  node_saved_release(&out);
+  node_state_saved_release(&out);
   /* A directory where the file should be is refused, not read. */
   unlink(path);
   ck_assert_int_eq(mkdir(path, 0700), 0);
@@ -264,7 +264,7 @@ START_TEST(comments_allowed)
   ck_assert_uint_eq(out.ncmd, 1);
   ck_assert_str_eq(out.cmd[0], "/bin/true");
   ck_assert(!out.has_committed);
-  node_saved_release(&out);
+  node_state_saved_release(&out);
 }
 END_TEST
 
@@ -309,7 +309,7 @@ START_TEST(symlink_tmp_not_followed)
   ck_assert(S_ISREG(st.st_mode));
   ck_assert_int_eq(node_state_read(path, &out, err, sizeof(err)), PT_OK);
   assert_equal(&in, &out);
-  node_saved_release(&out);
+  node_state_saved_release(&out);
   unlink(path);
   unlink(tmp);
   unlink(victim);

@@ -1,5 +1,5 @@
 /*
- * ctl.c — `ptd controller`: set-up, the loop, teardown (see controller.h
+ * controller.c — `ptd controller`: set-up, the loop, teardown (see controller.h
  * for the file map).
  *
  * Start-up, in order, each refusal one line and exit 2: the arguments and
@@ -132,10 +132,10 @@ static int state_dir_open(struct controller *ctl)
 
 static void on_timer(uv_timer_t *t)
 {
-  ctl_members_timer_run(t->data);
+  controller_members_timer_run(t->data);
 }
 
-void ctl_members_timer_run(struct controller *ctl)
+void controller_members_timer_run(struct controller *ctl)
 {
   struct ctl_members *m = &ctl->members;
   uint64_t now = rpc_now_ms();
@@ -235,7 +235,7 @@ static int setup(struct controller *ctl)
   rc = state_dir_open(ctl);
   if (rc != PT_OK)
     return rc;
-  ctl_members_init(&ctl->members, &ctl->cfg.t, ctl_log_change, ctl);
+  ctl_members_init(&ctl->members, &ctl->cfg.t, ctl_conn_log_change, ctl);
 
   ctl->loop = malloc(sizeof(*ctl->loop));
   if (ctl->loop == NULL)
@@ -314,7 +314,7 @@ int controller_main(int argc, char **argv)
   }
   log_max_level = ctl->cfg.log_level;
   log_set_role("ptd controller");
-  roles_rpc_log_init();
+  rpc_log_route();
   signal(SIGPIPE, SIG_IGN);
 
   rc = setup(ctl);
@@ -329,7 +329,7 @@ int controller_main(int argc, char **argv)
   log_info("state in '%s'; heartbeat %" PRIu32 " ms, unreachable after %" PRIu32
            " ms, dead after %" PRIu32 " ms, grace %" PRIu32 " ms",
            ctl->cfg.state_dir, ctl->cfg.t.heartbeat_ms,
-           ctl_timeouts_unreachable_ms(&ctl->cfg.t), ctl->cfg.t.dead_after_ms,
+           ctl_args_timeouts_unreachable_ms(&ctl->cfg.t), ctl->cfg.t.dead_after_ms,
            ctl->cfg.t.grace_ms);
   if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
     uv_timer_start(&ctl->watchdog, on_watchdog, usec / 2000, usec / 2000);
