@@ -583,6 +583,33 @@ void rpc_conn_set_trusted(struct rpc_conn *c, bool trusted)
 
 /* ---- listeners --------------------------------------------------------------- */
 
+struct rpc_conn *rpci_accept(uv_stream_t *server, int status, bool tcp,
+                             const char *where)
+{
+  struct rpc_listener *l = server->data;
+
+  if (status < 0) {
+    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on %s: %s",
+             where, pt_strerror(status));
+    return NULL;
+  }
+  struct rpc_conn *c = rpci_conn_new(server->loop, tcp, &l->ops, l->data);
+  if (c == NULL) {
+    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_ERR, "rpc: cannot accept on %s: %s",
+             where, pt_strerror(-ENOMEM));
+    return NULL;
+  }
+  c->connected = true;
+  int rc = uv_accept(server, &c->io.stream);
+  if (rc < 0) {
+    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on %s: %s",
+             where, pt_strerror(rc));
+    rpc_conn_close(c, rc); /* never announced: no on_close */
+    return NULL;
+  }
+  return c;
+}
+
 void rpci_conn_attach(struct rpc_listener *l, struct rpc_conn *c)
 {
   c->listener = l;

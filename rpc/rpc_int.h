@@ -135,6 +135,12 @@ int rpci_wreq_new(uint32_t type, uint64_t request_id,
                   const ProtobufCMessage *msg, struct rpci_wreq **out);
 /* c is ready: writes what was queued, calls on_ready for a dialled conn. */
 void rpci_conn_ready(struct rpc_conn *c);
+/* What both listeners' connection callbacks start with: a new conn on the
+ * listener's loop, accepted from server. NULL when status, the allocation
+ * or the accept failed (one RPC_LOG_ACCEPT line naming where, e.g. the
+ * quoted path or host:port). */
+struct rpc_conn *rpci_accept(uv_stream_t *server, int status, bool tcp,
+                             const char *where);
 /* Puts a conn just accepted on l's list. */
 void rpci_conn_attach(struct rpc_listener *l, struct rpc_conn *c);
 /* Gives an accepted conn to on_accept and makes it ready: at once for a

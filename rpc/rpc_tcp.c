@@ -252,27 +252,11 @@ int rpc_conn_connect_tcp(struct uv_loop_s *loop, const char *host, int port,
 static void connection_cb(uv_stream_t *server, int status)
 {
   struct rpc_listener *l = server->data;
+  struct rpc_conn *c = rpci_accept(server, status, true, l->name);
   int rc;
 
-  if (status < 0) {
-    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on %s: %s",
-             l->name, pt_strerror(status));
+  if (c == NULL)
     return;
-  }
-  struct rpc_conn *c = rpci_conn_new(server->loop, true, &l->ops, l->data);
-  if (c == NULL) {
-    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_ERR, "rpc: cannot accept on %s: %s",
-             l->name, pt_strerror(-ENOMEM));
-    return;
-  }
-  c->connected = true;
-  rc = uv_accept(server, &c->io.stream);
-  if (rc < 0) {
-    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on %s: %s",
-             l->name, pt_strerror(rc));
-    rpc_conn_close(c, rc); /* never announced: no on_close */
-    return;
-  }
   tcp_setup(c);
   if (l->handshakes >= l->ops.max_handshakes) {
     rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,

@@ -95,28 +95,14 @@ int rpc_conn_connect_unix(struct uv_loop_s *loop, const char *path,
 static void connection_cb(uv_stream_t *server, int status)
 {
   struct rpc_listener *l = server->data;
+  char where[RPCI_NAME_MAX + 2]; /* a socket path fits sun_path */
   struct ucred cred;
   int rc;
 
-  if (status < 0) {
-    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on '%s': %s",
-             l->path, pt_strerror(status));
+  snprintf(where, sizeof(where), "'%s'", l->path);
+  struct rpc_conn *c = rpci_accept(server, status, false, where);
+  if (c == NULL)
     return;
-  }
-  struct rpc_conn *c = rpci_conn_new(server->loop, false, &l->ops, l->data);
-  if (c == NULL) {
-    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_ERR, "rpc: cannot accept on '%s': %s",
-             l->path, pt_strerror(-ENOMEM));
-    return;
-  }
-  c->connected = true;
-  rc = uv_accept(server, &c->io.stream);
-  if (rc < 0) {
-    rpci_log(RPC_LOG_ACCEPT, RPC_LOG_WARN, "rpc: cannot accept on '%s': %s",
-             l->path, pt_strerror(rc));
-    rpc_conn_close(c, rc); /* never announced: no on_close */
-    return;
-  }
   rc = conn_peer_cred(c, &cred);
   if (rc < 0) {
     rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
