@@ -37,6 +37,13 @@ void bench_cpu_model(char *buf, size_t len);
  * page in). */
 void bench_fill(void *buf, size_t bytes, uint64_t seed);
 
+/* A destination as an SMP's slots are: a shm object /<prefix><tag> of
+ * bytes, fallocated, mapped shared and touched once, its name already
+ * unlinked. NULL with a sentence in errbuf (and *rc) when that fails; freed
+ * with munmap(p, bytes). */
+void *bench_shm_buffer(const char *prefix, const char *tag, size_t bytes,
+                       int *rc, char *errbuf, size_t errlen);
+
 /* ---- cleanup (bench_util.c) ---- */
 
 /* Installs handlers for SIGINT, SIGTERM and SIGHUP that run the cleanup and

@@ -292,33 +292,15 @@ int bench_bulk_run(const struct bench_opts *o, struct bench_bulk_result *r,
   uint64_t n = total / BULK_PIECE;
   size_t ring = BULK_RING * BULK_PIECE;
   struct rpc_auth auth = {.role = 0};
-  char name[256];
   double t[REPS];
   int rc = 0;
 
   memset(r, 0, sizeof(*r));
-  /* The destination: a shm object, fallocated and touched once, as an
-   * SMP's slots are. */
-  snprintf(name, sizeof(name), "/%sbulk", o->shm_prefix);
-  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    rc = -errno;
-    snprintf(errbuf, errlen, "cannot create '%s': %s", name, pt_strerror(rc));
+  /* The destination, as an SMP's slots are. */
+  uint8_t *dst = bench_shm_buffer(o->shm_prefix, "bulk", ring, &rc, errbuf,
+                                  errlen);
+  if (dst == NULL)
     return rc;
-  }
-  bench_cleanup_shm(name);
-  rc = -posix_fallocate(fd, 0, (off_t)ring);
-  uint8_t *dst = MAP_FAILED;
-  if (rc == 0)
-    dst = mmap(NULL, ring, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  shm_unlink(name);
-  if (dst == MAP_FAILED) {
-    rc = rc != 0 ? rc : -errno;
-    snprintf(errbuf, errlen, "cannot map '%s': %s", name, pt_strerror(rc));
-    return rc;
-  }
-  memset(dst, 0, ring); /* pre-faulted */
   uint8_t *src = malloc(BULK_PIECE);
   if (src == NULL) {
     munmap(dst, ring);

@@ -16,7 +16,6 @@
  * per read size and destination. Every socket call has a deadline.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -161,33 +160,14 @@ int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
   enum { REPS = 3 };
   uint64_t total = o->quick ? (256ull << 20) : (1ull << 30);
   double t[2][NREAD][REPS];
-  char name[256];
   int rc = 0;
 
   memset(r, 0, sizeof(*r));
-  /* The ring: a shm object, fallocated and touched once, as bench_bulk.c's
-   * destination and an SMP's slots are. */
-  snprintf(name, sizeof(name), "/%snetring", o->shm_prefix);
-  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    rc = -errno;
-    snprintf(errbuf, errlen, "cannot create '%s': %s", name, strerror(-rc));
+  /* The ring: as bench_bulk.c's destination and an SMP's slots are. */
+  uint8_t *ring = bench_shm_buffer(o->shm_prefix, "netring", BENCH_NET_RING,
+                                   &rc, errbuf, errlen);
+  if (ring == NULL)
     return rc;
-  }
-  bench_cleanup_shm(name);
-  rc = -posix_fallocate(fd, 0, (off_t)BENCH_NET_RING);
-  uint8_t *ring = MAP_FAILED;
-  if (rc == 0)
-    ring = mmap(NULL, BENCH_NET_RING, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                0);
-  close(fd);
-  shm_unlink(name);
-  if (ring == MAP_FAILED) {
-    rc = rc != 0 ? rc : -errno;
-    snprintf(errbuf, errlen, "cannot map '%s': %s", name, strerror(-rc));
-    return rc;
-  }
-  memset(ring, 0, BENCH_NET_RING); /* pre-faulted */
   unsigned char *buf = malloc(NET_BUF), *hot = malloc(NET_BUF);
   if (buf == NULL || hot == NULL) {
     free(buf);

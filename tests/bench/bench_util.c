@@ -472,3 +472,31 @@ void bench_log_tail(const char *path, int lines)
     fprintf(stderr, "  | %s\n", line);
   free(buf);
 }
+
+void *bench_shm_buffer(const char *prefix, const char *tag, size_t bytes,
+                       int *rc, char *errbuf, size_t errlen)
+{
+  char name[256];
+
+  snprintf(name, sizeof(name), "/%s%s", prefix, tag);
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    *rc = -errno;
+    snprintf(errbuf, errlen, "cannot create '%s': %s", name, strerror(-*rc));
+    return NULL;
+  }
+  bench_cleanup_shm(name);
+  *rc = -posix_fallocate(fd, 0, (off_t)bytes);
+  void *p = MAP_FAILED;
+  if (*rc == 0)
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  shm_unlink(name);
+  if (p == MAP_FAILED) {
+    *rc = *rc != 0 ? *rc : -errno;
+    snprintf(errbuf, errlen, "cannot map '%s': %s", name, strerror(-*rc));
+    return NULL;
+  }
+  memset(p, 0, bytes); /* pre-faulted */
+  return p;
+}
