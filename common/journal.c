@@ -70,18 +70,19 @@ static void rec_header(uint8_t h[JOURNAL_REC_HDR_BYTES], uint32_t type,
   put32(h + 8, rec_crc(h, data, len));
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
   const uint8_t *p = buf;
 
   while (len > 0) {
-    ssize_t w = write(fd, p, len);
+    ssize_t w = pwrite(fd, p, len, (off_t)off);
     if (w < 0) {
       if (errno == EINTR)
         continue;
       return -errno;
     }
     p += w;
+    off += (uint64_t)w;
     len -= (size_t)w;
   }
   return 0;
@@ -241,7 +242,7 @@ int journal_open(struct journal **out, const char *path, journal_replay_fn fn,
   if (len == 0) { /* new: write the header */
     uint8_t h[JOURNAL_HDR_BYTES];
     header_make(h);
-    if ((rc = write_all(j->fd, h, sizeof(h))) != 0 ||
+    if ((rc = pwrite_all(j->fd, h, sizeof(h), 0)) != 0 ||
         (fdatasync(j->fd) != 0 && (rc = -errno) != 0))
       goto fail;
     len = JOURNAL_HDR_BYTES;
@@ -305,20 +306,8 @@ int journal_append(struct journal *j, uint32_t type, const void *data,
   memcpy(rec, h, sizeof(h));
   if (len > 0)
     memcpy(rec + sizeof(h), data, len);
-  /* One pwrite at the end: a crash leaves at most this record torn. */
-  int rc = 0;
-  size_t done = 0;
-  while (done < sizeof(h) + len) {
-    ssize_t w = pwrite(j->fd, rec + done, sizeof(h) + len - done,
-                       (off_t)(j->bytes + done));
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0) {
-      rc = -errno;
-      break;
-    }
-    done += (size_t)w;
-  }
+  /* One write at the end: a crash leaves at most this record torn. */
+  int rc = pwrite_all(j->fd, rec, sizeof(h) + len, j->bytes);
   free(rec);
   if (rc == 0 && fdatasync(j->fd) != 0)
     rc = -errno;
