@@ -106,7 +106,8 @@ uint32_t pt_version(void);
   XX(STEP, -1018, "step is not newer than the committed step")                 \
   XX(FOREIGN, -1019, "snapshot object belongs to another job instance")        \
   XX(WORLD, -1020, "snapshot was taken with another world size")               \
-  XX(ROLE, -1021, "request not allowed for this connection's role")
+  XX(ROLE, -1021, "request not allowed for this connection's role")          \
+  XX(EPOCH, -1022, "decision of another epoch of the job")
 
 enum {
   PT_OK = 0,

@@ -1582,6 +1582,771 @@ void   pt__nodes_reply__free_unpacked
   assert(message->base.descriptor == &pt__nodes_reply__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__job_spec__init
+                     (Pt__JobSpec         *message)
+{
+  static const Pt__JobSpec init_value = PT__JOB_SPEC__INIT;
+  *message = init_value;
+}
+size_t pt__job_spec__get_packed_size
+                     (const Pt__JobSpec *message)
+{
+  assert(message->base.descriptor == &pt__job_spec__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_spec__pack
+                     (const Pt__JobSpec *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_spec__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_spec__pack_to_buffer
+                     (const Pt__JobSpec *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_spec__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobSpec *
+       pt__job_spec__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobSpec *)
+     protobuf_c_message_unpack (&pt__job_spec__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_spec__free_unpacked
+                     (Pt__JobSpec *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_spec__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_start__init
+                     (Pt__JobStart         *message)
+{
+  static const Pt__JobStart init_value = PT__JOB_START__INIT;
+  *message = init_value;
+}
+size_t pt__job_start__get_packed_size
+                     (const Pt__JobStart *message)
+{
+  assert(message->base.descriptor == &pt__job_start__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_start__pack
+                     (const Pt__JobStart *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_start__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_start__pack_to_buffer
+                     (const Pt__JobStart *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_start__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobStart *
+       pt__job_start__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobStart *)
+     protobuf_c_message_unpack (&pt__job_start__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_start__free_unpacked
+                     (Pt__JobStart *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_start__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_stop__init
+                     (Pt__JobStop         *message)
+{
+  static const Pt__JobStop init_value = PT__JOB_STOP__INIT;
+  *message = init_value;
+}
+size_t pt__job_stop__get_packed_size
+                     (const Pt__JobStop *message)
+{
+  assert(message->base.descriptor == &pt__job_stop__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_stop__pack
+                     (const Pt__JobStop *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_stop__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_stop__pack_to_buffer
+                     (const Pt__JobStop *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_stop__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobStop *
+       pt__job_stop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobStop *)
+     protobuf_c_message_unpack (&pt__job_stop__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_stop__free_unpacked
+                     (Pt__JobStop *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_stop__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_restore__init
+                     (Pt__JobRestore         *message)
+{
+  static const Pt__JobRestore init_value = PT__JOB_RESTORE__INIT;
+  *message = init_value;
+}
+size_t pt__job_restore__get_packed_size
+                     (const Pt__JobRestore *message)
+{
+  assert(message->base.descriptor == &pt__job_restore__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_restore__pack
+                     (const Pt__JobRestore *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_restore__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_restore__pack_to_buffer
+                     (const Pt__JobRestore *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_restore__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobRestore *
+       pt__job_restore__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobRestore *)
+     protobuf_c_message_unpack (&pt__job_restore__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_restore__free_unpacked
+                     (Pt__JobRestore *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_restore__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_reply__init
+                     (Pt__JobReply         *message)
+{
+  static const Pt__JobReply init_value = PT__JOB_REPLY__INIT;
+  *message = init_value;
+}
+size_t pt__job_reply__get_packed_size
+                     (const Pt__JobReply *message)
+{
+  assert(message->base.descriptor == &pt__job_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_reply__pack
+                     (const Pt__JobReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_reply__pack_to_buffer
+                     (const Pt__JobReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobReply *
+       pt__job_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobReply *)
+     protobuf_c_message_unpack (&pt__job_reply__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_reply__free_unpacked
+                     (Pt__JobReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__jobs_query__init
+                     (Pt__JobsQuery         *message)
+{
+  static const Pt__JobsQuery init_value = PT__JOBS_QUERY__INIT;
+  *message = init_value;
+}
+size_t pt__jobs_query__get_packed_size
+                     (const Pt__JobsQuery *message)
+{
+  assert(message->base.descriptor == &pt__jobs_query__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__jobs_query__pack
+                     (const Pt__JobsQuery *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__jobs_query__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__jobs_query__pack_to_buffer
+                     (const Pt__JobsQuery *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__jobs_query__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobsQuery *
+       pt__jobs_query__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobsQuery *)
+     protobuf_c_message_unpack (&pt__jobs_query__descriptor,
+                                allocator, len, data);
+}
+void   pt__jobs_query__free_unpacked
+                     (Pt__JobsQuery *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__jobs_query__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_part_info__init
+                     (Pt__JobPartInfo         *message)
+{
+  static const Pt__JobPartInfo init_value = PT__JOB_PART_INFO__INIT;
+  *message = init_value;
+}
+size_t pt__job_part_info__get_packed_size
+                     (const Pt__JobPartInfo *message)
+{
+  assert(message->base.descriptor == &pt__job_part_info__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_part_info__pack
+                     (const Pt__JobPartInfo *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_part_info__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_part_info__pack_to_buffer
+                     (const Pt__JobPartInfo *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_part_info__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobPartInfo *
+       pt__job_part_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobPartInfo *)
+     protobuf_c_message_unpack (&pt__job_part_info__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_part_info__free_unpacked
+                     (Pt__JobPartInfo *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_part_info__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_info__init
+                     (Pt__JobInfo         *message)
+{
+  static const Pt__JobInfo init_value = PT__JOB_INFO__INIT;
+  *message = init_value;
+}
+size_t pt__job_info__get_packed_size
+                     (const Pt__JobInfo *message)
+{
+  assert(message->base.descriptor == &pt__job_info__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_info__pack
+                     (const Pt__JobInfo *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_info__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_info__pack_to_buffer
+                     (const Pt__JobInfo *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_info__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobInfo *
+       pt__job_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobInfo *)
+     protobuf_c_message_unpack (&pt__job_info__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_info__free_unpacked
+                     (Pt__JobInfo *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_info__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__jobs_reply__init
+                     (Pt__JobsReply         *message)
+{
+  static const Pt__JobsReply init_value = PT__JOBS_REPLY__INIT;
+  *message = init_value;
+}
+size_t pt__jobs_reply__get_packed_size
+                     (const Pt__JobsReply *message)
+{
+  assert(message->base.descriptor == &pt__jobs_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__jobs_reply__pack
+                     (const Pt__JobsReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__jobs_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__jobs_reply__pack_to_buffer
+                     (const Pt__JobsReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__jobs_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobsReply *
+       pt__jobs_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobsReply *)
+     protobuf_c_message_unpack (&pt__jobs_reply__descriptor,
+                                allocator, len, data);
+}
+void   pt__jobs_reply__free_unpacked
+                     (Pt__JobsReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__jobs_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_assign__init
+                     (Pt__JobAssign         *message)
+{
+  static const Pt__JobAssign init_value = PT__JOB_ASSIGN__INIT;
+  *message = init_value;
+}
+size_t pt__job_assign__get_packed_size
+                     (const Pt__JobAssign *message)
+{
+  assert(message->base.descriptor == &pt__job_assign__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_assign__pack
+                     (const Pt__JobAssign *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_assign__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_assign__pack_to_buffer
+                     (const Pt__JobAssign *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_assign__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobAssign *
+       pt__job_assign__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobAssign *)
+     protobuf_c_message_unpack (&pt__job_assign__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_assign__free_unpacked
+                     (Pt__JobAssign *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_assign__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_halt__init
+                     (Pt__JobHalt         *message)
+{
+  static const Pt__JobHalt init_value = PT__JOB_HALT__INIT;
+  *message = init_value;
+}
+size_t pt__job_halt__get_packed_size
+                     (const Pt__JobHalt *message)
+{
+  assert(message->base.descriptor == &pt__job_halt__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_halt__pack
+                     (const Pt__JobHalt *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_halt__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_halt__pack_to_buffer
+                     (const Pt__JobHalt *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_halt__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobHalt *
+       pt__job_halt__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobHalt *)
+     protobuf_c_message_unpack (&pt__job_halt__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_halt__free_unpacked
+                     (Pt__JobHalt *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_halt__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_part_state__init
+                     (Pt__JobPartState         *message)
+{
+  static const Pt__JobPartState init_value = PT__JOB_PART_STATE__INIT;
+  *message = init_value;
+}
+size_t pt__job_part_state__get_packed_size
+                     (const Pt__JobPartState *message)
+{
+  assert(message->base.descriptor == &pt__job_part_state__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_part_state__pack
+                     (const Pt__JobPartState *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_part_state__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_part_state__pack_to_buffer
+                     (const Pt__JobPartState *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_part_state__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobPartState *
+       pt__job_part_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobPartState *)
+     protobuf_c_message_unpack (&pt__job_part_state__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_part_state__free_unpacked
+                     (Pt__JobPartState *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_part_state__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__step_sealed__init
+                     (Pt__StepSealed         *message)
+{
+  static const Pt__StepSealed init_value = PT__STEP_SEALED__INIT;
+  *message = init_value;
+}
+size_t pt__step_sealed__get_packed_size
+                     (const Pt__StepSealed *message)
+{
+  assert(message->base.descriptor == &pt__step_sealed__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__step_sealed__pack
+                     (const Pt__StepSealed *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__step_sealed__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__step_sealed__pack_to_buffer
+                     (const Pt__StepSealed *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__step_sealed__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__StepSealed *
+       pt__step_sealed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__StepSealed *)
+     protobuf_c_message_unpack (&pt__step_sealed__descriptor,
+                                allocator, len, data);
+}
+void   pt__step_sealed__free_unpacked
+                     (Pt__StepSealed *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__step_sealed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_pin__init
+                     (Pt__JobPin         *message)
+{
+  static const Pt__JobPin init_value = PT__JOB_PIN__INIT;
+  *message = init_value;
+}
+size_t pt__job_pin__get_packed_size
+                     (const Pt__JobPin *message)
+{
+  assert(message->base.descriptor == &pt__job_pin__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_pin__pack
+                     (const Pt__JobPin *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_pin__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_pin__pack_to_buffer
+                     (const Pt__JobPin *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_pin__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobPin *
+       pt__job_pin__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobPin *)
+     protobuf_c_message_unpack (&pt__job_pin__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_pin__free_unpacked
+                     (Pt__JobPin *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_pin__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_vote__init
+                     (Pt__JobVote         *message)
+{
+  static const Pt__JobVote init_value = PT__JOB_VOTE__INIT;
+  *message = init_value;
+}
+size_t pt__job_vote__get_packed_size
+                     (const Pt__JobVote *message)
+{
+  assert(message->base.descriptor == &pt__job_vote__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_vote__pack
+                     (const Pt__JobVote *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_vote__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_vote__pack_to_buffer
+                     (const Pt__JobVote *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_vote__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobVote *
+       pt__job_vote__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobVote *)
+     protobuf_c_message_unpack (&pt__job_vote__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_vote__free_unpacked
+                     (Pt__JobVote *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_vote__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_commit__init
+                     (Pt__JobCommit         *message)
+{
+  static const Pt__JobCommit init_value = PT__JOB_COMMIT__INIT;
+  *message = init_value;
+}
+size_t pt__job_commit__get_packed_size
+                     (const Pt__JobCommit *message)
+{
+  assert(message->base.descriptor == &pt__job_commit__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_commit__pack
+                     (const Pt__JobCommit *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_commit__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_commit__pack_to_buffer
+                     (const Pt__JobCommit *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_commit__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobCommit *
+       pt__job_commit__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobCommit *)
+     protobuf_c_message_unpack (&pt__job_commit__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_commit__free_unpacked
+                     (Pt__JobCommit *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_commit__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_unpin__init
+                     (Pt__JobUnpin         *message)
+{
+  static const Pt__JobUnpin init_value = PT__JOB_UNPIN__INIT;
+  *message = init_value;
+}
+size_t pt__job_unpin__get_packed_size
+                     (const Pt__JobUnpin *message)
+{
+  assert(message->base.descriptor == &pt__job_unpin__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_unpin__pack
+                     (const Pt__JobUnpin *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_unpin__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_unpin__pack_to_buffer
+                     (const Pt__JobUnpin *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_unpin__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobUnpin *
+       pt__job_unpin__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobUnpin *)
+     protobuf_c_message_unpack (&pt__job_unpin__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_unpin__free_unpacked
+                     (Pt__JobUnpin *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_unpin__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -4078,6 +4843,1523 @@ const ProtobufCMessageDescriptor pt__nodes_reply__descriptor =
   pt__nodes_reply__field_indices_by_name,
   1,  pt__nodes_reply__number_ranges,
   (ProtobufCMessageInit) pt__nodes_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[13] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobSpec, name),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "argv",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Pt__JobSpec, n_argv),
+    offsetof(Pt__JobSpec, argv),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nodes",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobSpec, nodes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ranks_per_node",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobSpec, ranks_per_node),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slots",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_slots),
+    offsetof(Pt__JobSpec, slots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "memory_budget",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobSpec, has_memory_budget),
+    offsetof(Pt__JobSpec, memory_budget),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_restarts",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_max_restarts),
+    offsetof(Pt__JobSpec, max_restarts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restart_window_ms",
+    8,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_restart_window_ms),
+    offsetof(Pt__JobSpec, restart_window_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "backoff_ms",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_backoff_ms),
+    offsetof(Pt__JobSpec, backoff_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "code_k",
+    10,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_code_k),
+    offsetof(Pt__JobSpec, code_k),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "code_m",
+    11,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_code_m),
+    offsetof(Pt__JobSpec, code_m),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "master_port",
+    12,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_master_port),
+    offsetof(Pt__JobSpec, master_port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_wait_ms",
+    13,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_node_wait_ms),
+    offsetof(Pt__JobSpec, node_wait_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_spec__field_indices_by_name[] = {
+  1,   /* field[1] = argv */
+  8,   /* field[8] = backoff_ms */
+  9,   /* field[9] = code_k */
+  10,   /* field[10] = code_m */
+  11,   /* field[11] = master_port */
+  6,   /* field[6] = max_restarts */
+  5,   /* field[5] = memory_budget */
+  0,   /* field[0] = name */
+  12,   /* field[12] = node_wait_ms */
+  2,   /* field[2] = nodes */
+  3,   /* field[3] = ranks_per_node */
+  7,   /* field[7] = restart_window_ms */
+  4,   /* field[4] = slots */
+};
+static const ProtobufCIntRange pt__job_spec__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 13 }
+};
+const ProtobufCMessageDescriptor pt__job_spec__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobSpec",
+  "JobSpec",
+  "Pt__JobSpec",
+  "pt",
+  sizeof(Pt__JobSpec),
+  13,
+  pt__job_spec__field_descriptors,
+  pt__job_spec__field_indices_by_name,
+  1,  pt__job_spec__number_ranges,
+  (ProtobufCMessageInit) pt__job_spec__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_start__field_descriptors[1] =
+{
+  {
+    "spec",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobStart, spec),
+    &pt__job_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_start__field_indices_by_name[] = {
+  0,   /* field[0] = spec */
+};
+static const ProtobufCIntRange pt__job_start__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__job_start__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobStart",
+  "JobStart",
+  "Pt__JobStart",
+  "pt",
+  sizeof(Pt__JobStart),
+  1,
+  pt__job_start__field_descriptors,
+  pt__job_start__field_indices_by_name,
+  1,  pt__job_start__number_ranges,
+  (ProtobufCMessageInit) pt__job_start__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_stop__field_descriptors[1] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobStop, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_stop__field_indices_by_name[] = {
+  0,   /* field[0] = job */
+};
+static const ProtobufCIntRange pt__job_stop__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__job_stop__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobStop",
+  "JobStop",
+  "Pt__JobStop",
+  "pt",
+  sizeof(Pt__JobStop),
+  1,
+  pt__job_stop__field_descriptors,
+  pt__job_stop__field_indices_by_name,
+  1,  pt__job_stop__number_ranges,
+  (ProtobufCMessageInit) pt__job_stop__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_restore__field_descriptors[2] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobRestore, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobRestore, has_step),
+    offsetof(Pt__JobRestore, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_restore__field_indices_by_name[] = {
+  0,   /* field[0] = job */
+  1,   /* field[1] = step */
+};
+static const ProtobufCIntRange pt__job_restore__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__job_restore__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobRestore",
+  "JobRestore",
+  "Pt__JobRestore",
+  "pt",
+  sizeof(Pt__JobRestore),
+  2,
+  pt__job_restore__field_descriptors,
+  pt__job_restore__field_indices_by_name,
+  1,  pt__job_restore__number_ranges,
+  (ProtobufCMessageInit) pt__job_restore__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_reply__field_descriptors[5] =
+{
+  {
+    "status",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobReply, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobReply, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "job",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobReply, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobReply, has_epoch),
+    offsetof(Pt__JobReply, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobReply, has_step),
+    offsetof(Pt__JobReply, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_reply__field_indices_by_name[] = {
+  3,   /* field[3] = epoch */
+  2,   /* field[2] = job */
+  1,   /* field[1] = message */
+  0,   /* field[0] = status */
+  4,   /* field[4] = step */
+};
+static const ProtobufCIntRange pt__job_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__job_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobReply",
+  "JobReply",
+  "Pt__JobReply",
+  "pt",
+  sizeof(Pt__JobReply),
+  5,
+  pt__job_reply__field_descriptors,
+  pt__job_reply__field_indices_by_name,
+  1,  pt__job_reply__number_ranges,
+  (ProtobufCMessageInit) pt__job_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__jobs_query__field_descriptors[1] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobsQuery, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__jobs_query__field_indices_by_name[] = {
+  0,   /* field[0] = job */
+};
+static const ProtobufCIntRange pt__jobs_query__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__jobs_query__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobsQuery",
+  "JobsQuery",
+  "Pt__JobsQuery",
+  "pt",
+  sizeof(Pt__JobsQuery),
+  1,
+  pt__jobs_query__field_descriptors,
+  pt__jobs_query__field_indices_by_name,
+  1,  pt__jobs_query__number_ranges,
+  (ProtobufCMessageInit) pt__jobs_query__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_part_info__field_descriptors[9] =
+{
+  {
+    "node_id",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartInfo, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_index",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartInfo, node_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_state",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartInfo, node_state),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heartbeat_age_ms",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPartInfo, has_heartbeat_age_ms),
+    offsetof(Pt__JobPartInfo, heartbeat_age_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "part_state",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartInfo, part_state),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "first_rank",
+    6,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartInfo, first_rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ranks",
+    7,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartInfo, ranks),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_held",
+    8,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPartInfo, has_bytes_held),
+    offsetof(Pt__JobPartInfo, bytes_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_sealed",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPartInfo, has_last_sealed),
+    offsetof(Pt__JobPartInfo, last_sealed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_part_info__field_indices_by_name[] = {
+  7,   /* field[7] = bytes_held */
+  5,   /* field[5] = first_rank */
+  3,   /* field[3] = heartbeat_age_ms */
+  8,   /* field[8] = last_sealed */
+  0,   /* field[0] = node_id */
+  1,   /* field[1] = node_index */
+  2,   /* field[2] = node_state */
+  4,   /* field[4] = part_state */
+  6,   /* field[6] = ranks */
+};
+static const ProtobufCIntRange pt__job_part_info__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor pt__job_part_info__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobPartInfo",
+  "JobPartInfo",
+  "Pt__JobPartInfo",
+  "pt",
+  sizeof(Pt__JobPartInfo),
+  9,
+  pt__job_part_info__field_descriptors,
+  pt__job_part_info__field_indices_by_name,
+  1,  pt__job_part_info__number_ranges,
+  (ProtobufCMessageInit) pt__job_part_info__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[11] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, name),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, state),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "committed_step",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobInfo, has_committed_step),
+    offsetof(Pt__JobInfo, committed_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "commit_age_ms",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobInfo, has_commit_age_ms),
+    offsetof(Pt__JobInfo, commit_age_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restarts",
+    6,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, restarts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "commits",
+    7,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, commits),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_held",
+    8,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, bytes_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, reason),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parts",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__JobInfo, n_parts),
+    offsetof(Pt__JobInfo, parts),
+    &pt__job_part_info__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "spec",
+    11,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, spec),
+    &pt__job_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_info__field_indices_by_name[] = {
+  7,   /* field[7] = bytes_held */
+  4,   /* field[4] = commit_age_ms */
+  6,   /* field[6] = commits */
+  3,   /* field[3] = committed_step */
+  2,   /* field[2] = epoch */
+  0,   /* field[0] = name */
+  9,   /* field[9] = parts */
+  8,   /* field[8] = reason */
+  5,   /* field[5] = restarts */
+  10,   /* field[10] = spec */
+  1,   /* field[1] = state */
+};
+static const ProtobufCIntRange pt__job_info__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor pt__job_info__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobInfo",
+  "JobInfo",
+  "Pt__JobInfo",
+  "pt",
+  sizeof(Pt__JobInfo),
+  11,
+  pt__job_info__field_descriptors,
+  pt__job_info__field_indices_by_name,
+  1,  pt__job_info__number_ranges,
+  (ProtobufCMessageInit) pt__job_info__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__jobs_reply__field_descriptors[3] =
+{
+  {
+    "status",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobsReply, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobsReply, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "jobs",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__JobsReply, n_jobs),
+    offsetof(Pt__JobsReply, jobs),
+    &pt__job_info__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__jobs_reply__field_indices_by_name[] = {
+  2,   /* field[2] = jobs */
+  1,   /* field[1] = message */
+  0,   /* field[0] = status */
+};
+static const ProtobufCIntRange pt__jobs_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__jobs_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobsReply",
+  "JobsReply",
+  "Pt__JobsReply",
+  "pt",
+  sizeof(Pt__JobsReply),
+  3,
+  pt__jobs_reply__field_descriptors,
+  pt__jobs_reply__field_indices_by_name,
+  1,  pt__jobs_reply__number_ranges,
+  (ProtobufCMessageInit) pt__jobs_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[9] =
+{
+  {
+    "spec",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, spec),
+    &pt__job_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_index",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, node_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "first_rank",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, first_rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "world_size",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, world_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "master_addr",
+    6,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, master_addr),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "master_port",
+    7,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, master_port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restore_step",
+    8,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobAssign, has_restore_step),
+    offsetof(Pt__JobAssign, restore_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "committed_step",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobAssign, has_committed_step),
+    offsetof(Pt__JobAssign, committed_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_assign__field_indices_by_name[] = {
+  8,   /* field[8] = committed_step */
+  1,   /* field[1] = epoch */
+  3,   /* field[3] = first_rank */
+  5,   /* field[5] = master_addr */
+  6,   /* field[6] = master_port */
+  2,   /* field[2] = node_index */
+  7,   /* field[7] = restore_step */
+  0,   /* field[0] = spec */
+  4,   /* field[4] = world_size */
+};
+static const ProtobufCIntRange pt__job_assign__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor pt__job_assign__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobAssign",
+  "JobAssign",
+  "Pt__JobAssign",
+  "pt",
+  sizeof(Pt__JobAssign),
+  9,
+  pt__job_assign__field_descriptors,
+  pt__job_assign__field_indices_by_name,
+  1,  pt__job_assign__number_ranges,
+  (ProtobufCMessageInit) pt__job_assign__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_halt__field_descriptors[4] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobHalt, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobHalt, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "remove",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobHalt, remove),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobHalt, reason),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_halt__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  3,   /* field[3] = reason */
+  2,   /* field[2] = remove */
+};
+static const ProtobufCIntRange pt__job_halt__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__job_halt__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobHalt",
+  "JobHalt",
+  "Pt__JobHalt",
+  "pt",
+  sizeof(Pt__JobHalt),
+  4,
+  pt__job_halt__field_descriptors,
+  pt__job_halt__field_indices_by_name,
+  1,  pt__job_halt__number_ranges,
+  (ProtobufCMessageInit) pt__job_halt__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[8] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartState, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartState, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartState, state),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_SINT32,
+    offsetof(Pt__JobPartState, has_status),
+    offsetof(Pt__JobPartState, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPartState, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_held",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPartState, has_bytes_held),
+    offsetof(Pt__JobPartState, bytes_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_sealed",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPartState, has_last_sealed),
+    offsetof(Pt__JobPartState, last_sealed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "held",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPartState, n_held),
+    offsetof(Pt__JobPartState, held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_part_state__field_indices_by_name[] = {
+  5,   /* field[5] = bytes_held */
+  1,   /* field[1] = epoch */
+  7,   /* field[7] = held */
+  0,   /* field[0] = job */
+  6,   /* field[6] = last_sealed */
+  4,   /* field[4] = message */
+  2,   /* field[2] = state */
+  3,   /* field[3] = status */
+};
+static const ProtobufCIntRange pt__job_part_state__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobPartState",
+  "JobPartState",
+  "Pt__JobPartState",
+  "pt",
+  sizeof(Pt__JobPartState),
+  8,
+  pt__job_part_state__field_descriptors,
+  pt__job_part_state__field_indices_by_name,
+  1,  pt__job_part_state__number_ranges,
+  (ProtobufCMessageInit) pt__job_part_state__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepSealed, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepSealed, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepSealed, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__step_sealed__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__step_sealed__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__step_sealed__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.StepSealed",
+  "StepSealed",
+  "Pt__StepSealed",
+  "pt",
+  sizeof(Pt__StepSealed),
+  3,
+  pt__step_sealed__field_descriptors,
+  pt__step_sealed__field_indices_by_name,
+  1,  pt__step_sealed__number_ranges,
+  (ProtobufCMessageInit) pt__step_sealed__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_pin__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPin, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPin, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPin, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_pin__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__job_pin__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__job_pin__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobPin",
+  "JobPin",
+  "Pt__JobPin",
+  "pt",
+  sizeof(Pt__JobPin),
+  3,
+  pt__job_pin__field_descriptors,
+  pt__job_pin__field_indices_by_name,
+  1,  pt__job_pin__number_ranges,
+  (ProtobufCMessageInit) pt__job_pin__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_vote__field_descriptors[5] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobVote, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobVote, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobVote, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobVote, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobVote, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_vote__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  4,   /* field[4] = message */
+  3,   /* field[3] = status */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__job_vote__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__job_vote__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobVote",
+  "JobVote",
+  "Pt__JobVote",
+  "pt",
+  sizeof(Pt__JobVote),
+  5,
+  pt__job_vote__field_descriptors,
+  pt__job_vote__field_indices_by_name,
+  1,  pt__job_vote__number_ranges,
+  (ProtobufCMessageInit) pt__job_vote__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_commit__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobCommit, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobCommit, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobCommit, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_commit__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__job_commit__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__job_commit__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobCommit",
+  "JobCommit",
+  "Pt__JobCommit",
+  "pt",
+  sizeof(Pt__JobCommit),
+  3,
+  pt__job_commit__field_descriptors,
+  pt__job_commit__field_indices_by_name,
+  1,  pt__job_commit__number_ranges,
+  (ProtobufCMessageInit) pt__job_commit__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_unpin__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobUnpin, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobUnpin, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobUnpin, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_unpin__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__job_unpin__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__job_unpin__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobUnpin",
+  "JobUnpin",
+  "Pt__JobUnpin",
+  "pt",
+  sizeof(Pt__JobUnpin),
+  3,
+  pt__job_unpin__field_descriptors,
+  pt__job_unpin__field_indices_by_name,
+  1,  pt__job_unpin__number_ranges,
+  (ProtobufCMessageInit) pt__job_unpin__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =

@@ -50,6 +50,23 @@ typedef struct Pt__Heartbeat Pt__Heartbeat;
 typedef struct Pt__NodesQuery Pt__NodesQuery;
 typedef struct Pt__NodeInfo Pt__NodeInfo;
 typedef struct Pt__NodesReply Pt__NodesReply;
+typedef struct Pt__JobSpec Pt__JobSpec;
+typedef struct Pt__JobStart Pt__JobStart;
+typedef struct Pt__JobStop Pt__JobStop;
+typedef struct Pt__JobRestore Pt__JobRestore;
+typedef struct Pt__JobReply Pt__JobReply;
+typedef struct Pt__JobsQuery Pt__JobsQuery;
+typedef struct Pt__JobPartInfo Pt__JobPartInfo;
+typedef struct Pt__JobInfo Pt__JobInfo;
+typedef struct Pt__JobsReply Pt__JobsReply;
+typedef struct Pt__JobAssign Pt__JobAssign;
+typedef struct Pt__JobHalt Pt__JobHalt;
+typedef struct Pt__JobPartState Pt__JobPartState;
+typedef struct Pt__StepSealed Pt__StepSealed;
+typedef struct Pt__JobPin Pt__JobPin;
+typedef struct Pt__JobVote Pt__JobVote;
+typedef struct Pt__JobCommit Pt__JobCommit;
+typedef struct Pt__JobUnpin Pt__JobUnpin;
 
 
 /* --- enums --- */
@@ -861,6 +878,425 @@ struct  Pt__NodesReply
     , 0, NULL, 0,NULL }
 
 
+/*
+ * What ptctl start asks for. Limits are checked by the controller.
+ */
+struct  Pt__JobSpec
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * the trainer command, argv[0] first
+   */
+  size_t n_argv;
+  char **argv;
+  uint32_t nodes;
+  uint32_t ranks_per_node;
+  /*
+   * per rank; default 3
+   */
+  protobuf_c_boolean has_slots;
+  uint32_t slots;
+  /*
+   * bytes per node; 0 or absent: none
+   */
+  protobuf_c_boolean has_memory_budget;
+  uint64_t memory_budget;
+  /*
+   * in restart_window_ms; default 3
+   */
+  protobuf_c_boolean has_max_restarts;
+  uint32_t max_restarts;
+  /*
+   * 0: over the job's life
+   */
+  protobuf_c_boolean has_restart_window_ms;
+  uint32_t restart_window_ms;
+  /*
+   * first restart delay
+   */
+  protobuf_c_boolean has_backoff_ms;
+  uint32_t backoff_ms;
+  /*
+   * erasure code k+m (next issue);
+   */
+  protobuf_c_boolean has_code_k;
+  uint32_t code_k;
+  /*
+   *   0+0: none
+   */
+  protobuf_c_boolean has_code_m;
+  uint32_t code_m;
+  /*
+   * MASTER_PORT; 0: the controller picks
+   */
+  protobuf_c_boolean has_master_port;
+  uint32_t master_port;
+  /*
+   * a dead node: stop and wait this
+   */
+  protobuf_c_boolean has_node_wait_ms;
+  uint32_t node_wait_ms;
+};
+#define PT__JOB_SPEC__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_spec__descriptor) \
+    , NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_JOB_START: ptctl -> controller. Answered with JOB_REPLY (status 0 and
+ * epoch 1 once the job is journaled and its parts are being assigned;
+ * -EEXIST for a name in use; -ENOSPC when too few spare nodes can take
+ * ranks_per_node ranks; -EINVAL with the reason for a bad spec).
+ */
+struct  Pt__JobStart
+{
+  ProtobufCMessage base;
+  Pt__JobSpec *spec;
+};
+#define PT__JOB_START__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_start__descriptor) \
+    , NULL }
+
+
+/*
+ * RPC_JOB_STOP: ptctl -> controller: stop every rank of the job, end it
+ * ("stopped"), free its nodes. Answered with JOB_REPLY.
+ */
+struct  Pt__JobStop
+{
+  ProtobufCMessage base;
+  char *job;
+};
+#define PT__JOB_STOP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_stop__descriptor) \
+    , NULL }
+
+
+/*
+ * RPC_JOB_RESTORE: ptctl -> controller: restart every rank of the job in a
+ * new epoch from its newest committed step, or from step (a committed step
+ * every node still holds; -ENOENT otherwise). Answered with JOB_REPLY.
+ */
+struct  Pt__JobRestore
+{
+  ProtobufCMessage base;
+  char *job;
+  protobuf_c_boolean has_step;
+  uint64_t step;
+};
+#define PT__JOB_RESTORE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_restore__descriptor) \
+    , NULL, 0, 0 }
+
+
+/*
+ * RPC_JOB_REPLY: controller -> ptctl.
+ */
+struct  Pt__JobReply
+{
+  ProtobufCMessage base;
+  int32_t status;
+  char *message;
+  char *job;
+  protobuf_c_boolean has_epoch;
+  uint64_t epoch;
+  /*
+   * JOB_RESTORE: the step restored
+   */
+  protobuf_c_boolean has_step;
+  uint64_t step;
+};
+#define PT__JOB_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_reply__descriptor) \
+    , 0, NULL, NULL, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_JOBS_QUERY: ptctl -> controller; job absent: every job.
+ */
+struct  Pt__JobsQuery
+{
+  ProtobufCMessage base;
+  char *job;
+};
+#define PT__JOBS_QUERY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__jobs_query__descriptor) \
+    , NULL }
+
+
+struct  Pt__JobPartInfo
+{
+  ProtobufCMessage base;
+  char *node_id;
+  uint32_t node_index;
+  /*
+   * as NodeInfo.state
+   */
+  char *node_state;
+  protobuf_c_boolean has_heartbeat_age_ms;
+  uint64_t heartbeat_age_ms;
+  /*
+   * "assigned", "running", "stopped",
+   */
+  char *part_state;
+  /*
+   * "failed", "done"
+   */
+  /*
+   * global rank of its local rank 0
+   */
+  uint32_t first_rank;
+  uint32_t ranks;
+  protobuf_c_boolean has_bytes_held;
+  uint64_t bytes_held;
+  /*
+   * newest step all its ranks sealed
+   */
+  protobuf_c_boolean has_last_sealed;
+  uint64_t last_sealed;
+};
+#define PT__JOB_PART_INFO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_info__descriptor) \
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
+
+
+struct  Pt__JobInfo
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * "starting", "running",
+   */
+  char *state;
+  /*
+   * "restarting", "waiting" (for a
+   * dead node), "stopping", "done",
+   * "failed", "stopped"
+   */
+  uint64_t epoch;
+  protobuf_c_boolean has_committed_step;
+  uint64_t committed_step;
+  protobuf_c_boolean has_commit_age_ms;
+  uint64_t commit_age_ms;
+  uint32_t restarts;
+  uint64_t commits;
+  /*
+   * over its parts
+   */
+  uint64_t bytes_held;
+  /*
+   * why it failed, stopped or restarts
+   */
+  char *reason;
+  size_t n_parts;
+  Pt__JobPartInfo **parts;
+  Pt__JobSpec *spec;
+};
+#define PT__JOB_INFO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_info__descriptor) \
+    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL }
+
+
+/*
+ * RPC_JOBS_REPLY: controller -> ptctl. -ENOENT for an unknown job.
+ */
+struct  Pt__JobsReply
+{
+  ProtobufCMessage base;
+  int32_t status;
+  char *message;
+  size_t n_jobs;
+  Pt__JobInfo **jobs;
+};
+#define PT__JOBS_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__jobs_reply__descriptor) \
+    , 0, NULL, 0,NULL }
+
+
+/*
+ * RPC_JOB_ASSIGN: controller -> node: run your part of epoch epoch. The
+ * node stops whatever it runs of an older epoch of this job first, records
+ * the assignment in its state dir (so that it re-adopts after its own
+ * restart), sets every SMP's restore point (restore_step, or fresh when
+ * absent), then spawns its ranks with the torchrun environment (RANK =
+ * first_rank + local rank, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE =
+ * spec.ranks_per_node, GROUP_RANK = node_index, MASTER_ADDR, MASTER_PORT).
+ * Sent again, with the same epoch, to a node that re-registers while it has
+ * a part: the node answers with where it stands (it does not respawn).
+ * Answered with JOB_PART_STATE.
+ */
+struct  Pt__JobAssign
+{
+  ProtobufCMessage base;
+  Pt__JobSpec *spec;
+  uint64_t epoch;
+  uint32_t node_index;
+  uint32_t first_rank;
+  uint32_t world_size;
+  char *master_addr;
+  uint32_t master_port;
+  /*
+   * absent: start fresh
+   */
+  protobuf_c_boolean has_restore_step;
+  uint64_t restore_step;
+  /*
+   * the job's newest committed step
+   */
+  protobuf_c_boolean has_committed_step;
+  uint64_t committed_step;
+};
+#define PT__JOB_ASSIGN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_assign__descriptor) \
+    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_JOB_HALT: controller -> node: stop the ranks of job (any epoch up to
+ * epoch), and keep (remove false) or delete (remove true: the job ended)
+ * their snapshots. Answered with JOB_PART_STATE once they are stopped.
+ */
+struct  Pt__JobHalt
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  protobuf_c_boolean remove;
+  char *reason;
+};
+#define PT__JOB_HALT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_halt__descriptor) \
+    , NULL, 0, 0, NULL }
+
+
+/*
+ * RPC_JOB_PART_STATE: node -> controller, unsolicited (request id 0) on
+ * every change of its part, or as the answer to JOB_ASSIGN / JOB_HALT.
+ */
+struct  Pt__JobPartState
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  /*
+   * "starting", "running", "stopped",
+   */
+  char *state;
+  /*
+   * "failed" (a rank or SMP failed:
+   * the controller restarts the job),
+   * "done" (every rank said BYE done)
+   */
+  /*
+   * failed: the cause
+   */
+  protobuf_c_boolean has_status;
+  int32_t status;
+  /*
+   * failed: in words (which rank, how)
+   */
+  char *message;
+  protobuf_c_boolean has_bytes_held;
+  uint64_t bytes_held;
+  protobuf_c_boolean has_last_sealed;
+  uint64_t last_sealed;
+  /*
+   * committed-or-pinned steps every
+   */
+  size_t n_held;
+  uint64_t *held;
+};
+#define PT__JOB_PART_STATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_state__descriptor) \
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL }
+
+
+/*
+ * RPC_STEP_SEALED: node -> controller, unsolicited: every local rank of the
+ * job's part sealed step in this epoch.
+ */
+struct  Pt__StepSealed
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+};
+#define PT__STEP_SEALED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__step_sealed__descriptor) \
+    , NULL, 0, 0 }
+
+
+/*
+ * RPC_JOB_PIN: controller -> node, the first phase over nodes: pin step on
+ * every local SMP. Answered with JOB_VOTE (the same request id).
+ */
+struct  Pt__JobPin
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+};
+#define PT__JOB_PIN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_pin__descriptor) \
+    , NULL, 0, 0 }
+
+
+/*
+ * RPC_JOB_VOTE: node -> controller: status 0 (every local rank pinned
+ * step), -ENOENT (some rank no longer holds it), PT_EEPOCH (another epoch),
+ * or another error.
+ */
+struct  Pt__JobVote
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+  int32_t status;
+  char *message;
+};
+#define PT__JOB_VOTE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_vote__descriptor) \
+    , NULL, 0, 0, 0, NULL }
+
+
+/*
+ * RPC_JOB_COMMIT: controller -> node, after COMMIT(job, step) is durable in
+ * the controller's journal: step is the job's committed step; commit it on
+ * every local SMP. Unanswered: a node that misses it learns it again on
+ * reconnect (JobAssign.committed_step).
+ */
+struct  Pt__JobCommit
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+};
+#define PT__JOB_COMMIT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_commit__descriptor) \
+    , NULL, 0, 0 }
+
+
+/*
+ * RPC_JOB_UNPIN: controller -> node: the round for step failed; let go of
+ * its pins. Unanswered.
+ */
+struct  Pt__JobUnpin
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+};
+#define PT__JOB_UNPIN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_unpin__descriptor) \
+    , NULL, 0, 0 }
+
+
 /* Pt__Region methods */
 void   pt__region__init
                      (Pt__Region         *message);
@@ -1526,6 +1962,329 @@ Pt__NodesReply *
 void   pt__nodes_reply__free_unpacked
                      (Pt__NodesReply *message,
                       ProtobufCAllocator *allocator);
+/* Pt__JobSpec methods */
+void   pt__job_spec__init
+                     (Pt__JobSpec         *message);
+size_t pt__job_spec__get_packed_size
+                     (const Pt__JobSpec   *message);
+size_t pt__job_spec__pack
+                     (const Pt__JobSpec   *message,
+                      uint8_t             *out);
+size_t pt__job_spec__pack_to_buffer
+                     (const Pt__JobSpec   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobSpec *
+       pt__job_spec__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_spec__free_unpacked
+                     (Pt__JobSpec *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobStart methods */
+void   pt__job_start__init
+                     (Pt__JobStart         *message);
+size_t pt__job_start__get_packed_size
+                     (const Pt__JobStart   *message);
+size_t pt__job_start__pack
+                     (const Pt__JobStart   *message,
+                      uint8_t             *out);
+size_t pt__job_start__pack_to_buffer
+                     (const Pt__JobStart   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobStart *
+       pt__job_start__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_start__free_unpacked
+                     (Pt__JobStart *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobStop methods */
+void   pt__job_stop__init
+                     (Pt__JobStop         *message);
+size_t pt__job_stop__get_packed_size
+                     (const Pt__JobStop   *message);
+size_t pt__job_stop__pack
+                     (const Pt__JobStop   *message,
+                      uint8_t             *out);
+size_t pt__job_stop__pack_to_buffer
+                     (const Pt__JobStop   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobStop *
+       pt__job_stop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_stop__free_unpacked
+                     (Pt__JobStop *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobRestore methods */
+void   pt__job_restore__init
+                     (Pt__JobRestore         *message);
+size_t pt__job_restore__get_packed_size
+                     (const Pt__JobRestore   *message);
+size_t pt__job_restore__pack
+                     (const Pt__JobRestore   *message,
+                      uint8_t             *out);
+size_t pt__job_restore__pack_to_buffer
+                     (const Pt__JobRestore   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobRestore *
+       pt__job_restore__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_restore__free_unpacked
+                     (Pt__JobRestore *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobReply methods */
+void   pt__job_reply__init
+                     (Pt__JobReply         *message);
+size_t pt__job_reply__get_packed_size
+                     (const Pt__JobReply   *message);
+size_t pt__job_reply__pack
+                     (const Pt__JobReply   *message,
+                      uint8_t             *out);
+size_t pt__job_reply__pack_to_buffer
+                     (const Pt__JobReply   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobReply *
+       pt__job_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_reply__free_unpacked
+                     (Pt__JobReply *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobsQuery methods */
+void   pt__jobs_query__init
+                     (Pt__JobsQuery         *message);
+size_t pt__jobs_query__get_packed_size
+                     (const Pt__JobsQuery   *message);
+size_t pt__jobs_query__pack
+                     (const Pt__JobsQuery   *message,
+                      uint8_t             *out);
+size_t pt__jobs_query__pack_to_buffer
+                     (const Pt__JobsQuery   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobsQuery *
+       pt__jobs_query__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__jobs_query__free_unpacked
+                     (Pt__JobsQuery *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobPartInfo methods */
+void   pt__job_part_info__init
+                     (Pt__JobPartInfo         *message);
+size_t pt__job_part_info__get_packed_size
+                     (const Pt__JobPartInfo   *message);
+size_t pt__job_part_info__pack
+                     (const Pt__JobPartInfo   *message,
+                      uint8_t             *out);
+size_t pt__job_part_info__pack_to_buffer
+                     (const Pt__JobPartInfo   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobPartInfo *
+       pt__job_part_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_part_info__free_unpacked
+                     (Pt__JobPartInfo *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobInfo methods */
+void   pt__job_info__init
+                     (Pt__JobInfo         *message);
+size_t pt__job_info__get_packed_size
+                     (const Pt__JobInfo   *message);
+size_t pt__job_info__pack
+                     (const Pt__JobInfo   *message,
+                      uint8_t             *out);
+size_t pt__job_info__pack_to_buffer
+                     (const Pt__JobInfo   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobInfo *
+       pt__job_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_info__free_unpacked
+                     (Pt__JobInfo *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobsReply methods */
+void   pt__jobs_reply__init
+                     (Pt__JobsReply         *message);
+size_t pt__jobs_reply__get_packed_size
+                     (const Pt__JobsReply   *message);
+size_t pt__jobs_reply__pack
+                     (const Pt__JobsReply   *message,
+                      uint8_t             *out);
+size_t pt__jobs_reply__pack_to_buffer
+                     (const Pt__JobsReply   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobsReply *
+       pt__jobs_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__jobs_reply__free_unpacked
+                     (Pt__JobsReply *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobAssign methods */
+void   pt__job_assign__init
+                     (Pt__JobAssign         *message);
+size_t pt__job_assign__get_packed_size
+                     (const Pt__JobAssign   *message);
+size_t pt__job_assign__pack
+                     (const Pt__JobAssign   *message,
+                      uint8_t             *out);
+size_t pt__job_assign__pack_to_buffer
+                     (const Pt__JobAssign   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobAssign *
+       pt__job_assign__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_assign__free_unpacked
+                     (Pt__JobAssign *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobHalt methods */
+void   pt__job_halt__init
+                     (Pt__JobHalt         *message);
+size_t pt__job_halt__get_packed_size
+                     (const Pt__JobHalt   *message);
+size_t pt__job_halt__pack
+                     (const Pt__JobHalt   *message,
+                      uint8_t             *out);
+size_t pt__job_halt__pack_to_buffer
+                     (const Pt__JobHalt   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobHalt *
+       pt__job_halt__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_halt__free_unpacked
+                     (Pt__JobHalt *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobPartState methods */
+void   pt__job_part_state__init
+                     (Pt__JobPartState         *message);
+size_t pt__job_part_state__get_packed_size
+                     (const Pt__JobPartState   *message);
+size_t pt__job_part_state__pack
+                     (const Pt__JobPartState   *message,
+                      uint8_t             *out);
+size_t pt__job_part_state__pack_to_buffer
+                     (const Pt__JobPartState   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobPartState *
+       pt__job_part_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_part_state__free_unpacked
+                     (Pt__JobPartState *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__StepSealed methods */
+void   pt__step_sealed__init
+                     (Pt__StepSealed         *message);
+size_t pt__step_sealed__get_packed_size
+                     (const Pt__StepSealed   *message);
+size_t pt__step_sealed__pack
+                     (const Pt__StepSealed   *message,
+                      uint8_t             *out);
+size_t pt__step_sealed__pack_to_buffer
+                     (const Pt__StepSealed   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__StepSealed *
+       pt__step_sealed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__step_sealed__free_unpacked
+                     (Pt__StepSealed *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobPin methods */
+void   pt__job_pin__init
+                     (Pt__JobPin         *message);
+size_t pt__job_pin__get_packed_size
+                     (const Pt__JobPin   *message);
+size_t pt__job_pin__pack
+                     (const Pt__JobPin   *message,
+                      uint8_t             *out);
+size_t pt__job_pin__pack_to_buffer
+                     (const Pt__JobPin   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobPin *
+       pt__job_pin__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_pin__free_unpacked
+                     (Pt__JobPin *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobVote methods */
+void   pt__job_vote__init
+                     (Pt__JobVote         *message);
+size_t pt__job_vote__get_packed_size
+                     (const Pt__JobVote   *message);
+size_t pt__job_vote__pack
+                     (const Pt__JobVote   *message,
+                      uint8_t             *out);
+size_t pt__job_vote__pack_to_buffer
+                     (const Pt__JobVote   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobVote *
+       pt__job_vote__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_vote__free_unpacked
+                     (Pt__JobVote *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobCommit methods */
+void   pt__job_commit__init
+                     (Pt__JobCommit         *message);
+size_t pt__job_commit__get_packed_size
+                     (const Pt__JobCommit   *message);
+size_t pt__job_commit__pack
+                     (const Pt__JobCommit   *message,
+                      uint8_t             *out);
+size_t pt__job_commit__pack_to_buffer
+                     (const Pt__JobCommit   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobCommit *
+       pt__job_commit__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_commit__free_unpacked
+                     (Pt__JobCommit *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobUnpin methods */
+void   pt__job_unpin__init
+                     (Pt__JobUnpin         *message);
+size_t pt__job_unpin__get_packed_size
+                     (const Pt__JobUnpin   *message);
+size_t pt__job_unpin__pack
+                     (const Pt__JobUnpin   *message,
+                      uint8_t             *out);
+size_t pt__job_unpin__pack_to_buffer
+                     (const Pt__JobUnpin   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobUnpin *
+       pt__job_unpin__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_unpin__free_unpacked
+                     (Pt__JobUnpin *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -1633,6 +2392,57 @@ typedef void (*Pt__NodeInfo_Closure)
 typedef void (*Pt__NodesReply_Closure)
                  (const Pt__NodesReply *message,
                   void *closure_data);
+typedef void (*Pt__JobSpec_Closure)
+                 (const Pt__JobSpec *message,
+                  void *closure_data);
+typedef void (*Pt__JobStart_Closure)
+                 (const Pt__JobStart *message,
+                  void *closure_data);
+typedef void (*Pt__JobStop_Closure)
+                 (const Pt__JobStop *message,
+                  void *closure_data);
+typedef void (*Pt__JobRestore_Closure)
+                 (const Pt__JobRestore *message,
+                  void *closure_data);
+typedef void (*Pt__JobReply_Closure)
+                 (const Pt__JobReply *message,
+                  void *closure_data);
+typedef void (*Pt__JobsQuery_Closure)
+                 (const Pt__JobsQuery *message,
+                  void *closure_data);
+typedef void (*Pt__JobPartInfo_Closure)
+                 (const Pt__JobPartInfo *message,
+                  void *closure_data);
+typedef void (*Pt__JobInfo_Closure)
+                 (const Pt__JobInfo *message,
+                  void *closure_data);
+typedef void (*Pt__JobsReply_Closure)
+                 (const Pt__JobsReply *message,
+                  void *closure_data);
+typedef void (*Pt__JobAssign_Closure)
+                 (const Pt__JobAssign *message,
+                  void *closure_data);
+typedef void (*Pt__JobHalt_Closure)
+                 (const Pt__JobHalt *message,
+                  void *closure_data);
+typedef void (*Pt__JobPartState_Closure)
+                 (const Pt__JobPartState *message,
+                  void *closure_data);
+typedef void (*Pt__StepSealed_Closure)
+                 (const Pt__StepSealed *message,
+                  void *closure_data);
+typedef void (*Pt__JobPin_Closure)
+                 (const Pt__JobPin *message,
+                  void *closure_data);
+typedef void (*Pt__JobVote_Closure)
+                 (const Pt__JobVote *message,
+                  void *closure_data);
+typedef void (*Pt__JobCommit_Closure)
+                 (const Pt__JobCommit *message,
+                  void *closure_data);
+typedef void (*Pt__JobUnpin_Closure)
+                 (const Pt__JobUnpin *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1676,6 +2486,23 @@ extern const ProtobufCMessageDescriptor pt__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor pt__nodes_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__node_info__descriptor;
 extern const ProtobufCMessageDescriptor pt__nodes_reply__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_spec__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_start__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_stop__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_restore__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_reply__descriptor;
+extern const ProtobufCMessageDescriptor pt__jobs_query__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_part_info__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_info__descriptor;
+extern const ProtobufCMessageDescriptor pt__jobs_reply__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_assign__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_halt__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_part_state__descriptor;
+extern const ProtobufCMessageDescriptor pt__step_sealed__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_pin__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_vote__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_commit__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_unpin__descriptor;
 
 PROTOBUF_C__END_DECLS
 

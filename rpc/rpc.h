@@ -100,7 +100,22 @@ enum rpc_type {
   RPC_HEARTBEAT = 29,           /* Pt__Heartbeat */
   RPC_NODES_QUERY = 30,         /* Pt__NodesQuery */
   RPC_NODES_REPLY = 31,         /* Pt__NodesReply */
-  RPC_TYPE_MAX_ = 31,
+  /* jobs across nodes (ptctl -> controller -> nodes) */
+  RPC_JOB_START = 32,           /* Pt__JobStart */
+  RPC_JOB_STOP = 33,            /* Pt__JobStop */
+  RPC_JOB_RESTORE = 34,         /* Pt__JobRestore */
+  RPC_JOB_REPLY = 35,           /* Pt__JobReply */
+  RPC_JOBS_QUERY = 36,          /* Pt__JobsQuery */
+  RPC_JOBS_REPLY = 37,          /* Pt__JobsReply */
+  RPC_JOB_ASSIGN = 38,          /* Pt__JobAssign */
+  RPC_JOB_HALT = 39,            /* Pt__JobHalt */
+  RPC_JOB_PART_STATE = 40,      /* Pt__JobPartState */
+  RPC_STEP_SEALED = 41,         /* Pt__StepSealed */
+  RPC_JOB_PIN = 42,             /* Pt__JobPin */
+  RPC_JOB_VOTE = 43,            /* Pt__JobVote */
+  RPC_JOB_COMMIT = 44,          /* Pt__JobCommit */
+  RPC_JOB_UNPIN = 45,           /* Pt__JobUnpin */
+  RPC_TYPE_MAX_ = 45,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

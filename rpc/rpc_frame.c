@@ -70,6 +70,20 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_HEARTBEAT] = {"HEARTBEAT", &pt__heartbeat__descriptor},
     [RPC_NODES_QUERY] = {"NODES_QUERY", &pt__nodes_query__descriptor},
     [RPC_NODES_REPLY] = {"NODES_REPLY", &pt__nodes_reply__descriptor},
+    [RPC_JOB_START] = {"JOB_START", &pt__job_start__descriptor},
+    [RPC_JOB_STOP] = {"JOB_STOP", &pt__job_stop__descriptor},
+    [RPC_JOB_RESTORE] = {"JOB_RESTORE", &pt__job_restore__descriptor},
+    [RPC_JOB_REPLY] = {"JOB_REPLY", &pt__job_reply__descriptor},
+    [RPC_JOBS_QUERY] = {"JOBS_QUERY", &pt__jobs_query__descriptor},
+    [RPC_JOBS_REPLY] = {"JOBS_REPLY", &pt__jobs_reply__descriptor},
+    [RPC_JOB_ASSIGN] = {"JOB_ASSIGN", &pt__job_assign__descriptor},
+    [RPC_JOB_HALT] = {"JOB_HALT", &pt__job_halt__descriptor},
+    [RPC_JOB_PART_STATE] = {"JOB_PART_STATE", &pt__job_part_state__descriptor},
+    [RPC_STEP_SEALED] = {"STEP_SEALED", &pt__step_sealed__descriptor},
+    [RPC_JOB_PIN] = {"JOB_PIN", &pt__job_pin__descriptor},
+    [RPC_JOB_VOTE] = {"JOB_VOTE", &pt__job_vote__descriptor},
+    [RPC_JOB_COMMIT] = {"JOB_COMMIT", &pt__job_commit__descriptor},
+    [RPC_JOB_UNPIN] = {"JOB_UNPIN", &pt__job_unpin__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)

@@ -246,6 +246,20 @@ START_TEST(type_table)
       {RPC_HEARTBEAT, &pt__heartbeat__descriptor},
       {RPC_NODES_QUERY, &pt__nodes_query__descriptor},
       {RPC_NODES_REPLY, &pt__nodes_reply__descriptor},
+      {RPC_JOB_START, &pt__job_start__descriptor},
+      {RPC_JOB_STOP, &pt__job_stop__descriptor},
+      {RPC_JOB_RESTORE, &pt__job_restore__descriptor},
+      {RPC_JOB_REPLY, &pt__job_reply__descriptor},
+      {RPC_JOBS_QUERY, &pt__jobs_query__descriptor},
+      {RPC_JOBS_REPLY, &pt__jobs_reply__descriptor},
+      {RPC_JOB_ASSIGN, &pt__job_assign__descriptor},
+      {RPC_JOB_HALT, &pt__job_halt__descriptor},
+      {RPC_JOB_PART_STATE, &pt__job_part_state__descriptor},
+      {RPC_STEP_SEALED, &pt__step_sealed__descriptor},
+      {RPC_JOB_PIN, &pt__job_pin__descriptor},
+      {RPC_JOB_VOTE, &pt__job_vote__descriptor},
+      {RPC_JOB_COMMIT, &pt__job_commit__descriptor},
+      {RPC_JOB_UNPIN, &pt__job_unpin__descriptor},
   };
   ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), RPC_TYPE_MAX_);
   for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
