@@ -5,8 +5,8 @@
 #   make test       the whole suite: unit tests, fault scenarios, ASan/UBSan
 #   make demo       the main job: a crash in the middle of training, restored
 #   make bench      ptbench at full size
-#   make fuzz       libFuzzer on frame parsing, message decoding, handshake
-#                   and bulk headers, 60 s
+#   make fuzz       libFuzzer on frame parsing, message decoding, handshake,
+#                   bulk headers, and bulk frames through a real conn, 60 s
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make deps       install the Debian packages the build needs (idempotent)
 #
@@ -240,8 +240,8 @@ fuzz: $(BUILD)/.deps
 	$(call apt_ensure,$(FUZZ_PKGS))
 	$(Q)mkdir -p $(BUILD)/fuzz
 	$(Q)clang -std=c11 -D_GNU_SOURCE -g -O1 -I. -Iclient -fsanitize=fuzzer,address,undefined \
-	  -o $(BUILD)/fuzz/fuzz_frame tests/fuzz/fuzz_frame.c rpc/rpc_frame.c \
-	  rpc/rpc_auth.c rpc/rpc_sock.c $(PROTO_C) common/pt_error.c common/monotime.c -lprotobuf-c -lsodium
+	  -o $(BUILD)/fuzz/fuzz_frame tests/fuzz/fuzz_frame.c $(RPC_LIB) $(RPC_UV) \
+	  $(COMMON_LIB) -luv -lisal -lprotobuf-c -lsodium
 	$(Q)mkdir -p $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/fuzz_frame -max_total_time=$${FUZZ_SECONDS:-60} -print_final_stats=1 \
 	  $(BUILD)/fuzz/corpus tests/fuzz/seeds

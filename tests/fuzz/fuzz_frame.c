@@ -12,14 +12,38 @@
  * piece, once cut at pseudo-random points derived from the input's hash.
  * Both runs must deliver the same frames and end with the same result; every
  * delivered body is unpacked as its type, and every message that decodes
- * must pack again. Any difference aborts (a finding). ASan and UBSan watch
- * the memory side. Seeds: tests/fuzz/seeds (see tests/fuzz/make_seeds.py).
+ * must pack again. Any difference aborts (a finding).
+ *
+ * Then the same bytes go to a real connection (rpc/rpc_conn.c and
+ * rpc/rpc_bulk.c on a libuv loop), as a peer on a Unix socket would send
+ * them, in pseudo-random pieces: the bulk receive path reads payloads
+ * straight into the buffers its on_bulk_begin names (each exactly as long
+ * as the header says, so ASan sees any byte written past one), discards
+ * some, and must call on_bulk_done exactly once per payload begun, with
+ * PT_OK only when the bytes match the header's CRC32C, PT_ECHECKSUM only
+ * when they do not, and end by closing on the peer's EOF within a deadline,
+ * holding no buffered bytes after.
+ *
+ * ASan and UBSan watch the memory side. Seeds: tests/fuzz/seeds (see
+ * tests/fuzz/make_seeds.py). Without libFuzzer, the suite runs this same
+ * target over the seeds and deterministic mutations of them
+ * (tests/unit/test_rpc_fuzz.c), plain and under ASan/UBSan.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <uv.h>
 
 #include "pt.h"
+#include "common/crc32c.h"
 #include "rpc/rpc.h"
 
 #define MAX_FRAMES 4096
@@ -124,6 +148,167 @@ static int on_frame(void *arg, const struct rpc_hdr *h, const uint8_t *body)
   return 0;
 }
 
+/* ---- the same bytes through a real connection ---- */
+
+#define CONN_MAX_BULK ((uint64_t)1 << 20)
+#define CONN_DEADLINE_MS 5000u
+
+static struct {
+  uv_loop_t loop;
+  struct rpc_listener *l;
+  char dir[64], path[108];
+  struct rpc_conn *rx;  /* the accepted conn of this input */
+  bool accepted, closed;
+  uint64_t begun, done, discarded;
+} C;
+
+/* Over every input so far (fuzz_replay.c reports them). */
+uint64_t fuzz_bulk_ok, fuzz_bulk_bad_crc, fuzz_bulk_discarded,
+    fuzz_bulk_cut, fuzz_conn_inputs;
+
+static int conn_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                    ProtobufCMessage *msg)
+{
+  (void)c;
+  (void)h;
+  (void)msg; /* every frame type is fine here: roles are the daemons' */
+  return 0;
+}
+
+static int conn_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+                           void **dst)
+{
+  (void)c;
+  check(h->length <= CONN_MAX_BULK);
+  C.begun++;
+  if ((h->tag & 3) == 3) { /* now and then, the receiver declines */
+    *dst = NULL;
+    C.discarded++;
+    return PT_OK;
+  }
+  /* Exactly the announced length: a byte written past it is ASan's. */
+  *dst = malloc(h->length > 0 ? h->length : 1);
+  check(*dst != NULL);
+  return PT_OK;
+}
+
+static void conn_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+                           void *dst, int status)
+{
+  (void)c;
+  C.done++;
+  check(C.done <= C.begun);
+  if (dst == NULL) {
+    check(status == -ECANCELED || status < 0);
+    fuzz_bulk_discarded++;
+  } else if (status == PT_OK) {
+    check(crc32c(dst, h->length) == h->crc32c);
+    fuzz_bulk_ok++;
+  } else if (status == PT_ECHECKSUM) {
+    check(crc32c(dst, h->length) != h->crc32c);
+    fuzz_bulk_bad_crc++;
+  } else {
+    check(status < 0 && status != -ECANCELED);
+    fuzz_bulk_cut++;
+  }
+  free(dst);
+}
+
+static void conn_close(struct rpc_conn *c, int err)
+{
+  (void)err;
+  if (c == C.rx) {
+    C.closed = true;
+    C.rx = NULL;
+  }
+}
+
+static int conn_accept(struct rpc_listener *l, struct rpc_conn *c)
+{
+  (void)l;
+  check(!C.accepted);
+  C.accepted = true;
+  C.rx = c;
+  return 0;
+}
+
+static void conn_cleanup(void)
+{
+  if (C.path[0] != '\0')
+    unlink(C.path);
+  if (C.dir[0] != '\0')
+    rmdir(C.dir);
+}
+
+static void conn_init(void)
+{
+  static bool ready;
+  struct rpc_conn_ops ops = {.on_msg = conn_msg, .on_close = conn_close,
+                             .on_bulk_begin = conn_bulk_begin,
+                             .on_bulk_done = conn_bulk_done,
+                             .max_bulk = CONN_MAX_BULK,
+                             .idle_ms = CONN_DEADLINE_MS};
+  if (ready)
+    return;
+  ready = true;
+  signal(SIGPIPE, SIG_IGN);
+  snprintf(C.dir, sizeof(C.dir), "/tmp/ptfuzz.XXXXXX");
+  check(mkdtemp(C.dir) != NULL);
+  snprintf(C.path, sizeof(C.path), "%s/s", C.dir);
+  atexit(conn_cleanup);
+  check(uv_loop_init(&C.loop) == 0);
+  check(rpc_listen_unix(&C.loop, C.path, &ops, conn_accept, NULL, &C.l) ==
+        PT_OK);
+}
+
+static void conn_stream(const uint8_t *data, size_t size)
+{
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  uint64_t end, x = fnv1a(data, size) ^ 0x9e3779b97f4a7c15ull;
+  size_t off = 0;
+  int fd;
+
+  conn_init();
+  C.accepted = C.closed = false;
+  C.begun = C.done = C.discarded = 0;
+  memcpy(sa.sun_path, C.path, strlen(C.path) + 1);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  check(fd >= 0);
+  check(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+  end = rpc_now_ms() + CONN_DEADLINE_MS;
+  /* Pieces of 1 to 4096 bytes, the loop run between them, so reads end at
+   * varying points of headers, bodies and payloads. */
+  while (off < size) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    size_t n = 1 + (size_t)(x % ((x & 0x10) ? 4096 : 64));
+    if (n > size - off)
+      n = size - off;
+    ssize_t w = write(fd, data + off, n);
+    if (w > 0)
+      off += (size_t)w;
+    else if (w < 0 && errno != EAGAIN && errno != EINTR)
+      break; /* the conn closed on us (a verdict on the bytes so far) */
+    uv_run(&C.loop, UV_RUN_NOWAIT);
+    check(rpc_now_ms() < end);
+  }
+  shutdown(fd, SHUT_WR);
+  /* The conn must end on EOF (or have ended on a verdict) by the deadline. */
+  while (!C.closed) {
+    uv_run(&C.loop, UV_RUN_NOWAIT);
+    if (!C.closed)
+      usleep(100);
+    check(rpc_now_ms() < end);
+  }
+  close(fd);
+  uv_run(&C.loop, UV_RUN_NOWAIT);
+  check(C.accepted);
+  check(C.done == C.begun); /* every payload begun was ended */
+  check(rpc_buffered_bytes() == 0);
+  fuzz_conn_inputs++;
+}
+
 static struct trace whole, split;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -202,5 +387,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(split.f[i].body_hash == whole.f[i].body_hash);
     check(split.f[i].unpack_rc == whole.f[i].unpack_rc);
   }
+
+  conn_stream(data, size);
   return 0;
 }

@@ -6,6 +6,8 @@ The frames are encoded here by hand (rpc/rpc.h header, protobuf wire format
 of rpc/pt.proto), independently of the C code, so a seed the C parser
 rejected would point at a disagreement about the format.
 """
+import ctypes
+import ctypes.util
 import os
 import struct
 
@@ -65,7 +67,39 @@ auth_challenge = (f_varint(1, 7) + f_bytes(2, b"srv") + f_bytes(3, bytes(range(3
 auth_proof = f_bytes(1, bytes(range(1, 33)))
 bulk = f_varint(1, 2) + f_varint(2, 77) + f_varint(3, 4096) + f_varint(4, 16) + f_fixed32(5, 0x12345678)
 
+# Bulk frames with their payloads, as a peer SMP would send them. The CRC is
+# ISA-L's crc32_iscsi(payload, len, ~0), computed by the library itself.
+isal = ctypes.CDLL(ctypes.util.find_library("isal") or "libisal.so.2")
+isal.crc32_iscsi.restype = ctypes.c_uint32
+isal.crc32_iscsi.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32]
+
+
+def crc32c(b):
+    return isal.crc32_iscsi(b, len(b), 0xFFFFFFFF)
+
+
+def bulk_frame(tag, payload, crc=None):
+    crc = crc32c(payload) if crc is None else crc
+    hdr = (f_varint(1, 1) + f_varint(2, tag) + f_varint(3, 0) + f_varint(4, len(payload))
+           + f_fixed32(5, crc))
+    return frame(BULK, 0, hdr) + payload
+
+
+p1 = bytes((i * 7 + 3) & 0xFF for i in range(1500))
+p2 = bytes((i * 13 + 1) & 0xFF for i in range(700))
+p3 = bytes(range(200))
+
 seeds = {
+    # delivered (tag 0), CRC mismatch (tag 1), discarded by the receiver
+    # (tag 3), then a control frame: the stream stays in step throughout
+    "bulk_payloads.bin": bulk_frame(0, p1) + bulk_frame(1, p2, crc32c(p2) ^ 1)
+    + bulk_frame(3, p3) + frame(STOP, 8),
+    # a payload the peer's EOF cuts short
+    "bulk_cut.bin": bulk_frame(2, p1)[:-600],
+    # an empty payload, then one over the receiver's limit is not read
+    "bulk_empty_then_big.bin": bulk_frame(4, b"") + frame(BULK, 0, f_varint(1, 1) + f_varint(2, 5)
+                                                         + f_varint(3, 0) + f_varint(4, 1 << 40)
+                                                         + f_fixed32(5, 0)),
     "auth_handshake.bin": frame(AUTH_HELLO, 0, auth_hello) + frame(AUTH_CHALLENGE, 0, auth_challenge)
     + frame(AUTH_PROOF, 0, auth_proof),
     "bulk_header.bin": frame(BULK, 0, bulk) + frame(STOP, 7),  # payload is not the parser's
