@@ -390,37 +390,6 @@ static int cmd_stop(const char *sock, int timeout_ms, bool json)
 /* ---- the controller ---- */
 
 /* HOST:PORT, IPv6 in brackets. PT_OK or -EINVAL. */
-static int split_addr(const char *s, char *host, size_t hostlen, int *port)
-{
-  const char *h = s, *p;
-  size_t hl;
-
-  if (s[0] == '[') {
-    const char *close = strchr(s, ']');
-    if (close == NULL || close[1] != ':')
-      return -EINVAL;
-    h = s + 1;
-    hl = (size_t)(close - h);
-    p = close + 2;
-  } else {
-    p = strrchr(s, ':');
-    if (p == NULL || strchr(s, ':') != p)
-      return -EINVAL;
-    hl = (size_t)(p - s);
-    p++;
-  }
-  if (hl == 0 || hl >= hostlen)
-    return -EINVAL;
-  memcpy(host, h, hl);
-  host[hl] = '\0';
-  char *end;
-  long v = strtol(p, &end, 10);
-  if (p[0] < '0' || p[0] > '9' || *end != '\0' || v < 1 || v > 65535)
-    return -EINVAL;
-  *port = (int)v;
-  return PT_OK;
-}
-
 static int ctl_call(const char *addr, const char *key_path, int timeout_ms,
                     uint32_t type, const ProtobufCMessage *req,
                     uint32_t reply_type, ProtobufCMessage **reply)
@@ -431,10 +400,9 @@ static int ctl_call(const char *addr, const char *key_path, int timeout_ms,
   uint32_t peer_role = 0;
   int port, fd, rc;
 
-  if (split_addr(addr, host, sizeof(host), &port) != PT_OK) {
-    fprintf(stderr, "ptctl: --controller '%s': expected HOST:PORT with a "
-                    "numeric host (IPv6 in brackets: [::1]:7000)\n",
-            addr);
+  if (rpc_addr_parse(addr, 1, host, sizeof(host), &port, err,
+                     sizeof(err)) != PT_OK) {
+    fprintf(stderr, "ptctl: --controller '%s': %s\n", addr, err);
     return -EINVAL;
   }
   rc = rpc_key_load(key_path, self.key, err, sizeof(err));

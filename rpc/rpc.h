@@ -23,6 +23,7 @@
  *     payload goes straight into the receiver's buffer. Used by ptd; libpt
  *     does not link these files (rpc_conn.c, rpc_unix.c, rpc_tcp.c,
  *     rpc_auth.c, rpc_bulk.c).
+ * And the one parser of "HOST:PORT" command-line addresses (rpc_addr.c).
  *
  * Bulk frame: an RPC_BULK frame whose body is a Pt__BulkHeader (what, its
  * length, its CRC32C), then `length` raw payload bytes, outside protobuf.
@@ -424,6 +425,13 @@ struct rpc_auth {
   uint32_t role;                      /* what this side is: caller-defined */
   char node_id[RPC_NODE_ID_MAX + 1];  /* who this side is */
 };
+/* Parses "HOST:PORT" (rpc_addr.c): a numeric IPv4 address, or an IPv6 one
+ * in brackets ("[::1]:7000"), and a port min_port..65535 (0 or 1). OUT:
+ * host (without brackets), *port. -EINVAL with a sentence in why that
+ * names what is wrong (not the input: the caller names its flag and says
+ * it). */
+int rpc_addr_parse(const char *s, int min_port, char *host, size_t hostlen,
+                   int *port, char *why, size_t whylen);
 /* Listens on host:port (port 0: any free port, see rpc_listener_port).
  * -EADDRINUSE, -EINVAL (host not numeric, auth NULL or its node id too
  * long), or libuv's errors. OUT: *out, closed with rpc_listener_close. */

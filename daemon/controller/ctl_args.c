@@ -81,64 +81,14 @@ uint32_t ctl_args_timeouts_unreachable_ms(const struct ctl_timeouts *t)
 }
 
 int ctl_args_addr_parse(const char *s, char *host, size_t hostlen, int *port,
-                   char *err, size_t errlen)
+                        char *err, size_t errlen)
 {
-  const char *h, *p, *colon;
-  size_t hl;
-  bool v6;
-  unsigned char buf[16];
+  char why[160];
+  int rc = rpc_addr_parse(s, 0, host, hostlen, port, why, sizeof(why));
 
-  if (s[0] == '[') {
-    const char *close = strchr(s, ']');
-    if (close == NULL || close[1] != ':') {
-      snprintf(err, errlen,
-               "--listen '%s': expected [IPV6]:PORT, such as [::1]:7000",
-               LOG_ESC(s));
-      return -EINVAL;
-    }
-    h = s + 1;
-    hl = (size_t)(close - h);
-    p = close + 2;
-    v6 = true;
-  } else {
-    colon = strrchr(s, ':');
-    if (colon == NULL || strchr(s, ':') != colon) {
-      snprintf(err, errlen,
-               "--listen '%s': expected ADDR:PORT (IPv6 in brackets: "
-               "[::1]:7000)",
-               LOG_ESC(s));
-      return -EINVAL;
-    }
-    h = s;
-    hl = (size_t)(colon - s);
-    p = colon + 1;
-    v6 = false;
-  }
-  if (hl == 0 || hl >= hostlen) {
-    snprintf(err, errlen, "--listen '%s': the address is %s", LOG_ESC(s),
-             hl == 0 ? "missing" : "too long");
-    return -EINVAL;
-  }
-  memcpy(host, h, hl);
-  host[hl] = '\0';
-  if (inet_pton(v6 ? AF_INET6 : AF_INET, host, buf) != 1) {
-    snprintf(err, errlen,
-             "--listen '%s': '%s' is not a numeric %s address (no host "
-             "names)",
-             LOG_ESC(s), LOG_ESC(host), v6 ? "IPv6" : "IPv4");
-    return -EINVAL;
-  }
-  char *end;
-  errno = 0;
-  long v = strtol(p, &end, 10);
-  if (p[0] < '0' || p[0] > '9' || *end != '\0' || errno != 0 || v < 0 ||
-      v > 65535) {
-    snprintf(err, errlen, "--listen '%s': the port must be 0..65535",
-             LOG_ESC(s));
-    return -EINVAL;
-  }
-  *port = (int)v;
-  return PT_OK;
+  if (rc != PT_OK)
+    snprintf(err, errlen, "--listen '%s': %s", LOG_ESC(s), why);
+  return rc;
 }
 
 static int parse_ms(const char *opt, const char *v, uint32_t *out, char *err,

@@ -296,32 +296,12 @@ static bool label_ok(const char *s, size_t cap)
 
 /* "A.B.C.D:PORT" or "[V6]:PORT", the host numeric (the transport does no
  * name resolution). */
-static int parse_hostport(struct node_config *cfg, const char *val)
+static int parse_hostport(struct node_config *cfg, const char *val,
+                          char *why, size_t whylen)
 {
-  const char *colon = strrchr(val, ':');
-  const char *h = val;
-  size_t hlen;
-  uint32_t port;
-  unsigned char buf[16];
-
-  if (colon == NULL || parse_u32(colon + 1, 1, 65535, &port) != PT_OK)
-    return -EINVAL;
-  hlen = (size_t)(colon - val);
-  if (hlen >= 2 && val[0] == '[' && val[hlen - 1] == ']') {
-    h++;
-    hlen -= 2;
-  } else if (memchr(val, ':', hlen) != NULL) {
-    return -EINVAL; /* IPv6 must be bracketed */
-  }
-  if (hlen == 0 || hlen >= sizeof(cfg->controller_host))
-    return -EINVAL;
-  memcpy(cfg->controller_host, h, hlen);
-  cfg->controller_host[hlen] = '\0';
-  if (inet_pton(AF_INET, cfg->controller_host, buf) != 1 &&
-      inet_pton(AF_INET6, cfg->controller_host, buf) != 1)
-    return -EINVAL;
-  cfg->controller_port = (int)port;
-  return PT_OK;
+  return rpc_addr_parse(val, 1, cfg->controller_host,
+                        sizeof(cfg->controller_host), &cfg->controller_port,
+                        why, whylen);
 }
 
 /* The cluster options, idx 0 (--controller) .. 5 (--capacity). */
@@ -330,11 +310,9 @@ static int parse_cluster_opt(struct node_config *cfg, int idx, const char *val,
 {
   switch (idx) {
   case 0:
-    if (parse_hostport(cfg, val) != PT_OK)
-      return fail(err, errlen,
-                  "--controller '%s': expected HOST:PORT with a numeric "
-                  "address (10.0.0.1:7070, [::1]:7070) and a port 1..65535",
-                  val);
+    char why[160];
+    if (parse_hostport(cfg, val, why, sizeof(why)) != PT_OK)
+      return fail(err, errlen, "--controller '%s': %s", val, why);
     cfg->cluster = true;
     return PT_OK;
   case 1:
