@@ -12,8 +12,10 @@
  * and, apart, into one reused 1 MiB buffer that stays in the cache, which
  * is what the network stack alone moves (tcp_raw_hot_gbps, reported, read
  * against nothing). The rate counts payload bytes from the first write
- * until the reader has seen the last byte; the median of a few transfers
- * per read size and destination. Every socket call has a deadline.
+ * until the reader has seen the last byte; one transfer per read size and
+ * destination per call: ptbench calls it once per round, each round
+ * followed by bench_bulk.c's transfer, and takes medians over the rounds.
+ * Every socket call has a deadline.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -157,7 +159,7 @@ out_listener:
 int bench_net_run(const struct bench_opts *o, struct bench_net_result *r,
                   char *errbuf, size_t errlen)
 {
-  enum { REPS = 3 };
+  enum { REPS = 1 }; /* per round: ptbench runs the rounds */
   uint64_t total = o->quick ? (256ull << 20) : (1ull << 30);
   double t[2][NREAD][REPS];
   int rc = 0;
