@@ -33,7 +33,7 @@
  *   bulk_gbps              rpc bulk frames over an authenticated loopback TCP
  *                          connection into a pre-faulted shm buffer, CRC32C
  *                          checked (bench_bulk.c), against that limit
- *   bulk_ratio_min/_max    bulk_gbps / tcp_raw_gbps per round: the network
+ *   bulk_ratio_median/_min/_max bulk_gbps / tcp_raw_gbps per round: the network
  *                          figures run in rounds (raw, then bulk), each
  *                          figure the median over rounds, and the target's
  *                          ratio the median of the rounds' ratios
@@ -380,6 +380,7 @@ static void print_json(const struct bench_opts *o, const struct results *res,
   json_num(&j, "tcp_raw_gbps", res->have_net ? res->net.tcp_raw_gbps : nan_);
   json_num(&j, "tcp_raw_hot_gbps", res->have_net ? res->net.tcp_raw_hot_gbps : nan_);
   json_num(&j, "bulk_gbps", res->have_bulk ? res->bulk.bulk_gbps : nan_);
+  json_num(&j, "bulk_ratio_median", res->have_bulk ? res->bulk_ratio : nan_);
   json_num(&j, "bulk_ratio_min", res->have_bulk ? res->bulk_ratio_lo : nan_);
   json_num(&j, "bulk_ratio_max", res->have_bulk ? res->bulk_ratio_hi : nan_);
   json_num(&j, "elapsed_s", res->elapsed_s);

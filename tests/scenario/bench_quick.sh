@@ -60,7 +60,7 @@ required = [
     "recovery_ms", "recovery_backoff_ms", "recovery_total_ms", "recovery_step_ms",
     "recovery_trainer_ms",
 ]
-required.append("bulk_gbps")  # rpc bulk frames (bench_bulk.c)
+required += ["bulk_gbps", "bulk_ratio_median", "bulk_ratio_min", "bulk_ratio_max"]  # bench_bulk.c
 bad = []
 for k in required:
     v = d.get(k)
@@ -143,8 +143,14 @@ expect = {
     "first_snapshot_vs_steady": d["first_snapshot_ms"] / d["snapshot_ms"],
     "recovery_ms": d["recovery_ms"],
 }
-# Bulk frames against the plain-socket figure, whatever its name.
-expect["bulk_vs_tcp_raw"] = d["bulk_gbps"] / d["tcp_raw_gbps"]
+# Bulk frames against the plain-socket figure: paired rounds (raw, then
+# bulk), the target the median of the rounds' ratios, inside their spread.
+expect["bulk_vs_tcp_raw"] = d["bulk_ratio_median"]
+lo, mid, hi = (d.get(f"bulk_ratio_{w}") for w in ("min", "median", "max"))
+if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in (lo, mid, hi)) \
+        or not lo <= mid <= hi:
+    print(f"bench_quick: FAIL: bulk/raw min {lo!r}, median {mid!r}, max {hi!r} out of order")
+    sys.exit(1)
 if not (isinstance(d.get("ec_allocations"), int) and d["ec_allocations"] % 2 == 1
         and d["ec_allocations"] >= 3):
     print(f"bench_quick: FAIL: ec_allocations {d.get('ec_allocations')!r}, expected an odd count >= 3")
