@@ -189,7 +189,7 @@ MOD_common := $(COMMON_LIB) $(COMMON_D)
 MOD_ec     := $(EC_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_snap   := $(SNAP_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_kern   := $(KERN_CPU) $(COMMON_LIB)
-MOD_rpc    := $(RPC_LIB) $(RPC_UV) $(COMMON_LIB)
+MOD_rpc    := $(RPC_LIB) $(RPC_UV) $(COMMON_LIB) tests/unit/fixture/rpc_tcp_srv.c
 test_mod    = $(call obj,$(or $(MOD_$(firstword $(subst _, ,$(1)))),$(CORE_SRC)))
 
 .SECONDEXPANSION:
