@@ -342,9 +342,10 @@ struct rpc_conn_ops {
    * has its own, rpc_conn_connect_tcp); 0: RPC_AUTH_TIMEOUT_MS. */
   uint32_t auth_ms;
   /* TCP listeners: conns accepted and not yet authenticated, at most; one
-   * past it is closed at once (an RPC_LOG_REFUSE line), so strangers that
-   * never finish the handshake cannot take every descriptor and 64 KiB
-   * each; 0: RPC_AUTH_PENDING_DEFAULT. */
+   * more drops the one that has waited longest (an RPC_LOG_REFUSE line), so
+   * strangers that never finish the handshake can take neither every
+   * descriptor and 64 KiB each nor the place of a peer with the key;
+   * 0: RPC_AUTH_PENDING_DEFAULT. */
   uint32_t max_handshakes;
   /* Bulk frames: a conn without on_bulk_begin closes on one (PT_EPROTO).
    * A conn with it reads no byte past the frame it is in (a payload must
@@ -374,8 +375,8 @@ struct rpc_conn_ops {
  *     whatever the total, and count in it.
  *   - Handshakes in progress: a TCP listener holds at most
  *     ops.max_handshakes accepted conns not yet authenticated (each until
- *     ops.auth_ms at most); one past it is closed as it is accepted, with
- *     an RPC_LOG_REFUSE line (this one is logged).
+ *     ops.auth_ms at most); one more accepted drops the one that has
+ *     waited longest, with an RPC_LOG_REFUSE line (this one is logged).
  */
 #define RPC_BUFFER_CAP_DEFAULT ((size_t)64 << 20)
 void rpc_buffer_cap_set(size_t bytes); /* 0: RPC_BUFFER_CAP_DEFAULT */

@@ -15,7 +15,7 @@
  *   - a listener holds at most ops.max_handshakes accepted conns that are
  *     not yet authenticated (l->handshakes counts those with hs_counted,
  *     uncounted when the handshake succeeds or the conn starts closing);
- *     a conn past it is closed as soon as it is accepted;
+ *     one more accepted drops the one that has waited longest;
  *   - an accepted conn that fails it gets one RPC_LOG_REFUSE line naming
  *     the peer's address and is closed without reaching on_accept or
  *     on_close; a dialled conn that fails it reports through on_close.
@@ -249,6 +249,29 @@ int rpc_conn_connect_tcp(struct uv_loop_s *loop, const char *host, int port,
 
 /* ---- listener -------------------------------------------------------------- */
 
+/* The listener holds max_handshakes conns that have not authenticated: the
+ * one that has waited longest goes, so that strangers who connect and say
+ * nothing cannot keep a peer with the key out until their deadline (a
+ * handshake with the key takes a round trip; a flood would have to fill
+ * every slot within it to push that one out). */
+static void drop_oldest_handshake(struct rpc_listener *l,
+                                  const struct rpc_conn *incoming)
+{
+  struct rpc_conn *oldest = NULL;
+
+  for (struct rpc_conn *c = l->conns; c != NULL; c = c->next)
+    if (c->hs_counted && !c->closing &&
+        (oldest == NULL || c->ready_by_ms <= oldest->ready_by_ms))
+      oldest = c;
+  if (oldest == NULL)
+    return;
+  rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
+           "rpc: dropping the connection from %s on %s: the oldest of %u "
+           "handshakes in progress, for one from %s",
+           oldest->peer_name, l->name, l->handshakes, incoming->peer_name);
+  rpc_conn_close(oldest, -EBUSY); /* never announced: no on_close */
+}
+
 static void connection_cb(uv_stream_t *server, int status)
 {
   struct rpc_listener *l = server->data;
@@ -258,13 +281,8 @@ static void connection_cb(uv_stream_t *server, int status)
   if (c == NULL)
     return;
   tcp_setup(c);
-  if (l->handshakes >= l->ops.max_handshakes) {
-    rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
-             "rpc: refusing connection from %s on %s: %u handshakes in "
-             "progress already", c->peer_name, l->name, l->handshakes);
-    rpc_conn_close(c, -EBUSY); /* never announced: no on_close */
-    return;
-  }
+  if (l->handshakes >= l->ops.max_handshakes)
+    drop_oldest_handshake(l, c);
   rpci_conn_attach(l, c);
   c->hs_counted = true;
   l->handshakes++;
