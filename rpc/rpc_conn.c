@@ -199,6 +199,7 @@ static void write_cb(uv_write_t *req, int status)
   struct rpci_wreq *w = req->data;
   struct rpc_conn *c = w->conn;
 
+  c->frames_inflight -= w->len;
   if (w->payload != NULL || w->sent != NULL)
     rpci_bulk_written(c, w, status);
   free(w);
@@ -248,6 +249,7 @@ int rpci_write(struct rpc_conn *c, struct rpci_wreq *w)
     return rc;
   }
   c->bulk_inflight += w->payload_len;
+  c->frames_inflight += w->len;
   return PT_OK;
 }
 
@@ -268,15 +270,16 @@ size_t rpc_conn_queued_bytes(struct rpc_conn *c)
   return uv_stream_get_write_queue_size(&c->io.stream) + c->pending_bytes;
 }
 
-/* Frame bytes not yet written: what max_write_queue bounds. libuv counts
- * payloads too, at most bulk_inflight of them; the pending queue counts
- * pending_payload. */
+/* Frame bytes not yet written: what max_write_queue bounds. Counted by the
+ * frames themselves, from uv_write to their write_cb, and in the pending
+ * queue: libuv's queue size mixes in payload bytes, of which a payload
+ * partly written has sent an unknown share, so subtracting bulk_inflight
+ * from it would let that share through again as frames. A frame counts
+ * until its write_cb, even when the kernel took it at once: one loop turn's
+ * worth of frames at most, never a stuck peer's backlog. */
 static size_t frames_queued(struct rpc_conn *c)
 {
-  size_t q = rpc_conn_queued_bytes(c);
-  size_t payload = c->bulk_inflight + c->pending_payload;
-
-  return q > payload ? q - payload : 0;
+  return c->frames_inflight + (c->pending_bytes - c->pending_payload);
 }
 
 int rpc_conn_send(struct rpc_conn *c, uint32_t type, uint64_t request_id,

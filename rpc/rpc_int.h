@@ -89,6 +89,7 @@ struct rpc_conn {
   size_t pending_bytes;   /* frames and payloads in the pending queue */
   size_t pending_payload; /* of which payloads */
   size_t bulk_inflight; /* payload bytes handed to libuv, not yet done */
+  size_t frames_inflight; /* frame bytes handed to libuv, not yet done */
   struct rpc_handshake *hs; /* TCP, until the handshake is done */
   bool hs_counted; /* in listener->handshakes */
   uint32_t peer_role;

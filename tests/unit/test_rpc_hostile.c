@@ -555,6 +555,31 @@ START_TEST(bulk_to_peer_that_stops_reading)
 }
 END_TEST
 
+/* A peer that stops reading in the middle of a payload: the frames queued
+ * behind it count against max_write_queue (1 MiB here) in full, however
+ * much of the payload the kernel took, and the conn closes past it
+ * (-ENOBUFS), not after a payload's worth more. */
+START_TEST(frames_behind_partial_payload_capped)
+{
+  srv_setup();
+  int fd = authed_client();
+  Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
+  ck_assert_int_eq(rpc_sock_send(fd, RPC_STATUS_QUERY, 1, &q.base,
+                                 rpc_now_ms() + 5000), PT_OK);
+  WAIT_FOR(S.frames_rc != 0);
+  pthread_mutex_lock(&S.mu);
+  ck_assert_int_eq(S.frames_rc, -ENOBUFS);
+  ck_assert_msg(S.frames_taken <= (1u << 20),
+                "%zu bytes of frames taken behind the payload, cap 1 MiB",
+                S.frames_taken);
+  ck_assert_uint_gt(S.frames_taken, (1u << 20) - 8192);
+  pthread_mutex_unlock(&S.mu);
+  ck_assert(unit_closed_by_peer(fd, 5000));
+  close(fd);
+  srv_stop();
+}
+END_TEST
+
 /* ---- key files ----------------------------------------------------------------- */
 
 /* A directory, 31 and 33 bytes, another uid's file, a symlink to a good
@@ -670,6 +695,7 @@ int main(void)
   tcase_add_test(tc, bulk_begin_refuses);
   tcase_add_test(tc, bulk_where_not_taken);
   tcase_add_test(tc, bulk_to_peer_that_stops_reading);
+  tcase_add_test(tc, frames_behind_partial_payload_capped);
   tcase_add_test(tc, key_files_hostile);
   tcase_add_test(tc, key_fifo_refused);
   suite_add_tcase(s, tc);
