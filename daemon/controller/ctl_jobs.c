@@ -614,11 +614,12 @@ static int begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
     pt->has_sealed = false;
     pt->last_sealed = 0;
   }
-  log_notice("job '%s' epoch %" PRIu64 ": %s", j->spec->name, j->epoch,
-             has_from ? "restoring" : "starting fresh");
   if (has_from)
-    log_info("job '%s' epoch %" PRIu64 " restores step %" PRIu64,
-             j->spec->name, j->epoch, from);
+    log_notice("job '%s' epoch %" PRIu64 ": every part restores step %"
+               PRIu64, j->spec->name, j->epoch, from);
+  else
+    log_notice("job '%s' epoch %" PRIu64 ": every part starts fresh",
+               j->spec->name, j->epoch);
   for (uint32_t p = 0; p < j->nparts; p++)
     assign_part(js, j, p, now);
   return PT_OK;
