@@ -6619,7 +6619,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_job__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[4] =
 {
   {
     "job",
@@ -6657,16 +6657,29 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restarts",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__CtlRecEpoch, has_restarts),
+    offsetof(Pt__CtlRecEpoch, restarts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
+  3,   /* field[3] = restarts */
   2,   /* field[2] = restore_step */
 };
 static const ProtobufCIntRange pt__ctl_rec_epoch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
 {
@@ -6676,14 +6689,14 @@ const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
   "Pt__CtlRecEpoch",
   "pt",
   sizeof(Pt__CtlRecEpoch),
-  3,
+  4,
   pt__ctl_rec_epoch__field_descriptors,
   pt__ctl_rec_epoch__field_indices_by_name,
   1,  pt__ctl_rec_epoch__number_ranges,
   (ProtobufCMessageInit) pt__ctl_rec_epoch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_commit__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_commit__field_descriptors[4] =
 {
   {
     "job",
@@ -6721,8 +6734,21 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_commit__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "commits",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecCommit, has_commits),
+    offsetof(Pt__CtlRecCommit, commits),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_commit__field_indices_by_name[] = {
+  3,   /* field[3] = commits */
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
   2,   /* field[2] = step */
@@ -6730,7 +6756,7 @@ static const unsigned pt__ctl_rec_commit__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__ctl_rec_commit__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
 {
@@ -6740,7 +6766,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
   "Pt__CtlRecCommit",
   "pt",
   sizeof(Pt__CtlRecCommit),
-  3,
+  4,
   pt__ctl_rec_commit__field_descriptors,
   pt__ctl_rec_commit__field_indices_by_name,
   1,  pt__ctl_rec_commit__number_ranges,

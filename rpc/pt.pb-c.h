@@ -1334,10 +1334,15 @@ struct  Pt__CtlRecEpoch
   uint64_t epoch;
   protobuf_c_boolean has_restore_step;
   uint64_t restore_step;
+  /*
+   * the job's restarts so far
+   */
+  protobuf_c_boolean has_restarts;
+  uint32_t restarts;
 };
 #define PT__CTL_REC_EPOCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_epoch__descriptor) \
-    , NULL, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1349,10 +1354,15 @@ struct  Pt__CtlRecCommit
   char *job;
   uint64_t epoch;
   uint64_t step;
+  /*
+   * the job's commits so far
+   */
+  protobuf_c_boolean has_commits;
+  uint64_t commits;
 };
 #define PT__CTL_REC_COMMIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_commit__descriptor) \
-    , NULL, 0, 0 }
+    , NULL, 0, 0, 0, 0 }
 
 
 /*

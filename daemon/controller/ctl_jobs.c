@@ -418,15 +418,16 @@ static void c_verdict(void *ctx, const struct commit_outcome *o)
   uint64_t was = j->committed;
   j->has_committed = true;
   j->committed = o->step;
+  j->commits++;
   if (js->ops->journal(js->ctx, j, CTL_REC_COMMIT) != PT_OK) {
     /* Not durable: not committed. The round is dropped (no JOB_COMMIT);
      * the pins stay until a later round or the next epoch. */
     j->has_committed = had;
     j->committed = was;
+    j->commits--;
     commit_reset(&j->commit, had, was);
     return;
   }
-  j->commits++;
   j->committed_since = true;
   log_debug("job '%s' epoch %" PRIu64 ": commit step %" PRIu64, j->spec->name,
             j->epoch, o->step);

@@ -58,6 +58,8 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
       goto undecodable;
     rc = ctl_jobs_replay_epoch(r->js, m->job, m->epoch, m->has_restore_step,
                                m->restore_step, why, sizeof(why));
+    if (rc == PT_OK && m->has_restarts)
+      ctl_jobs_find(r->js, m->job)->restarts = m->restarts;
     pt__ctl_rec_epoch__free_unpacked(m, NULL);
     break;
   }
@@ -67,6 +69,8 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
       goto undecodable;
     rc = ctl_jobs_replay_commit(r->js, m->job, m->epoch, m->step, why,
                                 sizeof(why));
+    if (rc == PT_OK && m->has_commits)
+      ctl_jobs_find(r->js, m->job)->commits = m->commits;
     pt__ctl_rec_commit__free_unpacked(m, NULL);
     break;
   }
@@ -144,12 +148,16 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, uint8_t **buf,
     re.epoch = job->epoch;
     re.has_restore_step = job->has_restore;
     re.restore_step = job->restore_step;
+    re.has_restarts = true;
+    re.restarts = job->restarts;
     msg = &re.base;
     break;
   case CTL_REC_COMMIT:
     rc.job = job->spec->name;
     rc.epoch = job->epoch;
     rc.step = job->committed;
+    rc.has_commits = true;
+    rc.commits = job->commits;
     msg = &rc.base;
     break;
   case CTL_REC_END:
