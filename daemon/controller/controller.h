@@ -320,6 +320,10 @@ struct ctl_job {
   bool committed_since;   /* a commit since running_since */
   uint64_t due_ms;        /* restarting: the next epoch; waiting, stopping,
                              recovering: the deadline; 0 none */
+  uint64_t seal_min;      /* min over parts of last_sealed + 1 (0: some
+                             part sealed nothing yet), ... */
+  uint32_t n_at_min;      /* ... how many parts are at it ... */
+  bool seal_min_stale;    /* ... or to be computed again */
   bool recovering;        /* rebuilt from the journal: its nodes have until
                              due_ms to register again */
   char reason[CTL_REASON_MAX]; /* why it restarted, waits, failed, stopped */

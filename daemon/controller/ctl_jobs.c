@@ -449,10 +449,47 @@ static const struct commit_ops ctl_commit_ops = {
     .strerror = pt_strerror,
 };
 
+/* The gate in front of commit_drive, whose search for a step is O(parts):
+ * a round can only start once every part sealed a step newer than the
+ * floor, i.e. once the oldest of the parts' newest sealed steps is. That
+ * oldest one is kept incrementally (recomputed, O(parts), only when the
+ * last part at it moves on), so a STEP_SEALED costs O(1) until the round
+ * is possible. A part's "seal" below is last_sealed + 1, 0 for none. */
+static uint64_t seal_of(const struct ctl_part *pt)
+{
+  return pt->has_sealed ? pt->last_sealed + 1 : 0;
+}
+
+static void seal_min_compute(struct ctl_job *j)
+{
+  j->seal_min = UINT64_MAX;
+  j->n_at_min = 0;
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    uint64_t v = seal_of(&j->parts[p]);
+    if (v < j->seal_min) {
+      j->seal_min = v;
+      j->n_at_min = 0;
+    }
+    if (v == j->seal_min)
+      j->n_at_min++;
+  }
+  j->seal_min_stale = false;
+}
+
 static void drive(struct ctl_job *j, uint64_t now)
 {
-  if (j->state == CTL_JOB_STARTING || j->state == CTL_JOB_RUNNING)
-    (void)commit_drive(&j->commit, now);
+  uint64_t floor;
+
+  if (j->state != CTL_JOB_STARTING && j->state != CTL_JOB_RUNNING)
+    return;
+  if (commit_is_open(&j->commit))
+    return;
+  if (j->seal_min_stale)
+    seal_min_compute(j);
+  if (j->seal_min == 0 ||
+      (commit_floor(&j->commit, &floor) && j->seal_min - 1 <= floor))
+    return;
+  (void)commit_drive(&j->commit, now);
 }
 
 /* ---- the table ---- */
@@ -512,6 +549,7 @@ static int job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
   }
   for (uint32_t p = 0; p < j->nparts; p++)
     j->parts[p].node = SIZE_MAX;
+  j->seal_min_stale = true;
   j->state = CTL_JOB_STARTING;
   /* An ended job of the same name gives way. */
   for (struct ctl_job **pp = &js->jobs; *pp != NULL;) {
@@ -615,6 +653,7 @@ static int begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
     pt->has_sealed = false;
     pt->last_sealed = 0;
   }
+  j->seal_min_stale = true;
   if (has_from)
     log_notice("job '%s' epoch %" PRIu64 ": every part restores step %"
                PRIu64, j->spec->name, j->epoch, from);
@@ -895,6 +934,7 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     if (m->has_last_sealed) {
       pt->has_sealed = true;
       pt->last_sealed = m->last_sealed;
+      j->seal_min_stale = true;
     }
     pt->nheld = 0;
     for (size_t i = 0; i < m->n_held && pt->nheld < CTL_HELD_MAX; i++)
@@ -951,8 +991,11 @@ int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     return PT_EEPOCH;
   struct ctl_part *pt = &j->parts[p];
   if (!pt->has_sealed || step > pt->last_sealed) {
+    bool at_min = !j->seal_min_stale && seal_of(pt) == j->seal_min;
     pt->has_sealed = true;
     pt->last_sealed = step;
+    if (at_min && --j->n_at_min == 0)
+      j->seal_min_stale = true;
   }
   uint64_t before = j->commits;
   commit_sealed(&j->commit, p, step);
@@ -1093,6 +1136,7 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
   commit_tick(&j->commit, now);
   if (!live(j))
     return;
+  drive(j, now); /* a round that ran out of time may free the next */
   switch (j->state) {
   case CTL_JOB_RESTARTING:
     if (now < j->due_ms)
@@ -1326,6 +1370,7 @@ void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
       j->parts[p].state = CTL_PART_ASSIGNED;
       j->parts[p].node = SIZE_MAX;
     }
+    j->seal_min_stale = true;
     /* Nodes already registered (none at start-up; a test may) bind now. */
     for (uint32_t p = 0; p < j->nparts; p++) {
       struct ctl_node *n = ctl_members_find(js->m, j->parts[p].node_id);
