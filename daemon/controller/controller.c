@@ -8,7 +8,10 @@
  * refused unless it is a real directory owned by this user and closed to
  * group and others) and its lock, <state-dir>/controller.lock, held with
  * flock for the process's life, so a second controller on the same
- * directory is refused; then the authenticated listener. Once it listens,
+ * directory is refused; the journal, <state-dir>/journal, replayed into the
+ * job table (ctl_journal.c: a torn last record dropped with one warning,
+ * any other damage refused naming the journal and the offset); then the
+ * authenticated listener. Once it listens,
  * one line says where, in a form scripts parse:
  *
  *   listening on 127.0.0.1:41234
@@ -366,10 +369,11 @@ int controller_main(int argc, char **argv)
   log_notice("listening on %s%s%s:%d", v6 ? "[" : "", ctl->cfg.listen_host,
              v6 ? "]" : "", port);
   log_info("state in '%s'; heartbeat %" PRIu32 " ms, unreachable after %" PRIu32
-           " ms, dead after %" PRIu32 " ms, grace %" PRIu32 " ms",
+           " ms, dead after %" PRIu32 " ms, grace %" PRIu32 " ms, jobs wait "
+           "%" PRIu32 " ms for a dead node",
            ctl->cfg.state_dir, ctl->cfg.t.heartbeat_ms,
            ctl_args_timeouts_unreachable_ms(&ctl->cfg.t), ctl->cfg.t.dead_after_ms,
-           ctl->cfg.t.grace_ms);
+           ctl->cfg.t.grace_ms, ctl->cfg.t.node_wait_ms);
   if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
     uv_timer_start(&ctl->watchdog, on_watchdog, usec / 2000, usec / 2000);
     log_debug("systemd watchdog: a ping every %" PRIu64 " ms", usec / 2000);

@@ -74,6 +74,9 @@ struct ctl_timeouts {
   uint32_t dead_after_ms; /* silent this long: dead (default 10000) */
   uint32_t grace_ms;      /* connection lost this long and not back: dead
                              (default: dead_after_ms) */
+  uint32_t node_wait_ms;  /* a job's default wait for a dead node of its
+                             (default 60000, or 2 x dead_after_ms when that
+                             is longer); 0: CTL_NODE_WAIT_MS_DEFAULT */
 };
 #define CTL_HEARTBEAT_MS_DEFAULT 1000u
 #define CTL_DEAD_AFTER_MS_DEFAULT 10000u
@@ -84,7 +87,8 @@ struct ctl_timeouts {
 
 /* Checks the timeouts as one ordered set:
  *   10 ms <= heartbeat-ms < dead-after-ms, 2 x heartbeat-ms <= dead-after-ms,
- *   0 < grace-ms <= dead-after-ms, every one at most an hour.
+ *   0 < grace-ms <= dead-after-ms < node-wait-ms (when set), every one at
+ *   most an hour.
  * PT_OK, or -EINVAL with err naming the order and the values given. */
 int ctl_args_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errlen);
 

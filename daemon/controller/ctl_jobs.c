@@ -248,7 +248,9 @@ int ctl_jobs_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
                "restarts)", s->name, CTL_TIMEOUT_MS_MAX);
   if (!s->has_node_wait_ms || s->node_wait_ms == 0) {
     s->has_node_wait_ms = true;
-    s->node_wait_ms = CTL_NODE_WAIT_MS_DEFAULT;
+    s->node_wait_ms = js->m != NULL && js->m->t.node_wait_ms != 0
+                          ? js->m->t.node_wait_ms
+                          : CTL_NODE_WAIT_MS_DEFAULT;
   }
   if (s->node_wait_ms <= dead_after || s->node_wait_ms > CTL_TIMEOUT_MS_MAX)
     return bad(err, errlen, "job '%s': node wait %" PRIu32 " ms must be "
