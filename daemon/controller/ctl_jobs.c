@@ -347,11 +347,14 @@ static struct ctl_node *part_node(struct ctl_jobs *js, const struct ctl_job *j,
   return i < js->m->n ? &js->m->nodes[i] : NULL;
 }
 
+/* Its node has a connection (alive, or unreachable but still connected:
+ * a slow node is still told; one that does not answer runs into the
+ * deadline of what it was asked). */
 static bool part_connected(struct ctl_jobs *js, const struct ctl_job *j,
                            uint32_t p)
 {
   struct ctl_node *n = part_node(js, j, p);
-  return n != NULL && n->conn != NULL && n->state == CTL_NODE_ALIVE;
+  return n != NULL && n->conn != NULL && n->state != CTL_NODE_DEAD;
 }
 
 static void bind_node(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
