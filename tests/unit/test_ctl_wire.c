@@ -58,12 +58,18 @@ static bool wait_log(const char *s, int ms)
   return false;
 }
 
-static void spawn(void)
+static const char *fault; /* PT_FAULT of the next spawn */
+
+/* Starts the controller; true once it listens (C.port), false when it
+ * exited first (C.pid reaped; its status in *status). */
+static bool spawn_try(int *status)
 {
   size_t before = strlen(read_log());
   C.pid = fork();
   ck_assert_int_ge(C.pid, 0);
   if (C.pid == 0) {
+    if (fault != NULL)
+      setenv("PT_FAULT", fault, 1);
     int fd = open(C.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     dup2(fd, 2);
     char *argv[] = {"controller", "--listen", "127.0.0.1:0", "--state-dir",
@@ -77,11 +83,20 @@ static void spawn(void)
     p = strstr(read_log() + before, "listening on 127.0.0.1:");
     if (p != NULL)
       break;
+    if (waitpid(C.pid, status, WNOHANG) == C.pid)
+      return false;
     usleep(10000);
   }
   ck_assert_msg(p != NULL, "no port: %s", read_log());
   C.port = atoi(p + strlen("listening on 127.0.0.1:"));
   ck_assert_int_gt(C.port, 0);
+  return true;
+}
+
+static void spawn(void)
+{
+  int st;
+  ck_assert_msg(spawn_try(&st), "controller exited (%d): %s", st, read_log());
 }
 
 static void ctl_start(void)
@@ -93,6 +108,15 @@ static void ctl_start(void)
   snprintf(C.log, sizeof(C.log), "%s/ctl.log", C.dir);
   ck_assert_int_eq(rpc_key_write(C.key, NULL, 0), PT_OK);
   spawn();
+}
+
+/* SIGTERM, exit 0; the directory stays. */
+static void ctl_term(void)
+{
+  int st = 0;
+  ck_assert_int_eq(kill(C.pid, SIGTERM), 0);
+  ck_assert_int_eq(waitpid(C.pid, &st, 0), C.pid);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
 }
 
 static void ctl_stop(void)
@@ -166,7 +190,7 @@ static ProtobufCMessage *expect(int fd, uint32_t type, int ms, uint64_t *req)
   }
 }
 
-/* No frame of type on fd within ms. */
+/* No frame of type on fd within ms (or before it closed). */
 static bool quiet(int fd, uint32_t type, int ms)
 {
   uint64_t dl = rpc_now_ms() + (uint64_t)ms;
@@ -174,8 +198,8 @@ static bool quiet(int fd, uint32_t type, int ms)
     struct rpc_hdr h;
     ProtobufCMessage *m = NULL;
     int rc = rpc_sock_recv(fd, 0, dl, &h, &m);
-    if (rc == -ETIMEDOUT)
-      return true;
+    if (rc == -ETIMEDOUT || rc == -ECONNRESET)
+      return true; /* nothing came (or the peer is gone without it) */
     ck_assert_int_eq(rc, PT_OK);
     protobuf_c_message_free_unpacked(m, NULL);
     if (h.type == type)
@@ -475,12 +499,139 @@ START_TEST(whole_job)
 }
 END_TEST
 
+/* Two nodes, job1 started on them and running in epoch 1. */
+static void job1_running(int *a, int *b)
+{
+  *a = node("node-a", "rack-1");
+  *b = node("node-b", "rack-2");
+  Pt__JobSpec spec = PT__JOB_SPEC__INIT;
+  spec.name = "job1";
+  spec.n_argv = 3;
+  spec.argv = ARGV;
+  spec.nodes = 2;
+  spec.ranks_per_node = 2;
+  Pt__JobStart st = PT__JOB_START__INIT;
+  st.spec = &spec;
+  Pt__JobReply *r = ctl_call(RPC_JOB_START, &st.base);
+  ck_assert_msg(r->status == 0, "%s", r->message);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  protobuf_c_message_free_unpacked(&assign_of(*a)->base, NULL);
+  protobuf_c_message_free_unpacked(&assign_of(*b)->base, NULL);
+  part_state(*a, "job1", 1, "running");
+  part_state(*b, "job1", 1, "running");
+}
+
+/* Seal, pin and vote step on both; the JOB_COMMITs are awaited when
+ * want_commit. */
+static void round_of(int a, int b, uint64_t epoch, uint64_t step,
+                     bool want_commit)
+{
+  uint64_t ra, rb;
+  sealed(a, "job1", epoch, step);
+  sealed(b, "job1", epoch, step);
+  protobuf_c_message_free_unpacked(expect(a, RPC_JOB_PIN, 5000, &ra), NULL);
+  protobuf_c_message_free_unpacked(expect(b, RPC_JOB_PIN, 5000, &rb), NULL);
+  vote(a, ra, "job1", epoch, step, 0);
+  vote(b, rb, "job1", epoch, step, 0);
+  if (!want_commit)
+    return;
+  protobuf_c_message_free_unpacked(expect(a, RPC_JOB_COMMIT, 5000, NULL),
+                                   NULL);
+  protobuf_c_message_free_unpacked(expect(b, RPC_JOB_COMMIT, 5000, NULL),
+                                   NULL);
+}
+
+/* PT_FAULT=ctl_after_commit_journal: the controller exits (9) once the
+ * COMMIT is durable, before any node is told; started again, it tells the
+ * nodes the committed step when they register. */
+START_TEST(fault_after_commit_journal)
+{
+  int a, b, st;
+
+  fault = "ctl_after_commit_journal";
+  ctl_start();
+  job1_running(&a, &b);
+  round_of(a, b, 1, 5, false);
+  ck_assert_int_eq(waitpid(C.pid, &st, 0), C.pid);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 9, "status %d", st);
+  ck_assert(journal_has_commit(1, 5));
+  /* no node was told */
+  ck_assert(quiet(a, RPC_JOB_COMMIT, 100));
+  ck_assert(quiet(b, RPC_JOB_COMMIT, 100));
+  close(a);
+  close(b);
+  fault = NULL;
+  spawn();
+  a = node("node-a", "rack-1");
+  b = node("node-b", "rack-2");
+  Pt__JobAssign *aa = assign_of(a), *ab = assign_of(b);
+  ck_assert_uint_eq(aa->epoch, 1);
+  ck_assert(aa->has_committed_step && aa->committed_step == 5);
+  ck_assert(ab->has_committed_step && ab->committed_step == 5);
+  protobuf_c_message_free_unpacked(&aa->base, NULL);
+  protobuf_c_message_free_unpacked(&ab->base, NULL);
+  part_state(a, "job1", 1, "running");
+  part_state(b, "job1", 1, "running");
+  round_of(a, b, 1, 6, true); /* and commits go on */
+  close(a);
+  close(b);
+  ctl_stop();
+}
+END_TEST
+
+/* A torn last record: dropped with one warning, the controller starts. A
+ * flipped byte in the middle: exit 2, naming the journal and the offset. */
+START_TEST(journal_damage)
+{
+  int a, b, st;
+  char path[160];
+  struct stat sb;
+
+  ctl_start();
+  job1_running(&a, &b);
+  round_of(a, b, 1, 5, true);
+  round_of(a, b, 1, 6, true);
+  close(a);
+  close(b);
+  ctl_term();
+  snprintf(path, sizeof(path), "%s/journal", C.sd);
+  ck_assert_int_eq(stat(path, &sb), 0);
+  ck_assert_int_eq(truncate(path, sb.st_size - 2), 0);
+  spawn();
+  ck_assert(wait_log("dropped a torn last record", 2000));
+  ck_assert(wait_log("rebuilt from the journal (committed step 5)", 2000));
+  ctl_term();
+
+  ck_assert_int_eq(stat(path, &sb), 0);
+  int fd = open(path, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  unsigned char c;
+  ck_assert_int_eq(pread(fd, &c, 1, 24), 1); /* inside the first record */
+  c ^= 0x01;
+  ck_assert_int_eq(pwrite(fd, &c, 1, 24), 1);
+  close(fd);
+  ck_assert(!spawn_try(&st));
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == CTL_EXIT_USAGE,
+                "status %d", st);
+  ck_assert(wait_log("refusing to start", 100));
+  char want[200];
+  snprintf(want, sizeof(want), "journal '%s'", path);
+  ck_assert(wait_log(want, 100));
+  ck_assert(wait_log("offset", 100));
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", C.dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ctl_wire");
   TCase *tc = tcase_create("wire");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, whole_job);
+  tcase_add_test(tc, fault_after_commit_journal);
+  tcase_add_test(tc, journal_damage);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
