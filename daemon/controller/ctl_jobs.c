@@ -937,9 +937,12 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     if (m->has_bytes_held)
       pt->bytes_held = m->bytes_held;
     if (m->has_last_sealed) {
+      /* What it sealed while the controller was away (or before this
+       * controller began) counts as a STEP_SEALED. */
       pt->has_sealed = true;
       pt->last_sealed = m->last_sealed;
       j->seal_min_stale = true;
+      commit_sealed(&j->commit, p, m->last_sealed);
     }
     pt->nheld = 0;
     for (size_t i = 0; i < m->n_held && pt->nheld < CTL_HELD_MAX; i++)
@@ -976,8 +979,11 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
       j->due_ms = 0;
       log_info("job '%s' epoch %" PRIu64 " running on every node",
                j->spec->name, j->epoch);
-      drive(j, now);
     }
+    uint64_t before = j->commits;
+    drive(j, now);
+    if (j->commits != before)
+      j->committed_ms = now;
     return PT_OK;
   default:
     /* Restarting, waiting, stopping: the answers to the halts. */

@@ -616,6 +616,27 @@ START_TEST(stop_and_restore)
 }
 END_TEST
 
+/* A node that sealed steps while the controller was away says so in its
+ * JOB_PART_STATE (last_sealed): that starts a round as STEP_SEALED does. */
+START_TEST(sealed_from_part_state)
+{
+  setup();
+  struct ctl_job *j = running_job(2, 3, 0);
+  Pt__JobPartState ps = PT__JOB_PART_STATE__INIT;
+  ps.has_last_sealed = true;
+  ps.last_sealed = 7;
+  ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL, &ps, 5);
+  ck_assert(!seen("pin 0 e1 s7"));
+  ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_RUNNING, NULL, &ps, 5);
+  ck_assert(seen("pin 0 e1 s7") && seen("pin 1 e1 s7"));
+  ctl_jobs_vote(&JS, j, 0, 1, 7, last_ticket[0], 0, NULL, 6);
+  ctl_jobs_vote(&JS, j, 1, 1, 7, last_ticket[1], 0, NULL, 6);
+  ck_assert_uint_eq(j->committed, 7);
+  ck_assert_uint_eq(j->committed_ms, 6);
+  teardown();
+}
+END_TEST
+
 /* 1,000 nodes, 100 rounds: each STEP_SEALED and JOB_VOTE is O(1) but the
  * last (no O(n^2) per round): well under a millisecond per node-round even
  * in a sanitizer build. */
@@ -665,6 +686,7 @@ int main(void)
   tcase_add_test(tc, restart_backoff_window);
   tcase_add_test(tc, dead_node_wait);
   tcase_add_test(tc, stop_and_restore);
+  tcase_add_test(tc, sealed_from_part_state);
   tcase_add_test(tc, thousand_nodes);
   suite_add_tcase(s, tc);
   return unit_run(s);
