@@ -1076,6 +1076,10 @@ void ctl_jobs_node_registered(struct ctl_jobs *js, size_t node, uint64_t now)
       reason_set(j, "node '%s' came back", n->id);
       if (begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
         log_error("job '%s': cannot journal its next epoch", j->spec->name);
+    } else if (js->ops->halt(js->ctx, j, p, false) == PT_OK) {
+      /* Still waiting for another: this one's part stays halted (it may
+       * have missed the halt while it was away). */
+      j->parts[p].deadline = 0;
     }
     return;
   case CTL_JOB_STARTING:
