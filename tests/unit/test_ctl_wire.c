@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -75,7 +76,8 @@ static bool spawn_try(int *status)
     dup2(fd, 2);
     char *argv[] = {"controller", "--listen", "127.0.0.1:0", "--state-dir",
                     C.sd, "--key", C.key, "--heartbeat-ms", "1000",
-                    "--dead-after-ms", "10000", "--log-level", "7", NULL};
+                    "--dead-after-ms", "10000", "--log-level",
+                    getenv("PT_CTL_SCALE_NODES") != NULL ? "5" : "7", NULL};
     exit(controller_main(13, argv));
   }
   uint64_t dl = rpc_now_ms() + 5000;
@@ -682,8 +684,8 @@ START_TEST(commit_latency)
       protobuf_c_message_free_unpacked(&c->base, NULL);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    lat_us[k] = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000u +
-                (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000u;
+    lat_us[k] = (uint64_t)(((int64_t)t1.tv_sec - t0.tv_sec) * 1000000 +
+                           ((int64_t)t1.tv_nsec - t0.tv_nsec) / 1000);
   }
   qsort(lat_us, ROUNDS, sizeof(lat_us[0]), cmp_u64);
   fprintf(stderr, "commit latency, %d nodes: p50 %.2f ms, p99 %.2f ms\n", NN,
@@ -691,6 +693,109 @@ START_TEST(commit_latency)
   ck_assert_uint_lt(lat_us[ROUNDS / 2], 50000);
   for (int i = 0; i < NN; i++)
     close(fd[i]);
+  ctl_stop();
+}
+END_TEST
+
+static uint64_t cpu_ticks(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY);
+  ck_assert_int_ge(fd, 0);
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  ck_assert_int_gt(n, 0);
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')');
+  unsigned long long ut = 0, st = 0;
+  /* after "pid (comm)": state ppid pgrp session tty tpgid flags minflt
+   * cminflt majflt cmajflt utime stime */
+  ck_assert_int_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+                                 "%*u %llu %llu", &ut, &st),
+                   2);
+  return ut + st;
+}
+
+/* Many simulated nodes (PT_CTL_SCALE_NODES, default 100) registering,
+ * heartbeating every second and committing in one job: the commit latency
+ * and the controller's CPU. Asserts bounds any machine keeps. */
+START_TEST(many_nodes)
+{
+  const char *e = getenv("PT_CTL_SCALE_NODES");
+  int nn = e != NULL ? atoi(e) : 100;
+  enum { ROUNDS = 30 };
+  ck_assert(nn >= 2 && nn <= 4000);
+  int *fd = calloc((size_t)nn, sizeof(*fd));
+  uint64_t *req = calloc((size_t)nn, sizeof(*req)), lat_us[ROUNDS];
+  char id[16];
+  struct rlimit rl;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  rl.rlim_cur = rl.rlim_max;
+  (void)setrlimit(RLIMIT_NOFILE, &rl);
+
+  ctl_start();
+  for (int i = 0; i < nn; i++) {
+    snprintf(id, sizeof(id), "sim-%d", i);
+    fd[i] = node(id, NULL);
+  }
+  Pt__JobSpec spec = PT__JOB_SPEC__INIT;
+  spec.name = "job1";
+  spec.n_argv = 3;
+  spec.argv = ARGV;
+  spec.nodes = (uint32_t)nn;
+  spec.ranks_per_node = 1;
+  Pt__JobStart st = PT__JOB_START__INIT;
+  st.spec = &spec;
+  Pt__JobReply *r = ctl_call(RPC_JOB_START, &st.base);
+  ck_assert_msg(r->status == 0, "%s", r->message);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  for (int i = 0; i < nn; i++) {
+    protobuf_c_message_free_unpacked(&assign_of(fd[i])->base, NULL);
+    part_state(fd[i], "job1", 1, "running");
+  }
+  uint64_t hb_at = 0, seq = 0, c0 = cpu_ticks(C.pid), w0 = rpc_now_ms();
+  for (int k = 0; k < ROUNDS; k++) {
+    uint64_t step = (uint64_t)k + 1;
+    if (rpc_now_ms() >= hb_at) {
+      Pt__Heartbeat h = PT__HEARTBEAT__INIT;
+      h.seq = ++seq;
+      for (int i = 0; i < nn; i++)
+        send_msg(fd[i], RPC_HEARTBEAT, 0, &h.base);
+      hb_at = rpc_now_ms() + 1000;
+    }
+    struct timespec t0, t1;
+    for (int i = 0; i < nn; i++) {
+      if (i == nn - 1)
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+      sealed(fd[i], "job1", 1, step);
+    }
+    for (int i = 0; i < nn; i++)
+      protobuf_c_message_free_unpacked(
+          expect(fd[i], RPC_JOB_PIN, 10000, &req[i]), NULL);
+    for (int i = 0; i < nn; i++)
+      vote(fd[i], req[i], "job1", 1, step, 0);
+    for (int i = 0; i < nn; i++)
+      protobuf_c_message_free_unpacked(
+          expect(fd[i], RPC_JOB_COMMIT, 10000, NULL), NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    lat_us[k] = (uint64_t)(((int64_t)t1.tv_sec - t0.tv_sec) * 1000000 +
+                           ((int64_t)t1.tv_nsec - t0.tv_nsec) / 1000);
+    usleep(20000); /* a step every ~20 ms and more */
+  }
+  uint64_t wall = rpc_now_ms() - w0, cpu = cpu_ticks(C.pid) - c0;
+  double cpu_pct = 100.0 * (double)cpu * (1000.0 / sysconf(_SC_CLK_TCK)) /
+                   (double)(wall > 0 ? wall : 1);
+  qsort(lat_us, ROUNDS, sizeof(lat_us[0]), cmp_u64);
+  fprintf(stderr, "%d nodes: commit p50 %.2f ms, p99 %.2f ms (as the one "
+          "client sees it); controller CPU %.1f %% over %llu ms\n", nn,
+          lat_us[ROUNDS / 2] / 1000.0, lat_us[ROUNDS - 1] / 1000.0, cpu_pct,
+          (unsigned long long)wall);
+  ck_assert_uint_lt(lat_us[ROUNDS / 2], 1000000);
+  for (int i = 0; i < nn; i++)
+    close(fd[i]);
+  free(fd);
+  free(req);
   ctl_stop();
 }
 END_TEST
@@ -704,6 +809,7 @@ int main(void)
   tcase_add_test(tc, fault_after_commit_journal);
   tcase_add_test(tc, journal_damage);
   tcase_add_test(tc, commit_latency);
+  tcase_add_test(tc, many_nodes);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
