@@ -341,7 +341,7 @@ static struct ctl_job *running_job(uint32_t nodes, uint32_t max_restarts,
 {
   char err[256];
   struct ctl_job *j;
-  char id[8], adv[16];
+  char id[16], adv[32];
   for (uint32_t i = 0; i < nodes; i++) {
     snprintf(id, sizeof(id), "n%u", i);
     snprintf(adv, sizeof(adv), "10.0.0.%u", i + 1);

@@ -642,7 +642,7 @@ START_TEST(commit_latency)
   enum { NN = 3, ROUNDS = 200 };
   int fd[NN];
   uint64_t lat_us[ROUNDS], req[NN];
-  char id[16];
+  char id[32];
 
   ctl_start();
   for (int i = 0; i < NN; i++) {
@@ -728,7 +728,7 @@ START_TEST(many_nodes)
   ck_assert(nn >= 2 && nn <= 4000);
   int *fd = calloc((size_t)nn, sizeof(*fd));
   uint64_t *req = calloc((size_t)nn, sizeof(*req)), lat_us[ROUNDS];
-  char id[16];
+  char id[32];
   struct rlimit rl;
   ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
   rl.rlim_cur = rl.rlim_max;
