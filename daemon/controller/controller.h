@@ -36,12 +36,15 @@
  * Node states: ALIVE (registered, heard from), UNREACHABLE (its connection
  * broke, or it has missed heartbeats), DEAD (silent for dead-after, or its
  * connection lost and not back within grace). Deciding that a node is dead
- * is the membership timer's job alone; what a job does about it is a later,
- * separate decision.
+ * is the membership timer's job alone; what a job does about it is a
+ * separate decision with its own deadline (ctl_jobs.c: the job waits
+ * node_wait_ms for it).
  *
- * Exit status: 0 stopped by SIGTERM or SIGINT, 1 a failure while running,
- * 2 usage or configuration error (bad option, key, state directory, a
- * second controller on the same state directory, an address in use).
+ * Exit status: 0 stopped by SIGTERM or SIGINT, 1 a failure while running
+ * (the journal could not be written), 2 usage or configuration error (bad
+ * option, key, state directory, a second controller on the same state
+ * directory, an address in use, a damaged journal), 9 the fault point
+ * PT_FAULT=ctl_after_commit_journal (ctl_job_conn.c).
  */
 #ifndef PT_CONTROLLER_H
 #define PT_CONTROLLER_H
