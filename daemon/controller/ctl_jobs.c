@@ -416,7 +416,7 @@ static void c_verdict(void *ctx, const struct commit_outcome *o)
             o->vote == COMMIT_VOTE_NO ? "no longer holds it"
             : o->sent                 ? "did not answer"
                                       : "could not be asked",
-            o->text);
+            LOG_ESC(o->text)); /* a node's words, when it refused */
     return;
   }
   bool had = j->has_committed;
@@ -958,7 +958,7 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
       snprintf(why, sizeof(why), "node '%s' part %s%s%s", pt->node_id,
                st == CTL_PART_FAILED ? "failed" : "stopped unasked",
                msg != NULL && msg[0] != '\0' ? ": " : "",
-               msg != NULL ? msg : "");
+               msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
       restart_counted(js, j, now, why);
       return PT_OK;
     }
