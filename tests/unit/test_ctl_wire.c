@@ -781,7 +781,9 @@ START_TEST(many_nodes)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     lat_us[k] = (uint64_t)(((int64_t)t1.tv_sec - t0.tv_sec) * 1000000 +
                            ((int64_t)t1.tv_nsec - t0.tv_nsec) / 1000);
-    usleep(20000); /* a step every ~20 ms and more */
+    /* a step every ~20 ms and more (PT_CTL_SCALE_PAUSE_MS: the pause) */
+    const char *pause = getenv("PT_CTL_SCALE_PAUSE_MS");
+    usleep(1000u * (pause != NULL ? (unsigned)atoi(pause) : 20u));
   }
   uint64_t wall = rpc_now_ms() - w0, cpu = cpu_ticks(C.pid) - c0;
   double cpu_pct = 100.0 * (double)cpu * (1000.0 / sysconf(_SC_CLK_TCK)) /
