@@ -365,6 +365,7 @@ struct ctl_jobs_ops {
 struct ctl_jobs {
   struct ctl_job *jobs;   /* live and ended, newest first */
   size_t nlive, nended;
+  uint64_t replay_ends;   /* END records replayed (their order) */
   struct ctl_members *m;
   const struct ctl_jobs_ops *ops;
   void *ctx;

@@ -499,19 +499,21 @@ static void drive(struct ctl_job *j, uint64_t now)
 
 /* ---- the table ---- */
 
-/* Drops the oldest ended jobs beyond CTL_ENDED_KEEP. */
-static void trim_ended(struct ctl_jobs *js)
+/* Drops the jobs that ended first beyond CTL_ENDED_KEEP, never keep (the
+ * one that just ended, which its callers still hold). */
+static void trim_ended(struct ctl_jobs *js, const struct ctl_job *keep)
 {
   while (js->nended > CTL_ENDED_KEEP) {
-    struct ctl_job **pp = NULL, **last = NULL;
-    for (pp = &js->jobs; *pp != NULL; pp = &(*pp)->next)
-      if (ctl_jobs_ended((*pp)->state))
-        last = pp;
-    if (last == NULL)
+    struct ctl_job **victim = NULL;
+    for (struct ctl_job **pp = &js->jobs; *pp != NULL; pp = &(*pp)->next)
+      if (ctl_jobs_ended((*pp)->state) && *pp != keep &&
+          (victim == NULL || (*pp)->ended_ms <= (*victim)->ended_ms))
+        victim = pp; /* ties: the one created first (last in the list) */
+    if (victim == NULL)
       return;
-    struct ctl_job *victim = *last;
-    *last = victim->next;
-    job_free(victim);
+    struct ctl_job *v = *victim;
+    *victim = v->next;
+    job_free(v);
     js->nended--;
   }
 }
@@ -695,7 +697,7 @@ static void end_job(struct ctl_jobs *js, struct ctl_job *j,
   j->ended_ms = now;
   js->nlive--;
   js->nended++;
-  trim_ended(js);
+  trim_ended(js, j);
 }
 
 static uint32_t restarts_recent(const struct ctl_job *j, uint64_t now)
@@ -1366,9 +1368,10 @@ int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
                       ctl_jobs_state_name(st));
   j->state = st;
   snprintf(j->reason, sizeof(j->reason), "%s", reason != NULL ? reason : "");
+  j->ended_ms = ++js->replay_ends; /* in the order they ended */
   js->nlive--;
   js->nended++;
-  trim_ended(js);
+  trim_ended(js, j);
   return PT_OK;
 }
 

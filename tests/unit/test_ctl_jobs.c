@@ -616,6 +616,40 @@ START_TEST(stop_and_restore)
 }
 END_TEST
 
+/* At most CTL_ENDED_KEEP ended jobs are remembered: those that ended first
+ * go, never the one that just ended. */
+START_TEST(ended_kept)
+{
+  char err[256], name[16];
+  struct ctl_job *j;
+
+  setup();
+  add_node("n0", "10.0.0.1", NULL, 1, 1, 0);
+  add_node("n1", "10.0.0.2", NULL, 1, 2, 0);
+  Pt__JobSpec s = spec("old", 1, 1);
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 1, &j, err, sizeof(err)), PT_OK);
+  for (unsigned i = 0; i <= CTL_ENDED_KEEP; i++) {
+    snprintf(name, sizeof(name), "j%u", i);
+    s = spec(name, 1, 1);
+    ck_assert_int_eq(ctl_jobs_start(&JS, &s, 10 + i, &j, err, sizeof(err)),
+                     PT_OK);
+    ck_assert_int_eq(ctl_jobs_stop(&JS, name, 10 + i, err, sizeof(err)),
+                     PT_OK);
+  }
+  ck_assert_uint_eq(JS.nended, CTL_ENDED_KEEP);
+  ck_assert_ptr_null(ctl_jobs_find(&JS, "j0"));
+  ck_assert_ptr_nonnull(ctl_jobs_find(&JS, "j1"));
+  /* the oldest-created job ends last: it stays, j1 goes */
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "old", 500, err, sizeof(err)), PT_OK);
+  ck_assert_ptr_nonnull(ctl_jobs_find(&JS, "old"));
+  ck_assert_int_eq(ctl_jobs_find(&JS, "old")->state, CTL_JOB_STOPPED);
+  ck_assert_ptr_null(ctl_jobs_find(&JS, "j1"));
+  ck_assert_uint_eq(JS.nended, CTL_ENDED_KEEP);
+  ck_assert_uint_eq(JS.nlive, 0);
+  teardown();
+}
+END_TEST
+
 /* A node that sealed steps while the controller was away says so in its
  * JOB_PART_STATE (last_sealed): that starts a round as STEP_SEALED does. */
 START_TEST(sealed_from_part_state)
@@ -686,6 +720,7 @@ int main(void)
   tcase_add_test(tc, restart_backoff_window);
   tcase_add_test(tc, dead_node_wait);
   tcase_add_test(tc, stop_and_restore);
+  tcase_add_test(tc, ended_kept);
   tcase_add_test(tc, sealed_from_part_state);
   tcase_add_test(tc, thousand_nodes);
   suite_add_tcase(s, tc);
