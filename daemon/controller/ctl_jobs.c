@@ -795,6 +795,17 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
   rc = ctl_jobs_place(js, spec, idx, err, errlen);
   if (rc != PT_OK)
     goto out;
+  /* A port given in the spec: not one a live job's master on the same
+   * node listens on. */
+  for (const struct ctl_job *o = js->jobs; o != NULL; o = o->next)
+    if (live(o) && o->master_port == port &&
+        strcmp(o->master_addr, js->m->nodes[idx[0]].advertise) == 0) {
+      snprintf(err, errlen, "master port %" PRIu32 " on %s is job '%s''s: "
+               "give another, or 0 for one the controller picks", port,
+               o->master_addr, o->spec->name);
+      rc = -EADDRINUSE;
+      goto out;
+    }
   rc = job_new(js, spec, &j);
   if (rc != PT_OK) {
     snprintf(err, errlen, "out of memory");

@@ -305,7 +305,8 @@ START_TEST(ranks_master_epochs)
   s = spec("k", 1, 1);
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &k, err, sizeof(err)), PT_OK);
   ck_assert_uint_eq(k->master_port, 29501);
-  ck_assert(seen("assign 0 e1 r0 w1 10.0.0.3:29501 restore=-1 committed=-1"));
+  ck_assert_msg(seen("assign 0 e1 r0 w1 10.0.0.3:29501 restore=-1 committed=-1"),
+                "%s", ev[nev - 1]);
   /* running once every part says so */
   ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL,
                                        NULL, 10),
@@ -616,6 +617,40 @@ START_TEST(stop_and_restore)
 }
 END_TEST
 
+/* A master port given in the spec that a live job's master uses on the
+ * same host is refused; elsewhere, or another port, is fine. */
+START_TEST(master_port_clash)
+{
+  char err[256];
+  struct ctl_job *j;
+
+  setup();
+  add_node("n1", "10.0.0.1", NULL, 1, 1, 0);
+  add_node("n2", "10.0.0.1", NULL, 1, 2, 0);
+  add_node("n3", "10.0.0.3", NULL, 1, 3, 0);
+  Pt__JobSpec s = spec("a", 1, 1);
+  s.has_master_port = true;
+  s.master_port = 29600;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
+  s = spec("b", 1, 1);
+  s.has_master_port = true;
+  s.master_port = 29600;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)),
+                   -EADDRINUSE);
+  ck_assert_msg(strstr(err, "master port 29600 on 10.0.0.1 is job 'a''s") !=
+                    NULL,
+                "%s", err);
+  s.master_port = 29601;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
+  /* n3 is another host: the same port is fine there */
+  s = spec("c", 1, 1);
+  s.has_master_port = true;
+  s.master_port = 29600;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
+  teardown();
+}
+END_TEST
+
 /* At most CTL_ENDED_KEEP ended jobs are remembered: those that ended first
  * go, never the one that just ended. */
 START_TEST(ended_kept)
@@ -720,6 +755,7 @@ int main(void)
   tcase_add_test(tc, restart_backoff_window);
   tcase_add_test(tc, dead_node_wait);
   tcase_add_test(tc, stop_and_restore);
+  tcase_add_test(tc, master_port_clash);
   tcase_add_test(tc, ended_kept);
   tcase_add_test(tc, sealed_from_part_state);
   tcase_add_test(tc, thousand_nodes);
