@@ -1128,9 +1128,9 @@ void ctl_jobs_node_down(struct ctl_jobs *js, size_t node, uint64_t now)
   snprintf(why, sizeof(why), "node '%s' %s", n->id,
            ctl_members_node_state_name(n->state));
   commit_voter_gone(&j->commit, p, why, now);
-  j->parts[p].deadline = 0;
   if (n->state != CTL_NODE_DEAD)
-    return;
+    return; /* what it was asked keeps its deadline */
+  j->parts[p].deadline = 0;
   if (j->state == CTL_JOB_STOPPING) {
     j->parts[p].state = CTL_PART_STOPPED;
     return;
