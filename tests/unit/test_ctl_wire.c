@@ -627,6 +627,83 @@ START_TEST(journal_damage)
 }
 END_TEST
 
+static void raw(int fd, const void *b, size_t n)
+{
+  ck_assert_int_eq(write(fd, b, n), (ssize_t)n);
+}
+
+/* Hostile bytes on the controller's port, while a job runs: garbage before
+ * the handshake, and from authenticated nodes an oversized frame, a frame
+ * cut short, a job frame whose body does not decode, a job name too long.
+ * Each closes that connection only: the job's nodes go on committing and
+ * ptctl is answered. */
+START_TEST(hostile_frames)
+{
+  int a, b, fd;
+  uint8_t hdr[RPC_HDR_BYTES];
+  struct rpc_hdr h = {0};
+
+  ctl_start();
+  job1_running(&a, &b);
+  round_of(a, b, 1, 3, true);
+
+  /* garbage where the handshake should be */
+  ck_assert_int_eq(rpc_sock_connect_tcp("127.0.0.1", C.port, 2000, &fd),
+                   PT_OK);
+  raw(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+  ck_assert(unit_closed_by_peer(fd, 3000));
+  close(fd);
+
+  /* oversized: a header claiming 16 MiB */
+  fd = node("node-x", NULL);
+  h.type = RPC_JOB_PART_STATE;
+  h.length = 16u << 20;
+  rpc_hdr_encode(hdr, &h);
+  raw(fd, hdr, sizeof(hdr));
+  ck_assert(unit_closed_by_peer(fd, 3000));
+  close(fd);
+
+  /* cut short: 100 bytes announced, 10 sent, then the connection closed */
+  fd = node("node-x", NULL);
+  h.length = 100;
+  rpc_hdr_encode(hdr, &h);
+  raw(fd, hdr, sizeof(hdr));
+  raw(fd, "0123456789", 10);
+  close(fd);
+
+  /* a body that does not decode as the type's message */
+  fd = node("node-y", NULL);
+  h.type = RPC_STEP_SEALED;
+  h.length = 8;
+  rpc_hdr_encode(hdr, &h);
+  raw(fd, hdr, sizeof(hdr));
+  raw(fd, "\xff\xff\xff\xff\xff\xff\xff\xff", 8);
+  ck_assert(unit_closed_by_peer(fd, 3000));
+  close(fd);
+
+  /* a job name over CTL_JOB_MAX */
+  char big[400];
+  memset(big, 'j', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  fd = node("node-y", NULL);
+  sealed(fd, big, 1, 9);
+  ck_assert(unit_closed_by_peer(fd, 3000));
+  close(fd);
+  ck_assert(wait_log("with a job name of 399 bytes", 2000));
+
+  /* the job goes on; ptctl is answered */
+  round_of(a, b, 1, 4, true);
+  Pt__JobsReply *keep;
+  Pt__JobInfo *ji = query_job(&keep);
+  ck_assert_uint_eq(ji->committed_step, 4);
+  ck_assert_str_eq(ji->state, "running");
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+  close(a);
+  close(b);
+  ctl_stop();
+}
+END_TEST
+
 static int cmp_u64(const void *a, const void *b)
 {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -810,6 +887,7 @@ int main(void)
   tcase_add_test(tc, whole_job);
   tcase_add_test(tc, fault_after_commit_journal);
   tcase_add_test(tc, journal_damage);
+  tcase_add_test(tc, hostile_frames);
   tcase_add_test(tc, commit_latency);
   tcase_add_test(tc, many_nodes);
   suite_add_tcase(s, tc);
