@@ -704,6 +704,48 @@ START_TEST(hostile_frames)
 }
 END_TEST
 
+/* A node's connection cut in the middle of a round and restored within
+ * the grace: the round fails (JOB_UNPIN to the node that pinned), the node
+ * registers again and is told the same epoch and the committed step, and
+ * the next round commits. */
+START_TEST(connection_cut)
+{
+  int a, b;
+  uint64_t ra, rb;
+
+  ctl_start();
+  job1_running(&a, &b);
+  round_of(a, b, 1, 2, true);
+  sealed(a, "job1", 1, 3);
+  sealed(b, "job1", 1, 3);
+  protobuf_c_message_free_unpacked(expect(a, RPC_JOB_PIN, 5000, &ra), NULL);
+  protobuf_c_message_free_unpacked(expect(b, RPC_JOB_PIN, 5000, &rb), NULL);
+  vote(a, ra, "job1", 1, 3, 0);
+  close(b); /* cut before it voted */
+  Pt__JobUnpin *u = (Pt__JobUnpin *)expect(a, RPC_JOB_UNPIN, 5000, NULL);
+  ck_assert_uint_eq(u->step, 3);
+  protobuf_c_message_free_unpacked(&u->base, NULL);
+  ck_assert(!journal_has_commit(1, 3));
+  b = node("node-b", "rack-2"); /* the same incarnation: a reconnect */
+  Pt__JobAssign *ab = assign_of(b);
+  ck_assert_uint_eq(ab->epoch, 1);
+  ck_assert_uint_eq(ab->node_index, 1);
+  ck_assert(ab->has_committed_step && ab->committed_step == 2);
+  protobuf_c_message_free_unpacked(&ab->base, NULL);
+  part_state(b, "job1", 1, "running");
+  round_of(a, b, 1, 4, true);
+  Pt__JobsReply *keep;
+  Pt__JobInfo *ji = query_job(&keep);
+  ck_assert_uint_eq(ji->epoch, 1);
+  ck_assert_uint_eq(ji->committed_step, 4);
+  ck_assert_uint_eq(ji->restarts, 0);
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+  close(a);
+  close(b);
+  ctl_stop();
+}
+END_TEST
+
 static int cmp_u64(const void *a, const void *b)
 {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -888,6 +930,7 @@ int main(void)
   tcase_add_test(tc, fault_after_commit_journal);
   tcase_add_test(tc, journal_damage);
   tcase_add_test(tc, hostile_frames);
+  tcase_add_test(tc, connection_cut);
   tcase_add_test(tc, commit_latency);
   tcase_add_test(tc, many_nodes);
   suite_add_tcase(s, tc);
