@@ -240,8 +240,10 @@ uint64_t ctl_members_next_ms(const struct ctl_members *m, uint64_t now);
  *   restarting  every part halted; the next epoch starts after a backoff
  *   waiting     a node of the job is dead: the other parts halted; the job
  *               waits node_wait_ms for it, then fails
- *   stopping    ptctl stop: END journaled, the parts being halted
- *   done, failed, stopped   ended (END journaled); nodes freed
+ *   stopping    not entered: ptctl stop ends the job at once (below)
+ *   done, failed, stopped   ended: END journaled, every part told to halt
+ *               (remove: done only), nodes freed; a node that missed the
+ *               halt and reports the job running is told again
  */
 #define CTL_SLOTS_DEFAULT 3u
 #define CTL_MAX_RESTARTS_DEFAULT 3u
