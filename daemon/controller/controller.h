@@ -211,6 +211,10 @@ int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
 /* A heartbeat from the node registered on conn: it is heard from now (an
  * UNREACHABLE node is ALIVE again). -ENOENT when no node is on conn. */
 int ctl_members_heartbeat(struct ctl_members *m, void *conn, uint64_t now);
+/* The same, O(1) when hint is the node's index (the caller remembers it
+ * from the registration); any other hint: as ctl_members_heartbeat. */
+int ctl_members_heartbeat_at(struct ctl_members *m, size_t hint, void *conn,
+                             uint64_t now);
 /* The node registered on conn lost it: UNREACHABLE. No-op when no node is
  * on conn (it never registered, or was taken over). */
 void ctl_members_lost(struct ctl_members *m, void *conn, uint64_t now);

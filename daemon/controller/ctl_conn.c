@@ -254,7 +254,8 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       return on_register(p, h, (const Pt__NodeRegister *)msg);
     }
     if (h->type == RPC_HEARTBEAT) {
-      if (ctl_members_heartbeat(&p->ctl->members, c, rpc_now_ms()) != PT_OK)
+      if (ctl_members_heartbeat_at(&p->ctl->members, p->node, c,
+                                   rpc_now_ms()) != PT_OK)
         return refuse(p, "heartbeat from a node that is no longer "
                          "registered on this connection");
       return PT_OK;
