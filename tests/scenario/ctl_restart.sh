@@ -7,6 +7,8 @@
 #      in the same epoch from where it was (its committed step never goes
 #      back), runs to its end, and every rank's digest equals a fault-free
 #      run;
+#   1b. ptctl restore: a new epoch from the newest committed step, equal
+#      digests; a step no longer held everywhere refused;
 #   2. the fault point PT_FAULT=ctl_after_commit_journal: the controller
 #      exits (9) right after journaling a commit and before telling any
 #      node; started again, it tells the nodes that step (no committed step
@@ -18,7 +20,7 @@ set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
 
-trap 'c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.cr[12].* 2>/dev/null; t_cleanup' EXIT
+trap 'c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.cr[123].* 2>/dev/null; t_cleanup' EXIT
 "$PTCTL" start --help 2>&1 | grep -q -- --ranks-per-node || skip "this build's ptctl has no 'start'"
 "$PTD" node --help 2>&1 | grep -q -- --controller || skip "this build's ptd node has no cluster mode"
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB PT_FAULT
@@ -95,6 +97,18 @@ t_check_digests 4
 [ "$(job_field cr1 epoch)" = "$epoch" ] || c_fail "job cr1 changed epoch across the controller's restart: $(job_field cr1 epoch)"
 [ "$(job_field cr1 committed_step)" = "$STEPS" ] || c_fail "job cr1 ended at committed step $(job_field cr1 committed_step)"
 say "killed controller: replayed step $replayed (>= $before), same epoch, job done, digests equal"
+
+# 1b. ptctl restore: every rank again from the newest committed step, in a
+# new epoch; a step no longer held everywhere is refused
+start_job cr3
+before=$(wait_committed cr3 20 30)
+c_ptctl restore cr3 >"$T_DIR/restore.out" 2>&1 || c_fail "ptctl restore failed: $(cat "$T_DIR/restore.out")"
+[ "$(job_field cr3 epoch)" = 2 ] || c_fail "job cr3 not in epoch 2 after restore: $(job_field cr3 epoch)"
+c_ptctl restore cr3 --step 1 >"$T_DIR/restore1.out" 2>&1 && c_fail "restore from step 1 accepted: $(cat "$T_DIR/restore1.out")"
+grep -q "step 1 of job 'cr3' is no longer held" "$T_DIR/restore1.out" || c_fail "restore --step 1: $(cat "$T_DIR/restore1.out")"
+wait_job_state cr3 done 90
+t_check_digests 4
+say "ptctl restore at committed step >= $before: epoch 2, job done, digests equal; an unheld step refused"
 
 # 2. the fault point: exit between the journal and the broadcast
 c_ctl_stop
