@@ -18,7 +18,9 @@
  * reports it running; a JOB_ASSIGN of the same epoch changes nothing; a
  * JOB_PIN of an older epoch is PT_EEPOCH; a JOB_ASSIGN of a newer epoch
  * stops the old trainers before the new ones start (restoring the
- * committed step); JOB_HALT{remove} stops them and removes the objects.
+ * committed step); a trainer killed ends the part "failed" (no local
+ * restart) with the rank and cause named, and the next epoch starts it
+ * again; JOB_HALT{remove} stops them and removes the objects.
  */
 #include <check.h>
 #include <errno.h>
@@ -607,13 +609,36 @@ START_TEST(part_with_fake_controller)
   ck_assert_uint_eq(st->restores, 1);
   protobuf_c_message_free_unpacked(&st->base, NULL);
 
+  /* A trainer killed: the node does not restart it; it stops the other
+   * ranks and reports the part failed, naming the rank. */
+  kill(again[1], SIGKILL);
+  ps = expect_state(0, 2, "failed", 20000);
+  ck_assert_msg(ps->has_status && ps->status < 0, "status %d", ps->status);
+  ck_assert_msg(ps->message != NULL &&
+                    strstr(ps->message, "trainer rank 1") != NULL &&
+                    strstr(ps->message, "SIGKILL") != NULL,
+                "message '%s'", ps->message != NULL ? ps->message : "");
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ck_assert(wait_gone(again[0], 2000));
+  st = status();
+  ck_assert_uint_eq(st->n_ranks, 0);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  /* The controller's next epoch starts it again from the committed step. */
+  as.epoch = 3;
+  send_msg(RPC_JOB_ASSIGN, 106, &as.base);
+  ps = expect_state(106, 3, "starting", 20000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ps = expect_state(0, 3, "running", 30000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  trainer_pids(again);
+
   /* JOB_HALT{remove}: the trainers stop, the objects go. */
   Pt__JobHalt halt = PT__JOB_HALT__INIT;
   halt.job = "tj";
-  halt.epoch = 2;
+  halt.epoch = 3;
   halt.remove = true;
   send_msg(RPC_JOB_HALT, 105, &halt.base);
-  ps = expect_state(105, 2, "stopped", 20000);
+  ps = expect_state(105, 3, "stopped", 20000);
   protobuf_c_message_free_unpacked(&ps->base, NULL);
   ck_assert(wait_gone(again[0], 2000) && wait_gone(again[1], 2000));
   char shm[256];
