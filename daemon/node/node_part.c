@@ -463,6 +463,14 @@ static void start(struct node *n, uint64_t id, bool adopt)
     goto refused;
   }
   memcpy(p->instance, n->instance, sizeof(p->instance));
+  if (adopt && !n->adopting) {
+    /* Its trainers are gone: starting them again here, in this epoch,
+     * would put ranks restored from an older step beside the other nodes'
+     * running ones. The controller starts the next epoch. */
+    fail_at_start(n, -ESRCH, "no process of the part survived the node's "
+                  "restart");
+    goto refused;
+  }
   /* Recorded before anything is spawned. */
   rc = record_write(p);
   if (rc != PT_OK) {
@@ -501,7 +509,17 @@ static void start(struct node *n, uint64_t id, bool adopt)
 
 refused:
   /* Nothing runs: the part is failed, and recorded so. */
-  free(n->ranks);
+  for (uint32_t i = 0; n->ranks != NULL && i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->smp != NULL)
+      node_proc_child_abandon(r->smp);
+    if (r->trainer != NULL)
+      node_proc_child_abandon(r->trainer);
+  }
+  if (n->decider_data != NULL)
+    n->decider->close(n);
+  free(p->retired);
+  p->retired = n->ranks;
   n->ranks = NULL;
   n->cfg.ranks = 0;
   p->end = PART_FAILED;
