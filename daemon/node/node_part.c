@@ -486,6 +486,8 @@ static void start(struct node *n, uint64_t id, bool adopt)
   if (!n->adopting) {
     n->has_committed = a->has_restore_step;
     n->committed = a->restore_step;
+    /* PT_RESTART: the job's restarts are its epochs after the first. */
+    n->restarts = (uint32_t)(a->epoch - 1);
   }
   node_decide_remote_assigned(n, a->has_restore_step, a->restore_step);
   p->active = true;

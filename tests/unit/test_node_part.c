@@ -658,6 +658,10 @@ START_TEST(part_with_fake_controller)
   ck_assert_int_eq(w, F.node);
   F.node = 0;
   ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 3, "status %d", ws);
+  const char *log = read_log();
+  ck_assert_msg(strstr(log, "runtime error") == NULL &&
+                    strstr(log, "Sanitizer") == NULL,
+                "the node's log: %s", log);
   close(F.fd);
   teardown_fake();
 }
