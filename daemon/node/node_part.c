@@ -500,10 +500,10 @@ static void start(struct node *n, uint64_t id, bool adopt)
   }
   n->phase = NODE_PH_STARTING;
   n->state_dirty = true;
+  /* committed_step is not used here: a new part restores restore_step;
+   * one taken up after the node's restart learns a commit it missed from
+   * the controller's JOB_ASSIGN of the same epoch (on_assign). */
   report(n, id, "starting");
-  /* A commit it missed while away (a reconnect after a restart). */
-  if (a->has_committed_step)
-    node_decide_remote_commit(n, a->committed_step);
   pt__job_assign__free_unpacked(a, NULL);
   node_ctl_notify(n, false);
   node_job_drive(n);

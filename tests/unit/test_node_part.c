@@ -20,7 +20,8 @@
  * stops the old trainers before the new ones start (restoring the
  * committed step); a trainer killed ends the part "failed" (no local
  * restart) with the rank and cause named, and the next epoch starts it
- * again; JOB_HALT{remove} stops them and removes the objects.
+ * again; JOB_HALT{remove} stops them and removes the objects; SIGTERM
+ * stops a running part's ranks, then the node (exit 3).
  */
 #include <check.h>
 #include <errno.h>
@@ -206,6 +207,14 @@ static char *read_log(void)
   return buf;
 }
 
+/* The last lines of the node's log, short enough for a failure message. */
+static const char *log_tail(void)
+{
+  const char *l = read_log();
+  size_t n = strlen(l);
+  return n > 3000 ? l + n - 3000 : l;
+}
+
 static void start_node(void)
 {
   char ctl[64];
@@ -229,7 +238,7 @@ static void accept_node(void)
 {
   struct pollfd p = {.fd = F.lfd, .events = POLLIN};
   ck_assert_msg(poll(&p, 1, 10000) == 1, "the node did not dial: %s",
-                read_log());
+                log_tail());
   F.fd = accept(F.lfd, NULL, NULL);
   ck_assert_int_ge(F.fd, 0);
   struct rpc_auth self = {.role = PT__PEER_ROLE__PEER_ROLE_CONTROLLER};
@@ -289,7 +298,7 @@ static ProtobufCMessage *expect(uint32_t type, uint64_t id, match_fn match,
     ProtobufCMessage *m = NULL;
     int rc = rpc_sock_recv(F.fd, 0, dl, &h, &m);
     ck_assert_msg(rc == PT_OK, "waiting for %s: %s\nnode log:\n%s", what,
-                  pt_strerror(rc), read_log());
+                  pt_strerror(rc), log_tail());
     if (h.type == type && (id == 0 || h.request_id == id) &&
         (match == NULL || match(m, arg)))
       return m;
@@ -648,7 +657,14 @@ START_TEST(part_with_fake_controller)
   ck_assert_uint_eq(st->n_ranks, 0);
   protobuf_c_message_free_unpacked(&st->base, NULL);
 
-  /* SIGTERM: the node ends (exit 3). */
+  /* SIGTERM while a part runs: its ranks stop, then the node ends
+   * (exit 3). */
+  as.epoch = 4;
+  as.has_restore_step = false;
+  send_msg(RPC_JOB_ASSIGN, 107, &as.base);
+  ps = expect_state(0, 4, "running", 30000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  trainer_pids(again);
   kill(F.node, SIGTERM);
   int ws = 0;
   dl = rpc_now_ms() + 10000;
@@ -658,10 +674,11 @@ START_TEST(part_with_fake_controller)
   ck_assert_int_eq(w, F.node);
   F.node = 0;
   ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 3, "status %d", ws);
+  ck_assert(gone(again[0]) && gone(again[1]));
   const char *log = read_log();
   ck_assert_msg(strstr(log, "runtime error") == NULL &&
                     strstr(log, "Sanitizer") == NULL,
-                "the node's log: %s", log);
+                "the node's log: %s", log_tail());
   close(F.fd);
   teardown_fake();
 }
