@@ -59,7 +59,14 @@ wait_job_state cj done 90
 t_check_digests 4
 committed=$(job_field cj committed_step)
 [ "$committed" = "$STEPS" ] || c_fail "job cj: committed step '$committed', expected $STEPS"
-say "job across 2 nodes done: committed step $committed, digests equal"
+# The job ended: the controller halts its parts with remove, and the
+# nodes delete its snapshot objects.
+deadline=$(( $(date +%s) + 15 ))
+while ls /dev/shm/"$T_PREFIX"pt.cj.* >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job cj done, its objects still in /dev/shm: $(ls /dev/shm/"$T_PREFIX"pt.cj.*)"
+  sleep 0.1
+done
+say "job across 2 nodes done: committed step $committed, digests equal, objects removed"
 
 # 2. a trainer killed on node b: the whole job restarts in a new epoch
 rm -f "$T_DIR"/out.*
@@ -86,4 +93,12 @@ until e=$(job_field ck epoch) && [ "${e:-1}" -ge 2 ]; do
 done
 wait_job_state ck done 90
 t_check_digests 4
-say "ok: restarted in epoch $e, digests equal the fault-free run"
+# No restore redid more steps than were uncommitted: every node of epoch 2
+# restored a step at least the one committed before the kill.
+for id in a b; do
+  r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
+  [ -n "$r" ] && [ "$r" -ge "$c" ] \
+    || c_fail "node $id restored step '${r}', older than step $c committed before the kill"
+  restored="${restored:-}$id:$r "
+done
+say "ok: restarted in epoch $e from steps ${restored}(committed before the kill: $c), digests equal the fault-free run"
