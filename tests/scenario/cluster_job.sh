@@ -14,11 +14,11 @@ set -u
 . "$(dirname "$0")/../cluster.sh"
 
 # The jobs' objects too (named by job, not by $T_JOB).
-trap 'c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.c[jk].* 2>/dev/null; t_cleanup' EXIT
+trap 'c_nodes_term; c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.c[jk].* 2>/dev/null; t_cleanup' EXIT
 # The job commands of ptctl and the controller come from their branches.
 "$PTCTL" start --help 2>&1 | grep -q -- --ranks-per-node || skip "this build's ptctl has no 'start'"
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
-STEPS=60
+STEPS=120 # job ck: time enough left to kill a trainer after step 10
 ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 10 --step-delay-ms 20)
 t_reference 4 "${ARGS[@]}"
 

@@ -12,7 +12,7 @@ set -u
 . "$(dirname "$0")/../cluster.sh"
 
 "$PTCTL" start --help 2>&1 | grep -q -- --ranks-per-node || skip "this build's ptctl has no 'start'"
-trap 'c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.kn.* 2>/dev/null; t_cleanup' EXIT
+trap 'c_nodes_term; c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.kn.* 2>/dev/null; t_cleanup' EXIT
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
 STEPS=100
 ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 10 --step-delay-ms 25)

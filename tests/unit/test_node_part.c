@@ -24,6 +24,7 @@
  * stops a running part's ranks, then the node (exit 3).
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -467,6 +468,29 @@ static void teardown_fake(void)
   for (int i = 0; i < F.nkids; i++)
     kill(F.kids[i], SIGKILL);
   F.nkids = 0;
+  /* And any SMP of this test's state dir the list missed (its command
+   * line names the dir). */
+  DIR *d = F.sd[0] != '\0' ? opendir("/proc") : NULL;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    char path[300], cmd[4096];
+    int pid = atoi(e->d_name);
+    if (pid <= 0 || pid == getpid())
+      continue;
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+      continue;
+    ssize_t n = read(fd, cmd, sizeof(cmd) - 1);
+    close(fd);
+    for (ssize_t i = 0; i < n; i++)
+      if (cmd[i] == '\0')
+        cmd[i] = ' ';
+    if (n > 0 && (cmd[n] = '\0', strstr(cmd, F.sd) != NULL))
+      kill(pid, SIGKILL);
+  }
+  if (d != NULL)
+    closedir(d);
   if (F.dir[0] != '\0') {
     char cmd[200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", F.dir);
