@@ -18,11 +18,13 @@
  *   JOB_UNPIN UNPIN{S} on every local SMP.
  *
  * A step this node pinned and voted for waits for the controller's verdict
- * (held). Without a verdict within NODE_RM_HOLD_MS (the controller is gone,
- * or its round vanished) the pins are released, as node_decide_local.c
- * releases pins a round left behind; if the controller did commit S, the
- * node learns it again from its JOB_ASSIGN on reconnect. Meanwhile the
- * trainers keep running and snapshotting: nothing is committed.
+ * (held). Without a verdict within NODE_RM_HOLD_MS of the controller being
+ * there (its round vanished) the pins are released, as node_decide_local.c
+ * releases pins a round left behind. While the controller is away the pin
+ * is kept: it may have journaled COMMIT(S) before it went, and the node
+ * learns that from its JOB_ASSIGN on reconnect, when S must still be held.
+ * Meanwhile the trainers keep running and snapshotting: nothing is
+ * committed.
  *
  * The restore step is the JOB_ASSIGN's (node_decide_remote_assigned;
  * -EINPROGRESS until one came). Nothing here blocks: every SMP request has
@@ -418,7 +420,12 @@ static void remote_drive(struct node *n, uint64_t now)
 {
   struct remote *m = R(n);
 
-  (void)now;
+  /* While the controller is away its verdict may be journaled and on its
+   * way: the pin is kept (the trainers still have the other slots), and
+   * its deadline runs from when the controller is back. */
+  if (m->held && !node_cluster_registered(n) &&
+      m->held_deadline < now + NODE_RM_HOLD_MS)
+    m->held_deadline = now + NODE_RM_HOLD_MS;
   if (m->held && node_job_overdue(n, m->held_deadline)) {
     log_notice("job '%s': releasing step %" PRIu64 ", pinned for a round the "
                "controller did not finish within %u ms",
