@@ -1,7 +1,9 @@
 /*
  * node.h — internals shared by the files of `ptd node`. Who decides commits
  * and restores is behind one seam (node_decider.h); standalone, the node
- * decides itself (node_decide_local.c).
+ * decides itself (node_decide_local.c); in cluster mode the controller
+ * decides (node_decide_remote.c) and the ranks are a job part it assigned
+ * (node_part.c), run by the same supervision.
  *
  *   node.c        node_main: set-up, the state directory, node.state, the
  *                 end
@@ -13,6 +15,14 @@
  *   node_decide_local.c the standalone decider: the commit module
  *                 (daemon/commit/) over the node's SMPs, pins left behind,
  *                 the restore step from the ranks' verified slots
+ *   node_decide_remote.c the cluster-mode decider: STEP_SEALED to the
+ *                 controller, its JOB_PIN/COMMIT/UNPIN relayed to the SMPs,
+ *                 the restore step of the JOB_ASSIGN
+ *   node_cluster.c cluster mode's link to `ptd controller`: register,
+ *                 heartbeat, reconnect with backoff
+ *   node_part.c   cluster mode's job part: JOB_ASSIGN (part.state, the
+ *                 torchrun environment), the epoch fence, JOB_HALT,
+ *                 JOB_PART_STATE, taking the part up after a restart
  *   node_events.c what the SMPs say: STATE_REPLY, replies, failed
  *                 requests, events
  *   node_ident.c  the job instance at start-up, re-adopting processes
@@ -126,7 +136,7 @@ struct node_config {
 };
 
 /* The job's world size: cfg->world, or cfg->ranks standalone. */
-uint32_t node_cfg_world(const struct node_config *cfg);
+uint32_t node_plan_world(const struct node_config *cfg);
 
 #define NODE_ARGS_HELP 1
 /* Parses `ptd node` arguments (argv[0] is the role name). Defaults: job
@@ -230,7 +240,7 @@ int node_plan_state_check(uint64_t state_bytes, uint64_t object,
                           char *err, size_t len);
 
 /* The torchrun environment of local rank local_rank (below cfg->ranks):
- * RANK = first_rank + local_rank, WORLD_SIZE = node_cfg_world(cfg),
+ * RANK = first_rank + local_rank, WORLD_SIZE = node_plan_world(cfg),
  * LOCAL_RANK, LOCAL_WORLD_SIZE = cfg->ranks, GROUP_RANK = group_rank,
  * MASTER_ADDR (127.0.0.1 when cfg has none), MASTER_PORT. */
 struct node_rank_env {

@@ -95,7 +95,7 @@ static uint64_t shm_available(const struct node_config *cfg)
 static int check_budget(const struct node_config *cfg)
 {
   struct snap_region_desc one = {.name = "x", .bytes = 1};
-  struct snap_params p = {.job = cfg->job, .rank = 0, .world = node_cfg_world(cfg),
+  struct snap_params p = {.job = cfg->job, .rank = 0, .world = node_plan_world(cfg),
                           .nslots = cfg->slots, .regions = &one,
                           .nregions = 1};
   char err[320];

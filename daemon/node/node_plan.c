@@ -216,7 +216,7 @@ const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
 
 /* ---- cluster mode: the part's ranks, the remote decider ---- */
 
-uint32_t node_cfg_world(const struct node_config *cfg)
+uint32_t node_plan_world(const struct node_config *cfg)
 {
   return cfg->world != 0 ? cfg->world : cfg->ranks;
 }
@@ -225,7 +225,7 @@ void node_plan_rank_env(const struct node_config *cfg, uint32_t local_rank,
                         struct node_rank_env *out)
 {
   out->rank = cfg->first_rank + local_rank;
-  out->world = node_cfg_world(cfg);
+  out->world = node_plan_world(cfg);
   out->local_rank = local_rank;
   out->local_world = cfg->ranks;
   out->group_rank = cfg->group_rank;

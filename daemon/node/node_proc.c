@@ -395,7 +395,7 @@ static int smp_argv(struct node *n, struct node_rank *r, char *store,
   char budget[32] = "", lvl[8], rank[16], world[16], slots[16];
 
   snprintf(rank, sizeof(rank), "%" PRIu32, n->cfg.first_rank + r->rank);
-  snprintf(world, sizeof(world), "%" PRIu32, node_cfg_world(&n->cfg));
+  snprintf(world, sizeof(world), "%" PRIu32, node_plan_world(&n->cfg));
   snprintf(slots, sizeof(slots), "%" PRIu32, n->cfg.slots);
   snprintf(lvl, sizeof(lvl), "%d", n->cfg.log_level);
   if (n->cfg.memory_budget > 0)

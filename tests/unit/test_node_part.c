@@ -78,7 +78,7 @@ START_TEST(rank_env_from_assignment)
   ck_assert_uint_eq(e.group_rank, 2);
   ck_assert_uint_eq(e.master_port, 31000);
   ck_assert_str_eq(e.master_addr, "10.0.0.7");
-  ck_assert_uint_eq(node_cfg_world(&cfg), 12);
+  ck_assert_uint_eq(node_plan_world(&cfg), 12);
 }
 END_TEST
 
