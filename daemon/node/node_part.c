@@ -577,6 +577,20 @@ static void remove_objects(struct node *n)
   pt__job_assign__free_unpacked(a, NULL);
 }
 
+/* The recorded part is no more (its job ended and its snapshots are
+ * removed, or a new job takes its name): the node is a spare. */
+static void forget(struct node *n)
+{
+  struct node_part *p = P(n);
+
+  p->has = false;
+  p->job[0] = '\0';
+  p->epoch = 0;
+  p->reported = NULL;
+  if (unlink(p->path) != 0 && errno != ENOENT)
+    log_warn("cannot remove '%s': %s", p->path, strerror(errno));
+}
+
 void node_part_ended(struct node *n)
 {
   struct node_part *p = P(n);
@@ -618,6 +632,10 @@ void node_part_ended(struct node *n)
     if (p->halt_remove)
       remove_objects(n);
     report(n, p->halt_id, end_name(p->end));
+    if (p->halt_remove) {
+      p->halt_remove = false;
+      forget(n);
+    }
   } else {
     report(n, 0, end_name(p->end));
   }
@@ -651,6 +669,12 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
                                                              : "";
   enum node_fence f = fence(n, job, a->epoch);
 
+  /* Epoch 1 is a job's start: over a part of that name that ended here
+   * (stopped or failed, its snapshots kept) it is a new job of the same
+   * name, not a stale decision. */
+  bool new_job = f == NODE_FENCE_OLDER && a->epoch == 1 && !p->active;
+  if (new_job)
+    f = NODE_FENCE_NONE;
   switch (f) {
   case NODE_FENCE_OLDER:
     log_info("job '%s': ignoring the assignment of epoch %" PRIu64
@@ -700,6 +724,8 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
     }
     return;
   }
+  if (new_job)
+    forget(n);
   free(p->buf);
   p->buf = buf;
   p->len = len;
@@ -739,12 +765,15 @@ static void on_halt(struct node *n, uint64_t id, const Pt__JobHalt *m)
       stop_ranks(n, NODE_OUT_STOPPED, "halted by the controller");
     return;
   }
-  if (m->remove)
-    remove_objects(n);
   if (p->end == PART_RUNNING)
     p->end = PART_STOPPED;
-  record_write(p);
+  if (m->remove)
+    remove_objects(n);
   report(n, id, end_name(p->end));
+  if (m->remove)
+    forget(n);
+  else
+    record_write(p);
 }
 
 /* JOB_PIN, JOB_COMMIT, JOB_UNPIN: through the fence to the decider. */

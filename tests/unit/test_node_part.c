@@ -679,7 +679,11 @@ START_TEST(part_with_fake_controller)
   ck_assert_msg(access(shm, F_OK) != 0, "%s still exists", shm);
   st = status();
   ck_assert_uint_eq(st->n_ranks, 0);
+  ck_assert_str_eq(st->state, "spare"); /* the job ended: nothing kept */
   protobuf_c_message_free_unpacked(&st->base, NULL);
+  char rec[200];
+  snprintf(rec, sizeof(rec), "%s/part.state", F.sd);
+  ck_assert_msg(access(rec, F_OK) != 0, "%s still exists", rec);
 
   /* SIGTERM while a part runs: its ranks stop, then the node ends
    * (exit 3). */
