@@ -446,13 +446,16 @@ static void start(struct node *n, uint64_t id, bool adopt)
            n->cfg.ranks, a->first_rank, a->first_rank + n->cfg.ranks - 1,
            a->world_size, a->master_addr, a->master_port,
            a->has_restore_step ? "restoring" : "fresh", n->cfg.cmd[0]);
-  if (!adopt) {
-    rc = node_check_preflight(&n->cfg);
-    if (rc != PT_OK) {
-      fail_at_start(n, rc, "the checks before start failed: %s (see the "
-                    "node's log)", pt_strerror(rc));
-      goto refused;
-    }
+  /* Taken up after a restart, the part runs already: the checks only
+   * raise the open file limit it needs. */
+  rc = node_check_preflight(&n->cfg);
+  if (rc != PT_OK && adopt) {
+    log_warn("job '%s': the checks before start failed (%s); the part "
+             "runs already", p->job, pt_strerror(rc));
+  } else if (rc != PT_OK) {
+    fail_at_start(n, rc, "the checks before start failed: %s (see the "
+                  "node's log)", pt_strerror(rc));
+    goto refused;
   }
   if (continuing)
     memcpy(n->instance, p->instance, sizeof(n->instance));
@@ -702,6 +705,12 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
   case NODE_FENCE_NONE:
   case NODE_FENCE_NEWER:
     break;
+  }
+  char err[300];
+  int rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
+  if (rc != PT_OK) {
+    report_refusal(n, id, job, a->epoch, rc, err); /* nothing changes */
+    return;
   }
   size_t len = pt__job_assign__get_packed_size(a);
   uint8_t *buf = malloc(len > 0 ? len : 1);

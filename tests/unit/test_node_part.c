@@ -9,7 +9,8 @@
  * Then a fake controller over real TCP (a blocking listener on 127.0.0.1
  * port 0 answering the authenticated handshake) and a real `ptd node
  * --controller` (build/bin/ptd) with tests' pt-train (build/bin/pt-train):
- * the node registers; JOB_ASSIGN of 2 ranks -> JOB_PART_STATE starting,
+ * the node registers; a JOB_ASSIGN over its capacity is refused (failed,
+ * -ENOSPC) and changes nothing; JOB_ASSIGN of 2 ranks -> JOB_PART_STATE starting,
  * running; each trainer's environment (RANK = first_rank + local rank,
  * WORLD_SIZE, GROUP_RANK, MASTER_*); STEP_SEALED arrives; JOB_PIN -> JOB_VOTE
  * 0 -> JOB_COMMIT, and the node's STATUS_REPLY (what `ptctl --state-dir`
@@ -228,7 +229,8 @@ static void start_node(void)
     dup2(fd, 2);
     execl(F.ptd, F.ptd, "node", "--controller", ctl, "--node-id", "n1",
           "--key", F.key, "--state-dir", F.sd, "--advertise", "127.0.0.1",
-          "--shm-prefix", F.prefix, "--log-level", "7", (char *)NULL);
+          "--shm-prefix", F.prefix, "--capacity", "4", "--log-level", "7",
+          (char *)NULL);
     _exit(127);
   }
 }
@@ -535,8 +537,16 @@ START_TEST(part_with_fake_controller)
   as.world_size = 2;
   as.master_addr = "127.0.0.1";
   as.master_port = (uint32_t)atoi(port);
+  /* More ranks than its capacity: refused, and nothing changes. */
+  spec.ranks_per_node = 64;
+  send_msg(RPC_JOB_ASSIGN, 99, &as.base);
+  Pt__JobPartState *ps = expect_state(99, 1, "failed", 10000);
+  ck_assert_int_eq(ps->status, -ENOSPC);
+  ck_assert_ptr_nonnull(strstr(ps->message, "capacity"));
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  spec.ranks_per_node = 2;
   send_msg(RPC_JOB_ASSIGN, 100, &as.base);
-  Pt__JobPartState *ps = expect_state(100, 1, "starting", 10000);
+  ps = expect_state(100, 1, "starting", 10000);
   ck_assert_str_eq(ps->job, "tj");
   protobuf_c_message_free_unpacked(&ps->base, NULL);
   ps = expect_state(0, 1, "running", 30000);
