@@ -29,6 +29,11 @@
  * A dead SMP is respawned in every phase up to RUNNING, trainers keep
  * running meanwhile; its STATE_REPLY to the new SUBSCRIBE is merged.
  *
+ * Where the decider does not restart ranks (cluster mode: the controller
+ * restarts the whole job in a new epoch), a failed trainer, a stuck one or
+ * a dead SMP ends the job part instead (node_life_finish, FAILED), and its
+ * end leaves the node running (node_part_ended) rather than exiting.
+ *
  * The moves between phases (the end, a restart, spawning) are in
  * node_life.c, what the SMPs say in node_events.c. Commits and the restore
  * step are the decider's (node_decider.h): this file asks it, and never
