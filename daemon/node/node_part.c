@@ -242,9 +242,16 @@ static void report(struct node *n, uint64_t id, const char *state)
       m.has_last_sealed = true;
       m.last_sealed = s;
     }
-    /* Steps every rank holds intact, as their SMPs last reported them. */
+    /* Steps every rank holds intact. While the trainers run, the slots
+     * move on from what the SMPs last reported: the committed step (every
+     * SMP committed it; a newer commit supersedes it). Otherwise what
+     * every SMP's verified report holds. */
     const struct node_rank *r0 = &n->ranks[0];
-    for (uint32_t k = 0; k < r0->nview && nheld < SNAP_MAX_SLOTS; k++) {
+    bool moving = n->phase == NODE_PH_RUNNING;
+    if (moving && n->has_committed)
+      held[nheld++] = n->committed;
+    for (uint32_t k = 0; !moving && k < r0->nview && nheld < SNAP_MAX_SLOTS;
+         k++) {
       const struct node_slot_view *v = &r0->view[k];
       bool all = true;
       for (uint32_t i = 0; i < n->cfg.ranks && all; i++) {

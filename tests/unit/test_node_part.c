@@ -614,6 +614,10 @@ START_TEST(part_with_fake_controller)
   start_node();
   accept_node();
   ps = expect_state(0, 1, "running", 30000);
+  /* What it holds: the committed step, on every rank. */
+  ck_assert_msg(ps->n_held >= 1 && ps->held[0] >= step, "held %zu steps",
+                ps->n_held);
+  ck_assert(ps->has_bytes_held && ps->bytes_held > 0);
   protobuf_c_message_free_unpacked(&ps->base, NULL);
   int again[2];
   trainer_pids(again);
