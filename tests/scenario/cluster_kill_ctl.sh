@@ -2,7 +2,8 @@
 # kill -9 of the controller during a cluster job, then started again on its
 # port: meanwhile the nodes' trainers keep running and snapshotting and
 # nothing is committed; the nodes reconnect by themselves, report their
-# parts, the controller (from its journal) carries the job on, and it ends
+# parts, the controller (from its journal) carries the job on with the
+# same trainers (its JOB_ASSIGN of the same epoch changes nothing), and it ends
 # with every rank's digest equal to a fault-free run and its last step
 # committed.
 set -u
@@ -31,6 +32,11 @@ for j in json.load(sys.stdin)["jobs"]:
         print("" if v is None else v)
 ' "$1" "$2"
 }
+pids_of() { # the trainer pids of a node, by its control socket
+  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(str(r["trainer_pid"]) for r in json.load(sys.stdin)["ranks"]))'
+}
 node_committed() { # the committed step node $1 shows
   "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
 import json, sys
@@ -46,6 +52,7 @@ until c=$(job_field kc committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job kc committed nothing by step 10"
   sleep 0.1
 done
+before="$(pids_of a) $(pids_of b)"
 kill -KILL "$C_CTL_PID"; wait "$C_CTL_PID" 2>/dev/null; C_CTL_PID=
 say "controller killed after commit $c"
 # Away: nothing is committed, the trainers go on.
@@ -58,6 +65,15 @@ C_CTL_PORT_WANT=$C_CTL_PORT c_ctl_start --heartbeat-ms 200 --dead-after-ms 5000
 c_wait_node_state a alive 15
 c_wait_node_state b alive 15
 say "controller restarted: both nodes registered again"
+# Its JOB_ASSIGN of the same epoch changed nothing: the same trainers.
+deadline=$(( $(date +%s) + 10 ))
+until c2=$(job_field kc committed_step) && [ -n "$c2" ] && [ "$c2" -gt "$c" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "nothing committed after the controller came back (still $c2)"
+  sleep 0.1
+done
+after="$(pids_of a) $(pids_of b)"
+[ "$after" = "$before" ] || c_fail "trainers were respawned: $before -> $after"
+say "commits go on (step $c2) with the same trainers ($after)"
 deadline=$(( $(date +%s) + 90 ))
 until s=$(job_field kc state) && [ "$s" = done ]; do
   [ "$(date +%s)" -lt "$deadline" ] || {
