@@ -6196,7 +6196,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   (ProtobufCMessageInit) pt__job_part_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[4] =
 {
   {
     "job",
@@ -6234,16 +6234,29 @@ static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "pinned",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__StepSealed, has_pinned),
+    offsetof(Pt__StepSealed, pinned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__step_sealed__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
+  3,   /* field[3] = pinned */
   2,   /* field[2] = step */
 };
 static const ProtobufCIntRange pt__step_sealed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pt__step_sealed__descriptor =
 {
@@ -6253,7 +6266,7 @@ const ProtobufCMessageDescriptor pt__step_sealed__descriptor =
   "Pt__StepSealed",
   "pt",
   sizeof(Pt__StepSealed),
-  3,
+  4,
   pt__step_sealed__field_descriptors,
   pt__step_sealed__field_indices_by_name,
   1,  pt__step_sealed__number_ranges,

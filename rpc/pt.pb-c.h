@@ -1226,10 +1226,19 @@ struct  Pt__StepSealed
   char *job;
   uint64_t epoch;
   uint64_t step;
+  /*
+   * The node pinned step on every local SMP before it reported it (its
+   * local round, the first phase): the controller's round for this step
+   * takes that as this node's vote and sends it no JOB_PIN. A node holds at
+   * most one such pin waiting for a verdict; the next step it reports
+   * unpinned, and a round for that one asks it with JOB_PIN.
+   */
+  protobuf_c_boolean has_pinned;
+  protobuf_c_boolean pinned;
 };
 #define PT__STEP_SEALED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__step_sealed__descriptor) \
-    , NULL, 0, 0 }
+    , NULL, 0, 0, 0, 0 }
 
 
 /*

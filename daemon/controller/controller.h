@@ -301,6 +301,8 @@ struct ctl_part {
   uint64_t bytes_held;
   bool has_sealed;
   uint64_t last_sealed;   /* in this epoch */
+  bool has_pinned;        /* it reported pinned_step pinned everywhere */
+  uint64_t pinned_step;   /* (STEP_SEALED{pinned}): its vote for a round */
   uint64_t held[CTL_HELD_MAX]; /* as its last JOB_PART_STATE said */
   uint32_t nheld;
 };
@@ -426,7 +428,7 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
                         const char *msg, const Pt__JobPartState *m,
                         uint64_t now);
 int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
-                    uint64_t epoch, uint64_t step, uint64_t now);
+                    uint64_t epoch, uint64_t step, bool pinned, uint64_t now);
 int ctl_jobs_vote(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
                   uint64_t epoch, uint64_t step, uint64_t ticket, int status,
                   const char *msg, uint64_t now);

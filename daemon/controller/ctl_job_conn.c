@@ -485,7 +485,10 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
   }
   case RPC_STEP_SEALED:
     rc = ctl_jobs_sealed(&ctl->jobs, j, p, epoch,
-                         ((const Pt__StepSealed *)msg)->step, now);
+                         ((const Pt__StepSealed *)msg)->step,
+                         ((const Pt__StepSealed *)msg)->has_pinned &&
+                             ((const Pt__StepSealed *)msg)->pinned,
+                         now);
     break;
   default: {
     const Pt__JobVote *m = (const Pt__JobVote *)msg;

@@ -390,8 +390,18 @@ static int c_send(void *ctx, uint32_t voter, enum commit_phase phase,
 
   if (!part_connected(js, j, voter))
     return -ENOTCONN;
-  if (phase == COMMIT_PH_PIN)
+  if (phase == COMMIT_PH_PIN) {
+    struct ctl_part *pt = &j->parts[voter];
+    if (pt->has_pinned && pt->pinned_step == step) {
+      /* It pinned step before it reported it: its vote is in already. */
+      *ticket = ++seq;
+      commit_reply(&j->commit, voter, *ticket, COMMIT_VOTE_YES, NULL, 0);
+      return 0;
+    }
     return js->ops->pin(js->ctx, j, voter, step, ticket);
+  }
+  if (phase == COMMIT_PH_UNPIN) /* its pin goes, whatever it was */
+    j->parts[voter].has_pinned = false;
   /* JOB_COMMIT and JOB_UNPIN are not answered: taken once sent. */
   int rc = phase == COMMIT_PH_COMMIT ? js->ops->commit(js->ctx, j, voter, step)
                                      : js->ops->unpin(js->ctx, j, voter, step);
@@ -659,6 +669,7 @@ static int begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
     pt->deadline = 0;
     pt->has_sealed = false;
     pt->last_sealed = 0;
+    pt->has_pinned = false;
   }
   j->seal_min_stale = true;
   if (has_from)
@@ -1008,12 +1019,16 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
 }
 
 int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
-                    uint64_t epoch, uint64_t step, uint64_t now)
+                    uint64_t epoch, uint64_t step, bool pinned, uint64_t now)
 {
   (void)js;
   if (epoch != j->epoch)
     return PT_EEPOCH;
   struct ctl_part *pt = &j->parts[p];
+  if (pinned && (!j->has_committed || step > j->committed)) {
+    pt->has_pinned = true;
+    pt->pinned_step = step;
+  }
   if (!pt->has_sealed || step > pt->last_sealed) {
     bool at_min = !j->seal_min_stale && seal_of(pt) == j->seal_min;
     pt->has_sealed = true;

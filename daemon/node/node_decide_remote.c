@@ -5,8 +5,13 @@
  *
  *   sealed    each local rank's sealed-but-uncommitted steps
  *             (commit_plan_* sets); when every local rank sealed step S of
- *             the part's epoch, STEP_SEALED{job, epoch, S} goes to the
- *             controller, once per step (node_plan_seal_report);
+ *             the part's epoch, S is reported to the controller once
+ *             (node_plan_seal_report): when no pin waits for a verdict
+ *             here, the node first pins S on every local SMP (its local
+ *             round, the first phase) and reports STEP_SEALED{S, pinned},
+ *             which the controller takes as this node's vote; otherwise,
+ *             or when the pin fails, STEP_SEALED{S} unpinned (a round for S
+ *             then asks with JOB_PIN);
  *   JOB_PIN   PIN{S} on every local SMP; once every one answered, JOB_VOTE
  *             with the pin's request id: 0 when all pinned, -ENOENT when
  *             one no longer holds S, another error otherwise
@@ -50,8 +55,10 @@ struct remote {
   struct commit_sealed_set *sealed; /* per rank */
   bool has_sent;
   uint64_t sent;                    /* the last STEP_SEALED step */
-  /* The pin round under way (one at a time). */
-  bool pin_open, pin_cancelled;
+  /* The pin round under way (one at a time): the controller's (JOB_PIN
+   * pin_id), or this node's own before it reports the step (pin_self; a
+   * JOB_PIN of the same step meanwhile is answered too: pin_vote). */
+  bool pin_open, pin_cancelled, pin_self, pin_vote;
   uint64_t pin_id, pin_step;
   int *pin_status;                  /* per rank: NODE_PLAN_NO_ANSWER, 0, <0 */
   uint64_t *pin_ticket;             /* per rank: the PIN's request id */
@@ -87,37 +94,58 @@ static void send_vote(struct node *n, uint64_t id, uint64_t step, int status,
               step, pt_strerror(rc));
 }
 
-/* STEP_SEALED for the newest step every local rank sealed, not reported
- * yet and newer than the committed step. */
+static int send_sealed(struct node *n, uint64_t step, bool pinned)
+{
+  Pt__StepSealed s = PT__STEP_SEALED__INIT;
+
+  s.job = n->cfg.job;
+  s.epoch = node_part_epoch(n);
+  s.step = step;
+  s.has_pinned = pinned;
+  s.pinned = pinned;
+  int rc = node_cluster_send(n, RPC_STEP_SEALED, 0, &s.base);
+  if (rc != PT_OK)
+    /* The controller is away: the newest step (and a pin held) is
+     * reported when it is back (node_decide_remote_link_up). */
+    log_debug("job '%s': step %" PRIu64 " sealed; not reported: %s",
+              n->cfg.job, step, pt_strerror(rc));
+  else
+    log_debug("job '%s': every local rank sealed step %" PRIu64 "%s",
+              n->cfg.job, step, pinned ? " and pinned it" : "");
+  return rc;
+}
+
+static void pin_start(struct node *n, uint64_t step);
+
+/* The newest step every local rank sealed, not reported yet and newer than
+ * the committed step: pinned first when nothing else is, then reported. */
 static void report_sealed(struct node *n)
 {
   struct remote *m = R(n);
   const struct commit_sealed_set *sets[NODE_MAX_RANKS];
   uint64_t step;
 
-  if (n->phase != NODE_PH_RUNNING || n->cfg.ranks == 0)
-    return;
+  /* Not while this node's own pin is under way: a newer step reported
+   * before it would let the controller's round pass the pinned one by. */
+  if (n->phase != NODE_PH_RUNNING || n->cfg.ranks == 0 ||
+      (m->pin_open && m->pin_self) || !node_cluster_registered(n))
+    return; /* unregistered: reported at node_decide_remote_link_up */
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     sets[i] = &m->sealed[i];
   if (!node_plan_seal_report(sets, n->cfg.ranks, n->has_committed,
                              n->committed, m->has_sent, m->sent, &step))
     return;
-  Pt__StepSealed s = PT__STEP_SEALED__INIT;
-  s.job = n->cfg.job;
-  s.epoch = node_part_epoch(n);
-  s.step = step;
-  int rc = node_cluster_send(n, RPC_STEP_SEALED, 0, &s.base);
-  if (rc != PT_OK) {
-    /* The controller is away: the newest step is reported when it is
-     * back (node_decide_remote_link_up). */
-    log_debug("job '%s': step %" PRIu64 " sealed; not reported: %s",
-              n->cfg.job, step, pt_strerror(rc));
-    return;
-  }
-  log_debug("job '%s': every local rank sealed step %" PRIu64, n->cfg.job,
-            step);
   m->has_sent = true;
   m->sent = step;
+  if (!m->pin_open && !m->held && node_life_all_subscribed(n)) {
+    m->pin_self = true;
+    m->pin_vote = false;
+    m->pin_id = 0;
+    pin_start(n, step); /* STEP_SEALED{pinned} when every rank answered */
+    return;
+  }
+  if (send_sealed(n, step, false) != PT_OK)
+    m->has_sent = false;
 }
 
 /* ---- to the SMPs ---- */
@@ -161,8 +189,12 @@ static void pin_maybe_done(struct node *n)
     log_debug("job '%s': step %" PRIu64 " not pinned here: %s", n->cfg.job,
               m->pin_step, text);
   }
-  if (!m->pin_cancelled)
+  if (!m->pin_cancelled && (!m->pin_self || m->pin_vote))
     send_vote(n, m->pin_id, m->pin_step, v, text);
+  if (m->pin_self && !m->pin_cancelled)
+    /* Its report: pinned (this node's vote), or not (a round asks). */
+    (void)send_sealed(n, m->pin_step, v == 0);
+  n->drive_again = true; /* steps sealed meanwhile are reported now */
   if (v == 0 && !m->pin_cancelled) {
     if (m->held && m->held_step != m->pin_step)
       to_every_smp(n, NODE_REQ_STALE_UNPIN, m->held_step);
@@ -189,6 +221,11 @@ void node_decide_remote_pin(struct node *n, uint64_t id, uint64_t step)
     send_vote(n, id, step, -EAGAIN, "the part is not running");
     return;
   }
+  if (m->pin_open && m->pin_self && m->pin_step == step && !m->pin_vote) {
+    m->pin_vote = true; /* this node's own pin of it: answered at its end */
+    m->pin_id = id;
+    return;
+  }
   if (m->pin_open) {
     send_vote(n, id, step, -EBUSY, "a pin of another step is under way");
     return;
@@ -197,9 +234,23 @@ void node_decide_remote_pin(struct node *n, uint64_t id, uint64_t step)
     send_vote(n, id, step, PT_ESTEP, "not newer than the committed step");
     return;
   }
+  if (m->held && m->held_step == step) {
+    send_vote(n, id, step, 0, NULL); /* pinned here already */
+    return;
+  }
+  m->pin_self = false;
+  m->pin_vote = false;
+  m->pin_id = id;
+  pin_start(n, step);
+}
+
+/* PIN{step} on every local SMP; pin_maybe_done ends the round. */
+static void pin_start(struct node *n, uint64_t step)
+{
+  struct remote *m = R(n);
+
   m->pin_open = true;
   m->pin_cancelled = false;
-  m->pin_id = id;
   m->pin_step = step;
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     m->pin_status[i] = NODE_PLAN_NO_ANSWER;
@@ -274,6 +325,12 @@ void node_decide_remote_link_up(struct node *n)
   if (m == NULL)
     return;
   m->has_sent = false;
+  /* A pin held across the absence is this node's vote again. */
+  if (m->held && (!n->has_committed || m->held_step > n->committed) &&
+      send_sealed(n, m->held_step, true) == PT_OK) {
+    m->has_sent = true;
+    m->sent = m->held_step;
+  }
   report_sealed(n);
 }
 
@@ -461,7 +518,7 @@ static void remote_drop(struct node *n)
 {
   struct remote *m = R(n);
 
-  if (m->pin_open && !m->pin_cancelled)
+  if (m->pin_open && !m->pin_cancelled && (!m->pin_self || m->pin_vote))
     send_vote(n, m->pin_id, m->pin_step, -ECANCELED,
               "the part's ranks are stopping");
   m->pin_open = false;

@@ -367,9 +367,9 @@ START_TEST(commit_across_nodes)
 {
   setup();
   struct ctl_job *j = running_job(2, 3, 0);
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 0, 1, 5, 100), PT_OK);
+  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 0, 1, 5, false, 100), PT_OK);
   ck_assert_uint_eq(nev, 0); /* one node is not a round */
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 1, 1, 5, 100), PT_OK);
+  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 1, 1, 5, false, 100), PT_OK);
   ck_assert(seen("pin 0 e1 s5") && seen("pin 1 e1 s5"));
   /* a vote of another epoch is ignored */
   ck_assert_int_eq(ctl_jobs_vote(&JS, j, 0, 0, 5, last_ticket[0], 0, NULL,
@@ -392,8 +392,8 @@ START_TEST(commit_across_nodes)
 
   /* a refusal: no commit, UNPIN to the one that pinned */
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 6, 200);
-  ctl_jobs_sealed(&JS, j, 1, 1, 6, 200);
+  ctl_jobs_sealed(&JS, j, 0, 1, 6, false, 200);
+  ctl_jobs_sealed(&JS, j, 1, 1, 6, false, 200);
   ctl_jobs_vote(&JS, j, 0, 1, 6, last_ticket[0], 0, NULL, 201);
   ctl_jobs_vote(&JS, j, 1, 1, 6, last_ticket[1], -ENOENT, "gone", 201);
   ck_assert_uint_eq(j->committed, 5);
@@ -402,8 +402,8 @@ START_TEST(commit_across_nodes)
 
   /* a vote that never comes: the round's deadline */
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 7, 300);
-  ctl_jobs_sealed(&JS, j, 1, 1, 7, 300);
+  ctl_jobs_sealed(&JS, j, 0, 1, 7, false, 300);
+  ctl_jobs_sealed(&JS, j, 1, 1, 7, false, 300);
   ctl_jobs_vote(&JS, j, 0, 1, 7, last_ticket[0], 0, NULL, 301);
   ck_assert_uint_le(ctl_jobs_next_ms(&JS, 301), CTL_ROUND_MS);
   ctl_jobs_tick(&JS, 300 + CTL_ROUND_MS);
@@ -413,8 +413,8 @@ START_TEST(commit_across_nodes)
   /* the journal cannot take it: not committed, no JOB_COMMIT */
   nev = 0;
   journal_fail = 1;
-  ctl_jobs_sealed(&JS, j, 0, 1, 8, 20000);
-  ctl_jobs_sealed(&JS, j, 1, 1, 8, 20000);
+  ctl_jobs_sealed(&JS, j, 0, 1, 8, false, 20000);
+  ctl_jobs_sealed(&JS, j, 1, 1, 8, false, 20000);
   ctl_jobs_vote(&JS, j, 0, 1, 8, last_ticket[0], 0, NULL, 20001);
   ctl_jobs_vote(&JS, j, 1, 1, 8, last_ticket[1], 0, NULL, 20001);
   ck_assert_uint_eq(j->committed, 5);
@@ -423,8 +423,8 @@ START_TEST(commit_across_nodes)
 
   /* a voter's node going down fails the round under way */
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 9, 30000);
-  ctl_jobs_sealed(&JS, j, 1, 1, 9, 30000);
+  ctl_jobs_sealed(&JS, j, 0, 1, 9, false, 30000);
+  ctl_jobs_sealed(&JS, j, 1, 1, 9, false, 30000);
   ctl_jobs_vote(&JS, j, 0, 1, 9, last_ticket[0], 0, NULL, 30001);
   ctl_members_lost(&M, (void *)2, 30002);
   ctl_jobs_node_down(&JS, 1, 30002);
@@ -438,8 +438,8 @@ START_TEST(restart_backoff_window)
 {
   setup();
   struct ctl_job *j = running_job(2, 2, 60000);
-  ctl_jobs_sealed(&JS, j, 0, 1, 4, 10);
-  ctl_jobs_sealed(&JS, j, 1, 1, 4, 10);
+  ctl_jobs_sealed(&JS, j, 0, 1, 4, false, 10);
+  ctl_jobs_sealed(&JS, j, 1, 1, 4, false, 10);
   ctl_jobs_vote(&JS, j, 0, 1, 4, last_ticket[0], 0, NULL, 10);
   ctl_jobs_vote(&JS, j, 1, 1, 4, last_ticket[1], 0, NULL, 10);
   ck_assert_uint_eq(j->committed, 4);
@@ -572,8 +572,8 @@ START_TEST(stop_and_restore)
   setup();
   struct ctl_job *j = running_job(2, 3, 0);
   for (uint64_t s = 3; s <= 5; s++) {
-    ctl_jobs_sealed(&JS, j, 0, 1, s, 10);
-    ctl_jobs_sealed(&JS, j, 1, 1, s, 10);
+    ctl_jobs_sealed(&JS, j, 0, 1, s, false, 10);
+    ctl_jobs_sealed(&JS, j, 1, 1, s, false, 10);
     ctl_jobs_vote(&JS, j, 0, 1, s, last_ticket[0], 0, NULL, 10);
     ctl_jobs_vote(&JS, j, 1, 1, s, last_ticket[1], 0, NULL, 10);
   }
@@ -706,6 +706,45 @@ START_TEST(sealed_from_part_state)
 }
 END_TEST
 
+/* Nodes that pinned a step before they reported it (STEP_SEALED{pinned})
+ * are sent no JOB_PIN: their report is their vote, and the step commits
+ * (journal, then JOB_COMMIT) with the last report. One that reported a step
+ * unpinned is still asked, alone. */
+START_TEST(commit_of_pinned_reports)
+{
+  setup();
+  struct ctl_job *j = running_job(3, 3, 0);
+  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 0, 1, 5, true, 100), PT_OK);
+  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 1, 1, 5, true, 100), PT_OK);
+  ck_assert_uint_eq(nev, 0);
+  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 2, 1, 5, true, 101), PT_OK);
+  ck_assert(!seen("pin 0 e1 s5") && !seen("pin 1 e1 s5") &&
+            !seen("pin 2 e1 s5"));
+  ck_assert(j->has_committed);
+  ck_assert_uint_eq(j->committed, 5);
+  ck_assert_uint_eq(j->committed_ms, 101);
+  ck_assert(seen("commit 0 e1 s5") && seen("commit 2 e1 s5"));
+  /* step 6: node 1 reports it unpinned (its pin was busy): only it is
+   * asked, and the step commits on its vote. */
+  nev = 0;
+  ctl_jobs_sealed(&JS, j, 0, 1, 6, true, 200);
+  ctl_jobs_sealed(&JS, j, 1, 1, 6, false, 200);
+  ctl_jobs_sealed(&JS, j, 2, 1, 6, true, 200);
+  ck_assert(seen("pin 1 e1 s6"));
+  ck_assert(!seen("pin 0 e1 s6") && !seen("pin 2 e1 s6"));
+  ck_assert_uint_eq(j->committed, 5);
+  ctl_jobs_vote(&JS, j, 1, 1, 6, last_ticket[1], 0, NULL, 201);
+  ck_assert_uint_eq(j->committed, 6);
+  /* a pinned report of an older epoch counts for nothing */
+  nev = 0;
+  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 0, 0, 7, true, 300), PT_EEPOCH);
+  ctl_jobs_sealed(&JS, j, 1, 1, 7, true, 300);
+  ctl_jobs_sealed(&JS, j, 2, 1, 7, true, 300);
+  ck_assert_uint_eq(j->committed, 6);
+  teardown();
+}
+END_TEST
+
 /* 1,000 nodes, 100 rounds: each STEP_SEALED and JOB_VOTE is O(1) but the
  * last (no O(n^2) per round): well under a millisecond per node-round even
  * in a sanitizer build. */
@@ -729,12 +768,20 @@ START_TEST(thousand_nodes)
   for (uint64_t step = 1; step <= ROUNDS; step++) {
     nev = 0;
     for (uint32_t p = 0; p < N; p++)
-      ctl_jobs_sealed(&JS, j, p, 1, step, 0);
+      ctl_jobs_sealed(&JS, j, p, 1, step, false, 0);
     /* one JOB_PIN per node, once the last one sealed */
     ck_assert_uint_eq(nev, N);
     for (uint32_t p = 0; p < N; p++)
       ctl_jobs_vote(&JS, j, p, 1, step, last_ticket[p], 0, NULL, 0);
     ck_assert_uint_eq(j->committed, step);
+  }
+  /* and rounds of pinned reports: no JOB_PIN at all */
+  for (uint64_t step = ROUNDS + 1; step <= 2 * ROUNDS; step++) {
+    nev = 0;
+    for (uint32_t p = 0; p < N; p++)
+      ctl_jobs_sealed(&JS, j, p, 1, step, true, 0);
+    ck_assert_uint_eq(j->committed, step);
+    ck_assert(!seen("pin 0 e1 s1"));
   }
   uint64_t ms = rpc_now_ms() - t0;
   fprintf(stderr, "1000 nodes: %d rounds in %llu ms\n", ROUNDS,
@@ -752,6 +799,7 @@ int main(void)
   tcase_add_test(tc, placement);
   tcase_add_test(tc, ranks_master_epochs);
   tcase_add_test(tc, commit_across_nodes);
+  tcase_add_test(tc, commit_of_pinned_reports);
   tcase_add_test(tc, restart_backoff_window);
   tcase_add_test(tc, dead_node_wait);
   tcase_add_test(tc, stop_and_restore);

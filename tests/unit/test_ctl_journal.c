@@ -160,7 +160,7 @@ static struct ctl_job *start(struct world *w, const char *name)
 static void commit(struct world *w, struct ctl_job *j, uint64_t step)
 {
   for (uint32_t p = 0; p < j->nparts; p++)
-    ctl_jobs_sealed(&w->js, j, p, j->epoch, step, 0);
+    ctl_jobs_sealed(&w->js, j, p, j->epoch, step, false, 0);
   for (uint32_t p = 0; p < j->nparts; p++)
     ctl_jobs_vote(&w->js, j, p, j->epoch, step, tick[p], 0, NULL, 0);
   ck_assert_uint_eq(j->committed, step);
