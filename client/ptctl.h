@@ -91,6 +91,9 @@ void ptctl_args_default_job(char *out, size_t len, char *const *argv,
 void ptctl_out_json_str(FILE *f, const char *s);
 /* v, or null when !has. */
 void ptctl_out_json_u64(FILE *f, bool has, uint64_t v);
+/* s on one line: control characters (a newline in a daemon's text) as
+ * spaces. */
+void ptctl_out_line(FILE *f, const char *s);
 /* "512 B", "1.5 GiB". OUT: buf. */
 const char *ptctl_out_bytes(char *buf, size_t len, uint64_t b);
 /* "3.2 s ago", "14 min ago". OUT: buf. */

@@ -181,8 +181,11 @@ int ptctl_jobs_start(const struct ptctl_opts *o, int argc, char **argv)
              spec.nodes == 1 ? "" : "s", spec.ranks_per_node,
              spec.ranks_per_node == 1 ? "" : "s",
              (uint64_t)spec.nodes * spec.ranks_per_node);
-      if (m->message != NULL && m->message[0] != '\0')
-        printf("  %s\n", m->message);
+      if (m->message != NULL && m->message[0] != '\0') {
+        fputs("  ", stdout);
+        ptctl_out_line(stdout, m->message);
+        putchar('\n');
+      }
     }
     protobuf_c_message_free_unpacked(msg, NULL);
     return ptctl_ctl_flush(code);
@@ -268,8 +271,10 @@ int ptctl_jobs_stop(const struct ptctl_opts *o, int argc, char **argv)
     printf("job %s is stopping", job);
     if (m->has_epoch)
       printf(" (epoch %" PRIu64 ")", m->epoch);
-    if (m->message != NULL && m->message[0] != '\0')
-      printf(": %s", m->message);
+    if (m->message != NULL && m->message[0] != '\0') {
+      fputs(": ", stdout);
+      ptctl_out_line(stdout, m->message);
+    }
     putchar('\n');
   }
   protobuf_c_message_free_unpacked(msg, NULL);
@@ -322,8 +327,10 @@ int ptctl_jobs_restore(const struct ptctl_opts *o, int argc, char **argv)
       printf(" its newest committed step");
     if (m->has_epoch)
       printf(" in epoch %" PRIu64, m->epoch);
-    if (m->message != NULL && m->message[0] != '\0')
-      printf(": %s", m->message);
+    if (m->message != NULL && m->message[0] != '\0') {
+      fputs(": ", stdout);
+      ptctl_out_line(stdout, m->message);
+    }
     putchar('\n');
   }
   protobuf_c_message_free_unpacked(msg, NULL);
@@ -507,8 +514,11 @@ static void job_block(FILE *f, const Pt__JobInfo *j)
           j->commits);
   fprintf(f, "held        %s in shared memory\n",
           ptctl_out_bytes(b2, sizeof(b2), j->bytes_held));
-  if (j->reason != NULL && j->reason[0] != '\0')
-    fprintf(f, "reason      %s\n", j->reason);
+  if (j->reason != NULL && j->reason[0] != '\0') {
+    fputs("reason      ", f);
+    ptctl_out_line(f, j->reason);
+    fputc('\n', f);
+  }
   if (j->spec != NULL)
     spec_line(f, j->spec);
   if (j->n_parts == 0)

@@ -103,6 +103,13 @@ const char *ptctl_out_age(char *buf, size_t len, uint64_t ms)
   return buf;
 }
 
+void ptctl_out_line(FILE *f, const char *s)
+{
+  for (const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
+       *p != '\0'; p++)
+    fputc(*p < 0x20 || *p == 0x7f ? ' ' : *p, f);
+}
+
 /* ---- tables ---- */
 
 void ptctl_table_init(struct ptctl_table *t, size_t ncols)
