@@ -108,7 +108,15 @@ int ptctl_ctl_call(const struct ptctl_opts *o, uint32_t type,
   rc = rpc_sock_call(fd, type, req, reply_type, left_ms(deadline), reply);
   close(fd);
   code = PTCTL_EXIT_OK;
-  if (rc != PT_OK) {
+  if (rc == -ECONNRESET || rc == -EPIPE) {
+    /* Authenticated, then closed without an answer: the controller went
+     * away, or it does not know the request (one older than ptctl). */
+    fprintf(stderr, "ptctl: ptd controller at %s closed the connection "
+                    "without answering %s (see its log: a controller older "
+                    "than ptctl closes on a request it does not know)\n",
+            addr, rpc_type_name(type));
+    code = PTCTL_EXIT_UNREACHABLE;
+  } else if (rc != PT_OK) {
     fprintf(stderr, "ptctl: no answer from ptd controller at %s: %s\n", addr,
             rc == -ETIMEDOUT ? "timed out" : pt_strerror(rc));
     code = rc == PT_EPROTO || rc == PT_ETOOBIG ? PTCTL_EXIT_FAILED

@@ -41,9 +41,9 @@ static int start_opt(Pt__JobSpec *s, enum start_opt k, const char *flag,
     s->name = (char *)v;
     return PT_OK;
   case O_NODES:
-    return ptctl_args_u32(flag, v, 1, 100000, &s->nodes);
+    return ptctl_args_u32(flag, v, 1, 65536, &s->nodes);
   case O_RPN:
-    return ptctl_args_u32(flag, v, 1, 4096, &s->ranks_per_node);
+    return ptctl_args_u32(flag, v, 1, 65536, &s->ranks_per_node);
   case O_SLOTS:
     s->has_slots = true;
     return ptctl_args_u32(flag, v, 2, 8, &s->slots);
@@ -58,13 +58,13 @@ static int start_opt(Pt__JobSpec *s, enum start_opt k, const char *flag,
     return ptctl_args_u32(flag, v, 0, 1000000, &s->max_restarts);
   case O_WINDOW:
     s->has_restart_window_ms = true;
-    return ptctl_args_u32(flag, v, 0, UINT32_MAX, &s->restart_window_ms);
+    return ptctl_args_u32(flag, v, 0, 2592000000u, &s->restart_window_ms);
   case O_BACKOFF:
     s->has_backoff_ms = true;
     return ptctl_args_u32(flag, v, 0, 3600000, &s->backoff_ms);
   case O_NODEWAIT:
     s->has_node_wait_ms = true;
-    return ptctl_args_u32(flag, v, 0, UINT32_MAX, &s->node_wait_ms);
+    return ptctl_args_u32(flag, v, 1, 3600000, &s->node_wait_ms);
   case O_PORT:
     s->has_master_port = true;
     return ptctl_args_u32(flag, v, 0, 65535, &s->master_port);
@@ -114,6 +114,18 @@ static int start_parse(int argc, char **argv, Pt__JobSpec *s)
   if (!seen[O_NODES] || !seen[O_RPN]) {
     fprintf(stderr, "ptctl: start: %s is required\n",
             !seen[O_NODES] ? "--nodes N" : "--ranks-per-node R");
+    return PTCTL_EXIT_USAGE;
+  }
+  if ((uint64_t)s->nodes * s->ranks_per_node > INT32_MAX) {
+    fprintf(stderr, "ptctl: start: --nodes %" PRIu32 " x --ranks-per-node %"
+                    PRIu32 " is over the largest world size (%d ranks)\n",
+            s->nodes, s->ranks_per_node, INT32_MAX);
+    return PTCTL_EXIT_USAGE;
+  }
+  if (s->has_code_k && (uint64_t)s->code_k + s->code_m > s->nodes) {
+    fprintf(stderr, "ptctl: start: --code %" PRIu32 "+%" PRIu32 " spans %"
+                    PRIu32 " nodes, more than --nodes %" PRIu32 "\n",
+            s->code_k, s->code_m, s->code_k + s->code_m, s->nodes);
     return PTCTL_EXIT_USAGE;
   }
   if (i >= argc) {

@@ -49,6 +49,7 @@ struct fake {
   const ProtobufCMessage *reply[MAX_CONN];
   int nreply;                          /* replies given; the last repeats */
   bool wrong_key;                      /* authenticate with another key */
+  bool hang_up;                        /* close once the request is in */
   int nconn;                           /* OUT */
   uint32_t req_type[MAX_CONN];         /* OUT */
   ProtobufCMessage *req[MAX_CONN];     /* OUT: free with fake_release */
@@ -155,6 +156,8 @@ static void serve_one(int fd, struct fake *f)
   ck_assert_int_eq(serve_handshake(fd, T.keyb, dl), PT_OK);
   ck_assert_int_eq(rpc_sock_recv(fd, 0, dl, &h, &f->req[i]), PT_OK);
   f->req_type[i] = h.type;
+  if (f->hang_up)
+    return;
   if (f->reply_type == 0) {
     /* silent: hold the connection until ptctl gives up */
     unit_closed_by_peer(fd, 10000);
@@ -871,6 +874,16 @@ START_TEST(bad_flags_exit_2_naming_the_flag)
       {{S, "--nodes", "2", "--ranks-per-node", "0", "--", "x"},
        "--ranks-per-node '0'"},
       {{S, NR, "--slots", "9", "--", "x"}, "--slots '9'"},
+      {{S, "--nodes", "65537", "--ranks-per-node", "2", "--", "x"},
+       "--nodes '65537'"},
+      {{S, "--nodes", "65536", "--ranks-per-node", "65536", "--", "x"},
+       "over the largest world size"},
+      {{S, "--nodes", "3", "--ranks-per-node", "1", "--code", "2+2", "--",
+        "x"},
+       "--code 2+2 spans 4 nodes, more than --nodes 3"},
+      {{S, NR, "--node-wait-ms", "0", "--", "x"}, "--node-wait-ms '0'"},
+      {{S, NR, "--restart-window-ms", "2592000001", "--", "x"},
+       "--restart-window-ms '2592000001'"},
       {{S, NR, "--code", "4-2", "--", "x"}, "--code '4-2'"},
       {{S, NR, "--code", "4+", "--", "x"}, "--code '4+'"},
       {{S, NR, "--code", "40+2", "--", "x"}, "--code '40+2'"},
@@ -985,6 +998,17 @@ START_TEST(unreachable_exits_3_within_timeout)
                 (unsigned long long)took);
   ck_assert_msg(strstr(ERR(), "no answer from ptd controller") != NULL, "%s",
                 ERR());
+  fake_release(&f);
+
+  /* Authenticated, then closed without an answer (a controller that does
+   * not know the request): said so, the same code. */
+  f = (struct fake){.hang_up = true};
+  rc = run(&f, ARGS("--controller", "@", "--key", T.key, "stop", "j"));
+  ck_assert_int_eq(rc, PTCTL_EXIT_UNREACHABLE);
+  ck_assert_uint_eq(f.req_type[0], RPC_JOB_STOP);
+  ck_assert_msg(strstr(ERR(), "closed the connection without answering "
+                              "JOB_STOP") != NULL,
+                "%s", ERR());
   fake_release(&f);
 
   /* A standalone node that is not there: the same code. */
