@@ -332,11 +332,12 @@ int ptctl_jobs_restore(const struct ptctl_opts *o, int argc, char **argv)
     ptctl_out_json_str(stdout, m->message);
     fputs("}\n", stdout);
   } else {
-    printf("job %s restoring", job);
+    /* No step in the answer: nothing is committed yet, so every rank
+     * starts fresh. */
     if (m->has_step)
-      printf(" step %" PRIu64, m->step);
+      printf("job %s restoring step %" PRIu64, job, m->step);
     else
-      printf(" its newest committed step");
+      printf("job %s restarting fresh (no committed step)", job);
     if (m->has_epoch)
       printf(" in epoch %" PRIu64, m->epoch);
     if (m->message != NULL && m->message[0] != '\0') {

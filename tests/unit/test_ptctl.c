@@ -558,6 +558,25 @@ START_TEST(job_commands_send_their_messages)
   json_check("d['job']=='j1' and d['step']==42 and d['epoch']==4");
   fake_release(&f);
 
+  /* Nothing committed yet: the answer has no step, every rank starts
+   * fresh. */
+  Pt__JobReply fresh = job_ok("j1", 5);
+  f = (struct fake){.reply_type = RPC_JOB_REPLY, .reply = {&fresh.base},
+                    .nreply = 1};
+  rc = run(&f, ARGS("--controller", "@", "--key", T.key, "restore", "j1"));
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(OUT(), "job j1 restarting fresh (no committed step) "
+                              "in epoch 5") != NULL,
+                "%s", OUT());
+  fake_release(&f);
+  f = (struct fake){.reply_type = RPC_JOB_REPLY, .reply = {&fresh.base},
+                    .nreply = 1};
+  rc = run(&f, ARGS("--controller", "@", "--key", T.key, "restore", "j1",
+                    "--json"));
+  ck_assert_int_eq(rc, 0);
+  json_check("d['step'] is None and d['epoch']==5");
+  fake_release(&f);
+
   Pt__JobsReply none = PT__JOBS_REPLY__INIT;
   f = (struct fake){.reply_type = RPC_JOBS_REPLY, .reply = {&none.base},
                     .nreply = 1};
