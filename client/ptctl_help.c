@@ -60,7 +60,8 @@ void ptctl_help_usage(FILE *f)
       "  --socket PATH     the control socket itself\n"
       "  --timeout MS      how long to wait for the daemon, connecting and\n"
       "                    answering together (default: 5000)\n"
-      "  --json            one JSON object on stdout instead of a table\n"
+      "  --json            one JSON object on stdout instead of a table (on\n"
+      "                    failure nothing on stdout: see the exit status)\n"
       "  --help, --version\n"
       "\n" EXIT_TEXT,
       f);

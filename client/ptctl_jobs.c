@@ -18,6 +18,21 @@
 
 #define START_TRIES 3 /* names drawn when a default name is taken */
 
+/* "refused to VERB job 'JOB'", or "refused to VERB" when the controller's
+ * message names the job already. OUT: buf. */
+static const char *refusal(char *buf, size_t len, const char *verb,
+                           const char *job, const char *msg)
+{
+  char q[PTCTL_JOB_MAX + 3];
+
+  snprintf(q, sizeof(q), "'%s'", job);
+  if (msg != NULL && strstr(msg, q) != NULL)
+    snprintf(buf, len, "%s", verb);
+  else
+    snprintf(buf, len, "%s job %s", verb, q);
+  return buf;
+}
+
 /* ---- start ---- */
 
 enum start_opt {
@@ -171,8 +186,10 @@ int ptctl_jobs_start(const struct ptctl_opts *o, int argc, char **argv)
     }
     if (m->status != 0) {
       char what[PTCTL_JOB_MAX + 40];
-      snprintf(what, sizeof(what), "refused to start job '%s'", spec.name);
-      code = ptctl_ctl_refused(o, what, m->status, m->message);
+      code = ptctl_ctl_refused(o,
+                               refusal(what, sizeof(what), "refused to start",
+                                       spec.name, m->message),
+                               m->status, m->message);
     } else if (o->json) {
       fputs("{\"controller\":", stdout);
       ptctl_out_json_str(stdout, o->controller);
@@ -267,8 +284,9 @@ int ptctl_jobs_stop(const struct ptctl_opts *o, int argc, char **argv)
   const Pt__JobReply *m = (const Pt__JobReply *)msg;
   if (m->status != 0) {
     char what[PTCTL_JOB_MAX + 40];
-    snprintf(what, sizeof(what), "refused to stop job '%s'", job);
-    code = ptctl_ctl_refused(o, what, m->status, m->message);
+    code = ptctl_ctl_refused(
+        o, refusal(what, sizeof(what), "refused to stop", job, m->message),
+        m->status, m->message);
   } else if (o->json) {
     fputs("{\"controller\":", stdout);
     ptctl_out_json_str(stdout, o->controller);
@@ -312,13 +330,15 @@ int ptctl_jobs_restore(const struct ptctl_opts *o, int argc, char **argv)
     return code;
   const Pt__JobReply *m = (const Pt__JobReply *)msg;
   if (m->status != 0) {
-    char what[PTCTL_JOB_MAX + 60];
+    char verb[64], what[PTCTL_JOB_MAX + 100];
     if (has_step)
-      snprintf(what, sizeof(what),
-               "refused to restore job '%s' from step %" PRIu64, job, step);
+      snprintf(verb, sizeof(verb), "refused to restore from step %" PRIu64,
+               step);
     else
-      snprintf(what, sizeof(what), "refused to restore job '%s'", job);
-    code = ptctl_ctl_refused(o, what, m->status, m->message);
+      snprintf(verb, sizeof(verb), "refused to restore");
+    code = ptctl_ctl_refused(
+        o, refusal(what, sizeof(what), verb, job, m->message), m->status,
+        m->message);
   } else if (o->json) {
     fputs("{\"controller\":", stdout);
     ptctl_out_json_str(stdout, o->controller);
@@ -633,7 +653,7 @@ static int query(const struct ptctl_opts *o, int argc, char **argv, bool list)
   if (m->status != 0) {
     char what[PTCTL_JOB_MAX + 40];
     if (job != NULL)
-      snprintf(what, sizeof(what), "answered for job '%s'", job);
+      refusal(what, sizeof(what), "answered", job, m->message);
     else
       snprintf(what, sizeof(what), "refused to list the jobs");
     code = ptctl_ctl_refused(o, what, m->status, m->message);

@@ -848,6 +848,18 @@ START_TEST(refused_exits_1_with_the_message)
   ck_assert_str_eq(OUT(), "");
   fake_release(&f);
 
+  /* A message that names the job already: not named twice. */
+  no.message = "job 'big' needs 3 spare nodes: 1 free";
+  f.nconn = 0;
+  rc = run(&f, ARGS("--controller", "@", "--key", T.key, "start", "--job",
+                    "big", "--nodes", "3", "--ranks-per-node", "2", "--",
+                    "x"));
+  ck_assert_int_eq(rc, PTCTL_EXIT_FAILED);
+  ck_assert_msg(strstr(ERR(), "refused to start: job 'big' needs 3 spare "
+                              "nodes: 1 free (ENOSPC: ") != NULL,
+                "%s", ERR());
+  fake_release(&f);
+
   /* No message: the code's text. */
   no.message = NULL;
   no.status = PT_EEPOCH;
