@@ -57,7 +57,9 @@ SNAP_SRC  := $(wildcard snapshot/*.c)
 EC_SRC    := $(wildcard ec/*.c)
 KERN_CPU  := kernels/kernels_cpu.c kernels/kernels_host.c
 KERN_CUDA := $(wildcard kernels/*.cu)
-CLIENT    := $(filter-out client/ptctl.c,$(wildcard client/*.c))
+CLIENT    := $(filter-out client/ptctl%.c,$(wildcard client/*.c))
+# ptctl: its main in ptctl.c, its parts in ptctl_*.c (also for its tests)
+PTCTL_SRC := $(wildcard client/ptctl_*.c)
 # common/: what every layer uses. libpt takes the errors, the clock and
 # CRC32C; the daemons also the log and the state-file writer.
 COMMON_LIB := common/pt_error.c common/monotime.c common/crc32c.c
@@ -171,7 +173,7 @@ $(BUILD)/bin/ptd: $(call obj,daemon/ptd_main.c) $(BUILD)/lib/libptcore.a
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(DLIBS)
 
-$(BUILD)/bin/ptctl: $(call obj,client/ptctl.c) $(BUILD)/lib/libptcore.a
+$(BUILD)/bin/ptctl: $(call obj,client/ptctl.c $(PTCTL_SRC)) $(BUILD)/lib/libptcore.a
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(DLIBS)
 
@@ -190,6 +192,7 @@ MOD_ec     := $(EC_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_snap   := $(SNAP_SRC) $(COMMON_LIB) $(KERN_CPU)
 MOD_kern   := $(KERN_CPU) $(COMMON_LIB)
 MOD_rpc    := $(RPC_LIB) $(RPC_UV) $(COMMON_LIB) tests/unit/fixture/rpc_tcp_srv.c
+MOD_ptctl  := $(PTCTL_SRC) $(CORE_SRC)
 test_mod    = $(call obj,$(or $(MOD_$(firstword $(subst _, ,$(1)))),$(CORE_SRC)))
 
 .SECONDEXPANSION:

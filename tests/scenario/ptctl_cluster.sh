@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# ptctl against a real `ptd controller` on loopback and one cluster-mode
+# node: `nodes` through PT_CONTROLLER/PT_KEY and through the options (the
+# options win over a wrong environment), the table and --json; a bad value
+# for a job command exits 2 naming the option and reaches nobody (the
+# controller logs no connection); a SIGSTOPped controller makes ptctl exit
+# 3 within its --timeout, and once continued it answers again; a wrong key
+# exits 1; `ptctl --help` and each command's --help list the exit codes.
+set -u
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../cluster.sh"
+
+c_ctl_start --heartbeat-ms 200 --dead-after-ms 1500
+say "controller on $C_CTL_ADDR"
+c_node_start a --failure-domain r1 --capacity 2
+c_wait_node_state a alive 10
+
+# The environment stands for the options; the options win.
+out=$(PT_CONTROLLER=$C_CTL_ADDR PT_KEY=$C_KEY "$PTCTL" nodes --json) || c_fail "nodes through the environment"
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert [n["node"] for n in d["nodes"]]==["a"], d' "$out" \
+  || c_fail "nodes --json: $out"
+out=$(PT_CONTROLLER=127.0.0.1:1 PT_KEY=/nonexistent c_ptctl nodes) || c_fail "the options did not win: $out"
+printf '%s\n' "$out" | grep -Eq '^a +alive +127\.0\.0\.1 +2 +r1 ' || c_fail "the table: $out"
+say "nodes: environment and options"
+
+# Bad values: exit 2, the option named, nothing sent.
+accepted=$(grep -c "accepted ctl" "$C_CTL_LOG")
+check_usage() { # check_usage WHAT ARGS...
+  local what=$1; shift
+  c_ptctl "$@" >"$T_DIR/u.out" 2>"$T_DIR/u.err"; local rc=$?
+  [ $rc -eq 2 ] || c_fail "ptctl $*: exit $rc, not 2: $(cat "$T_DIR/u.err")"
+  grep -qF -- "$what" "$T_DIR/u.err" || c_fail "ptctl $*: no '$what' in: $(cat "$T_DIR/u.err")"
+  [ ! -s "$T_DIR/u.out" ] || c_fail "ptctl $*: printed $(cat "$T_DIR/u.out")"
+}
+check_usage "--nodes '-2'" start --nodes -2 --ranks-per-node 1 -- /bin/true
+check_usage "--ranks-per-node '1x'" start --nodes 1 --ranks-per-node 1x -- /bin/true
+check_usage "--code '2*1'" start --nodes 3 --ranks-per-node 1 --code '2*1' -- /bin/true
+check_usage "--memory-budget '12Q'" start --nodes 1 --ranks-per-node 1 --memory-budget 12Q -- /bin/true
+check_usage "--job 'my job'" start --job 'my job' --nodes 1 --ranks-per-node 1 -- /bin/true
+check_usage "after '--' is missing" start --nodes 1 --ranks-per-node 1 --
+check_usage "--step 'latest'" restore j --step latest
+check_usage "which job?" stop
+sleep 0.3
+[ "$(grep -c "accepted ctl" "$C_CTL_LOG")" -eq "$accepted" ] || c_fail "a refused command reached the controller"
+say "usage errors: exit 2, the option named, nothing sent"
+
+# A wrong key: refused, exit 1.
+"$PTD" keygen "$T_DIR/other.key" || fail "keygen"
+"$PTCTL" --controller "$C_CTL_ADDR" --key "$T_DIR/other.key" jobs >/dev/null 2>"$T_DIR/wk.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "refused (is --key the cluster's key?)" "$T_DIR/wk.err" \
+  || c_fail "wrong key: exit $rc: $(cat "$T_DIR/wk.err")"
+
+# A stopped controller: exit 3 within --timeout; continued, it answers.
+kill -STOP "$C_CTL_PID"
+t0=$(date +%s%N)
+c_ptctl --timeout 700 nodes >/dev/null 2>"$T_DIR/stop.err"; rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+kill -CONT "$C_CTL_PID"
+[ $rc -eq 3 ] || c_fail "a stopped controller: exit $rc, not 3: $(cat "$T_DIR/stop.err")"
+[ $ms -ge 600 ] && [ $ms -lt 3000 ] || c_fail "a stopped controller: ptctl took $ms ms with --timeout 700"
+grep -q "timed out" "$T_DIR/stop.err" || c_fail "no 'timed out': $(cat "$T_DIR/stop.err")"
+c_ptctl nodes >/dev/null || c_fail "the continued controller does not answer"
+say "a stopped controller: exit 3 after $ms ms (--timeout 700)"
+
+# No controller at all: exit 3 at once.
+"$PTCTL" --controller 127.0.0.1:1 --key "$C_KEY" --timeout 3000 nodes >/dev/null 2>&1; rc=$?
+[ $rc -eq 3 ] || c_fail "no controller: exit $rc, not 3"
+
+# The exit codes are documented where an operator looks.
+for cmd in start stop restore status jobs nodes; do
+  "$PTCTL" "$cmd" --help | grep -q "3 the daemon cannot be reached" || c_fail "ptctl $cmd --help: no exit codes"
+done
+"$PTCTL" --help | grep -q "restore JOB" || c_fail "ptctl --help does not list restore"
+
+c_ctl_stop
+say "ok"
