@@ -3,7 +3,8 @@
 #   make            build everything into build/ (installs missing Debian
 #                   packages first)
 #   make test       the whole suite: unit tests, fault scenarios, ASan/UBSan
-#   make demo       the main job: a crash in the middle of training, restored
+#   make demo       the main job: a cluster on loopback, a trainer and the
+#                   controller killed mid-run, restored (demo-node: one node)
 #   make bench      ptbench at full size
 #   make fuzz       libFuzzer on frame parsing, message decoding, handshake,
 #                   bulk headers, and bulk frames through a real conn, 60 s
@@ -96,7 +97,7 @@ endif
 LIBPT_MAP := client/libpt.map
 LIBPT_LDFLAGS = -Wl,--version-script=$(LIBPT_MAP)
 
-.PHONY: all deps test unit unit-bins scenarios demo bench fuzz install clean proto gpu-test
+.PHONY: all deps test unit unit-bins scenarios demo demo-node bench fuzz install clean proto gpu-test
 # keep intermediate objects (test objects are only reached through patterns)
 .SECONDARY:
 all: $(BINS) $(LIBS_OUT) $(UNIT_BINS)
@@ -233,7 +234,13 @@ unit-bins: $(UNIT_BINS)
 scenarios: all
 	$(Q)tests/run.sh --build $(BUILD) --only scenario
 
+# The main job: a controller and 3 nodes on loopback, a trainer and then the
+# controller killed, the digests against a fault-free run. demo-node: the
+# single-node demo (ptd node alone, a trainer killed).
 demo: all
+	$(Q)tests/demo_cluster.sh $(BUILD)
+
+demo-node: all
 	$(Q)tests/demo.sh $(BUILD)
 
 bench: all
