@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make demo` (tests/demo_cluster.sh) runs as the README says: a trainer and
+# then the controller killed in the middle of a job across three nodes, and
+# every rank's final digest equal to a fault-free run; it says so last.
+set -u
+cd "$(dirname "$0")/../.."
+: "${BUILD:=build}"
+out=$(mktemp /tmp/pt-demo-cluster.XXXXXX)
+trap 'rm -f "$out"' EXIT
+t0=$(date +%s)
+timeout 170 tests/demo_cluster.sh "$BUILD" >"$out" 2>&1
+rc=$?
+secs=$(( $(date +%s) - t0 ))
+if [ $rc -ne 0 ] || ! tail -n 1 "$out" | grep -q '^demo: OK'; then
+  tail -n 40 "$out"
+  echo "demo_cluster: FAIL: tests/demo_cluster.sh exited $rc after ${secs}s"
+  exit 1
+fi
+grep -q 'epochs               2' "$out" || { echo "demo_cluster: FAIL: no restart in epoch 2"; tail -n 12 "$out"; exit 1; }
+[ $secs -lt 120 ] || { echo "demo_cluster: FAIL: the demo took ${secs}s, over two minutes"; exit 1; }
+echo "demo_cluster: ok in ${secs}s"
