@@ -6,13 +6,18 @@
 # controller logs no connection); a SIGSTOPped controller makes ptctl exit
 # 3 within its --timeout, and once continued it answers again; a wrong key
 # exits 1; `ptctl --help` and each command's --help list the exit codes.
+# Then the jobs: start with the default name (printed), jobs and status as
+# table and JSON (the spec as given, each part's global ranks), a start
+# refused for want of spare nodes (exit 1, the controller's message),
+# restore (epoch 2), stop (the job stopped), an unknown job (exit 1).
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
 
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 1500
 say "controller on $C_CTL_ADDR"
-c_node_start a --failure-domain r1 --capacity 2
+trap 'c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.pt-train-* 2>/dev/null; t_cleanup' EXIT
+c_node_start a --failure-domain r1 --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 
 # The environment stands for the options; the options win.
@@ -71,6 +76,45 @@ for cmd in start stop restore status jobs nodes; do
   "$PTCTL" "$cmd" --help | grep -q "3 the daemon cannot be reached" || c_fail "ptctl $cmd --help: no exit codes"
 done
 "$PTCTL" --help | grep -q "restore JOB" || c_fail "ptctl --help does not list restore"
+
+# Jobs: start with the default name, which is printed; jobs and status
+# (table and JSON) as the controller has them; a second job is refused for
+# want of spare nodes (exit 1, the controller's message); restore begins
+# epoch 2; stop ends the job; an unknown job exits 1.
+c_node_start b --failure-domain r2 --capacity 2 --shm-prefix "$T_PREFIX"
+c_wait_node_state b alive 10
+out=$(c_ptctl start --nodes 2 --ranks-per-node 2 --master-port "$T_PORT" --node-wait-ms 5000 \
+      -- "$TRAIN" --steps 100000 --state-mb 1 --step-delay-ms 20 --digest-file "$T_DIR/out.%r") \
+  || c_fail "ptctl start: $out"
+job=$(printf '%s\n' "$out" | sed -n 's/^job \(pt-train-[a-z0-9]\{6\}\) started: epoch 1, 2 nodes x 2 ranks (world size 4)$/\1/p')
+[ -n "$job" ] || c_fail "ptctl start said: $out"
+say "started $job"
+c_ptctl jobs | grep -Eq "^$job +(starting|running) +1 +2x2 " || c_fail "jobs: $(c_ptctl jobs)"
+c_ptctl status --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+j = [j for j in d["jobs"] if j["job"] == sys.argv[1]][0]
+assert j["epoch"] == 1 and j["spec"]["argv"][1:3] == ["--steps", "100000"], j
+assert j["spec"]["master_port"] == int(sys.argv[2]) and j["spec"]["node_wait_ms"] == 5000, j
+ranks = sorted((p["first_rank"], p["last_rank"], p["ranks"]) for p in j["parts"])
+assert ranks == [(0, 1, 2), (2, 3, 2)], j
+assert sorted(p["node"] for p in j["parts"]) == ["a", "b"], j
+' "$job" "$T_PORT" || c_fail "status --json: $(c_ptctl status --json)"
+c_ptctl status "$job" | grep -Eq '^(a|b) +alive +[0-9.]+ (s|min) ago +0\.\.1 ' || c_fail "status $job: $(c_ptctl status "$job")"
+c_ptctl start --job second --nodes 1 --ranks-per-node 1 -- /bin/true >/dev/null 2>"$T_DIR/nospace.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "refused to start.*'second'.*(ENOSPC: " "$T_DIR/nospace.err" \
+  || c_fail "no spare node: exit $rc: $(cat "$T_DIR/nospace.err")"
+c_ptctl restore "$job" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["epoch"]==2, d' \
+  || c_fail "restore: $(c_ptctl status "$job")"
+c_ptctl stop "$job" | grep -q "^job $job is stopping" || c_fail "stop"
+deadline=$(( $(date +%s) + 20 ))
+until c_ptctl jobs | grep -Eq "^$job +stopped +2 "; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "not stopped: $(c_ptctl jobs)"
+  sleep 0.1
+done
+c_ptctl status nosuch >/dev/null 2>"$T_DIR/nosuch.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "no job 'nosuch'" "$T_DIR/nosuch.err" || c_fail "unknown job: exit $rc: $(cat "$T_DIR/nosuch.err")"
+say "jobs: start, jobs, status, a refused start, restore, stop"
 
 c_ctl_stop
 say "ok"
