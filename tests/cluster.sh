@@ -47,6 +47,12 @@ c_cleanup() {
     kill -KILL "$C_CTL_PID" 2>/dev/null
   fi
   C_CTL_PID=
+  # What the nodes' parts left: SMPs outlive a killed node by design (a
+  # restarted one re-adopts them), and so do trainers; every one of them
+  # names a socket or a file in a node's state dir under $T_DIR. Then
+  # their objects, named by the jobs' names under the test's shm prefix.
+  pkill -KILL -f -- "$T_DIR/node\." 2>/dev/null
+  rm -f /dev/shm/"$T_PREFIX"* 2>/dev/null
 }
 trap 'c_cleanup; t_cleanup' EXIT
 
