@@ -95,6 +95,7 @@ struct bench_opts {
   const char *tmp_dir;   /* this run's private directory (sockets, logs) */
   const char *shm_prefix;/* this run's unique shm name prefix */
   const char *job;       /* job name for the SMP and the node */
+  int cluster_step_ms;   /* --cluster: the simulated nodes' step period */
   bool verbose;
 };
 
@@ -246,6 +247,9 @@ struct bench_cluster_size {
   int samples;            /* steps measured */
   double p50_ms, p99_ms;  /* last STEP_SEALED sent -> last JOB_COMMIT in */
   double cpu_pct;         /* the controller's CPU over the steps, % of a core */
+  double idle_cpu_pct;    /* its CPU with every node registered, no job:
+                           * heartbeats alone */
+  double sim_cpu_pct;     /* ptbench's own over the steps (the N nodes) */
   double window_s;        /* the steps' wall time */
   double register_s;      /* every node connected, authenticated, registered */
   uint64_t failed_rounds; /* JOB_UNPIN seen (rounds that did not commit) */
@@ -258,6 +262,8 @@ struct bench_cluster_result {
   char jobs_why[BENCH_ERRLEN];
 };
 /* Simulated nodes: one process, N authenticated connections. */
+#define BENCH_CLUSTER_STEP_MS 100 /* simulated nodes seal a step this often
+                                   * (default of --cluster-step-ms) */
 int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_result *r,
                           char *errbuf, size_t errlen);
 
@@ -268,7 +274,9 @@ struct bench_cluster_real {
   int samples;
   double p50_ms, p99_ms;  /* last node's STEP_SEALED -> last JOB_COMMIT out */
   double window_s;
-  bool measured, jobs_unsupported;
+  bool measured;
+  bool jobs_unsupported;  /* the controller refused JOB_START as unknown */
+  bool nodes_unsupported; /* the nodes never answered JOB_ASSIGN */
   char why[BENCH_ERRLEN];
 };
 int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real *r,
