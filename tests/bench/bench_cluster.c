@@ -807,10 +807,10 @@ int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_resul
       return rc;
     if (z->jobs_unsupported) {
       r->jobs_unsupported = true;
-      snprintf(r->jobs_why, sizeof(r->jobs_why), "%s", z->why);
+      memcpy(r->jobs_why, z->why, sizeof(r->jobs_why)); /* both BENCH_ERRLEN */
       for (int k = i + 1; k < BENCH_CLUSTER_SIZES; k++) {
         r->sim[k].jobs_unsupported = true;
-        snprintf(r->sim[k].why, sizeof(r->sim[k].why), "%s", z->why);
+        memcpy(r->sim[k].why, z->why, sizeof(r->sim[k].why));
       }
       return 0;
     }
