@@ -10,9 +10,9 @@
  * timer with a random phase. A PEER_ROLE_CTL connection then sends JOB_START
  * for a job of N nodes x 1 rank (its command is never run: the simulated
  * nodes answer JOB_ASSIGN with JOB_PART_STATE "running" and run nothing).
- * Then, every --cluster-step-ms (default BENCH_CLUSTER_STEP_MS; or as soon as the previous step committed,
- * when a commit takes longer), every node sends STEP_SEALED for the next
- * step, all in one go, answers JOB_PIN with JOB_VOTE{0} at once, and notes
+ * Then, every --cluster-step-ms (default BENCH_CLUSTER_STEP_MS, 100; or as
+ * soon as the previous step committed, when a commit takes longer), every
+ * node sends STEP_SEALED for the next step, all in one go, answers JOB_PIN with JOB_VOTE{0} at once, and notes
  * the JOB_COMMIT. The commit latency of step s is from the moment the last
  * STEP_SEALED of s was handed to the kernel to the moment the last node
  * received JOB_COMMIT(s); it includes this process's own handling of the
@@ -825,6 +825,7 @@ int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_resul
 /* ---- real nodes behind a relay ---- */
 
 #define REAL_NODES 3
+#define ASSIGN_ANSWER_S 5.0 /* a node answers JOB_ASSIGN ("starting") at once */
 #define RELAY_READ 65536u
 #define SEALS_MAX 65536u
 #define COMMITS_OPEN 64u
@@ -1313,7 +1314,8 @@ int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real
       rc = -EIO;
       goto out;
     }
-    if (bench_now_ms() >= deadline)
+    if (bench_now_ms() >= deadline ||
+        (sealed == 0 && parts == 0 && bench_now() - t0 >= ASSIGN_ANSWER_S))
       break;
     bench_sleep_ms(20);
   }
