@@ -250,6 +250,11 @@ struct bench_cluster_size {
   double idle_cpu_pct;    /* its CPU with every node registered, no job:
                            * heartbeats alone */
   double sim_cpu_pct;     /* ptbench's own over the steps (the N nodes) */
+  /* Where a commit's time goes, medians over the steps measured: the last
+   * STEP_SEALED sent -> the last JOB_PIN in; the last JOB_VOTE out -> the
+   * first JOB_COMMIT in (the votes read, the journal's fsync); the first ->
+   * the last JOB_COMMIT in (the broadcast). */
+  double pins_p50_ms, journal_p50_ms, spread_p50_ms;
   double window_s;        /* the steps' wall time */
   double register_s;      /* every node connected, authenticated, registered */
   uint64_t failed_rounds; /* JOB_UNPIN seen (rounds that did not commit) */

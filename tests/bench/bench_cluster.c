@@ -343,6 +343,9 @@ struct sim {
   uint64_t step;         /* the step being committed */
   uint32_t commits;      /* nodes that got JOB_COMMIT(step) */
   double t_step, t_sealed;
+  uint32_t pins;         /* nodes that got JOB_PIN(step) */
+  double t_pins, t_votes, t_commit0; /* last pin in, last vote out, first commit in */
+  double *part[3];       /* ms per measured step: sealed->pins, votes->commit, commit spread */
   int steps, measured;   /* steps to run; samples taken */
   int step_ms;           /* a step begins this often (or when the last committed) */
   double *lat;           /* ms, one per measured step */
@@ -435,6 +438,7 @@ static void sim_step_begin(uv_timer_t *t)
   }
   s->step++;
   s->commits = 0;
+  s->pins = 0;
   s->t_step = bench_now();
   s->phase_deadline = bench_now_ms() + STEP_DEADLINE_MS;
   Pt__StepSealed m = PT__STEP_SEALED__INIT;
@@ -455,7 +459,12 @@ static void sim_committed(struct sim *s)
 {
   double now = bench_now();
   if ((int)s->step > WARMUP_STEPS)
+  {
+    s->part[0][s->measured] = (s->t_pins - s->t_sealed) * 1e3;
+    s->part[1][s->measured] = (s->t_commit0 - s->t_votes) * 1e3;
+    s->part[2][s->measured] = (now - s->t_commit0) * 1e3;
     s->lat[s->measured++] = (now - s->t_sealed) * 1e3;
+  }
   double next = s->t_step + s->step_ms / 1e3 - now;
   uv_timer_start(&s->step_timer, sim_step_begin, next > 0 ? (uint64_t)(next * 1e3) : 0, 0);
 }
@@ -518,6 +527,8 @@ static int sim_on_msg(struct rpc_conn *c, const struct rpc_hdr *h, ProtobufCMess
     v.step = p->step;
     v.status = 0;
     (void)rpc_conn_send(c, RPC_JOB_VOTE, h->request_id, &v.base);
+    if (s->phase == SIM_STEPS && p->step == s->step && ++s->pins == s->n)
+      s->t_pins = s->t_votes = bench_now(); /* the last pin came, its vote went */
     return 0;
   }
   case RPC_JOB_COMMIT: {
@@ -525,8 +536,12 @@ static int sim_on_msg(struct rpc_conn *c, const struct rpc_hdr *h, ProtobufCMess
     if (m->step <= nd->committed)
       return 0;
     nd->committed = m->step;
-    if (s->phase == SIM_STEPS && m->step >= s->step && ++s->commits == s->n)
-      sim_committed(s);
+    if (s->phase == SIM_STEPS && m->step >= s->step) {
+      if (s->commits == 0)
+        s->t_commit0 = bench_now();
+      if (++s->commits == s->n)
+        sim_committed(s);
+    }
     return 0;
   }
   case RPC_JOB_UNPIN:
@@ -648,6 +663,7 @@ static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
   r->nodes = n;
   r->steps = steps;
   r->p50_ms = r->p99_ms = r->cpu_pct = r->idle_cpu_pct = r->sim_cpu_pct = NAN;
+  r->pins_p50_ms = r->journal_p50_ms = r->spread_p50_ms = NAN;
   rc = fd_limit_raise(2 * (rlim_t)n + FD_SPARE, why, sizeof(why));
   if (rc != PT_OK) {
     snprintf(r->why, sizeof(r->why), "%s", why);
@@ -660,7 +676,10 @@ static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
 
   s = calloc(1, sizeof(*s));
   if (s == NULL || (s->nodes = calloc(n, sizeof(*s->nodes))) == NULL ||
-      (s->lat = calloc((size_t)steps + 1, sizeof(double))) == NULL) {
+      (s->lat = calloc((size_t)steps + 1, sizeof(double))) == NULL ||
+      (s->part[0] = calloc((size_t)steps + 1, sizeof(double))) == NULL ||
+      (s->part[1] = calloc((size_t)steps + 1, sizeof(double))) == NULL ||
+      (s->part[2] = calloc((size_t)steps + 1, sizeof(double))) == NULL) {
     snprintf(errbuf, errlen, "out of memory for %u simulated nodes", n);
     rc = -ENOMEM;
     goto out_free;
@@ -751,6 +770,9 @@ static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
   r->p50_ms = bench_percentile(s->lat, (size_t)s->measured, 0.5);
   r->p99_ms = bench_percentile(s->lat, (size_t)s->measured, 0.99);
   r->cpu_pct = 100.0 * (s->cpu1 - s->cpu0) / (s->wall1 - s->wall0);
+  r->pins_p50_ms = bench_median(s->part[0], (size_t)s->measured);
+  r->journal_p50_ms = bench_median(s->part[1], (size_t)s->measured);
+  r->spread_p50_ms = bench_median(s->part[2], (size_t)s->measured);
   r->window_s = s->wall1 - s->wall0;
   r->sim_cpu_pct = 100.0 * (s->self1 - s->self0) / (s->wall1 - s->wall0);
   r->failed_rounds = s->unpins;
@@ -775,6 +797,8 @@ out_free:
     sodium_memzero(s->auth.key, sizeof(s->auth.key));
     free(s->nodes);
     free(s->lat);
+    for (int k = 0; k < 3; k++)
+      free(s->part[k]);
     free(s);
   }
   return rc;
@@ -796,6 +820,7 @@ int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_resul
     memset(z, 0, sizeof(*z));
     z->nodes = sizes[i];
     z->p50_ms = z->p99_ms = z->cpu_pct = z->idle_cpu_pct = z->sim_cpu_pct = NAN;
+    z->pins_p50_ms = z->journal_p50_ms = z->spread_p50_ms = NAN;
   }
   for (int i = 0; i < BENCH_CLUSTER_SIZES; i++) {
     struct bench_cluster_size *z = &r->sim[i];
@@ -816,8 +841,10 @@ int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_resul
     }
     if (o->verbose && z->measured)
       fprintf(stderr, "ptbench: %u nodes: commit p50 %.2f ms, p99 %.2f ms, controller %.2f%% "
-              "of a core (%.2f%% heartbeats alone), ptbench's nodes %.2f%%\n", sizes[i],
-              z->p50_ms, z->p99_ms, z->cpu_pct, z->idle_cpu_pct, z->sim_cpu_pct);
+              "of a core (%.2f%% heartbeats alone), ptbench's nodes %.2f%%; median parts: "
+              "sealed->every pin %.2f ms, last vote->first commit %.2f ms, commits first->last "
+              "%.2f ms\n", sizes[i], z->p50_ms, z->p99_ms, z->cpu_pct, z->idle_cpu_pct,
+              z->sim_cpu_pct, z->pins_p50_ms, z->journal_p50_ms, z->spread_p50_ms);
   }
   return 0;
 }

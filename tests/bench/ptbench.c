@@ -659,6 +659,12 @@ static void cluster_json(const struct cluster_results *cr, const char *error)
     json_num(&j, k, m ? z->idle_cpu_pct : NAN);
     snprintf(k, sizeof(k), "ctl_%u_sim_cpu_pct", z->nodes);
     json_num(&j, k, m ? z->sim_cpu_pct : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_sealed_to_pins_p50_ms", z->nodes);
+    json_num(&j, k, m ? z->pins_p50_ms : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_votes_to_commit_p50_ms", z->nodes);
+    json_num(&j, k, m ? z->journal_p50_ms : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_commit_spread_p50_ms", z->nodes);
+    json_num(&j, k, m ? z->spread_p50_ms : NAN);
     snprintf(k, sizeof(k), "ctl_%u_samples", z->nodes);
     json_u64(&j, k, (uint64_t)(m ? z->samples : 0));
     snprintf(k, sizeof(k), "ctl_%u_register_s", z->nodes);
