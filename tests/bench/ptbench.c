@@ -86,7 +86,9 @@ static const char usage[] =
     "  -h, --help         this text\n"
     "\n"
     "Exit status: 0 everything measured (missed targets are reported, not\n"
-    "errors), 1 a measurement failed, 2 bad usage.\n";
+    "errors), 1 a measurement failed, 2 bad usage. With --cluster, a figure\n"
+    "that a controller or node without jobs cannot give is reported 'not\n"
+    "measured' with the reason, and is not a failure.\n";
 
 enum {
   OPT_BYTES = 256, OPT_QUICK, OPT_JSON, OPT_THREADS, OPT_REPS, OPT_FILE_DIR,
