@@ -9,10 +9,11 @@
  *   daemon/smp/     ptd smp: one rank's shm object, its trainer and its node
  *   daemon/node/    ptd node: supervision, SMP links, control socket,
  *                   restore
- *   daemon/controller/  ptd controller: the cluster's membership (and,
- *                   later, its jobs and commits)
+ *   daemon/controller/  ptd controller: the cluster's membership, its
+ *                   jobs and their commits across nodes, its journal
  *   daemon/commit/  the two-phase commit of a step over opaque voters (no
- *                   I/O): the node runs it over its SMPs
+ *                   I/O): the node runs it over its SMPs, the controller
+ *                   over a job's nodes
  *   ptd_main.c      the dispatch
  *   roles.h         the roles' entry points
  *   node_secret.c   the secret that proves a connection is the node's
@@ -20,8 +21,8 @@
  *   conf.c          byte sizes on command lines
  *   rpc_log.c       what rpc/ reports, into the role's log
  *
- * The controller's jobs will run daemon/commit/ over nodes, as ptd node runs
- * it over its SMPs.
+ * The controller's jobs run daemon/commit/ over nodes, as ptd node runs it
+ * over its SMPs.
  *
  * Names: a function's prefix names the file it lives in (node_life_* in
  * node/node_life.c, smp_trainer_* in smp/smp_trainer.c), the role entry

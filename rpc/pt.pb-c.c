@@ -2347,6 +2347,186 @@ void   pt__job_unpin__free_unpacked
   assert(message->base.descriptor == &pt__job_unpin__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__ctl_rec_job__init
+                     (Pt__CtlRecJob         *message)
+{
+  static const Pt__CtlRecJob init_value = PT__CTL_REC_JOB__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_job__get_packed_size
+                     (const Pt__CtlRecJob *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_job__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_job__pack
+                     (const Pt__CtlRecJob *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_job__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_job__pack_to_buffer
+                     (const Pt__CtlRecJob *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_job__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecJob *
+       pt__ctl_rec_job__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecJob *)
+     protobuf_c_message_unpack (&pt__ctl_rec_job__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_job__free_unpacked
+                     (Pt__CtlRecJob *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_job__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__ctl_rec_epoch__init
+                     (Pt__CtlRecEpoch         *message)
+{
+  static const Pt__CtlRecEpoch init_value = PT__CTL_REC_EPOCH__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_epoch__get_packed_size
+                     (const Pt__CtlRecEpoch *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_epoch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_epoch__pack
+                     (const Pt__CtlRecEpoch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_epoch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_epoch__pack_to_buffer
+                     (const Pt__CtlRecEpoch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_epoch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecEpoch *
+       pt__ctl_rec_epoch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecEpoch *)
+     protobuf_c_message_unpack (&pt__ctl_rec_epoch__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_epoch__free_unpacked
+                     (Pt__CtlRecEpoch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_epoch__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__ctl_rec_commit__init
+                     (Pt__CtlRecCommit         *message)
+{
+  static const Pt__CtlRecCommit init_value = PT__CTL_REC_COMMIT__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_commit__get_packed_size
+                     (const Pt__CtlRecCommit *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_commit__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_commit__pack
+                     (const Pt__CtlRecCommit *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_commit__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_commit__pack_to_buffer
+                     (const Pt__CtlRecCommit *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_commit__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecCommit *
+       pt__ctl_rec_commit__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecCommit *)
+     protobuf_c_message_unpack (&pt__ctl_rec_commit__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_commit__free_unpacked
+                     (Pt__CtlRecCommit *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_commit__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__ctl_rec_end__init
+                     (Pt__CtlRecEnd         *message)
+{
+  static const Pt__CtlRecEnd init_value = PT__CTL_REC_END__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_end__get_packed_size
+                     (const Pt__CtlRecEnd *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_end__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_end__pack
+                     (const Pt__CtlRecEnd *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_end__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_end__pack_to_buffer
+                     (const Pt__CtlRecEnd *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_end__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecEnd *
+       pt__ctl_rec_end__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecEnd *)
+     protobuf_c_message_unpack (&pt__ctl_rec_end__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_end__free_unpacked
+                     (Pt__CtlRecEnd *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_end__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -6360,6 +6540,301 @@ const ProtobufCMessageDescriptor pt__job_unpin__descriptor =
   pt__job_unpin__field_indices_by_name,
   1,  pt__job_unpin__number_ranges,
   (ProtobufCMessageInit) pt__job_unpin__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_job__field_descriptors[4] =
+{
+  {
+    "spec",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecJob, spec),
+    &pt__job_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_ids",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Pt__CtlRecJob, n_node_ids),
+    offsetof(Pt__CtlRecJob, node_ids),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "master_port",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecJob, master_port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "master_addr",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecJob, master_addr),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_job__field_indices_by_name[] = {
+  3,   /* field[3] = master_addr */
+  2,   /* field[2] = master_port */
+  1,   /* field[1] = node_ids */
+  0,   /* field[0] = spec */
+};
+static const ProtobufCIntRange pt__ctl_rec_job__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecJob",
+  "CtlRecJob",
+  "Pt__CtlRecJob",
+  "pt",
+  sizeof(Pt__CtlRecJob),
+  4,
+  pt__ctl_rec_job__field_descriptors,
+  pt__ctl_rec_job__field_indices_by_name,
+  1,  pt__ctl_rec_job__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_job__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[4] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecEpoch, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecEpoch, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restore_step",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecEpoch, has_restore_step),
+    offsetof(Pt__CtlRecEpoch, restore_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restarts",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__CtlRecEpoch, has_restarts),
+    offsetof(Pt__CtlRecEpoch, restarts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  3,   /* field[3] = restarts */
+  2,   /* field[2] = restore_step */
+};
+static const ProtobufCIntRange pt__ctl_rec_epoch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecEpoch",
+  "CtlRecEpoch",
+  "Pt__CtlRecEpoch",
+  "pt",
+  sizeof(Pt__CtlRecEpoch),
+  4,
+  pt__ctl_rec_epoch__field_descriptors,
+  pt__ctl_rec_epoch__field_indices_by_name,
+  1,  pt__ctl_rec_epoch__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_epoch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_commit__field_descriptors[4] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecCommit, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecCommit, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecCommit, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "commits",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecCommit, has_commits),
+    offsetof(Pt__CtlRecCommit, commits),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_commit__field_indices_by_name[] = {
+  3,   /* field[3] = commits */
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__ctl_rec_commit__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecCommit",
+  "CtlRecCommit",
+  "Pt__CtlRecCommit",
+  "pt",
+  sizeof(Pt__CtlRecCommit),
+  4,
+  pt__ctl_rec_commit__field_descriptors,
+  pt__ctl_rec_commit__field_indices_by_name,
+  1,  pt__ctl_rec_commit__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_commit__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecEnd, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecEnd, state),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecEnd, reason),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_end__field_indices_by_name[] = {
+  0,   /* field[0] = job */
+  2,   /* field[2] = reason */
+  1,   /* field[1] = state */
+};
+static const ProtobufCIntRange pt__ctl_rec_end__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecEnd",
+  "CtlRecEnd",
+  "Pt__CtlRecEnd",
+  "pt",
+  sizeof(Pt__CtlRecEnd),
+  3,
+  pt__ctl_rec_end__field_descriptors,
+  pt__ctl_rec_end__field_indices_by_name,
+  1,  pt__ctl_rec_end__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_end__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =

@@ -67,6 +67,10 @@ typedef struct Pt__JobPin Pt__JobPin;
 typedef struct Pt__JobVote Pt__JobVote;
 typedef struct Pt__JobCommit Pt__JobCommit;
 typedef struct Pt__JobUnpin Pt__JobUnpin;
+typedef struct Pt__CtlRecJob Pt__CtlRecJob;
+typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
+typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
+typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
 
 
 /* --- enums --- */
@@ -1297,6 +1301,85 @@ struct  Pt__JobUnpin
     , NULL, 0, 0 }
 
 
+/*
+ * A job began: its spec (defaults filled) and its placement.
+ */
+struct  Pt__CtlRecJob
+{
+  ProtobufCMessage base;
+  Pt__JobSpec *spec;
+  /*
+   * in node index order
+   */
+  size_t n_node_ids;
+  char **node_ids;
+  uint32_t master_port;
+  /*
+   * node index 0's advertised address
+   */
+  char *master_addr;
+};
+#define PT__CTL_REC_JOB__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_job__descriptor) \
+    , NULL, 0,NULL, 0, NULL }
+
+
+/*
+ * An epoch of job began, restoring restore_step (absent: fresh).
+ */
+struct  Pt__CtlRecEpoch
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  protobuf_c_boolean has_restore_step;
+  uint64_t restore_step;
+  /*
+   * the job's restarts so far
+   */
+  protobuf_c_boolean has_restarts;
+  uint32_t restarts;
+};
+#define PT__CTL_REC_EPOCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_epoch__descriptor) \
+    , NULL, 0, 0, 0, 0, 0 }
+
+
+/*
+ * step of job is committed (in epoch).
+ */
+struct  Pt__CtlRecCommit
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+  /*
+   * the job's commits so far
+   */
+  protobuf_c_boolean has_commits;
+  uint64_t commits;
+};
+#define PT__CTL_REC_COMMIT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_commit__descriptor) \
+    , NULL, 0, 0, 0, 0 }
+
+
+/*
+ * job ended: state "done", "failed" or "stopped".
+ */
+struct  Pt__CtlRecEnd
+{
+  ProtobufCMessage base;
+  char *job;
+  char *state;
+  char *reason;
+};
+#define PT__CTL_REC_END__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_end__descriptor) \
+    , NULL, NULL, NULL }
+
+
 /* Pt__Region methods */
 void   pt__region__init
                      (Pt__Region         *message);
@@ -2285,6 +2368,82 @@ Pt__JobUnpin *
 void   pt__job_unpin__free_unpacked
                      (Pt__JobUnpin *message,
                       ProtobufCAllocator *allocator);
+/* Pt__CtlRecJob methods */
+void   pt__ctl_rec_job__init
+                     (Pt__CtlRecJob         *message);
+size_t pt__ctl_rec_job__get_packed_size
+                     (const Pt__CtlRecJob   *message);
+size_t pt__ctl_rec_job__pack
+                     (const Pt__CtlRecJob   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_job__pack_to_buffer
+                     (const Pt__CtlRecJob   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecJob *
+       pt__ctl_rec_job__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_job__free_unpacked
+                     (Pt__CtlRecJob *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__CtlRecEpoch methods */
+void   pt__ctl_rec_epoch__init
+                     (Pt__CtlRecEpoch         *message);
+size_t pt__ctl_rec_epoch__get_packed_size
+                     (const Pt__CtlRecEpoch   *message);
+size_t pt__ctl_rec_epoch__pack
+                     (const Pt__CtlRecEpoch   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_epoch__pack_to_buffer
+                     (const Pt__CtlRecEpoch   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecEpoch *
+       pt__ctl_rec_epoch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_epoch__free_unpacked
+                     (Pt__CtlRecEpoch *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__CtlRecCommit methods */
+void   pt__ctl_rec_commit__init
+                     (Pt__CtlRecCommit         *message);
+size_t pt__ctl_rec_commit__get_packed_size
+                     (const Pt__CtlRecCommit   *message);
+size_t pt__ctl_rec_commit__pack
+                     (const Pt__CtlRecCommit   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_commit__pack_to_buffer
+                     (const Pt__CtlRecCommit   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecCommit *
+       pt__ctl_rec_commit__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_commit__free_unpacked
+                     (Pt__CtlRecCommit *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__CtlRecEnd methods */
+void   pt__ctl_rec_end__init
+                     (Pt__CtlRecEnd         *message);
+size_t pt__ctl_rec_end__get_packed_size
+                     (const Pt__CtlRecEnd   *message);
+size_t pt__ctl_rec_end__pack
+                     (const Pt__CtlRecEnd   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_end__pack_to_buffer
+                     (const Pt__CtlRecEnd   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecEnd *
+       pt__ctl_rec_end__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_end__free_unpacked
+                     (Pt__CtlRecEnd *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -2443,6 +2602,18 @@ typedef void (*Pt__JobCommit_Closure)
 typedef void (*Pt__JobUnpin_Closure)
                  (const Pt__JobUnpin *message,
                   void *closure_data);
+typedef void (*Pt__CtlRecJob_Closure)
+                 (const Pt__CtlRecJob *message,
+                  void *closure_data);
+typedef void (*Pt__CtlRecEpoch_Closure)
+                 (const Pt__CtlRecEpoch *message,
+                  void *closure_data);
+typedef void (*Pt__CtlRecCommit_Closure)
+                 (const Pt__CtlRecCommit *message,
+                  void *closure_data);
+typedef void (*Pt__CtlRecEnd_Closure)
+                 (const Pt__CtlRecEnd *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2503,6 +2674,10 @@ extern const ProtobufCMessageDescriptor pt__job_pin__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_vote__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_unpin__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;
 
 PROTOBUF_C__END_DECLS
 

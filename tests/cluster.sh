@@ -12,6 +12,8 @@
 #   c_node_start ID [NODE_OPTS...]    a cluster-mode ptd node: node id ID,
 #                                     state dir $T_DIR/node.ID, log
 #                                     $T_DIR/node.ID.log; pid in C_NODE_PID[ID]
+#   c_nodes_term                      SIGTERM to every node (they stop their
+#                                     parts' ranks), waits for them
 #   c_node_kill ID [SIGNAL]           signals it (default KILL) and reaps it;
 #                                     exit status in C_NODE_RC[ID]
 #   c_node_state ID                   its state in `ptctl nodes --json`
@@ -47,6 +49,18 @@ c_cleanup() {
   C_CTL_PID=
 }
 trap 'c_cleanup; t_cleanup' EXIT
+
+# SIGTERM to every node still running, so that each stops the ranks of its
+# job part (SIGKILL, as c_cleanup sends, would leave them running), within
+# 15 s. For scenarios that run jobs: trap 'c_nodes_term; c_cleanup; ...'.
+c_nodes_term() {
+  local id pid
+  for id in "${!C_NODE_PID[@]}"; do kill -TERM "${C_NODE_PID[$id]}" 2>/dev/null; done
+  for id in "${!C_NODE_PID[@]}"; do
+    pid=${C_NODE_PID[$id]}
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+}
 
 # A failure shows the controller's log too.
 c_fail() {

@@ -8,7 +8,10 @@
  * refused unless it is a real directory owned by this user and closed to
  * group and others) and its lock, <state-dir>/controller.lock, held with
  * flock for the process's life, so a second controller on the same
- * directory is refused; then the authenticated listener. Once it listens,
+ * directory is refused; the journal, <state-dir>/journal, replayed into the
+ * job table (ctl_journal.c: a torn last record dropped with one warning,
+ * any other damage refused naming the journal and the offset); then the
+ * authenticated listener. Once it listens,
  * one line says where, in a form scripts parse:
  *
  *   listening on 127.0.0.1:41234
@@ -34,6 +37,7 @@
 #include <unistd.h>
 
 #include "pt.h"
+#include "common/journal.h"
 #include "common/log.h"
 #include "daemon/controller/controller.h"
 #include "daemon/roles.h"
@@ -128,6 +132,32 @@ static int state_dir_open(struct controller *ctl)
   return PT_OK;
 }
 
+/* The journal, replayed into the job table. A torn last record is dropped
+ * with one warning; any other damage refuses to start. */
+static int journal_load(struct controller *ctl)
+{
+  char path[CTL_PATH_MAX + 16], err[1024];
+  uint64_t dropped = 0;
+
+  snprintf(path, sizeof(path), "%s/journal", ctl->cfg.state_dir);
+  int rc = ctl_journal_open(&ctl->journal, path, &ctl->jobs, &dropped, err,
+                            sizeof(err));
+  if (rc != PT_OK) {
+    log_error("%s: refusing to start (move it aside to start empty, which "
+              "forgets every job)", err);
+    return rc;
+  }
+  if (dropped > 0)
+    log_warn("journal '%s': dropped a torn last record (%" PRIu64 " bytes): "
+             "a crash in the middle of an append; that decision never took "
+             "effect", path, dropped);
+  ctl_jobs_replay_done(&ctl->jobs, rpc_now_ms());
+  log_info("journal '%s': %" PRIu64 " records, %zu live jobs, %zu ended",
+           path, journal_records(ctl->journal), ctl->jobs.nlive,
+           ctl->jobs.nended);
+  return PT_OK;
+}
+
 /* ---- timers, signals, systemd ---- */
 
 static void on_timer(uv_timer_t *t)
@@ -170,7 +200,7 @@ static void close_handle(uv_handle_t *h)
     uv_close(h, NULL);
 }
 
-static void ctl_stop(struct controller *ctl, const char *why)
+void controller_stop(struct controller *ctl, const char *why)
 {
   if (ctl->stopping)
     return;
@@ -184,13 +214,14 @@ static void ctl_stop(struct controller *ctl, const char *why)
   ctl_conn_close_all(ctl);
   close_handle((uv_handle_t *)&ctl->timer);
   close_handle((uv_handle_t *)&ctl->watchdog);
+  close_handle((uv_handle_t *)&ctl->jobs_timer);
   close_handle((uv_handle_t *)&ctl->sigterm);
   close_handle((uv_handle_t *)&ctl->sigint);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
-  ctl_stop(s->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
+  controller_stop(s->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 /* ---- set-up and teardown ---- */
@@ -236,6 +267,10 @@ static int setup(struct controller *ctl)
   if (rc != PT_OK)
     return rc;
   ctl_members_init(&ctl->members, &ctl->cfg.t, ctl_conn_log_change, ctl);
+  ctl_jobs_init(&ctl->jobs, &ctl->members, &ctl_job_conn_ops, ctl);
+  rc = journal_load(ctl);
+  if (rc != PT_OK)
+    return rc;
 
   ctl->loop = malloc(sizeof(*ctl->loop));
   if (ctl->loop == NULL)
@@ -250,6 +285,7 @@ static int setup(struct controller *ctl)
   ctl->timer.data = ctl;
   uv_timer_init(ctl->loop, &ctl->watchdog);
   ctl->watchdog.data = ctl;
+  ctl_job_conn_timer_start(ctl);
   uv_signal_init(ctl->loop, &ctl->sigterm);
   ctl->sigterm.data = ctl;
   uv_signal_init(ctl->loop, &ctl->sigint);
@@ -275,13 +311,16 @@ static int setup(struct controller *ctl)
 static void teardown(struct controller *ctl)
 {
   if (ctl->loop != NULL) {
-    ctl_stop(ctl, "start-up failed");
+    controller_stop(ctl, "start-up failed");
     uv_run(ctl->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(ctl->loop) != 0)
       log_warn("the event loop still had open handles at exit");
     free(ctl->loop);
   }
+  ctl_jobs_release(&ctl->jobs);
   ctl_members_release(&ctl->members);
+  if (ctl->journal != NULL)
+    journal_close(ctl->journal);
   if (ctl->lock_fd >= 0)
     close(ctl->lock_fd);
   sodium_memzero(ctl->auth.key, sizeof(ctl->auth.key));
@@ -312,6 +351,9 @@ int controller_main(int argc, char **argv)
     free(ctl);
     return CTL_EXIT_USAGE;
   }
+  const char *fault = getenv("PT_FAULT");
+  ctl->fault_after_commit =
+      fault != NULL && strcmp(fault, "ctl_after_commit_journal") == 0;
   log_max_level = ctl->cfg.log_level;
   log_set_role("ptd controller");
   rpc_log_route();
@@ -327,10 +369,11 @@ int controller_main(int argc, char **argv)
   log_notice("listening on %s%s%s:%d", v6 ? "[" : "", ctl->cfg.listen_host,
              v6 ? "]" : "", port);
   log_info("state in '%s'; heartbeat %" PRIu32 " ms, unreachable after %" PRIu32
-           " ms, dead after %" PRIu32 " ms, grace %" PRIu32 " ms",
+           " ms, dead after %" PRIu32 " ms, grace %" PRIu32 " ms, jobs wait "
+           "%" PRIu32 " ms for a dead node",
            ctl->cfg.state_dir, ctl->cfg.t.heartbeat_ms,
            ctl_args_timeouts_unreachable_ms(&ctl->cfg.t), ctl->cfg.t.dead_after_ms,
-           ctl->cfg.t.grace_ms);
+           ctl->cfg.t.grace_ms, ctl->cfg.t.node_wait_ms);
   if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
     uv_timer_start(&ctl->watchdog, on_watchdog, usec / 2000, usec / 2000);
     log_debug("systemd watchdog: a ping every %" PRIu64 " ms", usec / 2000);

@@ -1,7 +1,7 @@
 /*
  * controller.h — `ptd controller`: one per cluster. It owns the cluster's
- * membership (and, in later steps, every job's lifecycle and the commit of
- * steps across nodes). Nodes and ptctl reach it over the authenticated TCP
+ * membership, every job's lifecycle and the commit of steps across nodes,
+ * journaled in its state directory. Nodes and ptctl reach it over the authenticated TCP
  * transport (rpc/rpc.h); everything runs on one libuv loop.
  *
  * Files:
@@ -11,8 +11,18 @@
  *   ctl_members.c  membership: nodes, their states and the timers' verdicts
  *                  (pure, no sockets, no clock: the caller passes now;
  *                  unit-tested)
+ *   ctl_jobs.c     jobs: specs checked, placement, ranks, epochs, the
+ *                  commit across nodes (daemon/commit/, a voter per node),
+ *                  restarts, waits for dead nodes, ends, the replay's
+ *                  rebuild (pure, no sockets, no clock; unit-tested)
+ *   ctl_journal.c  <state-dir>/journal: JOB, EPOCH, COMMIT, END records,
+ *                  their replay, the compaction
  *   ctl_conn.c     the connections: roles, NODE_REGISTER, HEARTBEAT,
  *                  NODES_QUERY; hostile input refused and logged
+ *   ctl_job_conn.c the jobs protocol: JOB_START/STOP/RESTORE, JOBS_QUERY
+ *                  from ptctl; JOB_ASSIGN/HALT/PIN/COMMIT/UNPIN to nodes,
+ *                  JOB_PART_STATE/STEP_SEALED/JOB_VOTE from them; the jobs'
+ *                  timer; the fault point PT_FAULT=ctl_after_commit_journal
  *   controller.c   set-up and teardown: key, state directory and its lock,
  *                  listener, signals, systemd notify and watchdog, the
  *                  membership timer
@@ -26,12 +36,15 @@
  * Node states: ALIVE (registered, heard from), UNREACHABLE (its connection
  * broke, or it has missed heartbeats), DEAD (silent for dead-after, or its
  * connection lost and not back within grace). Deciding that a node is dead
- * is the membership timer's job alone; what a job does about it is a later,
- * separate decision.
+ * is the membership timer's job alone; what a job does about it is a
+ * separate decision with its own deadline (ctl_jobs.c: the job waits
+ * node_wait_ms for it).
  *
- * Exit status: 0 stopped by SIGTERM or SIGINT, 1 a failure while running,
- * 2 usage or configuration error (bad option, key, state directory, a
- * second controller on the same state directory, an address in use).
+ * Exit status: 0 stopped by SIGTERM or SIGINT, 1 a failure while running
+ * (the journal could not be written), 2 usage or configuration error (bad
+ * option, key, state directory, a second controller on the same state
+ * directory, an address in use, a damaged journal), 9 the fault point
+ * PT_FAULT=ctl_after_commit_journal (ctl_job_conn.c).
  */
 #ifndef PT_CONTROLLER_H
 #define PT_CONTROLLER_H
@@ -43,6 +56,7 @@
 
 #include <uv.h>
 
+#include "daemon/commit/commit.h"
 #include "rpc/rpc.h"
 
 #define CTL_EXIT_OK 0
@@ -63,6 +77,9 @@ struct ctl_timeouts {
   uint32_t dead_after_ms; /* silent this long: dead (default 10000) */
   uint32_t grace_ms;      /* connection lost this long and not back: dead
                              (default: dead_after_ms) */
+  uint32_t node_wait_ms;  /* a job's default wait for a dead node of its
+                             (default 60000, or 2 x dead_after_ms when that
+                             is longer); 0: CTL_NODE_WAIT_MS_DEFAULT */
 };
 #define CTL_HEARTBEAT_MS_DEFAULT 1000u
 #define CTL_DEAD_AFTER_MS_DEFAULT 10000u
@@ -73,7 +90,8 @@ struct ctl_timeouts {
 
 /* Checks the timeouts as one ordered set:
  *   10 ms <= heartbeat-ms < dead-after-ms, 2 x heartbeat-ms <= dead-after-ms,
- *   0 < grace-ms <= dead-after-ms, every one at most an hour.
+ *   0 < grace-ms <= dead-after-ms < node-wait-ms (when set), every one at
+ *   most an hour.
  * PT_OK, or -EINVAL with err naming the order and the values given. */
 int ctl_args_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errlen);
 
@@ -114,6 +132,8 @@ enum ctl_node_state {
 };
 const char *ctl_members_node_state_name(enum ctl_node_state s); /* never NULL */
 
+struct ctl_job;
+
 struct ctl_node {
   char id[RPC_NODE_ID_MAX + 1];
   char advertise[CTL_ADVERTISE_MAX + 1];
@@ -128,6 +148,9 @@ struct ctl_node {
   uint64_t last_heard_ms;     /* registration or last heartbeat */
   uint64_t lost_ms;           /* when conn was lost (conn == NULL) */
   uint64_t heartbeats;        /* on the current connection */
+  struct ctl_job *jobp;       /* the live job it has a part in, or NULL
+                                 (ctl_jobs.c keeps it and job[] in step) */
+  uint32_t part;              /* its part's index in jobp */
 };
 
 /* What a node sends at registration; strings are NUL-terminated (protobuf-c
@@ -188,6 +211,10 @@ int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
 /* A heartbeat from the node registered on conn: it is heard from now (an
  * UNREACHABLE node is ALIVE again). -ENOENT when no node is on conn. */
 int ctl_members_heartbeat(struct ctl_members *m, void *conn, uint64_t now);
+/* The same, O(1) when hint is the node's index (the caller remembers it
+ * from the registration); any other hint: as ctl_members_heartbeat. */
+int ctl_members_heartbeat_at(struct ctl_members *m, size_t hint, void *conn,
+                             uint64_t now);
 /* The node registered on conn lost it: UNREACHABLE. No-op when no node is
  * on conn (it never registered, or was taken over). */
 void ctl_members_lost(struct ctl_members *m, void *conn, uint64_t now);
@@ -203,6 +230,263 @@ size_t ctl_members_tick(struct ctl_members *m, uint64_t now, void **dead_conns,
  * UINT64_MAX when none can (no nodes, or all dead). */
 uint64_t ctl_members_next_ms(const struct ctl_members *m, uint64_t now);
 
+/* ---- jobs (ctl_jobs.c; pure) ----
+ *
+ * The job table and every decision about a job: the spec checked, its
+ * nodes picked, its ranks and environment, its epochs, its commits (the
+ * commit module over one voter per node), its restarts and its end. No
+ * sockets, no clock (now is passed in): what must go to a node or to the
+ * journal goes through struct ctl_jobs_ops, whose journal call returns
+ * only once the record is durable, before the decision takes effect.
+ *
+ *   starting    epoch begun, parts assigned; not every part running yet
+ *   running     every part running
+ *   restarting  every part halted; the next epoch starts after a backoff
+ *   waiting     a node of the job is dead: the other parts halted; the job
+ *               waits node_wait_ms for it, then fails
+ *   stopping    not entered: ptctl stop ends the job at once (below)
+ *   done, failed, stopped   ended: END journaled, every part told to halt
+ *               (remove: done only), nodes freed; a node that missed the
+ *               halt and reports the job running is told again
+ */
+#define CTL_SLOTS_DEFAULT 3u
+#define CTL_MAX_RESTARTS_DEFAULT 3u
+#define CTL_RESTART_WINDOW_MS_DEFAULT 600000u /* as ptd node's */
+#define CTL_BACKOFF_MS_DEFAULT 200u
+#define CTL_BACKOFF_CAP_MS 5000u
+#define CTL_HEALTHY_MS 60000u  /* up this long with a commit: backoff reset */
+#define CTL_NODE_WAIT_MS_DEFAULT 60000u
+#define CTL_MASTER_PORT_BASE 29500u /* picked MASTER_PORTs: base + 0..span-1 */
+#define CTL_MASTER_PORT_SPAN 1000u
+#define CTL_ASSIGN_MS 30000u   /* an assignment or halt unanswered this long:
+                                  the part failed (halt: counted stopped) */
+#define CTL_ROUND_MS 10000u    /* a commit phase's deadline */
+#define CTL_ARGV_MAX 4096u     /* arguments of a job's command */
+#define CTL_ARG_MAX 65536u     /* bytes of one argument */
+#define CTL_JOB_NODES_MAX 65536u
+#define CTL_ENDED_KEEP 100u    /* ended jobs remembered (and journaled) */
+#define CTL_HELD_MAX 16u       /* held steps kept per part */
+#define CTL_REASON_MAX 512u
+
+enum ctl_job_state {
+  CTL_JOB_STARTING = 1,
+  CTL_JOB_RUNNING,
+  CTL_JOB_RESTARTING,
+  CTL_JOB_WAITING,
+  CTL_JOB_STOPPING,
+  CTL_JOB_DONE,
+  CTL_JOB_FAILED,
+  CTL_JOB_STOPPED,
+};
+enum ctl_part_state {
+  CTL_PART_ASSIGNED = 1, /* this epoch's assignment due or sent */
+  CTL_PART_RUNNING,
+  CTL_PART_STOPPED,
+  CTL_PART_FAILED,
+  CTL_PART_DONE,
+};
+const char *ctl_jobs_state_name(enum ctl_job_state s);   /* never NULL */
+const char *ctl_jobs_part_state_name(enum ctl_part_state s);
+/* 0 when name is none of them. */
+enum ctl_job_state ctl_jobs_state_parse(const char *name);
+bool ctl_jobs_ended(enum ctl_job_state s);
+
+struct ctl_part {
+  char node_id[RPC_NODE_ID_MAX + 1];
+  size_t node;            /* index in ctl_members.nodes; SIZE_MAX: that node
+                             has not registered since this controller began */
+  enum ctl_part_state state;
+  bool sent;              /* this epoch's assignment went out */
+  uint64_t deadline;      /* an answer to JOB_ASSIGN / JOB_HALT due; 0 none */
+  uint64_t bytes_held;
+  bool has_sealed;
+  uint64_t last_sealed;   /* in this epoch */
+  uint64_t held[CTL_HELD_MAX]; /* as its last JOB_PART_STATE said */
+  uint32_t nheld;
+};
+
+struct ctl_jobs;
+
+struct ctl_job {
+  struct ctl_job *next;
+  struct ctl_jobs *js;
+  Pt__JobSpec *spec;      /* owned (protobuf-c unpacked), defaults filled */
+  enum ctl_job_state state;
+  uint64_t epoch;
+  bool has_restore;       /* this epoch's restore step */
+  uint64_t restore_step;
+  bool has_committed;
+  uint64_t committed;
+  uint64_t committed_ms;  /* when (0: before this controller began) */
+  uint32_t restarts;
+  uint64_t commits;
+  uint32_t master_port;
+  char master_addr[CTL_ADVERTISE_MAX + 1];
+  uint32_t nparts;
+  struct ctl_part *parts;
+  struct commit commit;   /* one voter per part */
+  uint64_t *restart_log;  /* when each recent counted restart began (ring
+                             of max_restarts) */
+  uint32_t nlog, log_pos;
+  uint32_t backoff_attempt;
+  uint64_t running_since;
+  bool committed_since;   /* a commit since running_since */
+  uint64_t due_ms;        /* restarting: the next epoch; waiting, stopping,
+                             recovering: the deadline; 0 none */
+  uint64_t seal_min;      /* min over parts of last_sealed + 1 (0: some
+                             part sealed nothing yet), ... */
+  uint32_t n_at_min;      /* ... how many parts are at it ... */
+  bool seal_min_stale;    /* ... or to be computed again */
+  bool recovering;        /* rebuilt from the journal: its nodes have until
+                             due_ms to register again */
+  char reason[CTL_REASON_MAX]; /* why it restarted, waits, failed, stopped */
+  uint64_t ended_ms;
+};
+
+enum ctl_rec {
+  CTL_REC_JOB = 1,    /* spec + placement (Pt__CtlRecJob) */
+  CTL_REC_EPOCH = 2,  /* Pt__CtlRecEpoch */
+  CTL_REC_COMMIT = 3, /* Pt__CtlRecCommit */
+  CTL_REC_END = 4,    /* Pt__CtlRecEnd */
+};
+
+struct ctl_jobs_ops {
+  /* JOB_ASSIGN of j->epoch to part (its node is connected). Non-zero: not
+   * sent. */
+  int (*assign)(void *ctx, struct ctl_job *j, uint32_t part);
+  /* JOB_HALT of j (epochs up to j->epoch) to part (connected). */
+  int (*halt)(void *ctx, struct ctl_job *j, uint32_t part, bool remove);
+  /* JOB_PIN / JOB_COMMIT / JOB_UNPIN of step to part. pin: OUT *ticket,
+   * the request id its JOB_VOTE will carry. Non-zero: not sent. */
+  int (*pin)(void *ctx, struct ctl_job *j, uint32_t part, uint64_t step,
+             uint64_t *ticket);
+  int (*commit)(void *ctx, struct ctl_job *j, uint32_t part, uint64_t step);
+  int (*unpin)(void *ctx, struct ctl_job *j, uint32_t part, uint64_t step);
+  /* Appends the record kind describes j as it is now (COMMIT: j->committed
+   * in j->epoch) and makes it durable. Non-zero: the decision does not
+   * take effect. */
+  int (*journal)(void *ctx, const struct ctl_job *j, enum ctl_rec kind);
+};
+
+struct ctl_jobs {
+  struct ctl_job *jobs;   /* live and ended, newest first */
+  size_t nlive, nended;
+  uint64_t replay_ends;   /* END records replayed (their order) */
+  struct ctl_members *m;
+  const struct ctl_jobs_ops *ops;
+  void *ctx;
+};
+
+void ctl_jobs_init(struct ctl_jobs *js, struct ctl_members *m,
+                   const struct ctl_jobs_ops *ops, void *ctx);
+void ctl_jobs_release(struct ctl_jobs *js);
+struct ctl_job *ctl_jobs_find(struct ctl_jobs *js, const char *name);
+
+/* Checks spec and fills its defaults (slots 3, max_restarts 3, restart
+ * window 600 s, backoff 200 ms, node_wait_ms 60000), against the
+ * membership's timeouts (node_wait_ms > dead-after-ms). PT_OK or -EINVAL
+ * with err naming the field and its limits. */
+int ctl_jobs_spec_check(const struct ctl_jobs *js, Pt__JobSpec *spec, char *err,
+                        size_t errlen);
+/* Picks spec->nodes ALIVE spare nodes of capacity >= ranks_per_node, over
+ * as many distinct failure domains as there are (registration order
+ * otherwise). OUT: idx[spec->nodes] (indexes in js->m->nodes). -ENOSPC with
+ * err saying how many are free and how many are needed. */
+int ctl_jobs_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
+                   size_t *idx, char *err, size_t errlen);
+/* The MASTER_PORT of a new job: spec's, or the lowest of
+ * CTL_MASTER_PORT_BASE.. no live job uses. 0: none left. */
+uint32_t ctl_jobs_pick_port(const struct ctl_jobs *js, uint32_t want);
+
+/* ptctl start: checks, places, journals JOB then EPOCH 1, assigns. PT_OK
+ * (OUT *out) or -EINVAL/-EEXIST/-ENOSPC/-EADDRINUSE with err, or the
+ * journal's error. spec is copied. */
+int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec, uint64_t now,
+                   struct ctl_job **out, char *err, size_t errlen);
+/* ptctl stop: END(stopped) journaled, every part halted. -ENOENT, -EALREADY
+ * (ended). */
+int ctl_jobs_stop(struct ctl_jobs *js, const char *name, uint64_t now,
+                  char *err, size_t errlen);
+/* ptctl restore: a new epoch from the newest committed step, or from step
+ * (committed at some point, not newer than the committed step, and held by
+ * every part as its last report said). -ENOENT (no such job, or no such
+ * step), -EALREADY (ended). OUT: *restored (the step; none: fresh). */
+int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
+                     uint64_t step, uint64_t now, bool *has_restored,
+                     uint64_t *restored, char *err, size_t errlen);
+
+/* Global rank of part's local rank 0, and the world size. */
+uint32_t ctl_jobs_first_rank(const struct ctl_job *j, uint32_t part);
+uint32_t ctl_jobs_world_size(const struct ctl_job *j);
+
+/* From the nodes (the caller found j and part from the connection). Each
+ * returns PT_OK, or PT_EEPOCH when epoch is not j's current one (ignored). */
+int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
+                        uint64_t epoch, enum ctl_part_state st,
+                        const char *msg, const Pt__JobPartState *m,
+                        uint64_t now);
+int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
+                    uint64_t epoch, uint64_t step, uint64_t now);
+int ctl_jobs_vote(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
+                  uint64_t epoch, uint64_t step, uint64_t ticket, int status,
+                  const char *msg, uint64_t now);
+
+/* The membership's news. registered: node m->nodes[node] (re)registered:
+ * bound to its part if it has one in a live job, which is told again
+ * (JOB_ASSIGN of the current epoch, with the committed step); a waiting
+ * job whose nodes are all back restarts in a new epoch. down: the node
+ * became UNREACHABLE or DEAD. */
+void ctl_jobs_node_registered(struct ctl_jobs *js, size_t node, uint64_t now);
+void ctl_jobs_node_down(struct ctl_jobs *js, size_t node, uint64_t now);
+
+/* Deadlines: assignments unanswered, backoffs over, waits over, commit
+ * phases. */
+void ctl_jobs_tick(struct ctl_jobs *js, uint64_t now);
+/* Milliseconds from now to the next deadline; UINT64_MAX none. */
+uint64_t ctl_jobs_next_ms(const struct ctl_jobs *js, uint64_t now);
+
+/* Replay (ctl_journal.c calls these in record order; nothing is sent).
+ * PT_EFORMAT with err for a record that contradicts the ones before. */
+int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
+                        char *const *node_ids, size_t n, uint32_t master_port,
+                        const char *master_addr, char *err, size_t errlen);
+int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
+                          bool has_restore, uint64_t restore, char *err,
+                          size_t errlen);
+int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
+                           uint64_t epoch, uint64_t step, char *err,
+                           size_t errlen);
+int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
+                        enum ctl_job_state st, const char *reason, char *err,
+                        size_t errlen);
+/* After the last record: every live job waits for its nodes to register
+ * again (until now + dead-after + node_wait_ms), then goes on in the epoch
+ * it had. */
+void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now);
+
+/* ---- the journal (ctl_journal.c) ----
+ *
+ * <state-dir>/journal (common/journal.h): JOB, EPOCH, COMMIT and END
+ * records, each a small protobuf message (rpc/pt.proto, "controller
+ * journal records"). Compacted when over CTL_JOURNAL_MAX_BYTES or
+ * CTL_JOURNAL_MAX_RECORDS: JOB + EPOCH (+ COMMIT) per live job, JOB + END
+ * per remembered ended job. */
+#define CTL_JOURNAL_MAX_BYTES (1u << 20)
+#define CTL_JOURNAL_MAX_RECORDS 10000u
+
+struct journal;
+/* Opens (creating) path and replays it into js (empty). PT_OK; PT_EFORMAT
+ * with err naming the journal and the offset (or record) for damage; a
+ * torn last record is dropped (OUT *dropped: its bytes). */
+int ctl_journal_open(struct journal **j, const char *path, struct ctl_jobs *js,
+                     uint64_t *dropped, char *err, size_t errlen);
+/* Appends kind's record for job, durably. */
+int ctl_journal_append(struct journal *jr, const struct ctl_job *job,
+                       enum ctl_rec kind);
+/* Compacts when the journal is over its bounds (or always when force). */
+int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
+                        bool force);
+
 /* ---- the process (controller.c, ctl_conn.c) ---- */
 
 struct ctl_peer;
@@ -213,12 +497,18 @@ struct controller {
   struct rpc_listener *listener;
   struct rpc_auth auth;
   struct ctl_members members;
+  struct ctl_jobs jobs;
+  struct journal *journal; /* <state-dir>/journal */
+  uint64_t req_seq;        /* request ids of what it sends nodes */
+  bool fault_after_commit; /* PT_FAULT=ctl_after_commit_journal */
+  bool compact_due;        /* a record was appended since the last check */
   struct ctl_peer *peers; /* every open connection, a list */
   int lock_fd;
   bool stopping;
   int exit_code;
   uv_timer_t timer;    /* the membership timer: decides unreachable, dead */
   uv_timer_t watchdog; /* systemd's watchdog pings */
+  uv_timer_t jobs_timer; /* the jobs' deadlines (ctl_job_conn.c) */
   uv_signal_t sigterm, sigint;
 };
 
@@ -233,8 +523,26 @@ void ctl_conn_close_all(struct controller *ctl);
 /* Runs the membership timers now, closes the connections of nodes they
  * declared dead, and re-arms the timer for the next deadline (controller.c). */
 void controller_members_timer_run(struct controller *ctl);
-/* The membership's change callback: one log line per change (ctl_conn.c). */
+/* The membership's change callback: one log line per change, and a node
+ * gone unreachable or dead told to its job (ctl_conn.c). */
 void ctl_conn_log_change(void *arg, const struct ctl_node *n,
                     enum ctl_node_state from, const char *why);
+/* Stops the loop (controller.c): listener and connections closed. */
+void controller_stop(struct controller *ctl, const char *why);
+
+/* ctl_job_conn.c: the jobs protocol. */
+extern const struct ctl_jobs_ops ctl_job_conn_ops;
+/* Starts the jobs' timer (every CTL_JOBS_TICK_MS: deadlines, compaction). */
+void ctl_job_conn_timer_start(struct controller *ctl);
+/* A ptctl request of the jobs protocol (JOB_START, JOB_STOP, JOB_RESTORE,
+ * JOBS_QUERY): answered. PT_EPROTO for another type. */
+int ctl_job_conn_on_ctl(struct controller *ctl, struct rpc_conn *c,
+                        const struct rpc_hdr *h, ProtobufCMessage *msg);
+/* A registered node's frame (node: its index in ctl->members.nodes).
+ * PT_OK, or PT_EPROTO with what (the line of the refusal): the caller
+ * closes the connection. */
+int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
+                         size_t node, const struct rpc_hdr *h,
+                         ProtobufCMessage *msg, char *what, size_t whatlen);
 
 #endif /* PT_CONTROLLER_H */

@@ -21,10 +21,17 @@ void ctl_args_usage(FILE *f)
 {
   fputs("usage: ptd controller --listen ADDR:PORT --state-dir DIR --key FILE\n"
         "                      [--heartbeat-ms MS] [--dead-after-ms MS]\n"
-        "                      [--grace-ms MS] [--log-level N]\n"
+        "                      [--grace-ms MS] [--node-wait-ms MS]\n"
+        "                      [--log-level N]\n"
         "\n"
         "The cluster's controller: nodes (ptd node --controller) register\n"
-        "and heartbeat here, ptctl --controller queries it. One per cluster.\n"
+        "and heartbeat here; ptctl --controller starts, stops, restores and\n"
+        "queries jobs. It places each job's parts on spare nodes, commits a\n"
+        "step when every node of the job holds it, restarts the whole job\n"
+        "from its newest committed step when a part fails, and journals\n"
+        "every decision in DIR/journal before any node hears of it (replayed\n"
+        "at start: a controller killed at any moment carries on). One per\n"
+        "cluster.\n"
         "\n"
         "options:\n"
         "  --listen ADDR:PORT   numeric address to listen on: 127.0.0.1:7000,\n"
@@ -41,16 +48,26 @@ void ctl_args_usage(FILE *f)
         "  --grace-ms MS        a node whose connection broke and did not\n"
         "                       come back within this is dead (default: the\n"
         "                       dead-after value)\n"
+        "  --node-wait-ms MS    a job whose node is dead stops and waits this\n"
+        "                       long for it before it fails; the default of\n"
+        "                       jobs that do not say (default 60000, or twice\n"
+        "                       dead-after when that is longer)\n"
         "  --log-level N        3 errors .. 7 debug (default 6)\n"
         "  --help\n"
         "\n"
         "The timeouts must keep this order: 10 <= heartbeat-ms,\n"
         "2 x heartbeat-ms <= dead-after-ms, 0 < grace-ms <= dead-after-ms,\n"
-        "each at most 3600000. A node that misses 3 heartbeats (never more\n"
-        "than dead-after) is shown unreachable.\n"
+        "dead-after-ms < node-wait-ms, each at most 3600000. A node that\n"
+        "misses 3 heartbeats (never more than dead-after) is shown\n"
+        "unreachable.\n"
         "\n"
-        "exit status: 0 stopped by SIGTERM/SIGINT, 1 failure, 2 usage or\n"
-        "configuration error\n",
+        "environment: PT_FAULT=ctl_after_commit_journal makes it exit with\n"
+        "status 9 right after a commit is journaled, before any node is told\n"
+        "(a fault point for tests).\n"
+        "\n"
+        "exit status: 0 stopped by SIGTERM/SIGINT, 1 failure (the journal\n"
+        "could not be written), 2 usage or configuration error (a damaged\n"
+        "journal included: the message names it and the offset)\n",
         f);
 }
 
@@ -58,16 +75,20 @@ int ctl_args_timeouts_check(const struct ctl_timeouts *t, char *err, size_t errl
 {
   const char *order = "the timeouts must keep 10 <= heartbeat-ms, "
                       "2 x heartbeat-ms <= dead-after-ms, "
-                      "0 < grace-ms <= dead-after-ms <= 3600000";
+                      "0 < grace-ms <= dead-after-ms <= 3600000, "
+                      "dead-after-ms < node-wait-ms <= 3600000";
 
   if (t->heartbeat_ms < CTL_HEARTBEAT_MS_MIN ||
       t->dead_after_ms > CTL_TIMEOUT_MS_MAX ||
       (uint64_t)t->heartbeat_ms * 2u > t->dead_after_ms || t->grace_ms == 0 ||
-      t->grace_ms > t->dead_after_ms) {
+      t->grace_ms > t->dead_after_ms ||
+      (t->node_wait_ms != 0 && (t->node_wait_ms <= t->dead_after_ms ||
+                                t->node_wait_ms > CTL_TIMEOUT_MS_MAX))) {
     snprintf(err, errlen,
              "%s; got heartbeat-ms %" PRIu32 ", dead-after-ms %" PRIu32
-             ", grace-ms %" PRIu32,
-             order, t->heartbeat_ms, t->dead_after_ms, t->grace_ms);
+             ", grace-ms %" PRIu32 ", node-wait-ms %" PRIu32,
+             order, t->heartbeat_ms, t->dead_after_ms, t->grace_ms,
+             t->node_wait_ms);
     return -EINVAL;
   }
   return PT_OK;
@@ -123,7 +144,7 @@ static int copy_path(const char *opt, const char *v, char *dst, size_t cap,
 int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
                    size_t errlen)
 {
-  bool has_listen = false, has_grace = false;
+  bool has_listen = false, has_grace = false, has_wait = false;
   int rc;
 
   memset(cfg, 0, sizeof(*cfg));
@@ -137,7 +158,8 @@ int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
       return CTL_ARGS_HELP;
     static const char *const with_value[] = {
         "--listen",     "--state-dir", "--key",       "--heartbeat-ms",
-        "--dead-after-ms", "--grace-ms", "--log-level", NULL};
+        "--dead-after-ms", "--grace-ms", "--node-wait-ms", "--log-level",
+        NULL};
     size_t k;
     for (k = 0; with_value[k] != NULL; k++)
       if (strcmp(a, with_value[k]) == 0)
@@ -170,6 +192,14 @@ int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
     } else if (strcmp(a, "--grace-ms") == 0) {
       rc = parse_ms(a, val, &cfg->t.grace_ms, err, errlen);
       has_grace = true;
+    } else if (strcmp(a, "--node-wait-ms") == 0) {
+      rc = parse_ms(a, val, &cfg->t.node_wait_ms, err, errlen);
+      if (rc == PT_OK && cfg->t.node_wait_ms == 0)
+        rc = -EINVAL;
+      if (rc != PT_OK)
+        snprintf(err, errlen, "--node-wait-ms '%s': expected milliseconds, "
+                 "1..%u", LOG_ESC(val), CTL_TIMEOUT_MS_MAX);
+      has_wait = true;
     } else {
       uint32_t lvl;
       rc = parse_ms(a, val, &lvl, err, errlen);
@@ -199,5 +229,12 @@ int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
   }
   if (!has_grace)
     cfg->t.grace_ms = cfg->t.dead_after_ms;
+  if (!has_wait) {
+    uint64_t w = (uint64_t)cfg->t.dead_after_ms * 2u;
+    cfg->t.node_wait_ms = cfg->t.dead_after_ms < CTL_NODE_WAIT_MS_DEFAULT
+                              ? CTL_NODE_WAIT_MS_DEFAULT
+                          : w > CTL_TIMEOUT_MS_MAX ? CTL_TIMEOUT_MS_MAX
+                                                   : (uint32_t)w;
+  }
   return ctl_args_timeouts_check(&cfg->t, err, errlen);
 }

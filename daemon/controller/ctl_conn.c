@@ -5,7 +5,10 @@
  *   PEER_ROLE_NODE  NODE_REGISTER first (its node id the handshake's),
  *                   answered with NODE_REGISTER_REPLY (heartbeat-ms,
  *                   dead-after-ms); then HEARTBEAT frames, not answered.
- *   PEER_ROLE_CTL   NODES_QUERY, answered with NODES_REPLY.
+ *                   JOB_PART_STATE, STEP_SEALED and JOB_VOTE go to
+ *                   ctl_job_conn.c.
+ *   PEER_ROLE_CTL   NODES_QUERY, answered with NODES_REPLY; JOB_START,
+ *                   JOB_STOP, JOB_RESTORE and JOBS_QUERY (ctl_job_conn.c).
  *
  * Anything else (another role, a frame outside the role, a second
  * NODE_REGISTER, a registration that ctl_members_register_check refuses, a node id
@@ -34,6 +37,7 @@ struct ctl_peer {
   struct rpc_conn *c;
   uint32_t role;
   bool registered;
+  size_t node;  /* registered: its index in ctl->members.nodes */
   bool refused; /* closed by refuse(): nothing more is read */
   struct ctl_peer *next, **pprev;
 };
@@ -57,10 +61,13 @@ static const char *role_name(uint32_t role)
 void ctl_conn_log_change(void *arg, const struct ctl_node *n,
                     enum ctl_node_state from, const char *why)
 {
-  (void)arg;
+  struct controller *ctl = arg;
   log_notice("node '%s' %s -> %s: %s", LOG_ESC(n->id),
              from == 0 ? "new" : ctl_members_node_state_name(from),
              ctl_members_node_state_name(n->state), why);
+  if (ctl != NULL && !ctl->stopping && n->state != CTL_NODE_ALIVE)
+    ctl_jobs_node_down(&ctl->jobs, (size_t)(n - ctl->members.nodes),
+                       rpc_now_ms());
 }
 
 static void peer_unlink(struct ctl_peer *p)
@@ -172,6 +179,10 @@ static int on_register(struct ctl_peer *p, const struct rpc_hdr *h,
     rpc_conn_close(old, -ECONNRESET);
   }
   send_register_reply(p, h->request_id, PT_OK, NULL);
+  struct ctl_node *n = ctl_members_find(&ctl->members, r.node_id);
+  p->node = (size_t)(n - ctl->members.nodes);
+  /* Its part, if it has one, is told again where the job stands. */
+  ctl_jobs_node_registered(&ctl->jobs, p->node, rpc_now_ms());
   controller_members_timer_run(ctl);
   return PT_OK;
 }
@@ -243,9 +254,17 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       return on_register(p, h, (const Pt__NodeRegister *)msg);
     }
     if (h->type == RPC_HEARTBEAT) {
-      if (ctl_members_heartbeat(&p->ctl->members, c, rpc_now_ms()) != PT_OK)
+      if (ctl_members_heartbeat_at(&p->ctl->members, p->node, c,
+                                   rpc_now_ms()) != PT_OK)
         return refuse(p, "heartbeat from a node that is no longer "
                          "registered on this connection");
+      return PT_OK;
+    }
+    if (h->type == RPC_JOB_PART_STATE || h->type == RPC_STEP_SEALED ||
+        h->type == RPC_JOB_VOTE) {
+      if (ctl_job_conn_on_node(p->ctl, c, p->node, h, msg, what,
+                               sizeof(what)) != PT_OK)
+        return refuse(p, what);
       return PT_OK;
     }
     snprintf(what, sizeof(what), "%s is not a node's frame here%s",
@@ -255,6 +274,9 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case PT__PEER_ROLE__PEER_ROLE_CTL:
     if (h->type == RPC_NODES_QUERY)
       return on_nodes_query(p, h);
+    if (h->type == RPC_JOB_START || h->type == RPC_JOB_STOP ||
+        h->type == RPC_JOB_RESTORE || h->type == RPC_JOBS_QUERY)
+      return ctl_job_conn_on_ctl(p->ctl, c, h, msg);
     snprintf(what, sizeof(what), "%s is not a ptctl request",
              rpc_type_name(h->type));
     return refuse(p, what);

@@ -213,7 +213,16 @@ int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
 
 int ctl_members_heartbeat(struct ctl_members *m, void *conn, uint64_t now)
 {
-  struct ctl_node *n = find_conn(m, conn);
+  return ctl_members_heartbeat_at(m, SIZE_MAX, conn, now);
+}
+
+int ctl_members_heartbeat_at(struct ctl_members *m, size_t hint, void *conn,
+                             uint64_t now)
+{
+  struct ctl_node *n = hint < m->n && conn != NULL &&
+                               m->nodes[hint].conn == conn
+                           ? &m->nodes[hint]
+                           : find_conn(m, conn);
 
   if (n == NULL)
     return -ENOENT;

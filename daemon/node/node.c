@@ -277,7 +277,7 @@ static void teardown(struct node *n)
 
 /* Cluster mode: the state directory held as in standalone mode, the
  * control socket, signals, and the link to the controller
- * (node_cluster.c). No ranks run yet. */
+ * (node_cluster.c). The job parts it is given run in node_part.c. */
 static int cluster_main(struct node *n)
 {
   uint8_t key[RPC_KEY_BYTES];
@@ -300,8 +300,20 @@ static int cluster_main(struct node *n)
     log_error("cannot start the event loop");
     goto out;
   }
+  uv_timer_init(n->loop, &n->timer);
+  n->timer.data = n;
+  node_job_io_clock_open(n);
   node_ctl_signals_open(n);
-  rc = node_ctl_open(n);
+  /* What the parts' SMPs and trainers need, as standalone. */
+  rc = node_secret_load_or_create(n->cfg.state_dir, n->secret_path,
+                                  sizeof(n->secret_path), n->secret);
+  if (rc == PT_OK)
+    rc = node_proc_env_base(&n->env);
+  if (rc == PT_OK)
+    rc = node_ctl_open(n);
+  /* A part recorded running (this node died) is taken up first. */
+  if (rc == PT_OK)
+    rc = node_part_open(n);
   if (rc == PT_OK) {
     rc = node_cluster_open(n, key);
     if (rc != PT_OK)
@@ -325,6 +337,12 @@ out:
   sodium_memzero(key, sizeof(key));
   if (n->lock_fd >= 0)
     close(n->lock_fd);
+  if (n->decider_data != NULL)
+    n->decider->close(n);
+  node_part_close(n);
+  node_proc_env_free(n->env);
+  free(n->restart_log.at);
+  free(n->ranks);
   free(n);
   return code;
 }
@@ -357,8 +375,11 @@ int node_main(int argc, char **argv)
   log_set_role("ptd node");
   rpc_log_route();
   signal(SIGPIPE, SIG_IGN);
-  if (n->cfg.cluster)
+  if (n->cfg.cluster) {
+    /* The controller decides for the cluster (node_decide_remote.c). */
+    n->decider = &node_decider_remote;
     return cluster_main(n);
+  }
   if (node_check_preflight(&n->cfg) != PT_OK) {
     free(n);
     return NODE_EXIT_USAGE;

@@ -1,7 +1,9 @@
 /*
  * node.h — internals shared by the files of `ptd node`. Who decides commits
  * and restores is behind one seam (node_decider.h); standalone, the node
- * decides itself (node_decide_local.c).
+ * decides itself (node_decide_local.c); in cluster mode the controller
+ * decides (node_decide_remote.c) and the ranks are a job part it assigned
+ * (node_part.c), run by the same supervision.
  *
  *   node.c        node_main: set-up, the state directory, node.state, the
  *                 end
@@ -13,6 +15,14 @@
  *   node_decide_local.c the standalone decider: the commit module
  *                 (daemon/commit/) over the node's SMPs, pins left behind,
  *                 the restore step from the ranks' verified slots
+ *   node_decide_remote.c the cluster-mode decider: STEP_SEALED to the
+ *                 controller, its JOB_PIN/COMMIT/UNPIN relayed to the SMPs,
+ *                 the restore step of the JOB_ASSIGN
+ *   node_cluster.c cluster mode's link to `ptd controller`: register,
+ *                 heartbeat, reconnect with backoff
+ *   node_part.c   cluster mode's job part: JOB_ASSIGN (part.state, the
+ *                 torchrun environment), the epoch fence, JOB_HALT,
+ *                 JOB_PART_STATE, taking the part up after a restart
  *   node_events.c what the SMPs say: STATE_REPLY, replies, failed
  *                 requests, events
  *   node_ident.c  the job instance at start-up, re-adopting processes
@@ -45,6 +55,7 @@
 
 #include <uv.h>
 
+#include "daemon/commit/commit.h"
 #include "daemon/node/node_decider.h"
 #include "daemon/node_secret.h"
 #include "rpc/rpc.h"
@@ -115,7 +126,17 @@ struct node_config {
   char advertise[256];       /* default: the host's name */
   char failure_domain[128];  /* "" : none */
   uint32_t capacity;         /* ranks it can run; default the CPUs, or 8 */
+  /* Where this node's ranks stand in the job (cluster mode: from the
+   * controller's JOB_ASSIGN, node_part.c). Standalone: first_rank 0, world
+   * 0 (the job is this node's: --ranks), group_rank 0, master_addr "". Every
+   * rank the SMPs, the shm names and the trainers see is first_rank + the
+   * local rank. */
+  uint32_t first_rank, world, group_rank;
+  char master_addr[256];
 };
+
+/* The job's world size: cfg->world, or cfg->ranks standalone. */
+uint32_t node_plan_world(const struct node_config *cfg);
 
 #define NODE_ARGS_HELP 1
 /* Parses `ptd node` arguments (argv[0] is the role name). Defaults: job
@@ -217,6 +238,46 @@ int node_plan_budget_check(uint64_t budget, uint32_t nranks,
 int node_plan_state_check(uint64_t state_bytes, uint64_t object,
                           uint64_t budget, uint32_t nranks, uint64_t shm_avail,
                           char *err, size_t len);
+
+/* The torchrun environment of local rank local_rank (below cfg->ranks):
+ * RANK = first_rank + local_rank, WORLD_SIZE = node_plan_world(cfg),
+ * LOCAL_RANK, LOCAL_WORLD_SIZE = cfg->ranks, GROUP_RANK = group_rank,
+ * MASTER_ADDR (127.0.0.1 when cfg has none), MASTER_PORT. */
+struct node_rank_env {
+  uint32_t rank, world, local_rank, local_world, group_rank, master_port;
+  const char *master_addr; /* points into cfg or a literal */
+};
+void node_plan_rank_env(const struct node_config *cfg, uint32_t local_rank,
+                        struct node_rank_env *out);
+/* A JOB_ASSIGN the node can take, with capacity ranks: PT_OK, or -EINVAL
+ * (-ENOSPC: more ranks than capacity) with a sentence in err. */
+int node_plan_assign_check(const Pt__JobAssign *a, uint32_t capacity,
+                           char *err, size_t len);
+/* The remote decider's STEP_SEALED: the newest step every one of the n
+ * ranks' sets holds that is newer than the committed step and than the
+ * last step reported (each step is reported once). False: none. */
+bool node_plan_seal_report(const struct commit_sealed_set *const *sets,
+                           uint32_t n, bool has_committed, uint64_t committed,
+                           bool has_sent, uint64_t sent, uint64_t *step);
+/* The JOB_VOTE status from the n local ranks' PIN answers (0 pinned, a
+ * negated errno otherwise; NODE_PLAN_NO_ANSWER: none yet): 0 when every
+ * rank pinned; -ENOENT when some rank no longer holds the step; else the
+ * first error. NODE_PLAN_NO_ANSWER while some answer is missing (and no
+ * rank said -ENOENT... the phase waits for every answer all the same). */
+#define NODE_PLAN_NO_ANSWER 1
+int node_plan_vote(const int *status, uint32_t n);
+/* The epoch fence: what a decision about (job, epoch) means to a node
+ * whose part is of (part_job, part_epoch) (part_job NULL: no part). */
+enum node_fence {
+  NODE_FENCE_NONE,      /* no part: take an assignment as it comes */
+  NODE_FENCE_OTHER_JOB, /* the part is of another job */
+  NODE_FENCE_OLDER,     /* an older epoch than the part's: ignored
+                           (JOB_PIN: PT_EEPOCH) */
+  NODE_FENCE_SAME,      /* the part's epoch */
+  NODE_FENCE_NEWER,     /* a newer epoch: the part's ranks stop first */
+};
+enum node_fence node_plan_fence(const char *part_job, uint64_t part_epoch,
+                                const char *job, uint64_t epoch);
 
 /* "exited with status S" or "killed by signal SIGNAME" into buf. */
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
@@ -446,6 +507,7 @@ struct node {
   uint64_t commit_logged_ms; /* the last "commit step" line at info */
 
   struct node_cluster *cluster; /* cluster mode: the controller link */
+  struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 
   uint64_t next_req_id;
   bool in_drive, drive_again;
@@ -524,6 +586,8 @@ int node_ident_start(struct node *n);
  * process found by its identity in /proc: an SMP by its command line, a
  * trainer (session leader) by PT_INSTANCE and PT_RANK in its environment. */
 void node_ident_adopt(struct node *n, const struct node_saved *s);
+/* Cluster mode's instance of a part (see node_ident.c). */
+int node_ident_part(struct node *n, bool continuing);
 
 /* node_proc.c */
 int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role role,
@@ -610,6 +674,39 @@ struct node_cluster_view {
   uint64_t registrations;
 };
 void node_cluster_status(const struct node *n, struct node_cluster_view *v);
+/* Sends a frame to the controller: -ENOTCONN unless registered. */
+int node_cluster_send(struct node *n, uint32_t type, uint64_t id,
+                      const ProtobufCMessage *msg);
+bool node_cluster_registered(const struct node *n);
+
+/* node_part.c: cluster mode's job part (JOB_ASSIGN, JOB_HALT, the epoch
+ * fence, JOB_PART_STATE, <state-dir>/part.state) */
+struct node_part;
+/* At start, before the link: reads part.state and, when it records a part
+ * that was running, takes it up again, re-adopting its processes.
+ * Non-zero: the node cannot run. */
+int node_part_open(struct node *n);
+void node_part_close(struct node *n);
+/* A frame from the controller of types JOB_ASSIGN .. JOB_UNPIN. */
+void node_part_on_msg(struct node *n, const struct rpc_hdr *h,
+                      const ProtobufCMessage *msg);
+/* The link (re)registered: JOB_PART_STATE for the part it has. */
+void node_part_on_registered(struct node *n);
+/* After every node_job_drive: JOB_PART_STATE when the part's state
+ * changed. */
+void node_part_after_drive(struct node *n);
+/* The part's ranks are all stopped (node_job.c's end, in cluster mode): the
+ * node stays, a spare or the next epoch's. */
+void node_part_ended(struct node *n);
+/* Ranks run (or are being started or stopped) for a part. */
+bool node_part_active(const struct node *n);
+/* The epoch of the part (0: none). */
+uint64_t node_part_epoch(const struct node *n);
+/* Stop the part's ranks, then the node (SIGTERM, ptctl stop). False: no
+ * ranks run; the caller stops the node now. */
+bool node_part_stop_node(struct node *n, const char *by);
+/* For STATUS_REPLY: the part's job and state ("spare" without one). */
+const char *node_part_state_name(const struct node *n);
 
 /* node_ctl.c */
 int node_ctl_open(struct node *n);

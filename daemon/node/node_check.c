@@ -82,8 +82,8 @@ static uint64_t shm_available(const struct node_config *cfg)
   for (uint32_t i = 0; i < cfg->ranks; i++) {
     char name[256], path[300];
     struct stat st;
-    if (snap_store_name(name, sizeof(name), cfg->shm_prefix, cfg->job, i) !=
-        PT_OK)
+    if (snap_store_name(name, sizeof(name), cfg->shm_prefix, cfg->job,
+                        cfg->first_rank + i) != PT_OK)
       continue;
     snprintf(path, sizeof(path), "/dev/shm%s", name);
     if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
@@ -95,7 +95,7 @@ static uint64_t shm_available(const struct node_config *cfg)
 static int check_budget(const struct node_config *cfg)
 {
   struct snap_region_desc one = {.name = "x", .bytes = 1};
-  struct snap_params p = {.job = cfg->job, .rank = 0, .world = cfg->ranks,
+  struct snap_params p = {.job = cfg->job, .rank = 0, .world = node_plan_world(cfg),
                           .nslots = cfg->slots, .regions = &one,
                           .nregions = 1};
   char err[320];

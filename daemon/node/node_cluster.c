@@ -21,8 +21,8 @@
  * reason and the next try). While the controller stays away with the same
  * reason, the tries are counted and said at most every LOG_LIMIT_MS.
  *
- * So far a cluster-mode node runs no ranks (a spare): job parts come in
- * the next step.
+ * The job part the controller assigns, and its decisions, are
+ * node_part.c's; this file carries their frames.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -264,6 +264,7 @@ static void on_register_reply(struct node_cluster *cl,
            " ms, declared dead after %" PRIu32 " ms silent)",
            cl->ctl_name, cl->n->cfg.node_id, hb, dead);
   uv_timer_start(&cl->timer, on_timer, hb, hb);
+  node_part_on_registered(cl->n);
 }
 
 static int cl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
@@ -283,7 +284,20 @@ static int cl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     on_register_reply(cl, (const Pt__NodeRegisterReply *)msg);
     return 0;
   }
-  /* What later steps add (job parts, commits) is not served yet. */
+  switch (h->type) {
+  case RPC_JOB_ASSIGN:
+  case RPC_JOB_HALT:
+  case RPC_JOB_PIN:
+  case RPC_JOB_COMMIT:
+  case RPC_JOB_UNPIN:
+    if (cl->state == CL_REGISTERED) {
+      node_part_on_msg(cl->n, h, msg);
+      return 0;
+    }
+    break;
+  default:
+    break;
+  }
   log_debug("controller %s: %s frame ignored", cl->ctl_name,
             rpc_type_name(h->type));
   return 0;
@@ -403,6 +417,9 @@ void node_cluster_stop(struct node *n, const char *by)
 
   if (cl == NULL || cl->stopping)
     return;
+  /* The part's ranks first; this runs again once they are gone. */
+  if (node_part_stop_node(n, by))
+    return;
   log_info("stopping (%s)", by);
   sd_notifyf(0, "STOPPING=1\nSTATUS=cluster node '%s': stopping",
              n->cfg.node_id);
@@ -437,4 +454,20 @@ void node_cluster_status(const struct node *n, struct node_cluster_view *v)
   if (cl->state != CL_REGISTERED && cl->last_why[0] != '\0')
     snprintf(v->error, sizeof(v->error), "%s", cl->last_why);
   v->registrations = cl->registrations;
+}
+
+int node_cluster_send(struct node *n, uint32_t type, uint64_t id,
+                      const ProtobufCMessage *msg)
+{
+  struct node_cluster *cl = n->cluster;
+
+  if (cl == NULL || cl->conn == NULL || cl->state != CL_REGISTERED)
+    return -ENOTCONN;
+  return rpc_conn_send(cl->conn, type, id, msg);
+}
+
+bool node_cluster_registered(const struct node *n)
+{
+  return n->cluster != NULL && n->cluster->state == CL_REGISTERED &&
+         n->cluster->conn != NULL;
 }

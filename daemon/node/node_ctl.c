@@ -67,7 +67,7 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
     rep.message = n->why;
   if (n->cfg.cluster) {
     node_cluster_status(n, &cv);
-    rep.state = "spare"; /* no job parts yet */
+    rep.state = (char *)node_part_state_name(n);
     rep.mode = "cluster";
     rep.node_id = n->cfg.node_id;
     rep.controller = cv.controller;

@@ -10,11 +10,12 @@
  *                       commit module (daemon/commit/) over its SMPs, one
  *                       voter per local rank, and picks the restore step
  *                       from its own ranks' verified slots.
- *
- * A remote decider (the controller deciding for a cluster of nodes) fills
- * the same table: it forwards sealed steps, relays the controller's PIN,
- * COMMIT and UNPIN to the SMPs and their answers back, and answers
- * restore_step once the controller chose (-EINPROGRESS until then).
+ *   node_decider_remote cluster mode (node_decide_remote.c): the
+ *                       controller decides for the cluster; the node
+ *                       forwards sealed steps (STEP_SEALED), relays the
+ *                       controller's JOB_PIN, JOB_COMMIT and JOB_UNPIN to
+ *                       the SMPs and their answers back (JOB_VOTE), and
+ *                       answers restore_step with the JOB_ASSIGN's step.
  *
  * Every operation runs on the loop thread, inside node_job_drive() or a frame
  * handler that calls node_job_drive() afterwards. What a decider commits it
@@ -34,6 +35,11 @@ struct node_rank_slots;
 
 struct node_decider {
   const char *name;
+  /* Whether the node restarts failed ranks by itself (standalone), or a
+   * failure ends the ranks and goes to whoever decides (the controller:
+   * the node reports its part failed and the controller picks the next
+   * epoch). */
+  bool restarts_ranks;
   /* Once, after node.state was read (n->has_committed, n->committed are
    * the job's): sets up n->decider_data. Non-zero: the node cannot run. */
   int (*open)(struct node *n);
@@ -73,5 +79,23 @@ struct node_decider {
 };
 
 extern const struct node_decider node_decider_local;
+extern const struct node_decider node_decider_remote;
+
+/* What the controller link (node_part.c) tells the remote decider, once
+ * the epoch fence let the decision through (it names the part's epoch). */
+/* JOB_PIN{step} with request id: PIN on every local SMP, then JOB_VOTE. */
+void node_decide_remote_pin(struct node *n, uint64_t id, uint64_t step);
+/* JOB_COMMIT{step} (or a JOB_ASSIGN's committed_step): COMMIT on every
+ * local SMP, recorded as the committed step. */
+void node_decide_remote_commit(struct node *n, uint64_t step);
+/* JOB_UNPIN{step}: UNPIN on every local SMP. */
+void node_decide_remote_unpin(struct node *n, uint64_t step);
+/* The assignment's restore point (has false: start fresh). */
+void node_decide_remote_assigned(struct node *n, bool has, uint64_t step);
+/* The node (re)registered: the newest step every local rank sealed is
+ * reported again. */
+void node_decide_remote_link_up(struct node *n);
+/* The newest step every local rank sealed in this epoch. */
+bool node_decide_remote_last_sealed(const struct node *n, uint64_t *step);
 
 #endif /* PT_NODE_DECIDER_H */

@@ -110,6 +110,12 @@ static int each_object(const struct node *n,
       digits = digits && isdigit((unsigned char)*c);
     if (!digits)
       continue;
+    /* Cluster mode: only this node's ranks (another node of the job may
+     * run on this machine, with ranks of its own). */
+    unsigned long rk = strtoul(tail, NULL, 10);
+    if (n->cfg.cluster &&
+        (rk < n->cfg.first_rank || rk >= n->cfg.first_rank + n->cfg.ranks))
+      continue;
     char name[300];
     snprintf(name, sizeof(name), "/%s", e->d_name);
     rc = fn(n, name, arg);
@@ -241,17 +247,22 @@ static int live_smp_of_job(const struct node *n, char *sock, size_t cap)
     }
     if (nargs < 2 || strcmp(args[1], "smp") != 0)
       continue;
-    const char *job = NULL, *prefix = "", *socket = "";
+    const char *job = NULL, *prefix = "", *socket = "", *rank = "0";
     for (size_t i = 2; i + 1 < nargs; i++) {
       if (strcmp(args[i], "--job") == 0)
         job = args[i + 1];
+      else if (strcmp(args[i], "--rank") == 0)
+        rank = args[i + 1];
       else if (strcmp(args[i], "--shm-prefix") == 0)
         prefix = args[i + 1];
       else if (strcmp(args[i], "--socket") == 0)
         socket = args[i + 1];
     }
+    unsigned long rk = strtoul(rank, NULL, 10);
+    bool mine = !n->cfg.cluster || (rk >= n->cfg.first_rank &&
+                                    rk < n->cfg.first_rank + n->cfg.ranks);
     if (job != NULL && strcmp(job, n->cfg.job) == 0 &&
-        strcmp(prefix, n->cfg.shm_prefix) == 0) {
+        strcmp(prefix, n->cfg.shm_prefix) == 0 && mine) {
       found = (int)pid;
       snprintf(sock, cap, "%s", socket);
     }
@@ -438,6 +449,54 @@ int node_ident_start(struct node *n)
 out:
   node_state_saved_release(&s);
   return rc;
+}
+
+/* Cluster mode: the job instance of a part about to start (n->cfg set
+ * from its JOB_ASSIGN). continuing: n->instance is the job's (an earlier
+ * epoch ran here); when node.state records this instance running (the
+ * node itself died), its counters are taken and its processes re-adopted.
+ * Otherwise a new instance: this node's ranks' old objects of the job are
+ * discarded (refused while an SMP of them runs). Writes node.state. */
+int node_ident_part(struct node *n, bool continuing)
+{
+  struct node_saved s;
+  char err[200] = "", sock[NODE_PATH_MAX + 32] = "";
+  int rc;
+
+  if (sodium_init() < 0)
+    return -EIO;
+  if (continuing) {
+    snap_store_instance_hex(n->instance, n->instance_hex);
+    rc = node_state_read(n->state_path, &s, err, sizeof(err));
+    if (rc != PT_OK && rc != -ENOENT)
+      log_warn("ignoring '%s': %s", n->state_path,
+               err[0] != '\0' ? err : pt_strerror(rc));
+    if (rc == PT_OK && !s.ended && strcmp(s.job, n->cfg.job) == 0 &&
+        memcmp(s.instance, n->instance, sizeof(n->instance)) == 0 &&
+        s.ranks == n->cfg.ranks) {
+      take(n, &s);
+      log_notice("continuing job '%s' instance %s: its node ended without "
+                 "ending it", n->cfg.job, n->instance_hex);
+      node_ident_adopt(n, &s);
+    }
+    node_state_saved_release(&s);
+    return node_save(n);
+  }
+  int pid = live_smp_of_job(n, sock, sizeof(sock));
+  if (pid != 0) {
+    log_error("the shm objects of job '%s' ranks %" PRIu32 "..%" PRIu32
+              " are in use: ptd smp pid %d (socket '%s') runs for them",
+              n->cfg.job, n->cfg.first_rank,
+              n->cfg.first_rank + n->cfg.ranks - 1, pid, sock);
+    return -EBUSY;
+  }
+  rc = each_object(n, discard_object, NULL);
+  if (rc != 0)
+    return rc;
+  randombytes_buf(n->instance, sizeof(n->instance));
+  snap_store_instance_hex(n->instance, n->instance_hex);
+  log_info("job '%s': new job instance %s", n->cfg.job, n->instance_hex);
+  return node_save(n);
 }
 
 /* ---- adoption ---- */

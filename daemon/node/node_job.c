@@ -29,6 +29,11 @@
  * A dead SMP is respawned in every phase up to RUNNING, trainers keep
  * running meanwhile; its STATE_REPLY to the new SUBSCRIBE is merged.
  *
+ * Where the decider does not restart ranks (cluster mode: the controller
+ * restarts the whole job in a new epoch), a failed trainer, a stuck one or
+ * a dead SMP ends the job part instead (node_life_finish, FAILED), and its
+ * end leaves the node running (node_part_ended) rather than exiting.
+ *
  * The moves between phases (the end, a restart, spawning) are in
  * node_life.c, what the SMPs say in node_events.c. Commits and the restore
  * step are the decider's (node_decider.h): this file asks it, and never
@@ -75,6 +80,10 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
       if (config)
         node_life_finish(n, NODE_OUT_FAILED,
                     "smp rank %" PRIu32 " %s (configuration)", r->rank, how);
+      else if (!n->decider->restarts_ranks)
+        /* Whoever decides restarts every rank of the job. */
+        node_life_finish(n, NODE_OUT_FAILED, "smp rank %" PRIu32 " (pid %d) %s",
+                    r->rank, c->pid, how);
       else if (r->smp_fails > NODE_SMP_FAILS_MAX)
         node_life_finish(n, NODE_OUT_FAILED,
                     "smp rank %" PRIu32 " died %" PRIu32
@@ -383,6 +392,10 @@ static void step_running(struct node *n, uint64_t now)
              "snapshot sealed for %" PRIu32 " s (--progress-timeout)",
              stuck->rank, stuck->trainer->pid,
              n->cfg.progress_timeout_ms / 1000u);
+    if (!n->decider->restarts_ranks) {
+      node_life_finish(n, NODE_OUT_FAILED, "%s", why);
+      return;
+    }
     log_warn("%s; restarting the job", why);
     node_life_begin_restart(n, now, true, why);
     return;
@@ -396,7 +409,7 @@ static void step_running(struct node *n, uint64_t now)
       all_done = false;
   }
   if (failed != NULL) {
-    if (failed->permanent)
+    if (failed->permanent || !n->decider->restarts_ranks)
       node_life_finish(n, NODE_OUT_FAILED, "%s", failed->why);
     else
       node_life_begin_restart(n, now, true, failed->why);
@@ -435,7 +448,7 @@ static void finish_exit(struct node *n)
     for (uint32_t i = 0; i < n->cfg.ranks; i++) {
       char name[256];
       if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
-                          i) != PT_OK)
+                          n->cfg.first_rank + i) != PT_OK)
         continue;
       /* Only this instance's own objects: a name reused by another job
        * instance (another state dir) is not ours to remove. */
@@ -482,7 +495,10 @@ static void finish_exit(struct node *n)
     break;
   }
   n->phase = NODE_PH_EXIT;
-  node_shutdown(n);
+  if (n->cfg.cluster)
+    node_part_ended(n); /* the node stays: a spare, or the next epoch's */
+  else
+    node_shutdown(n);
 }
 
 static void step(struct node *n, uint64_t now)
@@ -625,6 +641,8 @@ void node_job_drive(struct node *n)
     return;
   if (n->state_dirty)
     node_save(n);
+  if (n->cfg.cluster)
+    node_part_after_drive(n);
   uint64_t d = next_deadline(n, now);
   n->timer.data = n;
   if (d == UINT64_MAX) {

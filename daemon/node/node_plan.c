@@ -213,3 +213,136 @@ const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
   }
   return buf;
 }
+
+/* ---- cluster mode: the part's ranks, the remote decider ---- */
+
+uint32_t node_plan_world(const struct node_config *cfg)
+{
+  return cfg->world != 0 ? cfg->world : cfg->ranks;
+}
+
+void node_plan_rank_env(const struct node_config *cfg, uint32_t local_rank,
+                        struct node_rank_env *out)
+{
+  out->rank = cfg->first_rank + local_rank;
+  out->world = node_plan_world(cfg);
+  out->local_rank = local_rank;
+  out->local_world = cfg->ranks;
+  out->group_rank = cfg->group_rank;
+  out->master_port = cfg->master_port;
+  out->master_addr =
+      cfg->master_addr[0] != '\0' ? cfg->master_addr : "127.0.0.1";
+}
+
+/* As node_args' --job: a name that fits shm object names and paths. */
+static bool plan_job_name_ok(const char *s)
+{
+  size_t n = s != NULL ? strlen(s) : 0;
+
+  if (n == 0 || n >= SNAP_JOB_MAX || s[0] == '.')
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.';
+    if (!ok)
+      return false;
+  }
+  return true;
+}
+
+int node_plan_assign_check(const Pt__JobAssign *a, uint32_t capacity,
+                           char *err, size_t len)
+{
+  const Pt__JobSpec *s = a->spec;
+
+  if (s == NULL || !plan_job_name_ok(s->name)) {
+    snprintf(err, len, "job name '%.80s' is not 1..%d characters of "
+             "[A-Za-z0-9_.-]", s != NULL && s->name != NULL ? s->name : "",
+             SNAP_JOB_MAX - 1);
+    return -EINVAL;
+  }
+  if (s->n_argv == 0 || s->argv[0] == NULL || s->argv[0][0] == '\0') {
+    snprintf(err, len, "job '%s' has no trainer command", s->name);
+    return -EINVAL;
+  }
+  if (s->ranks_per_node == 0 || s->ranks_per_node > NODE_MAX_RANKS) {
+    snprintf(err, len, "ranks_per_node %" PRIu32 " is outside 1..%d",
+             s->ranks_per_node, NODE_MAX_RANKS);
+    return -EINVAL;
+  }
+  if (s->ranks_per_node > capacity) {
+    snprintf(err, len, "%" PRIu32 " ranks are more than this node's "
+             "capacity of %" PRIu32, s->ranks_per_node, capacity);
+    return -ENOSPC;
+  }
+  if (s->has_slots && (s->slots < 2 || s->slots > SNAP_MAX_SLOTS)) {
+    snprintf(err, len, "slots %" PRIu32 " is outside 2..%d", s->slots,
+             SNAP_MAX_SLOTS);
+    return -EINVAL;
+  }
+  if (a->epoch == 0) {
+    snprintf(err, len, "epoch 0 (epochs start at 1)");
+    return -EINVAL;
+  }
+  if (a->world_size == 0 || a->first_rank >= a->world_size ||
+      s->ranks_per_node > a->world_size - a->first_rank) {
+    snprintf(err, len, "ranks %" PRIu32 "..%" PRIu64 " do not fit in world "
+             "size %" PRIu32, a->first_rank,
+             (uint64_t)a->first_rank + s->ranks_per_node - 1, a->world_size);
+    return -EINVAL;
+  }
+  if (a->master_port == 0 || a->master_port > 65535 ||
+      a->master_addr == NULL || a->master_addr[0] == '\0' ||
+      strlen(a->master_addr) >= 256) {
+    snprintf(err, len, "master '%.80s:%" PRIu32 "' is not an address and a "
+             "port 1..65535", a->master_addr != NULL ? a->master_addr : "",
+             a->master_port);
+    return -EINVAL;
+  }
+  return PT_OK;
+}
+
+bool node_plan_seal_report(const struct commit_sealed_set *const *sets,
+                           uint32_t n, bool has_committed, uint64_t committed,
+                           bool has_sent, uint64_t sent, uint64_t *step)
+{
+  bool has_floor = has_committed || has_sent;
+  uint64_t floor = 0;
+
+  if (has_committed)
+    floor = committed;
+  if (has_sent && (!has_committed || sent > floor))
+    floor = sent;
+  return commit_plan_step(sets, n, has_floor, floor, step);
+}
+
+int node_plan_vote(const int *status, uint32_t n)
+{
+  int first = 0;
+  bool missing = false;
+
+  if (n == 0)
+    return -ENOENT;
+  for (uint32_t i = 0; i < n; i++) {
+    if (status[i] == NODE_PLAN_NO_ANSWER)
+      missing = true;
+    else if (status[i] == -ENOENT)
+      return -ENOENT;
+    else if (status[i] != 0 && first == 0)
+      first = status[i];
+  }
+  return missing ? NODE_PLAN_NO_ANSWER : first;
+}
+
+enum node_fence node_plan_fence(const char *part_job, uint64_t part_epoch,
+                                const char *job, uint64_t epoch)
+{
+  if (part_job == NULL)
+    return NODE_FENCE_NONE;
+  if (job == NULL || strcmp(part_job, job) != 0)
+    return NODE_FENCE_OTHER_JOB;
+  if (epoch < part_epoch)
+    return NODE_FENCE_OLDER;
+  return epoch == part_epoch ? NODE_FENCE_SAME : NODE_FENCE_NEWER;
+}

@@ -49,6 +49,7 @@ static const char *const child_env_names[] = {
     "PT_JOB",     "PT_INSTANCE",      "PT_RANK",          "PT_WORLD_SIZE", "PT_SMP_SOCKET",
     "PT_RESTART", "RANK",             "WORLD_SIZE",    "LOCAL_RANK",
     "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",  "NOTIFY_SOCKET",
+    "GROUP_RANK",
     "WATCHDOG_PID", "WATCHDOG_USEC",  "LISTEN_PID",    "LISTEN_FDS",
     "LISTEN_FDNAMES", "PT_NODE_TEST_FAULT",
 };
@@ -230,7 +231,7 @@ static bool environ_is_trainer(const struct node *n, const struct node_rank *r,
 {
   char inst[40], rank[16], want[16], sock[NODE_PATH_MAX + 32];
 
-  snprintf(want, sizeof(want), "%" PRIu32, r->rank);
+  snprintf(want, sizeof(want), "%" PRIu32, n->cfg.first_rank + r->rank);
   return trainer_identity(pid, inst, rank, sock) &&
          strcmp(inst, n->instance_hex) == 0 && strcmp(rank, want) == 0 &&
          strcmp(sock, r->sock_path) == 0;
@@ -256,8 +257,10 @@ bool node_proc_identify(const struct node *n, int pid, enum node_role *role,
   char *end;
   errno = 0;
   unsigned long v = strtoul(rk, &end, 10);
-  if (errno != 0 || *end != '\0' || end == rk || v >= n->cfg.ranks ||
-      strcmp(sock, n->ranks[v].sock_path) != 0)
+  if (errno != 0 || *end != '\0' || end == rk || v < n->cfg.first_rank)
+    return false;
+  v -= n->cfg.first_rank;
+  if (v >= n->cfg.ranks || strcmp(sock, n->ranks[v].sock_path) != 0)
     return false;
   *role = NODE_ROLE_TRAINER;
   *rank = (uint32_t)v;
@@ -297,7 +300,7 @@ static int group_scan(const struct node *n, const struct node_rank *r,
 
   if (d == NULL)
     return 0;
-  snprintf(want, sizeof(want), "%" PRIu32, r->rank);
+  snprintf(want, sizeof(want), "%" PRIu32, n->cfg.first_rank + r->rank);
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     char *end;
@@ -391,8 +394,8 @@ static int smp_argv(struct node *n, struct node_rank *r, char *store,
   size_t used = 0, k = 0;
   char budget[32] = "", lvl[8], rank[16], world[16], slots[16];
 
-  snprintf(rank, sizeof(rank), "%" PRIu32, r->rank);
-  snprintf(world, sizeof(world), "%" PRIu32, n->cfg.ranks);
+  snprintf(rank, sizeof(rank), "%" PRIu32, n->cfg.first_rank + r->rank);
+  snprintf(world, sizeof(world), "%" PRIu32, node_plan_world(&n->cfg));
   snprintf(slots, sizeof(slots), "%" PRIu32, n->cfg.slots);
   snprintf(lvl, sizeof(lvl), "%d", n->cfg.log_level);
   if (n->cfg.memory_budget > 0)
@@ -438,24 +441,29 @@ static int trainer_env(struct node *n, struct node_rank *r, char ***out)
 
   while (n->env[nbase] != NULL)
     nbase++;
-  env = calloc(nbase + 13, sizeof(*env));
+  env = calloc(nbase + 14, sizeof(*env));
   if (env == NULL)
     return -ENOMEM;
   memcpy(env, n->env, nbase * sizeof(*env));
-  char *add[12];
+  char *add[13];
   int k = 0, rc = PT_OK;
+  struct node_rank_env re;
+  node_plan_rank_env(&n->cfg, r->rank, &re);
+  /* PT_RANK and PT_WORLD_SIZE are the job's (global) rank and size, as
+   * the rank's SMP has them. */
   if (asprintf(&add[k++], "PT_JOB=%s", n->cfg.job) < 0 ||
       asprintf(&add[k++], "PT_INSTANCE=%s", n->instance_hex) < 0 ||
-      asprintf(&add[k++], "PT_RANK=%" PRIu32, r->rank) < 0 ||
-      asprintf(&add[k++], "PT_WORLD_SIZE=%" PRIu32, n->cfg.ranks) < 0 ||
+      asprintf(&add[k++], "PT_RANK=%" PRIu32, re.rank) < 0 ||
+      asprintf(&add[k++], "PT_WORLD_SIZE=%" PRIu32, re.world) < 0 ||
       asprintf(&add[k++], "PT_SMP_SOCKET=%s", r->sock_path) < 0 ||
       asprintf(&add[k++], "PT_RESTART=%" PRIu32, n->restarts) < 0 ||
-      asprintf(&add[k++], "RANK=%" PRIu32, r->rank) < 0 ||
-      asprintf(&add[k++], "WORLD_SIZE=%" PRIu32, n->cfg.ranks) < 0 ||
-      asprintf(&add[k++], "LOCAL_RANK=%" PRIu32, r->rank) < 0 ||
-      asprintf(&add[k++], "LOCAL_WORLD_SIZE=%" PRIu32, n->cfg.ranks) < 0 ||
-      asprintf(&add[k++], "MASTER_ADDR=127.0.0.1") < 0 ||
-      asprintf(&add[k++], "MASTER_PORT=%" PRIu32, n->cfg.master_port) < 0) {
+      asprintf(&add[k++], "RANK=%" PRIu32, re.rank) < 0 ||
+      asprintf(&add[k++], "WORLD_SIZE=%" PRIu32, re.world) < 0 ||
+      asprintf(&add[k++], "LOCAL_RANK=%" PRIu32, re.local_rank) < 0 ||
+      asprintf(&add[k++], "LOCAL_WORLD_SIZE=%" PRIu32, re.local_world) < 0 ||
+      asprintf(&add[k++], "GROUP_RANK=%" PRIu32, re.group_rank) < 0 ||
+      asprintf(&add[k++], "MASTER_ADDR=%s", re.master_addr) < 0 ||
+      asprintf(&add[k++], "MASTER_PORT=%" PRIu32, re.master_port) < 0) {
     add[--k] = NULL; /* asprintf leaves it undefined on failure */
     rc = -ENOMEM;
   }

@@ -158,6 +158,7 @@ START_TEST(timeout_set)
       {"--grace-ms", "0", NULL, NULL, NULL, NULL},
       {"--dead-after-ms", "3600001", NULL, NULL, NULL, NULL},
       {"--heartbeat-ms", "1000", "--dead-after-ms", "1999", NULL, NULL},
+      {"--dead-after-ms", "10000", "--node-wait-ms", "10000", NULL, NULL},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     int rc = parse(&c, err, sizeof(err), BASE, bad[i][0], bad[i][1], bad[i][2],
@@ -178,6 +179,22 @@ START_TEST(timeout_set)
   struct ctl_timeouts t = {.heartbeat_ms = 1000, .dead_after_ms = 2000,
                            .grace_ms = 1};
   ck_assert_int_eq(ctl_args_timeouts_check(&t, err, sizeof(err)), PT_OK);
+  /* node-wait: after dead-after, named in the order; its default follows
+   * a long dead-after */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), BASE, "--dead-after-ms",
+                         "10000", "--node-wait-ms", "9000", NULL),
+                   -EINVAL);
+  ck_assert_msg(strstr(err, "dead-after-ms < node-wait-ms") != NULL, "%s",
+                err);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), BASE, NULL), PT_OK);
+  ck_assert_uint_eq(c.t.node_wait_ms, 60000);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), BASE, "--dead-after-ms",
+                         "90000", NULL),
+                   PT_OK);
+  ck_assert_uint_eq(c.t.node_wait_ms, 180000);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), BASE, "--node-wait-ms",
+                         "0", NULL),
+                   -EINVAL);
 }
 END_TEST
 

@@ -304,6 +304,33 @@ START_TEST(many_nodes)
 }
 END_TEST
 
+/* heartbeat_at: the hint is a shortcut, never a way around the
+ * connection check. */
+START_TEST(heartbeat_hint)
+{
+  struct ctl_members m;
+  enum ctl_reg_kind kind;
+  void *old;
+
+  nch = 0;
+  ctl_members_init(&m, &T, on_change, NULL);
+  ck_assert_int_eq(do_reg(&m, reg("a", INC1), C1, 0, &kind, &old), PT_OK);
+  ck_assert_int_eq(do_reg(&m, reg("b", INC1), C2, 0, &kind, &old), PT_OK);
+  ck_assert_int_eq(ctl_members_heartbeat_at(&m, 1, C2, 700), PT_OK);
+  ck_assert_uint_eq(m.nodes[1].last_heard_ms, 700);
+  /* a wrong hint: found by its connection all the same */
+  ck_assert_int_eq(ctl_members_heartbeat_at(&m, 1, C1, 800), PT_OK);
+  ck_assert_uint_eq(m.nodes[0].last_heard_ms, 800);
+  ck_assert_uint_eq(m.nodes[1].last_heard_ms, 700);
+  /* b taken over by C3 after C2 went silent: C2's hint no longer counts */
+  ctl_members_lost(&m, C2, 900);
+  ck_assert_int_eq(do_reg(&m, reg("b", INC1), C3, 950, &kind, &old), PT_OK);
+  ck_assert_int_eq(ctl_members_heartbeat_at(&m, 1, C2, 1000), -ENOENT);
+  ck_assert_int_eq(ctl_members_heartbeat_at(&m, 99, C3, 1000), PT_OK);
+  ctl_members_release(&m);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ctl_members");
@@ -315,6 +342,7 @@ int main(void)
   tcase_add_test(tc, duplicate_and_takeover);
   tcase_add_test(tc, hostile_registrations);
   tcase_add_test(tc, many_nodes);
+  tcase_add_test(tc, heartbeat_hint);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }

@@ -1,0 +1,503 @@
+/*
+ * ctl_job_conn.c — the jobs protocol on the controller's connections
+ * (rpc/pt.proto, "jobs across nodes"), between the wire and the pure job
+ * table (ctl_jobs.c), and the journal under it (ctl_journal.c).
+ *
+ *   ptctl (PEER_ROLE_CTL)   JOB_START, JOB_STOP, JOB_RESTORE -> JOB_REPLY;
+ *                           JOBS_QUERY -> JOBS_REPLY
+ *   to nodes                JOB_ASSIGN, JOB_HALT, JOB_PIN, JOB_COMMIT,
+ *                           JOB_UNPIN
+ *   from nodes              JOB_PART_STATE, STEP_SEALED, JOB_VOTE
+ *
+ * Every node message is checked: the connection's node must have a part in
+ * the job it names (a report of a job it is not in is answered with a
+ * JOB_HALT when it says its part runs, and otherwise ignored), the epoch
+ * must be the job's current one (another: ignored, logged at debug); a
+ * malformed one (a job name or a state that cannot be) closes that
+ * connection with one line (ctl_conn.c's refusal).
+ *
+ * A decision is journaled before any node hears of it; a journal that
+ * cannot be written stops the controller (exit 1): it cannot keep its word
+ * any more, and a restart replays what was durable.
+ *
+ * Fault point, for the scenario that kills the controller between
+ * journaling a commit and its broadcast: with the environment variable
+ * PT_FAULT=ctl_after_commit_journal the controller calls _exit(9) right
+ * after a COMMIT record is durable, before any JOB_COMMIT is sent.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "common/journal.h"
+#include "common/log.h"
+#include "daemon/controller/controller.h"
+
+#define CTL_JOBS_TICK_MS 100u
+
+static struct controller *CTL(void *ctx)
+{
+  return ctx;
+}
+
+static struct rpc_conn *part_conn(struct controller *ctl,
+                                  const struct ctl_job *j, uint32_t p)
+{
+  size_t i = j->parts[p].node;
+  if (i >= ctl->members.n)
+    return NULL;
+  return ctl->members.nodes[i].conn;
+}
+
+static int send_to(struct controller *ctl, const struct ctl_job *j,
+                   uint32_t p, uint32_t type, uint64_t req,
+                   const ProtobufCMessage *msg)
+{
+  struct rpc_conn *c = part_conn(ctl, j, p);
+  if (c == NULL)
+    return -ENOTCONN;
+  int rc = rpc_conn_send(c, type, req, msg);
+  if (rc != PT_OK && rc != -EPIPE)
+    log_warn("job '%s': cannot send %s to node '%s': %s", j->spec->name,
+             rpc_type_name(type), j->parts[p].node_id, pt_strerror(rc));
+  return rc;
+}
+
+static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
+{
+  struct controller *ctl = CTL(ctx);
+  Pt__JobAssign a = PT__JOB_ASSIGN__INIT;
+
+  a.spec = j->spec;
+  a.epoch = j->epoch;
+  a.node_index = p;
+  a.first_rank = ctl_jobs_first_rank(j, p);
+  a.world_size = ctl_jobs_world_size(j);
+  a.master_addr = j->master_addr;
+  a.master_port = j->master_port;
+  a.has_restore_step = j->has_restore;
+  a.restore_step = j->restore_step;
+  a.has_committed_step = j->has_committed;
+  a.committed_step = j->committed;
+  log_debug("job '%s' epoch %" PRIu64 ": JOB_ASSIGN to node '%s' (index %"
+            PRIu32 ", ranks %" PRIu32 "..%" PRIu32 " of %" PRIu32 ")",
+            j->spec->name, j->epoch, j->parts[p].node_id, p, a.first_rank,
+            a.first_rank + j->spec->ranks_per_node - 1, a.world_size);
+  return send_to(ctl, j, p, RPC_JOB_ASSIGN, ++ctl->req_seq, &a.base);
+}
+
+static int op_halt(void *ctx, struct ctl_job *j, uint32_t p, bool remove)
+{
+  struct controller *ctl = CTL(ctx);
+  Pt__JobHalt h = PT__JOB_HALT__INIT;
+
+  h.job = j->spec->name;
+  h.epoch = j->epoch;
+  h.remove = remove;
+  h.reason = j->reason[0] != '\0' ? j->reason : NULL;
+  return send_to(ctl, j, p, RPC_JOB_HALT, ++ctl->req_seq, &h.base);
+}
+
+static int op_pin(void *ctx, struct ctl_job *j, uint32_t p, uint64_t step,
+                  uint64_t *ticket)
+{
+  struct controller *ctl = CTL(ctx);
+  Pt__JobPin m = PT__JOB_PIN__INIT;
+
+  m.job = j->spec->name;
+  m.epoch = j->epoch;
+  m.step = step;
+  *ticket = ++ctl->req_seq;
+  return send_to(ctl, j, p, RPC_JOB_PIN, *ticket, &m.base);
+}
+
+static int op_commit(void *ctx, struct ctl_job *j, uint32_t p, uint64_t step)
+{
+  Pt__JobCommit m = PT__JOB_COMMIT__INIT;
+  m.job = j->spec->name;
+  m.epoch = j->epoch;
+  m.step = step;
+  return send_to(CTL(ctx), j, p, RPC_JOB_COMMIT, 0, &m.base);
+}
+
+static int op_unpin(void *ctx, struct ctl_job *j, uint32_t p, uint64_t step)
+{
+  Pt__JobUnpin m = PT__JOB_UNPIN__INIT;
+  m.job = j->spec->name;
+  m.epoch = j->epoch;
+  m.step = step;
+  return send_to(CTL(ctx), j, p, RPC_JOB_UNPIN, 0, &m.base);
+}
+
+static int op_journal(void *ctx, const struct ctl_job *j, enum ctl_rec kind)
+{
+  struct controller *ctl = CTL(ctx);
+
+  if (ctl->journal == NULL)
+    return -EBADF;
+  int rc = ctl_journal_append(ctl->journal, j, kind);
+  if (rc != PT_OK) {
+    log_error("cannot write the journal in '%s': %s; stopping (a restart "
+              "replays what is durable)", ctl->cfg.state_dir,
+              pt_strerror(rc));
+    ctl->exit_code = CTL_EXIT_FAILED;
+    controller_stop(ctl, "journal not writable");
+    return rc;
+  }
+  if (kind == CTL_REC_COMMIT && ctl->fault_after_commit) {
+    log_notice("fault point ctl_after_commit_journal: exiting after the "
+               "COMMIT of step %" PRIu64 " of job '%s'", j->committed,
+               j->spec->name);
+    _exit(9);
+  }
+  ctl->compact_due = true;
+  return PT_OK;
+}
+
+const struct ctl_jobs_ops ctl_job_conn_ops = {
+    .assign = op_assign,
+    .halt = op_halt,
+    .pin = op_pin,
+    .commit = op_commit,
+    .unpin = op_unpin,
+    .journal = op_journal,
+};
+
+/* ---- the jobs' timer ---- */
+
+static void maybe_compact(struct controller *ctl)
+{
+  if (!ctl->compact_due || ctl->journal == NULL)
+    return;
+  ctl->compact_due = false;
+  int rc = ctl_journal_compact(ctl->journal, &ctl->jobs, false);
+  if (rc != PT_OK)
+    log_warn("cannot compact the journal: %s (it keeps growing)",
+             pt_strerror(rc));
+}
+
+static void on_jobs_timer(uv_timer_t *t)
+{
+  struct controller *ctl = t->data;
+  if (ctl->stopping)
+    return;
+  ctl_jobs_tick(&ctl->jobs, rpc_now_ms());
+  maybe_compact(ctl);
+}
+
+void ctl_job_conn_timer_start(struct controller *ctl)
+{
+  uv_timer_init(ctl->loop, &ctl->jobs_timer);
+  ctl->jobs_timer.data = ctl;
+  uv_timer_start(&ctl->jobs_timer, on_jobs_timer, CTL_JOBS_TICK_MS,
+                 CTL_JOBS_TICK_MS);
+}
+
+/* ---- ptctl ---- */
+
+static void job_reply(struct rpc_conn *c, uint64_t req, int status,
+                      const char *msg, const struct ctl_job *j, bool has_step,
+                      uint64_t step)
+{
+  Pt__JobReply r = PT__JOB_REPLY__INIT;
+  r.status = status;
+  r.message = (char *)msg;
+  if (j != NULL) {
+    r.job = j->spec->name;
+    r.has_epoch = true;
+    r.epoch = j->epoch;
+  }
+  r.has_step = has_step;
+  r.step = step;
+  int rc = rpc_conn_send(c, RPC_JOB_REPLY, req, &r.base);
+  if (rc != PT_OK && rc != -EPIPE)
+    log_warn("cannot answer ptctl %s: %s", rpc_conn_peer_name(c),
+             pt_strerror(rc));
+}
+
+static void fill_info(struct controller *ctl, const struct ctl_job *j,
+                      Pt__JobInfo *ji, Pt__JobPartInfo *pis,
+                      Pt__JobPartInfo **pp, uint64_t now)
+{
+  pt__job_info__init(ji);
+  ji->name = j->spec->name;
+  ji->state = (char *)ctl_jobs_state_name(j->state);
+  ji->epoch = j->epoch;
+  ji->has_committed_step = j->has_committed;
+  ji->committed_step = j->committed;
+  if (j->has_committed && j->committed_ms != 0) {
+    ji->has_commit_age_ms = true;
+    ji->commit_age_ms = now > j->committed_ms ? now - j->committed_ms : 0;
+  }
+  ji->restarts = j->restarts;
+  ji->commits = j->commits;
+  ji->reason = j->reason[0] != '\0' ? (char *)j->reason : NULL;
+  ji->spec = j->spec;
+  uint64_t bytes = 0;
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    const struct ctl_part *pt = &j->parts[p];
+    Pt__JobPartInfo *pi = &pis[p];
+    pt__job_part_info__init(pi);
+    pi->node_id = (char *)pt->node_id;
+    pi->node_index = p;
+    const struct ctl_node *n =
+        pt->node < ctl->members.n ? &ctl->members.nodes[pt->node] : NULL;
+    pi->node_state = n != NULL ? (char *)ctl_members_node_state_name(n->state)
+                               : "unknown";
+    if (n != NULL) {
+      pi->has_heartbeat_age_ms = true;
+      pi->heartbeat_age_ms =
+          now > n->last_heard_ms ? now - n->last_heard_ms : 0;
+    }
+    pi->part_state = (char *)ctl_jobs_part_state_name(pt->state);
+    pi->first_rank = ctl_jobs_first_rank(j, p);
+    pi->ranks = j->spec->ranks_per_node;
+    pi->has_bytes_held = true;
+    pi->bytes_held = pt->bytes_held;
+    pi->has_last_sealed = pt->has_sealed;
+    pi->last_sealed = pt->last_sealed;
+    bytes += pt->bytes_held;
+    pp[p] = pi;
+  }
+  ji->bytes_held = bytes;
+  ji->n_parts = j->nparts;
+  ji->parts = pp;
+}
+
+static void jobs_query(struct controller *ctl, struct rpc_conn *c,
+                       const struct rpc_hdr *h, const Pt__JobsQuery *q)
+{
+  Pt__JobsReply r = PT__JOBS_REPLY__INIT;
+  size_t nj = 0, nparts = 0;
+  uint64_t now = rpc_now_ms();
+
+  for (struct ctl_job *j = ctl->jobs.jobs; j != NULL; j = j->next)
+    if (q->job == NULL || j == ctl_jobs_find(&ctl->jobs, q->job)) {
+      nj++;
+      nparts += j->nparts;
+    }
+  if (q->job != NULL && nj == 0) {
+    char msg[CTL_JOB_MAX * 4 + 32];
+    snprintf(msg, sizeof(msg), "no job '%s'", LOG_ESC(q->job));
+    r.status = -ENOENT;
+    r.message = msg;
+    (void)rpc_conn_send(c, RPC_JOBS_REPLY, h->request_id, &r.base);
+    return;
+  }
+  Pt__JobInfo *infos = calloc(nj + 1, sizeof(*infos));
+  Pt__JobInfo **ips = calloc(nj + 1, sizeof(*ips));
+  Pt__JobPartInfo *pis = calloc(nparts + 1, sizeof(*pis));
+  Pt__JobPartInfo **pps = calloc(nparts + 1, sizeof(*pps));
+  if (infos == NULL || ips == NULL || pis == NULL || pps == NULL) {
+    r.status = -ENOMEM;
+    r.message = "out of memory";
+  } else {
+    size_t k = 0, off = 0;
+    /* Oldest first. */
+    for (size_t want = nj; want-- > 0;) {
+      size_t i = 0;
+      for (struct ctl_job *j = ctl->jobs.jobs; j != NULL; j = j->next) {
+        if (q->job != NULL && j != ctl_jobs_find(&ctl->jobs, q->job))
+          continue;
+        if (i++ != want)
+          continue;
+        fill_info(ctl, j, &infos[k], pis + off, pps + off, now);
+        ips[k] = &infos[k];
+        k++;
+        off += j->nparts;
+        break;
+      }
+    }
+    r.status = PT_OK;
+    r.n_jobs = k;
+    r.jobs = ips;
+  }
+  int rc = rpc_conn_send(c, RPC_JOBS_REPLY, h->request_id, &r.base);
+  if (rc != PT_OK && rc != -EPIPE)
+    log_warn("cannot answer ptctl %s: %s", rpc_conn_peer_name(c),
+             pt_strerror(rc));
+  free(infos);
+  free(ips);
+  free(pis);
+  free(pps);
+}
+
+int ctl_job_conn_on_ctl(struct controller *ctl, struct rpc_conn *c,
+                        const struct rpc_hdr *h, ProtobufCMessage *msg)
+{
+  char err[1024];
+  uint64_t now = rpc_now_ms();
+  int rc;
+
+  err[0] = '\0';
+  switch (h->type) {
+  case RPC_JOB_START: {
+    const Pt__JobStart *m = (const Pt__JobStart *)msg;
+    struct ctl_job *j = NULL;
+    rc = ctl_jobs_start(&ctl->jobs, m->spec, now, &j, err, sizeof(err));
+    if (rc != PT_OK)
+      log_notice("ptctl %s: job '%s' not started: %s", rpc_conn_peer_name(c),
+                 LOG_ESC(m->spec->name), err);
+    job_reply(c, h->request_id, rc, rc != PT_OK ? err : NULL, j, false, 0);
+    break;
+  }
+  case RPC_JOB_STOP: {
+    const Pt__JobStop *m = (const Pt__JobStop *)msg;
+    rc = ctl_jobs_stop(&ctl->jobs, m->job, now, err, sizeof(err));
+    job_reply(c, h->request_id, rc, rc != PT_OK ? err : NULL,
+              rc == PT_OK ? ctl_jobs_find(&ctl->jobs, m->job) : NULL, false,
+              0);
+    break;
+  }
+  case RPC_JOB_RESTORE: {
+    const Pt__JobRestore *m = (const Pt__JobRestore *)msg;
+    bool has = false;
+    uint64_t step = 0;
+    rc = ctl_jobs_restore(&ctl->jobs, m->job, m->has_step, m->step, now, &has,
+                          &step, err, sizeof(err));
+    job_reply(c, h->request_id, rc, rc != PT_OK ? err : NULL,
+              rc == PT_OK ? ctl_jobs_find(&ctl->jobs, m->job) : NULL, has,
+              step);
+    break;
+  }
+  case RPC_JOBS_QUERY:
+    jobs_query(ctl, c, h, (const Pt__JobsQuery *)msg);
+    break;
+  default:
+    return PT_EPROTO;
+  }
+  maybe_compact(ctl);
+  return PT_OK;
+}
+
+/* ---- nodes ---- */
+
+static bool part_state_parse(const char *s, enum ctl_part_state *out)
+{
+  static const struct {
+    const char *name;
+    enum ctl_part_state st;
+  } map[] = {
+      {"starting", CTL_PART_ASSIGNED}, {"running", CTL_PART_RUNNING},
+      {"stopped", CTL_PART_STOPPED},   {"failed", CTL_PART_FAILED},
+      {"done", CTL_PART_DONE},
+  };
+  for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+    if (strcmp(s, map[i].name) == 0) {
+      *out = map[i].st;
+      return true;
+    }
+  return false;
+}
+
+static bool job_name_ok(const char *s)
+{
+  size_t n = s != NULL ? strlen(s) : 0;
+  return n >= 1 && n <= CTL_JOB_MAX;
+}
+
+/* A node's report of a job it has no part in (one that ended, or one of
+ * another controller's life): when it says its part runs, it is told to
+ * halt it. */
+static void not_in_job(struct controller *ctl, struct rpc_conn *c,
+                       struct ctl_node *n, const char *job, uint64_t epoch,
+                       bool runs)
+{
+  log_debug("node '%s' reports job '%s' epoch %" PRIu64 ", in which it has "
+            "no part", LOG_ESC(n->id), LOG_ESC(job), epoch);
+  if (!runs)
+    return;
+  Pt__JobHalt h = PT__JOB_HALT__INIT;
+  struct ctl_job *j = ctl_jobs_find(&ctl->jobs, job);
+  h.job = (char *)job;
+  h.epoch = epoch;
+  h.remove = j != NULL && j->state == CTL_JOB_DONE;
+  h.reason = "this node has no part in the job";
+  log_info("node '%s' runs job '%s' epoch %" PRIu64 " in which it has no "
+           "part: telling it to halt", LOG_ESC(n->id), LOG_ESC(job), epoch);
+  (void)rpc_conn_send(c, RPC_JOB_HALT, ++ctl->req_seq, &h.base);
+}
+
+int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
+                         size_t node, const struct rpc_hdr *h,
+                         ProtobufCMessage *msg, char *what, size_t whatlen)
+{
+  struct ctl_node *n = node < ctl->members.n ? &ctl->members.nodes[node]
+                                             : NULL;
+  const char *job;
+  uint64_t epoch, now = rpc_now_ms();
+  enum ctl_part_state st = CTL_PART_ASSIGNED;
+
+  if (n == NULL || n->conn != c) {
+    snprintf(what, whatlen, "%s from a node no longer registered on this "
+             "connection", rpc_type_name(h->type));
+    return PT_EPROTO;
+  }
+  switch (h->type) {
+  case RPC_JOB_PART_STATE: {
+    const Pt__JobPartState *m = (const Pt__JobPartState *)msg;
+    job = m->job;
+    epoch = m->epoch;
+    if (!part_state_parse(m->state, &st)) {
+      snprintf(what, whatlen, "JOB_PART_STATE with state '%s'",
+               LOG_ESC(m->state));
+      return PT_EPROTO;
+    }
+    break;
+  }
+  case RPC_STEP_SEALED:
+    job = ((const Pt__StepSealed *)msg)->job;
+    epoch = ((const Pt__StepSealed *)msg)->epoch;
+    break;
+  case RPC_JOB_VOTE:
+    job = ((const Pt__JobVote *)msg)->job;
+    epoch = ((const Pt__JobVote *)msg)->epoch;
+    break;
+  default:
+    snprintf(what, whatlen, "%s is not a node's frame here",
+             rpc_type_name(h->type));
+    return PT_EPROTO;
+  }
+  if (!job_name_ok(job)) {
+    snprintf(what, whatlen, "%s with a job name of %zu bytes (1..%u)",
+             rpc_type_name(h->type), job != NULL ? strlen(job) : 0,
+             CTL_JOB_MAX);
+    return PT_EPROTO;
+  }
+  struct ctl_job *j = n->jobp;
+  if (j == NULL || strcmp(j->spec->name, job) != 0) {
+    not_in_job(ctl, c, n, job, epoch,
+               h->type == RPC_JOB_PART_STATE &&
+                   (st == CTL_PART_RUNNING || st == CTL_PART_ASSIGNED));
+    return PT_OK;
+  }
+  uint32_t p = n->part;
+  int rc;
+  switch (h->type) {
+  case RPC_JOB_PART_STATE: {
+    const Pt__JobPartState *m = (const Pt__JobPartState *)msg;
+    rc = ctl_jobs_part_state(&ctl->jobs, j, p, epoch, st, m->message, m, now);
+    break;
+  }
+  case RPC_STEP_SEALED:
+    rc = ctl_jobs_sealed(&ctl->jobs, j, p, epoch,
+                         ((const Pt__StepSealed *)msg)->step, now);
+    break;
+  default: {
+    const Pt__JobVote *m = (const Pt__JobVote *)msg;
+    rc = ctl_jobs_vote(&ctl->jobs, j, p, epoch, m->step, h->request_id,
+                       m->status, m->message, now);
+    break;
+  }
+  }
+  if (rc == PT_EEPOCH)
+    log_debug("node '%s': %s of job '%s' epoch %" PRIu64 " ignored (the "
+              "job is in epoch %" PRIu64 ")", LOG_ESC(n->id),
+              rpc_type_name(h->type), j->spec->name, epoch, j->epoch);
+  maybe_compact(ctl);
+  return PT_OK;
+}

@@ -1,0 +1,1415 @@
+/*
+ * ctl_jobs.c — the controller's jobs, as a pure state machine (see the
+ * jobs section of controller.h): no sockets, no clock, every effect through
+ * struct ctl_jobs_ops.
+ *
+ * Rules kept here:
+ *   - a decision is journaled (ops->journal, durable on return) before any
+ *     node hears of it: JOB + EPOCH before the first JOB_ASSIGN, EPOCH
+ *     before a restart's JOB_ASSIGNs, COMMIT before any JOB_COMMIT, END
+ *     before the halts of a job's end;
+ *   - one commit module per job, one voter per part: a round for the
+ *     newest step every part sealed in the current epoch; a part whose node
+ *     goes down is a voter gone;
+ *   - a failed part (a trainer or an SMP on its node, or no answer to its
+ *     assignment within CTL_ASSIGN_MS) restarts the whole job in a new
+ *     epoch, from the newest committed step, within max_restarts in
+ *     restart_window_ms and after a backoff doubling from backoff_ms up to
+ *     CTL_BACKOFF_CAP_MS (started over after CTL_HEALTHY_MS running with a
+ *     commit), as standalone ptd node does;
+ *   - a node declared dead halts the job's other parts; the job waits
+ *     node_wait_ms for it (then fails, naming it); the node back in time
+ *     restarts the job in a new epoch.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "common/log.h"
+#include "daemon/controller/controller.h"
+#include "snapshot/snap_store.h"
+
+const char *ctl_jobs_state_name(enum ctl_job_state s)
+{
+  switch (s) {
+  case CTL_JOB_STARTING:
+    return "starting";
+  case CTL_JOB_RUNNING:
+    return "running";
+  case CTL_JOB_RESTARTING:
+    return "restarting";
+  case CTL_JOB_WAITING:
+    return "waiting";
+  case CTL_JOB_STOPPING:
+    return "stopping";
+  case CTL_JOB_DONE:
+    return "done";
+  case CTL_JOB_FAILED:
+    return "failed";
+  case CTL_JOB_STOPPED:
+    return "stopped";
+  }
+  return "unknown";
+}
+
+enum ctl_job_state ctl_jobs_state_parse(const char *name)
+{
+  for (int s = CTL_JOB_STARTING; s <= CTL_JOB_STOPPED; s++)
+    if (strcmp(name, ctl_jobs_state_name(s)) == 0)
+      return s;
+  return 0;
+}
+
+const char *ctl_jobs_part_state_name(enum ctl_part_state s)
+{
+  switch (s) {
+  case CTL_PART_ASSIGNED:
+    return "assigned";
+  case CTL_PART_RUNNING:
+    return "running";
+  case CTL_PART_STOPPED:
+    return "stopped";
+  case CTL_PART_FAILED:
+    return "failed";
+  case CTL_PART_DONE:
+    return "done";
+  }
+  return "unknown";
+}
+
+bool ctl_jobs_ended(enum ctl_job_state s)
+{
+  return s == CTL_JOB_DONE || s == CTL_JOB_FAILED || s == CTL_JOB_STOPPED;
+}
+
+/* The job has nodes and may send (stopping still halts). */
+static bool live(const struct ctl_job *j)
+{
+  return !ctl_jobs_ended(j->state);
+}
+
+void ctl_jobs_init(struct ctl_jobs *js, struct ctl_members *m,
+                   const struct ctl_jobs_ops *ops, void *ctx)
+{
+  memset(js, 0, sizeof(*js));
+  js->m = m;
+  js->ops = ops;
+  js->ctx = ctx;
+}
+
+static void job_free(struct ctl_job *j)
+{
+  if (j == NULL)
+    return;
+  commit_release(&j->commit);
+  if (j->spec != NULL)
+    protobuf_c_message_free_unpacked(&j->spec->base, NULL);
+  free(j->parts);
+  free(j->restart_log);
+  free(j);
+}
+
+void ctl_jobs_release(struct ctl_jobs *js)
+{
+  struct ctl_job *j = js->jobs;
+  while (j != NULL) {
+    struct ctl_job *next = j->next;
+    job_free(j);
+    j = next;
+  }
+  js->jobs = NULL;
+  js->nlive = js->nended = 0;
+}
+
+/* The live job of that name, else the newest ended one. */
+struct ctl_job *ctl_jobs_find(struct ctl_jobs *js, const char *name)
+{
+  struct ctl_job *ended = NULL;
+  for (struct ctl_job *j = js->jobs; j != NULL; j = j->next) {
+    if (strcmp(j->spec->name, name) != 0)
+      continue;
+    if (live(j))
+      return j;
+    if (ended == NULL)
+      ended = j;
+  }
+  return ended;
+}
+
+static struct ctl_job *find_live(struct ctl_jobs *js, const char *name)
+{
+  struct ctl_job *j = ctl_jobs_find(js, name);
+  return j != NULL && live(j) ? j : NULL;
+}
+
+static void reason_set(struct ctl_job *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reason_set(struct ctl_job *j, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
+  va_end(ap);
+}
+
+/* ---- the spec ---- */
+
+static bool name_ok(const char *s)
+{
+  size_t n = strlen(s);
+  if (n == 0 || n > CTL_JOB_MAX)
+    return false;
+  for (; *s != '\0'; s++) {
+    char c = *s;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -EINVAL;
+}
+
+int ctl_jobs_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
+                        size_t errlen)
+{
+  uint32_t dead_after = js->m != NULL ? js->m->t.dead_after_ms : 0;
+
+  if (s->name == NULL || !name_ok(s->name))
+    return bad(err, errlen,
+               "job name '%s': 1..%u bytes of A-Z a-z 0-9 . _ -",
+               s->name != NULL ? LOG_ESC(s->name) : "", CTL_JOB_MAX);
+  if (s->n_argv == 0 || s->argv[0] == NULL || s->argv[0][0] == '\0')
+    return bad(err, errlen, "job '%s': no command (argv is empty)", s->name);
+  if (s->n_argv > CTL_ARGV_MAX)
+    return bad(err, errlen, "job '%s': %zu arguments (at most %u)", s->name,
+               s->n_argv, CTL_ARGV_MAX);
+  for (size_t i = 0; i < s->n_argv; i++)
+    if (s->argv[i] == NULL || strlen(s->argv[i]) > CTL_ARG_MAX)
+      return bad(err, errlen, "job '%s': argument %zu is over %u bytes",
+                 s->name, i, CTL_ARG_MAX);
+  if (s->nodes < 1 || s->nodes > CTL_JOB_NODES_MAX)
+    return bad(err, errlen, "job '%s': nodes %" PRIu32 " (1..%u)", s->name,
+               s->nodes, CTL_JOB_NODES_MAX);
+  if (s->ranks_per_node < 1 || s->ranks_per_node > CTL_CAPACITY_MAX)
+    return bad(err, errlen, "job '%s': ranks per node %" PRIu32 " (1..%u)",
+               s->name, s->ranks_per_node, CTL_CAPACITY_MAX);
+  if ((uint64_t)s->nodes * s->ranks_per_node > INT32_MAX)
+    return bad(err, errlen, "job '%s': %" PRIu32 " x %" PRIu32
+               " ranks is over the largest world size", s->name, s->nodes,
+               s->ranks_per_node);
+  if (!s->has_slots || s->slots == 0) {
+    s->has_slots = true;
+    s->slots = CTL_SLOTS_DEFAULT;
+  }
+  if (s->slots < 2 || s->slots > SNAP_MAX_SLOTS)
+    return bad(err, errlen, "job '%s': slots %" PRIu32 " (2..%u)", s->name,
+               s->slots, SNAP_MAX_SLOTS);
+  uint32_t k = s->has_code_k ? s->code_k : 0, mm = s->has_code_m ? s->code_m : 0;
+  if ((k == 0) != (mm == 0) || (uint64_t)k + mm > s->nodes)
+    return bad(err, errlen, "job '%s': code %" PRIu32 "+%" PRIu32
+               ": either 0+0 (none) or k >= 1, m >= 1 and k+m <= nodes (%"
+               PRIu32 ")", s->name, k, mm, s->nodes);
+  s->has_code_k = s->has_code_m = true;
+  s->code_k = k;
+  s->code_m = mm;
+  if (s->has_master_port && s->master_port > 65535)
+    return bad(err, errlen, "job '%s': master port %" PRIu32 " (1..65535, "
+               "0: the controller picks)", s->name, s->master_port);
+  if (!s->has_max_restarts) {
+    s->has_max_restarts = true;
+    s->max_restarts = CTL_MAX_RESTARTS_DEFAULT;
+  }
+  if (!s->has_restart_window_ms) {
+    s->has_restart_window_ms = true;
+    s->restart_window_ms = CTL_RESTART_WINDOW_MS_DEFAULT;
+  }
+  if (!s->has_backoff_ms) {
+    s->has_backoff_ms = true;
+    s->backoff_ms = CTL_BACKOFF_MS_DEFAULT;
+  }
+  if (s->backoff_ms > CTL_TIMEOUT_MS_MAX || s->restart_window_ms > 30u *
+      86400u * 1000u || s->max_restarts > 1000000u)
+    return bad(err, errlen, "job '%s': restart policy out of range (backoff "
+               "at most %u ms, window at most 30 days, at most 1000000 "
+               "restarts)", s->name, CTL_TIMEOUT_MS_MAX);
+  if (!s->has_node_wait_ms || s->node_wait_ms == 0) {
+    s->has_node_wait_ms = true;
+    s->node_wait_ms = js->m != NULL && js->m->t.node_wait_ms != 0
+                          ? js->m->t.node_wait_ms
+                          : CTL_NODE_WAIT_MS_DEFAULT;
+  }
+  if (s->node_wait_ms <= dead_after || s->node_wait_ms > CTL_TIMEOUT_MS_MAX)
+    return bad(err, errlen, "job '%s': node wait %" PRIu32 " ms must be "
+               "longer than the controller's dead-after (%" PRIu32 " ms) and "
+               "at most %u ms: heartbeat < dead-after < node wait", s->name,
+               s->node_wait_ms, dead_after, CTL_TIMEOUT_MS_MAX);
+  return PT_OK;
+}
+
+/* ---- placement ---- */
+
+static bool spare(const struct ctl_node *n, uint32_t rpn)
+{
+  return n->state == CTL_NODE_ALIVE && n->job[0] == '\0' && n->jobp == NULL &&
+         n->capacity >= rpn;
+}
+
+int ctl_jobs_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
+                   size_t *idx, char *err, size_t errlen)
+{
+  const struct ctl_members *m = js->m;
+  uint32_t want = spec->nodes, got = 0;
+  size_t free_n = 0, alive = 0;
+
+  for (size_t i = 0; i < m->n; i++) {
+    alive += m->nodes[i].state == CTL_NODE_ALIVE;
+    free_n += spare(&m->nodes[i], spec->ranks_per_node);
+  }
+  if (free_n < want) {
+    snprintf(err, errlen,
+             "job '%s' needs %" PRIu32 " spare nodes of capacity >= %" PRIu32
+             " ranks: %zu free (%zu alive, %zu registered)",
+             spec->name, want, spec->ranks_per_node, free_n, alive, m->n);
+    return -ENOSPC;
+  }
+  bool *taken = calloc(m->n, sizeof(*taken));
+  if (taken == NULL)
+    return -ENOMEM;
+  /* First one node per failure domain, in registration order (a node
+   * without a label is a domain of its own), then the rest. */
+  for (size_t i = 0; i < m->n && got < want; i++) {
+    const struct ctl_node *n = &m->nodes[i];
+    if (!spare(n, spec->ranks_per_node))
+      continue;
+    bool dup = false;
+    for (uint32_t k = 0; k < got && n->failure_domain[0] != '\0'; k++)
+      if (strcmp(m->nodes[idx[k]].failure_domain, n->failure_domain) == 0) {
+        dup = true;
+        break;
+      }
+    if (dup)
+      continue;
+    taken[i] = true;
+    idx[got++] = i;
+  }
+  for (size_t i = 0; i < m->n && got < want; i++)
+    if (!taken[i] && spare(&m->nodes[i], spec->ranks_per_node))
+      idx[got++] = i;
+  free(taken);
+  return PT_OK;
+}
+
+uint32_t ctl_jobs_pick_port(const struct ctl_jobs *js, uint32_t want)
+{
+  if (want != 0)
+    return want;
+  for (uint32_t k = 0; k < CTL_MASTER_PORT_SPAN; k++) {
+    uint32_t port = CTL_MASTER_PORT_BASE + k;
+    bool used = false;
+    for (const struct ctl_job *j = js->jobs; j != NULL && !used; j = j->next)
+      used = live(j) && j->master_port == port;
+    if (!used)
+      return port;
+  }
+  return 0;
+}
+
+uint32_t ctl_jobs_first_rank(const struct ctl_job *j, uint32_t part)
+{
+  return part * j->spec->ranks_per_node;
+}
+
+uint32_t ctl_jobs_world_size(const struct ctl_job *j)
+{
+  return j->spec->nodes * j->spec->ranks_per_node;
+}
+
+/* ---- nodes of a job ---- */
+
+static struct ctl_node *part_node(struct ctl_jobs *js, const struct ctl_job *j,
+                                  uint32_t p)
+{
+  size_t i = j->parts[p].node;
+  return i < js->m->n ? &js->m->nodes[i] : NULL;
+}
+
+/* Its node has a connection (alive, or unreachable but still connected:
+ * a slow node is still told; one that does not answer runs into the
+ * deadline of what it was asked). */
+static bool part_connected(struct ctl_jobs *js, const struct ctl_job *j,
+                           uint32_t p)
+{
+  struct ctl_node *n = part_node(js, j, p);
+  return n != NULL && n->conn != NULL && n->state != CTL_NODE_DEAD;
+}
+
+static void bind_node(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                      size_t node)
+{
+  struct ctl_node *n = &js->m->nodes[node];
+  j->parts[p].node = node;
+  n->jobp = j;
+  n->part = p;
+  snprintf(n->job, sizeof(n->job), "%s", j->spec->name);
+}
+
+static void unbind_all(struct ctl_jobs *js, struct ctl_job *j)
+{
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    struct ctl_node *n = part_node(js, j, p);
+    if (n != NULL && n->jobp == j) {
+      n->jobp = NULL;
+      n->job[0] = '\0';
+    }
+  }
+}
+
+/* ---- the commit module's seam ---- */
+
+static int c_send(void *ctx, uint32_t voter, enum commit_phase phase,
+                  uint64_t round, uint64_t step, uint64_t *ticket)
+{
+  struct ctl_job *j = ctx;
+  struct ctl_jobs *js = j->js;
+  static uint64_t seq;
+  (void)round;
+
+  if (!part_connected(js, j, voter))
+    return -ENOTCONN;
+  if (phase == COMMIT_PH_PIN)
+    return js->ops->pin(js->ctx, j, voter, step, ticket);
+  /* JOB_COMMIT and JOB_UNPIN are not answered: taken once sent. */
+  int rc = phase == COMMIT_PH_COMMIT ? js->ops->commit(js->ctx, j, voter, step)
+                                     : js->ops->unpin(js->ctx, j, voter, step);
+  if (rc != 0)
+    return rc;
+  *ticket = ++seq;
+  commit_reply(&j->commit, voter, *ticket, COMMIT_VOTE_YES, NULL, 0);
+  return 0;
+}
+
+static void c_verdict(void *ctx, const struct commit_outcome *o)
+{
+  struct ctl_job *j = ctx;
+  struct ctl_jobs *js = j->js;
+
+  if (!o->committed) {
+    bool benign = !o->any_lost && o->voter != UINT32_MAX;
+    log_at_(benign ? LOG_LVL_DEBUG : LOG_LVL_NOTICE,
+            "job '%s' epoch %" PRIu64 ": step %" PRIu64 " not committed: "
+            "node '%s' %s (%s)", j->spec->name, j->epoch, o->step,
+            o->voter < j->nparts ? j->parts[o->voter].node_id : "?",
+            o->vote == COMMIT_VOTE_NO ? "no longer holds it"
+            : o->sent                 ? "did not answer"
+                                      : "could not be asked",
+            LOG_ESC(o->text)); /* a node's words, when it refused */
+    return;
+  }
+  bool had = j->has_committed;
+  uint64_t was = j->committed;
+  j->has_committed = true;
+  j->committed = o->step;
+  j->commits++;
+  if (js->ops->journal(js->ctx, j, CTL_REC_COMMIT) != PT_OK) {
+    /* Not durable: not committed. The round is dropped (no JOB_COMMIT);
+     * the pins stay until a later round or the next epoch. */
+    j->has_committed = had;
+    j->committed = was;
+    j->commits--;
+    commit_reset(&j->commit, had, was);
+    return;
+  }
+  j->committed_since = true;
+  log_debug("job '%s' epoch %" PRIu64 ": commit step %" PRIu64, j->spec->name,
+            j->epoch, o->step);
+}
+
+static void c_missed(void *ctx, uint32_t voter, uint64_t step,
+                     const char *text)
+{
+  struct ctl_job *j = ctx;
+  log_info("job '%s': node '%s' did not get the commit of step %" PRIu64
+           " (%s); it learns it on reconnect", j->spec->name,
+           j->parts[voter].node_id, step, text);
+}
+
+static const struct commit_ops ctl_commit_ops = {
+    .send = c_send,
+    .verdict = c_verdict,
+    .commit_missed = c_missed,
+    .strerror = pt_strerror,
+};
+
+/* The gate in front of commit_drive, whose search for a step is O(parts):
+ * a round can only start once every part sealed a step newer than the
+ * floor, i.e. once the oldest of the parts' newest sealed steps is. That
+ * oldest one is kept incrementally (recomputed, O(parts), only when the
+ * last part at it moves on), so a STEP_SEALED costs O(1) until the round
+ * is possible. A part's "seal" below is last_sealed + 1, 0 for none. */
+static uint64_t seal_of(const struct ctl_part *pt)
+{
+  return pt->has_sealed ? pt->last_sealed + 1 : 0;
+}
+
+static void seal_min_compute(struct ctl_job *j)
+{
+  j->seal_min = UINT64_MAX;
+  j->n_at_min = 0;
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    uint64_t v = seal_of(&j->parts[p]);
+    if (v < j->seal_min) {
+      j->seal_min = v;
+      j->n_at_min = 0;
+    }
+    if (v == j->seal_min)
+      j->n_at_min++;
+  }
+  j->seal_min_stale = false;
+}
+
+static void drive(struct ctl_job *j, uint64_t now)
+{
+  uint64_t floor;
+
+  if (j->state != CTL_JOB_STARTING && j->state != CTL_JOB_RUNNING)
+    return;
+  if (commit_is_open(&j->commit))
+    return;
+  if (j->seal_min_stale)
+    seal_min_compute(j);
+  if (j->seal_min == 0 ||
+      (commit_floor(&j->commit, &floor) && j->seal_min - 1 <= floor))
+    return;
+  (void)commit_drive(&j->commit, now);
+}
+
+/* ---- the table ---- */
+
+/* Drops the jobs that ended first beyond CTL_ENDED_KEEP, never keep (the
+ * one that just ended, which its callers still hold). */
+static void trim_ended(struct ctl_jobs *js, const struct ctl_job *keep)
+{
+  while (js->nended > CTL_ENDED_KEEP) {
+    struct ctl_job **victim = NULL;
+    for (struct ctl_job **pp = &js->jobs; *pp != NULL; pp = &(*pp)->next)
+      if (ctl_jobs_ended((*pp)->state) && *pp != keep &&
+          (victim == NULL || (*pp)->ended_ms <= (*victim)->ended_ms))
+        victim = pp; /* ties: the one created first (last in the list) */
+    if (victim == NULL)
+      return;
+    struct ctl_job *v = *victim;
+    *victim = v->next;
+    job_free(v);
+    js->nended--;
+  }
+}
+
+static Pt__JobSpec *spec_copy(const Pt__JobSpec *s)
+{
+  size_t len = protobuf_c_message_get_packed_size(&s->base);
+  uint8_t *buf = malloc(len > 0 ? len : 1);
+  if (buf == NULL)
+    return NULL;
+  protobuf_c_message_pack(&s->base, buf);
+  Pt__JobSpec *c = pt__job_spec__unpack(NULL, len, buf);
+  free(buf);
+  return c;
+}
+
+/* A new job in the table, its parts on node_ids (unbound). */
+static int job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
+                   struct ctl_job **out)
+{
+  struct ctl_job *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return -ENOMEM;
+  j->js = js;
+  j->spec = spec_copy(spec);
+  j->parts = calloc(spec->nodes, sizeof(*j->parts));
+  j->nparts = spec->nodes;
+  uint32_t nlog = spec->max_restarts > 0 ? spec->max_restarts : 1;
+  if (nlog > 4096)
+    nlog = 4096;
+  j->restart_log = calloc(nlog, sizeof(*j->restart_log));
+  j->nlog = nlog;
+  int rc = j->spec == NULL || j->parts == NULL || j->restart_log == NULL
+               ? -ENOMEM
+               : commit_init(&j->commit, j->nparts, CTL_ROUND_MS,
+                             &ctl_commit_ops, j);
+  if (rc != PT_OK) {
+    job_free(j);
+    return rc;
+  }
+  for (uint32_t p = 0; p < j->nparts; p++)
+    j->parts[p].node = SIZE_MAX;
+  j->seal_min_stale = true;
+  j->state = CTL_JOB_STARTING;
+  /* An ended job of the same name gives way. */
+  for (struct ctl_job **pp = &js->jobs; *pp != NULL;) {
+    if (ctl_jobs_ended((*pp)->state) && strcmp((*pp)->spec->name,
+                                               spec->name) == 0) {
+      struct ctl_job *old = *pp;
+      *pp = old->next;
+      job_free(old);
+      js->nended--;
+    } else {
+      pp = &(*pp)->next;
+    }
+  }
+  j->next = js->jobs;
+  js->jobs = j;
+  js->nlive++;
+  *out = j;
+  return PT_OK;
+}
+
+static void job_unlink_free(struct ctl_jobs *js, struct ctl_job *j)
+{
+  for (struct ctl_job **pp = &js->jobs; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == j) {
+      *pp = j->next;
+      break;
+    }
+  if (live(j))
+    js->nlive--;
+  else
+    js->nended--;
+  job_free(j);
+}
+
+/* Sends part its assignment of the current epoch, when its node is
+ * connected; else it gets it when it registers again. */
+static void assign_part(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                        uint64_t now)
+{
+  struct ctl_part *pt = &j->parts[p];
+  if (!part_connected(js, j, p))
+    return;
+  if (js->ops->assign(js->ctx, j, p) == PT_OK) {
+    pt->sent = true;
+    if (pt->state == CTL_PART_ASSIGNED)
+      pt->deadline = now + CTL_ASSIGN_MS;
+  }
+}
+
+static void halt_all(struct ctl_jobs *js, struct ctl_job *j, bool remove,
+                     uint64_t now, bool except_down)
+{
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    if (!part_connected(js, j, p)) {
+      if (!except_down)
+        j->parts[p].state = CTL_PART_STOPPED;
+      continue;
+    }
+    if (js->ops->halt(js->ctx, j, p, remove) == PT_OK)
+      j->parts[p].deadline = now + CTL_ASSIGN_MS;
+  }
+}
+
+/* The epoch after the current one begins (journaled first), from the
+ * committed step. */
+static int begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
+                       uint64_t from, uint64_t now)
+{
+  uint64_t was_epoch = j->epoch;
+  bool was_has = j->has_restore;
+  uint64_t was_step = j->restore_step;
+
+  j->epoch++;
+  j->has_restore = has_from;
+  j->restore_step = has_from ? from : 0;
+  /* The master is node index 0's address as it is now. */
+  struct ctl_node *n0 = part_node(js, j, 0);
+  if (n0 != NULL && n0->advertise[0] != '\0')
+    snprintf(j->master_addr, sizeof(j->master_addr), "%s", n0->advertise);
+  int rc = js->ops->journal(js->ctx, j, CTL_REC_EPOCH);
+  if (rc != PT_OK) {
+    j->epoch = was_epoch;
+    j->has_restore = was_has;
+    j->restore_step = was_step;
+    return rc;
+  }
+  /* A restore to an older step takes the job back to it: the steps after
+   * are done again, and committed again. */
+  if (has_from && j->has_committed && from < j->committed)
+    j->committed = from;
+  commit_reset(&j->commit, j->has_committed, j->committed);
+  j->state = CTL_JOB_STARTING;
+  j->due_ms = 0;
+  j->running_since = 0;
+  j->committed_since = false;
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    struct ctl_part *pt = &j->parts[p];
+    pt->state = CTL_PART_ASSIGNED;
+    pt->sent = false;
+    pt->deadline = 0;
+    pt->has_sealed = false;
+    pt->last_sealed = 0;
+  }
+  j->seal_min_stale = true;
+  if (has_from)
+    log_notice("job '%s' epoch %" PRIu64 ": every part restores step %"
+               PRIu64, j->spec->name, j->epoch, from);
+  else
+    log_notice("job '%s' epoch %" PRIu64 ": every part starts fresh",
+               j->spec->name, j->epoch);
+  for (uint32_t p = 0; p < j->nparts; p++)
+    assign_part(js, j, p, now);
+  return PT_OK;
+}
+
+/* The job ends in st (END journaled first), its parts halted, its nodes
+ * freed. */
+static void end_job(struct ctl_jobs *js, struct ctl_job *j,
+                    enum ctl_job_state st, uint64_t now)
+{
+  enum ctl_job_state was = j->state;
+
+  j->state = st;
+  if (js->ops->journal(js->ctx, j, CTL_REC_END) != PT_OK) {
+    j->state = was;
+    return;
+  }
+  commit_cancel(&j->commit);
+  log_notice("job '%s' epoch %" PRIu64 " %s%s%s", j->spec->name, j->epoch,
+             ctl_jobs_state_name(st), j->reason[0] != '\0' ? ": " : "",
+             j->reason);
+  halt_all(js, j, st == CTL_JOB_DONE, now, false);
+  unbind_all(js, j);
+  for (uint32_t p = 0; p < j->nparts; p++)
+    j->parts[p].deadline = 0;
+  j->due_ms = 0;
+  j->recovering = false;
+  j->ended_ms = now;
+  js->nlive--;
+  js->nended++;
+  trim_ended(js, j);
+}
+
+static uint32_t restarts_recent(const struct ctl_job *j, uint64_t now)
+{
+  uint32_t win = j->spec->restart_window_ms, n = 0;
+  for (uint32_t i = 0; i < j->nlog; i++)
+    if (j->restart_log[i] != 0 &&
+        (win == 0 || j->restart_log[i] + win > now))
+      n++;
+  return n;
+}
+
+/* A failure: every part halted; the next epoch after the backoff, or the
+ * job fails when no restarts are left. */
+static void restart_counted(struct ctl_jobs *js, struct ctl_job *j,
+                            uint64_t now, const char *why)
+{
+  const Pt__JobSpec *s = j->spec;
+  uint32_t recent = restarts_recent(j, now);
+
+  commit_cancel(&j->commit);
+  if (recent >= s->max_restarts) {
+    if (s->restart_window_ms != 0)
+      reason_set(j, "%s; no restarts left (%" PRIu32 " in the last %" PRIu32
+                 " s, max_restarts %" PRIu32 ")", why, recent,
+                 s->restart_window_ms / 1000u, s->max_restarts);
+    else
+      reason_set(j, "%s; no restarts left (max_restarts %" PRIu32 ")", why,
+                 s->max_restarts);
+    end_job(js, j, CTL_JOB_FAILED, now);
+    return;
+  }
+  if (j->backoff_attempt > 0 && j->committed_since && j->running_since != 0 &&
+      now >= j->running_since + CTL_HEALTHY_MS) {
+    log_info("job '%s' ran healthy since its last restart: backoff starts "
+             "again from %" PRIu32 " ms", s->name, s->backoff_ms);
+    j->backoff_attempt = 0;
+  }
+  j->restart_log[j->log_pos] = now > 0 ? now : 1;
+  j->log_pos = (j->log_pos + 1) % j->nlog;
+  j->backoff_attempt++;
+  uint64_t d = s->backoff_ms;
+  for (uint32_t i = 1; i < j->backoff_attempt && d < CTL_BACKOFF_CAP_MS; i++)
+    d *= 2;
+  if (d > CTL_BACKOFF_CAP_MS)
+    d = CTL_BACKOFF_CAP_MS;
+  reason_set(j, "%s", why);
+  log_notice("job '%s' epoch %" PRIu64 ": %s; restarting every part (restart "
+             "%" PRIu32 ", %" PRIu32 " of at most %" PRIu32 ") in %" PRIu64
+             " ms", s->name, j->epoch, why, j->restarts + 1, recent + 1,
+             s->max_restarts, d);
+  j->restarts++;
+  j->state = CTL_JOB_RESTARTING;
+  j->due_ms = now + d;
+  halt_all(js, j, false, now, true);
+}
+
+int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
+                   uint64_t now, struct ctl_job **out, char *err,
+                   size_t errlen)
+{
+  Pt__JobSpec *spec = spec_copy(spec_in);
+  size_t *idx = NULL;
+  struct ctl_job *j = NULL;
+  int rc;
+
+  if (spec == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  rc = ctl_jobs_spec_check(js, spec, err, errlen);
+  if (rc != PT_OK)
+    goto out;
+  if (find_live(js, spec->name) != NULL) {
+    snprintf(err, errlen, "job '%s' exists (stop it first, or pick another "
+             "name)", spec->name);
+    rc = -EEXIST;
+    goto out;
+  }
+  uint32_t port = ctl_jobs_pick_port(js, spec->has_master_port ?
+                                     spec->master_port : 0);
+  if (port == 0) {
+    snprintf(err, errlen, "no free master port in %u..%u: give one",
+             CTL_MASTER_PORT_BASE, CTL_MASTER_PORT_BASE +
+             CTL_MASTER_PORT_SPAN - 1);
+    rc = -EADDRINUSE;
+    goto out;
+  }
+  idx = calloc(spec->nodes, sizeof(*idx));
+  if (idx == NULL) {
+    rc = -ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
+  rc = ctl_jobs_place(js, spec, idx, err, errlen);
+  if (rc != PT_OK)
+    goto out;
+  /* A port given in the spec: not one a live job's master on the same
+   * node listens on. */
+  for (const struct ctl_job *o = js->jobs; o != NULL; o = o->next)
+    if (live(o) && o->master_port == port &&
+        strcmp(o->master_addr, js->m->nodes[idx[0]].advertise) == 0) {
+      snprintf(err, errlen, "master port %" PRIu32 " on %s is job '%s''s: "
+               "give another, or 0 for one the controller picks", port,
+               o->master_addr, o->spec->name);
+      rc = -EADDRINUSE;
+      goto out;
+    }
+  rc = job_new(js, spec, &j);
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
+  j->master_port = port;
+  for (uint32_t p = 0; p < j->nparts; p++)
+    snprintf(j->parts[p].node_id, sizeof(j->parts[p].node_id), "%s",
+             js->m->nodes[idx[p]].id);
+  snprintf(j->master_addr, sizeof(j->master_addr), "%s",
+           js->m->nodes[idx[0]].advertise);
+  rc = js->ops->journal(js->ctx, j, CTL_REC_JOB);
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "cannot journal the job: %s", pt_strerror(rc));
+    job_unlink_free(js, j);
+    goto out;
+  }
+  for (uint32_t p = 0; p < j->nparts; p++)
+    bind_node(js, j, p, idx[p]);
+  rc = begin_epoch(js, j, false, 0, now);
+  if (rc != PT_OK) {
+    /* JOB is journaled: end it so that a replay does not resurrect it. */
+    reason_set(j, "cannot journal its first epoch: %s", pt_strerror(rc));
+    snprintf(err, errlen, "%s", j->reason);
+    end_job(js, j, CTL_JOB_FAILED, now);
+    goto out;
+  }
+  log_notice("job '%s' started on %" PRIu32 " nodes x %" PRIu32
+             " ranks, master %s:%" PRIu32, j->spec->name, j->nparts,
+             j->spec->ranks_per_node, j->master_addr, j->master_port);
+  *out = j;
+out:
+  free(idx);
+  protobuf_c_message_free_unpacked(&spec->base, NULL);
+  return rc;
+}
+
+int ctl_jobs_stop(struct ctl_jobs *js, const char *name, uint64_t now,
+                  char *err, size_t errlen)
+{
+  struct ctl_job *j = ctl_jobs_find(js, name);
+  if (j == NULL) {
+    snprintf(err, errlen, "no job '%s'", LOG_ESC(name));
+    return -ENOENT;
+  }
+  if (!live(j) || j->state == CTL_JOB_STOPPING) {
+    snprintf(err, errlen, "job '%s' already %s", j->spec->name,
+             ctl_jobs_state_name(j->state));
+    return -EALREADY;
+  }
+  reason_set(j, "stopped by ptctl");
+  end_job(js, j, CTL_JOB_STOPPED, now);
+  if (live(j)) {
+    snprintf(err, errlen, "cannot journal the end of job '%s'", name);
+    return -EIO;
+  }
+  return PT_OK;
+}
+
+static bool part_holds(const struct ctl_part *pt, uint64_t step)
+{
+  for (uint32_t i = 0; i < pt->nheld; i++)
+    if (pt->held[i] == step)
+      return true;
+  return false;
+}
+
+int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
+                     uint64_t step, uint64_t now, bool *has_restored,
+                     uint64_t *restored, char *err, size_t errlen)
+{
+  struct ctl_job *j = ctl_jobs_find(js, name);
+  if (j == NULL) {
+    snprintf(err, errlen, "no job '%s'", LOG_ESC(name));
+    return -ENOENT;
+  }
+  if (!live(j) || j->state == CTL_JOB_STOPPING) {
+    snprintf(err, errlen, "job '%s' is %s", j->spec->name,
+             ctl_jobs_state_name(j->state));
+    return -EALREADY;
+  }
+  if (j->state == CTL_JOB_WAITING) {
+    snprintf(err, errlen, "job '%s' waits for a dead node (%s)",
+             j->spec->name, j->reason);
+    return -EAGAIN;
+  }
+  bool has = j->has_committed;
+  uint64_t from = j->committed;
+  if (has_step) {
+    if (!j->has_committed || step > j->committed) {
+      snprintf(err, errlen, "step %" PRIu64 " of job '%s' is not committed "
+               "(newest committed: %s)", step, j->spec->name,
+               j->has_committed ? "see status" : "none");
+      return -ENOENT;
+    }
+    for (uint32_t p = 0; p < j->nparts && step != j->committed; p++)
+      if (!part_holds(&j->parts[p], step)) {
+        snprintf(err, errlen, "step %" PRIu64 " of job '%s' is no longer "
+                 "held on node '%s'", step, j->spec->name,
+                 j->parts[p].node_id);
+        return -ENOENT;
+      }
+    from = step;
+    has = true;
+  }
+  commit_cancel(&j->commit);
+  halt_all(js, j, false, now, true);
+  j->restarts++;
+  reason_set(j, "restore asked by ptctl");
+  int rc = begin_epoch(js, j, has, from, now);
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "cannot journal the new epoch: %s",
+             pt_strerror(rc));
+    return rc;
+  }
+  *has_restored = has;
+  *restored = from;
+  return PT_OK;
+}
+
+/* ---- from the nodes ---- */
+
+static bool all_parts(const struct ctl_job *j, enum ctl_part_state st)
+{
+  for (uint32_t p = 0; p < j->nparts; p++)
+    if (j->parts[p].state != st)
+      return false;
+  return true;
+}
+
+int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                        uint64_t epoch, enum ctl_part_state st,
+                        const char *msg, const Pt__JobPartState *m,
+                        uint64_t now)
+{
+  struct ctl_part *pt = &j->parts[p];
+  char why[CTL_REASON_MAX];
+
+  if (epoch != j->epoch)
+    return PT_EEPOCH;
+  if (m != NULL) {
+    if (m->has_bytes_held)
+      pt->bytes_held = m->bytes_held;
+    if (m->has_last_sealed) {
+      /* What it sealed while the controller was away (or before this
+       * controller began) counts as a STEP_SEALED. */
+      pt->has_sealed = true;
+      pt->last_sealed = m->last_sealed;
+      j->seal_min_stale = true;
+      commit_sealed(&j->commit, p, m->last_sealed);
+    }
+    pt->nheld = 0;
+    for (size_t i = 0; i < m->n_held && pt->nheld < CTL_HELD_MAX; i++)
+      pt->held[pt->nheld++] = m->held[m->n_held - 1 - i]; /* newest kept */
+  }
+  pt->deadline = 0;
+  switch (j->state) {
+  case CTL_JOB_STARTING:
+  case CTL_JOB_RUNNING:
+    if (st == CTL_PART_FAILED ||
+        (st == CTL_PART_STOPPED && pt->state != CTL_PART_STOPPED)) {
+      pt->state = st;
+      snprintf(why, sizeof(why), "node '%s' part %s%s%s", pt->node_id,
+               st == CTL_PART_FAILED ? "failed" : "stopped unasked",
+               msg != NULL && msg[0] != '\0' ? ": " : "",
+               msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
+      restart_counted(js, j, now, why);
+      return PT_OK;
+    }
+    if (st == CTL_PART_ASSIGNED) /* "starting": answered, on its way */
+      return PT_OK;
+    pt->state = st;
+    if (st == CTL_PART_DONE) {
+      if (all_parts(j, CTL_PART_DONE)) {
+        reason_set(j, "every rank finished");
+        end_job(js, j, CTL_JOB_DONE, now);
+      }
+      return PT_OK;
+    }
+    if (j->state == CTL_JOB_STARTING && all_parts(j, CTL_PART_RUNNING)) {
+      j->state = CTL_JOB_RUNNING;
+      j->running_since = now;
+      j->recovering = false;
+      j->due_ms = 0;
+      log_info("job '%s' epoch %" PRIu64 " running on every node",
+               j->spec->name, j->epoch);
+    }
+    uint64_t before = j->commits;
+    drive(j, now);
+    if (j->commits != before)
+      j->committed_ms = now;
+    return PT_OK;
+  default:
+    /* Restarting, waiting, stopping: the answers to the halts. */
+    if (st == CTL_PART_STOPPED || st == CTL_PART_FAILED ||
+        st == CTL_PART_DONE)
+      pt->state = CTL_PART_STOPPED;
+    return PT_OK;
+  }
+}
+
+int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                    uint64_t epoch, uint64_t step, uint64_t now)
+{
+  (void)js;
+  if (epoch != j->epoch)
+    return PT_EEPOCH;
+  struct ctl_part *pt = &j->parts[p];
+  if (!pt->has_sealed || step > pt->last_sealed) {
+    bool at_min = !j->seal_min_stale && seal_of(pt) == j->seal_min;
+    pt->has_sealed = true;
+    pt->last_sealed = step;
+    if (at_min && --j->n_at_min == 0)
+      j->seal_min_stale = true;
+  }
+  uint64_t before = j->commits;
+  commit_sealed(&j->commit, p, step);
+  drive(j, now);
+  if (j->commits != before)
+    j->committed_ms = now;
+  return PT_OK;
+}
+
+int ctl_jobs_vote(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                  uint64_t epoch, uint64_t step, uint64_t ticket, int status,
+                  const char *msg, uint64_t now)
+{
+  (void)js;
+  if (epoch != j->epoch)
+    return PT_EEPOCH;
+  if (!commit_is_open(&j->commit) || j->commit.step != step)
+    return PT_OK;
+  uint64_t before = j->commits;
+  commit_reply(&j->commit, p, ticket,
+               status == 0 ? COMMIT_VOTE_YES : COMMIT_VOTE_NO,
+               msg != NULL ? msg : pt_strerror(status), now);
+  drive(j, now);
+  if (j->commits != before)
+    j->committed_ms = now;
+  return PT_OK;
+}
+
+/* ---- membership ---- */
+
+static bool every_node_alive(struct ctl_jobs *js, const struct ctl_job *j)
+{
+  for (uint32_t p = 0; p < j->nparts; p++)
+    if (!part_connected(js, j, p))
+      return false;
+  return true;
+}
+
+void ctl_jobs_node_registered(struct ctl_jobs *js, size_t node, uint64_t now)
+{
+  struct ctl_node *n = &js->m->nodes[node];
+  struct ctl_job *j = n->jobp;
+
+  if (j == NULL) {
+    /* Its first registration since a replay? */
+    for (struct ctl_job *k = js->jobs; k != NULL && j == NULL; k = k->next) {
+      if (!live(k))
+        continue;
+      for (uint32_t p = 0; p < k->nparts; p++)
+        if (k->parts[p].node == SIZE_MAX &&
+            strcmp(k->parts[p].node_id, n->id) == 0) {
+          bind_node(js, k, p, node);
+          j = k;
+          break;
+        }
+    }
+    if (j == NULL)
+      return;
+  }
+  uint32_t p = n->part;
+  switch (j->state) {
+  case CTL_JOB_WAITING:
+    if (every_node_alive(js, j)) {
+      log_notice("job '%s': node '%s' is back; restarting every part",
+                 j->spec->name, n->id);
+      j->restarts++;
+      reason_set(j, "node '%s' came back", n->id);
+      if (begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
+        log_error("job '%s': cannot journal its next epoch", j->spec->name);
+    } else if (js->ops->halt(js->ctx, j, p, false) == PT_OK) {
+      /* Still waiting for another: this one's part stays halted (it may
+       * have missed the halt while it was away). */
+      j->parts[p].deadline = 0;
+    }
+    return;
+  case CTL_JOB_STARTING:
+  case CTL_JOB_RUNNING:
+    /* It learns (again) the epoch and the committed step; it answers
+     * where it stands, without respawning what runs. */
+    if (j->recovering && every_node_alive(js, j))
+      log_info("job '%s': every node is back after the controller's restart",
+               j->spec->name);
+    assign_part(js, j, p, now);
+    if (j->parts[p].state != CTL_PART_ASSIGNED)
+      j->parts[p].deadline = 0;
+    return;
+  case CTL_JOB_RESTARTING:
+  case CTL_JOB_STOPPING:
+    if (js->ops->halt(js->ctx, j, p, false) == PT_OK)
+      j->parts[p].deadline = now + CTL_ASSIGN_MS;
+    return;
+  default:
+    return;
+  }
+}
+
+void ctl_jobs_node_down(struct ctl_jobs *js, size_t node, uint64_t now)
+{
+  struct ctl_node *n = &js->m->nodes[node];
+  struct ctl_job *j = n->jobp;
+  char why[CTL_REASON_MAX];
+
+  if (j == NULL || !live(j))
+    return;
+  uint32_t p = n->part;
+  snprintf(why, sizeof(why), "node '%s' %s", n->id,
+           ctl_members_node_state_name(n->state));
+  commit_voter_gone(&j->commit, p, why, now);
+  if (n->state != CTL_NODE_DEAD)
+    return; /* what it was asked keeps its deadline */
+  j->parts[p].deadline = 0;
+  if (j->state == CTL_JOB_STOPPING) {
+    j->parts[p].state = CTL_PART_STOPPED;
+    return;
+  }
+  if (j->state == CTL_JOB_WAITING)
+    return; /* already waiting: the first deadline stands */
+  commit_cancel(&j->commit);
+  j->state = CTL_JOB_WAITING;
+  j->due_ms = now + j->spec->node_wait_ms;
+  reason_set(j, "node '%s' is dead; waiting up to %" PRIu32 " ms for it",
+             n->id, j->spec->node_wait_ms);
+  log_warn("job '%s' epoch %" PRIu64 ": %s (its other parts halted)",
+           j->spec->name, j->epoch, j->reason);
+  halt_all(js, j, false, now, true);
+}
+
+/* ---- deadlines ---- */
+
+static const char *first_down(struct ctl_jobs *js, const struct ctl_job *j)
+{
+  for (uint32_t p = 0; p < j->nparts; p++)
+    if (!part_connected(js, j, p))
+      return j->parts[p].node_id;
+  return "?";
+}
+
+static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
+{
+  char why[CTL_REASON_MAX];
+
+  commit_tick(&j->commit, now);
+  if (!live(j))
+    return;
+  drive(j, now); /* a round that ran out of time may free the next */
+  switch (j->state) {
+  case CTL_JOB_RESTARTING:
+    if (now < j->due_ms)
+      return;
+    if (!every_node_alive(js, j)) {
+      const char *who = first_down(js, j);
+      struct ctl_node *dn = NULL;
+      for (uint32_t p = 0; p < j->nparts; p++)
+        if (!part_connected(js, j, p))
+          dn = part_node(js, j, p);
+      if (dn != NULL && dn->state == CTL_NODE_DEAD) {
+        j->state = CTL_JOB_WAITING;
+        j->due_ms = now + j->spec->node_wait_ms;
+        reason_set(j, "node '%s' is dead; waiting up to %" PRIu32
+                   " ms for it", who, j->spec->node_wait_ms);
+        return;
+      }
+      /* Unreachable: assigned when it registers again. */
+    }
+    if (begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
+      j->due_ms = now + CTL_BACKOFF_CAP_MS;
+    return;
+  case CTL_JOB_WAITING:
+    if (now < j->due_ms)
+      return;
+    reason_set(j, "node '%s' did not come back within %" PRIu32
+               " ms (node_wait_ms)", first_down(js, j),
+               j->spec->node_wait_ms);
+    end_job(js, j, CTL_JOB_FAILED, now);
+    return;
+  case CTL_JOB_STARTING:
+  case CTL_JOB_RUNNING:
+    if (j->recovering && j->due_ms != 0 && now >= j->due_ms) {
+      for (uint32_t p = 0; p < j->nparts; p++)
+        if (j->parts[p].node == SIZE_MAX) {
+          reason_set(j, "node '%s' did not register again within %" PRIu64
+                     " ms of the controller's restart", j->parts[p].node_id,
+                     (uint64_t)js->m->t.dead_after_ms +
+                         j->spec->node_wait_ms);
+          end_job(js, j, CTL_JOB_FAILED, now);
+          return;
+        }
+      j->recovering = false;
+      j->due_ms = 0;
+    }
+    for (uint32_t p = 0; p < j->nparts; p++) {
+      struct ctl_part *pt = &j->parts[p];
+      if (pt->deadline == 0 || now < pt->deadline)
+        continue;
+      pt->deadline = 0;
+      pt->state = CTL_PART_FAILED;
+      snprintf(why, sizeof(why), "node '%s' did not answer its assignment "
+               "within %u ms", pt->node_id, CTL_ASSIGN_MS);
+      restart_counted(js, j, now, why);
+      return;
+    }
+    return;
+  default:
+    for (uint32_t p = 0; p < j->nparts; p++)
+      if (j->parts[p].deadline != 0 && now >= j->parts[p].deadline) {
+        j->parts[p].deadline = 0;
+        j->parts[p].state = CTL_PART_STOPPED;
+      }
+    return;
+  }
+}
+
+void ctl_jobs_tick(struct ctl_jobs *js, uint64_t now)
+{
+  struct ctl_job *j = js->jobs;
+  while (j != NULL) {
+    struct ctl_job *next = j->next; /* an end may trim the list */
+    if (live(j))
+      job_tick(js, j, now);
+    j = next;
+  }
+}
+
+uint64_t ctl_jobs_next_ms(const struct ctl_jobs *js, uint64_t now)
+{
+  uint64_t best = UINT64_MAX;
+#define CONSIDER(at)                                                           \
+  do {                                                                         \
+    uint64_t at_ = (at);                                                       \
+    uint64_t d_ = at_ > now ? at_ - now : 0;                                   \
+    if (d_ < best)                                                             \
+      best = d_;                                                               \
+  } while (0)
+  for (const struct ctl_job *j = js->jobs; j != NULL; j = j->next) {
+    if (!live(j))
+      continue;
+    if (commit_next_deadline(&j->commit) != UINT64_MAX)
+      CONSIDER(commit_next_deadline(&j->commit));
+    if (j->due_ms != 0)
+      CONSIDER(j->due_ms);
+    for (uint32_t p = 0; p < j->nparts; p++)
+      if (j->parts[p].deadline != 0)
+        CONSIDER(j->parts[p].deadline);
+  }
+#undef CONSIDER
+  return best;
+}
+
+/* ---- replay ---- */
+
+static int replay_bad(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int replay_bad(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return PT_EFORMAT;
+}
+
+int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
+                        char *const *node_ids, size_t n, uint32_t master_port,
+                        const char *master_addr, char *err, size_t errlen)
+{
+  struct ctl_job *j;
+  char why[256];
+  Pt__JobSpec *s = spec_copy(spec);
+
+  if (s == NULL)
+    return -ENOMEM;
+  /* The spec was checked when it was journaled; its shape is checked again
+   * (not the timeouts, which may have changed since). */
+  struct ctl_jobs nojs = {.m = NULL};
+  int rc = ctl_jobs_spec_check(&nojs, s, why, sizeof(why));
+  protobuf_c_message_free_unpacked(&s->base, NULL);
+  if (rc != PT_OK)
+    return replay_bad(err, errlen, "a JOB record with a bad spec: %s", why);
+  if (n != spec->nodes)
+    return replay_bad(err, errlen, "JOB record of '%s' places %zu nodes, "
+                      "its spec %" PRIu32, spec->name, n, spec->nodes);
+  if (find_live(js, spec->name) != NULL)
+    return replay_bad(err, errlen, "a second JOB record for live job '%s'",
+                      spec->name);
+  rc = job_new(js, spec, &j);
+  if (rc != PT_OK)
+    return rc;
+  j->master_port = master_port;
+  snprintf(j->master_addr, sizeof(j->master_addr), "%s",
+           master_addr != NULL ? master_addr : "");
+  for (size_t p = 0; p < n; p++)
+    snprintf(j->parts[p].node_id, sizeof(j->parts[p].node_id), "%s",
+             node_ids[p]);
+  j->epoch = 0;
+  return PT_OK;
+}
+
+static struct ctl_job *replay_find(struct ctl_jobs *js, const char *job,
+                                   const char *what, char *err, size_t errlen)
+{
+  struct ctl_job *j = find_live(js, job);
+  if (j == NULL)
+    replay_bad(err, errlen, "%s record of job '%s', which is not live",
+               what, LOG_ESC(job));
+  return j;
+}
+
+int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
+                          bool has_restore, uint64_t restore, char *err,
+                          size_t errlen)
+{
+  struct ctl_job *j = replay_find(js, job, "an EPOCH", err, errlen);
+  if (j == NULL)
+    return PT_EFORMAT;
+  if (epoch <= j->epoch)
+    return replay_bad(err, errlen, "EPOCH %" PRIu64 " of job '%s' after "
+                      "epoch %" PRIu64, epoch, job, j->epoch);
+  if (j->epoch != 0)
+    j->restarts++;
+  j->epoch = epoch;
+  j->has_restore = has_restore;
+  j->restore_step = has_restore ? restore : 0;
+  if (has_restore && j->has_committed && restore < j->committed)
+    j->committed = restore;
+  return PT_OK;
+}
+
+int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
+                           uint64_t epoch, uint64_t step, char *err,
+                           size_t errlen)
+{
+  struct ctl_job *j = replay_find(js, job, "a COMMIT", err, errlen);
+  if (j == NULL)
+    return PT_EFORMAT;
+  if (epoch != j->epoch)
+    return replay_bad(err, errlen, "COMMIT of job '%s' in epoch %" PRIu64
+                      ", its epoch is %" PRIu64, job, epoch, j->epoch);
+  if (j->has_committed && step <= j->committed)
+    return replay_bad(err, errlen, "COMMIT of step %" PRIu64 " of job '%s' "
+                      "after step %" PRIu64, step, job, j->committed);
+  j->has_committed = true;
+  j->committed = step;
+  j->committed_ms = 0;
+  j->commits++;
+  return PT_OK;
+}
+
+int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
+                        enum ctl_job_state st, const char *reason, char *err,
+                        size_t errlen)
+{
+  struct ctl_job *j = replay_find(js, job, "an END", err, errlen);
+  if (j == NULL)
+    return PT_EFORMAT;
+  if (!ctl_jobs_ended(st))
+    return replay_bad(err, errlen, "END of job '%s' in state '%s'", job,
+                      ctl_jobs_state_name(st));
+  j->state = st;
+  snprintf(j->reason, sizeof(j->reason), "%s", reason != NULL ? reason : "");
+  j->ended_ms = ++js->replay_ends; /* in the order they ended */
+  js->nlive--;
+  js->nended++;
+  trim_ended(js, j);
+  return PT_OK;
+}
+
+void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
+{
+  for (struct ctl_job *j = js->jobs; j != NULL; j = j->next) {
+    if (!live(j))
+      continue;
+    commit_reset(&j->commit, j->has_committed, j->committed);
+    j->state = CTL_JOB_STARTING;
+    j->recovering = true;
+    j->due_ms = now + js->m->t.dead_after_ms + j->spec->node_wait_ms;
+    for (uint32_t p = 0; p < j->nparts; p++) {
+      j->parts[p].state = CTL_PART_ASSIGNED;
+      j->parts[p].node = SIZE_MAX;
+    }
+    j->seal_min_stale = true;
+    /* Nodes already registered (none at start-up; a test may) bind now. */
+    for (uint32_t p = 0; p < j->nparts; p++) {
+      struct ctl_node *n = ctl_members_find(js->m, j->parts[p].node_id);
+      if (n != NULL && n->jobp == NULL)
+        bind_node(js, j, p, (size_t)(n - js->m->nodes));
+    }
+    log_notice("job '%s' epoch %" PRIu64 " rebuilt from the journal "
+               "(committed step %s%" PRIu64 "): waiting for its %" PRIu32
+               " nodes", j->spec->name, j->epoch,
+               j->has_committed ? "" : "none, ",
+               j->has_committed ? j->committed : 0, j->nparts);
+  }
+}

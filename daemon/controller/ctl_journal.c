@@ -1,0 +1,253 @@
+/*
+ * ctl_journal.c — the controller's journal, <state-dir>/journal, through
+ * common/journal.h: what each record holds (rpc/pt.proto, "controller
+ * journal records"), the replay that rebuilds the job table, and the
+ * compaction that keeps the file bounded.
+ *
+ *   JOB     spec (defaults filled), node ids in index order, master port
+ *           and address: the job exists, on those nodes
+ *   EPOCH   job, epoch, restore step or none: an incarnation began
+ *   COMMIT  job, epoch, step: step is committed
+ *   END     job, final state, reason
+ *
+ * Each is durable (fdatasync) when ctl_journal_append returns, and the
+ * controller lets no node hear of a decision before. A torn last record
+ * (a crash mid-append) is dropped by journal_open; any other damage, or a
+ * record that contradicts the ones before it, refuses the journal.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "common/journal.h"
+#include "common/log.h"
+#include "daemon/controller/controller.h"
+
+struct replay {
+  struct ctl_jobs *js;
+  uint64_t nrec;
+  char *err;
+  size_t errlen;
+};
+
+static int on_record(void *arg, uint32_t type, const void *data, size_t len)
+{
+  struct replay *r = arg;
+  char why[512];
+  int rc;
+
+  r->nrec++;
+  why[0] = '\0';
+  switch (type) {
+  case CTL_REC_JOB: {
+    Pt__CtlRecJob *m = pt__ctl_rec_job__unpack(NULL, len, data);
+    if (m == NULL)
+      goto undecodable;
+    rc = ctl_jobs_replay_job(r->js, m->spec, m->node_ids, m->n_node_ids,
+                             m->master_port, m->master_addr, why,
+                             sizeof(why));
+    pt__ctl_rec_job__free_unpacked(m, NULL);
+    break;
+  }
+  case CTL_REC_EPOCH: {
+    Pt__CtlRecEpoch *m = pt__ctl_rec_epoch__unpack(NULL, len, data);
+    if (m == NULL)
+      goto undecodable;
+    rc = ctl_jobs_replay_epoch(r->js, m->job, m->epoch, m->has_restore_step,
+                               m->restore_step, why, sizeof(why));
+    if (rc == PT_OK && m->has_restarts)
+      ctl_jobs_find(r->js, m->job)->restarts = m->restarts;
+    pt__ctl_rec_epoch__free_unpacked(m, NULL);
+    break;
+  }
+  case CTL_REC_COMMIT: {
+    Pt__CtlRecCommit *m = pt__ctl_rec_commit__unpack(NULL, len, data);
+    if (m == NULL)
+      goto undecodable;
+    rc = ctl_jobs_replay_commit(r->js, m->job, m->epoch, m->step, why,
+                                sizeof(why));
+    if (rc == PT_OK && m->has_commits)
+      ctl_jobs_find(r->js, m->job)->commits = m->commits;
+    pt__ctl_rec_commit__free_unpacked(m, NULL);
+    break;
+  }
+  case CTL_REC_END: {
+    Pt__CtlRecEnd *m = pt__ctl_rec_end__unpack(NULL, len, data);
+    if (m == NULL)
+      goto undecodable;
+    rc = ctl_jobs_replay_end(r->js, m->job, ctl_jobs_state_parse(m->state),
+                             m->reason, why, sizeof(why));
+    pt__ctl_rec_end__free_unpacked(m, NULL);
+    break;
+  }
+  default:
+    snprintf(r->err, r->errlen, "record %" PRIu64 " has unknown type %" PRIu32,
+             r->nrec, type);
+    return PT_EFORMAT;
+  }
+  if (rc != PT_OK)
+    snprintf(r->err, r->errlen, "record %" PRIu64 ": %s", r->nrec,
+             why[0] != '\0' ? why : pt_strerror(rc));
+  return rc;
+undecodable:
+  snprintf(r->err, r->errlen, "record %" PRIu64 " (type %" PRIu32
+           ", %zu bytes) does not decode", r->nrec, type, len);
+  return PT_EFORMAT;
+}
+
+int ctl_journal_open(struct journal **j, const char *path, struct ctl_jobs *js,
+                     uint64_t *dropped, char *err, size_t errlen)
+{
+  char why[768];
+  struct replay r = {.js = js, .err = why, .errlen = sizeof(why)};
+
+  why[0] = '\0';
+  int rc = journal_open(j, path, on_record, &r, dropped, why, sizeof(why));
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "journal '%s': %s", path,
+             why[0] != '\0' ? why : pt_strerror(rc));
+    if (rc != PT_EFORMAT && rc != -EBUSY && why[0] == '\0')
+      return rc;
+    return rc == -EBUSY ? rc : PT_EFORMAT;
+  }
+  return PT_OK;
+}
+
+/* ---- encoding ---- */
+
+/* The packed record of kind for job. OUT: *buf (free it), *len. */
+static int encode(const struct ctl_job *job, enum ctl_rec kind, uint8_t **buf,
+                  size_t *len)
+{
+  ProtobufCMessage *msg;
+  Pt__CtlRecJob rj = PT__CTL_REC_JOB__INIT;
+  Pt__CtlRecEpoch re = PT__CTL_REC_EPOCH__INIT;
+  Pt__CtlRecCommit rc = PT__CTL_REC_COMMIT__INIT;
+  Pt__CtlRecEnd rd = PT__CTL_REC_END__INIT;
+  char **ids = NULL;
+
+  switch (kind) {
+  case CTL_REC_JOB:
+    ids = calloc(job->nparts, sizeof(*ids));
+    if (ids == NULL)
+      return -ENOMEM;
+    for (uint32_t p = 0; p < job->nparts; p++)
+      ids[p] = (char *)job->parts[p].node_id;
+    rj.spec = job->spec;
+    rj.n_node_ids = job->nparts;
+    rj.node_ids = ids;
+    rj.master_port = job->master_port;
+    rj.master_addr = (char *)job->master_addr;
+    msg = &rj.base;
+    break;
+  case CTL_REC_EPOCH:
+    re.job = job->spec->name;
+    re.epoch = job->epoch;
+    re.has_restore_step = job->has_restore;
+    re.restore_step = job->restore_step;
+    re.has_restarts = true;
+    re.restarts = job->restarts;
+    msg = &re.base;
+    break;
+  case CTL_REC_COMMIT:
+    rc.job = job->spec->name;
+    rc.epoch = job->epoch;
+    rc.step = job->committed;
+    rc.has_commits = true;
+    rc.commits = job->commits;
+    msg = &rc.base;
+    break;
+  case CTL_REC_END:
+    rd.job = job->spec->name;
+    rd.state = (char *)ctl_jobs_state_name(job->state);
+    rd.reason = (char *)job->reason;
+    msg = &rd.base;
+    break;
+  default:
+    return -EINVAL;
+  }
+  *len = protobuf_c_message_get_packed_size(msg);
+  *buf = malloc(*len > 0 ? *len : 1);
+  if (*buf == NULL) {
+    free(ids);
+    return -ENOMEM;
+  }
+  protobuf_c_message_pack(msg, *buf);
+  free(ids);
+  return PT_OK;
+}
+
+int ctl_journal_append(struct journal *jr, const struct ctl_job *job,
+                       enum ctl_rec kind)
+{
+  uint8_t *buf;
+  size_t len;
+  int rc = encode(job, kind, &buf, &len);
+
+  if (rc != PT_OK)
+    return rc;
+  rc = journal_append(jr, kind, buf, len);
+  free(buf);
+  return rc;
+}
+
+int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
+                        bool force)
+{
+  if (!force && journal_bytes(jr) <= CTL_JOURNAL_MAX_BYTES &&
+      journal_records(jr) <= CTL_JOURNAL_MAX_RECORDS)
+    return PT_OK;
+  size_t cap = 3 * (js->nlive + js->nended) + 1, n = 0;
+  struct journal_rec *recs = calloc(cap, sizeof(*recs));
+  int rc = recs == NULL ? -ENOMEM : PT_OK;
+  const struct ctl_job **order = calloc(js->nlive + js->nended + 1,
+                                        sizeof(*order));
+  size_t nj = 0;
+
+  if (order == NULL)
+    rc = -ENOMEM;
+  /* Oldest first, so that a replay sees them in the order they began. */
+  for (const struct ctl_job *j = js->jobs; rc == PT_OK && j != NULL;
+       j = j->next)
+    order[nj++] = j;
+  for (size_t k = nj; rc == PT_OK && k-- > 0;) {
+    const struct ctl_job *j = order[k];
+    enum ctl_rec kinds[3];
+    size_t nk = 0;
+    kinds[nk++] = CTL_REC_JOB;
+    if (ctl_jobs_ended(j->state)) {
+      kinds[nk++] = CTL_REC_END;
+    } else {
+      if (j->epoch > 0)
+        kinds[nk++] = CTL_REC_EPOCH;
+      if (j->has_committed && j->epoch > 0)
+        kinds[nk++] = CTL_REC_COMMIT;
+    }
+    for (size_t i = 0; i < nk && rc == PT_OK && n < cap; i++) {
+      uint8_t *buf;
+      size_t len;
+      rc = encode(j, kinds[i], &buf, &len);
+      if (rc == PT_OK) {
+        recs[n].type = kinds[i];
+        recs[n].data = buf;
+        recs[n].len = len;
+        n++;
+      }
+    }
+  }
+  if (rc == PT_OK) {
+    uint64_t before = journal_bytes(jr);
+    rc = journal_compact(jr, recs, n);
+    if (rc == PT_OK)
+      log_info("journal compacted: %" PRIu64 " -> %" PRIu64 " bytes, %zu "
+               "records", before, journal_bytes(jr), n);
+  }
+  for (size_t i = 0; i < n; i++)
+    free((void *)recs[i].data);
+  free(recs);
+  free(order);
+  return rc;
+}

@@ -1,0 +1,951 @@
+/*
+ * node_part.c — `ptd node` in cluster mode: the job part the controller
+ * gives it (JOB_ASSIGN), its end (JOB_HALT, a failure), the epoch fence,
+ * and what the node tells the controller about it (JOB_PART_STATE).
+ *
+ * A cluster-mode node has no ranks until assigned. JOB_ASSIGN{spec, epoch,
+ * node_index, first_rank, world_size, master} makes its part: spec's
+ * ranks_per_node ranks, slots, memory budget and trainer command, the job
+ * name for its shm objects and sockets, and per rank the torchrun
+ * environment (node_plan_rank_env). The assignment is recorded in
+ * <state-dir>/part.state (atomically, common/state_file.h) before anything
+ * is spawned; then the standalone machinery runs the part (an SMP per
+ * rank, supervision, the liveness probe, budget checks), with the remote
+ * decider (node_decide_remote.c): the restore point is the assignment's.
+ *
+ * In cluster mode the node does not restart failed ranks: a trainer that
+ * fails, an SMP that dies or a refused start stops the part's ranks and
+ * the node reports the part failed; the controller decides the next epoch.
+ *
+ * The epoch fence (node_plan_fence): a JOB_ASSIGN or any decision naming a
+ * newer epoch of the job stops the old epoch's ranks first (SIGTERM, then
+ * SIGKILL after the grace), and only then is the new assignment taken;
+ * anything naming an older epoch is ignored (JOB_PIN: PT_EEPOCH). A
+ * JOB_ASSIGN of the epoch the node runs (a reconnect) changes nothing: it
+ * is answered with where the part stands, and its committed_step teaches
+ * the node a commit it missed.
+ *
+ * JOB_PART_STATE goes to the controller on every change of the part
+ * ("starting", "running", then "stopped", "failed" or "done" once its ranks
+ * are all gone) and after every registration, with the bytes held, the
+ * newest step every rank sealed and the steps every rank holds verified.
+ *
+ * The node's own restart: part.state records the part as running, so a
+ * node started again takes it up and re-adopts its SMPs and trainers
+ * (node_ident_part); it re-registers (a new incarnation) and reports the
+ * part running.
+ *
+ * part.state: "PTPART01", u32 version (1), u32 state (0 running, 1
+ * stopped, 2 failed, 3 done), 16 bytes of job instance, u32 length, u32
+ * CRC32C of everything before it, then the JobAssign as protobuf.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/state_file.h"
+#include "daemon/node/node.h"
+
+#define PART_MAGIC "PTPART01"
+#define PART_HEAD (8u + 4u + 4u + SNAP_INSTANCE_BYTES + 4u + 4u)
+#define PART_MAX (1u << 20)
+
+enum part_end { PART_RUNNING = 0, PART_STOPPED, PART_FAILED, PART_DONE };
+
+struct node_part {
+  struct node *n;
+  char path[NODE_PATH_MAX + 32];
+  /* The part recorded (has): its job, epoch and assignment. */
+  bool has;
+  char job[SNAP_JOB_MAX];
+  uint64_t epoch;
+  uint8_t instance[SNAP_INSTANCE_BYTES];
+  uint8_t *buf; /* the JobAssign, packed */
+  size_t len;
+  enum part_end end;
+  bool active;  /* ranks allocated and supervised */
+  const char *reported; /* the last state reported; NULL: none */
+  int fail_status;
+  char fail_msg[300];
+  /* Waiting for the active part's ranks to stop. */
+  uint8_t *next_buf; /* an assignment of a newer epoch */
+  size_t next_len;
+  uint64_t next_id;
+  bool halt_pending, halt_remove;
+  uint64_t halt_id;
+  bool stop_node;
+  char stop_by[64];
+  /* Ranks of ended parts: freed one part later, when no callback of
+   * theirs can come any more. */
+  struct node_rank *retired;
+  char **cmd;
+  uint32_t ncmd;
+};
+
+static struct node_part *P(const struct node *n)
+{
+  return n->part;
+}
+
+static const char *end_name(enum part_end e)
+{
+  switch (e) {
+  case PART_RUNNING:
+    return "running";
+  case PART_STOPPED:
+    return "stopped";
+  case PART_FAILED:
+    return "failed";
+  case PART_DONE:
+    return "done";
+  }
+  return "?";
+}
+
+/* ---- part.state ---- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+  memcpy(p, &v, 4);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+static int record_write(struct node_part *p)
+{
+  size_t total = PART_HEAD + p->len;
+  uint8_t *b = malloc(total);
+
+  if (b == NULL)
+    return -ENOMEM;
+  memcpy(b, PART_MAGIC, 8);
+  put32(b + 8, 1);
+  put32(b + 12, (uint32_t)p->end);
+  memcpy(b + 16, p->instance, SNAP_INSTANCE_BYTES);
+  put32(b + 16 + SNAP_INSTANCE_BYTES, (uint32_t)p->len);
+  put32(b + 20 + SNAP_INSTANCE_BYTES, crc32c(b, 20 + SNAP_INSTANCE_BYTES));
+  memcpy(b + PART_HEAD, p->buf, p->len);
+  int rc = state_file_write(p->path, b, total);
+  free(b);
+  if (rc != PT_OK)
+    log_warn("cannot write '%s': %s (a restarted node could not take its "
+             "part up again)",
+             p->path, pt_strerror(rc));
+  return rc;
+}
+
+/* -ENOENT when absent; PT_EFORMAT with err for a damaged file. */
+static int record_read(struct node_part *p, char *err, size_t errlen)
+{
+  char *data = NULL;
+  size_t len = 0;
+  int rc = state_file_read(p->path, PART_MAX, &data, &len, err, errlen);
+
+  if (rc != PT_OK)
+    return rc;
+  const uint8_t *b = (const uint8_t *)data;
+  rc = PT_EFORMAT;
+  if (len < PART_HEAD || memcmp(b, PART_MAGIC, 8) != 0 || get32(b + 8) != 1) {
+    snprintf(err, errlen, "not a part record of this version");
+    goto out;
+  }
+  if (get32(b + 20 + SNAP_INSTANCE_BYTES) !=
+      crc32c(b, 20 + SNAP_INSTANCE_BYTES)) {
+    snprintf(err, errlen, "its header fails its checksum");
+    goto out;
+  }
+  uint32_t plen = get32(b + 16 + SNAP_INSTANCE_BYTES);
+  uint32_t end = get32(b + 12);
+  if (plen != len - PART_HEAD || end > PART_DONE) {
+    snprintf(err, errlen, "its length or state is wrong");
+    goto out;
+  }
+  Pt__JobAssign *a = pt__job_assign__unpack(NULL, plen, b + PART_HEAD);
+  if (a == NULL || a->spec == NULL) {
+    if (a != NULL)
+      pt__job_assign__free_unpacked(a, NULL);
+    snprintf(err, errlen, "its assignment cannot be read");
+    goto out;
+  }
+  p->buf = malloc(plen > 0 ? plen : 1);
+  if (p->buf == NULL) {
+    pt__job_assign__free_unpacked(a, NULL);
+    rc = -ENOMEM;
+    goto out;
+  }
+  memcpy(p->buf, b + PART_HEAD, plen);
+  p->len = plen;
+  p->has = true;
+  snprintf(p->job, sizeof(p->job), "%s", a->spec->name);
+  p->epoch = a->epoch;
+  p->end = (enum part_end)end;
+  memcpy(p->instance, b + 16, SNAP_INSTANCE_BYTES);
+  pt__job_assign__free_unpacked(a, NULL);
+  rc = PT_OK;
+out:
+  free(data);
+  return rc;
+}
+
+/* ---- what the controller hears ---- */
+
+static const char *state_now(const struct node *n)
+{
+  const struct node_part *p = P(n);
+
+  if (!p->active)
+    return end_name(p->end);
+  if (n->phase == NODE_PH_RUNNING)
+    return "running";
+  if (n->phase < NODE_PH_RUNNING)
+    return "starting";
+  return NULL; /* stopping: said once its ranks are gone */
+}
+
+/* JOB_PART_STATE of the part recorded, as the answer to id (0:
+ * unsolicited). */
+static void report(struct node *n, uint64_t id, const char *state)
+{
+  struct node_part *p = P(n);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  uint64_t held[SNAP_MAX_SLOTS];
+  size_t nheld = 0;
+
+  if (!p->has)
+    return;
+  m.job = p->job;
+  m.epoch = p->epoch;
+  m.state = (char *)state;
+  if (strcmp(state, "failed") == 0) {
+    m.has_status = true;
+    m.status = p->fail_status != 0 ? p->fail_status : -EIO;
+    m.message = p->fail_msg;
+  }
+  if (p->active && n->cfg.ranks > 0) {
+    m.has_bytes_held = true;
+    for (uint32_t i = 0; i < n->cfg.ranks; i++)
+      m.bytes_held += n->ranks[i].bytes_held;
+    uint64_t s;
+    if (node_decide_remote_last_sealed(n, &s)) {
+      m.has_last_sealed = true;
+      m.last_sealed = s;
+    }
+    /* Steps every rank holds intact. While the trainers run, the slots
+     * move on from what the SMPs last reported: the committed step (every
+     * SMP committed it; a newer commit supersedes it). Otherwise what
+     * every SMP's verified report holds. */
+    const struct node_rank *r0 = &n->ranks[0];
+    bool moving = n->phase == NODE_PH_RUNNING;
+    if (moving && n->has_committed)
+      held[nheld++] = n->committed;
+    for (uint32_t k = 0; !moving && k < r0->nview && nheld < SNAP_MAX_SLOTS;
+         k++) {
+      const struct node_slot_view *v = &r0->view[k];
+      bool all = true;
+      for (uint32_t i = 0; i < n->cfg.ranks && all; i++) {
+        const struct node_rank *r = &n->ranks[i];
+        bool has = false;
+        for (uint32_t j = 0; j < r->nview && !has; j++)
+          has = r->view[j].step == v->step && r->view[j].intact &&
+                (r->view[j].state == SNAP_SEALED ||
+                 r->view[j].state == SNAP_PINNED ||
+                 r->view[j].state == SNAP_COMMITTED);
+        all = has && r->view_verified;
+      }
+      if (all)
+        held[nheld++] = v->step;
+    }
+    m.n_held = nheld;
+    m.held = held;
+  }
+  int rc = node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
+  if (rc == PT_OK)
+    log_debug("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch, state);
+  p->reported = state;
+}
+
+static void report_refusal(struct node *n, uint64_t id, const char *job,
+                           uint64_t epoch, int status, const char *why)
+{
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+
+  log_warn("job '%s' epoch %" PRIu64 ": assignment refused: %s", job, epoch,
+           why);
+  m.job = (char *)job;
+  m.epoch = epoch;
+  m.state = "failed";
+  m.has_status = true;
+  m.status = status;
+  m.message = (char *)why;
+  node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
+}
+
+void node_part_after_drive(struct node *n)
+{
+  struct node_part *p = P(n);
+
+  if (p == NULL || !p->active)
+    return;
+  const char *s = state_now(n);
+  if (s != NULL && s != p->reported)
+    report(n, 0, s);
+}
+
+void node_part_on_registered(struct node *n)
+{
+  struct node_part *p = P(n);
+
+  if (p == NULL || !p->has)
+    return;
+  const char *s = state_now(n);
+  report(n, 0, s != NULL ? s : "running");
+  if (p->active)
+    node_decide_remote_link_up(n);
+}
+
+/* ---- a part's life ---- */
+
+static void free_cmd(struct node_part *p)
+{
+  for (uint32_t i = 0; i < p->ncmd; i++)
+    free(p->cmd[i]);
+  free(p->cmd);
+  p->cmd = NULL;
+  p->ncmd = 0;
+}
+
+/* The per-job fields of struct node, as a new node has them. */
+static void reset_job(struct node *n)
+{
+  n->phase = NODE_PH_STARTING;
+  n->outcome = NODE_OUT_NONE;
+  n->why[0] = '\0';
+  n->adopting = false;
+  n->backoff_until = n->phase_deadline = n->kill_at = 0;
+  n->restore_fails = 0;
+  n->attempt_failed = n->restore_has = false;
+  n->restore_step = 0;
+  n->end_deadline = 0;
+  n->has_committed = false;
+  n->committed = n->committed_unix_ms = 0;
+  n->restarts = 0;
+  n->commits = n->restores = 0;
+  free(n->restart_log.at);
+  memset(&n->restart_log, 0, sizeof(n->restart_log));
+  n->backoff_attempt = 0;
+  n->running_since = 0;
+  n->committed_since = false;
+  n->commit_logged_ms = 0;
+  n->instance_ended = false;
+}
+
+/* n->cfg from the assignment. */
+static int configure(struct node *n, const Pt__JobAssign *a)
+{
+  struct node_part *p = P(n);
+  const Pt__JobSpec *s = a->spec;
+  struct node_config *c = &n->cfg;
+
+  free_cmd(p);
+  p->cmd = calloc(s->n_argv + 1, sizeof(*p->cmd));
+  if (p->cmd == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < s->n_argv; i++) {
+    p->cmd[i] = strdup(s->argv[i]);
+    if (p->cmd[i] == NULL)
+      return -ENOMEM;
+    p->ncmd++;
+  }
+  snprintf(c->job, sizeof(c->job), "%s", s->name);
+  c->ranks = s->ranks_per_node;
+  c->slots = s->has_slots ? s->slots : 3;
+  c->memory_budget = s->has_memory_budget ? s->memory_budget : 0;
+  c->cmd = p->cmd;
+  c->ncmd = (int)p->ncmd;
+  c->keep = true; /* JOB_HALT{remove} removes the objects */
+  c->first_rank = a->first_rank;
+  c->world = a->world_size;
+  c->group_rank = a->node_index;
+  snprintf(c->master_addr, sizeof(c->master_addr), "%s", a->master_addr);
+  c->master_port = a->master_port;
+  return PT_OK;
+}
+
+static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The part could not start: its ranks never ran. */
+static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
+{
+  struct node_part *p = P(n);
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(p->fail_msg, sizeof(p->fail_msg), fmt, ap);
+  va_end(ap);
+  p->fail_status = rc;
+  log_error("job '%s' epoch %" PRIu64 ": part failed: %s", p->job, p->epoch,
+            p->fail_msg);
+}
+
+/* Starts the part of the assignment in p->buf (request id: its answer).
+ * adopt: the node's own restart, the part recorded running. */
+static void start(struct node *n, uint64_t id, bool adopt)
+{
+  struct node_part *p = P(n);
+  char err[300];
+  int rc;
+
+  Pt__JobAssign *a = pt__job_assign__unpack(NULL, p->len, p->buf);
+  if (a == NULL) {
+    log_error("the recorded assignment cannot be read");
+    return;
+  }
+  bool continuing = p->has && strcmp(p->job, a->spec->name) == 0;
+  rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
+  if (rc != PT_OK) {
+    report_refusal(n, id, a->spec != NULL && a->spec->name != NULL
+                              ? a->spec->name : "", a->epoch, rc, err);
+    pt__job_assign__free_unpacked(a, NULL);
+    return;
+  }
+  p->has = true;
+  snprintf(p->job, sizeof(p->job), "%s", a->spec->name);
+  p->epoch = a->epoch;
+  p->end = PART_RUNNING;
+  p->reported = NULL;
+  p->fail_status = 0;
+  p->fail_msg[0] = '\0';
+  reset_job(n);
+  rc = configure(n, a);
+  if (rc == PT_OK) {
+    n->ranks = calloc(n->cfg.ranks, sizeof(*n->ranks));
+    rc = n->ranks == NULL ? -ENOMEM : PT_OK;
+  }
+  if (rc != PT_OK) {
+    n->cfg.ranks = 0;
+    fail_at_start(n, rc, "cannot set the part up: %s", pt_strerror(rc));
+    goto refused;
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    r->node = n;
+    r->rank = i;
+    snprintf(r->sock_path, sizeof(r->sock_path), "%s/smp.%" PRIu32 ".sock",
+             n->cfg.state_dir, i);
+  }
+  log_info("job '%s' epoch %" PRIu64 ": %s part %" PRIu32 " of %" PRIu32
+           " ranks (global %" PRIu32 "..%" PRIu32 " of %" PRIu32 "), master "
+           "%s:%" PRIu32 ", %s, trainer '%s'",
+           p->job, p->epoch, adopt ? "taking up" : "starting", a->node_index,
+           n->cfg.ranks, a->first_rank, a->first_rank + n->cfg.ranks - 1,
+           a->world_size, a->master_addr, a->master_port,
+           a->has_restore_step ? "restoring" : "fresh", n->cfg.cmd[0]);
+  /* Taken up after a restart, the part runs already: the checks only
+   * raise the open file limit it needs. */
+  rc = node_check_preflight(&n->cfg);
+  if (rc != PT_OK && adopt) {
+    log_warn("job '%s': the checks before start failed (%s); the part "
+             "runs already", p->job, pt_strerror(rc));
+  } else if (rc != PT_OK) {
+    fail_at_start(n, rc, "the checks before start failed: %s (see the "
+                  "node's log)", pt_strerror(rc));
+    goto refused;
+  }
+  if (continuing)
+    memcpy(n->instance, p->instance, sizeof(n->instance));
+  rc = node_ident_part(n, continuing);
+  if (rc != PT_OK) {
+    fail_at_start(n, rc, "the job's snapshot objects cannot be used: %s",
+                  pt_strerror(rc));
+    goto refused;
+  }
+  memcpy(p->instance, n->instance, sizeof(p->instance));
+  if (adopt && !n->adopting) {
+    /* Its trainers are gone: starting them again here, in this epoch,
+     * would put ranks restored from an older step beside the other nodes'
+     * running ones. The controller starts the next epoch. */
+    fail_at_start(n, -ESRCH, "no process of the part survived the node's "
+                  "restart");
+    goto refused;
+  }
+  /* Recorded before anything is spawned. */
+  rc = record_write(p);
+  if (rc != PT_OK) {
+    fail_at_start(n, rc, "cannot record the assignment: %s",
+                  pt_strerror(rc));
+    goto refused;
+  }
+  rc = n->decider->open(n);
+  if (rc != PT_OK) {
+    fail_at_start(n, rc, "cannot set up the decider: %s", pt_strerror(rc));
+    goto refused;
+  }
+  if (!n->adopting) {
+    n->has_committed = a->has_restore_step;
+    n->committed = a->restore_step;
+    /* PT_RESTART: the job's restarts are its epochs after the first. */
+    n->restarts = (uint32_t)(a->epoch - 1);
+  }
+  node_decide_remote_assigned(n, a->has_restore_step, a->restore_step);
+  p->active = true;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->smp == NULL)
+      r->smp_respawn_at = 1; /* due now */
+    else
+      node_smp_connect(n, r);
+  }
+  n->phase = NODE_PH_STARTING;
+  n->state_dirty = true;
+  /* committed_step is not used here: a new part restores restore_step;
+   * one taken up after the node's restart learns a commit it missed from
+   * the controller's JOB_ASSIGN of the same epoch (on_assign). */
+  report(n, id, "starting");
+  pt__job_assign__free_unpacked(a, NULL);
+  node_ctl_notify(n, false);
+  node_job_drive(n);
+  return;
+
+refused:
+  /* Nothing runs: the part is failed, and recorded so. */
+  for (uint32_t i = 0; n->ranks != NULL && i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->smp != NULL)
+      node_proc_child_abandon(r->smp);
+    if (r->trainer != NULL)
+      node_proc_child_abandon(r->trainer);
+  }
+  if (n->decider_data != NULL)
+    n->decider->close(n);
+  free(p->retired);
+  p->retired = n->ranks;
+  n->ranks = NULL;
+  n->cfg.ranks = 0;
+  p->end = PART_FAILED;
+  p->active = false;
+  n->phase = NODE_PH_EXIT;
+  record_write(p);
+  report(n, id, "failed");
+  pt__job_assign__free_unpacked(a, NULL);
+}
+
+/* Stops the active part's ranks (the end of node_job.c follows, then
+ * node_part_ended). */
+static void stop_ranks(struct node *n, enum node_outcome out,
+                       const char *why)
+{
+  log_info("job '%s': stopping the ranks of epoch %" PRIu64 " (%s)",
+           n->cfg.job, P(n)->epoch, why);
+  node_life_finish(n, out, "%s", why);
+  node_job_drive(n);
+}
+
+/* Unlinks the shm objects of the recorded part's ranks (of its
+ * instance). */
+static void remove_objects(struct node *n)
+{
+  struct node_part *p = P(n);
+  Pt__JobAssign *a = pt__job_assign__unpack(NULL, p->len, p->buf);
+
+  if (a == NULL)
+    return;
+  for (uint32_t i = 0; i < a->spec->ranks_per_node; i++) {
+    char name[256];
+    if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, p->job,
+                        a->first_rank + i) != PT_OK)
+      continue;
+    struct snap_store *st = NULL;
+    int rc = snap_store_open(&st, name, NULL, 0);
+    if (rc == -ENOENT)
+      continue;
+    bool ours = rc == PT_OK && memcmp(snap_store_instance(st), p->instance,
+                                      SNAP_INSTANCE_BYTES) == 0;
+    snap_store_close(st);
+    if (!ours) {
+      log_warn("left shm object '%s' in place: %s", name,
+               rc == PT_OK ? "it belongs to another job instance"
+                           : pt_strerror(rc));
+      continue;
+    }
+    rc = snap_store_unlink(name);
+    if (rc == PT_OK)
+      log_info("removed shm object '%s'", name);
+  }
+  pt__job_assign__free_unpacked(a, NULL);
+}
+
+/* The recorded part is no more (its job ended and its snapshots are
+ * removed, or a new job takes its name): the node is a spare. */
+static void forget(struct node *n)
+{
+  struct node_part *p = P(n);
+
+  p->has = false;
+  p->job[0] = '\0';
+  p->epoch = 0;
+  p->reported = NULL;
+  if (unlink(p->path) != 0 && errno != ENOENT)
+    log_warn("cannot remove '%s': %s", p->path, strerror(errno));
+}
+
+void node_part_ended(struct node *n)
+{
+  struct node_part *p = P(n);
+
+  if (p == NULL || !p->active)
+    return;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    node_smp_disconnect(r);
+    if (r->smp != NULL) {
+      node_proc_child_abandon(r->smp);
+      r->smp = NULL;
+    }
+    if (r->trainer != NULL) {
+      node_proc_child_abandon(r->trainer);
+      r->trainer = NULL;
+    }
+  }
+  n->decider->close(n);
+  p->end = n->outcome == NODE_OUT_DONE     ? PART_DONE
+           : n->outcome == NODE_OUT_FAILED ? PART_FAILED
+                                           : PART_STOPPED;
+  if (p->end == PART_FAILED) {
+    snprintf(p->fail_msg, sizeof(p->fail_msg), "node '%.40s': %.240s",
+             n->cfg.node_id, n->why);
+    p->fail_status = -EIO;
+  }
+  p->active = false;
+  free(p->retired);
+  p->retired = n->ranks; /* its conns' callbacks may still come */
+  n->ranks = NULL;
+  n->cfg.ranks = 0;
+  uv_timer_stop(&n->timer);
+  record_write(p);
+  log_info("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch,
+           end_name(p->end));
+  if (p->halt_pending) {
+    p->halt_pending = false;
+    if (p->halt_remove)
+      remove_objects(n);
+    report(n, p->halt_id, end_name(p->end));
+    if (p->halt_remove) {
+      p->halt_remove = false;
+      forget(n);
+    }
+  } else {
+    report(n, 0, end_name(p->end));
+  }
+  if (p->next_buf != NULL) {
+    free(p->buf);
+    p->buf = p->next_buf;
+    p->len = p->next_len;
+    p->next_buf = NULL;
+    start(n, p->next_id, false);
+  }
+  if (p->stop_node) {
+    p->stop_node = false;
+    node_cluster_stop(n, p->stop_by);
+  }
+}
+
+/* ---- the controller's decisions ---- */
+
+static enum node_fence fence(const struct node *n, const char *job,
+                             uint64_t epoch)
+{
+  const struct node_part *p = P(n);
+
+  return node_plan_fence(p->has ? p->job : NULL, p->epoch, job, epoch);
+}
+
+static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
+{
+  struct node_part *p = P(n);
+  const char *job = a->spec != NULL && a->spec->name != NULL ? a->spec->name
+                                                             : "";
+  enum node_fence f = fence(n, job, a->epoch);
+
+  /* Epoch 1 is a job's start: over a part of that name that ended here
+   * (stopped or failed, its snapshots kept) it is a new job of the same
+   * name, not a stale decision. */
+  bool new_job = f == NODE_FENCE_OLDER && a->epoch == 1 && !p->active;
+  if (new_job)
+    f = NODE_FENCE_NONE;
+  switch (f) {
+  case NODE_FENCE_OLDER:
+    log_info("job '%s': ignoring the assignment of epoch %" PRIu64
+             " (the part runs epoch %" PRIu64 ")", job, a->epoch, p->epoch);
+    return;
+  case NODE_FENCE_SAME:
+    /* A reconnect: where the part stands; a commit it missed. */
+    if (p->active && a->has_committed_step)
+      node_decide_remote_commit(n, a->committed_step);
+    if (p->active)
+      node_job_drive(n);
+    {
+      const char *s = state_now(n);
+      report(n, id, s != NULL ? s : "running");
+    }
+    return;
+  case NODE_FENCE_OTHER_JOB:
+    if (p->active) {
+      char why[160];
+      snprintf(why, sizeof(why), "this node runs a part of job '%s'", p->job);
+      report_refusal(n, id, job, a->epoch, -EBUSY, why);
+      return;
+    }
+    break;
+  case NODE_FENCE_NONE:
+  case NODE_FENCE_NEWER:
+    break;
+  }
+  char err[300];
+  int rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
+  if (rc != PT_OK) {
+    report_refusal(n, id, job, a->epoch, rc, err); /* nothing changes */
+    return;
+  }
+  size_t len = pt__job_assign__get_packed_size(a);
+  uint8_t *buf = malloc(len > 0 ? len : 1);
+  if (buf == NULL) {
+    report_refusal(n, id, job, a->epoch, -ENOMEM, "out of memory");
+    return;
+  }
+  pt__job_assign__pack(a, buf);
+  if (p->active) {
+    /* The fence: the old epoch's ranks stop before anything else. */
+    free(p->next_buf);
+    p->next_buf = buf;
+    p->next_len = len;
+    p->next_id = id;
+    if (n->phase < NODE_PH_STOP_TRAINERS) {
+      char why[96];
+      snprintf(why, sizeof(why), "epoch %" PRIu64 " superseded by %" PRIu64,
+               p->epoch, a->epoch);
+      stop_ranks(n, NODE_OUT_STOPPED, why);
+    }
+    return;
+  }
+  if (new_job)
+    forget(n);
+  free(p->buf);
+  p->buf = buf;
+  p->len = len;
+  start(n, id, false);
+}
+
+static void on_halt(struct node *n, uint64_t id, const Pt__JobHalt *m)
+{
+  struct node_part *p = P(n);
+  enum node_fence f = fence(n, m->job, m->epoch);
+
+  if (f == NODE_FENCE_NONE || f == NODE_FENCE_OTHER_JOB) {
+    Pt__JobPartState s = PT__JOB_PART_STATE__INIT;
+    s.job = m->job;
+    s.epoch = m->epoch;
+    s.state = "stopped";
+    node_cluster_send(n, RPC_JOB_PART_STATE, id, &s.base);
+    return;
+  }
+  if (f == NODE_FENCE_OLDER) {
+    log_info("job '%s': ignoring the halt of epoch %" PRIu64 " (the part "
+             "runs epoch %" PRIu64 ")", m->job, m->epoch, p->epoch);
+    return;
+  }
+  if (p->next_buf != NULL) { /* an assignment the halt overtakes */
+    free(p->next_buf);
+    p->next_buf = NULL;
+  }
+  log_info("job '%s': halt of epoch %" PRIu64 "%s%s%s", m->job, m->epoch,
+           m->remove ? ", removing its snapshots" : "",
+           m->reason != NULL ? ": " : "", m->reason != NULL ? m->reason : "");
+  if (p->active) {
+    p->halt_pending = true;
+    p->halt_id = id;
+    p->halt_remove = p->halt_remove || m->remove;
+    if (n->phase < NODE_PH_STOP_TRAINERS)
+      stop_ranks(n, NODE_OUT_STOPPED, "halted by the controller");
+    return;
+  }
+  if (p->end == PART_RUNNING)
+    p->end = PART_STOPPED;
+  if (m->remove)
+    remove_objects(n);
+  report(n, id, end_name(p->end));
+  if (m->remove)
+    forget(n);
+  else
+    record_write(p);
+}
+
+/* JOB_PIN, JOB_COMMIT, JOB_UNPIN: through the fence to the decider. */
+static void on_decision(struct node *n, const struct rpc_hdr *h,
+                        const char *job, uint64_t epoch, uint64_t step)
+{
+  struct node_part *p = P(n);
+  enum node_fence f = fence(n, job, epoch);
+
+  if (f == NODE_FENCE_NEWER && p->active && n->phase < NODE_PH_STOP_TRAINERS) {
+    char why[96];
+    snprintf(why, sizeof(why), "the controller runs epoch %" PRIu64, epoch);
+    stop_ranks(n, NODE_OUT_STOPPED, why);
+  }
+  if (f != NODE_FENCE_SAME || !p->active) {
+    if (h->type == RPC_JOB_PIN) {
+      Pt__JobVote v = PT__JOB_VOTE__INIT;
+      v.job = (char *)job;
+      v.epoch = epoch;
+      v.step = step;
+      v.status = f == NODE_FENCE_OLDER || f == NODE_FENCE_NEWER ? PT_EEPOCH
+                                                                 : -ENOENT;
+      v.message = f == NODE_FENCE_OLDER   ? "an older epoch"
+                  : f == NODE_FENCE_NEWER ? "a newer epoch than this part's"
+                                          : "no part of this job runs here";
+      node_cluster_send(n, RPC_JOB_VOTE, h->request_id, &v.base);
+    } else {
+      log_debug("job '%s' epoch %" PRIu64 ": %s of step %" PRIu64
+                " ignored", job, epoch, rpc_type_name(h->type), step);
+    }
+    return;
+  }
+  switch (h->type) {
+  case RPC_JOB_PIN:
+    node_decide_remote_pin(n, h->request_id, step);
+    break;
+  case RPC_JOB_COMMIT:
+    node_decide_remote_commit(n, step);
+    break;
+  default:
+    node_decide_remote_unpin(n, step);
+    break;
+  }
+  node_job_drive(n);
+}
+
+void node_part_on_msg(struct node *n, const struct rpc_hdr *h,
+                      const ProtobufCMessage *msg)
+{
+  if (P(n) == NULL || n->cluster == NULL)
+    return;
+  switch (h->type) {
+  case RPC_JOB_ASSIGN:
+    on_assign(n, h->request_id, (const Pt__JobAssign *)msg);
+    break;
+  case RPC_JOB_HALT:
+    on_halt(n, h->request_id, (const Pt__JobHalt *)msg);
+    break;
+  case RPC_JOB_PIN: {
+    const Pt__JobPin *m = (const Pt__JobPin *)msg;
+    on_decision(n, h, m->job, m->epoch, m->step);
+    break;
+  }
+  case RPC_JOB_COMMIT: {
+    const Pt__JobCommit *m = (const Pt__JobCommit *)msg;
+    on_decision(n, h, m->job, m->epoch, m->step);
+    break;
+  }
+  case RPC_JOB_UNPIN: {
+    const Pt__JobUnpin *m = (const Pt__JobUnpin *)msg;
+    on_decision(n, h, m->job, m->epoch, m->step);
+    break;
+  }
+  default:
+    break;
+  }
+}
+
+/* ---- set-up ---- */
+
+int node_part_open(struct node *n)
+{
+  struct node_part *p = calloc(1, sizeof(*p));
+  char err[200] = "";
+
+  if (p == NULL)
+    return -ENOMEM;
+  p->n = n;
+  snprintf(p->path, sizeof(p->path), "%s/part.state", n->cfg.state_dir);
+  n->part = p;
+  n->phase = NODE_PH_EXIT; /* no part runs */
+  int rc = record_read(p, err, sizeof(err));
+  if (rc == -ENOENT)
+    return PT_OK;
+  if (rc != PT_OK) {
+    log_error("'%s': %s", p->path, err[0] != '\0' ? err : pt_strerror(rc));
+    return rc;
+  }
+  if (p->end != PART_RUNNING) {
+    log_info("'%s': job '%s' epoch %" PRIu64 " ended here (%s)", p->path,
+             p->job, p->epoch, end_name(p->end));
+    return PT_OK;
+  }
+  log_notice("job '%s' epoch %" PRIu64 ": the part was running when this "
+             "node ended; taking it up again",
+             p->job, p->epoch);
+  start(n, 0, true);
+  return PT_OK;
+}
+
+void node_part_close(struct node *n)
+{
+  struct node_part *p = P(n);
+
+  if (p == NULL)
+    return;
+  free(p->retired);
+  free(p->buf);
+  free(p->next_buf);
+  free_cmd(p);
+  free(p);
+  n->part = NULL;
+}
+
+bool node_part_active(const struct node *n)
+{
+  return P(n) != NULL && P(n)->active;
+}
+
+uint64_t node_part_epoch(const struct node *n)
+{
+  return P(n) != NULL && P(n)->has ? P(n)->epoch : 0;
+}
+
+bool node_part_stop_node(struct node *n, const char *by)
+{
+  struct node_part *p = P(n);
+
+  if (p == NULL || !p->active)
+    return false;
+  bool again = p->stop_node;
+  if (!again) {
+    p->stop_node = true;
+    snprintf(p->stop_by, sizeof(p->stop_by), "%s", by);
+  }
+  node_life_request_stop(n, by, again);
+  return true;
+}
+
+const char *node_part_state_name(const struct node *n)
+{
+  const struct node_part *p = P(n);
+
+  if (p == NULL || !p->has)
+    return "spare";
+  if (p->active)
+    return node_life_phase_name(n);
+  return end_name(p->end);
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# kill -9 of the controller during a cluster job, then started again on its
+# port: meanwhile the nodes' trainers keep running and snapshotting and
+# nothing is committed; the nodes reconnect by themselves, report their
+# parts, the controller (from its journal) carries the job on with the
+# same trainers (its JOB_ASSIGN of the same epoch changes nothing), and it ends
+# with every rank's digest equal to a fault-free run and its last step
+# committed.
+set -u
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../cluster.sh"
+
+"$PTCTL" start --help 2>&1 | grep -q -- --ranks-per-node || skip "this build's ptctl has no 'start'"
+trap 'c_nodes_term; c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.kc.* 2>/dev/null; t_cleanup' EXIT
+unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
+STEPS=300 # long enough to go on well after the controller is back
+ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 50 --step-delay-ms 20)
+t_reference 4 "${ARGS[@]}"
+
+c_ctl_start --heartbeat-ms 200 --dead-after-ms 5000
+c_node_start a --capacity 2 --shm-prefix "$T_PREFIX"
+c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
+c_wait_node_state a alive 10
+c_wait_node_state b alive 10
+
+job_field() {
+  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
+import json, sys
+for j in json.load(sys.stdin)["jobs"]:
+    if j["job"] == sys.argv[1]:
+        v = j.get(sys.argv[2])
+        print("" if v is None else v)
+' "$1" "$2"
+}
+pids_of() { # the trainer pids of a node, by its control socket
+  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(str(r["trainer_pid"]) for r in json.load(sys.stdin)["ranks"]))'
+}
+node_committed() { # the committed step node $1 shows
+  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin).get("committed_step")
+print("" if v is None else v)'
+}
+
+c_ptctl start --job kc --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
+  -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
+  || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
+deadline=$(( $(date +%s) + 40 ))
+until c=$(job_field kc committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job kc committed nothing by step 10"
+  sleep 0.1
+done
+before="$(pids_of a) $(pids_of b)"
+kill -KILL "$C_CTL_PID"; wait "$C_CTL_PID" 2>/dev/null; C_CTL_PID=
+say "controller killed after commit $c"
+# Away: nothing is committed, the trainers go on.
+a1=$(node_committed a)
+sleep 1
+a2=$(node_committed a)
+[ "$a1" = "$a2" ] || c_fail "node a committed $a1 -> $a2 without a controller"
+grep -q "connection lost" "$T_DIR/node.a.log" || c_fail "node a did not notice the controller go"
+C_CTL_PORT_WANT=$C_CTL_PORT c_ctl_start --heartbeat-ms 200 --dead-after-ms 5000
+c_wait_node_state a alive 15
+c_wait_node_state b alive 15
+say "controller restarted: both nodes registered again"
+# Its JOB_ASSIGN of the same epoch changed nothing: the same trainers.
+deadline=$(( $(date +%s) + 10 ))
+until c2=$(job_field kc committed_step) && [ -n "$c2" ] && [ "$c2" -gt "$c" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "nothing committed after the controller came back (still $c2)"
+  sleep 0.1
+done
+after="$(pids_of a) $(pids_of b)"
+[ "$after" = "$before" ] || c_fail "trainers were respawned: $before -> $after"
+say "commits go on (step $c2) with the same trainers ($after)"
+deadline=$(( $(date +%s) + 90 ))
+until s=$(job_field kc state) && [ "$s" = done ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || {
+    tail -n 30 "$T_DIR/node.a.log" | sed 's/^/node a: /'
+    c_fail "job kc is '$s', not done, after 90 s"
+  }
+  sleep 0.2
+done
+t_check_digests 4
+final=$(job_field kc committed_step)
+[ "$final" = "$STEPS" ] || c_fail "committed step $final at the end, not $STEPS (before the kill: $c)"
+for id in a b; do
+  r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
+  [ -z "$r" ] || [ "$r" -ge "$c" ] || c_fail "node $id restored step $r, older than step $c committed before the kill"
+done
+say "ok: job done (epoch $(job_field kc epoch), committed $final), digests equal the fault-free run"

@@ -1,0 +1,745 @@
+/*
+ * test_node_part.c — `ptd node` in cluster mode running a job part.
+ *
+ * The pure pieces (node_plan.c): the torchrun environment of a part's
+ * ranks, the checks of a JOB_ASSIGN, STEP_SEALED once per step from the
+ * ranks' sealed sets, the vote from the ranks' PIN answers, and the epoch
+ * fence.
+ *
+ * Then a fake controller over real TCP (a blocking listener on 127.0.0.1
+ * port 0 answering the authenticated handshake) and a real `ptd node
+ * --controller` (build/bin/ptd) with tests' pt-train (build/bin/pt-train):
+ * the node registers; a JOB_ASSIGN over its capacity is refused (failed,
+ * -ENOSPC) and changes nothing; JOB_ASSIGN of 2 ranks -> JOB_PART_STATE starting,
+ * running; each trainer's environment (RANK = first_rank + local rank,
+ * WORLD_SIZE, GROUP_RANK, MASTER_*); STEP_SEALED arrives; JOB_PIN -> JOB_VOTE
+ * 0 -> JOB_COMMIT, and the node's STATUS_REPLY (what `ptctl --state-dir`
+ * shows) has the committed step; the node killed with SIGKILL and started
+ * again takes its part up (the same trainers, re-adopted), re-registers and
+ * reports it running; a JOB_ASSIGN of the same epoch changes nothing; a
+ * JOB_PIN of an older epoch is PT_EEPOCH; a JOB_ASSIGN of a newer epoch
+ * stops the old trainers before the new ones start (restoring the
+ * committed step); a trainer killed ends the part "failed" (no local
+ * restart) with the rank and cause named, and the next epoch starts it
+ * again; JOB_HALT{remove} stops them and removes the objects; SIGTERM
+ * stops a running part's ranks, then the node (exit 3).
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "pt.h"
+#include "daemon/node/node.h"
+#include "rpc/rpc.h"
+#include "tests/unit/unit.h"
+
+/* ---- the pure pieces ---- */
+
+START_TEST(rank_env_from_assignment)
+{
+  struct node_config cfg;
+  struct node_rank_env e;
+
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.ranks = 2;
+  cfg.master_port = 29500;
+  node_plan_rank_env(&cfg, 1, &e); /* standalone */
+  ck_assert_uint_eq(e.rank, 1);
+  ck_assert_uint_eq(e.world, 2);
+  ck_assert_uint_eq(e.local_rank, 1);
+  ck_assert_uint_eq(e.local_world, 2);
+  ck_assert_uint_eq(e.group_rank, 0);
+  ck_assert_str_eq(e.master_addr, "127.0.0.1");
+
+  cfg.ranks = 4; /* node 2 of 3, 4 ranks each */
+  cfg.first_rank = 8;
+  cfg.world = 12;
+  cfg.group_rank = 2;
+  cfg.master_port = 31000;
+  snprintf(cfg.master_addr, sizeof(cfg.master_addr), "10.0.0.7");
+  node_plan_rank_env(&cfg, 3, &e);
+  ck_assert_uint_eq(e.rank, 11);
+  ck_assert_uint_eq(e.world, 12);
+  ck_assert_uint_eq(e.local_rank, 3);
+  ck_assert_uint_eq(e.local_world, 4);
+  ck_assert_uint_eq(e.group_rank, 2);
+  ck_assert_uint_eq(e.master_port, 31000);
+  ck_assert_str_eq(e.master_addr, "10.0.0.7");
+  ck_assert_uint_eq(node_plan_world(&cfg), 12);
+}
+END_TEST
+
+START_TEST(assign_checked)
+{
+  Pt__JobSpec s = PT__JOB_SPEC__INIT;
+  Pt__JobAssign a = PT__JOB_ASSIGN__INIT;
+  char *argv[] = {"pt-train"};
+  char err[256];
+
+  s.name = "j";
+  s.argv = argv;
+  s.n_argv = 1;
+  s.nodes = 2;
+  s.ranks_per_node = 2;
+  a.spec = &s;
+  a.epoch = 1;
+  a.node_index = 1;
+  a.first_rank = 2;
+  a.world_size = 4;
+  a.master_addr = "127.0.0.1";
+  a.master_port = 29500;
+  ck_assert_int_eq(node_plan_assign_check(&a, 8, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(node_plan_assign_check(&a, 1, err, sizeof(err)), -ENOSPC);
+  ck_assert_ptr_nonnull(strstr(err, "capacity"));
+  a.first_rank = 3; /* ranks 3..4 of 4 */
+  ck_assert_int_eq(node_plan_assign_check(&a, 8, err, sizeof(err)), -EINVAL);
+  a.first_rank = 2;
+  s.name = "../x";
+  ck_assert_int_eq(node_plan_assign_check(&a, 8, err, sizeof(err)), -EINVAL);
+  s.name = "j";
+  s.n_argv = 0;
+  ck_assert_int_eq(node_plan_assign_check(&a, 8, err, sizeof(err)), -EINVAL);
+  s.n_argv = 1;
+  a.epoch = 0;
+  ck_assert_int_eq(node_plan_assign_check(&a, 8, err, sizeof(err)), -EINVAL);
+  a.epoch = 1;
+  a.master_port = 0;
+  ck_assert_int_eq(node_plan_assign_check(&a, 8, err, sizeof(err)), -EINVAL);
+  a.master_port = 29500;
+  s.has_slots = true;
+  s.slots = 1;
+  ck_assert_int_eq(node_plan_assign_check(&a, 8, err, sizeof(err)), -EINVAL);
+}
+END_TEST
+
+START_TEST(sealed_reported_once_per_step)
+{
+  struct commit_sealed_set a = {0}, b = {0};
+  const struct commit_sealed_set *sets[] = {&a, &b};
+  uint64_t step = 0;
+
+  commit_plan_sealed_add(&a, 5);
+  ck_assert(!node_plan_seal_report(sets, 2, false, 0, false, 0, &step));
+  commit_plan_sealed_add(&b, 5);
+  ck_assert(node_plan_seal_report(sets, 2, false, 0, false, 0, &step));
+  ck_assert_uint_eq(step, 5);
+  /* Reported: not again. */
+  ck_assert(!node_plan_seal_report(sets, 2, false, 0, true, 5, &step));
+  commit_plan_sealed_add(&a, 6);
+  commit_plan_sealed_add(&a, 7);
+  commit_plan_sealed_add(&b, 7);
+  ck_assert(node_plan_seal_report(sets, 2, false, 0, true, 5, &step));
+  ck_assert_uint_eq(step, 7); /* the newest everywhere, 6 skipped */
+  /* Committed past it: nothing. */
+  ck_assert(!node_plan_seal_report(sets, 2, true, 7, false, 0, &step));
+  ck_assert(!node_plan_seal_report(sets, 2, true, 9, true, 5, &step));
+}
+END_TEST
+
+START_TEST(vote_from_pins)
+{
+  int all[] = {0, 0, 0};
+  int wait[] = {0, NODE_PLAN_NO_ANSWER, 0};
+  int gone[] = {0, -ENOENT, -ETIMEDOUT};
+  int lost[] = {0, -ETIMEDOUT, -ECONNABORTED};
+
+  ck_assert_int_eq(node_plan_vote(all, 3), 0);
+  ck_assert_int_eq(node_plan_vote(wait, 3), NODE_PLAN_NO_ANSWER);
+  ck_assert_int_eq(node_plan_vote(gone, 3), -ENOENT);
+  ck_assert_int_eq(node_plan_vote(lost, 3), -ETIMEDOUT);
+  ck_assert_int_ne(node_plan_vote(all, 0), 0);
+}
+END_TEST
+
+START_TEST(epoch_fence)
+{
+  ck_assert_int_eq(node_plan_fence(NULL, 0, "j", 1), NODE_FENCE_NONE);
+  ck_assert_int_eq(node_plan_fence("j", 3, "j", 2), NODE_FENCE_OLDER);
+  ck_assert_int_eq(node_plan_fence("j", 3, "j", 3), NODE_FENCE_SAME);
+  ck_assert_int_eq(node_plan_fence("j", 3, "j", 4), NODE_FENCE_NEWER);
+  ck_assert_int_eq(node_plan_fence("j", 3, "k", 4), NODE_FENCE_OTHER_JOB);
+}
+END_TEST
+
+/* ---- a fake controller and a real node ---- */
+
+static struct {
+  char dir[64], key[128], sd[160], log[160], ptd[PATH_MAX], train[PATH_MAX];
+  char prefix[32];
+  int lfd, port, fd;
+  pid_t node;
+  uint8_t keyb[RPC_KEY_BYTES];
+  int kids[16]; /* every SMP and trainer seen, killed at exit */
+  int nkids;
+} F;
+
+static void note_kid(int pid)
+{
+  for (int i = 0; i < F.nkids; i++)
+    if (F.kids[i] == pid)
+      return;
+  if (pid > 0 && F.nkids < 16)
+    F.kids[F.nkids++] = pid;
+}
+
+static char *read_log(void)
+{
+  static char buf[1 << 16];
+  int fd = open(F.log, O_RDONLY);
+  off_t end = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+  off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+  ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, from) : 0;
+  if (fd >= 0)
+    close(fd);
+  buf[n > 0 ? n : 0] = '\0';
+  return buf;
+}
+
+/* The last lines of the node's log, short enough for a failure message. */
+static const char *log_tail(void)
+{
+  const char *l = read_log();
+  size_t n = strlen(l);
+  return n > 3000 ? l + n - 3000 : l;
+}
+
+static void start_node(void)
+{
+  char ctl[64];
+  snprintf(ctl, sizeof(ctl), "127.0.0.1:%d", F.port);
+  F.node = fork();
+  ck_assert_int_ge(F.node, 0);
+  if (F.node == 0) {
+    int fd = open(F.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(F.ptd, F.ptd, "node", "--controller", ctl, "--node-id", "n1",
+          "--key", F.key, "--state-dir", F.sd, "--advertise", "127.0.0.1",
+          "--shm-prefix", F.prefix, "--capacity", "4", "--log-level", "7",
+          (char *)NULL);
+    _exit(127);
+  }
+}
+
+/* Accepts the node's connection and answers its handshake as the
+ * controller, then its NODE_REGISTER. */
+static void accept_node(void)
+{
+  struct pollfd p = {.fd = F.lfd, .events = POLLIN};
+  ck_assert_msg(poll(&p, 1, 10000) == 1, "the node did not dial: %s",
+                log_tail());
+  F.fd = accept(F.lfd, NULL, NULL);
+  ck_assert_int_ge(F.fd, 0);
+  struct rpc_auth self = {.role = PT__PEER_ROLE__PEER_ROLE_CONTROLLER};
+  memcpy(self.key, F.keyb, sizeof(self.key));
+  snprintf(self.node_id, sizeof(self.node_id), "controller");
+  struct rpc_handshake hs;
+  ck_assert_int_eq(rpc_handshake_init(&hs, &self, false), PT_OK);
+  int rc = PT_OK;
+  while (rc == PT_OK) {
+    struct rpc_hdr h;
+    ProtobufCMessage *in = NULL;
+    ck_assert_int_eq(rpc_sock_recv(F.fd, 0, rpc_now_ms() + 5000, &h, &in),
+                     PT_OK);
+    uint32_t ot = 0;
+    const ProtobufCMessage *out = NULL;
+    rc = rpc_handshake_next(&hs, h.type, in, &ot, &out);
+    protobuf_c_message_free_unpacked(in, NULL);
+    ck_assert_int_ge(rc, 0);
+    if (out != NULL)
+      ck_assert_int_eq(rpc_sock_send(F.fd, ot, 0, out, rpc_now_ms() + 5000),
+                       PT_OK);
+  }
+  ck_assert_int_eq(rc, RPC_HANDSHAKE_DONE);
+  ck_assert_str_eq(hs.peer_node, "n1");
+  rpc_handshake_release(&hs);
+  struct rpc_hdr h;
+  ProtobufCMessage *in = NULL;
+  ck_assert_int_eq(rpc_sock_recv(F.fd, 0, rpc_now_ms() + 5000, &h, &in), PT_OK);
+  ck_assert_uint_eq(h.type, RPC_NODE_REGISTER);
+  protobuf_c_message_free_unpacked(in, NULL);
+  Pt__NodeRegisterReply rep = PT__NODE_REGISTER_REPLY__INIT;
+  rep.status = 0;
+  rep.has_heartbeat_ms = true;
+  rep.heartbeat_ms = 200;
+  rep.has_dead_after_ms = true;
+  rep.dead_after_ms = 5000;
+  ck_assert_int_eq(rpc_sock_send(F.fd, RPC_NODE_REGISTER_REPLY, h.request_id,
+                                 &rep.base, rpc_now_ms() + 5000),
+                   PT_OK);
+}
+
+static void send_msg(uint32_t type, uint64_t id, const ProtobufCMessage *m)
+{
+  ck_assert_int_eq(rpc_sock_send(F.fd, type, id, m, rpc_now_ms() + 5000),
+                   PT_OK);
+}
+
+/* The next frame of type (with request id id when id != 0) that match
+ * accepts (NULL: any), within ms; heartbeats and the rest are skipped. */
+typedef bool (*match_fn)(const ProtobufCMessage *m, const void *arg);
+static ProtobufCMessage *expect(uint32_t type, uint64_t id, match_fn match,
+                                const void *arg, int ms, const char *what)
+{
+  uint64_t dl = rpc_now_ms() + (uint64_t)ms;
+  for (;;) {
+    struct rpc_hdr h;
+    ProtobufCMessage *m = NULL;
+    int rc = rpc_sock_recv(F.fd, 0, dl, &h, &m);
+    ck_assert_msg(rc == PT_OK, "waiting for %s: %s\nnode log:\n%s", what,
+                  pt_strerror(rc), log_tail());
+    if (h.type == type && (id == 0 || h.request_id == id) &&
+        (match == NULL || match(m, arg)))
+      return m;
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+}
+
+struct want_state {
+  uint64_t epoch;
+  const char *state;
+};
+static bool is_state(const ProtobufCMessage *m, const void *arg)
+{
+  const Pt__JobPartState *s = (const Pt__JobPartState *)m;
+  const struct want_state *w = arg;
+  return s->epoch == w->epoch && strcmp(s->state, w->state) == 0;
+}
+
+static Pt__JobPartState *expect_state(uint64_t id, uint64_t epoch,
+                                      const char *state, int ms)
+{
+  struct want_state w = {epoch, state};
+  char what[64];
+  snprintf(what, sizeof(what), "part state %s of epoch %" PRIu64, state,
+           epoch);
+  return (Pt__JobPartState *)expect(RPC_JOB_PART_STATE, id, is_state, &w, ms,
+                                    what);
+}
+
+/* The node's STATUS_REPLY over its control socket (ptctl --state-dir). */
+static Pt__StatusReply *status(void)
+{
+  char path[200];
+  int fd;
+  snprintf(path, sizeof(path), "%s/ptd.sock", F.sd);
+  ck_assert_int_eq(rpc_sock_connect_unix(path, &fd), PT_OK);
+  Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
+  ProtobufCMessage *rep = NULL;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_STATUS_QUERY, &q.base,
+                                 RPC_STATUS_REPLY, 5000, &rep),
+                   PT_OK);
+  close(fd);
+  return (Pt__StatusReply *)rep;
+}
+
+static void trainer_pids(int pids[2])
+{
+  Pt__StatusReply *s = status();
+  ck_assert_uint_eq(s->n_ranks, 2);
+  for (int i = 0; i < 2; i++) {
+    pids[i] = s->ranks[i]->trainer_pid;
+    note_kid(pids[i]);
+    note_kid(s->ranks[i]->smp_pid);
+    ck_assert_int_gt(pids[i], 0);
+  }
+  protobuf_c_message_free_unpacked(&s->base, NULL);
+}
+
+/* VAR=value from /proc/pid/environ into out. */
+static bool env_of(int pid, const char *var, char *out, size_t cap)
+{
+  char path[64], buf[1 << 15];
+  snprintf(path, sizeof(path), "/proc/%d/environ", pid);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return false;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return false;
+  buf[n] = '\0';
+  size_t l = strlen(var);
+  for (char *e = buf; e < buf + n; e += strlen(e) + 1)
+    if (strncmp(e, var, l) == 0 && e[l] == '=') {
+      snprintf(out, cap, "%s", e + l + 1);
+      return true;
+    }
+  return false;
+}
+
+static void check_env(int pid, const char *var, const char *want)
+{
+  char got[300] = "";
+  ck_assert_msg(env_of(pid, var, got, sizeof(got)), "%s not set in pid %d",
+                var, pid);
+  ck_assert_msg(strcmp(got, want) == 0, "pid %d: %s=%s, not %s", pid, var,
+                got, want);
+}
+
+/* Gone, or a zombie nobody reaped yet (an adopted trainer's parent is
+ * not the node). */
+static bool gone(int pid)
+{
+  char path[64], buf[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return true;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return true;
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')');
+  return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+static bool wait_gone(int pid, int ms)
+{
+  uint64_t dl = rpc_now_ms() + (uint64_t)ms;
+  while (!gone(pid) && rpc_now_ms() < dl)
+    usleep(10000);
+  return gone(pid);
+}
+
+static int free_port(void)
+{
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t l = sizeof(a);
+  ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+  ck_assert_int_eq(getsockname(s, (struct sockaddr *)&a, &l), 0);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+static void setup_fake(void)
+{
+  char self[PATH_MAX - 64];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  ck_assert_int_gt(n, 0);
+  self[n] = '\0';
+  *strrchr(self, '/') = '\0'; /* build/tests */
+  snprintf(F.ptd, sizeof(F.ptd), "%s/../bin/ptd", self);
+  snprintf(F.train, sizeof(F.train), "%s/../bin/pt-train", self);
+  ck_assert_msg(access(F.ptd, X_OK) == 0 && access(F.train, X_OK) == 0,
+                "build ptd and pt-train first (%s)", F.ptd);
+  snprintf(F.dir, sizeof(F.dir), "/tmp/pt-node-part-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(F.dir));
+  snprintf(F.key, sizeof(F.key), "%s/key", F.dir);
+  snprintf(F.sd, sizeof(F.sd), "%s/sd", F.dir);
+  snprintf(F.log, sizeof(F.log), "%s/node.log", F.dir);
+  snprintf(F.prefix, sizeof(F.prefix), "tnp%d.", (int)getpid());
+  ck_assert_int_eq(rpc_key_write(F.key, NULL, 0), PT_OK);
+  ck_assert_int_eq(rpc_key_load(F.key, F.keyb, NULL, 0), PT_OK);
+  F.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t l = sizeof(a);
+  ck_assert_int_eq(bind(F.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+  ck_assert_int_eq(listen(F.lfd, 4), 0);
+  ck_assert_int_eq(getsockname(F.lfd, (struct sockaddr *)&a, &l), 0);
+  F.port = ntohs(a.sin_port);
+}
+
+/* At exit, also when an assertion failed: the node, what it ran, the
+ * directory and the shm objects. */
+static void teardown_fake(void)
+{
+  if (F.node > 0) {
+    kill(F.node, SIGKILL);
+    waitpid(F.node, NULL, 0);
+    F.node = 0;
+  }
+  for (int i = 0; i < F.nkids; i++)
+    kill(F.kids[i], SIGKILL);
+  F.nkids = 0;
+  /* And any SMP of this test's state dir the list missed (its command
+   * line names the dir). */
+  DIR *d = F.sd[0] != '\0' ? opendir("/proc") : NULL;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    char path[300], cmd[4096];
+    int pid = atoi(e->d_name);
+    if (pid <= 0 || pid == getpid())
+      continue;
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+      continue;
+    ssize_t n = read(fd, cmd, sizeof(cmd) - 1);
+    close(fd);
+    for (ssize_t i = 0; i < n; i++)
+      if (cmd[i] == '\0')
+        cmd[i] = ' ';
+    if (n > 0 && (cmd[n] = '\0', strstr(cmd, F.sd) != NULL))
+      kill(pid, SIGKILL);
+  }
+  if (d != NULL)
+    closedir(d);
+  if (F.dir[0] != '\0') {
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", F.dir);
+    if (system(cmd) != 0)
+      fprintf(stderr, "cannot remove %s\n", F.dir);
+    F.dir[0] = '\0';
+  }
+  if (F.prefix[0] != '\0')
+    unit_shm_sweep("%spt.", F.prefix);
+}
+
+static bool is_vote(const ProtobufCMessage *m, const void *arg)
+{
+  (void)arg;
+  (void)m;
+  return true;
+}
+
+START_TEST(part_with_fake_controller)
+{
+  setup_fake();
+  atexit(teardown_fake);
+  start_node();
+  accept_node();
+
+  /* JOB_ASSIGN: 2 ranks of pt-train, node 0 of 1. */
+  char steps[] = "100000", port[16];
+  snprintf(port, sizeof(port), "%d", free_port());
+  char *argv[] = {F.train, "--steps", steps, "--state-mb", "1", "--batch",
+                  "2", "--log-every", "100", "--step-delay-ms", "20"};
+  Pt__JobSpec spec = PT__JOB_SPEC__INIT;
+  spec.name = "tj";
+  spec.argv = argv;
+  spec.n_argv = sizeof(argv) / sizeof(argv[0]);
+  spec.nodes = 1;
+  spec.ranks_per_node = 2;
+  Pt__JobAssign as = PT__JOB_ASSIGN__INIT;
+  as.spec = &spec;
+  as.epoch = 1;
+  as.node_index = 0;
+  as.first_rank = 0;
+  as.world_size = 2;
+  as.master_addr = "127.0.0.1";
+  as.master_port = (uint32_t)atoi(port);
+  /* More ranks than its capacity: refused, and nothing changes. */
+  spec.ranks_per_node = 64;
+  send_msg(RPC_JOB_ASSIGN, 99, &as.base);
+  Pt__JobPartState *ps = expect_state(99, 1, "failed", 10000);
+  ck_assert_int_eq(ps->status, -ENOSPC);
+  ck_assert_ptr_nonnull(strstr(ps->message, "capacity"));
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  spec.ranks_per_node = 2;
+  send_msg(RPC_JOB_ASSIGN, 100, &as.base);
+  ps = expect_state(100, 1, "starting", 10000);
+  ck_assert_str_eq(ps->job, "tj");
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ps = expect_state(0, 1, "running", 30000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+
+  int pids[2];
+  trainer_pids(pids);
+  check_env(pids[0], "RANK", "0");
+  check_env(pids[1], "RANK", "1");
+  check_env(pids[1], "LOCAL_RANK", "1");
+  check_env(pids[1], "WORLD_SIZE", "2");
+  check_env(pids[1], "LOCAL_WORLD_SIZE", "2");
+  check_env(pids[1], "GROUP_RANK", "0");
+  check_env(pids[1], "MASTER_ADDR", "127.0.0.1");
+  check_env(pids[1], "MASTER_PORT", port);
+  check_env(pids[0], "PT_JOB", "tj");
+
+  /* STEP_SEALED; PIN -> VOTE 0 -> COMMIT. */
+  Pt__StepSealed *ss = (Pt__StepSealed *)expect(
+      RPC_STEP_SEALED, 0, NULL, NULL, 30000, "STEP_SEALED");
+  ck_assert_str_eq(ss->job, "tj");
+  ck_assert_uint_eq(ss->epoch, 1);
+  uint64_t step = ss->step;
+  protobuf_c_message_free_unpacked(&ss->base, NULL);
+  Pt__JobPin pin = PT__JOB_PIN__INIT;
+  pin.job = "tj";
+  pin.epoch = 1;
+  pin.step = step;
+  send_msg(RPC_JOB_PIN, 101, &pin.base);
+  Pt__JobVote *v = (Pt__JobVote *)expect(RPC_JOB_VOTE, 101, is_vote, NULL,
+                                         10000, "JOB_VOTE");
+  ck_assert_msg(v->status == 0, "vote %d (%s)", v->status,
+                v->message != NULL ? v->message : "");
+  ck_assert_uint_eq(v->step, step);
+  protobuf_c_message_free_unpacked(&v->base, NULL);
+  Pt__JobCommit cm = PT__JOB_COMMIT__INIT;
+  cm.job = "tj";
+  cm.epoch = 1;
+  cm.step = step;
+  send_msg(RPC_JOB_COMMIT, 0, &cm.base);
+  uint64_t dl = rpc_now_ms() + 5000;
+  bool seen = false;
+  while (!seen && rpc_now_ms() < dl) {
+    Pt__StatusReply *s = status();
+    seen = s->has_committed_step && s->committed_step == step;
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+    if (!seen)
+      usleep(20000);
+  }
+  ck_assert_msg(seen, "the node does not show step %" PRIu64 " committed",
+                step);
+
+  /* An older epoch's PIN: PT_EEPOCH. */
+  pin.epoch = 0;
+  send_msg(RPC_JOB_PIN, 102, &pin.base);
+  v = (Pt__JobVote *)expect(RPC_JOB_VOTE, 102, is_vote, NULL, 5000, "vote");
+  ck_assert_int_eq(v->status, PT_EEPOCH);
+  protobuf_c_message_free_unpacked(&v->base, NULL);
+
+  /* The node killed and started again: the same trainers, re-adopted; it
+   * registers again and reports the part running. */
+  kill(F.node, SIGKILL);
+  waitpid(F.node, NULL, 0);
+  close(F.fd);
+  start_node();
+  accept_node();
+  ps = expect_state(0, 1, "running", 30000);
+  /* What it holds: the committed step, on every rank. */
+  ck_assert_msg(ps->n_held >= 1 && ps->held[0] >= step, "held %zu steps",
+                ps->n_held);
+  ck_assert(ps->has_bytes_held && ps->bytes_held > 0);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  int again[2];
+  trainer_pids(again);
+  ck_assert_int_eq(again[0], pids[0]);
+  ck_assert_int_eq(again[1], pids[1]);
+  Pt__StatusReply *st = status();
+  ck_assert(st->has_committed_step && st->committed_step >= step);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  /* The controller's JOB_ASSIGN of the same epoch changes nothing. */
+  as.has_committed_step = true;
+  as.committed_step = step;
+  send_msg(RPC_JOB_ASSIGN, 103, &as.base);
+  ps = expect_state(103, 1, "running", 10000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  trainer_pids(again);
+  ck_assert_int_eq(again[0], pids[0]);
+  ck_assert_int_eq(again[1], pids[1]);
+
+  /* A newer epoch: the old trainers are gone before the new part starts,
+   * which restores the committed step. */
+  as.epoch = 2;
+  as.has_restore_step = true;
+  as.restore_step = step;
+  send_msg(RPC_JOB_ASSIGN, 104, &as.base);
+  ps = expect_state(104, 2, "starting", 20000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ck_assert_msg(gone(pids[0]) && gone(pids[1]),
+                "old trainers %d %d still run as epoch 2 starts", pids[0],
+                pids[1]);
+  ps = expect_state(0, 2, "running", 30000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  trainer_pids(again);
+  ck_assert(again[0] != pids[0] && again[1] != pids[1]);
+  st = status();
+  ck_assert(st->has_committed_step && st->committed_step == step);
+  ck_assert_uint_eq(st->restores, 1);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+
+  /* A trainer killed: the node does not restart it; it stops the other
+   * ranks and reports the part failed, naming the rank. */
+  kill(again[1], SIGKILL);
+  ps = expect_state(0, 2, "failed", 20000);
+  ck_assert_msg(ps->has_status && ps->status < 0, "status %d", ps->status);
+  ck_assert_msg(ps->message != NULL &&
+                    strstr(ps->message, "trainer rank 1") != NULL &&
+                    strstr(ps->message, "SIGKILL") != NULL,
+                "message '%s'", ps->message != NULL ? ps->message : "");
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ck_assert(wait_gone(again[0], 2000));
+  st = status();
+  ck_assert_uint_eq(st->n_ranks, 0);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  /* The controller's next epoch starts it again from the committed step. */
+  as.epoch = 3;
+  send_msg(RPC_JOB_ASSIGN, 106, &as.base);
+  ps = expect_state(106, 3, "starting", 20000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ps = expect_state(0, 3, "running", 30000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  trainer_pids(again);
+
+  /* JOB_HALT{remove}: the trainers stop, the objects go. */
+  Pt__JobHalt halt = PT__JOB_HALT__INIT;
+  halt.job = "tj";
+  halt.epoch = 3;
+  halt.remove = true;
+  send_msg(RPC_JOB_HALT, 105, &halt.base);
+  ps = expect_state(105, 3, "stopped", 20000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ck_assert(wait_gone(again[0], 2000) && wait_gone(again[1], 2000));
+  char shm[256];
+  snprintf(shm, sizeof(shm), "/dev/shm/%spt.tj.0", F.prefix);
+  ck_assert_msg(access(shm, F_OK) != 0, "%s still exists", shm);
+  st = status();
+  ck_assert_uint_eq(st->n_ranks, 0);
+  ck_assert_str_eq(st->state, "spare"); /* the job ended: nothing kept */
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  char rec[200];
+  snprintf(rec, sizeof(rec), "%s/part.state", F.sd);
+  ck_assert_msg(access(rec, F_OK) != 0, "%s still exists", rec);
+
+  /* SIGTERM while a part runs: its ranks stop, then the node ends
+   * (exit 3). */
+  as.epoch = 4;
+  as.has_restore_step = false;
+  send_msg(RPC_JOB_ASSIGN, 107, &as.base);
+  ps = expect_state(0, 4, "running", 30000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  trainer_pids(again);
+  kill(F.node, SIGTERM);
+  int ws = 0;
+  dl = rpc_now_ms() + 10000;
+  pid_t w;
+  while ((w = waitpid(F.node, &ws, WNOHANG)) == 0 && rpc_now_ms() < dl)
+    usleep(10000);
+  ck_assert_int_eq(w, F.node);
+  F.node = 0;
+  ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 3, "status %d", ws);
+  ck_assert(gone(again[0]) && gone(again[1]));
+  const char *log = read_log();
+  ck_assert_msg(strstr(log, "runtime error") == NULL &&
+                    strstr(log, "Sanitizer") == NULL,
+                "the node's log: %s", log_tail());
+  close(F.fd);
+  teardown_fake();
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("node_part");
+  TCase *tc = tcase_create("plan");
+  tcase_add_test(tc, rank_env_from_assignment);
+  tcase_add_test(tc, assign_checked);
+  tcase_add_test(tc, sealed_reported_once_per_step);
+  tcase_add_test(tc, vote_from_pins);
+  tcase_add_test(tc, epoch_fence);
+  suite_add_tcase(s, tc);
+  TCase *tp = tcase_create("part");
+  tcase_set_timeout(tp, 150);
+  tcase_add_test(tp, part_with_fake_controller);
+  suite_add_tcase(s, tp);
+  signal(SIGPIPE, SIG_IGN);
+  return unit_run(s);
+}
