@@ -95,6 +95,7 @@ struct bench_opts {
   const char *tmp_dir;   /* this run's private directory (sockets, logs) */
   const char *shm_prefix;/* this run's unique shm name prefix */
   const char *job;       /* job name for the SMP and the node */
+  int cluster_step_ms;   /* --cluster: the simulated nodes' step period */
   bool verbose;
 };
 
@@ -233,5 +234,57 @@ struct bench_recover_result {
 };
 int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r,
                       char *errbuf, size_t errlen);
+
+/* bench_cluster.c: `ptbench --cluster`, the commit across nodes on a real
+ * ptd controller. A figure that could not be taken for a reason outside
+ * ptbench (a controller or node that does not serve jobs yet, a descriptor
+ * limit that cannot be raised) is left NAN with measured false and the
+ * reason in why; the functions fail (< 0) only for what should have worked. */
+#define BENCH_CLUSTER_SIZES 3 /* 10, 100, 1000 simulated nodes */
+struct bench_cluster_size {
+  uint32_t nodes;
+  int steps;              /* run, warm-up included */
+  int samples;            /* steps measured */
+  double p50_ms, p99_ms;  /* last STEP_SEALED sent -> last JOB_COMMIT in */
+  double cpu_pct;         /* the controller's CPU over the steps, % of a core */
+  double idle_cpu_pct;    /* its CPU with every node registered, no job:
+                           * heartbeats alone */
+  double sim_cpu_pct;     /* ptbench's own over the steps (the N nodes) */
+  /* Where a commit's time goes, medians over the steps measured: the last
+   * STEP_SEALED sent -> the last JOB_PIN in; the last JOB_VOTE out -> the
+   * first JOB_COMMIT in (the votes read, the journal's fsync); the first ->
+   * the last JOB_COMMIT in (the broadcast). */
+  double pins_p50_ms, journal_p50_ms, spread_p50_ms;
+  double window_s;        /* the steps' wall time */
+  double register_s;      /* every node connected, authenticated, registered */
+  uint64_t failed_rounds; /* JOB_UNPIN seen (rounds that did not commit) */
+  bool measured, jobs_unsupported;
+  char why[BENCH_ERRLEN]; /* not measured: why */
+};
+struct bench_cluster_result {
+  struct bench_cluster_size sim[BENCH_CLUSTER_SIZES];
+  bool jobs_unsupported;  /* the controller refused JOB_START as unknown */
+  char jobs_why[BENCH_ERRLEN];
+};
+/* Simulated nodes: one process, N authenticated connections. */
+#define BENCH_CLUSTER_STEP_MS 100 /* simulated nodes seal a step this often
+                                   * (default of --cluster-step-ms) */
+int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_result *r,
+                          char *errbuf, size_t errlen);
+
+/* 3 real ptd nodes and pt-train; the commit latency seen on a relay in
+ * front of each node's controller link (bench_cluster.c says exactly). */
+struct bench_cluster_real {
+  int nodes, ranks_per_node, state_mb, step_delay_ms;
+  int samples;
+  double p50_ms, p99_ms;  /* last node's STEP_SEALED -> last JOB_COMMIT out */
+  double window_s;
+  bool measured;
+  bool jobs_unsupported;  /* the controller refused JOB_START as unknown */
+  bool nodes_unsupported; /* the nodes never answered JOB_ASSIGN */
+  char why[BENCH_ERRLEN];
+};
+int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real *r,
+                           char *errbuf, size_t errlen);
 
 #endif /* PT_BENCH_H */

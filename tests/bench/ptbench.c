@@ -80,15 +80,23 @@ static const char usage[] =
     "  --ptd PATH         ptd binary (default: next to ptbench)\n"
     "  --pt-train PATH    pt-train binary (default: next to ptbench)\n"
     "  --skip-train       leave out the pt-train figures (step overhead, recovery)\n"
+    "  --cluster          instead of the figures above: the commit across nodes\n"
+    "                     on a real ptd controller (3 ptd nodes running pt-train,\n"
+    "                     and 10, 100, 1000 simulated nodes); with --quick\n"
+    "                     fewer steps (< 1 min)\n"
+    "  --cluster-step-ms MS  the simulated nodes seal a step every MS ms, or\n"
+    "                     when the last committed if later (default 100)\n"
     "  -v, --verbose      progress and per-repetition times on stderr\n"
     "  -h, --help         this text\n"
     "\n"
     "Exit status: 0 everything measured (missed targets are reported, not\n"
-    "errors), 1 a measurement failed, 2 bad usage.\n";
+    "errors), 1 a measurement failed, 2 bad usage. With --cluster, a figure\n"
+    "that a controller or node without jobs cannot give is reported 'not\n"
+    "measured' with the reason, and is not a failure.\n";
 
 enum {
   OPT_BYTES = 256, OPT_QUICK, OPT_JSON, OPT_THREADS, OPT_REPS, OPT_FILE_DIR,
-  OPT_PTD, OPT_TRAIN, OPT_SKIP_TRAIN,
+  OPT_PTD, OPT_TRAIN, OPT_SKIP_TRAIN, OPT_CLUSTER, OPT_CLUSTER_STEP,
 };
 
 static const struct option options[] = {
@@ -101,6 +109,8 @@ static const struct option options[] = {
   { "ptd", required_argument, NULL, OPT_PTD },
   { "pt-train", required_argument, NULL, OPT_TRAIN },
   { "skip-train", no_argument, NULL, OPT_SKIP_TRAIN },
+  { "cluster", no_argument, NULL, OPT_CLUSTER },
+  { "cluster-step-ms", required_argument, NULL, OPT_CLUSTER_STEP },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
@@ -576,13 +586,255 @@ static void print_table(const struct bench_opts *o, const struct results *res,
     printf("error: %s\n", error);
 }
 
+/* ---- --cluster ---- */
+
+#define CLUSTER_COMMIT_P50_MS 5.0      /* 3 real nodes */
+#define CLUSTER_CTL1000_P50_MS 50.0    /* 1,000 simulated nodes */
+#define CLUSTER_CTL1000_CPU_PCT 10.0   /* with 1 s heartbeats */
+
+struct cluster_results {
+  char cpu[128];
+  long cores;
+  struct bench_cluster_result sim;
+  struct bench_cluster_real real;
+  bool have_sim, have_real; /* the part ran to its end (measured or said why not) */
+  int step_ms;
+  double elapsed_s;
+};
+
+static const struct bench_cluster_size *cluster_size(const struct cluster_results *cr,
+                                                     uint32_t nodes)
+{
+  for (int i = 0; i < BENCH_CLUSTER_SIZES; i++)
+    if (cr->sim.sim[i].nodes == nodes)
+      return &cr->sim.sim[i];
+  return NULL;
+}
+
+static size_t cluster_targets(const struct cluster_results *cr, struct target *t)
+{
+  const struct bench_cluster_size *k = cluster_size(cr, 1000);
+  bool km = cr->have_sim && k != NULL && k->measured;
+  size_t n = 0;
+  t[n++] = (struct target){ "commit_p50_ms", "commit across 3 nodes, p50",
+                            cr->have_real && cr->real.measured ? cr->real.p50_ms : NAN, false,
+                            CLUSTER_COMMIT_P50_MS, "commit_p50_ms, ms" };
+  t[n++] = (struct target){ "ctl_1000_commit_p50_ms", "commit across 1000 simulated nodes, p50",
+                            km ? k->p50_ms : NAN, false, CLUSTER_CTL1000_P50_MS,
+                            "ctl_1000_commit_p50_ms, ms" };
+  t[n++] = (struct target){ "ctl_1000_cpu_pct", "controller CPU at 1000 nodes",
+                            km ? k->cpu_pct : NAN, false, CLUSTER_CTL1000_CPU_PCT,
+                            "ctl_1000_cpu_pct, % of one core" };
+  return n;
+}
+
+static void cluster_json(const struct cluster_results *cr, const char *error)
+{
+  struct json j = { stdout, true };
+  struct target t[4];
+  size_t nt = cluster_targets(cr, t);
+  const struct bench_cluster_real *rr = &cr->real;
+
+  fputc('{', stdout);
+  json_bool(&j, "complete", error == NULL);
+  if (error != NULL)
+    json_str(&j, "error", error);
+  json_str(&j, "mode", "cluster");
+  json_str(&j, "cpu", cr->cpu);
+  json_u64(&j, "cores", (uint64_t)cr->cores);
+  json_str(&j, "stat", "nearest-rank percentiles over the steps measured");
+  json_str(&j, "units", "ms = milliseconds; cpu_pct = percent of one core");
+  /* false only when the controller refused JOB_START as a request it does
+   * not know: then no figure below is measured, and *_why says so. */
+  json_bool(&j, "jobs_supported", !cr->sim.jobs_unsupported && !rr->jobs_unsupported);
+  /* false when the nodes never answered JOB_ASSIGN (ptd node without
+   * cluster job parts): commit_* are then not measured. */
+  json_bool(&j, "nodes_run_jobs", !rr->jobs_unsupported && !rr->nodes_unsupported);
+  json_u64(&j, "heartbeat_ms", 1000);
+  json_u64(&j, "ctl_step_period_ms", (uint64_t)cr->step_ms);
+
+  json_num(&j, "commit_p50_ms", cr->have_real && rr->measured ? rr->p50_ms : NAN);
+  json_num(&j, "commit_p99_ms", cr->have_real && rr->measured ? rr->p99_ms : NAN);
+  json_u64(&j, "commit_samples", (uint64_t)(cr->have_real ? rr->samples : 0));
+  json_u64(&j, "commit_nodes", (uint64_t)rr->nodes);
+  json_u64(&j, "commit_ranks_per_node", (uint64_t)rr->ranks_per_node);
+  json_u64(&j, "commit_state_mb", (uint64_t)rr->state_mb);
+  json_str(&j, "commit_measures", "last node's STEP_SEALED to the last JOB_COMMIT forwarded "
+           "to a node, on a relay in front of each node's controller link");
+  if (cr->have_real && !rr->measured)
+    json_str(&j, "commit_why", rr->why);
+  for (int i = 0; i < BENCH_CLUSTER_SIZES; i++) {
+    const struct bench_cluster_size *z = &cr->sim.sim[i];
+    bool m = cr->have_sim && z->measured;
+    char k[64];
+    snprintf(k, sizeof(k), "ctl_%u_commit_p50_ms", z->nodes);
+    json_num(&j, k, m ? z->p50_ms : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_commit_p99_ms", z->nodes);
+    json_num(&j, k, m ? z->p99_ms : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_cpu_pct", z->nodes);
+    json_num(&j, k, m ? z->cpu_pct : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_idle_cpu_pct", z->nodes);
+    json_num(&j, k, m ? z->idle_cpu_pct : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_sim_cpu_pct", z->nodes);
+    json_num(&j, k, m ? z->sim_cpu_pct : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_sealed_to_pins_p50_ms", z->nodes);
+    json_num(&j, k, m ? z->pins_p50_ms : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_votes_to_commit_p50_ms", z->nodes);
+    json_num(&j, k, m ? z->journal_p50_ms : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_commit_spread_p50_ms", z->nodes);
+    json_num(&j, k, m ? z->spread_p50_ms : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_samples", z->nodes);
+    json_u64(&j, k, (uint64_t)(m ? z->samples : 0));
+    snprintf(k, sizeof(k), "ctl_%u_register_s", z->nodes);
+    json_num(&j, k, m ? z->register_s : NAN);
+    snprintf(k, sizeof(k), "ctl_%u_failed_rounds", z->nodes);
+    json_u64(&j, k, m ? z->failed_rounds : 0);
+    if (cr->have_sim && !z->measured) {
+      snprintf(k, sizeof(k), "ctl_%u_why", z->nodes);
+      json_str(&j, k, z->why);
+    }
+  }
+  json_num(&j, "elapsed_s", cr->elapsed_s);
+
+  json_key(&j, "targets");
+  fputc('{', stdout);
+  bool all_ok = true;
+  for (size_t i = 0; i < nt; i++) {
+    fprintf(stdout, "%s\n    \"%s\": ", i ? "," : "", t[i].key);
+    if (isfinite(t[i].value))
+      fprintf(stdout, "%.6g", t[i].value);
+    else
+      fputs("null", stdout);
+    fprintf(stdout, ",\n    \"%s_target\": \"%s %g\"", t[i].key, t[i].at_least ? ">=" : "<=",
+            t[i].bound);
+    fprintf(stdout, ",\n    \"%s_ok\": %s", t[i].key, target_ok(&t[i]) ? "true" : "false");
+    all_ok = all_ok && target_ok(&t[i]);
+  }
+  fputs("\n  }", stdout);
+  json_bool(&j, "targets_all_ok", all_ok);
+  fputs("\n}\n", stdout);
+}
+
+/* A row whose figure may be missing for a reason. */
+static void cluster_row(const char *label, double v, const char *unit, const char *limit,
+                        const struct target *t, bool measured, const char *why)
+{
+  char m[32], tg[32] = "", res[BENCH_ERRLEN + 32] = "";
+  if (measured && isfinite(v))
+    snprintf(m, sizeof(m), "%.2f %s", v, unit);
+  else
+    snprintf(m, sizeof(m), "-");
+  if (t != NULL)
+    snprintf(tg, sizeof(tg), "%s %g %s", t->at_least ? ">=" : "<=", t->bound, unit);
+  if (!measured)
+    snprintf(res, sizeof(res), "not measured: %s", why[0] ? why : "the run stopped before it");
+  else if (t != NULL)
+    snprintf(res, sizeof(res), "%s", target_ok(t) ? "ok" : "MISS");
+  row(label, m, limit, NAN, tg, res);
+}
+
+static void cluster_table(const struct cluster_results *cr, const char *error)
+{
+  struct target t[4];
+  size_t nt = cluster_targets(cr, t);
+  const struct bench_cluster_real *rr = &cr->real;
+  char lab[64], lim[64];
+
+  printf("ptbench --cluster: ptd controller on 127.0.0.1, 1 s heartbeats, a fresh controller "
+         "per cluster\n");
+  printf("cpu: %s, %ld cores\n", cr->cpu, cr->cores);
+  printf("3 nodes: real ptd nodes, %d rank(s) each of pt-train --state-mb %d (a snapshot every "
+         "step, %d ms sleep per step); latency from the last node's STEP_SEALED to the last "
+         "JOB_COMMIT reaching a node's link, seen on a relay in front of each node\n",
+         rr->ranks_per_node, rr->state_mb, rr->step_delay_ms);
+  printf("simulated: N authenticated node connections from ptbench, 1 rank each, a step every "
+         "%d ms; latency from the last STEP_SEALED sent to the last JOB_COMMIT received; CPU: "
+         "the controller's utime+stime over the steps (heartbeats included), %% of one core\n\n",
+         cr->step_ms);
+  printf("%-30s %-15s %-26s %8s  %-9s %s\n", "figure", "measured", "limit", "ratio", "target",
+         "result");
+  bool rm = cr->have_real && rr->measured;
+  const char *rwhy = cr->have_real ? rr->why : "";
+  snprintf(lim, sizeof(lim), "%d steps", rm ? rr->samples : 0);
+  cluster_row("commit, 3 nodes, p50", rr->p50_ms, "ms", lim, target_find(t, nt, "commit_p50_ms"),
+              rm, rwhy);
+  cluster_row("commit, 3 nodes, p99", rr->p99_ms, "ms", "", NULL, rm, rwhy);
+  for (int i = 0; i < BENCH_CLUSTER_SIZES; i++) {
+    const struct bench_cluster_size *z = &cr->sim.sim[i];
+    bool m = cr->have_sim && z->measured;
+    const char *why = cr->have_sim ? z->why : "";
+    bool big = z->nodes == 1000;
+    snprintf(lab, sizeof(lab), "controller, %u nodes, p50", z->nodes);
+    snprintf(lim, sizeof(lim), "%d steps", m ? z->samples : 0);
+    cluster_row(lab, z->p50_ms, "ms", lim, big ? target_find(t, nt, "ctl_1000_commit_p50_ms") : NULL,
+                m, why);
+    snprintf(lab, sizeof(lab), "  %u nodes, p99", z->nodes);
+    cluster_row(lab, z->p99_ms, "ms", "", NULL, m, why);
+    snprintf(lab, sizeof(lab), "  %u nodes, controller CPU", z->nodes);
+    if (m && isfinite(z->idle_cpu_pct))
+      snprintf(lim, sizeof(lim), "%.2f %% heartbeats alone", z->idle_cpu_pct);
+    else
+      snprintf(lim, sizeof(lim), "of one core");
+    cluster_row(lab, z->cpu_pct, "%", lim, big ? target_find(t, nt, "ctl_1000_cpu_pct") : NULL,
+                m, why);
+  }
+  int missed = 0;
+  for (size_t i = 0; i < nt; i++)
+    missed += isfinite(t[i].value) && !target_ok(&t[i]);
+  printf("\n%d target(s) missed; %s in %.1f s\n", missed,
+         error ? "run INCOMPLETE" : "every part ran", cr->elapsed_s);
+  if (error != NULL)
+    printf("error: %s\n", error);
+}
+
+static int cluster_main(struct bench_opts *o, bool json)
+{
+  static struct cluster_results cr;
+  static char err[BENCH_ERRLEN], err2[BENCH_ERRLEN];
+  const char *error = NULL;
+  double t_start = bench_now();
+
+  memset(&cr, 0, sizeof(cr));
+  bench_cpu_model(cr.cpu, sizeof(cr.cpu));
+  cr.cores = sysconf(_SC_NPROCESSORS_ONLN);
+  cr.real.p50_ms = cr.real.p99_ms = NAN;
+  cr.step_ms = o->cluster_step_ms > 0 ? o->cluster_step_ms : BENCH_CLUSTER_STEP_MS;
+
+  if (o->verbose)
+    fprintf(stderr, "ptbench: the controller with simulated nodes\n");
+  int rc = bench_cluster_sim_run(o, &cr.sim, err, sizeof(err));
+  if (rc < 0) {
+    error = err;
+    fprintf(stderr, "ptbench: %s\n", err);
+  } else {
+    cr.have_sim = true;
+  }
+  if (o->verbose)
+    fprintf(stderr, "ptbench: 3 real nodes running pt-train\n");
+  rc = bench_cluster_real_run(o, &cr.real, err2, sizeof(err2));
+  if (rc < 0) {
+    fprintf(stderr, "ptbench: %s\n", err2);
+    if (error == NULL)
+      error = err2;
+  } else {
+    cr.have_real = true;
+  }
+  bench_cleanup_run();
+  cr.elapsed_s = bench_now() - t_start;
+  if (json)
+    cluster_json(&cr, error);
+  else
+    cluster_table(&cr, error);
+  return error != NULL ? 1 : 0;
+}
+
 /* ---- main ---- */
 
 int main(int argc, char **argv)
 {
   struct bench_opts o = { .bytes = 0, .copy_threads = 1, .file_dir = "/var/tmp",
                           .job = "bench" };
-  bool json = false, skip_train = false;
+  bool json = false, skip_train = false, cluster = false;
   int reps = 0, opt;
   char ptd[PATH_MAX] = "", train[PATH_MAX] = "";
   static char err[BENCH_ERRLEN];
@@ -613,6 +865,11 @@ int main(int argc, char **argv)
     case OPT_PTD: snprintf(ptd, sizeof(ptd), "%s", optarg); break;
     case OPT_TRAIN: snprintf(train, sizeof(train), "%s", optarg); break;
     case OPT_SKIP_TRAIN: skip_train = true; break;
+    case OPT_CLUSTER: cluster = true; break;
+    case OPT_CLUSTER_STEP:
+      if (parse_int(optarg, "cluster-step-ms", 1, 60000, &o.cluster_step_ms) != 0)
+        return 2;
+      break;
     case 'v': o.verbose = true; break;
     case 'h': fputs(usage, stdout); return 0;
     default: fputs(usage, stderr); return 2;
@@ -663,6 +920,9 @@ int main(int argc, char **argv)
   snprintf(prefix, sizeof(prefix), "ptb%ld-", (long)getpid());
   o.shm_prefix = prefix;
   bench_cleanup_shm_prefix(prefix);
+
+  if (cluster)
+    return cluster_main(&o, json);
 
   double t_start = bench_now();
   bench_cpu_model(res.cpu, sizeof(res.cpu));

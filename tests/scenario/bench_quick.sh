@@ -171,4 +171,97 @@ for k, want in expect.items():
 print("bench_quick: " + ", ".join(f"{k}={d[k]:.4g}" for k in required))
 print("bench_quick: targets " + ", ".join(f"{k}={'ok' if t[k + '_ok'] else 'MISS'}" for k in expect))
 PY
+
+# ptbench --cluster --quick --json: the commit across nodes on a real ptd
+# controller. A controller that refuses JOB_START as a request it does not
+# know (jobs_supported false), or nodes that never answer JOB_ASSIGN
+# (nodes_run_jobs false), skip their keys with the reason ptbench gives.
+cstart=$(date +%s)
+"$BENCH" --cluster --quick --json >"$out" 2>"$errf" &
+pid=$!
+for _ in $(seq 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+  kill -TERM "$pid"; sleep 5; kill -KILL "$pid" 2>/dev/null
+  echo "bench_quick: FAIL: ptbench --cluster --quick still running after 120 s"; tail -n 30 "$errf"
+  wait "$pid"; exit 1
+fi
+wait "$pid"
+rc=$?
+echo "bench_quick: ptbench --cluster --quick --json exited $rc after $(( $(date +%s) - cstart ))s"
+if [ "$rc" -ne 0 ]; then
+  echo "bench_quick: FAIL: ptbench --cluster exited $rc"; tail -n 30 "$errf"; cat "$out"; exit 1
+fi
+left=$(ls /dev/shm 2>/dev/null | grep -E "^ptb$pid-" || true)
+[ -z "$left" ] || { echo "bench_quick: FAIL: --cluster left shm objects behind: $left"; exit 1; }
+
+python3 - "$out" <<'PY' || { tail -n 30 "$errf"; exit 1; }
+import json, math, sys
+
+text = open(sys.argv[1]).read()
+try:
+    d = json.loads(text)
+except ValueError as e:
+    print(f"bench_quick: FAIL: --cluster stdout is not one JSON object: {e}\n{text[:2000]}")
+    sys.exit(1)
+if not isinstance(d, dict) or d.get("mode") != "cluster" or d.get("complete") is not True:
+    print(f"bench_quick: FAIL: --cluster run not complete: {d.get('error')!r}"); sys.exit(1)
+for k in ("jobs_supported", "nodes_run_jobs"):
+    if not isinstance(d.get(k), bool):
+        print(f"bench_quick: FAIL: --cluster {k} is not a boolean"); sys.exit(1)
+
+def num(k):
+    v = d.get(k)
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+sizes = (10, 100, 1000)
+if not d["jobs_supported"]:
+    why = d.get("ctl_10_why")
+    if not isinstance(why, str) or not why:
+        print("bench_quick: FAIL: jobs_supported false without a reason"); sys.exit(1)
+    if any(d.get(f"ctl_{n}_{f}") is not None for n in sizes
+           for f in ("commit_p50_ms", "commit_p99_ms", "cpu_pct")):
+        print("bench_quick: FAIL: figures given for a controller without jobs"); sys.exit(1)
+    print(f"bench_quick: --cluster keys skipped: {why}")
+    sys.exit(0)
+
+bad = []
+for n in sizes:
+    if d.get(f"ctl_{n}_why") is not None:
+        # Only a limit outside ptbench (descriptors) may leave a size out.
+        print(f"bench_quick: ctl_{n}_* not measured: {d[f'ctl_{n}_why']}")
+        if "RLIMIT_NOFILE" not in d[f"ctl_{n}_why"]:
+            bad.append(f"ctl_{n}_why={d[f'ctl_{n}_why']!r}")
+        continue
+    for f in ("commit_p50_ms", "commit_p99_ms"):
+        if not num(f"ctl_{n}_{f}") or d[f"ctl_{n}_{f}"] <= 0:
+            bad.append(f"ctl_{n}_{f}={d.get(f'ctl_{n}_{f}')!r}")
+    if not num(f"ctl_{n}_cpu_pct") or d[f"ctl_{n}_cpu_pct"] < 0:
+        bad.append(f"ctl_{n}_cpu_pct={d.get(f'ctl_{n}_cpu_pct')!r}")
+    if num(f"ctl_{n}_commit_p50_ms") and num(f"ctl_{n}_commit_p99_ms") and \
+            d[f"ctl_{n}_commit_p99_ms"] < d[f"ctl_{n}_commit_p50_ms"]:
+        bad.append(f"ctl_{n}: p99 below p50")
+    if not isinstance(d.get(f"ctl_{n}_samples"), int) or d[f"ctl_{n}_samples"] < 10:
+        bad.append(f"ctl_{n}_samples={d.get(f'ctl_{n}_samples')!r}")
+if d["nodes_run_jobs"]:
+    for f in ("commit_p50_ms", "commit_p99_ms"):
+        if not num(f) or d[f] <= 0:
+            bad.append(f"{f}={d.get(f)!r}")
+    if num("commit_p50_ms") and num("commit_p99_ms") and d["commit_p99_ms"] < d["commit_p50_ms"]:
+        bad.append("commit: p99 below p50")
+else:
+    why = d.get("commit_why")
+    if not isinstance(why, str) or not why or d.get("commit_p50_ms") is not None:
+        bad.append(f"nodes_run_jobs false: commit_why={why!r}, commit_p50_ms={d.get('commit_p50_ms')!r}")
+    else:
+        print(f"bench_quick: commit_p50_ms/commit_p99_ms skipped: {why}")
+if bad:
+    print("bench_quick: FAIL: --cluster: " + ", ".join(bad)); sys.exit(1)
+t = d.get("targets")
+for k in ("commit_p50_ms", "ctl_1000_commit_p50_ms", "ctl_1000_cpu_pct"):
+    if not isinstance(t, dict) or not isinstance(t.get(k + "_ok"), bool):
+        print(f"bench_quick: FAIL: --cluster targets.{k}_ok is not a boolean"); sys.exit(1)
+print("bench_quick: --cluster " + ", ".join(
+    f"{k}={d[k]:.4g}" for k in sorted(d) if (k.startswith("ctl_") or k.startswith("commit_p"))
+    and num(k)))
+PY
 echo "bench_quick: ok"
