@@ -12,8 +12,10 @@
  * nodes answer JOB_ASSIGN with JOB_PART_STATE "running" and run nothing).
  * Then, every --cluster-step-ms (default BENCH_CLUSTER_STEP_MS, 100; or as
  * soon as the previous step committed, when a commit takes longer), every
- * node sends STEP_SEALED for the next step, all in one go, answers JOB_PIN with JOB_VOTE{0} at once, and notes
- * the JOB_COMMIT. The commit latency of step s is from the moment the last
+ * node sends STEP_SEALED{pinned} for the next step, all in one go (a real
+ * node pins the step on its SMPs before it reports it, and the controller
+ * takes that report as its vote), answers a JOB_PIN, should one come, with
+ * JOB_VOTE{0} at once, and notes the JOB_COMMIT. The commit latency of step s is from the moment the last
  * STEP_SEALED of s was handed to the kernel to the moment the last node
  * received JOB_COMMIT(s); it includes this process's own handling of the
  * N pins and N commits on the same machine. The controller's CPU is its
@@ -445,6 +447,7 @@ static void sim_step_begin(uv_timer_t *t)
   m.job = s->job;
   m.epoch = s->epoch;
   m.step = s->step;
+  m.has_pinned = m.pinned = true;
   for (uint32_t i = 0; i < s->n; i++) {
     int rc = rpc_conn_send(s->nodes[i].c, RPC_STEP_SEALED, 0, &m.base);
     if (rc != PT_OK) {
@@ -453,6 +456,8 @@ static void sim_step_begin(uv_timer_t *t)
     }
   }
   s->t_sealed = bench_now(); /* the last one is in the kernel's hands */
+  /* No pin round unless the controller asks (JOB_PIN, sim_on_msg). */
+  s->t_pins = s->t_votes = s->t_sealed;
 }
 
 static void sim_committed(struct sim *s)
