@@ -11,10 +11,14 @@
  *   ctl_members.c  membership: nodes, their states and the timers' verdicts
  *                  (pure, no sockets, no clock: the caller passes now;
  *                  unit-tested)
- *   ctl_jobs.c     jobs: specs checked, placement, ranks, epochs, the
- *                  commit across nodes (daemon/commit/, a voter per node),
- *                  restarts, waits for dead nodes, ends, the replay's
- *                  rebuild (pure, no sockets, no clock; unit-tested)
+ *   ctl_spec.c     a job's spec checked and completed, its placement on
+ *                  spare nodes, its MASTER_PORT (pure; unit-tested)
+ *   ctl_jobs.c     jobs: ranks, epochs, the commit across nodes
+ *                  (daemon/commit/, a voter per node; a node's pinned
+ *                  report is its vote), restarts, waits for dead nodes,
+ *                  ends (pure, no sockets, no clock; unit-tested)
+ *   ctl_jobs_replay.c the job table rebuilt from the journal's records
+ *                  (ctl_jobs_int.h: what it shares with ctl_jobs.c)
  *   ctl_journal.c  <state-dir>/journal: JOB, EPOCH, COMMIT, END records,
  *                  their replay, the compaction
  *   ctl_conn.c     the connections: roles, NODE_REGISTER, HEARTBEAT,
@@ -388,17 +392,17 @@ struct ctl_job *ctl_jobs_find(struct ctl_jobs *js, const char *name);
  * window 600 s, backoff 200 ms, node_wait_ms 60000), against the
  * membership's timeouts (node_wait_ms > dead-after-ms). PT_OK or -EINVAL
  * with err naming the field and its limits. */
-int ctl_jobs_spec_check(const struct ctl_jobs *js, Pt__JobSpec *spec, char *err,
-                        size_t errlen);
+int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *spec, char *err,
+                   size_t errlen);
 /* Picks spec->nodes ALIVE spare nodes of capacity >= ranks_per_node, over
  * as many distinct failure domains as there are (registration order
  * otherwise). OUT: idx[spec->nodes] (indexes in js->m->nodes). -ENOSPC with
  * err saying how many are free and how many are needed. */
-int ctl_jobs_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
+int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
                    size_t *idx, char *err, size_t errlen);
 /* The MASTER_PORT of a new job: spec's, or the lowest of
  * CTL_MASTER_PORT_BASE.. no live job uses. 0: none left. */
-uint32_t ctl_jobs_pick_port(const struct ctl_jobs *js, uint32_t want);
+uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want);
 
 /* ptctl start: checks, places, journals JOB then EPOCH 1, assigns. PT_OK
  * (OUT *out) or -EINVAL/-EEXIST/-ENOSPC/-EADDRINUSE with err, or the

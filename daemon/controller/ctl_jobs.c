@@ -31,6 +31,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/controller/controller.h"
+#include "daemon/controller/ctl_jobs_int.h"
 #include "snapshot/snap_store.h"
 
 const char *ctl_jobs_state_name(enum ctl_job_state s)
@@ -140,192 +141,18 @@ struct ctl_job *ctl_jobs_find(struct ctl_jobs *js, const char *name)
   return ended;
 }
 
-static struct ctl_job *find_live(struct ctl_jobs *js, const char *name)
+struct ctl_job *ctl_jobs_find_live(struct ctl_jobs *js, const char *name)
 {
   struct ctl_job *j = ctl_jobs_find(js, name);
   return j != NULL && live(j) ? j : NULL;
 }
 
-static void reason_set(struct ctl_job *j, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void reason_set(struct ctl_job *j, const char *fmt, ...)
+void ctl_jobs_reason_set(struct ctl_job *j, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
   va_end(ap);
-}
-
-/* ---- the spec ---- */
-
-static bool name_ok(const char *s)
-{
-  size_t n = strlen(s);
-  if (n == 0 || n > CTL_JOB_MAX)
-    return false;
-  for (; *s != '\0'; s++) {
-    char c = *s;
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-      return false;
-  }
-  return true;
-}
-
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return -EINVAL;
-}
-
-int ctl_jobs_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
-                        size_t errlen)
-{
-  uint32_t dead_after = js->m != NULL ? js->m->t.dead_after_ms : 0;
-
-  if (s->name == NULL || !name_ok(s->name))
-    return bad(err, errlen,
-               "job name '%s': 1..%u bytes of A-Z a-z 0-9 . _ -",
-               s->name != NULL ? LOG_ESC(s->name) : "", CTL_JOB_MAX);
-  if (s->n_argv == 0 || s->argv[0] == NULL || s->argv[0][0] == '\0')
-    return bad(err, errlen, "job '%s': no command (argv is empty)", s->name);
-  if (s->n_argv > CTL_ARGV_MAX)
-    return bad(err, errlen, "job '%s': %zu arguments (at most %u)", s->name,
-               s->n_argv, CTL_ARGV_MAX);
-  for (size_t i = 0; i < s->n_argv; i++)
-    if (s->argv[i] == NULL || strlen(s->argv[i]) > CTL_ARG_MAX)
-      return bad(err, errlen, "job '%s': argument %zu is over %u bytes",
-                 s->name, i, CTL_ARG_MAX);
-  if (s->nodes < 1 || s->nodes > CTL_JOB_NODES_MAX)
-    return bad(err, errlen, "job '%s': nodes %" PRIu32 " (1..%u)", s->name,
-               s->nodes, CTL_JOB_NODES_MAX);
-  if (s->ranks_per_node < 1 || s->ranks_per_node > CTL_CAPACITY_MAX)
-    return bad(err, errlen, "job '%s': ranks per node %" PRIu32 " (1..%u)",
-               s->name, s->ranks_per_node, CTL_CAPACITY_MAX);
-  if ((uint64_t)s->nodes * s->ranks_per_node > INT32_MAX)
-    return bad(err, errlen, "job '%s': %" PRIu32 " x %" PRIu32
-               " ranks is over the largest world size", s->name, s->nodes,
-               s->ranks_per_node);
-  if (!s->has_slots || s->slots == 0) {
-    s->has_slots = true;
-    s->slots = CTL_SLOTS_DEFAULT;
-  }
-  if (s->slots < 2 || s->slots > SNAP_MAX_SLOTS)
-    return bad(err, errlen, "job '%s': slots %" PRIu32 " (2..%u)", s->name,
-               s->slots, SNAP_MAX_SLOTS);
-  uint32_t k = s->has_code_k ? s->code_k : 0, mm = s->has_code_m ? s->code_m : 0;
-  if ((k == 0) != (mm == 0) || (uint64_t)k + mm > s->nodes)
-    return bad(err, errlen, "job '%s': code %" PRIu32 "+%" PRIu32
-               ": either 0+0 (none) or k >= 1, m >= 1 and k+m <= nodes (%"
-               PRIu32 ")", s->name, k, mm, s->nodes);
-  s->has_code_k = s->has_code_m = true;
-  s->code_k = k;
-  s->code_m = mm;
-  if (s->has_master_port && s->master_port > 65535)
-    return bad(err, errlen, "job '%s': master port %" PRIu32 " (1..65535, "
-               "0: the controller picks)", s->name, s->master_port);
-  if (!s->has_max_restarts) {
-    s->has_max_restarts = true;
-    s->max_restarts = CTL_MAX_RESTARTS_DEFAULT;
-  }
-  if (!s->has_restart_window_ms) {
-    s->has_restart_window_ms = true;
-    s->restart_window_ms = CTL_RESTART_WINDOW_MS_DEFAULT;
-  }
-  if (!s->has_backoff_ms) {
-    s->has_backoff_ms = true;
-    s->backoff_ms = CTL_BACKOFF_MS_DEFAULT;
-  }
-  if (s->backoff_ms > CTL_TIMEOUT_MS_MAX || s->restart_window_ms > 30u *
-      86400u * 1000u || s->max_restarts > 1000000u)
-    return bad(err, errlen, "job '%s': restart policy out of range (backoff "
-               "at most %u ms, window at most 30 days, at most 1000000 "
-               "restarts)", s->name, CTL_TIMEOUT_MS_MAX);
-  if (!s->has_node_wait_ms || s->node_wait_ms == 0) {
-    s->has_node_wait_ms = true;
-    s->node_wait_ms = js->m != NULL && js->m->t.node_wait_ms != 0
-                          ? js->m->t.node_wait_ms
-                          : CTL_NODE_WAIT_MS_DEFAULT;
-  }
-  if (s->node_wait_ms <= dead_after || s->node_wait_ms > CTL_TIMEOUT_MS_MAX)
-    return bad(err, errlen, "job '%s': node wait %" PRIu32 " ms must be "
-               "longer than the controller's dead-after (%" PRIu32 " ms) and "
-               "at most %u ms: heartbeat < dead-after < node wait", s->name,
-               s->node_wait_ms, dead_after, CTL_TIMEOUT_MS_MAX);
-  return PT_OK;
-}
-
-/* ---- placement ---- */
-
-static bool spare(const struct ctl_node *n, uint32_t rpn)
-{
-  return n->state == CTL_NODE_ALIVE && n->job[0] == '\0' && n->jobp == NULL &&
-         n->capacity >= rpn;
-}
-
-int ctl_jobs_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
-                   size_t *idx, char *err, size_t errlen)
-{
-  const struct ctl_members *m = js->m;
-  uint32_t want = spec->nodes, got = 0;
-  size_t free_n = 0, alive = 0;
-
-  for (size_t i = 0; i < m->n; i++) {
-    alive += m->nodes[i].state == CTL_NODE_ALIVE;
-    free_n += spare(&m->nodes[i], spec->ranks_per_node);
-  }
-  if (free_n < want) {
-    snprintf(err, errlen,
-             "job '%s' needs %" PRIu32 " spare nodes of capacity >= %" PRIu32
-             " ranks: %zu free (%zu alive, %zu registered)",
-             spec->name, want, spec->ranks_per_node, free_n, alive, m->n);
-    return -ENOSPC;
-  }
-  bool *taken = calloc(m->n, sizeof(*taken));
-  if (taken == NULL)
-    return -ENOMEM;
-  /* First one node per failure domain, in registration order (a node
-   * without a label is a domain of its own), then the rest. */
-  for (size_t i = 0; i < m->n && got < want; i++) {
-    const struct ctl_node *n = &m->nodes[i];
-    if (!spare(n, spec->ranks_per_node))
-      continue;
-    bool dup = false;
-    for (uint32_t k = 0; k < got && n->failure_domain[0] != '\0'; k++)
-      if (strcmp(m->nodes[idx[k]].failure_domain, n->failure_domain) == 0) {
-        dup = true;
-        break;
-      }
-    if (dup)
-      continue;
-    taken[i] = true;
-    idx[got++] = i;
-  }
-  for (size_t i = 0; i < m->n && got < want; i++)
-    if (!taken[i] && spare(&m->nodes[i], spec->ranks_per_node))
-      idx[got++] = i;
-  free(taken);
-  return PT_OK;
-}
-
-uint32_t ctl_jobs_pick_port(const struct ctl_jobs *js, uint32_t want)
-{
-  if (want != 0)
-    return want;
-  for (uint32_t k = 0; k < CTL_MASTER_PORT_SPAN; k++) {
-    uint32_t port = CTL_MASTER_PORT_BASE + k;
-    bool used = false;
-    for (const struct ctl_job *j = js->jobs; j != NULL && !used; j = j->next)
-      used = live(j) && j->master_port == port;
-    if (!used)
-      return port;
-  }
-  return 0;
 }
 
 uint32_t ctl_jobs_first_rank(const struct ctl_job *j, uint32_t part)
@@ -350,14 +177,14 @@ static struct ctl_node *part_node(struct ctl_jobs *js, const struct ctl_job *j,
 /* Its node has a connection (alive, or unreachable but still connected:
  * a slow node is still told; one that does not answer runs into the
  * deadline of what it was asked). */
-static bool part_connected(struct ctl_jobs *js, const struct ctl_job *j,
+bool ctl_jobs_part_connected(struct ctl_jobs *js, const struct ctl_job *j,
                            uint32_t p)
 {
   struct ctl_node *n = part_node(js, j, p);
   return n != NULL && n->conn != NULL && n->state != CTL_NODE_DEAD;
 }
 
-static void bind_node(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+void ctl_jobs_bind_node(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                       size_t node)
 {
   struct ctl_node *n = &js->m->nodes[node];
@@ -378,140 +205,11 @@ static void unbind_all(struct ctl_jobs *js, struct ctl_job *j)
   }
 }
 
-/* ---- the commit module's seam ---- */
-
-static int c_send(void *ctx, uint32_t voter, enum commit_phase phase,
-                  uint64_t round, uint64_t step, uint64_t *ticket)
-{
-  struct ctl_job *j = ctx;
-  struct ctl_jobs *js = j->js;
-  static uint64_t seq;
-  (void)round;
-
-  if (!part_connected(js, j, voter))
-    return -ENOTCONN;
-  if (phase == COMMIT_PH_PIN) {
-    struct ctl_part *pt = &j->parts[voter];
-    if (pt->has_pinned && pt->pinned_step == step) {
-      /* It pinned step before it reported it: its vote is in already. */
-      *ticket = ++seq;
-      commit_reply(&j->commit, voter, *ticket, COMMIT_VOTE_YES, NULL, 0);
-      return 0;
-    }
-    return js->ops->pin(js->ctx, j, voter, step, ticket);
-  }
-  if (phase == COMMIT_PH_UNPIN) /* its pin goes, whatever it was */
-    j->parts[voter].has_pinned = false;
-  /* JOB_COMMIT and JOB_UNPIN are not answered: taken once sent. */
-  int rc = phase == COMMIT_PH_COMMIT ? js->ops->commit(js->ctx, j, voter, step)
-                                     : js->ops->unpin(js->ctx, j, voter, step);
-  if (rc != 0)
-    return rc;
-  *ticket = ++seq;
-  commit_reply(&j->commit, voter, *ticket, COMMIT_VOTE_YES, NULL, 0);
-  return 0;
-}
-
-static void c_verdict(void *ctx, const struct commit_outcome *o)
-{
-  struct ctl_job *j = ctx;
-  struct ctl_jobs *js = j->js;
-
-  if (!o->committed) {
-    bool benign = !o->any_lost && o->voter != UINT32_MAX;
-    log_at_(benign ? LOG_LVL_DEBUG : LOG_LVL_NOTICE,
-            "job '%s' epoch %" PRIu64 ": step %" PRIu64 " not committed: "
-            "node '%s' %s (%s)", j->spec->name, j->epoch, o->step,
-            o->voter < j->nparts ? j->parts[o->voter].node_id : "?",
-            o->vote == COMMIT_VOTE_NO ? "no longer holds it"
-            : o->sent                 ? "did not answer"
-                                      : "could not be asked",
-            LOG_ESC(o->text)); /* a node's words, when it refused */
-    return;
-  }
-  bool had = j->has_committed;
-  uint64_t was = j->committed;
-  j->has_committed = true;
-  j->committed = o->step;
-  j->commits++;
-  if (js->ops->journal(js->ctx, j, CTL_REC_COMMIT) != PT_OK) {
-    /* Not durable: not committed. The round is dropped (no JOB_COMMIT);
-     * the pins stay until a later round or the next epoch. */
-    j->has_committed = had;
-    j->committed = was;
-    j->commits--;
-    commit_reset(&j->commit, had, was);
-    return;
-  }
-  j->committed_since = true;
-  log_debug("job '%s' epoch %" PRIu64 ": commit step %" PRIu64, j->spec->name,
-            j->epoch, o->step);
-}
-
-static void c_missed(void *ctx, uint32_t voter, uint64_t step,
-                     const char *text)
-{
-  struct ctl_job *j = ctx;
-  log_info("job '%s': node '%s' did not get the commit of step %" PRIu64
-           " (%s); it learns it on reconnect", j->spec->name,
-           j->parts[voter].node_id, step, text);
-}
-
-static const struct commit_ops ctl_commit_ops = {
-    .send = c_send,
-    .verdict = c_verdict,
-    .commit_missed = c_missed,
-    .strerror = pt_strerror,
-};
-
-/* The gate in front of commit_drive, whose search for a step is O(parts):
- * a round can only start once every part sealed a step newer than the
- * floor, i.e. once the oldest of the parts' newest sealed steps is. That
- * oldest one is kept incrementally (recomputed, O(parts), only when the
- * last part at it moves on), so a STEP_SEALED costs O(1) until the round
- * is possible. A part's "seal" below is last_sealed + 1, 0 for none. */
-static uint64_t seal_of(const struct ctl_part *pt)
-{
-  return pt->has_sealed ? pt->last_sealed + 1 : 0;
-}
-
-static void seal_min_compute(struct ctl_job *j)
-{
-  j->seal_min = UINT64_MAX;
-  j->n_at_min = 0;
-  for (uint32_t p = 0; p < j->nparts; p++) {
-    uint64_t v = seal_of(&j->parts[p]);
-    if (v < j->seal_min) {
-      j->seal_min = v;
-      j->n_at_min = 0;
-    }
-    if (v == j->seal_min)
-      j->n_at_min++;
-  }
-  j->seal_min_stale = false;
-}
-
-static void drive(struct ctl_job *j, uint64_t now)
-{
-  uint64_t floor;
-
-  if (j->state != CTL_JOB_STARTING && j->state != CTL_JOB_RUNNING)
-    return;
-  if (commit_is_open(&j->commit))
-    return;
-  if (j->seal_min_stale)
-    seal_min_compute(j);
-  if (j->seal_min == 0 ||
-      (commit_floor(&j->commit, &floor) && j->seal_min - 1 <= floor))
-    return;
-  (void)commit_drive(&j->commit, now);
-}
-
 /* ---- the table ---- */
 
 /* Drops the jobs that ended first beyond CTL_ENDED_KEEP, never keep (the
  * one that just ended, which its callers still hold). */
-static void trim_ended(struct ctl_jobs *js, const struct ctl_job *keep)
+void ctl_jobs_trim_ended(struct ctl_jobs *js, const struct ctl_job *keep)
 {
   while (js->nended > CTL_ENDED_KEEP) {
     struct ctl_job **victim = NULL;
@@ -528,7 +226,7 @@ static void trim_ended(struct ctl_jobs *js, const struct ctl_job *keep)
   }
 }
 
-static Pt__JobSpec *spec_copy(const Pt__JobSpec *s)
+Pt__JobSpec *ctl_jobs_spec_copy(const Pt__JobSpec *s)
 {
   size_t len = protobuf_c_message_get_packed_size(&s->base);
   uint8_t *buf = malloc(len > 0 ? len : 1);
@@ -541,14 +239,14 @@ static Pt__JobSpec *spec_copy(const Pt__JobSpec *s)
 }
 
 /* A new job in the table, its parts on node_ids (unbound). */
-static int job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
+int ctl_jobs_job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
                    struct ctl_job **out)
 {
   struct ctl_job *j = calloc(1, sizeof(*j));
   if (j == NULL)
     return -ENOMEM;
   j->js = js;
-  j->spec = spec_copy(spec);
+  j->spec = ctl_jobs_spec_copy(spec);
   j->parts = calloc(spec->nodes, sizeof(*j->parts));
   j->nparts = spec->nodes;
   uint32_t nlog = spec->max_restarts > 0 ? spec->max_restarts : 1;
@@ -559,7 +257,7 @@ static int job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
   int rc = j->spec == NULL || j->parts == NULL || j->restart_log == NULL
                ? -ENOMEM
                : commit_init(&j->commit, j->nparts, CTL_ROUND_MS,
-                             &ctl_commit_ops, j);
+                             &ctl_jobs_commit_ops, j);
   if (rc != PT_OK) {
     job_free(j);
     return rc;
@@ -603,11 +301,11 @@ static void job_unlink_free(struct ctl_jobs *js, struct ctl_job *j)
 
 /* Sends part its assignment of the current epoch, when its node is
  * connected; else it gets it when it registers again. */
-static void assign_part(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+void ctl_jobs_assign_part(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                         uint64_t now)
 {
   struct ctl_part *pt = &j->parts[p];
-  if (!part_connected(js, j, p))
+  if (!ctl_jobs_part_connected(js, j, p))
     return;
   if (js->ops->assign(js->ctx, j, p) == PT_OK) {
     pt->sent = true;
@@ -616,11 +314,11 @@ static void assign_part(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
   }
 }
 
-static void halt_all(struct ctl_jobs *js, struct ctl_job *j, bool remove,
+void ctl_jobs_halt_all(struct ctl_jobs *js, struct ctl_job *j, bool remove,
                      uint64_t now, bool except_down)
 {
   for (uint32_t p = 0; p < j->nparts; p++) {
-    if (!part_connected(js, j, p)) {
+    if (!ctl_jobs_part_connected(js, j, p)) {
       if (!except_down)
         j->parts[p].state = CTL_PART_STOPPED;
       continue;
@@ -632,7 +330,7 @@ static void halt_all(struct ctl_jobs *js, struct ctl_job *j, bool remove,
 
 /* The epoch after the current one begins (journaled first), from the
  * committed step. */
-static int begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
+int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
                        uint64_t from, uint64_t now)
 {
   uint64_t was_epoch = j->epoch;
@@ -679,7 +377,7 @@ static int begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
     log_notice("job '%s' epoch %" PRIu64 ": every part starts fresh",
                j->spec->name, j->epoch);
   for (uint32_t p = 0; p < j->nparts; p++)
-    assign_part(js, j, p, now);
+    ctl_jobs_assign_part(js, j, p, now);
   return PT_OK;
 }
 
@@ -699,7 +397,7 @@ static void end_job(struct ctl_jobs *js, struct ctl_job *j,
   log_notice("job '%s' epoch %" PRIu64 " %s%s%s", j->spec->name, j->epoch,
              ctl_jobs_state_name(st), j->reason[0] != '\0' ? ": " : "",
              j->reason);
-  halt_all(js, j, st == CTL_JOB_DONE, now, false);
+  ctl_jobs_halt_all(js, j, st == CTL_JOB_DONE, now, false);
   unbind_all(js, j);
   for (uint32_t p = 0; p < j->nparts; p++)
     j->parts[p].deadline = 0;
@@ -708,7 +406,7 @@ static void end_job(struct ctl_jobs *js, struct ctl_job *j,
   j->ended_ms = now;
   js->nlive--;
   js->nended++;
-  trim_ended(js, j);
+  ctl_jobs_trim_ended(js, j);
 }
 
 static uint32_t restarts_recent(const struct ctl_job *j, uint64_t now)
@@ -732,11 +430,11 @@ static void restart_counted(struct ctl_jobs *js, struct ctl_job *j,
   commit_cancel(&j->commit);
   if (recent >= s->max_restarts) {
     if (s->restart_window_ms != 0)
-      reason_set(j, "%s; no restarts left (%" PRIu32 " in the last %" PRIu32
+      ctl_jobs_reason_set(j, "%s; no restarts left (%" PRIu32 " in the last %" PRIu32
                  " s, max_restarts %" PRIu32 ")", why, recent,
                  s->restart_window_ms / 1000u, s->max_restarts);
     else
-      reason_set(j, "%s; no restarts left (max_restarts %" PRIu32 ")", why,
+      ctl_jobs_reason_set(j, "%s; no restarts left (max_restarts %" PRIu32 ")", why,
                  s->max_restarts);
     end_job(js, j, CTL_JOB_FAILED, now);
     return;
@@ -755,7 +453,7 @@ static void restart_counted(struct ctl_jobs *js, struct ctl_job *j,
     d *= 2;
   if (d > CTL_BACKOFF_CAP_MS)
     d = CTL_BACKOFF_CAP_MS;
-  reason_set(j, "%s", why);
+  ctl_jobs_reason_set(j, "%s", why);
   log_notice("job '%s' epoch %" PRIu64 ": %s; restarting every part (restart "
              "%" PRIu32 ", %" PRIu32 " of at most %" PRIu32 ") in %" PRIu64
              " ms", s->name, j->epoch, why, j->restarts + 1, recent + 1,
@@ -763,14 +461,14 @@ static void restart_counted(struct ctl_jobs *js, struct ctl_job *j,
   j->restarts++;
   j->state = CTL_JOB_RESTARTING;
   j->due_ms = now + d;
-  halt_all(js, j, false, now, true);
+  ctl_jobs_halt_all(js, j, false, now, true);
 }
 
 int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
                    uint64_t now, struct ctl_job **out, char *err,
                    size_t errlen)
 {
-  Pt__JobSpec *spec = spec_copy(spec_in);
+  Pt__JobSpec *spec = ctl_jobs_spec_copy(spec_in);
   size_t *idx = NULL;
   struct ctl_job *j = NULL;
   int rc;
@@ -779,16 +477,16 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
   }
-  rc = ctl_jobs_spec_check(js, spec, err, errlen);
+  rc = ctl_spec_check(js, spec, err, errlen);
   if (rc != PT_OK)
     goto out;
-  if (find_live(js, spec->name) != NULL) {
+  if (ctl_jobs_find_live(js, spec->name) != NULL) {
     snprintf(err, errlen, "job '%s' exists (stop it first, or pick another "
              "name)", spec->name);
     rc = -EEXIST;
     goto out;
   }
-  uint32_t port = ctl_jobs_pick_port(js, spec->has_master_port ?
+  uint32_t port = ctl_spec_pick_port(js, spec->has_master_port ?
                                      spec->master_port : 0);
   if (port == 0) {
     snprintf(err, errlen, "no free master port in %u..%u: give one",
@@ -803,7 +501,7 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
     snprintf(err, errlen, "out of memory");
     goto out;
   }
-  rc = ctl_jobs_place(js, spec, idx, err, errlen);
+  rc = ctl_spec_place(js, spec, idx, err, errlen);
   if (rc != PT_OK)
     goto out;
   /* A port given in the spec: not one a live job's master on the same
@@ -817,7 +515,7 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
       rc = -EADDRINUSE;
       goto out;
     }
-  rc = job_new(js, spec, &j);
+  rc = ctl_jobs_job_new(js, spec, &j);
   if (rc != PT_OK) {
     snprintf(err, errlen, "out of memory");
     goto out;
@@ -835,11 +533,11 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
     goto out;
   }
   for (uint32_t p = 0; p < j->nparts; p++)
-    bind_node(js, j, p, idx[p]);
-  rc = begin_epoch(js, j, false, 0, now);
+    ctl_jobs_bind_node(js, j, p, idx[p]);
+  rc = ctl_jobs_begin_epoch(js, j, false, 0, now);
   if (rc != PT_OK) {
     /* JOB is journaled: end it so that a replay does not resurrect it. */
-    reason_set(j, "cannot journal its first epoch: %s", pt_strerror(rc));
+    ctl_jobs_reason_set(j, "cannot journal its first epoch: %s", pt_strerror(rc));
     snprintf(err, errlen, "%s", j->reason);
     end_job(js, j, CTL_JOB_FAILED, now);
     goto out;
@@ -867,7 +565,7 @@ int ctl_jobs_stop(struct ctl_jobs *js, const char *name, uint64_t now,
              ctl_jobs_state_name(j->state));
     return -EALREADY;
   }
-  reason_set(j, "stopped by ptctl");
+  ctl_jobs_reason_set(j, "stopped by ptctl");
   end_job(js, j, CTL_JOB_STOPPED, now);
   if (live(j)) {
     snprintf(err, errlen, "cannot journal the end of job '%s'", name);
@@ -923,10 +621,10 @@ int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
     has = true;
   }
   commit_cancel(&j->commit);
-  halt_all(js, j, false, now, true);
+  ctl_jobs_halt_all(js, j, false, now, true);
   j->restarts++;
-  reason_set(j, "restore asked by ptctl");
-  int rc = begin_epoch(js, j, has, from, now);
+  ctl_jobs_reason_set(j, "restore asked by ptctl");
+  int rc = ctl_jobs_begin_epoch(js, j, has, from, now);
   if (rc != PT_OK) {
     snprintf(err, errlen, "cannot journal the new epoch: %s",
              pt_strerror(rc));
@@ -991,7 +689,7 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     pt->state = st;
     if (st == CTL_PART_DONE) {
       if (all_parts(j, CTL_PART_DONE)) {
-        reason_set(j, "every rank finished");
+        ctl_jobs_reason_set(j, "every rank finished");
         end_job(js, j, CTL_JOB_DONE, now);
       }
       return PT_OK;
@@ -1005,7 +703,7 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                j->spec->name, j->epoch);
     }
     uint64_t before = j->commits;
-    drive(j, now);
+    ctl_jobs_commit_drive(j, now);
     if (j->commits != before)
       j->committed_ms = now;
     return PT_OK;
@@ -1030,7 +728,7 @@ int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     pt->pinned_step = step;
   }
   if (!pt->has_sealed || step > pt->last_sealed) {
-    bool at_min = !j->seal_min_stale && seal_of(pt) == j->seal_min;
+    bool at_min = !j->seal_min_stale && ctl_jobs_commit_seal_of(pt) == j->seal_min;
     pt->has_sealed = true;
     pt->last_sealed = step;
     if (at_min && --j->n_at_min == 0)
@@ -1038,7 +736,7 @@ int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
   }
   uint64_t before = j->commits;
   commit_sealed(&j->commit, p, step);
-  drive(j, now);
+  ctl_jobs_commit_drive(j, now);
   if (j->commits != before)
     j->committed_ms = now;
   return PT_OK;
@@ -1057,109 +755,10 @@ int ctl_jobs_vote(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
   commit_reply(&j->commit, p, ticket,
                status == 0 ? COMMIT_VOTE_YES : COMMIT_VOTE_NO,
                msg != NULL ? msg : pt_strerror(status), now);
-  drive(j, now);
+  ctl_jobs_commit_drive(j, now);
   if (j->commits != before)
     j->committed_ms = now;
   return PT_OK;
-}
-
-/* ---- membership ---- */
-
-static bool every_node_alive(struct ctl_jobs *js, const struct ctl_job *j)
-{
-  for (uint32_t p = 0; p < j->nparts; p++)
-    if (!part_connected(js, j, p))
-      return false;
-  return true;
-}
-
-void ctl_jobs_node_registered(struct ctl_jobs *js, size_t node, uint64_t now)
-{
-  struct ctl_node *n = &js->m->nodes[node];
-  struct ctl_job *j = n->jobp;
-
-  if (j == NULL) {
-    /* Its first registration since a replay? */
-    for (struct ctl_job *k = js->jobs; k != NULL && j == NULL; k = k->next) {
-      if (!live(k))
-        continue;
-      for (uint32_t p = 0; p < k->nparts; p++)
-        if (k->parts[p].node == SIZE_MAX &&
-            strcmp(k->parts[p].node_id, n->id) == 0) {
-          bind_node(js, k, p, node);
-          j = k;
-          break;
-        }
-    }
-    if (j == NULL)
-      return;
-  }
-  uint32_t p = n->part;
-  switch (j->state) {
-  case CTL_JOB_WAITING:
-    if (every_node_alive(js, j)) {
-      log_notice("job '%s': node '%s' is back; restarting every part",
-                 j->spec->name, n->id);
-      j->restarts++;
-      reason_set(j, "node '%s' came back", n->id);
-      if (begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
-        log_error("job '%s': cannot journal its next epoch", j->spec->name);
-    } else if (js->ops->halt(js->ctx, j, p, false) == PT_OK) {
-      /* Still waiting for another: this one's part stays halted (it may
-       * have missed the halt while it was away). */
-      j->parts[p].deadline = 0;
-    }
-    return;
-  case CTL_JOB_STARTING:
-  case CTL_JOB_RUNNING:
-    /* It learns (again) the epoch and the committed step; it answers
-     * where it stands, without respawning what runs. */
-    if (j->recovering && every_node_alive(js, j))
-      log_info("job '%s': every node is back after the controller's restart",
-               j->spec->name);
-    assign_part(js, j, p, now);
-    if (j->parts[p].state != CTL_PART_ASSIGNED)
-      j->parts[p].deadline = 0;
-    return;
-  case CTL_JOB_RESTARTING:
-  case CTL_JOB_STOPPING:
-    if (js->ops->halt(js->ctx, j, p, false) == PT_OK)
-      j->parts[p].deadline = now + CTL_ASSIGN_MS;
-    return;
-  default:
-    return;
-  }
-}
-
-void ctl_jobs_node_down(struct ctl_jobs *js, size_t node, uint64_t now)
-{
-  struct ctl_node *n = &js->m->nodes[node];
-  struct ctl_job *j = n->jobp;
-  char why[CTL_REASON_MAX];
-
-  if (j == NULL || !live(j))
-    return;
-  uint32_t p = n->part;
-  snprintf(why, sizeof(why), "node '%s' %s", n->id,
-           ctl_members_node_state_name(n->state));
-  commit_voter_gone(&j->commit, p, why, now);
-  if (n->state != CTL_NODE_DEAD)
-    return; /* what it was asked keeps its deadline */
-  j->parts[p].deadline = 0;
-  if (j->state == CTL_JOB_STOPPING) {
-    j->parts[p].state = CTL_PART_STOPPED;
-    return;
-  }
-  if (j->state == CTL_JOB_WAITING)
-    return; /* already waiting: the first deadline stands */
-  commit_cancel(&j->commit);
-  j->state = CTL_JOB_WAITING;
-  j->due_ms = now + j->spec->node_wait_ms;
-  reason_set(j, "node '%s' is dead; waiting up to %" PRIu32 " ms for it",
-             n->id, j->spec->node_wait_ms);
-  log_warn("job '%s' epoch %" PRIu64 ": %s (its other parts halted)",
-           j->spec->name, j->epoch, j->reason);
-  halt_all(js, j, false, now, true);
 }
 
 /* ---- deadlines ---- */
@@ -1167,7 +766,7 @@ void ctl_jobs_node_down(struct ctl_jobs *js, size_t node, uint64_t now)
 static const char *first_down(struct ctl_jobs *js, const struct ctl_job *j)
 {
   for (uint32_t p = 0; p < j->nparts; p++)
-    if (!part_connected(js, j, p))
+    if (!ctl_jobs_part_connected(js, j, p))
       return j->parts[p].node_id;
   return "?";
 }
@@ -1179,33 +778,33 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
   commit_tick(&j->commit, now);
   if (!live(j))
     return;
-  drive(j, now); /* a round that ran out of time may free the next */
+  ctl_jobs_commit_drive(j, now); /* a round that ran out of time may free the next */
   switch (j->state) {
   case CTL_JOB_RESTARTING:
     if (now < j->due_ms)
       return;
-    if (!every_node_alive(js, j)) {
+    if (!ctl_jobs_node_all_alive(js, j)) {
       const char *who = first_down(js, j);
       struct ctl_node *dn = NULL;
       for (uint32_t p = 0; p < j->nparts; p++)
-        if (!part_connected(js, j, p))
+        if (!ctl_jobs_part_connected(js, j, p))
           dn = part_node(js, j, p);
       if (dn != NULL && dn->state == CTL_NODE_DEAD) {
         j->state = CTL_JOB_WAITING;
         j->due_ms = now + j->spec->node_wait_ms;
-        reason_set(j, "node '%s' is dead; waiting up to %" PRIu32
+        ctl_jobs_reason_set(j, "node '%s' is dead; waiting up to %" PRIu32
                    " ms for it", who, j->spec->node_wait_ms);
         return;
       }
       /* Unreachable: assigned when it registers again. */
     }
-    if (begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
+    if (ctl_jobs_begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
       j->due_ms = now + CTL_BACKOFF_CAP_MS;
     return;
   case CTL_JOB_WAITING:
     if (now < j->due_ms)
       return;
-    reason_set(j, "node '%s' did not come back within %" PRIu32
+    ctl_jobs_reason_set(j, "node '%s' did not come back within %" PRIu32
                " ms (node_wait_ms)", first_down(js, j),
                j->spec->node_wait_ms);
     end_job(js, j, CTL_JOB_FAILED, now);
@@ -1215,7 +814,7 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
     if (j->recovering && j->due_ms != 0 && now >= j->due_ms) {
       for (uint32_t p = 0; p < j->nparts; p++)
         if (j->parts[p].node == SIZE_MAX) {
-          reason_set(j, "node '%s' did not register again within %" PRIu64
+          ctl_jobs_reason_set(j, "node '%s' did not register again within %" PRIu64
                      " ms of the controller's restart", j->parts[p].node_id,
                      (uint64_t)js->m->t.dead_after_ms +
                          j->spec->node_wait_ms);
@@ -1281,150 +880,4 @@ uint64_t ctl_jobs_next_ms(const struct ctl_jobs *js, uint64_t now)
   }
 #undef CONSIDER
   return best;
-}
-
-/* ---- replay ---- */
-
-static int replay_bad(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int replay_bad(char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return PT_EFORMAT;
-}
-
-int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
-                        char *const *node_ids, size_t n, uint32_t master_port,
-                        const char *master_addr, char *err, size_t errlen)
-{
-  struct ctl_job *j;
-  char why[256];
-  Pt__JobSpec *s = spec_copy(spec);
-
-  if (s == NULL)
-    return -ENOMEM;
-  /* The spec was checked when it was journaled; its shape is checked again
-   * (not the timeouts, which may have changed since). */
-  struct ctl_jobs nojs = {.m = NULL};
-  int rc = ctl_jobs_spec_check(&nojs, s, why, sizeof(why));
-  protobuf_c_message_free_unpacked(&s->base, NULL);
-  if (rc != PT_OK)
-    return replay_bad(err, errlen, "a JOB record with a bad spec: %s", why);
-  if (n != spec->nodes)
-    return replay_bad(err, errlen, "JOB record of '%s' places %zu nodes, "
-                      "its spec %" PRIu32, spec->name, n, spec->nodes);
-  if (find_live(js, spec->name) != NULL)
-    return replay_bad(err, errlen, "a second JOB record for live job '%s'",
-                      spec->name);
-  rc = job_new(js, spec, &j);
-  if (rc != PT_OK)
-    return rc;
-  j->master_port = master_port;
-  snprintf(j->master_addr, sizeof(j->master_addr), "%s",
-           master_addr != NULL ? master_addr : "");
-  for (size_t p = 0; p < n; p++)
-    snprintf(j->parts[p].node_id, sizeof(j->parts[p].node_id), "%s",
-             node_ids[p]);
-  j->epoch = 0;
-  return PT_OK;
-}
-
-static struct ctl_job *replay_find(struct ctl_jobs *js, const char *job,
-                                   const char *what, char *err, size_t errlen)
-{
-  struct ctl_job *j = find_live(js, job);
-  if (j == NULL)
-    replay_bad(err, errlen, "%s record of job '%s', which is not live",
-               what, LOG_ESC(job));
-  return j;
-}
-
-int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
-                          bool has_restore, uint64_t restore, char *err,
-                          size_t errlen)
-{
-  struct ctl_job *j = replay_find(js, job, "an EPOCH", err, errlen);
-  if (j == NULL)
-    return PT_EFORMAT;
-  if (epoch <= j->epoch)
-    return replay_bad(err, errlen, "EPOCH %" PRIu64 " of job '%s' after "
-                      "epoch %" PRIu64, epoch, job, j->epoch);
-  if (j->epoch != 0)
-    j->restarts++;
-  j->epoch = epoch;
-  j->has_restore = has_restore;
-  j->restore_step = has_restore ? restore : 0;
-  if (has_restore && j->has_committed && restore < j->committed)
-    j->committed = restore;
-  return PT_OK;
-}
-
-int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
-                           uint64_t epoch, uint64_t step, char *err,
-                           size_t errlen)
-{
-  struct ctl_job *j = replay_find(js, job, "a COMMIT", err, errlen);
-  if (j == NULL)
-    return PT_EFORMAT;
-  if (epoch != j->epoch)
-    return replay_bad(err, errlen, "COMMIT of job '%s' in epoch %" PRIu64
-                      ", its epoch is %" PRIu64, job, epoch, j->epoch);
-  if (j->has_committed && step <= j->committed)
-    return replay_bad(err, errlen, "COMMIT of step %" PRIu64 " of job '%s' "
-                      "after step %" PRIu64, step, job, j->committed);
-  j->has_committed = true;
-  j->committed = step;
-  j->committed_ms = 0;
-  j->commits++;
-  return PT_OK;
-}
-
-int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
-                        enum ctl_job_state st, const char *reason, char *err,
-                        size_t errlen)
-{
-  struct ctl_job *j = replay_find(js, job, "an END", err, errlen);
-  if (j == NULL)
-    return PT_EFORMAT;
-  if (!ctl_jobs_ended(st))
-    return replay_bad(err, errlen, "END of job '%s' in state '%s'", job,
-                      ctl_jobs_state_name(st));
-  j->state = st;
-  snprintf(j->reason, sizeof(j->reason), "%s", reason != NULL ? reason : "");
-  j->ended_ms = ++js->replay_ends; /* in the order they ended */
-  js->nlive--;
-  js->nended++;
-  trim_ended(js, j);
-  return PT_OK;
-}
-
-void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
-{
-  for (struct ctl_job *j = js->jobs; j != NULL; j = j->next) {
-    if (!live(j))
-      continue;
-    commit_reset(&j->commit, j->has_committed, j->committed);
-    j->state = CTL_JOB_STARTING;
-    j->recovering = true;
-    j->due_ms = now + js->m->t.dead_after_ms + j->spec->node_wait_ms;
-    for (uint32_t p = 0; p < j->nparts; p++) {
-      j->parts[p].state = CTL_PART_ASSIGNED;
-      j->parts[p].node = SIZE_MAX;
-    }
-    j->seal_min_stale = true;
-    /* Nodes already registered (none at start-up; a test may) bind now. */
-    for (uint32_t p = 0; p < j->nparts; p++) {
-      struct ctl_node *n = ctl_members_find(js->m, j->parts[p].node_id);
-      if (n != NULL && n->jobp == NULL)
-        bind_node(js, j, p, (size_t)(n - js->m->nodes));
-    }
-    log_notice("job '%s' epoch %" PRIu64 " rebuilt from the journal "
-               "(committed step %s%" PRIu64 "): waiting for its %" PRIu32
-               " nodes", j->spec->name, j->epoch,
-               j->has_committed ? "" : "none, ",
-               j->has_committed ? j->committed : 0, j->nparts);
-  }
 }

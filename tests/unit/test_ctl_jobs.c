@@ -169,7 +169,7 @@ static Pt__JobSpec spec(const char *name, uint32_t nodes, uint32_t rpn)
 
 static int check_msg(Pt__JobSpec s, char *err)
 {
-  return ctl_jobs_spec_check(&JS, &s, err, 256);
+  return ctl_spec_check(&JS, &s, err, 256);
 }
 
 START_TEST(spec_refusals)
@@ -179,7 +179,7 @@ START_TEST(spec_refusals)
 
   setup();
   ck_assert_int_eq(check_msg(s, err), PT_OK);
-  ck_assert_int_eq(ctl_jobs_spec_check(&JS, &s, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_spec_check(&JS, &s, err, sizeof(err)), PT_OK);
   ck_assert_uint_eq(s.slots, 3);
   ck_assert_uint_eq(s.max_restarts, 3);
   ck_assert_uint_eq(s.node_wait_ms, 60000);
@@ -249,18 +249,18 @@ START_TEST(placement)
 
   /* 3 nodes of capacity >= 2: one per rack, n4 too small */
   Pt__JobSpec s = spec("j", 3, 2);
-  ck_assert_int_eq(ctl_jobs_spec_check(&JS, &s, err, sizeof(err)), PT_OK);
-  ck_assert_int_eq(ctl_jobs_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_spec_check(&JS, &s, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
   ck_assert_str_eq(M.nodes[idx[0]].id, "n1");
   ck_assert_str_eq(M.nodes[idx[1]].id, "n3");
   ck_assert_str_eq(M.nodes[idx[2]].id, "n5");
   /* 4 nodes: the fourth from a rack used already */
   s = spec("j", 4, 2);
-  ck_assert_int_eq(ctl_jobs_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
   ck_assert_str_eq(M.nodes[idx[3]].id, "n2");
   /* 5 of capacity 2: only 4 can */
   s = spec("j", 5, 2);
-  ck_assert_int_eq(ctl_jobs_place(&JS, &s, idx, err, sizeof(err)), -ENOSPC);
+  ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), -ENOSPC);
   ck_assert_msg(strstr(err, "needs 5 spare nodes") != NULL &&
                     strstr(err, "4 free") != NULL,
                 "%s", err);
@@ -332,7 +332,7 @@ START_TEST(ranks_master_epochs)
   ck_assert_str_eq(ctl_members_find(&M, "n1")->job, "");
   ck_assert_ptr_null(ctl_members_find(&M, "n1")->jobp);
   /* its port is free again for a new job, k keeps 29501 */
-  ck_assert_uint_eq(ctl_jobs_pick_port(&JS, 0), 29500);
+  ck_assert_uint_eq(ctl_spec_pick_port(&JS, 0), 29500);
   teardown();
 }
 END_TEST

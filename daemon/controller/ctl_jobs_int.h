@@ -1,0 +1,59 @@
+/*
+ * ctl_jobs_int.h — what ctl_jobs.c shares with ctl_jobs_replay.c, its
+ * rebuild from the journal, and with nothing else.
+ */
+#ifndef PT_CTL_JOBS_INT_H
+#define PT_CTL_JOBS_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/controller/controller.h"
+
+/* The live (not ended) job of that name; NULL when none. */
+struct ctl_job *ctl_jobs_find_live(struct ctl_jobs *js, const char *name);
+/* A new job in the table, in state STARTING, its parts unbound (node ids
+ * empty, epoch 0): the caller names them. -ENOMEM. */
+int ctl_jobs_job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
+                     struct ctl_job **out);
+/* Part p of j runs on member node (an index in js->m->nodes). */
+void ctl_jobs_bind_node(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                        size_t node);
+/* Drops the jobs that ended first beyond CTL_ENDED_KEEP, never keep. */
+void ctl_jobs_trim_ended(struct ctl_jobs *js, const struct ctl_job *keep);
+/* A deep copy (protobuf-c unpacked; free with
+ * protobuf_c_message_free_unpacked); NULL when out of memory. */
+Pt__JobSpec *ctl_jobs_spec_copy(const Pt__JobSpec *s);
+
+/* The node of part p is connected and not dead: it can be sent to. */
+bool ctl_jobs_part_connected(struct ctl_jobs *js, const struct ctl_job *j,
+                             uint32_t p);
+
+/* Why j ended or restarts, for ptctl and the END record. */
+void ctl_jobs_reason_set(struct ctl_job *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Sends part p its assignment of j's epoch (JOB_ASSIGN), with a deadline
+ * for its answer. */
+void ctl_jobs_assign_part(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                          uint64_t now);
+/* JOB_HALT to every part (except_down: not to those whose node is down). */
+void ctl_jobs_halt_all(struct ctl_jobs *js, struct ctl_job *j, bool remove,
+                       uint64_t now, bool except_down);
+/* The next epoch of j, from step from (has_from) or fresh: journaled, then
+ * every part assigned. */
+int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
+                         uint64_t from, uint64_t now);
+
+/* ctl_jobs_node.c: every node of j is registered and alive. */
+bool ctl_jobs_node_all_alive(struct ctl_jobs *js, const struct ctl_job *j);
+
+/* ctl_jobs_commit.c: the commit module's seam. */
+extern const struct commit_ops ctl_jobs_commit_ops;
+/* A part's newest sealed step + 1 (0: none), what the gate compares. */
+uint64_t ctl_jobs_commit_seal_of(const struct ctl_part *pt);
+/* Starts a round for j when one is possible (every part sealed a step
+ * newer than the floor, none open). */
+void ctl_jobs_commit_drive(struct ctl_job *j, uint64_t now);
+
+#endif /* PT_CTL_JOBS_INT_H */

@@ -1,0 +1,162 @@
+/*
+ * ctl_jobs_replay.c — the job table rebuilt from the journal at start-up
+ * (ctl_journal.c reads the records and calls these in order): JOB, EPOCH,
+ * COMMIT and END records checked against what came before them (anything
+ * out of order is PT_EFORMAT with a sentence), then every live job waits
+ * for its nodes to register again, with its epoch and committed step.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "common/log.h"
+#include "daemon/controller/controller.h"
+#include "daemon/controller/ctl_jobs_int.h"
+
+static int replay_bad(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int replay_bad(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return PT_EFORMAT;
+}
+
+int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
+                        char *const *node_ids, size_t n, uint32_t master_port,
+                        const char *master_addr, char *err, size_t errlen)
+{
+  struct ctl_job *j;
+  char why[256];
+  Pt__JobSpec *s = ctl_jobs_spec_copy(spec);
+
+  if (s == NULL)
+    return -ENOMEM;
+  /* The spec was checked when it was journaled; its shape is checked again
+   * (not the timeouts, which may have changed since). */
+  struct ctl_jobs nojs = {.m = NULL};
+  int rc = ctl_spec_check(&nojs, s, why, sizeof(why));
+  protobuf_c_message_free_unpacked(&s->base, NULL);
+  if (rc != PT_OK)
+    return replay_bad(err, errlen, "a JOB record with a bad spec: %s", why);
+  if (n != spec->nodes)
+    return replay_bad(err, errlen, "JOB record of '%s' places %zu nodes, "
+                      "its spec %" PRIu32, spec->name, n, spec->nodes);
+  if (ctl_jobs_find_live(js, spec->name) != NULL)
+    return replay_bad(err, errlen, "a second JOB record for live job '%s'",
+                      spec->name);
+  rc = ctl_jobs_job_new(js, spec, &j);
+  if (rc != PT_OK)
+    return rc;
+  j->master_port = master_port;
+  snprintf(j->master_addr, sizeof(j->master_addr), "%s",
+           master_addr != NULL ? master_addr : "");
+  for (size_t p = 0; p < n; p++)
+    snprintf(j->parts[p].node_id, sizeof(j->parts[p].node_id), "%s",
+             node_ids[p]);
+  j->epoch = 0;
+  return PT_OK;
+}
+
+static struct ctl_job *replay_find(struct ctl_jobs *js, const char *job,
+                                   const char *what, char *err, size_t errlen)
+{
+  struct ctl_job *j = ctl_jobs_find_live(js, job);
+  if (j == NULL)
+    replay_bad(err, errlen, "%s record of job '%s', which is not live",
+               what, LOG_ESC(job));
+  return j;
+}
+
+int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
+                          bool has_restore, uint64_t restore, char *err,
+                          size_t errlen)
+{
+  struct ctl_job *j = replay_find(js, job, "an EPOCH", err, errlen);
+  if (j == NULL)
+    return PT_EFORMAT;
+  if (epoch <= j->epoch)
+    return replay_bad(err, errlen, "EPOCH %" PRIu64 " of job '%s' after "
+                      "epoch %" PRIu64, epoch, job, j->epoch);
+  if (j->epoch != 0)
+    j->restarts++;
+  j->epoch = epoch;
+  j->has_restore = has_restore;
+  j->restore_step = has_restore ? restore : 0;
+  if (has_restore && j->has_committed && restore < j->committed)
+    j->committed = restore;
+  return PT_OK;
+}
+
+int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
+                           uint64_t epoch, uint64_t step, char *err,
+                           size_t errlen)
+{
+  struct ctl_job *j = replay_find(js, job, "a COMMIT", err, errlen);
+  if (j == NULL)
+    return PT_EFORMAT;
+  if (epoch != j->epoch)
+    return replay_bad(err, errlen, "COMMIT of job '%s' in epoch %" PRIu64
+                      ", its epoch is %" PRIu64, job, epoch, j->epoch);
+  if (j->has_committed && step <= j->committed)
+    return replay_bad(err, errlen, "COMMIT of step %" PRIu64 " of job '%s' "
+                      "after step %" PRIu64, step, job, j->committed);
+  j->has_committed = true;
+  j->committed = step;
+  j->committed_ms = 0;
+  j->commits++;
+  return PT_OK;
+}
+
+int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
+                        enum ctl_job_state st, const char *reason, char *err,
+                        size_t errlen)
+{
+  struct ctl_job *j = replay_find(js, job, "an END", err, errlen);
+  if (j == NULL)
+    return PT_EFORMAT;
+  if (!ctl_jobs_ended(st))
+    return replay_bad(err, errlen, "END of job '%s' in state '%s'", job,
+                      ctl_jobs_state_name(st));
+  j->state = st;
+  snprintf(j->reason, sizeof(j->reason), "%s", reason != NULL ? reason : "");
+  j->ended_ms = ++js->replay_ends; /* in the order they ended */
+  js->nlive--;
+  js->nended++;
+  ctl_jobs_trim_ended(js, j);
+  return PT_OK;
+}
+
+void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
+{
+  for (struct ctl_job *j = js->jobs; j != NULL; j = j->next) {
+    if (ctl_jobs_ended(j->state))
+      continue;
+    commit_reset(&j->commit, j->has_committed, j->committed);
+    j->state = CTL_JOB_STARTING;
+    j->recovering = true;
+    j->due_ms = now + js->m->t.dead_after_ms + j->spec->node_wait_ms;
+    for (uint32_t p = 0; p < j->nparts; p++) {
+      j->parts[p].state = CTL_PART_ASSIGNED;
+      j->parts[p].node = SIZE_MAX;
+    }
+    j->seal_min_stale = true;
+    /* Nodes already registered (none at start-up; a test may) bind now. */
+    for (uint32_t p = 0; p < j->nparts; p++) {
+      struct ctl_node *n = ctl_members_find(js->m, j->parts[p].node_id);
+      if (n != NULL && n->jobp == NULL)
+        ctl_jobs_bind_node(js, j, p, (size_t)(n - js->m->nodes));
+    }
+    log_notice("job '%s' epoch %" PRIu64 " rebuilt from the journal "
+               "(committed step %s%" PRIu64 "): waiting for its %" PRIu32
+               " nodes", j->spec->name, j->epoch,
+               j->has_committed ? "" : "none, ",
+               j->has_committed ? j->committed : 0, j->nparts);
+  }
+}

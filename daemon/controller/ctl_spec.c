@@ -1,0 +1,188 @@
+/*
+ * ctl_spec.c — a job's spec and where it runs (pure, as ctl_jobs.c): the
+ * spec checked and its defaults filled, the spare nodes it is placed on,
+ * its MASTER_PORT.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "common/log.h"
+#include "daemon/controller/controller.h"
+#include "snapshot/snap_store.h"
+
+/* ---- the spec ---- */
+
+static bool name_ok(const char *s)
+{
+  size_t n = strlen(s);
+  if (n == 0 || n > CTL_JOB_MAX)
+    return false;
+  for (; *s != '\0'; s++) {
+    char c = *s;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -EINVAL;
+}
+
+int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
+                        size_t errlen)
+{
+  uint32_t dead_after = js->m != NULL ? js->m->t.dead_after_ms : 0;
+
+  if (s->name == NULL || !name_ok(s->name))
+    return bad(err, errlen,
+               "job name '%s': 1..%u bytes of A-Z a-z 0-9 . _ -",
+               s->name != NULL ? LOG_ESC(s->name) : "", CTL_JOB_MAX);
+  if (s->n_argv == 0 || s->argv[0] == NULL || s->argv[0][0] == '\0')
+    return bad(err, errlen, "job '%s': no command (argv is empty)", s->name);
+  if (s->n_argv > CTL_ARGV_MAX)
+    return bad(err, errlen, "job '%s': %zu arguments (at most %u)", s->name,
+               s->n_argv, CTL_ARGV_MAX);
+  for (size_t i = 0; i < s->n_argv; i++)
+    if (s->argv[i] == NULL || strlen(s->argv[i]) > CTL_ARG_MAX)
+      return bad(err, errlen, "job '%s': argument %zu is over %u bytes",
+                 s->name, i, CTL_ARG_MAX);
+  if (s->nodes < 1 || s->nodes > CTL_JOB_NODES_MAX)
+    return bad(err, errlen, "job '%s': nodes %" PRIu32 " (1..%u)", s->name,
+               s->nodes, CTL_JOB_NODES_MAX);
+  if (s->ranks_per_node < 1 || s->ranks_per_node > CTL_CAPACITY_MAX)
+    return bad(err, errlen, "job '%s': ranks per node %" PRIu32 " (1..%u)",
+               s->name, s->ranks_per_node, CTL_CAPACITY_MAX);
+  if ((uint64_t)s->nodes * s->ranks_per_node > INT32_MAX)
+    return bad(err, errlen, "job '%s': %" PRIu32 " x %" PRIu32
+               " ranks is over the largest world size", s->name, s->nodes,
+               s->ranks_per_node);
+  if (!s->has_slots || s->slots == 0) {
+    s->has_slots = true;
+    s->slots = CTL_SLOTS_DEFAULT;
+  }
+  if (s->slots < 2 || s->slots > SNAP_MAX_SLOTS)
+    return bad(err, errlen, "job '%s': slots %" PRIu32 " (2..%u)", s->name,
+               s->slots, SNAP_MAX_SLOTS);
+  uint32_t k = s->has_code_k ? s->code_k : 0, mm = s->has_code_m ? s->code_m : 0;
+  if ((k == 0) != (mm == 0) || (uint64_t)k + mm > s->nodes)
+    return bad(err, errlen, "job '%s': code %" PRIu32 "+%" PRIu32
+               ": either 0+0 (none) or k >= 1, m >= 1 and k+m <= nodes (%"
+               PRIu32 ")", s->name, k, mm, s->nodes);
+  s->has_code_k = s->has_code_m = true;
+  s->code_k = k;
+  s->code_m = mm;
+  if (s->has_master_port && s->master_port > 65535)
+    return bad(err, errlen, "job '%s': master port %" PRIu32 " (1..65535, "
+               "0: the controller picks)", s->name, s->master_port);
+  if (!s->has_max_restarts) {
+    s->has_max_restarts = true;
+    s->max_restarts = CTL_MAX_RESTARTS_DEFAULT;
+  }
+  if (!s->has_restart_window_ms) {
+    s->has_restart_window_ms = true;
+    s->restart_window_ms = CTL_RESTART_WINDOW_MS_DEFAULT;
+  }
+  if (!s->has_backoff_ms) {
+    s->has_backoff_ms = true;
+    s->backoff_ms = CTL_BACKOFF_MS_DEFAULT;
+  }
+  if (s->backoff_ms > CTL_TIMEOUT_MS_MAX || s->restart_window_ms > 30u *
+      86400u * 1000u || s->max_restarts > 1000000u)
+    return bad(err, errlen, "job '%s': restart policy out of range (backoff "
+               "at most %u ms, window at most 30 days, at most 1000000 "
+               "restarts)", s->name, CTL_TIMEOUT_MS_MAX);
+  if (!s->has_node_wait_ms || s->node_wait_ms == 0) {
+    s->has_node_wait_ms = true;
+    s->node_wait_ms = js->m != NULL && js->m->t.node_wait_ms != 0
+                          ? js->m->t.node_wait_ms
+                          : CTL_NODE_WAIT_MS_DEFAULT;
+  }
+  if (s->node_wait_ms <= dead_after || s->node_wait_ms > CTL_TIMEOUT_MS_MAX)
+    return bad(err, errlen, "job '%s': node wait %" PRIu32 " ms must be "
+               "longer than the controller's dead-after (%" PRIu32 " ms) and "
+               "at most %u ms: heartbeat < dead-after < node wait", s->name,
+               s->node_wait_ms, dead_after, CTL_TIMEOUT_MS_MAX);
+  return PT_OK;
+}
+
+/* ---- placement ---- */
+
+static bool spare(const struct ctl_node *n, uint32_t rpn)
+{
+  return n->state == CTL_NODE_ALIVE && n->job[0] == '\0' && n->jobp == NULL &&
+         n->capacity >= rpn;
+}
+
+int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
+                   size_t *idx, char *err, size_t errlen)
+{
+  const struct ctl_members *m = js->m;
+  uint32_t want = spec->nodes, got = 0;
+  size_t free_n = 0, alive = 0;
+
+  for (size_t i = 0; i < m->n; i++) {
+    alive += m->nodes[i].state == CTL_NODE_ALIVE;
+    free_n += spare(&m->nodes[i], spec->ranks_per_node);
+  }
+  if (free_n < want) {
+    snprintf(err, errlen,
+             "job '%s' needs %" PRIu32 " spare nodes of capacity >= %" PRIu32
+             " ranks: %zu free (%zu alive, %zu registered)",
+             spec->name, want, spec->ranks_per_node, free_n, alive, m->n);
+    return -ENOSPC;
+  }
+  bool *taken = calloc(m->n, sizeof(*taken));
+  if (taken == NULL)
+    return -ENOMEM;
+  /* First one node per failure domain, in registration order (a node
+   * without a label is a domain of its own), then the rest. */
+  for (size_t i = 0; i < m->n && got < want; i++) {
+    const struct ctl_node *n = &m->nodes[i];
+    if (!spare(n, spec->ranks_per_node))
+      continue;
+    bool dup = false;
+    for (uint32_t k = 0; k < got && n->failure_domain[0] != '\0'; k++)
+      if (strcmp(m->nodes[idx[k]].failure_domain, n->failure_domain) == 0) {
+        dup = true;
+        break;
+      }
+    if (dup)
+      continue;
+    taken[i] = true;
+    idx[got++] = i;
+  }
+  for (size_t i = 0; i < m->n && got < want; i++)
+    if (!taken[i] && spare(&m->nodes[i], spec->ranks_per_node))
+      idx[got++] = i;
+  free(taken);
+  return PT_OK;
+}
+
+uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want)
+{
+  if (want != 0)
+    return want;
+  for (uint32_t k = 0; k < CTL_MASTER_PORT_SPAN; k++) {
+    uint32_t port = CTL_MASTER_PORT_BASE + k;
+    bool used = false;
+    for (const struct ctl_job *j = js->jobs; j != NULL && !used; j = j->next)
+      used = !ctl_jobs_ended(j->state) && j->master_port == port;
+    if (!used)
+      return port;
+  }
+  return 0;
+}
