@@ -20,9 +20,11 @@
  *                 the restore step of the JOB_ASSIGN
  *   node_cluster.c cluster mode's link to `ptd controller`: register,
  *                 heartbeat, reconnect with backoff
- *   node_part.c   cluster mode's job part: JOB_ASSIGN (part.state, the
- *                 torchrun environment), the epoch fence, JOB_HALT,
- *                 JOB_PART_STATE, taking the part up after a restart
+ *   node_part.c   cluster mode's job part: JOB_ASSIGN (the torchrun
+ *                 environment), the epoch fence, JOB_HALT, taking the part
+ *                 up after a restart (node_part_int.h: what it shares with
+ *                 node_part_record.c, <state-dir>/part.state, and
+ *                 node_part_report.c, JOB_PART_STATE)
  *   node_events.c what the SMPs say: STATE_REPLY, replies, failed
  *                 requests, events
  *   node_ident.c  the job instance at start-up, re-adopting processes
@@ -690,11 +692,12 @@ void node_part_close(struct node *n);
 /* A frame from the controller of types JOB_ASSIGN .. JOB_UNPIN. */
 void node_part_on_msg(struct node *n, const struct rpc_hdr *h,
                       const ProtobufCMessage *msg);
-/* The link (re)registered: JOB_PART_STATE for the part it has. */
-void node_part_on_registered(struct node *n);
-/* After every node_job_drive: JOB_PART_STATE when the part's state
- * changed. */
-void node_part_after_drive(struct node *n);
+/* node_part_report.c: the link (re)registered: JOB_PART_STATE for the
+ * part it has. */
+void node_part_report_registered(struct node *n);
+/* node_part_report.c: after every node_job_drive, JOB_PART_STATE when the
+ * part's state changed. */
+void node_part_report_after_drive(struct node *n);
 /* The part's ranks are all stopped (node_job.c's end, in cluster mode): the
  * node stays, a spare or the next epoch's. */
 void node_part_ended(struct node *n);

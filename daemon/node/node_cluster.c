@@ -264,7 +264,7 @@ static void on_register_reply(struct node_cluster *cl,
            " ms, declared dead after %" PRIu32 " ms silent)",
            cl->ctl_name, cl->n->cfg.node_id, hb, dead);
   uv_timer_start(&cl->timer, on_timer, hb, hb);
-  node_part_on_registered(cl->n);
+  node_part_report_registered(cl->n);
 }
 
 static int cl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,

@@ -642,7 +642,7 @@ void node_job_drive(struct node *n)
   if (n->state_dirty)
     node_save(n);
   if (n->cfg.cluster)
-    node_part_after_drive(n);
+    node_part_report_after_drive(n);
   uint64_t d = next_deadline(n, now);
   n->timer.data = n;
   if (d == UINT64_MAX) {

@@ -52,49 +52,9 @@
 #include "common/log.h"
 #include "common/state_file.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_part_int.h"
 
-#define PART_MAGIC "PTPART01"
-#define PART_HEAD (8u + 4u + 4u + SNAP_INSTANCE_BYTES + 4u + 4u)
-#define PART_MAX (1u << 20)
-
-enum part_end { PART_RUNNING = 0, PART_STOPPED, PART_FAILED, PART_DONE };
-
-struct node_part {
-  struct node *n;
-  char path[NODE_PATH_MAX + 32];
-  /* The part recorded (has): its job, epoch and assignment. */
-  bool has;
-  char job[SNAP_JOB_MAX];
-  uint64_t epoch;
-  uint8_t instance[SNAP_INSTANCE_BYTES];
-  uint8_t *buf; /* the JobAssign, packed */
-  size_t len;
-  enum part_end end;
-  bool active;  /* ranks allocated and supervised */
-  const char *reported; /* the last state reported; NULL: none */
-  int fail_status;
-  char fail_msg[300];
-  /* Waiting for the active part's ranks to stop. */
-  uint8_t *next_buf; /* an assignment of a newer epoch */
-  size_t next_len;
-  uint64_t next_id;
-  bool halt_pending, halt_remove;
-  uint64_t halt_id;
-  bool stop_node;
-  char stop_by[64];
-  /* Ranks of ended parts: freed one part later, when no callback of
-   * theirs can come any more. */
-  struct node_rank *retired;
-  char **cmd;
-  uint32_t ncmd;
-};
-
-static struct node_part *P(const struct node *n)
-{
-  return n->part;
-}
-
-static const char *end_name(enum part_end e)
+const char *node_part_end_name(enum part_end e)
 {
   switch (e) {
   case PART_RUNNING:
@@ -107,212 +67,6 @@ static const char *end_name(enum part_end e)
     return "done";
   }
   return "?";
-}
-
-/* ---- part.state ---- */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-  memcpy(p, &v, 4);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-
-static int record_write(struct node_part *p)
-{
-  size_t total = PART_HEAD + p->len;
-  uint8_t *b = malloc(total);
-
-  if (b == NULL)
-    return -ENOMEM;
-  memcpy(b, PART_MAGIC, 8);
-  put32(b + 8, 1);
-  put32(b + 12, (uint32_t)p->end);
-  memcpy(b + 16, p->instance, SNAP_INSTANCE_BYTES);
-  put32(b + 16 + SNAP_INSTANCE_BYTES, (uint32_t)p->len);
-  put32(b + 20 + SNAP_INSTANCE_BYTES, crc32c(b, 20 + SNAP_INSTANCE_BYTES));
-  memcpy(b + PART_HEAD, p->buf, p->len);
-  int rc = state_file_write(p->path, b, total);
-  free(b);
-  if (rc != PT_OK)
-    log_warn("cannot write '%s': %s (a restarted node could not take its "
-             "part up again)",
-             p->path, pt_strerror(rc));
-  return rc;
-}
-
-/* -ENOENT when absent; PT_EFORMAT with err for a damaged file. */
-static int record_read(struct node_part *p, char *err, size_t errlen)
-{
-  char *data = NULL;
-  size_t len = 0;
-  int rc = state_file_read(p->path, PART_MAX, &data, &len, err, errlen);
-
-  if (rc != PT_OK)
-    return rc;
-  const uint8_t *b = (const uint8_t *)data;
-  rc = PT_EFORMAT;
-  if (len < PART_HEAD || memcmp(b, PART_MAGIC, 8) != 0 || get32(b + 8) != 1) {
-    snprintf(err, errlen, "not a part record of this version");
-    goto out;
-  }
-  if (get32(b + 20 + SNAP_INSTANCE_BYTES) !=
-      crc32c(b, 20 + SNAP_INSTANCE_BYTES)) {
-    snprintf(err, errlen, "its header fails its checksum");
-    goto out;
-  }
-  uint32_t plen = get32(b + 16 + SNAP_INSTANCE_BYTES);
-  uint32_t end = get32(b + 12);
-  if (plen != len - PART_HEAD || end > PART_DONE) {
-    snprintf(err, errlen, "its length or state is wrong");
-    goto out;
-  }
-  Pt__JobAssign *a = pt__job_assign__unpack(NULL, plen, b + PART_HEAD);
-  if (a == NULL || a->spec == NULL) {
-    if (a != NULL)
-      pt__job_assign__free_unpacked(a, NULL);
-    snprintf(err, errlen, "its assignment cannot be read");
-    goto out;
-  }
-  p->buf = malloc(plen > 0 ? plen : 1);
-  if (p->buf == NULL) {
-    pt__job_assign__free_unpacked(a, NULL);
-    rc = -ENOMEM;
-    goto out;
-  }
-  memcpy(p->buf, b + PART_HEAD, plen);
-  p->len = plen;
-  p->has = true;
-  snprintf(p->job, sizeof(p->job), "%s", a->spec->name);
-  p->epoch = a->epoch;
-  p->end = (enum part_end)end;
-  memcpy(p->instance, b + 16, SNAP_INSTANCE_BYTES);
-  pt__job_assign__free_unpacked(a, NULL);
-  rc = PT_OK;
-out:
-  free(data);
-  return rc;
-}
-
-/* ---- what the controller hears ---- */
-
-static const char *state_now(const struct node *n)
-{
-  const struct node_part *p = P(n);
-
-  if (!p->active)
-    return end_name(p->end);
-  if (n->phase == NODE_PH_RUNNING)
-    return "running";
-  if (n->phase < NODE_PH_RUNNING)
-    return "starting";
-  return NULL; /* stopping: said once its ranks are gone */
-}
-
-/* JOB_PART_STATE of the part recorded, as the answer to id (0:
- * unsolicited). */
-static void report(struct node *n, uint64_t id, const char *state)
-{
-  struct node_part *p = P(n);
-  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
-  uint64_t held[SNAP_MAX_SLOTS];
-  size_t nheld = 0;
-
-  if (!p->has)
-    return;
-  m.job = p->job;
-  m.epoch = p->epoch;
-  m.state = (char *)state;
-  if (strcmp(state, "failed") == 0) {
-    m.has_status = true;
-    m.status = p->fail_status != 0 ? p->fail_status : -EIO;
-    m.message = p->fail_msg;
-  }
-  if (p->active && n->cfg.ranks > 0) {
-    m.has_bytes_held = true;
-    for (uint32_t i = 0; i < n->cfg.ranks; i++)
-      m.bytes_held += n->ranks[i].bytes_held;
-    uint64_t s;
-    if (node_decide_remote_last_sealed(n, &s)) {
-      m.has_last_sealed = true;
-      m.last_sealed = s;
-    }
-    /* Steps every rank holds intact. While the trainers run, the slots
-     * move on from what the SMPs last reported: the committed step (every
-     * SMP committed it; a newer commit supersedes it). Otherwise what
-     * every SMP's verified report holds. */
-    const struct node_rank *r0 = &n->ranks[0];
-    bool moving = n->phase == NODE_PH_RUNNING;
-    if (moving && n->has_committed)
-      held[nheld++] = n->committed;
-    for (uint32_t k = 0; !moving && k < r0->nview && nheld < SNAP_MAX_SLOTS;
-         k++) {
-      const struct node_slot_view *v = &r0->view[k];
-      bool all = true;
-      for (uint32_t i = 0; i < n->cfg.ranks && all; i++) {
-        const struct node_rank *r = &n->ranks[i];
-        bool has = false;
-        for (uint32_t j = 0; j < r->nview && !has; j++)
-          has = r->view[j].step == v->step && r->view[j].intact &&
-                (r->view[j].state == SNAP_SEALED ||
-                 r->view[j].state == SNAP_PINNED ||
-                 r->view[j].state == SNAP_COMMITTED);
-        all = has && r->view_verified;
-      }
-      if (all)
-        held[nheld++] = v->step;
-    }
-    m.n_held = nheld;
-    m.held = held;
-  }
-  int rc = node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
-  if (rc == PT_OK)
-    log_debug("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch, state);
-  p->reported = state;
-}
-
-static void report_refusal(struct node *n, uint64_t id, const char *job,
-                           uint64_t epoch, int status, const char *why)
-{
-  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
-
-  log_warn("job '%s' epoch %" PRIu64 ": assignment refused: %s", job, epoch,
-           why);
-  m.job = (char *)job;
-  m.epoch = epoch;
-  m.state = "failed";
-  m.has_status = true;
-  m.status = status;
-  m.message = (char *)why;
-  node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
-}
-
-void node_part_after_drive(struct node *n)
-{
-  struct node_part *p = P(n);
-
-  if (p == NULL || !p->active)
-    return;
-  const char *s = state_now(n);
-  if (s != NULL && s != p->reported)
-    report(n, 0, s);
-}
-
-void node_part_on_registered(struct node *n)
-{
-  struct node_part *p = P(n);
-
-  if (p == NULL || !p->has)
-    return;
-  const char *s = state_now(n);
-  report(n, 0, s != NULL ? s : "running");
-  if (p->active)
-    node_decide_remote_link_up(n);
 }
 
 /* ---- a part's life ---- */
@@ -354,7 +108,7 @@ static void reset_job(struct node *n)
 /* n->cfg from the assignment. */
 static int configure(struct node *n, const Pt__JobAssign *a)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
   const Pt__JobSpec *s = a->spec;
   struct node_config *c = &n->cfg;
 
@@ -389,7 +143,7 @@ static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
 /* The part could not start: its ranks never ran. */
 static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
   va_list ap;
 
   va_start(ap, fmt);
@@ -404,7 +158,7 @@ static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
  * adopt: the node's own restart, the part recorded running. */
 static void start(struct node *n, uint64_t id, bool adopt)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
   char err[300];
   int rc;
 
@@ -416,7 +170,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
   bool continuing = p->has && strcmp(p->job, a->spec->name) == 0;
   rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
   if (rc != PT_OK) {
-    report_refusal(n, id, a->spec != NULL && a->spec->name != NULL
+    node_part_report_refusal(n, id, a->spec != NULL && a->spec->name != NULL
                               ? a->spec->name : "", a->epoch, rc, err);
     pt__job_assign__free_unpacked(a, NULL);
     return;
@@ -482,7 +236,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
     goto refused;
   }
   /* Recorded before anything is spawned. */
-  rc = record_write(p);
+  rc = node_part_record_write(p);
   if (rc != PT_OK) {
     fail_at_start(n, rc, "cannot record the assignment: %s",
                   pt_strerror(rc));
@@ -513,7 +267,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
   /* committed_step is not used here: a new part restores restore_step;
    * one taken up after the node's restart learns a commit it missed from
    * the controller's JOB_ASSIGN of the same epoch (on_assign). */
-  report(n, id, "starting");
+  node_part_report_send(n, id, "starting");
   pt__job_assign__free_unpacked(a, NULL);
   node_ctl_notify(n, false);
   node_job_drive(n);
@@ -537,8 +291,8 @@ refused:
   p->end = PART_FAILED;
   p->active = false;
   n->phase = NODE_PH_EXIT;
-  record_write(p);
-  report(n, id, "failed");
+  node_part_record_write(p);
+  node_part_report_send(n, id, "failed");
   pt__job_assign__free_unpacked(a, NULL);
 }
 
@@ -548,7 +302,7 @@ static void stop_ranks(struct node *n, enum node_outcome out,
                        const char *why)
 {
   log_info("job '%s': stopping the ranks of epoch %" PRIu64 " (%s)",
-           n->cfg.job, P(n)->epoch, why);
+           n->cfg.job, node_part_of(n)->epoch, why);
   node_life_finish(n, out, "%s", why);
   node_job_drive(n);
 }
@@ -557,7 +311,7 @@ static void stop_ranks(struct node *n, enum node_outcome out,
  * instance). */
 static void remove_objects(struct node *n)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
   Pt__JobAssign *a = pt__job_assign__unpack(NULL, p->len, p->buf);
 
   if (a == NULL)
@@ -591,7 +345,7 @@ static void remove_objects(struct node *n)
  * removed, or a new job takes its name): the node is a spare. */
 static void forget(struct node *n)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
 
   p->has = false;
   p->job[0] = '\0';
@@ -603,7 +357,7 @@ static void forget(struct node *n)
 
 void node_part_ended(struct node *n)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
 
   if (p == NULL || !p->active)
     return;
@@ -634,20 +388,20 @@ void node_part_ended(struct node *n)
   n->ranks = NULL;
   n->cfg.ranks = 0;
   uv_timer_stop(&n->timer);
-  record_write(p);
+  node_part_record_write(p);
   log_info("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch,
-           end_name(p->end));
+           node_part_end_name(p->end));
   if (p->halt_pending) {
     p->halt_pending = false;
     if (p->halt_remove)
       remove_objects(n);
-    report(n, p->halt_id, end_name(p->end));
+    node_part_report_send(n, p->halt_id, node_part_end_name(p->end));
     if (p->halt_remove) {
       p->halt_remove = false;
       forget(n);
     }
   } else {
-    report(n, 0, end_name(p->end));
+    node_part_report_send(n, 0, node_part_end_name(p->end));
   }
   if (p->next_buf != NULL) {
     free(p->buf);
@@ -667,14 +421,14 @@ void node_part_ended(struct node *n)
 static enum node_fence fence(const struct node *n, const char *job,
                              uint64_t epoch)
 {
-  const struct node_part *p = P(n);
+  const struct node_part *p = node_part_of(n);
 
   return node_plan_fence(p->has ? p->job : NULL, p->epoch, job, epoch);
 }
 
 static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
   const char *job = a->spec != NULL && a->spec->name != NULL ? a->spec->name
                                                              : "";
   enum node_fence f = fence(n, job, a->epoch);
@@ -697,15 +451,15 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
     if (p->active)
       node_job_drive(n);
     {
-      const char *s = state_now(n);
-      report(n, id, s != NULL ? s : "running");
+      const char *s = node_part_report_state_now(n);
+      node_part_report_send(n, id, s != NULL ? s : "running");
     }
     return;
   case NODE_FENCE_OTHER_JOB:
     if (p->active) {
       char why[160];
       snprintf(why, sizeof(why), "this node runs a part of job '%s'", p->job);
-      report_refusal(n, id, job, a->epoch, -EBUSY, why);
+      node_part_report_refusal(n, id, job, a->epoch, -EBUSY, why);
       return;
     }
     break;
@@ -716,13 +470,13 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
   char err[300];
   int rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
   if (rc != PT_OK) {
-    report_refusal(n, id, job, a->epoch, rc, err); /* nothing changes */
+    node_part_report_refusal(n, id, job, a->epoch, rc, err); /* nothing changes */
     return;
   }
   size_t len = pt__job_assign__get_packed_size(a);
   uint8_t *buf = malloc(len > 0 ? len : 1);
   if (buf == NULL) {
-    report_refusal(n, id, job, a->epoch, -ENOMEM, "out of memory");
+    node_part_report_refusal(n, id, job, a->epoch, -ENOMEM, "out of memory");
     return;
   }
   pt__job_assign__pack(a, buf);
@@ -750,7 +504,7 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
 
 static void on_halt(struct node *n, uint64_t id, const Pt__JobHalt *m)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
   enum node_fence f = fence(n, m->job, m->epoch);
 
   if (f == NODE_FENCE_NONE || f == NODE_FENCE_OTHER_JOB) {
@@ -785,18 +539,18 @@ static void on_halt(struct node *n, uint64_t id, const Pt__JobHalt *m)
     p->end = PART_STOPPED;
   if (m->remove)
     remove_objects(n);
-  report(n, id, end_name(p->end));
+  node_part_report_send(n, id, node_part_end_name(p->end));
   if (m->remove)
     forget(n);
   else
-    record_write(p);
+    node_part_record_write(p);
 }
 
 /* JOB_PIN, JOB_COMMIT, JOB_UNPIN: through the fence to the decider. */
 static void on_decision(struct node *n, const struct rpc_hdr *h,
                         const char *job, uint64_t epoch, uint64_t step)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
   enum node_fence f = fence(n, job, epoch);
 
   if (f == NODE_FENCE_NEWER && p->active && n->phase < NODE_PH_STOP_TRAINERS) {
@@ -839,7 +593,7 @@ static void on_decision(struct node *n, const struct rpc_hdr *h,
 void node_part_on_msg(struct node *n, const struct rpc_hdr *h,
                       const ProtobufCMessage *msg)
 {
-  if (P(n) == NULL || n->cluster == NULL)
+  if (node_part_of(n) == NULL || n->cluster == NULL)
     return;
   switch (h->type) {
   case RPC_JOB_ASSIGN:
@@ -881,7 +635,7 @@ int node_part_open(struct node *n)
   snprintf(p->path, sizeof(p->path), "%s/part.state", n->cfg.state_dir);
   n->part = p;
   n->phase = NODE_PH_EXIT; /* no part runs */
-  int rc = record_read(p, err, sizeof(err));
+  int rc = node_part_record_read(p, err, sizeof(err));
   if (rc == -ENOENT)
     return PT_OK;
   if (rc != PT_OK) {
@@ -890,7 +644,7 @@ int node_part_open(struct node *n)
   }
   if (p->end != PART_RUNNING) {
     log_info("'%s': job '%s' epoch %" PRIu64 " ended here (%s)", p->path,
-             p->job, p->epoch, end_name(p->end));
+             p->job, p->epoch, node_part_end_name(p->end));
     return PT_OK;
   }
   log_notice("job '%s' epoch %" PRIu64 ": the part was running when this "
@@ -902,7 +656,7 @@ int node_part_open(struct node *n)
 
 void node_part_close(struct node *n)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
 
   if (p == NULL)
     return;
@@ -916,17 +670,17 @@ void node_part_close(struct node *n)
 
 bool node_part_active(const struct node *n)
 {
-  return P(n) != NULL && P(n)->active;
+  return node_part_of(n) != NULL && node_part_of(n)->active;
 }
 
 uint64_t node_part_epoch(const struct node *n)
 {
-  return P(n) != NULL && P(n)->has ? P(n)->epoch : 0;
+  return node_part_of(n) != NULL && node_part_of(n)->has ? node_part_of(n)->epoch : 0;
 }
 
 bool node_part_stop_node(struct node *n, const char *by)
 {
-  struct node_part *p = P(n);
+  struct node_part *p = node_part_of(n);
 
   if (p == NULL || !p->active)
     return false;
@@ -941,11 +695,11 @@ bool node_part_stop_node(struct node *n, const char *by)
 
 const char *node_part_state_name(const struct node *n)
 {
-  const struct node_part *p = P(n);
+  const struct node_part *p = node_part_of(n);
 
   if (p == NULL || !p->has)
     return "spare";
   if (p->active)
     return node_life_phase_name(n);
-  return end_name(p->end);
+  return node_part_end_name(p->end);
 }

@@ -1,0 +1,133 @@
+/*
+ * node_part_report.c — what the controller hears of a cluster-mode node's
+ * job part: JOB_PART_STATE on every change of the part and after every
+ * registration, with the bytes held, the newest step every rank sealed and
+ * the steps every rank holds verified; a refused assignment's answer.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/state_file.h"
+#include "daemon/node/node.h"
+#include "daemon/node/node_part_int.h"
+
+const char *node_part_report_state_now(const struct node *n)
+{
+  const struct node_part *p = node_part_of(n);
+
+  if (!p->active)
+    return node_part_end_name(p->end);
+  if (n->phase == NODE_PH_RUNNING)
+    return "running";
+  if (n->phase < NODE_PH_RUNNING)
+    return "starting";
+  return NULL; /* stopping: said once its ranks are gone */
+}
+
+/* JOB_PART_STATE of the part recorded, as the answer to id (0:
+ * unsolicited). */
+void node_part_report_send(struct node *n, uint64_t id, const char *state)
+{
+  struct node_part *p = node_part_of(n);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  uint64_t held[SNAP_MAX_SLOTS];
+  size_t nheld = 0;
+
+  if (!p->has)
+    return;
+  m.job = p->job;
+  m.epoch = p->epoch;
+  m.state = (char *)state;
+  if (strcmp(state, "failed") == 0) {
+    m.has_status = true;
+    m.status = p->fail_status != 0 ? p->fail_status : -EIO;
+    m.message = p->fail_msg;
+  }
+  if (p->active && n->cfg.ranks > 0) {
+    m.has_bytes_held = true;
+    for (uint32_t i = 0; i < n->cfg.ranks; i++)
+      m.bytes_held += n->ranks[i].bytes_held;
+    uint64_t s;
+    if (node_decide_remote_last_sealed(n, &s)) {
+      m.has_last_sealed = true;
+      m.last_sealed = s;
+    }
+    /* Steps every rank holds intact. While the trainers run, the slots
+     * move on from what the SMPs last reported: the committed step (every
+     * SMP committed it; a newer commit supersedes it). Otherwise what
+     * every SMP's verified report holds. */
+    const struct node_rank *r0 = &n->ranks[0];
+    bool moving = n->phase == NODE_PH_RUNNING;
+    if (moving && n->has_committed)
+      held[nheld++] = n->committed;
+    for (uint32_t k = 0; !moving && k < r0->nview && nheld < SNAP_MAX_SLOTS;
+         k++) {
+      const struct node_slot_view *v = &r0->view[k];
+      bool all = true;
+      for (uint32_t i = 0; i < n->cfg.ranks && all; i++) {
+        const struct node_rank *r = &n->ranks[i];
+        bool has = false;
+        for (uint32_t j = 0; j < r->nview && !has; j++)
+          has = r->view[j].step == v->step && r->view[j].intact &&
+                (r->view[j].state == SNAP_SEALED ||
+                 r->view[j].state == SNAP_PINNED ||
+                 r->view[j].state == SNAP_COMMITTED);
+        all = has && r->view_verified;
+      }
+      if (all)
+        held[nheld++] = v->step;
+    }
+    m.n_held = nheld;
+    m.held = held;
+  }
+  int rc = node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
+  if (rc == PT_OK)
+    log_debug("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch, state);
+  p->reported = state;
+}
+
+void node_part_report_refusal(struct node *n, uint64_t id, const char *job,
+                           uint64_t epoch, int status, const char *why)
+{
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+
+  log_warn("job '%s' epoch %" PRIu64 ": assignment refused: %s", job, epoch,
+           why);
+  m.job = (char *)job;
+  m.epoch = epoch;
+  m.state = "failed";
+  m.has_status = true;
+  m.status = status;
+  m.message = (char *)why;
+  node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
+}
+
+void node_part_report_after_drive(struct node *n)
+{
+  struct node_part *p = node_part_of(n);
+
+  if (p == NULL || !p->active)
+    return;
+  const char *s = node_part_report_state_now(n);
+  if (s != NULL && s != p->reported)
+    node_part_report_send(n, 0, s);
+}
+
+void node_part_report_registered(struct node *n)
+{
+  struct node_part *p = node_part_of(n);
+
+  if (p == NULL || !p->has)
+    return;
+  const char *s = node_part_report_state_now(n);
+  node_part_report_send(n, 0, s != NULL ? s : "running");
+  if (p->active)
+    node_decide_remote_link_up(n);
+}
