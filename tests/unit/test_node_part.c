@@ -309,6 +309,13 @@ static ProtobufCMessage *expect(uint32_t type, uint64_t id, match_fn match,
   }
 }
 
+static bool is_pinned(const ProtobufCMessage *m, const void *arg)
+{
+  const Pt__StepSealed *s = (const Pt__StepSealed *)m;
+  (void)arg;
+  return s->has_pinned && s->pinned;
+}
+
 struct want_state {
   uint64_t epoch;
   const char *state;
@@ -564,12 +571,25 @@ START_TEST(part_with_fake_controller)
   check_env(pids[1], "MASTER_PORT", port);
   check_env(pids[0], "PT_JOB", "tj");
 
-  /* STEP_SEALED; PIN -> VOTE 0 -> COMMIT. */
+  /* STEP_SEALED{pinned}: the node pinned the step on both SMPs before it
+   * reported it (its vote); the steps after it, while that pin waits, come
+   * unpinned. A JOB_PIN of the pinned step is answered at once; then
+   * COMMIT. */
   Pt__StepSealed *ss = (Pt__StepSealed *)expect(
       RPC_STEP_SEALED, 0, NULL, NULL, 30000, "STEP_SEALED");
   ck_assert_str_eq(ss->job, "tj");
   ck_assert_uint_eq(ss->epoch, 1);
+  ck_assert_msg(ss->has_pinned && ss->pinned,
+                "the first STEP_SEALED (step %" PRIu64 ") is not pinned",
+                ss->step);
   uint64_t step = ss->step;
+  protobuf_c_message_free_unpacked(&ss->base, NULL);
+  ss = (Pt__StepSealed *)expect(RPC_STEP_SEALED, 0, NULL, NULL, 30000,
+                                "the next STEP_SEALED");
+  ck_assert_uint_gt(ss->step, step);
+  ck_assert_msg(!(ss->has_pinned && ss->pinned),
+                "step %" PRIu64 " pinned while step %" PRIu64 " waits",
+                ss->step, step);
   protobuf_c_message_free_unpacked(&ss->base, NULL);
   Pt__JobPin pin = PT__JOB_PIN__INIT;
   pin.job = "tj";
@@ -598,6 +618,11 @@ START_TEST(part_with_fake_controller)
   }
   ck_assert_msg(seen, "the node does not show step %" PRIu64 " committed",
                 step);
+  /* Its pin gone with the commit, the node pins its newest step again. */
+  ss = (Pt__StepSealed *)expect(RPC_STEP_SEALED, 0, is_pinned, NULL, 30000,
+                                "a pinned STEP_SEALED after the commit");
+  ck_assert_uint_gt(ss->step, step);
+  protobuf_c_message_free_unpacked(&ss->base, NULL);
 
   /* An older epoch's PIN: PT_EEPOCH. */
   pin.epoch = 0;
