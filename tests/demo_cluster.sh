@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/demo_cluster.sh — the main job, `make demo`: a cluster on one
 # machine. A ptd controller and three cluster-mode ptd nodes on loopback;
-# `ptctl start` runs a job of three nodes x one rank of the reference
+# `ptctl start` runs a job of three nodes x two ranks of the reference
 # trainer (its all-reduce spans the nodes), a snapshot every step, a step
 # committed when every node holds it. Then a trainer on a node other than
 # rank 0's is killed with SIGKILL (the whole job restarts in a new epoch
@@ -20,7 +20,8 @@ T_NAME=demo
 . tests/lib.sh
 . tests/cluster.sh
 
-NODES=3 STEPS=${DEMO_STEPS:-240} MB=${DEMO_STATE_MB:-16}
+NODES=3 RPN=${DEMO_RANKS_PER_NODE:-2} STEPS=${DEMO_STEPS:-240} MB=${DEMO_STATE_MB:-16}
+WORLD=$((NODES * RPN))
 JOB=demo$$
 ARGS=(--steps "$STEPS" --state-mb "$MB" --batch 4 --log-every 1 --step-delay-ms 40)
 trap 'c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt."$JOB".* 2>/dev/null; t_cleanup' EXIT
@@ -50,20 +51,20 @@ job_is() { [ "$(job_field state)" = "$1" ]; }
 show_status() { c_ptctl status "$JOB" | sed 's/^/   /'; }
 
 hr; echo "pt cluster demo: a ptd controller and $NODES ptd nodes on loopback, one job of"
-echo "$NODES nodes x 1 rank of pt-train, $STEPS steps, ~$MB MiB of state per rank, a snapshot"
+echo "$NODES nodes x $RPN ranks of pt-train, $STEPS steps, ~$MB MiB of state per rank, a snapshot"
 echo "every step, committed when every node holds it."; hr
-echo "1. fault-free reference digests ($NODES ranks of pt-train --no-pt, all-reduce over TCP)"
-t_reference "$NODES" "${ARGS[@]}"
-for ((r = 0; r < NODES; r++)); do echo "   rank $r: $(cat "$T_DIR/ref.$r")"; done
+echo "1. fault-free reference digests ($WORLD ranks of pt-train --no-pt, all-reduce over TCP)"
+t_reference "$WORLD" "${ARGS[@]}"
+for ((r = 0; r < WORLD; r++)); do echo "   rank $r: $(cat "$T_DIR/ref.$r")"; done
 
 echo "2. ptd controller, and ptd node --controller on nodes a, b, c"
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 3000
-for id in a b c; do c_node_start "$id" --capacity 1 --shm-prefix "$T_PREFIX"; done
+for id in a b c; do c_node_start "$id" --capacity "$RPN" --shm-prefix "$T_PREFIX"; done
 for id in a b c; do c_wait_node_state "$id" alive 10; done
 c_ptctl nodes | sed 's/^/   /'
 
-echo "3. ptctl start --job $JOB --nodes $NODES --ranks-per-node 1 -- pt-train ..."
-c_ptctl start --job "$JOB" --nodes "$NODES" --ranks-per-node 1 --slots 3 --master-port "$T_PORT" \
+echo "3. ptctl start --job $JOB --nodes $NODES --ranks-per-node $RPN -- pt-train ..."
+c_ptctl start --job "$JOB" --nodes "$NODES" --ranks-per-node "$RPN" --slots 3 --master-port "$T_PORT" \
   --backoff-ms 100 -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" 2>&1 | sed 's/^/   /'
 wait_until 30 "the job to run" job_is running
 wait_until 60 "a commit at step $((STEPS / 5))" committed_at_least $((STEPS / 5))
@@ -112,17 +113,17 @@ show_status
 
 wait_until 120 "the job to finish" job_is done
 echo "7. job done; final digests:"
-for ((r = 0; r < NODES; r++)); do
+for ((r = 0; r < WORLD; r++)); do
   if cmp -s "$T_DIR/ref.$r" "$T_DIR/out.$r"; then same="== fault-free run"; else same="DIFFERS from the fault-free run"; fi
   echo "   rank $r: $(cat "$T_DIR/out.$r") $same"
 done
-t_check_digests "$NODES" >/dev/null
+t_check_digests "$WORLD" >/dev/null
 show_status
 
 c_ptctl status "$JOB" --json >"$T_DIR/final.json"
-python3 - "$T_DIR" "$c_before_kill" "$c_before_ctl" "$c_after" "$(date +%s.%N)" "$t0" "$STEPS" <<'PY'
+python3 - "$T_DIR" "$c_before_kill" "$c_before_ctl" "$c_after" "$(date +%s.%N)" "$t0" "$STEPS" "$RPN" <<'PY'
 import glob, json, re, sys
-d, c_kill, c_ctl, c_after, t1, t0, steps = sys.argv[1], *map(int, sys.argv[2:5]), float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+d, c_kill, c_ctl, c_after, t1, t0, steps, rpn = sys.argv[1], *map(int, sys.argv[2:5]), float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 job = json.load(open(f"{d}/final.json"))["jobs"][0]
 restores = []
 for log in sorted(glob.glob(f"{d}/node.?.log")):
@@ -131,7 +132,7 @@ for log in sorted(glob.glob(f"{d}/node.?.log")):
         if m: restores.append(int(m.group(1)))
 print("-" * 72)
 print("summary")
-print(f"  nodes x ranks        3 x 1, {steps} steps")
+print(f"  nodes x ranks        3 x {rpn}, {steps} steps")
 print(f"  epochs               {job['epoch']} (a restart after the trainer's death)")
 print(f"  committed step       {job.get('committed_step')} ({job.get('commits', '-')} commits across the nodes)")
 print(f"  trainer killed       at committed step {c_kill}; every node restored step {min(restores) if restores else '-'}")
