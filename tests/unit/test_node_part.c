@@ -436,6 +436,10 @@ static int free_port(void)
   return ntohs(a.sin_port);
 }
 
+/* The runner's pid, in every test dir's name: a failed check ends the
+ * test's process before its teardown, and main sweeps what it left. */
+static pid_t g_runner;
+
 static void setup_fake(void)
 {
   char self[PATH_MAX - 64];
@@ -456,7 +460,7 @@ static void setup_fake(void)
   ck_assert_msg(access(F.ptd, X_OK) == 0 && access(F.train, X_OK) == 0,
                 "build ptd and pt-train first (%s; or BUILD=DIR naming a "
                 "build that has them)", F.ptd);
-  snprintf(F.dir, sizeof(F.dir), "/tmp/pt-node-part-XXXXXX");
+  snprintf(F.dir, sizeof(F.dir), "/tmp/pt-node-part-%d-XXXXXX", (int)g_runner);
   ck_assert_ptr_nonnull(mkdtemp(F.dir));
   snprintf(F.key, sizeof(F.key), "%s/key", F.dir);
   snprintf(F.sd, sizeof(F.sd), "%s/sd", F.dir);
@@ -476,19 +480,10 @@ static void setup_fake(void)
 
 /* At exit, also when an assertion failed: the node, what it ran, the
  * directory and the shm objects. */
-static void teardown_fake(void)
+/* SIGKILL to every process whose command line names needle. */
+static void kill_naming(const char *needle)
 {
-  if (F.node > 0) {
-    kill(F.node, SIGKILL);
-    waitpid(F.node, NULL, 0);
-    F.node = 0;
-  }
-  for (int i = 0; i < F.nkids; i++)
-    kill(F.kids[i], SIGKILL);
-  F.nkids = 0;
-  /* And any SMP of this test's state dir the list missed (its command
-   * line names the dir). */
-  DIR *d = F.sd[0] != '\0' ? opendir("/proc") : NULL;
+  DIR *d = opendir("/proc");
   struct dirent *e;
   while (d != NULL && (e = readdir(d)) != NULL) {
     char path[300], cmd[4096];
@@ -504,11 +499,27 @@ static void teardown_fake(void)
     for (ssize_t i = 0; i < n; i++)
       if (cmd[i] == '\0')
         cmd[i] = ' ';
-    if (n > 0 && (cmd[n] = '\0', strstr(cmd, F.sd) != NULL))
+    if (n > 0 && (cmd[n] = '\0', strstr(cmd, needle) != NULL))
       kill(pid, SIGKILL);
   }
   if (d != NULL)
     closedir(d);
+}
+
+static void teardown_fake(void)
+{
+  if (F.node > 0) {
+    kill(F.node, SIGKILL);
+    waitpid(F.node, NULL, 0);
+    F.node = 0;
+  }
+  for (int i = 0; i < F.nkids; i++)
+    kill(F.kids[i], SIGKILL);
+  F.nkids = 0;
+  /* And any SMP or trainer of this test the list missed (its command line
+   * names the test's dir: the state dir, the digest file). */
+  if (F.dir[0] != '\0')
+    kill_naming(F.dir);
   if (F.dir[0] != '\0') {
     char cmd[200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", F.dir);
@@ -537,8 +548,13 @@ START_TEST(part_with_fake_controller)
   /* JOB_ASSIGN: 2 ranks of pt-train, node 0 of 1. */
   char steps[] = "100000", port[16];
   snprintf(port, sizeof(port), "%d", free_port());
+  /* The digest file names the test's dir: teardown_fake finds the
+   * trainers by it even when a failed check left them unrecorded. */
+  char digest[sizeof(F.dir) + 16];
+  snprintf(digest, sizeof(digest), "%s/out.%%r", F.dir);
   char *argv[] = {F.train, "--steps", steps, "--state-mb", "1", "--batch",
-                  "2", "--log-every", "100", "--step-delay-ms", "20"};
+                  "2", "--log-every", "100", "--step-delay-ms", "20",
+                  "--digest-file", digest};
   Pt__JobSpec spec = PT__JOB_SPEC__INIT;
   spec.name = "tj";
   spec.argv = argv;
@@ -775,5 +791,12 @@ int main(void)
   tcase_add_test(tp, part_with_fake_controller);
   suite_add_tcase(s, tp);
   signal(SIGPIPE, SIG_IGN);
-  return unit_run(s);
+  g_runner = getpid();
+  int rc = unit_run(s);
+  /* What a failed check left (trainers and SMPs outlive their node by
+   * design); its dirs and objects stay for the post-mortem. */
+  char needle[64];
+  snprintf(needle, sizeof(needle), "/tmp/pt-node-part-%d-", (int)g_runner);
+  kill_naming(needle);
+  return rc;
 }
