@@ -16,7 +16,10 @@
  *   ctl_jobs.c     jobs: ranks, epochs, the commit across nodes
  *                  (daemon/commit/, a voter per node; a node's pinned
  *                  report is its vote), restarts, waits for dead nodes,
- *                  ends (pure, no sockets, no clock; unit-tested)
+ *                  ends (pure, no sockets, no clock; unit-tested); its
+ *                  files share ctl_jobs_int.h
+ *   ctl_jobs_tick.c the jobs' deadlines (unanswered assignments, backoffs,
+ *                  waits for dead nodes, commit phases) and the next one
  *   ctl_jobs_replay.c the job table rebuilt from the journal's records
  *                  (ctl_jobs_int.h: what it shares with ctl_jobs.c)
  *   ctl_journal.c  <state-dir>/journal: JOB, EPOCH, COMMIT, END records,
@@ -447,9 +450,9 @@ void ctl_jobs_node_down(struct ctl_jobs *js, size_t node, uint64_t now);
 
 /* Deadlines: assignments unanswered, backoffs over, waits over, commit
  * phases. */
-void ctl_jobs_tick(struct ctl_jobs *js, uint64_t now);
+void ctl_jobs_tick_all(struct ctl_jobs *js, uint64_t now);
 /* Milliseconds from now to the next deadline; UINT64_MAX none. */
-uint64_t ctl_jobs_next_ms(const struct ctl_jobs *js, uint64_t now);
+uint64_t ctl_jobs_tick_next_ms(const struct ctl_jobs *js, uint64_t now);
 
 /* Replay (ctl_journal.c calls these in record order; nothing is sent).
  * PT_EFORMAT with err for a record that contradicts the ones before. */

@@ -185,7 +185,7 @@ static void on_jobs_timer(uv_timer_t *t)
   struct controller *ctl = t->data;
   if (ctl->stopping)
     return;
-  ctl_jobs_tick(&ctl->jobs, rpc_now_ms());
+  ctl_jobs_tick_all(&ctl->jobs, rpc_now_ms());
   maybe_compact(ctl);
 }
 

@@ -167,7 +167,7 @@ uint32_t ctl_jobs_world_size(const struct ctl_job *j)
 
 /* ---- nodes of a job ---- */
 
-static struct ctl_node *part_node(struct ctl_jobs *js, const struct ctl_job *j,
+struct ctl_node *ctl_jobs_part_node(struct ctl_jobs *js, const struct ctl_job *j,
                                   uint32_t p)
 {
   size_t i = j->parts[p].node;
@@ -180,7 +180,7 @@ static struct ctl_node *part_node(struct ctl_jobs *js, const struct ctl_job *j,
 bool ctl_jobs_part_connected(struct ctl_jobs *js, const struct ctl_job *j,
                            uint32_t p)
 {
-  struct ctl_node *n = part_node(js, j, p);
+  struct ctl_node *n = ctl_jobs_part_node(js, j, p);
   return n != NULL && n->conn != NULL && n->state != CTL_NODE_DEAD;
 }
 
@@ -197,7 +197,7 @@ void ctl_jobs_bind_node(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
 static void unbind_all(struct ctl_jobs *js, struct ctl_job *j)
 {
   for (uint32_t p = 0; p < j->nparts; p++) {
-    struct ctl_node *n = part_node(js, j, p);
+    struct ctl_node *n = ctl_jobs_part_node(js, j, p);
     if (n != NULL && n->jobp == j) {
       n->jobp = NULL;
       n->job[0] = '\0';
@@ -341,7 +341,7 @@ int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
   j->has_restore = has_from;
   j->restore_step = has_from ? from : 0;
   /* The master is node index 0's address as it is now. */
-  struct ctl_node *n0 = part_node(js, j, 0);
+  struct ctl_node *n0 = ctl_jobs_part_node(js, j, 0);
   if (n0 != NULL && n0->advertise[0] != '\0')
     snprintf(j->master_addr, sizeof(j->master_addr), "%s", n0->advertise);
   int rc = js->ops->journal(js->ctx, j, CTL_REC_EPOCH);
@@ -383,7 +383,7 @@ int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
 
 /* The job ends in st (END journaled first), its parts halted, its nodes
  * freed. */
-static void end_job(struct ctl_jobs *js, struct ctl_job *j,
+void ctl_jobs_end_job(struct ctl_jobs *js, struct ctl_job *j,
                     enum ctl_job_state st, uint64_t now)
 {
   enum ctl_job_state was = j->state;
@@ -421,7 +421,7 @@ static uint32_t restarts_recent(const struct ctl_job *j, uint64_t now)
 
 /* A failure: every part halted; the next epoch after the backoff, or the
  * job fails when no restarts are left. */
-static void restart_counted(struct ctl_jobs *js, struct ctl_job *j,
+void ctl_jobs_restart_counted(struct ctl_jobs *js, struct ctl_job *j,
                             uint64_t now, const char *why)
 {
   const Pt__JobSpec *s = j->spec;
@@ -436,7 +436,7 @@ static void restart_counted(struct ctl_jobs *js, struct ctl_job *j,
     else
       ctl_jobs_reason_set(j, "%s; no restarts left (max_restarts %" PRIu32 ")", why,
                  s->max_restarts);
-    end_job(js, j, CTL_JOB_FAILED, now);
+    ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
     return;
   }
   if (j->backoff_attempt > 0 && j->committed_since && j->running_since != 0 &&
@@ -539,7 +539,7 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
     /* JOB is journaled: end it so that a replay does not resurrect it. */
     ctl_jobs_reason_set(j, "cannot journal its first epoch: %s", pt_strerror(rc));
     snprintf(err, errlen, "%s", j->reason);
-    end_job(js, j, CTL_JOB_FAILED, now);
+    ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
     goto out;
   }
   log_notice("job '%s' started on %" PRIu32 " nodes x %" PRIu32
@@ -566,7 +566,7 @@ int ctl_jobs_stop(struct ctl_jobs *js, const char *name, uint64_t now,
     return -EALREADY;
   }
   ctl_jobs_reason_set(j, "stopped by ptctl");
-  end_job(js, j, CTL_JOB_STOPPED, now);
+  ctl_jobs_end_job(js, j, CTL_JOB_STOPPED, now);
   if (live(j)) {
     snprintf(err, errlen, "cannot journal the end of job '%s'", name);
     return -EIO;
@@ -681,7 +681,7 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                st == CTL_PART_FAILED ? "failed" : "stopped unasked",
                msg != NULL && msg[0] != '\0' ? ": " : "",
                msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
-      restart_counted(js, j, now, why);
+      ctl_jobs_restart_counted(js, j, now, why);
       return PT_OK;
     }
     if (st == CTL_PART_ASSIGNED) /* "starting": answered, on its way */
@@ -690,7 +690,7 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     if (st == CTL_PART_DONE) {
       if (all_parts(j, CTL_PART_DONE)) {
         ctl_jobs_reason_set(j, "every rank finished");
-        end_job(js, j, CTL_JOB_DONE, now);
+        ctl_jobs_end_job(js, j, CTL_JOB_DONE, now);
       }
       return PT_OK;
     }
@@ -759,125 +759,4 @@ int ctl_jobs_vote(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
   if (j->commits != before)
     j->committed_ms = now;
   return PT_OK;
-}
-
-/* ---- deadlines ---- */
-
-static const char *first_down(struct ctl_jobs *js, const struct ctl_job *j)
-{
-  for (uint32_t p = 0; p < j->nparts; p++)
-    if (!ctl_jobs_part_connected(js, j, p))
-      return j->parts[p].node_id;
-  return "?";
-}
-
-static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
-{
-  char why[CTL_REASON_MAX];
-
-  commit_tick(&j->commit, now);
-  if (!live(j))
-    return;
-  ctl_jobs_commit_drive(j, now); /* a round that ran out of time may free the next */
-  switch (j->state) {
-  case CTL_JOB_RESTARTING:
-    if (now < j->due_ms)
-      return;
-    if (!ctl_jobs_node_all_alive(js, j)) {
-      const char *who = first_down(js, j);
-      struct ctl_node *dn = NULL;
-      for (uint32_t p = 0; p < j->nparts; p++)
-        if (!ctl_jobs_part_connected(js, j, p))
-          dn = part_node(js, j, p);
-      if (dn != NULL && dn->state == CTL_NODE_DEAD) {
-        j->state = CTL_JOB_WAITING;
-        j->due_ms = now + j->spec->node_wait_ms;
-        ctl_jobs_reason_set(j, "node '%s' is dead; waiting up to %" PRIu32
-                   " ms for it", who, j->spec->node_wait_ms);
-        return;
-      }
-      /* Unreachable: assigned when it registers again. */
-    }
-    if (ctl_jobs_begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
-      j->due_ms = now + CTL_BACKOFF_CAP_MS;
-    return;
-  case CTL_JOB_WAITING:
-    if (now < j->due_ms)
-      return;
-    ctl_jobs_reason_set(j, "node '%s' did not come back within %" PRIu32
-               " ms (node_wait_ms)", first_down(js, j),
-               j->spec->node_wait_ms);
-    end_job(js, j, CTL_JOB_FAILED, now);
-    return;
-  case CTL_JOB_STARTING:
-  case CTL_JOB_RUNNING:
-    if (j->recovering && j->due_ms != 0 && now >= j->due_ms) {
-      for (uint32_t p = 0; p < j->nparts; p++)
-        if (j->parts[p].node == SIZE_MAX) {
-          ctl_jobs_reason_set(j, "node '%s' did not register again within %" PRIu64
-                     " ms of the controller's restart", j->parts[p].node_id,
-                     (uint64_t)js->m->t.dead_after_ms +
-                         j->spec->node_wait_ms);
-          end_job(js, j, CTL_JOB_FAILED, now);
-          return;
-        }
-      j->recovering = false;
-      j->due_ms = 0;
-    }
-    for (uint32_t p = 0; p < j->nparts; p++) {
-      struct ctl_part *pt = &j->parts[p];
-      if (pt->deadline == 0 || now < pt->deadline)
-        continue;
-      pt->deadline = 0;
-      pt->state = CTL_PART_FAILED;
-      snprintf(why, sizeof(why), "node '%s' did not answer its assignment "
-               "within %u ms", pt->node_id, CTL_ASSIGN_MS);
-      restart_counted(js, j, now, why);
-      return;
-    }
-    return;
-  default:
-    for (uint32_t p = 0; p < j->nparts; p++)
-      if (j->parts[p].deadline != 0 && now >= j->parts[p].deadline) {
-        j->parts[p].deadline = 0;
-        j->parts[p].state = CTL_PART_STOPPED;
-      }
-    return;
-  }
-}
-
-void ctl_jobs_tick(struct ctl_jobs *js, uint64_t now)
-{
-  struct ctl_job *j = js->jobs;
-  while (j != NULL) {
-    struct ctl_job *next = j->next; /* an end may trim the list */
-    if (live(j))
-      job_tick(js, j, now);
-    j = next;
-  }
-}
-
-uint64_t ctl_jobs_next_ms(const struct ctl_jobs *js, uint64_t now)
-{
-  uint64_t best = UINT64_MAX;
-#define CONSIDER(at)                                                           \
-  do {                                                                         \
-    uint64_t at_ = (at);                                                       \
-    uint64_t d_ = at_ > now ? at_ - now : 0;                                   \
-    if (d_ < best)                                                             \
-      best = d_;                                                               \
-  } while (0)
-  for (const struct ctl_job *j = js->jobs; j != NULL; j = j->next) {
-    if (!live(j))
-      continue;
-    if (commit_next_deadline(&j->commit) != UINT64_MAX)
-      CONSIDER(commit_next_deadline(&j->commit));
-    if (j->due_ms != 0)
-      CONSIDER(j->due_ms);
-    for (uint32_t p = 0; p < j->nparts; p++)
-      if (j->parts[p].deadline != 0)
-        CONSIDER(j->parts[p].deadline);
-  }
-#undef CONSIDER
-  return best;
 }

@@ -45,6 +45,17 @@ void ctl_jobs_halt_all(struct ctl_jobs *js, struct ctl_job *j, bool remove,
 int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
                          uint64_t from, uint64_t now);
 
+/* The member node part p of j runs on; NULL when it has not registered. */
+struct ctl_node *ctl_jobs_part_node(struct ctl_jobs *js,
+                                    const struct ctl_job *j, uint32_t p);
+/* j ends in state st: journaled (END), its parts halted, its nodes freed. */
+void ctl_jobs_end_job(struct ctl_jobs *js, struct ctl_job *j,
+                      enum ctl_job_state st, uint64_t now);
+/* A restart of j is due (why): counted in its window, then after the
+ * backoff a new epoch, or the end when no restarts are left. */
+void ctl_jobs_restart_counted(struct ctl_jobs *js, struct ctl_job *j,
+                              uint64_t now, const char *why);
+
 /* ctl_jobs_node.c: every node of j is registered and alive. */
 bool ctl_jobs_node_all_alive(struct ctl_jobs *js, const struct ctl_job *j);
 

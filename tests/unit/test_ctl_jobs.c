@@ -405,8 +405,8 @@ START_TEST(commit_across_nodes)
   ctl_jobs_sealed(&JS, j, 0, 1, 7, false, 300);
   ctl_jobs_sealed(&JS, j, 1, 1, 7, false, 300);
   ctl_jobs_vote(&JS, j, 0, 1, 7, last_ticket[0], 0, NULL, 301);
-  ck_assert_uint_le(ctl_jobs_next_ms(&JS, 301), CTL_ROUND_MS);
-  ctl_jobs_tick(&JS, 300 + CTL_ROUND_MS);
+  ck_assert_uint_le(ctl_jobs_tick_next_ms(&JS, 301), CTL_ROUND_MS);
+  ctl_jobs_tick_all(&JS, 300 + CTL_ROUND_MS);
   ck_assert_uint_eq(j->committed, 5);
   ck_assert(seen("unpin 0 e1 s7") && seen("unpin 1 e1 s7"));
 
@@ -452,10 +452,10 @@ START_TEST(restart_backoff_window)
   ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
   ck_assert(seen("halt 0 e1 remove=0") && seen("halt 1 e1 remove=0"));
   ck_assert_ptr_nonnull(strstr(j->reason, "rank 3 exited 1"));
-  ck_assert_uint_eq(ctl_jobs_next_ms(&JS, 1000), 200);
-  ctl_jobs_tick(&JS, 1199);
+  ck_assert_uint_eq(ctl_jobs_tick_next_ms(&JS, 1000), 200);
+  ctl_jobs_tick_all(&JS, 1199);
   ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
-  ctl_jobs_tick(&JS, 1200);
+  ctl_jobs_tick_all(&JS, 1200);
   ck_assert_uint_eq(j->epoch, 2);
   long e = idx_of("J EPOCH j e2");
   ck_assert_int_ge(e, 0);
@@ -468,8 +468,8 @@ START_TEST(restart_backoff_window)
   ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
   ctl_jobs_part_state(&JS, j, 1, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
   ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_FAILED, "smp died", NULL, 2000);
-  ck_assert_uint_eq(ctl_jobs_next_ms(&JS, 2000), 400);
-  ctl_jobs_tick(&JS, 2400);
+  ck_assert_uint_eq(ctl_jobs_tick_next_ms(&JS, 2000), 400);
+  ctl_jobs_tick_all(&JS, 2400);
   ck_assert_uint_eq(j->epoch, 3);
   /* the third, within the window of 60 s: 2 used, no restarts left */
   ctl_jobs_part_state(&JS, j, 0, 3, CTL_PART_FAILED, "again", NULL, 3000);
@@ -482,7 +482,7 @@ START_TEST(restart_backoff_window)
   setup();
   j = running_job(1, 1, 5000);
   ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_FAILED, "x", NULL, 1000);
-  ctl_jobs_tick(&JS, 1200);
+  ctl_jobs_tick_all(&JS, 1200);
   ck_assert_uint_eq(j->epoch, 2);
   ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
   ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_FAILED, "x", NULL, 7000);
@@ -495,9 +495,9 @@ START_TEST(restart_backoff_window)
   Pt__JobSpec s = spec("j", 1, 1);
   char err[256];
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
-  ctl_jobs_tick(&JS, CTL_ASSIGN_MS - 1);
+  ctl_jobs_tick_all(&JS, CTL_ASSIGN_MS - 1);
   ck_assert_int_eq(j->state, CTL_JOB_STARTING);
-  ctl_jobs_tick(&JS, CTL_ASSIGN_MS);
+  ctl_jobs_tick_all(&JS, CTL_ASSIGN_MS);
   ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
   ck_assert_ptr_nonnull(strstr(j->reason, "did not answer its assignment"));
   teardown();
@@ -540,9 +540,9 @@ START_TEST(dead_node_wait)
   j = running_job(2, 3, 0);
   node_dies("n1", 2, 1000);
   uint64_t dl = 1000 + T.grace_ms + 60000;
-  ctl_jobs_tick(&JS, dl - 1);
+  ctl_jobs_tick_all(&JS, dl - 1);
   ck_assert_int_eq(j->state, CTL_JOB_WAITING);
-  ctl_jobs_tick(&JS, dl);
+  ctl_jobs_tick_all(&JS, dl);
   ck_assert_int_eq(j->state, CTL_JOB_FAILED);
   ck_assert_msg(strstr(j->reason, "node 'n1' did not come back within "
                                   "60000 ms") != NULL,

@@ -182,7 +182,7 @@ static void a_run(void)
   for (uint64_t s = 3; s <= 5; s++)
     commit(&w, a, s);
   ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
-  ctl_jobs_tick(&w.js, 10000);
+  ctl_jobs_tick_all(&w.js, 10000);
   ck_assert_uint_eq(a->epoch, 2);
   for (uint32_t p = 0; p < 2; p++)
     ctl_jobs_part_state(&w.js, a, p, 2, CTL_PART_RUNNING, NULL, NULL, 10001);
@@ -244,9 +244,9 @@ START_TEST(replay_rebuilds)
   ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
   check_a(&w, 7, 2);
   /* nodes that never come back: the job fails after dead-after + wait */
-  ctl_jobs_tick(&w.js, T.dead_after_ms + 60000 - 1);
+  ctl_jobs_tick_all(&w.js, T.dead_after_ms + 60000 - 1);
   ck_assert_int_eq(ctl_jobs_find(&w.js, "a")->state, CTL_JOB_STARTING);
-  ctl_jobs_tick(&w.js, T.dead_after_ms + 60000);
+  ctl_jobs_tick_all(&w.js, T.dead_after_ms + 60000);
   ck_assert_int_eq(ctl_jobs_find(&w.js, "a")->state, CTL_JOB_FAILED);
   ck_assert_ptr_nonnull(strstr(ctl_jobs_find(&w.js, "a")->reason,
                                "node 'n0' did not register again"));
