@@ -19,6 +19,11 @@
 #   c_node_state ID                   its state in `ptctl nodes --json`
 #                                     (alive, unreachable, dead; "" if none)
 #   c_wait_node_state ID STATE [S]    waits until c_node_state ID is STATE
+#   c_job_field JOB KEY               a field of JOB in `ptctl status JOB
+#                                     --json` ("" when absent)
+#   c_wait_job_state JOB STATE S      waits S seconds at most until the
+#                                     job's state is STATE (on failure the
+#                                     nodes' logs are shown)
 #
 # What it sets: C_KEY (the key file), C_CTL_DIR (state dir), C_CTL_LOG,
 # C_CTL_PID, C_CTL_PORT, C_CTL_ADDR (127.0.0.1:PORT). Everything it started
@@ -142,5 +147,28 @@ c_wait_node_state() {
   until got=$(c_node_state "$id") && [ "$got" = "$want" ]; do
     [ "$(date +%s)" -lt "$deadline" ] || c_fail "node '$id' is '$got', not '$want', after ${3:-10} s"
     sleep 0.05
+  done
+}
+
+c_job_field() {
+  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
+import json, sys
+for j in json.load(sys.stdin)["jobs"]:
+    if j["job"] == sys.argv[1]:
+        v = j.get(sys.argv[2])
+        print("" if v is None else v)
+' "$1" "$2"
+}
+
+c_wait_job_state() {
+  local deadline=$(( $(date +%s) + $3 )) got f
+  until got=$(c_job_field "$1" state) && [ "$got" = "$2" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || {
+      for f in "$T_DIR"/node.*.log; do
+        [ -f "$f" ] && tail -n 30 "$f" | sed "s|^|$(basename "$f" .log): |"
+      done
+      c_fail "job '$1' is '$got', not '$2', after $3 s"
+    }
+    sleep 0.1
   done
 }

@@ -29,15 +29,7 @@ unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
 hr() { printf '%s\n' "------------------------------------------------------------------------"; }
 t0=$(date +%s.%N)
 
-job_field() { # job_field KEY: a field of the job in `ptctl status JOB --json`
-  c_ptctl status "$JOB" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$JOB" "$1"
-}
+job_field() { c_job_field "$JOB" "$1"; } # a field of the job in `ptctl status JOB --json`
 wait_until() { # wait_until SECONDS WHAT CMD...: CMD until it succeeds
   local deadline=$(( $(date +%s) + $1 )) what=$2; shift 2
   until "$@"; do

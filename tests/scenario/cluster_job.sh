@@ -28,36 +28,16 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-job_field() { # job_field JOB KEY: a field of `ptctl status JOB --json`
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 
-wait_job_state() { # wait_job_state JOB STATE SECONDS
-  local deadline=$(( $(date +%s) + $3 )) got
-  until got=$(job_field "$1" state) && [ "$got" = "$2" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || {
-      tail -n 30 "$T_DIR/node.a.log" | sed 's/^/node a: /'
-      tail -n 30 "$T_DIR/node.b.log" | sed 's/^/node b: /'
-      c_fail "job '$1' is '$got', not '$2', after $3 s"
-    }
-    sleep 0.2
-  done
-}
 
 # 1. fault-free across the two nodes
 c_ptctl start --job cj --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
-wait_job_state cj running 30
-wait_job_state cj done 90
+c_wait_job_state cj running 30
+c_wait_job_state cj done 90
 t_check_digests 4
-committed=$(job_field cj committed_step)
+committed=$(c_job_field cj committed_step)
 [ "$committed" = "$STEPS" ] || c_fail "job cj: committed step '$committed', expected $STEPS"
 # The job ended: the controller halts its parts with remove, and the
 # nodes delete its snapshot objects.
@@ -73,9 +53,9 @@ rm -f "$T_DIR"/out.*
 c_ptctl start --job ck --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
   --backoff-ms 100 -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start2.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start2.out")"
-wait_job_state ck running 30
+c_wait_job_state ck running 30
 deadline=$(( $(date +%s) + 30 ))
-until c=$(job_field ck committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+until c=$(c_job_field ck committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ck committed nothing by step 10"
   sleep 0.1
 done
@@ -87,11 +67,11 @@ print(r[1]["trainer_pid"])')
 kill -KILL "$victim"
 say "killed trainer pid $victim on node b after commit $c"
 deadline=$(( $(date +%s) + 30 ))
-until e=$(job_field ck epoch) && [ "${e:-1}" -ge 2 ]; do
+until e=$(c_job_field ck epoch) && [ "${e:-1}" -ge 2 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ck did not move to a new epoch"
   sleep 0.1
 done
-wait_job_state ck done 90
+c_wait_job_state ck done 90
 t_check_digests 4
 # No restore redid more steps than were uncommitted: every node of epoch 2
 # restored a step at least the one committed before the kill.

@@ -23,15 +23,6 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-job_field() {
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 pids_of() { # the trainer pids of a node, by its control socket
   "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
 import json, sys
@@ -48,7 +39,7 @@ c_ptctl start --job kc --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_
   -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 deadline=$(( $(date +%s) + 40 ))
-until c=$(job_field kc committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+until c=$(c_job_field kc committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job kc committed nothing by step 10"
   sleep 0.1
 done
@@ -67,7 +58,7 @@ c_wait_node_state b alive 15
 say "controller restarted: both nodes registered again"
 # Its JOB_ASSIGN of the same epoch changed nothing: the same trainers.
 deadline=$(( $(date +%s) + 10 ))
-until c2=$(job_field kc committed_step) && [ -n "$c2" ] && [ "$c2" -gt "$c" ]; do
+until c2=$(c_job_field kc committed_step) && [ -n "$c2" ] && [ "$c2" -gt "$c" ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "nothing committed after the controller came back (still $c2)"
   sleep 0.1
 done
@@ -75,7 +66,7 @@ after="$(pids_of a) $(pids_of b)"
 [ "$after" = "$before" ] || c_fail "trainers were respawned: $before -> $after"
 say "commits go on (step $c2) with the same trainers ($after)"
 deadline=$(( $(date +%s) + 90 ))
-until s=$(job_field kc state) && [ "$s" = done ]; do
+until s=$(c_job_field kc state) && [ "$s" = done ]; do
   [ "$(date +%s)" -lt "$deadline" ] || {
     tail -n 30 "$T_DIR/node.a.log" | sed 's/^/node a: /'
     c_fail "job kc is '$s', not done, after 90 s"
@@ -83,10 +74,10 @@ until s=$(job_field kc state) && [ "$s" = done ]; do
   sleep 0.2
 done
 t_check_digests 4
-final=$(job_field kc committed_step)
+final=$(c_job_field kc committed_step)
 [ "$final" = "$STEPS" ] || c_fail "committed step $final at the end, not $STEPS (before the kill: $c)"
 for id in a b; do
   r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
   [ -z "$r" ] || [ "$r" -ge "$c" ] || c_fail "node $id restored step $r, older than step $c committed before the kill"
 done
-say "ok: job done (epoch $(job_field kc epoch), committed $final), digests equal the fault-free run"
+say "ok: job done (epoch $(c_job_field kc epoch), committed $final), digests equal the fault-free run"

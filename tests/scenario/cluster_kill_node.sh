@@ -24,15 +24,6 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-job_field() {
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 pids_of() { # the trainer pids of a node, by its control socket
   "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
 import json, sys
@@ -43,7 +34,7 @@ c_ptctl start --job kn --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_
   -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 deadline=$(( $(date +%s) + 40 ))
-until c=$(job_field kn committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+until c=$(c_job_field kn committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job kn committed nothing by step 10"
   sleep 0.1
 done
@@ -63,7 +54,7 @@ done
 say "node b back: re-adopted $(grep -c 'adopted trainer rank' "$T_DIR/node.b.log") trainers"
 
 deadline=$(( $(date +%s) + 90 ))
-until s=$(job_field kn state) && [ "$s" = done ]; do
+until s=$(c_job_field kn state) && [ "$s" = done ]; do
   [ "$(date +%s)" -lt "$deadline" ] || {
     tail -n 30 "$T_DIR/node.b.log" | sed 's/^/node b: /'
     c_fail "job kn is '$s', not done, after 90 s"
@@ -71,7 +62,7 @@ until s=$(job_field kn state) && [ "$s" = done ]; do
   sleep 0.2
 done
 t_check_digests 4
-epoch=$(job_field kn epoch)
+epoch=$(c_job_field kn epoch)
 for id in a b; do
   r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
   [ -z "$r" ] || [ "$r" -ge "$c" ] || c_fail "node $id restored step $r, older than step $c committed before the kill"

@@ -22,21 +22,12 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-job_field() {
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 
 c_ptctl start --job ks --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
   --backoff-ms 100 -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 deadline=$(( $(date +%s) + 40 ))
-until c=$(job_field ks committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+until c=$(c_job_field ks committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ks committed nothing by step 10"
   sleep 0.1
 done
@@ -56,12 +47,12 @@ grep -q "restarting smp rank 1" "$T_DIR/node.$node.log" && c_fail "node $node re
 grep -Eq "job failed: smp rank 1 \(pid $smp\) killed by signal SIGKILL" "$T_DIR/node.$node.log" \
   || c_fail "node $node's failure does not name the smp: $(grep 'job failed' "$T_DIR/node.$node.log")"
 deadline=$(( $(date +%s) + 30 ))
-until e=$(job_field ks epoch) && [ "${e:-1}" -ge 2 ]; do
+until e=$(c_job_field ks epoch) && [ "${e:-1}" -ge 2 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ks did not move to a new epoch"
   sleep 0.1
 done
 deadline=$(( $(date +%s) + 90 ))
-until s=$(job_field ks state) && [ "$s" = done ]; do
+until s=$(c_job_field ks state) && [ "$s" = done ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ks is '$s', not done, after 90 s"
   sleep 0.2
 done
@@ -70,4 +61,4 @@ for id in a b; do
   r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
   [ -n "$r" ] && [ "$r" -ge "$c" ] || c_fail "node $id restored step '$r', older than step $c committed before the kill"
 done
-say "ok: job done in epoch $(job_field ks epoch), digests equal the fault-free run"
+say "ok: job done in epoch $(c_job_field ks epoch), digests equal the fault-free run"

@@ -69,15 +69,6 @@ C_CTL_ADDR=$ctl
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-job_field() {
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 node_committed() {
   "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
 import json, sys
@@ -89,7 +80,7 @@ c_ptctl start --job lc --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_
   -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 deadline=$(( $(date +%s) + 40 ))
-until c=$(job_field lc committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+until c=$(c_job_field lc committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job lc committed nothing by step 10"
   sleep 0.1
 done
@@ -112,15 +103,15 @@ until [ "$(grep -c "registered as node 'b'" "$T_DIR/node.b.log")" -ge 2 ]; do
 done
 c_ctl_wait_log "node 'b' .*reconnected" 5
 deadline=$(( $(date +%s) + 90 ))
-until s=$(job_field lc state) && [ "$s" = done ]; do
+until s=$(c_job_field lc state) && [ "$s" = done ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job lc is '$s', not done, after 90 s"
   sleep 0.2
 done
 t_check_digests 4
-final=$(job_field lc committed_step)
+final=$(c_job_field lc committed_step)
 [ "$final" = "$STEPS" ] || c_fail "committed step $final at the end, not $STEPS"
 for id in a b; do
   r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
   [ -z "$r" ] || [ "$r" -ge "$c" ] || c_fail "node $id restored step $r, older than step $c committed before the cut"
 done
-say "ok: job done in epoch $(job_field lc epoch), committed $final, digests equal the fault-free run"
+say "ok: job done in epoch $(c_job_field lc epoch), committed $final, digests equal the fault-free run"

@@ -23,15 +23,6 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-job_field() {
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 pids_of() {
   "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
 import json, sys
@@ -42,7 +33,7 @@ c_ptctl start --job ns --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_
   --node-wait-ms 20000 -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 deadline=$(( $(date +%s) + 40 ))
-until c=$(job_field ns committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+until c=$(c_job_field ns committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ns committed nothing by step 10"
   sleep 0.1
 done
@@ -54,7 +45,7 @@ c_wait_node_state b dead 10
 kill -CONT "${C_NODE_PID[b]}"
 say "node b declared dead, continued"
 deadline=$(( $(date +%s) + 30 ))
-until e=$(job_field ns epoch) && [ "${e:-1}" -ge 2 ] && grep -q "part of epoch $e\|epoch $e: starting part" "$T_DIR/node.b.log"; do
+until e=$(c_job_field ns epoch) && [ "${e:-1}" -ge 2 ] && grep -q "part of epoch $e\|epoch $e: starting part" "$T_DIR/node.b.log"; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "node b did not start a newer epoch: $(tail -n 20 "$T_DIR/node.b.log")"
   sleep 0.1
 done
@@ -72,7 +63,7 @@ PY
 for p in $stale; do kill -0 "$p" 2>/dev/null && c_fail "stale trainer $p still runs"; done
 say "node b stopped its stale ranks ($stale) before epoch $e started"
 deadline=$(( $(date +%s) + 90 ))
-until s=$(job_field ns state) && [ "$s" = done ]; do
+until s=$(c_job_field ns state) && [ "$s" = done ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ns is '$s', not done, after 90 s"
   sleep 0.2
 done
@@ -81,4 +72,4 @@ for id in a b; do
   r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
   [ -n "$r" ] && [ "$r" -ge "$c" ] || c_fail "node $id restored step '$r', older than step $c committed before the stop"
 done
-say "ok: job done in epoch $(job_field ns epoch), digests equal the fault-free run"
+say "ok: job done in epoch $(c_job_field ns epoch), digests equal the fault-free run"

@@ -19,27 +19,7 @@ STEPS=200
 ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 50 --step-delay-ms 20)
 t_reference 4 "${ARGS[@]}"
 
-job_field() { # job_field JOB KEY: a field of `ptctl status JOB --json`
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 
-wait_job_state() { # wait_job_state JOB STATE SECONDS
-  local deadline=$(( $(date +%s) + $3 )) got
-  until got=$(job_field "$1" state) && [ "$got" = "$2" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || {
-      tail -n 30 "$T_DIR/node.a.log" | sed 's/^/node a: /'
-      tail -n 30 "$T_DIR/node.b.log" | sed 's/^/node b: /'
-      c_fail "job '$1' is '$got', not '$2', after $3 s"
-    }
-    sleep 0.1
-  done
-}
 
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 1500
 c_node_start a --capacity 2 --shm-prefix "$T_PREFIX"
@@ -52,9 +32,9 @@ start_job() { # start_job NAME NODE_WAIT_MS
   c_ptctl start --job "$1" --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
     --node-wait-ms "$2" -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" \
     >"$T_DIR/start.$1" 2>&1 || c_fail "ptctl start failed: $(cat "$T_DIR/start.$1")"
-  wait_job_state "$1" running 30
+  c_wait_job_state "$1" running 30
   local deadline=$(( $(date +%s) + 30 )) c
-  until c=$(job_field "$1" committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
+  until c=$(c_job_field "$1" committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
     [ "$(date +%s)" -lt "$deadline" ] || c_fail "job '$1' committed nothing by step 10"
     sleep 0.1
   done
@@ -63,29 +43,29 @@ start_job() { # start_job NAME NODE_WAIT_MS
 # 1. SIGSTOP past the dead deadline, then SIGCONT
 start_job nd1 20000
 kill -STOP "${C_NODE_PID[b]}"
-say "node b stopped at committed step $(job_field nd1 committed_step)"
+say "node b stopped at committed step $(c_job_field nd1 committed_step)"
 c_wait_node_state b dead 10
-wait_job_state nd1 waiting 5
-reason=$(job_field nd1 reason)
+c_wait_job_state nd1 waiting 5
+reason=$(c_job_field nd1 reason)
 case $reason in *"node 'b' is dead"*) ;; *) c_fail "waiting job's reason: '$reason'" ;; esac
 sleep 0.5
 kill -CONT "${C_NODE_PID[b]}"
 c_wait_node_state b alive 15
 deadline=$(( $(date +%s) + 20 ))
-until e=$(job_field nd1 epoch) && [ "${e:-1}" -ge 2 ]; do
+until e=$(c_job_field nd1 epoch) && [ "${e:-1}" -ge 2 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job nd1 did not restart in a new epoch after node b came back"
   sleep 0.1
 done
-wait_job_state nd1 done 120
+c_wait_job_state nd1 done 120
 t_check_digests 4
-say "node b dead and back: the job went on in epoch $(job_field nd1 epoch), digests equal"
+say "node b dead and back: the job went on in epoch $(c_job_field nd1 epoch), digests equal"
 
 # 2. killed and never back: the job fails, naming the node
 start_job nd2 3000
 c_node_kill b KILL
-wait_job_state nd2 waiting 10
-wait_job_state nd2 failed 15
-reason=$(job_field nd2 reason)
+c_wait_job_state nd2 waiting 10
+c_wait_job_state nd2 failed 15
+reason=$(c_job_field nd2 reason)
 case $reason in
   *"node 'b' did not come back within 3000 ms"*) ;;
   *) c_fail "failed job's reason: '$reason'" ;;

@@ -28,31 +28,11 @@ STEPS=150
 ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 50 --step-delay-ms 20)
 t_reference 4 "${ARGS[@]}"
 
-job_field() { # job_field JOB KEY: a field of `ptctl status JOB --json`
-  c_ptctl status "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-for j in json.load(sys.stdin)["jobs"]:
-    if j["job"] == sys.argv[1]:
-        v = j.get(sys.argv[2])
-        print("" if v is None else v)
-' "$1" "$2"
-}
 
-wait_job_state() { # wait_job_state JOB STATE SECONDS
-  local deadline=$(( $(date +%s) + $3 )) got
-  until got=$(job_field "$1" state) && [ "$got" = "$2" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || {
-      tail -n 30 "$T_DIR/node.a.log" | sed 's/^/node a: /'
-      tail -n 30 "$T_DIR/node.b.log" | sed 's/^/node b: /'
-      c_fail "job '$1' is '$got', not '$2', after $3 s"
-    }
-    sleep 0.2
-  done
-}
 
 wait_committed() { # wait_committed JOB MIN SECONDS: echoes the step
   local deadline=$(( $(date +%s) + $3 )) c
-  until c=$(job_field "$1" committed_step) && [ -n "$c" ] && [ "$c" -ge "$2" ]; do
+  until c=$(c_job_field "$1" committed_step) && [ -n "$c" ] && [ "$c" -ge "$2" ]; do
     [ "$(date +%s)" -lt "$deadline" ] || c_fail "job '$1' committed nothing past step $2 within $3 s"
     sleep 0.1
   done
@@ -69,7 +49,7 @@ start_job() { # start_job NAME [nowait]
   c_ptctl start --job "$1" --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
     -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.$1" 2>&1 \
     || c_fail "ptctl start failed: $(cat "$T_DIR/start.$1")"
-  [ "${2:-}" = nowait ] || wait_job_state "$1" running 30
+  [ "${2:-}" = nowait ] || c_wait_job_state "$1" running 30
 }
 
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 3000
@@ -81,7 +61,7 @@ c_wait_node_state b alive 10
 # 1. kill -9 mid-job
 start_job cr1
 before=$(wait_committed cr1 20 30)
-epoch=$(job_field cr1 epoch)
+epoch=$(c_job_field cr1 epoch)
 kill -KILL "$C_CTL_PID"
 wait "$C_CTL_PID" 2>/dev/null
 C_CTL_PID=
@@ -92,10 +72,10 @@ c_ctl_wait_log "job 'cr1' epoch $epoch rebuilt from the journal \(committed step
 replayed=$(sed -n "s/.*job 'cr1' epoch $epoch rebuilt from the journal (committed step \([0-9]*\)).*/\1/p" "$C_CTL_LOG" | head -n 1)
 [ -n "$replayed" ] && [ "$replayed" -ge "$before" ] \
   || c_fail "replayed committed step '$replayed' is older than $before, seen before the kill"
-wait_job_state cr1 done 90
+c_wait_job_state cr1 done 90
 t_check_digests 4
-[ "$(job_field cr1 epoch)" = "$epoch" ] || c_fail "job cr1 changed epoch across the controller's restart: $(job_field cr1 epoch)"
-[ "$(job_field cr1 committed_step)" = "$STEPS" ] || c_fail "job cr1 ended at committed step $(job_field cr1 committed_step)"
+[ "$(c_job_field cr1 epoch)" = "$epoch" ] || c_fail "job cr1 changed epoch across the controller's restart: $(c_job_field cr1 epoch)"
+[ "$(c_job_field cr1 committed_step)" = "$STEPS" ] || c_fail "job cr1 ended at committed step $(c_job_field cr1 committed_step)"
 say "killed controller: replayed step $replayed (>= $before), same epoch, job done, digests equal"
 
 # 1b. ptctl restore: every rank again from the newest committed step, in a
@@ -103,10 +83,10 @@ say "killed controller: replayed step $replayed (>= $before), same epoch, job do
 start_job cr3
 before=$(wait_committed cr3 20 30)
 c_ptctl restore cr3 >"$T_DIR/restore.out" 2>&1 || c_fail "ptctl restore failed: $(cat "$T_DIR/restore.out")"
-[ "$(job_field cr3 epoch)" = 2 ] || c_fail "job cr3 not in epoch 2 after restore: $(job_field cr3 epoch)"
+[ "$(c_job_field cr3 epoch)" = 2 ] || c_fail "job cr3 not in epoch 2 after restore: $(c_job_field cr3 epoch)"
 c_ptctl restore cr3 --step 1 >"$T_DIR/restore1.out" 2>&1 && c_fail "restore from step 1 accepted: $(cat "$T_DIR/restore1.out")"
 grep -q "step 1 of job 'cr3' is no longer held" "$T_DIR/restore1.out" || c_fail "restore --step 1: $(cat "$T_DIR/restore1.out")"
-wait_job_state cr3 done 90
+c_wait_job_state cr3 done 90
 t_check_digests 4
 say "ptctl restore at committed step >= $before: epoch 2, job done, digests equal; an unheld step refused"
 
@@ -130,9 +110,9 @@ step=$(sed -n "s/.*fault point ctl_after_commit_journal: exiting after the COMMI
 [ -n "$step" ] || c_fail "no fault point line in the controller's log"
 ctl_again fault
 c_ctl_wait_log "job 'cr2' epoch 1 rebuilt from the journal \(committed step $step\)" 5
-wait_job_state cr2 done 90
+c_wait_job_state cr2 done 90
 t_check_digests 4
-c=$(job_field cr2 committed_step)
+c=$(c_job_field cr2 committed_step)
 [ "$c" = "$STEPS" ] || c_fail "job cr2 ended at committed step $c"
 say "fault point after the journal: step $step journaled, not sent; replayed and told; job done, digests equal"
 
