@@ -12,6 +12,7 @@
 
 #include "client/ptctl.h"
 #include "pt.h"
+#include "common/conf.h"
 
 /* Decimal digits only, without overflow. */
 static bool digits_u64(const char *s, const char **end, uint64_t *out)
@@ -63,29 +64,8 @@ int ptctl_args_u32(const char *flag, const char *s, uint32_t lo, uint32_t hi,
 
 int ptctl_args_bytes(const char *flag, const char *s, uint64_t *out)
 {
-  const char *end;
-  uint64_t v;
-  unsigned shift = 0;
-
-  if (s == NULL || !digits_u64(s, &end, &v))
-    goto bad;
-  switch (*end) {
-  case '\0':
-    break;
-  case 'k': case 'K': shift = 10; end++; break;
-  case 'm': case 'M': shift = 20; end++; break;
-  case 'g': case 'G': shift = 30; end++; break;
-  case 't': case 'T': shift = 40; end++; break;
-  default:
-    goto bad;
-  }
-  if (shift != 0 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
-    end += strlen(end);
-  if (*end != '\0' || (shift != 0 && v > (UINT64_MAX >> shift)))
-    goto bad;
-  *out = v << shift;
-  return PT_OK;
-bad:
+  if (conf_parse_bytes(s, out) == PT_OK)
+    return PT_OK;
   fprintf(stderr,
           "ptctl: %s '%s': expected bytes, a whole number with an optional "
           "K, M, G or T (e.g. 64G, 512M)\n",

@@ -18,7 +18,6 @@
  *   roles.h         the roles' entry points
  *   node_secret.c   the secret that proves a connection is the node's
  *   proc.c          /proc/PID/stat, the one reader of it
- *   conf.c          byte sizes on command lines
  *   rpc_log.c       what rpc/ reports, into the role's log
  *
  * The controller's jobs run daemon/commit/ over nodes, as ptd node runs it

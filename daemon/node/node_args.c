@@ -19,7 +19,7 @@
 
 #include "pt.h"
 #include "common/log.h"
-#include "daemon/conf.h"
+#include "common/conf.h"
 #include "daemon/node/node.h"
 
 void node_args_usage(FILE *f)

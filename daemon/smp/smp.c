@@ -58,7 +58,7 @@
 #include <uv.h>
 
 #include "pt.h"
-#include "daemon/conf.h"
+#include "common/conf.h"
 #include "common/log.h"
 #include "daemon/roles.h"
 #include "daemon/smp/smp_internal.h"

@@ -56,7 +56,7 @@
 
 #include "kernels/kernels.h"
 #include "pt.h"
-#include "daemon/conf.h"
+#include "common/conf.h"
 #include "tests/bench/bench.h"
 #include "tests/bench/bench_ec.h"
 

@@ -12,7 +12,7 @@
 
 #include "pt.h"
 #include "common/log.h"
-#include "daemon/conf.h"
+#include "common/conf.h"
 #include "daemon/node/node.h"
 #include "tests/unit/unit.h"
 

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "pt.h"
-#include "daemon/conf.h"
+#include "common/conf.h"
 
 int conf_parse_bytes(const char *s, uint64_t *out)
 {

@@ -1,5 +1,6 @@
 /*
- * conf.h — parsing shared by the command lines of ptd's roles and tools.
+ * conf.h — parsing shared by the command lines of ptd's roles and of
+ * ptctl.
  */
 #ifndef PT_CONF_H
 #define PT_CONF_H
