@@ -22,8 +22,12 @@
  * the close of this trainer's previous connection. */
 #define BUSY_RETRY_MS 1000
 /* A HELLO answered -EAGAIN (the SMP waits for its node to say which trainer
- * it started, or its object changed under it) is asked again this often,
- * until the call's deadline. */
+ * it started, or its object changed under it) is asked again after
+ * WAIT_RETRY_FIRST_MS, then twice as long each time up to WAIT_RETRY_MS,
+ * until the call's deadline: a trainer's HELLO usually beats the node's
+ * word about it by a millisecond or two, which a restart should not turn
+ * into a long sleep. */
+#define WAIT_RETRY_FIRST_MS 2
 #define WAIT_RETRY_MS 50
 
 /* ---- messages ---- */
@@ -387,6 +391,7 @@ static int hello(pt_client *c, uint64_t deadline)
   uint64_t busy_until = rpc_now_ms() + BUSY_RETRY_MS;
   bool quiet_began = false; /* refusals retried: logged once (quiet_end) */
   bool waited = false;
+  int wait_ms = WAIT_RETRY_FIRST_MS;
   int rc;
 
   rv = calloc(c->nregions, sizeof(*rv));
@@ -435,7 +440,8 @@ static int hello(pt_client *c, uint64_t deadline)
       protobuf_c_message_free_unpacked(m, NULL);
       m = NULL;
       int left = ms_left(deadline);
-      sleep_ms(left < WAIT_RETRY_MS ? left : WAIT_RETRY_MS);
+      sleep_ms(left < wait_ms ? left : wait_ms);
+      wait_ms = wait_ms * 2 > WAIT_RETRY_MS ? WAIT_RETRY_MS : wait_ms * 2;
       continue;
     }
     if (rc < 0) {

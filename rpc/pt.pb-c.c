@@ -3417,7 +3417,7 @@ const ProtobufCMessageDescriptor pt__slot_info__descriptor =
   (ProtobufCMessageInit) pt__slot_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__state_query__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pt__state_query__field_descriptors[2] =
 {
   {
     "verify",
@@ -3431,14 +3431,27 @@ static const ProtobufCFieldDescriptor pt__state_query__field_descriptors[1] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "newest_first",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__StateQuery, has_newest_first),
+    offsetof(Pt__StateQuery, newest_first),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__state_query__field_indices_by_name[] = {
+  1,   /* field[1] = newest_first */
   0,   /* field[0] = verify */
 };
 static const ProtobufCIntRange pt__state_query__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor pt__state_query__descriptor =
 {
@@ -3448,7 +3461,7 @@ const ProtobufCMessageDescriptor pt__state_query__descriptor =
   "Pt__StateQuery",
   "pt",
   sizeof(Pt__StateQuery),
-  1,
+  2,
   pt__state_query__field_descriptors,
   pt__state_query__field_indices_by_name,
   1,  pt__state_query__number_ranges,

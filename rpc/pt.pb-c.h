@@ -355,7 +355,7 @@ struct  Pt__SlotInfo
   uint64_t step;
   uint64_t generation;
   /*
-   * set when the query asked to verify
+   * set for every slot the SMP verified
    */
   protobuf_c_boolean has_intact;
   protobuf_c_boolean intact;
@@ -367,16 +367,22 @@ struct  Pt__SlotInfo
 
 /*
  * RPC_STATE_QUERY: the SMP's slots; verify = true checks every sealed or
- * committed slot's checksums first (a read of the whole slot).
+ * committed slot's checksums first (a read of the whole slot). With
+ * newest_first as well, the slots are checked from the newest step down and
+ * the checks stop at the first intact one: the older slots come back without
+ * `intact` (not read), which is enough when the newest step every rank holds
+ * intact is all the asker needs and it is also every rank's newest.
  */
 struct  Pt__StateQuery
 {
   ProtobufCMessage base;
   protobuf_c_boolean verify;
+  protobuf_c_boolean has_newest_first;
+  protobuf_c_boolean newest_first;
 };
 #define PT__STATE_QUERY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__state_query__descriptor) \
-    , 0 }
+    , 0, 0, 0 }
 
 
 /*

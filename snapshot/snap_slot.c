@@ -493,80 +493,178 @@ int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step)
   return PT_OK;
 }
 
-int snap_slot_verify(const struct snap_store *s, uint32_t slot,
-                     uint32_t *bad_block)
+/* snap_slot_verify() in three parts, so that snap_slot_verify_many() can
+ * share one slot's blocks among threads: the record (before any block is
+ * read), the blocks [b0, b1) of the slot's table, and the table's own CRC and
+ * the blob (after every block matched). Each returns PT_OK or the code, with
+ * *bad set as snap_slot_verify() documents. */
+static int verify_head(const struct snap_store *s, uint32_t slot, uint32_t *bad)
 {
-  if (slot >= s->lay.nslots)
-    return -EINVAL;
   struct snap_slot_info info;
   snap_slot_get(s, slot, &info);
   if (!info.record_ok) {
-    if (bad_block != NULL)
-      *bad_block = SNAP_BAD_RECORD(s->lay.nblocks);
+    *bad = SNAP_BAD_RECORD(s->lay.nblocks);
     return PT_ECHECKSUM;
   }
   if (!snap_state_holds_data(info.state))
     return PT_ESTATE;
+  return PT_OK;
+}
+
+static int verify_blocks(const struct snap_store *s, uint32_t slot, uint32_t b0,
+                         uint32_t b1, uint32_t *bad)
+{
   const uint32_t *crcs = snap_slot_crcs(s, slot);
   const uint8_t *data = snap_slot_data(s, slot);
-  uint32_t recorded = atomic_load_explicit(
-      snap_slot_u32_ptr(s, slot, SLOT_TABLE_CRC), memory_order_relaxed);
-  bool table_ok = table_crc(s, slot) == recorded;
 
   for (uint32_t r = 0; r < s->lay.nregions; r++) {
     const struct snap_region *reg = &s->regions[r];
-    for (uint32_t b = 0; b < reg->nblocks; b++) {
-      uint64_t off = (uint64_t)b * KERN_BLOCK_SIZE;
+    uint32_t lo = reg->first_block, hi = reg->first_block + reg->nblocks;
+    if (hi <= b0 || lo >= b1)
+      continue;
+    for (uint32_t g = lo > b0 ? lo : b0; g < hi && g < b1; g++) {
+      uint64_t off = (uint64_t)(g - lo) * KERN_BLOCK_SIZE;
       uint64_t len = reg->bytes - off;
       if (len > KERN_BLOCK_SIZE)
         len = KERN_BLOCK_SIZE;
-      if (crc32c(data + reg->offset + off, len) !=
-          crcs[reg->first_block + b]) {
-        if (bad_block != NULL)
-          *bad_block = reg->first_block + b;
+      if (crc32c(data + reg->offset + off, len) != crcs[g]) {
+        *bad = g;
         return PT_ECHECKSUM;
       }
     }
   }
-  if (!table_ok) {
+  return PT_OK;
+}
+
+static int verify_tail(const struct snap_store *s, uint32_t slot, uint32_t *bad)
+{
+  struct snap_slot_info info;
+  uint32_t recorded = atomic_load_explicit(
+      snap_slot_u32_ptr(s, slot, SLOT_TABLE_CRC), memory_order_relaxed);
+
+  if (table_crc(s, slot) != recorded) {
     /* Every block matches a table that is not the one sealed. */
-    if (bad_block != NULL)
-      *bad_block = s->lay.nblocks;
+    *bad = s->lay.nblocks;
     return PT_ECHECKSUM;
   }
+  snap_slot_get(s, slot, &info);
   uint32_t tb, tc;
   trailer_get(s, slot, &tb, &tc);
   if (tb != info.blob_bytes || tc != info.blob_crc ||
       info.blob_bytes > s->lay.blob_max ||
       crc32c(snap_slot_blob(s, slot), info.blob_bytes) != info.blob_crc) {
-    if (bad_block != NULL)
-      *bad_block = SNAP_BAD_BLOB(s->lay.nblocks);
+    *bad = SNAP_BAD_BLOB(s->lay.nblocks);
     return PT_ECHECKSUM;
   }
   return PT_OK;
 }
 
-/* The shared work of snap_slot_verify_many(): each thread takes the next slot. */
+int snap_slot_verify(const struct snap_store *s, uint32_t slot,
+                     uint32_t *bad_block)
+{
+  uint32_t bad = 0;
+  int rc;
+
+  if (slot >= s->lay.nslots)
+    return -EINVAL;
+  if ((rc = verify_head(s, slot, &bad)) == PT_OK &&
+      (rc = verify_blocks(s, slot, 0, s->lay.nblocks, &bad)) == PT_OK)
+    rc = verify_tail(s, slot, &bad);
+  if (rc == PT_ECHECKSUM && bad_block != NULL)
+    *bad_block = bad;
+  return rc;
+}
+
+/* The shared work of snap_slot_verify_many(): the slots' blocks cut into
+ * pieces of VERIFY_PIECE blocks, which the threads take in turn, so that one
+ * slot is read by every thread; a piece of a slot already found damaged is
+ * skipped. Each slot's first bad block is the smallest any piece found. */
+#define VERIFY_PIECE 32u
+
+struct verify_slot {
+  int rc;
+  atomic_uint bad; /* UINT32_MAX: no bad block yet */
+};
+
 struct verify_job {
   const struct snap_store *s;
   const uint32_t *slots;
-  uint32_t n;
+  uint32_t n, per_slot; /* pieces per slot */
   atomic_uint next;
-  int *rcs;
-  uint32_t *bad;
+  atomic_bool faulted;  /* a helper thread's read faulted */
+  struct verify_slot *v;
 };
 
-static void *verify_worker(void *arg)
+static int verify_pieces(void *arg)
 {
   struct verify_job *j = arg;
   for (;;) {
-    uint32_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-    if (i >= j->n)
-      return NULL;
-    uint32_t bad = 0;
-    j->rcs[i] = snap_slot_verify(j->s, j->slots[i], &bad);
-    j->bad[i] = bad;
+    uint32_t p = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+    if (p >= j->n * j->per_slot || atomic_load(&j->faulted))
+      return 0;
+    uint32_t i = p / j->per_slot, piece = p % j->per_slot;
+    struct verify_slot *v = &j->v[i];
+    uint32_t b0 = piece * VERIFY_PIECE, b1 = b0 + VERIFY_PIECE, bad;
+    if (v->rc != PT_OK || b0 >= j->s->lay.nblocks ||
+        atomic_load_explicit(&v->bad, memory_order_relaxed) < b0)
+      continue;
+    if (verify_blocks(j->s, j->slots[i], b0, b1, &bad) != PT_OK) {
+      unsigned cur = atomic_load_explicit(&v->bad, memory_order_relaxed);
+      while (bad < cur && !atomic_compare_exchange_weak_explicit(
+                              &v->bad, &cur, bad, memory_order_relaxed,
+                              memory_order_relaxed))
+        ;
+    }
   }
+}
+
+/* A helper thread: its reads guarded, a fault ends every thread's work (the
+ * caller's thread is guarded too: a fault there must not leave this
+ * function while helpers still read the mapping). */
+static void *verify_worker(void *arg)
+{
+  struct verify_job *j = arg;
+  if (snap_fault_run(j->s, verify_pieces, j) == -EFAULT)
+    atomic_store(&j->faulted, true);
+  return NULL;
+}
+
+/* The records before any block is read, and the tables and blobs after
+ * every block matched: the caller's thread, guarded like the blocks. */
+struct verify_ends {
+  struct verify_job *j;
+  int *rcs;
+  uint32_t *bad_blocks;
+};
+
+static int verify_heads(void *arg)
+{
+  struct verify_job *j = ((struct verify_ends *)arg)->j;
+  for (uint32_t i = 0; i < j->n; i++) {
+    uint32_t bad = 0;
+    j->v[i].rc = j->slots[i] >= j->s->lay.nslots ? -EINVAL
+                                                 : verify_head(j->s, j->slots[i], &bad);
+    atomic_init(&j->v[i].bad, j->v[i].rc == PT_ECHECKSUM ? bad : UINT32_MAX);
+  }
+  return 0;
+}
+
+static int verify_tails(void *arg)
+{
+  struct verify_ends *e = arg;
+  struct verify_job *j = e->j;
+  for (uint32_t i = 0; i < j->n; i++) {
+    uint32_t bad = atomic_load_explicit(&j->v[i].bad, memory_order_relaxed);
+    int rc = j->v[i].rc;
+    if (rc == PT_OK && bad != UINT32_MAX)
+      rc = PT_ECHECKSUM;
+    else if (rc == PT_OK)
+      rc = verify_tail(j->s, j->slots[i], &bad);
+    e->rcs[i] = rc;
+    if (e->bad_blocks != NULL)
+      e->bad_blocks[i] = rc == PT_ECHECKSUM ? bad : 0;
+  }
+  return 0;
 }
 
 void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots,
@@ -574,30 +672,50 @@ void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots,
                            uint32_t *bad_blocks)
 {
   pthread_t tids[SNAP_MAX_SLOTS];
-  uint32_t bad[SNAP_MAX_SLOTS];
-  struct verify_job job = {.s = s, .slots = slots, .n = n, .rcs = rcs, .bad = bad};
+  struct verify_slot v[SNAP_MAX_SLOTS];
   uint32_t started = 0;
+  bool faulted = false;
 
   if (n > SNAP_MAX_SLOTS) {
-    /* No store has more slots; any beyond that many, one by one. */
+    /* No store has more slots; any beyond that many are not slots. */
     for (uint32_t i = SNAP_MAX_SLOTS; i < n; i++)
-      rcs[i] = snap_slot_verify(s, slots[i], bad_blocks ? &bad_blocks[i] : NULL);
-    job.n = n = SNAP_MAX_SLOTS;
+      rcs[i] = -EINVAL;
+    n = SNAP_MAX_SLOTS;
   }
+  struct verify_job job = {
+      .s = s, .slots = slots, .n = n, .v = v,
+      .per_slot = (s->lay.nblocks + VERIFY_PIECE - 1) / VERIFY_PIECE};
+  struct verify_ends ends = {.j = &job, .rcs = rcs, .bad_blocks = bad_blocks};
+  if (job.per_slot == 0)
+    job.per_slot = 1;
   atomic_init(&job.next, 0);
-  if (threads > n)
-    threads = n;
+  atomic_init(&job.faulted, false);
+  if (snap_fault_run(s, verify_heads, &ends) == -EFAULT) {
+    faulted = true;
+    goto out;
+  }
+  uint64_t pieces = (uint64_t)n * job.per_slot;
+  if (threads > SNAP_MAX_SLOTS)
+    threads = SNAP_MAX_SLOTS;
+  if (threads > pieces)
+    threads = (uint32_t)pieces;
   for (uint32_t t = 1; t < threads; t++) {
     if (pthread_create(&tids[started], NULL, verify_worker, &job) != 0)
       break; /* the threads already started and the caller do the rest */
     started++;
   }
-  verify_worker(&job);
+  if (snap_fault_run(s, verify_pieces, &job) == -EFAULT)
+    atomic_store(&job.faulted, true);
   for (uint32_t t = 0; t < started; t++)
     pthread_join(tids[t], NULL);
-  if (bad_blocks != NULL)
-    for (uint32_t i = 0; i < n; i++)
-      bad_blocks[i] = bad[i];
+  faulted = atomic_load(&job.faulted) ||
+            snap_fault_run(s, verify_tails, &ends) == -EFAULT;
+out:
+  for (uint32_t i = 0; faulted && i < n; i++) {
+    rcs[i] = -EFAULT;
+    if (bad_blocks != NULL)
+      bad_blocks[i] = 0;
+  }
 }
 
 int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,

@@ -443,14 +443,30 @@ int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step);
 int snap_slot_verify(const struct snap_store *s, uint32_t slot,
                      uint32_t *bad_block);
 
-/* snap_slot_verify() of slots[0..n), up to `threads` at a time (the caller's
- * thread is one of them; fewer when a thread cannot be started): the same
- * checks, the same results, in about 1/threads of the time on enough cores.
+/* snap_slot_verify() of slots[0..n) on up to `threads` threads (the caller's
+ * thread is one of them; fewer when a thread cannot be started), which share
+ * every slot's blocks, so that even one slot is read by all of them: the
+ * same checks, the same results, in about 1/threads of the time on enough
+ * cores and memory bandwidth.
  * Reads the store only. OUT: rcs[i] and bad_blocks[i] (may be NULL) for
  * slots[i], as snap_slot_verify() gives them. */
 void snap_slot_verify_many(const struct snap_store *s, const uint32_t *slots,
                            uint32_t n, uint32_t threads, int *rcs,
                            uint32_t *bad_blocks);
+
+/* ---- faults of the mapping ----
+ *
+ * An object truncated under its reader makes the next read of a page past
+ * its end raise SIGBUS on the thread that read it. snap_fault_run() calls
+ * fn(arg) on this thread and returns what it returns, or -EFAULT when a read
+ * of s's mapping faulted in it, provided the process's SIGBUS handler calls
+ * snap_fault_catch(si_addr) first: that call does not return when the
+ * address lies in the mapping a snap_fault_run() of the handler's thread
+ * guards, and returns false otherwise. snap_slot_verify_many() runs every
+ * thread's reads so guarded: a fault in any reports -EFAULT for every slot,
+ * once every thread stopped reading. */
+int snap_fault_run(const struct snap_store *s, int (*fn)(void *arg), void *arg);
+bool snap_fault_catch(const void *addr);
 
 /* The newest COMMITTED slot. PT_ENOSNAP when none. */
 int snap_slot_newest_committed(const struct snap_store *s, uint32_t *slot,

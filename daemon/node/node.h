@@ -177,7 +177,8 @@ enum node_pin_action node_plan_pin(uint32_t state, uint64_t step,
 struct node_slot_view {
   uint64_t step;
   uint32_t state;  /* enum snap_state */
-  bool intact;     /* verified (STATE_QUERY{verify}) and good */
+  bool verified;   /* read by the SMP for this view (STATE_QUERY{verify}) */
+  bool intact;     /* verified and good */
 };
 struct node_rank_slots {
   const struct node_slot_view *slots; /* IN: n entries */
@@ -187,6 +188,13 @@ struct node_rank_slots {
  * SEALED, PINNED or COMMITTED slot. False: none (a fresh start). */
 bool node_plan_restore_step(const struct node_rank_slots *ranks,
                             uint32_t nranks, uint64_t *out);
+/* Whether the views, verified newest step first (slots left unread are not
+ * verified), decide the same restore step as views verified in full would:
+ * false when a slot left unread holds a step newer than the restore step
+ * found (has: one was found, *step), which a full read could make the
+ * answer. */
+bool node_plan_restore_decided(const struct node_rank_slots *ranks,
+                               uint32_t nranks, bool has, uint64_t step);
 
 /* Delay before restart `attempt` (1-based): base * 2^(attempt-1), at most
  * cap_ms. */
@@ -366,10 +374,16 @@ enum node_trainer_state {
   NODE_TR_GONE_WAIT, /* adopted, exited; waiting for its SMP's word */
 };
 
+/* What NODE_REQ_VERIFY asks the SMP to read: every slot that holds data,
+ * or the newest step first until one slot is intact (StateQuery). */
+#define NODE_VERIFY_ALL 0u
+#define NODE_VERIFY_NEWEST_FIRST 1u
+
 enum node_req_kind {
   NODE_REQ_SUBSCRIBE = 1, /* -> STATE_REPLY */
   NODE_REQ_STATE,         /* STATE_QUERY -> STATE_REPLY */
-  NODE_REQ_VERIFY,        /* STATE_QUERY{verify} -> STATE_REPLY */
+  NODE_REQ_VERIFY,        /* STATE_QUERY{verify} -> STATE_REPLY; its
+                             argument NODE_VERIFY_ALL or _NEWEST_FIRST */
   NODE_REQ_DRAIN,         /* STATE_QUERY at the job's end -> STATE_REPLY,
                              after every event the SMP sent before */
   NODE_REQ_PIN,           /* a commit round's phases -> REPLY, each a */
@@ -488,6 +502,7 @@ struct node {
   uint64_t kill_at;          /* stop phases: SIGKILL at, give up 2 s later */
   uint32_t restore_fails;    /* consecutive failed restore attempts */
   bool attempt_failed;       /* the restore attempt under way failed */
+  bool verify_all;           /* this attempt's QUERY reads every slot */
   bool restore_has;          /* the step chosen by the attempt under way */
   uint64_t restore_step;
 

@@ -327,6 +327,7 @@ static uint64_t local_next_deadline(const struct node *n)
 const struct node_decider node_decider_local = {
     .name = "local",
     .restarts_ranks = true,
+    .verify_newest_first = true,
     .open = local_open,
     .close = local_close,
     .on_view = local_on_view,

@@ -561,6 +561,7 @@ static uint64_t remote_next_deadline(const struct node *n)
 const struct node_decider node_decider_remote = {
     .name = "remote",
     .restarts_ranks = false,
+    .verify_newest_first = false,
     .open = remote_open,
     .close = remote_close,
     .on_view = remote_on_view,

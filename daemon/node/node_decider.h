@@ -40,6 +40,12 @@ struct node_decider {
    * the node reports its part failed and the controller picks the next
    * epoch). */
   bool restarts_ranks;
+  /* Whether restore_step needs only the newest step every local rank holds
+   * intact (standalone: the node decides from its own ranks), so that the
+   * SMPs may verify their slots newest first and stop at the first intact
+   * one; the node reads the rest only when that cannot decide. False where
+   * others decide from every step the node holds (the controller). */
+  bool verify_newest_first;
   /* Once, after node.state was read (n->has_committed, n->committed are
    * the job's): sets up n->decider_data. Non-zero: the node cannot run. */
   int (*open)(struct node *n);

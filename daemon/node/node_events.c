@@ -28,7 +28,7 @@ void node_events_on_state_reply(struct node *n, struct node_rank *r,
   for (size_t k = 0; k < m->n_slots && r->nview < SNAP_MAX_SLOTS; k++) {
     const Pt__SlotInfo *s = m->slots[k];
     r->view[r->nview++] = (struct node_slot_view){
-        .step = s->step, .state = s->state,
+        .step = s->step, .state = s->state, .verified = s->has_intact,
         .intact = s->has_intact && s->intact};
   }
   if (kind == NODE_REQ_VERIFY) {

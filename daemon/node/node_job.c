@@ -191,6 +191,21 @@ static void step_starting(struct node *n, uint64_t now)
   node_ctl_notify(n, true);
 }
 
+/* QUERY: every SMP verifies its slots (n->verify_all), or newest step
+ * first until one is intact. */
+static void query_slots(struct node *n)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    r->view_verified = false;
+    r->set_restore_ok = false;
+    if (node_smp_request(n, r, NODE_REQ_VERIFY,
+                         n->verify_all ? NODE_VERIFY_ALL : NODE_VERIFY_NEWEST_FIRST,
+                         NULL) != PT_OK)
+      n->attempt_failed = true;
+  }
+}
+
 static void step_restart(struct node *n, uint64_t now)
 {
   if (!node_life_stop_role(n, NODE_ROLE_TRAINER, now) || now < n->backoff_until)
@@ -205,13 +220,8 @@ static void step_restart(struct node *n, uint64_t now)
   }
   n->phase_deadline = 0;
   n->attempt_failed = false;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    r->view_verified = false;
-    r->set_restore_ok = false;
-    if (node_smp_request(n, r, NODE_REQ_VERIFY, 0, NULL) != PT_OK)
-      n->attempt_failed = true;
-  }
+  n->verify_all = !n->decider->verify_newest_first;
+  query_slots(n);
   node_life_set_phase(n, NODE_PH_QUERY);
 }
 
@@ -252,6 +262,17 @@ static void step_query(struct node *n, uint64_t now)
     node_life_retry_restore(n, now, "no restore step was decided");
     return;
   }
+  /* Read newest first, the slots may not decide: a newer step left unread
+   * on one rank could be intact on every rank. Then every slot is read. */
+  if (!n->verify_all &&
+      !node_plan_restore_decided(views, n->cfg.ranks, n->restore_has,
+                                 n->restore_step)) {
+    log_info("the newest step is not intact on every rank: reading every "
+             "snapshot slot");
+    n->verify_all = true;
+    query_slots(n);
+    return;
+  }
   /* Damaged snapshots are reported; with nothing intact left the job stops
    * rather than restore bad bytes or silently start over. */
   char damaged[160] = "";
@@ -265,7 +286,8 @@ static void step_query(struct node *n, uint64_t now)
         continue;
       int w = snprintf(held + used, sizeof(held) - used, "%sstep %" PRIu64
                        " %s%s", used > 0 ? ", " : "", v->step,
-                       snap_state_name(v->state), v->intact ? "" : " (damaged)");
+                       snap_state_name(v->state),
+                       !v->verified ? " (not read)" : v->intact ? "" : " (damaged)");
       if (w > 0)
         used += (size_t)w < sizeof(held) - used ? (size_t)w : sizeof(held) - used - 1;
     }
@@ -273,7 +295,7 @@ static void step_query(struct node *n, uint64_t now)
              used > 0 ? held : "no snapshot");
     for (uint32_t k = 0; k < r->nview; k++) {
       const struct node_slot_view *v = &r->view[k];
-      if (!snap_state_holds_data(v->state) || v->intact)
+      if (!snap_state_holds_data(v->state) || !v->verified || v->intact)
         continue;
       log_warn("rank %" PRIu32 ": step %" PRIu64
                " is not intact (checksum mismatch); never restored",

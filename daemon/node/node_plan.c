@@ -73,6 +73,19 @@ bool node_plan_restore_step(const struct node_rank_slots *ranks,
   return found;
 }
 
+bool node_plan_restore_decided(const struct node_rank_slots *ranks,
+                               uint32_t nranks, bool has, uint64_t step)
+{
+  for (uint32_t r = 0; r < nranks; r++)
+    for (uint32_t i = 0; i < ranks[r].n; i++) {
+      const struct node_slot_view *v = &ranks[r].slots[i];
+      if (snap_state_holds_data(v->state) && !v->verified &&
+          (!has || v->step > step))
+        return false;
+    }
+  return true;
+}
+
 uint32_t node_plan_backoff_ms(uint32_t base_ms, uint32_t attempt,
                               uint32_t cap_ms)
 {

@@ -261,6 +261,8 @@ int node_smp_request(struct node *n, struct node_rank *r,
   case NODE_REQ_DRAIN:
   case NODE_REQ_PROBE:
     sq.verify = kind == NODE_REQ_VERIFY;
+    sq.has_newest_first = sq.verify && step == NODE_VERIFY_NEWEST_FIRST;
+    sq.newest_first = sq.has_newest_first;
     type = RPC_STATE_QUERY;
     msg = &sq.base;
     if (sq.verify)

@@ -245,6 +245,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
   const uint8_t *a = si->si_addr;
 
   (void)uc;
+  (void)snap_fault_catch(a); /* a helper thread's guarded read: no return */
   if (bus_env != NULL && s != NULL) {
     const uint8_t *base = snap_store_base(s);
     if (a >= base && a < base + snap_store_total_bytes(s))
@@ -282,6 +283,15 @@ int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg)
   rc = fn(arg);
   bus_env = outer;
   return rc;
+}
+
+void smp_fault_unwind(struct smp *smp)
+{
+  if (bus_env != NULL)
+    siglongjmp(*bus_env, 1);
+  store_drop(smp, PT_EFORMAT,
+             "a read of its mapping faulted (SIGBUS): the object shrank "
+             "under the SMP");
 }
 
 static int check_full(void *arg)

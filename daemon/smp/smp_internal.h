@@ -141,6 +141,10 @@ bool smp_store_guard(struct smp *smp, bool full);
  * store is dropped as by smp_store_guard and -EIO returned; else fn's
  * return. Every entry point that may touch the mapping goes through it. */
 int smp_guarded(struct smp *smp, int (*fn)(void *arg), void *arg);
+/* A read of the store's mapping faulted in another thread (-EFAULT from
+ * snapshot/): inside smp_guarded(), leaves it as the fault itself would
+ * have; outside, drops the store the same way and returns. */
+void smp_fault_unwind(struct smp *smp);
 
 /* ---- between the files that serve requests ---- */
 
@@ -197,8 +201,10 @@ int smp_trainer_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *
 int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id);
 int smp_trainer_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m);
 /* smp_node.c (STATE_QUERY: smp_node_state_reply; verify: read every readable
- * slot in full): */
-void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify);
+ * slot in full, or with newest_first from the newest step down until one is
+ * intact): */
+void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify,
+                          bool newest_first);
 int smp_node_on_subscribe(struct smp_conn *sc, uint64_t id,
                      const Pt__Subscribe *m);
 int smp_node_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m);

@@ -21,7 +21,8 @@
 
 /* ---- node requests ---- */
 
-void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
+void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify,
+                          bool newest_first)
 {
   struct smp *smp = sc->smp;
   Pt__StateReply r = PT__STATE_REPLY__INIT;
@@ -44,14 +45,38 @@ void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify)
     ptrs[i] = &infos[i];
   }
   if (n_check > 0) {
-    /* Every readable slot, each read in full, on as many cores as there are
-     * slots to read (the trainers are stopped while the node asks this). */
+    /* The slots to read, each read in full on every core (the trainers are
+     * stopped while the node asks this): all of them at once, or newest
+     * step first, one at a time, until one is intact. */
     int rcs[SNAP_MAX_SLOTS];
     uint32_t bad[SNAP_MAX_SLOTS];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t threads = cpus < 1 ? 1 : cpus > SNAP_MAX_SLOTS ? SNAP_MAX_SLOTS : (uint32_t)cpus;
-    snap_slot_verify_many(smp->store, check, n_check, threads, rcs, bad);
-    for (uint32_t k = 0; k < n_check; k++) {
+    uint32_t n_read = n_check;
+    if (newest_first) {
+      for (uint32_t a = 1; a < n_check; a++) /* by step, newest first */
+        for (uint32_t b = a; b > 0 && infos[check[b]].step > infos[check[b - 1]].step; b--) {
+          uint32_t t = check[b];
+          check[b] = check[b - 1];
+          check[b - 1] = t;
+        }
+      for (n_read = 0; n_read < n_check; n_read++) {
+        snap_slot_verify_many(smp->store, &check[n_read], 1, threads,
+                              &rcs[n_read], &bad[n_read]);
+        if (rcs[n_read] == 0) {
+          n_read++;
+          break;
+        }
+      }
+    } else {
+      snap_slot_verify_many(smp->store, check, n_check, threads, rcs, bad);
+    }
+    for (uint32_t k = 0; k < n_read; k++)
+      if (rcs[k] == -EFAULT) {
+        smp_fault_unwind(smp);
+        return; /* not guarded: the store is gone, the node asks again */
+      }
+    for (uint32_t k = 0; k < n_read; k++) {
       uint32_t i = check[k];
       infos[i].has_intact = true;
       infos[i].intact = rcs[k] == 0;
@@ -140,7 +165,7 @@ int smp_node_on_subscribe(struct smp_conn *sc, uint64_t id,
   }
   smp_serve_conn_role_given(sc, ROLE_NODE);
   smp->node = sc;
-  smp_node_state_reply(sc, id, false);
+  smp_node_state_reply(sc, id, false, false);
   return 0;
 }
 

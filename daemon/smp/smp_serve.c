@@ -253,8 +253,11 @@ int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_SUBSCRIBE:
     return smp_node_on_subscribe(sc, id, (Pt__Subscribe *)msg);
   case RPC_STATE_QUERY:
-    smp_node_state_reply(sc, id, ((Pt__StateQuery *)msg)->verify);
+  {
+    const Pt__StateQuery *q = (const Pt__StateQuery *)msg;
+    smp_node_state_reply(sc, id, q->verify, q->has_newest_first && q->newest_first);
     return 0;
+  }
   case RPC_PIN:
     return smp_node_on_pin(sc, id, (Pt__Pin *)msg);
   case RPC_COMMIT:

@@ -221,14 +221,18 @@ int bench_train_run(const struct bench_opts *o, struct bench_train_result *r,
 /* bench_recover.c: kill -9 of pt-train under `ptd node --ranks 1` to the
  * next step committed after the restart. */
 struct bench_recover_result {
-  double recovery_ms;   /* kill to that commit, the node's backoff excluded */
+  double recovery_ms;   /* kill to the restarted trainer's first completed
+                         * step (its update done, pt_snapshot called), the
+                         * node's backoff excluded */
+  double commit_ms;     /* kill to that step's commit, backoff excluded: the
+                         * snapshot's copy and seal on top */
   double backoff_ms;    /* the node's restart delay, reported apart */
-  double total_ms;      /* kill to that commit, backoff included */
+  double total_ms;      /* kill to that completed step, backoff included */
   double step_ms;       /* commit to commit before the kill (steady step) */
   double node_ms;       /* kill to the new trainer's start, backoff excluded:
                          * the node's death notice and restore-point choice */
-  double trainer_ms;    /* the new trainer's start to that commit: its own
-                         * start-up, pt_restore, one step, the snapshot */
+  double trainer_ms;    /* the new trainer's start to its completed step:
+                         * its own start-up, pt_restore, one step */
   uint64_t restored_step;
   int state_mb;
 };

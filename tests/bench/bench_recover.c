@@ -2,19 +2,24 @@
  * bench_recover.c — what a trainer's death costs: the reference trainer
  * (pt-train --state-mb M, batch 1) runs under `ptd node --ranks 1` with a
  * short restart backoff; once it has committed a few steps it is killed with
- * SIGKILL, and the figure is the time from the kill to the first step
- * committed after the restart (a new process: start, map, restore, verify,
- * one training step, snapshot, seal, commit). The node's own restart delay
+ * SIGKILL, and the figure is the time from the kill to the first step the
+ * restarted trainer completes (a new process: start, map, restore, verify,
+ * one training step, whose update is done when pt-train calls pt_snapshot
+ * and prints "step N loss"): training goes on from there as if nothing had
+ * happened. The commit of that step comes one snapshot copy later (the copy,
+ * seal and commit, which in steady state overlap the next step's compute):
+ * that time is reported beside it. The node's own restart delay
  * ("restarting job ... in D ms" in its log, else the --backoff-ms given) is
- * subtracted and reported apart, and the steady step time before the kill is
- * reported beside it, as one step is part of every recovery. The figure is
- * also split where the new trainer appears in the node's status: the node's
- * part (death notice, restore-point choice, spawn) and the trainer's (its
- * own start-up and initialisation, pt_restore, one step, the snapshot and
- * its commit).
+ * subtracted from both and reported apart, and the steady step time before
+ * the kill is reported beside them, as one step is part of every recovery.
+ * The figure is also split where the new trainer appears in the node's
+ * status: the node's part (death notice, restore-point choice, spawn) and
+ * the trainer's (its own start-up and initialisation, pt_restore, one step).
  *
  * The node is watched through its control socket (the STATUS request ptctl
- * sends), polled every POLL_MS: the figures carry that much resolution.
+ * sends) and the trainer through the lines it prints into the node's log
+ * (--log-every 1, line-buffered), both polled every POLL_MS: the figures
+ * carry that much resolution.
  */
 #include <errno.h>
 #include <signal.h>
@@ -90,6 +95,53 @@ static double backoff_from_log(const char *path)
   return d;
 }
 
+/* The lines appended to the node's log since off (the restarted trainer's
+ * "step N loss"): reads what is new, one line at a time; a line not yet
+ * complete waits for the next call. */
+struct log_follow {
+  const char *path;
+  long off;
+  char line[512];
+  size_t len;
+};
+
+/* Whether a line "step N loss ..." with N == step arrived since the last
+ * call. */
+static bool log_follow_step(struct log_follow *lf, uint64_t step)
+{
+  FILE *f = fopen(lf->path, "r");
+  bool found = false;
+  int c;
+
+  if (f == NULL)
+    return false;
+  if (fseek(f, lf->off, SEEK_SET) != 0) {
+    fclose(f);
+    return false;
+  }
+  while (!found && (c = fgetc(f)) != EOF) {
+    lf->off++;
+    if (c != '\n') {
+      if (lf->len < sizeof(lf->line) - 1)
+        lf->line[lf->len++] = (char)c;
+      continue;
+    }
+    lf->line[lf->len] = '\0';
+    lf->len = 0;
+    unsigned long long n;
+    if (sscanf(lf->line, "step %llu loss", &n) == 1 && n == step)
+      found = true;
+  }
+  fclose(f);
+  return found;
+}
+
+static long file_size(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
 /* Polls until pred holds or the node exits or deadline_ms passes. */
 struct wait_ctx {
   const char *sock, *log;
@@ -149,7 +201,7 @@ int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r
     (char *)o->ptd, "node", "--ranks", "1", "--job", job, "--state-dir", sd,
     "--shm-prefix", (char *)o->shm_prefix, "--backoff-ms", bo,
     "--max-restarts", "3", "--", (char *)o->pt_train, "--state-mb", mb,
-    "--batch", "1", "--steps", "100000000", "--log-every", "100000000", NULL,
+    "--batch", "1", "--steps", "100000000", "--log-every", "1", NULL,
   };
   rc = bench_child_spawn(&node, argv, log, errbuf, errlen);
   if (rc < 0)
@@ -180,6 +232,10 @@ int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r
 
   pid_t victim = v.trainer_pid;
   uint32_t restarts0 = v.restarts;
+  /* What the victim printed stays behind; the restarted trainer's lines
+   * come after this. (A line the victim was writing at the kill ends the
+   * first line read: too short to match.) */
+  struct log_follow lf = {.path = log, .off = file_size(log)};
   double t_kill = bench_now();
   if (kill(victim, SIGKILL) != 0) {
     rc = -errno;
@@ -188,10 +244,11 @@ int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r
     goto out_stop;
   }
   /* The restart: a new trainer; what is committed then is its restore
-   * point, and the next commit is its first completed step. */
-  bool restarted = false;
+   * point R; its first completed step is R+1 (the line it prints), and
+   * the next commit is that step's. */
+  bool restarted = false, stepped = false;
   uint64_t restore_step = 0;
-  double t_start = 0;
+  double t_start = 0, t_step = 0;
   for (;;) {
     if ((rc = poll_once(&w, &v, "a step committed after the restart", errbuf,
                         errlen)) != 0)
@@ -202,23 +259,42 @@ int bench_recover_run(const struct bench_opts *o, struct bench_recover_result *r
       t_start = bench_now();
       restore_step = v.has_committed ? v.committed : 0;
     }
-    if (restarted && v.has_committed && v.committed > restore_step)
+    if (restarted && !stepped && log_follow_step(&lf, restore_step + 1)) {
+      stepped = true;
+      t_step = bench_now();
+    }
+    if (restarted && v.has_committed && v.committed > restore_step) {
+      if (!stepped) { /* committed before its line was read */
+        stepped = log_follow_step(&lf, restore_step + 1);
+        t_step = bench_now();
+      }
       break;
+    }
     bench_sleep_ms(POLL_MS);
   }
-  r->total_ms = (bench_now() - t_kill) * 1e3;
+  double t_commit = bench_now();
+  if (!stepped) {
+    rc = -EPROTO;
+    snprintf(errbuf, errlen, "the restarted pt-train committed step %llu but "
+             "never printed 'step %llu loss'", (unsigned long long)v.committed,
+             (unsigned long long)restore_step + 1);
+    goto out_stop;
+  }
+  r->total_ms = (t_step - t_kill) * 1e3;
   r->restored_step = restore_step;
   r->backoff_ms = backoff_from_log(log);
   if (r->backoff_ms < 0)
     r->backoff_ms = BACKOFF_MS;
   r->recovery_ms = r->total_ms - r->backoff_ms;
+  r->commit_ms = (t_commit - t_kill) * 1e3 - r->backoff_ms;
   r->node_ms = (t_start - t_kill) * 1e3 - r->backoff_ms;
   r->trainer_ms = r->total_ms - (t_start - t_kill) * 1e3;
   if (o->verbose)
-    fprintf(stderr, "ptbench: recovery: %.1f ms from kill -9 to the commit of step "
-            "%llu (restored %llu): %.0f ms backoff, %.1f ms node, %.1f ms trainer; "
-            "step %.1f ms\n", r->total_ms, (unsigned long long)v.committed,
-            (unsigned long long)restore_step, r->backoff_ms, r->node_ms,
+    fprintf(stderr, "ptbench: recovery: %.1f ms from kill -9 to step %llu done "
+            "(restored %llu), %.1f ms to its commit: %.0f ms backoff, %.1f ms "
+            "node, %.1f ms trainer; step %.1f ms\n", r->total_ms,
+            (unsigned long long)restore_step + 1, (unsigned long long)restore_step,
+            r->commit_ms + r->backoff_ms, r->backoff_ms, r->node_ms,
             r->trainer_ms, r->step_ms);
   rc = 0;
 

@@ -20,9 +20,10 @@
  *   restore_gbps           pt_restore(), every checksum verified
  *   file_ckpt_blocking_ms  a synchronous write + fsync of the same state
  *   step_overhead_ratio    pt-train step time, snapshot every step / no pt
- *   recovery_ms            kill -9 of pt-train under ptd node to the next
- *                          step committed, the node's backoff excluded
- *                          (recovery_backoff_ms)
+ *   recovery_ms            kill -9 of pt-train under ptd node to the first
+ *                          step the restarted trainer completes, the node's
+ *                          backoff excluded (recovery_backoff_ms);
+ *                          recovery_commit_ms to that step's commit
  *   ec_*, ec82_*, isal_raw_* the erasure-coding part (bench_ec.c), medians
  *                          over several fresh allocations of the buffers
  *   tcp_raw_gbps           plain sockets over loopback TCP, 1 MiB writes,
@@ -80,6 +81,9 @@ static const char usage[] =
     "  --ptd PATH         ptd binary (default: next to ptbench)\n"
     "  --pt-train PATH    pt-train binary (default: next to ptbench)\n"
     "  --skip-train       leave out the pt-train figures (step overhead, recovery)\n"
+    "  --only PARTS       measure only these parts, comma-separated: net, ec,\n"
+    "                     copy, file (with copy), train, recovery; the others\n"
+    "                     are reported 'not measured'\n"
     "  --cluster          instead of the figures above: the commit across nodes\n"
     "                     on a real ptd controller (3 ptd nodes running pt-train,\n"
     "                     and 10, 100, 1000 simulated nodes); with --quick\n"
@@ -96,8 +100,42 @@ static const char usage[] =
 
 enum {
   OPT_BYTES = 256, OPT_QUICK, OPT_JSON, OPT_THREADS, OPT_REPS, OPT_FILE_DIR,
-  OPT_PTD, OPT_TRAIN, OPT_SKIP_TRAIN, OPT_CLUSTER, OPT_CLUSTER_STEP,
+  OPT_PTD, OPT_TRAIN, OPT_SKIP_TRAIN, OPT_CLUSTER, OPT_CLUSTER_STEP, OPT_ONLY,
 };
+
+/* The parts of a run (--only). */
+enum {
+  PART_NET = 1u << 0, PART_EC = 1u << 1, PART_COPY = 1u << 2,
+  PART_FILE = 1u << 3, PART_TRAIN = 1u << 4, PART_RECOVERY = 1u << 5,
+  PART_ALL = (1u << 6) - 1,
+};
+
+/* "net,ec,..." -> a PART_* mask; 0 when a name is unknown. */
+static unsigned parse_parts(const char *list)
+{
+  static const struct { const char *name; unsigned bit; } names[] = {
+    { "net", PART_NET }, { "ec", PART_EC }, { "copy", PART_COPY },
+    { "file", PART_FILE | PART_COPY }, { "train", PART_TRAIN },
+    { "recovery", PART_RECOVERY },
+  };
+  unsigned mask = 0;
+  const char *p = list;
+
+  while (*p != '\0') {
+    size_t n = strcspn(p, ",");
+    unsigned bit = 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+      if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0)
+        bit = names[i].bit;
+    if (bit == 0)
+      return 0;
+    mask |= bit;
+    p += n;
+    if (*p == ',')
+      p++;
+  }
+  return mask;
+}
 
 static const struct option options[] = {
   { "bytes", required_argument, NULL, OPT_BYTES },
@@ -109,6 +147,7 @@ static const struct option options[] = {
   { "ptd", required_argument, NULL, OPT_PTD },
   { "pt-train", required_argument, NULL, OPT_TRAIN },
   { "skip-train", no_argument, NULL, OPT_SKIP_TRAIN },
+  { "only", required_argument, NULL, OPT_ONLY },
   { "cluster", no_argument, NULL, OPT_CLUSTER },
   { "cluster-step-ms", required_argument, NULL, OPT_CLUSTER_STEP },
   { "verbose", no_argument, NULL, 'v' },
@@ -218,7 +257,7 @@ static size_t targets_fill(const struct results *res, struct target *t)
   t[n++] = (struct target){ "first_snapshot_vs_steady", "first snapshot / steady",
                             res->have_copy ? c->first_snapshot_ms / c->snapshot_ms : nan_,
                             false, 1.5, "first_snapshot_ms / snapshot_ms" };
-  t[n++] = (struct target){ "recovery_ms", "kill -9 to next committed step",
+  t[n++] = (struct target){ "recovery_ms", "kill -9 to next completed step",
                             res->have_recover ? res->recover.recovery_ms : nan_, false, 1000,
                             "recovery_ms (backoff excluded), ms" };
   t[n++] = (struct target){ "bulk_vs_tcp_raw", "bulk frames / raw TCP",
@@ -361,6 +400,7 @@ static void print_json(const struct bench_opts *o, const struct results *res,
   json_u64(&j, "train_steps", (uint64_t)res->train.steps);
   const struct bench_recover_result *rv = &res->recover;
   json_num(&j, "recovery_ms", res->have_recover ? rv->recovery_ms : nan_);
+  json_num(&j, "recovery_commit_ms", res->have_recover ? rv->commit_ms : nan_);
   json_num(&j, "recovery_backoff_ms", res->have_recover ? rv->backoff_ms : nan_);
   json_num(&j, "recovery_total_ms", res->have_recover ? rv->total_ms : nan_);
   json_num(&j, "recovery_step_ms", res->have_recover ? rv->step_ms : nan_);
@@ -525,7 +565,9 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   char rl[96];
   snprintf(rl, sizeof(rl), "%s state, batch 1", bench_fmt_bytes(b2, sizeof(b2),
            (uint64_t)rv->state_mb << 20));
-  target_row(&t[10], "recovery: kill -9 to commit", b1, rl);
+  target_row(&t[10], "recovery: kill -9 to next step", b1, rl);
+  fmt(b1, sizeof(b1), "%.1f ms", res->have_recover ? rv->commit_ms : NAN);
+  row("  to that step's commit", b1, "", NAN, "", "");
   if (res->have_recover)
     snprintf(b1, sizeof(b1), "%.0f+%.1f ms", rv->backoff_ms, rv->step_ms);
   else
@@ -535,7 +577,7 @@ static void print_table(const struct bench_opts *o, const struct results *res,
     snprintf(b1, sizeof(b1), "%.0f+%.0f ms", rv->node_ms, rv->trainer_ms);
   else
     snprintf(b1, sizeof(b1), "-");
-  row("  node + new trainer", b1, "(restore point; start..commit)", NAN, "", "");
+  row("  node + new trainer", b1, "(restore point; start..step)", NAN, "", "");
 
   const char *ec_lab[4] = { "EC 4+2 encode (data bytes)", "EC 4+2 decode (data bytes)",
                             "EC 8+2 encode (data bytes)", "EC 8+2 decode (data bytes)" };
@@ -576,12 +618,20 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   snprintf(fl, sizeof(fl), "over %d paired rounds", res->net_rounds);
   row("  bulk/raw per round", b1, fl, NAN, "", "");
 
-  int missed = 0;
+  int missed = 0, unmeasured = 0;
 
-  for (size_t i = 0; i < nt; i++)
+  for (size_t i = 0; i < nt; i++) {
     missed += isfinite(t[i].value) && !target_ok(&t[i]);
-  printf("\n%d target(s) missed; %s in %.1f s\n", missed,
-         error ? "run INCOMPLETE" : "all figures measured", res->elapsed_s);
+    unmeasured += !isfinite(t[i].value);
+  }
+  char what[64];
+  if (error != NULL)
+    snprintf(what, sizeof(what), "run INCOMPLETE");
+  else if (unmeasured > 0)
+    snprintf(what, sizeof(what), "%d target(s) not measured (--only)", unmeasured);
+  else
+    snprintf(what, sizeof(what), "all figures measured");
+  printf("\n%d target(s) missed; %s in %.1f s\n", missed, what, res->elapsed_s);
   if (error != NULL)
     printf("error: %s\n", error);
 }
@@ -836,6 +886,7 @@ int main(int argc, char **argv)
                           .job = "bench" };
   bool json = false, skip_train = false, cluster = false;
   int reps = 0, opt;
+  unsigned parts = PART_ALL;
   char ptd[PATH_MAX] = "", train[PATH_MAX] = "";
   static char err[BENCH_ERRLEN];
   const char *error = NULL;
@@ -865,6 +916,14 @@ int main(int argc, char **argv)
     case OPT_PTD: snprintf(ptd, sizeof(ptd), "%s", optarg); break;
     case OPT_TRAIN: snprintf(train, sizeof(train), "%s", optarg); break;
     case OPT_SKIP_TRAIN: skip_train = true; break;
+    case OPT_ONLY:
+      if ((parts = parse_parts(optarg)) == 0) {
+        fprintf(stderr, "ptbench: invalid value '%s' for --only: expected parts "
+                "among net, ec, copy, file, train, recovery, like train,recovery\n",
+                optarg);
+        return 2;
+      }
+      break;
     case OPT_CLUSTER: cluster = true; break;
     case OPT_CLUSTER_STEP:
       if (parse_int(optarg, "cluster-step-ms", 1, 60000, &o.cluster_step_ms) != 0)
@@ -881,6 +940,9 @@ int main(int argc, char **argv)
   }
   if (o.bytes == 0)
     o.bytes = o.quick ? QUICK_BYTES : DEFAULT_BYTES;
+  if (skip_train)
+    parts &= ~(unsigned)(PART_TRAIN | PART_RECOVERY);
+  skip_train = (parts & (PART_TRAIN | PART_RECOVERY)) == 0;
   o.reps = reps ? reps : o.quick ? 30 : 20;
   o.restore_reps = o.quick ? 10 : 5;
   o.file_reps = 3;
@@ -935,7 +997,7 @@ int main(int argc, char **argv)
    * after the other; each round's ratio compares two transfers made a few
    * seconds apart, so that the load of a shared machine, which moves both
    * figures by 2x between runs, weighs on both sides of each ratio. */
-  {
+  if (parts & PART_NET) {
     enum { ROUNDS_MAX = 7 };
     int rounds = o.quick ? 3 : ROUNDS_MAX;
     double raw[ROUNDS_MAX], hot[ROUNDS_MAX], bulk[ROUNDS_MAX], ratio[ROUNDS_MAX];
@@ -978,41 +1040,48 @@ int main(int argc, char **argv)
     res.have_net = res.have_bulk = true;
   }
 
-  if (o.verbose)
-    fprintf(stderr, "ptbench: erasure coding (4+2, 8+2)\n");
-  rc = bench_ec_run(&res.ec, o.quick, o.verbose);
-  if (rc < 0) {
-    snprintf(err, sizeof(err), "erasure-coding benchmark: %s",
-             res.ec.error[0] ? res.ec.error : pt_strerror(rc));
-    goto out_fail;
+  if (parts & PART_EC) {
+    if (o.verbose)
+      fprintf(stderr, "ptbench: erasure coding (4+2, 8+2)\n");
+    rc = bench_ec_run(&res.ec, o.quick, o.verbose);
+    if (rc < 0) {
+      snprintf(err, sizeof(err), "erasure-coding benchmark: %s",
+               res.ec.error[0] ? res.ec.error : pt_strerror(rc));
+      goto out_fail;
+    }
+    res.have_ec = true;
   }
-  res.have_ec = true;
 
-  if (o.verbose)
-    fprintf(stderr, "ptbench: copies (memcpy, engine, libpt, restore)\n");
-  rc = bench_copy_run(&o, &res.copy, &state, err, sizeof(err));
-  if (rc < 0)
-    goto out_fail;
-  res.have_copy = true;
+  if (parts & PART_COPY) {
+    if (o.verbose)
+      fprintf(stderr, "ptbench: copies (memcpy, engine, libpt, restore)\n");
+    rc = bench_copy_run(&o, &res.copy, &state, err, sizeof(err));
+    if (rc < 0)
+      goto out_fail;
+    res.have_copy = true;
+  }
 
-  if (o.verbose)
-    fprintf(stderr, "ptbench: file checkpoint in %s\n", o.file_dir);
-  rc = bench_file_run(&o, state, o.bytes, &res.file, err, sizeof(err));
-  if (rc < 0)
-    goto out_fail;
-  res.have_file = true;
-  res.blocking_vs_file = res.file.blocking_ms / res.copy.blocking_ms_p50;
+  if (parts & PART_FILE) {
+    if (o.verbose)
+      fprintf(stderr, "ptbench: file checkpoint in %s\n", o.file_dir);
+    rc = bench_file_run(&o, state, o.bytes, &res.file, err, sizeof(err));
+    if (rc < 0)
+      goto out_fail;
+    res.have_file = true;
+    res.blocking_vs_file = res.file.blocking_ms / res.copy.blocking_ms_p50;
+  }
   bench_state_free(state, o.bytes);
   state = NULL;
 
-  if (!skip_train) {
+  if (parts & PART_TRAIN) {
     if (o.verbose)
       fprintf(stderr, "ptbench: pt-train with and without snapshots\n");
     rc = bench_train_run(&o, &res.train, err, sizeof(err));
     if (rc < 0)
       goto out_fail;
     res.have_train = true;
-
+  }
+  if (parts & PART_RECOVERY) {
     if (o.verbose)
       fprintf(stderr, "ptbench: recovery from kill -9 of pt-train\n");
     rc = bench_recover_run(&o, &res.recover, err, sizeof(err));

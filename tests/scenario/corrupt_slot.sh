@@ -57,6 +57,10 @@ r=$(grep -Eo 'restore from step [0-9]+' "$T_DIR/node.log" | head -n 1 | grep -Eo
 say "restored from step $r, the newest step intact on every rank"
 grep -Eqi "rank 0.*(checksum|damaged|not intact)" "$T_DIR/node.log" \
   || fail "the damaged slot was not reported"
+# The SMPs read newest step first: rank 1 stopped at its intact newest slot,
+# so the node must have asked for every slot before settling on an older step.
+grep -q "reading every snapshot slot" "$T_DIR/node.log" \
+  || fail "the node restored an older step without reading every slot"
 t_check_digests $RANKS
 
 # The step numbers in rank 0's slot records changed (a record that fails its

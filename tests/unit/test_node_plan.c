@@ -159,6 +159,86 @@ START_TEST(restore_matches_oracle)
 }
 END_TEST
 
+/* What an SMP reports when asked to verify newest first: slots that hold
+ * data, from the newest step down, read until one is intact; the rest not
+ * read. */
+static void read_newest_first(const struct node_slot_view *full, uint32_t n,
+                              struct node_slot_view *out)
+{
+  bool done = false;
+  for (uint32_t k = 0; k < n; k++)
+    out[k] = (struct node_slot_view){.step = full[k].step, .state = full[k].state};
+  while (!done) {
+    int best = -1;
+    for (uint32_t k = 0; k < n; k++)
+      if (snap_state_holds_data(full[k].state) && !out[k].verified &&
+          (best < 0 || full[k].step > full[best].step))
+        best = (int)k;
+    if (best < 0)
+      break;
+    out[best].verified = true;
+    out[best].intact = full[best].intact;
+    done = full[best].intact;
+  }
+}
+
+/* Read newest first, the restore step is taken only when it is the one a
+ * full read gives; otherwise the node reads everything. And the common
+ * case (every rank's newest step intact) is decided without a full read. */
+START_TEST(restore_newest_first_same_answer)
+{
+  struct node_slot_view a[] = {
+      {.step = 13, .state = SNAP_COMMITTED, .verified = true, .intact = true},
+      {.step = 12, .state = SNAP_COMMITTED},
+  };
+  struct node_slot_view b[] = {
+      {.step = 12, .state = SNAP_COMMITTED},
+      {.step = 13, .state = SNAP_COMMITTED, .verified = true, .intact = true},
+      {.step = 14, .state = SNAP_WRITING},
+  };
+  struct node_rank_slots v[2] = {{a, 2}, {b, 3}};
+  uint64_t step = 0;
+  ck_assert(node_plan_restore_step(v, 2, &step));
+  ck_assert_uint_eq(step, 13);
+  ck_assert(node_plan_restore_decided(v, 2, true, 13));
+  /* Rank b's 13 damaged: its 12 was read too, rank a's 12 was not. */
+  b[1].intact = false;
+  b[0].verified = b[0].intact = true;
+  ck_assert(node_plan_restore_step(v, 2, &step) == false);
+  ck_assert(!node_plan_restore_decided(v, 2, false, 0));
+
+  srand(4242);
+  int decided = 0;
+  for (int iter = 0; iter < 4000; iter++) {
+    struct node_slot_view full[4][SNAP_MAX_SLOTS], part[4][SNAP_MAX_SLOTS];
+    struct node_rank_slots vf[4], vp[4];
+    uint32_t n = 1 + (uint32_t)(rand() % 4);
+    for (uint32_t r = 0; r < n; r++) {
+      vf[r].slots = full[r];
+      vp[r].slots = part[r];
+      vf[r].n = vp[r].n = (uint32_t)(rand() % (SNAP_MAX_SLOTS + 1));
+      for (uint32_t k = 0; k < vf[r].n; k++)
+        full[r][k] = (struct node_slot_view){
+            .step = (uint64_t)(rand() % 6),
+            .state = (uint32_t)(rand() % (SNAP_STATE_MAX + 1)),
+            .verified = true, .intact = rand() % 5 != 0};
+      read_newest_first(full[r], vf[r].n, part[r]);
+    }
+    uint64_t fs = 0, ps = 0;
+    bool fh = node_plan_restore_step(vf, n, &fs);
+    bool ph = node_plan_restore_step(vp, n, &ps);
+    ck_assert(node_plan_restore_decided(vf, n, fh, fs)); /* all read */
+    if (node_plan_restore_decided(vp, n, ph, ps)) {
+      decided++;
+      ck_assert_int_eq(ph, fh);
+      if (fh)
+        ck_assert_uint_eq(ps, fs);
+    }
+  }
+  ck_assert_int_gt(decided, 1000); /* the fast path is the common one */
+}
+END_TEST
+
 /* ---- backoff and wording ---- */
 
 START_TEST(backoff_doubles_to_cap)
@@ -324,6 +404,7 @@ int main(void)
   tcase_add_test(tc, restore_intact_everywhere);
   tcase_add_test(tc, restore_none);
   tcase_add_test(tc, restore_matches_oracle);
+  tcase_add_test(tc, restore_newest_first_same_answer);
   tcase_add_test(tc, backoff_doubles_to_cap);
   tcase_add_test(tc, restart_window_counts_recent);
   tcase_add_test(tc, healthy_resets_backoff);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1274,6 +1275,151 @@ START_TEST(test_verify_parallel)
 }
 END_TEST
 
+/* One slot of many blocks is shared among the threads in pieces: the first
+ * bad block is the smallest whichever thread finds which, damage in a piece
+ * that spans two regions or in the very last block is found, and a slot
+ * alone is still read right with more threads than pieces. */
+START_TEST(test_verify_one_slot_threads)
+{
+  static struct snap_region_desc big[2];
+  memset(big, 0, sizeof(big));
+  strcpy(big[0].name, "a");
+  big[0].bytes = 45 * MIB + 3;
+  strcpy(big[1].name, "b");
+  big[1].bytes = 60 * MIB;
+  struct snap_params p = {.job = "slots", .rank = 0, .world = 1,
+                          .nslots = 2, .regions = big, .nregions = 2};
+  char name[64], err[256] = "";
+  struct snap_store *s = NULL;
+  shm_name(name, sizeof(name), "verifyone");
+  ck_assert_msg(snap_store_create(&s, name, &p, err, sizeof(err)) == 0, "%s", err);
+  uint32_t slot = take(s, 7, true);
+  const struct snap_region *ra = snap_store_region(s, 0), *rb = snap_store_region(s, 1);
+  uint8_t *data = snap_slot_data(s, slot);
+  uint32_t nblocks = snap_store_nblocks(s);
+  ck_assert_uint_gt(nblocks, 96); /* more than three pieces */
+
+  for (uint32_t threads = 1; threads <= 3; threads++) {
+    int rc = 1;
+    uint32_t bad = 0;
+    snap_slot_verify_many(s, &slot, 1, threads, &rc, &bad);
+    ck_assert_int_eq(rc, 0);
+  }
+  /* Two damaged blocks in different pieces: the first is reported. */
+  data[rb->offset + 20 * MIB + 9] ^= 0x40;
+  data[ra->offset + 40 * MIB + 1] ^= 0x40;
+  for (uint32_t threads = 1; threads <= 3; threads++) {
+    int rc = 1;
+    uint32_t bad = 0;
+    snap_slot_verify_many(s, &slot, 1, threads, &rc, &bad);
+    ck_assert_int_eq(rc, PT_ECHECKSUM);
+    ck_assert_uint_eq(bad, ra->first_block + 40);
+  }
+  data[ra->offset + 40 * MIB + 1] ^= 0x40;
+  data[rb->offset + 20 * MIB + 9] ^= 0x40;
+  /* The block of region a's last 3 bytes shares a piece with region b. */
+  data[ra->offset + 45 * MIB + 2] ^= 0x01;
+  for (uint32_t threads = 1; threads <= 3; threads++) {
+    int rc = 1;
+    uint32_t bad = 0;
+    snap_slot_verify_many(s, &slot, 1, threads, &rc, &bad);
+    ck_assert_int_eq(rc, PT_ECHECKSUM);
+    ck_assert_uint_eq(bad, ra->first_block + 45);
+  }
+  data[ra->offset + 45 * MIB + 2] ^= 0x01;
+  data[rb->offset + rb->bytes - 1] ^= 0x80;
+  for (uint32_t threads = 1; threads <= 3; threads++) {
+    int rc = 1;
+    uint32_t bad = 0;
+    snap_slot_verify_many(s, &slot, 1, threads, &rc, &bad);
+    ck_assert_int_eq(rc, PT_ECHECKSUM);
+    ck_assert_uint_eq(bad, nblocks - 1);
+    ck_assert_int_eq(snap_slot_verify(s, slot, &bad), PT_ECHECKSUM);
+    ck_assert_uint_eq(bad, nblocks - 1);
+  }
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
+/* An object truncated under a verify: every thread's read faults, and each
+ * is caught (snap_slot_verify_many guards all its threads, also inside an
+ * outer snap_fault_run), so the process lives and the slot reports -EFAULT;
+ * a SIGBUS outside any guard still kills. */
+static struct snap_store *fault_store;
+static int fault_verify(void *arg)
+{
+  uint32_t *slot = arg;
+  int rc = 1;
+  snap_slot_verify_many(fault_store, slot, 1, 4, &rc, NULL);
+  return rc == -EFAULT ? -EFAULT : 7;
+}
+
+static void on_bus(int sig, siginfo_t *si, void *uc)
+{
+  (void)uc;
+  (void)snap_fault_catch(si->si_addr);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+START_TEST(test_verify_truncated)
+{
+  static struct snap_region_desc big[1];
+  memset(big, 0, sizeof(big));
+  strcpy(big[0].name, "a");
+  big[0].bytes = 64 * MIB;
+  struct snap_params p = {.job = "slots", .rank = 0, .world = 1,
+                          .nslots = 2, .regions = big, .nregions = 1};
+  char name[64], err[256] = "";
+  shm_name(name, sizeof(name), "verifybus");
+  ck_assert_msg(snap_store_create(&fault_store, name, &p, err, sizeof(err)) == 0, "%s", err);
+  uint32_t slot = take(fault_store, 3, true);
+
+  for (int guarded = 1; guarded >= 0; guarded--) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof(sa));
+      sa.sa_sigaction = on_bus;
+      sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+      sigaction(SIGBUS, &sa, NULL);
+      int fd = shm_open(name, O_RDWR, 0);
+      if (fd < 0 || ftruncate(fd, 4096) != 0)
+        _exit(3);
+      close(fd);
+      if (!guarded) {
+        volatile uint8_t *d = snap_slot_data(fault_store, slot);
+        (void)d[4 * MIB]; /* a read no guard covers */
+        _exit(4); /* not reached */
+      }
+      /* Every thread's reads fault: the helpers' and the caller's. */
+      int rc = 1;
+      snap_slot_verify_many(fault_store, &slot, 1, 4, &rc, NULL);
+      if (rc != -EFAULT)
+        _exit(5);
+      rc = snap_fault_run(fault_store, fault_verify, &slot); /* nested */
+      _exit(rc == -EFAULT ? 0 : 6);
+    }
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    if (guarded)
+      ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+    else
+      ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "status %#x", st);
+    /* The child truncated the shared object: make it whole again. */
+    int fd = shm_open(name, O_RDWR, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)snap_store_total_bytes(fault_store)), 0);
+    close(fd);
+    slot = take(fault_store, 4 + (uint64_t)guarded, true);
+  }
+  snap_store_close(fault_store);
+  snap_store_unlink(name);
+}
+END_TEST
+
 /* Waits up to ms for one byte on fd. */
 static bool wait_byte(int fd, int ms)
 {
@@ -1383,6 +1529,8 @@ int main(void)
   tcase_add_test(tc, test_set_restore);
   tcase_add_test(tc, test_verify);
   tcase_add_test(tc, test_verify_parallel);
+  tcase_add_test(tc, test_verify_one_slot_threads);
+  tcase_add_test(tc, test_verify_truncated);
   tcase_add_test(tc, test_record_checksum);
   tcase_add_test(tc, test_record_concurrent);
   tcase_add_test(tc, test_cross_process);
