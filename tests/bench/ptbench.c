@@ -37,7 +37,9 @@
  *   bulk_ratio_median/_min/_max bulk_gbps / tcp_raw_gbps per round: the network
  *                          figures run in rounds (raw, then bulk), each
  *                          figure the median over rounds, and the target's
- *                          ratio the median of the rounds' ratios
+ *                          ratio the median of the rounds' ratios; in each
+ *                          round either side is the faster of two transfers
+ *                          (raw: its two read sizes)
  *
  * Copy rates are medians of interleaved repetitions; GB/s means 1e9 bytes
  * per second. The run starts its own SMP (and ptd node for the training
@@ -1012,9 +1014,18 @@ int main(int argc, char **argv)
       rc = bench_net_run(&o, &nr, err, sizeof(err));
       if (rc < 0)
         goto out_fail;
+      /* The limit is the faster of two transfers (two read sizes): bulk
+       * frames get two transfers as well, the faster counting, or the
+       * noise of one machine would favour the side with more tries. */
+      struct bench_bulk_result b2;
       rc = bench_bulk_run(&o, &br, err, sizeof(err));
       if (rc < 0)
         goto out_fail;
+      rc = bench_bulk_run(&o, &b2, err, sizeof(err));
+      if (rc < 0)
+        goto out_fail;
+      if (b2.bulk_gbps > br.bulk_gbps)
+        br = b2;
       raw[i] = nr.tcp_raw_gbps;
       hot[i] = nr.tcp_raw_hot_gbps;
       bulk[i] = br.bulk_gbps;
