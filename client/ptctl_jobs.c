@@ -137,9 +137,12 @@ static int start_parse(int argc, char **argv, Pt__JobSpec *s)
             s->nodes, s->ranks_per_node, INT32_MAX);
     return PTCTL_EXIT_USAGE;
   }
+  /* A coding group is K + M nodes: a job of fewer cannot have one (the
+   * controller checks again, and how its nodes split into groups). */
   if (s->has_code_k && (uint64_t)s->code_k + s->code_m > s->nodes) {
-    fprintf(stderr, "ptctl: start: --code %" PRIu32 "+%" PRIu32 " spans %"
-                    PRIu32 " nodes, more than --nodes %" PRIu32 "\n",
+    fprintf(stderr, "ptctl: start: --code %" PRIu32 "+%" PRIu32 " needs at "
+                    "least %" PRIu32 " nodes; the job has %" PRIu32
+                    " (--nodes)\n",
             s->code_k, s->code_m, s->code_k + s->code_m, s->nodes);
     return PTCTL_EXIT_USAGE;
   }

@@ -216,14 +216,55 @@ START_TEST(spec_refusals)
   s = spec("j", 3, 1);
   s.has_code_k = s.has_code_m = true;
   s.code_k = 2;
-  s.code_m = 0;
+  s.code_m = 0; /* a hostile spec: k without m */
   ck_assert_int_eq(check_msg(s, err), -EINVAL);
-  ck_assert_ptr_nonnull(strstr(err, "code 2+0"));
+  ck_assert_msg(strstr(err, "code 2+0: k >= 1 and m >= 1") != NULL, "%s", err);
+  s.code_k = 0;
+  s.code_m = 1;
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  s.has_code_m = false; /* k given, m absent: m is 0 */
+  s.code_k = 2;
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  ck_assert_msg(strstr(err, "code 2+0") != NULL, "%s", err);
+  s.has_code_m = true;
   s.code_m = 2; /* 4 > 3 nodes */
   ck_assert_int_eq(check_msg(s, err), -EINVAL);
-  ck_assert_ptr_nonnull(strstr(err, "k+m <= nodes (3)"));
+  ck_assert_msg(strstr(err, "code 2+2 needs at least 4 nodes; the job has "
+                           "3") != NULL, "%s", err);
+  s = spec("j", 40, 1);
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 30;
+  s.code_m = 3; /* over what ec/ codes */
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  ck_assert_msg(strstr(err, "k + m at most 32") != NULL, "%s", err);
+  s.code_k = 20;
+  s.code_m = 12; /* one group of 40 */
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  ck_assert_msg(strstr(err, "1 group of up to 40 nodes, more than the 32")
+                    != NULL, "%s", err);
+  s.code_k = 4;
+  s.code_m = 4294967295u; /* k + m wraps in 32 bits */
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  s = spec("j", 3, 1);
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 2;
   s.code_m = 1;
   ck_assert_int_eq(check_msg(s, err), PT_OK);
+  s.code_k = s.code_m = 0; /* none, as given */
+  ck_assert_int_eq(check_msg(s, err), PT_OK);
+  ck_assert(s.has_code_k && s.code_k == 0 && s.code_m == 0);
+  /* Absent: the default by the number of nodes. */
+  static const uint32_t dn[][3] = {{1, 0, 0}, {2, 0, 0}, {3, 2, 1},
+                                   {5, 2, 1}, {6, 4, 2}, {64, 4, 2}};
+  for (size_t i = 0; i < sizeof(dn) / sizeof(dn[0]); i++) {
+    s = spec("j", dn[i][0], 1);
+    ck_assert_int_eq(check_msg(s, err), PT_OK);
+    Pt__JobSpec c = spec("j", dn[i][0], 1);
+    ck_assert_int_eq(ctl_spec_check(&JS, &c, err, sizeof(err)), PT_OK);
+    ck_assert_msg(c.has_code_k && c.has_code_m && c.code_k == dn[i][1] &&
+                      c.code_m == dn[i][2],
+                  "%u nodes: %u+%u", dn[i][0], c.code_k, c.code_m);
+  }
   s = spec("j", 2, 1);
   s.has_node_wait_ms = true;
   s.node_wait_ms = 10000; /* == dead-after */

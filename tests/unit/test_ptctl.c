@@ -367,6 +367,21 @@ START_TEST(start_sends_spec_as_given)
              "d['controller'].startswith('127.0.0.1:') and "
              "d['message'] is None");
   fake_release(&f);
+
+  /* --code none: sent as 0+0, so the controller's default does not apply. */
+  static const char *const nones[] = {"none", "0+0"};
+  for (size_t i = 0; i < 2; i++) {
+    f = (struct fake){.reply_type = RPC_JOB_REPLY, .reply = {&ok.base},
+                      .nreply = 1};
+    rc = run(&f, ARGS("--controller", "@", "--key", T.key, "start", "--job",
+                      "llm", "--nodes", "4", "--ranks-per-node", "1",
+                      "--code", nones[i], "--", "/bin/true"));
+    ck_assert_msg(rc == 0, "rc %d: %s", rc, ERR());
+    s = ((Pt__JobStart *)f.req[0])->spec;
+    ck_assert(s->has_code_k && s->has_code_m && s->code_k == 0 &&
+              s->code_m == 0);
+    fake_release(&f);
+  }
 }
 END_TEST
 
@@ -920,13 +935,22 @@ START_TEST(bad_flags_exit_2_naming_the_flag)
        "over the largest world size"},
       {{S, "--nodes", "3", "--ranks-per-node", "1", "--code", "2+2", "--",
         "x"},
-       "--code 2+2 spans 4 nodes, more than --nodes 3"},
+       "--code 2+2 needs at least 4 nodes; the job has 3"},
       {{S, NR, "--node-wait-ms", "0", "--", "x"}, "--node-wait-ms '0'"},
       {{S, NR, "--restart-window-ms", "2592000001", "--", "x"},
        "--restart-window-ms '2592000001'"},
       {{S, NR, "--code", "4-2", "--", "x"}, "--code '4-2'"},
       {{S, NR, "--code", "4+", "--", "x"}, "--code '4+'"},
       {{S, NR, "--code", "40+2", "--", "x"}, "--code '40+2'"},
+      {{S, NR, "--code", "31+2", "--", "x"}, "K + M <= 32"},
+      {{S, NR, "--code", "0+1", "--", "x"}, "--code '0+1'"},
+      {{S, NR, "--code", "2+0", "--", "x"}, "--code '2+0'"},
+      {{S, NR, "--code", "+", "--", "x"}, "--code '+'"},
+      {{S, NR, "--code", "None", "--", "x"}, "--code 'None'"},
+      {{S, NR, "--code", "2+1 ", "--", "x"}, "--code '2+1 '"},
+      {{S, "--nodes", "3", "--ranks-per-node", "1", "--code", "4+2", "--",
+        "x"},
+       "--code 4+2 needs at least 6 nodes; the job has 3"},
       {{S, NR, "--memory-budget", "8Q", "--", "x"}, "--memory-budget '8Q'"},
       {{S, NR, "--memory-budget", "-1G", "--", "x"}, "--memory-budget '-1G'"},
       {{S, NR, "--memory-budget", "99999999999T", "--", "x"},
