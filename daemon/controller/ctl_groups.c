@@ -236,7 +236,7 @@ int ctl_groups_form(struct ctl_groups *g, uint32_t nodes,
     *worst_out = 0;
   if (k == 0 && m == 0)
     return alloc(g, nodes, 0, 0);
-  if (q == 0 || ctl_groups_code_check(nodes, k, m, why, whylen) != PT_OK)
+  if (ctl_groups_code_check(nodes, k, m, why, whylen) != PT_OK || q == 0)
     return -EINVAL;
   rc = alloc(g, nodes, q, m);
   if (rc != PT_OK)

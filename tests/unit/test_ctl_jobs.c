@@ -276,6 +276,48 @@ START_TEST(spec_refusals)
 }
 END_TEST
 
+/* Spares of racks a a a b b c: a job of 5 takes a, b, c, then a, b (not a
+ * third of rack a), and 6 nodes at 2+1 make two groups of one node per
+ * rack each. */
+START_TEST(placement_rounds)
+{
+  char err[256];
+  size_t idx[6];
+
+  setup();
+  add_node("a1", "10.0.0.1", "a", 4, 1, 0);
+  add_node("a2", "10.0.0.2", "a", 4, 2, 0);
+  add_node("a3", "10.0.0.3", "a", 4, 3, 0);
+  add_node("b1", "10.0.0.4", "b", 4, 4, 0);
+  add_node("b2", "10.0.0.5", "b", 4, 5, 0);
+  add_node("c1", "10.0.0.6", "c", 4, 6, 0);
+  add_node("c2", "10.0.0.7", "c", 4, 7, 0);
+  Pt__JobSpec s = spec("j", 5, 1);
+  ck_assert_int_eq(ctl_spec_check(&JS, &s, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
+  static const char *const want[] = {"a1", "b1", "c1", "a2", "b2"};
+  for (int i = 0; i < 5; i++)
+    ck_assert_str_eq(M.nodes[idx[i]].id, want[i]);
+  s = spec("j", 6, 1);
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 2;
+  s.code_m = 1;
+  struct ctl_job *j;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(j->groups.n, 2);
+  for (uint32_t g = 0; g < 2; g++) {
+    const struct ctl_groups *G = &j->groups;
+    ck_assert_uint_eq(ctl_groups_size(G, g), 3);
+    for (uint32_t x = G->first[g]; x < G->first[g + 1]; x++)
+      for (uint32_t y = G->first[g]; y < x; y++)
+        ck_assert_str_ne(
+            M.nodes[j->parts[G->member[x]].node].failure_domain,
+            M.nodes[j->parts[G->member[y]].node].failure_domain);
+  }
+  teardown();
+}
+END_TEST
+
 START_TEST(placement)
 {
   char err[256];
@@ -299,6 +341,14 @@ START_TEST(placement)
   s = spec("j", 4, 2);
   ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
   ck_assert_str_eq(M.nodes[idx[3]].id, "n2");
+  /* 3 nodes, code 2+1: one group, every member in its own rack */
+  s = spec("g", 3, 2);
+  struct ctl_job *g;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &g, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(g->spec->code_k, 2);
+  ck_assert_uint_eq(g->groups.n, 1);
+  ck_assert_uint_eq(ctl_groups_size(&g->groups, 0), 3);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "g", 0, err, sizeof(err)), PT_OK);
   /* 5 of capacity 2: only 4 can */
   s = spec("j", 5, 2);
   ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), -ENOSPC);
@@ -838,6 +888,7 @@ int main(void)
   TCase *tc = tcase_create("jobs");
   tcase_add_test(tc, spec_refusals);
   tcase_add_test(tc, placement);
+  tcase_add_test(tc, placement_rounds);
   tcase_add_test(tc, ranks_master_epochs);
   tcase_add_test(tc, commit_across_nodes);
   tcase_add_test(tc, commit_of_pinned_reports);
