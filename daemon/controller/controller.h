@@ -517,9 +517,14 @@ uint64_t ctl_jobs_tick_next_ms(const struct ctl_jobs *js, uint64_t now);
 
 /* Replay (ctl_journal.c calls these in record order; nothing is sent).
  * PT_EFORMAT with err for a record that contradicts the ones before. */
+/* groups: lists[i][0..lens[i]) the node indexes of node group i
+ * (ctl_groups_set checks them); ngroups 0 for a coded job (a record from
+ * before groups): the node list cut in groups again, without labels. */
 int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
                         char *const *node_ids, size_t n, uint32_t master_port,
-                        const char *master_addr, char *err, size_t errlen);
+                        const char *master_addr,
+                        const uint32_t *const *lists, const size_t *lens,
+                        size_t ngroups, char *err, size_t errlen);
 int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
                           bool has_restore, uint64_t restore, char *err,
                           size_t errlen);
