@@ -11,6 +11,27 @@
 #include "pt.h"
 #include "daemon/code_group.h"
 
+int code_group_code_parse(const char *s, uint32_t *k, uint32_t *m)
+{
+  uint32_t v[2] = {0, 0};
+  const char *p = s;
+  for (int i = 0; i < 2; i++) {
+    if (p == NULL || *p < '0' || *p > '9')
+      return -EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++) {
+      v[i] = v[i] * 10 + (uint32_t)(*p - '0');
+      if (v[i] > RS_MAX_MEMBERS)
+        return -EINVAL;
+    }
+    if (*p != (i == 0 ? '+' : '\0'))
+      return -EINVAL;
+    p++;
+  }
+  *k = v[0];
+  *m = v[1];
+  return PT_OK;
+}
+
 static bool plain(unsigned char c)
 {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||

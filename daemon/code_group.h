@@ -45,6 +45,9 @@ struct code_group {
   struct code_group_member members[RS_MAX_MEMBERS];
 };
 
+/* "K+M", digits only, each at most RS_MAX_MEMBERS. OUT: *k, *m. PT_OK or
+ * -EINVAL. */
+int code_group_code_parse(const char *s, uint32_t *k, uint32_t *m);
 /* One member as INDEX:ID=ADDR. OUT: out (len bytes). -E2BIG when it does
  * not fit. */
 int code_group_member_format(const struct code_group_member *m, char *out,

@@ -464,6 +464,12 @@ int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *spec, char *err,
  * err saying how many are free and how many are needed. */
 int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
                    size_t *idx, char *err, size_t errlen);
+/* j's coding groups (ctl_groups_form) over its placed nodes idx[] (as
+ * ctl_spec_place gave them), with their failure domains; a warning logged
+ * when the labels do not allow the members apart. -EINVAL (with err) or
+ * -ENOMEM. */
+int ctl_spec_groups(const struct ctl_jobs *js, struct ctl_job *j,
+                    const size_t *idx, char *err, size_t errlen);
 /* The MASTER_PORT of a new job: spec's, or the lowest of
  * CTL_MASTER_PORT_BASE.. no live job uses. 0: none left. */
 uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want);

@@ -465,35 +465,6 @@ void ctl_jobs_restart_counted(struct ctl_jobs *js, struct ctl_job *j,
   ctl_jobs_halt_all(js, j, false, now, true);
 }
 
-/* j's coding groups over its placed nodes idx[], their failure domains
- * apart where the labels allow (logged when they do not). */
-static int form_groups(struct ctl_jobs *js, struct ctl_job *j,
-                       const size_t *idx, char *err, size_t errlen)
-{
-  const char **doms = calloc(j->nparts, sizeof(*doms));
-  char why[512];
-  uint32_t worst = 0;
-
-  if (doms == NULL) {
-    snprintf(err, errlen, "out of memory");
-    return -ENOMEM;
-  }
-  for (uint32_t p = 0; p < j->nparts; p++)
-    doms[p] = js->m->nodes[idx[p]].failure_domain;
-  int rc = ctl_groups_form(&j->groups, j->nparts, doms, j->spec->code_k,
-                           j->spec->code_m, &worst, why, sizeof(why));
-  free(doms);
-  if (rc != PT_OK) {
-    snprintf(err, errlen, "job '%s': %s", j->spec->name,
-             rc == -ENOMEM ? "out of memory" : why);
-    return rc;
-  }
-  if (worst > 1)
-    log_warn("job '%s': coding groups share failure domains: %s",
-             j->spec->name, why);
-  return PT_OK;
-}
-
 int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
                    uint64_t now, struct ctl_job **out, char *err,
                    size_t errlen)
@@ -554,7 +525,7 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
   for (uint32_t p = 0; p < j->nparts; p++)
     snprintf(j->parts[p].node_id, sizeof(j->parts[p].node_id), "%s",
              js->m->nodes[idx[p]].id);
-  rc = form_groups(js, j, idx, err, errlen);
+  rc = ctl_spec_groups(js, j, idx, err, errlen);
   if (rc != PT_OK) {
     job_unlink_free(js, j);
     goto out;
@@ -577,12 +548,14 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
     ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
     goto out;
   }
-  log_notice("job '%s' started on %" PRIu32 " nodes x %" PRIu32
-             " ranks, master %s:%" PRIu32 ", code %" PRIu32 "+%" PRIu32
-             " in %" PRIu32 " node group%s", j->spec->name, j->nparts,
-             j->spec->ranks_per_node, j->master_addr, j->master_port,
-             j->spec->code_k, j->spec->code_m, j->groups.n,
+  char code[64] = "no code";
+  if (j->groups.n > 0)
+    snprintf(code, sizeof(code), "code %" PRIu32 "+%" PRIu32 " in %" PRIu32
+             " node group%s", j->spec->code_k, j->spec->code_m, j->groups.n,
              j->groups.n == 1 ? "" : "s");
+  log_notice("job '%s' started on %" PRIu32 " nodes x %" PRIu32
+             " ranks, master %s:%" PRIu32 ", %s", j->spec->name, j->nparts,
+             j->spec->ranks_per_node, j->master_addr, j->master_port, code);
   *out = j;
 out:
   free(idx);

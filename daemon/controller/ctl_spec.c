@@ -179,6 +179,35 @@ int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
   return PT_OK;
 }
 
+/* j's coding groups over its placed nodes idx[], their failure domains
+ * apart where the labels allow (logged when they do not). */
+int ctl_spec_groups(const struct ctl_jobs *js, struct ctl_job *j,
+                    const size_t *idx, char *err, size_t errlen)
+{
+  const char **doms = calloc(j->nparts, sizeof(*doms));
+  char why[512];
+  uint32_t worst = 0;
+
+  if (doms == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  for (uint32_t p = 0; p < j->nparts; p++)
+    doms[p] = js->m->nodes[idx[p]].failure_domain;
+  int rc = ctl_groups_form(&j->groups, j->nparts, doms, j->spec->code_k,
+                           j->spec->code_m, &worst, why, sizeof(why));
+  free(doms);
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "job '%s': %s", j->spec->name,
+             rc == -ENOMEM ? "out of memory" : why);
+    return rc;
+  }
+  if (worst > 1)
+    log_warn("job '%s': coding groups share failure domains: %s",
+             j->spec->name, why);
+  return PT_OK;
+}
+
 uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want)
 {
   if (want != 0)

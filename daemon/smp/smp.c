@@ -512,21 +512,6 @@ enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
        OPT_HUGE, OPT_CODE, OPT_GROUP, OPT_MEMBER, OPT_NODE_ID,
        OPT_GROUP_NODE, OPT_HELP };
 
-/* "K+M" (digits only). */
-static int code_parse(const char *s, uint32_t *k, uint32_t *m)
-{
-  const char *plus = strchr(s, '+');
-  char kbuf[16];
-  if (plus == NULL || plus == s || (size_t)(plus - s) >= sizeof(kbuf))
-    return -EINVAL;
-  memcpy(kbuf, s, (size_t)(plus - s));
-  kbuf[plus - s] = '\0';
-  if (uint_parse(kbuf, RS_MAX_MEMBERS, k) != 0 ||
-      uint_parse(plus + 1, RS_MAX_MEMBERS, m) != 0)
-    return -EINVAL;
-  return 0;
-}
-
 /* The group options: all or none, and a group code_group_check takes. */
 static int group_done(struct smp *smp, unsigned given)
 {
@@ -627,7 +612,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
       smp->huge_pages = true;
       break;
     case OPT_CODE:
-      if (code_parse(optarg, &smp->group.k, &smp->group.m) != 0)
+      if (code_group_code_parse(optarg, &smp->group.k, &smp->group.m) != 0)
         goto bad_value;
       group_given |= 1;
       break;
