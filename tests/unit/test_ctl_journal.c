@@ -300,7 +300,7 @@ START_TEST(groups_replayed)
   ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
   static const char *const dom[] = {"a", "a", "a", "a", "b", "b"};
   for (int i = 0; i < 6; i++) {
-    char id[8];
+    char id[16];
     snprintf(id, sizeof(id), "n%d", i);
     add_node_in(&w, id, dom[i], (uintptr_t)(i + 1));
   }
