@@ -70,7 +70,8 @@ int ptctl_args_u64(const char *flag, const char *s, uint64_t lo, uint64_t hi,
 /* Bytes with an optional K, M, G or T suffix (powers of 1024; "KiB" and
  * "KB" read as K). */
 int ptctl_args_bytes(const char *flag, const char *s, uint64_t *out);
-/* The erasure code "K+M": 1 <= K, 1 <= M, K + M <= 32; "0+0" is none. */
+/* The erasure code "K+M": 1 <= K, 1 <= M, K + M <= RS_MAX_MEMBERS (32,
+ * what ec/ codes); "none" (or "0+0") is none. */
 int ptctl_args_code(const char *flag, const char *s, uint32_t *k, uint32_t *m);
 /* 1..PTCTL_JOB_MAX characters of [A-Za-z0-9._-], not starting with '.'
  * or '-'. */

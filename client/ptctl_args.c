@@ -13,6 +13,7 @@
 #include "client/ptctl.h"
 #include "pt.h"
 #include "common/conf.h"
+#include "ec/rs.h"
 
 /* Decimal digits only, without overflow. */
 static bool digits_u64(const char *s, const char **end, uint64_t *out)
@@ -78,6 +79,10 @@ int ptctl_args_code(const char *flag, const char *s, uint32_t *k, uint32_t *m)
   const char *end, *p;
   uint64_t kv, mv;
 
+  if (s != NULL && strcmp(s, "none") == 0) {
+    *k = *m = 0;
+    return PT_OK;
+  }
   if (s == NULL || !digits_u64(s, &end, &kv) || *end != '+')
     goto bad;
   p = end + 1;
@@ -87,7 +92,8 @@ int ptctl_args_code(const char *flag, const char *s, uint32_t *k, uint32_t *m)
     *k = *m = 0;
     return PT_OK;
   }
-  if (kv < 1 || mv < 1 || kv > 32 || mv > 32 || kv + mv > 32)
+  if (kv < 1 || mv < 1 || kv > RS_MAX_MEMBERS || mv > RS_MAX_MEMBERS ||
+      kv + mv > RS_MAX_MEMBERS)
     goto bad;
   *k = (uint32_t)kv;
   *m = (uint32_t)mv;
@@ -95,8 +101,8 @@ int ptctl_args_code(const char *flag, const char *s, uint32_t *k, uint32_t *m)
 bad:
   fprintf(stderr,
           "ptctl: %s '%s': expected K+M, data and parity members, K >= 1, "
-          "M >= 1, K + M <= 32 (e.g. 4+2), or 0+0 for none\n",
-          flag, s != NULL ? s : "");
+          "M >= 1, K + M <= %u (e.g. 4+2), or none\n",
+          flag, s != NULL ? s : "", RS_MAX_MEMBERS);
   return -EINVAL;
 }
 

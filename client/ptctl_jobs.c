@@ -137,9 +137,12 @@ static int start_parse(int argc, char **argv, Pt__JobSpec *s)
             s->nodes, s->ranks_per_node, INT32_MAX);
     return PTCTL_EXIT_USAGE;
   }
+  /* A coding group is K + M nodes: a job of fewer cannot have one (the
+   * controller checks again, and how its nodes split into groups). */
   if (s->has_code_k && (uint64_t)s->code_k + s->code_m > s->nodes) {
-    fprintf(stderr, "ptctl: start: --code %" PRIu32 "+%" PRIu32 " spans %"
-                    PRIu32 " nodes, more than --nodes %" PRIu32 "\n",
+    fprintf(stderr, "ptctl: start: --code %" PRIu32 "+%" PRIu32 " needs at "
+                    "least %" PRIu32 " nodes; the job has %" PRIu32
+                    " (--nodes)\n",
             s->code_k, s->code_m, s->code_k + s->code_m, s->nodes);
     return PTCTL_EXIT_USAGE;
   }
@@ -427,6 +430,47 @@ static void part_json(FILE *f, const Pt__JobPartInfo *p)
   fputc('}', f);
 }
 
+/* The job's coding groups: node group g's local rank r is coding group
+ * g x ranks_per_node + r (rpc/pt.proto, "Coding groups"). Health (losses
+ * each group can absorb, the age of its newest PROTECTED step) is not
+ * measured yet: null, never a made-up value. */
+static void groups_json(FILE *f, const Pt__JobInfo *j)
+{
+  uint32_t rpn = j->spec != NULL ? j->spec->ranks_per_node : 1;
+  bool first = true;
+
+  fputs(",\"code\":", f);
+  if (j->spec != NULL && j->spec->has_code_k && j->spec->code_k > 0)
+    fprintf(f, "{\"k\":%" PRIu32 ",\"m\":%" PRIu32 "}", j->spec->code_k,
+            j->spec->code_m);
+  else
+    fputs("null", f);
+  fputs(",\"groups\":[", f);
+  for (size_t g = 0; g < j->n_groups; g++) {
+    const Pt__NodeGroup *ng = j->groups[g];
+    for (uint32_t r = 0; r < rpn; r++) {
+      fprintf(f, "%s{\"group\":%" PRIu64 ",\"node_group\":%" PRIu32
+                 ",\"local_rank\":%" PRIu32 ",\"k\":%" PRIu32
+                 ",\"m\":%" PRIu32 ",\"members\":[",
+              first ? "" : ",", (uint64_t)ng->index * rpn + r, ng->index, r,
+              ng->k, ng->m);
+      first = false;
+      for (size_t x = 0; x < ng->n_members; x++) {
+        const Pt__GroupMember *mb = ng->members[x];
+        fprintf(f, "%s{\"member\":%zu,\"node\":", x > 0 ? "," : "", x);
+        ptctl_out_json_str(f, mb->node_id);
+        fprintf(f, ",\"node_index\":%" PRIu32 ",\"local_rank\":%" PRIu32
+                   ",\"rank\":%" PRIu64 ",\"address\":",
+                mb->node_index, r, (uint64_t)mb->node_index * rpn + r);
+        ptctl_out_json_str(f, mb->advertise);
+        fputc('}', f);
+      }
+      fputs("],\"health\":null}", f);
+    }
+  }
+  fputc(']', f);
+}
+
 static void jobs_json(FILE *f, const char *addr, const Pt__JobsReply *m)
 {
   fputs("{\"controller\":", f);
@@ -448,6 +492,7 @@ static void jobs_json(FILE *f, const char *addr, const Pt__JobsReply *m)
     ptctl_out_json_str(f, j->reason);
     fputs(",\"spec\":", f);
     spec_json(f, j->spec);
+    groups_json(f, j);
     fputs(",\"parts\":[", f);
     for (size_t k = 0; k < j->n_parts; k++) {
       if (k > 0)
@@ -528,6 +573,49 @@ static void spec_line(FILE *f, const Pt__JobSpec *s)
   fputc('\n', f);
 }
 
+/* The code and the coding groups, members as NODE/LOCAL-RANK. */
+static void groups_block(FILE *f, const Pt__JobInfo *j)
+{
+  uint32_t rpn = j->spec != NULL ? j->spec->ranks_per_node : 1;
+  static const char *const head[] = {"GROUP", "CODE", "MEMBERS"};
+
+  if (j->spec == NULL || !j->spec->has_code_k || j->spec->code_k == 0) {
+    fputs("code        none: a lost node's snapshots are not rebuilt\n", f);
+    return;
+  }
+  fprintf(f, "code        %" PRIu32 "+%" PRIu32 ", %zu node group%s x %"
+             PRIu32 " local rank%s = %" PRIu64 " coding group%s\n",
+          j->spec->code_k, j->spec->code_m, j->n_groups,
+          j->n_groups == 1 ? "" : "s", rpn, rpn == 1 ? "" : "s",
+          (uint64_t)j->n_groups * rpn, j->n_groups * rpn == 1 ? "" : "s");
+  /* Health is not measured yet: no value rather than a made-up one. */
+  fputs("protection  not measured yet (losses each group absorbs, newest "
+        "protected step)\n", f);
+  if (j->n_groups == 0)
+    return;
+  struct ptctl_table t;
+  ptctl_table_init(&t, 3);
+  fputc('\n', f);
+  ptctl_table_row(&t, head);
+  for (size_t g = 0; g < j->n_groups; g++) {
+    const Pt__NodeGroup *ng = j->groups[g];
+    for (uint32_t r = 0; r < rpn; r++) {
+      char idx[24], code[24], members[4096];
+      size_t n = 0;
+      snprintf(idx, sizeof(idx), "%" PRIu64, (uint64_t)ng->index * rpn + r);
+      snprintf(code, sizeof(code), "%" PRIu32 "+%" PRIu32, ng->k, ng->m);
+      members[0] = '\0';
+      for (size_t x = 0; x < ng->n_members && n < sizeof(members); x++)
+        n += (size_t)snprintf(members + n, sizeof(members) - n, "%s%s/%"
+                              PRIu32, x > 0 ? " " : "",
+                              ng->members[x]->node_id, r);
+      const char *row[] = {idx, code, members};
+      ptctl_table_row(&t, row);
+    }
+  }
+  ptctl_table_print(&t, f);
+}
+
 static void job_block(FILE *f, const Pt__JobInfo *j)
 {
   char b1[32], b2[32];
@@ -554,8 +642,10 @@ static void job_block(FILE *f, const Pt__JobInfo *j)
   }
   if (j->spec != NULL)
     spec_line(f, j->spec);
-  if (j->n_parts == 0)
+  if (j->n_parts == 0) {
+    groups_block(f, j);
     return;
+  }
   struct ptctl_table t;
   ptctl_table_init(&t, 7);
   fputc('\n', f);
@@ -579,6 +669,8 @@ static void job_block(FILE *f, const Pt__JobInfo *j)
     ptctl_table_row(&t, row);
   }
   ptctl_table_print(&t, f);
+  fputc('\n', f);
+  groups_block(f, j);
 }
 
 static void jobs_table(FILE *f, const Pt__JobsReply *m)

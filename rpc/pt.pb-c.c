@@ -1582,6 +1582,96 @@ void   pt__nodes_reply__free_unpacked
   assert(message->base.descriptor == &pt__nodes_reply__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__group_member__init
+                     (Pt__GroupMember         *message)
+{
+  static const Pt__GroupMember init_value = PT__GROUP_MEMBER__INIT;
+  *message = init_value;
+}
+size_t pt__group_member__get_packed_size
+                     (const Pt__GroupMember *message)
+{
+  assert(message->base.descriptor == &pt__group_member__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__group_member__pack
+                     (const Pt__GroupMember *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__group_member__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__group_member__pack_to_buffer
+                     (const Pt__GroupMember *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__group_member__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__GroupMember *
+       pt__group_member__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__GroupMember *)
+     protobuf_c_message_unpack (&pt__group_member__descriptor,
+                                allocator, len, data);
+}
+void   pt__group_member__free_unpacked
+                     (Pt__GroupMember *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__group_member__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__node_group__init
+                     (Pt__NodeGroup         *message)
+{
+  static const Pt__NodeGroup init_value = PT__NODE_GROUP__INIT;
+  *message = init_value;
+}
+size_t pt__node_group__get_packed_size
+                     (const Pt__NodeGroup *message)
+{
+  assert(message->base.descriptor == &pt__node_group__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__node_group__pack
+                     (const Pt__NodeGroup *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__node_group__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__node_group__pack_to_buffer
+                     (const Pt__NodeGroup *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__node_group__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__NodeGroup *
+       pt__node_group__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__NodeGroup *)
+     protobuf_c_message_unpack (&pt__node_group__descriptor,
+                                allocator, len, data);
+}
+void   pt__node_group__free_unpacked
+                     (Pt__NodeGroup *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__node_group__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__job_spec__init
                      (Pt__JobSpec         *message)
 {
@@ -2390,6 +2480,51 @@ void   pt__ctl_rec_job__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &pt__ctl_rec_job__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__ctl_rec_group__init
+                     (Pt__CtlRecGroup         *message)
+{
+  static const Pt__CtlRecGroup init_value = PT__CTL_REC_GROUP__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_group__get_packed_size
+                     (const Pt__CtlRecGroup *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_group__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_group__pack
+                     (const Pt__CtlRecGroup *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_group__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_group__pack_to_buffer
+                     (const Pt__CtlRecGroup *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_group__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecGroup *
+       pt__ctl_rec_group__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecGroup *)
+     protobuf_c_message_unpack (&pt__ctl_rec_group__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_group__free_unpacked
+                     (Pt__CtlRecGroup *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_group__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   pt__ctl_rec_epoch__init
@@ -5038,6 +5173,147 @@ const ProtobufCMessageDescriptor pt__nodes_reply__descriptor =
   (ProtobufCMessageInit) pt__nodes_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pt__group_member__field_descriptors[3] =
+{
+  {
+    "node_index",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__GroupMember, node_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__GroupMember, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "advertise",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__GroupMember, advertise),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__group_member__field_indices_by_name[] = {
+  2,   /* field[2] = advertise */
+  1,   /* field[1] = node_id */
+  0,   /* field[0] = node_index */
+};
+static const ProtobufCIntRange pt__group_member__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__group_member__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.GroupMember",
+  "GroupMember",
+  "Pt__GroupMember",
+  "pt",
+  sizeof(Pt__GroupMember),
+  3,
+  pt__group_member__field_descriptors,
+  pt__group_member__field_indices_by_name,
+  1,  pt__group_member__number_ranges,
+  (ProtobufCMessageInit) pt__group_member__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__node_group__field_descriptors[4] =
+{
+  {
+    "index",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeGroup, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "k",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeGroup, k),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "m",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__NodeGroup, m),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "members",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__NodeGroup, n_members),
+    offsetof(Pt__NodeGroup, members),
+    &pt__group_member__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__node_group__field_indices_by_name[] = {
+  0,   /* field[0] = index */
+  1,   /* field[1] = k */
+  2,   /* field[2] = m */
+  3,   /* field[3] = members */
+};
+static const ProtobufCIntRange pt__node_group__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__node_group__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.NodeGroup",
+  "NodeGroup",
+  "Pt__NodeGroup",
+  "pt",
+  sizeof(Pt__NodeGroup),
+  4,
+  pt__node_group__field_descriptors,
+  pt__node_group__field_indices_by_name,
+  1,  pt__node_group__number_ranges,
+  (ProtobufCMessageInit) pt__node_group__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[13] =
 {
   {
@@ -5629,7 +5905,7 @@ const ProtobufCMessageDescriptor pt__job_part_info__descriptor =
   (ProtobufCMessageInit) pt__job_part_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[11] =
+static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[12] =
 {
   {
     "name",
@@ -5763,6 +6039,18 @@ static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[11] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "groups",
+    12,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__JobInfo, n_groups),
+    offsetof(Pt__JobInfo, groups),
+    &pt__node_group__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_info__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
@@ -5770,6 +6058,7 @@ static const unsigned pt__job_info__field_indices_by_name[] = {
   6,   /* field[6] = commits */
   3,   /* field[3] = committed_step */
   2,   /* field[2] = epoch */
+  11,   /* field[11] = groups */
   0,   /* field[0] = name */
   9,   /* field[9] = parts */
   8,   /* field[8] = reason */
@@ -5780,7 +6069,7 @@ static const unsigned pt__job_info__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor pt__job_info__descriptor =
 {
@@ -5790,7 +6079,7 @@ const ProtobufCMessageDescriptor pt__job_info__descriptor =
   "Pt__JobInfo",
   "pt",
   sizeof(Pt__JobInfo),
-  11,
+  12,
   pt__job_info__field_descriptors,
   pt__job_info__field_indices_by_name,
   1,  pt__job_info__number_ranges,
@@ -5861,7 +6150,7 @@ const ProtobufCMessageDescriptor pt__jobs_reply__descriptor =
   (ProtobufCMessageInit) pt__jobs_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[10] =
 {
   {
     "spec",
@@ -5971,11 +6260,24 @@ static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[9] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "group",
+    10,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobAssign, group),
+    &pt__node_group__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_assign__field_indices_by_name[] = {
   8,   /* field[8] = committed_step */
   1,   /* field[1] = epoch */
   3,   /* field[3] = first_rank */
+  9,   /* field[9] = group */
   5,   /* field[5] = master_addr */
   6,   /* field[6] = master_port */
   2,   /* field[2] = node_index */
@@ -5986,7 +6288,7 @@ static const unsigned pt__job_assign__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_assign__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor pt__job_assign__descriptor =
 {
@@ -5996,7 +6298,7 @@ const ProtobufCMessageDescriptor pt__job_assign__descriptor =
   "Pt__JobAssign",
   "pt",
   sizeof(Pt__JobAssign),
-  9,
+  10,
   pt__job_assign__field_descriptors,
   pt__job_assign__field_indices_by_name,
   1,  pt__job_assign__number_ranges,
@@ -6568,7 +6870,7 @@ const ProtobufCMessageDescriptor pt__job_unpin__descriptor =
   (ProtobufCMessageInit) pt__job_unpin__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_job__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_job__field_descriptors[5] =
 {
   {
     "spec",
@@ -6618,8 +6920,21 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_job__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "groups",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__CtlRecJob, n_groups),
+    offsetof(Pt__CtlRecJob, groups),
+    &pt__ctl_rec_group__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_job__field_indices_by_name[] = {
+  4,   /* field[4] = groups */
   3,   /* field[3] = master_addr */
   2,   /* field[2] = master_port */
   1,   /* field[1] = node_ids */
@@ -6628,7 +6943,7 @@ static const unsigned pt__ctl_rec_job__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__ctl_rec_job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor =
 {
@@ -6638,11 +6953,49 @@ const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor =
   "Pt__CtlRecJob",
   "pt",
   sizeof(Pt__CtlRecJob),
-  4,
+  5,
   pt__ctl_rec_job__field_descriptors,
   pt__ctl_rec_job__field_indices_by_name,
   1,  pt__ctl_rec_job__number_ranges,
   (ProtobufCMessageInit) pt__ctl_rec_job__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_group__field_descriptors[1] =
+{
+  {
+    "node_index",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__CtlRecGroup, n_node_index),
+    offsetof(Pt__CtlRecGroup, node_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_group__field_indices_by_name[] = {
+  0,   /* field[0] = node_index */
+};
+static const ProtobufCIntRange pt__ctl_rec_group__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecGroup",
+  "CtlRecGroup",
+  "Pt__CtlRecGroup",
+  "pt",
+  sizeof(Pt__CtlRecGroup),
+  1,
+  pt__ctl_rec_group__field_descriptors,
+  pt__ctl_rec_group__field_indices_by_name,
+  1,  pt__ctl_rec_group__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_group__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[4] =

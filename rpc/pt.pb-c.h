@@ -50,6 +50,8 @@ typedef struct Pt__Heartbeat Pt__Heartbeat;
 typedef struct Pt__NodesQuery Pt__NodesQuery;
 typedef struct Pt__NodeInfo Pt__NodeInfo;
 typedef struct Pt__NodesReply Pt__NodesReply;
+typedef struct Pt__GroupMember Pt__GroupMember;
+typedef struct Pt__NodeGroup Pt__NodeGroup;
 typedef struct Pt__JobSpec Pt__JobSpec;
 typedef struct Pt__JobStart Pt__JobStart;
 typedef struct Pt__JobStop Pt__JobStop;
@@ -68,6 +70,7 @@ typedef struct Pt__JobVote Pt__JobVote;
 typedef struct Pt__JobCommit Pt__JobCommit;
 typedef struct Pt__JobUnpin Pt__JobUnpin;
 typedef struct Pt__CtlRecJob Pt__CtlRecJob;
+typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
 typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
 typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
 typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
@@ -889,6 +892,50 @@ struct  Pt__NodesReply
 
 
 /*
+ * A member of a node group as a node hears of it.
+ */
+struct  Pt__GroupMember
+{
+  ProtobufCMessage base;
+  uint32_t node_index;
+  char *node_id;
+  /*
+   * its node's address as the
+   */
+  char *advertise;
+};
+#define PT__GROUP_MEMBER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__group_member__descriptor) \
+    , 0, NULL, NULL }
+
+
+struct  Pt__NodeGroup
+{
+  ProtobufCMessage base;
+  /*
+   * node group g
+   */
+  uint32_t index;
+  /*
+   * data members: the size less m
+   */
+  uint32_t k;
+  /*
+   * parity members: the job's m
+   */
+  uint32_t m;
+  /*
+   * k + m of them, in member order
+   */
+  size_t n_members;
+  Pt__GroupMember **members;
+};
+#define PT__NODE_GROUP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__node_group__descriptor) \
+    , 0, 0, 0, 0,NULL }
+
+
+/*
  * What ptctl start asks for. Limits are checked by the controller.
  */
 struct  Pt__JobSpec
@@ -928,15 +975,19 @@ struct  Pt__JobSpec
   protobuf_c_boolean has_backoff_ms;
   uint32_t backoff_ms;
   /*
-   * erasure code k+m (next issue);
+   * erasure code k+m; 0+0: none;
    */
   protobuf_c_boolean has_code_k;
   uint32_t code_k;
   /*
-   *   0+0: none
+   *   both absent: the controller's
    */
   protobuf_c_boolean has_code_m;
   uint32_t code_m;
+  /*
+   *   default for the number of nodes
+   *   (none 1-2, 2+1 3-5, 4+2 from 6)
+   */
   /*
    * MASTER_PORT; 0: the controller picks
    */
@@ -1102,10 +1153,15 @@ struct  Pt__JobInfo
   size_t n_parts;
   Pt__JobPartInfo **parts;
   Pt__JobSpec *spec;
+  /*
+   * its coding groups (none: no code)
+   */
+  size_t n_groups;
+  Pt__NodeGroup **groups;
 };
 #define PT__JOB_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_info__descriptor) \
-    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL }
+    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL, 0,NULL }
 
 
 /*
@@ -1156,10 +1212,17 @@ struct  Pt__JobAssign
    */
   protobuf_c_boolean has_committed_step;
   uint64_t committed_step;
+  /*
+   * The node group this node is a member of (absent: the job has no
+   * code): local rank r of this node is member (its place in members) of
+   * coding group group.index x spec.ranks_per_node + r, with local rank r
+   * of every other member's node. The node passes it to each SMP.
+   */
+  Pt__NodeGroup *group;
 };
 #define PT__JOB_ASSIGN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_assign__descriptor) \
-    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL }
 
 
 /*
@@ -1333,10 +1396,29 @@ struct  Pt__CtlRecJob
    * node index 0's advertised address
    */
   char *master_addr;
+  /*
+   * its node groups (none: no code;
+   */
+  size_t n_groups;
+  Pt__CtlRecGroup **groups;
 };
 #define PT__CTL_REC_JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_job__descriptor) \
-    , NULL, 0,NULL, 0, NULL }
+    , NULL, 0,NULL, 0, NULL, 0,NULL }
+
+
+/*
+ * A node group: the node indexes of its members, in member order.
+ */
+struct  Pt__CtlRecGroup
+{
+  ProtobufCMessage base;
+  size_t n_node_index;
+  uint32_t *node_index;
+};
+#define PT__CTL_REC_GROUP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_group__descriptor) \
+    , 0,NULL }
 
 
 /*
@@ -2060,6 +2142,44 @@ Pt__NodesReply *
 void   pt__nodes_reply__free_unpacked
                      (Pt__NodesReply *message,
                       ProtobufCAllocator *allocator);
+/* Pt__GroupMember methods */
+void   pt__group_member__init
+                     (Pt__GroupMember         *message);
+size_t pt__group_member__get_packed_size
+                     (const Pt__GroupMember   *message);
+size_t pt__group_member__pack
+                     (const Pt__GroupMember   *message,
+                      uint8_t             *out);
+size_t pt__group_member__pack_to_buffer
+                     (const Pt__GroupMember   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__GroupMember *
+       pt__group_member__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__group_member__free_unpacked
+                     (Pt__GroupMember *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__NodeGroup methods */
+void   pt__node_group__init
+                     (Pt__NodeGroup         *message);
+size_t pt__node_group__get_packed_size
+                     (const Pt__NodeGroup   *message);
+size_t pt__node_group__pack
+                     (const Pt__NodeGroup   *message,
+                      uint8_t             *out);
+size_t pt__node_group__pack_to_buffer
+                     (const Pt__NodeGroup   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__NodeGroup *
+       pt__node_group__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__node_group__free_unpacked
+                     (Pt__NodeGroup *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__JobSpec methods */
 void   pt__job_spec__init
                      (Pt__JobSpec         *message);
@@ -2402,6 +2522,25 @@ Pt__CtlRecJob *
 void   pt__ctl_rec_job__free_unpacked
                      (Pt__CtlRecJob *message,
                       ProtobufCAllocator *allocator);
+/* Pt__CtlRecGroup methods */
+void   pt__ctl_rec_group__init
+                     (Pt__CtlRecGroup         *message);
+size_t pt__ctl_rec_group__get_packed_size
+                     (const Pt__CtlRecGroup   *message);
+size_t pt__ctl_rec_group__pack
+                     (const Pt__CtlRecGroup   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_group__pack_to_buffer
+                     (const Pt__CtlRecGroup   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecGroup *
+       pt__ctl_rec_group__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_group__free_unpacked
+                     (Pt__CtlRecGroup *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__CtlRecEpoch methods */
 void   pt__ctl_rec_epoch__init
                      (Pt__CtlRecEpoch         *message);
@@ -2566,6 +2705,12 @@ typedef void (*Pt__NodeInfo_Closure)
 typedef void (*Pt__NodesReply_Closure)
                  (const Pt__NodesReply *message,
                   void *closure_data);
+typedef void (*Pt__GroupMember_Closure)
+                 (const Pt__GroupMember *message,
+                  void *closure_data);
+typedef void (*Pt__NodeGroup_Closure)
+                 (const Pt__NodeGroup *message,
+                  void *closure_data);
 typedef void (*Pt__JobSpec_Closure)
                  (const Pt__JobSpec *message,
                   void *closure_data);
@@ -2620,6 +2765,9 @@ typedef void (*Pt__JobUnpin_Closure)
 typedef void (*Pt__CtlRecJob_Closure)
                  (const Pt__CtlRecJob *message,
                   void *closure_data);
+typedef void (*Pt__CtlRecGroup_Closure)
+                 (const Pt__CtlRecGroup *message,
+                  void *closure_data);
 typedef void (*Pt__CtlRecEpoch_Closure)
                  (const Pt__CtlRecEpoch *message,
                   void *closure_data);
@@ -2672,6 +2820,8 @@ extern const ProtobufCMessageDescriptor pt__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor pt__nodes_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__node_info__descriptor;
 extern const ProtobufCMessageDescriptor pt__nodes_reply__descriptor;
+extern const ProtobufCMessageDescriptor pt__group_member__descriptor;
+extern const ProtobufCMessageDescriptor pt__node_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_spec__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_start__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_stop__descriptor;
@@ -2690,6 +2840,7 @@ extern const ProtobufCMessageDescriptor pt__job_vote__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_unpin__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;

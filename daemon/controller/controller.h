@@ -13,6 +13,9 @@
  *                  unit-tested)
  *   ctl_spec.c     a job's spec checked and completed, its placement on
  *                  spare nodes, its MASTER_PORT (pure; unit-tested)
+ *   ctl_groups.c   the job's erasure code (its default) and its coding
+ *                  groups over the placed nodes, failure domains apart
+ *                  (pure; unit-tested)
  *   ctl_jobs.c     jobs: ranks, epochs, the commit across nodes
  *                  (daemon/commit/, a voter per node; a node's pinned
  *                  report is its vote), restarts, waits for dead nodes,
@@ -314,6 +317,61 @@ struct ctl_part {
   uint32_t nheld;
 };
 
+/* ---- coding groups (ctl_groups.c; pure) ----
+ *
+ * The job's nodes split into node groups; local rank r of the nodes of
+ * node group g is coding group g * ranks_per_node + r, its members in the
+ * node group's order (the member numbers of ec/rs.h). The rule for N nodes
+ * not a multiple of k + m, and how failure domains are kept apart, are at
+ * the top of ctl_groups.c. */
+struct ctl_groups {
+  uint32_t m;         /* parity members of every group; 0: no code */
+  uint32_t n;         /* node groups (0: no code) */
+  uint32_t nodes;     /* the job's nodes */
+  uint32_t *first;    /* n + 1 entries: group i is member[first[i]..first[i+1]) */
+  uint32_t *member;   /* node indexes, group by group, in member order */
+  uint32_t *group_of; /* per node index: its group */
+  uint32_t *index_of; /* per node index: its member index in that group */
+};
+static inline uint32_t ctl_groups_size(const struct ctl_groups *g, uint32_t i)
+{
+  return g->first[i + 1] - g->first[i];
+}
+/* Group i's data members: its size less m. */
+static inline uint32_t ctl_groups_k(const struct ctl_groups *g, uint32_t i)
+{
+  return ctl_groups_size(g, i) - g->m;
+}
+
+/* The code of a job of nodes nodes that names none: 0+0 for 1-2 nodes,
+ * 2+1 for 3-5, 4+2 from 6. OUT: *k, *m. */
+void ctl_groups_default_code(uint32_t nodes, uint32_t *k, uint32_t *m);
+/* 0+0 (none), or k >= 1, m >= 1, k + m <= RS_MAX_MEMBERS, k + m <= nodes,
+ * and groups of at most RS_MAX_MEMBERS nodes. PT_OK or -EINVAL with err. */
+int ctl_groups_code_check(uint32_t nodes, uint32_t k, uint32_t m, char *err,
+                          size_t errlen);
+/* Node groups of a job of nodes nodes with code k+m: floor(nodes / (k+m)),
+ * 0 for none or too few nodes. */
+uint32_t ctl_groups_count(uint32_t nodes, uint32_t k, uint32_t m);
+/* The groups of the job's nodes 0..nodes-1 whose failure domains are
+ * domains[i] ("" or NULL: a domain of its own; domains may be NULL).
+ * OUT: *g (ctl_groups_release), *worst (may be NULL: the most members of a
+ * group in one domain; > 1 when the labels do not allow them apart, why
+ * then says which domain and group, for the log). -EINVAL (with why) for a
+ * code ctl_groups_code_check refuses, -ENOMEM. 0+0: no groups. */
+int ctl_groups_form(struct ctl_groups *g, uint32_t nodes,
+                    const char *const *domains, uint32_t k, uint32_t m,
+                    uint32_t *worst, char *why, size_t whylen);
+/* The groups as journaled: lists[i][0..lens[i]) the node indexes of group
+ * i in member order. Checked: as many groups as ctl_groups_count, each of
+ * k+m..RS_MAX_MEMBERS members, every node in exactly one. PT_EFORMAT with
+ * err otherwise. OUT: *g. */
+int ctl_groups_set(struct ctl_groups *g, uint32_t nodes, uint32_t k,
+                   uint32_t m, const uint32_t *const *lists,
+                   const size_t *lens, size_t ngroups, char *err,
+                   size_t errlen);
+void ctl_groups_release(struct ctl_groups *g);
+
 struct ctl_jobs;
 
 struct ctl_job {
@@ -333,6 +391,7 @@ struct ctl_job {
   char master_addr[CTL_ADVERTISE_MAX + 1];
   uint32_t nparts;
   struct ctl_part *parts;
+  struct ctl_groups groups; /* the coding groups (journaled with JOB) */
   struct commit commit;   /* one voter per part */
   uint64_t *restart_log;  /* when each recent counted restart began (ring
                              of max_restarts) */
@@ -392,17 +451,25 @@ void ctl_jobs_release(struct ctl_jobs *js);
 struct ctl_job *ctl_jobs_find(struct ctl_jobs *js, const char *name);
 
 /* Checks spec and fills its defaults (slots 3, max_restarts 3, restart
- * window 600 s, backoff 200 ms, node_wait_ms 60000), against the
+ * window 600 s, backoff 200 ms, node_wait_ms 60000, the code by the number
+ * of nodes: ctl_groups_default_code), against the
  * membership's timeouts (node_wait_ms > dead-after-ms). PT_OK or -EINVAL
  * with err naming the field and its limits. */
 int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *spec, char *err,
                    size_t errlen);
-/* Picks spec->nodes ALIVE spare nodes of capacity >= ranks_per_node, over
- * as many distinct failure domains as there are (registration order
- * otherwise). OUT: idx[spec->nodes] (indexes in js->m->nodes). -ENOSPC with
+/* Picks spec->nodes ALIVE spare nodes of capacity >= ranks_per_node, in
+ * rounds of one node per failure domain (registration order within each),
+ * so that the job spans as many domains as there are and takes as few
+ * nodes of each as it can. OUT: idx[spec->nodes] (indexes in js->m->nodes). -ENOSPC with
  * err saying how many are free and how many are needed. */
 int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
                    size_t *idx, char *err, size_t errlen);
+/* j's coding groups (ctl_groups_form) over its placed nodes idx[] (as
+ * ctl_spec_place gave them), with their failure domains; a warning logged
+ * when the labels do not allow the members apart. -EINVAL (with err) or
+ * -ENOMEM. */
+int ctl_spec_groups(const struct ctl_jobs *js, struct ctl_job *j,
+                    const size_t *idx, char *err, size_t errlen);
 /* The MASTER_PORT of a new job: spec's, or the lowest of
  * CTL_MASTER_PORT_BASE.. no live job uses. 0: none left. */
 uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want);
@@ -456,9 +523,14 @@ uint64_t ctl_jobs_tick_next_ms(const struct ctl_jobs *js, uint64_t now);
 
 /* Replay (ctl_journal.c calls these in record order; nothing is sent).
  * PT_EFORMAT with err for a record that contradicts the ones before. */
+/* groups: lists[i][0..lens[i]) the node indexes of node group i
+ * (ctl_groups_set checks them); ngroups 0 for a coded job (a record from
+ * before groups): the node list cut in groups again, without labels. */
 int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
                         char *const *node_ids, size_t n, uint32_t master_port,
-                        const char *master_addr, char *err, size_t errlen);
+                        const char *master_addr,
+                        const uint32_t *const *lists, const size_t *lens,
+                        size_t ngroups, char *err, size_t errlen);
 int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
                           bool has_restore, uint64_t restore, char *err,
                           size_t errlen);

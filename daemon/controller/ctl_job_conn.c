@@ -36,6 +36,7 @@
 #include "common/journal.h"
 #include "common/log.h"
 #include "daemon/controller/controller.h"
+#include "ec/rs.h"
 
 #define CTL_JOBS_TICK_MS 100u
 
@@ -67,10 +68,39 @@ static int send_to(struct controller *ctl, const struct ctl_job *j,
   return rc;
 }
 
+/* Node group i of j as a message. mem, mp: room for its members (at most
+ * RS_MAX_MEMBERS); the strings point into the job and the membership. */
+static void group_msg(struct controller *ctl, const struct ctl_job *j,
+                      uint32_t i, Pt__NodeGroup *out, Pt__GroupMember *mem,
+                      Pt__GroupMember **mp)
+{
+  const struct ctl_groups *g = &j->groups;
+
+  pt__node_group__init(out);
+  out->index = i;
+  out->k = ctl_groups_k(g, i);
+  out->m = g->m;
+  out->n_members = ctl_groups_size(g, i);
+  out->members = mp;
+  for (uint32_t x = 0; x < out->n_members; x++) {
+    uint32_t p = g->member[g->first[i] + x];
+    const struct ctl_part *pt = &j->parts[p];
+    pt__group_member__init(&mem[x]);
+    mem[x].node_index = p;
+    mem[x].node_id = (char *)pt->node_id;
+    if (pt->node < ctl->members.n &&
+        ctl->members.nodes[pt->node].advertise[0] != '\0')
+      mem[x].advertise = ctl->members.nodes[pt->node].advertise;
+    mp[x] = &mem[x];
+  }
+}
+
 static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
 {
   struct controller *ctl = CTL(ctx);
   Pt__JobAssign a = PT__JOB_ASSIGN__INIT;
+  Pt__NodeGroup ng;
+  Pt__GroupMember mem[RS_MAX_MEMBERS], *mp[RS_MAX_MEMBERS];
 
   a.spec = j->spec;
   a.epoch = j->epoch;
@@ -83,6 +113,10 @@ static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
   a.restore_step = j->restore_step;
   a.has_committed_step = j->has_committed;
   a.committed_step = j->committed;
+  if (j->groups.n > 0) {
+    group_msg(ctl, j, j->groups.group_of[p], &ng, mem, mp);
+    a.group = &ng;
+  }
   log_debug("job '%s' epoch %" PRIu64 ": JOB_ASSIGN to node '%s' (index %"
             PRIu32 ", ranks %" PRIu32 "..%" PRIu32 " of %" PRIu32 ")",
             j->spec->name, j->epoch, j->parts[p].node_id, p, a.first_rank,
@@ -219,6 +253,45 @@ static void job_reply(struct rpc_conn *c, uint64_t req, int status,
              pt_strerror(rc));
 }
 
+/* The messages of j's groups in ji (freed by groups_free). */
+static int fill_groups(struct controller *ctl, const struct ctl_job *j,
+                       Pt__JobInfo *ji)
+{
+  uint32_t n = j->groups.n;
+  if (n == 0)
+    return PT_OK;
+  Pt__NodeGroup *gs = calloc(n, sizeof(*gs));
+  Pt__NodeGroup **gp = calloc(n, sizeof(*gp));
+  Pt__GroupMember *mem = calloc(j->nparts, sizeof(*mem));
+  Pt__GroupMember **mp = calloc(j->nparts, sizeof(*mp));
+  if (gs == NULL || gp == NULL || mem == NULL || mp == NULL) {
+    free(gs);
+    free(gp);
+    free(mem);
+    free(mp);
+    return -ENOMEM;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t off = j->groups.first[i];
+    group_msg(ctl, j, i, &gs[i], mem + off, mp + off);
+    gp[i] = &gs[i];
+  }
+  ji->n_groups = n;
+  ji->groups = gp;
+  return PT_OK;
+}
+
+static void groups_free(Pt__JobInfo *ji)
+{
+  if (ji->n_groups == 0)
+    return;
+  Pt__NodeGroup *gs = ji->groups[0];
+  free(gs[0].members[0]);
+  free(gs[0].members);
+  free(gs);
+  free(ji->groups);
+}
+
 static void fill_info(struct controller *ctl, const struct ctl_job *j,
                       Pt__JobInfo *ji, Pt__JobPartInfo *pis,
                       Pt__JobPartInfo **pp, uint64_t now)
@@ -266,6 +339,9 @@ static void fill_info(struct controller *ctl, const struct ctl_job *j,
   ji->bytes_held = bytes;
   ji->n_parts = j->nparts;
   ji->parts = pp;
+  if (fill_groups(ctl, j, ji) != PT_OK)
+    log_warn("job '%s': its coding groups left out of the status: out of "
+             "memory", j->spec->name);
 }
 
 static void jobs_query(struct controller *ctl, struct rpc_conn *c,
@@ -320,6 +396,8 @@ static void jobs_query(struct controller *ctl, struct rpc_conn *c,
   if (rc != PT_OK && rc != -EPIPE)
     log_warn("cannot answer ptctl %s: %s", rpc_conn_peer_name(c),
              pt_strerror(rc));
+  for (size_t i = 0; infos != NULL && ips != NULL && i < r.n_jobs; i++)
+    groups_free(&infos[i]);
   free(infos);
   free(ips);
   free(pis);

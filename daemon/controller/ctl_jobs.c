@@ -107,6 +107,7 @@ static void job_free(struct ctl_job *j)
   if (j == NULL)
     return;
   commit_release(&j->commit);
+  ctl_groups_release(&j->groups);
   if (j->spec != NULL)
     protobuf_c_message_free_unpacked(&j->spec->base, NULL);
   free(j->parts);
@@ -524,6 +525,11 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
   for (uint32_t p = 0; p < j->nparts; p++)
     snprintf(j->parts[p].node_id, sizeof(j->parts[p].node_id), "%s",
              js->m->nodes[idx[p]].id);
+  rc = ctl_spec_groups(js, j, idx, err, errlen);
+  if (rc != PT_OK) {
+    job_unlink_free(js, j);
+    goto out;
+  }
   snprintf(j->master_addr, sizeof(j->master_addr), "%s",
            js->m->nodes[idx[0]].advertise);
   rc = js->ops->journal(js->ctx, j, CTL_REC_JOB);
@@ -542,9 +548,14 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
     ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
     goto out;
   }
+  char code[64] = "no code";
+  if (j->groups.n > 0)
+    snprintf(code, sizeof(code), "code %" PRIu32 "+%" PRIu32 " in %" PRIu32
+             " node group%s", j->spec->code_k, j->spec->code_m, j->groups.n,
+             j->groups.n == 1 ? "" : "s");
   log_notice("job '%s' started on %" PRIu32 " nodes x %" PRIu32
-             " ranks, master %s:%" PRIu32, j->spec->name, j->nparts,
-             j->spec->ranks_per_node, j->master_addr, j->master_port);
+             " ranks, master %s:%" PRIu32 ", %s", j->spec->name, j->nparts,
+             j->spec->ranks_per_node, j->master_addr, j->master_port, code);
   *out = j;
 out:
   free(idx);

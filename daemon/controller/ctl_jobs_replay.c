@@ -30,7 +30,9 @@ static int replay_bad(char *err, size_t errlen, const char *fmt, ...)
 
 int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
                         char *const *node_ids, size_t n, uint32_t master_port,
-                        const char *master_addr, char *err, size_t errlen)
+                        const char *master_addr,
+                        const uint32_t *const *lists, const size_t *lens,
+                        size_t ngroups, char *err, size_t errlen)
 {
   struct ctl_job *j;
   char why[256];
@@ -51,9 +53,28 @@ int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
   if (ctl_jobs_find_live(js, spec->name) != NULL)
     return replay_bad(err, errlen, "a second JOB record for live job '%s'",
                       spec->name);
-  rc = ctl_jobs_job_new(js, spec, &j);
-  if (rc != PT_OK)
+  /* The groups as journaled; a coded job journaled before groups were
+   * gets the node list cut in groups (nothing was protected by them). */
+  struct ctl_groups g;
+  uint32_t k = spec->has_code_k ? spec->code_k : 0;
+  uint32_t mm = spec->has_code_m ? spec->code_m : 0;
+  if (ngroups == 0 && k != 0)
+    rc = ctl_groups_form(&g, spec->nodes, NULL, k, mm, NULL, why,
+                         sizeof(why));
+  else
+    rc = ctl_groups_set(&g, spec->nodes, k, mm, lists, lens, ngroups, why,
+                        sizeof(why));
+  if (rc == -ENOMEM)
     return rc;
+  if (rc != PT_OK)
+    return replay_bad(err, errlen, "JOB record of '%s': %s", spec->name,
+                      why);
+  rc = ctl_jobs_job_new(js, spec, &j);
+  if (rc != PT_OK) {
+    ctl_groups_release(&g);
+    return rc;
+  }
+  j->groups = g;
   j->master_port = master_port;
   snprintf(j->master_addr, sizeof(j->master_addr), "%s",
            master_addr != NULL ? master_addr : "");

@@ -5,7 +5,8 @@
  * compaction that keeps the file bounded.
  *
  *   JOB     spec (defaults filled), node ids in index order, master port
- *           and address: the job exists, on those nodes
+ *           and address, its coding groups: the job exists, on those
+ *           nodes
  *   EPOCH   job, epoch, restore step or none: an incarnation began
  *   COMMIT  job, epoch, step: step is committed
  *   END     job, final state, reason
@@ -33,6 +34,28 @@ struct replay {
   size_t errlen;
 };
 
+/* A JOB record: its groups as lists for ctl_jobs_replay_job. */
+static int replay_job(struct replay *r, const Pt__CtlRecJob *m, char *why,
+                      size_t whylen)
+{
+  const uint32_t **lists = calloc(m->n_groups + 1, sizeof(*lists));
+  size_t *lens = calloc(m->n_groups + 1, sizeof(*lens));
+  int rc = -ENOMEM;
+
+  if (lists != NULL && lens != NULL) {
+    for (size_t i = 0; i < m->n_groups; i++) {
+      lists[i] = m->groups[i]->node_index;
+      lens[i] = m->groups[i]->n_node_index;
+    }
+    rc = ctl_jobs_replay_job(r->js, m->spec, m->node_ids, m->n_node_ids,
+                             m->master_port, m->master_addr, lists, lens,
+                             m->n_groups, why, whylen);
+  }
+  free(lists);
+  free(lens);
+  return rc;
+}
+
 static int on_record(void *arg, uint32_t type, const void *data, size_t len)
 {
   struct replay *r = arg;
@@ -46,9 +69,7 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     Pt__CtlRecJob *m = pt__ctl_rec_job__unpack(NULL, len, data);
     if (m == NULL)
       goto undecodable;
-    rc = ctl_jobs_replay_job(r->js, m->spec, m->node_ids, m->n_node_ids,
-                             m->master_port, m->master_addr, why,
-                             sizeof(why));
+    rc = replay_job(r, m, why, sizeof(why));
     pt__ctl_rec_job__free_unpacked(m, NULL);
     break;
   }
@@ -128,14 +149,30 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, uint8_t **buf,
   Pt__CtlRecCommit rc = PT__CTL_REC_COMMIT__INIT;
   Pt__CtlRecEnd rd = PT__CTL_REC_END__INIT;
   char **ids = NULL;
+  const struct ctl_groups *g = &job->groups;
+  Pt__CtlRecGroup *grs = NULL, **gps = NULL;
 
   switch (kind) {
   case CTL_REC_JOB:
     ids = calloc(job->nparts, sizeof(*ids));
-    if (ids == NULL)
+    grs = calloc(g->n + 1, sizeof(*grs));
+    gps = calloc(g->n + 1, sizeof(*gps));
+    if (ids == NULL || grs == NULL || gps == NULL) {
+      free(ids);
+      free(grs);
+      free(gps);
       return -ENOMEM;
+    }
     for (uint32_t p = 0; p < job->nparts; p++)
       ids[p] = (char *)job->parts[p].node_id;
+    for (uint32_t i = 0; i < g->n; i++) {
+      pt__ctl_rec_group__init(&grs[i]);
+      grs[i].n_node_index = ctl_groups_size(g, i);
+      grs[i].node_index = &g->member[g->first[i]];
+      gps[i] = &grs[i];
+    }
+    rj.n_groups = g->n;
+    rj.groups = gps;
     rj.spec = job->spec;
     rj.n_node_ids = job->nparts;
     rj.node_ids = ids;
@@ -171,13 +208,12 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, uint8_t **buf,
   }
   *len = protobuf_c_message_get_packed_size(msg);
   *buf = malloc(*len > 0 ? *len : 1);
-  if (*buf == NULL) {
-    free(ids);
-    return -ENOMEM;
-  }
-  protobuf_c_message_pack(msg, *buf);
+  if (*buf != NULL)
+    protobuf_c_message_pack(msg, *buf);
   free(ids);
-  return PT_OK;
+  free(grs);
+  free(gps);
+  return *buf != NULL ? PT_OK : -ENOMEM;
 }
 
 int ctl_journal_append(struct journal *jr, const struct ctl_job *job,

@@ -1,7 +1,7 @@
 /*
  * ctl_spec.c — a job's spec and where it runs (pure, as ctl_jobs.c): the
- * spec checked and its defaults filled, the spare nodes it is placed on,
- * its MASTER_PORT.
+ * spec checked and its defaults filled (the code: ctl_groups.c), the
+ * spare nodes it is placed on, its MASTER_PORT.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -77,11 +77,14 @@ int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
   if (s->slots < 2 || s->slots > SNAP_MAX_SLOTS)
     return bad(err, errlen, "job '%s': slots %" PRIu32 " (2..%u)", s->name,
                s->slots, SNAP_MAX_SLOTS);
+  /* The code: absent, the default for the number of nodes; one half of it
+   * absent counts as 0 (and is refused). */
   uint32_t k = s->has_code_k ? s->code_k : 0, mm = s->has_code_m ? s->code_m : 0;
-  if ((k == 0) != (mm == 0) || (uint64_t)k + mm > s->nodes)
-    return bad(err, errlen, "job '%s': code %" PRIu32 "+%" PRIu32
-               ": either 0+0 (none) or k >= 1, m >= 1 and k+m <= nodes (%"
-               PRIu32 ")", s->name, k, mm, s->nodes);
+  char why[300];
+  if (!s->has_code_k && !s->has_code_m)
+    ctl_groups_default_code(s->nodes, &k, &mm);
+  if (ctl_groups_code_check(s->nodes, k, mm, why, sizeof(why)) != PT_OK)
+    return bad(err, errlen, "job '%s': %s", s->name, why);
   s->has_code_k = s->has_code_m = true;
   s->code_k = k;
   s->code_m = mm;
@@ -148,27 +151,60 @@ int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
   bool *taken = calloc(m->n, sizeof(*taken));
   if (taken == NULL)
     return -ENOMEM;
-  /* First one node per failure domain, in registration order (a node
-   * without a label is a domain of its own), then the rest. */
-  for (size_t i = 0; i < m->n && got < want; i++) {
-    const struct ctl_node *n = &m->nodes[i];
-    if (!spare(n, spec->ranks_per_node))
-      continue;
-    bool dup = false;
-    for (uint32_t k = 0; k < got && n->failure_domain[0] != '\0'; k++)
-      if (strcmp(m->nodes[idx[k]].failure_domain, n->failure_domain) == 0) {
-        dup = true;
-        break;
-      }
-    if (dup)
-      continue;
-    taken[i] = true;
-    idx[got++] = i;
-  }
-  for (size_t i = 0; i < m->n && got < want; i++)
-    if (!taken[i] && spare(&m->nodes[i], spec->ranks_per_node))
+  /* Round by round, one node of each failure domain not yet exhausted,
+   * in registration order (a node without a label is a domain of its
+   * own): the job spans as many domains as there are, and every domain
+   * gives it as few nodes as it can, so that its coding groups
+   * (ctl_groups.c) can keep their members apart. */
+  while (got < want) {
+    uint32_t round_start = got;
+    for (size_t i = 0; i < m->n && got < want; i++) {
+      const struct ctl_node *n = &m->nodes[i];
+      if (taken[i] || !spare(n, spec->ranks_per_node))
+        continue;
+      bool dup = false;
+      for (uint32_t k = round_start; k < got && n->failure_domain[0] != '\0';
+           k++)
+        if (strcmp(m->nodes[idx[k]].failure_domain, n->failure_domain) == 0) {
+          dup = true;
+          break;
+        }
+      if (dup)
+        continue;
+      taken[i] = true;
       idx[got++] = i;
+    }
+  }
   free(taken);
+  return PT_OK;
+}
+
+/* j's coding groups over its placed nodes idx[], their failure domains
+ * apart where the labels allow (logged when they do not). */
+int ctl_spec_groups(const struct ctl_jobs *js, struct ctl_job *j,
+                    const size_t *idx, char *err, size_t errlen)
+{
+  const char **doms = calloc(j->nparts, sizeof(*doms));
+  char why[512];
+  uint32_t worst = 0;
+
+  if (doms == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  for (uint32_t p = 0; p < j->nparts; p++)
+    doms[p] = js->m->nodes[idx[p]].failure_domain;
+  int rc = ctl_groups_form(&j->groups, j->nparts, doms, j->spec->code_k,
+                           j->spec->code_m, &worst, why, sizeof(why));
+  free(doms);
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "job '%s': %s", j->spec->name,
+             rc == -ENOMEM ? "out of memory" : why);
+    return rc;
+  }
+  if (worst > 1)
+    log_warn("job '%s': coding groups share failure domains: %s",
+             j->spec->name, why);
   return PT_OK;
 }
 

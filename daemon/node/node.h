@@ -57,6 +57,7 @@
 
 #include <uv.h>
 
+#include "daemon/code_group.h"
 #include "daemon/commit/commit.h"
 #include "daemon/node/node_decider.h"
 #include "daemon/node_secret.h"
@@ -135,6 +136,12 @@ struct node_config {
    * local rank. */
   uint32_t first_rank, world, group_rank;
   char master_addr[256];
+  /* Its node group (cluster mode, JOB_ASSIGN.group; k 0: the job has no
+   * code): group.group is the node group's index, group.member this
+   * node's place in it; local rank r is that member of coding group
+   * group.group x ranks + r (node_plan_smp_group), which each SMP is told
+   * on its command line (daemon/code_group.h). */
+  struct code_group group;
 };
 
 /* The job's world size: cfg->world, or cfg->ranks standalone. */
@@ -259,6 +266,20 @@ struct node_rank_env {
 };
 void node_plan_rank_env(const struct node_config *cfg, uint32_t local_rank,
                         struct node_rank_env *out);
+/* The node group of a JOB_ASSIGN (checked by node_plan_assign_check
+ * first) for the node self (its node id): none when the job has no code
+ * (out->k 0); else the group must match the spec's code (m equal, k at
+ * least), have k + m members on distinct nodes of the job, this node among
+ * them exactly once (at the assignment's node index, with its id). PT_OK,
+ * or -EINVAL with err. OUT: *out (group: the node group's index, member:
+ * this node's place). */
+int node_plan_group(const Pt__JobAssign *a, const char *self,
+                    struct code_group *out, char *err, size_t len);
+/* The coding group of local rank local_rank (below cfg->ranks) as its SMP
+ * is told: cfg->group with group = node group x cfg->ranks + local rank.
+ * OUT: *out (k 0: none). */
+void node_plan_smp_group(const struct node_config *cfg, uint32_t local_rank,
+                         struct code_group *out);
 /* A JOB_ASSIGN the node can take, with capacity ranks: PT_OK, or -EINVAL
  * (-ENOSPC: more ranks than capacity) with a sentence in err. */
 int node_plan_assign_check(const Pt__JobAssign *a, uint32_t capacity,

@@ -169,6 +169,8 @@ static void start(struct node *n, uint64_t id, bool adopt)
   }
   bool continuing = p->has && strcmp(p->job, a->spec->name) == 0;
   rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
+  if (rc == PT_OK)
+    rc = node_plan_group(a, n->cfg.node_id, &n->cfg.group, err, sizeof(err));
   if (rc != PT_OK) {
     node_part_report_refusal(n, id, a->spec != NULL && a->spec->name != NULL
                               ? a->spec->name : "", a->epoch, rc, err);
@@ -200,6 +202,12 @@ static void start(struct node *n, uint64_t id, bool adopt)
     snprintf(r->sock_path, sizeof(r->sock_path), "%s/smp.%" PRIu32 ".sock",
              n->cfg.state_dir, i);
   }
+  if (n->cfg.group.k != 0)
+    log_info("job '%s': node group %" PRIu32 " (code %" PRIu32 "+%" PRIu32
+             "), this node member %" PRIu32 ": local rank r is that member "
+             "of coding group %" PRIu32 " x %" PRIu32 " + r", p->job,
+             n->cfg.group.group, n->cfg.group.k, n->cfg.group.m,
+             n->cfg.group.member, n->cfg.group.group, n->cfg.ranks);
   log_info("job '%s' epoch %" PRIu64 ": %s part %" PRIu32 " of %" PRIu32
            " ranks (global %" PRIu32 "..%" PRIu32 " of %" PRIu32 "), master "
            "%s:%" PRIu32 ", %s, trainer '%s'",
@@ -468,7 +476,10 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
     break;
   }
   char err[300];
+  struct code_group grp;
   int rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
+  if (rc == PT_OK)
+    rc = node_plan_group(a, n->cfg.node_id, &grp, err, sizeof(err));
   if (rc != PT_OK) {
     node_part_report_refusal(n, id, job, a->epoch, rc, err); /* nothing changes */
     return;

@@ -316,6 +316,84 @@ int node_plan_assign_check(const Pt__JobAssign *a, uint32_t capacity,
   return PT_OK;
 }
 
+int node_plan_group(const Pt__JobAssign *a, const char *self,
+                    struct code_group *out, char *err, size_t len)
+{
+  const Pt__JobSpec *s = a->spec;
+  const Pt__NodeGroup *g = a->group;
+  bool coded = s->has_code_k && s->code_k != 0;
+
+  memset(out, 0, sizeof(*out));
+  if (g == NULL && !coded)
+    return PT_OK;
+  if (g == NULL || !coded) {
+    snprintf(err, len, "job '%s' %s", s->name,
+             g == NULL ? "has a code but the assignment names no coding "
+                         "group"
+                       : "has no code but the assignment names a coding "
+                         "group");
+    return -EINVAL;
+  }
+  if (g->m != s->code_m || g->k < s->code_k ||
+      g->n_members != (size_t)g->k + g->m || g->n_members > RS_MAX_MEMBERS ||
+      (uint64_t)(g->index + 1) * s->ranks_per_node > UINT32_MAX) {
+    snprintf(err, len, "node group %" PRIu32 " of %zu members coded %" PRIu32
+             "+%" PRIu32 " does not fit the job's code %" PRIu32 "+%" PRIu32
+             " (m the same, k at least, k + m members, at most %u)",
+             g->index, g->n_members, g->k, g->m, s->code_k, s->code_m,
+             RS_MAX_MEMBERS);
+    return -EINVAL;
+  }
+  out->k = g->k;
+  out->m = g->m;
+  out->group = g->index;
+  out->n = (uint32_t)g->n_members;
+  bool found = false;
+  for (uint32_t i = 0; i < out->n; i++) {
+    const Pt__GroupMember *m = g->members[i];
+    struct code_group_member *o = &out->members[i];
+    if (m->node_index >= s->nodes || m->node_id == NULL ||
+        m->node_id[0] == '\0' || strlen(m->node_id) > RPC_NODE_ID_MAX ||
+        (m->advertise != NULL &&
+         strlen(m->advertise) > CODE_GROUP_ADDR_MAX)) {
+      snprintf(err, len, "member %" PRIu32 " of node group %" PRIu32
+               " is not a node of the job (index %" PRIu32 " of %" PRIu32
+               ", an id of 1..%u bytes, an address of at most %u)", i,
+               g->index, m->node_index, s->nodes, RPC_NODE_ID_MAX,
+               CODE_GROUP_ADDR_MAX);
+      return -EINVAL;
+    }
+    o->node_index = m->node_index;
+    snprintf(o->node_id, sizeof(o->node_id), "%s", m->node_id);
+    snprintf(o->addr, sizeof(o->addr), "%s",
+             m->advertise != NULL ? m->advertise : "");
+    for (const char *p = o->addr; *p != '\0'; p++)
+      if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) {
+        snprintf(err, len, "member %" PRIu32 " of node group %" PRIu32
+                 ": its address is not printable", i, g->index);
+        return -EINVAL;
+      }
+    if (m->node_index == a->node_index) {
+      found = true;
+      out->member = i;
+    }
+  }
+  if (!found) {
+    snprintf(err, len, "this node (index %" PRIu32 ") is not in its node "
+             "group %" PRIu32, a->node_index, g->index);
+    return -EINVAL;
+  }
+  return code_group_check(out, self, err, len);
+}
+
+void node_plan_smp_group(const struct node_config *cfg, uint32_t local_rank,
+                         struct code_group *out)
+{
+  *out = cfg->group;
+  if (out->k != 0)
+    out->group = cfg->group.group * cfg->ranks + local_rank;
+}
+
 bool node_plan_seal_report(const struct commit_sealed_set *const *sets,
                            uint32_t n, bool has_committed, uint64_t committed,
                            bool has_sent, uint64_t sent, uint64_t *step)

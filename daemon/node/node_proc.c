@@ -387,6 +387,50 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
   uv_close((uv_handle_t *)h, free_child);
 }
 
+/* One more argument of an SMP, copied into store. */
+static int add_arg(const char *a, char *store, size_t cap, size_t *used,
+                   char **argv, size_t *k, size_t maxargs)
+{
+  size_t l = strlen(a) + 1;
+  if (*used + l > cap || *k + 1 >= maxargs)
+    return -E2BIG;
+  memcpy(store + *used, a, l);
+  argv[(*k)++] = store + *used;
+  *used += l;
+  return PT_OK;
+}
+
+/* The coding group of the SMP of r (code_group.h), after its other
+ * arguments: --code K+M --group G --member I --node-id ID and one
+ * --group-node per member. */
+static int group_args(struct node *n, struct node_rank *r, char *store,
+                      size_t cap, size_t *used, char **argv, size_t *k,
+                      size_t maxargs)
+{
+  struct code_group g;
+  char code[24], grp[16], mem[16], one[1600];
+  int rc = PT_OK;
+
+  node_plan_smp_group(&n->cfg, r->rank, &g);
+  if (g.k == 0)
+    return PT_OK;
+  snprintf(code, sizeof(code), "%" PRIu32 "+%" PRIu32, g.k, g.m);
+  snprintf(grp, sizeof(grp), "%" PRIu32, g.group);
+  snprintf(mem, sizeof(mem), "%" PRIu32, g.member);
+  const char *items[] = {"--code", code, "--group", grp, "--member", mem,
+                         "--node-id", n->cfg.node_id};
+  for (size_t i = 0; i < sizeof(items) / sizeof(items[0]) && rc == PT_OK; i++)
+    rc = add_arg(items[i], store, cap, used, argv, k, maxargs);
+  for (uint32_t i = 0; i < g.n && rc == PT_OK; i++) {
+    rc = code_group_member_format(&g.members[i], one, sizeof(one));
+    if (rc == PT_OK)
+      rc = add_arg("--group-node", store, cap, used, argv, k, maxargs);
+    if (rc == PT_OK)
+      rc = add_arg(one, store, cap, used, argv, k, maxargs);
+  }
+  return rc;
+}
+
 /* argv of an SMP; strings live in store (one NUL-separated buffer). */
 static int smp_argv(struct node *n, struct node_rank *r, char *store,
                     size_t cap, char **argv, size_t maxargs)
@@ -429,8 +473,9 @@ static int smp_argv(struct node *n, struct node_rank *r, char *store,
     argv[k++] = store + used;
     used += sizeof(flag);
   }
+  int rc = group_args(n, r, store, cap, &used, argv, &k, maxargs);
   argv[k] = NULL;
-  return PT_OK;
+  return rc;
 }
 
 /* env of a trainer: the base plus the PT_ and torchrun names. */
@@ -495,8 +540,12 @@ int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role ro
 {
   uv_process_options_t o;
   uv_stdio_container_t stdio[3];
-  char store[2048];
-  char *argv[32];
+  /* An SMP's arguments: its own, and its coding group's members (up to
+   * RS_MAX_MEMBERS of a node id and an address, %XX-encoded at worst). */
+  enum { STORE = 4096 + RS_MAX_MEMBERS * 1600,
+         NARGS = 40 + 2 * RS_MAX_MEMBERS };
+  char *store = NULL;
+  char **argv = NULL;
   char **env = NULL;
   int rc;
 
@@ -520,7 +569,11 @@ int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role ro
   o.exit_cb = on_spawned_exit;
   o.flags = UV_PROCESS_DETACHED;
   if (role == NODE_ROLE_SMP) {
-    rc = smp_argv(n, r, store, sizeof(store), argv, sizeof(argv) / sizeof(argv[0]));
+    store = malloc(STORE);
+    argv = calloc(NARGS, sizeof(*argv));
+    rc = store == NULL || argv == NULL
+             ? -ENOMEM
+             : smp_argv(n, r, store, STORE, argv, NARGS);
     if (rc != PT_OK)
       goto out_free;
     o.file = "/proc/self/exe";
@@ -537,6 +590,8 @@ int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role ro
   rc = uv_spawn(n->loop, &c->h.proc, &o);
   if (env != NULL)
     trainer_env_free(n, env);
+  free(store);
+  free(argv);
   if (rc != 0) {
     /* libuv wants the handle closed even when the spawn failed. */
     uv_close((uv_handle_t *)&c->h.proc, free_child);
@@ -549,6 +604,8 @@ int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role ro
   return PT_OK;
 
 out_free:
+  free(store);
+  free(argv);
   free(c);
   return rc;
 }

@@ -509,13 +509,36 @@ static void usage(FILE *f)
     "  --huge-pages      make the object with huge pages where /dev/shm\n"
     "                    allows it (mounted with huge=within_size or\n"
     "                    huge=advise); else 4 KiB pages and one warning\n"
+    "  --code K+M --group G --member I --node-id ID\n"
+    "  --group-node INDEX:ID=ADDR  (one per member, in member order)\n"
+    "                    the coding group this SMP is member I of (all of\n"
+    "                    them or none; see daemon/code_group.h)\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
     "  --help            this text\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES);
 }
 
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
        OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_INSTANCE, OPT_SECRET,
-       OPT_HUGE, OPT_HELP };
+       OPT_HUGE, OPT_CODE, OPT_GROUP, OPT_MEMBER, OPT_NODE_ID,
+       OPT_GROUP_NODE, OPT_HELP };
+
+/* The group options: all or none, and a group code_group_check takes. */
+static int group_done(struct smp *smp, unsigned given)
+{
+  char err[600];
+  if (given == 0)
+    return 0;
+  if (given != 0x1f) {
+    fprintf(stderr, "ptd smp: a coding group needs --code, --group, "
+                    "--member, --node-id and its --group-node list\n");
+    return -EINVAL;
+  }
+  if (code_group_check(&smp->group, smp->node_id, err, sizeof(err)) != 0) {
+    fprintf(stderr, "ptd smp: refusing the coding group: %s\n", err);
+    return -EINVAL;
+  }
+  return 0;
+}
 
 static int args_parse(struct smp *smp, int argc, char **argv)
 {
@@ -532,11 +555,18 @@ static int args_parse(struct smp *smp, int argc, char **argv)
     { "instance", required_argument, NULL, OPT_INSTANCE },
     { "secret-file", required_argument, NULL, OPT_SECRET },
     { "huge-pages", no_argument, NULL, OPT_HUGE },
+    { "code", required_argument, NULL, OPT_CODE },
+    { "group", required_argument, NULL, OPT_GROUP },
+    { "member", required_argument, NULL, OPT_MEMBER },
+    { "node-id", required_argument, NULL, OPT_NODE_ID },
+    { "group-node", required_argument, NULL, OPT_GROUP_NODE },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
   bool has_rank = false;
   uint32_t v;
+  unsigned group_given = 0;
+  char err[600];
   int o, li = 0;
 
   smp->world = 1;
@@ -591,6 +621,40 @@ static int args_parse(struct smp *smp, int argc, char **argv)
     case OPT_HUGE:
       smp->huge_pages = true;
       break;
+    case OPT_CODE:
+      if (code_group_code_parse(optarg, &smp->group.k, &smp->group.m) != 0)
+        goto bad_value;
+      group_given |= 1;
+      break;
+    case OPT_GROUP:
+      if (uint_parse(optarg, UINT32_MAX, &smp->group.group) != 0)
+        goto bad_value;
+      group_given |= 2;
+      break;
+    case OPT_MEMBER:
+      if (uint_parse(optarg, RS_MAX_MEMBERS - 1, &smp->group.member) != 0)
+        goto bad_value;
+      group_given |= 4;
+      break;
+    case OPT_NODE_ID:
+      smp->node_id = optarg;
+      group_given |= 8;
+      break;
+    case OPT_GROUP_NODE:
+      if (smp->group.n >= RS_MAX_MEMBERS) {
+        fprintf(stderr, "ptd smp: more than %u --group-node\n",
+                RS_MAX_MEMBERS);
+        return -EINVAL;
+      }
+      if (code_group_member_parse(optarg,
+                                  &smp->group.members[smp->group.n], err,
+                                  sizeof(err)) != 0) {
+        fprintf(stderr, "ptd smp: --group-node: %s\n", err);
+        return -EINVAL;
+      }
+      smp->group.n++;
+      group_given |= 16;
+      break;
     case OPT_HELP:
       usage(stdout);
       return 1;
@@ -616,7 +680,7 @@ static int args_parse(struct smp *smp, int argc, char **argv)
             smp->world);
     return -EINVAL;
   }
-  return 0;
+  return group_done(smp, group_given);
 
 bad_value:
   fprintf(stderr, "ptd smp: invalid value '%s' for --%s\n", optarg,
@@ -710,6 +774,10 @@ int smp_main(int argc, char **argv)
   log_info("serving job '%s' rank %u on '%s' (object '%s', %u slots%s)",
            smp->job, smp->rank, smp->socket_path, smp->shm_name, smp->nslots,
            smp->autocommit ? ", autocommit" : "");
+  if (smp->group.k != 0)
+    log_info("member %u of coding group %u (code %u+%u, %u members)",
+             smp->group.member, smp->group.group, smp->group.k, smp->group.m,
+             smp->group.n);
 
   uv_run(&smp->loop, UV_RUN_DEFAULT);
   status = 0;

@@ -21,6 +21,7 @@
 
 #include <uv.h>
 
+#include "daemon/code_group.h"
 #include "daemon/node_secret.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
@@ -72,6 +73,12 @@ struct smp {
   bool has_secret;
   uint8_t secret[NODE_SECRET_BYTES];
   bool huge_pages;                       /* --huge-pages */
+  /* The coding group this SMP is a member of (--code, --group, --member,
+   * --node-id, --group-node; daemon/code_group.h), checked at start;
+   * group.k 0: none. Nothing codes with it yet: the transfer of chunks to
+   * the parity holders is the next piece. */
+  struct code_group group;
+  const char *node_id;                   /* --node-id; NULL: not given */
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;

@@ -10,6 +10,8 @@
 # table and JSON (the spec as given, each part's global ranks), a start
 # refused for want of spare nodes (exit 1, the controller's message),
 # restore (epoch 2), stop (the job stopped), an unknown job (exit 1).
+# Then a job of 3 nodes: the default code 2+1, its group in status and
+# --json, and every SMP told its group on its command line.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
@@ -40,6 +42,7 @@ check_usage() { # check_usage WHAT ARGS...
 check_usage "--nodes '-2'" start --nodes -2 --ranks-per-node 1 -- /bin/true
 check_usage "--ranks-per-node '1x'" start --nodes 1 --ranks-per-node 1x -- /bin/true
 check_usage "--code '2*1'" start --nodes 3 --ranks-per-node 1 --code '2*1' -- /bin/true
+check_usage "--code 4+2 needs at least 6 nodes; the job has 3" start --nodes 3 --ranks-per-node 1 --code 4+2 -- /bin/true
 check_usage "--memory-budget '12Q'" start --nodes 1 --ranks-per-node 1 --memory-budget 12Q -- /bin/true
 check_usage "--job 'my job'" start --job 'my job' --nodes 1 --ranks-per-node 1 -- /bin/true
 check_usage "after '--' is missing" start --nodes 1 --ranks-per-node 1 --
@@ -115,6 +118,38 @@ done
 c_ptctl status nosuch >/dev/null 2>"$T_DIR/nosuch.err"; rc=$?
 [ $rc -eq 1 ] && grep -q "no job 'nosuch'" "$T_DIR/nosuch.err" || c_fail "unknown job: exit $rc: $(cat "$T_DIR/nosuch.err")"
 say "jobs: start, jobs, status, a refused start, restore, stop"
+
+# Coding groups: 3 nodes in 3 failure domains take the default code 2+1,
+# one group of the three (status, --json), and each SMP is told its group.
+c_node_start c --failure-domain r3 --capacity 2 --shm-prefix "$T_PREFIX"
+c_wait_node_state c alive 10
+c_ptctl start --job coded --nodes 3 --ranks-per-node 1 --master-port "$T_PORT" --node-wait-ms 5000 \
+  -- "$TRAIN" --steps 100000 --state-mb 1 --step-delay-ms 20 --digest-file "$T_DIR/coded.%r" >/dev/null \
+  || c_fail "ptctl start coded"
+st=$(c_ptctl status coded)
+printf '%s\n' "$st" | grep -q "^code        2+1, 1 node group x 1 local rank = 1 coding group$" \
+  || c_fail "status coded: $st"
+printf '%s\n' "$st" | grep -q "^protection  not measured yet" || c_fail "status coded: $st"
+members=$(printf '%s\n' "$st" | sed -n 's|^0 \{1,\}2+1 \{1,\}||p')
+[ "$(printf '%s\n' "$members" | tr ' ' '\n' | sort | tr '\n' ' ')" = "a/0 b/0 c/0 " ] \
+  || c_fail "status coded: group 0 is '$members': $st"
+c_ptctl status coded --json | python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+assert j["code"] == {"k": 2, "m": 1}, j["code"]
+g = j["groups"]
+assert len(g) == 1 and g[0]["group"] == 0 and g[0]["health"] is None, g
+assert sorted(m["node"] for m in g[0]["members"]) == ["a", "b", "c"], g
+assert [m["node_index"] for m in g[0]["members"]] == [0, 1, 2], g
+assert all(m["address"] == "127.0.0.1" for m in g[0]["members"]), g
+' || c_fail "status coded --json: $(c_ptctl status coded --json)"
+deadline=$(( $(date +%s) + 20 ))
+until [ "$(pgrep -f -- "--code 2\+1 --group 0 --member [0-2] .*--shm-prefix $T_PREFIX|--shm-prefix $T_PREFIX.*--code 2\+1 --group 0 --member [0-2] " | wc -l)" -ge 3 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "the SMPs were not told their group: $(pgrep -af -- "--job coded")"
+  sleep 0.1
+done
+c_ptctl stop coded >/dev/null || c_fail "stop coded"
+say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
 
 c_ctl_stop
 say "ok"

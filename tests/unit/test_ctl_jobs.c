@@ -216,14 +216,55 @@ START_TEST(spec_refusals)
   s = spec("j", 3, 1);
   s.has_code_k = s.has_code_m = true;
   s.code_k = 2;
-  s.code_m = 0;
+  s.code_m = 0; /* a hostile spec: k without m */
   ck_assert_int_eq(check_msg(s, err), -EINVAL);
-  ck_assert_ptr_nonnull(strstr(err, "code 2+0"));
+  ck_assert_msg(strstr(err, "code 2+0: k >= 1 and m >= 1") != NULL, "%s", err);
+  s.code_k = 0;
+  s.code_m = 1;
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  s.has_code_m = false; /* k given, m absent: m is 0 */
+  s.code_k = 2;
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  ck_assert_msg(strstr(err, "code 2+0") != NULL, "%s", err);
+  s.has_code_m = true;
   s.code_m = 2; /* 4 > 3 nodes */
   ck_assert_int_eq(check_msg(s, err), -EINVAL);
-  ck_assert_ptr_nonnull(strstr(err, "k+m <= nodes (3)"));
+  ck_assert_msg(strstr(err, "code 2+2 needs at least 4 nodes; the job has "
+                           "3") != NULL, "%s", err);
+  s = spec("j", 40, 1);
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 30;
+  s.code_m = 3; /* over what ec/ codes */
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  ck_assert_msg(strstr(err, "k + m at most 32") != NULL, "%s", err);
+  s.code_k = 20;
+  s.code_m = 12; /* one group of 40 */
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  ck_assert_msg(strstr(err, "1 group of up to 40 nodes, more than the 32")
+                    != NULL, "%s", err);
+  s.code_k = 4;
+  s.code_m = 4294967295u; /* k + m wraps in 32 bits */
+  ck_assert_int_eq(check_msg(s, err), -EINVAL);
+  s = spec("j", 3, 1);
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 2;
   s.code_m = 1;
   ck_assert_int_eq(check_msg(s, err), PT_OK);
+  s.code_k = s.code_m = 0; /* none, as given */
+  ck_assert_int_eq(check_msg(s, err), PT_OK);
+  ck_assert(s.has_code_k && s.code_k == 0 && s.code_m == 0);
+  /* Absent: the default by the number of nodes. */
+  static const uint32_t dn[][3] = {{1, 0, 0}, {2, 0, 0}, {3, 2, 1},
+                                   {5, 2, 1}, {6, 4, 2}, {64, 4, 2}};
+  for (size_t i = 0; i < sizeof(dn) / sizeof(dn[0]); i++) {
+    s = spec("j", dn[i][0], 1);
+    ck_assert_int_eq(check_msg(s, err), PT_OK);
+    Pt__JobSpec c = spec("j", dn[i][0], 1);
+    ck_assert_int_eq(ctl_spec_check(&JS, &c, err, sizeof(err)), PT_OK);
+    ck_assert_msg(c.has_code_k && c.has_code_m && c.code_k == dn[i][1] &&
+                      c.code_m == dn[i][2],
+                  "%u nodes: %u+%u", dn[i][0], c.code_k, c.code_m);
+  }
   s = spec("j", 2, 1);
   s.has_node_wait_ms = true;
   s.node_wait_ms = 10000; /* == dead-after */
@@ -231,6 +272,48 @@ START_TEST(spec_refusals)
   ck_assert_ptr_nonnull(strstr(err, "heartbeat < dead-after < node wait"));
   s.node_wait_ms = 10001;
   ck_assert_int_eq(check_msg(s, err), PT_OK);
+  teardown();
+}
+END_TEST
+
+/* Spares of racks a a a b b c: a job of 5 takes a, b, c, then a, b (not a
+ * third of rack a), and 6 nodes at 2+1 make two groups of one node per
+ * rack each. */
+START_TEST(placement_rounds)
+{
+  char err[256];
+  size_t idx[6];
+
+  setup();
+  add_node("a1", "10.0.0.1", "a", 4, 1, 0);
+  add_node("a2", "10.0.0.2", "a", 4, 2, 0);
+  add_node("a3", "10.0.0.3", "a", 4, 3, 0);
+  add_node("b1", "10.0.0.4", "b", 4, 4, 0);
+  add_node("b2", "10.0.0.5", "b", 4, 5, 0);
+  add_node("c1", "10.0.0.6", "c", 4, 6, 0);
+  add_node("c2", "10.0.0.7", "c", 4, 7, 0);
+  Pt__JobSpec s = spec("j", 5, 1);
+  ck_assert_int_eq(ctl_spec_check(&JS, &s, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
+  static const char *const want[] = {"a1", "b1", "c1", "a2", "b2"};
+  for (int i = 0; i < 5; i++)
+    ck_assert_str_eq(M.nodes[idx[i]].id, want[i]);
+  s = spec("j", 6, 1);
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 2;
+  s.code_m = 1;
+  struct ctl_job *j;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(j->groups.n, 2);
+  for (uint32_t g = 0; g < 2; g++) {
+    const struct ctl_groups *G = &j->groups;
+    ck_assert_uint_eq(ctl_groups_size(G, g), 3);
+    for (uint32_t x = G->first[g]; x < G->first[g + 1]; x++)
+      for (uint32_t y = G->first[g]; y < x; y++)
+        ck_assert_str_ne(
+            M.nodes[j->parts[G->member[x]].node].failure_domain,
+            M.nodes[j->parts[G->member[y]].node].failure_domain);
+  }
   teardown();
 }
 END_TEST
@@ -258,6 +341,14 @@ START_TEST(placement)
   s = spec("j", 4, 2);
   ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), PT_OK);
   ck_assert_str_eq(M.nodes[idx[3]].id, "n2");
+  /* 3 nodes, code 2+1: one group, every member in its own rack */
+  s = spec("g", 3, 2);
+  struct ctl_job *g;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &g, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(g->spec->code_k, 2);
+  ck_assert_uint_eq(g->groups.n, 1);
+  ck_assert_uint_eq(ctl_groups_size(&g->groups, 0), 3);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "g", 0, err, sizeof(err)), PT_OK);
   /* 5 of capacity 2: only 4 can */
   s = spec("j", 5, 2);
   ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), -ENOSPC);
@@ -797,6 +888,7 @@ int main(void)
   TCase *tc = tcase_create("jobs");
   tcase_add_test(tc, spec_refusals);
   tcase_add_test(tc, placement);
+  tcase_add_test(tc, placement_rounds);
   tcase_add_test(tc, ranks_master_epochs);
   tcase_add_test(tc, commit_across_nodes);
   tcase_add_test(tc, commit_of_pinned_reports);

@@ -255,6 +255,87 @@ START_TEST(replay_rebuilds)
 }
 END_TEST
 
+static void add_node_in(struct world *w, const char *id, const char *dom,
+                        uintptr_t conn)
+{
+  struct ctl_register r = {.node_id = id, .handshake_id = id,
+                           .advertise = "127.0.0.1", .failure_domain = dom,
+                           .capacity = 2, .incarnation = INC,
+                           .incarnation_len = 16};
+  enum ctl_reg_kind kind;
+  void *old;
+  char err[256];
+  ck_assert_int_eq(ctl_members_register(&w->m, &r, (void *)conn, 0, &kind,
+                                        &old, err, sizeof(err)),
+                   PT_OK);
+  struct ctl_node *n = ctl_members_find(&w->m, id);
+  ctl_jobs_node_registered(&w->js, (size_t)(n - w->m.nodes), 0);
+}
+
+/* "0,1,4|2,3,5": j's node groups. */
+static const char *groups_str(const struct ctl_job *j)
+{
+  static char buf[256];
+  size_t n = 0;
+  buf[0] = '\0';
+  for (uint32_t i = 0; i < j->groups.n; i++)
+    for (uint32_t x = j->groups.first[i]; x < j->groups.first[i + 1]; x++)
+      n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%u",
+                            x == j->groups.first[i] ? (i > 0 ? "|" : "")
+                                                    : ",",
+                            j->groups.member[x]);
+  return buf;
+}
+
+/* The coding groups come back from the journal as they were formed (from
+ * failure domains the replay does not know: formed again without them, the
+ * node list would be cut in consecutive groups), after a compaction too. */
+START_TEST(groups_replayed)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped;
+
+  dir_make();
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  static const char *const dom[] = {"a", "a", "a", "a", "b", "b"};
+  for (int i = 0; i < 6; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "n%d", i);
+    add_node_in(&w, id, dom[i], (uintptr_t)(i + 1));
+  }
+  Pt__JobSpec s = PT__JOB_SPEC__INIT;
+  struct ctl_job *j;
+  s.name = "g";
+  s.n_argv = 3;
+  s.argv = ARGV;
+  s.nodes = 6;
+  s.ranks_per_node = 2;
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 2;
+  s.code_m = 1;
+  ck_assert_int_eq(ctl_jobs_start(&w.js, &s, 0, &j, err, sizeof(err)),
+                   PT_OK);
+  /* placed a b a b a a: two groups of 3 with two of rack a each */
+  ck_assert_str_eq(groups_str(j), "0,1,4|2,3,5");
+  world_close(&w);
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  j = ctl_jobs_find(&w.js, "g");
+  ck_assert_ptr_nonnull(j);
+  ck_assert_uint_eq(j->groups.m, 1);
+  ck_assert_str_eq(groups_str(j), "0,1,4|2,3,5");
+  ck_assert_uint_eq(j->groups.group_of[4], 0);
+  ck_assert_uint_eq(j->groups.index_of[4], 2);
+  ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+  world_close(&w);
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  j = ctl_jobs_find(&w.js, "g");
+  ck_assert_str_eq(groups_str(j), "0,1,4|2,3,5");
+  world_close(&w);
+  dir_remove();
+}
+END_TEST
+
 START_TEST(torn_and_flipped)
 {
   struct world w;
@@ -344,6 +425,7 @@ int main(void)
   TCase *tc = tcase_create("journal");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, replay_rebuilds);
+  tcase_add_test(tc, groups_replayed);
   tcase_add_test(tc, torn_and_flipped);
   tcase_add_test(tc, compaction_bounded);
   suite_add_tcase(s, tc);

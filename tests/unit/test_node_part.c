@@ -126,6 +126,101 @@ START_TEST(assign_checked)
 }
 END_TEST
 
+/* The node group of an assignment: taken when it fits the job's code and
+ * names this node; each local rank's SMP is told its own coding group. */
+START_TEST(group_from_assignment)
+{
+  Pt__JobSpec s = PT__JOB_SPEC__INIT;
+  Pt__JobAssign a = PT__JOB_ASSIGN__INIT;
+  Pt__NodeGroup g = PT__NODE_GROUP__INIT;
+  Pt__GroupMember m[3] = {PT__GROUP_MEMBER__INIT, PT__GROUP_MEMBER__INIT,
+                          PT__GROUP_MEMBER__INIT};
+  Pt__GroupMember *mp[3] = {&m[0], &m[1], &m[2]};
+  struct code_group cg;
+  char err[300];
+
+  s.name = "j";
+  s.nodes = 7;
+  s.ranks_per_node = 4;
+  s.has_code_k = s.has_code_m = true;
+  s.code_k = 2;
+  s.code_m = 1;
+  a.spec = &s;
+  a.node_index = 5;
+  /* node group 1 of a 7-node 2+1 job: nodes 1, 3, 5 (this one member 2) */
+  g.index = 1;
+  g.k = 2;
+  g.m = 1;
+  g.n_members = 3;
+  g.members = mp;
+  static const uint32_t idx[] = {1, 3, 5};
+  static char *const ids[] = {"n-b", "n=c", "me"};
+  static char *const adv[] = {"10.0.0.2", NULL, "10.0.0.6"};
+  for (int i = 0; i < 3; i++) {
+    m[i].node_index = idx[i];
+    m[i].node_id = ids[i];
+    m[i].advertise = adv[i];
+  }
+  /* a coded job without a group, and a group for a job without code */
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "names no coding group"));
+  a.group = &g;
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(cg.k, 2);
+  ck_assert_uint_eq(cg.group, 1);
+  ck_assert_uint_eq(cg.member, 2);
+  ck_assert_str_eq(cg.members[1].node_id, "n=c");
+  ck_assert_str_eq(cg.members[1].addr, ""); /* not known */
+  ck_assert_str_eq(cg.members[0].addr, "10.0.0.2");
+  /* per local rank: coding group 1 x 4 + r, the same members */
+  struct node_config cfg;
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.ranks = 4;
+  cfg.group = cg;
+  for (uint32_t r = 0; r < 4; r++) {
+    struct code_group sg;
+    node_plan_smp_group(&cfg, r, &sg);
+    ck_assert_uint_eq(sg.group, 4 + r);
+    ck_assert_uint_eq(sg.member, 2);
+    ck_assert_uint_eq(sg.n, 3);
+    ck_assert_uint_eq(sg.members[0].node_index, 1);
+  }
+  memset(&cfg.group, 0, sizeof(cfg.group));
+  struct code_group none;
+  node_plan_smp_group(&cfg, 1, &none);
+  ck_assert_uint_eq(none.k, 0);
+  /* refusals */
+  ck_assert_int_eq(node_plan_group(&a, "other", &cg, err, sizeof(err)),
+                   -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "not this node"));
+  a.node_index = 4;
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "is not in its node group"));
+  a.node_index = 5;
+  g.m = 2;
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  g.m = 1;
+  g.k = 3; /* 3+1 with 3 members */
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  g.k = 2;
+  m[0].node_index = 7; /* no such node */
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  m[0].node_index = 3; /* twice */
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  m[0].node_index = 1;
+  m[0].advertise = "a b";
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  m[0].advertise = "10.0.0.2";
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), PT_OK);
+  s.code_k = s.code_m = 0;
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "has no code"));
+  a.group = NULL;
+  ck_assert_int_eq(node_plan_group(&a, "me", &cg, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(cg.k, 0);
+}
+END_TEST
+
 START_TEST(sealed_reported_once_per_step)
 {
   struct commit_sealed_set a = {0}, b = {0};
@@ -478,6 +573,22 @@ static void setup_fake(void)
   F.port = ntohs(a.sin_port);
 }
 
+/* /proc/pid/cmdline with spaces between the arguments. */
+static void cmdline_of(int pid, char *out, size_t cap)
+{
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+  int fd = open(path, O_RDONLY);
+  ck_assert_int_ge(fd, 0);
+  ssize_t n = read(fd, out, cap - 1);
+  close(fd);
+  ck_assert_int_gt(n, 0);
+  for (ssize_t i = 0; i < n; i++)
+    if (out[i] == '\0')
+      out[i] = ' ';
+  out[n] = '\0';
+}
+
 /* At exit, also when an assertion failed: the node, what it ran, the
  * directory and the shm objects. */
 /* SIGKILL to every process whose command line names needle. */
@@ -559,9 +670,33 @@ START_TEST(part_with_fake_controller)
   spec.name = "tj";
   spec.argv = argv;
   spec.n_argv = sizeof(argv) / sizeof(argv[0]);
-  spec.nodes = 1;
+  /* A part of a 6-node job coded 2+1 (the trainers' world is this node's
+   * two ranks: the other nodes are not there), in node group 1 as its
+   * member 1. */
+  spec.nodes = 6;
   spec.ranks_per_node = 2;
+  spec.has_code_k = spec.has_code_m = true;
+  spec.code_k = 2;
+  spec.code_m = 1;
+  Pt__GroupMember gm[3] = {PT__GROUP_MEMBER__INIT, PT__GROUP_MEMBER__INIT,
+                           PT__GROUP_MEMBER__INIT};
+  Pt__GroupMember *gmp[3] = {&gm[0], &gm[1], &gm[2]};
+  Pt__NodeGroup grp = PT__NODE_GROUP__INIT;
+  grp.index = 1;
+  grp.k = 2;
+  grp.m = 1;
+  grp.n_members = 3;
+  grp.members = gmp;
+  gm[0].node_index = 4;
+  gm[0].node_id = "nb";
+  gm[0].advertise = "10.0.0.5";
+  gm[1].node_index = 0;
+  gm[1].node_id = "n1";
+  gm[1].advertise = "127.0.0.1";
+  gm[2].node_index = 2;
+  gm[2].node_id = "n=c";
   Pt__JobAssign as = PT__JOB_ASSIGN__INIT;
+  as.group = &grp;
   as.spec = &spec;
   as.epoch = 1;
   as.node_index = 0;
@@ -569,6 +704,15 @@ START_TEST(part_with_fake_controller)
   as.world_size = 2;
   as.master_addr = "127.0.0.1";
   as.master_port = (uint32_t)atoi(port);
+  /* A group that does not hold this node: refused, nothing changes. */
+  gm[1].node_index = 1;
+  send_msg(RPC_JOB_ASSIGN, 98, &as.base);
+  Pt__JobPartState *ps0 = expect_state(98, 1, "failed", 10000);
+  ck_assert_int_eq(ps0->status, -EINVAL);
+  ck_assert_msg(strstr(ps0->message, "is not in its node group 1") != NULL,
+                "%s", ps0->message);
+  protobuf_c_message_free_unpacked(&ps0->base, NULL);
+  gm[1].node_index = 0;
   /* More ranks than its capacity: refused, and nothing changes. */
   spec.ranks_per_node = 64;
   send_msg(RPC_JOB_ASSIGN, 99, &as.base);
@@ -595,6 +739,18 @@ START_TEST(part_with_fake_controller)
   check_env(pids[1], "MASTER_ADDR", "127.0.0.1");
   check_env(pids[1], "MASTER_PORT", port);
   check_env(pids[0], "PT_JOB", "tj");
+  /* Each SMP is told its coding group: node group 1 x 2 ranks + its local
+   * rank, member 1, the members in order. */
+  Pt__StatusReply *sg = status();
+  for (int r = 0; r < 2; r++) {
+    char cmd[8192], want[256];
+    cmdline_of(sg->ranks[r]->smp_pid, cmd, sizeof(cmd));
+    snprintf(want, sizeof(want), " --code 2+1 --group %d --member 1 "
+             "--node-id n1 --group-node 4:nb=10.0.0.5 --group-node "
+             "0:n1=127.0.0.1 --group-node 2:n%%3Dc=", 2 + r);
+    ck_assert_msg(strstr(cmd, want) != NULL, "SMP %d: %s", r, cmd);
+  }
+  protobuf_c_message_free_unpacked(&sg->base, NULL);
 
   /* STEP_SEALED{pinned}: the node pinned the step on both SMPs before it
    * reported it (its vote); the steps after it, while that pin waits, come
@@ -782,6 +938,7 @@ int main(void)
   TCase *tc = tcase_create("plan");
   tcase_add_test(tc, rank_env_from_assignment);
   tcase_add_test(tc, assign_checked);
+  tcase_add_test(tc, group_from_assignment);
   tcase_add_test(tc, sealed_reported_once_per_step);
   tcase_add_test(tc, vote_from_pins);
   tcase_add_test(tc, epoch_fence);

@@ -367,6 +367,21 @@ START_TEST(start_sends_spec_as_given)
              "d['controller'].startswith('127.0.0.1:') and "
              "d['message'] is None");
   fake_release(&f);
+
+  /* --code none: sent as 0+0, so the controller's default does not apply. */
+  static const char *const nones[] = {"none", "0+0"};
+  for (size_t i = 0; i < 2; i++) {
+    f = (struct fake){.reply_type = RPC_JOB_REPLY, .reply = {&ok.base},
+                      .nreply = 1};
+    rc = run(&f, ARGS("--controller", "@", "--key", T.key, "start", "--job",
+                      "llm", "--nodes", "4", "--ranks-per-node", "1",
+                      "--code", nones[i], "--", "/bin/true"));
+    ck_assert_msg(rc == 0, "rc %d: %s", rc, ERR());
+    s = ((Pt__JobStart *)f.req[0])->spec;
+    ck_assert(s->has_code_k && s->has_code_m && s->code_k == 0 &&
+              s->code_m == 0);
+    fake_release(&f);
+  }
 }
 END_TEST
 
@@ -672,6 +687,23 @@ START_TEST(status_and_jobs_output)
   j0.n_parts = 2;
   j0.parts = parts;
   j0.spec = &spec;
+  /* One node group of both nodes: coding groups 0 and 1 (local ranks). */
+  Pt__GroupMember gm[2] = {PT__GROUP_MEMBER__INIT, PT__GROUP_MEMBER__INIT};
+  Pt__GroupMember *gmp[2] = {&gm[0], &gm[1]};
+  gm[0].node_index = 0;
+  gm[0].node_id = "node-a";
+  gm[0].advertise = "10.0.0.1";
+  gm[1].node_index = 1;
+  gm[1].node_id = "a-much-longer-node-name";
+  Pt__NodeGroup ng = PT__NODE_GROUP__INIT;
+  ng.index = 0;
+  ng.k = 1;
+  ng.m = 1;
+  ng.n_members = 2;
+  ng.members = gmp;
+  Pt__NodeGroup *ngp[] = {&ng};
+  j0.n_groups = 1;
+  j0.groups = ngp;
   Pt__JobSpec spec1 = spec;
   spec1.name = "a-second-job-with-a-long-name";
   spec1.nodes = 1;
@@ -708,7 +740,17 @@ START_TEST(status_and_jobs_output)
       "d['jobs'][0]['parts'][1]['last_sealed'] is None and "
       "d['jobs'][0]['parts'][1]['node_state']=='unreachable' and "
       "d['jobs'][0]['parts'][0]['heartbeat_age_ms']==300 and "
-      "d['jobs'][1]['committed_step'] is None and d['jobs'][1]['parts']==[]");
+      "d['jobs'][1]['committed_step'] is None and d['jobs'][1]['parts']==[] "
+      "and d['jobs'][0]['code']=={'k':1,'m':1} and "
+      "[g['group'] for g in d['jobs'][0]['groups']]==[0,1] and "
+      "d['jobs'][0]['groups'][1]['local_rank']==1 and "
+      "d['jobs'][0]['groups'][1]['k']==1 and "
+      "d['jobs'][0]['groups'][1]['members'][1]=={'member':1,"
+      "'node':'a-much-longer-node-name','node_index':1,'local_rank':1,"
+      "'rank':3,'address':None} and "
+      "d['jobs'][0]['groups'][0]['members'][0]['address']=='10.0.0.1' and "
+      "d['jobs'][0]['groups'][0]['health'] is None and "
+      "d['jobs'][1]['code'] is None and d['jobs'][1]['groups']==[]");
   fake_release(&f);
 
   /* The human form: the job's lines, its parts lined up. */
@@ -747,6 +789,22 @@ START_TEST(status_and_jobs_output)
   ck_assert(matches("^a-much-longer-node-name +unreachable +0\\.3 s ago +"
                     "2\\.\\.3 +running +- +1\\.5 GiB$",
                     o));
+  /* The code and its groups, members as node/local rank; no health. */
+  ck_assert_msg(strstr(o, "code        1+1, 1 node group x 2 local ranks = "
+                          "2 coding groups\n") != NULL &&
+                    strstr(o, "protection  not measured yet") != NULL,
+                "%s", o);
+  ck_assert_msg(matches("^GROUP +CODE +MEMBERS$", o), "%s", o);
+  ck_assert_msg(matches("^0 +1\\+1 +node-a/0 a-much-longer-node-name/0$", o),
+                "%s", o);
+  ck_assert_msg(matches("^1 +1\\+1 +node-a/1 a-much-longer-node-name/1$", o),
+                "%s", o);
+  fake_release(&f);
+  f.nconn = 0;
+  ck_assert_int_eq(run(&f, ARGS("--controller", "@", "--key", T.key, "status",
+                                "a-second-job-with-a-long-name")),
+                   0);
+  ck_assert_msg(strstr(OUT(), "code        none") != NULL, "%s", OUT());
   fake_release(&f);
 
   f.nconn = 0;
@@ -920,13 +978,22 @@ START_TEST(bad_flags_exit_2_naming_the_flag)
        "over the largest world size"},
       {{S, "--nodes", "3", "--ranks-per-node", "1", "--code", "2+2", "--",
         "x"},
-       "--code 2+2 spans 4 nodes, more than --nodes 3"},
+       "--code 2+2 needs at least 4 nodes; the job has 3"},
       {{S, NR, "--node-wait-ms", "0", "--", "x"}, "--node-wait-ms '0'"},
       {{S, NR, "--restart-window-ms", "2592000001", "--", "x"},
        "--restart-window-ms '2592000001'"},
       {{S, NR, "--code", "4-2", "--", "x"}, "--code '4-2'"},
       {{S, NR, "--code", "4+", "--", "x"}, "--code '4+'"},
       {{S, NR, "--code", "40+2", "--", "x"}, "--code '40+2'"},
+      {{S, NR, "--code", "31+2", "--", "x"}, "K + M <= 32"},
+      {{S, NR, "--code", "0+1", "--", "x"}, "--code '0+1'"},
+      {{S, NR, "--code", "2+0", "--", "x"}, "--code '2+0'"},
+      {{S, NR, "--code", "+", "--", "x"}, "--code '+'"},
+      {{S, NR, "--code", "None", "--", "x"}, "--code 'None'"},
+      {{S, NR, "--code", "2+1 ", "--", "x"}, "--code '2+1 '"},
+      {{S, "--nodes", "3", "--ranks-per-node", "1", "--code", "4+2", "--",
+        "x"},
+       "--code 4+2 needs at least 6 nodes; the job has 3"},
       {{S, NR, "--memory-budget", "8Q", "--", "x"}, "--memory-budget '8Q'"},
       {{S, NR, "--memory-budget", "-1G", "--", "x"}, "--memory-budget '-1G'"},
       {{S, NR, "--memory-budget", "99999999999T", "--", "x"},
