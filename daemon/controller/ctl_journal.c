@@ -140,8 +140,10 @@ int ctl_journal_open(struct journal **j, const char *path, struct ctl_jobs *js,
 /* ---- encoding ---- */
 
 /* The packed record of kind for job. OUT: *buf (free it), *len. */
-static int encode(const struct ctl_job *job, enum ctl_rec kind, uint8_t **buf,
-                  size_t *len)
+/* compacting: the record stands for the job as it is now, not for an event
+ * (a compaction's copy of the job); otherwise the record is the event. */
+static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
+                  uint8_t **buf, size_t *len)
 {
   ProtobufCMessage *msg;
   Pt__CtlRecJob rj = PT__CTL_REC_JOB__INIT;
@@ -187,6 +189,12 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, uint8_t **buf,
     re.restore_step = job->restore_step;
     re.has_restarts = true;
     re.restarts = job->restarts;
+    /* A restart waiting out its backoff is counted in memory already, but
+     * only its own EPOCH record, still to come, journals it: a copy made
+     * meanwhile holds the count without it, or a controller restarted in
+     * between would count that one failure twice. */
+    if (compacting && job->state == CTL_JOB_RESTARTING && re.restarts > 0)
+      re.restarts--;
     msg = &re.base;
     break;
   case CTL_REC_COMMIT:
@@ -221,7 +229,7 @@ int ctl_journal_append(struct journal *jr, const struct ctl_job *job,
 {
   uint8_t *buf;
   size_t len;
-  int rc = encode(job, kind, &buf, &len);
+  int rc = encode(job, kind, false, &buf, &len);
 
   if (rc != PT_OK)
     return rc;
@@ -265,7 +273,7 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
     for (size_t i = 0; i < nk && rc == PT_OK && n < cap; i++) {
       uint8_t *buf;
       size_t len;
-      rc = encode(j, kinds[i], &buf, &len);
+      rc = encode(j, kinds[i], true, &buf, &len);
       if (rc == PT_OK) {
         recs[n].type = kinds[i];
         recs[n].data = buf;

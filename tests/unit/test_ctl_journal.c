@@ -336,6 +336,47 @@ START_TEST(groups_replayed)
 }
 END_TEST
 
+/* A restart waiting out its backoff when the journal is compacted and the
+ * controller then restarts: the failure is counted once, by the restart the
+ * new controller makes, not also by the copy. */
+START_TEST(pending_restart_counted_once)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped;
+
+  dir_make();
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  add_node(&w, "n0", 1);
+  add_node(&w, "n1", 2);
+  struct ctl_job *a = start(&w, "a");
+  commit(&w, a, 3);
+  ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
+  ck_assert_int_eq(a->state, CTL_JOB_RESTARTING);
+  ck_assert_uint_eq(a->restarts, 1);
+  ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+  world_close(&w);
+
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  a = ctl_jobs_find(&w.js, "a");
+  ck_assert_ptr_nonnull(a);
+  ck_assert_uint_eq(a->epoch, 1);
+  ck_assert_uint_eq(a->restarts, 0);
+  /* the part reports its failure again: one restart, counted once */
+  add_node(&w, "n0", 3);
+  add_node(&w, "n1", 4);
+  ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 20);
+  ctl_jobs_tick_all(&w.js, 20000);
+  ck_assert_uint_eq(a->epoch, 2);
+  ck_assert_uint_eq(a->restarts, 1);
+  world_close(&w);
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(ctl_jobs_find(&w.js, "a")->restarts, 1);
+  world_close(&w);
+  dir_remove();
+}
+END_TEST
+
 START_TEST(torn_and_flipped)
 {
   struct world w;
@@ -428,6 +469,7 @@ int main(void)
   tcase_add_test(tc, groups_replayed);
   tcase_add_test(tc, torn_and_flipped);
   tcase_add_test(tc, compaction_bounded);
+  tcase_add_test(tc, pending_restart_counted_once);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
