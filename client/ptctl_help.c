@@ -95,14 +95,18 @@ static const struct {
      "\n" EXIT_TEXT},
     {"stop",
      "usage: ptctl [--state-dir DIR | --socket PATH] stop [--json]\n"
-     "       ptctl --controller HOST:PORT --key FILE stop JOB [--json]\n"
+     "       ptctl --controller HOST:PORT --key FILE stop JOB [--keep] [--json]\n"
      "\n"
      "A standalone node: stops its job as SIGTERM would: trainers, then\n"
      "snapshot processes; the snapshots are kept.\n"
      "The controller: stops every rank of JOB on every node and ends the\n"
-     "job (state stopped); its nodes become spares.\n"
+     "job (state stopped); its nodes become spares and remove the job's\n"
+     "snapshots from shared memory (nothing resumes a stopped job in a\n"
+     "cluster); --keep leaves them there until removed by hand (files\n"
+     "/dev/shm/<prefix>pt.<job>.<rank>). A failed job's are always kept.\n"
      "--json: {\"controller\": ..., \"job\": ..., \"epoch\": ...,\n"
-     "\"stopping\": true}.\n" CTL_TEXT "\n" EXIT_TEXT},
+     "\"stopping\": true, \"snapshots\": \"removed\" or \"kept\"}.\n" CTL_TEXT
+     "\n" EXIT_TEXT},
     {"start",
      "usage: ptctl --controller HOST:PORT --key FILE start [--job NAME]\n"
      "         --nodes N --ranks-per-node R [--slots S]\n"

@@ -226,16 +226,19 @@ int ptctl_jobs_start(const struct ptctl_opts *o, int argc, char **argv)
 
 /* ---- stop, restore ---- */
 
-/* JOB and, for restore, --step N. OUT: *job, *step, *has_step. */
+/* JOB and, for restore, --step N, for stop --keep. OUT: *job, *step,
+ * *has_step, *keep (keep may be NULL where --keep is not an option). */
 static int job_args(int argc, char **argv, bool step_ok, const char **job,
-                    uint64_t *step, bool *has_step)
+                    uint64_t *step, bool *has_step, bool *keep)
 {
   const char *cmd = argv[0];
 
   *job = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (step_ok && strcmp(a, "--step") == 0) {
+    if (keep != NULL && strcmp(a, "--keep") == 0) {
+      *keep = true;
+    } else if (step_ok && strcmp(a, "--step") == 0) {
       if (*has_step) {
         fprintf(stderr, "ptctl: %s: --step given twice\n", cmd);
         return PTCTL_EXIT_USAGE;
@@ -275,12 +278,14 @@ int ptctl_jobs_stop(const struct ptctl_opts *o, int argc, char **argv)
   ProtobufCMessage *msg = NULL;
   const char *job;
   uint64_t step = 0;
-  bool has_step = false;
-  int code = job_args(argc, argv, false, &job, &step, &has_step);
+  bool has_step = false, keep = false;
+  int code = job_args(argc, argv, false, &job, &step, &has_step, &keep);
 
   if (code != PTCTL_EXIT_OK)
     return code;
   req.job = (char *)job;
+  req.has_keep = keep;
+  req.keep = keep;
   code = ptctl_ctl_call(o, RPC_JOB_STOP, &req.base, RPC_JOB_REPLY, &msg);
   if (code != PTCTL_EXIT_OK)
     return code;
@@ -297,13 +302,17 @@ int ptctl_jobs_stop(const struct ptctl_opts *o, int argc, char **argv)
     ptctl_out_json_str(stdout, job);
     fputs(",\"epoch\":", stdout);
     ptctl_out_json_u64(stdout, m->has_epoch, m->epoch);
-    fputs(",\"stopping\":true,\"message\":", stdout);
+    fputs(",\"stopping\":true,\"snapshots\":", stdout);
+    ptctl_out_json_str(stdout, keep ? "kept" : "removed");
+    fputs(",\"message\":", stdout);
     ptctl_out_json_str(stdout, m->message);
     fputs("}\n", stdout);
   } else {
     printf("job %s is stopping", job);
     if (m->has_epoch)
       printf(" (epoch %" PRIu64 ")", m->epoch);
+    printf(keep ? "; its snapshots are kept on its nodes"
+                : "; its snapshots are removed from its nodes");
     if (m->message != NULL && m->message[0] != '\0') {
       fputs(": ", stdout);
       ptctl_out_line(stdout, m->message);
@@ -321,7 +330,7 @@ int ptctl_jobs_restore(const struct ptctl_opts *o, int argc, char **argv)
   const char *job;
   uint64_t step = 0;
   bool has_step = false;
-  int code = job_args(argc, argv, true, &job, &step, &has_step);
+  int code = job_args(argc, argv, true, &job, &step, &has_step, NULL);
 
   if (code != PTCTL_EXIT_OK)
     return code;

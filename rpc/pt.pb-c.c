@@ -5546,7 +5546,7 @@ const ProtobufCMessageDescriptor pt__job_start__descriptor =
   (ProtobufCMessageInit) pt__job_start__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_stop__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pt__job_stop__field_descriptors[2] =
 {
   {
     "job",
@@ -5560,14 +5560,27 @@ static const ProtobufCFieldDescriptor pt__job_stop__field_descriptors[1] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "keep",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobStop, has_keep),
+    offsetof(Pt__JobStop, keep),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_stop__field_indices_by_name[] = {
   0,   /* field[0] = job */
+  1,   /* field[1] = keep */
 };
 static const ProtobufCIntRange pt__job_stop__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor pt__job_stop__descriptor =
 {
@@ -5577,7 +5590,7 @@ const ProtobufCMessageDescriptor pt__job_stop__descriptor =
   "Pt__JobStop",
   "pt",
   sizeof(Pt__JobStop),
-  1,
+  2,
   pt__job_stop__field_descriptors,
   pt__job_stop__field_indices_by_name,
   1,  pt__job_stop__number_ranges,
@@ -7152,7 +7165,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_commit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[4] =
 {
   {
     "job",
@@ -7190,16 +7203,29 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "removed",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__CtlRecEnd, has_removed),
+    offsetof(Pt__CtlRecEnd, removed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_end__field_indices_by_name[] = {
   0,   /* field[0] = job */
   2,   /* field[2] = reason */
+  3,   /* field[3] = removed */
   1,   /* field[1] = state */
 };
 static const ProtobufCIntRange pt__ctl_rec_end__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor =
 {
@@ -7209,7 +7235,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor =
   "Pt__CtlRecEnd",
   "pt",
   sizeof(Pt__CtlRecEnd),
-  3,
+  4,
   pt__ctl_rec_end__field_descriptors,
   pt__ctl_rec_end__field_indices_by_name,
   1,  pt__ctl_rec_end__number_ranges,

@@ -1028,10 +1028,17 @@ struct  Pt__JobStop
 {
   ProtobufCMessage base;
   char *job;
+  /*
+   * Keep the job's snapshots on its nodes (they stay in shared memory
+   * until removed by hand); by default a stopped job's are removed, as
+   * a completed job's are: nothing in a cluster resumes a stopped job.
+   */
+  protobuf_c_boolean has_keep;
+  protobuf_c_boolean keep;
 };
 #define PT__JOB_STOP__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_stop__descriptor) \
-    , NULL }
+    , NULL, 0, 0 }
 
 
 /*
@@ -1471,10 +1478,16 @@ struct  Pt__CtlRecEnd
   char *job;
   char *state;
   char *reason;
+  /*
+   * Its nodes were told to remove its snapshots (absent: when it
+   * completed, as before this field).
+   */
+  protobuf_c_boolean has_removed;
+  protobuf_c_boolean removed;
 };
 #define PT__CTL_REC_END__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_end__descriptor) \
-    , NULL, NULL, NULL }
+    , NULL, NULL, NULL, 0, 0 }
 
 
 /* Pt__Region methods */

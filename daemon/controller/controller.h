@@ -408,6 +408,9 @@ struct ctl_job {
   bool recovering;        /* rebuilt from the journal: its nodes have until
                              due_ms to register again */
   char reason[CTL_REASON_MAX]; /* why it restarted, waits, failed, stopped */
+  bool stop_keep;         /* ptctl stop --keep: its snapshots stay */
+  bool removed;           /* ended, its nodes told to remove its snapshots
+                           * (completed, or stopped without --keep) */
   uint64_t ended_ms;
 };
 
@@ -479,10 +482,10 @@ uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want);
  * journal's error. spec is copied. */
 int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec, uint64_t now,
                    struct ctl_job **out, char *err, size_t errlen);
-/* ptctl stop: END(stopped) journaled, every part halted. -ENOENT, -EALREADY
- * (ended). */
-int ctl_jobs_stop(struct ctl_jobs *js, const char *name, uint64_t now,
-                  char *err, size_t errlen);
+/* ptctl stop: END(stopped) journaled, every part halted, its snapshots
+ * removed unless keep. -ENOENT, -EALREADY (ended). */
+int ctl_jobs_stop(struct ctl_jobs *js, const char *name, bool keep,
+                  uint64_t now, char *err, size_t errlen);
 /* ptctl restore: a new epoch from the newest committed step, or from step
  * (committed at some point, not newer than the committed step, and held by
  * every part as its last report said). -ENOENT (no such job, or no such
@@ -538,7 +541,8 @@ int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
                            uint64_t epoch, uint64_t step, char *err,
                            size_t errlen);
 int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
-                        enum ctl_job_state st, const char *reason, char *err,
+                        enum ctl_job_state st, const char *reason,
+                        bool has_removed, bool removed, char *err,
                         size_t errlen);
 /* After the last record: every live job waits for its nodes to register
  * again (until now + dead-after + node_wait_ms), then goes on in the epoch

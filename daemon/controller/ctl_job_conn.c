@@ -425,7 +425,8 @@ int ctl_job_conn_on_ctl(struct controller *ctl, struct rpc_conn *c,
   }
   case RPC_JOB_STOP: {
     const Pt__JobStop *m = (const Pt__JobStop *)msg;
-    rc = ctl_jobs_stop(&ctl->jobs, m->job, now, err, sizeof(err));
+    rc = ctl_jobs_stop(&ctl->jobs, m->job, m->has_keep && m->keep, now, err,
+                       sizeof(err));
     job_reply(c, h->request_id, rc, rc != PT_OK ? err : NULL,
               rc == PT_OK ? ctl_jobs_find(&ctl->jobs, m->job) : NULL, false,
               0);
@@ -493,7 +494,7 @@ static void not_in_job(struct controller *ctl, struct rpc_conn *c,
   struct ctl_job *j = ctl_jobs_find(&ctl->jobs, job);
   h.job = (char *)job;
   h.epoch = epoch;
-  h.remove = j != NULL && j->state == CTL_JOB_DONE;
+  h.remove = j != NULL && j->removed;
   h.reason = "this node has no part in the job";
   log_info("node '%s' runs job '%s' epoch %" PRIu64 " in which it has no "
            "part: telling it to halt", LOG_ESC(n->id), LOG_ESC(job), epoch);

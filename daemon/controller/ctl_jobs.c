@@ -390,15 +390,20 @@ void ctl_jobs_end_job(struct ctl_jobs *js, struct ctl_job *j,
   enum ctl_job_state was = j->state;
 
   j->state = st;
+  /* A completed job's snapshots are of no more use, nor a stopped one's
+   * (nothing resumes it); a failed job's are kept for whoever looks into
+   * it (and, later, for the persistent tier). */
+  j->removed = st == CTL_JOB_DONE || (st == CTL_JOB_STOPPED && !j->stop_keep);
   if (js->ops->journal(js->ctx, j, CTL_REC_END) != PT_OK) {
     j->state = was;
+    j->removed = false;
     return;
   }
   commit_cancel(&j->commit);
   log_notice("job '%s' epoch %" PRIu64 " %s%s%s", j->spec->name, j->epoch,
              ctl_jobs_state_name(st), j->reason[0] != '\0' ? ": " : "",
              j->reason);
-  ctl_jobs_halt_all(js, j, st == CTL_JOB_DONE, now, false);
+  ctl_jobs_halt_all(js, j, j->removed, now, false);
   unbind_all(js, j);
   for (uint32_t p = 0; p < j->nparts; p++)
     j->parts[p].deadline = 0;
@@ -563,8 +568,8 @@ out:
   return rc;
 }
 
-int ctl_jobs_stop(struct ctl_jobs *js, const char *name, uint64_t now,
-                  char *err, size_t errlen)
+int ctl_jobs_stop(struct ctl_jobs *js, const char *name, bool keep,
+                  uint64_t now, char *err, size_t errlen)
 {
   struct ctl_job *j = ctl_jobs_find(js, name);
   if (j == NULL) {
@@ -576,7 +581,9 @@ int ctl_jobs_stop(struct ctl_jobs *js, const char *name, uint64_t now,
              ctl_jobs_state_name(j->state));
     return -EALREADY;
   }
-  ctl_jobs_reason_set(j, "stopped by ptctl");
+  ctl_jobs_reason_set(j, "stopped by ptctl%s",
+                      keep ? "; its snapshots are kept" : "");
+  j->stop_keep = keep;
   ctl_jobs_end_job(js, j, CTL_JOB_STOPPED, now);
   if (live(j)) {
     snprintf(err, errlen, "cannot journal the end of job '%s'", name);

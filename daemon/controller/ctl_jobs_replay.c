@@ -136,7 +136,8 @@ int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
 }
 
 int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
-                        enum ctl_job_state st, const char *reason, char *err,
+                        enum ctl_job_state st, const char *reason,
+                        bool has_removed, bool removed, char *err,
                         size_t errlen)
 {
   struct ctl_job *j = replay_find(js, job, "an END", err, errlen);
@@ -146,6 +147,7 @@ int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
     return replay_bad(err, errlen, "END of job '%s' in state '%s'", job,
                       ctl_jobs_state_name(st));
   j->state = st;
+  j->removed = has_removed ? removed : st == CTL_JOB_DONE;
   snprintf(j->reason, sizeof(j->reason), "%s", reason != NULL ? reason : "");
   j->ended_ms = ++js->replay_ends; /* in the order they ended */
   js->nlive--;

@@ -100,7 +100,8 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     if (m == NULL)
       goto undecodable;
     rc = ctl_jobs_replay_end(r->js, m->job, ctl_jobs_state_parse(m->state),
-                             m->reason, why, sizeof(why));
+                             m->reason, m->has_removed, m->removed, why,
+                             sizeof(why));
     pt__ctl_rec_end__free_unpacked(m, NULL);
     break;
   }
@@ -209,6 +210,8 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     rd.job = job->spec->name;
     rd.state = (char *)ctl_jobs_state_name(job->state);
     rd.reason = (char *)job->reason;
+    rd.has_removed = true;
+    rd.removed = job->removed;
     msg = &rd.base;
     break;
   default:

@@ -109,10 +109,17 @@ c_ptctl start --job second --nodes 1 --ranks-per-node 1 -- /bin/true >/dev/null 
   || c_fail "no spare node: exit $rc: $(cat "$T_DIR/nospace.err")"
 c_ptctl restore "$job" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["epoch"]==2, d' \
   || c_fail "restore: $(c_ptctl status "$job")"
-c_ptctl stop "$job" | grep -q "^job $job is stopping" || c_fail "stop"
+ls /dev/shm/"${T_PREFIX}"pt."$job".* >/dev/null 2>&1 || c_fail "no snapshot objects of $job before its stop"
+c_ptctl stop "$job" | grep -q "^job $job is stopping.*; its snapshots are removed" || c_fail "stop"
 deadline=$(( $(date +%s) + 20 ))
 until c_ptctl jobs | grep -Eq "^$job +stopped +2 "; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "not stopped: $(c_ptctl jobs)"
+  sleep 0.1
+done
+# A stopped job's snapshots leave shared memory (nothing resumes it).
+deadline=$(( $(date +%s) + 20 ))
+while ls /dev/shm/"${T_PREFIX}"pt."$job".* >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "stopped job's snapshots still there: $(ls /dev/shm/"${T_PREFIX}"pt."$job".*)"
   sleep 0.1
 done
 c_ptctl status nosuch >/dev/null 2>"$T_DIR/nosuch.err"; rc=$?
@@ -148,8 +155,18 @@ until [ "$(pgrep -f -- "--code 2\+1 --group 0 --member [0-2] .*--shm-prefix $T_P
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "the SMPs were not told their group: $(pgrep -af -- "--job coded")"
   sleep 0.1
 done
-c_ptctl stop coded >/dev/null || c_fail "stop coded"
+c_ptctl stop coded --keep | grep -q "its snapshots are kept" || c_fail "stop --keep coded"
+deadline=$(( $(date +%s) + 20 ))
+until c_ptctl jobs | grep -Eq "^coded +stopped "; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "coded not stopped: $(c_ptctl jobs)"
+  sleep 0.1
+done
+sleep 0.5
+[ "$(ls /dev/shm/"${T_PREFIX}"pt.coded.* 2>/dev/null | wc -l)" -eq 3 ] \
+  || c_fail "stop --keep: the snapshots of coded are not all there: $(ls /dev/shm/"${T_PREFIX}"* 2>&1)"
+c_ptctl status coded | grep -q "snapshots are kept" || c_fail "status coded after stop --keep: $(c_ptctl status coded)"
 say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
+say "stop removes a job's snapshots, stop --keep keeps them"
 
 c_ctl_stop
 say "ok"

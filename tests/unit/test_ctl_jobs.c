@@ -348,7 +348,7 @@ START_TEST(placement)
   ck_assert_uint_eq(g->spec->code_k, 2);
   ck_assert_uint_eq(g->groups.n, 1);
   ck_assert_uint_eq(ctl_groups_size(&g->groups, 0), 3);
-  ck_assert_int_eq(ctl_jobs_stop(&JS, "g", 0, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "g", false, 0, err, sizeof(err)), PT_OK);
   /* 5 of capacity 2: only 4 can */
   s = spec("j", 5, 2);
   ck_assert_int_eq(ctl_spec_place(&JS, &s, idx, err, sizeof(err)), -ENOSPC);
@@ -694,16 +694,24 @@ START_TEST(stop_and_restore)
                                     err, sizeof(err)),
                    -ENOENT);
   nev = 0;
-  ck_assert_int_eq(ctl_jobs_stop(&JS, "j", 40, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "j", false, 40, err, sizeof(err)), PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_STOPPED);
   ck_assert_str_eq(ev[0], "J END j stopped");
-  ck_assert(seen("halt 0 e2 remove=0") && seen("halt 1 e2 remove=0"));
-  ck_assert_int_eq(ctl_jobs_stop(&JS, "j", 40, err, sizeof(err)), -EALREADY);
+  /* a stopped job's snapshots go, as a completed one's */
+  ck_assert(seen("halt 0 e2 remove=1") && seen("halt 1 e2 remove=1"));
+  ck_assert(j->removed);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "j", false, 40, err, sizeof(err)), -EALREADY);
   ck_assert_str_eq(ctl_members_find(&M, "n0")->job, "");
   /* the name can be used again */
   Pt__JobSpec s = spec("j", 2, 2);
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, 50, &j, err, sizeof(err)), PT_OK);
   ck_assert_uint_eq(j->epoch, 1);
+  /* stop --keep: the parts halt, the snapshots stay, and the reason says so */
+  nev = 0;
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "j", true, 60, err, sizeof(err)), PT_OK);
+  ck_assert(seen("halt 0 e1 remove=0") && seen("halt 1 e1 remove=0"));
+  ck_assert(!j->removed);
+  ck_assert_msg(strstr(j->reason, "snapshots are kept") != NULL, "%s", j->reason);
   teardown();
 }
 END_TEST
@@ -759,14 +767,14 @@ START_TEST(ended_kept)
     s = spec(name, 1, 1);
     ck_assert_int_eq(ctl_jobs_start(&JS, &s, 10 + i, &j, err, sizeof(err)),
                      PT_OK);
-    ck_assert_int_eq(ctl_jobs_stop(&JS, name, 10 + i, err, sizeof(err)),
+    ck_assert_int_eq(ctl_jobs_stop(&JS, name, false, 10 + i, err, sizeof(err)),
                      PT_OK);
   }
   ck_assert_uint_eq(JS.nended, CTL_ENDED_KEEP);
   ck_assert_ptr_null(ctl_jobs_find(&JS, "j0"));
   ck_assert_ptr_nonnull(ctl_jobs_find(&JS, "j1"));
   /* the oldest-created job ends last: it stays, j1 goes */
-  ck_assert_int_eq(ctl_jobs_stop(&JS, "old", 500, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "old", false, 500, err, sizeof(err)), PT_OK);
   ck_assert_ptr_nonnull(ctl_jobs_find(&JS, "old"));
   ck_assert_int_eq(ctl_jobs_find(&JS, "old")->state, CTL_JOB_STOPPED);
   ck_assert_ptr_null(ctl_jobs_find(&JS, "j1"));

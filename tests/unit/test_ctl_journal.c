@@ -189,7 +189,7 @@ static void a_run(void)
   commit(&w, a, 6);
   struct ctl_job *b = start(&w, "b");
   commit(&w, b, 1);
-  ck_assert_int_eq(ctl_jobs_stop(&w.js, "b", 20000, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_jobs_stop(&w.js, "b", false, 20000, err, sizeof(err)), PT_OK);
   world_close(&w);
 }
 
@@ -226,6 +226,7 @@ START_TEST(replay_rebuilds)
   ck_assert_ptr_nonnull(b);
   ck_assert_int_eq(b->state, CTL_JOB_STOPPED);
   ck_assert_str_eq(b->reason, "stopped by ptctl");
+  ck_assert(b->removed); /* a node that comes back is told to remove them */
   ck_assert_uint_eq(w.js.nlive, 1);
   ck_assert_uint_eq(w.js.nended, 1);
   /* a node of a registering again: the same epoch, the committed step */

@@ -551,15 +551,24 @@ START_TEST(job_commands_send_their_messages)
   ck_assert_msg(rc == 0, "rc %d: %s", rc, ERR());
   ck_assert_uint_eq(f.req_type[0], RPC_JOB_STOP);
   ck_assert_str_eq(((Pt__JobStop *)f.req[0])->job, "j1");
-  ck_assert_msg(strstr(OUT(), "job j1 is stopping (epoch 4)") != NULL, "%s",
-                OUT());
+  ck_assert(!((Pt__JobStop *)f.req[0])->has_keep);
+  ck_assert_msg(strstr(OUT(), "job j1 is stopping (epoch 4); its snapshots are "
+                              "removed") != NULL, "%s", OUT());
   fake_release(&f);
 
   f.nconn = 0;
   rc = run(&f, ARGS("--controller", "@", "--key", T.key, "stop", "j1",
                     "--json"));
   ck_assert_int_eq(rc, 0);
-  json_check("d['job']=='j1' and d['stopping'] is True and d['epoch']==4");
+  json_check("d['job']=='j1' and d['stopping'] is True and d['epoch']==4 and "
+             "d['snapshots']=='removed'");
+  fake_release(&f);
+
+  f.nconn = 0;
+  rc = run(&f, ARGS("--controller", "@", "--key", T.key, "stop", "--keep", "j1"));
+  ck_assert_msg(rc == 0, "rc %d: %s", rc, ERR());
+  ck_assert(((Pt__JobStop *)f.req[0])->has_keep && ((Pt__JobStop *)f.req[0])->keep);
+  ck_assert_msg(strstr(OUT(), "its snapshots are kept") != NULL, "%s", OUT());
   fake_release(&f);
 
   f.nconn = 0;
