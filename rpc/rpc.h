@@ -539,6 +539,7 @@ struct rpc_handshake {
   uint8_t mac[RPC_AUTH_MAC_BYTES];
   uint32_t peer_role;                 /* valid once the peer said it */
   char peer_node[RPC_NODE_ID_MAX + 1];
+  bool peer_said;                     /* peer_role and peer_node are set */
   union {                             /* the message next() gave out */
     Pt__AuthHello hello;
     Pt__AuthChallenge challenge;
@@ -559,6 +560,12 @@ int rpc_handshake_init(struct rpc_handshake *hs, const struct rpc_auth *self,
 int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
                        const ProtobufCMessage *in, uint32_t *out_type,
                        const ProtobufCMessage **out);
+/* Acceptor side, for its refusal lines: the dialler's HELLO has been
+ * taken (peer_role and peer_node hold what it said, unproven; it stays
+ * true after a failure), and: the CHALLENGE is out, the PROOF not yet in
+ * (a dialler without the key stops there). False on the dialler's side. */
+bool rpc_handshake_hello_seen(const struct rpc_handshake *hs);
+bool rpc_handshake_waits_proof(const struct rpc_handshake *hs);
 /* Wipes the key and nonces. */
 void rpc_handshake_release(struct rpc_handshake *hs);
 /* The dialler's handshake over a connected blocking socket (rpc_sock_*),
