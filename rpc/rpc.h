@@ -190,6 +190,11 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
  * feeds more than this delivers at most one frame per feed and never reads
  * a byte past it (rpc_conn.c does so on conns that take bulk frames). */
 size_t rpc_parser_want(const struct rpc_parser *p);
+/* Where the stream stands, in words, for the line that closes a peer: in
+ * a header or a body (how far), or, once failed, what the header that
+ * failed says (its magic, version, type or length against the limit) or
+ * which frame the receiver refused. "" between frames. */
+void rpc_parser_where(const struct rpc_parser *p, char *out, size_t cap);
 
 /* ---- the transport's frames, pure checks (fuzzed with the parser) ---- */
 

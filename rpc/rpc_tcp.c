@@ -125,14 +125,11 @@ static int hs_send(struct rpc_conn *c, uint32_t type,
 static void said_who(const struct rpc_handshake *hs, char *out, size_t cap)
 {
   char id[65];
-  size_t n = 0;
 
   out[0] = '\0';
   if (hs == NULL || !rpc_handshake_hello_seen(hs))
     return;
-  for (const char *p = hs->peer_node; *p != '\0' && n < sizeof(id) - 1; p++)
-    id[n++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
-  id[n] = '\0';
+  rpci_printable(hs->peer_node, id, sizeof(id));
   snprintf(out, cap, " (it said role %u, node id '%s')",
            (unsigned)hs->peer_role, id);
 }
