@@ -471,7 +471,7 @@ static void auth_fail_stream(struct rpc_conn *c, int err, const char *why)
   char where[160], line[224];
 
   rpc_parser_where(&c->parser, where, sizeof(where));
-  snprintf(line, sizeof(line), "%s%s%s", why, where[0] != '\0' ? " " : "",
+  snprintf(line, sizeof(line), "%s%s%s", why, where[0] != '\0' ? ": " : "",
            where);
   rpci_auth_fail(c, err, line);
 }
