@@ -104,7 +104,9 @@ for where in payload length; do
   python3 "$JT" flip "$J" $where >"$T_DIR/flip.$where" || c_fail "cannot flip: $(cat "$T_DIR/flip.$where")"
   read -r _ rec off _ <"$T_DIR/flip.$where"
   cp -p "$J" "$T_DIR/journal.bad"
-  "$PTD" controller --listen 127.0.0.1:0 --state-dir "$C_CTL_DIR" --key "$C_KEY" >"$T_DIR/bad.$where.log" 2>&1
+  # (a controller that takes the journal would serve: the timeout ends it)
+  timeout -k 2 10 "$PTD" controller --listen 127.0.0.1:0 --state-dir "$C_CTL_DIR" --key "$C_KEY" \
+    >"$T_DIR/bad.$where.log" 2>&1
   rc=$?
   [ "$rc" = 2 ] || c_fail "controller with a flipped bit in record $rec's $where: exit $rc, expected 2: $(cat "$T_DIR/bad.$where.log")"
   grep -q "journal '$J': record $rec at offset $off is damaged (.*refusing to start" "$T_DIR/bad.$where.log" \
