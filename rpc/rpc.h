@@ -569,8 +569,8 @@ int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
  * taken (peer_role and peer_node hold what it said, unproven; it stays
  * true after a failure), and: the CHALLENGE is out, the PROOF not yet in
  * (a dialler without the key stops there). False on the dialler's side. */
-bool rpc_handshake_hello_seen(const struct rpc_handshake *hs);
-bool rpc_handshake_waits_proof(const struct rpc_handshake *hs);
+bool rpc_handshake_has_hello(const struct rpc_handshake *hs);
+bool rpc_handshake_is_waiting_proof(const struct rpc_handshake *hs);
 /* Wipes the key and nonces. */
 void rpc_handshake_release(struct rpc_handshake *hs);
 /* The dialler's handshake over a connected blocking socket (rpc_sock_*),

@@ -332,12 +332,12 @@ int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
   }
 }
 
-bool rpc_handshake_hello_seen(const struct rpc_handshake *hs)
+bool rpc_handshake_has_hello(const struct rpc_handshake *hs)
 {
   return !hs->dialler && hs->peer_said;
 }
 
-bool rpc_handshake_waits_proof(const struct rpc_handshake *hs)
+bool rpc_handshake_is_waiting_proof(const struct rpc_handshake *hs)
 {
   return !hs->dialler && hs->step == STEP_WAIT_PROOF;
 }

@@ -127,7 +127,7 @@ static void said_who(const struct rpc_handshake *hs, char *out, size_t cap)
   char id[65];
 
   out[0] = '\0';
-  if (hs == NULL || !rpc_handshake_hello_seen(hs))
+  if (hs == NULL || !rpc_handshake_has_hello(hs))
     return;
   rpci_printable(hs->peer_node, id, sizeof(id));
   snprintf(out, cap, " (it said role %u, node id '%s')",
@@ -144,7 +144,7 @@ void rpci_auth_fail(struct rpc_conn *c, int err, const char *why)
     /* A dialler without our key finds our challenge's MAC wrong and goes
      * away without a proof: all we see is it stopping there. */
     bool after_challenge = c->hs != NULL && err != -EACCES &&
-                           rpc_handshake_waits_proof(c->hs);
+                           rpc_handshake_is_waiting_proof(c->hs);
     said_who(c->hs, who, sizeof(who));
     rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
              "rpc: refusing connection from %s%s%s%s: authentication failed: "
