@@ -228,6 +228,13 @@ def ptctl_status():
         fail(f"ptctl status --json: {e}: {r.stdout[:200]}")
 
 
+def cpu_s():
+    """The controller's CPU time so far (user + system), in seconds."""
+    with open(f"/proc/{A.pid}/stat") as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sanity():
     """The handshake here is the real one: a NODES_QUERY is answered."""
     s = connect()
@@ -375,8 +382,17 @@ def preauth():
     ptctl_status()
     print("preauth: a wrong proof: closed, controller answers", flush=True)
 
+    # Holding them costs the controller nothing: no busy loop on a stalled
+    # peer (its CPU time while they wait out their deadlines).
+    c0, w0 = cpu_s(), time.monotonic()
     for t in threads:
         t.join(timeout=30)
+    used, waited = cpu_s() - c0, time.monotonic() - w0
+    if used > 0.25 * waited + 0.2:
+        fail(f"the controller used {used:.2f} s of CPU in {waited:.1f} s "
+             f"beside two stalled connections")
+    print(f"preauth: controller CPU beside the stalled ones: {used:.2f} s in "
+          f"{waited:.1f} s", flush=True)
     for tag, what, limit in (("pre", "slow-loris before the handshake",
                               AUTH_DEADLINE_S),
                              ("post", "authenticated node stalled in a "
