@@ -124,6 +124,28 @@ static bool all_zero(const uint8_t *p, size_t n)
   return true;
 }
 
+/* A whole record (its length fits, its type is not 0, its CRC32C checks)
+ * starting at some offset in [from, len)? OUT: *at, the first. A torn
+ * append is the last record, so nothing whole follows its header; a
+ * damaged length that runs past the end (or to it) with whole records
+ * after it is damage, not a tear: dropping "the rest" would cut committed
+ * records away. A chance match in a torn payload is a 32-bit CRC's. */
+static bool whole_record_after(const uint8_t *b, size_t from, size_t len,
+                               size_t *at)
+{
+  for (size_t o = from; o + JOURNAL_REC_HDR_BYTES <= len; o++) {
+    uint32_t rlen = get32(b + o), type = get32(b + o + 4);
+    if (type == 0 || rlen > len - o - JOURNAL_REC_HDR_BYTES)
+      continue;
+    if (rec_crc(b + o, b + o + JOURNAL_REC_HDR_BYTES, rlen) ==
+        get32(b + o + 8)) {
+      *at = o;
+      return true;
+    }
+  }
+  return false;
+}
+
 /* Walks the records after the header. OUT: *good (the end of the last
  * whole record), *n. PT_EFORMAT for damage that is not a torn tail. */
 static int replay(const uint8_t *b, size_t len, journal_replay_fn fn,
@@ -140,10 +162,17 @@ static int replay(const uint8_t *b, size_t len, journal_replay_fn fn,
     uint32_t rlen = get32(b + off), type = get32(b + off + 4);
     const char *bad = NULL;
     size_t end = len; /* where the bad record ends */
+    size_t next;
     if (rlen > JOURNAL_MAX_RECORD) {
       bad = "its length is over the limit"; /* no torn write makes one */
     } else if (left - JOURNAL_REC_HDR_BYTES < rlen) {
-      break; /* cut short: torn */
+      if (!whole_record_after(b, off + JOURNAL_REC_HDR_BYTES, len, &next))
+        break; /* cut short: torn */
+      return say(err, errlen, PT_EFORMAT,
+                 "record %" PRIu64 " at offset %zu is damaged (its length, "
+                 "%" PRIu32 " bytes, runs past the end of the file, and a "
+                 "whole record follows at offset %zu)",
+                 *n + 1, off, rlen, next);
     } else {
       end = off + JOURNAL_REC_HDR_BYTES + rlen;
       if (type == 0)
@@ -151,8 +180,15 @@ static int replay(const uint8_t *b, size_t len, journal_replay_fn fn,
       else if (rec_crc(b + off, b + off + JOURNAL_REC_HDR_BYTES, rlen) !=
                get32(b + off + 8))
         bad = "its CRC32C does not match";
-      if (bad != NULL && end >= len)
-        break; /* the last record, not fully written: torn */
+      if (bad != NULL && end >= len) {
+        if (!whole_record_after(b, off + JOURNAL_REC_HDR_BYTES, len, &next))
+          break; /* the last record, not fully written: torn */
+        return say(err, errlen, PT_EFORMAT,
+                   "record %" PRIu64 " at offset %zu is damaged (%s, and a "
+                   "whole record follows at offset %zu, inside its %" PRIu32
+                   " bytes)",
+                   *n + 1, off, bad, next, rlen);
+      }
     }
     if (bad != NULL) {
       if (all_zero(b + off, len - off))

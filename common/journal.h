@@ -19,9 +19,10 @@
  * leaves the last record short or with a wrong CRC and nothing after it:
  * that record never took effect, so it is dropped (the file is cut back to
  * the last whole record) and said in *dropped. Any other damage (a bad
- * record followed by more bytes, a bad header, a length over the limit with
- * bytes after it) is refused with PT_EFORMAT and a sentence naming the
- * offset: the journal is then not guessed at.
+ * record followed by more bytes, a damaged length that runs past the end
+ * of the file over whole records, a bad header, a length over the limit)
+ * is refused with PT_EFORMAT and a sentence naming the offset: the journal
+ * is then not guessed at.
  *
  * The journal stays bounded by compaction: journal_compact writes the
  * records that describe the state now (the caller's) to a new file, which

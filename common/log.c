@@ -92,6 +92,18 @@ bool log_limit_pass(struct log_limit *l, uint64_t now_ms, uint64_t *dropped)
   return true;
 }
 
+bool log_limit_flush(struct log_limit *l, uint64_t now_ms, uint64_t *dropped,
+                     uint64_t *secs)
+{
+  if (!l->any || l->dropped == 0 || now_ms - l->last_ms < LOG_LIMIT_MS)
+    return false;
+  *dropped = l->dropped;
+  *secs = (now_ms - l->last_ms + 500) / 1000;
+  l->dropped = 0;
+  l->last_ms = now_ms;
+  return true;
+}
+
 void log_limited(struct log_limit *l, int level, const char *fmt, ...)
 {
   uint64_t dropped, since = l->last_ms;

@@ -70,6 +70,14 @@ struct log_limit {
  * false counts one more dropped. */
 bool log_limit_pass(struct log_limit *l, uint64_t now_ms, uint64_t *dropped);
 
+/* The count a window left behind: when l holds dropped lines and its
+ * window has passed at now_ms, true, with *dropped their number and *secs
+ * the seconds since the last line written (then reset, as a written line
+ * would); false otherwise. Called from a timer, so that a burst's count is
+ * written within LOG_LIMIT_MS even when no line of the kind follows. */
+bool log_limit_flush(struct log_limit *l, uint64_t now_ms, uint64_t *dropped,
+                     uint64_t *secs);
+
 /* log_line through l: a line above log_max_level is neither written nor
  * counted; a written one after drops ends in "(N more like it dropped in
  * the last S s)". */

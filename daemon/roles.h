@@ -50,5 +50,9 @@ int controller_main(int argc, char **argv);
 /* Routes what rpc/ reports into the role's log (daemon/rpc_log.c); each
  * role calls it at start-up, after log_set_role. */
 void rpc_log_route(void);
+/* Writes out how many rate-limited rpc/ lines were held back, once their
+ * window has passed (common/log.h, log_limit_flush); a role with peers
+ * that can flood it calls it every LOG_LIMIT_MS. */
+void rpc_log_flush(void);
 
 #endif /* PT_ROLES_H */

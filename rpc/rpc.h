@@ -190,6 +190,11 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
  * feeds more than this delivers at most one frame per feed and never reads
  * a byte past it (rpc_conn.c does so on conns that take bulk frames). */
 size_t rpc_parser_want(const struct rpc_parser *p);
+/* Where the stream stands, in words, for the line that closes a peer: in
+ * a header or a body (how far), or, once failed, what the header that
+ * failed says (its magic, version, type or length against the limit) or
+ * which frame the receiver refused. "" between frames. */
+void rpc_parser_where(const struct rpc_parser *p, char *out, size_t cap);
 
 /* ---- the transport's frames, pure checks (fuzzed with the parser) ---- */
 
@@ -539,6 +544,7 @@ struct rpc_handshake {
   uint8_t mac[RPC_AUTH_MAC_BYTES];
   uint32_t peer_role;                 /* valid once the peer said it */
   char peer_node[RPC_NODE_ID_MAX + 1];
+  bool peer_said;                     /* peer_role and peer_node are set */
   union {                             /* the message next() gave out */
     Pt__AuthHello hello;
     Pt__AuthChallenge challenge;
@@ -559,6 +565,12 @@ int rpc_handshake_init(struct rpc_handshake *hs, const struct rpc_auth *self,
 int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
                        const ProtobufCMessage *in, uint32_t *out_type,
                        const ProtobufCMessage **out);
+/* Acceptor side, for its refusal lines: the dialler's HELLO has been
+ * taken (peer_role and peer_node hold what it said, unproven; it stays
+ * true after a failure), and: the CHALLENGE is out, the PROOF not yet in
+ * (a dialler without the key stops there). False on the dialler's side. */
+bool rpc_handshake_has_hello(const struct rpc_handshake *hs);
+bool rpc_handshake_is_waiting_proof(const struct rpc_handshake *hs);
 /* Wipes the key and nonces. */
 void rpc_handshake_release(struct rpc_handshake *hs);
 /* The dialler's handshake over a connected blocking socket (rpc_sock_*),

@@ -250,6 +250,7 @@ static void take_peer(struct rpc_handshake *hs, uint32_t role, const char *id)
 {
   hs->peer_role = role;
   snprintf(hs->peer_node, sizeof(hs->peer_node), "%s", id);
+  hs->peer_said = true;
 }
 
 int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
@@ -329,6 +330,16 @@ int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
   default: /* done or failed: nothing more is expected */
     return PT_EPROTO;
   }
+}
+
+bool rpc_handshake_has_hello(const struct rpc_handshake *hs)
+{
+  return !hs->dialler && hs->peer_said;
+}
+
+bool rpc_handshake_is_waiting_proof(const struct rpc_handshake *hs)
+{
+  return !hs->dialler && hs->step == STEP_WAIT_PROOF;
 }
 
 void rpc_handshake_release(struct rpc_handshake *hs)

@@ -183,12 +183,43 @@ void rpc_conn_close(struct rpc_conn *c, int err)
   uv_close(&c->io.handle, conn_close_cb);
 }
 
+void rpci_printable(const char *in, char *out, size_t cap)
+{
+  size_t n = 0;
+
+  for (; *in != '\0' && n + 1 < cap; in++)
+    out[n++] = *in >= 0x20 && *in < 0x7f ? *in : '?';
+  out[n] = '\0';
+}
+
 void rpci_conn_fail(struct rpc_conn *c, int err)
 {
   if (c->closing)
     return;
   rpci_log(RPC_LOG_CLOSE, RPC_LOG_WARN, "rpc: closing connection from %s: %s",
            c->peer_name, pt_strerror(err));
+  rpc_conn_close(c, err);
+}
+
+/* A stream that went wrong (a frame refused, EOF inside one): the line
+ * says what the peer proved it is (TCP) and where in the stream. */
+static void conn_fail_stream(struct rpc_conn *c, int err)
+{
+  char where[160], id[65], who[120];
+
+  if (c->closing)
+    return;
+  rpc_parser_where(&c->parser, where, sizeof(where));
+  who[0] = '\0';
+  if (c->tcp && c->ready) {
+    rpci_printable(c->peer_node, id, sizeof(id));
+    snprintf(who, sizeof(who), " (role %u, node id '%s')",
+             (unsigned)c->peer_role, id);
+  }
+  rpci_log(RPC_LOG_CLOSE, RPC_LOG_WARN,
+           "rpc: closing connection from %s%s: %s%s%s%s", c->peer_name, who,
+           pt_strerror(err), where[0] != '\0' ? " (" : "", where,
+           where[0] != '\0' ? ")" : "");
   rpc_conn_close(c, err);
 }
 
@@ -434,6 +465,17 @@ void rpci_timer_arm(struct rpc_conn *c)
                  since >= c->idle_ms ? 0 : c->idle_ms - since, 0);
 }
 
+/* A handshake that went wrong in the stream: why, and where. */
+static void auth_fail_stream(struct rpc_conn *c, int err, const char *why)
+{
+  char where[160], line[224];
+
+  rpc_parser_where(&c->parser, where, sizeof(where));
+  snprintf(line, sizeof(line), "%s%s%s", why, where[0] != '\0' ? ": " : "",
+           where);
+  rpci_auth_fail(c, err, line);
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
   struct rpc_conn *c = s->data;
@@ -442,9 +484,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     return;
   if (nread == UV_EOF) {
     if (c->hs != NULL && !c->hs->dialler)
-      rpci_auth_fail(c, PT_EPROTO, "closed before the handshake ended");
+      auth_fail_stream(c, PT_EPROTO, "closed before the handshake ended");
     else if (c->brx.active || c->parser.hdr_have > 0)
-      rpci_conn_fail(c, PT_EPROTO); /* EOF inside a frame or payload */
+      conn_fail_stream(c, PT_EPROTO); /* EOF inside a frame or payload */
     else
       rpc_conn_close(c, c->ready ? 0 : -ECONNRESET);
     return;
@@ -468,9 +510,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                            (size_t)nread, on_frame, c);
   if (rc != 0) {
     if (c->hs != NULL && !c->hs->dialler)
-      rpci_auth_fail(c, rc, "no valid handshake");
+      auth_fail_stream(c, rc, "no valid handshake");
     else
-      rpci_conn_fail(c, rc); /* no-op after the handler closed it */
+      conn_fail_stream(c, rc); /* no-op after the handler closed it */
     return;
   }
   if (c->closing)

@@ -24,6 +24,8 @@
  *     lost and only closing the connection makes sense.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -373,6 +375,47 @@ size_t rpc_parser_want(const struct rpc_parser *p)
   if (p->hdr_have < RPC_HDR_BYTES)
     return RPC_HDR_BYTES - p->hdr_have;
   return p->cur.length - p->body_have;
+}
+
+void rpc_parser_where(const struct rpc_parser *p, char *out, size_t cap)
+{
+  const uint8_t *h = p->hdr;
+
+  if (cap == 0)
+    return;
+  out[0] = '\0';
+  if (p->hdr_have == 0) {
+    if (p->failed) /* a whole frame that its receiver refused */
+      snprintf(out, cap, "at frame %s of %" PRIu32 " bytes",
+               rpc_type_name(p->cur.type), p->cur.length);
+    return;
+  }
+  if (p->hdr_have < RPC_HDR_BYTES) {
+    snprintf(out, cap, "inside a frame header, %zu of its %u bytes in",
+             p->hdr_have, RPC_HDR_BYTES);
+    return;
+  }
+  if (!p->failed) {
+    snprintf(out, cap, "inside frame %s, %zu of its %" PRIu32
+             " body bytes in", rpc_type_name(p->cur.type), p->body_have,
+             p->cur.length);
+    return;
+  }
+  uint32_t type = get_le16(h + 6), len = get_le32(h + 8);
+  if (get_le32(h) != RPC_MAGIC)
+    snprintf(out, cap, "a frame header with magic 0x%08" PRIx32 ", not "
+             "0x%08x", get_le32(h), RPC_MAGIC);
+  else if (get_le16(h + 4) != RPC_VERSION)
+    snprintf(out, cap, "a frame header of version %u; this side speaks %u",
+             (unsigned)get_le16(h + 4), RPC_VERSION);
+  else if (rpc_type_descriptor(type) == NULL)
+    snprintf(out, cap, "a frame of unknown type %" PRIu32, type);
+  else if (len > p->max_body)
+    snprintf(out, cap, "frame %s of %" PRIu32 " bytes, over the limit of "
+             "%" PRIu32, rpc_type_name(type), len, p->max_body);
+  else
+    snprintf(out, cap, "at frame %s of %" PRIu32 " bytes",
+             rpc_type_name(type), len);
 }
 
 /* ---- the transport's frames ---------------------------------------------- */

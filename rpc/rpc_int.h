@@ -118,6 +118,9 @@ struct rpc_listener {
 __attribute__((format(printf, 3, 4))) void
 rpci_log(enum rpc_log_kind kind, int level, const char *fmt, ...);
 void rpci_ops_fill(struct rpc_conn_ops *dst, const struct rpc_conn_ops *src);
+/* A peer's node id for a log line: printable ASCII ('?' for the rest),
+ * cut to fit cap. */
+void rpci_printable(const char *in, char *out, size_t cap);
 /* A new conn whose stream is initialised (a pipe, or a TCP handle). */
 struct rpc_conn *rpci_conn_new(uv_loop_t *loop, bool tcp,
                                const struct rpc_conn_ops *ops, void *data);

@@ -120,16 +120,41 @@ static int hs_send(struct rpc_conn *c, uint32_t type,
   return rc;
 }
 
+/* What an acceptor's peer said it is in its HELLO (unproven), for the
+ * refusal line: "" before it. Printable ASCII only, cut at 64 bytes. */
+static void said_who(const struct rpc_handshake *hs, char *out, size_t cap)
+{
+  char id[65];
+
+  out[0] = '\0';
+  if (hs == NULL || !rpc_handshake_has_hello(hs))
+    return;
+  rpci_printable(hs->peer_node, id, sizeof(id));
+  snprintf(out, cap, " (it said role %u, node id '%s')",
+           (unsigned)hs->peer_role, id);
+}
+
 void rpci_auth_fail(struct rpc_conn *c, int err, const char *why)
 {
+  char who[128];
+
   if (c->closing)
     return;
-  if (!c->dialled)
+  if (!c->dialled) {
+    /* A dialler without our key finds our challenge's MAC wrong and goes
+     * away without a proof: all we see is it stopping there. */
+    bool after_challenge = c->hs != NULL && err != -EACCES &&
+                           rpc_handshake_is_waiting_proof(c->hs);
+    said_who(c->hs, who, sizeof(who));
     rpci_log(RPC_LOG_REFUSE, RPC_LOG_WARN,
-             "rpc: refusing connection from %s%s%s: authentication failed: "
-             "%s (%s)", c->peer_name, c->listener != NULL ? " on " : "",
-             c->listener != NULL ? c->listener->name : "", why,
+             "rpc: refusing connection from %s%s%s%s: authentication failed: "
+             "%s%s (%s)", c->peer_name, c->listener != NULL ? " on " : "",
+             c->listener != NULL ? c->listener->name : "", who, why,
+             after_challenge ? ", after our challenge and without its proof, "
+                               "as a peer without the cluster key does"
+                             : "",
              pt_strerror(err));
+  }
   rpc_conn_close(c, err);
 }
 

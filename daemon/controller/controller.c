@@ -194,6 +194,12 @@ static void on_watchdog(uv_timer_t *t)
   sd_notify(0, "WATCHDOG=1");
 }
 
+static void on_log_timer(uv_timer_t *t)
+{
+  (void)t;
+  rpc_log_flush();
+}
+
 static void close_handle(uv_handle_t *h)
 {
   if (h->loop != NULL && !uv_is_closing(h))
@@ -214,6 +220,7 @@ void controller_stop(struct controller *ctl, const char *why)
   ctl_conn_close_all(ctl);
   close_handle((uv_handle_t *)&ctl->timer);
   close_handle((uv_handle_t *)&ctl->watchdog);
+  close_handle((uv_handle_t *)&ctl->log_timer);
   close_handle((uv_handle_t *)&ctl->jobs_timer);
   close_handle((uv_handle_t *)&ctl->sigterm);
   close_handle((uv_handle_t *)&ctl->sigint);
@@ -285,6 +292,7 @@ static int setup(struct controller *ctl)
   ctl->timer.data = ctl;
   uv_timer_init(ctl->loop, &ctl->watchdog);
   ctl->watchdog.data = ctl;
+  uv_timer_init(ctl->loop, &ctl->log_timer);
   ctl_job_conn_timer_start(ctl);
   uv_signal_init(ctl->loop, &ctl->sigterm);
   ctl->sigterm.data = ctl;
@@ -378,6 +386,9 @@ int controller_main(int argc, char **argv)
     uv_timer_start(&ctl->watchdog, on_watchdog, usec / 2000, usec / 2000);
     log_debug("systemd watchdog: a ping every %" PRIu64 " ms", usec / 2000);
   }
+  /* A flood of strangers is logged one line per LOG_LIMIT_MS; the count
+   * of the rest comes out within that even when the flood stops. */
+  uv_timer_start(&ctl->log_timer, on_log_timer, LOG_LIMIT_MS, LOG_LIMIT_MS);
   sd_notifyf(0, "READY=1\nSTATUS=listening on port %d", port);
   uv_run(ctl->loop, UV_RUN_DEFAULT);
   int code = ctl->exit_code;

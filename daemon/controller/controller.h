@@ -593,6 +593,7 @@ struct controller {
   int exit_code;
   uv_timer_t timer;    /* the membership timer: decides unreachable, dead */
   uv_timer_t watchdog; /* systemd's watchdog pings */
+  uv_timer_t log_timer; /* rpc_log_flush, every LOG_LIMIT_MS */
   uv_timer_t jobs_timer; /* the jobs' deadlines (ctl_job_conn.c) */
   uv_signal_t sigterm, sigint;
 };

@@ -15,8 +15,9 @@
  * alive on another connection) closes the connection with one log line
  * naming the peer; a refused registration is answered first, so the node
  * can say why. A connection that has not registered within
- * CTL_REGISTER_MS of its last byte is closed (idle deadline); a registered
- * node's silence is judged by the membership timer instead.
+ * CTL_REGISTER_MS of its last byte is closed (idle deadline), and a ptctl
+ * conn idle for CTL_CTL_IDLE_MS, each with a line; a registered node's
+ * silence is judged by the membership timer instead.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -305,9 +306,29 @@ static void on_close(struct rpc_conn *c, int err)
   free(p);
 }
 
+/* The idle deadline passed (a registered node has none): one line, then
+ * rpc/ closes the conn. */
+static int on_idle(struct rpc_conn *c)
+{
+  struct ctl_peer *p = rpc_conn_data(c);
+
+  if (p != NULL && !p->refused) {
+    if (p->role == PT__PEER_ROLE__PEER_ROLE_NODE && !p->registered)
+      log_warn("closing node %s ('%s'): it did not register within %u ms "
+               "of its last byte", rpc_conn_peer_name(c),
+               LOG_ESC(rpc_conn_peer_node(c)), CTL_REGISTER_MS);
+    else
+      log_info("closing %s %s ('%s'): idle for %u ms", role_name(p->role),
+               rpc_conn_peer_name(c), LOG_ESC(rpc_conn_peer_node(c)),
+               CTL_CTL_IDLE_MS);
+  }
+  return -ETIMEDOUT;
+}
+
 const struct rpc_conn_ops ctl_conn_ops = {
     .on_msg = on_msg,
     .on_close = on_close,
+    .on_idle = on_idle,
     .max_body = CTL_MAX_BODY,
     .idle_ms = CTL_REGISTER_MS,
 };

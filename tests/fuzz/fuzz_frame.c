@@ -348,6 +348,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   whole.n = 0;
   rpc_parser_init(&p, RPC_MAX_BODY_DEFAULT);
   rc_whole = rpc_parser_feed(&p, data, size, on_frame, &whole);
+  char where_whole[160], where_split[160];
+  rpc_parser_where(&p, where_whole, sizeof(where_whole));
   rpc_parser_release(&p);
   rpc_handshake_release(&hs_acc);
   rpc_handshake_release(&hs_dial);
@@ -371,6 +373,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc_split = rpc_parser_feed(&p, data + off, n, on_frame, &split);
     off += n;
   }
+  rpc_parser_where(&p, where_split, sizeof(where_split));
   rpc_parser_release(&p);
   rpc_handshake_release(&hs_acc);
   rpc_handshake_release(&hs_dial);
@@ -378,6 +381,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   check(rc_whole == PT_OK || rc_whole == PT_EPROTO || rc_whole == PT_ETOOBIG ||
         rc_whole == -ENOMEM);
   check(rc_split == rc_whole);
+  /* where the stream stands reads the same however it came in */
+  check(strlen(where_whole) < sizeof(where_whole));
+  check(strcmp(where_whole, where_split) == 0);
   check(split.n == whole.n);
   for (size_t i = 0; i < whole.n && i < MAX_FRAMES; i++) {
     check(split.f[i].h.type == whole.f[i].h.type);

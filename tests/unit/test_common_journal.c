@@ -2,7 +2,8 @@
  * test_common_journal.c — common/journal.c: records appended are replayed
  * in order after a reopen; a torn last record (cut short, a bad CRC with
  * nothing after it, a zero-filled tail) is dropped and the file cut back;
- * damage with records after it, a foreign header or another version is
+ * damage with records after it (a length that damage made run past the
+ * end over whole records too), a foreign header or another version is
  * refused naming the offset; compaction replaces the journal with the
  * records given; the file is this user's 0600 file, never a link, and held
  * by one process at a time.
@@ -176,6 +177,35 @@ START_TEST(damage_refused)
   ck_assert_int_eq(journal_open(&j, p, NULL, NULL, NULL, err, sizeof(err)),
                    PT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err, "length is over the limit"));
+
+  /* A length that damage makes run past the end of the file, with whole
+   * records after its header: not a torn append (that is always the last
+   * record, and nothing whole follows its header), so refused, and
+   * records 1 to 3 not cut away. Both in the first record and in the
+   * middle one. */
+  for (int rec = 0; rec < 2; rec++) {
+    make3(p);
+    before = fsize(p);
+    off_t at = JOURNAL_HDR_BYTES + (rec == 0 ? 0 : JOURNAL_REC_HDR_BYTES + 2);
+    poke(p, at + 1, 0x10); /* its length: 4 KiB more */
+    memset(&s, 0, sizeof(s));
+    ck_assert_int_eq(journal_open(&j, p, collect, &s, NULL, err, sizeof(err)),
+                     PT_EFORMAT);
+    ck_assert_msg(strstr(err, rec == 0 ? "record 1 at offset 16 is damaged"
+                                       : "record 2 at offset 30 is damaged")
+                      != NULL, "%s", err);
+    ck_assert_int_eq(fsize(p), before);
+  }
+  /* ... or exactly to the end, over record 3: a bad CRC there is no tear */
+  make3(p);
+  before = fsize(p);
+  poke(p, 30, (uint8_t)(before - 30 - JOURNAL_REC_HDR_BYTES));
+  ck_assert_int_eq(journal_open(&j, p, NULL, NULL, NULL, err, sizeof(err)),
+                   PT_EFORMAT);
+  ck_assert_msg(strstr(err, "record 2 at offset 30 is damaged (its CRC32C "
+                            "does not match, and a whole record follows at "
+                            "offset 46") != NULL, "%s", err);
+  ck_assert_int_eq(fsize(p), before);
 
   make3(p);
   poke(p, 0, 'X');

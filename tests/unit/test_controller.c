@@ -8,7 +8,7 @@
  * one stops heartbeating and is seen unreachable then dead within the
  * deadline, its connection closed; a wrong key, a duplicate node id, a
  * wrong role and hostile frames are refused with the controller
- * unaffected; a lost connection coming back is a reconnect, a new
+ * unaffected; a node that never registers is closed with a line; a lost connection coming back is a reconnect, a new
  * incarnation a restart; a second controller on the same state directory
  * is refused; SIGTERM ends it with exit 0.
  */
@@ -385,6 +385,24 @@ START_TEST(refusals)
 }
 END_TEST
 
+/* A peer with the key, as a node, that never registers (part of a frame,
+ * then silence): closed 10 s after its last byte, with a line naming it. */
+START_TEST(unregistered_node_closed)
+{
+  ctl_start("1000", "10000", "10000");
+  int fd = dial(PT__PEER_ROLE__PEER_ROLE_NODE, "lazy");
+  static const uint8_t part[10] = {0x50, 0x54, 0x52, 0x46};
+  ck_assert_int_eq(write(fd, part, sizeof(part)), (ssize_t)sizeof(part));
+  uint64_t t0 = rpc_now_ms();
+  ck_assert(unit_closed_by_peer(fd, 15000));
+  ck_assert_uint_ge(rpc_now_ms() - t0, 9000);
+  ck_assert_msg(wait_log("('lazy'): it did not register within 10000 ms of "
+                         "its last byte", 1000), "%s", read_log());
+  close(fd);
+  ctl_stop();
+}
+END_TEST
+
 START_TEST(second_controller_refused)
 {
   ctl_start("1000", "10000", "10000");
@@ -418,6 +436,7 @@ int main(void)
   tcase_add_test(tc, lost_reconnect_restart);
   tcase_add_test(tc, takeover_of_silent_conn);
   tcase_add_test(tc, refusals);
+  tcase_add_test(tc, unregistered_node_closed);
   tcase_add_test(tc, second_controller_refused);
   suite_add_tcase(s, tc);
   return unit_run(s);

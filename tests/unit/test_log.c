@@ -104,6 +104,30 @@ START_TEST(limit_decision)
 }
 END_TEST
 
+/* The count a burst left behind comes out once the window has passed,
+ * with no line of the kind after it; nothing when nothing was dropped. */
+START_TEST(limit_flush)
+{
+  struct log_limit l = {0};
+  uint64_t dropped = 99, secs = 99, t = 7000;
+
+  ck_assert(!log_limit_flush(&l, t, &dropped, &secs)); /* nothing yet */
+  ck_assert(log_limit_pass(&l, t, &dropped));
+  ck_assert(!log_limit_flush(&l, t + 2 * LOG_LIMIT_MS, &dropped, &secs));
+  for (int i = 0; i < 300; i++)
+    ck_assert(!log_limit_pass(&l, t + 1 + (uint64_t)i, &dropped));
+  ck_assert(!log_limit_flush(&l, t + LOG_LIMIT_MS - 1, &dropped, &secs));
+  ck_assert(log_limit_flush(&l, t + LOG_LIMIT_MS + 400, &dropped, &secs));
+  ck_assert_uint_eq(dropped, 300);
+  ck_assert_uint_eq(secs, 10);
+  ck_assert(!log_limit_flush(&l, t + 5 * LOG_LIMIT_MS, &dropped, &secs));
+  /* the flush counts as a line written: the window starts again there */
+  ck_assert(!log_limit_pass(&l, t + 2 * LOG_LIMIT_MS, &dropped));
+  ck_assert(log_limit_pass(&l, t + 2 * LOG_LIMIT_MS + 400, &dropped));
+  ck_assert_uint_eq(dropped, 1);
+}
+END_TEST
+
 /* log_limited: 500 calls in a burst write one line; the next one after the
  * interval says how many were dropped. Lines above the level are not
  * counted. */
@@ -145,6 +169,7 @@ static Suite *log_suite(void)
   tcase_add_test(tc, escape_truncates);
   tcase_add_test(tc, one_line_per_call);
   tcase_add_test(tc, limit_decision);
+  tcase_add_test(tc, limit_flush);
   tcase_add_test(tc, limited_lines);
   suite_add_tcase(s, tc);
   return s;

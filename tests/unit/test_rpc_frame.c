@@ -1,7 +1,8 @@
 /*
  * test_rpc_frame.c — the pure framing layer of rpc/rpc.h: header layout and
  * checks, the type table, pack/unpack round trips, garbage bodies, and the
- * incremental parser fed in every possible split.
+ * incremental parser fed in every possible split, and what it says of
+ * where a stream stands when a peer is closed.
  */
 #include <check.h>
 #include <errno.h>
@@ -768,6 +769,51 @@ START_TEST(parser_callback_stops)
 }
 END_TEST
 
+/* What the line that closes a peer says of the stream (rpc_parser_where). */
+static void where_after(const uint8_t *data, size_t len, uint32_t max_body,
+                        int stop_rc, const char *want)
+{
+  struct rpc_parser p;
+  struct sink s = {.stop_after = 1, .stop_rc = stop_rc};
+  char out[160];
+
+  rpc_parser_init(&p, max_body);
+  (void)rpc_parser_feed(&p, data, len, sink_cb, &s);
+  rpc_parser_where(&p, out, sizeof(out));
+  ck_assert_msg(strcmp(out, want) == 0, "'%s', want '%s'", out, want);
+  rpc_parser_release(&p);
+  sink_free(&s);
+}
+
+START_TEST(parser_where)
+{
+  uint8_t h[RPC_HDR_BYTES + 8] = {0};
+  struct rpc_hdr hd = {.type = RPC_STATUS_QUERY, .length = 8};
+
+  rpc_hdr_encode(h, &hd);
+  where_after(h, 0, 64, 0, "");
+  where_after(h, 10, 64, 0, "inside a frame header, 10 of its 24 bytes in");
+  where_after(h, RPC_HDR_BYTES + 3, 64, 0,
+              "inside frame STATUS_QUERY, 3 of its 8 body bytes in");
+  where_after(h, sizeof(h), 64, 0, ""); /* delivered: between frames */
+  where_after(h, sizeof(h), 64, PT_EPROTO,
+              "at frame STATUS_QUERY of 8 bytes"); /* refused by its receiver */
+  where_after(h, sizeof(h), 7, 0,
+              "frame STATUS_QUERY of 8 bytes, over the limit of 7");
+  uint8_t bad[RPC_HDR_BYTES];
+  memcpy(bad, h, sizeof(bad));
+  bad[4] = 9; /* version */
+  where_after(bad, sizeof(bad), 64, 0,
+              "a frame header of version 9; this side speaks 1");
+  memcpy(bad, h, sizeof(bad));
+  bad[6] = 0xe7, bad[7] = 0x03; /* type 999 */
+  where_after(bad, sizeof(bad), 64, 0, "a frame of unknown type 999");
+  memset(bad, 0x17, sizeof(bad));
+  where_after(bad, sizeof(bad), 64, 0,
+              "a frame header with magic 0x17171717, not 0x46525450");
+}
+END_TEST
+
 static Suite *rpc_frame_suite(void)
 {
   Suite *s = suite_create("rpc_frame");
@@ -786,6 +832,7 @@ static Suite *rpc_frame_suite(void)
   tcase_add_test(tc, parser_many_frames_per_feed);
   tcase_add_test(tc, parser_rejects_before_allocating);
   tcase_add_test(tc, parser_callback_stops);
+  tcase_add_test(tc, parser_where);
   suite_add_tcase(s, tc);
   return s;
 }

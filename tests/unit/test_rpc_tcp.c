@@ -237,6 +237,13 @@ START_TEST(handshake_wrong_key)
   close(fd); /* the dialler gives up: the server sees the handshake end */
   WAIT_FOR(strstr(S.log, "closed before the handshake ended") != NULL);
   ck_assert_int_eq(count_lines("rpc: refusing connection from 127.0.0.1:"), 1);
+  /* The line says who the peer claimed to be and where it stopped, so an
+   * operator sees which daemon lacks the key. */
+  ck_assert_msg(strstr(S.log, " (it said role 3, node id 'cli'): "
+                              "authentication failed: closed before the "
+                              "handshake ended, after our challenge and "
+                              "without its proof, as a peer without the "
+                              "cluster key does") != NULL, "%s", S.log);
   ck_assert_int_eq(S.accepted, 0);
   srv_stop();
 }
