@@ -75,8 +75,9 @@ struct smp {
   bool huge_pages;                       /* --huge-pages */
   /* The coding group this SMP is a member of (--code, --group, --member,
    * --node-id, --group-node; daemon/code_group.h), checked at start;
-   * group.k 0: none. Nothing codes with it yet: the transfer of chunks to
-   * the parity holders is the next piece. */
+   * group.k 0: none. The object is made with the code's parity areas
+   * (smp_trainer.c) and one made for another code is refused (smp.c);
+   * smp_protect.h is the engine the transfer of chunks runs. */
   struct code_group group;
   const char *node_id;                   /* --node-id; NULL: not given */
 
