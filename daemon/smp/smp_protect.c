@@ -138,6 +138,7 @@ void smp_protect_forget(struct smp_protect *p, uint32_t slot)
 int smp_protect_begin(struct smp_protect *p, uint32_t slot, uint64_t step,
                       void *parity, size_t parity_len)
 {
+  p->err[0] = '\0';
   if (slot >= p->nslots || parity == NULL)
     return fail(p, -EINVAL, "slot %" PRIu32 " of %u, or no parity area",
                 slot, p->nslots);
@@ -158,13 +159,13 @@ int smp_protect_begin(struct smp_protect *p, uint32_t slot, uint64_t step,
   memset(parity, 0, p->l.parity_bytes);
   ps->step = step;
   ps->active = true;
-  p->err[0] = '\0';
   return 0;
 }
 
 int smp_protect_sends(struct smp_protect *p, uint32_t slot, const void *data,
                       size_t bytes, struct smp_protect_send *out)
 {
+  p->err[0] = '\0';
   if (slot >= p->nslots || out == NULL)
     return fail(p, -EINVAL, "slot %" PRIu32 " of %u", slot, p->nslots);
   struct protect_slot *ps = &p->slot[slot];
@@ -200,6 +201,7 @@ int smp_protect_ack(struct smp_protect *p, uint64_t step, unsigned to,
                     unsigned chunk)
 {
   uint32_t slot;
+  p->err[0] = '\0';
   if (smp_protect_find(p, step, &slot) != 0)
     return fail(p, -ENOENT, "acknowledgement of step %" PRIu64 ", which no "
                 "slot is protecting", step);
@@ -248,6 +250,7 @@ int smp_protect_receive(struct smp_protect *p,
   const struct rs_layout *l = &p->l;
   uint32_t slot;
 
+  p->err[0] = '\0';
   if (h == NULL)
     return fail(p, -EINVAL, "no chunk header");
   if (smp_protect_find(p, h->step, &slot) != 0)

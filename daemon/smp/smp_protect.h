@@ -115,7 +115,8 @@ void smp_protect_free(struct smp_protect *p); /* p may be NULL */
 /* The group's layout (member sizes, chunk bytes C, parity bytes m*C). */
 const struct rs_layout *smp_protect_layout(const struct smp_protect *p);
 
-/* The last refusal's sentence ("" when none); never NULL. */
+/* The sentence of the last call's refusal ("" when the last call of
+ * begin, sends, ack or receive succeeded); never NULL. */
 const char *smp_protect_error(const struct smp_protect *p);
 
 /* Starts protecting step in slot: the slot forgets what it protected
