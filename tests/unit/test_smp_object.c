@@ -96,7 +96,7 @@ static void smp_start(struct smp_proc *p)
 
   ck_assert_int_ge(pid, 0);
   if (pid == 0) {
-    char *argv[48], gnode[RS_MAX_MEMBERS][32];
+    char *argv[48], gnode[RS_MAX_MEMBERS][64];
     int n = 0;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
