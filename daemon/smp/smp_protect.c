@@ -6,7 +6,10 @@
  * A holder folds a chunk of `valid` bytes as the zero-padded C bytes the
  * code defines: the whole 64-byte pieces straight from the bytes given,
  * the last partial one through a zeroed 64-byte copy; past it the chunk is
- * zero, and folding zeros changes nothing, so it is skipped.
+ * zero, and folding zeros changes nothing, so it is skipped. The CRC is
+ * computed in the same pass, slice by slice; a chunk that fails it is
+ * folded a second time, which cancels the first (the fold is an XOR in
+ * GF(2^8)), so a refused chunk leaves the rows as they were.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -223,24 +226,38 @@ int smp_protect_ack(struct smp_protect *p, uint64_t step, unsigned to,
               ", which was not sent to it", to, chunk, step);
 }
 
-/* Folds valid bytes of data row `row` into parity row `prow` at dst. */
+/* Bytes of a chunk checked and folded at a time: the slice of the chunk and
+ * the slice of the row it lands in stay in cache between the two. */
+#define FOLD_SLICE ((size_t)256 << 10)
+
+/* Folds valid bytes of data row `row` into parity row `prow` at dst; with
+ * crc not NULL, also *crc = crc32c() of the bytes, slice by slice. Folding
+ * the same bytes twice leaves dst as it was (the fold is an XOR). */
 static int fold(struct smp_protect *p, unsigned row, const uint8_t *bytes,
-                size_t valid, unsigned prow, uint8_t *dst)
+                size_t valid, unsigned prow, uint8_t *dst, uint32_t *crc)
 {
   size_t whole = valid / RS_ALIGN * RS_ALIGN;
+  uint32_t c = CRC32C_SEED;
   int rc = 0;
 
-  if (whole > 0) {
-    void *out[1] = {dst};
-    rc = rs_stripe_update(p->coder, whole, row, bytes, prow, 1, out);
+  for (size_t off = 0; off < whole && rc == 0; off += FOLD_SLICE) {
+    size_t n = whole - off < FOLD_SLICE ? whole - off : FOLD_SLICE;
+    void *out[1] = {dst + off};
+    if (crc != NULL)
+      c = crc32c_update(c, bytes + off, n);
+    rc = rs_stripe_update(p->coder, n, row, bytes + off, prow, 1, out);
   }
   if (rc == 0 && valid > whole) {
     uint8_t tail[RS_ALIGN] __attribute__((aligned(RS_ALIGN)));
     void *out[1] = {dst + whole};
     memset(tail, 0, sizeof(tail));
     memcpy(tail, bytes + whole, valid - whole);
+    if (crc != NULL)
+      c = crc32c_update(c, tail, valid - whole);
     rc = rs_stripe_update(p->coder, RS_ALIGN, row, tail, prow, 1, out);
   }
+  if (crc != NULL)
+    *crc = c;
   return rc;
 }
 
@@ -286,16 +303,21 @@ int smp_protect_receive(struct smp_protect *p,
     return fail(p, -EALREADY, "chunk %" PRIu32 " of member %" PRIu32
                 " for step %" PRIu64 " arrived twice", h->chunk, h->from,
                 h->step);
-  uint32_t crc = want > 0 ? crc32c(bytes, want) : CRC32C_SEED;
-  if (crc != h->crc)
-    return fail(p, PT_ECHECKSUM, "chunk %" PRIu32 " of member %" PRIu32
-                " for step %" PRIu64 ": CRC32C %08" PRIx32 ", its header "
-                "says %08" PRIx32, h->chunk, h->from, h->step, crc, h->crc);
-  int rc = fold(p, h->chunk, bytes, want, h->parity_row,
-                ps->parity + ref->offset);
+  /* One pass: each slice is checked and folded while in cache; a chunk
+   * that fails its CRC is folded again, which takes it out (an XOR). */
+  uint8_t *dst = ps->parity + ref->offset;
+  uint32_t crc;
+  int rc = fold(p, h->chunk, bytes, want, h->parity_row, dst, &crc);
   if (rc != 0)
     return fail(p, rc, "folding chunk %" PRIu32 " of member %" PRIu32 ": %s",
                 h->chunk, h->from, rs_last_error());
+  if (crc != h->crc) {
+    rc = fold(p, h->chunk, bytes, want, h->parity_row, dst, NULL);
+    return fail(p, rc != 0 ? rc : PT_ECHECKSUM,
+                "chunk %" PRIu32 " of member %" PRIu32 " for step %" PRIu64
+                ": CRC32C %08" PRIx32 ", its header says %08" PRIx32,
+                h->chunk, h->from, h->step, crc, h->crc);
+  }
   ps->got[h->parity_row] |= 1u << h->chunk;
   ps->nreceived++;
   if (ps->got[h->parity_row] == (1u << l->k) - 1u)

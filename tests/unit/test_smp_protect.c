@@ -2,7 +2,8 @@
  * test_smp_protect.c — the protection engine (daemon/smp/smp_protect.h)
  * with every member of a coding group in one process: G = k + m engines,
  * members of different sizes, every chunk and acknowledgement delivered in
- * a seeded random order, two steps in flight at once in two slots. Then
+ * a seeded random order, two steps in flight at once in two slots, some
+ * chunks first delivered damaged. Then
  * every holder's parity must equal rs_group_encode over the same data, and
  * rs_group_decode must rebuild every set of m lost members bit-exact from
  * the others' data and the parity the engines folded. Hostile chunks and
@@ -175,6 +176,17 @@ static void run_group(unsigned k, unsigned m, const size_t *sizes,
     /* a chunk or, as often, one of the acknowledgements owed */
     if (next < nq && (nacks == 0 || rng_next(&rng) % 2 == 0)) {
       const struct smp_protect_send *s = &q[next++].s;
+      if (next % 5 == 1 && s->hdr.valid > 0) {
+        /* first a copy damaged in its last byte (past the first slices of
+         * a large chunk): refused, and the final parity shows that it was
+         * taken out again */
+        uint8_t *bad = xalloc(s->hdr.valid);
+        memcpy(bad, s->bytes, s->hdr.valid);
+        bad[s->hdr.valid - 1] ^= 0x01;
+        ck_assert_int_eq(smp_protect_receive(gr.e[s->to], &s->hdr, bad),
+                         PT_ECHECKSUM);
+        free(bad);
+      }
       int rc = smp_protect_receive(gr.e[s->to], &s->hdr, s->bytes);
       ck_assert_msg(rc == 0, "%s: %s", pt_err_name(rc),
                     smp_protect_error(gr.e[s->to]));
