@@ -353,9 +353,36 @@ bool smp_protect_done(const struct smp_protect *p, uint32_t slot)
 
 /* ---- on a snapshot object ---- */
 
+/* PT_ESTATE unless slot holds step in one of the states of mask. */
+static int slot_check(struct smp_protect *p, const struct snap_store *s,
+                      uint32_t slot, uint64_t step, unsigned mask,
+                      const char *what)
+{
+  struct snap_slot_info info;
+  if (slot >= snap_store_nslots(s))
+    return fail(p, -EINVAL, "slot %" PRIu32 " of %" PRIu32, slot,
+                snap_store_nslots(s));
+  snap_slot_get(s, slot, &info);
+  if (!info.record_ok || info.state > SNAP_STATE_MAX ||
+      !(mask & (1u << info.state)) || info.step != step)
+    return fail(p, PT_ESTATE, "%s step %" PRIu64 " in slot %" PRIu32
+                ", which is %s with step %" PRIu64, what, step, slot,
+                snap_state_name(info.state), info.step);
+  return 0;
+}
+
+#define MASK_SEALED_ON ((1u << SNAP_SEALED) | (1u << SNAP_PINNED) | \
+                        (1u << SNAP_PROTECTED))
+
 int smp_protect_begin_store(struct smp_protect *p, struct snap_store *s,
                             uint32_t slot, uint64_t step)
 {
+  /* Never a COMMITTED or FREE slot: the committed step's parity stays
+   * intact until a newer step commits. */
+  int rc = slot_check(p, s, slot, step, MASK_SEALED_ON | (1u << SNAP_WRITING),
+                      "cannot protect");
+  if (rc != 0)
+    return rc;
   uint64_t len = 0;
   void *area = snap_store_parity(s, slot, &len);
   if (area == NULL)
@@ -367,9 +394,12 @@ int smp_protect_begin_store(struct smp_protect *p, struct snap_store *s,
 int smp_protect_sends_store(struct smp_protect *p, const struct snap_store *s,
                             uint32_t slot, struct smp_protect_send *out)
 {
-  if (slot >= snap_store_nslots(s))
-    return fail(p, -EINVAL, "slot %" PRIu32 " of %" PRIu32, slot,
-                snap_store_nslots(s));
+  if (slot >= p->nslots || !p->slot[slot].active)
+    return fail(p, PT_ESTATE, "slot %" PRIu32 " protects no step", slot);
+  int rc = slot_check(p, s, slot, p->slot[slot].step, MASK_SEALED_ON,
+                      "cannot send");
+  if (rc != 0)
+    return rc;
   return smp_protect_sends(p, slot, snap_slot_data(s, slot),
                            (size_t)snap_store_slot_bytes(s), out);
 }

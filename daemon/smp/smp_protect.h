@@ -54,8 +54,10 @@
  * the coder's own threads (opts) split each fold.
  *
  * Lifetime of the bytes: the sends point into the slot's data; the SMP
- * must keep that slot from being handed to another step (or forget the
- * protection, smp_protect_forget) while the transport reads them.
+ * must keep that slot from being handed to another step while the
+ * transport reads them, or forget the protection (smp_protect_forget)
+ * when it is. Bytes that changed after smp_protect_sends() fail their CRC
+ * at the holder and are never folded.
  */
 #ifndef PT_SMP_PROTECT_H
 #define PT_SMP_PROTECT_H
@@ -162,10 +164,15 @@ int smp_protect_find(const struct smp_protect *p, uint64_t step,
 /* ---- on a snapshot object ---- */
 
 /* smp_protect_begin() with slot's parity area of s (PT_ECONFIG when the
- * object has none or a smaller one than the layout's). */
+ * object has none or a smaller one than the layout's). The slot must hold
+ * step WRITING (a holder may begin as soon as its own trainer took the
+ * slot: the trainer never writes the parity area), SEALED, PINNED or
+ * PROTECTED; PT_ESTATE otherwise, nothing zeroed: a COMMITTED slot's
+ * parity stays intact until a newer step commits. */
 int smp_protect_begin_store(struct smp_protect *p, struct snap_store *s,
                             uint32_t slot, uint64_t step);
-/* smp_protect_sends() from slot's data in s. */
+/* smp_protect_sends() from slot's data in s, which must hold the slot's
+ * step SEALED, PINNED or PROTECTED (PT_ESTATE otherwise). */
 int smp_protect_sends_store(struct smp_protect *p, const struct snap_store *s,
                             uint32_t slot, struct smp_protect_send *out);
 /* When the slot is protected here, its step becomes PROTECTED in s

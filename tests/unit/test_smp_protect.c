@@ -498,9 +498,36 @@ START_TEST(on_store)
   for (unsigned i = 0; i < 3; i++) {
     st[i] = store_make(i, 100000 + i); /* within one chunk's rounding */
     sizes[i] = (size_t)snap_store_slot_bytes(st[i]);
-    slot[i] = store_seal(st[i], 7 + i);
   }
+  /* a committed step's slot, a FREE one, a step the slot does not hold:
+   * refused, nothing zeroed; a WRITING slot is begun, but not sent from */
+  ck_assert_int_eq(smp_protect_new(&e[0], 2, 1, 0, sizes, NSLOTS, NULL, err,
+                                   sizeof(err)), 0);
+  uint32_t cs, ws;
+  uint64_t gen;
+  ck_assert_int_eq(snap_slot_acquire(st[0], 2, &cs, &gen), 0);
+  ck_assert_int_eq(snap_slot_seal(st[0], cs, gen, 2), 0);
+  ck_assert_int_eq(snap_slot_commit(st[0], 2), 0);
+  uint64_t plen;
+  uint8_t *cpar = snap_store_parity(st[0], cs, &plen);
+  memset(cpar, 0x77, plen);
+  ck_assert_int_eq(smp_protect_begin_store(e[0], st[0], cs, 2), PT_ESTATE);
+  ck_assert_msg(strstr(smp_protect_error(e[0]), "COMMITTED") != NULL, "%s",
+                smp_protect_error(e[0]));
+  ck_assert_int_eq(smp_protect_begin_store(e[0], st[0], 1 - cs, 3), PT_ESTATE);
+  for (uint64_t i = 0; i < plen; i++)
+    ck_assert_uint_eq(cpar[i], 0x77);
+  ck_assert_int_eq(snap_slot_acquire(st[0], 3, &ws, &gen), 0);
+  ck_assert_uint_ne(ws, cs);
+  ck_assert_int_eq(smp_protect_begin_store(e[0], st[0], ws, 4), PT_ESTATE);
+  ck_assert_int_eq(smp_protect_begin_store(e[0], st[0], ws, 3), 0);
+  struct smp_protect_send early[SMP_PROTECT_MAX_SENDS];
+  ck_assert_int_eq(smp_protect_sends_store(e[0], st[0], ws, early), PT_ESTATE);
+  ck_assert_int_eq(snap_slot_abort(st[0], ws, gen), 0);
+  smp_protect_free(e[0]);
+
   for (unsigned i = 0; i < 3; i++) {
+    slot[i] = store_seal(st[i], 7 + i);
     ck_assert_int_eq(smp_protect_new(&e[i], 2, 1, i, sizes, NSLOTS, NULL, err,
                                      sizeof(err)), 0);
     memset(snap_store_parity(st[i], slot[i], NULL), 0xCC,
@@ -553,12 +580,11 @@ START_TEST(on_store)
   size_t big[3] = {sizes[0], sizes[1] + 4096, sizes[2]};
   ck_assert_int_eq(smp_protect_new(&e[0], 2, 1, 0, big, NSLOTS, NULL, err,
                                    sizeof(err)), 0);
-  uint32_t other = (slot[0] + 1) % NSLOTS;
-  ck_assert_int_eq(smp_protect_begin_store(e[0], st[0], other, 4),
+  ck_assert_int_eq(smp_protect_begin_store(e[0], st[0], slot[0], 3),
                    PT_ECONFIG);
   ck_assert_msg(strstr(smp_protect_error(e[0]), "layout needs") != NULL, "%s",
                 smp_protect_error(e[0]));
-  ck_assert_int_eq(smp_protect_find(e[0], 4, NULL), -ENOENT);
+  ck_assert_int_eq(smp_protect_find(e[0], 3, NULL), -ENOENT);
   smp_protect_free(e[0]);
   for (unsigned i = 0; i < 3; i++)
     snap_store_close(st[i]);
