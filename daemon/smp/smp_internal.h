@@ -11,6 +11,8 @@
  *                      RELEASE, RESTORE_QUERY, BYE
  *   smp_node.c         the node's requests: SUBSCRIBE, STATE_QUERY, PIN,
  *                      COMMIT, UNPIN, SET_RESTORE
+ *   smp_protect.c      the protection engine of a coded job (its own
+ *                      interface, smp_protect.h; no sockets)
  */
 #ifndef PT_SMP_INTERNAL_H
 #define PT_SMP_INTERNAL_H
