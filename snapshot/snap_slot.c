@@ -23,9 +23,10 @@
  *
  * A commit runs in two phases across the ranks (ptd node drives them):
  * pin makes a SEALED slot PINNED (never handed out), commit makes it
- * COMMITTED, unpin drops the pin when the commit is abandoned. PROTECTED
- * (parity acknowledged) is set by nothing yet; every function here treats
- * it as PINNED, the choice that never loses its bytes.
+ * COMMITTED, unpin drops the pin when the commit is abandoned. protect
+ * makes a PINNED slot PROTECTED (its coding group holds its parity, and it
+ * holds its share of theirs); every other function treats PROTECTED as
+ * PINNED, the choice that never loses its bytes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -424,6 +425,18 @@ int snap_slot_pin(struct snap_store *s, uint64_t step)
     return -ENOENT;
   state_store(s, i, SNAP_PINNED);
   return PT_OK;
+}
+
+int snap_slot_protect(struct snap_store *s, uint64_t step)
+{
+  uint32_t i = newest_in(s, MASK_PINNED, false, step);
+  if (i != UINT32_MAX) {
+    if (state_load(s, i) != SNAP_PROTECTED)
+      state_store(s, i, SNAP_PROTECTED);
+    return PT_OK;
+  }
+  return newest_in(s, MASK_SEALED, false, step) != UINT32_MAX ? PT_ESTATE
+                                                              : -ENOENT;
 }
 
 int snap_slot_unpin(struct snap_store *s, uint64_t step)

@@ -113,12 +113,13 @@
  * phases no rank can lose the step that the others are about to commit, and
  * the previous committed step (still the newest COMMITTED one) stays too.
  *
- * PROTECTED is reserved for a slot whose parity was acknowledged by the
- * other nodes of its coding group (SEALED -> PINNED -> PROTECTED ->
- * COMMITTED once erasure coding is wired). Nothing sets it yet; every
- * function here treats a PROTECTED slot as a PINNED one (holds data, never
- * handed out, committed, unpinned or cleared by a restore as PINNED is),
- * which never drops bytes a commit may still need.
+ * PROTECTED is a PINNED slot whose chunks the other members of its coding
+ * group acknowledged and whose parity rows for the step are complete
+ * (SEALED -> PINNED -> PROTECTED -> COMMITTED; snap_slot_protect, driven
+ * by daemon/smp/smp_protect.h). Every other function treats a PROTECTED
+ * slot as a PINNED one (holds data, never handed out, committed, unpinned
+ * or cleared by a restore as PINNED is), which never drops bytes a commit
+ * may still need; an unpin makes it SEALED, as it does a PINNED one.
  */
 #ifndef PT_SNAP_STORE_H
 #define PT_SNAP_STORE_H
@@ -155,8 +156,8 @@ enum snap_state {
   SNAP_WRITING = 1,
   SNAP_SEALED = 2,
   SNAP_PINNED = 3,    /* the first phase of a commit: never handed out */
-  SNAP_PROTECTED = 4, /* parity acknowledged by the coding group; reserved:
-                       * nothing sets it yet, and the functions below
+  SNAP_PROTECTED = 4, /* PINNED, and its parity acknowledged by the coding
+                       * group (snap_slot_protect); the functions below
                        * treat it as PINNED (holds data, never handed out,
                        * may be committed) */
   SNAP_COMMITTED = 5,
@@ -174,8 +175,7 @@ static inline bool snap_state_holds_data(uint32_t state)
 }
 
 /* True for the states of a sealed step whose commit is still to come:
- * SEALED, PINNED and the reserved PROTECTED (taken as PINNED until erasure
- * coding sets it). */
+ * SEALED, PINNED and PROTECTED. */
 static inline bool snap_state_awaits_commit(uint32_t state)
 {
   return snap_state_holds_data(state) && state != SNAP_COMMITTED;
@@ -398,6 +398,14 @@ int snap_slot_abort(struct snap_store *s, uint32_t slot, uint64_t generation);
  * SEALED or PINNED slot holds step: it was never sealed here, it was
  * handed to a newer step, or it is COMMITTED already. */
 int snap_slot_pin(struct snap_store *s, uint64_t step);
+
+/* The PINNED slot holding step becomes PROTECTED: its own chunks were
+ * acknowledged by their parity holders and the parity it keeps for step is
+ * complete. PT_OK too when it is PROTECTED already. PT_ESTATE when step is
+ * only SEALED (the commit's first phase, snap_slot_pin, comes first, so
+ * that an unpin releases a PROTECTED slot as it does a PINNED one), -ENOENT
+ * when no SEALED, PINNED or PROTECTED slot holds it. */
+int snap_slot_protect(struct snap_store *s, uint64_t step);
 
 /* The commit of step is abandoned: its PINNED slot becomes SEALED again
  * (an ordinary uncommitted step, reusable by the next acquire). -ENOENT when

@@ -95,9 +95,11 @@ static uint64_t shm_available(const struct node_config *cfg)
 static int check_budget(const struct node_config *cfg)
 {
   struct snap_region_desc one = {.name = "x", .bytes = 1};
+  /* Under a code the SMP's objects hold the parity areas too. */
   struct snap_params p = {.job = cfg->job, .rank = 0, .world = node_plan_world(cfg),
                           .nslots = cfg->slots, .regions = &one,
-                          .nregions = 1};
+                          .nregions = 1, .ec_k = cfg->group.k,
+                          .ec_m = cfg->group.m};
   char err[320];
 
   if (cfg->memory_budget == 0 && cfg->state_bytes == 0)

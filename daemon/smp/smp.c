@@ -159,11 +159,16 @@ int smp_store_load(struct smp *smp)
   }
   uint32_t k, m;
   snap_store_code(s, &k, &m);
-  if (k != 0 || m != 0) { /* the SMP codes nothing yet: every job is 0+0 */
-    snprintf(msg, sizeof(msg),
-             "snapshot object '%s' (instance %s) was made for the erasure "
-             "code %u+%u, this SMP serves a job without a code: it is left "
-             "untouched", smp->shm_name, theirs, k, m);
+  if (k != smp->group.k || m != smp->group.m) { /* 0+0: no code */
+    char code[2][32] = {"no erasure code", "no erasure code"};
+    if (k != 0)
+      snprintf(code[0], sizeof(code[0]), "the erasure code %u+%u", k, m);
+    if (smp->group.k != 0)
+      snprintf(code[1], sizeof(code[1]), "the erasure code %u+%u",
+               smp->group.k, smp->group.m);
+    snprintf(msg, sizeof(msg), "snapshot object '%s' (instance %s) was made "
+             "for %s, this SMP serves a job with %s: it is left untouched",
+             smp->shm_name, theirs, code[0], code[1]);
     rc = PT_ECONFIG;
     goto out_refuse;
   }

@@ -11,6 +11,8 @@
  *                      RELEASE, RESTORE_QUERY, BYE
  *   smp_node.c         the node's requests: SUBSCRIBE, STATE_QUERY, PIN,
  *                      COMMIT, UNPIN, SET_RESTORE
+ *   smp_protect.c      the protection engine of a coded job (its own
+ *                      interface, smp_protect.h; no sockets)
  */
 #ifndef PT_SMP_INTERNAL_H
 #define PT_SMP_INTERNAL_H
@@ -75,8 +77,9 @@ struct smp {
   bool huge_pages;                       /* --huge-pages */
   /* The coding group this SMP is a member of (--code, --group, --member,
    * --node-id, --group-node; daemon/code_group.h), checked at start;
-   * group.k 0: none. Nothing codes with it yet: the transfer of chunks to
-   * the parity holders is the next piece. */
+   * group.k 0: none. The object is made with the code's parity areas
+   * (smp_trainer.c) and one made for another code is refused (smp.c);
+   * smp_protect.h is the engine the transfer of chunks runs. */
   struct code_group group;
   const char *node_id;                   /* --node-id; NULL: not given */
 

@@ -61,10 +61,24 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
                smp->shm_name);
       return PT_EREGIONS;
     }
+    /* Under a code, each slot gets the parity area snap_store sizes from
+     * this member's own slot data S: m chunks of ceil(S / k) rounded up to
+     * 64 bytes, which is exactly what ec/rs.h's layout needs when no member
+     * of the group has a larger chunk (rs_layout's C comes from the
+     * largest member: equal-sized members, such as the replicas of a
+     * data-parallel job or its padded equal shards, always fit). The SMP
+     * does not know its peers' sizes when its trainer says HELLO, and the
+     * area cannot grow under a trainer that maps the object, so it is
+     * sized from what is known; a group whose largest member needs a
+     * larger chunk is refused when protection starts (smp_protect.h:
+     * PT_ECONFIG naming both sizes), never protected into too small an
+     * area. The limit: members whose S differ by more than what rounding
+     * to k*64 bytes absorbs are not protected. */
     struct snap_params p = {
       .job = smp->job, .rank = smp->rank, .world = smp->world,
       .nslots = smp->nslots, .regions = descs, .nregions = n,
-      .ec_k = 0, .ec_m = 0, .budget_bytes = smp->budget, /* no code yet */
+      .ec_k = smp->group.k, .ec_m = smp->group.m, /* 0+0: no code */
+      .budget_bytes = smp->budget,
       .instance = smp->instance, .lock = true,
       .huge_pages = smp->huge_pages,
     };

@@ -17,6 +17,7 @@
 
 #include "pt.h"
 #include "daemon/node/node.h"
+#include "snapshot/snap_store.h"
 #include "tests/unit/unit.h"
 
 /* ---- pins left behind ---- */
@@ -394,6 +395,38 @@ START_TEST(exit_text_words)
 }
 END_TEST
 
+/* The preflight counts a coded job's parity areas: --state-bytes whose
+ * object fits the budget without a code is refused under 2+1 (each slot
+ * also keeps half the state as parity), and fits once the budget has room
+ * for it. */
+START_TEST(state_bytes_with_parity)
+{
+  struct node_config cfg;
+  struct snap_region_desc one = {.name = "x", .bytes = 8u << 20};
+
+  memset(&cfg, 0, sizeof(cfg));
+  snprintf(cfg.job, sizeof(cfg.job), "parity");
+  snprintf(cfg.shm_prefix, sizeof(cfg.shm_prefix), "pt-tnodeplan-none-");
+  cfg.ranks = 1;
+  cfg.slots = 2;
+  cfg.state_bytes = one.bytes;
+  struct snap_params p = {.job = cfg.job, .world = 1, .nslots = 2,
+                          .regions = &one, .nregions = 1};
+  uint64_t plain = snap_store_bytes_needed(&p);
+  p.ec_k = 2;
+  p.ec_m = 1;
+  uint64_t coded = snap_store_bytes_needed(&p);
+  ck_assert_uint_ge(coded, plain + (8u << 20)); /* 2 slots x 4 MiB */
+  cfg.memory_budget = plain;
+  ck_assert_int_eq(node_check_preflight(&cfg), PT_OK);
+  cfg.group.k = 2;
+  cfg.group.m = 1;
+  ck_assert_int_eq(node_check_preflight(&cfg), PT_EBUDGET);
+  cfg.memory_budget = coded;
+  ck_assert_int_eq(node_check_preflight(&cfg), PT_OK);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("node_plan");
@@ -411,6 +444,7 @@ int main(void)
   tcase_add_test(tc, fds_needed_and_refused);
   tcase_add_test(tc, budget_before_spawning);
   tcase_add_test(tc, state_bytes_before_spawning);
+  tcase_add_test(tc, state_bytes_with_parity);
   tcase_add_test(tc, exit_text_words);
   suite_add_tcase(s, tc);
   return unit_run(s);

@@ -30,6 +30,7 @@
 
 #include "pt.h"
 #include "daemon/roles.h"
+#include "ec/rs.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
 #include "tests/unit/unit.h"
@@ -75,6 +76,7 @@ struct smp_proc {
   bool autocommit;
   char secret_file[200]; /* "": none */
   char log[200];         /* the SMP's stderr; "": inherited */
+  const char *code;      /* "K+M": member 0 of a coding group; NULL: none */
 };
 
 static void smp_init(struct smp_proc *p, const char *name, const char *sock)
@@ -94,7 +96,7 @@ static void smp_start(struct smp_proc *p)
 
   ck_assert_int_ge(pid, 0);
   if (pid == 0) {
-    char *argv[24];
+    char *argv[48], gnode[RS_MAX_MEMBERS][64];
     int n = 0;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
@@ -118,6 +120,24 @@ static void smp_start(struct smp_proc *p)
     }
     if (p->autocommit)
       argv[n++] = "--autocommit";
+    if (p->code != NULL) {
+      unsigned k = 0, m = 0;
+      if (sscanf(p->code, "%u+%u", &k, &m) != 2 || k + m > 8)
+        _exit(97);
+      argv[n++] = "--code";
+      argv[n++] = (char *)p->code;
+      argv[n++] = "--group";
+      argv[n++] = "0";
+      argv[n++] = "--member";
+      argv[n++] = "0";
+      argv[n++] = "--node-id";
+      argv[n++] = "n0";
+      for (unsigned i = 0; i < k + m; i++) {
+        snprintf(gnode[i], sizeof(gnode[i]), "%u:n%u=127.0.0.%u", i, i, i + 1);
+        argv[n++] = "--group-node";
+        argv[n++] = gnode[i];
+      }
+    }
     if (p->secret_file[0] != '\0') {
       argv[n++] = "--secret-file";
       argv[n++] = p->secret_file;
@@ -491,9 +511,9 @@ START_TEST(test_world_mismatch)
 }
 END_TEST
 
-/* An object of this job instance made for another erasure code (4+2; the
- * SMP serves no code yet): refused as one of another world size is, naming
- * the object and the code, and left untouched. */
+/* An object of this job instance made for another erasure code (4+2, to
+ * an SMP of a job without a code): refused as one of another world size
+ * is, naming the object and the code, and left untouched. */
 START_TEST(test_code_mismatch)
 {
   struct smp_proc p;
@@ -529,6 +549,82 @@ START_TEST(test_code_mismatch)
   ck_assert_int_eq(hello_status(fd, &p), 0);
   close(fd);
   smp_stop(&p);
+  snap_store_unlink(p.shm);
+}
+END_TEST
+
+/* The SMP of a coded job (2+1) makes its object with the code's parity
+ * areas: the code in the header, and per slot the parity bytes ec/rs.h's
+ * layout gives a group of members of this member's size (m chunks of C).
+ * It re-opens that object; it refuses one of another code (4+2) and one
+ * without a code, naming both codes, and leaves them untouched. */
+START_TEST(test_code_object)
+{
+  struct smp_proc p;
+  char err[256];
+
+  smp_init(&p, "coded", "coded");
+  p.instance = INST_A;
+  p.code = "2+1";
+  smp_start(&p);
+  int fd = raw_connect(&p);
+  ck_assert_int_eq(hello_status(fd, &p), 0);
+  close(fd);
+  smp_stop(&p);
+
+  struct snap_store *s = NULL;
+  ck_assert_msg(snap_store_open(&s, p.shm, err, sizeof(err)) == 0, "%s", err);
+  uint32_t k, m;
+  snap_store_code(s, &k, &m);
+  ck_assert_uint_eq(k, 2);
+  ck_assert_uint_eq(m, 1);
+  size_t sizes[3];
+  for (int i = 0; i < 3; i++)
+    sizes[i] = snap_store_slot_bytes(s);
+  struct rs_layout l;
+  ck_assert_int_eq(rs_layout_init(&l, 2, 1, sizes, 3), 0);
+  ck_assert_uint_eq(snap_store_parity_chunk(s), l.chunk_bytes);
+  for (uint32_t i = 0; i < snap_store_nslots(s); i++) {
+    uint64_t len = 0;
+    ck_assert_ptr_nonnull(snap_store_parity(s, i, &len));
+    ck_assert_uint_eq(len, l.parity_bytes);
+  }
+  snap_store_close(s);
+
+  /* its own object again: served */
+  smp_start(&p);
+  fd = raw_connect(&p);
+  ck_assert_int_eq(hello_status(fd, &p), 0);
+  close(fd);
+  smp_stop(&p);
+
+  /* another code, and none: refused, named, untouched */
+  static const struct {
+    uint32_t k, m;
+    const char *says;
+  } other[] = {{4, 2, "made for the erasure code 4+2"},
+               {0, 0, "made for no erasure code"}};
+  for (size_t i = 0; i < 2; i++) {
+    object_make_code(&p, INST_A, 1, other[i].k, other[i].m);
+    smp_start(&p);
+    fd = raw_connect(&p);
+    Pt__HelloReply *r = hello_ex(fd, &p, 1, false);
+    ck_assert_int_eq(r->status, PT_ECONFIG);
+    ck_assert_ptr_nonnull(r->message);
+    ck_assert_msg(strstr(r->message, other[i].says) != NULL, "%s", r->message);
+    ck_assert_msg(strstr(r->message, "job with the erasure code 2+1") != NULL,
+                  "%s", r->message);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    close(fd);
+    smp_stop(&p);
+    ck_assert_int_eq(count_aside(p.shm), 0);
+    ck_assert_msg(snap_store_open(&s, p.shm, err, sizeof(err)) == 0, "%s",
+                  err);
+    snap_store_code(s, &k, &m);
+    ck_assert_uint_eq(k, other[i].k);
+    ck_assert_uint_eq(m, other[i].m);
+    snap_store_close(s);
+  }
   snap_store_unlink(p.shm);
 }
 END_TEST
@@ -1025,6 +1121,7 @@ static Suite *smp_object_suite(void)
   tcase_add_test(tc, test_foreign_instance);
   tcase_add_test(tc, test_world_mismatch);
   tcase_add_test(tc, test_code_mismatch);
+  tcase_add_test(tc, test_code_object);
   tcase_add_test(tc, test_second_smp);
   tcase_add_test(tc, test_owner_and_mode);
   tcase_add_test(tc, test_acquire_order);

@@ -934,8 +934,9 @@ static void state_force(struct snap_store *s, uint32_t slot, uint32_t st)
   record_fix(s, slot);
 }
 
-/* PROTECTED (parity acknowledged) is set by nothing yet; what is there
- * treats it as PINNED: it holds data, is never handed out, may be
+/* PROTECTED (parity acknowledged; set only from PINNED by
+ * snap_slot_protect, test_protect) is forced here; the rest treats it as
+ * PINNED: it holds data, is never handed out, may be
  * committed, pinning it again is a repeat, unpinning or an older commit
  * makes it SEALED with its bytes, and a restore clears it. */
 START_TEST(test_protected_as_pinned)
@@ -983,6 +984,66 @@ START_TEST(test_protected_as_pinned)
   state_force(s, p, SNAP_PROTECTED);
   ck_assert_int_eq(snap_slot_set_restore(s, true, 8), 0);
   ck_assert_uint_eq(state_of(s, p), SNAP_FREE);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
+/* snap_slot_protect: only a PINNED step becomes PROTECTED (a SEALED one is
+ * PT_ESTATE and stays SEALED, a WRITING, COMMITTED or unknown one -ENOENT),
+ * with a valid record and its fields unchanged; a repeat is PT_OK and
+ * changes nothing; the newer of two slots pinned for a step is the one;
+ * the slot then commits, and an unpin makes it SEALED with its bytes. */
+START_TEST(test_protect)
+{
+  char name[64];
+  struct snap_store *s = make_store("protect", 3, name, sizeof(name));
+  uint32_t w;
+  uint64_t gw;
+
+  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT); /* nothing there */
+  ck_assert_int_eq(snap_slot_acquire(s, 1, &w, &gw), 0);
+  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT); /* WRITING */
+  fill_slot(s, w, 1);
+  ck_assert_int_eq(snap_slot_seal(s, w, gw, 1), 0);
+  ck_assert_int_eq(snap_slot_protect(s, 1), PT_ESTATE); /* not pinned */
+  ck_assert_uint_eq(state_of(s, w), SNAP_SEALED);
+  ck_assert_int_eq(snap_slot_pin(s, 1), 0);
+  ck_assert_int_eq(snap_slot_protect(s, 2), -ENOENT); /* another step */
+  struct snap_slot_info before, after;
+  snap_slot_get(s, w, &before);
+  ck_assert_int_eq(snap_slot_protect(s, 1), 0);
+  snap_slot_get(s, w, &after);
+  ck_assert(after.record_ok);
+  ck_assert_uint_eq(after.state, SNAP_PROTECTED);
+  ck_assert_uint_eq(after.step, before.step);
+  ck_assert_uint_eq(after.generation, before.generation);
+  ck_assert_uint_eq(after.t_sealed_ns, before.t_sealed_ns);
+  ck_assert_int_eq(snap_slot_verify(s, w, NULL), 0);
+  ck_assert_int_eq(snap_slot_protect(s, 1), 0); /* a repeat */
+  snap_slot_get(s, w, &before);
+  ck_assert_mem_eq(&before, &after, sizeof(before));
+  ck_assert_int_eq(snap_slot_pin(s, 1), 0);     /* pinned already */
+  ck_assert_uint_eq(state_of(s, w), SNAP_PROTECTED);
+
+  /* abandoned: SEALED with its bytes; pinned and protected again, then
+   * committed */
+  ck_assert_int_eq(snap_slot_unpin(s, 1), 0);
+  ck_assert_uint_eq(state_of(s, w), SNAP_SEALED);
+  ck_assert(slot_has_step_data(s, w, 1));
+  ck_assert_int_eq(snap_slot_pin(s, 1), 0);
+  ck_assert_int_eq(snap_slot_protect(s, 1), 0);
+  ck_assert_int_eq(snap_slot_commit(s, 1), 0);
+  ck_assert_uint_eq(state_of(s, w), SNAP_COMMITTED);
+  ck_assert_int_eq(snap_slot_protect(s, 1), -ENOENT); /* committed */
+
+  /* two slots of step 2: the pinned (newer) one is protected */
+  uint32_t a = take(s, 2, false), b = take(s, 2, false);
+  ck_assert_int_eq(snap_slot_pin(s, 2), 0);
+  ck_assert_int_eq(snap_slot_protect(s, 2), 0);
+  ck_assert_uint_eq(state_of(s, b), SNAP_PROTECTED);
+  ck_assert_uint_eq(state_of(s, a), SNAP_SEALED);
+  ck_assert_uint_eq(snap_slot_bad_records(s, NULL, 0), 0);
   snap_store_close(s);
   snap_store_unlink(name);
 }
@@ -1524,6 +1585,7 @@ int main(void)
   tcase_add_test(tc, test_pin_unpin);
   tcase_add_test(tc, test_pinned_never_reused);
   tcase_add_test(tc, test_protected_as_pinned);
+  tcase_add_test(tc, test_protect);
   tcase_add_test(tc, test_commit_releases_pins);
   tcase_add_test(tc, test_pin_random);
   tcase_add_test(tc, test_set_restore);
