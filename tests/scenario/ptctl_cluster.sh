@@ -168,5 +168,17 @@ c_ptctl status coded | grep -q "snapshots are kept" || c_fail "status coded afte
 say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
 say "stop removes a job's snapshots, stop --keep keeps them"
 
+# `ptctl --state-dir` stop of a cluster-mode node in a job: it says the node
+# daemon itself stops, and the controller hears the reason from that node at
+# once (not from the other node's broken all-reduce, or a silent heartbeat).
+c_ptctl start --job leave --nodes 2 --ranks-per-node 1 --master-port "$T_PORT" --node-wait-ms 5000 \
+  -- "$TRAIN" --steps 100000 --state-mb 1 --step-delay-ms 20 >/dev/null || c_fail "ptctl start leave"
+c_wait_job_state leave running 20
+who=$(c_ptctl status leave --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["parts"][1]["node"])')
+out=$("$PTCTL" --state-dir "$T_DIR/node.$who" stop) || c_fail "ptctl --state-dir stop of node $who"
+printf '%s\n' "$out" | grep -q "stopping the node daemon (cluster mode)" || c_fail "ptctl stop of a cluster node said: $out"
+c_ctl_wait_log "node '$who' is stopping \(ptctl stop\)" 5
+say "ptctl --state-dir stop of a cluster node: it says so, and the controller hears why at once"
+
 c_ctl_stop
 say "ok"
