@@ -38,7 +38,6 @@
 #include "daemon/controller/controller.h"
 #include "ec/rs.h"
 
-#define CTL_JOBS_TICK_MS 100u
 
 static struct controller *CTL(void *ctx)
 {
