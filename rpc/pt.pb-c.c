@@ -6524,7 +6524,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   (ProtobufCMessageInit) pt__job_part_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[5] =
 {
   {
     "job",
@@ -6574,8 +6574,21 @@ static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bytes_held",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StepSealed, has_bytes_held),
+    offsetof(Pt__StepSealed, bytes_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__step_sealed__field_indices_by_name[] = {
+  4,   /* field[4] = bytes_held */
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
   3,   /* field[3] = pinned */
@@ -6584,7 +6597,7 @@ static const unsigned pt__step_sealed__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__step_sealed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__step_sealed__descriptor =
 {
@@ -6594,7 +6607,7 @@ const ProtobufCMessageDescriptor pt__step_sealed__descriptor =
   "Pt__StepSealed",
   "pt",
   sizeof(Pt__StepSealed),
-  4,
+  5,
   pt__step_sealed__field_descriptors,
   pt__step_sealed__field_indices_by_name,
   1,  pt__step_sealed__number_ranges,

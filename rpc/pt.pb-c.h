@@ -1311,10 +1311,16 @@ struct  Pt__StepSealed
    */
   protobuf_c_boolean has_pinned;
   protobuf_c_boolean pinned;
+  /*
+   * The bytes of shared memory the node's part holds now (its SMPs'
+   * objects, which appear with the first snapshot): for ptctl status.
+   */
+  protobuf_c_boolean has_bytes_held;
+  uint64_t bytes_held;
 };
 #define PT__STEP_SEALED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__step_sealed__descriptor) \
-    , NULL, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0 }
 
 
 /*

@@ -562,6 +562,8 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
     break;
   }
   case RPC_STEP_SEALED:
+    if (((const Pt__StepSealed *)msg)->has_bytes_held && epoch == j->epoch)
+      j->parts[p].bytes_held = ((const Pt__StepSealed *)msg)->bytes_held;
     rc = ctl_jobs_sealed(&ctl->jobs, j, p, epoch,
                          ((const Pt__StepSealed *)msg)->step,
                          ((const Pt__StepSealed *)msg)->has_pinned &&

@@ -103,6 +103,9 @@ static int send_sealed(struct node *n, uint64_t step, bool pinned)
   s.step = step;
   s.has_pinned = pinned;
   s.pinned = pinned;
+  s.has_bytes_held = true;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    s.bytes_held += n->ranks[i].bytes_held;
   int rc = node_cluster_send(n, RPC_STEP_SEALED, 0, &s.base);
   if (rc != PT_OK)
     /* The controller is away: the newest step (and a pin held) is

@@ -104,6 +104,13 @@ assert ranks == [(0, 1, 2), (2, 3, 2)], j
 assert sorted(p["node"] for p in j["parts"]) == ["a", "b"], j
 ' "$job" "$T_PORT" || c_fail "status --json: $(c_ptctl status --json)"
 c_ptctl status "$job" | grep -Eq '^(a|b) +alive +[0-9.]+ (s|min) ago +0\.\.1 ' || c_fail "status $job: $(c_ptctl status "$job")"
+# What the running job holds is what its nodes' objects take (it was 0 B for
+# a job's whole first epoch).
+deadline=$(( $(date +%s) + 20 ))
+until b=$(c_job_field "$job" bytes_held) && [ "${b:-0}" -gt 0 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job $job holds ${b:-?} bytes while its objects are in /dev/shm"
+  sleep 0.1
+done
 c_ptctl start --job second --nodes 1 --ranks-per-node 1 -- /bin/true >/dev/null 2>"$T_DIR/nospace.err"; rc=$?
 [ $rc -eq 1 ] && grep -q "refused to start.*'second'.*(ENOSPC: " "$T_DIR/nospace.err" \
   || c_fail "no spare node: exit $rc: $(cat "$T_DIR/nospace.err")"
