@@ -394,10 +394,18 @@ void rpci_conn_ready(struct rpc_conn *c)
 
 /* ---- reading --------------------------------------------------------------- */
 
+/* Thread-local: ptd's loops may run on more than one thread. */
+static _Thread_local uint8_t t_rbuf[RPCI_READ_BUF_BYTES];
+
+uint8_t *rpci_read_buf(void)
+{
+  return t_rbuf;
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   struct rpc_conn *c = h->data;
-  size_t n = sizeof(c->rbuf);
+  size_t n = RPCI_READ_BUF_BYTES;
 
   (void)suggested;
   if (c->brx.active) {
@@ -405,15 +413,15 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     return;
   }
   /* A conn that takes bulk frames reads no byte past the frame it is in,
-   * so that a payload is never read into rbuf. Elsewhere one buffer per
-   * conn is enough: read_cb consumes all of it (the parser copies only the
-   * part of a frame that spans reads). */
+   * so that a payload is never read into the read buffer. Elsewhere the
+   * thread's one buffer is enough: read_cb consumes all of it (the parser
+   * copies only the part of a frame that spans reads). */
   if (c->ops.on_bulk_begin != NULL) {
     size_t want = rpc_parser_want(&c->parser);
     if (want > 0 && want < n)
       n = want;
   }
-  *buf = uv_buf_init((char *)c->rbuf, (unsigned int)n);
+  *buf = uv_buf_init((char *)t_rbuf, (unsigned int)n);
 }
 
 static bool is_auth_type(uint32_t type)
