@@ -21,7 +21,10 @@
  * N pins and N commits on the same machine. The controller's CPU is its
  * utime + stime (/proc/PID/stat) over the steps, heartbeats included, over
  * the wall time, in percent of one core. A fresh controller (its own state
- * directory and key) serves each size.
+ * directory and key) serves each size. After each size, the same traffic
+ * (the same frames, packed alike, over as many steps) goes through a
+ * server with no pt logic (bench_floor.c): its CPU is the kernel's floor
+ * under the controller's figure (floor_cpu_pct).
  *
  * Real nodes (commit_p50_ms, commit_p99_ms): a controller, three `ptd node
  * --controller` processes and a job of 3 nodes x 1 rank of pt-train
