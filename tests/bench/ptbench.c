@@ -807,11 +807,11 @@ static void cluster_table(const struct cluster_results *cr, const char *error)
   }
   const struct bench_cluster_size *k = cluster_size(cr, 1000);
   printf("\nkernel floor: the same N loopback TCP connections and frames (%zu B report, %zu B "
-         "heartbeat in; %zu B commit out, headers included) through a plain epoll process with "
-         "no pt logic: one read per readable connection, one write per answer, the answers "
-         "once every connection reported; ratio = controller / floor. On loopback the "
-         "sender's send() also runs the receiver's TCP receive path in its own context: each "
-         "side's figure holds the other side's receive of what it sent.\n",
+         "heartbeat in;\n  %zu B commit out, headers included) through a plain epoll process "
+         "with no pt logic: one read\n  per readable connection, one write per answer, the "
+         "answers once every connection reported;\n  ratio = controller / floor. On loopback "
+         "the sender's send() also runs the receiver's TCP\n  receive path in its own context: "
+         "each side's figure holds the other side's receive of what\n  it sent.\n",
          k != NULL ? k->up_bytes : 0, k != NULL ? k->hb_bytes : 0,
          k != NULL ? k->down_bytes : 0);
   if (cr->have_sim && k != NULL && k->measured && isfinite(k->floor_cpu_pct) &&
