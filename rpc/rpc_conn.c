@@ -45,7 +45,6 @@
  */
 #include <errno.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -462,46 +461,9 @@ static bool is_auth_type(uint32_t type)
          type == RPC_AUTH_PROOF;
 }
 
-/* Where a received message is unpacked: a thread-local arena, so that a
- * small message (the common case: a heartbeat, a step report) costs no
- * malloc. It lives only while on_msg runs (handlers copy what they keep);
- * what does not fit, a big message, comes from malloc. Stacked: a message
- * unpacked while another is alive takes the room after it. */
-#define UNPACK_ARENA_BYTES 16384u
-struct unpack_arena {
-  size_t used;
-  _Alignas(16) uint8_t b[UNPACK_ARENA_BYTES];
-};
-static _Thread_local struct unpack_arena t_arena;
-
-static void *arena_alloc(void *data, size_t n)
-{
-  struct unpack_arena *a = data;
-  size_t r = (n + 15u) & ~(size_t)15u;
-
-  if (r >= n && r <= sizeof(a->b) - a->used) {
-    void *p = a->b + a->used;
-    a->used += r;
-    return p;
-  }
-  return malloc(n);
-}
-
-static void arena_free(void *data, void *p)
-{
-  struct unpack_arena *a = data;
-  uintptr_t u = (uintptr_t)p, lo = (uintptr_t)a->b;
-
-  if (u >= lo && u < lo + sizeof(a->b))
-    return; /* the whole message's room goes back at once, in on_frame */
-  free(p);
-}
-
 static int on_frame(void *arg, const struct rpc_hdr *h, const uint8_t *body)
 {
   struct rpc_conn *c = arg;
-  ProtobufCAllocator al = {arena_alloc, arena_free, &t_arena};
-  size_t mark = t_arena.used;
   ProtobufCMessage *msg;
   int rc;
 
@@ -511,18 +473,11 @@ static int on_frame(void *arg, const struct rpc_hdr *h, const uint8_t *body)
     return PT_EPROTO; /* the handshake is over (or never was) */
   if (h->type == RPC_BULK)
     return rpci_bulk_frame(c, h, body);
-  /* rpc_body_unpack's checks, with the arena. */
-  const ProtobufCMessageDescriptor *desc = rpc_type_descriptor(h->type);
-  if (desc == NULL)
-    return PT_EPROTO;
-  msg = protobuf_c_message_unpack(desc, &al, h->length, body);
-  if (msg == NULL) {
-    t_arena.used = mark;
-    return PT_EPROTO;
-  }
+  rc = rpc_body_unpack(h->type, body, h->length, &msg);
+  if (rc < 0)
+    return rc;
   rc = c->ops.on_msg != NULL ? c->ops.on_msg(c, h, msg) : PT_OK;
-  protobuf_c_message_free_unpacked(msg, &al);
-  t_arena.used = mark;
+  protobuf_c_message_free_unpacked(msg, NULL);
   if (rc != 0)
     return rc < 0 ? rc : PT_EPROTO;
   return c->closing ? RPCI_FRAME_STOP : PT_OK;
