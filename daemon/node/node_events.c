@@ -117,6 +117,9 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
   if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
     log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
     r->progress_at = rpc_now_ms();
+    r->ncommitted_held = 0;
+    for (size_t k = 0; k < e->n_committed_held && k < SNAP_MAX_SLOTS; k++)
+      r->committed_held[r->ncommitted_held++] = e->committed_held[k];
     if (!r->has_last_sealed || e->step > r->last_sealed) {
       r->has_last_sealed = true;
       r->last_sealed = e->step;

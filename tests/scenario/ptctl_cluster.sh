@@ -175,6 +175,35 @@ c_ptctl status coded | grep -q "snapshots are kept" || c_fail "status coded afte
 say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
 say "stop removes a job's snapshots, stop --keep keeps them"
 
+# restore --step on a running job: the nodes report the committed steps
+# every rank still holds with each seal; status shows them; a restore to an
+# older one of them is taken, and the nodes restore that step.
+c_ptctl start --job older --nodes 2 --ranks-per-node 1 --slots 4 --master-port "$T_PORT" --node-wait-ms 5000 \
+  -- "$TRAIN" --steps 100000 --state-mb 1 --step-delay-ms 300 >/dev/null || c_fail "ptctl start older"
+deadline=$(( $(date +%s) + 30 ))
+until s=$(c_ptctl status older --json | python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+common = set(j["parts"][0]["held"])
+for p in j["parts"][1:]:
+    common &= set(p["held"])
+older = sorted(x for x in common if x < (j["committed_step"] or 0))
+print(older[-1] if older else "")') && [ -n "$s" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "no older committed step held by every node: $(c_ptctl status older --json)"
+  sleep 0.2
+done
+c_ptctl status older | grep -q "^restorable  committed steps held by every node: .*\b$s\b" \
+  || c_fail "status does not show step $s as restorable: $(c_ptctl status older)"
+out=$(c_ptctl restore older --step "$s") || c_fail "restore older --step $s: $out"
+printf '%s\n' "$out" | grep -q "restoring step $s in epoch 2" || c_fail "restore older --step $s said: $out"
+c_wait_job_state older running 30
+for id in $(c_ptctl status older --json | python3 -c 'import json,sys; print(" ".join(p["node"] for p in json.load(sys.stdin)["jobs"][0]["parts"]))'); do
+  grep -q "restore from step $s\$" "$T_DIR/node.$id.log" || c_fail "node $id did not restore step $s: $(grep 'restore from' "$T_DIR/node.$id.log" | tail -3)"
+done
+c_ptctl stop older >/dev/null || c_fail "stop older"
+c_wait_job_state older stopped 20
+say "restore --step of a running job: an older committed step every node holds"
+
 # `ptctl --state-dir` stop of a cluster-mode node in a job: it says the node
 # daemon itself stops, and the controller hears the reason from that node at
 # once (not from the other node's broken all-reduce, or a silent heartbeat).
