@@ -6395,7 +6395,7 @@ const ProtobufCMessageDescriptor pt__job_halt__descriptor =
   (ProtobufCMessageInit) pt__job_halt__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[8] =
+static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[9] =
 {
   {
     "job",
@@ -6493,6 +6493,18 @@ static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "permanent",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobPartState, has_permanent),
+    offsetof(Pt__JobPartState, permanent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_part_state__field_indices_by_name[] = {
   5,   /* field[5] = bytes_held */
@@ -6501,13 +6513,14 @@ static const unsigned pt__job_part_state__field_indices_by_name[] = {
   0,   /* field[0] = job */
   6,   /* field[6] = last_sealed */
   4,   /* field[4] = message */
+  8,   /* field[8] = permanent */
   2,   /* field[2] = state */
   3,   /* field[3] = status */
 };
 static const ProtobufCIntRange pt__job_part_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
 {
@@ -6517,7 +6530,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   "Pt__JobPartState",
   "pt",
   sizeof(Pt__JobPartState),
-  8,
+  9,
   pt__job_part_state__field_descriptors,
   pt__job_part_state__field_indices_by_name,
   1,  pt__job_part_state__number_ranges,

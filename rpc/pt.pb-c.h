@@ -1286,10 +1286,19 @@ struct  Pt__JobPartState
    */
   size_t n_held;
   uint64_t *held;
+  /*
+   * local rank holds, verified
+   * failed: no restart can cure it (a trainer's exit 78, PT_EBUDGET at its
+   * HELLO or in the checks before start, a trainer command that cannot be
+   * run): the controller ends the job failed, with message, and does not
+   * restart it. Absent: false.
+   */
+  protobuf_c_boolean has_permanent;
+  protobuf_c_boolean permanent;
 };
 #define PT__JOB_PART_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_state__descriptor) \
-    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL }
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0 }
 
 
 /*

@@ -11,6 +11,9 @@
  *   - one commit module per job, one voter per part: a round for the
  *     newest step every part sealed in the current epoch; a part whose node
  *     goes down is a voter gone;
+ *   - a failed part the node says is permanent (a trainer's exit 78,
+ *     PT_EBUDGET, a trainer command that cannot run) fails the job with
+ *     the node's words, not restarted;
  *   - a failed part (a trainer or an SMP on its node, or no answer to its
  *     assignment within CTL_ASSIGN_MS) restarts the whole job in a new
  *     epoch, from the newest committed step, within max_restarts in
@@ -699,6 +702,15 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                st == CTL_PART_FAILED ? "failed" : "stopped unasked",
                msg != NULL && msg[0] != '\0' ? ": " : "",
                msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
+      if (st == CTL_PART_FAILED && m != NULL && m->has_permanent &&
+          m->permanent) {
+        /* Exit 78, PT_EBUDGET, a command that cannot run: the same in
+         * every epoch, as standalone ptd node, the job fails. */
+        commit_cancel(&j->commit);
+        ctl_jobs_reason_set(j, "%s; not restarted (a permanent error)", why);
+        ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
+        return PT_OK;
+      }
       ctl_jobs_restart_counted(js, j, now, why);
       return PT_OK;
     }

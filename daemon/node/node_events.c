@@ -133,7 +133,7 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
     int status = e->has_status ? e->status : 0;
     if ((status == PT_EBUDGET || status == -ENOSPC) &&
         n->phase <= NODE_PH_RUNNING)
-      node_life_finish(n, NODE_OUT_FAILED,
+      node_life_fail_permanent(n,
                   "smp rank %" PRIu32 " refused its trainer: %s (not "
                   "restarted: raise --memory-budget or make room in /dev/shm)",
                   r->rank,

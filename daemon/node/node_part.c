@@ -86,6 +86,7 @@ static void reset_job(struct node *n)
   n->phase = NODE_PH_STARTING;
   n->outcome = NODE_OUT_NONE;
   n->why[0] = '\0';
+  n->permanent = false;
   n->adopting = false;
   n->backoff_until = n->phase_deadline = n->kill_at = 0;
   n->restore_fails = 0;
@@ -184,6 +185,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
   p->reported = NULL;
   p->fail_status = 0;
   p->fail_msg[0] = '\0';
+  p->fail_permanent = false;
   reset_job(n);
   rc = configure(n, a);
   if (rc == PT_OK) {
@@ -217,13 +219,17 @@ static void start(struct node *n, uint64_t id, bool adopt)
            a->has_restore_step ? "restoring" : "fresh", n->cfg.cmd[0]);
   /* Taken up after a restart, the part runs already: the checks only
    * raise the open file limit it needs. */
-  rc = node_check_preflight(&n->cfg);
+  rc = node_check_preflight(&n->cfg, err, sizeof(err));
   if (rc != PT_OK && adopt) {
     log_warn("job '%s': the checks before start failed (%s); the part "
              "runs already", p->job, pt_strerror(rc));
   } else if (rc != PT_OK) {
-    fail_at_start(n, rc, "the checks before start failed: %s (see the "
-                  "node's log)", pt_strerror(rc));
+    /* The budget or the open file limit: the same on every epoch, no
+     * restart cures it. The node's numbers go to the controller. */
+    fail_at_start(n, rc, "node '%.40s': the checks before start failed: "
+                  "%.230s", n->cfg.node_id,
+                  err[0] != '\0' ? err : pt_strerror(rc));
+    p->fail_permanent = true;
     goto refused;
   }
   if (continuing)
@@ -388,7 +394,8 @@ void node_part_ended(struct node *n)
   if (p->end == PART_FAILED) {
     snprintf(p->fail_msg, sizeof(p->fail_msg), "node '%.40s': %.240s",
              n->cfg.node_id, n->why);
-    p->fail_status = -EIO;
+    p->fail_status = n->permanent ? PT_ECONFIG : -EIO;
+    p->fail_permanent = n->permanent;
   }
   p->active = false;
   free(p->retired);

@@ -10,6 +10,8 @@
 # table and JSON (the spec as given, each part's global ranks), a start
 # refused for want of spare nodes (exit 1, the controller's message),
 # restore (epoch 2), stop (the job stopped), an unknown job (exit 1).
+# Permanent failures (exit 78, a trainer that cannot be run, the memory
+# budget) fail the job in epoch 1 with the node's words, not restarted.
 # Then a job of 3 nodes: the default code 2+1, its group in status and
 # --json, and every SMP told its group on its command line.
 set -u
@@ -125,6 +127,26 @@ done
 c_ptctl status nosuch >/dev/null 2>"$T_DIR/nosuch.err"; rc=$?
 [ $rc -eq 1 ] && grep -q "no job 'nosuch'" "$T_DIR/nosuch.err" || c_fail "unknown job: exit $rc: $(cat "$T_DIR/nosuch.err")"
 say "jobs: start, jobs, status, a refused start, restore, stop"
+
+# Permanent failures are not restarted (as standalone): a trainer's exit
+# 78, a trainer command that cannot be run, PT_EBUDGET before start. The
+# job fails in epoch 1, no restart, with the node's words (the budget's
+# bytes).
+perm_check() { # perm_check JOB WANT ARGS... (after the job's start options)
+  local job=$1 want=$2; shift 2
+  c_ptctl start --job "$job" --nodes 1 --ranks-per-node 1 --master-port "$T_PORT" "$@" \
+    >/dev/null 2>"$T_DIR/$job.err" || c_fail "ptctl start $job: $(cat "$T_DIR/$job.err")"
+  c_wait_job_state "$job" failed 20
+  [ "$(c_job_field "$job" epoch)" = 1 ] && [ "$(c_job_field "$job" restarts)" = 0 ] \
+    || c_fail "$job restarted: $(c_ptctl status "$job")"
+  c_job_field "$job" reason | grep -q -- "$want" || c_fail "$job: no '$want' in: $(c_job_field "$job" reason)"
+  c_job_field "$job" reason | grep -q "not restarted (a permanent error)" \
+    || c_fail "$job: the reason does not say permanent: $(c_job_field "$job" reason)"
+}
+perm_check perm78 "exited with status 78" -- sh -c 'sleep 0.3; exit 78'
+perm_check permexec "cannot start trainer rank 0 ('$T_DIR/no-such-trainer')" -- "$T_DIR/no-such-trainer"
+perm_check permbudget "4194304 bytes" --memory-budget 4M -- "$TRAIN" --steps 1000 --state-mb 8
+say "permanent failures: exit 78, a missing trainer, the budget: failed in epoch 1, not restarted"
 
 # Coding groups: 3 nodes in 3 failure domains take the default code 2+1,
 # one group of the three (status, --json), and each SMP is told its group.

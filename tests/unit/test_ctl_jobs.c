@@ -607,6 +607,52 @@ static void node_dies(const char *id, uintptr_t conn, uint64_t now)
   ctl_jobs_node_down(&JS, (size_t)(n - M.nodes), now + T.grace_ms);
 }
 
+/* A failed part the node says is permanent (exit 78, PT_EBUDGET, a
+ * command that cannot run) fails the job with the node's words: no
+ * restart, whatever restarts are left. */
+START_TEST(permanent_failure_not_restarted)
+{
+  setup();
+  struct ctl_job *j = running_job(2, 3, 0);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  m.job = "j";
+  m.epoch = 1;
+  m.state = "failed";
+  m.has_status = true;
+  m.status = PT_EBUDGET;
+  m.message = "node 'n1': --memory-budget 4096 bytes gives each of the 2 "
+              "ranks 2048 bytes; the smallest snapshot object needs 12288";
+  m.has_permanent = true;
+  m.permanent = true;
+  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_FAILED,
+                                       m.message, &m, 1000),
+                   PT_OK);
+  ck_assert_int_eq(j->state, CTL_JOB_FAILED);
+  ck_assert_uint_eq(j->restarts, 0);
+  ck_assert_uint_eq(j->epoch, 1);
+  ck_assert_msg(strstr(j->reason, "2048 bytes") != NULL &&
+                    strstr(j->reason, "12288") != NULL &&
+                    strstr(j->reason, "not restarted") != NULL,
+                "reason: %s", j->reason);
+  ck_assert(seen("J END j failed"));
+  ck_assert(!seen("J EPOCH j e2"));
+  /* kept for a look: a failed job's snapshots are not removed */
+  ck_assert(seen("halt 0 e1 remove=0") && seen("halt 1 e1 remove=0"));
+  ctl_jobs_tick_all(&JS, 100000);
+  ck_assert_uint_eq(j->epoch, 1);
+  teardown();
+
+  /* permanent false (or absent): restarted as before */
+  setup();
+  j = running_job(1, 3, 0);
+  m.has_permanent = true;
+  m.permanent = false;
+  ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_FAILED, "x", &m, 1000);
+  ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
+  teardown();
+}
+END_TEST
+
 START_TEST(dead_node_wait)
 {
   setup();
@@ -901,6 +947,7 @@ int main(void)
   tcase_add_test(tc, commit_across_nodes);
   tcase_add_test(tc, commit_of_pinned_reports);
   tcase_add_test(tc, restart_backoff_window);
+  tcase_add_test(tc, permanent_failure_not_restarted);
   tcase_add_test(tc, dead_node_wait);
   tcase_add_test(tc, stop_and_restore);
   tcase_add_test(tc, master_port_clash);

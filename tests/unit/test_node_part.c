@@ -21,7 +21,10 @@
  * stops the old trainers before the new ones start (restoring the
  * committed step); a trainer killed ends the part "failed" (no local
  * restart) with the rank and cause named, and the next epoch starts it
- * again; JOB_HALT{remove} stops them and removes the objects; SIGTERM
+ * again; JOB_HALT{remove} stops them and removes the objects; a trainer's
+ * exit 78, a trainer command that cannot be run and a budget refused
+ * before start are reported failed and permanent (the budget with its
+ * numbers), a killed trainer is not; SIGTERM
  * stops a running part's ranks, then the node (exit 3).
  */
 #include <check.h>
@@ -871,6 +874,8 @@ START_TEST(part_with_fake_controller)
                     strstr(ps->message, "trainer rank 1") != NULL &&
                     strstr(ps->message, "SIGKILL") != NULL,
                 "message '%s'", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(!(ps->has_permanent && ps->permanent),
+                "a killed trainer reported permanent");
   protobuf_c_message_free_unpacked(&ps->base, NULL);
   ck_assert(wait_gone(again[0], 2000));
   st = status();
@@ -905,12 +910,56 @@ START_TEST(part_with_fake_controller)
   snprintf(rec, sizeof(rec), "%s/part.state", F.sd);
   ck_assert_msg(access(rec, F_OK) != 0, "%s still exists", rec);
 
-  /* SIGTERM while a part runs: its ranks stop, then the node ends
-   * (exit 3). */
+  /* Failures no restart cures are reported permanent (the controller
+   * ends the job): a trainer's exit 78, a trainer command that cannot be
+   * run, a budget the checks before start refuse (with its numbers). */
+  char **argv_was = spec.argv;
+  size_t nargv_was = spec.n_argv;
+  char *exit78[] = {"/bin/sh", "-c", "exit 78"};
+  spec.argv = exit78;
+  spec.n_argv = 3;
   as.epoch = 4;
   as.has_restore_step = false;
+  send_msg(RPC_JOB_ASSIGN, 110, &as.base);
+  ps = expect_state(0, 4, "failed", 30000);
+  ck_assert_msg(ps->has_permanent && ps->permanent, "exit 78 not permanent: "
+                "%s", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(strstr(ps->message, "status 78") != NULL, "%s", ps->message);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  char nosuch[sizeof(F.dir) + 16];
+  snprintf(nosuch, sizeof(nosuch), "%s/no-such-trainer", F.dir);
+  char *missing[] = {nosuch};
+  spec.argv = missing;
+  spec.n_argv = 1;
+  as.epoch = 5;
+  send_msg(RPC_JOB_ASSIGN, 111, &as.base);
+  ps = expect_state(0, 5, "failed", 30000);
+  ck_assert_msg(ps->has_permanent && ps->permanent, "a missing trainer "
+                "not permanent: %s", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(strstr(ps->message, "cannot start trainer") != NULL, "%s",
+                ps->message);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  spec.argv = argv_was;
+  spec.n_argv = nargv_was;
+  spec.has_memory_budget = true;
+  spec.memory_budget = 4096; /* below the smallest snapshot object */
+  as.epoch = 6;
+  send_msg(RPC_JOB_ASSIGN, 112, &as.base);
+  ps = expect_state(112, 6, "failed", 30000);
+  ck_assert_msg(ps->has_permanent && ps->permanent, "PT_EBUDGET not "
+                "permanent: %s", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(strstr(ps->message, "node 'n1'") != NULL &&
+                    strstr(ps->message, "4096") != NULL,
+                "the budget's numbers are not in '%s'", ps->message);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  spec.has_memory_budget = false;
+  /* An ordinary failure (the trainer killed, above) is not. */
+
+  /* SIGTERM while a part runs: its ranks stop, then the node ends
+   * (exit 3). */
+  as.epoch = 7;
   send_msg(RPC_JOB_ASSIGN, 107, &as.base);
-  ps = expect_state(0, 4, "running", 30000);
+  ps = expect_state(0, 7, "running", 30000);
   protobuf_c_message_free_unpacked(&ps->base, NULL);
   trainer_pids(again);
   kill(F.node, SIGTERM);
