@@ -1226,10 +1226,19 @@ struct  Pt__JobAssign
    * of every other member's node. The node passes it to each SMP.
    */
   Pt__NodeGroup *group;
+  /*
+   * The job's first epoch (absent: 1). A job that reuses the name of one
+   * that ended starts above every epoch that name had, so that nothing of
+   * the older job (its part on a node, its late reports) is taken for the
+   * new one: an assignment of its first epoch is a new job (new snapshot
+   * objects), and PT_RESTART is epoch - first_epoch.
+   */
+  protobuf_c_boolean has_first_epoch;
+  uint64_t first_epoch;
 };
 #define PT__JOB_ASSIGN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_assign__descriptor) \
-    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL }
+    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0 }
 
 
 /*
@@ -1452,10 +1461,15 @@ struct  Pt__CtlRecEpoch
    */
   protobuf_c_boolean has_restarts;
   uint32_t restarts;
+  /*
+   * the job's first (absent: 1)
+   */
+  protobuf_c_boolean has_first_epoch;
+  uint64_t first_epoch;
 };
 #define PT__CTL_REC_EPOCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_epoch__descriptor) \
-    , NULL, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*

@@ -13,7 +13,9 @@
 # Permanent failures (exit 78, a trainer that cannot be run, the memory
 # budget) fail the job in epoch 1 with the node's words, not restarted.
 # Then a job of 3 nodes: the default code 2+1, its group in status and
-# --json, and every SMP told its group on its command line.
+# --json, and every SMP told its group on its command line; stopped with
+# --keep, a new job of its name on the same nodes with --max-restarts 0
+# runs and completes.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
@@ -137,11 +139,15 @@ perm_check() { # perm_check JOB WANT ARGS... (after the job's start options)
   c_ptctl start --job "$job" --nodes 1 --ranks-per-node 1 --master-port "$T_PORT" "$@" \
     >/dev/null 2>"$T_DIR/$job.err" || c_fail "ptctl start $job: $(cat "$T_DIR/$job.err")"
   c_wait_job_state "$job" failed 20
-  [ "$(c_job_field "$job" epoch)" = 1 ] && [ "$(c_job_field "$job" restarts)" = 0 ] \
-    || c_fail "$job restarted: $(c_ptctl status "$job")"
-  c_job_field "$job" reason | grep -q -- "$want" || c_fail "$job: no '$want' in: $(c_job_field "$job" reason)"
-  c_job_field "$job" reason | grep -q "not restarted (a permanent error)" \
-    || c_fail "$job: the reason does not say permanent: $(c_job_field "$job" reason)"
+  local st
+  st=$(c_ptctl status "$job" --json) || c_fail "status $job: $st"
+  python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])["jobs"][0]
+assert j["epoch"] == 1 and j["restarts"] == 0, "restarted: %s" % j
+assert sys.argv[2] in j["reason"], "no %r in %r" % (sys.argv[2], j["reason"])
+assert "not restarted (a permanent error)" in j["reason"], j["reason"]
+' "$st" "$want" || c_fail "$job: $st"
 }
 perm_check perm78 "exited with status 78" -- sh -c 'sleep 0.3; exit 78'
 perm_check permexec "cannot start trainer rank 0 ('$T_DIR/no-such-trainer')" -- "$T_DIR/no-such-trainer"
@@ -189,6 +195,19 @@ sleep 0.5
 c_ptctl status coded | grep -q "snapshots are kept" || c_fail "status coded after stop --keep: $(c_ptctl status coded)"
 say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
 say "stop removes a job's snapshots, stop --keep keeps them"
+
+# A new job with the name of the stopped one, on the same nodes (each
+# still records the old part, its snapshots kept), with no restarts: it is
+# not confused with the old one (it starts above the old epochs), runs and
+# completes.
+old_epoch=$(c_job_field coded epoch)
+c_ptctl start --job coded --nodes 3 --ranks-per-node 1 --max-restarts 0 --master-port "$T_PORT" \
+  -- "$TRAIN" --steps 40 --state-mb 1 --step-delay-ms 20 --digest-file "$T_DIR/coded2.%r" \
+  >"$T_DIR/coded2.out" 2>&1 || c_fail "ptctl start coded again: $(cat "$T_DIR/coded2.out")"
+c_wait_job_state coded done 60
+[ "$(c_job_field coded restarts)" = 0 ] || c_fail "coded again restarted: $(c_ptctl status coded)"
+[ "$(c_job_field coded epoch)" -gt "$old_epoch" ] || c_fail "coded again: epoch $(c_job_field coded epoch), the old one's $old_epoch"
+say "a new job of a stopped job's name on its nodes: epoch $(c_job_field coded epoch), done, no restart"
 
 c_ctl_stop
 say "ok"
