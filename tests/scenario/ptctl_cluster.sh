@@ -151,8 +151,10 @@ assert "not restarted (a permanent error)" in j["reason"], j["reason"]
 }
 perm_check perm78 "exited with status 78" -- sh -c 'sleep 0.3; exit 78'
 perm_check permexec "cannot start trainer rank 0 ('$T_DIR/no-such-trainer')" -- "$T_DIR/no-such-trainer"
-perm_check permbudget "4194304 bytes" --memory-budget 4M -- "$TRAIN" --steps 1000 --state-mb 8
-say "permanent failures: exit 78, a missing trainer, the budget: failed in epoch 1, not restarted"
+perm_check permbudget "the checks before start failed: --memory-budget 4194304 bytes gives each of the 1 ranks 4194304 bytes; the smallest snapshot object needs " \
+  --memory-budget 4M -- "$TRAIN" --steps 1000 --state-mb 8
+perm_check permhello "bytes, more than the memory budget of 33554432 bytes" --memory-budget 32M -- "$TRAIN" --steps 1000 --state-mb 64
+say "permanent failures: exit 78, a missing trainer, the budget (before start, at HELLO): failed in epoch 1, not restarted"
 
 # Coding groups: 3 nodes in 3 failure domains take the default code 2+1,
 # one group of the three (status, --json), and each SMP is told its group.
