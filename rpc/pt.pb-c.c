@@ -6189,7 +6189,7 @@ const ProtobufCMessageDescriptor pt__jobs_reply__descriptor =
   (ProtobufCMessageInit) pt__jobs_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[10] =
+static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[11] =
 {
   {
     "spec",
@@ -6311,10 +6311,23 @@ static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[10] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "first_epoch",
+    11,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobAssign, has_first_epoch),
+    offsetof(Pt__JobAssign, first_epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_assign__field_indices_by_name[] = {
   8,   /* field[8] = committed_step */
   1,   /* field[1] = epoch */
+  10,   /* field[10] = first_epoch */
   3,   /* field[3] = first_rank */
   9,   /* field[9] = group */
   5,   /* field[5] = master_addr */
@@ -6327,7 +6340,7 @@ static const unsigned pt__job_assign__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_assign__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor pt__job_assign__descriptor =
 {
@@ -6337,7 +6350,7 @@ const ProtobufCMessageDescriptor pt__job_assign__descriptor =
   "Pt__JobAssign",
   "pt",
   sizeof(Pt__JobAssign),
-  10,
+  11,
   pt__job_assign__field_descriptors,
   pt__job_assign__field_indices_by_name,
   1,  pt__job_assign__number_ranges,
@@ -6421,7 +6434,7 @@ const ProtobufCMessageDescriptor pt__job_halt__descriptor =
   (ProtobufCMessageInit) pt__job_halt__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[8] =
+static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[9] =
 {
   {
     "job",
@@ -6519,6 +6532,18 @@ static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "permanent",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobPartState, has_permanent),
+    offsetof(Pt__JobPartState, permanent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_part_state__field_indices_by_name[] = {
   5,   /* field[5] = bytes_held */
@@ -6527,13 +6552,14 @@ static const unsigned pt__job_part_state__field_indices_by_name[] = {
   0,   /* field[0] = job */
   6,   /* field[6] = last_sealed */
   4,   /* field[4] = message */
+  8,   /* field[8] = permanent */
   2,   /* field[2] = state */
   3,   /* field[3] = status */
 };
 static const ProtobufCIntRange pt__job_part_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
 {
@@ -6543,7 +6569,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   "Pt__JobPartState",
   "pt",
   sizeof(Pt__JobPartState),
-  8,
+  9,
   pt__job_part_state__field_descriptors,
   pt__job_part_state__field_indices_by_name,
   1,  pt__job_part_state__number_ranges,
@@ -7063,7 +7089,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_group__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[5] =
 {
   {
     "job",
@@ -7113,9 +7139,22 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "first_epoch",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecEpoch, has_first_epoch),
+    offsetof(Pt__CtlRecEpoch, first_epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
+  4,   /* field[4] = first_epoch */
   0,   /* field[0] = job */
   3,   /* field[3] = restarts */
   2,   /* field[2] = restore_step */
@@ -7123,7 +7162,7 @@ static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__ctl_rec_epoch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
 {
@@ -7133,7 +7172,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
   "Pt__CtlRecEpoch",
   "pt",
   sizeof(Pt__CtlRecEpoch),
-  4,
+  5,
   pt__ctl_rec_epoch__field_descriptors,
   pt__ctl_rec_epoch__field_indices_by_name,
   1,  pt__ctl_rec_epoch__number_ranges,

@@ -1237,10 +1237,19 @@ struct  Pt__JobAssign
    * of every other member's node. The node passes it to each SMP.
    */
   Pt__NodeGroup *group;
+  /*
+   * The job's first epoch (absent: 1). A job that reuses the name of one
+   * that ended starts above every epoch that name had, so that nothing of
+   * the older job (its part on a node, its late reports) is taken for the
+   * new one: an assignment of its first epoch is a new job (new snapshot
+   * objects), and PT_RESTART is epoch - first_epoch.
+   */
+  protobuf_c_boolean has_first_epoch;
+  uint64_t first_epoch;
 };
 #define PT__JOB_ASSIGN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_assign__descriptor) \
-    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL }
+    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0 }
 
 
 /*
@@ -1297,10 +1306,19 @@ struct  Pt__JobPartState
    */
   size_t n_held;
   uint64_t *held;
+  /*
+   * local rank holds, verified
+   * failed: no restart can cure it (a trainer's exit 78, PT_EBUDGET at its
+   * HELLO or in the checks before start, a trainer command that cannot be
+   * run): the controller ends the job failed, with message, and does not
+   * restart it. Absent: false.
+   */
+  protobuf_c_boolean has_permanent;
+  protobuf_c_boolean permanent;
 };
 #define PT__JOB_PART_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_state__descriptor) \
-    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL }
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0 }
 
 
 /*
@@ -1466,10 +1484,15 @@ struct  Pt__CtlRecEpoch
    */
   protobuf_c_boolean has_restarts;
   uint32_t restarts;
+  /*
+   * the job's first (absent: 1)
+   */
+  protobuf_c_boolean has_first_epoch;
+  uint64_t first_epoch;
 };
 #define PT__CTL_REC_EPOCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_epoch__descriptor) \
-    , NULL, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*

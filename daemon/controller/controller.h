@@ -385,6 +385,7 @@ struct ctl_job {
   Pt__JobSpec *spec;      /* owned (protobuf-c unpacked), defaults filled */
   enum ctl_job_state state;
   uint64_t epoch;
+  uint64_t first_epoch;   /* its first: above every epoch its name had */
   bool has_restore;       /* this epoch's restore step */
   uint64_t restore_step;
   bool has_committed;
@@ -539,9 +540,11 @@ int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
                         const char *master_addr,
                         const uint32_t *const *lists, const size_t *lens,
                         size_t ngroups, char *err, size_t errlen);
+/* first_epoch: the job's first (1 for a record from before it was
+ * journaled). */
 int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
-                          bool has_restore, uint64_t restore, char *err,
-                          size_t errlen);
+                          bool has_restore, uint64_t restore,
+                          uint64_t first_epoch, char *err, size_t errlen);
 int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
                            uint64_t epoch, uint64_t step, char *err,
                            size_t errlen);

@@ -103,6 +103,8 @@ static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
 
   a.spec = j->spec;
   a.epoch = j->epoch;
+  a.has_first_epoch = true;
+  a.first_epoch = j->first_epoch;
   a.node_index = p;
   a.first_rank = ctl_jobs_first_rank(j, p);
   a.world_size = ctl_jobs_world_size(j);

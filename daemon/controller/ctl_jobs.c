@@ -11,6 +11,9 @@
  *   - one commit module per job, one voter per part: a round for the
  *     newest step every part sealed in the current epoch; a part whose node
  *     goes down is a voter gone;
+ *   - a failed part the node says is permanent (a trainer's exit 78,
+ *     PT_EBUDGET, a trainer command that cannot run) fails the job with
+ *     the node's words, not restarted;
  *   - a failed part (a trainer or an SMP on its node, or no answer to its
  *     assignment within CTL_ASSIGN_MS) restarts the whole job in a new
  *     epoch, from the newest committed step, within max_restarts in
@@ -524,11 +527,19 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
       rc = -EADDRINUSE;
       goto out;
     }
+  /* Above every epoch an ended job of this name had (job_new drops it):
+   * nothing of it on a node, nor a late report, is taken for the new's. */
+  uint64_t floor = 0;
+  for (const struct ctl_job *o = js->jobs; o != NULL; o = o->next)
+    if (strcmp(o->spec->name, spec->name) == 0 && o->epoch > floor)
+      floor = o->epoch;
   rc = ctl_jobs_job_new(js, spec, &j);
   if (rc != PT_OK) {
     snprintf(err, errlen, "out of memory");
     goto out;
   }
+  j->epoch = floor; /* ctl_jobs_begin_epoch takes the next */
+  j->first_epoch = floor + 1;
   j->master_port = port;
   for (uint32_t p = 0; p < j->nparts; p++)
     snprintf(j->parts[p].node_id, sizeof(j->parts[p].node_id), "%s",
@@ -709,6 +720,14 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                st == CTL_PART_FAILED ? "failed" : "stopped unasked",
                msg != NULL && msg[0] != '\0' ? ": " : "",
                msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
+      if (st == CTL_PART_FAILED && m != NULL && m->has_permanent &&
+          m->permanent) {
+        /* Exit 78, PT_EBUDGET, ...: as standalone, the job fails. */
+        commit_cancel(&j->commit);
+        ctl_jobs_reason_set(j, "%s; not restarted (a permanent error)", why);
+        ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
+        return PT_OK;
+      }
       ctl_jobs_restart_counted(js, j, now, why);
       return PT_OK;
     }

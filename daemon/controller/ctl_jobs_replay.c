@@ -96,8 +96,8 @@ static struct ctl_job *replay_find(struct ctl_jobs *js, const char *job,
 }
 
 int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
-                          bool has_restore, uint64_t restore, char *err,
-                          size_t errlen)
+                          bool has_restore, uint64_t restore,
+                          uint64_t first_epoch, char *err, size_t errlen)
 {
   struct ctl_job *j = replay_find(js, job, "an EPOCH", err, errlen);
   if (j == NULL)
@@ -105,8 +105,12 @@ int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
   if (epoch <= j->epoch)
     return replay_bad(err, errlen, "EPOCH %" PRIu64 " of job '%s' after "
                       "epoch %" PRIu64, epoch, job, j->epoch);
+  if (first_epoch == 0 || first_epoch > epoch)
+    return replay_bad(err, errlen, "EPOCH %" PRIu64 " of job '%s' says its "
+                      "first epoch is %" PRIu64, epoch, job, first_epoch);
   if (j->epoch != 0)
     j->restarts++;
+  j->first_epoch = first_epoch;
   j->epoch = epoch;
   j->has_restore = has_restore;
   j->restore_step = has_restore ? restore : 0;

@@ -7,7 +7,9 @@
  *   JOB     spec (defaults filled), node ids in index order, master port
  *           and address, its coding groups: the job exists, on those
  *           nodes
- *   EPOCH   job, epoch, restore step or none: an incarnation began
+ *   EPOCH   job, epoch, restore step or none, the job's first epoch: an
+ *           incarnation began (compacted: an ended job's too, so that a
+ *           new job of its name starts above it)
  *   COMMIT  job, epoch, step: step is committed
  *   END     job, final state, reason
  *
@@ -78,7 +80,9 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     if (m == NULL)
       goto undecodable;
     rc = ctl_jobs_replay_epoch(r->js, m->job, m->epoch, m->has_restore_step,
-                               m->restore_step, why, sizeof(why));
+                               m->restore_step,
+                               m->has_first_epoch ? m->first_epoch : 1, why,
+                               sizeof(why));
     if (rc == PT_OK && m->has_restarts)
       ctl_jobs_find(r->js, m->job)->restarts = m->restarts;
     pt__ctl_rec_epoch__free_unpacked(m, NULL);
@@ -194,6 +198,8 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     re.restore_step = job->restore_step;
     re.has_restarts = true;
     re.restarts = job->restarts;
+    re.has_first_epoch = true;
+    re.first_epoch = job->first_epoch;
     /* A restart waiting out its backoff is counted in memory already, but
      * only its own EPOCH record, still to come, journals it: a copy made
      * meanwhile holds the count without it, or a controller restarted in
@@ -270,6 +276,9 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
     size_t nk = 0;
     kinds[nk++] = CTL_REC_JOB;
     if (ctl_jobs_ended(j->state)) {
+      /* Its epoch too: a job that reuses the name starts above it. */
+      if (j->epoch > 0)
+        kinds[nk++] = CTL_REC_EPOCH;
       kinds[nk++] = CTL_REC_END;
     } else {
       if (j->epoch > 0)

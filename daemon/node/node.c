@@ -380,7 +380,7 @@ int node_main(int argc, char **argv)
     n->decider = &node_decider_remote;
     return cluster_main(n);
   }
-  if (node_check_preflight(&n->cfg) != PT_OK) {
+  if (node_check_preflight(&n->cfg, NULL, 0) != PT_OK) {
     free(n);
     return NODE_EXIT_USAGE;
   }

@@ -520,6 +520,7 @@ struct node {
   enum node_phase phase;
   enum node_outcome outcome;
   char why[256];             /* the failure, for the log and ptctl */
+  bool permanent;            /* the failure is one no restart can cure */
   bool adopting;             /* started from a node.state with live pids */
   bool ready_sent;
   uint64_t backoff_until;
@@ -583,6 +584,12 @@ bool node_life_all_subscribed(const struct node *n);
 /* Ends the job: trainers are stopped, then SMPs, then the node exits. */
 __attribute__((format(printf, 3, 4))) void
 node_life_finish(struct node *n, enum node_outcome out, const char *fmt, ...);
+/* The same, failed, for a failure no restart can cure (n->permanent): a
+ * trainer's exit 78, PT_EBUDGET at HELLO, a trainer that cannot be
+ * started. Standalone, the node does not restart it; in cluster mode the
+ * controller hears it is permanent and ends the job. */
+__attribute__((format(printf, 2, 3))) void
+node_life_fail_permanent(struct node *n, const char *fmt, ...);
 /* SIGTERM to every live child of role, SIGKILL at n->kill_at, and after
  * NODE_KILL_GRACE_MS more the node stops waiting. True when none is left. */
 bool node_life_stop_role(struct node *n, enum node_role role, uint64_t now);
@@ -679,8 +686,10 @@ uint64_t node_smp_next_deadline(const struct node_rank *r);
 /* node_check.c */
 /* The checks before anything is spawned (open files, --memory-budget);
  * may raise the soft open file limit. Logs why and returns an error when
- * the job cannot run. */
-int node_check_preflight(const struct node_config *cfg);
+ * the job cannot run, with the sentence (its numbers) in err (errlen 0:
+ * none). */
+int node_check_preflight(const struct node_config *cfg, char *err,
+                         size_t errlen);
 
 /* node_cluster.c: cluster mode's link to the controller */
 #define NODE_CL_INCARNATION_BYTES 16u

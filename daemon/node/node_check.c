@@ -37,16 +37,15 @@
 #include "common/log.h"
 #include "daemon/node/node.h"
 
-static int check_fds(const struct node_config *cfg)
+static int check_fds(const struct node_config *cfg, char *err, size_t errlen)
 {
   struct rlimit rl;
-  char err[256];
   uint64_t raise_to = 0;
 
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
     return PT_OK; /* nothing to judge by */
   int rc = node_plan_fds_check(cfg->ranks, rl.rlim_cur, rl.rlim_max,
-                               &raise_to, err, sizeof(err));
+                               &raise_to, err, errlen);
   if (rc != PT_OK) {
     log_error("%s", err);
     return rc;
@@ -55,10 +54,11 @@ static int check_fds(const struct node_config *cfg)
     rl.rlim_cur = raise_to;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
       rc = -errno;
-      log_error("cannot raise the open file limit to %" PRIu64 ": %s "
-                "(the node needs %" PRIu64 " for %" PRIu32 " ranks)",
-                raise_to, pt_strerror(rc), node_plan_fds_needed(cfg->ranks),
-                cfg->ranks);
+      snprintf(err, errlen, "cannot raise the open file limit to %" PRIu64
+               ": %s (the node needs %" PRIu64 " for %" PRIu32 " ranks)",
+               raise_to, pt_strerror(rc), node_plan_fds_needed(cfg->ranks),
+               cfg->ranks);
+      log_error("%s", err);
       return rc;
     }
     log_info("raised the open file limit to %" PRIu64 " (hard limit %" PRIu64
@@ -92,7 +92,8 @@ static uint64_t shm_available(const struct node_config *cfg)
   return avail;
 }
 
-static int check_budget(const struct node_config *cfg)
+static int check_budget(const struct node_config *cfg, char *err,
+                        size_t errlen)
 {
   struct snap_region_desc one = {.name = "x", .bytes = 1};
   /* Under a code the SMP's objects hold the parity areas too. */
@@ -100,32 +101,39 @@ static int check_budget(const struct node_config *cfg)
                           .nslots = cfg->slots, .regions = &one,
                           .nregions = 1, .ec_k = cfg->group.k,
                           .ec_m = cfg->group.m};
-  char err[320];
 
   if (cfg->memory_budget == 0 && cfg->state_bytes == 0)
     return PT_OK;
   uint64_t avail = shm_available(cfg);
   int rc = node_plan_budget_check(cfg->memory_budget, cfg->ranks,
                                   snap_store_bytes_needed(&p), avail, err,
-                                  sizeof(err));
+                                  errlen);
   if (rc == PT_OK && cfg->state_bytes != 0) {
     /* As one region: more regions add their table entries and alignment,
      * which the SMP counts at HELLO. */
     one.bytes = cfg->state_bytes;
     rc = node_plan_state_check(cfg->state_bytes, snap_store_bytes_needed(&p),
                                cfg->memory_budget, cfg->ranks, avail, err,
-                               sizeof(err));
+                               errlen);
   }
   if (rc != PT_OK)
     log_error("%s", err);
   return rc;
 }
 
-int node_check_preflight(const struct node_config *cfg)
+int node_check_preflight(const struct node_config *cfg, char *err,
+                         size_t errlen)
 {
-  int rc = check_fds(cfg);
+  char buf[320];
+
+  if (err == NULL || errlen == 0) {
+    err = buf;
+    errlen = sizeof(buf);
+  }
+  err[0] = '\0';
+  int rc = check_fds(cfg, err, errlen);
 
   if (rc != PT_OK)
     return rc;
-  return check_budget(cfg);
+  return check_budget(cfg, err, errlen);
 }

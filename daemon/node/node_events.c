@@ -137,13 +137,20 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
     /* The trainer's regions do not fit the budget or /dev/shm: no restart
      * can cure that, whatever the trainer does with the error. */
     int status = e->has_status ? e->status : 0;
+    char why[sizeof(n->why)];
+    snprintf(why, sizeof(why),
+             "smp rank %" PRIu32 " refused its trainer: %s (not "
+             "restarted: raise --memory-budget or make room in /dev/shm)",
+             r->rank, e->message != NULL ? e->message : pt_strerror(status));
     if ((status == PT_EBUDGET || status == -ENOSPC) &&
         n->phase <= NODE_PH_RUNNING)
-      node_life_finish(n, NODE_OUT_FAILED,
-                  "smp rank %" PRIu32 " refused its trainer: %s (not "
-                  "restarted: raise --memory-budget or make room in /dev/shm)",
-                  r->rank,
-                  e->message != NULL ? e->message : pt_strerror(status));
+      node_life_fail_permanent(n, "%s", why);
+    else if ((status == PT_EBUDGET || status == -ENOSPC) &&
+             n->outcome == NODE_OUT_FAILED && n->permanent &&
+             n->phase < NODE_PH_EXIT)
+      /* Its trainer's exit 78 came first: the SMP's words have the
+       * numbers (bytes needed, the budget). */
+      memcpy(n->why, why, sizeof(why));
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
     r->gone_seen = true;
     r->gone_done = e->has_done && e->done;

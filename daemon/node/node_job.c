@@ -78,8 +78,8 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
                     (status == NODE_EXIT_USAGE || status == NODE_EX_CONFIG);
       r->smp_fails++;
       if (config)
-        node_life_finish(n, NODE_OUT_FAILED,
-                    "smp rank %" PRIu32 " %s (configuration)", r->rank, how);
+        node_life_fail_permanent(n, "smp rank %" PRIu32 " %s (configuration)",
+                                 r->rank, how);
       else if (!n->decider->restarts_ranks)
         /* Whoever decides restarts every rank of the job. */
         node_life_finish(n, NODE_OUT_FAILED, "smp rank %" PRIu32 " (pid %d) %s",
@@ -431,7 +431,9 @@ static void step_running(struct node *n, uint64_t now)
       all_done = false;
   }
   if (failed != NULL) {
-    if (failed->permanent || !n->decider->restarts_ranks)
+    if (failed->permanent)
+      node_life_fail_permanent(n, "%s", failed->why);
+    else if (!n->decider->restarts_ranks)
       node_life_finish(n, NODE_OUT_FAILED, "%s", failed->why);
     else
       node_life_begin_restart(n, now, true, failed->why);

@@ -100,20 +100,36 @@ bool node_life_all_subscribed(const struct node *n)
 }
 
 /* Ends the job: trainers are stopped, then SMPs, then the node exits. */
-void node_life_finish(struct node *n, enum node_outcome out, const char *fmt, ...)
+static void vfinish(struct node *n, enum node_outcome out, bool permanent,
+                    const char *fmt, va_list ap)
 {
-  va_list ap;
-
   if (n->phase >= NODE_PH_STOP_TRAINERS)
     return;
   n->outcome = out;
-  va_start(ap, fmt);
+  n->permanent = permanent;
   vsnprintf(n->why, sizeof(n->why), fmt, ap);
-  va_end(ap);
   n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
   n->decider->drop(n); /* answers still to come are ignored */
   node_life_set_phase(n, NODE_PH_STOP_TRAINERS);
   node_ctl_notify(n, false);
+}
+
+void node_life_finish(struct node *n, enum node_outcome out, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vfinish(n, out, false, fmt, ap);
+  va_end(ap);
+}
+
+void node_life_fail_permanent(struct node *n, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vfinish(n, NODE_OUT_FAILED, true, fmt, ap);
+  va_end(ap);
 }
 
 void node_life_request_stop(struct node *n, const char *by, bool escalate)
@@ -286,8 +302,11 @@ void node_life_spawn_trainers(struct node *n)
     r->why[0] = '\0';
     int rc = node_proc_child_spawn(n, r, NODE_ROLE_TRAINER, &c);
     if (rc != PT_OK) {
-      node_life_finish(n, NODE_OUT_FAILED, "cannot start trainer rank %" PRIu32
-                  " ('%s'): %s", r->rank, n->cfg.cmd[0], pt_strerror(rc));
+      /* The command cannot be run (no such file, not executable): no
+       * restart cures it, standalone or in a cluster. */
+      node_life_fail_permanent(n, "cannot start trainer rank %" PRIu32
+                               " ('%s'): %s (not restarted)", r->rank,
+                               n->cfg.cmd[0], pt_strerror(rc));
       return;
     }
     if (r->starts > 0)

@@ -20,6 +20,10 @@
  * The epoch fence (node_plan_fence): a JOB_ASSIGN or any decision naming a
  * newer epoch of the job stops the old epoch's ranks first (SIGTERM, then
  * SIGKILL after the grace), and only then is the new assignment taken;
+ * a new job that reuses an ended job's name starts above every epoch the
+ * name had (JobAssign.first_epoch), so the fence tells them apart too,
+ * and a part recorded below first_epoch is the older job's (a new job
+ * instance, its objects discarded);
  * anything naming an older epoch is ignored (JOB_PIN: PT_EEPOCH). A
  * JOB_ASSIGN of the epoch the node runs (a reconnect) changes nothing: it
  * is answered with where the part stands, and its committed_step teaches
@@ -86,6 +90,7 @@ static void reset_job(struct node *n)
   n->phase = NODE_PH_STARTING;
   n->outcome = NODE_OUT_NONE;
   n->why[0] = '\0';
+  n->permanent = false;
   n->adopting = false;
   n->backoff_until = n->phase_deadline = n->kill_at = 0;
   n->restore_fails = 0;
@@ -137,6 +142,12 @@ static int configure(struct node *n, const Pt__JobAssign *a)
   return PT_OK;
 }
 
+/* The job's first epoch (absent: 1, a controller from before it). */
+static uint64_t first_epoch(const Pt__JobAssign *a)
+{
+  return a->has_first_epoch && a->first_epoch >= 1 ? a->first_epoch : 1;
+}
+
 static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -167,7 +178,11 @@ static void start(struct node *n, uint64_t id, bool adopt)
     log_error("the recorded assignment cannot be read");
     return;
   }
-  bool continuing = p->has && strcmp(p->job, a->spec->name) == 0;
+  /* The part recorded is this job's (an earlier epoch of it ran here)
+   * only from its first epoch on: below it, it was an older job of the
+   * same name, whose objects are not this one's. */
+  bool continuing = p->has && strcmp(p->job, a->spec->name) == 0 &&
+                    p->epoch >= first_epoch(a);
   rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
   if (rc == PT_OK)
     rc = node_plan_group(a, n->cfg.node_id, &n->cfg.group, err, sizeof(err));
@@ -184,6 +199,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
   p->reported = NULL;
   p->fail_status = 0;
   p->fail_msg[0] = '\0';
+  p->fail_permanent = false;
   reset_job(n);
   rc = configure(n, a);
   if (rc == PT_OK) {
@@ -217,13 +233,17 @@ static void start(struct node *n, uint64_t id, bool adopt)
            a->has_restore_step ? "restoring" : "fresh", n->cfg.cmd[0]);
   /* Taken up after a restart, the part runs already: the checks only
    * raise the open file limit it needs. */
-  rc = node_check_preflight(&n->cfg);
+  rc = node_check_preflight(&n->cfg, err, sizeof(err));
   if (rc != PT_OK && adopt) {
     log_warn("job '%s': the checks before start failed (%s); the part "
              "runs already", p->job, pt_strerror(rc));
   } else if (rc != PT_OK) {
-    fail_at_start(n, rc, "the checks before start failed: %s (see the "
-                  "node's log)", pt_strerror(rc));
+    /* The budget or the open file limit: the same on every epoch, no
+     * restart cures it. The node's numbers go to the controller. */
+    fail_at_start(n, rc, "node '%.40s': the checks before start failed: "
+                  "%.230s", n->cfg.node_id,
+                  err[0] != '\0' ? err : pt_strerror(rc));
+    p->fail_permanent = true;
     goto refused;
   }
   if (continuing)
@@ -259,7 +279,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
     n->has_committed = a->has_restore_step;
     n->committed = a->restore_step;
     /* PT_RESTART: the job's restarts are its epochs after the first. */
-    n->restarts = (uint32_t)(a->epoch - 1);
+    n->restarts = (uint32_t)(a->epoch - first_epoch(a));
   }
   node_decide_remote_assigned(n, a->has_restore_step, a->restore_step);
   p->active = true;
@@ -388,7 +408,8 @@ void node_part_ended(struct node *n)
   if (p->end == PART_FAILED) {
     snprintf(p->fail_msg, sizeof(p->fail_msg), "node '%.40s': %.240s",
              n->cfg.node_id, n->why);
-    p->fail_status = -EIO;
+    p->fail_status = n->permanent ? PT_ECONFIG : -EIO;
+    p->fail_permanent = n->permanent;
   }
   p->active = false;
   free(p->retired);
@@ -446,10 +467,13 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
                                                              : "";
   enum node_fence f = fence(n, job, a->epoch);
 
-  /* Epoch 1 is a job's start: over a part of that name that ended here
-   * (stopped or failed, its snapshots kept) it is a new job of the same
-   * name, not a stale decision. */
-  bool new_job = f == NODE_FENCE_OLDER && a->epoch == 1 && !p->active;
+  /* A job's first epoch is its start: over a part of that name that
+   * ended here in a later epoch (stopped or failed, its snapshots kept) it
+   * is a new job of the same name, not a stale decision. (The controller
+   * starts a new job of a used name above every epoch the name had: this
+   * is for one that no longer knows the older job.) */
+  bool new_job = f == NODE_FENCE_OLDER && a->epoch == first_epoch(a) &&
+                 !p->active;
   if (new_job)
     f = NODE_FENCE_NONE;
   switch (f) {

@@ -34,6 +34,7 @@ struct node_part {
   const char *reported; /* the last state reported; NULL: none */
   int fail_status;
   char fail_msg[300];
+  bool fail_permanent; /* no restart cures it: the job fails */
   /* Waiting for the active part's ranks to stop. */
   uint8_t *next_buf; /* an assignment of a newer epoch */
   size_t next_len;

@@ -49,6 +49,8 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
     m.has_status = true;
     m.status = p->fail_status != 0 ? p->fail_status : -EIO;
     m.message = p->fail_msg;
+    m.has_permanent = p->fail_permanent;
+    m.permanent = p->fail_permanent;
   }
   if (p->active && n->cfg.ranks > 0) {
     m.has_bytes_held = true;

@@ -10,8 +10,12 @@
 # table and JSON (the spec as given, each part's global ranks), a start
 # refused for want of spare nodes (exit 1, the controller's message),
 # restore (epoch 2), stop (the job stopped), an unknown job (exit 1).
+# Permanent failures (exit 78, a trainer that cannot be run, the memory
+# budget) fail the job in epoch 1 with the node's words, not restarted.
 # Then a job of 3 nodes: the default code 2+1, its group in status and
-# --json, and every SMP told its group on its command line.
+# --json, and every SMP told its group on its command line; stopped with
+# --keep, a new job of its name on the same nodes with --max-restarts 0
+# runs and completes.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
@@ -133,6 +137,32 @@ c_ptctl status nosuch >/dev/null 2>"$T_DIR/nosuch.err"; rc=$?
 [ $rc -eq 1 ] && grep -q "no job 'nosuch'" "$T_DIR/nosuch.err" || c_fail "unknown job: exit $rc: $(cat "$T_DIR/nosuch.err")"
 say "jobs: start, jobs, status, a refused start, restore, stop"
 
+# Permanent failures are not restarted (as standalone): a trainer's exit
+# 78, a trainer command that cannot be run, PT_EBUDGET before start. The
+# job fails in epoch 1, no restart, with the node's words (the budget's
+# bytes).
+perm_check() { # perm_check JOB WANT ARGS... (after the job's start options)
+  local job=$1 want=$2; shift 2
+  c_ptctl start --job "$job" --nodes 1 --ranks-per-node 1 --master-port "$T_PORT" "$@" \
+    >/dev/null 2>"$T_DIR/$job.err" || c_fail "ptctl start $job: $(cat "$T_DIR/$job.err")"
+  c_wait_job_state "$job" failed 20
+  local st
+  st=$(c_ptctl status "$job" --json) || c_fail "status $job: $st"
+  python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])["jobs"][0]
+assert j["epoch"] == 1 and j["restarts"] == 0, "restarted: %s" % j
+assert sys.argv[2] in j["reason"], "no %r in %r" % (sys.argv[2], j["reason"])
+assert "not restarted (a permanent error)" in j["reason"], j["reason"]
+' "$st" "$want" || c_fail "$job: $st"
+}
+perm_check perm78 "exited with status 78" -- sh -c 'sleep 0.3; exit 78'
+perm_check permexec "cannot start trainer rank 0 ('$T_DIR/no-such-trainer')" -- "$T_DIR/no-such-trainer"
+perm_check permbudget "the checks before start failed: --memory-budget 4194304 bytes gives each of the 1 ranks 4194304 bytes; the smallest snapshot object needs " \
+  --memory-budget 4M -- "$TRAIN" --steps 1000 --state-mb 8
+perm_check permhello "bytes, more than the memory budget of 33554432 bytes" --memory-budget 32M -- "$TRAIN" --steps 1000 --state-mb 64
+say "permanent failures: exit 78, a missing trainer, the budget (before start, at HELLO): failed in epoch 1, not restarted"
+
 # Coding groups: 3 nodes in 3 failure domains take the default code 2+1,
 # one group of the three (status, --json), and each SMP is told its group.
 c_node_start c --failure-domain r3 --capacity 2 --shm-prefix "$T_PREFIX"
@@ -174,6 +204,19 @@ sleep 0.5
 c_ptctl status coded | grep -q "snapshots are kept" || c_fail "status coded after stop --keep: $(c_ptctl status coded)"
 say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
 say "stop removes a job's snapshots, stop --keep keeps them"
+
+# A new job with the name of the stopped one, on the same nodes (each
+# still records the old part, its snapshots kept), with no restarts: it is
+# not confused with the old one (it starts above the old epochs), runs and
+# completes.
+old_epoch=$(c_job_field coded epoch)
+c_ptctl start --job coded --nodes 3 --ranks-per-node 1 --max-restarts 0 --master-port "$T_PORT" \
+  -- "$TRAIN" --steps 40 --state-mb 1 --step-delay-ms 20 --digest-file "$T_DIR/coded2.%r" \
+  >"$T_DIR/coded2.out" 2>&1 || c_fail "ptctl start coded again: $(cat "$T_DIR/coded2.out")"
+c_wait_job_state coded done 60
+[ "$(c_job_field coded restarts)" = 0 ] || c_fail "coded again restarted: $(c_ptctl status coded)"
+[ "$(c_job_field coded epoch)" -gt "$old_epoch" ] || c_fail "coded again: epoch $(c_job_field coded epoch), the old one's $old_epoch"
+say "a new job of a stopped job's name on its nodes: epoch $(c_job_field coded epoch), done, no restart"
 
 # restore --step on a running job: the nodes report the committed steps
 # every rank still holds with each seal; status shows them; a restore to an

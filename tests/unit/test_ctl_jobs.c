@@ -607,6 +607,103 @@ static void node_dies(const char *id, uintptr_t conn, uint64_t now)
   ctl_jobs_node_down(&JS, (size_t)(n - M.nodes), now + T.grace_ms);
 }
 
+/* A failed part the node says is permanent (exit 78, PT_EBUDGET, a
+ * command that cannot run) fails the job with the node's words: no
+ * restart, whatever restarts are left. */
+START_TEST(permanent_failure_not_restarted)
+{
+  setup();
+  struct ctl_job *j = running_job(2, 3, 0);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  m.job = "j";
+  m.epoch = 1;
+  m.state = "failed";
+  m.has_status = true;
+  m.status = PT_EBUDGET;
+  m.message = "node 'n1': --memory-budget 4096 bytes gives each of the 2 "
+              "ranks 2048 bytes; the smallest snapshot object needs 12288";
+  m.has_permanent = true;
+  m.permanent = true;
+  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_FAILED,
+                                       m.message, &m, 1000),
+                   PT_OK);
+  ck_assert_int_eq(j->state, CTL_JOB_FAILED);
+  ck_assert_uint_eq(j->restarts, 0);
+  ck_assert_uint_eq(j->epoch, 1);
+  ck_assert_msg(strstr(j->reason, "2048 bytes") != NULL &&
+                    strstr(j->reason, "12288") != NULL &&
+                    strstr(j->reason, "not restarted") != NULL,
+                "reason: %s", j->reason);
+  ck_assert(seen("J END j failed"));
+  ck_assert(!seen("J EPOCH j e2"));
+  /* kept for a look: a failed job's snapshots are not removed */
+  ck_assert(seen("halt 0 e1 remove=0") && seen("halt 1 e1 remove=0"));
+  ctl_jobs_tick_all(&JS, 100000);
+  ck_assert_uint_eq(j->epoch, 1);
+  teardown();
+
+  /* permanent false (or absent): restarted as before */
+  setup();
+  j = running_job(1, 3, 0);
+  m.has_permanent = true;
+  m.permanent = false;
+  ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_FAILED, "x", &m, 1000);
+  ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
+  teardown();
+}
+END_TEST
+
+/* A new job that reuses the name of a stopped one, on the same nodes,
+ * with no restarts: it starts above every epoch the name had, so the old
+ * job's late reports (the answers to its halts) are not taken for its
+ * own, and it runs and completes. */
+START_TEST(name_reused_not_confused)
+{
+  char err[256];
+  setup();
+  struct ctl_job *j = running_job(2, 0, 0);
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "j", false, 0, 5, &(bool){false},
+                                    &(uint64_t){0}, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_uint_eq(j->epoch, 2);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "j", false, 10, err, sizeof(err)),
+                   PT_OK);
+  nev = 0;
+  Pt__JobSpec s = spec("j", 2, 2);
+  s.has_max_restarts = true;
+  s.max_restarts = 0;
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 20, &j, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(j->epoch, 3);
+  ck_assert_uint_eq(j->first_epoch, 3);
+  ck_assert(seen("J EPOCH j e3"));
+  ck_assert(seen("assign 0 e3 r0 w4 10.0.0.1:29500 restore=-1 committed=-1"));
+  /* the old job's parts answer its halts now: ignored */
+  for (uint32_t p = 0; p < 2; p++) {
+    ck_assert_int_eq(ctl_jobs_part_state(&JS, j, p, 2, CTL_PART_STOPPED, NULL,
+                                         NULL, 30),
+                     PT_EEPOCH);
+    ck_assert_int_eq(ctl_jobs_part_state(&JS, j, p, 1, CTL_PART_STOPPED, NULL,
+                                         NULL, 30),
+                     PT_EEPOCH);
+    ck_assert_int_eq(ctl_jobs_sealed(&JS, j, p, 2, 40, false, 30), PT_EEPOCH);
+  }
+  ck_assert_int_eq(j->state, CTL_JOB_STARTING);
+  for (uint32_t p = 0; p < 2; p++)
+    ctl_jobs_part_state(&JS, j, p, 3, CTL_PART_RUNNING, NULL, NULL, 40);
+  ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
+  for (uint32_t p = 0; p < 2; p++)
+    ctl_jobs_part_state(&JS, j, p, 3, CTL_PART_DONE, NULL, NULL, 50);
+  ck_assert_int_eq(j->state, CTL_JOB_DONE);
+  ck_assert_uint_eq(j->restarts, 0);
+  /* a name never used starts at 1 */
+  s = spec("fresh", 1, 2);
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 60, &j, err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(j->epoch, 1);
+  ck_assert_uint_eq(j->first_epoch, 1);
+  teardown();
+}
+END_TEST
+
 START_TEST(dead_node_wait)
 {
   setup();
@@ -702,14 +799,15 @@ START_TEST(stop_and_restore)
   ck_assert(j->removed);
   ck_assert_int_eq(ctl_jobs_stop(&JS, "j", false, 40, err, sizeof(err)), -EALREADY);
   ck_assert_str_eq(ctl_members_find(&M, "n0")->job, "");
-  /* the name can be used again */
+  /* the name can be used again, above every epoch it had */
   Pt__JobSpec s = spec("j", 2, 2);
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, 50, &j, err, sizeof(err)), PT_OK);
-  ck_assert_uint_eq(j->epoch, 1);
+  ck_assert_uint_eq(j->epoch, 3);
+  ck_assert_uint_eq(j->first_epoch, 3);
   /* stop --keep: the parts halt, the snapshots stay, and the reason says so */
   nev = 0;
   ck_assert_int_eq(ctl_jobs_stop(&JS, "j", true, 60, err, sizeof(err)), PT_OK);
-  ck_assert(seen("halt 0 e1 remove=0") && seen("halt 1 e1 remove=0"));
+  ck_assert(seen("halt 0 e3 remove=0") && seen("halt 1 e3 remove=0"));
   ck_assert(!j->removed);
   ck_assert_msg(strstr(j->reason, "snapshots are kept") != NULL, "%s", j->reason);
   teardown();
@@ -901,6 +999,8 @@ int main(void)
   tcase_add_test(tc, commit_across_nodes);
   tcase_add_test(tc, commit_of_pinned_reports);
   tcase_add_test(tc, restart_backoff_window);
+  tcase_add_test(tc, permanent_failure_not_restarted);
+  tcase_add_test(tc, name_reused_not_confused);
   tcase_add_test(tc, dead_node_wait);
   tcase_add_test(tc, stop_and_restore);
   tcase_add_test(tc, master_port_clash);

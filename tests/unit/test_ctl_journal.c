@@ -378,6 +378,56 @@ START_TEST(pending_restart_counted_once)
 }
 END_TEST
 
+/* A job that reuses an ended job's name: its first epoch is above the old
+ * job's, after a replay of both (the old job's records, then the new
+ * one's) and after a compaction, which keeps the ended job's epoch. */
+START_TEST(name_reused_replayed)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped;
+
+  dir_make();
+  a_run(); /* b ended in epoch 1 */
+  for (int compact = 0; compact < 2; compact++) {
+    ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+    if (compact)
+      ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+    world_close(&w);
+    ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+    struct ctl_job *old = ctl_jobs_find(&w.js, "b");
+    ck_assert_int_eq(old->state, CTL_JOB_STOPPED);
+    uint64_t was = old->epoch;
+    ck_assert_uint_eq(was, compact ? 2 : 1);
+    add_node(&w, "n2", 3);
+    add_node(&w, "n3", 4);
+    struct ctl_job *b = start(&w, "b");
+    ck_assert_uint_eq(b->epoch, was + 1);
+    ck_assert_uint_eq(b->first_epoch, was + 1);
+    commit(&w, b, 1);
+    world_close(&w);
+    ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+    b = ctl_jobs_find(&w.js, "b");
+    ck_assert_int_eq(b->state, CTL_JOB_STARTING);
+    ck_assert_uint_eq(b->epoch, was + 1);
+    ck_assert_uint_eq(b->first_epoch, was + 1);
+    ck_assert_uint_eq(b->restarts, 0);
+    last_assign[0] = '\0';
+    add_node(&w, "n2", 5);
+    char want[64];
+    snprintf(want, sizeof(want), "assign 0 e%llu restore=-1 committed=1",
+             (unsigned long long)(was + 1));
+    ck_assert_str_eq(last_assign, want);
+    /* it ends again: the next round reuses the name once more */
+    ck_assert_int_eq(ctl_jobs_stop(&w.js, "b", false, 30000, err,
+                                   sizeof(err)),
+                     PT_OK);
+    world_close(&w);
+  }
+  dir_remove();
+}
+END_TEST
+
 START_TEST(torn_and_flipped)
 {
   struct world w;
@@ -430,11 +480,14 @@ START_TEST(compaction_bounded)
   uint64_t before = journal_records(JR);
   ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
   ck_assert_uint_lt(journal_records(JR), before);
-  ck_assert_uint_eq(journal_records(JR), 5); /* a: JOB EPOCH COMMIT; b: JOB END */
+  /* a: JOB EPOCH COMMIT; b: JOB EPOCH END (its epoch: a new b starts
+   * above it) */
+  ck_assert_uint_eq(journal_records(JR), 6);
   world_close(&w);
   ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
   check_a(&w, 6, 2);
   ck_assert_int_eq(ctl_jobs_find(&w.js, "b")->state, CTL_JOB_STOPPED);
+  ck_assert_uint_eq(ctl_jobs_find(&w.js, "b")->epoch, 1);
 
   /* 100,000 commits: never over the bounds (+ one record) */
   add_node(&w, "n0", 1);
@@ -470,6 +523,7 @@ int main(void)
   tcase_add_test(tc, groups_replayed);
   tcase_add_test(tc, torn_and_flipped);
   tcase_add_test(tc, compaction_bounded);
+  tcase_add_test(tc, name_reused_replayed);
   tcase_add_test(tc, pending_restart_counted_once);
   suite_add_tcase(s, tc);
   return unit_run(s);

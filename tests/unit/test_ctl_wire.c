@@ -8,7 +8,10 @@
  * ignored; the votes -> COMMIT in the journal (read back from the file the
  * moment JOB_COMMIT arrives) -> JOB_COMMIT to both; JOBS_QUERY reports
  * epoch, committed step and parts; a failed part -> JOB_HALT to both, then
- * JOB_ASSIGN of epoch 2 restoring the committed step; JOB_STOP; a malformed
+ * JOB_ASSIGN of epoch 2 restoring the committed step; JOB_STOP; a new job
+ * of the stopped one's name starts above its epochs (late reports of the
+ * old epoch ignored) and a part failed permanent fails it, not restarted;
+ * a malformed
  * frame closes that node's connection only. Then the controller is killed
  * (-9) and started again on its state directory: a node that registers
  * again gets the same epoch and the committed step.
@@ -489,6 +492,47 @@ START_TEST(whole_job)
   protobuf_c_message_free_unpacked(&hb->base, NULL);
   ji = query_job(&keep);
   ck_assert_str_eq(ji->state, "stopped");
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+  /* A new job1 on the same nodes starts above the old job's epochs
+   * (JobAssign.first_epoch): the old parts' answers to their halts, late,
+   * are not the new job's. Then a part failed permanent (its node says so)
+   * fails it, not restarted, with the node's words. */
+  r = ctl_call(RPC_JOB_START, &st.base);
+  ck_assert_msg(r->status == 0, "%s", r->message);
+  ck_assert(r->has_epoch && r->epoch == 3);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  aa = assign_of(a);
+  ab = assign_of(b);
+  ck_assert(aa->epoch == 3 && aa->has_first_epoch && aa->first_epoch == 3);
+  ck_assert(ab->epoch == 3 && ab->has_first_epoch && ab->first_epoch == 3);
+  protobuf_c_message_free_unpacked(&aa->base, NULL);
+  protobuf_c_message_free_unpacked(&ab->base, NULL);
+  part_state(a, "job1", 2, "stopped");
+  part_state(b, "job1", 2, "stopped");
+  part_state(a, "job1", 3, "running");
+  part_state(b, "job1", 3, "running");
+  ji = query_job(&keep);
+  ck_assert_str_eq(ji->state, "running");
+  ck_assert_uint_eq(ji->restarts, 0);
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+  f.epoch = 3;
+  f.has_status = true;
+  f.status = PT_EBUDGET;
+  f.message = "node 'node-b': the checks before start failed: "
+              "--memory-budget 4194304 bytes gives each of the 2 ranks";
+  f.has_permanent = true;
+  f.permanent = true;
+  send_msg(b, RPC_JOB_PART_STATE, 0, &f.base);
+  ha = (Pt__JobHalt *)expect(a, RPC_JOB_HALT, 5000, NULL);
+  ck_assert(ha->epoch == 3 && !ha->remove); /* a failed job's are kept */
+  protobuf_c_message_free_unpacked(&ha->base, NULL);
+  ji = query_job(&keep);
+  ck_assert_str_eq(ji->state, "failed");
+  ck_assert_uint_eq(ji->epoch, 3);
+  ck_assert_uint_eq(ji->restarts, 0);
+  ck_assert_msg(strstr(ji->reason, "4194304 bytes gives each") != NULL &&
+                    strstr(ji->reason, "not restarted") != NULL,
+                "%s", ji->reason);
   protobuf_c_message_free_unpacked(&keep->base, NULL);
   /* both nodes are spares again: a new job of 2 nodes fits */
   spec.name = "job2";

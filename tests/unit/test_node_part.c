@@ -21,7 +21,13 @@
  * stops the old trainers before the new ones start (restoring the
  * committed step); a trainer killed ends the part "failed" (no local
  * restart) with the rank and cause named, and the next epoch starts it
- * again; JOB_HALT{remove} stops them and removes the objects; SIGTERM
+ * again; JOB_HALT{remove} stops them and removes the objects; a trainer's
+ * exit 78, a trainer command that cannot be run and a budget refused
+ * before start are reported failed and permanent (the budget with its
+ * numbers), a killed trainer is not; a job of the same name starting
+ * above the older one's epochs (first_epoch) over its stopped part is a new
+ * job instance with PT_RESTART 0, and a late halt of the older epoch
+ * changes nothing; SIGTERM
  * stops a running part's ranks, then the node (exit 3).
  */
 #include <check.h>
@@ -642,6 +648,18 @@ static void teardown_fake(void)
     unit_shm_sweep("%spt.", F.prefix);
 }
 
+/* The job instance <state-dir>/part.state records (after its magic,
+ * version and state). */
+static void part_instance(uint8_t out[16])
+{
+  char path[200];
+  snprintf(path, sizeof(path), "%s/part.state", F.sd);
+  int fd = open(path, O_RDONLY);
+  ck_assert_msg(fd >= 0, "no %s", path);
+  ck_assert_int_eq(pread(fd, out, 16, 16), 16);
+  close(fd);
+}
+
 static bool is_vote(const ProtobufCMessage *m, const void *arg)
 {
   (void)arg;
@@ -871,6 +889,8 @@ START_TEST(part_with_fake_controller)
                     strstr(ps->message, "trainer rank 1") != NULL &&
                     strstr(ps->message, "SIGKILL") != NULL,
                 "message '%s'", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(!(ps->has_permanent && ps->permanent),
+                "a killed trainer reported permanent");
   protobuf_c_message_free_unpacked(&ps->base, NULL);
   ck_assert(wait_gone(again[0], 2000));
   st = status();
@@ -905,14 +925,91 @@ START_TEST(part_with_fake_controller)
   snprintf(rec, sizeof(rec), "%s/part.state", F.sd);
   ck_assert_msg(access(rec, F_OK) != 0, "%s still exists", rec);
 
-  /* SIGTERM while a part runs: its ranks stop, then the node ends
-   * (exit 3). */
+  /* Failures no restart cures are reported permanent (the controller
+   * ends the job): a trainer's exit 78, a trainer command that cannot be
+   * run, a budget the checks before start refuse (with its numbers). */
+  char **argv_was = spec.argv;
+  size_t nargv_was = spec.n_argv;
+  char *exit78[] = {"/bin/sh", "-c", "exit 78"};
+  spec.argv = exit78;
+  spec.n_argv = 3;
   as.epoch = 4;
   as.has_restore_step = false;
-  send_msg(RPC_JOB_ASSIGN, 107, &as.base);
-  ps = expect_state(0, 4, "running", 30000);
+  send_msg(RPC_JOB_ASSIGN, 110, &as.base);
+  ps = expect_state(0, 4, "failed", 30000);
+  ck_assert_msg(ps->has_permanent && ps->permanent, "exit 78 not permanent: "
+                "%s", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(strstr(ps->message, "status 78") != NULL, "%s", ps->message);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  char nosuch[sizeof(F.dir) + 16];
+  snprintf(nosuch, sizeof(nosuch), "%s/no-such-trainer", F.dir);
+  char *missing[] = {nosuch};
+  spec.argv = missing;
+  spec.n_argv = 1;
+  as.epoch = 5;
+  send_msg(RPC_JOB_ASSIGN, 111, &as.base);
+  ps = expect_state(0, 5, "failed", 30000);
+  ck_assert_msg(ps->has_permanent && ps->permanent, "a missing trainer "
+                "not permanent: %s", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(strstr(ps->message, "cannot start trainer") != NULL, "%s",
+                ps->message);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  spec.argv = argv_was;
+  spec.n_argv = nargv_was;
+  spec.has_memory_budget = true;
+  spec.memory_budget = 4096; /* below the smallest snapshot object */
+  as.epoch = 6;
+  send_msg(RPC_JOB_ASSIGN, 112, &as.base);
+  ps = expect_state(112, 6, "failed", 30000);
+  ck_assert_msg(ps->has_permanent && ps->permanent, "PT_EBUDGET not "
+                "permanent: %s", ps->message != NULL ? ps->message : "");
+  ck_assert_msg(strstr(ps->message, "node 'n1'") != NULL &&
+                    strstr(ps->message, "4096") != NULL,
+                "the budget's numbers are not in '%s'", ps->message);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  spec.has_memory_budget = false;
+  /* An ordinary failure (the trainer killed, above) is not. */
+
+  /* A job of the same name that starts above the epochs its name had
+   * (first_epoch) over the part of the older one, stopped with its
+   * snapshots kept: a new job instance (its objects not the old job's),
+   * PT_RESTART 0; a late halt of the older job's epoch changes nothing. */
+  as.epoch = 7;
+  send_msg(RPC_JOB_ASSIGN, 113, &as.base);
+  ps = expect_state(0, 7, "running", 30000);
   protobuf_c_message_free_unpacked(&ps->base, NULL);
   trainer_pids(again);
+  check_env(again[0], "PT_RESTART", "6"); /* epochs 2..7 of the job (from 1) */
+  halt.epoch = 7;
+  halt.remove = false;
+  send_msg(RPC_JOB_HALT, 114, &halt.base);
+  ps = expect_state(114, 7, "stopped", 20000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  uint8_t inst_old[16], inst_new[16];
+  part_instance(inst_old);
+  as.epoch = 8;
+  as.has_first_epoch = true;
+  as.first_epoch = 8;
+  send_msg(RPC_JOB_ASSIGN, 115, &as.base);
+  ps = expect_state(115, 8, "starting", 20000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  ps = expect_state(0, 8, "running", 30000);
+  protobuf_c_message_free_unpacked(&ps->base, NULL);
+  part_instance(inst_new);
+  ck_assert_msg(memcmp(inst_old, inst_new, 16) != 0,
+                "the new job took the old job's instance");
+  trainer_pids(again);
+  check_env(again[0], "PT_RESTART", "0");
+  halt.epoch = 7;
+  send_msg(RPC_JOB_HALT, 116, &halt.base);
+  usleep(300000);
+  st = status();
+  ck_assert_uint_eq(st->n_ranks, 2);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  ck_assert(!gone(again[0]) && !gone(again[1]));
+
+  /* SIGTERM while a part runs: its ranks stop, then the node ends
+   * (exit 3). */
   kill(F.node, SIGTERM);
   int ws = 0;
   dl = rpc_now_ms() + 10000;

@@ -9,6 +9,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,12 +419,17 @@ START_TEST(state_bytes_with_parity)
   uint64_t coded = snap_store_bytes_needed(&p);
   ck_assert_uint_ge(coded, plain + (8u << 20)); /* 2 slots x 4 MiB */
   cfg.memory_budget = plain;
-  ck_assert_int_eq(node_check_preflight(&cfg), PT_OK);
+  char err[320];
+  ck_assert_int_eq(node_check_preflight(&cfg, err, sizeof(err)), PT_OK);
   cfg.group.k = 2;
   cfg.group.m = 1;
-  ck_assert_int_eq(node_check_preflight(&cfg), PT_EBUDGET);
+  ck_assert_int_eq(node_check_preflight(&cfg, err, sizeof(err)), PT_EBUDGET);
+  /* The sentence names the bytes (the controller passes it on). */
+  char want[32];
+  snprintf(want, sizeof(want), "%" PRIu64, coded);
+  ck_assert_msg(strstr(err, want) != NULL, "no %s in: %s", want, err);
   cfg.memory_budget = coded;
-  ck_assert_int_eq(node_check_preflight(&cfg), PT_OK);
+  ck_assert_int_eq(node_check_preflight(&cfg, NULL, 0), PT_OK);
 }
 END_TEST
 
