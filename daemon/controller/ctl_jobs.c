@@ -592,67 +592,6 @@ int ctl_jobs_stop(struct ctl_jobs *js, const char *name, bool keep,
   return PT_OK;
 }
 
-static bool part_holds(const struct ctl_part *pt, uint64_t step)
-{
-  for (uint32_t i = 0; i < pt->nheld; i++)
-    if (pt->held[i] == step)
-      return true;
-  return false;
-}
-
-int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
-                     uint64_t step, uint64_t now, bool *has_restored,
-                     uint64_t *restored, char *err, size_t errlen)
-{
-  struct ctl_job *j = ctl_jobs_find(js, name);
-  if (j == NULL) {
-    snprintf(err, errlen, "no job '%s'", LOG_ESC(name));
-    return -ENOENT;
-  }
-  if (!live(j) || j->state == CTL_JOB_STOPPING) {
-    snprintf(err, errlen, "job '%s' is %s", j->spec->name,
-             ctl_jobs_state_name(j->state));
-    return -EALREADY;
-  }
-  if (j->state == CTL_JOB_WAITING) {
-    snprintf(err, errlen, "job '%s' waits for a dead node (%s)",
-             j->spec->name, j->reason);
-    return -EAGAIN;
-  }
-  bool has = j->has_committed;
-  uint64_t from = j->committed;
-  if (has_step) {
-    if (!j->has_committed || step > j->committed) {
-      snprintf(err, errlen, "step %" PRIu64 " of job '%s' is not committed "
-               "(newest committed: %s)", step, j->spec->name,
-               j->has_committed ? "see status" : "none");
-      return -ENOENT;
-    }
-    for (uint32_t p = 0; p < j->nparts && step != j->committed; p++)
-      if (!part_holds(&j->parts[p], step)) {
-        snprintf(err, errlen, "step %" PRIu64 " of job '%s' is no longer "
-                 "held on node '%s'", step, j->spec->name,
-                 j->parts[p].node_id);
-        return -ENOENT;
-      }
-    from = step;
-    has = true;
-  }
-  commit_cancel(&j->commit);
-  ctl_jobs_halt_all(js, j, false, now, true);
-  j->restarts++;
-  ctl_jobs_reason_set(j, "restore asked by ptctl");
-  int rc = ctl_jobs_begin_epoch(js, j, has, from, now);
-  if (rc != PT_OK) {
-    snprintf(err, errlen, "cannot journal the new epoch: %s",
-             pt_strerror(rc));
-    return rc;
-  }
-  *has_restored = has;
-  *restored = from;
-  return PT_OK;
-}
-
 /* ---- from the nodes ---- */
 
 static bool all_parts(const struct ctl_job *j, enum ctl_part_state st)
