@@ -11,7 +11,8 @@
 # refused for want of spare nodes (exit 1, the controller's message),
 # restore (epoch 2), stop (the job stopped), an unknown job (exit 1).
 # Then a job of 3 nodes: the default code 2+1, its group in status and
-# --json, and every SMP told its group on its command line.
+# --json, and every SMP told its group on its command line; restore of
+# ended jobs (refused when nothing is kept; one stopped --keep restored).
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
@@ -155,6 +156,11 @@ until [ "$(pgrep -f -- "--code 2\+1 --group 0 --member [0-2] .*--shm-prefix $T_P
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "the SMPs were not told their group: $(pgrep -af -- "--job coded")"
   sleep 0.1
 done
+deadline=$(( $(date +%s) + 30 ))
+until c=$(c_job_field coded committed_step) && [ -n "$c" ] && [ "$c" -ge 5 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job coded committed nothing by step 5"
+  sleep 0.1
+done
 c_ptctl stop coded --keep | grep -q "its snapshots are kept" || c_fail "stop --keep coded"
 deadline=$(( $(date +%s) + 20 ))
 until c_ptctl jobs | grep -Eq "^coded +stopped "; do
@@ -167,6 +173,32 @@ sleep 0.5
 c_ptctl status coded | grep -q "snapshots are kept" || c_fail "status coded after stop --keep: $(c_ptctl status coded)"
 say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
 say "stop removes a job's snapshots, stop --keep keeps them"
+
+# Restore of an ended job: refused, saying why, for one stopped without
+# --keep and for a completed one; a job stopped with --keep is brought
+# back on its nodes from its committed step, even after its nodes ran
+# another job's parts (their kept objects of it go on).
+c_ptctl restore "$job" >/dev/null 2>"$T_DIR/r.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "stopped without --keep: its snapshots were removed" "$T_DIR/r.err" \
+  && ! grep -q "already in progress" "$T_DIR/r.err" || c_fail "restore of $job: exit $rc: $(cat "$T_DIR/r.err")"
+c_ptctl start --job other --nodes 3 --ranks-per-node 1 --master-port "$T_PORT" \
+  -- "$TRAIN" --steps 20 --state-mb 1 >/dev/null || c_fail "ptctl start other"
+c_wait_job_state other done 60
+c_ptctl restore other >/dev/null 2>"$T_DIR/r.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "job 'other' completed.*nothing to restore" "$T_DIR/r.err" \
+  || c_fail "restore of other: exit $rc: $(cat "$T_DIR/r.err")"
+c=$(c_job_field coded committed_step)
+out=$(c_ptctl restore coded) || c_fail "restore coded: $out"
+[ "$out" = "job coded restoring step $c in epoch 2" ] || c_fail "restore coded said: $out"
+c_wait_job_state coded running 30
+for id in a b c; do
+  grep -q "job 'coded' epoch 2: restoring over the kept objects" "$T_DIR/node.$id.log" \
+    || c_fail "node $id did not take its kept objects of coded"
+  r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
+  [ "$r" = "$c" ] || c_fail "node $id restored step '$r', not coded's committed step $c"
+done
+c_ptctl stop coded >/dev/null || c_fail "stop coded"
+say "restore: refused for a job stopped without --keep and a completed one; a kept one restored step $c"
 
 c_ctl_stop
 say "ok"
