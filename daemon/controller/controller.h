@@ -486,7 +486,7 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec, uint64_t now,
  * removed unless keep. -ENOENT, -EALREADY (ended). */
 int ctl_jobs_stop(struct ctl_jobs *js, const char *name, bool keep,
                   uint64_t now, char *err, size_t errlen);
-/* ptctl restore (ctl_jobs_restore.c): a new epoch from the newest
+/* ptctl restore (ended jobs: ctl_jobs_revive.c): a new epoch from the newest
  * committed step, or from step (committed at some point, not newer than
  * the committed step, and held by every part as its last report said).
  * An ended job whose snapshots are kept (failed, stopped with --keep) is

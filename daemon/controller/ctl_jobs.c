@@ -592,6 +592,49 @@ int ctl_jobs_stop(struct ctl_jobs *js, const char *name, bool keep,
   return PT_OK;
 }
 
+int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
+                     uint64_t step, uint64_t now, bool *has_restored,
+                     uint64_t *restored, char *err, size_t errlen)
+{
+  struct ctl_job *j = ctl_jobs_find(js, name);
+  bool has;
+  uint64_t from;
+
+  if (j == NULL) {
+    snprintf(err, errlen, "no job '%s'", LOG_ESC(name));
+    return -ENOENT;
+  }
+  if (j->state == CTL_JOB_STOPPING) {
+    snprintf(err, errlen, "job '%s' is stopping", j->spec->name);
+    return -EALREADY;
+  }
+  if (j->state == CTL_JOB_WAITING) {
+    snprintf(err, errlen, "job '%s' waits for a dead node (%s)",
+             j->spec->name, j->reason);
+    return -EAGAIN;
+  }
+  if (!live(j)) /* failed, or stopped --keep: revived (ctl_jobs_revive.c) */
+    return ctl_jobs_revive_job(js, j, has_step, step, now, has_restored,
+                               restored, err, errlen);
+  int rc = ctl_jobs_revive_pick_step(j, has_step, step, &has, &from, err,
+                                     errlen);
+  if (rc != PT_OK)
+    return rc;
+  commit_cancel(&j->commit);
+  ctl_jobs_halt_all(js, j, false, now, true);
+  j->restarts++;
+  ctl_jobs_reason_set(j, "restore asked by ptctl");
+  rc = ctl_jobs_begin_epoch(js, j, has, from, now);
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "cannot journal the new epoch: %s",
+             pt_strerror(rc));
+    return rc;
+  }
+  *has_restored = has;
+  *restored = from;
+  return PT_OK;
+}
+
 /* ---- from the nodes ---- */
 
 static bool all_parts(const struct ctl_job *j, enum ctl_part_state st)

@@ -1,7 +1,7 @@
 /*
- * ctl_jobs_restore.c — `ptctl restore JOB [--step N]` (pure, as
- * ctl_jobs.c): a live job restarts in a new epoch from its newest
- * committed step, or from step N; an ended job whose snapshots are still
+ * ctl_jobs_revive.c — `ptctl restore JOB [--step N]` of an ended job
+ * (pure, as ctl_jobs.c; ctl_jobs_restore hands it ended jobs, and takes
+ * the step check for live ones): an ended job whose snapshots are still
  * on its nodes (failed, or stopped with --keep) is revived: it is live
  * again, on the same nodes (each registered, alive and in no other job,
  * else refused naming the node), with its restart budget and backoff
@@ -29,11 +29,12 @@ static bool part_holds(const struct ctl_part *pt, uint64_t step)
   return false;
 }
 
-/* The step the new epoch restores (OUT *has, *from), or a refusal. An
- * ended job's parts may have reported nothing since a controller restart
- * (nheld 0): then only the committed step itself is known to be held. */
-static int pick_step(const struct ctl_job *j, bool has_step, uint64_t step,
-                     bool *has, uint64_t *from, char *err, size_t errlen)
+/* An ended job's parts may have reported nothing since a controller
+ * restart (nheld 0): then only the committed step itself is known to be
+ * held. */
+int ctl_jobs_revive_pick_step(const struct ctl_job *j, bool has_step,
+                              uint64_t step, bool *has, uint64_t *from,
+                              char *err, size_t errlen)
 {
   *has = j->has_committed;
   *from = j->committed;
@@ -175,46 +176,19 @@ static int revive(struct ctl_jobs *js, struct ctl_job *j, bool has,
   return PT_OK;
 }
 
-int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
-                     uint64_t step, uint64_t now, bool *has_restored,
-                     uint64_t *restored, char *err, size_t errlen)
+int ctl_jobs_revive_job(struct ctl_jobs *js, struct ctl_job *j, bool has_step,
+                        uint64_t step, uint64_t now, bool *has_restored,
+                        uint64_t *restored, char *err, size_t errlen)
 {
-  struct ctl_job *j = ctl_jobs_find(js, name);
   bool has;
   uint64_t from;
-  int rc;
 
-  if (j == NULL) {
-    snprintf(err, errlen, "no job '%s'", LOG_ESC(name));
-    return -ENOENT;
-  }
-  if (j->state == CTL_JOB_STOPPING) {
-    snprintf(err, errlen, "job '%s' is stopping", j->spec->name);
-    return -EALREADY;
-  }
-  if (j->state == CTL_JOB_WAITING) {
-    snprintf(err, errlen, "job '%s' waits for a dead node (%s)",
-             j->spec->name, j->reason);
-    return -EAGAIN;
-  }
-  bool ended = ctl_jobs_ended(j->state);
-  if (ended && (j->state == CTL_JOB_DONE || j->removed))
+  if (j->state == CTL_JOB_DONE || j->removed)
     return revive_check(js, j, NULL, err, errlen); /* the refusal */
-  rc = pick_step(j, has_step, step, &has, &from, err, errlen);
-  if (rc != PT_OK)
-    return rc;
-  if (ended) {
+  int rc = ctl_jobs_revive_pick_step(j, has_step, step, &has, &from, err,
+                                     errlen);
+  if (rc == PT_OK)
     rc = revive(js, j, has, from, now, err, errlen);
-  } else {
-    commit_cancel(&j->commit);
-    ctl_jobs_halt_all(js, j, false, now, true);
-    j->restarts++;
-    ctl_jobs_reason_set(j, "restore asked by ptctl");
-    rc = ctl_jobs_begin_epoch(js, j, has, from, now);
-    if (rc != PT_OK)
-      snprintf(err, errlen, "cannot journal the new epoch: %s",
-               pt_strerror(rc));
-  }
   if (rc != PT_OK)
     return rc;
   *has_restored = has;
