@@ -19,7 +19,9 @@
  *     commit), as standalone ptd node does;
  *   - a node declared dead halts the job's other parts; the job waits
  *     node_wait_ms for it (then fails, naming it); the node back in time
- *     restarts the job in a new epoch.
+ *     restarts the job in a new epoch;
+ *   - an ended job whose snapshots are kept (failed, stopped --keep) is
+ *     live again only by ptctl restore (ctl_jobs_revive.c).
  */
 #include <errno.h>
 #include <inttypes.h>
