@@ -436,7 +436,10 @@ static void part_json(FILE *f, const Pt__JobPartInfo *p)
   ptctl_out_json_u64(f, p->has_bytes_held, p->bytes_held);
   fputs(",\"last_sealed\":", f);
   ptctl_out_json_u64(f, p->has_last_sealed, p->last_sealed);
-  fputc('}', f);
+  fputs(",\"held\":[", f);
+  for (size_t i = 0; i < p->n_held; i++)
+    fprintf(f, "%s%" PRIu64, i > 0 ? "," : "", p->held[i]);
+  fputs("]}", f);
 }
 
 /* The job's coding groups: node group g's local rank r is coding group
@@ -644,6 +647,26 @@ static void job_block(FILE *f, const Pt__JobInfo *j)
           j->commits);
   fprintf(f, "held        %s in shared memory\n",
           ptctl_out_bytes(b2, sizeof(b2), j->bytes_held));
+  /* The committed steps every part holds: what restore --step may take. */
+  if (j->n_parts > 0 && j->parts[0]->n_held > 0) {
+    bool any = false;
+    for (size_t k = 0; k < j->parts[0]->n_held; k++) {
+      uint64_t s = j->parts[0]->held[k];
+      bool all = true;
+      for (size_t p = 1; p < j->n_parts && all; p++) {
+        bool has = false;
+        for (size_t i = 0; i < j->parts[p]->n_held && !has; i++)
+          has = j->parts[p]->held[i] == s;
+        all = has;
+      }
+      if (all) {
+        fprintf(f, "%s%" PRIu64, any ? ", " : "restorable  committed steps held by every node: ", s);
+        any = true;
+      }
+    }
+    if (any)
+      fputc('\n', f);
+  }
   if (j->reason != NULL && j->reason[0] != '\0') {
     fputs("reason      ", f);
     ptctl_out_line(f, j->reason);

@@ -201,7 +201,10 @@ int ptctl_node_stop(const struct ptctl_opts *o)
     ptctl_out_json_str(stdout, o->sock);
     fprintf(stdout, ",\"status\":%" PRId32 ",\"stopping\":true}\n", m->status);
   } else {
-    printf("ptd node at '%s' is stopping the job\n", o->sock);
+    if (m->message != NULL && strcmp(m->message, "stopping") != 0)
+      printf("ptd node at '%s' is %s\n", o->sock, m->message);
+    else
+      printf("ptd node at '%s' is stopping the job\n", o->sock);
   }
   protobuf_c_message_free_unpacked(msg, NULL);
   return ptctl_ctl_flush(code);

@@ -3758,7 +3758,7 @@ const ProtobufCMessageDescriptor pt__state_reply__descriptor =
   (ProtobufCMessageInit) pt__state_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__event__field_descriptors[6] =
+static const ProtobufCFieldDescriptor pt__event__field_descriptors[7] =
 {
   {
     "kind",
@@ -3832,8 +3832,21 @@ static const ProtobufCFieldDescriptor pt__event__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "committed_held",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__Event, n_committed_held),
+    offsetof(Pt__Event, committed_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__event__field_indices_by_name[] = {
+  6,   /* field[6] = committed_held */
   3,   /* field[3] = done */
   0,   /* field[0] = kind */
   5,   /* field[5] = message */
@@ -3844,7 +3857,7 @@ static const unsigned pt__event__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__event__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__event__descriptor =
 {
@@ -3854,7 +3867,7 @@ const ProtobufCMessageDescriptor pt__event__descriptor =
   "Pt__Event",
   "pt",
   sizeof(Pt__Event),
-  6,
+  7,
   pt__event__field_descriptors,
   pt__event__field_indices_by_name,
   1,  pt__event__number_ranges,
@@ -5776,7 +5789,7 @@ const ProtobufCMessageDescriptor pt__jobs_query__descriptor =
   (ProtobufCMessageInit) pt__jobs_query__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_part_info__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pt__job_part_info__field_descriptors[10] =
 {
   {
     "node_id",
@@ -5886,11 +5899,24 @@ static const ProtobufCFieldDescriptor pt__job_part_info__field_descriptors[9] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "held",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPartInfo, n_held),
+    offsetof(Pt__JobPartInfo, held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_part_info__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
   5,   /* field[5] = first_rank */
   3,   /* field[3] = heartbeat_age_ms */
+  9,   /* field[9] = held */
   8,   /* field[8] = last_sealed */
   0,   /* field[0] = node_id */
   1,   /* field[1] = node_index */
@@ -5901,7 +5927,7 @@ static const unsigned pt__job_part_info__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_part_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor pt__job_part_info__descriptor =
 {
@@ -5911,7 +5937,7 @@ const ProtobufCMessageDescriptor pt__job_part_info__descriptor =
   "Pt__JobPartInfo",
   "pt",
   sizeof(Pt__JobPartInfo),
-  9,
+  10,
   pt__job_part_info__field_descriptors,
   pt__job_part_info__field_indices_by_name,
   1,  pt__job_part_info__number_ranges,
@@ -6524,7 +6550,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   (ProtobufCMessageInit) pt__job_part_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[6] =
 {
   {
     "job",
@@ -6574,9 +6600,35 @@ static const ProtobufCFieldDescriptor pt__step_sealed__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bytes_held",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StepSealed, has_bytes_held),
+    offsetof(Pt__StepSealed, bytes_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "held",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StepSealed, n_held),
+    offsetof(Pt__StepSealed, held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__step_sealed__field_indices_by_name[] = {
+  4,   /* field[4] = bytes_held */
   1,   /* field[1] = epoch */
+  5,   /* field[5] = held */
   0,   /* field[0] = job */
   3,   /* field[3] = pinned */
   2,   /* field[2] = step */
@@ -6584,7 +6636,7 @@ static const unsigned pt__step_sealed__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__step_sealed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor pt__step_sealed__descriptor =
 {
@@ -6594,7 +6646,7 @@ const ProtobufCMessageDescriptor pt__step_sealed__descriptor =
   "Pt__StepSealed",
   "pt",
   sizeof(Pt__StepSealed),
-  4,
+  6,
   pt__step_sealed__field_descriptors,
   pt__step_sealed__field_indices_by_name,
   1,  pt__step_sealed__number_ranges,

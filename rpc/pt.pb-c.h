@@ -456,10 +456,16 @@ struct  Pt__Event
    * EVENT_HELLO_REFUSED: why, in words
    */
   char *message;
+  /*
+   * EVENT_SEALED: the committed steps this rank's slots still hold (a
+   * restore to an older step needs every rank to hold it).
+   */
+  size_t n_committed_held;
+  uint64_t *committed_held;
 };
 #define PT__EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__event__descriptor) \
-    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0, 0, 0, NULL }
+    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL }
 
 
 /*
@@ -1123,10 +1129,15 @@ struct  Pt__JobPartInfo
    */
   protobuf_c_boolean has_last_sealed;
   uint64_t last_sealed;
+  /*
+   * committed steps all its ranks hold
+   */
+  size_t n_held;
+  uint64_t *held;
 };
 #define PT__JOB_PART_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_info__descriptor) \
-    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0, 0, 0,NULL }
 
 
 struct  Pt__JobInfo
@@ -1311,10 +1322,22 @@ struct  Pt__StepSealed
    */
   protobuf_c_boolean has_pinned;
   protobuf_c_boolean pinned;
+  /*
+   * The bytes of shared memory the node's part holds now (its SMPs'
+   * objects, which appear with the first snapshot): for ptctl status.
+   */
+  protobuf_c_boolean has_bytes_held;
+  uint64_t bytes_held;
+  /*
+   * The committed steps every local rank still holds (as of their last
+   * seals): what `ptctl restore --step` may choose while the job runs.
+   */
+  size_t n_held;
+  uint64_t *held;
 };
 #define PT__STEP_SEALED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__step_sealed__descriptor) \
-    , NULL, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0,NULL }
 
 
 /*

@@ -154,9 +154,9 @@ void rpci_bulk_alloc(struct rpc_conn *c, uv_buf_t *buf)
   if (c->brx.dst != NULL) {
     buf->base = (char *)c->brx.dst + c->brx.have;
     buf->len = left < READ_PIECE ? (size_t)left : READ_PIECE;
-  } else { /* discarding: through rbuf */
-    buf->base = (char *)c->rbuf;
-    buf->len = left < sizeof(c->rbuf) ? (size_t)left : sizeof(c->rbuf);
+  } else { /* discarding: through the thread's read buffer */
+    buf->base = (char *)rpci_read_buf();
+    buf->len = left < RPCI_READ_BUF_BYTES ? (size_t)left : RPCI_READ_BUF_BYTES;
   }
 }
 

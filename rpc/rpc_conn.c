@@ -5,8 +5,12 @@
  *
  * A connection owns a libuv stream, an incremental parser (rpc_frame.c) and
  * its queued writes. Invariants:
- *   - every frame write is one allocation (the uv_write_t and the frame
- *     bytes together) that lives until its write_cb, which frees it; a bulk
+ *   - a control frame of up to SEND_DIRECT_MAX bytes sent on a ready conn
+ *     is packed on the stack and offered to the kernel at once
+ *     (uv_try_write, which takes nothing while an earlier write is still
+ *     libuv's, so order holds); what the kernel did not take, and every
+ *     other frame, is one allocation (the uv_write_t and the frame bytes
+ *     together) that lives until its write_cb, which frees it; a bulk
  *     payload is written from the caller's buffer by the same request;
  *   - a connection whose unwritten frame bytes exceed ops.max_write_queue
  *     is closed with -ENOBUFS: a peer that stops reading cannot make us
@@ -313,17 +317,67 @@ static size_t frames_queued(struct rpc_conn *c)
   return c->frames_inflight + (c->pending_bytes - c->pending_payload);
 }
 
+/* A frame this small is packed on the stack and offered to the kernel
+ * with uv_try_write first. */
+#define SEND_DIRECT_MAX 4096u
+
+/* Packs a frame of len bytes into buf (SEND_DIRECT_MAX bytes) and writes as
+ * much of it as the socket takes now. OUT: *w, a wreq of what is left
+ * (NULL when the kernel took it all). With a write or a callback of libuv's
+ * still to come on the stream, uv_try_write takes nothing (-EAGAIN): frames
+ * keep their order. A write error is not judged here: the wreq carries the
+ * whole frame and uv_write reports it through write_cb, as for any frame. */
+static int send_direct(struct rpc_conn *c, uint8_t *buf, size_t len,
+                       uint32_t type, uint64_t request_id,
+                       const ProtobufCMessage *msg, struct rpci_wreq **out)
+{
+  int rc = rpc_frame_write(buf, len, type, request_id, msg);
+
+  *out = NULL;
+  if (rc != PT_OK)
+    return rc;
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
+  int n = uv_try_write(&c->io.stream, &b, 1);
+  if (n == (int)len)
+    return PT_OK;
+  size_t done = n > 0 ? (size_t)n : 0;
+  struct rpci_wreq *w = calloc(1, sizeof(*w) + len - done);
+  if (w == NULL) {
+    if (done > 0) /* half a frame is on the wire: the stream is lost */
+      rpc_conn_close(c, -ENOMEM);
+    return -ENOMEM;
+  }
+  memcpy(w->frame, buf + done, len - done);
+  w->req.data = w;
+  w->len = len - done;
+  *out = w;
+  return PT_OK;
+}
+
 int rpc_conn_send(struct rpc_conn *c, uint32_t type, uint64_t request_id,
                   const ProtobufCMessage *msg)
 {
   struct rpci_wreq *w;
+  size_t len;
   int rc;
 
   if (c->closing)
     return -EPIPE;
-  rc = rpci_wreq_new(type, request_id, msg, &w);
+  rc = rpc_frame_size(type, msg, &len);
   if (rc != PT_OK)
     return rc;
+  if (c->ready && len <= SEND_DIRECT_MAX) {
+    /* The common case (a control frame to a peer that reads): one write(2),
+     * no allocation, no request for libuv to complete on a later turn. */
+    uint8_t buf[SEND_DIRECT_MAX];
+    rc = send_direct(c, buf, len, type, request_id, msg, &w);
+    if (rc != PT_OK || w == NULL)
+      return rc;
+  } else {
+    rc = rpci_wreq_new(type, request_id, msg, &w);
+    if (rc != PT_OK)
+      return rc;
+  }
   rc = rpci_queue(c, w);
   if (rc < 0) {
     free(w);
@@ -371,10 +425,18 @@ void rpci_conn_ready(struct rpc_conn *c)
 
 /* ---- reading --------------------------------------------------------------- */
 
+/* Thread-local: ptd's loops may run on more than one thread. */
+static _Thread_local uint8_t t_rbuf[RPCI_READ_BUF_BYTES];
+
+uint8_t *rpci_read_buf(void)
+{
+  return t_rbuf;
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   struct rpc_conn *c = h->data;
-  size_t n = sizeof(c->rbuf);
+  size_t n = RPCI_READ_BUF_BYTES;
 
   (void)suggested;
   if (c->brx.active) {
@@ -382,15 +444,15 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     return;
   }
   /* A conn that takes bulk frames reads no byte past the frame it is in,
-   * so that a payload is never read into rbuf. Elsewhere one buffer per
-   * conn is enough: read_cb consumes all of it (the parser copies only the
-   * part of a frame that spans reads). */
+   * so that a payload is never read into the read buffer. Elsewhere the
+   * thread's one buffer is enough: read_cb consumes all of it (the parser
+   * copies only the part of a frame that spans reads). */
   if (c->ops.on_bulk_begin != NULL) {
     size_t want = rpc_parser_want(&c->parser);
     if (want > 0 && want < n)
       n = want;
   }
-  *buf = uv_buf_init((char *)c->rbuf, (unsigned int)n);
+  *buf = uv_buf_init((char *)t_rbuf, (unsigned int)n);
 }
 
 static bool is_auth_type(uint32_t type)

@@ -95,7 +95,6 @@ struct rpc_conn {
   uint32_t peer_role;
   char peer_node[RPC_NODE_ID_MAX + 1];
   struct rpci_bulk_rx brx;
-  uint8_t rbuf[RPCI_READ_BUF_BYTES];
 };
 
 struct rpc_listener {
@@ -115,6 +114,11 @@ struct rpc_listener {
 };
 
 /* rpc_conn.c */
+/* The calling thread's read buffer (RPCI_READ_BUF_BYTES), shared by every
+ * conn on it: libuv reads into it and calls read_cb at once, which consumes
+ * all of it (the parser copies only the part of a frame that spans reads),
+ * so no conn holds one of its own. */
+uint8_t *rpci_read_buf(void);
 __attribute__((format(printf, 3, 4))) void
 rpci_log(enum rpc_log_kind kind, int level, const char *fmt, ...);
 void rpci_ops_fill(struct rpc_conn_ops *dst, const struct rpc_conn_ops *src);

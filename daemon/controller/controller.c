@@ -200,6 +200,45 @@ static void on_log_timer(uv_timer_t *t)
   rpc_log_flush();
 }
 
+/* A controller that did not run (SIGSTOP, a paused VM, a starved CPU) finds
+ * on waking that every node was silent meanwhile, and its membership timer
+ * runs before it has read what the nodes sent (or before they reconnected
+ * to it): it would declare them all dead and restart every job. So the loop
+ * watches itself: the poll waits at most until the next timer (the jobs'
+ * timer comes every CTL_JOBS_TICK_MS), and a turn of the loop's callbacks
+ * takes milliseconds; beyond that by CTL_STALL_MS it was away, and that
+ * time is not held against the nodes. */
+#define CTL_STALL_MS 1000u
+
+static void stall_excuse(struct controller *ctl, uint64_t gap, uint64_t now)
+{
+  log_warn("the controller did not run for %" PRIu64 " ms (stopped, or "
+           "starved of CPU): the nodes' silence meanwhile is not held "
+           "against them", gap);
+  ctl_members_excuse(&ctl->members, gap, now);
+}
+
+static void on_stall_prepare(uv_prepare_t *h)
+{
+  struct controller *ctl = h->data;
+  uint64_t now = rpc_now_ms();
+
+  if (ctl->loop_ran_ms != 0 && now > ctl->loop_ran_ms + CTL_STALL_MS)
+    stall_excuse(ctl, now - ctl->loop_ran_ms, now);
+  ctl->loop_poll_ms = now;
+}
+
+static void on_stall_check(uv_check_t *h)
+{
+  struct controller *ctl = h->data;
+  uint64_t now = rpc_now_ms();
+
+  if (ctl->loop_poll_ms != 0 &&
+      now > ctl->loop_poll_ms + CTL_JOBS_TICK_MS + CTL_STALL_MS)
+    stall_excuse(ctl, now - ctl->loop_poll_ms - CTL_JOBS_TICK_MS, now);
+  ctl->loop_ran_ms = now;
+}
+
 static void close_handle(uv_handle_t *h)
 {
   if (h->loop != NULL && !uv_is_closing(h))
@@ -222,6 +261,8 @@ void controller_stop(struct controller *ctl, const char *why)
   close_handle((uv_handle_t *)&ctl->watchdog);
   close_handle((uv_handle_t *)&ctl->log_timer);
   close_handle((uv_handle_t *)&ctl->jobs_timer);
+  close_handle((uv_handle_t *)&ctl->stall_prepare);
+  close_handle((uv_handle_t *)&ctl->stall_check);
   close_handle((uv_handle_t *)&ctl->sigterm);
   close_handle((uv_handle_t *)&ctl->sigint);
 }
@@ -294,6 +335,12 @@ static int setup(struct controller *ctl)
   ctl->watchdog.data = ctl;
   uv_timer_init(ctl->loop, &ctl->log_timer);
   ctl_job_conn_timer_start(ctl);
+  uv_prepare_init(ctl->loop, &ctl->stall_prepare);
+  ctl->stall_prepare.data = ctl;
+  uv_prepare_start(&ctl->stall_prepare, on_stall_prepare);
+  uv_check_init(ctl->loop, &ctl->stall_check);
+  ctl->stall_check.data = ctl;
+  uv_check_start(&ctl->stall_check, on_stall_check);
   uv_signal_init(ctl->loop, &ctl->sigterm);
   ctl->sigterm.data = ctl;
   uv_signal_init(ctl->loop, &ctl->sigint);

@@ -228,6 +228,11 @@ int ctl_members_heartbeat_at(struct ctl_members *m, size_t hint, void *conn,
 /* The node registered on conn lost it: UNREACHABLE. No-op when no node is
  * on conn (it never registered, or was taken over). */
 void ctl_members_lost(struct ctl_members *m, void *conn, uint64_t now);
+/* The controller itself did not run for ms (stopped, or starved of CPU):
+ * every node's silence and lost connection are counted from ms later
+ * (never later than now), so that nodes are not judged on time the
+ * controller could not hear them in. */
+void ctl_members_excuse(struct ctl_members *m, uint64_t ms, uint64_t now);
 /* Applies the timers at now: a connected node silent for
  * ctl_args_timeouts_unreachable_ms becomes UNREACHABLE; one silent for
  * dead-after, or without a connection for grace, becomes DEAD. OUT (may be
@@ -601,6 +606,9 @@ struct controller {
   uv_timer_t watchdog; /* systemd's watchdog pings */
   uv_timer_t log_timer; /* rpc_log_flush, every LOG_LIMIT_MS */
   uv_timer_t jobs_timer; /* the jobs' deadlines (ctl_job_conn.c) */
+  uv_prepare_t stall_prepare; /* before each poll: was the loop away? */
+  uv_check_t stall_check;     /* after each poll: did the poll last? */
+  uint64_t loop_poll_ms, loop_ran_ms;
   uv_signal_t sigterm, sigint;
 };
 
@@ -625,6 +633,7 @@ void controller_stop(struct controller *ctl, const char *why);
 /* ctl_job_conn.c: the jobs protocol. */
 extern const struct ctl_jobs_ops ctl_job_conn_ops;
 /* Starts the jobs' timer (every CTL_JOBS_TICK_MS: deadlines, compaction). */
+#define CTL_JOBS_TICK_MS 100u
 void ctl_job_conn_timer_start(struct controller *ctl);
 /* A ptctl request of the jobs protocol (JOB_START, JOB_STOP, JOB_RESTORE,
  * JOBS_QUERY): answered. PT_EPROTO for another type. */

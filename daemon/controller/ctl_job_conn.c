@@ -38,7 +38,6 @@
 #include "daemon/controller/controller.h"
 #include "ec/rs.h"
 
-#define CTL_JOBS_TICK_MS 100u
 
 static struct controller *CTL(void *ctx)
 {
@@ -333,6 +332,8 @@ static void fill_info(struct controller *ctl, const struct ctl_job *j,
     pi->bytes_held = pt->bytes_held;
     pi->has_last_sealed = pt->has_sealed;
     pi->last_sealed = pt->last_sealed;
+    pi->n_held = pt->nheld;
+    pi->held = (uint64_t *)pt->held;
     bytes += pt->bytes_held;
     pp[p] = pi;
   }
@@ -438,6 +439,9 @@ int ctl_job_conn_on_ctl(struct controller *ctl, struct rpc_conn *c,
     uint64_t step = 0;
     rc = ctl_jobs_restore(&ctl->jobs, m->job, m->has_step, m->step, now, &has,
                           &step, err, sizeof(err));
+    if (rc != PT_OK)
+      log_notice("ptctl %s: job '%s' not restored: %s", rpc_conn_peer_name(c),
+                 LOG_ESC(m->job), err);
     job_reply(c, h->request_id, rc, rc != PT_OK ? err : NULL,
               rc == PT_OK ? ctl_jobs_find(&ctl->jobs, m->job) : NULL, has,
               step);
@@ -563,6 +567,18 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
     break;
   }
   case RPC_STEP_SEALED:
+    if (epoch == j->epoch) {
+      const Pt__StepSealed *ss = (const Pt__StepSealed *)msg;
+      struct ctl_part *pt = &j->parts[p];
+      if (ss->has_bytes_held)
+        pt->bytes_held = ss->bytes_held;
+      /* What a restore to an older committed step may choose now. */
+      if (ss->n_held > 0) {
+        pt->nheld = 0;
+        for (size_t i = 0; i < ss->n_held && pt->nheld < CTL_HELD_MAX; i++)
+          pt->held[pt->nheld++] = ss->held[i];
+      }
+    }
     rc = ctl_jobs_sealed(&ctl->jobs, j, p, epoch,
                          ((const Pt__StepSealed *)msg)->step,
                          ((const Pt__StepSealed *)msg)->has_pinned &&

@@ -406,6 +406,9 @@ void ctl_jobs_end_job(struct ctl_jobs *js, struct ctl_job *j,
              ctl_jobs_state_name(st), j->reason[0] != '\0' ? ": " : "",
              j->reason);
   ctl_jobs_halt_all(js, j, j->removed, now, false);
+  if (j->removed)
+    for (uint32_t p = 0; p < j->nparts; p++)
+      j->parts[p].bytes_held = 0; /* the nodes remove them */
   unbind_all(js, j);
   for (uint32_t p = 0; p < j->nparts; p++)
     j->parts[p].deadline = 0;

@@ -48,10 +48,18 @@ int ctl_jobs_revive_pick_step(const struct ctl_job *j, bool has_step,
   }
   for (uint32_t p = 0; p < j->nparts && step != j->committed; p++)
     if (!part_holds(&j->parts[p], step)) {
+      char list[160] = "";
+      size_t used = 0;
+      for (uint32_t i = 0; i < j->parts[p].nheld && used < sizeof(list) - 24;
+           i++)
+        used += (size_t)snprintf(list + used, sizeof(list) - used,
+                                 "%s%" PRIu64, i > 0 ? ", " : "",
+                                 j->parts[p].held[i]);
       snprintf(err, errlen, "step %" PRIu64 " of job '%s' is no longer "
-               "held on node '%s'%s", step, j->spec->name,
-               j->parts[p].node_id,
-               j->parts[p].nheld == 0 ? " (it reported no steps held)" : "");
+               "held on node '%s' (it holds committed step%s %s)", step,
+               j->spec->name, j->parts[p].node_id,
+               j->parts[p].nheld == 1 ? "" : "s",
+               used > 0 ? list : "none known");
       return -ENOENT;
     }
   *has = true;

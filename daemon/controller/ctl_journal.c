@@ -134,8 +134,12 @@ int ctl_journal_open(struct journal **j, const char *path, struct ctl_jobs *js,
   why[0] = '\0';
   int rc = journal_open(j, path, on_record, &r, dropped, why, sizeof(why));
   if (rc != PT_OK) {
-    snprintf(err, errlen, "journal '%s': %s", path,
-             why[0] != '\0' ? why : pt_strerror(rc));
+    /* journal_open's sentences mostly name the file already. */
+    if (strncmp(why, "journal '", 9) == 0)
+      snprintf(err, errlen, "%s", why);
+    else
+      snprintf(err, errlen, "journal '%s': %s", path,
+               why[0] != '\0' ? why : pt_strerror(rc));
     if (rc != PT_EFORMAT && rc != -EBUSY && why[0] == '\0')
       return rc;
     return rc == -EBUSY ? rc : PT_EFORMAT;

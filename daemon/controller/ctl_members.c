@@ -244,6 +244,18 @@ void ctl_members_lost(struct ctl_members *m, void *conn, uint64_t now)
     set_state(m, n, CTL_NODE_UNREACHABLE, "connection lost");
 }
 
+void ctl_members_excuse(struct ctl_members *m, uint64_t ms, uint64_t now)
+{
+  for (size_t i = 0; i < m->n; i++) {
+    struct ctl_node *n = &m->nodes[i];
+    if (n->state == CTL_NODE_DEAD)
+      continue;
+    n->last_heard_ms = n->last_heard_ms + ms < now ? n->last_heard_ms + ms : now;
+    if (n->conn == NULL)
+      n->lost_ms = n->lost_ms + ms < now ? n->lost_ms + ms : now;
+  }
+}
+
 size_t ctl_members_tick(struct ctl_members *m, uint64_t now, void **dead_conns,
                         size_t ncap)
 {

@@ -456,6 +456,10 @@ struct node_rank {
   bool set_restore_ok;
   bool has_last_sealed;
   uint64_t last_sealed;
+  /* The committed steps its SMP's slots held at its last seal (EVENT_SEALED):
+   * what a restore to an older step may choose while the job runs. */
+  uint64_t committed_held[SNAP_MAX_SLOTS];
+  uint32_t ncommitted_held;
   bool drained;              /* job's end: every event of the SMP is in */
 
   /* The trainer. */

@@ -125,7 +125,13 @@ static int ctl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_STOP: {
     Pt__Reply rep = PT__REPLY__INIT;
     rep.status = PT_OK;
-    rep.message = "stopping";
+    /* Cluster mode: the node daemon itself ends (its part first, and the
+     * controller is told); standalone: the job, then the daemon. */
+    rep.message = n->cfg.cluster
+                      ? "stopping the node daemon (cluster mode): its part of "
+                        "the job ends, the controller is told; its jobs are "
+                        "stopped with ptctl --controller HOST:PORT stop JOB"
+                      : "stopping";
     rc = rpc_conn_send(c, RPC_REPLY, h->request_id, &rep.base);
     if (rc != PT_OK)
       log_warn("control: cannot answer a stop request: %s", pt_strerror(rc));

@@ -103,6 +103,24 @@ static int send_sealed(struct node *n, uint64_t step, bool pinned)
   s.step = step;
   s.has_pinned = pinned;
   s.pinned = pinned;
+  s.has_bytes_held = true;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++)
+    s.bytes_held += n->ranks[i].bytes_held;
+  /* The committed steps every local rank still holds. */
+  uint64_t held[SNAP_MAX_SLOTS];
+  const struct node_rank *r0 = n->cfg.ranks > 0 ? &n->ranks[0] : NULL;
+  for (uint32_t k = 0; r0 != NULL && k < r0->ncommitted_held; k++) {
+    bool all = true;
+    for (uint32_t i = 1; i < n->cfg.ranks && all; i++) {
+      bool has = false;
+      for (uint32_t j = 0; j < n->ranks[i].ncommitted_held && !has; j++)
+        has = n->ranks[i].committed_held[j] == r0->committed_held[k];
+      all = has;
+    }
+    if (all)
+      held[s.n_held++] = r0->committed_held[k];
+  }
+  s.held = held;
   int rc = node_cluster_send(n, RPC_STEP_SEALED, 0, &s.base);
   if (rc != PT_OK)
     /* The controller is away: the newest step (and a pin held) is

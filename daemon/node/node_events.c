@@ -17,8 +17,11 @@
 void node_events_on_state_reply(struct node *n, struct node_rank *r,
                          enum node_req_kind kind, const Pt__StateReply *m)
 {
-  if (m->rank != r->rank)
-    log_warn("smp rank %" PRIu32 " reports rank %" PRIu32, r->rank, m->rank);
+  /* The SMP serves the job's rank first_rank + local rank (cluster mode:
+   * global ranks; standalone: first_rank 0). */
+  if (m->rank != n->cfg.first_rank + r->rank)
+    log_warn("smp of local rank %" PRIu32 " (rank %" PRIu32 ") reports rank %"
+             PRIu32, r->rank, n->cfg.first_rank + r->rank, m->rank);
   r->has_store = m->has_has_store && m->has_store;
   if (m->has_bytes_held)
     r->bytes_held = m->bytes_held;
@@ -108,12 +111,15 @@ void node_events_on_req_failed(struct node *n, struct node_rank *r,
 
 void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
 {
-  if (e->rank != r->rank)
-    log_warn("smp rank %" PRIu32 " sent an event for rank %" PRIu32,
-             r->rank, e->rank);
+  if (e->rank != n->cfg.first_rank + r->rank)
+    log_warn("smp of local rank %" PRIu32 " (rank %" PRIu32 ") sent an event "
+             "for rank %" PRIu32, r->rank, n->cfg.first_rank + r->rank, e->rank);
   if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
     log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
     r->progress_at = rpc_now_ms();
+    r->ncommitted_held = 0;
+    for (size_t k = 0; k < e->n_committed_held && k < SNAP_MAX_SLOTS; k++)
+      r->committed_held[r->ncommitted_held++] = e->committed_held[k];
     if (!r->has_last_sealed || e->step > r->last_sealed) {
       r->has_last_sealed = true;
       r->last_sealed = e->step;

@@ -512,7 +512,13 @@ static void finish_exit(struct node *n)
     n->exit_code = NODE_EXIT_STOPPED;
     break;
   default:
-    log_error("job failed: %s", n->why);
+    /* Cluster mode: this node's part failed; the controller decides what
+     * the job does next (most often a restart in a new epoch). */
+    if (n->cfg.cluster)
+      log_warn("job part failed (the controller decides what follows): %s",
+               n->why);
+    else
+      log_error("job failed: %s", n->why);
     n->exit_code = NODE_EXIT_FAILED;
     break;
   }

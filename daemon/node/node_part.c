@@ -422,7 +422,12 @@ void node_part_ended(struct node *n)
   } else {
     node_part_report_send(n, 0, node_part_end_name(p->end));
   }
-  if (p->next_buf != NULL) {
+  if (p->next_buf != NULL && p->stop_node) {
+    /* An assignment that came while the node stops: it is not started;
+     * the controller hears the node leave. */
+    free(p->next_buf);
+    p->next_buf = NULL;
+  } else if (p->next_buf != NULL) {
     free(p->buf);
     p->buf = p->next_buf;
     p->len = p->next_len;
@@ -710,6 +715,13 @@ bool node_part_stop_node(struct node *n, const char *by)
   if (!again) {
     p->stop_node = true;
     snprintf(p->stop_by, sizeof(p->stop_by), "%s", by);
+    /* The controller hears it now, in these words, rather than from the
+     * other nodes' trainers whose all-reduce this one's end breaks, or
+     * from a heartbeat that stops. */
+    snprintf(p->fail_msg, sizeof(p->fail_msg), "node '%.40s' is stopping (%.100s)",
+             n->cfg.node_id, by);
+    p->fail_status = -ESHUTDOWN;
+    node_part_report_send(n, 0, "failed");
   }
   node_life_request_stop(n, by, again);
   return true;

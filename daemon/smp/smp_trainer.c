@@ -352,10 +352,18 @@ int smp_trainer_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
   }
   log_debug("sealed step %" PRIu64 " in slot %u", m->step, m->slot);
   Pt__Event ev = PT__EVENT__INIT;
+  uint64_t held[SNAP_MAX_SLOTS];
   ev.kind = PT__EVENT_KIND__EVENT_SEALED;
   ev.rank = smp->rank;
   ev.has_step = true;
   ev.step = m->step;
+  for (uint32_t i = 0; i < snap_store_nslots(smp->store) && i < SNAP_MAX_SLOTS; i++) {
+    struct snap_slot_info si;
+    snap_slot_get(smp->store, i, &si);
+    if (si.record_ok && si.state == SNAP_COMMITTED)
+      held[ev.n_committed_held++] = si.step;
+  }
+  ev.committed_held = held;
   smp_serve_event_send(smp, &ev);
   if (smp->autocommit)
     smp_serve_commit_step(smp, m->step);

@@ -66,6 +66,14 @@ void bench_cleanup_run(void);
  * registers it for cleanup. OUT: *pid. */
 int bench_child_spawn(pid_t *pid, char *const argv[], const char *log_path,
                       char *errbuf, size_t errlen);
+/* Runs fn(arg) in a forked child (its own process group, SIGINT, SIGTERM
+ * and SIGHUP at their defaults, SIGPIPE still ignored), which exits 0 when
+ * fn returns; registered for cleanup like a spawned one. OUT: *pid. */
+int bench_child_fork(pid_t *pid, void (*fn)(void *arg), void *arg, char *errbuf,
+                     size_t errlen);
+/* utime + stime of a process in seconds (/proc/PID/stat); NAN when
+ * unreadable. */
+double bench_proc_cpu_s(pid_t pid);
 /* True while the child has not exited. Reaps it when it has; its wait status
  * then lands in *status (may be NULL). */
 bool bench_child_is_alive(pid_t pid, int *status);
@@ -264,6 +272,12 @@ struct bench_cluster_size {
   uint64_t failed_rounds; /* JOB_UNPIN seen (rounds that did not commit) */
   bool measured, jobs_unsupported;
   char why[BENCH_ERRLEN]; /* not measured: why */
+  /* The same traffic without pt (bench_floor.c): the floor server's CPU
+   * over as many steps, % of a core; NAN with floor_why when not taken. */
+  double floor_cpu_pct;
+  int floor_steps;
+  size_t up_bytes, hb_bytes, down_bytes; /* the frames' sizes, header included */
+  char floor_why[BENCH_ERRLEN];
 };
 struct bench_cluster_result {
   struct bench_cluster_size sim[BENCH_CLUSTER_SIZES];
@@ -275,6 +289,29 @@ struct bench_cluster_result {
                                    * (default of --cluster-step-ms) */
 int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_result *r,
                           char *errbuf, size_t errlen);
+
+/* bench_floor.c: the kernel's floor under the controller's CPU figure, the
+ * same connections and frames with no pt logic (the file says exactly). */
+struct bench_floor_spec {
+  uint32_t nodes;
+  int steps;             /* steps measured over */
+  int step_ms;           /* a step begins this often, or when the last ended */
+  uint32_t heartbeat_ms; /* each connection's heartbeat period */
+  const uint8_t *up;     /* a connection's report of a step (a whole frame) */
+  size_t up_len;
+  const uint8_t *hb;     /* a heartbeat frame */
+  size_t hb_len;
+  const uint8_t *down;   /* the server's answer to every connection once all reported */
+  size_t down_len;
+};
+struct bench_floor_result {
+  double cpu_pct;  /* the server's utime + stime over the steps, % of a core */
+  double window_s;
+  int steps;
+  bool measured;
+};
+int bench_floor_run(const struct bench_floor_spec *sp, struct bench_floor_result *r,
+                    char *errbuf, size_t errlen);
 
 /* 3 real ptd nodes and pt-train; the commit latency seen on a relay in
  * front of each node's controller link (bench_cluster.c says exactly). */

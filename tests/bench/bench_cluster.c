@@ -21,7 +21,10 @@
  * N pins and N commits on the same machine. The controller's CPU is its
  * utime + stime (/proc/PID/stat) over the steps, heartbeats included, over
  * the wall time, in percent of one core. A fresh controller (its own state
- * directory and key) serves each size.
+ * directory and key) serves each size. After each size, the same traffic
+ * (the same frames, packed alike, over as many steps) goes through a
+ * server with no pt logic (bench_floor.c): its CPU is the kernel's floor
+ * under the controller's figure (floor_cpu_pct).
  *
  * Real nodes (commit_p50_ms, commit_p99_ms): a controller, three `ptd node
  * --controller` processes and a job of 3 nodes x 1 rank of pt-train
@@ -186,27 +189,6 @@ static void ctl_stop(struct ctl_proc *cp)
   if (cp->pid > 0)
     bench_child_stop(cp->pid, STOP_GRACE_MS);
   cp->pid = 0;
-}
-
-/* utime + stime of pid in seconds; NAN when unreadable. */
-static double proc_cpu_s(pid_t pid)
-{
-  char path[64], buf[2048];
-  snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL)
-    return NAN;
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  const char *p = strrchr(buf, ')'); /* the name may hold spaces */
-  if (p == NULL)
-    return NAN;
-  unsigned long long ut = 0, st = 0;
-  /* After ')': state(3) ... utime is field 14, stime 15. */
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-    return NAN;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* At least need descriptors for this process (and the controller, which
@@ -420,7 +402,7 @@ static void sim_all_running(struct sim *s)
 {
   s->phase = SIM_STEPS;
   s->step = 0;
-  s->cpu0 = proc_cpu_s(s->cp->pid);
+  s->cpu0 = bench_proc_cpu_s(s->cp->pid);
   s->self0 = self_cpu_s();
   s->wall0 = bench_now();
   uv_timer_start(&s->step_timer, sim_step_begin, 0, 0);
@@ -432,7 +414,7 @@ static void sim_step_begin(uv_timer_t *t)
   if (s->phase != SIM_STEPS)
     return;
   if ((int)s->step >= s->steps) {
-    s->cpu1 = proc_cpu_s(s->cp->pid);
+    s->cpu1 = bench_proc_cpu_s(s->cp->pid);
     s->self1 = self_cpu_s();
     s->wall1 = bench_now();
     sim_end(s);
@@ -656,6 +638,50 @@ static void sim_drain(struct sim *s)
   (void)uv_loop_close(&s->loop);
 }
 
+/* The same traffic without pt (bench_floor.c): the frames a simulated node
+ * and the controller sent, packed alike, over as many steps. A floor that
+ * cannot be taken leaves floor_why; the controller's figures stand. */
+static void sim_floor(const struct sim *s, struct bench_cluster_size *r)
+{
+  Pt__StepSealed up = PT__STEP_SEALED__INIT;
+  Pt__Heartbeat hb = PT__HEARTBEAT__INIT;
+  Pt__JobCommit down = PT__JOB_COMMIT__INIT;
+  uint8_t *f_up = NULL, *f_hb = NULL, *f_down = NULL;
+  size_t l_up = 0, l_hb = 0, l_down = 0;
+  uint64_t mid = (uint64_t)(s->steps / 2 + 1); /* a step number of the run's size */
+
+  up.job = down.job = (char *)s->job;
+  up.epoch = down.epoch = s->epoch;
+  up.step = down.step = mid;
+  up.has_pinned = up.pinned = true;
+  hb.seq = mid;
+  if (rpc_frame_pack(&f_up, &l_up, RPC_STEP_SEALED, 0, &up.base) != PT_OK ||
+      rpc_frame_pack(&f_hb, &l_hb, RPC_HEARTBEAT, 0, &hb.base) != PT_OK ||
+      rpc_frame_pack(&f_down, &l_down, RPC_JOB_COMMIT, 0, &down.base) != PT_OK) {
+    snprintf(r->floor_why, sizeof(r->floor_why), "cannot pack the frames");
+    goto out;
+  }
+  r->up_bytes = l_up;
+  r->hb_bytes = l_hb;
+  r->down_bytes = l_down;
+  struct bench_floor_spec sp = {
+    .nodes = s->n, .steps = s->steps, .step_ms = s->step_ms, .heartbeat_ms = s->heartbeat_ms,
+    .up = f_up, .up_len = l_up, .hb = f_hb, .hb_len = l_hb, .down = f_down, .down_len = l_down,
+  };
+  struct bench_floor_result fr;
+  char why[BENCH_ERRLEN];
+  if (bench_floor_run(&sp, &fr, why, sizeof(why)) == 0 && fr.measured) {
+    r->floor_cpu_pct = fr.cpu_pct;
+    r->floor_steps = fr.steps;
+  } else {
+    snprintf(r->floor_why, sizeof(r->floor_why), "%s", why);
+  }
+out:
+  free(f_up);
+  free(f_hb);
+  free(f_down);
+}
+
 /* One size: n simulated nodes, steps steps. */
 static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
                    struct bench_cluster_size *r, char *errbuf, size_t errlen)
@@ -668,6 +694,7 @@ static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
   r->nodes = n;
   r->steps = steps;
   r->p50_ms = r->p99_ms = r->cpu_pct = r->idle_cpu_pct = r->sim_cpu_pct = NAN;
+  r->floor_cpu_pct = NAN;
   r->pins_p50_ms = r->journal_p50_ms = r->spread_p50_ms = NAN;
   rc = fd_limit_raise(2 * (rlim_t)n + FD_SPARE, why, sizeof(why));
   if (rc != PT_OK) {
@@ -728,12 +755,12 @@ static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
   {
     int idle_ms = o->quick ? IDLE_MS_QUICK : IDLE_MS;
     s->phase_deadline = bench_now_ms() + (uint64_t)idle_ms + START_DEADLINE_MS;
-    double c0 = proc_cpu_s(cp.pid), w0 = bench_now();
+    double c0 = bench_proc_cpu_s(cp.pid), w0 = bench_now();
     uv_timer_start(&s->step_timer, on_idle_end, (uint64_t)idle_ms, 0);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     if (s->rc != 0)
       goto out_sim;
-    r->idle_cpu_pct = 100.0 * (proc_cpu_s(cp.pid) - c0) / (bench_now() - w0);
+    r->idle_cpu_pct = 100.0 * (bench_proc_cpu_s(cp.pid) - c0) / (bench_now() - w0);
   }
 
   /* The job, from ptctl's side. Blocking: the nodes' loop waits, their
@@ -798,6 +825,8 @@ out_sim:
   sim_drain(s);
 out_free:
   ctl_stop(&cp);
+  if (rc == 0 && r->measured)
+    sim_floor(s, r);
   if (s != NULL) {
     sodium_memzero(s->auth.key, sizeof(s->auth.key));
     free(s->nodes);
@@ -825,6 +854,7 @@ int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_resul
     memset(z, 0, sizeof(*z));
     z->nodes = sizes[i];
     z->p50_ms = z->p99_ms = z->cpu_pct = z->idle_cpu_pct = z->sim_cpu_pct = NAN;
+    z->floor_cpu_pct = NAN;
     z->pins_p50_ms = z->journal_p50_ms = z->spread_p50_ms = NAN;
   }
   for (int i = 0; i < BENCH_CLUSTER_SIZES; i++) {
@@ -848,8 +878,9 @@ int bench_cluster_sim_run(const struct bench_opts *o, struct bench_cluster_resul
       fprintf(stderr, "ptbench: %u nodes: commit p50 %.2f ms, p99 %.2f ms, controller %.2f%% "
               "of a core (%.2f%% heartbeats alone), ptbench's nodes %.2f%%; median parts: "
               "sealed->every pin %.2f ms, last vote->first commit %.2f ms, commits first->last "
-              "%.2f ms\n", sizes[i], z->p50_ms, z->p99_ms, z->cpu_pct, z->idle_cpu_pct,
-              z->sim_cpu_pct, z->pins_p50_ms, z->journal_p50_ms, z->spread_p50_ms);
+              "%.2f ms; kernel floor %.2f%%%s%s\n", sizes[i], z->p50_ms, z->p99_ms, z->cpu_pct,
+              z->idle_cpu_pct, z->sim_cpu_pct, z->pins_p50_ms, z->journal_p50_ms,
+              z->spread_p50_ms, z->floor_cpu_pct, z->floor_why[0] ? ": " : "", z->floor_why);
   }
   return 0;
 }

@@ -369,6 +369,54 @@ int bench_child_spawn(pid_t *pid, char *const argv[], const char *log_path,
   return 0;
 }
 
+int bench_child_fork(pid_t *pid, void (*fn)(void *arg), void *arg, char *errbuf,
+                     size_t errlen)
+{
+  pid_t p = fork();
+  if (p < 0) {
+    snprintf(errbuf, errlen, "fork: %s", strerror(errno));
+    return -errno;
+  }
+  if (p == 0) {
+    /* The parent's handlers would run its cleanup here: the defaults. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    setpgid(0, 0);
+    fn(arg);
+    _exit(0);
+  }
+  (void)setpgid(p, p); /* either side may run first */
+  *pid = p;
+  if (pid_add(p) != 0) {
+    kill(-p, SIGKILL);
+    reap_until(p, 3000);
+    snprintf(errbuf, errlen, "too many child processes");
+    return -ENOSPC;
+  }
+  return 0;
+}
+
+double bench_proc_cpu_s(pid_t pid)
+{
+  char path[64], buf[2048];
+  snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return NAN;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *q = strrchr(buf, ')'); /* the name may hold spaces */
+  if (q == NULL)
+    return NAN;
+  unsigned long long ut = 0, st = 0;
+  /* After ')': state(3) ... utime is field 14, stime 15. */
+  if (sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    return NAN;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 bool bench_child_is_alive(pid_t pid, int *status)
 {
   int st;

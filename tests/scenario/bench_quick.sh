@@ -241,6 +241,14 @@ for n in sizes:
             bad.append(f"ctl_{n}_{f}={d.get(f'ctl_{n}_{f}')!r}")
     if not num(f"ctl_{n}_cpu_pct") or d[f"ctl_{n}_cpu_pct"] < 0:
         bad.append(f"ctl_{n}_cpu_pct={d.get(f'ctl_{n}_cpu_pct')!r}")
+    # The kernel floor of the same traffic, taken in the same run.
+    if not num(f"ctl_{n}_floor_cpu_pct") or d[f"ctl_{n}_floor_cpu_pct"] < 0:
+        bad.append(f"ctl_{n}_floor_cpu_pct={d.get(f'ctl_{n}_floor_cpu_pct')!r} "
+                   f"({d.get(f'ctl_{n}_floor_why')!r})")
+    for f in ("up", "down", "heartbeat"):
+        if not isinstance(d.get(f"ctl_{n}_frame_bytes_{f}"), int) or \
+                d[f"ctl_{n}_frame_bytes_{f}"] <= 24:
+            bad.append(f"ctl_{n}_frame_bytes_{f}={d.get(f'ctl_{n}_frame_bytes_{f}')!r}")
     if num(f"ctl_{n}_commit_p50_ms") and num(f"ctl_{n}_commit_p99_ms") and \
             d[f"ctl_{n}_commit_p99_ms"] < d[f"ctl_{n}_commit_p50_ms"]:
         bad.append(f"ctl_{n}: p99 below p50")

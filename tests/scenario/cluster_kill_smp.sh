@@ -44,8 +44,8 @@ until grep -q "part failed" "$T_DIR/node.$node.log"; do
   sleep 0.1
 done
 grep -q "restarting smp rank 1" "$T_DIR/node.$node.log" && c_fail "node $node respawned the smp by itself"
-grep -Eq "job failed: smp rank 1 \(pid $smp\) killed by signal SIGKILL" "$T_DIR/node.$node.log" \
-  || c_fail "node $node's failure does not name the smp: $(grep 'job failed' "$T_DIR/node.$node.log")"
+grep -Eq "job part failed \(the controller decides what follows\): smp rank 1 \(pid $smp\) killed by signal SIGKILL" "$T_DIR/node.$node.log" \
+  || c_fail "node $node's failure does not name the smp: $(grep 'job part failed' "$T_DIR/node.$node.log")"
 deadline=$(( $(date +%s) + 30 ))
 until e=$(c_job_field ks epoch) && [ "${e:-1}" -ge 2 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ks did not move to a new epoch"

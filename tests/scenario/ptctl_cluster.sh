@@ -105,6 +105,13 @@ assert ranks == [(0, 1, 2), (2, 3, 2)], j
 assert sorted(p["node"] for p in j["parts"]) == ["a", "b"], j
 ' "$job" "$T_PORT" || c_fail "status --json: $(c_ptctl status --json)"
 c_ptctl status "$job" | grep -Eq '^(a|b) +alive +[0-9.]+ (s|min) ago +0\.\.1 ' || c_fail "status $job: $(c_ptctl status "$job")"
+# What the running job holds is what its nodes' objects take (it was 0 B for
+# a job's whole first epoch).
+deadline=$(( $(date +%s) + 20 ))
+until b=$(c_job_field "$job" bytes_held) && [ "${b:-0}" -gt 0 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job $job holds ${b:-?} bytes while its objects are in /dev/shm"
+  sleep 0.1
+done
 c_ptctl start --job second --nodes 1 --ranks-per-node 1 -- /bin/true >/dev/null 2>"$T_DIR/nospace.err"; rc=$?
 [ $rc -eq 1 ] && grep -q "refused to start.*'second'.*(ENOSPC: " "$T_DIR/nospace.err" \
   || c_fail "no spare node: exit $rc: $(cat "$T_DIR/nospace.err")"
@@ -199,6 +206,47 @@ for id in a b c; do
 done
 c_ptctl stop coded >/dev/null || c_fail "stop coded"
 say "restore: refused for a job stopped without --keep and a completed one; a kept one restored step $c"
+
+# restore --step on a running job: the nodes report the committed steps
+# every rank still holds with each seal; status shows them; a restore to an
+# older one of them is taken, and the nodes restore that step.
+c_ptctl start --job older --nodes 2 --ranks-per-node 1 --slots 4 --master-port "$T_PORT" --node-wait-ms 5000 \
+  -- "$TRAIN" --steps 100000 --state-mb 1 --step-delay-ms 300 >/dev/null || c_fail "ptctl start older"
+deadline=$(( $(date +%s) + 30 ))
+until s=$(c_ptctl status older --json | python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+common = set(j["parts"][0]["held"])
+for p in j["parts"][1:]:
+    common &= set(p["held"])
+older = sorted(x for x in common if x < (j["committed_step"] or 0))
+print(older[-1] if older else "")') && [ -n "$s" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "no older committed step held by every node: $(c_ptctl status older --json)"
+  sleep 0.2
+done
+c_ptctl status older | grep -q "^restorable  committed steps held by every node: .*\b$s\b" \
+  || c_fail "status does not show step $s as restorable: $(c_ptctl status older)"
+out=$(c_ptctl restore older --step "$s") || c_fail "restore older --step $s: $out"
+printf '%s\n' "$out" | grep -q "restoring step $s in epoch 2" || c_fail "restore older --step $s said: $out"
+c_wait_job_state older running 30
+for id in $(c_ptctl status older --json | python3 -c 'import json,sys; print(" ".join(p["node"] for p in json.load(sys.stdin)["jobs"][0]["parts"]))'); do
+  grep -q "restore from step $s\$" "$T_DIR/node.$id.log" || c_fail "node $id did not restore step $s: $(grep 'restore from' "$T_DIR/node.$id.log" | tail -3)"
+done
+c_ptctl stop older >/dev/null || c_fail "stop older"
+c_wait_job_state older stopped 20
+say "restore --step of a running job: an older committed step every node holds"
+
+# `ptctl --state-dir` stop of a cluster-mode node in a job: it says the node
+# daemon itself stops, and the controller hears the reason from that node at
+# once (not from the other node's broken all-reduce, or a silent heartbeat).
+c_ptctl start --job leave --nodes 2 --ranks-per-node 1 --master-port "$T_PORT" --node-wait-ms 5000 \
+  -- "$TRAIN" --steps 100000 --state-mb 1 --step-delay-ms 20 >/dev/null || c_fail "ptctl start leave"
+c_wait_job_state leave running 20
+who=$(c_ptctl status leave --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["parts"][1]["node"])')
+out=$("$PTCTL" --state-dir "$T_DIR/node.$who" stop) || c_fail "ptctl --state-dir stop of node $who"
+printf '%s\n' "$out" | grep -q "stopping the node daemon (cluster mode)" || c_fail "ptctl stop of a cluster node said: $out"
+c_ctl_wait_log "node '$who' is stopping \(ptctl stop\)" 5
+say "ptctl --state-dir stop of a cluster node: it says so, and the controller hears why at once"
 
 c_ctl_stop
 say "ok"

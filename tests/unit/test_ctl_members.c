@@ -171,6 +171,41 @@ START_TEST(lost_grace_and_back)
 }
 END_TEST
 
+/* The controller away for 12 s (dead after 10 s): excused, its nodes are
+ * judged from 12 s later: not dead at once, a lost connection's grace
+ * starts over, and a node that stays silent is still found dead. */
+START_TEST(excused_stall)
+{
+  struct ctl_members m;
+  enum ctl_reg_kind kind;
+  void *old;
+
+  nch = 0;
+  ctl_members_init(&m, &T, on_change, NULL);
+  ck_assert_int_eq(do_reg(&m, reg("a", INC1), C1, 0, &kind, &old), PT_OK);
+  ck_assert_int_eq(do_reg(&m, reg("b", INC1), C2, 0, &kind, &old), PT_OK);
+  ctl_members_heartbeat(&m, C1, 1000);
+  ctl_members_heartbeat(&m, C2, 1000);
+  ctl_members_lost(&m, C2, 13000); /* b dropped the link while we slept */
+  ctl_members_excuse(&m, 12000, 13000);
+  ck_assert_uint_eq(ctl_members_tick(&m, 13000, NULL, 0), 0);
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_ALIVE);
+  ck_assert_int_eq(ctl_members_find(&m, "b")->state, CTL_NODE_UNREACHABLE);
+  ck_assert_uint_eq(ctl_members_find(&m, "a")->last_heard_ms, 13000);
+  /* b is back within its grace; a stays silent: dead 10 s after 13 s */
+  ck_assert_int_eq(do_reg(&m, reg("b", INC1), C3, 14000, &kind, &old), PT_OK);
+  ck_assert_int_eq(kind, CTL_REG_RECONNECT);
+  ctl_members_heartbeat(&m, C3, 22000);
+  ck_assert_uint_eq(ctl_members_tick(&m, 22999, NULL, 0), 0);
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_UNREACHABLE);
+  void *dead[2];
+  ck_assert_uint_eq(ctl_members_tick(&m, 23000, dead, 2), 1);
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_DEAD);
+  ck_assert_int_eq(ctl_members_find(&m, "b")->state, CTL_NODE_ALIVE);
+  ctl_members_release(&m);
+}
+END_TEST
+
 /* A second connection claiming a live id is refused; the first keeps it.
  * Once the first is unreachable (silent), a new connection takes over and
  * the old one is handed back to be closed. */
@@ -339,6 +374,7 @@ int main(void)
   tcase_set_timeout(tc, 20);
   tcase_add_test(tc, register_heartbeat_dead);
   tcase_add_test(tc, lost_grace_and_back);
+  tcase_add_test(tc, excused_stall);
   tcase_add_test(tc, duplicate_and_takeover);
   tcase_add_test(tc, hostile_registrations);
   tcase_add_test(tc, many_nodes);
