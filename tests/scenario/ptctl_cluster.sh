@@ -205,6 +205,14 @@ for id in a b c; do
   [ "$r" = "$c" ] || c_fail "node $id restored step '$r', not coded's committed step $c"
 done
 c_ptctl stop coded >/dev/null || c_fail "stop coded"
+# its ranks gone on every node before the next job comes there
+deadline=$(( $(date +%s) + 20 ))
+for id in a b c; do
+  until grep -q "job 'coded' epoch 2: part stopped" "$T_DIR/node.$id.log"; do
+    [ "$(date +%s)" -lt "$deadline" ] || c_fail "node $id did not stop its part of coded"
+    sleep 0.1
+  done
+done
 say "restore: refused for a job stopped without --keep and a completed one; a kept one restored step $c"
 
 # restore --step on a running job: the nodes report the committed steps
