@@ -36,7 +36,8 @@ void ptctl_help_usage(FILE *f)
       "  stop JOB         stop every rank of the job and end it\n"
       "  restore JOB [--step N]\n"
       "                   restart every rank from the newest committed step,\n"
-      "                   or from an older committed step still held\n"
+      "                   or from an older committed step still held; also\n"
+      "                   a failed job, or one stopped with --keep\n"
       "  status [JOB]     per job: epoch, state, committed step and its age,\n"
       "                   restarts, bytes held; per node: state, heartbeat,\n"
       "                   ranks\n"
@@ -101,9 +102,9 @@ static const struct {
      "snapshot processes; the snapshots are kept.\n"
      "The controller: stops every rank of JOB on every node and ends the\n"
      "job (state stopped); its nodes become spares and remove the job's\n"
-     "snapshots from shared memory (nothing resumes a stopped job in a\n"
-     "cluster); --keep leaves them there until removed by hand (files\n"
-     "/dev/shm/<prefix>pt.<job>.<rank>). A failed job's are always kept.\n"
+     "snapshots from shared memory; --keep leaves them there (files\n"
+     "/dev/shm/<prefix>pt.<job>.<rank>), and 'ptctl restore JOB' can bring\n"
+     "the job back from them. A failed job's are always kept.\n"
      "--json: {\"controller\": ..., \"job\": ..., \"epoch\": ...,\n"
      "\"stopping\": true, \"snapshots\": \"removed\" or \"kept\"}.\n" CTL_TEXT
      "\n" EXIT_TEXT},
@@ -158,6 +159,12 @@ static const struct {
      "Restarts every rank of JOB in a new epoch from its newest committed\n"
      "step, or from step N: an older committed step that every node still\n"
      "holds (refused otherwise). Prints the new epoch and the step.\n"
+     "A failed job (its dead node away past --node-wait-ms, or out of\n"
+     "restarts) or one stopped with --keep is brought back the same way,\n"
+     "once the cause is fixed: on the same nodes, each registered, alive\n"
+     "and in no other job (else refused, naming the node), its restart\n"
+     "budget and backoff started over. A completed job, or one stopped\n"
+     "without --keep, has no snapshots left: refused.\n"
      "--json: {\"controller\": ..., \"job\": ..., \"epoch\": ..., \"step\":\n"
      "...}.\n" CTL_TEXT "\n" EXIT_TEXT},
     {"jobs",

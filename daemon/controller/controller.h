@@ -492,10 +492,16 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec, uint64_t now,
  * removed unless keep. -ENOENT, -EALREADY (ended). */
 int ctl_jobs_stop(struct ctl_jobs *js, const char *name, bool keep,
                   uint64_t now, char *err, size_t errlen);
-/* ptctl restore: a new epoch from the newest committed step, or from step
- * (committed at some point, not newer than the committed step, and held by
- * every part as its last report said). -ENOENT (no such job, or no such
- * step), -EALREADY (ended). OUT: *restored (the step; none: fresh). */
+/* ptctl restore (ended jobs: ctl_jobs_revive.c): a new epoch from the newest
+ * committed step, or from step (committed at some point, not newer than
+ * the committed step, and held by every part as its last report said).
+ * An ended job whose snapshots are kept (failed, stopped with --keep) is
+ * revived: live again on the same nodes, its restarts and backoff started
+ * over. -ENOENT (no such job, no such step, or nothing to restore: a
+ * completed job, one stopped without --keep), -EAGAIN (waiting for a dead
+ * node; a node of the ended job not registered or not alive), -EBUSY (a
+ * node of it in another job), -EADDRINUSE (its master port another
+ * job's), -EALREADY (stopping). OUT: *restored (the step; none: fresh). */
 int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
                      uint64_t step, uint64_t now, bool *has_restored,
                      uint64_t *restored, char *err, size_t errlen);

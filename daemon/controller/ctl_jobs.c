@@ -22,7 +22,9 @@
  *     commit), as standalone ptd node does;
  *   - a node declared dead halts the job's other parts; the job waits
  *     node_wait_ms for it (then fails, naming it); the node back in time
- *     restarts the job in a new epoch.
+ *     restarts the job in a new epoch;
+ *   - an ended job whose snapshots are kept (failed, stopped --keep) is
+ *     live again only by ptctl restore (ctl_jobs_revive.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -606,26 +608,20 @@ int ctl_jobs_stop(struct ctl_jobs *js, const char *name, bool keep,
   return PT_OK;
 }
 
-static bool part_holds(const struct ctl_part *pt, uint64_t step)
-{
-  for (uint32_t i = 0; i < pt->nheld; i++)
-    if (pt->held[i] == step)
-      return true;
-  return false;
-}
-
 int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
                      uint64_t step, uint64_t now, bool *has_restored,
                      uint64_t *restored, char *err, size_t errlen)
 {
   struct ctl_job *j = ctl_jobs_find(js, name);
+  bool has;
+  uint64_t from;
+
   if (j == NULL) {
     snprintf(err, errlen, "no job '%s'", LOG_ESC(name));
     return -ENOENT;
   }
-  if (!live(j) || j->state == CTL_JOB_STOPPING) {
-    snprintf(err, errlen, "job '%s' is %s", j->spec->name,
-             ctl_jobs_state_name(j->state));
+  if (j->state == CTL_JOB_STOPPING) {
+    snprintf(err, errlen, "job '%s' is stopping", j->spec->name);
     return -EALREADY;
   }
   if (j->state == CTL_JOB_WAITING) {
@@ -633,37 +629,18 @@ int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
              j->spec->name, j->reason);
     return -EAGAIN;
   }
-  bool has = j->has_committed;
-  uint64_t from = j->committed;
-  if (has_step) {
-    if (!j->has_committed || step > j->committed) {
-      snprintf(err, errlen, "step %" PRIu64 " of job '%s' is not committed "
-               "(newest committed: %s)", step, j->spec->name,
-               j->has_committed ? "see status" : "none");
-      return -ENOENT;
-    }
-    for (uint32_t p = 0; p < j->nparts && step != j->committed; p++)
-      if (!part_holds(&j->parts[p], step)) {
-        char list[160] = "";
-        size_t used = 0;
-        for (uint32_t i = 0; i < j->parts[p].nheld && used < sizeof(list) - 24; i++)
-          used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%" PRIu64,
-                                   i > 0 ? ", " : "", j->parts[p].held[i]);
-        snprintf(err, errlen, "step %" PRIu64 " of job '%s' is no longer "
-                 "held on node '%s' (it holds committed step%s %s)", step,
-                 j->spec->name, j->parts[p].node_id,
-                 j->parts[p].nheld == 1 ? "" : "s",
-                 used > 0 ? list : "none known");
-        return -ENOENT;
-      }
-    from = step;
-    has = true;
-  }
+  if (!live(j)) /* failed, or stopped --keep: revived (ctl_jobs_revive.c) */
+    return ctl_jobs_revive_job(js, j, has_step, step, now, has_restored,
+                               restored, err, errlen);
+  int rc = ctl_jobs_revive_pick_step(j, has_step, step, &has, &from, err,
+                                     errlen);
+  if (rc != PT_OK)
+    return rc;
   commit_cancel(&j->commit);
   ctl_jobs_halt_all(js, j, false, now, true);
   j->restarts++;
   ctl_jobs_reason_set(j, "restore asked by ptctl");
-  int rc = ctl_jobs_begin_epoch(js, j, has, from, now);
+  rc = ctl_jobs_begin_epoch(js, j, has, from, now);
   if (rc != PT_OK) {
     snprintf(err, errlen, "cannot journal the new epoch: %s",
              pt_strerror(rc));

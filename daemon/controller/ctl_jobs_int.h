@@ -1,6 +1,7 @@
 /*
  * ctl_jobs_int.h — what ctl_jobs.c shares with ctl_jobs_replay.c, its
- * rebuild from the journal, and with nothing else.
+ * rebuild from the journal, its other parts (commit, node, tick, revive),
+ * and with nothing else.
  */
 #ifndef PT_CTL_JOBS_INT_H
 #define PT_CTL_JOBS_INT_H
@@ -58,6 +59,19 @@ void ctl_jobs_restart_counted(struct ctl_jobs *js, struct ctl_job *j,
 
 /* ctl_jobs_node.c: every node of j is registered and alive. */
 bool ctl_jobs_node_all_alive(struct ctl_jobs *js, const struct ctl_job *j);
+
+/* ctl_jobs_revive.c: the step a restore's epoch restores (OUT *has,
+ * *from: the committed step, or step when asked: committed, and held by
+ * every part as its last report said), or -ENOENT with err. */
+int ctl_jobs_revive_pick_step(const struct ctl_job *j, bool has_step,
+                              uint64_t step, bool *has, uint64_t *from,
+                              char *err, size_t errlen);
+/* ptctl restore of the ended job j: refused (what it is, and why) unless
+ * its snapshots are kept and its nodes are alive and free; then live again
+ * in a new epoch, its restarts' budget and backoff started over. */
+int ctl_jobs_revive_job(struct ctl_jobs *js, struct ctl_job *j, bool has_step,
+                        uint64_t step, uint64_t now, bool *has_restored,
+                        uint64_t *restored, char *err, size_t errlen);
 
 /* ctl_jobs_commit.c: the commit module's seam. */
 extern const struct commit_ops ctl_jobs_commit_ops;

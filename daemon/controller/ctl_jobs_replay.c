@@ -2,7 +2,8 @@
  * ctl_jobs_replay.c — the job table rebuilt from the journal at start-up
  * (ctl_journal.c reads the records and calls these in order): JOB, EPOCH,
  * COMMIT and END records checked against what came before them (anything
- * out of order is PT_EFORMAT with a sentence), then every live job waits
+ * out of order is PT_EFORMAT with a sentence; an EPOCH after a job's END
+ * is its revival by `ptctl restore`), then every live job waits
  * for its nodes to register again, with its epoch and committed step.
  */
 #include <errno.h>
@@ -99,7 +100,24 @@ int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
                           bool has_restore, uint64_t restore,
                           uint64_t first_epoch, char *err, size_t errlen)
 {
-  struct ctl_job *j = replay_find(js, job, "an EPOCH", err, errlen);
+  struct ctl_job *j = ctl_jobs_find(js, job);
+  if (j != NULL && ctl_jobs_ended(j->state)) {
+    /* After its END: `ptctl restore` revived it (ctl_jobs_restore.c),
+     * which only a job with its snapshots kept can be. */
+    if (j->state == CTL_JOB_DONE || j->removed)
+      return replay_bad(err, errlen, "EPOCH %" PRIu64 " of job '%s' after "
+                        "its END (%s, its snapshots removed)", epoch, job,
+                        ctl_jobs_state_name(j->state));
+    if (epoch <= j->epoch)
+      return replay_bad(err, errlen, "EPOCH %" PRIu64 " of job '%s' after "
+                        "epoch %" PRIu64, epoch, job, j->epoch);
+    j->state = CTL_JOB_STARTING;
+    j->reason[0] = '\0';
+    j->ended_ms = 0;
+    js->nended--;
+    js->nlive++;
+  }
+  j = replay_find(js, job, "an EPOCH", err, errlen);
   if (j == NULL)
     return PT_EFORMAT;
   if (epoch <= j->epoch)

@@ -13,6 +13,11 @@
  *   COMMIT  job, epoch, step: step is committed
  *   END     job, final state, reason
  *
+ * An EPOCH after a job's END is its revival (`ptctl restore` of a failed
+ * job, or one stopped with --keep); a compaction copies such a job with
+ * its EPOCH and COMMIT before its END, so that a revival after it goes on
+ * from the same epoch and step.
+ *
  * Each is durable (fdatasync) when ctl_journal_append returns, and the
  * controller lets no node hear of a decision before. A torn last record
  * (a crash mid-append) is dropped by journal_open; any other damage, or a
@@ -257,7 +262,7 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
   if (!force && journal_bytes(jr) <= CTL_JOURNAL_MAX_BYTES &&
       journal_records(jr) <= CTL_JOURNAL_MAX_RECORDS)
     return PT_OK;
-  size_t cap = 3 * (js->nlive + js->nended) + 1, n = 0;
+  size_t cap = 4 * (js->nlive + js->nended) + 1, n = 0;
   struct journal_rec *recs = calloc(cap, sizeof(*recs));
   int rc = recs == NULL ? -ENOMEM : PT_OK;
   const struct ctl_job **order = calloc(js->nlive + js->nended + 1,
@@ -272,20 +277,22 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
     order[nj++] = j;
   for (size_t k = nj; rc == PT_OK && k-- > 0;) {
     const struct ctl_job *j = order[k];
-    enum ctl_rec kinds[3];
+    enum ctl_rec kinds[4];
     size_t nk = 0;
     kinds[nk++] = CTL_REC_JOB;
-    if (ctl_jobs_ended(j->state)) {
-      /* Its epoch too: a job that reuses the name starts above it. */
-      if (j->epoch > 0)
-        kinds[nk++] = CTL_REC_EPOCH;
-      kinds[nk++] = CTL_REC_END;
-    } else {
-      if (j->epoch > 0)
-        kinds[nk++] = CTL_REC_EPOCH;
+    /* Its epoch always (a job that reuses the name starts above it); an
+     * ended job that `ptctl restore` may revive (its snapshots kept) keeps
+     * its committed step too: the revival goes on from them. */
+    bool ended = ctl_jobs_ended(j->state);
+    bool revivable = ended && j->state != CTL_JOB_DONE && !j->removed;
+    if (j->epoch > 0)
+      kinds[nk++] = CTL_REC_EPOCH;
+    if (!ended || revivable) {
       if (j->has_committed && j->epoch > 0)
         kinds[nk++] = CTL_REC_COMMIT;
     }
+    if (ended)
+      kinds[nk++] = CTL_REC_END;
     for (size_t i = 0; i < nk && rc == PT_OK && n < cap; i++) {
       uint8_t *buf;
       size_t len;

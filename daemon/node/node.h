@@ -637,6 +637,9 @@ int node_ident_start(struct node *n);
 void node_ident_adopt(struct node *n, const struct node_saved *s);
 /* Cluster mode's instance of a part (see node_ident.c). */
 int node_ident_part(struct node *n, bool continuing);
+/* Cluster mode: this node's objects of n->cfg.job (its ranks), all of one
+ * job instance: n->instance is set to it (true). false: none, or mixed. */
+bool node_ident_kept(struct node *n);
 
 /* node_proc.c */
 int node_proc_child_spawn(struct node *n, struct node_rank *r, enum node_role role,

@@ -219,6 +219,42 @@ static int discard_object(const struct node *n, const char *name, void *arg)
   return 0;
 }
 
+struct kept {
+  bool found, mixed;
+  uint8_t instance[SNAP_INSTANCE_BYTES];
+};
+
+static int kept_object(const struct node *n, const char *name, void *arg)
+{
+  struct kept *k = arg;
+  struct snap_store *st = NULL;
+
+  if (snap_store_open(&st, name, NULL, 0) != PT_OK)
+    return 0; /* unreadable: its SMP sets it aside */
+  if (strcmp(snap_store_job(st), n->cfg.job) == 0) {
+    if (!k->found)
+      memcpy(k->instance, snap_store_instance(st), sizeof(k->instance));
+    else if (memcmp(k->instance, snap_store_instance(st),
+                    sizeof(k->instance)) != 0)
+      k->mixed = true;
+    k->found = true;
+  }
+  snap_store_close(st);
+  return 0;
+}
+
+bool node_ident_kept(struct node *n)
+{
+  struct kept k = {.found = false};
+
+  (void)each_object(n, kept_object, &k);
+  if (!k.found || k.mixed)
+    return false;
+  memcpy(n->instance, k.instance, sizeof(n->instance));
+  snap_store_instance_hex(n->instance, n->instance_hex);
+  return true;
+}
+
 /* A running `ptd smp` of this job and shm prefix (another node's, or one
  * left by this state dir's previous node): its objects are live. OUT: sock
  * (its --socket). 0: none. */

@@ -246,6 +246,17 @@ static void start(struct node *n, uint64_t id, bool adopt)
     p->fail_permanent = true;
     goto refused;
   }
+  /* A restore of a job this node's part.state no longer names (it ran
+   * another job's part since, as a revived job's node may have): the
+   * instance of the objects it kept of the job goes on, not a new one
+   * that would discard them. */
+  if (!continuing && !adopt && a->has_restore_step && a->epoch > 1 &&
+      node_ident_kept(n)) {
+    log_notice("job '%s' epoch %" PRIu64 ": restoring over the kept objects "
+               "of instance %s", p->job, p->epoch, n->instance_hex);
+    memcpy(p->instance, n->instance, sizeof(p->instance));
+    continuing = true;
+  }
   if (continuing)
     memcpy(n->instance, p->instance, sizeof(n->instance));
   rc = node_ident_part(n, continuing);

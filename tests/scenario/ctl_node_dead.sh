@@ -5,8 +5,12 @@
 #      part and waits; b continued within the job's node wait: its stale
 #      ranks are stopped, the job goes on in a new epoch from its committed
 #      step, and every rank's digest equals a fault-free run;
-#   2. node b killed (-9) and never back: after the job's node wait the job
-#      fails, and the reason names node b.
+#   2. node b killed (-9) and not back: after the job's node wait the job
+#      fails, and the reason names node b;
+#   3. ptctl restore of the failed job is refused while b is away (naming
+#      it); b started again, the restore brings the job back in a new epoch
+#      from its committed step (every rank's snapshots were kept), and it
+#      completes with every rank's digest equal to a fault-free run.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
@@ -71,4 +75,33 @@ case $reason in
   *) c_fail "failed job's reason: '$reason'" ;;
 esac
 say "node b killed and not back: job failed: $reason"
+
+# 3. the failed job restored once b is back
+e_failed=$(c_job_field nd2 epoch)
+c_committed=$(c_job_field nd2 committed_step)
+[ -n "$c_committed" ] || c_fail "failed job nd2 has no committed step"
+out=$(c_ptctl restore nd2 2>&1) && c_fail "restore of nd2 with node b away succeeded: $out"
+case $out in
+  *"node 'b'"*dead*|*"node 'b'"*disconnected*) ;;
+  *) c_fail "refusal of the restore with node b away: '$out'" ;;
+esac
+case $out in *"already in progress"*) c_fail "refusal says EALREADY: '$out'" ;; esac
+say "refused with node b away: $out"
+c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
+c_wait_node_state b alive 15
+out=$(c_ptctl restore nd2 2>&1) || c_fail "ptctl restore nd2 failed: $out"
+case $out in
+  *"restoring step $c_committed in epoch"*) ;;
+  *) c_fail "ptctl restore nd2 said '$out' (committed step $c_committed)" ;;
+esac
+e=$(c_job_field nd2 epoch)
+[ "${e:-0}" -gt "$e_failed" ] || c_fail "restored job nd2 in epoch '$e', it failed in $e_failed"
+c_wait_job_state nd2 done 120
+t_check_digests 4
+# restored, not started fresh: both nodes restored the committed step
+for id in a b; do
+  r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
+  [ "$r" = "$c_committed" ] || c_fail "node $id restored step '$r', not the committed step $c_committed"
+done
+say "failed job nd2 restored ($out), done in epoch $(c_job_field nd2 epoch), digests equal"
 say "ok"

@@ -13,9 +13,10 @@
 # Permanent failures (exit 78, a trainer that cannot be run, the memory
 # budget) fail the job in epoch 1 with the node's words, not restarted.
 # Then a job of 3 nodes: the default code 2+1, its group in status and
-# --json, and every SMP told its group on its command line; stopped with
-# --keep, a new job of its name on the same nodes with --max-restarts 0
-# runs and completes.
+# --json, and every SMP told its group on its command line; restore of
+# ended jobs (refused when nothing is kept; one stopped --keep restored);
+# a new job of its name on the same nodes with --max-restarts 0 runs and
+# completes.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
@@ -192,6 +193,11 @@ until [ "$(pgrep -f -- "--code 2\+1 --group 0 --member [0-2] .*--shm-prefix $T_P
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "the SMPs were not told their group: $(pgrep -af -- "--job coded")"
   sleep 0.1
 done
+deadline=$(( $(date +%s) + 30 ))
+until c=$(c_job_field coded committed_step) && [ -n "$c" ] && [ "$c" -ge 5 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job coded committed nothing by step 5"
+  sleep 0.1
+done
 c_ptctl stop coded --keep | grep -q "its snapshots are kept" || c_fail "stop --keep coded"
 deadline=$(( $(date +%s) + 20 ))
 until c_ptctl jobs | grep -Eq "^coded +stopped "; do
@@ -204,6 +210,40 @@ sleep 0.5
 c_ptctl status coded | grep -q "snapshots are kept" || c_fail "status coded after stop --keep: $(c_ptctl status coded)"
 say "coding groups: default 2+1 over 3 failure domains, status, --json, the SMPs' group"
 say "stop removes a job's snapshots, stop --keep keeps them"
+
+# Restore of an ended job: refused, saying why, for one stopped without
+# --keep and for a completed one; a job stopped with --keep is brought
+# back on its nodes from its committed step, even after its nodes ran
+# another job's parts (their kept objects of it go on).
+c_ptctl restore "$job" >/dev/null 2>"$T_DIR/r.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "stopped without --keep: its snapshots were removed" "$T_DIR/r.err" \
+  && ! grep -q "already in progress" "$T_DIR/r.err" || c_fail "restore of $job: exit $rc: $(cat "$T_DIR/r.err")"
+c_ptctl start --job other --nodes 3 --ranks-per-node 1 --master-port "$T_PORT" \
+  -- "$TRAIN" --steps 20 --state-mb 1 >/dev/null || c_fail "ptctl start other"
+c_wait_job_state other done 60
+c_ptctl restore other >/dev/null 2>"$T_DIR/r.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "job 'other' completed.*nothing to restore" "$T_DIR/r.err" \
+  || c_fail "restore of other: exit $rc: $(cat "$T_DIR/r.err")"
+c=$(c_job_field coded committed_step)
+out=$(c_ptctl restore coded) || c_fail "restore coded: $out"
+[ "$out" = "job coded restoring step $c in epoch 2" ] || c_fail "restore coded said: $out"
+c_wait_job_state coded running 30
+for id in a b c; do
+  grep -q "job 'coded' epoch 2: restoring over the kept objects" "$T_DIR/node.$id.log" \
+    || c_fail "node $id did not take its kept objects of coded"
+  r=$(sed -n "s/.*ptd node: restore from step \([0-9]*\)$/\1/p" "$T_DIR/node.$id.log" | tail -n 1)
+  [ "$r" = "$c" ] || c_fail "node $id restored step '$r', not coded's committed step $c"
+done
+c_ptctl stop coded >/dev/null || c_fail "stop coded"
+# its ranks gone on every node before the next job comes there
+deadline=$(( $(date +%s) + 20 ))
+for id in a b c; do
+  until grep -q "job 'coded' epoch 2: part stopped" "$T_DIR/node.$id.log"; do
+    [ "$(date +%s)" -lt "$deadline" ] || c_fail "node $id did not stop its part of coded"
+    sleep 0.1
+  done
+done
+say "restore: refused for a job stopped without --keep and a completed one; a kept one restored step $c"
 
 # A new job with the name of the stopped one, on the same nodes (each
 # still records the old part, its snapshots kept), with no restarts: it is

@@ -814,6 +814,176 @@ START_TEST(stop_and_restore)
 }
 END_TEST
 
+static void commit_steps(struct ctl_job *j, uint64_t from, uint64_t to)
+{
+  for (uint64_t st = from; st <= to; st++) {
+    for (uint32_t p = 0; p < j->nparts; p++)
+      ctl_jobs_sealed(&JS, j, p, j->epoch, st, false, 10);
+    for (uint32_t p = 0; p < j->nparts; p++)
+      ctl_jobs_vote(&JS, j, p, j->epoch, st, last_ticket[p], 0, NULL, 10);
+  }
+  ck_assert_uint_eq(j->committed, to);
+}
+
+/* A failed job (its dead node away past node_wait_ms) restored by ptctl
+ * once the node is back: live again in a new epoch from its committed
+ * step, on the same nodes, its restart budget and backoff started over;
+ * refused (naming the node) while the node is dead. */
+START_TEST(revive_failed)
+{
+  char err[256];
+  bool has = false;
+  uint64_t step = 0;
+
+  setup();
+  struct ctl_job *j = running_job(2, 3, 0);
+  commit_steps(j, 3, 5);
+  node_dies("n1", 2, 1000);
+  ctl_jobs_tick_all(&JS, 1000 + T.grace_ms + 60000);
+  ck_assert_int_eq(j->state, CTL_JOB_FAILED);
+  ck_assert(!j->removed);
+  ck_assert_uint_eq(JS.nlive, 0);
+  ck_assert_uint_eq(JS.nended, 1);
+  /* the node still dead: refused, naming it and why */
+  nev = 0;
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "j", false, 0, 70000, &has, &step,
+                                    err, sizeof(err)),
+                   -EAGAIN);
+  ck_assert_msg(strstr(err, "node 'n1'") != NULL &&
+                    strstr(err, "dead") != NULL && strstr(err, "failed"),
+                "%s", err);
+  ck_assert_uint_eq(nev, 0);
+  ck_assert_int_eq(j->state, CTL_JOB_FAILED);
+  /* back: nothing happens by itself (the job ended) ... */
+  add_node("n1", "10.0.0.2", NULL, 2, 12, 71000);
+  ck_assert_int_eq(j->state, CTL_JOB_FAILED);
+  ck_assert_uint_eq(nev, 0);
+  /* ... until ptctl restore: EPOCH journaled, then every part assigned */
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "j", false, 0, 72000, &has, &step,
+                                    err, sizeof(err)),
+                   PT_OK);
+  ck_assert(has && step == 5);
+  ck_assert_ptr_eq(ctl_jobs_find(&JS, "j"), j);
+  ck_assert_int_eq(j->state, CTL_JOB_STARTING);
+  ck_assert_uint_eq(j->epoch, 2);
+  ck_assert_uint_eq(JS.nlive, 1);
+  ck_assert_uint_eq(JS.nended, 0);
+  long e = idx_of("J EPOCH j e2");
+  ck_assert_int_ge(e, 0);
+  ck_assert_int_gt(
+      idx_of("assign 0 e2 r0 w4 10.0.0.1:29500 restore=5 committed=5"), e);
+  ck_assert_int_gt(
+      idx_of("assign 1 e2 r2 w4 10.0.0.1:29500 restore=5 committed=5"), e);
+  ck_assert_str_eq(ctl_members_find(&M, "n0")->job, "j");
+  ck_assert_str_eq(ctl_members_find(&M, "n1")->job, "j");
+  ck_assert_ptr_nonnull(strstr(j->reason, "restored by ptctl"));
+  /* it runs, commits, and a second restore is of a live job */
+  ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 72100);
+  ctl_jobs_part_state(&JS, j, 1, 2, CTL_PART_RUNNING, NULL, NULL, 72100);
+  ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
+  commit_steps(j, 6, 6);
+  ck_assert(seen("J COMMIT j e2 s6"));
+  teardown();
+
+  /* out of restarts: failed; restored, the budget and backoff start over */
+  setup();
+  j = running_job(1, 2, 0);
+  commit_steps(j, 1, 2);
+  uint64_t t = 1000;
+  for (int i = 0; i < 2; i++) {
+    ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", NULL, t);
+    ctl_jobs_tick_all(&JS, t + 10000);
+    t += 20000;
+  }
+  ck_assert_uint_eq(j->epoch, 3);
+  ctl_jobs_part_state(&JS, j, 0, 3, CTL_PART_FAILED, "x", NULL, t);
+  ck_assert_int_eq(j->state, CTL_JOB_FAILED);
+  ck_assert_ptr_nonnull(strstr(j->reason, "no restarts left"));
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "j", false, 0, t + 1, &has, &step,
+                                    err, sizeof(err)),
+                   PT_OK);
+  ck_assert_uint_eq(j->epoch, 4);
+  ctl_jobs_part_state(&JS, j, 0, 4, CTL_PART_RUNNING, NULL, NULL, t + 2);
+  ctl_jobs_part_state(&JS, j, 0, 4, CTL_PART_FAILED, "y", NULL, t + 3);
+  ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
+  ck_assert_uint_eq(ctl_jobs_tick_next_ms(&JS, t + 3), 200); /* not 800 */
+  teardown();
+}
+END_TEST
+
+/* What cannot be restored says what it is and why: a completed job, one
+ * stopped without --keep; a node in another job or not registered. One
+ * stopped with --keep is restored. */
+START_TEST(revive_refusals)
+{
+  char err[256];
+  bool has = false;
+  uint64_t step = 0;
+
+  setup();
+  struct ctl_job *j = running_job(2, 3, 0);
+  commit_steps(j, 1, 1);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "j", false, 100, err, sizeof(err)),
+                   PT_OK);
+  nev = 0;
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "j", false, 0, 200, &has, &step,
+                                    err, sizeof(err)),
+                   -ENOENT);
+  ck_assert_msg(strstr(err, "stopped without --keep") != NULL &&
+                    strstr(err, "snapshots were removed") != NULL,
+                "%s", err);
+  ck_assert_uint_eq(nev, 0);
+  ck_assert_int_eq(j->state, CTL_JOB_STOPPED);
+
+  /* completed */
+  Pt__JobSpec s = spec("d", 2, 2);
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 300, &j, err, sizeof(err)), PT_OK);
+  for (uint32_t p = 0; p < 2; p++)
+    ctl_jobs_part_state(&JS, j, p, 1, CTL_PART_DONE, NULL, NULL, 400);
+  ck_assert_int_eq(j->state, CTL_JOB_DONE);
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "d", false, 0, 500, &has, &step,
+                                    err, sizeof(err)),
+                   -ENOENT);
+  ck_assert_msg(strstr(err, "completed") != NULL &&
+                    strstr(err, "nothing to restore") != NULL,
+                "%s", err);
+
+  /* stopped --keep: restored, unless a node is in another job */
+  s = spec("k", 2, 2);
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 600, &j, err, sizeof(err)), PT_OK);
+  struct ctl_job *k = j;
+  commit_steps(k, 4, 4);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "k", true, 700, err, sizeof(err)),
+                   PT_OK);
+  s = spec("o", 1, 2);
+  ck_assert_int_eq(ctl_jobs_start(&JS, &s, 800, &j, err, sizeof(err)), PT_OK);
+  const char *taken = j->parts[0].node_id;
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "k", false, 0, 900, &has, &step,
+                                    err, sizeof(err)),
+                   -EBUSY);
+  ck_assert_msg(strstr(err, taken) != NULL && strstr(err, "job 'o'") != NULL,
+                "%s", err);
+  ck_assert_int_eq(k->state, CTL_JOB_STOPPED);
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "o", false, 1000, err, sizeof(err)),
+                   PT_OK);
+  nev = 0;
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "k", false, 0, 1100, &has, &step,
+                                    err, sizeof(err)),
+                   PT_OK);
+  ck_assert(has && step == 4);
+  ck_assert_int_eq(k->state, CTL_JOB_STARTING);
+  ck_assert(seen("J EPOCH k e2"));
+  ck_assert(!k->stop_keep && !k->removed);
+  /* --step of a step not held: refused as for a live job */
+  ck_assert_int_eq(ctl_jobs_stop(&JS, "k", true, 1200, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "k", true, 9, 1300, &has, &step,
+                                    err, sizeof(err)),
+                   -ENOENT);
+  teardown();
+}
+END_TEST
+
 /* A master port given in the spec that a live job's master uses on the
  * same host is refused; elsewhere, or another port, is fine. */
 START_TEST(master_port_clash)
@@ -1003,6 +1173,8 @@ int main(void)
   tcase_add_test(tc, name_reused_not_confused);
   tcase_add_test(tc, dead_node_wait);
   tcase_add_test(tc, stop_and_restore);
+  tcase_add_test(tc, revive_failed);
+  tcase_add_test(tc, revive_refusals);
   tcase_add_test(tc, master_port_clash);
   tcase_add_test(tc, ended_kept);
   tcase_add_test(tc, sealed_from_part_state);

@@ -428,6 +428,112 @@ START_TEST(name_reused_replayed)
 }
 END_TEST
 
+/* A job revived by ptctl restore (an EPOCH after its END) comes back from
+ * the journal live, in its new epoch, with its committed step; and a job
+ * revived after a compaction copied it ended goes on from the same epoch
+ * and step. An EPOCH after the END of a job whose snapshots were removed
+ * is refused. */
+START_TEST(revival_replayed)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped, step;
+  bool has;
+
+  dir_make();
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  add_node(&w, "n0", 1);
+  add_node(&w, "n1", 2);
+  struct ctl_job *a = start(&w, "a");
+  for (uint64_t s = 3; s <= 5; s++)
+    commit(&w, a, s);
+  ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
+  ck_assert_int_eq(a->state, CTL_JOB_RESTARTING);
+  /* out of restarts: 3 within the window */
+  for (uint64_t e = 2; e <= 4; e++) {
+    ctl_jobs_tick_all(&w.js, 10000 * e);
+    ctl_jobs_part_state(&w.js, a, 1, a->epoch, CTL_PART_FAILED, "boom", NULL,
+                        10000 * e + 1);
+  }
+  ck_assert_int_eq(a->state, CTL_JOB_FAILED);
+  ck_assert_uint_eq(a->epoch, 4);
+  ck_assert_int_eq(ctl_jobs_restore(&w.js, "a", false, 0, 50000, &has, &step,
+                                    err, sizeof(err)),
+                   PT_OK);
+  ck_assert(has && step == 5);
+  ck_assert_uint_eq(a->epoch, 5);
+  for (uint32_t p = 0; p < 2; p++)
+    ctl_jobs_part_state(&w.js, a, p, 5, CTL_PART_RUNNING, NULL, NULL, 50001);
+  commit(&w, a, 6);
+  world_close(&w);
+
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  a = ctl_jobs_find(&w.js, "a");
+  ck_assert_ptr_nonnull(a);
+  ck_assert_int_eq(a->state, CTL_JOB_STARTING);
+  ck_assert_uint_eq(a->epoch, 5);
+  ck_assert_uint_eq(a->committed, 6);
+  ck_assert(a->has_restore && a->restore_step == 5);
+  ck_assert_uint_eq(w.js.nlive, 1);
+  ck_assert_uint_eq(w.js.nended, 0);
+  last_assign[0] = '\0';
+  add_node(&w, "n0", 3);
+  ck_assert_str_eq(last_assign, "assign 0 e5 restore=5 committed=6");
+  add_node(&w, "n1", 4);
+  /* stopped --keep, the journal compacted: the copy keeps epoch and step */
+  ck_assert_int_eq(ctl_jobs_stop(&w.js, "a", true, 60000, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+  ck_assert_uint_eq(journal_records(JR), 4); /* JOB EPOCH COMMIT END */
+  world_close(&w);
+
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  a = ctl_jobs_find(&w.js, "a");
+  ck_assert_int_eq(a->state, CTL_JOB_STOPPED);
+  ck_assert_uint_eq(a->epoch, 5);
+  ck_assert(a->has_committed && a->committed == 6);
+  add_node(&w, "n0", 5);
+  add_node(&w, "n1", 6);
+  last_assign[0] = '\0';
+  ck_assert_int_eq(ctl_jobs_restore(&w.js, "a", false, 0, 70000, &has, &step,
+                                    err, sizeof(err)),
+                   PT_OK);
+  ck_assert(has && step == 6);
+  ck_assert_str_eq(last_assign, "assign 1 e6 restore=6 committed=6");
+  world_close(&w);
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  a = ctl_jobs_find(&w.js, "a");
+  ck_assert_int_eq(a->state, CTL_JOB_STARTING);
+  ck_assert_uint_eq(a->epoch, 6);
+  ck_assert_uint_eq(a->committed, 6);
+  /* compacted live, after the revival: the same */
+  ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+  world_close(&w);
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  a = ctl_jobs_find(&w.js, "a");
+  ck_assert_int_eq(a->state, CTL_JOB_STARTING);
+  ck_assert_uint_eq(a->epoch, 6);
+  ck_assert_uint_eq(a->committed, 6);
+
+  /* an EPOCH after the END of a job whose snapshots were removed */
+  add_node(&w, "n0", 7);
+  add_node(&w, "n1", 8);
+  ck_assert_int_eq(ctl_jobs_stop(&w.js, "a", false, 80000, err, sizeof(err)),
+                   PT_OK);
+  ck_assert_int_eq(ctl_jobs_restore(&w.js, "a", false, 0, 80001, &has, &step,
+                                    err, sizeof(err)),
+                   -ENOENT);
+  a->epoch++;
+  ck_assert_int_eq(ctl_journal_append(JR, a, CTL_REC_EPOCH), PT_OK);
+  world_close(&w);
+  err[0] = '\0';
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_EFORMAT);
+  ck_assert_msg(strstr(err, "after its END") != NULL, "%s", err);
+  world_close(&w);
+  dir_remove();
+}
+END_TEST
+
 START_TEST(torn_and_flipped)
 {
   struct world w;
@@ -525,6 +631,7 @@ int main(void)
   tcase_add_test(tc, compaction_bounded);
   tcase_add_test(tc, name_reused_replayed);
   tcase_add_test(tc, pending_restart_counted_once);
+  tcase_add_test(tc, revival_replayed);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
