@@ -23,7 +23,11 @@ T_NAME=demo
 NODES=3 RPN=${DEMO_RANKS_PER_NODE:-2} STEPS=${DEMO_STEPS:-240} MB=${DEMO_STATE_MB:-16}
 WORLD=$((NODES * RPN))
 JOB=demo$$
-ARGS=(--steps "$STEPS" --state-mb "$MB" --batch 4 --log-every 1 --step-delay-ms 40)
+# 60 ms a step: the job must outlive the controller's outage (step 5 to 6,
+# from the kill at half the steps). At 40 ms a loaded 2-core machine (load
+# 6) let the job end while the controller was away, its last steps never
+# committed, and step 6 waited in vain for a commit.
+ARGS=(--steps "$STEPS" --state-mb "$MB" --batch 4 --log-every 1 --step-delay-ms 60)
 trap 'c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt."$JOB".* 2>/dev/null; t_cleanup' EXIT
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
 hr() { printf '%s\n' "------------------------------------------------------------------------"; }

@@ -160,32 +160,51 @@ static int journal_load(struct controller *ctl)
 
 /* ---- timers, signals, systemd ---- */
 
-static void on_timer(uv_timer_t *t)
-{
-  controller_members_timer_run(t->data);
-}
+/* The membership's deadlines. A deadline that is due is judged only
+ * when the timer finds it due a second time, 1 ms after the first, with
+ * one poll of the sockets between the two: a controller that was itself
+ * held up (descheduled on a loaded machine, stopped, a slow write) wakes
+ * with the nodes' heartbeats of that time unread in its sockets, and libuv
+ * runs a due timer before it polls them (at once after a stop, which
+ * interrupts epoll_wait). Judged then, every node would look silent for as
+ * long as the controller was: unreachable, or dead with its connection
+ * closed, while it heartbeat all along. */
+static void on_timer(uv_timer_t *t);
 
-void controller_members_timer_run(struct controller *ctl)
+static void members_run(struct controller *ctl, bool from_timer)
 {
   struct ctl_members *m = &ctl->members;
   uint64_t now = rpc_now_ms();
 
   if (ctl->stopping)
     return;
-  if (m->n > 0) {
+  uint64_t next = ctl_members_next_ms(m, now);
+  if (next == 0 && from_timer && ctl->members_due && m->n > 0) {
     void **dead = calloc(m->n, sizeof(*dead));
     size_t nd = ctl_members_tick(m, now, dead, dead != NULL ? m->n : 0);
     for (size_t i = 0; dead != NULL && i < nd; i++)
       rpc_conn_close(dead[i], -ETIMEDOUT);
     free(dead);
+    next = ctl_members_next_ms(m, now);
   }
-  uint64_t next = ctl_members_next_ms(m, now);
+  ctl->members_due = from_timer && next == 0;
   if (next == UINT64_MAX) {
     uv_timer_stop(&ctl->timer);
     return;
   }
-  /* At least 1 ms, so that a deadline due now cannot spin the loop. */
+  /* At least 1 ms: a deadline due now cannot spin the loop, and the loop
+   * polls the sockets before the timer fires again. */
   uv_timer_start(&ctl->timer, on_timer, next > 0 ? next : 1, 0);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+  members_run(t->data, true);
+}
+
+void controller_members_timer_run(struct controller *ctl)
+{
+  members_run(ctl, false);
 }
 
 static void on_watchdog(uv_timer_t *t)

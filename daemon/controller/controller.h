@@ -606,6 +606,7 @@ struct controller {
   bool stopping;
   int exit_code;
   uv_timer_t timer;    /* the membership timer: decides unreachable, dead */
+  bool members_due;    /* it fired with a deadline due and waits one poll */
   uv_timer_t watchdog; /* systemd's watchdog pings */
   uv_timer_t log_timer; /* rpc_log_flush, every LOG_LIMIT_MS */
   uv_timer_t jobs_timer; /* the jobs' deadlines (ctl_job_conn.c) */
@@ -623,8 +624,9 @@ int ctl_conn_accept(struct rpc_listener *l, struct rpc_conn *c);
 extern const struct rpc_conn_ops ctl_conn_ops;
 /* Closes every connection (at stop). */
 void ctl_conn_close_all(struct controller *ctl);
-/* Runs the membership timers now, closes the connections of nodes they
- * declared dead, and re-arms the timer for the next deadline (controller.c). */
+/* Re-arms the membership timer for the next deadline (controller.c); a
+ * deadline already due is judged by the timer, after one poll of the
+ * sockets. */
 void controller_members_timer_run(struct controller *ctl);
 /* The membership's change callback: one log line per change, and a node
  * gone unreachable or dead told to its job (ctl_conn.c). */

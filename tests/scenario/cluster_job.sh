@@ -18,8 +18,17 @@ trap 'c_nodes_term; c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.c[jk].* 2>/dev/null;
 # The job commands of ptctl and the controller come from their branches.
 "$PTCTL" start --help 2>&1 | grep -q -- --ranks-per-node || skip "this build's ptctl has no 'start'"
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
-STEPS=120 # job ck: time enough left to kill a trainer after step 10
-ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 10 --step-delay-ms 20)
+STEPS=120
+ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 10)
+# Job ck must still be running when the test kills its trainer, after it
+# has seen step 10 committed: three rounds of ptctl + python3 between the
+# two, each about a second on a loaded 2-core machine (load 10+), which at
+# 20 ms a step let the job finish first (the kill then hit an exited
+# trainer, or node b had no ranks left to name one). At 100 ms a step the
+# ~11 s from step 10 to the end leave room; the step delay does not enter
+# the digests, so the fault-free reference stays the same.
+CJ_ARGS=("${ARGS[@]}" --step-delay-ms 20)
+CK_ARGS=("${ARGS[@]}" --step-delay-ms 100)
 t_reference 4 "${ARGS[@]}"
 
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 3000
@@ -32,10 +41,12 @@ c_wait_node_state b alive 10
 
 # 1. fault-free across the two nodes
 c_ptctl start --job cj --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
-  -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
+  -- "$TRAIN" "${CJ_ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
-c_wait_job_state cj running 30
+# It was running before done: said by the controller's log, since a poll
+# of `ptctl status` on a loaded machine can miss the 2.4 s it runs.
 c_wait_job_state cj done 90
+grep -q "job 'cj' epoch 1 running on every node" "$C_CTL_LOG" || c_fail "job cj was never running"
 t_check_digests 4
 committed=$(c_job_field cj committed_step)
 [ "$committed" = "$STEPS" ] || c_fail "job cj: committed step '$committed', expected $STEPS"
@@ -51,7 +62,7 @@ say "job across 2 nodes done: committed step $committed, digests equal, objects 
 # 2. a trainer killed on node b: the whole job restarts in a new epoch
 rm -f "$T_DIR"/out.*
 c_ptctl start --job ck --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
-  --backoff-ms 100 -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start2.out" 2>&1 \
+  --backoff-ms 100 -- "$TRAIN" "${CK_ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start2.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start2.out")"
 c_wait_job_state ck running 30
 deadline=$(( $(date +%s) + 30 ))
@@ -62,8 +73,9 @@ done
 victim=$("$PTCTL" --state-dir "$T_DIR/node.b" status --json | python3 -c '
 import json, sys
 r = json.load(sys.stdin)["ranks"]
-print(r[1]["trainer_pid"])')
-[ -n "$victim" ] && [ "$victim" -gt 0 ] || c_fail "no trainer pid on node b"
+print(r[1]["trainer_pid"] if len(r) > 1 else "")')
+[ -n "$victim" ] && [ "$victim" -gt 0 ] \
+  || c_fail "no trainer pid on node b (job ck: $(c_job_field ck state), committed step $(c_job_field ck committed_step))"
 kill -KILL "$victim"
 say "killed trainer pid $victim on node b after commit $c"
 deadline=$(( $(date +%s) + 30 ))

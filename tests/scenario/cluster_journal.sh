@@ -27,10 +27,14 @@ command -v python3 >/dev/null || skip "no python3"
 trap 'c_nodes_term; c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.kj.* 2>/dev/null; t_cleanup' EXIT
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB PT_FAULT
 JT=$(dirname "$0")/../ctl_journal.py
-STEPS=500 # 500 x 25 ms: still running after both outages
+# 500 x 60 ms: still running after both outages. At 25 ms a step (12.5 s)
+# the job ended before the journal was put back on a loaded 2-core machine
+# (load 6: every poll of ptctl + python3 takes up to a second, and there
+# are dozens between the start and that check).
+STEPS=500
 ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 100)
 t_reference 4 "${ARGS[@]}" --step-delay-ms 0 # the delay only sleeps
-ARGS+=(--step-delay-ms 25)
+ARGS+=(--step-delay-ms 60)
 J=$C_CTL_DIR/journal
 CTL_OPTS=(--heartbeat-ms 200 --dead-after-ms 5000)
 

@@ -13,9 +13,14 @@ set -u
 "$PTCTL" start --help 2>&1 | grep -q -- --ranks-per-node || skip "this build's ptctl has no 'start'"
 trap 'c_nodes_term; c_cleanup; rm -f /dev/shm/"$T_PREFIX"pt.kc.* 2>/dev/null; t_cleanup' EXIT
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
-STEPS=300 # long enough to go on well after the controller is back
-ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 50 --step-delay-ms 20)
-t_reference 4 "${ARGS[@]}"
+# Long enough to go on well after the controller is back: 300 x 60 ms. At
+# 20 ms a step (6 s) the job ended on a loaded 2-core machine (load 5)
+# before the test had seen the nodes register again and read the trainer
+# pids (each poll of ptctl + python3 takes up to a second there).
+STEPS=300
+ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 50)
+t_reference 4 "${ARGS[@]}" # the delay only sleeps: not in the digests
+ARGS+=(--step-delay-ms 60)
 
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 5000
 c_node_start a --capacity 2 --shm-prefix "$T_PREFIX"

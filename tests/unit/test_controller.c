@@ -304,6 +304,48 @@ START_TEST(takeover_of_silent_conn)
 }
 END_TEST
 
+/* The controller itself held up (here SIGSTOPped; on a loaded machine,
+ * descheduled or in a slow write) for longer than dead-after while the
+ * node heartbeats on: the heartbeats wait in its socket, and once it runs
+ * again it reads them before it judges anyone silent. The node stays
+ * alive and keeps its connection: the controller's own stall is not the
+ * node's silence. */
+START_TEST(stalled_controller_reads_first)
+{
+  ctl_start("100", "800", "800"); /* unreachable at 300 ms, dead at 800 */
+  int a = node("node-a", 1);
+  uint64_t s = 1;
+  heartbeat(a, s++);
+  ck_assert_str_eq(state_of("node-a"), "alive");
+  /* Stopped for sure before the first heartbeat of the stall is sent (one
+   * that woke it first would be read with all the rest once continued). */
+  int st;
+  ck_assert_int_eq(kill(C.pid, SIGSTOP), 0);
+  ck_assert_int_eq(waitpid(C.pid, &st, WUNTRACED), C.pid);
+  ck_assert(WIFSTOPPED(st));
+  for (uint64_t t0 = rpc_now_ms(); rpc_now_ms() < t0 + 1200;) {
+    heartbeat(a, s++); /* into the socket's buffer */
+    usleep(50000);
+  }
+  ck_assert_int_eq(kill(C.pid, SIGCONT), 0);
+  for (uint64_t t0 = rpc_now_ms(); rpc_now_ms() < t0 + 400;) {
+    Pt__Heartbeat h = PT__HEARTBEAT__INIT;
+    h.seq = s++;
+    ck_assert_msg(rpc_sock_send(a, RPC_HEARTBEAT, 0, &h.base,
+                                rpc_now_ms() + 2000) == PT_OK,
+                  "the controller closed the node's connection: %s",
+                  read_log());
+    usleep(50000);
+  }
+  ck_assert_str_eq(state_of("node-a"), "alive");
+  ck_assert_msg(strstr(read_log(), "node 'node-a' alive ->") == NULL,
+                "the stalled controller blamed the node: %s", read_log());
+  ck_assert(!unit_closed_by_peer(a, 100));
+  close(a);
+  ctl_stop();
+}
+END_TEST
+
 START_TEST(refusals)
 {
   char msg[512];
@@ -435,6 +477,7 @@ int main(void)
   tcase_add_test(tc, two_nodes_one_dies);
   tcase_add_test(tc, lost_reconnect_restart);
   tcase_add_test(tc, takeover_of_silent_conn);
+  tcase_add_test(tc, stalled_controller_reads_first);
   tcase_add_test(tc, refusals);
   tcase_add_test(tc, unregistered_node_closed);
   tcase_add_test(tc, second_controller_refused);
