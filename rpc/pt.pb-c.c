@@ -7089,7 +7089,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_group__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[6] =
 {
   {
     "job",
@@ -7151,18 +7151,31 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecEpoch, reason),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
   4,   /* field[4] = first_epoch */
   0,   /* field[0] = job */
+  5,   /* field[5] = reason */
   3,   /* field[3] = restarts */
   2,   /* field[2] = restore_step */
 };
 static const ProtobufCIntRange pt__ctl_rec_epoch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
 {
@@ -7172,7 +7185,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
   "Pt__CtlRecEpoch",
   "pt",
   sizeof(Pt__CtlRecEpoch),
-  5,
+  6,
   pt__ctl_rec_epoch__field_descriptors,
   pt__ctl_rec_epoch__field_indices_by_name,
   1,  pt__ctl_rec_epoch__number_ranges,

@@ -1489,10 +1489,14 @@ struct  Pt__CtlRecEpoch
    */
   protobuf_c_boolean has_first_epoch;
   uint64_t first_epoch;
+  /*
+   * why this epoch began, if said
+   */
+  char *reason;
 };
 #define PT__CTL_REC_EPOCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_epoch__descriptor) \
-    , NULL, 0, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0, NULL }
 
 
 /*

@@ -90,6 +90,11 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
                                sizeof(why));
     if (rc == PT_OK && m->has_restarts)
       ctl_jobs_find(r->js, m->job)->restarts = m->restarts;
+    /* Why it restarted, for ptctl status after a controller restart. */
+    if (rc == PT_OK && m->reason != NULL && m->reason[0] != '\0') {
+      struct ctl_job *j = ctl_jobs_find(r->js, m->job);
+      snprintf(j->reason, sizeof(j->reason), "%s", m->reason);
+    }
     pt__ctl_rec_epoch__free_unpacked(m, NULL);
     break;
   }
@@ -203,6 +208,7 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     re.restore_step = job->restore_step;
     re.has_restarts = true;
     re.restarts = job->restarts;
+    re.reason = job->reason[0] != '\0' ? (char *)job->reason : NULL;
     re.has_first_epoch = true;
     re.first_epoch = job->first_epoch;
     /* A restart waiting out its backoff is counted in memory already, but

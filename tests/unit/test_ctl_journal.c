@@ -222,6 +222,8 @@ START_TEST(replay_rebuilds)
   struct ctl_job *a = ctl_jobs_find(&w.js, "a");
   ck_assert_uint_eq(a->restarts, 1);
   ck_assert(a->has_restore && a->restore_step == 5);
+  /* why it restarted survives the controller's restart */
+  ck_assert_msg(strstr(a->reason, "boom") != NULL, "reason '%s'", a->reason);
   struct ctl_job *b = ctl_jobs_find(&w.js, "b");
   ck_assert_ptr_nonnull(b);
   ck_assert_int_eq(b->state, CTL_JOB_STOPPED);
