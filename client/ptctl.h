@@ -11,8 +11,8 @@
  *   ptctl_node.c    a standalone ptd node over its control socket: status,
  *                   stop
  *   ptctl_ctl.c     the controller over authenticated TCP: the call, nodes
- *   ptctl_jobs.c    the controller's jobs: start, stop, restore, status,
- *                   jobs
+ *   ptctl_jobs.c    the controller's jobs: start, stop, restore
+ *   ptctl_jobs_show.c  what it says of them: status, jobs
  *
  * Exit status, the same for every command (PTCTL_EXIT_*): 0 success; 1 the
  * daemon refused or the command failed (its message on stderr; a wrong
@@ -143,9 +143,14 @@ int ptctl_ctl_nodes(const struct ptctl_opts *o, int argc, char **argv);
 /* ---- ptctl_jobs.c ---- */
 
 /* argv holds the command's own arguments (argv[0] the command). */
+/* "refused to VERB job 'JOB'" (verb as given), or just VERB when the
+ * controller's message msg names the job already. OUT: buf. */
+const char *ptctl_jobs_refusal(char *buf, size_t len, const char *verb,
+                               const char *job, const char *msg);
 int ptctl_jobs_start(const struct ptctl_opts *o, int argc, char **argv);
 int ptctl_jobs_stop(const struct ptctl_opts *o, int argc, char **argv);
 int ptctl_jobs_restore(const struct ptctl_opts *o, int argc, char **argv);
+/* ptctl_jobs_show.c */
 int ptctl_jobs_status(const struct ptctl_opts *o, int argc, char **argv);
 int ptctl_jobs_list(const struct ptctl_opts *o, int argc, char **argv);
 
