@@ -6,10 +6,10 @@
  * A holder folds a chunk of `valid` bytes as the zero-padded C bytes the
  * code defines: the whole 64-byte pieces straight from the bytes given,
  * the last partial one through a zeroed 64-byte copy; past it the chunk is
- * zero, and folding zeros changes nothing, so it is skipped. The CRC is
- * computed in the same pass, slice by slice; a chunk that fails it is
- * folded a second time, which cancels the first (the fold is an XOR in
- * GF(2^8)), so a refused chunk leaves the rows as they were.
+ * zero, and folding zeros changes nothing, so it is skipped. A row is
+ * zeroed just ahead of the folds that reach it, and past its chunks' ends
+ * once all are in. A whole chunk is checked against its CRC before it is
+ * folded; a piece comes checked by the transport.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +32,12 @@ struct protect_slot {
   unsigned nacked;
   uint32_t got[RS_MAX_MEMBERS];         /* by row: bit c, data row folded */
   unsigned nreceived, nrows_done;
+  /* By row: bytes of the row zeroed so far, from its start (a row is
+   * zeroed ahead of the first fold that reaches a byte, not at begin: a
+   * big row is never written twice in a row on the SMP's loop). */
+  size_t zeroed[RS_MAX_MEMBERS];
+  /* By row and data row: bytes of that chunk folded so far, in order. */
+  uint64_t next[RS_MAX_MEMBERS][RS_MAX_MEMBERS];
 };
 
 struct smp_protect {
@@ -159,14 +165,13 @@ int smp_protect_begin(struct smp_protect *p, uint32_t slot, uint64_t step,
   smp_protect_forget(p, slot);
   struct protect_slot *ps = &p->slot[slot];
   ps->parity = parity;
-  memset(parity, 0, p->l.parity_bytes);
   ps->step = step;
   ps->active = true;
   return 0;
 }
 
-int smp_protect_sends(struct smp_protect *p, uint32_t slot, const void *data,
-                      size_t bytes, struct smp_protect_send *out)
+static int sends(struct smp_protect *p, uint32_t slot, const void *data,
+                 size_t bytes, struct smp_protect_send *out, bool with_crc)
 {
   p->err[0] = '\0';
   if (slot >= p->nslots || out == NULL)
@@ -181,8 +186,9 @@ int smp_protect_sends(struct smp_protect *p, uint32_t slot, const void *data,
   const uint8_t *d = data;
   for (unsigned c = 0; c < p->l.k; c++) {
     size_t valid = rs_layout_chunk_valid(&p->l, p->member, c);
-    ps->crc[c] = valid > 0 ? crc32c(d + (size_t)c * p->l.chunk_bytes, valid)
-                           : CRC32C_SEED;
+    ps->crc[c] = !with_crc ? 0
+                 : valid > 0 ? crc32c(d + (size_t)c * p->l.chunk_bytes, valid)
+                             : CRC32C_SEED;
   }
   for (unsigned i = 0; i < p->nsends; i++) {
     const struct rs_send *s = &p->sends[i];
@@ -198,6 +204,18 @@ int smp_protect_sends(struct smp_protect *p, uint32_t slot, const void *data,
   ps->nacked = 0;
   ps->sends_ready = true;
   return (int)p->nsends;
+}
+
+int smp_protect_sends(struct smp_protect *p, uint32_t slot, const void *data,
+                      size_t bytes, struct smp_protect_send *out)
+{
+  return sends(p, slot, data, bytes, out, true);
+}
+
+int smp_protect_plan(struct smp_protect *p, uint32_t slot, const void *data,
+                     size_t bytes, struct smp_protect_send *out)
+{
+  return sends(p, slot, data, bytes, out, false);
 }
 
 int smp_protect_ack(struct smp_protect *p, uint64_t step, unsigned to,
@@ -230,21 +248,17 @@ int smp_protect_ack(struct smp_protect *p, uint64_t step, unsigned to,
  * the slice of the row it lands in stay in cache between the two. */
 #define FOLD_SLICE ((size_t)256 << 10)
 
-/* Folds valid bytes of data row `row` into parity row `prow` at dst; with
- * crc not NULL, also *crc = crc32c() of the bytes, slice by slice. Folding
- * the same bytes twice leaves dst as it was (the fold is an XOR). */
+/* Folds valid bytes of data row `row` into parity row `prow` at dst, a
+ * slice at a time. */
 static int fold(struct smp_protect *p, unsigned row, const uint8_t *bytes,
-                size_t valid, unsigned prow, uint8_t *dst, uint32_t *crc)
+                size_t valid, unsigned prow, uint8_t *dst)
 {
   size_t whole = valid / RS_ALIGN * RS_ALIGN;
-  uint32_t c = CRC32C_SEED;
   int rc = 0;
 
   for (size_t off = 0; off < whole && rc == 0; off += FOLD_SLICE) {
     size_t n = whole - off < FOLD_SLICE ? whole - off : FOLD_SLICE;
     void *out[1] = {dst + off};
-    if (crc != NULL)
-      c = crc32c_update(c, bytes + off, n);
     rc = rs_stripe_update(p->coder, n, row, bytes + off, prow, 1, out);
   }
   if (rc == 0 && valid > whole) {
@@ -252,45 +266,135 @@ static int fold(struct smp_protect *p, unsigned row, const uint8_t *bytes,
     void *out[1] = {dst + whole};
     memset(tail, 0, sizeof(tail));
     memcpy(tail, bytes + whole, valid - whole);
-    if (crc != NULL)
-      c = crc32c_update(c, tail, valid - whole);
     rc = rs_stripe_update(p->coder, RS_ALIGN, row, tail, prow, 1, out);
   }
-  if (crc != NULL)
-    *crc = c;
   return rc;
+}
+
+/* Row prow of ps is zero in [0, upto) once this returns (upto rounded up
+ * to RS_ALIGN and capped at C: a fold writes whole 64-byte pieces). */
+static void zero_to(struct smp_protect *p, struct protect_slot *ps,
+                    unsigned prow, size_t upto)
+{
+  size_t c = p->l.chunk_bytes;
+  upto = (upto + RS_ALIGN - 1) / RS_ALIGN * RS_ALIGN;
+  if (upto > c)
+    upto = c;
+  if (upto <= ps->zeroed[prow])
+    return;
+  memset(ps->parity + p->rows[prow].offset + ps->zeroed[prow], 0,
+         upto - ps->zeroed[prow]);
+  ps->zeroed[prow] = upto;
+}
+
+/* Chunk h->chunk of row h->parity_row is all in: counted, and a row with
+ * every chunk in is zeroed past what they wrote (their padding). */
+static void chunk_complete(struct smp_protect *p, struct protect_slot *ps,
+                           unsigned prow, unsigned chunk)
+{
+  ps->got[prow] |= 1u << chunk;
+  ps->nreceived++;
+  if (ps->got[prow] == (1u << p->l.k) - 1u) {
+    zero_to(p, ps, prow, p->l.chunk_bytes);
+    ps->nrows_done++;
+  }
+}
+
+/* The checks every chunk or piece of one passes: its step is being
+ * protected here, it fits the layout, and this member keeps its row.
+ * OUT: *slot, *want (the chunk's valid bytes). */
+static int check_piece(struct smp_protect *p, uint64_t step, uint32_t stripe,
+                       uint32_t parity_row, uint32_t from, uint32_t chunk,
+                       uint32_t *slot, size_t *want)
+{
+  const struct rs_layout *l = &p->l;
+
+  if (smp_protect_find(p, step, slot) != 0)
+    return fail(p, -ENOENT, "chunk of step %" PRIu64 " from member %" PRIu32
+                ": no slot is protecting that step", step, from);
+  if (stripe >= l->g || parity_row >= l->m || chunk >= l->k || from >= l->g)
+    return fail(p, PT_EPROTO, "chunk of step %" PRIu64 " names stripe %"
+                PRIu32 ", parity row %" PRIu32 ", member %" PRIu32
+                ", chunk %" PRIu32 ": out of the %u+%u layout", step,
+                stripe, parity_row, from, chunk, l->k, l->m);
+  const struct rs_parity_ref *ref = &p->rows[parity_row];
+  if (ref->stripe != stripe)
+    return fail(p, PT_EPROTO, "chunk of step %" PRIu64 " for parity row %"
+                PRIu32 " of stripe %" PRIu32 ": member %u keeps that row of "
+                "stripe %u", step, parity_row, stripe, p->member,
+                ref->stripe);
+  if (ref->from[chunk] != from)
+    return fail(p, PT_EPROTO, "chunk of step %" PRIu64 " from member %" PRIu32
+                " as data row %" PRIu32 " of stripe %" PRIu32 ": that row "
+                "is member %u's", step, from, chunk, stripe,
+                ref->from[chunk]);
+  *want = rs_layout_chunk_valid(l, from, chunk);
+  if (p->slot[*slot].got[parity_row] & (1u << chunk))
+    return fail(p, -EALREADY, "chunk %" PRIu32 " of member %" PRIu32
+                " for step %" PRIu64 " arrived twice", chunk, from, step);
+  return 0;
+}
+
+int smp_protect_receive_piece(struct smp_protect *p,
+                              const struct smp_protect_piece *h,
+                              const void *bytes)
+{
+  uint32_t slot;
+  size_t want;
+
+  p->err[0] = '\0';
+  if (h == NULL)
+    return fail(p, -EINVAL, "no piece header");
+  int rc = check_piece(p, h->step, h->stripe, h->parity_row, h->from,
+                       h->chunk, &slot, &want);
+  if (rc != 0)
+    return rc;
+  struct protect_slot *ps = &p->slot[slot];
+  uint64_t *next = &ps->next[h->parity_row][h->chunk];
+  if (h->offset != *next)
+    return fail(p, h->offset < *next ? -EALREADY : PT_EPROTO,
+                "piece of chunk %" PRIu32 " of member %" PRIu32 " for step %"
+                PRIu64 " at byte %" PRIu64 ": the next one due starts at %"
+                PRIu64, h->chunk, h->from, h->step, h->offset, *next);
+  if (h->len > want - h->offset || (h->len == 0 && want > 0))
+    return fail(p, -EMSGSIZE, "piece of chunk %" PRIu32 " of member %" PRIu32
+                " for step %" PRIu64 ": %" PRIu64 " bytes at %" PRIu64
+                " of a %zu-byte chunk", h->chunk, h->from, h->step, h->len,
+                h->offset, want);
+  if (h->offset + h->len < want && h->len % RS_ALIGN != 0)
+    return fail(p, PT_EPROTO, "piece of chunk %" PRIu32 " of member %" PRIu32
+                " for step %" PRIu64 ": %" PRIu64 " bytes, not a multiple of "
+                "%d before the chunk's end", h->chunk, h->from, h->step,
+                h->len, RS_ALIGN);
+  if (h->len > 0 && bytes == NULL)
+    return fail(p, -EINVAL, "piece without its bytes");
+  if (h->len > 0) {
+    zero_to(p, ps, h->parity_row, h->offset + h->len);
+    uint8_t *dst = ps->parity + p->rows[h->parity_row].offset + h->offset;
+    rc = fold(p, h->chunk, bytes, h->len, h->parity_row, dst);
+    if (rc != 0)
+      return fail(p, rc, "folding chunk %" PRIu32 " of member %" PRIu32
+                  ": %s", h->chunk, h->from, rs_last_error());
+  }
+  *next += h->len;
+  if (*next == want)
+    chunk_complete(p, ps, h->parity_row, h->chunk);
+  return 0;
 }
 
 int smp_protect_receive(struct smp_protect *p,
                         const struct smp_protect_chunk *h, const void *bytes)
 {
-  const struct rs_layout *l = &p->l;
   uint32_t slot;
+  size_t want;
 
   p->err[0] = '\0';
   if (h == NULL)
     return fail(p, -EINVAL, "no chunk header");
-  if (smp_protect_find(p, h->step, &slot) != 0)
-    return fail(p, -ENOENT, "chunk of step %" PRIu64 " from member %" PRIu32
-                ": no slot is protecting that step", h->step, h->from);
-  if (h->stripe >= l->g || h->parity_row >= l->m || h->chunk >= l->k ||
-      h->from >= l->g)
-    return fail(p, PT_EPROTO, "chunk of step %" PRIu64 " names stripe %"
-                PRIu32 ", parity row %" PRIu32 ", member %" PRIu32
-                ", chunk %" PRIu32 ": out of the %u+%u layout", h->step,
-                h->stripe, h->parity_row, h->from, h->chunk, l->k, l->m);
-  const struct rs_parity_ref *ref = &p->rows[h->parity_row];
-  if (ref->stripe != h->stripe)
-    return fail(p, PT_EPROTO, "chunk of step %" PRIu64 " for parity row %"
-                PRIu32 " of stripe %" PRIu32 ": member %u keeps that row of "
-                "stripe %u", h->step, h->parity_row, h->stripe, p->member,
-                ref->stripe);
-  if (ref->from[h->chunk] != h->from)
-    return fail(p, PT_EPROTO, "chunk of step %" PRIu64 " from member %" PRIu32
-                " as data row %" PRIu32 " of stripe %" PRIu32 ": that row "
-                "is member %u's", h->step, h->from, h->chunk, h->stripe,
-                ref->from[h->chunk]);
-  size_t want = rs_layout_chunk_valid(l, h->from, h->chunk);
+  int rc = check_piece(p, h->step, h->stripe, h->parity_row, h->from,
+                       h->chunk, &slot, &want);
+  if (rc != 0)
+    return rc;
   if (h->valid != want)
     return fail(p, -EMSGSIZE, "chunk %" PRIu32 " of member %" PRIu32
                 " for step %" PRIu64 " has %" PRIu64 " bytes, the layout "
@@ -299,29 +403,26 @@ int smp_protect_receive(struct smp_protect *p,
     return fail(p, -EINVAL, "chunk %" PRIu32 " of member %" PRIu32
                 " without its bytes", h->chunk, h->from);
   struct protect_slot *ps = &p->slot[slot];
-  if (ps->got[h->parity_row] & (1u << h->chunk))
+  if (ps->next[h->parity_row][h->chunk] != 0)
     return fail(p, -EALREADY, "chunk %" PRIu32 " of member %" PRIu32
-                " for step %" PRIu64 " arrived twice", h->chunk, h->from,
-                h->step);
-  /* One pass: each slice is checked and folded while in cache; a chunk
-   * that fails its CRC is folded again, which takes it out (an XOR). */
-  uint8_t *dst = ps->parity + ref->offset;
-  uint32_t crc;
-  int rc = fold(p, h->chunk, bytes, want, h->parity_row, dst, &crc);
-  if (rc != 0)
-    return fail(p, rc, "folding chunk %" PRIu32 " of member %" PRIu32 ": %s",
-                h->chunk, h->from, rs_last_error());
-  if (crc != h->crc) {
-    rc = fold(p, h->chunk, bytes, want, h->parity_row, dst, NULL);
-    return fail(p, rc != 0 ? rc : PT_ECHECKSUM,
+                " for step %" PRIu64 " arrives whole after pieces of it",
+                h->chunk, h->from, h->step);
+  /* Checked before anything is written: a refused chunk leaves the rows
+   * as they were. */
+  uint32_t crc = want > 0 ? crc32c(bytes, want) : CRC32C_SEED;
+  if (crc != h->crc)
+    return fail(p, PT_ECHECKSUM,
                 "chunk %" PRIu32 " of member %" PRIu32 " for step %" PRIu64
                 ": CRC32C %08" PRIx32 ", its header says %08" PRIx32,
                 h->chunk, h->from, h->step, crc, h->crc);
-  }
-  ps->got[h->parity_row] |= 1u << h->chunk;
-  ps->nreceived++;
-  if (ps->got[h->parity_row] == (1u << l->k) - 1u)
-    ps->nrows_done++;
+  zero_to(p, ps, h->parity_row, want);
+  rc = fold(p, h->chunk, bytes, want, h->parity_row,
+            ps->parity + p->rows[h->parity_row].offset);
+  if (rc != 0)
+    return fail(p, rc, "folding chunk %" PRIu32 " of member %" PRIu32 ": %s",
+                h->chunk, h->from, rs_last_error());
+  ps->next[h->parity_row][h->chunk] = want;
+  chunk_complete(p, ps, h->parity_row, h->chunk);
   return 0;
 }
 

@@ -18,8 +18,9 @@
  *     by its holder (smp_protect_ack); all acknowledged: its own chunks are
  *     safe.
  *
- *   as a holder: smp_protect_begin() zeroes the m parity rows it keeps in
- *     slot X's parity area for step N; smp_protect_receive() checks each
+ *   as a holder: smp_protect_begin() takes the m parity rows it keeps in
+ *     slot X's parity area for step N (zeroed as the folds reach them, not
+ *     all at once); smp_protect_receive() checks each
  *     chunk that arrives against the layout, the step and its CRC, and
  *     only then folds it into the right row (rs_stripe_update). A row is
  *     complete when its k data rows were folded, each once.
@@ -83,6 +84,16 @@ struct smp_protect_chunk {
   uint32_t crc;        /* crc32c() of those bytes */
 };
 
+/* A piece of one chunk: `len` bytes of it from byte `offset`, for a
+ * transport that moves a chunk in pieces, each checked on its own before it
+ * reaches the engine (a bulk frame's CRC32C). */
+struct smp_protect_piece {
+  uint64_t step;
+  uint32_t stripe, parity_row, from, chunk; /* as smp_protect_chunk */
+  uint64_t offset;     /* into the chunk's valid bytes */
+  uint64_t len;        /* bytes that follow */
+};
+
 /* One send: the header, its destination, and where its bytes lie. */
 struct smp_protect_send {
   struct smp_protect_chunk hdr;
@@ -123,7 +134,8 @@ const char *smp_protect_error(const struct smp_protect *p);
 
 /* Starts protecting step in slot: the slot forgets what it protected
  * before, any other slot protecting the same step forgets it, and the m
- * parity rows this member keeps (parity[0, m*C)) are zeroed. parity_len:
+ * parity rows this member keeps (parity[0, m*C)) are rewritten from zero
+ * as chunks come (a row is all written once complete). parity_len:
  * the area's bytes; PT_ECONFIG when below m*C. -EINVAL on a slot out of
  * range or a NULL area. The area stays the caller's; the engine writes it
  * until the slot is forgotten or begun again. */
@@ -137,6 +149,12 @@ int smp_protect_begin(struct smp_protect *p, uint32_t slot, uint64_t step,
 int smp_protect_sends(struct smp_protect *p, uint32_t slot, const void *data,
                       size_t bytes, struct smp_protect_send *out);
 
+/* smp_protect_sends() without the chunk CRCs (hdr.crc 0): for a
+ * transport that checks every piece it moves (smp_protect_receive_piece),
+ * so that the sender reads its data once, as it sends it. */
+int smp_protect_plan(struct smp_protect *p, uint32_t slot, const void *data,
+                     size_t bytes, struct smp_protect_send *out);
+
 /* Holder `to` acknowledged chunk `chunk` of step. -ENOENT (no slot for
  * step), PT_ESTATE (sends not made), PT_EPROTO (no such send: `to` holds
  * no row of that chunk's stripe), -EALREADY (acknowledged already). */
@@ -147,6 +165,20 @@ int smp_protect_ack(struct smp_protect *p, uint64_t step, unsigned to,
  * for every refusal). bytes: h->valid bytes. */
 int smp_protect_receive(struct smp_protect *p,
                         const struct smp_protect_chunk *h, const void *bytes);
+
+/* A piece of a chunk sent to this member, its bytes already checked by the
+ * transport: checked against the layout as a chunk is, then folded. The
+ * pieces of one chunk arrive in order: offset is where the last one ended
+ * (an earlier offset: -EALREADY; a later one: PT_EPROTO); every piece but
+ * the chunk's last is a multiple of RS_ALIGN bytes (PT_EPROTO); a piece
+ * past the chunk's valid bytes, or an empty one of a non-empty chunk,
+ * -EMSGSIZE. A chunk with no valid bytes comes as one empty piece. The
+ * last piece completes the chunk (it counts as smp_protect_receive's
+ * whole chunk). A chunk taken whole is not taken in pieces, nor the
+ * reverse (-EALREADY). */
+int smp_protect_receive_piece(struct smp_protect *p,
+                              const struct smp_protect_piece *h,
+                              const void *bytes);
 
 /* The slot's protection is abandoned (its slot is reused, the step was
  * skipped or dropped): nothing more is accepted for it. */

@@ -55,7 +55,7 @@ static void group_init(struct group *gr, unsigned k, unsigned m,
     size_t pb = smp_protect_layout(gr->e[i])->parity_bytes;
     for (unsigned s = 0; s < NSLOTS; s++) {
       gr->parity[s][i] = xalloc(pb);
-      memset(gr->parity[s][i], 0xEE, pb); /* begin must zero it */
+      memset(gr->parity[s][i], 0xEE, pb); /* every byte must be written */
     }
   }
 }
@@ -223,6 +223,155 @@ static void run_group(unsigned k, unsigned m, const size_t *sizes,
   free(acks);
 }
 
+/* A whole group protects one step with every chunk moved in pieces of
+ * random sizes (multiples of 64 but the last), the pieces of all chunks to
+ * all holders interleaved at random, as a transport with one connection
+ * per pair delivers them. Pieces repeated or skipped ahead are refused on
+ * the way and change nothing. Then the parity equals rs_group_encode's and
+ * every m lost members rebuild. */
+static void run_group_pieces(unsigned k, unsigned m, const size_t *sizes,
+                             uint64_t seed)
+{
+  struct fx f;
+  struct group gr;
+  struct smp_protect_send sends[RS_MAX_MEMBERS][SMP_PROTECT_MAX_SENDS];
+  uint64_t done[RS_MAX_MEMBERS][SMP_PROTECT_MAX_SENDS];
+  bool whole[RS_MAX_MEMBERS][SMP_PROTECT_MAX_SENDS];
+  uint64_t rng = seed * 40503u + 11;
+  unsigned g = k + m, ns = k * m, left = g * ns;
+
+  fx_init(&f, k, m, sizes, 1, 0, seed + 500);
+  group_init(&gr, k, m, sizes);
+  for (unsigned i = 0; i < g; i++) {
+    const struct rs_layout *l = smp_protect_layout(gr.e[i]);
+    ck_assert_int_eq(smp_protect_begin(gr.e[i], 0, 9, gr.parity[0][i],
+                                       l->parity_bytes), 0);
+    ck_assert_int_eq(smp_protect_plan(gr.e[i], 0, f.data[i],
+                                      l->member_bytes[i], sends[i]),
+                     (int)ns);
+    for (unsigned j = 0; j < ns; j++) {
+      ck_assert_uint_eq(sends[i][j].hdr.crc, 0); /* no CRC pass */
+      done[i][j] = 0;
+      whole[i][j] = false;
+    }
+  }
+  unsigned refusals = 0;
+  while (left > 0) {
+    unsigned i = (unsigned)(rng_next(&rng) % g), j = (unsigned)(rng_next(&rng) % ns);
+    const struct smp_protect_send *sd = &sends[i][j];
+    if (whole[i][j])
+      continue;
+    uint64_t valid = sd->hdr.valid, off = done[i][j];
+    uint64_t len = (1 + rng_next(&rng) % 48) * 64;
+    if (len > valid - off)
+      len = valid - off;
+    struct smp_protect_piece pc = {
+        .step = sd->hdr.step, .stripe = sd->hdr.stripe,
+        .parity_row = sd->hdr.parity_row, .from = sd->hdr.from,
+        .chunk = sd->hdr.chunk, .offset = off, .len = len};
+    const uint8_t *b = sd->bytes ? (const uint8_t *)sd->bytes + off : NULL;
+    struct smp_protect *to = gr.e[sd->to];
+    if (off > 0 && rng_next(&rng) % 4 == 0) { /* the previous piece again */
+      struct smp_protect_piece again = pc;
+      again.offset = off - 64;
+      again.len = 64;
+      ck_assert_int_eq(smp_protect_receive_piece(to, &again, b - 64),
+                       -EALREADY);
+      refusals++;
+    }
+    if (len > 64 && off + len < valid && rng_next(&rng) % 4 == 0) {
+      struct smp_protect_piece ahead = pc; /* one skipped */
+      ahead.offset = off + 64;
+      ahead.len = 64;
+      ck_assert_int_eq(smp_protect_receive_piece(to, &ahead, b + 64),
+                       PT_EPROTO);
+      refusals++;
+    }
+    int rc = smp_protect_receive_piece(to, &pc, b);
+    ck_assert_msg(rc == 0, "%s: %s", pt_err_name(rc), smp_protect_error(to));
+    done[i][j] += len;
+    if (done[i][j] == valid) {
+      whole[i][j] = true;
+      left--;
+      ck_assert_int_eq(smp_protect_ack(gr.e[i], 9, sd->to, sd->hdr.chunk), 0);
+      /* the chunk is in: any piece of it more is refused */
+      ck_assert_int_eq(smp_protect_receive_piece(to, &pc, b), -EALREADY);
+    }
+  }
+  ck_assert_uint_gt(refusals, 0);
+  for (unsigned i = 0; i < g; i++) {
+    ck_assert(smp_protect_done(gr.e[i], 0));
+    ck_assert_msg(memcmp(gr.parity[0][i], f.par[i], f.l.parity_bytes) == 0,
+                  "%u+%u in pieces: member %u's parity differs from "
+                  "rs_group_encode", k, m, i);
+  }
+  decode_all(&f, &gr, 0);
+  group_free(&gr);
+  fx_free(&f);
+}
+
+START_TEST(group_pieces)
+{
+  const size_t s21[] = {300001, 299937, 150007};
+  const size_t s42[] = {(1u << 20) + 4099, 0, 1000, 777777, (1u << 20) + 5,
+                        65};
+  for (uint64_t seed = 1; seed <= 3; seed++) {
+    run_group_pieces(2, 1, s21, seed);
+    run_group_pieces(4, 2, s42, seed);
+  }
+}
+END_TEST
+
+/* Pieces that do not fit the chunk: each refused, nothing folded. */
+START_TEST(hostile_pieces)
+{
+  const size_t sizes[] = {5000, 4100, 4097};
+  struct fx f;
+  struct group gr;
+  struct smp_protect_send sends[SMP_PROTECT_MAX_SENDS];
+
+  fx_init(&f, 2, 1, sizes, 1, 0, 77);
+  group_init(&gr, 2, 1, sizes);
+  const struct rs_layout *l = smp_protect_layout(gr.e[0]);
+  for (unsigned i = 0; i < 3; i++)
+    ck_assert_int_eq(smp_protect_begin(gr.e[i], 0, 3, gr.parity[0][i],
+                                       l->parity_bytes), 0);
+  ck_assert_int_eq(smp_protect_plan(gr.e[0], 0, f.data[0], sizes[0], sends),
+                   2);
+  const struct smp_protect_send *sd = &sends[0];
+  struct smp_protect *to = gr.e[sd->to];
+  struct smp_protect_piece pc = {
+      .step = 3, .stripe = sd->hdr.stripe, .parity_row = sd->hdr.parity_row,
+      .from = 0, .chunk = sd->hdr.chunk, .offset = 0, .len = 100};
+  const uint8_t *b = sd->bytes;
+  ck_assert_int_eq(smp_protect_receive_piece(to, &pc, b), PT_EPROTO);
+  pc.len = sd->hdr.valid + 64;
+  ck_assert_int_eq(smp_protect_receive_piece(to, &pc, b), -EMSGSIZE);
+  pc.len = 0;
+  ck_assert_int_eq(smp_protect_receive_piece(to, &pc, b), -EMSGSIZE);
+  pc.len = 64;
+  pc.step = 4;
+  ck_assert_int_eq(smp_protect_receive_piece(to, &pc, b), -ENOENT);
+  pc.step = 3;
+  pc.from = 1; /* not the sender of that row */
+  ck_assert_int_eq(smp_protect_receive_piece(to, &pc, b), PT_EPROTO);
+  pc.from = 0;
+  ck_assert_int_eq(smp_protect_receive_piece(to, &pc, b), 0);
+  /* a piece begun: the chunk is not taken whole any more */
+  struct smp_protect_send w;
+  struct smp_protect_send full[SMP_PROTECT_MAX_SENDS];
+  ck_assert_int_eq(smp_protect_sends(gr.e[0], 0, f.data[0], sizes[0], full),
+                   2);
+  w = full[0];
+  ck_assert_int_eq(smp_protect_receive(to, &w.hdr, w.bytes), -EALREADY);
+  struct smp_protect_status st;
+  smp_protect_status(to, 0, &st);
+  ck_assert_uint_eq(st.nreceived, 0);
+  group_free(&gr);
+  fx_free(&f);
+}
+END_TEST
+
 /* 2+1: sizes differ, none a multiple of 64; the smallest leaves a chunk
  * partly and one wholly padding. */
 START_TEST(group_2_1)
@@ -306,8 +455,6 @@ START_TEST(hostile_chunks)
   ck_assert_ptr_nonnull(s);
   unsigned to = s->to;
   size_t pb = h.f.l.parity_bytes;
-  for (size_t i = 0; i < pb; i++) /* begin zeroed the rows */
-    ck_assert_uint_eq(h.gr.parity[0][to][i], 0);
 
   struct smp_protect_chunk c = s->hdr;
   c.step = 6;
@@ -383,12 +530,10 @@ START_TEST(hostile_chunks)
   }
   ck_assert(!smp_protect_done(h.gr.e[from], 1));
 
-  /* a new step in the slot zeroes its rows; the old step's chunks are
-   * refused from then on; a forgotten slot accepts nothing */
+  /* a new step in the slot starts its rows again; the old step's chunks
+   * are refused from then on; a forgotten slot accepts nothing */
   ck_assert_int_eq(smp_protect_begin(h.gr.e[to], 0, 6, h.gr.parity[0][to],
                                      pb), 0);
-  for (size_t i = 0; i < pb; i++)
-    ck_assert_uint_eq(h.gr.parity[0][to][i], 0);
   ck_assert(!smp_protect_done(h.gr.e[to], 0));
   refused(&h, to, &s->hdr, s->bytes, -ENOENT, "a step the slot left");
   smp_protect_forget(h.gr.e[to], 0);
@@ -602,6 +747,8 @@ int main(void)
   tcase_add_test(tc, group_2_1);
   tcase_add_test(tc, group_4_2);
   tcase_add_test(tc, hostile_chunks);
+  tcase_add_test(tc, group_pieces);
+  tcase_add_test(tc, hostile_pieces);
   tcase_add_test(tc, send_list);
   tcase_add_test(tc, on_store);
   suite_add_tcase(s, tc);
