@@ -2662,6 +2662,321 @@ void   pt__ctl_rec_end__free_unpacked
   assert(message->base.descriptor == &pt__ctl_rec_end__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__job_peer_node__init
+                     (Pt__JobPeerNode         *message)
+{
+  static const Pt__JobPeerNode init_value = PT__JOB_PEER_NODE__INIT;
+  *message = init_value;
+}
+size_t pt__job_peer_node__get_packed_size
+                     (const Pt__JobPeerNode *message)
+{
+  assert(message->base.descriptor == &pt__job_peer_node__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_peer_node__pack
+                     (const Pt__JobPeerNode *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_peer_node__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_peer_node__pack_to_buffer
+                     (const Pt__JobPeerNode *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_peer_node__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobPeerNode *
+       pt__job_peer_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobPeerNode *)
+     protobuf_c_message_unpack (&pt__job_peer_node__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_peer_node__free_unpacked
+                     (Pt__JobPeerNode *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_peer_node__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_peers__init
+                     (Pt__JobPeers         *message)
+{
+  static const Pt__JobPeers init_value = PT__JOB_PEERS__INIT;
+  *message = init_value;
+}
+size_t pt__job_peers__get_packed_size
+                     (const Pt__JobPeers *message)
+{
+  assert(message->base.descriptor == &pt__job_peers__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_peers__pack
+                     (const Pt__JobPeers *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_peers__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_peers__pack_to_buffer
+                     (const Pt__JobPeers *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_peers__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobPeers *
+       pt__job_peers__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobPeers *)
+     protobuf_c_message_unpack (&pt__job_peers__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_peers__free_unpacked
+                     (Pt__JobPeers *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_peers__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__peer_addr__init
+                     (Pt__PeerAddr         *message)
+{
+  static const Pt__PeerAddr init_value = PT__PEER_ADDR__INIT;
+  *message = init_value;
+}
+size_t pt__peer_addr__get_packed_size
+                     (const Pt__PeerAddr *message)
+{
+  assert(message->base.descriptor == &pt__peer_addr__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_addr__pack
+                     (const Pt__PeerAddr *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_addr__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_addr__pack_to_buffer
+                     (const Pt__PeerAddr *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_addr__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerAddr *
+       pt__peer_addr__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerAddr *)
+     protobuf_c_message_unpack (&pt__peer_addr__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_addr__free_unpacked
+                     (Pt__PeerAddr *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_addr__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__peers_set__init
+                     (Pt__PeersSet         *message)
+{
+  static const Pt__PeersSet init_value = PT__PEERS_SET__INIT;
+  *message = init_value;
+}
+size_t pt__peers_set__get_packed_size
+                     (const Pt__PeersSet *message)
+{
+  assert(message->base.descriptor == &pt__peers_set__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peers_set__pack
+                     (const Pt__PeersSet *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peers_set__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peers_set__pack_to_buffer
+                     (const Pt__PeersSet *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peers_set__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeersSet *
+       pt__peers_set__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeersSet *)
+     protobuf_c_message_unpack (&pt__peers_set__descriptor,
+                                allocator, len, data);
+}
+void   pt__peers_set__free_unpacked
+                     (Pt__PeersSet *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peers_set__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__peer_hello__init
+                     (Pt__PeerHello         *message)
+{
+  static const Pt__PeerHello init_value = PT__PEER_HELLO__INIT;
+  *message = init_value;
+}
+size_t pt__peer_hello__get_packed_size
+                     (const Pt__PeerHello *message)
+{
+  assert(message->base.descriptor == &pt__peer_hello__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_hello__pack
+                     (const Pt__PeerHello *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_hello__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_hello__pack_to_buffer
+                     (const Pt__PeerHello *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_hello__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerHello *
+       pt__peer_hello__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerHello *)
+     protobuf_c_message_unpack (&pt__peer_hello__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_hello__free_unpacked
+                     (Pt__PeerHello *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_hello__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__peer_ready__init
+                     (Pt__PeerReady         *message)
+{
+  static const Pt__PeerReady init_value = PT__PEER_READY__INIT;
+  *message = init_value;
+}
+size_t pt__peer_ready__get_packed_size
+                     (const Pt__PeerReady *message)
+{
+  assert(message->base.descriptor == &pt__peer_ready__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_ready__pack
+                     (const Pt__PeerReady *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_ready__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_ready__pack_to_buffer
+                     (const Pt__PeerReady *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_ready__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerReady *
+       pt__peer_ready__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerReady *)
+     protobuf_c_message_unpack (&pt__peer_ready__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_ready__free_unpacked
+                     (Pt__PeerReady *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_ready__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__peer_ack__init
+                     (Pt__PeerAck         *message)
+{
+  static const Pt__PeerAck init_value = PT__PEER_ACK__INIT;
+  *message = init_value;
+}
+size_t pt__peer_ack__get_packed_size
+                     (const Pt__PeerAck *message)
+{
+  assert(message->base.descriptor == &pt__peer_ack__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_ack__pack
+                     (const Pt__PeerAck *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_ack__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_ack__pack_to_buffer
+                     (const Pt__PeerAck *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_ack__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerAck *
+       pt__peer_ack__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerAck *)
+     protobuf_c_message_unpack (&pt__peer_ack__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_ack__free_unpacked
+                     (Pt__PeerAck *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_ack__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -3603,7 +3918,7 @@ const ProtobufCMessageDescriptor pt__state_query__descriptor =
   (ProtobufCMessageInit) pt__state_query__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__state_reply__field_descriptors[10] =
+static const ProtobufCFieldDescriptor pt__state_reply__field_descriptors[11] =
 {
   {
     "status",
@@ -3725,12 +4040,25 @@ static const ProtobufCFieldDescriptor pt__state_reply__field_descriptors[10] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "peer_port",
+    11,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__StateReply, has_peer_port),
+    offsetof(Pt__StateReply, peer_port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__state_reply__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
   4,   /* field[4] = has_store */
   9,   /* field[9] = instance */
   1,   /* field[1] = message */
+  10,   /* field[10] = peer_port */
   2,   /* field[2] = rank */
   3,   /* field[3] = slots */
   8,   /* field[8] = smp_pid */
@@ -3741,7 +4069,7 @@ static const unsigned pt__state_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__state_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor pt__state_reply__descriptor =
 {
@@ -3751,7 +4079,7 @@ const ProtobufCMessageDescriptor pt__state_reply__descriptor =
   "Pt__StateReply",
   "pt",
   sizeof(Pt__StateReply),
-  10,
+  11,
   pt__state_reply__field_descriptors,
   pt__state_reply__field_indices_by_name,
   1,  pt__state_reply__number_ranges,
@@ -6434,7 +6762,7 @@ const ProtobufCMessageDescriptor pt__job_halt__descriptor =
   (ProtobufCMessageInit) pt__job_halt__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[10] =
 {
   {
     "job",
@@ -6544,6 +6872,18 @@ static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[9] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "peer_ports",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobPartState, n_peer_ports),
+    offsetof(Pt__JobPartState, peer_ports),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_part_state__field_indices_by_name[] = {
   5,   /* field[5] = bytes_held */
@@ -6552,6 +6892,7 @@ static const unsigned pt__job_part_state__field_indices_by_name[] = {
   0,   /* field[0] = job */
   6,   /* field[6] = last_sealed */
   4,   /* field[4] = message */
+  9,   /* field[9] = peer_ports */
   8,   /* field[8] = permanent */
   2,   /* field[2] = state */
   3,   /* field[3] = status */
@@ -6559,7 +6900,7 @@ static const unsigned pt__job_part_state__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_part_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
 {
@@ -6569,7 +6910,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   "Pt__JobPartState",
   "pt",
   sizeof(Pt__JobPartState),
-  9,
+  10,
   pt__job_part_state__field_descriptors,
   pt__job_part_state__field_indices_by_name,
   1,  pt__job_part_state__number_ranges,
@@ -7344,6 +7685,506 @@ const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor =
   pt__ctl_rec_end__field_indices_by_name,
   1,  pt__ctl_rec_end__number_ranges,
   (ProtobufCMessageInit) pt__ctl_rec_end__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_peer_node__field_descriptors[3] =
+{
+  {
+    "node_index",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPeerNode, node_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "host",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPeerNode, host),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ports",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobPeerNode, n_ports),
+    offsetof(Pt__JobPeerNode, ports),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_peer_node__field_indices_by_name[] = {
+  1,   /* field[1] = host */
+  0,   /* field[0] = node_index */
+  2,   /* field[2] = ports */
+};
+static const ProtobufCIntRange pt__job_peer_node__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__job_peer_node__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobPeerNode",
+  "JobPeerNode",
+  "Pt__JobPeerNode",
+  "pt",
+  sizeof(Pt__JobPeerNode),
+  3,
+  pt__job_peer_node__field_descriptors,
+  pt__job_peer_node__field_indices_by_name,
+  1,  pt__job_peer_node__number_ranges,
+  (ProtobufCMessageInit) pt__job_peer_node__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_peers__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPeers, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPeers, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nodes",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__JobPeers, n_nodes),
+    offsetof(Pt__JobPeers, nodes),
+    &pt__job_peer_node__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_peers__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  2,   /* field[2] = nodes */
+};
+static const ProtobufCIntRange pt__job_peers__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__job_peers__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobPeers",
+  "JobPeers",
+  "Pt__JobPeers",
+  "pt",
+  sizeof(Pt__JobPeers),
+  3,
+  pt__job_peers__field_descriptors,
+  pt__job_peers__field_indices_by_name,
+  1,  pt__job_peers__number_ranges,
+  (ProtobufCMessageInit) pt__job_peers__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_addr__field_descriptors[3] =
+{
+  {
+    "member",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerAddr, member),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "host",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerAddr, host),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "port",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerAddr, port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_addr__field_indices_by_name[] = {
+  1,   /* field[1] = host */
+  0,   /* field[0] = member */
+  2,   /* field[2] = port */
+};
+static const ProtobufCIntRange pt__peer_addr__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__peer_addr__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerAddr",
+  "PeerAddr",
+  "Pt__PeerAddr",
+  "pt",
+  sizeof(Pt__PeerAddr),
+  3,
+  pt__peer_addr__field_descriptors,
+  pt__peer_addr__field_indices_by_name,
+  1,  pt__peer_addr__number_ranges,
+  (ProtobufCMessageInit) pt__peer_addr__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peers_set__field_descriptors[2] =
+{
+  {
+    "epoch",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeersSet, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "peers",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__PeersSet, n_peers),
+    offsetof(Pt__PeersSet, peers),
+    &pt__peer_addr__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peers_set__field_indices_by_name[] = {
+  0,   /* field[0] = epoch */
+  1,   /* field[1] = peers */
+};
+static const ProtobufCIntRange pt__peers_set__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__peers_set__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeersSet",
+  "PeersSet",
+  "Pt__PeersSet",
+  "pt",
+  sizeof(Pt__PeersSet),
+  2,
+  pt__peers_set__field_descriptors,
+  pt__peers_set__field_indices_by_name,
+  1,  pt__peers_set__number_ranges,
+  (ProtobufCMessageInit) pt__peers_set__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_hello__field_descriptors[8] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHello, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHello, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "group",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHello, group),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "from",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHello, from),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "to",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHello, to),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "k",
+    6,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHello, k),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "m",
+    7,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHello, m),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "first_epoch",
+    8,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__PeerHello, has_first_epoch),
+    offsetof(Pt__PeerHello, first_epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_hello__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  7,   /* field[7] = first_epoch */
+  3,   /* field[3] = from */
+  2,   /* field[2] = group */
+  0,   /* field[0] = job */
+  5,   /* field[5] = k */
+  6,   /* field[6] = m */
+  4,   /* field[4] = to */
+};
+static const ProtobufCIntRange pt__peer_hello__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor pt__peer_hello__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerHello",
+  "PeerHello",
+  "Pt__PeerHello",
+  "pt",
+  sizeof(Pt__PeerHello),
+  8,
+  pt__peer_hello__field_descriptors,
+  pt__peer_hello__field_indices_by_name,
+  1,  pt__peer_hello__number_ranges,
+  (ProtobufCMessageInit) pt__peer_hello__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_ready__field_descriptors[2] =
+{
+  {
+    "epoch",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerReady, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__PeerReady, has_step),
+    offsetof(Pt__PeerReady, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_ready__field_indices_by_name[] = {
+  0,   /* field[0] = epoch */
+  1,   /* field[1] = step */
+};
+static const ProtobufCIntRange pt__peer_ready__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__peer_ready__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerReady",
+  "PeerReady",
+  "Pt__PeerReady",
+  "pt",
+  sizeof(Pt__PeerReady),
+  2,
+  pt__peer_ready__field_descriptors,
+  pt__peer_ready__field_indices_by_name,
+  1,  pt__peer_ready__number_ranges,
+  (ProtobufCMessageInit) pt__peer_ready__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_ack__field_descriptors[4] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerAck, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chunk",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerAck, chunk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerAck, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerAck, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_ack__field_indices_by_name[] = {
+  1,   /* field[1] = chunk */
+  3,   /* field[3] = message */
+  2,   /* field[2] = status */
+  0,   /* field[0] = step */
+};
+static const ProtobufCIntRange pt__peer_ack__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__peer_ack__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerAck",
+  "PeerAck",
+  "Pt__PeerAck",
+  "pt",
+  sizeof(Pt__PeerAck),
+  4,
+  pt__peer_ack__field_descriptors,
+  pt__peer_ack__field_indices_by_name,
+  1,  pt__peer_ack__number_ranges,
+  (ProtobufCMessageInit) pt__peer_ack__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =

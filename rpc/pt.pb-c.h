@@ -74,6 +74,13 @@ typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
 typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
 typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
 typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
+typedef struct Pt__JobPeerNode Pt__JobPeerNode;
+typedef struct Pt__JobPeers Pt__JobPeers;
+typedef struct Pt__PeerAddr Pt__PeerAddr;
+typedef struct Pt__PeersSet Pt__PeersSet;
+typedef struct Pt__PeerHello Pt__PeerHello;
+typedef struct Pt__PeerReady Pt__PeerReady;
+typedef struct Pt__PeerAck Pt__PeerAck;
 
 
 /* --- enums --- */
@@ -426,10 +433,16 @@ struct  Pt__StateReply
    */
   protobuf_c_boolean has_instance;
   ProtobufCBinaryData instance;
+  /*
+   * A coded job's SMP: the TCP port it takes its group's chunks on (its
+   * --peer-listen host, port 0: the kernel's pick). Absent: no code.
+   */
+  protobuf_c_boolean has_peer_port;
+  uint32_t peer_port;
 };
 #define PT__STATE_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__state_reply__descriptor) \
-    , 0, NULL, 0, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {0,NULL} }
+    , 0, NULL, 0, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {0,NULL}, 0, 0 }
 
 
 /*
@@ -472,7 +485,12 @@ struct  Pt__Event
  * RPC_PIN: node only, the first phase of a commit: every rank sealed step;
  * pin its slot (SEALED -> PINNED) so that no new snapshot reuses it until
  * the commit ends. Answered with RPC_REPLY: status 0, or -ENOENT when this
- * rank no longer holds step sealed (its slot went to a newer step).
+ * rank no longer holds step sealed (its slot went to a newer step). In a
+ * coded job the answer waits until the step is PROTECTED here (its chunks
+ * acknowledged by their holders, the parity it keeps for the step
+ * complete): status 0 then; -ETIMEDOUT when protection did not finish
+ * within its deadline, or the protection's error (the slot stays pinned:
+ * the node unpins it).
  */
 struct  Pt__Pin
 {
@@ -1315,10 +1333,16 @@ struct  Pt__JobPartState
    */
   protobuf_c_boolean has_permanent;
   protobuf_c_boolean permanent;
+  /*
+   * A coded job: the port each local rank's SMP takes its group's chunks
+   * on (StateReply.peer_port; 0: not known yet), by local rank.
+   */
+  size_t n_peer_ports;
+  uint32_t *peer_ports;
 };
 #define PT__JOB_PART_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_state__descriptor) \
-    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0 }
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0, 0,NULL }
 
 
 /*
@@ -1538,6 +1562,145 @@ struct  Pt__CtlRecEnd
 #define PT__CTL_REC_END__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_end__descriptor) \
     , NULL, NULL, NULL, 0, 0 }
+
+
+/*
+ * RPC_JOB_PEERS: controller -> node: where the SMPs of every node of the
+ * job take their group's chunks, for epoch. Sent when a node's ports
+ * change, to every node of the job. Unanswered.
+ */
+struct  Pt__JobPeerNode
+{
+  ProtobufCMessage base;
+  uint32_t node_index;
+  /*
+   * numeric: the node's advertised
+   */
+  char *host;
+  /*
+   * address, or the one it connects
+   * to the controller from
+   */
+  /*
+   * by local rank; 0: not known yet
+   */
+  size_t n_ports;
+  uint32_t *ports;
+};
+#define PT__JOB_PEER_NODE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_peer_node__descriptor) \
+    , 0, NULL, 0,NULL }
+
+
+struct  Pt__JobPeers
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  size_t n_nodes;
+  Pt__JobPeerNode **nodes;
+};
+#define PT__JOB_PEERS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_peers__descriptor) \
+    , NULL, 0, 0,NULL }
+
+
+/*
+ * RPC_PEERS_SET: node -> its SMP: the epoch of the job and where the other
+ * members of the SMP's group listen. Answered with RPC_REPLY.
+ */
+struct  Pt__PeerAddr
+{
+  ProtobufCMessage base;
+  uint32_t member;
+  char *host;
+  /*
+   * 0: not known yet
+   */
+  uint32_t port;
+};
+#define PT__PEER_ADDR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_addr__descriptor) \
+    , 0, NULL, 0 }
+
+
+struct  Pt__PeersSet
+{
+  ProtobufCMessage base;
+  uint64_t epoch;
+  size_t n_peers;
+  Pt__PeerAddr **peers;
+};
+#define PT__PEERS_SET__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peers_set__descriptor) \
+    , 0, 0,NULL }
+
+
+/*
+ * RPC_PEER_HELLO: the dialler's first frame after the handshake: who it is
+ * in which group of which job. The acceptor checks it against its own
+ * group (the member's node id is the one the handshake proved) and
+ * answers with PEER_READY.
+ */
+struct  Pt__PeerHello
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint32_t group;
+  /*
+   * the dialler's member number
+   */
+  uint32_t from;
+  /*
+   * the acceptor's
+   */
+  uint32_t to;
+  uint32_t k;
+  uint32_t m;
+  protobuf_c_boolean has_first_epoch;
+  uint64_t first_epoch;
+};
+#define PT__PEER_HELLO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_hello__descriptor) \
+    , NULL, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_PEER_READY: acceptor -> dialler: the acceptor has begun step (its
+ * own trainer took a slot for it) and takes the dialler's chunks of it,
+ * each as bulk frames (RPC_BULK: kind PEER_BULK_PIECE | chunk << 8, tag
+ * the step, offset into the chunk), in order. has_step false: nothing
+ * begun yet (the answer to PEER_HELLO).
+ */
+struct  Pt__PeerReady
+{
+  ProtobufCMessage base;
+  uint64_t epoch;
+  protobuf_c_boolean has_step;
+  uint64_t step;
+};
+#define PT__PEER_READY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_ready__descriptor) \
+    , 0, 0, 0 }
+
+
+/*
+ * RPC_PEER_ACK: acceptor -> dialler: chunk of step is folded into the
+ * parity it keeps (status 0), or refused (status < 0, message): the
+ * dialler's protection of step fails.
+ */
+struct  Pt__PeerAck
+{
+  ProtobufCMessage base;
+  uint64_t step;
+  uint32_t chunk;
+  int32_t status;
+  char *message;
+};
+#define PT__PEER_ACK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_ack__descriptor) \
+    , 0, 0, 0, NULL }
 
 
 /* Pt__Region methods */
@@ -2661,6 +2824,139 @@ Pt__CtlRecEnd *
 void   pt__ctl_rec_end__free_unpacked
                      (Pt__CtlRecEnd *message,
                       ProtobufCAllocator *allocator);
+/* Pt__JobPeerNode methods */
+void   pt__job_peer_node__init
+                     (Pt__JobPeerNode         *message);
+size_t pt__job_peer_node__get_packed_size
+                     (const Pt__JobPeerNode   *message);
+size_t pt__job_peer_node__pack
+                     (const Pt__JobPeerNode   *message,
+                      uint8_t             *out);
+size_t pt__job_peer_node__pack_to_buffer
+                     (const Pt__JobPeerNode   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobPeerNode *
+       pt__job_peer_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_peer_node__free_unpacked
+                     (Pt__JobPeerNode *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobPeers methods */
+void   pt__job_peers__init
+                     (Pt__JobPeers         *message);
+size_t pt__job_peers__get_packed_size
+                     (const Pt__JobPeers   *message);
+size_t pt__job_peers__pack
+                     (const Pt__JobPeers   *message,
+                      uint8_t             *out);
+size_t pt__job_peers__pack_to_buffer
+                     (const Pt__JobPeers   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobPeers *
+       pt__job_peers__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_peers__free_unpacked
+                     (Pt__JobPeers *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__PeerAddr methods */
+void   pt__peer_addr__init
+                     (Pt__PeerAddr         *message);
+size_t pt__peer_addr__get_packed_size
+                     (const Pt__PeerAddr   *message);
+size_t pt__peer_addr__pack
+                     (const Pt__PeerAddr   *message,
+                      uint8_t             *out);
+size_t pt__peer_addr__pack_to_buffer
+                     (const Pt__PeerAddr   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerAddr *
+       pt__peer_addr__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_addr__free_unpacked
+                     (Pt__PeerAddr *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__PeersSet methods */
+void   pt__peers_set__init
+                     (Pt__PeersSet         *message);
+size_t pt__peers_set__get_packed_size
+                     (const Pt__PeersSet   *message);
+size_t pt__peers_set__pack
+                     (const Pt__PeersSet   *message,
+                      uint8_t             *out);
+size_t pt__peers_set__pack_to_buffer
+                     (const Pt__PeersSet   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeersSet *
+       pt__peers_set__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peers_set__free_unpacked
+                     (Pt__PeersSet *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__PeerHello methods */
+void   pt__peer_hello__init
+                     (Pt__PeerHello         *message);
+size_t pt__peer_hello__get_packed_size
+                     (const Pt__PeerHello   *message);
+size_t pt__peer_hello__pack
+                     (const Pt__PeerHello   *message,
+                      uint8_t             *out);
+size_t pt__peer_hello__pack_to_buffer
+                     (const Pt__PeerHello   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerHello *
+       pt__peer_hello__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_hello__free_unpacked
+                     (Pt__PeerHello *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__PeerReady methods */
+void   pt__peer_ready__init
+                     (Pt__PeerReady         *message);
+size_t pt__peer_ready__get_packed_size
+                     (const Pt__PeerReady   *message);
+size_t pt__peer_ready__pack
+                     (const Pt__PeerReady   *message,
+                      uint8_t             *out);
+size_t pt__peer_ready__pack_to_buffer
+                     (const Pt__PeerReady   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerReady *
+       pt__peer_ready__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_ready__free_unpacked
+                     (Pt__PeerReady *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__PeerAck methods */
+void   pt__peer_ack__init
+                     (Pt__PeerAck         *message);
+size_t pt__peer_ack__get_packed_size
+                     (const Pt__PeerAck   *message);
+size_t pt__peer_ack__pack
+                     (const Pt__PeerAck   *message,
+                      uint8_t             *out);
+size_t pt__peer_ack__pack_to_buffer
+                     (const Pt__PeerAck   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerAck *
+       pt__peer_ack__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_ack__free_unpacked
+                     (Pt__PeerAck *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -2840,6 +3136,27 @@ typedef void (*Pt__CtlRecCommit_Closure)
 typedef void (*Pt__CtlRecEnd_Closure)
                  (const Pt__CtlRecEnd *message,
                   void *closure_data);
+typedef void (*Pt__JobPeerNode_Closure)
+                 (const Pt__JobPeerNode *message,
+                  void *closure_data);
+typedef void (*Pt__JobPeers_Closure)
+                 (const Pt__JobPeers *message,
+                  void *closure_data);
+typedef void (*Pt__PeerAddr_Closure)
+                 (const Pt__PeerAddr *message,
+                  void *closure_data);
+typedef void (*Pt__PeersSet_Closure)
+                 (const Pt__PeersSet *message,
+                  void *closure_data);
+typedef void (*Pt__PeerHello_Closure)
+                 (const Pt__PeerHello *message,
+                  void *closure_data);
+typedef void (*Pt__PeerReady_Closure)
+                 (const Pt__PeerReady *message,
+                  void *closure_data);
+typedef void (*Pt__PeerAck_Closure)
+                 (const Pt__PeerAck *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2907,6 +3224,13 @@ extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_peer_node__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_peers__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_addr__descriptor;
+extern const ProtobufCMessageDescriptor pt__peers_set__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_hello__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_ready__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_ack__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -116,7 +116,13 @@ enum rpc_type {
   RPC_JOB_VOTE = 43,            /* Pt__JobVote */
   RPC_JOB_COMMIT = 44,          /* Pt__JobCommit */
   RPC_JOB_UNPIN = 45,           /* Pt__JobUnpin */
-  RPC_TYPE_MAX_ = 45,
+  /* erasure coding between the SMPs of a group */
+  RPC_JOB_PEERS = 60,           /* Pt__JobPeers */
+  RPC_PEERS_SET = 61,           /* Pt__PeersSet */
+  RPC_PEER_HELLO = 62,          /* Pt__PeerHello */
+  RPC_PEER_READY = 63,          /* Pt__PeerReady */
+  RPC_PEER_ACK = 64,            /* Pt__PeerAck */
+  RPC_TYPE_MAX_ = 64,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

@@ -86,6 +86,11 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_JOB_VOTE] = {"JOB_VOTE", &pt__job_vote__descriptor},
     [RPC_JOB_COMMIT] = {"JOB_COMMIT", &pt__job_commit__descriptor},
     [RPC_JOB_UNPIN] = {"JOB_UNPIN", &pt__job_unpin__descriptor},
+    [RPC_JOB_PEERS] = {"JOB_PEERS", &pt__job_peers__descriptor},
+    [RPC_PEERS_SET] = {"PEERS_SET", &pt__peers_set__descriptor},
+    [RPC_PEER_HELLO] = {"PEER_HELLO", &pt__peer_hello__descriptor},
+    [RPC_PEER_READY] = {"PEER_READY", &pt__peer_ready__descriptor},
+    [RPC_PEER_ACK] = {"PEER_ACK", &pt__peer_ack__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)
@@ -97,8 +102,8 @@ const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)
 
 const char *rpc_type_name(uint32_t type)
 {
-  if (type == 0 || type > RPC_TYPE_MAX_)
-    return "UNKNOWN";
+  if (type == 0 || type > RPC_TYPE_MAX_ || type_table[type].name == NULL)
+    return "UNKNOWN"; /* the table has gaps between its ranges */
   return type_table[type].name;
 }
 
