@@ -3,7 +3,8 @@
  * process's state and one accepted connection's state. Not an interface:
  * the role's only entry point is smp_main() in daemon/roles.h.
  *
- *   smp.c              start-up, command line, listener, signals, shutdown
+ *   smp.c              start-up, listener, signals, shutdown
+ *   smp_args.c         the command line
  *   smp_serve.c        helpers the requests share; the dispatch by role
  *   smp_trainer_pid.c  the trainer's process (pidfd watch) and the trainer
  *                      the node announced (TRAINER_SET)
@@ -115,6 +116,10 @@ struct smp {
   bool restore_set, restore_has_step;
   uint64_t restore_step;
 };
+
+/* smp_args.c: the command line into smp. 0, 1 (--help printed), or
+ * -EINVAL (a sentence on stderr). */
+int smp_args_parse(struct smp *smp, int argc, char **argv);
 
 /* rpc_conn_ops.on_msg of every accepted connection (smp_serve.c). */
 int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
