@@ -7930,7 +7930,7 @@ const ProtobufCMessageDescriptor pt__peers_set__descriptor =
   (ProtobufCMessageInit) pt__peers_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__peer_hello__field_descriptors[8] =
+static const ProtobufCFieldDescriptor pt__peer_hello__field_descriptors[9] =
 {
   {
     "job",
@@ -8028,8 +8028,21 @@ static const ProtobufCFieldDescriptor pt__peer_hello__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bytes",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__PeerHello, has_bytes),
+    offsetof(Pt__PeerHello, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__peer_hello__field_indices_by_name[] = {
+  8,   /* field[8] = bytes */
   1,   /* field[1] = epoch */
   7,   /* field[7] = first_epoch */
   3,   /* field[3] = from */
@@ -8042,7 +8055,7 @@ static const unsigned pt__peer_hello__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__peer_hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pt__peer_hello__descriptor =
 {
@@ -8052,14 +8065,14 @@ const ProtobufCMessageDescriptor pt__peer_hello__descriptor =
   "Pt__PeerHello",
   "pt",
   sizeof(Pt__PeerHello),
-  8,
+  9,
   pt__peer_hello__field_descriptors,
   pt__peer_hello__field_indices_by_name,
   1,  pt__peer_hello__number_ranges,
   (ProtobufCMessageInit) pt__peer_hello__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__peer_ready__field_descriptors[2] =
+static const ProtobufCFieldDescriptor pt__peer_ready__field_descriptors[3] =
 {
   {
     "epoch",
@@ -8085,15 +8098,28 @@ static const ProtobufCFieldDescriptor pt__peer_ready__field_descriptors[2] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bytes",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__PeerReady, has_bytes),
+    offsetof(Pt__PeerReady, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__peer_ready__field_indices_by_name[] = {
+  2,   /* field[2] = bytes */
   0,   /* field[0] = epoch */
   1,   /* field[1] = step */
 };
 static const ProtobufCIntRange pt__peer_ready__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor pt__peer_ready__descriptor =
 {
@@ -8103,7 +8129,7 @@ const ProtobufCMessageDescriptor pt__peer_ready__descriptor =
   "Pt__PeerReady",
   "pt",
   sizeof(Pt__PeerReady),
-  2,
+  3,
   pt__peer_ready__field_descriptors,
   pt__peer_ready__field_indices_by_name,
   1,  pt__peer_ready__number_ranges,

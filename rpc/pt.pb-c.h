@@ -1660,10 +1660,15 @@ struct  Pt__PeerHello
   uint32_t m;
   protobuf_c_boolean has_first_epoch;
   uint64_t first_epoch;
+  /*
+   * the dialler's slot bytes (absent:
+   */
+  protobuf_c_boolean has_bytes;
+  uint64_t bytes;
 };
 #define PT__PEER_HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__peer_hello__descriptor) \
-    , NULL, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1679,10 +1684,15 @@ struct  Pt__PeerReady
   uint64_t epoch;
   protobuf_c_boolean has_step;
   uint64_t step;
+  /*
+   * the acceptor's slot bytes
+   */
+  protobuf_c_boolean has_bytes;
+  uint64_t bytes;
 };
 #define PT__PEER_READY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__peer_ready__descriptor) \
-    , 0, 0, 0 }
+    , 0, 0, 0, 0, 0 }
 
 
 /*

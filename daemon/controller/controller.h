@@ -320,6 +320,8 @@ struct ctl_part {
   uint64_t pinned_step;   /* (STEP_SEALED{pinned}): its vote for a round */
   uint64_t held[CTL_HELD_MAX]; /* as its last JOB_PART_STATE said */
   uint32_t nheld;
+  uint32_t *peer_ports;   /* a coded job: its SMPs' ports by local rank, */
+  uint32_t npeer_ports;   /*   as it last reported them (ctl_peers.c) */
 };
 
 /* ---- coding groups (ctl_groups.c; pure) ----
@@ -634,6 +636,11 @@ void ctl_conn_log_change(void *arg, const struct ctl_node *n,
                     enum ctl_node_state from, const char *why);
 /* Stops the loop (controller.c): listener and connections closed. */
 void controller_stop(struct controller *ctl, const char *why);
+
+/* ctl_peers.c: the ports of a coded job's SMPs, from JOB_PART_STATE to
+ * every member of the node's group (JOB_PEERS). */
+void ctl_peers_on_part_state(struct controller *ctl, struct ctl_job *j,
+                             uint32_t p, const Pt__JobPartState *m);
 
 /* ctl_job_conn.c: the jobs protocol. */
 extern const struct ctl_jobs_ops ctl_job_conn_ops;

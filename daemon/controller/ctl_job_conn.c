@@ -566,6 +566,8 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
   case RPC_JOB_PART_STATE: {
     const Pt__JobPartState *m = (const Pt__JobPartState *)msg;
     rc = ctl_jobs_part_state(&ctl->jobs, j, p, epoch, st, m->message, m, now);
+    if (n->jobp == j)
+      ctl_peers_on_part_state(ctl, j, p, m);
     break;
   }
   case RPC_STEP_SEALED:

@@ -115,6 +115,8 @@ static void job_free(struct ctl_job *j)
   ctl_groups_release(&j->groups);
   if (j->spec != NULL)
     protobuf_c_message_free_unpacked(&j->spec->base, NULL);
+  for (uint32_t p = 0; j->parts != NULL && p < j->nparts; p++)
+    free(j->parts[p].peer_ports);
   free(j->parts);
   free(j->restart_log);
   free(j);

@@ -206,6 +206,7 @@ static void store_drop(struct smp *smp, int rc, const char *why)
    * are forgotten, not aborted. */
   for (sc = smp->conns; sc != NULL; sc = sc->next)
     sc->nwriting = 0;
+  smp_peer_store_gone(smp);
   snap_store_close(smp->store);
   smp->store = NULL;
   /* A damaged object that is still ours (same name, same inode) goes aside;
@@ -452,6 +453,7 @@ static void smp_stop(struct smp *smp)
     rpc_conn_close(sc->conn, 0);
   }
   smp_trainer_pid_announce_clear(smp);
+  smp_peer_stop(smp);
   uv_timer_stop(&smp->check_timer);
   if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
     uv_close((uv_handle_t *)&smp->check_timer, NULL);
@@ -561,12 +563,20 @@ int smp_main(int argc, char **argv)
     log_info("member %u of coding group %u (code %u+%u, %u members)",
              smp->group.member, smp->group.group, smp->group.k, smp->group.m,
              smp->group.n);
+  rc = smp_peer_start(smp);
+  if (rc != 0) {
+    smp_stop(smp);
+    uv_run(&smp->loop, UV_RUN_DEFAULT);
+    status = 2;
+    goto out_store;
+  }
 
   uv_run(&smp->loop, UV_RUN_DEFAULT);
   status = 0;
   log_info("stopped");
 
 out_store:
+  smp_peer_store_gone(smp);
   snap_store_close(smp->store);
   smp->store = NULL;
   if (uv_loop_close(&smp->loop) == UV_EBUSY) {

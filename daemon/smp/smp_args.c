@@ -60,14 +60,22 @@ static void usage(FILE *f)
     "  --group-node INDEX:ID=ADDR  (one per member, in member order)\n"
     "                    the coding group this SMP is member I of (all of\n"
     "                    them or none; see daemon/code_group.h)\n"
+    "  --key FILE        the cluster key: the group's SMPs link with it and\n"
+    "                    protect every sealed step (without it a coded\n"
+    "                    SMP protects nothing, and says so)\n"
+    "  --peer-listen HOST  numeric address the group's links come to\n"
+    "                    (default 0.0.0.0; the port is the kernel's pick)\n"
+    "  --protect-timeout-ms N  a step's protection from its seal (default\n"
+    "                    %u); past it the step is not committed\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
-    "  --help            this text\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES);
+    "  --help            this text\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES,
+    SMP_PROTECT_MS_DEFAULT);
 }
 
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
        OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_INSTANCE, OPT_SECRET,
        OPT_HUGE, OPT_CODE, OPT_GROUP, OPT_MEMBER, OPT_NODE_ID,
-       OPT_GROUP_NODE, OPT_HELP };
+       OPT_GROUP_NODE, OPT_KEY, OPT_PEER_LISTEN, OPT_PROTECT_MS, OPT_HELP };
 
 /* The group options: all or none, and a group code_group_check takes. */
 static int group_done(struct smp *smp, unsigned given)
@@ -107,6 +115,9 @@ int smp_args_parse(struct smp *smp, int argc, char **argv)
     { "member", required_argument, NULL, OPT_MEMBER },
     { "node-id", required_argument, NULL, OPT_NODE_ID },
     { "group-node", required_argument, NULL, OPT_GROUP_NODE },
+    { "key", required_argument, NULL, OPT_KEY },
+    { "peer-listen", required_argument, NULL, OPT_PEER_LISTEN },
+    { "protect-timeout-ms", required_argument, NULL, OPT_PROTECT_MS },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -119,6 +130,7 @@ int smp_args_parse(struct smp *smp, int argc, char **argv)
   smp->world = 1;
   smp->nslots = 2;
   smp->prefix = "";
+  smp->protect_ms = SMP_PROTECT_MS_DEFAULT;
   optind = 0; /* full re-initialisation: the role may run more than once */
   opterr = 0;
   while ((o = getopt_long(argc, argv, "", opts, &li)) != -1) {
@@ -201,6 +213,17 @@ int smp_args_parse(struct smp *smp, int argc, char **argv)
       }
       smp->group.n++;
       group_given |= 16;
+      break;
+    case OPT_KEY:
+      smp->key_file = optarg;
+      break;
+    case OPT_PEER_LISTEN:
+      smp->peer_listen = optarg;
+      break;
+    case OPT_PROTECT_MS:
+      if (uint_parse(optarg, 3600000, &smp->protect_ms) != 0 ||
+          smp->protect_ms == 0)
+        goto bad_value;
       break;
     case OPT_HELP:
       usage(stdout);

@@ -14,6 +14,8 @@
  *                      COMMIT, UNPIN, SET_RESTORE
  *   smp_protect.c      the protection engine of a coded job (its own
  *                      interface, smp_protect.h; no sockets)
+ *   smp_peer.c         the links to the other members of the coding group,
+ *                      and each sealed step's protection over them
  */
 #ifndef PT_SMP_INTERNAL_H
 #define PT_SMP_INTERNAL_H
@@ -83,6 +85,12 @@ struct smp {
    * smp_protect.h is the engine the transfer of chunks runs. */
   struct code_group group;
   const char *node_id;                   /* --node-id; NULL: not given */
+  /* The links to the group (smp_peer.c): --key (the cluster key; none: no
+   * links, nothing protected), --peer-listen (the host to take chunks on),
+   * --protect-timeout-ms (a step's protection from its seal). */
+  const char *key_file, *peer_listen;
+  uint32_t protect_ms;
+  struct smp_peer *peer;                     /* NULL: no links */
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;
@@ -227,5 +235,26 @@ int smp_node_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m);
 int smp_node_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m);
 int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
                        const Pt__SetRestore *m);
+
+/* smp_peer.c: erasure coding with the group (no-ops without links). */
+#define SMP_PROTECT_MS_DEFAULT 5000u
+/* Listens for the group's links (with --key and a group); -errno. */
+int smp_peer_start(struct smp *smp);
+void smp_peer_stop(struct smp *smp);
+/* The port the group's links come to; 0: none. */
+int smp_peer_port(const struct smp *smp);
+/* The store is about to be unmapped: nothing queued may point into it. */
+void smp_peer_store_gone(struct smp *smp);
+/* sc is gone: a PIN of its waiting is forgotten. */
+void smp_peer_conn_gone(struct smp *smp, struct smp_conn *sc);
+int smp_peer_on_peers_set(struct smp_conn *sc, uint64_t id,
+                          const Pt__PeersSet *m);
+/* The trainer took slot for step / sealed step in slot / gave slot back. */
+void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step);
+void smp_peer_sealed(struct smp *smp, uint32_t slot, uint64_t step);
+void smp_peer_slot_dropped(struct smp *smp, uint32_t slot);
+/* A PIN of step, pinned: true when this answers it (now or once the step
+ * is protected, or at its deadline); false: no code, answer it plainly. */
+bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step);
 
 #endif /* PT_SMP_INTERNAL_H */

@@ -99,6 +99,8 @@ void smp_node_state_reply(struct smp_conn *sc, uint64_t id, bool verify,
   r.bytes_held = smp->store ? snap_store_total_bytes(smp->store) : 0;
   r.has_smp_pid = true;
   r.smp_pid = (int32_t)getpid();
+  r.has_peer_port = smp_peer_port(smp) != 0;
+  r.peer_port = (uint32_t)smp_peer_port(smp);
   r.has_instance = true;
   r.instance.data = smp->instance;
   r.instance.len = SNAP_INSTANCE_BYTES;
@@ -185,9 +187,12 @@ int smp_node_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m)
 
   if (sc->smp->store != NULL)
     rc = snap_slot_pin(sc->smp->store, m->step);
-  if (rc == 0)
+  if (rc == 0) {
     log_debug("pinned step %" PRIu64, m->step);
-  else
+    /* A coded job answers once the step is protected. */
+    if (smp_peer_pin(sc, id, m->step))
+      return 0;
+  } else
     log_debug("cannot pin step %" PRIu64 ": no slot holds it sealed",
               m->step);
   smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);

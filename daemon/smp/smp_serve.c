@@ -138,6 +138,7 @@ static int role_of_request(uint32_t type)
   case RPC_UNPIN:
   case RPC_SET_RESTORE:
   case RPC_TRAINER_SET:
+  case RPC_PEERS_SET:
     return ROLE_NODE;
   default:
     return -1;
@@ -268,6 +269,8 @@ int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     return smp_node_on_set_restore(sc, id, (Pt__SetRestore *)msg);
   case RPC_TRAINER_SET:
     return smp_trainer_pid_on_trainer_set(sc, id, (Pt__TrainerSet *)msg);
+  case RPC_PEERS_SET:
+    return smp_peer_on_peers_set(sc, id, (Pt__PeersSet *)msg);
   default:
     return PT_EPROTO;
   }
@@ -292,4 +295,5 @@ void smp_serve_conn_gone(struct smp_conn *sc)
   }
   if (smp->node == sc)
     smp->node = NULL;
+  smp_peer_conn_gone(smp, sc);
 }

@@ -306,6 +306,7 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
     r.slot = slot;
     r.has_generation = true;
     r.generation = gen;
+    smp_peer_slot_begun(smp, slot, m->step);
     log_debug("step %" PRIu64 ": slot %u generation %" PRIu64, m->step, slot,
               gen);
   } else if (rc == PT_SKIPPED) {
@@ -365,6 +366,7 @@ int smp_trainer_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m)
   }
   ev.committed_held = held;
   smp_serve_event_send(smp, &ev);
+  smp_peer_sealed(smp, m->slot, m->step);
   if (smp->autocommit)
     smp_serve_commit_step(smp, m->step);
   smp_serve_reply_status(sc, id, 0, NULL);
@@ -382,6 +384,8 @@ int smp_trainer_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *
   }
   smp_serve_writing_remove(sc, m->slot, m->generation);
   int rc = snap_slot_abort(smp->store, m->slot, m->generation);
+  if (rc == 0)
+    smp_peer_slot_dropped(smp, m->slot);
   if (m->has_step)
     snprintf(step, sizeof(step), " of step %" PRIu64, m->step);
   if (rc == 0)
