@@ -416,6 +416,7 @@ enum node_req_kind {
   NODE_REQ_PROBE,         /* STATE_QUERY, liveness only -> STATE_REPLY,
                              whose contents are not used */
   NODE_REQ_TRAINER_SET,   /* the rank's trainer (r->trainer) -> REPLY */
+  NODE_REQ_PEERS_SET,     /* where the group's SMPs listen -> REPLY */
 };
 
 struct node_req {
@@ -444,6 +445,11 @@ struct node_rank {
   struct node_req reqs[NODE_REQ_MAX];
   uint32_t nreqs;
   uint64_t probe_at;         /* next liveness probe; 0 none */
+  /* A coded job: the port its SMP takes its group's chunks on (0: none
+   * reported), and whether it is owed the group's addresses (PEERS_SET:
+   * after each SUBSCRIBE and each new JOB_PEERS). */
+  uint32_t peer_port;
+  bool peers_due;
 
   /* What the SMP last reported. */
   bool has_store;
@@ -536,6 +542,10 @@ struct node {
    * which only the decider's own file reads. */
   const struct node_decider *decider;
   void *decider_data;
+  /* A coded job: the controller's JOB_PEERS (node_peers.c; NULL: none
+   * yet), and the SMPs' ports changed since the last JOB_PART_STATE. */
+  struct node_peers *peers;
+  bool peer_ports_dirty;
   uint64_t end_deadline;      /* every trainer done: commits end by then */
 
   bool has_committed;
@@ -685,6 +695,18 @@ int node_smp_request(struct node *n, struct node_rank *r,
 /* Connection retries and request deadlines that are due. */
 void node_smp_tick(struct node *n, uint64_t now);
 uint64_t node_smp_next_deadline(const struct node_rank *r);
+
+/* node_peers.c: a coded job's SMP links (see there). */
+struct node_peers;
+void node_peers_on_job_peers(struct node *n, const Pt__JobPeers *m);
+/* PEERS_SET to every subscribed SMP owed one. */
+void node_peers_drive(struct node *n);
+/* r's PEERS_SET: addrs and ptrs have room for RS_MAX_MEMBERS. -ENOENT: no
+ * table yet. */
+int node_peers_msg(const struct node *n, const struct node_rank *r,
+                   Pt__PeersSet *out, Pt__PeerAddr *addrs,
+                   Pt__PeerAddr **ptrs);
+void node_peers_forget(struct node *n);
 
 /* node_check.c */
 /* The checks before anything is spawned (open files, --memory-budget);

@@ -285,6 +285,12 @@ static int cl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     return 0;
   }
   switch (h->type) {
+  case RPC_JOB_PEERS:
+    if (cl->state == CL_REGISTERED) {
+      node_peers_on_job_peers(cl->n, (const Pt__JobPeers *)msg);
+      return 0;
+    }
+    break;
   case RPC_JOB_ASSIGN:
   case RPC_JOB_HALT:
   case RPC_JOB_PIN:

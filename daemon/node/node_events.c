@@ -23,6 +23,11 @@ void node_events_on_state_reply(struct node *n, struct node_rank *r,
     log_warn("smp of local rank %" PRIu32 " (rank %" PRIu32 ") reports rank %"
              PRIu32, r->rank, n->cfg.first_rank + r->rank, m->rank);
   r->has_store = m->has_has_store && m->has_store;
+  uint32_t port = m->has_peer_port ? m->peer_port : 0;
+  if (port != r->peer_port) {
+    r->peer_port = port;
+    n->peer_ports_dirty = true; /* the controller hears it */
+  }
   if (m->has_bytes_held)
     r->bytes_held = m->bytes_held;
   r->trainer_done_reported = m->has_trainer_done && m->trainer_done;
@@ -72,6 +77,11 @@ void node_events_on_reply(struct node *n, struct node_rank *r,
     return;
   case NODE_REQ_SET_RESTORE:
     break;
+  case NODE_REQ_PEERS_SET:
+    if (status < 0)
+      log_warn("smp rank %" PRIu32 " did not take its group's addresses: %s",
+               r->rank, LOG_ESC(text));
+    return;
   case NODE_REQ_TRAINER_SET:
     /* -ESRCH: the trainer exited already; its exit is handled anyway. */
     if (status < 0)
@@ -106,6 +116,8 @@ void node_events_on_req_failed(struct node *n, struct node_rank *r,
     n->decider->on_answer(n, r, q, false, err, pt_strerror(err));
   } else if (q->kind == NODE_REQ_DRAIN) {
     r->drained = true; /* nothing more will come from it */
+  } else if (q->kind == NODE_REQ_PEERS_SET) {
+    r->peers_due = true; /* again when it answers */
   }
 }
 

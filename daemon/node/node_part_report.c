@@ -39,6 +39,7 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
   Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
   uint64_t held[SNAP_MAX_SLOTS];
   size_t nheld = 0;
+  uint32_t ports[NODE_MAX_RANKS];
 
   if (!p->has)
     return;
@@ -88,7 +89,15 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
     }
     m.n_held = nheld;
     m.held = held;
+    /* A coded job's SMPs: where their group's links come to. */
+    if (n->cfg.group.k != 0) {
+      for (uint32_t i = 0; i < n->cfg.ranks && i < NODE_MAX_RANKS; i++)
+        ports[i] = n->ranks[i].peer_port;
+      m.n_peer_ports = n->cfg.ranks;
+      m.peer_ports = ports;
+    }
   }
+  n->peer_ports_dirty = false;
   int rc = node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
   if (rc == PT_OK)
     log_debug("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch, state);
@@ -118,8 +127,9 @@ void node_part_report_after_drive(struct node *n)
   if (p == NULL || !p->active)
     return;
   const char *s = node_part_report_state_now(n);
-  if (s != NULL && s != p->reported)
+  if (s != NULL && (s != p->reported || n->peer_ports_dirty))
     node_part_report_send(n, 0, s);
+  node_peers_drive(n);
 }
 
 void node_part_report_registered(struct node *n)

@@ -26,6 +26,7 @@
  */
 #include <ctype.h>
 #include <dirent.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -417,8 +418,18 @@ static int group_args(struct node *n, struct node_rank *r, char *store,
   snprintf(code, sizeof(code), "%" PRIu32 "+%" PRIu32, g.k, g.m);
   snprintf(grp, sizeof(grp), "%" PRIu32, g.group);
   snprintf(mem, sizeof(mem), "%" PRIu32, g.member);
+  /* The links to the group: the cluster key, and the address they come
+   * to (the advertised one when numeric, else every interface). */
+  unsigned char ip[sizeof(struct in6_addr)];
+  const char *listen = inet_pton(AF_INET, n->cfg.advertise, ip) == 1 ||
+                               inet_pton(AF_INET6, n->cfg.advertise, ip) == 1
+                           ? n->cfg.advertise
+                       : strchr(n->cfg.advertise, ':') != NULL ? "::"
+                                                               : "0.0.0.0";
   const char *items[] = {"--code", code, "--group", grp, "--member", mem,
-                         "--node-id", n->cfg.node_id};
+                         "--node-id", n->cfg.node_id,
+                         "--key", n->cfg.key_path,
+                         "--peer-listen", listen};
   for (size_t i = 0; i < sizeof(items) / sizeof(items[0]) && rc == PT_OK; i++)
     rc = add_arg(items[i], store, cap, used, argv, k, maxargs);
   for (uint32_t i = 0; i < g.n && rc == PT_OK; i++) {

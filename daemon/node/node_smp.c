@@ -49,6 +49,7 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_SET_RESTORE: return "SET_RESTORE";
   case NODE_REQ_PROBE: return "STATE_QUERY(liveness)";
   case NODE_REQ_TRAINER_SET: return "TRAINER_SET";
+  case NODE_REQ_PEERS_SET: return "PEERS_SET";
   }
   return "request";
 }
@@ -125,6 +126,7 @@ static int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                 r->smp != NULL ? r->smp->pid : 0);
       /* An SMP (re)started under a live trainer learns which it is. */
       node_smp_announce(n, r);
+      r->peers_due = true; /* and where its group is */
     }
     if (q.kind == NODE_REQ_PROBE)
       return 0; /* alive: nothing else to learn */
@@ -234,6 +236,8 @@ int node_smp_request(struct node *n, struct node_rank *r,
   Pt__Unpin ab = PT__UNPIN__INIT;
   Pt__SetRestore sr = PT__SET_RESTORE__INIT;
   Pt__TrainerSet ts = PT__TRAINER_SET__INIT;
+  Pt__PeersSet ps;
+  Pt__PeerAddr paddr[RS_MAX_MEMBERS], *pptr[RS_MAX_MEMBERS];
   const ProtobufCMessage *msg;
   char node_id[32];
   uint32_t type;
@@ -303,6 +307,13 @@ int node_smp_request(struct node *n, struct node_rank *r,
     ts.start_ticks = r->trainer->start_ticks;
     type = RPC_TRAINER_SET;
     msg = &ts.base;
+    break;
+  case NODE_REQ_PEERS_SET:
+    rc = node_peers_msg(n, r, &ps, paddr, pptr);
+    if (rc != PT_OK)
+      return rc;
+    type = RPC_PEERS_SET;
+    msg = &ps.base;
     break;
   default:
     return -EINVAL;

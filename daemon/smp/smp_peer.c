@@ -123,6 +123,9 @@ struct smp_peer {
   bool pin_wait;
   struct smp_conn *pin_sc;
   uint64_t pin_id, pin_step, pin_deadline;
+  /* the store whose bytes the links were told (none: not told yet) */
+  const struct snap_store *told_store;
+  uint64_t told_bytes;
   char why[400];             /* why the last step failed */
   uint64_t failed_step;
   bool has_failed;
@@ -689,6 +692,25 @@ static int on_accept(struct rpc_listener *ls, struct rpc_conn *c)
   return 0;
 }
 
+/* Every link hears this SMP's slot bytes once it has an object (and again
+ * for a new one): the layout needs every member's. */
+static void tell_bytes(struct smp_peer *p)
+{
+  struct smp *smp = p->smp;
+  if (smp->store == NULL ||
+      (p->told_store == smp->store && p->told_bytes == own_bytes(p)))
+    return;
+  p->told_store = smp->store;
+  p->told_bytes = own_bytes(p);
+  for (uint32_t i = 0; i < smp->group.n; i++) {
+    struct link *l = &p->link[i];
+    if (l->out != NULL && l->out_up)
+      send_hello(l);
+    if (l->in != NULL)
+      send_ready(p, l, false, 0);
+  }
+}
+
 /* ---- the timer: dials due, deadlines ---- */
 
 static void on_tick(uv_timer_t *t)
@@ -697,6 +719,7 @@ static void on_tick(uv_timer_t *t)
   struct smp *smp = p->smp;
   uint64_t now = rpc_now_ms();
 
+  tell_bytes(p);
   for (uint32_t i = 0; i < smp->group.n; i++) {
     struct link *l = &p->link[i];
     if (i != smp->group.member && l->port != 0 && l->out == NULL &&
@@ -835,6 +858,7 @@ void smp_peer_store_gone(struct smp *smp)
     }
   }
   pin_answer(p, -EIO, "the snapshot object was dropped");
+  p->told_store = NULL;
   p->active = false;
   p->pending = false;
   smp_protect_free(p->eng);
@@ -906,7 +930,10 @@ int smp_peer_on_peers_set(struct smp_conn *sc, uint64_t id,
 void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step)
 {
   struct smp_peer *p = P(smp);
-  struct smp_protect *e = p ? engine(p) : NULL;
+  if (p == NULL)
+    return;
+  tell_bytes(p);
+  struct smp_protect *e = engine(p);
   if (e == NULL)
     return;
   int rc = smp_protect_begin_store(e, smp->store, slot, step);
