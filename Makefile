@@ -85,7 +85,8 @@ LIBPT_OBJ := $(call obj,$(LIBPT_SRC))
 CORE_OBJ  := $(call obj,$(CORE_SRC))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-BINS := $(BUILD)/bin/ptd $(BUILD)/bin/ptctl $(BUILD)/bin/pt-train $(BUILD)/bin/ptbench
+BINS := $(BUILD)/bin/ptd $(BUILD)/bin/ptctl $(BUILD)/bin/pt-train $(BUILD)/bin/ptbench \
+        $(BUILD)/tests/pt-ec-verify
 LIBS_OUT := $(BUILD)/lib/libpt.so $(BUILD)/lib/libpt.so.0 $(BUILD)/lib/libpt.a
 ifeq ($(CUDA),yes)
 ifneq ($(KERN_CUDA),)
@@ -181,6 +182,11 @@ $(BUILD)/bin/ptctl: $(call obj,client/ptctl.c $(PTCTL_SRC)) $(BUILD)/lib/libptco
 $(BUILD)/bin/pt-train: $(call obj,$(TRAIN_SRC)) $(BUILD)/lib/libpt.a
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Test tools (tests/tools/): run by the scenarios, not installed.
+$(BUILD)/tests/pt-ec-verify: $(call obj,tests/tools/pt_ec_verify.c) $(BUILD)/lib/libptcore.a
+	$(say) LD $@
+	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(DLIBS)
 
 $(BUILD)/bin/ptbench: $(call obj,$(BENCH_SRC)) $(BUILD)/lib/libptcore.a
 	$(say) LD $@

@@ -263,21 +263,26 @@ say "a new job of a stopped job's name on its nodes: epoch $(c_job_field coded e
 # older one of them is taken, and the nodes restore that step.
 c_ptctl start --job older --nodes 2 --ranks-per-node 1 --slots 4 --master-port "$T_PORT" --node-wait-ms 5000 \
   -- "$TRAIN" --steps 100000 --state-mb 1 --step-delay-ms 300 >/dev/null || c_fail "ptctl start older"
-deadline=$(( $(date +%s) + 30 ))
-until s=$(c_ptctl status older --json | python3 -c '
+# The held steps move on with every step (300 ms), and a loaded machine
+# can take that long between two ptctl calls: a step read from one status
+# may be gone from the next, or from the restore. So the three are tried
+# together until one choice holds through all of them.
+deadline=$(( $(date +%s) + 60 ))
+while :; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "no older committed step held by every node through status and restore: $(c_ptctl status older --json)"
+  s=$(c_ptctl status older --json | python3 -c '
 import json, sys
 j = json.load(sys.stdin)["jobs"][0]
 common = set(j["parts"][0]["held"])
 for p in j["parts"][1:]:
     common &= set(p["held"])
 older = sorted(x for x in common if x < (j["committed_step"] or 0))
-print(older[-1] if older else "")') && [ -n "$s" ]; do
-  [ "$(date +%s)" -lt "$deadline" ] || c_fail "no older committed step held by every node: $(c_ptctl status older --json)"
-  sleep 0.2
+print(older[-1] if older else "")')
+  if [ -z "$s" ]; then sleep 0.2; continue; fi
+  c_ptctl status older | grep -q "^restorable  committed steps held by every node: .*\b$s\b" || continue
+  out=$(c_ptctl restore older --step "$s") && break
+  printf '%s\n' "$out" | grep -qi "hold" || c_fail "restore older --step $s: $out"
 done
-c_ptctl status older | grep -q "^restorable  committed steps held by every node: .*\b$s\b" \
-  || c_fail "status does not show step $s as restorable: $(c_ptctl status older)"
-out=$(c_ptctl restore older --step "$s") || c_fail "restore older --step $s: $out"
 printf '%s\n' "$out" | grep -q "restoring step $s in epoch 2" || c_fail "restore older --step $s said: $out"
 c_wait_job_state older running 30
 for id in $(c_ptctl status older --json | python3 -c 'import json,sys; print(" ".join(p["node"] for p in json.load(sys.stdin)["jobs"][0]["parts"]))'); do
