@@ -14,8 +14,8 @@
  *                      COMMIT, UNPIN, SET_RESTORE
  *   smp_protect.c      the protection engine of a coded job (its own
  *                      interface, smp_protect.h; no sockets)
- *   smp_peer.c         the links to the other members of the coding group,
- *                      and each sealed step's protection over them
+ *   smp_peer.c         each sealed step's protection over the group's links
+ *   smp_peer_link.c    the links to the other members of the coding group
  */
 #ifndef PT_SMP_INTERNAL_H
 #define PT_SMP_INTERNAL_H
@@ -247,8 +247,8 @@ int smp_peer_port(const struct smp *smp);
 void smp_peer_store_gone(struct smp *smp);
 /* sc is gone: a PIN of its waiting is forgotten. */
 void smp_peer_conn_gone(struct smp *smp, struct smp_conn *sc);
-int smp_peer_on_peers_set(struct smp_conn *sc, uint64_t id,
-                          const Pt__PeersSet *m);
+int smp_peer_link_on_peers_set(struct smp_conn *sc, uint64_t id,
+                               const Pt__PeersSet *m);
 /* The trainer took slot for step / sealed step in slot / gave slot back. */
 void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step);
 void smp_peer_sealed(struct smp *smp, uint32_t slot, uint64_t step);

@@ -54,98 +54,7 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "daemon/smp/smp_internal.h"
-#include "daemon/smp/smp_protect.h"
-
-#define PEER_PIECE ((size_t)4 << 20)  /* bytes of a chunk per bulk frame */
-#define PEER_BULK_PIECE 1u            /* bulk kind: a piece of a chunk */
-#define PEER_TICK_MS 50u
-#define PEER_REDIAL_MIN_MS 100u
-#define PEER_REDIAL_MAX_MS 2000u
-#define PEER_HELLO_MS 10000u          /* an accepted link says HELLO by then */
-
-struct smp_peer;
-
-/* One other member of the group. */
-struct link {
-  struct smp_peer *p;
-  uint32_t member;
-  char host[64];
-  int port;                  /* 0: not known */
-  /* the link we dialled: our chunks go out on it */
-  struct rpc_conn *out;
-  bool out_up;               /* authenticated, HELLO sent */
-  uint64_t redial_at, redial_ms;
-  uint64_t ready[SNAP_MAX_SLOTS]; /* steps it said READY for, newest */
-  unsigned nready;                 /*   last */
-  /* the member's slot bytes (from its HELLO or READY) */
-  bool has_bytes;
-  uint64_t bytes;
-  /* the link it dialled: its chunks come in on it */
-  struct rpc_conn *in;
-  uint8_t *rbuf;             /* PEER_PIECE bytes, for its pieces */
-  /* our sends of the active step to this member: indexes into p->sends */
-  unsigned idx[SMP_PROTECT_MAX_SENDS];
-  unsigned nidx, cur;
-  uint64_t cur_off;
-  bool sending;              /* READY came: its pieces go out */
-};
-
-/* An accepted connection before its HELLO says whose it is. */
-struct in_conn {
-  struct smp_peer *p;
-  int member;                /* -1 until HELLO */
-};
-
-struct smp_peer {
-  struct smp *smp;
-  struct rpc_auth auth;
-  struct rpc_listener *listener;
-  int port;
-  uv_timer_t timer;
-  bool timer_on;
-  bool has_epoch;
-  uint64_t epoch;
-  struct link link[RS_MAX_MEMBERS];
-  /* the engine, for the sizes it was made with and the store it serves */
-  struct smp_protect *eng;
-  uint64_t eng_bytes[RS_MAX_MEMBERS];
-  const struct snap_store *eng_store;
-  /* the step whose sends are out (one at a time) */
-  bool active;
-  uint32_t slot;
-  uint64_t step, deadline;
-  struct smp_protect_send sends[SMP_PROTECT_MAX_SENDS];
-  unsigned nsends;
-  bool pending;              /* a newer step sealed meanwhile */
-  uint32_t pending_slot;
-  uint64_t pending_step;
-  /* a PIN of the node waiting for its step to be protected */
-  bool pin_wait;
-  struct smp_conn *pin_sc;
-  uint64_t pin_id, pin_step, pin_deadline;
-  /* the store whose bytes the links were told (none: not told yet) */
-  const struct snap_store *told_store;
-  uint64_t told_bytes;
-  char why[400];             /* why the last step failed */
-  uint64_t failed_step;
-  bool has_failed;
-};
-
-static struct smp_peer *P(struct smp *smp)
-{
-  return smp->peer;
-}
-
-static const struct code_group_member *member_of(const struct smp_peer *p,
-                                                 uint32_t i)
-{
-  return &p->smp->group.members[i];
-}
-
-static uint64_t own_bytes(const struct smp_peer *p)
-{
-  return p->smp->store ? snap_store_slot_bytes(p->smp->store) : 0;
-}
+#include "daemon/smp/smp_peer_int.h"
 
 /* ---- the engine ---- */
 
@@ -196,7 +105,7 @@ static struct smp_protect *engine(struct smp_peer *p)
 
 /* ---- the PIN that waits ---- */
 
-static void pin_answer(struct smp_peer *p, int status, const char *why)
+void smp_peer_pin_answer(struct smp_peer *p, int status, const char *why)
 {
   if (!p->pin_wait)
     return;
@@ -207,9 +116,9 @@ static void pin_answer(struct smp_peer *p, int status, const char *why)
 }
 
 /* The step failed here: logged once, the PIN waiting for it answered. */
-static void step_fail(struct smp_peer *p, uint64_t step, int rc, const char *fmt,
+void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *fmt,
                       ...) __attribute__((format(printf, 4, 5)));
-static void step_fail(struct smp_peer *p, uint64_t step, int rc, const char *fmt,
+void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *fmt,
                       ...)
 {
   va_list ap;
@@ -226,15 +135,15 @@ static void step_fail(struct smp_peer *p, uint64_t step, int rc, const char *fmt
       p->link[i].sending = false;
   }
   if (p->pin_wait && p->pin_step == step)
-    pin_answer(p, rc, p->why);
+    smp_peer_pin_answer(p, rc, p->why);
 }
 
 static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step);
-static void push(struct link *l);
-static void send_ready(struct smp_peer *p, struct link *l, bool has,
+void smp_peer_push(struct link *l);
+void smp_peer_link_ready(struct smp_peer *p, struct link *l, bool has,
                        uint64_t step);
 
-static void ready_add(struct link *l, uint64_t step)
+void smp_peer_ready_add(struct link *l, uint64_t step)
 {
   for (unsigned i = 0; i < l->nready; i++)
     if (l->ready[i] == step)
@@ -256,7 +165,7 @@ static bool is_ready(const struct link *l, uint64_t step)
 
 /* Protected here: PROTECTED in the object once pinned, the PIN answered,
  * and the next step's sends may go. */
-static void check_done(struct smp_peer *p)
+void smp_peer_check_done(struct smp_peer *p)
 {
   struct smp *smp = p->smp;
   uint32_t slot;
@@ -268,7 +177,7 @@ static void check_done(struct smp_peer *p)
     int rc = smp_protect_mark(p->eng, smp->store, slot);
     if (rc == 0)
       log_debug("step %" PRIu64 " protected", p->pin_step);
-    pin_answer(p, rc, rc ? pt_strerror(rc) : NULL);
+    smp_peer_pin_answer(p, rc, rc ? pt_strerror(rc) : NULL);
   }
   if (p->active && smp_protect_find(p->eng, p->step, &slot) == 0) {
     struct smp_protect_status st;
@@ -282,30 +191,11 @@ static void check_done(struct smp_peer *p)
   }
 }
 
+
 /* ---- sending ---- */
 
-static void send_hello(struct link *l)
-{
-  struct smp_peer *p = l->p;
-  struct smp *smp = p->smp;
-  Pt__PeerHello h = PT__PEER_HELLO__INIT;
-
-  h.job = (char *)smp->job;
-  h.epoch = p->epoch;
-  h.group = smp->group.group;
-  h.from = smp->group.member;
-  h.to = l->member;
-  h.k = smp->group.k;
-  h.m = smp->group.m;
-  if (smp->store != NULL) {
-    h.has_bytes = true;
-    h.bytes = own_bytes(p);
-  }
-  rpc_conn_send(l->out, RPC_PEER_HELLO, 0, &h.base);
-}
-
 /* Writes l's pieces of the active step until the link's queue is full. */
-static void push(struct link *l)
+void smp_peer_push(struct link *l)
 {
   struct smp_peer *p = l->p;
 
@@ -325,7 +215,7 @@ static void push(struct link *l)
     if (rc == -EAGAIN)
       return; /* on_drain */
     if (rc != PT_OK) {
-      step_fail(p, p->step, rc, "cannot send to member %u (node '%s'): %s",
+      smp_peer_step_fail(p, p->step, rc, "cannot send to member %u (node '%s'): %s",
                 l->member, member_of(p, l->member)->node_id,
                 pt_strerror(rc));
       return;
@@ -346,7 +236,7 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
   struct smp_protect_status st;
 
   if (e == NULL) {
-    step_fail(p, step, PT_ESTATE, "the group's members are not all known "
+    smp_peer_step_fail(p, step, PT_ESTATE, "the group's members are not all known "
               "yet (links up, sizes said)");
     return;
   }
@@ -354,18 +244,18 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
   if (!st.active || st.step != step) {
     int rc = smp_protect_begin_store(e, smp->store, slot, step);
     if (rc != 0) {
-      step_fail(p, step, rc, "%s", smp_protect_error(e));
+      smp_peer_step_fail(p, step, rc, "%s", smp_protect_error(e));
       return;
     }
     for (uint32_t i = 0; i < smp->group.n; i++)
       if (p->link[i].in != NULL)
-        send_ready(p, &p->link[i], true, step);
+        smp_peer_link_ready(p, &p->link[i], true, step);
   }
   int n = smp_protect_plan(e, slot, snap_slot_data(smp->store, slot),
                            (size_t)snap_store_slot_bytes(smp->store),
                            p->sends);
   if (n < 0) {
-    step_fail(p, step, n, "%s", smp_protect_error(e));
+    smp_peer_step_fail(p, step, n, "%s", smp_protect_error(e));
     return;
   }
   p->nsends = (unsigned)n;
@@ -389,326 +279,10 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
       continue;
     if (is_ready(l, step)) {
       l->sending = true;
-      push(l);
+      smp_peer_push(l);
     }
   }
-  check_done(p);
-}
-
-/* ---- the links we dialled ---- */
-
-static void out_closed(struct link *l, int err)
-{
-  struct smp_peer *p = l->p;
-
-  if (l->out_up || err != 0)
-    log_debug("link to member %u (node '%s') closed: %s", l->member,
-              member_of(p, l->member)->node_id, pt_strerror(err));
-  l->out = NULL;
-  l->out_up = false;
-  l->nready = 0;
-  l->redial_at = rpc_now_ms() + l->redial_ms;
-  l->redial_ms = l->redial_ms * 2 > PEER_REDIAL_MAX_MS ? PEER_REDIAL_MAX_MS
-                                                        : l->redial_ms * 2;
-  if (p->active && l->nidx > 0 && l->cur < l->nidx)
-    step_fail(p, p->step, -ECONNRESET, "the link to member %u (node '%s') "
-              "broke", l->member, member_of(p, l->member)->node_id);
-}
-
-static void on_out_close(struct rpc_conn *c, int err)
-{
-  struct link *l = rpc_conn_data(c);
-  if (l != NULL && l->out == c)
-    out_closed(l, err);
-}
-
-static void on_out_ready(struct rpc_conn *c)
-{
-  struct link *l = rpc_conn_data(c);
-  l->out_up = true;
-  l->redial_ms = PEER_REDIAL_MIN_MS;
-  log_debug("link to member %u (node '%s') up", l->member,
-            member_of(l->p, l->member)->node_id);
-  send_hello(l);
-}
-
-static void on_out_drain(struct rpc_conn *c)
-{
-  push(rpc_conn_data(c));
-}
-
-static int on_out_msg(struct rpc_conn *c, const struct rpc_hdr *h,
-                      ProtobufCMessage *msg)
-{
-  struct link *l = rpc_conn_data(c);
-  struct smp_peer *p = l->p;
-
-  switch (h->type) {
-  case RPC_PEER_READY: {
-    const Pt__PeerReady *r = (const Pt__PeerReady *)msg;
-    if (r->has_bytes && (!l->has_bytes || l->bytes != r->bytes)) {
-      l->has_bytes = true;
-      l->bytes = r->bytes;
-    }
-    if (!r->has_step || r->epoch != p->epoch)
-      return 0;
-    ready_add(l, r->step);
-    if (p->active && p->step == r->step && l->nidx > 0 && !l->sending) {
-      l->sending = true;
-      push(l);
-    }
-    return 0;
-  }
-  case RPC_PEER_ACK: {
-    const Pt__PeerAck *a = (const Pt__PeerAck *)msg;
-    if (p->eng == NULL)
-      return 0;
-    if (a->status != 0) {
-      step_fail(p, a->step, a->status, "member %u (node '%s') refused "
-                "chunk %u: %s", l->member, member_of(p, l->member)->node_id,
-                a->chunk, a->message ? LOG_ESC(a->message)
-                                     : pt_strerror(a->status));
-      return 0;
-    }
-    int rc = smp_protect_ack(p->eng, a->step, l->member, a->chunk);
-    if (rc != 0 && rc != -ENOENT)
-      log_debug("acknowledgement from member %u: %s", l->member,
-                smp_protect_error(p->eng));
-    check_done(p);
-    return 0;
-  }
-  default:
-    log_warn("link to member %u (node '%s'): unexpected %s; closing it",
-             l->member, member_of(p, l->member)->node_id,
-             rpc_type_name(h->type));
-    return PT_EPROTO;
-  }
-}
-
-static void dial(struct link *l)
-{
-  struct smp_peer *p = l->p;
-  struct rpc_conn_ops ops = {.on_msg = on_out_msg, .on_close = on_out_close,
-                             .on_ready = on_out_ready,
-                             .on_drain = on_out_drain};
-  int rc = rpc_conn_connect_tcp(&p->smp->loop, l->host, l->port, &ops,
-                                &p->auth, 0, l, &l->out);
-  if (rc != 0) {
-    l->out = NULL;
-    l->redial_at = rpc_now_ms() + PEER_REDIAL_MAX_MS;
-    log_warn("cannot dial member %u at %s:%d: %s", l->member, l->host,
-             l->port, pt_strerror(rc));
-  }
-}
-
-/* ---- the links dialled to us ---- */
-
-static struct link *in_link(struct rpc_conn *c)
-{
-  struct in_conn *ic = rpc_conn_data(c);
-  if (ic == NULL || ic->member < 0)
-    return NULL;
-  struct link *l = &ic->p->link[ic->member];
-  return l->in == c ? l : NULL;
-}
-
-static void send_ready(struct smp_peer *p, struct link *l, bool has, uint64_t step)
-{
-  Pt__PeerReady r = PT__PEER_READY__INIT;
-  r.epoch = p->epoch;
-  r.has_step = has;
-  r.step = step;
-  if (p->smp->store != NULL) {
-    r.has_bytes = true;
-    r.bytes = own_bytes(p);
-  }
-  rpc_conn_send(l->in, RPC_PEER_READY, 0, &r.base);
-}
-
-static void send_ack(struct link *l, uint64_t step, uint32_t chunk, int rc,
-                     const char *why)
-{
-  Pt__PeerAck a = PT__PEER_ACK__INIT;
-  a.step = step;
-  a.chunk = chunk;
-  a.status = rc;
-  if (rc != 0 && why != NULL && why[0] != '\0')
-    a.message = (char *)why;
-  rpc_conn_send(l->in, RPC_PEER_ACK, 0, &a.base);
-}
-
-static int on_hello(struct rpc_conn *c, struct in_conn *ic,
-                    const Pt__PeerHello *h)
-{
-  struct smp_peer *p = ic->p;
-  const struct code_group *g = &p->smp->group;
-  const char *node = rpc_conn_peer_node(c);
-
-  if (strcmp(h->job, p->smp->job) != 0 || h->group != g->group ||
-      h->k != g->k || h->m != g->m || h->to != g->member ||
-      h->from >= g->n || h->from == g->member ||
-      strcmp(member_of(p, h->from)->node_id, node) != 0) {
-    log_warn("refusing a peer link from node '%s' (%s): it says job '%s', "
-             "group %u, member %u to %u of %u+%u; this is job '%s', group "
-             "%u, member %u of %u+%u", LOG_ESC(node), rpc_conn_peer_name(c),
-             LOG_ESC(h->job), h->group, h->from, h->to, h->k, h->m,
-             p->smp->job, g->group, g->member, g->k, g->m);
-    return PT_EROLE;
-  }
-  struct link *l = &p->link[h->from];
-  if (ic->member < 0) {
-    if (l->in != NULL && l->in != c) {
-      struct in_conn *old = rpc_conn_data(l->in);
-      old->member = -1;
-      rpc_conn_close(l->in, 0); /* replaced: the member dialled again */
-    }
-    ic->member = (int)h->from;
-    l->in = c;
-    rpc_conn_set_idle(c, 0);
-    log_debug("member %u (node '%s') linked", h->from, LOG_ESC(node));
-  } else if (ic->member != (int)h->from) {
-    return PT_EPROTO;
-  }
-  if (h->has_bytes) {
-    l->has_bytes = true;
-    l->bytes = h->bytes;
-  }
-  unsigned n = 0;
-  if (h->epoch == p->epoch && p->eng != NULL && p->smp->store != NULL)
-    for (uint32_t i = 0; i < snap_store_nslots(p->smp->store); i++) {
-      struct smp_protect_status st;
-      smp_protect_status(p->eng, i, &st);
-      if (st.active) {
-        send_ready(p, l, true, st.step);
-        n++;
-      }
-    }
-  if (n == 0)
-    send_ready(p, l, false, 0);
-  return 0;
-}
-
-static int on_in_msg(struct rpc_conn *c, const struct rpc_hdr *h,
-                     ProtobufCMessage *msg)
-{
-  struct in_conn *ic = rpc_conn_data(c);
-  if (h->type == RPC_PEER_HELLO)
-    return on_hello(c, ic, (const Pt__PeerHello *)msg);
-  log_warn("peer link from %s: unexpected %s; closing it",
-           rpc_conn_peer_name(c), rpc_type_name(h->type));
-  return PT_EPROTO;
-}
-
-static int on_in_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
-                            void **dst)
-{
-  struct link *l = in_link(c);
-  if (l == NULL || (h->kind & 0xffu) != PEER_BULK_PIECE)
-    return PT_EPROTO; /* before HELLO, or not a piece */
-  if (l->rbuf == NULL && (l->rbuf = malloc(PEER_PIECE)) == NULL)
-    return -ENOMEM;
-  *dst = l->rbuf;
-  return PT_OK;
-}
-
-static void on_in_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
-                            void *dst, int status)
-{
-  struct link *l = in_link(c);
-  (void)dst;
-  if (l == NULL)
-    return;
-  struct smp_peer *p = l->p;
-  const struct rs_layout *lay = p->eng ? smp_protect_layout(p->eng) : NULL;
-  uint32_t chunk = h->kind >> 8;
-  if (status != PT_OK) {
-    if (status == PT_ECHECKSUM)
-      send_ack(l, h->tag, chunk, status, "a piece failed its CRC32C");
-    return;
-  }
-  if (lay == NULL) {
-    if (h->offset == 0)
-      send_ack(l, h->tag, chunk, PT_ESTATE, "the holder has no layout yet");
-    return;
-  }
-  if (chunk >= lay->k) {
-    send_ack(l, h->tag, chunk, PT_EPROTO, "no such chunk");
-    return;
-  }
-  uint32_t stripe = rs_layout_chunk_stripe(lay, l->member, chunk);
-  uint32_t row = (p->smp->group.member + 2 * lay->g - lay->k - stripe) %
-                 lay->g;
-  struct smp_protect_piece pc = {
-      .step = h->tag, .stripe = stripe, .parity_row = row,
-      .from = l->member, .chunk = chunk, .offset = h->offset,
-      .len = h->length};
-  int rc = smp_protect_receive_piece(p->eng, &pc, l->rbuf);
-  if (rc != 0) {
-    if (h->offset == 0 || rc != -ENOENT)
-      send_ack(l, h->tag, chunk, rc, smp_protect_error(p->eng));
-    return;
-  }
-  if (h->offset + h->length == rs_layout_chunk_valid(lay, l->member, chunk)) {
-    send_ack(l, h->tag, chunk, 0, NULL);
-    check_done(p);
-  }
-}
-
-static void on_in_close(struct rpc_conn *c, int err)
-{
-  struct in_conn *ic = rpc_conn_data(c);
-  (void)err;
-  if (ic == NULL)
-    return;
-  if (ic->member >= 0) {
-    struct link *l = &ic->p->link[ic->member];
-    if (l->in == c)
-      l->in = NULL;
-  }
-  free(ic);
-}
-
-static int on_accept(struct rpc_listener *ls, struct rpc_conn *c)
-{
-  struct smp_peer *p = rpc_listener_data(ls);
-  const struct code_group *g = &p->smp->group;
-  const char *node = rpc_conn_peer_node(c);
-  bool known = false;
-
-  for (uint32_t i = 0; i < g->n && !known; i++)
-    known = i != g->member && strcmp(g->members[i].node_id, node) == 0;
-  if (rpc_conn_peer_role(c) != PT__PEER_ROLE__PEER_ROLE_SMP || !known) {
-    log_warn("refusing a peer link from %s: node '%s' (role %u) is no "
-             "member of coding group %u", rpc_conn_peer_name(c),
-             LOG_ESC(node), rpc_conn_peer_role(c), g->group);
-    return PT_EROLE;
-  }
-  struct in_conn *ic = calloc(1, sizeof(*ic));
-  if (ic == NULL)
-    return -ENOMEM;
-  ic->p = p;
-  ic->member = -1;
-  rpc_conn_set_data(c, ic);
-  return 0;
-}
-
-/* Every link hears this SMP's slot bytes once it has an object (and again
- * for a new one): the layout needs every member's. */
-static void tell_bytes(struct smp_peer *p)
-{
-  struct smp *smp = p->smp;
-  if (smp->store == NULL ||
-      (p->told_store == smp->store && p->told_bytes == own_bytes(p)))
-    return;
-  p->told_store = smp->store;
-  p->told_bytes = own_bytes(p);
-  for (uint32_t i = 0; i < smp->group.n; i++) {
-    struct link *l = &p->link[i];
-    if (l->out != NULL && l->out_up)
-      send_hello(l);
-    if (l->in != NULL)
-      send_ready(p, l, false, 0);
-  }
+  smp_peer_check_done(p);
 }
 
 /* ---- the timer: dials due, deadlines ---- */
@@ -719,12 +293,12 @@ static void on_tick(uv_timer_t *t)
   struct smp *smp = p->smp;
   uint64_t now = rpc_now_ms();
 
-  tell_bytes(p);
+  smp_peer_link_tell_bytes(p);
   for (uint32_t i = 0; i < smp->group.n; i++) {
     struct link *l = &p->link[i];
     if (i != smp->group.member && l->port != 0 && l->out == NULL &&
         p->has_epoch && now >= l->redial_at)
-      dial(l);
+      smp_peer_link_dial(l);
   }
   if (p->active && now >= p->deadline) {
     char waiting[160] = "";
@@ -739,14 +313,14 @@ static void on_tick(uv_timer_t *t)
         break;
       }
     }
-    step_fail(p, p->step, -ETIMEDOUT, "not done within %u ms%s",
+    smp_peer_step_fail(p, p->step, -ETIMEDOUT, "not done within %u ms%s",
               smp->protect_ms, waiting);
   }
   if (p->pin_wait && now >= p->pin_deadline)
-    step_fail(p, p->pin_step, -ETIMEDOUT,
+    smp_peer_step_fail(p, p->pin_step, -ETIMEDOUT,
               "the parity this member keeps is not complete within %u ms",
               smp->protect_ms);
-  check_done(p);
+  smp_peer_check_done(p);
 }
 
 /* ---- the SMP's calls ---- */
@@ -780,14 +354,8 @@ int smp_peer_start(struct smp *smp)
     p->link[i].member = i;
     p->link[i].redial_ms = PEER_REDIAL_MIN_MS;
   }
-  struct rpc_conn_ops ops = {.on_msg = on_in_msg, .on_close = on_in_close,
-                             .idle_ms = PEER_HELLO_MS,
-                             .on_bulk_begin = on_in_bulk_begin,
-                             .on_bulk_done = on_in_bulk_done,
-                             .max_bulk = PEER_PIECE};
   const char *host = smp->peer_listen ? smp->peer_listen : "0.0.0.0";
-  rc = rpc_listen_tcp(&smp->loop, host, 0, &ops, &p->auth, on_accept, p,
-                      &p->listener);
+  rc = smp_peer_link_listen(p, host);
   if (rc != 0) {
     log_error("cannot listen for the coding group on %s: %s", host,
               pt_strerror(rc));
@@ -811,22 +379,11 @@ void smp_peer_stop(struct smp *smp)
   struct smp_peer *p = P(smp);
   if (p == NULL)
     return;
-  pin_answer(p, -ECANCELED, "the SMP is stopping");
+  smp_peer_pin_answer(p, -ECANCELED, "the SMP is stopping");
   if (p->listener != NULL)
     rpc_listener_close(p->listener);
   p->listener = NULL;
-  for (uint32_t i = 0; i < smp->group.n; i++) {
-    struct link *l = &p->link[i];
-    if (l->out != NULL) {
-      rpc_conn_set_data(l->out, NULL);
-      rpc_conn_close(l->out, 0);
-      l->out = NULL;
-    }
-    if (l->in != NULL)
-      rpc_conn_close(l->in, 0);
-    free(l->rbuf);
-    l->rbuf = NULL;
-  }
+  smp_peer_link_close_all(p);
   if (p->timer_on) {
     uv_timer_stop(&p->timer);
     uv_close((uv_handle_t *)&p->timer, NULL);
@@ -845,19 +402,8 @@ void smp_peer_store_gone(struct smp *smp)
   struct smp_peer *p = P(smp);
   if (p == NULL)
     return;
-  /* Our queued pieces point into the mapping about to go: the links that
-   * carry them are closed now (libuv writes nothing more of a closed
-   * stream), and dialled again. */
-  for (uint32_t i = 0; i < smp->group.n; i++) {
-    struct link *l = &p->link[i];
-    if (l->out != NULL && rpc_conn_queued_bytes(l->out) > 0) {
-      struct rpc_conn *c = l->out;
-      out_closed(l, -ECANCELED);
-      rpc_conn_set_data(c, NULL);
-      rpc_conn_close(c, -ECANCELED);
-    }
-  }
-  pin_answer(p, -EIO, "the snapshot object was dropped");
+  smp_peer_link_drop_queued(p);
+  smp_peer_pin_answer(p, -EIO, "the snapshot object was dropped");
   p->told_store = NULL;
   p->active = false;
   p->pending = false;
@@ -875,64 +421,12 @@ void smp_peer_conn_gone(struct smp *smp, struct smp_conn *sc)
   }
 }
 
-int smp_peer_on_peers_set(struct smp_conn *sc, uint64_t id,
-                          const Pt__PeersSet *m)
-{
-  struct smp *smp = sc->smp;
-  struct smp_peer *p = P(smp);
-
-  if (p == NULL) {
-    smp_serve_reply_status(sc, id, PT_ECONFIG,
-                           smp->group.k == 0 ? "this SMP has no coding group"
-                                             : "this SMP has no --key");
-    return 0;
-  }
-  for (size_t i = 0; i < m->n_peers; i++) {
-    const Pt__PeerAddr *a = m->peers[i];
-    if (a->member >= smp->group.n || a->member == smp->group.member ||
-        a->port > 65535 || strlen(a->host) >= sizeof(p->link[0].host)) {
-      smp_serve_reply_status(sc, id, -EINVAL, "a peer out of the group");
-      return 0;
-    }
-  }
-  bool new_epoch = !p->has_epoch || p->epoch != m->epoch;
-  p->has_epoch = true;
-  p->epoch = m->epoch;
-  for (size_t i = 0; i < m->n_peers; i++) {
-    const Pt__PeerAddr *a = m->peers[i];
-    struct link *l = &p->link[a->member];
-    bool moved = l->port != (int)a->port || strcmp(l->host, a->host) != 0;
-    snprintf(l->host, sizeof(l->host), "%s", a->host);
-    l->port = (int)a->port;
-    if ((moved || new_epoch) && l->out != NULL) {
-      struct rpc_conn *c = l->out;
-      l->out = NULL;
-      l->out_up = false;
-      l->nready = 0;
-      rpc_conn_set_data(c, NULL);
-      rpc_conn_close(c, 0);
-    }
-    if (moved) {
-      l->redial_at = 0;
-      l->redial_ms = PEER_REDIAL_MIN_MS;
-    }
-  }
-  if (new_epoch) {
-    pin_answer(p, PT_EEPOCH, "the job moved to another epoch");
-    p->active = false;
-    p->pending = false;
-    log_info("coding group %u: epoch %" PRIu64, smp->group.group, p->epoch);
-  }
-  smp_serve_reply_status(sc, id, 0, NULL);
-  return 0;
-}
-
 void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step)
 {
   struct smp_peer *p = P(smp);
   if (p == NULL)
     return;
-  tell_bytes(p);
+  smp_peer_link_tell_bytes(p);
   struct smp_protect *e = engine(p);
   if (e == NULL)
     return;
@@ -944,7 +438,7 @@ void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step)
   }
   for (uint32_t i = 0; i < smp->group.n; i++)
     if (p->link[i].in != NULL)
-      send_ready(p, &p->link[i], true, step);
+      smp_peer_link_ready(p, &p->link[i], true, step);
 }
 
 void smp_peer_slot_dropped(struct smp *smp, uint32_t slot)
@@ -953,7 +447,7 @@ void smp_peer_slot_dropped(struct smp *smp, uint32_t slot)
   if (p == NULL || p->eng == NULL)
     return;
   if (p->active && p->slot == slot)
-    step_fail(p, p->step, -ECANCELED, "its slot was given back");
+    smp_peer_step_fail(p, p->step, -ECANCELED, "its slot was given back");
   if (p->pending && p->pending_slot == slot)
     p->pending = false;
   smp_protect_forget(p->eng, slot);
@@ -990,7 +484,7 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
 
   if (p == NULL)
     return false; /* no code, or no links: answered as a plain pin */
-  pin_answer(p, -ECANCELED, "another PIN came");
+  smp_peer_pin_answer(p, -ECANCELED, "another PIN came");
   if (p->has_failed && p->failed_step == step && !(p->active && p->step == step)) {
     smp_serve_reply_status(sc, id, -EIO, p->why);
     return true;
@@ -1006,6 +500,6 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
   p->pin_id = id;
   p->pin_step = step;
   p->pin_deadline = rpc_now_ms() + smp->protect_ms;
-  check_done(p);
+  smp_peer_check_done(p);
   return true;
 }

@@ -270,7 +270,7 @@ int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_TRAINER_SET:
     return smp_trainer_pid_on_trainer_set(sc, id, (Pt__TrainerSet *)msg);
   case RPC_PEERS_SET:
-    return smp_peer_on_peers_set(sc, id, (Pt__PeersSet *)msg);
+    return smp_peer_link_on_peers_set(sc, id, (Pt__PeersSet *)msg);
   default:
     return PT_EPROTO;
   }

@@ -1,0 +1,137 @@
+/*
+ * smp_peer_int.h — what smp_peer.c (a step's protection) and
+ * smp_peer_link.c (the links to the group) share. Not an interface: the
+ * SMP calls the smp_peer_* functions of smp_internal.h.
+ */
+#ifndef PT_SMP_PEER_INT_H
+#define PT_SMP_PEER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/smp/smp_internal.h"
+#include "daemon/smp/smp_protect.h"
+
+#define PEER_PIECE ((size_t)4 << 20)  /* bytes of a chunk per bulk frame */
+#define PEER_BULK_PIECE 1u            /* bulk kind: a piece of a chunk */
+#define PEER_TICK_MS 50u
+#define PEER_REDIAL_MIN_MS 100u
+#define PEER_REDIAL_MAX_MS 2000u
+#define PEER_HELLO_MS 10000u          /* an accepted link says HELLO by then */
+
+struct smp_peer;
+
+/* One other member of the group. */
+struct link {
+  struct smp_peer *p;
+  uint32_t member;
+  char host[64];
+  int port;                  /* 0: not known */
+  /* the link we dialled: our chunks go out on it */
+  struct rpc_conn *out;
+  bool out_up;               /* authenticated, HELLO sent */
+  uint64_t redial_at, redial_ms;
+  uint64_t ready[SNAP_MAX_SLOTS]; /* steps it said READY for, newest */
+  unsigned nready;                 /*   last */
+  /* the member's slot bytes (from its HELLO or READY) */
+  bool has_bytes;
+  uint64_t bytes;
+  /* the link it dialled: its chunks come in on it */
+  struct rpc_conn *in;
+  uint8_t *rbuf;             /* PEER_PIECE bytes, for its pieces */
+  /* our sends of the active step to this member: indexes into p->sends */
+  unsigned idx[SMP_PROTECT_MAX_SENDS];
+  unsigned nidx, cur;
+  uint64_t cur_off;
+  bool sending;              /* READY came: its pieces go out */
+};
+
+/* An accepted connection before its HELLO says whose it is. */
+struct in_conn {
+  struct smp_peer *p;
+  int member;                /* -1 until HELLO */
+};
+
+struct smp_peer {
+  struct smp *smp;
+  struct rpc_auth auth;
+  struct rpc_listener *listener;
+  int port;
+  uv_timer_t timer;
+  bool timer_on;
+  bool has_epoch;
+  uint64_t epoch;
+  struct link link[RS_MAX_MEMBERS];
+  /* the engine, for the sizes it was made with and the store it serves */
+  struct smp_protect *eng;
+  uint64_t eng_bytes[RS_MAX_MEMBERS];
+  const struct snap_store *eng_store;
+  /* the step whose sends are out (one at a time) */
+  bool active;
+  uint32_t slot;
+  uint64_t step, deadline;
+  struct smp_protect_send sends[SMP_PROTECT_MAX_SENDS];
+  unsigned nsends;
+  bool pending;              /* a newer step sealed meanwhile */
+  uint32_t pending_slot;
+  uint64_t pending_step;
+  /* a PIN of the node waiting for its step to be protected */
+  bool pin_wait;
+  struct smp_conn *pin_sc;
+  uint64_t pin_id, pin_step, pin_deadline;
+  /* the store whose bytes the links were told (none: not told yet) */
+  const struct snap_store *told_store;
+  uint64_t told_bytes;
+  char why[400];             /* why the last step failed */
+  uint64_t failed_step;
+  bool has_failed;
+};
+
+static inline struct smp_peer *P(struct smp *smp)
+{
+  return smp->peer;
+}
+
+static inline const struct code_group_member *member_of(const struct smp_peer *p,
+                                                 uint32_t i)
+{
+  return &p->smp->group.members[i];
+}
+
+static inline uint64_t own_bytes(const struct smp_peer *p)
+{
+  return p->smp->store ? snap_store_slot_bytes(p->smp->store) : 0;
+}
+
+/* smp_peer.c */
+/* Writes l's pieces of the active step until the link's queue is full. */
+void smp_peer_push(struct link *l);
+/* The step failed here: logged once, a PIN waiting for it answered. */
+void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc,
+                        const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Protected here: PROTECTED once pinned, the PIN answered, the next
+ * step's sends started. */
+void smp_peer_check_done(struct smp_peer *p);
+/* The PIN waiting (if any) is answered with status (why: its words). */
+void smp_peer_pin_answer(struct smp_peer *p, int status, const char *why);
+/* l's holder said READY for step. */
+void smp_peer_ready_add(struct link *l, uint64_t step);
+
+/* smp_peer_link.c */
+void smp_peer_link_hello(struct link *l);
+void smp_peer_link_ready(struct smp_peer *p, struct link *l, bool has,
+                         uint64_t step);
+void smp_peer_link_dial(struct link *l);
+/* The link we dialled is gone (err): dialled again after a backoff, and a
+ * step still sending on it fails. */
+void smp_peer_link_out_closed(struct link *l, int err);
+/* Every link hears this SMP's slot bytes once it has an object. */
+void smp_peer_link_tell_bytes(struct smp_peer *p);
+/* The listener on host, port 0 (p->listener). */
+int smp_peer_link_listen(struct smp_peer *p, const char *host);
+void smp_peer_link_close_all(struct smp_peer *p);
+/* Links with pieces queued are closed (the store goes). */
+void smp_peer_link_drop_queued(struct smp_peer *p);
+
+#endif /* PT_SMP_PEER_INT_H */
