@@ -86,7 +86,7 @@ CORE_OBJ  := $(call obj,$(CORE_SRC))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 BINS := $(BUILD)/bin/ptd $(BUILD)/bin/ptctl $(BUILD)/bin/pt-train $(BUILD)/bin/ptbench \
-        $(BUILD)/tests/pt-ec-verify
+        $(BUILD)/tests/pt-ec-verify $(BUILD)/tests/pt-peer-hostile
 LIBS_OUT := $(BUILD)/lib/libpt.so $(BUILD)/lib/libpt.so.0 $(BUILD)/lib/libpt.a
 ifeq ($(CUDA),yes)
 ifneq ($(KERN_CUDA),)
@@ -185,6 +185,10 @@ $(BUILD)/bin/pt-train: $(call obj,$(TRAIN_SRC)) $(BUILD)/lib/libpt.a
 
 # Test tools (tests/tools/): run by the scenarios, not installed.
 $(BUILD)/tests/pt-ec-verify: $(call obj,tests/tools/pt_ec_verify.c) $(BUILD)/lib/libptcore.a
+	$(say) LD $@
+	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(DLIBS)
+
+$(BUILD)/tests/pt-peer-hostile: $(call obj,tests/tools/pt_peer_hostile.c) $(BUILD)/lib/libptcore.a
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(DLIBS)
 

@@ -324,10 +324,16 @@ static int on_accept(struct rpc_listener *ls, struct rpc_conn *c)
 
   for (uint32_t i = 0; i < g->n && !known; i++)
     known = i != g->member && strcmp(g->members[i].node_id, node) == 0;
-  if (rpc_conn_peer_role(c) != PT__PEER_ROLE__PEER_ROLE_SMP || !known) {
-    log_warn("refusing a peer link from %s: node '%s' (role %u) is no "
-             "member of coding group %u", rpc_conn_peer_name(c),
-             LOG_ESC(node), rpc_conn_peer_role(c), g->group);
+  if (rpc_conn_peer_role(c) != PT__PEER_ROLE__PEER_ROLE_SMP) {
+    log_warn("refusing a peer link from %s (node '%s'): it authenticated "
+             "as role %u, not as an SMP", rpc_conn_peer_name(c),
+             LOG_ESC(node), rpc_conn_peer_role(c));
+    return PT_EROLE;
+  }
+  if (!known) {
+    log_warn("refusing a peer link from %s: node '%s' is no other member "
+             "of coding group %u", rpc_conn_peer_name(c), LOG_ESC(node),
+             g->group);
     return PT_EROLE;
   }
   struct in_conn *ic = calloc(1, sizeof(*ic));

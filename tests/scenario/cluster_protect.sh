@@ -52,6 +52,34 @@ until q=$(c_job_field cq committed_step) && [ -n "$q" ] && [ "$q" -ge 8 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job cq committed nothing by step 8"
   sleep 0.2
 done
+
+# 3. a hostile client with the cluster key on rank 0's peer port: each
+# wrong thing it does is refused (closed, or a PEER_ACK with the refusal),
+# and the job goes on committing protected steps.
+c_ptctl status cq --json >"$T_DIR/cq.json" || c_fail "ptctl status cq failed"
+read -r group member nodes < <(python3 -c '
+import json, sys
+job = [x for x in json.load(open(sys.argv[1]))["jobs"] if x["job"] == "cq"][0]
+for g in job["groups"]:
+    for m in g["members"]:
+        if m["rank"] == 0:
+            print(g["group"], m["member"], " ".join(x["node"] for x in g["members"]))
+' "$T_DIR/cq.json")
+port=$(grep -h '^<6>ptd smp 0: coding group .*: taking the group.s chunks on 127.0.0.1:' "$T_DIR"/node.*.log \
+  | tail -n 1 | sed 's/.*127\.0\.0\.1://')
+[ -n "$port" ] && [ -n "$nodes" ] || c_fail "no peer port or group for rank 0 (port '$port', group '$group')"
+before=$(c_job_field cq committed_step)
+"$BUILD/tests/pt-peer-hostile" "$C_KEY" 127.0.0.1 "$port" cq "$group" "$member" 2 1 $nodes >"$T_DIR/hostile.out" 2>&1 \
+  || c_fail "a hostile peer was not refused: $(cat "$T_DIR/hostile.out")"
+say "hostile peer on rank 0's port: $(tail -n 1 "$T_DIR/hostile.out")"
+grep -q "node 'not-a-member' is no other member of coding group $group" "$T_DIR"/node.*.log \
+  || c_fail "the stranger's refusal was not logged"
+grep -q "it authenticated as role [0-9]*, not as an SMP" "$T_DIR"/node.*.log || c_fail "the wrong role's refusal was not logged"
+deadline=$(( $(date +%s) + 60 ))
+until q=$(c_job_field cq committed_step) && [ "$q" -ge $(( before + 5 )) ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job cq committed no more after the hostile peer ($q, was $before)"
+  sleep 0.2
+done
 c_ptctl stop cq --keep >"$T_DIR/stop.out" 2>&1 || c_fail "ptctl stop --keep failed: $(cat "$T_DIR/stop.out")"
 c_wait_job_state cq stopped 30
 q=$(c_job_field cq committed_step)
