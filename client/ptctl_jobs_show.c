@@ -74,9 +74,9 @@ static void part_json(FILE *f, const Pt__JobPartInfo *p)
 }
 
 /* The job's coding groups: node group g's local rank r is coding group
- * g x ranks_per_node + r (rpc/pt.proto, "Coding groups"). Health (losses
- * each group can absorb, the age of its newest PROTECTED step) is not
- * measured yet: null, never a made-up value. */
+ * g x ranks_per_node + r (rpc/pt.proto, "Coding groups"), each with its
+ * health: the node losses it can absorb now, its newest PROTECTED step
+ * and that step's age (null when the controller did not say). */
 static void groups_json(FILE *f, const Pt__JobInfo *j)
 {
   uint32_t rpn = j->spec != NULL ? j->spec->ranks_per_node : 1;
@@ -108,7 +108,17 @@ static void groups_json(FILE *f, const Pt__JobInfo *j)
         ptctl_out_json_str(f, mb->advertise);
         fputc('}', f);
       }
-      fputs("],\"health\":null}", f);
+      fputs("],\"health\":", f);
+      if (!ng->has_tolerates) {
+        fputs("null}", f);
+        continue;
+      }
+      fprintf(f, "{\"tolerates\":%" PRIu32 ",\"protected_step\":",
+              ng->tolerates);
+      ptctl_out_json_u64(f, ng->has_protected_step, ng->protected_step);
+      fputs(",\"protected_age_ms\":", f);
+      ptctl_out_json_u64(f, ng->has_protected_age_ms, ng->protected_age_ms);
+      fputs("}}", f);
     }
   }
   fputc(']', f);
@@ -220,7 +230,8 @@ static void spec_line(FILE *f, const Pt__JobSpec *s)
 static void groups_block(FILE *f, const Pt__JobInfo *j)
 {
   uint32_t rpn = j->spec != NULL ? j->spec->ranks_per_node : 1;
-  static const char *const head[] = {"GROUP", "CODE", "MEMBERS"};
+  static const char *const head[] = {"GROUP", "CODE", "TOLERATES",
+                                     "PROTECTED", "MEMBERS"};
 
   if (j->spec == NULL || !j->spec->has_code_k || j->spec->code_k == 0) {
     fputs("code        none: a lost node's snapshots are not rebuilt\n", f);
@@ -231,13 +242,10 @@ static void groups_block(FILE *f, const Pt__JobInfo *j)
           j->spec->code_k, j->spec->code_m, j->n_groups,
           j->n_groups == 1 ? "" : "s", rpn, rpn == 1 ? "" : "s",
           (uint64_t)j->n_groups * rpn, j->n_groups * rpn == 1 ? "" : "s");
-  /* Health is not measured yet: no value rather than a made-up one. */
-  fputs("protection  not measured yet (losses each group absorbs, newest "
-        "protected step)\n", f);
   if (j->n_groups == 0)
     return;
   struct ptctl_table t;
-  ptctl_table_init(&t, 3);
+  ptctl_table_init(&t, 5);
   fputc('\n', f);
   ptctl_table_row(&t, head);
   for (size_t g = 0; g < j->n_groups; g++) {
@@ -252,7 +260,17 @@ static void groups_block(FILE *f, const Pt__JobInfo *j)
         n += (size_t)snprintf(members + n, sizeof(members) - n, "%s%s/%"
                               PRIu32, x > 0 ? " " : "",
                               ng->members[x]->node_id, r);
-      const char *row[] = {idx, code, members};
+      /* The node losses it absorbs now, and its newest protected step. */
+      char tol[48] = "-", prot[64] = "none yet";
+      if (ng->has_tolerates)
+        snprintf(tol, sizeof(tol), "%" PRIu32 " of %" PRIu32 " node%s",
+                 ng->tolerates, ng->m, ng->m == 1 ? "" : "s");
+      if (ng->has_protected_step && ng->has_protected_age_ms)
+        snprintf(prot, sizeof(prot), "step %" PRIu64 " (%.1f s ago)",
+                 ng->protected_step, ng->protected_age_ms / 1000.0);
+      else if (ng->has_protected_step)
+        snprintf(prot, sizeof(prot), "step %" PRIu64, ng->protected_step);
+      const char *row[] = {idx, code, tol, prot, members};
       ptctl_table_row(&t, row);
     }
   }

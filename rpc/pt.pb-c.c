@@ -5578,7 +5578,7 @@ const ProtobufCMessageDescriptor pt__group_member__descriptor =
   (ProtobufCMessageInit) pt__group_member__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__node_group__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__node_group__field_descriptors[7] =
 {
   {
     "index",
@@ -5628,17 +5628,56 @@ static const ProtobufCFieldDescriptor pt__node_group__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tolerates",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__NodeGroup, has_tolerates),
+    offsetof(Pt__NodeGroup, tolerates),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protected_step",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__NodeGroup, has_protected_step),
+    offsetof(Pt__NodeGroup, protected_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protected_age_ms",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__NodeGroup, has_protected_age_ms),
+    offsetof(Pt__NodeGroup, protected_age_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__node_group__field_indices_by_name[] = {
   0,   /* field[0] = index */
   1,   /* field[1] = k */
   2,   /* field[2] = m */
   3,   /* field[3] = members */
+  6,   /* field[6] = protected_age_ms */
+  5,   /* field[5] = protected_step */
+  4,   /* field[4] = tolerates */
 };
 static const ProtobufCIntRange pt__node_group__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__node_group__descriptor =
 {
@@ -5648,7 +5687,7 @@ const ProtobufCMessageDescriptor pt__node_group__descriptor =
   "Pt__NodeGroup",
   "pt",
   sizeof(Pt__NodeGroup),
-  4,
+  7,
   pt__node_group__field_descriptors,
   pt__node_group__field_indices_by_name,
   1,  pt__node_group__number_ranges,

@@ -953,10 +953,23 @@ struct  Pt__NodeGroup
    */
   size_t n_members;
   Pt__GroupMember **members;
+  /*
+   * Its protection now (JOBS_REPLY only): how many more of its nodes may be
+   * lost and the job still rebuild its newest protected step (m less the
+   * members whose node is not alive; 0 while no step is protected), and
+   * that step (a coded job commits only steps PROTECTED on every node, so
+   * it is the job's committed step) and its age.
+   */
+  protobuf_c_boolean has_tolerates;
+  uint32_t tolerates;
+  protobuf_c_boolean has_protected_step;
+  uint64_t protected_step;
+  protobuf_c_boolean has_protected_age_ms;
+  uint64_t protected_age_ms;
 };
 #define PT__NODE_GROUP__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__node_group__descriptor) \
-    , 0, 0, 0, 0,NULL }
+    , 0, 0, 0, 0,NULL, 0, 0, 0, 0, 0, 0 }
 
 
 /*

@@ -94,6 +94,31 @@ static void group_msg(struct controller *ctl, const struct ctl_job *j,
   }
 }
 
+/* The protection of node group i now (see NodeGroup.tolerates). */
+static void group_health(struct controller *ctl, const struct ctl_job *j,
+                         uint32_t i, Pt__NodeGroup *out, uint64_t now)
+{
+  const struct ctl_groups *g = &j->groups;
+  uint32_t lost = 0;
+
+  for (uint32_t x = 0; x < ctl_groups_size(g, i); x++) {
+    const struct ctl_part *pt = &j->parts[g->member[g->first[i] + x]];
+    if (pt->node >= ctl->members.n ||
+        ctl->members.nodes[pt->node].state != CTL_NODE_ALIVE)
+      lost++;
+  }
+  out->has_tolerates = true;
+  out->tolerates = j->has_committed && lost < g->m ? g->m - lost : 0;
+  if (j->has_committed) {
+    out->has_protected_step = true;
+    out->protected_step = j->committed;
+  }
+  if (j->has_committed && j->committed_ms != 0) {
+    out->has_protected_age_ms = true;
+    out->protected_age_ms = now > j->committed_ms ? now - j->committed_ms : 0;
+  }
+}
+
 static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
 {
   struct controller *ctl = CTL(ctx);
@@ -275,6 +300,7 @@ static int fill_groups(struct controller *ctl, const struct ctl_job *j,
   for (uint32_t i = 0; i < n; i++) {
     uint32_t off = j->groups.first[i];
     group_msg(ctl, j, i, &gs[i], mem + off, mp + off);
+    group_health(ctl, j, i, &gs[i], rpc_now_ms());
     gp[i] = &gs[i];
   }
   ji->n_groups = n;

@@ -65,6 +65,16 @@ for g in job["groups"]:
         if m["rank"] == 0:
             print(g["group"], m["member"], " ".join(x["node"] for x in g["members"]))
 ' "$T_DIR/cq.json")
+# Both groups absorb one node loss now, at a protected (committed) step.
+python3 -c '
+import json, sys
+job = [x for x in json.load(open(sys.argv[1]))["jobs"] if x["job"] == "cq"][0]
+for g in job["groups"]:
+    h = g["health"]
+    assert h["tolerates"] == 1, g
+    assert h["protected_step"] is not None and h["protected_step"] >= 8, g
+    assert h["protected_age_ms"] is not None, g
+' "$T_DIR/cq.json" || c_fail "group health wrong: $(cat "$T_DIR/cq.json")"
 port=$(grep -h '^<6>ptd smp 0: coding group .*: taking the group.s chunks on 127.0.0.1:' "$T_DIR"/node.*.log \
   | tail -n 1 | sed 's/.*127\.0\.0\.1://')
 [ -n "$port" ] && [ -n "$nodes" ] || c_fail "no peer port or group for rank 0 (port '$port', group '$group')"

@@ -710,6 +710,13 @@ START_TEST(status_and_jobs_output)
   ng.m = 1;
   ng.n_members = 2;
   ng.members = gmp;
+  /* its second node is unreachable: no more losses absorbed */
+  ng.has_tolerates = true;
+  ng.tolerates = 0;
+  ng.has_protected_step = true;
+  ng.protected_step = 1200;
+  ng.has_protected_age_ms = true;
+  ng.protected_age_ms = 3200;
   Pt__NodeGroup *ngp[] = {&ng};
   j0.n_groups = 1;
   j0.groups = ngp;
@@ -758,7 +765,8 @@ START_TEST(status_and_jobs_output)
       "'node':'a-much-longer-node-name','node_index':1,'local_rank':1,"
       "'rank':3,'address':None} and "
       "d['jobs'][0]['groups'][0]['members'][0]['address']=='10.0.0.1' and "
-      "d['jobs'][0]['groups'][0]['health'] is None and "
+      "d['jobs'][0]['groups'][0]['health']=={'tolerates':0,"
+      "'protected_step':1200,'protected_age_ms':3200} and "
       "d['jobs'][1]['code'] is None and d['jobs'][1]['groups']==[]");
   fake_release(&f);
 
@@ -798,15 +806,18 @@ START_TEST(status_and_jobs_output)
   ck_assert(matches("^a-much-longer-node-name +unreachable +0\\.3 s ago +"
                     "2\\.\\.3 +running +- +1\\.5 GiB$",
                     o));
-  /* The code and its groups, members as node/local rank; no health. */
+  /* The code and its groups, members as node/local rank, with what each
+   * absorbs now and its newest protected step. */
   ck_assert_msg(strstr(o, "code        1+1, 1 node group x 2 local ranks = "
-                          "2 coding groups\n") != NULL &&
-                    strstr(o, "protection  not measured yet") != NULL,
+                          "2 coding groups\n") != NULL,
                 "%s", o);
-  ck_assert_msg(matches("^GROUP +CODE +MEMBERS$", o), "%s", o);
-  ck_assert_msg(matches("^0 +1\\+1 +node-a/0 a-much-longer-node-name/0$", o),
+  ck_assert_msg(matches("^GROUP +CODE +TOLERATES +PROTECTED +MEMBERS$", o),
                 "%s", o);
-  ck_assert_msg(matches("^1 +1\\+1 +node-a/1 a-much-longer-node-name/1$", o),
+  ck_assert_msg(matches("^0 +1\\+1 +0 of 1 node +step 1200 \\(3\\.2 s ago\\) +"
+                        "node-a/0 a-much-longer-node-name/0$", o),
+                "%s", o);
+  ck_assert_msg(matches("^1 +1\\+1 +0 of 1 node +step 1200 \\(3\\.2 s ago\\) +"
+                        "node-a/1 a-much-longer-node-name/1$", o),
                 "%s", o);
   fake_release(&f);
   f.nconn = 0;
