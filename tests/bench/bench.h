@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "rpc/rpc.h"
 
 #define BENCH_ERRLEN 512
 
@@ -312,6 +313,46 @@ struct bench_floor_result {
 };
 int bench_floor_run(const struct bench_floor_spec *sp, struct bench_floor_result *r,
                     char *errbuf, size_t errlen);
+
+/* bench_protect.c: protection across 3 real nodes at 2+1, beside raw TCP
+ * moving the same bytes in the same pattern (bench_protect.c says how). */
+struct bench_protect {
+  int state_mb;          /* per rank (1 rank per node) */
+  double window_s;
+  int commits, steps;    /* in the window: committed (= protected) steps,
+                            steps every rank trained */
+  double protect_gbps;   /* data bytes made PROTECTED per second per node */
+  double train_gbps;     /* the same at the trainers' step rate: the pace
+                            protection would need to protect every step */
+  double tcp_gbps;       /* the raw TCP pattern, per node */
+  double step_ms;        /* the job's wall time per trained step */
+  double nopt_step_ms;   /* the same 3 ranks without pt (--no-pt --timing) */
+  bool measured;
+};
+int bench_protect_run(const struct bench_opts *o, struct bench_protect *r, char *errbuf,
+                      size_t errlen);
+
+/* A ptd controller for a run (bench_cluster.c): its own state dir, key and
+ * log under the run's tmp dir, listening on a port of its own. */
+struct bench_ctl_proc {
+  pid_t pid;
+  int port;
+  char dir[512];     /* its state dir */
+  char key[512];
+  char log[512];
+};
+int bench_cluster_ctl_start(const struct bench_opts *o, const char *name,
+                            struct bench_ctl_proc *cp, char *errbuf, size_t errlen);
+void bench_cluster_ctl_stop(struct bench_ctl_proc *cp);
+/* A blocking ptctl-like request: PT_OK with *reply (freed with
+ * protobuf_c_message_free_unpacked), -ENOTSUP when the controller closed
+ * without an answer, another error with why. */
+int bench_cluster_call(const struct bench_ctl_proc *cp, uint32_t type,
+                       const ProtobufCMessage *req, uint32_t reply_type, int timeout_ms,
+                       ProtobufCMessage **reply, char *why, size_t whylen);
+int bench_cluster_job_start(const struct bench_ctl_proc *cp, Pt__JobSpec *spec,
+                            uint64_t *epoch, char *why, size_t whylen);
+int bench_cluster_job_stop(const struct bench_ctl_proc *cp, const char *job);
 
 /* 3 real ptd nodes and pt-train; the commit latency seen on a relay in
  * front of each node's controller link (bench_cluster.c says exactly). */

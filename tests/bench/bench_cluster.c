@@ -80,14 +80,6 @@
 
 /* ---- the controller ---- */
 
-struct ctl_proc {
-  pid_t pid;
-  int port;
-  char dir[512];     /* its state dir */
-  char key[512];
-  char log[512];
-};
-
 static int run_keygen(const struct bench_opts *o, const char *key, const char *log,
                       char *errbuf, size_t errlen)
 {
@@ -142,7 +134,7 @@ static bool log_has(const char *path, const char *s)
 }
 
 /* A fresh key and controller under base/name. */
-static int ctl_start(const struct bench_opts *o, const char *name, struct ctl_proc *cp,
+int bench_cluster_ctl_start(const struct bench_opts *o, const char *name, struct bench_ctl_proc *cp,
                      char *errbuf, size_t errlen)
 {
   char hb[16];
@@ -184,7 +176,7 @@ static int ctl_start(const struct bench_opts *o, const char *name, struct ctl_pr
   return 0;
 }
 
-static void ctl_stop(struct ctl_proc *cp)
+void bench_cluster_ctl_stop(struct bench_ctl_proc *cp)
 {
   if (cp->pid > 0)
     bench_child_stop(cp->pid, STOP_GRACE_MS);
@@ -218,7 +210,7 @@ static int fd_limit_raise(rlim_t need, char *why, size_t whylen)
 
 /* PT_OK with *reply, -ENOTSUP when the controller closed the connection
  * without an answer (it does not know the request), or another error. */
-static int ctl_call(const struct ctl_proc *cp, uint32_t type, const ProtobufCMessage *req,
+int bench_cluster_call(const struct bench_ctl_proc *cp, uint32_t type, const ProtobufCMessage *req,
                     uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply,
                     char *why, size_t whylen)
 {
@@ -263,13 +255,13 @@ out:
 
 /* JOB_START of spec. PT_OK with *epoch; -ENOTSUP when the controller does
  * not serve jobs (why says so); another error with why. */
-static int job_start(const struct ctl_proc *cp, Pt__JobSpec *spec, uint64_t *epoch,
+int bench_cluster_job_start(const struct bench_ctl_proc *cp, Pt__JobSpec *spec, uint64_t *epoch,
                      char *why, size_t whylen)
 {
   Pt__JobStart js = PT__JOB_START__INIT;
   ProtobufCMessage *m = NULL;
   js.spec = spec;
-  int rc = ctl_call(cp, RPC_JOB_START, &js.base, RPC_JOB_REPLY, START_DEADLINE_MS, &m, why,
+  int rc = bench_cluster_call(cp, RPC_JOB_START, &js.base, RPC_JOB_REPLY, START_DEADLINE_MS, &m, why,
                     whylen);
   if (rc == -ENOTSUP) {
     size_t l = strlen(why);
@@ -315,7 +307,7 @@ struct sim_node {
 struct sim {
   uv_loop_t loop;
   uv_timer_t guard, step_timer;
-  const struct ctl_proc *cp;
+  const struct bench_ctl_proc *cp;
   struct rpc_auth auth;
   struct sim_node *nodes;
   uint32_t n, dialled, pending, registered, running, closed;
@@ -686,7 +678,7 @@ out:
 static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
                    struct bench_cluster_size *r, char *errbuf, size_t errlen)
 {
-  struct ctl_proc cp;
+  struct bench_ctl_proc cp;
   struct sim *s = NULL;
   char name[32], why[BENCH_ERRLEN];
   int rc;
@@ -702,7 +694,7 @@ static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
     return 0; /* not measured, said so */
   }
   snprintf(name, sizeof(name), "ctl-%u", n);
-  rc = ctl_start(o, name, &cp, errbuf, errlen);
+  rc = bench_cluster_ctl_start(o, name, &cp, errbuf, errlen);
   if (rc < 0)
     return rc;
 
@@ -774,7 +766,7 @@ static int sim_run(const struct bench_opts *o, uint32_t n, int steps,
   spec.nodes = n;
   spec.ranks_per_node = 1;
   uint64_t epoch = 0;
-  rc = job_start(&cp, &spec, &epoch, why, sizeof(why));
+  rc = bench_cluster_job_start(&cp, &spec, &epoch, why, sizeof(why));
   if (rc == -ENOTSUP) {
     snprintf(r->why, sizeof(r->why), "%s", why);
     r->jobs_unsupported = true;
@@ -824,7 +816,7 @@ out_sim:
   }
   sim_drain(s);
 out_free:
-  ctl_stop(&cp);
+  bench_cluster_ctl_stop(&cp);
   if (rc == 0 && r->measured)
     sim_floor(s, r);
   if (s != NULL) {
@@ -1233,13 +1225,13 @@ static void relay_counts(struct relay *r, uint32_t *registered, uint64_t *sealed
   pthread_mutex_unlock(&r->mu);
 }
 
-static int job_stop(const struct ctl_proc *cp, const char *job)
+int bench_cluster_job_stop(const struct bench_ctl_proc *cp, const char *job)
 {
   Pt__JobStop m = PT__JOB_STOP__INIT;
   ProtobufCMessage *rep = NULL;
   char why[256];
   m.job = (char *)job;
-  int rc = ctl_call(cp, RPC_JOB_STOP, &m.base, RPC_JOB_REPLY, 5000, &rep, why, sizeof(why));
+  int rc = bench_cluster_call(cp, RPC_JOB_STOP, &m.base, RPC_JOB_REPLY, 5000, &rep, why, sizeof(why));
   if (rc == PT_OK) {
     rc = ((const Pt__JobReply *)rep)->status;
     protobuf_c_message_free_unpacked(rep, NULL);
@@ -1250,7 +1242,7 @@ static int job_stop(const struct ctl_proc *cp, const char *job)
 int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real *r,
                            char *errbuf, size_t errlen)
 {
-  struct ctl_proc cp;
+  struct bench_ctl_proc cp;
   struct relay *rl = NULL;
   pid_t node_pid[REAL_NODES] = { 0 };
   char node_log[REAL_NODES][512], why[BENCH_ERRLEN], job[64];
@@ -1267,7 +1259,7 @@ int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real
     snprintf(errbuf, errlen, "libsodium cannot start");
     return -ENOSYS;
   }
-  rc = ctl_start(o, "ctl-real", &cp, errbuf, errlen);
+  rc = bench_cluster_ctl_start(o, "ctl-real", &cp, errbuf, errlen);
   if (rc < 0)
     return rc;
   rl = calloc(1, sizeof(*rl));
@@ -1340,8 +1332,12 @@ int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real
   spec.argv = targv;
   spec.nodes = REAL_NODES;
   spec.ranks_per_node = (uint32_t)r->ranks_per_node;
+  /* The commit protocol alone: no code (3 nodes would default to 2+1,
+   * whose protection `protect_*` measures on its own). */
+  spec.has_code_k = spec.has_code_m = true;
+  spec.code_k = spec.code_m = 0;
   uint64_t epoch = 0;
-  rc = job_start(&cp, &spec, &epoch, why, sizeof(why));
+  rc = bench_cluster_job_start(&cp, &spec, &epoch, why, sizeof(why));
   if (rc == -ENOTSUP) {
     r->jobs_unsupported = true;
     snprintf(r->why, sizeof(r->why), "%s", why);
@@ -1420,11 +1416,11 @@ int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real
 
 out:
   if (job_started && cp.pid > 0)
-    (void)job_stop(&cp, job);
+    (void)bench_cluster_job_stop(&cp, job);
   for (int i = 0; i < REAL_NODES; i++)
     if (node_pid[i] > 0)
       bench_child_stop(node_pid[i], STOP_GRACE_MS);
-  ctl_stop(&cp);
+  bench_cluster_ctl_stop(&cp);
   if (rl != NULL) {
     relay_stop(rl);
     free(rl);

@@ -644,13 +644,18 @@ static void print_table(const struct bench_opts *o, const struct results *res,
 #define CLUSTER_COMMIT_P50_MS 5.0      /* 3 real nodes */
 #define CLUSTER_CTL1000_P50_MS 50.0    /* 1,000 simulated nodes */
 #define CLUSTER_CTL1000_CPU_PCT 10.0   /* with 1 s heartbeats */
+#define CLUSTER_PROTECT_OVER_TCP 0.7   /* protect_gbps / protect_tcp_gbps */
+#define CLUSTER_STEP_OVERHEAD 1.10     /* pt-train's step, protected / no pt */
 
 struct cluster_results {
   char cpu[128];
   long cores;
   struct bench_cluster_result sim;
   struct bench_cluster_real real;
+  struct bench_protect prot;
   bool have_sim, have_real; /* the part ran to its end (measured or said why not) */
+  bool have_prot;
+  char prot_why[BENCH_ERRLEN];
   int step_ms;
   double elapsed_s;
 };
@@ -678,15 +683,24 @@ static size_t cluster_targets(const struct cluster_results *cr, struct target *t
   t[n++] = (struct target){ "ctl_1000_cpu_pct", "controller CPU at 1000 nodes",
                             km ? k->cpu_pct : NAN, false, CLUSTER_CTL1000_CPU_PCT,
                             "ctl_1000_cpu_pct, % of one core" };
+  bool pm = cr->have_prot && cr->prot.measured;
+  t[n++] = (struct target){ "protect_over_tcp", "protection across 3 nodes, 2+1",
+                            pm ? cr->prot.protect_gbps / cr->prot.tcp_gbps : NAN, true,
+                            CLUSTER_PROTECT_OVER_TCP, "protect_gbps / protect_tcp_gbps" };
+  t[n++] = (struct target){ "cluster_step_overhead_ratio", "pt-train's step, protected / no pt",
+                            pm ? cr->prot.step_ms / cr->prot.nopt_step_ms : NAN, false,
+                            CLUSTER_STEP_OVERHEAD, "step ms with protection / without pt" };
   return n;
 }
 
 static void cluster_json(const struct cluster_results *cr, const char *error)
 {
   struct json j = { stdout, true };
-  struct target t[4];
+  struct target t[6];
   size_t nt = cluster_targets(cr, t);
   const struct bench_cluster_real *rr = &cr->real;
+  const struct bench_protect *pr = &cr->prot;
+  bool pm = cr->have_prot && pr->measured;
 
   fputc('{', stdout);
   json_bool(&j, "complete", error == NULL);
@@ -766,6 +780,26 @@ static void cluster_json(const struct cluster_results *cr, const char *error)
       json_str(&j, k, z->why);
     }
   }
+  json_num(&j, "protect_gbps", pm ? pr->protect_gbps : NAN);
+  json_num(&j, "protect_tcp_gbps", pm ? pr->tcp_gbps : NAN);
+  json_num(&j, "protect_train_gbps", pm ? pr->train_gbps : NAN);
+  json_u64(&j, "protect_state_mb", (uint64_t)pr->state_mb);
+  json_u64(&j, "protect_commits", (uint64_t)(pm ? pr->commits : 0));
+  json_u64(&j, "protect_steps", (uint64_t)(pm ? pr->steps : 0));
+  json_num(&j, "protect_window_s", pm ? pr->window_s : NAN);
+  /* true when every trained step was protected: the trainers set the pace
+   * and protect_gbps is a floor of protection's rate, not its capacity */
+  json_bool(&j, "protect_trainer_bound", pm && pr->commits + 1 >= pr->steps);
+  json_num(&j, "cluster_step_ms", pm ? pr->step_ms : NAN);
+  json_num(&j, "cluster_step_nopt_ms", pm ? pr->nopt_step_ms : NAN);
+  json_num(&j, "cluster_step_overhead_ratio", pm ? pr->step_ms / pr->nopt_step_ms : NAN);
+  json_str(&j, "protect_measures", "3 nodes x 1 rank of pt-train, code 2+1, a snapshot every "
+           "step: committed (= PROTECTED on every node) steps x state bytes over the window, "
+           "per node; protect_tcp_gbps: 3 processes on a loopback TCP mesh, each writing and "
+           "reading state/2 bytes to and from each other (the 2+1 pattern), best of 2; "
+           "protect_train_gbps: the trainers' own step rate x state bytes");
+  if (!pm)
+    json_str(&j, "protect_why", cr->prot_why[0] ? cr->prot_why : "not run");
   json_num(&j, "elapsed_s", cr->elapsed_s);
 
   json_key(&j, "targets");
@@ -796,8 +830,11 @@ static void cluster_row(const char *label, double v, const char *unit, const cha
     snprintf(m, sizeof(m), "%.2f %s", v, unit);
   else
     snprintf(m, sizeof(m), "-");
+  /* A target on the ratio column (a figure beside its limit) says so. */
+  bool on_ratio = t != NULL && isfinite(ratio) && t->value == ratio;
   if (t != NULL)
-    snprintf(tg, sizeof(tg), "%s %g %s", t->at_least ? ">=" : "<=", t->bound, unit);
+    snprintf(tg, sizeof(tg), "%s %g%s%s", t->at_least ? ">=" : "<=", t->bound,
+             on_ratio ? "x" : " ", on_ratio ? "" : unit);
   if (!measured)
     snprintf(res, sizeof(res), "not measured: %s", why[0] ? why : "the run stopped before it");
   else if (t != NULL)
@@ -807,9 +844,10 @@ static void cluster_row(const char *label, double v, const char *unit, const cha
 
 static void cluster_table(const struct cluster_results *cr, const char *error)
 {
-  struct target t[4];
+  struct target t[6];
   size_t nt = cluster_targets(cr, t);
   const struct bench_cluster_real *rr = &cr->real;
+  const struct bench_protect *pr = &cr->prot;
   char lab[64], lim[64];
 
   printf("ptbench --cluster: ptd controller on 127.0.0.1, 1 s heartbeats, a fresh controller "
@@ -857,7 +895,26 @@ static void cluster_table(const struct cluster_results *cr, const char *error)
       cluster_row(lab, NAN, "%", "", NULL, false, z->floor_why, NAN);
     }
   }
+  bool pm = cr->have_prot && pr->measured;
+  snprintf(lim, sizeof(lim), "%.2f GB/s raw TCP", pm ? pr->tcp_gbps : NAN);
+  cluster_row("protection, 3 nodes, 2+1", pr->protect_gbps, "GB/s", lim,
+              target_find(t, nt, "protect_over_tcp"), pm, cr->prot_why,
+              pm ? pr->protect_gbps / pr->tcp_gbps : NAN);
+  if (pm && pr->commits + 1 >= pr->steps)
+    printf("%-30s every trained step was protected: the trainers set the pace, and the "
+           "figure is a floor of what protection moves\n", "");
+  snprintf(lim, sizeof(lim), "%d of %d steps", pm ? pr->commits : 0, pm ? pr->steps : 0);
+  cluster_row("  trainers' own pace", pr->train_gbps, "GB/s", lim, NULL, pm, cr->prot_why,
+              NAN);
+  snprintf(lim, sizeof(lim), "%.2f ms without pt", pm ? pr->nopt_step_ms : NAN);
+  cluster_row("  pt-train step, protected", pr->step_ms, "ms", lim,
+              target_find(t, nt, "cluster_step_overhead_ratio"), pm, cr->prot_why,
+              pm ? pr->step_ms / pr->nopt_step_ms : NAN);
   const struct bench_cluster_size *k = cluster_size(cr, 1000);
+  printf("\nprotection: 3 nodes x 1 rank of pt-train --state-mb %d at code 2+1, a snapshot "
+         "every step, over %.0f s:\n  committed (PROTECTED on every node) steps x state "
+         "bytes, per node; the limit: 3 processes\n  writing and reading state/2 bytes to "
+         "and from each other over loopback TCP, best of 2\n", pr->state_mb, pr->window_s);
   printf("\nkernel floor: the same N loopback TCP connections and frames (%zu B report, %zu B "
          "heartbeat in;\n  %zu B commit out, headers included) through a plain epoll process "
          "with no pt logic: one read\n  per readable connection, one write per answer, the "
@@ -911,6 +968,16 @@ static int cluster_main(struct bench_opts *o, bool json)
       error = err2;
   } else {
     cr.have_real = true;
+  }
+  if (o->verbose)
+    fprintf(stderr, "ptbench: protection across 3 real nodes at 2+1\n");
+  rc = bench_protect_run(o, &cr.prot, cr.prot_why, sizeof(cr.prot_why));
+  if (rc < 0) {
+    fprintf(stderr, "ptbench: %s\n", cr.prot_why);
+    if (error == NULL)
+      error = cr.prot_why;
+  } else {
+    cr.have_prot = true;
   }
   bench_cleanup_run();
   cr.elapsed_s = bench_now() - t_start;
