@@ -2977,6 +2977,96 @@ void   pt__peer_ack__free_unpacked
   assert(message->base.descriptor == &pt__peer_ack__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__peer_meta__init
+                     (Pt__PeerMeta         *message)
+{
+  static const Pt__PeerMeta init_value = PT__PEER_META__INIT;
+  *message = init_value;
+}
+size_t pt__peer_meta__get_packed_size
+                     (const Pt__PeerMeta *message)
+{
+  assert(message->base.descriptor == &pt__peer_meta__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_meta__pack
+                     (const Pt__PeerMeta *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_meta__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_meta__pack_to_buffer
+                     (const Pt__PeerMeta *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_meta__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerMeta *
+       pt__peer_meta__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerMeta *)
+     protobuf_c_message_unpack (&pt__peer_meta__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_meta__free_unpacked
+                     (Pt__PeerMeta *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_meta__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__peer_fetch__init
+                     (Pt__PeerFetch         *message)
+{
+  static const Pt__PeerFetch init_value = PT__PEER_FETCH__INIT;
+  *message = init_value;
+}
+size_t pt__peer_fetch__get_packed_size
+                     (const Pt__PeerFetch *message)
+{
+  assert(message->base.descriptor == &pt__peer_fetch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_fetch__pack
+                     (const Pt__PeerFetch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_fetch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_fetch__pack_to_buffer
+                     (const Pt__PeerFetch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_fetch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerFetch *
+       pt__peer_fetch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerFetch *)
+     protobuf_c_message_unpack (&pt__peer_fetch__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_fetch__free_unpacked
+                     (Pt__PeerFetch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_fetch__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -8250,6 +8340,160 @@ const ProtobufCMessageDescriptor pt__peer_ack__descriptor =
   pt__peer_ack__field_indices_by_name,
   1,  pt__peer_ack__number_ranges,
   (ProtobufCMessageInit) pt__peer_ack__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_meta__field_descriptors[3] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerMeta, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "table",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerMeta, table),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "member",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__PeerMeta, has_member),
+    offsetof(Pt__PeerMeta, member),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_meta__field_indices_by_name[] = {
+  2,   /* field[2] = member */
+  0,   /* field[0] = step */
+  1,   /* field[1] = table */
+};
+static const ProtobufCIntRange pt__peer_meta__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__peer_meta__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerMeta",
+  "PeerMeta",
+  "Pt__PeerMeta",
+  "pt",
+  sizeof(Pt__PeerMeta),
+  3,
+  pt__peer_meta__field_descriptors,
+  pt__peer_meta__field_indices_by_name,
+  1,  pt__peer_meta__number_ranges,
+  (ProtobufCMessageInit) pt__peer_meta__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_fetch__field_descriptors[5] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerFetch, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "what",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerFetch, what),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "index",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerFetch, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "offset",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__PeerFetch, has_offset),
+    offsetof(Pt__PeerFetch, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "length",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__PeerFetch, has_length),
+    offsetof(Pt__PeerFetch, length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_fetch__field_indices_by_name[] = {
+  2,   /* field[2] = index */
+  4,   /* field[4] = length */
+  3,   /* field[3] = offset */
+  0,   /* field[0] = step */
+  1,   /* field[1] = what */
+};
+static const ProtobufCIntRange pt__peer_fetch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__peer_fetch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerFetch",
+  "PeerFetch",
+  "Pt__PeerFetch",
+  "pt",
+  sizeof(Pt__PeerFetch),
+  5,
+  pt__peer_fetch__field_descriptors,
+  pt__peer_fetch__field_indices_by_name,
+  1,  pt__peer_fetch__number_ranges,
+  (ProtobufCMessageInit) pt__peer_fetch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =

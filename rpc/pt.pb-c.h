@@ -81,6 +81,8 @@ typedef struct Pt__PeersSet Pt__PeersSet;
 typedef struct Pt__PeerHello Pt__PeerHello;
 typedef struct Pt__PeerReady Pt__PeerReady;
 typedef struct Pt__PeerAck Pt__PeerAck;
+typedef struct Pt__PeerMeta Pt__PeerMeta;
+typedef struct Pt__PeerFetch Pt__PeerFetch;
 
 
 /* --- enums --- */
@@ -1726,6 +1728,55 @@ struct  Pt__PeerAck
     , 0, 0, 0, NULL }
 
 
+/*
+ * RPC_PEER_META: dialler -> acceptor, after it sealed step (before its
+ * chunks): the slot's checksum table as the trainer wrote it (one CRC32C
+ * per block, then the blob's bytes and CRC32C; u32 little-endian), which a
+ * rebuild of this member checks its rebuilt bytes against. Also the answer
+ * to PEER_FETCH{what 2}.
+ */
+struct  Pt__PeerMeta
+{
+  ProtobufCMessage base;
+  uint64_t step;
+  ProtobufCBinaryData table;
+  /*
+   * whose table (absent: the sender's)
+   */
+  protobuf_c_boolean has_member;
+  uint32_t member;
+};
+#define PT__PEER_META__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_meta__descriptor) \
+    , 0, {0,NULL}, 0, 0 }
+
+
+/*
+ * RPC_PEER_FETCH: dialler -> acceptor, for a rebuild: send a piece of a
+ * step the acceptor holds committed (or protected): what 0, bytes
+ * [offset, offset + length) of its own data chunk `index` (bytes past the
+ * chunk's valid ones are zero and not sent: the payload may be shorter);
+ * what 1, of the parity row `index` it keeps; what 2, the checksum table of
+ * member `index` (PEER_META). Answered, with the request's id, by a bulk
+ * frame (kind PEER_BULK_FETCH, tag the request id, offset as asked), a
+ * PEER_META, or a PEER_ACK whose status says why not.
+ */
+struct  Pt__PeerFetch
+{
+  ProtobufCMessage base;
+  uint64_t step;
+  uint32_t what;
+  uint32_t index;
+  protobuf_c_boolean has_offset;
+  uint64_t offset;
+  protobuf_c_boolean has_length;
+  uint64_t length;
+};
+#define PT__PEER_FETCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_fetch__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0 }
+
+
 /* Pt__Region methods */
 void   pt__region__init
                      (Pt__Region         *message);
@@ -2980,6 +3031,44 @@ Pt__PeerAck *
 void   pt__peer_ack__free_unpacked
                      (Pt__PeerAck *message,
                       ProtobufCAllocator *allocator);
+/* Pt__PeerMeta methods */
+void   pt__peer_meta__init
+                     (Pt__PeerMeta         *message);
+size_t pt__peer_meta__get_packed_size
+                     (const Pt__PeerMeta   *message);
+size_t pt__peer_meta__pack
+                     (const Pt__PeerMeta   *message,
+                      uint8_t             *out);
+size_t pt__peer_meta__pack_to_buffer
+                     (const Pt__PeerMeta   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerMeta *
+       pt__peer_meta__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_meta__free_unpacked
+                     (Pt__PeerMeta *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__PeerFetch methods */
+void   pt__peer_fetch__init
+                     (Pt__PeerFetch         *message);
+size_t pt__peer_fetch__get_packed_size
+                     (const Pt__PeerFetch   *message);
+size_t pt__peer_fetch__pack
+                     (const Pt__PeerFetch   *message,
+                      uint8_t             *out);
+size_t pt__peer_fetch__pack_to_buffer
+                     (const Pt__PeerFetch   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerFetch *
+       pt__peer_fetch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_fetch__free_unpacked
+                     (Pt__PeerFetch *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -3180,6 +3269,12 @@ typedef void (*Pt__PeerReady_Closure)
 typedef void (*Pt__PeerAck_Closure)
                  (const Pt__PeerAck *message,
                   void *closure_data);
+typedef void (*Pt__PeerMeta_Closure)
+                 (const Pt__PeerMeta *message,
+                  void *closure_data);
+typedef void (*Pt__PeerFetch_Closure)
+                 (const Pt__PeerFetch *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -3254,6 +3349,8 @@ extern const ProtobufCMessageDescriptor pt__peers_set__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_hello__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_ready__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_ack__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_meta__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_fetch__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -122,7 +122,9 @@ enum rpc_type {
   RPC_PEER_HELLO = 62,          /* Pt__PeerHello */
   RPC_PEER_READY = 63,          /* Pt__PeerReady */
   RPC_PEER_ACK = 64,            /* Pt__PeerAck */
-  RPC_TYPE_MAX_ = 64,
+  RPC_PEER_META = 65,           /* Pt__PeerMeta */
+  RPC_PEER_FETCH = 66,          /* Pt__PeerFetch */
+  RPC_TYPE_MAX_ = 66,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

@@ -91,6 +91,8 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_PEER_HELLO] = {"PEER_HELLO", &pt__peer_hello__descriptor},
     [RPC_PEER_READY] = {"PEER_READY", &pt__peer_ready__descriptor},
     [RPC_PEER_ACK] = {"PEER_ACK", &pt__peer_ack__descriptor},
+    [RPC_PEER_META] = {"PEER_META", &pt__peer_meta__descriptor},
+    [RPC_PEER_FETCH] = {"PEER_FETCH", &pt__peer_fetch__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)

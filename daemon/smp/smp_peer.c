@@ -259,6 +259,7 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
     return;
   }
   p->nsends = (unsigned)n;
+  smp_peer_serve_meta_send(p, slot, step); /* for a rebuild of us */
   p->active = true;
   p->slot = slot;
   p->step = step;

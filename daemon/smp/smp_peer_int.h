@@ -18,6 +18,8 @@
 #define PEER_REDIAL_MIN_MS 100u
 #define PEER_REDIAL_MAX_MS 2000u
 #define PEER_HELLO_MS 10000u          /* an accepted link says HELLO by then */
+#define PEER_BULK_FETCH 2u            /* bulk kind: a piece a rebuild fetched */
+#define PEER_META_MAX ((size_t)1 << 20) /* bytes of a checksum table */
 
 struct smp_peer;
 
@@ -44,6 +46,14 @@ struct link {
   unsigned nidx, cur;
   uint64_t cur_off;
   bool sending;              /* READY came: its pieces go out */
+  /* the member's checksum tables of its newest steps (PEER_META), for a
+   * rebuild of it (smp_peer_serve.c) */
+  struct {
+    uint64_t step;
+    uint8_t *table;
+    size_t len;
+  } meta[SNAP_MAX_SLOTS];
+  unsigned nmeta;
 };
 
 /* An accepted connection before its HELLO says whose it is. */
@@ -133,5 +143,15 @@ int smp_peer_link_listen(struct smp_peer *p, const char *host);
 void smp_peer_link_close_all(struct smp_peer *p);
 /* Links with pieces queued are closed (the store goes). */
 void smp_peer_link_drop_queued(struct smp_peer *p);
+
+/* smp_peer_serve.c: what a rebuild of another member needs from this one */
+/* PEER_META of step (in slot) on every link we dialled that is up. */
+void smp_peer_serve_meta_send(struct smp_peer *p, uint32_t slot, uint64_t step);
+/* PEER_META and PEER_FETCH on l's accepted link (after its HELLO): 0, or
+ * non-zero to close it. */
+int smp_peer_serve_on_msg(struct link *l, const struct rpc_hdr *h,
+                          ProtobufCMessage *msg);
+/* Frees the tables kept for l. */
+void smp_peer_serve_forget(struct link *l);
 
 #endif /* PT_SMP_PEER_INT_H */

@@ -241,6 +241,9 @@ static int on_in_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   struct in_conn *ic = rpc_conn_data(c);
   if (h->type == RPC_PEER_HELLO)
     return on_hello(c, ic, (const Pt__PeerHello *)msg);
+  struct link *l = in_link(c);
+  if (l != NULL && (h->type == RPC_PEER_META || h->type == RPC_PEER_FETCH))
+    return smp_peer_serve_on_msg(l, h, msg);
   log_warn("peer link from %s: unexpected %s; closing it",
            rpc_conn_peer_name(c), rpc_type_name(h->type));
   return PT_EPROTO;
@@ -442,6 +445,7 @@ void smp_peer_link_close_all(struct smp_peer *p)
       rpc_conn_close(l->in, 0);
     free(l->rbuf);
     l->rbuf = NULL;
+    smp_peer_serve_forget(l);
   }
 }
 
@@ -457,6 +461,14 @@ void smp_peer_link_drop_queued(struct smp_peer *p)
       struct rpc_conn *c = l->out;
       smp_peer_link_out_closed(l, -ECANCELED);
       rpc_conn_set_data(c, NULL);
+      rpc_conn_close(c, -ECANCELED);
+    }
+    /* and the pieces of a rebuild we serve, on the links dialled to us */
+    if (l->in != NULL && rpc_conn_queued_bytes(l->in) > 0) {
+      struct in_conn *ic = rpc_conn_data(l->in);
+      struct rpc_conn *c = l->in;
+      ic->member = -1;
+      l->in = NULL;
       rpc_conn_close(c, -ECANCELED);
     }
   }

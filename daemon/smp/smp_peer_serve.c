@@ -1,0 +1,196 @@
+/*
+ * smp_peer_serve.c — what this SMP gives a rebuild of another member of
+ * its group (DESIGN.md "Restore" 2): the checksum tables of the other
+ * members' steps, kept as they come (PEER_META, sent by each member after
+ * it sealed a step), and the pieces of a step it holds committed or
+ * protected (PEER_FETCH): bytes of one of its own data chunks, or of a
+ * parity row it keeps, read straight from the slot as a bulk frame.
+ *
+ * Nothing here is trusted: a fetch of a step this SMP does not hold, of a
+ * chunk or row out of the layout, or of bytes past the piece is answered
+ * with a PEER_ACK naming why; a table larger than PEER_META_MAX, or of
+ * another size than a whole number of u32, closes the link. The tables
+ * are kept in memory, the newest SNAP_MAX_SLOTS steps per member.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "daemon/smp/smp_internal.h"
+#include "daemon/smp/smp_peer_int.h"
+
+void smp_peer_serve_meta_send(struct smp_peer *p, uint32_t slot, uint64_t step)
+{
+  struct smp *smp = p->smp;
+  Pt__PeerMeta m = PT__PEER_META__INIT;
+
+  if (smp->store == NULL)
+    return;
+  m.step = step;
+  m.table.data = (uint8_t *)snap_slot_crcs(smp->store, slot);
+  m.table.len = ((size_t)snap_store_nblocks(smp->store) + SNAP_TABLE_TRAILER) *
+                sizeof(uint32_t);
+  for (uint32_t i = 0; i < smp->group.n; i++) {
+    struct link *l = &p->link[i];
+    if (l->out != NULL && l->out_up)
+      rpc_conn_send(l->out, RPC_PEER_META, 0, &m.base);
+  }
+}
+
+void smp_peer_serve_forget(struct link *l)
+{
+  for (unsigned i = 0; i < l->nmeta; i++)
+    free(l->meta[i].table);
+  l->nmeta = 0;
+}
+
+static int keep_meta(struct link *l, const Pt__PeerMeta *m)
+{
+  if (m->table.len == 0 || m->table.len > PEER_META_MAX ||
+      m->table.len % sizeof(uint32_t) != 0) {
+    log_warn("member %u sent a checksum table of %zu bytes; closing its "
+             "link", l->member, m->table.len);
+    return PT_EPROTO;
+  }
+  uint8_t *t = malloc(m->table.len);
+  if (t == NULL)
+    return 0; /* not kept: a rebuild of that step will say so */
+  memcpy(t, m->table.data, m->table.len);
+  unsigned at = l->nmeta;
+  for (unsigned i = 0; i < l->nmeta; i++)
+    if (l->meta[i].step == m->step)
+      at = i;
+  if (at == l->nmeta && l->nmeta == SNAP_MAX_SLOTS) {
+    free(l->meta[0].table); /* the oldest */
+    memmove(&l->meta[0], &l->meta[1], (SNAP_MAX_SLOTS - 1) * sizeof(l->meta[0]));
+    at = --l->nmeta;
+  }
+  if (at < l->nmeta)
+    free(l->meta[at].table);
+  else
+    l->nmeta++;
+  l->meta[at].step = m->step;
+  l->meta[at].table = t;
+  l->meta[at].len = m->table.len;
+  return 0;
+}
+
+static void refuse(struct link *l, uint64_t id, const Pt__PeerFetch *f, int rc,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void refuse(struct link *l, uint64_t id, const Pt__PeerFetch *f, int rc,
+                   const char *fmt, ...)
+{
+  char why[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof(why), fmt, ap);
+  va_end(ap);
+  Pt__PeerAck a = PT__PEER_ACK__INIT;
+  a.step = f->step;
+  a.chunk = f->index;
+  a.status = rc;
+  a.message = why;
+  rpc_conn_send(l->in, RPC_PEER_ACK, id, &a.base);
+}
+
+/* The slot holding step committed, protected or pinned; UINT32_MAX. */
+static uint32_t held_slot(const struct snap_store *s, uint64_t step)
+{
+  for (uint32_t i = 0; i < snap_store_nslots(s); i++) {
+    struct snap_slot_info si;
+    snap_slot_get(s, i, &si);
+    if (si.record_ok && si.step == step &&
+        (si.state == SNAP_COMMITTED || si.state == SNAP_PROTECTED ||
+         si.state == SNAP_PINNED))
+      return i;
+  }
+  return UINT32_MAX;
+}
+
+static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
+{
+  struct smp_peer *p = l->p;
+  struct smp *smp = p->smp;
+
+  if (f->what == 2) {
+    struct link *of = f->index < smp->group.n ? &p->link[f->index] : NULL;
+    for (unsigned i = 0; of != NULL && i < of->nmeta; i++)
+      if (of->meta[i].step == f->step) {
+        Pt__PeerMeta m = PT__PEER_META__INIT;
+        m.step = f->step;
+        m.table.data = of->meta[i].table;
+        m.table.len = of->meta[i].len;
+        m.has_member = true;
+        m.member = f->index;
+        rpc_conn_send(l->in, RPC_PEER_META, id, &m.base);
+        return;
+      }
+    refuse(l, id, f, -ENOENT, "no checksum table of member %u for step %" PRIu64,
+           f->index, f->step);
+    return;
+  }
+  const struct rs_layout *lay = p->eng ? smp_protect_layout(p->eng) : NULL;
+  uint32_t slot = smp->store ? held_slot(smp->store, f->step) : UINT32_MAX;
+  if (lay == NULL || slot == UINT32_MAX) {
+    refuse(l, id, f, -ENOENT, "member %u holds no step %" PRIu64 " committed",
+           smp->group.member, f->step);
+    return;
+  }
+  size_t end;
+  const uint8_t *base;
+  if (f->what == 0 && f->index < lay->k) {
+    end = rs_layout_chunk_valid(lay, smp->group.member, f->index);
+    base = (const uint8_t *)snap_slot_data(smp->store, slot) +
+           (size_t)f->index * lay->chunk_bytes;
+  } else if (f->what == 1 && f->index < lay->m) {
+    uint64_t plen = 0;
+    base = snap_store_parity(smp->store, slot, &plen);
+    end = lay->chunk_bytes;
+    if (base == NULL || plen < lay->parity_bytes) {
+      refuse(l, id, f, PT_ECONFIG, "no parity area for step %" PRIu64, f->step);
+      return;
+    }
+    base += (size_t)f->index * lay->chunk_bytes;
+  } else {
+    refuse(l, id, f, PT_EPROTO, "no piece %u of kind %u in the %u+%u layout",
+           f->index, f->what, lay->k, lay->m);
+    return;
+  }
+  uint64_t off = f->has_offset ? f->offset : 0;
+  uint64_t len = f->has_length ? f->length : PEER_PIECE;
+  if (len > PEER_PIECE || off > lay->chunk_bytes) {
+    refuse(l, id, f, -EMSGSIZE, "%" PRIu64 " bytes at %" PRIu64 " of a %zu-byte "
+           "piece (at most %zu at once)", len, off, lay->chunk_bytes, PEER_PIECE);
+    return;
+  }
+  uint64_t n = off >= end ? 0 : end - off < len ? end - off : len;
+  struct rpc_bulk_hdr h = {.kind = PEER_BULK_FETCH, .tag = id, .offset = off,
+                           .length = n,
+                           .crc32c = n > 0 ? crc32c(base + off, (size_t)n) : CRC32C_SEED};
+  int rc = rpc_conn_send_bulk(l->in, &h, n > 0 ? base + off : NULL, NULL, NULL);
+  if (rc != PT_OK)
+    log_debug("member %u's fetch of step %" PRIu64 " not answered: %s", l->member,
+              f->step, pt_strerror(rc));
+}
+
+int smp_peer_serve_on_msg(struct link *l, const struct rpc_hdr *h,
+                          ProtobufCMessage *msg)
+{
+  switch (h->type) {
+  case RPC_PEER_META:
+    return keep_meta(l, (const Pt__PeerMeta *)msg);
+  case RPC_PEER_FETCH:
+    on_fetch(l, h->request_id, (const Pt__PeerFetch *)msg);
+    return 0;
+  default:
+    log_warn("peer link from member %u: unexpected %s; closing it", l->member,
+             rpc_type_name(h->type));
+    return PT_EPROTO;
+  }
+}
