@@ -1,0 +1,269 @@
+/*
+ * smp_rebuild.c — the rebuild of a lost member from its group's survivors
+ * (smp_rebuild.h): the slices to fetch, and their decode.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pt.h"
+#include "daemon/smp/smp_rebuild.h"
+
+#define REBUILD_SLICE_DEFAULT ((size_t)4 << 20)
+#define REBUILD_WINDOW_DEFAULT 2u
+#define REBUILD_WINDOW_MAX 8u
+
+/* One lost chunk: data chunk `chunk` of the lost member, position lost_pos
+ * of stripe `stripe`, rebuilt from the plan's sources. */
+struct item {
+  unsigned stripe, chunk, lost_pos;
+  size_t valid;       /* its bytes in the lost member's data */
+  size_t span;        /* valid rounded up to RS_ALIGN: what is decoded */
+};
+
+/* A slice in flight. */
+struct slice {
+  bool used;
+  unsigned item;
+  uint64_t off, len;
+  uint8_t *buf[RS_MAX_MEMBERS];   /* by source j: len bytes */
+  uint8_t *out;                   /* len bytes */
+  uint32_t id[RS_MAX_MEMBERS];
+  uint64_t expect[RS_MAX_MEMBERS];
+  bool in[RS_MAX_MEMBERS];
+  unsigned pending;
+};
+
+struct smp_rebuild {
+  struct rs_layout l;
+  struct rs_plan plan;
+  struct rs_coder *coder;
+  unsigned lost;
+  uint8_t *dst;
+  size_t slice_bytes;
+  unsigned window;
+  struct item items[RS_MAX_MEMBERS];
+  unsigned nitems;
+  unsigned next_item;       /* the next slice to issue: item and offset */
+  uint64_t next_off;
+  unsigned decoded, total;  /* slices */
+  struct slice w[REBUILD_WINDOW_MAX];
+  uint32_t next_id;
+  uint64_t fetched, rebuilt;
+  char err[256];
+};
+
+static int fail(struct smp_rebuild *rb, int rc, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+static int fail(struct smp_rebuild *rb, int rc, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(rb->err, sizeof(rb->err), fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+static void slice_free(struct slice *s)
+{
+  for (unsigned j = 0; j < RS_MAX_MEMBERS; j++) {
+    free(s->buf[j]);
+    s->buf[j] = NULL;
+  }
+  free(s->out);
+  s->out = NULL;
+  s->used = false;
+}
+
+int smp_rebuild_new(struct smp_rebuild **out, unsigned k, unsigned m,
+                    const size_t *member_bytes, unsigned lost, void *dst,
+                    size_t slice, unsigned window, char *err, size_t errlen)
+{
+  *out = NULL;
+  if (slice == 0)
+    slice = REBUILD_SLICE_DEFAULT;
+  if (window == 0)
+    window = REBUILD_WINDOW_DEFAULT;
+  if (slice % RS_ALIGN != 0 || window > REBUILD_WINDOW_MAX ||
+      lost >= k + m || (dst == NULL && member_bytes[lost] > 0)) {
+    if (err != NULL)
+      snprintf(err, errlen, "slice %zu, window %u or lost member %u out of range", slice,
+               window, lost);
+    return -EINVAL;
+  }
+  struct smp_rebuild *rb = calloc(1, sizeof(*rb));
+  if (rb == NULL)
+    return -ENOMEM;
+  int rc = rs_layout_init(&rb->l, k, m, member_bytes, k + m);
+  if (rc == 0)
+    rc = rs_layout_plan(&rb->l, 1u << lost, &rb->plan);
+  if (rc == 0)
+    rc = rs_coder_new(&rb->coder, k, m, NULL);
+  if (rc != 0) {
+    if (err != NULL)
+      snprintf(err, errlen, "%s", rs_last_error());
+    free(rb);
+    return rc;
+  }
+  rb->lost = lost;
+  rb->dst = dst;
+  rb->slice_bytes = slice;
+  rb->window = window;
+  /* The lost member's data chunks, stripe by stripe. */
+  for (unsigned s = 0; s < rb->plan.nstripes; s++) {
+    const struct rs_stripe_plan *sp = &rb->plan.stripe[s];
+    for (unsigned x = 0; x < sp->nlost; x++) {
+      const struct rs_piece *p = &sp->lost[x];
+      if (p->is_parity || p->member != lost)
+        continue;
+      size_t valid = rs_layout_chunk_valid(&rb->l, lost, p->index);
+      if (valid == 0)
+        continue; /* all padding: nothing to rebuild */
+      struct item *it = &rb->items[rb->nitems++];
+      *it = (struct item){.stripe = s, .chunk = p->index, .lost_pos = p->pos,
+                          .valid = valid,
+                          .span = (valid + RS_ALIGN - 1) / RS_ALIGN * RS_ALIGN};
+      rb->total += (unsigned)((it->span + slice - 1) / slice);
+    }
+  }
+  *out = rb;
+  return 0;
+}
+
+void smp_rebuild_free(struct smp_rebuild *rb)
+{
+  if (rb == NULL)
+    return;
+  for (unsigned i = 0; i < REBUILD_WINDOW_MAX; i++)
+    slice_free(&rb->w[i]);
+  rs_coder_free(rb->coder);
+  free(rb);
+}
+
+unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
+                          unsigned max)
+{
+  unsigned n = 0, k = rb->l.k;
+
+  while (rb->next_item < rb->nitems && n + k <= max) {
+    struct slice *s = NULL;
+    unsigned busy = 0;
+    for (unsigned i = 0; i < rb->window; i++) {
+      if (rb->w[i].used)
+        busy++;
+      else if (s == NULL)
+        s = &rb->w[i];
+    }
+    if (s == NULL || busy >= rb->window)
+      break;
+    const struct item *it = &rb->items[rb->next_item];
+    const struct rs_stripe_plan *sp = &rb->plan.stripe[it->stripe];
+    uint64_t len = it->span - rb->next_off < rb->slice_bytes ? it->span - rb->next_off
+                                                             : rb->slice_bytes;
+    memset(s, 0, sizeof(*s));
+    s->out = malloc(len);
+    bool ok = s->out != NULL;
+    for (unsigned j = 0; j < k && ok; j++)
+      ok = (s->buf[j] = malloc(len)) != NULL;
+    if (!ok) {
+      slice_free(s);
+      break; /* tried again at the next call */
+    }
+    s->used = true;
+    s->item = rb->next_item;
+    s->off = rb->next_off;
+    s->len = len;
+    s->pending = k;
+    for (unsigned j = 0; j < k; j++) {
+      const struct rs_piece *p = &sp->src[j];
+      uint64_t expect = len;
+      if (!p->is_parity) {
+        size_t v = rs_layout_chunk_valid(&rb->l, p->member, p->index);
+        expect = s->off >= v ? 0 : v - s->off < len ? v - s->off : len;
+      }
+      s->id[j] = ++rb->next_id;
+      s->expect[j] = expect;
+      out[n++] = (struct smp_rebuild_fetch){
+          .id = s->id[j], .member = p->member, .what = p->is_parity ? 1u : 0u,
+          .index = p->index, .offset = s->off, .length = len, .expect = expect,
+          .dst = s->buf[j]};
+    }
+    rb->next_off += len;
+    if (rb->next_off >= it->span) {
+      rb->next_item++;
+      rb->next_off = 0;
+    }
+  }
+  return n;
+}
+
+static int decode(struct smp_rebuild *rb, struct slice *s)
+{
+  const struct item *it = &rb->items[s->item];
+  const struct rs_stripe_plan *sp = &rb->plan.stripe[it->stripe];
+  void *pieces[RS_MAX_MEMBERS] = {0};
+
+  for (unsigned j = 0; j < rb->l.k; j++) {
+    if (s->expect[j] < s->len) /* a data piece's padding */
+      memset(s->buf[j] + s->expect[j], 0, (size_t)(s->len - s->expect[j]));
+    pieces[sp->src[j].pos] = s->buf[j];
+  }
+  pieces[it->lost_pos] = s->out;
+  int rc = rs_stripe_decode(rb->coder, (size_t)s->len, pieces, sp->src_mask,
+                            1u << it->lost_pos);
+  if (rc != 0)
+    return fail(rb, rc, "decoding stripe %u at byte %" PRIu64 ": %s", it->stripe, s->off,
+                rs_last_error());
+  uint64_t n = it->valid - s->off < s->len ? it->valid - s->off : s->len;
+  memcpy(rb->dst + (size_t)it->chunk * rb->l.chunk_bytes + s->off, s->out, (size_t)n);
+  rb->rebuilt += n;
+  rb->decoded++;
+  return 0;
+}
+
+int smp_rebuild_got(struct smp_rebuild *rb, uint32_t id, uint64_t bytes)
+{
+  rb->err[0] = '\0';
+  for (unsigned i = 0; i < rb->window; i++) {
+    struct slice *s = &rb->w[i];
+    if (!s->used)
+      continue;
+    for (unsigned j = 0; j < rb->l.k; j++) {
+      if (s->id[j] != id || s->in[j])
+        continue;
+      if (bytes != s->expect[j])
+        return fail(rb, PT_EPROTO, "fetch %" PRIu32 " brought %" PRIu64 " bytes, %" PRIu64
+                    " expected", id, bytes, s->expect[j]);
+      s->in[j] = true;
+      rb->fetched += bytes;
+      if (--s->pending > 0)
+        return 0;
+      int rc = decode(rb, s);
+      slice_free(s);
+      return rc;
+    }
+  }
+  return fail(rb, PT_EPROTO, "fetch %" PRIu32 " is not outstanding", id);
+}
+
+bool smp_rebuild_done(const struct smp_rebuild *rb)
+{
+  return rb->decoded == rb->total;
+}
+
+void smp_rebuild_progress(const struct smp_rebuild *rb, uint64_t *fetched,
+                          uint64_t *rebuilt)
+{
+  if (fetched != NULL)
+    *fetched = rb->fetched;
+  if (rebuilt != NULL)
+    *rebuilt = rb->rebuilt;
+}
+
+const char *smp_rebuild_error(const struct smp_rebuild *rb)
+{
+  return rb->err;
+}

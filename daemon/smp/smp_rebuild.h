@@ -1,0 +1,81 @@
+/*
+ * smp_rebuild.h — rebuilding a lost member's snapshot from its coding
+ * group's survivors (DESIGN.md "Restore" 2), as a state machine without
+ * I/O: the caller issues the fetches it lists (PEER_FETCH to the member
+ * named, smp_peer_serve.c answers) into the buffers it names, and says
+ * when each is in; the machine decodes each stripe slice once its k
+ * pieces are in, straight into the destination (the new slot's data).
+ *
+ * For lost member L of a k+m group: every stripe in which L holds a data
+ * chunk c loses that chunk; its k sources are the stripe's surviving
+ * pieces with the lowest positions (rs_layout_plan: surviving data first).
+ * The chunk's valid bytes (rs_layout_chunk_valid) are rebuilt in slices of
+ * `slice` bytes: each slice is k fetches of [off, off + len) of its source
+ * pieces, at most `window` slices in flight. A data piece past its own
+ * valid bytes is zero and is not sent: the fetch says how many bytes to
+ * expect (`expect`), and the rest of its buffer is zeroed here. L's parity
+ * rows are not rebuilt: the next committed step writes them again.
+ *
+ * The bytes that come in are not trusted, but nothing here can tell a wrong
+ * byte from a right one: the caller checks the rebuilt data against the
+ * member's checksum table (snap_slot_verify) before anything is restored.
+ * A fetch that came back with another length than expected is refused
+ * (PT_EPROTO) and nothing is decoded from it.
+ *
+ * Not thread-safe; one machine per rebuild.
+ */
+#ifndef PT_SMP_REBUILD_H
+#define PT_SMP_REBUILD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ec/rs.h"
+
+/* One fetch to issue: PEER_FETCH{step, what, index, offset, length} to
+ * member `member`; its reply's `expect` bytes land at dst. */
+struct smp_rebuild_fetch {
+  uint32_t id;        /* for smp_rebuild_got */
+  uint32_t member;    /* who holds the piece */
+  uint32_t what;      /* 0 a data chunk of that member, 1 a parity row */
+  uint32_t index;     /* the chunk or the row */
+  uint64_t offset, length;
+  uint64_t expect;    /* bytes the reply carries (<= length) */
+  void *dst;          /* length bytes, the machine's */
+};
+
+struct smp_rebuild;
+
+/* A rebuild of member `lost` of a k+m group whose members have
+ * member_bytes[0..k+m) slot data bytes, into dst (member_bytes[lost]
+ * bytes). slice: bytes per fetch, a multiple of RS_ALIGN (0: 4 MiB);
+ * window: slices in flight at once (0: 2). -EINVAL with err on a layout
+ * rs_layout_init refuses or a lost member out of the group; -ENOMEM. */
+int smp_rebuild_new(struct smp_rebuild **out, unsigned k, unsigned m,
+                    const size_t *member_bytes, unsigned lost, void *dst,
+                    size_t slice, unsigned window, char *err, size_t errlen);
+void smp_rebuild_free(struct smp_rebuild *rb); /* rb may be NULL */
+
+/* The fetches to issue now (at most max): those of the next slices while
+ * fewer than `window` are in flight. Returns how many were written to out
+ * (0: wait for replies, or done). */
+unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
+                          unsigned max);
+
+/* Fetch id's reply is in its dst: `bytes` bytes. PT_EPROTO when bytes is
+ * not what it expected, or the fetch is not outstanding (nothing decoded);
+ * a slice whose k fetches are in is decoded into the destination (0, or
+ * the coder's error). */
+int smp_rebuild_got(struct smp_rebuild *rb, uint32_t id, uint64_t bytes);
+
+/* Every slice decoded. */
+bool smp_rebuild_done(const struct smp_rebuild *rb);
+/* Bytes fetched so far (what the replacement received) and the bytes
+ * rebuilt (the lost member's data). */
+void smp_rebuild_progress(const struct smp_rebuild *rb, uint64_t *fetched,
+                          uint64_t *rebuilt);
+/* The sentence of the last refusal ("" when none); never NULL. */
+const char *smp_rebuild_error(const struct smp_rebuild *rb);
+
+#endif /* PT_SMP_REBUILD_H */
