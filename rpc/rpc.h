@@ -116,7 +116,10 @@ enum rpc_type {
   RPC_JOB_VOTE = 43,            /* Pt__JobVote */
   RPC_JOB_COMMIT = 44,          /* Pt__JobCommit */
   RPC_JOB_UNPIN = 45,           /* Pt__JobUnpin */
-  RPC_TYPE_MAX_ = 45,
+  /* fault injection (ptctl fault -> controller -> node) */
+  RPC_FAULT = 46,               /* Pt__Fault */
+  RPC_FAULT_REPLY = 47,         /* Pt__FaultReply */
+  RPC_TYPE_MAX_ = 47,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

@@ -86,6 +86,8 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_JOB_VOTE] = {"JOB_VOTE", &pt__job_vote__descriptor},
     [RPC_JOB_COMMIT] = {"JOB_COMMIT", &pt__job_commit__descriptor},
     [RPC_JOB_UNPIN] = {"JOB_UNPIN", &pt__job_unpin__descriptor},
+    [RPC_FAULT] = {"FAULT", &pt__fault__descriptor},
+    [RPC_FAULT_REPLY] = {"FAULT_REPLY", &pt__fault_reply__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)

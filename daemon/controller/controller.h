@@ -118,6 +118,7 @@ struct ctl_config {
   char key_path[CTL_PATH_MAX];
   struct ctl_timeouts t;
   int log_level;
+  bool allow_faults; /* --allow-faults: FAULT "controller" kills it */
 };
 
 #define CTL_ARGS_HELP 1
@@ -602,6 +603,7 @@ struct controller {
   bool fault_after_commit; /* PT_FAULT=ctl_after_commit_journal */
   bool compact_due;        /* a record was appended since the last check */
   struct ctl_peer *peers; /* every open connection, a list */
+  struct ctl_fault_wait *fault_waits; /* relayed FAULTs (ctl_fault.c) */
   int lock_fd;
   bool stopping;
   int exit_code;
@@ -650,5 +652,19 @@ int ctl_job_conn_on_ctl(struct controller *ctl, struct rpc_conn *c,
 int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
                          size_t node, const struct rpc_hdr *h,
                          ProtobufCMessage *msg, char *what, size_t whatlen);
+
+/* ctl_fault.c: fault injection (ptctl fault). A ptctl FAULT: answered at
+ * once (kind "controller": answered, then the controller SIGKILLs itself
+ * when --allow-faults allows it; a refusal) or relayed to the target's
+ * node, whose FAULT_REPLY (ctl_fault_on_node, node: its index) goes back.
+ * ctl_fault_conn_closed drops the waits of a closed connection (node: its
+ * index when registered), telling ptctl when its node went away. */
+struct ctl_fault_wait;
+int ctl_fault_on_ctl(struct controller *ctl, struct rpc_conn *c,
+                     const struct rpc_hdr *h, const Pt__Fault *m);
+int ctl_fault_on_node(struct controller *ctl, size_t node,
+                      const struct rpc_hdr *h, const Pt__FaultReply *m);
+void ctl_fault_conn_closed(struct controller *ctl, struct rpc_conn *c,
+                           bool registered, size_t node);
 
 #endif /* PT_CONTROLLER_H */

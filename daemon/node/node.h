@@ -39,6 +39,7 @@
  *   node_ctl.c    the control socket for ptctl (STATUS_QUERY, STOP),
  *                 signals, systemd notify and watchdog
  *   node_check.c  checks before anything is spawned: open files, budget
+ *   node_fault.c  fault injection the controller relays (--allow-faults)
  *
  * Every child process has one owner: the node_rank that spawned or adopted
  * it, through a heap node_child freed when its libuv handle is closed.
@@ -129,6 +130,8 @@ struct node_config {
   char advertise[256];       /* default: the host's name */
   char failure_domain[128];  /* "" : none */
   uint32_t capacity;         /* ranks it can run; default the CPUs, or 8 */
+  bool allow_faults;         /* --allow-faults: FAULT requests are carried
+                                out (node_fault.c); else refused */
   /* Where this node's ranks stand in the job (cluster mode: from the
    * controller's JOB_ASSIGN, node_part.c). Standalone: first_rank 0, world
    * 0 (the job is this node's: --ranks), group_rank 0, master_addr "". Every
@@ -732,6 +735,11 @@ void node_cluster_status(const struct node *n, struct node_cluster_view *v);
 int node_cluster_send(struct node *n, uint32_t type, uint64_t id,
                       const ProtobufCMessage *msg);
 bool node_cluster_registered(const struct node *n);
+
+/* node_fault.c: a FAULT the controller relayed (request id id): carried
+ * out when --allow-faults allows it, answered with FAULT_REPLY either way
+ * (rpc/pt.proto, message Fault). */
+void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m);
 
 /* node_part.c: cluster mode's job part (JOB_ASSIGN, JOB_HALT, the epoch
  * fence, JOB_PART_STATE, <state-dir>/part.state) */

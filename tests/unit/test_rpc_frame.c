@@ -261,6 +261,8 @@ START_TEST(type_table)
       {RPC_JOB_VOTE, &pt__job_vote__descriptor},
       {RPC_JOB_COMMIT, &pt__job_commit__descriptor},
       {RPC_JOB_UNPIN, &pt__job_unpin__descriptor},
+      {RPC_FAULT, &pt__fault__descriptor},
+      {RPC_FAULT_REPLY, &pt__fault_reply__descriptor},
   };
   ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), RPC_TYPE_MAX_);
   for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
