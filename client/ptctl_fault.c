@@ -403,12 +403,6 @@ static bool wait_resumed(struct campaign *c, const struct job_view *v0,
         c->job_failed = true;
         return false;
       }
-      if (newer && has_bad && v.has_restore && v.restore == bad) {
-        snprintf(c->why, sizeof(c->why), "epoch %" PRIu64 " restored step %"
-                 PRIu64 ", whose snapshot was damaged", v.epoch, bad);
-        c->job_failed = true;
-        return false;
-      }
       if (strcmp(v.state, "failed") == 0 || strcmp(v.state, "stopped") == 0) {
         snprintf(c->why, sizeof(c->why), "job '%s' %s%s%s", c->job, v.state,
                  v.reason[0] != '\0' ? ": " : "", v.reason);
@@ -421,6 +415,15 @@ static bool wait_resumed(struct campaign *c, const struct job_view *v0,
       bool done = strcmp(v.state, "done") == 0;
       bool past = v.has_committed && v.committed > floor;
       if ((done || past) && (newer || !k->restarts || done)) {
+        if (newer && has_bad && v.has_restore && v.restore == bad) {
+          /* Committed past the damaged step after restoring it: the
+           * damaged bytes were used. */
+          snprintf(c->why, sizeof(c->why), "epoch %" PRIu64 " resumed from "
+                   "step %" PRIu64 ", whose snapshot on the injected rank is "
+                   "damaged", v.epoch, bad);
+          c->job_failed = true;
+          return false;
+        }
         r->resumed = true;
         r->secs = (double)(now - t0) / 1000.0;
         r->redone = newer && v.has_restore && v.restore < v0->committed
@@ -505,6 +508,27 @@ static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
       return false;
     }
     printf("  restarted: %s\n", cmd);
+  }
+  if (!k->restarts) {
+    /* The commits of rounds under way before the process died are no
+     * sign that it came back: the baseline is what is committed once it
+     * is gone (ptd: its answer comes NODE_FAULT_DELAY_MS, 100 ms, before
+     * the signal; the controller dies as it answers) and, when ptctl
+     * restarted it, once it is back. A controller left to its supervisor
+     * counts from its first answer. */
+    struct job_view v1;
+    uint64_t until = rpc_now_ms() + (uint64_t)c->timeout_s * 1000u;
+    if (cls == PTCTL_FAULT_PTD)
+      sleep_ms(400);
+    for (;;) {
+      job_read(c->o, c->job, &v1);
+      if (v1.ok || rpc_now_ms() >= until)
+        break;
+      sleep_ms(POLL_MS);
+    }
+    if (v1.ok && v1.epoch == v0.epoch && v1.has_committed &&
+        v1.committed > v0.committed)
+      v0.committed = v1.committed;
   }
   struct rec *r = &c->recs[c->nrecs++];
   r->cls = cls;

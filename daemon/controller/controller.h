@@ -389,6 +389,8 @@ struct ctl_job {
   uint64_t first_epoch;   /* its first: above every epoch its name had */
   bool has_restore;       /* this epoch's restore step */
   uint64_t restore_step;
+  bool has_fallback;      /* a part found the restore step damaged: the */
+  uint64_t fallback_step; /* next epoch restores this older step instead */
   bool has_committed;
   uint64_t committed;
   uint64_t committed_ms;  /* when (0: before this controller began) */

@@ -524,6 +524,9 @@ struct node {
   enum node_outcome outcome;
   char why[256];             /* the failure, for the log and ptctl */
   bool permanent;            /* the failure is one no restart can cure */
+  int why_status;            /* the failure's code when it has one of its
+                                own (PT_ECHECKSUM: the restore step is
+                                damaged here); 0: -EIO */
   bool adopting;             /* started from a node.state with live pids */
   bool ready_sent;
   uint64_t backoff_until;
