@@ -12,7 +12,7 @@
  *   ptctl fault campaign JOB --seed S --count N [--classes a,b]
  *                        [--timeout-s T] [--stop-ms MS]
  *                        [--restart-node CMD] [--restart-controller CMD]
- *                        [--wait-done]
+ *                        [--wait-done S]
  *                                       seeded injections (the picker in
  *                                       ptctl_fault_plan.c); after each,
  *                                       the job must restart from a
@@ -310,7 +310,7 @@ struct campaign {
   const struct ptctl_opts *o;
   const char *job;
   uint64_t seed;
-  uint32_t count, timeout_s, stop_ms;
+  uint32_t count, timeout_s, stop_ms, done_s;
   bool set[PTCTL_FAULT_NCLASS];
   const char *restart_node, *restart_ctl;
   bool wait_done;
@@ -601,13 +601,9 @@ static int campaign_args(struct campaign *c, int argc, char **argv)
   c->timeout_s = TIMEOUT_S_DEFAULT;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "--wait-done") == 0) {
-      c->wait_done = true;
-      continue;
-    }
     static const char *const valued[] = {
         "--seed", "--count", "--classes", "--timeout-s", "--stop-ms",
-        "--restart-node", "--restart-controller"};
+        "--restart-node", "--restart-controller", "--wait-done"};
     size_t w;
     for (w = 0; w < sizeof(valued) / sizeof(valued[0]); w++)
       if (strcmp(a, valued[w]) == 0)
@@ -640,8 +636,12 @@ static int campaign_args(struct campaign *c, int argc, char **argv)
       case 5:
         c->restart_node = v;
         break;
-      default:
+      case 6:
         c->restart_ctl = v;
+        break;
+      default:
+        rc = ptctl_args_u32(a, v, 1, 86400, &c->done_s);
+        c->wait_done = true;
         break;
       }
       if (rc != PT_OK)
@@ -729,14 +729,14 @@ static int campaign(const struct ptctl_opts *o, int argc, char **argv)
       c.job_failed = true;
   }
   if (c.wait_done && !c.job_failed && !c.refused) {
-    uint64_t deadline = rpc_now_ms() + (uint64_t)c.timeout_s * 1000u;
+    uint64_t deadline = rpc_now_ms() + (uint64_t)c.done_s * 1000u;
     for (;;) {
       job_read(o, c.job, &v);
       if (v.ok && job_ended(&v))
         break;
       if (rpc_now_ms() >= deadline) {
         snprintf(c.why, sizeof(c.why), "job '%s' did not complete within %"
-                 PRIu32 " s of the last injection", c.job, c.timeout_s);
+                 PRIu32 " s of the last injection", c.job, c.done_s);
         c.job_failed = true;
         break;
       }

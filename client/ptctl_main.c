@@ -27,6 +27,7 @@ static const char *const CMD_VALUED[] = {
     /* ptctl fault */
     "--node", "--rank", "--ms", "--seed", "--count", "--classes",
     "--timeout-s", "--stop-ms", "--restart-node", "--restart-controller",
+    "--wait-done",
 };
 
 static bool is_cmd_valued(const char *a)
