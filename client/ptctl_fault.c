@@ -56,6 +56,7 @@
 
 #define POLL_MS 100u
 #define TIMEOUT_S_DEFAULT 60u
+#define CORRUPT_TIMEOUT_MS 60000
 
 static void sleep_ms(uint32_t ms)
 {
@@ -170,7 +171,12 @@ static int fault_send(const struct ptctl_opts *o, const char *job,
   *pid = 0;
   *has_step = false;
   msg[0] = '\0';
-  int code = ptctl_ctl_call(o, RPC_FAULT, &f.base, RPC_FAULT_REPLY, &rep);
+  /* A corruption is answered once it is done, as the job's next restore
+   * begins (after the restart's backoff): that long at least. */
+  struct ptctl_opts oc = *o;
+  if (strcmp(kind, "corrupt") == 0 && oc.timeout_ms < CORRUPT_TIMEOUT_MS)
+    oc.timeout_ms = CORRUPT_TIMEOUT_MS;
+  int code = ptctl_ctl_call(&oc, RPC_FAULT, &f.base, RPC_FAULT_REPLY, &rep);
   if (code != PTCTL_EXIT_OK) {
     snprintf(msg, len, "no answer from the controller");
     return code;

@@ -555,6 +555,14 @@ struct node {
   bool committed_since;      /* a step committed since running_since */
   uint64_t commit_logged_ms; /* the last "commit step" line at info */
 
+  /* A "corrupt" fault waiting for the next restore (node_fault.c): the
+   * request to answer, the rank whose newest committed slot it damages. */
+  struct {
+    bool on;
+    uint64_t id;
+    uint32_t rank;
+    char job[SNAP_JOB_MAX];
+  } fault_corrupt;
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 
@@ -743,6 +751,10 @@ bool node_cluster_registered(const struct node *n);
  * out when --allow-faults allows it, answered with FAULT_REPLY either way
  * (rpc/pt.proto, message Fault). */
 void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m);
+/* Before the slots are read for a restore: a pending "corrupt" damages
+ * its rank's newest committed slot now, so that this restore meets it,
+ * and is answered. */
+void node_fault_before_restore(struct node *n);
 
 /* node_part.c: cluster mode's job part (JOB_ASSIGN, JOB_HALT, the epoch
  * fence, JOB_PART_STATE, <state-dir>/part.state) */

@@ -10,9 +10,13 @@
  *
  *   trainer   SIGKILL of the rank's trainer
  *   smp       SIGKILL of the rank's SMP
- *   corrupt   SIGKILL of the rank's trainer (so that the job restores),
- *             then one byte flipped in the middle of region 0 of the
- *             rank's newest COMMITTED slot; the answer names the step.
+ *   corrupt   SIGKILL of the rank's trainer (so that the job restores);
+ *             then, as the next restore begins (node_fault_before_restore,
+ *             before the slots are read: the commits of the old epoch are
+ *             over, so the newest committed slot is the one the restore
+ *             will want), one byte flipped in the middle of region 0 of
+ *             the rank's newest COMMITTED slot; answered then, naming the
+ *             step.
  *             Nothing else changes: the slot's checksum table says what
  *             the bytes were, so a restore must find it damaged.
  *   ptd       SIGKILL of this ptd, NODE_FAULT_DELAY_MS after the answer
@@ -162,11 +166,33 @@ out_close:
   return rc;
 }
 
+void node_fault_before_restore(struct node *n)
+{
+  char err[300] = "";
+  uint64_t step = 0;
+
+  if (!n->fault_corrupt.on)
+    return;
+  n->fault_corrupt.on = false;
+  uint32_t rank = n->fault_corrupt.rank;
+  /* The same job (a later epoch of it), and still this node's rank. */
+  bool same = strcmp(n->cfg.job, n->fault_corrupt.job) == 0 &&
+              rank >= n->cfg.first_rank &&
+              rank - n->cfg.first_rank < n->cfg.ranks;
+  int rc = same ? corrupt(n, rank, &step, err, sizeof(err)) : -ENOENT;
+  if (rc != PT_OK)
+    answer(n, n->fault_corrupt.id, rc, 0, false, 0, "node '%s': cannot damage "
+           "rank %" PRIu32 "'s snapshot: %s", n->cfg.node_id, rank,
+           err[0] != '\0' ? err : "the node no longer runs that rank of the job");
+  else
+    answer(n, n->fault_corrupt.id, PT_OK, 0, true, step, "node '%s': %s, as "
+           "the restore begins; its trainer was killed", n->cfg.node_id, err);
+}
+
 void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
 {
   const struct node_part *p = node_part_of(n);
   const char *self = n->cfg.node_id;
-  char err[300] = "";
 
   if (!n->cfg.allow_faults) {
     answer(n, id, -EPERM, 0, false, 0,
@@ -212,18 +238,31 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
     answer(n, id, PT_OK, pid, false, 0, "node '%s': %s of rank %" PRIu32
            " (pid %d) killed (SIGKILL)", self, k, grank, pid);
   } else if (strcmp(k, "corrupt") == 0) {
-    int pid = live_pid(r->trainer);
-    uint64_t step = 0;
-    if (pid != 0)
-      (void)kill(pid, SIGKILL);
-    int rc = corrupt(n, grank, &step, err, sizeof(err));
-    if (rc != PT_OK) {
-      answer(n, id, rc, pid, false, 0, "node '%s': cannot damage rank %"
-             PRIu32 "'s snapshot: %s", self, grank, err);
+    if (n->fault_corrupt.on) {
+      answer(n, id, -EBUSY, 0, false, 0, "node '%s': a corruption already "
+             "waits for the next restore", self);
       return;
     }
-    answer(n, id, PT_OK, pid, true, step, "node '%s': %s; its trainer%s "
-           "killed", self, err, pid != 0 ? "" : " (none running) not");
+    int pid = live_pid(r->trainer);
+    if (pid == 0) {
+      answer(n, id, -ESRCH, 0, false, 0, "rank %" PRIu32 " has no running "
+             "trainer on node '%s'", grank, self);
+      return;
+    }
+    if (kill(pid, SIGKILL) != 0) {
+      answer(n, id, -errno, pid, false, 0, "cannot kill the trainer of rank "
+             "%" PRIu32 " (pid %d): %s", grank, pid, strerror(errno));
+      return;
+    }
+    /* Answered once the damage is done, as the restore begins. */
+    n->fault_corrupt.on = true;
+    n->fault_corrupt.id = id;
+    n->fault_corrupt.rank = grank;
+    snprintf(n->fault_corrupt.job, sizeof(n->fault_corrupt.job), "%s",
+             p->job);
+    log_warn("fault injection: node '%s': trainer of rank %" PRIu32 " (pid "
+             "%d) killed (SIGKILL); its newest committed slot is damaged as "
+             "the next restore begins", self, grank, pid);
   } else if (strcmp(k, "ptd") == 0 || strcmp(k, "stop") == 0) {
     bool stop = k[0] == 's';
     if (stop && (!m->has_ms || m->ms == 0 || m->ms > NODE_FAULT_STOP_MAX_MS)) {

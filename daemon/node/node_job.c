@@ -221,6 +221,7 @@ static void step_restart(struct node *n, uint64_t now)
   n->phase_deadline = 0;
   n->attempt_failed = false;
   n->verify_all = !n->decider->verify_newest_first;
+  node_fault_before_restore(n);
   query_slots(n);
   node_life_set_phase(n, NODE_PH_QUERY);
 }

@@ -17,7 +17,7 @@ SEED=${FAULT_SEED:-7}
 CLASSES=${FAULT_CLASSES:-all}
 COUNT=${FAULT_COUNT:-6}
 STEPS=${STEPS:-900}
-HB=100 DEAD=1000
+HB=200 DEAD=2000
 JOB=fc
 ARGS=(--steps "$STEPS" --state-mb 1 --batch 2 --log-every 100)
 # The delay only sleeps: not in the digests. The reference runs beside the
