@@ -98,7 +98,7 @@ endif
 LIBPT_MAP := client/libpt.map
 LIBPT_LDFLAGS = -Wl,--version-script=$(LIBPT_MAP)
 
-.PHONY: all deps test unit unit-bins scenarios demo demo-node bench fuzz install clean proto gpu-test
+.PHONY: all deps test unit unit-bins scenarios soak demo demo-node bench fuzz install clean proto gpu-test
 # keep intermediate objects (test objects are only reached through patterns)
 .SECONDARY:
 all: $(BINS) $(LIBS_OUT) $(UNIT_BINS)
@@ -243,6 +243,13 @@ unit-bins: $(UNIT_BINS)
 
 scenarios: all
 	$(Q)tests/run.sh --build $(BUILD) --only scenario
+
+# A long fault campaign on a loopback cluster (tests/soak.sh): seeded
+# campaigns of every fault class, one after the other, each ending with
+# the digests against a fault-free run, for MINUTES minutes.
+MINUTES ?= 30
+soak: all
+	$(Q)tests/soak.sh --build $(BUILD) --minutes $(MINUTES)
 
 # The main job: a controller and 3 nodes on loopback, a trainer and then the
 # controller killed, the digests against a fault-free run. demo-node: the

@@ -13,6 +13,8 @@
  *   ptctl_ctl.c     the controller over authenticated TCP: the call, nodes
  *   ptctl_jobs.c    the controller's jobs: start, stop, restore
  *   ptctl_jobs_show.c  what it says of them: status, jobs
+ *   ptctl_fault.c   fault injection: one injection, a seeded campaign
+ *   ptctl_fault_plan.c  its pure parts: classes, the picker, the figures
  *
  * Exit status, the same for every command (PTCTL_EXIT_*): 0 success; 1 the
  * daemon refused or the command failed (its message on stderr; a wrong
@@ -153,5 +155,62 @@ int ptctl_jobs_restore(const struct ptctl_opts *o, int argc, char **argv);
 /* ptctl_jobs_show.c */
 int ptctl_jobs_status(const struct ptctl_opts *o, int argc, char **argv);
 int ptctl_jobs_list(const struct ptctl_opts *o, int argc, char **argv);
+
+/* ---- ptctl_fault.c ---- */
+
+/* ptctl fault inject|campaign|classes (argv[0] "fault"). */
+int ptctl_fault_main(const struct ptctl_opts *o, int argc, char **argv);
+/* ptctl fault classes: needs no controller. */
+int ptctl_fault_classes(FILE *f);
+
+/* ---- ptctl_fault_plan.c ---- */
+
+enum {
+  PTCTL_FAULT_TRAINER = 0,
+  PTCTL_FAULT_SMP,
+  PTCTL_FAULT_PTD,
+  PTCTL_FAULT_CONTROLLER,
+  PTCTL_FAULT_STOP,
+  PTCTL_FAULT_CORRUPT,
+  /* Not available yet: they need node-loss recovery (issue 10). */
+  PTCTL_FAULT_NODE,
+  PTCTL_FAULT_GROUP,
+  PTCTL_FAULT_PROTECTING,
+  PTCTL_FAULT_REBUILDING,
+  PTCTL_FAULT_PARITY,
+  PTCTL_FAULT_NCLASS,
+};
+struct ptctl_fault_class {
+  const char *name;    /* as typed: "trainer" */
+  bool available;      /* injected by this build */
+  bool restarts;       /* the job must restart in a new epoch */
+  const char *what;    /* what it does, one sentence */
+  const char *missing; /* !available: what it needs */
+};
+/* NULL outside 0..PTCTL_FAULT_NCLASS-1. */
+const struct ptctl_fault_class *ptctl_fault_class_get(int c);
+/* The class of that name, or -ENOENT. */
+int ptctl_fault_class_parse(const char *name);
+/* "a,b,c" (or NULL / "all": every class) into set. -EINVAL with err for
+ * an unknown or empty name. OUT: set. */
+int ptctl_fault_classes_parse(const char *list, bool set[PTCTL_FAULT_NCLASS],
+                              char *err, size_t len);
+
+/* The campaign's seeded choices (see ptctl_fault_plan.c). */
+struct ptctl_fault_picker {
+  uint64_t state;
+  int classes[PTCTL_FAULT_NCLASS]; /* the available classes of the set */
+  uint32_t n, picked;
+};
+void ptctl_fault_pick_init(struct ptctl_fault_picker *p, uint64_t seed,
+                           const bool set[PTCTL_FAULT_NCLASS]);
+/* The next class: the first n picks are each class once, in a seeded
+ * order; then uniform. -ENOENT when the set has no available class. */
+int ptctl_fault_pick_class(struct ptctl_fault_picker *p);
+/* Uniform in 0..n-1 (0 when n <= 1). */
+uint32_t ptctl_fault_pick_below(struct ptctl_fault_picker *p, uint32_t n);
+/* The median and the maximum of n values (sorted in place); 0 and 0 when
+ * n is 0. */
+void ptctl_fault_figures(double *v, size_t n, double *p50, double *max);
 
 #endif /* PT_PTCTL_H */

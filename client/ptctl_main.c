@@ -24,6 +24,10 @@ static const char *const CMD_VALUED[] = {
     "--slots",         "--code",       "--memory-budget",
     "--max-restarts",  "--restart-window-ms", "--backoff-ms",
     "--node-wait-ms",  "--master-port", "--step",
+    /* ptctl fault */
+    "--node", "--rank", "--ms", "--seed", "--count", "--classes",
+    "--timeout-s", "--stop-ms", "--restart-node", "--restart-controller",
+    "--wait-done",
 };
 
 static bool is_cmd_valued(const char *a)
@@ -155,6 +159,8 @@ static int to_controller(struct ptctl_opts *o, const struct cmdline *c)
     return ptctl_jobs_status(o, c->nrest, c->rest);
   if (strcmp(cmd, "jobs") == 0)
     return ptctl_jobs_list(o, c->nrest, c->rest);
+  if (strcmp(cmd, "fault") == 0)
+    return ptctl_fault_main(o, c->nrest, c->rest);
   return ptctl_ctl_nodes(o, c->nrest, c->rest);
 }
 
@@ -216,12 +222,18 @@ int ptctl_main(int argc, char **argv)
     goto out;
   }
   const char *cmd = c.cmd;
+  if (strcmp(cmd, "fault") == 0 && c.nrest > 1 &&
+      strcmp(c.rest[1], "classes") == 0) {
+    code = ptctl_fault_classes(stdout); /* no daemon asked */
+    goto out;
+  }
   bool ctl_only = strcmp(cmd, "nodes") == 0 || strcmp(cmd, "start") == 0 ||
-                  strcmp(cmd, "restore") == 0 || strcmp(cmd, "jobs") == 0;
+                  strcmp(cmd, "restore") == 0 || strcmp(cmd, "jobs") == 0 ||
+                  strcmp(cmd, "fault") == 0;
   bool either = strcmp(cmd, "status") == 0 || strcmp(cmd, "stop") == 0;
   if (!ctl_only && !either) {
     fprintf(stderr, "ptctl: unknown command '%s' (start, stop, restore, "
-                    "status, jobs, nodes; see ptctl --help)\n",
+                    "status, jobs, nodes, fault; see ptctl --help)\n",
             cmd);
     code = PTCTL_EXIT_USAGE;
     goto out;

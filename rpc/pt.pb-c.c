@@ -3067,6 +3067,96 @@ void   pt__peer_fetch__free_unpacked
   assert(message->base.descriptor == &pt__peer_fetch__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__fault__init
+                     (Pt__Fault         *message)
+{
+  static const Pt__Fault init_value = PT__FAULT__INIT;
+  *message = init_value;
+}
+size_t pt__fault__get_packed_size
+                     (const Pt__Fault *message)
+{
+  assert(message->base.descriptor == &pt__fault__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__fault__pack
+                     (const Pt__Fault *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__fault__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__fault__pack_to_buffer
+                     (const Pt__Fault *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__fault__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__Fault *
+       pt__fault__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__Fault *)
+     protobuf_c_message_unpack (&pt__fault__descriptor,
+                                allocator, len, data);
+}
+void   pt__fault__free_unpacked
+                     (Pt__Fault *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__fault__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__fault_reply__init
+                     (Pt__FaultReply         *message)
+{
+  static const Pt__FaultReply init_value = PT__FAULT_REPLY__INIT;
+  *message = init_value;
+}
+size_t pt__fault_reply__get_packed_size
+                     (const Pt__FaultReply *message)
+{
+  assert(message->base.descriptor == &pt__fault_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__fault_reply__pack
+                     (const Pt__FaultReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__fault_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__fault_reply__pack_to_buffer
+                     (const Pt__FaultReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__fault_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__FaultReply *
+       pt__fault_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__FaultReply *)
+     protobuf_c_message_unpack (&pt__fault_reply__descriptor,
+                                allocator, len, data);
+}
+void   pt__fault_reply__free_unpacked
+                     (Pt__FaultReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__fault_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -5540,7 +5630,7 @@ const ProtobufCMessageDescriptor pt__node_info__descriptor =
   (ProtobufCMessageInit) pt__node_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__nodes_reply__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pt__nodes_reply__field_descriptors[5] =
 {
   {
     "status",
@@ -5578,8 +5668,34 @@ static const ProtobufCFieldDescriptor pt__nodes_reply__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "heartbeat_ms",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__NodesReply, has_heartbeat_ms),
+    offsetof(Pt__NodesReply, heartbeat_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dead_after_ms",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__NodesReply, has_dead_after_ms),
+    offsetof(Pt__NodesReply, dead_after_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__nodes_reply__field_indices_by_name[] = {
+  4,   /* field[4] = dead_after_ms */
+  3,   /* field[3] = heartbeat_ms */
   1,   /* field[1] = message */
   2,   /* field[2] = nodes */
   0,   /* field[0] = status */
@@ -5587,7 +5703,7 @@ static const unsigned pt__nodes_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__nodes_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__nodes_reply__descriptor =
 {
@@ -5597,7 +5713,7 @@ const ProtobufCMessageDescriptor pt__nodes_reply__descriptor =
   "Pt__NodesReply",
   "pt",
   sizeof(Pt__NodesReply),
-  3,
+  5,
   pt__nodes_reply__field_descriptors,
   pt__nodes_reply__field_indices_by_name,
   1,  pt__nodes_reply__number_ranges,
@@ -6401,7 +6517,7 @@ const ProtobufCMessageDescriptor pt__job_part_info__descriptor =
   (ProtobufCMessageInit) pt__job_part_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[12] =
+static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[13] =
 {
   {
     "name",
@@ -6547,6 +6663,18 @@ static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[12] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restore_step",
+    13,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobInfo, has_restore_step),
+    offsetof(Pt__JobInfo, restore_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_info__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
@@ -6559,13 +6687,14 @@ static const unsigned pt__job_info__field_indices_by_name[] = {
   9,   /* field[9] = parts */
   8,   /* field[8] = reason */
   5,   /* field[5] = restarts */
+  12,   /* field[12] = restore_step */
   10,   /* field[10] = spec */
   1,   /* field[1] = state */
 };
 static const ProtobufCIntRange pt__job_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor pt__job_info__descriptor =
 {
@@ -6575,7 +6704,7 @@ const ProtobufCMessageDescriptor pt__job_info__descriptor =
   "Pt__JobInfo",
   "pt",
   sizeof(Pt__JobInfo),
-  12,
+  13,
   pt__job_info__field_descriptors,
   pt__job_info__field_indices_by_name,
   1,  pt__job_info__number_ranges,
@@ -8494,6 +8623,173 @@ const ProtobufCMessageDescriptor pt__peer_fetch__descriptor =
   pt__peer_fetch__field_indices_by_name,
   1,  pt__peer_fetch__number_ranges,
   (ProtobufCMessageInit) pt__peer_fetch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__fault__field_descriptors[5] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Fault, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Fault, kind),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Fault, node),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rank",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__Fault, has_rank),
+    offsetof(Pt__Fault, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ms",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__Fault, has_ms),
+    offsetof(Pt__Fault, ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__fault__field_indices_by_name[] = {
+  0,   /* field[0] = job */
+  1,   /* field[1] = kind */
+  4,   /* field[4] = ms */
+  2,   /* field[2] = node */
+  3,   /* field[3] = rank */
+};
+static const ProtobufCIntRange pt__fault__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__fault__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.Fault",
+  "Fault",
+  "Pt__Fault",
+  "pt",
+  sizeof(Pt__Fault),
+  5,
+  pt__fault__field_descriptors,
+  pt__fault__field_indices_by_name,
+  1,  pt__fault__number_ranges,
+  (ProtobufCMessageInit) pt__fault__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__fault_reply__field_descriptors[4] =
+{
+  {
+    "status",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__FaultReply, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__FaultReply, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pid",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__FaultReply, has_pid),
+    offsetof(Pt__FaultReply, pid),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__FaultReply, has_step),
+    offsetof(Pt__FaultReply, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__fault_reply__field_indices_by_name[] = {
+  1,   /* field[1] = message */
+  2,   /* field[2] = pid */
+  0,   /* field[0] = status */
+  3,   /* field[3] = step */
+};
+static const ProtobufCIntRange pt__fault_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__fault_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.FaultReply",
+  "FaultReply",
+  "Pt__FaultReply",
+  "pt",
+  sizeof(Pt__FaultReply),
+  4,
+  pt__fault_reply__field_descriptors,
+  pt__fault_reply__field_indices_by_name,
+  1,  pt__fault_reply__number_ranges,
+  (ProtobufCMessageInit) pt__fault_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =

@@ -83,6 +83,8 @@ typedef struct Pt__PeerReady Pt__PeerReady;
 typedef struct Pt__PeerAck Pt__PeerAck;
 typedef struct Pt__PeerMeta Pt__PeerMeta;
 typedef struct Pt__PeerFetch Pt__PeerFetch;
+typedef struct Pt__Fault Pt__Fault;
+typedef struct Pt__FaultReply Pt__FaultReply;
 
 
 /* --- enums --- */
@@ -911,10 +913,20 @@ struct  Pt__NodesReply
   char *message;
   size_t n_nodes;
   Pt__NodeInfo **nodes;
+  /*
+   * the controller's timing, so that
+   */
+  protobuf_c_boolean has_heartbeat_ms;
+  uint32_t heartbeat_ms;
+  /*
+   * ptctl fault can stop a node past it
+   */
+  protobuf_c_boolean has_dead_after_ms;
+  uint32_t dead_after_ms;
 };
 #define PT__NODES_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__nodes_reply__descriptor) \
-    , 0, NULL, 0,NULL }
+    , 0, NULL, 0,NULL, 0, 0, 0, 0 }
 
 
 /*
@@ -1209,10 +1221,15 @@ struct  Pt__JobInfo
    */
   size_t n_groups;
   Pt__NodeGroup **groups;
+  /*
+   * the step this epoch restored
+   */
+  protobuf_c_boolean has_restore_step;
+  uint64_t restore_step;
 };
 #define PT__JOB_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_info__descriptor) \
-    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL, 0,NULL }
+    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL, 0,NULL, 0, 0 }
 
 
 /*
@@ -1775,6 +1792,80 @@ struct  Pt__PeerFetch
 #define PT__PEER_FETCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__peer_fetch__descriptor) \
     , 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * ---- fault injection (ptctl fault; README "Fault injection") ----
+ * RPC_FAULT: ptctl -> controller, and controller -> node (the relay). A
+ * destructive request for tests and operators' drills: a node executes it
+ * only when started with --allow-faults, the controller kills itself only
+ * when it was; else -EPERM with a sentence. kind:
+ *   "trainer"    SIGKILL of the trainer of global rank `rank` (node)
+ *   "smp"        SIGKILL of that rank's SMP (node)
+ *   "ptd"        SIGKILL of the node's ptd, after its answer (node)
+ *   "stop"       SIGSTOP of the node's ptd, SIGCONT ms later, by a small
+ *                child of its own (node)
+ *   "corrupt"    SIGKILL of that rank's trainer, then one byte of the data
+ *                of that rank's newest COMMITTED slot flipped, so the next
+ *                restore meets it (node)
+ *   "controller" SIGKILL of the controller itself, after its answer; its
+ *                supervisor restarts it (controller; node absent)
+ * The controller relays a node's kinds to `node` (the node must hold a part
+ * of job) and relays the node's FAULT_REPLY back.
+ */
+struct  Pt__Fault
+{
+  ProtobufCMessage base;
+  char *job;
+  char *kind;
+  /*
+   * node id; absent for "controller"
+   */
+  char *node;
+  /*
+   * global rank (absent: the node's
+   */
+  protobuf_c_boolean has_rank;
+  uint32_t rank;
+  /*
+   * first)
+   */
+  /*
+   * "stop": how long
+   */
+  protobuf_c_boolean has_ms;
+  uint32_t ms;
+};
+#define PT__FAULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__fault__descriptor) \
+    , NULL, NULL, NULL, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_FAULT_REPLY: node -> controller -> ptctl.
+ */
+struct  Pt__FaultReply
+{
+  ProtobufCMessage base;
+  int32_t status;
+  /*
+   * what was done, or why not
+   */
+  char *message;
+  /*
+   * the process signalled
+   */
+  protobuf_c_boolean has_pid;
+  uint32_t pid;
+  /*
+   * "corrupt": the damaged slot's step
+   */
+  protobuf_c_boolean has_step;
+  uint64_t step;
+};
+#define PT__FAULT_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__fault_reply__descriptor) \
+    , 0, NULL, 0, 0, 0, 0 }
 
 
 /* Pt__Region methods */
@@ -3069,6 +3160,44 @@ Pt__PeerFetch *
 void   pt__peer_fetch__free_unpacked
                      (Pt__PeerFetch *message,
                       ProtobufCAllocator *allocator);
+/* Pt__Fault methods */
+void   pt__fault__init
+                     (Pt__Fault         *message);
+size_t pt__fault__get_packed_size
+                     (const Pt__Fault   *message);
+size_t pt__fault__pack
+                     (const Pt__Fault   *message,
+                      uint8_t             *out);
+size_t pt__fault__pack_to_buffer
+                     (const Pt__Fault   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__Fault *
+       pt__fault__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__fault__free_unpacked
+                     (Pt__Fault *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__FaultReply methods */
+void   pt__fault_reply__init
+                     (Pt__FaultReply         *message);
+size_t pt__fault_reply__get_packed_size
+                     (const Pt__FaultReply   *message);
+size_t pt__fault_reply__pack
+                     (const Pt__FaultReply   *message,
+                      uint8_t             *out);
+size_t pt__fault_reply__pack_to_buffer
+                     (const Pt__FaultReply   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__FaultReply *
+       pt__fault_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__fault_reply__free_unpacked
+                     (Pt__FaultReply *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -3275,6 +3404,12 @@ typedef void (*Pt__PeerMeta_Closure)
 typedef void (*Pt__PeerFetch_Closure)
                  (const Pt__PeerFetch *message,
                   void *closure_data);
+typedef void (*Pt__Fault_Closure)
+                 (const Pt__Fault *message,
+                  void *closure_data);
+typedef void (*Pt__FaultReply_Closure)
+                 (const Pt__FaultReply *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -3351,6 +3486,8 @@ extern const ProtobufCMessageDescriptor pt__peer_ready__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_ack__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_meta__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_fetch__descriptor;
+extern const ProtobufCMessageDescriptor pt__fault__descriptor;
+extern const ProtobufCMessageDescriptor pt__fault_reply__descriptor;
 
 PROTOBUF_C__END_DECLS
 

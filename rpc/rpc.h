@@ -116,6 +116,9 @@ enum rpc_type {
   RPC_JOB_VOTE = 43,            /* Pt__JobVote */
   RPC_JOB_COMMIT = 44,          /* Pt__JobCommit */
   RPC_JOB_UNPIN = 45,           /* Pt__JobUnpin */
+  /* fault injection (ptctl fault -> controller -> node) */
+  RPC_FAULT = 46,               /* Pt__Fault */
+  RPC_FAULT_REPLY = 47,         /* Pt__FaultReply */
   /* erasure coding between the SMPs of a group */
   RPC_JOB_PEERS = 60,           /* Pt__JobPeers */
   RPC_PEERS_SET = 61,           /* Pt__PeersSet */

@@ -118,6 +118,7 @@ struct ctl_config {
   char key_path[CTL_PATH_MAX];
   struct ctl_timeouts t;
   int log_level;
+  bool allow_faults; /* --allow-faults: FAULT "controller" kills it */
 };
 
 #define CTL_ARGS_HELP 1
@@ -390,6 +391,8 @@ struct ctl_job {
   uint64_t first_epoch;   /* its first: above every epoch its name had */
   bool has_restore;       /* this epoch's restore step */
   uint64_t restore_step;
+  bool has_fallback;      /* a part found the restore step damaged: the */
+  uint64_t fallback_step; /* next epoch restores this older step instead */
   bool has_committed;
   uint64_t committed;
   uint64_t committed_ms;  /* when (0: before this controller began) */
@@ -604,6 +607,7 @@ struct controller {
   bool fault_after_commit; /* PT_FAULT=ctl_after_commit_journal */
   bool compact_due;        /* a record was appended since the last check */
   struct ctl_peer *peers; /* every open connection, a list */
+  struct ctl_fault_wait *fault_waits; /* relayed FAULTs (ctl_fault.c) */
   int lock_fd;
   bool stopping;
   int exit_code;
@@ -657,5 +661,19 @@ int ctl_job_conn_on_ctl(struct controller *ctl, struct rpc_conn *c,
 int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
                          size_t node, const struct rpc_hdr *h,
                          ProtobufCMessage *msg, char *what, size_t whatlen);
+
+/* ctl_fault.c: fault injection (ptctl fault). A ptctl FAULT: answered at
+ * once (kind "controller": answered, then the controller SIGKILLs itself
+ * when --allow-faults allows it; a refusal) or relayed to the target's
+ * node, whose FAULT_REPLY (ctl_fault_on_node, node: its index) goes back.
+ * ctl_fault_conn_closed drops the waits of a closed connection (node: its
+ * index when registered), telling ptctl when its node went away. */
+struct ctl_fault_wait;
+int ctl_fault_on_ctl(struct controller *ctl, struct rpc_conn *c,
+                     const struct rpc_hdr *h, const Pt__Fault *m);
+int ctl_fault_on_node(struct controller *ctl, size_t node,
+                      const struct rpc_hdr *h, const Pt__FaultReply *m);
+void ctl_fault_conn_closed(struct controller *ctl, struct rpc_conn *c,
+                           bool registered, size_t node);
 
 #endif /* PT_CONTROLLER_H */

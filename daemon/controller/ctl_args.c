@@ -22,7 +22,7 @@ void ctl_args_usage(FILE *f)
   fputs("usage: ptd controller --listen ADDR:PORT --state-dir DIR --key FILE\n"
         "                      [--heartbeat-ms MS] [--dead-after-ms MS]\n"
         "                      [--grace-ms MS] [--node-wait-ms MS]\n"
-        "                      [--log-level N]\n"
+        "                      [--log-level N] [--allow-faults]\n"
         "\n"
         "The cluster's controller: nodes (ptd node --controller) register\n"
         "and heartbeat here; ptctl --controller starts, stops, restores and\n"
@@ -53,6 +53,10 @@ void ctl_args_usage(FILE *f)
         "                       jobs that do not say (default 60000, or twice\n"
         "                       dead-after when that is longer)\n"
         "  --log-level N        3 errors .. 7 debug (default 6)\n"
+        "  --allow-faults       `ptctl fault JOB controller` may kill this\n"
+        "                       controller (drills and tests; its supervisor\n"
+        "                       restarts it); else refused. The nodes' kinds\n"
+        "                       are relayed either way: each node decides\n"
         "  --help\n"
         "\n"
         "The timeouts must keep this order: 10 <= heartbeat-ms,\n"
@@ -156,6 +160,10 @@ int ctl_args_parse(struct ctl_config *cfg, int argc, char **argv, char *err,
     const char *a = argv[i], *val;
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
       return CTL_ARGS_HELP;
+    if (strcmp(a, "--allow-faults") == 0) {
+      cfg->allow_faults = true;
+      continue;
+    }
     static const char *const with_value[] = {
         "--listen",     "--state-dir", "--key",       "--heartbeat-ms",
         "--dead-after-ms", "--grace-ms", "--node-wait-ms", "--log-level",

@@ -8,7 +8,9 @@
  *                   JOB_PART_STATE, STEP_SEALED and JOB_VOTE go to
  *                   ctl_job_conn.c.
  *   PEER_ROLE_CTL   NODES_QUERY, answered with NODES_REPLY; JOB_START,
- *                   JOB_STOP, JOB_RESTORE and JOBS_QUERY (ctl_job_conn.c).
+ *                   JOB_STOP, JOB_RESTORE and JOBS_QUERY (ctl_job_conn.c);
+ *                   FAULT (ctl_fault.c, which a node's FAULT_REPLY also
+ *                   goes to).
  *
  * Anything else (another role, a frame outside the role, a second
  * NODE_REGISTER, a registration that ctl_members_register_check refuses, a node id
@@ -223,6 +225,10 @@ static int on_nodes_query(struct ctl_peer *p, const struct rpc_hdr *h)
     ptrs[i] = ni;
   }
   r.status = PT_OK;
+  r.has_heartbeat_ms = true;
+  r.heartbeat_ms = p->ctl->cfg.t.heartbeat_ms;
+  r.has_dead_after_ms = true;
+  r.dead_after_ms = p->ctl->cfg.t.dead_after_ms;
   r.n_nodes = m->n;
   r.nodes = ptrs;
   int rc = rpc_conn_send(p->c, RPC_NODES_REPLY, h->request_id, &r.base);
@@ -268,6 +274,9 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
         return refuse(p, what);
       return PT_OK;
     }
+    if (h->type == RPC_FAULT_REPLY)
+      return ctl_fault_on_node(p->ctl, p->node, h,
+                               (const Pt__FaultReply *)msg);
     snprintf(what, sizeof(what), "%s is not a node's frame here%s",
              rpc_type_name(h->type),
              h->type == RPC_NODE_REGISTER ? " (already registered)" : "");
@@ -278,6 +287,8 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     if (h->type == RPC_JOB_START || h->type == RPC_JOB_STOP ||
         h->type == RPC_JOB_RESTORE || h->type == RPC_JOBS_QUERY)
       return ctl_job_conn_on_ctl(p->ctl, c, h, msg);
+    if (h->type == RPC_FAULT)
+      return ctl_fault_on_ctl(p->ctl, c, h, (const Pt__Fault *)msg);
     snprintf(what, sizeof(what), "%s is not a ptctl request",
              rpc_type_name(h->type));
     return refuse(p, what);
@@ -301,6 +312,7 @@ static void on_close(struct rpc_conn *c, int err)
               err == 0 ? "by the peer" : pt_strerror(err));
     controller_members_timer_run(p->ctl);
   }
+  ctl_fault_conn_closed(p->ctl, c, p->registered, p->node);
   peer_unlink(p);
   rpc_conn_set_data(c, NULL);
   free(p);

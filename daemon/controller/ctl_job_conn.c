@@ -335,6 +335,8 @@ static void fill_info(struct controller *ctl, const struct ctl_job *j,
   }
   ji->restarts = j->restarts;
   ji->commits = j->commits;
+  ji->has_restore_step = j->has_restore;
+  ji->restore_step = j->restore_step;
   ji->reason = j->reason[0] != '\0' ? (char *)j->reason : NULL;
   ji->spec = j->spec;
   uint64_t bytes = 0;

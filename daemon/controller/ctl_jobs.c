@@ -699,6 +699,10 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                st == CTL_PART_FAILED ? "failed" : "stopped unasked",
                msg != NULL && msg[0] != '\0' ? ": " : "",
                msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
+      if (st == CTL_PART_FAILED && m != NULL && m->has_status &&
+          m->status == PT_ECHECKSUM && j->has_restore &&
+          !ctl_jobs_revive_damaged(js, j, pt, m, why, now))
+        return PT_OK;
       if (st == CTL_PART_FAILED && m != NULL && m->has_permanent &&
           m->permanent) {
         /* Exit 78, PT_EBUDGET, ...: as standalone, the job fails. */

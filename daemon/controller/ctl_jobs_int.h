@@ -73,6 +73,15 @@ int ctl_jobs_revive_job(struct ctl_jobs *js, struct ctl_job *j, bool has_step,
                         uint64_t step, uint64_t now, bool *has_restored,
                         uint64_t *restored, char *err, size_t errlen);
 
+/* ctl_jobs_revive.c: part pt of j failed with PT_ECHECKSUM (the epoch's
+ * restore step is damaged there; m its report, why the reason so far):
+ * the next epoch restores the newest older step pt holds intact
+ * (j->has_fallback), or, with none, j fails. False when j ended. */
+bool ctl_jobs_revive_damaged(struct ctl_jobs *js, struct ctl_job *j,
+                             const struct ctl_part *pt,
+                             const Pt__JobPartState *m, const char *why,
+                             uint64_t now);
+
 /* ctl_jobs_commit.c: the commit module's seam. */
 extern const struct commit_ops ctl_jobs_commit_ops;
 /* A part's newest sealed step + 1 (0: none), what the gate compares. */

@@ -203,3 +203,37 @@ int ctl_jobs_revive_job(struct ctl_jobs *js, struct ctl_job *j, bool has_step,
   *restored = from;
   return PT_OK;
 }
+
+/* Part pt found the epoch's restore step damaged (its ranks' checksums,
+ * PT_ECHECKSUM): the next epoch restores the newest older step it holds
+ * intact (m->held), and the other parts check that they hold it too. None:
+ * the job fails rather than restore damaged state. False: it ended. */
+bool ctl_jobs_revive_damaged(struct ctl_jobs *js, struct ctl_job *j,
+                             const struct ctl_part *pt,
+                             const Pt__JobPartState *m, const char *why,
+                             uint64_t now)
+{
+  bool has = false;
+  uint64_t best = 0;
+
+  for (size_t i = 0; i < m->n_held; i++)
+    if (m->held[i] < j->restore_step && (!has || m->held[i] > best)) {
+      has = true;
+      best = m->held[i];
+    }
+  if (!has) {
+    commit_cancel(&j->commit);
+    ctl_jobs_reason_set(j, "%s; node '%s' holds no older step intact: not "
+                        "restarted (never from damaged state)", why,
+                        pt->node_id);
+    ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
+    return false;
+  }
+  j->has_fallback = true;
+  j->fallback_step = best;
+  log_notice("job '%s' epoch %" PRIu64 ": step %" PRIu64 " is damaged on "
+             "node '%s'; the next epoch restores step %" PRIu64 ", the "
+             "newest older step it holds intact", j->spec->name, j->epoch,
+             j->restore_step, pt->node_id, best);
+  return true;
+}

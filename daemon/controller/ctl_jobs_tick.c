@@ -50,8 +50,16 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
       }
       /* Unreachable: assigned when it registers again. */
     }
-    if (ctl_jobs_begin_epoch(js, j, j->has_committed, j->committed, now) != PT_OK)
+    /* From the committed step, or the older one a part's damaged
+     * snapshot sent it to (ctl_jobs_part_state). */
+    bool fb = j->has_fallback &&
+              (!j->has_committed || j->fallback_step < j->committed);
+    if (ctl_jobs_begin_epoch(js, j, fb || j->has_committed,
+                             fb ? j->fallback_step : j->committed,
+                             now) != PT_OK)
       j->due_ms = now + CTL_BACKOFF_CAP_MS;
+    else
+      j->has_fallback = false;
     return;
   case CTL_JOB_WAITING:
     if (now < j->due_ms)

@@ -39,6 +39,7 @@
  *   node_ctl.c    the control socket for ptctl (STATUS_QUERY, STOP),
  *                 signals, systemd notify and watchdog
  *   node_check.c  checks before anything is spawned: open files, budget
+ *   node_fault.c  fault injection the controller relays (--allow-faults)
  *
  * Every child process has one owner: the node_rank that spawned or adopted
  * it, through a heap node_child freed when its libuv handle is closed.
@@ -129,6 +130,8 @@ struct node_config {
   char advertise[256];       /* default: the host's name */
   char failure_domain[128];  /* "" : none */
   uint32_t capacity;         /* ranks it can run; default the CPUs, or 8 */
+  bool allow_faults;         /* --allow-faults: FAULT requests are carried
+                                out (node_fault.c); else refused */
   /* Where this node's ranks stand in the job (cluster mode: from the
    * controller's JOB_ASSIGN, node_part.c). Standalone: first_rank 0, world
    * 0 (the job is this node's: --ranks), group_rank 0, master_addr "". Every
@@ -527,6 +530,9 @@ struct node {
   enum node_outcome outcome;
   char why[256];             /* the failure, for the log and ptctl */
   bool permanent;            /* the failure is one no restart can cure */
+  int why_status;            /* the failure's code when it has one of its
+                                own (PT_ECHECKSUM: the restore step is
+                                damaged here); 0: -EIO */
   bool adopting;             /* started from a node.state with live pids */
   bool ready_sent;
   uint64_t backoff_until;
@@ -559,6 +565,14 @@ struct node {
   bool committed_since;      /* a step committed since running_since */
   uint64_t commit_logged_ms; /* the last "commit step" line at info */
 
+  /* A "corrupt" fault waiting for the next restore (node_fault.c): the
+   * request to answer, the rank whose newest committed slot it damages. */
+  struct {
+    bool on;
+    uint64_t id;
+    uint32_t rank;
+    char job[SNAP_JOB_MAX];
+  } fault_corrupt;
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 
@@ -754,6 +768,15 @@ void node_cluster_status(const struct node *n, struct node_cluster_view *v);
 int node_cluster_send(struct node *n, uint32_t type, uint64_t id,
                       const ProtobufCMessage *msg);
 bool node_cluster_registered(const struct node *n);
+
+/* node_fault.c: a FAULT the controller relayed (request id id): carried
+ * out when --allow-faults allows it, answered with FAULT_REPLY either way
+ * (rpc/pt.proto, message Fault). */
+void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m);
+/* Before the slots are read for a restore: a pending "corrupt" damages
+ * its rank's newest committed slot now, so that this restore meets it,
+ * and is answered. */
+void node_fault_before_restore(struct node *n);
 
 /* node_part.c: cluster mode's job part (JOB_ASSIGN, JOB_HALT, the epoch
  * fence, JOB_PART_STATE, <state-dir>/part.state) */

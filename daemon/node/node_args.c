@@ -100,6 +100,10 @@ void node_args_usage(FILE *f)
       "                       rack, a switch; default: none)\n"
       "  --capacity N         ranks this node can run, 1..1024 (default:\n"
       "                       the number of CPUs online, or 8 when unknown)\n"
+      "  --allow-faults       carry out `ptctl fault` requests (kill a\n"
+      "                       trainer, an SMP, this ptd; stop it; damage a\n"
+      "                       snapshot): for drills and tests, never on a\n"
+      "                       production node (default: refused)\n"
       "Cluster mode takes neither --ranks nor a trainer command: the\n"
       "controller gives the node its job parts.\n"
       "\n"
@@ -450,6 +454,10 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
     }
     if (strcmp(a, "--huge-pages") == 0) {
       cfg->huge_pages = true;
+      continue;
+    }
+    if (strcmp(a, "--allow-faults") == 0) {
+      cfg->allow_faults = true;
       continue;
     }
     int rc = parse_seconds(cfg, argc, argv, &i, &matched, err, errlen);

@@ -301,6 +301,12 @@ static int cl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       return 0;
     }
     break;
+  case RPC_FAULT:
+    if (cl->state == CL_REGISTERED) {
+      node_fault_on_msg(cl->n, h->request_id, (const Pt__Fault *)msg);
+      return 0;
+    }
+    break;
   default:
     break;
   }

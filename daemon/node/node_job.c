@@ -221,6 +221,7 @@ static void step_restart(struct node *n, uint64_t now)
   n->phase_deadline = 0;
   n->attempt_failed = false;
   n->verify_all = !n->decider->verify_newest_first;
+  node_fault_before_restore(n);
   query_slots(n);
   node_life_set_phase(n, NODE_PH_QUERY);
 }
@@ -304,6 +305,30 @@ static void step_query(struct node *n, uint64_t now)
         snprintf(damaged, sizeof(damaged),
                  "rank %" PRIu32 " step %" PRIu64 " fails its checksums",
                  r->rank, v->step);
+    }
+  }
+  /* The step to restore is damaged here (the controller chose it, in
+   * cluster mode): never restored. The part fails with PT_ECHECKSUM and
+   * the steps it holds intact, so the controller restores an older one. */
+  for (uint32_t i = 0; i < n->cfg.ranks && n->restore_has; i++) {
+    const struct node_rank *r = &n->ranks[i];
+    bool bad = false, good = false;
+    for (uint32_t k = 0; k < r->nview; k++) {
+      const struct node_slot_view *v = &r->view[k];
+      if (v->step != n->restore_step || !snap_state_holds_data(v->state) ||
+          !v->verified)
+        continue;
+      good = good || v->intact;
+      bad = bad || !v->intact;
+    }
+    if (bad && !good) {
+      n->why_status = PT_ECHECKSUM;
+      node_life_finish(n, NODE_OUT_FAILED,
+                       "rank %" PRIu32 ": step %" PRIu64 ", the step to "
+                       "restore, fails its checksums; never restored (an "
+                       "older intact step must be restored)",
+                       r->rank + n->cfg.first_rank, n->restore_step);
+      return;
     }
   }
   if (!n->restore_has && damaged[0] != '\0') {

@@ -91,6 +91,7 @@ static void reset_job(struct node *n)
   n->outcome = NODE_OUT_NONE;
   n->why[0] = '\0';
   n->permanent = false;
+  n->why_status = 0;
   n->adopting = false;
   n->backoff_until = n->phase_deadline = n->kill_at = 0;
   n->restore_fails = 0;
@@ -200,6 +201,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
   p->fail_status = 0;
   p->fail_msg[0] = '\0';
   p->fail_permanent = false;
+  p->n_end_held = 0;
   reset_job(n);
   rc = configure(n, a);
   if (rc == PT_OK) {
@@ -419,8 +421,16 @@ void node_part_ended(struct node *n)
   if (p->end == PART_FAILED) {
     snprintf(p->fail_msg, sizeof(p->fail_msg), "node '%.40s': %.240s",
              n->cfg.node_id, n->why);
-    p->fail_status = n->permanent ? PT_ECONFIG : -EIO;
+    p->fail_status = n->permanent       ? PT_ECONFIG
+                     : n->why_status != 0 ? n->why_status
+                                          : -EIO;
     p->fail_permanent = n->permanent;
+    /* Its restore step is damaged: what its ranks hold intact (their
+     * views are fresh from this epoch's verification), for the
+     * controller's next restore. */
+    p->n_end_held = n->why_status == PT_ECHECKSUM
+                        ? node_part_report_held(n, p->end_held, SNAP_MAX_SLOTS)
+                        : 0;
   }
   p->active = false;
   free(p->retired);

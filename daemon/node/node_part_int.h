@@ -35,6 +35,10 @@ struct node_part {
   int fail_status;
   char fail_msg[300];
   bool fail_permanent; /* no restart cures it: the job fails */
+  /* A failed part: the steps its ranks held intact when it ended (what
+   * JOB_PART_STATE says once its ranks are gone). */
+  uint64_t end_held[SNAP_MAX_SLOTS];
+  size_t n_end_held;
   /* Waiting for the active part's ranks to stop. */
   uint8_t *next_buf; /* an assignment of a newer epoch */
   size_t next_len;
@@ -69,6 +73,11 @@ int node_part_record_read(struct node_part *p, char *err, size_t errlen);
  * (0: unsolicited); a refused assignment's. */
 const char *node_part_report_state_now(const struct node *n);
 void node_part_report_send(struct node *n, uint64_t id, const char *state);
+/* The steps every rank of the active part holds intact (newest last as
+ * the SMPs reported them; while trainers run, the committed step).
+ * OUT: held (cap entries). Returns how many. */
+size_t node_part_report_held(const struct node *n, uint64_t *held,
+                             size_t cap);
 void node_part_report_refusal(struct node *n, uint64_t id, const char *job,
                               uint64_t epoch, int status, const char *why);
 

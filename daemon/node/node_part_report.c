@@ -31,6 +31,41 @@ const char *node_part_report_state_now(const struct node *n)
   return NULL; /* stopping: said once its ranks are gone */
 }
 
+size_t node_part_report_held(const struct node *n, uint64_t *held,
+                             size_t cap)
+{
+  size_t nheld = 0;
+
+  if (n->ranks == NULL || n->cfg.ranks == 0)
+    return 0;
+  /* Steps every rank holds intact. While the trainers run, the slots
+   * move on from what the SMPs last reported: the committed step (every
+   * SMP committed it; a newer commit supersedes it). Otherwise what
+   * every SMP's verified report holds. */
+  const struct node_rank *r0 = &n->ranks[0];
+  bool moving = n->phase == NODE_PH_RUNNING;
+  if (moving && n->has_committed && cap > 0)
+    held[nheld++] = n->committed;
+  for (uint32_t k = 0; !moving && k < r0->nview && nheld < cap;
+       k++) {
+    const struct node_slot_view *v = &r0->view[k];
+    bool all = true;
+    for (uint32_t i = 0; i < n->cfg.ranks && all; i++) {
+      const struct node_rank *r = &n->ranks[i];
+      bool has = false;
+      for (uint32_t j = 0; j < r->nview && !has; j++)
+        has = r->view[j].step == v->step && r->view[j].intact &&
+              (r->view[j].state == SNAP_SEALED ||
+               r->view[j].state == SNAP_PINNED ||
+               r->view[j].state == SNAP_COMMITTED);
+      all = has && r->view_verified;
+    }
+    if (all)
+      held[nheld++] = v->step;
+  }
+  return nheld;
+}
+
 /* JOB_PART_STATE of the part recorded, as the answer to id (0:
  * unsolicited). */
 void node_part_report_send(struct node *n, uint64_t id, const char *state)
@@ -62,31 +97,7 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
       m.has_last_sealed = true;
       m.last_sealed = s;
     }
-    /* Steps every rank holds intact. While the trainers run, the slots
-     * move on from what the SMPs last reported: the committed step (every
-     * SMP committed it; a newer commit supersedes it). Otherwise what
-     * every SMP's verified report holds. */
-    const struct node_rank *r0 = &n->ranks[0];
-    bool moving = n->phase == NODE_PH_RUNNING;
-    if (moving && n->has_committed)
-      held[nheld++] = n->committed;
-    for (uint32_t k = 0; !moving && k < r0->nview && nheld < SNAP_MAX_SLOTS;
-         k++) {
-      const struct node_slot_view *v = &r0->view[k];
-      bool all = true;
-      for (uint32_t i = 0; i < n->cfg.ranks && all; i++) {
-        const struct node_rank *r = &n->ranks[i];
-        bool has = false;
-        for (uint32_t j = 0; j < r->nview && !has; j++)
-          has = r->view[j].step == v->step && r->view[j].intact &&
-                (r->view[j].state == SNAP_SEALED ||
-                 r->view[j].state == SNAP_PINNED ||
-                 r->view[j].state == SNAP_COMMITTED);
-        all = has && r->view_verified;
-      }
-      if (all)
-        held[nheld++] = v->step;
-    }
+    nheld = node_part_report_held(n, held, SNAP_MAX_SLOTS);
     m.n_held = nheld;
     m.held = held;
     /* A coded job's SMPs: where their group's links come to. */
@@ -96,6 +107,9 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
       m.n_peer_ports = n->cfg.ranks;
       m.peer_ports = ports;
     }
+  } else if (p->end == PART_FAILED && p->n_end_held > 0) {
+    m.n_held = p->n_end_held;
+    m.held = p->end_held;
   }
   n->peer_ports_dirty = false;
   int rc = node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);

@@ -47,6 +47,10 @@ START_TEST(defaults)
   ck_assert_uint_eq(c.t.grace_ms, 10000);
   ck_assert_int_eq(c.log_level, LOG_LVL_INFO);
   ck_assert_uint_eq(ctl_args_timeouts_unreachable_ms(&c.t), 3000);
+  ck_assert(!c.allow_faults); /* it refuses to kill itself by default */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), BASE, "--allow-faults", NULL),
+                   PT_OK);
+  ck_assert(c.allow_faults);
 }
 END_TEST
 

@@ -588,6 +588,151 @@ static void round_of(int a, int b, uint64_t epoch, uint64_t step,
                                    NULL);
 }
 
+/* Fault injection through the controller (ctl_fault.c): kind
+ * "controller" refused without --allow-faults, an unknown kind or job
+ * refused, a node's kind relayed to the node holding the rank and its
+ * answer relayed back. Then the fallback of a damaged restore step: a part
+ * that fails with PT_ECHECKSUM (its ranks hold steps 3 and 4 intact, not
+ * 5) sends the next epoch to step 4; one that holds nothing older fails the
+ * job, never restoring damaged state. */
+static Pt__FaultReply *fault_call(const char *job, const char *kind,
+                                  bool has_rank, uint32_t rank)
+{
+  int fd = dial(PT__PEER_ROLE__PEER_ROLE_CTL, "ptctl");
+  Pt__Fault f = PT__FAULT__INIT;
+  ProtobufCMessage *out = NULL;
+  f.job = (char *)job;
+  f.kind = (char *)kind;
+  f.has_rank = has_rank;
+  f.rank = rank;
+  ck_assert_int_eq(rpc_sock_call(fd, RPC_FAULT, &f.base, RPC_FAULT_REPLY,
+                                 5000, &out),
+                   PT_OK);
+  close(fd);
+  return (Pt__FaultReply *)out;
+}
+
+static void fail_damaged(int fd, uint64_t epoch, const uint64_t *held,
+                         size_t n)
+{
+  Pt__JobPartState f = PT__JOB_PART_STATE__INIT;
+  f.job = "job1";
+  f.epoch = epoch;
+  f.state = "failed";
+  f.has_status = true;
+  f.status = PT_ECHECKSUM;
+  f.message = "rank 0: step 5, the step to restore, fails its checksums";
+  f.n_held = n;
+  f.held = (uint64_t *)held;
+  send_msg(fd, RPC_JOB_PART_STATE, 0, &f.base);
+}
+
+static void halted_both(int a, int b, uint64_t epoch)
+{
+  Pt__JobHalt *ha = (Pt__JobHalt *)expect(a, RPC_JOB_HALT, 5000, NULL);
+  Pt__JobHalt *hb = (Pt__JobHalt *)expect(b, RPC_JOB_HALT, 5000, NULL);
+  ck_assert_uint_eq(ha->epoch, epoch);
+  protobuf_c_message_free_unpacked(&ha->base, NULL);
+  protobuf_c_message_free_unpacked(&hb->base, NULL);
+  part_state(a, "job1", epoch, "stopped");
+  part_state(b, "job1", epoch, "stopped");
+}
+
+START_TEST(fault_relay_and_damaged_fallback)
+{
+  int a, b;
+  ctl_start();
+  job1_running(&a, &b);
+
+  Pt__FaultReply *r = fault_call("job1", "controller", false, 0);
+  ck_assert_int_eq(r->status, -EPERM);
+  ck_assert_ptr_nonnull(strstr(r->message, "--allow-faults"));
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  ck_assert_int_eq(kill(C.pid, 0), 0); /* still alive */
+  r = fault_call("job1", "bogus", true, 0);
+  ck_assert_int_eq(r->status, -EINVAL);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  r = fault_call("nojob", "trainer", true, 0);
+  ck_assert_int_eq(r->status, -ENOENT);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  r = fault_call("job1", "trainer", true, 9); /* ranks 0..3 */
+  ck_assert_int_eq(r->status, -ENOENT);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  /* Rank 3 is node-b's (ranks 2..3): relayed there, answered back. */
+  int p = dial(PT__PEER_ROLE__PEER_ROLE_CTL, "ptctl");
+  Pt__Fault f = PT__FAULT__INIT;
+  f.job = "job1";
+  f.kind = "smp";
+  f.has_rank = true;
+  f.rank = 3;
+  send_msg(p, RPC_FAULT, 77, &f.base);
+  uint64_t id;
+  Pt__Fault *got = (Pt__Fault *)expect(b, RPC_FAULT, 5000, &id);
+  ck_assert_str_eq(got->kind, "smp");
+  ck_assert_str_eq(got->node, "node-b");
+  ck_assert(got->has_rank && got->rank == 3);
+  protobuf_c_message_free_unpacked(&got->base, NULL);
+  ck_assert(quiet(a, RPC_FAULT, 100));
+  Pt__FaultReply fr = PT__FAULT_REPLY__INIT;
+  fr.status = 0;
+  fr.message = "smp of rank 3 killed";
+  fr.has_pid = true;
+  fr.pid = 4242;
+  send_msg(b, RPC_FAULT_REPLY, id, &fr.base);
+  uint64_t rid;
+  r = (Pt__FaultReply *)expect(p, RPC_FAULT_REPLY, 5000, &rid);
+  ck_assert_uint_eq(rid, 77);
+  ck_assert_int_eq(r->status, 0);
+  ck_assert_str_eq(r->message, "smp of rank 3 killed");
+  ck_assert(r->has_pid && r->pid == 4242);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  close(p);
+
+  /* Commit 5, restart (epoch 2 restores 5), then node-a finds 5 damaged. */
+  round_of(a, b, 1, 5, true);
+  Pt__JobPartState pf = PT__JOB_PART_STATE__INIT;
+  pf.job = "job1";
+  pf.epoch = 1;
+  pf.state = "failed";
+  pf.message = "rank 0 exited with status 1";
+  send_msg(b, RPC_JOB_PART_STATE, 0, &pf.base);
+  halted_both(a, b, 1);
+  Pt__JobAssign *aa = assign_of(a), *ab = assign_of(b);
+  ck_assert(aa->epoch == 2 && aa->has_restore_step && aa->restore_step == 5);
+  protobuf_c_message_free_unpacked(&aa->base, NULL);
+  protobuf_c_message_free_unpacked(&ab->base, NULL);
+  static const uint64_t held[] = {3, 4};
+  fail_damaged(a, 2, held, 2);
+  halted_both(a, b, 2);
+  aa = assign_of(a);
+  ab = assign_of(b);
+  ck_assert_uint_eq(aa->epoch, 3);
+  ck_assert(aa->has_restore_step && aa->restore_step == 4);
+  ck_assert(ab->has_restore_step && ab->restore_step == 4);
+  protobuf_c_message_free_unpacked(&aa->base, NULL);
+  protobuf_c_message_free_unpacked(&ab->base, NULL);
+  ck_assert(wait_log("step 5 is damaged on node 'node-a'", 2000));
+  Pt__JobsReply *keep;
+  Pt__JobInfo *ji = query_job(&keep);
+  ck_assert(ji->has_restore_step && ji->restore_step == 4);
+  ck_assert(ji->has_committed_step && ji->committed_step == 4);
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+
+  /* Step 4 damaged too, nothing older held: the job fails. */
+  fail_damaged(b, 3, NULL, 0);
+  Pt__JobHalt *h = (Pt__JobHalt *)expect(a, RPC_JOB_HALT, 5000, NULL);
+  protobuf_c_message_free_unpacked(&h->base, NULL);
+  ji = query_job(&keep);
+  ck_assert_str_eq(ji->state, "failed");
+  ck_assert_ptr_nonnull(strstr(ji->reason, "holds no older step intact"));
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+  close(a);
+  close(b);
+  ctl_stop();
+}
+END_TEST
+
 /* PT_FAULT=ctl_after_commit_journal: the controller exits (9) once the
  * COMMIT is durable, before any node is told; started again, it tells the
  * nodes the committed step when they register. */
@@ -972,6 +1117,7 @@ int main(void)
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, whole_job);
   tcase_add_test(tc, fault_after_commit_journal);
+  tcase_add_test(tc, fault_relay_and_damaged_fallback);
   tcase_add_test(tc, journal_damage);
   tcase_add_test(tc, hostile_frames);
   tcase_add_test(tc, connection_cut);

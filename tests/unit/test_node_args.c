@@ -311,6 +311,14 @@ START_TEST(cluster_mode)
   ck_assert_uint_eq(c.capacity, 6);
   ck_assert_uint_eq(c.ranks, 0);
   ck_assert_ptr_null(c.cmd);
+  ck_assert(!c.allow_faults); /* fault injection is refused by default */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller",
+                         "10.0.0.1:7070", "--node-id", "a", "--key", "/k",
+                         "--allow-faults", NULL), PT_OK);
+  ck_assert(c.allow_faults);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller",
+                         "10.0.0.1:7070", "--node-id", "a", "--key", "/k",
+                         "--allow-faults=yes", NULL), -EINVAL);
 
   /* Defaults: capacity from the CPUs, advertise the host's name, no
    * failure domain; IPv6 bracketed; the = spelling. */

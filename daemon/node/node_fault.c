@@ -1,0 +1,292 @@
+/*
+ * node_fault.c — a cluster-mode node's side of fault injection (ptctl
+ * fault, README "Fault injection"): the controller relays a FAULT, the
+ * node carries it out on its own processes and memory and answers
+ * FAULT_REPLY, or refuses.
+ *
+ * Refused (-EPERM) unless the node was started with --allow-faults: this is
+ * a destructive request, for drills and tests. It must name the job of the
+ * node's part; a rank (global) must be one of the part's.
+ *
+ *   trainer   SIGKILL of the rank's trainer
+ *   smp       SIGKILL of the rank's SMP
+ *   corrupt   SIGKILL of the rank's trainer (so that the job restores);
+ *             then, as the next restore begins (node_fault_before_restore,
+ *             before the slots are read: the commits of the old epoch are
+ *             over, so the newest committed slot is the one the restore
+ *             will want), one byte flipped in the middle of region 0 of
+ *             the rank's newest COMMITTED slot; answered then, naming the
+ *             step.
+ *             Nothing else changes: the slot's checksum table says what
+ *             the bytes were, so a restore must find it damaged.
+ *   ptd       SIGKILL of this ptd, NODE_FAULT_DELAY_MS after the answer
+ *   stop      SIGSTOP of this ptd NODE_FAULT_DELAY_MS after the answer,
+ *             SIGCONT ms later
+ * The last two are sent by a grandchild (forked twice, so that nobody has
+ * to reap it and libuv's SIGCHLD handling is not involved) that holds no
+ * descriptor of the node's (all closed) and only sleeps and signals: what
+ * an operator's `kill -9` or `kill -STOP` would do, after the answer left.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
+#include "daemon/node/node_part_int.h"
+
+#define NODE_FAULT_DELAY_MS 100u    /* between the answer and the signal */
+#define NODE_FAULT_STOP_MAX_MS 600000u
+
+static void sleep_ms(uint32_t ms)
+{
+  struct timespec ts = {.tv_sec = ms / 1000u,
+                        .tv_nsec = (long)(ms % 1000u) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+}
+
+/* sig1 to target after delay1 ms, then sig2 (0: none) delay2 ms later,
+ * from a grandchild. Only async-signal-safe calls after fork. */
+static int signal_later(pid_t target, int sig1, uint32_t delay1, int sig2,
+                        uint32_t delay2)
+{
+  long maxfd = sysconf(_SC_OPEN_MAX);
+  if (maxfd < 0 || maxfd > 65536)
+    maxfd = 65536;
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid == 0) {
+    if (fork() != 0)
+      _exit(0);
+    for (long fd = 3; fd < maxfd; fd++)
+      close((int)fd);
+    sleep_ms(delay1);
+    kill(target, sig1);
+    if (sig2 != 0) {
+      sleep_ms(delay2);
+      kill(target, sig2);
+    }
+    _exit(0);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+    ;
+  return PT_OK;
+}
+
+static void answer(struct node *n, uint64_t id, int status, int pid,
+                   bool has_step, uint64_t step, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
+static void answer(struct node *n, uint64_t id, int status, int pid,
+                   bool has_step, uint64_t step, const char *fmt, ...)
+{
+  Pt__FaultReply r = PT__FAULT_REPLY__INIT;
+  char msg[640];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  r.status = status;
+  r.message = msg;
+  r.has_pid = pid > 0;
+  r.pid = pid > 0 ? (uint32_t)pid : 0;
+  r.has_step = has_step;
+  r.step = step;
+  if (status == PT_OK)
+    log_warn("fault injection: %s", msg);
+  else
+    log_info("fault injection refused: %s", msg);
+  int rc = node_cluster_send(n, RPC_FAULT_REPLY, id, &r.base);
+  if (rc != PT_OK)
+    log_warn("cannot answer a fault request: %s", pt_strerror(rc));
+}
+
+static int live_pid(const struct node_child *c)
+{
+  return c != NULL && !c->exited && c->pid > 0 ? c->pid : 0;
+}
+
+/* One byte of region 0 of rank's newest COMMITTED slot, flipped.
+ * OUT: *step. */
+static int corrupt(struct node *n, uint32_t rank, uint64_t *step, char *err,
+                   size_t len)
+{
+  char name[256];
+  struct snap_store *s = NULL;
+  uint32_t slot;
+
+  int rc = snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
+                           rank);
+  if (rc == PT_OK)
+    rc = snap_store_open(&s, name, err, len);
+  if (rc != PT_OK) {
+    if (err[0] == '\0')
+      snprintf(err, len, "cannot open '%s': %s", name, pt_strerror(rc));
+    return rc;
+  }
+  if (memcmp(snap_store_instance(s), n->instance, SNAP_INSTANCE_BYTES) != 0) {
+    snprintf(err, len, "'%s' is not this job instance's object", name);
+    rc = -ESTALE;
+    goto out_close;
+  }
+  rc = snap_slot_newest_committed(s, &slot, step);
+  if (rc != PT_OK) {
+    snprintf(err, len, "rank %" PRIu32 " holds no committed slot", rank);
+    goto out_close;
+  }
+  const struct snap_region *reg = snap_store_region(s, 0);
+  if (reg == NULL || reg->bytes == 0) {
+    snprintf(err, len, "rank %" PRIu32 "'s object has no region", rank);
+    rc = -EINVAL;
+    goto out_close;
+  }
+  rc = snap_store_check(s, name, false, err, len);
+  if (rc != PT_OK)
+    goto out_close;
+  volatile uint8_t *b =
+      (uint8_t *)snap_slot_data(s, slot) + reg->offset + reg->bytes / 2;
+  *b ^= 0x20;
+  snprintf(err, len, "flipped a byte of '%.120s' slot %" PRIu32 " (step %"
+           PRIu64 ", region '%.60s' byte %" PRIu64 ")", name, slot, *step,
+           reg->name,
+           reg->bytes / 2);
+out_close:
+  snap_store_close(s);
+  return rc;
+}
+
+void node_fault_before_restore(struct node *n)
+{
+  char err[300] = "";
+  uint64_t step = 0;
+
+  if (!n->fault_corrupt.on)
+    return;
+  n->fault_corrupt.on = false;
+  uint32_t rank = n->fault_corrupt.rank;
+  /* The same job (a later epoch of it), and still this node's rank. */
+  bool same = strcmp(n->cfg.job, n->fault_corrupt.job) == 0 &&
+              rank >= n->cfg.first_rank &&
+              rank - n->cfg.first_rank < n->cfg.ranks;
+  int rc = same ? corrupt(n, rank, &step, err, sizeof(err)) : -ENOENT;
+  if (rc != PT_OK)
+    answer(n, n->fault_corrupt.id, rc, 0, false, 0, "node '%s': cannot damage "
+           "rank %" PRIu32 "'s snapshot: %s", n->cfg.node_id, rank,
+           err[0] != '\0' ? err : "the node no longer runs that rank of the job");
+  else
+    answer(n, n->fault_corrupt.id, PT_OK, 0, true, step, "node '%s': %s, as "
+           "the restore begins; its trainer was killed", n->cfg.node_id, err);
+}
+
+void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
+{
+  const struct node_part *p = node_part_of(n);
+  const char *self = n->cfg.node_id;
+
+  if (!n->cfg.allow_faults) {
+    answer(n, id, -EPERM, 0, false, 0,
+           "node '%s' was not started with --allow-faults: it refuses "
+           "fault injection", self);
+    return;
+  }
+  if (p == NULL || !p->has || !p->active || n->ranks == NULL ||
+      strcmp(p->job, m->job) != 0) {
+    answer(n, id, -ENOENT, 0, false, 0,
+           "node '%s' runs no part of job '%s' now", self, LOG_ESC(m->job));
+    return;
+  }
+  uint32_t local = 0;
+  if (m->has_rank) {
+    if (m->rank < n->cfg.first_rank ||
+        m->rank - n->cfg.first_rank >= n->cfg.ranks) {
+      answer(n, id, -ENOENT, 0, false, 0,
+             "node '%s' does not run rank %" PRIu32 " (its ranks: %" PRIu32
+             "..%" PRIu32 ")", self, m->rank, n->cfg.first_rank,
+             n->cfg.first_rank + n->cfg.ranks - 1);
+      return;
+    }
+    local = m->rank - n->cfg.first_rank;
+  }
+  struct node_rank *r = &n->ranks[local];
+  uint32_t grank = n->cfg.first_rank + local;
+  const char *k = m->kind;
+
+  if (strcmp(k, "trainer") == 0 || strcmp(k, "smp") == 0) {
+    bool tr = k[0] == 't';
+    int pid = live_pid(tr ? r->trainer : r->smp);
+    if (pid == 0) {
+      answer(n, id, -ESRCH, 0, false, 0, "rank %" PRIu32 " has no running "
+             "%s on node '%s'", grank, tr ? "trainer" : "smp", self);
+      return;
+    }
+    if (kill(pid, SIGKILL) != 0) {
+      answer(n, id, -errno, pid, false, 0, "cannot kill the %s of rank %"
+             PRIu32 " (pid %d): %s", k, grank, pid, strerror(errno));
+      return;
+    }
+    answer(n, id, PT_OK, pid, false, 0, "node '%s': %s of rank %" PRIu32
+           " (pid %d) killed (SIGKILL)", self, k, grank, pid);
+  } else if (strcmp(k, "corrupt") == 0) {
+    if (n->fault_corrupt.on) {
+      answer(n, id, -EBUSY, 0, false, 0, "node '%s': a corruption already "
+             "waits for the next restore", self);
+      return;
+    }
+    int pid = live_pid(r->trainer);
+    if (pid == 0) {
+      answer(n, id, -ESRCH, 0, false, 0, "rank %" PRIu32 " has no running "
+             "trainer on node '%s'", grank, self);
+      return;
+    }
+    if (kill(pid, SIGKILL) != 0) {
+      answer(n, id, -errno, pid, false, 0, "cannot kill the trainer of rank "
+             "%" PRIu32 " (pid %d): %s", grank, pid, strerror(errno));
+      return;
+    }
+    /* Answered once the damage is done, as the restore begins. */
+    n->fault_corrupt.on = true;
+    n->fault_corrupt.id = id;
+    n->fault_corrupt.rank = grank;
+    snprintf(n->fault_corrupt.job, sizeof(n->fault_corrupt.job), "%s",
+             p->job);
+    log_warn("fault injection: node '%s': trainer of rank %" PRIu32 " (pid "
+             "%d) killed (SIGKILL); its newest committed slot is damaged as "
+             "the next restore begins", self, grank, pid);
+  } else if (strcmp(k, "ptd") == 0 || strcmp(k, "stop") == 0) {
+    bool stop = k[0] == 's';
+    if (stop && (!m->has_ms || m->ms == 0 || m->ms > NODE_FAULT_STOP_MAX_MS)) {
+      answer(n, id, -EINVAL, 0, false, 0, "a stop needs ms, 1..%u",
+             NODE_FAULT_STOP_MAX_MS);
+      return;
+    }
+    int rc = signal_later(getpid(), stop ? SIGSTOP : SIGKILL,
+                          NODE_FAULT_DELAY_MS, stop ? SIGCONT : 0,
+                          stop ? m->ms : 0);
+    if (rc != PT_OK) {
+      answer(n, id, rc, 0, false, 0, "cannot fork: %s", pt_strerror(rc));
+      return;
+    }
+    if (stop)
+      answer(n, id, PT_OK, getpid(), false, 0, "node '%s': ptd (pid %d) "
+             "stopped (SIGSTOP) in %u ms for %" PRIu32 " ms", self,
+             (int)getpid(), NODE_FAULT_DELAY_MS, m->ms);
+    else
+      answer(n, id, PT_OK, getpid(), false, 0, "node '%s': ptd (pid %d) "
+             "killed (SIGKILL) in %u ms", self, (int)getpid(),
+             NODE_FAULT_DELAY_MS);
+  } else {
+    answer(n, id, -EINVAL, 0, false, 0, "node '%s': no fault kind '%s' "
+           "(trainer, smp, ptd, stop, corrupt)", self, LOG_ESC(k));
+  }
+}
