@@ -266,14 +266,25 @@ else:
         bad.append(f"nodes_run_jobs false: commit_why={why!r}, commit_p50_ms={d.get('commit_p50_ms')!r}")
     else:
         print(f"bench_quick: commit_p50_ms/commit_p99_ms skipped: {why}")
+if d["nodes_run_jobs"]:
+    # protection across 3 nodes at 2+1, beside raw TCP of its pattern
+    for f in ("protect_gbps", "protect_tcp_gbps", "protect_train_gbps",
+              "cluster_step_ms", "cluster_step_nopt_ms", "cluster_step_overhead_ratio"):
+        if not num(f) or d[f] <= 0:
+            bad.append(f"{f}={d.get(f)!r}")
+    if not isinstance(d.get("protect_trainer_bound"), bool):
+        bad.append("protect_trainer_bound is not a boolean")
+    if not isinstance(d.get("protect_commits"), int) or d["protect_commits"] < 1:
+        bad.append(f"protect_commits={d.get('protect_commits')!r}")
 if bad:
     print("bench_quick: FAIL: --cluster: " + ", ".join(bad)); sys.exit(1)
 t = d.get("targets")
-for k in ("commit_p50_ms", "ctl_1000_commit_p50_ms", "ctl_1000_cpu_pct"):
+for k in ("commit_p50_ms", "ctl_1000_commit_p50_ms", "ctl_1000_cpu_pct", "protect_over_tcp",
+          "cluster_step_overhead_ratio"):
     if not isinstance(t, dict) or not isinstance(t.get(k + "_ok"), bool):
         print(f"bench_quick: FAIL: --cluster targets.{k}_ok is not a boolean"); sys.exit(1)
 print("bench_quick: --cluster " + ", ".join(
-    f"{k}={d[k]:.4g}" for k in sorted(d) if (k.startswith("ctl_") or k.startswith("commit_p"))
-    and num(k)))
+    f"{k}={d[k]:.4g}" for k in sorted(d) if (k.startswith("ctl_") or k.startswith("commit_p")
+    or k.startswith("protect_") or k.startswith("cluster_step")) and num(k)))
 PY
 echo "bench_quick: ok"
