@@ -66,7 +66,8 @@ void node_peers_on_job_peers(struct node *n, const Pt__JobPeers *m)
       t->m[i].known = true;
       snprintf(t->m[i].host, sizeof(t->m[i].host), "%s", pn->host);
       t->m[i].nports = (uint32_t)pn->n_ports;
-      memcpy(t->m[i].ports, pn->ports, pn->n_ports * sizeof(uint32_t));
+      if (pn->n_ports > 0) /* none yet: protobuf-c gives NULL */
+        memcpy(t->m[i].ports, pn->ports, pn->n_ports * sizeof(uint32_t));
       break;
     }
   }
