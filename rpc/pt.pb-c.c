@@ -2662,6 +2662,51 @@ void   pt__ctl_rec_end__free_unpacked
   assert(message->base.descriptor == &pt__ctl_rec_end__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__ctl_rec_node__init
+                     (Pt__CtlRecNode         *message)
+{
+  static const Pt__CtlRecNode init_value = PT__CTL_REC_NODE__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_node__get_packed_size
+                     (const Pt__CtlRecNode *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_node__pack
+                     (const Pt__CtlRecNode *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_node__pack_to_buffer
+                     (const Pt__CtlRecNode *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecNode *
+       pt__ctl_rec_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecNode *)
+     protobuf_c_message_unpack (&pt__ctl_rec_node__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_node__free_unpacked
+                     (Pt__CtlRecNode *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pt__region__field_descriptors[3] =
 {
   {
@@ -4783,7 +4828,7 @@ const ProtobufCMessageDescriptor pt__bulk_header__descriptor =
   (ProtobufCMessageInit) pt__bulk_header__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__node_register__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pt__node_register__field_descriptors[7] =
 {
   {
     "node_id",
@@ -4845,18 +4890,44 @@ static const ProtobufCFieldDescriptor pt__node_register__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "identity",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BYTES,
+    offsetof(Pt__NodeRegister, has_identity),
+    offsetof(Pt__NodeRegister, identity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replace",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__NodeRegister, has_replace),
+    offsetof(Pt__NodeRegister, replace),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__node_register__field_indices_by_name[] = {
   1,   /* field[1] = advertise */
   2,   /* field[2] = capacity */
   3,   /* field[3] = failure_domain */
+  5,   /* field[5] = identity */
   4,   /* field[4] = incarnation */
   0,   /* field[0] = node_id */
+  6,   /* field[6] = replace */
 };
 static const ProtobufCIntRange pt__node_register__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__node_register__descriptor =
 {
@@ -4866,7 +4937,7 @@ const ProtobufCMessageDescriptor pt__node_register__descriptor =
   "Pt__NodeRegister",
   "pt",
   sizeof(Pt__NodeRegister),
-  5,
+  7,
   pt__node_register__field_descriptors,
   pt__node_register__field_indices_by_name,
   1,  pt__node_register__number_ranges,
@@ -7344,6 +7415,57 @@ const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor =
   pt__ctl_rec_end__field_indices_by_name,
   1,  pt__ctl_rec_end__number_ranges,
   (ProtobufCMessageInit) pt__ctl_rec_end__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_node__field_descriptors[2] =
+{
+  {
+    "node_id",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecNode, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "identity",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecNode, identity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_node__field_indices_by_name[] = {
+  1,   /* field[1] = identity */
+  0,   /* field[0] = node_id */
+};
+static const ProtobufCIntRange pt__ctl_rec_node__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_node__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecNode",
+  "CtlRecNode",
+  "Pt__CtlRecNode",
+  "pt",
+  sizeof(Pt__CtlRecNode),
+  2,
+  pt__ctl_rec_node__field_descriptors,
+  pt__ctl_rec_node__field_indices_by_name,
+  1,  pt__ctl_rec_node__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_node__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[3] =

@@ -74,6 +74,7 @@ typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
 typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
 typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
 typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
+typedef struct Pt__CtlRecNode Pt__CtlRecNode;
 
 
 /* --- enums --- */
@@ -799,10 +800,29 @@ struct  Pt__NodeRegister
    * 16 random bytes per ptd node start:
    */
   ProtobufCBinaryData incarnation;
+  /*
+   * a restart is told from a reconnect
+   */
+  /*
+   * 16 random bytes made at the node's
+   */
+  protobuf_c_boolean has_identity;
+  ProtobufCBinaryData identity;
+  /*
+   * first start, kept in its state dir
+   * (node.id): the controller binds the
+   * node id to it, and refuses the id
+   * with another identity
+   */
+  /*
+   * ptd node --replace: this identity
+   */
+  protobuf_c_boolean has_replace;
+  protobuf_c_boolean replace;
 };
 #define PT__NODE_REGISTER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__node_register__descriptor) \
-    , NULL, NULL, 0, NULL, {0,NULL} }
+    , NULL, NULL, 0, NULL, {0,NULL}, 0, {0,NULL}, 0, 0 }
 
 
 struct  Pt__NodeRegisterReply
@@ -1538,6 +1558,21 @@ struct  Pt__CtlRecEnd
 #define PT__CTL_REC_END__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_end__descriptor) \
     , NULL, NULL, NULL, 0, 0 }
+
+
+/*
+ * Node node_id is bound to identity (NodeRegister.identity): its first
+ * registration with one, or a replacement (NodeRegister.replace).
+ */
+struct  Pt__CtlRecNode
+{
+  ProtobufCMessage base;
+  char *node_id;
+  ProtobufCBinaryData identity;
+};
+#define PT__CTL_REC_NODE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_node__descriptor) \
+    , NULL, {0,NULL} }
 
 
 /* Pt__Region methods */
@@ -2661,6 +2696,25 @@ Pt__CtlRecEnd *
 void   pt__ctl_rec_end__free_unpacked
                      (Pt__CtlRecEnd *message,
                       ProtobufCAllocator *allocator);
+/* Pt__CtlRecNode methods */
+void   pt__ctl_rec_node__init
+                     (Pt__CtlRecNode         *message);
+size_t pt__ctl_rec_node__get_packed_size
+                     (const Pt__CtlRecNode   *message);
+size_t pt__ctl_rec_node__pack
+                     (const Pt__CtlRecNode   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_node__pack_to_buffer
+                     (const Pt__CtlRecNode   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecNode *
+       pt__ctl_rec_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_node__free_unpacked
+                     (Pt__CtlRecNode *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pt__Region_Closure)
@@ -2840,6 +2894,9 @@ typedef void (*Pt__CtlRecCommit_Closure)
 typedef void (*Pt__CtlRecEnd_Closure)
                  (const Pt__CtlRecEnd *message,
                   void *closure_data);
+typedef void (*Pt__CtlRecNode_Closure)
+                 (const Pt__CtlRecNode *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2907,6 +2964,7 @@ extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_node__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -12,6 +12,8 @@
  *           new job of its name starts above it)
  *   COMMIT  job, epoch, step: step is committed
  *   END     job, final state, reason
+ *   NODE    node id, identity: the id is bound to that identity
+ *           (ctl_members.c); the last NODE of an id wins (a replacement)
  *
  * An EPOCH after a job's END is its revival (`ptctl restore` of a failed
  * job, or one stopped with --keep); a compaction copies such a job with
@@ -107,6 +109,22 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     if (rc == PT_OK && m->has_commits)
       ctl_jobs_find(r->js, m->job)->commits = m->commits;
     pt__ctl_rec_commit__free_unpacked(m, NULL);
+    break;
+  }
+  case CTL_REC_NODE: {
+    Pt__CtlRecNode *m = pt__ctl_rec_node__unpack(NULL, len, data);
+    if (m == NULL)
+      goto undecodable;
+    rc = r->js->m == NULL
+             ? PT_OK
+             : ctl_members_identity_set(r->js->m, m->node_id,
+                                        m->identity.data, m->identity.len);
+    if (rc == -EINVAL) {
+      snprintf(why, sizeof(why), "node identity of %zu bytes for an id of "
+               "%zu bytes", m->identity.len, strlen(m->node_id));
+      rc = PT_EFORMAT;
+    }
+    pt__ctl_rec_node__free_unpacked(m, NULL);
     break;
   }
   case CTL_REC_END: {
@@ -262,13 +280,44 @@ int ctl_journal_append(struct journal *jr, const struct ctl_job *job,
   return rc;
 }
 
+static int encode_node(const char *id, const uint8_t *tok, size_t tlen,
+                       uint8_t **buf, size_t *len)
+{
+  Pt__CtlRecNode rn = PT__CTL_REC_NODE__INIT;
+
+  rn.node_id = (char *)id;
+  rn.identity.data = (uint8_t *)tok;
+  rn.identity.len = tlen;
+  *len = pt__ctl_rec_node__get_packed_size(&rn);
+  *buf = malloc(*len > 0 ? *len : 1);
+  if (*buf == NULL)
+    return -ENOMEM;
+  pt__ctl_rec_node__pack(&rn, *buf);
+  return PT_OK;
+}
+
+int ctl_journal_append_node(struct journal *jr, const char *id,
+                            const uint8_t *tok, size_t tlen)
+{
+  uint8_t *buf;
+  size_t len;
+  int rc = encode_node(id, tok, tlen, &buf, &len);
+
+  if (rc != PT_OK)
+    return rc;
+  rc = journal_append(jr, CTL_REC_NODE, buf, len);
+  free(buf);
+  return rc;
+}
+
 int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
                         bool force)
 {
   if (!force && journal_bytes(jr) <= CTL_JOURNAL_MAX_BYTES &&
       journal_records(jr) <= CTL_JOURNAL_MAX_RECORDS)
     return PT_OK;
-  size_t cap = 4 * (js->nlive + js->nended) + 1, n = 0;
+  size_t nident = js->m != NULL ? js->m->nident : 0;
+  size_t cap = 4 * (js->nlive + js->nended) + nident + 1, n = 0;
   struct journal_rec *recs = calloc(cap, sizeof(*recs));
   int rc = recs == NULL ? -ENOMEM : PT_OK;
   const struct ctl_job **order = calloc(js->nlive + js->nended + 1,
@@ -277,6 +326,19 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
 
   if (order == NULL)
     rc = -ENOMEM;
+  /* The node ids' identities first (they stand alone). */
+  for (size_t i = 0; rc == PT_OK && i < nident; i++) {
+    const struct ctl_ident *e = &js->m->idents[i];
+    uint8_t *buf;
+    size_t len;
+    rc = encode_node(e->id, e->tok, e->len, &buf, &len);
+    if (rc == PT_OK) {
+      recs[n].type = CTL_REC_NODE;
+      recs[n].data = buf;
+      recs[n].len = len;
+      n++;
+    }
+  }
   /* Oldest first, so that a replay sees them in the order they began. */
   for (const struct ctl_job *j = js->jobs; rc == PT_OK && j != NULL;
        j = j->next)

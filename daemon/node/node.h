@@ -129,6 +129,8 @@ struct node_config {
   char advertise[256];       /* default: the host's name */
   char failure_domain[128];  /* "" : none */
   uint32_t capacity;         /* ranks it can run; default the CPUs, or 8 */
+  bool replace;              /* --replace: take the node id over from the
+                                identity the controller binds it to */
   /* Where this node's ranks stand in the job (cluster mode: from the
    * controller's JOB_ASSIGN, node_part.c). Standalone: first_rank 0, world
    * 0 (the job is this node's: --ranks), group_rank 0, master_addr "". Every
@@ -706,8 +708,18 @@ int node_check_preflight(const struct node_config *cfg, char *err,
 #define NODE_CL_HB_MIN_MS 10u        /* a reply outside these is refused */
 #define NODE_CL_HB_MAX_MS 60000u
 #define NODE_CL_DEAD_MAX_MS 600000u
+#define NODE_CL_IDENTITY_BYTES 16u
 struct node_cluster;
-/* Starts the link (dials at once); key is copied. */
+/* This node's identity: <state_dir>/node.id ("node ID\nidentity HEX\n"),
+ * made (16 random bytes) at the first start in state_dir and read at every
+ * other; the controller binds node_id to it. PT_EFORMAT with err for a
+ * damaged file or one of another node id (the state dir is that node's).
+ * OUT: out, *made (true: made now). */
+int node_cluster_identity(const char *state_dir, const char *node_id,
+                          uint8_t out[NODE_CL_IDENTITY_BYTES], bool *made,
+                          char *err, size_t errlen);
+/* Starts the link (dials at once); key is copied. PT_EFORMAT (logged) when
+ * the identity cannot be read or made (node_cluster_identity). */
 int node_cluster_open(struct node *n, const uint8_t key[RPC_KEY_BYTES]);
 /* Ends the link and closes every handle so that uv_run returns (exit 3). */
 void node_cluster_stop(struct node *n, const char *by);
@@ -724,7 +736,7 @@ struct node_cluster_view {
   const char *link;          /* "connecting", "registering", "registered",
                                 "retrying", "stopping" */
   uint64_t link_ms;          /* in that state this long */
-  char error[256];           /* why the link is down; "" */
+  char error[640];           /* why the link is down; "" */
   uint64_t registrations;
 };
 void node_cluster_status(const struct node *n, struct node_cluster_view *v);

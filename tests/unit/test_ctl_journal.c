@@ -622,6 +622,49 @@ START_TEST(compaction_bounded)
 }
 END_TEST
 
+/* Node identities (NODE records): replayed, the last one of an id wins,
+ * kept by a compaction. */
+START_TEST(identities_replayed)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped;
+  static const uint8_t ID1[16] = {0x11}, ID2[16] = {0x22}, ID3[16] = {0x33};
+
+  dir_make();
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_journal_append_node(JR, "n0", ID1, 16), PT_OK);
+  ck_assert_int_eq(ctl_journal_append_node(JR, "n1", ID2, 16), PT_OK);
+  ck_assert_int_eq(ctl_journal_append_node(JR, "n0", ID3, 16), PT_OK);
+  world_close(&w);
+  for (int round = 0; round < 2; round++) {
+    ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+    ck_assert_uint_eq(w.m.nident, 2);
+    const struct ctl_ident *e = ctl_members_identity(&w.m, "n0");
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(memcmp(e->tok, ID3, 16), 0);
+    e = ctl_members_identity(&w.m, "n1");
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(memcmp(e->tok, ID2, 16), 0);
+    /* a registration of n0 with ID1 is refused after the restart */
+    struct ctl_register r = {.node_id = "n0", .handshake_id = "n0",
+                             .advertise = "127.0.0.1", .capacity = 2,
+                             .incarnation = INC, .incarnation_len = 16,
+                             .identity = ID1, .identity_len = 16};
+    enum ctl_reg_kind kind;
+    void *old;
+    ck_assert_int_eq(ctl_members_register(&w.m, &r, (void *)1, 0, &kind, &old,
+                                          err, sizeof(err)), -EPERM);
+    if (round == 0) {
+      ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+      ck_assert_uint_eq(journal_records(JR), 2);
+    }
+    world_close(&w);
+  }
+  dir_remove();
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ctl_journal");
@@ -634,6 +677,7 @@ int main(void)
   tcase_add_test(tc, name_reused_replayed);
   tcase_add_test(tc, pending_restart_counted_once);
   tcase_add_test(tc, revival_replayed);
+  tcase_add_test(tc, identities_replayed);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
