@@ -74,6 +74,7 @@ typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
 typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
 typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
 typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
+typedef struct Pt__CtlRecPart Pt__CtlRecPart;
 typedef struct Pt__CtlRecNode Pt__CtlRecNode;
 
 
@@ -586,10 +587,15 @@ struct  Pt__RankStatus
   uint64_t last_sealed;
   protobuf_c_boolean has_bytes_held;
   uint64_t bytes_held;
+  /*
+   * cluster mode: the job's rank (rank
+   */
+  protobuf_c_boolean has_global_rank;
+  uint32_t global_rank;
 };
 #define PT__RANK_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__rank_status__descriptor) \
-    , 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1554,10 +1560,37 @@ struct  Pt__CtlRecEnd
    */
   protobuf_c_boolean has_removed;
   protobuf_c_boolean removed;
+  /*
+   * Its snapshots kept (failed, stopped with --keep): per part, in part
+   * order, what its node last reported holding, so that status and
+   * `ptctl restore --step` know them straight after a controller restart
+   * (absent: none known, as before this field).
+   */
+  size_t n_parts;
+  Pt__CtlRecPart **parts;
 };
 #define PT__CTL_REC_END__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_end__descriptor) \
-    , NULL, NULL, NULL, 0, 0 }
+    , NULL, NULL, NULL, 0, 0, 0,NULL }
+
+
+/*
+ * A part of an ended job, as its node last reported it.
+ */
+struct  Pt__CtlRecPart
+{
+  ProtobufCMessage base;
+  /*
+   * committed steps every rank holds
+   */
+  size_t n_held;
+  uint64_t *held;
+  protobuf_c_boolean has_bytes_held;
+  uint64_t bytes_held;
+};
+#define PT__CTL_REC_PART__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_part__descriptor) \
+    , 0,NULL, 0, 0 }
 
 
 /*
@@ -2696,6 +2729,25 @@ Pt__CtlRecEnd *
 void   pt__ctl_rec_end__free_unpacked
                      (Pt__CtlRecEnd *message,
                       ProtobufCAllocator *allocator);
+/* Pt__CtlRecPart methods */
+void   pt__ctl_rec_part__init
+                     (Pt__CtlRecPart         *message);
+size_t pt__ctl_rec_part__get_packed_size
+                     (const Pt__CtlRecPart   *message);
+size_t pt__ctl_rec_part__pack
+                     (const Pt__CtlRecPart   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_part__pack_to_buffer
+                     (const Pt__CtlRecPart   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecPart *
+       pt__ctl_rec_part__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_part__free_unpacked
+                     (Pt__CtlRecPart *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__CtlRecNode methods */
 void   pt__ctl_rec_node__init
                      (Pt__CtlRecNode         *message);
@@ -2894,6 +2946,9 @@ typedef void (*Pt__CtlRecCommit_Closure)
 typedef void (*Pt__CtlRecEnd_Closure)
                  (const Pt__CtlRecEnd *message,
                   void *closure_data);
+typedef void (*Pt__CtlRecPart_Closure)
+                 (const Pt__CtlRecPart *message,
+                  void *closure_data);
 typedef void (*Pt__CtlRecNode_Closure)
                  (const Pt__CtlRecNode *message,
                   void *closure_data);
@@ -2964,6 +3019,7 @@ extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_part__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_node__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -315,6 +315,19 @@ enum node_fence node_plan_fence(const char *part_job, uint64_t part_epoch,
 /* "exited with status S" or "killed by signal SIGNAME" into buf. */
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
                                 int term_signal);
+/* A rank as every message names it, into buf: standalone, "L" (the local
+ * rank is the job's); cluster mode, "G (local L on node ID)", G = first
+ * + L the job's global rank. So "rank 3 (local 1 on node b)" never reads
+ * as another rank's. NODE_RANK(n, L): the same, in a buffer of its own
+ * that lives to the end of the caller's full expression's block. */
+#define NODE_RANK_NAME_MAX (RPC_NODE_ID_MAX + 48u)
+const char *node_plan_rank_name(char *buf, size_t len, bool cluster,
+                                uint32_t first, const char *node_id,
+                                uint32_t local);
+#define NODE_RANK(n, local)                                                  \
+  node_plan_rank_name((char[NODE_RANK_NAME_MAX]){0}, NODE_RANK_NAME_MAX,     \
+                      (n)->cfg.cluster, (n)->cfg.first_rank,                 \
+                      (n)->cfg.node_id, (local))
 
 /* ---- node.state (node_state.c) ---- */
 
@@ -470,7 +483,7 @@ struct node_rank {
   uint32_t restarts;         /* times this rank's trainer was restarted */
   uint32_t starts;           /* times it was started */
   bool permanent;            /* its failure must not be retried */
-  char why[160];             /* how it ended */
+  char why[384];             /* how it ended */
   bool gone_seen, gone_done; /* EVENT_TRAINER_GONE since it was started */
   uint64_t gone_deadline;
   uint64_t progress_at;      /* its last seal, or its start; --progress-timeout */
@@ -521,7 +534,7 @@ struct node {
 
   enum node_phase phase;
   enum node_outcome outcome;
-  char why[256];             /* the failure, for the log and ptctl */
+  char why[640];             /* the failure, for the log and ptctl */
   bool permanent;            /* the failure is one no restart can cure */
   bool adopting;             /* started from a node.state with live pids */
   bool ready_sent;

@@ -83,6 +83,8 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
 
     pt__rank_status__init(s);
     s->rank = r->rank;
+    s->has_global_rank = n->cfg.cluster;
+    s->global_rank = n->cfg.first_rank + r->rank;
     s->trainer_pid =
         r->trainer != NULL && !r->trainer->exited ? r->trainer->pid : 0;
     s->smp_pid = r->smp != NULL && !r->smp->exited ? r->smp->pid : 0;

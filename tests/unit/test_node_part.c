@@ -89,6 +89,24 @@ START_TEST(rank_env_from_assignment)
 }
 END_TEST
 
+/* Messages name a rank by the job's global rank, and in cluster mode say
+ * which local rank of which node it is. */
+START_TEST(rank_named)
+{
+  char b[NODE_RANK_NAME_MAX];
+
+  ck_assert_str_eq(node_plan_rank_name(b, sizeof(b), false, 0, "", 1), "1");
+  ck_assert_str_eq(node_plan_rank_name(b, sizeof(b), true, 2, "nb", 1),
+                   "3 (local 1 on node nb)");
+  struct node n;
+  memset(&n, 0, sizeof(n));
+  n.cfg.cluster = true;
+  n.cfg.first_rank = 8;
+  snprintf(n.cfg.node_id, sizeof(n.cfg.node_id), "n-7");
+  ck_assert_str_eq(NODE_RANK(&n, 3), "11 (local 3 on node n-7)");
+}
+END_TEST
+
 START_TEST(assign_checked)
 {
   Pt__JobSpec s = PT__JOB_SPEC__INIT;
@@ -886,7 +904,8 @@ START_TEST(part_with_fake_controller)
   ps = expect_state(0, 2, "failed", 20000);
   ck_assert_msg(ps->has_status && ps->status < 0, "status %d", ps->status);
   ck_assert_msg(ps->message != NULL &&
-                    strstr(ps->message, "trainer rank 1") != NULL &&
+                    strstr(ps->message, "trainer rank 1 (local 1 on node n1) "
+                                        "(pid ") != NULL &&
                     strstr(ps->message, "SIGKILL") != NULL,
                 "message '%s'", ps->message != NULL ? ps->message : "");
   ck_assert_msg(!(ps->has_permanent && ps->permanent),
@@ -1034,6 +1053,7 @@ int main(void)
   Suite *s = suite_create("node_part");
   TCase *tc = tcase_create("plan");
   tcase_add_test(tc, rank_env_from_assignment);
+  tcase_add_test(tc, rank_named);
   tcase_add_test(tc, assign_checked);
   tcase_add_test(tc, group_from_assignment);
   tcase_add_test(tc, sealed_reported_once_per_step);
