@@ -11,7 +11,10 @@
  *           incarnation began (compacted: an ended job's too, so that a
  *           new job of its name starts above it)
  *   COMMIT  job, epoch, step: step is committed
- *   END     job, final state, reason
+ *   END     job, final state, reason; a job whose snapshots are kept
+ *           (failed, stopped with --keep): what each part last reported
+ *           holding, so that status and `restore --step` are right
+ *           straight after a restart (its nodes do not report again)
  *   NODE    node id, identity: the id is bound to that identity
  *           (ctl_members.c); the last NODE of an id wins (a replacement)
  *
@@ -63,6 +66,26 @@ static int replay_job(struct replay *r, const Pt__CtlRecJob *m, char *why,
   free(lists);
   free(lens);
   return rc;
+}
+
+/* An END's parts: what each held when the job ended. */
+static int replay_parts(struct ctl_job *j, const Pt__CtlRecEnd *m, char *why,
+                        size_t whylen)
+{
+  if (m->n_parts != j->nparts) {
+    snprintf(why, whylen, "END of job '%s' with %zu parts; the job has %"
+             PRIu32, j->spec->name, m->n_parts, j->nparts);
+    return PT_EFORMAT;
+  }
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    const Pt__CtlRecPart *rp = m->parts[p];
+    struct ctl_part *pt = &j->parts[p];
+    pt->nheld = 0;
+    for (size_t i = 0; i < rp->n_held && pt->nheld < CTL_HELD_MAX; i++)
+      pt->held[pt->nheld++] = rp->held[i];
+    pt->bytes_held = rp->has_bytes_held ? rp->bytes_held : 0;
+  }
+  return PT_OK;
 }
 
 static int on_record(void *arg, uint32_t type, const void *data, size_t len)
@@ -134,6 +157,8 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     rc = ctl_jobs_replay_end(r->js, m->job, ctl_jobs_state_parse(m->state),
                              m->reason, m->has_removed, m->removed, why,
                              sizeof(why));
+    if (rc == PT_OK && m->n_parts > 0)
+      rc = replay_parts(ctl_jobs_find(r->js, m->job), m, why, sizeof(why));
     pt__ctl_rec_end__free_unpacked(m, NULL);
     break;
   }
@@ -190,6 +215,7 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
   char **ids = NULL;
   const struct ctl_groups *g = &job->groups;
   Pt__CtlRecGroup *grs = NULL, **gps = NULL;
+  Pt__CtlRecPart *prs = NULL, **pps = NULL;
 
   switch (kind) {
   case CTL_REC_JOB:
@@ -251,6 +277,25 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     rd.reason = (char *)job->reason;
     rd.has_removed = true;
     rd.removed = job->removed;
+    if (job->state != CTL_JOB_DONE && !job->removed && job->nparts > 0) {
+      prs = calloc(job->nparts, sizeof(*prs));
+      pps = calloc(job->nparts, sizeof(*pps));
+      if (prs == NULL || pps == NULL) {
+        free(prs);
+        free(pps);
+        return -ENOMEM;
+      }
+      for (uint32_t p = 0; p < job->nparts; p++) {
+        pt__ctl_rec_part__init(&prs[p]);
+        prs[p].n_held = job->parts[p].nheld;
+        prs[p].held = (uint64_t *)job->parts[p].held;
+        prs[p].has_bytes_held = true;
+        prs[p].bytes_held = job->parts[p].bytes_held;
+        pps[p] = &prs[p];
+      }
+      rd.n_parts = job->nparts;
+      rd.parts = pps;
+    }
     msg = &rd.base;
     break;
   default:
@@ -263,6 +308,8 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
   free(ids);
   free(grs);
   free(gps);
+  free(prs);
+  free(pps);
   return *buf != NULL ? PT_OK : -ENOMEM;
 }
 

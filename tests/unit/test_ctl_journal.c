@@ -622,6 +622,63 @@ START_TEST(compaction_bounded)
 }
 END_TEST
 
+/* An ended job whose snapshots are kept: what its parts held is known
+ * straight after a controller restart (journaled with its END, kept by a
+ * compaction), so restore --step of an older held step is taken, and one
+ * of a step no part holds refused naming what they hold. */
+START_TEST(ended_held_replayed)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped, step;
+  bool has;
+  uint64_t held[3] = {3, 4, 5};
+
+  dir_make();
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  add_node(&w, "n0", 1);
+  add_node(&w, "n1", 2);
+  struct ctl_job *a = start(&w, "a");
+  for (uint64_t s = 3; s <= 5; s++)
+    commit(&w, a, s);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  m.n_held = 3;
+  m.held = held;
+  m.has_bytes_held = true;
+  m.bytes_held = 1234;
+  for (uint32_t p = 0; p < 2; p++)
+    ctl_jobs_part_state(&w.js, a, p, 1, CTL_PART_RUNNING, NULL, &m, 100);
+  ck_assert_int_eq(ctl_jobs_stop(&w.js, "a", true, 200, err, sizeof(err)),
+                   PT_OK);
+  world_close(&w);
+  for (int round = 0; round < 2; round++) {
+    ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+    a = ctl_jobs_find(&w.js, "a");
+    ck_assert_int_eq(a->state, CTL_JOB_STOPPED);
+    for (uint32_t p = 0; p < 2; p++) {
+      ck_assert_uint_eq(a->parts[p].nheld, 3);
+      ck_assert_uint_eq(a->parts[p].bytes_held, 1234);
+    }
+    if (round == 0) {
+      ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+      world_close(&w);
+    }
+  }
+  add_node(&w, "n0", 3);
+  add_node(&w, "n1", 4);
+  ck_assert_int_eq(ctl_jobs_restore(&w.js, "a", true, 2, 300, &has, &step,
+                                    err, sizeof(err)),
+                   -ENOENT);
+  ck_assert_msg(strstr(err, "steps 5, 4, 3") != NULL, "%s", err);
+  ck_assert_int_eq(ctl_jobs_restore(&w.js, "a", true, 4, 300, &has, &step,
+                                    err, sizeof(err)),
+                   PT_OK);
+  ck_assert(has && step == 4);
+  world_close(&w);
+  dir_remove();
+}
+END_TEST
+
 /* Node identities (NODE records): replayed, the last one of an id wins,
  * kept by a compaction. */
 START_TEST(identities_replayed)
@@ -678,6 +735,7 @@ int main(void)
   tcase_add_test(tc, pending_restart_counted_once);
   tcase_add_test(tc, revival_replayed);
   tcase_add_test(tc, identities_replayed);
+  tcase_add_test(tc, ended_held_replayed);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
