@@ -778,6 +778,11 @@ void node_part_report_after_drive(struct node *n);
 /* The part's ranks are all stopped (node_job.c's end, in cluster mode): the
  * node stays, a spare or the next epoch's. */
 void node_part_ended(struct node *n);
+/* A permanent failure was decided (node_life_fail_permanent, cluster
+ * mode): recorded in part.state at once, while the ranks stop, so that a
+ * node restarted meanwhile still ends the part failed permanently. The
+ * first one recorded stands. */
+void node_part_failing(struct node *n);
 /* Ranks run (or are being started or stopped) for a part. */
 bool node_part_active(const struct node *n);
 /* The epoch of the part (0: none). */

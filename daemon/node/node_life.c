@@ -109,6 +109,8 @@ static void vfinish(struct node *n, enum node_outcome out, bool permanent,
   n->permanent = permanent;
   vsnprintf(n->why, sizeof(n->why), fmt, ap);
   n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
+  if (permanent && n->cfg.cluster)
+    node_part_failing(n);
   n->decider->drop(n); /* answers still to come are ignored */
   node_life_set_phase(n, NODE_PH_STOP_TRAINERS);
   node_ctl_notify(n, false);

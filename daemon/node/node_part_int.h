@@ -14,7 +14,10 @@
 #include "daemon/node/node.h"
 
 #define PART_MAGIC "PTPART01"
+#define PART_VERSION 2u /* 1: without the failure's tail (still read) */
 #define PART_HEAD (8u + 4u + 4u + SNAP_INSTANCE_BYTES + 4u + 4u)
+#define PART_TAIL_FIXED (4u + 4u + 4u + 4u) /* flags, status, length, CRC */
+#define PART_F_PERMANENT 1u /* fail_permanent */
 #define PART_MAX (1u << 20)
 
 enum part_end { PART_RUNNING = 0, PART_STOPPED, PART_FAILED, PART_DONE };
