@@ -247,7 +247,7 @@ static void step_query(struct node *n, uint64_t now)
     uint64_t share = n->cfg.memory_budget / n->cfg.ranks;
     if (r->has_store && r->bytes_held > share) {
       node_life_finish(n, NODE_OUT_FAILED,
-                  "the snapshot object of rank %s holds %" PRIu64
+                  "rank %s: its snapshot object holds %" PRIu64
                   " bytes, more than its share of --memory-budget (%" PRIu64
                   " bytes of %" PRIu64
                   "): raise the budget or start the job fresh",
