@@ -60,6 +60,8 @@ static void status_json(FILE *f, const char *sock, const Pt__StatusReply *m)
             ",\"smp_pid\":%" PRId32 ",\"state\":",
             i > 0 ? "," : "", r->rank, r->trainer_pid, r->smp_pid);
     ptctl_out_json_str(f, r->state);
+    if (r->has_global_rank) /* cluster mode: "rank" is the local one */
+      fprintf(f, ",\"global_rank\":%" PRIu32, r->global_rank);
     fprintf(f, ",\"restarts\":%" PRIu32 ",\"smp_restarts\":%" PRIu32
                ",\"last_sealed\":",
             r->restarts, r->smp_restarts);

@@ -2662,6 +2662,96 @@ void   pt__ctl_rec_end__free_unpacked
   assert(message->base.descriptor == &pt__ctl_rec_end__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__ctl_rec_part__init
+                     (Pt__CtlRecPart         *message)
+{
+  static const Pt__CtlRecPart init_value = PT__CTL_REC_PART__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_part__get_packed_size
+                     (const Pt__CtlRecPart *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_part__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_part__pack
+                     (const Pt__CtlRecPart *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_part__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_part__pack_to_buffer
+                     (const Pt__CtlRecPart *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_part__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecPart *
+       pt__ctl_rec_part__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecPart *)
+     protobuf_c_message_unpack (&pt__ctl_rec_part__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_part__free_unpacked
+                     (Pt__CtlRecPart *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_part__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__ctl_rec_node__init
+                     (Pt__CtlRecNode         *message)
+{
+  static const Pt__CtlRecNode init_value = PT__CTL_REC_NODE__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_node__get_packed_size
+                     (const Pt__CtlRecNode *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_node__pack
+                     (const Pt__CtlRecNode *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_node__pack_to_buffer
+                     (const Pt__CtlRecNode *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecNode *
+       pt__ctl_rec_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecNode *)
+     protobuf_c_message_unpack (&pt__ctl_rec_node__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_node__free_unpacked
+                     (Pt__CtlRecNode *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_node__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__job_peer_node__init
                      (Pt__JobPeerNode         *message)
 {
@@ -4603,7 +4693,7 @@ const ProtobufCMessageDescriptor pt__status_query__descriptor =
   (ProtobufCMessageInit) pt__status_query__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__rank_status__field_descriptors[8] =
+static const ProtobufCFieldDescriptor pt__rank_status__field_descriptors[9] =
 {
   {
     "rank",
@@ -4701,9 +4791,22 @@ static const ProtobufCFieldDescriptor pt__rank_status__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "global_rank",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__RankStatus, has_global_rank),
+    offsetof(Pt__RankStatus, global_rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__rank_status__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
+  8,   /* field[8] = global_rank */
   6,   /* field[6] = last_sealed */
   0,   /* field[0] = rank */
   4,   /* field[4] = restarts */
@@ -4715,7 +4818,7 @@ static const unsigned pt__rank_status__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__rank_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pt__rank_status__descriptor =
 {
@@ -4725,7 +4828,7 @@ const ProtobufCMessageDescriptor pt__rank_status__descriptor =
   "Pt__RankStatus",
   "pt",
   sizeof(Pt__RankStatus),
-  8,
+  9,
   pt__rank_status__field_descriptors,
   pt__rank_status__field_indices_by_name,
   1,  pt__rank_status__number_ranges,
@@ -5291,7 +5394,7 @@ const ProtobufCMessageDescriptor pt__bulk_header__descriptor =
   (ProtobufCMessageInit) pt__bulk_header__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__node_register__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pt__node_register__field_descriptors[7] =
 {
   {
     "node_id",
@@ -5353,18 +5456,44 @@ static const ProtobufCFieldDescriptor pt__node_register__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "identity",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BYTES,
+    offsetof(Pt__NodeRegister, has_identity),
+    offsetof(Pt__NodeRegister, identity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replace",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__NodeRegister, has_replace),
+    offsetof(Pt__NodeRegister, replace),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__node_register__field_indices_by_name[] = {
   1,   /* field[1] = advertise */
   2,   /* field[2] = capacity */
   3,   /* field[3] = failure_domain */
+  5,   /* field[5] = identity */
   4,   /* field[4] = incarnation */
   0,   /* field[0] = node_id */
+  6,   /* field[6] = replace */
 };
 static const ProtobufCIntRange pt__node_register__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__node_register__descriptor =
 {
@@ -5374,7 +5503,7 @@ const ProtobufCMessageDescriptor pt__node_register__descriptor =
   "Pt__NodeRegister",
   "pt",
   sizeof(Pt__NodeRegister),
-  5,
+  7,
   pt__node_register__field_descriptors,
   pt__node_register__field_indices_by_name,
   1,  pt__node_register__number_ranges,
@@ -7868,7 +7997,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_commit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[5] =
 {
   {
     "job",
@@ -7918,9 +8047,22 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "parts",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__CtlRecEnd, n_parts),
+    offsetof(Pt__CtlRecEnd, parts),
+    &pt__ctl_rec_part__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_end__field_indices_by_name[] = {
   0,   /* field[0] = job */
+  4,   /* field[4] = parts */
   2,   /* field[2] = reason */
   3,   /* field[3] = removed */
   1,   /* field[1] = state */
@@ -7928,7 +8070,7 @@ static const unsigned pt__ctl_rec_end__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__ctl_rec_end__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor =
 {
@@ -7938,11 +8080,113 @@ const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor =
   "Pt__CtlRecEnd",
   "pt",
   sizeof(Pt__CtlRecEnd),
-  4,
+  5,
   pt__ctl_rec_end__field_descriptors,
   pt__ctl_rec_end__field_indices_by_name,
   1,  pt__ctl_rec_end__number_ranges,
   (ProtobufCMessageInit) pt__ctl_rec_end__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_part__field_descriptors[2] =
+{
+  {
+    "held",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecPart, n_held),
+    offsetof(Pt__CtlRecPart, held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_held",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecPart, has_bytes_held),
+    offsetof(Pt__CtlRecPart, bytes_held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_part__field_indices_by_name[] = {
+  1,   /* field[1] = bytes_held */
+  0,   /* field[0] = held */
+};
+static const ProtobufCIntRange pt__ctl_rec_part__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_part__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecPart",
+  "CtlRecPart",
+  "Pt__CtlRecPart",
+  "pt",
+  sizeof(Pt__CtlRecPart),
+  2,
+  pt__ctl_rec_part__field_descriptors,
+  pt__ctl_rec_part__field_indices_by_name,
+  1,  pt__ctl_rec_part__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_part__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_node__field_descriptors[2] =
+{
+  {
+    "node_id",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecNode, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "identity",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecNode, identity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_node__field_indices_by_name[] = {
+  1,   /* field[1] = identity */
+  0,   /* field[0] = node_id */
+};
+static const ProtobufCIntRange pt__ctl_rec_node__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_node__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecNode",
+  "CtlRecNode",
+  "Pt__CtlRecNode",
+  "pt",
+  sizeof(Pt__CtlRecNode),
+  2,
+  pt__ctl_rec_node__field_descriptors,
+  pt__ctl_rec_node__field_indices_by_name,
+  1,  pt__ctl_rec_node__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_node__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__job_peer_node__field_descriptors[3] =

@@ -74,6 +74,8 @@ typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
 typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
 typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
 typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
+typedef struct Pt__CtlRecPart Pt__CtlRecPart;
+typedef struct Pt__CtlRecNode Pt__CtlRecNode;
 typedef struct Pt__JobPeerNode Pt__JobPeerNode;
 typedef struct Pt__JobPeers Pt__JobPeers;
 typedef struct Pt__PeerAddr Pt__PeerAddr;
@@ -607,10 +609,15 @@ struct  Pt__RankStatus
   uint64_t last_sealed;
   protobuf_c_boolean has_bytes_held;
   uint64_t bytes_held;
+  /*
+   * cluster mode: the job's rank (rank
+   */
+  protobuf_c_boolean has_global_rank;
+  uint32_t global_rank;
 };
 #define PT__RANK_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__rank_status__descriptor) \
-    , 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -821,10 +828,29 @@ struct  Pt__NodeRegister
    * 16 random bytes per ptd node start:
    */
   ProtobufCBinaryData incarnation;
+  /*
+   * a restart is told from a reconnect
+   */
+  /*
+   * 16 random bytes made at the node's
+   */
+  protobuf_c_boolean has_identity;
+  ProtobufCBinaryData identity;
+  /*
+   * first start, kept in its state dir
+   * (node.id): the controller binds the
+   * node id to it, and refuses the id
+   * with another identity
+   */
+  /*
+   * ptd node --replace: this identity
+   */
+  protobuf_c_boolean has_replace;
+  protobuf_c_boolean replace;
 };
 #define PT__NODE_REGISTER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__node_register__descriptor) \
-    , NULL, NULL, 0, NULL, {0,NULL} }
+    , NULL, NULL, 0, NULL, {0,NULL}, 0, {0,NULL}, 0, 0 }
 
 
 struct  Pt__NodeRegisterReply
@@ -1590,10 +1616,52 @@ struct  Pt__CtlRecEnd
    */
   protobuf_c_boolean has_removed;
   protobuf_c_boolean removed;
+  /*
+   * Its snapshots kept (failed, stopped with --keep): per part, in part
+   * order, what its node last reported holding, so that status and
+   * `ptctl restore --step` know them straight after a controller restart
+   * (absent: none known, as before this field).
+   */
+  size_t n_parts;
+  Pt__CtlRecPart **parts;
 };
 #define PT__CTL_REC_END__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_end__descriptor) \
-    , NULL, NULL, NULL, 0, 0 }
+    , NULL, NULL, NULL, 0, 0, 0,NULL }
+
+
+/*
+ * A part of an ended job, as its node last reported it.
+ */
+struct  Pt__CtlRecPart
+{
+  ProtobufCMessage base;
+  /*
+   * committed steps every rank holds
+   */
+  size_t n_held;
+  uint64_t *held;
+  protobuf_c_boolean has_bytes_held;
+  uint64_t bytes_held;
+};
+#define PT__CTL_REC_PART__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_part__descriptor) \
+    , 0,NULL, 0, 0 }
+
+
+/*
+ * Node node_id is bound to identity (NodeRegister.identity): its first
+ * registration with one, or a replacement (NodeRegister.replace).
+ */
+struct  Pt__CtlRecNode
+{
+  ProtobufCMessage base;
+  char *node_id;
+  ProtobufCBinaryData identity;
+};
+#define PT__CTL_REC_NODE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_node__descriptor) \
+    , NULL, {0,NULL} }
 
 
 /*
@@ -2989,6 +3057,44 @@ Pt__CtlRecEnd *
 void   pt__ctl_rec_end__free_unpacked
                      (Pt__CtlRecEnd *message,
                       ProtobufCAllocator *allocator);
+/* Pt__CtlRecPart methods */
+void   pt__ctl_rec_part__init
+                     (Pt__CtlRecPart         *message);
+size_t pt__ctl_rec_part__get_packed_size
+                     (const Pt__CtlRecPart   *message);
+size_t pt__ctl_rec_part__pack
+                     (const Pt__CtlRecPart   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_part__pack_to_buffer
+                     (const Pt__CtlRecPart   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecPart *
+       pt__ctl_rec_part__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_part__free_unpacked
+                     (Pt__CtlRecPart *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__CtlRecNode methods */
+void   pt__ctl_rec_node__init
+                     (Pt__CtlRecNode         *message);
+size_t pt__ctl_rec_node__get_packed_size
+                     (const Pt__CtlRecNode   *message);
+size_t pt__ctl_rec_node__pack
+                     (const Pt__CtlRecNode   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_node__pack_to_buffer
+                     (const Pt__CtlRecNode   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecNode *
+       pt__ctl_rec_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_node__free_unpacked
+                     (Pt__CtlRecNode *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__JobPeerNode methods */
 void   pt__job_peer_node__init
                      (Pt__JobPeerNode         *message);
@@ -3377,6 +3483,12 @@ typedef void (*Pt__CtlRecCommit_Closure)
 typedef void (*Pt__CtlRecEnd_Closure)
                  (const Pt__CtlRecEnd *message,
                   void *closure_data);
+typedef void (*Pt__CtlRecPart_Closure)
+                 (const Pt__CtlRecPart *message,
+                  void *closure_data);
+typedef void (*Pt__CtlRecNode_Closure)
+                 (const Pt__CtlRecNode *message,
+                  void *closure_data);
 typedef void (*Pt__JobPeerNode_Closure)
                  (const Pt__JobPeerNode *message,
                   void *closure_data);
@@ -3477,6 +3589,8 @@ extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_part__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_node__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_peer_node__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_peers__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_addr__descriptor;

@@ -6,7 +6,8 @@ The format is common/journal.h's: a 16-byte header ("PTJOURN1", version
 1), then records: payload length (le32), type (le32), CRC32C (le32) of the
 length, type and payload, the payload. The controller's types and payloads
 are daemon/controller/ctl_journal.c's (rpc/pt.proto, "controller journal
-records"): 1 JOB, 2 EPOCH, 3 COMMIT (job 1, epoch 2, step 3), 4 END.
+records"): 1 JOB, 2 EPOCH, 3 COMMIT (job 1, epoch 2, step 3), 4 END,
+5 NODE.
 
   ctl_journal.py records FILE        one line per record:
                                      "INDEX OFFSET LENGTH TYPE [JOB EPOCH STEP]"
@@ -23,7 +24,7 @@ import struct
 import sys
 
 HDR, REC_HDR = 16, 12
-TYPES = {1: "JOB", 2: "EPOCH", 3: "COMMIT", 4: "END"}
+TYPES = {1: "JOB", 2: "EPOCH", 3: "COMMIT", 4: "END", 5: "NODE"}
 
 
 def varint(b, i):

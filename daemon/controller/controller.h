@@ -79,6 +79,7 @@
 #define CTL_JOB_MAX 255u
 #define CTL_CAPACITY_MAX 65536u     /* ranks one node may offer */
 #define CTL_INCARNATION_MAX 32u     /* bytes; ptd node sends 16 */
+#define CTL_IDENTITY_MAX 32u        /* bytes; ptd node sends 16 */
 
 /* ---- timeouts (ctl_args.c) ---- */
 
@@ -174,6 +175,9 @@ struct ctl_register {
   uint32_t capacity;
   const uint8_t *incarnation;
   size_t incarnation_len;
+  const uint8_t *identity;  /* NodeRegister.identity; NULL: none */
+  size_t identity_len;
+  bool replace;             /* ptd node --replace */
 };
 
 /* Checks a registration for what protobuf cannot: the node id equal to the
@@ -189,6 +193,19 @@ enum ctl_reg_kind {
   CTL_REG_NEW = 1,   /* a node id not seen before */
   CTL_REG_RECONNECT, /* the same incarnation, on a new connection */
   CTL_REG_RESTART,   /* a new incarnation: the node's ptd restarted */
+  CTL_REG_REPLACE,   /* another identity took the id over (--replace) */
+};
+
+/* A node id's identity (NodeRegister.identity, made at the node's first
+ * start and kept in its state dir): the id is bound to it at the first
+ * registration that carries one, journaled (CTL_REC_NODE), and a
+ * registration of the id with another identity (another machine or state
+ * directory, or one wiped), or with none, is refused unless it says
+ * replace (ptd node --replace), which binds the id to the new one. */
+struct ctl_ident {
+  char id[RPC_NODE_ID_MAX + 1];
+  uint8_t tok[CTL_IDENTITY_MAX];
+  size_t len;
 };
 
 /* Called for every state change, once per change (the controller logs one
@@ -201,6 +218,8 @@ struct ctl_members {
   struct ctl_node *nodes; /* registration order; never shrinks */
   size_t n, cap;
   struct ctl_timeouts t;
+  struct ctl_ident *idents; /* every bound node id, in binding order */
+  size_t nident, identcap;
   ctl_change_fn on_change; /* may be NULL */
   void *arg;
 };
@@ -210,9 +229,25 @@ void ctl_members_init(struct ctl_members *m, const struct ctl_timeouts *t,
 void ctl_members_release(struct ctl_members *m);
 struct ctl_node *ctl_members_find(struct ctl_members *m, const char *id);
 
+/* Would ctl_members_register(r, conn) take r? PT_OK, or what it would
+ * refuse with (and err). OUT: *bind, true when r binds its node id to its
+ * identity (the first one, or a replacement): the caller journals
+ * (CTL_REC_NODE) before it registers r. */
+int ctl_members_register_prepare(const struct ctl_members *m,
+                                 const struct ctl_register *r, void *conn,
+                                 bool *bind, char *err, size_t errlen);
+/* The identity node id is bound to; NULL: none. */
+const struct ctl_ident *ctl_members_identity(const struct ctl_members *m,
+                                             const char *id);
+/* Binds id to tok[0..len) (a replay of CTL_REC_NODE, or a registration).
+ * -EINVAL for an id or a length out of bounds, -ENOMEM. */
+int ctl_members_identity_set(struct ctl_members *m, const char *id,
+                             const uint8_t *tok, size_t len);
 /* Registers r (checked by ctl_members_register_check first) on conn at now.
  * -EEXIST when the node is ALIVE on another connection (the first keeps
- * it: err says so); -EINVAL as ctl_members_register_check; -ENOMEM. A node that was
+ * it: err says so); -EPERM when its node id is bound to another identity
+ * and r does not say replace (err names both); -EINVAL as
+ * ctl_members_register_check; -ENOMEM. A node that was
  * UNREACHABLE or DEAD is taken over: OUT *old_conn is its previous
  * connection, if it still had one, which the caller closes (its loss is then
  * not reported, as conn no longer matches). OUT: *kind. */
@@ -430,6 +465,7 @@ enum ctl_rec {
   CTL_REC_EPOCH = 2,  /* Pt__CtlRecEpoch */
   CTL_REC_COMMIT = 3, /* Pt__CtlRecCommit */
   CTL_REC_END = 4,    /* Pt__CtlRecEnd */
+  CTL_REC_NODE = 5,   /* Pt__CtlRecNode: a node id's identity */
 };
 
 struct ctl_jobs_ops {
@@ -570,11 +606,12 @@ void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now);
 
 /* ---- the journal (ctl_journal.c) ----
  *
- * <state-dir>/journal (common/journal.h): JOB, EPOCH, COMMIT and END
+ * <state-dir>/journal (common/journal.h): JOB, EPOCH, COMMIT, END and NODE
  * records, each a small protobuf message (rpc/pt.proto, "controller
  * journal records"). Compacted when over CTL_JOURNAL_MAX_BYTES or
- * CTL_JOURNAL_MAX_RECORDS: JOB + EPOCH (+ COMMIT) per live job, JOB + END
- * per remembered ended job. */
+ * CTL_JOURNAL_MAX_RECORDS: NODE per bound node id (js->m's identities),
+ * JOB + EPOCH (+ COMMIT) per live job, JOB + END per remembered ended
+ * job. A replay binds the identities of its NODE records in js->m. */
 #define CTL_JOURNAL_MAX_BYTES (1u << 20)
 #define CTL_JOURNAL_MAX_RECORDS 10000u
 
@@ -587,6 +624,9 @@ int ctl_journal_open(struct journal **j, const char *path, struct ctl_jobs *js,
 /* Appends kind's record for job, durably. */
 int ctl_journal_append(struct journal *jr, const struct ctl_job *job,
                        enum ctl_rec kind);
+/* Appends CTL_REC_NODE (node id bound to identity tok[0..len)), durably. */
+int ctl_journal_append_node(struct journal *jr, const char *id,
+                            const uint8_t *tok, size_t len);
 /* Compacts when the journal is over its bounds (or always when force). */
 int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
                         bool force);

@@ -160,13 +160,32 @@ static int on_register(struct ctl_peer *p, const struct rpc_hdr *h,
       .capacity = m->capacity,
       .incarnation = m->incarnation.data,
       .incarnation_len = m->incarnation.len,
+      .identity = m->has_identity ? m->identity.data : NULL,
+      .identity_len = m->has_identity ? m->identity.len : 0,
+      .replace = m->has_replace && m->replace,
   };
   enum ctl_reg_kind kind;
   void *old = NULL;
-  char err[640];
+  char err[1024];
+  bool bind = false;
 
-  int rc = ctl_members_register(&ctl->members, &r, p->c, rpc_now_ms(), &kind,
-                                &old, err, sizeof(err));
+  /* A node id bound to a new identity is journaled before the node is
+   * taken: a controller restarted at any point still knows it. */
+  int rc = ctl_members_register_prepare(&ctl->members, &r, p->c, &bind, err,
+                                        sizeof(err));
+  if (rc == PT_OK && bind) {
+    rc = ctl_journal_append_node(ctl->journal, r.node_id, r.identity,
+                                 r.identity_len);
+    if (rc != PT_OK)
+      snprintf(err, sizeof(err),
+               "cannot journal the identity of node '%s': %s",
+               LOG_ESC(r.node_id), pt_strerror(rc));
+    else
+      ctl->compact_due = true;
+  }
+  if (rc == PT_OK)
+    rc = ctl_members_register(&ctl->members, &r, p->c, rpc_now_ms(), &kind,
+                              &old, err, sizeof(err));
   if (rc != PT_OK) {
     /* Answered first, so the node can say why. */
     send_register_reply(p, h->request_id, rc, err);

@@ -29,9 +29,10 @@ static bool part_holds(const struct ctl_part *pt, uint64_t step)
   return false;
 }
 
-/* An ended job's parts may have reported nothing since a controller
- * restart (nheld 0): then only the committed step itself is known to be
- * held. */
+/* What an ended job's parts hold is what they last reported, journaled
+ * with its END (ctl_journal.c), so a controller restart keeps it; a part
+ * that reported nothing (nheld 0) is known to hold the committed step
+ * only. */
 int ctl_jobs_revive_pick_step(const struct ctl_job *j, bool has_step,
                               uint64_t step, bool *has, uint64_t *from,
                               char *err, size_t errlen)

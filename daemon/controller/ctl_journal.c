@@ -11,7 +11,12 @@
  *           incarnation began (compacted: an ended job's too, so that a
  *           new job of its name starts above it)
  *   COMMIT  job, epoch, step: step is committed
- *   END     job, final state, reason
+ *   END     job, final state, reason; a job whose snapshots are kept
+ *           (failed, stopped with --keep): what each part last reported
+ *           holding, so that status and `restore --step` are right
+ *           straight after a restart (its nodes do not report again)
+ *   NODE    node id, identity: the id is bound to that identity
+ *           (ctl_members.c); the last NODE of an id wins (a replacement)
  *
  * An EPOCH after a job's END is its revival (`ptctl restore` of a failed
  * job, or one stopped with --keep); a compaction copies such a job with
@@ -63,6 +68,26 @@ static int replay_job(struct replay *r, const Pt__CtlRecJob *m, char *why,
   return rc;
 }
 
+/* An END's parts: what each held when the job ended. */
+static int replay_parts(struct ctl_job *j, const Pt__CtlRecEnd *m, char *why,
+                        size_t whylen)
+{
+  if (m->n_parts != j->nparts) {
+    snprintf(why, whylen, "END of job '%s' with %zu parts; the job has %"
+             PRIu32, j->spec->name, m->n_parts, j->nparts);
+    return PT_EFORMAT;
+  }
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    const Pt__CtlRecPart *rp = m->parts[p];
+    struct ctl_part *pt = &j->parts[p];
+    pt->nheld = 0;
+    for (size_t i = 0; i < rp->n_held && pt->nheld < CTL_HELD_MAX; i++)
+      pt->held[pt->nheld++] = rp->held[i];
+    pt->bytes_held = rp->has_bytes_held ? rp->bytes_held : 0;
+  }
+  return PT_OK;
+}
+
 static int on_record(void *arg, uint32_t type, const void *data, size_t len)
 {
   struct replay *r = arg;
@@ -109,6 +134,22 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     pt__ctl_rec_commit__free_unpacked(m, NULL);
     break;
   }
+  case CTL_REC_NODE: {
+    Pt__CtlRecNode *m = pt__ctl_rec_node__unpack(NULL, len, data);
+    if (m == NULL)
+      goto undecodable;
+    rc = r->js->m == NULL
+             ? PT_OK
+             : ctl_members_identity_set(r->js->m, m->node_id,
+                                        m->identity.data, m->identity.len);
+    if (rc == -EINVAL) {
+      snprintf(why, sizeof(why), "node identity of %zu bytes for an id of "
+               "%zu bytes", m->identity.len, strlen(m->node_id));
+      rc = PT_EFORMAT;
+    }
+    pt__ctl_rec_node__free_unpacked(m, NULL);
+    break;
+  }
   case CTL_REC_END: {
     Pt__CtlRecEnd *m = pt__ctl_rec_end__unpack(NULL, len, data);
     if (m == NULL)
@@ -116,6 +157,8 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     rc = ctl_jobs_replay_end(r->js, m->job, ctl_jobs_state_parse(m->state),
                              m->reason, m->has_removed, m->removed, why,
                              sizeof(why));
+    if (rc == PT_OK && m->n_parts > 0)
+      rc = replay_parts(ctl_jobs_find(r->js, m->job), m, why, sizeof(why));
     pt__ctl_rec_end__free_unpacked(m, NULL);
     break;
   }
@@ -172,6 +215,7 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
   char **ids = NULL;
   const struct ctl_groups *g = &job->groups;
   Pt__CtlRecGroup *grs = NULL, **gps = NULL;
+  Pt__CtlRecPart *prs = NULL, **pps = NULL;
 
   switch (kind) {
   case CTL_REC_JOB:
@@ -233,6 +277,25 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     rd.reason = (char *)job->reason;
     rd.has_removed = true;
     rd.removed = job->removed;
+    if (job->state != CTL_JOB_DONE && !job->removed && job->nparts > 0) {
+      prs = calloc(job->nparts, sizeof(*prs));
+      pps = calloc(job->nparts, sizeof(*pps));
+      if (prs == NULL || pps == NULL) {
+        free(prs);
+        free(pps);
+        return -ENOMEM;
+      }
+      for (uint32_t p = 0; p < job->nparts; p++) {
+        pt__ctl_rec_part__init(&prs[p]);
+        prs[p].n_held = job->parts[p].nheld;
+        prs[p].held = (uint64_t *)job->parts[p].held;
+        prs[p].has_bytes_held = true;
+        prs[p].bytes_held = job->parts[p].bytes_held;
+        pps[p] = &prs[p];
+      }
+      rd.n_parts = job->nparts;
+      rd.parts = pps;
+    }
     msg = &rd.base;
     break;
   default:
@@ -245,6 +308,8 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
   free(ids);
   free(grs);
   free(gps);
+  free(prs);
+  free(pps);
   return *buf != NULL ? PT_OK : -ENOMEM;
 }
 
@@ -262,13 +327,44 @@ int ctl_journal_append(struct journal *jr, const struct ctl_job *job,
   return rc;
 }
 
+static int encode_node(const char *id, const uint8_t *tok, size_t tlen,
+                       uint8_t **buf, size_t *len)
+{
+  Pt__CtlRecNode rn = PT__CTL_REC_NODE__INIT;
+
+  rn.node_id = (char *)id;
+  rn.identity.data = (uint8_t *)tok;
+  rn.identity.len = tlen;
+  *len = pt__ctl_rec_node__get_packed_size(&rn);
+  *buf = malloc(*len > 0 ? *len : 1);
+  if (*buf == NULL)
+    return -ENOMEM;
+  pt__ctl_rec_node__pack(&rn, *buf);
+  return PT_OK;
+}
+
+int ctl_journal_append_node(struct journal *jr, const char *id,
+                            const uint8_t *tok, size_t tlen)
+{
+  uint8_t *buf;
+  size_t len;
+  int rc = encode_node(id, tok, tlen, &buf, &len);
+
+  if (rc != PT_OK)
+    return rc;
+  rc = journal_append(jr, CTL_REC_NODE, buf, len);
+  free(buf);
+  return rc;
+}
+
 int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
                         bool force)
 {
   if (!force && journal_bytes(jr) <= CTL_JOURNAL_MAX_BYTES &&
       journal_records(jr) <= CTL_JOURNAL_MAX_RECORDS)
     return PT_OK;
-  size_t cap = 4 * (js->nlive + js->nended) + 1, n = 0;
+  size_t nident = js->m != NULL ? js->m->nident : 0;
+  size_t cap = 4 * (js->nlive + js->nended) + nident + 1, n = 0;
   struct journal_rec *recs = calloc(cap, sizeof(*recs));
   int rc = recs == NULL ? -ENOMEM : PT_OK;
   const struct ctl_job **order = calloc(js->nlive + js->nended + 1,
@@ -277,6 +373,19 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
 
   if (order == NULL)
     rc = -ENOMEM;
+  /* The node ids' identities first (they stand alone). */
+  for (size_t i = 0; rc == PT_OK && i < nident; i++) {
+    const struct ctl_ident *e = &js->m->idents[i];
+    uint8_t *buf;
+    size_t len;
+    rc = encode_node(e->id, e->tok, e->len, &buf, &len);
+    if (rc == PT_OK) {
+      recs[n].type = CTL_REC_NODE;
+      recs[n].data = buf;
+      recs[n].len = len;
+      n++;
+    }
+  }
   /* Oldest first, so that a replay sees them in the order they began. */
   for (const struct ctl_job *j = js->jobs; rc == PT_OK && j != NULL;
        j = j->next)

@@ -14,6 +14,14 @@
  * is ALIVE only while it has a connection; every state change is reported
  * once through on_change. A node is never forgotten (a dead one can come
  * back by registering again).
+ *
+ * Identity: a node id is bound to the identity its first registration
+ * carried (made once at the node's first start, kept in its state dir), and
+ * only that identity registers the id again, alive or dead, so that another
+ * machine or state directory given the id of a dead node does not take its
+ * job part over as though it were that node. The operator replaces a node
+ * explicitly (ptd node --replace: NodeRegister.replace), and only while
+ * the old one is not alive on a connection.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -109,6 +117,7 @@ void ctl_members_init(struct ctl_members *m, const struct ctl_timeouts *t,
 void ctl_members_release(struct ctl_members *m)
 {
   free(m->nodes);
+  free(m->idents);
   memset(m, 0, sizeof(*m));
 }
 
@@ -118,6 +127,59 @@ struct ctl_node *ctl_members_find(struct ctl_members *m, const char *id)
     if (strcmp(m->nodes[i].id, id) == 0)
       return &m->nodes[i];
   return NULL;
+}
+
+const struct ctl_ident *ctl_members_identity(const struct ctl_members *m,
+                                             const char *id)
+{
+  for (size_t i = 0; i < m->nident; i++)
+    if (strcmp(m->idents[i].id, id) == 0)
+      return &m->idents[i];
+  return NULL;
+}
+
+int ctl_members_identity_set(struct ctl_members *m, const char *id,
+                             const uint8_t *tok, size_t len)
+{
+  struct ctl_ident *e = (struct ctl_ident *)ctl_members_identity(m, id);
+
+  if (strlen(id) == 0 || strlen(id) > RPC_NODE_ID_MAX || len == 0 ||
+      len > CTL_IDENTITY_MAX)
+    return -EINVAL;
+  if (e == NULL) {
+    if (m->nident == m->identcap) {
+      size_t cap = m->identcap == 0 ? 16 : m->identcap * 2;
+      struct ctl_ident *p = realloc(m->idents, cap * sizeof(*p));
+      if (p == NULL)
+        return -ENOMEM;
+      m->idents = p;
+      m->identcap = cap;
+    }
+    e = &m->idents[m->nident++];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->id, sizeof(e->id), "%s", id);
+  }
+  memcpy(e->tok, tok, len);
+  e->len = len;
+  return PT_OK;
+}
+
+/* "1f2e3d..." (at most CTL_IDENTITY_MAX bytes), or "none". */
+static const char *hex(const uint8_t *b, size_t len, char *out, size_t cap)
+{
+  static const char digits[] = "0123456789abcdef";
+  size_t k = 0;
+
+  if (len == 0 || b == NULL) {
+    snprintf(out, cap, "none");
+    return out;
+  }
+  for (size_t i = 0; i < len && k + 2 < cap; i++) {
+    out[k++] = digits[b[i] >> 4];
+    out[k++] = digits[b[i] & 15];
+  }
+  out[k] = '\0';
+  return out;
 }
 
 static struct ctl_node *find_conn(struct ctl_members *m, void *conn)
@@ -142,17 +204,25 @@ static void set_state(struct ctl_members *m, struct ctl_node *n,
     m->on_change(m->arg, n, from, why);
 }
 
-int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
-                         void *conn, uint64_t now, enum ctl_reg_kind *kind,
-                         void **old_conn, char *err, size_t errlen)
+int ctl_members_register_prepare(const struct ctl_members *m,
+                                 const struct ctl_register *r, void *conn,
+                                 bool *bind, char *err, size_t errlen)
 {
   int rc = ctl_members_register_check(r, err, errlen);
-  struct ctl_node *n;
+  const struct ctl_node *n;
+  const struct ctl_ident *e;
+  char a[2 * CTL_IDENTITY_MAX + 1], b[2 * CTL_IDENTITY_MAX + 1];
 
-  *old_conn = NULL;
+  *bind = false;
   if (rc != PT_OK)
     return rc;
-  n = ctl_members_find(m, r->node_id);
+  if (r->identity_len > CTL_IDENTITY_MAX ||
+      (r->identity_len > 0 && r->identity == NULL)) {
+    snprintf(err, errlen, "identity of %zu bytes (0..%u)", r->identity_len,
+             CTL_IDENTITY_MAX);
+    return -EINVAL;
+  }
+  n = ctl_members_find((struct ctl_members *)m, r->node_id);
   if (n != NULL && n->state == CTL_NODE_ALIVE && n->conn != NULL &&
       n->conn != conn) {
     snprintf(err, errlen,
@@ -160,6 +230,54 @@ int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
              "connection: refused (the first one keeps the id)",
              LOG_ESC(r->node_id));
     return -EEXIST;
+  }
+  e = ctl_members_identity(m, r->node_id);
+  if (e != NULL && e->len == r->identity_len &&
+      memcmp(e->tok, r->identity, e->len) == 0)
+    return PT_OK; /* the node it is bound to */
+  if (e != NULL && !r->replace) {
+    snprintf(err, errlen,
+             "node id '%s' is bound to identity %s, and this registration "
+             "carries identity %s (another machine or state directory, or a "
+             "wiped one): refused; `ptd node --replace` makes it node '%s' "
+             "in place of the old one",
+             LOG_ESC(r->node_id), hex(e->tok, e->len, a, sizeof(a)),
+             hex(r->identity, r->identity_len, b, sizeof(b)),
+             LOG_ESC(r->node_id));
+    return -EPERM;
+  }
+  /* Its first identity, or a replacement; a registration without one
+   * (a node from before identities) binds nothing. */
+  *bind = r->identity_len > 0;
+  return PT_OK;
+}
+
+int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
+                         void *conn, uint64_t now, enum ctl_reg_kind *kind,
+                         void **old_conn, char *err, size_t errlen)
+{
+  bool bind;
+  int rc = ctl_members_register_prepare(m, r, conn, &bind, err, errlen);
+  struct ctl_node *n;
+  const struct ctl_ident *e;
+  bool replaced;
+  char was[2 * CTL_IDENTITY_MAX + 1], now_id[2 * CTL_IDENTITY_MAX + 1];
+
+  *old_conn = NULL;
+  if (rc != PT_OK)
+    return rc;
+  n = ctl_members_find(m, r->node_id);
+  e = ctl_members_identity(m, r->node_id);
+  replaced = bind && e != NULL;
+  hex(e != NULL ? e->tok : NULL, e != NULL ? e->len : 0, was, sizeof(was));
+  hex(r->identity, r->identity_len, now_id, sizeof(now_id));
+  if (bind) {
+    rc = ctl_members_identity_set(m, r->node_id, r->identity,
+                                  r->identity_len);
+    if (rc != PT_OK) {
+      snprintf(err, errlen, "out of memory");
+      return rc;
+    }
   }
   if (n == NULL) {
     if (m->n == m->cap) {
@@ -176,6 +294,8 @@ int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
     memset(n, 0, sizeof(*n)); /* state 0: "new" to on_change */
     snprintf(n->id, sizeof(n->id), "%s", r->node_id);
     *kind = CTL_REG_NEW;
+  } else if (replaced) {
+    *kind = CTL_REG_REPLACE;
   } else if (n->incarnation_len == r->incarnation_len &&
              memcmp(n->incarnation, r->incarnation, r->incarnation_len) ==
                  0) {
@@ -198,10 +318,15 @@ int ctl_members_register(struct ctl_members *m, const struct ctl_register *r,
   n->lost_ms = 0;
   n->heartbeats = 0;
   /* The line of a registration says what the node is. */
-  char why[CTL_ADVERTISE_MAX * 4 + CTL_DOMAIN_MAX * 4 + 128];
+  char why[CTL_ADVERTISE_MAX * 4 + CTL_DOMAIN_MAX * 4 + 256];
+  char rep[4 * CTL_IDENTITY_MAX + 96];
+  snprintf(rep, sizeof(rep),
+           "replaced (identity %s in place of %s, ptd node --replace)",
+           now_id, was);
   snprintf(why, sizeof(why),
            "%s; advertise %s, capacity %" PRIu32 ", failure domain %s",
-           *kind == CTL_REG_NEW         ? "registered"
+           replaced                     ? rep
+           : *kind == CTL_REG_NEW       ? "registered"
            : *kind == CTL_REG_RECONNECT ? "reconnected (same incarnation)"
                                         : "restarted (new incarnation)",
            LOG_ESC(n->advertise), n->capacity,

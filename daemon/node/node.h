@@ -132,6 +132,8 @@ struct node_config {
   uint32_t capacity;         /* ranks it can run; default the CPUs, or 8 */
   bool allow_faults;         /* --allow-faults: FAULT requests are carried
                                 out (node_fault.c); else refused */
+  bool replace;              /* --replace: take the node id over from the
+                                identity the controller binds it to */
   /* Where this node's ranks stand in the job (cluster mode: from the
    * controller's JOB_ASSIGN, node_part.c). Standalone: first_rank 0, world
    * 0 (the job is this node's: --ranks), group_rank 0, master_addr "". Every
@@ -316,6 +318,19 @@ enum node_fence node_plan_fence(const char *part_job, uint64_t part_epoch,
 /* "exited with status S" or "killed by signal SIGNAME" into buf. */
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
                                 int term_signal);
+/* A rank as every message names it, into buf: standalone, "L" (the local
+ * rank is the job's); cluster mode, "G (local L on node ID)", G = first
+ * + L the job's global rank. So "rank 3 (local 1 on node b)" never reads
+ * as another rank's. NODE_RANK(n, L): the same, in a buffer of its own
+ * that lives to the end of the caller's full expression's block. */
+#define NODE_RANK_NAME_MAX (RPC_NODE_ID_MAX + 48u)
+const char *node_plan_rank_name(char *buf, size_t len, bool cluster,
+                                uint32_t first, const char *node_id,
+                                uint32_t local);
+#define NODE_RANK(n, local)                                                  \
+  node_plan_rank_name((char[NODE_RANK_NAME_MAX]){0}, NODE_RANK_NAME_MAX,     \
+                      (n)->cfg.cluster, (n)->cfg.first_rank,                 \
+                      (n)->cfg.node_id, (local))
 
 /* ---- node.state (node_state.c) ---- */
 
@@ -477,7 +492,7 @@ struct node_rank {
   uint32_t restarts;         /* times this rank's trainer was restarted */
   uint32_t starts;           /* times it was started */
   bool permanent;            /* its failure must not be retried */
-  char why[160];             /* how it ended */
+  char why[384];             /* how it ended */
   bool gone_seen, gone_done; /* EVENT_TRAINER_GONE since it was started */
   uint64_t gone_deadline;
   uint64_t progress_at;      /* its last seal, or its start; --progress-timeout */
@@ -528,7 +543,7 @@ struct node {
 
   enum node_phase phase;
   enum node_outcome outcome;
-  char why[256];             /* the failure, for the log and ptctl */
+  char why[640];             /* the failure, for the log and ptctl */
   bool permanent;            /* the failure is one no restart can cure */
   int why_status;            /* the failure's code when it has one of its
                                 own (PT_ECHECKSUM: the restore step is
@@ -742,8 +757,18 @@ int node_check_preflight(const struct node_config *cfg, char *err,
 #define NODE_CL_HB_MIN_MS 10u        /* a reply outside these is refused */
 #define NODE_CL_HB_MAX_MS 60000u
 #define NODE_CL_DEAD_MAX_MS 600000u
+#define NODE_CL_IDENTITY_BYTES 16u
 struct node_cluster;
-/* Starts the link (dials at once); key is copied. */
+/* This node's identity: <state_dir>/node.id ("node ID\nidentity HEX\n"),
+ * made (16 random bytes) at the first start in state_dir and read at every
+ * other; the controller binds node_id to it. PT_EFORMAT with err for a
+ * damaged file or one of another node id (the state dir is that node's).
+ * OUT: out, *made (true: made now). */
+int node_cluster_identity(const char *state_dir, const char *node_id,
+                          uint8_t out[NODE_CL_IDENTITY_BYTES], bool *made,
+                          char *err, size_t errlen);
+/* Starts the link (dials at once); key is copied. PT_EFORMAT (logged) when
+ * the identity cannot be read or made (node_cluster_identity). */
 int node_cluster_open(struct node *n, const uint8_t key[RPC_KEY_BYTES]);
 /* Ends the link and closes every handle so that uv_run returns (exit 3). */
 void node_cluster_stop(struct node *n, const char *by);
@@ -760,7 +785,7 @@ struct node_cluster_view {
   const char *link;          /* "connecting", "registering", "registered",
                                 "retrying", "stopping" */
   uint64_t link_ms;          /* in that state this long */
-  char error[256];           /* why the link is down; "" */
+  char error[640];           /* why the link is down; "" */
   uint64_t registrations;
 };
 void node_cluster_status(const struct node *n, struct node_cluster_view *v);
@@ -798,6 +823,11 @@ void node_part_report_after_drive(struct node *n);
 /* The part's ranks are all stopped (node_job.c's end, in cluster mode): the
  * node stays, a spare or the next epoch's. */
 void node_part_ended(struct node *n);
+/* A permanent failure was decided (node_life_fail_permanent, cluster
+ * mode): recorded in part.state at once, while the ranks stop, so that a
+ * node restarted meanwhile still ends the part failed permanently. The
+ * first one recorded stands. */
+void node_part_failing(struct node *n);
 /* Ranks run (or are being started or stopped) for a part. */
 bool node_part_active(const struct node *n);
 /* The epoch of the part (0: none). */
@@ -806,7 +836,7 @@ uint64_t node_part_epoch(const struct node *n);
  * ranks run; the caller stops the node now. */
 bool node_part_stop_node(struct node *n, const char *by);
 /* For STATUS_REPLY: the part's job and state ("spare" without one). */
-const char *node_part_state_name(const struct node *n);
+const char *node_part_report_state_name(const struct node *n);
 
 /* node_ctl.c */
 int node_ctl_open(struct node *n);

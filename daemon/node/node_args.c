@@ -28,7 +28,7 @@ void node_args_usage(FILE *f)
       "usage: ptd node --ranks N [options] -- COMMAND [ARGS...]\n"
       "       ptd node --controller HOST:PORT --node-id ID --key FILE\n"
       "                [--advertise ADDR] [--failure-domain LABEL]\n"
-      "                [--capacity N] [--state-dir DIR]\n"
+      "                [--capacity N] [--state-dir DIR] [--replace]\n"
       "\n"
       "Runs COMMAND once per local rank, each beside a snapshot management\n"
       "process (ptd smp) that holds the rank's state in shared memory; commits\n"
@@ -104,6 +104,14 @@ void node_args_usage(FILE *f)
       "                       trainer, an SMP, this ptd; stop it; damage a\n"
       "                       snapshot): for drills and tests, never on a\n"
       "                       production node (default: refused)\n"
+      "  --replace            take the node id over from the node it is\n"
+      "                       bound to (the controller binds a node id to\n"
+      "                       the identity in node.id, made at the first\n"
+      "                       start in --state-dir, and refuses the id to\n"
+      "                       another one): for a node replaced by another\n"
+      "                       machine, or started again with its state\n"
+      "                       directory wiped; refused while the old one is\n"
+      "                       alive\n"
       "Cluster mode takes neither --ranks nor a trainer command: the\n"
       "controller gives the node its job parts.\n"
       "\n"
@@ -458,6 +466,12 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
     }
     if (strcmp(a, "--allow-faults") == 0) {
       cfg->allow_faults = true;
+      continue;
+    }
+    if (strcmp(a, "--replace") == 0) {
+      cfg->replace = true;
+      have_cluster_opt = true;
+      cluster_opt = "--replace";
       continue;
     }
     int rc = parse_seconds(cfg, argc, argv, &i, &matched, err, errlen);

@@ -5,7 +5,10 @@
  * PEER_ROLE_NODE (the handshake binds its node id), sends NODE_REGISTER
  * (node id, advertised address, capacity, failure domain and the
  * incarnation: 16 random bytes made once per process start, so the
- * controller tells a restart from a reconnect), takes heartbeat_ms and
+ * controller tells a restart from a reconnect; the identity: 16 random
+ * bytes made at the first start in the state dir and kept there in
+ * node.id, so the controller tells this node from another given its id;
+ * replace: --replace), takes heartbeat_ms and
  * dead_after_ms from the reply and sends HEARTBEAT every heartbeat_ms.
  *
  * Link states: RETRYING (waiting for the next try) -> CONNECTING (connect
@@ -35,6 +38,7 @@
 
 #include "pt.h"
 #include "common/log.h"
+#include "common/state_file.h"
 #include "daemon/node/node.h"
 
 enum cl_state { CL_RETRYING, CL_CONNECTING, CL_REGISTERING, CL_REGISTERED };
@@ -43,6 +47,7 @@ struct node_cluster {
   struct node *n;
   struct rpc_auth auth;
   uint8_t incarnation[NODE_CL_INCARNATION_BYTES];
+  uint8_t identity[NODE_CL_IDENTITY_BYTES];
   char ctl_name[96];         /* "HOST:PORT" for log lines */
   struct rpc_conn *conn;
   enum cl_state state;
@@ -54,8 +59,8 @@ struct node_cluster {
   uint32_t attempt;          /* failed tries since the last registration */
   uint64_t registrations;
   int last_err;              /* the last failure's code; 0 none */
-  char last_why[256];        /* its sentence, for the log and ptctl */
-  char pending_why[256];     /* set before we close the conn ourselves */
+  char last_why[640];        /* its sentence, for the log and ptctl */
+  char pending_why[640];     /* set before we close the conn ourselves */
   struct log_limit repeat;   /* "still unreachable" lines */
   bool stopping;
 };
@@ -181,7 +186,7 @@ static void cl_on_close(struct rpc_conn *c, int err)
   cl->conn = NULL;
   uv_timer_stop(&cl->timer);
   if (cl->pending_why[0] != '\0') {
-    char why[256];
+    char why[640];
     snprintf(why, sizeof(why), "%s", cl->pending_why);
     cl->pending_why[0] = '\0';
     retry_later(cl, err, why);
@@ -232,11 +237,11 @@ static void on_timer(uv_timer_t *t)
 static void on_register_reply(struct node_cluster *cl,
                               const Pt__NodeRegisterReply *m)
 {
-  char why[256];
+  char why[640];
 
   if (m->status < 0) {
     snprintf(why, sizeof(why),
-             "the controller refused the registration: %.180s",
+             "the controller refused the registration: %.560s",
              m->message != NULL && m->message[0] != '\0'
                  ? m->message
                  : pt_strerror(m->status));
@@ -331,6 +336,11 @@ static void cl_on_ready(struct rpc_conn *c)
     reg.failure_domain = (char *)cfg->failure_domain;
   reg.incarnation.data = cl->incarnation;
   reg.incarnation.len = sizeof(cl->incarnation);
+  reg.has_identity = true;
+  reg.identity.data = cl->identity;
+  reg.identity.len = sizeof(cl->identity);
+  reg.has_replace = cfg->replace;
+  reg.replace = cfg->replace;
   cl->reg_id = ++cl->n->next_req_id;
   set_state(cl, CL_REGISTERING);
   int rc = rpc_conn_send(c, RPC_NODE_REGISTER, cl->reg_id, &reg.base);
@@ -370,16 +380,102 @@ static void dial(struct node_cluster *cl)
   cl->conn = c;
 }
 
+#define IDENT_FILE "node.id"
+
+int node_cluster_identity(const char *state_dir, const char *node_id,
+                          uint8_t out[NODE_CL_IDENTITY_BYTES], bool *made,
+                          char *err, size_t errlen)
+{
+  char path[NODE_PATH_MAX + 16], hex[2 * NODE_CL_IDENTITY_BYTES + 1];
+  char text[RPC_NODE_ID_MAX + 2 * NODE_CL_IDENTITY_BYTES + 32];
+  char *data = NULL;
+  size_t len = 0;
+  char why[256];
+
+  *made = false;
+  if (snprintf(path, sizeof(path), "%s/" IDENT_FILE, state_dir) >=
+      (int)sizeof(path)) {
+    snprintf(err, errlen, "state directory path too long");
+    return -ENAMETOOLONG;
+  }
+  int rc = state_file_read(path, sizeof(text), &data, &len, why, sizeof(why));
+  if (rc == -ENOENT) {
+    randombytes_buf(out, NODE_CL_IDENTITY_BYTES);
+    sodium_bin2hex(hex, sizeof(hex), out, NODE_CL_IDENTITY_BYTES);
+    int tl = snprintf(text, sizeof(text), "node %s\nidentity %s\n", node_id,
+                      hex);
+    rc = state_file_write(path, text, (size_t)tl);
+    if (rc != PT_OK) {
+      snprintf(err, errlen, "cannot write '%s': %s", path, pt_strerror(rc));
+      return rc;
+    }
+    *made = true;
+    return PT_OK;
+  }
+  if (rc != PT_OK) {
+    snprintf(err, errlen, "'%s': %s", path,
+             rc == PT_EFORMAT ? why : pt_strerror(rc));
+    return rc;
+  }
+  /* "node ID\nidentity HEX\n", exactly. */
+  const char *id = NULL, *ident = NULL;
+  size_t idlen = 0, identlen = 0;
+  if (strncmp(data, "node ", 5) == 0) {
+    id = data + 5;
+    const char *nl = strchr(id, '\n');
+    if (nl != NULL) {
+      idlen = (size_t)(nl - id);
+      if (strncmp(nl + 1, "identity ", 9) == 0) {
+        ident = nl + 10;
+        const char *nl2 = strchr(ident, '\n');
+        identlen = nl2 != NULL && nl2[1] == '\0' ? (size_t)(nl2 - ident) : 0;
+      }
+    }
+  }
+  size_t got = 0;
+  if (id == NULL || ident == NULL || identlen != 2 * NODE_CL_IDENTITY_BYTES ||
+      sodium_hex2bin(out, NODE_CL_IDENTITY_BYTES, ident, identlen, NULL, &got,
+                     NULL) != 0 ||
+      got != NODE_CL_IDENTITY_BYTES) {
+    snprintf(err, errlen,
+             "'%s' is damaged (expected \"node ID\" and \"identity\" and 32 "
+             "hex digits); remove it to give this node a new identity, "
+             "which the controller takes only with --replace",
+             path);
+    free(data);
+    return PT_EFORMAT;
+  }
+  if (idlen != strlen(node_id) || memcmp(id, node_id, idlen) != 0) {
+    snprintf(err, errlen,
+             "'%s' belongs to node '%.*s', not '%s': this state directory "
+             "is that node's (give node '%s' a state directory of its own)",
+             path, (int)(idlen > 255 ? 255 : idlen), id, node_id, node_id);
+    free(data);
+    return PT_EFORMAT;
+  }
+  free(data);
+  return PT_OK;
+}
+
 int node_cluster_open(struct node *n, const uint8_t key[RPC_KEY_BYTES])
 {
   struct node_cluster *cl = calloc(1, sizeof(*cl));
   const struct node_config *cfg = &n->cfg;
+  char ierr[1024];
+  bool made = false;
 
   if (cl == NULL)
     return -ENOMEM;
   if (sodium_init() < 0) {
     free(cl);
     return -ENOSYS;
+  }
+  int rc = node_cluster_identity(cfg->state_dir, cfg->node_id, cl->identity,
+                                 &made, ierr, sizeof(ierr));
+  if (rc != PT_OK) {
+    log_error("node identity: %s", ierr);
+    free(cl);
+    return rc;
   }
   cl->n = n;
   memcpy(cl->auth.key, key, RPC_KEY_BYTES);
@@ -395,12 +491,17 @@ int node_cluster_open(struct node *n, const uint8_t key[RPC_KEY_BYTES])
   cl->state_since = rpc_now_ms();
   n->cluster = cl;
   char hex[2 * NODE_CL_INCARNATION_BYTES + 1];
+  char ihex[2 * NODE_CL_IDENTITY_BYTES + 1];
   sodium_bin2hex(hex, sizeof(hex), cl->incarnation, sizeof(cl->incarnation));
-  log_info("cluster node '%s' (incarnation %s): controller %s, advertising "
-           "'%s', capacity %" PRIu32 " ranks%s%s; state in '%s'",
-           cfg->node_id, hex, cl->ctl_name, cfg->advertise, cfg->capacity,
+  sodium_bin2hex(ihex, sizeof(ihex), cl->identity, sizeof(cl->identity));
+  log_info("cluster node '%s' (identity %s%s, incarnation %s): controller "
+           "%s, advertising '%s', capacity %" PRIu32 " ranks%s%s; state in "
+           "'%s'%s",
+           cfg->node_id, ihex, made ? ", made now" : "", hex, cl->ctl_name,
+           cfg->advertise, cfg->capacity,
            cfg->failure_domain[0] != '\0' ? ", failure domain " : "",
-           cfg->failure_domain, cfg->state_dir);
+           cfg->failure_domain, cfg->state_dir,
+           cfg->replace ? "; --replace: it takes the node id over" : "");
   dial(cl);
   return PT_OK;
 }

@@ -67,7 +67,7 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
     rep.message = n->why;
   if (n->cfg.cluster) {
     node_cluster_status(n, &cv);
-    rep.state = (char *)node_part_state_name(n);
+    rep.state = (char *)node_part_report_state_name(n);
     rep.mode = "cluster";
     rep.node_id = n->cfg.node_id;
     rep.controller = cv.controller;
@@ -83,6 +83,8 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
 
     pt__rank_status__init(s);
     s->rank = r->rank;
+    s->has_global_rank = n->cfg.cluster;
+    s->global_rank = n->cfg.first_rank + r->rank;
     s->trainer_pid =
         r->trainer != NULL && !r->trainer->exited ? r->trainer->pid : 0;
     s->smp_pid = r->smp != NULL && !r->smp->exited ? r->smp->pid : 0;

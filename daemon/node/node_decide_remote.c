@@ -176,9 +176,10 @@ static void to_every_smp(struct node *n, enum node_req_kind kind,
     int rc = r->subscribed ? node_smp_request(n, r, kind, step, NULL)
                            : -ENOTCONN;
     if (rc != PT_OK)
-      log_warn("smp rank %" PRIu32 ": cannot send %s of step %" PRIu64
+      log_warn("smp rank %s: cannot send %s of step %" PRIu64
                ": %s",
-               r->rank, kind == NODE_REQ_COMMIT ? "the commit" : "the unpin",
+               NODE_RANK(n, r->rank),
+               kind == NODE_REQ_COMMIT ? "the commit" : "the unpin",
                step, pt_strerror(rc));
   }
 }
@@ -195,12 +196,11 @@ static void pin_maybe_done(struct node *n)
   if (v == NODE_PLAN_NO_ANSWER)
     return;
   m->pin_open = false;
-  char text[128] = "";
+  char text[384] = "";
   if (v != 0) {
     for (uint32_t i = 0; i < n->cfg.ranks; i++)
       if (m->pin_status[i] != 0) {
-        snprintf(text, sizeof(text), "rank %" PRIu32 " (global %" PRIu32
-                 "): %s", i, n->cfg.first_rank + i,
+        snprintf(text, sizeof(text), "rank %s: %s", NODE_RANK(n, i),
                  pt_strerror(m->pin_status[i]));
         break;
       }
@@ -415,8 +415,8 @@ static void remote_on_view(struct node *n, struct node_rank *r)
       commit_plan_sealed_add(&m->sealed[r->rank], v->step);
     if (v->state == SNAP_COMMITTED && newer && n->phase == NODE_PH_STARTING &&
         n->adopting) {
-      log_info("adopted committed step %" PRIu64 " from smp rank %" PRIu32,
-               v->step, r->rank);
+      log_info("adopted committed step %" PRIu64 " from smp rank %s",
+               v->step, NODE_RANK(n, r->rank));
       n->has_committed = true;
       n->committed = v->step;
       n->committed_unix_ms = 0;
@@ -476,15 +476,15 @@ static void remote_on_answer(struct node *n, struct node_rank *r,
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT:
     if (!answered || status < 0)
-      log_warn("smp rank %" PRIu32 " did not take the commit of step %" PRIu64
+      log_warn("smp rank %s did not take the commit of step %" PRIu64
                " (%s); it keeps the step pinned until it is back",
-               r->rank, q->step, text);
+               NODE_RANK(n, r->rank), q->step, text);
     break;
   case NODE_REQ_UNPIN:
   case NODE_REQ_STALE_UNPIN:
     if (answered && status < 0)
-      log_debug("smp rank %" PRIu32 ": step %" PRIu64 " was no longer "
-                "pinned: %s", r->rank, q->step, text);
+      log_debug("smp rank %s: step %" PRIu64 " was no longer "
+                "pinned: %s", NODE_RANK(n, r->rank), q->step, text);
     break;
   default:
     break;

@@ -20,8 +20,8 @@ void node_events_on_state_reply(struct node *n, struct node_rank *r,
   /* The SMP serves the job's rank first_rank + local rank (cluster mode:
    * global ranks; standalone: first_rank 0). */
   if (m->rank != n->cfg.first_rank + r->rank)
-    log_warn("smp of local rank %" PRIu32 " (rank %" PRIu32 ") reports rank %"
-             PRIu32, r->rank, n->cfg.first_rank + r->rank, m->rank);
+    log_warn("smp of rank %s reports rank %" PRIu32, NODE_RANK(n, r->rank),
+             m->rank);
   r->has_store = m->has_has_store && m->has_store;
   uint32_t port = m->has_peer_port ? m->peer_port : 0;
   if (port != r->peer_port) {
@@ -85,8 +85,8 @@ void node_events_on_reply(struct node *n, struct node_rank *r,
   case NODE_REQ_TRAINER_SET:
     /* -ESRCH: the trainer exited already; its exit is handled anyway. */
     if (status < 0)
-      log_info("smp rank %" PRIu32 " did not take the trainer's announcement: "
-               "%s", r->rank, LOG_ESC(text));
+      log_info("smp rank %s did not take the trainer's announcement: "
+               "%s", NODE_RANK(n, r->rank), LOG_ESC(text));
     return;
   default:
     return;
@@ -94,8 +94,8 @@ void node_events_on_reply(struct node *n, struct node_rank *r,
   if (n->phase != NODE_PH_SET_RESTORE)
     return;
   if (status < 0) {
-    log_error("smp rank %" PRIu32 " cannot set the restore point: %s",
-              r->rank, text);
+    log_error("smp rank %s cannot set the restore point: %s",
+              NODE_RANK(n, r->rank), text);
     n->attempt_failed = true;
   } else {
     r->set_restore_ok = true;
@@ -107,7 +107,7 @@ void node_events_on_req_failed(struct node *n, struct node_rank *r,
 {
   if ((q->kind == NODE_REQ_VERIFY && n->phase == NODE_PH_QUERY) ||
       (q->kind == NODE_REQ_SET_RESTORE && n->phase == NODE_PH_SET_RESTORE)) {
-    log_warn("smp rank %" PRIu32 ": restore request failed: %s", r->rank,
+    log_warn("smp rank %s: restore request failed: %s", NODE_RANK(n, r->rank),
              pt_strerror(err));
     n->attempt_failed = true;
   } else if (q->kind == NODE_REQ_PIN || q->kind == NODE_REQ_COMMIT ||
@@ -124,10 +124,10 @@ void node_events_on_req_failed(struct node *n, struct node_rank *r,
 void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *e)
 {
   if (e->rank != n->cfg.first_rank + r->rank)
-    log_warn("smp of local rank %" PRIu32 " (rank %" PRIu32 ") sent an event "
-             "for rank %" PRIu32, r->rank, n->cfg.first_rank + r->rank, e->rank);
+    log_warn("smp of rank %s sent an event for rank %" PRIu32,
+             NODE_RANK(n, r->rank), e->rank);
   if (e->kind == PT__EVENT_KIND__EVENT_SEALED && e->has_step) {
-    log_debug("rank %" PRIu32 " sealed step %" PRIu64, r->rank, e->step);
+    log_debug("rank %s sealed step %" PRIu64, NODE_RANK(n, r->rank), e->step);
     r->progress_at = rpc_now_ms();
     r->ncommitted_held = 0;
     for (size_t k = 0; k < e->n_committed_held && k < SNAP_MAX_SLOTS; k++)
@@ -151,9 +151,10 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
     int status = e->has_status ? e->status : 0;
     char why[sizeof(n->why)];
     snprintf(why, sizeof(why),
-             "smp rank %" PRIu32 " refused its trainer: %s (not "
+             "smp rank %s refused its trainer: %s (not "
              "restarted: raise --memory-budget or make room in /dev/shm)",
-             r->rank, e->message != NULL ? e->message : pt_strerror(status));
+             NODE_RANK(n, r->rank),
+             e->message != NULL ? e->message : pt_strerror(status));
     if ((status == PT_EBUDGET || status == -ENOSPC) &&
         n->phase <= NODE_PH_RUNNING)
       node_life_fail_permanent(n, "%s", why);
@@ -166,14 +167,14 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
     r->gone_seen = true;
     r->gone_done = e->has_done && e->done;
-    log_debug("rank %" PRIu32 ": trainer gone (done=%d)", r->rank,
+    log_debug("rank %s: trainer gone (done=%d)", NODE_RANK(n, r->rank),
               (int)r->gone_done);
     if (r->tstate == NODE_TR_GONE_WAIT) {
       r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
       if (!r->gone_done)
         snprintf(r->why, sizeof(r->why),
-                 "trainer rank %" PRIu32 " ended without saying it finished",
-                 r->rank);
+                 "trainer rank %s ended without saying it finished",
+                 NODE_RANK(n, r->rank));
       n->drive_again = true;
     }
   }

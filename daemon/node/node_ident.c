@@ -553,8 +553,9 @@ static void adopt_one(struct node *n, struct node_rank *r, enum node_role role,
     node_smp_announce(n, r); /* when its SMP is subscribed already */
   }
   n->adopting = true;
-  log_info("adopted %s rank %" PRIu32 " (pid %d%s)",
-           role == NODE_ROLE_SMP ? "smp" : "trainer", r->rank, c->pid, how);
+  log_info("adopted %s rank %s (pid %d%s)",
+           role == NODE_ROLE_SMP ? "smp" : "trainer", NODE_RANK(n, r->rank),
+           c->pid, how);
 }
 
 void node_ident_adopt(struct node *n, const struct node_saved *s)

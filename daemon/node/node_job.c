@@ -70,7 +70,7 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
   if (c->role == NODE_ROLE_SMP) {
     if (r->smp == c)
       r->smp = NULL;
-    log_info("smp rank %" PRIu32 " (pid %d) %s", r->rank, c->pid, how);
+    log_info("smp rank %s (pid %d) %s", NODE_RANK(n, r->rank), c->pid, how);
     r->smp_adopted = false;
     node_smp_disconnect(r);
     if (n->phase <= NODE_PH_RUNNING) {
@@ -78,17 +78,17 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
                     (status == NODE_EXIT_USAGE || status == NODE_EX_CONFIG);
       r->smp_fails++;
       if (config)
-        node_life_fail_permanent(n, "smp rank %" PRIu32 " %s (configuration)",
-                                 r->rank, how);
+        node_life_fail_permanent(n, "smp rank %s %s (configuration)",
+                                 NODE_RANK(n, r->rank), how);
       else if (!n->decider->restarts_ranks)
         /* Whoever decides restarts every rank of the job. */
-        node_life_finish(n, NODE_OUT_FAILED, "smp rank %" PRIu32 " (pid %d) %s",
-                    r->rank, c->pid, how);
+        node_life_finish(n, NODE_OUT_FAILED, "smp rank %s (pid %d) %s",
+                    NODE_RANK(n, r->rank), c->pid, how);
       else if (r->smp_fails > NODE_SMP_FAILS_MAX)
         node_life_finish(n, NODE_OUT_FAILED,
-                    "smp rank %" PRIu32 " died %" PRIu32
+                    "smp rank %s died %" PRIu32
                     " times before answering",
-                    r->rank, r->smp_fails);
+                    NODE_RANK(n, r->rank), r->smp_fails);
       else {
         uint32_t d = r->smp_fails <= 1
                          ? 0
@@ -96,8 +96,8 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
                                                 r->smp_fails - 1,
                                                 NODE_BACKOFF_CAP_MS);
         r->smp_restarts++;
-        log_info("restarting smp rank %" PRIu32 " in %" PRIu32 " ms", r->rank,
-                 d);
+        log_info("restarting smp rank %s in %" PRIu32 " ms",
+                 NODE_RANK(n, r->rank), d);
         r->smp_respawn_at = rpc_now_ms() + d;
       }
     }
@@ -107,22 +107,23 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
 
   if (r->trainer == c)
     r->trainer = NULL;
-  log_info("trainer rank %" PRIu32 " (pid %d) %s", r->rank, c->pid, how);
+  log_info("trainer rank %s (pid %d) %s", NODE_RANK(n, r->rank), c->pid, how);
   if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING) {
     /* Stopped on purpose (a restart or the end). */
     r->tstate = NODE_TR_IDLE;
   } else if (!known) {
     if (r->gone_seen) {
       r->tstate = r->gone_done ? NODE_TR_DONE : NODE_TR_FAILED;
-      snprintf(r->why, sizeof(r->why), "trainer rank %" PRIu32 " (pid %d) %s",
-               r->rank, c->pid, r->gone_done ? "finished" : "ended unfinished");
+      snprintf(r->why, sizeof(r->why), "trainer rank %s (pid %d) %s",
+               NODE_RANK(n, r->rank),
+               c->pid, r->gone_done ? "finished" : "ended unfinished");
     } else {
       r->tstate = NODE_TR_GONE_WAIT;
       r->gone_deadline = rpc_now_ms() + NODE_GONE_WAIT_MS;
       snprintf(r->why, sizeof(r->why),
-               "trainer rank %" PRIu32 " (pid %d) ended without telling its "
+               "trainer rank %s (pid %d) ended without telling its "
                "smp it was done",
-               r->rank, c->pid);
+               NODE_RANK(n, r->rank), c->pid);
     }
   } else if (status == 0 && term_signal == 0) {
     /* Exit 0 is not enough (a wrapper script exits 0 whatever its trainer
@@ -133,22 +134,22 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
     } else if (r->gone_seen) {
       r->tstate = NODE_TR_FAILED;
       snprintf(r->why, sizeof(r->why),
-               "trainer rank %" PRIu32 " (pid %d) exited with status 0 but "
+               "trainer rank %s (pid %d) exited with status 0 but "
                "left its smp without saying it finished",
-               r->rank, c->pid);
+               NODE_RANK(n, r->rank), c->pid);
     } else {
       r->tstate = NODE_TR_GONE_WAIT;
       r->gone_deadline = rpc_now_ms() + NODE_GONE_WAIT_MS;
       snprintf(r->why, sizeof(r->why),
-               "trainer rank %" PRIu32 " (pid %d) exited with status 0 "
+               "trainer rank %s (pid %d) exited with status 0 "
                "without telling its smp it finished",
-               r->rank, c->pid);
+               NODE_RANK(n, r->rank), c->pid);
     }
   } else {
     r->tstate = NODE_TR_FAILED;
     r->permanent = term_signal == 0 && status == NODE_EX_CONFIG;
-    snprintf(r->why, sizeof(r->why), "trainer rank %" PRIu32 " (pid %d) %s%s",
-             r->rank, c->pid, how,
+    snprintf(r->why, sizeof(r->why), "trainer rank %s (pid %d) %s%s",
+             NODE_RANK(n, r->rank), c->pid, how,
              r->permanent ? " (configuration error: not restarted)" : "");
   }
   node_job_drive(n);
@@ -172,14 +173,14 @@ static void step_starting(struct node *n, uint64_t now)
       continue;
     if (r->smp_adopted && r->trainer_done_reported &&
         r->trainer_pid_reported == 0) {
-      log_info("trainer rank %" PRIu32 " finished while the node was away",
-               r->rank);
+      log_info("trainer rank %s finished while the node was away",
+               NODE_RANK(n, r->rank));
       r->tstate = NODE_TR_DONE;
     } else {
       r->tstate = NODE_TR_FAILED;
       snprintf(r->why, sizeof(r->why),
-               "trainer rank %" PRIu32 " was gone when the node restarted",
-               r->rank);
+               "trainer rank %s was gone when the node restarted",
+               NODE_RANK(n, r->rank));
     }
   }
   n->adopting = false;
@@ -247,11 +248,12 @@ static void step_query(struct node *n, uint64_t now)
     uint64_t share = n->cfg.memory_budget / n->cfg.ranks;
     if (r->has_store && r->bytes_held > share) {
       node_life_finish(n, NODE_OUT_FAILED,
-                  "rank %" PRIu32 "'s snapshot object holds %" PRIu64
+                  "rank %s: its snapshot object holds %" PRIu64
                   " bytes, more than its share of --memory-budget (%" PRIu64
                   " bytes of %" PRIu64
                   "): raise the budget or start the job fresh",
-                  r->rank, r->bytes_held, share, n->cfg.memory_budget);
+                  NODE_RANK(n, r->rank),
+                  r->bytes_held, share, n->cfg.memory_budget);
       return;
     }
   }
@@ -292,19 +294,19 @@ static void step_query(struct node *n, uint64_t now)
       if (w > 0)
         used += (size_t)w < sizeof(held) - used ? (size_t)w : sizeof(held) - used - 1;
     }
-    log_info("rank %" PRIu32 " holds %s", r->rank,
+    log_info("rank %s holds %s", NODE_RANK(n, r->rank),
              used > 0 ? held : "no snapshot");
     for (uint32_t k = 0; k < r->nview; k++) {
       const struct node_slot_view *v = &r->view[k];
       if (!snap_state_holds_data(v->state) || !v->verified || v->intact)
         continue;
-      log_warn("rank %" PRIu32 ": step %" PRIu64
+      log_warn("rank %s: step %" PRIu64
                " is not intact (checksum mismatch); never restored",
-               r->rank, v->step);
+               NODE_RANK(n, r->rank), v->step);
       if (damaged[0] == '\0')
         snprintf(damaged, sizeof(damaged),
-                 "rank %" PRIu32 " step %" PRIu64 " fails its checksums",
-                 r->rank, v->step);
+                 "rank %s step %" PRIu64 " fails its checksums",
+                 NODE_RANK(n, r->rank), v->step);
     }
   }
   /* The step to restore is damaged here (the controller chose it, in
@@ -342,7 +344,7 @@ static void step_query(struct node *n, uint64_t now)
    * was lost, replaced, or its slot records fail their checksums): starting
    * over would throw the job's work away behind one info line. */
   if (!n->restore_has && n->has_committed) {
-    char lost[160] = "";
+    char lost[384] = "";
     for (uint32_t i = 0; i < n->cfg.ranks && lost[0] == '\0'; i++) {
       const struct node_rank *r = &n->ranks[i];
       bool has = false;
@@ -351,8 +353,9 @@ static void step_query(struct node *n, uint64_t now)
                       r->view[k].state != SNAP_FREE &&
                       r->view[k].state != SNAP_WRITING);
       if (!has)
-        snprintf(lost, sizeof(lost), "rank %" PRIu32 " no longer holds it%s",
-                 r->rank, r->has_store ? "" : " (no snapshot object)");
+        snprintf(lost, sizeof(lost), "rank %s no longer holds it%s",
+                 NODE_RANK(n, r->rank),
+                 r->has_store ? "" : " (no snapshot object)");
     }
     node_life_finish(n, NODE_OUT_FAILED,
                 "committed step %" PRIu64 " is not held intact by every rank "
@@ -433,11 +436,11 @@ static void step_running(struct node *n, uint64_t now)
   struct node_rank *stuck = stuck_rank(n);
 
   if (stuck != NULL) {
-    char why[160];
+    char why[384];
     snprintf(why, sizeof(why),
-             "trainer rank %" PRIu32 " (pid %d) made no progress: no "
+             "trainer rank %s (pid %d) made no progress: no "
              "snapshot sealed for %" PRIu32 " s (--progress-timeout)",
-             stuck->rank, stuck->trainer->pid,
+             NODE_RANK(n, stuck->rank), stuck->trainer->pid,
              n->cfg.progress_timeout_ms / 1000u);
     if (!n->decider->restarts_ranks) {
       node_life_finish(n, NODE_OUT_FAILED, "%s", why);

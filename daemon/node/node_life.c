@@ -109,6 +109,8 @@ static void vfinish(struct node *n, enum node_outcome out, bool permanent,
   n->permanent = permanent;
   vsnprintf(n->why, sizeof(n->why), fmt, ap);
   n->kill_at = rpc_now_ms() + NODE_TERM_GRACE_MS;
+  if (permanent && n->cfg.cluster)
+    node_part_failing(n);
   n->decider->drop(n); /* answers still to come are ignored */
   node_life_set_phase(n, NODE_PH_STOP_TRAINERS);
   node_ctl_notify(n, false);
@@ -163,16 +165,17 @@ bool node_life_stop_role(struct node *n, enum node_role role, uint64_t now)
       node_proc_child_signal(c, SIGTERM);
       none = false;
     } else if (!c->kill_sent && now >= n->kill_at) {
-      log_warn("%s rank %" PRIu32 " (pid %d) did not stop within %u ms; "
+      log_warn("%s rank %s (pid %d) did not stop within %u ms; "
                "sending SIGKILL",
-               role_name(role), r->rank, c->pid, NODE_TERM_GRACE_MS);
+               role_name(role), NODE_RANK(n, r->rank),
+               c->pid, NODE_TERM_GRACE_MS);
       c->kill_sent = true;
       node_proc_child_signal(c, SIGKILL);
       none = false;
     } else if (c->kill_sent && now >= n->kill_at + NODE_KILL_GRACE_MS) {
-      log_error("%s rank %" PRIu32 " (pid %d) did not exit after SIGKILL; "
+      log_error("%s rank %s (pid %d) did not exit after SIGKILL; "
                 "no longer waiting for it",
-                role_name(role), r->rank, c->pid);
+                role_name(role), NODE_RANK(n, r->rank), c->pid);
       if (role == NODE_ROLE_SMP)
         r->smp = NULL;
       else
@@ -273,11 +276,11 @@ void node_life_spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
   r->smp_respawn_at = 0;
   if (rc != PT_OK) {
     r->smp_fails++;
-    log_error("cannot start smp rank %" PRIu32 ": %s", r->rank,
+    log_error("cannot start smp rank %s: %s", NODE_RANK(n, r->rank),
               pt_strerror(rc));
     if (r->smp_fails > NODE_SMP_FAILS_MAX)
-      node_life_finish(n, NODE_OUT_FAILED, "cannot start smp rank %" PRIu32 ": %s",
-                  r->rank, pt_strerror(rc));
+      node_life_finish(n, NODE_OUT_FAILED, "cannot start smp rank %s: %s",
+                  NODE_RANK(n, r->rank), pt_strerror(rc));
     else
       r->smp_respawn_at =
           now + node_plan_backoff_ms(n->cfg.backoff_ms, r->smp_fails,
@@ -286,7 +289,7 @@ void node_life_spawn_smp(struct node *n, struct node_rank *r, uint64_t now)
   }
   r->smp = c;
   r->smp_adopted = false;
-  log_debug("started smp rank %" PRIu32 " (pid %d)", r->rank, c->pid);
+  log_debug("started smp rank %s (pid %d)", NODE_RANK(n, r->rank), c->pid);
   n->state_dirty = true;
   node_smp_connect(n, r);
 }
@@ -304,8 +307,8 @@ void node_life_spawn_trainers(struct node *n)
     if (rc != PT_OK) {
       /* The command cannot be run (no such file, not executable): no
        * restart cures it, standalone or in a cluster. */
-      node_life_fail_permanent(n, "cannot start trainer rank %" PRIu32
-                               " ('%s'): %s (not restarted)", r->rank,
+      node_life_fail_permanent(n, "cannot start trainer rank %s ('%s'): %s "
+                               "(not restarted)", NODE_RANK(n, r->rank),
                                n->cfg.cmd[0], pt_strerror(rc));
       return;
     }
@@ -315,7 +318,7 @@ void node_life_spawn_trainers(struct node *n)
     r->trainer = c;
     r->tstate = NODE_TR_RUNNING;
     r->progress_at = rpc_now_ms();
-    log_info("started trainer rank %" PRIu32 " (pid %d)", r->rank, c->pid);
+    log_info("started trainer rank %s (pid %d)", NODE_RANK(n, r->rank), c->pid);
     node_smp_announce(n, r);
   }
   /* A test's fault point: the node dies between spawning the trainers and

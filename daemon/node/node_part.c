@@ -39,9 +39,16 @@
  * (node_ident_part); it re-registers (a new incarnation) and reports the
  * part running.
  *
- * part.state: "PTPART01", u32 version (1), u32 state (0 running, 1
+ * part.state: "PTPART01", u32 version (2), u32 state (0 running, 1
  * stopped, 2 failed, 3 done), 16 bytes of job instance, u32 length, u32
- * CRC32C of everything before it, then the JobAssign as protobuf.
+ * CRC32C of everything before it, then the JobAssign as protobuf (length
+ * bytes), then the failure: u32 flags (1: permanent, no restart cures it),
+ * s32 status, u32 message length, the message, u32 CRC32C of the failure's
+ * fields and message. Version 1 (no failure) is still read. A permanent
+ * failure is recorded as soon as it is decided, while the part's ranks
+ * stop (state still running): a node restarted meanwhile takes the part
+ * up and ends it failed permanently, and one restarted after it ended
+ * reports it so; neither turns it into a failure the controller retries.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -57,21 +64,6 @@
 #include "common/state_file.h"
 #include "daemon/node/node.h"
 #include "daemon/node/node_part_int.h"
-
-const char *node_part_end_name(enum part_end e)
-{
-  switch (e) {
-  case PART_RUNNING:
-    return "running";
-  case PART_STOPPED:
-    return "stopped";
-  case PART_FAILED:
-    return "failed";
-  case PART_DONE:
-    return "done";
-  }
-  return "?";
-}
 
 /* ---- a part's life ---- */
 
@@ -158,12 +150,17 @@ static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
   struct node_part *p = node_part_of(n);
   va_list ap;
 
+  char why[sizeof(p->fail_msg)];
+
   va_start(ap, fmt);
-  vsnprintf(p->fail_msg, sizeof(p->fail_msg), fmt, ap);
+  vsnprintf(why, sizeof(why), fmt, ap);
   va_end(ap);
-  p->fail_status = rc;
   log_error("job '%s' epoch %" PRIu64 ": part failed: %s", p->job, p->epoch,
-            p->fail_msg);
+            why);
+  if (p->fail_permanent)
+    return; /* a permanent failure recorded before the node's restart */
+  snprintf(p->fail_msg, sizeof(p->fail_msg), "%s", why);
+  p->fail_status = rc;
 }
 
 /* Starts the part of the assignment in p->buf (request id: its answer).
@@ -198,9 +195,12 @@ static void start(struct node *n, uint64_t id, bool adopt)
   p->epoch = a->epoch;
   p->end = PART_RUNNING;
   p->reported = NULL;
-  p->fail_status = 0;
-  p->fail_msg[0] = '\0';
-  p->fail_permanent = false;
+  if (!adopt || !p->fail_permanent) {
+    /* (Taken up with a permanent failure recorded: it stands.) */
+    p->fail_status = 0;
+    p->fail_msg[0] = '\0';
+    p->fail_permanent = false;
+  }
   p->n_end_held = 0;
   reset_job(n);
   rc = configure(n, a);
@@ -396,6 +396,19 @@ static void forget(struct node *n)
     log_warn("cannot remove '%s': %s", p->path, strerror(errno));
 }
 
+void node_part_failing(struct node *n)
+{
+  struct node_part *p = node_part_of(n);
+
+  if (p == NULL || !p->active || p->fail_permanent)
+    return;
+  snprintf(p->fail_msg, sizeof(p->fail_msg), "node '%.40s': %.240s",
+           n->cfg.node_id, n->why);
+  p->fail_status = PT_ECONFIG;
+  p->fail_permanent = true;
+  node_part_record_write(p);
+}
+
 void node_part_ended(struct node *n)
 {
   struct node_part *p = node_part_of(n);
@@ -418,7 +431,7 @@ void node_part_ended(struct node *n)
   p->end = n->outcome == NODE_OUT_DONE     ? PART_DONE
            : n->outcome == NODE_OUT_FAILED ? PART_FAILED
                                            : PART_STOPPED;
-  if (p->end == PART_FAILED) {
+  if (p->end == PART_FAILED && !p->fail_permanent) {
     snprintf(p->fail_msg, sizeof(p->fail_msg), "node '%.40s': %.240s",
              n->cfg.node_id, n->why);
     p->fail_status = n->permanent       ? PT_ECONFIG
@@ -440,18 +453,18 @@ void node_part_ended(struct node *n)
   uv_timer_stop(&n->timer);
   node_part_record_write(p);
   log_info("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch,
-           node_part_end_name(p->end));
+           node_part_report_end_name(p->end));
   if (p->halt_pending) {
     p->halt_pending = false;
     if (p->halt_remove)
       remove_objects(n);
-    node_part_report_send(n, p->halt_id, node_part_end_name(p->end));
+    node_part_report_send(n, p->halt_id, node_part_report_end_name(p->end));
     if (p->halt_remove) {
       p->halt_remove = false;
       forget(n);
     }
   } else {
-    node_part_report_send(n, 0, node_part_end_name(p->end));
+    node_part_report_send(n, 0, node_part_report_end_name(p->end));
   }
   if (p->next_buf != NULL && p->stop_node) {
     /* An assignment that came while the node stops: it is not started;
@@ -600,7 +613,7 @@ static void on_halt(struct node *n, uint64_t id, const Pt__JobHalt *m)
     p->end = PART_STOPPED;
   if (m->remove)
     remove_objects(n);
-  node_part_report_send(n, id, node_part_end_name(p->end));
+  node_part_report_send(n, id, node_part_report_end_name(p->end));
   if (m->remove)
     forget(n);
   else
@@ -705,13 +718,21 @@ int node_part_open(struct node *n)
   }
   if (p->end != PART_RUNNING) {
     log_info("'%s': job '%s' epoch %" PRIu64 " ended here (%s)", p->path,
-             p->job, p->epoch, node_part_end_name(p->end));
+             p->job, p->epoch, node_part_report_end_name(p->end));
     return PT_OK;
   }
   log_notice("job '%s' epoch %" PRIu64 ": the part was running when this "
-             "node ended; taking it up again",
-             p->job, p->epoch);
+             "node ended; taking it up again%s%s",
+             p->job, p->epoch,
+             p->fail_permanent ? ", to end it: a permanent failure: " : "",
+             p->fail_permanent ? p->fail_msg : "");
+  bool failing = p->fail_permanent;
   start(n, 0, true);
+  /* Its ranks were stopping for a permanent failure: they stop again (a
+   * no-op when the adoption failed the part already). */
+  if (failing && p->active)
+    node_life_fail_permanent(n, "%s (recorded before the node's restart)",
+                             p->fail_msg);
   return PT_OK;
 }
 
@@ -759,15 +780,4 @@ bool node_part_stop_node(struct node *n, const char *by)
   }
   node_life_request_stop(n, by, again);
   return true;
-}
-
-const char *node_part_state_name(const struct node *n)
-{
-  const struct node_part *p = node_part_of(n);
-
-  if (p == NULL || !p->has)
-    return "spare";
-  if (p->active)
-    return node_life_phase_name(n);
-  return node_part_end_name(p->end);
 }

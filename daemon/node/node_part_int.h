@@ -14,7 +14,10 @@
 #include "daemon/node/node.h"
 
 #define PART_MAGIC "PTPART01"
+#define PART_VERSION 2u /* 1: without the failure's tail (still read) */
 #define PART_HEAD (8u + 4u + 4u + SNAP_INSTANCE_BYTES + 4u + 4u)
+#define PART_TAIL_FIXED (4u + 4u + 4u + 4u) /* flags, status, length, CRC */
+#define PART_F_PERMANENT 1u /* fail_permanent */
 #define PART_MAX (1u << 20)
 
 enum part_end { PART_RUNNING = 0, PART_STOPPED, PART_FAILED, PART_DONE };
@@ -60,7 +63,7 @@ static inline struct node_part *node_part_of(const struct node *n)
 }
 
 /* "running", "stopped", "failed", "done". */
-const char *node_part_end_name(enum part_end e);
+const char *node_part_report_end_name(enum part_end e);
 
 /* node_part_record.c: part.state written atomically from p (its
  * assignment and end), and read back (PT_OK, -ENOENT when none, else an

@@ -23,7 +23,7 @@ const char *node_part_report_state_now(const struct node *n)
   const struct node_part *p = node_part_of(n);
 
   if (!p->active)
-    return node_part_end_name(p->end);
+    return node_part_report_end_name(p->end);
   if (n->phase == NODE_PH_RUNNING)
     return "running";
   if (n->phase < NODE_PH_RUNNING)
@@ -156,4 +156,30 @@ void node_part_report_registered(struct node *n)
   node_part_report_send(n, 0, s != NULL ? s : "running");
   if (p->active)
     node_decide_remote_link_up(n);
+}
+
+const char *node_part_report_end_name(enum part_end e)
+{
+  switch (e) {
+  case PART_RUNNING:
+    return "running";
+  case PART_STOPPED:
+    return "stopped";
+  case PART_FAILED:
+    return "failed";
+  case PART_DONE:
+    return "done";
+  }
+  return "?";
+}
+
+const char *node_part_report_state_name(const struct node *n)
+{
+  const struct node_part *p = node_part_of(n);
+
+  if (p == NULL || !p->has)
+    return "spare";
+  if (p->active)
+    return node_life_phase_name(n);
+  return node_part_report_end_name(p->end);
 }

@@ -212,6 +212,18 @@ int node_plan_state_check(uint64_t state_bytes, uint64_t object,
   return PT_OK;
 }
 
+const char *node_plan_rank_name(char *buf, size_t len, bool cluster,
+                                uint32_t first, const char *node_id,
+                                uint32_t local)
+{
+  if (!cluster)
+    snprintf(buf, len, "%" PRIu32, local);
+  else
+    snprintf(buf, len, "%" PRIu32 " (local %" PRIu32 " on node %s)",
+             first + local, local, node_id);
+  return buf;
+}
+
 const char *node_plan_exit_text(char *buf, size_t len, int64_t status,
                                 int term_signal)
 {

@@ -360,8 +360,9 @@ static void trainer_group_kill(struct node_child *c)
       count = 1; /* one at least, or kill() had found no group */
   }
   if (count > 0)
-    log_info("trainer rank %" PRIu32 " (pid %d) exited: killed %d "
-             "process%s left in its process group", c->rank->rank, pgid,
+    log_info("trainer rank %s (pid %d) exited: killed %d "
+             "process%s left in its process group", NODE_RANK(n, c->rank->rank),
+             pgid,
              count, count == 1 ? "" : "es");
 }
 
@@ -634,22 +635,24 @@ int node_proc_child_adopt(struct node *n, struct node_rank *r, enum node_role ro
     return errno == ESRCH ? -ESRCH : -errno;
   rc = node_proc_start_ticks(pid, &now_ticks);
   if (rc != PT_OK || now_ticks != start_ticks) {
-    log_info("not adopting %s rank %" PRIu32 ": pid %d is %s",
-             role == NODE_ROLE_SMP ? "smp" : "trainer", r->rank, pid,
+    log_info("not adopting %s rank %s: pid %d is %s",
+             role == NODE_ROLE_SMP ? "smp" : "trainer", NODE_RANK(n, r->rank),
+             pid,
              rc != PT_OK ? "gone" : "another process now");
     rc = -ESRCH;
     goto out_close;
   }
   if (!node_proc_is_ours(n, r, role, pid)) {
     if (role == NODE_ROLE_SMP)
-      log_warn("not adopting smp rank %" PRIu32
+      log_warn("not adopting smp rank %s"
                ": pid %d does not run 'smp --socket %s --instance %s'",
-               r->rank, pid, r->sock_path, n->instance_hex);
+               NODE_RANK(n, r->rank), pid, r->sock_path, n->instance_hex);
     else
-      log_warn("not adopting trainer rank %" PRIu32
+      log_warn("not adopting trainer rank %s"
                ": pid %d is not a session leader with PT_INSTANCE=%s, "
                "PT_RANK=%" PRIu32 " and PT_SMP_SOCKET=%s in its environment",
-               r->rank, pid, n->instance_hex, r->rank, r->sock_path);
+               NODE_RANK(n, r->rank), pid, n->instance_hex,
+               n->cfg.first_rank + r->rank, r->sock_path);
     rc = -ESRCH;
     goto out_close;
   }

@@ -87,9 +87,9 @@ static int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     if (r->reqs[i].id == h->request_id)
       break;
   if (i == r->nreqs) {
-    log_warn("smp rank %" PRIu32 ": unexpected %s (request id %" PRIu64
+    log_warn("smp rank %s: unexpected %s (request id %" PRIu64
              "); ignored",
-             r->rank, rpc_type_name(h->type), h->request_id);
+             NODE_RANK(n, r->rank), rpc_type_name(h->type), h->request_id);
     return 0;
   }
   struct node_req q = r->reqs[i];
@@ -100,8 +100,8 @@ static int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
                     q.kind == NODE_REQ_PROBE;
   uint32_t want = state_kind ? RPC_STATE_REPLY : RPC_REPLY;
   if (h->type != want) {
-    log_error("smp rank %" PRIu32 ": answered %s with %s; closing",
-              r->rank, req_name(q.kind), rpc_type_name(h->type));
+    log_error("smp rank %s: answered %s with %s; closing",
+              NODE_RANK(n, r->rank), req_name(q.kind), rpc_type_name(h->type));
     node_events_on_req_failed(n, r, &q, PT_EPROTO);
     node_job_drive(n);
     return 1;
@@ -109,7 +109,7 @@ static int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   if (state_kind) {
     const Pt__StateReply *m = (const Pt__StateReply *)msg;
     if (m->status < 0) {
-      log_error("smp rank %" PRIu32 ": %s failed: %s", r->rank,
+      log_error("smp rank %s: %s failed: %s", NODE_RANK(n, r->rank),
                 req_name(q.kind),
                 m->message != NULL ? LOG_ESC(m->message)
                                    : pt_strerror(m->status));
@@ -122,7 +122,7 @@ static int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       r->connect_deadline = 0;
       r->smp_fails = 0;
       r->probe_at = rpc_now_ms() + NODE_PROBE_EVERY_MS;
-      log_debug("smp rank %" PRIu32 " (pid %d) subscribed", r->rank,
+      log_debug("smp rank %s (pid %d) subscribed", NODE_RANK(n, r->rank),
                 r->smp != NULL ? r->smp->pid : 0);
       /* An SMP (re)started under a live trainer learns which it is. */
       node_smp_announce(n, r);
@@ -155,9 +155,10 @@ static void smp_on_close(struct rpc_conn *c, int err)
   if (may_reconnect(n, r)) {
     uint64_t now = rpc_now_ms();
     if (was_subscribed) {
-      log_warn("smp rank %" PRIu32 " (pid %d): connection lost (%s); "
+      log_warn("smp rank %s (pid %d): connection lost (%s); "
                "reconnecting",
-               r->rank, r->smp->pid, pt_strerror(err != 0 ? err : -ECONNRESET));
+               NODE_RANK(n, r->rank),
+               r->smp->pid, pt_strerror(err != 0 ? err : -ECONNRESET));
       r->connect_deadline = now + NODE_CONNECT_MS;
     }
     if (r->connect_deadline == 0)
@@ -182,7 +183,7 @@ static void try_connect(struct node *n, struct node_rank *r)
     return;
   rc = rpc_conn_connect_unix(n->loop, r->sock_path, &smp_ops, r, &c);
   if (rc != PT_OK) {
-    log_debug("smp rank %" PRIu32 ": cannot dial '%s': %s", r->rank,
+    log_debug("smp rank %s: cannot dial '%s': %s", NODE_RANK(n, r->rank),
               r->sock_path, pt_strerror(rc));
     r->retry_at = rpc_now_ms() + NODE_RETRY_MS;
     return;
@@ -203,8 +204,8 @@ void node_smp_announce(struct node *n, struct node_rank *r)
     return;
   int rc = node_smp_request(n, r, NODE_REQ_TRAINER_SET, 0, NULL);
   if (rc != PT_OK)
-    log_warn("smp rank %" PRIu32 ": cannot announce trainer pid %d: %s",
-             r->rank, r->trainer->pid, pt_strerror(rc));
+    log_warn("smp rank %s: cannot announce trainer pid %d: %s",
+             NODE_RANK(n, r->rank), r->trainer->pid, pt_strerror(rc));
 }
 
 void node_smp_connect(struct node *n, struct node_rank *r)
@@ -321,7 +322,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   id = ++n->next_req_id;
   rc = rpc_conn_send(r->conn, type, id, msg);
   if (rc != PT_OK) {
-    log_warn("smp rank %" PRIu32 ": cannot send %s: %s", r->rank,
+    log_warn("smp rank %s: cannot send %s: %s", NODE_RANK(n, r->rank),
              req_name(kind), pt_strerror(rc));
     return rc;
   }
@@ -342,9 +343,9 @@ static void kill_unresponsive(struct node_rank *r, const char *what)
   struct node_child *c = r->smp;
 
   if (c != NULL && !c->exited) {
-    log_error("smp rank %" PRIu32 " (pid %d) did not answer %s in time; "
+    log_error("smp rank %s (pid %d) did not answer %s in time; "
               "killing it",
-              r->rank, c->pid, what);
+              NODE_RANK(r->node, r->rank), c->pid, what);
     node_proc_child_signal(c, SIGKILL);
     c->kill_sent = true;
   }
@@ -368,8 +369,8 @@ static bool probe_excused(struct node *n, struct node_rank *r,
   char st = proc_stat_state(r->smp->pid);
   if (st != 'R' && st != 'D')
     return false;
-  log_debug("smp rank %" PRIu32 " (pid %d) is busy (state %c): its liveness "
-            "probe gets more time", r->rank, r->smp->pid, st);
+  log_debug("smp rank %s (pid %d) is busy (state %c): its liveness "
+            "probe gets more time", NODE_RANK(n, r->rank), r->smp->pid, st);
 excused:
   q->deadline_ms = now + n->cfg.smp_timeout_ms;
   return true;

@@ -47,7 +47,7 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state b alive 10
 grep -q "taking it up again" "$T_DIR/node.b.log" || c_fail "node b did not take its part up: $(tail -n 20 "$T_DIR/node.b.log")"
 deadline=$(( $(date +%s) + 10 ))
-until grep -q "adopted trainer rank 1" "$T_DIR/node.b.log"; do
+until grep -Eq "adopted trainer rank [0-9]+ \(local 1 on node b\)" "$T_DIR/node.b.log"; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "node b did not re-adopt its trainers: $(tail -n 20 "$T_DIR/node.b.log")"
   sleep 0.1
 done

@@ -43,8 +43,8 @@ until grep -q "part failed" "$T_DIR/node.$node.log"; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "node $node did not report its part failed"
   sleep 0.1
 done
-grep -q "restarting smp rank 1" "$T_DIR/node.$node.log" && c_fail "node $node respawned the smp by itself"
-grep -Eq "job part failed \(the controller decides what follows\): smp rank 1 \(pid $smp\) killed by signal SIGKILL" "$T_DIR/node.$node.log" \
+grep -Eq "restarting smp rank [0-9]+ \(local 1 on node $node\)" "$T_DIR/node.$node.log" && c_fail "node $node respawned the smp by itself"
+grep -Eq "job part failed \(the controller decides what follows\): smp rank [0-9]+ \(local 1 on node $node\) \(pid $smp\) killed by signal SIGKILL" "$T_DIR/node.$node.log" \
   || c_fail "node $node's failure does not name the smp: $(grep 'job part failed' "$T_DIR/node.$node.log")"
 deadline=$(( $(date +%s) + 30 ))
 until e=$(c_job_field ks epoch) && [ "${e:-1}" -ge 2 ]; do

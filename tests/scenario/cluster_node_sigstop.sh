@@ -57,7 +57,7 @@ log, epoch, pids = sys.argv[1], sys.argv[2], sys.argv[3:]
 lines = open(log, errors="replace").read().splitlines()
 start = next(i for i, l in enumerate(lines) if re.search(rf"epoch {epoch}: starting part", l))
 for p in pids:
-    ex = [i for i, l in enumerate(lines) if re.search(rf"trainer rank \d+ \(pid {p}\) (exited|killed)", l)]
+    ex = [i for i, l in enumerate(lines) if re.search(rf"trainer rank \d+ \(local \d+ on node [^)]+\) \(pid {p}\) (exited|killed)", l)]
     assert ex and ex[0] < start, f"trainer {p}: exit line {ex[:1]}, epoch {epoch} started at line {start}"
 PY
 for p in $stale; do kill -0 "$p" 2>/dev/null && c_fail "stale trainer $p still runs"; done

@@ -158,7 +158,9 @@ assert "not restarted (a permanent error)" in j["reason"], j["reason"]
 ' "$st" "$want" || c_fail "$job: $st"
 }
 perm_check perm78 "exited with status 78" -- sh -c 'sleep 0.3; exit 78'
-perm_check permexec "cannot start trainer rank 0 ('$T_DIR/no-such-trainer')" -- "$T_DIR/no-such-trainer"
+perm_check permexec "cannot start trainer rank 0 (local 0 on node " -- "$T_DIR/no-such-trainer"
+c_job_field permexec reason | grep -qF "('$T_DIR/no-such-trainer')" \
+  || c_fail "permexec: the reason does not name the trainer: $(c_job_field permexec reason)"
 perm_check permbudget "the checks before start failed: --memory-budget 4194304 bytes gives each of the 1 ranks 4194304 bytes; the smallest snapshot object needs " \
   --memory-budget 4M -- "$TRAIN" --steps 1000 --state-mb 8
 perm_check permhello "bytes, more than the memory budget of 33554432 bytes" --memory-budget 32M -- "$TRAIN" --steps 1000 --state-mb 64

@@ -111,6 +111,8 @@ static int f_journal(void *ctx, const struct ctl_job *j, enum ctl_rec kind)
   case CTL_REC_END:
     note("J END %s %s", j->spec->name, ctl_jobs_state_name(j->state));
     break;
+  default:
+    break;
   }
   return 0;
 }

@@ -622,6 +622,106 @@ START_TEST(compaction_bounded)
 }
 END_TEST
 
+/* An ended job whose snapshots are kept: what its parts held is known
+ * straight after a controller restart (journaled with its END, kept by a
+ * compaction), so restore --step of an older held step is taken, and one
+ * of a step no part holds refused naming what they hold. */
+START_TEST(ended_held_replayed)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped, step;
+  bool has;
+  uint64_t held[3] = {3, 4, 5};
+
+  dir_make();
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  add_node(&w, "n0", 1);
+  add_node(&w, "n1", 2);
+  struct ctl_job *a = start(&w, "a");
+  for (uint64_t s = 3; s <= 5; s++)
+    commit(&w, a, s);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  m.n_held = 3;
+  m.held = held;
+  m.has_bytes_held = true;
+  m.bytes_held = 1234;
+  for (uint32_t p = 0; p < 2; p++)
+    ctl_jobs_part_state(&w.js, a, p, 1, CTL_PART_RUNNING, NULL, &m, 100);
+  ck_assert_int_eq(ctl_jobs_stop(&w.js, "a", true, 200, err, sizeof(err)),
+                   PT_OK);
+  world_close(&w);
+  for (int round = 0; round < 2; round++) {
+    ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+    a = ctl_jobs_find(&w.js, "a");
+    ck_assert_int_eq(a->state, CTL_JOB_STOPPED);
+    for (uint32_t p = 0; p < 2; p++) {
+      ck_assert_uint_eq(a->parts[p].nheld, 3);
+      ck_assert_uint_eq(a->parts[p].bytes_held, 1234);
+    }
+    if (round == 0) {
+      ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+      world_close(&w);
+    }
+  }
+  add_node(&w, "n0", 3);
+  add_node(&w, "n1", 4);
+  ck_assert_int_eq(ctl_jobs_restore(&w.js, "a", true, 2, 300, &has, &step,
+                                    err, sizeof(err)),
+                   -ENOENT);
+  ck_assert_msg(strstr(err, "steps 5, 4, 3") != NULL, "%s", err);
+  ck_assert_int_eq(ctl_jobs_restore(&w.js, "a", true, 4, 300, &has, &step,
+                                    err, sizeof(err)),
+                   PT_OK);
+  ck_assert(has && step == 4);
+  world_close(&w);
+  dir_remove();
+}
+END_TEST
+
+/* Node identities (NODE records): replayed, the last one of an id wins,
+ * kept by a compaction. */
+START_TEST(identities_replayed)
+{
+  struct world w;
+  char err[512];
+  uint64_t dropped;
+  static const uint8_t ID1[16] = {0x11}, ID2[16] = {0x22}, ID3[16] = {0x33};
+
+  dir_make();
+  ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(ctl_journal_append_node(JR, "n0", ID1, 16), PT_OK);
+  ck_assert_int_eq(ctl_journal_append_node(JR, "n1", ID2, 16), PT_OK);
+  ck_assert_int_eq(ctl_journal_append_node(JR, "n0", ID3, 16), PT_OK);
+  world_close(&w);
+  for (int round = 0; round < 2; round++) {
+    ck_assert_int_eq(world_open(&w, &dropped, err, sizeof(err)), PT_OK);
+    ck_assert_uint_eq(w.m.nident, 2);
+    const struct ctl_ident *e = ctl_members_identity(&w.m, "n0");
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(memcmp(e->tok, ID3, 16), 0);
+    e = ctl_members_identity(&w.m, "n1");
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(memcmp(e->tok, ID2, 16), 0);
+    /* a registration of n0 with ID1 is refused after the restart */
+    struct ctl_register r = {.node_id = "n0", .handshake_id = "n0",
+                             .advertise = "127.0.0.1", .capacity = 2,
+                             .incarnation = INC, .incarnation_len = 16,
+                             .identity = ID1, .identity_len = 16};
+    enum ctl_reg_kind kind;
+    void *old;
+    ck_assert_int_eq(ctl_members_register(&w.m, &r, (void *)1, 0, &kind, &old,
+                                          err, sizeof(err)), -EPERM);
+    if (round == 0) {
+      ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
+      ck_assert_uint_eq(journal_records(JR), 2);
+    }
+    world_close(&w);
+  }
+  dir_remove();
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ctl_journal");
@@ -634,6 +734,8 @@ int main(void)
   tcase_add_test(tc, name_reused_replayed);
   tcase_add_test(tc, pending_restart_counted_once);
   tcase_add_test(tc, revival_replayed);
+  tcase_add_test(tc, identities_replayed);
+  tcase_add_test(tc, ended_held_replayed);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }

@@ -314,6 +314,87 @@ START_TEST(hostile_registrations)
 END_TEST
 
 /* Many nodes: the arrays grow, each keeps its own state. */
+/* A node id is bound to its identity: after the node's death another
+ * identity (or none) is refused, naming both; the same one is a restart;
+ * replace takes the id over (not while the old one is alive), and the old
+ * identity is refused in turn. */
+START_TEST(identity_bound)
+{
+  struct ctl_members m;
+  enum ctl_reg_kind kind;
+  void *old;
+  static const uint8_t ID1[16] = {0xaa, 1}, ID2[16] = {0xbb, 2};
+  char err[1024];
+  bool bind;
+
+  nch = 0;
+  ctl_members_init(&m, &T, on_change, NULL);
+  struct ctl_register r = reg("a", INC1);
+  r.identity = ID1;
+  r.identity_len = 16;
+  ck_assert_int_eq(ctl_members_register_prepare(&m, &r, C1, &bind, err,
+                                                sizeof(err)), PT_OK);
+  ck_assert(bind); /* its first identity: journaled by the caller */
+  ck_assert_int_eq(do_reg(&m, r, C1, 100, &kind, &old), PT_OK);
+  ck_assert_ptr_nonnull(ctl_members_identity(&m, "a"));
+  ck_assert_int_eq(memcmp(ctl_members_identity(&m, "a")->tok, ID1, 16), 0);
+  /* dead */
+  ctl_members_lost(&m, C1, 200);
+  ctl_members_tick(&m, 200 + T.grace_ms, NULL, 0);
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_DEAD);
+  /* another identity, and none */
+  struct ctl_register o = reg("a", INC2);
+  o.identity = ID2;
+  o.identity_len = 16;
+  ck_assert_int_eq(ctl_members_register(&m, &o, C2, 6000, &kind, &old, err,
+                                        sizeof(err)), -EPERM);
+  ck_assert_ptr_nonnull(strstr(err, "aa01000000"));
+  ck_assert_ptr_nonnull(strstr(err, "bb02000000"));
+  ck_assert_ptr_nonnull(strstr(err, "--replace"));
+  struct ctl_register none = reg("a", INC2);
+  ck_assert_int_eq(ctl_members_register(&m, &none, C2, 6000, &kind, &old, err,
+                                        sizeof(err)), -EPERM);
+  ck_assert_ptr_nonnull(strstr(err, "carries identity none"));
+  ck_assert_int_eq(ctl_members_find(&m, "a")->state, CTL_NODE_DEAD);
+  /* the same identity, a new incarnation: a restart, nothing to bind */
+  struct ctl_register same = reg("a", INC2);
+  same.identity = ID1;
+  same.identity_len = 16;
+  ck_assert_int_eq(ctl_members_register_prepare(&m, &same, C2, &bind, err,
+                                                sizeof(err)), PT_OK);
+  ck_assert(!bind);
+  ck_assert_int_eq(do_reg(&m, same, C2, 6100, &kind, &old), PT_OK);
+  ck_assert_int_eq(kind, CTL_REG_RESTART);
+  /* replace while the old one is alive: refused */
+  o.replace = true;
+  ck_assert_int_eq(ctl_members_register(&m, &o, C3, 6200, &kind, &old, err,
+                                        sizeof(err)), -EEXIST);
+  ctl_members_lost(&m, C2, 6300);
+  size_t before = nch;
+  ck_assert_int_eq(ctl_members_register_prepare(&m, &o, C3, &bind, err,
+                                                sizeof(err)), PT_OK);
+  ck_assert(bind);
+  ck_assert_int_eq(ctl_members_register(&m, &o, C3, 6400, &kind, &old, err,
+                                        sizeof(err)), PT_OK);
+  ck_assert_int_eq(kind, CTL_REG_REPLACE);
+  ck_assert_uint_eq(nch, before + 1);
+  ck_assert_ptr_nonnull(strstr(ch[nch - 1].why, "replaced"));
+  ck_assert_int_eq(memcmp(ctl_members_identity(&m, "a")->tok, ID2, 16), 0);
+  /* the old identity is refused now */
+  ctl_members_lost(&m, C3, 6500);
+  ck_assert_int_eq(ctl_members_register(&m, &same, C1, 6600, &kind, &old, err,
+                                        sizeof(err)), -EPERM);
+  ck_assert_ptr_nonnull(strstr(err, "bound to identity bb02"));
+  /* a node of another id is not bound by a's */
+  struct ctl_register b = reg("b", INC1);
+  b.identity = ID1;
+  b.identity_len = 16;
+  ck_assert_int_eq(do_reg(&m, b, C1, 6700, &kind, &old), PT_OK);
+  ck_assert_uint_eq(m.nident, 2);
+  ctl_members_release(&m);
+}
+END_TEST
+
 START_TEST(many_nodes)
 {
   struct ctl_members m;
@@ -377,6 +458,7 @@ int main(void)
   tcase_add_test(tc, excused_stall);
   tcase_add_test(tc, duplicate_and_takeover);
   tcase_add_test(tc, hostile_registrations);
+  tcase_add_test(tc, identity_bound);
   tcase_add_test(tc, many_nodes);
   tcase_add_test(tc, heartbeat_hint);
   suite_add_tcase(s, tc);

@@ -332,6 +332,15 @@ START_TEST(cluster_mode)
   ck_assert_int_eq(gethostname(host, sizeof(host)), 0);
   ck_assert_str_eq(c.advertise, host);
   ck_assert_str_eq(c.failure_domain, "");
+  ck_assert(!c.replace);
+
+  /* --replace: cluster mode only. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller=[::1]:1",
+                         "--node-id=a", "--key=/k", "--replace", NULL), PT_OK);
+  ck_assert(c.replace);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--replace", "--ranks", "1",
+                         "--", "x", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--replace needs --controller"));
 
   /* Standalone parsing is untouched by the new fields. */
   ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--", "x",

@@ -41,6 +41,9 @@ struct reg_seen {
   uint32_t capacity;
   uint8_t incarnation[32];
   size_t inc_len;
+  uint8_t identity[32];
+  size_t id_len; /* 0: none sent */
+  bool replace;
   uint64_t at;
 };
 
@@ -90,6 +93,9 @@ static int fc_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     r->inc_len = m->incarnation.len;
     memcpy(r->incarnation, m->incarnation.data,
            r->inc_len < 32 ? r->inc_len : 32);
+    r->id_len = m->has_identity ? m->identity.len : 0;
+    memcpy(r->identity, m->identity.data, r->id_len < 32 ? r->id_len : 32);
+    r->replace = m->has_replace && m->replace;
     r->at = rpc_now_ms();
     fc.nhb = 0; /* heartbeats of this connection */
 
@@ -382,6 +388,12 @@ START_TEST(reconnects_same_incarnation)
   ck_assert(run_until(3, 0, 5000));
   ck_assert(memcmp(fc.reg[2].incarnation, fc.reg[0].incarnation,
                    NODE_CL_INCARNATION_BYTES) != 0);
+  /* Its identity, in its state dir, is the same across process starts. */
+  ck_assert_uint_eq(fc.reg[0].id_len, NODE_CL_IDENTITY_BYTES);
+  ck_assert_uint_eq(fc.reg[2].id_len, NODE_CL_IDENTITY_BYTES);
+  ck_assert_mem_eq(fc.reg[2].identity, fc.reg[0].identity,
+                   NODE_CL_IDENTITY_BYTES);
+  ck_assert(!fc.reg[0].replace);
   sigterm_ends();
   fc_cleanup();
 }
@@ -470,6 +482,43 @@ START_TEST(key_open_to_others_refused)
 }
 END_TEST
 
+/* <state-dir>/node.id: made once, read back the same; a state dir of one
+ * node id refuses another; a damaged file is refused, saying how to give
+ * the node a new identity. */
+START_TEST(identity_file)
+{
+  char dir[] = "/tmp/pt-test-nid.XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  uint8_t a[NODE_CL_IDENTITY_BYTES], b[NODE_CL_IDENTITY_BYTES];
+  bool made;
+  char err[1024];
+
+  ck_assert_int_eq(node_cluster_identity(dir, "n1", a, &made, err,
+                                         sizeof(err)), PT_OK);
+  ck_assert(made);
+  ck_assert_int_eq(node_cluster_identity(dir, "n1", b, &made, err,
+                                         sizeof(err)), PT_OK);
+  ck_assert(!made);
+  ck_assert_mem_eq(a, b, sizeof(a));
+  ck_assert_int_eq(node_cluster_identity(dir, "n2", b, &made, err,
+                                         sizeof(err)), PT_EFORMAT);
+  ck_assert_msg(strstr(err, "belongs to node 'n1', not 'n2'") != NULL, "%s",
+                err);
+  char path[128];
+  snprintf(path, sizeof(path), "%s/node.id", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("node n1\nidentity 12zz\n", f);
+  fclose(f);
+  ck_assert_int_eq(node_cluster_identity(dir, "n1", b, &made, err,
+                                         sizeof(err)), PT_EFORMAT);
+  ck_assert_msg(strstr(err, "damaged") != NULL &&
+                    strstr(err, "--replace") != NULL, "%s", err);
+  unlink(path);
+  rmdir(dir);
+}
+END_TEST
+
 START_TEST(retry_delays)
 {
   for (uint32_t a = 1; a <= 12; a++) {
@@ -505,6 +554,7 @@ int main(void)
 
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, retry_delays);
+  tcase_add_test(tc, identity_file);
   tcase_add_test(tc, registers_and_heartbeats);
   tcase_add_test(tc, reconnects_same_incarnation);
   tcase_add_test(tc, wrong_key_backs_off);

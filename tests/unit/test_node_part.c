@@ -49,7 +49,10 @@
 #include <arpa/inet.h>
 
 #include "pt.h"
+#include "common/crc32c.h"
+#include "common/state_file.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_part_int.h"
 #include "rpc/rpc.h"
 #include "tests/unit/unit.h"
 
@@ -86,6 +89,128 @@ START_TEST(rank_env_from_assignment)
   ck_assert_uint_eq(e.master_port, 31000);
   ck_assert_str_eq(e.master_addr, "10.0.0.7");
   ck_assert_uint_eq(node_plan_world(&cfg), 12);
+}
+END_TEST
+
+/* part.state keeps a part's failure: whether it is permanent (exit 78,
+ * PT_EBUDGET, an unrunnable trainer: not restarted), its status and its
+ * words, so a restarted node still reports it so; a record of version 1
+ * (no failure) is still read. */
+START_TEST(part_record_failure)
+{
+  char dir[] = "/tmp/pt-test-partrec.XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  Pt__JobSpec s = PT__JOB_SPEC__INIT;
+  Pt__JobAssign a = PT__JOB_ASSIGN__INIT;
+  char *argv[] = {"pt-train"};
+  s.name = "j";
+  s.argv = argv;
+  s.n_argv = 1;
+  s.nodes = 1;
+  s.ranks_per_node = 1;
+  a.spec = &s;
+  a.epoch = 3;
+  a.world_size = 1;
+  a.master_addr = "127.0.0.1";
+  a.master_port = 29500;
+  uint8_t buf[512];
+  size_t len = pt__job_assign__pack(&a, buf);
+
+  struct node_part w, r;
+  memset(&w, 0, sizeof(w));
+  snprintf(w.path, sizeof(w.path), "%s/part.state", dir);
+  w.buf = buf;
+  w.len = len;
+  w.end = PART_FAILED;
+  memset(w.instance, 7, sizeof(w.instance));
+  w.fail_permanent = true;
+  w.fail_status = PT_ECONFIG;
+  snprintf(w.fail_msg, sizeof(w.fail_msg),
+           "node 'b': trainer rank 1 (local 1 on node b) (pid 9) exited "
+           "with status 78");
+  ck_assert_int_eq(node_part_record_write(&w), PT_OK);
+  char err[200];
+  memset(&r, 0, sizeof(r));
+  snprintf(r.path, sizeof(r.path), "%s", w.path);
+  ck_assert_int_eq(node_part_record_read(&r, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(r.end, PART_FAILED);
+  ck_assert_uint_eq(r.epoch, 3);
+  ck_assert(r.fail_permanent);
+  ck_assert_int_eq(r.fail_status, PT_ECONFIG);
+  ck_assert_str_eq(r.fail_msg, w.fail_msg);
+  free(r.buf);
+  /* running, its ranks stopping for a permanent failure */
+  w.end = PART_RUNNING;
+  ck_assert_int_eq(node_part_record_write(&w), PT_OK);
+  memset(&r, 0, sizeof(r));
+  snprintf(r.path, sizeof(r.path), "%s", w.path);
+  ck_assert_int_eq(node_part_record_read(&r, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(r.end, PART_RUNNING);
+  ck_assert(r.fail_permanent);
+  free(r.buf);
+  /* a failure not permanent */
+  w.end = PART_FAILED;
+  w.fail_permanent = false;
+  w.fail_status = -EIO;
+  ck_assert_int_eq(node_part_record_write(&w), PT_OK);
+  memset(&r, 0, sizeof(r));
+  snprintf(r.path, sizeof(r.path), "%s", w.path);
+  ck_assert_int_eq(node_part_record_read(&r, err, sizeof(err)), PT_OK);
+  ck_assert(!r.fail_permanent);
+  ck_assert_int_eq(r.fail_status, -EIO);
+  free(r.buf);
+  /* a flipped byte in the failure's words: refused */
+  int fd = open(w.path, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  struct stat st;
+  ck_assert_int_eq(fstat(fd, &st), 0);
+  uint8_t c;
+  ck_assert_int_eq(pread(fd, &c, 1, st.st_size - 10), 1);
+  c ^= 0x20;
+  ck_assert_int_eq(pwrite(fd, &c, 1, st.st_size - 10), 1);
+  close(fd);
+  memset(&r, 0, sizeof(r));
+  snprintf(r.path, sizeof(r.path), "%s", w.path);
+  ck_assert_int_eq(node_part_record_read(&r, err, sizeof(err)), PT_EFORMAT);
+  /* version 1: the header and the assignment only */
+  uint8_t v1[PART_HEAD + 512];
+  uint32_t v = 1, end = PART_FAILED, plen = (uint32_t)len, crc;
+  memcpy(v1, PART_MAGIC, 8);
+  memcpy(v1 + 8, &v, 4);
+  memcpy(v1 + 12, &end, 4);
+  memset(v1 + 16, 7, SNAP_INSTANCE_BYTES);
+  memcpy(v1 + 16 + SNAP_INSTANCE_BYTES, &plen, 4);
+  crc = crc32c(v1, 20 + SNAP_INSTANCE_BYTES);
+  memcpy(v1 + 20 + SNAP_INSTANCE_BYTES, &crc, 4);
+  memcpy(v1 + PART_HEAD, buf, len);
+  ck_assert_int_eq(state_file_write(w.path, v1, PART_HEAD + len), PT_OK);
+  memset(&r, 0, sizeof(r));
+  snprintf(r.path, sizeof(r.path), "%s", w.path);
+  ck_assert_int_eq(node_part_record_read(&r, err, sizeof(err)), PT_OK);
+  ck_assert_int_eq(r.end, PART_FAILED);
+  ck_assert(!r.fail_permanent);
+  ck_assert_str_eq(r.fail_msg, "");
+  free(r.buf);
+  unlink(w.path);
+  rmdir(dir);
+}
+END_TEST
+
+/* Messages name a rank by the job's global rank, and in cluster mode say
+ * which local rank of which node it is. */
+START_TEST(rank_named)
+{
+  char b[NODE_RANK_NAME_MAX];
+
+  ck_assert_str_eq(node_plan_rank_name(b, sizeof(b), false, 0, "", 1), "1");
+  ck_assert_str_eq(node_plan_rank_name(b, sizeof(b), true, 2, "nb", 1),
+                   "3 (local 1 on node nb)");
+  struct node n;
+  memset(&n, 0, sizeof(n));
+  n.cfg.cluster = true;
+  n.cfg.first_rank = 8;
+  snprintf(n.cfg.node_id, sizeof(n.cfg.node_id), "n-7");
+  ck_assert_str_eq(NODE_RANK(&n, 3), "11 (local 3 on node n-7)");
 }
 END_TEST
 
@@ -890,7 +1015,8 @@ START_TEST(part_with_fake_controller)
   ps = expect_state(0, 2, "failed", 20000);
   ck_assert_msg(ps->has_status && ps->status < 0, "status %d", ps->status);
   ck_assert_msg(ps->message != NULL &&
-                    strstr(ps->message, "trainer rank 1") != NULL &&
+                    strstr(ps->message, "trainer rank 1 (local 1 on node n1) "
+                                        "(pid ") != NULL &&
                     strstr(ps->message, "SIGKILL") != NULL,
                 "message '%s'", ps->message != NULL ? ps->message : "");
   ck_assert_msg(!(ps->has_permanent && ps->permanent),
@@ -1038,6 +1164,8 @@ int main(void)
   Suite *s = suite_create("node_part");
   TCase *tc = tcase_create("plan");
   tcase_add_test(tc, rank_env_from_assignment);
+  tcase_add_test(tc, rank_named);
+  tcase_add_test(tc, part_record_failure);
   tcase_add_test(tc, assign_checked);
   tcase_add_test(tc, group_from_assignment);
   tcase_add_test(tc, sealed_reported_once_per_step);
