@@ -440,6 +440,35 @@ START_TEST(long_conversation_passes)
 }
 END_TEST
 
+/* A dialler of handshake version 1 (whose frames would carry no tags) is
+ * refused at its HELLO with a line that says so. */
+START_TEST(version_1_hello_refused_with_reason)
+{
+  struct rpc_handshake hs;
+  struct rpc_auth a;
+  const ProtobufCMessage *out;
+  uint32_t t;
+  uint8_t *f;
+  size_t len;
+
+  srv_setup();
+  auth_init(&a, 1, 3, "old");
+  ck_assert_int_eq(rpc_handshake_init(&hs, &a, true), PT_OK);
+  ck_assert_int_eq(rpc_handshake_next(&hs, 0, NULL, &t, &out), PT_OK);
+  hs.out.hello.version = 1;
+  ck_assert_int_eq(rpc_frame_pack(&f, &len, t, 0, out), PT_OK);
+  int fd = tcp_client();
+  write_all(fd, f, len);
+  free(f);
+  ck_assert(unit_closed_by_peer(fd, 5000));
+  WAIT_FOR(count_locked("it speaks handshake version 1, this side 2") == 1);
+  ck_assert_int_eq(S.accepted, 0);
+  close(fd);
+  rpc_handshake_release(&hs);
+  srv_stop();
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("rpc_tag");
@@ -459,6 +488,7 @@ int main(void)
   tcase_add_test(tc, tampered_bulk_payload_refused);
   tcase_add_test(tc, tampered_bulk_header_refused_before_begin);
   tcase_add_test(tc, long_conversation_passes);
+  tcase_add_test(tc, version_1_hello_refused_with_reason);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
