@@ -16,13 +16,15 @@
  *   - pure framing (rpc_hdr_*, rpc_parser_*, rpc_frame_pack, the checks of
  *     handshake and bulk headers): no I/O, fuzzed (rpc_frame.c);
  *   - blocking calls with deadlines over a file descriptor (rpc_sock_*), used
- *     by libpt and ptctl, which must not run an event loop (rpc_sock.c);
+ *     by libpt and ptctl, which must not run an event loop (rpc_sock.c;
+ *     over TCP, with frame tags, rpc_sock_session.c, which libpt does not
+ *     link);
  *   - libuv connections and listeners over any libuv stream: Unix sockets
  *     (rpc_listen_unix, peers checked by SO_PEERCRED) and TCP (rpc_listen_tcp,
  *     peers authenticated by a cluster key), with bulk frames whose raw
  *     payload goes straight into the receiver's buffer. Used by ptd; libpt
  *     does not link these files (rpc_conn.c, rpc_unix.c, rpc_tcp.c,
- *     rpc_auth.c, rpc_bulk.c).
+ *     rpc_auth.c, rpc_bulk.c, rpc_tag.c).
  * And the one parser of "HOST:PORT" command-line addresses (rpc_addr.c).
  *
  * Bulk frame: an RPC_BULK frame whose body is a Pt__BulkHeader (what, its
@@ -46,8 +48,13 @@
  * as any frame, so that on_bulk_begin acts only on a header that is
  * proved) and then its payload, followed by its own tag (the next
  * sequence number, over the payload bytes). Frames are authenticated, not
- * encrypted: whoever can read the cluster network reads them. Unix-socket
- * conns carry no tag (their peers are checked by SO_PEERCRED).
+ * encrypted: whoever can read the cluster network reads them, and whoever
+ * holds the cluster key and saw a handshake's nonces can derive its keys
+ * (every holder of the key is trusted alike). Unix-socket conns carry no
+ * tag (their peers are checked by SO_PEERCRED), so the header's version
+ * stays RPC_VERSION 1 and a trainer's libpt is unchanged; what changed is
+ * RPC_AUTH_VERSION (2), which an older TCP peer states in its HELLO and is
+ * refused for. The header's length counts the body alone.
  *
  *   header (24) | body (length) | tag (16)
  *   bulk: header | Pt__BulkHeader | tag | payload | tag

@@ -19,6 +19,12 @@
  *   - nothing but handshake frames goes out or comes in before the conn is
  *     ready (connected, and over TCP authenticated): other frames wait in
  *     the pending queue;
+ *   - over TCP, once the handshake is done (c->tagged), every frame is
+ *     tagged as it is handed to libuv (rpci_write, send_direct: the order
+ *     of the sequence numbers is the wire's, whatever waited in the pending
+ *     queue) and every frame received has its tag checked in on_frame
+ *     before anything else looks at it; one that fails closes the conn
+ *     with -EACCES and one line (rpci_tag_fail);
  *   - a header error, a body that does not decode as its type, a frame
  *     truncated by EOF, or on_msg returning non-zero closes the connection
  *     with one RPC_LOG_CLOSE line (rpc_set_log_cb); the listener keeps

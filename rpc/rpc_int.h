@@ -9,6 +9,10 @@
  *   rpc_tcp.c    TCP: listener, dialling with a deadline, the handshake
  *   rpc_bulk.c   bulk frames: sending with backpressure, receiving into the
  *                receiver's buffer
+ *
+ * Beside them, without libuv: rpc_auth.c (keys, the handshake),
+ * rpc_tag.c (session keys and frame tags), rpc_sock_session.c (blocking
+ * calls with tags).
  */
 #ifndef PT_RPC_INT_H
 #define PT_RPC_INT_H
