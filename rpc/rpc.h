@@ -276,7 +276,8 @@ uint64_t rpc_now_ms(void);
 int rpc_sock_connect_unix(const char *path, int *fd);
 /* Connects to a numeric IPv4 or IPv6 address (no name resolution: -EINVAL)
  * within timeout_ms (-ETIMEDOUT), TCP_NODELAY. OUT: *fd as
- * rpc_sock_connect_unix; run rpc_sock_handshake on it before any frame. */
+ * rpc_sock_connect_unix; run rpc_sock_session_handshake on it before any frame,
+ * then rpc_sock_session_* (every frame after it is tagged). */
 int rpc_sock_connect_tcp(const char *host, int port, int timeout_ms, int *fd);
 /* Sends one frame before deadline_ms (rpc_now_ms() clock); -ETIMEDOUT. */
 int rpc_sock_send(int fd, uint32_t type, uint64_t request_id,
@@ -654,8 +655,8 @@ void rpc_session_wipe(struct rpc_session *s);
 struct rpc_tag_ctx {
   _Alignas(16) unsigned char opaque[256];
 };
-void rpc_tag_begin(struct rpc_tag_ctx *t, const uint8_t key[RPC_SESSION_KEY_BYTES],
-                   uint64_t seq);
+void rpc_tag_begin(struct rpc_tag_ctx *t,
+                   const uint8_t key[RPC_SESSION_KEY_BYTES], uint64_t seq);
 void rpc_tag_update(struct rpc_tag_ctx *t, const void *p, size_t n);
 void rpc_tag_final(struct rpc_tag_ctx *t, uint8_t tag[RPC_TAG_BYTES]);
 bool rpc_tag_check(struct rpc_tag_ctx *t, const uint8_t tag[RPC_TAG_BYTES]);

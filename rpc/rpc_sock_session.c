@@ -125,7 +125,8 @@ int rpc_sock_session_call(struct rpc_sock_session *s, uint32_t type,
     return rpc_sock_call(s->fd, type, req, reply_type, timeout_ms, reply);
 
   uint64_t id = rpc_sock_next_id();
-  uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+  uint64_t deadline =
+      rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   int rc;
 
   *reply = NULL;

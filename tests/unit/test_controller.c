@@ -2,7 +2,8 @@
  * test_controller.c — `ptd controller` as a process: started in a child
  * (controller_main) on 127.0.0.1 port 0 with a fresh key and state
  * directory, its port read back from its log; blocking clients
- * (rpc_sock_connect_tcp, rpc_sock_handshake) play nodes and ptctl.
+ * (rpc_sock_connect_tcp, then tsess_handshake: rpc_sock_session_handshake)
+ * play nodes and ptctl.
  *
  * Two fake nodes register and heartbeat, NODES_QUERY as ctl sees them;
  * one stops heartbeating and is seen unreachable then dead within the

@@ -2,8 +2,8 @@
  * test_rpc_tcp.c — rpc conns over TCP (rpc_tcp.c) and their handshake and
  * keys (rpc_auth.c). A server loop runs in a thread of the test process;
  * clients are blocking sockets that run the handshake with
- * rpc_sock_handshake (or hand-made bytes), or conns dialled from the loop
- * with rpc_conn_connect_tcp. Every port is bound as 0 and read back.
+ * rpc_sock_session_handshake (tsess.h; or hand-made bytes), or conns
+ * dialled from the loop with rpc_conn_connect_tcp. Every port is bound as 0 and read back.
  */
 #include <check.h>
 #include <errno.h>
