@@ -431,8 +431,16 @@ START_TEST(long_conversation_passes)
   WAIT_FOR(S.dones == 10);
   ck_assert_int_eq(S.last_status, PT_OK);
   ck_assert(memcmp(g_dst, src, sizeof(src)) == 0);
-  ck_assert_uint_eq(tsess(fd)->keys.tx_seq, 3000 + 10 * 2);
-  ck_assert_uint_eq(tsess(fd)->keys.rx_seq, 3000);
+  /* An empty payload has its tag too. */
+  struct rpc_bulk_hdr empty = {.kind = 0, .length = 0,
+                               .crc32c = crc32c_update(CRC32C_SEED, src, 0)};
+  ck_assert_int_eq(rpc_sock_session_send_bulk(tsess(fd), &empty, NULL,
+                                              rpc_now_ms() + 5000), PT_OK);
+  WAIT_FOR(S.dones == 11);
+  ck_assert_int_eq(S.last_status, PT_OK);
+  call_ok(fd, 1);
+  ck_assert_uint_eq(tsess(fd)->keys.tx_seq, 3001 + 11 * 2);
+  ck_assert_uint_eq(tsess(fd)->keys.rx_seq, 3001);
   ck_assert_int_eq(S.recs[0].closes, 0);
   ck_assert_int_eq(count_lines("authentication tag"), 0);
   close(fd);
