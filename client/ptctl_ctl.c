@@ -49,7 +49,9 @@ int ptctl_ctl_call(const struct ptctl_opts *o, uint32_t type,
     code = rc == -EINVAL ? PTCTL_EXIT_USAGE : PTCTL_EXIT_UNREACHABLE;
     goto out_wipe;
   }
-  rc = rpc_sock_handshake(fd, &self, left_ms(deadline), &peer_role, NULL);
+  struct rpc_sock_session ss;
+  rc = rpc_sock_session_handshake(&ss, fd, &self, left_ms(deadline),
+                                  &peer_role, NULL);
   if (rc == PT_OK && peer_role != PT__PEER_ROLE__PEER_ROLE_CONTROLLER)
     rc = PT_EPROTO;
   if (rc != PT_OK) {
@@ -64,12 +66,15 @@ int ptctl_ctl_call(const struct ptctl_opts *o, uint32_t type,
                 ? "the peer is not a controller"
             : rc == -ETIMEDOUT ? "timed out"
                                : pt_strerror(rc));
+    rpc_sock_session_release(&ss);
     close(fd);
     code = refused || rc == PT_EPROTO ? PTCTL_EXIT_FAILED
                                       : PTCTL_EXIT_UNREACHABLE;
     goto out_wipe;
   }
-  rc = rpc_sock_call(fd, type, req, reply_type, left_ms(deadline), reply);
+  rc = rpc_sock_session_call(&ss, type, req, reply_type, left_ms(deadline),
+                             reply);
+  rpc_sock_session_release(&ss);
   close(fd);
   code = PTCTL_EXIT_OK;
   if (rc == -ECONNRESET || rc == -EPIPE) {
@@ -82,8 +87,12 @@ int ptctl_ctl_call(const struct ptctl_opts *o, uint32_t type,
     code = PTCTL_EXIT_UNREACHABLE;
   } else if (rc != PT_OK) {
     fprintf(stderr, "ptctl: no answer from ptd controller at %s: %s\n", addr,
-            rc == -ETIMEDOUT ? "timed out" : pt_strerror(rc));
-    code = rc == PT_EPROTO || rc == PT_ETOOBIG ? PTCTL_EXIT_FAILED
+            rc == -ETIMEDOUT ? "timed out"
+            : rc == -EACCES  ? "a frame failed its authentication tag "
+                               "(altered on the way?)"
+                             : pt_strerror(rc));
+    code = rc == PT_EPROTO || rc == PT_ETOOBIG || rc == -EACCES
+               ? PTCTL_EXIT_FAILED
                                                : PTCTL_EXIT_UNREACHABLE;
   }
 out_wipe:

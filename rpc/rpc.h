@@ -16,13 +16,15 @@
  *   - pure framing (rpc_hdr_*, rpc_parser_*, rpc_frame_pack, the checks of
  *     handshake and bulk headers): no I/O, fuzzed (rpc_frame.c);
  *   - blocking calls with deadlines over a file descriptor (rpc_sock_*), used
- *     by libpt and ptctl, which must not run an event loop (rpc_sock.c);
+ *     by libpt and ptctl, which must not run an event loop (rpc_sock.c;
+ *     over TCP, with frame tags, rpc_sock_session.c, which libpt does not
+ *     link);
  *   - libuv connections and listeners over any libuv stream: Unix sockets
  *     (rpc_listen_unix, peers checked by SO_PEERCRED) and TCP (rpc_listen_tcp,
  *     peers authenticated by a cluster key), with bulk frames whose raw
  *     payload goes straight into the receiver's buffer. Used by ptd; libpt
  *     does not link these files (rpc_conn.c, rpc_unix.c, rpc_tcp.c,
- *     rpc_auth.c, rpc_bulk.c).
+ *     rpc_auth.c, rpc_bulk.c, rpc_tag.c).
  * And the one parser of "HOST:PORT" command-line addresses (rpc_addr.c).
  *
  * Bulk frame: an RPC_BULK frame whose body is a Pt__BulkHeader (what, its
@@ -30,9 +32,32 @@
  *
  * TCP authentication (rpc_auth.c): a mutual challenge-response at connect,
  * AUTH_HELLO / AUTH_CHALLENGE / AUTH_PROOF, with HMAC-SHA512-256 over a
- * shared 32-byte cluster key. It proves that both ends hold the key; the
- * frames after it are neither encrypted nor authenticated, so the cluster
- * network must be one that nobody else can write to.
+ * shared 32-byte cluster key. It proves that both ends hold the key, and
+ * both derive from the key and the handshake's two fresh nonces a session
+ * key per direction (never the same on two connections).
+ *
+ * Frame tags (rpc_tag.c; TCP only, from the first frame after the
+ * handshake): every frame carries RPC_TAG_BYTES after its body, a Poly1305
+ * tag of its header and body under a one-time key (the first 32 bytes of
+ * ChaCha20 keystream under the direction's session key, the nonce being
+ * the frame's sequence number: ChaCha20-Poly1305's MAC construction). The
+ * sequence number counts the tagged units each direction sent, from 0; it
+ * is never sent, so a frame replayed, reordered, deleted, or reflected from
+ * the other direction fails its tag, and a failed tag closes the conn with
+ * -EACCES. A bulk frame is two units: the frame (header and body, tagged
+ * as any frame, so that on_bulk_begin acts only on a header that is
+ * proved) and then its payload, followed by its own tag (the next
+ * sequence number, over the payload bytes). Frames are authenticated, not
+ * encrypted: whoever can read the cluster network reads them, and whoever
+ * holds the cluster key and saw a handshake's nonces can derive its keys
+ * (every holder of the key is trusted alike). Unix-socket conns carry no
+ * tag (their peers are checked by SO_PEERCRED), so the header's version
+ * stays RPC_VERSION 1 and a trainer's libpt is unchanged; what changed is
+ * RPC_AUTH_VERSION (2), which an older TCP peer states in its HELLO and is
+ * refused for. The header's length counts the body alone.
+ *
+ *   header (24) | body (length) | tag (16)
+ *   bulk: header | Pt__BulkHeader | tag | payload | tag
  *
  * rpc/ logs nothing and knows nothing of the daemons: every call reports
  * through its return code and the callbacks below; the few lines an
@@ -178,6 +203,8 @@ typedef int (*rpc_frame_cb)(void *arg, const struct rpc_hdr *h,
                             const uint8_t *body);
 struct rpc_parser {
   uint32_t max_body;
+  uint32_t trailer; /* bytes after every body (rpc_parser_set_trailer) */
+  uint32_t cur_trailer; /* the trailer of the frame being collected */
   uint8_t hdr[RPC_HDR_BYTES];
   size_t hdr_have;
   struct rpc_hdr cur;
@@ -196,6 +223,12 @@ void rpc_parser_release(struct rpc_parser *p);
  * pointer. */
 int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
                     rpc_frame_cb on_frame, void *arg);
+/* From the next frame on, every frame carries n bytes after its body
+ * (a TCP conn's tag, RPC_TAG_BYTES, from the frame after the handshake):
+ * they are collected with the body and passed to on_frame at
+ * body + h->length; h->length and max_body count the body alone. May be
+ * called from on_frame. 0 (the default) for none. */
+void rpc_parser_set_trailer(struct rpc_parser *p, uint32_t n);
 /* Bytes that complete what p is collecting now: the rest of a header, or
  * the rest of a body (RPC_HDR_BYTES between frames). A reader that never
  * feeds more than this delivers at most one frame per feed and never reads
@@ -209,7 +242,9 @@ void rpc_parser_where(const struct rpc_parser *p, char *out, size_t cap);
 
 /* ---- the transport's frames, pure checks (fuzzed with the parser) ---- */
 
-#define RPC_AUTH_VERSION 1u
+/* 2: frames after the handshake carry tags (version 1 carried none: such
+ * a peer is refused at its HELLO, with a line that says so). */
+#define RPC_AUTH_VERSION 2u
 #define RPC_AUTH_NONCE_BYTES 32u
 #define RPC_AUTH_MAC_BYTES 32u  /* crypto_auth_BYTES */
 #define RPC_KEY_BYTES 32u       /* crypto_auth_KEYBYTES */
@@ -252,7 +287,8 @@ uint64_t rpc_now_ms(void);
 int rpc_sock_connect_unix(const char *path, int *fd);
 /* Connects to a numeric IPv4 or IPv6 address (no name resolution: -EINVAL)
  * within timeout_ms (-ETIMEDOUT), TCP_NODELAY. OUT: *fd as
- * rpc_sock_connect_unix; run rpc_sock_handshake on it before any frame. */
+ * rpc_sock_connect_unix; run rpc_sock_session_handshake on it before any frame,
+ * then rpc_sock_session_* (every frame after it is tagged). */
 int rpc_sock_connect_tcp(const char *host, int port, int timeout_ms, int *fd);
 /* Sends one frame before deadline_ms (rpc_now_ms() clock); -ETIMEDOUT. */
 int rpc_sock_send(int fd, uint32_t type, uint64_t request_id,
@@ -263,6 +299,13 @@ int rpc_sock_send(int fd, uint32_t type, uint64_t request_id,
  * -ECONNRESET on EOF, -ETIMEDOUT, PT_EPROTO, PT_ETOOBIG. */
 int rpc_sock_recv(int fd, uint32_t max_body, uint64_t deadline_ms,
                   struct rpc_hdr *h, ProtobufCMessage **msg);
+/* Exactly len raw bytes out / in before deadline_ms (what rpc_sock_send
+ * and rpc_sock_recv are made of): the errors above. */
+int rpc_sock_write_all(int fd, const void *buf, size_t len,
+                       uint64_t deadline_ms);
+int rpc_sock_read_all(int fd, void *buf, size_t len, uint64_t deadline_ms);
+/* The next request id of the process's calls (never 0). */
+uint64_t rpc_sock_next_id(void);
 /* Sends a request and waits for the reply with the same request id and the
  * expected type, skipping RPC_EVENT frames and replies to other request ids
  * (late answers to calls that timed out). Request ids are unique in the
@@ -582,12 +625,98 @@ int rpc_handshake_next(struct rpc_handshake *hs, uint32_t in_type,
  * (a dialler without the key stops there). False on the dialler's side. */
 bool rpc_handshake_has_hello(const struct rpc_handshake *hs);
 bool rpc_handshake_is_waiting_proof(const struct rpc_handshake *hs);
+/* The handshake returned RPC_HANDSHAKE_DONE (rpc_handshake_session may
+ * run). */
+bool rpc_handshake_is_done(const struct rpc_handshake *hs);
 /* Wipes the key and nonces. */
 void rpc_handshake_release(struct rpc_handshake *hs);
 /* The dialler's handshake over a connected blocking socket (rpc_sock_*),
  * within timeout_ms; the errors of rpc_handshake_next and rpc_sock_*.
- * OUT: *peer_role and peer_node (RPC_NODE_ID_MAX + 1 bytes), may be NULL. */
+ * OUT: *peer_role and peer_node (RPC_NODE_ID_MAX + 1 bytes), may be NULL.
+ * It keeps no session keys, and every frame after the handshake must carry
+ * a tag: a caller that goes on talking uses rpc_sock_session_handshake
+ * and rpc_sock_session_* instead (this one is good for a handshake alone). */
+__attribute__((deprecated("frames after it need tags: use "
+                          "rpc_sock_session_handshake")))
 int rpc_sock_handshake(int fd, const struct rpc_auth *self, int timeout_ms,
                        uint32_t *peer_role, char *peer_node);
+
+/* ---- frame tags (rpc_tag.c; libsodium) ---- */
+
+#define RPC_TAG_BYTES 16u         /* crypto_onetimeauth_BYTES */
+#define RPC_SESSION_KEY_BYTES 32u /* crypto_stream_chacha20_ietf_KEYBYTES */
+
+/* One conn's keys and sequence numbers, both directions. */
+struct rpc_session {
+  uint8_t tx_key[RPC_SESSION_KEY_BYTES], rx_key[RPC_SESSION_KEY_BYTES];
+  uint64_t tx_seq, rx_seq; /* the next unit's number, from 0 */
+};
+/* Derives s from a handshake that returned RPC_HANDSHAKE_DONE (either
+ * side): each direction's key is crypto_generichash (BLAKE2b-256) keyed
+ * with the cluster key over "pt-rpc-session-1", nonce_c, nonce_s and 'C'
+ * (the dialler's frames) or 'S' (the acceptor's). -EINVAL before DONE. */
+int rpc_handshake_session(const struct rpc_handshake *hs,
+                          struct rpc_session *s);
+void rpc_session_wipe(struct rpc_session *s);
+
+/* An incremental tag: begin with a direction's key and a unit's sequence
+ * number, feed the unit's bytes in pieces, then final (the sender) or
+ * check (the receiver: constant time; true when it matches). Opaque
+ * storage for crypto_onetimeauth_state. */
+struct rpc_tag_ctx {
+  _Alignas(16) unsigned char opaque[256];
+};
+void rpc_tag_begin(struct rpc_tag_ctx *t,
+                   const uint8_t key[RPC_SESSION_KEY_BYTES], uint64_t seq);
+void rpc_tag_update(struct rpc_tag_ctx *t, const void *p, size_t n);
+void rpc_tag_final(struct rpc_tag_ctx *t, uint8_t tag[RPC_TAG_BYTES]);
+bool rpc_tag_check(struct rpc_tag_ctx *t, const uint8_t tag[RPC_TAG_BYTES]);
+/* The tag of one whole frame (header and body, len bytes) as s's next
+ * unit out, written to tag; s->tx_seq advances. */
+void rpc_tag_seal(struct rpc_session *s, const uint8_t *frame, size_t len,
+                  uint8_t tag[RPC_TAG_BYTES]);
+/* Checks a received frame (h as decoded, its body of h->length bytes, tag)
+ * as s's next unit in; s->rx_seq advances either way (a conn whose tag
+ * failed is closed). */
+bool rpc_tag_open(struct rpc_session *s, const struct rpc_hdr *h,
+                  const uint8_t *body, const uint8_t tag[RPC_TAG_BYTES]);
+
+/* ---- blocking I/O with tags (rpc_sock_session.c; ptctl, tests) ---- */
+
+/* A blocking conn: its fd (the caller's: never closed here) and, over TCP
+ * after the handshake, its session. An untagged one (Unix sockets) is the
+ * plain rpc_sock_* calls. */
+struct rpc_sock_session {
+  int fd;
+  bool tagged;
+  struct rpc_session keys;
+};
+/* rpc_sock_handshake, keeping the keys: OUT *s (s->fd = fd), then
+ * rpc_sock_session_* speak on it. The errors of rpc_sock_handshake. */
+int rpc_sock_session_handshake(struct rpc_sock_session *s, int fd,
+                               const struct rpc_auth *self, int timeout_ms,
+                               uint32_t *peer_role, char *peer_node);
+/* A session over fd from a handshake driven by hand (either side, hs
+ * DONE), or untagged when hs is NULL. -EINVAL as rpc_handshake_session. */
+int rpc_sock_session_start(struct rpc_sock_session *s, int fd,
+                           const struct rpc_handshake *hs);
+/* rpc_sock_send, rpc_sock_recv and rpc_sock_call on s: the same
+ * semantics, each frame tagged and checked (a frame whose tag fails:
+ * -EACCES, and the stream is lost). */
+int rpc_sock_session_send(struct rpc_sock_session *s, uint32_t type,
+                          uint64_t request_id, const ProtobufCMessage *msg,
+                          uint64_t deadline_ms);
+int rpc_sock_session_recv(struct rpc_sock_session *s, uint32_t max_body,
+                          uint64_t deadline_ms, struct rpc_hdr *h,
+                          ProtobufCMessage **msg);
+int rpc_sock_session_call(struct rpc_sock_session *s, uint32_t type,
+                          const ProtobufCMessage *req, uint32_t reply_type,
+                          int timeout_ms, ProtobufCMessage **reply);
+/* Sends a bulk frame and its payload, both tagged (tests, tools). */
+int rpc_sock_session_send_bulk(struct rpc_sock_session *s,
+                               const struct rpc_bulk_hdr *h,
+                               const void *payload, uint64_t deadline_ms);
+/* Wipes the keys (the fd stays open: the caller closes it). */
+void rpc_sock_session_release(struct rpc_sock_session *s);
 
 #endif /* PT_RPC_H */

@@ -337,6 +337,11 @@ bool rpc_handshake_has_hello(const struct rpc_handshake *hs)
   return !hs->dialler && hs->peer_said;
 }
 
+bool rpc_handshake_is_done(const struct rpc_handshake *hs)
+{
+  return hs->step == STEP_DONE;
+}
+
 bool rpc_handshake_is_waiting_proof(const struct rpc_handshake *hs)
 {
   return !hs->dialler && hs->step == STEP_WAIT_PROOF;
@@ -348,8 +353,10 @@ void rpc_handshake_release(struct rpc_handshake *hs)
   hs->step = STEP_FAILED;
 }
 
-int rpc_sock_handshake(int fd, const struct rpc_auth *self, int timeout_ms,
-                       uint32_t *peer_role, char *peer_node)
+/* The dialler's side over a blocking socket; OUT: *keys (may be NULL). */
+static int sock_handshake(int fd, const struct rpc_auth *self, int timeout_ms,
+                          uint32_t *peer_role, char *peer_node,
+                          struct rpc_session *keys)
 {
   struct rpc_handshake hs;
   uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
@@ -381,6 +388,8 @@ int rpc_sock_handshake(int fd, const struct rpc_auth *self, int timeout_ms,
         *peer_role = hs.peer_role;
       if (peer_node != NULL)
         memcpy(peer_node, hs.peer_node, sizeof(hs.peer_node));
+      if (keys != NULL)
+        rc = rpc_handshake_session(&hs, keys);
       break;
     }
     rc = rpc_sock_recv(fd, RPC_AUTH_MAX_BODY, deadline, &h, &in);
@@ -388,5 +397,26 @@ int rpc_sock_handshake(int fd, const struct rpc_auth *self, int timeout_ms,
       break;
   }
   rpc_handshake_release(&hs);
+  return rc;
+}
+
+int rpc_sock_handshake(int fd, const struct rpc_auth *self, int timeout_ms,
+                       uint32_t *peer_role, char *peer_node)
+{
+  return sock_handshake(fd, self, timeout_ms, peer_role, peer_node, NULL);
+}
+
+int rpc_sock_session_handshake(struct rpc_sock_session *s, int fd,
+                               const struct rpc_auth *self, int timeout_ms,
+                               uint32_t *peer_role, char *peer_node)
+{
+  memset(s, 0, sizeof(*s));
+  s->fd = fd;
+  int rc = sock_handshake(fd, self, timeout_ms, peer_role, peer_node,
+                          &s->keys);
+  if (rc == PT_OK)
+    s->tagged = true;
+  else
+    rpc_session_wipe(&s->keys);
   return rc;
 }

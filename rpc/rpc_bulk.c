@@ -22,9 +22,17 @@
  *     on_bulk_done, and every send that returned PT_OK exactly one sent
  *     callback, whatever happens to the conn;
  *   - a CRC mismatch fails that transfer only: the stream is still in step,
- *     so the conn stays open.
+ *     so the conn stays open;
+ *   - on a tagged (TCP) conn the header frame's tag is checked before
+ *     on_bulk_begin sees it, and the payload is the next unit: its tag,
+ *     after it, is computed piece by piece with the CRC and checked before
+ *     on_bulk_done says PT_OK; a wrong one closes the conn (-EACCES, and
+ *     on_bulk_done gets that). The sender tags the payload as the frame
+ *     goes to libuv (rpc_conn.c), in one pass over the caller's buffer.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +72,7 @@ int rpc_conn_send_bulk(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
   rc = rpci_wreq_new(RPC_BULK, 0, &m.base, &w);
   if (rc != PT_OK)
     return rc;
+  w->bulk = true;
   w->payload = payload;
   w->payload_len = (size_t)h->length;
   w->sent = sent;
@@ -109,6 +118,7 @@ static void bulk_end(struct rpc_conn *c, int status)
     c->ops.on_bulk_done(c, &b.h, b.dst, status);
 }
 
+/* The payload is in (and, on a tagged conn, its tag checked). */
 static void bulk_finish(struct rpc_conn *c)
 {
   int status = PT_OK;
@@ -140,9 +150,15 @@ int rpci_bulk_frame(struct rpc_conn *c, const struct rpc_hdr *h,
   c->brx.dst = dst;
   c->brx.have = 0;
   c->brx.crc = CRC32C_SEED;
+  c->brx.tagged = c->tagged;
+  c->brx.tag_have = 0;
+  if (c->tagged) { /* the payload is the next unit, its tag after it */
+    c->brx.seq = c->sess.rx_seq++;
+    rpc_tag_begin(&c->brx.mac, c->sess.rx_key, c->brx.seq);
+  }
   if (c->closing)
     return RPCI_FRAME_STOP; /* on_bulk_done comes from the close */
-  if (bh.length == 0)
+  if (bh.length == 0 && !c->brx.tagged)
     bulk_finish(c);
   return c->closing ? RPCI_FRAME_STOP : PT_OK;
 }
@@ -151,7 +167,10 @@ void rpci_bulk_alloc(struct rpc_conn *c, uv_buf_t *buf)
 {
   uint64_t left = c->brx.h.length - c->brx.have;
 
-  if (c->brx.dst != NULL) {
+  if (left == 0) { /* tagged: the payload is in, its tag follows */
+    buf->base = (char *)c->brx.tag + c->brx.tag_have;
+    buf->len = RPC_TAG_BYTES - c->brx.tag_have;
+  } else if (c->brx.dst != NULL) {
     buf->base = (char *)c->brx.dst + c->brx.have;
     buf->len = left < READ_PIECE ? (size_t)left : READ_PIECE;
   } else { /* discarding: through the thread's read buffer */
@@ -160,12 +179,37 @@ void rpci_bulk_alloc(struct rpc_conn *c, uv_buf_t *buf)
   }
 }
 
+/* The payload's tag is in: check it, then finish (or close the conn). */
+static void bulk_tag_in(struct rpc_conn *c)
+{
+  char what[128];
+
+  if (rpc_tag_check(&c->brx.mac, c->brx.tag)) {
+    bulk_finish(c);
+    return;
+  }
+  snprintf(what, sizeof(what), "the payload of bulk frame %" PRIu64
+           ", %" PRIu64 " bytes", c->brx.seq - 1, c->brx.h.length);
+  rpci_tag_fail(c, c->brx.seq, what); /* on_bulk_done(-EACCES) follows */
+}
+
 void rpci_bulk_read(struct rpc_conn *c, size_t n)
 {
+  if (c->brx.have == c->brx.h.length) { /* tagged: tag bytes */
+    c->brx.tag_have += n;
+    if (c->brx.tag_have == RPC_TAG_BYTES)
+      bulk_tag_in(c);
+    return;
+  }
+  const uint8_t *p = c->brx.dst != NULL ? c->brx.dst + c->brx.have
+                                        : rpci_read_buf();
+  /* CRC and tag over the same piece, while it is in the cache. */
   if (c->brx.dst != NULL)
-    c->brx.crc = crc32c_update(c->brx.crc, c->brx.dst + c->brx.have, n);
+    c->brx.crc = crc32c_update(c->brx.crc, p, n);
+  if (c->brx.tagged)
+    rpc_tag_update(&c->brx.mac, p, n);
   c->brx.have += n;
-  if (c->brx.have == c->brx.h.length)
+  if (c->brx.have == c->brx.h.length && !c->brx.tagged)
     bulk_finish(c);
 }
 

@@ -19,6 +19,12 @@
  *   - nothing but handshake frames goes out or comes in before the conn is
  *     ready (connected, and over TCP authenticated): other frames wait in
  *     the pending queue;
+ *   - over TCP, once the handshake is done (c->tagged), every frame is
+ *     tagged as it is handed to libuv (rpci_write, send_direct: the order
+ *     of the sequence numbers is the wire's, whatever waited in the pending
+ *     queue) and every frame received has its tag checked in on_frame
+ *     before anything else looks at it; one that fails closes the conn
+ *     with -EACCES and one line (rpci_tag_fail);
  *   - a header error, a body that does not decode as its type, a frame
  *     truncated by EOF, or on_msg returning non-zero closes the connection
  *     with one RPC_LOG_CLOSE line (rpc_set_log_cb); the listener keeps
@@ -44,6 +50,7 @@
  * SIGPIPE; ptd ignores it at start-up (the daemon's job, not this file's).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +173,7 @@ static void conn_close_cb(uv_handle_t *h)
     c->ops.on_close(c, c->close_err);
   listener_unlink_conn(c);
   rpc_parser_release(&c->parser);
+  rpc_session_wipe(&c->sess);
   free(c);
 }
 
@@ -205,21 +213,51 @@ void rpci_conn_fail(struct rpc_conn *c, int err)
   rpc_conn_close(c, err);
 }
 
+/* " (role R, node id 'ID')" of an authenticated TCP peer, else "". */
+static void peer_said(const struct rpc_conn *c, char *who, size_t cap)
+{
+  char id[65];
+
+  who[0] = '\0';
+  if (c->tcp && (c->ready || c->tagged)) {
+    rpci_printable(c->peer_node, id, sizeof(id));
+    snprintf(who, cap, " (role %u, node id '%s')", (unsigned)c->peer_role,
+             id);
+  }
+}
+
+void rpci_tag_fail(struct rpc_conn *c, uint64_t seq, const char *what)
+{
+  char who[120];
+
+  if (c->closing)
+    return;
+  peer_said(c, who, sizeof(who));
+  rpci_log(RPC_LOG_CLOSE, RPC_LOG_WARN,
+           "rpc: frame %" PRIu64 " from %s failed its authentication tag "
+           "(%s): closing the connection%s: %s", seq, c->peer_name, what,
+           who, pt_strerror(-EACCES));
+  rpc_conn_close(c, -EACCES);
+}
+
+void rpci_conn_start_session(struct rpc_conn *c)
+{
+  if (rpc_handshake_session(c->hs, &c->sess) != PT_OK)
+    return; /* not done: the caller never gets here */
+  c->tagged = true;
+  rpc_parser_set_trailer(&c->parser, RPC_TAG_BYTES);
+}
+
 /* A stream that went wrong (a frame refused, EOF inside one): the line
  * says what the peer proved it is (TCP) and where in the stream. */
 static void conn_fail_stream(struct rpc_conn *c, int err)
 {
-  char where[160], id[65], who[120];
+  char where[160], who[120];
 
   if (c->closing)
     return;
   rpc_parser_where(&c->parser, where, sizeof(where));
-  who[0] = '\0';
-  if (c->tcp && c->ready) {
-    rpci_printable(c->peer_node, id, sizeof(id));
-    snprintf(who, sizeof(who), " (role %u, node id '%s')",
-             (unsigned)c->peer_role, id);
-  }
+  peer_said(c, who, sizeof(who));
   rpci_log(RPC_LOG_CLOSE, RPC_LOG_WARN,
            "rpc: closing connection from %s%s: %s%s%s%s", c->peer_name, who,
            pt_strerror(err), where[0] != '\0' ? " (" : "", where,
@@ -252,7 +290,8 @@ int rpci_wreq_new(uint32_t type, uint64_t request_id,
 
   if (rc != PT_OK)
     return rc;
-  struct rpci_wreq *w = calloc(1, sizeof(*w) + len);
+  /* Room for the tag that rpci_write adds on a tagged conn. */
+  struct rpci_wreq *w = calloc(1, sizeof(*w) + len + RPC_TAG_BYTES);
   if (w == NULL)
     return -ENOMEM;
   rc = rpc_frame_write(w->frame, len, type, request_id, msg);
@@ -266,18 +305,40 @@ int rpci_wreq_new(uint32_t type, uint64_t request_id,
   return PT_OK;
 }
 
+/* Tags w as c's next unit(s) out: the frame (its tag goes after it, in
+ * the room rpci_wreq_new left), and a bulk frame's payload (its tag in
+ * w->payload_tag). Here, as w goes to libuv, so that the sequence numbers
+ * follow the order of the wire. */
+static void wreq_seal(struct rpc_conn *c, struct rpci_wreq *w)
+{
+  rpc_tag_seal(&c->sess, w->frame, w->len, w->frame + w->len);
+  w->len += RPC_TAG_BYTES;
+  if (w->bulk) {
+    struct rpc_tag_ctx t;
+    rpc_tag_begin(&t, c->sess.tx_key, c->sess.tx_seq++);
+    rpc_tag_update(&t, w->payload, w->payload_len);
+    rpc_tag_final(&t, w->payload_tag);
+  }
+  w->sealed = true;
+}
+
 int rpci_write(struct rpc_conn *c, struct rpci_wreq *w)
 {
-  uv_buf_t b[2];
+  uv_buf_t b[3];
   unsigned int nb = 1;
+  bool tag_payload = c->tagged && w->bulk && !w->sealed;
 
   w->conn = c;
+  if (c->tagged && !w->sealed)
+    wreq_seal(c, w);
   b[0] = uv_buf_init((char *)w->frame, (unsigned int)w->len);
   if (w->payload != NULL && w->payload_len > 0) {
-    b[1].base = (char *)w->payload; /* written, never modified */
-    b[1].len = w->payload_len;
-    nb = 2;
+    b[nb].base = (char *)w->payload; /* written, never modified */
+    b[nb].len = w->payload_len;
+    nb++;
   }
+  if (tag_payload)
+    b[nb++] = uv_buf_init((char *)w->payload_tag, RPC_TAG_BYTES);
   int rc = uv_write(&w->req, &c->io.stream, b, nb, write_cb);
   if (rc < 0) {
     rpc_conn_close(c, rc);
@@ -336,6 +397,10 @@ static int send_direct(struct rpc_conn *c, uint8_t *buf, size_t len,
   *out = NULL;
   if (rc != PT_OK)
     return rc;
+  if (c->tagged) { /* buf has RPC_TAG_BYTES of room past len */
+    rpc_tag_seal(&c->sess, buf, len, buf + len);
+    len += RPC_TAG_BYTES;
+  }
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
   int n = uv_try_write(&c->io.stream, &b, 1);
   if (n == (int)len)
@@ -350,6 +415,7 @@ static int send_direct(struct rpc_conn *c, uint8_t *buf, size_t len,
   memcpy(w->frame, buf + done, len - done);
   w->req.data = w;
   w->len = len - done;
+  w->sealed = true; /* its tag, if any, is in it */
   *out = w;
   return PT_OK;
 }
@@ -369,7 +435,7 @@ int rpc_conn_send(struct rpc_conn *c, uint32_t type, uint64_t request_id,
   if (c->ready && len <= SEND_DIRECT_MAX) {
     /* The common case (a control frame to a peer that reads): one write(2),
      * no allocation, no request for libuv to complete on a later turn. */
-    uint8_t buf[SEND_DIRECT_MAX];
+    uint8_t buf[SEND_DIRECT_MAX + RPC_TAG_BYTES];
     rc = send_direct(c, buf, len, type, request_id, msg, &w);
     if (rc != PT_OK || w == NULL)
       return rc;
@@ -469,6 +535,16 @@ static int on_frame(void *arg, const struct rpc_hdr *h, const uint8_t *body)
 
   if (c->hs != NULL)
     return rpci_auth_frame(c, h, body);
+  if (c->tagged) {
+    uint64_t seq = c->sess.rx_seq;
+    if (!rpc_tag_open(&c->sess, h, body, body + h->length)) {
+      char what[96];
+      snprintf(what, sizeof(what), "a %s frame of %" PRIu32 " body bytes",
+               rpc_type_name(h->type), h->length);
+      rpci_tag_fail(c, seq, what);
+      return RPCI_FRAME_STOP;
+    }
+  }
   if (is_auth_type(h->type))
     return PT_EPROTO; /* the handshake is over (or never was) */
   if (h->type == RPC_BULK)

@@ -269,6 +269,17 @@ void rpc_parser_init(struct rpc_parser *p, uint32_t max_body)
   p->max_body = max_body;
 }
 
+void rpc_parser_set_trailer(struct rpc_parser *p, uint32_t n)
+{
+  p->trailer = n;
+}
+
+/* Bytes after the header of the frame being collected: body and trailer. */
+static size_t frame_rest(const struct rpc_parser *p)
+{
+  return (size_t)p->cur.length + p->cur_trailer;
+}
+
 void rpc_parser_release(struct rpc_parser *p)
 {
   free(p->body);
@@ -323,16 +334,17 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
         return rc;
       }
       p->body_have = 0;
-      if (p->cur.length == 0) {
+      p->cur_trailer = p->trailer;
+      if (frame_rest(p) == 0) {
         rc = deliver(p, NULL, NULL, on_frame, arg);
         if (rc != 0)
           return rc;
         continue;
       }
-      if (len >= p->cur.length) {
+      if (len >= frame_rest(p)) {
         /* The whole body is in this piece: hand it over in place. */
         const uint8_t *body = data;
-        size_t blen = p->cur.length;
+        size_t blen = frame_rest(p);
         data += blen;
         len -= blen;
         rc = deliver(p, body, NULL, on_frame, arg);
@@ -349,15 +361,15 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
      * actually sent, whatever length it announced. */
     if (len == 0)
       return PT_OK;
-    size_t n = p->cur.length - p->body_have;
+    size_t n = frame_rest(p) - p->body_have;
     if (n > len)
       n = len;
     if (p->body_have + n > p->body_cap) {
       size_t cap = p->body_cap != 0 ? p->body_cap : RPC_BODY_CHUNK;
       while (cap < p->body_have + n)
         cap *= 2;
-      if (cap > p->cur.length)
-        cap = p->cur.length;
+      if (cap > frame_rest(p))
+        cap = frame_rest(p);
       uint8_t *nb = realloc(p->body, cap);
       if (nb == NULL) {
         p->failed = true;
@@ -370,7 +382,7 @@ int rpc_parser_feed(struct rpc_parser *p, const uint8_t *data, size_t len,
     p->body_have += n;
     data += n;
     len -= n;
-    if (p->body_have < p->cur.length)
+    if (p->body_have < frame_rest(p))
       return PT_OK;
     uint8_t *body = p->body;
     int rc = deliver(p, body, body, on_frame, arg);
@@ -383,7 +395,7 @@ size_t rpc_parser_want(const struct rpc_parser *p)
 {
   if (p->hdr_have < RPC_HDR_BYTES)
     return RPC_HDR_BYTES - p->hdr_have;
-  return p->cur.length - p->body_have;
+  return frame_rest(p) - p->body_have;
 }
 
 void rpc_parser_where(const struct rpc_parser *p, char *out, size_t cap)
@@ -405,9 +417,14 @@ void rpc_parser_where(const struct rpc_parser *p, char *out, size_t cap)
     return;
   }
   if (!p->failed) {
-    snprintf(out, cap, "inside frame %s, %zu of its %" PRIu32
-             " body bytes in", rpc_type_name(p->cur.type), p->body_have,
-             p->cur.length);
+    if (p->body_have > p->cur.length)
+      snprintf(out, cap, "inside the tag of frame %s, %zu of its %" PRIu32
+               " bytes in", rpc_type_name(p->cur.type),
+               p->body_have - p->cur.length, p->cur_trailer);
+    else
+      snprintf(out, cap, "inside frame %s, %zu of its %" PRIu32
+               " body bytes in", rpc_type_name(p->cur.type), p->body_have,
+               p->cur.length);
     return;
   }
   uint32_t type = get_le16(h + 6), len = get_le32(h + 8);

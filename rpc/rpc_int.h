@@ -9,6 +9,10 @@
  *   rpc_tcp.c    TCP: listener, dialling with a deadline, the handshake
  *   rpc_bulk.c   bulk frames: sending with backpressure, receiving into the
  *                receiver's buffer
+ *
+ * Beside them, without libuv: rpc_auth.c (keys, the handshake),
+ * rpc_tag.c (session keys and frame tags), rpc_sock_session.c (blocking
+ * calls with tags).
  */
 #ifndef PT_RPC_INT_H
 #define PT_RPC_INT_H
@@ -38,7 +42,10 @@ struct rpci_wreq {
   size_t payload_len;
   rpc_bulk_sent_cb sent;
   void *sent_arg;
-  uint8_t frame[];
+  bool bulk;              /* a bulk frame: payload (maybe empty) follows */
+  bool sealed;            /* tagged already (send_direct's remainder) */
+  uint8_t payload_tag[RPC_TAG_BYTES]; /* bulk over TCP: after the payload */
+  uint8_t frame[];        /* len bytes, and room for RPC_TAG_BYTES more */
 };
 
 union rpci_stream {
@@ -55,6 +62,12 @@ struct rpci_bulk_rx {
   uint8_t *dst; /* NULL: discarding */
   uint64_t have;
   uint32_t crc;
+  /* Tagged conns: the payload's tag, checked before on_bulk_done. */
+  bool tagged;
+  uint64_t seq;              /* the payload's unit number */
+  struct rpc_tag_ctx mac;    /* over the payload so far */
+  uint8_t tag[RPC_TAG_BYTES];
+  size_t tag_have;           /* tag bytes read, once the payload is in */
 };
 
 struct rpc_conn {
@@ -94,6 +107,11 @@ struct rpc_conn {
   bool hs_counted; /* in listener->handshakes */
   uint32_t peer_role;
   char peer_node[RPC_NODE_ID_MAX + 1];
+  /* TCP after the handshake: every frame out is tagged as it is handed to
+   * libuv (so sequence numbers follow the wire's order), every frame in
+   * checked before it is believed. */
+  bool tagged;
+  struct rpc_session sess;
   struct rpci_bulk_rx brx;
 };
 
@@ -155,6 +173,13 @@ void rpci_conn_attach(struct rpc_listener *l, struct rpc_conn *c);
  * Unix socket, once authenticated over TCP. The caller starts reading. */
 void rpci_conn_accepted(struct rpc_listener *l, struct rpc_conn *c);
 void rpci_listener_free_cb(uv_handle_t *h);
+
+/* c's handshake is done (hs still set): the session starts, every frame
+ * from now on in both directions carries a tag. */
+void rpci_conn_start_session(struct rpc_conn *c);
+/* A unit whose tag failed: one RPC_LOG_CLOSE line ("frame N from PEER
+ * failed its authentication tag", what names it), c closed with -EACCES. */
+void rpci_tag_fail(struct rpc_conn *c, uint64_t seq, const char *what);
 
 /* Returned by a frame's handler (on_frame's helpers) when the conn was
  * closed by the frame's handling: stops the parser without a second

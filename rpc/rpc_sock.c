@@ -151,9 +151,11 @@ out_close:
 }
 
 /* Writes all len bytes before the deadline, resuming after partial writes. */
-static int send_all(int fd, const uint8_t *buf, size_t len,
-                    uint64_t deadline_ms)
+int rpc_sock_write_all(int fd, const void *data, size_t len,
+                       uint64_t deadline_ms)
 {
+  const uint8_t *buf = data;
+
   while (len > 0) {
     ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
@@ -173,8 +175,10 @@ static int send_all(int fd, const uint8_t *buf, size_t len,
 }
 
 /* Reads exactly len bytes before the deadline; -ECONNRESET on EOF. */
-static int recv_all(int fd, uint8_t *buf, size_t len, uint64_t deadline_ms)
+int rpc_sock_read_all(int fd, void *data, size_t len, uint64_t deadline_ms)
 {
+  uint8_t *buf = data;
+
   while (len > 0) {
     ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
     if (n > 0) {
@@ -204,7 +208,7 @@ int rpc_sock_send(int fd, uint32_t type, uint64_t request_id,
 
   if (rc < 0)
     return rc;
-  rc = send_all(fd, frame, len, deadline_ms);
+  rc = rpc_sock_write_all(fd, frame, len, deadline_ms);
   free(frame);
   return rc;
 }
@@ -219,7 +223,7 @@ int rpc_sock_recv(int fd, uint32_t max_body, uint64_t deadline_ms,
   *msg = NULL;
   if (max_body == 0)
     max_body = RPC_MAX_BODY_DEFAULT;
-  rc = recv_all(fd, hdr, sizeof(hdr), deadline_ms);
+  rc = rpc_sock_read_all(fd, hdr, sizeof(hdr), deadline_ms);
   if (rc < 0)
     return rc;
   rc = rpc_hdr_decode(hdr, max_body, h);
@@ -229,7 +233,7 @@ int rpc_sock_recv(int fd, uint32_t max_body, uint64_t deadline_ms,
     body = malloc(h->length);
     if (body == NULL)
       return -ENOMEM;
-    rc = recv_all(fd, body, h->length, deadline_ms);
+    rc = rpc_sock_read_all(fd, body, h->length, deadline_ms);
     if (rc < 0)
       goto out_free_body;
   }
@@ -240,13 +244,19 @@ out_free_body:
   return rc;
 }
 
-int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
-                  uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply)
+uint64_t rpc_sock_next_id(void)
 {
   /* Process-wide, never 0 (0 marks events): a late reply to a call that
    * timed out carries an older id and is skipped by the next call. */
   static uint64_t next_id;
-  uint64_t id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+
+  return __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+}
+
+int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
+                  uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply)
+{
+  uint64_t id = rpc_sock_next_id();
   uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   int rc;
 

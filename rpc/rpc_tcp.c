@@ -16,6 +16,10 @@
  *     not yet authenticated (l->handshakes counts those with hs_counted,
  *     uncounted when the handshake succeeds or the conn starts closing);
  *     one more accepted drops the one that has waited longest;
+ *   - once it has succeeded, every frame both ways carries a tag under
+ *     the conn's session keys (rpc_tag.c), from the frame after the last
+ *     handshake frame on: rpci_conn_start_session, before anything the
+ *     user queued is written;
  *   - an accepted conn that fails it gets one RPC_LOG_REFUSE line naming
  *     the peer's address and is closed without reaching on_accept or
  *     on_close; a dialled conn that fails it reports through on_close.
@@ -183,6 +187,17 @@ int rpci_auth_frame(struct rpc_conn *c, const struct rpc_hdr *h,
     return RPCI_FRAME_STOP;
   }
   rc = rpc_body_unpack(h->type, body, h->length, &in);
+  if (rc == PT_OK && h->type == RPC_AUTH_HELLO &&
+      ((const Pt__AuthHello *)in)->version != RPC_AUTH_VERSION) {
+    char why[192];
+    snprintf(why, sizeof(why), "it speaks handshake version %u, this side "
+             "%u (from version 2 on every frame after the handshake carries "
+             "an authentication tag): run the same pt on both ends",
+             (unsigned)((const Pt__AuthHello *)in)->version, RPC_AUTH_VERSION);
+    protobuf_c_message_free_unpacked(in, NULL);
+    rpci_auth_fail(c, PT_EPROTO, why);
+    return RPCI_FRAME_STOP;
+  }
   if (rc == PT_OK) {
     rc = rpc_handshake_next(c->hs, h->type, in, &out_type, &out);
     protobuf_c_message_free_unpacked(in, NULL);
@@ -200,6 +215,8 @@ int rpci_auth_frame(struct rpc_conn *c, const struct rpc_hdr *h,
   rpci_hs_uncount(c);
   c->peer_role = c->hs->peer_role;
   memcpy(c->peer_node, c->hs->peer_node, sizeof(c->peer_node));
+  /* From the next frame on, both ways: tags under this conn's keys. */
+  rpci_conn_start_session(c);
   rpc_handshake_release(c->hs);
   free(c->hs);
   c->hs = NULL;

@@ -16,7 +16,9 @@ of their own within 10 s more).
   postauth  the handshake done with the cluster key (as ptctl, or as a
             node), then oversized, truncated, garbage, bad-version,
             unknown-type, undecodable, out-of-role and re-handshake frames
-            and a bulk frame: each closed with its own log line naming the
+            and a bulk frame, a frame with a flipped tag byte, one with no
+            tag, a replayed frame and the controller's own reply sent
+            back: each closed with its own log line naming the
             connection's port (these are not rate-limited);
   preauth   the same kinds before the handshake, a wrong proof, a
             slow-loris (part of a HELLO header, then silence: closed at the
@@ -28,9 +30,11 @@ of their own within 10 s more).
 
 The frame header and the handshake are rpc/rpc.h's and rpc/rpc_auth.c's:
 header "<IHHIIQ" (magic 0x46525450, version 1, type, body length, flags,
-request id); AUTH_HELLO (22), AUTH_CHALLENGE (23), AUTH_PROOF (24) with
-HMAC-SHA512-256 (HMAC-SHA512 cut to 32 bytes) over "pt-rpc-auth-1", the
-direction byte, both nonces, and each side's role (le32) and node id.
+request id); AUTH_HELLO (22, handshake version 2), AUTH_CHALLENGE (23),
+AUTH_PROOF (24) with HMAC-SHA512-256 (HMAC-SHA512 cut to 32 bytes) over
+"pt-rpc-auth-1", the direction byte, both nonces, and each side's role
+(le32) and node id. Every frame after the handshake carries a 16-byte tag
+(tests/rpc_tag.py, rpc/rpc_tag.c).
 """
 import argparse
 import hashlib
@@ -45,7 +49,10 @@ import sys
 import threading
 import time
 
+import rpc_tag
+
 MAGIC, VER = 0x46525450, 1
+AUTH_VERSION = 2      # rpc.h RPC_AUTH_VERSION
 AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF, BULK = 22, 23, 24, 25
 HEARTBEAT, NODES_QUERY, NODES_REPLY = 29, 30, 31
 JOBS_QUERY = 36
@@ -132,12 +139,22 @@ def recv_exact(s, n):
     return b
 
 
-def recv_frame(s):
+def recv_raw(s):
+    """One frame as it came: (type, header, body)."""
     h = recv_exact(s, 24)
     magic, ver, t, n, _, rid = struct.unpack("<IHHIIQ", h)
     if magic != MAGIC:
         raise ValueError("bad magic from the controller")
-    return t, recv_exact(s, n)
+    return t, h, recv_exact(s, n)
+
+
+def recv_frame(s, sess=None):
+    """(type, body); after the handshake (sess) its tag checked."""
+    t, h, body = recv_raw(s)
+    if sess is not None and not sess.check(h + body, recv_exact(s, 16)):
+        raise ValueError(f"frame {sess.rx_seq - 1} from the controller "
+                         f"failed its tag")
+    return t, body
 
 
 def mac(key, d, nc, ns, role_c, id_c, role_s, id_s):
@@ -154,13 +171,14 @@ def connect():
 
 
 def hello_frame(role, node_id, nonce):
-    body = pb_uint(1, 1) + pb_uint(2, role) + pb_bytes(3, node_id) + \
-        pb_bytes(4, nonce)
+    body = pb_uint(1, AUTH_VERSION) + pb_uint(2, role) + \
+        pb_bytes(3, node_id) + pb_bytes(4, nonce)
     return frame(AUTH_HELLO, body)
 
 
 def handshake(s, role, node_id, key=None, proof=None):
-    """The dialler's side; returns once the proof is sent."""
+    """The dialler's side; returns once the proof is sent, with the
+    session whose tags every frame after it carries."""
     key = key if key is not None else A.keybytes
     nc = os.urandom(32)
     s.sendall(hello_frame(role, node_id, nc))
@@ -177,6 +195,7 @@ def handshake(s, role, node_id, key=None, proof=None):
     p = proof if proof is not None else mac(key, b"C", nc, ns, role,
                                             node_id, role_s, id_s)
     s.sendall(frame(AUTH_PROOF, pb_bytes(1, p)))
+    return rpc_tag.Session(key, nc, ns)
 
 
 def closed_by_peer(s, secs=5.0):
@@ -237,18 +256,51 @@ def cpu_s():
 
 def sanity():
     """The handshake here is the real one: a NODES_QUERY is answered."""
+    rpc_tag.selftest()
     s = connect()
-    handshake(s, ROLE_CTL, b"hostile")
-    s.sendall(frame(NODES_QUERY, b"", rid=7))
-    t, _ = recv_frame(s)
+    sess = handshake(s, ROLE_CTL, b"hostile")
+    s.sendall(sess.seal(frame(NODES_QUERY, b"", rid=7)))
+    t, _ = recv_frame(s, sess)  # its tag checks: our tags are the C side's
+    s.sendall(sess.seal(frame(NODES_QUERY, b"", rid=8)))
+    t2, _ = recv_frame(s, sess)
     s.close()
-    if t != NODES_REPLY:
-        fail(f"NODES_QUERY after the handshake answered with type {t}")
+    if t != NODES_REPLY or t2 != NODES_REPLY:
+        fail(f"NODES_QUERY after the handshake answered with type {t}, {t2}")
         sys.exit(1)
-    print("sanity: authenticated NODES_QUERY answered", flush=True)
+    print("sanity: authenticated, tagged NODES_QUERY answered twice",
+          flush=True)
+
+
+def flipped_tag(sess, s):
+    """A NODES_QUERY whose tag has one bit flipped."""
+    f = bytearray(sess.seal(frame(NODES_QUERY, b"", rid=3)))
+    f[-1] ^= 0x01
+    s.sendall(bytes(f))
+
+
+def replayed(sess, s):
+    """A NODES_QUERY, answered, then the same bytes again."""
+    f = sess.seal(frame(NODES_QUERY, b"", rid=4))
+    s.sendall(f)
+    recv_frame(s, sess)
+    s.sendall(f)
+
+
+def reflected(sess, s):
+    """The controller's reply, as it came, sent back to it."""
+    s.sendall(sess.seal(frame(NODES_QUERY, b"", rid=5)))
+    _, h, body = recv_raw(s)
+    s.sendall(h + body + recv_exact(s, 16))
 
 
 # ---- after the handshake ------------------------------------------------
+
+class Tagged:
+    """A frame to be sent with the conn's tag."""
+
+    def __init__(self, f):
+        self.frame = f
+
 
 def postauth():
     sanity()
@@ -276,27 +328,49 @@ def postauth():
          e + r"protocol error \(a frame header of version 99; this side speaks 1\)"),
         ("unknown type", ROLE_CTL, hdr(999, 0),
          e + r"protocol error \(a frame of unknown type 999\)"),
-        ("undecodable body", ROLE_CTL, frame(NODES_QUERY, b"\xff" * 16),
+        # Tagged (a Tagged one is sealed with the conn's session): what is
+        # wrong with them is their body, their type or the peer's role.
+        ("undecodable body", ROLE_CTL,
+         Tagged(frame(NODES_QUERY, b"\xff" * 16)),
          e + r"protocol error \(at frame NODES_QUERY of 16 bytes\)"),
         ("a second handshake", ROLE_CTL,
-         hello_frame(ROLE_CTL, b"again", os.urandom(32)),
+         Tagged(hello_frame(ROLE_CTL, b"again", os.urandom(32))),
          e + r"protocol error \(at frame AUTH_HELLO of "),
-        ("a bulk frame", ROLE_CTL, frame(BULK, b""),
+        ("a bulk frame", ROLE_CTL, Tagged(frame(BULK, b"")),
          e + r"protocol error \(at frame BULK of 0 bytes\)"),
-        ("a node's frame from ptctl", ROLE_CTL, frame(HEARTBEAT, pb_uint(1, 1)),
+        ("a node's frame from ptctl", ROLE_CTL,
+         Tagged(frame(HEARTBEAT, pb_uint(1, 1))),
          r"closing ctl 127\.0\.0\.1:{port} \('hostile'\): HEARTBEAT is not "
          r"a ptctl request"),
         ("a node's query before NODE_REGISTER", ROLE_NODE,
-         frame(NODES_QUERY, b""),
+         Tagged(frame(NODES_QUERY, b"")),
          r"closing node 127\.0\.0\.1:{port} \('hostile'\): sent NODES_QUERY "
          r"before NODE_REGISTER"),
+        # Tags that do not check.
+        ("a flipped tag byte", ROLE_CTL, flipped_tag,
+         r"rpc: frame 0 from 127\.0\.0\.1:{port} failed its authentication "
+         r"tag \(a NODES_QUERY frame of 0 body bytes\)"),
+        ("no tag (a version-1 peer's frames)", ROLE_CTL,
+         frame(NODES_QUERY, b"") * 2,
+         r"rpc: frame 0 from 127\.0\.0\.1:{port} failed its authentication "
+         r"tag"),
+        ("a replayed frame", ROLE_CTL, replayed,
+         r"rpc: frame 1 from 127\.0\.0\.1:{port} failed its authentication "
+         r"tag"),
+        ("its own reply sent back", ROLE_CTL, reflected,
+         r"rpc: frame 1 from 127\.0\.0\.1:{port} failed its authentication "
+         r"tag \(a NODES_REPLY frame"),
     ]
     for name, role, data, pattern in cases:
         s = connect()
         port = s.getsockname()[1]
-        handshake(s, role, b"hostile")
+        sess = handshake(s, role, b"hostile")
         try:
-            if name.startswith("truncated"):
+            if callable(data):
+                data(sess, s)
+            elif isinstance(data, Tagged):
+                s.sendall(sess.seal(data.frame))
+            elif name.startswith("truncated"):
                 s.sendall(data)
                 s.shutdown(socket.SHUT_WR)
             else:
@@ -331,6 +405,9 @@ def preauth():
         ("undecodable hello", frame(AUTH_HELLO, b"\xff" * 16)),
         ("hello of another version",
          frame(AUTH_HELLO, pb_uint(1, 9) + pb_uint(2, ROLE_CTL) +
+               pb_bytes(3, b"x") + pb_bytes(4, nc))),
+        ("hello of version 1 (frames without tags)",
+         frame(AUTH_HELLO, pb_uint(1, 1) + pb_uint(2, ROLE_CTL) +
                pb_bytes(3, b"x") + pb_bytes(4, nc))),
     ]
 

@@ -228,7 +228,8 @@ int bench_cluster_call(const struct bench_ctl_proc *cp, uint32_t type, const Pro
     snprintf(why, whylen, "cannot reach the controller: %s", pt_strerror(rc));
     goto out;
   }
-  rc = rpc_sock_handshake(fd, &self, timeout_ms, &peer_role, NULL);
+  struct rpc_sock_session ss;
+  rc = rpc_sock_session_handshake(&ss, fd, &self, timeout_ms, &peer_role, NULL);
   if (rc == PT_OK && peer_role != PT__PEER_ROLE__PEER_ROLE_CONTROLLER)
     rc = PT_EPROTO;
   if (rc != PT_OK) {
@@ -237,8 +238,9 @@ int bench_cluster_call(const struct bench_ctl_proc *cp, uint32_t type, const Pro
     goto out;
   }
   uint64_t now = rpc_now_ms();
-  rc = rpc_sock_call(fd, type, req, reply_type, now < deadline ? (int)(deadline - now) : 1,
-                     reply);
+  rc = rpc_sock_session_call(&ss, type, req, reply_type,
+                             now < deadline ? (int)(deadline - now) : 1, reply);
+  rpc_sock_session_release(&ss);
   close(fd);
   if (rc == -ECONNRESET) {
     snprintf(why, whylen, "the controller closed the connection at %s without an answer",
@@ -1004,6 +1006,9 @@ static int relay_frame_down(void *arg, const struct rpc_hdr *h, const uint8_t *b
   struct relay_pipe *p = arg;
   struct relay *r = p->r;
   ProtobufCMessage *m = NULL;
+  /* The node's frames after its handshake proof carry tags (rpc.h). */
+  if (h->type == RPC_AUTH_PROOF)
+    rpc_parser_set_trailer(&p->p_down, RPC_TAG_BYTES);
   if (h->type != RPC_STEP_SEALED && h->type != RPC_JOB_PART_STATE)
     return 0;
   if (rpc_body_unpack(h->type, body, h->length, &m) != PT_OK)
@@ -1032,6 +1037,9 @@ static int relay_frame_up(void *arg, const struct rpc_hdr *h, const uint8_t *bod
   struct relay_pipe *p = arg;
   struct relay *r = p->r;
   ProtobufCMessage *m = NULL;
+  /* The controller's frames after its challenge carry tags (rpc.h). */
+  if (h->type == RPC_AUTH_CHALLENGE)
+    rpc_parser_set_trailer(&p->p_up, RPC_TAG_BYTES);
   if (h->type != RPC_JOB_COMMIT && h->type != RPC_NODE_REGISTER_REPLY)
     return 0;
   if (rpc_body_unpack(h->type, body, h->length, &m) != PT_OK)

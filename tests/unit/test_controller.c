@@ -2,7 +2,8 @@
  * test_controller.c — `ptd controller` as a process: started in a child
  * (controller_main) on 127.0.0.1 port 0 with a fresh key and state
  * directory, its port read back from its log; blocking clients
- * (rpc_sock_connect_tcp, rpc_sock_handshake) play nodes and ptctl.
+ * (rpc_sock_connect_tcp, then tsess_handshake: rpc_sock_session_handshake)
+ * play nodes and ptctl.
  *
  * Two fake nodes register and heartbeat, NODES_QUERY as ctl sees them;
  * one stops heartbeating and is seen unreachable then dead within the
@@ -26,6 +27,7 @@
 #include "pt.h"
 #include "daemon/controller/controller.h"
 #include "rpc/rpc.h"
+#include "tests/unit/tsess.h"
 #include "tests/unit/unit.h"
 
 static struct {
@@ -120,7 +122,7 @@ static int dial_key(uint32_t role, const char *id, const char *keypath,
   ck_assert_int_eq(rpc_key_load(keypath, a.key, NULL, 0), PT_OK);
   ck_assert_int_eq(rpc_sock_connect_tcp("127.0.0.1", C.port, 2000, &fd),
                    PT_OK);
-  *rc_out = rpc_sock_handshake(fd, &a, 5000, NULL, NULL);
+  *rc_out = tsess_handshake(fd, &a, 5000, NULL, NULL);
   return fd;
 }
 
@@ -145,7 +147,7 @@ static int reg_full(int fd, const char *id, const char *adv, uint32_t cap,
   r.failure_domain = "rack-a";
   r.incarnation.data = incb;
   r.incarnation.len = sizeof(incb);
-  int rc = rpc_sock_call(fd, RPC_NODE_REGISTER, &r.base,
+  int rc = rpc_sock_session_call(tsess(fd), RPC_NODE_REGISTER, &r.base,
                          RPC_NODE_REGISTER_REPLY, 5000, &out);
   if (rc != PT_OK)
     return rc;
@@ -172,7 +174,7 @@ static void heartbeat(int fd, uint64_t seq)
 {
   Pt__Heartbeat h = PT__HEARTBEAT__INIT;
   h.seq = seq;
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_HEARTBEAT, 0, &h.base,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_HEARTBEAT, 0, &h.base,
                                  rpc_now_ms() + 2000),
                    PT_OK);
 }
@@ -183,7 +185,7 @@ static Pt__NodesReply *query(void)
   int fd = dial(PT__PEER_ROLE__PEER_ROLE_CTL, "ptctl");
   Pt__NodesQuery q = PT__NODES_QUERY__INIT;
   ProtobufCMessage *out = NULL;
-  ck_assert_int_eq(rpc_sock_call(fd, RPC_NODES_QUERY, &q.base, RPC_NODES_REPLY,
+  ck_assert_int_eq(rpc_sock_session_call(tsess(fd), RPC_NODES_QUERY, &q.base, RPC_NODES_REPLY,
                                  5000, &out),
                    PT_OK);
   close(fd);
@@ -331,7 +333,7 @@ START_TEST(stalled_controller_reads_first)
   for (uint64_t t0 = rpc_now_ms(); rpc_now_ms() < t0 + 400;) {
     Pt__Heartbeat h = PT__HEARTBEAT__INIT;
     h.seq = s++;
-    ck_assert_msg(rpc_sock_send(a, RPC_HEARTBEAT, 0, &h.base,
+    ck_assert_msg(rpc_sock_session_send(tsess(a), RPC_HEARTBEAT, 0, &h.base,
                                 rpc_now_ms() + 2000) == PT_OK,
                   "the controller closed the node's connection: %s",
                   read_log());
@@ -402,7 +404,7 @@ START_TEST(refusals)
   /* a node asking NODES_QUERY, a second NODE_REGISTER */
   fd = node("node-y", 1);
   Pt__NodesQuery q = PT__NODES_QUERY__INIT;
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_NODES_QUERY, 7, &q.base,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_NODES_QUERY, 7, &q.base,
                                  rpc_now_ms() + 2000),
                    PT_OK);
   ck_assert(unit_closed_by_peer(fd, 2000));

@@ -33,6 +33,7 @@
 #include "common/journal.h"
 #include "daemon/controller/controller.h"
 #include "rpc/rpc.h"
+#include "tests/unit/tsess.h"
 #include "tests/unit/unit.h"
 
 static struct {
@@ -153,7 +154,7 @@ static int dial(uint32_t role, const char *id)
   ck_assert_int_eq(rpc_key_load(C.key, a.key, NULL, 0), PT_OK);
   ck_assert_int_eq(rpc_sock_connect_tcp("127.0.0.1", C.port, 2000, &fd),
                    PT_OK);
-  ck_assert_int_eq(rpc_sock_handshake(fd, &a, 5000, NULL, NULL), PT_OK);
+  ck_assert_int_eq(tsess_handshake(fd, &a, 5000, NULL, NULL), PT_OK);
   return fd;
 }
 
@@ -169,7 +170,7 @@ static int node(const char *id, const char *dom)
   r.failure_domain = (char *)dom;
   r.incarnation.data = inc;
   r.incarnation.len = sizeof(inc);
-  ck_assert_int_eq(rpc_sock_call(fd, RPC_NODE_REGISTER, &r.base,
+  ck_assert_int_eq(rpc_sock_session_call(tsess(fd), RPC_NODE_REGISTER, &r.base,
                                  RPC_NODE_REGISTER_REPLY, 5000, &out),
                    PT_OK);
   ck_assert_int_eq(((Pt__NodeRegisterReply *)out)->status, 0);
@@ -184,7 +185,7 @@ static ProtobufCMessage *expect(int fd, uint32_t type, int ms, uint64_t *req)
   for (;;) {
     struct rpc_hdr h;
     ProtobufCMessage *m = NULL;
-    int rc = rpc_sock_recv(fd, 0, dl, &h, &m);
+    int rc = rpc_sock_session_recv(tsess(fd), 0, dl, &h, &m);
     ck_assert_msg(rc == PT_OK, "waiting for %s: %s", rpc_type_name(type),
                   pt_strerror(rc));
     if (h.type == type) {
@@ -203,7 +204,7 @@ static bool quiet(int fd, uint32_t type, int ms)
   for (;;) {
     struct rpc_hdr h;
     ProtobufCMessage *m = NULL;
-    int rc = rpc_sock_recv(fd, 0, dl, &h, &m);
+    int rc = rpc_sock_session_recv(tsess(fd), 0, dl, &h, &m);
     if (rc == -ETIMEDOUT || rc == -ECONNRESET)
       return true; /* nothing came (or the peer is gone without it) */
     ck_assert_int_eq(rc, PT_OK);
@@ -216,7 +217,7 @@ static bool quiet(int fd, uint32_t type, int ms)
 static void send_msg(int fd, uint32_t type, uint64_t req,
                      const ProtobufCMessage *m)
 {
-  ck_assert_int_eq(rpc_sock_send(fd, type, req, m, rpc_now_ms() + 2000),
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), type, req, m, rpc_now_ms() + 2000),
                    PT_OK);
 }
 
@@ -259,7 +260,7 @@ static Pt__JobReply *ctl_call(uint32_t type, const ProtobufCMessage *m)
 {
   int fd = dial(PT__PEER_ROLE__PEER_ROLE_CTL, "ptctl");
   ProtobufCMessage *out = NULL;
-  ck_assert_int_eq(rpc_sock_call(fd, type, m,
+  ck_assert_int_eq(rpc_sock_session_call(tsess(fd), type, m,
                                  type == RPC_JOBS_QUERY ? RPC_JOBS_REPLY
                                                         : RPC_JOB_REPLY,
                                  5000, &out),
@@ -867,6 +868,11 @@ START_TEST(hostile_frames)
   rpc_hdr_encode(hdr, &h);
   raw(fd, hdr, sizeof(hdr));
   raw(fd, "\xff\xff\xff\xff\xff\xff\xff\xff", 8);
+  { /* with its tag: the body is what is refused */
+    uint8_t tag[RPC_TAG_BYTES];
+    raw(fd, tag, tsess_tag2(fd, hdr, sizeof(hdr),
+                            "\xff\xff\xff\xff\xff\xff\xff\xff", 8, tag));
+  }
   ck_assert(unit_closed_by_peer(fd, 3000));
   close(fd);
 

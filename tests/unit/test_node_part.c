@@ -54,6 +54,7 @@
 #include "daemon/node/node.h"
 #include "daemon/node/node_part_int.h"
 #include "rpc/rpc.h"
+#include "tests/unit/tsess.h"
 #include "tests/unit/unit.h"
 
 /* ---- the pure pieces ---- */
@@ -479,7 +480,7 @@ static void accept_node(void)
   while (rc == PT_OK) {
     struct rpc_hdr h;
     ProtobufCMessage *in = NULL;
-    ck_assert_int_eq(rpc_sock_recv(F.fd, 0, rpc_now_ms() + 5000, &h, &in),
+    ck_assert_int_eq(rpc_sock_session_recv(tsess(F.fd), 0, rpc_now_ms() + 5000, &h, &in),
                      PT_OK);
     uint32_t ot = 0;
     const ProtobufCMessage *out = NULL;
@@ -487,15 +488,16 @@ static void accept_node(void)
     protobuf_c_message_free_unpacked(in, NULL);
     ck_assert_int_ge(rc, 0);
     if (out != NULL)
-      ck_assert_int_eq(rpc_sock_send(F.fd, ot, 0, out, rpc_now_ms() + 5000),
+      ck_assert_int_eq(rpc_sock_session_send(tsess(F.fd), ot, 0, out, rpc_now_ms() + 5000),
                        PT_OK);
   }
   ck_assert_int_eq(rc, RPC_HANDSHAKE_DONE);
   ck_assert_str_eq(hs.peer_node, "n1");
+  ck_assert_int_eq(tsess_start(F.fd, &hs), PT_OK);
   rpc_handshake_release(&hs);
   struct rpc_hdr h;
   ProtobufCMessage *in = NULL;
-  ck_assert_int_eq(rpc_sock_recv(F.fd, 0, rpc_now_ms() + 5000, &h, &in), PT_OK);
+  ck_assert_int_eq(rpc_sock_session_recv(tsess(F.fd), 0, rpc_now_ms() + 5000, &h, &in), PT_OK);
   ck_assert_uint_eq(h.type, RPC_NODE_REGISTER);
   protobuf_c_message_free_unpacked(in, NULL);
   Pt__NodeRegisterReply rep = PT__NODE_REGISTER_REPLY__INIT;
@@ -504,14 +506,14 @@ static void accept_node(void)
   rep.heartbeat_ms = 200;
   rep.has_dead_after_ms = true;
   rep.dead_after_ms = 5000;
-  ck_assert_int_eq(rpc_sock_send(F.fd, RPC_NODE_REGISTER_REPLY, h.request_id,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(F.fd), RPC_NODE_REGISTER_REPLY, h.request_id,
                                  &rep.base, rpc_now_ms() + 5000),
                    PT_OK);
 }
 
 static void send_msg(uint32_t type, uint64_t id, const ProtobufCMessage *m)
 {
-  ck_assert_int_eq(rpc_sock_send(F.fd, type, id, m, rpc_now_ms() + 5000),
+  ck_assert_int_eq(rpc_sock_session_send(tsess(F.fd), type, id, m, rpc_now_ms() + 5000),
                    PT_OK);
 }
 
@@ -525,7 +527,7 @@ static ProtobufCMessage *expect(uint32_t type, uint64_t id, match_fn match,
   for (;;) {
     struct rpc_hdr h;
     ProtobufCMessage *m = NULL;
-    int rc = rpc_sock_recv(F.fd, 0, dl, &h, &m);
+    int rc = rpc_sock_session_recv(tsess(F.fd), 0, dl, &h, &m);
     ck_assert_msg(rc == PT_OK, "waiting for %s: %s\nnode log:\n%s", what,
                   pt_strerror(rc), log_tail());
     if (h.type == type && (id == 0 || h.request_id == id) &&
@@ -573,7 +575,7 @@ static Pt__StatusReply *status(void)
   ck_assert_int_eq(rpc_sock_connect_unix(path, &fd), PT_OK);
   Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
   ProtobufCMessage *rep = NULL;
-  ck_assert_int_eq(rpc_sock_call(fd, RPC_STATUS_QUERY, &q.base,
+  ck_assert_int_eq(rpc_sock_session_call(tsess(fd), RPC_STATUS_QUERY, &q.base,
                                  RPC_STATUS_REPLY, 5000, &rep),
                    PT_OK);
   close(fd);

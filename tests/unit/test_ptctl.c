@@ -37,6 +37,7 @@
 #include "client/ptctl.h"
 #include "pt.h"
 #include "rpc/rpc.h"
+#include "tests/unit/tsess.h"
 #include "tests/unit/unit.h"
 
 #define MAX_CONN 4
@@ -126,15 +127,16 @@ static int serve_handshake(int fd, const uint8_t *key, uint64_t dl)
     ProtobufCMessage *in = NULL;
     const ProtobufCMessage *out;
     uint32_t ot;
-    rc = rpc_sock_recv(fd, RPC_AUTH_MAX_BODY, dl, &h, &in);
+    rc = rpc_sock_session_recv(tsess(fd), RPC_AUTH_MAX_BODY, dl, &h, &in);
     if (rc != PT_OK)
       break;
     rc = rpc_handshake_next(&hs, h.type, in, &ot, &out);
     protobuf_c_message_free_unpacked(in, NULL);
-    if (rc >= 0 && out != NULL && rpc_sock_send(fd, ot, 0, out, dl) != PT_OK)
+    if (rc >= 0 && out != NULL && rpc_sock_session_send(tsess(fd), ot, 0, out, dl) != PT_OK)
       rc = -EPIPE;
     if (rc == RPC_HANDSHAKE_DONE) {
       ck_assert_uint_eq(hs.peer_role, PT__PEER_ROLE__PEER_ROLE_CTL);
+      ck_assert_int_eq(tsess_start(fd, &hs), PT_OK);
       rc = 1;
     }
   }
@@ -158,7 +160,7 @@ static void serve_one(int fd, struct fake *f)
     return;
   }
   ck_assert_int_eq(serve_handshake(fd, T.keyb, dl), PT_OK);
-  ck_assert_int_eq(rpc_sock_recv(fd, 0, dl, &h, &f->req[i]), PT_OK);
+  ck_assert_int_eq(rpc_sock_session_recv(tsess(fd), 0, dl, &h, &f->req[i]), PT_OK);
   f->req_type[i] = h.type;
   if (f->hang_up)
     return;
@@ -168,7 +170,7 @@ static void serve_one(int fd, struct fake *f)
     return;
   }
   const ProtobufCMessage *r = f->reply[i < f->nreply ? i : f->nreply - 1];
-  ck_assert_int_eq(rpc_sock_send(fd, f->reply_type, h.request_id, r, dl),
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), f->reply_type, h.request_id, r, dl),
                    PT_OK);
 }
 

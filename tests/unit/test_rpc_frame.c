@@ -681,6 +681,84 @@ START_TEST(parser_many_frames_per_feed)
 }
 END_TEST
 
+/* Trailers (a TCP conn's tags): from the frame after the one whose
+ * callback sets it, every frame carries 16 bytes after its body, handed
+ * over at body + length, whatever the pieces. */
+struct trail {
+  struct rpc_parser *p;
+  int n;
+};
+
+static int trail_cb(void *arg, const struct rpc_hdr *h, const uint8_t *body)
+{
+  struct trail *t = arg;
+
+  ck_assert_uint_eq(h->request_id, (uint64_t)t->n + 1);
+  if (t->n > 0)
+    for (unsigned i = 0; i < RPC_TAG_BYTES; i++)
+      ck_assert_uint_eq(body[h->length + i], (uint8_t)(0xa0 + t->n + i));
+  if (t->n == 0)
+    rpc_parser_set_trailer(t->p, RPC_TAG_BYTES);
+  t->n++;
+  return 0;
+}
+
+START_TEST(parser_trailer)
+{
+  enum { N = 40 };
+  Pt__Commit c = PT__COMMIT__INIT;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+
+  for (int i = 0; i < N; i++) {
+    uint8_t *f;
+    size_t flen;
+    c.step = (uint64_t)i * 77;
+    ck_assert_int_eq(rpc_frame_pack(&f, &flen, i % 4 ? RPC_COMMIT : RPC_STOP,
+                                    (uint64_t)i + 1, i % 4 ? &c.base : NULL),
+                     PT_OK);
+    buf = realloc(buf, len + flen + RPC_TAG_BYTES);
+    memcpy(buf + len, f, flen);
+    len += flen;
+    if (i > 0) /* the first one has none: the trailer starts after it */
+      for (unsigned k = 0; k < RPC_TAG_BYTES; k++)
+        buf[len++] = (uint8_t)(0xa0 + i + k);
+    free(f);
+  }
+  for (size_t step = 0; step <= 37; step += 37) {
+    struct rpc_parser p;
+    struct trail t = {.p = &p};
+    rpc_parser_init(&p, RPC_MAX_BODY_DEFAULT);
+    if (step == 0) {
+      ck_assert_int_eq(rpc_parser_feed(&p, buf, len, trail_cb, &t), PT_OK);
+    } else {
+      for (size_t off = 0, n = 1; off < len; off += n, n = n % step + 1) {
+        if (n > len - off)
+          n = len - off;
+        ck_assert_int_eq(rpc_parser_feed(&p, buf + off, n, trail_cb, &t),
+                         PT_OK);
+      }
+    }
+    ck_assert_int_eq(t.n, N);
+    ck_assert_uint_eq(rpc_parser_want(&p), RPC_HDR_BYTES);
+    /* A STOP's header and half its tag: 8 bytes of the trailer wanted. */
+    uint8_t f[RPC_HDR_BYTES + 8];
+    struct rpc_hdr h = {.type = RPC_STOP, .request_id = 99};
+    rpc_hdr_encode(f, &h);
+    memset(f + RPC_HDR_BYTES, 0, 8);
+    ck_assert_int_eq(rpc_parser_feed(&p, f, sizeof(f), trail_cb, &t), PT_OK);
+    ck_assert_int_eq(t.n, N); /* not delivered yet */
+    ck_assert_uint_eq(rpc_parser_want(&p), 8);
+    char where[160];
+    rpc_parser_where(&p, where, sizeof(where));
+    ck_assert_str_eq(where, "inside the tag of frame STOP, 8 of its 16 "
+                            "bytes in");
+    rpc_parser_release(&p);
+  }
+  free(buf);
+}
+END_TEST
+
 START_TEST(parser_rejects_before_allocating)
 {
   uint8_t b[RPC_HDR_BYTES];
@@ -848,6 +926,7 @@ static Suite *rpc_frame_suite(void)
   tcase_add_test(tc, unpack_garbage_is_eproto);
   tcase_add_test(tc, parser_every_split);
   tcase_add_test(tc, parser_many_frames_per_feed);
+  tcase_add_test(tc, parser_trailer);
   tcase_add_test(tc, parser_rejects_before_allocating);
   tcase_add_test(tc, parser_callback_stops);
   tcase_add_test(tc, parser_where);

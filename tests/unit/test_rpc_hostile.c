@@ -30,6 +30,7 @@
 #include "pt.h"
 #include "common/crc32c.h"
 #include "rpc/rpc.h"
+#include "tests/unit/tsess.h"
 #include "tests/unit/unit.h"
 
 #include <sys/resource.h>
@@ -117,7 +118,7 @@ START_TEST(proof_first)
   p.mac.data = mac;
   p.mac.len = sizeof(mac);
   int fd = tcp_client();
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_AUTH_PROOF, 0, &p.base,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_AUTH_PROOF, 0, &p.base,
                                  rpc_now_ms() + 5000), PT_OK);
   expect_refused(fd, "malformed handshake");
   close(fd);
@@ -140,7 +141,7 @@ START_TEST(challenge_reflected)
   for (int how = 0; how < 2; how++) {
     int fd = tcp_client();
     write_all(fd, hello, hello_len);
-    ck_assert_int_eq(rpc_sock_recv(fd, RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000,
+    ck_assert_int_eq(rpc_sock_session_recv(tsess(fd), RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000,
                                    &h, &in), PT_OK);
     ck_assert_uint_eq(h.type, RPC_AUTH_CHALLENGE);
     Pt__AuthChallenge *ch = (Pt__AuthChallenge *)in;
@@ -316,12 +317,12 @@ START_TEST(hostile_acceptor)
     ck_assert_int_ge(fd, 0);
     struct rpc_hdr h;
     ProtobufCMessage *in;
-    ck_assert_int_eq(rpc_sock_recv(fd, RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000,
+    ck_assert_int_eq(rpc_sock_session_recv(tsess(fd), RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000,
                                    &h, &in), PT_OK);
     ck_assert_uint_eq(h.type, RPC_AUTH_HELLO);
     if (how == 0) {
       Pt__SlotReply r = PT__SLOT_REPLY__INIT;
-      ck_assert_int_eq(rpc_sock_send(fd, RPC_SLOT_REPLY, 0, &r.base,
+      ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_SLOT_REPLY, 0, &r.base,
                                      rpc_now_ms() + 5000), PT_OK);
     } else if (how == 1) {
       uint8_t b[RPC_HDR_BYTES];
@@ -329,7 +330,7 @@ START_TEST(hostile_acceptor)
       rpc_hdr_encode(b, &hh);
       write_all(fd, b, sizeof(b));
     } else if (how == 2) {
-      ck_assert_int_eq(rpc_sock_send(fd, RPC_AUTH_HELLO, 0, in,
+      ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_AUTH_HELLO, 0, in,
                                      rpc_now_ms() + 5000), PT_OK);
     } else if (how == 3) {
       Pt__AuthHello *m = (Pt__AuthHello *)in;
@@ -339,12 +340,12 @@ START_TEST(hostile_acceptor)
       ch.nonce = m->nonce; /* its own nonce back, and a made-up MAC */
       ch.mac.data = mac;
       ch.mac.len = sizeof(mac);
-      ck_assert_int_eq(rpc_sock_send(fd, RPC_AUTH_CHALLENGE, 0, &ch.base,
+      ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_AUTH_CHALLENGE, 0, &ch.base,
                                      rpc_now_ms() + 5000), PT_OK);
     } else {
       Pt__BulkHeader b = PT__BULK_HEADER__INIT;
       b.length = 10;
-      ck_assert_int_eq(rpc_sock_send(fd, RPC_BULK, 0, &b.base,
+      ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_BULK, 0, &b.base,
                                      rpc_now_ms() + 5000), PT_OK);
       write_all(fd, "0123456789", 10);
     }
@@ -372,7 +373,10 @@ START_TEST(handshake_again_after_auth)
   int fd = authed_client();
   call_ok(fd, 1);
   hello_of(&hs, 1, &hello, &len);
-  write_all(fd, hello, len);
+  /* Tagged, so that it is the HELLO that is refused, not its tag. */
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_AUTH_HELLO, 0,
+                                         &hs.out.hello.base,
+                                         rpc_now_ms() + 5000), PT_OK);
   ck_assert(unit_closed_by_peer(fd, 5000));
   WAIT_FOR(S.accepted == 1 && S.recs[0].closes == 1);
   ck_assert_int_eq(S.recs[0].err, PT_EPROTO);
@@ -391,8 +395,17 @@ static void send_bulk_hdr(int fd, uint32_t kind, uint64_t length, uint32_t crc)
   b.kind = kind;
   b.length = length;
   b.crc32c = crc;
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_BULK, 0, &b.base, rpc_now_ms() + 5000),
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_BULK, 0, &b.base, rpc_now_ms() + 5000),
                    PT_OK);
+}
+
+/* A bulk payload and, after it, its tag. */
+static void send_payload(int fd, const void *p, size_t n)
+{
+  uint8_t tag[RPC_TAG_BYTES];
+
+  write_all(fd, p, n);
+  write_all(fd, tag, tsess_tag2(fd, p, n, NULL, 0, tag));
 }
 
 static void bulk_setup(void)
@@ -432,7 +445,7 @@ START_TEST(bulk_length_just_over_max)
   memset(src, 0x5a, sizeof(src));
   fd = authed_client();
   send_bulk_hdr(fd, 0, sizeof(src), crc32c_update(CRC32C_SEED, src, sizeof(src)));
-  write_all(fd, src, sizeof(src));
+  send_payload(fd, src, sizeof(src));
   WAIT_FOR(S.dones == 1);
   ck_assert_int_eq(S.last_status, PT_OK);
   ck_assert(memcmp(g_dst, src, sizeof(src)) == 0);
@@ -467,16 +480,16 @@ START_TEST(bulk_crc_mismatch_then_good)
   uint32_t crc = crc32c_update(CRC32C_SEED, src, sizeof(src));
   int fd = authed_client();
   send_bulk_hdr(fd, 0, sizeof(src), crc ^ 1);
-  write_all(fd, src, sizeof(src));
+  send_payload(fd, src, sizeof(src));
   WAIT_FOR(S.dones == 1);
   ck_assert_int_eq(S.last_status, PT_ECHECKSUM);
   send_bulk_hdr(fd, 0, sizeof(src), crc);
-  write_all(fd, src, sizeof(src));
+  send_payload(fd, src, sizeof(src));
   WAIT_FOR(S.dones == 2);
   ck_assert_int_eq(S.last_status, PT_OK);
   /* Discarded, then a control frame: still in step. */
   send_bulk_hdr(fd, 2, sizeof(src), crc);
-  write_all(fd, src, sizeof(src));
+  send_payload(fd, src, sizeof(src));
   WAIT_FOR(S.dones == 3);
   ck_assert_int_eq(S.last_status, -ECANCELED);
   call_ok(fd, 4);
@@ -527,7 +540,7 @@ START_TEST(bulk_to_peer_that_stops_reading)
   int small = 64 * 1024;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
   Pt__StateQuery q = PT__STATE_QUERY__INIT;
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_STATE_QUERY, 1, &q.base,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_STATE_QUERY, 1, &q.base,
                                  rpc_now_ms() + 5000), PT_OK);
   WAIT_FOR(S.bulk_sends > 0 || S.bulk_rc != 0);
   pthread_mutex_lock(&S.mu);
@@ -564,7 +577,7 @@ START_TEST(frames_behind_partial_payload_capped)
   srv_setup();
   int fd = authed_client();
   Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_STATUS_QUERY, 1, &q.base,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_STATUS_QUERY, 1, &q.base,
                                  rpc_now_ms() + 5000), PT_OK);
   WAIT_FOR(S.frames_rc != 0);
   pthread_mutex_lock(&S.mu);

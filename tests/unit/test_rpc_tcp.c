@@ -2,8 +2,8 @@
  * test_rpc_tcp.c — rpc conns over TCP (rpc_tcp.c) and their handshake and
  * keys (rpc_auth.c). A server loop runs in a thread of the test process;
  * clients are blocking sockets that run the handshake with
- * rpc_sock_handshake (or hand-made bytes), or conns dialled from the loop
- * with rpc_conn_connect_tcp. Every port is bound as 0 and read back.
+ * rpc_sock_session_handshake (tsess.h; or hand-made bytes), or conns
+ * dialled from the loop with rpc_conn_connect_tcp. Every port is bound as 0 and read back.
  */
 #include <check.h>
 #include <errno.h>
@@ -26,6 +26,7 @@
 
 #include "pt.h"
 #include "rpc/rpc.h"
+#include "tests/unit/tsess.h"
 #include "tests/unit/unit.h"
 
 #include "tests/unit/fixture/rpc_tcp_srv.h"
@@ -107,7 +108,7 @@ START_TEST(tcp_ipv6)
   int fd = tcp_client_at("::1", S.port);
   struct rpc_auth a;
   auth_init(&a, 1, 3, "cli6");
-  ck_assert_int_eq(rpc_sock_handshake(fd, &a, 5000, NULL, NULL), PT_OK);
+  ck_assert_int_eq(tsess_handshake(fd, &a, 5000, NULL, NULL), PT_OK);
   call_ok(fd, 6);
   WAIT_FOR(S.accepted == 1);
   pthread_mutex_lock(&S.mu);
@@ -136,7 +137,7 @@ START_TEST(tcp_partial_reads_and_many_frames_per_read)
   set_nodelay(fd);
   /* One frame a byte at a time, each byte its own segment. */
   a.step = 11;
-  ck_assert_int_eq(rpc_frame_pack(&f, &len, RPC_SLOT_ACQUIRE, 1, &a.base), PT_OK);
+  ck_assert_int_eq(tsess_pack(fd, &f, &len, RPC_SLOT_ACQUIRE, 1, &a.base), PT_OK);
   for (size_t i = 0; i < len; i++) {
     write_all(fd, f + i, 1);
     usleep(2000);
@@ -145,7 +146,7 @@ START_TEST(tcp_partial_reads_and_many_frames_per_read)
   /* Then eight frames in one write. */
   for (uint64_t i = 0; i < 8; i++) {
     a.step = 20 + i;
-    ck_assert_int_eq(rpc_frame_pack(&f, &len, RPC_SLOT_ACQUIRE, 2 + i, &a.base),
+    ck_assert_int_eq(tsess_pack(fd, &f, &len, RPC_SLOT_ACQUIRE, 2 + i, &a.base),
                      PT_OK);
     memcpy(all + n, f, len);
     n += len;
@@ -155,7 +156,7 @@ START_TEST(tcp_partial_reads_and_many_frames_per_read)
   for (uint64_t i = 0; i < 9; i++) {
     struct rpc_hdr h;
     ProtobufCMessage *m;
-    ck_assert_int_eq(rpc_sock_recv(fd, 0, rpc_now_ms() + 5000, &h, &m), PT_OK);
+    ck_assert_int_eq(rpc_sock_session_recv(tsess(fd), 0, rpc_now_ms() + 5000, &h, &m), PT_OK);
     ck_assert_uint_eq(h.request_id, 1 + i);
     ck_assert_uint_eq(((Pt__SlotReply *)m)->generation, i == 0 ? 22 : (19 + i) * 2);
     protobuf_c_message_free_unpacked(m, NULL);
@@ -175,7 +176,7 @@ START_TEST(tcp_peer_that_stops_reading)
   Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
   sub.node_id = "node";
   /* Sends, then never reads. */
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_SUBSCRIBE, 1, &sub.base,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_SUBSCRIBE, 1, &sub.base,
                                  rpc_now_ms() + 5000), PT_OK);
   WAIT_FOR(S.accepted == 1 && S.recs[0].closes == 1);
   pthread_mutex_lock(&S.mu);
@@ -233,7 +234,7 @@ START_TEST(handshake_wrong_key)
   srv_setup();
   int fd = tcp_client();
   auth_init(&a, 2, 3, "cli"); /* another key */
-  ck_assert_int_eq(rpc_sock_handshake(fd, &a, 5000, NULL, NULL), -EACCES);
+  ck_assert_int_eq(tsess_handshake(fd, &a, 5000, NULL, NULL), -EACCES);
   close(fd); /* the dialler gives up: the server sees the handshake end */
   WAIT_FOR(strstr(S.log, "closed before the handshake ended") != NULL);
   ck_assert_int_eq(count_lines("rpc: refusing connection from 127.0.0.1:"), 1);
@@ -256,7 +257,7 @@ START_TEST(handshake_missing)
   srv_setup();
   int fd = tcp_client();
   Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
-  ck_assert_int_eq(rpc_sock_send(fd, RPC_SLOT_ACQUIRE, 1, &a.base,
+  ck_assert_int_eq(rpc_sock_session_send(tsess(fd), RPC_SLOT_ACQUIRE, 1, &a.base,
                                  rpc_now_ms() + 5000), PT_OK);
   expect_refused(fd, "a frame before the handshake");
   close(fd);
@@ -316,13 +317,14 @@ START_TEST(handshake_replayed)
   ck_assert_int_eq(rpc_handshake_next(&hs, 0, NULL, &t, &out), PT_OK);
   pack(t, out, &hello, &hello_len);
   write_all(fd, hello, hello_len);
-  ck_assert_int_eq(rpc_sock_recv(fd, RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000, &h,
+  ck_assert_int_eq(rpc_sock_session_recv(tsess(fd), RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000, &h,
                                  &in), PT_OK);
   ck_assert_int_eq(rpc_handshake_next(&hs, h.type, in, &t, &out),
                    RPC_HANDSHAKE_DONE);
   protobuf_c_message_free_unpacked(in, NULL);
   pack(t, out, &proof, &proof_len);
   write_all(fd, proof, proof_len);
+  ck_assert_int_eq(tsess_start(fd, &hs), PT_OK);
   rpc_handshake_release(&hs);
   call_ok(fd, 1);
   WAIT_FOR(S.accepted == 1);
@@ -330,7 +332,7 @@ START_TEST(handshake_replayed)
   /* Session 2, without the key: the same bytes again. */
   int fd2 = tcp_client();
   write_all(fd2, hello, hello_len);
-  ck_assert_int_eq(rpc_sock_recv(fd2, RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000, &h,
+  ck_assert_int_eq(rpc_sock_session_recv(tsess(fd2), RPC_AUTH_MAX_BODY, rpc_now_ms() + 5000, &h,
                                  &in), PT_OK);
   ck_assert_uint_eq(h.type, RPC_AUTH_CHALLENGE); /* a fresh nonce ... */
   protobuf_c_message_free_unpacked(in, NULL);
