@@ -312,6 +312,13 @@ int snap_slot_recover(struct snap_store *s)
 int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
                       uint64_t *generation)
 {
+  return snap_slot_acquire_avoiding(s, step, 0, slot, generation);
+}
+
+int snap_slot_acquire_avoiding(struct snap_store *s, uint64_t step,
+                               uint32_t avoid, uint32_t *slot,
+                               uint64_t *generation)
+{
   if (slot == NULL || generation == NULL)
     return -EINVAL;
   uint64_t max_gen = 0;
@@ -331,7 +338,8 @@ int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
     uint32_t keep = newest_in(s, MASK_COMMITTED, true, 0);
     for (uint32_t i = 0; i < s->lay.nslots; i++) {
       uint32_t st = state_load(s, i);
-      if (i == keep || (st != SNAP_SEALED && st != SNAP_COMMITTED))
+      if (i == keep || (st != SNAP_SEALED && st != SNAP_COMMITTED) ||
+          (i < 32 && (avoid & (1u << i))))
         continue;
       if (pick == UINT32_MAX || older(s, i, pick))
         pick = i;

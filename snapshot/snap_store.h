@@ -380,6 +380,12 @@ int snap_slot_recover(struct snap_store *s);
  * writer never comes back to it under the same generation. */
 int snap_slot_acquire(struct snap_store *s, uint64_t step, uint32_t *slot,
                       uint64_t *generation);
+/* snap_slot_acquire(), but a SEALED or COMMITTED slot whose bit is set in
+ * avoid is not taken either (its step is being protected across nodes, a
+ * commit not yet under way): PT_SKIPPED sooner. */
+int snap_slot_acquire_avoiding(struct snap_store *s, uint64_t step,
+                               uint32_t avoid, uint32_t *slot,
+                               uint64_t *generation);
 
 /* WRITING(slot, generation) -> SEALED. The checksum table and its trailer
  * must already be written: the blob's bytes and CRC are copied from the

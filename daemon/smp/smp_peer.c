@@ -130,6 +130,7 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *f
   p->has_failed = true;
   p->failed_step = step;
   if (p->active && p->step == step) {
+    p->slot_until[p->slot] = 0; /* given up: the slot may be reused */
     p->active = false;
     for (uint32_t i = 0; i < p->smp->group.n; i++)
       p->link[i].sending = false;
@@ -259,6 +260,7 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
     return;
   }
   p->nsends = (unsigned)n;
+  p->slot_until[slot] = rpc_now_ms() + smp->protect_ms;
   smp_peer_serve_meta_send(p, slot, step); /* for a rebuild of us */
   p->active = true;
   p->slot = slot;
@@ -437,6 +439,8 @@ void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step)
              smp_protect_error(e));
     return;
   }
+  /* from the trainer's copy to its seal, then protect_ms from the seal */
+  p->slot_until[slot] = rpc_now_ms() + 2 * (uint64_t)smp->protect_ms;
   for (uint32_t i = 0; i < smp->group.n; i++)
     if (p->link[i].in != NULL)
       smp_peer_link_ready(p, &p->link[i], true, step);
@@ -503,4 +507,22 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
   p->pin_deadline = rpc_now_ms() + smp->protect_ms;
   smp_peer_check_done(p);
   return true;
+}
+
+uint32_t smp_peer_busy_slots(struct smp *smp)
+{
+  struct smp_peer *p = P(smp);
+  uint32_t cslot, mask = 0;
+  uint64_t cstep = 0, now = rpc_now_ms();
+
+  if (p == NULL || p->eng == NULL || smp->store == NULL)
+    return 0;
+  bool has_c = snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0;
+  for (uint32_t i = 0; i < snap_store_nslots(smp->store) && i < SNAP_MAX_SLOTS; i++) {
+    struct smp_protect_status st;
+    smp_protect_status(p->eng, i, &st);
+    if (st.active && (!has_c || st.step > cstep) && now < p->slot_until[i])
+      mask |= 1u << i;
+  }
+  return mask;
 }

@@ -76,6 +76,9 @@ struct smp_peer {
   struct smp_protect *eng;
   uint64_t eng_bytes[RS_MAX_MEMBERS];
   const struct snap_store *eng_store;
+  /* until when each slot's step is being protected: the trainer's next
+   * slot is not taken from it meanwhile (smp_peer_busy_slots) */
+  uint64_t slot_until[SNAP_MAX_SLOTS];
   /* the step whose sends are out (one at a time) */
   bool active;
   uint32_t slot;

@@ -298,7 +298,10 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
       goto out_reply;
     }
   }
-  rc = snap_slot_acquire(smp->store, m->step, &slot, &gen);
+  /* Never a slot whose step its group is still protecting: the snapshot
+   * is skipped instead (training never waits for protection). */
+  rc = snap_slot_acquire_avoiding(smp->store, m->step, smp_peer_busy_slots(smp),
+                                  &slot, &gen);
   r.status = rc;
   if (rc == 0) {
     smp_serve_writing_add(sc, slot, gen);

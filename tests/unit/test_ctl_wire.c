@@ -606,8 +606,8 @@ static Pt__FaultReply *fault_call(const char *job, const char *kind,
   f.kind = (char *)kind;
   f.has_rank = has_rank;
   f.rank = rank;
-  ck_assert_int_eq(rpc_sock_call(fd, RPC_FAULT, &f.base, RPC_FAULT_REPLY,
-                                 5000, &out),
+  ck_assert_int_eq(rpc_sock_session_call(tsess(fd), RPC_FAULT, &f.base,
+                                         RPC_FAULT_REPLY, 5000, &out),
                    PT_OK);
   close(fd);
   return (Pt__FaultReply *)out;

@@ -279,6 +279,37 @@ START_TEST(test_skipped_and_newest_kept)
 }
 END_TEST
 
+/* A slot whose step is being protected (acquire's avoid mask) is not
+ * handed out: the next oldest is, or none (PT_SKIPPED), and without the
+ * mask it is again. */
+START_TEST(test_acquire_avoiding)
+{
+  char name[64];
+  struct snap_store *s = make_store("avoid", 3, name, sizeof(name));
+  uint32_t c = take(s, 1, false), a = take(s, 2, false), b = take(s, 3, false);
+  uint32_t x = 77;
+  uint64_t gx = 77;
+  ck_assert_int_eq(snap_slot_commit(s, 1), 0);
+  /* a (step 2) and b (step 3) sealed; a is the oldest, but avoided */
+  ck_assert_int_eq(snap_slot_acquire_avoiding(s, 4, 1u << a, &x, &gx), 0);
+  ck_assert_uint_eq(x, b);
+  ck_assert_int_eq(snap_slot_seal(s, x, gx, 4), 0);
+  /* both avoided, c the restore point: nothing to give */
+  x = 77;
+  ck_assert_int_eq(snap_slot_acquire_avoiding(s, 5, (1u << a) | (1u << b), &x, &gx),
+                   PT_SKIPPED);
+  ck_assert_uint_eq(x, 77);
+  ck_assert_uint_eq(state_of(s, a), SNAP_SEALED);
+  ck_assert_uint_eq(state_of(s, b), SNAP_SEALED);
+  ck_assert_uint_eq(state_of(s, c), SNAP_COMMITTED);
+  /* without the mask, the oldest sealed one is taken */
+  ck_assert_int_eq(snap_slot_acquire_avoiding(s, 5, 0, &x, &gx), 0);
+  ck_assert_uint_eq(x, a);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
 /* Many rounds with 2..4 slots: the newest committed slot is never handed
  * out, the oldest is, generations only grow, and older committed steps stay
  * readable as fallbacks. */
@@ -1577,6 +1608,7 @@ int main(void)
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, test_fresh_store);
   tcase_add_test(tc, test_acquire_seal_commit);
+  tcase_add_test(tc, test_acquire_avoiding);
   tcase_add_test(tc, test_skipped_and_newest_kept);
   tcase_add_test(tc, test_rotation);
   tcase_add_test(tc, test_stale_generation);
