@@ -3157,6 +3157,51 @@ void   pt__peer_fetch__free_unpacked
   assert(message->base.descriptor == &pt__peer_fetch__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__peer_skip__init
+                     (Pt__PeerSkip         *message)
+{
+  static const Pt__PeerSkip init_value = PT__PEER_SKIP__INIT;
+  *message = init_value;
+}
+size_t pt__peer_skip__get_packed_size
+                     (const Pt__PeerSkip *message)
+{
+  assert(message->base.descriptor == &pt__peer_skip__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_skip__pack
+                     (const Pt__PeerSkip *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_skip__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_skip__pack_to_buffer
+                     (const Pt__PeerSkip *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_skip__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerSkip *
+       pt__peer_skip__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerSkip *)
+     protobuf_c_message_unpack (&pt__peer_skip__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_skip__free_unpacked
+                     (Pt__PeerSkip *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_skip__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__fault__init
                      (Pt__Fault         *message)
 {
@@ -8867,6 +8912,57 @@ const ProtobufCMessageDescriptor pt__peer_fetch__descriptor =
   pt__peer_fetch__field_indices_by_name,
   1,  pt__peer_fetch__number_ranges,
   (ProtobufCMessageInit) pt__peer_fetch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_skip__field_descriptors[2] =
+{
+  {
+    "epoch",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerSkip, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerSkip, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_skip__field_indices_by_name[] = {
+  0,   /* field[0] = epoch */
+  1,   /* field[1] = step */
+};
+static const ProtobufCIntRange pt__peer_skip__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pt__peer_skip__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerSkip",
+  "PeerSkip",
+  "Pt__PeerSkip",
+  "pt",
+  sizeof(Pt__PeerSkip),
+  2,
+  pt__peer_skip__field_descriptors,
+  pt__peer_skip__field_indices_by_name,
+  1,  pt__peer_skip__number_ranges,
+  (ProtobufCMessageInit) pt__peer_skip__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__fault__field_descriptors[5] =

@@ -85,6 +85,7 @@ typedef struct Pt__PeerReady Pt__PeerReady;
 typedef struct Pt__PeerAck Pt__PeerAck;
 typedef struct Pt__PeerMeta Pt__PeerMeta;
 typedef struct Pt__PeerFetch Pt__PeerFetch;
+typedef struct Pt__PeerSkip Pt__PeerSkip;
 typedef struct Pt__Fault Pt__Fault;
 typedef struct Pt__FaultReply Pt__FaultReply;
 
@@ -1863,6 +1864,23 @@ struct  Pt__PeerFetch
 
 
 /*
+ * RPC_PEER_SKIP: a member to every other (on whichever link is up): its
+ * trainer's snapshot of step was skipped (no free slot), so that step will
+ * never be protected; each member gives it up at once (its slot, its
+ * sends, a PIN waiting for it) instead of at its deadline.
+ */
+struct  Pt__PeerSkip
+{
+  ProtobufCMessage base;
+  uint64_t epoch;
+  uint64_t step;
+};
+#define PT__PEER_SKIP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_skip__descriptor) \
+    , 0, 0 }
+
+
+/*
  * ---- fault injection (ptctl fault; README "Fault injection") ----
  * RPC_FAULT: ptctl -> controller, and controller -> node (the relay). A
  * destructive request for tests and operators' drills: a node executes it
@@ -3266,6 +3284,25 @@ Pt__PeerFetch *
 void   pt__peer_fetch__free_unpacked
                      (Pt__PeerFetch *message,
                       ProtobufCAllocator *allocator);
+/* Pt__PeerSkip methods */
+void   pt__peer_skip__init
+                     (Pt__PeerSkip         *message);
+size_t pt__peer_skip__get_packed_size
+                     (const Pt__PeerSkip   *message);
+size_t pt__peer_skip__pack
+                     (const Pt__PeerSkip   *message,
+                      uint8_t             *out);
+size_t pt__peer_skip__pack_to_buffer
+                     (const Pt__PeerSkip   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerSkip *
+       pt__peer_skip__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_skip__free_unpacked
+                     (Pt__PeerSkip *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__Fault methods */
 void   pt__fault__init
                      (Pt__Fault         *message);
@@ -3516,6 +3553,9 @@ typedef void (*Pt__PeerMeta_Closure)
 typedef void (*Pt__PeerFetch_Closure)
                  (const Pt__PeerFetch *message,
                   void *closure_data);
+typedef void (*Pt__PeerSkip_Closure)
+                 (const Pt__PeerSkip *message,
+                  void *closure_data);
 typedef void (*Pt__Fault_Closure)
                  (const Pt__Fault *message,
                   void *closure_data);
@@ -3600,6 +3640,7 @@ extern const ProtobufCMessageDescriptor pt__peer_ready__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_ack__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_meta__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_fetch__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_skip__descriptor;
 extern const ProtobufCMessageDescriptor pt__fault__descriptor;
 extern const ProtobufCMessageDescriptor pt__fault_reply__descriptor;
 

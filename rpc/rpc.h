@@ -152,7 +152,8 @@ enum rpc_type {
   RPC_PEER_ACK = 64,            /* Pt__PeerAck */
   RPC_PEER_META = 65,           /* Pt__PeerMeta */
   RPC_PEER_FETCH = 66,          /* Pt__PeerFetch */
-  RPC_TYPE_MAX_ = 66,
+  RPC_PEER_SKIP = 67,           /* Pt__PeerSkip */
+  RPC_TYPE_MAX_ = 67,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

@@ -253,6 +253,9 @@ int smp_peer_link_on_peers_set(struct smp_conn *sc, uint64_t id,
 void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step);
 void smp_peer_sealed(struct smp *smp, uint32_t slot, uint64_t step);
 void smp_peer_slot_dropped(struct smp *smp, uint32_t slot);
+/* The trainer's snapshot of step was skipped (no free slot): the group
+ * hears it (PEER_SKIP) and gives the step up at once. */
+void smp_peer_skipped(struct smp *smp, uint64_t step);
 /* The slots whose steps are being protected (newer than the committed
  * one, within their deadline): not handed to the trainer (bit i: slot i). */
 uint32_t smp_peer_busy_slots(struct smp *smp);

@@ -125,15 +125,27 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *f
   va_start(ap, fmt);
   vsnprintf(p->why, sizeof(p->why), fmt, ap);
   va_end(ap);
-  if (!p->has_failed || p->failed_step != step)
-    log_warn("step %" PRIu64 " not protected: %s", step, p->why);
+  /* A member's skipped snapshot is routine (debug); the rest is worth a
+   * line once per step. */
+  if (!p->has_failed || p->failed_step != step) {
+    if (rc == PT_SKIPPED)
+      log_debug("step %" PRIu64 " not protected: %s", step, p->why);
+    else
+      log_warn("step %" PRIu64 " not protected: %s", step, p->why);
+  }
   p->has_failed = true;
   p->failed_step = step;
   if (p->active && p->step == step) {
-    p->slot_until[p->slot] = 0; /* given up: the slot may be reused */
     p->active = false;
     for (uint32_t i = 0; i < p->smp->group.n; i++)
       p->link[i].sending = false;
+  }
+  /* Given up here: the slot may go to the trainer's next step, and nothing
+   * more is taken for it. */
+  uint32_t slot;
+  if (p->eng != NULL && smp_protect_find(p->eng, step, &slot) == 0) {
+    p->slot_until[slot] = 0;
+    smp_protect_forget(p->eng, slot);
   }
   if (p->pin_wait && p->pin_step == step)
     smp_peer_pin_answer(p, rc, p->why);
@@ -525,4 +537,38 @@ uint32_t smp_peer_busy_slots(struct smp *smp)
       mask |= 1u << i;
   }
   return mask;
+}
+
+void smp_peer_skipped(struct smp *smp, uint64_t step)
+{
+  struct smp_peer *p = P(smp);
+  if (p == NULL || !p->has_epoch)
+    return;
+  Pt__PeerSkip m = PT__PEER_SKIP__INIT;
+  m.epoch = p->epoch;
+  m.step = step;
+  for (uint32_t i = 0; i < smp->group.n; i++) {
+    struct link *l = &p->link[i];
+    if (i == smp->group.member)
+      continue;
+    if (l->out != NULL && l->out_up)
+      rpc_conn_send(l->out, RPC_PEER_SKIP, 0, &m.base);
+    else if (l->in != NULL)
+      rpc_conn_send(l->in, RPC_PEER_SKIP, 0, &m.base);
+  }
+}
+
+void smp_peer_on_skip(struct smp_peer *p, const struct link *l,
+                      const Pt__PeerSkip *m)
+{
+  if (!p->has_epoch || m->epoch != p->epoch)
+    return;
+  uint32_t slot;
+  if ((p->active && p->step == m->step) ||
+      (p->eng != NULL && smp_protect_find(p->eng, m->step, &slot) == 0))
+    smp_peer_step_fail(p, m->step, PT_SKIPPED, "member %u (node '%s') skipped "
+                       "that snapshot", l->member, member_of(p, l->member)->node_id);
+  if (p->pending && p->pending_step == m->step)
+    p->pending = false;
+  smp_peer_check_done(p);
 }

@@ -128,6 +128,10 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc,
 void smp_peer_check_done(struct smp_peer *p);
 /* The PIN waiting (if any) is answered with status (why: its words). */
 void smp_peer_pin_answer(struct smp_peer *p, int status, const char *why);
+/* Member l's trainer skipped step (PEER_SKIP): its protection here is
+ * given up at once, not at its deadline. */
+void smp_peer_on_skip(struct smp_peer *p, const struct link *l,
+                      const Pt__PeerSkip *m);
 /* l's holder said READY for step. */
 void smp_peer_ready_add(struct link *l, uint64_t step);
 

@@ -106,6 +106,9 @@ static int on_out_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     }
     return 0;
   }
+  case RPC_PEER_SKIP:
+    smp_peer_on_skip(p, l, (const Pt__PeerSkip *)msg);
+    return 0;
   case RPC_PEER_ACK: {
     const Pt__PeerAck *a = (const Pt__PeerAck *)msg;
     if (p->eng == NULL)
@@ -244,6 +247,10 @@ static int on_in_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   struct link *l = in_link(c);
   if (l != NULL && (h->type == RPC_PEER_META || h->type == RPC_PEER_FETCH))
     return smp_peer_serve_on_msg(l, h, msg);
+  if (l != NULL && h->type == RPC_PEER_SKIP) {
+    smp_peer_on_skip(l->p, l, (const Pt__PeerSkip *)msg);
+    return 0;
+  }
   log_warn("peer link from %s: unexpected %s; closing it",
            rpc_conn_peer_name(c), rpc_type_name(h->type));
   return PT_EPROTO;

@@ -314,6 +314,7 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
               gen);
   } else if (rc == PT_SKIPPED) {
     log_debug("step %" PRIu64 " skipped: no free slot", m->step);
+    smp_peer_skipped(smp, m->step);
   } else {
     r.message = (char *)pt_strerror(rc);
     log_warn("no slot for step %" PRIu64 ": %s", m->step, pt_strerror(rc));
