@@ -127,14 +127,17 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *f
   va_end(ap);
   /* A member's skipped snapshot is routine (debug); the rest is worth a
    * line once per step. */
-  if (!p->has_failed || p->failed_step != step) {
+  if (!smp_peer_failed(p, step)) {
     if (rc == PT_SKIPPED)
       log_debug("step %" PRIu64 " not protected: %s", step, p->why);
     else
       log_warn("step %" PRIu64 " not protected: %s", step, p->why);
+    if (p->nfailed == SNAP_MAX_SLOTS) {
+      memmove(p->failed, p->failed + 1, (SNAP_MAX_SLOTS - 1) * sizeof(p->failed[0]));
+      p->nfailed--;
+    }
+    p->failed[p->nfailed++] = step;
   }
-  p->has_failed = true;
-  p->failed_step = step;
   if (p->active && p->step == step) {
     p->active = false;
     for (uint32_t i = 0; i < p->smp->group.n; i++)
@@ -149,6 +152,14 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *f
   }
   if (p->pin_wait && p->pin_step == step)
     smp_peer_pin_answer(p, rc, p->why);
+}
+
+bool smp_peer_failed(const struct smp_peer *p, uint64_t step)
+{
+  for (unsigned i = 0; i < p->nfailed; i++)
+    if (p->failed[i] == step)
+      return true;
+  return false;
 }
 
 static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step);
@@ -248,6 +259,10 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
   struct smp_protect *e = engine(p);
   struct smp_protect_status st;
 
+  if (smp_peer_failed(p, step)) {
+    log_debug("step %" PRIu64 " sealed, already given up: not sent", step);
+    return;
+  }
   if (e == NULL) {
     smp_peer_step_fail(p, step, PT_ESTATE, "the group's members are not all known "
               "yet (links up, sizes said)");
@@ -443,8 +458,8 @@ void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step)
     return;
   smp_peer_link_tell_bytes(p);
   struct smp_protect *e = engine(p);
-  if (e == NULL)
-    return;
+  if (e == NULL || smp_peer_failed(p, step))
+    return; /* (given up already: a member skipped it) */
   int rc = smp_protect_begin_store(e, smp->store, slot, step);
   if (rc != 0) {
     log_warn("step %" PRIu64 ": cannot take the group's chunks: %s", step,
@@ -476,19 +491,21 @@ void smp_peer_sealed(struct smp *smp, uint32_t slot, uint64_t step)
   if (p == NULL)
     return;
   if (p->active && p->step != step) {
-    struct snap_slot_info si;
-    snap_slot_get(smp->store, p->slot, &si);
-    bool pinned = (si.state == SNAP_PINNED || si.state == SNAP_PROTECTED) &&
-                  si.step == p->step;
-    if (pinned) {
-      p->pending = true; /* the commit under way goes first */
-      p->pending_slot = slot;
-      p->pending_step = step;
-      return;
+    /* One step's sends at a time: the step under way finishes first (a
+     * newer one taking its place would never let one finish while the
+     * trainer seals faster than its group protects). A pending step
+     * replaced by a newer one will never be sent: the group hears so. */
+    if (p->pending && p->pending_step != step) {
+      uint64_t old = p->pending_step;
+      p->pending = false;
+      smp_peer_step_fail(p, old, PT_SKIPPED, "step %" PRIu64 " was sealed "
+                         "before its sends could start", step);
+      smp_peer_skipped(smp, old);
     }
-    log_debug("step %" PRIu64 " takes the place of step %" PRIu64
-              " (not pinned)", step, p->step);
-    p->active = false;
+    p->pending = true;
+    p->pending_slot = slot;
+    p->pending_step = step;
+    return;
   }
   start_step(p, slot, step);
 }
@@ -502,7 +519,7 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
   if (p == NULL)
     return false; /* no code, or no links: answered as a plain pin */
   smp_peer_pin_answer(p, -ECANCELED, "another PIN came");
-  if (p->has_failed && p->failed_step == step && !(p->active && p->step == step)) {
+  if (smp_peer_failed(p, step)) {
     smp_serve_reply_status(sc, id, -EIO, p->why);
     return true;
   }
@@ -571,4 +588,19 @@ void smp_peer_on_skip(struct smp_peer *p, const struct link *l,
   if (p->pending && p->pending_step == m->step)
     p->pending = false;
   smp_peer_check_done(p);
+}
+
+void smp_peer_reset(struct smp_peer *p)
+{
+  smp_peer_pin_answer(p, PT_EEPOCH, "the job moved to another epoch");
+  p->active = false;
+  p->pending = false;
+  p->nfailed = 0;
+  memset(p->slot_until, 0, sizeof(p->slot_until));
+  for (uint32_t i = 0; p->eng != NULL && i < SNAP_MAX_SLOTS; i++)
+    smp_protect_forget(p->eng, i);
+  for (uint32_t i = 0; i < p->smp->group.n; i++) {
+    p->link[i].sending = false;
+    p->link[i].nready = 0;
+  }
 }

@@ -96,8 +96,10 @@ struct smp_peer {
   const struct snap_store *told_store;
   uint64_t told_bytes;
   char why[400];             /* why the last step failed */
-  uint64_t failed_step;
-  bool has_failed;
+  /* the steps given up here lately (newest last): never started again,
+   * and a PIN of one is answered at once */
+  uint64_t failed[SNAP_MAX_SLOTS];
+  unsigned nfailed;
 };
 
 static inline struct smp_peer *P(struct smp *smp)
@@ -132,6 +134,11 @@ void smp_peer_pin_answer(struct smp_peer *p, int status, const char *why);
  * given up at once, not at its deadline. */
 void smp_peer_on_skip(struct smp_peer *p, const struct link *l,
                       const Pt__PeerSkip *m);
+/* A new epoch: everything of the old one's steps is forgotten (their
+ * slots, sends, failures, a PIN waiting). */
+void smp_peer_reset(struct smp_peer *p);
+/* Whether step was given up here lately. */
+bool smp_peer_failed(const struct smp_peer *p, uint64_t step);
 /* l's holder said READY for step. */
 void smp_peer_ready_add(struct link *l, uint64_t step);
 

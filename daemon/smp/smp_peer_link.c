@@ -72,6 +72,17 @@ static void on_out_close(struct rpc_conn *c, int err)
 static void on_out_ready(struct rpc_conn *c)
 {
   struct link *l = rpc_conn_data(c);
+  /* Whoever answers at the member's address must be that member's node,
+   * as an SMP: else it would get the member's chunks. */
+  if (rpc_conn_peer_role(c) != PT__PEER_ROLE__PEER_ROLE_SMP ||
+      strcmp(rpc_conn_peer_node(c), member_of(l->p, l->member)->node_id) != 0) {
+    log_warn("link to member %u at %s: it answers as node '%s' (role %u), "
+             "not as node '%s''s SMP; closing it", l->member,
+             rpc_conn_peer_name(c), LOG_ESC(rpc_conn_peer_node(c)),
+             rpc_conn_peer_role(c), member_of(l->p, l->member)->node_id);
+    rpc_conn_close(c, PT_EROLE);
+    return;
+  }
   l->out_up = true;
   l->redial_ms = PEER_REDIAL_MIN_MS;
   log_debug("link to member %u (node '%s') up", l->member,
@@ -114,7 +125,9 @@ static int on_out_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     if (p->eng == NULL)
       return 0;
     if (a->status != 0) {
-      smp_peer_step_fail(p, a->step, a->status, "member %u (node '%s') refused "
+      /* (a refusal is an error whatever code the peer put in it) */
+      smp_peer_step_fail(p, a->step, a->status < 0 ? a->status : PT_EPROTO,
+                "member %u (node '%s') refused "
                 "chunk %u: %s", l->member, member_of(p, l->member)->node_id,
                 a->chunk, a->message ? LOG_ESC(a->message)
                                      : pt_strerror(a->status));
@@ -208,6 +221,16 @@ static int on_hello(struct rpc_conn *c, struct in_conn *ic,
   struct link *l = &p->link[h->from];
   if (ic->member < 0) {
     if (l->in != NULL && l->in != c) {
+      /* The member dialled again. Its old link is kept while it is live
+       * (bytes within PEER_HELLO_MS): anyone with the key may claim a
+       * member's node id here, and must not be able to push the real one
+       * off; a member that restarted has its old link broken or silent. */
+      if (rpc_conn_idle_ms(l->in) < PEER_HELLO_MS) {
+        log_warn("refusing a second link from member %u (node '%s', %s): "
+                 "its link is live", h->from, LOG_ESC(node),
+                 rpc_conn_peer_name(c));
+        return -EBUSY;
+      }
       struct in_conn *old = rpc_conn_data(l->in);
       old->member = -1;
       rpc_conn_close(l->in, 0); /* replaced: the member dialled again */
@@ -417,9 +440,7 @@ int smp_peer_link_on_peers_set(struct smp_conn *sc, uint64_t id,
     }
   }
   if (new_epoch) {
-    smp_peer_pin_answer(p, PT_EEPOCH, "the job moved to another epoch");
-    p->active = false;
-    p->pending = false;
+    smp_peer_reset(p);
     log_info("coding group %u: epoch %" PRIu64, smp->group.group, p->epoch);
   }
   smp_serve_reply_status(sc, id, 0, NULL);

@@ -99,15 +99,15 @@ static void refuse(struct link *l, uint64_t id, const Pt__PeerFetch *f, int rc,
   rpc_conn_send(l->in, RPC_PEER_ACK, id, &a.base);
 }
 
-/* The slot holding step committed, protected or pinned; UINT32_MAX. */
+/* The slot holding step committed or protected (its parity complete, its
+ * slot kept until a newer commit); UINT32_MAX. */
 static uint32_t held_slot(const struct snap_store *s, uint64_t step)
 {
   for (uint32_t i = 0; i < snap_store_nslots(s); i++) {
     struct snap_slot_info si;
     snap_slot_get(s, i, &si);
     if (si.record_ok && si.step == step &&
-        (si.state == SNAP_COMMITTED || si.state == SNAP_PROTECTED ||
-         si.state == SNAP_PINNED))
+        (si.state == SNAP_COMMITTED || si.state == SNAP_PROTECTED))
       return i;
   }
   return UINT32_MAX;
@@ -167,6 +167,12 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
   if (len > PEER_PIECE || off > lay->chunk_bytes) {
     refuse(l, id, f, -EMSGSIZE, "%" PRIu64 " bytes at %" PRIu64 " of a %zu-byte "
            "piece (at most %zu at once)", len, off, lay->chunk_bytes, PEER_PIECE);
+    return;
+  }
+  /* One reply queued at a time per link: a member that asks faster than
+   * it reads is told to wait, before any CRC is spent on it. */
+  if (rpc_conn_queued_bytes(l->in) > 0) {
+    refuse(l, id, f, -EAGAIN, "a fetch of this link is still being sent");
     return;
   }
   uint64_t n = off >= end ? 0 : end - off < len ? end - off : len;

@@ -83,12 +83,30 @@ port=$(grep -h '^<6>ptd smp 0: coding group .*: taking the group.s chunks on 127
   | tail -n 1 | sed 's/.*127\.0\.0\.1://')
 [ -n "$port" ] && [ -n "$nodes" ] || c_fail "no peer port or group for rank 0 (port '$port', group '$group')"
 before=$(c_job_field cq committed_step)
-"$BUILD/tests/pt-peer-hostile" "$C_KEY" 127.0.0.1 "$port" cq "$group" "$member" 2 1 $nodes >"$T_DIR/hostile.out" 2>&1 \
+"$BUILD/tests/pt-peer-hostile" --live "$C_KEY" 127.0.0.1 "$port" cq "$group" "$member" 2 1 $nodes >"$T_DIR/hostile.out" 2>&1 \
   || c_fail "a hostile peer was not refused: $(cat "$T_DIR/hostile.out")"
-say "hostile peer on rank 0's port: $(tail -n 1 "$T_DIR/hostile.out")"
+say "hostile peer on rank 0's port while its group runs: $(tail -n 1 "$T_DIR/hostile.out")"
 grep -q "node 'not-a-member' is no other member of coding group $group" "$T_DIR"/node.*.log \
   || c_fail "the stranger's refusal was not logged"
 grep -q "it authenticated as role [0-9]*, not as an SMP" "$T_DIR"/node.*.log || c_fail "the wrong role's refusal was not logged"
+grep -q "refusing a second link from member .*: its link is live" "$T_DIR"/node.*.log \
+  || c_fail "the takeover of a live member's link was not refused"
+# Every case past the HELLO, on an SMP whose group mates are not running
+# (the tool is the only other member linked to it): each refused.
+"$PTD" smp --job lone --rank 0 --socket "$T_DIR/lone.sock" --shm-prefix "$T_PREFIX" --code 2+1 \
+  --group 0 --member 0 --node-id a --group-node 0:a=127.0.0.1 --group-node 1:b=127.0.0.1 \
+  --group-node 2:c=127.0.0.1 --key "$C_KEY" --peer-listen 127.0.0.1 --log-level 7 >"$T_DIR/lone.log" 2>&1 &
+lone=$!
+deadline=$(( $(date +%s) + 10 ))
+until lport=$(sed -n 's/.*taking the group.s chunks on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$T_DIR/lone.log") && [ -n "$lport" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "a lone ptd smp did not listen: $(cat "$T_DIR/lone.log")"
+  sleep 0.05
+done
+"$BUILD/tests/pt-peer-hostile" "$C_KEY" 127.0.0.1 "$lport" lone 0 0 2 1 a b c >"$T_DIR/hostile2.out" 2>&1 \
+  || c_fail "a hostile peer was not refused: $(cat "$T_DIR/hostile2.out") $(tail -n 20 "$T_DIR/lone.log")"
+kill -0 "$lone" 2>/dev/null || c_fail "the lone SMP died under the hostile peer: $(tail -n 20 "$T_DIR/lone.log")"
+kill -TERM "$lone"; wait "$lone"
+say "hostile peer, every case: $(tail -n 1 "$T_DIR/hostile2.out")"
 deadline=$(( $(date +%s) + 60 ))
 until q=$(c_job_field cq committed_step) && [ "$q" -ge $(( before + 5 )) ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job cq committed no more after the hostile peer ($q, was $before)"

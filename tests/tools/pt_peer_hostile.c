@@ -2,7 +2,7 @@
  * pt-peer-hostile — a test tool: a hostile client on a coded SMP's peer
  * port (daemon/smp/smp_peer_link.c), holding the cluster key.
  *
- *   pt-peer-hostile KEY HOST PORT JOB GROUP MEMBER K M NODE_OF_MEMBER...
+ *   pt-peer-hostile [--live] KEY HOST PORT JOB GROUP MEMBER K M NODE_OF_MEMBER...
  *
  * GROUP and MEMBER are the SMP's (the acceptor's); NODE_OF_MEMBER lists
  * every member's node id in member order (so the tool can claim to be
@@ -21,6 +21,14 @@
  *   crc        a piece whose bytes fail its CRC32C        -> PEER_ACK < 0
  *   step       a piece of a step the SMP never began      -> PEER_ACK < 0
  *   chunk      a piece of a chunk out of the layout       -> PEER_ACK < 0
+ *   takeover   a second link claiming a member whose link   -> closed, the
+ *              is live                                         first kept
+ *
+ * --live: the SMP's group runs (every member's link is live), so a HELLO
+ * claiming a member is refused as a takeover: only the cases before and
+ * at the HELLO run (role, stranger, job, member, takeover), each -> closed.
+ * Without it the tool is the only other member linked (an SMP whose group
+ * mates are not running) and every case runs.
  *
  * Each case has a deadline (5 s). Prints one line per case; exit 0 when
  * all passed, 1 naming those that did not, 2 on a usage error.
@@ -30,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -184,7 +193,7 @@ static bool one(const char *name, uint32_t role, const char *node,
       hello(&r, A.job, (other + 1) % A.n == A.member ? other
                                                       : (other + 1) % A.n);
       break;
-    default:
+    default: /* 9 and the cases after a good HELLO */
       hello(&r, A.job, other);
       break;
     }
@@ -229,12 +238,54 @@ static bool one(const char *name, uint32_t role, const char *node,
     printf(": nothing within %u ms", CASE_MS);
   printf("\n");
   close_run(&r);
+  usleep(100000); /* the SMP has seen this link end before the next */
+  return ok;
+}
+
+/* A first link as member `other` (taken: READY comes), then a second one
+ * while the first is live: the second is closed, the first kept. */
+static bool takeover(uint32_t role, const char *node)
+{
+  struct run a, b;
+  uint32_t other = (A.member + 1) % A.n;
+  bool ok = false;
+  if (open_run(&a, role, node) != 0)
+    return false;
+  spin(&a);
+  if (a.ready) {
+    hello(&a, A.job, other);
+    uv_timer_again(&a.timer);
+    while (!a.got_ready && !a.closed && !a.timed_out)
+      uv_run(&a.loop, UV_RUN_ONCE);
+  }
+  if (a.got_ready && !a.closed && open_run(&b, role, node) == 0) {
+    spin(&b);
+    if (b.ready) {
+      hello(&b, A.job, other);
+      uv_timer_again(&b.timer);
+      spin(&b);
+    }
+    /* the first link still answers: nothing closed it meanwhile */
+    uv_run(&a.loop, UV_RUN_NOWAIT);
+    ok = b.closed && !b.timed_out && !a.closed;
+    close_run(&b);
+  }
+  printf("%-10s %s%s\n", "takeover", ok ? "ok" : "FAIL",
+         ok ? ": the second link closed, the first kept" : "");
+  close_run(&a);
   return ok;
 }
 
 int main(int argc, char **argv)
 {
   char err[512];
+  bool live = false;
+
+  if (argc > 1 && strcmp(argv[1], "--live") == 0) {
+    live = true;
+    argv++;
+    argc--;
+  }
 
   if (argc < 10) {
     fprintf(stderr, "usage: pt-peer-hostile KEY HOST PORT JOB GROUP MEMBER K "
@@ -266,6 +317,16 @@ int main(int argc, char **argv)
   const uint32_t smp = PT__PEER_ROLE__PEER_ROLE_SMP;
   const char *other = A.nodes[(A.member + 1) % A.n];
   int failed = 0;
+  if (live) {
+    failed += !one("role", PT__PEER_ROLE__PEER_ROLE_CTL, other, 0, W_CLOSED);
+    failed += !one("stranger", smp, "not-a-member", 0, W_CLOSED);
+    failed += !one("job", smp, other, 1, W_CLOSED);
+    failed += !one("member", smp, other, 2, W_CLOSED);
+    failed += !one("takeover", smp, other, 9, W_CLOSED);
+    printf("%d of 5 cases failed\n", failed);
+    return failed ? 1 : 0;
+  }
+  failed += !takeover(smp, other);
   failed += !one("role", PT__PEER_ROLE__PEER_ROLE_CTL, other, 0, W_CLOSED);
   failed += !one("stranger", smp, "not-a-member", 0, W_CLOSED);
   failed += !one("job", smp, other, 1, W_CLOSED);
@@ -276,6 +337,6 @@ int main(int argc, char **argv)
   failed += !one("crc", smp, other, 6, W_NACK);
   failed += !one("step", smp, other, 7, W_NACK);
   failed += !one("chunk", smp, other, 8, W_NACK);
-  printf("%d of 10 cases failed\n", failed);
+  printf("%d of 11 cases failed\n", failed);
   return failed ? 1 : 0;
 }
