@@ -26,10 +26,14 @@ c_ptctl start --job cp --nodes 3 --ranks-per-node 2 --slots 3 --code 2+1 --maste
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 c_wait_job_state cp done 120
 t_check_digests 6
+# Steps were protected and committed all along: a snapshot is skipped
+# while its group still protects an earlier one (training never waits),
+# so not every step commits on a loaded machine, nor always the last.
 committed=$(c_job_field cp committed_step)
-[ "$committed" = "$STEPS" ] || c_fail "job cp: committed step '$committed', expected $STEPS"
+[ -n "$committed" ] && [ "$committed" -ge $(( STEPS - 10 )) ] \
+  || c_fail "job cp: committed step '$committed', expected at least $(( STEPS - 10 ))"
 commits=$(c_job_field cp commits)
-[ -n "$commits" ] && [ "$commits" -ge 5 ] || c_fail "job cp: only '$commits' commits"
+[ -n "$commits" ] && [ "$commits" -ge $(( STEPS / 3 )) ] || c_fail "job cp: only '$commits' commits of $STEPS steps"
 # Every SMP linked to its group and protected steps; none refused a chunk.
 n=$(cat "$T_DIR"/node.*.log | grep -c 'taking the group.s chunks on')
 [ "$n" -ge 6 ] || c_fail "$n of 6 SMPs listened for their group"
