@@ -317,9 +317,9 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
 
 /* ---- the timer: dials due, deadlines ---- */
 
-static void on_tick(uv_timer_t *t)
+static int tick_body(void *arg)
 {
-  struct smp_peer *p = t->data;
+  struct smp_peer *p = arg;
   struct smp *smp = p->smp;
   uint64_t now = rpc_now_ms();
 
@@ -351,6 +351,14 @@ static void on_tick(uv_timer_t *t)
               "the parity this member keeps is not complete within %u ms",
               smp->protect_ms);
   smp_peer_check_done(p);
+  return 0;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+  struct smp_peer *p = t->data;
+  /* under the SIGBUS guard: the deadlines may mark slots PROTECTED */
+  (void)smp_guarded(p->smp, tick_body, p);
 }
 
 /* ---- the SMP's calls ---- */

@@ -20,6 +20,16 @@
 #include "daemon/smp/smp_internal.h"
 #include "daemon/smp/smp_peer_int.h"
 
+/* The callbacks of both kinds of link, each under the SIGBUS guard (at the
+ * end of this file). */
+static int on_out_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                      ProtobufCMessage *msg);
+static void on_out_drain(struct rpc_conn *c);
+static int on_in_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                     ProtobufCMessage *msg);
+static void on_in_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+                            void *dst, int status);
+
 /* ---- sending ---- */
 
 void smp_peer_link_hello(struct link *l)
@@ -90,12 +100,12 @@ static void on_out_ready(struct rpc_conn *c)
   smp_peer_link_hello(l);
 }
 
-static void on_out_drain(struct rpc_conn *c)
+static void on_out_drain_body(struct rpc_conn *c)
 {
   smp_peer_push(rpc_conn_data(c));
 }
 
-static int on_out_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+static int on_out_msg_body(struct rpc_conn *c, const struct rpc_hdr *h,
                       ProtobufCMessage *msg)
 {
   struct link *l = rpc_conn_data(c);
@@ -261,7 +271,7 @@ static int on_hello(struct rpc_conn *c, struct in_conn *ic,
   return 0;
 }
 
-static int on_in_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+static int on_in_msg_body(struct rpc_conn *c, const struct rpc_hdr *h,
                      ProtobufCMessage *msg)
 {
   struct in_conn *ic = rpc_conn_data(c);
@@ -291,7 +301,7 @@ static int on_in_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
   return PT_OK;
 }
 
-static void on_in_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+static void on_in_bulk_done_body(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
                             void *dst, int status)
 {
   struct link *l = in_link(c);
@@ -447,6 +457,82 @@ int smp_peer_link_on_peers_set(struct smp_conn *sc, uint64_t id,
   return 0;
 }
 
+
+/* ---- every callback that may touch the mapping, under the SMP's SIGBUS
+ * guard (smp_guarded): an object shrunk under the SMP is dropped, never a
+ * fault that kills it ---- */
+
+struct gcall {
+  struct rpc_conn *c;
+  const struct rpc_hdr *h;
+  ProtobufCMessage *msg;
+  const struct rpc_bulk_hdr *bh;
+  void *dst;
+  int status;
+  int kind;
+};
+
+static int gcall_run(void *a)
+{
+  struct gcall *g = a;
+  switch (g->kind) {
+  case 0:
+    return on_out_msg_body(g->c, g->h, g->msg);
+  case 1:
+    return on_in_msg_body(g->c, g->h, g->msg);
+  case 2:
+    on_in_bulk_done_body(g->c, g->bh, g->dst, g->status);
+    return 0;
+  default:
+    on_out_drain_body(g->c);
+    return 0;
+  }
+}
+
+/* The SMP of a link's conn (out links hold a link, in links an in_conn). */
+static struct smp *conn_smp(struct rpc_conn *c, bool out)
+{
+  void *d = rpc_conn_data(c);
+  if (d == NULL)
+    return NULL;
+  return out ? ((struct link *)d)->p->smp : ((struct in_conn *)d)->p->smp;
+}
+
+static int guarded(struct gcall *g, bool out)
+{
+  struct smp *smp = conn_smp(g->c, out);
+  if (smp == NULL)
+    return 0;
+  int rc = smp_guarded(smp, gcall_run, g);
+  return rc == -EIO && smp->store == NULL ? 0 : rc; /* dropped: go on */
+}
+
+static int on_out_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                      ProtobufCMessage *msg)
+{
+  struct gcall g = {.c = c, .h = h, .msg = msg, .kind = 0};
+  return guarded(&g, true);
+}
+
+static void on_out_drain(struct rpc_conn *c)
+{
+  struct gcall g = {.c = c, .kind = 3};
+  (void)guarded(&g, true);
+}
+
+static int on_in_msg(struct rpc_conn *c, const struct rpc_hdr *h,
+                     ProtobufCMessage *msg)
+{
+  struct gcall g = {.c = c, .h = h, .msg = msg, .kind = 1};
+  return guarded(&g, false);
+}
+
+static void on_in_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+                            void *dst, int status)
+{
+  struct gcall g = {.c = c, .bh = h, .dst = dst, .status = status, .kind = 2};
+  (void)guarded(&g, false);
+}
 
 int smp_peer_link_listen(struct smp_peer *p, const char *host)
 {
