@@ -392,6 +392,7 @@ static void forget(struct node *n)
   p->job[0] = '\0';
   p->epoch = 0;
   p->reported = NULL;
+  node_peers_forget(n); /* the group's addresses were that part's */
   if (unlink(p->path) != 0 && errno != ENOENT)
     log_warn("cannot remove '%s': %s", p->path, strerror(errno));
 }
@@ -740,6 +741,7 @@ void node_part_close(struct node *n)
 {
   struct node_part *p = node_part_of(n);
 
+  node_peers_forget(n);
   if (p == NULL)
     return;
   free(p->retired);

@@ -90,14 +90,22 @@ int main(int argc, char **argv)
     fprintf(stderr, "pt-ec-verify: encode: %s\n", rs_last_error());
     return 2;
   }
-  for (unsigned i = 0; i < g; i++)
+  int rc = 0;
+  for (unsigned i = 0; i < g && rc == 0; i++)
     for (size_t b = 0; b < l.parity_bytes; b++)
       if (want[i][b] != have[i][b]) {
         printf("member %u: parity byte %zu of %zu is %02x, the code's is "
                "%02x\n", i, b, l.parity_bytes, have[i][b], want[i][b]);
-        return 1;
+        rc = 1;
+        break;
       }
-  printf("step %" PRIu64 ": the parity of all %u members is the %u+%u code's "
-         "(%zu bytes each)\n", step, g, k, m, l.parity_bytes);
-  return 0;
+  if (rc == 0)
+    printf("step %" PRIu64 ": the parity of all %u members is the %u+%u code's "
+           "(%zu bytes each)\n", step, g, k, m, l.parity_bytes);
+  for (unsigned i = 0; i < g; i++) {
+    free(want[i]);
+    snap_store_close(s[i]);
+  }
+  rs_coder_free(c);
+  return rc;
 }
