@@ -57,8 +57,12 @@
  * Lifetime of the bytes: the sends point into the slot's data; the SMP
  * must keep that slot from being handed to another step while the
  * transport reads them, or forget the protection (smp_protect_forget)
- * when it is. Bytes that changed after smp_protect_sends() fail their CRC
- * at the holder and are never folded.
+ * when it is. Bytes that changed after smp_protect_sends() fail their
+ * chunk CRC at the holder and are never folded. With smp_protect_plan()
+ * the CRC is each piece's, taken as the piece is queued (smp_peer.c): a
+ * byte changed before that is folded as sent, one changed while it is
+ * queued fails the piece's CRC; so the SMP never hands a slot under
+ * protection to its trainer (snap_slot_acquire_avoiding).
  */
 #ifndef PT_SMP_PROTECT_H
 #define PT_SMP_PROTECT_H
