@@ -76,6 +76,13 @@ c_nodes_term() {
 # A failure shows the controller's log too.
 c_fail() {
   [ -f "$C_CTL_LOG" ] && tail -n 40 "$C_CTL_LOG" | sed 's/^/controller: /'
+  # what each node said last, and why steps were not protected or committed
+  local f
+  for f in "$T_DIR"/node.*.log; do
+    [ -f "$f" ] || continue
+    grep -hE 'not protected|not pinned|refus|did not end|failed' "$f" | tail -n 8 | sed "s|^|$(basename "$f" .log): |"
+    tail -n 5 "$f" | sed "s|^|$(basename "$f" .log): |"
+  done
   fail "$@"
 }
 

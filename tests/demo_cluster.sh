@@ -60,7 +60,10 @@ for id in a b c; do c_wait_node_state "$id" alive 10; done
 c_ptctl nodes | sed 's/^/   /'
 
 echo "3. ptctl start --job $JOB --nodes $NODES --ranks-per-node $RPN -- pt-train ..."
-c_ptctl start --job "$JOB" --nodes "$NODES" --ranks-per-node "$RPN" --slots 3 --master-port "$T_PORT" \
+# --code none until node loss is in the demo (issue 10): its kills and the
+# controller's outage can leave a coded job's members out of step, and the
+# demo's waits for commits then run out (the protection's known gap).
+c_ptctl start --job "$JOB" --nodes "$NODES" --ranks-per-node "$RPN" --slots 3 --code none --master-port "$T_PORT" \
   --backoff-ms 100 -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" 2>&1 | sed 's/^/   /'
 wait_until 30 "the job to run" job_is running
 wait_until 60 "a commit at step $((STEPS / 5))" committed_at_least $((STEPS / 5))

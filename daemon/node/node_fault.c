@@ -140,7 +140,24 @@ static int corrupt(struct node *n, uint32_t rank, uint64_t *step, char *err,
     rc = -ESTALE;
     goto out_close;
   }
-  rc = snap_slot_newest_committed(s, &slot, step);
+  /* The slot of the step the restore will want: in cluster mode the
+   * assignment's restore step, which may still be PROTECTED here (its
+   * commit had not reached this node when the trainer died); else the
+   * newest committed one. */
+  rc = -ENOENT;
+  for (uint32_t i = 0; n->has_committed && i < snap_store_nslots(s); i++) {
+    struct snap_slot_info si;
+    snap_slot_get(s, i, &si);
+    if (si.record_ok && si.step == n->committed &&
+        (si.state == SNAP_COMMITTED || si.state == SNAP_PROTECTED ||
+         si.state == SNAP_PINNED)) {
+      slot = i;
+      *step = si.step;
+      rc = PT_OK;
+    }
+  }
+  if (rc != PT_OK)
+    rc = snap_slot_newest_committed(s, &slot, step);
   if (rc != PT_OK) {
     snprintf(err, len, "rank %" PRIu32 " holds no committed slot", rank);
     goto out_close;

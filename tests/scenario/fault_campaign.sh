@@ -91,7 +91,14 @@ c_node_kill d TERM
 
 for id in a b c; do c_node_start $id "${NODE_OPTS[@]}"; done
 for id in a b c; do c_wait_node_state $id alive 10; done
-c_ptctl start --job $JOB --nodes 3 --ranks-per-node 1 --slots 3 --master-port "$T_PORT" \
+# --code none: this campaign's classes are the control plane's (trainer,
+# SMP, ptd, controller, stop, corrupt). Under them a coded job's members
+# can fall out of step: each skips the snapshots its busy slots refuse,
+# and a step any member skipped is given up by all, so for long stretches
+# nothing commits (a known gap of the protection, in the closing note of
+# issue 10; cluster_protect runs protection itself). The node-loss classes
+# will run coded.
+c_ptctl start --job $JOB --nodes 3 --ranks-per-node 1 --slots 3 --code none --master-port "$T_PORT" \
   --max-restarts 100 --backoff-ms 50 --node-wait-ms 30000 \
   -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
