@@ -176,8 +176,10 @@ c_ptctl start --job coded --nodes 3 --ranks-per-node 1 --master-port "$T_PORT" -
 st=$(c_ptctl status coded)
 printf '%s\n' "$st" | grep -q "^code        2+1, 1 node group x 1 local rank = 1 coding group$" \
   || c_fail "status coded: $st"
-printf '%s\n' "$st" | grep -q "^protection  not measured yet" || c_fail "status coded: $st"
-members=$(printf '%s\n' "$st" | sed -n 's|^0 \{1,\}2+1 \{1,\}||p')
+# the group's row: its health (losses it absorbs now, its newest protected
+# step), then its members as node/local rank
+printf '%s\n' "$st" | grep -qE "^GROUP +CODE +TOLERATES +PROTECTED +MEMBERS$" || c_fail "status coded: $st"
+members=$(printf '%s\n' "$st" | awk '$1 == "0" && $2 == "2+1" { print $(NF-2), $(NF-1), $NF }')
 [ "$(printf '%s\n' "$members" | tr ' ' '\n' | sort | tr '\n' ' ')" = "a/0 b/0 c/0 " ] \
   || c_fail "status coded: group 0 is '$members': $st"
 c_ptctl status coded --json | python3 -c '
@@ -185,7 +187,9 @@ import json, sys
 j = json.load(sys.stdin)["jobs"][0]
 assert j["code"] == {"k": 2, "m": 1}, j["code"]
 g = j["groups"]
-assert len(g) == 1 and g[0]["group"] == 0 and g[0]["health"] is None, g
+assert len(g) == 1 and g[0]["group"] == 0, g
+h = g[0]["health"]
+assert isinstance(h, dict) and h["tolerates"] in (0, 1), g
 assert sorted(m["node"] for m in g[0]["members"]) == ["a", "b", "c"], g
 assert [m["node_index"] for m in g[0]["members"]] == [0, 1, 2], g
 assert all(m["address"] == "127.0.0.1" for m in g[0]["members"]), g
