@@ -3,6 +3,7 @@
  * rpc_tcp.c, rpc_bulk.c): the conn and listener structs and the calls the
  * files make into each other. Names shared here start with rpci_.
  *
+ *   rpc_listen.c accepting, and a listener's conns and close
  *   rpc_conn.c   a conn over any stream: reading, framing, writing, queues,
  *                idle deadlines, the buffer cap, closing, the log callback
  *   rpc_unix.c   Unix sockets: listener, dialling, SO_PEERCRED
@@ -167,6 +168,8 @@ void rpci_conn_ready(struct rpc_conn *c);
  * quoted path or host:port). */
 struct rpc_conn *rpci_accept(uv_stream_t *server, int status, bool tcp,
                              const char *where);
+/* Takes c off its listener's list (none: nothing). */
+void rpci_listener_unlink(struct rpc_conn *c);
 /* Puts a conn just accepted on l's list. */
 void rpci_conn_attach(struct rpc_listener *l, struct rpc_conn *c);
 /* Gives an accepted conn to on_accept and makes it ready: at once for a
