@@ -49,12 +49,15 @@
 
 #define NODE_RM_HOLD_MS 30000u /* a pinned step waits this long for the
                                   controller's verdict */
+#define NODE_RM_END_MS 3000u   /* the job's end waits this long for the
+                                  verdict on the step reported last */
 
 struct remote {
   struct node *n;
   struct commit_sealed_set *sealed; /* per rank */
   bool has_sent;
   uint64_t sent;                    /* the last STEP_SEALED step */
+  uint64_t sent_ms;                 /*   and when it went */
   /* The pin round under way (one at a time): the controller's (JOB_PIN
    * pin_id), or this node's own before it reports the step (pin_self; a
    * JOB_PIN of the same step meanwhile is answered too: pin_vote). */
@@ -122,6 +125,8 @@ static int send_sealed(struct node *n, uint64_t step, bool pinned)
   }
   s.held = held;
   int rc = node_cluster_send(n, RPC_STEP_SEALED, 0, &s.base);
+  if (rc == PT_OK)
+    R(n)->sent_ms = rpc_now_ms();
   if (rc != PT_OK)
     /* The controller is away: the newest step (and a pin held) is
      * reported when it is back (node_decide_remote_link_up). */
@@ -444,6 +449,38 @@ static void remote_on_view(struct node *n, struct node_rank *r)
   n->drive_again = true;
 }
 
+/* A coded part's local ranks are members of different coding groups, and
+ * each group picks the steps it protects (one in flight per SMP, the next
+ * one its trainer snapshots once free). When two ranks fall apart (one
+ * sealed a step the other passed over, so that one step can never be
+ * reported), no step of theirs can be until they are in step again: both
+ * steps are given up on every local SMP (UNPIN: each SMP gives up the
+ * step's protection and tells its group), so that every group here is
+ * free for the same next step. */
+static void realign(struct node *n, uint32_t rank, uint64_t step)
+{
+  struct remote *m = R(n);
+
+  if (n->cfg.group.k == 0 || n->cfg.ranks < 2)
+    return;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    const struct commit_sealed_set *o = &m->sealed[i];
+    if (i == rank || o->n == 0)
+      continue;
+    uint64_t last = o->steps[o->n - 1];
+    if ((last < step && !commit_plan_sealed_has(&m->sealed[rank], last)) ||
+        (last > step && !commit_plan_sealed_has(o, step))) {
+      log_debug("job '%s': local ranks %s and %s sealed steps %" PRIu64
+                " and %" PRIu64 ", which the other never seals: both given "
+                "up", n->cfg.job, NODE_RANK(n, i), NODE_RANK(n, rank), last,
+                step);
+      to_every_smp(n, NODE_REQ_UNPIN, last);
+      to_every_smp(n, NODE_REQ_UNPIN, step);
+      return;
+    }
+  }
+}
+
 static void remote_on_sealed(struct node *n, struct node_rank *r,
                              uint64_t step)
 {
@@ -454,6 +491,7 @@ static void remote_on_sealed(struct node *n, struct node_rank *r,
   if (n->has_committed && step <= n->committed)
     return;
   commit_plan_sealed_add(&m->sealed[r->rank], step);
+  realign(n, r->rank, step);
   report_sealed(n);
 }
 
@@ -468,8 +506,7 @@ static void remote_on_answer(struct node *n, struct node_rank *r,
     if (m->pin_open && m->pin_step == q->step &&
         m->pin_ticket[r->rank] == q->id &&
         m->pin_status[r->rank] == NODE_PLAN_NO_ANSWER) {
-      m->pin_status[r->rank] =
-          !answered ? (status < 0 ? status : -ETIMEDOUT) : status;
+      m->pin_status[r->rank] = node_plan_pin_status(answered, status);
       pin_maybe_done(n);
     }
     break;
@@ -519,13 +556,18 @@ static bool remote_busy(const struct node *n, uint64_t *step)
     *step = m->pin_step;
     return true;
   }
-  if (m->held) {
+  /* Reported (pinned or not) and not committed yet, while the controller
+   * listens: its round, when every part reported the step, ends within
+   * moments. A step some part never reported has no round: not waited
+   * for past NODE_RM_END_MS (a coded job's groups may have protected
+   * different last steps). */
+  bool fresh = rpc_now_ms() < m->sent_ms + NODE_RM_END_MS;
+  if (m->held && fresh) {
     *step = m->held_step;
     return true;
   }
-  /* Reported and not committed yet, while the controller listens. */
   if (m->has_sent && (!n->has_committed || m->sent > n->committed) &&
-      node_cluster_registered(n)) {
+      node_cluster_registered(n) && fresh) {
     *step = m->sent;
     return true;
   }

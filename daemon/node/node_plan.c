@@ -435,7 +435,14 @@ int node_plan_vote(const int *status, uint32_t n)
     else if (status[i] != 0 && first == 0)
       first = status[i];
   }
-  return missing ? NODE_PLAN_NO_ANSWER : first;
+  return first != 0 ? first : missing ? NODE_PLAN_NO_ANSWER : 0;
+}
+
+int node_plan_pin_status(bool answered, int status)
+{
+  if (!answered)
+    return status < 0 ? status : -ETIMEDOUT;
+  return status > 0 ? PT_EPROTO : status;
 }
 
 enum node_fence node_plan_fence(const char *part_job, uint64_t part_epoch,

@@ -142,10 +142,17 @@ bool node_plan_seal_report(const struct commit_sealed_set *const *sets,
 /* The JOB_VOTE status from the n local ranks' PIN answers (0 pinned, a
  * negated errno otherwise; NODE_PLAN_NO_ANSWER: none yet): 0 when every
  * rank pinned; -ENOENT when some rank no longer holds the step; else the
- * first error. NODE_PLAN_NO_ANSWER while some answer is missing (and no
- * rank said -ENOENT... the phase waits for every answer all the same). */
+ * first error, as soon as one rank refused (a round one rank refuses
+ * cannot pass: the others, a coded SMP's PIN waiting for its step's
+ * protection, are not waited for; their pins are let go). NODE_PLAN_NO_
+ * ANSWER while an answer is missing and none refused. */
 #define NODE_PLAN_NO_ANSWER 1
 int node_plan_vote(const int *status, uint32_t n);
+/* A rank's entry for node_plan_vote from its PIN's answer (answered false:
+ * none came, status the request's error): 0 or a negated errno, never
+ * NODE_PLAN_NO_ANSWER. A positive status (PT_SKIPPED) is a refusal
+ * (PT_EPROTO): read as "no answer yet" it would hold the round open. */
+int node_plan_pin_status(bool answered, int status);
 /* The epoch fence: what a decision about (job, epoch) means to a node
  * whose part is of (part_job, part_epoch) (part_job NULL: no part). */
 enum node_fence {

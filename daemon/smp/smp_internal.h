@@ -256,6 +256,15 @@ void smp_peer_slot_dropped(struct smp *smp, uint32_t slot);
 /* The trainer's snapshot of step was skipped (no free slot): the group
  * hears it (PEER_SKIP) and gives the step up at once. */
 void smp_peer_skipped(struct smp *smp, uint64_t step);
+/* Whether the trainer may take a slot for step: false when a member of
+ * the group skipped it already, or while this SMP's previous step is
+ * still under protection (one step in flight; the group then hears that
+ * step is skipped here). True without code. */
+bool smp_peer_may_take(struct smp *smp, uint64_t step);
+/* The node let go of step (UNPIN: its round failed, or its ranks fell
+ * apart): it will not be committed, so its protection here ends at once
+ * and the group hears so (PEER_SKIP). */
+void smp_peer_unpinned(struct smp *smp, uint64_t step);
 /* The slots whose steps are being protected (newer than the committed
  * one, within their deadline): not handed to the trainer (bit i: slot i). */
 uint32_t smp_peer_busy_slots(struct smp *smp);

@@ -205,6 +205,8 @@ int smp_node_on_unpin(struct smp_conn *sc, uint64_t id, const Pt__Unpin *m)
 
   if (sc->smp->store != NULL)
     rc = snap_slot_unpin(sc->smp->store, m->step);
+  /* Not committed, ever: its protection (if under way) is given up. */
+  smp_peer_unpinned(sc->smp, m->step);
   if (rc == 0)
     log_debug("step %" PRIu64 " unpinned: its slot is sealed again",
               m->step);

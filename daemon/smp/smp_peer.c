@@ -26,14 +26,23 @@
  * in (PEER_ACK). The step is protected here when every send is
  * acknowledged and every row this member keeps is complete.
  *
- * Never slowing training: one step's sends at a time; the rpc layer's
- * queue mark bounds what is written ahead (-EAGAIN, then on_drain). A step
- * has PEER_PROTECT_MS (--protect-timeout-ms) from its seal; a newer step
- * sealed meanwhile takes the place of one that is not pinned yet, and
- * waits when it is. PIN of a coded step answers once the step is
- * PROTECTED (smp_peer_pin), or with why not at the deadline: the node then
- * unpins it, and the step is not committed; the trainer never waits, it
- * only finds fewer free slots and skips snapshots.
+ * One step in flight, and the group in step. From the slot's taking to
+ * PROTECTED here (or its failure, or its deadline) the SMP's trainer gets
+ * no other slot: its snapshots are skipped (smp_peer_may_take), and each
+ * skip is told to the group (PEER_SKIP), whose members give that step up
+ * at once and take no slot for it either, even before their own trainers
+ * reach it. So the members take the same steps: after a step, each takes
+ * the first step its trainer snapshots once it is free; a member still
+ * busy then skips it for all, and the next one finds every member free.
+ * (Members that decided alone, each queueing its newest sealed step behind
+ * the one under way, fell out of step and committed almost nothing at full
+ * speed.) A failure found here (a deadline, a refusal, a broken link) is
+ * told to the group the same way. The rpc layer's queue mark bounds what
+ * is written ahead (-EAGAIN, then on_drain). A step has
+ * --protect-timeout-ms from its seal. PIN of a coded step answers once the
+ * step is PROTECTED (smp_peer_pin), or with why not at the deadline: the
+ * node then unpins it, and the step is not committed; the trainer never
+ * waits, it only skips snapshots.
  *
  * Hostile peers. A stranger cannot pass the handshake; a member of the
  * group that sends what the layout does not allow gets a PEER_ACK with the
@@ -84,7 +93,7 @@ static struct smp_protect *engine(struct smp_peer *p)
   smp_protect_free(p->eng);
   p->eng = NULL;
   p->active = false;
-  p->pending = false;
+  p->cur = false;
   char err[300];
   int rc = smp_protect_new(&p->eng, g->k, g->m, g->member, sizes,
                            snap_store_nslots(smp->store), NULL, err,
@@ -126,7 +135,9 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *f
   vsnprintf(p->why, sizeof(p->why), fmt, ap);
   va_end(ap);
   /* A member's skipped snapshot is routine (debug); the rest is worth a
-   * line once per step. */
+   * line once per step. A failure found here (not a member's skip) is
+   * told to the group, so that no member waits for it until its
+   * deadline. */
   if (!smp_peer_failed(p, step)) {
     if (rc == PT_SKIPPED)
       log_debug("step %" PRIu64 " not protected: %s", step, p->why);
@@ -137,7 +148,11 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *f
       p->nfailed--;
     }
     p->failed[p->nfailed++] = step;
+    if (rc != PT_SKIPPED)
+      smp_peer_skipped(p->smp, step);
   }
+  if (p->cur && p->cur_step == step)
+    p->cur = false;
   if (p->active && p->step == step) {
     p->active = false;
     for (uint32_t i = 0; i < p->smp->group.n; i++)
@@ -150,8 +165,10 @@ void smp_peer_step_fail(struct smp_peer *p, uint64_t step, int rc, const char *f
     p->slot_until[slot] = 0;
     smp_protect_forget(p->eng, slot);
   }
+  /* The PIN's answer is an error: a skip (PT_SKIPPED, positive) too, or
+   * the node would take it for no answer yet. */
   if (p->pin_wait && p->pin_step == step)
-    smp_peer_pin_answer(p, rc, p->why);
+    smp_peer_pin_answer(p, rc > 0 ? -ECANCELED : rc, p->why);
 }
 
 bool smp_peer_failed(const struct smp_peer *p, uint64_t step)
@@ -162,7 +179,6 @@ bool smp_peer_failed(const struct smp_peer *p, uint64_t step)
   return false;
 }
 
-static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step);
 void smp_peer_push(struct link *l);
 void smp_peer_link_ready(struct smp_peer *p, struct link *l, bool has,
                        uint64_t step);
@@ -209,10 +225,9 @@ void smp_peer_check_done(struct smp_peer *p)
     if (st.nacked == st.nsends)
       p->active = false; /* our part is done; rows may still come */
   }
-  if (!p->active && p->pending) {
-    p->pending = false;
-    start_step(p, p->pending_slot, p->pending_step);
-  }
+  if (p->cur && smp_protect_find(p->eng, p->cur_step, &slot) == 0 &&
+      smp_protect_done(p->eng, slot))
+    p->cur = false; /* PROTECTED here: the trainer may take the next */
 }
 
 
@@ -444,7 +459,7 @@ void smp_peer_store_gone(struct smp *smp)
   smp_peer_pin_answer(p, -EIO, "the snapshot object was dropped");
   p->told_store = NULL;
   p->active = false;
-  p->pending = false;
+  p->cur = false;
   smp_protect_free(p->eng);
   p->eng = NULL;
   p->eng_store = NULL;
@@ -476,6 +491,9 @@ void smp_peer_slot_begun(struct smp *smp, uint32_t slot, uint64_t step)
   }
   /* from the trainer's copy to its seal, then protect_ms from the seal */
   p->slot_until[slot] = rpc_now_ms() + 2 * (uint64_t)smp->protect_ms;
+  p->cur = true;
+  p->cur_slot = slot;
+  p->cur_step = step;
   for (uint32_t i = 0; i < smp->group.n; i++)
     if (p->link[i].in != NULL)
       smp_peer_link_ready(p, &p->link[i], true, step);
@@ -488,8 +506,8 @@ void smp_peer_slot_dropped(struct smp *smp, uint32_t slot)
     return;
   if (p->active && p->slot == slot)
     smp_peer_step_fail(p, p->step, -ECANCELED, "its slot was given back");
-  if (p->pending && p->pending_slot == slot)
-    p->pending = false;
+  else if (p->cur && p->cur_slot == slot)
+    smp_peer_step_fail(p, p->cur_step, -ECANCELED, "its slot was given back");
   smp_protect_forget(p->eng, slot);
 }
 
@@ -499,23 +517,37 @@ void smp_peer_sealed(struct smp *smp, uint32_t slot, uint64_t step)
   if (p == NULL)
     return;
   if (p->active && p->step != step) {
-    /* One step's sends at a time: the step under way finishes first (a
-     * newer one taking its place would never let one finish while the
-     * trainer seals faster than its group protects). A pending step
-     * replaced by a newer one will never be sent: the group hears so. */
-    if (p->pending && p->pending_step != step) {
-      uint64_t old = p->pending_step;
-      p->pending = false;
-      smp_peer_step_fail(p, old, PT_SKIPPED, "step %" PRIu64 " was sealed "
-                         "before its sends could start", step);
-      smp_peer_skipped(smp, old);
-    }
-    p->pending = true;
-    p->pending_slot = slot;
-    p->pending_step = step;
+    /* (smp_peer_may_take gives the trainer no slot while a step is under
+     * way: not reached, unless that step's sends outlived its PROTECTED) */
+    smp_peer_step_fail(p, step, PT_ESTATE, "sealed while step %" PRIu64
+                       " was still being sent", p->step);
     return;
   }
   start_step(p, slot, step);
+}
+
+bool smp_peer_may_take(struct smp *smp, uint64_t step)
+{
+  struct smp_peer *p = P(smp);
+  uint32_t slot;
+
+  if (p == NULL)
+    return true;
+  if (smp_peer_failed(p, step))
+    return false; /* a member skipped it already: the group never has it */
+  if (p->cur && p->eng != NULL &&
+      smp_protect_find(p->eng, p->cur_step, &slot) == 0 &&
+      slot == p->cur_slot && !smp_protect_done(p->eng, slot) &&
+      rpc_now_ms() < p->slot_until[slot]) {
+    /* One step in flight: this one is skipped, and the group hears so at
+     * once (every member gives it up, none waits for our chunks). */
+    smp_peer_skipped(smp, step);
+    smp_peer_step_fail(p, step, PT_SKIPPED, "step %" PRIu64 " was still "
+                       "being protected", p->cur_step);
+    return false;
+  }
+  p->cur = false;
+  return true;
 }
 
 bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
@@ -544,6 +576,29 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
   p->pin_deadline = rpc_now_ms() + smp->protect_ms;
   smp_peer_check_done(p);
   return true;
+}
+
+void smp_peer_unpinned(struct smp *smp, uint64_t step)
+{
+  struct smp_peer *p = P(smp);
+  uint32_t slot;
+
+  uint32_t cslot;
+  uint64_t cstep;
+
+  if (p == NULL || !p->has_epoch || smp_peer_failed(p, step) ||
+      smp->store == NULL)
+    return;
+  if (snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0 &&
+      step <= cstep)
+    return; /* (committed: its parity stays, for a rebuild) */
+  if (!(p->cur && p->cur_step == step) &&
+      (p->eng == NULL || smp_protect_find(p->eng, step, &slot) != 0))
+    return; /* nothing of it here */
+  smp_peer_skipped(smp, step);
+  smp_peer_step_fail(p, step, PT_SKIPPED, "its node let go of it (the "
+                     "job will not commit it)");
+  smp_peer_check_done(p);
 }
 
 uint32_t smp_peer_busy_slots(struct smp *smp)
@@ -588,13 +643,10 @@ void smp_peer_on_skip(struct smp_peer *p, const struct link *l,
 {
   if (!p->has_epoch || m->epoch != p->epoch)
     return;
-  uint32_t slot;
-  if ((p->active && p->step == m->step) ||
-      (p->eng != NULL && smp_protect_find(p->eng, m->step, &slot) == 0))
-    smp_peer_step_fail(p, m->step, PT_SKIPPED, "member %u (node '%s') skipped "
-                       "that snapshot", l->member, member_of(p, l->member)->node_id);
-  if (p->pending && p->pending_step == m->step)
-    p->pending = false;
+  /* Kept even for a step not begun here yet (that member's trainer is
+   * ahead of ours): ours then skips it too, and takes no slot for it. */
+  smp_peer_step_fail(p, m->step, PT_SKIPPED, "member %u (node '%s') skipped "
+                     "that snapshot", l->member, member_of(p, l->member)->node_id);
   smp_peer_check_done(p);
 }
 
@@ -602,7 +654,7 @@ void smp_peer_reset(struct smp_peer *p)
 {
   smp_peer_pin_answer(p, PT_EEPOCH, "the job moved to another epoch");
   p->active = false;
-  p->pending = false;
+  p->cur = false;
   p->nfailed = 0;
   memset(p->slot_until, 0, sizeof(p->slot_until));
   for (uint32_t i = 0; p->eng != NULL && i < SNAP_MAX_SLOTS; i++)

@@ -85,9 +85,13 @@ struct smp_peer {
   uint64_t step, deadline;
   struct smp_protect_send sends[SMP_PROTECT_MAX_SENDS];
   unsigned nsends;
-  bool pending;              /* a newer step sealed meanwhile */
-  uint32_t pending_slot;
-  uint64_t pending_step;
+  /* The step this SMP's trainer took a slot for and the group protects
+   * now: from the slot's taking to PROTECTED here, its failure or its
+   * slot_until. While it is under way the trainer takes no other slot
+   * (smp_peer_may_take): one step in flight. */
+  bool cur;
+  uint32_t cur_slot;
+  uint64_t cur_step;
   /* a PIN of the node waiting for its step to be protected */
   bool pin_wait;
   struct smp_conn *pin_sc;

@@ -75,9 +75,11 @@ void smp_serve_writing_abort_all(struct smp_conn *sc)
       break;
     int rc = snap_slot_abort(smp->store, sc->writing[i].slot,
                              sc->writing[i].generation);
-    if (rc == 0)
+    if (rc == 0) {
       log_notice("slot %u freed: its writer went away before sealing",
                  sc->writing[i].slot);
+      smp_peer_slot_dropped(smp, sc->writing[i].slot);
+    }
   }
   sc->nwriting = 0;
 }

@@ -298,8 +298,15 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
       goto out_reply;
     }
   }
-  /* Never a slot whose step its group is still protecting: the snapshot
-   * is skipped instead (training never waits for protection). */
+  /* One step in flight per coded SMP, and never a slot whose step its
+   * group is still protecting: the snapshot is skipped instead (training
+   * never waits for protection). */
+  if (!smp_peer_may_take(smp, m->step)) {
+    r.status = PT_SKIPPED;
+    log_debug("step %" PRIu64 " skipped: the group protects an earlier one, "
+              "or a member skipped it", m->step);
+    goto out_reply;
+  }
   rc = snap_slot_acquire_avoiding(smp->store, m->step, smp_peer_busy_slots(smp),
                                   &slot, &gen);
   r.status = rc;

@@ -383,11 +383,22 @@ START_TEST(vote_from_pins)
   int wait[] = {0, NODE_PLAN_NO_ANSWER, 0};
   int gone[] = {0, -ENOENT, -ETIMEDOUT};
   int lost[] = {0, -ETIMEDOUT, -ECONNABORTED};
+  int refused[] = {NODE_PLAN_NO_ANSWER, -EIO, NODE_PLAN_NO_ANSWER};
 
   ck_assert_int_eq(node_plan_vote(all, 3), 0);
   ck_assert_int_eq(node_plan_vote(wait, 3), NODE_PLAN_NO_ANSWER);
   ck_assert_int_eq(node_plan_vote(gone, 3), -ENOENT);
   ck_assert_int_eq(node_plan_vote(lost, 3), -ETIMEDOUT);
+  /* one refusal decides the vote: the PINs still waiting are not waited for */
+  ck_assert_int_eq(node_plan_vote(refused, 3), -EIO);
+  /* a PIN answered PT_SKIPPED (positive) is a refusal, never "no answer" */
+  int skipped[] = {0, node_plan_pin_status(true, PT_SKIPPED), 0};
+  ck_assert_int_lt(skipped[1], 0);
+  ck_assert_int_eq(node_plan_vote(skipped, 3), skipped[1]);
+  ck_assert_int_eq(node_plan_pin_status(true, 0), 0);
+  ck_assert_int_eq(node_plan_pin_status(true, -ENOENT), -ENOENT);
+  ck_assert_int_eq(node_plan_pin_status(false, 0), -ETIMEDOUT);
+  ck_assert_int_eq(node_plan_pin_status(false, -ECONNRESET), -ECONNRESET);
   ck_assert_int_ne(node_plan_vote(all, 0), 0);
 }
 END_TEST
