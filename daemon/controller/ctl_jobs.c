@@ -749,7 +749,6 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
 int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                     uint64_t epoch, uint64_t step, bool pinned, uint64_t now)
 {
-  (void)js;
   if (epoch != j->epoch)
     return PT_EEPOCH;
   struct ctl_part *pt = &j->parts[p];
@@ -764,6 +763,8 @@ int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     if (at_min && --j->n_at_min == 0)
       j->seal_min_stale = true;
   }
+  if (pinned)
+    ctl_jobs_commit_realign(js, j, p, step);
   uint64_t before = j->commits;
   commit_sealed(&j->commit, p, step);
   ctl_jobs_commit_drive(j, now);

@@ -131,6 +131,35 @@ static void seal_min_compute(struct ctl_job *j)
   j->seal_min_stale = false;
 }
 
+void ctl_jobs_commit_realign(struct ctl_jobs *js, struct ctl_job *j,
+                             uint32_t p, uint64_t step)
+{
+  if (j->groups.n == 0 || commit_is_open(&j->commit) ||
+      (j->has_committed && step <= j->committed))
+    return;
+  for (uint32_t q = 0; q < j->nparts; q++) {
+    const struct ctl_part *o = &j->parts[q];
+    if (q == p || !o->has_pinned || o->pinned_step == step ||
+        (j->has_committed && o->pinned_step <= j->committed))
+      continue;
+    uint64_t other = o->pinned_step;
+    log_debug("job '%s' epoch %" PRIu64 ": node '%s' pinned step %" PRIu64
+              ", node '%s' step %" PRIu64 ": neither can commit, both let "
+              "go of", j->spec->name, j->epoch, j->parts[p].node_id, step,
+              o->node_id, other);
+    for (uint32_t r = 0; r < j->nparts; r++) {
+      struct ctl_part *pt = &j->parts[r];
+      if (pt->has_pinned && (pt->pinned_step == step || pt->pinned_step == other))
+        pt->has_pinned = false;
+      if (!ctl_jobs_part_connected(js, j, r))
+        continue;
+      (void)js->ops->unpin(js->ctx, j, r, step);
+      (void)js->ops->unpin(js->ctx, j, r, other);
+    }
+    return;
+  }
+}
+
 void ctl_jobs_commit_drive(struct ctl_job *j, uint64_t now)
 {
   uint64_t floor;

@@ -89,5 +89,12 @@ uint64_t ctl_jobs_commit_seal_of(const struct ctl_part *pt);
 /* Starts a round for j when one is possible (every part sealed a step
  * newer than the floor, none open). */
 void ctl_jobs_commit_drive(struct ctl_job *j, uint64_t now);
+/* A coded job's part p reported step pinned: when another part holds a pin
+ * of another step (each node holds one at a time, each SMP protects one
+ * step at a time and skips the rest: two node groups fell out of step),
+ * neither can commit; both are let go of on every part (JOB_UNPIN), which
+ * frees every SMP of the job at one moment for the same next step. */
+void ctl_jobs_commit_realign(struct ctl_jobs *js, struct ctl_job *j,
+                             uint32_t p, uint64_t step);
 
 #endif /* PT_CTL_JOBS_INT_H */

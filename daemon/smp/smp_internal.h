@@ -257,10 +257,16 @@ void smp_peer_slot_dropped(struct smp *smp, uint32_t slot);
  * hears it (PEER_SKIP) and gives the step up at once. */
 void smp_peer_skipped(struct smp *smp, uint64_t step);
 /* Whether the trainer may take a slot for step: false when a member of
- * the group skipped it already, or while this SMP's previous step is
- * still under protection (one step in flight; the group then hears that
- * step is skipped here). True without code. */
+ * the group skipped it already, or while this SMP's previous step is in
+ * flight (one step at a time; the group then hears that step is skipped
+ * here). A step is in flight from its slot's taking until the job decides
+ * it (COMMIT, UNPIN: smp_peer_committed, smp_peer_unpinned), it fails, or
+ * --protect-timeout-ms from its seal pass: the decision reaches every
+ * SMP of the job at nearly one moment, so all are free for the same next
+ * step. True without code. */
 bool smp_peer_may_take(struct smp *smp, uint64_t step);
+/* step (and every older one) is committed. */
+void smp_peer_committed(struct smp *smp, uint64_t step);
 /* The node let go of step (UNPIN: its round failed, or its ranks fell
  * apart): it will not be committed, so its protection here ends at once
  * and the group hears so (PEER_SKIP). */

@@ -177,6 +177,7 @@ int smp_node_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
 
   if (sc->smp->store != NULL)
     rc = smp_serve_commit_step(sc->smp, m->step);
+  smp_peer_committed(sc->smp, m->step); /* the next step may be taken */
   smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   return 0;
 }

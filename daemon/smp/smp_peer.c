@@ -26,13 +26,14 @@
  * in (PEER_ACK). The step is protected here when every send is
  * acknowledged and every row this member keeps is complete.
  *
- * One step in flight, and the group in step. From the slot's taking to
- * PROTECTED here (or its failure, or its deadline) the SMP's trainer gets
- * no other slot: its snapshots are skipped (smp_peer_may_take), and each
- * skip is told to the group (PEER_SKIP), whose members give that step up
- * at once and take no slot for it either, even before their own trainers
- * reach it. So the members take the same steps: after a step, each takes
- * the first step its trainer snapshots once it is free; a member still
+ * One step in flight, and the job in step. From the slot's taking until
+ * the job decides the step (its COMMIT or UNPIN from the node), its
+ * failure here or its deadline, the SMP's trainer gets no other slot: its
+ * snapshots are skipped (smp_peer_may_take), and each skip is told to the
+ * group (PEER_SKIP), whose members give that step up at once and take no
+ * slot for it either, even before their own trainers reach it. The
+ * decision reaches every SMP of the job at nearly one moment, so all take
+ * the same next step, the first their trainers snapshot; a member still
  * busy then skips it for all, and the next one finds every member free.
  * (Members that decided alone, each queueing its newest sealed step behind
  * the one under way, fell out of step and committed almost nothing at full
@@ -225,9 +226,6 @@ void smp_peer_check_done(struct smp_peer *p)
     if (st.nacked == st.nsends)
       p->active = false; /* our part is done; rows may still come */
   }
-  if (p->cur && smp_protect_find(p->eng, p->cur_step, &slot) == 0 &&
-      smp_protect_done(p->eng, slot))
-    p->cur = false; /* PROTECTED here: the trainer may take the next */
 }
 
 
@@ -537,8 +535,7 @@ bool smp_peer_may_take(struct smp *smp, uint64_t step)
     return false; /* a member skipped it already: the group never has it */
   if (p->cur && p->eng != NULL &&
       smp_protect_find(p->eng, p->cur_step, &slot) == 0 &&
-      slot == p->cur_slot && !smp_protect_done(p->eng, slot) &&
-      rpc_now_ms() < p->slot_until[slot]) {
+      slot == p->cur_slot && rpc_now_ms() < p->slot_until[slot]) {
     /* One step in flight: this one is skipped, and the group hears so at
      * once (every member gives it up, none waits for our chunks). */
     smp_peer_skipped(smp, step);
@@ -576,6 +573,13 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
   p->pin_deadline = rpc_now_ms() + smp->protect_ms;
   smp_peer_check_done(p);
   return true;
+}
+
+void smp_peer_committed(struct smp *smp, uint64_t step)
+{
+  struct smp_peer *p = P(smp);
+  if (p != NULL && p->cur && p->cur_step <= step)
+    p->cur = false;
 }
 
 void smp_peer_unpinned(struct smp *smp, uint64_t step)

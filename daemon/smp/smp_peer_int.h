@@ -85,10 +85,10 @@ struct smp_peer {
   uint64_t step, deadline;
   struct smp_protect_send sends[SMP_PROTECT_MAX_SENDS];
   unsigned nsends;
-  /* The step this SMP's trainer took a slot for and the group protects
-   * now: from the slot's taking to PROTECTED here, its failure or its
-   * slot_until. While it is under way the trainer takes no other slot
-   * (smp_peer_may_take): one step in flight. */
+  /* The step this SMP's trainer took a slot for, in flight: from the
+   * slot's taking until the job commits or lets go of it, it fails here,
+   * or its slot_until. Meanwhile the trainer takes no other slot
+   * (smp_peer_may_take). */
   bool cur;
   uint32_t cur_slot;
   uint64_t cur_step;

@@ -1079,6 +1079,45 @@ END_TEST
  * are sent no JOB_PIN: their report is their vote, and the step commits
  * (journal, then JOB_COMMIT) with the last report. One that reported a step
  * unpinned is still asked, alone. */
+/* A coded job whose nodes hold pins of different steps (two node groups
+ * out of step: each SMP protects one step at a time and skips the others)
+ * can commit neither: both are let go of on every node at once. A job
+ * without code is left to its rounds. */
+START_TEST(pins_apart_let_go)
+{
+  setup();
+  struct ctl_job *j = running_job(3, 3, 0);
+  ck_assert_uint_gt(j->groups.n, 0);
+  ctl_jobs_sealed(&JS, j, 0, 1, 5, true, 100);
+  ctl_jobs_sealed(&JS, j, 1, 1, 5, true, 100);
+  ck_assert_uint_eq(nev, 0);
+  ctl_jobs_sealed(&JS, j, 2, 1, 6, true, 101);
+  for (int p = 0; p < 3; p++) {
+    char a[64], b[64];
+    snprintf(a, sizeof(a), "unpin %d e1 s5", p);
+    snprintf(b, sizeof(b), "unpin %d e1 s6", p);
+    ck_assert_msg(seen(a) && seen(b), "part %d not told to let go", p);
+  }
+  ck_assert(!j->parts[0].has_pinned && !j->parts[2].has_pinned);
+  ck_assert(!j->has_committed);
+  /* in step again: the next step commits as before */
+  nev = 0;
+  for (uint32_t p = 0; p < 3; p++)
+    ctl_jobs_sealed(&JS, j, p, 1, 8, true, 200);
+  ck_assert(!seen("unpin 0 e1 s8"));
+  ck_assert(j->has_committed && j->committed == 8);
+  teardown();
+
+  setup();
+  j = running_job(2, 3, 0);
+  ck_assert_uint_eq(j->groups.n, 0);
+  ctl_jobs_sealed(&JS, j, 0, 1, 5, true, 100);
+  ctl_jobs_sealed(&JS, j, 1, 1, 6, true, 100);
+  ck_assert(!seen("unpin 0 e1 s5") && !seen("unpin 1 e1 s6"));
+  teardown();
+}
+END_TEST
+
 START_TEST(commit_of_pinned_reports)
 {
   setup();
@@ -1170,6 +1209,7 @@ int main(void)
   tcase_add_test(tc, ranks_master_epochs);
   tcase_add_test(tc, commit_across_nodes);
   tcase_add_test(tc, commit_of_pinned_reports);
+  tcase_add_test(tc, pins_apart_let_go);
   tcase_add_test(tc, restart_backoff_window);
   tcase_add_test(tc, permanent_failure_not_restarted);
   tcase_add_test(tc, name_reused_not_confused);
