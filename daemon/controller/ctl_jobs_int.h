@@ -90,4 +90,16 @@ uint64_t ctl_jobs_commit_seal_of(const struct ctl_part *pt);
  * newer than the floor, none open). */
 void ctl_jobs_commit_drive(struct ctl_job *j, uint64_t now);
 
+/* ctl_jobs_spare.c: a node group of j lost more members (dead nodes,
+ * empty spares) than its code tolerates while a step is committed: j ends
+ * failed, naming them (true). */
+bool ctl_jobs_spare_lost_check(struct ctl_jobs *js, struct ctl_job *j,
+                               uint64_t now);
+/* Every dead node of the coded job j gets a spare (or none does: false):
+ * placed, journaled with a new epoch restoring the committed step, assigned
+ * (true). */
+bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now);
+/* A step committed after the spares' placement: none is empty any more. */
+void ctl_jobs_spare_protected(struct ctl_job *j);
+
 #endif /* PT_CTL_JOBS_INT_H */
