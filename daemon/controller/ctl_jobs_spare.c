@@ -177,6 +177,24 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
   else
     ctl_jobs_reason_set(j, "%" PRIu32 " nodes lost; spares took their places",
                         ndead);
+  for (uint32_t p = 0; p < j->nparts; p++) {
+    const struct ctl_part *pt = &j->parts[p];
+    if (pick[p] == SIZE_MAX)
+      continue;
+    if (j->has_committed)
+      log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "
+                 "index %" PRIu32 "), restoring step %" PRIu64, j->spec->name,
+                 was[p].node_id, pt->node_id, p, j->committed);
+    else
+      log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "
+                 "index %" PRIu32 "), starting fresh (nothing committed)",
+                 j->spec->name, was[p].node_id, pt->node_id, p);
+    if (!apart[p])
+      log_warn("job '%s': spare '%s' shares a failure domain ('%s') with "
+               "another member of node group %" PRIu32 ": no spare keeps "
+               "them apart", j->spec->name, pt->node_id,
+               m->nodes[pick[p]].failure_domain, j->groups.group_of[p]);
+  }
   int rc = old_node == NULL ? -ENOMEM
                             : ctl_jobs_begin_epoch(js, j, j->has_committed,
                                                    j->committed, now);
@@ -217,19 +235,6 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
     pt->npeer_ports = 0;
     pt->nheld = 0;
     pt->bytes_held = 0;
-    if (j->has_committed)
-      log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "
-                 "index %" PRIu32 "), restoring step %" PRIu64, j->spec->name,
-                 was[p].node_id, pt->node_id, p, j->committed);
-    else
-      log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "
-                 "index %" PRIu32 "), starting fresh (nothing committed)",
-                 j->spec->name, was[p].node_id, pt->node_id, p);
-    if (!apart[p])
-      log_warn("job '%s': spare '%s' shares a failure domain ('%s') with "
-               "another member of node group %" PRIu32 ": no spare keeps "
-               "them apart", j->spec->name, pt->node_id,
-               m->nodes[pick[p]].failure_domain, j->groups.group_of[p]);
   }
   free(old_node);
   free(was);
