@@ -21,6 +21,9 @@
  *                  report is its vote), restarts, waits for dead nodes,
  *                  ends (pure, no sockets, no clock; unit-tested); its
  *                  files share ctl_jobs_int.h
+ *   ctl_jobs_spare.c a dead node's place given to a spare (same node
+ *                  index), and a coding group that lost more members than
+ *                  its code tolerates (the job fails, naming them)
  *   ctl_jobs_tick.c the jobs' deadlines (unanswered assignments, backoffs,
  *                  waits for dead nodes, commit phases) and the next one
  *   ctl_jobs_replay.c the job table rebuilt from the journal's records
@@ -293,8 +296,10 @@ uint64_t ctl_members_next_ms(const struct ctl_members *m, uint64_t now);
  *   starting    epoch begun, parts assigned; not every part running yet
  *   running     every part running
  *   restarting  every part halted; the next epoch starts after a backoff
- *   waiting     a node of the job is dead: the other parts halted; the job
- *               waits node_wait_ms for it, then fails
+ *   waiting     a node of the job is dead and no spare takes its place
+ *               (ctl_jobs_spare.c; a coded job only): the other parts
+ *               halted; the job waits node_wait_ms for it (or for a spare
+ *               to register), then fails
  *   stopping    not entered: ptctl stop ends the job at once (below)
  *   done, failed, stopped   ended: END journaled, every part told to halt
  *               (remove: done only), nodes freed; a node that missed the
