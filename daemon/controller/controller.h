@@ -464,6 +464,8 @@ struct ctl_job {
   bool seal_min_stale;    /* ... or to be computed again */
   bool recovering;        /* rebuilt from the journal: its nodes have until
                              due_ms to register again */
+  uint64_t recover_dead_ms; /* recovering: a node not registered again by
+                             then (dead-after) counts as dead for a spare */
   char reason[CTL_REASON_MAX]; /* why it restarted, waits, failed, stopped */
   bool stop_keep;         /* ptctl stop --keep: its snapshots stay */
   bool removed;           /* ended, its nodes told to remove its snapshots

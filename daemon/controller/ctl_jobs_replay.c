@@ -233,6 +233,7 @@ void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
     j->state = CTL_JOB_STARTING;
     j->recovering = true;
     j->due_ms = now + js->m->t.dead_after_ms + j->spec->node_wait_ms;
+    j->recover_dead_ms = now + js->m->t.dead_after_ms;
     for (uint32_t p = 0; p < j->nparts; p++) {
       j->parts[p].state = CTL_PART_ASSIGNED;
       j->parts[p].node = SIZE_MAX;

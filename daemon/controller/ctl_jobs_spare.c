@@ -23,6 +23,9 @@
  *     rebuild that step: the job ends failed, naming the group, the nodes
  *     whose data is gone and the code, its snapshots kept (what survives,
  *     for the persistent tier), and is never restarted into garbage.
+ *   - After the controller's restart, a node of a coded job that has not
+ *     registered again within dead-after counts as dead here: a spare takes
+ *     its place as above (ctl_jobs_spare_recovering, from the jobs' tick).
  *   - A job without a code cannot rebuild a lost node's state: it waits for
  *     the node as before (ctl_jobs_node.c).
  */
@@ -37,19 +40,36 @@
 #include "daemon/controller/controller.h"
 #include "daemon/controller/ctl_jobs_int.h"
 
-/* Part p's node is registered and declared dead. */
+/* Part p's node is declared dead, or, after the controller's restart, has
+ * not registered again within dead-after. */
 static bool part_dead(struct ctl_jobs *js, const struct ctl_job *j,
-                      uint32_t p)
+                      uint32_t p, uint64_t now)
 {
   struct ctl_node *n = ctl_jobs_part_node(js, j, p);
-  return n != NULL && n->state == CTL_NODE_DEAD;
+  if (n == NULL)
+    return j->recovering && j->parts[p].node == SIZE_MAX &&
+           now >= j->recover_dead_ms;
+  return n->state == CTL_NODE_DEAD;
 }
 
 /* Member p of its node group is lost: its node dead, or an empty spare. */
 static bool part_lost(struct ctl_jobs *js, const struct ctl_job *j,
-                      uint32_t p)
+                      uint32_t p, uint64_t now)
 {
-  return j->parts[p].empty || part_dead(js, j, p);
+  return j->parts[p].empty || part_dead(js, j, p, now);
+}
+
+bool ctl_jobs_spare_recovering(struct ctl_jobs *js, struct ctl_job *j,
+                               uint64_t now)
+{
+  if (!j->recovering || j->groups.n == 0 || now < j->recover_dead_ms)
+    return false;
+  bool any = false;
+  for (uint32_t p = 0; p < j->nparts && !any; p++)
+    any = j->parts[p].node == SIZE_MAX;
+  if (!any)
+    return false;
+  return ctl_jobs_spare_lost_check(js, j, now) || ctl_jobs_spare_take(js, j, now);
 }
 
 bool ctl_jobs_spare_lost_check(struct ctl_jobs *js, struct ctl_job *j,
@@ -66,7 +86,7 @@ bool ctl_jobs_spare_lost_check(struct ctl_jobs *js, struct ctl_job *j,
     names[0] = '\0';
     for (uint32_t x = g->first[i]; x < g->first[i + 1]; x++) {
       uint32_t p = g->member[x];
-      if (!part_lost(js, j, p))
+      if (!part_lost(js, j, p, now))
         continue;
       const struct ctl_part *pt = &j->parts[p];
       /* An empty spare's loss is the data of the node it replaced. */
@@ -113,7 +133,7 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
       j->state == CTL_JOB_STOPPING)
     return false;
   for (uint32_t p = 0; p < j->nparts; p++)
-    ndead += part_dead(js, j, p);
+    ndead += part_dead(js, j, p, now);
   if (ndead == 0)
     return false;
   bool *taken = calloc(m->n, sizeof(*taken));
@@ -128,7 +148,7 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
   bool all = true;
   for (uint32_t p = 0; p < j->nparts && all; p++) {
     pick[p] = SIZE_MAX;
-    if (!part_dead(js, j, p))
+    if (!part_dead(js, j, p, now))
       continue;
     all = ctl_spec_pick_spare(js, j, p, taken, &pick[p], &apart[p]) == PT_OK;
     if (all)
@@ -219,7 +239,8 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
     return false;
   }
   /* Durable (and assigned): the dead nodes leave the job, the spares are
-   * bound to it. */
+   * bound to it; every part is on a registered node again. */
+  j->recovering = false;
   for (uint32_t p = 0; p < j->nparts; p++) {
     struct ctl_part *pt = &j->parts[p];
     if (pick[p] == SIZE_MAX)

@@ -74,6 +74,8 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
     return;
   case CTL_JOB_STARTING:
   case CTL_JOB_RUNNING:
+    if (ctl_jobs_spare_recovering(js, j, now))
+      return;
     if (j->recovering && j->due_ms != 0 && now >= j->due_ms) {
       for (uint32_t p = 0; p < j->nparts; p++)
         if (j->parts[p].node == SIZE_MAX) {

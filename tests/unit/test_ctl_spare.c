@@ -7,8 +7,9 @@
  * the labels allow; more of a group lost than its code tolerates (at once,
  * or a second loss during a rebuild) ends the job failed naming the group,
  * the nodes and the code; the placement replayed after a controller
- * restart (and compacted, and a torn record keeping the old one); a job
- * without a code is given no spare.
+ * restart (and compacted, and a torn record keeping the old one); a node
+ * that does not register again after a controller restart replaced too; a
+ * job without a code is given no spare.
  */
 #include <check.h>
 #include <errno.h>
@@ -614,6 +615,58 @@ START_TEST(placement_replayed)
 }
 END_TEST
 
+/* After a controller restart, a node of a coded job that does not register
+ * again within dead-after is lost as a dead one is: a spare takes its
+ * place (before, the job waited out dead-after + node_wait_ms and
+ * failed). */
+START_TEST(spare_after_controller_restart)
+{
+  char err[512];
+  uint64_t dropped = 0;
+  snprintf(DIRP, sizeof(DIRP), "/tmp/pt-test-spare.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(DIRP));
+  snprintf(PATH, sizeof(PATH), "%s/journal", DIRP);
+  setup();
+  ck_assert_int_eq(ctl_journal_open(&JR, PATH, &JS, &dropped, err,
+                                    sizeof(err)),
+                   PT_OK);
+  ctl_jobs_replay_done(&JS, 0);
+  abc_job();
+  world_close();
+
+  world_init();
+  ck_assert_int_eq(ctl_journal_open(&JR, PATH, &JS, &dropped, err,
+                                    sizeof(err)),
+                   PT_OK);
+  ctl_jobs_replay_done(&JS, 1000);
+  struct ctl_job *j = ctl_jobs_find(&JS, "j");
+  nev = 0;
+  add_node("a", NULL, 1, 1, 1100);
+  add_node("c", NULL, 1, 3, 1100);
+  add_node("d", NULL, 1, 4, 1100);
+  ctl_jobs_tick_all(&JS, 1000 + T.dead_after_ms - 1);
+  ck_assert_uint_eq(j->epoch, 1);
+  ck_assert_ptr_null(M.nodes[node_index("d")].jobp);
+  ctl_jobs_tick_all(&JS, 1000 + T.dead_after_ms);
+  ck_assert_uint_eq(j->epoch, 2);
+  ck_assert_str_eq(j->parts[1].node_id, "d");
+  ck_assert(j->parts[1].empty);
+  ck_assert(!j->recovering);
+  long e = idx_of("J EPOCH j e2 1=d");
+  ck_assert(e >= 0 && idx_of("assign 1 to d e2 r1 restore=5") > e);
+  /* b, late: not the job's any more */
+  add_node("b", NULL, 1, 2, 20000);
+  ck_assert_ptr_null(M.nodes[node_index("b")].jobp);
+  run_all(j, 20000);
+  ctl_jobs_tick_all(&JS, 1000 + T.dead_after_ms + 60000);
+  ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
+  world_close();
+  char cmd[160];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", DIRP);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* A job without a code cannot rebuild a lost node: it waits for it, the
  * spare left free (for a coded job, which takes it). */
 START_TEST(no_code_no_spare)
@@ -659,6 +712,7 @@ int main(void)
   tcase_add_test(tc, m_plus_one_fails);
   tcase_add_test(tc, second_loss_during_rebuild);
   tcase_add_test(tc, placement_replayed);
+  tcase_add_test(tc, spare_after_controller_restart);
   tcase_add_test(tc, no_code_no_spare);
   suite_add_tcase(s, tc);
   return unit_run(s);
