@@ -2572,6 +2572,51 @@ void   pt__ctl_rec_epoch__free_unpacked
   assert(message->base.descriptor == &pt__ctl_rec_epoch__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__ctl_rec_place__init
+                     (Pt__CtlRecPlace         *message)
+{
+  static const Pt__CtlRecPlace init_value = PT__CTL_REC_PLACE__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_place__get_packed_size
+                     (const Pt__CtlRecPlace *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_place__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_place__pack
+                     (const Pt__CtlRecPlace *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_place__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_place__pack_to_buffer
+                     (const Pt__CtlRecPlace *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_place__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecPlace *
+       pt__ctl_rec_place__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecPlace *)
+     protobuf_c_message_unpack (&pt__ctl_rec_place__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_place__free_unpacked
+                     (Pt__CtlRecPlace *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_place__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__ctl_rec_commit__init
                      (Pt__CtlRecCommit         *message)
 {
@@ -5958,7 +6003,7 @@ const ProtobufCMessageDescriptor pt__group_member__descriptor =
   (ProtobufCMessageInit) pt__group_member__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__node_group__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pt__node_group__field_descriptors[8] =
 {
   {
     "index",
@@ -6044,8 +6089,21 @@ static const ProtobufCFieldDescriptor pt__node_group__field_descriptors[7] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "empty",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__NodeGroup, n_empty),
+    offsetof(Pt__NodeGroup, empty),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__node_group__field_indices_by_name[] = {
+  7,   /* field[7] = empty */
   0,   /* field[0] = index */
   1,   /* field[1] = k */
   2,   /* field[2] = m */
@@ -6057,7 +6115,7 @@ static const unsigned pt__node_group__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__node_group__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor pt__node_group__descriptor =
 {
@@ -6067,7 +6125,7 @@ const ProtobufCMessageDescriptor pt__node_group__descriptor =
   "Pt__NodeGroup",
   "pt",
   sizeof(Pt__NodeGroup),
-  7,
+  8,
   pt__node_group__field_descriptors,
   pt__node_group__field_indices_by_name,
   1,  pt__node_group__number_ranges,
@@ -7862,7 +7920,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_group__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[6] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[7] =
 {
   {
     "job",
@@ -7936,11 +7994,24 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "placed",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__CtlRecEpoch, n_placed),
+    offsetof(Pt__CtlRecEpoch, placed),
+    &pt__ctl_rec_place__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
   4,   /* field[4] = first_epoch */
   0,   /* field[0] = job */
+  6,   /* field[6] = placed */
   5,   /* field[5] = reason */
   3,   /* field[3] = restarts */
   2,   /* field[2] = restore_step */
@@ -7948,7 +8019,7 @@ static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__ctl_rec_epoch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
 {
@@ -7958,11 +8029,88 @@ const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
   "Pt__CtlRecEpoch",
   "pt",
   sizeof(Pt__CtlRecEpoch),
-  6,
+  7,
   pt__ctl_rec_epoch__field_descriptors,
   pt__ctl_rec_epoch__field_indices_by_name,
   1,  pt__ctl_rec_epoch__number_ranges,
   (ProtobufCMessageInit) pt__ctl_rec_epoch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_place__field_descriptors[4] =
+{
+  {
+    "node_index",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecPlace, node_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node_id",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecPlace, node_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "was",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecPlace, was),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "since_step",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecPlace, has_since_step),
+    offsetof(Pt__CtlRecPlace, since_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_place__field_indices_by_name[] = {
+  1,   /* field[1] = node_id */
+  0,   /* field[0] = node_index */
+  3,   /* field[3] = since_step */
+  2,   /* field[2] = was */
+};
+static const ProtobufCIntRange pt__ctl_rec_place__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_place__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecPlace",
+  "CtlRecPlace",
+  "Pt__CtlRecPlace",
+  "pt",
+  sizeof(Pt__CtlRecPlace),
+  4,
+  pt__ctl_rec_place__field_descriptors,
+  pt__ctl_rec_place__field_indices_by_name,
+  1,  pt__ctl_rec_place__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_place__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__ctl_rec_commit__field_descriptors[4] =

@@ -72,6 +72,7 @@ typedef struct Pt__JobUnpin Pt__JobUnpin;
 typedef struct Pt__CtlRecJob Pt__CtlRecJob;
 typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
 typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
+typedef struct Pt__CtlRecPlace Pt__CtlRecPlace;
 typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
 typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
 typedef struct Pt__CtlRecPart Pt__CtlRecPart;
@@ -1007,10 +1008,19 @@ struct  Pt__NodeGroup
   uint64_t protected_step;
   protobuf_c_boolean has_protected_age_ms;
   uint64_t protected_age_ms;
+  /*
+   * Members (places in members) whose node holds nothing of the job yet: a
+   * spare that took a lost node's place (same node index, same member
+   * number) and has not held a committed step since. Its SMPs rebuild the
+   * assignment's restore_step from the group's other members; the others
+   * serve them. Absent: every member holds its pieces.
+   */
+  size_t n_empty;
+  uint32_t *empty;
 };
 #define PT__NODE_GROUP__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__node_group__descriptor) \
-    , 0, 0, 0, 0,NULL, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL }
 
 
 /*
@@ -1576,10 +1586,39 @@ struct  Pt__CtlRecEpoch
    * why this epoch began, if said
    */
   char *reason;
+  /*
+   * Parts whose node is a spare that took a lost node's place and holds
+   * nothing of the job yet (every such part, in every EPOCH until a step
+   * commits after the replacement; absent: none). The new placement rides
+   * in the epoch's own record, so that a torn record loses both and keeps
+   * the old placement whole.
+   */
+  size_t n_placed;
+  Pt__CtlRecPlace **placed;
 };
 #define PT__CTL_REC_EPOCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_epoch__descriptor) \
-    , NULL, 0, 0, 0, 0, 0, 0, 0, NULL }
+    , NULL, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL }
+
+
+/*
+ * Part node_index of a job now runs on node node_id, a spare that took the
+ * place of node was (whose data it rebuilds), while the newest committed
+ * step was since_step (absent: none was; nothing to rebuild). A COMMIT of
+ * a step newer than since_step protects it again (it is no longer empty).
+ */
+struct  Pt__CtlRecPlace
+{
+  ProtobufCMessage base;
+  uint32_t node_index;
+  char *node_id;
+  char *was;
+  protobuf_c_boolean has_since_step;
+  uint64_t since_step;
+};
+#define PT__CTL_REC_PLACE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_place__descriptor) \
+    , 0, NULL, NULL, 0, 0 }
 
 
 /*
@@ -3037,6 +3076,25 @@ Pt__CtlRecEpoch *
 void   pt__ctl_rec_epoch__free_unpacked
                      (Pt__CtlRecEpoch *message,
                       ProtobufCAllocator *allocator);
+/* Pt__CtlRecPlace methods */
+void   pt__ctl_rec_place__init
+                     (Pt__CtlRecPlace         *message);
+size_t pt__ctl_rec_place__get_packed_size
+                     (const Pt__CtlRecPlace   *message);
+size_t pt__ctl_rec_place__pack
+                     (const Pt__CtlRecPlace   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_place__pack_to_buffer
+                     (const Pt__CtlRecPlace   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecPlace *
+       pt__ctl_rec_place__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_place__free_unpacked
+                     (Pt__CtlRecPlace *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__CtlRecCommit methods */
 void   pt__ctl_rec_commit__init
                      (Pt__CtlRecCommit         *message);
@@ -3514,6 +3572,9 @@ typedef void (*Pt__CtlRecGroup_Closure)
 typedef void (*Pt__CtlRecEpoch_Closure)
                  (const Pt__CtlRecEpoch *message,
                   void *closure_data);
+typedef void (*Pt__CtlRecPlace_Closure)
+                 (const Pt__CtlRecPlace *message,
+                  void *closure_data);
 typedef void (*Pt__CtlRecCommit_Closure)
                  (const Pt__CtlRecCommit *message,
                   void *closure_data);
@@ -3627,6 +3688,7 @@ extern const ProtobufCMessageDescriptor pt__job_unpin__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_place__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_part__descriptor;

@@ -21,6 +21,9 @@
  *                  report is its vote), restarts, waits for dead nodes,
  *                  ends (pure, no sockets, no clock; unit-tested); its
  *                  files share ctl_jobs_int.h
+ *   ctl_jobs_spare.c a dead node's place given to a spare (same node
+ *                  index), and a coding group that lost more members than
+ *                  its code tolerates (the job fails, naming them)
  *   ctl_jobs_tick.c the jobs' deadlines (unanswered assignments, backoffs,
  *                  waits for dead nodes, commit phases) and the next one
  *   ctl_jobs_replay.c the job table rebuilt from the journal's records
@@ -293,8 +296,10 @@ uint64_t ctl_members_next_ms(const struct ctl_members *m, uint64_t now);
  *   starting    epoch begun, parts assigned; not every part running yet
  *   running     every part running
  *   restarting  every part halted; the next epoch starts after a backoff
- *   waiting     a node of the job is dead: the other parts halted; the job
- *               waits node_wait_ms for it, then fails
+ *   waiting     a node of the job is dead and no spare takes its place
+ *               (ctl_jobs_spare.c; a coded job only): the other parts
+ *               halted; the job waits node_wait_ms for it (or for a spare
+ *               to register), then fails
  *   stopping    not entered: ptctl stop ends the job at once (below)
  *   done, failed, stopped   ended: END journaled, every part told to halt
  *               (remove: done only), nodes freed; a node that missed the
@@ -358,6 +363,10 @@ struct ctl_part {
   uint32_t nheld;
   uint32_t *peer_ports;   /* a coded job: its SMPs' ports by local rank, */
   uint32_t npeer_ports;   /*   as it last reported them (ctl_peers.c) */
+  bool empty;             /* its node is a spare that took the place of
+                             lost_id and holds nothing of the job until a
+                             step commits after (ctl_jobs_spare.c) */
+  char lost_id[RPC_NODE_ID_MAX + 1]; /* empty: the node whose data it lost */
 };
 
 /* ---- coding groups (ctl_groups.c; pure) ----
@@ -431,6 +440,8 @@ struct ctl_job {
   bool has_committed;
   uint64_t committed;
   uint64_t committed_ms;  /* when (0: before this controller began) */
+  bool has_empty_floor;   /* a replay: a COMMIT of a step newer than */
+  uint64_t empty_floor;   /*   this protects the empty parts again */
   uint32_t restarts;
   uint64_t commits;
   uint32_t master_port;
@@ -453,6 +464,8 @@ struct ctl_job {
   bool seal_min_stale;    /* ... or to be computed again */
   bool recovering;        /* rebuilt from the journal: its nodes have until
                              due_ms to register again */
+  uint64_t recover_dead_ms; /* recovering: a node not registered again by
+                             then (dead-after) counts as dead for a spare */
   char reason[CTL_REASON_MAX]; /* why it restarted, waits, failed, stopped */
   bool stop_keep;         /* ptctl stop --keep: its snapshots stay */
   bool removed;           /* ended, its nodes told to remove its snapshots
@@ -520,6 +533,15 @@ int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
  * -ENOMEM. */
 int ctl_spec_groups(const struct ctl_jobs *js, struct ctl_job *j,
                     const size_t *idx, char *err, size_t errlen);
+/* A spare for part p of the live coded job j, whose node is lost: an
+ * ALIVE node in no job, of capacity >= ranks_per_node, not taken[] (may be
+ * NULL; per index in js->m->nodes), preferably in none of the failure
+ * domains of the other members of p's node group (a node without a label
+ * is a domain of its own), else the first in registration order (OUT
+ * *apart false: the labels did not allow it). OUT: *idx. -ENOSPC: none. */
+int ctl_spec_pick_spare(const struct ctl_jobs *js, const struct ctl_job *j,
+                        uint32_t p, const bool *taken, size_t *idx,
+                        bool *apart);
 /* The MASTER_PORT of a new job: spec's, or the lowest of
  * CTL_MASTER_PORT_BASE.. no live job uses. 0: none left. */
 uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want);
@@ -595,6 +617,13 @@ int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
 int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
                            uint64_t epoch, uint64_t step, char *err,
                            size_t errlen);
+/* An EPOCH's CtlRecPlace (after ctl_jobs_replay_epoch of that record):
+ * part node_index of job runs on node_id, empty (a spare in the place of
+ * was); has_since: a COMMIT newer than since protects it again. */
+int ctl_jobs_replay_place(struct ctl_jobs *js, const char *job,
+                          uint32_t node_index, const char *node_id,
+                          const char *was, bool has_since, uint64_t since,
+                          char *err, size_t errlen);
 int ctl_jobs_replay_end(struct ctl_jobs *js, const char *job,
                         enum ctl_job_state st, const char *reason,
                         bool has_removed, bool removed, char *err,

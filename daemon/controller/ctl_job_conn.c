@@ -67,11 +67,12 @@ static int send_to(struct controller *ctl, const struct ctl_job *j,
   return rc;
 }
 
-/* Node group i of j as a message. mem, mp: room for its members (at most
- * RS_MAX_MEMBERS); the strings point into the job and the membership. */
+/* Node group i of j as a message. mem, mp, emp: room for its members (at
+ * most RS_MAX_MEMBERS); the strings point into the job and the
+ * membership. */
 static void group_msg(struct controller *ctl, const struct ctl_job *j,
                       uint32_t i, Pt__NodeGroup *out, Pt__GroupMember *mem,
-                      Pt__GroupMember **mp)
+                      Pt__GroupMember **mp, uint32_t *emp)
 {
   const struct ctl_groups *g = &j->groups;
 
@@ -81,9 +82,12 @@ static void group_msg(struct controller *ctl, const struct ctl_job *j,
   out->m = g->m;
   out->n_members = ctl_groups_size(g, i);
   out->members = mp;
+  out->empty = emp;
   for (uint32_t x = 0; x < out->n_members; x++) {
     uint32_t p = g->member[g->first[i] + x];
     const struct ctl_part *pt = &j->parts[p];
+    if (pt->empty)
+      emp[out->n_empty++] = x;
     pt__group_member__init(&mem[x]);
     mem[x].node_index = p;
     mem[x].node_id = (char *)pt->node_id;
@@ -103,7 +107,8 @@ static void group_health(struct controller *ctl, const struct ctl_job *j,
 
   for (uint32_t x = 0; x < ctl_groups_size(g, i); x++) {
     const struct ctl_part *pt = &j->parts[g->member[g->first[i] + x]];
-    if (pt->node >= ctl->members.n ||
+    /* A spare that has not held a committed step yet holds nothing. */
+    if (pt->empty || pt->node >= ctl->members.n ||
         ctl->members.nodes[pt->node].state != CTL_NODE_ALIVE)
       lost++;
   }
@@ -125,6 +130,7 @@ static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
   Pt__JobAssign a = PT__JOB_ASSIGN__INIT;
   Pt__NodeGroup ng;
   Pt__GroupMember mem[RS_MAX_MEMBERS], *mp[RS_MAX_MEMBERS];
+  uint32_t emp[RS_MAX_MEMBERS];
 
   a.spec = j->spec;
   a.epoch = j->epoch;
@@ -140,7 +146,7 @@ static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
   a.has_committed_step = j->has_committed;
   a.committed_step = j->committed;
   if (j->groups.n > 0) {
-    group_msg(ctl, j, j->groups.group_of[p], &ng, mem, mp);
+    group_msg(ctl, j, j->groups.group_of[p], &ng, mem, mp, emp);
     a.group = &ng;
   }
   log_debug("job '%s' epoch %" PRIu64 ": JOB_ASSIGN to node '%s' (index %"
@@ -290,16 +296,18 @@ static int fill_groups(struct controller *ctl, const struct ctl_job *j,
   Pt__NodeGroup **gp = calloc(n, sizeof(*gp));
   Pt__GroupMember *mem = calloc(j->nparts, sizeof(*mem));
   Pt__GroupMember **mp = calloc(j->nparts, sizeof(*mp));
-  if (gs == NULL || gp == NULL || mem == NULL || mp == NULL) {
+  uint32_t *emp = calloc(j->nparts, sizeof(*emp));
+  if (gs == NULL || gp == NULL || mem == NULL || mp == NULL || emp == NULL) {
     free(gs);
     free(gp);
     free(mem);
     free(mp);
+    free(emp);
     return -ENOMEM;
   }
   for (uint32_t i = 0; i < n; i++) {
     uint32_t off = j->groups.first[i];
-    group_msg(ctl, j, i, &gs[i], mem + off, mp + off);
+    group_msg(ctl, j, i, &gs[i], mem + off, mp + off, emp + off);
     group_health(ctl, j, i, &gs[i], rpc_now_ms());
     gp[i] = &gs[i];
   }
@@ -315,6 +323,7 @@ static void groups_free(Pt__JobInfo *ji)
   Pt__NodeGroup *gs = ji->groups[0];
   free(gs[0].members[0]);
   free(gs[0].members);
+  free(gs[0].empty);
   free(gs);
   free(ji->groups);
 }

@@ -20,7 +20,10 @@
  *     restart_window_ms and after a backoff doubling from backoff_ms up to
  *     CTL_BACKOFF_CAP_MS (started over after CTL_HEALTHY_MS running with a
  *     commit), as standalone ptd node does;
- *   - a node declared dead halts the job's other parts; the job waits
+ *   - a node of a coded job declared dead gives its place to a spare, in
+ *     a new epoch (ctl_jobs_spare.c), unless its group lost more than the
+ *     code tolerates (the job fails); with no spare, or no code, a node
+ *     declared dead halts the job's other parts; the job waits
  *     node_wait_ms for it (then fails, naming it); the node back in time
  *     restarts the job in a new epoch;
  *   - an ended job whose snapshots are kept (failed, stopped --keep) is

@@ -84,6 +84,7 @@ static void c_verdict(void *ctx, const struct commit_outcome *o)
     return;
   }
   j->committed_since = true;
+  ctl_jobs_spare_protected(j);
   log_debug("job '%s' epoch %" PRIu64 ": commit step %" PRIu64, j->spec->name,
             j->epoch, o->step);
 }

@@ -97,4 +97,21 @@ void ctl_jobs_commit_drive(struct ctl_job *j, uint64_t now);
 void ctl_jobs_commit_realign(struct ctl_jobs *js, struct ctl_job *j,
                              uint32_t p, uint64_t step);
 
+/* ctl_jobs_spare.c: a node group of j lost more members (dead nodes,
+ * empty spares) than its code tolerates while a step is committed: j ends
+ * failed, naming them (true). */
+bool ctl_jobs_spare_lost_check(struct ctl_jobs *js, struct ctl_job *j,
+                               uint64_t now);
+/* Every dead node of the coded job j gets a spare (or none does: false):
+ * placed, journaled with a new epoch restoring the committed step, assigned
+ * (true). */
+bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now);
+/* j rebuilt from the journal, a node of it not registered again within
+ * dead-after: as a dead node, a spare in its place (or the job fails, its
+ * group having lost too many). True when j moved on (or ended). */
+bool ctl_jobs_spare_recovering(struct ctl_jobs *js, struct ctl_job *j,
+                               uint64_t now);
+/* A step committed after the spares' placement: none is empty any more. */
+void ctl_jobs_spare_protected(struct ctl_job *j);
+
 #endif /* PT_CTL_JOBS_INT_H */

@@ -43,8 +43,13 @@ void ctl_jobs_node_registered(struct ctl_jobs *js, size_t node, uint64_t now)
           break;
         }
     }
-    if (j == NULL)
+    if (j == NULL) {
+      /* A free node: a spare for a coded job waiting for a dead node. */
+      for (struct ctl_job *k = js->jobs; k != NULL; k = k->next)
+        if (k->state == CTL_JOB_WAITING && ctl_jobs_spare_take(js, k, now))
+          break;
       return;
+    }
   }
   uint32_t p = n->part;
   switch (j->state) {
@@ -102,6 +107,11 @@ void ctl_jobs_node_down(struct ctl_jobs *js, size_t node, uint64_t now)
     j->parts[p].state = CTL_PART_STOPPED;
     return;
   }
+  /* A coded job: more of a group lost than its code tolerates ends it;
+   * else spares take the dead nodes' places (ctl_jobs_spare.c). */
+  if (ctl_jobs_spare_lost_check(js, j, now) ||
+      ctl_jobs_spare_take(js, j, now))
+    return;
   if (j->state == CTL_JOB_WAITING)
     return; /* already waiting: the first deadline stands */
   commit_cancel(&j->commit);

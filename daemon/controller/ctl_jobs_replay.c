@@ -134,6 +134,44 @@ int ctl_jobs_replay_epoch(struct ctl_jobs *js, const char *job, uint64_t epoch,
   j->restore_step = has_restore ? restore : 0;
   if (has_restore && j->has_committed && restore < j->committed)
     j->committed = restore;
+  if (j->has_empty_floor && j->has_committed &&
+      j->committed < j->empty_floor)
+    j->empty_floor = j->committed;
+  return PT_OK;
+}
+
+int ctl_jobs_replay_place(struct ctl_jobs *js, const char *job,
+                          uint32_t node_index, const char *node_id,
+                          const char *was, bool has_since, uint64_t since,
+                          char *err, size_t errlen)
+{
+  struct ctl_job *j = replay_find(js, job, "an EPOCH's placement", err,
+                                  errlen);
+  if (j == NULL)
+    return PT_EFORMAT;
+  if (j->groups.n == 0)
+    return replay_bad(err, errlen, "EPOCH of job '%s' places a spare; the "
+                      "job has no code", job);
+  if (node_index >= j->nparts)
+    return replay_bad(err, errlen, "EPOCH of job '%s' places a spare at "
+                      "node index %" PRIu32 " (it has %" PRIu32 " nodes)",
+                      job, node_index, j->nparts);
+  if (node_id == NULL || node_id[0] == '\0' ||
+      strlen(node_id) > RPC_NODE_ID_MAX)
+    return replay_bad(err, errlen, "EPOCH of job '%s' places a spare with "
+                      "no valid node id", job);
+  for (uint32_t p = 0; p < j->nparts; p++)
+    if (p != node_index && strcmp(j->parts[p].node_id, node_id) == 0)
+      return replay_bad(err, errlen, "EPOCH of job '%s' places node '%s' at "
+                        "index %" PRIu32 "; it is at %" PRIu32 " already",
+                        job, LOG_ESC(node_id), node_index, p);
+  struct ctl_part *pt = &j->parts[node_index];
+  snprintf(pt->node_id, sizeof(pt->node_id), "%s", node_id);
+  snprintf(pt->lost_id, sizeof(pt->lost_id), "%s",
+           was != NULL && strlen(was) <= RPC_NODE_ID_MAX ? was : "");
+  pt->empty = true;
+  j->has_empty_floor = has_since;
+  j->empty_floor = has_since ? since : 0;
   return PT_OK;
 }
 
@@ -154,6 +192,14 @@ int ctl_jobs_replay_commit(struct ctl_jobs *js, const char *job,
   j->committed = step;
   j->committed_ms = 0;
   j->commits++;
+  /* A step newer than the spares' placement: they hold it, protected. */
+  if (!j->has_empty_floor || step > j->empty_floor) {
+    for (uint32_t p = 0; p < j->nparts; p++) {
+      j->parts[p].empty = false;
+      j->parts[p].lost_id[0] = '\0';
+    }
+    j->has_empty_floor = false;
+  }
   return PT_OK;
 }
 
@@ -187,6 +233,7 @@ void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
     j->state = CTL_JOB_STARTING;
     j->recovering = true;
     j->due_ms = now + js->m->t.dead_after_ms + j->spec->node_wait_ms;
+    j->recover_dead_ms = now + js->m->t.dead_after_ms;
     for (uint32_t p = 0; p < j->nparts; p++) {
       j->parts[p].state = CTL_PART_ASSIGNED;
       j->parts[p].node = SIZE_MAX;

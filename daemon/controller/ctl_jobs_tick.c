@@ -42,6 +42,9 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
         if (!ctl_jobs_part_connected(js, j, p))
           dn = ctl_jobs_part_node(js, j, p);
       if (dn != NULL && dn->state == CTL_NODE_DEAD) {
+        if (ctl_jobs_spare_lost_check(js, j, now) ||
+            ctl_jobs_spare_take(js, j, now))
+          return;
         j->state = CTL_JOB_WAITING;
         j->due_ms = now + j->spec->node_wait_ms;
         ctl_jobs_reason_set(j, "node '%s' is dead; waiting up to %" PRIu32
@@ -71,6 +74,8 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
     return;
   case CTL_JOB_STARTING:
   case CTL_JOB_RUNNING:
+    if (ctl_jobs_spare_recovering(js, j, now))
+      return;
     if (j->recovering && j->due_ms != 0 && now >= j->due_ms) {
       for (uint32_t p = 0; p < j->nparts; p++)
         if (j->parts[p].node == SIZE_MAX) {

@@ -9,7 +9,10 @@
  *           nodes
  *   EPOCH   job, epoch, restore step or none, the job's first epoch: an
  *           incarnation began (compacted: an ended job's too, so that a
- *           new job of its name starts above it)
+ *           new job of its name starts above it); the spares that took
+ *           lost nodes' places and hold nothing yet (ctl_jobs_spare.c):
+ *           a new placement is journaled in its epoch's record, one
+ *           record, so a torn one keeps the old placement whole
  *   COMMIT  job, epoch, step: step is committed
  *   END     job, final state, reason; a job whose snapshots are kept
  *           (failed, stopped with --keep): what each part last reported
@@ -113,6 +116,13 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
                                m->restore_step,
                                m->has_first_epoch ? m->first_epoch : 1, why,
                                sizeof(why));
+    /* The spares placed in the job (every empty part, at this epoch). */
+    for (size_t i = 0; rc == PT_OK && i < m->n_placed; i++) {
+      const Pt__CtlRecPlace *pl = m->placed[i];
+      rc = ctl_jobs_replay_place(r->js, m->job, pl->node_index, pl->node_id,
+                                 pl->was, pl->has_since_step, pl->since_step,
+                                 why, sizeof(why));
+    }
     if (rc == PT_OK && m->has_restarts)
       ctl_jobs_find(r->js, m->job)->restarts = m->restarts;
     /* Why it restarted, for ptctl status after a controller restart. */
@@ -216,6 +226,7 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
   const struct ctl_groups *g = &job->groups;
   Pt__CtlRecGroup *grs = NULL, **gps = NULL;
   Pt__CtlRecPart *prs = NULL, **pps = NULL;
+  Pt__CtlRecPlace *pls = NULL, **plp = NULL;
 
   switch (kind) {
   case CTL_REC_JOB:
@@ -261,6 +272,35 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
      * between would count that one failure twice. */
     if (compacting && job->state == CTL_JOB_RESTARTING && re.restarts > 0)
       re.restarts--;
+    /* Every spare that holds nothing yet: the placement of this epoch (a
+     * compaction's copy too: its COMMIT, of an older step, does not
+     * protect them). */
+    for (uint32_t p = 0; p < job->nparts; p++)
+      re.n_placed += job->parts[p].empty;
+    if (re.n_placed > 0) {
+      pls = calloc(re.n_placed, sizeof(*pls));
+      plp = calloc(re.n_placed, sizeof(*plp));
+      if (pls == NULL || plp == NULL) {
+        free(pls);
+        free(plp);
+        return -ENOMEM;
+      }
+      size_t x = 0;
+      for (uint32_t p = 0; p < job->nparts; p++) {
+        const struct ctl_part *pt = &job->parts[p];
+        if (!pt->empty)
+          continue;
+        pt__ctl_rec_place__init(&pls[x]);
+        pls[x].node_index = p;
+        pls[x].node_id = (char *)pt->node_id;
+        pls[x].was = pt->lost_id[0] != '\0' ? (char *)pt->lost_id : NULL;
+        pls[x].has_since_step = job->has_committed;
+        pls[x].since_step = job->committed;
+        plp[x] = &pls[x];
+        x++;
+      }
+      re.placed = plp;
+    }
     msg = &re.base;
     break;
   case CTL_REC_COMMIT:
@@ -310,6 +350,8 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
   free(gps);
   free(prs);
   free(pps);
+  free(pls);
+  free(plp);
   return *buf != NULL ? PT_OK : -ENOMEM;
 }
 

@@ -179,6 +179,43 @@ int ctl_spec_place(const struct ctl_jobs *js, const Pt__JobSpec *spec,
   return PT_OK;
 }
 
+int ctl_spec_pick_spare(const struct ctl_jobs *js, const struct ctl_job *j,
+                        uint32_t p, const bool *taken, size_t *idx,
+                        bool *apart)
+{
+  const struct ctl_members *m = js->m;
+  const struct ctl_groups *g = &j->groups;
+  size_t first = SIZE_MAX;
+
+  for (size_t i = 0; i < m->n; i++) {
+    const struct ctl_node *n = &m->nodes[i];
+    if ((taken != NULL && taken[i]) || !spare(n, j->spec->ranks_per_node))
+      continue;
+    if (first == SIZE_MAX)
+      first = i;
+    bool clash = false;
+    if (n->failure_domain[0] != '\0' && g->n > 0) {
+      uint32_t gi = g->group_of[p];
+      for (uint32_t x = g->first[gi]; x < g->first[gi + 1] && !clash; x++) {
+        uint32_t q = g->member[x];
+        size_t qn = j->parts[q].node;
+        clash = q != p && qn < m->n &&
+                strcmp(m->nodes[qn].failure_domain, n->failure_domain) == 0;
+      }
+    }
+    if (!clash) {
+      *idx = i;
+      *apart = true;
+      return PT_OK;
+    }
+  }
+  if (first == SIZE_MAX)
+    return -ENOSPC;
+  *idx = first;
+  *apart = false;
+  return PT_OK;
+}
+
 /* j's coding groups over its placed nodes idx[], their failure domains
  * apart where the labels allow (logged when they do not). */
 int ctl_spec_groups(const struct ctl_jobs *js, struct ctl_job *j,

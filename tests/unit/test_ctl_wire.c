@@ -12,7 +12,8 @@
  * of the stopped one's name starts above its epochs (late reports of the
  * old epoch ignored) and a part failed permanent fails it, not restarted;
  * a malformed
- * frame closes that node's connection only. Then the controller is killed
+ * frame closes that node's connection only. A coded job's lost node gives
+ * its place to a spare (its assignment, its group's empty member, status). Then the controller is killed
  * (-9) and started again on its state directory: a node that registers
  * again gets the same epoch and the committed step.
  */
@@ -65,6 +66,8 @@ static bool wait_log(const char *s, int ms)
 }
 
 static const char *fault; /* PT_FAULT of the next spawn */
+/* The next spawn's --heartbeat-ms and --dead-after-ms. */
+static const char *hb_ms = "1000", *dead_ms = "10000";
 
 /* Starts the controller; true once it listens (C.port), false when it
  * exited first (C.pid reaped; its status in *status). */
@@ -79,8 +82,8 @@ static bool spawn_try(int *status)
     int fd = open(C.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     dup2(fd, 2);
     char *argv[] = {"controller", "--listen", "127.0.0.1:0", "--state-dir",
-                    C.sd, "--key", C.key, "--heartbeat-ms", "1000",
-                    "--dead-after-ms", "10000", "--log-level",
+                    C.sd, "--key", C.key, "--heartbeat-ms", (char *)hb_ms,
+                    "--dead-after-ms", (char *)dead_ms, "--log-level",
                     getenv("PT_CTL_SCALE_NODES") != NULL ? "5" : "7", NULL};
     exit(controller_main(13, argv));
   }
@@ -941,6 +944,150 @@ START_TEST(connection_cut)
 }
 END_TEST
 
+/* A node of a coded job lost (its connection cut, dead after 1 s): the
+ * spare registered beside the job gets the assignment of the next epoch at
+ * the lost node's index, restoring the committed step, its group naming it
+ * as the member that holds nothing (NodeGroup.empty); ptctl's status shows
+ * it in the lost node's place and the group tolerating no further loss
+ * until a newer step commits on every node, the spare's included. */
+static void heartbeat_all(const int *fd, size_t n, uint64_t *seq)
+{
+  Pt__Heartbeat h = PT__HEARTBEAT__INIT;
+  h.seq = ++*seq;
+  for (size_t i = 0; i < n; i++)
+    if (fd[i] >= 0)
+      send_msg(fd[i], RPC_HEARTBEAT, 0, &h.base);
+}
+
+/* The next frame of type on fd within ms, or NULL. */
+static ProtobufCMessage *poll_type(int fd, uint32_t type, int ms)
+{
+  uint64_t dl = rpc_now_ms() + (uint64_t)ms;
+  for (;;) {
+    struct rpc_hdr h;
+    ProtobufCMessage *m = NULL;
+    int rc = rpc_sock_session_recv(tsess(fd), 0, dl, &h, &m);
+    if (rc == -ETIMEDOUT)
+      return NULL;
+    ck_assert_int_eq(rc, PT_OK);
+    if (h.type == type)
+      return m;
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+}
+
+START_TEST(spare_over_the_wire)
+{
+  hb_ms = "200";
+  dead_ms = "1000";
+  ctl_start();
+  int fd[4];
+  const char *ids[4] = {"node-a", "node-b", "node-c", "node-s"};
+  uint64_t seq = 0, req[4];
+  for (int i = 0; i < 3; i++)
+    fd[i] = node(ids[i], NULL);
+  Pt__JobSpec spec = PT__JOB_SPEC__INIT;
+  spec.name = "job1";
+  spec.n_argv = 3;
+  spec.argv = ARGV;
+  spec.nodes = 3;
+  spec.ranks_per_node = 1;
+  spec.has_code_k = spec.has_code_m = true;
+  spec.code_k = 2;
+  spec.code_m = 1;
+  Pt__JobStart st = PT__JOB_START__INIT;
+  st.spec = &spec;
+  Pt__JobReply *r = ctl_call(RPC_JOB_START, &st.base);
+  ck_assert_msg(r->status == 0, "%s", r->message);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  fd[3] = node(ids[3], NULL); /* the spare, after the placement */
+  heartbeat_all(fd, 4, &seq); /* (silent 600 ms: unreachable) */
+  for (int i = 0; i < 3; i++) {
+    Pt__JobAssign *a = assign_of(fd[i]);
+    ck_assert_uint_eq(a->group->n_empty, 0);
+    protobuf_c_message_free_unpacked(&a->base, NULL);
+    part_state(fd[i], "job1", 1, "running");
+  }
+  heartbeat_all(fd, 4, &seq);
+  for (int i = 0; i < 3; i++)
+    sealed(fd[i], "job1", 1, 4);
+  for (int i = 0; i < 3; i++)
+    protobuf_c_message_free_unpacked(expect(fd[i], RPC_JOB_PIN, 5000, &req[i]),
+                                     NULL);
+  heartbeat_all(fd, 4, &seq);
+  for (int i = 0; i < 3; i++)
+    vote(fd[i], req[i], "job1", 1, 4, 0);
+  for (int i = 0; i < 3; i++)
+    protobuf_c_message_free_unpacked(expect(fd[i], RPC_JOB_COMMIT, 5000, NULL),
+                                     NULL);
+  close(fd[1]);
+  fd[1] = -1;
+  Pt__JobAssign *as = NULL;
+  uint64_t dl = rpc_now_ms() + 10000;
+  while (as == NULL && rpc_now_ms() < dl) {
+    heartbeat_all(fd, 4, &seq);
+    as = (Pt__JobAssign *)poll_type(fd[3], RPC_JOB_ASSIGN, 100);
+  }
+  ck_assert_msg(as != NULL, "no assignment for the spare: %s", read_log());
+  ck_assert_uint_eq(as->epoch, 2);
+  ck_assert_uint_eq(as->node_index, 1);
+  ck_assert_uint_eq(as->first_rank, 1);
+  ck_assert(as->has_restore_step && as->restore_step == 4);
+  ck_assert_ptr_nonnull(as->group);
+  ck_assert_uint_eq(as->group->n_members, 3);
+  ck_assert_str_eq(as->group->members[1]->node_id, "node-s");
+  ck_assert_uint_eq(as->group->n_empty, 1);
+  ck_assert_uint_eq(as->group->empty[0], 1);
+  protobuf_c_message_free_unpacked(&as->base, NULL);
+  ck_assert(wait_log("job 'job1': node 'node-b' lost; spare 'node-s' takes "
+                     "its place (node index 1), restoring step 4", 2000));
+  /* the others are told the same epoch, the same empty member */
+  for (int i = 0; i < 3; i += 2) {
+    Pt__JobAssign *a = assign_of(fd[i]);
+    ck_assert_uint_eq(a->epoch, 2);
+    ck_assert_uint_eq(a->group->n_empty, 1);
+    protobuf_c_message_free_unpacked(&a->base, NULL);
+  }
+  Pt__JobsReply *keep;
+  Pt__JobInfo *ji = query_job(&keep);
+  ck_assert_uint_eq(ji->n_parts, 3);
+  ck_assert_str_eq(ji->parts[1]->node_id, "node-s");
+  ck_assert_uint_eq(ji->n_groups, 1);
+  ck_assert(ji->groups[0]->has_tolerates);
+  ck_assert_uint_eq(ji->groups[0]->tolerates, 0);
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+  /* every node on epoch 2, a newer step committed: protected again */
+  int live[3] = {fd[0], fd[2], fd[3]};
+  heartbeat_all(fd, 4, &seq);
+  for (int i = 0; i < 3; i++)
+    part_state(live[i], "job1", 2, "running");
+  for (int i = 0; i < 3; i++)
+    sealed(live[i], "job1", 2, 5);
+  for (int i = 0; i < 3; i++)
+    protobuf_c_message_free_unpacked(expect(live[i], RPC_JOB_PIN, 5000,
+                                            &req[i]),
+                                     NULL);
+  heartbeat_all(fd, 4, &seq);
+  for (int i = 0; i < 3; i++)
+    vote(live[i], req[i], "job1", 2, 5, 0);
+  for (int i = 0; i < 3; i++)
+    protobuf_c_message_free_unpacked(expect(live[i], RPC_JOB_COMMIT, 5000,
+                                            NULL),
+                                     NULL);
+  heartbeat_all(fd, 4, &seq);
+  ji = query_job(&keep);
+  ck_assert_uint_eq(ji->committed_step, 5);
+  ck_assert_uint_eq(ji->groups[0]->tolerates, 1);
+  protobuf_c_message_free_unpacked(&keep->base, NULL);
+  for (int i = 0; i < 4; i++)
+    if (fd[i] >= 0)
+      close(fd[i]);
+  ctl_stop();
+  hb_ms = "1000";
+  dead_ms = "10000";
+}
+END_TEST
+
 static int cmp_u64(const void *a, const void *b)
 {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1127,6 +1274,7 @@ int main(void)
   tcase_add_test(tc, journal_damage);
   tcase_add_test(tc, hostile_frames);
   tcase_add_test(tc, connection_cut);
+  tcase_add_test(tc, spare_over_the_wire);
   tcase_add_test(tc, commit_latency);
   tcase_add_test(tc, many_nodes);
   suite_add_tcase(s, tc);
