@@ -172,7 +172,8 @@ enum {
   PTCTL_FAULT_CONTROLLER,
   PTCTL_FAULT_STOP,
   PTCTL_FAULT_CORRUPT,
-  /* Not available yet: they need node-loss recovery (issue 10). */
+  /* Node loss: a coded job only (the campaign leaves them out for a job
+   * without code, saying so). */
   PTCTL_FAULT_NODE,
   PTCTL_FAULT_GROUP,
   PTCTL_FAULT_PROTECTING,

@@ -102,7 +102,15 @@ struct job_view {
   char node[64][RPC_NODE_ID_MAX + 1]; /* the first 64 parts' nodes */
   uint32_t first_rank[64];
   char reason[256];
+  bool coded;             /* the job has coding groups */
+  uint32_t tolerates;     /* the fewest node losses a group absorbs now */
 };
+
+static bool loses_node(int cls)
+{
+  return cls == PTCTL_FAULT_NODE || cls == PTCTL_FAULT_GROUP ||
+         cls == PTCTL_FAULT_PROTECTING || cls == PTCTL_FAULT_REBUILDING;
+}
 
 static void job_read(const struct ptctl_opts *o, const char *job,
                      struct job_view *v)
@@ -140,6 +148,13 @@ static void job_read(const struct ptctl_opts *o, const char *job,
     }
     snprintf(v->reason, sizeof(v->reason), "%s",
              j->reason != NULL ? j->reason : "");
+    v->coded = j->n_groups > 0;
+    v->tolerates = UINT32_MAX;
+    for (size_t g = 0; g < j->n_groups; g++) {
+      uint32_t t = j->groups[g]->has_tolerates ? j->groups[g]->tolerates : 0;
+      if (t < v->tolerates)
+        v->tolerates = t;
+    }
   }
   protobuf_c_message_free_unpacked(msg, NULL);
 }
@@ -364,7 +379,7 @@ static int run_cmd(const char *cmd, const char *node, int pid,
 
 /* Waits until the job runs with every part running and a committed step.
  * False when it ended or the deadline passed (c->why says). */
-static bool wait_ready(struct campaign *c, struct job_view *v)
+static bool wait_ready(struct campaign *c, struct job_view *v, int cls)
 {
   uint64_t deadline = rpc_now_ms() + (uint64_t)c->timeout_s * 1000u;
   for (;;) {
@@ -374,8 +389,11 @@ static bool wait_ready(struct campaign *c, struct job_view *v)
                v->state, v->reason[0] != '\0' ? ": " : "", v->reason);
       return false;
     }
+    /* A node loss waits until every group absorbs one again (the node
+     * lost last holds a committed step since): two losses in one group
+     * of a code that tolerates one are the job's end, not a test. */
     if (v->ok && strcmp(v->state, "running") == 0 && v->parts_running &&
-        v->has_committed)
+        v->has_committed && (!loses_node(cls) || v->tolerates >= 1))
       return true;
     if (rpc_now_ms() >= deadline) {
       snprintf(c->why, sizeof(c->why), "job '%s' was not running with a "
@@ -465,9 +483,9 @@ static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
   struct job_view v0;
   char msg[1024];
 
-  if (!wait_ready(c, &v0))
-    return false;
   int cls = ptctl_fault_pick_class(pk);
+  if (!wait_ready(c, &v0, cls))
+    return false;
   const struct ptctl_fault_class *k = ptctl_fault_class_get(cls);
   uint32_t part = ptctl_fault_pick_below(pk, v0.nparts);
   uint32_t rank = v0.first_rank[part] + ptctl_fault_pick_below(pk, v0.ranks_per_node);
@@ -501,7 +519,8 @@ static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
     return false;
   }
   printf("  %s\n", msg);
-  const char *cmd = cls == PTCTL_FAULT_PTD ? c->restart_node
+  bool node_gone = cls == PTCTL_FAULT_PTD || loses_node(cls);
+  const char *cmd = node_gone ? c->restart_node
                     : is_ctl               ? c->restart_ctl
                                            : NULL;
   if (cmd != NULL) {
@@ -684,6 +703,18 @@ static int campaign(const struct ptctl_opts *o, int argc, char **argv)
   int code = campaign_args(&c, argc, argv);
   if (code != PTCTL_EXIT_OK)
     return code;
+  /* The controller answers, and knows the job, before anything. */
+  struct job_view v;
+  job_read(o, c.job, &v);
+  if (v.ok && !v.coded)
+    for (int cls = 0; cls < PTCTL_FAULT_NCLASS; cls++)
+      if (c.set[cls] && loses_node(cls) &&
+          ptctl_fault_class_get(cls)->available) {
+        printf("%s: job '%s' has no erasure code (a lost node's state "
+               "cannot be rebuilt), not injected\n",
+               ptctl_fault_class_get(cls)->name, c.job);
+        c.set[cls] = false;
+      }
   ptctl_fault_pick_init(&pk, c.seed, c.set);
   for (int cls = 0; cls < PTCTL_FAULT_NCLASS; cls++) {
     const struct ptctl_fault_class *k = ptctl_fault_class_get(cls);
@@ -695,9 +726,6 @@ static int campaign(const struct ptctl_opts *o, int argc, char **argv)
                     "inject among --classes\n");
     return PTCTL_EXIT_FAILED;
   }
-  /* The controller answers, and knows the job, before anything. */
-  struct job_view v;
-  job_read(o, c.job, &v);
   if (!v.ok) {
     Pt__JobsQuery q = PT__JOBS_QUERY__INIT;
     ProtobufCMessage *msg = NULL;

@@ -39,25 +39,30 @@ static const struct ptctl_fault_class CLASSES[PTCTL_FAULT_NCLASS] = {
                              "committed snapshot, and its trainer killed: "
                              "the restore must not use that step",
                              NULL},
-    [PTCTL_FAULT_NODE] = {"node", false, true,
-                          "a whole node lost: its processes and its memory",
-                          "needs node-loss recovery (issue 10 §2)"},
+    [PTCTL_FAULT_NODE] = {"node", true, true,
+                          "a whole node lost: its ptd, trainers and SMPs "
+                          "SIGKILLed and its shm objects removed; its ptd "
+                          "restarted (--restart-node), the job rebuilds "
+                          "the node's state from its coding groups",
+                          NULL},
     [PTCTL_FAULT_GROUP] = {"group", false, true,
                            "m nodes of one coding group lost at once",
-                           "needs node-loss recovery (issue 10 §2)"},
-    [PTCTL_FAULT_PROTECTING] = {"protecting", false, true,
-                                "a node lost while its step is being "
-                                "protected",
-                                "needs node-loss recovery and protection "
-                                "across nodes (issue 10 §1, §2)"},
+                           "the campaign does not yet lose m nodes of one "
+                           "group together and restart them (issue 10 §3); "
+                           "at code k+1, 'node' is that loss"},
+    [PTCTL_FAULT_PROTECTING] = {"protecting", true, true,
+                                "a node lost as it seals a step, while that "
+                                "step's chunks are on their way to its "
+                                "group; restarted as for 'node'",
+                                NULL},
     [PTCTL_FAULT_REBUILDING] = {"rebuilding", false, true,
                                 "a node lost during a rebuild",
-                                "needs rebuild on a replacement (issue 10 "
-                                "§2)"},
+                                "the campaign does not yet time a loss into "
+                                "a rebuild under way (issue 10 §3)"},
     [PTCTL_FAULT_PARITY] = {"parity", false, true,
                             "one byte of a parity chunk flipped",
-                            "needs protection across nodes (issue 10 §1): "
-                            "no parity is written yet"},
+                            "no injector flips a byte of a parity row yet "
+                            "(issue 10 §3)"},
 };
 
 const struct ptctl_fault_class *ptctl_fault_class_get(int c)

@@ -425,6 +425,9 @@ struct node {
     uint32_t rank;
     char job[SNAP_JOB_MAX];
   } fault_corrupt;
+  /* A "protecting" fault waiting for the next seal: its request. */
+  bool fault_protecting;
+  uint64_t fault_protecting_id;
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 
@@ -639,6 +642,9 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m);
  * its rank's newest committed slot now, so that this restore meets it,
  * and is answered. */
 void node_fault_before_restore(struct node *n);
+/* A rank sealed a step: a pending "protecting" loses the node now, as that
+ * step's protection begins, and is answered. */
+void node_fault_on_sealed(struct node *n, uint64_t step);
 
 /* node_part.c: cluster mode's job part (JOB_ASSIGN, JOB_HALT, the epoch
  * fence, JOB_PART_STATE, <state-dir>/part.state) */

@@ -136,6 +136,7 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
       r->has_last_sealed = true;
       r->last_sealed = e->step;
     }
+    node_fault_on_sealed(n, e->step);
     if (n->phase != NODE_PH_RUNNING && n->phase != NODE_PH_STARTING)
       return;
     /* The shm object appeared with the first snapshot: learn its size. */

@@ -20,6 +20,16 @@
  *             Nothing else changes: the slot's checksum table says what
  *             the bytes were, so a restore must find it damaged.
  *   ptd       SIGKILL of this ptd, NODE_FAULT_DELAY_MS after the answer
+ *   node      the whole node lost, as a power cut would take it: the
+ *             part's shm objects (and the group's tables beside them)
+ *             removed now, then this ptd, every trainer (its process
+ *             group) and every SMP of the part SIGKILLed together
+ *             NODE_FAULT_DELAY_MS after the answer. Only the state dir on
+ *             disk survives: the node's supervisor starts ptd again, and
+ *             the part's SMPs rebuild from their groups.
+ *   protecting the same, as the next step a rank seals begins its
+ *             protection (a coded job's chunks of it in flight); answered
+ *             then, naming the step.
  *   stop      SIGSTOP of this ptd NODE_FAULT_DELAY_MS after the answer,
  *             SIGCONT ms later
  * The last two are sent by a grandchild (forked twice, so that nobody has
@@ -32,6 +42,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -183,6 +194,97 @@ out_close:
   return rc;
 }
 
+/* A grandchild that sends SIGKILL to every pid of pids (a negative one: a
+ * process group) delay ms from now; as signal_later. */
+static int kill_all_later(const pid_t *pids, uint32_t n, uint32_t delay)
+{
+  long maxfd = sysconf(_SC_OPEN_MAX);
+  if (maxfd < 0 || maxfd > 65536)
+    maxfd = 65536;
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid == 0) {
+    if (fork() != 0)
+      _exit(0);
+    for (long fd = 3; fd < maxfd; fd++)
+      close((int)fd);
+    sleep_ms(delay);
+    for (uint32_t i = 0; i < n; i++)
+      kill(pids[i], SIGKILL);
+    _exit(0);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+    ;
+  return PT_OK;
+}
+
+/* The "node" fault (see the top). OUT: *objs, the objects removed. */
+static int lose_node(struct node *n, uint32_t *objs)
+{
+  uint32_t nr = n->cfg.ranks;
+  pid_t *pids = calloc(3u * nr + 1u, sizeof(*pids));
+  uint32_t np = 0;
+
+  if (pids == NULL)
+    return -ENOMEM;
+  pids[np++] = getpid(); /* first: nothing of it reacts to the others */
+  for (uint32_t i = 0; i < nr; i++) {
+    int t = live_pid(n->ranks[i].trainer), s = live_pid(n->ranks[i].smp);
+    if (t > 0) {
+      pids[np++] = -t; /* its session's group: what it started too */
+      pids[np++] = t;
+    }
+    if (s > 0)
+      pids[np++] = s;
+  }
+  *objs = 0;
+  for (uint32_t i = 0; i < nr; i++) {
+    char name[256], meta[sizeof(name) + 8];
+    if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
+                        n->cfg.first_rank + i) != PT_OK)
+      continue;
+    if (snap_store_unlink(name) == PT_OK)
+      (*objs)++;
+    snprintf(meta, sizeof(meta), "%s.meta", name);
+    (void)snap_store_unlink(meta);
+  }
+  int rc = kill_all_later(pids, np, NODE_FAULT_DELAY_MS);
+  free(pids);
+  return rc;
+}
+
+/* The answer of a node lost: objs objects removed. */
+static void answer_lost(struct node *n, uint64_t id, uint32_t objs,
+                        bool has_step, uint64_t step)
+{
+  char at[64] = "";
+  if (has_step)
+    snprintf(at, sizeof(at), " as step %" PRIu64 " was sealed", step);
+  answer(n, id, PT_OK, getpid(), has_step, step, "node '%s' lost%s: %" PRIu32
+         " shm object%s removed; ptd (pid %d), its %" PRIu32 " trainer%s and "
+         "SMP%s killed (SIGKILL) in %u ms", n->cfg.node_id, at, objs,
+         objs == 1 ? "" : "s", (int)getpid(), n->cfg.ranks,
+         n->cfg.ranks == 1 ? "" : "s", n->cfg.ranks == 1 ? "" : "s",
+         NODE_FAULT_DELAY_MS);
+}
+
+void node_fault_on_sealed(struct node *n, uint64_t step)
+{
+  uint32_t objs = 0;
+
+  if (!n->fault_protecting)
+    return;
+  n->fault_protecting = false;
+  int rc = lose_node(n, &objs);
+  if (rc != PT_OK)
+    answer(n, n->fault_protecting_id, rc, 0, false, 0, "node '%s': cannot "
+           "lose the node: %s", n->cfg.node_id, pt_strerror(rc));
+  else
+    answer_lost(n, n->fault_protecting_id, objs, true, step);
+}
+
 void node_fault_before_restore(struct node *n)
 {
   char err[300] = "";
@@ -302,8 +404,27 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
       answer(n, id, PT_OK, getpid(), false, 0, "node '%s': ptd (pid %d) "
              "killed (SIGKILL) in %u ms", self, (int)getpid(),
              NODE_FAULT_DELAY_MS);
+  } else if (strcmp(k, "node") == 0) {
+    uint32_t objs = 0;
+    int rc = lose_node(n, &objs);
+    if (rc != PT_OK) {
+      answer(n, id, rc, 0, false, 0, "node '%s': cannot lose the node: %s",
+             self, pt_strerror(rc));
+      return;
+    }
+    answer_lost(n, id, objs, false, 0);
+  } else if (strcmp(k, "protecting") == 0) {
+    if (n->fault_protecting || n->fault_corrupt.on) {
+      answer(n, id, -EBUSY, 0, false, 0, "node '%s': a fault already waits "
+             "here", self);
+      return;
+    }
+    n->fault_protecting = true; /* answered at the next seal */
+    n->fault_protecting_id = id;
+    log_warn("fault injection: node '%s' is lost as the next step a rank "
+             "seals begins its protection", self);
   } else {
     answer(n, id, -EINVAL, 0, false, 0, "node '%s': no fault kind '%s' "
-           "(trainer, smp, ptd, stop, corrupt)", self, LOG_ESC(k));
+           "(trainer, smp, ptd, stop, corrupt, node, protecting)", self, LOG_ESC(k));
   }
 }
