@@ -328,9 +328,27 @@ struct bench_protect {
   double step_ms;        /* the job's wall time per trained step */
   double nopt_step_ms;   /* the same 3 ranks without pt (--no-pt --timing) */
   bool measured;
+  /* One node of the job lost whole and started again empty: its SMP's
+   * rebuild of the committed step (bench_rebuild.c says exactly). */
+  bool rebuild_measured;
+  char rebuild_why[BENCH_ERRLEN];
+  uint64_t rebuild_step, rebuild_bytes, rebuild_received;
+  double rebuild_s;        /* the SMP's account of its rebuild */
+  double rebuild_ingest_s; /* rebuild_bytes over one loopback connection */
+  double rebuild_disk_s;   /* rebuild_bytes read back with O_DIRECT */
+  char rebuild_disk_why[BENCH_ERRLEN];
+  double recover_s;        /* the loss to the job running again */
 };
 int bench_protect_run(const struct bench_opts *o, struct bench_protect *r, char *errbuf,
                       size_t errlen);
+/* bench_rebuild.c: bytes over one loopback TCP connection (OUT: *secs);
+ * bytes read back with O_DIRECT from a file written in dir (why on
+ * failure); the last "step R rebuilt from members" line of an SMP's log. */
+int bench_rebuild_ingest(size_t bytes, double *secs);
+int bench_rebuild_disk(const char *dir, size_t bytes, double *secs, char *why,
+                       size_t whylen);
+int bench_rebuild_logged(const char *log, uint64_t *step, uint64_t *bytes,
+                         uint64_t *ms, uint64_t *received);
 
 /* A ptd controller for a run (bench_cluster.c): its own state dir, key and
  * log under the run's tmp dir, listening on a port of its own. */

@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -646,6 +647,8 @@ static void print_table(const struct bench_opts *o, const struct results *res,
 #define CLUSTER_CTL1000_CPU_PCT 10.0   /* with 1 s heartbeats */
 #define CLUSTER_PROTECT_OVER_TCP 0.7   /* protect_gbps / protect_tcp_gbps */
 #define CLUSTER_STEP_OVERHEAD 1.10     /* pt-train's step, protected / no pt */
+#define CLUSTER_REBUILD_OVER_INGEST 1.5 /* rebuild_s / rebuild_ingest_s */
+#define CLUSTER_REBUILD_BYTES 1.2      /* received / rebuilt */
 
 struct cluster_results {
   char cpu[128];
@@ -690,13 +693,22 @@ static size_t cluster_targets(const struct cluster_results *cr, struct target *t
   t[n++] = (struct target){ "cluster_step_overhead_ratio", "pt-train's step, protected / no pt",
                             pm ? cr->prot.step_ms / cr->prot.nopt_step_ms : NAN, false,
                             CLUSTER_STEP_OVERHEAD, "step ms with protection / without pt" };
+  bool rb = cr->have_prot && cr->prot.rebuild_measured;
+  t[n++] = (struct target){ "rebuild_over_ingest", "rebuild of a lost node",
+                            rb ? cr->prot.rebuild_s / cr->prot.rebuild_ingest_s : NAN, false,
+                            CLUSTER_REBUILD_OVER_INGEST, "rebuild_s / rebuild_ingest_s" };
+  t[n++] = (struct target){ "rebuild_bytes_ratio", "bytes the replacement received / rebuilt",
+                            rb ? (double)cr->prot.rebuild_received /
+                                     (double)cr->prot.rebuild_bytes
+                               : NAN,
+                            false, CLUSTER_REBUILD_BYTES, "received / rebuilt bytes" };
   return n;
 }
 
 static void cluster_json(const struct cluster_results *cr, const char *error)
 {
   struct json j = { stdout, true };
-  struct target t[6];
+  struct target t[8];
   size_t nt = cluster_targets(cr, t);
   const struct bench_cluster_real *rr = &cr->real;
   const struct bench_protect *pr = &cr->prot;
@@ -800,6 +812,25 @@ static void cluster_json(const struct cluster_results *cr, const char *error)
            "protect_train_gbps: the trainers' own step rate x state bytes");
   if (!pm)
     json_str(&j, "protect_why", cr->prot_why[0] ? cr->prot_why : "not run");
+  bool rb = cr->have_prot && pr->rebuild_measured;
+  json_num(&j, "rebuild_s", rb ? pr->rebuild_s : NAN);
+  json_num(&j, "rebuild_ingest_s", rb ? pr->rebuild_ingest_s : NAN);
+  json_num(&j, "rebuild_disk_s", rb ? pr->rebuild_disk_s : NAN);
+  json_num(&j, "rebuild_bytes_ratio",
+           rb ? (double)pr->rebuild_received / (double)pr->rebuild_bytes : NAN);
+  json_u64(&j, "rebuild_bytes", rb ? pr->rebuild_bytes : 0);
+  json_u64(&j, "rebuild_received_bytes", rb ? pr->rebuild_received : 0);
+  json_num(&j, "rebuild_recover_s", rb ? pr->recover_s : NAN);
+  json_str(&j, "rebuild_measures", "one node of the protection job lost whole (fault 'node') "
+           "and its ptd started again empty: rebuild_s the SMP's rebuild of the committed "
+           "step (first fetch to verified slot); rebuild_ingest_s the same bytes over one "
+           "loopback TCP connection, best of 2; rebuild_disk_s the same bytes read back "
+           "with O_DIRECT from --file-dir; rebuild_recover_s the loss to the rebuild's end");
+  if (!rb)
+    json_str(&j, "rebuild_why", !cr->have_prot ? "not run"
+                                : pr->rebuild_why[0] ? pr->rebuild_why : "not run");
+  if (rb && !isfinite(pr->rebuild_disk_s))
+    json_str(&j, "rebuild_disk_why", pr->rebuild_disk_why);
   json_num(&j, "elapsed_s", cr->elapsed_s);
 
   json_key(&j, "targets");
@@ -844,7 +875,7 @@ static void cluster_row(const char *label, double v, const char *unit, const cha
 
 static void cluster_table(const struct cluster_results *cr, const char *error)
 {
-  struct target t[6];
+  struct target t[8];
   size_t nt = cluster_targets(cr, t);
   const struct bench_cluster_real *rr = &cr->real;
   const struct bench_protect *pr = &cr->prot;
@@ -910,6 +941,18 @@ static void cluster_table(const struct cluster_results *cr, const char *error)
   cluster_row("  pt-train step, protected", pr->step_ms, "ms", lim,
               target_find(t, nt, "cluster_step_overhead_ratio"), pm, cr->prot_why,
               pm ? pr->step_ms / pr->nopt_step_ms : NAN);
+  bool rb = cr->have_prot && pr->rebuild_measured;
+  const char *rbwhy = pr->rebuild_why[0] ? pr->rebuild_why : cr->prot_why;
+  snprintf(lim, sizeof(lim), "%.3f s ingest (loopback)", rb ? pr->rebuild_ingest_s : NAN);
+  cluster_row("rebuild of a lost node", rb ? pr->rebuild_s : NAN, "s", lim,
+              target_find(t, nt, "rebuild_over_ingest"), rb, rbwhy,
+              rb ? pr->rebuild_s / pr->rebuild_ingest_s : NAN);
+  snprintf(lim, sizeof(lim), "%" PRIu64 " B rebuilt", rb ? pr->rebuild_bytes : 0);
+  cluster_row("  bytes received", rb ? (double)pr->rebuild_received / 1e6 : NAN, "MB", lim,
+              target_find(t, nt, "rebuild_bytes_ratio"), rb, rbwhy,
+              rb ? (double)pr->rebuild_received / (double)pr->rebuild_bytes : NAN);
+  cluster_row("  disk checkpoint read", rb ? pr->rebuild_disk_s : NAN, "s", "O_DIRECT, same bytes",
+              NULL, rb && isfinite(pr->rebuild_disk_s), rb ? pr->rebuild_disk_why : rbwhy, NAN);
   const struct bench_cluster_size *k = cluster_size(cr, 1000);
   printf("\nprotection: 3 nodes x 1 rank of pt-train --state-mb %d at code 2+1, a snapshot "
          "every step, over %.0f s:\n  committed (PROTECTED on every node) steps x state "
