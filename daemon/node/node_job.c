@@ -519,6 +519,9 @@ static void finish_exit(struct node *n)
         continue;
       }
       rc = snap_store_unlink(name);
+      char meta[sizeof(name) + 8]; /* the group's tables beside it (smp) */
+      snprintf(meta, sizeof(meta), "%s.meta", name);
+      (void)snap_store_unlink(meta);
       if (rc != PT_OK && rc != -ENOENT)
         log_warn("cannot remove shm object '%s': %s", name, pt_strerror(rc));
       else if (rc == PT_OK)
