@@ -176,15 +176,15 @@ void smp_peer_serve_forget(struct link *l);
 void smp_peer_meta_save(struct smp_peer *p);
 void smp_peer_meta_load(struct smp_peer *p);
 
-/* smp_peer_rebuild.c: the replies to this SMP's own fetches, on the links
+/* smp_peer_rebuild_link.c: the replies to this SMP's own fetches, on the links
  * it dialled. A PEER_META or PEER_ACK with a request id (0 is the
  * protection's): 0, or non-zero to close the link. */
-int smp_peer_rebuild_on_reply(struct link *l, const struct rpc_hdr *h,
+int smp_peer_rebuild_link_reply(struct link *l, const struct rpc_hdr *h,
                               ProtobufCMessage *msg);
 /* rpc_conn_ops.on_bulk_begin/on_bulk_done of the links this SMP dials. */
-int smp_peer_rebuild_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+int smp_peer_rebuild_link_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
                                 void **dst);
-void smp_peer_rebuild_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+void smp_peer_rebuild_link_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
                                 void *dst, int status);
 /* The link l dialled is gone: a fetch on it is asked again when it is up. */
 void smp_peer_rebuild_link_down(struct link *l);

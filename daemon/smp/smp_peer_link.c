@@ -113,7 +113,7 @@ static int on_out_msg_body(struct rpc_conn *c, const struct rpc_hdr *h,
   struct smp_peer *p = l->p;
 
   if (h->request_id != 0 && (h->type == RPC_PEER_META || h->type == RPC_PEER_ACK))
-    return smp_peer_rebuild_on_reply(l, h, msg); /* our fetches' answers */
+    return smp_peer_rebuild_link_reply(l, h, msg); /* our fetches' answers */
   switch (h->type) {
   case RPC_PEER_READY: {
     const Pt__PeerReady *r = (const Pt__PeerReady *)msg;
@@ -168,8 +168,8 @@ void smp_peer_link_dial(struct link *l)
                              .on_ready = on_out_ready,
                              .on_drain = on_out_drain,
                              /* the pieces our rebuild fetched */
-                             .on_bulk_begin = smp_peer_rebuild_bulk_begin,
-                             .on_bulk_done = smp_peer_rebuild_bulk_done,
+                             .on_bulk_begin = smp_peer_rebuild_link_bulk_begin,
+                             .on_bulk_done = smp_peer_rebuild_link_bulk_done,
                              .max_bulk = PEER_PIECE};
   int rc = rpc_conn_connect_tcp(&p->smp->loop, l->host, l->port, &ops,
                                 &p->auth, 0, l, &l->out);

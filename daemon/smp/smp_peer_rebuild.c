@@ -51,66 +51,7 @@
 #include "daemon/smp/smp_internal.h"
 #include "daemon/smp/smp_peer_int.h"
 #include "daemon/smp/smp_rebuild.h"
-
-#define REBUILD_MS 9000u         /* from its start to the verified slot */
-#define REBUILD_FETCH_MS 3000u   /* one fetch */
-#define REBUILD_LINK_MS 3000u    /* a member not linked by then is lost */
-#define REBUILD_TICK_MS 5u
-#define REBUILD_AGAIN_MS 2u      /* a fetch refused with -EAGAIN */
-#define REBUILD_QUEUE 64u
-#define REBUILD_WINDOW 4u
-#define REBUILD_CRC_TRIES 3u
-
-enum rb_state { RB_NONE, RB_WAIT, RB_META, RB_DATA, RB_DONE, RB_FAILED };
-
-/* This SMP's fetch from one other member. */
-struct rb_member {
-  bool busy;                  /* a fetch outstanding */
-  bool meta;                  /* it is the table's */
-  bool unsent;                /* to be sent (again) once the link is up */
-  struct smp_rebuild_fetch f;
-  uint64_t req;               /* its request id */
-  uint64_t deadline, again_at;
-  bool landing;               /* a payload being read into f.dst */
-  uint64_t landing_req;
-  unsigned crc_fails;
-  unsigned agains;            /* -EAGAIN answers in a row */
-  bool no_table;              /* refused the table */
-  uint64_t down_since;        /* its link is not up since (0: up) */
-};
-
-struct smp_peer_rebuild {
-  struct smp_peer *p;
-  enum rb_state state;
-  uint64_t step;
-  uint32_t attempt;
-  uint64_t t_start, deadline;
-  bool has_slot;
-  uint32_t slot;
-  uint64_t gen;
-  uint8_t *table;
-  size_t table_len;
-  struct smp_rebuild *rb;
-  struct smp_rebuild_fetch q[REBUILD_QUEUE];
-  unsigned nq;
-  struct rb_member mem[RS_MAX_MEMBERS];
-  uint32_t used;              /* members pieces came from */
-  uint32_t skip_src;          /* erased at the start (a verify retry) */
-  unsigned verify_tries;
-  uint32_t cand, base_erased; /* the first try's sources, and erased */
-  uint64_t received;
-  int rc;
-  char err[600];
-  /* the trainer's RESTORE_QUERY, held */
-  bool held;
-  struct smp_conn *held_sc;
-  uint64_t held_id;
-  /* the step rebuilt here: its parity rows are not held */
-  bool has_rebuilt;
-  uint64_t rebuilt_step;
-  uv_timer_t timer;
-  bool timer_init, timer_on;
-};
+#include "daemon/smp/smp_peer_rebuild_int.h"
 
 static struct smp_peer_rebuild *RB(struct smp *smp)
 {
@@ -127,7 +68,7 @@ static struct smp_peer_rebuild *rb_get(struct smp *smp)
   return p->rebuild;
 }
 
-static bool active(const struct smp_peer_rebuild *r)
+bool smp_peer_rebuild_active(const struct smp_peer_rebuild *r)
 {
   return r != NULL && (r->state == RB_WAIT || r->state == RB_META ||
                        r->state == RB_DATA);
@@ -215,9 +156,7 @@ static void slot_drop(struct smp_peer_rebuild *r)
   r->has_slot = false;
 }
 
-static void rb_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void rb_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, ...)
+void smp_peer_rebuild_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -240,14 +179,14 @@ static void fail_lost(struct smp_peer_rebuild *r, uint32_t lost)
   const struct code_group *g = &r->p->smp->group;
   char names[96];
   members_list(names, sizeof(names), lost | (1u << g->member));
-  rb_fail(r, PT_ENOFRAG, "cannot rebuild step %" PRIu64 " of coding group %u: "
+  smp_peer_rebuild_fail(r, PT_ENOFRAG, "cannot rebuild step %" PRIu64 " of coding group %u: "
           "members %s lost, code %u+%u tolerates %u", r->step, g->group, names,
           g->k, g->m, g->m);
 }
 
 /* ---- fetches ---- */
 
-static void send_fetch(struct smp_peer_rebuild *r, uint32_t i)
+void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i)
 {
   struct rb_member *m = &r->mem[i];
   struct link *l = &r->p->link[i];
@@ -285,12 +224,12 @@ static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
   m->again_at = 0;
   m->crc_fails = 0;
   m->agains = 0;
-  send_fetch(r, i);
+  smp_peer_rebuild_send(r, i);
 }
 
 /* Member i fails as a source (why): given up, its stripes from the
  * others. */
-static void member_failed(struct smp_peer_rebuild *r, uint32_t i, const char *why)
+void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, const char *why)
 {
   struct rb_member *m = &r->mem[i];
   m->busy = false;
@@ -311,7 +250,7 @@ static void member_failed(struct smp_peer_rebuild *r, uint32_t i, const char *wh
     return;
   }
   if (rc != 0) {
-    rb_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step,
+    smp_peer_rebuild_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step,
             smp_rebuild_error(r->rb));
     return;
   }
@@ -365,7 +304,7 @@ static void begin(struct smp_peer_rebuild *r)
            "group %u", r->step, r->p->smp->group.group);
 }
 
-static void table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt__PeerMeta *m)
+void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt__PeerMeta *m)
 {
   struct snap_store *s = r->p->smp->store;
   size_t want = ((size_t)snap_store_nblocks(s) + SNAP_TABLE_TRAILER) * sizeof(uint32_t);
@@ -374,13 +313,13 @@ static void table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt__PeerMeta 
   if (m->step != r->step || m->table.len != want) {
     snprintf(why, sizeof(why), "its table of step %" PRIu64 " has %zu bytes, "
              "this object's %zu", m->step, m->table.len, want);
-    member_failed(r, i, why);
+    smp_peer_rebuild_member_failed(r, i, why);
     return;
   }
   r->mem[i].busy = false;
   r->table = malloc(want);
   if (r->table == NULL) {
-    rb_fail(r, -ENOMEM, "rebuild of step %" PRIu64 ": no memory", r->step);
+    smp_peer_rebuild_fail(r, -ENOMEM, "rebuild of step %" PRIu64 ": no memory", r->step);
     return;
   }
   memcpy(r->table, m->table.data, want);
@@ -401,7 +340,7 @@ static int begin_data(struct smp_peer_rebuild *r)
   if (!r->has_slot) {
     int rc = snap_slot_acquire(smp->store, r->step, &r->slot, &r->gen);
     if (rc != 0) {
-      rb_fail(r, rc, "cannot rebuild step %" PRIu64 ": no slot: %s", r->step,
+      smp_peer_rebuild_fail(r, rc, "cannot rebuild step %" PRIu64 ": no slot: %s", r->step,
               pt_strerror(rc));
       return -1;
     }
@@ -412,7 +351,7 @@ static int begin_data(struct smp_peer_rebuild *r)
                            snap_slot_data(smp->store, r->slot), PEER_PIECE,
                            REBUILD_WINDOW, err, sizeof(err));
   if (rc != 0) {
-    rb_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step, err);
+    smp_peer_rebuild_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step, err);
     return -1;
   }
   r->state = RB_DATA;
@@ -440,7 +379,7 @@ static void finish(struct smp_peer_rebuild *r)
 
   int rc = snap_slot_seal(smp->store, r->slot, r->gen, r->step);
   if (rc != 0) {
-    rb_fail(r, rc, "cannot seal the rebuilt step %" PRIu64 ": %s", r->step,
+    smp_peer_rebuild_fail(r, rc, "cannot seal the rebuilt step %" PRIu64 ": %s", r->step,
             pt_strerror(rc));
     return;
   }
@@ -471,7 +410,7 @@ static void finish(struct smp_peer_rebuild *r)
         break;
       }
     if (pick == 0) {
-      rb_fail(r, PT_ECHECKSUM, "step %" PRIu64 " rebuilt from members %s fails "
+      smp_peer_rebuild_fail(r, PT_ECHECKSUM, "step %" PRIu64 " rebuilt from members %s fails "
               "its checksums at block %u (%s): a survivor's piece is damaged "
               "and code %u+%u has no other survivor to rebuild it from; never "
               "restored", r->step, from, bad, pt_strerror(vrc), g->k, g->m);
@@ -488,7 +427,7 @@ static void finish(struct smp_peer_rebuild *r)
   }
   rc = snap_slot_commit(smp->store, r->step);
   if (rc != 0) {
-    rb_fail(r, rc, "cannot commit the rebuilt step %" PRIu64 ": %s", r->step,
+    smp_peer_rebuild_fail(r, rc, "cannot commit the rebuilt step %" PRIu64 ": %s", r->step,
             pt_strerror(rc));
     return;
   }
@@ -506,7 +445,7 @@ static void finish(struct smp_peer_rebuild *r)
 
 /* ---- the loop ---- */
 
-static void drive(struct smp_peer_rebuild *r)
+void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
 {
   struct smp *smp = r->p->smp;
   const struct code_group *g = &smp->group;
@@ -517,7 +456,7 @@ static void drive(struct smp_peer_rebuild *r)
       return; /* the trainer's HELLO makes the object */
     begin(r);
   }
-  if (!active(r))
+  if (!smp_peer_rebuild_active(r))
     return;
   if (now >= r->deadline) {
     char busy[96] = "";
@@ -526,7 +465,7 @@ static void drive(struct smp_peer_rebuild *r)
       if (r->mem[i].busy)
         mask |= 1u << i;
     members_list(busy, sizeof(busy), mask);
-    rb_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group %u "
+    smp_peer_rebuild_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group %u "
             "within %u ms%s%s", r->step, g->group, REBUILD_MS,
             mask ? ": waiting for members " : "", busy);
     return;
@@ -534,7 +473,7 @@ static void drive(struct smp_peer_rebuild *r)
   /* links: down too long with fetches due, lost; fetches past their
    * deadline, failed; unsent ones sent */
   uint32_t unlinked = 0;
-  for (uint32_t i = 0; i < g->n && active(r); i++) {
+  for (uint32_t i = 0; i < g->n && smp_peer_rebuild_active(r); i++) {
     if (i == g->member)
       continue;
     struct rb_member *m = &r->mem[i];
@@ -547,14 +486,14 @@ static void drive(struct smp_peer_rebuild *r)
     if (!up && now >= m->down_since + REBUILD_LINK_MS)
       unlinked |= 1u << i;
     if (m->busy && now >= m->deadline)
-      member_failed(r, i, "no answer in time");
+      smp_peer_rebuild_member_failed(r, i, "no answer in time");
     else if (m->busy && !up && (unlinked & (1u << i)))
-      member_failed(r, i, "its link is down");
+      smp_peer_rebuild_member_failed(r, i, "its link is down");
     else if (m->busy && m->again_at != 0 && now >= m->again_at) {
       m->again_at = 0;
-      send_fetch(r, i);
+      smp_peer_rebuild_send(r, i);
     } else if (m->busy && m->unsent && up)
-      send_fetch(r, i);
+      smp_peer_rebuild_send(r, i);
   }
   if (r->state == RB_META && r->table != NULL) {
     /* the layout needs every member's size: a member never linked long
@@ -571,7 +510,7 @@ static void drive(struct smp_peer_rebuild *r)
       if ((unsigned)__builtin_popcount(unknown) + 1 > g->m)
         fail_lost(r, unknown);
       else if (unknown != 0)
-        rb_fail(r, PT_ESTATE, "cannot rebuild step %" PRIu64 ": the size of "
+        smp_peer_rebuild_fail(r, PT_ESTATE, "cannot rebuild step %" PRIu64 ": the size of "
                 "member %u's snapshot is not known (never linked)", r->step,
                 (unsigned)__builtin_ctz(unknown));
       return;
@@ -594,7 +533,7 @@ static void drive(struct smp_peer_rebuild *r)
       }
     uint32_t others = ((1u << g->n) - 1) & ~(1u << g->member);
     if (tried == others) {
-      rb_fail(r, -ENOENT, "cannot rebuild step %" PRIu64 " of coding group %u: "
+      smp_peer_rebuild_fail(r, -ENOENT, "cannot rebuild step %" PRIu64 " of coding group %u: "
               "no member holds this member's checksum table of it", r->step,
               g->group);
     }
@@ -608,8 +547,8 @@ static void drive(struct smp_peer_rebuild *r)
       for (unsigned j = 0; j < r->nq && !due; j++)
         due = r->q[j].member == i;
       if (due)
-        member_failed(r, i, "its link is down");
-      if (!active(r))
+        smp_peer_rebuild_member_failed(r, i, "its link is down");
+      if (!smp_peer_rebuild_active(r))
         return;
     }
   r->nq += smp_rebuild_next(r->rb, r->q + r->nq, REBUILD_QUEUE - r->nq);
@@ -631,8 +570,8 @@ static void drive(struct smp_peer_rebuild *r)
 static int drive_body(void *arg)
 {
   struct smp_peer_rebuild *r = arg;
-  drive(r);
-  if (!active(r) && r->timer_on) {
+  smp_peer_rebuild_drive(r);
+  if (!smp_peer_rebuild_active(r) && r->timer_on) {
     uv_timer_stop(&r->timer);
     r->timer_on = false;
   }
@@ -677,7 +616,7 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step)
   uint32_t slot;
 
   if (r != NULL) {
-    if (active(r)) {
+    if (smp_peer_rebuild_active(r)) {
       cancel(r, true);
       r->rc = PT_EEPOCH;
       snprintf(r->err, sizeof(r->err), "the restore point changed during the "
@@ -705,7 +644,7 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step)
 bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id)
 {
   struct smp_peer_rebuild *r = RB(sc->smp);
-  if (r == NULL || (!active(r) && r->state != RB_FAILED))
+  if (r == NULL || (!smp_peer_rebuild_active(r) && r->state != RB_FAILED))
     return false;
   if (r->held && r->held_sc != sc) {
     struct smp_conn *old = r->held_sc;
@@ -739,7 +678,7 @@ void smp_peer_rebuild_conn_gone(struct smp *smp, struct smp_conn *sc)
 void smp_peer_rebuild_store_gone(struct smp *smp)
 {
   struct smp_peer_rebuild *r = RB(smp);
-  if (r == NULL || !active(r))
+  if (r == NULL || !smp_peer_rebuild_active(r))
     return;
   /* Its slot went with the mapping: begun again with the next object. */
   cancel(r, false);
@@ -768,126 +707,3 @@ bool smp_peer_rebuild_no_parity(const struct smp_peer *p, uint64_t step)
   return r != NULL && r->has_rebuilt && r->rebuilt_step == step;
 }
 
-/* ---- replies, on the links this SMP dialled ---- */
-
-int smp_peer_rebuild_on_reply(struct link *l, const struct rpc_hdr *h,
-                              ProtobufCMessage *msg)
-{
-  struct smp_peer_rebuild *r = l->p->rebuild;
-  struct rb_member *m = r != NULL ? &r->mem[l->member] : NULL;
-
-  if (m == NULL || !active(r) || !m->busy || h->request_id != m->req)
-    return 0; /* a late answer to a fetch given up */
-  if (h->type == RPC_PEER_META) {
-    if (!m->meta) {
-      member_failed(r, l->member, "it answered a piece with a table");
-    } else {
-      table_in(r, l->member, (const Pt__PeerMeta *)msg);
-    }
-  } else if (h->type == RPC_PEER_ACK) {
-    const Pt__PeerAck *a = (const Pt__PeerAck *)msg;
-    if (a->status == -EAGAIN) {
-      /* busy, or not ready yet: again, backing off to 100 ms */
-      unsigned shift = m->agains < 6 ? m->agains : 6;
-      m->agains++;
-      m->again_at = rpc_now_ms() + ((uint64_t)REBUILD_AGAIN_MS << shift);
-      return 0;
-    }
-    char why[300];
-    snprintf(why, sizeof(why), "refused: %s", a->message != NULL
-             ? LOG_ESC(a->message) : pt_strerror(a->status));
-    member_failed(r, l->member, why);
-  }
-  if (active(r))
-    drive(r);
-  return 0;
-}
-
-void smp_peer_rebuild_link_down(struct link *l)
-{
-  struct smp_peer_rebuild *r = l->p->rebuild;
-  if (r == NULL)
-    return;
-  struct rb_member *m = &r->mem[l->member];
-  m->landing = false; /* the closed link reads nothing more */
-  if (active(r) && m->busy)
-    m->unsent = true; /* asked again once it is up */
-}
-
-int smp_peer_rebuild_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
-                                void **dst)
-{
-  struct link *l = rpc_conn_data(c);
-  *dst = NULL;
-  if (l == NULL || (h->kind & 0xffu) != PEER_BULK_FETCH)
-    return PT_EPROTO;
-  struct smp_peer_rebuild *r = l->p->rebuild;
-  struct rb_member *m = r != NULL ? &r->mem[l->member] : NULL;
-  if (m == NULL || !active(r) || !m->busy || m->meta || h->tag != m->req ||
-      h->offset != m->f.offset || h->length > m->f.length)
-    return PT_OK; /* discarded: not asked for (or no longer) */
-  m->landing = true;
-  m->landing_req = h->tag;
-  *dst = m->f.dst;
-  return PT_OK;
-}
-
-struct bulk_call {
-  struct link *l;
-  const struct rpc_bulk_hdr *h;
-  int status;
-};
-
-static int bulk_done_body(void *arg)
-{
-  struct bulk_call *b = arg;
-  struct link *l = b->l;
-  struct smp_peer_rebuild *r = l->p->rebuild;
-  struct rb_member *m = &r->mem[l->member];
-  const struct rpc_bulk_hdr *h = b->h;
-
-  if (m->landing && m->landing_req == h->tag)
-    m->landing = false;
-  if (b->status == -ECANCELED || !active(r) || !m->busy || m->meta ||
-      h->tag != m->req)
-    return 0; /* discarded, or a fetch given up */
-  if (b->status == PT_ECHECKSUM && ++m->crc_fails < REBUILD_CRC_TRIES) {
-    send_fetch(r, l->member); /* once more, the same piece */
-    return 0;
-  }
-  if (b->status != PT_OK) {
-    char why[120];
-    snprintf(why, sizeof(why), "its piece came in with %s", pt_strerror(b->status));
-    member_failed(r, l->member, why);
-    drive(r);
-    return 0;
-  }
-  m->busy = false;
-  int rc = smp_rebuild_got(r->rb, m->f.id, h->length);
-  if (rc == PT_EPROTO) {
-    char why[300];
-    snprintf(why, sizeof(why), "%s", smp_rebuild_error(r->rb));
-    member_failed(r, l->member, why);
-  } else if (rc != 0) {
-    rb_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step,
-            smp_rebuild_error(r->rb));
-    return 0;
-  } else {
-    r->received += h->length;
-    r->used |= 1u << l->member;
-  }
-  if (active(r))
-    drive(r);
-  return 0;
-}
-
-void smp_peer_rebuild_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
-                                void *dst, int status)
-{
-  struct link *l = rpc_conn_data(c);
-  (void)dst;
-  if (l == NULL || l->p->rebuild == NULL)
-    return;
-  struct bulk_call b = {.l = l, .h = h, .status = status};
-  (void)smp_guarded(l->p->smp, bulk_done_body, &b);
-}
