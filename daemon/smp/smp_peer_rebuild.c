@@ -169,6 +169,16 @@ void smp_peer_rebuild_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, 
   r->table = NULL;
   r->state = RB_FAILED;
   log_error("%s", r->err);
+  /* the node names it in the part's failure */
+  Pt__Event ev = PT__EVENT__INIT;
+  ev.kind = PT__EVENT_KIND__EVENT_REBUILD_FAILED;
+  ev.rank = r->p->smp->rank;
+  ev.has_step = true;
+  ev.step = r->step;
+  ev.has_status = true;
+  ev.status = r->rc;
+  ev.message = r->err;
+  smp_serve_event_send(r->p->smp, &ev);
   answer_held(r);
 }
 
@@ -410,10 +420,10 @@ static void finish(struct smp_peer_rebuild *r)
         break;
       }
     if (pick == 0) {
-      smp_peer_rebuild_fail(r, PT_ECHECKSUM, "step %" PRIu64 " rebuilt from members %s fails "
-              "its checksums at block %u (%s): a survivor's piece is damaged "
-              "and code %u+%u has no other survivor to rebuild it from; never "
-              "restored", r->step, from, bad, pt_strerror(vrc), g->k, g->m);
+      smp_peer_rebuild_fail(r, PT_ECHECKSUM, "step %" PRIu64 " rebuilt from "
+              "members %s fails its checksums at block %u: a survivor's piece "
+              "is damaged, and %u+%u has no other survivor to rebuild it from: "
+              "never restored", r->step, from, bad, g->k, g->m);
       return;
     }
     log_warn("step %" PRIu64 " rebuilt from members %s fails its checksums at "

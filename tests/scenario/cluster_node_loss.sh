@@ -156,11 +156,44 @@ if [ "$s" = done ]; then
   t_check_digests 3
   say "ok: a damaged survivor piece never restored; job nd ended equal to the fault-free run"
 else
-  say "job nd failed: $(c_job_field nd message)"
+  say "job nd failed: $(c_job_field nd reason)"
+  # the part's failure carries the SMP's words
+  grep -q "node 'b' part failed: .*step $R rebuilt from members [0-9,]* fails its checksums" "$C_CTL_LOG" \
+    || c_fail "the controller never heard why b's part failed: $(grep "part failed" "$C_CTL_LOG" | tail -n 3)"
   for f in "$T_DIR"/out.*; do
     [ -s "$f" ] || continue
     cmp -s "$f" "$T_DIR/ref.${f##*.}" || c_fail "rank ${f##*.} wrote digest $(cat "$f"), not the fault-free run's"
   done
   say "ok: a damaged survivor piece never restored; job nd failed, no wrong digest"
 fi
-say "ok: node b lost and rebuilt (step $rstep), digests equal the fault-free run"
+
+# ---- 3. two members of the group lost at once: beyond 2+1 ----
+for f in "$T_DIR"/out.*; do rm -f "$f"; done
+c_ptctl start --job n2 --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
+  -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start3.out" 2>&1 \
+  || c_fail "ptctl start failed: $(cat "$T_DIR/start3.out")"
+wait_committed n2 10
+lose_node b n2
+lose_node c n2
+c_wait_node_state b dead 20
+c_wait_node_state c dead 20
+R=$(c_job_field n2 committed_step)
+c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
+c_node_start c --capacity 1 --shm-prefix "$T_PREFIX"
+deadline=$(( $(date +%s) + 120 ))
+until s=$(c_job_field n2 state) && { [ "$s" = done ] || [ "$s" = failed ]; }; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job n2 is '$s', neither done nor failed, after 120 s"
+  sleep 0.2
+done
+[ "$s" = failed ] || c_fail "job n2 ended '$s' with 2 of a 2+1 group's 3 members lost"
+# (said by the controller, or by the SMPs that tried: the group, the
+# members lost, what the code tolerates)
+grep -hE "(cannot rebuild step $R of coding group 0: members [0-9],[0-9] lost, code 2\+1 tolerates 1)|(lost.*tolerates)" \
+  "$T_DIR"/node.b.log "$T_DIR"/node.c.log "$C_CTL_LOG" | tail -n 1 | grep -q . \
+  || c_fail "no clear error for 2 members of 2+1 lost: $(grep -hiE 'rebuil|lost' "$T_DIR"/node.[bc].log | tail -n 5)"
+say "job n2 (2 of 3 members lost): $(grep -hoE "cannot rebuild step $R of coding group 0: members [0-9],[0-9] lost, code 2\+1 tolerates 1" "$T_DIR"/node.[bc].log | tail -n 1)"
+for f in "$T_DIR"/out.*; do
+  [ -s "$f" ] || continue
+  cmp -s "$f" "$T_DIR/ref.${f##*.}" || c_fail "rank ${f##*.} wrote digest $(cat "$f"), not the fault-free run's"
+done
+say "ok: node b lost and rebuilt (step $rstep), digests equal the fault-free run; a damaged piece and 2 lost members never restored"
