@@ -165,6 +165,11 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
       /* Its trainer's exit 78 came first: the SMP's words have the
        * numbers (bytes needed, the budget). */
       memcpy(n->why, why, sizeof(why));
+  } else if (e->kind == PT__EVENT_KIND__EVENT_REBUILD_FAILED) {
+    /* The step to restore could not be rebuilt here: the trainer's
+     * failure that follows says why. */
+    snprintf(r->smp_words, sizeof(r->smp_words), "%s",
+             e->message != NULL ? e->message : pt_strerror(e->status));
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
     r->gone_seen = true;
     r->gone_done = e->has_done && e->done;

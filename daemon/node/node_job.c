@@ -148,9 +148,10 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
   } else {
     r->tstate = NODE_TR_FAILED;
     r->permanent = term_signal == 0 && status == NODE_EX_CONFIG;
-    snprintf(r->why, sizeof(r->why), "trainer rank %s (pid %d) %s%s",
+    snprintf(r->why, sizeof(r->why), "trainer rank %s (pid %d) %s%s%s%.300s",
              NODE_RANK(n, r->rank), c->pid, how,
-             r->permanent ? " (configuration error: not restarted)" : "");
+             r->permanent ? " (configuration error: not restarted)" : "",
+             r->smp_words[0] != '\0' ? ": " : "", r->smp_words);
   }
   node_job_drive(n);
 }
@@ -200,6 +201,7 @@ static void query_slots(struct node *n)
     struct node_rank *r = &n->ranks[i];
     r->view_verified = false;
     r->set_restore_ok = false;
+    r->smp_words[0] = '\0';
     if (node_smp_request(n, r, NODE_REQ_VERIFY,
                          n->verify_all ? NODE_VERIFY_ALL : NODE_VERIFY_NEWEST_FIRST,
                          NULL) != PT_OK)
@@ -519,6 +521,9 @@ static void finish_exit(struct node *n)
         continue;
       }
       rc = snap_store_unlink(name);
+      char meta[sizeof(name) + 8]; /* the group's tables beside it (smp) */
+      snprintf(meta, sizeof(meta), "%s.meta", name);
+      (void)snap_store_unlink(meta);
       if (rc != PT_OK && rc != -ENOENT)
         log_warn("cannot remove shm object '%s': %s", name, pt_strerror(rc));
       else if (rc == PT_OK)

@@ -206,6 +206,7 @@ static void store_drop(struct smp *smp, int rc, const char *why)
    * are forgotten, not aborted. */
   for (sc = smp->conns; sc != NULL; sc = sc->next)
     sc->nwriting = 0;
+  smp_peer_rebuild_store_gone(smp);
   smp_peer_store_gone(smp);
   snap_store_close(smp->store);
   smp->store = NULL;
@@ -453,6 +454,7 @@ static void smp_stop(struct smp *smp)
     rpc_conn_close(sc->conn, 0);
   }
   smp_trainer_pid_announce_clear(smp);
+  smp_peer_rebuild_stop(smp);
   smp_peer_stop(smp);
   uv_timer_stop(&smp->check_timer);
   if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
@@ -576,6 +578,7 @@ int smp_main(int argc, char **argv)
   log_info("stopped");
 
 out_store:
+  smp_peer_rebuild_store_gone(smp);
   smp_peer_store_gone(smp);
   snap_store_close(smp->store);
   smp->store = NULL;

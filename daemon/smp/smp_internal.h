@@ -16,6 +16,8 @@
  *                      interface, smp_protect.h; no sockets)
  *   smp_peer.c         each sealed step's protection over the group's links
  *   smp_peer_link.c    the links to the other members of the coding group
+ *   smp_peer_serve.c   what a rebuild of another member gets from this one
+ *   smp_peer_rebuild.c the rebuild of this member's step from the group
  */
 #ifndef PT_SMP_INTERNAL_H
 #define PT_SMP_INTERNAL_H
@@ -277,5 +279,20 @@ uint32_t smp_peer_busy_slots(struct smp *smp);
 /* A PIN of step, pinned: true when this answers it (now or once the step
  * is protected, or at its deadline); false: no code, answer it plainly. */
 bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step);
+
+/* smp_peer_rebuild.c: the rebuild of a step this member does not hold. */
+/* SET_RESTORE{has_step, step}: true when a rebuild takes it (a coded job
+ * with links, and no slot of step here): every slot is freed, and the
+ * rebuild starts once the trainer's HELLO made the object. False: set the
+ * restore point as usual (any rebuild under way is given up). */
+bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step);
+/* RESTORE_QUERY id of sc: true when the rebuild answers it (held until it
+ * ends, or its failure now). */
+bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id);
+void smp_peer_rebuild_conn_gone(struct smp *smp, struct smp_conn *sc);
+/* The object is about to be unmapped: a rebuild into it begins again with
+ * the next one. */
+void smp_peer_rebuild_store_gone(struct smp *smp);
+void smp_peer_rebuild_stop(struct smp *smp);
 
 #endif /* PT_SMP_INTERNAL_H */

@@ -224,15 +224,21 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
   struct smp *smp = sc->smp;
   int rc = 0;
 
-  if (smp->store != NULL)
+  /* A step not held here, in a coded job: rebuilt from the group once the
+   * trainer says HELLO. */
+  bool rebuild = smp_peer_rebuild_set_restore(smp, m->has_step, m->step);
+  if (!rebuild && smp->store != NULL)
     rc = snap_slot_set_restore(smp->store, m->has_step, m->step);
-  else if (m->has_step)
+  else if (!rebuild && m->has_step)
     rc = -ENOENT;
   if (rc == 0) {
     smp->restore_set = true;
     smp->restore_has_step = m->has_step;
     smp->restore_step = m->step;
-    if (m->has_step)
+    if (rebuild)
+      log_info("restore point: step %" PRIu64 ", to be rebuilt from coding "
+               "group %u", m->step, smp->group.group);
+    else if (m->has_step)
       log_info("restore point: step %" PRIu64, m->step);
     else
       log_info("restore point: none, every slot freed");

@@ -104,6 +104,8 @@ struct smp_peer {
    * and a PIN of one is answered at once */
   uint64_t failed[SNAP_MAX_SLOTS];
   unsigned nfailed;
+  struct smp_peer_rebuild *rebuild; /* smp_peer_rebuild.c; NULL: none yet */
+  bool meta_loaded;          /* the tables kept before read (smp_peer_meta.c) */
 };
 
 static inline struct smp_peer *P(struct smp *smp)
@@ -171,5 +173,27 @@ int smp_peer_serve_on_msg(struct link *l, const struct rpc_hdr *h,
                           ProtobufCMessage *msg);
 /* Frees the tables kept for l. */
 void smp_peer_serve_forget(struct link *l);
+
+/* smp_peer_meta.c: the tables of meta[] kept in "<object name>.meta", so
+ * that the next SMP (a new epoch) still has them. save: rewrites it; load:
+ * once, before the first table is kept or asked for. */
+void smp_peer_meta_save(struct smp_peer *p);
+void smp_peer_meta_load(struct smp_peer *p);
+
+/* smp_peer_rebuild_link.c: the replies to this SMP's own fetches, on the links
+ * it dialled. A PEER_META or PEER_ACK with a request id (0 is the
+ * protection's): 0, or non-zero to close the link. */
+int smp_peer_rebuild_link_reply(struct link *l, const struct rpc_hdr *h,
+                              ProtobufCMessage *msg);
+/* rpc_conn_ops.on_bulk_begin/on_bulk_done of the links this SMP dials. */
+int smp_peer_rebuild_link_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+                                void **dst);
+void smp_peer_rebuild_link_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
+                                void *dst, int status);
+/* The link l dialled is gone: a fetch on it is asked again when it is up. */
+void smp_peer_rebuild_link_down(struct link *l);
+/* Whether step's parity rows are not held here (the step was rebuilt
+ * here, its parity not): a fetch of them is refused. */
+bool smp_peer_rebuild_no_parity(const struct smp_peer *p, uint64_t step);
 
 #endif /* PT_SMP_PEER_INT_H */

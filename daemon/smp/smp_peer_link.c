@@ -64,6 +64,7 @@ void smp_peer_link_out_closed(struct link *l, int err)
   l->out = NULL;
   l->out_up = false;
   l->nready = 0;
+  smp_peer_rebuild_link_down(l);
   l->redial_at = rpc_now_ms() + l->redial_ms;
   l->redial_ms = l->redial_ms * 2 > PEER_REDIAL_MAX_MS ? PEER_REDIAL_MAX_MS
                                                         : l->redial_ms * 2;
@@ -111,6 +112,8 @@ static int on_out_msg_body(struct rpc_conn *c, const struct rpc_hdr *h,
   struct link *l = rpc_conn_data(c);
   struct smp_peer *p = l->p;
 
+  if (h->request_id != 0 && (h->type == RPC_PEER_META || h->type == RPC_PEER_ACK))
+    return smp_peer_rebuild_link_reply(l, h, msg); /* our fetches' answers */
   switch (h->type) {
   case RPC_PEER_READY: {
     const Pt__PeerReady *r = (const Pt__PeerReady *)msg;
@@ -163,7 +166,11 @@ void smp_peer_link_dial(struct link *l)
   struct smp_peer *p = l->p;
   struct rpc_conn_ops ops = {.on_msg = on_out_msg, .on_close = on_out_close,
                              .on_ready = on_out_ready,
-                             .on_drain = on_out_drain};
+                             .on_drain = on_out_drain,
+                             /* the pieces our rebuild fetched */
+                             .on_bulk_begin = smp_peer_rebuild_link_bulk_begin,
+                             .on_bulk_done = smp_peer_rebuild_link_bulk_done,
+                             .max_bulk = PEER_PIECE};
   int rc = rpc_conn_connect_tcp(&p->smp->loop, l->host, l->port, &ops,
                                 &p->auth, 0, l, &l->out);
   if (rc != 0) {

@@ -58,6 +58,7 @@ static int keep_meta(struct link *l, const Pt__PeerMeta *m)
              "link", l->member, m->table.len);
     return PT_EPROTO;
   }
+  smp_peer_meta_load(l->p);
   uint8_t *t = malloc(m->table.len);
   if (t == NULL)
     return 0; /* not kept: a rebuild of that step will say so */
@@ -67,8 +68,19 @@ static int keep_meta(struct link *l, const Pt__PeerMeta *m)
     if (l->meta[i].step == m->step)
       at = i;
   if (at == l->nmeta && l->nmeta == SNAP_MAX_SLOTS) {
-    free(l->meta[0].table); /* the oldest */
-    memmove(&l->meta[0], &l->meta[1], (SNAP_MAX_SLOTS - 1) * sizeof(l->meta[0]));
+    /* The oldest goes, but not the step committed here: the one a rebuild
+     * of that member will ask for, however many steps it sealed since. */
+    struct smp *smp = l->p->smp;
+    uint32_t cslot;
+    uint64_t cstep = 0;
+    bool has_c = smp->store != NULL &&
+                 snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0;
+    unsigned old = 0;
+    if (has_c && l->meta[0].step == cstep)
+      old = 1;
+    free(l->meta[old].table);
+    memmove(&l->meta[old], &l->meta[old + 1],
+            (SNAP_MAX_SLOTS - 1 - old) * sizeof(l->meta[0]));
     at = --l->nmeta;
   }
   if (at < l->nmeta)
@@ -78,6 +90,7 @@ static int keep_meta(struct link *l, const Pt__PeerMeta *m)
   l->meta[at].step = m->step;
   l->meta[at].table = t;
   l->meta[at].len = m->table.len;
+  smp_peer_meta_save(l->p);
   return 0;
 }
 
@@ -113,12 +126,39 @@ static uint32_t held_slot(const struct snap_store *s, uint64_t step)
   return UINT32_MAX;
 }
 
+/* The group's layout: the engine's, or (an SMP that has protected
+ * nothing yet, as in the epoch after a node's loss) one made from the
+ * sizes the members said. NULL while one is not known. */
+static const struct rs_layout *serve_layout(const struct smp_peer *p,
+                                            struct rs_layout *own)
+{
+  const struct smp *smp = p->smp;
+  size_t sizes[RS_MAX_MEMBERS];
+
+  if (p->eng != NULL)
+    return smp_protect_layout(p->eng);
+  if (smp->store == NULL)
+    return NULL;
+  for (uint32_t i = 0; i < smp->group.n; i++) {
+    if (i == smp->group.member)
+      sizes[i] = (size_t)own_bytes(p);
+    else if (p->link[i].has_bytes)
+      sizes[i] = (size_t)p->link[i].bytes;
+    else
+      return NULL;
+  }
+  if (rs_layout_init(own, smp->group.k, smp->group.m, sizes, smp->group.n) != 0)
+    return NULL;
+  return own;
+}
+
 static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
 {
   struct smp_peer *p = l->p;
   struct smp *smp = p->smp;
 
   if (f->what == 2) {
+    smp_peer_meta_load(p);
     struct link *of = f->index < smp->group.n ? &p->link[f->index] : NULL;
     for (unsigned i = 0; of != NULL && i < of->nmeta; i++)
       if (of->meta[i].step == f->step) {
@@ -135,8 +175,15 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
            f->index, f->step);
     return;
   }
-  const struct rs_layout *lay = p->eng ? smp_protect_layout(p->eng) : NULL;
+  struct rs_layout own;
+  const struct rs_layout *lay = serve_layout(p, &own);
   uint32_t slot = smp->store ? held_slot(smp->store, f->step) : UINT32_MAX;
+  if (lay == NULL && slot != UINT32_MAX) {
+    /* (a new SMP, its group's sizes not all said yet: ask again) */
+    refuse(l, id, f, -EAGAIN, "member %u does not know every member's size yet",
+           smp->group.member);
+    return;
+  }
   if (lay == NULL || slot == UINT32_MAX) {
     refuse(l, id, f, -ENOENT, "member %u holds no step %" PRIu64 " committed",
            smp->group.member, f->step);
@@ -150,6 +197,11 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
            (size_t)f->index * lay->chunk_bytes;
   } else if (f->what == 1 && f->index < lay->m) {
     uint64_t plen = 0;
+    if (smp_peer_rebuild_no_parity(p, f->step)) {
+      refuse(l, id, f, -ENOENT, "member %u rebuilt step %" PRIu64 " and holds "
+             "no parity of it", smp->group.member, f->step);
+      return;
+    }
     base = snap_store_parity(smp->store, slot, &plen);
     end = lay->chunk_bytes;
     if (base == NULL || plen < lay->parity_bytes) {

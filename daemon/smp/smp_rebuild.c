@@ -34,7 +34,16 @@ struct slice {
   uint32_t id[RS_MAX_MEMBERS];
   uint64_t expect[RS_MAX_MEMBERS];
   bool in[RS_MAX_MEMBERS];
+  bool issued[RS_MAX_MEMBERS];    /* handed out by smp_rebuild_next */
   unsigned pending;
+};
+
+/* Buffers of slices re-planned by smp_rebuild_erase: a reply to a fetch
+ * given up may still be landing in them, so they live as long as the
+ * machine. */
+struct retired {
+  struct retired *next;
+  void *buf;
 };
 
 struct smp_rebuild {
@@ -42,6 +51,8 @@ struct smp_rebuild {
   struct rs_plan plan;
   struct rs_coder *coder;
   unsigned lost;
+  uint32_t erased;          /* members given up as sources */
+  struct retired *retired;
   uint8_t *dst;
   size_t slice_bytes;
   unsigned window;
@@ -139,6 +150,12 @@ void smp_rebuild_free(struct smp_rebuild *rb)
     return;
   for (unsigned i = 0; i < REBUILD_WINDOW_MAX; i++)
     slice_free(&rb->w[i]);
+  while (rb->retired != NULL) {
+    struct retired *r = rb->retired;
+    rb->retired = r->next;
+    free(r->buf);
+    free(r);
+  }
   rs_coder_free(rb->coder);
   free(rb);
 }
@@ -148,6 +165,23 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
 {
   unsigned n = 0, k = rb->l.k;
 
+  /* Pieces of slices re-planned by smp_rebuild_erase go out first. */
+  for (unsigned i = 0; i < rb->window && n < max; i++) {
+    struct slice *s = &rb->w[i];
+    if (!s->used)
+      continue;
+    const struct rs_stripe_plan *sp = &rb->plan.stripe[rb->items[s->item].stripe];
+    for (unsigned j = 0; j < k && n < max; j++) {
+      if (s->issued[j] || s->in[j])
+        continue;
+      const struct rs_piece *p = &sp->src[j];
+      s->issued[j] = true;
+      out[n++] = (struct smp_rebuild_fetch){
+          .id = s->id[j], .member = p->member, .what = p->is_parity ? 1u : 0u,
+          .index = p->index, .offset = s->off, .length = s->len,
+          .expect = s->expect[j], .dst = s->buf[j]};
+    }
+  }
   while (rb->next_item < rb->nitems && n + k <= max) {
     struct slice *s = NULL;
     unsigned busy = 0;
@@ -186,6 +220,7 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
       }
       s->id[j] = ++rb->next_id;
       s->expect[j] = expect;
+      s->issued[j] = true;
       out[n++] = (struct smp_rebuild_fetch){
           .id = s->id[j], .member = p->member, .what = p->is_parity ? 1u : 0u,
           .index = p->index, .offset = s->off, .length = len, .expect = expect,
@@ -247,6 +282,87 @@ int smp_rebuild_got(struct smp_rebuild *rb, uint32_t id, uint64_t bytes)
     }
   }
   return fail(rb, PT_EPROTO, "fetch %" PRIu32 " is not outstanding", id);
+}
+
+/* Slice s's pieces are fetched again from the plan's sources now: new
+ * buffers (the old ones retired), new ids, none issued yet. */
+static int slice_replan(struct smp_rebuild *rb, struct slice *s)
+{
+  const struct rs_stripe_plan *sp = &rb->plan.stripe[rb->items[s->item].stripe];
+  uint8_t *nb[RS_MAX_MEMBERS] = {0};
+  struct retired *r[RS_MAX_MEMBERS] = {0};
+
+  for (unsigned j = 0; j < rb->l.k; j++)
+    if ((nb[j] = malloc((size_t)s->len)) == NULL ||
+        (r[j] = malloc(sizeof(*r[j]))) == NULL) {
+      for (unsigned x = 0; x <= j; x++) {
+        free(nb[x]);
+        free(r[x]);
+      }
+      return fail(rb, -ENOMEM, "no memory to fetch a slice again");
+    }
+  for (unsigned j = 0; j < rb->l.k; j++) {
+    r[j]->buf = s->buf[j];
+    r[j]->next = rb->retired;
+    rb->retired = r[j];
+    s->buf[j] = nb[j];
+    const struct rs_piece *p = &sp->src[j];
+    uint64_t expect = s->len;
+    if (!p->is_parity) {
+      size_t v = rs_layout_chunk_valid(&rb->l, p->member, p->index);
+      expect = s->off >= v ? 0 : v - s->off < s->len ? v - s->off : s->len;
+    }
+    s->id[j] = ++rb->next_id;
+    s->expect[j] = expect;
+    s->in[j] = false;
+    s->issued[j] = false;
+  }
+  s->pending = rb->l.k;
+  return 0;
+}
+
+int smp_rebuild_erase(struct smp_rebuild *rb, unsigned member)
+{
+  rb->err[0] = '\0';
+  if (member >= rb->l.g || member == rb->lost)
+    return fail(rb, -EINVAL, "member %u is no source of this rebuild", member);
+  if (rb->erased & (1u << member))
+    return 0;
+  struct rs_plan plan;
+  int rc = rs_layout_plan(&rb->l, (1u << rb->lost) | rb->erased | (1u << member), &plan);
+  if (rc != 0)
+    return fail(rb, rc, "%s", rs_last_error());
+  struct rs_plan old = rb->plan;
+  rb->plan = plan;
+  rb->erased |= 1u << member;
+  for (unsigned i = 0; i < rb->window; i++) {
+    struct slice *s = &rb->w[i];
+    if (!s->used)
+      continue;
+    unsigned st = rb->items[s->item].stripe;
+    if (old.stripe[st].src_mask == plan.stripe[st].src_mask)
+      continue; /* none of its sources was the member's */
+    rc = slice_replan(rb, s);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+uint32_t smp_rebuild_erased(const struct smp_rebuild *rb)
+{
+  return rb->erased;
+}
+
+bool smp_rebuild_wants(const struct smp_rebuild *rb, uint32_t id)
+{
+  for (unsigned i = 0; i < rb->window; i++) {
+    const struct slice *s = &rb->w[i];
+    for (unsigned j = 0; s->used && j < rb->l.k; j++)
+      if (s->id[j] == id && !s->in[j])
+        return true;
+  }
+  return false;
 }
 
 bool smp_rebuild_done(const struct smp_rebuild *rb)

@@ -69,6 +69,21 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
  * the coder's error). */
 int smp_rebuild_got(struct smp_rebuild *rb, uint32_t id, uint64_t bytes);
 
+/* Member `member` is no source any more (its fetch failed, was refused,
+ * or brought bytes that do not verify): the stripes it was a source of
+ * take their sources from the other survivors, and every slice in flight
+ * that used it is fetched again, all its pieces, under new ids (the next
+ * smp_rebuild_next lists them first; replies to the old ids are refused).
+ * PT_ENOFRAG, with the coder's sentence, when the lost member and the
+ * members erased are more than the code's m; -EINVAL for the lost member
+ * or one out of the group; -ENOMEM. */
+int smp_rebuild_erase(struct smp_rebuild *rb, unsigned member);
+/* The members erased so far (bit i: member i). */
+uint32_t smp_rebuild_erased(const struct smp_rebuild *rb);
+/* Whether fetch id is outstanding (listed and not in yet): a caller drops
+ * the ones that are not after an erase. */
+bool smp_rebuild_wants(const struct smp_rebuild *rb, uint32_t id);
+
 /* Every slice decoded. */
 bool smp_rebuild_done(const struct smp_rebuild *rb);
 /* Bytes fetched so far (what the replacement received) and the bytes

@@ -424,6 +424,8 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id)
     r.message = "restore query before an accepted hello";
     goto out_reply;
   }
+  if (smp_peer_rebuild_hold(sc, id))
+    return 0; /* answered when the rebuild of the step ends */
   sc->restore_owed = false;
   if (smp->restore_set && !smp->restore_has_step) {
     rc = PT_ENOSNAP;

@@ -121,6 +121,87 @@ START_TEST(refusals)
 }
 END_TEST
 
+/* 4+2, each member `lost` rebuilt while a survivor it fetches from is
+ * erased mid-way (lost + erased = 2, the code's m): the fetches of the
+ * slices that used it are dropped and asked again of others, nothing is
+ * asked of the erased member any more, and the bytes still come out
+ * right; one more erase is PT_ENOFRAG. 2+1 has no spare survivor: any
+ * erase is PT_ENOFRAG. */
+START_TEST(erase_source)
+{
+  const size_t sizes[] = {(1u << 18) + 4099, 200003, 1000, 77777, (1u << 18) + 5, 65};
+  struct fx f;
+  fx_init(&f, 4, 2, sizes, 1, 0, 11);
+  for (unsigned lost = 0; lost < 6; lost++) {
+    size_t s = sizes[lost];
+    uint8_t *dst = xalloc(s);
+    memset(dst, 0xA5, s);
+    struct smp_rebuild *rb;
+    char err[256] = "";
+    ck_assert_msg(smp_rebuild_new(&rb, 4, 2, sizes, lost, dst, 4096, 2, err,
+                                  sizeof(err)) == 0, "%s", err);
+    struct smp_rebuild_fetch pend[256];
+    unsigned np = 0, served = 0, guard = 0;
+    int erased = -1;
+    uint64_t rng = 77 + lost;
+    while (!smp_rebuild_done(rb)) {
+      ck_assert_uint_lt(guard++, 1000000);
+      np += smp_rebuild_next(rb, pend + np, 256 - np);
+      ck_assert_uint_gt(np, 0);
+      if (erased < 0 && served == (s > 20000 ? 5u : 1u)) {
+        /* the member asked first that is not the lost one */
+        erased = (int)pend[0].member;
+        ck_assert_int_eq(smp_rebuild_erase(rb, (unsigned)erased), 0);
+        ck_assert_uint_eq(smp_rebuild_erased(rb), 1u << erased);
+        unsigned w = 0;
+        for (unsigned j = 0; j < np; j++)
+          if (smp_rebuild_wants(rb, pend[j].id))
+            pend[w++] = pend[j];
+        ck_assert_uint_lt(w, np); /* the erased member's slice, at least */
+        np = w;
+        /* one more member is beyond the code: 1 lost + 2 erased > m */
+        unsigned other = 0;
+        while (other == lost || other == (unsigned)erased)
+          other++;
+        struct smp_rebuild *probe = NULL;
+        ck_assert_int_eq(smp_rebuild_new(&probe, 4, 2, sizes, lost, dst, 4096, 2,
+                                         NULL, 0), 0);
+        ck_assert_int_eq(smp_rebuild_erase(probe, (unsigned)erased), 0);
+        ck_assert_int_eq(smp_rebuild_erase(probe, other), PT_ENOFRAG);
+        ck_assert_int_eq(smp_rebuild_erase(probe, lost), -EINVAL);
+        smp_rebuild_free(probe);
+        continue;
+      }
+      unsigned j = (unsigned)(rng_next(&rng) % np);
+      struct smp_rebuild_fetch q = pend[j];
+      pend[j] = pend[--np];
+      ck_assert_uint_ne(q.member, lost);
+      if (erased >= 0)
+        ck_assert_uint_ne(q.member, (unsigned)erased);
+      uint64_t n = serve(&f, &q);
+      int rc = smp_rebuild_got(rb, q.id, n);
+      ck_assert_msg(rc == 0, "%s", smp_rebuild_error(rb));
+      served++;
+    }
+    ck_assert_int_ge(erased, 0);
+    ck_assert_msg(memcmp(dst, f.data[lost], s) == 0, "4+2: member %u rebuilt wrong "
+                  "after member %d was erased", lost, erased);
+    smp_rebuild_free(rb);
+    free(dst);
+  }
+  fx_free(&f);
+
+  const size_t small[] = {4096, 4096, 4096};
+  uint8_t d[4096];
+  struct smp_rebuild *rb;
+  ck_assert_int_eq(smp_rebuild_new(&rb, 2, 1, small, 0, d, 0, 0, NULL, 0), 0);
+  ck_assert_int_eq(smp_rebuild_erase(rb, 1), PT_ENOFRAG);
+  ck_assert_uint_eq(smp_rebuild_erased(rb), 0);
+  ck_assert_int_eq(smp_rebuild_erase(rb, 3), -EINVAL);
+  smp_rebuild_free(rb);
+}
+END_TEST
+
 int main(void)
 {
   crc_init();
@@ -130,6 +211,7 @@ int main(void)
   tcase_add_test(tc, rebuild_2_1);
   tcase_add_test(tc, rebuild_4_2);
   tcase_add_test(tc, refusals);
+  tcase_add_test(tc, erase_source);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }

@@ -1,0 +1,93 @@
+/*
+ * smp_peer_rebuild_int.h — what smp_peer_rebuild.c (the rebuild of this
+ * member's step) and smp_peer_rebuild_link.c (its fetches' replies on the
+ * links it dialled) share. Not an interface.
+ */
+#ifndef PT_SMP_PEER_REBUILD_INT_H
+#define PT_SMP_PEER_REBUILD_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/smp/smp_internal.h"
+#include "daemon/smp/smp_peer_int.h"
+#include "daemon/smp/smp_rebuild.h"
+
+#define REBUILD_MS 9000u         /* from its start to the verified slot */
+#define REBUILD_FETCH_MS 3000u   /* one fetch */
+#define REBUILD_LINK_MS 3000u    /* a member not linked by then is lost */
+#define REBUILD_TICK_MS 5u
+#define REBUILD_AGAIN_MS 2u      /* a fetch refused with -EAGAIN */
+#define REBUILD_QUEUE 64u
+#define REBUILD_WINDOW 4u
+#define REBUILD_CRC_TRIES 3u
+
+enum rb_state { RB_NONE, RB_WAIT, RB_META, RB_DATA, RB_DONE, RB_FAILED };
+
+/* This SMP's fetch from one other member. */
+struct rb_member {
+  bool busy;                  /* a fetch outstanding */
+  bool meta;                  /* it is the table's */
+  bool unsent;                /* to be sent (again) once the link is up */
+  struct smp_rebuild_fetch f;
+  uint64_t req;               /* its request id */
+  uint64_t deadline, again_at;
+  bool landing;               /* a payload being read into f.dst */
+  uint64_t landing_req;
+  unsigned crc_fails;
+  unsigned agains;            /* -EAGAIN answers in a row */
+  bool no_table;              /* refused the table */
+  uint64_t down_since;        /* its link is not up since (0: up) */
+};
+
+struct smp_peer_rebuild {
+  struct smp_peer *p;
+  enum rb_state state;
+  uint64_t step;
+  uint32_t attempt;
+  uint64_t t_start, deadline;
+  bool has_slot;
+  uint32_t slot;
+  uint64_t gen;
+  uint8_t *table;
+  size_t table_len;
+  struct smp_rebuild *rb;
+  struct smp_rebuild_fetch q[REBUILD_QUEUE];
+  unsigned nq;
+  struct rb_member mem[RS_MAX_MEMBERS];
+  uint32_t used;              /* members pieces came from */
+  uint32_t skip_src;          /* erased at the start (a verify retry) */
+  unsigned verify_tries;
+  uint32_t cand, base_erased; /* the first try's sources, and erased */
+  uint64_t received;
+  int rc;
+  char err[600];
+  /* the trainer's RESTORE_QUERY, held */
+  bool held;
+  struct smp_conn *held_sc;
+  uint64_t held_id;
+  /* the step rebuilt here: its parity rows are not held */
+  bool has_rebuilt;
+  uint64_t rebuilt_step;
+  uv_timer_t timer;
+  bool timer_init, timer_on;
+};
+
+/* smp_peer_rebuild.c */
+bool smp_peer_rebuild_active(const struct smp_peer_rebuild *r);
+/* The rebuild fails (rc, a sentence): logged, slots freed, the held
+ * RESTORE_QUERY answered with it. */
+void smp_peer_rebuild_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Member i fails as a source (why): erased, its stripes from the others. */
+void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i,
+                                    const char *why);
+/* (Again) sends member i's outstanding fetch. */
+void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i);
+/* Member i's PEER_META: this member's table, when it fits the object. */
+void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i,
+                               const Pt__PeerMeta *m);
+/* What can go now goes: phases, deadlines, fetches, the end. */
+void smp_peer_rebuild_drive(struct smp_peer_rebuild *r);
+
+#endif /* PT_SMP_PEER_REBUILD_INT_H */

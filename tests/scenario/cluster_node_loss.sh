@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# A whole node lost and rebuilt from its coding group: a controller and 3
+# cluster-mode nodes on loopback, a job of 3 nodes x 1 rank of pt-train with
+# code 2+1 (one coding group of the 3 nodes' SMPs). After some commits node
+# b is lost entirely: SIGKILL of its ptd, its SMP and its trainer, and its
+# snapshot object removed from /dev/shm. Then `ptd node` b starts again on
+# the same state dir (same node id, memory empty). The controller restarts
+# the job in a new epoch restoring the committed step R; b's SMP holds no
+# slot of R and rebuilds it from the two survivors (their data chunk and
+# parity row of each stripe, over its peer links), verifies it against its
+# checksum table (kept by the survivors) and serves the restore. The job
+# runs to its end with every digest equal to a fault-free run, and b's log
+# says "step R rebuilt from members x,y: S bytes in T ms, B bytes received".
+#
+# 2. the same loss with a survivor's piece damaged: a byte of the parity
+# row of R flipped in both survivors' objects before b comes back. The
+# rebuilt bytes fail their checksums (2+1 has no other survivor): never
+# restored; b's SMP says so, and the job never ends with other digests
+# than the fault-free run's (it fails, or ends equal after an older step).
+set -u
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../cluster.sh"
+
+"$PTCTL" start --help 2>&1 | grep -q -- --code || skip "this build's ptctl has no --code"
+trap 'c_nodes_term; c_cleanup; t_cleanup' EXIT
+unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
+STEPS=${NL_STEPS:-120}
+ARGS=(--steps $STEPS --state-mb ${NL_STATE_MB:-2} --batch 2 --log-every 10)
+t_reference 3 "${ARGS[@]}"
+
+c_ctl_start --heartbeat-ms 200 --dead-after-ms 2000 --node-wait-ms 60000
+for id in a b c; do c_node_start "$id" --capacity 1 --shm-prefix "$T_PREFIX"; done
+for id in a b c; do c_wait_node_state "$id" alive 10; done
+
+# The pids of node ID's SMPs and trainers, from its control socket.
+procs_of() {
+  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(str(p) for r in json.load(sys.stdin)["ranks"]
+               for p in (r["smp_pid"], r["trainer_pid"]) if p > 0))'
+}
+# The global ranks of node ID in job JOB.
+ranks_of() {
+  c_ptctl status "$2" --json 2>/dev/null | python3 -c '
+import json, sys
+job = [x for x in json.load(sys.stdin)["jobs"] if x["job"] == sys.argv[1]][0]
+print(" ".join(str(m["rank"]) for g in job["groups"] for m in g["members"]
+               if m["node"] == sys.argv[2]))' "$2" "$1"
+}
+# Flips a byte of the parity row of step STEP in object OBJ (its slot
+# holding STEP committed); prints the slot.
+flip_parity() {
+  python3 - "$1" "$2" <<'EOF'
+import struct, sys
+path, step = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    h = f.read(4096)
+    nslots, = struct.unpack_from("<I", h, 96)
+    slot_table, = struct.unpack_from("<Q", h, 136)
+    par_off, par_bytes = struct.unpack_from("<QQ", h, 160)
+    par_stride, = struct.unpack_from("<Q", h, 224)
+    assert par_bytes > 0, "no parity area"
+    for i in range(nslots):
+        f.seek(slot_table + 64 * i)
+        rec = f.read(64)
+        state, = struct.unpack_from("<I", rec, 0)
+        s, = struct.unpack_from("<Q", rec, 8)
+        if s == step and (state & 0x7fffffff) == 5:
+            at = par_off + i * par_stride + 100
+            f.seek(at)
+            b = f.read(1)
+            f.seek(at)
+            f.write(bytes([b[0] ^ 0x5a]))
+            print(i)
+            break
+    else:
+        sys.exit("no committed slot of step %d" % step)
+EOF
+}
+
+# Loses node ID of job JOB: its ptd, SMPs and trainers killed, its objects
+# removed. Sets LOST_RANKS.
+lose_node() {
+  local id=$1 job=$2 procs r
+  procs=$(procs_of "$id")
+  LOST_RANKS=$(ranks_of "$id" "$job")
+  [ -n "$procs" ] && [ -n "$LOST_RANKS" ] || c_fail "node $id shows no processes ('$procs') or ranks ('$LOST_RANKS')"
+  c_node_kill "$id" KILL
+  for p in $procs; do kill -KILL "$p" 2>/dev/null; done
+  for p in $procs; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  for r in $LOST_RANKS; do rm -f "/dev/shm/${T_PREFIX}pt.$job.$r" "/dev/shm/${T_PREFIX}pt.$job.$r.meta"; done
+  say "node $id lost: processes $procs killed, objects of ranks $LOST_RANKS removed"
+}
+
+wait_committed() {
+  local job=$1 min=$2 deadline=$(( $(date +%s) + 60 )) q
+  until q=$(c_job_field "$job" committed_step) && [ -n "$q" ] && [ "$q" -ge "$min" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || c_fail "job $job committed nothing by step $min"
+    sleep 0.1
+  done
+}
+
+# ---- 1. a node lost and rebuilt ----
+c_ptctl start --job nl --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
+  -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
+  || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
+wait_committed nl 10
+lose_node b nl
+c_wait_node_state b dead 20
+R=$(c_job_field nl committed_step)
+c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
+c_wait_node_state b alive 10
+c_wait_job_state nl done 120
+t_check_digests 3
+line=$(grep -E "step [0-9]+ rebuilt from members [0-9,]+: [0-9]+ bytes in [0-9]+ ms, [0-9]+ bytes received" \
+  "$T_DIR/node.b.log" | tail -n 1)
+[ -n "$line" ] || c_fail "node b logged no rebuild: $(grep -iE 'rebuil|restore' "$T_DIR/node.b.log" | tail -n 10)"
+rstep=$(sed -n 's/.*step \([0-9]*\) rebuilt from.*/\1/p' <<<"$line")
+[ "$rstep" -ge "$R" ] || c_fail "node b rebuilt step $rstep, older than step $R committed at the loss"
+say "node b: ${line#*: }"
+bytes=$(sed -n 's/.*: \([0-9]*\) bytes in.*/\1/p' <<<"$line")
+[ "$bytes" -gt $(( ${NL_STATE_MB:-2} << 20 )) ] || c_fail "rebuilt only $bytes bytes of a ${NL_STATE_MB:-2} MiB state"
+if grep -E 'fails its checksums|cannot rebuild' "$T_DIR/node.b.log"; then
+  c_fail "the rebuild refused something in a fault-free loss"
+fi
+
+# (NL_ONLY_LOSS=1: this case only, e.g. to measure a larger --state-mb
+# with NL_STATE_MB)
+if [ -n "${NL_ONLY_LOSS:-}" ]; then
+  say "ok: node b lost and rebuilt (step $rstep), digests equal the fault-free run"
+  exit 0
+fi
+
+# ---- 2. a survivor's piece damaged ----
+for f in "$T_DIR"/out.*; do rm -f "$f"; done
+c_ptctl start --job nd --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
+  -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start2.out" 2>&1 \
+  || c_fail "ptctl start failed: $(cat "$T_DIR/start2.out")"
+wait_committed nd 10
+before=$(grep -c 'fails its checksums' "$T_DIR/node.b.log")
+lose_node b nd
+c_wait_node_state b dead 20
+R=$(c_job_field nd committed_step)
+for id in a c; do
+  for r in $(ranks_of "$id" nd); do
+    slot=$(flip_parity "/dev/shm/${T_PREFIX}pt.nd.$r" "$R") || c_fail "cannot damage rank $r's parity of step $R"
+    say "rank $r (node $id): a byte of its parity of step $R flipped (slot $slot)"
+  done
+done
+c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
+deadline=$(( $(date +%s) + 120 ))
+until s=$(c_job_field nd state) && { [ "$s" = done ] || [ "$s" = failed ]; }; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job nd is '$s', neither done nor failed, after 120 s"
+  sleep 0.2
+done
+after=$(grep -c 'fails its checksums' "$T_DIR/node.b.log")
+[ "$after" -gt "$before" ] || c_fail "node b's rebuild from damaged pieces did not fail its checksums: $(grep -iE 'rebuil' "$T_DIR/node.b.log" | tail -n 5)"
+grep -E "step $R rebuilt from members [0-9,]+ fails its checksums at block [0-9]+.*never restored" "$T_DIR/node.b.log" >/dev/null \
+  || c_fail "no clear error for the damaged rebuild of step $R: $(grep -iE 'rebuil' "$T_DIR/node.b.log" | tail -n 5)"
+if [ "$s" = done ]; then
+  t_check_digests 3
+  say "ok: a damaged survivor piece never restored; job nd ended equal to the fault-free run"
+else
+  say "job nd failed: $(c_job_field nd reason)"
+  # the part's failure carries the SMP's words
+  grep -q "node 'b' part failed: .*step $R rebuilt from members [0-9,]* fails its checksums" "$C_CTL_LOG" \
+    || c_fail "the controller never heard why b's part failed: $(grep "part failed" "$C_CTL_LOG" | tail -n 3)"
+  for f in "$T_DIR"/out.*; do
+    [ -s "$f" ] || continue
+    cmp -s "$f" "$T_DIR/ref.${f##*.}" || c_fail "rank ${f##*.} wrote digest $(cat "$f"), not the fault-free run's"
+  done
+  say "ok: a damaged survivor piece never restored; job nd failed, no wrong digest"
+fi
+
+# ---- 3. two members of the group lost at once: beyond 2+1 ----
+for f in "$T_DIR"/out.*; do rm -f "$f"; done
+c_ptctl start --job n2 --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
+  -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start3.out" 2>&1 \
+  || c_fail "ptctl start failed: $(cat "$T_DIR/start3.out")"
+wait_committed n2 10
+lose_node b n2
+lose_node c n2
+c_wait_node_state b dead 20
+c_wait_node_state c dead 20
+R=$(c_job_field n2 committed_step)
+c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
+c_node_start c --capacity 1 --shm-prefix "$T_PREFIX"
+deadline=$(( $(date +%s) + 120 ))
+until s=$(c_job_field n2 state) && { [ "$s" = done ] || [ "$s" = failed ]; }; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "job n2 is '$s', neither done nor failed, after 120 s"
+  sleep 0.2
+done
+[ "$s" = failed ] || c_fail "job n2 ended '$s' with 2 of a 2+1 group's 3 members lost"
+# (said by the controller, or by the SMPs that tried: the group, the
+# members lost, what the code tolerates)
+grep -hE "(cannot rebuild step $R of coding group 0: members [0-9],[0-9] lost, code 2\+1 tolerates 1)|(lost.*tolerates)" \
+  "$T_DIR"/node.b.log "$T_DIR"/node.c.log "$C_CTL_LOG" | tail -n 1 | grep -q . \
+  || c_fail "no clear error for 2 members of 2+1 lost: $(grep -hiE 'rebuil|lost' "$T_DIR"/node.[bc].log | tail -n 5)"
+say "job n2 (2 of 3 members lost): $(grep -hoE "cannot rebuild step $R of coding group 0: members [0-9],[0-9] lost, code 2\+1 tolerates 1" "$T_DIR"/node.[bc].log | tail -n 1)"
+for f in "$T_DIR"/out.*; do
+  [ -s "$f" ] || continue
+  cmp -s "$f" "$T_DIR/ref.${f##*.}" || c_fail "rank ${f##*.} wrote digest $(cat "$f"), not the fault-free run's"
+done
+say "ok: node b lost and rebuilt (step $rstep), digests equal the fault-free run; a damaged piece and 2 lost members never restored"
