@@ -1938,6 +1938,11 @@ struct  Pt__PeerSkip
  *   "corrupt"    SIGKILL of that rank's trainer, then one byte of the data
  *                of that rank's newest COMMITTED slot flipped, so the next
  *                restore meets it (node)
+ *   "node"       the whole node lost: its shm objects removed, then its ptd,
+ *                trainers and SMPs SIGKILLed together, after the answer; its
+ *                supervisor starts ptd again on the same state dir (node)
+ *   "protecting" the same, as the next step a rank seals begins its
+ *                protection; answered then, naming the step (node)
  *   "controller" SIGKILL of the controller itself, after its answer; its
  *                supervisor restarts it (controller; node absent)
  * The controller relays a node's kinds to `node` (the node must hold a part

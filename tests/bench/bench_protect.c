@@ -272,7 +272,8 @@ static void rebuild_run(const struct bench_opts *o, const struct bench_ctl_proc 
     return;
   }
   double t0 = bench_now();
-  if (bench_child_wait(*pid, 10000, NULL) != 0) {
+  int st = 0;
+  if (bench_child_wait(*pid, 10000, &st) != 0) {
     snprintf(r->rebuild_why, sizeof(r->rebuild_why), "node %s's ptd outlived its loss", id);
     return;
   }
