@@ -311,7 +311,9 @@ uint64_t rpc_sock_next_id(void);
  * expected type, skipping RPC_EVENT frames and replies to other request ids
  * (late answers to calls that timed out). Request ids are unique in the
  * process and never 0. A reply with the right id but another type:
- * PT_EPROTO. timeout_ms bounds the whole call. OUT: *reply as above. */
+ * PT_EPROTO. timeout_ms bounds the whole call. OUT: *reply as above.
+ * In rpc_sock_session.c (rpc_sock_session_call on an untagged session, the
+ * one call loop), so not in libpt, whose client keeps its own replies. */
 int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
                   uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply);
 

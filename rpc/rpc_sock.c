@@ -252,34 +252,3 @@ uint64_t rpc_sock_next_id(void)
 
   return __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 }
-
-int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
-                  uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply)
-{
-  uint64_t id = rpc_sock_next_id();
-  uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
-  int rc;
-
-  *reply = NULL;
-  rc = rpc_sock_send(fd, type, id, req, deadline);
-  if (rc < 0)
-    return rc;
-  for (;;) {
-    struct rpc_hdr h;
-    ProtobufCMessage *msg;
-
-    rc = rpc_sock_recv(fd, RPC_MAX_BODY_DEFAULT, deadline, &h, &msg);
-    if (rc < 0)
-      return rc;
-    if (h.type == RPC_EVENT || h.request_id != id) {
-      protobuf_c_message_free_unpacked(msg, NULL);
-      continue;
-    }
-    if (h.type != reply_type) {
-      protobuf_c_message_free_unpacked(msg, NULL);
-      return PT_EPROTO;
-    }
-    *reply = msg;
-    return PT_OK;
-  }
-}
