@@ -495,6 +495,10 @@ struct rpc_auth {
  * it). */
 int rpc_addr_parse(const char *s, int min_port, char *host, size_t hostlen,
                    int *port, char *why, size_t whylen);
+/* True when host is a numeric IPv4 or IPv6 address alone ("10.0.0.1",
+ * "::1"; no brackets, no port), what rpc_sock_connect_tcp and
+ * rpc_listen_tcp take; false for a name, "", NULL, or one with a port. */
+bool rpc_addr_is_numeric(const char *host);
 /* Listens on host:port (port 0: any free port, see rpc_listener_port).
  * -EADDRINUSE, -EINVAL (host not numeric, auth NULL or its node id too
  * long), or libuv's errors. OUT: *out, closed with rpc_listener_close. */

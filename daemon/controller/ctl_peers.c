@@ -11,7 +11,6 @@
  * the address its connection to the controller comes from: the SMPs dial
  * numeric addresses only (rpc_tcp.c resolves no names).
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,11 +25,8 @@
 void ctl_peers_host(const char *advertise, const char *peer_name, char *out,
                     size_t len)
 {
-  unsigned char buf[sizeof(struct in6_addr)];
-
   out[0] = '\0';
-  if (inet_pton(AF_INET, advertise, buf) == 1 ||
-      inet_pton(AF_INET6, advertise, buf) == 1) {
+  if (rpc_addr_is_numeric(advertise)) {
     snprintf(out, len, "%s", advertise);
     return;
   }
