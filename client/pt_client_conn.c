@@ -490,26 +490,20 @@ static int session_ensure(pt_client *c, uint64_t deadline)
   return 0;
 }
 
-/* A request on a ready session, under conn_mu. When the connection turns
- * out to be dead (the SMP restarted since the last call), reconnects, says
- * HELLO again and retries, all before deadline: a new connection that breaks
- * too (reset by the listener of an SMP that was dying as it connected) is
- * retried after CONNECT_RETRY_MS, as a refused one is. Only for requests
- * that are safe to repeat: whatever a dead SMP did for a try, it undid.
- * OUT: *epoch (may be NULL), the connection that answered. */
-int client_session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
-                        uint32_t reply_type, uint64_t deadline,
-                        ProtobufCMessage **reply, uint64_t *epoch)
+/* Under conn_mu: a session (connection and accepted HELLO) and, when req is
+ * not NULL, the call on it, before deadline; a connection error drops the
+ * connection and tries again (quietly, pausing before a fresh connect). */
+static int session_run(pt_client *c, uint32_t type, const ProtobufCMessage *req,
+                       uint32_t reply_type, uint64_t deadline,
+                       ProtobufCMessage **reply)
 {
-  int rc = 0;
-
   bool began = false;
+  int rc;
 
-  pthread_mutex_lock(&c->conn_mu);
   for (;;) {
     bool fresh = c->fd < 0;
     rc = session_ensure(c, deadline);
-    if (rc == 0)
+    if (rc == 0 && req != NULL)
       rc = client_conn_call(c, type, req, reply_type, deadline, reply);
     if (rc == 0 || !is_conn_error(rc))
       break;
@@ -523,6 +517,22 @@ int client_session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req
       sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
   }
   quiet_end(c, began);
+  return rc;
+}
+
+/* A request on a ready session, under conn_mu. When the connection turns
+ * out to be dead (the SMP restarted since the last call), reconnects, says
+ * HELLO again and retries, all before deadline: a new connection that breaks
+ * too (reset by the listener of an SMP that was dying as it connected) is
+ * retried after CONNECT_RETRY_MS, as a refused one is. Only for requests
+ * that are safe to repeat: whatever a dead SMP did for a try, it undid.
+ * OUT: *epoch (may be NULL), the connection that answered. */
+int client_session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req,
+                        uint32_t reply_type, uint64_t deadline,
+                        ProtobufCMessage **reply, uint64_t *epoch)
+{
+  pthread_mutex_lock(&c->conn_mu);
+  int rc = session_run(c, type, req, reply_type, deadline, reply);
   if (epoch != NULL)
     *epoch = c->epoch;
   pthread_mutex_unlock(&c->conn_mu);
@@ -533,26 +543,8 @@ int client_session_call(pt_client *c, uint32_t type, const ProtobufCMessage *req
  * client_session_call() retries. */
 int client_session_open(pt_client *c, uint64_t deadline)
 {
-  int rc;
-
-  bool began = false;
-
   pthread_mutex_lock(&c->conn_mu);
-  for (;;) {
-    bool fresh = c->fd < 0;
-    rc = session_ensure(c, deadline);
-    if (rc == 0 || !is_conn_error(rc))
-      break;
-    client_conn_drop(c);
-    int left = ms_left(deadline);
-    if (left == 0)
-      break;
-    if (!began)
-      began = quiet_begin(c);
-    if (fresh)
-      sleep_ms(left < CONNECT_RETRY_MS ? left : CONNECT_RETRY_MS);
-  }
-  quiet_end(c, began);
+  int rc = session_run(c, 0, NULL, 0, deadline, NULL);
   pthread_mutex_unlock(&c->conn_mu);
   return rc;
 }

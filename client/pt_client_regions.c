@@ -223,12 +223,10 @@ static const struct region *overlap_at(const pt_client *c, size_t pos,
   return NULL;
 }
 
-int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
-                       enum pt_mem kind)
+/* What pt_region_register and pt_region_update check first: 0, -EINVAL
+ * (no client, no name or pointer) or PT_ESTATE (a forked child). */
+static int region_args(pt_client *c, const char *name, const void *ptr)
 {
-  size_t len, pos;
-  uintptr_t p = (uintptr_t)ptr;
-
   if (c == NULL)
     return -EINVAL;
   if (client_foreign_process(c))
@@ -237,6 +235,18 @@ int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
     client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
     return -EINVAL;
   }
+  return 0;
+}
+
+int pt_region_register(pt_client *c, const char *name, void *ptr, size_t bytes,
+                       enum pt_mem kind)
+{
+  size_t len, pos;
+  uintptr_t p = (uintptr_t)ptr;
+
+  int rc = region_args(c, name, ptr);
+  if (rc != 0)
+    return rc;
   if (c->frozen) {
     client_log(c, PT_LOG_ERROR,
                "pt: cannot register '%s': the region table is frozen by the "
@@ -316,14 +326,9 @@ int pt_region_update(pt_client *c, const char *name, void *ptr)
   size_t i, at, pos;
   bool copying;
 
-  if (c == NULL)
-    return -EINVAL;
-  if (client_foreign_process(c))
-    return PT_ESTATE;
-  if (name == NULL || ptr == NULL) {
-    client_log(c, PT_LOG_ERROR, "pt: region name and pointer are required");
-    return -EINVAL;
-  }
+  int rc = region_args(c, name, ptr);
+  if (rc != 0)
+    return rc;
   i = name_find(c, name);
   if (i == SIZE_MAX) {
     client_log(c, PT_LOG_ERROR, "pt: cannot update '%s': no such region",

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "pt.h"
+#include "common/hex.h"
 #include "daemon/code_group.h"
 
 int code_group_code_parse(const char *s, uint32_t *k, uint32_t *m)
@@ -76,17 +77,6 @@ int code_group_member_format(const struct code_group_member *m, char *out,
   return PT_OK;
 }
 
-static int hexval(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* [s, end) decoded into out (cap bytes with the NUL). false: a bad %XX, a
  * NUL byte, or too long. */
 static bool get(const char *s, const char *end, char *out, size_t cap)
@@ -97,7 +87,7 @@ static bool get(const char *s, const char *end, char *out, size_t cap)
     if (c == '%') {
       if (end - s < 3)
         return false;
-      int hi = hexval(s[1]), lo = hexval(s[2]);
+      int hi = hex_value(s[1]), lo = hex_value(s[2]);
       if (hi < 0 || lo < 0)
         return false;
       c = hi * 16 + lo;

@@ -311,7 +311,9 @@ uint64_t rpc_sock_next_id(void);
  * expected type, skipping RPC_EVENT frames and replies to other request ids
  * (late answers to calls that timed out). Request ids are unique in the
  * process and never 0. A reply with the right id but another type:
- * PT_EPROTO. timeout_ms bounds the whole call. OUT: *reply as above. */
+ * PT_EPROTO. timeout_ms bounds the whole call. OUT: *reply as above.
+ * In rpc_sock_session.c (rpc_sock_session_call on an untagged session, the
+ * one call loop), so not in libpt, whose client keeps its own replies. */
 int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
                   uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply);
 
@@ -493,6 +495,10 @@ struct rpc_auth {
  * it). */
 int rpc_addr_parse(const char *s, int min_port, char *host, size_t hostlen,
                    int *port, char *why, size_t whylen);
+/* True when host is a numeric IPv4 or IPv6 address alone ("10.0.0.1",
+ * "::1"; no brackets, no port), what rpc_sock_connect_tcp and
+ * rpc_listen_tcp take; false for a name, "", NULL, or one with a port. */
+bool rpc_addr_is_numeric(const char *host);
 /* Listens on host:port (port 0: any free port, see rpc_listener_port).
  * -EADDRINUSE, -EINVAL (host not numeric, auth NULL or its node id too
  * long), or libuv's errors. OUT: *out, closed with rpc_listener_close. */

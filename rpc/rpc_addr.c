@@ -4,8 +4,10 @@
  * --controller): a numeric IPv4 address, or an IPv6 one in brackets, a
  * colon, a decimal port. No names are resolved: rpc_tcp.c takes numeric
  * hosts only, and a cluster's addresses do not depend on a resolver.
+ * And the one test of a bare host for being such an address.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -14,6 +16,14 @@
 
 #include "pt.h"
 #include "rpc/rpc.h"
+
+bool rpc_addr_is_numeric(const char *host)
+{
+  unsigned char buf[sizeof(struct in6_addr)];
+
+  return host != NULL && (inet_pton(AF_INET, host, buf) == 1 ||
+                          inet_pton(AF_INET6, host, buf) == 1);
+}
 
 int rpc_addr_parse(const char *s, int min_port, char *host, size_t hostlen,
                    int *port, char *why, size_t whylen)

@@ -653,6 +653,18 @@ int rpci_read_start(struct rpc_conn *c)
   return rc;
 }
 
+bool rpci_connected(struct rpc_conn *c, int status)
+{
+  if (status == UV_ECANCELED || c->closing)
+    return false;
+  if (status < 0) {
+    rpc_conn_close(c, status);
+    return false;
+  }
+  c->connected = true;
+  return true;
+}
+
 /* ---- connections --------------------------------------------------------- */
 
 struct rpc_conn *rpci_conn_new(uv_loop_t *loop, bool tcp,

@@ -150,6 +150,10 @@ struct rpc_conn *rpci_conn_new(uv_loop_t *loop, bool tcp,
 /* Closes c for a fault of its peer's: one RPC_LOG_CLOSE line. */
 void rpci_conn_fail(struct rpc_conn *c, int err);
 int rpci_read_start(struct rpc_conn *c);
+/* What a dialled conn's connect callback starts with: false when the
+ * connect was cancelled, c is closing, or the connect failed (c closed
+ * with status); else true, c connected. */
+bool rpci_connected(struct rpc_conn *c, int status);
 /* Starts c's idle deadline (or, while !ready, its ready deadline). */
 void rpci_timer_arm(struct rpc_conn *c);
 /* Hands w to libuv now (c must be connected). PT_OK, or the error c was

@@ -53,10 +53,45 @@ static int wait_fd(int fd, short events, uint64_t deadline_ms)
   }
 }
 
+/* A non-blocking stream socket of family, connect() to sa begun (EINTR
+ * retried). OUT: *s, or -1 when no socket was made (the error returned).
+ * PT_OK when connected, else a negated errno (-EINPROGRESS: under way). */
+static int connect_begin(int family, const struct sockaddr *sa, socklen_t len,
+                         int *s)
+{
+  int rc;
+
+  *s = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (*s < 0)
+    return -errno;
+  do
+    rc = connect(*s, sa, len);
+  while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : PT_OK;
+}
+
+/* The end of both connects: when rc is PT_OK, s goes back to blocking and
+ * to the caller (OUT: *fd); else, or when that fails, s is closed. */
+static int connect_end(int s, int rc, int *fd)
+{
+  if (rc == PT_OK) {
+    int fl = fcntl(s, F_GETFL);
+    if (fl < 0 || fcntl(s, F_SETFL, fl & ~O_NONBLOCK) < 0)
+      rc = -errno;
+  }
+  if (rc != PT_OK) {
+    close(s);
+    return rc;
+  }
+  *fd = s;
+  return PT_OK;
+}
+
 int rpc_sock_connect_unix(const char *path, int *fd)
 {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   size_t plen = strlen(path);
+  int s;
 
   *fd = -1;
   if (plen >= sizeof(sa.sun_path))
@@ -65,28 +100,10 @@ int rpc_sock_connect_unix(const char *path, int *fd)
 
   /* Non-blocking for the connect alone: a listener whose backlog is full
    * answers EAGAIN at once instead of blocking with no deadline. */
-  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int rc = connect_begin(AF_UNIX, (const struct sockaddr *)&sa, sizeof(sa), &s);
   if (s < 0)
-    return -errno;
-  int rc;
-  do
-    rc = connect(s, (const struct sockaddr *)&sa, sizeof(sa));
-  while (rc < 0 && errno == EINTR);
-  if (rc < 0) {
-    rc = -errno;
-    goto out_close;
-  }
-  int fl = fcntl(s, F_GETFL);
-  if (fl < 0 || fcntl(s, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-    rc = -errno;
-    goto out_close;
-  }
-  *fd = s;
-  return PT_OK;
-
-out_close:
-  close(s);
-  return rc;
+    return rc;
+  return connect_end(s, rc, fd);
 }
 
 int rpc_sock_connect_tcp(const char *host, int port, int timeout_ms, int *fd)
@@ -94,7 +111,7 @@ int rpc_sock_connect_tcp(const char *host, int port, int timeout_ms, int *fd)
   struct sockaddr_storage ss;
   socklen_t len;
   uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 1);
-  int rc, one = 1;
+  int rc, s, one = 1;
 
   *fd = -1;
   memset(&ss, 0, sizeof(ss));
@@ -113,41 +130,21 @@ int rpc_sock_connect_tcp(const char *host, int port, int timeout_ms, int *fd)
   } else {
     return -EINVAL;
   }
-  int s = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  rc = connect_begin(ss.ss_family, (const struct sockaddr *)&ss, len, &s);
   if (s < 0)
-    return -errno;
-  do
-    rc = connect(s, (const struct sockaddr *)&ss, len);
-  while (rc < 0 && errno == EINTR);
-  if (rc < 0 && errno != EINPROGRESS) {
-    rc = -errno;
-    goto out_close;
-  }
-  if (rc < 0) {
+    return rc;
+  if (rc == -EINPROGRESS) {
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
     rc = wait_fd(s, POLLOUT, deadline);
-    if (rc != 0)
-      goto out_close;
-    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
+    if (rc == 0 && getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
       soerr = errno;
-    if (soerr != 0) {
+    if (rc == 0)
       rc = -soerr;
-      goto out_close;
-    }
   }
-  (void)setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  int fl = fcntl(s, F_GETFL);
-  if (fl < 0 || fcntl(s, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-    rc = -errno;
-    goto out_close;
-  }
-  *fd = s;
-  return PT_OK;
-
-out_close:
-  close(s);
-  return rc;
+  if (rc == PT_OK)
+    (void)setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return connect_end(s, rc, fd);
 }
 
 /* Writes all len bytes before the deadline, resuming after partial writes. */
@@ -251,35 +248,4 @@ uint64_t rpc_sock_next_id(void)
   static uint64_t next_id;
 
   return __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
-}
-
-int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
-                  uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply)
-{
-  uint64_t id = rpc_sock_next_id();
-  uint64_t deadline = rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
-  int rc;
-
-  *reply = NULL;
-  rc = rpc_sock_send(fd, type, id, req, deadline);
-  if (rc < 0)
-    return rc;
-  for (;;) {
-    struct rpc_hdr h;
-    ProtobufCMessage *msg;
-
-    rc = rpc_sock_recv(fd, RPC_MAX_BODY_DEFAULT, deadline, &h, &msg);
-    if (rc < 0)
-      return rc;
-    if (h.type == RPC_EVENT || h.request_id != id) {
-      protobuf_c_message_free_unpacked(msg, NULL);
-      continue;
-    }
-    if (h.type != reply_type) {
-      protobuf_c_message_free_unpacked(msg, NULL);
-      return PT_EPROTO;
-    }
-    *reply = msg;
-    return PT_OK;
-  }
 }

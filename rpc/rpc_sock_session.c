@@ -10,6 +10,9 @@
  * together, checked before the body is unpacked. Invariants: the tag of
  * every frame is checked before a byte of it is believed; a session whose
  * check failed (or whose stream broke) is lost, as rpc_sock.c's are.
+ *
+ * rpc_sock_call lives here too: the call loop is written once, in
+ * rpc_sock_session_call, and an untagged session is the plain calls.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -117,13 +120,12 @@ int rpc_sock_session_recv(struct rpc_sock_session *s, uint32_t max_body,
   return rc;
 }
 
+/* The one call loop, tagged or not (rpc_sock_session_send and _recv fall
+ * through to the plain calls on an untagged session). */
 int rpc_sock_session_call(struct rpc_sock_session *s, uint32_t type,
                           const ProtobufCMessage *req, uint32_t reply_type,
                           int timeout_ms, ProtobufCMessage **reply)
 {
-  if (!s->tagged)
-    return rpc_sock_call(s->fd, type, req, reply_type, timeout_ms, reply);
-
   uint64_t id = rpc_sock_next_id();
   uint64_t deadline =
       rpc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
@@ -151,4 +153,12 @@ int rpc_sock_session_call(struct rpc_sock_session *s, uint32_t type,
     *reply = msg;
     return PT_OK;
   }
+}
+
+int rpc_sock_call(int fd, uint32_t type, const ProtobufCMessage *req,
+                  uint32_t reply_type, int timeout_ms, ProtobufCMessage **reply)
+{
+  struct rpc_sock_session s = {.fd = fd, .tagged = false};
+
+  return rpc_sock_session_call(&s, type, req, reply_type, timeout_ms, reply);
 }

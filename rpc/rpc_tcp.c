@@ -73,6 +73,14 @@ static bool auth_ok(const struct rpc_auth *auth)
          memchr(auth->node_id, '\0', sizeof(auth->node_id)) != NULL;
 }
 
+/* The arguments of both a dial and a listener: auth whole, host:port
+ * numeric (OUT: *ss). PT_OK or -EINVAL. */
+static int tcp_args(const struct rpc_auth *auth, const char *host, int port,
+                    struct sockaddr_storage *ss)
+{
+  return auth_ok(auth) ? parse_addr(host, port, ss) : -EINVAL;
+}
+
 /* TCP_NODELAY, keepalive, and the peer's name for log lines. */
 static void tcp_setup(struct rpc_conn *c)
 {
@@ -237,13 +245,8 @@ static void connect_cb(uv_connect_t *req, int status)
   const ProtobufCMessage *out;
   uint32_t out_type;
 
-  if (status == UV_ECANCELED || c->closing)
+  if (!rpci_connected(c, status))
     return;
-  if (status < 0) {
-    rpc_conn_close(c, status);
-    return;
-  }
-  c->connected = true;
   tcp_setup(c);
   if (rpci_read_start(c) < 0)
     return;
@@ -264,9 +267,7 @@ int rpc_conn_connect_tcp(struct uv_loop_s *loop, const char *host, int port,
   int rc;
 
   *out = NULL;
-  if (!auth_ok(auth))
-    return -EINVAL;
-  rc = parse_addr(host, port, &ss);
+  rc = tcp_args(auth, host, port, &ss);
   if (rc < 0)
     return rc;
   struct rpc_conn *c = rpci_conn_new(loop, true, ops, data);
@@ -348,9 +349,7 @@ int rpc_listen_tcp(struct uv_loop_s *loop, const char *host, int port,
   int rc;
 
   *out = NULL;
-  if (!auth_ok(auth))
-    return -EINVAL;
-  rc = parse_addr(host, port, &ss);
+  rc = tcp_args(auth, host, port, &ss);
   if (rc < 0)
     return rc;
   struct rpc_listener *l = calloc(1, sizeof(*l));

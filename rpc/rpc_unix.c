@@ -58,13 +58,8 @@ static void connect_cb(uv_connect_t *req, int status)
   struct rpc_conn *c = req->data;
   struct ucred cred;
 
-  if (status == UV_ECANCELED || c->closing)
+  if (!rpci_connected(c, status))
     return;
-  if (status < 0) {
-    rpc_conn_close(c, status);
-    return;
-  }
-  c->connected = true;
   if (conn_peer_cred(c, &cred) == 0)
     take_cred(c, &cred);
   if (rpci_read_start(c) < 0)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "pt.h"
+#include "common/hex.h"
 #include "snapshot/snap_internal.h"
 
 /* Linux 5.14; older headers lack the name, older kernels answer EINVAL. */
@@ -621,24 +622,13 @@ void snap_store_instance_hex(const uint8_t id[SNAP_INSTANCE_BYTES],
   out[2 * SNAP_INSTANCE_BYTES] = '\0';
 }
 
-static int hex_digit(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 bool snap_store_instance_parse(const char *hex,
                                uint8_t id[SNAP_INSTANCE_BYTES])
 {
   if (strlen(hex) != 2 * SNAP_INSTANCE_BYTES)
     return false;
   for (int i = 0; i < SNAP_INSTANCE_BYTES; i++) {
-    int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
     if (hi < 0 || lo < 0)
       return false;
     id[i] = (uint8_t)(hi * 16 + lo);

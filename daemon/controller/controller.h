@@ -714,6 +714,12 @@ void controller_stop(struct controller *ctl, const char *why);
  * every member of the node's group (JOB_PEERS). */
 void ctl_peers_on_part_state(struct controller *ctl, struct ctl_job *j,
                              uint32_t p, const Pt__JobPartState *m);
+/* The host a node's group dials it at: its advertised address when that
+ * is numeric, else the host of peer_name (its connection's
+ * rpc_conn_peer_name, "a.b.c.d:p" or "[v6]:p"; NULL: none). OUT: out, ""
+ * when neither gives a numeric host. */
+void ctl_peers_host(const char *advertise, const char *peer_name, char *out,
+                    size_t len);
 
 /* ctl_job_conn.c: the jobs protocol. */
 extern const struct ctl_jobs_ops ctl_job_conn_ops;

@@ -11,7 +11,6 @@
  * the address its connection to the controller comes from: the SMPs dial
  * numeric addresses only (rpc_tcp.c resolves no names).
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,27 +22,19 @@
 #include "daemon/controller/controller.h"
 #include "ec/rs.h"
 
-/* The numeric host of node (see the top); "" when none is known. */
-static void node_host(const struct ctl_node *n, char *out, size_t len)
+void ctl_peers_host(const char *advertise, const char *peer_name, char *out,
+                    size_t len)
 {
-  unsigned char buf[sizeof(struct in6_addr)];
-
   out[0] = '\0';
-  if (inet_pton(AF_INET, n->advertise, buf) == 1 ||
-      inet_pton(AF_INET6, n->advertise, buf) == 1) {
-    snprintf(out, len, "%s", n->advertise);
+  if (rpc_addr_is_numeric(advertise)) {
+    snprintf(out, len, "%s", advertise);
     return;
   }
-  if (n->conn == NULL)
-    return;
-  const char *name = rpc_conn_peer_name(n->conn); /* "a.b.c.d:p", "[v6]:p" */
-  const char *end = strrchr(name, ':');
-  if (end == NULL)
-    return;
-  if (name[0] == '[' && end > name + 1 && end[-1] == ']')
-    snprintf(out, len, "%.*s", (int)(end - name - 2), name + 1);
-  else
-    snprintf(out, len, "%.*s", (int)(end - name), name);
+  char why[128];
+  int port;
+  if (peer_name == NULL ||
+      rpc_addr_parse(peer_name, 0, out, len, &port, why, sizeof(why)) != PT_OK)
+    out[0] = '\0';
 }
 
 /* JOB_PEERS of p's node group to p's node. */
@@ -69,8 +60,12 @@ static void send_table(struct controller *ctl, const struct ctl_job *j,
     pt__job_peer_node__init(&nodes[x]);
     nodes[x].node_index = q;
     hosts[x][0] = '\0';
-    if (qt->node < ctl->members.n)
-      node_host(&ctl->members.nodes[qt->node], hosts[x], sizeof(hosts[x]));
+    if (qt->node < ctl->members.n) {
+      const struct ctl_node *nd = &ctl->members.nodes[qt->node];
+      ctl_peers_host(nd->advertise,
+                     nd->conn != NULL ? rpc_conn_peer_name(nd->conn) : NULL,
+                     hosts[x], sizeof(hosts[x]));
+    }
     nodes[x].host = hosts[x];
     nodes[x].n_ports = qt->npeer_ports;
     nodes[x].ports = qt->peer_ports;

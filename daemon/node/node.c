@@ -130,13 +130,11 @@ static void close_handle(uv_handle_t *h)
     uv_close(h, NULL);
 }
 
-void node_shutdown(struct node *n)
+void node_ranks_abandon(struct node *n)
 {
-  node_ctl_close(n);
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     struct node_rank *r = &n->ranks[i];
     node_smp_disconnect(r);
-    /* Children the node no longer waits for (they would not die). */
     if (r->smp != NULL) {
       node_proc_child_abandon(r->smp);
       r->smp = NULL;
@@ -146,6 +144,25 @@ void node_shutdown(struct node *n)
       r->trainer = NULL;
     }
   }
+}
+
+void node_ranks_start(struct node *n)
+{
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    struct node_rank *r = &n->ranks[i];
+    if (r->smp == NULL)
+      r->smp_respawn_at = 1; /* due now */
+    else
+      node_smp_connect(n, r);
+  }
+  n->phase = NODE_PH_STARTING;
+  n->state_dirty = true;
+}
+
+void node_shutdown(struct node *n)
+{
+  node_ctl_close(n);
+  node_ranks_abandon(n);
   close_handle((uv_handle_t *)&n->timer);
   close_handle((uv_handle_t *)&n->io_prepare);
   close_handle((uv_handle_t *)&n->io_check);
@@ -395,15 +412,7 @@ int node_main(int argc, char **argv)
            n->cfg.job, n->instance_hex, n->cfg.ranks, n->cfg.state_dir,
            n->cfg.cmd[0]);
   node_ctl_watchdog_start(n);
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    if (r->smp == NULL)
-      r->smp_respawn_at = 1; /* due now */
-    else
-      node_smp_connect(n, r);
-  }
-  n->phase = NODE_PH_STARTING;
-  n->state_dirty = true;
+  node_ranks_start(n);
   node_ctl_notify(n, false);
   node_job_drive(n);
   uv_run(n->loop, UV_RUN_DEFAULT);

@@ -451,6 +451,13 @@ void node_job_io_clock_open(struct node *n);
 /* A child's exit (known: status/signal are real; adopted children: false). */
 void node_job_child_exited(struct node *n, struct node_child *c, bool known,
                        int64_t status, int term_signal);
+/* Unlinks the shm objects of ranks first_rank.. first_rank+count-1 of job
+ * (n's shm prefix) that belong to instance, leaving (with a warning) any
+ * of another instance; each removal logged at level. */
+void node_job_shm_remove(const struct node *n, const char *job,
+                         uint32_t first_rank, uint32_t count,
+                         const uint8_t instance[SNAP_INSTANCE_BYTES],
+                         int level);
 
 /* node_life.c */
 /* Stops the job (exit 3). A repeated request with escalate (a second
@@ -502,6 +509,12 @@ uint64_t node_unix_ms(void);
 int node_save(struct node *n);
 /* Closes every handle so that uv_run returns. */
 void node_shutdown(struct node *n);
+/* Disconnects every rank's SMP and forgets its children (SMP, trainer),
+ * which the node no longer waits for (they would not die). */
+void node_ranks_abandon(struct node *n);
+/* The job's start (or a part's): every rank's SMP connected (spawned next
+ * drive where there is none), phase STARTING, node.state to be written. */
+void node_ranks_start(struct node *n);
 
 /* node_ident.c */
 /* Decides the job instance before anything is spawned (see node_ident.c):

@@ -128,6 +128,13 @@ static const struct commit_ops local_commit_ops = {
 
 /* ---- the seam ---- */
 
+static void local_free(struct local *l)
+{
+  commit_release(&l->c);
+  free(l->pins_unresolved);
+  free(l);
+}
+
 static int local_open(struct node *n)
 {
   struct local *l = calloc(1, sizeof(*l));
@@ -141,9 +148,7 @@ static int local_open(struct node *n)
                : commit_init(&l->c, n->cfg.ranks, NODE_REQ_MS,
                              &local_commit_ops, l);
   if (rc != PT_OK) {
-    commit_release(&l->c);
-    free(l->pins_unresolved);
-    free(l);
+    local_free(l);
     return rc;
   }
   commit_reset(&l->c, n->has_committed, n->committed);
@@ -157,9 +162,7 @@ static void local_close(struct node *n)
 
   if (l == NULL)
     return;
-  commit_release(&l->c);
-  free(l->pins_unresolved);
-  free(l);
+  local_free(l);
   n->decider_data = NULL;
 }
 

@@ -371,6 +371,14 @@ bool node_decide_remote_last_sealed(const struct node *n, uint64_t *step)
 
 /* ---- the seam ---- */
 
+static void remote_free(struct remote *m)
+{
+  free(m->sealed);
+  free(m->pin_status);
+  free(m->pin_ticket);
+  free(m);
+}
+
 static int remote_open(struct node *n)
 {
   struct remote *m = calloc(1, sizeof(*m));
@@ -383,10 +391,7 @@ static int remote_open(struct node *n)
   m->pin_status = calloc(nr, sizeof(*m->pin_status));
   m->pin_ticket = calloc(nr, sizeof(*m->pin_ticket));
   if (m->sealed == NULL || m->pin_status == NULL || m->pin_ticket == NULL) {
-    free(m->sealed);
-    free(m->pin_status);
-    free(m->pin_ticket);
-    free(m);
+    remote_free(m);
     return -ENOMEM;
   }
   n->decider_data = m;
@@ -399,10 +404,7 @@ static void remote_close(struct node *n)
 
   if (m == NULL)
     return;
-  free(m->sealed);
-  free(m->pin_status);
-  free(m->pin_ticket);
-  free(m);
+  remote_free(m);
   n->decider_data = NULL;
 }
 

@@ -496,40 +496,47 @@ static void step_running(struct node *n, uint64_t now)
   }
 }
 
+void node_job_shm_remove(const struct node *n, const char *job,
+                         uint32_t first_rank, uint32_t count,
+                         const uint8_t instance[SNAP_INSTANCE_BYTES],
+                         int level)
+{
+  for (uint32_t i = 0; i < count; i++) {
+    char name[256];
+    if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, job,
+                        first_rank + i) != PT_OK)
+      continue;
+    /* Only this instance's own objects: a name reused by another job
+     * instance (another state dir) is not ours to remove. */
+    struct snap_store *st = NULL;
+    int rc = snap_store_open(&st, name, NULL, 0);
+    if (rc == -ENOENT)
+      continue;
+    bool ours = rc == PT_OK && memcmp(snap_store_instance(st), instance,
+                                      SNAP_INSTANCE_BYTES) == 0;
+    snap_store_close(st);
+    if (!ours) {
+      log_warn("left shm object '%s' in place: %s", name,
+               rc == PT_OK ? "it belongs to another job instance"
+                           : pt_strerror(rc));
+      continue;
+    }
+    rc = snap_store_unlink(name);
+    char meta[sizeof(name) + 8]; /* the group's tables beside it (smp) */
+    snprintf(meta, sizeof(meta), "%s.meta", name);
+    (void)snap_store_unlink(meta);
+    if (rc != PT_OK && rc != -ENOENT)
+      log_warn("cannot remove shm object '%s': %s", name, pt_strerror(rc));
+    else if (rc == PT_OK)
+      log_at_(level, "removed shm object '%s'", name);
+  }
+}
+
 static void finish_exit(struct node *n)
 {
-  if (n->outcome == NODE_OUT_DONE && !n->cfg.keep) {
-    for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-      char name[256];
-      if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
-                          n->cfg.first_rank + i) != PT_OK)
-        continue;
-      /* Only this instance's own objects: a name reused by another job
-       * instance (another state dir) is not ours to remove. */
-      struct snap_store *st = NULL;
-      int rc = snap_store_open(&st, name, NULL, 0);
-      if (rc == -ENOENT)
-        continue;
-      bool ours = rc == PT_OK &&
-                  memcmp(snap_store_instance(st), n->instance,
-                         SNAP_INSTANCE_BYTES) == 0;
-      snap_store_close(st);
-      if (!ours) {
-        log_warn("left shm object '%s' in place: %s", name,
-                 rc == PT_OK ? "it belongs to another job instance"
-                             : pt_strerror(rc));
-        continue;
-      }
-      rc = snap_store_unlink(name);
-      char meta[sizeof(name) + 8]; /* the group's tables beside it (smp) */
-      snprintf(meta, sizeof(meta), "%s.meta", name);
-      (void)snap_store_unlink(meta);
-      if (rc != PT_OK && rc != -ENOENT)
-        log_warn("cannot remove shm object '%s': %s", name, pt_strerror(rc));
-      else if (rc == PT_OK)
-        log_debug("removed shm object '%s'", name);
-    }
-  }
+  if (n->outcome == NODE_OUT_DONE && !n->cfg.keep)
+    node_job_shm_remove(n, n->cfg.job, n->cfg.first_rank, n->cfg.ranks,
+                        n->instance, LOG_LVL_DEBUG);
   if (n->outcome == NODE_OUT_DONE && !n->cfg.keep) {
     unlink(n->state_path); /* nothing left to resume */
   } else {

@@ -296,15 +296,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
   }
   node_decide_remote_assigned(n, a->has_restore_step, a->restore_step);
   p->active = true;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    if (r->smp == NULL)
-      r->smp_respawn_at = 1; /* due now */
-    else
-      node_smp_connect(n, r);
-  }
-  n->phase = NODE_PH_STARTING;
-  n->state_dirty = true;
+  node_ranks_start(n);
   /* committed_step is not used here: a new part restores restore_step;
    * one taken up after the node's restart learns a commit it missed from
    * the controller's JOB_ASSIGN of the same epoch (on_assign). */
@@ -357,28 +349,8 @@ static void remove_objects(struct node *n)
 
   if (a == NULL)
     return;
-  for (uint32_t i = 0; i < a->spec->ranks_per_node; i++) {
-    char name[256];
-    if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, p->job,
-                        a->first_rank + i) != PT_OK)
-      continue;
-    struct snap_store *st = NULL;
-    int rc = snap_store_open(&st, name, NULL, 0);
-    if (rc == -ENOENT)
-      continue;
-    bool ours = rc == PT_OK && memcmp(snap_store_instance(st), p->instance,
-                                      SNAP_INSTANCE_BYTES) == 0;
-    snap_store_close(st);
-    if (!ours) {
-      log_warn("left shm object '%s' in place: %s", name,
-               rc == PT_OK ? "it belongs to another job instance"
-                           : pt_strerror(rc));
-      continue;
-    }
-    rc = snap_store_unlink(name);
-    if (rc == PT_OK)
-      log_info("removed shm object '%s'", name);
-  }
+  node_job_shm_remove(n, p->job, a->first_rank, a->spec->ranks_per_node,
+                      p->instance, LOG_LVL_INFO);
   pt__job_assign__free_unpacked(a, NULL);
 }
 
@@ -416,18 +388,7 @@ void node_part_ended(struct node *n)
 
   if (p == NULL || !p->active)
     return;
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
-    struct node_rank *r = &n->ranks[i];
-    node_smp_disconnect(r);
-    if (r->smp != NULL) {
-      node_proc_child_abandon(r->smp);
-      r->smp = NULL;
-    }
-    if (r->trainer != NULL) {
-      node_proc_child_abandon(r->trainer);
-      r->trainer = NULL;
-    }
-  }
+  node_ranks_abandon(n);
   n->decider->close(n);
   p->end = n->outcome == NODE_OUT_DONE     ? PART_DONE
            : n->outcome == NODE_OUT_FAILED ? PART_FAILED

@@ -26,7 +26,6 @@
  */
 #include <ctype.h>
 #include <dirent.h>
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -421,9 +420,7 @@ static int group_args(struct node *n, struct node_rank *r, char *store,
   snprintf(mem, sizeof(mem), "%" PRIu32, g.member);
   /* The links to the group: the cluster key, and the address they come
    * to (the advertised one when numeric, else every interface). */
-  unsigned char ip[sizeof(struct in6_addr)];
-  const char *listen = inet_pton(AF_INET, n->cfg.advertise, ip) == 1 ||
-                               inet_pton(AF_INET6, n->cfg.advertise, ip) == 1
+  const char *listen = rpc_addr_is_numeric(n->cfg.advertise)
                            ? n->cfg.advertise
                        : strchr(n->cfg.advertise, ':') != NULL ? "::"
                                                                : "0.0.0.0";

@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "pt.h"
+#include "common/hex.h"
 #include "common/state_file.h"
 #include "daemon/node/node.h"
 
@@ -277,17 +278,6 @@ static int num(struct lines *L, const char *key, uint64_t max, uint64_t *out)
   return PT_OK;
 }
 
-static int hexval(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
 /* Undoes put_escaped. OUT: *out (malloc'd). */
 static int unescape(const char *v, size_t len, char **out)
 {
@@ -298,8 +288,8 @@ static int unescape(const char *v, size_t len, char **out)
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)v[i];
     if (c == '%') {
-      int hi = i + 2 < len ? hexval(v[i + 1]) : -1;
-      int lo = hi >= 0 ? hexval(v[i + 2]) : -1;
+      int hi = i + 2 < len ? hex_value(v[i + 1]) : -1;
+      int lo = hi >= 0 ? hex_value(v[i + 2]) : -1;
       if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
         free(s);
         return PT_EFORMAT;

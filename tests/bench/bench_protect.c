@@ -176,18 +176,32 @@ static int tcp_pattern_once(size_t bytes, double *wall)
 
 /* ---- pt-train without pt ---- */
 
-/* A free loopback port (bound, read back, closed). */
-static int free_port(void)
+/* Holds a free loopback port for rank 0 of pt-train: a socket bound to port
+ * 0 with SO_REUSEADDR, not listening, kept open until the ranks are done.
+ * While it is bound no other bind and no outgoing connection's ephemeral
+ * port can take the port (a port closed at once could be taken before rank
+ * 0 binds it), and pt-train, which also sets SO_REUSEADDR, can still bind
+ * and listen on it beside a socket that does not listen. Returns the fd
+ * (close it after the ranks) or -1; OUT: *port. */
+static int port_hold(int *port)
 {
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t sl = sizeof(sa);
-  int fd = socket(AF_INET, SOCK_STREAM, 0), port = 0;
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-    port = ntohs(sa.sin_port);
-  if (fd >= 0)
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+  *port = 0;
+  if (fd < 0)
+    return -1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+    int err = errno;
     close(fd);
-  return port;
+    errno = err;
+    return -1;
+  }
+  *port = ntohs(sa.sin_port);
+  return fd;
 }
 
 /* The same 3 ranks of pt-train, --no-pt, on this machine alone: their
@@ -201,7 +215,14 @@ static int nopt_step_ms(const struct bench_opts *o, int state_mb, int steps, dou
 
   snprintf(mb, sizeof(mb), "%d", state_mb);
   snprintf(st, sizeof(st), "%d", steps);
-  snprintf(port, sizeof(port), "%d", free_port());
+  int held_port, held = port_hold(&held_port);
+  if (held < 0) {
+    int err = -errno;
+    snprintf(errbuf, errlen, "no free loopback port for pt-train --no-pt: %s",
+             pt_strerror(err));
+    return err;
+  }
+  snprintf(port, sizeof(port), "%d", held_port);
   setenv("WORLD_SIZE", "3", 1);
   setenv("MASTER_ADDR", "127.0.0.1", 1);
   for (int i = 0; i < PNODES && rc == 0; i++) {
@@ -240,6 +261,7 @@ static int nopt_step_ms(const struct bench_opts *o, int state_mb, int steps, dou
     if (rc == 0 && (!isfinite(*ms) || v > *ms))
       *ms = v;
   }
+  close(held);
   return rc;
 }
 

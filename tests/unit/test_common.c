@@ -3,7 +3,7 @@
  * (checked against ISA-L called directly), the monotonic clock, and the
  * state-file writer and reader: an atomic replace that never writes through
  * a planted link, and a reader that takes only this user's regular file that
- * nobody else may write.
+ * nobody else may write; the value of a hex digit (common/hex.h).
  */
 #include <check.h>
 #include <errno.h>
@@ -18,6 +18,7 @@
 
 #include "pt.h"
 #include "common/crc32c.h"
+#include "common/hex.h"
 #include "common/monotime.h"
 #include "common/state_file.h"
 #include "tests/unit/unit.h"
@@ -145,6 +146,22 @@ START_TEST(read_checks_the_file)
 }
 END_TEST
 
+START_TEST(hex_digits)
+{
+  for (int c = 0; c < 256; c++) {
+    int want = c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
+    ck_assert_int_eq(hex_value((char)c), want);
+  }
+  ck_assert_int_eq(hex_value('f'), 15);
+  ck_assert_int_eq(hex_value('A'), 10);
+  ck_assert_int_eq(hex_value('g'), -1);
+  ck_assert_int_eq(hex_value('\0'), -1);
+}
+END_TEST
+
 static Suite *common_suite(void)
 {
   Suite *s = suite_create("common");
@@ -155,6 +172,7 @@ static Suite *common_suite(void)
   tcase_add_test(tc, clock_moves_forward);
   tcase_add_test(tc, write_replaces_atomically);
   tcase_add_test(tc, read_checks_the_file);
+  tcase_add_test(tc, hex_digits);
   suite_add_tcase(s, tc);
   return s;
 }

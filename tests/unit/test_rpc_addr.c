@@ -1,7 +1,8 @@
 /*
  * test_rpc_addr.c — rpc_addr_parse, the one "HOST:PORT" parser of every
  * cluster command line: what it takes, and that every malformed address is
- * refused with a sentence that says what is wrong.
+ * refused with a sentence that says what is wrong; and rpc_addr_is_numeric,
+ * the one test of a bare host.
  */
 #include <errno.h>
 #include <string.h>
@@ -72,6 +73,26 @@ START_TEST(refuses_the_rest_with_a_reason)
 }
 END_TEST
 
+START_TEST(numeric_hosts)
+{
+  static const char *const yes[] = {
+      "10.0.0.1", "0.0.0.0", "255.255.255.255", "127.0.0.1", "::1", "::",
+      "fe80::1:2", "fd00:0:0:0:0:0:0:7", "::ffff:10.1.2.3",
+  };
+  static const char *const no[] = {
+      "",            "localhost",       "node-a.example", "10.0.0",
+      "10.0.0.256",  "10.0.0.1 ",       " 10.0.0.1",      "10.0.0.1:7000",
+      "[::1]",       "[::1]:7000",      "::1:7000:x",     "fe80::1%eth0",
+      "1.2.3.4.5",   "0x7f.0.0.1",
+  };
+  for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+    ck_assert_msg(rpc_addr_is_numeric(yes[i]), "'%s' refused", yes[i]);
+  for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+    ck_assert_msg(!rpc_addr_is_numeric(no[i]), "'%s' taken", no[i]);
+  ck_assert(!rpc_addr_is_numeric(NULL));
+}
+END_TEST
+
 static Suite *rpc_addr_suite(void)
 {
   Suite *s = suite_create("rpc_addr");
@@ -79,6 +100,7 @@ static Suite *rpc_addr_suite(void)
 
   tcase_add_test(tc, takes_numeric_addresses);
   tcase_add_test(tc, refuses_the_rest_with_a_reason);
+  tcase_add_test(tc, numeric_hosts);
   suite_add_tcase(s, tc);
   return s;
 }
