@@ -121,16 +121,18 @@ static void stop_landing(struct smp_peer_rebuild *r)
 {
   struct smp_peer *p = r->p;
   for (uint32_t i = 0; i < p->smp->group.n; i++) {
-    struct rb_member *m = &r->mem[i];
     struct link *l = &p->link[i];
-    if (m->landing && l->out != NULL) {
+    bool landing = false;
+    for (unsigned k = 0; k < REBUILD_LANES; k++) {
+      landing = landing || r->mem[i].lane[k].landing;
+      r->mem[i].lane[k].landing = false;
+    }
+    if (landing && l->out != NULL) {
       struct rpc_conn *c = l->out;
-      m->landing = false;
       smp_peer_link_out_closed(l, -ECANCELED);
       rpc_conn_set_data(c, NULL);
       rpc_conn_close(c, -ECANCELED);
     }
-    m->landing = false;
   }
 }
 
@@ -140,10 +142,11 @@ static void machine_free(struct smp_peer_rebuild *r)
   smp_rebuild_free(r->rb);
   r->rb = NULL;
   r->nq = 0;
-  for (uint32_t i = 0; i < RS_MAX_MEMBERS; i++) {
-    r->mem[i].busy = false;
-    r->mem[i].unsent = false;
-  }
+  for (uint32_t i = 0; i < RS_MAX_MEMBERS; i++)
+    for (unsigned k = 0; k < REBUILD_LANES; k++) {
+      r->mem[i].lane[k].busy = false;
+      r->mem[i].lane[k].unsent = false;
+    }
 }
 
 /* The slot given back: nothing unverified stays (every slot freed; the
@@ -196,9 +199,25 @@ static void fail_lost(struct smp_peer_rebuild *r, uint32_t lost)
 
 /* ---- fetches ---- */
 
-void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i)
+struct rb_fetch *smp_peer_rebuild_find(struct smp_peer_rebuild *r, uint32_t i,
+                                       uint64_t req)
 {
-  struct rb_member *m = &r->mem[i];
+  for (unsigned k = 0; k < REBUILD_LANES; k++)
+    if (r->mem[i].lane[k].busy && r->mem[i].lane[k].req == req)
+      return &r->mem[i].lane[k];
+  return NULL;
+}
+
+static unsigned busy_lanes(const struct smp_peer_rebuild *r, uint32_t i)
+{
+  unsigned n = 0;
+  for (unsigned k = 0; k < REBUILD_LANES; k++)
+    n += r->mem[i].lane[k].busy;
+  return n;
+}
+
+void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i, struct rb_fetch *m)
+{
   struct link *l = &r->p->link[i];
   Pt__PeerFetch f = PT__PEER_FETCH__INIT;
 
@@ -224,7 +243,12 @@ void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i)
 static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
                         const struct smp_rebuild_fetch *f)
 {
-  struct rb_member *m = &r->mem[i];
+  struct rb_fetch *m = NULL;
+  for (unsigned k = 0; k < REBUILD_LANES && m == NULL; k++)
+    if (!r->mem[i].lane[k].busy)
+      m = &r->mem[i].lane[k];
+  if (m == NULL)
+    return; /* (the callers look first) */
   m->busy = true;
   m->meta = meta;
   if (f != NULL)
@@ -234,7 +258,7 @@ static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
   m->again_at = 0;
   m->crc_fails = 0;
   m->agains = 0;
-  smp_peer_rebuild_send(r, i);
+  smp_peer_rebuild_send(r, i, m);
 }
 
 /* Member i fails as a source (why): given up, its stripes from the
@@ -242,8 +266,10 @@ static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
 void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, const char *why)
 {
   struct rb_member *m = &r->mem[i];
-  m->busy = false;
-  m->unsent = false;
+  for (unsigned k = 0; k < REBUILD_LANES; k++) {
+    m->lane[k].busy = false;
+    m->lane[k].unsent = false;
+  }
   if (r->state == RB_META) {
     m->no_table = true;
     log_warn("rebuild of step %" PRIu64 ": member %u (node '%s') gives no "
@@ -270,8 +296,11 @@ void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, cons
       r->q[w++] = r->q[j];
   r->nq = w;
   for (uint32_t j = 0; j < r->p->smp->group.n; j++)
-    if (r->mem[j].busy && !r->mem[j].meta && !smp_rebuild_wants(r->rb, r->mem[j].f.id))
-      r->mem[j].busy = false; /* a late reply is discarded */
+    for (unsigned k = 0; k < REBUILD_LANES; k++) {
+      struct rb_fetch *x = &r->mem[j].lane[k];
+      if (x->busy && !x->meta && !smp_rebuild_wants(r->rb, x->f.id))
+        x->busy = false; /* a late reply is discarded */
+    }
 }
 
 /* ---- the phases ---- */
@@ -326,7 +355,6 @@ void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt_
     smp_peer_rebuild_member_failed(r, i, why);
     return;
   }
-  r->mem[i].busy = false;
   r->table = malloc(want);
   if (r->table == NULL) {
     smp_peer_rebuild_fail(r, -ENOMEM, "rebuild of step %" PRIu64 ": no memory", r->step);
@@ -475,7 +503,7 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
     char busy[96] = "";
     uint32_t mask = 0;
     for (uint32_t i = 0; i < g->n; i++)
-      if (r->mem[i].busy)
+      if (busy_lanes(r, i) > 0)
         mask |= 1u << i;
     members_list(busy, sizeof(busy), mask);
     smp_peer_rebuild_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group %u "
@@ -498,15 +526,18 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
       m->down_since = now;
     if (!up && now >= m->down_since + REBUILD_LINK_MS)
       unlinked |= 1u << i;
-    if (m->busy && now >= m->deadline)
-      smp_peer_rebuild_member_failed(r, i, "no answer in time");
-    else if (m->busy && !up && (unlinked & (1u << i)))
-      smp_peer_rebuild_member_failed(r, i, "its link is down");
-    else if (m->busy && m->again_at != 0 && now >= m->again_at) {
-      m->again_at = 0;
-      smp_peer_rebuild_send(r, i);
-    } else if (m->busy && m->unsent && up)
-      smp_peer_rebuild_send(r, i);
+    for (unsigned k = 0; k < REBUILD_LANES && smp_peer_rebuild_active(r); k++) {
+      struct rb_fetch *x = &m->lane[k];
+      if (x->busy && now >= x->deadline)
+        smp_peer_rebuild_member_failed(r, i, "no answer in time");
+      else if (x->busy && !up && (unlinked & (1u << i)))
+        smp_peer_rebuild_member_failed(r, i, "its link is down");
+      else if (x->busy && x->again_at != 0 && now >= x->again_at) {
+        x->again_at = 0;
+        smp_peer_rebuild_send(r, i, x);
+      } else if (x->busy && x->unsent && up)
+        smp_peer_rebuild_send(r, i, x);
+    }
   }
   if (r->state == RB_META && r->table != NULL) {
     /* the layout needs every member's size: a member never linked long
@@ -534,7 +565,7 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
     for (uint32_t i = 0; i < g->n; i++) {
       if (i == g->member)
         continue;
-      if (r->mem[i].busy)
+      if (busy_lanes(r, i) > 0)
         return; /* one table fetch at a time */
       if (r->mem[i].no_table || (unlinked & (1u << i)))
         tried |= 1u << i;
@@ -567,7 +598,7 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
   r->nq += smp_rebuild_next(r->rb, r->q + r->nq, REBUILD_QUEUE - r->nq);
   for (unsigned j = 0; j < r->nq;) {
     uint32_t i = r->q[j].member;
-    if (!r->mem[i].busy && r->p->link[i].out_up) {
+    if (busy_lanes(r, i) < REBUILD_LANES && r->p->link[i].out_up) {
       struct smp_rebuild_fetch f = r->q[j];
       memmove(&r->q[j], &r->q[j + 1], (r->nq - j - 1) * sizeof(r->q[0]));
       r->nq--;

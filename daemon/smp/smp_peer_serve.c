@@ -221,10 +221,11 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
            "piece (at most %zu at once)", len, off, lay->chunk_bytes, PEER_PIECE);
     return;
   }
-  /* One reply queued at a time per link: a member that asks faster than
-   * it reads is told to wait, before any CRC is spent on it. */
-  if (rpc_conn_queued_bytes(l->in) > 0) {
-    refuse(l, id, f, -EAGAIN, "a fetch of this link is still being sent");
+  /* Two replies queued at most per link (a rebuild keeps two fetches out
+   * per member, so that the link never idles between them): a member that
+   * asks faster than it reads is told to wait, before any CRC is spent. */
+  if (rpc_conn_queued_bytes(l->in) > 2 * PEER_PIECE) {
+    refuse(l, id, f, -EAGAIN, "two fetches of this link are still being sent");
     return;
   }
   uint64_t n = off >= end ? 0 : end - off < len ? end - off : len;
