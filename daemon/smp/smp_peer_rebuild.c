@@ -393,9 +393,9 @@ static int begin_data(struct smp_peer_rebuild *r)
     return -1;
   }
   r->state = RB_DATA;
-  log_debug("rebuild of step %" PRIu64 ": table in after %" PRIu64 " ms, "
-            "fetching %zu bytes' pieces", r->step, rpc_now_ms() - r->t_start,
-            sz[g->member]);
+  log_debug("rebuild of step %" PRIu64 ": fetching the pieces of %zu bytes "
+            "(%" PRIu64 " ms after its start)", r->step, sz[g->member],
+            rpc_now_ms() - r->t_start);
   for (uint32_t i = 0; i < g->n; i++)
     if (r->skip_src & (1u << i)) {
       rc = smp_rebuild_erase(r->rb, i);
