@@ -18,12 +18,13 @@
  * member keeps the tables the others sent it, smp_peer_serve.c), from the
  * first member that has it; then a slot for R (WRITING: never the
  * trainer's, never served), the table in it, and the pieces the machine of
- * smp_rebuild.h lists, fetched on the links this SMP dialled, one
- * outstanding per link (a survivor answers one at a time), each with a
- * deadline (REBUILD_FETCH_MS). Replies carry the request id (attempt << 32
- * | the machine's fetch id): a bulk frame lands straight in the machine's
+ * smp_rebuild.h lists, fetched on the links this SMP dialled, two
+ * outstanding per link (REBUILD_LANES: a survivor queues two replies at
+ * most), each with a deadline (REBUILD_FETCH_MS). Replies carry the
+ * request id (attempt << 32 | the machine's fetch id), answered by
+ * smp_peer_rebuild_link.c: a bulk frame lands straight in the machine's
  * buffer (never through protobuf), a PEER_META is the table, a PEER_ACK a
- * refusal (-EAGAIN: asked again shortly). A member whose fetch is refused,
+ * refusal (-EAGAIN: asked again, backing off). A member whose fetch is refused,
  * fails its CRC thrice, times out, or whose link stays down is erased from
  * the machine (smp_rebuild_erase): its stripes come from the others; when
  * the lost and erased members are more than m, the rebuild fails naming
@@ -32,7 +33,10 @@
  * spare is tried again without each source in turn, else it is a clear
  * error and the slots are freed: nothing unverified is ever restored.
  * Verified, the slot becomes COMMITTED with step R, and one info line
- * says from whom, how many bytes, how long, and how many bytes came in.
+ * says from whom, how many bytes, how long, and how many bytes came in
+ * (k of them per byte rebuilt, as no repair pipelining is done yet). A
+ * failure is said to the node too (EVENT_REBUILD_FAILED), which names it
+ * in the part's failure.
  *
  * Not rebuilt: this member's parity rows of R (the next committed step
  * writes them again); until then a fetch of them is refused

@@ -10,7 +10,12 @@
  * chunk or row out of the layout, or of bytes past the piece is answered
  * with a PEER_ACK naming why; a table larger than PEER_META_MAX, or of
  * another size than a whole number of u32, closes the link. The tables
- * are kept in memory, the newest SNAP_MAX_SLOTS steps per member.
+ * are kept in memory, the newest SNAP_MAX_SLOTS steps per member (never
+ * the step committed here, the one a rebuild asks for), and in
+ * "<object>.meta" for the next SMP (smp_peer_meta.c). An SMP that has
+ * protected nothing yet (the epoch after a loss) serves with the layout
+ * of the sizes its members said (-EAGAIN until it knows them all); the
+ * parity of a step this SMP rebuilt itself is not held, and refused.
  */
 #include <errno.h>
 #include <inttypes.h>
