@@ -34,13 +34,10 @@
  * error and the slots are freed: nothing unverified is ever restored.
  * Verified, the slot becomes COMMITTED with step R, and one info line
  * says from whom, how many bytes, how long, and how many bytes came in
- * (k of them per byte rebuilt, as no repair pipelining is done yet). A
- * failure is said to the node too (EVENT_REBUILD_FAILED), which names it
- * in the part's failure.
- *
- * Not rebuilt: this member's parity rows of R (the next committed step
- * writes them again); until then a fetch of them is refused
- * (smp_peer_rebuild_no_parity).
+ * (k per byte rebuilt: no repair pipelining yet). A failure is said to
+ * the node too (EVENT_REBUILD_FAILED), named in the part's failure. Not
+ * rebuilt: this member's parity rows of R (the next committed step writes
+ * them again); a fetch of them is refused (smp_peer_rebuild_no_parity).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -52,6 +49,7 @@
 
 #include "pt.h"
 #include "common/log.h"
+#include "kernels/kernels.h"
 #include "daemon/smp/smp_internal.h"
 #include "daemon/smp/smp_peer_int.h"
 #include "daemon/smp/smp_rebuild.h"
@@ -309,8 +307,6 @@ void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, cons
 
 /* ---- the phases ---- */
 
-static int begin_data(struct smp_peer_rebuild *r);
-
 /* The layout's sizes: every member's slot bytes (this one's from the
  * object). False while one is not known. */
 static bool sizes(const struct smp_peer_rebuild *r, size_t *out)
@@ -411,6 +407,50 @@ static int begin_data(struct smp_peer_rebuild *r)
   return 0;
 }
 
+/* The members that were sources of the stripes holding bad block `bad`
+ * of the rebuilt slot (erased: the members erased then); 0 when that
+ * cannot be told (the table itself damaged). */
+static uint32_t bad_sources(const struct smp_peer_rebuild *r, uint32_t bad,
+                            uint32_t erased)
+{
+  const struct smp *smp = r->p->smp;
+  const struct code_group *g = &smp->group;
+  const struct snap_store *s = smp->store;
+  uint32_t nb = snap_store_nblocks(s);
+  uint64_t off = 0, len = 0;
+
+  if (bad == SNAP_BAD_BLOB(nb)) {
+    off = (uint64_t)((const uint8_t *)snap_slot_blob(s, r->slot) -
+                     (const uint8_t *)snap_slot_data(s, r->slot));
+    len = snap_store_blob_max(s);
+  }
+  for (uint32_t i = 0; i < snap_store_nregions(s) && len == 0 && bad < nb; i++) {
+    const struct snap_region *rg = snap_store_region(s, i);
+    if (bad >= rg->first_block && bad < rg->first_block + rg->nblocks) {
+      off = rg->offset + (uint64_t)(bad - rg->first_block) * KERN_BLOCK_SIZE;
+      len = rg->bytes - (off - rg->offset) < KERN_BLOCK_SIZE
+                ? rg->bytes - (off - rg->offset) : KERN_BLOCK_SIZE;
+    }
+  }
+  size_t sz[RS_MAX_MEMBERS];
+  struct rs_layout lay;
+  struct rs_plan plan;
+  if (len == 0 || !sizes(r, sz) ||
+      rs_layout_init(&lay, g->k, g->m, sz, g->n) != 0 ||
+      rs_layout_plan(&lay, (1u << g->member) | erased, &plan) != 0 ||
+      lay.chunk_bytes == 0)
+    return 0;
+  uint32_t mask = 0;
+  for (uint64_t c = off / lay.chunk_bytes;
+       c <= (off + len - 1) / lay.chunk_bytes && c < lay.k; c++) {
+    const struct rs_stripe_plan *sp =
+        &plan.stripe[rs_layout_chunk_stripe(&lay, g->member, (unsigned)c)];
+    for (unsigned x = 0; x < sp->nsrc; x++)
+      mask |= 1u << sp->src[x].member;
+  }
+  return mask;
+}
+
 /* Every slice in: sealed, verified, committed; or tried again without a
  * source, or failed. */
 static void finish(struct smp_peer_rebuild *r)
@@ -441,9 +481,11 @@ static void finish(struct smp_peer_rebuild *r)
   members_list(from, sizeof(from), r->used);
   if (vrc != 0) {
     /* A survivor's piece is wrong. With one to spare, again without each
-     * source of the first try in turn; else never restored. */
+     * source of the first try's bad stripe in turn (each source of the
+     * first try when that cannot be told); else never restored. */
     if (r->verify_tries == 0) {
-      r->cand = r->used & ~erased;
+      uint32_t at = bad_sources(r, bad, erased) & r->used & ~erased;
+      r->cand = at != 0 ? at : r->used & ~erased;
       r->base_erased = erased;
     }
     int spare = (int)g->n - 1 - __builtin_popcount(r->base_erased) - (int)g->k;
@@ -510,9 +552,9 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
       if (busy_lanes(r, i) > 0)
         mask |= 1u << i;
     members_list(busy, sizeof(busy), mask);
-    smp_peer_rebuild_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group %u "
-            "within %u ms%s%s", r->step, g->group, REBUILD_MS,
-            mask ? ": waiting for members " : "", busy);
+    smp_peer_rebuild_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group "
+            "%u within %u ms%s%s", r->step, g->group, REBUILD_MS, mask ? ": waiting for "
+            "members " : "", busy);
     return;
   }
   /* links: down too long with fetches due, lost; fetches past their
