@@ -700,7 +700,8 @@ static void cancel(struct smp_peer_rebuild *r, bool touch_store)
 
 /* ---- the SMP's calls ---- */
 
-bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step)
+bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
+                                  bool damaged)
 {
   struct smp_peer_rebuild *r = RB(smp);
   uint32_t slot;
@@ -717,7 +718,8 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step)
     r->state = RB_NONE;
   }
   if (smp->group.k == 0 || smp->peer == NULL || !has_step ||
-      (smp->store != NULL && snap_slot_find_step(smp->store, step, &slot) == 0))
+      (!damaged && smp->store != NULL &&
+       snap_slot_find_step(smp->store, step, &slot) == 0))
     return false;
   if ((r = rb_get(smp)) == NULL)
     return false;
