@@ -376,6 +376,9 @@ static void remove_objects(struct node *n)
       continue;
     }
     rc = snap_store_unlink(name);
+    char meta[sizeof(name) + 8]; /* the group's tables beside it (smp) */
+    snprintf(meta, sizeof(meta), "%s.meta", name);
+    (void)snap_store_unlink(meta);
     if (rc == PT_OK)
       log_info("removed shm object '%s'", name);
   }
