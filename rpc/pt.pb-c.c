@@ -4727,7 +4727,7 @@ const ProtobufCMessageDescriptor pt__trainer_set__descriptor =
   (ProtobufCMessageInit) pt__trainer_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[2] =
 {
   {
     "step",
@@ -4741,14 +4741,27 @@ static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[1] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rebuild",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__SetRestore, has_rebuild),
+    offsetof(Pt__SetRestore, rebuild),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__set_restore__field_indices_by_name[] = {
+  1,   /* field[1] = rebuild */
   0,   /* field[0] = step */
 };
 static const ProtobufCIntRange pt__set_restore__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor pt__set_restore__descriptor =
 {
@@ -4758,7 +4771,7 @@ const ProtobufCMessageDescriptor pt__set_restore__descriptor =
   "Pt__SetRestore",
   "pt",
   sizeof(Pt__SetRestore),
-  1,
+  2,
   pt__set_restore__field_descriptors,
   pt__set_restore__field_indices_by_name,
   1,  pt__set_restore__number_ranges,

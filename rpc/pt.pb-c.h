@@ -576,10 +576,16 @@ struct  Pt__SetRestore
   ProtobufCMessage base;
   protobuf_c_boolean has_step;
   uint64_t step;
+  /*
+   * a coded job's rank whose copy of step fails its checksums (the node's
+   * verify): never restored, rebuilt from the coding group instead
+   */
+  protobuf_c_boolean has_rebuild;
+  protobuf_c_boolean rebuild;
 };
 #define PT__SET_RESTORE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__set_restore__descriptor) \
-    , 0, 0 }
+    , 0, 0, 0, 0 }
 
 
 /*

@@ -331,6 +331,8 @@ struct node_rank {
   bool permanent;            /* its failure must not be retried */
   char why[384];             /* how it ended */
   char smp_words[256];       /* its SMP's EVENT_REBUILD_FAILED, this restore */
+  bool restore_rebuild;      /* its copy of the step to restore is damaged:
+                              * its SMP rebuilds it (a coded job) */
   bool gone_seen, gone_done; /* EVENT_TRAINER_GONE since it was started */
   uint64_t gone_deadline;
   uint64_t progress_at;      /* its last seal, or its start; --progress-timeout */

@@ -202,6 +202,7 @@ static void query_slots(struct node *n)
     r->view_verified = false;
     r->set_restore_ok = false;
     r->smp_words[0] = '\0';
+    r->restore_rebuild = false;
     if (node_smp_request(n, r, NODE_REQ_VERIFY,
                          n->verify_all ? NODE_VERIFY_ALL : NODE_VERIFY_NEWEST_FIRST,
                          NULL) != PT_OK)
@@ -315,7 +316,7 @@ static void step_query(struct node *n, uint64_t now)
    * cluster mode): never restored. The part fails with PT_ECHECKSUM and
    * the steps it holds intact, so the controller restores an older one. */
   for (uint32_t i = 0; i < n->cfg.ranks && n->restore_has; i++) {
-    const struct node_rank *r = &n->ranks[i];
+    struct node_rank *r = &n->ranks[i];
     bool bad = false, good = false;
     for (uint32_t k = 0; k < r->nview; k++) {
       const struct node_slot_view *v = &r->view[k];
@@ -324,6 +325,15 @@ static void step_query(struct node *n, uint64_t now)
         continue;
       good = good || v->intact;
       bad = bad || !v->intact;
+    }
+    if (bad && !good && n->cfg.group.k != 0) {
+      /* A coded job: the rank's SMP rebuilds it from its coding group
+       * (SET_RESTORE{rebuild}), and verifies what it rebuilt. */
+      log_warn("rank %s: step %" PRIu64 ", the step to restore, fails its "
+               "checksums here: its smp rebuilds it from its coding group",
+               NODE_RANK(n, r->rank), n->restore_step);
+      r->restore_rebuild = true;
+      continue;
     }
     if (bad && !good) {
       n->why_status = PT_ECHECKSUM;

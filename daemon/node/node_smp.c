@@ -296,6 +296,8 @@ int node_smp_request(struct node *n, struct node_rank *r,
     /* step == UINT64_MAX: start fresh (no step). */
     sr.has_step = step != UINT64_MAX;
     sr.step = sr.has_step ? step : 0;
+    sr.has_rebuild = sr.has_step && r->restore_rebuild;
+    sr.rebuild = sr.has_rebuild;
     type = RPC_SET_RESTORE;
     msg = &sr.base;
     break;

@@ -281,11 +281,13 @@ uint32_t smp_peer_busy_slots(struct smp *smp);
 bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step);
 
 /* smp_peer_rebuild.c: the rebuild of a step this member does not hold. */
-/* SET_RESTORE{has_step, step}: true when a rebuild takes it (a coded job
- * with links, and no slot of step here): every slot is freed, and the
- * rebuild starts once the trainer's HELLO made the object. False: set the
- * restore point as usual (any rebuild under way is given up). */
-bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step);
+/* SET_RESTORE{has_step, step, damaged}: true when a rebuild takes it (a
+ * coded job with links, and no slot of step here, or the node found its
+ * copy damaged): every slot is freed, and the rebuild starts once the
+ * trainer's HELLO made the object. False: set the restore point as usual
+ * (any rebuild under way is given up). */
+bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
+                                  bool damaged);
 /* RESTORE_QUERY id of sc: true when the rebuild answers it (held until it
  * ends, or its failure now). */
 bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id);

@@ -226,7 +226,8 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
 
   /* A step not held here, in a coded job: rebuilt from the group once the
    * trainer says HELLO. */
-  bool rebuild = smp_peer_rebuild_set_restore(smp, m->has_step, m->step);
+  bool rebuild = smp_peer_rebuild_set_restore(smp, m->has_step, m->step,
+                                              m->has_rebuild && m->rebuild);
   if (!rebuild && smp->store != NULL)
     rc = snap_slot_set_restore(smp->store, m->has_step, m->step);
   else if (!rebuild && m->has_step)

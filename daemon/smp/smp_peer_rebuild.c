@@ -18,12 +18,13 @@
  * member keeps the tables the others sent it, smp_peer_serve.c), from the
  * first member that has it; then a slot for R (WRITING: never the
  * trainer's, never served), the table in it, and the pieces the machine of
- * smp_rebuild.h lists, fetched on the links this SMP dialled, one
- * outstanding per link (a survivor answers one at a time), each with a
- * deadline (REBUILD_FETCH_MS). Replies carry the request id (attempt << 32
- * | the machine's fetch id): a bulk frame lands straight in the machine's
+ * smp_rebuild.h lists, fetched on the links this SMP dialled, two
+ * outstanding per link (REBUILD_LANES: a survivor queues two replies at
+ * most), each with a deadline (REBUILD_FETCH_MS). Replies carry the
+ * request id (attempt << 32 | the machine's fetch id), answered by
+ * smp_peer_rebuild_link.c: a bulk frame lands straight in the machine's
  * buffer (never through protobuf), a PEER_META is the table, a PEER_ACK a
- * refusal (-EAGAIN: asked again shortly). A member whose fetch is refused,
+ * refusal (-EAGAIN: asked again, backing off). A member whose fetch is refused,
  * fails its CRC thrice, times out, or whose link stays down is erased from
  * the machine (smp_rebuild_erase): its stripes come from the others; when
  * the lost and erased members are more than m, the rebuild fails naming
@@ -32,11 +33,11 @@
  * spare is tried again without each source in turn, else it is a clear
  * error and the slots are freed: nothing unverified is ever restored.
  * Verified, the slot becomes COMMITTED with step R, and one info line
- * says from whom, how many bytes, how long, and how many bytes came in.
- *
- * Not rebuilt: this member's parity rows of R (the next committed step
- * writes them again); until then a fetch of them is refused
- * (smp_peer_rebuild_no_parity).
+ * says from whom, how many bytes, how long, and how many bytes came in
+ * (k per byte rebuilt: no repair pipelining yet). A failure is said to
+ * the node too (EVENT_REBUILD_FAILED), named in the part's failure. Not
+ * rebuilt: this member's parity rows of R (the next committed step writes
+ * them again); a fetch of them is refused (smp_peer_rebuild_no_parity).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -48,6 +49,7 @@
 
 #include "pt.h"
 #include "common/log.h"
+#include "kernels/kernels.h"
 #include "daemon/smp/smp_internal.h"
 #include "daemon/smp/smp_peer_int.h"
 #include "daemon/smp/smp_rebuild.h"
@@ -121,16 +123,18 @@ static void stop_landing(struct smp_peer_rebuild *r)
 {
   struct smp_peer *p = r->p;
   for (uint32_t i = 0; i < p->smp->group.n; i++) {
-    struct rb_member *m = &r->mem[i];
     struct link *l = &p->link[i];
-    if (m->landing && l->out != NULL) {
+    bool landing = false;
+    for (unsigned k = 0; k < REBUILD_LANES; k++) {
+      landing = landing || r->mem[i].lane[k].landing;
+      r->mem[i].lane[k].landing = false;
+    }
+    if (landing && l->out != NULL) {
       struct rpc_conn *c = l->out;
-      m->landing = false;
       smp_peer_link_out_closed(l, -ECANCELED);
       rpc_conn_set_data(c, NULL);
       rpc_conn_close(c, -ECANCELED);
     }
-    m->landing = false;
   }
 }
 
@@ -140,10 +144,11 @@ static void machine_free(struct smp_peer_rebuild *r)
   smp_rebuild_free(r->rb);
   r->rb = NULL;
   r->nq = 0;
-  for (uint32_t i = 0; i < RS_MAX_MEMBERS; i++) {
-    r->mem[i].busy = false;
-    r->mem[i].unsent = false;
-  }
+  for (uint32_t i = 0; i < RS_MAX_MEMBERS; i++)
+    for (unsigned k = 0; k < REBUILD_LANES; k++) {
+      r->mem[i].lane[k].busy = false;
+      r->mem[i].lane[k].unsent = false;
+    }
 }
 
 /* The slot given back: nothing unverified stays (every slot freed; the
@@ -196,9 +201,25 @@ static void fail_lost(struct smp_peer_rebuild *r, uint32_t lost)
 
 /* ---- fetches ---- */
 
-void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i)
+struct rb_fetch *smp_peer_rebuild_find(struct smp_peer_rebuild *r, uint32_t i,
+                                       uint64_t req)
 {
-  struct rb_member *m = &r->mem[i];
+  for (unsigned k = 0; k < REBUILD_LANES; k++)
+    if (r->mem[i].lane[k].busy && r->mem[i].lane[k].req == req)
+      return &r->mem[i].lane[k];
+  return NULL;
+}
+
+static unsigned busy_lanes(const struct smp_peer_rebuild *r, uint32_t i)
+{
+  unsigned n = 0;
+  for (unsigned k = 0; k < REBUILD_LANES; k++)
+    n += r->mem[i].lane[k].busy;
+  return n;
+}
+
+void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i, struct rb_fetch *m)
+{
   struct link *l = &r->p->link[i];
   Pt__PeerFetch f = PT__PEER_FETCH__INIT;
 
@@ -224,7 +245,12 @@ void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i)
 static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
                         const struct smp_rebuild_fetch *f)
 {
-  struct rb_member *m = &r->mem[i];
+  struct rb_fetch *m = NULL;
+  for (unsigned k = 0; k < REBUILD_LANES && m == NULL; k++)
+    if (!r->mem[i].lane[k].busy)
+      m = &r->mem[i].lane[k];
+  if (m == NULL)
+    return; /* (the callers look first) */
   m->busy = true;
   m->meta = meta;
   if (f != NULL)
@@ -234,7 +260,7 @@ static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
   m->again_at = 0;
   m->crc_fails = 0;
   m->agains = 0;
-  smp_peer_rebuild_send(r, i);
+  smp_peer_rebuild_send(r, i, m);
 }
 
 /* Member i fails as a source (why): given up, its stripes from the
@@ -242,8 +268,10 @@ static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
 void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, const char *why)
 {
   struct rb_member *m = &r->mem[i];
-  m->busy = false;
-  m->unsent = false;
+  for (unsigned k = 0; k < REBUILD_LANES; k++) {
+    m->lane[k].busy = false;
+    m->lane[k].unsent = false;
+  }
   if (r->state == RB_META) {
     m->no_table = true;
     log_warn("rebuild of step %" PRIu64 ": member %u (node '%s') gives no "
@@ -270,13 +298,14 @@ void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, cons
       r->q[w++] = r->q[j];
   r->nq = w;
   for (uint32_t j = 0; j < r->p->smp->group.n; j++)
-    if (r->mem[j].busy && !r->mem[j].meta && !smp_rebuild_wants(r->rb, r->mem[j].f.id))
-      r->mem[j].busy = false; /* a late reply is discarded */
+    for (unsigned k = 0; k < REBUILD_LANES; k++) {
+      struct rb_fetch *x = &r->mem[j].lane[k];
+      if (x->busy && !x->meta && !smp_rebuild_wants(r->rb, x->f.id))
+        x->busy = false; /* a late reply is discarded */
+    }
 }
 
 /* ---- the phases ---- */
-
-static int begin_data(struct smp_peer_rebuild *r);
 
 /* The layout's sizes: every member's slot bytes (this one's from the
  * object). False while one is not known. */
@@ -326,7 +355,6 @@ void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt_
     smp_peer_rebuild_member_failed(r, i, why);
     return;
   }
-  r->mem[i].busy = false;
   r->table = malloc(want);
   if (r->table == NULL) {
     smp_peer_rebuild_fail(r, -ENOMEM, "rebuild of step %" PRIu64 ": no memory", r->step);
@@ -365,6 +393,9 @@ static int begin_data(struct smp_peer_rebuild *r)
     return -1;
   }
   r->state = RB_DATA;
+  log_debug("rebuild of step %" PRIu64 ": fetching the pieces of %zu bytes "
+            "(%" PRIu64 " ms after its start)", r->step, sz[g->member],
+            rpc_now_ms() - r->t_start);
   for (uint32_t i = 0; i < g->n; i++)
     if (r->skip_src & (1u << i)) {
       rc = smp_rebuild_erase(r->rb, i);
@@ -374,6 +405,50 @@ static int begin_data(struct smp_peer_rebuild *r)
       }
     }
   return 0;
+}
+
+/* The members that were sources of the stripes holding bad block `bad`
+ * of the rebuilt slot (erased: the members erased then); 0 when that
+ * cannot be told (the table itself damaged). */
+static uint32_t bad_sources(const struct smp_peer_rebuild *r, uint32_t bad,
+                            uint32_t erased)
+{
+  const struct smp *smp = r->p->smp;
+  const struct code_group *g = &smp->group;
+  const struct snap_store *s = smp->store;
+  uint32_t nb = snap_store_nblocks(s);
+  uint64_t off = 0, len = 0;
+
+  if (bad == SNAP_BAD_BLOB(nb)) {
+    off = (uint64_t)((const uint8_t *)snap_slot_blob(s, r->slot) -
+                     (const uint8_t *)snap_slot_data(s, r->slot));
+    len = snap_store_blob_max(s);
+  }
+  for (uint32_t i = 0; i < snap_store_nregions(s) && len == 0 && bad < nb; i++) {
+    const struct snap_region *rg = snap_store_region(s, i);
+    if (bad >= rg->first_block && bad < rg->first_block + rg->nblocks) {
+      off = rg->offset + (uint64_t)(bad - rg->first_block) * KERN_BLOCK_SIZE;
+      len = rg->bytes - (off - rg->offset) < KERN_BLOCK_SIZE
+                ? rg->bytes - (off - rg->offset) : KERN_BLOCK_SIZE;
+    }
+  }
+  size_t sz[RS_MAX_MEMBERS];
+  struct rs_layout lay;
+  struct rs_plan plan;
+  if (len == 0 || !sizes(r, sz) ||
+      rs_layout_init(&lay, g->k, g->m, sz, g->n) != 0 ||
+      rs_layout_plan(&lay, (1u << g->member) | erased, &plan) != 0 ||
+      lay.chunk_bytes == 0)
+    return 0;
+  uint32_t mask = 0;
+  for (uint64_t c = off / lay.chunk_bytes;
+       c <= (off + len - 1) / lay.chunk_bytes && c < lay.k; c++) {
+    const struct rs_stripe_plan *sp =
+        &plan.stripe[rs_layout_chunk_stripe(&lay, g->member, (unsigned)c)];
+    for (unsigned x = 0; x < sp->nsrc; x++)
+      mask |= 1u << sp->src[x].member;
+  }
+  return mask;
 }
 
 /* Every slice in: sealed, verified, committed; or tried again without a
@@ -406,9 +481,11 @@ static void finish(struct smp_peer_rebuild *r)
   members_list(from, sizeof(from), r->used);
   if (vrc != 0) {
     /* A survivor's piece is wrong. With one to spare, again without each
-     * source of the first try in turn; else never restored. */
+     * source of the first try's bad stripe in turn (each source of the
+     * first try when that cannot be told); else never restored. */
     if (r->verify_tries == 0) {
-      r->cand = r->used & ~erased;
+      uint32_t at = bad_sources(r, bad, erased) & r->used & ~erased;
+      r->cand = at != 0 ? at : r->used & ~erased;
       r->base_erased = erased;
     }
     int spare = (int)g->n - 1 - __builtin_popcount(r->base_erased) - (int)g->k;
@@ -472,12 +549,12 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
     char busy[96] = "";
     uint32_t mask = 0;
     for (uint32_t i = 0; i < g->n; i++)
-      if (r->mem[i].busy)
+      if (busy_lanes(r, i) > 0)
         mask |= 1u << i;
     members_list(busy, sizeof(busy), mask);
-    smp_peer_rebuild_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group %u "
-            "within %u ms%s%s", r->step, g->group, REBUILD_MS,
-            mask ? ": waiting for members " : "", busy);
+    smp_peer_rebuild_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group "
+            "%u within %u ms%s%s", r->step, g->group, REBUILD_MS, mask ? ": waiting for "
+            "members " : "", busy);
     return;
   }
   /* links: down too long with fetches due, lost; fetches past their
@@ -495,15 +572,18 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
       m->down_since = now;
     if (!up && now >= m->down_since + REBUILD_LINK_MS)
       unlinked |= 1u << i;
-    if (m->busy && now >= m->deadline)
-      smp_peer_rebuild_member_failed(r, i, "no answer in time");
-    else if (m->busy && !up && (unlinked & (1u << i)))
-      smp_peer_rebuild_member_failed(r, i, "its link is down");
-    else if (m->busy && m->again_at != 0 && now >= m->again_at) {
-      m->again_at = 0;
-      smp_peer_rebuild_send(r, i);
-    } else if (m->busy && m->unsent && up)
-      smp_peer_rebuild_send(r, i);
+    for (unsigned k = 0; k < REBUILD_LANES && smp_peer_rebuild_active(r); k++) {
+      struct rb_fetch *x = &m->lane[k];
+      if (x->busy && now >= x->deadline)
+        smp_peer_rebuild_member_failed(r, i, "no answer in time");
+      else if (x->busy && !up && (unlinked & (1u << i)))
+        smp_peer_rebuild_member_failed(r, i, "its link is down");
+      else if (x->busy && x->again_at != 0 && now >= x->again_at) {
+        x->again_at = 0;
+        smp_peer_rebuild_send(r, i, x);
+      } else if (x->busy && x->unsent && up)
+        smp_peer_rebuild_send(r, i, x);
+    }
   }
   if (r->state == RB_META && r->table != NULL) {
     /* the layout needs every member's size: a member never linked long
@@ -531,7 +611,7 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
     for (uint32_t i = 0; i < g->n; i++) {
       if (i == g->member)
         continue;
-      if (r->mem[i].busy)
+      if (busy_lanes(r, i) > 0)
         return; /* one table fetch at a time */
       if (r->mem[i].no_table || (unlinked & (1u << i)))
         tried |= 1u << i;
@@ -564,7 +644,7 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
   r->nq += smp_rebuild_next(r->rb, r->q + r->nq, REBUILD_QUEUE - r->nq);
   for (unsigned j = 0; j < r->nq;) {
     uint32_t i = r->q[j].member;
-    if (!r->mem[i].busy && r->p->link[i].out_up) {
+    if (busy_lanes(r, i) < REBUILD_LANES && r->p->link[i].out_up) {
       struct smp_rebuild_fetch f = r->q[j];
       memmove(&r->q[j], &r->q[j + 1], (r->nq - j - 1) * sizeof(r->q[0]));
       r->nq--;
@@ -620,7 +700,8 @@ static void cancel(struct smp_peer_rebuild *r, bool touch_store)
 
 /* ---- the SMP's calls ---- */
 
-bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step)
+bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
+                                  bool damaged)
 {
   struct smp_peer_rebuild *r = RB(smp);
   uint32_t slot;
@@ -637,7 +718,8 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step)
     r->state = RB_NONE;
   }
   if (smp->group.k == 0 || smp->peer == NULL || !has_step ||
-      (smp->store != NULL && snap_slot_find_step(smp->store, step, &slot) == 0))
+      (!damaged && smp->store != NULL &&
+       snap_slot_find_step(smp->store, step, &slot) == 0))
     return false;
   if ((r = rb_get(smp)) == NULL)
     return false;

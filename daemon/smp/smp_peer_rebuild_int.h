@@ -21,12 +21,14 @@
 #define REBUILD_QUEUE 64u
 #define REBUILD_WINDOW 4u
 #define REBUILD_CRC_TRIES 3u
+#define REBUILD_LANES 2u         /* fetches outstanding per member (its
+                                  * link serves two queued at most) */
 
 enum rb_state { RB_NONE, RB_WAIT, RB_META, RB_DATA, RB_DONE, RB_FAILED };
 
-/* This SMP's fetch from one other member. */
-struct rb_member {
-  bool busy;                  /* a fetch outstanding */
+/* One of this SMP's fetches from another member. */
+struct rb_fetch {
+  bool busy;                  /* outstanding */
   bool meta;                  /* it is the table's */
   bool unsent;                /* to be sent (again) once the link is up */
   struct smp_rebuild_fetch f;
@@ -36,6 +38,11 @@ struct rb_member {
   uint64_t landing_req;
   unsigned crc_fails;
   unsigned agains;            /* -EAGAIN answers in a row */
+};
+
+/* What this SMP fetches from one other member. */
+struct rb_member {
+  struct rb_fetch lane[REBUILD_LANES];
   bool no_table;              /* refused the table */
   uint64_t down_since;        /* its link is not up since (0: up) */
 };
@@ -82,8 +89,11 @@ void smp_peer_rebuild_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, 
 /* Member i fails as a source (why): erased, its stripes from the others. */
 void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i,
                                     const char *why);
-/* (Again) sends member i's outstanding fetch. */
-void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i);
+/* (Again) sends fetch x of member i. */
+void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i, struct rb_fetch *x);
+/* Member i's outstanding fetch of request id req; NULL. */
+struct rb_fetch *smp_peer_rebuild_find(struct smp_peer_rebuild *r, uint32_t i,
+                                       uint64_t req);
 /* Member i's PEER_META: this member's table, when it fits the object. */
 void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i,
                                const Pt__PeerMeta *m);

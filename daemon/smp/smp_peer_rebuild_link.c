@@ -18,17 +18,20 @@
 /* ---- replies, on the links this SMP dialled ---- */
 
 int smp_peer_rebuild_link_reply(struct link *l, const struct rpc_hdr *h,
-                              ProtobufCMessage *msg)
+                                ProtobufCMessage *msg)
 {
   struct smp_peer_rebuild *r = l->p->rebuild;
-  struct rb_member *m = r != NULL ? &r->mem[l->member] : NULL;
+  struct rb_fetch *m = r != NULL && smp_peer_rebuild_active(r)
+                           ? smp_peer_rebuild_find(r, l->member, h->request_id)
+                           : NULL;
 
-  if (m == NULL || !smp_peer_rebuild_active(r) || !m->busy || h->request_id != m->req)
+  if (m == NULL)
     return 0; /* a late answer to a fetch given up */
   if (h->type == RPC_PEER_META) {
     if (!m->meta) {
       smp_peer_rebuild_member_failed(r, l->member, "it answered a piece with a table");
     } else {
+      m->busy = false;
       smp_peer_rebuild_table_in(r, l->member, (const Pt__PeerMeta *)msg);
     }
   } else if (h->type == RPC_PEER_ACK) {
@@ -55,23 +58,26 @@ void smp_peer_rebuild_link_down(struct link *l)
   struct smp_peer_rebuild *r = l->p->rebuild;
   if (r == NULL)
     return;
-  struct rb_member *m = &r->mem[l->member];
-  m->landing = false; /* the closed link reads nothing more */
-  if (smp_peer_rebuild_active(r) && m->busy)
-    m->unsent = true; /* asked again once it is up */
+  for (unsigned k = 0; k < REBUILD_LANES; k++) {
+    struct rb_fetch *m = &r->mem[l->member].lane[k];
+    m->landing = false; /* the closed link reads nothing more */
+    if (smp_peer_rebuild_active(r) && m->busy)
+      m->unsent = true; /* asked again once it is up */
+  }
 }
 
 int smp_peer_rebuild_link_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
-                                void **dst)
+                                     void **dst)
 {
   struct link *l = rpc_conn_data(c);
   *dst = NULL;
   if (l == NULL || (h->kind & 0xffu) != PEER_BULK_FETCH)
     return PT_EPROTO;
   struct smp_peer_rebuild *r = l->p->rebuild;
-  struct rb_member *m = r != NULL ? &r->mem[l->member] : NULL;
-  if (m == NULL || !smp_peer_rebuild_active(r) || !m->busy || m->meta || h->tag != m->req ||
-      h->offset != m->f.offset || h->length > m->f.length)
+  struct rb_fetch *m = r != NULL && smp_peer_rebuild_active(r)
+                           ? smp_peer_rebuild_find(r, l->member, h->tag)
+                           : NULL;
+  if (m == NULL || m->meta || h->offset != m->f.offset || h->length > m->f.length)
     return PT_OK; /* discarded: not asked for (or no longer) */
   m->landing = true;
   m->landing_req = h->tag;
@@ -90,16 +96,20 @@ static int bulk_done_body(void *arg)
   struct bulk_call *b = arg;
   struct link *l = b->l;
   struct smp_peer_rebuild *r = l->p->rebuild;
-  struct rb_member *m = &r->mem[l->member];
   const struct rpc_bulk_hdr *h = b->h;
 
-  if (m->landing && m->landing_req == h->tag)
-    m->landing = false;
-  if (b->status == -ECANCELED || !smp_peer_rebuild_active(r) || !m->busy || m->meta ||
-      h->tag != m->req)
+  for (unsigned k = 0; k < REBUILD_LANES; k++) {
+    struct rb_fetch *x = &r->mem[l->member].lane[k];
+    if (x->landing && x->landing_req == h->tag)
+      x->landing = false;
+  }
+  struct rb_fetch *m = smp_peer_rebuild_active(r)
+                           ? smp_peer_rebuild_find(r, l->member, h->tag)
+                           : NULL;
+  if (b->status == -ECANCELED || m == NULL || m->meta)
     return 0; /* discarded, or a fetch given up */
   if (b->status == PT_ECHECKSUM && ++m->crc_fails < REBUILD_CRC_TRIES) {
-    smp_peer_rebuild_send(r, l->member); /* once more, the same piece */
+    smp_peer_rebuild_send(r, l->member, m); /* once more, the same piece */
     return 0;
   }
   if (b->status != PT_OK) {
@@ -117,7 +127,7 @@ static int bulk_done_body(void *arg)
     smp_peer_rebuild_member_failed(r, l->member, why);
   } else if (rc != 0) {
     smp_peer_rebuild_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step,
-            smp_rebuild_error(r->rb));
+                          smp_rebuild_error(r->rb));
     return 0;
   } else {
     r->received += h->length;
@@ -129,7 +139,7 @@ static int bulk_done_body(void *arg)
 }
 
 void smp_peer_rebuild_link_bulk_done(struct rpc_conn *c, const struct rpc_bulk_hdr *h,
-                                void *dst, int status)
+                                     void *dst, int status)
 {
   struct link *l = rpc_conn_data(c);
   (void)dst;

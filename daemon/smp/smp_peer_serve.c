@@ -10,7 +10,12 @@
  * chunk or row out of the layout, or of bytes past the piece is answered
  * with a PEER_ACK naming why; a table larger than PEER_META_MAX, or of
  * another size than a whole number of u32, closes the link. The tables
- * are kept in memory, the newest SNAP_MAX_SLOTS steps per member.
+ * are kept in memory, the newest SNAP_MAX_SLOTS steps per member (never
+ * the step committed here, the one a rebuild asks for), and in
+ * "<object>.meta" for the next SMP (smp_peer_meta.c). An SMP that has
+ * protected nothing yet (the epoch after a loss) serves with the layout
+ * of the sizes its members said (-EAGAIN until it knows them all); the
+ * parity of a step this SMP rebuilt itself is not held, and refused.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -221,10 +226,11 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
            "piece (at most %zu at once)", len, off, lay->chunk_bytes, PEER_PIECE);
     return;
   }
-  /* One reply queued at a time per link: a member that asks faster than
-   * it reads is told to wait, before any CRC is spent on it. */
-  if (rpc_conn_queued_bytes(l->in) > 0) {
-    refuse(l, id, f, -EAGAIN, "a fetch of this link is still being sent");
+  /* Two replies queued at most per link (a rebuild keeps two fetches out
+   * per member, so that the link never idles between them): a member that
+   * asks faster than it reads is told to wait, before any CRC is spent. */
+  if (rpc_conn_queued_bytes(l->in) > 2 * PEER_PIECE) {
+    refuse(l, id, f, -EAGAIN, "two fetches of this link are still being sent");
     return;
   }
   uint64_t n = off >= end ? 0 : end - off < len ? end - off : len;

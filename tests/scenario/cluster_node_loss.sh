@@ -12,11 +12,17 @@
 # runs to its end with every digest equal to a fault-free run, and b's log
 # says "step R rebuilt from members x,y: S bytes in T ms, B bytes received".
 #
-# 2. the same loss with a survivor's piece damaged: a byte of the parity
+# 2. b's own copy of the step to restore damaged (ptctl fault corrupt): its
+# SMP rebuilds it from the group, digests equal.
+#
+# 3. the same loss with a survivor's piece damaged: a byte of the parity
 # row of R flipped in both survivors' objects before b comes back. The
 # rebuilt bytes fail their checksums (2+1 has no other survivor): never
 # restored; b's SMP says so, and the job never ends with other digests
 # than the fault-free run's (it fails, or ends equal after an older step).
+#
+# 4. two of the group's three members lost at once: a clear error naming
+# the group, the members lost and what 2+1 tolerates; the job fails.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../cluster.sh"
@@ -29,7 +35,7 @@ ARGS=(--steps $STEPS --state-mb ${NL_STATE_MB:-2} --batch 2 --log-every 10)
 t_reference 3 "${ARGS[@]}"
 
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 2000 --node-wait-ms 60000
-for id in a b c; do c_node_start "$id" --capacity 1 --shm-prefix "$T_PREFIX"; done
+for id in a b c; do c_node_start "$id" --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults; done
 for id in a b c; do c_wait_node_state "$id" alive 10; done
 
 # The pids of node ID's SMPs and trainers, from its control socket.
@@ -110,7 +116,7 @@ wait_committed nl 10
 lose_node b nl
 c_wait_node_state b dead 20
 R=$(c_job_field nl committed_step)
-c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
+c_node_start b --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults
 c_wait_node_state b alive 10
 c_wait_job_state nl done 120
 t_check_digests 3
@@ -133,7 +139,27 @@ if [ -n "${NL_ONLY_LOSS:-}" ]; then
   exit 0
 fi
 
-# ---- 2. a survivor's piece damaged ----
+# ---- 2. a rank's own copy of the step to restore damaged ----
+# (ptctl fault corrupt: b's trainer killed, a byte of its slot of the
+# restore step flipped before the restore). b's node finds it damaged and
+# its SMP rebuilds the step from the group instead of restoring it.
+for f in "$T_DIR"/out.*; do rm -f "$f"; done
+c_ptctl start --job nc --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
+  -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start1.out" 2>&1 \
+  || c_fail "ptctl start failed: $(cat "$T_DIR/start1.out")"
+wait_committed nc 10
+c_ptctl fault inject nc corrupt --node b >"$T_DIR/corrupt.out" 2>&1 \
+  || c_fail "ptctl fault inject corrupt failed: $(cat "$T_DIR/corrupt.out")"
+say "$(tail -n 1 "$T_DIR/corrupt.out")"
+c_wait_job_state nc done 120
+t_check_digests 3
+grep -qE "step [0-9]+, the step to restore, fails its checksums here: its smp rebuilds it" "$T_DIR/node.b.log" \
+  || c_fail "node b did not hand its damaged step to its SMP: $(grep -iE 'checksum|rebuil' "$T_DIR/node.b.log" | tail -n 5)"
+n=$(grep -cE "step [0-9]+ rebuilt from members [0-9,]+: [0-9]+ bytes in" "$T_DIR/node.b.log")
+[ "$n" -ge 2 ] || c_fail "node b did not rebuild its damaged step: $(grep -iE 'rebuil' "$T_DIR/node.b.log" | tail -n 5)"
+say "ok: b's damaged copy rebuilt from the group: $(grep -E "rebuilt from members" "$T_DIR/node.b.log" | tail -n 1 | sed 's/.*: step/step/')"
+
+# ---- 3. a survivor's piece damaged ----
 for f in "$T_DIR"/out.*; do rm -f "$f"; done
 c_ptctl start --job nd --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start2.out" 2>&1 \
@@ -149,7 +175,7 @@ for id in a c; do
     say "rank $r (node $id): a byte of its parity of step $R flipped (slot $slot)"
   done
 done
-c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
+c_node_start b --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults
 deadline=$(( $(date +%s) + 120 ))
 until s=$(c_job_field nd state) && { [ "$s" = done ] || [ "$s" = failed ]; }; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job nd is '$s', neither done nor failed, after 120 s"
@@ -174,7 +200,7 @@ else
   say "ok: a damaged survivor piece never restored; job nd failed, no wrong digest"
 fi
 
-# ---- 3. two members of the group lost at once: beyond 2+1 ----
+# ---- 4. two members of the group lost at once: beyond 2+1 ----
 for f in "$T_DIR"/out.*; do rm -f "$f"; done
 c_ptctl start --job n2 --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start3.out" 2>&1 \
@@ -185,8 +211,8 @@ lose_node c n2
 c_wait_node_state b dead 20
 c_wait_node_state c dead 20
 R=$(c_job_field n2 committed_step)
-c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
-c_node_start c --capacity 1 --shm-prefix "$T_PREFIX"
+c_node_start b --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults
+c_node_start c --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults
 deadline=$(( $(date +%s) + 120 ))
 until s=$(c_job_field n2 state) && { [ "$s" = done ] || [ "$s" = failed ]; }; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job n2 is '$s', neither done nor failed, after 120 s"
