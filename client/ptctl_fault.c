@@ -557,7 +557,11 @@ static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
   }
   struct rec *r = &c->recs[c->nrecs++];
   r->cls = cls;
-  bool ok = wait_resumed(c, &v0, t0, cls == PTCTL_FAULT_CORRUPT && has_step,
+  /* A coded job rebuilds a damaged copy from its group and restores that
+   * same step, rightly: only a job without code must fall back to an
+   * older one (the final digests check either). */
+  bool ok = wait_resumed(c, &v0, t0,
+                         cls == PTCTL_FAULT_CORRUPT && has_step && !v0.coded,
                          step, r);
   fflush(stdout);
   return ok;
