@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo` (tests/demo_cluster.sh) runs as the README says: a trainer and
-# then the controller killed in the middle of a job across three nodes, and
+# `make demo` (tests/demo_cluster.sh) runs as the README says: a trainer,
+# then the controller killed, then a whole node lost (a spare takes its
+# place and rebuilds) in the middle of a coded job across three nodes, and
 # every rank's final digest equal to a fault-free run; it says so last.
 set -u
 cd "$(dirname "$0")/../.."
