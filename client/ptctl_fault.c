@@ -104,6 +104,10 @@ struct job_view {
   char reason[256];
   bool coded;             /* the job has coding groups */
   uint32_t tolerates;     /* the fewest node losses a group absorbs now */
+  uint32_t m;             /* the code's m (0: no code) */
+  /* the first 8 groups' member nodes, in member order (for "group") */
+  uint32_t ngroups, gsize[8];
+  char gnode[8][16][RPC_NODE_ID_MAX + 1];
 };
 
 static bool loses_node(int cls)
@@ -151,9 +155,18 @@ static void job_read(const struct ptctl_opts *o, const char *job,
     v->coded = j->n_groups > 0;
     v->tolerates = UINT32_MAX;
     for (size_t g = 0; g < j->n_groups; g++) {
-      uint32_t t = j->groups[g]->has_tolerates ? j->groups[g]->tolerates : 0;
+      const Pt__NodeGroup *ng = j->groups[g];
+      uint32_t t = ng->has_tolerates ? ng->tolerates : 0;
       if (t < v->tolerates)
         v->tolerates = t;
+      v->m = ng->m;
+      if (g < 8) {
+        v->ngroups = (uint32_t)g + 1;
+        v->gsize[g] = ng->n_members < 16 ? (uint32_t)ng->n_members : 16;
+        for (uint32_t k = 0; k < v->gsize[g]; k++)
+          snprintf(v->gnode[g][k], sizeof(v->gnode[g][k]), "%s",
+                   ng->members[k]->node_id);
+      }
     }
   }
   protobuf_c_message_free_unpacked(msg, NULL);
@@ -392,8 +405,9 @@ static bool wait_ready(struct campaign *c, struct job_view *v, int cls)
     /* A node loss waits until every group absorbs one again (the node
      * lost last holds a committed step since): two losses in one group
      * of a code that tolerates one are the job's end, not a test. */
+    uint32_t need = cls == PTCTL_FAULT_GROUP ? v->m : loses_node(cls) ? 1 : 0;
     if (v->ok && strcmp(v->state, "running") == 0 && v->parts_running &&
-        v->has_committed && (!loses_node(cls) || v->tolerates >= 1))
+        v->has_committed && (need == 0 || v->tolerates >= need))
       return true;
     if (rpc_now_ms() >= deadline) {
       snprintf(c->why, sizeof(c->why), "job '%s' was not running with a "
@@ -477,6 +491,60 @@ static bool wait_resumed(struct campaign *c, const struct job_view *v0,
   }
 }
 
+static bool wait_resumed(struct campaign *c, const struct job_view *v0,
+                         uint64_t t0, bool has_bad, uint64_t bad,
+                         struct rec *r);
+
+/* "group": m nodes of one coding group lost at once (each a "node"), then
+ * each restarted. */
+static bool lose_group(struct campaign *c, struct ptctl_fault_picker *pk,
+                       uint32_t i, struct job_view *v0, uint64_t t0)
+{
+  char msg[1024];
+  uint32_t g = ptctl_fault_pick_below(pk, v0->ngroups);
+  uint32_t n = v0->gsize[g], m = v0->m < n ? v0->m : n;
+  uint32_t first = ptctl_fault_pick_below(pk, n);
+  int pids[16];
+
+  printf("#%" PRIu32 " group: %" PRIu32 " of the %" PRIu32 " nodes of node "
+         "group %" PRIu32 " (code %" PRIu32 "+%" PRIu32 "), epoch %" PRIu64
+         ", committed %" PRIu64 "\n", i + 1, m, n, g, n - v0->m, v0->m,
+         v0->epoch, v0->committed);
+  fflush(stdout);
+  /* m members in a row from a seeded start: distinct nodes */
+  for (uint32_t k = 0; k < m; k++) {
+    const char *node = v0->gnode[g][(first + k) % n];
+    bool has_step;
+    uint64_t step;
+    int code = fault_send(c->o, c->job, "node", node, false, 0, 0, &pids[k],
+                          &has_step, &step, msg, sizeof(msg));
+    if (code != PTCTL_EXIT_OK) {
+      snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (group) "
+               "refused at node '%s': %s", i + 1, node, msg);
+      c->refused = true;
+      return false;
+    }
+    printf("  %s\n", msg);
+  }
+  for (uint32_t k = 0; k < m && c->restart_node != NULL; k++) {
+    const char *node = v0->gnode[g][(first + k) % n];
+    int rc = run_cmd(c->restart_node, node, pids[k], c->timeout_s);
+    if (rc != PT_OK) {
+      snprintf(c->why, sizeof(c->why), "the restart command of injection %"
+               PRIu32 " (group, node '%s') failed: %s", i + 1, node,
+               rc == -ECHILD ? "it exited non-zero" : pt_strerror(rc));
+      c->refused = true;
+      return false;
+    }
+    printf("  restarted: %s (node '%s')\n", c->restart_node, node);
+  }
+  struct rec *r = &c->recs[c->nrecs++];
+  r->cls = PTCTL_FAULT_GROUP;
+  bool ok = wait_resumed(c, v0, t0, false, 0, r);
+  fflush(stdout);
+  return ok;
+}
+
 static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
                 uint32_t i)
 {
@@ -493,6 +561,8 @@ static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
   bool on_rank = cls == PTCTL_FAULT_TRAINER || cls == PTCTL_FAULT_SMP ||
                  cls == PTCTL_FAULT_CORRUPT;
   const char *node = is_ctl ? NULL : v0.node[part];
+  if (cls == PTCTL_FAULT_GROUP)
+    return lose_group(c, pk, i, &v0, rpc_now_ms());
   if (is_ctl)
     printf("#%" PRIu32 " %s: epoch %" PRIu64 ", committed %" PRIu64 "\n",
            i + 1, k->name, v0.epoch, v0.committed);

@@ -45,11 +45,11 @@ static const struct ptctl_fault_class CLASSES[PTCTL_FAULT_NCLASS] = {
                           "restarted (--restart-node), the job rebuilds "
                           "the node's state from its coding groups",
                           NULL},
-    [PTCTL_FAULT_GROUP] = {"group", false, true,
-                           "m nodes of one coding group lost at once",
-                           "the campaign does not yet lose m nodes of one "
-                           "group together and restart them (issue 10 §3); "
-                           "at code k+1, 'node' is that loss"},
+    [PTCTL_FAULT_GROUP] = {"group", true, true,
+                           "m nodes of one coding group lost at once (each "
+                           "as 'node'), once every group absorbs m losses; "
+                           "each restarted as for 'node'",
+                           NULL},
     [PTCTL_FAULT_PROTECTING] = {"protecting", true, true,
                                 "a node lost as it seals a step, while that "
                                 "step's chunks are on their way to its "
