@@ -202,7 +202,9 @@ static int fault_send(const struct ptctl_opts *o, const char *job,
   /* A corruption is answered once it is done, as the job's next restore
    * begins (after the restart's backoff): that long at least. */
   struct ptctl_opts oc = *o;
-  if (strcmp(kind, "corrupt") == 0 && oc.timeout_ms < CORRUPT_TIMEOUT_MS)
+  if ((strcmp(kind, "corrupt") == 0 || strcmp(kind, "protecting") == 0 ||
+       strcmp(kind, "rebuilding") == 0) &&
+      oc.timeout_ms < CORRUPT_TIMEOUT_MS)
     oc.timeout_ms = CORRUPT_TIMEOUT_MS;
   int code = ptctl_ctl_call(&oc, RPC_FAULT, &f.base, RPC_FAULT_REPLY, &rep);
   if (code != PTCTL_EXIT_OK) {

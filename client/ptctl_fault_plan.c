@@ -55,10 +55,13 @@ static const struct ptctl_fault_class CLASSES[PTCTL_FAULT_NCLASS] = {
                                 "step's chunks are on their way to its "
                                 "group; restarted as for 'node'",
                                 NULL},
-    [PTCTL_FAULT_REBUILDING] = {"rebuilding", false, true,
-                                "a node lost during a rebuild",
-                                "the campaign does not yet time a loss into "
-                                "a rebuild under way (issue 10 §3)"},
+    [PTCTL_FAULT_REBUILDING] = {"rebuilding", true, true,
+                                "a node's memory lost (trainers and SMPs "
+                                "killed, shm removed), then the whole node "
+                                "lost as its SMPs begin rebuilding from their "
+                                "groups; restarted as for 'node', it "
+                                "rebuilds again",
+                                NULL},
     [PTCTL_FAULT_PARITY] = {"parity", false, true,
                             "one byte of a parity chunk flipped",
                             "no injector flips a byte of a parity row yet "

@@ -9293,20 +9293,22 @@ const ProtobufCMessageDescriptor pt__fault_reply__descriptor =
   (ProtobufCMessageInit) pt__fault_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[4] =
+static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[5] =
 {
   { "EVENT_SEALED", "PT__EVENT_KIND__EVENT_SEALED", 1 },
   { "EVENT_TRAINER_GONE", "PT__EVENT_KIND__EVENT_TRAINER_GONE", 2 },
   { "EVENT_HELLO_REFUSED", "PT__EVENT_KIND__EVENT_HELLO_REFUSED", 3 },
   { "EVENT_REBUILD_FAILED", "PT__EVENT_KIND__EVENT_REBUILD_FAILED", 4 },
+  { "EVENT_REBUILD_STARTED", "PT__EVENT_KIND__EVENT_REBUILD_STARTED", 5 },
 };
 static const ProtobufCIntRange pt__event_kind__value_ranges[] = {
-{1, 0},{0, 4}
+{1, 0},{0, 5}
 };
-static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[5] =
 {
   { "EVENT_HELLO_REFUSED", 2 },
   { "EVENT_REBUILD_FAILED", 3 },
+  { "EVENT_REBUILD_STARTED", 4 },
   { "EVENT_SEALED", 0 },
   { "EVENT_TRAINER_GONE", 1 },
 };
@@ -9317,9 +9319,9 @@ const ProtobufCEnumDescriptor pt__event_kind__descriptor =
   "EventKind",
   "Pt__EventKind",
   "pt",
-  4,
+  5,
   pt__event_kind__enum_values_by_number,
-  4,
+  5,
   pt__event_kind__enum_values_by_name,
   1,
   pt__event_kind__value_ranges,

@@ -104,7 +104,11 @@ typedef enum _Pt__EventKind {
    * the rebuild of the restore step from the coding group failed (status,
    * message, step): the trainer's RESTORE_QUERY got the same words
    */
-  PT__EVENT_KIND__EVENT_REBUILD_FAILED = 4
+  PT__EVENT_KIND__EVENT_REBUILD_FAILED = 4,
+  /*
+   * the SMP begins rebuilding step from its group
+   */
+  PT__EVENT_KIND__EVENT_REBUILD_STARTED = 5
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PT__EVENT_KIND)
 } Pt__EventKind;
 /*
@@ -1949,6 +1953,10 @@ struct  Pt__PeerSkip
  *                supervisor starts ptd again on the same state dir (node)
  *   "protecting" the same, as the next step a rank seals begins its
  *                protection; answered then, naming the step (node)
+ *   "rebuilding" the node's memory lost (trainers and SMPs SIGKILLed, shm
+ *                objects removed; ptd lives), then, as its SMPs begin
+ *                rebuilding the restore step, the whole node as "node";
+ *                answered then (node)
  *   "controller" SIGKILL of the controller itself, after its answer; its
  *                supervisor restarts it (controller; node absent)
  * The controller relays a node's kinds to `node` (the node must hold a part

@@ -428,9 +428,10 @@ struct node {
     uint32_t rank;
     char job[SNAP_JOB_MAX];
   } fault_corrupt;
-  /* A "protecting" fault waiting for the next seal: its request. */
-  bool fault_protecting;
-  uint64_t fault_protecting_id;
+  /* A "protecting" fault waiting for the next seal, a "rebuilding" one
+   * for the next rebuild: its request. */
+  bool fault_protecting, fault_rebuilding;
+  uint64_t fault_protecting_id, fault_rebuilding_id;
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 
@@ -661,6 +662,9 @@ void node_fault_before_restore(struct node *n);
 /* A rank sealed a step: a pending "protecting" loses the node now, as that
  * step's protection begins, and is answered. */
 void node_fault_on_sealed(struct node *n, uint64_t step);
+/* A rank's SMP began rebuilding step: a pending "rebuilding" loses the
+ * node now, in the middle of it, and is answered. */
+void node_fault_on_rebuild(struct node *n, uint64_t step);
 
 /* node_part.c: cluster mode's job part (JOB_ASSIGN, JOB_HALT, the epoch
  * fence, JOB_PART_STATE, <state-dir>/part.state) */

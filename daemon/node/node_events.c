@@ -165,6 +165,10 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
       /* Its trainer's exit 78 came first: the SMP's words have the
        * numbers (bytes needed, the budget). */
       memcpy(n->why, why, sizeof(why));
+  } else if (e->kind == PT__EVENT_KIND__EVENT_REBUILD_STARTED) {
+    log_debug("rank %s: its smp rebuilds step %" PRIu64 " from its group",
+              NODE_RANK(n, r->rank), e->step);
+    node_fault_on_rebuild(n, e->step);
   } else if (e->kind == PT__EVENT_KIND__EVENT_REBUILD_FAILED) {
     /* The step to restore could not be rebuilt here: the trainer's
      * failure that follows says why. */

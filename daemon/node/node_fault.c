@@ -30,6 +30,11 @@
  *   protecting the same, as the next step a rank seals begins its
  *             protection (a coded job's chunks of it in flight); answered
  *             then, naming the step.
+ *   rebuilding the node's memory lost now (its trainers and SMPs
+ *             SIGKILLed, its shm objects removed; ptd lives), so that the
+ *             job's restart makes its SMPs rebuild the restore step from
+ *             their groups; as the first of them begins that rebuild, the
+ *             whole node is lost as for "node", and answered then.
  *   stop      SIGSTOP of this ptd NODE_FAULT_DELAY_MS after the answer,
  *             SIGCONT ms later
  * The last two are sent by a grandchild (forked twice, so that nobody has
@@ -285,6 +290,52 @@ void node_fault_on_sealed(struct node *n, uint64_t step)
     answer_lost(n, n->fault_protecting_id, objs, true, step);
 }
 
+void node_fault_on_rebuild(struct node *n, uint64_t step)
+{
+  uint32_t objs = 0;
+
+  if (!n->fault_rebuilding)
+    return;
+  n->fault_rebuilding = false;
+  int rc = lose_node(n, &objs);
+  if (rc != PT_OK)
+    answer(n, n->fault_rebuilding_id, rc, 0, false, 0, "node '%s': cannot "
+           "lose the node: %s", n->cfg.node_id, pt_strerror(rc));
+  else
+    answer(n, n->fault_rebuilding_id, PT_OK, getpid(), true, step, "node '%s'"
+           " lost while it rebuilt step %" PRIu64 ": %" PRIu32 " shm object%s "
+           "removed; ptd (pid %d), its trainers and SMPs killed (SIGKILL) in "
+           "%u ms", n->cfg.node_id, step, objs, objs == 1 ? "" : "s",
+           (int)getpid(), NODE_FAULT_DELAY_MS);
+}
+
+/* The memory of the node lost, its ptd alive: every trainer and SMP of
+ * the part SIGKILLed, its shm objects removed. */
+static int lose_memory(struct node *n, uint32_t *objs)
+{
+  *objs = 0;
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    int t = live_pid(n->ranks[i].trainer), s = live_pid(n->ranks[i].smp);
+    if (t > 0) {
+      kill(-t, SIGKILL);
+      kill(t, SIGKILL);
+    }
+    if (s > 0)
+      kill(s, SIGKILL);
+  }
+  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+    char name[256], meta[sizeof(name) + 8];
+    if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
+                        n->cfg.first_rank + i) != PT_OK)
+      continue;
+    if (snap_store_unlink(name) == PT_OK)
+      (*objs)++;
+    snprintf(meta, sizeof(meta), "%s.meta", name);
+    (void)snap_store_unlink(meta);
+  }
+  return PT_OK;
+}
+
 void node_fault_before_restore(struct node *n)
 {
   char err[300] = "";
@@ -413,8 +464,27 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
       return;
     }
     answer_lost(n, id, objs, false, 0);
+  } else if (strcmp(k, "rebuilding") == 0) {
+    if (n->fault_protecting || n->fault_rebuilding || n->fault_corrupt.on) {
+      answer(n, id, -EBUSY, 0, false, 0, "node '%s': a fault already waits "
+             "here", self);
+      return;
+    }
+    if (n->cfg.group.k == 0) {
+      answer(n, id, -EINVAL, 0, false, 0, "node '%s': job '%s' has no "
+             "erasure code: nothing would be rebuilt", self, p->job);
+      return;
+    }
+    uint32_t objs = 0;
+    (void)lose_memory(n, &objs);
+    n->fault_rebuilding = true; /* answered as the rebuild begins */
+    n->fault_rebuilding_id = id;
+    log_warn("fault injection: node '%s' lost its memory (%" PRIu32 " shm "
+             "object%s removed, trainers and SMPs killed); the whole node is "
+             "lost as its SMPs begin rebuilding", self, objs,
+             objs == 1 ? "" : "s");
   } else if (strcmp(k, "protecting") == 0) {
-    if (n->fault_protecting || n->fault_corrupt.on) {
+    if (n->fault_protecting || n->fault_rebuilding || n->fault_corrupt.on) {
       answer(n, id, -EBUSY, 0, false, 0, "node '%s': a fault already waits "
              "here", self);
       return;
@@ -425,6 +495,6 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
              "seals begins its protection", self);
   } else {
     answer(n, id, -EINVAL, 0, false, 0, "node '%s': no fault kind '%s' "
-           "(trainer, smp, ptd, stop, corrupt, node, protecting)", self, LOG_ESC(k));
+           "(trainer, smp, ptd, stop, corrupt, node, protecting, rebuilding)", self, LOG_ESC(k));
   }
 }

@@ -341,6 +341,13 @@ static void begin(struct smp_peer_rebuild *r)
   smp_peer_link_tell_bytes(r->p);
   log_info("step %" PRIu64 " is not held here: rebuilding it from coding "
            "group %u", r->step, r->p->smp->group.group);
+  /* the node hears it (a "rebuilding" fault waits for it) */
+  Pt__Event ev = PT__EVENT__INIT;
+  ev.kind = PT__EVENT_KIND__EVENT_REBUILD_STARTED;
+  ev.rank = r->p->smp->rank;
+  ev.has_step = true;
+  ev.step = r->step;
+  smp_serve_event_send(r->p->smp, &ev);
 }
 
 void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt__PeerMeta *m)
