@@ -276,15 +276,24 @@ if d["nodes_run_jobs"]:
         bad.append("protect_trainer_bound is not a boolean")
     if not isinstance(d.get("protect_commits"), int) or d["protect_commits"] < 1:
         bad.append(f"protect_commits={d.get('protect_commits')!r}")
+    # a lost node rebuilt from its group, beside its limits
+    for f in ("rebuild_s", "rebuild_ingest_s", "rebuild_bytes_ratio"):
+        if not num(f) or d[f] <= 0:
+            bad.append(f"{f}={d.get(f)!r} ({d.get('rebuild_why')!r})")
+    if not (num("rebuild_disk_s") or isinstance(d.get("rebuild_disk_why"), str)):
+        bad.append("rebuild_disk_s neither measured nor explained")
+    if not isinstance(d.get("rebuild_bytes"), int) or d["rebuild_bytes"] < 1:
+        bad.append(f"rebuild_bytes={d.get('rebuild_bytes')!r}")
 if bad:
     print("bench_quick: FAIL: --cluster: " + ", ".join(bad)); sys.exit(1)
 t = d.get("targets")
 for k in ("commit_p50_ms", "ctl_1000_commit_p50_ms", "ctl_1000_cpu_pct", "protect_over_tcp",
-          "cluster_step_overhead_ratio"):
+          "cluster_step_overhead_ratio", "rebuild_over_ingest", "rebuild_bytes_ratio"):
     if not isinstance(t, dict) or not isinstance(t.get(k + "_ok"), bool):
         print(f"bench_quick: FAIL: --cluster targets.{k}_ok is not a boolean"); sys.exit(1)
 print("bench_quick: --cluster " + ", ".join(
     f"{k}={d[k]:.4g}" for k in sorted(d) if (k.startswith("ctl_") or k.startswith("commit_p")
-    or k.startswith("protect_") or k.startswith("cluster_step")) and num(k)))
+    or k.startswith("protect_") or k.startswith("cluster_step") or k.startswith("rebuild_"))
+    and num(k)))
 PY
 echo "bench_quick: ok"
