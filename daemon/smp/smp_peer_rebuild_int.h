@@ -17,7 +17,7 @@
 #define REBUILD_MS 9000u         /* from its start to the verified slot */
 #define REBUILD_FETCH_MS 3000u   /* one fetch */
 #define REBUILD_LINK_MS 3000u    /* a member not linked by then is lost */
-#define REBUILD_TICK_MS 5u
+#define REBUILD_TICK_MS 1u       /* a link up or a size said is seen at once */
 #define REBUILD_AGAIN_MS 2u      /* a fetch refused with -EAGAIN */
 #define REBUILD_QUEUE 64u
 #define REBUILD_WINDOW 8u        /* slices in flight */
