@@ -18,9 +18,10 @@
  * member keeps the tables the others sent it, smp_peer_serve.c), from the
  * first member that has it; then a slot for R (WRITING: never the
  * trainer's, never served), the table in it, and the pieces the machine of
- * smp_rebuild.h lists, fetched on the links this SMP dialled, two
- * outstanding per link (REBUILD_LANES: a survivor queues two replies at
- * most), each with a deadline (REBUILD_FETCH_MS). Replies carry the
+ * smp_rebuild.h lists, REBUILD_SLICE bytes each, REBUILD_WINDOW slices
+ * in flight, fetched on the links this SMP dialled, REBUILD_LANES
+ * outstanding per link (a survivor queues 2 * PEER_PIECE bytes of replies
+ * at most), each with a deadline (REBUILD_FETCH_MS). Replies carry the
  * request id (attempt << 32 | the machine's fetch id), answered by
  * smp_peer_rebuild_link.c: a bulk frame lands straight in the machine's
  * buffer (never through protobuf), a PEER_META is the table, a PEER_ACK a
@@ -238,8 +239,9 @@ void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i, struct rb_fet
   m->unsent = true;
   if (l->out == NULL || !l->out_up)
     return; /* when the link is up again */
-  if (rpc_conn_send(l->out, RPC_PEER_FETCH, m->req, &f.base) == PT_OK)
+  if (rpc_conn_send(l->out, RPC_PEER_FETCH, m->req, &f.base) == PT_OK) {
     m->unsent = false;
+  }
 }
 
 static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
@@ -307,27 +309,12 @@ void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, cons
 
 /* ---- the phases ---- */
 
-/* The layout's sizes: every member's slot bytes (this one's from the
- * object). False while one is not known. */
-static bool sizes(const struct smp_peer_rebuild *r, size_t *out)
-{
-  const struct smp_peer *p = r->p;
-  const struct code_group *g = &p->smp->group;
-  for (uint32_t i = 0; i < g->n; i++) {
-    if (i == g->member)
-      out[i] = (size_t)own_bytes(p);
-    else if (p->link[i].has_bytes)
-      out[i] = (size_t)p->link[i].bytes;
-    else
-      return false;
-  }
-  return true;
-}
-
 static void begin(struct smp_peer_rebuild *r)
 {
   r->attempt++;
   r->t_start = rpc_now_ms();
+  r->us_start = smp_peer_rebuild_now_us();
+  r->us_table = r->us_data = r->us_start;
   r->deadline = r->t_start + REBUILD_MS;
   r->received = 0;
   r->used = 0;
@@ -368,6 +355,7 @@ void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt_
     return;
   }
   memcpy(r->table, m->table.data, want);
+  r->us_table = smp_peer_rebuild_now_us();
   r->table_len = want;
   r->received += want;
 }
@@ -380,7 +368,7 @@ static int begin_data(struct smp_peer_rebuild *r)
   size_t sz[RS_MAX_MEMBERS];
   char err[300] = "";
 
-  if (!sizes(r, sz))
+  if (!smp_peer_rebuild_layout_sizes(r, sz))
     return 1; /* (drive waits for them) */
   if (!r->has_slot) {
     int rc = snap_slot_acquire(smp->store, r->step, &r->slot, &r->gen);
@@ -393,13 +381,14 @@ static int begin_data(struct smp_peer_rebuild *r)
     memcpy(snap_slot_crcs(smp->store, r->slot), r->table, r->table_len);
   }
   int rc = smp_rebuild_new(&r->rb, g->k, g->m, sz, g->member,
-                           snap_slot_data(smp->store, r->slot), PEER_PIECE,
+                           snap_slot_data(smp->store, r->slot), REBUILD_SLICE,
                            REBUILD_WINDOW, err, sizeof(err));
   if (rc != 0) {
     smp_peer_rebuild_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step, err);
     return -1;
   }
   r->state = RB_DATA;
+  r->us_data = smp_peer_rebuild_now_us();
   log_debug("rebuild of step %" PRIu64 ": fetching the pieces of %zu bytes "
             "(%" PRIu64 " ms after its start)", r->step, sz[g->member],
             rpc_now_ms() - r->t_start);
@@ -414,50 +403,6 @@ static int begin_data(struct smp_peer_rebuild *r)
   return 0;
 }
 
-/* The members that were sources of the stripes holding bad block `bad`
- * of the rebuilt slot (erased: the members erased then); 0 when that
- * cannot be told (the table itself damaged). */
-static uint32_t bad_sources(const struct smp_peer_rebuild *r, uint32_t bad,
-                            uint32_t erased)
-{
-  const struct smp *smp = r->p->smp;
-  const struct code_group *g = &smp->group;
-  const struct snap_store *s = smp->store;
-  uint32_t nb = snap_store_nblocks(s);
-  uint64_t off = 0, len = 0;
-
-  if (bad == SNAP_BAD_BLOB(nb)) {
-    off = (uint64_t)((const uint8_t *)snap_slot_blob(s, r->slot) -
-                     (const uint8_t *)snap_slot_data(s, r->slot));
-    len = snap_store_blob_max(s);
-  }
-  for (uint32_t i = 0; i < snap_store_nregions(s) && len == 0 && bad < nb; i++) {
-    const struct snap_region *rg = snap_store_region(s, i);
-    if (bad >= rg->first_block && bad < rg->first_block + rg->nblocks) {
-      off = rg->offset + (uint64_t)(bad - rg->first_block) * KERN_BLOCK_SIZE;
-      len = rg->bytes - (off - rg->offset) < KERN_BLOCK_SIZE
-                ? rg->bytes - (off - rg->offset) : KERN_BLOCK_SIZE;
-    }
-  }
-  size_t sz[RS_MAX_MEMBERS];
-  struct rs_layout lay;
-  struct rs_plan plan;
-  if (len == 0 || !sizes(r, sz) ||
-      rs_layout_init(&lay, g->k, g->m, sz, g->n) != 0 ||
-      rs_layout_plan(&lay, (1u << g->member) | erased, &plan) != 0 ||
-      lay.chunk_bytes == 0)
-    return 0;
-  uint32_t mask = 0;
-  for (uint64_t c = off / lay.chunk_bytes;
-       c <= (off + len - 1) / lay.chunk_bytes && c < lay.k; c++) {
-    const struct rs_stripe_plan *sp =
-        &plan.stripe[rs_layout_chunk_stripe(&lay, g->member, (unsigned)c)];
-    for (unsigned x = 0; x < sp->nsrc; x++)
-      mask |= 1u << sp->src[x].member;
-  }
-  return mask;
-}
-
 /* Every slice in: sealed, verified, committed; or tried again without a
  * source, or failed. */
 static void finish(struct smp_peer_rebuild *r)
@@ -467,6 +412,7 @@ static void finish(struct smp_peer_rebuild *r)
   uint64_t fetched = 0, rebuilt = 0;
   smp_rebuild_progress(r->rb, &fetched, &rebuilt);
   uint32_t erased = smp_rebuild_erased(r->rb);
+  uint64_t us_in = smp_peer_rebuild_now_us();
   machine_free(r);
 
   int rc = snap_slot_seal(smp->store, r->slot, r->gen, r->step);
@@ -491,7 +437,7 @@ static void finish(struct smp_peer_rebuild *r)
      * source of the first try's bad stripe in turn (each source of the
      * first try when that cannot be told); else never restored. */
     if (r->verify_tries == 0) {
-      uint32_t at = bad_sources(r, bad, erased) & r->used & ~erased;
+      uint32_t at = smp_peer_rebuild_layout_bad_sources(r, bad, erased) & r->used & ~erased;
       r->cand = at != 0 ? at : r->used & ~erased;
       r->base_erased = erased;
     }
@@ -531,9 +477,12 @@ static void finish(struct smp_peer_rebuild *r)
   r->state = RB_DONE;
   r->has_rebuilt = true;
   r->rebuilt_step = r->step;
+  uint64_t us_end = smp_peer_rebuild_now_us();
   log_info("step %" PRIu64 " rebuilt from members %s: %" PRIu64 " bytes in %"
-           PRIu64 " ms, %" PRIu64 " bytes received", r->step, from, rebuilt,
-           rpc_now_ms() - r->t_start, r->received);
+           PRIu64 " ms, %" PRIu64 " bytes received (table %" PRIu64 " us, links %"
+           PRIu64 " us, pieces %" PRIu64 " us, verify %" PRIu64 " us)", r->step, from,
+           rebuilt, rpc_now_ms() - r->t_start, r->received, r->us_table - r->us_start,
+           r->us_data - r->us_table, us_in - r->us_data, us_end - us_in);
   answer_held(r);
 }
 
@@ -596,7 +545,7 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
     /* the layout needs every member's size: a member never linked long
      * enough to say it is lost */
     size_t sz[RS_MAX_MEMBERS];
-    if (sizes(r, sz)) {
+    if (smp_peer_rebuild_layout_sizes(r, sz)) {
       if (begin_data(r) != 0)
         return;
     } else {

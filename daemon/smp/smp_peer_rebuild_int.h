@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "daemon/smp/smp_internal.h"
 #include "daemon/smp/smp_peer_int.h"
@@ -16,13 +17,15 @@
 #define REBUILD_MS 9000u         /* from its start to the verified slot */
 #define REBUILD_FETCH_MS 3000u   /* one fetch */
 #define REBUILD_LINK_MS 3000u    /* a member not linked by then is lost */
-#define REBUILD_TICK_MS 5u
+#define REBUILD_TICK_MS 1u       /* a link up or a size said is seen at once */
 #define REBUILD_AGAIN_MS 2u      /* a fetch refused with -EAGAIN */
 #define REBUILD_QUEUE 64u
-#define REBUILD_WINDOW 4u
+#define REBUILD_WINDOW 8u        /* slices in flight */
+#define REBUILD_SLICE ((size_t)1 << 20) /* bytes per fetch */
 #define REBUILD_CRC_TRIES 3u
-#define REBUILD_LANES 2u         /* fetches outstanding per member (its
-                                  * link serves two queued at most) */
+#define REBUILD_LANES 4u         /* fetches outstanding per member (its
+                                  * link serves 2 * PEER_PIECE queued at
+                                  * most: 8 slices) */
 
 enum rb_state { RB_NONE, RB_WAIT, RB_META, RB_DATA, RB_DONE, RB_FAILED };
 
@@ -53,6 +56,7 @@ struct smp_peer_rebuild {
   uint64_t step;
   uint32_t attempt;
   uint64_t t_start, deadline;
+  uint64_t us_start, us_table, us_data; /* its phases (rpc_now_us) */
   bool has_slot;
   uint32_t slot;
   uint64_t gen;
@@ -80,6 +84,14 @@ struct smp_peer_rebuild {
   bool timer_init, timer_on;
 };
 
+/* Microseconds of the monotonic clock: the phases' times in the log. */
+static inline uint64_t smp_peer_rebuild_now_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* smp_peer_rebuild.c */
 bool smp_peer_rebuild_active(const struct smp_peer_rebuild *r);
 /* The rebuild fails (rc, a sentence): logged, slots freed, the held
@@ -99,5 +111,15 @@ void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i,
                                const Pt__PeerMeta *m);
 /* What can go now goes: phases, deadlines, fetches, the end. */
 void smp_peer_rebuild_drive(struct smp_peer_rebuild *r);
+
+/* smp_peer_rebuild_layout.c */
+/* Every member's slot bytes (this one's from the object) into out; false
+ * while one is not known. */
+bool smp_peer_rebuild_layout_sizes(const struct smp_peer_rebuild *r, size_t *out);
+/* The members that were sources of the stripes holding bad block `bad` of
+ * the rebuilt slot (erased: the members erased then); 0 when that cannot
+ * be told. */
+uint32_t smp_peer_rebuild_layout_bad_sources(const struct smp_peer_rebuild *r,
+                                             uint32_t bad, uint32_t erased);
 
 #endif /* PT_SMP_PEER_REBUILD_INT_H */

@@ -226,8 +226,9 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
            "piece (at most %zu at once)", len, off, lay->chunk_bytes, PEER_PIECE);
     return;
   }
-  /* Two replies queued at most per link (a rebuild keeps two fetches out
-   * per member, so that the link never idles between them): a member that
+  /* 2 * PEER_PIECE bytes of replies queued at most per link (a rebuild
+   * keeps a few fetches out per member, so that the link never idles
+   * between them): a member that
    * asks faster than it reads is told to wait, before any CRC is spent. */
   if (rpc_conn_queued_bytes(l->in) > 2 * PEER_PIECE) {
     refuse(l, id, f, -EAGAIN, "two fetches of this link are still being sent");

@@ -29,8 +29,11 @@ struct slice {
   bool used;
   unsigned item;
   uint64_t off, len;
-  uint8_t *buf[RS_MAX_MEMBERS];   /* by source j: len bytes */
-  uint8_t *out;                   /* len bytes */
+  uint8_t *buf[RS_MAX_MEMBERS];   /* by source j: cap bytes, kept for the
+                                   * next slice of this window place */
+  uint64_t cap[RS_MAX_MEMBERS];
+  uint8_t *out;                   /* the tail past the valid bytes: out_cap */
+  uint64_t out_cap;
   uint32_t id[RS_MAX_MEMBERS];
   uint64_t expect[RS_MAX_MEMBERS];
   bool in[RS_MAX_MEMBERS];
@@ -78,15 +81,37 @@ static int fail(struct smp_rebuild *rb, int rc, const char *fmt, ...)
   return rc;
 }
 
+/* The slice is done: its buffers stay for the next one (no fresh pages
+ * to fault in per slice). */
+static void slice_done(struct slice *s)
+{
+  s->used = false;
+}
+
 static void slice_free(struct slice *s)
 {
   for (unsigned j = 0; j < RS_MAX_MEMBERS; j++) {
     free(s->buf[j]);
     s->buf[j] = NULL;
+    s->cap[j] = 0;
   }
   free(s->out);
   s->out = NULL;
+  s->out_cap = 0;
   s->used = false;
+}
+
+/* *b holds at least len bytes (cap: what it holds). */
+static bool buf_fit(uint8_t **b, uint64_t *cap, uint64_t len)
+{
+  if (*b != NULL && *cap >= len)
+    return true;
+  free(*b);
+  *cap = 0;
+  if ((*b = malloc((size_t)len)) == NULL)
+    return false;
+  *cap = len;
+  return true;
 }
 
 int smp_rebuild_new(struct smp_rebuild **out, unsigned k, unsigned m,
@@ -197,15 +222,19 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
     const struct rs_stripe_plan *sp = &rb->plan.stripe[it->stripe];
     uint64_t len = it->span - rb->next_off < rb->slice_bytes ? it->span - rb->next_off
                                                              : rb->slice_bytes;
-    memset(s, 0, sizeof(*s));
-    s->out = malloc(len);
-    bool ok = s->out != NULL;
+    bool ok = true;
     for (unsigned j = 0; j < k && ok; j++)
-      ok = (s->buf[j] = malloc(len)) != NULL;
+      ok = buf_fit(&s->buf[j], &s->cap[j], len);
+    if (ok && rb->next_off + len > it->valid) /* the tail: not all of it lands */
+      ok = buf_fit(&s->out, &s->out_cap, len);
     if (!ok) {
       slice_free(s);
       break; /* tried again at the next call */
     }
+    memset(s->id, 0, sizeof(s->id));
+    memset(s->expect, 0, sizeof(s->expect));
+    memset(s->in, 0, sizeof(s->in));
+    memset(s->issued, 0, sizeof(s->issued));
     s->used = true;
     s->item = rb->next_item;
     s->off = rb->next_off;
@@ -246,14 +275,19 @@ static int decode(struct smp_rebuild *rb, struct slice *s)
       memset(s->buf[j] + s->expect[j], 0, (size_t)(s->len - s->expect[j]));
     pieces[sp->src[j].pos] = s->buf[j];
   }
-  pieces[it->lost_pos] = s->out;
+  /* Straight into the destination, but for a tail past the valid bytes
+   * (decoded whole, then cut). */
+  uint8_t *at = rb->dst + (size_t)it->chunk * rb->l.chunk_bytes + s->off;
+  bool tail = s->off + s->len > it->valid;
+  pieces[it->lost_pos] = tail ? s->out : at;
   int rc = rs_stripe_decode(rb->coder, (size_t)s->len, pieces, sp->src_mask,
                             1u << it->lost_pos);
   if (rc != 0)
     return fail(rb, rc, "decoding stripe %u at byte %" PRIu64 ": %s", it->stripe, s->off,
                 rs_last_error());
   uint64_t n = it->valid - s->off < s->len ? it->valid - s->off : s->len;
-  memcpy(rb->dst + (size_t)it->chunk * rb->l.chunk_bytes + s->off, s->out, (size_t)n);
+  if (tail)
+    memcpy(at, s->out, (size_t)n);
   rb->rebuilt += n;
   rb->decoded++;
   return 0;
@@ -277,7 +311,7 @@ int smp_rebuild_got(struct smp_rebuild *rb, uint32_t id, uint64_t bytes)
       if (--s->pending > 0)
         return 0;
       int rc = decode(rb, s);
-      slice_free(s);
+      slice_done(s);
       return rc;
     }
   }
@@ -306,6 +340,7 @@ static int slice_replan(struct smp_rebuild *rb, struct slice *s)
     r[j]->next = rb->retired;
     rb->retired = r[j];
     s->buf[j] = nb[j];
+    s->cap[j] = s->len;
     const struct rs_piece *p = &sp->src[j];
     uint64_t expect = s->len;
     if (!p->is_parity) {
