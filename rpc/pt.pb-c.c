@@ -7265,7 +7265,7 @@ const ProtobufCMessageDescriptor pt__job_halt__descriptor =
   (ProtobufCMessageInit) pt__job_halt__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[10] =
+static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[11] =
 {
   {
     "job",
@@ -7387,6 +7387,18 @@ static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[10] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rebuilt",
+    11,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobPartState, has_rebuilt),
+    offsetof(Pt__JobPartState, rebuilt),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_part_state__field_indices_by_name[] = {
   5,   /* field[5] = bytes_held */
@@ -7397,13 +7409,14 @@ static const unsigned pt__job_part_state__field_indices_by_name[] = {
   4,   /* field[4] = message */
   9,   /* field[9] = peer_ports */
   8,   /* field[8] = permanent */
+  10,   /* field[10] = rebuilt */
   2,   /* field[2] = state */
   3,   /* field[3] = status */
 };
 static const ProtobufCIntRange pt__job_part_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
 {
@@ -7413,7 +7426,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   "Pt__JobPartState",
   "pt",
   sizeof(Pt__JobPartState),
-  10,
+  11,
   pt__job_part_state__field_descriptors,
   pt__job_part_state__field_indices_by_name,
   1,  pt__job_part_state__number_ranges,

@@ -1423,10 +1423,18 @@ struct  Pt__JobPartState
    */
   size_t n_peer_ports;
   uint32_t *peer_ports;
+  /*
+   * A coded job: a local rank's SMP rebuilt (or rebuilds) this epoch's
+   * restore step from its group (the node came back empty, or its copy was
+   * damaged): until a newer step commits it holds none of that step's
+   * parity, and its groups count it as a lost member. Absent: false.
+   */
+  protobuf_c_boolean has_rebuilt;
+  protobuf_c_boolean rebuilt;
 };
 #define PT__JOB_PART_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_state__descriptor) \
-    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0, 0,NULL }
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0, 0,NULL, 0, 0 }
 
 
 /*

@@ -690,6 +690,10 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     pt->nheld = 0;
     for (size_t i = 0; i < m->n_held && pt->nheld < CTL_HELD_MAX; i++)
       pt->held[pt->nheld++] = m->held[m->n_held - 1 - i]; /* newest kept */
+    /* Its SMPs rebuilt the restore step (back empty): no parity of it is
+     * held there until the next commit, as for a spare. */
+    if (m->has_rebuilt && m->rebuilt && j->groups.n > 0 && !pt->empty)
+      ctl_jobs_spare_rebuilt(j, p);
   }
   pt->deadline = 0;
   switch (j->state) {

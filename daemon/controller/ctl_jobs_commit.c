@@ -144,6 +144,11 @@ void ctl_jobs_commit_realign(struct ctl_jobs *js, struct ctl_job *j,
         (j->has_committed && o->pinned_step <= j->committed))
       continue;
     uint64_t other = o->pinned_step;
+    /* Apart only when neither step can still commit: q never reported
+     * step (sealed, pinned or not) and p never reported q's. */
+    if (commit_plan_sealed_has(&j->commit.v[q].sealed, step) ||
+        commit_plan_sealed_has(&j->commit.v[p].sealed, other))
+      continue;
     log_debug("job '%s' epoch %" PRIu64 ": node '%s' pinned step %" PRIu64
               ", node '%s' step %" PRIu64 ": neither can commit, both let "
               "go of", j->spec->name, j->epoch, j->parts[p].node_id, step,

@@ -96,6 +96,10 @@ void ctl_jobs_commit_drive(struct ctl_job *j, uint64_t now);
  * frees every SMP of the job at one moment for the same next step. */
 void ctl_jobs_commit_realign(struct ctl_jobs *js, struct ctl_job *j,
                              uint32_t p, uint64_t step);
+/* ctl_jobs_spare.c: part p's node came back empty under its own id (its
+ * SMPs rebuilt the restore step): a lost member of its groups until the
+ * next commit, as an empty spare is. */
+void ctl_jobs_spare_rebuilt(struct ctl_job *j, uint32_t p);
 
 /* ctl_jobs_spare.c: a node group of j lost more members (dead nodes,
  * empty spares) than its code tolerates while a step is committed: j ends

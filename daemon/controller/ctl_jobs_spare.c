@@ -264,6 +264,16 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
   return true;
 }
 
+void ctl_jobs_spare_rebuilt(struct ctl_job *j, uint32_t p)
+{
+  struct ctl_part *pt = &j->parts[p];
+  pt->empty = true;
+  snprintf(pt->lost_id, sizeof(pt->lost_id), "%s", pt->node_id);
+  log_notice("job '%s' epoch %" PRIu64 ": node '%s' rebuilt its snapshots "
+             "from its coding groups: they count it as lost until a newer "
+             "step commits", j->spec->name, j->epoch, pt->node_id);
+}
+
 void ctl_jobs_spare_protected(struct ctl_job *j)
 {
   bool any = false;

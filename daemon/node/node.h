@@ -431,7 +431,11 @@ struct node {
   /* A "protecting" fault waiting for the next seal, a "rebuilding" one
    * for the next rebuild: its request. */
   bool fault_protecting, fault_rebuilding;
-  uint64_t fault_protecting_id, fault_rebuilding_id;
+  uint64_t fault_protecting_id, fault_rebuilding_id, fault_armed_ms;
+  /* A coded part: a local SMP began rebuilding the restore step of epoch
+   * rebuilt_epoch (JobPartState.rebuilt); report_owed: say so at once. */
+  uint64_t rebuilt_epoch;
+  bool report_owed;
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 

@@ -168,6 +168,10 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
   } else if (e->kind == PT__EVENT_KIND__EVENT_REBUILD_STARTED) {
     log_debug("rank %s: its smp rebuilds step %" PRIu64 " from its group",
               NODE_RANK(n, r->rank), e->step);
+    if (n->part != NULL) {
+      n->rebuilt_epoch = node_part_epoch(n);
+      n->report_owed = true; /* the controller counts the group's health */
+    }
     node_fault_on_rebuild(n, e->step);
   } else if (e->kind == PT__EVENT_KIND__EVENT_REBUILD_FAILED) {
     /* The step to restore could not be rebuilt here: the trainer's

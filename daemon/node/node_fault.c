@@ -20,13 +20,13 @@
  *             Nothing else changes: the slot's checksum table says what
  *             the bytes were, so a restore must find it damaged.
  *   ptd       SIGKILL of this ptd, NODE_FAULT_DELAY_MS after the answer
- *   node      the whole node lost, as a power cut would take it: the
- *             part's shm objects (and the group's tables beside them)
- *             removed now, then this ptd, every trainer (its process
- *             group) and every SMP of the part SIGKILLed together
- *             NODE_FAULT_DELAY_MS after the answer. Only the state dir on
- *             disk survives: the node's supervisor starts ptd again, and
- *             the part's SMPs rebuild from their groups.
+ *   node      the whole node lost, as a power cut would take it: this
+ *             ptd, every trainer (its process group) and every SMP of the
+ *             part SIGKILLed together NODE_FAULT_DELAY_MS after the
+ *             answer, then the part's shm objects (and the group's tables
+ *             beside them) removed. Only the state dir on disk survives:
+ *             the node's supervisor starts ptd again, and the part's SMPs
+ *             rebuild from their groups.
  *   protecting the same, as the next step a rank seals begins its
  *             protection (a coded job's chunks of it in flight); answered
  *             then, naming the step.
@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,7 @@
 
 #define NODE_FAULT_DELAY_MS 100u    /* between the answer and the signal */
 #define NODE_FAULT_STOP_MAX_MS 600000u
+#define NODE_FAULT_ARMED_MS 60000u  /* an armed fault's wait for its moment */
 
 static void sleep_ms(uint32_t ms)
 {
@@ -199,9 +201,12 @@ out_close:
   return rc;
 }
 
-/* A grandchild that sends SIGKILL to every pid of pids (a negative one: a
- * process group) delay ms from now; as signal_later. */
-static int kill_all_later(const pid_t *pids, uint32_t n, uint32_t delay)
+/* A grandchild that, delay ms from now, sends SIGKILL to every pid of pids
+ * (a negative one: a process group), then removes every shm object of
+ * names (the processes are gone first, so none recreates one); as
+ * signal_later. */
+static int kill_all_later(const pid_t *pids, uint32_t n, char (*names)[264],
+                          uint32_t nnames, uint32_t delay)
 {
   long maxfd = sysconf(_SC_OPEN_MAX);
   if (maxfd < 0 || maxfd > 65536)
@@ -210,30 +215,37 @@ static int kill_all_later(const pid_t *pids, uint32_t n, uint32_t delay)
   if (pid < 0)
     return -errno;
   if (pid == 0) {
-    if (fork() != 0)
-      _exit(0);
+    pid_t g = fork();
+    if (g != 0)
+      _exit(g < 0 ? 1 : 0);
     for (long fd = 3; fd < maxfd; fd++)
       close((int)fd);
     sleep_ms(delay);
     for (uint32_t i = 0; i < n; i++)
       kill(pids[i], SIGKILL);
+    for (uint32_t i = 0; i < nnames; i++)
+      shm_unlink(names[i]); /* unlink(2) of /dev/shm/NAME: no allocation */
     _exit(0);
   }
   int st;
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
     ;
-  return PT_OK;
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? PT_OK : -EAGAIN;
 }
 
-/* The "node" fault (see the top). OUT: *objs, the objects removed. */
+/* The "node" fault (see the top). OUT: *objs, the objects it removes. */
 static int lose_node(struct node *n, uint32_t *objs)
 {
   uint32_t nr = n->cfg.ranks;
   pid_t *pids = calloc(3u * nr + 1u, sizeof(*pids));
-  uint32_t np = 0;
+  char (*names)[264] = calloc(2u * nr + 1u, sizeof(*names));
+  uint32_t np = 0, nn = 0;
 
-  if (pids == NULL)
+  if (pids == NULL || names == NULL) {
+    free(pids);
+    free(names);
     return -ENOMEM;
+  }
   pids[np++] = getpid(); /* first: nothing of it reacts to the others */
   for (uint32_t i = 0; i < nr; i++) {
     int t = live_pid(n->ranks[i].trainer), s = live_pid(n->ranks[i].smp);
@@ -246,17 +258,21 @@ static int lose_node(struct node *n, uint32_t *objs)
   }
   *objs = 0;
   for (uint32_t i = 0; i < nr; i++) {
-    char name[256], meta[sizeof(name) + 8];
+    char name[256];
+    struct snap_store *st = NULL;
     if (snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
                         n->cfg.first_rank + i) != PT_OK)
       continue;
-    if (snap_store_unlink(name) == PT_OK)
+    if (snap_store_open(&st, name, NULL, 0) == PT_OK) {
       (*objs)++;
-    snprintf(meta, sizeof(meta), "%s.meta", name);
-    (void)snap_store_unlink(meta);
+      snap_store_close(st);
+    }
+    snprintf(names[nn++], sizeof(names[0]), "%s", name);
+    snprintf(names[nn++], sizeof(names[0]), "%s.meta", name);
   }
-  int rc = kill_all_later(pids, np, NODE_FAULT_DELAY_MS);
+  int rc = kill_all_later(pids, np, names, nn, NODE_FAULT_DELAY_MS);
   free(pids);
+  free(names);
   return rc;
 }
 
@@ -275,11 +291,25 @@ static void answer_lost(struct node *n, uint64_t id, uint32_t objs,
          NODE_FAULT_DELAY_MS);
 }
 
+/* An armed fault whose moment did not come within NODE_FAULT_ARMED_MS is
+ * answered so and disarmed, never carried out later on another epoch. */
+static bool armed_expired(struct node *n, bool *armed, uint64_t id)
+{
+  if (!*armed || rpc_now_ms() < n->fault_armed_ms + NODE_FAULT_ARMED_MS)
+    return false;
+  *armed = false;
+  answer(n, id, -ETIMEDOUT, 0, false, 0, "node '%s': the fault's moment did "
+         "not come within %u ms; not injected", n->cfg.node_id,
+         NODE_FAULT_ARMED_MS);
+  return true;
+}
+
 void node_fault_on_sealed(struct node *n, uint64_t step)
 {
   uint32_t objs = 0;
 
-  if (!n->fault_protecting)
+  if (armed_expired(n, &n->fault_protecting, n->fault_protecting_id) ||
+      !n->fault_protecting)
     return;
   n->fault_protecting = false;
   int rc = lose_node(n, &objs);
@@ -294,7 +324,8 @@ void node_fault_on_rebuild(struct node *n, uint64_t step)
 {
   uint32_t objs = 0;
 
-  if (!n->fault_rebuilding)
+  if (armed_expired(n, &n->fault_rebuilding, n->fault_rebuilding_id) ||
+      !n->fault_rebuilding)
     return;
   n->fault_rebuilding = false;
   int rc = lose_node(n, &objs);
@@ -310,7 +341,8 @@ void node_fault_on_rebuild(struct node *n, uint64_t step)
 }
 
 /* The memory of the node lost, its ptd alive: every trainer and SMP of
- * the part SIGKILLed, its shm objects removed. */
+ * the part SIGKILLed, then (once each is gone, so that none recreates one)
+ * its shm objects removed. */
 static int lose_memory(struct node *n, uint32_t *objs)
 {
   *objs = 0;
@@ -320,8 +352,22 @@ static int lose_memory(struct node *n, uint32_t *objs)
       kill(-t, SIGKILL);
       kill(t, SIGKILL);
     }
-    if (s > 0)
+    if (s > 0) {
       kill(s, SIGKILL);
+      for (int k = 0; k < 200 && kill(s, 0) == 0; k++) {
+        /* a zombie until ptd reaps it: gone once /proc says so */
+        char path[64], st[64];
+        snprintf(path, sizeof(path), "/proc/%d/stat", s);
+        FILE *f = fopen(path, "r");
+        bool zombie = f != NULL && fgets(st, sizeof(st), f) != NULL &&
+                      strstr(st, ") Z") != NULL;
+        if (f != NULL)
+          fclose(f);
+        if (zombie || f == NULL)
+          break;
+        sleep_ms(5);
+      }
+    }
   }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     char name[256], meta[sizeof(name) + 8];
@@ -479,6 +525,7 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
     (void)lose_memory(n, &objs);
     n->fault_rebuilding = true; /* answered as the rebuild begins */
     n->fault_rebuilding_id = id;
+    n->fault_armed_ms = rpc_now_ms();
     log_warn("fault injection: node '%s' lost its memory (%" PRIu32 " shm "
              "object%s removed, trainers and SMPs killed); the whole node is "
              "lost as its SMPs begin rebuilding", self, objs,
@@ -491,6 +538,7 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
     }
     n->fault_protecting = true; /* answered at the next seal */
     n->fault_protecting_id = id;
+    n->fault_armed_ms = rpc_now_ms();
     log_warn("fault injection: node '%s' is lost as the next step a rank "
              "seals begins its protection", self);
   } else {

@@ -106,12 +106,15 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
         ports[i] = n->ranks[i].peer_port;
       m.n_peer_ports = n->cfg.ranks;
       m.peer_ports = ports;
+      m.has_rebuilt = n->rebuilt_epoch != 0 && n->rebuilt_epoch == p->epoch;
+      m.rebuilt = m.has_rebuilt;
     }
   } else if (p->end == PART_FAILED && p->n_end_held > 0) {
     m.n_held = p->n_end_held;
     m.held = p->end_held;
   }
   n->peer_ports_dirty = false;
+  n->report_owed = false;
   int rc = node_cluster_send(n, RPC_JOB_PART_STATE, id, &m.base);
   if (rc == PT_OK)
     log_debug("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch, state);
@@ -141,7 +144,7 @@ void node_part_report_after_drive(struct node *n)
   if (p == NULL || !p->active)
     return;
   const char *s = node_part_report_state_now(n);
-  if (s != NULL && (s != p->reported || n->peer_ports_dirty))
+  if (s != NULL && (s != p->reported || n->peer_ports_dirty || n->report_owed))
     node_part_report_send(n, 0, s);
   node_peers_drive(n);
 }

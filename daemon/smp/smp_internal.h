@@ -269,6 +269,9 @@ void smp_peer_skipped(struct smp *smp, uint64_t step);
 bool smp_peer_may_take(struct smp *smp, uint64_t step);
 /* step (and every older one) is committed. */
 void smp_peer_committed(struct smp *smp, uint64_t step);
+/* The job's restore point is step (has false: none): the group's checksum
+ * tables of newer steps are dropped (smp_peer_serve.c). */
+void smp_peer_restore_point(struct smp *smp, bool has, uint64_t step);
 /* The node let go of step (UNPIN: its round failed, or its ranks fell
  * apart): it will not be committed, so its protection here ends at once
  * and the group hears so (PEER_SKIP). */

@@ -236,6 +236,7 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
     smp->restore_set = true;
     smp->restore_has_step = m->has_step;
     smp->restore_step = m->step;
+    smp_peer_restore_point(smp, m->has_step, m->step);
     if (rebuild)
       log_info("restore point: step %" PRIu64 ", to be rebuilt from coding "
                "group %u", m->step, smp->group.group);

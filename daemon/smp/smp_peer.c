@@ -575,6 +575,12 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
   return true;
 }
 
+void smp_peer_restore_point(struct smp *smp, bool has, uint64_t step)
+{
+  if (P(smp) != NULL)
+    smp_peer_serve_forget_after(P(smp), has, step);
+}
+
 void smp_peer_committed(struct smp *smp, uint64_t step)
 {
   struct smp_peer *p = P(smp);

@@ -173,6 +173,12 @@ int smp_peer_serve_on_msg(struct link *l, const struct rpc_hdr *h,
                           ProtobufCMessage *msg);
 /* Frees the tables kept for l. */
 void smp_peer_serve_forget(struct link *l);
+/* The job restores step (has false: starts fresh): every member's table of
+ * a newer step (none then) is dropped, here and in '<object>.meta', since
+ * those steps are sealed again, maybe with other bytes (a trainer that is
+ * not bit-deterministic), and a rebuild must never check against an old
+ * table. */
+void smp_peer_serve_forget_after(struct smp_peer *p, bool has, uint64_t step);
 
 /* smp_peer_meta.c: the tables of meta[] kept in "<object name>.meta", so
  * that the next SMP (a new epoch) still has them. save: rewrites it; load:

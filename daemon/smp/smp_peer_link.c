@@ -99,6 +99,10 @@ static void on_out_ready(struct rpc_conn *c)
   log_debug("link to member %u (node '%s') up", l->member,
             member_of(l->p, l->member)->node_id);
   smp_peer_link_hello(l);
+  /* The table of the step being sent, which this link missed at the seal
+   * (every link gets it again: a member keeps one per step). */
+  if (l->p->active)
+    smp_peer_serve_meta_send(l->p, l->p->slot, l->p->step);
 }
 
 static void on_out_drain_body(struct rpc_conn *c)

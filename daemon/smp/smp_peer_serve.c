@@ -48,6 +48,31 @@ void smp_peer_serve_meta_send(struct smp_peer *p, uint32_t slot, uint64_t step)
   }
 }
 
+void smp_peer_serve_forget_after(struct smp_peer *p, bool has, uint64_t step)
+{
+  unsigned dropped = 0;
+
+  smp_peer_meta_load(p); /* what the file keeps is dropped too */
+  for (uint32_t i = 0; i < p->smp->group.n; i++) {
+    struct link *l = &p->link[i];
+    unsigned k = 0;
+    for (unsigned j = 0; j < l->nmeta; j++) {
+      if (!has || l->meta[j].step > step) {
+        free(l->meta[j].table);
+        dropped++;
+      } else {
+        l->meta[k++] = l->meta[j];
+      }
+    }
+    l->nmeta = k;
+  }
+  if (dropped > 0) {
+    log_debug("dropped %u of the group's checksum tables of steps after %s",
+              dropped, has ? "the restore step" : "a fresh start");
+    smp_peer_meta_save(p);
+  }
+}
+
 void smp_peer_serve_forget(struct link *l)
 {
   for (unsigned i = 0; i < l->nmeta; i++)

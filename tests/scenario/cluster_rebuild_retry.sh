@@ -16,7 +16,7 @@ set -u
 "$PTCTL" start --help 2>&1 | grep -q -- --code || skip "this build's ptctl has no --code"
 trap 'c_nodes_term; c_cleanup; t_cleanup' EXIT
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
-STEPS=60
+STEPS=200
 ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 10)
 t_reference 6 "${ARGS[@]}"
 

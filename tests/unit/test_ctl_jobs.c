@@ -1108,6 +1108,17 @@ START_TEST(pins_apart_let_go)
   ck_assert(j->has_committed && j->committed == 8);
   teardown();
 
+  /* Not apart: node 2 holds a pin of 6 but reported 7 too (unpinned), so
+   * 7, which node 0 pins, can still commit: nothing is let go of. */
+  setup();
+  j = running_job(3, 3, 0);
+  ctl_jobs_sealed(&JS, j, 2, 1, 6, true, 100);
+  ctl_jobs_sealed(&JS, j, 2, 1, 7, false, 101);
+  nev = 0;
+  ctl_jobs_sealed(&JS, j, 0, 1, 7, true, 102);
+  ck_assert(!seen("unpin 0 e1 s7") && !seen("unpin 2 e1 s6"));
+  teardown();
+
   setup();
   j = running_job(2, 3, 0);
   ck_assert_uint_eq(j->groups.n, 0);
