@@ -25,7 +25,7 @@ T_NAME=demo
 . tests/lib.sh
 . tests/cluster.sh
 
-NODES=3 RPN=${DEMO_RANKS_PER_NODE:-2} STEPS=${DEMO_STEPS:-360} MB=${DEMO_STATE_MB:-16}
+NODES=3 RPN=${DEMO_RANKS_PER_NODE:-2} STEPS=${DEMO_STEPS:-300} MB=${DEMO_STATE_MB:-8}
 DISK_FILE=${DEMO_DISK_DIR:-/var/tmp}/pt-demo-ckpt.$$
 WORLD=$((NODES * RPN))
 JOB=demo$$
