@@ -62,8 +62,17 @@ void smp_peer_meta_save(struct smp_peer *p)
       total += META_ENTRY + (p->link[i].meta[j].len + 7) / 8 * 8;
       count++;
     }
-  if (total > META_FILE_MAX)
+  if (total > META_FILE_MAX) {
+    /* (said once per SMP: after its restart a rebuild of a member may
+     * find no survivor holding that member's table, and say so) */
+    static bool said;
+    if (!said)
+      log_warn("the group's checksum tables (%zu bytes) are more than '%s' "
+               "keeps (%zu): not kept across this SMP's restart", total, name,
+               (size_t)META_FILE_MAX);
+    said = true;
     return;
+  }
   uint8_t *b = calloc(1, total);
   if (b == NULL)
     return;

@@ -343,6 +343,12 @@ void smp_peer_rebuild_table_in(struct smp_peer_rebuild *r, uint32_t i, const Pt_
   size_t want = ((size_t)snap_store_nblocks(s) + SNAP_TABLE_TRAILER) * sizeof(uint32_t);
   char why[160];
 
+  if (m->has_member && m->member != r->p->smp->group.member) {
+    snprintf(why, sizeof(why), "it sent member %u's table, not this "
+             "member's (%u)", m->member, r->p->smp->group.member);
+    smp_peer_rebuild_member_failed(r, i, why);
+    return;
+  }
   if (m->step != r->step || m->table.len != want) {
     snprintf(why, sizeof(why), "its table of step %" PRIu64 " has %zu bytes, "
              "this object's %zu", m->step, m->table.len, want);
