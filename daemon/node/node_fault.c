@@ -282,7 +282,7 @@ static void answer_lost(struct node *n, uint64_t id, uint32_t objs,
 {
   char at[64] = "";
   if (has_step)
-    snprintf(at, sizeof(at), " as step %" PRIu64 " was sealed", step);
+    snprintf(at, sizeof(at), " at step %" PRIu64, step);
   answer(n, id, PT_OK, getpid(), has_step, step, "node '%s' lost%s: %" PRIu32
          " shm object%s removed; ptd (pid %d), its %" PRIu32 " trainer%s and "
          "SMP%s killed (SIGKILL) in %u ms", n->cfg.node_id, at, objs,
@@ -304,40 +304,31 @@ static bool armed_expired(struct node *n, bool *armed, uint64_t id)
   return true;
 }
 
-void node_fault_on_sealed(struct node *n, uint64_t step)
+/* An armed fault's moment came: the node is lost now, and the fault
+ * answered, naming step. */
+static void fire(struct node *n, bool *armed, uint64_t id, uint64_t step)
 {
   uint32_t objs = 0;
 
-  if (armed_expired(n, &n->fault_protecting, n->fault_protecting_id) ||
-      !n->fault_protecting)
+  if (armed_expired(n, armed, id) || !*armed)
     return;
-  n->fault_protecting = false;
+  *armed = false;
   int rc = lose_node(n, &objs);
   if (rc != PT_OK)
-    answer(n, n->fault_protecting_id, rc, 0, false, 0, "node '%s': cannot "
-           "lose the node: %s", n->cfg.node_id, pt_strerror(rc));
+    answer(n, id, rc, 0, false, 0, "node '%s': cannot lose the node: %s",
+           n->cfg.node_id, pt_strerror(rc));
   else
-    answer_lost(n, n->fault_protecting_id, objs, true, step);
+    answer_lost(n, id, objs, true, step);
+}
+
+void node_fault_on_sealed(struct node *n, uint64_t step)
+{
+  fire(n, &n->fault_protecting, n->fault_protecting_id, step);
 }
 
 void node_fault_on_rebuild(struct node *n, uint64_t step)
 {
-  uint32_t objs = 0;
-
-  if (armed_expired(n, &n->fault_rebuilding, n->fault_rebuilding_id) ||
-      !n->fault_rebuilding)
-    return;
-  n->fault_rebuilding = false;
-  int rc = lose_node(n, &objs);
-  if (rc != PT_OK)
-    answer(n, n->fault_rebuilding_id, rc, 0, false, 0, "node '%s': cannot "
-           "lose the node: %s", n->cfg.node_id, pt_strerror(rc));
-  else
-    answer(n, n->fault_rebuilding_id, PT_OK, getpid(), true, step, "node '%s'"
-           " lost while it rebuilt step %" PRIu64 ": %" PRIu32 " shm object%s "
-           "removed; ptd (pid %d), its trainers and SMPs killed (SIGKILL) in "
-           "%u ms", n->cfg.node_id, step, objs, objs == 1 ? "" : "s",
-           (int)getpid(), NODE_FAULT_DELAY_MS);
+  fire(n, &n->fault_rebuilding, n->fault_rebuilding_id, step);
 }
 
 /* The memory of the node lost, its ptd alive: every trainer and SMP of
