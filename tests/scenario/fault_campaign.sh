@@ -100,7 +100,7 @@ c_ptctl start --job $JOB --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --mas
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 
 start=$(date +%s)
-c_ptctl fault campaign $JOB --seed "$SEED" --count "$COUNT" --timeout-s 40 --wait-done 120 \
+c_ptctl fault campaign $JOB --seed "$SEED" --count "$COUNT" --timeout-s 90 --wait-done 120 \
   --classes "$CLASSES" \
   --restart-node "$T_DIR/restart_node.sh" --restart-controller "$T_DIR/restart_ctl.sh" \
   >"$T_DIR/campaign.out" 2>&1
