@@ -174,6 +174,12 @@ static inline bool snap_state_holds_data(uint32_t state)
          state == SNAP_PROTECTED || state == SNAP_COMMITTED;
 }
 
+/* PINNED, or PINNED and protected by the group (PROTECTED). */
+static inline bool snap_state_pinned(uint32_t state)
+{
+  return state == SNAP_PINNED || state == SNAP_PROTECTED;
+}
+
 /* True for the states of a sealed step whose commit is still to come:
  * SEALED, PINNED and PROTECTED. */
 static inline bool snap_state_awaits_commit(uint32_t state)

@@ -431,7 +431,7 @@ static void remote_on_view(struct node *n, struct node_rank *r)
     }
     /* A pin a round left behind (the node restarted within it): it waits
      * for the controller's verdict like a pin of this node's own round. */
-    if (v->state == SNAP_PINNED && newer &&
+    if (snap_state_pinned(v->state) && newer &&
         !(m->pin_open && m->pin_step == v->step)) {
       if (m->held && m->held_step != v->step) {
         node_smp_request(n, r, NODE_REQ_STALE_UNPIN,
@@ -443,7 +443,7 @@ static void remote_on_view(struct node *n, struct node_rank *r)
       m->held = true;
       m->held_step = v->step;
       m->held_deadline = rpc_now_ms() + NODE_RM_HOLD_MS;
-    } else if (v->state == SNAP_PINNED && n->has_committed &&
+    } else if (snap_state_pinned(v->state) && n->has_committed &&
                v->step == n->committed) {
       node_smp_request(n, r, NODE_REQ_RECOMMIT, v->step, NULL);
     }

@@ -55,9 +55,7 @@ size_t node_part_report_held(const struct node *n, uint64_t *held,
       bool has = false;
       for (uint32_t j = 0; j < r->nview && !has; j++)
         has = r->view[j].step == v->step && r->view[j].intact &&
-              (r->view[j].state == SNAP_SEALED ||
-               r->view[j].state == SNAP_PINNED ||
-               r->view[j].state == SNAP_COMMITTED);
+              snap_state_holds_data(r->view[j].state);
       all = has && r->view_verified;
     }
     if (all)

@@ -279,9 +279,14 @@ void smp_peer_unpinned(struct smp *smp, uint64_t step);
 /* The slots whose steps are being protected (newer than the committed
  * one, within their deadline): not handed to the trainer (bit i: slot i). */
 uint32_t smp_peer_busy_slots(struct smp *smp);
-/* A PIN of step, pinned: true when this answers it (now or once the step
- * is protected, or at its deadline); false: no code, answer it plainly. */
-bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step);
+/* A PIN of step, pinned (fresh: by this PIN; false: it was pinned
+ * already): true when this answers it (now or once the step is protected,
+ * or at its deadline); false: no code, answer it plainly. A PIN answered
+ * with an error leaves no pin it made: the slot is sealed again, so that
+ * no refusal, whatever its code, can leave a slot held for a round that
+ * will never commit it. */
+bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step,
+                  bool fresh);
 
 /* smp_peer_rebuild.c: the rebuild of a step this member does not hold. */
 /* SET_RESTORE{has_step, step, damaged}: true when a rebuild takes it (a

@@ -7,7 +7,10 @@
  * PIN pins the sealed step's slot (no new snapshot may reuse it), then
  * COMMIT makes it the committed step, or UNPIN drops the pin when another
  * rank could not pin the step (or a pin was left behind by a commit that
- * did not finish).
+ * did not finish). A PIN this SMP refuses leaves no pin it made (a coded
+ * step's PIN, answered once the group protected the step, may be refused
+ * with any code, a member's -ENOENT too): only an accepted PIN holds a
+ * slot until its COMMIT or UNPIN.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -182,16 +185,31 @@ int smp_node_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
   return 0;
 }
 
+/* Whether a slot holds step pinned (PINNED or PROTECTED) already. */
+static bool pinned_already(const struct snap_store *s, uint64_t step)
+{
+  for (uint32_t i = 0; i < snap_store_nslots(s); i++) {
+    struct snap_slot_info si;
+    snap_slot_get(s, i, &si);
+    if (si.record_ok && si.step == step && snap_state_pinned(si.state))
+      return true;
+  }
+  return false;
+}
+
 int smp_node_on_pin(struct smp_conn *sc, uint64_t id, const Pt__Pin *m)
 {
   int rc = -ENOENT;
+  bool fresh = false;
 
-  if (sc->smp->store != NULL)
+  if (sc->smp->store != NULL) {
+    fresh = !pinned_already(sc->smp->store, m->step);
     rc = snap_slot_pin(sc->smp->store, m->step);
+  }
   if (rc == 0) {
     log_debug("pinned step %" PRIu64, m->step);
     /* A coded job answers once the step is protected. */
-    if (smp_peer_pin(sc, id, m->step))
+    if (smp_peer_pin(sc, id, m->step, fresh))
       return 0;
   } else
     log_debug("cannot pin step %" PRIu64 ": no slot holds it sealed",

@@ -115,11 +115,23 @@ static struct smp_protect *engine(struct smp_peer *p)
 
 /* ---- the PIN that waits ---- */
 
+/* A refused PIN takes back the pin it made: its round cannot commit the
+ * step, and a node that reads the refusal as "not pinned here" (-ENOENT,
+ * which a member's refusal of a chunk may carry) sends no UNPIN. */
+static void pin_undo(struct smp_peer *p, uint64_t step, bool fresh)
+{
+  struct snap_store *s = p->smp->store;
+  if (fresh && s != NULL && snap_slot_unpin(s, step) == 0)
+    log_debug("step %" PRIu64 " unpinned: its PIN was refused", step);
+}
+
 void smp_peer_pin_answer(struct smp_peer *p, int status, const char *why)
 {
   if (!p->pin_wait)
     return;
   p->pin_wait = false;
+  if (status != 0)
+    pin_undo(p, p->pin_step, p->pin_fresh);
   if (p->pin_sc != NULL && !p->pin_sc->closing)
     smp_serve_reply_status(p->pin_sc, p->pin_id, status, why);
   p->pin_sc = NULL;
@@ -547,7 +559,8 @@ bool smp_peer_may_take(struct smp *smp, uint64_t step)
   return true;
 }
 
-bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
+bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step,
+                  bool fresh)
 {
   struct smp *smp = sc->smp;
   struct smp_peer *p = P(smp);
@@ -555,18 +568,25 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step)
 
   if (p == NULL)
     return false; /* no code, or no links: answered as a plain pin */
+  if (p->pin_wait && p->pin_step == step) {
+    fresh = fresh || p->pin_fresh; /* the pin is this PIN's now */
+    p->pin_fresh = false;
+  }
   smp_peer_pin_answer(p, -ECANCELED, "another PIN came");
   if (smp_peer_failed(p, step)) {
+    pin_undo(p, step, fresh);
     smp_serve_reply_status(sc, id, -EIO, p->why);
     return true;
   }
   if (p->eng == NULL || smp_protect_find(p->eng, step, &slot) != 0) {
+    pin_undo(p, step, fresh);
     smp_serve_reply_status(sc, id, PT_ESTATE, "the step is not being "
                            "protected here (the group's links or sizes are "
                            "not all known yet)");
     return true;
   }
   p->pin_wait = true;
+  p->pin_fresh = fresh;
   p->pin_sc = sc;
   p->pin_id = id;
   p->pin_step = step;

@@ -93,7 +93,7 @@ struct smp_peer {
   uint32_t cur_slot;
   uint64_t cur_step;
   /* a PIN of the node waiting for its step to be protected */
-  bool pin_wait;
+  bool pin_wait, pin_fresh; /* fresh: the slot was pinned by this PIN */
   struct smp_conn *pin_sc;
   uint64_t pin_id, pin_step, pin_deadline;
   /* the store whose bytes the links were told (none: not told yet) */

@@ -263,6 +263,27 @@ static bool is_trainer(struct smp_conn *sc)
   return sc->smp->trainer == sc && sc->smp->store != NULL;
 }
 
+/* What holds each slot, for the log of a skip: "slot 0 step 5 pinned,
+ * slot 1 step 7 committed, slot 2 step 9 sealed (its group protects it)". */
+static void slots_held(struct smp *smp, char *buf, size_t len)
+{
+  uint32_t busy = smp_peer_busy_slots(smp);
+  size_t off = 0;
+
+  buf[0] = '\0';
+  for (uint32_t i = 0; i < snap_store_nslots(smp->store) && off < len; i++) {
+    struct snap_slot_info si;
+    snap_slot_get(smp->store, i, &si);
+    int w = snprintf(buf + off, len - off, "%sslot %u step %" PRIu64 " %s%s",
+                     i > 0 ? ", " : "", i, si.step, snap_state_name(si.state),
+                     i < 32 && (busy & (1u << i)) ? " (its group protects it)"
+                                                  : "");
+    if (w < 0)
+      break;
+    off += (size_t)w;
+  }
+}
+
 int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
                         const Pt__SlotAcquire *m)
 {
@@ -320,7 +341,9 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
     log_debug("step %" PRIu64 ": slot %u generation %" PRIu64, m->step, slot,
               gen);
   } else if (rc == PT_SKIPPED) {
-    log_debug("step %" PRIu64 " skipped: no free slot", m->step);
+    char held[256];
+    slots_held(smp, held, sizeof(held));
+    log_debug("step %" PRIu64 " skipped: no free slot (%s)", m->step, held);
     smp_peer_skipped(smp, m->step);
   } else {
     r.message = (char *)pt_strerror(rc);

@@ -28,156 +28,8 @@
 #include "daemon/roles.h"
 #include "rpc/rpc.h"
 #include "snapshot/snap_store.h"
+#include "tests/unit/fixture/smp_fx.h"
 #include "tests/unit/unit.h"
-
-struct fx {
-  char dir[64], sock[128], log[128], secret[128], job[32], prefix[32];
-  char shm[256];
-  pid_t pid;
-};
-
-static void fx_init(struct fx *f)
-{
-  memset(f, 0, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/pt-test-roles.XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(f->dir));
-  snprintf(f->sock, sizeof(f->sock), "%s/smp.sock", f->dir);
-  snprintf(f->log, sizeof(f->log), "%s/smp.log", f->dir);
-  snprintf(f->secret, sizeof(f->secret), "%s/node.secret", f->dir);
-  snprintf(f->job, sizeof(f->job), "tr%d", (int)getpid());
-  snprintf(f->prefix, sizeof(f->prefix), "tr%d-", (int)getpid());
-  ck_assert_int_eq(snap_store_name(f->shm, sizeof(f->shm), f->prefix, f->job,
-                                   0), 0);
-}
-
-static void fx_done(struct fx *f)
-{
-  char cmd[256];
-  if (f->pid > 0) {
-    kill(f->pid, SIGKILL);
-    waitpid(f->pid, NULL, 0);
-  }
-  snap_store_unlink(f->shm);
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-  if (system(cmd) != 0)
-    fprintf(stderr, "cleanup of %s failed\n", f->dir);
-}
-
-/* Forks `ptd smp` (with --secret-file secret when non-NULL); its stderr
- * goes to f->log. */
-static void smp_fork(struct fx *f, const char *secret)
-{
-  pid_t pid = fork();
-
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    char *argv[20];
-    int n = 0;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = open(f->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (fd >= 0) {
-      dup2(fd, STDERR_FILENO);
-      close(fd);
-    }
-    argv[n++] = "smp";
-    argv[n++] = "--job";
-    argv[n++] = f->job;
-    argv[n++] = "--rank";
-    argv[n++] = "0";
-    argv[n++] = "--socket";
-    argv[n++] = f->sock;
-    argv[n++] = "--shm-prefix";
-    argv[n++] = f->prefix;
-    if (secret != NULL) {
-      argv[n++] = "--secret-file";
-      argv[n++] = (char *)secret;
-    }
-    argv[n] = NULL;
-    _exit(smp_main(n, argv));
-  }
-  f->pid = pid;
-}
-
-/* The SMP's exit status, or -1 when it runs on past timeout_ms. */
-static int smp_exit(struct fx *f, int timeout_ms)
-{
-  uint64_t end = rpc_now_ms() + (uint64_t)timeout_ms;
-  int st;
-
-  while (rpc_now_ms() < end) {
-    if (waitpid(f->pid, &st, WNOHANG) == f->pid) {
-      f->pid = 0;
-      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    usleep(5000);
-  }
-  return -1;
-}
-
-static int conn(struct fx *f)
-{
-  int fd = -1;
-  for (int i = 0; i < 500; i++) {
-    if (rpc_sock_connect_unix(f->sock, &fd) == 0)
-      return fd;
-    usleep(10000);
-  }
-  ck_abort_msg("cannot connect to %s", f->sock);
-  return -1;
-}
-
-static int log_count(const struct fx *f, const char *needle)
-{
-  static char buf[1 << 16];
-  int fd = open(f->log, O_RDONLY), count = 0;
-  if (fd < 0)
-    return 0;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0)
-    return 0;
-  buf[n] = '\0';
-  for (char *p = buf; (p = strstr(p, needle)) != NULL; p++)
-    count++;
-  return count;
-}
-
-/* ---- requests ---- */
-
-static uint32_t reply_type_of(uint32_t type)
-{
-  switch (type) {
-  case RPC_HELLO: return RPC_HELLO_REPLY;
-  case RPC_SLOT_ACQUIRE: return RPC_SLOT_REPLY;
-  case RPC_RESTORE_QUERY: return RPC_RESTORE_REPLY;
-  case RPC_SUBSCRIBE:
-  case RPC_STATE_QUERY: return RPC_STATE_REPLY;
-  default: return RPC_REPLY;
-  }
-}
-
-static int status_of(uint32_t reply_type, ProtobufCMessage *m)
-{
-  switch (reply_type) {
-  case RPC_HELLO_REPLY: return ((Pt__HelloReply *)m)->status;
-  case RPC_SLOT_REPLY: return ((Pt__SlotReply *)m)->status;
-  case RPC_RESTORE_REPLY: return ((Pt__RestoreReply *)m)->status;
-  case RPC_STATE_REPLY: return ((Pt__StateReply *)m)->status;
-  default: return ((Pt__Reply *)m)->status;
-  }
-}
-
-/* One request; returns the status of its reply. */
-static int call(int fd, uint32_t type, const ProtobufCMessage *req)
-{
-  ProtobufCMessage *m = NULL;
-  uint32_t rt = reply_type_of(type);
-  int rc = rpc_sock_call(fd, type, req, rt, 3000, &m);
-  ck_assert_msg(rc == 0, "%s: %s", rpc_type_name(type), pt_strerror(rc));
-  int st = status_of(rt, m);
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
-}
 
 /* A request of each kind but HELLO and SUBSCRIBE. */
 struct req {
@@ -208,74 +60,6 @@ static const struct req node_reqs[] = {
 };
 #define NREQ(a) (sizeof(a) / sizeof((a)[0]))
 
-static int subscribe(int fd, const uint8_t *secret, size_t len)
-{
-  Pt__Subscribe s = PT__SUBSCRIBE__INIT;
-  s.node_id = "test-node";
-  if (secret != NULL) {
-    s.has_secret = true;
-    s.secret.data = (uint8_t *)secret;
-    s.secret.len = len;
-  }
-  return call(fd, RPC_SUBSCRIBE, &s.base);
-}
-
-static int hello(struct fx *f, int fd, int32_t pid)
-{
-  Pt__Hello h = PT__HELLO__INIT;
-  Pt__Region r = PT__REGION__INIT, *rp[1] = { &r };
-  r.name = "w";
-  r.bytes = 4096;
-  h.job = f->job;
-  h.rank = 0;
-  h.world = 1;
-  h.pid = pid;
-  h.n_regions = 1;
-  h.regions = rp;
-  return call(fd, RPC_HELLO, &h.base);
-}
-
-/* A trainer connection with step 7 sealed in a slot. */
-static int trainer_with_step(struct fx *f)
-{
-  int fd = conn(f);
-  ProtobufCMessage *m = NULL;
-  Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
-  Pt__Seal s = PT__SEAL__INIT;
-
-  ck_assert_int_eq(hello(f, fd, (int32_t)getpid()), 0);
-  a.step = 7;
-  ck_assert_int_eq(rpc_sock_call(fd, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
-                                 3000, &m), 0);
-  Pt__SlotReply *r = (Pt__SlotReply *)m;
-  ck_assert_int_eq(r->status, 0);
-  s.slot = r->slot;
-  s.generation = r->generation;
-  s.step = 7;
-  s.ok = true;
-  protobuf_c_message_free_unpacked(m, NULL);
-  ck_assert_int_eq(call(fd, RPC_SEAL, &s.base), 0);
-  return fd;
-}
-
-/* The state of the slot that holds step, as a node sees it (-1: none). */
-static int slot_state_of(int node_fd, uint64_t step)
-{
-  Pt__StateQuery q = PT__STATE_QUERY__INIT;
-  ProtobufCMessage *m = NULL;
-  int state = -1;
-
-  ck_assert_int_eq(rpc_sock_call(node_fd, RPC_STATE_QUERY, &q.base,
-                                 RPC_STATE_REPLY, 3000, &m), 0);
-  Pt__StateReply *r = (Pt__StateReply *)m;
-  ck_assert_int_eq(r->status, 0);
-  for (size_t i = 0; i < r->n_slots; i++)
-    if (r->slots[i]->step == step && r->slots[i]->state != SNAP_FREE)
-      state = (int)r->slots[i]->state;
-  protobuf_c_message_free_unpacked(m, NULL);
-  return state;
-}
-
 static void secret_write(const char *path, const uint8_t *b, size_t len,
                          mode_t mode)
 {
@@ -294,33 +78,33 @@ static void secret_write(const char *path, const uint8_t *b, size_t len,
  * such a connection change nothing. */
 START_TEST(roleless_requests_refused)
 {
-  struct fx f;
+  struct smp_fx f;
   int n = 0;
 
-  fx_init(&f);
-  smp_fork(&f, NULL);
-  int tr = trainer_with_step(&f);
+  smp_fx_init(&f);
+  smp_fx_fork(&f, NULL);
+  int tr = smp_fx_trainer_with_step(&f);
   for (size_t i = 0; i < NREQ(trainer_reqs); i++, n++) {
-    int fd = conn(&f);
-    ck_assert_int_eq(call(fd, trainer_reqs[i].type, trainer_reqs[i].msg),
+    int fd = smp_fx_conn(&f);
+    ck_assert_int_eq(smp_fx_call(fd, trainer_reqs[i].type, trainer_reqs[i].msg),
                      PT_EROLE);
     ck_assert(unit_closed_by_peer(fd, 3000));
     close(fd);
   }
   for (size_t i = 0; i < NREQ(node_reqs); i++, n++) {
-    int fd = conn(&f);
-    ck_assert_int_eq(call(fd, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
+    int fd = smp_fx_conn(&f);
+    ck_assert_int_eq(smp_fx_call(fd, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
     ck_assert(unit_closed_by_peer(fd, 3000));
     close(fd);
   }
-  ck_assert_int_eq(log_count(&f, "on a role-less connection; closing it"), n);
+  ck_assert_int_eq(smp_fx_log_count(&f, "on a role-less connection; closing it"), n);
   /* The sealed step survived the role-less SET_RESTORE{none}. */
-  int node = conn(&f);
-  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED);
+  int node = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(node, NULL, 0), 0);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_SEALED);
   close(node);
   close(tr);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -328,36 +112,36 @@ END_TEST
  * or subscribe; it stays the trainer. The node may not act as the trainer. */
 START_TEST(cross_role_requests_refused)
 {
-  struct fx f;
+  struct smp_fx f;
 
-  fx_init(&f);
-  smp_fork(&f, NULL);
-  int tr = trainer_with_step(&f);
+  smp_fx_init(&f);
+  smp_fx_fork(&f, NULL);
+  int tr = smp_fx_trainer_with_step(&f);
   q_pin.step = 7;
   q_commit.step = 7;
   for (size_t i = 0; i < NREQ(node_reqs); i++)
-    ck_assert_int_eq(call(tr, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
-  ck_assert_int_eq(subscribe(tr, NULL, 0), PT_EROLE);
-  ck_assert_int_eq(log_count(&f, "on the trainer's connection"),
+    ck_assert_int_eq(smp_fx_call(tr, node_reqs[i].type, node_reqs[i].msg), PT_EROLE);
+  ck_assert_int_eq(smp_fx_subscribe(tr, NULL, 0), PT_EROLE);
+  ck_assert_int_eq(smp_fx_log_count(&f, "on the trainer's connection"),
                    (int)NREQ(node_reqs) + 1);
 
-  int node = conn(&f);
-  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED); /* not pinned */
-  ck_assert_int_eq(hello(&f, node, (int32_t)getpid()), PT_EROLE);
+  int node = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(node, NULL, 0), 0);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_SEALED); /* not pinned */
+  ck_assert_int_eq(smp_fx_hello(&f, node, (int32_t)getpid()), PT_EROLE);
   q_acq.step = 8;
-  ck_assert_int_eq(call(node, RPC_SLOT_ACQUIRE, &q_acq.base), PT_EROLE);
-  ck_assert_int_eq(call(node, RPC_BYE, &q_bye.base), PT_EROLE);
-  ck_assert_int_eq(call(node, RPC_RELEASE, &q_rel.base), PT_EROLE);
-  ck_assert_int_eq(log_count(&f, "on the node's connection"), 4);
+  ck_assert_int_eq(smp_fx_call(node, RPC_SLOT_ACQUIRE, &q_acq.base), PT_EROLE);
+  ck_assert_int_eq(smp_fx_call(node, RPC_BYE, &q_bye.base), PT_EROLE);
+  ck_assert_int_eq(smp_fx_call(node, RPC_RELEASE, &q_rel.base), PT_EROLE);
+  ck_assert_int_eq(smp_fx_log_count(&f, "on the node's connection"), 4);
 
   /* Both keep their roles. */
-  ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
-  ck_assert_int_eq(call(node, RPC_PIN, &q_pin.base), 0);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_PINNED);
+  ck_assert_int_eq(smp_fx_call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
+  ck_assert_int_eq(smp_fx_call(node, RPC_PIN, &q_pin.base), 0);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_PINNED);
   close(node);
   close(tr);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -367,18 +151,18 @@ END_TEST
  * the trainer's slot. */
 START_TEST(release_frees_slot)
 {
-  struct fx f;
+  struct smp_fx f;
   ProtobufCMessage *m = NULL;
   Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
   Pt__Seal s = PT__SEAL__INIT;
   Pt__Release rel = PT__RELEASE__INIT;
 
-  fx_init(&f);
-  smp_fork(&f, NULL);
-  int tr = conn(&f);
-  ck_assert_int_eq(hello(&f, tr, (int32_t)getpid()), 0);
-  int node = conn(&f);
-  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
+  smp_fx_init(&f);
+  smp_fx_fork(&f, NULL);
+  int tr = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_hello(&f, tr, (int32_t)getpid()), 0);
+  int node = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(node, NULL, 0), 0);
   a.step = 7;
   ck_assert_int_eq(rpc_sock_call(tr, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
                                  3000, &m), 0);
@@ -387,7 +171,7 @@ START_TEST(release_frees_slot)
   uint32_t slot = r->slot;
   uint64_t gen = r->generation;
   protobuf_c_message_free_unpacked(m, NULL);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_WRITING);
 
   /* SEAL{ok = false}: a protocol error, and the slot is still the
    * writer's. */
@@ -395,9 +179,9 @@ START_TEST(release_frees_slot)
   s.generation = gen;
   s.step = 7;
   s.ok = false;
-  ck_assert_int_eq(call(tr, RPC_SEAL, &s.base), PT_EPROTO);
-  ck_assert_int_eq(log_count(&f, "refusing SEAL of step 7 with ok = false"), 1);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+  ck_assert_int_eq(smp_fx_call(tr, RPC_SEAL, &s.base), PT_EPROTO);
+  ck_assert_int_eq(smp_fx_log_count(&f, "refusing SEAL of step 7 with ok = false"), 1);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_WRITING);
 
   /* The node may not release it; a stale generation releases nothing. */
   rel.slot = slot;
@@ -407,19 +191,19 @@ START_TEST(release_frees_slot)
   rel.has_status = true;
   rel.status = -EIO;
   rel.reason = "the copy failed: test";
-  ck_assert_int_eq(call(node, RPC_RELEASE, &rel.base), PT_EROLE);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+  ck_assert_int_eq(smp_fx_call(node, RPC_RELEASE, &rel.base), PT_EROLE);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_WRITING);
   rel.generation = gen + 1;
-  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), PT_ESTALE);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_WRITING);
+  ck_assert_int_eq(smp_fx_call(tr, RPC_RELEASE, &rel.base), PT_ESTALE);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_WRITING);
 
   /* The trainer's RELEASE frees it, once. */
   rel.generation = gen;
-  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), 0);
-  ck_assert_int_eq(slot_state_of(node, 7), -1);
-  ck_assert_int_eq(log_count(&f, "of step 7 released by the trainer: the "
+  ck_assert_int_eq(smp_fx_call(tr, RPC_RELEASE, &rel.base), 0);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), -1);
+  ck_assert_int_eq(smp_fx_log_count(&f, "of step 7 released by the trainer: the "
                                  "copy failed: test"), 1);
-  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), PT_ESTALE);
+  ck_assert_int_eq(smp_fx_call(tr, RPC_RELEASE, &rel.base), PT_ESTALE);
 
   /* The trainer goes on: the next step seals. */
   a.step = 8;
@@ -432,11 +216,11 @@ START_TEST(release_frees_slot)
   s.step = 8;
   s.ok = true;
   protobuf_c_message_free_unpacked(m, NULL);
-  ck_assert_int_eq(call(tr, RPC_SEAL, &s.base), 0);
-  ck_assert_int_eq(slot_state_of(node, 8), SNAP_SEALED);
+  ck_assert_int_eq(smp_fx_call(tr, RPC_SEAL, &s.base), 0);
+  ck_assert_int_eq(smp_fx_slot_state(node, 8), SNAP_SEALED);
   close(node);
   close(tr);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -445,12 +229,12 @@ END_TEST
  * refused too. */
 START_TEST(subscribe_only_from_parent)
 {
-  struct fx f;
+  struct smp_fx f;
   int status;
 
-  fx_init(&f);
-  smp_fork(&f, NULL);
-  close(conn(&f)); /* listening */
+  smp_fx_init(&f);
+  smp_fx_fork(&f, NULL);
+  close(smp_fx_conn(&f)); /* listening */
   pid_t pid = fork();
   ck_assert_int_ge(pid, 0);
   if (pid == 0) {
@@ -469,13 +253,13 @@ START_TEST(subscribe_only_from_parent)
   ck_assert_int_eq(waitpid(pid, &status, 0), pid);
   ck_assert(WIFEXITED(status));
   ck_assert_int_eq(WEXITSTATUS(status), 0);
-  ck_assert_int_eq(log_count(&f, "refusing SUBSCRIBE"), 1);
+  ck_assert_int_eq(smp_fx_log_count(&f, "refusing SUBSCRIBE"), 1);
 
-  int fd = conn(&f);
-  ck_assert_int_eq(hello(&f, fd, 4242), PT_EROLE);
-  ck_assert_int_eq(hello(&f, fd, (int32_t)getpid()), 0);
+  int fd = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_hello(&f, fd, 4242), PT_EROLE);
+  ck_assert_int_eq(smp_fx_hello(&f, fd, (int32_t)getpid()), 0);
   close(fd);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -485,44 +269,44 @@ END_TEST
  * one leaves the node alone. */
 START_TEST(subscribe_secret)
 {
-  struct fx f;
+  struct smp_fx f;
   uint8_t secret[NODE_SECRET_BYTES], wrong[NODE_SECRET_BYTES];
 
-  fx_init(&f);
+  smp_fx_init(&f);
   for (int i = 0; i < NODE_SECRET_BYTES; i++) {
     secret[i] = (uint8_t)(i * 7 + 1);
     wrong[i] = secret[i];
   }
   wrong[NODE_SECRET_BYTES - 1] ^= 1;
   secret_write(f.secret, secret, sizeof(secret), 0600);
-  smp_fork(&f, f.secret);
+  smp_fx_fork(&f, f.secret);
 
   struct { const uint8_t *b; size_t len; } bad[] = {
     { NULL, 0 }, { secret, NODE_SECRET_BYTES - 1 }, { wrong, sizeof(wrong) },
   };
   for (size_t i = 0; i < 3; i++) {
-    int fd = conn(&f); /* from the SMP's parent: the secret decides */
-    ck_assert_int_eq(subscribe(fd, bad[i].b, bad[i].len), PT_EROLE);
+    int fd = smp_fx_conn(&f); /* from the SMP's parent: the secret decides */
+    ck_assert_int_eq(smp_fx_subscribe(fd, bad[i].b, bad[i].len), PT_EROLE);
     ck_assert(unit_closed_by_peer(fd, 3000));
     close(fd);
   }
-  ck_assert_int_eq(log_count(&f, "refusing SUBSCRIBE"), 3);
+  ck_assert_int_eq(smp_fx_log_count(&f, "refusing SUBSCRIBE"), 3);
 
-  int node = conn(&f);
-  ck_assert_int_eq(subscribe(node, secret, sizeof(secret)), 0);
+  int node = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(node, secret, sizeof(secret)), 0);
   q_commit.step = 99;
-  ck_assert_int_eq(call(node, RPC_COMMIT, &q_commit.base), -ENOENT);
-  int bad2 = conn(&f);
-  ck_assert_int_eq(subscribe(bad2, wrong, sizeof(wrong)), PT_EROLE);
+  ck_assert_int_eq(smp_fx_call(node, RPC_COMMIT, &q_commit.base), -ENOENT);
+  int bad2 = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(bad2, wrong, sizeof(wrong)), PT_EROLE);
   close(bad2);
-  ck_assert_int_eq(call(node, RPC_COMMIT, &q_commit.base), -ENOENT);
-  int node2 = conn(&f);
-  ck_assert_int_eq(subscribe(node2, secret, sizeof(secret)), 0);
+  ck_assert_int_eq(smp_fx_call(node, RPC_COMMIT, &q_commit.base), -ENOENT);
+  int node2 = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(node2, secret, sizeof(secret)), 0);
   ck_assert(unit_closed_by_peer(node, 3000));
-  ck_assert_int_eq(call(node2, RPC_COMMIT, &q_commit.base), -ENOENT);
+  ck_assert_int_eq(smp_fx_call(node2, RPC_COMMIT, &q_commit.base), -ENOENT);
   close(node);
   close(node2);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -530,43 +314,43 @@ END_TEST
  * alone: another mode, a symlink, the wrong size, another owner, none. */
 START_TEST(secret_file_checked)
 {
-  struct fx f;
+  struct smp_fx f;
   uint8_t b[NODE_SECRET_BYTES + 1] = { 1, 2, 3 };
   char link[160];
 
-  fx_init(&f);
+  smp_fx_init(&f);
   snprintf(link, sizeof(link), "%s/link.secret", f.dir);
 
   secret_write(f.secret, b, NODE_SECRET_BYTES, 0644);
-  smp_fork(&f, f.secret);
-  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  smp_fx_fork(&f, f.secret);
+  ck_assert_int_eq(smp_fx_exit(&f, 5000), 2);
   secret_write(f.secret, b, NODE_SECRET_BYTES, 0640);
-  smp_fork(&f, f.secret);
-  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  smp_fx_fork(&f, f.secret);
+  ck_assert_int_eq(smp_fx_exit(&f, 5000), 2);
   secret_write(f.secret, b, NODE_SECRET_BYTES - 1, 0600);
-  smp_fork(&f, f.secret);
-  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  smp_fx_fork(&f, f.secret);
+  ck_assert_int_eq(smp_fx_exit(&f, 5000), 2);
   secret_write(f.secret, b, NODE_SECRET_BYTES + 1, 0600);
-  smp_fork(&f, f.secret);
-  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  smp_fx_fork(&f, f.secret);
+  ck_assert_int_eq(smp_fx_exit(&f, 5000), 2);
   secret_write(f.secret, b, NODE_SECRET_BYTES, 0600);
   ck_assert_int_eq(symlink(f.secret, link), 0);
-  smp_fork(&f, link);
-  ck_assert_int_eq(smp_exit(&f, 5000), 2);
-  smp_fork(&f, "/nonexistent/node.secret");
-  ck_assert_int_eq(smp_exit(&f, 5000), 2);
+  smp_fx_fork(&f, link);
+  ck_assert_int_eq(smp_fx_exit(&f, 5000), 2);
+  smp_fx_fork(&f, "/nonexistent/node.secret");
+  ck_assert_int_eq(smp_fx_exit(&f, 5000), 2);
   if (geteuid() == 0) {
     ck_assert_int_eq(chown(f.secret, 65534, 65534), 0);
-    smp_fork(&f, f.secret);
-    ck_assert_int_eq(smp_exit(&f, 5000), 2);
+    smp_fx_fork(&f, f.secret);
+    ck_assert_int_eq(smp_fx_exit(&f, 5000), 2);
     ck_assert_int_eq(chown(f.secret, 0, 0), 0);
   }
-  ck_assert_int_ge(log_count(&f, "the node's secret is unusable"), 6);
+  ck_assert_int_ge(smp_fx_log_count(&f, "the node's secret is unusable"), 6);
   /* The good file: the SMP serves. */
-  smp_fork(&f, f.secret);
-  close(conn(&f));
-  ck_assert_int_eq(smp_exit(&f, 100), -1);
-  fx_done(&f);
+  smp_fx_fork(&f, f.secret);
+  close(smp_fx_conn(&f));
+  ck_assert_int_eq(smp_fx_exit(&f, 100), -1);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -574,12 +358,12 @@ END_TEST
  * same after, and a symlink in its place is refused. */
 START_TEST(node_secret_made_once)
 {
-  struct fx f;
+  struct smp_fx f;
   uint8_t a[NODE_SECRET_BYTES], b[NODE_SECRET_BYTES], zero[NODE_SECRET_BYTES];
   char path[160], link[160], target[160];
   struct stat st;
 
-  fx_init(&f);
+  smp_fx_init(&f);
   memset(zero, 0, sizeof(zero));
   ck_assert_int_eq(node_secret_load_or_create(f.dir, path, sizeof(path), a), 0);
   ck_assert_str_eq(path, f.secret);
@@ -601,7 +385,7 @@ START_TEST(node_secret_made_once)
   ck_assert_int_eq(symlink("/tmp/pt-should-not-exist", link), 0);
   ck_assert_int_lt(node_secret_load_or_create(f.dir, path, sizeof(path), b), 0);
   ck_assert_int_ne(access("/tmp/pt-should-not-exist", F_OK), 0);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -613,39 +397,39 @@ END_TEST
  * one log line for all (rate-limited). */
 START_TEST(roleless_connections_bounded)
 {
-  struct fx f;
+  struct smp_fx f;
   struct rpc_hdr h = { .type = RPC_HELLO, .length = (1u << 20) - 1,
                        .request_id = 1 };
   uint8_t frame[RPC_HDR_BYTES + 1] = { 0 };
   int flood[80], closed = 0;
 
-  fx_init(&f);
-  smp_fork(&f, NULL);
+  smp_fx_init(&f);
+  smp_fx_fork(&f, NULL);
   rpc_hdr_encode(frame, &h);
-  int tr = trainer_with_step(&f);
-  int node = conn(&f);
-  ck_assert_int_eq(subscribe(node, NULL, 0), 0);
+  int tr = smp_fx_trainer_with_step(&f);
+  int node = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(node, NULL, 0), 0);
 
-  int silent = conn(&f);
-  int partial = conn(&f);
+  int silent = smp_fx_conn(&f);
+  int partial = smp_fx_conn(&f);
   ck_assert_int_eq(write(partial, frame, 10), 10); /* part of a header */
   uint64_t t0 = rpc_now_ms();
   ck_assert(unit_closed_by_peer(partial, 15000));
   ck_assert_uint_ge(rpc_now_ms() - t0, 9000);
   struct pollfd pfd = { silent, POLLIN, 0 };
   ck_assert_int_eq(poll(&pfd, 1, 0), 0); /* still open, nothing to read */
-  ck_assert_int_eq(log_count(&f, "no role and nothing sent for 10 s inside "
+  ck_assert_int_eq(smp_fx_log_count(&f, "no role and nothing sent for 10 s inside "
                                  "a frame"), 1);
   close(partial);
 
   for (int i = 0; i < 80; i++) {
-    flood[i] = conn(&f);
+    flood[i] = smp_fx_conn(&f);
     ck_assert_int_eq(write(flood[i], frame, sizeof(frame)),
                      (ssize_t)sizeof(frame));
   }
   q_acq.step = 8;
-  ck_assert_int_eq(call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED);
+  ck_assert_int_eq(smp_fx_call(tr, RPC_SLOT_ACQUIRE, &q_acq.base), 0);
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_SEALED);
   /* At least 80 + 1 - 32 of them are closed; on a loaded machine the SMP
    * may take a while to get there, so wait (10 s) rather than sample. */
   bool shut[80] = { false };
@@ -665,7 +449,7 @@ START_TEST(roleless_connections_bounded)
    * connection. */
   static int burst[500];
   for (int i = 0; i < 500; i++)
-    burst[i] = conn(&f);
+    burst[i] = smp_fx_conn(&f);
   /* All but at most SMP_ROLELESS_MAX (32) are closed by the SMP; which
    * ones depends on ties in idle time, so count them. */
   static bool gone[500];
@@ -686,17 +470,17 @@ START_TEST(roleless_connections_bounded)
     usleep(10000);
   }
   ck_assert_int_ge(ngone, 500 - 32);
-  ck_assert_int_eq(slot_state_of(node, 7), SNAP_SEALED); /* still served */
+  ck_assert_int_eq(smp_fx_slot_state(node, 7), SNAP_SEALED); /* still served */
   /* The first line, and at most one more if the test ran past the 10 s
    * interval: not one per connection closed (over 500). */
-  ck_assert_int_le(log_count(&f, "connections without a role: closing the "
+  ck_assert_int_le(smp_fx_log_count(&f, "connections without a role: closing the "
                                  "one idle longest"), 2);
   for (int i = 0; i < 500; i++)
     close(burst[i]);
   close(silent);
   close(node);
   close(tr);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -705,14 +489,14 @@ END_TEST
  * a log line. */
 START_TEST(client_text_escaped)
 {
-  struct fx f;
+  struct smp_fx f;
   Pt__Hello h = PT__HELLO__INIT;
   Pt__Region r = PT__REGION__INIT, *rp[1] = { &r };
   Pt__Subscribe sub = PT__SUBSCRIBE__INIT;
 
-  fx_init(&f);
-  smp_fork(&f, NULL);
-  int fd = conn(&f);
+  smp_fx_init(&f);
+  smp_fx_fork(&f, NULL);
+  int fd = smp_fx_conn(&f);
   r.name = "w";
   r.bytes = 4096;
   h.job = "x\n<3>forged job";
@@ -720,22 +504,22 @@ START_TEST(client_text_escaped)
   h.pid = (int32_t)getpid();
   h.n_regions = 1;
   h.regions = rp;
-  ck_assert_int_eq(call(fd, RPC_HELLO, &h.base), PT_ECONFIG);
+  ck_assert_int_eq(smp_fx_call(fd, RPC_HELLO, &h.base), PT_ECONFIG);
   h.job = f.job;
   r.name = "r\n<3>forged region";
   r.bytes = 0;
-  ck_assert_int_eq(call(fd, RPC_HELLO, &h.base), -EINVAL);
+  ck_assert_int_eq(smp_fx_call(fd, RPC_HELLO, &h.base), -EINVAL);
   close(fd);
-  int node = conn(&f);
+  int node = smp_fx_conn(&f);
   sub.node_id = "n\n<3>forged node";
-  ck_assert_int_eq(call(node, RPC_SUBSCRIBE, &sub.base), 0);
+  ck_assert_int_eq(smp_fx_call(node, RPC_SUBSCRIBE, &sub.base), 0);
   close(node);
   /* RELEASE's reason. */
   ProtobufCMessage *m = NULL;
   Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
   Pt__Release rel = PT__RELEASE__INIT;
-  int tr = conn(&f);
-  ck_assert_int_eq(hello(&f, tr, (int32_t)getpid()), 0);
+  int tr = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_hello(&f, tr, (int32_t)getpid()), 0);
   a.step = 3;
   ck_assert_int_eq(rpc_sock_call(tr, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
                                  3000, &m), 0);
@@ -744,19 +528,19 @@ START_TEST(client_text_escaped)
   rel.generation = ((Pt__SlotReply *)m)->generation;
   protobuf_c_message_free_unpacked(m, NULL);
   rel.reason = "c\n<3>forged release";
-  ck_assert_int_eq(call(tr, RPC_RELEASE, &rel.base), 0);
+  ck_assert_int_eq(smp_fx_call(tr, RPC_RELEASE, &rel.base), 0);
   close(tr);
-  ck_assert_int_eq(log_count(&f, "released by the trainer: "
+  ck_assert_int_eq(smp_fx_log_count(&f, "released by the trainer: "
                                  "c\\x0a<3>forged release"), 1);
-  ck_assert_int_eq(log_count(&f, "job 'x\\x0a<3>forged job'"), 1);
-  ck_assert_int_eq(log_count(&f, "('r\\x0a<3>forged region')"), 1);
-  ck_assert_int_eq(log_count(&f, "node 'n\\x0a<3>forged node' subscribed"), 1);
-  ck_assert_int_eq(log_count(&f, "\n<3>forged"), 0);
+  ck_assert_int_eq(smp_fx_log_count(&f, "job 'x\\x0a<3>forged job'"), 1);
+  ck_assert_int_eq(smp_fx_log_count(&f, "('r\\x0a<3>forged region')"), 1);
+  ck_assert_int_eq(smp_fx_log_count(&f, "node 'n\\x0a<3>forged node' subscribed"), 1);
+  ck_assert_int_eq(smp_fx_log_count(&f, "\n<3>forged"), 0);
   /* every line is one of the SMP's: "<N>ptd smp 0: ..." */
-  ck_assert_int_gt(log_count(&f, "\n"), 3);
-  ck_assert_int_eq(log_count(&f, "\n"), log_count(&f, ">ptd smp 0: "));
-  ck_assert_int_eq(log_count(&f, "\n<"), log_count(&f, "\n") - 1);
-  fx_done(&f);
+  ck_assert_int_gt(smp_fx_log_count(&f, "\n"), 3);
+  ck_assert_int_eq(smp_fx_log_count(&f, "\n"), smp_fx_log_count(&f, ">ptd smp 0: "));
+  ck_assert_int_eq(smp_fx_log_count(&f, "\n<"), smp_fx_log_count(&f, "\n") - 1);
+  smp_fx_done(&f);
 }
 END_TEST
 
@@ -764,7 +548,7 @@ END_TEST
 
 /* HELLO's status, without asserting (for forked children). OUT: msg (may be
  * NULL), the reply's message. */
-static int hello_raw(struct fx *f, int fd, char *msg, size_t len)
+static int hello_raw(struct smp_fx *f, int fd, char *msg, size_t len)
 {
   Pt__Hello h = PT__HELLO__INIT;
   Pt__Region r = PT__REGION__INIT, *rp[1] = { &r };
@@ -795,7 +579,7 @@ struct leader {
   int cmd, res;
 };
 
-static void leader_start(struct fx *f, struct leader *l)
+static void leader_start(struct smp_fx *f, struct leader *l)
 {
   int c[2], r[2];
   char b;
@@ -867,7 +651,7 @@ static int trainer_set(int fd, int32_t pid, uint64_t ticks)
   t.pid = pid;
   t.has_start_ticks = ticks != 0;
   t.start_ticks = ticks;
-  return call(fd, RPC_TRAINER_SET, &t.base);
+  return smp_fx_call(fd, RPC_TRAINER_SET, &t.base);
 }
 
 /* With --secret-file, only the trainer the node announced may say HELLO:
@@ -880,34 +664,34 @@ static int trainer_set(int fd, int32_t pid, uint64_t ticks)
  * again. */
 START_TEST(hello_only_from_announced_trainer)
 {
-  struct fx f;
+  struct smp_fx f;
   struct leader l;
   uint8_t secret[NODE_SECRET_BYTES];
   char msg[512], want[64];
 
-  fx_init(&f);
+  smp_fx_init(&f);
   for (int i = 0; i < NODE_SECRET_BYTES; i++)
     secret[i] = (uint8_t)(i * 5 + 3);
   secret_write(f.secret, secret, sizeof(secret), 0600);
-  smp_fork(&f, f.secret);
+  smp_fx_fork(&f, f.secret);
   leader_start(&f, &l);
 
-  int me = conn(&f);
+  int me = smp_fx_conn(&f);
   ck_assert_int_eq(hello_raw(&f, me, msg, sizeof(msg)), -EAGAIN);
   ck_assert_ptr_nonnull(strstr(msg, "waiting for the node to announce"));
   ck_assert_int_eq(hello_raw(&f, me, NULL, 0), -EAGAIN); /* still open */
   ck_assert_int_eq(leader_hello(&l), -EAGAIN);
 
   /* Only the node may announce. */
-  int stray = conn(&f);
+  int stray = smp_fx_conn(&f);
   ck_assert_int_eq(trainer_set(stray, l.pid, 0), PT_EROLE);
   ck_assert(unit_closed_by_peer(stray, 3000));
   close(stray);
-  ck_assert_int_eq(log_count(&f, "refusing TRAINER_SET"), 1);
+  ck_assert_int_eq(smp_fx_log_count(&f, "refusing TRAINER_SET"), 1);
   ck_assert_int_eq(leader_hello(&l), -EAGAIN);
 
-  int node = conn(&f);
-  ck_assert_int_eq(subscribe(node, secret, sizeof(secret)), 0);
+  int node = smp_fx_conn(&f);
+  ck_assert_int_eq(smp_fx_subscribe(node, secret, sizeof(secret)), 0);
   ck_assert_int_eq(trainer_set(node, (int32_t)f.pid, 0), -ESRCH); /* no leader */
   ck_assert_int_eq(trainer_set(node, l.pid, 1), -ESRCH); /* other start time */
   /* A session leader that has exited but is not reaped yet (a zombie, as
@@ -921,7 +705,7 @@ START_TEST(hello_only_from_announced_trainer)
   siginfo_t si;
   ck_assert_int_eq(waitid(P_PID, (id_t)z, &si, WEXITED | WNOWAIT), 0);
   ck_assert_int_eq(trainer_set(node, (int32_t)z, 0), -ESRCH);
-  ck_assert_int_eq(log_count(&f, "has exited"), 1);
+  ck_assert_int_eq(smp_fx_log_count(&f, "has exited"), 1);
   waitpid(z, NULL, 0);
   ck_assert_int_eq(hello_raw(&f, me, NULL, 0), -EAGAIN);
   ck_assert_int_eq(trainer_set(node, l.pid, 0), 0);
@@ -932,7 +716,7 @@ START_TEST(hello_only_from_announced_trainer)
   ck_assert_msg(strstr(msg, want) != NULL, "%s", msg);
   snprintf(want, sizeof(want), "trainer pid %d,", (int)l.pid);
   ck_assert_msg(strstr(msg, want) != NULL, "%s", msg);
-  ck_assert_int_eq(log_count(&f, want), 1);
+  ck_assert_int_eq(smp_fx_log_count(&f, want), 1);
   close(me);
   /* The announced session: accepted (a child of its leader, as a wrapper's
    * pt-train or torchrun's workers). */
@@ -940,11 +724,11 @@ START_TEST(hello_only_from_announced_trainer)
 
   /* The leader's exit ends the announcement: HELLO waits again. */
   leader_kill(&l);
-  me = conn(&f);
+  me = smp_fx_conn(&f);
   ck_assert_int_eq(hello_raw(&f, me, NULL, 0), -EAGAIN);
   close(me);
   close(node);
-  fx_done(&f);
+  smp_fx_done(&f);
 }
 END_TEST
 
