@@ -157,7 +157,8 @@ struct pt_options {
   bool rank_set;           /* true: use .rank as given, even 0 */
   int world;               /* 0: $PT_WORLD_SIZE, $WORLD_SIZE, 1 */
   int copy_threads;        /* 0: $PT_COPY_THREADS, default 1 */
-  int timeout_ms;          /* deadline of each request to the SMP; 0: 10000 */
+  int timeout_ms;          /* deadline of each request to the SMP; 0:
+                            * $PT_TIMEOUT_MS, 10000 */
   int snapshot_timeout_ms; /* how long pt_snapshot() and pt_fence() wait on
                             * the SMP: 0: $PT_SNAPSHOT_TIMEOUT_MS, 100; at
                             * most timeout_ms */
@@ -243,7 +244,12 @@ int pt_fence(pt_client *c);
  * PT_EINFLIGHT: a snapshot's copy is in flight (call pt_fence() first).
  * PT_EREGIONS: the snapshot was taken with a different region table.
  * PT_ECHECKSUM: the data is damaged; the regions may have been partly written
- * and must not be used. */
+ * and must not be used.
+ * Each request to the SMP has timeout_ms, but the call may take longer in
+ * one case: an SMP rebuilding the step from its coding group (its node was
+ * lost) reports its progress before each deadline, and pt_restore() waits
+ * as long as bytes keep coming (the SMP gives up after 9 s without any;
+ * -ETIMEDOUT here after 15 s of reports that show none). */
 int pt_restore(pt_client *c, uint64_t *step);
 
 /* The blob: a small opaque byte string stored with every snapshot, for

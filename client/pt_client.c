@@ -111,7 +111,17 @@ static int options_apply(pt_client *c, const struct pt_options *o)
     }
     c->copy_threads = v;
   }
-  c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+  if (o->timeout_ms > 0) {
+    c->timeout_ms = o->timeout_ms;
+  } else {
+    v = DEFAULT_TIMEOUT_MS;
+    rc = env_int("PT_TIMEOUT_MS", &v, &found);
+    if (rc != 0 || v < 1) {
+      client_log(c, PT_LOG_ERROR, "pt: invalid PT_TIMEOUT_MS");
+      return PT_ECONFIG;
+    }
+    c->timeout_ms = v;
+  }
 
   if (o->snapshot_timeout_ms > 0) {
     c->snap_timeout_ms = o->snapshot_timeout_ms;

@@ -12,9 +12,60 @@
 
 /* ---- restore ---- */
 
-int pt_restore(pt_client *c, uint64_t *step)
+#define RESTORE_STALL_MS 15000u   /* progress answers with no new bytes for
+                                   * this long: given up (the SMP gives up
+                                   * after 9 s itself) */
+#define RESTORE_PROGRESS_LOG_MS 10000u
+
+/* RESTORE_QUERY until its answer is final: an SMP rebuilding the step from
+ * its coding group answers -EINPROGRESS with the bytes received so far
+ * before our request deadline, and we ask again for as long as bytes keep
+ * coming (the SMP gives up once none came for its own deadline;
+ * RESTORE_STALL_MS without progress bounds the wait here too). */
+static int restore_query(pt_client *c, ProtobufCMessage **out)
 {
   Pt__RestoreQuery req = PT__RESTORE_QUERY__INIT;
+  uint64_t seen = 0, logged_ms = 0, t0 = rpc_now_ms(), moved_ms = t0;
+
+  req.has_wait_ms = true;
+  req.wait_ms = (uint32_t)c->timeout_ms;
+  for (;;) {
+    ProtobufCMessage *m = NULL;
+    int rc = client_session_call(c, RPC_RESTORE_QUERY, &req.base,
+                                 RPC_RESTORE_REPLY, client_deadline_after(c),
+                                 &m, NULL);
+    if (rc != 0)
+      return rc;
+    const Pt__RestoreReply *r = (const Pt__RestoreReply *)m;
+    if (r->status != -EINPROGRESS) {
+      *out = m;
+      return 0;
+    }
+    uint64_t done = r->has_done_bytes ? r->done_bytes : 0;
+    uint64_t now = rpc_now_ms();
+    if (done > seen) {
+      seen = done;
+      moved_ms = now;
+    }
+    if (now >= moved_ms + RESTORE_STALL_MS) {
+      client_log(c, PT_LOG_ERROR, "pt: restore given up after %llu ms: the "
+                 "SMP's rebuild of the step received nothing for %u ms (%s)",
+                 (unsigned long long)(now - t0), RESTORE_STALL_MS,
+                 r->message ? r->message : "no detail");
+      protobuf_c_message_free_unpacked(m, NULL);
+      return -ETIMEDOUT;
+    }
+    if (logged_ms == 0 || now >= logged_ms + RESTORE_PROGRESS_LOG_MS) {
+      client_log(c, PT_LOG_INFO, "pt: restore waits: %s",
+                 r->message ? r->message : "the SMP is rebuilding the step");
+      logged_ms = now;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+}
+
+int pt_restore(pt_client *c, uint64_t *step)
+{
   ProtobufCMessage *m = NULL;
   Pt__RestoreReply *r;
   struct snap_slot_info info;
@@ -36,8 +87,7 @@ int pt_restore(pt_client *c, uint64_t *step)
   if ((rc = client_table_freeze(c)) != 0)
     return rc;
 
-  rc = client_session_call(c, RPC_RESTORE_QUERY, &req.base, RPC_RESTORE_REPLY,
-                    client_deadline_after(c), &m, NULL);
+  rc = restore_query(c, &m);
   if (rc != 0)
     return rc;
   r = (Pt__RestoreReply *)m;

@@ -3940,9 +3940,29 @@ const ProtobufCMessageDescriptor pt__reply__descriptor =
   (ProtobufCMessageInit) pt__reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-#define pt__restore_query__field_descriptors NULL
-#define pt__restore_query__field_indices_by_name NULL
-#define pt__restore_query__number_ranges NULL
+static const ProtobufCFieldDescriptor pt__restore_query__field_descriptors[1] =
+{
+  {
+    "wait_ms",
+    1,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__RestoreQuery, has_wait_ms),
+    offsetof(Pt__RestoreQuery, wait_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__restore_query__field_indices_by_name[] = {
+  0,   /* field[0] = wait_ms */
+};
+static const ProtobufCIntRange pt__restore_query__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
 const ProtobufCMessageDescriptor pt__restore_query__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
@@ -3951,14 +3971,14 @@ const ProtobufCMessageDescriptor pt__restore_query__descriptor =
   "Pt__RestoreQuery",
   "pt",
   sizeof(Pt__RestoreQuery),
-  0,
+  1,
   pt__restore_query__field_descriptors,
   pt__restore_query__field_indices_by_name,
-  0,  pt__restore_query__number_ranges,
+  1,  pt__restore_query__number_ranges,
   (ProtobufCMessageInit) pt__restore_query__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__restore_reply__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pt__restore_reply__field_descriptors[7] =
 {
   {
     "status",
@@ -4020,18 +4040,44 @@ static const ProtobufCFieldDescriptor pt__restore_reply__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "done_bytes",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__RestoreReply, has_done_bytes),
+    offsetof(Pt__RestoreReply, done_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_bytes",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__RestoreReply, has_total_bytes),
+    offsetof(Pt__RestoreReply, total_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__restore_reply__field_indices_by_name[] = {
+  5,   /* field[5] = done_bytes */
   3,   /* field[3] = generation */
   1,   /* field[1] = message */
   2,   /* field[2] = slot */
   0,   /* field[0] = status */
   4,   /* field[4] = step */
+  6,   /* field[6] = total_bytes */
 };
 static const ProtobufCIntRange pt__restore_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__restore_reply__descriptor =
 {
@@ -4041,7 +4087,7 @@ const ProtobufCMessageDescriptor pt__restore_reply__descriptor =
   "Pt__RestoreReply",
   "pt",
   sizeof(Pt__RestoreReply),
-  5,
+  7,
   pt__restore_reply__field_descriptors,
   pt__restore_reply__field_indices_by_name,
   1,  pt__restore_reply__number_ranges,

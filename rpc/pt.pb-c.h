@@ -307,19 +307,26 @@ struct  Pt__Reply
 
 
 /*
- * RPC_RESTORE_QUERY: which slot to restore from. Empty.
+ * RPC_RESTORE_QUERY: which slot to restore from. wait_ms: how long the
+ * trainer waits for the answer (its request deadline); an SMP still
+ * rebuilding the step answers -EINPROGRESS well before then, and the trainer
+ * asks again.
  */
 struct  Pt__RestoreQuery
 {
   ProtobufCMessage base;
+  protobuf_c_boolean has_wait_ms;
+  uint32_t wait_ms;
 };
 #define PT__RESTORE_QUERY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__restore_query__descriptor) \
-     }
+    , 0, 0 }
 
 
 /*
- * RPC_RESTORE_REPLY: status 0 with slot/step, or PT_ENOSNAP.
+ * RPC_RESTORE_REPLY: status 0 with slot/step, or PT_ENOSNAP; -EINPROGRESS
+ * while the step is being rebuilt from the coding group (done_bytes of
+ * total_bytes received so far: ask again).
  */
 struct  Pt__RestoreReply
 {
@@ -332,10 +339,14 @@ struct  Pt__RestoreReply
   uint64_t generation;
   protobuf_c_boolean has_step;
   uint64_t step;
+  protobuf_c_boolean has_done_bytes;
+  uint64_t done_bytes;
+  protobuf_c_boolean has_total_bytes;
+  uint64_t total_bytes;
 };
 #define PT__RESTORE_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__restore_reply__descriptor) \
-    , 0, NULL, 0, 0, 0, 0, 0, 0 }
+    , 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*

@@ -514,6 +514,21 @@ int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step)
   return PT_OK;
 }
 
+int snap_slot_set_restore_missing(struct snap_store *s, uint64_t step)
+{
+  int freed = 0;
+  for (uint32_t i = 0; i < s->lay.nslots; i++) {
+    uint32_t st = state_load(s, i);
+    if (st == SNAP_FREE)
+      continue;
+    if (st != SNAP_COMMITTED || get64(s, i, SLOT_STEP) >= step) {
+      slot_free(s, i);
+      freed++;
+    }
+  }
+  return freed;
+}
+
 /* snap_slot_verify() in three parts, so that snap_slot_verify_many() can
  * share one slot's blocks among threads: the record (before any block is
  * read), the blocks [b0, b1) of the slot's table, and the table's own CRC and

@@ -449,6 +449,13 @@ int snap_slot_commit(struct snap_store *s, uint64_t step);
  * every slot becomes FREE (the job starts over). -ENOENT, nothing changed,
  * when no SEALED/PINNED/COMMITTED slot holds step. */
 int snap_slot_set_restore(struct snap_store *s, bool has_step, uint64_t step);
+/* A restore point that this object must rebuild (its copy of step is
+ * missing or damaged): every slot holding step or a newer one, and every
+ * slot neither SEALED, PINNED nor COMMITTED, becomes FREE; older SEALED and
+ * PINNED slots become FREE too (no pin outlives the restore); older
+ * COMMITTED ones stay, intact fallbacks should the rebuild fail. Returns how
+ * many slots it freed. */
+int snap_slot_set_restore_missing(struct snap_store *s, uint64_t step);
 
 /* Checks slot's record against its CRC, its checksum table against the
  * recorded table CRC, every data block against the table, and the blob

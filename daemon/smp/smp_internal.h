@@ -223,7 +223,9 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
                         const Pt__SlotAcquire *m);
 int smp_trainer_on_seal(struct smp_conn *sc, uint64_t id, const Pt__Seal *m);
 int smp_trainer_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *m);
-int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id);
+/* m may be NULL (a held query answered now). */
+int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
+                                 const Pt__RestoreQuery *m);
 int smp_trainer_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m);
 /* smp_node.c (STATE_QUERY: smp_node_state_reply; verify: read every readable
  * slot in full, or with newest_first from the newest step down until one is
@@ -296,9 +298,11 @@ bool smp_peer_pin(struct smp_conn *sc, uint64_t id, uint64_t step,
  * (any rebuild under way is given up). */
 bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
                                   bool damaged);
-/* RESTORE_QUERY id of sc: true when the rebuild answers it (held until it
- * ends, or its failure now). */
-bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id);
+/* RESTORE_QUERY id of sc, whose trainer waits wait_ms for the answer (0:
+ * libpt's default): true when the rebuild answers it (held until it ends,
+ * or its failure now; -EINPROGRESS with its progress before wait_ms is
+ * out, and the trainer asks again). */
+bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id, uint32_t wait_ms);
 void smp_peer_rebuild_conn_gone(struct smp *smp, struct smp_conn *sc);
 /* The object is about to be unmapped: a rebuild into it begins again with
  * the next one. */

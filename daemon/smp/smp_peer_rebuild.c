@@ -10,9 +10,12 @@
  * trainer), every slot of the object freed. The rebuild starts once the
  * trainer's HELLO made the object (the slot size comes from its regions)
  * and the links to the other members are up with their sizes said; the
- * trainer's RESTORE_QUERY is held until it ends (REBUILD_MS from its
- * start: under libpt's default call deadline), then answered as usual, or
- * with why not.
+ * trainer's RESTORE_QUERY is held until it ends, then answered as usual,
+ * or with why not; while it runs, the held query is answered with its
+ * progress (-EINPROGRESS, bytes received of the slot's) before the
+ * trainer's own deadline (its wait_ms), and libpt asks again, so that a
+ * rebuild of any size fits. It fails once nothing came for
+ * REBUILD_STALL_MS.
  *
  * How. First this member's checksum table of R (PEER_FETCH what 2: each
  * member keeps the tables the others sent it, smp_peer_serve.c), from the
@@ -107,12 +110,41 @@ static void answer_held(struct smp_peer_rebuild *r)
   if (sc == NULL || sc->closing)
     return;
   if (r->state == RB_DONE) {
-    smp_trainer_on_restore_query(sc, r->held_id); /* answered as usual now */
+    smp_trainer_on_restore_query(sc, r->held_id, NULL); /* as usual now */
     return;
   }
   Pt__RestoreReply m = PT__RESTORE_REPLY__INIT;
   m.status = r->rc != 0 ? r->rc : PT_ESTATE;
   m.message = r->err;
+  rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, r->held_id, &m.base);
+}
+
+/* The held query's progress: -EINPROGRESS with the bytes received so far
+ * of the k per byte the slot needs; the trainer asks again. */
+static void answer_progress(struct smp_peer_rebuild *r)
+{
+  struct smp *smp = r->p->smp;
+  struct smp_conn *sc = r->held_sc;
+  char msg[200];
+
+  r->held = false;
+  r->held_sc = NULL;
+  if (sc == NULL || sc->closing)
+    return;
+  uint64_t total = smp->store != NULL
+                       ? snap_store_slot_bytes(smp->store) * smp->group.k
+                       : 0;
+  Pt__RestoreReply m = PT__RESTORE_REPLY__INIT;
+  m.status = -EINPROGRESS;
+  snprintf(msg, sizeof(msg), "step %" PRIu64 " is being rebuilt from coding "
+           "group %u: %" PRIu64 " of about %" PRIu64 " bytes received in %"
+           PRIu64 " ms", r->step, smp->group.group, r->received, total,
+           rpc_now_ms() - r->t_start);
+  m.message = msg;
+  m.has_done_bytes = true;
+  m.done_bytes = r->received;
+  m.has_total_bytes = total > 0;
+  m.total_bytes = total;
   rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, r->held_id, &m.base);
 }
 
@@ -152,13 +184,13 @@ static void machine_free(struct smp_peer_rebuild *r)
     }
 }
 
-/* The slot given back: nothing unverified stays (every slot freed; the
- * object held nothing of the restore point anyway). */
+/* The slot given back: nothing unverified stays (the step and newer ones
+ * freed; older committed steps, intact, stay for the job to fall back on). */
 static void slot_drop(struct smp_peer_rebuild *r)
 {
   struct smp *smp = r->p->smp;
   if (r->has_slot && smp->store != NULL)
-    (void)snap_slot_set_restore(smp->store, false, 0);
+    (void)snap_slot_set_restore_missing(smp->store, r->step);
   r->has_slot = false;
 }
 
@@ -315,8 +347,9 @@ static void begin(struct smp_peer_rebuild *r)
   r->t_start = rpc_now_ms();
   r->us_start = smp_peer_rebuild_now_us();
   r->us_table = r->us_data = r->us_start;
-  r->deadline = r->t_start + REBUILD_MS;
+  r->deadline = r->t_start + REBUILD_STALL_MS;
   r->received = 0;
+  r->received_seen = 0;
   r->used = 0;
   r->skip_src = 0;
   r->verify_tries = 0;
@@ -507,6 +540,12 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
   }
   if (!smp_peer_rebuild_active(r))
     return;
+  if (r->received != r->received_seen) {
+    r->received_seen = r->received; /* bytes came: the stall deadline moves */
+    r->deadline = now + REBUILD_STALL_MS;
+  }
+  if (r->held && now >= r->held_until)
+    answer_progress(r);
   if (now >= r->deadline) {
     char busy[96] = "";
     uint32_t mask = 0;
@@ -515,8 +554,8 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
         mask |= 1u << i;
     members_list(busy, sizeof(busy), mask);
     smp_peer_rebuild_fail(r, -ETIMEDOUT, "cannot rebuild step %" PRIu64 " of coding group "
-            "%u within %u ms%s%s", r->step, g->group, REBUILD_MS, mask ? ": waiting for "
-            "members " : "", busy);
+            "%u: nothing received for %u ms%s%s", r->step, g->group, REBUILD_STALL_MS,
+            mask ? ": waiting for members " : "", busy);
     return;
   }
   /* links: down too long with fetches due, lost; fetches past their
@@ -685,17 +724,18 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
     return false;
   if ((r = rb_get(smp)) == NULL)
     return false;
-  if (smp->store != NULL)
-    (void)snap_slot_set_restore(smp->store, false, 0); /* nothing of it here */
+  if (smp->store != NULL) /* nothing of it here; older committed steps stay */
+    (void)snap_slot_set_restore_missing(smp->store, step);
   r->state = RB_WAIT;
   r->step = step;
+  r->hold_logged = false;
   r->rc = 0;
   r->err[0] = '\0';
   timer_start(r);
   return true;
 }
 
-bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id)
+bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id, uint32_t wait_ms)
 {
   struct smp_peer_rebuild *r = RB(sc->smp);
   if (r == NULL || (!smp_peer_rebuild_active(r) && r->state != RB_FAILED))
@@ -712,11 +752,17 @@ bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id)
   r->held = true;
   r->held_sc = sc;
   r->held_id = id;
-  if (r->state == RB_FAILED)
+  uint32_t answer_ms = REBUILD_ANSWER_MS;
+  if (wait_ms > 0 && wait_ms / 2 < answer_ms)
+    answer_ms = wait_ms / 2 > 50 ? wait_ms / 2 : 50;
+  r->held_until = rpc_now_ms() + answer_ms;
+  if (r->state == RB_FAILED) {
     answer_held(r);
-  else
+  } else if (!r->hold_logged) {
+    r->hold_logged = true; /* (its queries again after each progress: not) */
     log_info("the trainer's restore waits for the rebuild of step %" PRIu64,
              r->step);
+  }
   return true;
 }
 

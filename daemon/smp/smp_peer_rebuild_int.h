@@ -14,7 +14,12 @@
 #include "daemon/smp/smp_peer_int.h"
 #include "daemon/smp/smp_rebuild.h"
 
-#define REBUILD_MS 9000u         /* from its start to the verified slot */
+#define REBUILD_STALL_MS 9000u   /* a rebuild that receives nothing this
+                                  * long fails (it may take any time while
+                                  * bytes come) */
+#define REBUILD_ANSWER_MS 4000u  /* a held RESTORE_QUERY gets the progress
+                                  * (-EINPROGRESS) after this, or half its
+                                  * trainer's wait_ms when that is less */
 #define REBUILD_FETCH_MS 3000u   /* one fetch */
 #define REBUILD_LINK_MS 3000u    /* a member not linked by then is lost */
 #define REBUILD_TICK_MS 1u       /* a link up or a size said is seen at once */
@@ -55,7 +60,9 @@ struct smp_peer_rebuild {
   enum rb_state state;
   uint64_t step;
   uint32_t attempt;
-  uint64_t t_start, deadline;
+  uint64_t t_start, deadline;  /* deadline: REBUILD_STALL_MS past the last
+                                * bytes received */
+  uint64_t received_seen;      /* r->received when the deadline moved */
   uint64_t us_start, us_table, us_data; /* its phases (rpc_now_us) */
   bool has_slot;
   uint32_t slot;
@@ -76,7 +83,8 @@ struct smp_peer_rebuild {
   /* the trainer's RESTORE_QUERY, held */
   bool held;
   struct smp_conn *held_sc;
-  uint64_t held_id;
+  uint64_t held_id, held_until; /* until: its progress answer is due */
+  bool hold_logged;
   /* the step rebuilt here: its parity rows are not held */
   bool has_rebuilt;
   uint64_t rebuilt_step;

@@ -250,7 +250,7 @@ int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_RELEASE:
     return smp_trainer_on_release(sc, id, (Pt__Release *)msg);
   case RPC_RESTORE_QUERY:
-    return smp_trainer_on_restore_query(sc, id);
+    return smp_trainer_on_restore_query(sc, id, (Pt__RestoreQuery *)msg);
   case RPC_BYE:
     return smp_trainer_on_bye(sc, id, (Pt__Bye *)msg);
   case RPC_SUBSCRIBE:

@@ -433,7 +433,8 @@ int smp_trainer_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *
   return 0;
 }
 
-int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id)
+int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
+                                 const Pt__RestoreQuery *m)
 {
   struct smp *smp = sc->smp;
   Pt__RestoreReply r = PT__RESTORE_REPLY__INIT;
@@ -447,8 +448,10 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id)
     r.message = "restore query before an accepted hello";
     goto out_reply;
   }
-  if (smp_peer_rebuild_hold(sc, id))
-    return 0; /* answered when the rebuild of the step ends */
+  if (smp_peer_rebuild_hold(sc, id, m != NULL && m->has_wait_ms ? m->wait_ms
+                                                                  : 0))
+    return 0; /* answered when the rebuild of the step ends (or with its
+                 progress, before the trainer's deadline) */
   sc->restore_owed = false;
   if (smp->restore_set && !smp->restore_has_step) {
     rc = PT_ENOSNAP;

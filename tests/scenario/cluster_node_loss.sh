@@ -31,7 +31,7 @@ set -u
 trap 'c_nodes_term; c_cleanup; t_cleanup' EXIT
 unset RANK PT_RANK WORLD_SIZE PT_WORLD_SIZE MASTER_ADDR MASTER_PORT PT_JOB
 STEPS=${NL_STEPS:-120}
-ARGS=(--steps $STEPS --state-mb ${NL_STATE_MB:-2} --batch 2 --log-every 10)
+ARGS=(--steps $STEPS --state-mb ${NL_STATE_MB:-2} --batch 2 --log-every 10 ${NL_VERBOSE:+--verbose})
 t_reference 3 "${ARGS[@]}"
 
 c_ctl_start --heartbeat-ms 200 --dead-after-ms 2000 --node-wait-ms 60000
@@ -117,7 +117,31 @@ wait_committed nl 10
 lose_node b nl
 c_wait_node_state b dead 20
 R=$(c_job_field nl committed_step)
-c_node_start b --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults
+# (NL_B_TIMEOUT_MS: the request deadline of b's restarted trainers, libpt's
+# PT_TIMEOUT_MS; NL_STALL_MS: the survivors' SMPs stopped that long as b's
+# SMP learns it must rebuild, so that the rebuild takes at least as long)
+if [ -n "${NL_STALL_MS:-}" ]; then
+  mark_a=$(( $(wc -l <"$T_DIR/node.a.log") + 1 )) mark_c=$(( $(wc -l <"$T_DIR/node.c.log") + 1 ))
+fi
+if [ -n "${NL_B_TIMEOUT_MS:-}" ]; then
+  PT_TIMEOUT_MS=$NL_B_TIMEOUT_MS c_node_start b --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults
+else
+  c_node_start b --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults
+fi
+if [ -n "${NL_STALL_MS:-}" ]; then
+  # the survivors' SMPs of the new epoch, stopped as they start
+  deadline=$(( $(date +%s) + 30 )) stall_smps=
+  until [ "$(wc -w <<<"$stall_smps")" -eq 2 ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || c_fail "nodes a and c started no SMPs for the new epoch"
+    stall_smps=$( (tail -n +"$mark_a" "$T_DIR/node.a.log"; tail -n +"$mark_c" "$T_DIR/node.c.log") |
+      sed -n 's/.*started smp rank .* (pid \([0-9]*\))$/\1/p' | sort -u | tr '\n' ' ')
+    [ "$(wc -w <<<"$stall_smps")" -ge 1 ] && kill -STOP $stall_smps 2>/dev/null
+    sleep 0.005
+  done
+  sleep "$(awk "BEGIN { print $NL_STALL_MS / 1000 }")"
+  kill -CONT $stall_smps
+  say "the survivors' SMPs of the new epoch ($stall_smps) stopped for $NL_STALL_MS ms as they started"
+fi
 c_wait_node_state b alive 10
 c_wait_job_state nl done 120
 t_check_digests 3

@@ -943,6 +943,55 @@ START_TEST(test_set_restore)
 }
 END_TEST
 
+/* A restore point this object must rebuild: its copy of the step (here
+ * damaged: COMMITTED) and everything newer, the writer and every older pin
+ * go; the older committed steps stay for the job to fall back on, and the
+ * newest of them is the newest committed one until the rebuilt step
+ * commits. */
+START_TEST(test_set_restore_missing)
+{
+  char name[64];
+  struct snap_store *s = make_store("missing", 6, name, sizeof(name));
+  uint32_t s1 = take(s, 1, false);
+  ck_assert_int_eq(snap_slot_commit(s, 1), 0);
+  uint32_t s2 = take(s, 2, false);
+  ck_assert_int_eq(snap_slot_commit(s, 2), 0);
+  uint32_t s3 = take(s, 3, false);
+  ck_assert_int_eq(snap_slot_pin(s, 3), 0);
+  uint32_t s4 = take(s, 4, false);
+  ck_assert_int_eq(snap_slot_commit(s, 4), 0); /* 3 is SEALED again */
+  uint32_t s5 = take(s, 5, false);
+  uint32_t w;
+  uint64_t gw;
+  ck_assert_int_eq(snap_slot_acquire(s, 6, &w, &gw), 0);
+
+  ck_assert_int_eq(snap_slot_set_restore_missing(s, 4), 4);
+  ck_assert_uint_eq(state_of(s, s1), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s2), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s3), SNAP_FREE);
+  ck_assert_uint_eq(state_of(s, s4), SNAP_FREE);
+  ck_assert_uint_eq(state_of(s, s5), SNAP_FREE);
+  ck_assert_uint_eq(state_of(s, w), SNAP_FREE);
+  uint32_t f;
+  uint64_t st;
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
+  ck_assert_uint_eq(st, 2);
+  /* The rebuilt step, written and committed, supersedes nothing older. */
+  uint32_t r4 = take(s, 4, false);
+  ck_assert_int_eq(snap_slot_commit(s, 4), 0);
+  ck_assert_uint_eq(state_of(s, r4), SNAP_COMMITTED);
+  ck_assert_uint_eq(state_of(s, s2), SNAP_COMMITTED);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), 0);
+  ck_assert_uint_eq(st, 4);
+  /* Nothing older than the step: everything goes; again: nothing. */
+  ck_assert_int_eq(snap_slot_set_restore_missing(s, 1), 3);
+  ck_assert_int_eq(snap_slot_newest_committed(s, &f, &st), PT_ENOSNAP);
+  ck_assert_int_eq(snap_slot_set_restore_missing(s, 1), 0);
+  snap_store_close(s);
+  snap_store_unlink(name);
+}
+END_TEST
+
 /* Rewrites slot's record CRC over what its record holds now: a forger who
  * knows the format. */
 static void record_fix(struct snap_store *s, uint32_t slot)
@@ -1621,6 +1670,7 @@ int main(void)
   tcase_add_test(tc, test_commit_releases_pins);
   tcase_add_test(tc, test_pin_random);
   tcase_add_test(tc, test_set_restore);
+  tcase_add_test(tc, test_set_restore_missing);
   tcase_add_test(tc, test_verify);
   tcase_add_test(tc, test_verify_parallel);
   tcase_add_test(tc, test_verify_one_slot_threads);
