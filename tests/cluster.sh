@@ -24,6 +24,20 @@
 #   c_wait_job_state JOB STATE S      waits S seconds at most until the
 #                                     job's state is STATE (on failure the
 #                                     nodes' logs are shown)
+#   c_wait_committed JOB MIN [S]      waits (S, default 60) until JOB's
+#                                     committed step is MIN or more; echoes it
+#   c_node_pids ID [trainer|smp|all]  the pids of node ID's running trainers,
+#                                     SMPs or both (default), from its
+#                                     control socket
+#   c_job_ranks_on ID JOB             the global ranks node ID holds in the
+#                                     coded job JOB (its groups' members)
+#   c_lose_node ID JOB [PIDS]         node ID lost whole: its ptd, SMPs and
+#                                     trainers (PIDS, read before, or read
+#                                     now) SIGKILLed, its objects of JOB
+#                                     removed; sets LOST_RANKS
+#   c_flip_parity OBJ STEP            flips a byte of the parity row of
+#                                     STEP (its slot COMMITTED) in object
+#                                     OBJ; prints the slot
 #
 # What it sets: C_KEY (the key file), C_CTL_DIR (state dir), C_CTL_LOG,
 # C_CTL_PID, C_CTL_PORT, C_CTL_ADDR (127.0.0.1:PORT). Everything it started
@@ -178,4 +192,71 @@ c_wait_job_state() {
     }
     sleep 0.1
   done
+}
+
+c_wait_committed() {
+  local deadline=$(( $(date +%s) + ${3:-60} )) c
+  until c=$(c_job_field "$1" committed_step) && [ -n "$c" ] && [ "$c" -ge "$2" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || c_fail "job '$1' committed nothing past step $2 within ${3:-60} s (at '$c')"
+    sleep 0.1
+  done
+  echo "$c"
+}
+
+c_node_pids() {
+  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
+import json, sys
+keys = {"trainer": ("trainer_pid",), "smp": ("smp_pid",)}.get(sys.argv[1], ("smp_pid", "trainer_pid"))
+print(" ".join(str(r[k]) for r in json.load(sys.stdin)["ranks"] for k in keys if r[k] > 0))' "${2:-all}"
+}
+
+c_job_ranks_on() {
+  c_ptctl status "$2" --json 2>/dev/null | python3 -c '
+import json, sys
+job = [x for x in json.load(sys.stdin)["jobs"] if x["job"] == sys.argv[1]][0]
+print(" ".join(str(m["rank"]) for g in job["groups"] for m in g["members"]
+               if m["node"] == sys.argv[2]))' "$2" "$1"
+}
+
+c_lose_node() {
+  local id=$1 job=$2 procs=${3:-} p r
+  [ -n "$procs" ] || procs=$(c_node_pids "$id")
+  LOST_RANKS=$(c_job_ranks_on "$id" "$job")
+  [ -n "$procs" ] && [ -n "$LOST_RANKS" ] || c_fail "node $id shows no processes ('$procs') or ranks ('$LOST_RANKS')"
+  c_node_kill "$id" KILL
+  for p in $procs; do kill -KILL "$p" 2>/dev/null; done
+  for p in $procs; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  for r in $LOST_RANKS; do rm -f "/dev/shm/${T_PREFIX}pt.$job.$r" "/dev/shm/${T_PREFIX}pt.$job.$r.meta"; done
+  say "node $id lost: processes $procs killed, objects of ranks $LOST_RANKS removed"
+}
+
+c_flip_parity() {
+  python3 - "$1" "$2" <<'EOF_PY'
+import struct, sys
+path, step = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    h = f.read(4096)
+    nslots, = struct.unpack_from("<I", h, 96)
+    slot_table, = struct.unpack_from("<Q", h, 136)
+    par_off, par_bytes = struct.unpack_from("<QQ", h, 160)
+    par_stride, = struct.unpack_from("<Q", h, 224)
+    assert par_bytes > 0, "no parity area"
+    for i in range(nslots):
+        f.seek(slot_table + 64 * i)
+        rec = f.read(64)
+        state, = struct.unpack_from("<I", rec, 0)
+        s, = struct.unpack_from("<Q", rec, 8)
+        if s == step and (state & 0x7fffffff) == 5:
+            at = par_off + i * par_stride + 100
+            f.seek(at)
+            b = f.read(1)
+            f.seek(at)
+            f.write(bytes([b[0] ^ 0x5a]))
+            print(i)
+            break
+    else:
+        sys.exit("no committed slot of step %d" % step)
+EOF_PY
 }

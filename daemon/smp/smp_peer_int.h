@@ -106,6 +106,11 @@ struct smp_peer {
   unsigned nfailed;
   struct smp_peer_rebuild *rebuild; /* smp_peer_rebuild.c; NULL: none yet */
   bool meta_loaded;          /* the tables kept before read (smp_peer_meta.c) */
+  /* A step this member rebuilt: its data, not its parity rows (the next
+   * committed step writes them); kept in '<object>.meta' too, so that an
+   * SMP started again never serves that step's parity area as parity. */
+  bool no_parity;
+  uint64_t no_parity_step;
 };
 
 static inline struct smp_peer *P(struct smp *smp)

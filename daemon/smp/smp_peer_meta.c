@@ -12,12 +12,16 @@
  *   28  4  zero
  *   then each entry: member u32, bytes u32, step u64, CRC32C u32 of the
  *   16 bytes before it and the table; the table; zero up to 8 bytes.
+ *   Last, at most one entry of this member itself with no table: this
+ *   member rebuilt that step, and holds its data but not its parity rows
+ *   (struct smp_peer no_parity), which it must never serve.
  *
  * Nothing in it is trusted more than a PEER_META from the link: an entry
  * that fails its CRC ends the reading, and a rebuild verifies its bytes
  * against the table anyway.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +56,7 @@ void smp_peer_meta_save(struct smp_peer *p)
 {
   struct smp *smp = p->smp;
   char name[300];
-  size_t total = META_HEAD;
+  size_t total = META_HEAD + (p->no_parity ? META_ENTRY : 0);
   uint32_t count = 0;
 
   if (meta_name(smp, name, sizeof(name)) != 0)
@@ -92,6 +96,16 @@ void smp_peer_meta_save(struct smp_peer *p)
       memcpy(b + at + 16, &crc, 4);
       at += META_ENTRY + (len + 7) / 8 * 8;
     }
+  if (p->no_parity) {
+    uint32_t self = smp->group.member, zero = 0;
+    memcpy(b + at, &self, 4);
+    memcpy(b + at + 4, &zero, 4);
+    memcpy(b + at + 8, &p->no_parity_step, 8);
+    uint32_t crc = entry_crc(b + at, NULL, 0);
+    memcpy(b + at + 16, &crc, 4);
+    count++;
+    memcpy(b + 24, &count, 4);
+  }
   int fd = shm_open(name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0 || st.st_uid != geteuid() ||
@@ -156,6 +170,14 @@ void smp_peer_meta_load(struct smp_peer *p)
     memcpy(&len, b + at + 4, 4);
     memcpy(&step, b + at + 8, 8);
     memcpy(&crc, b + at + 16, 4);
+    if (member == smp->group.member && len == 0 &&
+        entry_crc(b + at, NULL, 0) == crc) {
+      p->no_parity = true; /* (the last entry) */
+      p->no_parity_step = step;
+      log_info("coding group %u: step %" PRIu64 " was rebuilt here: its "
+               "parity rows are not held", smp->group.group, step);
+      break;
+    }
     if (len == 0 || len > PEER_META_MAX || len % 4 != 0 ||
         len > size - at - META_ENTRY || member >= smp->group.n ||
         member == smp->group.member ||

@@ -514,8 +514,9 @@ static void finish(struct smp_peer_rebuild *r)
   free(r->table);
   r->table = NULL;
   r->state = RB_DONE;
-  r->has_rebuilt = true;
-  r->rebuilt_step = r->step;
+  r->p->no_parity = true; /* said by smp_peer_rebuild_no_parity, kept */
+  r->p->no_parity_step = r->step;
+  smp_peer_meta_save(r->p);
   uint64_t us_end = smp_peer_rebuild_now_us();
   log_info("step %" PRIu64 " rebuilt from members %s: %" PRIu64 " bytes in %"
            PRIu64 " ms, %" PRIu64 " bytes received (table %" PRIu64 " us, links %"
@@ -803,7 +804,6 @@ void smp_peer_rebuild_stop(struct smp *smp)
 
 bool smp_peer_rebuild_no_parity(const struct smp_peer *p, uint64_t step)
 {
-  const struct smp_peer_rebuild *r = p->rebuild;
-  return r != NULL && r->has_rebuilt && r->rebuilt_step == step;
+  return p->no_parity && p->no_parity_step == step;
 }
 

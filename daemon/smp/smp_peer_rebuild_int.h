@@ -85,9 +85,6 @@ struct smp_peer_rebuild {
   struct smp_conn *held_sc;
   uint64_t held_id, held_until; /* until: its progress answer is due */
   bool hold_logged;
-  /* the step rebuilt here: its parity rows are not held */
-  bool has_rebuilt;
-  uint64_t rebuilt_step;
   uv_timer_t timer;
   bool timer_init, timer_on;
 };

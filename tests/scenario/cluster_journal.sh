@@ -38,24 +38,11 @@ ARGS+=(--step-delay-ms 60)
 J=$C_CTL_DIR/journal
 CTL_OPTS=(--heartbeat-ms 200 --dead-after-ms 5000)
 
-pids_of() { # the trainer pids of a node, by its control socket
-  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
-import json, sys
-print(" ".join(str(r["trainer_pid"]) for r in json.load(sys.stdin)["ranks"]))'
-}
 held_min() { # the oldest of the newest steps the ranks of nodes a and b hold
   for id in a b; do "$PTCTL" --state-dir "$T_DIR/node.$id" status --json 2>/dev/null; echo; done | python3 -c '
 import json, sys
 steps = [r.get("last_sealed") for l in sys.stdin if l.strip() for r in json.loads(l)["ranks"]]
 print(min(s for s in steps if s is not None) if steps and None not in steps else "")'
-}
-wait_committed() { # wait_committed MIN SECONDS: echoes the step
-  local deadline=$(( $(date +%s) + $2 )) c
-  until c=$(c_job_field kj committed_step) && [ -n "$c" ] && [ "$c" -ge "$1" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || c_fail "job kj committed nothing past step $1 within $2 s (at '$c')"
-    sleep 0.1
-  done
-  echo "$c"
 }
 ctl_kill9() {
   kill -KILL "$C_CTL_PID"; wait "$C_CTL_PID" 2>/dev/null; C_CTL_PID=
@@ -80,8 +67,8 @@ c_ptctl start --job kj --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 
 # 1. a torn last record
-c=$(wait_committed 20 40)
-trainers="$(pids_of a) $(pids_of b)"
+c=$(c_wait_committed kj 20 40)
+trainers="$(c_node_pids a trainer) $(c_node_pids b trainer)"
 ctl_kill9
 held=$(held_min)
 python3 "$JT" tear "$J" 3 >"$T_DIR/tear.out" || c_fail "cannot tear the journal: $(cat "$T_DIR/tear.out")"
@@ -94,9 +81,9 @@ grep -q "journal '$J': dropped a torn last record (" "$C_CTL_LOG" || c_fail "no 
 x=$(replayed)
 [ "$x" = "$last" ] || c_fail "rebuilt at committed step '$x', not $last, the newest whole COMMIT (the torn one: $torn_step)"
 [ -n "$held" ] && [ "$x" -le "$held" ] || c_fail "committed step $x after restart, newer than step $held that every rank held (invented)"
-c2=$(wait_committed $((torn_step + 10)) 30)
+c2=$(c_wait_committed kj $((torn_step + 10)) 30)
 [ "$(c_job_field kj epoch)" = 1 ] || c_fail "job kj left epoch 1 after the torn record: $(c_job_field kj epoch)"
-now="$(pids_of a) $(pids_of b)"
+now="$(c_node_pids a trainer) $(c_node_pids b trainer)"
 [ "$now" = "$trainers" ] || c_fail "trainers were respawned: $trainers -> $now"
 say "torn record dropped: rebuilt at step $x (<= $held held everywhere); nodes back, commits go on (step $c2), same epoch and trainers"
 
@@ -122,7 +109,7 @@ done
 ctl_again restored
 y=$(replayed)
 [ "$y" = "$good_last" ] || c_fail "rebuilt at committed step '$y', not $good_last, the journal's newest COMMIT"
-c3=$(wait_committed $((y + 10)) 30)
+c3=$(c_wait_committed kj $((y + 10)) 30)
 [ "$(c_job_field kj state)" = running ] || c_fail "job kj is '$(c_job_field kj state)', not running, after the journal was put back"
 say "journal put back: rebuilt at step $y, commits go on (step $c3)"
 

@@ -28,11 +28,6 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-pids_of() { # the trainer pids of a node, by its control socket
-  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
-import json, sys
-print(" ".join(str(r["trainer_pid"]) for r in json.load(sys.stdin)["ranks"]))'
-}
 node_committed() { # the committed step node $1 shows
   "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
 import json, sys
@@ -48,7 +43,7 @@ until c=$(c_job_field kc committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job kc committed nothing by step 10"
   sleep 0.1
 done
-before="$(pids_of a) $(pids_of b)"
+before="$(c_node_pids a trainer) $(c_node_pids b trainer)"
 kill -KILL "$C_CTL_PID"; wait "$C_CTL_PID" 2>/dev/null; C_CTL_PID=
 say "controller killed after commit $c"
 # Away: nothing is committed, the trainers go on.
@@ -67,7 +62,7 @@ until c2=$(c_job_field kc committed_step) && [ -n "$c2" ] && [ "$c2" -gt "$c" ];
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "nothing committed after the controller came back (still $c2)"
   sleep 0.1
 done
-after="$(pids_of a) $(pids_of b)"
+after="$(c_node_pids a trainer) $(c_node_pids b trainer)"
 [ "$after" = "$before" ] || c_fail "trainers were respawned: $before -> $after"
 say "commits go on (step $c2) with the same trainers ($after)"
 deadline=$(( $(date +%s) + 90 ))

@@ -24,12 +24,6 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-pids_of() { # the trainer pids of a node, by its control socket
-  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
-import json, sys
-print(" ".join(str(r["trainer_pid"]) for r in json.load(sys.stdin)["ranks"]))'
-}
-
 c_ptctl start --job kn --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
@@ -38,7 +32,7 @@ until c=$(c_job_field kn committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job kn committed nothing by step 10"
   sleep 0.1
 done
-before=$(pids_of b)
+before=$(c_node_pids b trainer)
 [ -n "$before" ] || c_fail "node b shows no trainers"
 c_node_kill b KILL
 for p in $before; do kill -0 "$p" 2>/dev/null || c_fail "trainer $p died with its node's ptd"; done

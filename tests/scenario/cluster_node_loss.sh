@@ -38,83 +38,12 @@ c_ctl_start --heartbeat-ms 200 --dead-after-ms 2000 --node-wait-ms 60000
 for id in a b c; do c_node_start "$id" --capacity 1 --shm-prefix "$T_PREFIX" --allow-faults; done
 for id in a b c; do c_wait_node_state "$id" alive 10; done
 
-# The pids of node ID's SMPs and trainers, from its control socket.
-procs_of() {
-  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
-import json, sys
-print(" ".join(str(p) for r in json.load(sys.stdin)["ranks"]
-               for p in (r["smp_pid"], r["trainer_pid"]) if p > 0))'
-}
-# The global ranks of node ID in job JOB.
-ranks_of() {
-  c_ptctl status "$2" --json 2>/dev/null | python3 -c '
-import json, sys
-job = [x for x in json.load(sys.stdin)["jobs"] if x["job"] == sys.argv[1]][0]
-print(" ".join(str(m["rank"]) for g in job["groups"] for m in g["members"]
-               if m["node"] == sys.argv[2]))' "$2" "$1"
-}
-# Flips a byte of the parity row of step STEP in object OBJ (its slot
-# holding STEP committed); prints the slot.
-flip_parity() {
-  python3 - "$1" "$2" <<'EOF'
-import struct, sys
-path, step = sys.argv[1], int(sys.argv[2])
-with open(path, "r+b") as f:
-    h = f.read(4096)
-    nslots, = struct.unpack_from("<I", h, 96)
-    slot_table, = struct.unpack_from("<Q", h, 136)
-    par_off, par_bytes = struct.unpack_from("<QQ", h, 160)
-    par_stride, = struct.unpack_from("<Q", h, 224)
-    assert par_bytes > 0, "no parity area"
-    for i in range(nslots):
-        f.seek(slot_table + 64 * i)
-        rec = f.read(64)
-        state, = struct.unpack_from("<I", rec, 0)
-        s, = struct.unpack_from("<Q", rec, 8)
-        if s == step and (state & 0x7fffffff) == 5:
-            at = par_off + i * par_stride + 100
-            f.seek(at)
-            b = f.read(1)
-            f.seek(at)
-            f.write(bytes([b[0] ^ 0x5a]))
-            print(i)
-            break
-    else:
-        sys.exit("no committed slot of step %d" % step)
-EOF
-}
-
-# Loses node ID of job JOB: its ptd, SMPs and trainers killed, its objects
-# removed. Sets LOST_RANKS.
-lose_node() { # lose_node ID JOB [PROCS]: PROCS read before (a node lost
-  # together with another one: its trainer may exit as the other goes)
-  local id=$1 job=$2 procs=${3:-} r
-  [ -n "$procs" ] || procs=$(procs_of "$id")
-  LOST_RANKS=$(ranks_of "$id" "$job")
-  [ -n "$procs" ] && [ -n "$LOST_RANKS" ] || c_fail "node $id shows no processes ('$procs') or ranks ('$LOST_RANKS')"
-  c_node_kill "$id" KILL
-  for p in $procs; do kill -KILL "$p" 2>/dev/null; done
-  for p in $procs; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  done
-  for r in $LOST_RANKS; do rm -f "/dev/shm/${T_PREFIX}pt.$job.$r" "/dev/shm/${T_PREFIX}pt.$job.$r.meta"; done
-  say "node $id lost: processes $procs killed, objects of ranks $LOST_RANKS removed"
-}
-
-wait_committed() {
-  local job=$1 min=$2 deadline=$(( $(date +%s) + 60 )) q
-  until q=$(c_job_field "$job" committed_step) && [ -n "$q" ] && [ "$q" -ge "$min" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || c_fail "job $job committed nothing by step $min"
-    sleep 0.1
-  done
-}
-
 # ---- 1. a node lost and rebuilt ----
 c_ptctl start --job nl --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
-wait_committed nl 10
-lose_node b nl
+c_wait_committed nl 10 >/dev/null
+c_lose_node b nl
 c_wait_node_state b dead 20
 R=$(c_job_field nl committed_step)
 # (NL_B_TIMEOUT_MS: the request deadline of b's restarted trainers, libpt's
@@ -174,7 +103,7 @@ for f in "$T_DIR"/out.*; do rm -f "$f"; done
 c_ptctl start --job nc --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start1.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start1.out")"
-wait_committed nc 10
+c_wait_committed nc 10 >/dev/null
 c_ptctl fault inject nc corrupt --node b >"$T_DIR/corrupt.out" 2>&1 \
   || c_fail "ptctl fault inject corrupt failed: $(cat "$T_DIR/corrupt.out")"
 say "$(tail -n 1 "$T_DIR/corrupt.out")"
@@ -191,14 +120,14 @@ for f in "$T_DIR"/out.*; do rm -f "$f"; done
 c_ptctl start --job nd --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start2.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start2.out")"
-wait_committed nd 10
+c_wait_committed nd 10 >/dev/null
 before=$(grep -c 'fails its checksums' "$T_DIR/node.b.log")
-lose_node b nd
+c_lose_node b nd
 c_wait_node_state b dead 20
 R=$(c_job_field nd committed_step)
 for id in a c; do
-  for r in $(ranks_of "$id" nd); do
-    slot=$(flip_parity "/dev/shm/${T_PREFIX}pt.nd.$r" "$R") || c_fail "cannot damage rank $r's parity of step $R"
+  for r in $(c_job_ranks_on "$id" nd); do
+    slot=$(c_flip_parity "/dev/shm/${T_PREFIX}pt.nd.$r" "$R") || c_fail "cannot damage rank $r's parity of step $R"
     say "rank $r (node $id): a byte of its parity of step $R flipped (slot $slot)"
   done
 done
@@ -232,10 +161,10 @@ for f in "$T_DIR"/out.*; do rm -f "$f"; done
 c_ptctl start --job n2 --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start3.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start3.out")"
-wait_committed n2 10
-procs_c=$(procs_of c)
-lose_node b n2
-lose_node c n2 "$procs_c"
+c_wait_committed n2 10 >/dev/null
+procs_c=$(c_node_pids c)
+c_lose_node b n2
+c_lose_node c n2 "$procs_c"
 c_wait_node_state b dead 20
 c_wait_node_state c dead 20
 R=$(c_job_field n2 committed_step)

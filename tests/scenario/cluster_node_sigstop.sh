@@ -23,12 +23,6 @@ c_node_start b --capacity 2 --shm-prefix "$T_PREFIX"
 c_wait_node_state a alive 10
 c_wait_node_state b alive 10
 
-pids_of() {
-  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
-import json, sys
-print(" ".join(str(r["trainer_pid"]) for r in json.load(sys.stdin)["ranks"] if r["trainer_pid"] > 0))'
-}
-
 c_ptctl start --job ns --nodes 2 --ranks-per-node 2 --slots 3 --master-port "$T_PORT" \
   --node-wait-ms 20000 -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
@@ -37,7 +31,7 @@ until c=$(c_job_field ns committed_step) && [ -n "$c" ] && [ "$c" -ge 10 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "job ns committed nothing by step 10"
   sleep 0.1
 done
-stale=$(pids_of b)
+stale=$(c_node_pids b trainer)
 [ -n "$stale" ] || c_fail "node b shows no trainers"
 kill -STOP "${C_NODE_PID[b]}"
 say "node b's ptd stopped after commit $c (trainers $stale)"

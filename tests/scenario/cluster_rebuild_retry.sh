@@ -25,81 +25,10 @@ NODES=(a b c d e f)
 for id in "${NODES[@]}"; do c_node_start "$id" --capacity 1 --shm-prefix "$T_PREFIX"; done
 for id in "${NODES[@]}"; do c_wait_node_state "$id" alive 15; done
 
-# The pids of node ID's SMPs and trainers, from its control socket.
-procs_of() {
-  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
-import json, sys
-print(" ".join(str(p) for r in json.load(sys.stdin)["ranks"]
-               for p in (r["smp_pid"], r["trainer_pid"]) if p > 0))'
-}
-# The global ranks of node ID in job JOB.
-ranks_of() {
-  c_ptctl status "$2" --json 2>/dev/null | python3 -c '
-import json, sys
-job = [x for x in json.load(sys.stdin)["jobs"] if x["job"] == sys.argv[1]][0]
-print(" ".join(str(m["rank"]) for g in job["groups"] for m in g["members"]
-               if m["node"] == sys.argv[2]))' "$2" "$1"
-}
-# Flips a byte of the parity row of step STEP in object OBJ (its slot
-# holding STEP committed); prints the slot.
-flip_parity() {
-  python3 - "$1" "$2" <<'EOF'
-import struct, sys
-path, step = sys.argv[1], int(sys.argv[2])
-with open(path, "r+b") as f:
-    h = f.read(4096)
-    nslots, = struct.unpack_from("<I", h, 96)
-    slot_table, = struct.unpack_from("<Q", h, 136)
-    par_off, par_bytes = struct.unpack_from("<QQ", h, 160)
-    par_stride, = struct.unpack_from("<Q", h, 224)
-    assert par_bytes > 0, "no parity area"
-    for i in range(nslots):
-        f.seek(slot_table + 64 * i)
-        rec = f.read(64)
-        state, = struct.unpack_from("<I", rec, 0)
-        s, = struct.unpack_from("<Q", rec, 8)
-        if s == step and (state & 0x7fffffff) == 5:
-            at = par_off + i * par_stride + 100
-            f.seek(at)
-            b = f.read(1)
-            f.seek(at)
-            f.write(bytes([b[0] ^ 0x5a]))
-            print(i)
-            break
-    else:
-        sys.exit("no committed slot of step %d" % step)
-EOF
-}
-
-# Loses node ID of job JOB: its ptd, SMPs and trainers killed, its objects
-# removed. Sets LOST_RANKS.
-lose_node() {
-  local id=$1 job=$2 procs r
-  procs=$(procs_of "$id")
-  LOST_RANKS=$(ranks_of "$id" "$job")
-  [ -n "$procs" ] && [ -n "$LOST_RANKS" ] || c_fail "node $id shows no processes ('$procs') or ranks ('$LOST_RANKS')"
-  c_node_kill "$id" KILL
-  for p in $procs; do kill -KILL "$p" 2>/dev/null; done
-  for p in $procs; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  done
-  for r in $LOST_RANKS; do rm -f "/dev/shm/${T_PREFIX}pt.$job.$r" "/dev/shm/${T_PREFIX}pt.$job.$r.meta"; done
-  say "node $id lost: processes $procs killed, objects of ranks $LOST_RANKS removed"
-}
-
-wait_committed() {
-  local job=$1 min=$2 deadline=$(( $(date +%s) + 60 )) q
-  until q=$(c_job_field "$job" committed_step) && [ -n "$q" ] && [ "$q" -ge "$min" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || c_fail "job $job committed nothing by step $min"
-    sleep 0.1
-  done
-}
-
-
 c_ptctl start --job nr --nodes 6 --ranks-per-node 1 --slots 3 --code 4+2 --master-port "$T_PORT" \
   -- "$TRAIN" "${ARGS[@]}" --step-delay-ms 60 --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
-wait_committed nr 8
+c_wait_committed nr 8 >/dev/null
 c_ptctl status nr --json >"$T_DIR/nr.json" || c_fail "ptctl status nr failed"
 # b's member L; X = (L + k) % g holds parity row 0 of stripe L, where b's
 # chunk 0 is (ec/rs.h: member M's chunk c is at stripe M - c, position c;
@@ -112,10 +41,10 @@ L = [m["member"] for m in g if m["node"] == "b"][0]
 X = (L + 4) % 6
 print(L, X, [m["rank"] for m in g if m["member"] == X][0])
 ' "$T_DIR/nr.json") || c_fail "no group in ptctl status: $(cat "$T_DIR/nr.json")"
-lose_node b nr
+c_lose_node b nr
 c_wait_node_state b dead 20
 R=$(c_job_field nr committed_step)
-slot=$(flip_parity "/dev/shm/${T_PREFIX}pt.nr.$xrank" "$R") || c_fail "cannot damage member $X's parity of step $R"
+slot=$(c_flip_parity "/dev/shm/${T_PREFIX}pt.nr.$xrank" "$R") || c_fail "cannot damage member $X's parity of step $R"
 say "member $X (rank $xrank): a byte of its parity row 0 of step $R flipped (slot $slot); b is member $L"
 c_node_start b --capacity 1 --shm-prefix "$T_PREFIX"
 c_wait_job_state nr done 150

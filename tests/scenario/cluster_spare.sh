@@ -54,12 +54,7 @@ epoch0=$(c_job_field cs epoch)
 # Node b lost whole. Its processes are the ones this test started for it:
 # its ptd, its trainer and SMP (as its ptd reports them), and any SMP
 # naming a file in its state dir.
-pids_of() { # the trainer and SMP pids of a node, by its control socket
-  "$PTCTL" --state-dir "$T_DIR/node.$1" status --json 2>/dev/null | python3 -c '
-import json, sys
-print(" ".join("%d %d" % (r["trainer_pid"], r["smp_pid"]) for r in json.load(sys.stdin)["ranks"]))'
-}
-victims="${C_NODE_PID[b]} $(pids_of b) $(pgrep -f -- "$T_DIR/node\.b/" | tr '\n' ' ')"
+victims="${C_NODE_PID[b]} $(c_node_pids b all) $(pgrep -f -- "$T_DIR/node\.b/" | tr '\n' ' ')"
 victims=$(printf '%s\n' $victims | awk '$1 > 0' | sort -u | tr '\n' ' ')
 [ "$(echo $victims | wc -w)" -ge 3 ] || c_fail "node b shows no SMP and trainer besides its ptd ($victims)"
 c=$(c_job_field cs committed_step)

@@ -35,17 +35,6 @@ ARGS=(--steps $STEPS --state-mb 1 --batch 2 --log-every 50)
 t_reference 4 "${ARGS[@]}" # the delay only sleeps: not in the digests
 ARGS+=(--step-delay-ms 60)
 
-
-
-wait_committed() { # wait_committed JOB MIN SECONDS: echoes the step
-  local deadline=$(( $(date +%s) + $3 )) c
-  until c=$(c_job_field "$1" committed_step) && [ -n "$c" ] && [ "$c" -ge "$2" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || c_fail "job '$1' committed nothing past step $2 within $3 s"
-    sleep 0.1
-  done
-  echo "$c"
-}
-
 ctl_again() { # the controller started again on its state dir and port
   cp "$C_CTL_LOG" "$C_CTL_LOG.$1"
   C_CTL_PORT_WANT=$C_CTL_PORT c_ctl_start --heartbeat-ms 200 --dead-after-ms 3000
@@ -67,7 +56,7 @@ c_wait_node_state b alive 10
 
 # 1. kill -9 mid-job
 start_job cr1
-before=$(wait_committed cr1 20 30)
+before=$(c_wait_committed cr1 20 30)
 epoch=$(c_job_field cr1 epoch)
 kill -KILL "$C_CTL_PID"
 wait "$C_CTL_PID" 2>/dev/null
@@ -88,7 +77,7 @@ say "killed controller: replayed step $replayed (>= $before), same epoch, job do
 # 1b. ptctl restore: every rank again from the newest committed step, in a
 # new epoch; a step no longer held everywhere is refused
 start_job cr3
-before=$(wait_committed cr3 20 30)
+before=$(c_wait_committed cr3 20 30)
 c_ptctl restore cr3 >"$T_DIR/restore.out" 2>&1 || c_fail "ptctl restore failed: $(cat "$T_DIR/restore.out")"
 [ "$(c_job_field cr3 epoch)" = 2 ] || c_fail "job cr3 not in epoch 2 after restore: $(c_job_field cr3 epoch)"
 c_ptctl restore cr3 --step 1 >"$T_DIR/restore1.out" 2>&1 && c_fail "restore from step 1 accepted: $(cat "$T_DIR/restore1.out")"

@@ -4,7 +4,8 @@
  * next SMP of the same object and job instance reads back, table by table
  * and step by step; another instance's are not read; a damaged entry ends
  * the reading there (the ones before it stay); an object of another mode
- * is never read.
+ * is never read. A step this member rebuilt (its data, not its parity
+ * rows) is kept too, so that the next SMP refuses to serve that parity.
  */
 #include <check.h>
 #include <errno.h>
@@ -134,11 +135,50 @@ START_TEST(kept_across_smps)
 }
 END_TEST
 
+START_TEST(rebuilt_step_kept)
+{
+  char name[64], meta[80];
+  name_of(name, sizeof(name));
+  snprintf(meta, sizeof(meta), "%s.meta", name);
+  shm_unlink(meta);
+
+  struct fixture a, b;
+  fx_init(&a, name, 0x33);
+  add(&a.p.link[0], 40, 64, 1);
+  a.p.no_parity = true;
+  a.p.no_parity_step = 40;
+  ck_assert(smp_peer_rebuild_no_parity(&a.p, 40));
+  smp_peer_meta_save(&a.p);
+
+  fx_init(&b, name, 0x33);
+  ck_assert(!smp_peer_rebuild_no_parity(&b.p, 40));
+  smp_peer_meta_load(&b.p);
+  ck_assert_uint_eq(b.p.link[0].nmeta, 1); /* the table, as before */
+  ck_assert(smp_peer_rebuild_no_parity(&b.p, 40));
+  ck_assert(!smp_peer_rebuild_no_parity(&b.p, 41));
+  fx_free(&b);
+
+  /* nothing rebuilt: nothing said */
+  fx_free(&a);
+  fx_init(&a, name, 0x33);
+  add(&a.p.link[2], 41, 64, 2);
+  smp_peer_meta_save(&a.p);
+  fx_init(&b, name, 0x33);
+  smp_peer_meta_load(&b.p);
+  ck_assert_uint_eq(b.p.link[2].nmeta, 1);
+  ck_assert(!b.p.no_parity);
+  fx_free(&b);
+  fx_free(&a);
+  ck_assert_int_eq(shm_unlink(meta), 0);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("smp_meta");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, kept_across_smps);
+  tcase_add_test(tc, rebuilt_step_kept);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
