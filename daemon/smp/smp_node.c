@@ -10,7 +10,8 @@
  * did not finish). A PIN this SMP refuses leaves no pin it made (a coded
  * step's PIN, answered once the group protected the step, may be refused
  * with any code, a member's -ENOENT too): only an accepted PIN holds a
- * slot until its COMMIT or UNPIN.
+ * slot until its COMMIT or UNPIN, and one whose node went while it waited
+ * (the node that comes back adopts the pin it finds).
  */
 #include <errno.h>
 #include <inttypes.h>

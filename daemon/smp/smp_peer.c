@@ -312,6 +312,13 @@ static void start_step(struct smp_peer *p, uint32_t slot, uint64_t step)
     return;
   }
   p->nsends = (unsigned)n;
+  smp_peer_meta_load(p); /* (the mark below may be its last SMP's) */
+  if (p->no_parity && p->no_parity_step == step) {
+    /* (a job that fell back past the rebuilt step and sealed it again:
+     * this protection writes its parity rows anew) */
+    p->no_parity = false;
+    smp_peer_meta_save(p);
+  }
   p->slot_until[slot] = rpc_now_ms() + smp->protect_ms;
   smp_peer_serve_meta_send(p, slot, step); /* for a rebuild of us */
   p->active = true;
@@ -466,6 +473,7 @@ void smp_peer_store_gone(struct smp *smp)
   if (p == NULL)
     return;
   smp_peer_link_drop_queued(p);
+  p->pin_fresh = false; /* nothing is touched in the mapping that goes */
   smp_peer_pin_answer(p, -EIO, "the snapshot object was dropped");
   p->told_store = NULL;
   p->active = false;

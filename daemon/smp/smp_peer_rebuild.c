@@ -465,6 +465,7 @@ static void finish(struct smp_peer_rebuild *r)
   int vrc = 0;
   uint32_t bad = 0;
   snap_slot_verify_many(smp->store, &r->slot, 1, threads, &vrc, &bad);
+  r->deadline = rpc_now_ms() + REBUILD_STALL_MS; /* (the verify is no stall) */
   if (vrc == -EFAULT) {
     smp_fault_unwind(smp);
     return;
@@ -753,10 +754,13 @@ bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id, uint32_t wait_ms)
   r->held = true;
   r->held_sc = sc;
   r->held_id = id;
+  /* A trainer that said how long it waits gets the progress before then;
+   * one that did not (an older libpt, which takes -EINPROGRESS for an
+   * error) is answered once the rebuild ends. */
   uint32_t answer_ms = REBUILD_ANSWER_MS;
-  if (wait_ms > 0 && wait_ms / 2 < answer_ms)
-    answer_ms = wait_ms / 2 > 50 ? wait_ms / 2 : 50;
-  r->held_until = rpc_now_ms() + answer_ms;
+  if (wait_ms / 2 < answer_ms)
+    answer_ms = wait_ms / 2 > 0 ? wait_ms / 2 : 1;
+  r->held_until = wait_ms > 0 ? rpc_now_ms() + answer_ms : UINT64_MAX;
   if (r->state == RB_FAILED) {
     answer_held(r);
   } else if (!r->hold_logged) {

@@ -227,6 +227,7 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
            (size_t)f->index * lay->chunk_bytes;
   } else if (f->what == 1 && f->index < lay->m) {
     uint64_t plen = 0;
+    smp_peer_meta_load(p); /* a mark kept by this member's last SMP */
     if (smp_peer_rebuild_no_parity(p, f->step)) {
       refuse(l, id, f, -ENOENT, "member %u rebuilt step %" PRIu64 " and holds "
              "no parity of it", smp->group.member, f->step);
