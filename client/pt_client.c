@@ -38,6 +38,26 @@ static int env_int(const char *name, int *out, bool *found)
   return 0;
 }
 
+/* *out: the option when set (> 0), else $name, else def; $name must be a
+ * whole number of at least 1. */
+static int opt_or_env(pt_client *c, int given, const char *name, int def,
+                      int *out)
+{
+  bool found;
+  int v = def;
+
+  if (given > 0) {
+    *out = given;
+    return 0;
+  }
+  if (env_int(name, &v, &found) != 0 || v < 1) {
+    client_log(c, PT_LOG_ERROR, "pt: invalid %s", name);
+    return PT_ECONFIG;
+  }
+  *out = v;
+  return 0;
+}
+
 /* The first of the environment variables a, b that is set. */
 static int env_int2(const char *a, const char *b, int *out, bool *found)
 {
@@ -100,40 +120,13 @@ static int options_apply(pt_client *c, const struct pt_options *o)
     return PT_ECONFIG;
   }
 
-  if (o->copy_threads > 0) {
-    c->copy_threads = o->copy_threads;
-  } else {
-    v = 1;
-    rc = env_int("PT_COPY_THREADS", &v, &found);
-    if (rc != 0 || v < 1) {
-      client_log(c, PT_LOG_ERROR, "pt: invalid PT_COPY_THREADS");
-      return PT_ECONFIG;
-    }
-    c->copy_threads = v;
-  }
-  if (o->timeout_ms > 0) {
-    c->timeout_ms = o->timeout_ms;
-  } else {
-    v = DEFAULT_TIMEOUT_MS;
-    rc = env_int("PT_TIMEOUT_MS", &v, &found);
-    if (rc != 0 || v < 1) {
-      client_log(c, PT_LOG_ERROR, "pt: invalid PT_TIMEOUT_MS");
-      return PT_ECONFIG;
-    }
-    c->timeout_ms = v;
-  }
-
-  if (o->snapshot_timeout_ms > 0) {
-    c->snap_timeout_ms = o->snapshot_timeout_ms;
-  } else {
-    v = DEFAULT_SNAPSHOT_TIMEOUT_MS;
-    rc = env_int("PT_SNAPSHOT_TIMEOUT_MS", &v, &found);
-    if (rc != 0 || v < 1) {
-      client_log(c, PT_LOG_ERROR, "pt: invalid PT_SNAPSHOT_TIMEOUT_MS");
-      return PT_ECONFIG;
-    }
-    c->snap_timeout_ms = v;
-  }
+  if ((rc = opt_or_env(c, o->copy_threads, "PT_COPY_THREADS", 1,
+                       &c->copy_threads)) != 0 ||
+      (rc = opt_or_env(c, o->timeout_ms, "PT_TIMEOUT_MS", DEFAULT_TIMEOUT_MS,
+                       &c->timeout_ms)) != 0 ||
+      (rc = opt_or_env(c, o->snapshot_timeout_ms, "PT_SNAPSHOT_TIMEOUT_MS",
+                       DEFAULT_SNAPSHOT_TIMEOUT_MS, &c->snap_timeout_ms)) != 0)
+    return rc;
   if (c->snap_timeout_ms > c->timeout_ms)
     c->snap_timeout_ms = c->timeout_ms;
   return 0;

@@ -302,8 +302,9 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
  * a trainer that did not say): true when the rebuild answers it (held until
  * it ends, or its failure now; with wait_ms, -EINPROGRESS with its progress
  * before wait_ms is out, and the trainer asks again). */
-bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id, uint32_t wait_ms);
-void smp_peer_rebuild_conn_gone(struct smp *smp, struct smp_conn *sc);
+bool smp_peer_rebuild_held_query(struct smp_conn *sc, uint64_t id,
+                                 uint32_t wait_ms);
+void smp_peer_rebuild_held_conn_gone(struct smp *smp, struct smp_conn *sc);
 /* The object is about to be unmapped: a rebuild into it begins again with
  * the next one. */
 void smp_peer_rebuild_store_gone(struct smp *smp);

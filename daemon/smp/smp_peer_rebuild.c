@@ -7,13 +7,12 @@
  * When. SET_RESTORE{R} reaches an SMP of a coded job with links whose
  * object holds no slot of R (a node that came back empty, or a
  * replacement): the restore point is taken at once (the node spawns the
- * trainer), every slot of the object freed. The rebuild starts once the
+ * trainer), the slots of R and newer steps freed (older committed steps
+ * stay, a fallback should the rebuild fail). The rebuild starts once the
  * trainer's HELLO made the object (the slot size comes from its regions)
  * and the links to the other members are up with their sizes said; the
- * trainer's RESTORE_QUERY is held until it ends, then answered as usual,
- * or with why not; while it runs, the held query is answered with its
- * progress (-EINPROGRESS, bytes received of the slot's) before the
- * trainer's own deadline (its wait_ms), and libpt asks again, so that a
+ * trainer's RESTORE_QUERY is held until it ends, with its progress said
+ * before the trainer's own deadline (smp_peer_rebuild_held.c), so that a
  * rebuild of any size fits. It fails once nothing came for
  * REBUILD_STALL_MS.
  *
@@ -98,56 +97,6 @@ static void members_list(char *out, size_t len, uint32_t mask)
     }
 }
 
-/* ---- the trainer's held RESTORE_QUERY ---- */
-
-static void answer_held(struct smp_peer_rebuild *r)
-{
-  if (!r->held)
-    return;
-  r->held = false;
-  struct smp_conn *sc = r->held_sc;
-  r->held_sc = NULL;
-  if (sc == NULL || sc->closing)
-    return;
-  if (r->state == RB_DONE) {
-    smp_trainer_on_restore_query(sc, r->held_id, NULL); /* as usual now */
-    return;
-  }
-  Pt__RestoreReply m = PT__RESTORE_REPLY__INIT;
-  m.status = r->rc != 0 ? r->rc : PT_ESTATE;
-  m.message = r->err;
-  rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, r->held_id, &m.base);
-}
-
-/* The held query's progress: -EINPROGRESS with the bytes received so far
- * of the k per byte the slot needs; the trainer asks again. */
-static void answer_progress(struct smp_peer_rebuild *r)
-{
-  struct smp *smp = r->p->smp;
-  struct smp_conn *sc = r->held_sc;
-  char msg[200];
-
-  r->held = false;
-  r->held_sc = NULL;
-  if (sc == NULL || sc->closing)
-    return;
-  uint64_t total = smp->store != NULL
-                       ? snap_store_slot_bytes(smp->store) * smp->group.k
-                       : 0;
-  Pt__RestoreReply m = PT__RESTORE_REPLY__INIT;
-  m.status = -EINPROGRESS;
-  snprintf(msg, sizeof(msg), "step %" PRIu64 " is being rebuilt from coding "
-           "group %u: %" PRIu64 " of about %" PRIu64 " bytes received in %"
-           PRIu64 " ms", r->step, smp->group.group, r->received, total,
-           rpc_now_ms() - r->t_start);
-  m.message = msg;
-  m.has_done_bytes = true;
-  m.done_bytes = r->received;
-  m.has_total_bytes = total > 0;
-  m.total_bytes = total;
-  rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, r->held_id, &m.base);
-}
-
 /* ---- ending ---- */
 
 /* Links with a payload landing in the machine's buffers are closed (they
@@ -217,7 +166,7 @@ void smp_peer_rebuild_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, 
   ev.status = r->rc;
   ev.message = r->err;
   smp_serve_event_send(r->p->smp, &ev);
-  answer_held(r);
+  smp_peer_rebuild_held_answer(r);
 }
 
 /* The lost (this member and those erased or never linked) are more than
@@ -524,7 +473,7 @@ static void finish(struct smp_peer_rebuild *r)
            PRIu64 " us, pieces %" PRIu64 " us, verify %" PRIu64 " us)", r->step, from,
            rebuilt, rpc_now_ms() - r->t_start, r->received, r->us_table - r->us_start,
            r->us_data - r->us_table, us_in - r->us_data, us_end - us_in);
-  answer_held(r);
+  smp_peer_rebuild_held_answer(r);
 }
 
 /* ---- the loop ---- */
@@ -547,7 +496,7 @@ void smp_peer_rebuild_drive(struct smp_peer_rebuild *r)
     r->deadline = now + REBUILD_STALL_MS;
   }
   if (r->held && now >= r->held_until)
-    answer_progress(r);
+    smp_peer_rebuild_held_progress(r);
   if (now >= r->deadline) {
     char busy[96] = "";
     uint32_t mask = 0;
@@ -716,7 +665,7 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
       snprintf(r->err, sizeof(r->err), "the restore point changed during the "
                "rebuild of step %" PRIu64, r->step);
       r->state = RB_FAILED;
-      answer_held(r);
+      smp_peer_rebuild_held_answer(r);
     }
     r->state = RB_NONE;
   }
@@ -735,49 +684,6 @@ bool smp_peer_rebuild_set_restore(struct smp *smp, bool has_step, uint64_t step,
   r->err[0] = '\0';
   timer_start(r);
   return true;
-}
-
-bool smp_peer_rebuild_hold(struct smp_conn *sc, uint64_t id, uint32_t wait_ms)
-{
-  struct smp_peer_rebuild *r = RB(sc->smp);
-  if (r == NULL || (!smp_peer_rebuild_active(r) && r->state != RB_FAILED))
-    return false;
-  if (r->held && r->held_sc != sc) {
-    struct smp_conn *old = r->held_sc;
-    uint64_t old_id = r->held_id;
-    Pt__RestoreReply m = PT__RESTORE_REPLY__INIT;
-    m.status = PT_ESTATE;
-    m.message = "another restore query came";
-    if (old != NULL && !old->closing)
-      rpc_conn_send(old->conn, RPC_RESTORE_REPLY, old_id, &m.base);
-  }
-  r->held = true;
-  r->held_sc = sc;
-  r->held_id = id;
-  /* A trainer that said how long it waits gets the progress before then;
-   * one that did not (an older libpt, which takes -EINPROGRESS for an
-   * error) is answered once the rebuild ends. */
-  uint32_t answer_ms = REBUILD_ANSWER_MS;
-  if (wait_ms / 2 < answer_ms)
-    answer_ms = wait_ms / 2 > 0 ? wait_ms / 2 : 1;
-  r->held_until = wait_ms > 0 ? rpc_now_ms() + answer_ms : UINT64_MAX;
-  if (r->state == RB_FAILED) {
-    answer_held(r);
-  } else if (!r->hold_logged) {
-    r->hold_logged = true; /* (its queries again after each progress: not) */
-    log_info("the trainer's restore waits for the rebuild of step %" PRIu64,
-             r->step);
-  }
-  return true;
-}
-
-void smp_peer_rebuild_conn_gone(struct smp *smp, struct smp_conn *sc)
-{
-  struct smp_peer_rebuild *r = RB(smp);
-  if (r != NULL && r->held && r->held_sc == sc) {
-    r->held = false;
-    r->held_sc = NULL;
-  }
 }
 
 void smp_peer_rebuild_store_gone(struct smp *smp)

@@ -97,6 +97,12 @@ static inline uint64_t smp_peer_rebuild_now_us(void)
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* smp_peer_rebuild_held.c: the held RESTORE_QUERY answered now, at the
+ * rebuild's end (as usual when done, else with r->rc and r->err), or with
+ * its progress (-EINPROGRESS; the trainer asks again). */
+void smp_peer_rebuild_held_answer(struct smp_peer_rebuild *r);
+void smp_peer_rebuild_held_progress(struct smp_peer_rebuild *r);
+
 /* smp_peer_rebuild.c */
 bool smp_peer_rebuild_active(const struct smp_peer_rebuild *r);
 /* The rebuild fails (rc, a sentence): logged, slots freed, the held

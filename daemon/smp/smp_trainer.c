@@ -448,8 +448,8 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
     r.message = "restore query before an accepted hello";
     goto out_reply;
   }
-  if (smp_peer_rebuild_hold(sc, id, m != NULL && m->has_wait_ms ? m->wait_ms
-                                                                  : 0))
+  if (smp_peer_rebuild_held_query(sc, id, m != NULL && m->has_wait_ms
+                                                ? m->wait_ms : 0))
     return 0; /* answered when the rebuild of the step ends (or with its
                  progress, before the trainer's deadline) */
   sc->restore_owed = false;

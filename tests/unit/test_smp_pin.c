@@ -47,29 +47,6 @@ static void coded_fork(struct smp_fx *f, char *key, size_t keylen)
   smp_fx_fork(f, NULL);
 }
 
-/* SLOT_ACQUIRE and SEAL of step: the acquire's status (0: sealed). */
-static int seal_step(int fd, uint64_t step)
-{
-  ProtobufCMessage *m = NULL;
-  Pt__SlotAcquire a = PT__SLOT_ACQUIRE__INIT;
-  Pt__Seal s = PT__SEAL__INIT;
-
-  a.step = step;
-  ck_assert_int_eq(rpc_sock_call(fd, RPC_SLOT_ACQUIRE, &a.base,
-                                 RPC_SLOT_REPLY, 3000, &m), 0);
-  Pt__SlotReply *r = (Pt__SlotReply *)m;
-  int st = r->status;
-  s.slot = r->slot;
-  s.generation = r->generation;
-  protobuf_c_message_free_unpacked(m, NULL);
-  if (st != 0)
-    return st;
-  s.step = step;
-  s.ok = true;
-  ck_assert_int_eq(smp_fx_call(fd, RPC_SEAL, &s.base), 0);
-  return 0;
-}
-
 /* Each sealed step is PINned and refused, and the node sends no UNPIN:
  * the slot is SEALED again after each refusal, and the trainer gets a slot
  * for every step, three times as many steps as there are slots. */
@@ -88,7 +65,7 @@ START_TEST(refused_pin_leaves_no_pin)
 
   int nslots = atoi(SLOTS);
   for (uint64_t step = 1; step <= (uint64_t)(3 * nslots); step++) {
-    int st = seal_step(tr, step);
+    int st = smp_fx_seal_step(tr, step);
     ck_assert_msg(st == 0, "step %llu: no slot (%s): %d refused PINs left "
                   "slots pinned", (unsigned long long)step, pt_strerror(st),
                   (int)step - 1);

@@ -206,17 +206,7 @@ START_TEST(release_frees_slot)
   ck_assert_int_eq(smp_fx_call(tr, RPC_RELEASE, &rel.base), PT_ESTALE);
 
   /* The trainer goes on: the next step seals. */
-  a.step = 8;
-  ck_assert_int_eq(rpc_sock_call(tr, RPC_SLOT_ACQUIRE, &a.base, RPC_SLOT_REPLY,
-                                 3000, &m), 0);
-  r = (Pt__SlotReply *)m;
-  ck_assert_int_eq(r->status, 0);
-  s.slot = r->slot;
-  s.generation = r->generation;
-  s.step = 8;
-  s.ok = true;
-  protobuf_c_message_free_unpacked(m, NULL);
-  ck_assert_int_eq(smp_fx_call(tr, RPC_SEAL, &s.base), 0);
+  ck_assert_int_eq(smp_fx_seal_step(tr, 8), 0);
   ck_assert_int_eq(smp_fx_slot_state(node, 8), SNAP_SEALED);
   close(node);
   close(tr);
