@@ -248,6 +248,20 @@ int rs_stripe_update(struct rs_coder *c, size_t len, unsigned row,
 int rs_stripe_decode(struct rs_coder *c, size_t len, void *const *pieces,
                      uint32_t avail, uint32_t want);
 
+/* Repair pipelining (DESIGN.md "Restore" 2): the code is linear, so piece
+ * `want` of a stripe is the sum over its k sources (the positions of
+ * src_mask, exactly k bits, ascending) of coefs[j] times source j, and the
+ * survivors can add up their terms along a chain, each sending one piece's
+ * worth of bytes. OUT: coefs[k]. -EINVAL for a bad pattern (want in
+ * src_mask, or src_mask not k positions of the group); -EIO for a singular
+ * one (never, for an MDS code). */
+int rs_decode_coefs(const struct rs_coder *c, uint32_t src_mask, unsigned want,
+                    uint8_t *coefs);
+
+/* One term of such a sum: acc = coef * in (first) or acc ^ coef * in, over
+ * len bytes, any len (GF(2^8), ISA-L). in and acc must not overlap. */
+void rs_scale_fold(size_t len, uint8_t coef, const void *in, void *acc, int first);
+
 /* ---- group-level calls ----------------------------------------------------- */
 
 /* One member as a group call sees it. */

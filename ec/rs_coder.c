@@ -106,14 +106,15 @@ void rs_coder_free(struct rs_coder *c)
 
 /* ---- decode tables ---------------------------------------------------------- */
 
-static int tables_build(const struct rs_coder *c, uint32_t src_mask,
-                        uint32_t out_mask, unsigned char **out)
+/* The decode rows: for each position of out_mask (ascending), the k
+ * coefficients of the sources (the positions of src_mask, ascending).
+ * OUT: rows[popcount(out_mask) * k]. */
+static int decode_rows(const struct rs_coder *c, uint32_t src_mask,
+                       uint32_t out_mask, unsigned char *rows)
 {
   unsigned k = c->k, t = 0, n = 0;
   unsigned char b[RS_MAX_MEMBERS * RS_MAX_MEMBERS];
   unsigned char inv[RS_MAX_MEMBERS * RS_MAX_MEMBERS];
-  unsigned char rows[RS_MAX_MEMBERS * RS_MAX_MEMBERS];
-  unsigned char *tbls;
 
   for (unsigned q = 0; q < c->g; q++)
     if (src_mask & (1u << q))
@@ -138,12 +139,52 @@ static int tables_build(const struct rs_coder *c, uint32_t src_mask,
     }
     n++;
   }
-  tbls = rs_alloc((size_t)32 * k * n);
+  return (int)n;
+}
+
+static int tables_build(const struct rs_coder *c, uint32_t src_mask,
+                        uint32_t out_mask, unsigned char **out)
+{
+  unsigned char rows[RS_MAX_MEMBERS * RS_MAX_MEMBERS];
+  unsigned char *tbls;
+  unsigned k = c->k;
+  int n = decode_rows(c, src_mask, out_mask, rows);
+
+  if (n < 0)
+    return n;
+  tbls = rs_alloc((size_t)32 * k * (unsigned)n);
   if (tbls == NULL)
     return rs_fail(-ENOMEM, "rs: out of memory for decode tables");
-  ec_init_tables((int)k, (int)n, rows, tbls);
+  ec_init_tables((int)k, n, rows, tbls);
   *out = tbls;
   return 0;
+}
+
+int rs_decode_coefs(const struct rs_coder *c, uint32_t src_mask, unsigned want,
+                    uint8_t *coefs)
+{
+  uint32_t all = c->g == 32 ? 0xffffffffu : (1u << c->g) - 1;
+
+  if (want >= c->g || (src_mask & ~all) || rs_popcount(src_mask) != c->k ||
+      (src_mask & (1u << want)))
+    return rs_fail(-EINVAL, "rs: no decode of position %u from sources 0x%x", want,
+                   src_mask);
+  int n = decode_rows(c, src_mask, 1u << want, coefs);
+  return n < 0 ? n : 0;
+}
+
+void rs_scale_fold(size_t len, uint8_t coef, const void *in, void *acc, int first)
+{
+  unsigned char tbl[32];
+  unsigned char *src = (unsigned char *)in, *dst = acc;
+
+  if (len == 0)
+    return;
+  ec_init_tables(1, 1, &coef, tbl);
+  if (first)
+    ec_encode_data((int)len, 1, 1, tbl, &src, &dst);
+  else
+    ec_encode_data_update((int)len, 1, 1, 0, tbl, src, &dst);
 }
 
 static unsigned cache_slot(uint64_t key)

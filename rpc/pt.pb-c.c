@@ -3157,6 +3157,51 @@ void   pt__peer_meta__free_unpacked
   assert(message->base.descriptor == &pt__peer_meta__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__peer_hop__init
+                     (Pt__PeerHop         *message)
+{
+  static const Pt__PeerHop init_value = PT__PEER_HOP__INIT;
+  *message = init_value;
+}
+size_t pt__peer_hop__get_packed_size
+                     (const Pt__PeerHop *message)
+{
+  assert(message->base.descriptor == &pt__peer_hop__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__peer_hop__pack
+                     (const Pt__PeerHop *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__peer_hop__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__peer_hop__pack_to_buffer
+                     (const Pt__PeerHop *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__peer_hop__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__PeerHop *
+       pt__peer_hop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__PeerHop *)
+     protobuf_c_message_unpack (&pt__peer_hop__descriptor,
+                                allocator, len, data);
+}
+void   pt__peer_hop__free_unpacked
+                     (Pt__PeerHop *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__peer_hop__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__peer_fetch__init
                      (Pt__PeerFetch         *message)
 {
@@ -9044,7 +9089,84 @@ const ProtobufCMessageDescriptor pt__peer_meta__descriptor =
   (ProtobufCMessageInit) pt__peer_meta__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__peer_fetch__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pt__peer_hop__field_descriptors[4] =
+{
+  {
+    "member",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHop, member),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "what",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHop, what),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "index",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHop, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "coef",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__PeerHop, coef),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__peer_hop__field_indices_by_name[] = {
+  3,   /* field[3] = coef */
+  2,   /* field[2] = index */
+  0,   /* field[0] = member */
+  1,   /* field[1] = what */
+};
+static const ProtobufCIntRange pt__peer_hop__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pt__peer_hop__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.PeerHop",
+  "PeerHop",
+  "Pt__PeerHop",
+  "pt",
+  sizeof(Pt__PeerHop),
+  4,
+  pt__peer_hop__field_descriptors,
+  pt__peer_hop__field_indices_by_name,
+  1,  pt__peer_hop__number_ranges,
+  (ProtobufCMessageInit) pt__peer_hop__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__peer_fetch__field_descriptors[7] =
 {
   {
     "step",
@@ -9106,8 +9228,34 @@ static const ProtobufCFieldDescriptor pt__peer_fetch__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "coef",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__PeerFetch, has_coef),
+    offsetof(Pt__PeerFetch, coef),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chain",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__PeerFetch, n_chain),
+    offsetof(Pt__PeerFetch, chain),
+    &pt__peer_hop__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__peer_fetch__field_indices_by_name[] = {
+  6,   /* field[6] = chain */
+  5,   /* field[5] = coef */
   2,   /* field[2] = index */
   4,   /* field[4] = length */
   3,   /* field[3] = offset */
@@ -9117,7 +9265,7 @@ static const unsigned pt__peer_fetch__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__peer_fetch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__peer_fetch__descriptor =
 {
@@ -9127,7 +9275,7 @@ const ProtobufCMessageDescriptor pt__peer_fetch__descriptor =
   "Pt__PeerFetch",
   "pt",
   sizeof(Pt__PeerFetch),
-  5,
+  7,
   pt__peer_fetch__field_descriptors,
   pt__peer_fetch__field_indices_by_name,
   1,  pt__peer_fetch__number_ranges,

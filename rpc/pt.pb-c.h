@@ -85,6 +85,7 @@ typedef struct Pt__PeerHello Pt__PeerHello;
 typedef struct Pt__PeerReady Pt__PeerReady;
 typedef struct Pt__PeerAck Pt__PeerAck;
 typedef struct Pt__PeerMeta Pt__PeerMeta;
+typedef struct Pt__PeerHop Pt__PeerHop;
 typedef struct Pt__PeerFetch Pt__PeerFetch;
 typedef struct Pt__PeerSkip Pt__PeerSkip;
 typedef struct Pt__Fault Pt__Fault;
@@ -1919,7 +1920,30 @@ struct  Pt__PeerMeta
  * member `index` (PEER_META). Answered, with the request's id, by a bulk
  * frame (kind PEER_BULK_FETCH, tag the request id, offset as asked), a
  * PEER_META, or a PEER_ACK whose status says why not.
+ * Repair pipelining (what 0 or 1 with `coef`): the answer is not the piece
+ * but coef times it in GF(2^8), plus, when `chain` is not empty, the
+ * answer of chain[0]'s member to the same fetch of its own piece
+ * (chain[0].what, .index, .coef) with the rest of the chain, which the
+ * acceptor asks for on its own link to that member. The answer is always
+ * `length` bytes (a data piece's bytes past its valid ones are zero), so
+ * that the rebuilding member receives one piece's worth of bytes per lost
+ * piece, not k (Li et al., USENIX ATC 2017). A hop that is the acceptor,
+ * the asker, out of the group or named twice is refused; so is a chain
+ * longer than the group allows.
  */
+struct  Pt__PeerHop
+{
+  ProtobufCMessage base;
+  uint32_t member;
+  uint32_t what;
+  uint32_t index;
+  uint32_t coef;
+};
+#define PT__PEER_HOP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__peer_hop__descriptor) \
+    , 0, 0, 0, 0 }
+
+
 struct  Pt__PeerFetch
 {
   ProtobufCMessage base;
@@ -1930,10 +1954,14 @@ struct  Pt__PeerFetch
   uint64_t offset;
   protobuf_c_boolean has_length;
   uint64_t length;
+  protobuf_c_boolean has_coef;
+  uint32_t coef;
+  size_t n_chain;
+  Pt__PeerHop **chain;
 };
 #define PT__PEER_FETCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__peer_fetch__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL }
 
 
 /*
@@ -3366,6 +3394,25 @@ Pt__PeerMeta *
 void   pt__peer_meta__free_unpacked
                      (Pt__PeerMeta *message,
                       ProtobufCAllocator *allocator);
+/* Pt__PeerHop methods */
+void   pt__peer_hop__init
+                     (Pt__PeerHop         *message);
+size_t pt__peer_hop__get_packed_size
+                     (const Pt__PeerHop   *message);
+size_t pt__peer_hop__pack
+                     (const Pt__PeerHop   *message,
+                      uint8_t             *out);
+size_t pt__peer_hop__pack_to_buffer
+                     (const Pt__PeerHop   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__PeerHop *
+       pt__peer_hop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__peer_hop__free_unpacked
+                     (Pt__PeerHop *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__PeerFetch methods */
 void   pt__peer_fetch__init
                      (Pt__PeerFetch         *message);
@@ -3654,6 +3701,9 @@ typedef void (*Pt__PeerAck_Closure)
 typedef void (*Pt__PeerMeta_Closure)
                  (const Pt__PeerMeta *message,
                   void *closure_data);
+typedef void (*Pt__PeerHop_Closure)
+                 (const Pt__PeerHop *message,
+                  void *closure_data);
 typedef void (*Pt__PeerFetch_Closure)
                  (const Pt__PeerFetch *message,
                   void *closure_data);
@@ -3744,6 +3794,7 @@ extern const ProtobufCMessageDescriptor pt__peer_hello__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_ready__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_ack__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_meta__descriptor;
+extern const ProtobufCMessageDescriptor pt__peer_hop__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_fetch__descriptor;
 extern const ProtobufCMessageDescriptor pt__peer_skip__descriptor;
 extern const ProtobufCMessageDescriptor pt__fault__descriptor;

@@ -68,7 +68,11 @@ static void usage(FILE *f)
     "  --protect-timeout-ms N  a step's protection from its seal (default\n"
     "                    %u); past it the step is not committed\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
-    "  --help            this text\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES,
+    "  --help            this text\n"
+    "Environment: PT_REPAIR_PIPELINE=0: no repair pipelining here (the\n"
+    "default: a lost member's step is rebuilt from one sum per lost piece,\n"
+    "added up along a chain of the survivors): this SMP rebuilds by\n"
+    "fetching k pieces per lost piece, and refuses to relay sums\n", SNAP_MAX_SLOTS, NODE_SECRET_BYTES,
     SMP_PROTECT_MS_DEFAULT);
 }
 
@@ -97,6 +101,8 @@ static int group_done(struct smp *smp, unsigned given)
 
 int smp_args_parse(struct smp *smp, int argc, char **argv)
 {
+  const char *pipe = getenv("PT_REPAIR_PIPELINE");
+  smp->rebuild_chain = pipe == NULL || strcmp(pipe, "0") != 0;
   static const struct option opts[] = {
     { "job", required_argument, NULL, OPT_JOB },
     { "rank", required_argument, NULL, OPT_RANK },

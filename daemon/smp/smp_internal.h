@@ -92,6 +92,7 @@ struct smp {
    * --protect-timeout-ms (a step's protection from its seal). */
   const char *key_file, *peer_listen;
   uint32_t protect_ms;
+  bool rebuild_chain;      /* repair pipelining (PT_REPAIR_PIPELINE=0: off) */
   struct smp_peer *peer;                     /* NULL: no links */
 
   uv_loop_t loop;

@@ -382,6 +382,7 @@ static int tick_body(void *arg)
     smp_peer_step_fail(p, p->pin_step, -ETIMEDOUT,
               "the parity this member keeps is not complete within %u ms",
               smp->protect_ms);
+  smp_peer_relay_tick(p);
   smp_peer_check_done(p);
   return 0;
 }

@@ -105,6 +105,7 @@ struct smp_peer {
   uint64_t failed[SNAP_MAX_SLOTS];
   unsigned nfailed;
   struct smp_peer_rebuild *rebuild; /* smp_peer_rebuild.c; NULL: none yet */
+  struct smp_peer_relay *relay;     /* smp_peer_relay.c; NULL: none yet */
   bool meta_loaded;          /* the tables kept before read (smp_peer_meta.c) */
   /* A step this member rebuilt: its data, not its parity rows (the next
    * committed step writes them); kept in '<object>.meta' too, so that an
@@ -176,6 +177,21 @@ void smp_peer_serve_meta_send(struct smp_peer *p, uint32_t slot, uint64_t step);
  * non-zero to close it. */
 int smp_peer_serve_on_msg(struct link *l, const struct rpc_hdr *h,
                           ProtobufCMessage *msg);
+/* A piece of a step held here: base[0, end) its valid bytes (a data
+ * chunk's last bytes past end are zero), of a chunk_bytes-byte piece. */
+struct smp_peer_piece {
+  const uint8_t *base;
+  size_t end, chunk_bytes;
+};
+/* Piece (what 0: data chunk, 1: parity row; index) of step: 0, or the code
+ * a fetch of it is refused with and why. */
+int smp_peer_serve_piece(struct smp_peer *p, uint64_t step, uint32_t what,
+                         uint32_t index, struct smp_peer_piece *out, char *why,
+                         size_t whylen);
+/* PEER_ACK{step, index, rc, the sentence} answering request id on c. */
+void smp_peer_serve_refuse(struct rpc_conn *c, uint64_t id, uint64_t step,
+                           uint32_t index, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 /* Frees the tables kept for l. */
 void smp_peer_serve_forget(struct link *l);
 /* The job restores step (has false: starts fresh): every member's table of
@@ -184,6 +200,23 @@ void smp_peer_serve_forget(struct link *l);
  * not bit-deterministic), and a rebuild must never check against an old
  * table. */
 void smp_peer_serve_forget_after(struct smp_peer *p, bool has, uint64_t step);
+
+/* smp_peer_relay.c: the terms of pipelined rebuilds (PeerFetch.coef) */
+#define PEER_RELAY_TAG ((uint64_t)1 << 63) /* request ids of relayed fetches */
+/* Fetch id on l's accepted link, its piece held here and [off, off + len)
+ * checked: answered with coef times the piece plus the chain's sum. */
+void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
+                          uint64_t off, uint64_t len);
+/* Replies to relayed fetches, on the link l this SMP dialled (request id
+ * or tag with PEER_RELAY_TAG). */
+int smp_peer_relay_reply(struct link *l, const struct rpc_hdr *h, ProtobufCMessage *msg);
+int smp_peer_relay_bulk_begin(struct link *l, const struct rpc_bulk_hdr *h, void **dst);
+void smp_peer_relay_bulk_done(struct link *l, const struct rpc_bulk_hdr *h, int status);
+/* The link l dialled is gone; an accepted conn c is gone; the deadlines
+ * (the peer tick). */
+void smp_peer_relay_link_down(struct link *l);
+void smp_peer_relay_conn_gone(struct smp_peer *p, struct rpc_conn *c);
+void smp_peer_relay_tick(struct smp_peer *p);
 
 /* smp_peer_meta.c: the tables of meta[] kept in "<object name>.meta", so
  * that the next SMP (a new epoch) still has them. save: rewrites it; load:

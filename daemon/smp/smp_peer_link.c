@@ -65,6 +65,7 @@ void smp_peer_link_out_closed(struct link *l, int err)
   l->out_up = false;
   l->nready = 0;
   smp_peer_rebuild_link_down(l);
+  smp_peer_relay_link_down(l);
   l->redial_at = rpc_now_ms() + l->redial_ms;
   l->redial_ms = l->redial_ms * 2 > PEER_REDIAL_MAX_MS ? PEER_REDIAL_MAX_MS
                                                         : l->redial_ms * 2;
@@ -116,6 +117,9 @@ static int on_out_msg_body(struct rpc_conn *c, const struct rpc_hdr *h,
   struct link *l = rpc_conn_data(c);
   struct smp_peer *p = l->p;
 
+  if ((h->request_id & PEER_RELAY_TAG) &&
+      (h->type == RPC_PEER_META || h->type == RPC_PEER_ACK))
+    return smp_peer_relay_reply(l, h, msg); /* the sums we asked for */
   if (h->request_id != 0 && (h->type == RPC_PEER_META || h->type == RPC_PEER_ACK))
     return smp_peer_rebuild_link_reply(l, h, msg); /* our fetches' answers */
   switch (h->type) {
@@ -361,6 +365,7 @@ static void on_in_close(struct rpc_conn *c, int err)
   (void)err;
   if (ic == NULL)
     return;
+  smp_peer_relay_conn_gone(ic->p, c);
   if (ic->member >= 0) {
     struct link *l = &ic->p->link[ic->member];
     if (l->in == c)

@@ -36,8 +36,12 @@
  * spare is tried again without each source in turn, else it is a clear
  * error and the slots are freed: nothing unverified is ever restored.
  * Verified, the slot becomes COMMITTED with step R, and one info line
- * says from whom, how many bytes, how long, and how many bytes came in
- * (k per byte rebuilt: no repair pipelining yet). A failure is said to
+ * says from whom, how many bytes, how long, and how many bytes came in.
+ * Repair pipelining: on the first try each slice is one fetch of the
+ * lost piece's slice as a sum along a chain of its k sources
+ * (smp_peer_relay.c), so about one byte comes in per byte rebuilt, not
+ * k; once a chained fetch fails, or for a retry, every piece is fetched
+ * directly, where a failing member can be named and erased. A failure is said to
  * the node too (EVENT_REBUILD_FAILED), named in the part's failure. Not
  * rebuilt: this member's parity rows of R (the next committed step writes
  * them again); a fetch of them is refused (smp_peer_rebuild_no_parity).
@@ -204,6 +208,7 @@ void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i, struct rb_fet
 {
   struct link *l = &r->p->link[i];
   Pt__PeerFetch f = PT__PEER_FETCH__INIT;
+  Pt__PeerHop hop[RS_MAX_MEMBERS], *hops[RS_MAX_MEMBERS];
 
   f.step = r->step;
   if (m->meta) {
@@ -216,6 +221,20 @@ void smp_peer_rebuild_send(struct smp_peer_rebuild *r, uint32_t i, struct rb_fet
     f.offset = m->f.offset;
     f.has_length = true;
     f.length = m->f.length;
+  }
+  if (!m->meta && m->f.coded) { /* the lost slice as the chain's sum */
+    f.has_coef = true;
+    f.coef = m->f.coef;
+    for (unsigned h = 0; h < m->f.nhops; h++) {
+      pt__peer_hop__init(&hop[h]);
+      hop[h].member = m->f.hop[h].member;
+      hop[h].what = m->f.hop[h].what;
+      hop[h].index = m->f.hop[h].index;
+      hop[h].coef = m->f.hop[h].coef;
+      hops[h] = &hop[h];
+    }
+    f.n_chain = m->f.nhops;
+    f.chain = hops;
   }
   m->unsent = true;
   if (l->out == NULL || !l->out_up)
@@ -246,8 +265,26 @@ static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
   smp_peer_rebuild_send(r, i, m);
 }
 
+/* The fetches queued or out that the machine no longer wants (re-planned
+ * after an erase, or pipelining given up) are dropped: a late reply is
+ * discarded. */
+static void drop_unwanted(struct smp_peer_rebuild *r)
+{
+  unsigned w = 0;
+  for (unsigned j = 0; j < r->nq; j++)
+    if (smp_rebuild_wants(r->rb, r->q[j].id))
+      r->q[w++] = r->q[j];
+  r->nq = w;
+  for (uint32_t j = 0; j < r->p->smp->group.n; j++)
+    for (unsigned k = 0; k < REBUILD_LANES; k++) {
+      struct rb_fetch *x = &r->mem[j].lane[k];
+      if (x->busy && !x->meta && !smp_rebuild_wants(r->rb, x->f.id))
+        x->busy = false;
+    }
+}
+
 /* Member i fails as a source (why): given up, its stripes from the
- * others. */
+ * others (when pipelined: pipelining given up, nobody erased yet). */
 void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, const char *why)
 {
   struct rb_member *m = &r->mem[i];
@@ -263,9 +300,27 @@ void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, cons
   }
   if (r->state != RB_DATA || r->rb == NULL)
     return;
+  int rc;
+  if (smp_rebuild_chained(r->rb)) {
+    /* Which member of the chain failed cannot be told from here: every
+     * piece is fetched directly from now on, and a member at fault is
+     * found, and erased, there. */
+    log_warn("rebuild of step %" PRIu64 ": a pipelined fetch through member %u "
+             "(node '%s') failed: %s; fetching each survivor's pieces instead",
+             r->step, i, node_of(r, i), why);
+    r->unchained = true;
+    rc = smp_rebuild_set_chain(r->rb, false);
+    if (rc != 0) {
+      smp_peer_rebuild_fail(r, rc, "cannot rebuild step %" PRIu64 ": %s", r->step,
+                            smp_rebuild_error(r->rb));
+      return;
+    }
+    drop_unwanted(r);
+    return;
+  }
   log_warn("rebuild of step %" PRIu64 ": member %u (node '%s') fails as a "
            "source: %s", r->step, i, node_of(r, i), why);
-  int rc = smp_rebuild_erase(r->rb, i);
+  rc = smp_rebuild_erase(r->rb, i);
   if (rc == PT_ENOFRAG) {
     fail_lost(r, smp_rebuild_erased(r->rb) | (1u << i));
     return;
@@ -275,17 +330,7 @@ void smp_peer_rebuild_member_failed(struct smp_peer_rebuild *r, uint32_t i, cons
             smp_rebuild_error(r->rb));
     return;
   }
-  unsigned w = 0;
-  for (unsigned j = 0; j < r->nq; j++)
-    if (smp_rebuild_wants(r->rb, r->q[j].id))
-      r->q[w++] = r->q[j];
-  r->nq = w;
-  for (uint32_t j = 0; j < r->p->smp->group.n; j++)
-    for (unsigned k = 0; k < REBUILD_LANES; k++) {
-      struct rb_fetch *x = &r->mem[j].lane[k];
-      if (x->busy && !x->meta && !smp_rebuild_wants(r->rb, x->f.id))
-        x->busy = false; /* a late reply is discarded */
-    }
+  drop_unwanted(r);
 }
 
 /* ---- the phases ---- */
@@ -301,6 +346,7 @@ static void begin(struct smp_peer_rebuild *r)
   r->received_seen = 0;
   r->used = 0;
   r->skip_src = 0;
+  r->unchained = false;
   r->verify_tries = 0;
   free(r->table);
   r->table = NULL;
@@ -388,6 +434,11 @@ static int begin_data(struct smp_peer_rebuild *r)
         return -1;
       }
     }
+  /* Repair pipelining on the first try; a retry (a source erased, or a
+   * chain failed before) fetches piece by piece, where a bad source can
+   * be told. */
+  if (r->skip_src == 0 && !r->unchained && smp->rebuild_chain)
+    (void)smp_rebuild_set_chain(r->rb, true);
   return 0;
 }
 

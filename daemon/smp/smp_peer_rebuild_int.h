@@ -75,6 +75,7 @@ struct smp_peer_rebuild {
   struct rb_member mem[RS_MAX_MEMBERS];
   uint32_t used;              /* members pieces came from */
   uint32_t skip_src;          /* erased at the start (a verify retry) */
+  bool unchained;             /* a pipelined fetch failed: piece by piece */
   unsigned verify_tries;
   uint32_t cand, base_erased; /* the first try's sources, and erased */
   uint64_t received;

@@ -73,6 +73,8 @@ int smp_peer_rebuild_link_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_h
   *dst = NULL;
   if (l == NULL || (h->kind & 0xffu) != PEER_BULK_FETCH)
     return PT_EPROTO;
+  if (h->tag & PEER_RELAY_TAG)
+    return smp_peer_relay_bulk_begin(l, h, dst); /* a sum we asked for */
   struct smp_peer_rebuild *r = l->p->rebuild;
   struct rb_fetch *m = r != NULL && smp_peer_rebuild_active(r)
                            ? smp_peer_rebuild_find(r, l->member, h->tag)
@@ -132,6 +134,8 @@ static int bulk_done_body(void *arg)
   } else {
     r->received += h->length;
     r->used |= 1u << l->member;
+    for (unsigned x = 0; m->f.coded && x < m->f.nhops; x++)
+      r->used |= 1u << m->f.hop[x].member; /* the chain's sources too */
   }
   if (smp_peer_rebuild_active(r))
     smp_peer_rebuild_drive(r);
@@ -143,6 +147,10 @@ void smp_peer_rebuild_link_bulk_done(struct rpc_conn *c, const struct rpc_bulk_h
 {
   struct link *l = rpc_conn_data(c);
   (void)dst;
+  if (l != NULL && (h->tag & PEER_RELAY_TAG)) {
+    smp_peer_relay_bulk_done(l, h, status);
+    return;
+  }
   if (l == NULL || l->p->rebuild == NULL)
     return;
   struct bulk_call b = {.l = l, .h = h, .status = status};

@@ -15,7 +15,9 @@
  * "<object>.meta" for the next SMP (smp_peer_meta.c). An SMP that has
  * protected nothing yet (the epoch after a loss) serves with the layout
  * of the sizes its members said (-EAGAIN until it knows them all); the
- * parity of a step this SMP rebuilt itself is not held, and refused.
+ * parity of a step this SMP rebuilt itself is not held, and refused. A
+ * fetch with a coefficient is a term of a pipelined rebuild: answered by
+ * smp_peer_relay.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -124,23 +126,24 @@ static int keep_meta(struct link *l, const Pt__PeerMeta *m)
   return 0;
 }
 
-static void refuse(struct link *l, uint64_t id, const Pt__PeerFetch *f, int rc,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void refuse(struct link *l, uint64_t id, const Pt__PeerFetch *f, int rc,
-                   const char *fmt, ...)
+void smp_peer_serve_refuse(struct rpc_conn *c, uint64_t id, uint64_t step,
+                           uint32_t index, int rc, const char *fmt, ...)
 {
-  char why[256];
+  char why[300];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(why, sizeof(why), fmt, ap);
   va_end(ap);
   Pt__PeerAck a = PT__PEER_ACK__INIT;
-  a.step = f->step;
-  a.chunk = f->index;
+  a.step = step;
+  a.chunk = index;
   a.status = rc;
   a.message = why;
-  rpc_conn_send(l->in, RPC_PEER_ACK, id, &a.base);
+  rpc_conn_send(c, RPC_PEER_ACK, id, &a.base);
 }
+
+#define refuse(l, id, f, rc, ...) \
+  smp_peer_serve_refuse((l)->in, (id), (f)->step, (f)->index, (rc), __VA_ARGS__)
 
 /* The slot holding step committed or protected (its parity complete, its
  * slot kept until a newer commit); UINT32_MAX. */
@@ -182,6 +185,55 @@ static const struct rs_layout *serve_layout(const struct smp_peer *p,
   return own;
 }
 
+int smp_peer_serve_piece(struct smp_peer *p, uint64_t step, uint32_t what,
+                         uint32_t index, struct smp_peer_piece *out, char *why,
+                         size_t whylen)
+{
+  struct smp *smp = p->smp;
+  struct rs_layout own;
+  const struct rs_layout *lay = serve_layout(p, &own);
+  uint32_t slot = smp->store ? held_slot(smp->store, step) : UINT32_MAX;
+
+  if (lay == NULL && slot != UINT32_MAX) {
+    /* (a new SMP, its group's sizes not all said yet: ask again) */
+    snprintf(why, whylen, "member %u does not know every member's size yet",
+             smp->group.member);
+    return -EAGAIN;
+  }
+  if (lay == NULL || slot == UINT32_MAX) {
+    snprintf(why, whylen, "member %u holds no step %" PRIu64 " committed",
+             smp->group.member, step);
+    return -ENOENT;
+  }
+  out->chunk_bytes = lay->chunk_bytes;
+  if (what == 0 && index < lay->k) {
+    out->end = rs_layout_chunk_valid(lay, smp->group.member, index);
+    out->base = (const uint8_t *)snap_slot_data(smp->store, slot) +
+                (size_t)index * lay->chunk_bytes;
+    return 0;
+  }
+  if (what == 1 && index < lay->m) {
+    uint64_t plen = 0;
+    smp_peer_meta_load(p); /* a mark kept by this member's last SMP */
+    if (smp_peer_rebuild_no_parity(p, step)) {
+      snprintf(why, whylen, "member %u rebuilt step %" PRIu64 " and holds "
+               "no parity of it", smp->group.member, step);
+      return -ENOENT;
+    }
+    const uint8_t *base = snap_store_parity(smp->store, slot, &plen);
+    if (base == NULL || plen < lay->parity_bytes) {
+      snprintf(why, whylen, "no parity area for step %" PRIu64, step);
+      return PT_ECONFIG;
+    }
+    out->end = lay->chunk_bytes;
+    out->base = base + (size_t)index * lay->chunk_bytes;
+    return 0;
+  }
+  snprintf(why, whylen, "no piece %u of kind %u in the %u+%u layout", index, what,
+           lay->k, lay->m);
+  return PT_EPROTO;
+}
+
 static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
 {
   struct smp_peer *p = l->p;
@@ -205,51 +257,21 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
            f->index, f->step);
     return;
   }
-  struct rs_layout own;
-  const struct rs_layout *lay = serve_layout(p, &own);
-  uint32_t slot = smp->store ? held_slot(smp->store, f->step) : UINT32_MAX;
-  if (lay == NULL && slot != UINT32_MAX) {
-    /* (a new SMP, its group's sizes not all said yet: ask again) */
-    refuse(l, id, f, -EAGAIN, "member %u does not know every member's size yet",
-           smp->group.member);
+  struct smp_peer_piece pc;
+  char why[256];
+  int prc = smp_peer_serve_piece(p, f->step, f->what, f->index, &pc, why, sizeof(why));
+  if (prc != 0) {
+    refuse(l, id, f, prc, "%s", why);
     return;
   }
-  if (lay == NULL || slot == UINT32_MAX) {
-    refuse(l, id, f, -ENOENT, "member %u holds no step %" PRIu64 " committed",
-           smp->group.member, f->step);
-    return;
-  }
-  size_t end;
-  const uint8_t *base;
-  if (f->what == 0 && f->index < lay->k) {
-    end = rs_layout_chunk_valid(lay, smp->group.member, f->index);
-    base = (const uint8_t *)snap_slot_data(smp->store, slot) +
-           (size_t)f->index * lay->chunk_bytes;
-  } else if (f->what == 1 && f->index < lay->m) {
-    uint64_t plen = 0;
-    smp_peer_meta_load(p); /* a mark kept by this member's last SMP */
-    if (smp_peer_rebuild_no_parity(p, f->step)) {
-      refuse(l, id, f, -ENOENT, "member %u rebuilt step %" PRIu64 " and holds "
-             "no parity of it", smp->group.member, f->step);
-      return;
-    }
-    base = snap_store_parity(smp->store, slot, &plen);
-    end = lay->chunk_bytes;
-    if (base == NULL || plen < lay->parity_bytes) {
-      refuse(l, id, f, PT_ECONFIG, "no parity area for step %" PRIu64, f->step);
-      return;
-    }
-    base += (size_t)f->index * lay->chunk_bytes;
-  } else {
-    refuse(l, id, f, PT_EPROTO, "no piece %u of kind %u in the %u+%u layout",
-           f->index, f->what, lay->k, lay->m);
-    return;
-  }
+  const uint8_t *base = pc.base;
+  size_t end = pc.end;
   uint64_t off = f->has_offset ? f->offset : 0;
   uint64_t len = f->has_length ? f->length : PEER_PIECE;
-  if (len > PEER_PIECE || off > lay->chunk_bytes) {
+  if (len > PEER_PIECE || off > pc.chunk_bytes ||
+      (f->has_coef && len > pc.chunk_bytes - off)) {
     refuse(l, id, f, -EMSGSIZE, "%" PRIu64 " bytes at %" PRIu64 " of a %zu-byte "
-           "piece (at most %zu at once)", len, off, lay->chunk_bytes, PEER_PIECE);
+           "piece (at most %zu at once)", len, off, pc.chunk_bytes, PEER_PIECE);
     return;
   }
   /* 2 * PEER_PIECE bytes of replies queued at most per link (a rebuild
@@ -258,6 +280,10 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
    * asks faster than it reads is told to wait, before any CRC is spent. */
   if (rpc_conn_queued_bytes(l->in) > 2 * PEER_PIECE) {
     refuse(l, id, f, -EAGAIN, "two fetches of this link are still being sent");
+    return;
+  }
+  if (f->has_coef) { /* a term of a pipelined rebuild */
+    smp_peer_relay_fetch(l, id, f, off, len);
     return;
   }
   uint64_t n = off >= end ? 0 : end - off < len ? end - off : len;

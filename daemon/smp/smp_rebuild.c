@@ -34,6 +34,7 @@ struct slice {
   uint64_t cap[RS_MAX_MEMBERS];
   uint8_t *out;                   /* the tail past the valid bytes: out_cap */
   uint64_t out_cap;
+  bool chain;                     /* one coded fetch (index 0), not k */
   uint32_t id[RS_MAX_MEMBERS];
   uint64_t expect[RS_MAX_MEMBERS];
   bool in[RS_MAX_MEMBERS];
@@ -59,6 +60,7 @@ struct smp_rebuild {
   uint8_t *dst;
   size_t slice_bytes;
   unsigned window;
+  bool chain;               /* new slices are pipelined */
   struct item items[RS_MAX_MEMBERS];
   unsigned nitems;
   unsigned next_item;       /* the next slice to issue: item and offset */
@@ -185,6 +187,53 @@ void smp_rebuild_free(struct smp_rebuild *rb)
   free(rb);
 }
 
+/* The fetches slice s is made of: one when chained, else k. */
+static unsigned nfetch(const struct smp_rebuild *rb, const struct slice *s)
+{
+  return s->chain ? 1u : rb->l.k;
+}
+
+/* Slice s's coded fetch: to its last source, with the others, each with
+ * its decode coefficient, as the chain. */
+static int chain_fetch(struct smp_rebuild *rb, const struct slice *s,
+                       struct smp_rebuild_fetch *f)
+{
+  const struct item *it = &rb->items[s->item];
+  const struct rs_stripe_plan *sp = &rb->plan.stripe[it->stripe];
+  unsigned k = rb->l.k;
+  uint8_t coefs[RS_MAX_MEMBERS];
+  uint8_t by_pos[RS_MAX_MEMBERS] = {0};
+
+  int rc = rs_decode_coefs(rb->coder, sp->src_mask, it->lost_pos, coefs);
+  if (rc != 0)
+    return fail(rb, rc, "%s", rs_last_error());
+  for (unsigned q = 0, j = 0; q < rb->l.g; q++)
+    if (sp->src_mask & (1u << q))
+      by_pos[q] = coefs[j++];
+  const struct rs_piece *head = &sp->src[k - 1];
+  *f = (struct smp_rebuild_fetch){
+      .id = s->id[0], .member = head->member, .what = head->is_parity ? 1u : 0u,
+      .index = head->index, .offset = s->off, .length = s->len, .expect = s->len,
+      .dst = s->buf[0], .coded = true, .coef = by_pos[head->pos], .nhops = k - 1};
+  for (unsigned j = 0; j + 1 < k; j++) {
+    const struct rs_piece *p = &sp->src[k - 2 - j];
+    f->hop[j] = (struct smp_rebuild_hop){.member = p->member,
+                                         .what = p->is_parity ? 1u : 0u,
+                                         .index = p->index, .coef = by_pos[p->pos]};
+  }
+  return 0;
+}
+
+static void piece_fetch(const struct smp_rebuild *rb, const struct slice *s, unsigned j,
+                        struct smp_rebuild_fetch *f)
+{
+  const struct rs_piece *p = &rb->plan.stripe[rb->items[s->item].stripe].src[j];
+  *f = (struct smp_rebuild_fetch){
+      .id = s->id[j], .member = p->member, .what = p->is_parity ? 1u : 0u,
+      .index = p->index, .offset = s->off, .length = s->len, .expect = s->expect[j],
+      .dst = s->buf[j]};
+}
+
 unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
                           unsigned max)
 {
@@ -193,21 +242,16 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
   /* Pieces of slices re-planned by smp_rebuild_erase go out first. */
   for (unsigned i = 0; i < rb->window && n < max; i++) {
     struct slice *s = &rb->w[i];
-    if (!s->used)
+    if (!s->used || s->chain)
       continue;
-    const struct rs_stripe_plan *sp = &rb->plan.stripe[rb->items[s->item].stripe];
     for (unsigned j = 0; j < k && n < max; j++) {
       if (s->issued[j] || s->in[j])
         continue;
-      const struct rs_piece *p = &sp->src[j];
       s->issued[j] = true;
-      out[n++] = (struct smp_rebuild_fetch){
-          .id = s->id[j], .member = p->member, .what = p->is_parity ? 1u : 0u,
-          .index = p->index, .offset = s->off, .length = s->len,
-          .expect = s->expect[j], .dst = s->buf[j]};
+      piece_fetch(rb, s, j, &out[n++]);
     }
   }
-  while (rb->next_item < rb->nitems && n + k <= max) {
+  while (rb->next_item < rb->nitems && n + (rb->chain ? 1 : k) <= max) {
     struct slice *s = NULL;
     unsigned busy = 0;
     for (unsigned i = 0; i < rb->window; i++) {
@@ -223,7 +267,8 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
     uint64_t len = it->span - rb->next_off < rb->slice_bytes ? it->span - rb->next_off
                                                              : rb->slice_bytes;
     bool ok = true;
-    for (unsigned j = 0; j < k && ok; j++)
+    bool chain = rb->chain;
+    for (unsigned j = 0; j < (chain ? 1 : k) && ok; j++)
       ok = buf_fit(&s->buf[j], &s->cap[j], len);
     if (ok && rb->next_off + len > it->valid) /* the tail: not all of it lands */
       ok = buf_fit(&s->out, &s->out_cap, len);
@@ -236,11 +281,22 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
     memset(s->in, 0, sizeof(s->in));
     memset(s->issued, 0, sizeof(s->issued));
     s->used = true;
+    s->chain = chain;
     s->item = rb->next_item;
     s->off = rb->next_off;
     s->len = len;
-    s->pending = k;
-    for (unsigned j = 0; j < k; j++) {
+    s->pending = chain ? 1 : k;
+    if (chain) {
+      s->id[0] = ++rb->next_id;
+      s->expect[0] = len;
+      s->issued[0] = true;
+      if (chain_fetch(rb, s, &out[n]) != 0) {
+        s->used = false;
+        break;
+      }
+      n++;
+    }
+    for (unsigned j = 0; j < k && !chain; j++) {
       const struct rs_piece *p = &sp->src[j];
       uint64_t expect = len;
       if (!p->is_parity) {
@@ -250,10 +306,7 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
       s->id[j] = ++rb->next_id;
       s->expect[j] = expect;
       s->issued[j] = true;
-      out[n++] = (struct smp_rebuild_fetch){
-          .id = s->id[j], .member = p->member, .what = p->is_parity ? 1u : 0u,
-          .index = p->index, .offset = s->off, .length = len, .expect = expect,
-          .dst = s->buf[j]};
+      piece_fetch(rb, s, j, &out[n++]);
     }
     rb->next_off += len;
     if (rb->next_off >= it->span) {
@@ -267,6 +320,15 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
 static int decode(struct smp_rebuild *rb, struct slice *s)
 {
   const struct item *it = &rb->items[s->item];
+  if (s->chain) {
+    /* the chain summed the terms: the slice itself */
+    uint8_t *to = rb->dst + (size_t)it->chunk * rb->l.chunk_bytes + s->off;
+    uint64_t n = it->valid - s->off < s->len ? it->valid - s->off : s->len;
+    memcpy(to, s->buf[0], (size_t)n);
+    rb->rebuilt += n;
+    rb->decoded++;
+    return 0;
+  }
   const struct rs_stripe_plan *sp = &rb->plan.stripe[it->stripe];
   void *pieces[RS_MAX_MEMBERS] = {0};
 
@@ -300,7 +362,7 @@ int smp_rebuild_got(struct smp_rebuild *rb, uint32_t id, uint64_t bytes)
     struct slice *s = &rb->w[i];
     if (!s->used)
       continue;
-    for (unsigned j = 0; j < rb->l.k; j++) {
+    for (unsigned j = 0; j < nfetch(rb, s); j++) {
       if (s->id[j] != id || s->in[j])
         continue;
       if (bytes != s->expect[j])
@@ -353,7 +415,32 @@ static int slice_replan(struct smp_rebuild *rb, struct slice *s)
     s->issued[j] = false;
   }
   s->pending = rb->l.k;
+  s->chain = false;
   return 0;
+}
+
+int smp_rebuild_set_chain(struct smp_rebuild *rb, bool on)
+{
+  rb->err[0] = '\0';
+  if (on) {
+    rb->chain = rb->l.k > 1;
+    return 0;
+  }
+  rb->chain = false;
+  for (unsigned i = 0; i < rb->window; i++) {
+    struct slice *s = &rb->w[i];
+    if (s->used && s->chain) {
+      int rc = slice_replan(rb, s);
+      if (rc != 0)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+bool smp_rebuild_chained(const struct smp_rebuild *rb)
+{
+  return rb->chain;
 }
 
 int smp_rebuild_erase(struct smp_rebuild *rb, unsigned member)
@@ -363,6 +450,9 @@ int smp_rebuild_erase(struct smp_rebuild *rb, unsigned member)
     return fail(rb, -EINVAL, "member %u is no source of this rebuild", member);
   if (rb->erased & (1u << member))
     return 0;
+  int crc = smp_rebuild_set_chain(rb, false); /* piece by piece from here */
+  if (crc != 0)
+    return crc;
   struct rs_plan plan;
   int rc = rs_layout_plan(&rb->l, (1u << rb->lost) | rb->erased | (1u << member), &plan);
   if (rc != 0)
@@ -393,7 +483,7 @@ bool smp_rebuild_wants(const struct smp_rebuild *rb, uint32_t id)
 {
   for (unsigned i = 0; i < rb->window; i++) {
     const struct slice *s = &rb->w[i];
-    for (unsigned j = 0; s->used && j < rb->l.k; j++)
+    for (unsigned j = 0; s->used && j < nfetch(rb, s); j++)
       if (s->id[j] == id && !s->in[j])
         return true;
   }

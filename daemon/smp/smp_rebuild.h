@@ -33,8 +33,17 @@
 
 #include "ec/rs.h"
 
+/* A survivor's term in a pipelined fetch: coef times its piece. */
+struct smp_rebuild_hop {
+  uint32_t member, what, index;
+  uint8_t coef;
+};
+
 /* One fetch to issue: PEER_FETCH{step, what, index, offset, length} to
- * member `member`; its reply's `expect` bytes land at dst. */
+ * member `member`; its reply's `expect` bytes land at dst. A pipelined
+ * fetch (coded) also carries the member's coefficient and the chain of the
+ * other sources (PeerFetch.coef, .chain): its reply is the lost piece's
+ * slice itself, length bytes. */
 struct smp_rebuild_fetch {
   uint32_t id;        /* for smp_rebuild_got */
   uint32_t member;    /* who holds the piece */
@@ -43,6 +52,10 @@ struct smp_rebuild_fetch {
   uint64_t offset, length;
   uint64_t expect;    /* bytes the reply carries (<= length) */
   void *dst;          /* length bytes, the machine's */
+  bool coded;
+  uint8_t coef;
+  unsigned nhops;     /* coded: the other k - 1 sources, the next first */
+  struct smp_rebuild_hop hop[RS_MAX_MEMBERS];
 };
 
 struct smp_rebuild;
@@ -68,6 +81,16 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
  * a slice whose k fetches are in is decoded into the destination (0, or
  * the coder's error). */
 int smp_rebuild_got(struct smp_rebuild *rb, uint32_t id, uint64_t bytes);
+
+/* Repair pipelining (on): each slice not yet issued is one coded fetch
+ * of its k sources in a chain instead of k fetches, so that about one
+ * byte comes in per byte rebuilt. Off (a pipelined fetch failed: who in
+ * the chain failed cannot be told from here): every coded slice in flight
+ * is fetched again piece by piece under new ids, first at the next
+ * smp_rebuild_next, and so are the slices after it. Off by default; k 1
+ * has nothing to chain and stays off. 0 or -ENOMEM. */
+int smp_rebuild_set_chain(struct smp_rebuild *rb, bool on);
+bool smp_rebuild_chained(const struct smp_rebuild *rb);
 
 /* Member `member` is no source any more (its fetch failed, was refused,
  * or brought bytes that do not verify): the stripes it was a source of

@@ -10,7 +10,8 @@
 # parity row of each stripe, over its peer links), verifies it against its
 # checksum table (kept by the survivors) and serves the restore. The job
 # runs to its end with every digest equal to a fault-free run, and b's log
-# says "step R rebuilt from members x,y: S bytes in T ms, B bytes received".
+# says "step R rebuilt from members x,y: S bytes in T ms, B bytes received",
+# B at most 1.2 S (repair pipelining: a sum along a chain of the survivors).
 #
 # 2. b's own copy of the step to restore damaged (ptctl fault corrupt): its
 # SMP rebuilds it from the group, digests equal.
@@ -84,9 +85,14 @@ rstep=$(sed -n 's/.*step \([0-9]*\) rebuilt from.*/\1/p' <<<"$line")
 say "node b: ${line#*: }"
 bytes=$(sed -n 's/.*: \([0-9]*\) bytes in.*/\1/p' <<<"$line")
 [ "$bytes" -gt $(( ${NL_STATE_MB:-2} << 20 )) ] || c_fail "rebuilt only $bytes bytes of a ${NL_STATE_MB:-2} MiB state"
-if grep -E 'fails its checksums|cannot rebuild' "$T_DIR/node.b.log"; then
+if grep -E 'fails its checksums|cannot rebuild|pipelined fetch .* failed' "$T_DIR/node.b.log"; then
   c_fail "the rebuild refused something in a fault-free loss"
 fi
+# Repair pipelining: the replacement receives about one byte per byte it
+# rebuilds (the survivors sum their terms along a chain), not k = 2.
+recv=$(sed -n 's/.*ms, \([0-9]*\) bytes received.*/\1/p' <<<"$line")
+awk -v r="$recv" -v b="$bytes" 'BEGIN { exit !(r <= 1.2 * b) }' \
+  || c_fail "node b received $recv bytes to rebuild $bytes: more than 1.2 per byte (no repair pipelining?)"
 
 # (NL_ONLY_LOSS=1: this case only, e.g. to measure a larger --state-mb
 # with NL_STATE_MB)

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <isa-l/erasure_code.h>
+
 #include "tests/unit/test_ec_fixture.h"
 #include "tests/unit/unit.h"
 
@@ -497,6 +499,98 @@ START_TEST(test_stripe_every_pattern_10_4)
 }
 END_TEST
 
+/* ---- repair pipelining's terms ------------------------------------------------ */
+
+START_TEST(test_pipelined_terms)
+{
+  /* A lost piece is the sum of its k sources, each times its coefficient,
+   * added up in any order (a chain of survivors): for every lost position
+   * of several codes, from the k lowest survivors and from the k highest. */
+  static const unsigned codes[][2] = {{2, 1}, {3, 2}, {4, 2}, {8, 2}, {10, 4}};
+  enum { LEN = 192 };
+  uint64_t rng = 77;
+
+  for (size_t n = 0; n < sizeof(codes) / sizeof(codes[0]); n++) {
+    unsigned k = codes[n][0], m = codes[n][1], g = k + m;
+    uint8_t *pieces[RS_MAX_MEMBERS];
+    struct rs_coder *c;
+    ck_assert_int_eq(rs_coder_new(&c, k, m, NULL), 0);
+    for (unsigned q = 0; q < g; q++) {
+      pieces[q] = xalloc(LEN);
+      if (q < k)
+        fill_random(pieces[q], LEN, 900 + 31 * n + q);
+    }
+    ck_assert_int_eq(rs_stripe_encode(c, LEN, (const void *const *)pieces,
+                                      (void *const *)(pieces + k)), 0);
+    uint8_t *acc = xalloc(LEN);
+    for (unsigned want = 0; want < g; want++) {
+      for (int high = 0; high < 2; high++) {
+        uint32_t src = 0;
+        for (unsigned t = 0; t < g && (unsigned)__builtin_popcount(src) < k; t++) {
+          unsigned q = high ? g - 1 - t : t;
+          if (q != want)
+            src |= 1u << q;
+        }
+        uint8_t coefs[RS_MAX_MEMBERS];
+        ck_assert_int_eq(rs_decode_coefs(c, src, want, coefs), 0);
+        unsigned pos[RS_MAX_MEMBERS], np = 0;
+        for (unsigned q = 0; q < g; q++)
+          if (src & (1u << q))
+            pos[np++] = q;
+        /* a chain in a shuffled order */
+        unsigned order[RS_MAX_MEMBERS];
+        for (unsigned j = 0; j < k; j++)
+          order[j] = j;
+        for (unsigned j = k; j > 1; j--) {
+          rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+          unsigned x = (unsigned)(rng >> 33) % j, t = order[j - 1];
+          order[j - 1] = order[x];
+          order[x] = t;
+        }
+        memset(acc, 0xEE, LEN);
+        for (unsigned j = 0; j < k; j++)
+          rs_scale_fold(LEN, coefs[order[j]], pieces[pos[order[j]]], acc, j == 0);
+        ck_assert_msg(memcmp(acc, pieces[want], LEN) == 0,
+                      "%u+%u: piece %u from 0x%x differs", k, m, want, src);
+      }
+      /* refused: the wanted among the sources, too few sources */
+      uint8_t coefs[RS_MAX_MEMBERS];
+      uint32_t lowk = (1u << k) - 1;
+      ck_assert_int_eq(rs_decode_coefs(c, lowk, want < k ? want : 0, coefs), -EINVAL);
+      ck_assert_int_eq(rs_decode_coefs(c, lowk >> 1, g - 1, coefs), -EINVAL);
+    }
+    free(acc);
+    for (unsigned q = 0; q < g; q++)
+      free(pieces[q]);
+    rs_coder_free(c);
+  }
+
+  /* Any length: each byte is acc ^ coef * in (first: coef * in), against
+   * ISA-L's scalar gf_mul, around every vector width's edges. */
+  static const size_t lens[] = {1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 1000, 4097};
+  uint8_t *in = xalloc(5000), *a = xalloc(5000), *b = xalloc(5000);
+  for (size_t n = 0; n < sizeof(lens) / sizeof(lens[0]); n++)
+    for (int first = 0; first < 2; first++) {
+      size_t len = lens[n];
+      uint8_t coef = (uint8_t)(0x1d + 37 * n + first);
+      fill_random(in, 5000, 40 + n);
+      fill_random(a, 5000, 80 + n);
+      memcpy(b, a, 5000);
+      rs_scale_fold(len, coef, in, a, first);
+      for (size_t x = 0; x < len; x++) {
+        uint8_t want = (uint8_t)((first ? 0 : b[x]) ^ gf_mul(coef, in[x]));
+        ck_assert_msg(a[x] == want, "len %zu first %d: byte %zu is %u, not %u", len,
+                      first, x, a[x], want);
+      }
+      ck_assert_msg(memcmp(a + len, b + len, 5000 - len) == 0,
+                    "len %zu: bytes past it written", len);
+    }
+  free(in);
+  free(a);
+  free(b);
+}
+END_TEST
+
 /* ---- concurrency ---------------------------------------------------------------------- */
 
 struct conc_arg {
@@ -589,6 +683,7 @@ static Suite *ec_suite(void)
   tcase_set_timeout(tc, 20);
   tcase_add_test(tc, test_incremental_equals_whole);
   tcase_add_test(tc, test_encode_own_rows_only);
+  tcase_add_test(tc, test_pipelined_terms);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("api");
