@@ -19,6 +19,7 @@
 #define PEER_REDIAL_MAX_MS 2000u
 #define PEER_HELLO_MS 10000u          /* an accepted link says HELLO by then */
 #define PEER_BULK_FETCH 2u            /* bulk kind: a piece a rebuild fetched */
+#define PEER_BULK_SUM 3u              /* bulk kind: a pipelined rebuild's sum */
 #define PEER_META_MAX ((size_t)1 << 20) /* bytes of a checksum table */
 
 struct smp_peer;
@@ -212,8 +213,9 @@ void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
 int smp_peer_relay_reply(struct link *l, const struct rpc_hdr *h, ProtobufCMessage *msg);
 int smp_peer_relay_bulk_begin(struct link *l, const struct rpc_bulk_hdr *h, void **dst);
 void smp_peer_relay_bulk_done(struct link *l, const struct rpc_bulk_hdr *h, int status);
-/* The link l dialled is gone; an accepted conn c is gone; the deadlines
- * (the peer tick). */
+/* The link l dialled is gone or about to be closed (its reads stop with
+ * the close: a sum landing in a relay's buffer is given up at once); an
+ * accepted conn c is gone; the deadlines (the peer tick). */
 void smp_peer_relay_link_down(struct link *l);
 void smp_peer_relay_conn_gone(struct smp_peer *p, struct rpc_conn *c);
 void smp_peer_relay_tick(struct smp_peer *p);

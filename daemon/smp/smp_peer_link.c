@@ -457,6 +457,7 @@ int smp_peer_link_on_peers_set(struct smp_conn *sc, uint64_t id,
       l->out = NULL;
       l->out_up = false;
       l->nready = 0;
+      smp_peer_relay_link_down(l);
       rpc_conn_set_data(c, NULL);
       rpc_conn_close(c, 0);
     }
@@ -567,6 +568,7 @@ void smp_peer_link_close_all(struct smp_peer *p)
   for (uint32_t i = 0; i < smp->group.n; i++) {
     struct link *l = &p->link[i];
     if (l->out != NULL) {
+      smp_peer_relay_link_down(l);
       rpc_conn_set_data(l->out, NULL);
       rpc_conn_close(l->out, 0);
       l->out = NULL;

@@ -262,6 +262,7 @@ static void start_fetch(struct smp_peer_rebuild *r, uint32_t i, bool meta,
   m->again_at = 0;
   m->crc_fails = 0;
   m->agains = 0;
+  m->wrong_kind = false;
   smp_peer_rebuild_send(r, i, m);
 }
 
@@ -437,7 +438,8 @@ static int begin_data(struct smp_peer_rebuild *r)
   /* Repair pipelining on the first try; a retry (a source erased, or a
    * chain failed before) fetches piece by piece, where a bad source can
    * be told. */
-  if (r->skip_src == 0 && !r->unchained && smp->rebuild_chain)
+  r->chained_try = r->skip_src == 0 && !r->unchained && smp->rebuild_chain && g->k > 1;
+  if (r->chained_try)
     (void)smp_rebuild_set_chain(r->rb, true);
   return 0;
 }
@@ -472,6 +474,20 @@ static void finish(struct smp_peer_rebuild *r)
   }
   char from[96];
   members_list(from, sizeof(from), r->used);
+  if (vrc != 0 && r->chained_try && !r->unchained) {
+    /* Summed along chains: first once more piece by piece from the same
+     * survivors (a member that sums wrongly, an SMP without pipelining),
+     * before any source is blamed. */
+    log_warn("step %" PRIu64 " rebuilt by repair pipelining from members %s fails its "
+             "checksums at block %u: rebuilding it again piece by piece", r->step,
+             from, bad);
+    slot_drop(r);
+    r->unchained = true;
+    r->attempt++; /* (replies to the last try's ids are not this one's) */
+    r->used = 0;
+    (void)begin_data(r);
+    return;
+  }
   if (vrc != 0) {
     /* A survivor's piece is wrong. With one to spare, again without each
      * source of the first try's bad stripe in turn (each source of the
@@ -501,6 +517,7 @@ static void finish(struct smp_peer_rebuild *r)
              bad, (unsigned)__builtin_ctz(pick));
     slot_drop(r);
     r->skip_src = r->base_erased | pick;
+    r->attempt++; /* (replies to the last try's ids are not this one's) */
     r->used = 0;
     (void)begin_data(r);
     return;

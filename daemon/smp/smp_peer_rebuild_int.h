@@ -46,6 +46,7 @@ struct rb_fetch {
   uint64_t landing_req;
   unsigned crc_fails;
   unsigned agains;            /* -EAGAIN answers in a row */
+  bool wrong_kind;            /* a sum for a piece, or the other way round */
 };
 
 /* What this SMP fetches from one other member. */
@@ -76,6 +77,7 @@ struct smp_peer_rebuild {
   uint32_t used;              /* members pieces came from */
   uint32_t skip_src;          /* erased at the start (a verify retry) */
   bool unchained;             /* a pipelined fetch failed: piece by piece */
+  bool chained_try;           /* this try began pipelined */
   unsigned verify_tries;
   uint32_t cand, base_erased; /* the first try's sources, and erased */
   uint64_t received;

@@ -2,8 +2,9 @@
  * smp_peer_rebuild_link.c — the replies to a rebuild's fetches
  * (smp_peer_rebuild.c), on the links this SMP dialled: a PEER_META (the
  * table), a PEER_ACK (a refusal; -EAGAIN: asked again, backing off), a bulk
- * frame of kind PEER_BULK_FETCH read straight into the machine's buffer of
- * that fetch. A reply is the outstanding fetch's when its request id (the
+ * frame of kind PEER_BULK_FETCH (a piece) or PEER_BULK_SUM (a pipelined
+ * fetch's sum; the kind must be the fetch's, else the fetch fails) read
+ * straight into the machine's buffer of that fetch. A reply is the outstanding fetch's when its request id (the
  * bulk frame's tag) is; anything else is discarded.
  */
 #include <errno.h>
@@ -71,7 +72,8 @@ int smp_peer_rebuild_link_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_h
 {
   struct link *l = rpc_conn_data(c);
   *dst = NULL;
-  if (l == NULL || (h->kind & 0xffu) != PEER_BULK_FETCH)
+  unsigned kind = h->kind & 0xffu;
+  if (l == NULL || (kind != PEER_BULK_FETCH && kind != PEER_BULK_SUM))
     return PT_EPROTO;
   if (h->tag & PEER_RELAY_TAG)
     return smp_peer_relay_bulk_begin(l, h, dst); /* a sum we asked for */
@@ -81,6 +83,10 @@ int smp_peer_rebuild_link_bulk_begin(struct rpc_conn *c, const struct rpc_bulk_h
                            : NULL;
   if (m == NULL || m->meta || h->offset != m->f.offset || h->length > m->f.length)
     return PT_OK; /* discarded: not asked for (or no longer) */
+  if ((kind == PEER_BULK_SUM) != m->f.coded) {
+    m->wrong_kind = true; /* discarded; the fetch fails at its end */
+    return PT_OK;
+  }
   m->landing = true;
   m->landing_req = h->tag;
   *dst = m->f.dst;
@@ -108,6 +114,15 @@ static int bulk_done_body(void *arg)
   struct rb_fetch *m = smp_peer_rebuild_active(r)
                            ? smp_peer_rebuild_find(r, l->member, h->tag)
                            : NULL;
+  if (m != NULL && m->wrong_kind) {
+    m->wrong_kind = false;
+    smp_peer_rebuild_member_failed(r, l->member, m->f.coded
+        ? "it answered a sum with its plain piece (an SMP without repair pipelining?)"
+        : "it answered a piece with a sum");
+    if (smp_peer_rebuild_active(r))
+      smp_peer_rebuild_drive(r);
+    return 0;
+  }
   if (b->status == -ECANCELED || m == NULL || m->meta)
     return 0; /* discarded, or a fetch given up */
   if (b->status == PT_ECHECKSUM && ++m->crc_fails < REBUILD_CRC_TRIES) {

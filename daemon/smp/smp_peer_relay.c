@@ -54,7 +54,6 @@ struct relay {
   uint32_t from_member;
   uint64_t from_id;
   uint32_t up;                /* the next member */
-  struct rpc_conn *up_conn;   /* the link it was asked on */
   uint64_t tag;
   uint64_t step, off, len, deadline;
   uint32_t what, index;
@@ -80,8 +79,7 @@ static void relay_free(struct relay *x)
   x->st = R_FREE;
   x->landing = false;
   x->gone = false;
-  x->from = NULL;
-  x->up_conn = NULL; /* buf stays, for the next relay */
+  x->from = NULL; /* buf stays, for the next relay */
 }
 
 /* The asker hears why not (once). */
@@ -127,7 +125,7 @@ static void answer(struct relay *x, bool first)
     relay_free(x); /* the asker went meanwhile */
     return;
   }
-  struct rpc_bulk_hdr h = {.kind = PEER_BULK_FETCH, .tag = x->from_id, .offset = x->off,
+  struct rpc_bulk_hdr h = {.kind = PEER_BULK_SUM, .tag = x->from_id, .offset = x->off,
                            .length = x->len, .crc32c = crc32c(x->buf, (size_t)x->len)};
   x->st = R_SEND;
   rc = rpc_conn_send_bulk(x->from, &h, x->buf, relay_sent, x);
@@ -151,8 +149,9 @@ void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
     NO(-EOPNOTSUPP, "member %u relays no sums (PT_REPAIR_PIPELINE=0)", g->member);
     return;
   }
-  if (f->coef > 255 || f->what > 1) {
-    NO(PT_EPROTO, "coefficient %u of kind %u: not a term", f->coef, f->what);
+  if (f->coef > 255 || f->what > 1 || len == 0) {
+    NO(PT_EPROTO, "coefficient %u of kind %u, %" PRIu64 " bytes: not a term", f->coef,
+       f->what, len);
     return;
   }
   if (f->n_chain + 2 > g->n) {
@@ -218,7 +217,6 @@ void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
   q.n_chain = f->n_chain - 1;
   q.chain = f->chain + 1;
   x->up = next->member;
-  x->up_conn = ul->out;
   x->tag = PEER_RELAY_TAG | ++rl->seq;
   x->deadline = rpc_now_ms() + RELAY_MS;
   int rc = rpc_conn_send(ul->out, RPC_PEER_FETCH, x->tag, &q.base);
@@ -246,7 +244,7 @@ int smp_peer_relay_reply(struct link *l, const struct rpc_hdr *h, ProtobufCMessa
     return 0; /* given up */
   if (h->type == RPC_PEER_ACK) {
     const Pt__PeerAck *a = (const Pt__PeerAck *)msg;
-    relay_refuse(x, a->status, "member %u: %s", l->member,
+    relay_refuse(x, a->status < 0 ? a->status : PT_EPROTO, "member %u: %s", l->member,
                  a->message != NULL ? LOG_ESC(a->message) : pt_strerror(a->status));
   } else {
     relay_refuse(x, PT_EPROTO, "member %u answered a sum with a table", l->member);
@@ -261,6 +259,12 @@ int smp_peer_relay_bulk_begin(struct link *l, const struct rpc_bulk_hdr *h, void
   *dst = NULL;
   if (x == NULL || x->landing || x->gone)
     return PT_OK; /* discarded */
+  if ((h->kind & 0xffu) != PEER_BULK_SUM) {
+    relay_refuse(x, PT_EPROTO, "member %u answered a sum with its plain piece (an SMP "
+                 "without repair pipelining?)", l->member);
+    relay_free(x);
+    return PT_OK;
+  }
   if (h->offset != x->off || h->length != x->len) {
     relay_refuse(x, PT_EPROTO, "member %u sent %" PRIu64 " bytes at %" PRIu64 " for %"
                  PRIu64 " at %" PRIu64, l->member, h->length, h->offset, x->len, x->off);
@@ -315,8 +319,9 @@ void smp_peer_relay_link_down(struct link *l)
       continue;
     relay_refuse(x, -ECONNRESET, "the link of member %u to member %u broke",
                  p->smp->group.member, l->member);
-    if (!x->landing)
-      relay_free(x); /* else when its payload ends (the tick, at the latest) */
+    /* a payload landing in buf: the conn is closed (or closes now, before
+     * the loop reads again), so nothing more is written into it */
+    relay_free(x);
   }
 }
 
@@ -338,11 +343,6 @@ void smp_peer_relay_tick(struct smp_peer *p)
     struct relay *x = &p->relay->r[i];
     if (x->st != R_UP)
       continue;
-    if (x->landing && p->link[x->up].out != x->up_conn) {
-      /* its link was closed under it (no payload end will come) */
-      relay_free(x);
-      continue;
-    }
     if (!x->gone && now >= x->deadline)
       relay_refuse(x, -ETIMEDOUT, "member %u did not answer member %u within %u ms",
                    x->up, p->smp->group.member, RELAY_MS);

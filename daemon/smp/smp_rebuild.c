@@ -268,6 +268,13 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
                                                              : rb->slice_bytes;
     bool ok = true;
     bool chain = rb->chain;
+    if (chain) { /* (coefficients that cannot be had: piece by piece) */
+      uint8_t c[RS_MAX_MEMBERS];
+      const struct item *ci = &rb->items[rb->next_item];
+      if (rs_decode_coefs(rb->coder, rb->plan.stripe[ci->stripe].src_mask, ci->lost_pos,
+                          c) != 0)
+        chain = rb->chain = false;
+    }
     for (unsigned j = 0; j < (chain ? 1 : k) && ok; j++)
       ok = buf_fit(&s->buf[j], &s->cap[j], len);
     if (ok && rb->next_off + len > it->valid) /* the tail: not all of it lands */
