@@ -204,8 +204,14 @@ void smp_peer_serve_forget_after(struct smp_peer *p, bool has, uint64_t step);
 
 /* smp_peer_relay.c: the terms of pipelined rebuilds (PeerFetch.coef) */
 #define PEER_RELAY_TAG ((uint64_t)1 << 63) /* request ids of relayed fetches */
-/* Fetch id on l's accepted link, its piece held here and [off, off + len)
- * checked: answered with coef times the piece plus the chain's sum. */
+/* Whether a fetch with a coefficient may be relayed here (its chain, its
+ * coefficients, len, PT_REPAIR_PIPELINE): 0, or the refusal's code and
+ * why. */
+int smp_peer_relay_check(const struct link *l, const Pt__PeerFetch *f, uint64_t len,
+                         char *why, size_t whylen);
+/* Fetch id on l's accepted link, checked (smp_peer_relay_check, its piece
+ * held here, [off, off + len) in it): answered with coef times the piece
+ * plus the chain's sum. */
 void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
                           uint64_t off, uint64_t len);
 /* Replies to relayed fetches, on the link l this SMP dialled (request id

@@ -137,6 +137,38 @@ static void answer(struct relay *x, bool first)
   }
 }
 
+int smp_peer_relay_check(const struct link *l, const Pt__PeerFetch *f, uint64_t len,
+                         char *why, size_t whylen)
+{
+  const struct smp_peer *p = l->p;
+  const struct code_group *g = &p->smp->group;
+
+  if (!p->smp->rebuild_chain) {
+    snprintf(why, whylen, "member %u relays no sums (PT_REPAIR_PIPELINE=0)", g->member);
+    return -EOPNOTSUPP;
+  }
+  if (f->coef > 255 || f->what > 1 || len == 0) {
+    snprintf(why, whylen, "coefficient %u of kind %u, %" PRIu64 " bytes: not a term",
+             f->coef, f->what, len);
+    return PT_EPROTO;
+  }
+  if (f->n_chain + 2 > g->n) {
+    snprintf(why, whylen, "a chain of %zu members in a group of %u", f->n_chain, g->n);
+    return PT_EPROTO;
+  }
+  uint32_t seen = (1u << g->member) | (1u << l->member);
+  for (size_t i = 0; i < f->n_chain; i++) {
+    const Pt__PeerHop *h = f->chain[i];
+    if (h->member >= g->n || (seen & (1u << h->member)) || h->coef > 255 || h->what > 1) {
+      snprintf(why, whylen, "hop %zu of the chain (member %u, kind %u, coefficient %u) "
+               "is not another member's term", i, h->member, h->what, h->coef);
+      return PT_EPROTO;
+    }
+    seen |= 1u << h->member;
+  }
+  return 0;
+}
+
 void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
                           uint64_t off, uint64_t len)
 {
@@ -145,29 +177,6 @@ void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
   struct smp_peer_relay *rl = relays(p);
 
 #define NO(rc, ...) smp_peer_serve_refuse(l->in, id, f->step, f->index, (rc), __VA_ARGS__)
-  if (!p->smp->rebuild_chain) {
-    NO(-EOPNOTSUPP, "member %u relays no sums (PT_REPAIR_PIPELINE=0)", g->member);
-    return;
-  }
-  if (f->coef > 255 || f->what > 1 || len == 0) {
-    NO(PT_EPROTO, "coefficient %u of kind %u, %" PRIu64 " bytes: not a term", f->coef,
-       f->what, len);
-    return;
-  }
-  if (f->n_chain + 2 > g->n) {
-    NO(PT_EPROTO, "a chain of %zu members in a group of %u", f->n_chain, g->n);
-    return;
-  }
-  uint32_t seen = (1u << g->member) | (1u << l->member);
-  for (size_t i = 0; i < f->n_chain; i++) {
-    const Pt__PeerHop *h = f->chain[i];
-    if (h->member >= g->n || (seen & (1u << h->member)) || h->coef > 255 || h->what > 1) {
-      NO(PT_EPROTO, "hop %zu of the chain (member %u, kind %u, coefficient %u) is "
-         "not another member's term", i, h->member, h->what, h->coef);
-      return;
-    }
-    seen |= 1u << h->member;
-  }
   struct relay *x = NULL;
   for (unsigned i = 0; rl != NULL && i < RELAY_MAX && x == NULL; i++)
     if (rl->r[i].st == R_FREE)

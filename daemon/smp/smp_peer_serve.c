@@ -259,7 +259,11 @@ static void on_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f)
   }
   struct smp_peer_piece pc;
   char why[256];
-  int prc = smp_peer_serve_piece(p, f->step, f->what, f->index, &pc, why, sizeof(why));
+  int prc = f->has_coef ? smp_peer_relay_check(l, f, f->has_length ? f->length : PEER_PIECE,
+                                                why, sizeof(why))
+                        : 0;
+  if (prc == 0)
+    prc = smp_peer_serve_piece(p, f->step, f->what, f->index, &pc, why, sizeof(why));
   if (prc != 0) {
     refuse(l, id, f, prc, "%s", why);
     return;

@@ -21,6 +21,14 @@
  *   crc        a piece whose bytes fail its CRC32C        -> PEER_ACK < 0
  *   step       a piece of a step the SMP never began      -> PEER_ACK < 0
  *   chunk      a piece of a chunk out of the layout       -> PEER_ACK < 0
+ *   sumcoef    a pipelined fetch (PEER_FETCH with a coef-   -> PEER_ACK
+ *              ficient) whose coefficient is past a byte       PT_EPROTO
+ *   sumself    one whose chain names the SMP itself        -> PEER_ACK PT_EPROTO
+ *   sumasker   one whose chain names the asker             -> PEER_ACK PT_EPROTO
+ *   sumlong    one whose chain is longer than the group    -> PEER_ACK PT_EPROTO
+ *   sumempty   one of 0 bytes                              -> PEER_ACK PT_EPROTO
+ *              (each refused before the step is looked up:
+ *              this SMP holds none)
  *   takeover   a second link claiming a member whose link   -> closed, the
  *              is live                                         first kept
  *
@@ -48,7 +56,7 @@
 
 #define CASE_MS 5000u
 
-enum want { W_CLOSED, W_NACK };
+enum want { W_CLOSED, W_NACK, W_NACK_PROTO };
 
 struct run {
   uv_loop_t loop;
@@ -168,6 +176,33 @@ static void piece(struct run *r, uint32_t kind, uint64_t step, uint64_t len,
   rpc_conn_send_bulk(r->c, &h, payload, NULL, NULL);
 }
 
+/* A pipelined fetch (repair pipelining's PEER_FETCH with a coefficient)
+ * of step 1: coef, length and a chain of nhops members. */
+static void sum_fetch(struct run *r, uint32_t coef, uint64_t len, const uint32_t *hops,
+                      unsigned nhops)
+{
+  Pt__PeerFetch f = PT__PEER_FETCH__INIT;
+  Pt__PeerHop hop[40], *hp[40];
+  f.step = 1;
+  f.what = 0;
+  f.index = 0;
+  f.has_offset = true;
+  f.offset = 0;
+  f.has_length = true;
+  f.length = len;
+  f.has_coef = true;
+  f.coef = coef;
+  for (unsigned i = 0; i < nhops && i < 40; i++) {
+    pt__peer_hop__init(&hop[i]);
+    hop[i].member = hops[i];
+    hop[i].coef = 1;
+    hp[i] = &hop[i];
+  }
+  f.n_chain = nhops;
+  f.chain = hp;
+  rpc_conn_send(r->c, RPC_PEER_FETCH, 77, &f.base);
+}
+
 /* One case: connect as (role, node), then what() does its wrong thing. */
 static bool one(const char *name, uint32_t role, const char *node,
                 int kind, enum want want)
@@ -220,6 +255,27 @@ static bool one(const char *name, uint32_t role, const char *node,
       case 8:
         piece(&r, 1u | (31u << 8), UINT64_C(1) << 60, 64, false);
         break;
+      case 10:
+        sum_fetch(&r, 256, 64, NULL, 0);
+        break;
+      case 11: {
+        uint32_t self = A.member;
+        sum_fetch(&r, 7, 64, &self, 1);
+        break;
+      }
+      case 12:
+        sum_fetch(&r, 7, 64, &other, 1); /* the asker itself */
+        break;
+      case 13: {
+        uint32_t many[40];
+        for (unsigned i = 0; i < A.n; i++)
+          many[i] = i;
+        sum_fetch(&r, 7, 64, many, A.n);
+        break;
+      }
+      case 14:
+        sum_fetch(&r, 7, 0, NULL, 0);
+        break;
       }
     }
     if (!r.closed)
@@ -227,6 +283,8 @@ static bool one(const char *name, uint32_t role, const char *node,
   }
   if (want == W_CLOSED)
     ok = r.closed && !r.timed_out;
+  else if (want == W_NACK_PROTO)
+    ok = r.got_nack && r.nack_status == PT_EPROTO && !r.timed_out && !r.closed;
   else
     ok = r.got_nack && !r.timed_out;
   printf("%-10s %s", name, ok ? "ok" : "FAIL");
@@ -337,6 +395,11 @@ int main(int argc, char **argv)
   failed += !one("crc", smp, other, 6, W_NACK);
   failed += !one("step", smp, other, 7, W_NACK);
   failed += !one("chunk", smp, other, 8, W_NACK);
-  printf("%d of 11 cases failed\n", failed);
+  failed += !one("sumcoef", smp, other, 10, W_NACK_PROTO);
+  failed += !one("sumself", smp, other, 11, W_NACK_PROTO);
+  failed += !one("sumasker", smp, other, 12, W_NACK_PROTO);
+  failed += !one("sumlong", smp, other, 13, W_NACK_PROTO);
+  failed += !one("sumempty", smp, other, 14, W_NACK_PROTO);
+  printf("%d of 16 cases failed\n", failed);
   return failed ? 1 : 0;
 }
