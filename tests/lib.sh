@@ -35,7 +35,8 @@ t_cleanup() {
 trap t_cleanup EXIT
 
 say() { printf '%s: %s\n' "$T_NAME" "$*"; }
-fail() { printf '%s: FAIL: %s\n' "$T_NAME" "$*"; [ -f "$T_DIR/node.log" ] && tail -n 40 "$T_DIR/node.log"; exit 1; }
+# (a failed scenario keeps its directory, logs and all, and says where)
+fail() { printf '%s: FAIL: %s\n' "$T_NAME" "$*"; [ -f "$T_DIR/node.log" ] && tail -n 40 "$T_DIR/node.log"; T_KEEP_DIR=1; printf '%s: logs kept in %s\n' "$T_NAME" "$T_DIR"; exit 1; }
 skip() { printf '%s\n' "$*"; exit 77; }
 
 # Reference digests of a fault-free run, computed without pt at all. The

@@ -78,7 +78,7 @@ if [ -z "$ONLY" ] || [ "$ONLY" = scenario ]; then
     elif [ $rc -eq 77 ]; then
       echo "skip scenario/$name: $(tail -n 1 "$out")"; skipped=$((skipped + 1))
     else
-      echo "FAIL scenario/$name (exit $rc, ${secs}s)"; tail -n 30 "$out"
+      echo "FAIL scenario/$name (exit $rc, ${secs}s)"; tail -n 150 "$out"
       failed=$((failed + 1)); failures+=("scenario/$name")
     fi
   done
