@@ -51,7 +51,6 @@ struct relay {
   bool gone;                  /* the asker answered or gone: nothing more */
   struct smp_peer *p;
   struct rpc_conn *from;      /* the asker's conn (NULL once it closed) */
-  uint32_t from_member;
   uint64_t from_id;
   uint32_t up;                /* the next member */
   uint64_t tag;
@@ -195,7 +194,7 @@ void smp_peer_relay_fetch(struct link *l, uint64_t id, const Pt__PeerFetch *f,
     x->cap = (size_t)len;
   }
 #undef NO
-  *x = (struct relay){.st = R_UP, .p = p, .from = l->in, .from_member = l->member,
+  *x = (struct relay){.st = R_UP, .p = p, .from = l->in,
                       .from_id = id, .step = f->step, .off = off, .len = len,
                       .what = f->what, .index = f->index, .coef = (uint8_t)f->coef,
                       .buf = x->buf, .cap = x->cap};

@@ -194,19 +194,16 @@ static unsigned nfetch(const struct smp_rebuild *rb, const struct slice *s)
 }
 
 /* Slice s's coded fetch: to its last source, with the others, each with
- * its decode coefficient, as the chain. */
-static int chain_fetch(struct smp_rebuild *rb, const struct slice *s,
-                       struct smp_rebuild_fetch *f)
+ * its decode coefficient (coefs, by source in position order), as the
+ * chain. */
+static void chain_fetch(const struct smp_rebuild *rb, const struct slice *s,
+                        const uint8_t *coefs, struct smp_rebuild_fetch *f)
 {
   const struct item *it = &rb->items[s->item];
   const struct rs_stripe_plan *sp = &rb->plan.stripe[it->stripe];
   unsigned k = rb->l.k;
-  uint8_t coefs[RS_MAX_MEMBERS];
   uint8_t by_pos[RS_MAX_MEMBERS] = {0};
 
-  int rc = rs_decode_coefs(rb->coder, sp->src_mask, it->lost_pos, coefs);
-  if (rc != 0)
-    return fail(rb, rc, "%s", rs_last_error());
   for (unsigned q = 0, j = 0; q < rb->l.g; q++)
     if (sp->src_mask & (1u << q))
       by_pos[q] = coefs[j++];
@@ -221,7 +218,6 @@ static int chain_fetch(struct smp_rebuild *rb, const struct slice *s,
                                          .what = p->is_parity ? 1u : 0u,
                                          .index = p->index, .coef = by_pos[p->pos]};
   }
-  return 0;
 }
 
 static void piece_fetch(const struct smp_rebuild *rb, const struct slice *s, unsigned j,
@@ -268,13 +264,9 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
                                                              : rb->slice_bytes;
     bool ok = true;
     bool chain = rb->chain;
-    if (chain) { /* (coefficients that cannot be had: piece by piece) */
-      uint8_t c[RS_MAX_MEMBERS];
-      const struct item *ci = &rb->items[rb->next_item];
-      if (rs_decode_coefs(rb->coder, rb->plan.stripe[ci->stripe].src_mask, ci->lost_pos,
-                          c) != 0)
-        chain = rb->chain = false;
-    }
+    uint8_t coefs[RS_MAX_MEMBERS];
+    if (chain && rs_decode_coefs(rb->coder, sp->src_mask, it->lost_pos, coefs) != 0)
+      chain = rb->chain = false; /* (no coefficients to be had: piece by piece) */
     for (unsigned j = 0; j < (chain ? 1 : k) && ok; j++)
       ok = buf_fit(&s->buf[j], &s->cap[j], len);
     if (ok && rb->next_off + len > it->valid) /* the tail: not all of it lands */
@@ -297,11 +289,7 @@ unsigned smp_rebuild_next(struct smp_rebuild *rb, struct smp_rebuild_fetch *out,
       s->id[0] = ++rb->next_id;
       s->expect[0] = len;
       s->issued[0] = true;
-      if (chain_fetch(rb, s, &out[n]) != 0) {
-        s->used = false;
-        break;
-      }
-      n++;
+      chain_fetch(rb, s, coefs, &out[n++]);
     }
     for (unsigned j = 0; j < k && !chain; j++) {
       const struct rs_piece *p = &sp->src[j];
