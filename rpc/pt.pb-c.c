@@ -4691,7 +4691,7 @@ const ProtobufCMessageDescriptor pt__pin__descriptor =
   (ProtobufCMessageInit) pt__pin__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__commit__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pt__commit__field_descriptors[2] =
 {
   {
     "step",
@@ -4705,14 +4705,27 @@ static const ProtobufCFieldDescriptor pt__commit__field_descriptors[1] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "persist",
+    2,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__Commit, has_persist),
+    offsetof(Pt__Commit, persist),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__commit__field_indices_by_name[] = {
+  1,   /* field[1] = persist */
   0,   /* field[0] = step */
 };
 static const ProtobufCIntRange pt__commit__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor pt__commit__descriptor =
 {
@@ -4722,7 +4735,7 @@ const ProtobufCMessageDescriptor pt__commit__descriptor =
   "Pt__Commit",
   "pt",
   sizeof(Pt__Commit),
-  1,
+  2,
   pt__commit__field_descriptors,
   pt__commit__field_indices_by_name,
   1,  pt__commit__number_ranges,
@@ -9500,20 +9513,22 @@ const ProtobufCMessageDescriptor pt__fault_reply__descriptor =
   (ProtobufCMessageInit) pt__fault_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[5] =
+static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[6] =
 {
   { "EVENT_SEALED", "PT__EVENT_KIND__EVENT_SEALED", 1 },
   { "EVENT_TRAINER_GONE", "PT__EVENT_KIND__EVENT_TRAINER_GONE", 2 },
   { "EVENT_HELLO_REFUSED", "PT__EVENT_KIND__EVENT_HELLO_REFUSED", 3 },
   { "EVENT_REBUILD_FAILED", "PT__EVENT_KIND__EVENT_REBUILD_FAILED", 4 },
   { "EVENT_REBUILD_STARTED", "PT__EVENT_KIND__EVENT_REBUILD_STARTED", 5 },
+  { "EVENT_PERSISTED", "PT__EVENT_KIND__EVENT_PERSISTED", 6 },
 };
 static const ProtobufCIntRange pt__event_kind__value_ranges[] = {
-{1, 0},{0, 5}
+{1, 0},{0, 6}
 };
-static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[5] =
+static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[6] =
 {
   { "EVENT_HELLO_REFUSED", 2 },
+  { "EVENT_PERSISTED", 5 },
   { "EVENT_REBUILD_FAILED", 3 },
   { "EVENT_REBUILD_STARTED", 4 },
   { "EVENT_SEALED", 0 },
@@ -9526,9 +9541,9 @@ const ProtobufCEnumDescriptor pt__event_kind__descriptor =
   "EventKind",
   "Pt__EventKind",
   "pt",
-  5,
+  6,
   pt__event_kind__enum_values_by_number,
-  5,
+  6,
   pt__event_kind__enum_values_by_name,
   1,
   pt__event_kind__value_ranges,

@@ -109,7 +109,13 @@ typedef enum _Pt__EventKind {
   /*
    * the SMP begins rebuilding step from its group
    */
-  PT__EVENT_KIND__EVENT_REBUILD_STARTED = 5
+  PT__EVENT_KIND__EVENT_REBUILD_STARTED = 5,
+  /*
+   * the flush of step to the persistent tier ended (a COMMIT marked
+   * persist): status 0 (the rank's file is durable), or why not (message);
+   * -EBUSY: an earlier step was still being written, this one was not
+   */
+  PT__EVENT_KIND__EVENT_PERSISTED = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PT__EVENT_KIND)
 } Pt__EventKind;
 /*
@@ -539,10 +545,16 @@ struct  Pt__Commit
 {
   ProtobufCMessage base;
   uint64_t step;
+  /*
+   * write the committed step to the persistent tier beside training
+   * (ptd smp --persist-dir); EVENT_PERSISTED says how it went
+   */
+  protobuf_c_boolean has_persist;
+  protobuf_c_boolean persist;
 };
 #define PT__COMMIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__commit__descriptor) \
-    , 0 }
+    , 0, 0, 0 }
 
 
 /*

@@ -33,6 +33,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 #include "daemon/node_secret.h"
 #include "daemon/roles.h"
 
@@ -265,6 +266,12 @@ static int setup(struct node *n)
   rc = node_ident_start(n);
   if (rc != PT_OK)
     return rc;
+  char perr[1200] = "";
+  rc = node_persist_open(n, perr, sizeof(perr));
+  if (rc != PT_OK) {
+    log_error("refusing to start: %s", perr);
+    return rc;
+  }
   /* After node.state: the decider starts from the job's committed step. */
   rc = n->decider->open(n);
   if (rc != PT_OK)
@@ -286,6 +293,7 @@ static void teardown(struct node *n)
   if (n->lock_fd >= 0)
     close(n->lock_fd);
   node_proc_env_free(n->env);
+  node_persist_close(n);
   n->decider->close(n);
   free(n->restart_log.at);
   free(n->ranks);

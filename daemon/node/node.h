@@ -68,6 +68,14 @@
 #define NODE_MAX_RANKS 1024
 #define NODE_REQ_MAX 16          /* requests in flight per SMP connection */
 #define NODE_PATH_MAX 108        /* sun_path: every socket must fit */
+/* The persistent tier's defaults (plain numbers: --help prints them). */
+#define NODE_PERSIST_EVERY_DEFAULT 100
+#define NODE_PERSIST_KEEP_DEFAULT 2
+#define NODE_PERSIST_RATE_DEFAULT (256ull << 20)
+#define NODE_PERSIST_PATH_MAX 1024 /* --persist-dir, with room for
+                                    * /<job>/step-<N>/rank-<r>.pts */
+#define NODE_XSTR_(x) #x
+#define NODE_STR(x) NODE_XSTR_(x)
 #define NODE_EX_CONFIG 78        /* trainer exit status: permanent failure */
 #define NODE_BACKOFF_CAP_MS 5000u
 #define NODE_TERM_GRACE_MS 5000u /* SIGTERM, then SIGKILL after this */
@@ -117,6 +125,13 @@ struct node_config {
    * objects and starts a new one; with neither, old objects refuse. */
   bool resume, fresh;
   bool huge_pages;         /* --huge-pages: passed to every SMP */
+  /* The persistent tier (node_persist.c): --persist-dir (the root; the
+   * job's files go to <root>/<job>; "": none), --persist-every (commits),
+   * --persist-keep (complete steps), --persist-rate (bytes/s per rank). */
+  char persist_dir[NODE_PERSIST_PATH_MAX];
+  uint32_t persist_every, persist_keep;
+  uint64_t persist_rate;
+  bool persist_given;
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
   int ncmd;
@@ -436,6 +451,8 @@ struct node {
    * rebuilt_epoch (JobPartState.rebuilt); report_owed: say so at once. */
   uint64_t rebuilt_epoch;
   bool report_owed;
+  struct node_persist *persist; /* the persistent tier (node_persist.c);
+                                 * NULL: none */
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 

@@ -81,6 +81,21 @@ void node_args_usage(FILE *f)
       "  --huge-pages         snapshot objects in huge pages where /dev/shm\n"
       "                       allows it (mounted with huge=within_size or\n"
       "                       huge=advise); else 4 KiB pages, said once\n"
+      "  --persist-dir DIR    the persistent tier: every --persist-every'th\n"
+      "                       committed step is written beside training to\n"
+      "                       DIR/JOB/step-N/ (a local disk or a file system\n"
+      "                       every node mounts; DIR must exist, be this\n"
+      "                       user's and writable by nobody else)\n"
+      "  --persist-every K    commits between persisted steps (default: "
+      NODE_STR(NODE_PERSIST_EVERY_DEFAULT) ")\n"
+      "  --persist-keep N     complete steps kept on disk; an older one is\n"
+      "                       deleted only once a newer one is complete\n"
+      "                       (default: " NODE_STR(NODE_PERSIST_KEEP_DEFAULT) ")\n"
+      "  --persist-rate B     bytes per second per rank at most, e.g. 256M\n"
+      "                       (default: 256M; 0: no limit). Use --slots 3\n"
+      "                       or more: the slot being written is not reused\n"
+      "                       until its file is durable, and with 2 slots\n"
+      "                       snapshots skip meanwhile\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
       "  --help               this text\n"
       "\n"
@@ -224,6 +239,50 @@ static int opt_value(const char *name, int argc, char **argv, int *i,
   if (*i + 1 >= argc)
     return -EINVAL;
   *val = argv[++*i];
+  return PT_OK;
+}
+
+/* The persistent tier's options (node_persist.c). */
+static int parse_persist(struct node_config *cfg, int argc, char **argv,
+                         int *i, bool *matched, char *err, size_t errlen)
+{
+  static const char *const names[] = {"--persist-dir", "--persist-every",
+                                      "--persist-keep", "--persist-rate"};
+  const char *val = NULL;
+
+  for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+    if (opt_value(names[k], argc, argv, i, &val, matched) != PT_OK)
+      return fail(err, errlen, "option '%s' needs a value", names[k]);
+    if (!*matched)
+      continue;
+    cfg->persist_given = true;
+    switch (k) {
+    case 0:
+      if (val[0] != '/' ||
+          strlen(val) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
+        return fail(err, errlen, "--persist-dir '%s': expected an absolute "
+                    "path of at most %d bytes", val,
+                    NODE_PERSIST_PATH_MAX - SNAP_JOB_MAX - 65);
+      snprintf(cfg->persist_dir, sizeof(cfg->persist_dir), "%s", val);
+      break;
+    case 1:
+      if (parse_u32(val, 1, 100000000, &cfg->persist_every) != PT_OK)
+        return fail(err, errlen, "--persist-every '%s': expected 1..100000000 "
+                    "commits", val);
+      break;
+    case 2:
+      if (parse_u32(val, 1, 1000, &cfg->persist_keep) != PT_OK)
+        return fail(err, errlen, "--persist-keep '%s': expected 1..1000 "
+                    "complete steps", val);
+      break;
+    case 3:
+      if (conf_parse_bytes(val, &cfg->persist_rate) != PT_OK)
+        return fail(err, errlen, "--persist-rate '%s': expected bytes per "
+                    "second per rank, e.g. 256M (0: no limit)", val);
+      break;
+    }
+    return PT_OK;
+  }
   return PT_OK;
 }
 
@@ -431,6 +490,9 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
   cfg->log_level = LOG_LVL_INFO;
   cfg->restart_window_ms = 600u * 1000u;
   cfg->smp_timeout_ms = 5000u;
+  cfg->persist_every = NODE_PERSIST_EVERY_DEFAULT;
+  cfg->persist_keep = NODE_PERSIST_KEEP_DEFAULT;
+  cfg->persist_rate = NODE_PERSIST_RATE_DEFAULT;
   if (env_dir != NULL && strlen(env_dir) >= sizeof(cfg->state_dir))
     return fail(err, errlen, "PT_STATE_DIR '%s' is too long for a socket path",
                 env_dir);
@@ -475,6 +537,8 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
       continue;
     }
     int rc = parse_seconds(cfg, argc, argv, &i, &matched, err, errlen);
+    if (rc == PT_OK && !matched)
+      rc = parse_persist(cfg, argc, argv, &i, &matched, err, errlen);
     if (rc != PT_OK)
       return rc;
     if (matched)
@@ -572,6 +636,12 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
     }
   }
 
+  if (cfg->cluster && cfg->persist_given)
+    return fail(err, errlen, "--persist-* are options of a standalone node; "
+                "a cluster job's persistent tier is not built yet");
+  if (cfg->persist_given && cfg->persist_dir[0] == '\0')
+    return fail(err, errlen, "--persist-every, --persist-keep and "
+                "--persist-rate need --persist-dir");
   if (cfg->cluster)
     return finish_cluster(cfg, have_ranks, argc - i, err, errlen);
   if (have_cluster_opt)

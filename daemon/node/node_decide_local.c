@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "daemon/commit/commit.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 
 struct local {
   struct node *n;
@@ -86,6 +87,7 @@ static void on_verdict(void *ctx, const struct commit_outcome *o)
   n->committed_unix_ms = node_unix_ms();
   n->commits++;
   n->committed_since = true;
+  node_persist_on_commit(n, o->step); /* before its COMMITs go out */
   n->state_dirty = true;
   /* Per-step lines are debug; at the default level the first commit after
    * a (re)start says training is under way, then one line a minute. */

@@ -13,6 +13,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 
 void node_events_on_state_reply(struct node *n, struct node_rank *r,
                          enum node_req_kind kind, const Pt__StateReply *m)
@@ -178,6 +179,8 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
      * failure that follows says why. */
     snprintf(r->smp_words, sizeof(r->smp_words), "%s",
              e->message != NULL ? e->message : pt_strerror(e->status));
+  } else if (e->kind == PT__EVENT_KIND__EVENT_PERSISTED) {
+    node_persist_on_event(n, r, e);
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {
     r->gone_seen = true;
     r->gone_done = e->has_done && e->done;

@@ -39,6 +39,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 #include "daemon/proc.h"
 
 extern char **environ;
@@ -483,6 +484,14 @@ static int smp_argv(struct node *n, struct node_rank *r, char *store,
     used += sizeof(flag);
   }
   int rc = group_args(n, r, store, cap, &used, argv, &k, maxargs);
+  const char *pdir = node_persist_job_dir(n);
+  if (rc == PT_OK && pdir != NULL) {
+    char rate[32];
+    snprintf(rate, sizeof(rate), "%" PRIu64, n->cfg.persist_rate);
+    const char *items[] = {"--persist-dir", pdir, "--persist-rate", rate};
+    for (size_t i = 0; i < 4 && rc == PT_OK; i++)
+      rc = add_arg(items[i], store, cap, &used, argv, &k, maxargs);
+  }
   argv[k] = NULL;
   return rc;
 }

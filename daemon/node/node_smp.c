@@ -32,6 +32,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 #include "daemon/proc.h"
 
 static const char *req_name(enum node_req_kind k)
@@ -283,6 +284,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT:
     cm.step = step;
+    cm.has_persist = cm.persist = node_persist_marked(n, step);
     type = RPC_COMMIT;
     msg = &cm.base;
     break;

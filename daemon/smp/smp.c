@@ -456,6 +456,7 @@ static void smp_stop(struct smp *smp)
   smp_trainer_pid_announce_clear(smp);
   smp_peer_rebuild_stop(smp);
   smp_peer_stop(smp);
+  smp_persist_stop(smp);
   uv_timer_stop(&smp->check_timer);
   if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
     uv_close((uv_handle_t *)&smp->check_timer, NULL);
@@ -566,6 +567,8 @@ int smp_main(int argc, char **argv)
              smp->group.member, smp->group.group, smp->group.k, smp->group.m,
              smp->group.n);
   rc = smp_peer_start(smp);
+  if (rc == 0)
+    rc = smp_persist_start(smp);
   if (rc != 0) {
     smp_stop(smp);
     uv_run(&smp->loop, UV_RUN_DEFAULT);
@@ -578,6 +581,7 @@ int smp_main(int argc, char **argv)
   log_info("stopped");
 
 out_store:
+  smp_persist_free(smp);
   smp_peer_rebuild_store_gone(smp);
   smp_peer_store_gone(smp);
   snap_store_close(smp->store);

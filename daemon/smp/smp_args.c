@@ -67,6 +67,12 @@ static void usage(FILE *f)
     "                    (default 0.0.0.0; the port is the kernel's pick)\n"
     "  --protect-timeout-ms N  a step's protection from its seal (default\n"
     "                    %u); past it the step is not committed\n"
+    "  --persist-dir DIR the job's directory of the persistent tier: a\n"
+    "                    COMMIT marked persist writes the step there, in\n"
+    "                    the background (this user's, not a symlink,\n"
+    "                    writable by nobody else; default: none)\n"
+    "  --persist-rate BYTES  per second at most (\"200M\"; default: no\n"
+    "                    limit)\n"
     "  --log-level N     3 errors .. 7 debug (default 6)\n"
     "  --help            this text\n"
     "Environment: PT_REPAIR_PIPELINE=0: no repair pipelining here (the\n"
@@ -79,7 +85,8 @@ static void usage(FILE *f)
 enum { OPT_JOB = 256, OPT_RANK, OPT_WORLD, OPT_SOCKET, OPT_SLOTS, OPT_BUDGET,
        OPT_PREFIX, OPT_AUTOCOMMIT, OPT_LOGLEVEL, OPT_INSTANCE, OPT_SECRET,
        OPT_HUGE, OPT_CODE, OPT_GROUP, OPT_MEMBER, OPT_NODE_ID,
-       OPT_GROUP_NODE, OPT_KEY, OPT_PEER_LISTEN, OPT_PROTECT_MS, OPT_HELP };
+       OPT_GROUP_NODE, OPT_KEY, OPT_PEER_LISTEN, OPT_PROTECT_MS, OPT_PERSIST_DIR,
+       OPT_PERSIST_RATE, OPT_HELP };
 
 /* The group options: all or none, and a group code_group_check takes. */
 static int group_done(struct smp *smp, unsigned given)
@@ -124,6 +131,8 @@ int smp_args_parse(struct smp *smp, int argc, char **argv)
     { "key", required_argument, NULL, OPT_KEY },
     { "peer-listen", required_argument, NULL, OPT_PEER_LISTEN },
     { "protect-timeout-ms", required_argument, NULL, OPT_PROTECT_MS },
+    { "persist-dir", required_argument, NULL, OPT_PERSIST_DIR },
+    { "persist-rate", required_argument, NULL, OPT_PERSIST_RATE },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -229,6 +238,15 @@ int smp_args_parse(struct smp *smp, int argc, char **argv)
     case OPT_PROTECT_MS:
       if (uint_parse(optarg, 3600000, &smp->protect_ms) != 0 ||
           smp->protect_ms == 0)
+        goto bad_value;
+      break;
+    case OPT_PERSIST_DIR:
+      if (optarg[0] == '\0')
+        goto bad_value;
+      smp->persist_dir = optarg;
+      break;
+    case OPT_PERSIST_RATE:
+      if (conf_parse_bytes(optarg, &smp->persist_rate) != 0)
         goto bad_value;
       break;
     case OPT_HELP:

@@ -94,6 +94,12 @@ struct smp {
   uint32_t protect_ms;
   bool rebuild_chain;      /* repair pipelining (PT_REPAIR_PIPELINE=0: off) */
   struct smp_peer *peer;                     /* NULL: no links */
+  /* The persistent tier (smp_persist.c): --persist-dir (the job's
+   * directory; NULL: none), --persist-rate (bytes per second; 0: no
+   * limit). */
+  const char *persist_dir;
+  uint64_t persist_rate;
+  struct smp_persist *persist;
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;
@@ -127,6 +133,20 @@ struct smp {
   bool restore_set, restore_has_step;
   uint64_t restore_step;
 };
+
+/* smp_persist.c: the persistent tier's writer. start: opens --persist-dir
+ * (refused: a symlink, not a directory, another user's, writable by
+ * others), 0 without one. committed: step was committed with the persist
+ * mark: its flush begins, or EVENT_PERSISTED says why not. busy_slots: the
+ * slot being written, as a mask (never handed out meanwhile). stop: the
+ * flush under way is cancelled (the loop runs until it ends); free after
+ * the loop ended. dir_open: the checks of start, for a path. */
+int smp_persist_start(struct smp *smp);
+void smp_persist_committed(struct smp *smp, uint64_t step);
+uint32_t smp_persist_busy_slots(const struct smp *smp);
+void smp_persist_stop(struct smp *smp);
+void smp_persist_free(struct smp *smp);
+int smp_persist_dir_open(const char *path, int *out, char *err, size_t len);
 
 /* smp_args.c: the command line into smp. 0, 1 (--help printed), or
  * -EINVAL (a sentence on stderr). */

@@ -183,6 +183,8 @@ int smp_node_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
     rc = smp_serve_commit_step(sc->smp, m->step);
   smp_peer_committed(sc->smp, m->step); /* the next step may be taken */
   smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
+  if (m->has_persist && m->persist)
+    smp_persist_committed(sc->smp, m->step); /* its event follows the reply */
   return 0;
 }
 

@@ -328,7 +328,7 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
               "or a member skipped it", m->step);
     goto out_reply;
   }
-  rc = snap_slot_acquire_avoiding(smp->store, m->step, smp_peer_busy_slots(smp),
+  rc = snap_slot_acquire_avoiding(smp->store, m->step, smp_peer_busy_slots(smp) | smp_persist_busy_slots(smp),
                                   &slot, &gen);
   r.status = rc;
   if (rc == 0) {

@@ -1,0 +1,652 @@
+/*
+ * node_persist.c — the persistent tier as a standalone `ptd node` runs it
+ * (DESIGN.md, "Persistent tier"; the rank files: snapshot/snap_file.h).
+ *
+ * Every --persist-every'th commit is marked: its COMMIT tells each SMP to
+ * write the step to <root>/<job>/step-<N>/rank-<r>.pts beside training
+ * (daemon/smp/smp_persist.c), and each answers EVENT_PERSISTED. Once every
+ * rank's file is durable the node checks each file's header (job,
+ * instance, rank, step, world) and writes the step's MANIFEST last, by the
+ * same discipline (temporary name, fsync, rename, directory fsync): a step
+ * is complete when its MANIFEST is there, and only a complete step is ever
+ * restored. Then steps are pruned: the newest --persist-keep complete ones
+ * stay; an older complete one loses its MANIFEST first (so a crash in the
+ * middle leaves an incomplete step, never a complete one with files
+ * missing), then its files; an incomplete step older than the newest
+ * complete one goes too. The manifest and the pruning run on libuv's pool:
+ * fsync never holds the loop.
+ *
+ * A marked step that a rank could not write (disk full, an earlier flush
+ * still running, an SMP gone) stays incomplete and is logged; the next
+ * marked step supersedes it. Nothing waits on the disk.
+ *
+ * The root must exist and be a directory, not a symlink, writable by no
+ * one else unless sticky (a shared /scratch); the job's directory is made
+ * here (0700) and must be this user's and writable by nobody else. At
+ * start, the leftovers of a crash are cleaned: incomplete steps, and the
+ * temporary files of writers that died.
+ *
+ * MANIFEST, text, one field per line:
+ *   pt-manifest 1
+ *   job <name>
+ *   instance <32 hex digits>
+ *   step <N>
+ *   world <ranks>
+ *   written_unix_ms <ms>
+ *   rank <r> <file bytes>        (one line per rank, in order)
+ *   crc32c <8 hex digits>        (of every byte before this line)
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
+#include "snapshot/snap_file.h"
+
+struct node_persist {
+  struct node *n;
+  int rootfd, jobfd;
+  char job_dir[NODE_PERSIST_PATH_MAX + SNAP_JOB_MAX + 1];
+  uint64_t commits;          /* since start: every K-th is marked */
+  bool has_marked;
+  uint64_t marked;           /* the step whose files are being written */
+  uint32_t nok;              /* ranks whose file of marked is durable */
+  bool *ok;                  /* per local rank */
+  bool failed;               /* some rank could not write marked */
+  bool has_complete;
+  uint64_t complete;         /* the newest complete step on disk */
+  uint64_t complete_unix_ms;
+  uint64_t persisted, failures;
+  char last_error[600];
+  /* the manifest's work on the pool */
+  uv_work_t work;
+  bool busy;
+  uint64_t w_step;
+  int w_rc;
+  char w_msg[400];
+};
+
+#define PS(n) ((n)->persist)
+
+static void step_name(char *out, size_t len, uint64_t step)
+{
+  snprintf(out, len, "step-%020" PRIu64, step);
+}
+
+static bool step_parse(const char *name, uint64_t *step)
+{
+  if (strncmp(name, "step-", 5) != 0 || strlen(name) != 25)
+    return false;
+  uint64_t v = 0;
+  for (const char *p = name + 5; *p; p++) {
+    if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+      return false;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  *step = v;
+  return true;
+}
+
+/* ---- the manifest ---- */
+
+int node_persist_manifest_format(char *buf, size_t cap, const char *job,
+                                 const char *instance_hex, uint64_t step,
+                                 uint32_t world, uint64_t unix_ms,
+                                 const uint64_t *bytes)
+{
+  size_t used = 0;
+  int k = snprintf(buf, cap, "pt-manifest 1\njob %s\ninstance %s\nstep %"
+                   PRIu64 "\nworld %" PRIu32 "\nwritten_unix_ms %" PRIu64
+                   "\n", job, instance_hex, step, world, unix_ms);
+  if (k < 0 || (size_t)k >= cap)
+    return -E2BIG;
+  used = (size_t)k;
+  for (uint32_t r = 0; r < world; r++) {
+    k = snprintf(buf + used, cap - used, "rank %" PRIu32 " %" PRIu64 "\n", r,
+                 bytes[r]);
+    if (k < 0 || (size_t)k >= cap - used)
+      return -E2BIG;
+    used += (size_t)k;
+  }
+  k = snprintf(buf + used, cap - used, "crc32c %08" PRIx32 "\n",
+               crc32c(buf, used));
+  if (k < 0 || (size_t)k >= cap - used)
+    return -E2BIG;
+  return (int)(used + (size_t)k);
+}
+
+int node_persist_manifest_parse(const char *buf, size_t len,
+                                struct node_manifest *m, char *err,
+                                size_t errlen)
+{
+  memset(m, 0, sizeof(*m));
+  /* The last line: "crc32c " and 8 hex digits, of every byte before it. */
+  const size_t tail = 16;
+  if (len < tail + 1 || buf[len - tail - 1] != '\n' ||
+      strncmp(buf + len - tail, "crc32c ", 7) != 0 || buf[len - 1] != '\n') {
+    snprintf(err, errlen, "not a complete manifest (no checksum line)");
+    return PT_EFORMAT;
+  }
+  uint32_t crc = 0;
+  for (size_t i = len - tail + 7; i < len - 1; i++) {
+    char c = buf[i];
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) {
+      snprintf(err, errlen, "the manifest's checksum line is malformed");
+      return PT_EFORMAT;
+    }
+    crc = crc << 4 | (uint32_t)d;
+  }
+  size_t body = len - tail;
+  if (memchr(buf, '\0', body) != NULL || crc32c(buf, body) != crc) {
+    snprintf(err, errlen, "manifest checksum mismatch");
+    return PT_EFORMAT;
+  }
+  /* The body is ours: parse it strictly. */
+  char *copy = strndup(buf, body);
+  if (copy == NULL)
+    return -ENOMEM;
+  int rc = PT_EFORMAT;
+  uint32_t seen = 0, nr = 0;
+  char *save = NULL;
+  for (char *line = strtok_r(copy, "\n", &save); line != NULL;
+       line = strtok_r(NULL, "\n", &save)) {
+    unsigned long long a, b;
+    char word[80];
+    if (strcmp(line, "pt-manifest 1") == 0) {
+      seen |= 1;
+    } else if (sscanf(line, "job %63s", m->job) == 1) {
+      seen |= 2;
+    } else if (sscanf(line, "instance %32s", m->instance_hex) == 1 &&
+               strlen(m->instance_hex) == 32) {
+      seen |= 4;
+    } else if (sscanf(line, "step %llu", &a) == 1) {
+      m->step = a;
+      seen |= 8;
+    } else if (sscanf(line, "world %llu", &a) == 1 && a >= 1 &&
+               a <= NODE_MAX_RANKS) {
+      m->world = (uint32_t)a;
+      seen |= 16;
+    } else if (sscanf(line, "written_unix_ms %llu", &a) == 1) {
+      m->unix_ms = a;
+      seen |= 32;
+    } else if (sscanf(line, "rank %llu %llu", &a, &b) == 2 && (seen & 16) &&
+               a == nr && a < m->world) {
+      m->bytes[nr++] = b;
+    } else {
+      snprintf(word, sizeof(word), "%.60s", line);
+      snprintf(err, errlen, "unexpected manifest line '%s'", word);
+      goto out;
+    }
+  }
+  if (seen != 63 || nr != m->world) {
+    snprintf(err, errlen, "manifest incomplete (fields %02x, %" PRIu32
+             " of %" PRIu32 " ranks)", seen, nr, m->world);
+    goto out;
+  }
+  rc = PT_OK;
+out:
+  free(copy);
+  return rc;
+}
+
+int node_persist_manifest_read(int stepfd, struct node_manifest *m, char *err,
+                               size_t errlen)
+{
+  char buf[NODE_MANIFEST_MAX + 1];
+  int fd = openat(stepfd, "MANIFEST", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    int rc = -errno;
+    snprintf(err, errlen, "no manifest: %s", strerror(-rc));
+    return rc;
+  }
+  ssize_t n = read(fd, buf, sizeof(buf));
+  close(fd);
+  if (n < 0 || (size_t)n > NODE_MANIFEST_MAX) {
+    snprintf(err, errlen, "manifest unreadable or over %d bytes",
+             NODE_MANIFEST_MAX);
+    return PT_EFORMAT;
+  }
+  return node_persist_manifest_parse(buf, (size_t)n, m, err, errlen);
+}
+
+/* ---- removing a step ---- */
+
+/* Every file in a step directory, MANIFEST first, then the directory. */
+static int step_remove(int jobfd, uint64_t step)
+{
+  char name[40];
+  step_name(name, sizeof(name), step);
+  int fd = openat(jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  if (unlinkat(fd, "MANIFEST", 0) == 0)
+    fsync(fd);
+  DIR *d = fdopendir(fd);
+  if (d == NULL) {
+    close(fd);
+    return -errno;
+  }
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      unlinkat(fd, e->d_name, 0);
+  closedir(d);
+  if (unlinkat(jobfd, name, AT_REMOVEDIR) != 0)
+    return -errno;
+  fsync(jobfd);
+  return PT_OK;
+}
+
+/* The steps under jobfd: OUT steps[] (ascending), complete[] (a manifest
+ * is there); returns how many (at most cap). */
+static uint32_t steps_list(int jobfd, uint64_t *steps, bool *complete,
+                           uint32_t cap)
+{
+  int fd = openat(jobfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  DIR *d = fdopendir(fd);
+  if (d == NULL) {
+    close(fd);
+    return 0;
+  }
+  uint32_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n < cap) {
+    uint64_t s;
+    if (!step_parse(e->d_name, &s))
+      continue;
+    uint32_t at = n++;
+    while (at > 0 && steps[at - 1] > s) { /* insertion, ascending */
+      steps[at] = steps[at - 1];
+      at--;
+    }
+    steps[at] = s;
+  }
+  closedir(d);
+  for (uint32_t i = 0; i < n; i++) {
+    char name[64];
+    step_name(name, sizeof(name), steps[i]);
+    strcat(name, "/MANIFEST");
+    complete[i] = faccessat(jobfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+  }
+  return n;
+}
+
+/* Keeps the newest keep complete steps and what is newer than the newest
+ * complete one (being written); removes the rest. */
+static void prune(int jobfd, uint32_t keep)
+{
+  uint64_t steps[NODE_PERSIST_LIST_MAX];
+  bool complete[NODE_PERSIST_LIST_MAX];
+  uint32_t n = steps_list(jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
+  uint32_t kept = 0;
+  bool newer_complete = false;
+  for (uint32_t i = n; i-- > 0;) {
+    bool drop = complete[i] ? kept >= keep : newer_complete;
+    if (complete[i]) {
+      kept++;
+      newer_complete = true;
+    }
+    if (drop) {
+      int rc = step_remove(jobfd, steps[i]);
+      if (rc == PT_OK)
+        log_debug("persist: removed step %" PRIu64 " (%s)", steps[i],
+                  complete[i] ? "older than the kept ones" : "incomplete");
+    }
+  }
+}
+
+/* ---- the manifest's work ---- */
+
+static void manifest_work(uv_work_t *req)
+{
+  struct node_persist *ps = req->data;
+  struct node *n = ps->n;
+  uint32_t world = n->cfg.ranks;
+  uint64_t *bytes = calloc(world, sizeof(*bytes));
+  char name[40], *buf = malloc(NODE_MANIFEST_MAX);
+  int stepfd = -1, rc = PT_OK;
+
+  ps->w_msg[0] = '\0';
+  if (bytes == NULL || buf == NULL) {
+    rc = -ENOMEM;
+    snprintf(ps->w_msg, sizeof(ps->w_msg), "no memory");
+    goto out;
+  }
+  step_name(name, sizeof(name), ps->w_step);
+  stepfd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                  O_CLOEXEC);
+  if (stepfd < 0) {
+    rc = -errno;
+    snprintf(ps->w_msg, sizeof(ps->w_msg), "cannot open '%s': %s", name,
+             strerror(-rc));
+    goto out;
+  }
+  /* Every rank's file is the one it should be before the manifest says
+   * so. */
+  for (uint32_t r = 0; r < world && rc == PT_OK; r++) {
+    char fname[32], why[300] = "";
+    struct snap_file *f = NULL;
+    snprintf(fname, sizeof(fname), "rank-%" PRIu32 ".pts", r);
+    rc = snap_file_open(&f, stepfd, fname, why, sizeof(why));
+    if (rc == PT_OK) {
+      const struct snap_file_info *in = snap_file_info(f);
+      if (strcmp(in->job, n->cfg.job) != 0 ||
+          memcmp(in->instance, n->instance, SNAP_INSTANCE_BYTES) != 0 ||
+          in->rank != r || in->step != ps->w_step || in->world != world) {
+        rc = PT_EFOREIGN;
+        snprintf(why, sizeof(why), "'%s' holds rank %" PRIu32 " step %"
+                 PRIu64 " of another job, instance or world", fname,
+                 in->rank, in->step);
+      } else {
+        bytes[r] = in->file_bytes;
+      }
+    }
+    snap_file_close(f);
+    if (rc != PT_OK)
+      snprintf(ps->w_msg, sizeof(ps->w_msg), "%s", why);
+  }
+  if (rc != PT_OK)
+    goto out;
+  int len = node_persist_manifest_format(buf, NODE_MANIFEST_MAX, n->cfg.job,
+                                         n->instance_hex, ps->w_step, world,
+                                         node_unix_ms(), bytes);
+  if (len < 0) {
+    rc = len;
+    snprintf(ps->w_msg, sizeof(ps->w_msg), "the manifest does not fit in %d "
+             "bytes", NODE_MANIFEST_MAX);
+    goto out;
+  }
+  int fd = openat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX,
+                  O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 || write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
+    rc = -errno;
+    if (fd >= 0)
+      close(fd);
+    unlinkat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, 0);
+    snprintf(ps->w_msg, sizeof(ps->w_msg), "cannot write the manifest of "
+             "'%s': %s", name, strerror(-rc));
+    goto out;
+  }
+  close(fd);
+  if (renameat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, stepfd,
+               "MANIFEST") != 0 || fsync(stepfd) != 0) {
+    rc = -errno;
+    snprintf(ps->w_msg, sizeof(ps->w_msg), "cannot put the manifest of "
+             "'%s' in place: %s", name, strerror(-rc));
+    goto out;
+  }
+  prune(ps->jobfd, n->cfg.persist_keep);
+out:
+  if (stepfd >= 0)
+    close(stepfd);
+  free(bytes);
+  free(buf);
+  ps->w_rc = rc;
+}
+
+static void manifest_done(uv_work_t *req, int status)
+{
+  struct node_persist *ps = req->data;
+  (void)status;
+  ps->busy = false;
+  if (ps->w_rc == PT_OK) {
+    ps->has_complete = true;
+    ps->complete = ps->w_step;
+    ps->complete_unix_ms = node_unix_ms();
+    ps->persisted++;
+    log_info("step %" PRIu64 " is on disk, complete, under '%s'", ps->w_step,
+             ps->job_dir);
+  } else {
+    ps->failures++;
+    snprintf(ps->last_error, sizeof(ps->last_error), "step %" PRIu64 ": %s",
+             ps->w_step, ps->w_msg);
+    log_warn("step %" PRIu64 " not made complete on disk: %s; training "
+             "goes on", ps->w_step, ps->w_msg);
+  }
+  ps->n->state_dirty = true;
+}
+
+/* ---- the node's hooks ---- */
+
+static int root_check(const char *root, char *err, size_t len)
+{
+  struct stat sb;
+  if (lstat(root, &sb) != 0) {
+    int rc = -errno;
+    snprintf(err, len, "--persist-dir '%s': %s", root, strerror(-rc));
+    return rc;
+  }
+  if (S_ISLNK(sb.st_mode)) {
+    snprintf(err, len, "--persist-dir '%s' is a symbolic link: give its "
+             "target", root);
+    return -EPERM;
+  }
+  if (!S_ISDIR(sb.st_mode)) {
+    snprintf(err, len, "--persist-dir '%s' is not a directory", root);
+    return -ENOTDIR;
+  }
+  if ((sb.st_mode & S_IWOTH) != 0 && (sb.st_mode & S_ISVTX) == 0) {
+    snprintf(err, len, "--persist-dir '%s' has mode %04o: anyone may "
+             "replace what is in it (not sticky); refusing it", root,
+             (unsigned)(sb.st_mode & 07777));
+    return -EPERM;
+  }
+  return PT_OK;
+}
+
+int node_persist_open(struct node *n, char *err, size_t len)
+{
+  if (n->cfg.persist_dir[0] == '\0')
+    return PT_OK;
+  int rc = root_check(n->cfg.persist_dir, err, len);
+  if (rc != PT_OK)
+    return rc;
+  struct node_persist *ps = calloc(1, sizeof(*ps));
+  bool *ok = calloc(n->cfg.ranks, sizeof(*ok));
+  if (ps == NULL || ok == NULL) {
+    free(ps);
+    free(ok);
+    snprintf(err, len, "no memory");
+    return -ENOMEM;
+  }
+  ps->n = n;
+  ps->ok = ok;
+  ps->work.data = ps;
+  ps->jobfd = -1;
+  snprintf(ps->job_dir, sizeof(ps->job_dir), "%s/%s", n->cfg.persist_dir,
+           n->cfg.job);
+  ps->rootfd = open(n->cfg.persist_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                    O_CLOEXEC);
+  if (ps->rootfd < 0) {
+    rc = -errno;
+    snprintf(err, len, "cannot open --persist-dir '%s': %s",
+             n->cfg.persist_dir, strerror(-rc));
+    goto fail;
+  }
+  if (mkdirat(ps->rootfd, n->cfg.job, 0700) == 0)
+    fsync(ps->rootfd);
+  else if (errno != EEXIST) {
+    rc = -errno;
+    snprintf(err, len, "cannot make '%s': %s", ps->job_dir, strerror(-rc));
+    goto fail;
+  }
+  ps->jobfd = openat(ps->rootfd, n->cfg.job, O_RDONLY | O_DIRECTORY |
+                     O_NOFOLLOW | O_CLOEXEC);
+  struct stat sb;
+  if (ps->jobfd < 0 || fstat(ps->jobfd, &sb) != 0) {
+    rc = -errno;
+    snprintf(err, len, "cannot open '%s': %s%s", ps->job_dir, strerror(-rc),
+             rc == -ELOOP || rc == -ENOTDIR ? " (a symbolic link or not a "
+                                              "directory: refusing it)" : "");
+    goto fail;
+  }
+  if (sb.st_uid != geteuid() || (sb.st_mode & 022) != 0) {
+    rc = -EPERM;
+    snprintf(err, len, "refusing '%s': owned by uid %u, mode %04o (it must "
+             "be this user's, uid %u, and writable by nobody else)",
+             ps->job_dir, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+             (unsigned)geteuid());
+    goto fail;
+  }
+  /* A crash's leftovers: incomplete steps, temporary files. */
+  uint64_t steps[NODE_PERSIST_LIST_MAX];
+  bool complete[NODE_PERSIST_LIST_MAX];
+  uint32_t ns = steps_list(ps->jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
+  uint32_t swept = 0;
+  for (uint32_t i = 0; i < ns; i++) {
+    if (!complete[i]) {
+      if (step_remove(ps->jobfd, steps[i]) == PT_OK)
+        swept++;
+      continue;
+    }
+    char name[40];
+    step_name(name, sizeof(name), steps[i]);
+    int fd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                    O_CLOEXEC);
+    if (fd >= 0) {
+      swept += (uint32_t)snap_file_sweep(fd);
+      close(fd);
+    }
+    ps->has_complete = true;
+    ps->complete = steps[i];
+  }
+  swept += (uint32_t)snap_file_sweep(ps->jobfd);
+  if (swept > 0)
+    log_notice("persist: removed %" PRIu32 " leftovers of an earlier run "
+               "under '%s' (incomplete steps, temporary files)", swept,
+               ps->job_dir);
+  n->persist = ps;
+  log_info("persisting every %" PRIu32 " commits to '%s' (keeping %" PRIu32
+           " complete steps%s; newest complete: %s)", n->cfg.persist_every,
+           ps->job_dir, n->cfg.persist_keep,
+           n->cfg.persist_rate ? "" : ", unthrottled",
+           ps->has_complete ? "below" : "none");
+  if (ps->has_complete)
+    log_info("persist: newest complete step on disk: %" PRIu64, ps->complete);
+  return PT_OK;
+fail:
+  if (ps->jobfd >= 0)
+    close(ps->jobfd);
+  if (ps->rootfd >= 0)
+    close(ps->rootfd);
+  free(ps->ok);
+  free(ps);
+  return rc;
+}
+
+void node_persist_close(struct node *n)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL || ps->busy)
+    return; /* the loop ran until its work ended */
+  close(ps->jobfd);
+  close(ps->rootfd);
+  free(ps->ok);
+  free(ps);
+  n->persist = NULL;
+}
+
+const char *node_persist_job_dir(const struct node *n)
+{
+  return PS(n) != NULL ? PS(n)->job_dir : NULL;
+}
+
+bool node_persist_marked(const struct node *n, uint64_t step)
+{
+  const struct node_persist *ps = PS(n);
+  return ps != NULL && ps->has_marked && ps->marked == step;
+}
+
+void node_persist_on_commit(struct node *n, uint64_t step)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL || ++ps->commits % n->cfg.persist_every != 0)
+    return;
+  if (ps->has_marked && !ps->failed && ps->nok < n->cfg.ranks)
+    log_notice("persist: step %" PRIu64 " superseded by step %" PRIu64
+               " before every rank wrote it (%" PRIu32 " of %" PRIu32 ")",
+               ps->marked, step, ps->nok, n->cfg.ranks);
+  ps->has_marked = true;
+  ps->marked = step;
+  ps->nok = 0;
+  ps->failed = false;
+  memset(ps->ok, 0, n->cfg.ranks * sizeof(*ps->ok));
+  log_debug("persist: step %" PRIu64 " marked", step);
+}
+
+void node_persist_on_event(struct node *n, struct node_rank *r,
+                           const Pt__Event *e)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL || !e->has_step || !ps->has_marked || e->step != ps->marked ||
+      r->rank >= n->cfg.ranks) {
+    log_debug("persist: rank %s reported step %" PRIu64 ", not the marked "
+              "one", NODE_RANK(n, r->rank), e->step);
+    return;
+  }
+  int status = e->has_status ? e->status : -EIO;
+  if (status != PT_OK) {
+    if (!ps->failed) {
+      ps->failures++;
+      snprintf(ps->last_error, sizeof(ps->last_error), "step %" PRIu64
+               ": rank %s: %s", e->step, NODE_RANK(n, r->rank),
+               e->message != NULL && e->message[0] ? e->message
+                                                   : pt_strerror(status));
+      log_at_(status == -EBUSY ? LOG_LVL_NOTICE : LOG_LVL_WARN,
+              "persist: step %" PRIu64 " stays incomplete on disk: %s",
+              e->step, ps->last_error);
+    }
+    ps->failed = true;
+    return;
+  }
+  if (!ps->ok[r->rank]) {
+    ps->ok[r->rank] = true;
+    ps->nok++;
+  }
+  if (ps->failed || ps->nok < n->cfg.ranks)
+    return;
+  if (ps->busy) {
+    log_notice("persist: step %" PRIu64 " written by every rank while the "
+               "manifest of step %" PRIu64 " is still being written; it "
+               "stays incomplete", e->step, ps->w_step);
+    return;
+  }
+  ps->has_marked = false;
+  ps->w_step = e->step;
+  int rc = uv_queue_work(n->loop, &ps->work, manifest_work, manifest_done);
+  if (rc != 0) {
+    log_warn("persist: cannot write the manifest of step %" PRIu64 ": %s",
+             e->step, uv_strerror(rc));
+    return;
+  }
+  ps->busy = true;
+}
+
+void node_persist_status(const struct node *n, struct node_persist_status *st)
+{
+  const struct node_persist *ps = PS(n);
+  memset(st, 0, sizeof(*st));
+  if (ps == NULL)
+    return;
+  st->on = true;
+  st->has_complete = ps->has_complete;
+  st->complete = ps->complete;
+  st->complete_unix_ms = ps->complete_unix_ms;
+  st->persisted = ps->persisted;
+  st->failures = ps->failures;
+  snprintf(st->last_error, sizeof(st->last_error), "%s", ps->last_error);
+  snprintf(st->dir, sizeof(st->dir), "%s", ps->job_dir);
+}

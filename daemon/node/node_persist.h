@@ -1,0 +1,71 @@
+/*
+ * node_persist.h — the persistent tier of a standalone `ptd node`
+ * (node_persist.c): which commits are written to disk, the manifests that
+ * make a step complete, the pruning of old steps, and what ptctl shows.
+ */
+#ifndef PT_NODE_PERSIST_H
+#define PT_NODE_PERSIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc/pt.pb-c.h"
+#include "snapshot/snap_store.h"
+
+struct node;
+struct node_rank;
+
+#define NODE_MANIFEST_MAX (64 * 1024) /* bytes of a MANIFEST at most */
+#define NODE_PERSIST_LIST_MAX 4096    /* step directories looked at */
+
+/* A MANIFEST as read (node_persist.c names its lines). */
+struct node_manifest {
+  char job[SNAP_JOB_MAX];
+  char instance_hex[33];
+  uint64_t step, unix_ms;
+  uint32_t world;
+  uint64_t bytes[1024]; /* per rank: its file's bytes (NODE_MAX_RANKS) */
+};
+
+struct node_persist_status {
+  bool on, has_complete;
+  uint64_t complete, complete_unix_ms; /* the newest complete step */
+  uint64_t persisted, failures;        /* since the node started */
+  char last_error[600];
+  char dir[1100];
+};
+
+/* At start: checks --persist-dir, makes and checks <dir>/<job>, removes a
+ * crash's leftovers. PT_OK without --persist-dir; else a sentence in err. */
+int node_persist_open(struct node *n, char *err, size_t len);
+/* After the loop ended. */
+void node_persist_close(struct node *n);
+/* <dir>/<job>, passed to every SMP as --persist-dir; NULL: none. */
+const char *node_persist_job_dir(const struct node *n);
+/* A step committed (the verdict, before its COMMITs go out): every
+ * --persist-every'th is marked. */
+void node_persist_on_commit(struct node *n, uint64_t step);
+/* Whether the COMMIT of step asks the SMP to write it. */
+bool node_persist_marked(const struct node *n, uint64_t step);
+/* An SMP's EVENT_PERSISTED. */
+void node_persist_on_event(struct node *n, struct node_rank *r,
+                           const Pt__Event *e);
+void node_persist_status(const struct node *n, struct node_persist_status *st);
+
+/* The MANIFEST text of a step into buf: its length, or -E2BIG. bytes:
+ * world entries. */
+int node_persist_manifest_format(char *buf, size_t cap, const char *job,
+                                 const char *instance_hex, uint64_t step,
+                                 uint32_t world, uint64_t unix_ms,
+                                 const uint64_t *bytes);
+/* Parses and checks a MANIFEST (its checksum line, every field once, one
+ * line per rank in order). PT_EFORMAT with a sentence. */
+int node_persist_manifest_parse(const char *buf, size_t len,
+                                struct node_manifest *m, char *err,
+                                size_t errlen);
+/* MANIFEST of the step directory stepfd. -ENOENT: none (incomplete). */
+int node_persist_manifest_read(int stepfd, struct node_manifest *m, char *err,
+                               size_t errlen);
+
+#endif /* PT_NODE_PERSIST_H */
