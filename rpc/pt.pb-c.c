@@ -4831,7 +4831,7 @@ const ProtobufCMessageDescriptor pt__trainer_set__descriptor =
   (ProtobufCMessageInit) pt__trainer_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[2] =
+static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[3] =
 {
   {
     "step",
@@ -4857,15 +4857,28 @@ static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[2] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "from_disk",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__SetRestore, from_disk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__set_restore__field_indices_by_name[] = {
+  2,   /* field[2] = from_disk */
   1,   /* field[1] = rebuild */
   0,   /* field[0] = step */
 };
 static const ProtobufCIntRange pt__set_restore__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor pt__set_restore__descriptor =
 {
@@ -4875,7 +4888,7 @@ const ProtobufCMessageDescriptor pt__set_restore__descriptor =
   "Pt__SetRestore",
   "pt",
   sizeof(Pt__SetRestore),
-  2,
+  3,
   pt__set_restore__field_descriptors,
   pt__set_restore__field_indices_by_name,
   1,  pt__set_restore__number_ranges,
@@ -9513,7 +9526,7 @@ const ProtobufCMessageDescriptor pt__fault_reply__descriptor =
   (ProtobufCMessageInit) pt__fault_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[6] =
+static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[7] =
 {
   { "EVENT_SEALED", "PT__EVENT_KIND__EVENT_SEALED", 1 },
   { "EVENT_TRAINER_GONE", "PT__EVENT_KIND__EVENT_TRAINER_GONE", 2 },
@@ -9521,13 +9534,15 @@ static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[6] =
   { "EVENT_REBUILD_FAILED", "PT__EVENT_KIND__EVENT_REBUILD_FAILED", 4 },
   { "EVENT_REBUILD_STARTED", "PT__EVENT_KIND__EVENT_REBUILD_STARTED", 5 },
   { "EVENT_PERSISTED", "PT__EVENT_KIND__EVENT_PERSISTED", 6 },
+  { "EVENT_LOAD_FAILED", "PT__EVENT_KIND__EVENT_LOAD_FAILED", 7 },
 };
 static const ProtobufCIntRange pt__event_kind__value_ranges[] = {
-{1, 0},{0, 6}
+{1, 0},{0, 7}
 };
-static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[6] =
+static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[7] =
 {
   { "EVENT_HELLO_REFUSED", 2 },
+  { "EVENT_LOAD_FAILED", 6 },
   { "EVENT_PERSISTED", 5 },
   { "EVENT_REBUILD_FAILED", 3 },
   { "EVENT_REBUILD_STARTED", 4 },
@@ -9541,9 +9556,9 @@ const ProtobufCEnumDescriptor pt__event_kind__descriptor =
   "EventKind",
   "Pt__EventKind",
   "pt",
-  6,
+  7,
   pt__event_kind__enum_values_by_number,
-  6,
+  7,
   pt__event_kind__enum_values_by_name,
   1,
   pt__event_kind__value_ranges,

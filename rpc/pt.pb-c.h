@@ -115,7 +115,12 @@ typedef enum _Pt__EventKind {
    * persist): status 0 (the rank's file is durable), or why not (message);
    * -EBUSY: an earlier step was still being written, this one was not
    */
-  PT__EVENT_KIND__EVENT_PERSISTED = 6
+  PT__EVENT_KIND__EVENT_PERSISTED = 6,
+  /*
+   * the restore of step from disk (SetRestore.from_disk) failed: status,
+   * message; the node restores an older complete step instead
+   */
+  PT__EVENT_KIND__EVENT_LOAD_FAILED = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PT__EVENT_KIND)
 } Pt__EventKind;
 /*
@@ -610,10 +615,16 @@ struct  Pt__SetRestore
    */
   protobuf_c_boolean has_rebuild;
   protobuf_c_boolean rebuild;
+  /*
+   * step is restored from the persistent tier: the directory of its
+   * complete step (absolute), whose rank-<r>.pts the SMP reads into a slot,
+   * every block verified, once the trainer's HELLO made the object
+   */
+  char *from_disk;
 };
 #define PT__SET_RESTORE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__set_restore__descriptor) \
-    , 0, 0, 0, 0 }
+    , 0, 0, 0, 0, NULL }
 
 
 /*

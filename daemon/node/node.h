@@ -413,6 +413,7 @@ struct node {
   bool verify_all;           /* this attempt's QUERY reads every slot */
   bool restore_has;          /* the step chosen by the attempt under way */
   uint64_t restore_step;
+  bool restore_disk;         /* ... read from the persistent tier */
 
   /* Who decides commits and restores (node_decider.h), and its state,
    * which only the decider's own file reads. */

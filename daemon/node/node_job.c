@@ -50,6 +50,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 
 #define NODE_SMP_BACK_MS 60000u  /* RESTART: SMPs subscribed again by then */
 
@@ -312,6 +313,24 @@ static void step_query(struct node *n, uint64_t now)
                  NODE_RANK(n, r->rank), v->step);
     }
   }
+  /* The persistent tier: a complete step on disk newer than what memory
+   * holds intact on every rank (or memory holds none). */
+  n->restore_disk = false;
+  uint64_t dstep;
+  char dwhy[1400];
+  if (node_persist_pick(n, &dstep, dwhy, sizeof(dwhy)) &&
+      (!n->restore_has || dstep > n->restore_step)) {
+    char mem[96];
+    if (n->restore_has)
+      snprintf(mem, sizeof(mem), "memory holds step %" PRIu64 " at best",
+               n->restore_step);
+    else
+      snprintf(mem, sizeof(mem), "memory holds no step intact on every rank");
+    log_notice("restore from disk: %s, and %s", dwhy, mem);
+    n->restore_has = true;
+    n->restore_step = dstep;
+    n->restore_disk = true;
+  }
   /* The step to restore is damaged here (the controller chose it, in
    * cluster mode): never restored. The part fails with PT_ECHECKSUM and
    * the steps it holds intact, so the controller restores an older one. */
@@ -320,8 +339,8 @@ static void step_query(struct node *n, uint64_t now)
     bool bad = false, good = false;
     for (uint32_t k = 0; k < r->nview; k++) {
       const struct node_slot_view *v = &r->view[k];
-      if (v->step != n->restore_step || !snap_state_holds_data(v->state) ||
-          !v->verified)
+      if (n->restore_disk || v->step != n->restore_step ||
+          !snap_state_holds_data(v->state) || !v->verified)
         continue;
       good = good || v->intact;
       bad = bad || !v->intact;
@@ -396,7 +415,8 @@ static void step_set_restore(struct node *n, uint64_t now)
       return;
   n->restore_fails = 0;
   if (n->restore_has) {
-    log_info("restore from step %" PRIu64, n->restore_step);
+    log_info("restore from step %" PRIu64 "%s", n->restore_step,
+             n->restore_disk ? " (from disk)" : "");
     if (!n->has_committed || n->committed != n->restore_step)
       n->committed_unix_ms = 0; /* an older step: its age is unknown */
     n->has_committed = true;

@@ -68,6 +68,10 @@ struct node_persist {
   uint64_t complete_unix_ms;
   uint64_t persisted, failures;
   char last_error[600];
+  /* complete steps whose files failed a restore (EVENT_LOAD_FAILED):
+   * never picked again by this node */
+  uint64_t bad[16];
+  uint32_t nbad;
   /* the manifest's work on the pool */
   uv_work_t work;
   bool busy;
@@ -649,4 +653,86 @@ void node_persist_status(const struct node *n, struct node_persist_status *st)
   st->failures = ps->failures;
   snprintf(st->last_error, sizeof(st->last_error), "%s", ps->last_error);
   snprintf(st->dir, sizeof(st->dir), "%s", ps->job_dir);
+}
+
+/* ---- restore from disk ---- */
+
+static bool is_bad(const struct node_persist *ps, uint64_t step)
+{
+  for (uint32_t i = 0; i < ps->nbad; i++)
+    if (ps->bad[i] == step)
+      return true;
+  return false;
+}
+
+bool node_persist_pick(struct node *n, uint64_t *step, char *why, size_t len)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL)
+    return false;
+  uint64_t steps[NODE_PERSIST_LIST_MAX];
+  bool complete[NODE_PERSIST_LIST_MAX];
+  uint32_t ns = steps_list(ps->jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
+  for (uint32_t i = ns; i-- > 0;) {
+    if (!complete[i] || is_bad(ps, steps[i]))
+      continue;
+    char name[40], err[300] = "";
+    struct node_manifest *m = malloc(sizeof(*m));
+    if (m == NULL)
+      return false;
+    step_name(name, sizeof(name), steps[i]);
+    int fd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                    O_CLOEXEC);
+    int rc = fd >= 0 ? node_persist_manifest_read(fd, m, err, sizeof(err))
+                     : -errno;
+    if (fd >= 0)
+      close(fd);
+    if (rc == PT_OK && (strcmp(m->job, n->cfg.job) != 0 ||
+                        strcmp(m->instance_hex, n->instance_hex) != 0 ||
+                        m->world != n->cfg.ranks || m->step != steps[i])) {
+      rc = PT_EFOREIGN;
+      snprintf(err, sizeof(err), "its manifest names job '%s' instance %s, "
+               "%" PRIu32 " ranks, step %" PRIu64, m->job, m->instance_hex,
+               m->world, m->step);
+    }
+    free(m);
+    if (rc != PT_OK) {
+      log_warn("persist: step %" PRIu64 " on disk is not usable: %s",
+               steps[i], err[0] ? err : pt_strerror(rc));
+      continue;
+    }
+    *step = steps[i];
+    snprintf(why, len, "step %" PRIu64 " is the newest complete step on "
+             "disk (%s)", steps[i], ps->job_dir);
+    return true;
+  }
+  return false;
+}
+
+int node_persist_step_dir(const struct node *n, uint64_t step, char *out,
+                          size_t len)
+{
+  const struct node_persist *ps = PS(n);
+  if (ps == NULL)
+    return -ENOENT;
+  int k = snprintf(out, len, "%s/step-%020" PRIu64, ps->job_dir, step);
+  return k > 0 && (size_t)k < len ? PT_OK : -ENAMETOOLONG;
+}
+
+void node_persist_on_load_failed(struct node *n, struct node_rank *r,
+                                 const Pt__Event *e)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL || !e->has_step)
+    return;
+  log_warn("persist: rank %s could not restore step %" PRIu64 " from disk: "
+           "%s; that step is not used again", NODE_RANK(n, r->rank), e->step,
+           e->message != NULL ? e->message : pt_strerror(e->status));
+  if (!is_bad(ps, e->step)) {
+    if (ps->nbad == sizeof(ps->bad) / sizeof(ps->bad[0]))
+      memmove(ps->bad, ps->bad + 1, sizeof(ps->bad) - sizeof(ps->bad[0]));
+    else
+      ps->nbad++;
+    ps->bad[ps->nbad - 1] = e->step;
+  }
 }

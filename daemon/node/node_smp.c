@@ -241,7 +241,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   Pt__PeersSet ps;
   Pt__PeerAddr paddr[RS_MAX_MEMBERS], *pptr[RS_MAX_MEMBERS];
   const ProtobufCMessage *msg;
-  char node_id[32];
+  char node_id[32], disk_dir[1200];
   uint32_t type;
   uint64_t id, timeout = NODE_REQ_MS;
   int rc;
@@ -298,8 +298,11 @@ int node_smp_request(struct node *n, struct node_rank *r,
     /* step == UINT64_MAX: start fresh (no step). */
     sr.has_step = step != UINT64_MAX;
     sr.step = sr.has_step ? step : 0;
-    sr.has_rebuild = sr.has_step && r->restore_rebuild;
+    sr.has_rebuild = sr.has_step && r->restore_rebuild && !n->restore_disk;
     sr.rebuild = sr.has_rebuild;
+    if (sr.has_step && n->restore_disk &&
+        node_persist_step_dir(n, step, disk_dir, sizeof(disk_dir)) == PT_OK)
+      sr.from_disk = disk_dir;
     type = RPC_SET_RESTORE;
     msg = &sr.base;
     break;

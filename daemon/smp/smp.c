@@ -457,6 +457,7 @@ static void smp_stop(struct smp *smp)
   smp_peer_rebuild_stop(smp);
   smp_peer_stop(smp);
   smp_persist_stop(smp);
+  smp_persist_load_stop(smp);
   uv_timer_stop(&smp->check_timer);
   if (!uv_is_closing((uv_handle_t *)&smp->check_timer))
     uv_close((uv_handle_t *)&smp->check_timer, NULL);
@@ -582,6 +583,7 @@ int smp_main(int argc, char **argv)
 
 out_store:
   smp_persist_free(smp);
+  smp_persist_load_free(smp);
   smp_peer_rebuild_store_gone(smp);
   smp_peer_store_gone(smp);
   snap_store_close(smp->store);

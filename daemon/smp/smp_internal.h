@@ -100,6 +100,7 @@ struct smp {
   const char *persist_dir;
   uint64_t persist_rate;
   struct smp_persist *persist;
+  struct smp_persist_load *load; /* a restore from disk (smp_persist_load.c) */
 
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int;
@@ -147,6 +148,23 @@ uint32_t smp_persist_busy_slots(const struct smp *smp);
 void smp_persist_stop(struct smp *smp);
 void smp_persist_free(struct smp *smp);
 int smp_persist_dir_open(const char *path, int *out, char *err, size_t len);
+
+/* smp_persist_load.c: a restore from disk. set: SET_RESTORE{from_disk}
+ * (-EBUSY while an earlier read runs); clear: a restore point not from
+ * disk replaces it; store_ready: the trainer's HELLO made the object, the
+ * read may begin; pending: a read is due or under way (the trainer owes a
+ * restore); held_query: RESTORE_QUERY held (true) while it runs;
+ * conn_gone, stop, free as their names say. */
+int smp_persist_load_set(struct smp *smp, uint64_t step, const char *dir,
+                         char *err, size_t len);
+void smp_persist_load_clear(struct smp *smp);
+void smp_persist_load_store_ready(struct smp *smp);
+bool smp_persist_load_pending(const struct smp *smp);
+bool smp_persist_load_held_query(struct smp_conn *sc, uint64_t id,
+                                 uint32_t wait_ms);
+void smp_persist_load_conn_gone(struct smp *smp, struct smp_conn *sc);
+void smp_persist_load_stop(struct smp *smp);
+void smp_persist_load_free(struct smp *smp);
 
 /* smp_args.c: the command line into smp. 0, 1 (--help printed), or
  * -EINVAL (a sentence on stderr). */

@@ -245,6 +245,26 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
   struct smp *smp = sc->smp;
   int rc = 0;
 
+  if (m->has_step && m->from_disk != NULL && m->from_disk[0] != '\0') {
+    /* From the persistent tier: read once the trainer says HELLO. */
+    char err[400] = "";
+    rc = smp_persist_load_set(smp, m->step, m->from_disk, err, sizeof(err));
+    if (rc == 0) {
+      smp->restore_set = true;
+      smp->restore_has_step = true;
+      smp->restore_step = m->step;
+      smp_peer_restore_point(smp, true, m->step);
+      log_info("restore point: step %" PRIu64 ", from disk ('%s')", m->step,
+               LOG_ESC(m->from_disk));
+    } else {
+      log_warn("cannot set restore point step %" PRIu64 " from disk: %s",
+               m->step, err[0] ? err : pt_strerror(rc));
+    }
+    smp_serve_reply_status(sc, id, rc, rc ? (err[0] ? err : pt_strerror(rc))
+                                          : NULL);
+    return 0;
+  }
+  smp_persist_load_clear(smp);
   /* A step not held here, in a coded job: rebuilt from the group once the
    * trainer says HELLO. */
   bool rebuild = smp_peer_rebuild_set_restore(smp, m->has_step, m->step,

@@ -299,4 +299,5 @@ void smp_serve_conn_gone(struct smp_conn *sc)
     smp->node = NULL;
   smp_peer_conn_gone(smp, sc);
   smp_peer_rebuild_held_conn_gone(smp, sc);
+  smp_persist_load_conn_gone(smp, sc);
 }

@@ -204,7 +204,8 @@ int smp_trainer_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
      * before it snapshots (unless it restored, or started fresh, on an SMP
      * before this one): else a run that never restores overwrites it. */
     sc->restore_owed =
-        snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0 &&
+        (snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0 ||
+         smp_persist_load_pending(smp)) &&
         !(m->has_reconnect && m->reconnect);
     if (peer > 0) /* a pid that HELLO merely claims is not watched */
       smp_trainer_pid_watch_start(sc, peer);
@@ -215,6 +216,7 @@ int smp_trainer_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
   smp->trainer = sc;
   smp->trainer_pid = pid;
   smp->trainer_done = false;
+  smp_persist_load_store_ready(smp); /* a restore from disk may begin */
 
 out_reply:
   free(descs);
@@ -441,6 +443,7 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
   struct snap_slot_info info;
   uint32_t slot = 0;
   uint64_t step = 0;
+  char why[400];
   int rc;
 
   if (!is_trainer(sc)) {
@@ -448,6 +451,9 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
     r.message = "restore query before an accepted hello";
     goto out_reply;
   }
+  if (smp_persist_load_held_query(sc, id, m != NULL && m->has_wait_ms
+                                               ? m->wait_ms : 0))
+    return 0; /* answered when the read of the step from disk ends */
   if (smp_peer_rebuild_held_query(sc, id, m != NULL && m->has_wait_ms
                                                 ? m->wait_ms : 0))
     return 0; /* answered when the rebuild of the step ends (or with its
@@ -456,9 +462,17 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
   if (smp->restore_set && !smp->restore_has_step) {
     rc = PT_ENOSNAP;
   } else if (smp->restore_set) {
+    /* The node chose this step: missing now (the object was replaced or
+     * the slot lost) is an error, never a fresh start that would throw
+     * the committed steps away behind the trainer's back. */
     rc = snap_slot_find_step(smp->store, smp->restore_step, &slot);
-    if (rc != 0)
-      rc = PT_ENOSNAP;
+    if (rc != 0) {
+      rc = PT_ESTATE;
+      snprintf(why, sizeof(why), "the restore point, step %" PRIu64 ", is "
+               "no longer held by '%s'", smp->restore_step, smp->shm_name);
+      r.message = why;
+      log_error("cannot restore: %s", why);
+    }
   } else {
     rc = snap_slot_newest_committed(smp->store, &slot, &step);
   }
