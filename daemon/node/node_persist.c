@@ -16,9 +16,13 @@
  * complete one goes too. The manifest and the pruning run on libuv's pool:
  * fsync never holds the loop.
  *
- * A marked step that a rank could not write (disk full, an earlier flush
- * still running, an SMP gone) stays incomplete and is logged; the next
- * marked step supersedes it. Nothing waits on the disk.
+ * One step is marked at a time: the next mark comes at the first commit
+ * that is at least --persist-every commits after the last mark and finds
+ * that step's files done (or failed, or overdue by NODE_PERSIST_PENDING_MS:
+ * an SMP that died with its flush), so a slow disk makes marks rarer and
+ * never leaves every step incomplete. A marked step that a rank could not
+ * write (disk full, an SMP gone) stays incomplete and is logged. Nothing
+ * waits on the disk.
  *
  * The root must exist and be a directory, not a symlink, writable by no
  * one else unless sticky (a shared /scratch); the job's directory is made
@@ -63,6 +67,7 @@ struct node_persist {
   uint32_t nok;              /* ranks whose file of marked is durable */
   bool *ok;                  /* per local rank */
   bool failed;               /* some rank could not write marked */
+  uint64_t marked_until;     /* its ranks' answers are due by then */
   bool has_complete;
   uint64_t complete;         /* the newest complete step on disk */
   uint64_t complete_unix_ms;
@@ -415,8 +420,7 @@ static void manifest_done(uv_work_t *req, int status)
              ps->job_dir);
   } else {
     ps->failures++;
-    snprintf(ps->last_error, sizeof(ps->last_error), "step %" PRIu64 ": %s",
-             ps->w_step, ps->w_msg);
+    snprintf(ps->last_error, sizeof(ps->last_error), "%s", ps->w_msg);
     log_warn("step %" PRIu64 " not made complete on disk: %s; training "
              "goes on", ps->w_step, ps->w_msg);
   }
@@ -577,12 +581,26 @@ bool node_persist_marked(const struct node *n, uint64_t step)
 void node_persist_on_commit(struct node *n, uint64_t step)
 {
   struct node_persist *ps = PS(n);
-  if (ps == NULL || ++ps->commits % n->cfg.persist_every != 0)
+  if (ps == NULL || ++ps->commits < n->cfg.persist_every)
     return;
-  if (ps->has_marked && !ps->failed && ps->nok < n->cfg.ranks)
-    log_notice("persist: step %" PRIu64 " superseded by step %" PRIu64
-               " before every rank wrote it (%" PRIu32 " of %" PRIu32 ")",
-               ps->marked, step, ps->nok, n->cfg.ranks);
+  /* One marked step at a time: a slow disk makes the marks rarer, never
+   * leaves every step incomplete. An SMP that never answers (it died with
+   * its flush) holds the next mark back until the deadline. */
+  uint64_t now = rpc_now_ms();
+  if (ps->has_marked && !ps->failed && now < ps->marked_until) {
+    log_debug("persist: step %" PRIu64 " not marked: step %" PRIu64 " is "
+              "still being written (%" PRIu32 " of %" PRIu32 " ranks done)",
+              step, ps->marked, ps->nok, n->cfg.ranks);
+    return;
+  }
+  if (ps->busy)
+    return; /* the manifest of the last one is being written */
+  if (ps->has_marked && !ps->failed)
+    log_notice("persist: step %" PRIu64 " given up: %" PRIu32 " of %" PRIu32
+               " ranks wrote it in %u s", ps->marked, ps->nok, n->cfg.ranks,
+               NODE_PERSIST_PENDING_MS / 1000u);
+  ps->commits = 0;
+  ps->marked_until = now + NODE_PERSIST_PENDING_MS;
   ps->has_marked = true;
   ps->marked = step;
   ps->nok = 0;
@@ -605,8 +623,8 @@ void node_persist_on_event(struct node *n, struct node_rank *r,
   if (status != PT_OK) {
     if (!ps->failed) {
       ps->failures++;
-      snprintf(ps->last_error, sizeof(ps->last_error), "step %" PRIu64
-               ": rank %s: %s", e->step, NODE_RANK(n, r->rank),
+      snprintf(ps->last_error, sizeof(ps->last_error), "rank %s: %s",
+               NODE_RANK(n, r->rank),
                e->message != NULL && e->message[0] ? e->message
                                                    : pt_strerror(status));
       log_at_(status == -EBUSY ? LOG_LVL_NOTICE : LOG_LVL_WARN,
@@ -735,4 +753,14 @@ void node_persist_on_load_failed(struct node *n, struct node_rank *r,
       ps->nbad++;
     ps->bad[ps->nbad - 1] = e->step;
   }
+}
+
+void node_persist_restored(struct node *n)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL)
+    return;
+  /* The SMPs' flushes of the marked step did not outlive the restart. */
+  ps->has_marked = false;
+  ps->commits = 0;
 }

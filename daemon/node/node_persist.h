@@ -18,6 +18,7 @@ struct node_rank;
 
 #define NODE_MANIFEST_MAX (64 * 1024) /* bytes of a MANIFEST at most */
 #define NODE_PERSIST_LIST_MAX 4096    /* step directories looked at */
+#define NODE_PERSIST_PENDING_MS 600000u /* a marked step's answers, due */
 
 /* A MANIFEST as read (node_persist.c names its lines). */
 struct node_manifest {
@@ -46,6 +47,8 @@ const char *node_persist_job_dir(const struct node *n);
 /* A step committed (the verdict, before its COMMITs go out): every
  * --persist-every'th is marked. */
 void node_persist_on_commit(struct node *n, uint64_t step);
+/* A restore: the marked step (if any) will not be written. */
+void node_persist_restored(struct node *n);
 /* Whether the COMMIT of step asks the SMP to write it. */
 bool node_persist_marked(const struct node *n, uint64_t step);
 /* An SMP's EVENT_PERSISTED. */

@@ -205,7 +205,9 @@ static void after_cb(uv_work_t *req, int status)
   if (l->rc != PT_OK) {
     if (smp->store != NULL && snap_store_ctime_ns(smp->store) == l->store_ctime)
       snap_slot_abort(smp->store, l->slot, l->generation);
-    fail(l, l->rc, "%s", l->msg[0] ? l->msg : pt_strerror(l->rc));
+    char why[sizeof(l->msg)];
+    snprintf(why, sizeof(why), "%s", l->msg[0] ? l->msg : pt_strerror(l->rc));
+    fail(l, l->rc, "%s", why);
     return;
   }
   if (smp->store == NULL || snap_store_ctime_ns(smp->store) != l->store_ctime) {
