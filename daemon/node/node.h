@@ -132,6 +132,9 @@ struct node_config {
   uint32_t persist_every, persist_keep;
   uint64_t persist_rate;
   bool persist_given;
+  /* --resume-from: a persist dir (root) to start the job from cold; its
+   * newest complete step's instance becomes the job's. "": none. */
+  char resume_from[NODE_PERSIST_PATH_MAX];
   int log_level;           /* LOG_LVL_* */
   char **cmd;              /* points into argv; cmd[ncmd] == NULL */
   int ncmd;

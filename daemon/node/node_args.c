@@ -96,6 +96,12 @@ void node_args_usage(FILE *f)
       "                       or more: the slot being written is not reused\n"
       "                       until its file is durable, and with 2 slots\n"
       "                       snapshots skip meanwhile\n"
+      "  --resume-from DIR    a cold start from the persistent tier: the\n"
+      "                       newest complete step under DIR/JOB (a\n"
+      "                       --persist-dir of an earlier run) is restored\n"
+      "                       on every rank, verified, and the job goes on\n"
+      "                       as that job instance; another --ranks than the\n"
+      "                       files' is refused\n"
       "  --log-level N        3 errors .. 7 debug (default: 6)\n"
       "  --help               this text\n"
       "\n"
@@ -247,7 +253,8 @@ static int parse_persist(struct node_config *cfg, int argc, char **argv,
                          int *i, bool *matched, char *err, size_t errlen)
 {
   static const char *const names[] = {"--persist-dir", "--persist-every",
-                                      "--persist-keep", "--persist-rate"};
+                                      "--persist-keep", "--persist-rate",
+                                      "--resume-from"};
   const char *val = NULL;
 
   for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
@@ -255,7 +262,7 @@ static int parse_persist(struct node_config *cfg, int argc, char **argv,
       return fail(err, errlen, "option '%s' needs a value", names[k]);
     if (!*matched)
       continue;
-    cfg->persist_given = true;
+    cfg->persist_given = cfg->persist_given || k < 4;
     switch (k) {
     case 0:
       if (val[0] != '/' ||
@@ -279,6 +286,14 @@ static int parse_persist(struct node_config *cfg, int argc, char **argv,
       if (conf_parse_bytes(val, &cfg->persist_rate) != PT_OK)
         return fail(err, errlen, "--persist-rate '%s': expected bytes per "
                     "second per rank, e.g. 256M (0: no limit)", val);
+      break;
+    case 4:
+      if (val[0] != '/' ||
+          strlen(val) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
+        return fail(err, errlen, "--resume-from '%s': expected an absolute "
+                    "path of at most %d bytes", val,
+                    NODE_PERSIST_PATH_MAX - SNAP_JOB_MAX - 65);
+      snprintf(cfg->resume_from, sizeof(cfg->resume_from), "%s", val);
       break;
     }
     return PT_OK;
@@ -636,6 +651,9 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
     }
   }
 
+  if (cfg->resume_from[0] != '\0' && (cfg->resume || cfg->cluster))
+    return fail(err, errlen, "--resume-from starts a job instance from its "
+                "files on disk: not with --resume, nor in cluster mode");
   if (cfg->cluster && cfg->persist_given)
     return fail(err, errlen, "--persist-* are options of a standalone node; "
                 "a cluster job's persistent tier is not built yet");

@@ -182,7 +182,7 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
   } else if (e->kind == PT__EVENT_KIND__EVENT_PERSISTED) {
     node_persist_on_event(n, r, e);
   } else if (e->kind == PT__EVENT_KIND__EVENT_LOAD_FAILED) {
-    node_persist_on_load_failed(n, r, e);
+    node_persist_restore_load_failed(n, r, e);
     snprintf(r->smp_words, sizeof(r->smp_words), "%s",
              e->message != NULL ? e->message : pt_strerror(e->status));
   } else if (e->kind == PT__EVENT_KIND__EVENT_TRAINER_GONE) {

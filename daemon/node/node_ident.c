@@ -51,6 +51,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 
 #define SHM_DIR "/dev/shm"
 
@@ -385,6 +386,14 @@ int node_ident_start(struct node *n)
     node_state_saved_release(&s);
     have = false;
   }
+  if (have && !s.ended && n->cfg.resume_from[0] != '\0') {
+    snap_store_instance_hex(s.instance, hex);
+    log_error("--resume-from: '%s' records job '%s' instance %s as still "
+              "running: end it (ptctl stop) or give another --state-dir",
+              n->state_path, s.job, hex);
+    rc = -EEXIST;
+    goto out;
+  }
   if (have && !n->cfg.fresh && s.ranks != n->cfg.ranks) {
     snap_store_instance_hex(s.instance, hex);
     log_error("job '%s' instance %s recorded in '%s' runs %" PRIu32
@@ -477,6 +486,17 @@ int node_ident_start(struct node *n)
     rc = each_object(n, refuse_object, NULL);
     if (rc != 0)
       goto out;
+  }
+  if (n->cfg.resume_from[0] != '\0') {
+    char why[1400];
+    rc = node_persist_restore_instance(n, why, sizeof(why));
+    if (rc != PT_OK) {
+      log_error("refusing to start: %s", why);
+      goto out;
+    }
+    log_notice("%s", why);
+    rc = node_save(n);
+    goto out;
   }
   randombytes_buf(n->instance, sizeof(n->instance));
   snap_store_instance_hex(n->instance, n->instance_hex);

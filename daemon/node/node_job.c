@@ -318,7 +318,7 @@ static void step_query(struct node *n, uint64_t now)
   n->restore_disk = false;
   uint64_t dstep;
   char dwhy[1400];
-  if (node_persist_pick(n, &dstep, dwhy, sizeof(dwhy)) &&
+  if (node_persist_restore_pick(n, &dstep, dwhy, sizeof(dwhy)) &&
       (!n->restore_has || dstep > n->restore_step)) {
     char mem[96];
     if (n->restore_has)

@@ -55,39 +55,11 @@
 #include "common/log.h"
 #include "daemon/node/node.h"
 #include "daemon/node/node_persist.h"
+#include "daemon/node/node_persist_int.h"
 #include "snapshot/snap_file.h"
 
-struct node_persist {
-  struct node *n;
-  int rootfd, jobfd;
-  char job_dir[NODE_PERSIST_PATH_MAX + SNAP_JOB_MAX + 1];
-  uint64_t commits;          /* since start: every K-th is marked */
-  bool has_marked;
-  uint64_t marked;           /* the step whose files are being written */
-  uint32_t nok;              /* ranks whose file of marked is durable */
-  bool *ok;                  /* per local rank */
-  bool failed;               /* some rank could not write marked */
-  uint64_t marked_until;     /* its ranks' answers are due by then */
-  bool has_complete;
-  uint64_t complete;         /* the newest complete step on disk */
-  uint64_t complete_unix_ms;
-  uint64_t persisted, failures;
-  char last_error[600];
-  /* complete steps whose files failed a restore (EVENT_LOAD_FAILED):
-   * never picked again by this node */
-  uint64_t bad[16];
-  uint32_t nbad;
-  /* the manifest's work on the pool */
-  uv_work_t work;
-  bool busy;
-  uint64_t w_step;
-  int w_rc;
-  char w_msg[400];
-};
 
-#define PS(n) ((n)->persist)
-
-static void step_name(char *out, size_t len, uint64_t step)
+void node_persist_step_name(char *out, size_t len, uint64_t step)
 {
   snprintf(out, len, "step-%020" PRIu64, step);
 }
@@ -235,7 +207,7 @@ int node_persist_manifest_read(int stepfd, struct node_manifest *m, char *err,
 static int step_remove(int jobfd, uint64_t step)
 {
   char name[40];
-  step_name(name, sizeof(name), step);
+  node_persist_step_name(name, sizeof(name), step);
   int fd = openat(jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return -errno;
@@ -259,7 +231,7 @@ static int step_remove(int jobfd, uint64_t step)
 
 /* The steps under jobfd: OUT steps[] (ascending), complete[] (a manifest
  * is there); returns how many (at most cap). */
-static uint32_t steps_list(int jobfd, uint64_t *steps, bool *complete,
+uint32_t node_persist_steps_list(int jobfd, uint64_t *steps, bool *complete,
                            uint32_t cap)
 {
   int fd = openat(jobfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -286,7 +258,7 @@ static uint32_t steps_list(int jobfd, uint64_t *steps, bool *complete,
   closedir(d);
   for (uint32_t i = 0; i < n; i++) {
     char name[64];
-    step_name(name, sizeof(name), steps[i]);
+    node_persist_step_name(name, sizeof(name), steps[i]);
     strcat(name, "/MANIFEST");
     complete[i] = faccessat(jobfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
   }
@@ -299,7 +271,7 @@ static void prune(int jobfd, uint32_t keep)
 {
   uint64_t steps[NODE_PERSIST_LIST_MAX];
   bool complete[NODE_PERSIST_LIST_MAX];
-  uint32_t n = steps_list(jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
+  uint32_t n = node_persist_steps_list(jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
   uint32_t kept = 0;
   bool newer_complete = false;
   for (uint32_t i = n; i-- > 0;) {
@@ -334,7 +306,7 @@ static void manifest_work(uv_work_t *req)
     snprintf(ps->w_msg, sizeof(ps->w_msg), "no memory");
     goto out;
   }
-  step_name(name, sizeof(name), ps->w_step);
+  node_persist_step_name(name, sizeof(name), ps->w_step);
   stepfd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
                   O_CLOEXEC);
   if (stepfd < 0) {
@@ -457,9 +429,11 @@ static int root_check(const char *root, char *err, size_t len)
 
 int node_persist_open(struct node *n, char *err, size_t len)
 {
-  if (n->cfg.persist_dir[0] == '\0')
+  if (n->cfg.persist_dir[0] == '\0' && n->cfg.resume_from[0] == '\0')
     return PT_OK;
-  int rc = root_check(n->cfg.persist_dir, err, len);
+  int rc = n->cfg.persist_dir[0] != '\0'
+               ? root_check(n->cfg.persist_dir, err, len)
+               : PT_OK;
   if (rc != PT_OK)
     return rc;
   struct node_persist *ps = calloc(1, sizeof(*ps));
@@ -473,7 +447,22 @@ int node_persist_open(struct node *n, char *err, size_t len)
   ps->n = n;
   ps->ok = ok;
   ps->work.data = ps;
-  ps->jobfd = -1;
+  ps->jobfd = ps->rootfd = ps->resumefd = -1;
+  if (n->cfg.resume_from[0] != '\0') {
+    snprintf(ps->resume_dir, sizeof(ps->resume_dir), "%s/%s",
+             n->cfg.resume_from, n->cfg.job);
+    ps->resumefd = open(ps->resume_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (ps->resumefd < 0) {
+      rc = -errno;
+      snprintf(err, len, "--resume-from: cannot open '%s': %s",
+               ps->resume_dir, strerror(-rc));
+      goto fail;
+    }
+  }
+  if (n->cfg.persist_dir[0] == '\0') {
+    n->persist = ps; /* a source to restore from, nothing written */
+    return PT_OK;
+  }
   snprintf(ps->job_dir, sizeof(ps->job_dir), "%s/%s", n->cfg.persist_dir,
            n->cfg.job);
   ps->rootfd = open(n->cfg.persist_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
@@ -512,7 +501,7 @@ int node_persist_open(struct node *n, char *err, size_t len)
   /* A crash's leftovers: incomplete steps, temporary files. */
   uint64_t steps[NODE_PERSIST_LIST_MAX];
   bool complete[NODE_PERSIST_LIST_MAX];
-  uint32_t ns = steps_list(ps->jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
+  uint32_t ns = node_persist_steps_list(ps->jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
   uint32_t swept = 0;
   for (uint32_t i = 0; i < ns; i++) {
     if (!complete[i]) {
@@ -521,7 +510,7 @@ int node_persist_open(struct node *n, char *err, size_t len)
       continue;
     }
     char name[40];
-    step_name(name, sizeof(name), steps[i]);
+    node_persist_step_name(name, sizeof(name), steps[i]);
     int fd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
                     O_CLOEXEC);
     if (fd >= 0) {
@@ -550,6 +539,8 @@ fail:
     close(ps->jobfd);
   if (ps->rootfd >= 0)
     close(ps->rootfd);
+  if (ps->resumefd >= 0)
+    close(ps->resumefd);
   free(ps->ok);
   free(ps);
   return rc;
@@ -560,8 +551,12 @@ void node_persist_close(struct node *n)
   struct node_persist *ps = PS(n);
   if (ps == NULL || ps->busy)
     return; /* the loop ran until its work ended */
-  close(ps->jobfd);
-  close(ps->rootfd);
+  if (ps->jobfd >= 0)
+    close(ps->jobfd);
+  if (ps->rootfd >= 0)
+    close(ps->rootfd);
+  if (ps->resumefd >= 0)
+    close(ps->resumefd);
   free(ps->ok);
   free(ps);
   n->persist = NULL;
@@ -569,7 +564,7 @@ void node_persist_close(struct node *n)
 
 const char *node_persist_job_dir(const struct node *n)
 {
-  return PS(n) != NULL ? PS(n)->job_dir : NULL;
+  return PS(n) != NULL && PS(n)->jobfd >= 0 ? PS(n)->job_dir : NULL;
 }
 
 bool node_persist_marked(const struct node *n, uint64_t step)
@@ -581,7 +576,7 @@ bool node_persist_marked(const struct node *n, uint64_t step)
 void node_persist_on_commit(struct node *n, uint64_t step)
 {
   struct node_persist *ps = PS(n);
-  if (ps == NULL || ++ps->commits < n->cfg.persist_every)
+  if (ps == NULL || ps->jobfd < 0 || ++ps->commits < n->cfg.persist_every)
     return;
   /* One marked step at a time: a slow disk makes the marks rarer, never
    * leaves every step incomplete. An SMP that never answers (it died with
@@ -671,88 +666,6 @@ void node_persist_status(const struct node *n, struct node_persist_status *st)
   st->failures = ps->failures;
   snprintf(st->last_error, sizeof(st->last_error), "%s", ps->last_error);
   snprintf(st->dir, sizeof(st->dir), "%s", ps->job_dir);
-}
-
-/* ---- restore from disk ---- */
-
-static bool is_bad(const struct node_persist *ps, uint64_t step)
-{
-  for (uint32_t i = 0; i < ps->nbad; i++)
-    if (ps->bad[i] == step)
-      return true;
-  return false;
-}
-
-bool node_persist_pick(struct node *n, uint64_t *step, char *why, size_t len)
-{
-  struct node_persist *ps = PS(n);
-  if (ps == NULL)
-    return false;
-  uint64_t steps[NODE_PERSIST_LIST_MAX];
-  bool complete[NODE_PERSIST_LIST_MAX];
-  uint32_t ns = steps_list(ps->jobfd, steps, complete, NODE_PERSIST_LIST_MAX);
-  for (uint32_t i = ns; i-- > 0;) {
-    if (!complete[i] || is_bad(ps, steps[i]))
-      continue;
-    char name[40], err[300] = "";
-    struct node_manifest *m = malloc(sizeof(*m));
-    if (m == NULL)
-      return false;
-    step_name(name, sizeof(name), steps[i]);
-    int fd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                    O_CLOEXEC);
-    int rc = fd >= 0 ? node_persist_manifest_read(fd, m, err, sizeof(err))
-                     : -errno;
-    if (fd >= 0)
-      close(fd);
-    if (rc == PT_OK && (strcmp(m->job, n->cfg.job) != 0 ||
-                        strcmp(m->instance_hex, n->instance_hex) != 0 ||
-                        m->world != n->cfg.ranks || m->step != steps[i])) {
-      rc = PT_EFOREIGN;
-      snprintf(err, sizeof(err), "its manifest names job '%s' instance %s, "
-               "%" PRIu32 " ranks, step %" PRIu64, m->job, m->instance_hex,
-               m->world, m->step);
-    }
-    free(m);
-    if (rc != PT_OK) {
-      log_warn("persist: step %" PRIu64 " on disk is not usable: %s",
-               steps[i], err[0] ? err : pt_strerror(rc));
-      continue;
-    }
-    *step = steps[i];
-    snprintf(why, len, "step %" PRIu64 " is the newest complete step on "
-             "disk (%s)", steps[i], ps->job_dir);
-    return true;
-  }
-  return false;
-}
-
-int node_persist_step_dir(const struct node *n, uint64_t step, char *out,
-                          size_t len)
-{
-  const struct node_persist *ps = PS(n);
-  if (ps == NULL)
-    return -ENOENT;
-  int k = snprintf(out, len, "%s/step-%020" PRIu64, ps->job_dir, step);
-  return k > 0 && (size_t)k < len ? PT_OK : -ENAMETOOLONG;
-}
-
-void node_persist_on_load_failed(struct node *n, struct node_rank *r,
-                                 const Pt__Event *e)
-{
-  struct node_persist *ps = PS(n);
-  if (ps == NULL || !e->has_step)
-    return;
-  log_warn("persist: rank %s could not restore step %" PRIu64 " from disk: "
-           "%s; that step is not used again", NODE_RANK(n, r->rank), e->step,
-           e->message != NULL ? e->message : pt_strerror(e->status));
-  if (!is_bad(ps, e->step)) {
-    if (ps->nbad == sizeof(ps->bad) / sizeof(ps->bad[0]))
-      memmove(ps->bad, ps->bad + 1, sizeof(ps->bad) - sizeof(ps->bad[0]));
-    else
-      ps->nbad++;
-    ps->bad[ps->nbad - 1] = e->step;
-  }
 }
 
 void node_persist_restored(struct node *n)

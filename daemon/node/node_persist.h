@@ -59,12 +59,17 @@ void node_persist_status(const struct node *n, struct node_persist_status *st);
 /* The restore's choice on disk: the newest complete step whose manifest
  * names this job, instance and world, and which no restore found damaged
  * here. False: none. why: a sentence for the log. */
-bool node_persist_pick(struct node *n, uint64_t *step, char *why, size_t len);
+bool node_persist_restore_pick(struct node *n, uint64_t *step, char *why, size_t len);
+/* --resume-from: the job instance of the newest complete step under
+ * <dir>/<job> becomes n's (n->instance, instance_hex). Refused (a sentence
+ * in why) when there is none, or its world is not --ranks. PT_OK: why says
+ * what was found. */
+int node_persist_restore_instance(struct node *n, char *why, size_t len);
 /* The directory of step on disk (SetRestore.from_disk). */
-int node_persist_step_dir(const struct node *n, uint64_t step, char *out,
+int node_persist_restore_step_dir(const struct node *n, uint64_t step, char *out,
                           size_t len);
 /* An SMP's EVENT_LOAD_FAILED: the step is not picked again. */
-void node_persist_on_load_failed(struct node *n, struct node_rank *r,
+void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
                                  const Pt__Event *e);
 
 /* The MANIFEST text of a step into buf: its length, or -E2BIG. bytes:

@@ -301,7 +301,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
     sr.has_rebuild = sr.has_step && r->restore_rebuild && !n->restore_disk;
     sr.rebuild = sr.has_rebuild;
     if (sr.has_step && n->restore_disk &&
-        node_persist_step_dir(n, step, disk_dir, sizeof(disk_dir)) == PT_OK)
+        node_persist_restore_step_dir(n, step, disk_dir, sizeof(disk_dir)) == PT_OK)
       sr.from_disk = disk_dir;
     type = RPC_SET_RESTORE;
     msg = &sr.base;

@@ -1,0 +1,57 @@
+/*
+ * node_persist_int.h — what node_persist.c and node_persist_restore.c
+ * share: the tier's state and the listing of step directories. Not an
+ * interface (that is node_persist.h).
+ */
+#ifndef PT_NODE_PERSIST_INT_H
+#define PT_NODE_PERSIST_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "daemon/node/node.h"
+
+struct node_persist {
+  struct node *n;
+  int rootfd, jobfd;         /* --persist-dir and its job directory; -1:
+                              * none (only --resume-from) */
+  int resumefd;              /* --resume-from's job directory; -1: none */
+  char resume_dir[NODE_PERSIST_PATH_MAX + SNAP_JOB_MAX + 1];
+  bool picked_resume;        /* the last pick came from resumefd */
+  char job_dir[NODE_PERSIST_PATH_MAX + SNAP_JOB_MAX + 1];
+  uint64_t commits;          /* since start: every K-th is marked */
+  bool has_marked;
+  uint64_t marked;           /* the step whose files are being written */
+  uint32_t nok;              /* ranks whose file of marked is durable */
+  bool *ok;                  /* per local rank */
+  bool failed;               /* some rank could not write marked */
+  uint64_t marked_until;     /* its ranks' answers are due by then */
+  bool has_complete;
+  uint64_t complete;         /* the newest complete step on disk */
+  uint64_t complete_unix_ms;
+  uint64_t persisted, failures;
+  char last_error[600];
+  /* complete steps whose files failed a restore (EVENT_LOAD_FAILED):
+   * never picked again by this node */
+  uint64_t bad[16];
+  uint32_t nbad;
+  /* the manifest's work on the pool */
+  uv_work_t work;
+  bool busy;
+  uint64_t w_step;
+  int w_rc;
+  char w_msg[400];
+};
+
+#define PS(n) ((n)->persist)
+
+/* "step-<20 digits>". */
+void node_persist_step_name(char *out, size_t len, uint64_t step);
+/* The step directories under jobfd: OUT steps[] (ascending), complete[]
+ * (a MANIFEST is there); returns how many (at most cap). */
+uint32_t node_persist_steps_list(int jobfd, uint64_t *steps, bool *complete,
+                                 uint32_t cap);
+
+#endif /* PT_NODE_PERSIST_INT_H */

@@ -1,0 +1,194 @@
+/*
+ * node_persist_restore.c — a standalone node's restore from the persistent
+ * tier (node_persist.h): the step it picks on disk, where that step lies,
+ * the steps whose files a restore found damaged, and the job instance of
+ * a cold start (--resume-from).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pt.h"
+#include "common/log.h"
+#include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
+#include "daemon/node/node_persist_int.h"
+
+/* ---- restore from disk ---- */
+
+static bool is_bad(const struct node_persist *ps, uint64_t step)
+{
+  for (uint32_t i = 0; i < ps->nbad; i++)
+    if (ps->bad[i] == step)
+      return true;
+  return false;
+}
+
+/* The newest complete step under dirfd whose manifest names this job,
+ * world and (instance: NULL, any) instance, and no restore found bad.
+ * OUT: *step, m (its manifest). */
+static bool newest_usable(const struct node_persist *ps, int dirfd,
+                          const char *dir, const struct node *n,
+                          const char *instance, uint64_t *step,
+                          struct node_manifest *m)
+{
+  uint64_t steps[NODE_PERSIST_LIST_MAX];
+  bool complete[NODE_PERSIST_LIST_MAX];
+  uint32_t ns = node_persist_steps_list(dirfd, steps, complete,
+                                        NODE_PERSIST_LIST_MAX);
+  for (uint32_t i = ns; i-- > 0;) {
+    if (!complete[i] || (ps != NULL && is_bad(ps, steps[i])))
+      continue;
+    char name[40], err[300] = "";
+    node_persist_step_name(name, sizeof(name), steps[i]);
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                    O_CLOEXEC);
+    int rc = fd >= 0 ? node_persist_manifest_read(fd, m, err, sizeof(err))
+                     : -errno;
+    if (fd >= 0)
+      close(fd);
+    if (rc == PT_OK && (strcmp(m->job, n->cfg.job) != 0 ||
+                        (instance != NULL &&
+                         strcmp(m->instance_hex, instance) != 0) ||
+                        m->step != steps[i])) {
+      rc = PT_EFOREIGN;
+      snprintf(err, sizeof(err), "its manifest names job '%s' instance %s, "
+               "step %" PRIu64, m->job, m->instance_hex, m->step);
+    } else if (rc == PT_OK && m->world != n->cfg.ranks) {
+      rc = PT_EWORLD;
+      snprintf(err, sizeof(err), "it was written by a job of %" PRIu32
+               " ranks, this one has %" PRIu32, m->world, n->cfg.ranks);
+    }
+    if (rc != PT_OK) {
+      log_warn("persist: step %" PRIu64 " under '%s' is not usable: %s",
+               steps[i], dir, err[0] ? err : pt_strerror(rc));
+      continue;
+    }
+    *step = steps[i];
+    return true;
+  }
+  return false;
+}
+
+bool node_persist_restore_pick(struct node *n, uint64_t *step, char *why,
+                               size_t len)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL)
+    return false;
+  struct node_manifest *m = malloc(sizeof(*m));
+  if (m == NULL)
+    return false;
+  uint64_t a = 0, b = 0;
+  bool has_a = ps->jobfd >= 0 && newest_usable(ps, ps->jobfd, ps->job_dir, n,
+                                               n->instance_hex, &a, m);
+  bool has_b = ps->resumefd >= 0 &&
+               newest_usable(ps, ps->resumefd, ps->resume_dir, n,
+                             n->instance_hex, &b, m);
+  free(m);
+  if (!has_a && !has_b)
+    return false;
+  ps->picked_resume = has_b && (!has_a || b > a);
+  *step = ps->picked_resume ? b : a;
+  snprintf(why, len, "step %" PRIu64 " is the newest complete step on disk "
+           "(%s)", *step, ps->picked_resume ? ps->resume_dir : ps->job_dir);
+  return true;
+}
+
+int node_persist_restore_instance(struct node *n, char *why, size_t len)
+{
+  char dir[NODE_PERSIST_PATH_MAX + SNAP_JOB_MAX + 1];
+  struct node_manifest *m = malloc(sizeof(*m));
+  if (m == NULL)
+    return -ENOMEM;
+  snprintf(dir, sizeof(dir), "%s/%s", n->cfg.resume_from, n->cfg.job);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = PT_OK;
+  if (fd < 0) {
+    rc = -errno;
+    snprintf(why, len, "--resume-from: cannot open '%s': %s", dir,
+             strerror(-rc));
+    goto out;
+  }
+  /* The newest complete step of the job, whatever its world, so that
+   * another --ranks is named, never skipped. */
+  uint64_t steps[NODE_PERSIST_LIST_MAX];
+  bool complete[NODE_PERSIST_LIST_MAX];
+  uint32_t ns = node_persist_steps_list(fd, steps, complete,
+                                        NODE_PERSIST_LIST_MAX);
+  rc = -ENOENT;
+  for (uint32_t i = ns; i-- > 0 && rc != PT_OK;) {
+    char name[40], err[300];
+    if (!complete[i])
+      continue;
+    node_persist_step_name(name, sizeof(name), steps[i]);
+    int sfd = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sfd >= 0 && node_persist_manifest_read(sfd, m, err, sizeof(err)) ==
+                        PT_OK && strcmp(m->job, n->cfg.job) == 0 &&
+        m->step == steps[i])
+      rc = PT_OK;
+    if (sfd >= 0)
+      close(sfd);
+  }
+  if (rc != PT_OK) {
+    snprintf(why, len, "--resume-from: no complete step of job '%s' under "
+             "'%s'", n->cfg.job, dir);
+    goto out;
+  }
+  if (m->world != n->cfg.ranks) {
+    rc = PT_EWORLD;
+    snprintf(why, len, "--resume-from: step %" PRIu64 " under '%s' was "
+             "written by a job of %" PRIu32 " ranks; this one has --ranks %"
+             PRIu32 " (give --ranks %" PRIu32 ")", m->step, dir, m->world,
+             n->cfg.ranks, m->world);
+    goto out;
+  }
+  if (!snap_store_instance_parse(m->instance_hex, n->instance)) {
+    rc = PT_EFORMAT;
+    snprintf(why, len, "--resume-from: the manifest of step %" PRIu64
+             " names no valid instance", m->step);
+    goto out;
+  }
+  snap_store_instance_hex(n->instance, n->instance_hex);
+  snprintf(why, len, "cold start of job '%s' instance %s from '%s': its "
+           "newest complete step is %" PRIu64, n->cfg.job, n->instance_hex,
+           dir, m->step);
+out:
+  if (fd >= 0)
+    close(fd);
+  free(m);
+  return rc;
+}
+
+int node_persist_restore_step_dir(const struct node *n, uint64_t step, char *out,
+                          size_t len)
+{
+  const struct node_persist *ps = PS(n);
+  if (ps == NULL)
+    return -ENOENT;
+  int k = snprintf(out, len, "%s/step-%020" PRIu64,
+                   ps->picked_resume ? ps->resume_dir : ps->job_dir, step);
+  return k > 0 && (size_t)k < len ? PT_OK : -ENAMETOOLONG;
+}
+
+void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
+                                 const Pt__Event *e)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL || !e->has_step)
+    return;
+  log_warn("persist: rank %s could not restore step %" PRIu64 " from disk: "
+           "%s; that step is not used again", NODE_RANK(n, r->rank), e->step,
+           e->message != NULL ? e->message : pt_strerror(e->status));
+  if (!is_bad(ps, e->step)) {
+    if (ps->nbad == sizeof(ps->bad) / sizeof(ps->bad[0]))
+      memmove(ps->bad, ps->bad + 1, sizeof(ps->bad) - sizeof(ps->bad[0]));
+    else
+      ps->nbad++;
+    ps->bad[ps->nbad - 1] = e->step;
+  }
+}
+
