@@ -4537,7 +4537,7 @@ const ProtobufCMessageDescriptor pt__state_reply__descriptor =
   (ProtobufCMessageInit) pt__state_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__event__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pt__event__field_descriptors[8] =
 {
   {
     "kind",
@@ -4623,11 +4623,24 @@ static const ProtobufCFieldDescriptor pt__event__field_descriptors[7] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mark",
+    8,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__Event, has_mark),
+    offsetof(Pt__Event, mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__event__field_indices_by_name[] = {
   6,   /* field[6] = committed_held */
   3,   /* field[3] = done */
   0,   /* field[0] = kind */
+  7,   /* field[7] = mark */
   5,   /* field[5] = message */
   1,   /* field[1] = rank */
   4,   /* field[4] = status */
@@ -4636,7 +4649,7 @@ static const unsigned pt__event__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__event__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor pt__event__descriptor =
 {
@@ -4646,7 +4659,7 @@ const ProtobufCMessageDescriptor pt__event__descriptor =
   "Pt__Event",
   "pt",
   sizeof(Pt__Event),
-  7,
+  8,
   pt__event__field_descriptors,
   pt__event__field_indices_by_name,
   1,  pt__event__number_ranges,
@@ -4691,7 +4704,7 @@ const ProtobufCMessageDescriptor pt__pin__descriptor =
   (ProtobufCMessageInit) pt__pin__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__commit__field_descriptors[2] =
+static const ProtobufCFieldDescriptor pt__commit__field_descriptors[3] =
 {
   {
     "step",
@@ -4717,15 +4730,28 @@ static const ProtobufCFieldDescriptor pt__commit__field_descriptors[2] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "persist_mark",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__Commit, has_persist_mark),
+    offsetof(Pt__Commit, persist_mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__commit__field_indices_by_name[] = {
   1,   /* field[1] = persist */
+  2,   /* field[2] = persist_mark */
   0,   /* field[0] = step */
 };
 static const ProtobufCIntRange pt__commit__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor pt__commit__descriptor =
 {
@@ -4735,7 +4761,7 @@ const ProtobufCMessageDescriptor pt__commit__descriptor =
   "Pt__Commit",
   "pt",
   sizeof(Pt__Commit),
-  2,
+  3,
   pt__commit__field_descriptors,
   pt__commit__field_indices_by_name,
   1,  pt__commit__number_ranges,
@@ -4831,7 +4857,7 @@ const ProtobufCMessageDescriptor pt__trainer_set__descriptor =
   (ProtobufCMessageInit) pt__trainer_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[4] =
 {
   {
     "step",
@@ -4869,16 +4895,29 @@ static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "from_disk_mark",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__SetRestore, has_from_disk_mark),
+    offsetof(Pt__SetRestore, from_disk_mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__set_restore__field_indices_by_name[] = {
   2,   /* field[2] = from_disk */
+  3,   /* field[3] = from_disk_mark */
   1,   /* field[1] = rebuild */
   0,   /* field[0] = step */
 };
 static const ProtobufCIntRange pt__set_restore__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pt__set_restore__descriptor =
 {
@@ -4888,7 +4927,7 @@ const ProtobufCMessageDescriptor pt__set_restore__descriptor =
   "Pt__SetRestore",
   "pt",
   sizeof(Pt__SetRestore),
-  3,
+  4,
   pt__set_restore__field_descriptors,
   pt__set_restore__field_indices_by_name,
   1,  pt__set_restore__number_ranges,

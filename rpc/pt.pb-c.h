@@ -515,10 +515,15 @@ struct  Pt__Event
    */
   size_t n_committed_held;
   uint64_t *committed_held;
+  /*
+   * EVENT_PERSISTED: the flush's mark
+   */
+  protobuf_c_boolean has_mark;
+  uint64_t mark;
 };
 #define PT__EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__event__descriptor) \
-    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL }
+    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, 0, 0 }
 
 
 /*
@@ -556,10 +561,16 @@ struct  Pt__Commit
    */
   protobuf_c_boolean has_persist;
   protobuf_c_boolean persist;
+  /*
+   * the node's id of this flush: in each file's header, in EVENT_PERSISTED
+   * and in the step's MANIFEST, so that a manifest binds one flush's files
+   */
+  protobuf_c_boolean has_persist_mark;
+  uint64_t persist_mark;
 };
 #define PT__COMMIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__commit__descriptor) \
-    , 0, 0, 0 }
+    , 0, 0, 0, 0, 0 }
 
 
 /*
@@ -621,10 +632,15 @@ struct  Pt__SetRestore
    * every block verified, once the trainer's HELLO made the object
    */
   char *from_disk;
+  /*
+   * the MANIFEST's mark: a file of another flush is refused
+   */
+  protobuf_c_boolean has_from_disk_mark;
+  uint64_t from_disk_mark;
 };
 #define PT__SET_RESTORE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__set_restore__descriptor) \
-    , 0, 0, 0, 0, NULL }
+    , 0, 0, 0, 0, NULL, 0, 0 }
 
 
 /*

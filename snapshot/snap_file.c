@@ -43,6 +43,7 @@ enum {
   F_SLOT_BYTES = 144,
   F_BLOB_OFF = 152,
   F_TIME = 160,
+  F_MARK = 168,
   F_CRC = 188,
 };
 _Static_assert(F_CRC + 4 == SNAP_FILE_PREAMBLE, "the preamble's last field");
@@ -107,6 +108,112 @@ static uint32_t chunk_of(const struct snap_file_opts *o)
 {
   uint32_t c = o != NULL && o->chunk_bytes > 0 ? o->chunk_bytes : CHUNK_DEFAULT;
   return (uint32_t)align_up(c, SNAP_FILE_ALIGN);
+}
+
+/* ---- reads of a store's mapping, guarded ----
+ *
+ * A truncated object faults (SIGBUS) on the thread that reads it; each read
+ * of the mapping here runs under snap_fault_run and holds nothing (no fd,
+ * no allocation) that a jump out of it would leak: -EFAULT. */
+
+struct copy_arg {
+  void *dst;
+  const void *src;
+  size_t n;
+};
+
+static int copy_fn(void *arg)
+{
+  struct copy_arg *c = arg;
+  memcpy(c->dst, c->src, c->n);
+  return 0;
+}
+
+static int guarded_copy(const struct snap_store *s, void *dst, const void *src,
+                        size_t n)
+{
+  struct copy_arg c = {dst, src, n};
+  return snap_fault_run(s, copy_fn, &c);
+}
+
+struct get_arg {
+  const struct snap_store *s;
+  uint32_t slot;
+  struct snap_slot_info *out;
+};
+
+static int get_fn(void *arg)
+{
+  struct get_arg *g = arg;
+  snap_slot_get(g->s, g->slot, g->out);
+  return 0;
+}
+
+static int guarded_get(const struct snap_store *s, uint32_t slot,
+                       struct snap_slot_info *out)
+{
+  struct get_arg g = {s, slot, out};
+  return snap_fault_run(s, get_fn, &g);
+}
+
+/* Checks the blocks of regions that lie wholly in data[0, have) and that
+ * were not checked yet (*next: the first unchecked block, in order). */
+static int check_blocks(const struct snap_file *f, const uint8_t *data,
+                        uint64_t base, uint64_t have, uint32_t *next,
+                        char *err, size_t errlen)
+{
+  for (uint32_t r = 0; r < f->info.nregions; r++) {
+    const struct snap_region *reg = &f->regions[r];
+    if (*next >= reg->first_block + reg->nblocks)
+      continue;
+    for (uint32_t g = *next; g < reg->first_block + reg->nblocks; g++) {
+      uint64_t off = (uint64_t)(g - reg->first_block) * KERN_BLOCK_SIZE;
+      uint64_t len = reg->bytes - off < KERN_BLOCK_SIZE ? reg->bytes - off
+                                                        : KERN_BLOCK_SIZE;
+      uint64_t at = reg->offset + off;
+      if (at + len > have)
+        return PT_OK; /* not read yet */
+      if (at < base)
+        return snap_err(err, errlen, -EINVAL, "'%s': block %" PRIu32
+                        " lies before the bytes held", f->name, g);
+      if (crc32c(data + (at - base), (size_t)len) != f->table[g])
+        return snap_err(err, errlen, PT_ECHECKSUM, "'%s': block %" PRIu64
+                        " of region '%s' (block %" PRIu32 ") does not match "
+                        "its checksum", f->name,
+                        off / KERN_BLOCK_SIZE, reg->name, g);
+      *next = g + 1;
+    }
+  }
+  return PT_OK;
+}
+
+struct blocks_arg {
+  const struct snap_file *f;
+  const uint8_t *data;
+  uint64_t base, have;
+  uint32_t *next;
+  char *err;
+  size_t errlen;
+};
+
+static int blocks_fn(void *arg)
+{
+  struct blocks_arg *b = arg;
+  return check_blocks(b->f, b->data, b->base, b->have, b->next, b->err,
+                      b->errlen);
+}
+
+/* check_blocks() over a store's mapping. */
+static int guarded_blocks(const struct snap_store *s, const struct snap_file *f,
+                          const uint8_t *data, uint64_t have, uint32_t *next,
+                          char *err, size_t errlen)
+{
+  struct blocks_arg b = {f, data, 0, have, next, err, errlen};
+  int rc = snap_fault_run(s, blocks_fn, &b);
+  if (rc == -EFAULT)
+    snap_err(err, errlen, rc, "a read of '%s' faulted: the object shrank",
+             s->name);
+  return rc;
 }
 
 /* ---- write ---- */
@@ -182,7 +289,9 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
                SNAP_FILE_TMP_SUFFIX) >= (int)sizeof(tmp))
     return snap_err(err, errlen, -EINVAL, "cannot write slot %" PRIu32
                     " as '%s': bad slot or name", slot, name);
-  snap_slot_get(s, slot, &si);
+  if (guarded_get(s, slot, &si) != PT_OK)
+    return snap_err(err, errlen, -EFAULT, "a read of '%s' faulted: the "
+                    "object shrank", s->name);
   if (!si.record_ok || !snap_state_holds_data(si.state))
     return snap_err(err, errlen, PT_ESTATE, "slot %" PRIu32 " of '%s' holds "
                     "no sealed step", slot, s->name);
@@ -195,18 +304,34 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
                     "-byte file header", hbytes);
   memset(h, 0, (size_t)hbytes);
   header_build(h, hbytes, s, &si, fbytes);
-  memcpy(h + SNAP_FILE_PREAMBLE + (uint64_t)s->lay.nregions * REG_ENTRY_BYTES,
-         snap_slot_crcs(s, slot),
-         ((size_t)s->lay.nblocks + SNAP_TABLE_TRAILER) * 4);
+  snap_put64(h + F_MARK, o != NULL ? o->mark : 0);
+  uint32_t *table = (uint32_t *)(h + SNAP_FILE_PREAMBLE +
+                                 (uint64_t)s->lay.nregions * REG_ENTRY_BYTES);
+  if (guarded_copy(s, table, snap_slot_crcs(s, slot),
+                   ((size_t)s->lay.nblocks + SNAP_TABLE_TRAILER) * 4) != 0) {
+    free(h);
+    return snap_err(err, errlen, -EFAULT, "a read of '%s' faulted: the "
+                    "object shrank", s->name);
+  }
   snap_put32(h + F_CRC, header_crc(h, hbytes));
+  /* What the data is checked against as it goes: a slot damaged in memory
+   * is never made a file that a manifest could call complete. */
+  struct snap_file view = {.regions = s->regions, .table = table};
+  view.info.nregions = s->lay.nregions;
+  view.info.nblocks = s->lay.nblocks;
+  snprintf(view.name, sizeof(view.name), "slot %" PRIu32 " of %.200s", slot,
+           s->name);
+  uint32_t next = 0;
 
   int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
   unlinkat(dirfd, tmp, 0); /* a leftover of this pid's predecessor */
-  st->direct = !(o != NULL && o->buffered);
-  fd = openat(dirfd, tmp, flags | (st->direct ? O_DIRECT : 0), 0600);
-  if (fd < 0 && errno == EINVAL && st->direct) {
-    st->direct = false; /* the file system refuses O_DIRECT */
-    fd = openat(dirfd, tmp, flags, 0600);
+  /* Made plain, then O_DIRECT where the file system takes it: an open with
+   * O_CREAT|O_DIRECT that a file system refuses may have made the file. */
+  fd = openat(dirfd, tmp, flags, 0600);
+  st->direct = false;
+  if (fd >= 0 && !(o != NULL && o->buffered)) {
+    int fl = fcntl(fd, F_GETFL);
+    st->direct = fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
   }
   if (fd < 0) {
     rc = -errno;
@@ -237,6 +362,9 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
       goto out_unlink;
     }
     size_t n = (size_t)(dbytes - off < chunk ? dbytes - off : chunk);
+    if ((rc = guarded_blocks(s, &view, data, off + n, &next, err,
+                             errlen)) != PT_OK)
+      goto out_unlink;
     if ((rc = full_pwrite(fd, data + off, n, hbytes + off)) != PT_OK) {
       snap_err(err, errlen, rc, "cannot write '%s' at byte %" PRIu64 ": %s",
                name, hbytes + off, strerror(-rc));
@@ -253,7 +381,17 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
   /* The slot still holds what the file says: else it is some other step's
    * bytes, half of them. */
   struct snap_slot_info after;
-  snap_slot_get(s, slot, &after);
+  if (next != s->lay.nblocks) {
+    rc = snap_err(err, errlen, PT_ECHECKSUM, "slot %" PRIu32 " of '%s': %"
+                  PRIu32 " of %" PRIu32 " blocks checked", slot, s->name,
+                  next, s->lay.nblocks);
+    goto out_unlink;
+  }
+  if (guarded_get(s, slot, &after) != PT_OK) {
+    rc = snap_err(err, errlen, -EFAULT, "a read of '%s' faulted: the object "
+                  "shrank", s->name);
+    goto out_unlink;
+  }
   if (!after.record_ok || after.step != si.step ||
       after.generation != si.generation || !snap_state_holds_data(after.state)) {
     rc = snap_err(err, errlen, PT_ESTALE, "slot %" PRIu32 " of '%s' was "
@@ -335,6 +473,7 @@ static int parse(struct snap_file *f, uint64_t size, char *err, size_t errlen)
   in->world = snap_get32(h + F_WORLD);
   in->step = snap_get64(h + F_STEP);
   in->t_written_ns = snap_get64(h + F_TIME);
+  in->mark = snap_get64(h + F_MARK);
   memcpy(in->job, h + F_JOB, SNAP_JOB_MAX);
   memcpy(in->instance, h + F_INSTANCE, SNAP_INSTANCE_BYTES);
   if (in->job[0] == '\0' || memchr(in->job, '\0', SNAP_JOB_MAX) == NULL)
@@ -348,6 +487,14 @@ static int parse(struct snap_file *f, uint64_t size, char *err, size_t errlen)
     return snap_err(err, errlen, PT_EFORMAT, "'%s': rank %" PRIu32
                     " of world size %" PRIu32, nm, in->rank, in->world);
 
+  /* The counts, and the header size they imply, before anything is walked
+   * or allocated: the header CRC is no secret, a forged one passes it. */
+  if (in->nregions == 0 || in->nregions > SNAP_MAX_REGIONS ||
+      in->nblocks > SNAP_MAX_NBLOCKS ||
+      in->header_bytes != header_bytes_for(in->nregions, in->nblocks))
+    return snap_err(err, errlen, PT_EFORMAT, "'%s': %" PRIu32 " regions and %"
+                    PRIu32 " checksum blocks in a header of %" PRIu64 " bytes",
+                    nm, in->nregions, in->nblocks, in->header_bytes);
   struct snap_region *regs = calloc(in->nregions, sizeof(*regs));
   if (regs == NULL)
     return snap_err(err, errlen, -ENOMEM, "no memory for %" PRIu32
@@ -562,37 +709,6 @@ int snap_file_match(const struct snap_file *f, const struct snap_store *s,
   return PT_OK;
 }
 
-/* Checks the blocks of regions that lie wholly in data[0, have) and that
- * were not checked yet (*next: the first unchecked block, in order). */
-static int check_blocks(const struct snap_file *f, const uint8_t *data,
-                        uint64_t base, uint64_t have, uint32_t *next,
-                        char *err, size_t errlen)
-{
-  for (uint32_t r = 0; r < f->info.nregions; r++) {
-    const struct snap_region *reg = &f->regions[r];
-    if (*next >= reg->first_block + reg->nblocks)
-      continue;
-    for (uint32_t g = *next; g < reg->first_block + reg->nblocks; g++) {
-      uint64_t off = (uint64_t)(g - reg->first_block) * KERN_BLOCK_SIZE;
-      uint64_t len = reg->bytes - off < KERN_BLOCK_SIZE ? reg->bytes - off
-                                                        : KERN_BLOCK_SIZE;
-      uint64_t at = reg->offset + off;
-      if (at + len > have)
-        return PT_OK; /* not read yet */
-      if (at < base)
-        return snap_err(err, errlen, -EINVAL, "'%s': block %" PRIu32
-                        " lies before the bytes held", f->name, g);
-      if (crc32c(data + (at - base), (size_t)len) != f->table[g])
-        return snap_err(err, errlen, PT_ECHECKSUM, "'%s': block %" PRIu64
-                        " of region '%s' (block %" PRIu32 ") does not match "
-                        "its checksum", f->name,
-                        off / KERN_BLOCK_SIZE, reg->name, g);
-      *next = g + 1;
-    }
-  }
-  return PT_OK;
-}
-
 static int check_blob(const struct snap_file *f, const uint8_t *blob,
                       char *err, size_t errlen)
 {
@@ -654,7 +770,7 @@ int snap_file_load(struct snap_file *f, struct snap_store *s, uint32_t slot,
       break;
     }
     st->bytes += n;
-    rc = check_blocks(f, data, 0, off + n, &next, err, errlen);
+    rc = guarded_blocks(s, f, data, off + n, &next, err, errlen);
     pace(o, t0, off + n);
   }
   if (fd != f->fd)
@@ -662,12 +778,26 @@ int snap_file_load(struct snap_file *f, struct snap_store *s, uint32_t slot,
   if (rc == PT_OK && next != f->info.nblocks)
     rc = snap_err(err, errlen, PT_ECHECKSUM, "'%s': %" PRIu32 " of %" PRIu32
                   " blocks checked", f->name, next, f->info.nblocks);
-  if (rc == PT_OK)
-    rc = check_blob(f, data + f->info.blob_off, err, errlen);
+  if (rc == PT_OK) {
+    /* The blob, copied out of the mapping first (a guarded read). */
+    uint8_t *blob = malloc(f->info.blob_bytes > 0 ? f->info.blob_bytes : 1);
+    if (blob == NULL)
+      rc = snap_err(err, errlen, -ENOMEM, "no memory");
+    else if (guarded_copy(s, blob, data + f->info.blob_off,
+                          f->info.blob_bytes) != 0)
+      rc = snap_err(err, errlen, -EFAULT, "a read of '%s' faulted: the "
+                    "object shrank", s->name);
+    else
+      rc = check_blob(f, blob, err, errlen);
+    free(blob);
+  }
+  if (rc == PT_OK &&
+      guarded_copy(s, snap_slot_crcs(s, slot), f->table,
+                   ((size_t)f->info.nblocks + SNAP_TABLE_TRAILER) * 4) != 0)
+    rc = snap_err(err, errlen, -EFAULT, "a write of '%s' faulted: the object "
+                  "shrank", s->name);
   if (rc != PT_OK)
     return rc;
-  memcpy(snap_slot_crcs(s, slot), f->table,
-         ((size_t)f->info.nblocks + SNAP_TABLE_TRAILER) * 4);
   st->ns = now_ns(CLOCK_MONOTONIC) - t0;
   return PT_OK;
 }

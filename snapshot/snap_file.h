@@ -29,7 +29,9 @@
  *                  then the blob area: the shm object's slot, snap_store.h)
  *   152     8      offset of the blob area within the slot data
  *   160     8      time written, ns since the epoch
- *   168     20     zero
+ *   168     8      mark: the writer's id of this flush (the node's, so
+ *                  that a manifest binds the files of one flush)
+ *   176     12     zero
  *   188     4      CRC32C of the header bytes 0..187 followed by bytes
  *                  192..H-1 (the region and checksum tables, the padding)
  *   192     ...    region table: nregions entries of 320 bytes, as in the
@@ -79,6 +81,7 @@ struct snap_file_info {
   uint32_t blob_bytes, blob_crc;
   uint64_t step, slot_bytes, blob_off, t_written_ns;
   uint64_t header_bytes, file_bytes;
+  uint64_t mark;
 };
 
 struct snap_file_opts {
@@ -87,6 +90,7 @@ struct snap_file_opts {
                                * NULL: never */
   bool buffered;              /* never O_DIRECT */
   uint32_t chunk_bytes;       /* per read or write; 0: 8 MiB */
+  uint64_t mark;              /* write: the header's mark */
 };
 
 struct snap_file_stats {
@@ -103,9 +107,13 @@ struct snap_file_stats {
  * file). Errors, each with a sentence naming the file: -ENOSPC (the space
  * is reserved up front with posix_fallocate), -EACCES, -EROFS, -EIO,
  * -ECANCELED, PT_ESTALE, PT_ESTATE (the slot holds nothing). Nothing is
- * left under the temporary name on failure. Reads the mapping from any
- * thread: the kernel reads it, so a truncated object fails with -EFAULT,
- * never SIGBUS. o and st may be NULL. */
+ * left under the temporary name on failure. Every block is checked
+ * against the slot's checksum table on the way (PT_ECHECKSUM: a slot
+ * damaged in memory is never written). Runs on any thread: its own reads
+ * of the mapping are guarded (snap_fault_run) and the kernel's fail with
+ * EFAULT, so a truncated object fails the write with -EFAULT and leaks
+ * nothing, where the process's SIGBUS handler asks snap_fault_catch
+ * first. o and st may be NULL. */
 int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
                     const char *name, const struct snap_file_opts *o,
                     struct snap_file_stats *st, char *err, size_t errlen);
@@ -134,7 +142,8 @@ int snap_file_match(const struct snap_file *f, const struct snap_store *s,
  * file matched it, snap_file_match) with its checksum table and trailer,
  * and checks every block and the blob against the table: PT_ECHECKSUM (a
  * sentence naming the region and block) leaves the slot for the caller to
- * abort. The caller seals the slot after PT_OK. */
+ * abort. The caller seals the slot after PT_OK. Its reads and writes of
+ * the mapping are guarded as snap_file_write's. */
 int snap_file_load(struct snap_file *f, struct snap_store *s, uint32_t slot,
                    const struct snap_file_opts *o, struct snap_file_stats *st,
                    char *err, size_t errlen);

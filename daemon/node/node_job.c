@@ -431,7 +431,7 @@ static void step_set_restore(struct node *n, uint64_t now)
   for (uint32_t i = 0; i < n->cfg.ranks; i++)
     n->ranks[i].has_last_sealed = false;
   n->decider->restored(n);
-  node_persist_restored(n);
+  node_persist_restored(n, n->restore_has, n->restore_step);
   node_life_set_phase(n, NODE_PH_RUNNING);
   n->running_since = now;
   n->committed_since = false;

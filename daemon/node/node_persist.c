@@ -37,6 +37,7 @@
  *   step <N>
  *   world <ranks>
  *   written_unix_ms <ms>
+ *   mark <id>                    (the flush's id, in every rank's file)
  *   rank <r> <file bytes>        (one line per rank, in order)
  *   crc32c <8 hex digits>        (of every byte before this line)
  */
@@ -83,12 +84,13 @@ static bool step_parse(const char *name, uint64_t *step)
 int node_persist_manifest_format(char *buf, size_t cap, const char *job,
                                  const char *instance_hex, uint64_t step,
                                  uint32_t world, uint64_t unix_ms,
-                                 const uint64_t *bytes)
+                                 uint64_t mark, const uint64_t *bytes)
 {
   size_t used = 0;
   int k = snprintf(buf, cap, "pt-manifest 1\njob %s\ninstance %s\nstep %"
                    PRIu64 "\nworld %" PRIu32 "\nwritten_unix_ms %" PRIu64
-                   "\n", job, instance_hex, step, world, unix_ms);
+                   "\nmark %" PRIu64 "\n", job, instance_hex, step, world,
+                   unix_ms, mark);
   if (k < 0 || (size_t)k >= cap)
     return -E2BIG;
   used = (size_t)k;
@@ -104,6 +106,56 @@ int node_persist_manifest_format(char *buf, size_t cap, const char *job,
   if (k < 0 || (size_t)k >= cap - used)
     return -E2BIG;
   return (int)(used + (size_t)k);
+}
+
+/* "name value": the value, or NULL. */
+static const char *field(const char *line, const char *name)
+{
+  size_t n = strlen(name);
+  return strncmp(line, name, n) == 0 && line[n] == ' ' ? line + n + 1 : NULL;
+}
+
+/* Decimal digits only, up to the end or (rest != NULL) one space. */
+static bool u64(const char *s, uint64_t *out, const char **rest)
+{
+  uint64_t v = 0;
+  const char *p = s;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (UINT64_MAX - 9) / 10)
+      return false;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  if (p == s || p - s > 20)
+    return false;
+  if (rest != NULL) {
+    if (*p != ' ')
+      return false;
+    *rest = p + 1;
+  } else if (*p != '\0') {
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+static bool hex32(const char *s)
+{
+  for (int i = 0; i < 32; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return s[32] == '\0';
+}
+
+static bool job_ok(const char *s)
+{
+  size_t n = strlen(s);
+  if (n == 0 || n >= SNAP_JOB_MAX || s[0] == '.')
+    return false;
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+          (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
+      return false;
+  return true;
 }
 
 int node_persist_manifest_parse(const char *buf, size_t len,
@@ -142,35 +194,45 @@ int node_persist_manifest_parse(const char *buf, size_t len,
   char *save = NULL;
   for (char *line = strtok_r(copy, "\n", &save); line != NULL;
        line = strtok_r(NULL, "\n", &save)) {
-    unsigned long long a, b;
-    char word[80];
+    uint64_t a, b;
+    const char *v;
+    int bit = 0;
     if (strcmp(line, "pt-manifest 1") == 0) {
-      seen |= 1;
-    } else if (sscanf(line, "job %63s", m->job) == 1) {
-      seen |= 2;
-    } else if (sscanf(line, "instance %32s", m->instance_hex) == 1 &&
-               strlen(m->instance_hex) == 32) {
-      seen |= 4;
-    } else if (sscanf(line, "step %llu", &a) == 1) {
+      bit = 1;
+    } else if ((v = field(line, "job")) != NULL && job_ok(v)) {
+      snprintf(m->job, sizeof(m->job), "%s", v);
+      bit = 2;
+    } else if ((v = field(line, "instance")) != NULL && hex32(v)) {
+      memcpy(m->instance_hex, v, 33);
+      bit = 4;
+    } else if ((v = field(line, "step")) != NULL && u64(v, &a, NULL)) {
       m->step = a;
-      seen |= 8;
-    } else if (sscanf(line, "world %llu", &a) == 1 && a >= 1 &&
-               a <= NODE_MAX_RANKS) {
+      bit = 8;
+    } else if ((v = field(line, "world")) != NULL && u64(v, &a, NULL) &&
+               a >= 1 && a <= NODE_MAX_RANKS) {
       m->world = (uint32_t)a;
-      seen |= 16;
-    } else if (sscanf(line, "written_unix_ms %llu", &a) == 1) {
+      bit = 16;
+    } else if ((v = field(line, "written_unix_ms")) != NULL &&
+               u64(v, &a, NULL)) {
       m->unix_ms = a;
-      seen |= 32;
-    } else if (sscanf(line, "rank %llu %llu", &a, &b) == 2 && (seen & 16) &&
-               a == nr && a < m->world) {
+      bit = 32;
+    } else if ((v = field(line, "mark")) != NULL && u64(v, &a, NULL)) {
+      m->mark = a;
+      bit = 64;
+    } else if ((v = field(line, "rank")) != NULL && u64(v, &a, &v) &&
+               v != NULL && u64(v, &b, NULL) && (seen & 16) && a == nr &&
+               a < m->world) {
       m->bytes[nr++] = b;
-    } else {
-      snprintf(word, sizeof(word), "%.60s", line);
-      snprintf(err, errlen, "unexpected manifest line '%s'", word);
+      continue;
+    }
+    if (bit == 0 || (seen & (uint32_t)bit) != 0) {
+      snprintf(err, errlen, "%s manifest line '%.60s'",
+               bit == 0 ? "unexpected" : "repeated", line);
       goto out;
     }
+    seen |= (uint32_t)bit;
   }
-  if (seen != 63 || nr != m->world) {
+  if (seen != 127 || nr != m->world) {
     snprintf(err, errlen, "manifest incomplete (fields %02x, %" PRIu32
              " of %" PRIu32 " ranks)", seen, nr, m->world);
     goto out;
@@ -267,7 +329,30 @@ uint32_t node_persist_steps_list(int jobfd, uint64_t *steps, bool *complete,
 
 /* Keeps the newest keep complete steps and what is newer than the newest
  * complete one (being written); removes the rest. */
-static void prune(int jobfd, uint32_t keep)
+/* Whether the complete step's MANIFEST names this job instance. */
+static bool ours(int jobfd, uint64_t step, const char *instance_hex)
+{
+  char name[40], err[200];
+  struct node_manifest *m = malloc(sizeof(*m));
+  bool yes = false;
+  node_persist_step_name(name, sizeof(name), step);
+  int fd = openat(jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (m != NULL && fd >= 0 &&
+      node_persist_manifest_read(fd, m, err, sizeof(err)) == PT_OK)
+    yes = strcmp(m->instance_hex, instance_hex) == 0;
+  if (fd >= 0)
+    close(fd);
+  free(m);
+  return yes;
+}
+
+/* Keeps the newest keep complete steps of this instance and what is newer
+ * than its newest complete one (being written); removes its older
+ * complete steps, incomplete steps older than its newest complete one, and
+ * (has_drop) its complete steps above drop_above. Another instance's steps
+ * are left alone. */
+static void prune(int jobfd, uint32_t keep, const char *instance_hex,
+                  bool has_drop, uint64_t drop_above)
 {
   uint64_t steps[NODE_PERSIST_LIST_MAX];
   bool complete[NODE_PERSIST_LIST_MAX];
@@ -275,6 +360,14 @@ static void prune(int jobfd, uint32_t keep)
   uint32_t kept = 0;
   bool newer_complete = false;
   for (uint32_t i = n; i-- > 0;) {
+    if (complete[i] && !ours(jobfd, steps[i], instance_hex))
+      continue;
+    if (complete[i] && has_drop && steps[i] > drop_above) {
+      if (step_remove(jobfd, steps[i]) == PT_OK)
+        log_debug("persist: removed step %" PRIu64 " (above step %" PRIu64
+                  ", which the job went back to)", steps[i], drop_above);
+      continue;
+    }
     bool drop = complete[i] ? kept >= keep : newer_complete;
     if (complete[i]) {
       kept++;
@@ -326,11 +419,13 @@ static void manifest_work(uv_work_t *req)
       const struct snap_file_info *in = snap_file_info(f);
       if (strcmp(in->job, n->cfg.job) != 0 ||
           memcmp(in->instance, n->instance, SNAP_INSTANCE_BYTES) != 0 ||
-          in->rank != r || in->step != ps->w_step || in->world != world) {
+          in->rank != r || in->step != ps->w_step || in->world != world ||
+          in->mark != ps->w_mark) {
         rc = PT_EFOREIGN;
         snprintf(why, sizeof(why), "'%s' holds rank %" PRIu32 " step %"
-                 PRIu64 " of another job, instance or world", fname,
-                 in->rank, in->step);
+                 PRIu64 " of another job, instance, world or flush (mark %"
+                 PRIu64 ", not %" PRIu64 ")", fname, in->rank, in->step,
+                 in->mark, ps->w_mark);
       } else {
         bytes[r] = in->file_bytes;
       }
@@ -343,7 +438,7 @@ static void manifest_work(uv_work_t *req)
     goto out;
   int len = node_persist_manifest_format(buf, NODE_MANIFEST_MAX, n->cfg.job,
                                          n->instance_hex, ps->w_step, world,
-                                         node_unix_ms(), bytes);
+                                         node_unix_ms(), ps->w_mark, bytes);
   if (len < 0) {
     rc = len;
     snprintf(ps->w_msg, sizeof(ps->w_msg), "the manifest does not fit in %d "
@@ -352,8 +447,11 @@ static void manifest_work(uv_work_t *req)
   }
   int fd = openat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX,
                   O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0 || write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
-    rc = -errno;
+  ssize_t wrote = fd >= 0 ? write(fd, buf, (size_t)len) : -1;
+  if (fd < 0 || wrote != len || fsync(fd) != 0) {
+    rc = fd < 0 || wrote < 0 || wrote == len ? -errno : -ENOSPC;
+    if (rc == 0)
+      rc = -EIO;
     if (fd >= 0)
       close(fd);
     unlinkat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, 0);
@@ -364,12 +462,14 @@ static void manifest_work(uv_work_t *req)
   close(fd);
   if (renameat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, stepfd,
                "MANIFEST") != 0 || fsync(stepfd) != 0) {
-    rc = -errno;
+    rc = errno != 0 ? -errno : -EIO;
+    unlinkat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, 0);
     snprintf(ps->w_msg, sizeof(ps->w_msg), "cannot put the manifest of "
              "'%s' in place: %s", name, strerror(-rc));
     goto out;
   }
-  prune(ps->jobfd, n->cfg.persist_keep);
+  prune(ps->jobfd, n->cfg.persist_keep, n->instance_hex, ps->w_has_drop,
+        ps->w_drop_above);
 out:
   if (stepfd >= 0)
     close(stepfd);
@@ -567,10 +667,13 @@ const char *node_persist_job_dir(const struct node *n)
   return PS(n) != NULL && PS(n)->jobfd >= 0 ? PS(n)->job_dir : NULL;
 }
 
-bool node_persist_marked(const struct node *n, uint64_t step)
+bool node_persist_marked(const struct node *n, uint64_t step, uint64_t *mark)
 {
   const struct node_persist *ps = PS(n);
-  return ps != NULL && ps->has_marked && ps->marked == step;
+  bool yes = ps != NULL && ps->has_marked && ps->marked == step;
+  if (mark != NULL)
+    *mark = yes ? ps->mark : 0;
+  return yes;
 }
 
 void node_persist_on_commit(struct node *n, uint64_t step)
@@ -598,6 +701,17 @@ void node_persist_on_commit(struct node *n, uint64_t step)
   ps->marked_until = now + NODE_PERSIST_PENDING_MS;
   ps->has_marked = true;
   ps->marked = step;
+  /* A flush of its own: unique in this directory across the node's
+   * restarts, and bound into every file and the manifest. */
+  ps->mark = node_unix_ms() * 1000u + (++ps->mark_seq % 1000u);
+  /* An older flush of the same step (a job that went back) loses its
+   * manifest first: the new files never sit under the old one. */
+  char name[48];
+  node_persist_step_name(name, sizeof(name), step);
+  strcat(name, "/MANIFEST");
+  if (unlinkat(ps->jobfd, name, 0) == 0)
+    log_debug("persist: an older manifest of step %" PRIu64 " removed",
+              step);
   ps->nok = 0;
   ps->failed = false;
   memset(ps->ok, 0, n->cfg.ranks * sizeof(*ps->ok));
@@ -609,7 +723,7 @@ void node_persist_on_event(struct node *n, struct node_rank *r,
 {
   struct node_persist *ps = PS(n);
   if (ps == NULL || !e->has_step || !ps->has_marked || e->step != ps->marked ||
-      r->rank >= n->cfg.ranks) {
+      !e->has_mark || e->mark != ps->mark || r->rank >= n->cfg.ranks) {
     log_debug("persist: rank %s reported step %" PRIu64 ", not the marked "
               "one", NODE_RANK(n, r->rank), e->step);
     return;
@@ -643,6 +757,10 @@ void node_persist_on_event(struct node *n, struct node_rank *r,
   }
   ps->has_marked = false;
   ps->w_step = e->step;
+  ps->w_mark = ps->mark;
+  ps->w_has_drop = ps->has_drop_above;
+  ps->w_drop_above = ps->drop_above;
+  ps->has_drop_above = false;
   int rc = uv_queue_work(n->loop, &ps->work, manifest_work, manifest_done);
   if (rc != 0) {
     log_warn("persist: cannot write the manifest of step %" PRIu64 ": %s",
@@ -668,12 +786,18 @@ void node_persist_status(const struct node *n, struct node_persist_status *st)
   snprintf(st->dir, sizeof(st->dir), "%s", ps->job_dir);
 }
 
-void node_persist_restored(struct node *n)
+void node_persist_restored(struct node *n, bool has, uint64_t step)
 {
   struct node_persist *ps = PS(n);
   if (ps == NULL)
     return;
-  /* The SMPs' flushes of the marked step did not outlive the restart. */
+  /* The SMPs' flushes of the marked step are not waited for (a late answer
+   * carries its old mark). */
   ps->has_marked = false;
   ps->commits = 0;
+  uint64_t above = has ? step : 0;
+  if (!ps->has_drop_above || above < ps->drop_above) {
+    ps->has_drop_above = true;
+    ps->drop_above = above;
+  }
 }

@@ -24,7 +24,7 @@ struct node_rank;
 struct node_manifest {
   char job[SNAP_JOB_MAX];
   char instance_hex[33];
-  uint64_t step, unix_ms;
+  uint64_t step, unix_ms, mark;
   uint32_t world;
   uint64_t bytes[1024]; /* per rank: its file's bytes (NODE_MAX_RANKS) */
 };
@@ -47,10 +47,15 @@ const char *node_persist_job_dir(const struct node *n);
 /* A step committed (the verdict, before its COMMITs go out): every
  * --persist-every'th is marked. */
 void node_persist_on_commit(struct node *n, uint64_t step);
-/* A restore: the marked step (if any) will not be written. */
-void node_persist_restored(struct node *n);
-/* Whether the COMMIT of step asks the SMP to write it. */
-bool node_persist_marked(const struct node *n, uint64_t step);
+/* A restore to step (has: else a fresh start): the marked step (if any)
+ * will not be written, and complete steps above it are removed at the
+ * next pruning (an abandoned future; never counted among the kept). */
+void node_persist_restored(struct node *n, bool has, uint64_t step);
+/* Whether the COMMIT of step asks the SMP to write it; OUT: *mark, the
+ * flush's id (may be NULL). */
+bool node_persist_marked(const struct node *n, uint64_t step, uint64_t *mark);
+/* The MANIFEST mark of the step the last pick chose (SetRestore). */
+uint64_t node_persist_restore_mark(const struct node *n);
 /* An SMP's EVENT_PERSISTED. */
 void node_persist_on_event(struct node *n, struct node_rank *r,
                            const Pt__Event *e);
@@ -77,7 +82,7 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
 int node_persist_manifest_format(char *buf, size_t cap, const char *job,
                                  const char *instance_hex, uint64_t step,
                                  uint32_t world, uint64_t unix_ms,
-                                 const uint64_t *bytes);
+                                 uint64_t mark, const uint64_t *bytes);
 /* Parses and checks a MANIFEST (its checksum line, every field once, one
  * line per rank in order). PT_EFORMAT with a sentence. */
 int node_persist_manifest_parse(const char *buf, size_t len,

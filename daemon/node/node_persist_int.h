@@ -28,6 +28,12 @@ struct node_persist {
   bool *ok;                  /* per local rank */
   bool failed;               /* some rank could not write marked */
   uint64_t marked_until;     /* its ranks' answers are due by then */
+  uint64_t mark, mark_seq;   /* the marked step's flush id; ids made */
+  uint64_t w_mark;           /* the flush whose manifest is being written */
+  uint64_t drop_above;       /* a restore went back to this step: complete
+                              * steps above it go at the next pruning */
+  bool has_drop_above;
+  uint64_t picked_mark;      /* the MANIFEST mark of the last pick */
   bool has_complete;
   uint64_t complete;         /* the newest complete step on disk */
   uint64_t complete_unix_ms;
@@ -41,6 +47,8 @@ struct node_persist {
   uv_work_t work;
   bool busy;
   uint64_t w_step;
+  bool w_has_drop;
+  uint64_t w_drop_above;
   int w_rc;
   char w_msg[400];
 };

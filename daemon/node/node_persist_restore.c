@@ -80,19 +80,21 @@ bool node_persist_restore_pick(struct node *n, uint64_t *step, char *why,
   struct node_persist *ps = PS(n);
   if (ps == NULL)
     return false;
-  struct node_manifest *m = malloc(sizeof(*m));
+  struct node_manifest *m = calloc(1, sizeof(*m));
   if (m == NULL)
     return false;
-  uint64_t a = 0, b = 0;
+  uint64_t a = 0, b = 0, mark_a = 0;
   bool has_a = ps->jobfd >= 0 && newest_usable(ps, ps->jobfd, ps->job_dir, n,
                                                n->instance_hex, &a, m);
+  mark_a = m->mark;
   bool has_b = ps->resumefd >= 0 &&
                newest_usable(ps, ps->resumefd, ps->resume_dir, n,
                              n->instance_hex, &b, m);
+  ps->picked_resume = has_b && (!has_a || b > a);
+  ps->picked_mark = ps->picked_resume ? m->mark : mark_a;
   free(m);
   if (!has_a && !has_b)
     return false;
-  ps->picked_resume = has_b && (!has_a || b > a);
   *step = ps->picked_resume ? b : a;
   snprintf(why, len, "step %" PRIu64 " is the newest complete step on disk "
            "(%s)", *step, ps->picked_resume ? ps->resume_dir : ps->job_dir);
@@ -180,10 +182,18 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
   struct node_persist *ps = PS(n);
   if (ps == NULL || !e->has_step)
     return;
+  int st = e->has_status ? e->status : -EIO;
+  /* What the files are (damaged, foreign, gone, unreadable) is not used
+   * again; what the moment was (no memory, a slot busy, the object
+   * replaced) may be tried again. */
+  bool bad = st == PT_ECHECKSUM || st == PT_EFORMAT || st == PT_EVERSION ||
+             st == PT_EFOREIGN || st == PT_EWORLD || st == PT_EREGIONS ||
+             st == -ENOENT || st == -EIO || st == -ENOTDIR || st == -ELOOP;
   log_warn("persist: rank %s could not restore step %" PRIu64 " from disk: "
-           "%s; that step is not used again", NODE_RANK(n, r->rank), e->step,
-           e->message != NULL ? e->message : pt_strerror(e->status));
-  if (!is_bad(ps, e->step)) {
+           "%s%s", NODE_RANK(n, r->rank), e->step,
+           e->message != NULL ? e->message : pt_strerror(st),
+           bad ? "; that step is not used again" : "");
+  if (bad && !is_bad(ps, e->step)) {
     if (ps->nbad == sizeof(ps->bad) / sizeof(ps->bad[0]))
       memmove(ps->bad, ps->bad + 1, sizeof(ps->bad) - sizeof(ps->bad[0]));
     else
@@ -192,3 +202,8 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
   }
 }
 
+
+uint64_t node_persist_restore_mark(const struct node *n)
+{
+  return PS(n) != NULL ? PS(n)->picked_mark : 0;
+}

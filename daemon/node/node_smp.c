@@ -284,7 +284,9 @@ int node_smp_request(struct node *n, struct node_rank *r,
   case NODE_REQ_COMMIT:
   case NODE_REQ_RECOMMIT:
     cm.step = step;
-    cm.has_persist = cm.persist = node_persist_marked(n, step);
+    cm.has_persist = cm.persist =
+        node_persist_marked(n, step, &cm.persist_mark);
+    cm.has_persist_mark = cm.persist;
     type = RPC_COMMIT;
     msg = &cm.base;
     break;
@@ -302,7 +304,11 @@ int node_smp_request(struct node *n, struct node_rank *r,
     sr.rebuild = sr.has_rebuild;
     if (sr.has_step && n->restore_disk &&
         node_persist_restore_step_dir(n, step, disk_dir, sizeof(disk_dir)) == PT_OK)
+    {
       sr.from_disk = disk_dir;
+      sr.has_from_disk_mark = true;
+      sr.from_disk_mark = node_persist_restore_mark(n);
+    }
     type = RPC_SET_RESTORE;
     msg = &sr.base;
     break;

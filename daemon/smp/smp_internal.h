@@ -143,7 +143,7 @@ struct smp {
  * flush under way is cancelled (the loop runs until it ends); free after
  * the loop ended. dir_open: the checks of start, for a path. */
 int smp_persist_start(struct smp *smp);
-void smp_persist_committed(struct smp *smp, uint64_t step);
+void smp_persist_committed(struct smp *smp, uint64_t step, uint64_t mark);
 uint32_t smp_persist_busy_slots(const struct smp *smp);
 void smp_persist_stop(struct smp *smp);
 void smp_persist_free(struct smp *smp);
@@ -151,13 +151,13 @@ int smp_persist_dir_open(const char *path, int *out, char *err, size_t len);
 
 /* smp_persist_load.c: a restore from disk. set: SET_RESTORE{from_disk}
  * (-EBUSY while an earlier read runs); clear: a restore point not from
- * disk replaces it; store_ready: the trainer's HELLO made the object, the
+ * disk replaces it (-EBUSY while a read runs: refused, never under it); store_ready: the trainer's HELLO made the object, the
  * read may begin; pending: a read is due or under way (the trainer owes a
  * restore); held_query: RESTORE_QUERY held (true) while it runs;
  * conn_gone, stop, free as their names say. */
 int smp_persist_load_set(struct smp *smp, uint64_t step, const char *dir,
-                         char *err, size_t len);
-void smp_persist_load_clear(struct smp *smp);
+                         uint64_t mark, char *err, size_t len);
+int smp_persist_load_clear(struct smp *smp); /* -EBUSY: a read runs */
 void smp_persist_load_store_ready(struct smp *smp);
 bool smp_persist_load_pending(const struct smp *smp);
 bool smp_persist_load_held_query(struct smp_conn *sc, uint64_t id,

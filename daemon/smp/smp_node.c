@@ -184,7 +184,9 @@ int smp_node_on_commit(struct smp_conn *sc, uint64_t id, const Pt__Commit *m)
   smp_peer_committed(sc->smp, m->step); /* the next step may be taken */
   smp_serve_reply_status(sc, id, rc, rc ? pt_strerror(rc) : NULL);
   if (m->has_persist && m->persist)
-    smp_persist_committed(sc->smp, m->step); /* its event follows the reply */
+    smp_persist_committed(sc->smp, m->step, m->has_persist_mark
+                                                ? m->persist_mark
+                                                : 0); /* its event follows */
   return 0;
 }
 
@@ -248,7 +250,9 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
   if (m->has_step && m->from_disk != NULL && m->from_disk[0] != '\0') {
     /* From the persistent tier: read once the trainer says HELLO. */
     char err[400] = "";
-    rc = smp_persist_load_set(smp, m->step, m->from_disk, err, sizeof(err));
+    rc = smp_persist_load_set(smp, m->step, m->from_disk,
+                              m->has_from_disk_mark ? m->from_disk_mark : 0,
+                              err, sizeof(err));
     if (rc == 0) {
       smp->restore_set = true;
       smp->restore_has_step = true;
@@ -264,7 +268,13 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
                                           : NULL);
     return 0;
   }
-  smp_persist_load_clear(smp);
+  if (smp_persist_load_clear(smp) != 0) {
+    log_warn("cannot set restore point step %" PRIu64 ": a restore from disk "
+             "is still reading into a slot", m->step);
+    smp_serve_reply_status(sc, id, -EBUSY, "a restore from disk is still "
+                           "reading into a slot");
+    return 0;
+  }
   /* A step not held here, in a coded job: rebuilt from the group once the
    * trainer says HELLO. */
   bool rebuild = smp_peer_rebuild_set_restore(smp, m->has_step, m->step,

@@ -46,7 +46,7 @@ struct smp_persist {
   atomic_bool cancel;      /* stop it (the SMP stops) */
   uv_work_t work;
   /* the flush under way */
-  uint64_t step, generation;
+  uint64_t step, generation, mark;
   uint32_t slot;
   int rc;
   char msg[600];
@@ -112,13 +112,16 @@ uint32_t smp_persist_busy_slots(const struct smp *smp)
   return ps != NULL && ps->busy ? 1u << ps->slot : 0;
 }
 
-static void event(struct smp *smp, uint64_t step, int status, const char *msg)
+static void event(struct smp *smp, uint64_t step, uint64_t mark, int status,
+                  const char *msg)
 {
   Pt__Event ev = PT__EVENT__INIT;
   ev.kind = PT__EVENT_KIND__EVENT_PERSISTED;
   ev.rank = smp->rank;
   ev.has_step = true;
   ev.step = step;
+  ev.has_mark = true;
+  ev.mark = mark;
   ev.has_status = true;
   ev.status = status;
   ev.message = (char *)(msg != NULL ? msg : "");
@@ -146,7 +149,7 @@ static int write_guarded(void *arg)
     return PT_ESTALE;
   }
   struct snap_file_opts o = {.rate_bps = ps->smp->persist_rate,
-                             .cancel = &ps->cancel};
+                             .cancel = &ps->cancel, .mark = ps->mark};
   return snap_file_write(w->s, ps->slot, w->stepfd, w->name, &o, &ps->st,
                          ps->msg, sizeof(ps->msg));
 }
@@ -224,10 +227,10 @@ static void after_cb(uv_work_t *req, int status)
     log_warn("step %" PRIu64 " not persisted: %s (%s); training goes on",
              ps->step, ps->msg, pt_err_name(ps->rc));
   }
-  event(smp, ps->step, ps->rc, ps->msg);
+  event(smp, ps->step, ps->mark, ps->rc, ps->msg);
 }
 
-void smp_persist_committed(struct smp *smp, uint64_t step)
+void smp_persist_committed(struct smp *smp, uint64_t step, uint64_t mark)
 {
   struct smp_persist *ps = PS(smp);
   char msg[200];
@@ -235,14 +238,16 @@ void smp_persist_committed(struct smp *smp, uint64_t step)
   if (ps == NULL) {
     snprintf(msg, sizeof(msg), "this SMP was started without a persist "
              "directory");
-    event(smp, step, -ENOTSUP, msg);
+    event(smp, step, mark, -ENOTSUP, msg);
     return;
   }
+  if (ps->busy && ps->step == step && ps->mark == mark)
+    return; /* the same COMMIT again (a node that resubscribed): under way */
   if (ps->busy) {
     snprintf(msg, sizeof(msg), "step %" PRIu64 " is still being written",
              ps->step);
     log_notice("step %" PRIu64 " not persisted: %s", step, msg);
-    event(smp, step, -EBUSY, msg);
+    event(smp, step, mark, -EBUSY, msg);
     return;
   }
   uint32_t slot;
@@ -253,10 +258,11 @@ void smp_persist_committed(struct smp *smp, uint64_t step)
     snprintf(msg, sizeof(msg), "no slot holds step %" PRIu64 " committed",
              step);
     log_warn("step %" PRIu64 " not persisted: %s", step, msg);
-    event(smp, step, -ENOENT, msg);
+    event(smp, step, mark, -ENOENT, msg);
     return;
   }
   ps->step = step;
+  ps->mark = mark;
   ps->slot = slot;
   ps->generation = si.generation;
   ps->rc = PT_OK;
@@ -265,7 +271,7 @@ void smp_persist_committed(struct smp *smp, uint64_t step)
   int rc = uv_queue_work(&smp->loop, &ps->work, work_cb, after_cb);
   if (rc != 0) {
     snprintf(msg, sizeof(msg), "cannot start the writer: %s", uv_strerror(rc));
-    event(smp, step, -EAGAIN, msg);
+    event(smp, step, mark, -EAGAIN, msg);
     return;
   }
   ps->busy = true;

@@ -41,7 +41,7 @@ enum load_state { LOAD_NONE, LOAD_WAIT, LOAD_RUN, LOAD_DONE, LOAD_FAILED };
 struct smp_persist_load {
   struct smp *smp;
   enum load_state state;
-  uint64_t step;
+  uint64_t step, mark; /* mark: the manifest's, which the file must bear */
   char dir[1100];
   /* the load under way */
   uint32_t slot;
@@ -51,6 +51,9 @@ struct smp_persist_load {
   atomic_bool cancel;
   int rc;
   char msg[1400];
+  /* the worker's own: the loop reads them only after the work ended */
+  int w_rc;
+  char w_msg[1400];
   struct snap_file_stats st;
   /* the trainer's query held meanwhile */
   bool held;
@@ -144,8 +147,8 @@ static int load_guarded(void *arg)
 {
   struct load_arg *a = arg;
   struct snap_file_opts o = {.cancel = &a->l->cancel};
-  return snap_file_load(a->f, a->s, a->l->slot, &o, &a->l->st, a->l->msg,
-                        sizeof(a->l->msg));
+  return snap_file_load(a->f, a->s, a->l->slot, &o, &a->l->st, a->l->w_msg,
+                        sizeof(a->l->w_msg));
 }
 
 static void work_cb(uv_work_t *req)
@@ -156,40 +159,43 @@ static void work_cb(uv_work_t *req)
   char name[32];
   int dfd = -1, rc;
 
-  l->msg[0] = '\0';
-  rc = snap_store_open(&a.s, smp->shm_name, l->msg, sizeof(l->msg));
+  l->w_msg[0] = '\0';
+  rc = snap_store_open(&a.s, smp->shm_name, l->w_msg, sizeof(l->w_msg));
   if (rc != PT_OK)
     goto out;
   if (snap_store_ctime_ns(a.s) != l->store_ctime) {
     rc = PT_ESTALE;
-    snprintf(l->msg, sizeof(l->msg), "'%s' was replaced", smp->shm_name);
+    snprintf(l->w_msg, sizeof(l->w_msg), "'%s' was replaced", smp->shm_name);
     goto out;
   }
   dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0) {
     rc = -errno;
-    snprintf(l->msg, sizeof(l->msg), "cannot open '%s': %s", l->dir,
+    snprintf(l->w_msg, sizeof(l->w_msg), "cannot open '%s': %s", l->dir,
              strerror(-rc));
     goto out;
   }
   snprintf(name, sizeof(name), "rank-%" PRIu32 ".pts", smp->rank);
-  rc = snap_file_open(&a.f, dfd, name, l->msg, sizeof(l->msg));
-  if (rc == PT_OK && snap_file_info(a.f)->step != l->step) {
+  rc = snap_file_open(&a.f, dfd, name, l->w_msg, sizeof(l->w_msg));
+  if (rc == PT_OK && (snap_file_info(a.f)->step != l->step ||
+                      snap_file_info(a.f)->mark != l->mark)) {
     rc = PT_EFORMAT;
-    snprintf(l->msg, sizeof(l->msg), "'%s/%s' holds step %" PRIu64 ", not %"
-             PRIu64, l->dir, name, snap_file_info(a.f)->step, l->step);
+    snprintf(l->w_msg, sizeof(l->w_msg), "'%s/%s' holds step %" PRIu64
+             " of flush %" PRIu64 ", not step %" PRIu64 " of flush %" PRIu64
+             " (the manifest's)", l->dir, name, snap_file_info(a.f)->step,
+             snap_file_info(a.f)->mark, l->step, l->mark);
   }
   if (rc == PT_OK)
     rc = snap_fault_run(a.s, load_guarded, &a);
   if (rc == -EFAULT)
-    snprintf(l->msg, sizeof(l->msg), "'%s' shrank under the load",
+    snprintf(l->w_msg, sizeof(l->w_msg), "'%s' shrank under the load",
              smp->shm_name);
 out:
   snap_file_close(a.f);
   if (dfd >= 0)
     close(dfd);
   snap_store_close(a.s);
-  l->rc = rc;
+  l->w_rc = rc;
 }
 
 static void after_cb(uv_work_t *req, int status)
@@ -198,19 +204,20 @@ static void after_cb(uv_work_t *req, int status)
   struct smp *smp = l->smp;
 
   l->busy = false;
-  if (status == UV_ECANCELED && l->rc == PT_OK)
-    l->rc = -ECANCELED;
-  if (l->state != LOAD_RUN)
-    return; /* replaced by a newer restore point meanwhile */
-  if (l->rc != PT_OK) {
-    if (smp->store != NULL && snap_store_ctime_ns(smp->store) == l->store_ctime)
+  if (status == UV_ECANCELED && l->w_rc == PT_OK)
+    l->w_rc = -ECANCELED;
+  bool same = smp->store != NULL &&
+              snap_store_ctime_ns(smp->store) == l->store_ctime;
+  if (l->state != LOAD_RUN || l->w_rc != PT_OK) {
+    /* The slot is freed whatever happened (its generation says whether it
+     * is still the one the read took). */
+    if (same)
       snap_slot_abort(smp->store, l->slot, l->generation);
-    char why[sizeof(l->msg)];
-    snprintf(why, sizeof(why), "%s", l->msg[0] ? l->msg : pt_strerror(l->rc));
-    fail(l, l->rc, "%s", why);
+    if (l->state == LOAD_RUN)
+      fail(l, l->w_rc, "%s", l->w_msg[0] ? l->w_msg : pt_strerror(l->w_rc));
     return;
   }
-  if (smp->store == NULL || snap_store_ctime_ns(smp->store) != l->store_ctime) {
+  if (!same) {
     fail(l, PT_ESTALE, "the snapshot object was dropped while step %" PRIu64
          " was read", l->step);
     return;
@@ -247,7 +254,8 @@ static void begin(struct smp_persist_load *l)
   }
   l->store_ctime = snap_store_ctime_ns(smp->store);
   l->t_start = rpc_now_ms();
-  l->rc = PT_OK;
+  l->rc = l->w_rc = PT_OK;
+  l->w_msg[0] = '\0';
   atomic_store(&l->cancel, false);
   rc = uv_queue_work(&smp->loop, &l->work, work_cb, after_cb);
   if (rc != 0) {
@@ -261,7 +269,7 @@ static void begin(struct smp_persist_load *l)
 }
 
 int smp_persist_load_set(struct smp *smp, uint64_t step, const char *dir,
-                         char *err, size_t len)
+                         uint64_t mark, char *err, size_t len)
 {
   struct smp_persist_load *l = LD(smp);
   if (dir[0] != '/' || strlen(dir) >= sizeof(l->dir)) {
@@ -287,25 +295,24 @@ int smp_persist_load_set(struct smp *smp, uint64_t step, const char *dir,
   }
   l->state = LOAD_WAIT;
   l->step = step;
+  l->mark = mark;
   snprintf(l->dir, sizeof(l->dir), "%s", dir);
   begin(l); /* or at the trainer's HELLO, which makes the object */
   return PT_OK;
 }
 
-void smp_persist_load_clear(struct smp *smp)
+int smp_persist_load_clear(struct smp *smp)
 {
   struct smp_persist_load *l = LD(smp);
   if (l == NULL || l->state == LOAD_NONE)
-    return;
-  if (l->busy) {
-    atomic_store(&l->cancel, true); /* its end finds a state not RUN */
-    if (l->held) {
-      l->rc = -ECANCELED;
-      snprintf(l->msg, sizeof(l->msg), "a newer restore point was set");
-    }
-  }
+    return PT_OK;
+  if (l->busy)
+    return -EBUSY; /* the worker writes into its slot: never under it */
   l->state = LOAD_NONE;
+  l->rc = PT_ESTATE;
+  snprintf(l->msg, sizeof(l->msg), "a newer restore point was set");
   answer_held(l);
+  return PT_OK;
 }
 
 void smp_persist_load_store_ready(struct smp *smp)

@@ -424,6 +424,67 @@ START_TEST(test_cancel_sweep_rate)
 }
 END_TEST
 
+/* A header whose counts are forged and whose CRC is made right (it is no
+ * secret): refused before anything is walked or allocated from them. */
+static void forge(const char *name, uint32_t off, uint32_t value)
+{
+  int fd = openat(dfd, name, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  uint8_t pre[192];
+  ck_assert_int_eq(pread(fd, pre, sizeof(pre), 0), (ssize_t)sizeof(pre));
+  uint32_t hbytes;
+  memcpy(&hbytes, pre + 12, 4);
+  uint8_t *h = malloc(hbytes);
+  ck_assert_int_eq(pread(fd, h, hbytes, 0), (ssize_t)hbytes);
+  memcpy(h + off, &value, 4);
+  uint32_t c = crc32_iscsi(h, 188, 0xFFFFFFFFu);
+  c = crc32_iscsi(h + 192, (int)(hbytes - 192), c);
+  memcpy(h + 188, &c, 4);
+  ck_assert_int_eq(pwrite(fd, h, hbytes, 0), (ssize_t)hbytes);
+  free(h);
+  close(fd);
+}
+
+START_TEST(test_forged_and_marked)
+{
+  char na[128], err[512] = "";
+  dir_setup();
+  struct snap_store *a = make("fg-a", inst_a, 1, 0, na, sizeof(na));
+  uint32_t slot = put_step(a, 6);
+  struct snap_file_opts o = {.mark = 0x1234567890abcdefull};
+  ck_assert_int_eq(snap_file_write(a, slot, dfd, "f", &o, NULL, err,
+                                   sizeof(err)), PT_OK);
+  struct snap_file *f = NULL;
+  ck_assert_int_eq(snap_file_open(&f, dfd, "f", err, sizeof(err)), PT_OK);
+  ck_assert_uint_eq(snap_file_info(f)->mark, 0x1234567890abcdefull);
+  snap_file_close(f);
+  /* 60000 regions, 0 regions, 2^31 blocks: each with a right CRC. */
+  const struct {
+    uint32_t off, value;
+  } forged[] = {{120, 60000}, {120, 0}, {128, 1u << 31}, {120, 4}};
+  for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+    ck_assert_int_eq(snap_file_write(a, slot, dfd, "f", NULL, NULL, err,
+                                     sizeof(err)), PT_OK);
+    forge("f", forged[i].off, forged[i].value);
+    err[0] = '\0';
+    ck_assert_int_eq(snap_file_open(&f, dfd, "f", err, sizeof(err)),
+                     PT_EFORMAT);
+    ck_assert_msg(err[0] != '\0', "no sentence");
+  }
+  /* A slot damaged in memory after its seal is never written. */
+  ((uint8_t *)snap_slot_data(a, slot))[snap_store_region(a, 1)->offset + 9] ^= 1;
+  err[0] = '\0';
+  ck_assert_int_eq(snap_file_write(a, slot, dfd, "g", NULL, NULL, err,
+                                   sizeof(err)), PT_ECHECKSUM);
+  ck_assert_msg(strstr(err, "rng") != NULL, "%s", err);
+  ck_assert_int_eq(faccessat(dfd, "g", F_OK, 0), -1);
+  ck_assert_int_eq(snap_file_sweep(dfd), 0);
+  snap_store_close(a);
+  snap_store_unlink(na);
+  dir_teardown();
+}
+END_TEST
+
 int main(void)
 {
   runner_pid = getpid();
@@ -434,6 +495,7 @@ int main(void)
   tcase_add_test(tc, test_damaged);
   tcase_add_test(tc, test_foreign);
   tcase_add_test(tc, test_cancel_sweep_rate);
+  tcase_add_test(tc, test_forged_and_marked);
   suite_add_tcase(su, tc);
   int rc = unit_run(su);
   unit_shm_sweep("pt-tsnap-file.%d.", (int)runner_pid);
