@@ -52,6 +52,34 @@ static void status_json(FILE *f, const char *sock, const Pt__StatusReply *m)
     else
       fputs("null", f);
   }
+  fputs(",\"persist_dir\":", f);
+  if (m->persist_dir != NULL)
+    ptctl_out_json_str(f, m->persist_dir);
+  else
+    fputs("null", f);
+  fputs(",\"persist_step\":", f);
+  ptctl_out_json_u64(f, m->has_persist_step, m->persist_step);
+  fputs(",\"persist_age_ms\":", f);
+  ptctl_out_json_u64(f, m->has_persist_age_ms, m->persist_age_ms);
+  fputs(",\"persisted\":", f);
+  ptctl_out_json_u64(f, m->has_persisted, m->persisted);
+  fputs(",\"persist_failures\":", f);
+  ptctl_out_json_u64(f, m->has_persist_failures, m->persist_failures);
+  fputs(",\"persist_error\":", f);
+  if (m->persist_error != NULL)
+    ptctl_out_json_str(f, m->persist_error);
+  else
+    fputs("null", f);
+  fputs(",\"restored_from\":", f);
+  if (m->restored_from != NULL)
+    ptctl_out_json_str(f, m->restored_from);
+  else
+    fputs("null", f);
+  fputs(",\"restore_reason\":", f);
+  if (m->restore_reason != NULL)
+    ptctl_out_json_str(f, m->restore_reason);
+  else
+    fputs("null", f);
   fputs(",\"ranks\":[", f);
   for (size_t i = 0; i < m->n_ranks; i++) {
     const Pt__RankStatus *r = m->ranks[i];
@@ -105,6 +133,23 @@ static void status_table(FILE *f, const Pt__StatusReply *m)
              ")\n",
           m->restarts, m->commits, m->restores);
   fprintf(f, "node pid    %" PRId32 "\n", m->node_pid);
+  if (m->persist_dir != NULL) {
+    if (m->has_persist_step)
+      fprintf(f, "on disk     step %" PRIu64 " complete (%s) under %s\n",
+              m->persist_step,
+              m->has_persist_age_ms ? ptctl_out_age(b1, sizeof(b1), m->persist_age_ms)
+                                    : "from an earlier run",
+              m->persist_dir);
+    else
+      fprintf(f, "on disk     no complete step yet under %s\n", m->persist_dir);
+    if (m->persist_failures > 0)
+      fprintf(f, "            %" PRIu64 " marked step(s) left incomplete; last: "
+              "%s\n", m->persist_failures,
+              m->persist_error != NULL ? m->persist_error : "?");
+  }
+  if (m->restored_from != NULL)
+    fprintf(f, "restored    from %s: %s\n", m->restored_from,
+            m->restore_reason != NULL ? m->restore_reason : "");
   if (m->message != NULL && m->message[0] != '\0')
     fprintf(f, "message     %s\n", m->message);
   fprintf(f, "\n%-5s %-12s %-9s %-10s %-9s %-12s %s\n", "RANK", "TRAINER PID",

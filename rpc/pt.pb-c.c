@@ -5094,7 +5094,7 @@ const ProtobufCMessageDescriptor pt__rank_status__descriptor =
   (ProtobufCMessageInit) pt__rank_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[18] =
+static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[26] =
 {
   {
     "status",
@@ -5312,6 +5312,102 @@ static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[18] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "persist_dir",
+    19,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, persist_dir),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_step",
+    20,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StatusReply, has_persist_step),
+    offsetof(Pt__StatusReply, persist_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_age_ms",
+    21,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StatusReply, has_persist_age_ms),
+    offsetof(Pt__StatusReply, persist_age_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persisted",
+    22,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StatusReply, has_persisted),
+    offsetof(Pt__StatusReply, persisted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_failures",
+    23,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StatusReply, has_persist_failures),
+    offsetof(Pt__StatusReply, persist_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_error",
+    24,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, persist_error),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restored_from",
+    25,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, restored_from),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restore_reason",
+    26,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, restore_reason),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__status_reply__field_indices_by_name[] = {
   6,   /* field[6] = bytes_held */
@@ -5327,8 +5423,16 @@ static const unsigned pt__status_reply__field_indices_by_name[] = {
   12,   /* field[12] = mode */
   13,   /* field[13] = node_id */
   10,   /* field[10] = node_pid */
+  20,   /* field[20] = persist_age_ms */
+  18,   /* field[18] = persist_dir */
+  23,   /* field[23] = persist_error */
+  22,   /* field[22] = persist_failures */
+  19,   /* field[19] = persist_step */
+  21,   /* field[21] = persisted */
   3,   /* field[3] = ranks */
   7,   /* field[7] = restarts */
+  25,   /* field[25] = restore_reason */
+  24,   /* field[24] = restored_from */
   9,   /* field[9] = restores */
   2,   /* field[2] = state */
   0,   /* field[0] = status */
@@ -5336,7 +5440,7 @@ static const unsigned pt__status_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 18 }
+  { 0, 26 }
 };
 const ProtobufCMessageDescriptor pt__status_reply__descriptor =
 {
@@ -5346,7 +5450,7 @@ const ProtobufCMessageDescriptor pt__status_reply__descriptor =
   "Pt__StatusReply",
   "pt",
   sizeof(Pt__StatusReply),
-  18,
+  26,
   pt__status_reply__field_descriptors,
   pt__status_reply__field_indices_by_name,
   1,  pt__status_reply__number_ranges,

@@ -746,10 +746,46 @@ struct  Pt__StatusReply
    * why the link is down
    */
   char *controller_error;
+  /*
+   * The persistent tier (standalone --persist-dir; absent: none).
+   */
+  /*
+   * <dir>/<job>
+   */
+  char *persist_dir;
+  /*
+   * the newest complete step on disk
+   */
+  protobuf_c_boolean has_persist_step;
+  uint64_t persist_step;
+  /*
+   * since it was made complete here
+   */
+  protobuf_c_boolean has_persist_age_ms;
+  uint64_t persist_age_ms;
+  /*
+   * steps made complete since start
+   */
+  protobuf_c_boolean has_persisted;
+  uint64_t persisted;
+  /*
+   * marked steps left incomplete
+   */
+  protobuf_c_boolean has_persist_failures;
+  uint64_t persist_failures;
+  /*
+   * the last one's reason
+   */
+  char *persist_error;
+  /*
+   * The last restore: "memory" or "disk", and why (absent: none yet).
+   */
+  char *restored_from;
+  char *restore_reason;
 };
 #define PT__STATUS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__status_reply__descriptor) \
-    , 0, NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL }
+    , 0, NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL }
 
 
 /*

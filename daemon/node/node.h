@@ -417,6 +417,7 @@ struct node {
   bool restore_has;          /* the step chosen by the attempt under way */
   uint64_t restore_step;
   bool restore_disk;         /* ... read from the persistent tier */
+  char restore_reason[480];  /* the last restore's tier and why (status) */
 
   /* Who decides commits and restores (node_decider.h), and its state,
    * which only the decider's own file reads. */

@@ -32,6 +32,7 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 
 static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
 {
@@ -76,6 +77,25 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id)
     rep.controller_link_ms = cv.link_ms;
     if (cv.error[0] != '\0')
       rep.controller_error = cv.error;
+  }
+  struct node_persist_status ps;
+  node_persist_status(n, &ps);
+  if (ps.on && ps.dir[0] != '\0') {
+    rep.persist_dir = ps.dir;
+    rep.has_persist_step = ps.has_complete;
+    rep.persist_step = ps.complete;
+    rep.has_persist_age_ms = ps.has_complete && ps.complete_unix_ms != 0;
+    uint64_t now = node_unix_ms();
+    rep.persist_age_ms = now > ps.complete_unix_ms ? now - ps.complete_unix_ms : 0;
+    rep.has_persisted = rep.has_persist_failures = true;
+    rep.persisted = ps.persisted;
+    rep.persist_failures = ps.failures;
+    if (ps.last_error[0] != '\0')
+      rep.persist_error = ps.last_error;
+  }
+  if (n->restores > 0 && n->restore_reason[0] != '\0') {
+    rep.restored_from = n->restore_disk ? "disk" : "memory";
+    rep.restore_reason = n->restore_reason;
   }
   for (uint32_t i = 0; i < nr; i++) {
     const struct node_rank *r = &n->ranks[i];

@@ -327,6 +327,8 @@ static void step_query(struct node *n, uint64_t now)
     else
       snprintf(mem, sizeof(mem), "memory holds no step intact on every rank");
     log_notice("restore from disk: %s, and %s", dwhy, mem);
+    snprintf(n->restore_reason, sizeof(n->restore_reason), "%.300s, and %s",
+             dwhy, mem);
     n->restore_has = true;
     n->restore_step = dstep;
     n->restore_disk = true;
@@ -417,6 +419,10 @@ static void step_set_restore(struct node *n, uint64_t now)
   if (n->restore_has) {
     log_info("restore from step %" PRIu64 "%s", n->restore_step,
              n->restore_disk ? " (from disk)" : "");
+    if (!n->restore_disk)
+      snprintf(n->restore_reason, sizeof(n->restore_reason), "step %" PRIu64
+               " is the newest step every rank holds intact in memory",
+               n->restore_step);
     if (!n->has_committed || n->committed != n->restore_step)
       n->committed_unix_ms = 0; /* an older step: its age is unknown */
     n->has_committed = true;

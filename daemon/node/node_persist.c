@@ -776,7 +776,7 @@ void node_persist_status(const struct node *n, struct node_persist_status *st)
   memset(st, 0, sizeof(*st));
   if (ps == NULL)
     return;
-  st->on = true;
+  st->on = ps->jobfd >= 0;
   st->has_complete = ps->has_complete;
   st->complete = ps->complete;
   st->complete_unix_ms = ps->complete_unix_ms;

@@ -227,6 +227,25 @@ struct bench_train_result {
 int bench_train_run(const struct bench_opts *o, struct bench_train_result *r,
                     char *errbuf, size_t errlen);
 
+/* One pt-train run under ptd node with snapshots at every step, and with
+ * persist_dir (non-NULL) a flush always running (--persist-every 1 into
+ * it): its steady-state step time. */
+int bench_train_one_ms(const struct bench_opts *o, int idx,
+                       const char *persist_dir, double *step_ms, char *errbuf,
+                       size_t errlen);
+
+/* bench_persist.c: the persistent tier beside the disk's limits. */
+struct bench_persist_result {
+  double persist_gbps, persist_raw_gbps, persist_ratio;
+  double restore_disk_gbps, read_raw_gbps, restore_ratio;
+  double step_ms_persist, step_ms_pt, persist_step_overhead_ratio;
+  uint64_t bytes; /* data bytes of the file */
+  int rounds;
+  bool direct;    /* the flush used O_DIRECT */
+};
+int bench_persist_run(const struct bench_opts *o, struct bench_persist_result *r,
+                      char *errbuf, size_t errlen);
+
 /* bench_recover.c: kill -9 of pt-train under `ptd node --ranks 1` to the
  * next step committed after the restart. */
 struct bench_recover_result {

@@ -69,8 +69,9 @@ static int log_scan(const char *path, struct train_run *tr, char *errbuf, size_t
   return 0;
 }
 
-static int one_run(const struct bench_opts *o, int idx, bool with_pt, int state_mb,
-                   int steps, int timeout_ms, struct train_run *tr, char *errbuf,
+static int one_run(const struct bench_opts *o, int idx, bool with_pt,
+                   const char *persist_dir, int state_mb, int steps,
+                   int timeout_ms, struct train_run *tr, char *errbuf,
                    size_t errlen)
 {
   char sd[512], log[512], job[64], mb[16], st[16];
@@ -92,6 +93,15 @@ static int one_run(const struct bench_opts *o, int idx, bool with_pt, int state_
     "--shm-prefix", (char *)o->shm_prefix, "--", (char *)o->pt_train, "--timing",
     "--state-mb", mb, "--steps", st, "--log-every", "1000000", NULL,
   };
+  /* With a flush always running beside (bench_persist.c): three slots, as
+   * the README advises with persistence, every commit marked. */
+  char *argv_persist[] = {
+    (char *)o->ptd, "node", "--ranks", "1", "--job", job, "--state-dir", sd,
+    "--shm-prefix", (char *)o->shm_prefix, "--slots", "3", "--persist-dir",
+    (char *)persist_dir, "--persist-every", "1", "--", (char *)o->pt_train,
+    "--timing", "--state-mb", mb, "--steps", st, "--log-every", "1000000",
+    NULL,
+  };
   /* Without pt the trainer runs on its own, with the environment ptd node
    * would give its one rank: ptd node restarts a trainer that exits without
    * telling its SMP it finished, and one that never uses libpt cannot. */
@@ -101,7 +111,10 @@ static int one_run(const struct bench_opts *o, int idx, bool with_pt, int state_
     (char *)o->pt_train, "--timing", "--state-mb", mb, "--steps", st,
     "--log-every", "1000000", "--no-pt", NULL,
   };
-  rc = bench_child_spawn(&pid, with_pt ? argv : argv_nopt, log, errbuf, errlen);
+  rc = bench_child_spawn(&pid, persist_dir != NULL ? argv_persist
+                               : with_pt           ? argv
+                                                   : argv_nopt,
+                         log, errbuf, errlen);
   if (rc < 0)
     return rc;
   rc = bench_child_wait(pid, timeout_ms, &status);
@@ -153,8 +166,8 @@ int bench_train_run(const struct bench_opts *o, struct bench_train_result *r,
     for (int k = 0; k < 2; k++) {
       bool with_pt = (p + k) % 2 == 1; /* without, with, with, without */
       struct train_run tr;
-      int rc = one_run(o, idx++, with_pt, r->state_mb, r->steps, timeout_ms, &tr,
-                       errbuf, errlen);
+      int rc = one_run(o, idx++, with_pt, NULL, r->state_mb, r->steps,
+                       timeout_ms, &tr, errbuf, errlen);
       if (rc < 0)
         return rc;
       if (digest[0] == '\0') {
@@ -177,4 +190,20 @@ int bench_train_run(const struct bench_opts *o, struct bench_train_result *r,
   r->fence_ms = bench_median(fence_ms, (size_t)pairs);
   r->snapshot_call_ms = bench_median(snap_ms, (size_t)pairs);
   return 0;
+}
+
+int bench_train_one_ms(const struct bench_opts *o, int idx,
+                       const char *persist_dir, double *step_ms, char *errbuf,
+                       size_t errlen)
+{
+  struct train_run tr;
+  int state_mb = (int)((o->bytes + (1u << 20) - 1) >> 20);
+  if (state_mb < 1)
+    state_mb = 1;
+  int steps = o->quick ? 24 : (state_mb >= 512 ? 15 : 40);
+  int rc = one_run(o, idx, true, persist_dir, state_mb, steps,
+                   o->quick ? 60000 : 600000, &tr, errbuf, errlen);
+  if (rc == 0)
+    *step_ms = tr.step_ms;
+  return rc;
 }

@@ -85,8 +85,9 @@ static const char usage[] =
     "  --pt-train PATH    pt-train binary (default: next to ptbench)\n"
     "  --skip-train       leave out the pt-train figures (step overhead, recovery)\n"
     "  --only PARTS       measure only these parts, comma-separated: net, ec,\n"
-    "                     copy, file (with copy), train, recovery; the others\n"
-    "                     are reported 'not measured'\n"
+    "                     copy, file (with copy), train, recovery, persist;\n"
+    "                     the others"
+    " are reported 'not measured'\n"
     "  --cluster          instead of the figures above: the commit across nodes\n"
     "                     on a real ptd controller (3 ptd nodes running pt-train,\n"
     "                     and 10, 100, 1000 simulated nodes, each beside the\n"
@@ -111,7 +112,8 @@ enum {
 enum {
   PART_NET = 1u << 0, PART_EC = 1u << 1, PART_COPY = 1u << 2,
   PART_FILE = 1u << 3, PART_TRAIN = 1u << 4, PART_RECOVERY = 1u << 5,
-  PART_ALL = (1u << 6) - 1,
+  PART_PERSIST = 1u << 6,
+  PART_ALL = (1u << 7) - 1,
 };
 
 /* "net,ec,..." -> a PART_* mask; 0 when a name is unknown. */
@@ -120,7 +122,7 @@ static unsigned parse_parts(const char *list)
   static const struct { const char *name; unsigned bit; } names[] = {
     { "net", PART_NET }, { "ec", PART_EC }, { "copy", PART_COPY },
     { "file", PART_FILE | PART_COPY }, { "train", PART_TRAIN },
-    { "recovery", PART_RECOVERY },
+    { "recovery", PART_RECOVERY }, { "persist", PART_PERSIST },
   };
   unsigned mask = 0;
   const char *p = list;
@@ -169,7 +171,9 @@ struct results {
   struct bench_train_result train;
   struct bench_recover_result recover;
   struct bench_ec_result ec;
+  struct bench_persist_result persist;
   bool have_copy, have_file, have_net, have_train, have_ec, have_recover;
+  bool have_persist;
   struct bench_bulk_result bulk;
   bool have_bulk;
   /* bulk_gbps / tcp_raw_gbps per round (the median is the target's), and
@@ -267,6 +271,16 @@ static size_t targets_fill(const struct results *res, struct target *t)
   t[n++] = (struct target){ "bulk_vs_tcp_raw", "bulk frames / raw TCP",
                             res->have_bulk && res->have_net ? res->bulk_ratio : nan_,
                             true, 0.8, "bulk_gbps / tcp_raw_gbps" };
+  const struct bench_persist_result *p = &res->persist;
+  t[n++] = (struct target){ "persist_vs_raw", "flush / raw O_DIRECT write",
+                            res->have_persist ? p->persist_ratio : nan_, true, 0.8,
+                            "median over rounds of persist_gbps / persist_raw_gbps" };
+  t[n++] = (struct target){ "restore_disk_vs_read_raw", "restore from disk / raw read",
+                            res->have_persist ? p->restore_ratio : nan_, true, 0.8,
+                            "median over rounds of restore_disk_gbps / read_raw_gbps" };
+  t[n++] = (struct target){ "persist_step_overhead", "step time with/without a flush",
+                            res->have_persist ? p->persist_step_overhead_ratio : nan_,
+                            false, 1.05, "persist_step_overhead_ratio" };
   return n;
 }
 
@@ -411,6 +425,19 @@ static void print_json(const struct bench_opts *o, const struct results *res,
   json_num(&j, "recovery_node_ms", res->have_recover ? rv->node_ms : nan_);
   json_num(&j, "recovery_trainer_ms", res->have_recover ? rv->trainer_ms : nan_);
   json_u64(&j, "recovery_state_mb", (uint64_t)rv->state_mb);
+
+  const struct bench_persist_result *pp = &res->persist;
+  json_num(&j, "persist_gbps", res->have_persist ? pp->persist_gbps : nan_);
+  json_num(&j, "persist_raw_gbps", res->have_persist ? pp->persist_raw_gbps : nan_);
+  json_num(&j, "restore_disk_gbps", res->have_persist ? pp->restore_disk_gbps : nan_);
+  json_num(&j, "read_raw_gbps", res->have_persist ? pp->read_raw_gbps : nan_);
+  json_num(&j, "persist_step_overhead_ratio",
+           res->have_persist ? pp->persist_step_overhead_ratio : nan_);
+  json_num(&j, "persist_step_ms", res->have_persist ? pp->step_ms_persist : nan_);
+  json_num(&j, "persist_step_ms_without", res->have_persist ? pp->step_ms_pt : nan_);
+  json_u64(&j, "persist_bytes", pp->bytes);
+  json_u64(&j, "persist_rounds", (uint64_t)pp->rounds);
+  json_str(&j, "persist_io", !res->have_persist ? "-" : pp->direct ? "O_DIRECT" : "buffered");
 
   json_num(&j, "ec_encode_gbps", res->have_ec ? res->ec.ec_encode_gbps : nan_);
   json_num(&j, "ec_decode_gbps", res->have_ec ? res->ec.ec_decode_gbps : nan_);
@@ -621,6 +648,21 @@ static void print_table(const struct bench_opts *o, const struct results *res,
     snprintf(b1, sizeof(b1), "-");
   snprintf(fl, sizeof(fl), "over %d paired rounds", res->net_rounds);
   row("  bulk/raw per round", b1, fl, NAN, "", "");
+
+  const struct bench_persist_result *pp = &res->persist;
+  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_persist ? pp->persist_gbps : NAN);
+  snprintf(fl, sizeof(fl), "%s GB/s O_DIRECT write",
+           fmt(b2, sizeof(b2), "%.2f", res->have_persist ? pp->persist_raw_gbps : NAN));
+  target_row(target_find(t, nt, "persist_vs_raw"), "persist a step (one rank)", b1, fl);
+  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_persist ? pp->restore_disk_gbps : NAN);
+  snprintf(fl, sizeof(fl), "%s GB/s O_DIRECT read",
+           fmt(b2, sizeof(b2), "%.2f", res->have_persist ? pp->read_raw_gbps : NAN));
+  target_row(target_find(t, nt, "restore_disk_vs_read_raw"), "restore from disk, verified",
+             b1, fl);
+  fmt(b1, sizeof(b1), "%.2f ms/step", res->have_persist ? pp->step_ms_persist : NAN);
+  snprintf(fl, sizeof(fl), "%s no flush",
+           fmt(b2, sizeof(b2), "%.2f ms/step", res->have_persist ? pp->step_ms_pt : NAN));
+  target_row(target_find(t, nt, "persist_step_overhead"), "pt-train beside a flush", b1, fl);
 
   int missed = 0, unmeasured = 0;
 
@@ -1072,7 +1114,7 @@ int main(int argc, char **argv)
     case OPT_ONLY:
       if ((parts = parse_parts(optarg)) == 0) {
         fprintf(stderr, "ptbench: invalid value '%s' for --only: expected parts "
-                "among net, ec, copy, file, train, recovery, like train,recovery\n",
+                "among net, ec, copy, file, train, recovery, persist, like train,recovery\n",
                 optarg);
         return 2;
       }
@@ -1242,6 +1284,14 @@ int main(int argc, char **argv)
     if (rc < 0)
       goto out_fail;
     res.have_train = true;
+  }
+  if ((parts & PART_PERSIST) && !skip_train) {
+    if (o.verbose)
+      fprintf(stderr, "ptbench: the persistent tier in %s\n", o.file_dir);
+    rc = bench_persist_run(&o, &res.persist, err, sizeof(err));
+    if (rc < 0)
+      goto out_fail;
+    res.have_persist = true;
   }
   if (parts & PART_RECOVERY) {
     if (o.verbose)

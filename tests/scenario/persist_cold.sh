@@ -34,6 +34,18 @@ say "power lost with step $committed committed; newest complete on disk: $newest
 cp -a "$P" "$T_DIR/cold" # for the cold start below
 
 t_node_start "$T_DIR/sd" $RANKS "${POPTS[@]}" -- "${ARGS[@]}"
+t_wait_log "^restored step $newest$" 60
+# ptctl status names the tier the restore came from and the disk's state.
+"$PTCTL" --state-dir "$T_DIR/sd" status --json >"$T_DIR/status.json" || fail "ptctl status failed"
+python3 - "$T_DIR/status.json" "$newest" "$P/$T_JOB" <<'PY' || fail "ptctl status does not show the restore from disk"
+import json, sys
+st = json.load(open(sys.argv[1]))
+assert st["restored_from"] == "disk", st["restored_from"]
+assert f"step {sys.argv[2]} is the newest complete step on disk" in st["restore_reason"], st["restore_reason"]
+assert st["persist_dir"] == sys.argv[3], st["persist_dir"]
+assert st["persist_step"] is not None and st["persist_step"] >= int(sys.argv[2]), st["persist_step"]
+PY
+"$PTCTL" --state-dir "$T_DIR/sd" status | grep -q "restored    from disk" || fail "ptctl status (table) does not say the restore came from disk"
 t_node_wait 120
 [ "$T_NODE_RC" = 0 ] || fail "ptd node exited with $T_NODE_RC"
 grep -q "restore from disk: step $newest is the newest complete step" "$T_DIR/node.log" \
