@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,6 +271,26 @@ static void header_build(uint8_t *h, uint64_t hbytes, const struct snap_store *s
   }
 }
 
+/* The writer's checking thread: every block of the slot, guarded. */
+struct checker {
+  const struct snap_store *s;
+  const struct snap_file *view;
+  const uint8_t *data;
+  uint64_t dbytes;
+  uint32_t next;
+  int rc;
+  char err[400];
+};
+
+static void *check_main(void *arg)
+{
+  struct checker *c = arg;
+  c->next = 0;
+  c->rc = guarded_blocks(c->s, c->view, c->data, c->dbytes, &c->next, c->err,
+                         sizeof(c->err));
+  return NULL;
+}
+
 int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
                     const char *name, const struct snap_file_opts *o,
                     struct snap_file_stats *st, char *err, size_t errlen)
@@ -279,6 +300,9 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
   char tmp[300];
   uint8_t *h = NULL;
   int fd = -1, rc;
+  struct checker ck;
+  pthread_t checker;
+  bool checking = false;
 
   if (st == NULL)
     st = &dummy;
@@ -355,6 +379,12 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
   const uint8_t *data = snap_slot_data(s, slot);
   const uint32_t chunk = chunk_of(o);
   uint64_t t_data = now_ns(CLOCK_MONOTONIC);
+  /* The blocks are checked on a thread of their own while the disk takes
+   * them (the CRCs and the writes overlap); the file is renamed into place
+   * only once every block matched. Without the thread, each piece is
+   * checked before it is written. */
+  ck = (struct checker){.s = s, .view = &view, .data = data, .dbytes = dbytes};
+  checking = pthread_create(&checker, NULL, check_main, &ck) == 0;
   for (uint64_t off = 0; off < dbytes; off += chunk) {
     if (cancelled(o)) {
       rc = snap_err(err, errlen, -ECANCELED, "the write of '%s' was "
@@ -362,8 +392,8 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
       goto out_unlink;
     }
     size_t n = (size_t)(dbytes - off < chunk ? dbytes - off : chunk);
-    if ((rc = guarded_blocks(s, &view, data, off + n, &next, err,
-                             errlen)) != PT_OK)
+    if (!checking && (rc = guarded_blocks(s, &view, data, off + n, &next, err,
+                                          errlen)) != PT_OK)
       goto out_unlink;
     if ((rc = full_pwrite(fd, data + off, n, hbytes + off)) != PT_OK) {
       snap_err(err, errlen, rc, "cannot write '%s' at byte %" PRIu64 ": %s",
@@ -381,10 +411,37 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
   /* The slot still holds what the file says: else it is some other step's
    * bytes, half of them. */
   struct snap_slot_info after;
+  if (checking) {
+    pthread_join(checker, NULL);
+    checking = false;
+    next = ck.next;
+    if (ck.rc != PT_OK) {
+      rc = ck.rc;
+      snap_err(err, errlen, rc, "%s", ck.err);
+      goto out_unlink;
+    }
+  }
   if (next != s->lay.nblocks) {
     rc = snap_err(err, errlen, PT_ECHECKSUM, "slot %" PRIu32 " of '%s': %"
                   PRIu32 " of %" PRIu32 " blocks checked", slot, s->name,
                   next, s->lay.nblocks);
+    goto out_unlink;
+  }
+  /* The blob, against the record (a guarded copy first). */
+  uint8_t *blob = malloc(si.blob_bytes > 0 ? si.blob_bytes : 1);
+  if (blob == NULL) {
+    rc = snap_err(err, errlen, -ENOMEM, "no memory");
+    goto out_unlink;
+  }
+  rc = si.blob_bytes <= s->lay.blob_max
+           ? guarded_copy(s, blob, snap_slot_blob(s, slot), si.blob_bytes)
+           : -EINVAL;
+  bool blob_ok = rc == 0 && crc32c(blob, si.blob_bytes) == si.blob_crc;
+  free(blob);
+  if (!blob_ok) {
+    rc = snap_err(err, errlen, rc == -EFAULT ? -EFAULT : PT_ECHECKSUM,
+                  "slot %" PRIu32 " of '%s': the blob does not match its "
+                  "checksum", slot, s->name);
     goto out_unlink;
   }
   if (guarded_get(s, slot, &after) != PT_OK) {
@@ -423,6 +480,9 @@ int snap_file_write(const struct snap_store *s, uint32_t slot, int dirfd,
   goto out;
 
 out_unlink:
+  if (checking)
+    pthread_join(checker, NULL);
+  checking = false;
   if (fd >= 0)
     close(fd);
   fd = -1;

@@ -430,6 +430,7 @@ static void step_set_restore(struct node *n, uint64_t now)
     n->restores++;
   } else {
     log_info("no snapshot: starting fresh");
+    n->restore_reason[0] = '\0';
     n->has_committed = false;
     n->committed_unix_ms = 0;
   }

@@ -330,7 +330,7 @@ uint32_t node_persist_steps_list(int jobfd, uint64_t *steps, bool *complete,
 /* Keeps the newest keep complete steps and what is newer than the newest
  * complete one (being written); removes the rest. */
 /* Whether the complete step's MANIFEST names this job instance. */
-static bool ours(int jobfd, uint64_t step, const char *instance_hex)
+bool node_persist_ours(int jobfd, uint64_t step, const char *instance_hex)
 {
   char name[40], err[200];
   struct node_manifest *m = malloc(sizeof(*m));
@@ -349,10 +349,9 @@ static bool ours(int jobfd, uint64_t step, const char *instance_hex)
 /* Keeps the newest keep complete steps of this instance and what is newer
  * than its newest complete one (being written); removes its older
  * complete steps, incomplete steps older than its newest complete one, and
- * (has_drop) its complete steps above drop_above. Another instance's steps
+ * Another instance's steps
  * are left alone. */
-static void prune(int jobfd, uint32_t keep, const char *instance_hex,
-                  bool has_drop, uint64_t drop_above)
+static void prune(int jobfd, uint32_t keep, const char *instance_hex)
 {
   uint64_t steps[NODE_PERSIST_LIST_MAX];
   bool complete[NODE_PERSIST_LIST_MAX];
@@ -360,14 +359,8 @@ static void prune(int jobfd, uint32_t keep, const char *instance_hex,
   uint32_t kept = 0;
   bool newer_complete = false;
   for (uint32_t i = n; i-- > 0;) {
-    if (complete[i] && !ours(jobfd, steps[i], instance_hex))
+    if (complete[i] && !node_persist_ours(jobfd, steps[i], instance_hex))
       continue;
-    if (complete[i] && has_drop && steps[i] > drop_above) {
-      if (step_remove(jobfd, steps[i]) == PT_OK)
-        log_debug("persist: removed step %" PRIu64 " (above step %" PRIu64
-                  ", which the job went back to)", steps[i], drop_above);
-      continue;
-    }
     bool drop = complete[i] ? kept >= keep : newer_complete;
     if (complete[i]) {
       kept++;
@@ -460,16 +453,19 @@ static void manifest_work(uv_work_t *req)
     goto out;
   }
   close(fd);
-  if (renameat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, stepfd,
-               "MANIFEST") != 0 || fsync(stepfd) != 0) {
+  errno = 0;
+  bool renamed = renameat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, stepfd,
+                          "MANIFEST") == 0;
+  if (!renamed || fsync(stepfd) != 0) {
     rc = errno != 0 ? -errno : -EIO;
-    unlinkat(stepfd, ".MANIFEST" SNAP_FILE_TMP_SUFFIX, 0);
+    /* Not durable: no manifest at all, rather than one the node did not
+     * count (a crash could keep it or not). */
+    unlinkat(stepfd, renamed ? "MANIFEST" : ".MANIFEST" SNAP_FILE_TMP_SUFFIX, 0);
     snprintf(ps->w_msg, sizeof(ps->w_msg), "cannot put the manifest of "
              "'%s' in place: %s", name, strerror(-rc));
     goto out;
   }
-  prune(ps->jobfd, n->cfg.persist_keep, n->instance_hex, ps->w_has_drop,
-        ps->w_drop_above);
+  prune(ps->jobfd, n->cfg.persist_keep, n->instance_hex);
 out:
   if (stepfd >= 0)
     close(stepfd);
@@ -617,8 +613,10 @@ int node_persist_open(struct node *n, char *err, size_t len)
       swept += (uint32_t)snap_file_sweep(fd);
       close(fd);
     }
-    ps->has_complete = true;
-    ps->complete = steps[i];
+    if (node_persist_ours(ps->jobfd, steps[i], n->instance_hex)) {
+      ps->has_complete = true;
+      ps->complete = steps[i];
+    }
   }
   swept += (uint32_t)snap_file_sweep(ps->jobfd);
   if (swept > 0)
@@ -708,6 +706,12 @@ void node_persist_on_commit(struct node *n, uint64_t step)
    * manifest first: the new files never sit under the old one. */
   char name[48];
   node_persist_step_name(name, sizeof(name), step);
+  if (node_persist_complete_foreign(ps->jobfd, step, n->instance_hex)) {
+    log_notice("persist: step %" PRIu64 " not written: '%s/%s' is a complete "
+               "step of another job instance", step, ps->job_dir, name);
+    ps->has_marked = false;
+    return;
+  }
   strcat(name, "/MANIFEST");
   if (unlinkat(ps->jobfd, name, 0) == 0)
     log_debug("persist: an older manifest of step %" PRIu64 " removed",
@@ -758,9 +762,6 @@ void node_persist_on_event(struct node *n, struct node_rank *r,
   ps->has_marked = false;
   ps->w_step = e->step;
   ps->w_mark = ps->mark;
-  ps->w_has_drop = ps->has_drop_above;
-  ps->w_drop_above = ps->drop_above;
-  ps->has_drop_above = false;
   int rc = uv_queue_work(n->loop, &ps->work, manifest_work, manifest_done);
   if (rc != 0) {
     log_warn("persist: cannot write the manifest of step %" PRIu64 ": %s",
@@ -795,9 +796,17 @@ void node_persist_restored(struct node *n, bool has, uint64_t step)
    * carries its old mark). */
   ps->has_marked = false;
   ps->commits = 0;
-  uint64_t above = has ? step : 0;
-  if (!ps->has_drop_above || above < ps->drop_above) {
-    ps->has_drop_above = true;
-    ps->drop_above = above;
-  }
+  (void)has;
+  (void)step;
+}
+
+bool node_persist_complete_foreign(int jobfd, uint64_t step,
+                                   const char *instance_hex)
+{
+  char name[48];
+  node_persist_step_name(name, sizeof(name), step);
+  strcat(name, "/MANIFEST");
+  if (faccessat(jobfd, name, F_OK, AT_SYMLINK_NOFOLLOW) != 0)
+    return false;
+  return !node_persist_ours(jobfd, step, instance_hex);
 }

@@ -48,8 +48,7 @@ const char *node_persist_job_dir(const struct node *n);
  * --persist-every'th is marked. */
 void node_persist_on_commit(struct node *n, uint64_t step);
 /* A restore to step (has: else a fresh start): the marked step (if any)
- * will not be written, and complete steps above it are removed at the
- * next pruning (an abandoned future; never counted among the kept). */
+ * is not waited for. */
 void node_persist_restored(struct node *n, bool has, uint64_t step);
 /* Whether the COMMIT of step asks the SMP to write it; OUT: *mark, the
  * flush's id (may be NULL). */

@@ -30,9 +30,6 @@ struct node_persist {
   uint64_t marked_until;     /* its ranks' answers are due by then */
   uint64_t mark, mark_seq;   /* the marked step's flush id; ids made */
   uint64_t w_mark;           /* the flush whose manifest is being written */
-  uint64_t drop_above;       /* a restore went back to this step: complete
-                              * steps above it go at the next pruning */
-  bool has_drop_above;
   uint64_t picked_mark;      /* the MANIFEST mark of the last pick */
   bool has_complete;
   uint64_t complete;         /* the newest complete step on disk */
@@ -47,14 +44,18 @@ struct node_persist {
   uv_work_t work;
   bool busy;
   uint64_t w_step;
-  bool w_has_drop;
-  uint64_t w_drop_above;
   int w_rc;
   char w_msg[400];
 };
 
 #define PS(n) ((n)->persist)
 
+/* Whether step's MANIFEST under jobfd names instance_hex (false: none,
+ * unreadable, another's); whether a MANIFEST is there and names another
+ * instance. */
+bool node_persist_ours(int jobfd, uint64_t step, const char *instance_hex);
+bool node_persist_complete_foreign(int jobfd, uint64_t step,
+                                   const char *instance_hex);
 /* "step-<20 digits>". */
 void node_persist_step_name(char *out, size_t len, uint64_t step);
 /* The step directories under jobfd: OUT steps[] (ascending), complete[]

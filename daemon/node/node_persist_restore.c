@@ -193,6 +193,22 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
            "%s%s", NODE_RANK(n, r->rank), e->step,
            e->message != NULL ? e->message : pt_strerror(st),
            bad ? "; that step is not used again" : "");
+  if (bad && !ps->picked_resume && ps->jobfd >= 0) {
+    /* Damaged in our own directory: no longer complete, so that no later
+     * start tries it again (the files stay until the next pruning). An
+     * archive named by --resume-from is never written to. */
+    char name[48];
+    node_persist_step_name(name, sizeof(name), e->step);
+    int sfd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                     O_CLOEXEC);
+    if (sfd >= 0 && unlinkat(sfd, "MANIFEST", 0) == 0) {
+      fsync(sfd);
+      log_notice("persist: step %" PRIu64 " is incomplete from now on (its "
+                 "manifest removed)", e->step);
+    }
+    if (sfd >= 0)
+      close(sfd);
+  }
   if (bad && !is_bad(ps, e->step)) {
     if (ps->nbad == sizeof(ps->bad) / sizeof(ps->bad[0]))
       memmove(ps->bad, ps->bad + 1, sizeof(ps->bad) - sizeof(ps->bad[0]));

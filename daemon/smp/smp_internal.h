@@ -163,6 +163,10 @@ bool smp_persist_load_pending(const struct smp *smp);
 bool smp_persist_load_held_query(struct smp_conn *sc, uint64_t id,
                                  uint32_t wait_ms);
 void smp_persist_load_conn_gone(struct smp *smp, struct smp_conn *sc);
+/* A SET_RESTORE while a read runs: held (true), the read cancelled, and
+ * the request applied and answered once the read stopped. */
+bool smp_persist_load_defer(struct smp_conn *sc, uint64_t id,
+                            const Pt__SetRestore *m);
 void smp_persist_load_stop(struct smp *smp);
 void smp_persist_load_free(struct smp *smp);
 

@@ -247,6 +247,8 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
   struct smp *smp = sc->smp;
   int rc = 0;
 
+  if (smp_persist_load_defer(sc, id, m))
+    return 0; /* a read from disk writes into a slot: once it stopped */
   if (m->has_step && m->from_disk != NULL && m->from_disk[0] != '\0') {
     /* From the persistent tier: read once the trainer says HELLO. */
     char err[400] = "";

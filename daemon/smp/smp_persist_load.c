@@ -61,6 +61,12 @@ struct smp_persist_load {
   uint64_t held_id;
   uv_timer_t timer;
   bool timer_open;
+  /* A SET_RESTORE that came while the read ran (packed): applied, and
+   * answered, once the read stopped (its cancel is set). */
+  uint8_t *deferred;
+  size_t deferred_len;
+  struct smp_conn *deferred_sc;
+  uint64_t deferred_id;
 };
 
 static struct smp_persist_load *LD(const struct smp *smp) { return smp->load; }
@@ -198,9 +204,34 @@ out:
   l->w_rc = rc;
 }
 
+static void finish(struct smp_persist_load *l, int status);
+
+/* The deferred SET_RESTORE, now that nothing writes into a slot. */
+static void run_deferred(struct smp_persist_load *l)
+{
+  if (l->deferred == NULL)
+    return;
+  uint8_t *buf = l->deferred;
+  struct smp_conn *sc = l->deferred_sc;
+  uint64_t id = l->deferred_id;
+  Pt__SetRestore *m = pt__set_restore__unpack(NULL, l->deferred_len, buf);
+  l->deferred = NULL;
+  l->deferred_sc = NULL;
+  free(buf);
+  if (m != NULL && sc != NULL && !sc->closing)
+    smp_node_on_set_restore(sc, id, m);
+  if (m != NULL)
+    pt__set_restore__free_unpacked(m, NULL);
+}
+
 static void after_cb(uv_work_t *req, int status)
 {
-  struct smp_persist_load *l = req->data;
+  finish(req->data, status);
+  run_deferred(req->data);
+}
+
+static void finish(struct smp_persist_load *l, int status)
+{
   struct smp *smp = l->smp;
 
   l->busy = false;
@@ -362,6 +393,8 @@ bool smp_persist_load_held_query(struct smp_conn *sc, uint64_t id,
 void smp_persist_load_conn_gone(struct smp *smp, struct smp_conn *sc)
 {
   struct smp_persist_load *l = LD(smp);
+  if (l != NULL && l->deferred_sc == sc)
+    l->deferred_sc = NULL; /* applied all the same, answered to nobody */
   if (l != NULL && l->held && l->held_sc == sc) {
     l->held = false;
     l->held_sc = NULL;
@@ -391,6 +424,35 @@ void smp_persist_load_free(struct smp *smp)
   struct smp_persist_load *l = LD(smp);
   if (l == NULL || l->busy || l->timer_open)
     return; /* the loop ran until both ended; else leak, never race */
+  free(l->deferred);
   free(l);
   smp->load = NULL;
+}
+
+bool smp_persist_load_defer(struct smp_conn *sc, uint64_t id,
+                            const Pt__SetRestore *m)
+{
+  struct smp_persist_load *l = LD(sc->smp);
+  if (l == NULL || !l->busy)
+    return false;
+  size_t n = pt__set_restore__get_packed_size(m);
+  uint8_t *buf = malloc(n > 0 ? n : 1);
+  if (buf == NULL)
+    return false; /* refused by the caller, as busy */
+  pt__set_restore__pack(m, buf);
+  if (l->deferred != NULL) {
+    /* A newer one replaces it: the older is answered as superseded. */
+    if (l->deferred_sc != NULL && !l->deferred_sc->closing)
+      smp_serve_reply_status(l->deferred_sc, l->deferred_id, PT_ESTALE,
+                             "a newer restore point came");
+    free(l->deferred);
+  }
+  l->deferred = buf;
+  l->deferred_len = n;
+  l->deferred_sc = sc;
+  l->deferred_id = id;
+  atomic_store(&l->cancel, true);
+  log_info("a new restore point waits for the read of step %" PRIu64
+           " from disk to stop", l->step);
+  return true;
 }

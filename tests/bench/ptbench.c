@@ -435,6 +435,9 @@ static void print_json(const struct bench_opts *o, const struct results *res,
            res->have_persist ? pp->persist_step_overhead_ratio : nan_);
   json_num(&j, "persist_step_ms", res->have_persist ? pp->step_ms_persist : nan_);
   json_num(&j, "persist_step_ms_without", res->have_persist ? pp->step_ms_pt : nan_);
+  json_num(&j, "persist_vs_raw_median", res->have_persist ? pp->persist_ratio : nan_);
+  json_num(&j, "restore_disk_vs_read_raw_median",
+           res->have_persist ? pp->restore_ratio : nan_);
   json_u64(&j, "persist_bytes", pp->bytes);
   json_u64(&j, "persist_rounds", (uint64_t)pp->rounds);
   json_str(&j, "persist_io", !res->have_persist ? "-" : pp->direct ? "O_DIRECT" : "buffered");
@@ -1135,9 +1138,9 @@ int main(int argc, char **argv)
   }
   if (o.bytes == 0)
     o.bytes = o.quick ? QUICK_BYTES : DEFAULT_BYTES;
-  if (skip_train)
-    parts &= ~(unsigned)(PART_TRAIN | PART_RECOVERY);
-  skip_train = (parts & (PART_TRAIN | PART_RECOVERY)) == 0;
+  if (skip_train) /* (the persist part's step overhead runs pt-train) */
+    parts &= ~(unsigned)(PART_TRAIN | PART_RECOVERY | PART_PERSIST);
+  skip_train = (parts & (PART_TRAIN | PART_RECOVERY | PART_PERSIST)) == 0;
   o.reps = reps ? reps : o.quick ? 30 : 20;
   o.restore_reps = o.quick ? 10 : 5;
   o.file_reps = 3;
@@ -1285,7 +1288,7 @@ int main(int argc, char **argv)
       goto out_fail;
     res.have_train = true;
   }
-  if ((parts & PART_PERSIST) && !skip_train) {
+  if (parts & PART_PERSIST) {
     if (o.verbose)
       fprintf(stderr, "ptbench: the persistent tier in %s\n", o.file_dir);
     rc = bench_persist_run(&o, &res.persist, err, sizeof(err));

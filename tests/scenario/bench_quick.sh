@@ -61,6 +61,9 @@ required = [
     "recovery_trainer_ms",
 ]
 required += ["bulk_gbps", "bulk_ratio_median", "bulk_ratio_min", "bulk_ratio_max"]  # bench_bulk.c
+required += ["persist_gbps", "persist_raw_gbps", "restore_disk_gbps", "read_raw_gbps",
+             "persist_step_overhead_ratio", "persist_step_ms", "persist_step_ms_without",
+             "persist_bytes"]  # bench_persist.c
 bad = []
 for k in required:
     v = d.get(k)
@@ -75,6 +78,13 @@ if not isinstance(d.get("cpu"), str) or not d["cpu"]:
     print("bench_quick: FAIL: no cpu model string"); sys.exit(1)
 if d["bytes"] != 64 << 20:
     print(f"bench_quick: FAIL: --quick measured {d['bytes']} bytes, expected 64 MiB"); sys.exit(1)
+
+if d.get("persist_io") not in ("O_DIRECT", "buffered"):
+    print(f"bench_quick: FAIL: persist_io {d.get('persist_io')!r}"); sys.exit(1)
+ratio = d["persist_step_ms"] / d["persist_step_ms_without"]
+if abs(ratio - d["persist_step_overhead_ratio"]) > 1e-3 * ratio:
+    print(f"bench_quick: FAIL: persist_step_overhead_ratio {d['persist_step_overhead_ratio']} "
+          f"is not persist_step_ms / persist_step_ms_without = {ratio}"); sys.exit(1)
 
 # Derived figures must agree with the figures they are made of.
 ratio = d["file_ckpt_blocking_ms"] / d["snapshot_blocking_ms_p50"]
@@ -146,6 +156,10 @@ expect = {
     "ec82_decode_vs_encode": d["ec82_decode_vs_encode_median"],
     "first_snapshot_vs_steady": d["first_snapshot_ms"] / d["snapshot_ms"],
     "recovery_ms": d["recovery_ms"],
+    # The persistent tier: paired rounds, the median of their ratios.
+    "persist_vs_raw": d["persist_vs_raw_median"],
+    "restore_disk_vs_read_raw": d["restore_disk_vs_read_raw_median"],
+    "persist_step_overhead": d["persist_step_overhead_ratio"],
 }
 # Bulk frames against the plain-socket figure: paired rounds (raw, then
 # bulk), the target the median of the rounds' ratios, inside their spread.

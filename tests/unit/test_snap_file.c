@@ -479,6 +479,16 @@ START_TEST(test_forged_and_marked)
   ck_assert_msg(strstr(err, "rng") != NULL, "%s", err);
   ck_assert_int_eq(faccessat(dfd, "g", F_OK, 0), -1);
   ck_assert_int_eq(snap_file_sweep(dfd), 0);
+  ((uint8_t *)snap_slot_data(a, slot))[snap_store_region(a, 1)->offset + 9] ^= 1;
+  ((uint8_t *)snap_slot_blob(a, slot))[3] ^= 4; /* now the blob */
+  err[0] = '\0';
+  ck_assert_int_eq(snap_file_write(a, slot, dfd, "g", NULL, NULL, err,
+                                   sizeof(err)), PT_ECHECKSUM);
+  ck_assert_msg(strstr(err, "blob") != NULL, "%s", err);
+  ck_assert_int_eq(faccessat(dfd, "g", F_OK, 0), -1);
+  ((uint8_t *)snap_slot_blob(a, slot))[3] ^= 4;
+  ck_assert_int_eq(snap_file_write(a, slot, dfd, "g", NULL, NULL, err,
+                                   sizeof(err)), PT_OK);
   snap_store_close(a);
   snap_store_unlink(na);
   dir_teardown();
