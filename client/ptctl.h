@@ -119,6 +119,8 @@ void ptctl_table_print(struct ptctl_table *t, FILE *f);
 
 int ptctl_node_status(const struct ptctl_opts *o);
 int ptctl_node_stop(const struct ptctl_opts *o);
+/* ptctl snapshots: a standalone node's steps in memory and on disk. */
+int ptctl_node_snapshots(const struct ptctl_opts *o);
 
 /* ---- ptctl_ctl.c ---- */
 

@@ -28,6 +28,8 @@ void ptctl_help_usage(FILE *f)
       "                   held in shared memory, restarts, one row per rank\n"
       "  stop             stop the job: trainers, then snapshot processes\n"
       "                   (snapshots are kept)\n"
+      "  snapshots        the steps held: every rank's slots in memory, and\n"
+      "                   the steps on disk (complete or not, size, age)\n"
       "\n"
       "commands, to the cluster's ptd controller:\n"
       "  start [--job NAME] --nodes N --ranks-per-node R [OPTIONS] -- CMD "
@@ -102,6 +104,22 @@ static const struct {
      "\"node_index\", \"node_state\", \"heartbeat_age_ms\", \"part_state\",\n"
      "\"first_rank\", \"last_rank\", \"ranks\", \"bytes_held\",\n"
      "\"last_sealed\"}]}]}; an absent value is null.\n" CTL_TEXT
+     "\n" EXIT_TEXT},
+    {"snapshots",
+     "usage: ptctl [--state-dir DIR | --socket PATH] snapshots [--json]\n"
+     "\n"
+     "A standalone node's steps: in memory, every rank's slots as their\n"
+     "records say (state: FREE, WRITING, SEALED, PINNED, PROTECTED,\n"
+     "COMMITTED; step; a damaged record is said), the data itself being\n"
+     "checked at every restore; on disk (--persist-dir), the newest 256\n"
+     "step directories: complete (a MANIFEST of this job instance, or of\n"
+     "another run), rank files, size, age, and what an incomplete one lacks.\n"
+     "--json: {\"job\", \"instance\", \"committed_step\", \"memory\":\n"
+     "[{\"rank\", \"slot\", \"state\", \"step\", \"record_ok\"}],\n"
+     "\"memory_error\", \"persist_dir\", \"disk\": [{\"step\",\n"
+     "\"complete\", \"files\", \"bytes\", \"age_ms\", \"ours\", \"why\"}]};\n"
+     "an absent value is null. A cluster job's snapshots are not listed\n"
+     "yet.\n"
      "\n" EXIT_TEXT},
     {"stop",
      "usage: ptctl [--state-dir DIR | --socket PATH] stop [--json]\n"

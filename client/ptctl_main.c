@@ -195,6 +195,8 @@ static int to_node(struct ptctl_opts *o, const struct cmdline *c)
   }
   if (strcmp(c->cmd, "status") == 0)
     return ptctl_node_status(o);
+  if (strcmp(c->cmd, "snapshots") == 0)
+    return ptctl_node_snapshots(o);
   return ptctl_node_stop(o);
 }
 
@@ -231,11 +233,24 @@ int ptctl_main(int argc, char **argv)
                   strcmp(cmd, "restore") == 0 || strcmp(cmd, "jobs") == 0 ||
                   strcmp(cmd, "fault") == 0;
   bool either = strcmp(cmd, "status") == 0 || strcmp(cmd, "stop") == 0;
-  if (!ctl_only && !either) {
+  bool node_only = strcmp(cmd, "snapshots") == 0;
+  if (!ctl_only && !either && !node_only) {
     fprintf(stderr, "ptctl: unknown command '%s' (start, stop, restore, "
-                    "status, jobs, nodes, fault; see ptctl --help)\n",
+                    "status, snapshots, jobs, nodes, fault; see ptctl "
+                    "--help)\n",
             cmd);
     code = PTCTL_EXIT_USAGE;
+    goto out;
+  }
+  if (node_only && (c.controller != NULL || c.key != NULL)) {
+    fprintf(stderr, "ptctl: snapshots lists a standalone node's steps "
+                    "(--state-dir or --socket); a cluster job's are not "
+                    "listed yet\n");
+    code = PTCTL_EXIT_USAGE;
+    goto out;
+  }
+  if (node_only) {
+    code = to_node(&o, &c);
     goto out;
   }
   bool node_flags = c.state_dir != NULL || c.sock != NULL;

@@ -256,3 +256,126 @@ int ptctl_node_stop(const struct ptctl_opts *o)
   protobuf_c_message_free_unpacked(msg, NULL);
   return ptctl_ctl_flush(code);
 }
+
+/* ---- snapshots ---- */
+
+static void snapshots_json(FILE *f, const char *sock, const Pt__StatusReply *m)
+{
+  fputs("{\"socket\":", f);
+  ptctl_out_json_str(f, sock);
+  fputs(",\"job\":", f);
+  ptctl_out_json_str(f, m->job);
+  fputs(",\"instance\":", f);
+  ptctl_out_json_str(f, m->instance != NULL ? m->instance : "");
+  fputs(",\"committed_step\":", f);
+  ptctl_out_json_u64(f, m->has_committed_step, m->committed_step);
+  fputs(",\"memory_error\":", f);
+  if (m->memory_error != NULL)
+    ptctl_out_json_str(f, m->memory_error);
+  else
+    fputs("null", f);
+  fputs(",\"memory\":[", f);
+  for (size_t i = 0; i < m->n_slots; i++) {
+    const Pt__SlotView *v = m->slots[i];
+    fprintf(f, "%s{\"rank\":%" PRIu32 ",\"slot\":%" PRIu32 ",\"state\":",
+            i > 0 ? "," : "", v->rank, v->slot);
+    ptctl_out_json_str(f, v->state);
+    fputs(",\"step\":", f);
+    ptctl_out_json_u64(f, v->has_step, v->step);
+    fprintf(f, ",\"record_ok\":%s}", v->record_ok ? "true" : "false");
+  }
+  fputs("],\"persist_dir\":", f);
+  if (m->persist_dir != NULL)
+    ptctl_out_json_str(f, m->persist_dir);
+  else
+    fputs("null", f);
+  fputs(",\"disk\":[", f);
+  for (size_t i = 0; i < m->n_disk_steps; i++) {
+    const Pt__DiskStep *d = m->disk_steps[i];
+    fprintf(f, "%s{\"step\":%" PRIu64 ",\"complete\":%s,\"files\":%" PRIu32
+               ",\"bytes\":%" PRIu64 ",\"age_ms\":",
+            i > 0 ? "," : "", d->step, d->complete ? "true" : "false",
+            d->files, d->bytes);
+    ptctl_out_json_u64(f, d->has_age_ms, d->age_ms);
+    fputs(",\"ours\":", f);
+    fputs(!d->has_ours ? "null" : d->ours ? "true" : "false", f);
+    fputs(",\"why\":", f);
+    if (d->why != NULL)
+      ptctl_out_json_str(f, d->why);
+    else
+      fputs("null", f);
+    fputc('}', f);
+  }
+  fputs("]}\n", f);
+}
+
+static void snapshots_table(FILE *f, const Pt__StatusReply *m)
+{
+  char b1[32], b2[32];
+  fprintf(f, "job         %s (instance %s)\n", m->job,
+          m->instance != NULL ? m->instance : "?");
+  if (m->has_committed_step)
+    fprintf(f, "committed   step %" PRIu64 "\n", m->committed_step);
+  else
+    fprintf(f, "committed   none yet\n");
+  fprintf(f, "\nin memory (each slot's record; the data is checked at restore)\n");
+  fprintf(f, "%-6s %-5s %-10s %s\n", "RANK", "SLOT", "STATE", "STEP");
+  for (size_t i = 0; i < m->n_slots; i++) {
+    const Pt__SlotView *v = m->slots[i];
+    char st[24] = "-";
+    if (v->has_step)
+      snprintf(st, sizeof(st), "%" PRIu64, v->step);
+    fprintf(f, "%-6" PRIu32 " %-5" PRIu32 " %-10s %s%s\n", v->rank, v->slot,
+            v->state, st, v->record_ok ? "" : " (record damaged)");
+  }
+  if (m->memory_error != NULL)
+    fprintf(f, "not read: %s\n", m->memory_error);
+  if (m->persist_dir == NULL) {
+    fprintf(f, "\non disk: no --persist-dir\n");
+    return;
+  }
+  fprintf(f, "\non disk under %s\n", m->persist_dir);
+  if (m->n_disk_steps == 0) {
+    fprintf(f, "no step yet\n");
+    return;
+  }
+  fprintf(f, "%-12s %-10s %-7s %-10s %s\n", "STEP", "COMPLETE", "FILES",
+          "SIZE", "AGE");
+  for (size_t i = 0; i < m->n_disk_steps; i++) {
+    const Pt__DiskStep *d = m->disk_steps[i];
+    fprintf(f, "%-12" PRIu64 " %-10s %-7" PRIu32 " %-10s %s%s%s\n", d->step,
+            d->complete ? (d->has_ours && !d->ours ? "other run" : "yes") : "no",
+            d->files, ptctl_out_bytes(b1, sizeof(b1), d->bytes),
+            d->has_age_ms ? ptctl_out_age(b2, sizeof(b2), d->age_ms) : "-",
+            d->why != NULL ? "  " : "", d->why != NULL ? d->why : "");
+  }
+}
+
+int ptctl_node_snapshots(const struct ptctl_opts *o)
+{
+  Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
+  ProtobufCMessage *msg = NULL;
+  q.has_snapshots = q.snapshots = true;
+  int code = call(o->sock, o->timeout_ms, RPC_STATUS_QUERY, &q.base,
+                  RPC_STATUS_REPLY, &msg);
+
+  if (code != PTCTL_EXIT_OK)
+    return code;
+  const Pt__StatusReply *m = (const Pt__StatusReply *)msg;
+  if (m->status < 0) {
+    fprintf(stderr, "ptctl: ptd node at '%s' answered: %s\n", o->sock,
+            m->message != NULL ? m->message : pt_strerror(m->status));
+    code = PTCTL_EXIT_FAILED;
+  } else if (m->mode != NULL) {
+    fprintf(stderr, "ptctl: snapshots: '%s' is a cluster-mode node; the "
+                    "snapshots of a cluster job are not listed yet\n",
+            o->sock);
+    code = PTCTL_EXIT_USAGE;
+  } else if (o->json) {
+    snapshots_json(stdout, o->sock, m);
+  } else {
+    snapshots_table(stdout, m);
+  }
+  protobuf_c_message_free_unpacked(msg, NULL);
+  return ptctl_ctl_flush(code);
+}

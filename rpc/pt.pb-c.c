@@ -997,6 +997,96 @@ void   pt__status_query__free_unpacked
   assert(message->base.descriptor == &pt__status_query__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__slot_view__init
+                     (Pt__SlotView         *message)
+{
+  static const Pt__SlotView init_value = PT__SLOT_VIEW__INIT;
+  *message = init_value;
+}
+size_t pt__slot_view__get_packed_size
+                     (const Pt__SlotView *message)
+{
+  assert(message->base.descriptor == &pt__slot_view__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__slot_view__pack
+                     (const Pt__SlotView *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__slot_view__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__slot_view__pack_to_buffer
+                     (const Pt__SlotView *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__slot_view__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__SlotView *
+       pt__slot_view__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__SlotView *)
+     protobuf_c_message_unpack (&pt__slot_view__descriptor,
+                                allocator, len, data);
+}
+void   pt__slot_view__free_unpacked
+                     (Pt__SlotView *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__slot_view__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__disk_step__init
+                     (Pt__DiskStep         *message)
+{
+  static const Pt__DiskStep init_value = PT__DISK_STEP__INIT;
+  *message = init_value;
+}
+size_t pt__disk_step__get_packed_size
+                     (const Pt__DiskStep *message)
+{
+  assert(message->base.descriptor == &pt__disk_step__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__disk_step__pack
+                     (const Pt__DiskStep *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__disk_step__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__disk_step__pack_to_buffer
+                     (const Pt__DiskStep *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__disk_step__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__DiskStep *
+       pt__disk_step__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__DiskStep *)
+     protobuf_c_message_unpack (&pt__disk_step__descriptor,
+                                allocator, len, data);
+}
+void   pt__disk_step__free_unpacked
+                     (Pt__DiskStep *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__disk_step__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__rank_status__init
                      (Pt__RankStatus         *message)
 {
@@ -4934,9 +5024,29 @@ const ProtobufCMessageDescriptor pt__set_restore__descriptor =
   (ProtobufCMessageInit) pt__set_restore__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-#define pt__status_query__field_descriptors NULL
-#define pt__status_query__field_indices_by_name NULL
-#define pt__status_query__number_ranges NULL
+static const ProtobufCFieldDescriptor pt__status_query__field_descriptors[1] =
+{
+  {
+    "snapshots",
+    1,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__StatusQuery, has_snapshots),
+    offsetof(Pt__StatusQuery, snapshots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__status_query__field_indices_by_name[] = {
+  0,   /* field[0] = snapshots */
+};
+static const ProtobufCIntRange pt__status_query__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
 const ProtobufCMessageDescriptor pt__status_query__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
@@ -4945,11 +5055,217 @@ const ProtobufCMessageDescriptor pt__status_query__descriptor =
   "Pt__StatusQuery",
   "pt",
   sizeof(Pt__StatusQuery),
-  0,
+  1,
   pt__status_query__field_descriptors,
   pt__status_query__field_indices_by_name,
-  0,  pt__status_query__number_ranges,
+  1,  pt__status_query__number_ranges,
   (ProtobufCMessageInit) pt__status_query__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__slot_view__field_descriptors[5] =
+{
+  {
+    "rank",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__SlotView, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slot",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__SlotView, slot),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__SlotView, state),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__SlotView, has_step),
+    offsetof(Pt__SlotView, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "record_ok",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__SlotView, has_record_ok),
+    offsetof(Pt__SlotView, record_ok),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__slot_view__field_indices_by_name[] = {
+  0,   /* field[0] = rank */
+  4,   /* field[4] = record_ok */
+  1,   /* field[1] = slot */
+  2,   /* field[2] = state */
+  3,   /* field[3] = step */
+};
+static const ProtobufCIntRange pt__slot_view__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__slot_view__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.SlotView",
+  "SlotView",
+  "Pt__SlotView",
+  "pt",
+  sizeof(Pt__SlotView),
+  5,
+  pt__slot_view__field_descriptors,
+  pt__slot_view__field_indices_by_name,
+  1,  pt__slot_view__number_ranges,
+  (ProtobufCMessageInit) pt__slot_view__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__disk_step__field_descriptors[7] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskStep, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "complete",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskStep, complete),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "files",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__DiskStep, has_files),
+    offsetof(Pt__DiskStep, files),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__DiskStep, has_bytes),
+    offsetof(Pt__DiskStep, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "age_ms",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__DiskStep, has_age_ms),
+    offsetof(Pt__DiskStep, age_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ours",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__DiskStep, has_ours),
+    offsetof(Pt__DiskStep, ours),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "why",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskStep, why),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__disk_step__field_indices_by_name[] = {
+  4,   /* field[4] = age_ms */
+  3,   /* field[3] = bytes */
+  1,   /* field[1] = complete */
+  2,   /* field[2] = files */
+  5,   /* field[5] = ours */
+  0,   /* field[0] = step */
+  6,   /* field[6] = why */
+};
+static const ProtobufCIntRange pt__disk_step__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor pt__disk_step__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.DiskStep",
+  "DiskStep",
+  "Pt__DiskStep",
+  "pt",
+  sizeof(Pt__DiskStep),
+  7,
+  pt__disk_step__field_descriptors,
+  pt__disk_step__field_indices_by_name,
+  1,  pt__disk_step__number_ranges,
+  (ProtobufCMessageInit) pt__disk_step__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__rank_status__field_descriptors[9] =
@@ -5094,7 +5410,7 @@ const ProtobufCMessageDescriptor pt__rank_status__descriptor =
   (ProtobufCMessageInit) pt__rank_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[26] =
+static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[30] =
 {
   {
     "status",
@@ -5408,6 +5724,54 @@ static const ProtobufCFieldDescriptor pt__status_reply__field_descriptors[26] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "slots",
+    27,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__StatusReply, n_slots),
+    offsetof(Pt__StatusReply, slots),
+    &pt__slot_view__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "disk_steps",
+    28,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__StatusReply, n_disk_steps),
+    offsetof(Pt__StatusReply, disk_steps),
+    &pt__disk_step__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "memory_error",
+    29,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, memory_error),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "instance",
+    30,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StatusReply, instance),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__status_reply__field_indices_by_name[] = {
   6,   /* field[6] = bytes_held */
@@ -5418,7 +5782,10 @@ static const unsigned pt__status_reply__field_indices_by_name[] = {
   17,   /* field[17] = controller_error */
   15,   /* field[15] = controller_link */
   16,   /* field[16] = controller_link_ms */
+  27,   /* field[27] = disk_steps */
+  29,   /* field[29] = instance */
   1,   /* field[1] = job */
+  28,   /* field[28] = memory_error */
   11,   /* field[11] = message */
   12,   /* field[12] = mode */
   13,   /* field[13] = node_id */
@@ -5434,13 +5801,14 @@ static const unsigned pt__status_reply__field_indices_by_name[] = {
   25,   /* field[25] = restore_reason */
   24,   /* field[24] = restored_from */
   9,   /* field[9] = restores */
+  26,   /* field[26] = slots */
   2,   /* field[2] = state */
   0,   /* field[0] = status */
 };
 static const ProtobufCIntRange pt__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 26 }
+  { 0, 30 }
 };
 const ProtobufCMessageDescriptor pt__status_reply__descriptor =
 {
@@ -5450,7 +5818,7 @@ const ProtobufCMessageDescriptor pt__status_reply__descriptor =
   "Pt__StatusReply",
   "pt",
   sizeof(Pt__StatusReply),
-  26,
+  30,
   pt__status_reply__field_descriptors,
   pt__status_reply__field_indices_by_name,
   1,  pt__status_reply__number_ranges,

@@ -37,6 +37,8 @@ typedef struct Pt__Unpin Pt__Unpin;
 typedef struct Pt__TrainerSet Pt__TrainerSet;
 typedef struct Pt__SetRestore Pt__SetRestore;
 typedef struct Pt__StatusQuery Pt__StatusQuery;
+typedef struct Pt__SlotView Pt__SlotView;
+typedef struct Pt__DiskStep Pt__DiskStep;
 typedef struct Pt__RankStatus Pt__RankStatus;
 typedef struct Pt__StatusReply Pt__StatusReply;
 typedef struct Pt__Stop Pt__Stop;
@@ -649,10 +651,82 @@ struct  Pt__SetRestore
 struct  Pt__StatusQuery
 {
   ProtobufCMessage base;
+  /*
+   * ptctl snapshots: the reply also lists every rank's slots in memory and
+   * the steps on disk
+   */
+  protobuf_c_boolean has_snapshots;
+  protobuf_c_boolean snapshots;
 };
 #define PT__STATUS_QUERY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__status_query__descriptor) \
-     }
+    , 0, 0 }
+
+
+/*
+ * One slot of a rank's shm object, as its record says (data not read).
+ */
+struct  Pt__SlotView
+{
+  ProtobufCMessage base;
+  uint32_t rank;
+  uint32_t slot;
+  /*
+   * FREE, WRITING, SEALED, PINNED, ...
+   */
+  char *state;
+  protobuf_c_boolean has_step;
+  uint64_t step;
+  /*
+   * false: the record fails its CRC
+   */
+  protobuf_c_boolean has_record_ok;
+  protobuf_c_boolean record_ok;
+};
+#define PT__SLOT_VIEW__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__slot_view__descriptor) \
+    , 0, 0, NULL, 0, 0, 0, 0 }
+
+
+/*
+ * One step directory under the persist dir.
+ */
+struct  Pt__DiskStep
+{
+  ProtobufCMessage base;
+  uint64_t step;
+  /*
+   * its MANIFEST is there and reads
+   */
+  protobuf_c_boolean complete;
+  /*
+   * rank files present
+   */
+  protobuf_c_boolean has_files;
+  uint32_t files;
+  /*
+   * their bytes
+   */
+  protobuf_c_boolean has_bytes;
+  uint64_t bytes;
+  /*
+   * since the manifest was written
+   */
+  protobuf_c_boolean has_age_ms;
+  uint64_t age_ms;
+  /*
+   * the manifest names this instance
+   */
+  protobuf_c_boolean has_ours;
+  protobuf_c_boolean ours;
+  /*
+   * not complete: what is missing
+   */
+  char *why;
+};
+#define PT__DISK_STEP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__disk_step__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
 
 
 struct  Pt__RankStatus
@@ -782,10 +856,25 @@ struct  Pt__StatusReply
    */
   char *restored_from;
   char *restore_reason;
+  /*
+   * StatusQuery.snapshots only
+   */
+  size_t n_slots;
+  Pt__SlotView **slots;
+  size_t n_disk_steps;
+  Pt__DiskStep **disk_steps;
+  /*
+   * a rank's object could not be read
+   */
+  char *memory_error;
+  /*
+   * the job instance (hex)
+   */
+  char *instance;
 };
 #define PT__STATUS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__status_reply__descriptor) \
-    , 0, NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL }
+    , 0, NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0,NULL, 0,NULL, NULL, NULL }
 
 
 /*
@@ -2557,6 +2646,44 @@ Pt__StatusQuery *
 void   pt__status_query__free_unpacked
                      (Pt__StatusQuery *message,
                       ProtobufCAllocator *allocator);
+/* Pt__SlotView methods */
+void   pt__slot_view__init
+                     (Pt__SlotView         *message);
+size_t pt__slot_view__get_packed_size
+                     (const Pt__SlotView   *message);
+size_t pt__slot_view__pack
+                     (const Pt__SlotView   *message,
+                      uint8_t             *out);
+size_t pt__slot_view__pack_to_buffer
+                     (const Pt__SlotView   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__SlotView *
+       pt__slot_view__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__slot_view__free_unpacked
+                     (Pt__SlotView *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__DiskStep methods */
+void   pt__disk_step__init
+                     (Pt__DiskStep         *message);
+size_t pt__disk_step__get_packed_size
+                     (const Pt__DiskStep   *message);
+size_t pt__disk_step__pack
+                     (const Pt__DiskStep   *message,
+                      uint8_t             *out);
+size_t pt__disk_step__pack_to_buffer
+                     (const Pt__DiskStep   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__DiskStep *
+       pt__disk_step__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__disk_step__free_unpacked
+                     (Pt__DiskStep *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__RankStatus methods */
 void   pt__rank_status__init
                      (Pt__RankStatus         *message);
@@ -3632,6 +3759,12 @@ typedef void (*Pt__SetRestore_Closure)
 typedef void (*Pt__StatusQuery_Closure)
                  (const Pt__StatusQuery *message,
                   void *closure_data);
+typedef void (*Pt__SlotView_Closure)
+                 (const Pt__SlotView *message,
+                  void *closure_data);
+typedef void (*Pt__DiskStep_Closure)
+                 (const Pt__DiskStep *message,
+                  void *closure_data);
 typedef void (*Pt__RankStatus_Closure)
                  (const Pt__RankStatus *message,
                   void *closure_data);
@@ -3821,6 +3954,8 @@ extern const ProtobufCMessageDescriptor pt__unpin__descriptor;
 extern const ProtobufCMessageDescriptor pt__trainer_set__descriptor;
 extern const ProtobufCMessageDescriptor pt__set_restore__descriptor;
 extern const ProtobufCMessageDescriptor pt__status_query__descriptor;
+extern const ProtobufCMessageDescriptor pt__slot_view__descriptor;
+extern const ProtobufCMessageDescriptor pt__disk_step__descriptor;
 extern const ProtobufCMessageDescriptor pt__rank_status__descriptor;
 extern const ProtobufCMessageDescriptor pt__status_reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__stop__descriptor;

@@ -76,6 +76,19 @@ int node_persist_restore_step_dir(const struct node *n, uint64_t step, char *out
 void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
                                  const Pt__Event *e);
 
+/* One step directory on disk, for ptctl snapshots. */
+struct node_disk_step {
+  uint64_t step, bytes, age_ms;
+  uint32_t files;
+  bool complete, ours;
+  char why[240];
+};
+/* The newest cap step directories under --persist-dir, oldest first
+ * (reads the directory and each MANIFEST: for ptctl, not the hot path).
+ * Returns how many. */
+uint32_t node_persist_restore_list(const struct node *n,
+                                   struct node_disk_step *out, uint32_t cap);
+
 /* The MANIFEST text of a step into buf: its length, or -E2BIG. bytes:
  * world entries. */
 int node_persist_manifest_format(char *buf, size_t cap, const char *job,

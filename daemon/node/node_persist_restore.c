@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pt.h"
@@ -222,4 +223,63 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
 uint64_t node_persist_restore_mark(const struct node *n)
 {
   return PS(n) != NULL ? PS(n)->picked_mark : 0;
+}
+
+uint32_t node_persist_restore_list(const struct node *n,
+                                   struct node_disk_step *out, uint32_t cap)
+{
+  const struct node_persist *ps = PS(n);
+  if (ps == NULL || ps->jobfd < 0 || cap == 0)
+    return 0;
+  uint64_t *steps = calloc(NODE_PERSIST_LIST_MAX, sizeof(*steps));
+  bool *complete = calloc(NODE_PERSIST_LIST_MAX, sizeof(*complete));
+  struct node_manifest *m = malloc(sizeof(*m));
+  uint32_t k = 0;
+  if (steps == NULL || complete == NULL || m == NULL)
+    goto out;
+  uint32_t ns = node_persist_steps_list(ps->jobfd, steps, complete,
+                                        NODE_PERSIST_LIST_MAX);
+  uint32_t first = ns > cap ? ns - cap : 0; /* the newest cap of them */
+  uint64_t now = node_unix_ms();
+  for (uint32_t i = first; i < ns; i++) {
+    struct node_disk_step *d = &out[k++];
+    char name[40], err[200] = "";
+    memset(d, 0, sizeof(*d));
+    d->step = steps[i];
+    node_persist_step_name(name, sizeof(name), steps[i]);
+    int fd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                    O_CLOEXEC);
+    if (fd < 0) {
+      snprintf(d->why, sizeof(d->why), "cannot open: %s", strerror(errno));
+      continue;
+    }
+    for (uint32_t r = 0; r < n->cfg.ranks; r++) {
+      char fname[32];
+      struct stat sb;
+      snprintf(fname, sizeof(fname), "rank-%" PRIu32 ".pts", r);
+      if (fstatat(fd, fname, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISREG(sb.st_mode)) {
+        d->files++;
+        d->bytes += (uint64_t)sb.st_size;
+      }
+    }
+    int rc = complete[i] ? node_persist_manifest_read(fd, m, err, sizeof(err))
+                         : -ENOENT;
+    close(fd);
+    if (rc == PT_OK) {
+      d->complete = true;
+      d->ours = strcmp(m->instance_hex, n->instance_hex) == 0;
+      d->age_ms = now > m->unix_ms ? now - m->unix_ms : 0;
+    } else if (complete[i]) {
+      snprintf(d->why, sizeof(d->why), "its manifest: %s", err);
+    } else {
+      snprintf(d->why, sizeof(d->why), "no manifest (%" PRIu32 " of %" PRIu32
+               " rank files)", d->files, n->cfg.ranks);
+    }
+  }
+out:
+  free(steps);
+  free(complete);
+  free(m);
+  return k;
 }

@@ -46,6 +46,24 @@ assert st["persist_dir"] == sys.argv[3], st["persist_dir"]
 assert st["persist_step"] is not None and st["persist_step"] >= int(sys.argv[2]), st["persist_step"]
 PY
 "$PTCTL" --state-dir "$T_DIR/sd" status | grep -q "restored    from disk" || fail "ptctl status (table) does not say the restore came from disk"
+# ptctl snapshots: every rank's slots, and the step restored among the
+# complete ones on disk, this instance's, with every rank's file.
+"$PTCTL" --state-dir "$T_DIR/sd" snapshots --json >"$T_DIR/snaps.json" || fail "ptctl snapshots failed"
+python3 - "$T_DIR/snaps.json" "$newest" $RANKS <<'PY' || fail "ptctl snapshots is wrong"
+import json, sys
+d = json.load(open(sys.argv[1]))
+step, ranks = int(sys.argv[2]), int(sys.argv[3])
+assert d["memory_error"] is None, d["memory_error"]
+assert sorted({s["rank"] for s in d["memory"]}) == list(range(ranks)), d["memory"]
+assert len(d["memory"]) == 3 * ranks, len(d["memory"])
+for r in range(ranks):
+    held = [s for s in d["memory"] if s["rank"] == r and s["state"] == "COMMITTED"]
+    assert held and all(s["record_ok"] for s in held), (r, d["memory"])
+disk = {x["step"]: x for x in d["disk"]}
+x = disk.get(step)
+assert x is not None and x["complete"] and x["ours"] and x["files"] == ranks and x["bytes"] > 0, x
+PY
+"$PTCTL" --state-dir "$T_DIR/sd" snapshots | grep -Eq "^$newest +yes +$RANKS " || fail "ptctl snapshots (table) does not list step $newest complete"
 t_node_wait 120
 [ "$T_NODE_RC" = 0 ] || fail "ptd node exited with $T_NODE_RC"
 grep -q "restore from disk: step $newest is the newest complete step" "$T_DIR/node.log" \
