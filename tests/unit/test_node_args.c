@@ -349,6 +349,60 @@ START_TEST(cluster_mode)
 }
 END_TEST
 
+START_TEST(persist_options)
+{
+  struct node_config c;
+  char err[256];
+
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "2", "--", "x",
+                         NULL), PT_OK);
+  ck_assert_str_eq(c.persist_dir, "");
+  ck_assert_uint_eq(c.persist_every, 100);
+  ck_assert_uint_eq(c.persist_keep, 2);
+  ck_assert_uint_eq(c.persist_rate, 256ull << 20);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "2", "--persist-dir",
+                         "/data/pt", "--persist-every", "7", "--persist-keep",
+                         "3", "--persist-rate=1G", "--resume-from", "/old/pt",
+                         "--", "x", NULL), PT_OK);
+  ck_assert_str_eq(c.persist_dir, "/data/pt");
+  ck_assert_uint_eq(c.persist_every, 7);
+  ck_assert_uint_eq(c.persist_keep, 3);
+  ck_assert_uint_eq(c.persist_rate, 1ull << 30);
+  ck_assert_str_eq(c.resume_from, "/old/pt");
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1", "--resume-from",
+                         "/old/pt", "--", "x", NULL), PT_OK);
+  ck_assert_str_eq(c.persist_dir, "");
+  /* Refusals, each naming what is wrong. */
+  static const struct {
+    const char *a, *b, *c, *d, *want;
+  } bad[] = {
+      {"--persist-every", "5", NULL, NULL, "need --persist-dir"},
+      {"--persist-dir", "relative", NULL, NULL, "absolute"},
+      {"--persist-dir", "/d", "--persist-every", "0", "--persist-every"},
+      {"--persist-dir", "/d", "--persist-keep", "0", "--persist-keep"},
+      {"--persist-dir", "/d", "--persist-rate", "fast", "--persist-rate"},
+      {"--resume-from", "/d", "--resume", NULL, "--resume-from"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    int rc = bad[i].d != NULL
+                 ? parse(&c, err, sizeof(err), "--ranks", "1", bad[i].a,
+                         bad[i].b, bad[i].c, bad[i].d, "--", "x", NULL)
+             : bad[i].c != NULL
+                 ? parse(&c, err, sizeof(err), "--ranks", "1", bad[i].a,
+                         bad[i].b, bad[i].c, "--", "x", NULL)
+                 : parse(&c, err, sizeof(err), "--ranks", "1", bad[i].a,
+                         bad[i].b, "--", "x", NULL);
+    ck_assert_msg(rc == -EINVAL, "case %zu accepted", i);
+    ck_assert_msg(strstr(err, bad[i].want) != NULL, "case %zu: %s", i, err);
+  }
+  /* Cluster mode: not yet, and said so. */
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--controller", "127.0.0.1:7000",
+                         "--node-id", "a", "--key", "/k", "--persist-dir",
+                         "/d", NULL), -EINVAL);
+  ck_assert_msg(strstr(err, "not built yet") != NULL, "%s", err);
+}
+END_TEST
+
 START_TEST(cluster_refusals)
 {
   struct node_config c;
@@ -438,6 +492,7 @@ int main(void)
   tcase_add_test(tc, state_dir_fits_sockets);
   tcase_add_test(tc, cluster_mode);
   tcase_add_test(tc, cluster_refusals);
+  tcase_add_test(tc, persist_options);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
