@@ -45,6 +45,7 @@ while IFS= read -r line; do
       10.0.0.1:*) a[$i]=127.0.0.1:1 ;;      # nobody listens: the node retries
       10.0.0.*) a[$i]=127.0.0.1 ;;
       demo) [ "${a[$((i - 1))]:-}" = --job ] && a[$i]=$T_JOB ;;
+      /var/lib/pt) mkdir -p -m 700 "$T_DIR/persist"; a[$i]=$T_DIR/persist ;;
     esac
   done
   n=$((n + 1))
@@ -63,9 +64,12 @@ while IFS= read -r line; do
       || fail "the example of ptd.default#$n started no trainer: $(tail -n 5 "$T_DIR/ptd.default#$n.log")"
     ! grep -q 'exited with status 2' "$T_DIR/ptd.default#$n.log" \
       || fail "the example of ptd.default#$n: its trainer refused its arguments"
+    # its stopped job's objects stay (as after any stop): the next example
+    # is another job start
+    rm -f /dev/shm/"$T_PREFIX"pt."$T_JOB".*
   fi
 done < <(args_of systemd/ptd.default PTD_ARGS)
-[ $n -ge 2 ] || fail "expected a standalone and a cluster PTD_ARGS in systemd/ptd.default, found $n"
+[ $n -ge 3 ] || fail "expected two standalone and a cluster PTD_ARGS in systemd/ptd.default, found $n"
 
 m=0
 while IFS= read -r line; do
