@@ -266,7 +266,10 @@ static void snapshots_json(FILE *f, const char *sock, const Pt__StatusReply *m)
   fputs(",\"job\":", f);
   ptctl_out_json_str(f, m->job);
   fputs(",\"instance\":", f);
-  ptctl_out_json_str(f, m->instance != NULL ? m->instance : "");
+  if (m->instance != NULL)
+    ptctl_out_json_str(f, m->instance);
+  else
+    fputs("null", f);
   fputs(",\"committed_step\":", f);
   ptctl_out_json_u64(f, m->has_committed_step, m->committed_step);
   fputs(",\"memory_error\":", f);
@@ -282,7 +285,8 @@ static void snapshots_json(FILE *f, const char *sock, const Pt__StatusReply *m)
     ptctl_out_json_str(f, v->state);
     fputs(",\"step\":", f);
     ptctl_out_json_u64(f, v->has_step, v->step);
-    fprintf(f, ",\"record_ok\":%s}", v->record_ok ? "true" : "false");
+    fprintf(f, ",\"record_ok\":%s}",
+            !v->has_record_ok ? "null" : v->record_ok ? "true" : "false");
   }
   fputs("],\"persist_dir\":", f);
   if (m->persist_dir != NULL)
@@ -292,10 +296,12 @@ static void snapshots_json(FILE *f, const char *sock, const Pt__StatusReply *m)
   fputs(",\"disk\":[", f);
   for (size_t i = 0; i < m->n_disk_steps; i++) {
     const Pt__DiskStep *d = m->disk_steps[i];
-    fprintf(f, "%s{\"step\":%" PRIu64 ",\"complete\":%s,\"files\":%" PRIu32
-               ",\"bytes\":%" PRIu64 ",\"age_ms\":",
-            i > 0 ? "," : "", d->step, d->complete ? "true" : "false",
-            d->files, d->bytes);
+    fprintf(f, "%s{\"step\":%" PRIu64 ",\"complete\":%s,\"files\":",
+            i > 0 ? "," : "", d->step, d->complete ? "true" : "false");
+    ptctl_out_json_u64(f, d->has_files, d->files);
+    fputs(",\"bytes\":", f);
+    ptctl_out_json_u64(f, d->has_bytes, d->bytes);
+    fputs(",\"age_ms\":", f);
     ptctl_out_json_u64(f, d->has_age_ms, d->age_ms);
     fputs(",\"ours\":", f);
     fputs(!d->has_ours ? "null" : d->ours ? "true" : "false", f);
@@ -325,16 +331,22 @@ static void snapshots_table(FILE *f, const Pt__StatusReply *m)
     char st[24] = "-";
     if (v->has_step)
       snprintf(st, sizeof(st), "%" PRIu64, v->step);
-    fprintf(f, "%-6" PRIu32 " %-5" PRIu32 " %-10s %s%s\n", v->rank, v->slot,
-            v->state, st, v->record_ok ? "" : " (record damaged)");
+    fprintf(f, "%-6" PRIu32 " %-5" PRIu32 " %-10.10s %s%s\n", v->rank,
+            v->slot, v->state, st,
+            v->has_record_ok && !v->record_ok ? " (record damaged)" : "");
   }
-  if (m->memory_error != NULL)
-    fprintf(f, "not read: %s\n", m->memory_error);
+  if (m->memory_error != NULL) {
+    fputs("not read: ", f);
+    ptctl_out_line(f, m->memory_error);
+    fputc('\n', f);
+  }
   if (m->persist_dir == NULL) {
     fprintf(f, "\non disk: no --persist-dir\n");
     return;
   }
-  fprintf(f, "\non disk under %s\n", m->persist_dir);
+  fputs("\non disk under ", f);
+  ptctl_out_line(f, m->persist_dir);
+  fputc('\n', f);
   if (m->n_disk_steps == 0) {
     fprintf(f, "no step yet\n");
     return;
@@ -343,11 +355,14 @@ static void snapshots_table(FILE *f, const Pt__StatusReply *m)
           "SIZE", "AGE");
   for (size_t i = 0; i < m->n_disk_steps; i++) {
     const Pt__DiskStep *d = m->disk_steps[i];
-    fprintf(f, "%-12" PRIu64 " %-10s %-7" PRIu32 " %-10s %s%s%s\n", d->step,
+    fprintf(f, "%-12" PRIu64 " %-10s %-7" PRIu32 " %-10s %s%s", d->step,
             d->complete ? (d->has_ours && !d->ours ? "other run" : "yes") : "no",
             d->files, ptctl_out_bytes(b1, sizeof(b1), d->bytes),
             d->has_age_ms ? ptctl_out_age(b2, sizeof(b2), d->age_ms) : "-",
-            d->why != NULL ? "  " : "", d->why != NULL ? d->why : "");
+            d->why != NULL ? "  " : "");
+    if (d->why != NULL)
+      ptctl_out_line(f, d->why);
+    fputc('\n', f);
   }
 }
 
@@ -365,6 +380,10 @@ int ptctl_node_snapshots(const struct ptctl_opts *o)
   if (m->status < 0) {
     fprintf(stderr, "ptctl: ptd node at '%s' answered: %s\n", o->sock,
             m->message != NULL ? m->message : pt_strerror(m->status));
+    code = PTCTL_EXIT_FAILED;
+  } else if (m->mode == NULL && m->instance == NULL) {
+    fprintf(stderr, "ptctl: snapshots: ptd node at '%s' is older than this "
+                    "ptctl and does not list its snapshots\n", o->sock);
     code = PTCTL_EXIT_FAILED;
   } else if (m->mode != NULL) {
     fprintf(stderr, "ptctl: snapshots: '%s' is a cluster-mode node; the "

@@ -458,6 +458,8 @@ struct node {
   bool report_owed;
   struct node_persist *persist; /* the persistent tier (node_persist.c);
                                  * NULL: none */
+  void *ctl_listing;            /* a ptctl snapshots listing on the pool
+                                 * (node_ctl_snapshots.c); NULL: none */
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 

@@ -32,68 +32,16 @@
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_ctl_int.h"
 #include "daemon/node/node_persist.h"
 
-#define CTL_DISK_STEPS 256 /* the newest step directories ptctl is shown */
-
-/* Every rank's slots as their records say (ptctl snapshots): the node's
- * own objects, opened and checked as this instance's; no data read. OUT:
- * views (ranks x SNAP_MAX_SLOTS), how many; err: the first rank that could
- * not be read. */
-static size_t slots_list(const struct node *n, Pt__SlotView *views,
-                         char *names, char *err, size_t errlen)
-{
-  size_t k = 0;
-  for (uint32_t r = 0; r < n->cfg.ranks; r++) {
-    char name[256], why[300] = "";
-    struct snap_store *s = NULL;
-    uint32_t rank = n->cfg.first_rank + r;
-    int rc = snap_store_name(name, sizeof(name), n->cfg.shm_prefix,
-                             n->cfg.job, rank);
-    if (rc == PT_OK)
-      rc = snap_store_open(&s, name, why, sizeof(why));
-    if (rc == PT_OK &&
-        memcmp(snap_store_instance(s), n->instance, SNAP_INSTANCE_BYTES) != 0) {
-      rc = PT_EFOREIGN;
-      snprintf(why, sizeof(why), "'%s' is another job instance's", name);
-    }
-    if (rc != PT_OK) {
-      if (err[0] == '\0')
-        snprintf(err, errlen, "rank %" PRIu32 ": %s", rank,
-                 why[0] ? why : pt_strerror(rc));
-      snap_store_close(s);
-      continue;
-    }
-    for (uint32_t i = 0; i < snap_store_nslots(s) && i < SNAP_MAX_SLOTS; i++) {
-      struct snap_slot_info si;
-      snap_slot_get(s, i, &si);
-      Pt__SlotView *v = &views[k];
-      pt__slot_view__init(v);
-      v->rank = rank;
-      v->slot = i;
-      char *st = names + k * 16;
-      snprintf(st, 16, "%s", snap_state_name(si.state));
-      v->state = st;
-      v->has_step = si.record_ok && si.state != SNAP_FREE;
-      v->step = si.step;
-      v->has_record_ok = true;
-      v->record_ok = si.record_ok;
-      k++;
-    }
-    snap_store_close(s);
-  }
-  return k;
-}
-
-static int send_status(struct node *n, struct rpc_conn *c, uint64_t id,
-                       bool snapshots)
+int node_ctl_status_send(struct node *n, struct rpc_conn *c, uint64_t id,
+                         const struct node_ctl_listing *l)
 {
   Pt__StatusReply rep = PT__STATUS_REPLY__INIT;
   uint32_t nr = n->cfg.ranks;
   int rc;
-  Pt__SlotView *views = NULL, **vp = NULL;
-  char *names = NULL, merr[400] = "";
-  struct node_disk_step *ds = NULL;
+  Pt__SlotView **vp = NULL;
   Pt__DiskStep *dv = NULL, **dp = NULL;
 
   struct node_cluster_view cv;
@@ -177,52 +125,44 @@ static int send_status(struct node *n, struct rpc_conn *c, uint64_t id,
   rep.n_ranks = nr;
   rep.ranks = rp;
   rep.instance = n->instance_hex;
-  if (snapshots && !n->cfg.cluster) {
-    size_t cap = (size_t)nr * SNAP_MAX_SLOTS;
-    views = calloc(cap > 0 ? cap : 1, sizeof(*views));
-    vp = calloc(cap > 0 ? cap : 1, sizeof(*vp));
-    names = calloc(cap > 0 ? cap : 1, 16);
-    ds = calloc(CTL_DISK_STEPS, sizeof(*ds));
-    dv = calloc(CTL_DISK_STEPS, sizeof(*dv));
-    dp = calloc(CTL_DISK_STEPS, sizeof(*dp));
-    if (views == NULL || vp == NULL || names == NULL || ds == NULL ||
-        dv == NULL || dp == NULL) {
+  if (l != NULL) {
+    vp = calloc(l->nviews > 0 ? l->nviews : 1, sizeof(*vp));
+    dv = calloc(l->nd > 0 ? l->nd : 1, sizeof(*dv));
+    dp = calloc(l->nd > 0 ? l->nd : 1, sizeof(*dp));
+    if (vp == NULL || dv == NULL || dp == NULL) {
       rc = -ENOMEM;
       goto out_free;
     }
-    rep.n_slots = slots_list(n, views, names, merr, sizeof(merr));
-    for (size_t i = 0; i < rep.n_slots; i++)
-      vp[i] = &views[i];
+    for (size_t i = 0; i < l->nviews; i++)
+      vp[i] = &l->views[i];
+    rep.n_slots = l->nviews;
     rep.slots = vp;
-    if (merr[0] != '\0')
-      rep.memory_error = merr;
-    uint32_t nd = node_persist_restore_list(n, ds, CTL_DISK_STEPS);
-    for (uint32_t i = 0; i < nd; i++) {
+    if (l->merr[0] != '\0')
+      rep.memory_error = (char *)l->merr;
+    for (uint32_t i = 0; i < l->nd; i++) {
+      const struct node_disk_step *x = &l->ds[i];
       Pt__DiskStep *d = &dv[i];
       pt__disk_step__init(d);
-      d->step = ds[i].step;
-      d->complete = ds[i].complete;
+      d->step = x->step;
+      d->complete = x->complete;
       d->has_files = d->has_bytes = true;
-      d->files = ds[i].files;
-      d->bytes = ds[i].bytes;
-      d->has_age_ms = d->has_ours = ds[i].complete;
-      d->age_ms = ds[i].age_ms;
-      d->ours = ds[i].ours;
-      if (ds[i].why[0] != '\0')
-        d->why = ds[i].why;
+      d->files = x->files;
+      d->bytes = x->bytes;
+      d->has_age_ms = d->has_ours = x->complete;
+      d->age_ms = x->age_ms;
+      d->ours = x->ours;
+      if (x->why[0] != '\0')
+        d->why = (char *)x->why;
       dp[i] = d;
     }
-    rep.n_disk_steps = nd;
+    rep.n_disk_steps = l->nd;
     rep.disk_steps = dp;
   }
   rc = rpc_conn_send(c, RPC_STATUS_REPLY, id, &rep.base);
 out_free:
   free(rp);
   free(rs);
-  free(views);
   free(vp);
-  free(names);
-  free(ds);
   free(dv);
   free(dp);
   return rc;
@@ -238,9 +178,12 @@ static int ctl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     return 1; /* the node is closing */
   switch (h->type) {
   case RPC_STATUS_QUERY:
-    rc = send_status(n, c, h->request_id,
-                     msg != NULL && ((Pt__StatusQuery *)msg)->has_snapshots &&
-                         ((Pt__StatusQuery *)msg)->snapshots);
+    /* The listing reads the disk: on the pool, answered when it is done. */
+    if (msg != NULL && ((Pt__StatusQuery *)msg)->has_snapshots &&
+        ((Pt__StatusQuery *)msg)->snapshots && !n->cfg.cluster)
+      rc = node_ctl_snapshots_start(n, c, h->request_id);
+    else
+      rc = node_ctl_status_send(n, c, h->request_id, NULL);
     if (rc != PT_OK) {
       log_warn("control: cannot answer a status query: %s", pt_strerror(rc));
       return 1;
@@ -285,6 +228,7 @@ static void ctl_on_close(struct rpc_conn *c, int err)
               rpc_conn_peer_pid(c), pt_strerror(err));
   if (n == NULL)
     return;
+  node_ctl_snapshots_conn_gone(n, c);
   for (uint32_t i = 0; i < n->n_ctl; i++)
     if (n->ctl_conns[i] == c) {
       n->ctl_conns[i] = n->ctl_conns[--n->n_ctl];

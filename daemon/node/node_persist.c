@@ -122,10 +122,18 @@ uint32_t node_persist_steps_list(int jobfd, uint64_t *steps, bool *complete,
   }
   uint32_t n = 0;
   struct dirent *e;
-  while ((e = readdir(d)) != NULL && n < cap) {
+  /* The newest cap of them, whatever the directory's order: once full, a
+   * step above the oldest kept one takes its place. */
+  while ((e = readdir(d)) != NULL && cap > 0) {
     uint64_t s;
     if (!step_parse(e->d_name, &s))
       continue;
+    if (n == cap) {
+      if (s <= steps[0])
+        continue;
+      memmove(steps, steps + 1, (size_t)(n - 1) * sizeof(*steps));
+      n--;
+    }
     uint32_t at = n++;
     while (at > 0 && steps[at - 1] > s) { /* insertion, ascending */
       steps[at] = steps[at - 1];

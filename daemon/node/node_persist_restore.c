@@ -266,7 +266,12 @@ uint32_t node_persist_restore_list(const struct node *n,
     int rc = complete[i] ? node_persist_manifest_read(fd, m, err, sizeof(err))
                          : -ENOENT;
     close(fd);
-    if (rc == PT_OK) {
+    if (rc == PT_OK && (strcmp(m->job, n->cfg.job) != 0 ||
+                        m->step != steps[i] || m->world != n->cfg.ranks)) {
+      /* What a restore would refuse is not called complete here either. */
+      snprintf(d->why, sizeof(d->why), "its manifest names job '%s' step %"
+               PRIu64 " of %" PRIu32 " ranks", m->job, m->step, m->world);
+    } else if (rc == PT_OK) {
       d->complete = true;
       d->ours = strcmp(m->instance_hex, n->instance_hex) == 0;
       d->age_ms = now > m->unix_ms ? now - m->unix_ms : 0;

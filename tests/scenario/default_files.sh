@@ -64,6 +64,11 @@ while IFS= read -r line; do
       || fail "the example of ptd.default#$n started no trainer: $(tail -n 5 "$T_DIR/ptd.default#$n.log")"
     ! grep -q 'exited with status 2' "$T_DIR/ptd.default#$n.log" \
       || fail "the example of ptd.default#$n: its trainer refused its arguments"
+    # an example with the persistent tier made the job's directory
+    if printf '%s\n' "${b[@]}" | grep -qx -- --persist-dir; then
+      [ -d "$T_DIR/persist/$T_JOB" ] \
+        || fail "the example of ptd.default#$n made no '$T_DIR/persist/$T_JOB'"
+    fi
     # its stopped job's objects stay (as after any stop): the next example
     # is another job start
     rm -f /dev/shm/"$T_PREFIX"pt."$T_JOB".*

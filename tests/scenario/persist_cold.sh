@@ -17,7 +17,8 @@ ARGS=(--steps 220 --state-mb 4 --batch 2 --log-every 1 --step-delay-ms 20)
 t_reference $RANKS "${ARGS[@]}"
 P=$T_DIR/persist
 mkdir -m 700 "$P"
-POPTS=(--slots 3 --persist-dir "$P" --persist-every $EVERY)
+# Every complete step kept: the checks below look for the restored one.
+POPTS=(--slots 3 --persist-dir "$P" --persist-every $EVERY --persist-keep 100)
 t_node_start "$T_DIR/sd" $RANKS "${POPTS[@]}" -- "${ARGS[@]}"
 t_wait_count 'step [0-9]+ is on disk, complete' 1 60
 sleep "0.$((RANDOM % 8 + 1))"
@@ -34,7 +35,7 @@ say "power lost with step $committed committed; newest complete on disk: $newest
 cp -a "$P" "$T_DIR/cold" # for the cold start below
 
 t_node_start "$T_DIR/sd" $RANKS "${POPTS[@]}" -- "${ARGS[@]}"
-t_wait_log "^restored step $newest$" 60
+t_wait_count "^restored step $newest$" $((RANKS - 1)) 60
 # ptctl status names the tier the restore came from and the disk's state.
 "$PTCTL" --state-dir "$T_DIR/sd" status --json >"$T_DIR/status.json" || fail "ptctl status failed"
 python3 - "$T_DIR/status.json" "$newest" "$P/$T_JOB" <<'PY' || fail "ptctl status does not show the restore from disk"

@@ -378,9 +378,9 @@ START_TEST(persist_options)
   } bad[] = {
       {"--persist-every", "5", NULL, NULL, "need --persist-dir"},
       {"--persist-dir", "relative", NULL, NULL, "absolute"},
-      {"--persist-dir", "/d", "--persist-every", "0", "--persist-every"},
-      {"--persist-dir", "/d", "--persist-keep", "0", "--persist-keep"},
-      {"--persist-dir", "/d", "--persist-rate", "fast", "--persist-rate"},
+      {"--persist-dir", "/d", "--persist-every", "0", "expected 1..100000000"},
+      {"--persist-dir", "/d", "--persist-keep", "0", "expected 1..1000"},
+      {"--persist-dir", "/d", "--persist-rate", "fast", "bytes per second"},
       {"--resume-from", "/d", "--resume", NULL, "--resume-from"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
