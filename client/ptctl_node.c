@@ -207,26 +207,43 @@ static int call(const char *sock, int timeout_ms, uint32_t type,
                                              : PTCTL_EXIT_UNREACHABLE;
 }
 
-int ptctl_node_status(const struct ptctl_opts *o)
+/* STATUS_QUERY (snapshots: with the listing). PTCTL_EXIT_OK: *out is the
+ * reply (free with protobuf_c_message_free_unpacked), its status not
+ * negative; else the refusal was said. */
+static int status_query(const struct ptctl_opts *o, bool snapshots,
+                        Pt__StatusReply **out)
 {
   Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
   ProtobufCMessage *msg = NULL;
+  q.has_snapshots = q.snapshots = snapshots;
   int code = call(o->sock, o->timeout_ms, RPC_STATUS_QUERY, &q.base,
                   RPC_STATUS_REPLY, &msg);
-
   if (code != PTCTL_EXIT_OK)
     return code;
-  const Pt__StatusReply *m = (const Pt__StatusReply *)msg;
+  Pt__StatusReply *m = (Pt__StatusReply *)msg;
   if (m->status < 0) {
     fprintf(stderr, "ptctl: ptd node at '%s' answered: %s\n", o->sock,
             m->message != NULL ? m->message : pt_strerror(m->status));
-    code = PTCTL_EXIT_FAILED;
-  } else if (o->json) {
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return PTCTL_EXIT_FAILED;
+  }
+  *out = m;
+  return PTCTL_EXIT_OK;
+}
+
+int ptctl_node_status(const struct ptctl_opts *o)
+{
+  Pt__StatusReply *m = NULL;
+  int code = status_query(o, false, &m);
+
+  if (code != PTCTL_EXIT_OK)
+    return ptctl_ctl_flush(code);
+  if (o->json) {
     status_json(stdout, o->sock, m);
   } else {
     status_table(stdout, m);
   }
-  protobuf_c_message_free_unpacked(msg, NULL);
+  protobuf_c_message_free_unpacked(&m->base, NULL);
   return ptctl_ctl_flush(code);
 }
 
@@ -368,20 +385,12 @@ static void snapshots_table(FILE *f, const Pt__StatusReply *m)
 
 int ptctl_node_snapshots(const struct ptctl_opts *o)
 {
-  Pt__StatusQuery q = PT__STATUS_QUERY__INIT;
-  ProtobufCMessage *msg = NULL;
-  q.has_snapshots = q.snapshots = true;
-  int code = call(o->sock, o->timeout_ms, RPC_STATUS_QUERY, &q.base,
-                  RPC_STATUS_REPLY, &msg);
+  Pt__StatusReply *m = NULL;
+  int code = status_query(o, true, &m);
 
   if (code != PTCTL_EXIT_OK)
-    return code;
-  const Pt__StatusReply *m = (const Pt__StatusReply *)msg;
-  if (m->status < 0) {
-    fprintf(stderr, "ptctl: ptd node at '%s' answered: %s\n", o->sock,
-            m->message != NULL ? m->message : pt_strerror(m->status));
-    code = PTCTL_EXIT_FAILED;
-  } else if (m->mode == NULL && m->instance == NULL) {
+    return ptctl_ctl_flush(code);
+  if (m->mode == NULL && m->instance == NULL) {
     fprintf(stderr, "ptctl: snapshots: ptd node at '%s' is older than this "
                     "ptctl and does not list its snapshots\n", o->sock);
     code = PTCTL_EXIT_FAILED;
@@ -395,6 +404,6 @@ int ptctl_node_snapshots(const struct ptctl_opts *o)
   } else {
     snapshots_table(stdout, m);
   }
-  protobuf_c_message_free_unpacked(msg, NULL);
+  protobuf_c_message_free_unpacked(&m->base, NULL);
   return ptctl_ctl_flush(code);
 }

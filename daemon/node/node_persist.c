@@ -347,6 +347,18 @@ static int root_check(const char *root, char *err, size_t len)
   return PT_OK;
 }
 
+static void persist_free(struct node_persist *ps)
+{
+  if (ps->jobfd >= 0)
+    close(ps->jobfd);
+  if (ps->rootfd >= 0)
+    close(ps->rootfd);
+  if (ps->resumefd >= 0)
+    close(ps->resumefd);
+  free(ps->ok);
+  free(ps);
+}
+
 int node_persist_open(struct node *n, char *err, size_t len)
 {
   if (n->cfg.persist_dir[0] == '\0' && n->cfg.resume_from[0] == '\0')
@@ -448,23 +460,16 @@ int node_persist_open(struct node *n, char *err, size_t len)
                "under '%s' (incomplete steps, temporary files)", swept,
                ps->job_dir);
   n->persist = ps;
+  char newest[32] = "none";
+  if (ps->has_complete)
+    snprintf(newest, sizeof(newest), "step %" PRIu64, ps->complete);
   log_info("persisting every %" PRIu32 " commits to '%s' (keeping %" PRIu32
            " complete steps%s; newest complete: %s)", n->cfg.persist_every,
            ps->job_dir, n->cfg.persist_keep,
-           n->cfg.persist_rate ? "" : ", unthrottled",
-           ps->has_complete ? "below" : "none");
-  if (ps->has_complete)
-    log_info("persist: newest complete step on disk: %" PRIu64, ps->complete);
+           n->cfg.persist_rate ? "" : ", unthrottled", newest);
   return PT_OK;
 fail:
-  if (ps->jobfd >= 0)
-    close(ps->jobfd);
-  if (ps->rootfd >= 0)
-    close(ps->rootfd);
-  if (ps->resumefd >= 0)
-    close(ps->resumefd);
-  free(ps->ok);
-  free(ps);
+  persist_free(ps);
   return rc;
 }
 
@@ -473,14 +478,7 @@ void node_persist_close(struct node *n)
   struct node_persist *ps = PS(n);
   if (ps == NULL || ps->busy)
     return; /* the loop ran until its work ended */
-  if (ps->jobfd >= 0)
-    close(ps->jobfd);
-  if (ps->rootfd >= 0)
-    close(ps->rootfd);
-  if (ps->resumefd >= 0)
-    close(ps->resumefd);
-  free(ps->ok);
-  free(ps);
+  persist_free(ps);
   n->persist = NULL;
 }
 

@@ -224,6 +224,12 @@ void smp_serve_reply_status(struct smp_conn *sc, uint64_t id, int status,
 
 /* Sends ev to the node, when one is subscribed. */
 void smp_serve_event_send(struct smp *smp, Pt__Event *ev);
+/* An event that ends something about step (EVENT_PERSISTED, _LOAD_FAILED,
+ * _REBUILD_FAILED): its status and words, and the flush's mark (NULL:
+ * none). */
+void smp_serve_event_outcome(struct smp *smp, Pt__EventKind kind,
+                             uint64_t step, int status, const char *msg,
+                             const uint64_t *mark);
 
 /* Remembers a slot sc acquired. A slot has one current generation, so an
  * older entry for the same slot is replaced. */

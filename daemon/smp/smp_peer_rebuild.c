@@ -161,15 +161,8 @@ void smp_peer_rebuild_fail(struct smp_peer_rebuild *r, int rc, const char *fmt, 
   r->state = RB_FAILED;
   log_error("%s", r->err);
   /* the node names it in the part's failure */
-  Pt__Event ev = PT__EVENT__INIT;
-  ev.kind = PT__EVENT_KIND__EVENT_REBUILD_FAILED;
-  ev.rank = r->p->smp->rank;
-  ev.has_step = true;
-  ev.step = r->step;
-  ev.has_status = true;
-  ev.status = r->rc;
-  ev.message = r->err;
-  smp_serve_event_send(r->p->smp, &ev);
+  smp_serve_event_outcome(r->p->smp, PT__EVENT_KIND__EVENT_REBUILD_FAILED,
+                          r->step, r->rc, r->err, NULL);
   smp_peer_rebuild_held_answer(r);
 }
 

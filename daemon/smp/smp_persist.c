@@ -115,17 +115,8 @@ uint32_t smp_persist_busy_slots(const struct smp *smp)
 static void event(struct smp *smp, uint64_t step, uint64_t mark, int status,
                   const char *msg)
 {
-  Pt__Event ev = PT__EVENT__INIT;
-  ev.kind = PT__EVENT_KIND__EVENT_PERSISTED;
-  ev.rank = smp->rank;
-  ev.has_step = true;
-  ev.step = step;
-  ev.has_mark = true;
-  ev.mark = mark;
-  ev.has_status = true;
-  ev.status = status;
-  ev.message = (char *)(msg != NULL ? msg : "");
-  smp_serve_event_send(smp, &ev);
+  smp_serve_event_outcome(smp, PT__EVENT_KIND__EVENT_PERSISTED, step, status,
+                          msg, &mark);
 }
 
 struct write_arg {

@@ -71,20 +71,6 @@ struct smp_persist_load {
 
 static struct smp_persist_load *LD(const struct smp *smp) { return smp->load; }
 
-static void event_failed(struct smp *smp, uint64_t step, int rc,
-                         const char *msg)
-{
-  Pt__Event ev = PT__EVENT__INIT;
-  ev.kind = PT__EVENT_KIND__EVENT_LOAD_FAILED;
-  ev.rank = smp->rank;
-  ev.has_step = true;
-  ev.step = step;
-  ev.has_status = true;
-  ev.status = rc;
-  ev.message = (char *)msg;
-  smp_serve_event_send(smp, &ev);
-}
-
 static struct smp_conn *take_held(struct smp_persist_load *l)
 {
   struct smp_conn *sc = l->held ? l->held_sc : NULL;
@@ -139,7 +125,8 @@ static void fail(struct smp_persist_load *l, int rc, const char *fmt, ...)
   l->state = LOAD_FAILED;
   log_error("cannot restore step %" PRIu64 " from disk: %s (%s)", l->step,
             l->msg, pt_err_name(rc));
-  event_failed(l->smp, l->step, rc, l->msg);
+  smp_serve_event_outcome(l->smp, PT__EVENT_KIND__EVENT_LOAD_FAILED, l->step,
+                          rc, l->msg, NULL);
   answer_held(l);
 }
 

@@ -38,6 +38,23 @@ void smp_serve_event_send(struct smp *smp, Pt__Event *ev)
     rpc_conn_send(smp->node->conn, RPC_EVENT, 0, &ev->base);
 }
 
+void smp_serve_event_outcome(struct smp *smp, Pt__EventKind kind,
+                             uint64_t step, int status, const char *msg,
+                             const uint64_t *mark)
+{
+  Pt__Event ev = PT__EVENT__INIT;
+  ev.kind = kind;
+  ev.rank = smp->rank;
+  ev.has_step = true;
+  ev.step = step;
+  ev.has_status = true;
+  ev.status = status;
+  ev.message = (char *)(msg != NULL ? msg : "");
+  ev.has_mark = mark != NULL;
+  ev.mark = mark != NULL ? *mark : 0;
+  smp_serve_event_send(smp, &ev);
+}
+
 /* Remembers a slot sc acquired. A slot has one current generation, so an
  * older entry for the same slot is replaced. */
 void smp_serve_writing_add(struct smp_conn *sc, uint32_t slot, uint64_t gen)
