@@ -181,6 +181,8 @@ enum {
   PTCTL_FAULT_PROTECTING,
   PTCTL_FAULT_REBUILDING,
   PTCTL_FAULT_PARITY,
+  /* m + 1 nodes of one group: a coded job with a persist dir only. */
+  PTCTL_FAULT_BEYOND,
   PTCTL_FAULT_NCLASS,
 };
 struct ptctl_fault_class {

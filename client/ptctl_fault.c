@@ -94,7 +94,8 @@ static int call_quiet(const struct ptctl_opts *o, uint32_t type,
 bool ptctl_fault_loses_node(int cls)
 {
   return cls == PTCTL_FAULT_NODE || cls == PTCTL_FAULT_GROUP ||
-         cls == PTCTL_FAULT_PROTECTING || cls == PTCTL_FAULT_REBUILDING;
+         cls == PTCTL_FAULT_PROTECTING || cls == PTCTL_FAULT_REBUILDING ||
+         cls == PTCTL_FAULT_BEYOND;
 }
 
 void ptctl_fault_job_read(const struct ptctl_opts *o, const char *job,
@@ -133,6 +134,10 @@ void ptctl_fault_job_read(const struct ptctl_opts *o, const char *job,
     }
     snprintf(v->reason, sizeof(v->reason), "%s",
              j->reason != NULL ? j->reason : "");
+    v->persist = j->spec->persist_dir != NULL && j->spec->persist_dir[0];
+    v->has_disk = j->has_disk_step;
+    v->disk_step = j->disk_step;
+    v->restore_disk = j->has_restore_from_disk && j->restore_from_disk;
     v->coded = j->n_groups > 0;
     v->tolerates = UINT32_MAX;
     for (size_t g = 0; g < j->n_groups; g++) {

@@ -94,9 +94,14 @@ static bool wait_ready(struct campaign *c, struct job_view *v, int cls)
     /* A node loss waits until every group absorbs one again (the node
      * lost last holds a committed step since): two losses in one group
      * of a code that tolerates one are the job's end, not a test. */
-    uint32_t need = cls == PTCTL_FAULT_GROUP ? v->m : ptctl_fault_loses_node(cls) ? 1 : 0;
+    /* "group+1" waits for every group whole and a complete step on disk:
+     * then m + 1 lost is exactly one more than the code rebuilds. */
+    uint32_t need = cls == PTCTL_FAULT_GROUP || cls == PTCTL_FAULT_BEYOND
+                        ? v->m
+                    : ptctl_fault_loses_node(cls) ? 1 : 0;
     if (v->ok && strcmp(v->state, "running") == 0 && v->parts_running &&
-        v->has_committed && (need == 0 || v->tolerates >= need))
+        v->has_committed && (need == 0 || v->tolerates >= need) &&
+        (cls != PTCTL_FAULT_BEYOND || v->has_disk))
       return true;
     if (rpc_now_ms() >= deadline) {
       snprintf(c->why, sizeof(c->why), "job '%s' was not running with a "
@@ -151,6 +156,14 @@ static bool wait_resumed(struct campaign *c, const struct job_view *v0,
           c->job_failed = true;
           return false;
         }
+        if (r->cls == PTCTL_FAULT_BEYOND && (!newer || !v.restore_disk)) {
+          /* m + 1 of a group lost: nothing in memory can hold the job */
+          snprintf(c->why, sizeof(c->why), "epoch %" PRIu64 " resumed after "
+                   "m + 1 nodes of a group were lost, but not from disk",
+                   v.epoch);
+          c->job_failed = true;
+          return false;
+        }
         r->resumed = true;
         r->secs = (double)(now - t0) / 1000.0;
         r->redone = newer && v.has_restore && v.restore < v0->committed
@@ -182,20 +195,27 @@ static bool wait_resumed(struct campaign *c, const struct job_view *v0,
 
 
 /* "group": m nodes of one coding group lost at once (each a "node"), then
- * each restarted. */
+ * each restarted; "group+1": m + 1 of them, restored from disk. */
 static bool lose_group(struct campaign *c, struct ptctl_fault_picker *pk,
-                       uint32_t i, struct job_view *v0, uint64_t t0)
+                       uint32_t i, struct job_view *v0, uint64_t t0, int cls)
 {
   char msg[1024];
+  const char *name = ptctl_fault_class_get(cls)->name;
   uint32_t g = ptctl_fault_pick_below(pk, v0->ngroups);
-  uint32_t n = v0->gsize[g], m = v0->m < n ? v0->m : n;
+  uint32_t n = v0->gsize[g];
+  uint32_t m = v0->m + (cls == PTCTL_FAULT_BEYOND);
+  if (m > n)
+    m = n;
   uint32_t first = ptctl_fault_pick_below(pk, n);
   int pids[16];
 
-  printf("#%" PRIu32 " group: %" PRIu32 " of the %" PRIu32 " nodes of node "
+  printf("#%" PRIu32 " %s: %" PRIu32 " of the %" PRIu32 " nodes of node "
          "group %" PRIu32 " (code %" PRIu32 "+%" PRIu32 "), epoch %" PRIu64
-         ", committed %" PRIu64 "\n", i + 1, m, n, g, n - v0->m, v0->m,
+         ", committed %" PRIu64 "", i + 1, name, m, n, g, n - v0->m, v0->m,
          v0->epoch, v0->committed);
+  if (cls == PTCTL_FAULT_BEYOND)
+    printf(", step %" PRIu64 " complete on disk", v0->disk_step);
+  printf("\n");
   fflush(stdout);
   /* m members in a row from a seeded start: distinct nodes */
   for (uint32_t k = 0; k < m; k++) {
@@ -205,8 +225,8 @@ static bool lose_group(struct campaign *c, struct ptctl_fault_picker *pk,
     int code = ptctl_fault_send(c->o, c->job, "node", node, false, 0, 0, &pids[k],
                           &has_step, &step, msg, sizeof(msg));
     if (code != PTCTL_EXIT_OK) {
-      snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (group) "
-               "refused at node '%s': %s", i + 1, node, msg);
+      snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (%s) "
+               "refused at node '%s': %s", i + 1, name, node, msg);
       c->refused = true;
       return false;
     }
@@ -217,7 +237,7 @@ static bool lose_group(struct campaign *c, struct ptctl_fault_picker *pk,
     int rc = run_cmd(c->restart_node, node, pids[k], c->timeout_s);
     if (rc != PT_OK) {
       snprintf(c->why, sizeof(c->why), "the restart command of injection %"
-               PRIu32 " (group, node '%s') failed: %s", i + 1, node,
+               PRIu32 " (%s, node '%s') failed: %s", i + 1, name, node,
                rc == -ECHILD ? "it exited non-zero" : pt_strerror(rc));
       c->refused = true;
       return false;
@@ -225,7 +245,7 @@ static bool lose_group(struct campaign *c, struct ptctl_fault_picker *pk,
     printf("  restarted: %s (node '%s')\n", c->restart_node, node);
   }
   struct rec *r = &c->recs[c->nrecs++];
-  r->cls = PTCTL_FAULT_GROUP;
+  r->cls = cls;
   bool ok = wait_resumed(c, v0, t0, false, 0, r);
   fflush(stdout);
   return ok;
@@ -247,8 +267,8 @@ static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
   bool on_rank = cls == PTCTL_FAULT_TRAINER || cls == PTCTL_FAULT_SMP ||
                  cls == PTCTL_FAULT_CORRUPT;
   const char *node = is_ctl ? NULL : v0.node[part];
-  if (cls == PTCTL_FAULT_GROUP)
-    return lose_group(c, pk, i, &v0, rpc_now_ms());
+  if (cls == PTCTL_FAULT_GROUP || cls == PTCTL_FAULT_BEYOND)
+    return lose_group(c, pk, i, &v0, rpc_now_ms(), cls);
   if (is_ctl)
     printf("#%" PRIu32 " %s: epoch %" PRIu64 ", committed %" PRIu64 "\n",
            i + 1, k->name, v0.epoch, v0.committed);
@@ -475,6 +495,12 @@ int ptctl_fault_campaign(const struct ptctl_opts *o, int argc, char **argv)
                ptctl_fault_class_get(cls)->name, c.job);
         c.set[cls] = false;
       }
+  if (v.ok && !v.persist && c.set[PTCTL_FAULT_BEYOND]) {
+    printf("%s: job '%s' has no persist dir (m + 1 lost nodes would end "
+           "it), not injected\n", ptctl_fault_class_get(PTCTL_FAULT_BEYOND)->name,
+           c.job);
+    c.set[PTCTL_FAULT_BEYOND] = false;
+  }
   ptctl_fault_pick_init(&pk, c.seed, c.set);
   for (int cls = 0; cls < PTCTL_FAULT_NCLASS; cls++) {
     const struct ptctl_fault_class *k = ptctl_fault_class_get(cls);

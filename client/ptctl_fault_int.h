@@ -30,6 +30,10 @@ struct job_view {
   /* the first 8 groups' member nodes, in member order (for "group") */
   uint32_t ngroups, gsize[8];
   char gnode[8][16][RPC_NODE_ID_MAX + 1];
+  bool persist;           /* the job has a persist dir */
+  bool has_disk;          /* ... and a step complete there */
+  uint64_t disk_step;
+  bool restore_disk;      /* this epoch restored from disk */
 };
 
 void ptctl_fault_sleep_ms(uint32_t ms);

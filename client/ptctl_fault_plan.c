@@ -66,6 +66,13 @@ static const struct ptctl_fault_class CLASSES[PTCTL_FAULT_NCLASS] = {
                             "one byte of a parity chunk flipped",
                             "no injector flips a byte of a parity row yet "
                             "(issue 10 §3)"},
+    [PTCTL_FAULT_BEYOND] = {"group+1", true, true,
+                            "m + 1 nodes of one coding group lost at once "
+                            "(each as 'node'), more than the code rebuilds: "
+                            "the job restores the newest complete step of "
+                            "its persist dir (a job with --persist-dir "
+                            "only); each restarted as for 'node'",
+                            NULL},
 };
 
 const struct ptctl_fault_class *ptctl_fault_class_get(int c)

@@ -35,13 +35,15 @@ const char *ptctl_jobs_refusal(char *buf, size_t len, const char *verb,
 
 enum start_opt {
   O_JOB, O_NODES, O_RPN, O_SLOTS, O_CODE, O_BUDGET, O_MAXR, O_WINDOW,
-  O_BACKOFF, O_NODEWAIT, O_PORT, O_COUNT_
+  O_BACKOFF, O_NODEWAIT, O_PORT, O_PDIR, O_PEVERY, O_PKEEP, O_PRATE,
+  O_COUNT_
 };
 static const char *const START_OPTS[O_COUNT_] = {
     "--job",           "--nodes",      "--ranks-per-node",
     "--slots",         "--code",       "--memory-budget",
     "--max-restarts",  "--restart-window-ms", "--backoff-ms",
-    "--node-wait-ms",  "--master-port",
+    "--node-wait-ms",  "--master-port", "--persist-dir",
+    "--persist-every", "--persist-keep", "--persist-rate",
 };
 
 static int start_opt(Pt__JobSpec *s, enum start_opt k, const char *flag,
@@ -81,6 +83,23 @@ static int start_opt(Pt__JobSpec *s, enum start_opt k, const char *flag,
   case O_PORT:
     s->has_master_port = true;
     return ptctl_args_u32(flag, v, 0, 65535, &s->master_port);
+  case O_PDIR:
+    if (v[0] != '/' || strlen(v) >= 1024) {
+      fprintf(stderr, "ptctl: start: %s '%s': expected an absolute path "
+                      "under 1024 bytes (the same on every node)\n", flag, v);
+      return -EINVAL;
+    }
+    s->persist_dir = (char *)v;
+    return PT_OK;
+  case O_PEVERY:
+    s->has_persist_every = true;
+    return ptctl_args_u32(flag, v, 1, 100000000, &s->persist_every);
+  case O_PKEEP:
+    s->has_persist_keep = true;
+    return ptctl_args_u32(flag, v, 1, 16, &s->persist_keep);
+  case O_PRATE:
+    s->has_persist_rate = true;
+    return ptctl_args_bytes(flag, v, &s->persist_rate);
   case O_COUNT_:
     break;
   }
@@ -123,6 +142,11 @@ static int start_parse(int argc, char **argv, Pt__JobSpec *s)
     }
     if (start_opt(s, (enum start_opt)k, a, argv[++i]) != PT_OK)
       return PTCTL_EXIT_USAGE;
+  }
+  if (!seen[O_PDIR] && (seen[O_PEVERY] || seen[O_PKEEP] || seen[O_PRATE])) {
+    fprintf(stderr, "ptctl: start: --persist-every, --persist-keep and "
+                    "--persist-rate need --persist-dir\n");
+    return PTCTL_EXIT_USAGE;
   }
   if (!seen[O_NODES] || !seen[O_RPN]) {
     fprintf(stderr, "ptctl: start: %s is required\n",

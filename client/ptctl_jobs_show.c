@@ -47,6 +47,14 @@ static void spec_json(FILE *f, const Pt__JobSpec *s)
   ptctl_out_json_u64(f, s->has_master_port, s->master_port);
   fputs(",\"node_wait_ms\":", f);
   ptctl_out_json_u64(f, s->has_node_wait_ms, s->node_wait_ms);
+  fputs(",\"persist_dir\":", f);
+  ptctl_out_json_str(f, s->persist_dir);
+  fputs(",\"persist_every\":", f);
+  ptctl_out_json_u64(f, s->has_persist_every, s->persist_every);
+  fputs(",\"persist_keep\":", f);
+  ptctl_out_json_u64(f, s->has_persist_keep, s->persist_keep);
+  fputs(",\"persist_rate\":", f);
+  ptctl_out_json_u64(f, s->has_persist_rate, s->persist_rate);
   fputc('}', f);
 }
 
@@ -143,6 +151,20 @@ static void jobs_json(FILE *f, const char *addr, const Pt__JobsReply *m)
                ",\"bytes_held\":%" PRIu64 ",\"reason\":",
             j->restarts, j->commits, j->bytes_held);
     ptctl_out_json_str(f, j->reason);
+    fputs(",\"restore_step\":", f);
+    ptctl_out_json_u64(f, j->has_restore_step, j->restore_step);
+    fprintf(f, ",\"restored_from\":\"%s\"",
+            !j->has_restore_step ? "none"
+            : j->has_restore_from_disk && j->restore_from_disk ? "disk"
+                                                              : "memory");
+    fputs(",\"disk_step\":", f);
+    ptctl_out_json_u64(f, j->has_disk_step, j->disk_step);
+    fputs(",\"disk_age_ms\":", f);
+    ptctl_out_json_u64(f, j->has_disk_age_ms, j->disk_age_ms);
+    fputs(",\"persisted\":", f);
+    ptctl_out_json_u64(f, j->has_persisted, j->persisted);
+    fputs(",\"persist_error\":", f);
+    ptctl_out_json_str(f, j->persist_error);
     fputs(",\"spec\":", f);
     spec_json(f, j->spec);
     groups_json(f, j);
@@ -220,6 +242,9 @@ static void spec_line(FILE *f, const Pt__JobSpec *s)
     fprintf(f, ", master port %" PRIu32, s->master_port);
   if (s->has_node_wait_ms)
     fprintf(f, ", waits %" PRIu32 " ms for a dead node", s->node_wait_ms);
+  if (s->persist_dir != NULL && s->persist_dir[0] != '\0')
+    fprintf(f, ", to disk every %" PRIu32 " commits (keeps %" PRIu32 ")",
+            s->persist_every, s->persist_keep);
   fputc('\n', f);
   fputs("command     ", f);
   print_argv(f, s->argv, s->n_argv);
@@ -315,6 +340,30 @@ static void job_block(FILE *f, const Pt__JobInfo *j)
     }
     if (any)
       fputc('\n', f);
+  }
+  if (j->has_restore_step)
+    fprintf(f, "restored    step %" PRIu64 " from %s in this epoch\n",
+            j->restore_step,
+            j->has_restore_from_disk && j->restore_from_disk ? "disk"
+                                                             : "memory");
+  if (j->spec != NULL && j->spec->persist_dir != NULL &&
+      j->spec->persist_dir[0] != '\0') {
+    fputs("disk        ", f);
+    if (j->has_disk_step)
+      fprintf(f, "step %" PRIu64 " complete (%s)", j->disk_step,
+              j->has_disk_age_ms ? ptctl_out_age(b1, sizeof(b1),
+                                                 j->disk_age_ms)
+                                 : "age unknown");
+    else
+      fputs("no complete step yet", f);
+    fprintf(f, ", %" PRIu64 " made complete; under ", j->persisted);
+    ptctl_out_line(f, j->spec->persist_dir);
+    fputc('\n', f);
+    if (j->persist_error != NULL && j->persist_error[0] != '\0') {
+      fputs("disk error  ", f);
+      ptctl_out_line(f, j->persist_error);
+      fputc('\n', f);
+    }
   }
   if (j->reason != NULL && j->reason[0] != '\0') {
     fputs("reason      ", f);

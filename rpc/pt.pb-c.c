@@ -2482,6 +2482,96 @@ void   pt__job_commit__free_unpacked
   assert(message->base.descriptor == &pt__job_commit__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__step_persisted__init
+                     (Pt__StepPersisted         *message)
+{
+  static const Pt__StepPersisted init_value = PT__STEP_PERSISTED__INIT;
+  *message = init_value;
+}
+size_t pt__step_persisted__get_packed_size
+                     (const Pt__StepPersisted *message)
+{
+  assert(message->base.descriptor == &pt__step_persisted__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__step_persisted__pack
+                     (const Pt__StepPersisted *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__step_persisted__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__step_persisted__pack_to_buffer
+                     (const Pt__StepPersisted *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__step_persisted__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__StepPersisted *
+       pt__step_persisted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__StepPersisted *)
+     protobuf_c_message_unpack (&pt__step_persisted__descriptor,
+                                allocator, len, data);
+}
+void   pt__step_persisted__free_unpacked
+                     (Pt__StepPersisted *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__step_persisted__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__job_persisted__init
+                     (Pt__JobPersisted         *message)
+{
+  static const Pt__JobPersisted init_value = PT__JOB_PERSISTED__INIT;
+  *message = init_value;
+}
+size_t pt__job_persisted__get_packed_size
+                     (const Pt__JobPersisted *message)
+{
+  assert(message->base.descriptor == &pt__job_persisted__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__job_persisted__pack
+                     (const Pt__JobPersisted *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__job_persisted__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__job_persisted__pack_to_buffer
+                     (const Pt__JobPersisted *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__job_persisted__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__JobPersisted *
+       pt__job_persisted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__JobPersisted *)
+     protobuf_c_message_unpack (&pt__job_persisted__descriptor,
+                                allocator, len, data);
+}
+void   pt__job_persisted__free_unpacked
+                     (Pt__JobPersisted *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__job_persisted__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__job_unpin__init
                      (Pt__JobUnpin         *message)
 {
@@ -2750,6 +2840,51 @@ void   pt__ctl_rec_commit__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &pt__ctl_rec_commit__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__ctl_rec_persisted__init
+                     (Pt__CtlRecPersisted         *message)
+{
+  static const Pt__CtlRecPersisted init_value = PT__CTL_REC_PERSISTED__INIT;
+  *message = init_value;
+}
+size_t pt__ctl_rec_persisted__get_packed_size
+                     (const Pt__CtlRecPersisted *message)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_persisted__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__ctl_rec_persisted__pack
+                     (const Pt__CtlRecPersisted *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_persisted__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__ctl_rec_persisted__pack_to_buffer
+                     (const Pt__CtlRecPersisted *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__ctl_rec_persisted__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__CtlRecPersisted *
+       pt__ctl_rec_persisted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__CtlRecPersisted *)
+     protobuf_c_message_unpack (&pt__ctl_rec_persisted__descriptor,
+                                allocator, len, data);
+}
+void   pt__ctl_rec_persisted__free_unpacked
+                     (Pt__CtlRecPersisted *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__ctl_rec_persisted__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   pt__ctl_rec_end__init
@@ -4947,7 +5082,7 @@ const ProtobufCMessageDescriptor pt__trainer_set__descriptor =
   (ProtobufCMessageInit) pt__trainer_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[5] =
 {
   {
     "step",
@@ -4997,9 +5132,22 @@ static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "from_disk_any_instance",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__SetRestore, has_from_disk_any_instance),
+    offsetof(Pt__SetRestore, from_disk_any_instance),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__set_restore__field_indices_by_name[] = {
   2,   /* field[2] = from_disk */
+  4,   /* field[4] = from_disk_any_instance */
   3,   /* field[3] = from_disk_mark */
   1,   /* field[1] = rebuild */
   0,   /* field[0] = step */
@@ -5007,7 +5155,7 @@ static const unsigned pt__set_restore__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__set_restore__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__set_restore__descriptor =
 {
@@ -5017,7 +5165,7 @@ const ProtobufCMessageDescriptor pt__set_restore__descriptor =
   "Pt__SetRestore",
   "pt",
   sizeof(Pt__SetRestore),
-  4,
+  5,
   pt__set_restore__field_descriptors,
   pt__set_restore__field_indices_by_name,
   1,  pt__set_restore__number_ranges,
@@ -6773,7 +6921,7 @@ const ProtobufCMessageDescriptor pt__node_group__descriptor =
   (ProtobufCMessageInit) pt__node_group__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[13] =
+static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[17] =
 {
   {
     "name",
@@ -6931,6 +7079,54 @@ static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[13] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "persist_dir",
+    14,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobSpec, persist_dir),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_every",
+    15,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_persist_every),
+    offsetof(Pt__JobSpec, persist_every),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_keep",
+    16,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__JobSpec, has_persist_keep),
+    offsetof(Pt__JobSpec, persist_keep),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_rate",
+    17,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobSpec, has_persist_rate),
+    offsetof(Pt__JobSpec, persist_rate),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_spec__field_indices_by_name[] = {
   1,   /* field[1] = argv */
@@ -6943,6 +7139,10 @@ static const unsigned pt__job_spec__field_indices_by_name[] = {
   0,   /* field[0] = name */
   12,   /* field[12] = node_wait_ms */
   2,   /* field[2] = nodes */
+  13,   /* field[13] = persist_dir */
+  14,   /* field[14] = persist_every */
+  15,   /* field[15] = persist_keep */
+  16,   /* field[16] = persist_rate */
   3,   /* field[3] = ranks_per_node */
   7,   /* field[7] = restart_window_ms */
   4,   /* field[4] = slots */
@@ -6950,7 +7150,7 @@ static const unsigned pt__job_spec__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor pt__job_spec__descriptor =
 {
@@ -6960,7 +7160,7 @@ const ProtobufCMessageDescriptor pt__job_spec__descriptor =
   "Pt__JobSpec",
   "pt",
   sizeof(Pt__JobSpec),
-  13,
+  17,
   pt__job_spec__field_descriptors,
   pt__job_spec__field_indices_by_name,
   1,  pt__job_spec__number_ranges,
@@ -7390,7 +7590,7 @@ const ProtobufCMessageDescriptor pt__job_part_info__descriptor =
   (ProtobufCMessageInit) pt__job_part_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[13] =
+static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[18] =
 {
   {
     "name",
@@ -7548,18 +7748,83 @@ static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[13] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restore_from_disk",
+    14,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobInfo, has_restore_from_disk),
+    offsetof(Pt__JobInfo, restore_from_disk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "disk_step",
+    15,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobInfo, has_disk_step),
+    offsetof(Pt__JobInfo, disk_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "disk_age_ms",
+    16,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobInfo, has_disk_age_ms),
+    offsetof(Pt__JobInfo, disk_age_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persisted",
+    17,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobInfo, has_persisted),
+    offsetof(Pt__JobInfo, persisted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_error",
+    18,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobInfo, persist_error),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_info__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
   4,   /* field[4] = commit_age_ms */
   6,   /* field[6] = commits */
   3,   /* field[3] = committed_step */
+  15,   /* field[15] = disk_age_ms */
+  14,   /* field[14] = disk_step */
   2,   /* field[2] = epoch */
   11,   /* field[11] = groups */
   0,   /* field[0] = name */
   9,   /* field[9] = parts */
+  17,   /* field[17] = persist_error */
+  16,   /* field[16] = persisted */
   8,   /* field[8] = reason */
   5,   /* field[5] = restarts */
+  13,   /* field[13] = restore_from_disk */
   12,   /* field[12] = restore_step */
   10,   /* field[10] = spec */
   1,   /* field[1] = state */
@@ -7567,7 +7832,7 @@ static const unsigned pt__job_info__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor pt__job_info__descriptor =
 {
@@ -7577,7 +7842,7 @@ const ProtobufCMessageDescriptor pt__job_info__descriptor =
   "Pt__JobInfo",
   "pt",
   sizeof(Pt__JobInfo),
-  13,
+  18,
   pt__job_info__field_descriptors,
   pt__job_info__field_indices_by_name,
   1,  pt__job_info__number_ranges,
@@ -7648,7 +7913,7 @@ const ProtobufCMessageDescriptor pt__jobs_reply__descriptor =
   (ProtobufCMessageInit) pt__jobs_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[11] =
+static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[13] =
 {
   {
     "spec",
@@ -7782,6 +8047,30 @@ static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[11] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restore_from_disk",
+    12,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobAssign, has_restore_from_disk),
+    offsetof(Pt__JobAssign, restore_from_disk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restore_disk_mark",
+    13,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobAssign, has_restore_disk_mark),
+    offsetof(Pt__JobAssign, restore_disk_mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_assign__field_indices_by_name[] = {
   8,   /* field[8] = committed_step */
@@ -7792,6 +8081,8 @@ static const unsigned pt__job_assign__field_indices_by_name[] = {
   5,   /* field[5] = master_addr */
   6,   /* field[6] = master_port */
   2,   /* field[2] = node_index */
+  12,   /* field[12] = restore_disk_mark */
+  11,   /* field[11] = restore_from_disk */
   7,   /* field[7] = restore_step */
   0,   /* field[0] = spec */
   4,   /* field[4] = world_size */
@@ -7799,7 +8090,7 @@ static const unsigned pt__job_assign__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_assign__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor pt__job_assign__descriptor =
 {
@@ -7809,7 +8100,7 @@ const ProtobufCMessageDescriptor pt__job_assign__descriptor =
   "Pt__JobAssign",
   "pt",
   sizeof(Pt__JobAssign),
-  11,
+  13,
   pt__job_assign__field_descriptors,
   pt__job_assign__field_indices_by_name,
   1,  pt__job_assign__number_ranges,
@@ -7893,7 +8184,7 @@ const ProtobufCMessageDescriptor pt__job_halt__descriptor =
   (ProtobufCMessageInit) pt__job_halt__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[11] =
+static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[12] =
 {
   {
     "job",
@@ -8027,9 +8318,22 @@ static const ProtobufCFieldDescriptor pt__job_part_state__field_descriptors[11] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "disk_failed",
+    12,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobPartState, has_disk_failed),
+    offsetof(Pt__JobPartState, disk_failed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_part_state__field_indices_by_name[] = {
   5,   /* field[5] = bytes_held */
+  11,   /* field[11] = disk_failed */
   1,   /* field[1] = epoch */
   7,   /* field[7] = held */
   0,   /* field[0] = job */
@@ -8044,7 +8348,7 @@ static const unsigned pt__job_part_state__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_part_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
 {
@@ -8054,7 +8358,7 @@ const ProtobufCMessageDescriptor pt__job_part_state__descriptor =
   "Pt__JobPartState",
   "pt",
   sizeof(Pt__JobPartState),
-  11,
+  12,
   pt__job_part_state__field_descriptors,
   pt__job_part_state__field_indices_by_name,
   1,  pt__job_part_state__number_ranges,
@@ -8318,7 +8622,7 @@ const ProtobufCMessageDescriptor pt__job_vote__descriptor =
   (ProtobufCMessageInit) pt__job_vote__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_commit__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pt__job_commit__field_descriptors[5] =
 {
   {
     "job",
@@ -8356,16 +8660,42 @@ static const ProtobufCFieldDescriptor pt__job_commit__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "persist",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobCommit, has_persist),
+    offsetof(Pt__JobCommit, persist),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "persist_mark",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobCommit, has_persist_mark),
+    offsetof(Pt__JobCommit, persist_mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_commit__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
+  3,   /* field[3] = persist */
+  4,   /* field[4] = persist_mark */
   2,   /* field[2] = step */
 };
 static const ProtobufCIntRange pt__job_commit__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pt__job_commit__descriptor =
 {
@@ -8375,11 +8705,204 @@ const ProtobufCMessageDescriptor pt__job_commit__descriptor =
   "Pt__JobCommit",
   "pt",
   sizeof(Pt__JobCommit),
-  3,
+  5,
   pt__job_commit__field_descriptors,
   pt__job_commit__field_indices_by_name,
   1,  pt__job_commit__number_ranges,
   (ProtobufCMessageInit) pt__job_commit__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__step_persisted__field_descriptors[6] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepPersisted, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepPersisted, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepPersisted, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mark",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepPersisted, mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepPersisted, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__StepPersisted, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__step_persisted__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  3,   /* field[3] = mark */
+  5,   /* field[5] = message */
+  4,   /* field[4] = status */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__step_persisted__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor pt__step_persisted__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.StepPersisted",
+  "StepPersisted",
+  "Pt__StepPersisted",
+  "pt",
+  sizeof(Pt__StepPersisted),
+  6,
+  pt__step_persisted__field_descriptors,
+  pt__step_persisted__field_indices_by_name,
+  1,  pt__step_persisted__number_ranges,
+  (ProtobufCMessageInit) pt__step_persisted__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__job_persisted__field_descriptors[5] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPersisted, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPersisted, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPersisted, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mark",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobPersisted, mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "keep_from",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__JobPersisted, has_keep_from),
+    offsetof(Pt__JobPersisted, keep_from),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__job_persisted__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  4,   /* field[4] = keep_from */
+  3,   /* field[3] = mark */
+  2,   /* field[2] = step */
+};
+static const ProtobufCIntRange pt__job_persisted__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__job_persisted__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.JobPersisted",
+  "JobPersisted",
+  "Pt__JobPersisted",
+  "pt",
+  sizeof(Pt__JobPersisted),
+  5,
+  pt__job_persisted__field_descriptors,
+  pt__job_persisted__field_indices_by_name,
+  1,  pt__job_persisted__number_ranges,
+  (ProtobufCMessageInit) pt__job_persisted__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__job_unpin__field_descriptors[3] =
@@ -8574,7 +9097,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_group__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[9] =
 {
   {
     "job",
@@ -8660,6 +9183,30 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_epoch__field_descriptors[7] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restore_from_disk",
+    8,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__CtlRecEpoch, has_restore_from_disk),
+    offsetof(Pt__CtlRecEpoch, restore_from_disk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restore_disk_mark",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecEpoch, has_restore_disk_mark),
+    offsetof(Pt__CtlRecEpoch, restore_disk_mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
@@ -8668,12 +9215,14 @@ static const unsigned pt__ctl_rec_epoch__field_indices_by_name[] = {
   6,   /* field[6] = placed */
   5,   /* field[5] = reason */
   3,   /* field[3] = restarts */
+  8,   /* field[8] = restore_disk_mark */
+  7,   /* field[7] = restore_from_disk */
   2,   /* field[2] = restore_step */
 };
 static const ProtobufCIntRange pt__ctl_rec_epoch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
 {
@@ -8683,7 +9232,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor =
   "Pt__CtlRecEpoch",
   "pt",
   sizeof(Pt__CtlRecEpoch),
-  7,
+  9,
   pt__ctl_rec_epoch__field_descriptors,
   pt__ctl_rec_epoch__field_indices_by_name,
   1,  pt__ctl_rec_epoch__number_ranges,
@@ -8842,6 +9391,96 @@ const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
   pt__ctl_rec_commit__field_indices_by_name,
   1,  pt__ctl_rec_commit__number_ranges,
   (ProtobufCMessageInit) pt__ctl_rec_commit__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[5] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecPersisted, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecPersisted, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecPersisted, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mark",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__CtlRecPersisted, mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unix_ms",
+    5,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecPersisted, has_unix_ms),
+    offsetof(Pt__CtlRecPersisted, unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__ctl_rec_persisted__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  3,   /* field[3] = mark */
+  2,   /* field[2] = step */
+  4,   /* field[4] = unix_ms */
+};
+static const ProtobufCIntRange pt__ctl_rec_persisted__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.CtlRecPersisted",
+  "CtlRecPersisted",
+  "Pt__CtlRecPersisted",
+  "pt",
+  sizeof(Pt__CtlRecPersisted),
+  5,
+  pt__ctl_rec_persisted__field_descriptors,
+  pt__ctl_rec_persisted__field_indices_by_name,
+  1,  pt__ctl_rec_persisted__number_ranges,
+  (ProtobufCMessageInit) pt__ctl_rec_persisted__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__ctl_rec_end__field_descriptors[5] =

@@ -70,12 +70,15 @@ typedef struct Pt__StepSealed Pt__StepSealed;
 typedef struct Pt__JobPin Pt__JobPin;
 typedef struct Pt__JobVote Pt__JobVote;
 typedef struct Pt__JobCommit Pt__JobCommit;
+typedef struct Pt__StepPersisted Pt__StepPersisted;
+typedef struct Pt__JobPersisted Pt__JobPersisted;
 typedef struct Pt__JobUnpin Pt__JobUnpin;
 typedef struct Pt__CtlRecJob Pt__CtlRecJob;
 typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
 typedef struct Pt__CtlRecEpoch Pt__CtlRecEpoch;
 typedef struct Pt__CtlRecPlace Pt__CtlRecPlace;
 typedef struct Pt__CtlRecCommit Pt__CtlRecCommit;
+typedef struct Pt__CtlRecPersisted Pt__CtlRecPersisted;
 typedef struct Pt__CtlRecEnd Pt__CtlRecEnd;
 typedef struct Pt__CtlRecPart Pt__CtlRecPart;
 typedef struct Pt__CtlRecNode Pt__CtlRecNode;
@@ -639,10 +642,17 @@ struct  Pt__SetRestore
    */
   protobuf_c_boolean has_from_disk_mark;
   uint64_t from_disk_mark;
+  /*
+   * a cluster job: the file may be of another job instance (every node's
+   * part has its own, and a spare restores files a lost node wrote); the
+   * controller's flush id (from_disk_mark, required then) binds it
+   */
+  protobuf_c_boolean has_from_disk_any_instance;
+  protobuf_c_boolean from_disk_any_instance;
 };
 #define PT__SET_RESTORE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__set_restore__descriptor) \
-    , 0, 0, 0, 0, NULL, 0, 0 }
+    , 0, 0, 0, 0, NULL, 0, 0, 0, 0 }
 
 
 /*
@@ -1277,10 +1287,36 @@ struct  Pt__JobSpec
    */
   protobuf_c_boolean has_node_wait_ms;
   uint32_t node_wait_ms;
+  /*
+   * long for it, then fail the job
+   * The persistent tier (DESIGN.md): every persist_every'th commit each
+   * rank's SMP writes the step to <persist_dir>/<name>/step-<N>/
+   * rank-<global rank>.pts on its node; the controller declares the step
+   * complete (journaled) once every rank's file is durable, and restores
+   * from the newest complete one when memory cannot. persist_dir is an
+   * absolute path on every node: a shared file system survives the loss
+   * of nodes, a local disk only their restart. Absent: no tier.
+   */
+  char *persist_dir;
+  /*
+   * default 100
+   */
+  protobuf_c_boolean has_persist_every;
+  uint32_t persist_every;
+  /*
+   * complete steps kept; default 2
+   */
+  protobuf_c_boolean has_persist_keep;
+  uint32_t persist_keep;
+  /*
+   * bytes/s per rank; 0: unthrottled;
+   */
+  protobuf_c_boolean has_persist_rate;
+  uint64_t persist_rate;
 };
 #define PT__JOB_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_spec__descriptor) \
-    , NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1454,10 +1490,37 @@ struct  Pt__JobInfo
    */
   protobuf_c_boolean has_restore_step;
   uint64_t restore_step;
+  /*
+   * (absent: it started fresh)
+   */
+  /*
+   * ... from the persistent tier
+   */
+  protobuf_c_boolean has_restore_from_disk;
+  protobuf_c_boolean restore_from_disk;
+  /*
+   * the newest complete step on disk
+   */
+  protobuf_c_boolean has_disk_step;
+  uint64_t disk_step;
+  /*
+   *   and how long ago it completed
+   */
+  protobuf_c_boolean has_disk_age_ms;
+  uint64_t disk_age_ms;
+  /*
+   * steps made complete on disk
+   */
+  protobuf_c_boolean has_persisted;
+  uint64_t persisted;
+  /*
+   * the last flush that failed, why
+   */
+  char *persist_error;
 };
 #define PT__JOB_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_info__descriptor) \
-    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL, 0,NULL, 0, 0 }
+    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
 
 
 /*
@@ -1524,10 +1587,20 @@ struct  Pt__JobAssign
    */
   protobuf_c_boolean has_first_epoch;
   uint64_t first_epoch;
+  /*
+   * restore_step is restored from the persistent tier (spec.persist_dir),
+   * from the files of the flush restore_disk_mark: memory could not (more
+   * of a node group lost than the code tolerates, the step gone from
+   * every copy). Absent: from memory.
+   */
+  protobuf_c_boolean has_restore_from_disk;
+  protobuf_c_boolean restore_from_disk;
+  protobuf_c_boolean has_restore_disk_mark;
+  uint64_t restore_disk_mark;
 };
 #define PT__JOB_ASSIGN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_assign__descriptor) \
-    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0 }
+    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1607,10 +1680,17 @@ struct  Pt__JobPartState
    */
   protobuf_c_boolean has_rebuilt;
   protobuf_c_boolean rebuilt;
+  /*
+   * failed: the restore of the assignment's step from disk failed here (a
+   * file missing, damaged or foreign): the controller restores an older
+   * complete step, or ends the job. Absent: false.
+   */
+  protobuf_c_boolean has_disk_failed;
+  protobuf_c_boolean disk_failed;
 };
 #define PT__JOB_PART_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_part_state__descriptor) \
-    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0, 0,NULL, 0, 0 }
+    , NULL, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, 0,NULL, 0, 0, 0,NULL, 0, 0, 0, 0 }
 
 
 /*
@@ -1697,10 +1777,59 @@ struct  Pt__JobCommit
   char *job;
   uint64_t epoch;
   uint64_t step;
+  /*
+   * The persistent tier: each local SMP writes step to disk (Commit.persist)
+   * as flush persist_mark, and the node answers STEP_PERSISTED.
+   */
+  protobuf_c_boolean has_persist;
+  protobuf_c_boolean persist;
+  protobuf_c_boolean has_persist_mark;
+  uint64_t persist_mark;
 };
 #define PT__JOB_COMMIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_commit__descriptor) \
-    , NULL, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_STEP_PERSISTED: node -> controller, unsolicited: the flush mark of
+ * step, as its local ranks did it: status 0 once every local rank's file is
+ * durable, else the first failure (message: which rank, why).
+ */
+struct  Pt__StepPersisted
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+  uint64_t mark;
+  int32_t status;
+  char *message;
+};
+#define PT__STEP_PERSISTED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__step_persisted__descriptor) \
+    , NULL, 0, 0, 0, 0, NULL }
+
+
+/*
+ * RPC_JOB_PERSISTED: controller -> node, after PERSISTED(job, step, mark)
+ * is durable in the controller's journal: every rank's file of step is
+ * durable, the step is complete. The node removes its ranks' files of the
+ * steps older than keep_from (the oldest complete step kept). Unanswered.
+ */
+struct  Pt__JobPersisted
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+  uint64_t mark;
+  protobuf_c_boolean has_keep_from;
+  uint64_t keep_from;
+};
+#define PT__JOB_PERSISTED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__job_persisted__descriptor) \
+    , NULL, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1794,10 +1923,17 @@ struct  Pt__CtlRecEpoch
    */
   size_t n_placed;
   Pt__CtlRecPlace **placed;
+  /*
+   * as JobAssign's
+   */
+  protobuf_c_boolean has_restore_from_disk;
+  protobuf_c_boolean restore_from_disk;
+  protobuf_c_boolean has_restore_disk_mark;
+  uint64_t restore_disk_mark;
 };
 #define PT__CTL_REC_EPOCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_epoch__descriptor) \
-    , NULL, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL }
+    , NULL, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, 0, 0, 0, 0 }
 
 
 /*
@@ -1838,6 +1974,25 @@ struct  Pt__CtlRecCommit
 #define PT__CTL_REC_COMMIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_commit__descriptor) \
     , NULL, 0, 0, 0, 0 }
+
+
+/*
+ * A step of the job is complete on disk (record type 6): every rank's
+ * file of flush mark is durable.
+ */
+struct  Pt__CtlRecPersisted
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  uint64_t step;
+  uint64_t mark;
+  protobuf_c_boolean has_unix_ms;
+  uint64_t unix_ms;
+};
+#define PT__CTL_REC_PERSISTED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_persisted__descriptor) \
+    , NULL, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -3273,6 +3428,44 @@ Pt__JobCommit *
 void   pt__job_commit__free_unpacked
                      (Pt__JobCommit *message,
                       ProtobufCAllocator *allocator);
+/* Pt__StepPersisted methods */
+void   pt__step_persisted__init
+                     (Pt__StepPersisted         *message);
+size_t pt__step_persisted__get_packed_size
+                     (const Pt__StepPersisted   *message);
+size_t pt__step_persisted__pack
+                     (const Pt__StepPersisted   *message,
+                      uint8_t             *out);
+size_t pt__step_persisted__pack_to_buffer
+                     (const Pt__StepPersisted   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__StepPersisted *
+       pt__step_persisted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__step_persisted__free_unpacked
+                     (Pt__StepPersisted *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__JobPersisted methods */
+void   pt__job_persisted__init
+                     (Pt__JobPersisted         *message);
+size_t pt__job_persisted__get_packed_size
+                     (const Pt__JobPersisted   *message);
+size_t pt__job_persisted__pack
+                     (const Pt__JobPersisted   *message,
+                      uint8_t             *out);
+size_t pt__job_persisted__pack_to_buffer
+                     (const Pt__JobPersisted   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__JobPersisted *
+       pt__job_persisted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__job_persisted__free_unpacked
+                     (Pt__JobPersisted *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__JobUnpin methods */
 void   pt__job_unpin__init
                      (Pt__JobUnpin         *message);
@@ -3386,6 +3579,25 @@ Pt__CtlRecCommit *
                       const uint8_t       *data);
 void   pt__ctl_rec_commit__free_unpacked
                      (Pt__CtlRecCommit *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__CtlRecPersisted methods */
+void   pt__ctl_rec_persisted__init
+                     (Pt__CtlRecPersisted         *message);
+size_t pt__ctl_rec_persisted__get_packed_size
+                     (const Pt__CtlRecPersisted   *message);
+size_t pt__ctl_rec_persisted__pack
+                     (const Pt__CtlRecPersisted   *message,
+                      uint8_t             *out);
+size_t pt__ctl_rec_persisted__pack_to_buffer
+                     (const Pt__CtlRecPersisted   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__CtlRecPersisted *
+       pt__ctl_rec_persisted__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__ctl_rec_persisted__free_unpacked
+                     (Pt__CtlRecPersisted *message,
                       ProtobufCAllocator *allocator);
 /* Pt__CtlRecEnd methods */
 void   pt__ctl_rec_end__init
@@ -3858,6 +4070,12 @@ typedef void (*Pt__JobVote_Closure)
 typedef void (*Pt__JobCommit_Closure)
                  (const Pt__JobCommit *message,
                   void *closure_data);
+typedef void (*Pt__StepPersisted_Closure)
+                 (const Pt__StepPersisted *message,
+                  void *closure_data);
+typedef void (*Pt__JobPersisted_Closure)
+                 (const Pt__JobPersisted *message,
+                  void *closure_data);
 typedef void (*Pt__JobUnpin_Closure)
                  (const Pt__JobUnpin *message,
                   void *closure_data);
@@ -3875,6 +4093,9 @@ typedef void (*Pt__CtlRecPlace_Closure)
                   void *closure_data);
 typedef void (*Pt__CtlRecCommit_Closure)
                  (const Pt__CtlRecCommit *message,
+                  void *closure_data);
+typedef void (*Pt__CtlRecPersisted_Closure)
+                 (const Pt__CtlRecPersisted *message,
                   void *closure_data);
 typedef void (*Pt__CtlRecEnd_Closure)
                  (const Pt__CtlRecEnd *message,
@@ -3987,12 +4208,15 @@ extern const ProtobufCMessageDescriptor pt__step_sealed__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_pin__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_vote__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_commit__descriptor;
+extern const ProtobufCMessageDescriptor pt__step_persisted__descriptor;
+extern const ProtobufCMessageDescriptor pt__job_persisted__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_unpin__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_epoch__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_place__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor;
+extern const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_end__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_part__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_node__descriptor;

@@ -144,6 +144,9 @@ enum rpc_type {
   /* fault injection (ptctl fault -> controller -> node) */
   RPC_FAULT = 46,               /* Pt__Fault */
   RPC_FAULT_REPLY = 47,         /* Pt__FaultReply */
+  /* the persistent tier (controller <-> node) */
+  RPC_STEP_PERSISTED = 48,      /* Pt__StepPersisted */
+  RPC_JOB_PERSISTED = 49,       /* Pt__JobPersisted */
   /* erasure coding between the SMPs of a group */
   RPC_JOB_PEERS = 60,           /* Pt__JobPeers */
   RPC_PEERS_SET = 61,           /* Pt__PeersSet */

@@ -399,12 +399,13 @@ const struct snap_region *snap_file_region(const struct snap_file *f,
 }
 
 int snap_file_match(const struct snap_file *f, const struct snap_store *s,
-                    char *err, size_t errlen)
+                    bool any_instance, char *err, size_t errlen)
 {
   const struct snap_file_info *in = &f->info;
 
   if (strcmp(in->job, s->job) != 0 ||
-      memcmp(in->instance, s->instance, SNAP_INSTANCE_BYTES) != 0 ||
+      (!any_instance &&
+       memcmp(in->instance, s->instance, SNAP_INSTANCE_BYTES) != 0) ||
       in->rank != s->rank)
     return snap_err(err, errlen, PT_EFOREIGN, "'%s' holds rank %" PRIu32
                     " of job '%s' (another instance or rank than '%s')",
@@ -470,7 +471,8 @@ int snap_file_load(struct snap_file *f, struct snap_store *s, uint32_t slot,
   uint64_t t0 = snap_file_now_ns(CLOCK_MONOTONIC);
   if (slot >= s->lay.nslots)
     return snap_err(err, errlen, -EINVAL, "no slot %" PRIu32, slot);
-  if ((rc = snap_file_match(f, s, err, errlen)) != PT_OK)
+  if ((rc = snap_file_match(f, s, o != NULL && o->any_instance, err,
+                            errlen)) != PT_OK)
     return rc;
   uint8_t *data = snap_slot_data(s, slot);
   const uint64_t dbytes = snap_file_align_up(f->info.slot_bytes, SNAP_FILE_ALIGN);

@@ -91,6 +91,9 @@ struct snap_file_opts {
   bool buffered;              /* never O_DIRECT */
   uint32_t chunk_bytes;       /* per read or write; 0: 8 MiB */
   uint64_t mark;              /* write: the header's mark */
+  bool any_instance;          /* load: a file of another instance of the
+                               * job is taken (a cluster's spare; the
+                               * caller checked the mark) */
 };
 
 struct snap_file_stats {
@@ -132,11 +135,12 @@ const struct snap_file_info *snap_file_info(const struct snap_file *f);
 const struct snap_region *snap_file_region(const struct snap_file *f,
                                            uint32_t i);
 
-/* Whether the file can fill a slot of s: the same job, instance, rank and
- * world (PT_EFOREIGN, PT_EWORLD), and the same layout of the slot (region
- * names, sizes, offsets, kinds, blocks, blob area; PT_EREGIONS). */
+/* Whether the file can fill a slot of s: the same job, instance (unless
+ * any_instance), rank and world (PT_EFOREIGN, PT_EWORLD), and the same
+ * layout of the slot (region names, sizes, offsets, kinds, blocks, blob
+ * area; PT_EREGIONS). */
 int snap_file_match(const struct snap_file *f, const struct snap_store *s,
-                    char *err, size_t errlen);
+                    bool any_instance, char *err, size_t errlen);
 
 /* Reads the file into slot of s (WRITING, acquired by the caller; the
  * file matched it, snap_file_match) with its checksum table and trailer,

@@ -426,6 +426,35 @@ void ctl_groups_release(struct ctl_groups *g);
 
 struct ctl_jobs;
 
+/* The persistent tier of a job (ctl_jobs_persist.c). */
+#define CTL_DISK_MAX 16u            /* complete steps remembered */
+#define CTL_PERSIST_PATH_MAX 1024u  /* as a node's --persist-dir */
+#define CTL_PERSIST_EVERY_DEFAULT 100u
+#define CTL_PERSIST_KEEP_DEFAULT 2u
+#define CTL_PERSIST_RATE_DEFAULT (256ull << 20)
+#define CTL_PERSIST_PENDING_MS 600000u /* a marked step's reports, due */
+struct ctl_disk_step {
+  uint64_t step, mark, unix_ms;
+  bool bad;               /* a restore from it failed on some node */
+};
+struct ctl_persist {
+  uint64_t commits;       /* since the last mark: every K-th is marked */
+  bool has_marked;
+  uint64_t marked, mark;  /* the step being written, its flush id */
+  uint64_t marked_until;  /* its reports are due by then */
+  uint32_t nok;           /* parts that reported it durable */
+  bool *ok;               /* per part */
+  bool failed;            /* some part could not write it */
+  uint64_t mark_seq;
+  struct ctl_disk_step disk[CTL_DISK_MAX]; /* complete, ascending */
+  uint32_t ndisk;
+  uint64_t persisted;     /* steps made complete by this controller */
+  char error[300];        /* the last flush that failed, why */
+  bool next_disk;         /* the next epoch restores disk[next] from disk */
+  uint32_t next;
+  char why[CTL_REASON_MAX / 2]; /* why memory could not serve */
+};
+
 struct ctl_job {
   struct ctl_job *next;
   struct ctl_jobs *js;
@@ -435,6 +464,9 @@ struct ctl_job {
   uint64_t first_epoch;   /* its first: above every epoch its name had */
   bool has_restore;       /* this epoch's restore step */
   uint64_t restore_step;
+  bool restore_disk;      /* ... from the persistent tier, the flush */
+  uint64_t restore_mark;  /*   restore_mark */
+  struct ctl_persist persist;
   bool has_fallback;      /* a part found the restore step damaged: the */
   uint64_t fallback_step; /* next epoch restores this older step instead */
   bool has_committed;
@@ -479,6 +511,7 @@ enum ctl_rec {
   CTL_REC_COMMIT = 3, /* Pt__CtlRecCommit */
   CTL_REC_END = 4,    /* Pt__CtlRecEnd */
   CTL_REC_NODE = 5,   /* Pt__CtlRecNode: a node id's identity */
+  CTL_REC_PERSISTED = 6, /* Pt__CtlRecPersisted: the newest disk[] */
 };
 
 struct ctl_jobs_ops {
@@ -497,6 +530,8 @@ struct ctl_jobs_ops {
    * in j->epoch) and makes it durable. Non-zero: the decision does not
    * take effect. */
   int (*journal)(void *ctx, const struct ctl_job *j, enum ctl_rec kind);
+  /* JOB_PERSISTED of the newest complete step on disk to part. */
+  int (*persisted)(void *ctx, struct ctl_job *j, uint32_t part);
 };
 
 struct ctl_jobs {
@@ -545,6 +580,49 @@ int ctl_spec_pick_spare(const struct ctl_jobs *js, const struct ctl_job *j,
 /* The MASTER_PORT of a new job: spec's, or the lowest of
  * CTL_MASTER_PORT_BASE.. no live job uses. 0: none left. */
 uint32_t ctl_spec_pick_port(const struct ctl_jobs *js, uint32_t want);
+
+/* ---- the persistent tier (ctl_jobs_persist.c; pure) ---- */
+
+/* The wall clock, in ms since the epoch. */
+uint64_t ctl_jobs_persist_unix_ms(void);
+/* The job has a persist dir. */
+bool ctl_jobs_persist_on(const struct ctl_job *j);
+/* Step committed (journaled, before its JOB_COMMITs): every
+ * persist_every'th is marked for disk. */
+void ctl_jobs_persist_on_commit(struct ctl_job *j, uint64_t step);
+/* Whether step's JOB_COMMIT asks for a flush; OUT *mark, its id. */
+bool ctl_jobs_persist_marked(const struct ctl_job *j, uint64_t step,
+                             uint64_t *mark);
+/* STEP_PERSISTED of part p: once every part's files of the marked step are
+ * durable, PERSISTED is journaled and JOB_PERSISTED goes to every part.
+ * PT_OK, or the journal's error. */
+int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
+                            uint32_t p, uint64_t step, uint64_t mark,
+                            int status, const char *msg);
+/* Memory cannot serve the next epoch (why): it restores the newest
+ * complete step on disk not found bad. False: there is none. */
+bool ctl_jobs_persist_fallback(struct ctl_job *j, const char *why);
+/* A part could not restore this epoch's step from disk: that step is bad;
+ * the next epoch restores the complete one before it (true) or none is
+ * left (false). */
+bool ctl_jobs_persist_disk_failed(struct ctl_job *j, const char *why);
+/* ctl_jobs_begin_epoch: the restore point of the next epoch (a disk step
+ * when one was chosen: j->restore_disk, restore_mark), the mark dropped.
+ * Until a step commits, every next epoch restores from disk too (one that
+ * failed before memory held the job whole again). */
+void ctl_jobs_persist_epoch(struct ctl_job *j, bool *has_from,
+                            uint64_t *from);
+/* The journal's EPOCH record restored from disk: so does the next epoch
+ * until a step commits. */
+void ctl_jobs_persist_replay_epoch(struct ctl_job *j);
+/* The oldest complete step kept (JobPersisted.keep_from); 0: none. */
+uint64_t ctl_jobs_persist_keep_from(const struct ctl_job *j);
+/* The newest complete step on disk; NULL: none. */
+const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j);
+/* The journal's PERSISTED record. PT_EFORMAT (why) for an unknown job. */
+int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
+                              uint64_t step, uint64_t mark, uint64_t ms,
+                              char *why, size_t len);
 
 /* ptctl start: checks, places, journals JOB then EPOCH 1, assigns. PT_OK
  * (OUT *out) or -EINVAL/-EEXIST/-ENOSPC/-EADDRINUSE with err, or the

@@ -145,6 +145,10 @@ static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
   a.restore_step = j->restore_step;
   a.has_committed_step = j->has_committed;
   a.committed_step = j->committed;
+  a.has_restore_from_disk = a.restore_from_disk =
+      j->has_restore && j->restore_disk;
+  a.has_restore_disk_mark = a.restore_from_disk;
+  a.restore_disk_mark = j->restore_mark;
   if (j->groups.n > 0) {
     group_msg(ctl, j, j->groups.group_of[p], &ng, mem, mp, emp);
     a.group = &ng;
@@ -187,6 +191,9 @@ static int op_commit(void *ctx, struct ctl_job *j, uint32_t p, uint64_t step)
   m.job = j->spec->name;
   m.epoch = j->epoch;
   m.step = step;
+  m.has_persist = m.has_persist_mark =
+      ctl_jobs_persist_marked(j, step, &m.persist_mark);
+  m.persist = m.has_persist;
   return send_to(CTL(ctx), j, p, RPC_JOB_COMMIT, 0, &m.base);
 }
 
@@ -224,6 +231,21 @@ static int op_journal(void *ctx, const struct ctl_job *j, enum ctl_rec kind)
   return PT_OK;
 }
 
+static int op_persisted(void *ctx, struct ctl_job *j, uint32_t p)
+{
+  const struct ctl_disk_step *d = ctl_jobs_persist_newest(j);
+  Pt__JobPersisted m = PT__JOB_PERSISTED__INIT;
+  if (d == NULL)
+    return -ENOENT;
+  m.job = j->spec->name;
+  m.epoch = j->epoch;
+  m.step = d->step;
+  m.mark = d->mark;
+  m.has_keep_from = true;
+  m.keep_from = ctl_jobs_persist_keep_from(j);
+  return send_to(CTL(ctx), j, p, RPC_JOB_PERSISTED, 0, &m.base);
+}
+
 const struct ctl_jobs_ops ctl_job_conn_ops = {
     .assign = op_assign,
     .halt = op_halt,
@@ -231,6 +253,7 @@ const struct ctl_jobs_ops ctl_job_conn_ops = {
     .commit = op_commit,
     .unpin = op_unpin,
     .journal = op_journal,
+    .persisted = op_persisted,
 };
 
 /* ---- the jobs' timer ---- */
@@ -346,6 +369,20 @@ static void fill_info(struct controller *ctl, const struct ctl_job *j,
   ji->commits = j->commits;
   ji->has_restore_step = j->has_restore;
   ji->restore_step = j->restore_step;
+  ji->has_restore_from_disk = ji->restore_from_disk =
+      j->has_restore && j->restore_disk;
+  const struct ctl_disk_step *d = ctl_jobs_persist_newest(j);
+  if (d != NULL) {
+    ji->has_disk_step = true;
+    ji->disk_step = d->step;
+    uint64_t wall = ctl_jobs_persist_unix_ms();
+    ji->has_disk_age_ms = d->unix_ms != 0;
+    ji->disk_age_ms = wall > d->unix_ms ? wall - d->unix_ms : 0;
+  }
+  ji->has_persisted = ctl_jobs_persist_on(j);
+  ji->persisted = j->persist.persisted;
+  ji->persist_error = j->persist.error[0] != '\0' ? (char *)j->persist.error
+                                                   : NULL;
   ji->reason = j->reason[0] != '\0' ? (char *)j->reason : NULL;
   ji->spec = j->spec;
   uint64_t bytes = 0;
@@ -579,6 +616,10 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
     job = ((const Pt__JobVote *)msg)->job;
     epoch = ((const Pt__JobVote *)msg)->epoch;
     break;
+  case RPC_STEP_PERSISTED:
+    job = ((const Pt__StepPersisted *)msg)->job;
+    epoch = ((const Pt__StepPersisted *)msg)->epoch;
+    break;
   default:
     snprintf(what, whatlen, "%s is not a node's frame here",
              rpc_type_name(h->type));
@@ -626,6 +667,14 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
                              ((const Pt__StepSealed *)msg)->pinned,
                          now);
     break;
+  case RPC_STEP_PERSISTED: {
+    /* Any epoch: a flush outlives the epoch that marked it, and the mark
+     * tells them apart. */
+    const Pt__StepPersisted *m = (const Pt__StepPersisted *)msg;
+    rc = ctl_jobs_persist_report(&ctl->jobs, j, p, m->step, m->mark,
+                                 m->status, m->message);
+    break;
+  }
   default: {
     const Pt__JobVote *m = (const Pt__JobVote *)msg;
     rc = ctl_jobs_vote(&ctl->jobs, j, p, epoch, m->step, h->request_id,

@@ -122,6 +122,7 @@ static void job_free(struct ctl_job *j)
     free(j->parts[p].peer_ports);
   free(j->parts);
   free(j->restart_log);
+  free(j->persist.ok);
   free(j);
 }
 
@@ -265,7 +266,9 @@ int ctl_jobs_job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
     nlog = 4096;
   j->restart_log = calloc(nlog, sizeof(*j->restart_log));
   j->nlog = nlog;
-  int rc = j->spec == NULL || j->parts == NULL || j->restart_log == NULL
+  j->persist.ok = calloc(spec->nodes, sizeof(*j->persist.ok));
+  int rc = j->spec == NULL || j->parts == NULL || j->restart_log == NULL ||
+                   j->persist.ok == NULL
                ? -ENOMEM
                : commit_init(&j->commit, j->nparts, CTL_ROUND_MS,
                              &ctl_jobs_commit_ops, j);
@@ -347,7 +350,11 @@ int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
   uint64_t was_epoch = j->epoch;
   bool was_has = j->has_restore;
   uint64_t was_step = j->restore_step;
+  bool was_disk = j->restore_disk;
+  uint64_t was_mark = j->restore_mark;
 
+  /* Memory could not serve it: the step chosen on disk. */
+  ctl_jobs_persist_epoch(j, &has_from, &from);
   j->epoch++;
   j->has_restore = has_from;
   j->restore_step = has_from ? from : 0;
@@ -360,8 +367,14 @@ int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
     j->epoch = was_epoch;
     j->has_restore = was_has;
     j->restore_step = was_step;
+    j->restore_disk = was_disk;
+    j->restore_mark = was_mark;
     return rc;
   }
+  if (j->restore_disk)
+    log_notice("job '%s' epoch %" PRIu64 ": restoring step %" PRIu64 " from "
+               "disk ('%s/%s', flush %" PRIu64 ")", j->spec->name, j->epoch,
+               from, j->spec->persist_dir, j->spec->name, j->restore_mark);
   /* A restore to an older step takes the job back to it: the steps after
    * are done again, and committed again. */
   if (has_from && j->has_committed && from < j->committed)
@@ -706,8 +719,26 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                st == CTL_PART_FAILED ? "failed" : "stopped unasked",
                msg != NULL && msg[0] != '\0' ? ": " : "",
                msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
+      if (st == CTL_PART_FAILED && m != NULL && m->has_disk_failed &&
+          m->disk_failed && j->restore_disk) {
+        /* Its files of the step failed: the complete step before it. */
+        if (!ctl_jobs_persist_disk_failed(j, why)) {
+          commit_cancel(&j->commit);
+          ctl_jobs_reason_set(j, "%s; no older complete step on disk: not "
+                              "restarted (never from damaged state)", why);
+          ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
+          return PT_OK;
+        }
+        ctl_jobs_restart_counted(js, j, now, why);
+        return PT_OK;
+      }
+      /* Memory holds too little of the restore step (a group lost more
+       * than its code rebuilds, every copy gone): the disk's. */
       if (st == CTL_PART_FAILED && m != NULL && m->has_status &&
-          m->status == PT_ECHECKSUM && j->has_restore &&
+          m->status == PT_ENOFRAG && j->has_restore && !j->restore_disk)
+        (void)ctl_jobs_persist_fallback(j, why);
+      if (st == CTL_PART_FAILED && m != NULL && m->has_status &&
+          m->status == PT_ECHECKSUM && j->has_restore && !j->restore_disk &&
           !ctl_jobs_revive_damaged(js, j, pt, m, why, now))
         return PT_OK;
       if (st == CTL_PART_FAILED && m != NULL && m->has_permanent &&

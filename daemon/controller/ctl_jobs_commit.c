@@ -85,6 +85,7 @@ static void c_verdict(void *ctx, const struct commit_outcome *o)
   }
   j->committed_since = true;
   ctl_jobs_spare_protected(j);
+  ctl_jobs_persist_on_commit(j, o->step); /* before its JOB_COMMITs */
   log_debug("job '%s' epoch %" PRIu64 ": commit step %" PRIu64, j->spec->name,
             j->epoch, o->step);
 }

@@ -222,6 +222,8 @@ bool ctl_jobs_revive_damaged(struct ctl_jobs *js, struct ctl_job *j,
       has = true;
       best = m->held[i];
     }
+  if (!has && ctl_jobs_persist_fallback(j, why))
+    return true;
   if (!has) {
     commit_cancel(&j->commit);
     ctl_jobs_reason_set(j, "%s; node '%s' holds no older step intact: not "

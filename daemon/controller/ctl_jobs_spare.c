@@ -108,6 +108,14 @@ bool ctl_jobs_spare_lost_check(struct ctl_jobs *js, struct ctl_job *j,
     else
       snprintf(grp, sizeof(grp), "coding groups %" PRIu32 "..%" PRIu32
                " (node group %" PRIu32 ")", i * rpn, i * rpn + rpn - 1, i);
+    /* The persistent tier: every part restores a complete step from disk
+     * (a spare's files on a shared file system, or none). */
+    char why[CTL_REASON_MAX];
+    snprintf(why, sizeof(why), "%s lost %" PRIu32 " of %" PRIu32 " members "
+             "(%s), more than code %" PRIu32 "+%" PRIu32 " rebuilds", grp,
+             lost, size, names, ctl_groups_k(g, i), g->m);
+    if (ctl_jobs_persist_fallback(j, why))
+      return false;
     commit_cancel(&j->commit);
     ctl_jobs_reason_set(j, "%s lost %" PRIu32 " of %s %" PRIu32 " members "
                         "(node%s %s); code %" PRIu32 "+%" PRIu32

@@ -125,6 +125,13 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     }
     if (rc == PT_OK && m->has_restarts)
       ctl_jobs_find(r->js, m->job)->restarts = m->restarts;
+    if (rc == PT_OK) {
+      struct ctl_job *j = ctl_jobs_find(r->js, m->job);
+      j->restore_disk = m->has_restore_from_disk && m->restore_from_disk &&
+                        j->has_restore;
+      j->restore_mark = j->restore_disk ? m->restore_disk_mark : 0;
+      ctl_jobs_persist_replay_epoch(j);
+    }
     /* Why it restarted, for ptctl status after a controller restart. */
     if (rc == PT_OK && m->reason != NULL && m->reason[0] != '\0') {
       struct ctl_job *j = ctl_jobs_find(r->js, m->job);
@@ -141,7 +148,24 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
                                 sizeof(why));
     if (rc == PT_OK && m->has_commits)
       ctl_jobs_find(r->js, m->job)->commits = m->commits;
+    if (rc == PT_OK) { /* a newer step: memory holds the job whole again
+                        * (a compaction's COMMIT of the restore step is
+                        * not one) */
+      struct ctl_job *j = ctl_jobs_find(r->js, m->job);
+      if (!j->restore_disk || m->step > j->restore_step)
+        j->persist.next_disk = false;
+    }
     pt__ctl_rec_commit__free_unpacked(m, NULL);
+    break;
+  }
+  case CTL_REC_PERSISTED: {
+    Pt__CtlRecPersisted *m = pt__ctl_rec_persisted__unpack(NULL, len, data);
+    if (m == NULL)
+      goto undecodable;
+    rc = ctl_jobs_persist_replay(r->js, m->job, m->step, m->mark,
+                                   m->has_unix_ms ? m->unix_ms : 0, why,
+                                   sizeof(why));
+    pt__ctl_rec_persisted__free_unpacked(m, NULL);
     break;
   }
   case CTL_REC_NODE: {
@@ -222,6 +246,7 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
   Pt__CtlRecEpoch re = PT__CTL_REC_EPOCH__INIT;
   Pt__CtlRecCommit rc = PT__CTL_REC_COMMIT__INIT;
   Pt__CtlRecEnd rd = PT__CTL_REC_END__INIT;
+  Pt__CtlRecPersisted rp = PT__CTL_REC_PERSISTED__INIT;
   char **ids = NULL;
   const struct ctl_groups *g = &job->groups;
   Pt__CtlRecGroup *grs = NULL, **gps = NULL;
@@ -266,6 +291,9 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     re.reason = job->reason[0] != '\0' ? (char *)job->reason : NULL;
     re.has_first_epoch = true;
     re.first_epoch = job->first_epoch;
+    re.has_restore_from_disk = re.restore_from_disk = job->restore_disk;
+    re.has_restore_disk_mark = job->restore_disk;
+    re.restore_disk_mark = job->restore_mark;
     /* A restart waiting out its backoff is counted in memory already, but
      * only its own EPOCH record, still to come, journals it: a copy made
      * meanwhile holds the count without it, or a controller restarted in
@@ -311,6 +339,21 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     rc.commits = job->commits;
     msg = &rc.base;
     break;
+  case CTL_REC_PERSISTED: {
+    /* The newest complete step (a compaction: one record per step kept,
+     * encode_persisted). */
+    const struct ctl_disk_step *d = ctl_jobs_persist_newest(job);
+    if (d == NULL)
+      return -EINVAL;
+    rp.job = job->spec->name;
+    rp.epoch = job->epoch;
+    rp.step = d->step;
+    rp.mark = d->mark;
+    rp.has_unix_ms = true;
+    rp.unix_ms = d->unix_ms;
+    msg = &rp.base;
+    break;
+  }
   case CTL_REC_END:
     rd.job = job->spec->name;
     rd.state = (char *)ctl_jobs_state_name(job->state);
@@ -369,6 +412,26 @@ int ctl_journal_append(struct journal *jr, const struct ctl_job *job,
   return rc;
 }
 
+/* A compaction's copy of the complete step d of job. */
+static int encode_persisted(const struct ctl_job *job,
+                            const struct ctl_disk_step *d, uint8_t **buf,
+                            size_t *len)
+{
+  Pt__CtlRecPersisted rp = PT__CTL_REC_PERSISTED__INIT;
+  rp.job = job->spec->name;
+  rp.epoch = job->epoch;
+  rp.step = d->step;
+  rp.mark = d->mark;
+  rp.has_unix_ms = true;
+  rp.unix_ms = d->unix_ms;
+  *len = pt__ctl_rec_persisted__get_packed_size(&rp);
+  *buf = malloc(*len > 0 ? *len : 1);
+  if (*buf == NULL)
+    return -ENOMEM;
+  pt__ctl_rec_persisted__pack(&rp, *buf);
+  return PT_OK;
+}
+
 static int encode_node(const char *id, const uint8_t *tok, size_t tlen,
                        uint8_t **buf, size_t *len)
 {
@@ -406,7 +469,8 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
       journal_records(jr) <= CTL_JOURNAL_MAX_RECORDS)
     return PT_OK;
   size_t nident = js->m != NULL ? js->m->nident : 0;
-  size_t cap = 4 * (js->nlive + js->nended) + nident + 1, n = 0;
+  size_t cap = (4 + CTL_DISK_MAX) * (js->nlive + js->nended) + nident + 1,
+         n = 0;
   struct journal_rec *recs = calloc(cap, sizeof(*recs));
   int rc = recs == NULL ? -ENOMEM : PT_OK;
   const struct ctl_job **order = calloc(js->nlive + js->nended + 1,
@@ -459,6 +523,18 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
         recs[n].data = buf;
         recs[n].len = len;
         n++;
+      }
+      /* Its complete steps on disk, right after its JOB: an EPOCH that
+       * restores one of them finds it. */
+      for (uint32_t d = 0; kinds[i] == CTL_REC_JOB && rc == PT_OK &&
+                           d < j->persist.ndisk && n < cap; d++) {
+        rc = encode_persisted(j, &j->persist.disk[d], &buf, &len);
+        if (rc == PT_OK) {
+          recs[n].type = CTL_REC_PERSISTED;
+          recs[n].data = buf;
+          recs[n].len = len;
+          n++;
+        }
       }
     }
   }

@@ -114,6 +114,39 @@ int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
                           ? js->m->t.node_wait_ms
                           : CTL_NODE_WAIT_MS_DEFAULT;
   }
+  /* The persistent tier: an absolute path without "." or ".." parts (the
+   * nodes check the directory itself), as a standalone node takes it. */
+  if (s->persist_dir != NULL && s->persist_dir[0] != '\0') {
+    size_t l = strlen(s->persist_dir);
+    if (s->persist_dir[0] != '/' || l >= CTL_PERSIST_PATH_MAX ||
+        strstr(s->persist_dir, "/../") != NULL ||
+        strstr(s->persist_dir, "/./") != NULL ||
+        (l >= 3 && strcmp(s->persist_dir + l - 3, "/..") == 0) ||
+        (l >= 2 && strcmp(s->persist_dir + l - 2, "/.") == 0))
+      return bad(err, errlen, "job '%s': persist dir '%.200s': expected an "
+                 "absolute path under %u bytes, without . or .. parts",
+                 s->name, s->persist_dir, CTL_PERSIST_PATH_MAX);
+    if (!s->has_persist_every || s->persist_every == 0) {
+      s->has_persist_every = true;
+      s->persist_every = CTL_PERSIST_EVERY_DEFAULT;
+    }
+    if (!s->has_persist_keep || s->persist_keep == 0) {
+      s->has_persist_keep = true;
+      s->persist_keep = CTL_PERSIST_KEEP_DEFAULT;
+    }
+    if (!s->has_persist_rate) {
+      s->has_persist_rate = true;
+      s->persist_rate = CTL_PERSIST_RATE_DEFAULT;
+    }
+    if (s->persist_every > 100000000u || s->persist_keep > CTL_DISK_MAX)
+      return bad(err, errlen, "job '%s': persist every %" PRIu32 " (1..100000000"
+                 "), keep %" PRIu32 " (1..%u)", s->name, s->persist_every,
+                 s->persist_keep, CTL_DISK_MAX);
+  } else if (s->has_persist_every || s->has_persist_keep ||
+             s->has_persist_rate) {
+    return bad(err, errlen, "job '%s': persist every, keep and rate need a "
+               "persist dir", s->name);
+  }
   if (s->node_wait_ms <= dead_after || s->node_wait_ms > CTL_TIMEOUT_MS_MAX)
     return bad(err, errlen, "job '%s': node wait %" PRIu32 " ms must be "
                "longer than the controller's dead-after (%" PRIu32 " ms) and "

@@ -417,6 +417,9 @@ struct node {
   bool restore_has;          /* the step chosen by the attempt under way */
   uint64_t restore_step;
   bool restore_disk;         /* ... read from the persistent tier */
+  bool restore_disk_assigned; /* cluster: the assignment says from disk, */
+  uint64_t restore_disk_mark; /*   the files of this flush */
+  bool restore_disk_failed;  /* cluster: a rank's file of it failed */
   char restore_reason[480];  /* the last restore's tier and why (status) */
 
   /* Who decides commits and restores (node_decider.h), and its state,
@@ -708,6 +711,9 @@ void node_part_on_msg(struct node *n, const struct rpc_hdr *h,
 /* node_part_report.c: the link (re)registered: JOB_PART_STATE for the
  * part it has. */
 void node_part_report_registered(struct node *n);
+/* node_part_report.c: STEP_PERSISTED of the part's flush mark of step. */
+void node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
+                                int status, const char *msg);
 /* node_part_report.c: after every node_job_drive, JOB_PART_STATE when the
  * part's state changed. */
 void node_part_report_after_drive(struct node *n);

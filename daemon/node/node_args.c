@@ -658,7 +658,8 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
                 "files on disk: not with --resume, nor in cluster mode");
   if (cfg->cluster && cfg->persist_given)
     return fail(err, errlen, "--persist-* are options of a standalone node; "
-                "a cluster job's persistent tier is not built yet");
+                "a cluster job's persistent tier is the job's: ptctl start "
+                "--persist-dir DIR ...");
   if (cfg->persist_given && cfg->persist_dir[0] == '\0')
     return fail(err, errlen, "--persist-every, --persist-keep and "
                 "--persist-rate need --persist-dir");

@@ -301,6 +301,7 @@ static int cl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_JOB_PIN:
   case RPC_JOB_COMMIT:
   case RPC_JOB_UNPIN:
+  case RPC_JOB_PERSISTED:
     if (cl->state == CL_REGISTERED) {
       node_part_on_msg(cl->n, h, msg);
       return 0;

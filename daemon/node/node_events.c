@@ -179,6 +179,12 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
      * failure that follows says why. */
     snprintf(r->smp_words, sizeof(r->smp_words), "%s",
              e->message != NULL ? e->message : pt_strerror(e->status));
+    /* Too few of the group hold it (PT_ENOFRAG), or none its checksum
+     * table (-ENOENT): memory cannot serve the step (the controller may
+     * restore from disk). */
+    if (n->cfg.cluster && e->has_status &&
+        (e->status == PT_ENOFRAG || e->status == -ENOENT))
+      n->why_status = PT_ENOFRAG;
   } else if (e->kind == PT__EVENT_KIND__EVENT_PERSISTED) {
     node_persist_on_event(n, r, e);
   } else if (e->kind == PT__EVENT_KIND__EVENT_LOAD_FAILED) {

@@ -333,6 +333,13 @@ static void step_query(struct node *n, uint64_t now)
     n->restore_step = dstep;
     n->restore_disk = true;
   }
+  /* Cluster mode: the controller chose a step on disk (memory could not
+   * serve it). */
+  if (n->restore_disk_assigned && n->restore_has) {
+    log_notice("restore from disk: step %" PRIu64 ", the controller's choice "
+               "(flush %" PRIu64 ")", n->restore_step, n->restore_disk_mark);
+    n->restore_disk = true;
+  }
   /* The step to restore is damaged here (the controller chose it, in
    * cluster mode): never restored. The part fails with PT_ECHECKSUM and
    * the steps it holds intact, so the controller restores an older one. */
@@ -390,6 +397,8 @@ static void step_query(struct node *n, uint64_t now)
                  NODE_RANK(n, r->rank),
                  r->has_store ? "" : " (no snapshot object)");
     }
+    if (n->cfg.cluster) /* no copy in memory: the controller's next tier */
+      n->why_status = PT_ENOFRAG;
     node_life_finish(n, NODE_OUT_FAILED,
                 "committed step %" PRIu64 " is not held intact by every rank "
                 "(%s), and no older step is; refusing to start over and lose "

@@ -64,6 +64,7 @@
 #include "common/state_file.h"
 #include "daemon/node/node.h"
 #include "daemon/node/node_part_int.h"
+#include "daemon/node/node_persist.h"
 
 /* ---- a part's life ---- */
 
@@ -101,6 +102,8 @@ static void reset_job(struct node *n)
   n->committed_since = false;
   n->commit_logged_ms = 0;
   n->instance_ended = false;
+  n->restore_disk = n->restore_disk_assigned = n->restore_disk_failed = false;
+  n->restore_disk_mark = 0;
 }
 
 /* n->cfg from the assignment. */
@@ -132,6 +135,19 @@ static int configure(struct node *n, const Pt__JobAssign *a)
   c->group_rank = a->node_index;
   snprintf(c->master_addr, sizeof(c->master_addr), "%s", a->master_addr);
   c->master_port = a->master_port;
+  /* The persistent tier (the controller checked the path and filled the
+   * defaults). */
+  c->persist_dir[0] = '\0';
+  if (s->persist_dir != NULL && s->persist_dir[0] != '\0') {
+    if (strlen(s->persist_dir) >= sizeof(c->persist_dir) ||
+        s->persist_dir[0] != '/')
+      return -ENAMETOOLONG;
+    snprintf(c->persist_dir, sizeof(c->persist_dir), "%s", s->persist_dir);
+    c->persist_every = s->has_persist_every ? s->persist_every : 100;
+    c->persist_keep = s->has_persist_keep ? s->persist_keep : 2;
+    c->persist_rate = s->has_persist_rate ? s->persist_rate
+                                          : NODE_PERSIST_RATE_DEFAULT;
+  }
   return PT_OK;
 }
 
@@ -283,6 +299,28 @@ static void start(struct node *n, uint64_t id, bool adopt)
                   pt_strerror(rc));
     goto refused;
   }
+  /* The persistent tier of this part: the job's directory checked (and
+   * made) before any SMP is told to write there. */
+  node_persist_close(n);
+  char perr[1200] = "";
+  rc = node_persist_open(n, perr, sizeof(perr));
+  if (rc != PT_OK) {
+    fail_at_start(n, rc, "node '%.40s': %.400s", n->cfg.node_id, perr);
+    p->fail_permanent = !adopt; /* the same on every epoch */
+    goto refused;
+  }
+  if (a->has_restore_step && a->has_restore_from_disk &&
+      a->restore_from_disk) {
+    if (node_persist_job_dir(n) == NULL || !a->has_restore_disk_mark) {
+      fail_at_start(n, -ENOENT, "node '%.40s': the assignment restores step %"
+                    PRIu64 " from disk, but the job has no persist dir here",
+                    n->cfg.node_id, a->restore_step);
+      goto refused;
+    }
+    n->restore_disk_assigned = true;
+    n->restore_disk_mark = a->restore_disk_mark;
+    node_persist_cluster_restore(n, a->restore_step, a->restore_disk_mark);
+  }
   rc = n->decider->open(n);
   if (rc != PT_OK) {
     fail_at_start(n, rc, "cannot set up the decider: %s", pt_strerror(rc));
@@ -400,6 +438,7 @@ void node_part_ended(struct node *n)
                      : n->why_status != 0 ? n->why_status
                                           : -EIO;
     p->fail_permanent = n->permanent;
+    p->fail_disk = n->restore_disk_failed;
     /* Its restore step is damaged: what its ranks hold intact (their
      * views are fresh from this epoch's verification), for the
      * controller's next restore. */
@@ -584,7 +623,8 @@ static void on_halt(struct node *n, uint64_t id, const Pt__JobHalt *m)
 
 /* JOB_PIN, JOB_COMMIT, JOB_UNPIN: through the fence to the decider. */
 static void on_decision(struct node *n, const struct rpc_hdr *h,
-                        const char *job, uint64_t epoch, uint64_t step)
+                        const ProtobufCMessage *msg, const char *job,
+                        uint64_t epoch, uint64_t step)
 {
   struct node_part *p = node_part_of(n);
   enum node_fence f = fence(n, job, epoch);
@@ -616,9 +656,13 @@ static void on_decision(struct node *n, const struct rpc_hdr *h,
   case RPC_JOB_PIN:
     node_decide_remote_pin(n, h->request_id, step);
     break;
-  case RPC_JOB_COMMIT:
+  case RPC_JOB_COMMIT: {
+    const Pt__JobCommit *m = (const Pt__JobCommit *)msg;
+    if (m->has_persist && m->persist && m->has_persist_mark)
+      node_persist_cluster_mark(n, step, m->persist_mark); /* before */
     node_decide_remote_commit(n, step);
     break;
+  }
   default:
     node_decide_remote_unpin(n, step);
     break;
@@ -640,17 +684,26 @@ void node_part_on_msg(struct node *n, const struct rpc_hdr *h,
     break;
   case RPC_JOB_PIN: {
     const Pt__JobPin *m = (const Pt__JobPin *)msg;
-    on_decision(n, h, m->job, m->epoch, m->step);
+    on_decision(n, h, msg, m->job, m->epoch, m->step);
     break;
   }
   case RPC_JOB_COMMIT: {
     const Pt__JobCommit *m = (const Pt__JobCommit *)msg;
-    on_decision(n, h, m->job, m->epoch, m->step);
+    on_decision(n, h, msg, m->job, m->epoch, m->step);
     break;
   }
   case RPC_JOB_UNPIN: {
     const Pt__JobUnpin *m = (const Pt__JobUnpin *)msg;
-    on_decision(n, h, m->job, m->epoch, m->step);
+    on_decision(n, h, msg, m->job, m->epoch, m->step);
+    break;
+  }
+  case RPC_JOB_PERSISTED: {
+    /* Any epoch of the part's job: completeness is the flush's. */
+    const Pt__JobPersisted *m = (const Pt__JobPersisted *)msg;
+    struct node_part *p = node_part_of(n);
+    if (p->has && p->active && strcmp(p->job, m->job) == 0)
+      node_persist_cluster_complete(n, m->step, m->mark,
+                                    m->has_keep_from ? m->keep_from : 0);
     break;
   }
   default:

@@ -38,6 +38,7 @@ struct node_part {
   int fail_status;
   char fail_msg[300];
   bool fail_permanent; /* no restart cures it: the job fails */
+  bool fail_disk;      /* the restore of its step from disk failed */
   /* A failed part: the steps its ranks held intact when it ended (what
    * JOB_PART_STATE says once its ranks are gone). */
   uint64_t end_held[SNAP_MAX_SLOTS];

@@ -85,6 +85,7 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
     m.message = p->fail_msg;
     m.has_permanent = p->fail_permanent;
     m.permanent = p->fail_permanent;
+    m.has_disk_failed = m.disk_failed = p->fail_disk;
   }
   if (p->active && n->cfg.ranks > 0) {
     m.has_bytes_held = true;
@@ -117,6 +118,26 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
   if (rc == PT_OK)
     log_debug("job '%s' epoch %" PRIu64 ": part %s", p->job, p->epoch, state);
   p->reported = state;
+}
+
+void node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
+                                int status, const char *msg)
+{
+  struct node_part *p = node_part_of(n);
+  Pt__StepPersisted m = PT__STEP_PERSISTED__INIT;
+
+  if (p == NULL || !p->has)
+    return;
+  m.job = p->job;
+  m.epoch = p->epoch;
+  m.step = step;
+  m.mark = mark;
+  m.status = status;
+  m.message = (char *)msg;
+  if (node_cluster_send(n, RPC_STEP_PERSISTED, 0, &m.base) != PT_OK)
+    log_notice("persist: the controller did not hear that step %" PRIu64
+               " is %s here (no link); the step stays incomplete", step,
+               status == PT_OK ? "durable" : "not durable");
 }
 
 void node_part_report_refusal(struct node *n, uint64_t id, const char *job,

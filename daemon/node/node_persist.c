@@ -303,6 +303,10 @@ static void manifest_done(uv_work_t *req, int status)
   struct node_persist *ps = req->data;
   (void)status;
   ps->busy = false;
+  if (ps->orphan) {
+    node_persist_free(ps);
+    return;
+  }
   if (ps->w_rc == PT_OK) {
     ps->has_complete = true;
     ps->complete = ps->w_step;
@@ -347,7 +351,7 @@ static int root_check(const char *root, char *err, size_t len)
   return PT_OK;
 }
 
-static void persist_free(struct node_persist *ps)
+void node_persist_free(struct node_persist *ps)
 {
   if (ps->jobfd >= 0)
     close(ps->jobfd);
@@ -430,6 +434,15 @@ int node_persist_open(struct node *n, char *err, size_t len)
              (unsigned)geteuid());
     goto fail;
   }
+  if (n->cfg.cluster) {
+    /* A cluster's directory may be shared by every node: what is not
+     * this node's is never touched, and its own old files go as steps
+     * complete (node_persist_cluster.c). */
+    n->persist = ps;
+    log_info("job '%s': persisting the steps the controller marks to '%s'",
+             n->cfg.job, ps->job_dir);
+    return PT_OK;
+  }
   /* A crash's leftovers: incomplete steps, temporary files. */
   uint64_t steps[NODE_PERSIST_LIST_MAX];
   bool complete[NODE_PERSIST_LIST_MAX];
@@ -469,17 +482,20 @@ int node_persist_open(struct node *n, char *err, size_t len)
            n->cfg.persist_rate ? "" : ", unthrottled", newest);
   return PT_OK;
 fail:
-  persist_free(ps);
+  node_persist_free(ps);
   return rc;
 }
 
 void node_persist_close(struct node *n)
 {
   struct node_persist *ps = PS(n);
-  if (ps == NULL || ps->busy)
-    return; /* the loop ran until its work ended */
-  persist_free(ps);
+  if (ps == NULL)
+    return;
   n->persist = NULL;
+  if (ps->busy)
+    ps->orphan = true; /* freed when its work ends */
+  else
+    node_persist_free(ps);
 }
 
 const char *node_persist_job_dir(const struct node *n)
@@ -565,6 +581,8 @@ void node_persist_on_event(struct node *n, struct node_rank *r,
       log_at_(status == -EBUSY ? LOG_LVL_NOTICE : LOG_LVL_WARN,
               "persist: step %" PRIu64 " stays incomplete on disk: %s",
               e->step, ps->last_error);
+      if (n->cfg.cluster)
+        node_persist_cluster_report(n, status, ps->last_error);
     }
     ps->failed = true;
     return;
@@ -575,6 +593,10 @@ void node_persist_on_event(struct node *n, struct node_rank *r,
   }
   if (ps->failed || ps->nok < n->cfg.ranks)
     return;
+  if (n->cfg.cluster) {
+    node_persist_cluster_report(n, PT_OK, NULL); /* the controller's call */
+    return;
+  }
   if (ps->busy) {
     log_notice("persist: step %" PRIu64 " written by every rank while the "
                "manifest of step %" PRIu64 " is still being written; it "

@@ -76,6 +76,20 @@ int node_persist_restore_step_dir(const struct node *n, uint64_t step, char *out
 void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
                                  const Pt__Event *e);
 
+/* ---- a cluster's part (node_persist_cluster.c) ---- */
+
+/* JOB_COMMIT{persist, mark} of step: the COMMITs to the SMPs carry it. */
+void node_persist_cluster_mark(struct node *n, uint64_t step, uint64_t mark);
+/* Every local rank wrote the marked step (status PT_OK) or one failed:
+ * STEP_PERSISTED to the controller. */
+void node_persist_cluster_report(struct node *n, int status, const char *msg);
+/* JOB_PERSISTED: step is complete; this node's files of steps older than
+ * keep_from are removed (on the pool). */
+void node_persist_cluster_complete(struct node *n, uint64_t step,
+                                   uint64_t mark, uint64_t keep_from);
+/* The assignment restores step from disk, the files of flush mark. */
+void node_persist_cluster_restore(struct node *n, uint64_t step, uint64_t mark);
+
 /* One step directory on disk, for ptctl snapshots. */
 struct node_disk_step {
   uint64_t step, bytes, age_ms;

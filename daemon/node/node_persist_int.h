@@ -43,12 +43,17 @@ struct node_persist {
   /* the manifest's work on the pool */
   uv_work_t work;
   bool busy;
+  bool orphan;               /* closed while busy: freed when it ends */
+  uint32_t w_nremoved;       /* a cluster's pruning: steps it removed */
   uint64_t w_step;
   int w_rc;
   char w_msg[400];
 };
 
 #define PS(n) ((n)->persist)
+
+/* Frees a tier no node points to (its work ended). */
+void node_persist_free(struct node_persist *ps);
 
 /* Whether step's MANIFEST under jobfd names instance_hex (false: none,
  * unreadable, another's); whether a MANIFEST is there and names another

@@ -79,8 +79,8 @@ bool node_persist_restore_pick(struct node *n, uint64_t *step, char *why,
                                size_t len)
 {
   struct node_persist *ps = PS(n);
-  if (ps == NULL)
-    return false;
+  if (ps == NULL || n->cfg.cluster)
+    return false; /* a cluster's: the controller's (JobAssign) */
   struct node_manifest *m = calloc(1, sizeof(*m));
   if (m == NULL)
     return false;
@@ -190,6 +190,8 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
   bool bad = st == PT_ECHECKSUM || st == PT_EFORMAT || st == PT_EVERSION ||
              st == PT_EFOREIGN || st == PT_EWORLD || st == PT_EREGIONS ||
              st == -ENOENT || st == -EIO || st == -ENOTDIR || st == -ELOOP;
+  if (n->cfg.cluster && bad)
+    n->restore_disk_failed = true; /* the controller picks another step */
   log_warn("persist: rank %s could not restore step %" PRIu64 " from disk: "
            "%s%s", NODE_RANK(n, r->rank), e->step,
            e->message != NULL ? e->message : pt_strerror(st),

@@ -308,6 +308,10 @@ int node_smp_request(struct node *n, struct node_rank *r,
       sr.from_disk = disk_dir;
       sr.has_from_disk_mark = true;
       sr.from_disk_mark = node_persist_restore_mark(n);
+      /* A cluster's: every node's part has an instance of its own, and
+       * the controller's flush id binds the file. */
+      sr.has_from_disk_any_instance = sr.from_disk_any_instance =
+          n->cfg.cluster;
     }
     type = RPC_SET_RESTORE;
     msg = &sr.base;

@@ -156,7 +156,8 @@ int smp_persist_dir_open(const char *path, int *out, char *err, size_t len);
  * restore); held_query: RESTORE_QUERY held (true) while it runs;
  * conn_gone, stop, free as their names say. */
 int smp_persist_load_set(struct smp *smp, uint64_t step, const char *dir,
-                         uint64_t mark, char *err, size_t len);
+                         uint64_t mark, bool any_instance, char *err,
+                         size_t len);
 int smp_persist_load_clear(struct smp *smp); /* -EBUSY: a read runs */
 void smp_persist_load_store_ready(struct smp *smp);
 bool smp_persist_load_pending(const struct smp *smp);

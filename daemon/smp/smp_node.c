@@ -254,6 +254,8 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
     char err[400] = "";
     rc = smp_persist_load_set(smp, m->step, m->from_disk,
                               m->has_from_disk_mark ? m->from_disk_mark : 0,
+                              m->has_from_disk_any_instance &&
+                                  m->from_disk_any_instance,
                               err, sizeof(err));
     if (rc == 0) {
       smp->restore_set = true;

@@ -42,6 +42,7 @@ struct smp_persist_load {
   struct smp *smp;
   enum load_state state;
   uint64_t step, mark; /* mark: the manifest's, which the file must bear */
+  bool any_instance;   /* a cluster's: the mark binds the file */
   char dir[1100];
   /* the load under way */
   uint32_t slot;
@@ -139,7 +140,8 @@ struct load_arg {
 static int load_guarded(void *arg)
 {
   struct load_arg *a = arg;
-  struct snap_file_opts o = {.cancel = &a->l->cancel};
+  struct snap_file_opts o = {.cancel = &a->l->cancel,
+                             .any_instance = a->l->any_instance};
   return snap_file_load(a->f, a->s, a->l->slot, &o, &a->l->st, a->l->w_msg,
                         sizeof(a->l->w_msg));
 }
@@ -154,8 +156,12 @@ static void work_cb(uv_work_t *req)
 
   l->w_msg[0] = '\0';
   rc = snap_store_open(&a.s, smp->shm_name, l->w_msg, sizeof(l->w_msg));
-  if (rc != PT_OK)
+  if (rc != PT_OK) {
+    /* The object, not the file: nothing is wrong with the step on disk. */
+    if (rc == -ENOENT)
+      rc = PT_ESTALE;
     goto out;
+  }
   if (snap_store_ctime_ns(a.s) != l->store_ctime) {
     rc = PT_ESTALE;
     snprintf(l->w_msg, sizeof(l->w_msg), "'%s' was replaced", smp->shm_name);
@@ -287,9 +293,15 @@ static void begin(struct smp_persist_load *l)
 }
 
 int smp_persist_load_set(struct smp *smp, uint64_t step, const char *dir,
-                         uint64_t mark, char *err, size_t len)
+                         uint64_t mark, bool any_instance, char *err,
+                         size_t len)
 {
   struct smp_persist_load *l = LD(smp);
+  if (any_instance && mark == 0) {
+    snprintf(err, len, "a restore from disk of any instance needs the "
+             "flush's mark");
+    return -EINVAL;
+  }
   if (dir[0] != '/' || strlen(dir) >= sizeof(l->dir)) {
     snprintf(err, len, "the step directory '%.200s' is not an absolute path "
              "of at most %zu bytes", dir, sizeof(l->dir) - 1);
@@ -314,6 +326,7 @@ int smp_persist_load_set(struct smp *smp, uint64_t step, const char *dir,
   l->state = LOAD_WAIT;
   l->step = step;
   l->mark = mark;
+  l->any_instance = any_instance;
   snprintf(l->dir, sizeof(l->dir), "%s", dir);
   begin(l); /* or at the trainer's HELLO, which makes the object */
   return PT_OK;

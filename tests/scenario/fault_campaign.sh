@@ -2,11 +2,14 @@
 # A short seeded fault campaign (ptctl fault campaign) against a 3-node
 # pt-train job at code 2+1 on a loopback cluster: every class this build
 # can inject at least once (trainer, smp, ptd, controller, stop, corrupt,
-# node, group, protecting, rebuilding; the first picks of a campaign cover every class), each
+# node, group, protecting, rebuilding, group+1; the first picks of a
+# campaign cover every class), each
 # followed by the job restarting from a committed step and committing a
 # newer one. A node lost whole (its memory too) comes back empty under its
 # own id (the restart command, as its supervisor would) and its SMP
-# rebuilds the restore step from the group. Then the job must complete
+# rebuilds the restore step from the group; m + 1 nodes of the group lost
+# at once (group+1) are more than the code rebuilds, and the job restores
+# the newest complete step of its persist dir. Then the job must complete
 # with every rank's digest equal to a fault-free run. Also: a node without
 # --allow-faults refuses, and ptctl says so.
 #
@@ -18,7 +21,7 @@ set -u
 "$PTCTL" fault classes >/dev/null 2>&1 || skip "this build's ptctl has no 'fault'"
 SEED=${FAULT_SEED:-7}
 CLASSES=${FAULT_CLASSES:-all}
-COUNT=${FAULT_COUNT:-10}
+COUNT=${FAULT_COUNT:-11}
 STEPS=${STEPS:-1500}
 HB=200 DEAD=2000
 JOB=fc
@@ -92,10 +95,12 @@ c_ptctl stop probe >/dev/null 2>&1
 c_wait_job_state probe stopped 20
 c_node_kill d TERM
 
+mkdir -m 0700 "$T_DIR/persist" # (every node's: one machine)
 for id in a b c; do c_node_start $id "${NODE_OPTS[@]}"; done
 for id in a b c; do c_wait_node_state $id alive 10; done
 c_ptctl start --job $JOB --nodes 3 --ranks-per-node 1 --slots 3 --code 2+1 --master-port "$T_PORT" \
   --max-restarts 100 --backoff-ms 50 --node-wait-ms 30000 \
+  --persist-dir "$T_DIR/persist" --persist-every 20 \
   -- "$TRAIN" "${ARGS[@]}" --digest-file "$T_DIR/out.%r" >"$T_DIR/start.out" 2>&1 \
   || c_fail "ptctl start failed: $(cat "$T_DIR/start.out")"
 
@@ -112,10 +117,10 @@ sed 's/^/campaign: /' "$T_DIR/campaign.out"
 }
 say "campaign of $COUNT injections took $(( $(date +%s) - start )) s"
 # Every available class injected at least once, and each resumed.
-[ "$CLASSES" = all ] && CLASSES=trainer,smp,ptd,controller,stop,corrupt,node,group,protecting,rebuilding,parity
+[ "$CLASSES" = all ] && CLASSES=trainer,smp,ptd,controller,stop,corrupt,node,group,protecting,rebuilding,group+1,parity
 for cls in ${CLASSES//,/ }; do
   case $cls in parity) continue ;; esac
-  row=$(grep -E "^$cls +[0-9]" "$T_DIR/campaign.out") || c_fail "no row for class $cls"
+  row=$(grep -E "^${cls//+/\\+} +[0-9]" "$T_DIR/campaign.out") || c_fail "no row for class $cls"
   read -r _ n r _ <<<"$row"
   [ "$n" -ge 1 ] || c_fail "class $cls was not injected"
   [ "$n" = "$r" ] || c_fail "class $cls: $r of $n resumed"
@@ -134,6 +139,12 @@ fi
 # A node lost whole came back empty and rebuilt its rank's snapshot.
 if [[ ",$CLASSES," =~ ,(node|group|protecting|rebuilding), ]]; then
   grep -hq "rebuilt from members" "$T_DIR"/node.[abc].log || c_fail "no SMP rebuilt a lost node's snapshot"
+fi
+# m + 1 lost: restored from the persist dir.
+if [[ ",$CLASSES," == *",group+1,"* ]]; then
+  grep -qE "job '$JOB' epoch [0-9]+: restoring step [0-9]+ from disk" "$C_CTL_LOG" \
+    || c_fail "group+1 was injected, but no epoch restored from disk"
+  say "m + 1 lost: $(grep -oE "job '$JOB' epoch [0-9]+: restoring step [0-9]+ from disk" "$C_CTL_LOG" | tail -n 1)"
 fi
 wait "$REF_PID" || fail "the reference run failed"
 t_check_digests 3

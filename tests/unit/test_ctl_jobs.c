@@ -116,8 +116,18 @@ static int f_journal(void *ctx, const struct ctl_job *j, enum ctl_rec kind)
   }
   return 0;
 }
+static int n_persisted;
+static int f_persisted(void *ctx, struct ctl_job *j, uint32_t p)
+{
+  (void)ctx;
+  (void)j;
+  (void)p;
+  n_persisted++;
+  return 0;
+}
+
 static const struct ctl_jobs_ops OPS = {f_assign, f_halt,  f_pin,
-                                        f_commit, f_unpin, f_journal};
+                                        f_commit, f_unpin, f_journal, f_persisted};
 
 static const struct ctl_timeouts T = {.heartbeat_ms = 1000,
                                       .dead_after_ms = 10000,

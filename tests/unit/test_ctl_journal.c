@@ -69,8 +69,18 @@ static int f_journal(void *ctx, const struct ctl_job *j, enum ctl_rec kind)
     rc = ctl_journal_compact(JR, js, false);
   return rc;
 }
+static int n_persisted;
+static int f_persisted(void *ctx, struct ctl_job *j, uint32_t p)
+{
+  (void)ctx;
+  (void)j;
+  (void)p;
+  n_persisted++;
+  return 0;
+}
+
 static const struct ctl_jobs_ops OPS = {f_assign, f_halt, f_pin,
-                                        f_cu,     f_cu,   f_journal};
+                                        f_cu,     f_cu,   f_journal, f_persisted};
 static const struct ctl_timeouts T = {.heartbeat_ms = 1000,
                                       .dead_after_ms = 10000,
                                       .grace_ms = 5000};

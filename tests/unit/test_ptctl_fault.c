@@ -24,13 +24,12 @@ START_TEST(class_names)
   ck_assert_int_eq(ptctl_fault_class_parse(""), -ENOENT);
   ck_assert_ptr_null(ptctl_fault_class_get(-1));
   ck_assert_ptr_null(ptctl_fault_class_get(PTCTL_FAULT_NCLASS));
-  /* Today's classes are available; the node-loss ones are not, and say
-   * what they need. */
+  /* Every class but parity is available; parity says what it needs. */
   for (int c = 0; c < PTCTL_FAULT_NCLASS; c++) {
     const struct ptctl_fault_class *k = ptctl_fault_class_get(c);
     ck_assert_ptr_nonnull(k);
     ck_assert_int_eq(ptctl_fault_class_parse(k->name), c);
-    ck_assert_int_eq(k->available, c <= PTCTL_FAULT_REBUILDING);
+    ck_assert_int_eq(k->available, c != PTCTL_FAULT_PARITY);
     if (!k->available)
       ck_assert(k->missing != NULL && strstr(k->missing, "issue 10") != NULL);
   }
@@ -38,6 +37,8 @@ START_TEST(class_names)
   ck_assert(!ptctl_fault_class_get(PTCTL_FAULT_PTD)->restarts);
   ck_assert(!ptctl_fault_class_get(PTCTL_FAULT_CONTROLLER)->restarts);
   ck_assert(ptctl_fault_class_get(PTCTL_FAULT_NODE)->restarts);
+  ck_assert_int_eq(ptctl_fault_class_parse("group+1"), PTCTL_FAULT_BEYOND);
+  ck_assert(ptctl_fault_class_get(PTCTL_FAULT_BEYOND)->restarts);
 }
 END_TEST
 
@@ -103,7 +104,7 @@ START_TEST(picker_is_seeded)
   bool avail[PTCTL_FAULT_NCLASS];
   for (int k = 0; k < PTCTL_FAULT_NCLASS; k++)
     navail += (avail[k] = ptctl_fault_class_get(k)->available);
-  ck_assert_int_eq(navail, 10);
+  ck_assert_int_eq(navail, 11);
   int seen[PTCTL_FAULT_NCLASS] = {0};
   for (int i = 0; i < navail; i++) {
     ck_assert(a[i] >= 0 && a[i] < PTCTL_FAULT_NCLASS && avail[a[i]]);
@@ -119,14 +120,14 @@ START_TEST(picker_is_seeded)
   }
   for (int k = 0; k < PTCTL_FAULT_NCLASS; k++)
     if (avail[k])
-      ck_assert_int_gt(seen[k], 8); /* 190 draws of 10: about 19 each */
+      ck_assert_int_gt(seen[k], 8); /* 189 draws of 11: about 17 each */
   /* A fixed seed gives a fixed order on every machine (splitmix64):
    * what an operator's report of "seed 42" replays. */
-  static const int order42[10] = {
-      PTCTL_FAULT_TRAINER, PTCTL_FAULT_REBUILDING, PTCTL_FAULT_CORRUPT,
-      PTCTL_FAULT_PROTECTING, PTCTL_FAULT_NODE, PTCTL_FAULT_STOP,
-      PTCTL_FAULT_GROUP, PTCTL_FAULT_PTD, PTCTL_FAULT_SMP,
-      PTCTL_FAULT_CONTROLLER};
+  static const int order42[11] = {
+      PTCTL_FAULT_PTD, PTCTL_FAULT_CONTROLLER, PTCTL_FAULT_BEYOND,
+      PTCTL_FAULT_GROUP, PTCTL_FAULT_CORRUPT, PTCTL_FAULT_PROTECTING,
+      PTCTL_FAULT_NODE, PTCTL_FAULT_STOP, PTCTL_FAULT_TRAINER,
+      PTCTL_FAULT_SMP, PTCTL_FAULT_REBUILDING};
   ck_assert_mem_eq(a, order42, sizeof(order42));
 }
 END_TEST

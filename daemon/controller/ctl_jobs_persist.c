@@ -1,0 +1,263 @@
+/*
+ * ctl_jobs_persist.c — the persistent tier of a cluster job, as the
+ * controller runs it (pure, as ctl_jobs.c; DESIGN.md, "Persistent tier").
+ *
+ *   - Every spec.persist_every'th commit is marked: its JOB_COMMITs carry
+ *     persist and the flush's id (mark), and each node's SMPs write the step
+ *     to <persist_dir>/<job>/step-<N>/rank-<global rank>.pts beside
+ *     training. Each node answers STEP_PERSISTED once its ranks' files are
+ *     durable (or with the first failure).
+ *   - Once every part said so the step is complete: PERSISTED(job, step,
+ *     mark) is journaled (durable on return) before anything else hears
+ *     of it, then JOB_PERSISTED goes to every node, which removes its
+ *     ranks' files of the steps older than the oldest complete one kept
+ *     (spec.persist_keep). The journal is the cluster's manifest: a step
+ *     is complete when its PERSISTED record is there, and only a complete
+ *     step is ever restored from disk.
+ *   - One step is marked at a time: the next mark comes at the first
+ *     commit at least persist_every commits after the last one that finds
+ *     the marked step done, failed, or overdue (CTL_PERSIST_PENDING_MS), so
+ *     a slow disk makes marks rarer and never leaves every step incomplete.
+ *     A new epoch drops the mark (its late reports name the old one).
+ *   - Restore: where memory cannot serve (more of a node group lost than
+ *     its code tolerates, the restore step gone or damaged on every copy),
+ *     the next epoch restores the newest complete step no restore found
+ *     damaged, from disk, and says so (ctl_jobs_persist_fallback); a node
+ *     whose files of it fail (missing, damaged, foreign: disk_failed) marks
+ *     it bad and the next epoch takes the complete step before it. None
+ *     left: the job fails and says why.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "pt.h"
+#include "common/log.h"
+#include "daemon/controller/controller.h"
+#include "daemon/controller/ctl_jobs_int.h"
+
+static uint64_t clock_ms(clockid_t id)
+{
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+#define unix_ms() clock_ms(CLOCK_REALTIME)
+
+uint64_t ctl_jobs_persist_unix_ms(void)
+{
+  return unix_ms();
+}
+
+bool ctl_jobs_persist_on(const struct ctl_job *j)
+{
+  return j->spec->persist_dir != NULL && j->spec->persist_dir[0] != '\0';
+}
+
+void ctl_jobs_persist_on_commit(struct ctl_job *j, uint64_t step)
+{
+  struct ctl_persist *ps = &j->persist;
+  /* (The commit module's verdict carries no time: the deadline is
+   * minutes, the monotonic clock serves.) */
+  uint64_t now = clock_ms(CLOCK_MONOTONIC);
+  ps->next_disk = false; /* memory holds the job whole again */
+  if (!ctl_jobs_persist_on(j) || ++ps->commits < j->spec->persist_every)
+    return;
+  if (ps->has_marked && !ps->failed && now < ps->marked_until) {
+    log_debug("job '%s': step %" PRIu64 " not marked for disk: step %"
+              PRIu64 " is still being written (%" PRIu32 " of %" PRIu32
+              " nodes done)", j->spec->name, step, ps->marked, ps->nok,
+              j->nparts);
+    return;
+  }
+  if (ps->has_marked && !ps->failed)
+    log_notice("job '%s': step %" PRIu64 " given up on disk: %" PRIu32 " of %"
+               PRIu32 " nodes wrote it in %u s", j->spec->name, ps->marked,
+               ps->nok, j->nparts, CTL_PERSIST_PENDING_MS / 1000u);
+  ps->commits = 0;
+  ps->has_marked = true;
+  ps->marked = step;
+  ps->marked_until = now + CTL_PERSIST_PENDING_MS;
+  /* Unique across the controller's restarts, bound into every file. */
+  ps->mark = unix_ms() * 1000u + (++ps->mark_seq % 1000u);
+  ps->nok = 0;
+  ps->failed = false;
+  memset(ps->ok, 0, j->nparts * sizeof(*ps->ok));
+  log_debug("job '%s': step %" PRIu64 " marked for disk (flush %" PRIu64 ")",
+            j->spec->name, step, ps->mark);
+}
+
+bool ctl_jobs_persist_marked(const struct ctl_job *j, uint64_t step,
+                             uint64_t *mark)
+{
+  const struct ctl_persist *ps = &j->persist;
+  bool yes = ps->has_marked && !ps->failed && ps->marked == step;
+  *mark = yes ? ps->mark : 0;
+  return yes;
+}
+
+/* The newest complete step, and those kept before it: the oldest
+ * persist_keep - 1 beyond go (the nodes remove their files). */
+static void disk_add(struct ctl_job *j, uint64_t step, uint64_t mark,
+                     uint64_t ms)
+{
+  struct ctl_persist *ps = &j->persist;
+  /* A job taken back to an older step writes its steps again: what is
+   * newer than the new one is no longer the job's history. */
+  while (ps->ndisk > 0 && ps->disk[ps->ndisk - 1].step >= step)
+    ps->ndisk--;
+  uint32_t keep = j->spec->has_persist_keep && j->spec->persist_keep > 0
+                      ? j->spec->persist_keep
+                      : CTL_PERSIST_KEEP_DEFAULT;
+  if (keep > CTL_DISK_MAX)
+    keep = CTL_DISK_MAX;
+  while (ps->ndisk >= keep) {
+    memmove(ps->disk, ps->disk + 1, (ps->ndisk - 1) * sizeof(*ps->disk));
+    ps->ndisk--;
+  }
+  ps->disk[ps->ndisk++] = (struct ctl_disk_step){
+      .step = step, .mark = mark, .unix_ms = ms};
+}
+
+int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
+                            uint32_t p, uint64_t step, uint64_t mark,
+                            int status, const char *msg)
+{
+  struct ctl_persist *ps = &j->persist;
+  if (!ps->has_marked || ps->marked != step || ps->mark != mark ||
+      p >= j->nparts) {
+    log_debug("job '%s': node '%s' reported flush %" PRIu64 " of step %"
+              PRIu64 ", not the marked one", j->spec->name,
+              p < j->nparts ? j->parts[p].node_id : "?", mark, step);
+    return PT_OK;
+  }
+  if (status != PT_OK) {
+    if (!ps->failed) {
+      snprintf(ps->error, sizeof(ps->error), "step %" PRIu64 ": node '%.64s': "
+               "%.180s", step, j->parts[p].node_id,
+               msg != NULL && msg[0] != '\0' ? msg : pt_strerror(status));
+      log_warn("job '%s': %s; the step stays incomplete on disk, training "
+               "goes on", j->spec->name, LOG_ESC(ps->error));
+    }
+    ps->failed = true;
+    return PT_OK;
+  }
+  if (!ps->ok[p]) {
+    ps->ok[p] = true;
+    ps->nok++;
+  }
+  if (ps->failed || ps->nok < j->nparts)
+    return PT_OK;
+  ps->has_marked = false;
+  struct ctl_persist was = *ps;
+  disk_add(j, step, mark, unix_ms());
+  int rc = js->ops->journal(js->ctx, j, CTL_REC_PERSISTED);
+  if (rc != PT_OK) {
+    /* Not durable: not complete. */
+    memcpy(ps->disk, was.disk, sizeof(ps->disk));
+    ps->ndisk = was.ndisk;
+    snprintf(ps->error, sizeof(ps->error), "step %" PRIu64 ": the journal "
+             "did not take it (%s)", step, pt_strerror(rc));
+    log_warn("job '%s': %s", j->spec->name, ps->error);
+    return rc;
+  }
+  ps->persisted++;
+  log_info("job '%s': step %" PRIu64 " is complete on disk (every rank's "
+           "file under '%s/%s')", j->spec->name, step, j->spec->persist_dir,
+           j->spec->name);
+  for (uint32_t q = 0; q < j->nparts; q++)
+    if (ctl_jobs_part_connected(js, j, q))
+      (void)js->ops->persisted(js->ctx, j, q);
+  return PT_OK;
+}
+
+bool ctl_jobs_persist_fallback(struct ctl_job *j, const char *why)
+{
+  struct ctl_persist *ps = &j->persist;
+  for (uint32_t i = ps->ndisk; i-- > 0;) {
+    if (ps->disk[i].bad)
+      continue;
+    if (!ps->next_disk || ps->next != i)
+      log_notice("job '%s': %s: the next epoch restores step %" PRIu64
+                 " from disk (the newest complete one)", j->spec->name, why,
+                 ps->disk[i].step);
+    ps->next_disk = true;
+    ps->next = i;
+    snprintf(ps->why, sizeof(ps->why), "%s", why);
+    return true;
+  }
+  return false;
+}
+
+bool ctl_jobs_persist_disk_failed(struct ctl_job *j, const char *why)
+{
+  struct ctl_persist *ps = &j->persist;
+  for (uint32_t i = 0; i < ps->ndisk && j->restore_disk; i++)
+    if (ps->disk[i].step == j->restore_step &&
+        ps->disk[i].mark == j->restore_mark && !ps->disk[i].bad) {
+      ps->disk[i].bad = true;
+      log_warn("job '%s': step %" PRIu64 " on disk cannot be restored (%s); "
+               "never tried again", j->spec->name, j->restore_step,
+               LOG_ESC(why));
+    }
+  ps->next_disk = false;
+  return ctl_jobs_persist_fallback(j, "the restore from disk failed");
+}
+
+void ctl_jobs_persist_epoch(struct ctl_job *j, bool *has_from, uint64_t *from)
+{
+  struct ctl_persist *ps = &j->persist;
+  /* A new epoch: the marked step's late reports are not waited for. */
+  ps->has_marked = false;
+  ps->commits = 0;
+  j->restore_disk = false;
+  j->restore_mark = 0;
+  if (!ps->next_disk || ps->next >= ps->ndisk)
+    return;
+  *has_from = true;
+  *from = ps->disk[ps->next].step;
+  j->restore_disk = true;
+  j->restore_mark = ps->disk[ps->next].mark;
+  ctl_jobs_reason_set(j, "%s; restoring step %" PRIu64 " from disk, the "
+                      "newest complete step there", ps->why, *from);
+}
+
+void ctl_jobs_persist_replay_epoch(struct ctl_job *j)
+{
+  struct ctl_persist *ps = &j->persist;
+  ps->next_disk = false;
+  for (uint32_t i = 0; j->restore_disk && i < ps->ndisk; i++)
+    if (ps->disk[i].step == j->restore_step &&
+        ps->disk[i].mark == j->restore_mark) {
+      ps->next_disk = true;
+      ps->next = i;
+      snprintf(ps->why, sizeof(ps->why), "memory could not serve the job");
+    }
+}
+
+uint64_t ctl_jobs_persist_keep_from(const struct ctl_job *j)
+{
+  const struct ctl_persist *ps = &j->persist;
+  return ps->ndisk > 0 ? ps->disk[0].step : 0;
+}
+
+const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j)
+{
+  const struct ctl_persist *ps = &j->persist;
+  return ps->ndisk > 0 ? &ps->disk[ps->ndisk - 1] : NULL;
+}
+
+int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
+                              uint64_t step, uint64_t mark, uint64_t ms,
+                              char *why, size_t len)
+{
+  struct ctl_job *j = ctl_jobs_find(js, job);
+  if (j == NULL) {
+    snprintf(why, len, "PERSISTED of unknown job '%s'", job);
+    return PT_EFORMAT;
+  }
+  disk_add(j, step, mark, ms);
+  return PT_OK;
+}
