@@ -301,6 +301,13 @@ static int inject(const struct ptctl_opts *o, int argc, char **argv)
             k->name, k->missing);
     return PTCTL_EXIT_FAILED;
   }
+  if (c == PTCTL_FAULT_GROUP || c == PTCTL_FAULT_BEYOND) {
+    fprintf(stderr, "ptctl: fault inject: '%s' loses several nodes of a "
+                    "group: a campaign's class (ptctl fault campaign JOB "
+                    "--classes %s), or inject 'node' on each\n",
+            k->name, k->name);
+    return PTCTL_EXIT_USAGE;
+  }
   if (c != PTCTL_FAULT_CONTROLLER && node == NULL && !has_rank)
     has_rank = true; /* rank 0's node */
   if (c == PTCTL_FAULT_STOP && ms == 0)

@@ -719,24 +719,11 @@ int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                st == CTL_PART_FAILED ? "failed" : "stopped unasked",
                msg != NULL && msg[0] != '\0' ? ": " : "",
                msg != NULL ? LOG_ESC(msg) : ""); /* the node's words */
-      if (st == CTL_PART_FAILED && m != NULL && m->has_disk_failed &&
-          m->disk_failed && j->restore_disk) {
-        /* Its files of the step failed: the complete step before it. */
-        if (!ctl_jobs_persist_disk_failed(j, why)) {
-          commit_cancel(&j->commit);
-          ctl_jobs_reason_set(j, "%s; no older complete step on disk: not "
-                              "restarted (never from damaged state)", why);
-          ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
-          return PT_OK;
-        }
-        ctl_jobs_restart_counted(js, j, now, why);
+      /* The tier's: its files of the step failed, or memory holds too
+       * little of it (ctl_jobs_persist.c). */
+      if (st == CTL_PART_FAILED && m != NULL &&
+          ctl_jobs_persist_part_failed(js, j, m, why, now))
         return PT_OK;
-      }
-      /* Memory holds too little of the restore step (a group lost more
-       * than its code rebuilds, every copy gone): the disk's. */
-      if (st == CTL_PART_FAILED && m != NULL && m->has_status &&
-          m->status == PT_ENOFRAG && j->has_restore && !j->restore_disk)
-        (void)ctl_jobs_persist_fallback(j, why);
       if (st == CTL_PART_FAILED && m != NULL && m->has_status &&
           m->status == PT_ECHECKSUM && j->has_restore && !j->restore_disk &&
           !ctl_jobs_revive_damaged(js, j, pt, m, why, now))

@@ -57,6 +57,14 @@ void ctl_jobs_end_job(struct ctl_jobs *js, struct ctl_job *j,
 void ctl_jobs_restart_counted(struct ctl_jobs *js, struct ctl_job *j,
                               uint64_t now, const char *why);
 
+/* ctl_jobs_persist.c: part of j failed (m, why): the tier's part of the
+ * verdict. True: decided (restarted from an older step on disk, or ended
+ * with none left); false: the caller goes on (a disk step may have been
+ * chosen for the next epoch). */
+bool ctl_jobs_persist_part_failed(struct ctl_jobs *js, struct ctl_job *j,
+                                  const Pt__JobPartState *m, const char *why,
+                                  uint64_t now);
+
 /* ctl_jobs_node.c: every node of j is registered and alive. */
 bool ctl_jobs_node_all_alive(struct ctl_jobs *js, const struct ctl_job *j);
 

@@ -206,6 +206,31 @@ bool ctl_jobs_persist_disk_failed(struct ctl_job *j, const char *why)
   return ctl_jobs_persist_fallback(j, "the restore from disk failed");
 }
 
+bool ctl_jobs_persist_part_failed(struct ctl_jobs *js, struct ctl_job *j,
+                                  const Pt__JobPartState *m, const char *why,
+                                  uint64_t now)
+{
+  /* Memory holds too little of the restore step (a group lost more than
+   * its code rebuilds, every copy gone): the disk's, when it has one. */
+  if (m->has_status && m->status == PT_ENOFRAG && j->has_restore &&
+      !j->restore_disk) {
+    (void)ctl_jobs_persist_fallback(j, why);
+    return false; /* restarted as any failure */
+  }
+  if (!m->has_disk_failed || !m->disk_failed || !j->restore_disk)
+    return false;
+  /* Its files of the step failed: the complete step before it. */
+  if (!ctl_jobs_persist_disk_failed(j, why)) {
+    commit_cancel(&j->commit);
+    ctl_jobs_reason_set(j, "%s; no older complete step on disk: not "
+                        "restarted (never from damaged state)", why);
+    ctl_jobs_end_job(js, j, CTL_JOB_FAILED, now);
+    return true;
+  }
+  ctl_jobs_restart_counted(js, j, now, why);
+  return true;
+}
+
 void ctl_jobs_persist_epoch(struct ctl_job *j, bool *has_from, uint64_t *from)
 {
   struct ctl_persist *ps = &j->persist;

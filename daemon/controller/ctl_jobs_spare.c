@@ -209,10 +209,14 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
     const struct ctl_part *pt = &j->parts[p];
     if (pick[p] == SIZE_MAX)
       continue;
-    if (j->has_committed)
+    const struct ctl_persist *ps = &j->persist;
+    bool disk = ps->next_disk && ps->next < ps->ndisk;
+    if (j->has_committed || disk)
       log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "
-                 "index %" PRIu32 "), restoring step %" PRIu64, j->spec->name,
-                 was[p].node_id, pt->node_id, p, j->committed);
+                 "index %" PRIu32 "), restoring step %" PRIu64 "%s",
+                 j->spec->name, was[p].node_id, pt->node_id, p,
+                 disk ? ps->disk[ps->next].step : j->committed,
+                 disk ? " from disk" : "");
     else
       log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "
                  "index %" PRIu32 "), starting fresh (nothing committed)",

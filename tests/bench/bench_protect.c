@@ -209,7 +209,7 @@ static int port_hold(int *port)
 static int nopt_step_ms(const struct bench_opts *o, int state_mb, int steps, double *ms,
                         char *errbuf, size_t errlen)
 {
-  char mb[16], st[16], port[16], rank[PNODES][8], log[PNODES][512];
+  char mb[16], st[16], port[16], rank[PNODES][12], log[PNODES][512];
   pid_t pid[PNODES] = {0};
   int rc = 0;
 
