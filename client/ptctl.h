@@ -157,6 +157,11 @@ int ptctl_jobs_restore(const struct ptctl_opts *o, int argc, char **argv);
 /* ptctl_jobs_show.c */
 int ptctl_jobs_status(const struct ptctl_opts *o, int argc, char **argv);
 int ptctl_jobs_list(const struct ptctl_opts *o, int argc, char **argv);
+/* ptctl --controller ... snapshots JOB: the job's steps in memory and on
+ * disk (ptctl_jobs_snapshots.c prints them). */
+int ptctl_jobs_snapshots(const struct ptctl_opts *o, int argc, char **argv);
+void ptctl_jobs_snapshots_print(FILE *f, const struct ptctl_opts *o,
+                                const Pt__JobInfo *j);
 
 /* ---- ptctl_fault.c ---- */
 

@@ -107,6 +107,7 @@ static const struct {
      "\n" EXIT_TEXT},
     {"snapshots",
      "usage: ptctl [--state-dir DIR | --socket PATH] snapshots [--json]\n"
+     "       ptctl --controller HOST:PORT --key FILE snapshots JOB [--json]\n"
      "\n"
      "A standalone node's steps: in memory, every rank's slots as their\n"
      "records say (state: FREE, WRITING, SEALED, PINNED, PROTECTED,\n"
@@ -118,8 +119,19 @@ static const struct {
      "[{\"rank\", \"slot\", \"state\", \"step\", \"record_ok\"}],\n"
      "\"memory_error\", \"persist_dir\", \"disk\": [{\"step\",\n"
      "\"complete\", \"files\", \"bytes\", \"age_ms\", \"ours\", \"why\"}]};\n"
-     "an absent value is null. A cluster job's snapshots are not listed\n"
-     "yet.\n"
+     "an absent value is null.\n"
+     "The controller: a cluster job's steps as it knows them. In memory,\n"
+     "per node, the committed steps every one of its ranks holds, verified\n"
+     "(as the node last reported them) and the newest step they sealed;\n"
+     "per coding group, the step it protects and the losses it absorbs.\n"
+     "On disk (--persist-dir of ptctl start), the complete steps the\n"
+     "controller journaled (rank files, bytes of data, age; one a restore\n"
+     "found damaged says so), then the step being written and how far.\n"
+     "--json: {\"controller\", \"job\", \"state\", \"committed_step\",\n"
+     "\"memory\": [{\"node\", \"node_index\", \"first_rank\", \"ranks\",\n"
+     "\"held\", \"last_sealed\"}], \"groups\": [{\"group\",\n"
+     "\"protected_step\", \"tolerates\"}], \"persist_dir\", \"disk\":\n"
+     "[{\"step\", \"complete\", \"files\", \"bytes\", \"age_ms\", \"why\"}]}.\n"
      "\n" EXIT_TEXT},
     {"stop",
      "usage: ptctl [--state-dir DIR | --socket PATH] stop [--json]\n"

@@ -444,9 +444,13 @@ static void jobs_table(FILE *f, const Pt__JobsReply *m)
   ptctl_table_print(&t, f);
 }
 
-/* status [JOB] (list false) or jobs (list true). */
-static int query(const struct ptctl_opts *o, int argc, char **argv, bool list)
+enum query_mode { Q_STATUS, Q_LIST, Q_SNAPSHOTS };
+
+/* status [JOB], jobs, or snapshots JOB. */
+static int query(const struct ptctl_opts *o, int argc, char **argv,
+                 enum query_mode mode)
 {
+  bool list = mode == Q_LIST;
   Pt__JobsQuery req = PT__JOBS_QUERY__INIT;
   ProtobufCMessage *msg = NULL;
   const char *job = NULL;
@@ -467,6 +471,10 @@ static int query(const struct ptctl_opts *o, int argc, char **argv, bool list)
       return PTCTL_EXIT_USAGE;
     job = a;
   }
+  if (mode == Q_SNAPSHOTS && job == NULL) {
+    fprintf(stderr, "ptctl: snapshots needs JOB (ptctl jobs lists them)\n");
+    return PTCTL_EXIT_USAGE;
+  }
   req.job = (char *)job;
   int code = ptctl_ctl_call(o, RPC_JOBS_QUERY, &req.base, RPC_JOBS_REPLY, &msg);
   if (code != PTCTL_EXIT_OK)
@@ -483,6 +491,8 @@ static int query(const struct ptctl_opts *o, int argc, char **argv, bool list)
     fprintf(stderr, "ptctl: ptd controller at %s has no job '%s'\n",
             o->controller, job);
     code = PTCTL_EXIT_FAILED;
+  } else if (mode == Q_SNAPSHOTS) {
+    ptctl_jobs_snapshots_print(stdout, o, m->jobs[0]);
   } else if (o->json) {
     jobs_json(stdout, o->controller, m);
   } else if (list) {
@@ -502,10 +512,15 @@ static int query(const struct ptctl_opts *o, int argc, char **argv, bool list)
 
 int ptctl_jobs_status(const struct ptctl_opts *o, int argc, char **argv)
 {
-  return query(o, argc, argv, false);
+  return query(o, argc, argv, Q_STATUS);
 }
 
 int ptctl_jobs_list(const struct ptctl_opts *o, int argc, char **argv)
 {
-  return query(o, argc, argv, true);
+  return query(o, argc, argv, Q_LIST);
+}
+
+int ptctl_jobs_snapshots(const struct ptctl_opts *o, int argc, char **argv)
+{
+  return query(o, argc, argv, Q_SNAPSHOTS);
 }

@@ -159,6 +159,8 @@ static int to_controller(struct ptctl_opts *o, const struct cmdline *c)
     return ptctl_jobs_status(o, c->nrest, c->rest);
   if (strcmp(cmd, "jobs") == 0)
     return ptctl_jobs_list(o, c->nrest, c->rest);
+  if (strcmp(cmd, "snapshots") == 0)
+    return ptctl_jobs_snapshots(o, c->nrest, c->rest);
   if (strcmp(cmd, "fault") == 0)
     return ptctl_fault_main(o, c->nrest, c->rest);
   return ptctl_ctl_nodes(o, c->nrest, c->rest);
@@ -232,25 +234,14 @@ int ptctl_main(int argc, char **argv)
   bool ctl_only = strcmp(cmd, "nodes") == 0 || strcmp(cmd, "start") == 0 ||
                   strcmp(cmd, "restore") == 0 || strcmp(cmd, "jobs") == 0 ||
                   strcmp(cmd, "fault") == 0;
-  bool either = strcmp(cmd, "status") == 0 || strcmp(cmd, "stop") == 0;
-  bool node_only = strcmp(cmd, "snapshots") == 0;
-  if (!ctl_only && !either && !node_only) {
+  bool either = strcmp(cmd, "status") == 0 || strcmp(cmd, "stop") == 0 ||
+                strcmp(cmd, "snapshots") == 0;
+  if (!ctl_only && !either) {
     fprintf(stderr, "ptctl: unknown command '%s' (start, stop, restore, "
                     "status, snapshots, jobs, nodes, fault; see ptctl "
                     "--help)\n",
             cmd);
     code = PTCTL_EXIT_USAGE;
-    goto out;
-  }
-  if (node_only && (c.controller != NULL || c.key != NULL)) {
-    fprintf(stderr, "ptctl: snapshots lists a standalone node's steps "
-                    "(--state-dir or --socket); a cluster job's are not "
-                    "listed yet\n");
-    code = PTCTL_EXIT_USAGE;
-    goto out;
-  }
-  if (node_only) {
-    code = to_node(&o, &c);
     goto out;
   }
   bool node_flags = c.state_dir != NULL || c.sock != NULL;

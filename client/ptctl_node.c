@@ -395,8 +395,10 @@ int ptctl_node_snapshots(const struct ptctl_opts *o)
                     "ptctl and does not list its snapshots\n", o->sock);
     code = PTCTL_EXIT_FAILED;
   } else if (m->mode != NULL) {
-    fprintf(stderr, "ptctl: snapshots: '%s' is a cluster-mode node; the "
-                    "snapshots of a cluster job are not listed yet\n",
+    fprintf(stderr, "ptctl: snapshots: '%s' is a cluster-mode node: a "
+                    "cluster job's snapshots come from the controller "
+                    "(ptctl --controller HOST:PORT --key FILE snapshots "
+                    "JOB)\n",
             o->sock);
     code = PTCTL_EXIT_USAGE;
   } else if (o->json) {

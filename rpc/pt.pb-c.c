@@ -4762,7 +4762,7 @@ const ProtobufCMessageDescriptor pt__state_reply__descriptor =
   (ProtobufCMessageInit) pt__state_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__event__field_descriptors[8] =
+static const ProtobufCFieldDescriptor pt__event__field_descriptors[9] =
 {
   {
     "kind",
@@ -4860,8 +4860,21 @@ static const ProtobufCFieldDescriptor pt__event__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bytes",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__Event, has_bytes),
+    offsetof(Pt__Event, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__event__field_indices_by_name[] = {
+  8,   /* field[8] = bytes */
   6,   /* field[6] = committed_held */
   3,   /* field[3] = done */
   0,   /* field[0] = kind */
@@ -4874,7 +4887,7 @@ static const unsigned pt__event__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__event__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pt__event__descriptor =
 {
@@ -4884,7 +4897,7 @@ const ProtobufCMessageDescriptor pt__event__descriptor =
   "Pt__Event",
   "pt",
   sizeof(Pt__Event),
-  8,
+  9,
   pt__event__field_descriptors,
   pt__event__field_indices_by_name,
   1,  pt__event__number_ranges,
@@ -7590,7 +7603,7 @@ const ProtobufCMessageDescriptor pt__job_part_info__descriptor =
   (ProtobufCMessageInit) pt__job_part_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[18] =
+static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[19] =
 {
   {
     "name",
@@ -7808,12 +7821,25 @@ static const ProtobufCFieldDescriptor pt__job_info__field_descriptors[18] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "disk",
+    19,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__JobInfo, n_disk),
+    offsetof(Pt__JobInfo, disk),
+    &pt__disk_step__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_info__field_indices_by_name[] = {
   7,   /* field[7] = bytes_held */
   4,   /* field[4] = commit_age_ms */
   6,   /* field[6] = commits */
   3,   /* field[3] = committed_step */
+  18,   /* field[18] = disk */
   15,   /* field[15] = disk_age_ms */
   14,   /* field[14] = disk_step */
   2,   /* field[2] = epoch */
@@ -7832,7 +7858,7 @@ static const unsigned pt__job_info__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 18 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor pt__job_info__descriptor =
 {
@@ -7842,7 +7868,7 @@ const ProtobufCMessageDescriptor pt__job_info__descriptor =
   "Pt__JobInfo",
   "pt",
   sizeof(Pt__JobInfo),
-  18,
+  19,
   pt__job_info__field_descriptors,
   pt__job_info__field_indices_by_name,
   1,  pt__job_info__number_ranges,
@@ -8712,7 +8738,7 @@ const ProtobufCMessageDescriptor pt__job_commit__descriptor =
   (ProtobufCMessageInit) pt__job_commit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__step_persisted__field_descriptors[6] =
+static const ProtobufCFieldDescriptor pt__step_persisted__field_descriptors[7] =
 {
   {
     "job",
@@ -8786,8 +8812,21 @@ static const ProtobufCFieldDescriptor pt__step_persisted__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bytes",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__StepPersisted, has_bytes),
+    offsetof(Pt__StepPersisted, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__step_persisted__field_indices_by_name[] = {
+  6,   /* field[6] = bytes */
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
   3,   /* field[3] = mark */
@@ -8798,7 +8837,7 @@ static const unsigned pt__step_persisted__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__step_persisted__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__step_persisted__descriptor =
 {
@@ -8808,7 +8847,7 @@ const ProtobufCMessageDescriptor pt__step_persisted__descriptor =
   "Pt__StepPersisted",
   "pt",
   sizeof(Pt__StepPersisted),
-  6,
+  7,
   pt__step_persisted__field_descriptors,
   pt__step_persisted__field_indices_by_name,
   1,  pt__step_persisted__number_ranges,
@@ -9393,7 +9432,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_commit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[6] =
 {
   {
     "job",
@@ -9455,8 +9494,21 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[5
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bytes",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__CtlRecPersisted, has_bytes),
+    offsetof(Pt__CtlRecPersisted, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_persisted__field_indices_by_name[] = {
+  5,   /* field[5] = bytes */
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
   3,   /* field[3] = mark */
@@ -9466,7 +9518,7 @@ static const unsigned pt__ctl_rec_persisted__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__ctl_rec_persisted__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor =
 {
@@ -9476,7 +9528,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor =
   "Pt__CtlRecPersisted",
   "pt",
   sizeof(Pt__CtlRecPersisted),
-  5,
+  6,
   pt__ctl_rec_persisted__field_descriptors,
   pt__ctl_rec_persisted__field_indices_by_name,
   1,  pt__ctl_rec_persisted__number_ranges,

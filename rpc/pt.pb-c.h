@@ -525,10 +525,15 @@ struct  Pt__Event
    */
   protobuf_c_boolean has_mark;
   uint64_t mark;
+  /*
+   * EVENT_PERSISTED: the data written
+   */
+  protobuf_c_boolean has_bytes;
+  uint64_t bytes;
 };
 #define PT__EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__event__descriptor) \
-    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, 0, 0 }
+    , PT__EVENT_KIND__EVENT_SEALED, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, 0, 0, 0, 0 }
 
 
 /*
@@ -1517,10 +1522,18 @@ struct  Pt__JobInfo
    * the last flush that failed, why
    */
   char *persist_error;
+  /*
+   * The steps on disk as the controller knows them (ptctl snapshots): the
+   * complete ones kept (complete, bytes: every rank's data, age; why: a
+   * restore found it damaged), then the one being written (not complete;
+   * files: the nodes done so far; why: what it waits for, or its failure).
+   */
+  size_t n_disk;
+  Pt__DiskStep **disk;
 };
 #define PT__JOB_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_info__descriptor) \
-    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+    , NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL, NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0,NULL }
 
 
 /*
@@ -1805,10 +1818,15 @@ struct  Pt__StepPersisted
   uint64_t mark;
   int32_t status;
   char *message;
+  /*
+   * status 0: its ranks' data written
+   */
+  protobuf_c_boolean has_bytes;
+  uint64_t bytes;
 };
 #define PT__STEP_PERSISTED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__step_persisted__descriptor) \
-    , NULL, 0, 0, 0, 0, NULL }
+    , NULL, 0, 0, 0, 0, NULL, 0, 0 }
 
 
 /*
@@ -1989,10 +2007,15 @@ struct  Pt__CtlRecPersisted
   uint64_t mark;
   protobuf_c_boolean has_unix_ms;
   uint64_t unix_ms;
+  /*
+   * every rank's data
+   */
+  protobuf_c_boolean has_bytes;
+  uint64_t bytes;
 };
 #define PT__CTL_REC_PERSISTED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_persisted__descriptor) \
-    , NULL, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*

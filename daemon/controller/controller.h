@@ -435,6 +435,7 @@ struct ctl_jobs;
 #define CTL_PERSIST_PENDING_MS 600000u /* a marked step's reports, due */
 struct ctl_disk_step {
   uint64_t step, mark, unix_ms;
+  uint64_t bytes;         /* every rank's data */
   bool bad;               /* a restore from it failed on some node */
 };
 struct ctl_persist {
@@ -443,6 +444,7 @@ struct ctl_persist {
   uint64_t marked, mark;  /* the step being written, its flush id */
   uint64_t marked_until;  /* its reports are due by then */
   uint32_t nok;           /* parts that reported it durable */
+  uint64_t ok_bytes;      /* ... their data bytes */
   bool *ok;               /* per part */
   bool failed;            /* some part could not write it */
   uint64_t mark_seq;
@@ -598,7 +600,7 @@ bool ctl_jobs_persist_marked(const struct ctl_job *j, uint64_t step,
  * PT_OK, or the journal's error. */
 int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
                             uint32_t p, uint64_t step, uint64_t mark,
-                            int status, const char *msg);
+                            int status, const char *msg, uint64_t bytes);
 /* Memory cannot serve the next epoch (why): it restores the newest
  * complete step on disk not found bad. False: there is none. */
 bool ctl_jobs_persist_fallback(struct ctl_job *j, const char *why);
@@ -621,8 +623,8 @@ uint64_t ctl_jobs_persist_keep_from(const struct ctl_job *j);
 const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j);
 /* The journal's PERSISTED record. PT_EFORMAT (why) for an unknown job. */
 int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
-                              uint64_t step, uint64_t mark, uint64_t ms,
-                              char *why, size_t len);
+                            uint64_t step, uint64_t mark, uint64_t ms,
+                            uint64_t bytes, char *why, size_t len);
 
 /* ptctl start: checks, places, journals JOB then EPOCH 1, assigns. PT_OK
  * (OUT *out) or -EINVAL/-EEXIST/-ENOSPC/-EADDRINUSE with err, or the

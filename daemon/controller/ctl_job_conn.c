@@ -308,7 +308,8 @@ static void job_reply(struct rpc_conn *c, uint64_t req, int status,
              pt_strerror(rc));
 }
 
-/* The messages of j's groups in ji (freed by groups_free). */
+/* The messages of j's groups in ji (freed, with its disk steps, by
+ * info_free). */
 static int fill_groups(struct controller *ctl, const struct ctl_job *j,
                        Pt__JobInfo *ji)
 {
@@ -339,8 +340,10 @@ static int fill_groups(struct controller *ctl, const struct ctl_job *j,
   return PT_OK;
 }
 
-static void groups_free(Pt__JobInfo *ji)
+static void info_free(Pt__JobInfo *ji)
 {
+  free(ji->disk); /* (disk_fill's, with everything it points to) */
+  ji->disk = NULL;
   if (ji->n_groups == 0)
     return;
   Pt__NodeGroup *gs = ji->groups[0];
@@ -349,6 +352,61 @@ static void groups_free(Pt__JobInfo *ji)
   free(gs[0].empty);
   free(gs);
   free(ji->groups);
+}
+
+/* The steps on disk in ji->disk: one allocation, whose first member is
+ * the array ji->disk points to (free(ji->disk) frees it all). */
+struct disk_msgs {
+  Pt__DiskStep *dp[CTL_DISK_MAX + 1];
+  Pt__DiskStep d[CTL_DISK_MAX + 1];
+  char why[CTL_DISK_MAX + 1][320];
+};
+
+static void disk_fill(const struct ctl_job *j, Pt__JobInfo *ji)
+{
+  const struct ctl_persist *ps = &j->persist;
+  if (!ctl_jobs_persist_on(j))
+    return;
+  struct disk_msgs *dm = calloc(1, sizeof(*dm));
+  if (dm == NULL)
+    return;
+  uint64_t wall = ctl_jobs_persist_unix_ms();
+  uint32_t world = ctl_jobs_world_size(j), n = 0;
+  for (uint32_t i = 0; i < ps->ndisk; i++, n++) {
+    Pt__DiskStep *d = &dm->d[n];
+    pt__disk_step__init(d);
+    d->step = ps->disk[i].step;
+    d->complete = true;
+    d->has_files = true;
+    d->files = world;
+    d->has_bytes = ps->disk[i].bytes != 0;
+    d->bytes = ps->disk[i].bytes;
+    d->has_age_ms = ps->disk[i].unix_ms != 0;
+    d->age_ms = wall > ps->disk[i].unix_ms ? wall - ps->disk[i].unix_ms : 0;
+    if (ps->disk[i].bad) {
+      snprintf(dm->why[n], sizeof(dm->why[n]), "a restore from it failed: "
+               "never used again");
+      d->why = dm->why[n];
+    }
+    dm->dp[n] = d;
+  }
+  if (ps->has_marked) {
+    Pt__DiskStep *d = &dm->d[n];
+    pt__disk_step__init(d);
+    d->step = ps->marked;
+    d->complete = false;
+    d->has_files = true;
+    d->files = ps->nok * j->spec->ranks_per_node;
+    if (ps->failed)
+      snprintf(dm->why[n], sizeof(dm->why[n]), "%s", ps->error);
+    else
+      snprintf(dm->why[n], sizeof(dm->why[n]), "being written: %" PRIu32
+               " of %" PRIu32 " nodes' files durable", ps->nok, j->nparts);
+    d->why = dm->why[n];
+    dm->dp[n++] = d;
+  }
+  ji->n_disk = n;
+  ji->disk = dm->dp;
 }
 
 static void fill_info(struct controller *ctl, const struct ctl_job *j,
@@ -419,6 +477,7 @@ static void fill_info(struct controller *ctl, const struct ctl_job *j,
   if (fill_groups(ctl, j, ji) != PT_OK)
     log_warn("job '%s': its coding groups left out of the status: out of "
              "memory", j->spec->name);
+  disk_fill(j, ji);
 }
 
 static void jobs_query(struct controller *ctl, struct rpc_conn *c,
@@ -474,7 +533,7 @@ static void jobs_query(struct controller *ctl, struct rpc_conn *c,
     log_warn("cannot answer ptctl %s: %s", rpc_conn_peer_name(c),
              pt_strerror(rc));
   for (size_t i = 0; infos != NULL && ips != NULL && i < r.n_jobs; i++)
-    groups_free(&infos[i]);
+    info_free(&infos[i]);
   free(infos);
   free(ips);
   free(pis);
@@ -672,7 +731,8 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
      * tells them apart. */
     const Pt__StepPersisted *m = (const Pt__StepPersisted *)msg;
     rc = ctl_jobs_persist_report(&ctl->jobs, j, p, m->step, m->mark,
-                                 m->status, m->message);
+                                 m->status, m->message,
+                                 m->has_bytes ? m->bytes : 0);
     break;
   }
   default: {

@@ -83,6 +83,7 @@ void ctl_jobs_persist_on_commit(struct ctl_job *j, uint64_t step)
   /* Unique across the controller's restarts, bound into every file. */
   ps->mark = unix_ms() * 1000u + (++ps->mark_seq % 1000u);
   ps->nok = 0;
+  ps->ok_bytes = 0;
   ps->failed = false;
   memset(ps->ok, 0, j->nparts * sizeof(*ps->ok));
   log_debug("job '%s': step %" PRIu64 " marked for disk (flush %" PRIu64 ")",
@@ -101,7 +102,7 @@ bool ctl_jobs_persist_marked(const struct ctl_job *j, uint64_t step,
 /* The newest complete step, and those kept before it: the oldest
  * persist_keep - 1 beyond go (the nodes remove their files). */
 static void disk_add(struct ctl_job *j, uint64_t step, uint64_t mark,
-                     uint64_t ms)
+                     uint64_t ms, uint64_t bytes)
 {
   struct ctl_persist *ps = &j->persist;
   /* A job taken back to an older step writes its steps again: what is
@@ -118,12 +119,12 @@ static void disk_add(struct ctl_job *j, uint64_t step, uint64_t mark,
     ps->ndisk--;
   }
   ps->disk[ps->ndisk++] = (struct ctl_disk_step){
-      .step = step, .mark = mark, .unix_ms = ms};
+      .step = step, .mark = mark, .unix_ms = ms, .bytes = bytes};
 }
 
 int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
                             uint32_t p, uint64_t step, uint64_t mark,
-                            int status, const char *msg)
+                            int status, const char *msg, uint64_t bytes)
 {
   struct ctl_persist *ps = &j->persist;
   if (!ps->has_marked || ps->marked != step || ps->mark != mark ||
@@ -147,12 +148,13 @@ int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
   if (!ps->ok[p]) {
     ps->ok[p] = true;
     ps->nok++;
+    ps->ok_bytes += bytes;
   }
   if (ps->failed || ps->nok < j->nparts)
     return PT_OK;
   ps->has_marked = false;
   struct ctl_persist was = *ps;
-  disk_add(j, step, mark, unix_ms());
+  disk_add(j, step, mark, unix_ms(), ps->ok_bytes);
   int rc = js->ops->journal(js->ctx, j, CTL_REC_PERSISTED);
   if (rc != PT_OK) {
     /* Not durable: not complete. */
@@ -275,14 +277,14 @@ const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j)
 }
 
 int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
-                              uint64_t step, uint64_t mark, uint64_t ms,
-                              char *why, size_t len)
+                            uint64_t step, uint64_t mark, uint64_t ms,
+                            uint64_t bytes, char *why, size_t len)
 {
   struct ctl_job *j = ctl_jobs_find(js, job);
   if (j == NULL) {
     snprintf(why, len, "PERSISTED of unknown job '%s'", job);
     return PT_EFORMAT;
   }
-  disk_add(j, step, mark, ms);
+  disk_add(j, step, mark, ms, bytes);
   return PT_OK;
 }

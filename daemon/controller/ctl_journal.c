@@ -163,8 +163,9 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     if (m == NULL)
       goto undecodable;
     rc = ctl_jobs_persist_replay(r->js, m->job, m->step, m->mark,
-                                   m->has_unix_ms ? m->unix_ms : 0, why,
-                                   sizeof(why));
+                                 m->has_unix_ms ? m->unix_ms : 0,
+                                 m->has_bytes ? m->bytes : 0, why,
+                                 sizeof(why));
     pt__ctl_rec_persisted__free_unpacked(m, NULL);
     break;
   }
@@ -351,6 +352,8 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     rp.mark = d->mark;
     rp.has_unix_ms = true;
     rp.unix_ms = d->unix_ms;
+    rp.has_bytes = true;
+    rp.bytes = d->bytes;
     msg = &rp.base;
     break;
   }
@@ -424,6 +427,8 @@ static int encode_persisted(const struct ctl_job *job,
   rp.mark = d->mark;
   rp.has_unix_ms = true;
   rp.unix_ms = d->unix_ms;
+  rp.has_bytes = true;
+  rp.bytes = d->bytes;
   *len = pt__ctl_rec_persisted__get_packed_size(&rp);
   *buf = malloc(*len > 0 ? *len : 1);
   if (*buf == NULL)

@@ -121,7 +121,7 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
 }
 
 void node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
-                                int status, const char *msg)
+                                int status, const char *msg, uint64_t bytes)
 {
   struct node_part *p = node_part_of(n);
   Pt__StepPersisted m = PT__STEP_PERSISTED__INIT;
@@ -134,6 +134,8 @@ void node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
   m.mark = mark;
   m.status = status;
   m.message = (char *)msg;
+  m.has_bytes = status == PT_OK;
+  m.bytes = bytes;
   if (node_cluster_send(n, RPC_STEP_PERSISTED, 0, &m.base) != PT_OK)
     log_notice("persist: the controller did not hear that step %" PRIu64
                " is %s here (no link); the step stays incomplete", step,

@@ -590,6 +590,7 @@ void node_persist_on_event(struct node *n, struct node_rank *r,
   if (!ps->ok[r->rank]) {
     ps->ok[r->rank] = true;
     ps->nok++;
+    ps->ok_bytes += e->has_bytes ? e->bytes : 0;
   }
   if (ps->failed || ps->nok < n->cfg.ranks)
     return;

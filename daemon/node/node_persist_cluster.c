@@ -55,6 +55,7 @@ void node_persist_cluster_mark(struct node *n, uint64_t step, uint64_t mark)
   ps->mark = mark;
   ps->marked_until = rpc_now_ms() + NODE_PERSIST_PENDING_MS;
   ps->nok = 0;
+  ps->ok_bytes = 0;
   ps->failed = false;
   memset(ps->ok, 0, n->cfg.ranks * sizeof(*ps->ok));
   log_debug("persist: step %" PRIu64 " marked by the controller (flush %"
@@ -64,7 +65,8 @@ void node_persist_cluster_mark(struct node *n, uint64_t step, uint64_t mark)
 void node_persist_cluster_report(struct node *n, int status, const char *msg)
 {
   struct node_persist *ps = PS(n);
-  node_part_report_persisted(n, ps->marked, ps->mark, status, msg);
+  node_part_report_persisted(n, ps->marked, ps->mark, status, msg,
+                             ps->ok_bytes);
   if (status == PT_OK)
     ps->has_marked = false;
 }

@@ -25,6 +25,7 @@ struct node_persist {
   bool has_marked;
   uint64_t marked;           /* the step whose files are being written */
   uint32_t nok;              /* ranks whose file of marked is durable */
+  uint64_t ok_bytes;         /* ... and their data bytes */
   bool *ok;                  /* per local rank */
   bool failed;               /* some rank could not write marked */
   uint64_t marked_until;     /* its ranks' answers are due by then */

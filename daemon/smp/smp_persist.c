@@ -113,10 +113,21 @@ uint32_t smp_persist_busy_slots(const struct smp *smp)
 }
 
 static void event(struct smp *smp, uint64_t step, uint64_t mark, int status,
-                  const char *msg)
+                  const char *msg, uint64_t bytes)
 {
-  smp_serve_event_outcome(smp, PT__EVENT_KIND__EVENT_PERSISTED, step, status,
-                          msg, &mark);
+  Pt__Event ev = PT__EVENT__INIT;
+  ev.kind = PT__EVENT_KIND__EVENT_PERSISTED;
+  ev.rank = smp->rank;
+  ev.has_step = true;
+  ev.step = step;
+  ev.has_status = true;
+  ev.status = status;
+  ev.message = (char *)(msg != NULL ? msg : "");
+  ev.has_mark = true;
+  ev.mark = mark;
+  ev.has_bytes = status == PT_OK;
+  ev.bytes = bytes;
+  smp_serve_event_send(smp, &ev);
 }
 
 struct write_arg {
@@ -218,7 +229,7 @@ static void after_cb(uv_work_t *req, int status)
     log_warn("step %" PRIu64 " not persisted: %s (%s); training goes on",
              ps->step, ps->msg, pt_err_name(ps->rc));
   }
-  event(smp, ps->step, ps->mark, ps->rc, ps->msg);
+  event(smp, ps->step, ps->mark, ps->rc, ps->msg, ps->st.bytes);
 }
 
 void smp_persist_committed(struct smp *smp, uint64_t step, uint64_t mark)
@@ -229,7 +240,7 @@ void smp_persist_committed(struct smp *smp, uint64_t step, uint64_t mark)
   if (ps == NULL) {
     snprintf(msg, sizeof(msg), "this SMP was started without a persist "
              "directory");
-    event(smp, step, mark, -ENOTSUP, msg);
+    event(smp, step, mark, -ENOTSUP, msg, 0);
     return;
   }
   if (ps->busy && ps->step == step && ps->mark == mark)
@@ -238,7 +249,7 @@ void smp_persist_committed(struct smp *smp, uint64_t step, uint64_t mark)
     snprintf(msg, sizeof(msg), "step %" PRIu64 " is still being written",
              ps->step);
     log_notice("step %" PRIu64 " not persisted: %s", step, msg);
-    event(smp, step, mark, -EBUSY, msg);
+    event(smp, step, mark, -EBUSY, msg, 0);
     return;
   }
   uint32_t slot;
@@ -249,7 +260,7 @@ void smp_persist_committed(struct smp *smp, uint64_t step, uint64_t mark)
     snprintf(msg, sizeof(msg), "no slot holds step %" PRIu64 " committed",
              step);
     log_warn("step %" PRIu64 " not persisted: %s", step, msg);
-    event(smp, step, mark, -ENOENT, msg);
+    event(smp, step, mark, -ENOENT, msg, 0);
     return;
   }
   ps->step = step;
@@ -262,7 +273,7 @@ void smp_persist_committed(struct smp *smp, uint64_t step, uint64_t mark)
   int rc = uv_queue_work(&smp->loop, &ps->work, work_cb, after_cb);
   if (rc != 0) {
     snprintf(msg, sizeof(msg), "cannot start the writer: %s", uv_strerror(rc));
-    event(smp, step, mark, -EAGAIN, msg);
+    event(smp, step, mark, -EAGAIN, msg, 0);
     return;
   }
   ps->busy = true;

@@ -97,7 +97,25 @@ run_job() { # JOB: started on the 3 free nodes, persisted every 3rd commit
 # ---- 1. two of the group's three members lost: restored from disk ----
 run_job pc
 c_wait_committed pc 10 >/dev/null
-wait_disk pc 1 >/dev/null
+first=$(wait_disk pc 1)
+wait_disk pc $(( first + 1 )) >/dev/null
+# ptctl snapshots: what the controller knows of the job's steps
+c_ptctl snapshots pc --json >"$T_DIR/snaps.json" || c_fail "ptctl snapshots pc failed"
+python3 - "$T_DIR/snaps.json" <<'EOF' || c_fail "ptctl snapshots pc is wrong: $(cat "$T_DIR/snaps.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["job"] == "pc" and s["persist_dir"].endswith("/persist"), s
+assert [m["node"] for m in s["memory"]] == ["a", "b", "c"], s["memory"]
+assert all(m["held"] for m in s["memory"]), s["memory"]   # committed steps held
+assert s["groups"][0]["tolerates"] == 1, s["groups"]
+done = [d for d in s["disk"] if d["complete"]]
+assert 1 <= len(done) <= 2, s["disk"]                     # --persist-keep 2
+for d in done:
+    assert d["files"] == 3 and d["bytes"] >= 3 * (2 << 20) and d["age_ms"] is not None, d
+steps = [d["step"] for d in done]
+assert steps == sorted(steps), steps
+EOF
+c_ptctl snapshots pc | grep -Eq "^[0-9]+ +yes +3 " || c_fail "ptctl snapshots pc (table) lists no complete step: $(c_ptctl snapshots pc)"
 lose_two b c pc
 D=$LOSS_DISK R=$LOSS_COMMITTED
 lose_two_reap

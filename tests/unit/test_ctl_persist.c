@@ -284,7 +284,8 @@ static void report_all(struct ctl_job *j, uint32_t p_fail)
   for (uint32_t p = 0; p < j->nparts; p++)
     ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, p, step, mark,
                                              p == p_fail ? -ENOSPC : PT_OK,
-                                             p == p_fail ? "disk full" : NULL),
+                                             p == p_fail ? "disk full" : NULL,
+                                             1000),
                      PT_OK);
 }
 
@@ -318,21 +319,22 @@ START_TEST(marks_and_completes)
   ck_assert(!ctl_jobs_persist_marked(j, 1, &none));
   ck_assert_uint_eq(none, 0);
   /* not complete until every part said so; a stale mark is ignored */
-  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 0, 2, mark, PT_OK, NULL),
+  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 0, 2, mark, PT_OK, NULL, 1000),
                    PT_OK);
   ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 1, 2, mark + 1, PT_OK,
-                                           NULL), PT_OK);
-  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 0, 2, mark, PT_OK, NULL),
+                                           NULL, 1000), PT_OK);
+  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 0, 2, mark, PT_OK, NULL, 1000),
                    PT_OK); /* twice: counted once */
   ck_assert_ptr_null(ctl_jobs_persist_newest(j));
-  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 1, 2, mark, PT_OK, NULL),
+  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 1, 2, mark, PT_OK, NULL, 1000),
                    PT_OK);
   ck_assert_ptr_null(ctl_jobs_persist_newest(j));
-  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 2, 2, mark, PT_OK, NULL),
+  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 2, 2, mark, PT_OK, NULL, 1000),
                    PT_OK);
   ck_assert_ptr_nonnull(ctl_jobs_persist_newest(j));
   ck_assert_uint_eq(ctl_jobs_persist_newest(j)->step, 2);
   ck_assert_uint_eq(ctl_jobs_persist_newest(j)->mark, mark);
+  ck_assert_uint_eq(ctl_jobs_persist_newest(j)->bytes, 3000); /* once each */
   long pj = idx_of("J PERSISTED j s2");
   ck_assert_msg(pj >= 0 && idx_of("persisted 0 s2 keep_from=2") > pj,
                 "PERSISTED at %ld", pj);
@@ -522,6 +524,7 @@ START_TEST(replayed)
     ck_assert_uint_eq(j->persist.disk[0].step, 2);
     ck_assert_uint_eq(j->persist.disk[1].step, 4);
     ck_assert_uint_eq(j->persist.disk[1].mark, mark4);
+    ck_assert_uint_eq(j->persist.disk[1].bytes, 3000);
     ck_assert(j->restore_disk);
     ck_assert_uint_eq(j->restore_step, 4);
     ck_assert_uint_eq(j->restore_mark, mark4);
