@@ -9432,7 +9432,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_commit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[6] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[7] =
 {
   {
     "job",
@@ -9506,8 +9506,21 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[6
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bad",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__CtlRecPersisted, has_bad),
+    offsetof(Pt__CtlRecPersisted, bad),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_persisted__field_indices_by_name[] = {
+  6,   /* field[6] = bad */
   5,   /* field[5] = bytes */
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
@@ -9518,7 +9531,7 @@ static const unsigned pt__ctl_rec_persisted__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__ctl_rec_persisted__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor =
 {
@@ -9528,7 +9541,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor =
   "Pt__CtlRecPersisted",
   "pt",
   sizeof(Pt__CtlRecPersisted),
-  6,
+  7,
   pt__ctl_rec_persisted__field_descriptors,
   pt__ctl_rec_persisted__field_indices_by_name,
   1,  pt__ctl_rec_persisted__number_ranges,

@@ -2012,10 +2012,16 @@ struct  Pt__CtlRecPersisted
    */
   protobuf_c_boolean has_bytes;
   uint64_t bytes;
+  /*
+   * A restore from it failed (a file missing, damaged, foreign): never
+   * restored again. A record with bad names a step journaled before.
+   */
+  protobuf_c_boolean has_bad;
+  protobuf_c_boolean bad;
 };
 #define PT__CTL_REC_PERSISTED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_persisted__descriptor) \
-    , NULL, 0, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*

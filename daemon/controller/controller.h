@@ -428,7 +428,8 @@ struct ctl_jobs;
 
 /* The persistent tier of a job (ctl_jobs_persist.c). */
 #define CTL_DISK_MAX 16u            /* complete steps remembered */
-#define CTL_PERSIST_PATH_MAX 1024u  /* as a node's --persist-dir */
+#define CTL_PERSIST_PATH_MAX 896u   /* bytes of persist_dir, less than: a
+                                     * node's --persist-dir limit */
 #define CTL_PERSIST_EVERY_DEFAULT 100u
 #define CTL_PERSIST_KEEP_DEFAULT 2u
 #define CTL_PERSIST_RATE_DEFAULT (256ull << 20)
@@ -447,13 +448,13 @@ struct ctl_persist {
   uint64_t ok_bytes;      /* ... their data bytes */
   bool *ok;               /* per part */
   bool failed;            /* some part could not write it */
-  uint64_t mark_seq;
   struct ctl_disk_step disk[CTL_DISK_MAX]; /* complete, ascending */
   uint32_t ndisk;
   uint64_t persisted;     /* steps made complete by this controller */
   char error[300];        /* the last flush that failed, why */
-  bool next_disk;         /* the next epoch restores disk[next] from disk */
-  uint32_t next;
+  bool next_disk;         /* the next epoch restores this step from disk */
+  uint64_t next_step, next_mark;
+  uint32_t rec;           /* the disk[] entry a PERSISTED record names */
   char why[CTL_REASON_MAX / 2]; /* why memory could not serve */
 };
 
@@ -601,13 +602,22 @@ bool ctl_jobs_persist_marked(const struct ctl_job *j, uint64_t step,
 int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
                             uint32_t p, uint64_t step, uint64_t mark,
                             int status, const char *msg, uint64_t bytes);
+/* Part p missed the JOB_COMMIT of step: a marked step stays incomplete. */
+void ctl_jobs_persist_missed(struct ctl_job *j, uint32_t p, uint64_t step);
 /* Memory cannot serve the next epoch (why): it restores the newest
  * complete step on disk not found bad. False: there is none. */
 bool ctl_jobs_persist_fallback(struct ctl_job *j, const char *why);
 /* A part could not restore this epoch's step from disk: that step is bad;
  * the next epoch restores the complete one before it (true) or none is
  * left (false). */
-bool ctl_jobs_persist_disk_failed(struct ctl_job *j, const char *why);
+bool ctl_jobs_persist_disk_failed(struct ctl_jobs *js, struct ctl_job *j,
+                                  const char *why);
+/* ptctl restore or revive: the operator's step, from memory (a part that
+ * cannot serve it sends the job to disk again). */
+void ctl_jobs_persist_operator(struct ctl_job *j);
+/* The job goes back to step: the complete steps after it are dropped
+ * (of a history it left). */
+void ctl_jobs_persist_rollback(struct ctl_job *j, uint64_t step);
 /* ctl_jobs_begin_epoch: the restore point of the next epoch (a disk step
  * when one was chosen: j->restore_disk, restore_mark), the mark dropped.
  * Until a step commits, every next epoch restores from disk too (one that
@@ -621,10 +631,14 @@ void ctl_jobs_persist_replay_epoch(struct ctl_job *j);
 uint64_t ctl_jobs_persist_keep_from(const struct ctl_job *j);
 /* The newest complete step on disk; NULL: none. */
 const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j);
-/* The journal's PERSISTED record. PT_EFORMAT (why) for an unknown job. */
+/* The entry a PERSISTED record being journaled names (complete, or
+ * found bad); NULL: none. */
+const struct ctl_disk_step *ctl_jobs_persist_rec(const struct ctl_job *j);
+/* The journal's PERSISTED record (bad: a restore found it damaged).
+ * PT_EFORMAT (why) for an unknown job. */
 int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
                             uint64_t step, uint64_t mark, uint64_t ms,
-                            uint64_t bytes, char *why, size_t len);
+                            uint64_t bytes, bool bad, char *why, size_t len);
 
 /* ptctl start: checks, places, journals JOB then EPOCH 1, assigns. PT_OK
  * (OUT *out) or -EINVAL/-EEXIST/-ENOSPC/-EADDRINUSE with err, or the

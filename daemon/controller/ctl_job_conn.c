@@ -727,8 +727,8 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
                          now);
     break;
   case RPC_STEP_PERSISTED: {
-    /* Any epoch: a flush outlives the epoch that marked it, and the mark
-     * tells them apart. */
+    /* Whatever epoch it names: the mark tells the flushes apart (a new
+     * epoch drops the marked one, and its late reports are ignored). */
     const Pt__StepPersisted *m = (const Pt__StepPersisted *)msg;
     rc = ctl_jobs_persist_report(&ctl->jobs, j, p, m->step, m->mark,
                                  m->status, m->message,

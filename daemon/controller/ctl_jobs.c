@@ -374,11 +374,16 @@ int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
   if (j->restore_disk)
     log_notice("job '%s' epoch %" PRIu64 ": restoring step %" PRIu64 " from "
                "disk ('%s/%s', flush %" PRIu64 ")", j->spec->name, j->epoch,
-               from, j->spec->persist_dir, j->spec->name, j->restore_mark);
+               from, LOG_ESC(j->spec->persist_dir), j->spec->name,
+               j->restore_mark);
   /* A restore to an older step takes the job back to it: the steps after
-   * are done again, and committed again. */
+   * are done again, and committed again (the disk's too: of a history
+   * the job left, so that a step on disk is never newer than the
+   * committed one). */
   if (has_from && j->has_committed && from < j->committed)
     j->committed = from;
+  if (has_from)
+    ctl_jobs_persist_rollback(j, from);
   commit_reset(&j->commit, j->has_committed, j->committed);
   j->state = CTL_JOB_STARTING;
   j->due_ms = 0;
@@ -658,6 +663,7 @@ int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
   ctl_jobs_halt_all(js, j, false, now, true);
   j->restarts++;
   ctl_jobs_reason_set(j, "restore asked by ptctl");
+  ctl_jobs_persist_operator(j);
   rc = ctl_jobs_begin_epoch(js, j, has, from, now);
   if (rc != PT_OK) {
     snprintf(err, errlen, "cannot journal the new epoch: %s",

@@ -97,6 +97,9 @@ static void c_missed(void *ctx, uint32_t voter, uint64_t step,
   log_info("job '%s': node '%s' did not get the commit of step %" PRIu64
            " (%s); it learns it on reconnect", j->spec->name,
            j->parts[voter].node_id, step, text);
+  /* Nor the mark: the step never completes on disk; the next one is
+   * marked at once, not after the deadline. */
+  ctl_jobs_persist_missed(j, voter, step);
 }
 
 const struct commit_ops ctl_jobs_commit_ops = {

@@ -33,6 +33,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "pt.h"
 #include "common/log.h"
 #include "daemon/controller/controller.h"
@@ -80,8 +82,15 @@ void ctl_jobs_persist_on_commit(struct ctl_job *j, uint64_t step)
   ps->has_marked = true;
   ps->marked = step;
   ps->marked_until = now + CTL_PERSIST_PENDING_MS;
-  /* Unique across the controller's restarts, bound into every file. */
-  ps->mark = unix_ms() * 1000u + (++ps->mark_seq % 1000u);
+  /* Bound into every file: unique across the controller's restarts and
+   * the controllers that share a directory, and not guessable (a file
+   * of another instance is taken by its mark alone). Never 0. */
+  if (sodium_init() < 0) /* (once; idempotent) */
+    ps->mark = unix_ms() * 1000u + ps->commits; /* (never: as at start) */
+  else
+    do
+      randombytes_buf(&ps->mark, sizeof(ps->mark));
+    while (ps->mark == 0);
   ps->nok = 0;
   ps->ok_bytes = 0;
   ps->failed = false;
@@ -99,8 +108,16 @@ bool ctl_jobs_persist_marked(const struct ctl_job *j, uint64_t step,
   return yes;
 }
 
-/* The newest complete step, and those kept before it: the oldest
- * persist_keep - 1 beyond go (the nodes remove their files). */
+/* The oldest n entries of disk[] go. */
+static void disk_drop(struct ctl_persist *ps, uint32_t n)
+{
+  memmove(ps->disk, ps->disk + n, (ps->ndisk - n) * sizeof(*ps->disk));
+  ps->ndisk -= n;
+}
+
+/* A complete step: the newest, after the persist_keep newest good ones
+ * before it are kept (bad ones do not count: they are never restored),
+ * and what is older goes (the nodes remove their files). */
 static void disk_add(struct ctl_job *j, uint64_t step, uint64_t mark,
                      uint64_t ms, uint64_t bytes)
 {
@@ -112,14 +129,27 @@ static void disk_add(struct ctl_job *j, uint64_t step, uint64_t mark,
   uint32_t keep = j->spec->has_persist_keep && j->spec->persist_keep > 0
                       ? j->spec->persist_keep
                       : CTL_PERSIST_KEEP_DEFAULT;
-  if (keep > CTL_DISK_MAX)
-    keep = CTL_DISK_MAX;
-  while (ps->ndisk >= keep) {
-    memmove(ps->disk, ps->disk + 1, (ps->ndisk - 1) * sizeof(*ps->disk));
-    ps->ndisk--;
-  }
+  if (keep > CTL_DISK_MAX - 1)
+    keep = CTL_DISK_MAX - 1;
+  /* keep - 1 good ones before the new one, and the bad ones among them */
+  uint32_t good = 0, from = ps->ndisk;
+  while (from > 0 && good < keep - 1)
+    good += !ps->disk[--from].bad;
+  disk_drop(ps, from);
+  if (ps->ndisk == CTL_DISK_MAX)
+    disk_drop(ps, 1);
   ps->disk[ps->ndisk++] = (struct ctl_disk_step){
       .step = step, .mark = mark, .unix_ms = ms, .bytes = bytes};
+}
+
+/* The entry of step's flush mark; NULL: not (or no longer) complete. */
+static struct ctl_disk_step *disk_find(struct ctl_persist *ps, uint64_t step,
+                                       uint64_t mark)
+{
+  for (uint32_t i = 0; i < ps->ndisk; i++)
+    if (ps->disk[i].step == step && ps->disk[i].mark == mark)
+      return &ps->disk[i];
+  return NULL;
 }
 
 int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
@@ -155,6 +185,7 @@ int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
   ps->has_marked = false;
   struct ctl_persist was = *ps;
   disk_add(j, step, mark, unix_ms(), ps->ok_bytes);
+  ps->rec = ps->ndisk - 1;
   int rc = js->ops->journal(js->ctx, j, CTL_REC_PERSISTED);
   if (rc != PT_OK) {
     /* Not durable: not complete. */
@@ -167,45 +198,83 @@ int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
   }
   ps->persisted++;
   log_info("job '%s': step %" PRIu64 " is complete on disk (every rank's "
-           "file under '%s/%s')", j->spec->name, step, j->spec->persist_dir,
-           j->spec->name);
+           "file under '%s/%s')", j->spec->name, step,
+           LOG_ESC(j->spec->persist_dir), j->spec->name);
   for (uint32_t q = 0; q < j->nparts; q++)
     if (ctl_jobs_part_connected(js, j, q))
       (void)js->ops->persisted(js->ctx, j, q);
   return PT_OK;
 }
 
+void ctl_jobs_persist_missed(struct ctl_job *j, uint32_t p, uint64_t step)
+{
+  struct ctl_persist *ps = &j->persist;
+  if (!ps->has_marked || ps->marked != step || ps->failed || p >= j->nparts)
+    return;
+  ps->failed = true;
+  snprintf(ps->error, sizeof(ps->error), "step %" PRIu64 ": node '%.64s' "
+           "did not get its commit (and the mark)", step, j->parts[p].node_id);
+  log_notice("job '%s': %s; the step stays incomplete on disk",
+             j->spec->name, ps->error);
+}
+
 bool ctl_jobs_persist_fallback(struct ctl_job *j, const char *why)
 {
   struct ctl_persist *ps = &j->persist;
   for (uint32_t i = ps->ndisk; i-- > 0;) {
-    if (ps->disk[i].bad)
+    const struct ctl_disk_step *d = &ps->disk[i];
+    if (d->bad)
       continue;
-    if (!ps->next_disk || ps->next != i)
+    if (!ps->next_disk || ps->next_step != d->step || ps->next_mark != d->mark)
       log_notice("job '%s': %s: the next epoch restores step %" PRIu64
                  " from disk (the newest complete one)", j->spec->name, why,
-                 ps->disk[i].step);
+                 d->step);
     ps->next_disk = true;
-    ps->next = i;
+    ps->next_step = d->step;
+    ps->next_mark = d->mark;
     snprintf(ps->why, sizeof(ps->why), "%s", why);
+    /* Nothing completes meanwhile (the mark goes): the step chosen is
+     * never pruned before its epoch. */
+    ps->has_marked = false;
     return true;
   }
   return false;
 }
 
-bool ctl_jobs_persist_disk_failed(struct ctl_job *j, const char *why)
+bool ctl_jobs_persist_disk_failed(struct ctl_jobs *js, struct ctl_job *j,
+                                  const char *why)
 {
   struct ctl_persist *ps = &j->persist;
-  for (uint32_t i = 0; i < ps->ndisk && j->restore_disk; i++)
-    if (ps->disk[i].step == j->restore_step &&
-        ps->disk[i].mark == j->restore_mark && !ps->disk[i].bad) {
-      ps->disk[i].bad = true;
-      log_warn("job '%s': step %" PRIu64 " on disk cannot be restored (%s); "
-               "never tried again", j->spec->name, j->restore_step,
-               LOG_ESC(why));
-    }
+  struct ctl_disk_step *d =
+      j->restore_disk ? disk_find(ps, j->restore_step, j->restore_mark) : NULL;
+  if (d != NULL && !d->bad) {
+    d->bad = true;
+    log_warn("job '%s': step %" PRIu64 " on disk cannot be restored (%s); "
+             "never tried again", j->spec->name, j->restore_step,
+             LOG_ESC(why));
+    /* Journaled: a restarted controller does not try it again. */
+    ps->rec = (uint32_t)(d - ps->disk);
+    (void)js->ops->journal(js->ctx, j, CTL_REC_PERSISTED);
+  }
   ps->next_disk = false;
   return ctl_jobs_persist_fallback(j, "the restore from disk failed");
+}
+
+void ctl_jobs_persist_operator(struct ctl_job *j)
+{
+  /* Her step, from memory; a part that cannot serve it sends the job to
+   * disk again (PT_ENOFRAG). */
+  j->persist.next_disk = false;
+}
+
+void ctl_jobs_persist_rollback(struct ctl_job *j, uint64_t step)
+{
+  struct ctl_persist *ps = &j->persist;
+  /* The steps after it are done again: their files are of a history the
+   * job left (the nodes remove them as newer ones complete). */
+  while (ps->ndisk > 0 && ps->disk[ps->ndisk - 1].step > step &&
+         !(ps->next_disk && ps->disk[ps->ndisk - 1].step == ps->next_step))
+    ps->ndisk--;
 }
 
 bool ctl_jobs_persist_part_failed(struct ctl_jobs *js, struct ctl_job *j,
@@ -222,7 +291,7 @@ bool ctl_jobs_persist_part_failed(struct ctl_jobs *js, struct ctl_job *j,
   if (!m->has_disk_failed || !m->disk_failed || !j->restore_disk)
     return false;
   /* Its files of the step failed: the complete step before it. */
-  if (!ctl_jobs_persist_disk_failed(j, why)) {
+  if (!ctl_jobs_persist_disk_failed(js, j, why)) {
     commit_cancel(&j->commit);
     ctl_jobs_reason_set(j, "%s; no older complete step on disk: not "
                         "restarted (never from damaged state)", why);
@@ -241,12 +310,20 @@ void ctl_jobs_persist_epoch(struct ctl_job *j, bool *has_from, uint64_t *from)
   ps->commits = 0;
   j->restore_disk = false;
   j->restore_mark = 0;
-  if (!ps->next_disk || ps->next >= ps->ndisk)
+  if (!ps->next_disk)
     return;
+  const struct ctl_disk_step *d = disk_find(ps, ps->next_step, ps->next_mark);
+  if (d == NULL || d->bad) {
+    /* (never: nothing completes while a disk step is chosen) */
+    ps->next_disk = false;
+    if (!ctl_jobs_persist_fallback(j, ps->why))
+      return;
+    d = disk_find(ps, ps->next_step, ps->next_mark);
+  }
   *has_from = true;
-  *from = ps->disk[ps->next].step;
+  *from = d->step;
   j->restore_disk = true;
-  j->restore_mark = ps->disk[ps->next].mark;
+  j->restore_mark = d->mark;
   ctl_jobs_reason_set(j, "%s; restoring step %" PRIu64 " from disk, the "
                       "newest complete step there", ps->why, *from);
 }
@@ -255,13 +332,16 @@ void ctl_jobs_persist_replay_epoch(struct ctl_job *j)
 {
   struct ctl_persist *ps = &j->persist;
   ps->next_disk = false;
-  for (uint32_t i = 0; j->restore_disk && i < ps->ndisk; i++)
-    if (ps->disk[i].step == j->restore_step &&
-        ps->disk[i].mark == j->restore_mark) {
-      ps->next_disk = true;
-      ps->next = i;
-      snprintf(ps->why, sizeof(ps->why), "memory could not serve the job");
-    }
+  const struct ctl_disk_step *d =
+      j->restore_disk ? disk_find(ps, j->restore_step, j->restore_mark) : NULL;
+  if (d != NULL && !d->bad) {
+    ps->next_disk = true;
+    ps->next_step = d->step;
+    ps->next_mark = d->mark;
+    snprintf(ps->why, sizeof(ps->why), "memory could not serve the job");
+  } else if (j->restore_disk) {
+    (void)ctl_jobs_persist_fallback(j, "memory could not serve the job");
+  }
 }
 
 uint64_t ctl_jobs_persist_keep_from(const struct ctl_job *j)
@@ -278,13 +358,31 @@ const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j)
 
 int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
                             uint64_t step, uint64_t mark, uint64_t ms,
-                            uint64_t bytes, char *why, size_t len)
+                            uint64_t bytes, bool bad, char *why, size_t len)
 {
   struct ctl_job *j = ctl_jobs_find(js, job);
   if (j == NULL) {
     snprintf(why, len, "PERSISTED of unknown job '%s'", job);
     return PT_EFORMAT;
   }
-  disk_add(j, step, mark, ms, bytes);
+  struct ctl_disk_step *d = disk_find(&j->persist, step, mark);
+  if (d == NULL) {
+    disk_add(j, step, mark, ms, bytes);
+    d = &j->persist.disk[j->persist.ndisk - 1];
+  }
+  d->bad = d->bad || bad;
+  /* The epoch replayed before chose it: the next one takes the one before
+   * (as the live controller did). */
+  struct ctl_persist *ps = &j->persist;
+  if (bad && ps->next_disk && ps->next_step == step && ps->next_mark == mark) {
+    ps->next_disk = false;
+    (void)ctl_jobs_persist_fallback(j, "the restore from disk failed");
+  }
   return PT_OK;
+}
+
+const struct ctl_disk_step *ctl_jobs_persist_rec(const struct ctl_job *j)
+{
+  const struct ctl_persist *ps = &j->persist;
+  return ps->rec < ps->ndisk ? &ps->disk[ps->rec] : NULL;
 }

@@ -153,6 +153,7 @@ static int revive(struct ctl_jobs *js, struct ctl_job *j, bool has,
                       ctl_jobs_state_name(was));
   /* Live while its EPOCH is journaled: a compaction then copies it so. */
   j->state = CTL_JOB_STARTING;
+  ctl_jobs_persist_operator(j);
   rc = ctl_jobs_begin_epoch(js, j, has, from, now);
   if (rc != PT_OK) {
     j->state = was;

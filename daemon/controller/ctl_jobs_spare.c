@@ -210,12 +210,12 @@ bool ctl_jobs_spare_take(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
     if (pick[p] == SIZE_MAX)
       continue;
     const struct ctl_persist *ps = &j->persist;
-    bool disk = ps->next_disk && ps->next < ps->ndisk;
+    bool disk = ps->next_disk;
     if (j->has_committed || disk)
       log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "
                  "index %" PRIu32 "), restoring step %" PRIu64 "%s",
                  j->spec->name, was[p].node_id, pt->node_id, p,
-                 disk ? ps->disk[ps->next].step : j->committed,
+                 disk ? ps->next_step : j->committed,
                  disk ? " from disk" : "");
     else
       log_notice("job '%s': node '%s' lost; spare '%s' takes its place (node "

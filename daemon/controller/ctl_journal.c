@@ -130,6 +130,8 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
       j->restore_disk = m->has_restore_from_disk && m->restore_from_disk &&
                         j->has_restore;
       j->restore_mark = j->restore_disk ? m->restore_disk_mark : 0;
+      if (j->has_restore) /* as ctl_jobs_begin_epoch */
+        ctl_jobs_persist_rollback(j, j->restore_step);
       ctl_jobs_persist_replay_epoch(j);
     }
     /* Why it restarted, for ptctl status after a controller restart. */
@@ -164,8 +166,8 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
       goto undecodable;
     rc = ctl_jobs_persist_replay(r->js, m->job, m->step, m->mark,
                                  m->has_unix_ms ? m->unix_ms : 0,
-                                 m->has_bytes ? m->bytes : 0, why,
-                                 sizeof(why));
+                                 m->has_bytes ? m->bytes : 0,
+                                 m->has_bad && m->bad, why, sizeof(why));
     pt__ctl_rec_persisted__free_unpacked(m, NULL);
     break;
   }
@@ -341,9 +343,9 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     msg = &rc.base;
     break;
   case CTL_REC_PERSISTED: {
-    /* The newest complete step (a compaction: one record per step kept,
-     * encode_persisted). */
-    const struct ctl_disk_step *d = ctl_jobs_persist_newest(job);
+    /* The step made complete, or found bad (a compaction: one record
+     * per step kept, encode_persisted). */
+    const struct ctl_disk_step *d = ctl_jobs_persist_rec(job);
     if (d == NULL)
       return -EINVAL;
     rp.job = job->spec->name;
@@ -354,6 +356,7 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     rp.unix_ms = d->unix_ms;
     rp.has_bytes = true;
     rp.bytes = d->bytes;
+    rp.has_bad = rp.bad = d->bad;
     msg = &rp.base;
     break;
   }
@@ -429,6 +432,7 @@ static int encode_persisted(const struct ctl_job *job,
   rp.unix_ms = d->unix_ms;
   rp.has_bytes = true;
   rp.bytes = d->bytes;
+  rp.has_bad = rp.bad = d->bad;
   *len = pt__ctl_rec_persisted__get_packed_size(&rp);
   *buf = malloc(*len > 0 ? *len : 1);
   if (*buf == NULL)

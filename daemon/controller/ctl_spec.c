@@ -124,8 +124,8 @@ int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
         (l >= 3 && strcmp(s->persist_dir + l - 3, "/..") == 0) ||
         (l >= 2 && strcmp(s->persist_dir + l - 2, "/.") == 0))
       return bad(err, errlen, "job '%s': persist dir '%.200s': expected an "
-                 "absolute path under %u bytes, without . or .. parts",
-                 s->name, s->persist_dir, CTL_PERSIST_PATH_MAX);
+                 "absolute path of at most %u bytes, without . or .. parts",
+                 s->name, s->persist_dir, CTL_PERSIST_PATH_MAX - 1);
     if (!s->has_persist_every || s->persist_every == 0) {
       s->has_persist_every = true;
       s->persist_every = CTL_PERSIST_EVERY_DEFAULT;

@@ -139,8 +139,9 @@ static int configure(struct node *n, const Pt__JobAssign *a)
    * defaults). */
   c->persist_dir[0] = '\0';
   if (s->persist_dir != NULL && s->persist_dir[0] != '\0') {
-    if (strlen(s->persist_dir) >= sizeof(c->persist_dir) ||
-        s->persist_dir[0] != '/')
+    /* (as --persist-dir: room for the job and a step under it) */
+    if (s->persist_dir[0] != '/' || strstr(s->persist_dir, "/..") != NULL ||
+        strlen(s->persist_dir) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
       return -ENAMETOOLONG;
     snprintf(c->persist_dir, sizeof(c->persist_dir), "%s", s->persist_dir);
     c->persist_every = s->has_persist_every ? s->persist_every : 100;
@@ -177,6 +178,7 @@ static void fail_at_start(struct node *n, int rc, const char *fmt, ...)
     return; /* a permanent failure recorded before the node's restart */
   snprintf(p->fail_msg, sizeof(p->fail_msg), "%s", why);
   p->fail_status = rc;
+  p->fail_disk = false; /* not the files of a step: the part never ran */
 }
 
 /* Starts the part of the assignment in p->buf (request id: its answer).
@@ -217,6 +219,7 @@ static void start(struct node *n, uint64_t id, bool adopt)
     p->fail_msg[0] = '\0';
     p->fail_permanent = false;
   }
+  p->fail_disk = false;
   p->n_end_held = 0;
   reset_job(n);
   rc = configure(n, a);
@@ -306,7 +309,11 @@ static void start(struct node *n, uint64_t id, bool adopt)
   rc = node_persist_open(n, perr, sizeof(perr));
   if (rc != PT_OK) {
     fail_at_start(n, rc, "node '%.40s': %.400s", n->cfg.node_id, perr);
-    p->fail_permanent = !adopt; /* the same on every epoch */
+    /* A directory that is not fit (a symlink, another's, open to all, not
+     * one) is so on every epoch; one not there yet (a file system still
+     * mounting) may be there at the next. */
+    p->fail_permanent = !adopt && (rc == -EPERM || rc == -ENOTDIR ||
+                                   rc == -ELOOP || rc == -ENAMETOOLONG);
     goto refused;
   }
   if (a->has_restore_step && a->has_restore_from_disk &&
@@ -417,6 +424,7 @@ void node_part_failing(struct node *n)
            n->cfg.node_id, n->why);
   p->fail_status = PT_ECONFIG;
   p->fail_permanent = true;
+  p->fail_disk = false;
   node_part_record_write(p);
 }
 

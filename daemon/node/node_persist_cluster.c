@@ -73,13 +73,14 @@ void node_persist_cluster_report(struct node *n, int status, const char *msg)
 
 /* ---- removing the old steps ---- */
 
-/* Whether name is rank g's file or one of its temporary files. */
-static bool own_file(const struct node *n, const char *name)
+/* Whether name is the file of one of the ranks the pruning was queued
+ * for, or one of its temporary files. */
+static bool own_file(const struct node_persist *ps, const char *name)
 {
-  for (uint32_t i = 0; i < n->cfg.ranks; i++) {
+  for (uint32_t i = 0; i < ps->w_ranks; i++) {
     char f[40];
     int l = snprintf(f, sizeof(f), "rank-%" PRIu32 ".pts",
-                     n->cfg.first_rank + i);
+                     ps->w_first_rank + i);
     if (strcmp(name, f) == 0)
       return true;
     size_t nl = strlen(name), sl = strlen(SNAP_FILE_TMP_SUFFIX);
@@ -94,7 +95,6 @@ static bool own_file(const struct node *n, const char *name)
 static void prune_work(uv_work_t *req)
 {
   struct node_persist *ps = req->data;
-  struct node *n = ps->n;
   uint64_t *steps = malloc(NODE_PERSIST_LIST_MAX * sizeof(*steps));
   bool *complete = malloc(NODE_PERSIST_LIST_MAX * sizeof(*complete));
   uint32_t removed = 0;
@@ -120,7 +120,7 @@ static void prune_work(uv_work_t *req)
     struct dirent *e;
     bool any = false;
     while (d != NULL && (e = readdir(d)) != NULL)
-      if (own_file(n, e->d_name) && unlinkat(fd, e->d_name, 0) == 0)
+      if (own_file(ps, e->d_name) && unlinkat(fd, e->d_name, 0) == 0)
         any = true;
     if (d != NULL)
       closedir(d);
@@ -171,6 +171,8 @@ void node_persist_cluster_complete(struct node *n, uint64_t step,
   if (ps->busy || keep_from == 0)
     return; /* the next one removes what this one would have */
   ps->w_step = keep_from;
+  ps->w_first_rank = n->cfg.first_rank;
+  ps->w_ranks = n->cfg.ranks;
   int rc = uv_queue_work(n->loop, &ps->work, prune_work, prune_done);
   if (rc != 0) {
     log_warn("persist: cannot remove old steps: %s", uv_strerror(rc));

@@ -46,6 +46,8 @@ struct node_persist {
   bool busy;
   bool orphan;               /* closed while busy: freed when it ends */
   uint32_t w_nremoved;       /* a cluster's pruning: steps it removed */
+  uint32_t w_first_rank, w_ranks; /* ... of these ranks' files (the part
+                              * as it was queued: n->cfg changes) */
   uint64_t w_step;
   int w_rc;
   char w_msg[400];

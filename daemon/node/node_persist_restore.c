@@ -196,7 +196,7 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
            "%s%s", NODE_RANK(n, r->rank), e->step,
            e->message != NULL ? e->message : pt_strerror(st),
            bad ? "; that step is not used again" : "");
-  if (bad && !ps->picked_resume && ps->jobfd >= 0) {
+  if (bad && !ps->picked_resume && ps->jobfd >= 0 && !n->cfg.cluster) {
     /* Damaged in our own directory: no longer complete, so that no later
      * start tries it again (the files stay until the next pruning). An
      * archive named by --resume-from is never written to. */

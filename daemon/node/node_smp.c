@@ -302,9 +302,11 @@ int node_smp_request(struct node *n, struct node_rank *r,
     sr.step = sr.has_step ? step : 0;
     sr.has_rebuild = sr.has_step && r->restore_rebuild && !n->restore_disk;
     sr.rebuild = sr.has_rebuild;
-    if (sr.has_step && n->restore_disk &&
-        node_persist_restore_step_dir(n, step, disk_dir, sizeof(disk_dir)) == PT_OK)
-    {
+    if (sr.has_step && n->restore_disk) {
+      /* never a memory restore of the step in its place */
+      rc = node_persist_restore_step_dir(n, step, disk_dir, sizeof(disk_dir));
+      if (rc != PT_OK)
+        return rc;
       sr.from_disk = disk_dir;
       sr.has_from_disk_mark = true;
       sr.from_disk_mark = node_persist_restore_mark(n);

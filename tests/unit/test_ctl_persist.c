@@ -360,6 +360,20 @@ START_TEST(marks_and_completes)
   /* while a mark is outstanding, the next is not made */
   commit_steps(j, 11, 12);
   ck_assert_uint_eq(j->persist.marked, 10);
+  /* a new epoch drops it: its late reports make nothing complete */
+  uint64_t mark10 = j->persist.mark;
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 100);
+  ctl_jobs_tick_all(&JS, 60000);
+  ck_assert_uint_eq(j->epoch, 2);
+  ck_assert(!j->persist.has_marked);
+  for (uint32_t p = 0; p < 3; p++)
+    ctl_jobs_persist_report(&JS, j, p, 10, mark10, PT_OK, NULL, 1000);
+  ck_assert_uint_eq(ctl_jobs_persist_newest(j)->step, 6);
+  /* a report from a part out of range is refused */
+  ck_assert_int_eq(ctl_jobs_persist_report(&JS, j, 7, 10, mark10, PT_OK,
+                                           NULL, 1000), PT_OK);
+  ck_assert_uint_eq(ctl_jobs_persist_newest(j)->step, 6);
   world_close();
 }
 END_TEST
@@ -515,8 +529,8 @@ START_TEST(replayed)
 
   for (int round = 0; round < 2; round++) {
     world_init();
-    ck_assert_int_eq(ctl_journal_open(&JR, PATH, &JS, &dropped, err,
-                                      sizeof(err)), PT_OK);
+    int rc = ctl_journal_open(&JR, PATH, &JS, &dropped, err, sizeof(err));
+    ck_assert_msg(rc == PT_OK, "round %d: %s", round, err);
     ctl_jobs_replay_done(&JS, 0);
     j = ctl_jobs_find(&JS, "j");
     ck_assert_ptr_nonnull(j);
@@ -538,6 +552,123 @@ START_TEST(replayed)
 }
 END_TEST
 
+/* The step chosen on disk is held by step and flush, not by place: a late
+ * report of the mark outstanding at the loss is not taken (the mark goes
+ * with the choice), so nothing shifts or prunes the step the next epoch
+ * restores; bad steps do not count toward --persist-keep; ptctl restore
+ * is the operator's step, from memory. */
+START_TEST(choice_held)
+{
+  setup();
+  struct ctl_job *j = abc_job();
+  commit_steps(j, 1, 2);
+  report_all(j, UINT32_MAX);
+  commit_steps(j, 3, 4);
+  report_all(j, UINT32_MAX);
+  commit_steps(j, 5, 6); /* step 6 marked, not yet reported */
+  ck_assert(j->persist.has_marked && j->persist.marked == 6);
+  uint64_t mark6 = j->persist.mark;
+  add_node("d", NULL, 1, 4, 0);
+  add_node("e", NULL, 1, 5, 0);
+  uintptr_t bc[] = {2, 3, 0};
+  nodes_die(bc, 1000);
+  ck_assert(j->restore_disk && j->restore_step == 4);
+  ck_assert(!j->persist.has_marked);
+  /* the late reports of step 6: ignored, nothing completes or is pruned */
+  for (uint32_t p = 0; p < 3; p++)
+    ctl_jobs_persist_report(&JS, j, p, 6, mark6, PT_OK, NULL, 1000);
+  ck_assert_uint_eq(ctl_jobs_persist_newest(j)->step, 4);
+  ck_assert_uint_eq(j->persist.ndisk, 2);
+  /* step 4 fails: 2 next; bad 4 kept, not counted toward keep */
+  run_all(j, 2000);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  m.has_status = m.has_disk_failed = m.disk_failed = true;
+  m.status = PT_ECHECKSUM;
+  ctl_jobs_part_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 2100);
+  ctl_jobs_tick_all(&JS, 60000);
+  ck_assert(j->restore_disk && j->restore_step == 2);
+  ck_assert(seen("J PERSISTED j s2") && j->persist.disk[1].bad);
+  /* running from 2: steps 3..4 again, 4 complete again (a new flush) */
+  run_all(j, 61000);
+  commit_steps(j, 3, 4);
+  report_all(j, UINT32_MAX);
+  ck_assert_uint_eq(ctl_jobs_persist_newest(j)->step, 4);
+  ck_assert(!ctl_jobs_persist_newest(j)->bad);
+  /* (the old 4 was of the history left: dropped; 2 and 4 kept) */
+  ck_assert_uint_eq(j->persist.ndisk, 2);
+  ck_assert_uint_eq(j->persist.disk[0].step, 2);
+  world_close();
+
+  /* ptctl restore in a disk epoch: the operator's step, from memory */
+  setup();
+  j = abc_job();
+  commit_steps(j, 1, 2);
+  report_all(j, UINT32_MAX);
+  commit_steps(j, 3, 3);
+  add_node("d", NULL, 1, 4, 0);
+  add_node("e", NULL, 1, 5, 0);
+  nodes_die(bc, 1000);
+  ck_assert(j->restore_disk && j->restore_step == 2);
+  run_all(j, 2000);
+  bool has;
+  uint64_t restored;
+  char err[256];
+  ck_assert_int_eq(ctl_jobs_restore(&JS, "j", false, 0, 3000, &has, &restored,
+                                    err, sizeof(err)), PT_OK);
+  ck_assert(!j->restore_disk);
+  ck_assert(has && restored == j->restore_step);
+  world_close();
+}
+END_TEST
+
+/* Bad steps are journaled: a restarted controller never tries them. */
+START_TEST(bad_replayed)
+{
+  char err[512];
+  uint64_t dropped = 0;
+  snprintf(DIRP, sizeof(DIRP), "/tmp/pt-test-persist.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(DIRP));
+  snprintf(PATH, sizeof(PATH), "%s/journal", DIRP);
+  setup();
+  ck_assert_int_eq(ctl_journal_open(&JR, PATH, &JS, &dropped, err,
+                                    sizeof(err)), PT_OK);
+  ctl_jobs_replay_done(&JS, 0);
+  struct ctl_job *j = abc_job();
+  commit_steps(j, 1, 2);
+  report_all(j, UINT32_MAX);
+  commit_steps(j, 3, 4);
+  report_all(j, UINT32_MAX);
+  add_node("d", NULL, 1, 4, 0);
+  add_node("e", NULL, 1, 5, 0);
+  uintptr_t bc[] = {2, 3, 0};
+  nodes_die(bc, 1000);
+  ck_assert(j->restore_step == 4);
+  run_all(j, 2000);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  m.has_disk_failed = m.disk_failed = true;
+  ctl_jobs_part_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 2100);
+  ck_assert(j->persist.disk[1].bad);
+  world_close();
+  for (int round = 0; round < 2; round++) {
+    world_init();
+    ck_assert_int_eq(ctl_journal_open(&JR, PATH, &JS, &dropped, err,
+                                      sizeof(err)), PT_OK);
+    ctl_jobs_replay_done(&JS, 0);
+    j = ctl_jobs_find(&JS, "j");
+    ck_assert_uint_eq(j->persist.ndisk, 2);
+    ck_assert(!j->persist.disk[0].bad && j->persist.disk[1].bad);
+    /* the epoch journaled restores 4 from disk; its next one, 2 */
+    ck_assert(j->persist.next_disk);
+    ck_assert_uint_eq(j->persist.next_step, 2);
+    if (round == 0)
+      ck_assert_int_eq(ctl_journal_compact(JR, &JS, true), PT_OK);
+    world_close();
+  }
+  unlink(PATH);
+  rmdir(DIRP);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ctl_persist");
@@ -547,6 +678,8 @@ int main(void)
   tcase_add_test(tc, m_plus_one_from_disk);
   tcase_add_test(tc, nofrag_to_disk);
   tcase_add_test(tc, replayed);
+  tcase_add_test(tc, choice_held);
+  tcase_add_test(tc, bad_replayed);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
