@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include "rpc/rpc.h"
 
@@ -405,5 +406,47 @@ struct bench_cluster_real {
 };
 int bench_cluster_real_run(const struct bench_opts *o, struct bench_cluster_real *r,
                            char *errbuf, size_t errlen);
+
+/* ---- ptbench's report (bench_report.c): targets, JSON, the table ---- */
+
+struct target {
+  const char *key;      /* JSON name of the ratio */
+  const char *label;    /* human row */
+  double value;
+  bool at_least;        /* value >= bound, else value <= bound */
+  double bound;
+  const char *note;     /* what the ratio divides */
+};
+/* The target named key among n; NULL: none. */
+const struct target *bench_target_find(const struct target *t, size_t n,
+                                       const char *key);
+/* Measured, and on the right side of its bound. */
+bool bench_target_ok(const struct target *t);
+
+/* One JSON object being printed: "key": value pairs, comma-separated. */
+struct bench_json {
+  FILE *f;
+  bool first;
+};
+void bench_json_key(struct bench_json *j, const char *k);
+void bench_json_num(struct bench_json *j, const char *k, double v); /* NaN: null */
+void bench_json_u64(struct bench_json *j, const char *k, uint64_t v);
+void bench_json_bool(struct bench_json *j, const char *k, bool v);
+void bench_json_str_val(FILE *f, const char *s);
+void bench_json_str(struct bench_json *j, const char *k, const char *s);
+
+/* A row of the table: label, measured, limit, ratio (NaN: "-"), target,
+ * result. */
+void bench_row(const char *label, const char *measured, const char *limit,
+               double ratio, const char *target, const char *result);
+/* v formatted with f into buf, "-" when not finite. */
+const char *bench_fmt(char *buf, size_t len, const char *f, double v);
+/* The row of target t. */
+void bench_target_row(const struct target *t, const char *label,
+                      const char *measured, const char *limit);
+
+/* ptbench --cluster (bench_cluster_report.c): measures and reports. Exit
+ * status as ptbench's. */
+int bench_cluster_main(struct bench_opts *o, bool json);
 
 #endif /* PT_BENCH_H */

@@ -184,15 +184,6 @@ struct results {
   double elapsed_s;
 };
 
-struct target {
-  const char *key;      /* JSON name of the ratio */
-  const char *label;    /* human row */
-  double value;
-  bool at_least;        /* value >= bound, else value <= bound */
-  double bound;
-  const char *note;     /* what the ratio divides */
-};
-
 static int parse_int(const char *arg, const char *flag, int lo, int hi, int *out)
 {
   char *end;
@@ -284,192 +275,121 @@ static size_t targets_fill(const struct results *res, struct target *t)
   return n;
 }
 
-/* The target named key (every key is filled by targets_fill). */
-static const struct target *target_find(const struct target *t, size_t n,
-                                        const char *key)
-{
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(t[i].key, key) == 0)
-      return &t[i];
-  return NULL;
-}
-
-static bool target_ok(const struct target *t)
-{
-  if (!isfinite(t->value))
-    return false;
-  return t->at_least ? t->value >= t->bound : t->value <= t->bound;
-}
-
-/* ---- JSON ---- */
-
-struct json {
-  FILE *f;
-  bool first;
-};
-
-static void json_key(struct json *j, const char *k)
-{
-  fprintf(j->f, "%s\n  \"%s\": ", j->first ? "" : ",", k);
-  j->first = false;
-}
-
-static void json_num(struct json *j, const char *k, double v)
-{
-  json_key(j, k);
-  if (isfinite(v))
-    fprintf(j->f, "%.6g", v);
-  else
-    fputs("null", j->f);
-}
-
-static void json_u64(struct json *j, const char *k, uint64_t v)
-{
-  json_key(j, k);
-  fprintf(j->f, "%llu", (unsigned long long)v);
-}
-
-static void json_bool(struct json *j, const char *k, bool v)
-{
-  json_key(j, k);
-  fputs(v ? "true" : "false", j->f);
-}
-
-static void json_str_val(FILE *f, const char *s)
-{
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\')
-      fprintf(f, "\\%c", *p);
-    else if (*p < 0x20)
-      fprintf(f, "\\u%04x", *p);
-    else
-      fputc(*p, f);
-  }
-  fputc('"', f);
-}
-
-static void json_str(struct json *j, const char *k, const char *s)
-{
-  json_key(j, k);
-  json_str_val(j->f, s);
-}
-
 static void print_json(const struct bench_opts *o, const struct results *res,
                        const char *error)
 {
   const struct bench_copy_result *c = &res->copy;
-  struct json j = { stdout, true };
+  struct bench_json j = { stdout, true };
   double nan_ = NAN;
   struct target t[16];
   size_t nt = targets_fill(res, t);
 
   fputc('{', stdout);
-  json_bool(&j, "complete", error == NULL);
+  bench_json_bool(&j, "complete", error == NULL);
   if (error != NULL)
-    json_str(&j, "error", error);
-  json_str(&j, "cpu", res->cpu);
-  json_u64(&j, "cores", (uint64_t)res->cores);
-  json_u64(&j, "bytes", o->bytes);
-  json_u64(&j, "copy_threads", (uint64_t)o->copy_threads);
-  json_str(&j, "backend", kern_backend_name());
-  json_str(&j, "stat", "median");
-  json_str(&j, "units", "GB/s = 1e9 bytes per second; ms = milliseconds");
+    bench_json_str(&j, "error", error);
+  bench_json_str(&j, "cpu", res->cpu);
+  bench_json_u64(&j, "cores", (uint64_t)res->cores);
+  bench_json_u64(&j, "bytes", o->bytes);
+  bench_json_u64(&j, "copy_threads", (uint64_t)o->copy_threads);
+  bench_json_str(&j, "backend", kern_backend_name());
+  bench_json_str(&j, "stat", "median");
+  bench_json_str(&j, "units", "GB/s = 1e9 bytes per second; ms = milliseconds");
 
-  json_num(&j, "copy_limit_gbps", res->have_copy ? c->copy_limit_gbps : nan_);
-  json_str(&j, "copy_limit_method", res->have_copy ? bench_limit_name(c->limit_which) : "");
-  json_u64(&j, "copy_limit_threads", (uint64_t)c->limit_threads);
+  bench_json_num(&j, "copy_limit_gbps", res->have_copy ? c->copy_limit_gbps : nan_);
+  bench_json_str(&j, "copy_limit_method", res->have_copy ? bench_limit_name(c->limit_which) : "");
+  bench_json_u64(&j, "copy_limit_threads", (uint64_t)c->limit_threads);
   for (int w = 0; w < BENCH_LIMIT_COUNT; w++) {
     char key[64];
     snprintf(key, sizeof(key), "copy_limit_%s_gbps", bench_limit_name(w));
-    json_num(&j, key, res->have_copy ? c->limit_gbps[w] : nan_);
+    bench_json_num(&j, key, res->have_copy ? c->limit_gbps[w] : nan_);
   }
-  json_num(&j, "memcpy_gbps", res->have_copy ? c->memcpy_gbps : nan_);
-  json_num(&j, "snapshot_gbps", res->have_copy ? c->snapshot_gbps : nan_);
-  json_num(&j, "snapshot_crc_gbps", res->have_copy ? c->snapshot_crc_gbps : nan_);
-  json_num(&j, "snapshot_blocking_ms_p50", res->have_copy ? c->blocking_ms_p50 : nan_);
-  json_num(&j, "snapshot_blocking_ms_p99", res->have_copy ? c->blocking_ms_p99 : nan_);
-  json_num(&j, "snapshot_blocking_ms_max", res->have_copy ? c->blocking_ms_max : nan_);
-  json_num(&j, "snapshot_fence_ms_p50", res->have_copy ? c->fence_ms_p50 : nan_);
-  json_num(&j, "snapshot_ms", res->have_copy ? c->snapshot_ms : nan_);
-  json_num(&j, "first_snapshot_ms", res->have_copy ? c->first_snapshot_ms : nan_);
-  json_num(&j, "second_snapshot_ms", res->have_copy ? c->second_snapshot_ms : nan_);
-  json_u64(&j, "snapshot_blocking_samples", (uint64_t)c->blocking_samples);
-  json_u64(&j, "snapshot_skipped", c->skipped);
-  json_u64(&j, "copy_reps", (uint64_t)c->reps);
-  json_u64(&j, "regions", (uint64_t)c->regions);
-  json_num(&j, "restore_gbps", res->have_copy ? c->restore_gbps : nan_);
-  json_u64(&j, "restore_reps", (uint64_t)c->restore_reps);
-  json_num(&j, "restore_fresh_client_ms", res->have_copy ? c->restore_fresh_client_ms : nan_);
+  bench_json_num(&j, "memcpy_gbps", res->have_copy ? c->memcpy_gbps : nan_);
+  bench_json_num(&j, "snapshot_gbps", res->have_copy ? c->snapshot_gbps : nan_);
+  bench_json_num(&j, "snapshot_crc_gbps", res->have_copy ? c->snapshot_crc_gbps : nan_);
+  bench_json_num(&j, "snapshot_blocking_ms_p50", res->have_copy ? c->blocking_ms_p50 : nan_);
+  bench_json_num(&j, "snapshot_blocking_ms_p99", res->have_copy ? c->blocking_ms_p99 : nan_);
+  bench_json_num(&j, "snapshot_blocking_ms_max", res->have_copy ? c->blocking_ms_max : nan_);
+  bench_json_num(&j, "snapshot_fence_ms_p50", res->have_copy ? c->fence_ms_p50 : nan_);
+  bench_json_num(&j, "snapshot_ms", res->have_copy ? c->snapshot_ms : nan_);
+  bench_json_num(&j, "first_snapshot_ms", res->have_copy ? c->first_snapshot_ms : nan_);
+  bench_json_num(&j, "second_snapshot_ms", res->have_copy ? c->second_snapshot_ms : nan_);
+  bench_json_u64(&j, "snapshot_blocking_samples", (uint64_t)c->blocking_samples);
+  bench_json_u64(&j, "snapshot_skipped", c->skipped);
+  bench_json_u64(&j, "copy_reps", (uint64_t)c->reps);
+  bench_json_u64(&j, "regions", (uint64_t)c->regions);
+  bench_json_num(&j, "restore_gbps", res->have_copy ? c->restore_gbps : nan_);
+  bench_json_u64(&j, "restore_reps", (uint64_t)c->restore_reps);
+  bench_json_num(&j, "restore_fresh_client_ms", res->have_copy ? c->restore_fresh_client_ms : nan_);
 
-  json_num(&j, "file_ckpt_blocking_ms", res->have_file ? res->file.blocking_ms : nan_);
-  json_num(&j, "file_ckpt_write_ms", res->have_file ? res->file.write_ms : nan_);
-  json_num(&j, "file_ckpt_fsync_ms", res->have_file ? res->file.fsync_ms : nan_);
-  json_str(&j, "file_dir", o->file_dir);
-  json_str(&j, "file_fs", res->file.fs_type);
-  json_num(&j, "snapshot_blocking_vs_file", res->blocking_vs_file);
+  bench_json_num(&j, "file_ckpt_blocking_ms", res->have_file ? res->file.blocking_ms : nan_);
+  bench_json_num(&j, "file_ckpt_write_ms", res->have_file ? res->file.write_ms : nan_);
+  bench_json_num(&j, "file_ckpt_fsync_ms", res->have_file ? res->file.fsync_ms : nan_);
+  bench_json_str(&j, "file_dir", o->file_dir);
+  bench_json_str(&j, "file_fs", res->file.fs_type);
+  bench_json_num(&j, "snapshot_blocking_vs_file", res->blocking_vs_file);
 
-  json_num(&j, "step_overhead_ratio", res->have_train ? res->train.step_overhead_ratio : nan_);
-  json_num(&j, "train_step_ms_pt", res->have_train ? res->train.step_ms_pt : nan_);
-  json_num(&j, "train_step_ms_nopt", res->have_train ? res->train.step_ms_nopt : nan_);
-  json_num(&j, "train_fence_ms_avg", res->have_train ? res->train.fence_ms : nan_);
-  json_num(&j, "train_snapshot_call_ms_avg", res->have_train ? res->train.snapshot_call_ms : nan_);
-  json_u64(&j, "train_state_mb", (uint64_t)res->train.state_mb);
-  json_u64(&j, "train_steps", (uint64_t)res->train.steps);
+  bench_json_num(&j, "step_overhead_ratio", res->have_train ? res->train.step_overhead_ratio : nan_);
+  bench_json_num(&j, "train_step_ms_pt", res->have_train ? res->train.step_ms_pt : nan_);
+  bench_json_num(&j, "train_step_ms_nopt", res->have_train ? res->train.step_ms_nopt : nan_);
+  bench_json_num(&j, "train_fence_ms_avg", res->have_train ? res->train.fence_ms : nan_);
+  bench_json_num(&j, "train_snapshot_call_ms_avg", res->have_train ? res->train.snapshot_call_ms : nan_);
+  bench_json_u64(&j, "train_state_mb", (uint64_t)res->train.state_mb);
+  bench_json_u64(&j, "train_steps", (uint64_t)res->train.steps);
   const struct bench_recover_result *rv = &res->recover;
-  json_num(&j, "recovery_ms", res->have_recover ? rv->recovery_ms : nan_);
-  json_num(&j, "recovery_commit_ms", res->have_recover ? rv->commit_ms : nan_);
-  json_num(&j, "recovery_backoff_ms", res->have_recover ? rv->backoff_ms : nan_);
-  json_num(&j, "recovery_total_ms", res->have_recover ? rv->total_ms : nan_);
-  json_num(&j, "recovery_step_ms", res->have_recover ? rv->step_ms : nan_);
-  json_num(&j, "recovery_node_ms", res->have_recover ? rv->node_ms : nan_);
-  json_num(&j, "recovery_trainer_ms", res->have_recover ? rv->trainer_ms : nan_);
-  json_u64(&j, "recovery_state_mb", (uint64_t)rv->state_mb);
+  bench_json_num(&j, "recovery_ms", res->have_recover ? rv->recovery_ms : nan_);
+  bench_json_num(&j, "recovery_commit_ms", res->have_recover ? rv->commit_ms : nan_);
+  bench_json_num(&j, "recovery_backoff_ms", res->have_recover ? rv->backoff_ms : nan_);
+  bench_json_num(&j, "recovery_total_ms", res->have_recover ? rv->total_ms : nan_);
+  bench_json_num(&j, "recovery_step_ms", res->have_recover ? rv->step_ms : nan_);
+  bench_json_num(&j, "recovery_node_ms", res->have_recover ? rv->node_ms : nan_);
+  bench_json_num(&j, "recovery_trainer_ms", res->have_recover ? rv->trainer_ms : nan_);
+  bench_json_u64(&j, "recovery_state_mb", (uint64_t)rv->state_mb);
 
   const struct bench_persist_result *pp = &res->persist;
-  json_num(&j, "persist_gbps", res->have_persist ? pp->persist_gbps : nan_);
-  json_num(&j, "persist_raw_gbps", res->have_persist ? pp->persist_raw_gbps : nan_);
-  json_num(&j, "restore_disk_gbps", res->have_persist ? pp->restore_disk_gbps : nan_);
-  json_num(&j, "read_raw_gbps", res->have_persist ? pp->read_raw_gbps : nan_);
-  json_num(&j, "persist_step_overhead_ratio",
+  bench_json_num(&j, "persist_gbps", res->have_persist ? pp->persist_gbps : nan_);
+  bench_json_num(&j, "persist_raw_gbps", res->have_persist ? pp->persist_raw_gbps : nan_);
+  bench_json_num(&j, "restore_disk_gbps", res->have_persist ? pp->restore_disk_gbps : nan_);
+  bench_json_num(&j, "read_raw_gbps", res->have_persist ? pp->read_raw_gbps : nan_);
+  bench_json_num(&j, "persist_step_overhead_ratio",
            res->have_persist ? pp->persist_step_overhead_ratio : nan_);
-  json_num(&j, "persist_step_ms", res->have_persist ? pp->step_ms_persist : nan_);
-  json_num(&j, "persist_step_ms_without", res->have_persist ? pp->step_ms_pt : nan_);
-  json_num(&j, "persist_vs_raw_median", res->have_persist ? pp->persist_ratio : nan_);
-  json_num(&j, "restore_disk_vs_read_raw_median",
+  bench_json_num(&j, "persist_step_ms", res->have_persist ? pp->step_ms_persist : nan_);
+  bench_json_num(&j, "persist_step_ms_without", res->have_persist ? pp->step_ms_pt : nan_);
+  bench_json_num(&j, "persist_vs_raw_median", res->have_persist ? pp->persist_ratio : nan_);
+  bench_json_num(&j, "restore_disk_vs_read_raw_median",
            res->have_persist ? pp->restore_ratio : nan_);
-  json_u64(&j, "persist_bytes", pp->bytes);
-  json_u64(&j, "persist_rounds", (uint64_t)pp->rounds);
-  json_str(&j, "persist_io", !res->have_persist ? "-" : pp->direct ? "O_DIRECT" : "buffered");
+  bench_json_u64(&j, "persist_bytes", pp->bytes);
+  bench_json_u64(&j, "persist_rounds", (uint64_t)pp->rounds);
+  bench_json_str(&j, "persist_io", !res->have_persist ? "-" : pp->direct ? "O_DIRECT" : "buffered");
 
-  json_num(&j, "ec_encode_gbps", res->have_ec ? res->ec.ec_encode_gbps : nan_);
-  json_num(&j, "ec_decode_gbps", res->have_ec ? res->ec.ec_decode_gbps : nan_);
-  json_num(&j, "isal_raw_encode_gbps", res->have_ec ? res->ec.isal_raw_encode_gbps : nan_);
-  json_num(&j, "ec82_encode_gbps", res->have_ec ? res->ec.ec82_encode_gbps : nan_);
-  json_num(&j, "ec82_decode_gbps", res->have_ec ? res->ec.ec82_decode_gbps : nan_);
-  json_num(&j, "ec82_isal_raw_encode_gbps", res->have_ec ? res->ec.ec82_isal_raw_encode_gbps : nan_);
-  json_str(&j, "ec_rate_bytes", "data bytes (parity not counted)");
-  json_u64(&j, "ec_chunk_bytes", res->ec.chunk_bytes);
-  json_num(&j, "ec_encode_vs_isal_raw_median", res->have_ec ? res->ec.ec_encode_ratio : nan_);
-  json_num(&j, "ec_decode_vs_encode_median", res->have_ec ? res->ec.ec_decode_ratio : nan_);
-  json_num(&j, "ec82_encode_vs_isal_raw_median", res->have_ec ? res->ec.ec82_encode_ratio : nan_);
-  json_num(&j, "ec82_decode_vs_encode_median", res->have_ec ? res->ec.ec82_decode_ratio : nan_);
-  json_u64(&j, "ec_allocations", (uint64_t)res->ec.allocations);
-  json_u64(&j, "ec_reps", (uint64_t)res->ec.reps);
-  json_num(&j, "ec_decode_vs_encode_min", res->have_ec ? res->ec.ec_decode_ratio_min : nan_);
-  json_num(&j, "ec_decode_vs_encode_max", res->have_ec ? res->ec.ec_decode_ratio_max : nan_);
-  json_num(&j, "ec82_decode_vs_encode_min", res->have_ec ? res->ec.ec82_decode_ratio_min : nan_);
-  json_num(&j, "ec82_decode_vs_encode_max", res->have_ec ? res->ec.ec82_decode_ratio_max : nan_);
+  bench_json_num(&j, "ec_encode_gbps", res->have_ec ? res->ec.ec_encode_gbps : nan_);
+  bench_json_num(&j, "ec_decode_gbps", res->have_ec ? res->ec.ec_decode_gbps : nan_);
+  bench_json_num(&j, "isal_raw_encode_gbps", res->have_ec ? res->ec.isal_raw_encode_gbps : nan_);
+  bench_json_num(&j, "ec82_encode_gbps", res->have_ec ? res->ec.ec82_encode_gbps : nan_);
+  bench_json_num(&j, "ec82_decode_gbps", res->have_ec ? res->ec.ec82_decode_gbps : nan_);
+  bench_json_num(&j, "ec82_isal_raw_encode_gbps", res->have_ec ? res->ec.ec82_isal_raw_encode_gbps : nan_);
+  bench_json_str(&j, "ec_rate_bytes", "data bytes (parity not counted)");
+  bench_json_u64(&j, "ec_chunk_bytes", res->ec.chunk_bytes);
+  bench_json_num(&j, "ec_encode_vs_isal_raw_median", res->have_ec ? res->ec.ec_encode_ratio : nan_);
+  bench_json_num(&j, "ec_decode_vs_encode_median", res->have_ec ? res->ec.ec_decode_ratio : nan_);
+  bench_json_num(&j, "ec82_encode_vs_isal_raw_median", res->have_ec ? res->ec.ec82_encode_ratio : nan_);
+  bench_json_num(&j, "ec82_decode_vs_encode_median", res->have_ec ? res->ec.ec82_decode_ratio : nan_);
+  bench_json_u64(&j, "ec_allocations", (uint64_t)res->ec.allocations);
+  bench_json_u64(&j, "ec_reps", (uint64_t)res->ec.reps);
+  bench_json_num(&j, "ec_decode_vs_encode_min", res->have_ec ? res->ec.ec_decode_ratio_min : nan_);
+  bench_json_num(&j, "ec_decode_vs_encode_max", res->have_ec ? res->ec.ec_decode_ratio_max : nan_);
+  bench_json_num(&j, "ec82_decode_vs_encode_min", res->have_ec ? res->ec.ec82_decode_ratio_min : nan_);
+  bench_json_num(&j, "ec82_decode_vs_encode_max", res->have_ec ? res->ec.ec82_decode_ratio_max : nan_);
 
-  json_num(&j, "tcp_raw_gbps", res->have_net ? res->net.tcp_raw_gbps : nan_);
-  json_num(&j, "tcp_raw_hot_gbps", res->have_net ? res->net.tcp_raw_hot_gbps : nan_);
-  json_num(&j, "bulk_gbps", res->have_bulk ? res->bulk.bulk_gbps : nan_);
-  json_num(&j, "bulk_ratio_median", res->have_bulk ? res->bulk_ratio : nan_);
-  json_num(&j, "bulk_ratio_min", res->have_bulk ? res->bulk_ratio_lo : nan_);
-  json_num(&j, "bulk_ratio_max", res->have_bulk ? res->bulk_ratio_hi : nan_);
-  json_num(&j, "elapsed_s", res->elapsed_s);
+  bench_json_num(&j, "tcp_raw_gbps", res->have_net ? res->net.tcp_raw_gbps : nan_);
+  bench_json_num(&j, "tcp_raw_hot_gbps", res->have_net ? res->net.tcp_raw_hot_gbps : nan_);
+  bench_json_num(&j, "bulk_gbps", res->have_bulk ? res->bulk.bulk_gbps : nan_);
+  bench_json_num(&j, "bulk_ratio_median", res->have_bulk ? res->bulk_ratio : nan_);
+  bench_json_num(&j, "bulk_ratio_min", res->have_bulk ? res->bulk_ratio_lo : nan_);
+  bench_json_num(&j, "bulk_ratio_max", res->have_bulk ? res->bulk_ratio_hi : nan_);
+  bench_json_num(&j, "elapsed_s", res->elapsed_s);
 
-  json_key(&j, "targets");
+  bench_json_key(&j, "targets");
   fputc('{', stdout);
   bool all_ok = true;
   for (size_t i = 0; i < nt; i++) {
@@ -480,44 +400,12 @@ static void print_json(const struct bench_opts *o, const struct results *res,
       fputs("null", stdout);
     fprintf(stdout, ",\n    \"%s_target\": \"%s %g\"", t[i].key, t[i].at_least ? ">=" : "<=",
             t[i].bound);
-    fprintf(stdout, ",\n    \"%s_ok\": %s", t[i].key, target_ok(&t[i]) ? "true" : "false");
-    all_ok = all_ok && target_ok(&t[i]);
+    fprintf(stdout, ",\n    \"%s_ok\": %s", t[i].key, bench_target_ok(&t[i]) ? "true" : "false");
+    all_ok = all_ok && bench_target_ok(&t[i]);
   }
   fputs("\n  }", stdout);
-  json_bool(&j, "targets_all_ok", all_ok);
+  bench_json_bool(&j, "targets_all_ok", all_ok);
   fputs("\n}\n", stdout);
-}
-
-/* ---- the table ---- */
-
-static void row(const char *label, const char *measured, const char *limit, double ratio,
-                const char *target, const char *result)
-{
-  char r[32];
-  if (isfinite(ratio))
-    snprintf(r, sizeof(r), ratio >= 100 ? "%.0fx" : "%.2f", ratio);
-  else
-    snprintf(r, sizeof(r), "-");
-  printf("%-30s %-15s %-26s %8s  %-9s %s\n", label, measured, limit, r, target, result);
-}
-
-static const char *fmt(char *buf, size_t len, const char *f, double v)
-{
-  if (isfinite(v))
-    snprintf(buf, len, f, v);
-  else
-    snprintf(buf, len, "-");
-  return buf;
-}
-
-static void target_row(const struct target *t, const char *label, const char *measured,
-                       const char *limit)
-{
-  char tg[32];
-  bool is_ms = strstr(t->note, ", ms") != NULL; /* a time, not a ratio */
-  snprintf(tg, sizeof(tg), "%s %g%s", t->at_least ? ">=" : "<=", t->bound, is_ms ? " ms" : "");
-  row(label, measured, limit, is_ms ? NAN : t->value, tg,
-      !isfinite(t->value) ? "not measured" : target_ok(t) ? "ok" : "MISS");
 }
 
 static void print_table(const struct bench_opts *o, const struct results *res,
@@ -546,9 +434,9 @@ static void print_table(const struct bench_opts *o, const struct results *res,
 
   char mc[96];
   snprintf(mc, sizeof(mc), "%s GB/s copy limit",
-           fmt(b2, sizeof(b2), "%.2f", res->have_copy ? c->copy_limit_gbps : NAN));
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->copy_limit_gbps : NAN);
-  row("copy limit (fastest below)", b1, res->have_copy ? bench_limit_text(c->limit_which) : "-",
+           bench_fmt(b2, sizeof(b2), "%.2f", res->have_copy ? c->copy_limit_gbps : NAN));
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->copy_limit_gbps : NAN);
+  bench_row("copy limit (fastest below)", b1, res->have_copy ? bench_limit_text(c->limit_which) : "-",
       NAN, "", "");
   for (int w = 0; w < BENCH_LIMIT_COUNT; w++) {
     char lab[64], how[64];
@@ -556,62 +444,62 @@ static void print_table(const struct bench_opts *o, const struct results *res,
     snprintf(lab, sizeof(lab), "  %s", bench_limit_name(w));
     snprintf(how, sizeof(how), "(%d thread%s)", threads ? c->limit_threads : 1,
              threads && c->limit_threads != 1 ? "s" : "");
-    fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->limit_gbps[w] : NAN);
-    row(lab, b1, how, NAN, "", "");
+    bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->limit_gbps[w] : NAN);
+    bench_row(lab, b1, how, NAN, "", "");
   }
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->snapshot_gbps : NAN);
-  target_row(&t[0], "snapshot, no checksums", b1, mc);
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->snapshot_crc_gbps : NAN);
-  target_row(&t[1], "snapshot + CRC32C (libpt)", b1, mc);
-  fmt(b1, sizeof(b1), "%.3f ms", res->have_copy ? c->blocking_ms_p50 : NAN);
-  target_row(&t[2], "pt_snapshot() blocks, p50", b1, "-");
-  fmt(b1, sizeof(b1), "%.3f ms", res->have_copy ? c->blocking_ms_p99 : NAN);
-  row("pt_snapshot() blocks, p99", b1, "-", NAN, "", "");
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->restore_gbps : NAN);
-  target_row(&t[3], "restore, checksums verified", b1, mc);
-  fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->restore_fresh_client_ms : NAN);
-  row("restore by a fresh client", b1, "(hello, map, copy, verify)", NAN, "", "");
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->snapshot_gbps : NAN);
+  bench_target_row(&t[0], "snapshot, no checksums", b1, mc);
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->snapshot_crc_gbps : NAN);
+  bench_target_row(&t[1], "snapshot + CRC32C (libpt)", b1, mc);
+  bench_fmt(b1, sizeof(b1), "%.3f ms", res->have_copy ? c->blocking_ms_p50 : NAN);
+  bench_target_row(&t[2], "pt_snapshot() blocks, p50", b1, "-");
+  bench_fmt(b1, sizeof(b1), "%.3f ms", res->have_copy ? c->blocking_ms_p99 : NAN);
+  bench_row("pt_snapshot() blocks, p99", b1, "-", NAN, "", "");
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_copy ? c->restore_gbps : NAN);
+  bench_target_row(&t[3], "restore, checksums verified", b1, mc);
+  bench_fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->restore_fresh_client_ms : NAN);
+  bench_row("restore by a fresh client", b1, "(hello, map, copy, verify)", NAN, "", "");
   char ss[96];
   snprintf(ss, sizeof(ss), "%s snapshot_ms (steady)",
-           fmt(b2, sizeof(b2), "%.1f ms", res->have_copy ? c->snapshot_ms : NAN));
-  fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->first_snapshot_ms : NAN);
-  target_row(&t[9], "first snapshot, fresh client", b1, ss);
-  fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->second_snapshot_ms : NAN);
-  row("  its second (other slot)", b1, "", NAN, "", "");
+           bench_fmt(b2, sizeof(b2), "%.1f ms", res->have_copy ? c->snapshot_ms : NAN));
+  bench_fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->first_snapshot_ms : NAN);
+  bench_target_row(&t[9], "first snapshot, fresh client", b1, ss);
+  bench_fmt(b1, sizeof(b1), "%.1f ms", res->have_copy ? c->second_snapshot_ms : NAN);
+  bench_row("  its second (other slot)", b1, "", NAN, "", "");
   char fl[96];
   snprintf(fl, sizeof(fl), "%s p50 snapshot block",
-           fmt(b2, sizeof(b2), "%.3f ms", res->have_copy ? c->blocking_ms_p50 : NAN));
-  fmt(b1, sizeof(b1), "%.1f ms", res->have_file ? res->file.blocking_ms : NAN);
+           bench_fmt(b2, sizeof(b2), "%.3f ms", res->have_copy ? c->blocking_ms_p50 : NAN));
+  bench_fmt(b1, sizeof(b1), "%.1f ms", res->have_file ? res->file.blocking_ms : NAN);
   char lab[64];
   snprintf(lab, sizeof(lab), "file ckpt + fsync (%s)", res->file.fs_type[0] ? res->file.fs_type : "-");
-  row(lab, b1, fl, res->blocking_vs_file, "", res->have_file ? "(baseline today)" : "");
-  fmt(b1, sizeof(b1), "%.2f ms/step", res->have_train ? res->train.step_ms_pt : NAN);
+  bench_row(lab, b1, fl, res->blocking_vs_file, "", res->have_file ? "(baseline today)" : "");
+  bench_fmt(b1, sizeof(b1), "%.2f ms/step", res->have_train ? res->train.step_ms_pt : NAN);
   snprintf(fl, sizeof(fl), "%s no pt",
-           fmt(b2, sizeof(b2), "%.2f ms/step", res->have_train ? res->train.step_ms_nopt : NAN));
-  target_row(&t[4], "pt-train, snapshot every step", b1, fl);
+           bench_fmt(b2, sizeof(b2), "%.2f ms/step", res->have_train ? res->train.step_ms_nopt : NAN));
+  bench_target_row(&t[4], "pt-train, snapshot every step", b1, fl);
   if (res->have_train)
     snprintf(b1, sizeof(b1), "%.2f+%.2f ms", res->train.fence_ms, res->train.snapshot_call_ms);
   else
     snprintf(b1, sizeof(b1), "-");
-  row("  fence + pt_snapshot per step", b1, "", NAN, "", "");
+  bench_row("  fence + pt_snapshot per step", b1, "", NAN, "", "");
   const struct bench_recover_result *rv = &res->recover;
-  fmt(b1, sizeof(b1), "%.1f ms", res->have_recover ? rv->recovery_ms : NAN);
+  bench_fmt(b1, sizeof(b1), "%.1f ms", res->have_recover ? rv->recovery_ms : NAN);
   char rl[96];
   snprintf(rl, sizeof(rl), "%s state, batch 1", bench_fmt_bytes(b2, sizeof(b2),
            (uint64_t)rv->state_mb << 20));
-  target_row(&t[10], "recovery: kill -9 to next step", b1, rl);
-  fmt(b1, sizeof(b1), "%.1f ms", res->have_recover ? rv->commit_ms : NAN);
-  row("  to that step's commit", b1, "", NAN, "", "");
+  bench_target_row(&t[10], "recovery: kill -9 to next step", b1, rl);
+  bench_fmt(b1, sizeof(b1), "%.1f ms", res->have_recover ? rv->commit_ms : NAN);
+  bench_row("  to that step's commit", b1, "", NAN, "", "");
   if (res->have_recover)
     snprintf(b1, sizeof(b1), "%.0f+%.1f ms", rv->backoff_ms, rv->step_ms);
   else
     snprintf(b1, sizeof(b1), "-");
-  row("  backoff (excluded) + 1 step", b1, "", NAN, "", "");
+  bench_row("  backoff (excluded) + 1 step", b1, "", NAN, "", "");
   if (res->have_recover)
     snprintf(b1, sizeof(b1), "%.0f+%.0f ms", rv->node_ms, rv->trainer_ms);
   else
     snprintf(b1, sizeof(b1), "-");
-  row("  node + new trainer", b1, "(restore point; start..step)", NAN, "", "");
+  bench_row("  node + new trainer", b1, "(restore point; start..step)", NAN, "", "");
 
   const char *ec_lab[4] = { "EC 4+2 encode (data bytes)", "EC 4+2 decode (data bytes)",
                             "EC 8+2 encode (data bytes)", "EC 8+2 decode (data bytes)" };
@@ -622,10 +510,10 @@ static void print_table(const struct bench_opts *o, const struct results *res,
                        e->ec82_isal_raw_encode_gbps, e->ec82_encode_gbps };
   const char *ec_what[4] = { "raw ISA-L", "encode", "raw ISA-L", "encode" };
   for (int i = 0; i < 4; i++) {
-    fmt(b1, sizeof(b1), "%.2f GB/s", res->have_ec ? ec_val[i] : NAN);
+    bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_ec ? ec_val[i] : NAN);
     snprintf(fl, sizeof(fl), "%s GB/s %s",
-             fmt(b2, sizeof(b2), "%.2f", res->have_ec ? ec_lim[i] : NAN), ec_what[i]);
-    target_row(&t[5 + i], ec_lab[i], b1, fl);
+             bench_fmt(b2, sizeof(b2), "%.2f", res->have_ec ? ec_lim[i] : NAN), ec_what[i]);
+    bench_target_row(&t[5 + i], ec_lab[i], b1, fl);
     if (i % 2 == 1) { /* after each decode row: its spread over the allocations */
       double lo = i == 1 ? e->ec_decode_ratio_min : e->ec82_decode_ratio_min;
       double hi = i == 1 ? e->ec_decode_ratio_max : e->ec82_decode_ratio_max;
@@ -634,43 +522,43 @@ static void print_table(const struct bench_opts *o, const struct results *res,
       else
         snprintf(b1, sizeof(b1), "-");
       snprintf(fl, sizeof(fl), "over %d allocations", e->allocations);
-      row("  decode/encode per allocation", b1, fl, NAN, "", "");
+      bench_row("  decode/encode per allocation", b1, fl, NAN, "", "");
     }
   }
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_net ? res->net.tcp_raw_gbps : NAN);
-  row("TCP raw (loopback, into shm)", b1, "(network limit)", NAN, "", "");
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_net ? res->net.tcp_raw_hot_gbps : NAN);
-  row("  into a cache-hot buffer", b1, "(for reference)", NAN, "", "");
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_bulk ? res->bulk.bulk_gbps : NAN);
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_net ? res->net.tcp_raw_gbps : NAN);
+  bench_row("TCP raw (loopback, into shm)", b1, "(network limit)", NAN, "", "");
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_net ? res->net.tcp_raw_hot_gbps : NAN);
+  bench_row("  into a cache-hot buffer", b1, "(for reference)", NAN, "", "");
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_bulk ? res->bulk.bulk_gbps : NAN);
   snprintf(fl, sizeof(fl), "%s GB/s raw TCP",
-           fmt(b2, sizeof(b2), "%.2f", res->have_net ? res->net.tcp_raw_gbps : NAN));
-  target_row(target_find(t, nt, "bulk_vs_tcp_raw"), "bulk frames, rpc, auth TCP", b1, fl);
+           bench_fmt(b2, sizeof(b2), "%.2f", res->have_net ? res->net.tcp_raw_gbps : NAN));
+  bench_target_row(bench_target_find(t, nt, "bulk_vs_tcp_raw"), "bulk frames, rpc, auth TCP", b1, fl);
   if (res->have_bulk)
     snprintf(b1, sizeof(b1), "%.2f-%.2f", res->bulk_ratio_lo, res->bulk_ratio_hi);
   else
     snprintf(b1, sizeof(b1), "-");
   snprintf(fl, sizeof(fl), "over %d paired rounds", res->net_rounds);
-  row("  bulk/raw per round", b1, fl, NAN, "", "");
+  bench_row("  bulk/raw per round", b1, fl, NAN, "", "");
 
   const struct bench_persist_result *pp = &res->persist;
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_persist ? pp->persist_gbps : NAN);
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_persist ? pp->persist_gbps : NAN);
   snprintf(fl, sizeof(fl), "%s GB/s O_DIRECT write",
-           fmt(b2, sizeof(b2), "%.2f", res->have_persist ? pp->persist_raw_gbps : NAN));
-  target_row(target_find(t, nt, "persist_vs_raw"), "persist a step (one rank)", b1, fl);
-  fmt(b1, sizeof(b1), "%.2f GB/s", res->have_persist ? pp->restore_disk_gbps : NAN);
+           bench_fmt(b2, sizeof(b2), "%.2f", res->have_persist ? pp->persist_raw_gbps : NAN));
+  bench_target_row(bench_target_find(t, nt, "persist_vs_raw"), "persist a step (one rank)", b1, fl);
+  bench_fmt(b1, sizeof(b1), "%.2f GB/s", res->have_persist ? pp->restore_disk_gbps : NAN);
   snprintf(fl, sizeof(fl), "%s GB/s O_DIRECT read",
-           fmt(b2, sizeof(b2), "%.2f", res->have_persist ? pp->read_raw_gbps : NAN));
-  target_row(target_find(t, nt, "restore_disk_vs_read_raw"), "restore from disk, verified",
+           bench_fmt(b2, sizeof(b2), "%.2f", res->have_persist ? pp->read_raw_gbps : NAN));
+  bench_target_row(bench_target_find(t, nt, "restore_disk_vs_read_raw"), "restore from disk, verified",
              b1, fl);
-  fmt(b1, sizeof(b1), "%.2f ms/step", res->have_persist ? pp->step_ms_persist : NAN);
+  bench_fmt(b1, sizeof(b1), "%.2f ms/step", res->have_persist ? pp->step_ms_persist : NAN);
   snprintf(fl, sizeof(fl), "%s no flush",
-           fmt(b2, sizeof(b2), "%.2f ms/step", res->have_persist ? pp->step_ms_pt : NAN));
-  target_row(target_find(t, nt, "persist_step_overhead"), "pt-train beside a flush", b1, fl);
+           bench_fmt(b2, sizeof(b2), "%.2f ms/step", res->have_persist ? pp->step_ms_pt : NAN));
+  bench_target_row(bench_target_find(t, nt, "persist_step_overhead"), "pt-train beside a flush", b1, fl);
 
   int missed = 0, unmeasured = 0;
 
   for (size_t i = 0; i < nt; i++) {
-    missed += isfinite(t[i].value) && !target_ok(&t[i]);
+    missed += isfinite(t[i].value) && !bench_target_ok(&t[i]);
     unmeasured += !isfinite(t[i].value);
   }
   char what[64];
@@ -683,397 +571,6 @@ static void print_table(const struct bench_opts *o, const struct results *res,
   printf("\n%d target(s) missed; %s in %.1f s\n", missed, what, res->elapsed_s);
   if (error != NULL)
     printf("error: %s\n", error);
-}
-
-/* ---- --cluster ---- */
-
-#define CLUSTER_COMMIT_P50_MS 5.0      /* 3 real nodes */
-#define CLUSTER_CTL1000_P50_MS 50.0    /* 1,000 simulated nodes */
-#define CLUSTER_CTL1000_CPU_PCT 10.0   /* with 1 s heartbeats */
-#define CLUSTER_PROTECT_OVER_TCP 0.7   /* protect_gbps / protect_tcp_gbps */
-#define CLUSTER_STEP_OVERHEAD 1.10     /* pt-train's step, protected / no pt */
-#define CLUSTER_REBUILD_OVER_INGEST 1.5 /* rebuild_s / rebuild_ingest_s */
-#define CLUSTER_REBUILD_BYTES 1.2      /* received / rebuilt */
-
-struct cluster_results {
-  char cpu[128];
-  long cores;
-  struct bench_cluster_result sim;
-  struct bench_cluster_real real;
-  struct bench_protect prot;
-  bool have_sim, have_real; /* the part ran to its end (measured or said why not) */
-  bool have_prot;
-  char prot_why[BENCH_ERRLEN];
-  int step_ms;
-  double elapsed_s;
-};
-
-static const struct bench_cluster_size *cluster_size(const struct cluster_results *cr,
-                                                     uint32_t nodes)
-{
-  for (int i = 0; i < BENCH_CLUSTER_SIZES; i++)
-    if (cr->sim.sim[i].nodes == nodes)
-      return &cr->sim.sim[i];
-  return NULL;
-}
-
-static size_t cluster_targets(const struct cluster_results *cr, struct target *t)
-{
-  const struct bench_cluster_size *k = cluster_size(cr, 1000);
-  bool km = cr->have_sim && k != NULL && k->measured;
-  size_t n = 0;
-  t[n++] = (struct target){ "commit_p50_ms", "commit across 3 nodes, p50",
-                            cr->have_real && cr->real.measured ? cr->real.p50_ms : NAN, false,
-                            CLUSTER_COMMIT_P50_MS, "commit_p50_ms, ms" };
-  t[n++] = (struct target){ "ctl_1000_commit_p50_ms", "commit across 1000 simulated nodes, p50",
-                            km ? k->p50_ms : NAN, false, CLUSTER_CTL1000_P50_MS,
-                            "ctl_1000_commit_p50_ms, ms" };
-  t[n++] = (struct target){ "ctl_1000_cpu_pct", "controller CPU at 1000 nodes",
-                            km ? k->cpu_pct : NAN, false, CLUSTER_CTL1000_CPU_PCT,
-                            "ctl_1000_cpu_pct, % of one core" };
-  bool pm = cr->have_prot && cr->prot.measured;
-  t[n++] = (struct target){ "protect_over_tcp", "protection across 3 nodes, 2+1",
-                            pm ? cr->prot.protect_gbps / cr->prot.tcp_gbps : NAN, true,
-                            CLUSTER_PROTECT_OVER_TCP, "protect_gbps / protect_tcp_gbps" };
-  t[n++] = (struct target){ "cluster_step_overhead_ratio", "pt-train's step, protected / no pt",
-                            pm ? cr->prot.step_ms / cr->prot.nopt_step_ms : NAN, false,
-                            CLUSTER_STEP_OVERHEAD, "step ms with protection / without pt" };
-  bool rb = cr->have_prot && cr->prot.rebuild_measured;
-  t[n++] = (struct target){ "rebuild_over_ingest", "rebuild of a lost node",
-                            rb ? cr->prot.rebuild_s / cr->prot.rebuild_ingest_s : NAN, false,
-                            CLUSTER_REBUILD_OVER_INGEST, "rebuild_s / rebuild_ingest_s" };
-  t[n++] = (struct target){ "rebuild_bytes_ratio", "bytes the replacement received / rebuilt",
-                            rb ? (double)cr->prot.rebuild_received /
-                                     (double)cr->prot.rebuild_bytes
-                               : NAN,
-                            false, CLUSTER_REBUILD_BYTES, "received / rebuilt bytes" };
-  return n;
-}
-
-static void cluster_json(const struct cluster_results *cr, const char *error)
-{
-  struct json j = { stdout, true };
-  struct target t[8];
-  size_t nt = cluster_targets(cr, t);
-  const struct bench_cluster_real *rr = &cr->real;
-  const struct bench_protect *pr = &cr->prot;
-  bool pm = cr->have_prot && pr->measured;
-
-  fputc('{', stdout);
-  json_bool(&j, "complete", error == NULL);
-  if (error != NULL)
-    json_str(&j, "error", error);
-  json_str(&j, "mode", "cluster");
-  json_str(&j, "cpu", cr->cpu);
-  json_u64(&j, "cores", (uint64_t)cr->cores);
-  json_str(&j, "stat", "nearest-rank percentiles over the steps measured");
-  json_str(&j, "units", "ms = milliseconds; cpu_pct = percent of one core");
-  /* false only when the controller refused JOB_START as a request it does
-   * not know: then no figure below is measured, and *_why says so. */
-  json_bool(&j, "jobs_supported", !cr->sim.jobs_unsupported && !rr->jobs_unsupported);
-  /* false when the nodes never answered JOB_ASSIGN (ptd node without
-   * cluster job parts): commit_* are then not measured. */
-  json_bool(&j, "nodes_run_jobs", !rr->jobs_unsupported && !rr->nodes_unsupported);
-  json_u64(&j, "heartbeat_ms", 1000);
-  json_u64(&j, "ctl_step_period_ms", (uint64_t)cr->step_ms);
-
-  json_num(&j, "commit_p50_ms", cr->have_real && rr->measured ? rr->p50_ms : NAN);
-  json_num(&j, "commit_p99_ms", cr->have_real && rr->measured ? rr->p99_ms : NAN);
-  json_u64(&j, "commit_samples", (uint64_t)(cr->have_real ? rr->samples : 0));
-  json_u64(&j, "commit_nodes", (uint64_t)rr->nodes);
-  json_u64(&j, "commit_ranks_per_node", (uint64_t)rr->ranks_per_node);
-  json_u64(&j, "commit_state_mb", (uint64_t)rr->state_mb);
-  json_str(&j, "ctl_floor_measures", "ctl_N_floor_cpu_pct: a plain epoll process with no pt "
-           "logic accepting the same N loopback connections, reading the same frames (sizes "
-           "ctl_N_frame_bytes_*) and writing one answer to every connection once all reported, "
-           "per step; on loopback a send also runs the receiver's TCP receive path in the "
-           "sender's context");
-  json_str(&j, "commit_measures", "last node's STEP_SEALED to the last JOB_COMMIT forwarded "
-           "to a node, on a relay in front of each node's controller link");
-  if (cr->have_real && !rr->measured)
-    json_str(&j, "commit_why", rr->why);
-  for (int i = 0; i < BENCH_CLUSTER_SIZES; i++) {
-    const struct bench_cluster_size *z = &cr->sim.sim[i];
-    bool m = cr->have_sim && z->measured;
-    char k[64];
-    snprintf(k, sizeof(k), "ctl_%u_commit_p50_ms", z->nodes);
-    json_num(&j, k, m ? z->p50_ms : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_commit_p99_ms", z->nodes);
-    json_num(&j, k, m ? z->p99_ms : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_cpu_pct", z->nodes);
-    json_num(&j, k, m ? z->cpu_pct : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_floor_cpu_pct", z->nodes);
-    json_num(&j, k, m ? z->floor_cpu_pct : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_cpu_over_floor", z->nodes);
-    json_num(&j, k, m ? z->cpu_pct / z->floor_cpu_pct : NAN);
-    if (m && !isfinite(z->floor_cpu_pct)) {
-      snprintf(k, sizeof(k), "ctl_%u_floor_why", z->nodes);
-      json_str(&j, k, z->floor_why);
-    }
-    snprintf(k, sizeof(k), "ctl_%u_frame_bytes_up", z->nodes);
-    json_u64(&j, k, m ? (uint64_t)z->up_bytes : 0);
-    snprintf(k, sizeof(k), "ctl_%u_frame_bytes_heartbeat", z->nodes);
-    json_u64(&j, k, m ? (uint64_t)z->hb_bytes : 0);
-    snprintf(k, sizeof(k), "ctl_%u_frame_bytes_down", z->nodes);
-    json_u64(&j, k, m ? (uint64_t)z->down_bytes : 0);
-    snprintf(k, sizeof(k), "ctl_%u_idle_cpu_pct", z->nodes);
-    json_num(&j, k, m ? z->idle_cpu_pct : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_sim_cpu_pct", z->nodes);
-    json_num(&j, k, m ? z->sim_cpu_pct : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_sealed_to_pins_p50_ms", z->nodes);
-    json_num(&j, k, m ? z->pins_p50_ms : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_votes_to_commit_p50_ms", z->nodes);
-    json_num(&j, k, m ? z->journal_p50_ms : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_commit_spread_p50_ms", z->nodes);
-    json_num(&j, k, m ? z->spread_p50_ms : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_samples", z->nodes);
-    json_u64(&j, k, (uint64_t)(m ? z->samples : 0));
-    snprintf(k, sizeof(k), "ctl_%u_register_s", z->nodes);
-    json_num(&j, k, m ? z->register_s : NAN);
-    snprintf(k, sizeof(k), "ctl_%u_failed_rounds", z->nodes);
-    json_u64(&j, k, m ? z->failed_rounds : 0);
-    if (cr->have_sim && !z->measured) {
-      snprintf(k, sizeof(k), "ctl_%u_why", z->nodes);
-      json_str(&j, k, z->why);
-    }
-  }
-  json_num(&j, "protect_gbps", pm ? pr->protect_gbps : NAN);
-  json_num(&j, "protect_tcp_gbps", pm ? pr->tcp_gbps : NAN);
-  json_num(&j, "protect_train_gbps", pm ? pr->train_gbps : NAN);
-  json_u64(&j, "protect_state_mb", (uint64_t)pr->state_mb);
-  json_u64(&j, "protect_commits", (uint64_t)(pm ? pr->commits : 0));
-  json_u64(&j, "protect_steps", (uint64_t)(pm ? pr->steps : 0));
-  json_num(&j, "protect_window_s", pm ? pr->window_s : NAN);
-  /* true when every trained step was protected: the trainers set the pace
-   * and protect_gbps is a floor of protection's rate, not its capacity */
-  json_bool(&j, "protect_trainer_bound", pm && pr->commits + 1 >= pr->steps);
-  json_num(&j, "cluster_step_ms", pm ? pr->step_ms : NAN);
-  json_num(&j, "cluster_step_nopt_ms", pm ? pr->nopt_step_ms : NAN);
-  json_num(&j, "cluster_step_overhead_ratio", pm ? pr->step_ms / pr->nopt_step_ms : NAN);
-  json_str(&j, "protect_measures", "3 nodes x 1 rank of pt-train, code 2+1, a snapshot every "
-           "step: committed (= PROTECTED on every node) steps x state bytes over the window, "
-           "per node; protect_tcp_gbps: 3 processes on a loopback TCP mesh, each writing and "
-           "reading state/2 bytes to and from each other (the 2+1 pattern), best of 2; "
-           "protect_train_gbps: the trainers' own step rate x state bytes");
-  if (!pm)
-    json_str(&j, "protect_why", cr->prot_why[0] ? cr->prot_why : "not run");
-  bool rb = cr->have_prot && pr->rebuild_measured;
-  json_num(&j, "rebuild_s", rb ? pr->rebuild_s : NAN);
-  json_num(&j, "rebuild_ingest_s", rb ? pr->rebuild_ingest_s : NAN);
-  json_num(&j, "rebuild_disk_s", rb ? pr->rebuild_disk_s : NAN);
-  json_num(&j, "rebuild_bytes_ratio",
-           rb ? (double)pr->rebuild_received / (double)pr->rebuild_bytes : NAN);
-  json_u64(&j, "rebuild_bytes", rb ? pr->rebuild_bytes : 0);
-  json_u64(&j, "rebuild_received_bytes", rb ? pr->rebuild_received : 0);
-  json_num(&j, "rebuild_recover_s", rb ? pr->recover_s : NAN);
-  json_str(&j, "rebuild_measures", "one node of the protection job lost whole (fault 'node') "
-           "and its ptd started again empty: rebuild_s the SMP's rebuild of the committed "
-           "step (first fetch to verified slot); rebuild_ingest_s the same bytes over one "
-           "loopback TCP connection, best of 2; rebuild_disk_s the same bytes read back "
-           "with O_DIRECT from --file-dir; rebuild_recover_s the loss to the rebuild's end");
-  if (!rb)
-    json_str(&j, "rebuild_why", !cr->have_prot ? "not run"
-                                : pr->rebuild_why[0] ? pr->rebuild_why : "not run");
-  if (rb && !isfinite(pr->rebuild_disk_s))
-    json_str(&j, "rebuild_disk_why", pr->rebuild_disk_why);
-  json_num(&j, "elapsed_s", cr->elapsed_s);
-
-  json_key(&j, "targets");
-  fputc('{', stdout);
-  bool all_ok = true;
-  for (size_t i = 0; i < nt; i++) {
-    fprintf(stdout, "%s\n    \"%s\": ", i ? "," : "", t[i].key);
-    if (isfinite(t[i].value))
-      fprintf(stdout, "%.6g", t[i].value);
-    else
-      fputs("null", stdout);
-    fprintf(stdout, ",\n    \"%s_target\": \"%s %g\"", t[i].key, t[i].at_least ? ">=" : "<=",
-            t[i].bound);
-    fprintf(stdout, ",\n    \"%s_ok\": %s", t[i].key, target_ok(&t[i]) ? "true" : "false");
-    all_ok = all_ok && target_ok(&t[i]);
-  }
-  fputs("\n  }", stdout);
-  json_bool(&j, "targets_all_ok", all_ok);
-  fputs("\n}\n", stdout);
-}
-
-/* A row whose figure may be missing for a reason. */
-static void cluster_row(const char *label, double v, const char *unit, const char *limit,
-                        const struct target *t, bool measured, const char *why, double ratio)
-{
-  char m[32], tg[32] = "", res[BENCH_ERRLEN + 32] = "";
-  if (measured && isfinite(v))
-    snprintf(m, sizeof(m), "%.2f %s", v, unit);
-  else
-    snprintf(m, sizeof(m), "-");
-  /* A target on the ratio column (a figure beside its limit) says so. */
-  bool on_ratio = t != NULL && isfinite(ratio) && t->value == ratio;
-  if (t != NULL)
-    snprintf(tg, sizeof(tg), "%s %g%s%s", t->at_least ? ">=" : "<=", t->bound,
-             on_ratio ? "x" : " ", on_ratio ? "" : unit);
-  if (!measured)
-    snprintf(res, sizeof(res), "not measured: %s", why[0] ? why : "the run stopped before it");
-  else if (t != NULL)
-    snprintf(res, sizeof(res), "%s", target_ok(t) ? "ok" : "MISS");
-  row(label, m, limit, ratio, tg, res);
-}
-
-static void cluster_table(const struct cluster_results *cr, const char *error)
-{
-  struct target t[8];
-  size_t nt = cluster_targets(cr, t);
-  const struct bench_cluster_real *rr = &cr->real;
-  const struct bench_protect *pr = &cr->prot;
-  char lab[64], lim[64];
-
-  printf("ptbench --cluster: ptd controller on 127.0.0.1, 1 s heartbeats, a fresh controller "
-         "per cluster\n");
-  printf("cpu: %s, %ld cores\n", cr->cpu, cr->cores);
-  printf("3 nodes: real ptd nodes, %d rank(s) each of pt-train --state-mb %d (a snapshot every "
-         "step, %d ms sleep per step); latency from the last node's STEP_SEALED to the last "
-         "JOB_COMMIT reaching a node's link, seen on a relay in front of each node\n",
-         rr->ranks_per_node, rr->state_mb, rr->step_delay_ms);
-  printf("simulated: N authenticated node connections from ptbench, 1 rank each, a step every "
-         "%d ms; latency from the last STEP_SEALED sent to the last JOB_COMMIT received; CPU: "
-         "the controller's utime+stime over the steps (heartbeats included), %% of one core\n\n",
-         cr->step_ms);
-  printf("%-30s %-15s %-26s %8s  %-9s %s\n", "figure", "measured", "limit", "ratio", "target",
-         "result");
-  bool rm = cr->have_real && rr->measured;
-  const char *rwhy = cr->have_real ? rr->why : "";
-  snprintf(lim, sizeof(lim), "%d steps", rm ? rr->samples : 0);
-  cluster_row("commit, 3 nodes, p50", rr->p50_ms, "ms", lim, target_find(t, nt, "commit_p50_ms"),
-              rm, rwhy, NAN);
-  cluster_row("commit, 3 nodes, p99", rr->p99_ms, "ms", "", NULL, rm, rwhy, NAN);
-  for (int i = 0; i < BENCH_CLUSTER_SIZES; i++) {
-    const struct bench_cluster_size *z = &cr->sim.sim[i];
-    bool m = cr->have_sim && z->measured;
-    const char *why = cr->have_sim ? z->why : "";
-    bool big = z->nodes == 1000;
-    snprintf(lab, sizeof(lab), "controller, %u nodes, p50", z->nodes);
-    snprintf(lim, sizeof(lim), "%d steps", m ? z->samples : 0);
-    cluster_row(lab, z->p50_ms, "ms", lim, big ? target_find(t, nt, "ctl_1000_commit_p50_ms") : NULL,
-                m, why, NAN);
-    snprintf(lab, sizeof(lab), "  %u nodes, p99", z->nodes);
-    cluster_row(lab, z->p99_ms, "ms", "", NULL, m, why, NAN);
-    snprintf(lab, sizeof(lab), "  %u nodes, controller CPU", z->nodes);
-    bool fm = m && isfinite(z->floor_cpu_pct);
-    if (fm)
-      snprintf(lim, sizeof(lim), "%.2f %% kernel floor", z->floor_cpu_pct);
-    else
-      snprintf(lim, sizeof(lim), "of one core");
-    cluster_row(lab, z->cpu_pct, "%", lim, big ? target_find(t, nt, "ctl_1000_cpu_pct") : NULL,
-                m, why, fm ? z->cpu_pct / z->floor_cpu_pct : NAN);
-    snprintf(lab, sizeof(lab), "  %u nodes, heartbeats alone", z->nodes);
-    cluster_row(lab, z->idle_cpu_pct, "%", "controller, no job", NULL, m, why, NAN);
-    if (m && !fm) {
-      snprintf(lab, sizeof(lab), "  %u nodes, kernel floor", z->nodes);
-      cluster_row(lab, NAN, "%", "", NULL, false, z->floor_why, NAN);
-    }
-  }
-  bool pm = cr->have_prot && pr->measured;
-  snprintf(lim, sizeof(lim), "%.2f GB/s raw TCP", pm ? pr->tcp_gbps : NAN);
-  cluster_row("protection, 3 nodes, 2+1", pr->protect_gbps, "GB/s", lim,
-              target_find(t, nt, "protect_over_tcp"), pm, cr->prot_why,
-              pm ? pr->protect_gbps / pr->tcp_gbps : NAN);
-  if (pm && pr->commits + 1 >= pr->steps)
-    printf("%-30s every trained step was protected: the trainers set the pace, and the "
-           "figure is a floor of what protection moves\n", "");
-  snprintf(lim, sizeof(lim), "%d of %d steps", pm ? pr->commits : 0, pm ? pr->steps : 0);
-  cluster_row("  trainers' own pace", pr->train_gbps, "GB/s", lim, NULL, pm, cr->prot_why,
-              NAN);
-  snprintf(lim, sizeof(lim), "%.2f ms without pt", pm ? pr->nopt_step_ms : NAN);
-  cluster_row("  pt-train step, protected", pr->step_ms, "ms", lim,
-              target_find(t, nt, "cluster_step_overhead_ratio"), pm, cr->prot_why,
-              pm ? pr->step_ms / pr->nopt_step_ms : NAN);
-  bool rb = cr->have_prot && pr->rebuild_measured;
-  const char *rbwhy = pr->rebuild_why[0] ? pr->rebuild_why : cr->prot_why;
-  snprintf(lim, sizeof(lim), "%.3f s ingest (loopback)", rb ? pr->rebuild_ingest_s : NAN);
-  cluster_row("rebuild of a lost node", rb ? pr->rebuild_s : NAN, "s", lim,
-              target_find(t, nt, "rebuild_over_ingest"), rb, rbwhy,
-              rb ? pr->rebuild_s / pr->rebuild_ingest_s : NAN);
-  snprintf(lim, sizeof(lim), "%" PRIu64 " B rebuilt", rb ? pr->rebuild_bytes : 0);
-  cluster_row("  bytes received", rb ? (double)pr->rebuild_received / 1e6 : NAN, "MB", lim,
-              target_find(t, nt, "rebuild_bytes_ratio"), rb, rbwhy,
-              rb ? (double)pr->rebuild_received / (double)pr->rebuild_bytes : NAN);
-  cluster_row("  disk checkpoint read", rb ? pr->rebuild_disk_s : NAN, "s", "O_DIRECT, same bytes",
-              NULL, rb && isfinite(pr->rebuild_disk_s), rb ? pr->rebuild_disk_why : rbwhy, NAN);
-  const struct bench_cluster_size *k = cluster_size(cr, 1000);
-  printf("\nprotection: 3 nodes x 1 rank of pt-train --state-mb %d at code 2+1, a snapshot "
-         "every step, over %.0f s:\n  committed (PROTECTED on every node) steps x state "
-         "bytes, per node; the limit: 3 processes\n  writing and reading state/2 bytes to "
-         "and from each other over loopback TCP, best of 2\n", pr->state_mb, pr->window_s);
-  printf("\nkernel floor: the same N loopback TCP connections and frames (%zu B report, %zu B "
-         "heartbeat in;\n  %zu B commit out, headers included) through a plain epoll process "
-         "with no pt logic: one read\n  per readable connection, one write per answer, the "
-         "answers once every connection reported;\n  ratio = controller / floor. On loopback "
-         "the sender's send() also runs the receiver's TCP\n  receive path in its own context: "
-         "each side's figure holds the other side's receive of what\n  it sent.\n",
-         k != NULL ? k->up_bytes : 0, k != NULL ? k->hb_bytes : 0,
-         k != NULL ? k->down_bytes : 0);
-  if (cr->have_sim && k != NULL && k->measured && isfinite(k->floor_cpu_pct) &&
-      k->floor_cpu_pct > CLUSTER_CTL1000_CPU_PCT)
-    printf("the floor alone at 1000 nodes is %.2f %% > %g %%: ctl_1000_cpu_pct cannot meet its "
-           "target at a step every %d ms on this machine\n", k->floor_cpu_pct,
-           CLUSTER_CTL1000_CPU_PCT, cr->step_ms);
-  int missed = 0;
-  for (size_t i = 0; i < nt; i++)
-    missed += isfinite(t[i].value) && !target_ok(&t[i]);
-  printf("\n%d target(s) missed; %s in %.1f s\n", missed,
-         error ? "run INCOMPLETE" : "every part ran", cr->elapsed_s);
-  if (error != NULL)
-    printf("error: %s\n", error);
-}
-
-static int cluster_main(struct bench_opts *o, bool json)
-{
-  static struct cluster_results cr;
-  static char err[BENCH_ERRLEN], err2[BENCH_ERRLEN];
-  const char *error = NULL;
-  double t_start = bench_now();
-
-  memset(&cr, 0, sizeof(cr));
-  bench_cpu_model(cr.cpu, sizeof(cr.cpu));
-  cr.cores = sysconf(_SC_NPROCESSORS_ONLN);
-  cr.real.p50_ms = cr.real.p99_ms = NAN;
-  cr.step_ms = o->cluster_step_ms > 0 ? o->cluster_step_ms : BENCH_CLUSTER_STEP_MS;
-
-  if (o->verbose)
-    fprintf(stderr, "ptbench: the controller with simulated nodes\n");
-  int rc = bench_cluster_sim_run(o, &cr.sim, err, sizeof(err));
-  if (rc < 0) {
-    error = err;
-    fprintf(stderr, "ptbench: %s\n", err);
-  } else {
-    cr.have_sim = true;
-  }
-  if (o->verbose)
-    fprintf(stderr, "ptbench: 3 real nodes running pt-train\n");
-  rc = bench_cluster_real_run(o, &cr.real, err2, sizeof(err2));
-  if (rc < 0) {
-    fprintf(stderr, "ptbench: %s\n", err2);
-    if (error == NULL)
-      error = err2;
-  } else {
-    cr.have_real = true;
-  }
-  if (o->verbose)
-    fprintf(stderr, "ptbench: protection across 3 real nodes at 2+1\n");
-  rc = bench_protect_run(o, &cr.prot, cr.prot_why, sizeof(cr.prot_why));
-  if (rc < 0) {
-    fprintf(stderr, "ptbench: %s\n", cr.prot_why);
-    if (error == NULL)
-      error = cr.prot_why;
-  } else {
-    cr.have_prot = true;
-  }
-  bench_cleanup_run();
-  cr.elapsed_s = bench_now() - t_start;
-  if (json)
-    cluster_json(&cr, error);
-  else
-    cluster_table(&cr, error);
-  return error != NULL ? 1 : 0;
 }
 
 /* ---- main ---- */
@@ -1182,7 +679,7 @@ int main(int argc, char **argv)
   bench_cleanup_shm_prefix(prefix);
 
   if (cluster)
-    return cluster_main(&o, json);
+    return bench_cluster_main(&o, json);
 
   double t_start = bench_now();
   bench_cpu_model(res.cpu, sizeof(res.cpu));
