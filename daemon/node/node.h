@@ -711,9 +711,10 @@ void node_part_on_msg(struct node *n, const struct rpc_hdr *h,
 /* node_part_report.c: the link (re)registered: JOB_PART_STATE for the
  * part it has. */
 void node_part_report_registered(struct node *n);
-/* node_part_report.c: STEP_PERSISTED of the part's flush mark of step. */
-void node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
-                                int status, const char *msg, uint64_t bytes);
+/* node_part_report.c: STEP_PERSISTED of the part's flush mark of step;
+ * PT_OK once sent. */
+int node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
+                               int status, const char *msg, uint64_t bytes);
 /* node_part_report.c: after every node_job_drive, JOB_PART_STATE when the
  * part's state changed. */
 void node_part_report_after_drive(struct node *n);

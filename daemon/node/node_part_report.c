@@ -17,6 +17,7 @@
 #include "common/state_file.h"
 #include "daemon/node/node.h"
 #include "daemon/node/node_part_int.h"
+#include "daemon/node/node_persist.h"
 
 const char *node_part_report_state_now(const struct node *n)
 {
@@ -120,14 +121,14 @@ void node_part_report_send(struct node *n, uint64_t id, const char *state)
   p->reported = state;
 }
 
-void node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
-                                int status, const char *msg, uint64_t bytes)
+int node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
+                               int status, const char *msg, uint64_t bytes)
 {
   struct node_part *p = node_part_of(n);
   Pt__StepPersisted m = PT__STEP_PERSISTED__INIT;
 
   if (p == NULL || !p->has)
-    return;
+    return -ENOENT;
   m.job = p->job;
   m.epoch = p->epoch;
   m.step = step;
@@ -136,10 +137,7 @@ void node_part_report_persisted(struct node *n, uint64_t step, uint64_t mark,
   m.message = (char *)msg;
   m.has_bytes = status == PT_OK;
   m.bytes = bytes;
-  if (node_cluster_send(n, RPC_STEP_PERSISTED, 0, &m.base) != PT_OK)
-    log_notice("persist: the controller did not hear that step %" PRIu64
-               " is %s here (no link); the step stays incomplete", step,
-               status == PT_OK ? "durable" : "not durable");
+  return node_cluster_send(n, RPC_STEP_PERSISTED, 0, &m.base);
 }
 
 void node_part_report_refusal(struct node *n, uint64_t id, const char *job,
@@ -178,8 +176,10 @@ void node_part_report_registered(struct node *n)
     return;
   const char *s = node_part_report_state_now(n);
   node_part_report_send(n, 0, s != NULL ? s : "running");
-  if (p->active)
+  if (p->active) {
     node_decide_remote_link_up(n);
+    node_persist_cluster_link_up(n); /* a STEP_PERSISTED the link lost */
+  }
 }
 
 const char *node_part_report_end_name(enum part_end e)

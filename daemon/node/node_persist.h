@@ -83,6 +83,8 @@ void node_persist_cluster_mark(struct node *n, uint64_t step, uint64_t mark);
 /* Every local rank wrote the marked step (status PT_OK) or one failed:
  * STEP_PERSISTED to the controller. */
 void node_persist_cluster_report(struct node *n, int status, const char *msg);
+/* The link (re)registered: a STEP_PERSISTED it did not take goes again. */
+void node_persist_cluster_link_up(struct node *n);
 /* JOB_PERSISTED: step is complete; this node's files of steps older than
  * keep_from are removed (on the pool). */
 void node_persist_cluster_complete(struct node *n, uint64_t step,

@@ -65,10 +65,31 @@ void node_persist_cluster_mark(struct node *n, uint64_t step, uint64_t mark)
 void node_persist_cluster_report(struct node *n, int status, const char *msg)
 {
   struct node_persist *ps = PS(n);
-  node_part_report_persisted(n, ps->marked, ps->mark, status, msg,
-                             ps->ok_bytes);
+  if (node_part_report_persisted(n, ps->marked, ps->mark, status, msg,
+                                 ps->ok_bytes) != PT_OK) {
+    log_notice("persist: the link to the controller is down: step %" PRIu64
+               " (%s here) is said again when it is back", ps->marked,
+               status == PT_OK ? "durable" : "not durable");
+    ps->owed = true;
+    ps->owed_status = status;
+    ps->owed_step = ps->marked;
+    ps->owed_mark = ps->mark;
+    ps->owed_bytes = ps->ok_bytes;
+    snprintf(ps->owed_msg, sizeof(ps->owed_msg), "%s", msg != NULL ? msg : "");
+  }
   if (status == PT_OK)
     ps->has_marked = false;
+}
+
+void node_persist_cluster_link_up(struct node *n)
+{
+  struct node_persist *ps = PS(n);
+  if (ps == NULL || !ps->owed)
+    return;
+  if (node_part_report_persisted(n, ps->owed_step, ps->owed_mark,
+                                 ps->owed_status, ps->owed_msg,
+                                 ps->owed_bytes) == PT_OK)
+    ps->owed = false;
 }
 
 /* ---- removing the old steps ---- */

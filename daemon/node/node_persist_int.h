@@ -26,6 +26,12 @@ struct node_persist {
   uint64_t marked;           /* the step whose files are being written */
   uint32_t nok;              /* ranks whose file of marked is durable */
   uint64_t ok_bytes;         /* ... and their data bytes */
+  /* a cluster's STEP_PERSISTED the link did not take: sent again when it
+   * is back (the controller waits for it) */
+  bool owed;
+  int owed_status;
+  uint64_t owed_step, owed_mark, owed_bytes;
+  char owed_msg[300];
   bool *ok;                  /* per local rank */
   bool failed;               /* some rank could not write marked */
   uint64_t marked_until;     /* its ranks' answers are due by then */
