@@ -203,7 +203,7 @@ static const struct {
      "                        a shared file system survives lost nodes, a\n"
      "                        local disk only their restart\n"
      "  --persist-every K     commits between persisted steps (default 100)\n"
-     "  --persist-keep N      complete steps kept, 1..16 (default 2)\n"
+     "  --persist-keep N      complete steps kept, 1..15 (default 2)\n"
      "  --persist-rate BYTES  per rank per second, e.g. 256M (default);\n"
      "                        0: unthrottled\n"
      "--json: {\"controller\": ..., \"job\": ..., \"epoch\": ...}.\n" CTL_TEXT

@@ -96,7 +96,7 @@ static int start_opt(Pt__JobSpec *s, enum start_opt k, const char *flag,
     return ptctl_args_u32(flag, v, 1, 100000000, &s->persist_every);
   case O_PKEEP:
     s->has_persist_keep = true;
-    return ptctl_args_u32(flag, v, 1, 16, &s->persist_keep);
+    return ptctl_args_u32(flag, v, 1, 15, &s->persist_keep);
   case O_PRATE:
     s->has_persist_rate = true;
     return ptctl_args_bytes(flag, v, &s->persist_rate);

@@ -138,10 +138,10 @@ int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
       s->has_persist_rate = true;
       s->persist_rate = CTL_PERSIST_RATE_DEFAULT;
     }
-    if (s->persist_every > 100000000u || s->persist_keep > CTL_DISK_MAX)
+    if (s->persist_every > 100000000u || s->persist_keep > CTL_DISK_MAX - 1)
       return bad(err, errlen, "job '%s': persist every %" PRIu32 " (1..100000000"
                  "), keep %" PRIu32 " (1..%u)", s->name, s->persist_every,
-                 s->persist_keep, CTL_DISK_MAX);
+                 s->persist_keep, CTL_DISK_MAX - 1);
   } else if (s->has_persist_every || s->has_persist_keep ||
              s->has_persist_rate) {
     return bad(err, errlen, "job '%s': persist every, keep and rate need a "
