@@ -272,8 +272,7 @@ void ctl_jobs_persist_rollback(struct ctl_job *j, uint64_t step)
   struct ctl_persist *ps = &j->persist;
   /* The steps after it are done again: their files are of a history the
    * job left (the nodes remove them as newer ones complete). */
-  while (ps->ndisk > 0 && ps->disk[ps->ndisk - 1].step > step &&
-         !(ps->next_disk && ps->disk[ps->ndisk - 1].step == ps->next_step))
+  while (ps->ndisk > 0 && ps->disk[ps->ndisk - 1].step > step)
     ps->ndisk--;
 }
 
@@ -365,16 +364,35 @@ int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
     snprintf(why, len, "PERSISTED of unknown job '%s'", job);
     return PT_EFORMAT;
   }
-  struct ctl_disk_step *d = disk_find(&j->persist, step, mark);
+  struct ctl_persist *ps = &j->persist;
+  struct ctl_disk_step *d = disk_find(ps, step, mark);
   if (d == NULL) {
+    /* A record of a step older than the newest one held is of a history
+     * the replay already dropped: ignored (a compaction writes them in
+     * order). */
+    if (ps->ndisk > 0 && ps->disk[ps->ndisk - 1].step >= step)
+      return PT_OK;
     disk_add(j, step, mark, ms, bytes);
-    d = &j->persist.disk[j->persist.ndisk - 1];
+    d = &ps->disk[ps->ndisk - 1];
+    /* A compaction's copy of the step the epoch restores from disk, no
+     * step committed since: the next epoch restores it again. */
+    if (j->restore_disk && !d->bad && !bad && step == j->restore_step &&
+        mark == j->restore_mark &&
+        !(j->has_committed && j->committed > j->restore_step)) {
+      ps->next_disk = true;
+      ps->next_step = step;
+      ps->next_mark = mark;
+      snprintf(ps->why, sizeof(ps->why), "memory could not serve the job");
+    }
   }
   d->bad = d->bad || bad;
   /* The epoch replayed before chose it: the next one takes the one before
    * (as the live controller did). */
-  struct ctl_persist *ps = &j->persist;
-  if (bad && ps->next_disk && ps->next_step == step && ps->next_mark == mark) {
+  bool chosen = ps->next_disk && ps->next_step == step && ps->next_mark == mark;
+  bool restored = j->restore_disk && step == j->restore_step &&
+                  mark == j->restore_mark &&
+                  !(j->has_committed && j->committed > j->restore_step);
+  if (bad && (chosen || restored)) {
     ps->next_disk = false;
     (void)ctl_jobs_persist_fallback(j, "the restore from disk failed");
   }

@@ -533,9 +533,13 @@ int ctl_journal_compact(struct journal *jr, const struct ctl_jobs *js,
         recs[n].len = len;
         n++;
       }
-      /* Its complete steps on disk, right after its JOB: an EPOCH that
-       * restores one of them finds it. */
-      for (uint32_t d = 0; kinds[i] == CTL_REC_JOB && rc == PT_OK &&
+      /* Its complete steps on disk, after its EPOCH and COMMIT (before an
+       * END): the EPOCH's rollback, which undoes a live journal's history
+       * left behind, finds none of them to drop, and the one a disk epoch
+       * restores is found again as it is replayed
+       * (ctl_jobs_persist_replay). */
+      bool last = i + 1 == nk || kinds[i + 1] == CTL_REC_END;
+      for (uint32_t d = 0; last && rc == PT_OK &&
                            d < j->persist.ndisk && n < cap; d++) {
         rc = encode_persisted(j, &j->persist.disk[d], &buf, &len);
         if (rc == PT_OK) {

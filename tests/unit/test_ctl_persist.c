@@ -669,6 +669,49 @@ START_TEST(bad_replayed)
 }
 END_TEST
 
+/* After a restart from memory, the steps completed in the new epoch
+ * survive a compaction and the controller's restart (the EPOCH's rollback
+ * drops only a history the job left). */
+START_TEST(compaction_keeps_epoch_steps)
+{
+  char err[512];
+  uint64_t dropped = 0;
+  snprintf(DIRP, sizeof(DIRP), "/tmp/pt-test-persist.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(DIRP));
+  snprintf(PATH, sizeof(PATH), "%s/journal", DIRP);
+  setup();
+  ck_assert_int_eq(ctl_journal_open(&JR, PATH, &JS, &dropped, err,
+                                    sizeof(err)), PT_OK);
+  ctl_jobs_replay_done(&JS, 0);
+  struct ctl_job *j = abc_job();
+  commit_steps(j, 1, 3);
+  Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
+  ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 100);
+  ctl_jobs_tick_all(&JS, 60000);
+  ck_assert(j->has_restore && !j->restore_disk && j->restore_step == 3);
+  run_all(j, 61000);
+  commit_steps(j, 4, 5);
+  report_all(j, UINT32_MAX);
+  commit_steps(j, 6, 7);
+  report_all(j, UINT32_MAX);
+  ck_assert_uint_eq(j->persist.ndisk, 2);
+  uint64_t newest = ctl_jobs_persist_newest(j)->step;
+  ck_assert_int_eq(ctl_journal_compact(JR, &JS, true), PT_OK);
+  world_close();
+  world_init();
+  int rc = ctl_journal_open(&JR, PATH, &JS, &dropped, err, sizeof(err));
+  ck_assert_msg(rc == PT_OK, "%s", err);
+  ctl_jobs_replay_done(&JS, 0);
+  j = ctl_jobs_find(&JS, "j");
+  ck_assert_uint_eq(j->persist.ndisk, 2);
+  ck_assert_uint_eq(ctl_jobs_persist_newest(j)->step, newest);
+  ck_assert(!j->persist.next_disk);
+  world_close();
+  unlink(PATH);
+  rmdir(DIRP);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ctl_persist");
@@ -680,6 +723,7 @@ int main(void)
   tcase_add_test(tc, replayed);
   tcase_add_test(tc, choice_held);
   tcase_add_test(tc, bad_replayed);
+  tcase_add_test(tc, compaction_keeps_epoch_steps);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
