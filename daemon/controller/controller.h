@@ -21,6 +21,9 @@
  *                  report is its vote), restarts, waits for dead nodes,
  *                  ends (pure, no sockets, no clock; unit-tested); its
  *                  files share ctl_jobs_int.h
+ *   ctl_jobs_parts.c what the nodes say of the parts: a part's state (a
+ *                  failed one restarts, fails or goes to the disk tier),
+ *                  a step sealed, a commit vote
  *   ctl_jobs_spare.c a dead node's place given to a spare (same node
  *                  index), and a coding group that lost more members than
  *                  its code tolerates (the job fails, naming them)
@@ -583,15 +586,17 @@ uint32_t ctl_jobs_world_size(const struct ctl_job *j);
 
 /* From the nodes (the caller found j and part from the connection). Each
  * returns PT_OK, or PT_EEPOCH when epoch is not j's current one (ignored). */
-int ctl_jobs_part_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
-                        uint64_t epoch, enum ctl_part_state st,
-                        const char *msg, const Pt__JobPartState *m,
+int ctl_jobs_parts_state(struct ctl_jobs *js, struct ctl_job *j,
+                         uint32_t part, uint64_t epoch,
+                         enum ctl_part_state st, const char *msg,
+                         const Pt__JobPartState *m, uint64_t now);
+int ctl_jobs_parts_sealed(struct ctl_jobs *js, struct ctl_job *j,
+                          uint32_t part, uint64_t epoch, uint64_t step,
+                          bool pinned, uint64_t now);
+int ctl_jobs_parts_vote(struct ctl_jobs *js, struct ctl_job *j,
+                        uint32_t part, uint64_t epoch, uint64_t step,
+                        uint64_t ticket, int status, const char *msg,
                         uint64_t now);
-int ctl_jobs_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
-                    uint64_t epoch, uint64_t step, bool pinned, uint64_t now);
-int ctl_jobs_vote(struct ctl_jobs *js, struct ctl_job *j, uint32_t part,
-                  uint64_t epoch, uint64_t step, uint64_t ticket, int status,
-                  const char *msg, uint64_t now);
 
 /* The membership's news. registered: node m->nodes[node] (re)registered:
  * bound to its part if it has one in a live job, which is told again

@@ -702,14 +702,14 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
   switch (h->type) {
   case RPC_JOB_PART_STATE: {
     const Pt__JobPartState *m = (const Pt__JobPartState *)msg;
-    rc = ctl_jobs_part_state(&ctl->jobs, j, p, epoch, st, m->message, m, now);
+    rc = ctl_jobs_parts_state(&ctl->jobs, j, p, epoch, st, m->message, m, now);
     if (n->jobp == j)
       ctl_peers_on_part_state(ctl, j, p, m);
     break;
   }
-  case RPC_STEP_SEALED:
+  case RPC_STEP_SEALED: {
+    const Pt__StepSealed *ss = (const Pt__StepSealed *)msg;
     if (epoch == j->epoch) {
-      const Pt__StepSealed *ss = (const Pt__StepSealed *)msg;
       struct ctl_part *pt = &j->parts[p];
       if (ss->has_bytes_held)
         pt->bytes_held = ss->bytes_held;
@@ -720,12 +720,10 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
           pt->held[pt->nheld++] = ss->held[i];
       }
     }
-    rc = ctl_jobs_sealed(&ctl->jobs, j, p, epoch,
-                         ((const Pt__StepSealed *)msg)->step,
-                         ((const Pt__StepSealed *)msg)->has_pinned &&
-                             ((const Pt__StepSealed *)msg)->pinned,
-                         now);
+    rc = ctl_jobs_parts_sealed(&ctl->jobs, j, p, epoch, ss->step,
+                               ss->has_pinned && ss->pinned, now);
     break;
+  }
   case RPC_STEP_PERSISTED: {
     /* Whatever epoch it names: the mark tells the flushes apart (a new
      * epoch drops the marked one, and its late reports are ignored). */
@@ -737,8 +735,8 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
   }
   default: {
     const Pt__JobVote *m = (const Pt__JobVote *)msg;
-    rc = ctl_jobs_vote(&ctl->jobs, j, p, epoch, m->step, h->request_id,
-                       m->status, m->message, now);
+    rc = ctl_jobs_parts_vote(&ctl->jobs, j, p, epoch, m->step,
+                             h->request_id, m->status, m->message, now);
     break;
   }
   }

@@ -54,7 +54,7 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
       /* Unreachable: assigned when it registers again. */
     }
     /* From the committed step, or the older one a part's damaged
-     * snapshot sent it to (ctl_jobs_part_state). */
+     * snapshot sent it to (ctl_jobs_parts_state). */
     bool fb = j->has_fallback &&
               (!j->has_committed || j->fallback_step < j->committed);
     if (ctl_jobs_begin_epoch(js, j, fb || j->has_committed,

@@ -411,23 +411,23 @@ START_TEST(ranks_master_epochs)
   ck_assert_msg(seen("assign 0 e1 r0 w1 10.0.0.3:29501 restore=-1 committed=-1"),
                 "%s", ev[nev - 1]);
   /* running once every part says so */
-  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL,
                                        NULL, 10),
                    PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_STARTING);
-  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_RUNNING, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, 1, 1, CTL_PART_RUNNING, NULL,
                                        NULL, 10),
                    PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
   /* another epoch's report: ignored */
-  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 1, 7, CTL_PART_FAILED, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, 1, 7, CTL_PART_FAILED, NULL,
                                        NULL, 10),
                    PT_EEPOCH);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
   /* every part done: the job is done, END journaled, nodes freed */
-  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_DONE, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, 0, 1, CTL_PART_DONE, NULL,
                                        NULL, 20), PT_OK);
-  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_DONE, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, 1, 1, CTL_PART_DONE, NULL,
                                        NULL, 20), PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_DONE);
   ck_assert(seen("J END j done"));
@@ -458,7 +458,7 @@ static struct ctl_job *running_job(uint32_t nodes, uint32_t max_restarts,
   s.restart_window_ms = window_ms;
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
   for (uint32_t p = 0; p < nodes; p++)
-    ck_assert_int_eq(ctl_jobs_part_state(&JS, j, p, j->epoch,
+    ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, p, j->epoch,
                                          CTL_PART_RUNNING, NULL, NULL, 0),
                      PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
@@ -470,19 +470,19 @@ START_TEST(commit_across_nodes)
 {
   setup();
   struct ctl_job *j = running_job(2, 3, 0);
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 0, 1, 5, false, 100), PT_OK);
+  ck_assert_int_eq(ctl_jobs_parts_sealed(&JS, j, 0, 1, 5, false, 100), PT_OK);
   ck_assert_uint_eq(nev, 0); /* one node is not a round */
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 1, 1, 5, false, 100), PT_OK);
+  ck_assert_int_eq(ctl_jobs_parts_sealed(&JS, j, 1, 1, 5, false, 100), PT_OK);
   ck_assert(seen("pin 0 e1 s5") && seen("pin 1 e1 s5"));
   /* a vote of another epoch is ignored */
-  ck_assert_int_eq(ctl_jobs_vote(&JS, j, 0, 0, 5, last_ticket[0], 0, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_vote(&JS, j, 0, 0, 5, last_ticket[0], 0, NULL,
                                  101),
                    PT_EEPOCH);
-  ck_assert_int_eq(ctl_jobs_vote(&JS, j, 0, 1, 5, last_ticket[0], 0, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_vote(&JS, j, 0, 1, 5, last_ticket[0], 0, NULL,
                                  101),
                    PT_OK);
   ck_assert(!j->has_committed);
-  ck_assert_int_eq(ctl_jobs_vote(&JS, j, 1, 1, 5, last_ticket[1], 0, NULL,
+  ck_assert_int_eq(ctl_jobs_parts_vote(&JS, j, 1, 1, 5, last_ticket[1], 0, NULL,
                                  102),
                    PT_OK);
   ck_assert(j->has_committed);
@@ -495,19 +495,19 @@ START_TEST(commit_across_nodes)
 
   /* a refusal: no commit, UNPIN to the one that pinned */
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 6, false, 200);
-  ctl_jobs_sealed(&JS, j, 1, 1, 6, false, 200);
-  ctl_jobs_vote(&JS, j, 0, 1, 6, last_ticket[0], 0, NULL, 201);
-  ctl_jobs_vote(&JS, j, 1, 1, 6, last_ticket[1], -ENOENT, "gone", 201);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 6, false, 200);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 6, false, 200);
+  ctl_jobs_parts_vote(&JS, j, 0, 1, 6, last_ticket[0], 0, NULL, 201);
+  ctl_jobs_parts_vote(&JS, j, 1, 1, 6, last_ticket[1], -ENOENT, "gone", 201);
   ck_assert_uint_eq(j->committed, 5);
   ck_assert(seen("unpin 0 e1 s6"));
   ck_assert(!seen("J COMMIT j e1 s6"));
 
   /* a vote that never comes: the round's deadline */
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 7, false, 300);
-  ctl_jobs_sealed(&JS, j, 1, 1, 7, false, 300);
-  ctl_jobs_vote(&JS, j, 0, 1, 7, last_ticket[0], 0, NULL, 301);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 7, false, 300);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 7, false, 300);
+  ctl_jobs_parts_vote(&JS, j, 0, 1, 7, last_ticket[0], 0, NULL, 301);
   ck_assert_uint_le(ctl_jobs_tick_next_ms(&JS, 301), CTL_ROUND_MS);
   ctl_jobs_tick_all(&JS, 300 + CTL_ROUND_MS);
   ck_assert_uint_eq(j->committed, 5);
@@ -516,19 +516,19 @@ START_TEST(commit_across_nodes)
   /* the journal cannot take it: not committed, no JOB_COMMIT */
   nev = 0;
   journal_fail = 1;
-  ctl_jobs_sealed(&JS, j, 0, 1, 8, false, 20000);
-  ctl_jobs_sealed(&JS, j, 1, 1, 8, false, 20000);
-  ctl_jobs_vote(&JS, j, 0, 1, 8, last_ticket[0], 0, NULL, 20001);
-  ctl_jobs_vote(&JS, j, 1, 1, 8, last_ticket[1], 0, NULL, 20001);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 8, false, 20000);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 8, false, 20000);
+  ctl_jobs_parts_vote(&JS, j, 0, 1, 8, last_ticket[0], 0, NULL, 20001);
+  ctl_jobs_parts_vote(&JS, j, 1, 1, 8, last_ticket[1], 0, NULL, 20001);
   ck_assert_uint_eq(j->committed, 5);
   ck_assert(!seen("commit 0 e1 s8"));
   journal_fail = 0;
 
   /* a voter's node going down fails the round under way */
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 9, false, 30000);
-  ctl_jobs_sealed(&JS, j, 1, 1, 9, false, 30000);
-  ctl_jobs_vote(&JS, j, 0, 1, 9, last_ticket[0], 0, NULL, 30001);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 9, false, 30000);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 9, false, 30000);
+  ctl_jobs_parts_vote(&JS, j, 0, 1, 9, last_ticket[0], 0, NULL, 30001);
   ctl_members_lost(&M, (void *)2, 30002);
   ctl_jobs_node_down(&JS, 1, 30002);
   ck_assert_uint_eq(j->committed, 5);
@@ -541,15 +541,15 @@ START_TEST(restart_backoff_window)
 {
   setup();
   struct ctl_job *j = running_job(2, 2, 60000);
-  ctl_jobs_sealed(&JS, j, 0, 1, 4, false, 10);
-  ctl_jobs_sealed(&JS, j, 1, 1, 4, false, 10);
-  ctl_jobs_vote(&JS, j, 0, 1, 4, last_ticket[0], 0, NULL, 10);
-  ctl_jobs_vote(&JS, j, 1, 1, 4, last_ticket[1], 0, NULL, 10);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 4, false, 10);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 4, false, 10);
+  ctl_jobs_parts_vote(&JS, j, 0, 1, 4, last_ticket[0], 0, NULL, 10);
+  ctl_jobs_parts_vote(&JS, j, 1, 1, 4, last_ticket[1], 0, NULL, 10);
   ck_assert_uint_eq(j->committed, 4);
   nev = 0;
 
   /* a failed part: every part halted, the next epoch after 200 ms */
-  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_FAILED,
+  ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, 1, 1, CTL_PART_FAILED,
                                        "rank 3 exited 1", NULL, 1000),
                    PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
@@ -568,14 +568,14 @@ START_TEST(restart_backoff_window)
   ck_assert_uint_eq(j->restarts, 1);
 
   /* the second: backoff doubled (400 ms) */
-  ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
-  ctl_jobs_part_state(&JS, j, 1, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
-  ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_FAILED, "smp died", NULL, 2000);
+  ctl_jobs_parts_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
+  ctl_jobs_parts_state(&JS, j, 1, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
+  ctl_jobs_parts_state(&JS, j, 0, 2, CTL_PART_FAILED, "smp died", NULL, 2000);
   ck_assert_uint_eq(ctl_jobs_tick_next_ms(&JS, 2000), 400);
   ctl_jobs_tick_all(&JS, 2400);
   ck_assert_uint_eq(j->epoch, 3);
   /* the third, within the window of 60 s: 2 used, no restarts left */
-  ctl_jobs_part_state(&JS, j, 0, 3, CTL_PART_FAILED, "again", NULL, 3000);
+  ctl_jobs_parts_state(&JS, j, 0, 3, CTL_PART_FAILED, "again", NULL, 3000);
   ck_assert_int_eq(j->state, CTL_JOB_FAILED);
   ck_assert_ptr_nonnull(strstr(j->reason, "no restarts left"));
   ck_assert(seen("J END j failed"));
@@ -584,11 +584,11 @@ START_TEST(restart_backoff_window)
   /* outside the window the old restarts no longer count */
   setup();
   j = running_job(1, 1, 5000);
-  ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_FAILED, "x", NULL, 1000);
+  ctl_jobs_parts_state(&JS, j, 0, 1, CTL_PART_FAILED, "x", NULL, 1000);
   ctl_jobs_tick_all(&JS, 1200);
   ck_assert_uint_eq(j->epoch, 2);
-  ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
-  ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_FAILED, "x", NULL, 7000);
+  ctl_jobs_parts_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1300);
+  ctl_jobs_parts_state(&JS, j, 0, 2, CTL_PART_FAILED, "x", NULL, 7000);
   ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
   teardown();
 
@@ -636,7 +636,7 @@ START_TEST(permanent_failure_not_restarted)
               "ranks 2048 bytes; the smallest snapshot object needs 12288";
   m.has_permanent = true;
   m.permanent = true;
-  ck_assert_int_eq(ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_FAILED,
+  ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, 1, 1, CTL_PART_FAILED,
                                        m.message, &m, 1000),
                    PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_FAILED);
@@ -659,7 +659,7 @@ START_TEST(permanent_failure_not_restarted)
   j = running_job(1, 3, 0);
   m.has_permanent = true;
   m.permanent = false;
-  ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_FAILED, "x", &m, 1000);
+  ctl_jobs_parts_state(&JS, j, 0, 1, CTL_PART_FAILED, "x", &m, 1000);
   ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
   teardown();
 }
@@ -691,20 +691,21 @@ START_TEST(name_reused_not_confused)
   ck_assert(seen("assign 0 e3 r0 w4 10.0.0.1:29500 restore=-1 committed=-1"));
   /* the old job's parts answer its halts now: ignored */
   for (uint32_t p = 0; p < 2; p++) {
-    ck_assert_int_eq(ctl_jobs_part_state(&JS, j, p, 2, CTL_PART_STOPPED, NULL,
+    ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, p, 2, CTL_PART_STOPPED, NULL,
                                          NULL, 30),
                      PT_EEPOCH);
-    ck_assert_int_eq(ctl_jobs_part_state(&JS, j, p, 1, CTL_PART_STOPPED, NULL,
+    ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, p, 1, CTL_PART_STOPPED, NULL,
                                          NULL, 30),
                      PT_EEPOCH);
-    ck_assert_int_eq(ctl_jobs_sealed(&JS, j, p, 2, 40, false, 30), PT_EEPOCH);
+    ck_assert_int_eq(ctl_jobs_parts_sealed(&JS, j, p, 2, 40, false, 30),
+                     PT_EEPOCH);
   }
   ck_assert_int_eq(j->state, CTL_JOB_STARTING);
   for (uint32_t p = 0; p < 2; p++)
-    ctl_jobs_part_state(&JS, j, p, 3, CTL_PART_RUNNING, NULL, NULL, 40);
+    ctl_jobs_parts_state(&JS, j, p, 3, CTL_PART_RUNNING, NULL, NULL, 40);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
   for (uint32_t p = 0; p < 2; p++)
-    ctl_jobs_part_state(&JS, j, p, 3, CTL_PART_DONE, NULL, NULL, 50);
+    ctl_jobs_parts_state(&JS, j, p, 3, CTL_PART_DONE, NULL, NULL, 50);
   ck_assert_int_eq(j->state, CTL_JOB_DONE);
   ck_assert_uint_eq(j->restarts, 0);
   /* a name never used starts at 1 */
@@ -772,10 +773,10 @@ START_TEST(stop_and_restore)
   setup();
   struct ctl_job *j = running_job(2, 3, 0);
   for (uint64_t s = 3; s <= 5; s++) {
-    ctl_jobs_sealed(&JS, j, 0, 1, s, false, 10);
-    ctl_jobs_sealed(&JS, j, 1, 1, s, false, 10);
-    ctl_jobs_vote(&JS, j, 0, 1, s, last_ticket[0], 0, NULL, 10);
-    ctl_jobs_vote(&JS, j, 1, 1, s, last_ticket[1], 0, NULL, 10);
+    ctl_jobs_parts_sealed(&JS, j, 0, 1, s, false, 10);
+    ctl_jobs_parts_sealed(&JS, j, 1, 1, s, false, 10);
+    ctl_jobs_parts_vote(&JS, j, 0, 1, s, last_ticket[0], 0, NULL, 10);
+    ctl_jobs_parts_vote(&JS, j, 1, 1, s, last_ticket[1], 0, NULL, 10);
   }
   ck_assert_uint_eq(j->committed, 5);
   /* the nodes say what they hold */
@@ -783,8 +784,8 @@ START_TEST(stop_and_restore)
   Pt__JobPartState ps = PT__JOB_PART_STATE__INIT;
   ps.n_held = 2;
   ps.held = held;
-  ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL, &ps, 20);
-  ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_RUNNING, NULL, &ps, 20);
+  ctl_jobs_parts_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL, &ps, 20);
+  ctl_jobs_parts_state(&JS, j, 1, 1, CTL_PART_RUNNING, NULL, &ps, 20);
   ck_assert_int_eq(ctl_jobs_restore(&JS, "j", true, 4, 30, &has, &step, err,
                                     sizeof(err)),
                    -ENOENT);
@@ -830,9 +831,9 @@ static void commit_steps(struct ctl_job *j, uint64_t from, uint64_t to)
 {
   for (uint64_t st = from; st <= to; st++) {
     for (uint32_t p = 0; p < j->nparts; p++)
-      ctl_jobs_sealed(&JS, j, p, j->epoch, st, false, 10);
+      ctl_jobs_parts_sealed(&JS, j, p, j->epoch, st, false, 10);
     for (uint32_t p = 0; p < j->nparts; p++)
-      ctl_jobs_vote(&JS, j, p, j->epoch, st, last_ticket[p], 0, NULL, 10);
+      ctl_jobs_parts_vote(&JS, j, p, j->epoch, st, last_ticket[p], 0, NULL, 10);
   }
   ck_assert_uint_eq(j->committed, to);
 }
@@ -890,8 +891,8 @@ START_TEST(revive_failed)
   ck_assert_str_eq(ctl_members_find(&M, "n1")->job, "j");
   ck_assert_ptr_nonnull(strstr(j->reason, "restored by ptctl"));
   /* it runs, commits, and a second restore is of a live job */
-  ctl_jobs_part_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 72100);
-  ctl_jobs_part_state(&JS, j, 1, 2, CTL_PART_RUNNING, NULL, NULL, 72100);
+  ctl_jobs_parts_state(&JS, j, 0, 2, CTL_PART_RUNNING, NULL, NULL, 72100);
+  ctl_jobs_parts_state(&JS, j, 1, 2, CTL_PART_RUNNING, NULL, NULL, 72100);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
   commit_steps(j, 6, 6);
   ck_assert(seen("J COMMIT j e2 s6"));
@@ -903,20 +904,20 @@ START_TEST(revive_failed)
   commit_steps(j, 1, 2);
   uint64_t t = 1000;
   for (int i = 0; i < 2; i++) {
-    ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", NULL, t);
+    ctl_jobs_parts_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", NULL, t);
     ctl_jobs_tick_all(&JS, t + 10000);
     t += 20000;
   }
   ck_assert_uint_eq(j->epoch, 3);
-  ctl_jobs_part_state(&JS, j, 0, 3, CTL_PART_FAILED, "x", NULL, t);
+  ctl_jobs_parts_state(&JS, j, 0, 3, CTL_PART_FAILED, "x", NULL, t);
   ck_assert_int_eq(j->state, CTL_JOB_FAILED);
   ck_assert_ptr_nonnull(strstr(j->reason, "no restarts left"));
   ck_assert_int_eq(ctl_jobs_restore(&JS, "j", false, 0, t + 1, &has, &step,
                                     err, sizeof(err)),
                    PT_OK);
   ck_assert_uint_eq(j->epoch, 4);
-  ctl_jobs_part_state(&JS, j, 0, 4, CTL_PART_RUNNING, NULL, NULL, t + 2);
-  ctl_jobs_part_state(&JS, j, 0, 4, CTL_PART_FAILED, "y", NULL, t + 3);
+  ctl_jobs_parts_state(&JS, j, 0, 4, CTL_PART_RUNNING, NULL, NULL, t + 2);
+  ctl_jobs_parts_state(&JS, j, 0, 4, CTL_PART_FAILED, "y", NULL, t + 3);
   ck_assert_int_eq(j->state, CTL_JOB_RESTARTING);
   ck_assert_uint_eq(ctl_jobs_tick_next_ms(&JS, t + 3), 200); /* not 800 */
   teardown();
@@ -951,7 +952,7 @@ START_TEST(revive_refusals)
   Pt__JobSpec s = spec("d", 2, 2);
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, 300, &j, err, sizeof(err)), PT_OK);
   for (uint32_t p = 0; p < 2; p++)
-    ctl_jobs_part_state(&JS, j, p, 1, CTL_PART_DONE, NULL, NULL, 400);
+    ctl_jobs_parts_state(&JS, j, p, 1, CTL_PART_DONE, NULL, NULL, 400);
   ck_assert_int_eq(j->state, CTL_JOB_DONE);
   ck_assert_int_eq(ctl_jobs_restore(&JS, "d", false, 0, 500, &has, &step,
                                     err, sizeof(err)),
@@ -1073,12 +1074,12 @@ START_TEST(sealed_from_part_state)
   Pt__JobPartState ps = PT__JOB_PART_STATE__INIT;
   ps.has_last_sealed = true;
   ps.last_sealed = 7;
-  ctl_jobs_part_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL, &ps, 5);
+  ctl_jobs_parts_state(&JS, j, 0, 1, CTL_PART_RUNNING, NULL, &ps, 5);
   ck_assert(!seen("pin 0 e1 s7"));
-  ctl_jobs_part_state(&JS, j, 1, 1, CTL_PART_RUNNING, NULL, &ps, 5);
+  ctl_jobs_parts_state(&JS, j, 1, 1, CTL_PART_RUNNING, NULL, &ps, 5);
   ck_assert(seen("pin 0 e1 s7") && seen("pin 1 e1 s7"));
-  ctl_jobs_vote(&JS, j, 0, 1, 7, last_ticket[0], 0, NULL, 6);
-  ctl_jobs_vote(&JS, j, 1, 1, 7, last_ticket[1], 0, NULL, 6);
+  ctl_jobs_parts_vote(&JS, j, 0, 1, 7, last_ticket[0], 0, NULL, 6);
+  ctl_jobs_parts_vote(&JS, j, 1, 1, 7, last_ticket[1], 0, NULL, 6);
   ck_assert_uint_eq(j->committed, 7);
   ck_assert_uint_eq(j->committed_ms, 6);
   teardown();
@@ -1098,10 +1099,10 @@ START_TEST(pins_apart_let_go)
   setup();
   struct ctl_job *j = running_job(3, 3, 0);
   ck_assert_uint_gt(j->groups.n, 0);
-  ctl_jobs_sealed(&JS, j, 0, 1, 5, true, 100);
-  ctl_jobs_sealed(&JS, j, 1, 1, 5, true, 100);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 5, true, 100);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 5, true, 100);
   ck_assert_uint_eq(nev, 0);
-  ctl_jobs_sealed(&JS, j, 2, 1, 6, true, 101);
+  ctl_jobs_parts_sealed(&JS, j, 2, 1, 6, true, 101);
   for (int p = 0; p < 3; p++) {
     char a[64], b[64];
     snprintf(a, sizeof(a), "unpin %d e1 s5", p);
@@ -1113,7 +1114,7 @@ START_TEST(pins_apart_let_go)
   /* in step again: the next step commits as before */
   nev = 0;
   for (uint32_t p = 0; p < 3; p++)
-    ctl_jobs_sealed(&JS, j, p, 1, 8, true, 200);
+    ctl_jobs_parts_sealed(&JS, j, p, 1, 8, true, 200);
   ck_assert(!seen("unpin 0 e1 s8"));
   ck_assert(j->has_committed && j->committed == 8);
   teardown();
@@ -1122,18 +1123,18 @@ START_TEST(pins_apart_let_go)
    * 7, which node 0 pins, can still commit: nothing is let go of. */
   setup();
   j = running_job(3, 3, 0);
-  ctl_jobs_sealed(&JS, j, 2, 1, 6, true, 100);
-  ctl_jobs_sealed(&JS, j, 2, 1, 7, false, 101);
+  ctl_jobs_parts_sealed(&JS, j, 2, 1, 6, true, 100);
+  ctl_jobs_parts_sealed(&JS, j, 2, 1, 7, false, 101);
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 7, true, 102);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 7, true, 102);
   ck_assert(!seen("unpin 0 e1 s7") && !seen("unpin 2 e1 s6"));
   teardown();
 
   setup();
   j = running_job(2, 3, 0);
   ck_assert_uint_eq(j->groups.n, 0);
-  ctl_jobs_sealed(&JS, j, 0, 1, 5, true, 100);
-  ctl_jobs_sealed(&JS, j, 1, 1, 6, true, 100);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 5, true, 100);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 6, true, 100);
   ck_assert(!seen("unpin 0 e1 s5") && !seen("unpin 1 e1 s6"));
   teardown();
 }
@@ -1143,10 +1144,10 @@ START_TEST(commit_of_pinned_reports)
 {
   setup();
   struct ctl_job *j = running_job(3, 3, 0);
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 0, 1, 5, true, 100), PT_OK);
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 1, 1, 5, true, 100), PT_OK);
+  ck_assert_int_eq(ctl_jobs_parts_sealed(&JS, j, 0, 1, 5, true, 100), PT_OK);
+  ck_assert_int_eq(ctl_jobs_parts_sealed(&JS, j, 1, 1, 5, true, 100), PT_OK);
   ck_assert_uint_eq(nev, 0);
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 2, 1, 5, true, 101), PT_OK);
+  ck_assert_int_eq(ctl_jobs_parts_sealed(&JS, j, 2, 1, 5, true, 101), PT_OK);
   ck_assert(!seen("pin 0 e1 s5") && !seen("pin 1 e1 s5") &&
             !seen("pin 2 e1 s5"));
   ck_assert(j->has_committed);
@@ -1156,19 +1157,20 @@ START_TEST(commit_of_pinned_reports)
   /* step 6: node 1 reports it unpinned (its pin was busy): only it is
    * asked, and the step commits on its vote. */
   nev = 0;
-  ctl_jobs_sealed(&JS, j, 0, 1, 6, true, 200);
-  ctl_jobs_sealed(&JS, j, 1, 1, 6, false, 200);
-  ctl_jobs_sealed(&JS, j, 2, 1, 6, true, 200);
+  ctl_jobs_parts_sealed(&JS, j, 0, 1, 6, true, 200);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 6, false, 200);
+  ctl_jobs_parts_sealed(&JS, j, 2, 1, 6, true, 200);
   ck_assert(seen("pin 1 e1 s6"));
   ck_assert(!seen("pin 0 e1 s6") && !seen("pin 2 e1 s6"));
   ck_assert_uint_eq(j->committed, 5);
-  ctl_jobs_vote(&JS, j, 1, 1, 6, last_ticket[1], 0, NULL, 201);
+  ctl_jobs_parts_vote(&JS, j, 1, 1, 6, last_ticket[1], 0, NULL, 201);
   ck_assert_uint_eq(j->committed, 6);
   /* a pinned report of an older epoch counts for nothing */
   nev = 0;
-  ck_assert_int_eq(ctl_jobs_sealed(&JS, j, 0, 0, 7, true, 300), PT_EEPOCH);
-  ctl_jobs_sealed(&JS, j, 1, 1, 7, true, 300);
-  ctl_jobs_sealed(&JS, j, 2, 1, 7, true, 300);
+  ck_assert_int_eq(ctl_jobs_parts_sealed(&JS, j, 0, 0, 7, true, 300),
+                   PT_EEPOCH);
+  ctl_jobs_parts_sealed(&JS, j, 1, 1, 7, true, 300);
+  ctl_jobs_parts_sealed(&JS, j, 2, 1, 7, true, 300);
   ck_assert_uint_eq(j->committed, 6);
   teardown();
 }
@@ -1191,24 +1193,24 @@ START_TEST(thousand_nodes)
   Pt__JobSpec s = spec("big", N, 1);
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, 0, &j, err, sizeof(err)), PT_OK);
   for (uint32_t p = 0; p < N; p++)
-    ctl_jobs_part_state(&JS, j, p, 1, CTL_PART_RUNNING, NULL, NULL, 0);
+    ctl_jobs_parts_state(&JS, j, p, 1, CTL_PART_RUNNING, NULL, NULL, 0);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
   uint64_t t0 = rpc_now_ms();
   for (uint64_t step = 1; step <= ROUNDS; step++) {
     nev = 0;
     for (uint32_t p = 0; p < N; p++)
-      ctl_jobs_sealed(&JS, j, p, 1, step, false, 0);
+      ctl_jobs_parts_sealed(&JS, j, p, 1, step, false, 0);
     /* one JOB_PIN per node, once the last one sealed */
     ck_assert_uint_eq(nev, N);
     for (uint32_t p = 0; p < N; p++)
-      ctl_jobs_vote(&JS, j, p, 1, step, last_ticket[p], 0, NULL, 0);
+      ctl_jobs_parts_vote(&JS, j, p, 1, step, last_ticket[p], 0, NULL, 0);
     ck_assert_uint_eq(j->committed, step);
   }
   /* and rounds of pinned reports: no JOB_PIN at all */
   for (uint64_t step = ROUNDS + 1; step <= 2 * ROUNDS; step++) {
     nev = 0;
     for (uint32_t p = 0; p < N; p++)
-      ctl_jobs_sealed(&JS, j, p, 1, step, true, 0);
+      ctl_jobs_parts_sealed(&JS, j, p, 1, step, true, 0);
     ck_assert_uint_eq(j->committed, step);
     ck_assert(!seen("pin 0 e1 s1"));
   }

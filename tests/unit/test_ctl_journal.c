@@ -162,7 +162,7 @@ static struct ctl_job *start(struct world *w, const char *name)
   ck_assert_int_eq(ctl_jobs_start(&w->js, &s, 0, &j, err, sizeof(err)),
                    PT_OK);
   for (uint32_t p = 0; p < 2; p++)
-    ctl_jobs_part_state(&w->js, j, p, j->epoch, CTL_PART_RUNNING, NULL, NULL,
+    ctl_jobs_parts_state(&w->js, j, p, j->epoch, CTL_PART_RUNNING, NULL, NULL,
                         0);
   return j;
 }
@@ -170,9 +170,9 @@ static struct ctl_job *start(struct world *w, const char *name)
 static void commit(struct world *w, struct ctl_job *j, uint64_t step)
 {
   for (uint32_t p = 0; p < j->nparts; p++)
-    ctl_jobs_sealed(&w->js, j, p, j->epoch, step, false, 0);
+    ctl_jobs_parts_sealed(&w->js, j, p, j->epoch, step, false, 0);
   for (uint32_t p = 0; p < j->nparts; p++)
-    ctl_jobs_vote(&w->js, j, p, j->epoch, step, tick[p], 0, NULL, 0);
+    ctl_jobs_parts_vote(&w->js, j, p, j->epoch, step, tick[p], 0, NULL, 0);
   ck_assert_uint_eq(j->committed, step);
 }
 
@@ -191,11 +191,11 @@ static void a_run(void)
   struct ctl_job *a = start(&w, "a");
   for (uint64_t s = 3; s <= 5; s++)
     commit(&w, a, s);
-  ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
+  ctl_jobs_parts_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
   ctl_jobs_tick_all(&w.js, 10000);
   ck_assert_uint_eq(a->epoch, 2);
   for (uint32_t p = 0; p < 2; p++)
-    ctl_jobs_part_state(&w.js, a, p, 2, CTL_PART_RUNNING, NULL, NULL, 10001);
+    ctl_jobs_parts_state(&w.js, a, p, 2, CTL_PART_RUNNING, NULL, NULL, 10001);
   commit(&w, a, 6);
   struct ctl_job *b = start(&w, "b");
   commit(&w, b, 1);
@@ -248,8 +248,8 @@ START_TEST(replay_rebuilds)
   ck_assert_str_eq(ctl_members_find(&w.m, "n1")->job, "a");
   /* and no other job may take it */
   add_node(&w, "n0", 8);
-  ctl_jobs_part_state(&w.js, a, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1);
-  ctl_jobs_part_state(&w.js, a, 1, 2, CTL_PART_RUNNING, NULL, NULL, 1);
+  ctl_jobs_parts_state(&w.js, a, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1);
+  ctl_jobs_parts_state(&w.js, a, 1, 2, CTL_PART_RUNNING, NULL, NULL, 1);
   ck_assert_int_eq(a->state, CTL_JOB_RUNNING);
   /* commits go on past the replayed one, journaled as before */
   commit(&w, a, 7);
@@ -364,7 +364,7 @@ START_TEST(pending_restart_counted_once)
   add_node(&w, "n1", 2);
   struct ctl_job *a = start(&w, "a");
   commit(&w, a, 3);
-  ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
+  ctl_jobs_parts_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
   ck_assert_int_eq(a->state, CTL_JOB_RESTARTING);
   ck_assert_uint_eq(a->restarts, 1);
   ck_assert_int_eq(ctl_journal_compact(JR, &w.js, true), PT_OK);
@@ -378,7 +378,7 @@ START_TEST(pending_restart_counted_once)
   /* the part reports its failure again: one restart, counted once */
   add_node(&w, "n0", 3);
   add_node(&w, "n1", 4);
-  ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 20);
+  ctl_jobs_parts_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 20);
   ctl_jobs_tick_all(&w.js, 20000);
   ck_assert_uint_eq(a->epoch, 2);
   ck_assert_uint_eq(a->restarts, 1);
@@ -459,12 +459,12 @@ START_TEST(revival_replayed)
   struct ctl_job *a = start(&w, "a");
   for (uint64_t s = 3; s <= 5; s++)
     commit(&w, a, s);
-  ctl_jobs_part_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
+  ctl_jobs_parts_state(&w.js, a, 1, 1, CTL_PART_FAILED, "boom", NULL, 10);
   ck_assert_int_eq(a->state, CTL_JOB_RESTARTING);
   /* out of restarts: 3 within the window */
   for (uint64_t e = 2; e <= 4; e++) {
     ctl_jobs_tick_all(&w.js, 10000 * e);
-    ctl_jobs_part_state(&w.js, a, 1, a->epoch, CTL_PART_FAILED, "boom", NULL,
+    ctl_jobs_parts_state(&w.js, a, 1, a->epoch, CTL_PART_FAILED, "boom", NULL,
                         10000 * e + 1);
   }
   ck_assert_int_eq(a->state, CTL_JOB_FAILED);
@@ -475,7 +475,7 @@ START_TEST(revival_replayed)
   ck_assert(has && step == 5);
   ck_assert_uint_eq(a->epoch, 5);
   for (uint32_t p = 0; p < 2; p++)
-    ctl_jobs_part_state(&w.js, a, p, 5, CTL_PART_RUNNING, NULL, NULL, 50001);
+    ctl_jobs_parts_state(&w.js, a, p, 5, CTL_PART_RUNNING, NULL, NULL, 50001);
   commit(&w, a, 6);
   world_close(&w);
 
@@ -611,8 +611,8 @@ START_TEST(compaction_bounded)
   add_node(&w, "n0", 1);
   add_node(&w, "n1", 2);
   struct ctl_job *a = ctl_jobs_find(&w.js, "a");
-  ctl_jobs_part_state(&w.js, a, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1);
-  ctl_jobs_part_state(&w.js, a, 1, 2, CTL_PART_RUNNING, NULL, NULL, 1);
+  ctl_jobs_parts_state(&w.js, a, 0, 2, CTL_PART_RUNNING, NULL, NULL, 1);
+  ctl_jobs_parts_state(&w.js, a, 1, 2, CTL_PART_RUNNING, NULL, NULL, 1);
   uint64_t maxrec = 0, maxbytes = 0;
   for (uint64_t s = 7; s < 7 + 100000; s++) {
     commit(&w, a, s);
@@ -657,7 +657,7 @@ START_TEST(ended_held_replayed)
   m.has_bytes_held = true;
   m.bytes_held = 1234;
   for (uint32_t p = 0; p < 2; p++)
-    ctl_jobs_part_state(&w.js, a, p, 1, CTL_PART_RUNNING, NULL, &m, 100);
+    ctl_jobs_parts_state(&w.js, a, p, 1, CTL_PART_RUNNING, NULL, &m, 100);
   ck_assert_int_eq(ctl_jobs_stop(&w.js, "a", true, 200, err, sizeof(err)),
                    PT_OK);
   world_close(&w);

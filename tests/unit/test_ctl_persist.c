@@ -248,7 +248,7 @@ static struct ctl_job *start_job(const char *name, uint32_t nodes, uint32_t k,
   }
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, now, &j, err, sizeof(err)), PT_OK);
   for (uint32_t p = 0; p < nodes; p++)
-    ck_assert_int_eq(ctl_jobs_part_state(&JS, j, p, j->epoch,
+    ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, p, j->epoch,
                                          CTL_PART_RUNNING, NULL, NULL, now),
                      PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
@@ -258,7 +258,7 @@ static struct ctl_job *start_job(const char *name, uint32_t nodes, uint32_t k,
 static void run_all(struct ctl_job *j, uint64_t now)
 {
   for (uint32_t p = 0; p < j->nparts; p++)
-    ctl_jobs_part_state(&JS, j, p, j->epoch, CTL_PART_RUNNING, NULL, NULL,
+    ctl_jobs_parts_state(&JS, j, p, j->epoch, CTL_PART_RUNNING, NULL, NULL,
                         now);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
 }
@@ -267,9 +267,9 @@ static void commit_steps(struct ctl_job *j, uint64_t from, uint64_t to)
 {
   for (uint64_t st = from; st <= to; st++) {
     for (uint32_t p = 0; p < j->nparts; p++)
-      ctl_jobs_sealed(&JS, j, p, j->epoch, st, false, 10);
+      ctl_jobs_parts_sealed(&JS, j, p, j->epoch, st, false, 10);
     for (uint32_t p = 0; p < j->nparts; p++)
-      ctl_jobs_vote(&JS, j, p, j->epoch, st, last_ticket[p], 0, NULL, 10);
+      ctl_jobs_parts_vote(&JS, j, p, j->epoch, st, last_ticket[p], 0, NULL, 10);
   }
   ck_assert_uint_eq(j->committed, to);
 }
@@ -363,7 +363,7 @@ START_TEST(marks_and_completes)
   /* a new epoch drops it: its late reports make nothing complete */
   uint64_t mark10 = j->persist.mark;
   Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
-  ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 100);
+  ctl_jobs_parts_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 100);
   ctl_jobs_tick_all(&JS, 60000);
   ck_assert_uint_eq(j->epoch, 2);
   ck_assert(!j->persist.has_marked);
@@ -418,7 +418,7 @@ START_TEST(m_plus_one_from_disk)
   Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
   m.has_status = true;
   m.status = -EIO;
-  ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 2100);
+  ctl_jobs_parts_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 2100);
   ctl_jobs_tick_all(&JS, 60000);
   ck_assert_uint_eq(j->epoch, 3);
   ck_assert(j->restore_disk && j->restore_step == 4);
@@ -426,14 +426,14 @@ START_TEST(m_plus_one_from_disk)
   run_all(j, 61000);
   m.has_disk_failed = m.disk_failed = true;
   m.status = PT_ECHECKSUM;
-  ctl_jobs_part_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 61100);
+  ctl_jobs_parts_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 61100);
   ck_assert(j->persist.disk[1].bad);
   ctl_jobs_tick_all(&JS, 120000);
   ck_assert_uint_eq(j->epoch, 4);
   ck_assert(j->restore_disk && j->restore_step == 2);
   /* and step 2 fails too: nothing older, the job fails */
   run_all(j, 121000);
-  ctl_jobs_part_state(&JS, j, 2, j->epoch, CTL_PART_FAILED, "bad", &m,
+  ctl_jobs_parts_state(&JS, j, 2, j->epoch, CTL_PART_FAILED, "bad", &m,
                       121100);
   ck_assert_int_eq(j->state, CTL_JOB_FAILED);
   ck_assert_ptr_nonnull(strstr(j->reason, "no older complete step on disk"));
@@ -453,7 +453,7 @@ START_TEST(m_plus_one_from_disk)
   commit_steps(j, 3, 3);
   ck_assert(!j->persist.next_disk);
   m = (Pt__JobPartState)PT__JOB_PART_STATE__INIT;
-  ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 3000);
+  ctl_jobs_parts_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 3000);
   ctl_jobs_tick_all(&JS, 60000);
   ck_assert(!j->restore_disk);
   ck_assert_uint_eq(j->restore_step, 3);
@@ -484,13 +484,13 @@ START_TEST(nofrag_to_disk)
   Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
   m.has_status = true;
   m.status = -EIO;
-  ctl_jobs_part_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "x", &m, 100);
+  ctl_jobs_parts_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "x", &m, 100);
   ctl_jobs_tick_all(&JS, 60000);
   ck_assert_uint_eq(j->epoch, 2);
   ck_assert(!j->restore_disk && j->restore_step == 3);
   run_all(j, 61000);
   m.status = PT_ENOFRAG;
-  ctl_jobs_part_state(&JS, j, 1, j->epoch, CTL_PART_FAILED,
+  ctl_jobs_parts_state(&JS, j, 1, j->epoch, CTL_PART_FAILED,
                       "cannot rebuild step 3", &m, 61100);
   ctl_jobs_tick_all(&JS, 120000);
   ck_assert_uint_eq(j->epoch, 3);
@@ -584,7 +584,7 @@ START_TEST(choice_held)
   Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
   m.has_status = m.has_disk_failed = m.disk_failed = true;
   m.status = PT_ECHECKSUM;
-  ctl_jobs_part_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 2100);
+  ctl_jobs_parts_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 2100);
   ctl_jobs_tick_all(&JS, 60000);
   ck_assert(j->restore_disk && j->restore_step == 2);
   ck_assert(seen("J PERSISTED j s2") && j->persist.disk[1].bad);
@@ -646,7 +646,7 @@ START_TEST(bad_replayed)
   run_all(j, 2000);
   Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
   m.has_disk_failed = m.disk_failed = true;
-  ctl_jobs_part_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 2100);
+  ctl_jobs_parts_state(&JS, j, 1, j->epoch, CTL_PART_FAILED, "bad", &m, 2100);
   ck_assert(j->persist.disk[1].bad);
   world_close();
   for (int round = 0; round < 2; round++) {
@@ -686,7 +686,7 @@ START_TEST(compaction_keeps_epoch_steps)
   struct ctl_job *j = abc_job();
   commit_steps(j, 1, 3);
   Pt__JobPartState m = PT__JOB_PART_STATE__INIT;
-  ctl_jobs_part_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 100);
+  ctl_jobs_parts_state(&JS, j, 0, j->epoch, CTL_PART_FAILED, "x", &m, 100);
   ctl_jobs_tick_all(&JS, 60000);
   ck_assert(j->has_restore && !j->restore_disk && j->restore_step == 3);
   run_all(j, 61000);

@@ -241,7 +241,7 @@ static struct ctl_job *start_job(const char *name, uint32_t nodes, uint32_t k,
   }
   ck_assert_int_eq(ctl_jobs_start(&JS, &s, now, &j, err, sizeof(err)), PT_OK);
   for (uint32_t p = 0; p < nodes; p++)
-    ck_assert_int_eq(ctl_jobs_part_state(&JS, j, p, j->epoch,
+    ck_assert_int_eq(ctl_jobs_parts_state(&JS, j, p, j->epoch,
                                          CTL_PART_RUNNING, NULL, NULL, now),
                      PT_OK);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
@@ -251,7 +251,7 @@ static struct ctl_job *start_job(const char *name, uint32_t nodes, uint32_t k,
 static void run_all(struct ctl_job *j, uint64_t now)
 {
   for (uint32_t p = 0; p < j->nparts; p++)
-    ctl_jobs_part_state(&JS, j, p, j->epoch, CTL_PART_RUNNING, NULL, NULL,
+    ctl_jobs_parts_state(&JS, j, p, j->epoch, CTL_PART_RUNNING, NULL, NULL,
                         now);
   ck_assert_int_eq(j->state, CTL_JOB_RUNNING);
 }
@@ -260,9 +260,9 @@ static void commit_steps(struct ctl_job *j, uint64_t from, uint64_t to)
 {
   for (uint64_t st = from; st <= to; st++) {
     for (uint32_t p = 0; p < j->nparts; p++)
-      ctl_jobs_sealed(&JS, j, p, j->epoch, st, false, 10);
+      ctl_jobs_parts_sealed(&JS, j, p, j->epoch, st, false, 10);
     for (uint32_t p = 0; p < j->nparts; p++)
-      ctl_jobs_vote(&JS, j, p, j->epoch, st, last_ticket[p], 0, NULL, 10);
+      ctl_jobs_parts_vote(&JS, j, p, j->epoch, st, last_ticket[p], 0, NULL, 10);
   }
   ck_assert_uint_eq(j->committed, to);
 }
