@@ -1,6 +1,7 @@
 /*
  * node_part_int.h — what the files of a cluster-mode node's job part share
  * (node_part.c, its life and the controller's decisions;
+ * node_part_start.c, its start from the assignment;
  * node_part_record.c, <state-dir>/part.state; node_part_report.c,
  * JOB_PART_STATE), and nothing else does.
  */
@@ -62,6 +63,14 @@ static inline struct node_part *node_part_of(const struct node *n)
 {
   return n->part;
 }
+
+/* node_part_start.c: starts the part of the assignment in p->buf
+ * (request id: its answer; adopt: the node's own restart, the part
+ * recorded running); the job's first epoch (absent: 1, a controller from
+ * before it); the trainer command freed. */
+void node_part_start_run(struct node *n, uint64_t id, bool adopt);
+uint64_t node_part_start_first_epoch(const Pt__JobAssign *a);
+void node_part_start_free_cmd(struct node_part *p);
 
 /* "running", "stopped", "failed", "done". */
 const char *node_part_report_end_name(enum part_end e);
