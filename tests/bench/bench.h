@@ -434,6 +434,10 @@ void bench_json_u64(struct bench_json *j, const char *k, uint64_t v);
 void bench_json_bool(struct bench_json *j, const char *k, bool v);
 void bench_json_str_val(FILE *f, const char *s);
 void bench_json_str(struct bench_json *j, const char *k, const char *s);
+/* "targets": {key, key_target, key_ok for each of the n}, then
+ * "targets_all_ok". */
+void bench_json_targets(struct bench_json *j, const struct target *t,
+                        size_t n);
 
 /* A row of the table: label, measured, limit, ratio (NaN: "-"), target,
  * result. */

@@ -206,22 +206,7 @@ static void cluster_json(const struct cluster_results *cr, const char *error)
     bench_json_str(&j, "rebuild_disk_why", pr->rebuild_disk_why);
   bench_json_num(&j, "elapsed_s", cr->elapsed_s);
 
-  bench_json_key(&j, "targets");
-  fputc('{', stdout);
-  bool all_ok = true;
-  for (size_t i = 0; i < nt; i++) {
-    fprintf(stdout, "%s\n    \"%s\": ", i ? "," : "", t[i].key);
-    if (isfinite(t[i].value))
-      fprintf(stdout, "%.6g", t[i].value);
-    else
-      fputs("null", stdout);
-    fprintf(stdout, ",\n    \"%s_target\": \"%s %g\"", t[i].key, t[i].at_least ? ">=" : "<=",
-            t[i].bound);
-    fprintf(stdout, ",\n    \"%s_ok\": %s", t[i].key, bench_target_ok(&t[i]) ? "true" : "false");
-    all_ok = all_ok && bench_target_ok(&t[i]);
-  }
-  fputs("\n  }", stdout);
-  bench_json_bool(&j, "targets_all_ok", all_ok);
+  bench_json_targets(&j, t, nt);
   fputs("\n}\n", stdout);
 }
 

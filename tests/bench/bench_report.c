@@ -80,6 +80,26 @@ void bench_json_str(struct bench_json *j, const char *k, const char *s)
   bench_json_str_val(j->f, s);
 }
 
+void bench_json_targets(struct bench_json *j, const struct target *t, size_t n)
+{
+  bool all_ok = true;
+  bench_json_key(j, "targets");
+  fputc('{', j->f);
+  for (size_t i = 0; i < n; i++) {
+    fprintf(j->f, "%s\n    \"%s\": ", i ? "," : "", t[i].key);
+    if (isfinite(t[i].value))
+      fprintf(j->f, "%.6g", t[i].value);
+    else
+      fputs("null", j->f);
+    fprintf(j->f, ",\n    \"%s_target\": \"%s %g\"", t[i].key, t[i].at_least ? ">=" : "<=",
+            t[i].bound);
+    fprintf(j->f, ",\n    \"%s_ok\": %s", t[i].key, bench_target_ok(&t[i]) ? "true" : "false");
+    all_ok = all_ok && bench_target_ok(&t[i]);
+  }
+  fputs("\n  }", j->f);
+  bench_json_bool(j, "targets_all_ok", all_ok);
+}
+
 /* ---- the table ---- */
 
 void bench_row(const char *label, const char *measured, const char *limit, double ratio,
