@@ -101,6 +101,11 @@ void ptctl_out_line(FILE *f, const char *s);
 const char *ptctl_out_bytes(char *buf, size_t len, uint64_t b);
 /* "3.2 s ago", "14 min ago". OUT: buf. */
 const char *ptctl_out_age(char *buf, size_t len, uint64_t ms);
+/* The steps of a persist dir (a standalone node's or a cluster job's) as
+ * a JSON array, and as a table (STEP COMPLETE FILES SIZE AGE, each step's
+ * why after it). */
+void ptctl_out_disk_json(FILE *f, Pt__DiskStep *const *d, size_t n);
+void ptctl_out_disk_table(FILE *f, Pt__DiskStep *const *d, size_t n);
 
 /* A table printed with its columns aligned to the widest cell; the last
  * column is not padded. Cells are copied. */

@@ -54,27 +54,13 @@ static void json(FILE *f, const char *ctl, const Pt__JobInfo *j)
   }
   fputs("],\"persist_dir\":", f);
   ptctl_out_json_str(f, j->spec != NULL ? j->spec->persist_dir : NULL);
-  fputs(",\"disk\":[", f);
-  for (size_t i = 0; i < j->n_disk; i++) {
-    const Pt__DiskStep *d = j->disk[i];
-    fprintf(f, "%s{\"step\":%" PRIu64 ",\"complete\":%s,\"files\":",
-            i > 0 ? "," : "", d->step, d->complete ? "true" : "false");
-    ptctl_out_json_u64(f, d->has_files, d->files);
-    fputs(",\"bytes\":", f);
-    ptctl_out_json_u64(f, d->has_bytes, d->bytes);
-    fputs(",\"age_ms\":", f);
-    ptctl_out_json_u64(f, d->has_age_ms, d->age_ms);
-    fputs(",\"why\":", f);
-    ptctl_out_json_str(f, d->why);
-    fputc('}', f);
-  }
-  fputs("]}\n", f);
+  fputs(",\"disk\":", f);
+  ptctl_out_disk_json(f, j->disk, j->n_disk);
+  fputs("}\n", f);
 }
 
 static void table(FILE *f, const Pt__JobInfo *j)
 {
-  char b1[32], b2[32];
-
   fprintf(f, "job         %s (%s)\n", j->name, j->state);
   if (j->has_committed_step)
     fprintf(f, "committed   step %" PRIu64 "\n", j->committed_step);
@@ -125,19 +111,7 @@ static void table(FILE *f, const Pt__JobInfo *j)
     fputs("no step yet\n", f);
     return;
   }
-  fprintf(f, "%-12s %-10s %-7s %-10s %s\n", "STEP", "COMPLETE", "FILES",
-          "SIZE", "AGE");
-  for (size_t i = 0; i < j->n_disk; i++) {
-    const Pt__DiskStep *d = j->disk[i];
-    fprintf(f, "%-12" PRIu64 " %-10s %-7" PRIu32 " %-10s %s%s", d->step,
-            d->complete ? "yes" : "no", d->files,
-            d->has_bytes ? ptctl_out_bytes(b1, sizeof(b1), d->bytes) : "-",
-            d->has_age_ms ? ptctl_out_age(b2, sizeof(b2), d->age_ms) : "-",
-            d->why != NULL ? "  " : "");
-    if (d->why != NULL)
-      ptctl_out_line(f, d->why);
-    fputc('\n', f);
-  }
+  ptctl_out_disk_table(f, j->disk, j->n_disk);
 }
 
 void ptctl_jobs_snapshots_print(FILE *f, const struct ptctl_opts *o,

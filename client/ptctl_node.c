@@ -310,31 +310,13 @@ static void snapshots_json(FILE *f, const char *sock, const Pt__StatusReply *m)
     ptctl_out_json_str(f, m->persist_dir);
   else
     fputs("null", f);
-  fputs(",\"disk\":[", f);
-  for (size_t i = 0; i < m->n_disk_steps; i++) {
-    const Pt__DiskStep *d = m->disk_steps[i];
-    fprintf(f, "%s{\"step\":%" PRIu64 ",\"complete\":%s,\"files\":",
-            i > 0 ? "," : "", d->step, d->complete ? "true" : "false");
-    ptctl_out_json_u64(f, d->has_files, d->files);
-    fputs(",\"bytes\":", f);
-    ptctl_out_json_u64(f, d->has_bytes, d->bytes);
-    fputs(",\"age_ms\":", f);
-    ptctl_out_json_u64(f, d->has_age_ms, d->age_ms);
-    fputs(",\"ours\":", f);
-    fputs(!d->has_ours ? "null" : d->ours ? "true" : "false", f);
-    fputs(",\"why\":", f);
-    if (d->why != NULL)
-      ptctl_out_json_str(f, d->why);
-    else
-      fputs("null", f);
-    fputc('}', f);
-  }
-  fputs("]}\n", f);
+  fputs(",\"disk\":", f);
+  ptctl_out_disk_json(f, m->disk_steps, m->n_disk_steps);
+  fputs("}\n", f);
 }
 
 static void snapshots_table(FILE *f, const Pt__StatusReply *m)
 {
-  char b1[32], b2[32];
   fprintf(f, "job         %s (instance %s)\n", m->job,
           m->instance != NULL ? m->instance : "?");
   if (m->has_committed_step)
@@ -368,19 +350,7 @@ static void snapshots_table(FILE *f, const Pt__StatusReply *m)
     fprintf(f, "no step yet\n");
     return;
   }
-  fprintf(f, "%-12s %-10s %-7s %-10s %s\n", "STEP", "COMPLETE", "FILES",
-          "SIZE", "AGE");
-  for (size_t i = 0; i < m->n_disk_steps; i++) {
-    const Pt__DiskStep *d = m->disk_steps[i];
-    fprintf(f, "%-12" PRIu64 " %-10s %-7" PRIu32 " %-10s %s%s", d->step,
-            d->complete ? (d->has_ours && !d->ours ? "other run" : "yes") : "no",
-            d->files, ptctl_out_bytes(b1, sizeof(b1), d->bytes),
-            d->has_age_ms ? ptctl_out_age(b2, sizeof(b2), d->age_ms) : "-",
-            d->why != NULL ? "  " : "");
-    if (d->why != NULL)
-      ptctl_out_line(f, d->why);
-    fputc('\n', f);
-  }
+  ptctl_out_disk_table(f, m->disk_steps, m->n_disk_steps);
 }
 
 int ptctl_node_snapshots(const struct ptctl_opts *o)

@@ -1,7 +1,7 @@
 /*
  * ptctl_out.c — what ptctl prints: JSON strings that are always valid
- * JSON, human sizes and ages, and tables whose columns line up whatever
- * the width of their cells.
+ * JSON, human sizes and ages, tables whose columns line up whatever the
+ * width of their cells, and the steps of a persist dir.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -190,4 +190,47 @@ void ptctl_table_print(struct ptctl_table *t, FILE *f)
     free(t->cells[i]);
   free(t->cells);
   memset(t, 0, sizeof(*t));
+}
+
+void ptctl_out_disk_json(FILE *f, Pt__DiskStep *const *disk, size_t n)
+{
+  fputc('[', f);
+  for (size_t i = 0; i < n; i++) {
+    const Pt__DiskStep *d = disk[i];
+    fprintf(f, "%s{\"step\":%" PRIu64 ",\"complete\":%s,\"files\":",
+            i > 0 ? "," : "", d->step, d->complete ? "true" : "false");
+    ptctl_out_json_u64(f, d->has_files, d->files);
+    fputs(",\"bytes\":", f);
+    ptctl_out_json_u64(f, d->has_bytes, d->bytes);
+    fputs(",\"age_ms\":", f);
+    ptctl_out_json_u64(f, d->has_age_ms, d->age_ms);
+    fputs(",\"ours\":", f);
+    fputs(!d->has_ours ? "null" : d->ours ? "true" : "false", f);
+    fputs(",\"why\":", f);
+    ptctl_out_json_str(f, d->why);
+    fputc('}', f);
+  }
+  fputc(']', f);
+}
+
+void ptctl_out_disk_table(FILE *f, Pt__DiskStep *const *disk, size_t n)
+{
+  char b1[32], b2[32];
+
+  fprintf(f, "%-12s %-10s %-7s %-10s %s\n", "STEP", "COMPLETE", "FILES",
+          "SIZE", "AGE");
+  for (size_t i = 0; i < n; i++) {
+    const Pt__DiskStep *d = disk[i];
+    /* ("other run": a standalone node's files of another instance) */
+    fprintf(f, "%-12" PRIu64 " %-10s %-7" PRIu32 " %-10s %s%s", d->step,
+            d->complete ? (d->has_ours && !d->ours ? "other run" : "yes")
+                        : "no",
+            d->files,
+            d->has_bytes ? ptctl_out_bytes(b1, sizeof(b1), d->bytes) : "-",
+            d->has_age_ms ? ptctl_out_age(b2, sizeof(b2), d->age_ms) : "-",
+            d->why != NULL ? "  " : "");
+    if (d->why != NULL)
+      ptctl_out_line(f, d->why);
+    fputc('\n', f);
+  }
 }
