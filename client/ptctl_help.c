@@ -154,8 +154,8 @@ static const struct {
      "         [--memory-budget BYTES] [--max-restarts N]\n"
      "         [--restart-window-ms MS] [--backoff-ms MS] [--node-wait-ms MS]\n"
      "         [--master-port P] [--persist-dir DIR [--persist-every K]\n"
-     "         [--persist-keep N] [--persist-rate BYTES]] [--json]\n"
-     "         -- CMD ARGS...\n"
+     "         [--persist-keep N] [--persist-rate BYTES]]\n"
+     "         [--resume-from DIR] [--json] -- CMD ARGS...\n"
      "\n"
      "Starts a job on N spare nodes, R ranks on each: global rank = node\n"
      "index x R + local rank, with the torchrun environment (RANK,\n"
@@ -206,6 +206,16 @@ static const struct {
      "  --persist-keep N      complete steps kept, 1..15 (default 2)\n"
      "  --persist-rate BYTES  per rank per second, e.g. 256M (default);\n"
      "                        0: unthrottled\n"
+     "  --resume-from DIR     a cold start from the files of an earlier run\n"
+     "                        of JOB under DIR/JOB (its --persist-dir; the\n"
+     "                        controller's journal of it is not needed):\n"
+     "                        every node reads its ranks' file headers, and\n"
+     "                        the first epoch restores the newest step all\n"
+     "                        of them have, of one flush, every block\n"
+     "                        verified (a damaged step: the one before).\n"
+     "                        Another world size than the files' is\n"
+     "                        refused, naming both. It may be the same\n"
+     "                        directory as --persist-dir\n"
      "--json: {\"controller\": ..., \"job\": ..., \"epoch\": ...}.\n" CTL_TEXT
      "\n" EXIT_TEXT},
     {"restore",

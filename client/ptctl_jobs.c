@@ -35,7 +35,7 @@ const char *ptctl_jobs_refusal(char *buf, size_t len, const char *verb,
 
 enum start_opt {
   O_JOB, O_NODES, O_RPN, O_SLOTS, O_CODE, O_BUDGET, O_MAXR, O_WINDOW,
-  O_BACKOFF, O_NODEWAIT, O_PORT, O_PDIR, O_PEVERY, O_PKEEP, O_PRATE,
+  O_BACKOFF, O_NODEWAIT, O_PORT, O_PDIR, O_PEVERY, O_PKEEP, O_PRATE, O_RESUME,
   O_COUNT_
 };
 static const char *const START_OPTS[O_COUNT_] = {
@@ -44,6 +44,7 @@ static const char *const START_OPTS[O_COUNT_] = {
     "--max-restarts",  "--restart-window-ms", "--backoff-ms",
     "--node-wait-ms",  "--master-port", "--persist-dir",
     "--persist-every", "--persist-keep", "--persist-rate",
+    "--resume-from",
 };
 
 static int start_opt(Pt__JobSpec *s, enum start_opt k, const char *flag,
@@ -100,6 +101,14 @@ static int start_opt(Pt__JobSpec *s, enum start_opt k, const char *flag,
   case O_PRATE:
     s->has_persist_rate = true;
     return ptctl_args_bytes(flag, v, &s->persist_rate);
+  case O_RESUME:
+    if (v[0] != '/' || strlen(v) >= 1024) {
+      fprintf(stderr, "ptctl: start: %s '%s': expected an absolute path "
+                      "under 1024 bytes (the same on every node)\n", flag, v);
+      return -EINVAL;
+    }
+    s->resume_from = (char *)v;
+    return PT_OK;
   case O_COUNT_:
     break;
   }

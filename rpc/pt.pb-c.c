@@ -2572,6 +2572,141 @@ void   pt__job_persisted__free_unpacked
   assert(message->base.descriptor == &pt__job_persisted__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__disk_probe__init
+                     (Pt__DiskProbe         *message)
+{
+  static const Pt__DiskProbe init_value = PT__DISK_PROBE__INIT;
+  *message = init_value;
+}
+size_t pt__disk_probe__get_packed_size
+                     (const Pt__DiskProbe *message)
+{
+  assert(message->base.descriptor == &pt__disk_probe__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__disk_probe__pack
+                     (const Pt__DiskProbe *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__disk_probe__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__disk_probe__pack_to_buffer
+                     (const Pt__DiskProbe *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__disk_probe__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__DiskProbe *
+       pt__disk_probe__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__DiskProbe *)
+     protobuf_c_message_unpack (&pt__disk_probe__descriptor,
+                                allocator, len, data);
+}
+void   pt__disk_probe__free_unpacked
+                     (Pt__DiskProbe *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__disk_probe__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__probe_step__init
+                     (Pt__ProbeStep         *message)
+{
+  static const Pt__ProbeStep init_value = PT__PROBE_STEP__INIT;
+  *message = init_value;
+}
+size_t pt__probe_step__get_packed_size
+                     (const Pt__ProbeStep *message)
+{
+  assert(message->base.descriptor == &pt__probe_step__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__probe_step__pack
+                     (const Pt__ProbeStep *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__probe_step__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__probe_step__pack_to_buffer
+                     (const Pt__ProbeStep *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__probe_step__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__ProbeStep *
+       pt__probe_step__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__ProbeStep *)
+     protobuf_c_message_unpack (&pt__probe_step__descriptor,
+                                allocator, len, data);
+}
+void   pt__probe_step__free_unpacked
+                     (Pt__ProbeStep *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__probe_step__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__disk_probe_reply__init
+                     (Pt__DiskProbeReply         *message)
+{
+  static const Pt__DiskProbeReply init_value = PT__DISK_PROBE_REPLY__INIT;
+  *message = init_value;
+}
+size_t pt__disk_probe_reply__get_packed_size
+                     (const Pt__DiskProbeReply *message)
+{
+  assert(message->base.descriptor == &pt__disk_probe_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__disk_probe_reply__pack
+                     (const Pt__DiskProbeReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__disk_probe_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__disk_probe_reply__pack_to_buffer
+                     (const Pt__DiskProbeReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__disk_probe_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__DiskProbeReply *
+       pt__disk_probe_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__DiskProbeReply *)
+     protobuf_c_message_unpack (&pt__disk_probe_reply__descriptor,
+                                allocator, len, data);
+}
+void   pt__disk_probe_reply__free_unpacked
+                     (Pt__DiskProbeReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__disk_probe_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__job_unpin__init
                      (Pt__JobUnpin         *message)
 {
@@ -6934,7 +7069,7 @@ const ProtobufCMessageDescriptor pt__node_group__descriptor =
   (ProtobufCMessageInit) pt__node_group__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[17] =
+static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[18] =
 {
   {
     "name",
@@ -7140,6 +7275,18 @@ static const ProtobufCFieldDescriptor pt__job_spec__field_descriptors[17] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "resume_from",
+    18,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__JobSpec, resume_from),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_spec__field_indices_by_name[] = {
   1,   /* field[1] = argv */
@@ -7158,12 +7305,13 @@ static const unsigned pt__job_spec__field_indices_by_name[] = {
   16,   /* field[16] = persist_rate */
   3,   /* field[3] = ranks_per_node */
   7,   /* field[7] = restart_window_ms */
+  17,   /* field[17] = resume_from */
   4,   /* field[4] = slots */
 };
 static const ProtobufCIntRange pt__job_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor pt__job_spec__descriptor =
 {
@@ -7173,7 +7321,7 @@ const ProtobufCMessageDescriptor pt__job_spec__descriptor =
   "Pt__JobSpec",
   "pt",
   sizeof(Pt__JobSpec),
-  17,
+  18,
   pt__job_spec__field_descriptors,
   pt__job_spec__field_indices_by_name,
   1,  pt__job_spec__number_ranges,
@@ -7939,7 +8087,7 @@ const ProtobufCMessageDescriptor pt__jobs_reply__descriptor =
   (ProtobufCMessageInit) pt__jobs_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[13] =
+static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[14] =
 {
   {
     "spec",
@@ -8097,6 +8245,18 @@ static const ProtobufCFieldDescriptor pt__job_assign__field_descriptors[13] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restore_disk_resume",
+    14,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__JobAssign, has_restore_disk_resume),
+    offsetof(Pt__JobAssign, restore_disk_resume),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__job_assign__field_indices_by_name[] = {
   8,   /* field[8] = committed_step */
@@ -8108,6 +8268,7 @@ static const unsigned pt__job_assign__field_indices_by_name[] = {
   6,   /* field[6] = master_port */
   2,   /* field[2] = node_index */
   12,   /* field[12] = restore_disk_mark */
+  13,   /* field[13] = restore_disk_resume */
   11,   /* field[11] = restore_from_disk */
   7,   /* field[7] = restore_step */
   0,   /* field[0] = spec */
@@ -8116,7 +8277,7 @@ static const unsigned pt__job_assign__field_indices_by_name[] = {
 static const ProtobufCIntRange pt__job_assign__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor pt__job_assign__descriptor =
 {
@@ -8126,7 +8287,7 @@ const ProtobufCMessageDescriptor pt__job_assign__descriptor =
   "Pt__JobAssign",
   "pt",
   sizeof(Pt__JobAssign),
-  13,
+  14,
   pt__job_assign__field_descriptors,
   pt__job_assign__field_indices_by_name,
   1,  pt__job_assign__number_ranges,
@@ -8944,6 +9105,289 @@ const ProtobufCMessageDescriptor pt__job_persisted__descriptor =
   (ProtobufCMessageInit) pt__job_persisted__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pt__disk_probe__field_descriptors[6] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbe, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbe, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dir",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbe, dir),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "first_rank",
+    4,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbe, first_rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ranks",
+    5,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbe, ranks),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "world",
+    6,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbe, world),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__disk_probe__field_indices_by_name[] = {
+  2,   /* field[2] = dir */
+  1,   /* field[1] = epoch */
+  3,   /* field[3] = first_rank */
+  0,   /* field[0] = job */
+  4,   /* field[4] = ranks */
+  5,   /* field[5] = world */
+};
+static const ProtobufCIntRange pt__disk_probe__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor pt__disk_probe__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.DiskProbe",
+  "DiskProbe",
+  "Pt__DiskProbe",
+  "pt",
+  sizeof(Pt__DiskProbe),
+  6,
+  pt__disk_probe__field_descriptors,
+  pt__disk_probe__field_indices_by_name,
+  1,  pt__disk_probe__number_ranges,
+  (ProtobufCMessageInit) pt__disk_probe__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__probe_step__field_descriptors[3] =
+{
+  {
+    "step",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__ProbeStep, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mark",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__ProbeStep, mark),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__ProbeStep, has_bytes),
+    offsetof(Pt__ProbeStep, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__probe_step__field_indices_by_name[] = {
+  2,   /* field[2] = bytes */
+  1,   /* field[1] = mark */
+  0,   /* field[0] = step */
+};
+static const ProtobufCIntRange pt__probe_step__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pt__probe_step__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.ProbeStep",
+  "ProbeStep",
+  "Pt__ProbeStep",
+  "pt",
+  sizeof(Pt__ProbeStep),
+  3,
+  pt__probe_step__field_descriptors,
+  pt__probe_step__field_indices_by_name,
+  1,  pt__probe_step__number_ranges,
+  (ProtobufCMessageInit) pt__probe_step__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__disk_probe_reply__field_descriptors[7] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbeReply, job),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    2,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbeReply, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    3,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_SINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbeReply, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    4,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pt__DiskProbeReply, message),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "steps",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pt__DiskProbeReply, n_steps),
+    offsetof(Pt__DiskProbeReply, steps),
+    &pt__probe_step__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "other_world",
+    6,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pt__DiskProbeReply, has_other_world),
+    offsetof(Pt__DiskProbeReply, other_world),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "other_world_step",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__DiskProbeReply, has_other_world_step),
+    offsetof(Pt__DiskProbeReply, other_world_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__disk_probe_reply__field_indices_by_name[] = {
+  1,   /* field[1] = epoch */
+  0,   /* field[0] = job */
+  3,   /* field[3] = message */
+  5,   /* field[5] = other_world */
+  6,   /* field[6] = other_world_step */
+  2,   /* field[2] = status */
+  4,   /* field[4] = steps */
+};
+static const ProtobufCIntRange pt__disk_probe_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor pt__disk_probe_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.DiskProbeReply",
+  "DiskProbeReply",
+  "Pt__DiskProbeReply",
+  "pt",
+  sizeof(Pt__DiskProbeReply),
+  7,
+  pt__disk_probe_reply__field_descriptors,
+  pt__disk_probe_reply__field_indices_by_name,
+  1,  pt__disk_probe_reply__number_ranges,
+  (ProtobufCMessageInit) pt__disk_probe_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor pt__job_unpin__field_descriptors[3] =
 {
   {
@@ -9432,7 +9876,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_commit__descriptor =
   (ProtobufCMessageInit) pt__ctl_rec_commit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[8] =
 {
   {
     "job",
@@ -9518,6 +9962,18 @@ static const ProtobufCFieldDescriptor pt__ctl_rec_persisted__field_descriptors[7
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "resumed",
+    8,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__CtlRecPersisted, has_resumed),
+    offsetof(Pt__CtlRecPersisted, resumed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__ctl_rec_persisted__field_indices_by_name[] = {
   6,   /* field[6] = bad */
@@ -9525,13 +9981,14 @@ static const unsigned pt__ctl_rec_persisted__field_indices_by_name[] = {
   1,   /* field[1] = epoch */
   0,   /* field[0] = job */
   3,   /* field[3] = mark */
+  7,   /* field[7] = resumed */
   2,   /* field[2] = step */
   4,   /* field[4] = unix_ms */
 };
 static const ProtobufCIntRange pt__ctl_rec_persisted__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor =
 {
@@ -9541,7 +9998,7 @@ const ProtobufCMessageDescriptor pt__ctl_rec_persisted__descriptor =
   "Pt__CtlRecPersisted",
   "pt",
   sizeof(Pt__CtlRecPersisted),
-  7,
+  8,
   pt__ctl_rec_persisted__field_descriptors,
   pt__ctl_rec_persisted__field_indices_by_name,
   1,  pt__ctl_rec_persisted__number_ranges,

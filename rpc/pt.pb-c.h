@@ -72,6 +72,9 @@ typedef struct Pt__JobVote Pt__JobVote;
 typedef struct Pt__JobCommit Pt__JobCommit;
 typedef struct Pt__StepPersisted Pt__StepPersisted;
 typedef struct Pt__JobPersisted Pt__JobPersisted;
+typedef struct Pt__DiskProbe Pt__DiskProbe;
+typedef struct Pt__ProbeStep Pt__ProbeStep;
+typedef struct Pt__DiskProbeReply Pt__DiskProbeReply;
 typedef struct Pt__JobUnpin Pt__JobUnpin;
 typedef struct Pt__CtlRecJob Pt__CtlRecJob;
 typedef struct Pt__CtlRecGroup Pt__CtlRecGroup;
@@ -1318,10 +1321,19 @@ struct  Pt__JobSpec
    */
   protobuf_c_boolean has_persist_rate;
   uint64_t persist_rate;
+  /*
+   * default 256 MiB/s
+   * A cold start from the files of an earlier run (ptctl start
+   * --resume-from): before its first epoch the controller asks every node
+   * which steps all its ranks' files under <resume_from>/<name> hold
+   * (DISK_PROBE), and the first epoch restores the newest one every node
+   * has, of one flush. Absolute, as persist_dir.
+   */
+  char *resume_from;
 };
 #define PT__JOB_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_spec__descriptor) \
-    , NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, NULL }
 
 
 /*
@@ -1610,10 +1622,16 @@ struct  Pt__JobAssign
   protobuf_c_boolean restore_from_disk;
   protobuf_c_boolean has_restore_disk_mark;
   uint64_t restore_disk_mark;
+  /*
+   * ... and the files are under spec.resume_from, not spec.persist_dir (a
+   * step of the earlier run a cold start found).
+   */
+  protobuf_c_boolean has_restore_disk_resume;
+  protobuf_c_boolean restore_disk_resume;
 };
 #define PT__JOB_ASSIGN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__job_assign__descriptor) \
-    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1851,6 +1869,78 @@ struct  Pt__JobPersisted
 
 
 /*
+ * RPC_DISK_PROBE: controller -> node, before a cold start's first epoch:
+ * which steps under <dir>/<job> hold a file of every global rank in
+ * first_rank .. first_rank + ranks - 1, written by a job of world ranks,
+ * all of one flush? Answered with DISK_PROBE_REPLY (same request id). The
+ * node reads the files' headers only (each one's CRC checked); the data
+ * is verified block by block when the step is restored.
+ */
+struct  Pt__DiskProbe
+{
+  ProtobufCMessage base;
+  char *job;
+  /*
+   * the job's, echoed in the reply
+   */
+  uint64_t epoch;
+  char *dir;
+  uint32_t first_rank;
+  uint32_t ranks;
+  uint32_t world;
+};
+#define PT__DISK_PROBE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__disk_probe__descriptor) \
+    , NULL, 0, NULL, 0, 0, 0 }
+
+
+struct  Pt__ProbeStep
+{
+  ProtobufCMessage base;
+  uint64_t step;
+  /*
+   * the flush that wrote every file
+   */
+  uint64_t mark;
+  /*
+   * the ranks' data bytes
+   */
+  protobuf_c_boolean has_bytes;
+  uint64_t bytes;
+};
+#define PT__PROBE_STEP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__probe_step__descriptor) \
+    , 0, 0, 0, 0 }
+
+
+/*
+ * RPC_DISK_PROBE_REPLY: node -> controller. status 0: steps, ascending
+ * (at most 16, the newest), each with all the ranks' files of one flush.
+ * Otherwise the directory could not be read (message says why). A step
+ * whose files name another world size is left out and named in
+ * other_world / other_world_step (the newest such), so that the
+ * controller can say why.
+ */
+struct  Pt__DiskProbeReply
+{
+  ProtobufCMessage base;
+  char *job;
+  uint64_t epoch;
+  int32_t status;
+  char *message;
+  size_t n_steps;
+  Pt__ProbeStep **steps;
+  protobuf_c_boolean has_other_world;
+  uint32_t other_world;
+  protobuf_c_boolean has_other_world_step;
+  uint64_t other_world_step;
+};
+#define PT__DISK_PROBE_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__disk_probe_reply__descriptor) \
+    , NULL, 0, 0, NULL, 0,NULL, 0, 0, 0, 0 }
+
+
+/*
  * RPC_JOB_UNPIN: controller -> node: the round for step failed; let go of
  * its pins. Unanswered.
  */
@@ -2018,10 +2108,16 @@ struct  Pt__CtlRecPersisted
    */
   protobuf_c_boolean has_bad;
   protobuf_c_boolean bad;
+  /*
+   * Found under spec.resume_from by the cold start's DISK_PROBE (files of
+   * an earlier run), not written by this job.
+   */
+  protobuf_c_boolean has_resumed;
+  protobuf_c_boolean resumed;
 };
 #define PT__CTL_REC_PERSISTED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__ctl_rec_persisted__descriptor) \
-    , NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -3495,6 +3591,63 @@ Pt__JobPersisted *
 void   pt__job_persisted__free_unpacked
                      (Pt__JobPersisted *message,
                       ProtobufCAllocator *allocator);
+/* Pt__DiskProbe methods */
+void   pt__disk_probe__init
+                     (Pt__DiskProbe         *message);
+size_t pt__disk_probe__get_packed_size
+                     (const Pt__DiskProbe   *message);
+size_t pt__disk_probe__pack
+                     (const Pt__DiskProbe   *message,
+                      uint8_t             *out);
+size_t pt__disk_probe__pack_to_buffer
+                     (const Pt__DiskProbe   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__DiskProbe *
+       pt__disk_probe__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__disk_probe__free_unpacked
+                     (Pt__DiskProbe *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__ProbeStep methods */
+void   pt__probe_step__init
+                     (Pt__ProbeStep         *message);
+size_t pt__probe_step__get_packed_size
+                     (const Pt__ProbeStep   *message);
+size_t pt__probe_step__pack
+                     (const Pt__ProbeStep   *message,
+                      uint8_t             *out);
+size_t pt__probe_step__pack_to_buffer
+                     (const Pt__ProbeStep   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__ProbeStep *
+       pt__probe_step__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__probe_step__free_unpacked
+                     (Pt__ProbeStep *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__DiskProbeReply methods */
+void   pt__disk_probe_reply__init
+                     (Pt__DiskProbeReply         *message);
+size_t pt__disk_probe_reply__get_packed_size
+                     (const Pt__DiskProbeReply   *message);
+size_t pt__disk_probe_reply__pack
+                     (const Pt__DiskProbeReply   *message,
+                      uint8_t             *out);
+size_t pt__disk_probe_reply__pack_to_buffer
+                     (const Pt__DiskProbeReply   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__DiskProbeReply *
+       pt__disk_probe_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__disk_probe_reply__free_unpacked
+                     (Pt__DiskProbeReply *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__JobUnpin methods */
 void   pt__job_unpin__init
                      (Pt__JobUnpin         *message);
@@ -4105,6 +4258,15 @@ typedef void (*Pt__StepPersisted_Closure)
 typedef void (*Pt__JobPersisted_Closure)
                  (const Pt__JobPersisted *message,
                   void *closure_data);
+typedef void (*Pt__DiskProbe_Closure)
+                 (const Pt__DiskProbe *message,
+                  void *closure_data);
+typedef void (*Pt__ProbeStep_Closure)
+                 (const Pt__ProbeStep *message,
+                  void *closure_data);
+typedef void (*Pt__DiskProbeReply_Closure)
+                 (const Pt__DiskProbeReply *message,
+                  void *closure_data);
 typedef void (*Pt__JobUnpin_Closure)
                  (const Pt__JobUnpin *message,
                   void *closure_data);
@@ -4239,6 +4401,9 @@ extern const ProtobufCMessageDescriptor pt__job_vote__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__step_persisted__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_persisted__descriptor;
+extern const ProtobufCMessageDescriptor pt__disk_probe__descriptor;
+extern const ProtobufCMessageDescriptor pt__probe_step__descriptor;
+extern const ProtobufCMessageDescriptor pt__disk_probe_reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__job_unpin__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_job__descriptor;
 extern const ProtobufCMessageDescriptor pt__ctl_rec_group__descriptor;

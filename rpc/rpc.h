@@ -147,6 +147,8 @@ enum rpc_type {
   /* the persistent tier (controller <-> node) */
   RPC_STEP_PERSISTED = 48,      /* Pt__StepPersisted */
   RPC_JOB_PERSISTED = 49,       /* Pt__JobPersisted */
+  RPC_DISK_PROBE = 50,          /* Pt__DiskProbe */
+  RPC_DISK_PROBE_REPLY = 51,    /* Pt__DiskProbeReply */
   /* erasure coding between the SMPs of a group */
   RPC_JOB_PEERS = 60,           /* Pt__JobPeers */
   RPC_PEERS_SET = 61,           /* Pt__PeersSet */

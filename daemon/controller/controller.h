@@ -24,6 +24,10 @@
  *   ctl_jobs_parts.c what the nodes say of the parts: a part's state (a
  *                  failed one restarts, fails or goes to the disk tier),
  *                  a step sealed, a commit vote
+ *   ctl_jobs_probe.c a cold start from an earlier run's files
+ *                  (--resume-from): every node asked which steps its
+ *                  ranks' files hold, the first epoch from the newest
+ *                  one all of them have
  *   ctl_jobs_spare.c a dead node's place given to a spare (same node
  *                  index), and a coding group that lost more members than
  *                  its code tolerates (the job fails, naming them)
@@ -508,6 +512,9 @@ struct ctl_jobs_ops {
   int (*journal)(void *ctx, const struct ctl_job *j, enum ctl_rec kind);
   /* JOB_PERSISTED of the newest complete step on disk to part. */
   int (*persisted)(void *ctx, struct ctl_job *j, uint32_t part);
+  /* DISK_PROBE of spec.resume_from to part (a cold start, before its
+   * first epoch). Non-zero: not sent. */
+  int (*probe)(void *ctx, struct ctl_job *j, uint32_t part);
 };
 
 struct ctl_jobs {

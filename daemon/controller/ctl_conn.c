@@ -287,7 +287,8 @@ static int on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
       return PT_OK;
     }
     if (h->type == RPC_JOB_PART_STATE || h->type == RPC_STEP_SEALED ||
-        h->type == RPC_JOB_VOTE || h->type == RPC_STEP_PERSISTED) {
+        h->type == RPC_JOB_VOTE || h->type == RPC_STEP_PERSISTED ||
+        h->type == RPC_DISK_PROBE_REPLY) {
       if (ctl_job_conn_on_node(p->ctl, c, p->node, h, msg, what,
                                sizeof(what)) != PT_OK)
         return refuse(p, what);

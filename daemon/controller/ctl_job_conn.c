@@ -149,6 +149,9 @@ static int op_assign(void *ctx, struct ctl_job *j, uint32_t p)
       j->has_restore && j->restore_disk;
   a.has_restore_disk_mark = a.restore_from_disk;
   a.restore_disk_mark = j->restore_mark;
+  a.has_restore_disk_resume = a.restore_from_disk;
+  a.restore_disk_resume = a.restore_from_disk &&
+                          ctl_jobs_persist_restore_resumed(j);
   if (j->groups.n > 0) {
     group_msg(ctl, j, j->groups.group_of[p], &ng, mem, mp, emp);
     a.group = &ng;
@@ -246,6 +249,19 @@ static int op_persisted(void *ctx, struct ctl_job *j, uint32_t p)
   return send_to(CTL(ctx), j, p, RPC_JOB_PERSISTED, 0, &m.base);
 }
 
+static int op_probe(void *ctx, struct ctl_job *j, uint32_t p)
+{
+  struct controller *ctl = CTL(ctx);
+  Pt__DiskProbe m = PT__DISK_PROBE__INIT;
+  m.job = j->spec->name;
+  m.epoch = j->epoch;
+  m.dir = j->spec->resume_from;
+  m.first_rank = ctl_jobs_first_rank(j, p);
+  m.ranks = j->spec->ranks_per_node;
+  m.world = ctl_jobs_world_size(j);
+  return send_to(ctl, j, p, RPC_DISK_PROBE, ++ctl->req_seq, &m.base);
+}
+
 const struct ctl_jobs_ops ctl_job_conn_ops = {
     .assign = op_assign,
     .halt = op_halt,
@@ -254,6 +270,7 @@ const struct ctl_jobs_ops ctl_job_conn_ops = {
     .unpin = op_unpin,
     .journal = op_journal,
     .persisted = op_persisted,
+    .probe = op_probe,
 };
 
 /* ---- the jobs' timer ---- */
@@ -679,6 +696,10 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
     job = ((const Pt__StepPersisted *)msg)->job;
     epoch = ((const Pt__StepPersisted *)msg)->epoch;
     break;
+  case RPC_DISK_PROBE_REPLY:
+    job = ((const Pt__DiskProbeReply *)msg)->job;
+    epoch = ((const Pt__DiskProbeReply *)msg)->epoch;
+    break;
   default:
     snprintf(what, whatlen, "%s is not a node's frame here",
              rpc_type_name(h->type));
@@ -733,6 +754,10 @@ int ctl_job_conn_on_node(struct controller *ctl, struct rpc_conn *c,
                                  m->has_bytes ? m->bytes : 0);
     break;
   }
+  case RPC_DISK_PROBE_REPLY:
+    rc = ctl_jobs_probe_reply(&ctl->jobs, j, p, epoch,
+                              (const Pt__DiskProbeReply *)msg, now);
+    break;
   default: {
     const Pt__JobVote *m = (const Pt__JobVote *)msg;
     rc = ctl_jobs_parts_vote(&ctl->jobs, j, p, epoch, m->step,

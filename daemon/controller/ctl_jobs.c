@@ -123,6 +123,7 @@ static void job_free(struct ctl_job *j)
   free(j->parts);
   free(j->restart_log);
   free(j->persist.ok);
+  free(j->persist.probed);
   free(j);
 }
 
@@ -267,8 +268,9 @@ int ctl_jobs_job_new(struct ctl_jobs *js, const Pt__JobSpec *spec,
   j->restart_log = calloc(nlog, sizeof(*j->restart_log));
   j->nlog = nlog;
   j->persist.ok = calloc(spec->nodes, sizeof(*j->persist.ok));
+  j->persist.probed = calloc(spec->nodes, sizeof(*j->persist.probed));
   int rc = j->spec == NULL || j->parts == NULL || j->restart_log == NULL ||
-                   j->persist.ok == NULL
+                   j->persist.ok == NULL || j->persist.probed == NULL
                ? -ENOMEM
                : commit_init(&j->commit, j->nparts, CTL_ROUND_MS,
                              &ctl_jobs_commit_ops, j);
@@ -321,6 +323,10 @@ void ctl_jobs_assign_part(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
   struct ctl_part *pt = &j->parts[p];
   if (!ctl_jobs_part_connected(js, j, p))
     return;
+  if (j->persist.probing) {
+    ctl_jobs_probe_send(js, j, p, now); /* no epoch before its answer */
+    return;
+  }
   if (js->ops->assign(js->ctx, j, p) == PT_OK) {
     pt->sent = true;
     if (pt->state == CTL_PART_ASSIGNED)
@@ -353,6 +359,12 @@ int ctl_jobs_begin_epoch(struct ctl_jobs *js, struct ctl_job *j, bool has_from,
   bool was_disk = j->restore_disk;
   uint64_t was_mark = j->restore_mark;
 
+  /* A cold start still asking its nodes what they hold (a spare took a
+   * place, a node came back): asked again, every part. */
+  if (j->persist.probing) {
+    ctl_jobs_probe_begin(js, j, now);
+    return PT_OK;
+  }
   /* Memory could not serve it: the step chosen on disk. */
   ctl_jobs_persist_epoch(j, &has_from, &from);
   j->epoch++;
@@ -584,6 +596,10 @@ int ctl_jobs_start(struct ctl_jobs *js, const Pt__JobSpec *spec_in,
   }
   for (uint32_t p = 0; p < j->nparts; p++)
     ctl_jobs_bind_node(js, j, p, idx[p]);
+  /* A cold start asks every node what it holds first (ctl_jobs_probe.c);
+   * its first epoch begins on their answers. */
+  if (spec->resume_from != NULL && spec->resume_from[0] != '\0')
+    j->persist.probing = true;
   rc = ctl_jobs_begin_epoch(js, j, false, 0, now);
   if (rc != PT_OK) {
     /* JOB is journaled: end it so that a replay does not resurrect it. */

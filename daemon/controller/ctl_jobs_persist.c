@@ -119,7 +119,7 @@ static void disk_drop(struct ctl_persist *ps, uint32_t n)
  * before it are kept (bad ones do not count: they are never restored),
  * and what is older goes (the nodes remove their files). */
 static void disk_add(struct ctl_job *j, uint64_t step, uint64_t mark,
-                     uint64_t ms, uint64_t bytes)
+                     uint64_t ms, uint64_t bytes, bool resumed)
 {
   struct ctl_persist *ps = &j->persist;
   /* A job taken back to an older step writes its steps again: what is
@@ -139,7 +139,8 @@ static void disk_add(struct ctl_job *j, uint64_t step, uint64_t mark,
   if (ps->ndisk == CTL_DISK_MAX)
     disk_drop(ps, 1);
   ps->disk[ps->ndisk++] = (struct ctl_disk_step){
-      .step = step, .mark = mark, .unix_ms = ms, .bytes = bytes};
+      .step = step, .mark = mark, .unix_ms = ms, .bytes = bytes,
+      .resumed = resumed};
 }
 
 /* The entry of step's flush mark; NULL: not (or no longer) complete. */
@@ -184,7 +185,7 @@ int ctl_jobs_persist_report(struct ctl_jobs *js, struct ctl_job *j,
     return PT_OK;
   ps->has_marked = false;
   struct ctl_persist was = *ps;
-  disk_add(j, step, mark, unix_ms(), ps->ok_bytes);
+  disk_add(j, step, mark, unix_ms(), ps->ok_bytes, false);
   ps->rec = ps->ndisk - 1;
   int rc = js->ops->journal(js->ctx, j, CTL_REC_PERSISTED);
   if (rc != PT_OK) {
@@ -357,7 +358,8 @@ const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j)
 
 int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
                             uint64_t step, uint64_t mark, uint64_t ms,
-                            uint64_t bytes, bool bad, char *why, size_t len)
+                            uint64_t bytes, bool bad, bool resumed,
+                            char *why, size_t len)
 {
   struct ctl_job *j = ctl_jobs_find(js, job);
   if (j == NULL) {
@@ -372,7 +374,7 @@ int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
      * order). */
     if (ps->ndisk > 0 && ps->disk[ps->ndisk - 1].step >= step)
       return PT_OK;
-    disk_add(j, step, mark, ms, bytes);
+    disk_add(j, step, mark, ms, bytes, resumed);
     d = &ps->disk[ps->ndisk - 1];
     /* A compaction's copy of the step the epoch restores from disk, no
      * step committed since: the next epoch restores it again. */
@@ -403,4 +405,27 @@ const struct ctl_disk_step *ctl_jobs_persist_rec(const struct ctl_job *j)
 {
   const struct ctl_persist *ps = &j->persist;
   return ps->rec < ps->ndisk ? &ps->disk[ps->rec] : NULL;
+}
+
+int ctl_jobs_persist_found(struct ctl_jobs *js, struct ctl_job *j,
+                           uint64_t step, uint64_t mark, uint64_t bytes)
+{
+  struct ctl_persist *ps = &j->persist;
+  struct ctl_persist was = *ps;
+  disk_add(j, step, mark, unix_ms(), bytes, true);
+  ps->rec = ps->ndisk - 1;
+  int rc = js->ops->journal(js->ctx, j, CTL_REC_PERSISTED);
+  if (rc != PT_OK) {
+    memcpy(ps->disk, was.disk, sizeof(ps->disk));
+    ps->ndisk = was.ndisk;
+  }
+  return rc;
+}
+
+bool ctl_jobs_persist_restore_resumed(const struct ctl_job *j)
+{
+  struct ctl_persist *ps = (struct ctl_persist *)&j->persist;
+  const struct ctl_disk_step *d =
+      j->restore_disk ? disk_find(ps, j->restore_step, j->restore_mark) : NULL;
+  return d != NULL && d->resumed;
 }

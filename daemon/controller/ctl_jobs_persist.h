@@ -29,6 +29,10 @@ struct ctl_disk_step {
   uint64_t step, mark, unix_ms;
   uint64_t bytes;         /* every rank's data */
   bool bad;               /* a restore from it failed on some node */
+  bool resumed;           /* of an earlier run, under spec.resume_from */
+};
+struct ctl_probe_step {
+  uint64_t step, mark, bytes;
 };
 struct ctl_persist {
   uint64_t commits;       /* since the last mark: every K-th is marked */
@@ -47,6 +51,16 @@ struct ctl_persist {
   uint64_t next_step, next_mark;
   uint32_t rec;           /* the disk[] entry a PERSISTED record names */
   char why[256];          /* why memory could not serve */
+  /* A cold start (spec.resume_from; ctl_jobs_probe.c): before the first
+   * epoch, what every part's DISK_PROBE answer holds in common. */
+  bool probing;
+  bool *probed;           /* per part: answered */
+  uint32_t nprobed;
+  bool has_cand;          /* a first answer taken */
+  struct ctl_probe_step cand[CTL_DISK_MAX]; /* ascending */
+  uint32_t ncand;
+  uint32_t other_world;   /* the newest step of another world size, */
+  uint64_t other_step;    /*   as a node found it (0: none) */
 };
 
 /* The wall clock, in ms since the epoch. */
@@ -97,10 +111,39 @@ const struct ctl_disk_step *ctl_jobs_persist_newest(const struct ctl_job *j);
 /* The entry a PERSISTED record being journaled names (complete, or
  * found bad); NULL: none. */
 const struct ctl_disk_step *ctl_jobs_persist_rec(const struct ctl_job *j);
-/* The journal's PERSISTED record (bad: a restore found it damaged).
- * PT_EFORMAT (why) for an unknown job. */
+/* The journal's PERSISTED record (bad: a restore found it damaged;
+ * resumed: of an earlier run). PT_EFORMAT (why) for an unknown job. */
 int ctl_jobs_persist_replay(struct ctl_jobs *js, const char *job,
                             uint64_t step, uint64_t mark, uint64_t ms,
-                            uint64_t bytes, bool bad, char *why, size_t len);
+                            uint64_t bytes, bool bad, bool resumed,
+                            char *why, size_t len);
+/* A step of an earlier run every part holds (a cold start): complete, as
+ * the newest; journaled (PERSISTED, resumed). PT_OK or the journal's
+ * error (not taken). */
+int ctl_jobs_persist_found(struct ctl_jobs *js, struct ctl_job *j,
+                           uint64_t step, uint64_t mark, uint64_t bytes);
+/* Whether the step this epoch restores from disk is an earlier run's
+ * (JobAssign.restore_disk_resume). */
+bool ctl_jobs_persist_restore_resumed(const struct ctl_job *j);
+
+/* ---- a cold start (ctl_jobs_probe.c) ---- */
+#define CTL_PROBE_MS 60000u  /* a DISK_PROBE unanswered this long: the job
+                                fails, naming the node */
+/* Every part is asked (again) which steps its ranks' files hold. */
+void ctl_jobs_probe_begin(struct ctl_jobs *js, struct ctl_job *j,
+                          uint64_t now);
+/* Part p is asked, when its node is connected and it has not answered. */
+void ctl_jobs_probe_send(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                         uint64_t now);
+/* Part p's DISK_PROBE_REPLY: once every part answered, the first epoch
+ * restores the newest step they all hold, or the job fails saying why.
+ * PT_EEPOCH: not this job's probe (ignored). */
+int ctl_jobs_probe_reply(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
+                         uint64_t epoch, const Pt__DiskProbeReply *m,
+                         uint64_t now);
+/* A probe's deadline (the job fails): true when the job is probing (its
+ * other deadlines wait). */
+bool ctl_jobs_probe_tick(struct ctl_jobs *js, struct ctl_job *j,
+                         uint64_t now);
 
 #endif /* PT_CTL_JOBS_PERSIST_H */

@@ -239,6 +239,15 @@ void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
       j->parts[p].node = SIZE_MAX;
     }
     j->seal_min_stale = true;
+    /* A cold start whose first epoch was not journaled: its nodes are
+     * asked again (ctl_jobs_probe.c), as they register. */
+    if (j->epoch == 0 && j->spec->resume_from != NULL &&
+        j->spec->resume_from[0] != '\0') {
+      j->persist.probing = true;
+      j->persist.nprobed = 0;
+      j->persist.has_cand = false;
+      memset(j->persist.probed, 0, j->nparts * sizeof(*j->persist.probed));
+    }
     /* Nodes already registered (none at start-up; a test may) bind now. */
     for (uint32_t p = 0; p < j->nparts; p++) {
       struct ctl_node *n = ctl_members_find(js->m, j->parts[p].node_id);

@@ -89,6 +89,8 @@ static void job_tick(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
       j->recovering = false;
       j->due_ms = 0;
     }
+    if (ctl_jobs_probe_tick(js, j, now))
+      return; /* a cold start's probe: its own deadlines */
     for (uint32_t p = 0; p < j->nparts; p++) {
       struct ctl_part *pt = &j->parts[p];
       if (pt->deadline == 0 || now < pt->deadline)

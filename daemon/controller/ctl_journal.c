@@ -167,7 +167,9 @@ static int on_record(void *arg, uint32_t type, const void *data, size_t len)
     rc = ctl_jobs_persist_replay(r->js, m->job, m->step, m->mark,
                                  m->has_unix_ms ? m->unix_ms : 0,
                                  m->has_bytes ? m->bytes : 0,
-                                 m->has_bad && m->bad, why, sizeof(why));
+                                 m->has_bad && m->bad,
+                                 m->has_resumed && m->resumed, why,
+                                 sizeof(why));
     pt__ctl_rec_persisted__free_unpacked(m, NULL);
     break;
   }
@@ -357,6 +359,7 @@ static int encode(const struct ctl_job *job, enum ctl_rec kind, bool compacting,
     rp.has_bytes = true;
     rp.bytes = d->bytes;
     rp.has_bad = rp.bad = d->bad;
+    rp.has_resumed = rp.resumed = d->resumed;
     msg = &rp.base;
     break;
   }
@@ -433,6 +436,7 @@ static int encode_persisted(const struct ctl_job *job,
   rp.has_bytes = true;
   rp.bytes = d->bytes;
   rp.has_bad = rp.bad = d->bad;
+  rp.has_resumed = rp.resumed = d->resumed;
   *len = pt__ctl_rec_persisted__get_packed_size(&rp);
   *buf = malloc(*len > 0 ? *len : 1);
   if (*buf == NULL)

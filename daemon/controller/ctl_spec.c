@@ -42,6 +42,18 @@ static int bad(char *err, size_t errlen, const char *fmt, ...)
   return -EINVAL;
 }
 
+/* A persist dir or a resume-from dir: an absolute path without "." or ".."
+ * parts (the nodes check the directory itself), as a standalone node
+ * takes it. */
+static bool tier_path_ok(const char *d)
+{
+  size_t l = strlen(d);
+  return d[0] == '/' && l < CTL_PERSIST_PATH_MAX &&
+         strstr(d, "/../") == NULL && strstr(d, "/./") == NULL &&
+         !(l >= 3 && strcmp(d + l - 3, "/..") == 0) &&
+         !(l >= 2 && strcmp(d + l - 2, "/.") == 0);
+}
+
 int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
                         size_t errlen)
 {
@@ -114,15 +126,14 @@ int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
                           ? js->m->t.node_wait_ms
                           : CTL_NODE_WAIT_MS_DEFAULT;
   }
-  /* The persistent tier: an absolute path without "." or ".." parts (the
-   * nodes check the directory itself), as a standalone node takes it. */
+  /* The persistent tier, and the files a cold start resumes from. */
+  if (s->resume_from != NULL && s->resume_from[0] != '\0' &&
+      !tier_path_ok(s->resume_from))
+    return bad(err, errlen, "job '%s': resume from '%.200s': expected an "
+               "absolute path of at most %u bytes, without . or .. parts",
+               s->name, s->resume_from, CTL_PERSIST_PATH_MAX - 1);
   if (s->persist_dir != NULL && s->persist_dir[0] != '\0') {
-    size_t l = strlen(s->persist_dir);
-    if (s->persist_dir[0] != '/' || l >= CTL_PERSIST_PATH_MAX ||
-        strstr(s->persist_dir, "/../") != NULL ||
-        strstr(s->persist_dir, "/./") != NULL ||
-        (l >= 3 && strcmp(s->persist_dir + l - 3, "/..") == 0) ||
-        (l >= 2 && strcmp(s->persist_dir + l - 2, "/.") == 0))
+    if (!tier_path_ok(s->persist_dir))
       return bad(err, errlen, "job '%s': persist dir '%.200s': expected an "
                  "absolute path of at most %u bytes, without . or .. parts",
                  s->name, s->persist_dir, CTL_PERSIST_PATH_MAX - 1);

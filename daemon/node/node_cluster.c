@@ -40,6 +40,7 @@
 #include "common/log.h"
 #include "common/state_file.h"
 #include "daemon/node/node.h"
+#include "daemon/node/node_persist.h"
 
 enum cl_state { CL_RETRYING, CL_CONNECTING, CL_REGISTERING, CL_REGISTERED };
 
@@ -310,6 +311,13 @@ static int cl_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
   case RPC_FAULT:
     if (cl->state == CL_REGISTERED) {
       node_fault_on_msg(cl->n, h->request_id, (const Pt__Fault *)msg);
+      return 0;
+    }
+    break;
+  case RPC_DISK_PROBE:
+    if (cl->state == CL_REGISTERED) {
+      node_persist_probe_on_msg(cl->n, h->request_id,
+                                (const Pt__DiskProbe *)msg);
       return 0;
     }
     break;

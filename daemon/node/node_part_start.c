@@ -101,6 +101,17 @@ static int configure(struct node *n, const Pt__JobAssign *a)
     c->persist_rate = s->has_persist_rate ? s->persist_rate
                                           : NODE_PERSIST_RATE_DEFAULT;
   }
+  /* An earlier run's files, read only when this epoch restores one of
+   * them (a cold start, ctl_jobs_probe.c): an archive gone later does not
+   * stop the job's next epochs. */
+  c->resume_from[0] = '\0';
+  if (a->has_restore_disk_resume && a->restore_disk_resume) {
+    if (s->resume_from == NULL || s->resume_from[0] != '/' ||
+        strstr(s->resume_from, "/..") != NULL ||
+        strlen(s->resume_from) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
+      return -ENAMETOOLONG;
+    snprintf(c->resume_from, sizeof(c->resume_from), "%s", s->resume_from);
+  }
   return PT_OK;
 }
 
@@ -267,7 +278,9 @@ void node_part_start_run(struct node *n, uint64_t id, bool adopt)
   }
   if (a->has_restore_step && a->has_restore_from_disk &&
       a->restore_from_disk) {
-    if (node_persist_job_dir(n) == NULL || !a->has_restore_disk_mark) {
+    bool resume = a->has_restore_disk_resume && a->restore_disk_resume;
+    if ((node_persist_job_dir(n) == NULL && !resume) ||
+        !a->has_restore_disk_mark) {
       fail_at_start(n, -ENOENT, "node '%.40s': the assignment restores step %"
                     PRIu64 " from disk, but the job has no persist dir here",
                     n->cfg.node_id, a->restore_step);
@@ -275,7 +288,8 @@ void node_part_start_run(struct node *n, uint64_t id, bool adopt)
     }
     n->restore_disk_assigned = true;
     n->restore_disk_mark = a->restore_disk_mark;
-    node_persist_cluster_restore(n, a->restore_step, a->restore_disk_mark);
+    node_persist_cluster_restore(n, a->restore_step, a->restore_disk_mark,
+                                 resume);
   }
   rc = n->decider->open(n);
   if (rc != PT_OK) {

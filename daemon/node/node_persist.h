@@ -78,6 +78,12 @@ void node_persist_restore_load_failed(struct node *n, struct node_rank *r,
 
 /* ---- a cluster's part (node_persist_cluster.c) ---- */
 
+/* node_persist_probe.c: the controller's DISK_PROBE (request id id),
+ * answered with DISK_PROBE_REPLY once the directory is read on libuv's
+ * pool; a malformed one is refused at once. */
+void node_persist_probe_on_msg(struct node *n, uint64_t id,
+                               const Pt__DiskProbe *m);
+
 /* JOB_COMMIT{persist, mark} of step: the COMMITs to the SMPs carry it. */
 void node_persist_cluster_mark(struct node *n, uint64_t step, uint64_t mark);
 /* Every local rank wrote the marked step (status PT_OK) or one failed:
@@ -90,7 +96,8 @@ void node_persist_cluster_link_up(struct node *n);
 void node_persist_cluster_complete(struct node *n, uint64_t step,
                                    uint64_t mark, uint64_t keep_from);
 /* The assignment restores step from disk, the files of flush mark. */
-void node_persist_cluster_restore(struct node *n, uint64_t step, uint64_t mark);
+void node_persist_cluster_restore(struct node *n, uint64_t step,
+                                  uint64_t mark, bool resume);
 
 /* One step directory on disk, for ptctl snapshots. */
 struct node_disk_step {

@@ -202,14 +202,20 @@ void node_persist_cluster_complete(struct node *n, uint64_t step,
   ps->busy = true;
 }
 
-void node_persist_cluster_restore(struct node *n, uint64_t step, uint64_t mark)
+void node_persist_cluster_restore(struct node *n, uint64_t step,
+                                  uint64_t mark, bool resume)
 {
   struct node_persist *ps = PS(n);
   if (ps == NULL)
     return;
-  ps->picked_resume = false;
+  ps->picked_resume = resume;
   ps->picked_mark = mark;
-  snprintf(n->restore_reason, sizeof(n->restore_reason), "step %" PRIu64
-           " from disk, the controller's choice: memory could not serve it "
-           "(see ptctl status of the job)", step);
+  if (resume)
+    snprintf(n->restore_reason, sizeof(n->restore_reason), "step %" PRIu64
+             " from disk under '%.300s', an earlier run's: a cold start "
+             "(--resume-from)", step, ps->resume_dir);
+  else
+    snprintf(n->restore_reason, sizeof(n->restore_reason), "step %" PRIu64
+             " from disk, the controller's choice: memory could not serve "
+             "it (see ptctl status of the job)", step);
 }

@@ -259,8 +259,7 @@ void node_plan_rank_env(const struct node_config *cfg, uint32_t local_rank,
       cfg->master_addr[0] != '\0' ? cfg->master_addr : "127.0.0.1";
 }
 
-/* As node_args' --job: a name that fits shm object names and paths. */
-static bool plan_job_name_ok(const char *s)
+bool node_plan_job_name_ok(const char *s)
 {
   size_t n = s != NULL ? strlen(s) : 0;
 
@@ -281,7 +280,7 @@ int node_plan_assign_check(const Pt__JobAssign *a, uint32_t capacity,
 {
   const Pt__JobSpec *s = a->spec;
 
-  if (s == NULL || !plan_job_name_ok(s->name)) {
+  if (s == NULL || !node_plan_job_name_ok(s->name)) {
     snprintf(err, len, "job name '%.80s' is not 1..%d characters of "
              "[A-Za-z0-9_.-]", s != NULL && s->name != NULL ? s->name : "",
              SNAP_JOB_MAX - 1);

@@ -105,6 +105,10 @@ int node_plan_state_check(uint64_t state_bytes, uint64_t object,
                           uint64_t budget, uint32_t nranks, uint64_t shm_avail,
                           char *err, size_t len);
 
+/* As node_args' --job: a name that fits shm object names and paths
+ * (1..SNAP_JOB_MAX-1 of [A-Za-z0-9._-], not starting with '.'). */
+bool node_plan_job_name_ok(const char *s);
+
 /* The torchrun environment of local rank local_rank (below cfg->ranks):
  * RANK = first_rank + local_rank, WORLD_SIZE = node_plan_world(cfg),
  * LOCAL_RANK, LOCAL_WORLD_SIZE = cfg->ranks, GROUP_RANK = group_rank,

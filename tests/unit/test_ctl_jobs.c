@@ -127,7 +127,7 @@ static int f_persisted(void *ctx, struct ctl_job *j, uint32_t p)
 }
 
 static const struct ctl_jobs_ops OPS = {f_assign, f_halt,  f_pin,
-                                        f_commit, f_unpin, f_journal, f_persisted};
+                                        f_commit, f_unpin, f_journal, f_persisted, NULL};
 
 static const struct ctl_timeouts T = {.heartbeat_ms = 1000,
                                       .dead_after_ms = 10000,

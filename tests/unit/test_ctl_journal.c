@@ -80,7 +80,7 @@ static int f_persisted(void *ctx, struct ctl_job *j, uint32_t p)
 }
 
 static const struct ctl_jobs_ops OPS = {f_assign, f_halt, f_pin,
-                                        f_cu,     f_cu,   f_journal, f_persisted};
+                                        f_cu,     f_cu,   f_journal, f_persisted, NULL};
 static const struct ctl_timeouts T = {.heartbeat_ms = 1000,
                                       .dead_after_ms = 10000,
                                       .grace_ms = 5000};

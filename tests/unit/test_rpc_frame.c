@@ -271,6 +271,8 @@ START_TEST(type_table)
       {RPC_FAULT_REPLY, &pt__fault_reply__descriptor},
       {RPC_STEP_PERSISTED, &pt__step_persisted__descriptor},
       {RPC_JOB_PERSISTED, &pt__job_persisted__descriptor},
+      {RPC_DISK_PROBE, &pt__disk_probe__descriptor},
+      {RPC_DISK_PROBE_REPLY, &pt__disk_probe_reply__descriptor},
       {RPC_JOB_PEERS, &pt__job_peers__descriptor},
       {RPC_PEERS_SET, &pt__peers_set__descriptor},
       {RPC_PEER_HELLO, &pt__peer_hello__descriptor},
