@@ -81,15 +81,18 @@ static bool step_parse(const char *name, uint64_t *step)
 
 /* ---- removing a step ---- */
 
-/* Every file in a step directory, MANIFEST first, then the directory. */
-static int step_remove(int jobfd, uint64_t step)
+int node_persist_step_remove(int jobfd, uint64_t step,
+                             bool (*mine)(const char *name, const void *arg),
+                             const void *arg, bool *any)
 {
   char name[40];
+  bool removed = false;
   node_persist_step_name(name, sizeof(name), step);
   int fd = openat(jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return -errno;
-  if (unlinkat(fd, "MANIFEST", 0) == 0)
+  /* The whole step: incomplete from the first unlink on. */
+  if (mine == NULL && unlinkat(fd, "MANIFEST", 0) == 0)
     fsync(fd);
   DIR *d = fdopendir(fd);
   if (d == NULL) {
@@ -98,9 +101,16 @@ static int step_remove(int jobfd, uint64_t step)
   }
   struct dirent *e;
   while ((e = readdir(d)) != NULL)
-    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-      unlinkat(fd, e->d_name, 0);
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+        (mine == NULL || mine(e->d_name, arg)) &&
+        unlinkat(fd, e->d_name, 0) == 0)
+      removed = true;
+  if (removed)
+    fsync(fd);
   closedir(d);
+  if (any != NULL)
+    *any = removed;
+  /* (ENOTEMPTY: the files of other nodes' ranks are theirs to remove) */
   if (unlinkat(jobfd, name, AT_REMOVEDIR) != 0)
     return -errno;
   fsync(jobfd);
@@ -191,7 +201,7 @@ static void prune(int jobfd, uint32_t keep, const char *instance_hex)
       newer_complete = true;
     }
     if (drop) {
-      int rc = step_remove(jobfd, steps[i]);
+      int rc = node_persist_step_remove(jobfd, steps[i], NULL, NULL, NULL);
       if (rc == PT_OK)
         log_debug("persist: removed step %" PRIu64 " (%s)", steps[i],
                   complete[i] ? "older than the kept ones" : "incomplete");
@@ -450,7 +460,8 @@ int node_persist_open(struct node *n, char *err, size_t len)
   uint32_t swept = 0;
   for (uint32_t i = 0; i < ns; i++) {
     if (!complete[i]) {
-      if (step_remove(ps->jobfd, steps[i]) == PT_OK)
+      if (node_persist_step_remove(ps->jobfd, steps[i], NULL, NULL, NULL) ==
+          PT_OK)
         swept++;
       continue;
     }

@@ -22,7 +22,6 @@
  * fails the part with disk_failed, and the controller goes to the
  * complete step before it.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -96,8 +95,9 @@ void node_persist_cluster_link_up(struct node *n)
 
 /* Whether name is the file of one of the ranks the pruning was queued
  * for, or one of its temporary files. */
-static bool own_file(const struct node_persist *ps, const char *name)
+static bool own_file(const char *name, const void *arg)
 {
+  const struct node_persist *ps = arg;
   for (uint32_t i = 0; i < ps->w_ranks; i++) {
     char f[40];
     int l = snprintf(f, sizeof(f), "rank-%" PRIu32 ".pts",
@@ -128,32 +128,12 @@ static void prune_work(uv_work_t *req)
   uint32_t ns = node_persist_steps_list(ps->jobfd, steps, complete,
                                         NODE_PERSIST_LIST_MAX);
   for (uint32_t i = 0; i < ns && steps[i] < ps->w_step; i++) {
-    char name[40];
-    node_persist_step_name(name, sizeof(name), steps[i]);
-    int fd = openat(ps->jobfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                    O_CLOEXEC);
-    if (fd < 0)
-      continue;
-    int dfd = dup(fd);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-    if (d == NULL && dfd >= 0)
-      close(dfd);
-    struct dirent *e;
+    /* The directory goes once every node removed its own files. */
     bool any = false;
-    while (d != NULL && (e = readdir(d)) != NULL)
-      if (own_file(ps, e->d_name) && unlinkat(fd, e->d_name, 0) == 0)
-        any = true;
-    if (d != NULL)
-      closedir(d);
-    if (any)
-      fsync(fd);
-    close(fd);
-    /* Empty once every node removed its own (ENOTEMPTY before). */
-    if (unlinkat(ps->jobfd, name, AT_REMOVEDIR) == 0 || any)
+    if (node_persist_step_remove(ps->jobfd, steps[i], own_file, ps, &any) ==
+            PT_OK || any)
       removed++;
   }
-  if (removed > 0)
-    fsync(ps->jobfd);
 out:
   ps->w_nremoved = removed;
   free(steps);

@@ -70,6 +70,14 @@ void node_persist_free(struct node_persist *ps);
 bool node_persist_ours(int jobfd, uint64_t step, const char *instance_hex);
 bool node_persist_complete_foreign(int jobfd, uint64_t step,
                                    const char *instance_hex);
+/* Removes the files of step's directory under jobfd that mine(name, arg)
+ * claims (mine NULL: every file, MANIFEST first, so that the step is
+ * incomplete from the first unlink on), then the directory once it is
+ * empty. OUT *any (may be NULL): a file was removed. PT_OK: the directory
+ * is gone; else -errno (-ENOTEMPTY: files mine did not claim are left). */
+int node_persist_step_remove(int jobfd, uint64_t step,
+                             bool (*mine)(const char *name, const void *arg),
+                             const void *arg, bool *any);
 /* "step-<20 digits>". */
 void node_persist_step_name(char *out, size_t len, uint64_t step);
 /* The step directories under jobfd: OUT steps[] (ascending), complete[]
