@@ -16,6 +16,7 @@
 #include "common/crc32c.h"
 #include "daemon/node/node.h"
 #include "daemon/node/node_persist.h"
+#include "daemon/node/node_plan.h"
 
 /* ---- the manifest ---- */
 
@@ -84,18 +85,6 @@ static bool hex32(const char *s)
   return s[32] == '\0';
 }
 
-static bool job_ok(const char *s)
-{
-  size_t n = strlen(s);
-  if (n == 0 || n >= SNAP_JOB_MAX || s[0] == '.')
-    return false;
-  for (const char *p = s; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-          (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
-      return false;
-  return true;
-}
-
 int node_persist_manifest_parse(const char *buf, size_t len,
                                 struct node_manifest *m, char *err,
                                 size_t errlen)
@@ -137,7 +126,7 @@ int node_persist_manifest_parse(const char *buf, size_t len,
     int bit = 0;
     if (strcmp(line, "pt-manifest 1") == 0) {
       bit = 1;
-    } else if ((v = field(line, "job")) != NULL && job_ok(v)) {
+    } else if ((v = field(line, "job")) != NULL && node_plan_job_name_ok(v)) {
       snprintf(m->job, sizeof(m->job), "%s", v);
       bit = 2;
     } else if ((v = field(line, "instance")) != NULL && hex32(v)) {
