@@ -41,3 +41,12 @@ int conf_parse_bytes(const char *s, uint64_t *out)
   *out = (uint64_t)v << shift;
   return PT_OK;
 }
+
+bool conf_path_plain(const char *s, size_t max)
+{
+  size_t l = s != NULL ? strlen(s) : 0;
+  return l > 0 && s[0] == '/' && l < max && strstr(s, "/../") == NULL &&
+         strstr(s, "/./") == NULL &&
+         !(l >= 3 && strcmp(s + l - 3, "/..") == 0) &&
+         !(l >= 2 && strcmp(s + l - 2, "/.") == 0);
+}

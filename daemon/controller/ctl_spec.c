@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pt.h"
+#include "common/conf.h"
 #include "common/log.h"
 #include "daemon/controller/controller.h"
 #include "snapshot/snap_store.h"
@@ -40,18 +41,6 @@ static int bad(char *err, size_t errlen, const char *fmt, ...)
   vsnprintf(err, errlen, fmt, ap);
   va_end(ap);
   return -EINVAL;
-}
-
-/* A persist dir or a resume-from dir: an absolute path without "." or ".."
- * parts (the nodes check the directory itself), as a standalone node
- * takes it. */
-static bool tier_path_ok(const char *d)
-{
-  size_t l = strlen(d);
-  return d[0] == '/' && l < CTL_PERSIST_PATH_MAX &&
-         strstr(d, "/../") == NULL && strstr(d, "/./") == NULL &&
-         !(l >= 3 && strcmp(d + l - 3, "/..") == 0) &&
-         !(l >= 2 && strcmp(d + l - 2, "/.") == 0);
 }
 
 int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
@@ -128,12 +117,12 @@ int ctl_spec_check(const struct ctl_jobs *js, Pt__JobSpec *s, char *err,
   }
   /* The persistent tier, and the files a cold start resumes from. */
   if (s->resume_from != NULL && s->resume_from[0] != '\0' &&
-      !tier_path_ok(s->resume_from))
+      !conf_path_plain(s->resume_from, CTL_PERSIST_PATH_MAX))
     return bad(err, errlen, "job '%s': resume from '%.200s': expected an "
                "absolute path of at most %u bytes, without . or .. parts",
                s->name, s->resume_from, CTL_PERSIST_PATH_MAX - 1);
   if (s->persist_dir != NULL && s->persist_dir[0] != '\0') {
-    if (!tier_path_ok(s->persist_dir))
+    if (!conf_path_plain(s->persist_dir, CTL_PERSIST_PATH_MAX))
       return bad(err, errlen, "job '%s': persist dir '%.200s': expected an "
                  "absolute path of at most %u bytes, without . or .. parts",
                  s->name, s->persist_dir, CTL_PERSIST_PATH_MAX - 1);

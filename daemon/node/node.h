@@ -74,6 +74,9 @@
 #define NODE_PERSIST_RATE_DEFAULT (256ull << 20)
 #define NODE_PERSIST_PATH_MAX 1024 /* --persist-dir, with room for
                                     * /<job>/step-<N>/rank-<r>.pts */
+/* A persist dir or resume-from root, shorter than this (room for the
+ * job and a step's file under it). */
+#define NODE_PERSIST_ROOT_MAX (NODE_PERSIST_PATH_MAX - SNAP_JOB_MAX - 64)
 #define NODE_XSTR_(x) #x
 #define NODE_STR(x) NODE_XSTR_(x)
 #define NODE_EX_CONFIG 78        /* trainer exit status: permanent failure */

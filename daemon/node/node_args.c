@@ -267,11 +267,10 @@ static int parse_persist(struct node_config *cfg, int argc, char **argv,
     cfg->persist_given = cfg->persist_given || k < 4;
     switch (k) {
     case 0:
-      if (val[0] != '/' ||
-          strlen(val) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
+      if (!conf_path_plain(val, NODE_PERSIST_ROOT_MAX))
         return fail(err, errlen, "--persist-dir '%s': expected an absolute "
-                    "path of at most %d bytes", val,
-                    NODE_PERSIST_PATH_MAX - SNAP_JOB_MAX - 65);
+                    "path of at most %d bytes without . or .. parts", val,
+                    NODE_PERSIST_ROOT_MAX - 1);
       snprintf(cfg->persist_dir, sizeof(cfg->persist_dir), "%s", val);
       break;
     case 1:
@@ -290,11 +289,10 @@ static int parse_persist(struct node_config *cfg, int argc, char **argv,
                     "second per rank, e.g. 256M (0: no limit)", val);
       break;
     case 4:
-      if (val[0] != '/' ||
-          strlen(val) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
+      if (!conf_path_plain(val, NODE_PERSIST_ROOT_MAX))
         return fail(err, errlen, "--resume-from '%s': expected an absolute "
-                    "path of at most %d bytes", val,
-                    NODE_PERSIST_PATH_MAX - SNAP_JOB_MAX - 65);
+                    "path of at most %d bytes without . or .. parts", val,
+                    NODE_PERSIST_ROOT_MAX - 1);
       snprintf(cfg->resume_from, sizeof(cfg->resume_from), "%s", val);
       break;
     }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "pt.h"
+#include "common/conf.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
 #include "daemon/node/node_part_int.h"
@@ -92,8 +93,7 @@ static int configure(struct node *n, const Pt__JobAssign *a)
   c->persist_dir[0] = '\0';
   if (s->persist_dir != NULL && s->persist_dir[0] != '\0') {
     /* (as --persist-dir: room for the job and a step under it) */
-    if (s->persist_dir[0] != '/' || strstr(s->persist_dir, "/..") != NULL ||
-        strlen(s->persist_dir) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
+    if (!conf_path_plain(s->persist_dir, NODE_PERSIST_ROOT_MAX))
       return -ENAMETOOLONG;
     snprintf(c->persist_dir, sizeof(c->persist_dir), "%s", s->persist_dir);
     c->persist_every = s->has_persist_every ? s->persist_every : 100;
@@ -106,9 +106,7 @@ static int configure(struct node *n, const Pt__JobAssign *a)
    * stop the job's next epochs. */
   c->resume_from[0] = '\0';
   if (a->has_restore_disk_resume && a->restore_disk_resume) {
-    if (s->resume_from == NULL || s->resume_from[0] != '/' ||
-        strstr(s->resume_from, "/..") != NULL ||
-        strlen(s->resume_from) + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX)
+    if (!conf_path_plain(s->resume_from, NODE_PERSIST_ROOT_MAX))
       return -ENAMETOOLONG;
     snprintf(c->resume_from, sizeof(c->resume_from), "%s", s->resume_from);
   }

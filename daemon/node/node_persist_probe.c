@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "pt.h"
+#include "common/conf.h"
 #include "common/log.h"
 #include "daemon/node/node.h"
 #include "daemon/node/node_persist.h"
@@ -200,11 +201,10 @@ void node_persist_probe_on_msg(struct node *n, uint64_t id,
     refuse(n, id, m, "the job name is not 1..255 of [A-Za-z0-9._-]");
     return;
   }
-  if (dl == 0 || m->dir[0] != '/' || strstr(m->dir, "/..") != NULL ||
-      dl + SNAP_JOB_MAX + 64 >= NODE_PERSIST_PATH_MAX) {
-    snprintf(why, sizeof(why), "dir '%.200s': expected an absolute path "
-             "without .. parts, under %d bytes", m->dir != NULL ? m->dir : "",
-             NODE_PERSIST_PATH_MAX - SNAP_JOB_MAX - 64);
+  if (!conf_path_plain(m->dir, NODE_PERSIST_ROOT_MAX)) {
+    snprintf(why, sizeof(why), "dir '%.200s' (%zu bytes): expected an "
+             "absolute path without . or .. parts, under %d bytes",
+             m->dir != NULL ? m->dir : "", dl, NODE_PERSIST_ROOT_MAX);
     refuse(n, id, m, why);
     return;
   }

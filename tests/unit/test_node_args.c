@@ -220,6 +220,21 @@ START_TEST(bytes)
 }
 END_TEST
 
+START_TEST(plain_paths)
+{
+  const char *ok[] = {"/", "/pt", "/shared/pt.1/..x/a..b", "/a/.b/c.", NULL};
+  const char *bad[] = {"", "pt", "./pt", "/a/../b", "/a/./b", "/a/..",
+                       "/a/.", "/..", NULL};
+  for (int i = 0; ok[i] != NULL; i++)
+    ck_assert_msg(conf_path_plain(ok[i], 64), "'%s' refused", ok[i]);
+  for (int i = 0; bad[i] != NULL; i++)
+    ck_assert_msg(!conf_path_plain(bad[i], 64), "'%s' accepted", bad[i]);
+  ck_assert(!conf_path_plain(NULL, 64));
+  ck_assert(conf_path_plain("/abcdefg", 9));  /* 8 bytes, under 9 */
+  ck_assert(!conf_path_plain("/abcdefgh", 9)); /* 9 bytes */
+}
+END_TEST
+
 START_TEST(refusals)
 {
   struct {
@@ -378,6 +393,8 @@ START_TEST(persist_options)
   } bad[] = {
       {"--persist-every", "5", NULL, NULL, "need --persist-dir"},
       {"--persist-dir", "relative", NULL, NULL, "absolute"},
+      {"--persist-dir", "/srv/../etc", NULL, NULL, "without . or .. parts"},
+      {"--resume-from", "/old/./pt", NULL, NULL, "without . or .. parts"},
       {"--persist-dir", "/d", "--persist-every", "0", "expected 1..100000000"},
       {"--persist-dir", "/d", "--persist-keep", "0", "expected 1..1000"},
       {"--persist-dir", "/d", "--persist-rate", "fast", "bytes per second"},
@@ -488,6 +505,7 @@ int main(void)
   tcase_add_test(tc, resume_fresh);
   tcase_add_test(tc, huge_pages_flag);
   tcase_add_test(tc, bytes);
+  tcase_add_test(tc, plain_paths);
   tcase_add_test(tc, refusals);
   tcase_add_test(tc, state_dir_fits_sockets);
   tcase_add_test(tc, cluster_mode);
