@@ -99,13 +99,18 @@ static void table(FILE *f, const Pt__JobInfo *j)
               ng->tolerates == 1 ? "" : "es");
     fputc('\n', f);
   }
-  if (j->spec == NULL || j->spec->persist_dir == NULL ||
-      j->spec->persist_dir[0] == '\0') {
+  bool has_dir = j->spec != NULL && j->spec->persist_dir != NULL &&
+                 j->spec->persist_dir[0] != '\0';
+  if (!has_dir && j->n_disk == 0) {
     fputs("\non disk: no --persist-dir\n", f);
     return;
   }
-  fputs("\non disk under ", f);
-  ptctl_out_line(f, j->spec->persist_dir);
+  if (has_dir) {
+    fputs("\non disk under ", f);
+    ptctl_out_line(f, j->spec->persist_dir);
+  } else {
+    fputs("\non disk (no --persist-dir: an earlier run's steps)", f);
+  }
   fputs(" (complete: journaled by the controller)\n", f);
   if (j->n_disk == 0) {
     fputs("no step yet\n", f);

@@ -382,7 +382,7 @@ struct disk_msgs {
 static void disk_fill(const struct ctl_job *j, Pt__JobInfo *ji)
 {
   const struct ctl_persist *ps = &j->persist;
-  if (!ctl_jobs_persist_on(j))
+  if (!ctl_jobs_persist_on(j) && ps->ndisk == 0) /* (--resume-from only) */
     return;
   struct disk_msgs *dm = calloc(1, sizeof(*dm));
   if (dm == NULL)
@@ -403,6 +403,12 @@ static void disk_fill(const struct ctl_job *j, Pt__JobInfo *ji)
     if (ps->disk[i].bad) {
       snprintf(dm->why[n], sizeof(dm->why[n]), "a restore from it failed: "
                "never used again");
+      d->why = dm->why[n];
+    } else if (ps->disk[i].resumed) {
+      /* (its age: since a cold start found it) */
+      snprintf(dm->why[n], sizeof(dm->why[n]), "an earlier run's, under "
+               "'%.200s/%s' (--resume-from)", j->spec->resume_from,
+               j->spec->name);
       d->why = dm->why[n];
     }
     dm->dp[n] = d;

@@ -107,6 +107,18 @@ start_job pr 3 --resume-from "$PDIR" --persist-dir "$PDIR" --persist-every 3 \
   || c_fail "ptctl start --resume-from failed: $(cat "$T_DIR/start.pr.out")"
 c_ctl_wait_log "job 'pr': step $D is the newest step every rank's file under '$PDIR/pr' holds, of one flush" 30
 c_ctl_wait_log "job 'pr': step $D on disk cannot be restored" 40
+# ptctl snapshots: the steps the probe found, the damaged one said so
+# (before the next epoch's own steps complete and replace them)
+c_ptctl snapshots pr --json >"$T_DIR/snaps.json" || c_fail "ptctl snapshots pr failed"
+python3 - "$T_DIR/snaps.json" "$D" <<'EOF' || c_fail "ptctl snapshots pr after the probe is wrong: $(cat "$T_DIR/snaps.json")"
+import json, sys
+s, D = json.load(open(sys.argv[1])), int(sys.argv[2])
+disk = {d["step"]: d for d in s["disk"] if d["complete"]}
+assert D in disk and "a restore from it failed" in disk[D]["why"], disk
+older = [d for st, d in disk.items() if st < D]
+assert older and all("an earlier run's" in d["why"] for d in older), disk
+assert all(d["files"] == 3 and d["bytes"] >= 3 * (2 << 20) for d in disk.values()), disk
+EOF
 c_ctl_wait_log "job 'pr': the restore from disk failed: the next epoch restores step [0-9]+ from disk" 20
 P=$(sed -n "s/.*job 'pr': the restore from disk failed: the next epoch restores step \([0-9]*\) from disk.*/\1/p" "$C_CTL_LOG" | tail -n 1)
 [ "$P" -lt "$D" ] || c_fail "after step $D failed, the job restored step $P"
