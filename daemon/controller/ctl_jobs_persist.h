@@ -61,6 +61,8 @@ struct ctl_persist {
   uint32_t ncand;
   uint32_t other_world;   /* the newest step of another world size, */
   uint64_t other_step;    /*   as a node found it (0: none) */
+  uint32_t emptied_by;    /* part + 1 whose answer left no step in
+                             common; 0: none */
 };
 
 /* The wall clock, in ms since the epoch. */

@@ -53,6 +53,7 @@ void ctl_jobs_probe_begin(struct ctl_jobs *js, struct ctl_job *j,
   ps->ncand = 0;
   ps->other_world = 0;
   ps->other_step = 0;
+  ps->emptied_by = 0;
   memset(ps->probed, 0, j->nparts * sizeof(*ps->probed));
   j->state = CTL_JOB_STARTING;
   j->due_ms = 0;
@@ -121,6 +122,12 @@ static void probed_all(struct ctl_jobs *js, struct ctl_job *j, uint64_t now)
                           LOG_ESC(dir), j->spec->name, ps->other_step,
                           ps->other_world, ctl_jobs_world_size(j),
                           j->nparts, j->spec->ranks_per_node);
+    else if (ps->emptied_by != 0)
+      ctl_jobs_reason_set(j, "--resume-from '%s/%s': no step holds a file "
+                          "of every rank, of one flush, on every node "
+                          "(node '%s' holds none of the steps the nodes "
+                          "before it hold)", LOG_ESC(dir), j->spec->name,
+                          j->parts[ps->emptied_by - 1].node_id);
     else
       ctl_jobs_reason_set(j, "--resume-from '%s/%s': no step holds a file "
                           "of every rank, of one flush, on every node",
@@ -184,7 +191,10 @@ int ctl_jobs_probe_reply(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
     ps->other_world = m->other_world;
     ps->other_step = m->has_other_world_step ? m->other_world_step : 0;
   }
+  bool had = ps->has_cand && ps->ncand > 0;
   intersect(ps, m);
+  if (had && ps->ncand == 0 && ps->emptied_by == 0)
+    ps->emptied_by = p + 1;
   log_info("job '%s': node '%s' holds %zu usable step%s of its ranks under "
            "'%s/%s' (%" PRIu32 " of %" PRIu32 " nodes answered, %" PRIu32
            " step%s in common)", j->spec->name, pt->node_id, m->n_steps,
