@@ -205,6 +205,7 @@ MOD_kern   := $(KERN_CPU) $(COMMON_LIB)
 MOD_rpc    := $(RPC_LIB) $(RPC_UV) $(COMMON_LIB) tests/unit/fixture/rpc_tcp_srv.c
 MOD_ptctl  := $(PTCTL_SRC) $(CORE_SRC)
 MOD_smp    := $(CORE_SRC) tests/unit/fixture/smp_fx.c
+MOD_ctl    := $(CORE_SRC) tests/unit/fixture/ctl_fx.c
 test_mod    = $(call obj,$(or $(MOD_$(firstword $(subst _, ,$(1)))),$(CORE_SRC)))
 
 .SECONDEXPANSION:
