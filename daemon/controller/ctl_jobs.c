@@ -668,6 +668,19 @@ int ctl_jobs_restore(struct ctl_jobs *js, const char *name, bool has_step,
              j->spec->name, j->reason);
     return -EAGAIN;
   }
+  if (j->persist.probing) {
+    snprintf(err, errlen, "job '%s' is still asking its nodes which steps "
+             "'%s/%s' holds (a cold start)", j->spec->name,
+             LOG_ESC(j->spec->resume_from), j->spec->name);
+    return -EAGAIN;
+  }
+  if (j->spec->resume_from != NULL && j->spec->resume_from[0] != '\0' &&
+      j->epoch < j->first_epoch) {
+    snprintf(err, errlen, "job '%s' never began: its cold start from '%s' "
+             "failed (%s); start it again with ptctl start --resume-from",
+             j->spec->name, LOG_ESC(j->spec->resume_from), j->reason);
+    return -EINVAL;
+  }
   if (!live(j)) /* failed, or stopped --keep: revived (ctl_jobs_revive.c) */
     return ctl_jobs_revive_job(js, j, has_step, step, now, has_restored,
                                restored, err, errlen);

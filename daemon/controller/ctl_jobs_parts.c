@@ -33,8 +33,8 @@ int ctl_jobs_parts_state(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
   struct ctl_part *pt = &j->parts[p];
   char why[CTL_REASON_MAX];
 
-  if (epoch != j->epoch)
-    return PT_EEPOCH;
+  if (epoch != j->epoch || j->persist.probing)
+    return PT_EEPOCH; /* (probing: no epoch yet; an older job's report) */
   if (m != NULL) {
     if (m->has_bytes_held)
       pt->bytes_held = m->bytes_held;
@@ -121,8 +121,8 @@ int ctl_jobs_parts_sealed(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                           uint64_t epoch, uint64_t step, bool pinned,
                           uint64_t now)
 {
-  if (epoch != j->epoch)
-    return PT_EEPOCH;
+  if (epoch != j->epoch || j->persist.probing)
+    return PT_EEPOCH; /* (probing: no epoch yet; an older job's report) */
   struct ctl_part *pt = &j->parts[p];
   if (pinned && (!j->has_committed || step > j->committed)) {
     pt->has_pinned = true;
@@ -150,8 +150,8 @@ int ctl_jobs_parts_vote(struct ctl_jobs *js, struct ctl_job *j, uint32_t p,
                         int status, const char *msg, uint64_t now)
 {
   (void)js;
-  if (epoch != j->epoch)
-    return PT_EEPOCH;
+  if (epoch != j->epoch || j->persist.probing)
+    return PT_EEPOCH; /* (probing: no epoch yet; an older job's report) */
   if (!commit_is_open(&j->commit) || j->commit.step != step)
     return PT_OK;
   uint64_t before = j->commits;

@@ -70,11 +70,19 @@ int ctl_jobs_replay_job(struct ctl_jobs *js, const Pt__JobSpec *spec,
   if (rc != PT_OK)
     return replay_bad(err, errlen, "JOB record of '%s': %s", spec->name,
                       why);
+  /* Above every epoch an ended job of this name had (job_new drops it),
+   * as ctl_jobs_start: the first epoch of a job whose EPOCH is not
+   * journaled yet (a cold start's probe) is the one it was to have. */
+  uint64_t floor = 0;
+  for (const struct ctl_job *o = js->jobs; o != NULL; o = o->next)
+    if (strcmp(o->spec->name, spec->name) == 0 && o->epoch > floor)
+      floor = o->epoch;
   rc = ctl_jobs_job_new(js, spec, &j);
   if (rc != PT_OK) {
     ctl_groups_release(&g);
     return rc;
   }
+  j->first_epoch = floor + 1;
   j->groups = g;
   j->master_port = master_port;
   snprintf(j->master_addr, sizeof(j->master_addr), "%s",
@@ -243,6 +251,7 @@ void ctl_jobs_replay_done(struct ctl_jobs *js, uint64_t now)
      * asked again (ctl_jobs_probe.c), as they register. */
     if (j->epoch == 0 && j->spec->resume_from != NULL &&
         j->spec->resume_from[0] != '\0') {
+      j->epoch = j->first_epoch - 1; /* ctl_jobs_begin_epoch takes the next */
       j->persist.probing = true;
       j->persist.nprobed = 0;
       j->persist.has_cand = false;

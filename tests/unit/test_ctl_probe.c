@@ -198,6 +198,58 @@ START_TEST(probe_refusals)
 }
 END_TEST
 
+/* A controller restarted while its nodes were being asked asks them
+ * again; the first epoch it then begins is the one the job was to have,
+ * and replays; meanwhile a report of an older epoch (an ended job of the
+ * same name) is not this job's, and ptctl restore is refused. */
+START_TEST(probe_restarted)
+{
+  snprintf(DIRP, sizeof(DIRP), "/tmp/pt-test-probe.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(DIRP));
+  snprintf(PATH, sizeof(PATH), "%s/journal", DIRP);
+  ctl_fx_journal_open(PATH, true);
+  struct ctl_job *j = resume_job();
+  const uint64_t a[] = {20, 8, 0};
+  ck_assert_int_eq(answer(j, 0, a, 0, 5), PT_OK);
+  ck_assert_int_eq(ctl_jobs_parts_state(&FX.js, j, 1, j->epoch,
+                                        CTL_PART_RUNNING, NULL, NULL, 5),
+                   PT_EEPOCH);
+  ck_assert_int_eq(j->state, CTL_JOB_STARTING);
+  char err[256];
+  bool has;
+  uint64_t from;
+  ck_assert_int_eq(ctl_jobs_restore(&FX.js, "r", false, 0, 5, &has, &from,
+                                    err, sizeof(err)), -EAGAIN);
+  ck_assert_msg(strstr(err, "still asking its nodes") != NULL, "%s", err);
+  ctl_fx_close();
+
+  ctl_fx_journal_open(PATH, false);
+  FX.nev = 0;
+  ctl_fx_add_node("a", NULL, 1, 1, 0);
+  ctl_fx_add_node("b", NULL, 1, 2, 0);
+  ctl_fx_add_node("c", NULL, 1, 3, 0);
+  j = ctl_jobs_find(&FX.js, "r");
+  ck_assert(j->persist.probing);
+  for (uint32_t p = 0; p < 3; p++)
+    ck_assert_int_eq(answer(j, p, a, 0, 10), PT_OK);
+  ck_assert(ctl_fx_seen("J EPOCH r e1"));
+  ck_assert(j->restore_disk && j->restore_step == 20);
+  ctl_fx_close();
+
+  ctl_fx_journal_open(PATH, false);
+  j = ctl_jobs_find(&FX.js, "r");
+  ck_assert_ptr_nonnull(j);
+  ck_assert_uint_eq(j->epoch, 1);
+  ck_assert_uint_eq(j->first_epoch, 1);
+  ck_assert(!j->persist.probing);
+  ck_assert(j->restore_disk && j->restore_step == 20);
+  ck_assert(ctl_jobs_persist_restore_resumed(j));
+  ctl_fx_close();
+  unlink(PATH);
+  rmdir(DIRP);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ctl_probe");
@@ -205,6 +257,7 @@ int main(void)
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, probe_cold_start);
   tcase_add_test(tc, probe_refusals);
+  tcase_add_test(tc, probe_restarted);
   suite_add_tcase(s, tc);
   return unit_run(s);
 }
