@@ -190,17 +190,17 @@ enum {
   PTCTL_FAULT_GROUP,
   PTCTL_FAULT_PROTECTING,
   PTCTL_FAULT_REBUILDING,
+  /* A parity row damaged, then another member of its group lost: a coded
+   * job with m >= 2 or a persist dir only. */
   PTCTL_FAULT_PARITY,
   /* m + 1 nodes of one group: a coded job with a persist dir only. */
   PTCTL_FAULT_BEYOND,
   PTCTL_FAULT_NCLASS,
 };
 struct ptctl_fault_class {
-  const char *name;    /* as typed: "trainer" */
-  bool available;      /* injected by this build */
-  bool restarts;       /* the job must restart in a new epoch */
-  const char *what;    /* what it does, one sentence */
-  const char *missing; /* !available: what it needs */
+  const char *name; /* as typed: "trainer" */
+  bool restarts;    /* the job must restart in a new epoch */
+  const char *what; /* what it does, one sentence */
 };
 /* NULL outside 0..PTCTL_FAULT_NCLASS-1. */
 const struct ptctl_fault_class *ptctl_fault_class_get(int c);
@@ -214,13 +214,13 @@ int ptctl_fault_classes_parse(const char *list, bool set[PTCTL_FAULT_NCLASS],
 /* The campaign's seeded choices (see ptctl_fault_plan.c). */
 struct ptctl_fault_picker {
   uint64_t state;
-  int classes[PTCTL_FAULT_NCLASS]; /* the available classes of the set */
+  int classes[PTCTL_FAULT_NCLASS]; /* the classes of the set */
   uint32_t n, picked;
 };
 void ptctl_fault_pick_init(struct ptctl_fault_picker *p, uint64_t seed,
                            const bool set[PTCTL_FAULT_NCLASS]);
 /* The next class: the first n picks are each class once, in a seeded
- * order; then uniform. -ENOENT when the set has no available class. */
+ * order; then uniform. -ENOENT when the set is empty. */
 int ptctl_fault_pick_class(struct ptctl_fault_picker *p);
 /* Uniform in 0..n-1 (0 when n <= 1). */
 uint32_t ptctl_fault_pick_below(struct ptctl_fault_picker *p, uint32_t n);

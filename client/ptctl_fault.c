@@ -2,8 +2,7 @@
  * ptctl_fault.c — `ptctl fault`: fault injection against a running job, for
  * drills and tests (README "Fault injection").
  *
- *   ptctl fault classes                 what each class does, and which
- *                                       this build cannot inject yet
+ *   ptctl fault classes                 what each class does
  *   ptctl fault inject JOB CLASS [--node ID] [--rank R] [--ms N]
  *                                       one injection: a FAULT to the
  *                                       controller, which kills itself
@@ -31,6 +30,9 @@
  *     or in a later epoch as above);
  *   - corrupt: the epoch that resumed must not have restored the damaged
  *     step (that would be garbage): a failure if it did;
+ *   - parity, at m = 1: memory cannot rebuild the lost member without the
+ *     damaged row, so the epoch that resumed must have restored from disk;
+ *     at m >= 2 it may have rebuilt without that row;
  *   - a job that ends done resumed; failed or stopped is a job failure.
  * Restart commands run with /bin/sh -c, PT_FAULT_NODE (the node id) and
  * PT_FAULT_PID (the killed ptd's or controller's pid) in the environment;
@@ -95,7 +97,7 @@ bool ptctl_fault_loses_node(int cls)
 {
   return cls == PTCTL_FAULT_NODE || cls == PTCTL_FAULT_GROUP ||
          cls == PTCTL_FAULT_PROTECTING || cls == PTCTL_FAULT_REBUILDING ||
-         cls == PTCTL_FAULT_BEYOND;
+         cls == PTCTL_FAULT_BEYOND || cls == PTCTL_FAULT_PARITY;
 }
 
 void ptctl_fault_job_read(const struct ptctl_opts *o, const char *job,
@@ -236,8 +238,6 @@ int ptctl_fault_classes(FILE *f)
   for (int c = 0; c < PTCTL_FAULT_NCLASS; c++) {
     const struct ptctl_fault_class *k = ptctl_fault_class_get(c);
     fprintf(f, "%-11s %s\n", k->name, k->what);
-    if (!k->available)
-      fprintf(f, "%-11s not available: %s, not injected\n", "", k->missing);
   }
   return ptctl_ctl_flush(PTCTL_EXIT_OK);
 }
@@ -295,12 +295,6 @@ static int inject(const struct ptctl_opts *o, int argc, char **argv)
     return PTCTL_EXIT_USAGE;
   }
   const struct ptctl_fault_class *k = ptctl_fault_class_get(c);
-  if (!k->available) {
-    fprintf(stderr, "ptctl: fault class '%s' is not available: %s, not "
-                    "injected\n",
-            k->name, k->missing);
-    return PTCTL_EXIT_FAILED;
-  }
   if (c == PTCTL_FAULT_GROUP || c == PTCTL_FAULT_BEYOND) {
     fprintf(stderr, "ptctl: fault inject: '%s' loses several nodes of a "
                     "group: a campaign's class (ptctl fault campaign JOB "

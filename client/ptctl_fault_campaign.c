@@ -79,6 +79,24 @@ static int run_cmd(const char *cmd, const char *node, int pid,
   return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? PT_OK : -ECHILD;
 }
 
+/* Node id's restart command (when given), after pid died. */
+static bool restart(struct campaign *c, uint32_t i, const char *name,
+                    const char *node, int pid)
+{
+  if (c->restart_node == NULL)
+    return true;
+  int rc = run_cmd(c->restart_node, node, pid, c->timeout_s);
+  if (rc != PT_OK) {
+    snprintf(c->why, sizeof(c->why), "the restart command of injection %"
+             PRIu32 " (%s, node '%s') failed: %s", i + 1, name, node,
+             rc == -ECHILD ? "it exited non-zero" : pt_strerror(rc));
+    c->refused = true;
+    return false;
+  }
+  printf("  restarted: %s (node '%s')\n", c->restart_node, node);
+  return true;
+}
+
 /* Waits until the job runs with every part running and a committed step.
  * False when it ended or the deadline passed (c->why says). */
 static bool wait_ready(struct campaign *c, struct job_view *v, int cls)
@@ -99,9 +117,12 @@ static bool wait_ready(struct campaign *c, struct job_view *v, int cls)
     uint32_t need = cls == PTCTL_FAULT_GROUP || cls == PTCTL_FAULT_BEYOND
                         ? v->m
                     : ptctl_fault_loses_node(cls) ? 1 : 0;
+    /* "parity" at m = 1 is restored from disk: a complete step there. */
+    bool disk = cls == PTCTL_FAULT_BEYOND ||
+                (cls == PTCTL_FAULT_PARITY && v->m < 2);
     if (v->ok && strcmp(v->state, "running") == 0 && v->parts_running &&
         v->has_committed && (need == 0 || v->tolerates >= need) &&
-        (cls != PTCTL_FAULT_BEYOND || v->has_disk))
+        (!disk || v->has_disk))
       return true;
     if (rpc_now_ms() >= deadline) {
       snprintf(c->why, sizeof(c->why), "job '%s' was not running with a "
@@ -161,6 +182,16 @@ static bool wait_resumed(struct campaign *c, const struct job_view *v0,
           snprintf(c->why, sizeof(c->why), "epoch %" PRIu64 " resumed after "
                    "m + 1 nodes of a group were lost, but not from disk",
                    v.epoch);
+          c->job_failed = true;
+          return false;
+        }
+        if (r->cls == PTCTL_FAULT_PARITY && v0->m < 2 &&
+            (!newer || !v.restore_disk)) {
+          /* k + 1: the lost member cannot be rebuilt without the row */
+          snprintf(c->why, sizeof(c->why), "epoch %" PRIu64 " resumed from "
+                   "memory after a parity row was damaged and the member "
+                   "whose rebuild reads it was lost: at code k+1 that "
+                   "rebuild cannot have been right", v.epoch);
           c->job_failed = true;
           return false;
         }
@@ -232,20 +263,67 @@ static bool lose_group(struct campaign *c, struct ptctl_fault_picker *pk,
     }
     printf("  %s\n", msg);
   }
-  for (uint32_t k = 0; k < m && c->restart_node != NULL; k++) {
-    const char *node = v0->gnode[g][(first + k) % n];
-    int rc = run_cmd(c->restart_node, node, pids[k], c->timeout_s);
-    if (rc != PT_OK) {
-      snprintf(c->why, sizeof(c->why), "the restart command of injection %"
-               PRIu32 " (%s, node '%s') failed: %s", i + 1, name, node,
-               rc == -ECHILD ? "it exited non-zero" : pt_strerror(rc));
-      c->refused = true;
+  for (uint32_t k = 0; k < m; k++)
+    if (!restart(c, i, name, v0->gnode[g][(first + k) % n], pids[k]))
       return false;
-    }
-    printf("  restarted: %s (node '%s')\n", c->restart_node, node);
-  }
   struct rec *r = &c->recs[c->nrecs++];
   r->cls = cls;
+  bool ok = wait_resumed(c, v0, t0, false, 0, r);
+  fflush(stdout);
+  return ok;
+}
+
+/* "parity": one member's parity row of the restore step damaged as the
+ * next epoch is assigned (armed first), then the member whose rebuild
+ * reads that row lost and restarted: member x keeps parity row 0 of
+ * stripe (x - k) mod G, whose position 0 is member (x - k) mod G's first
+ * chunk (ec/rs.h). */
+static bool damage_parity(struct campaign *c, struct ptctl_fault_picker *pk,
+                          uint32_t i, struct job_view *v0, uint64_t t0)
+{
+  const char *name = ptctl_fault_class_get(PTCTL_FAULT_PARITY)->name;
+  char msg[1024];
+  uint32_t g = ptctl_fault_pick_below(pk, v0->ngroups);
+  uint32_t n = v0->gsize[g], k = n - v0->m;
+  uint32_t x = ptctl_fault_pick_below(pk, n), y = (x + n - k) % n;
+  const char *xn = v0->gnode[g][x], *yn = v0->gnode[g][y];
+  bool has_rank = false;
+  uint32_t rank = 0;
+  for (uint32_t p = 0; p < v0->nparts && p < 64; p++)
+    if (strcmp(v0->node[p], xn) == 0) {
+      has_rank = true;
+      rank = v0->first_rank[p] + ptctl_fault_pick_below(pk, v0->ranks_per_node);
+      break;
+    }
+  printf("#%" PRIu32 " %s: node '%s' (member %" PRIu32 " of node group %"
+         PRIu32 ", code %" PRIu32 "+%" PRIu32 ")", i + 1, name, xn, x, g, k,
+         v0->m);
+  if (has_rank)
+    printf(" rank %" PRIu32, rank);
+  printf(", then node '%s' (member %" PRIu32 ") lost, epoch %" PRIu64
+         ", committed %" PRIu64 "\n", yn, y, v0->epoch, v0->committed);
+  fflush(stdout);
+  int pid;
+  bool has_step;
+  uint64_t step;
+  int code = ptctl_fault_send(c->o, c->job, name, xn, has_rank, rank, 0, &pid,
+                              &has_step, &step, msg, sizeof(msg));
+  if (code == PTCTL_EXIT_OK) {
+    printf("  %s\n", msg);
+    code = ptctl_fault_send(c->o, c->job, "node", yn, false, 0, 0, &pid,
+                            &has_step, &step, msg, sizeof(msg));
+  }
+  if (code != PTCTL_EXIT_OK) {
+    snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (%s) refused: "
+             "%s", i + 1, name, msg);
+    c->refused = true;
+    return false;
+  }
+  printf("  %s\n", msg);
+  if (!restart(c, i, name, yn, pid))
+    return false;
+  struct rec *r = &c->recs[c->nrecs++];
+  r->cls = PTCTL_FAULT_PARITY;
   bool ok = wait_resumed(c, v0, t0, false, 0, r);
   fflush(stdout);
   return ok;
@@ -269,6 +347,8 @@ static bool one(struct campaign *c, struct ptctl_fault_picker *pk,
   const char *node = is_ctl ? NULL : v0.node[part];
   if (cls == PTCTL_FAULT_GROUP || cls == PTCTL_FAULT_BEYOND)
     return lose_group(c, pk, i, &v0, rpc_now_ms(), cls);
+  if (cls == PTCTL_FAULT_PARITY)
+    return damage_parity(c, pk, i, &v0, rpc_now_ms());
   if (is_ctl)
     printf("#%" PRIu32 " %s: epoch %" PRIu64 ", committed %" PRIu64 "\n",
            i + 1, k->name, v0.epoch, v0.committed);
@@ -357,14 +437,6 @@ static void summary(const struct campaign *c, FILE *f)
     const struct ptctl_fault_class *k = ptctl_fault_class_get(cls);
     if (!c->set[cls])
       continue;
-    if (!k->available) {
-      char why[200];
-      snprintf(why, sizeof(why), "not available: %s, not injected",
-               k->missing);
-      const char *row[] = {k->name, "-", "-", "-", "-", why};
-      ptctl_table_row(&t, row);
-      continue;
-    }
     uint32_t n = 0, resumed = 0;
     uint64_t redone = 0;
     size_t ns = 0;
@@ -488,8 +560,7 @@ int ptctl_fault_campaign(const struct ptctl_opts *o, int argc, char **argv)
   ptctl_fault_job_read(o, c.job, &v);
   if (v.ok && !v.coded)
     for (int cls = 0; cls < PTCTL_FAULT_NCLASS; cls++)
-      if (c.set[cls] && ptctl_fault_loses_node(cls) &&
-          ptctl_fault_class_get(cls)->available) {
+      if (c.set[cls] && ptctl_fault_loses_node(cls)) {
         printf("%s: job '%s' has no erasure code (a lost node's state "
                "cannot be rebuilt), not injected\n",
                ptctl_fault_class_get(cls)->name, c.job);
@@ -501,15 +572,16 @@ int ptctl_fault_campaign(const struct ptctl_opts *o, int argc, char **argv)
            c.job);
     c.set[PTCTL_FAULT_BEYOND] = false;
   }
-  ptctl_fault_pick_init(&pk, c.seed, c.set);
-  for (int cls = 0; cls < PTCTL_FAULT_NCLASS; cls++) {
-    const struct ptctl_fault_class *k = ptctl_fault_class_get(cls);
-    if (c.set[cls] && !k->available)
-      printf("%s: %s, not injected\n", k->name, k->missing);
+  if (v.ok && v.coded && v.m < 2 && !v.persist && c.set[PTCTL_FAULT_PARITY]) {
+    printf("%s: job '%s' has code k+1 and no persist dir (a damaged parity "
+           "row and a lost member would end it), not injected\n",
+           ptctl_fault_class_get(PTCTL_FAULT_PARITY)->name, c.job);
+    c.set[PTCTL_FAULT_PARITY] = false;
   }
+  ptctl_fault_pick_init(&pk, c.seed, c.set);
   if (pk.n == 0) {
-    fprintf(stderr, "ptctl: fault campaign: no class this build can "
-                    "inject among --classes\n");
+    fprintf(stderr, "ptctl: fault campaign: no class among --classes can "
+                    "be injected into job '%s'\n", c.job);
     return PTCTL_EXIT_FAILED;
   }
   if (!v.ok) {

@@ -17,62 +17,56 @@
 #include "pt.h"
 
 static const struct ptctl_fault_class CLASSES[PTCTL_FAULT_NCLASS] = {
-    [PTCTL_FAULT_TRAINER] = {"trainer", true, true,
-                             "SIGKILL of one rank's trainer", NULL},
-    [PTCTL_FAULT_SMP] = {"smp", true, true,
-                         "SIGKILL of one rank's snapshot process (ptd smp)",
-                         NULL},
-    [PTCTL_FAULT_PTD] = {"ptd", true, false,
+    [PTCTL_FAULT_TRAINER] = {"trainer", true,
+                             "SIGKILL of one rank's trainer"},
+    [PTCTL_FAULT_SMP] = {"smp", true,
+                         "SIGKILL of one rank's snapshot process (ptd smp)"},
+    [PTCTL_FAULT_PTD] = {"ptd", false,
                          "SIGKILL of one node's ptd; its trainers and SMPs "
-                         "run on and the restarted ptd re-adopts them",
-                         NULL},
-    [PTCTL_FAULT_CONTROLLER] = {"controller", true, false,
+                         "run on and the restarted ptd re-adopts them"},
+    [PTCTL_FAULT_CONTROLLER] = {"controller", false,
                                 "SIGKILL of the controller; restarted, it "
-                                "replays its journal",
-                                NULL},
-    [PTCTL_FAULT_STOP] = {"stop", true, true,
+                                "replays its journal"},
+    [PTCTL_FAULT_STOP] = {"stop", true,
                           "SIGSTOP of one node's ptd past the controller's "
-                          "dead deadline, then SIGCONT",
-                          NULL},
-    [PTCTL_FAULT_CORRUPT] = {"corrupt", true, true,
+                          "dead deadline, then SIGCONT"},
+    [PTCTL_FAULT_CORRUPT] = {"corrupt", true,
                              "one byte flipped in one rank's newest "
                              "committed snapshot, and its trainer killed: "
-                             "the restore must not use that step",
-                             NULL},
-    [PTCTL_FAULT_NODE] = {"node", true, true,
+                             "the restore must not use that step"},
+    [PTCTL_FAULT_NODE] = {"node", true,
                           "a whole node lost: its ptd, trainers and SMPs "
                           "SIGKILLed and its shm objects removed; its ptd "
                           "restarted (--restart-node), the job rebuilds "
-                          "the node's state from its coding groups",
-                          NULL},
-    [PTCTL_FAULT_GROUP] = {"group", true, true,
+                          "the node's state from its coding groups"},
+    [PTCTL_FAULT_GROUP] = {"group", true,
                            "m nodes of one coding group lost at once (each "
                            "as 'node'), once every group absorbs m losses; "
-                           "each restarted as for 'node'",
-                           NULL},
-    [PTCTL_FAULT_PROTECTING] = {"protecting", true, true,
+                           "each restarted as for 'node'"},
+    [PTCTL_FAULT_PROTECTING] = {"protecting", true,
                                 "a node lost as it seals a step, while that "
                                 "step's chunks are on their way to its "
-                                "group; restarted as for 'node'",
-                                NULL},
-    [PTCTL_FAULT_REBUILDING] = {"rebuilding", true, true,
+                                "group; restarted as for 'node'"},
+    [PTCTL_FAULT_REBUILDING] = {"rebuilding", true,
                                 "a node's memory lost (trainers and SMPs "
                                 "killed, shm removed), then the whole node "
                                 "lost as its SMPs begin rebuilding from their "
                                 "groups; restarted as for 'node', it "
-                                "rebuilds again",
-                                NULL},
-    [PTCTL_FAULT_PARITY] = {"parity", false, true,
-                            "one byte of a parity chunk flipped",
-                            "no injector flips a byte of a parity row yet "
-                            "(issue 10 §3)"},
-    [PTCTL_FAULT_BEYOND] = {"group+1", true, true,
+                                "rebuilds again"},
+    [PTCTL_FAULT_PARITY] = {"parity", true,
+                            "one byte of a member's parity row of the "
+                            "restore step flipped, then the group's member "
+                            "whose rebuild reads that row lost (as 'node'): "
+                            "the rebuild must find the damage by checksum "
+                            "and rebuild without it (m >= 2) or restore "
+                            "from the persist dir (a job with --persist-dir "
+                            "only at m = 1); restarted as for 'node'"},
+    [PTCTL_FAULT_BEYOND] = {"group+1", true,
                             "m + 1 nodes of one coding group lost at once "
                             "(each as 'node'), more than the code rebuilds: "
                             "the job restores the newest complete step of "
                             "its persist dir (a job with --persist-dir "
-                            "only); each restarted as for 'node'",
-                            NULL},
+                            "only); each restarted as for 'node'"},
 };
 
 const struct ptctl_fault_class *ptctl_fault_class_get(int c)
@@ -154,7 +148,7 @@ void ptctl_fault_pick_init(struct ptctl_fault_picker *p, uint64_t seed,
   memset(p, 0, sizeof(*p));
   p->state = seed;
   for (int c = 0; c < PTCTL_FAULT_NCLASS; c++)
-    if (set[c] && CLASSES[c].available)
+    if (set[c])
       p->classes[p->n++] = c;
   /* Fisher-Yates: the first round. */
   for (uint32_t i = p->n; i > 1; i--) {

@@ -48,9 +48,10 @@ static void reply(struct rpc_conn *c, uint64_t id, int status,
 
 static bool kind_is_node(const char *k)
 {
-  static const char *const kinds[] = {"trainer", "smp",     "ptd",
-                                      "stop",    "corrupt", "node",
-                                      "protecting", "rebuilding"};
+  static const char *const kinds[] = {"trainer",    "smp",       "ptd",
+                                      "stop",       "corrupt",   "parity",
+                                      "node",       "protecting",
+                                      "rebuilding"};
   for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
     if (strcmp(k, kinds[i]) == 0)
       return true;
@@ -93,7 +94,8 @@ int ctl_fault_on_ctl(struct controller *ctl, struct rpc_conn *c,
   }
   if (!kind_is_node(m->kind)) {
     snprintf(msg, sizeof(msg), "no fault kind '%s' (trainer, smp, ptd, "
-             "stop, corrupt, node, protecting, rebuilding, controller)", LOG_ESC(m->kind));
+             "stop, corrupt, parity, node, protecting, rebuilding, "
+             "controller)", LOG_ESC(m->kind));
     reply(c, h->request_id, -EINVAL, msg);
     return PT_OK;
   }

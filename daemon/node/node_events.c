@@ -181,10 +181,15 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
              e->message != NULL ? e->message : pt_strerror(e->status));
     /* Too few of the group hold it (PT_ENOFRAG), or none its checksum
      * table (-ENOENT): memory cannot serve the step (the controller may
-     * restore from disk). */
+     * restore from disk). Rebuilt, it failed its checksums with no
+     * survivor to spare (PT_ECHECKSUM): a survivor's piece is damaged,
+     * and the same rebuild would fail again on every epoch; the
+     * controller restores an older step, or from disk, or ends the job. */
     if (n->cfg.cluster && e->has_status &&
         (e->status == PT_ENOFRAG || e->status == -ENOENT))
       n->why_status = PT_ENOFRAG;
+    else if (n->cfg.cluster && e->has_status && e->status == PT_ECHECKSUM)
+      n->why_status = PT_ECHECKSUM;
   } else if (e->kind == PT__EVENT_KIND__EVENT_PERSISTED) {
     node_persist_on_event(n, r, e);
   } else if (e->kind == PT__EVENT_KIND__EVENT_LOAD_FAILED) {

@@ -19,6 +19,13 @@
  *             step.
  *             Nothing else changes: the slot's checksum table says what
  *             the bytes were, so a restore must find it damaged.
+ *   parity    armed, answered at once: as the node is assigned the job's
+ *             next epoch (node_fault_on_assign: another member of the
+ *             group was lost, and its rebuild is about to begin), one byte
+ *             of parity row 0 of the rank's slot of that epoch's restore
+ *             step flipped. The rebuild of member (member - k) mod G
+ *             reads that row (ec/rs.h): it must find the damage by
+ *             checksum and rebuild without it, or not at all.
  *   ptd       SIGKILL of this ptd, NODE_FAULT_DELAY_MS after the answer
  *   node      the whole node lost, as a power cut would take it: this
  *             ptd, every trainer (its process group) and every SMP of the
@@ -62,6 +69,7 @@
 #define NODE_FAULT_DELAY_MS 100u    /* between the answer and the signal */
 #define NODE_FAULT_STOP_MAX_MS 600000u
 #define NODE_FAULT_ARMED_MS 60000u  /* an armed fault's wait for its moment */
+#define NODE_FAULT_PARITY_AT 100u   /* the parity byte "parity" flips */
 
 static void sleep_ms(uint32_t ms)
 {
@@ -135,6 +143,32 @@ static int live_pid(const struct node_child *c)
   return c != NULL && !c->exited && c->pid > 0 ? c->pid : 0;
 }
 
+/* Rank's object of this job instance, checked. OUT: *s, name. */
+static int open_rank(struct node *n, uint32_t rank, struct snap_store **s,
+                     char *name, size_t nlen, char *err, size_t len)
+{
+  int rc = snap_store_name(name, nlen, n->cfg.shm_prefix, n->cfg.job, rank);
+  if (rc == PT_OK)
+    rc = snap_store_open(s, name, err, len);
+  if (rc != PT_OK) {
+    if (err[0] == '\0')
+      snprintf(err, len, "cannot open '%s': %s", name, pt_strerror(rc));
+    return rc;
+  }
+  if (memcmp(snap_store_instance(*s), n->instance, SNAP_INSTANCE_BYTES) != 0) {
+    snprintf(err, len, "'%s' is not this job instance's object", name);
+    snap_store_close(*s);
+    *s = NULL;
+    return -ESTALE;
+  }
+  rc = snap_store_check(*s, name, false, err, len);
+  if (rc != PT_OK) {
+    snap_store_close(*s);
+    *s = NULL;
+  }
+  return rc;
+}
+
 /* One byte of region 0 of rank's newest COMMITTED slot, flipped.
  * OUT: *step. */
 static int corrupt(struct node *n, uint32_t rank, uint64_t *step, char *err,
@@ -144,20 +178,9 @@ static int corrupt(struct node *n, uint32_t rank, uint64_t *step, char *err,
   struct snap_store *s = NULL;
   uint32_t slot;
 
-  int rc = snap_store_name(name, sizeof(name), n->cfg.shm_prefix, n->cfg.job,
-                           rank);
-  if (rc == PT_OK)
-    rc = snap_store_open(&s, name, err, len);
-  if (rc != PT_OK) {
-    if (err[0] == '\0')
-      snprintf(err, len, "cannot open '%s': %s", name, pt_strerror(rc));
+  int rc = open_rank(n, rank, &s, name, sizeof(name), err, len);
+  if (rc != PT_OK)
     return rc;
-  }
-  if (memcmp(snap_store_instance(s), n->instance, SNAP_INSTANCE_BYTES) != 0) {
-    snprintf(err, len, "'%s' is not this job instance's object", name);
-    rc = -ESTALE;
-    goto out_close;
-  }
   /* The slot of the step the restore will want: in cluster mode the
    * assignment's restore step, which may still be PROTECTED here (its
    * commit had not reached this node when the trainer died); else the
@@ -186,9 +209,6 @@ static int corrupt(struct node *n, uint32_t rank, uint64_t *step, char *err,
     rc = -EINVAL;
     goto out_close;
   }
-  rc = snap_store_check(s, name, false, err, len);
-  if (rc != PT_OK)
-    goto out_close;
   volatile uint8_t *b =
       (uint8_t *)snap_slot_data(s, slot) + reg->offset + reg->bytes / 2;
   *b ^= 0x20;
@@ -199,6 +219,88 @@ static int corrupt(struct node *n, uint32_t rank, uint64_t *step, char *err,
 out_close:
   snap_store_close(s);
   return rc;
+}
+
+/* One byte of parity row 0 of rank's slot of step (committed, protected
+ * or pinned), flipped: byte NODE_FAULT_PARITY_AT of the row (or its middle,
+ * in a shorter one). Under the layout of ec/rs.h that row belongs to
+ * stripe (member - k) mod G, whose position 0 is that member's chunk 0:
+ * its rebuild reads the row, and the damaged byte lands in its first
+ * region. OUT: *slot. */
+static int flip_parity(struct node *n, uint32_t rank, uint64_t step,
+                       uint32_t *slot, char *err, size_t len)
+{
+  char name[256];
+  struct snap_store *s = NULL;
+  size_t plen = 0;
+
+  int rc = open_rank(n, rank, &s, name, sizeof(name), err, len);
+  if (rc != PT_OK)
+    return rc;
+  rc = -ENOENT;
+  for (uint32_t i = 0; i < snap_store_nslots(s); i++) {
+    struct snap_slot_info si;
+    snap_slot_get(s, i, &si);
+    if (si.record_ok && si.step == step &&
+        (si.state == SNAP_COMMITTED || si.state == SNAP_PROTECTED ||
+         si.state == SNAP_PINNED)) {
+      *slot = i;
+      rc = PT_OK;
+    }
+  }
+  if (rc != PT_OK) {
+    snprintf(err, len, "rank %" PRIu32 " holds no committed slot of step %"
+             PRIu64, rank, step);
+    goto out;
+  }
+  volatile uint8_t *p = snap_store_parity(s, *slot, &plen);
+  uint64_t row = snap_store_parity_chunk(s);
+  if (p == NULL || plen == 0 || row == 0) {
+    snprintf(err, len, "'%s' has no parity area", name);
+    rc = -EINVAL;
+    goto out;
+  }
+  uint64_t at = row > NODE_FAULT_PARITY_AT ? NODE_FAULT_PARITY_AT : row / 2;
+  p[at] ^= 0x5a;
+  snprintf(err, len, "flipped byte %" PRIu64 " of parity row 0 of '%.120s' "
+           "slot %" PRIu32 " (step %" PRIu64 ")", at, name, *slot, step);
+out:
+  snap_store_close(s);
+  return rc;
+}
+
+void node_fault_on_assign(struct node *n, const char *job, uint64_t epoch,
+                          bool has_restore, uint64_t restore, bool from_disk)
+{
+  char err[300] = "";
+  uint32_t slot = 0;
+
+  if (!n->fault_parity.on)
+    return;
+  if (rpc_now_ms() >= n->fault_parity.armed_ms + NODE_FAULT_ARMED_MS) {
+    n->fault_parity.on = false;
+    log_warn("fault injection: node '%s': no new epoch came within %u ms; "
+             "rank %" PRIu32 "'s parity is not damaged", n->cfg.node_id,
+             NODE_FAULT_ARMED_MS, n->fault_parity.rank);
+    return;
+  }
+  if (strcmp(job, n->fault_parity.job) != 0)
+    return; /* another job's: the armed fault waits on */
+  n->fault_parity.on = false;
+  uint32_t rank = n->fault_parity.rank;
+  int rc = -ENOENT;
+  if (!has_restore || from_disk)
+    snprintf(err, sizeof(err), "epoch %" PRIu64 " restores %s", epoch,
+             has_restore ? "from disk" : "nothing");
+  else
+    rc = flip_parity(n, rank, restore, &slot, err, sizeof(err));
+  if (rc != PT_OK)
+    log_warn("fault injection: node '%s': rank %" PRIu32 "'s parity of the "
+             "restore step not damaged: %s", n->cfg.node_id, rank, err);
+  else
+    log_warn("fault injection: node '%s': %s, as epoch %" PRIu64 " is "
+             "assigned: the rebuild of the member before it must find the "
+             "damage", n->cfg.node_id, err, epoch);
 }
 
 /* A grandchild that, delay ms from now, sends SIGKILL to every pid of pids
@@ -521,6 +623,27 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
              "object%s removed, trainers and SMPs killed); the whole node is "
              "lost as its SMPs begin rebuilding", self, objs,
              objs == 1 ? "" : "s");
+  } else if (strcmp(k, "parity") == 0) {
+    if (n->cfg.group.k == 0) {
+      answer(n, id, -EINVAL, 0, false, 0, "node '%s': job '%s' has no "
+             "erasure code: it holds no parity", self, p->job);
+      return;
+    }
+    if (n->fault_parity.on) {
+      answer(n, id, -EBUSY, 0, false, 0, "node '%s': a parity fault already "
+             "waits for the next epoch", self);
+      return;
+    }
+    n->fault_parity.on = true;
+    n->fault_parity.rank = grank;
+    snprintf(n->fault_parity.job, sizeof(n->fault_parity.job), "%s", p->job);
+    n->fault_parity.armed_ms = rpc_now_ms();
+    uint32_t g = n->cfg.group.k + n->cfg.group.m;
+    uint32_t before = (n->cfg.group.member + g - n->cfg.group.k) % g;
+    answer(n, id, PT_OK, 0, false, 0, "node '%s': a byte of rank %" PRIu32
+           "'s parity row 0 of the restore step is flipped as the next "
+           "epoch is assigned; the rebuild of member %" PRIu32 " of its "
+           "coding group reads that row", self, grank, before);
   } else if (strcmp(k, "protecting") == 0) {
     if (n->fault_protecting || n->fault_rebuilding || n->fault_corrupt.on) {
       answer(n, id, -EBUSY, 0, false, 0, "node '%s': a fault already waits "
@@ -534,6 +657,7 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
              "seals begins its protection", self);
   } else {
     answer(n, id, -EINVAL, 0, false, 0, "node '%s': no fault kind '%s' "
-           "(trainer, smp, ptd, stop, corrupt, node, protecting, rebuilding)", self, LOG_ESC(k));
+           "(trainer, smp, ptd, stop, corrupt, parity, node, protecting, "
+           "rebuilding)", self, LOG_ESC(k));
   }
 }

@@ -24,15 +24,14 @@ START_TEST(class_names)
   ck_assert_int_eq(ptctl_fault_class_parse(""), -ENOENT);
   ck_assert_ptr_null(ptctl_fault_class_get(-1));
   ck_assert_ptr_null(ptctl_fault_class_get(PTCTL_FAULT_NCLASS));
-  /* Every class but parity is available; parity says what it needs. */
+  /* Every class is named and says what it does. */
   for (int c = 0; c < PTCTL_FAULT_NCLASS; c++) {
     const struct ptctl_fault_class *k = ptctl_fault_class_get(c);
     ck_assert_ptr_nonnull(k);
     ck_assert_int_eq(ptctl_fault_class_parse(k->name), c);
-    ck_assert_int_eq(k->available, c != PTCTL_FAULT_PARITY);
-    if (!k->available)
-      ck_assert(k->missing != NULL && strstr(k->missing, "issue 10") != NULL);
+    ck_assert(k->what != NULL && strlen(k->what) > 20);
   }
+  ck_assert(ptctl_fault_class_get(PTCTL_FAULT_PARITY)->restarts);
   ck_assert(ptctl_fault_class_get(PTCTL_FAULT_TRAINER)->restarts);
   ck_assert(!ptctl_fault_class_get(PTCTL_FAULT_PTD)->restarts);
   ck_assert(!ptctl_fault_class_get(PTCTL_FAULT_CONTROLLER)->restarts);
@@ -92,19 +91,20 @@ START_TEST(picker_is_seeded)
 
   ck_assert_int_eq(ptctl_fault_classes_parse(NULL, set, err, sizeof(err)),
                    PT_OK);
+  set[PTCTL_FAULT_CONTROLLER] = false; /* a class outside the set */
   picks(42, set, a, 200, ta);
   picks(42, set, b, 200, tb);
   picks(43, set, c, 200, tc);
   ck_assert_mem_eq(a, b, sizeof(a));
   ck_assert_mem_eq(ta, tb, sizeof(ta));
   ck_assert(memcmp(a, c, sizeof(a)) != 0 || memcmp(ta, tc, sizeof(ta)) != 0);
-  /* The first picks are each available class once; never one that is
-   * not available; later picks reach every class. */
+  /* The first picks are each class of the set once; never one outside
+   * it; later picks reach every class of it. */
   int navail = 0;
   bool avail[PTCTL_FAULT_NCLASS];
   for (int k = 0; k < PTCTL_FAULT_NCLASS; k++)
-    navail += (avail[k] = ptctl_fault_class_get(k)->available);
-  ck_assert_int_eq(navail, 11);
+    navail += (avail[k] = set[k]);
+  ck_assert_int_eq(navail, PTCTL_FAULT_NCLASS - 1);
   int seen[PTCTL_FAULT_NCLASS] = {0};
   for (int i = 0; i < navail; i++) {
     ck_assert(a[i] >= 0 && a[i] < PTCTL_FAULT_NCLASS && avail[a[i]]);
@@ -124,10 +124,10 @@ START_TEST(picker_is_seeded)
   /* A fixed seed gives a fixed order on every machine (splitmix64):
    * what an operator's report of "seed 42" replays. */
   static const int order42[11] = {
-      PTCTL_FAULT_PTD, PTCTL_FAULT_CONTROLLER, PTCTL_FAULT_BEYOND,
-      PTCTL_FAULT_GROUP, PTCTL_FAULT_CORRUPT, PTCTL_FAULT_PROTECTING,
-      PTCTL_FAULT_NODE, PTCTL_FAULT_STOP, PTCTL_FAULT_TRAINER,
-      PTCTL_FAULT_SMP, PTCTL_FAULT_REBUILDING};
+      PTCTL_FAULT_PTD,        PTCTL_FAULT_STOP,    PTCTL_FAULT_BEYOND,
+      PTCTL_FAULT_PROTECTING, PTCTL_FAULT_NODE,    PTCTL_FAULT_REBUILDING,
+      PTCTL_FAULT_GROUP,      PTCTL_FAULT_CORRUPT, PTCTL_FAULT_TRAINER,
+      PTCTL_FAULT_SMP,        PTCTL_FAULT_PARITY};
   ck_assert_mem_eq(a, order42, sizeof(order42));
 }
 END_TEST
@@ -138,13 +138,11 @@ START_TEST(picker_subset_and_empty)
   struct ptctl_fault_picker p;
 
   set[PTCTL_FAULT_STOP] = true;
-  set[PTCTL_FAULT_PARITY] = true; /* not available: never picked */
   ptctl_fault_pick_init(&p, 1, set);
   ck_assert_uint_eq(p.n, 1);
   for (int i = 0; i < 20; i++)
     ck_assert_int_eq(ptctl_fault_pick_class(&p), PTCTL_FAULT_STOP);
   memset(set, 0, sizeof(set));
-  set[PTCTL_FAULT_PARITY] = true;
   ptctl_fault_pick_init(&p, 1, set);
   ck_assert_int_eq(ptctl_fault_pick_class(&p), -ENOENT);
   ck_assert_uint_eq(ptctl_fault_pick_below(&p, 0), 0);
@@ -193,7 +191,7 @@ START_TEST(command_line)
       "inject", "j", "bogus", NULL};
   static const char *const later[] = {
       "--controller", "127.0.0.1:1", "--key", "/nonexistent", "fault",
-      "inject", "j", "node", NULL};
+      "inject", "j", "group", NULL};
   static const char *const no_seed[] = {
       "--controller", "127.0.0.1:1", "--key", "/nonexistent", "fault",
       "campaign", "j", "--count", "3", NULL};
@@ -207,9 +205,8 @@ START_TEST(command_line)
 
   ck_assert_int_eq(run_ptctl(no_job), PTCTL_EXIT_USAGE);
   ck_assert_int_eq(run_ptctl(bad_class), PTCTL_EXIT_USAGE);
-  /* A class of node loss: said not available, nothing sent (the key file
-   * does not exist: a send would fail otherwise). */
-  ck_assert_int_eq(run_ptctl(later), PTCTL_EXIT_FAILED);
+  /* A class of a campaign only: usage, nothing sent. */
+  ck_assert_int_eq(run_ptctl(later), PTCTL_EXIT_USAGE);
   ck_assert_int_eq(run_ptctl(no_seed), PTCTL_EXIT_USAGE);
   ck_assert_int_eq(run_ptctl(bad_classes), PTCTL_EXIT_USAGE);
   ck_assert_int_eq(run_ptctl(sub), PTCTL_EXIT_USAGE);
