@@ -57,7 +57,7 @@
 #include "pt.h"
 #include "rpc/rpc.h"
 
-#define CORRUPT_TIMEOUT_MS 60000
+#define CORRUPT_TIMEOUT_MS 70000 /* past a node's armed wait, 60 s */
 
 void ptctl_fault_sleep_ms(uint32_t ms)
 {
@@ -190,7 +190,8 @@ int ptctl_fault_send(const struct ptctl_opts *o, const char *job,
   /* A corruption is answered once it is done, as the job's next restore
    * begins (after the restart's backoff): that long at least. */
   struct ptctl_opts oc = *o;
-  if ((strcmp(kind, "corrupt") == 0 || strcmp(kind, "protecting") == 0 ||
+  if ((strcmp(kind, "corrupt") == 0 || strcmp(kind, "parity") == 0 ||
+       strcmp(kind, "protecting") == 0 ||
        strcmp(kind, "rebuilding") == 0) &&
       oc.timeout_ms < CORRUPT_TIMEOUT_MS)
     oc.timeout_ms = CORRUPT_TIMEOUT_MS;

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 
 #define POLL_MS 100u
 #define TIMEOUT_S_DEFAULT 60u
+/* A parity fault's answer: the node's armed wait (60 s) and some. */
+#define ANSWER_WAIT_MS 75000u
 
 /* ---- campaign ---- */
 
@@ -273,11 +276,95 @@ static bool lose_group(struct campaign *c, struct ptctl_fault_picker *pk,
   return ok;
 }
 
+/* A FAULT's answer, from a child (send_async). */
+struct answer {
+  int code, pid;
+  bool has_step;
+  uint64_t step;
+  char msg[1024];
+};
+
+/* ptctl_fault_send from a child, so that the campaign goes on while the
+ * node holds the answer back. OUT: *fd, where the child writes its struct
+ * answer. Returns the child's pid, or -errno. */
+static pid_t send_async(struct campaign *c, const char *kind,
+                        const char *node, bool has_rank, uint32_t rank,
+                        int *fd)
+{
+  int p[2];
+  if (pipe(p) != 0)
+    return -errno;
+  fflush(stdout);
+  fflush(stderr);
+  pid_t ch = fork();
+  if (ch < 0) {
+    int err = -errno;
+    close(p[0]);
+    close(p[1]);
+    return err;
+  }
+  if (ch == 0) {
+    struct answer a;
+    memset(&a, 0, sizeof(a));
+    close(p[0]);
+    a.code = ptctl_fault_send(c->o, c->job, kind, node, has_rank, rank, 0,
+                              &a.pid, &a.has_step, &a.step, a.msg,
+                              sizeof(a.msg));
+    const uint8_t *b = (const uint8_t *)&a;
+    size_t done = 0;
+    while (done < sizeof(a)) {
+      ssize_t n = write(p[1], b + done, sizeof(a) - done);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      done += (size_t)n;
+    }
+    _exit(done == sizeof(a) ? 0 : 1);
+  }
+  close(p[1]);
+  *fd = p[0];
+  return ch;
+}
+
+/* send_async's answer, within ms. False: none (the child killed). */
+static bool answer_wait(pid_t ch, int fd, uint32_t ms, struct answer *a)
+{
+  uint8_t *b = (uint8_t *)a;
+  size_t got = 0;
+  uint64_t deadline = rpc_now_ms() + ms;
+  while (got < sizeof(*a)) {
+    uint64_t now = rpc_now_ms();
+    if (now >= deadline)
+      break;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    int r = poll(&pf, 1, (int)(deadline - now));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    ssize_t n = read(fd, b + got, sizeof(*a) - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    got += (size_t)n;
+  }
+  close(fd);
+  if (got < sizeof(*a))
+    kill(ch, SIGKILL);
+  int st;
+  while (waitpid(ch, &st, 0) < 0 && errno == EINTR)
+    ;
+  a->msg[sizeof(a->msg) - 1] = '\0';
+  return got == sizeof(*a);
+}
+
 /* "parity": one member's parity row of the restore step damaged as the
- * next epoch is assigned (armed first), then the member whose rebuild
- * reads that row lost and restarted: member x keeps parity row 0 of
- * stripe (x - k) mod G, whose position 0 is member (x - k) mod G's first
- * chunk (ec/rs.h). */
+ * next epoch is assigned (the node answers then, so the request waits in a
+ * child), then the member whose rebuild reads that row lost and
+ * restarted: member x keeps parity row 0 of stripe (x - k) mod G, whose
+ * position 0 is member (x - k) mod G's first chunk (ec/rs.h). */
 static bool damage_parity(struct campaign *c, struct ptctl_fault_picker *pk,
                           uint32_t i, struct job_view *v0, uint64_t t0)
 {
@@ -303,25 +390,39 @@ static bool damage_parity(struct campaign *c, struct ptctl_fault_picker *pk,
   printf(", then node '%s' (member %" PRIu32 ") lost, epoch %" PRIu64
          ", committed %" PRIu64 "\n", yn, y, v0->epoch, v0->committed);
   fflush(stdout);
-  int pid;
-  bool has_step;
-  uint64_t step;
-  int code = ptctl_fault_send(c->o, c->job, name, xn, has_rank, rank, 0, &pid,
-                              &has_step, &step, msg, sizeof(msg));
-  if (code == PTCTL_EXIT_OK) {
-    printf("  %s\n", msg);
-    code = ptctl_fault_send(c->o, c->job, "node", yn, false, 0, 0, &pid,
-                            &has_step, &step, msg, sizeof(msg));
-  }
-  if (code != PTCTL_EXIT_OK) {
-    snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (%s) refused: "
-             "%s", i + 1, name, msg);
+  int fd = -1;
+  pid_t ch = send_async(c, name, xn, has_rank, rank, &fd);
+  if (ch < 0) {
+    snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (%s): cannot "
+             "fork: %s", i + 1, name, pt_strerror((int)ch));
     c->refused = true;
     return false;
   }
-  printf("  %s\n", msg);
-  if (!restart(c, i, name, yn, pid))
+  int pid;
+  bool has_step;
+  uint64_t step;
+  int code = ptctl_fault_send(c->o, c->job, "node", yn, false, 0, 0, &pid,
+                              &has_step, &step, msg, sizeof(msg));
+  if (code == PTCTL_EXIT_OK) {
+    printf("  %s\n", msg);
+    if (!restart(c, i, name, yn, pid)) {
+      struct answer a;
+      (void)answer_wait(ch, fd, 0, &a);
+      return false;
+    }
+  }
+  struct answer a;
+  bool answered = answer_wait(ch, fd, ANSWER_WAIT_MS, &a);
+  if (code != PTCTL_EXIT_OK || !answered || a.code != PTCTL_EXIT_OK) {
+    snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (%s) refused: "
+             "%s", i + 1, name,
+             code != PTCTL_EXIT_OK ? msg
+             : answered            ? a.msg
+                                   : "no answer from the node");
+    c->refused = true;
     return false;
+  }
+  printf("  %s\n", a.msg);
   struct rec *r = &c->recs[c->nrecs++];
   r->cls = PTCTL_FAULT_PARITY;
   bool ok = wait_resumed(c, v0, t0, false, 0, r);

@@ -2439,10 +2439,10 @@ struct  Pt__PeerSkip
  *   "corrupt"    SIGKILL of that rank's trainer, then one byte of the data
  *                of that rank's newest COMMITTED slot flipped, so the next
  *                restore meets it (node)
- *   "parity"     armed, answered at once: as the node is next assigned the
- *                job's epoch, one byte of parity row 0 of that rank's slot
- *                of the epoch's restore step flipped, before any rebuild
- *                reads it (node)
+ *   "parity"     armed: as the node is next assigned the job's epoch, one
+ *                byte of parity row 0 of that rank's slot of the epoch's
+ *                restore step flipped, before any rebuild reads it;
+ *                answered then, naming the step (node)
  *   "node"       the whole node lost: its shm objects removed, then its ptd,
  *                trainers and SMPs SIGKILLed together, after the answer; its
  *                supervisor starts ptd again on the same state dir (node)
@@ -2502,7 +2502,7 @@ struct  Pt__FaultReply
   protobuf_c_boolean has_pid;
   uint32_t pid;
   /*
-   * "corrupt": the damaged slot's step
+   * "corrupt", "parity": the damaged
    */
   protobuf_c_boolean has_step;
   uint64_t step;

@@ -459,7 +459,7 @@ struct node {
   struct {
     bool on;
     uint32_t rank;
-    uint64_t armed_ms;
+    uint64_t id, armed_ms;
     char job[SNAP_JOB_MAX];
   } fault_parity;
   /* A "protecting" fault waiting for the next seal, a "rebuilding" one
@@ -701,9 +701,10 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m);
  * its rank's newest committed slot now, so that this restore meets it,
  * and is answered. */
 void node_fault_before_restore(struct node *n);
-/* The job's epoch was assigned (restoring step restore, from memory unless
- * from_disk): a pending "parity" of that job damages its rank's parity row
- * of that step now, before any rebuild can read it. */
+/* The job's epoch was assigned and checked (restoring step restore, from
+ * memory unless from_disk): a pending "parity" of that job damages its
+ * rank's parity row of that step now, before any SMP of the epoch runs,
+ * and is answered. */
 void node_fault_on_assign(struct node *n, const char *job, uint64_t epoch,
                           bool has_restore, uint64_t restore, bool from_disk);
 /* A rank sealed a step: a pending "protecting" loses the node now, as that

@@ -179,17 +179,16 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
      * failure that follows says why. */
     snprintf(r->smp_words, sizeof(r->smp_words), "%s",
              e->message != NULL ? e->message : pt_strerror(e->status));
-    /* Too few of the group hold it (PT_ENOFRAG), or none its checksum
-     * table (-ENOENT): memory cannot serve the step (the controller may
-     * restore from disk). Rebuilt, it failed its checksums with no
-     * survivor to spare (PT_ECHECKSUM): a survivor's piece is damaged,
-     * and the same rebuild would fail again on every epoch; the
-     * controller restores an older step, or from disk, or ends the job. */
+    /* Too few of the group hold it (PT_ENOFRAG), none its checksum table
+     * (-ENOENT), or, rebuilt, it failed its checksums with no survivor to
+     * spare (PT_ECHECKSUM: a survivor's piece is damaged, or the spare
+     * was erased for a fault that may pass): memory cannot serve the
+     * step now. The controller restores from disk where the job has a
+     * complete step there, else restarts as for any failure. */
     if (n->cfg.cluster && e->has_status &&
-        (e->status == PT_ENOFRAG || e->status == -ENOENT))
+        (e->status == PT_ENOFRAG || e->status == -ENOENT ||
+         e->status == PT_ECHECKSUM))
       n->why_status = PT_ENOFRAG;
-    else if (n->cfg.cluster && e->has_status && e->status == PT_ECHECKSUM)
-      n->why_status = PT_ECHECKSUM;
   } else if (e->kind == PT__EVENT_KIND__EVENT_PERSISTED) {
     node_persist_on_event(n, r, e);
   } else if (e->kind == PT__EVENT_KIND__EVENT_LOAD_FAILED) {

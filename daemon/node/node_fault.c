@@ -19,13 +19,14 @@
  *             step.
  *             Nothing else changes: the slot's checksum table says what
  *             the bytes were, so a restore must find it damaged.
- *   parity    armed, answered at once: as the node is assigned the job's
+ *   parity    armed; as the node is assigned the job's
  *             next epoch (node_fault_on_assign: another member of the
  *             group was lost, and its rebuild is about to begin), one byte
  *             of parity row 0 of the rank's slot of that epoch's restore
  *             step flipped. The rebuild of member (member - k) mod G
  *             reads that row (ec/rs.h): it must find the damage by
- *             checksum and rebuild without it, or not at all.
+ *             checksum and rebuild without it, or not at all. Answered
+ *             then, naming the step (or why not, not injected).
  *   ptd       SIGKILL of this ptd, NODE_FAULT_DELAY_MS after the answer
  *   node      the whole node lost, as a power cut would take it: this
  *             ptd, every trainer (its process group) and every SMP of the
@@ -221,8 +222,8 @@ out_close:
   return rc;
 }
 
-/* One byte of parity row 0 of rank's slot of step (committed, protected
- * or pinned), flipped: byte NODE_FAULT_PARITY_AT of the row (or its middle,
+/* One byte of parity row 0 of rank's slot of step (committed or
+ * protected), flipped: byte NODE_FAULT_PARITY_AT of the row (or its middle,
  * in a shorter one). Under the layout of ec/rs.h that row belongs to
  * stripe (member - k) mod G, whose position 0 is that member's chunk 0:
  * its rebuild reads the row, and the damaged byte lands in its first
@@ -237,13 +238,13 @@ static int flip_parity(struct node *n, uint32_t rank, uint64_t step,
   int rc = open_rank(n, rank, &s, name, sizeof(name), err, len);
   if (rc != PT_OK)
     return rc;
+  /* The slot a rebuild is served from (smp_peer_serve.c). */
   rc = -ENOENT;
-  for (uint32_t i = 0; i < snap_store_nslots(s); i++) {
+  for (uint32_t i = 0; i < snap_store_nslots(s) && rc != PT_OK; i++) {
     struct snap_slot_info si;
     snap_slot_get(s, i, &si);
     if (si.record_ok && si.step == step &&
-        (si.state == SNAP_COMMITTED || si.state == SNAP_PROTECTED ||
-         si.state == SNAP_PINNED)) {
+        (si.state == SNAP_COMMITTED || si.state == SNAP_PROTECTED)) {
       *slot = i;
       rc = PT_OK;
     }
@@ -269,23 +270,30 @@ out:
   return rc;
 }
 
+/* An armed "parity" whose moment did not come within NODE_FAULT_ARMED_MS
+ * is answered so and disarmed, never carried out later. */
+static bool parity_expired(struct node *n)
+{
+  if (!n->fault_parity.on ||
+      rpc_now_ms() < n->fault_parity.armed_ms + NODE_FAULT_ARMED_MS)
+    return false;
+  n->fault_parity.on = false;
+  answer(n, n->fault_parity.id, -ETIMEDOUT, 0, false, 0, "node '%s': no new "
+         "epoch of job '%s' was assigned within %u ms; rank %" PRIu32 "'s "
+         "parity not damaged, not injected", n->cfg.node_id,
+         n->fault_parity.job, NODE_FAULT_ARMED_MS, n->fault_parity.rank);
+  return true;
+}
+
 void node_fault_on_assign(struct node *n, const char *job, uint64_t epoch,
                           bool has_restore, uint64_t restore, bool from_disk)
 {
   char err[300] = "";
   uint32_t slot = 0;
 
-  if (!n->fault_parity.on)
-    return;
-  if (rpc_now_ms() >= n->fault_parity.armed_ms + NODE_FAULT_ARMED_MS) {
-    n->fault_parity.on = false;
-    log_warn("fault injection: node '%s': no new epoch came within %u ms; "
-             "rank %" PRIu32 "'s parity is not damaged", n->cfg.node_id,
-             NODE_FAULT_ARMED_MS, n->fault_parity.rank);
-    return;
-  }
-  if (strcmp(job, n->fault_parity.job) != 0)
-    return; /* another job's: the armed fault waits on */
+  if (!n->fault_parity.on || parity_expired(n) ||
+      strcmp(job, n->fault_parity.job) != 0)
+    return; /* (another job's assignment: the armed fault waits on) */
   n->fault_parity.on = false;
   uint32_t rank = n->fault_parity.rank;
   int rc = -ENOENT;
@@ -295,12 +303,12 @@ void node_fault_on_assign(struct node *n, const char *job, uint64_t epoch,
   else
     rc = flip_parity(n, rank, restore, &slot, err, sizeof(err));
   if (rc != PT_OK)
-    log_warn("fault injection: node '%s': rank %" PRIu32 "'s parity of the "
-             "restore step not damaged: %s", n->cfg.node_id, rank, err);
+    answer(n, n->fault_parity.id, rc, 0, false, 0, "node '%s': rank %" PRIu32
+           "'s parity of the restore step not damaged, not injected: %s",
+           n->cfg.node_id, rank, err);
   else
-    log_warn("fault injection: node '%s': %s, as epoch %" PRIu64 " is "
-             "assigned: the rebuild of the member before it must find the "
-             "damage", n->cfg.node_id, err, epoch);
+    answer(n, n->fault_parity.id, PT_OK, 0, true, restore, "node '%s': %s, "
+           "as epoch %" PRIu64 " is assigned", n->cfg.node_id, err, epoch);
 }
 
 /* A grandchild that, delay ms from now, sends SIGKILL to every pid of pids
@@ -629,21 +637,22 @@ void node_fault_on_msg(struct node *n, uint64_t id, const Pt__Fault *m)
              "erasure code: it holds no parity", self, p->job);
       return;
     }
-    if (n->fault_parity.on) {
+    if (!parity_expired(n) && n->fault_parity.on) {
       answer(n, id, -EBUSY, 0, false, 0, "node '%s': a parity fault already "
              "waits for the next epoch", self);
       return;
     }
-    n->fault_parity.on = true;
+    n->fault_parity.on = true; /* answered as the next epoch is assigned */
+    n->fault_parity.id = id;
     n->fault_parity.rank = grank;
     snprintf(n->fault_parity.job, sizeof(n->fault_parity.job), "%s", p->job);
     n->fault_parity.armed_ms = rpc_now_ms();
     uint32_t g = n->cfg.group.k + n->cfg.group.m;
     uint32_t before = (n->cfg.group.member + g - n->cfg.group.k) % g;
-    answer(n, id, PT_OK, 0, false, 0, "node '%s': a byte of rank %" PRIu32
-           "'s parity row 0 of the restore step is flipped as the next "
-           "epoch is assigned; the rebuild of member %" PRIu32 " of its "
-           "coding group reads that row", self, grank, before);
+    log_warn("fault injection: node '%s': a byte of rank %" PRIu32 "'s "
+             "parity row 0 of the restore step is flipped as the job's next "
+             "epoch is assigned; the rebuild of member %" PRIu32 " of its "
+             "coding group reads that row", self, grank, before);
   } else if (strcmp(k, "protecting") == 0) {
     if (n->fault_protecting || n->fault_rebuilding || n->fault_corrupt.on) {
       answer(n, id, -EBUSY, 0, false, 0, "node '%s': a fault already waits "

@@ -238,10 +238,6 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
   case NODE_FENCE_NEWER:
     break;
   }
-  /* Before anything of the new epoch runs: no rebuild of it reads this
-   * node's parity yet. */
-  node_fault_on_assign(n, job, a->epoch, a->has_restore_step, a->restore_step,
-                       a->has_restore_from_disk && a->restore_from_disk);
   char err[300];
   struct code_group grp;
   int rc = node_plan_assign_check(a, n->cfg.capacity, err, sizeof(err));
@@ -251,6 +247,10 @@ static void on_assign(struct node *n, uint64_t id, const Pt__JobAssign *a)
     node_part_report_refusal(n, id, job, a->epoch, rc, err); /* nothing changes */
     return;
   }
+  /* Before anything of the new epoch runs: no rebuild of it reads this
+   * node's parity yet. */
+  node_fault_on_assign(n, job, a->epoch, a->has_restore_step, a->restore_step,
+                       a->has_restore_from_disk && a->restore_from_disk);
   size_t len = pt__job_assign__get_packed_size(a);
   uint8_t *buf = malloc(len > 0 ? len : 1);
   if (buf == NULL) {
