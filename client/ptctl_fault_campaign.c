@@ -403,22 +403,22 @@ static bool damage_parity(struct campaign *c, struct ptctl_fault_picker *pk,
   uint64_t step;
   int code = ptctl_fault_send(c->o, c->job, "node", yn, false, 0, 0, &pid,
                               &has_step, &step, msg, sizeof(msg));
-  if (code == PTCTL_EXIT_OK) {
+  bool lost = code == PTCTL_EXIT_OK;
+  if (lost)
     printf("  %s\n", msg);
-    if (!restart(c, i, name, yn, pid)) {
-      struct answer a;
-      (void)answer_wait(ch, fd, 0, &a);
-      return false;
-    }
-  }
+  bool back = lost && restart(c, i, name, yn, pid); /* (else c->why says) */
+  /* The node answers only once the next epoch comes: without y's loss
+   * nothing is waited for. */
   struct answer a;
-  bool answered = answer_wait(ch, fd, ANSWER_WAIT_MS, &a);
-  if (code != PTCTL_EXIT_OK || !answered || a.code != PTCTL_EXIT_OK) {
+  bool answered = answer_wait(ch, fd, back ? ANSWER_WAIT_MS : 0, &a);
+  if (lost && !back)
+    return false;
+  if (!lost || !answered || a.code != PTCTL_EXIT_OK) {
     snprintf(c->why, sizeof(c->why), "injection %" PRIu32 " (%s) refused: "
              "%s", i + 1, name,
-             code != PTCTL_EXIT_OK ? msg
-             : answered            ? a.msg
-                                   : "no answer from the node");
+             !lost      ? msg
+             : answered ? a.msg
+                        : "no answer from the node");
     c->refused = true;
     return false;
   }
