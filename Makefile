@@ -98,7 +98,7 @@ endif
 LIBPT_MAP := client/libpt.map
 LIBPT_LDFLAGS = -Wl,--version-script=$(LIBPT_MAP)
 
-.PHONY: all deps test unit unit-bins scenarios soak demo demo-node bench fuzz install clean proto gpu-test
+.PHONY: all deps test unit unit-bins scenarios soak demo demo-node bench fuzz install clean proto gpu-test python
 # keep intermediate objects (test objects are only reached through patterns)
 .SECONDARY:
 all: $(BINS) $(LIBS_OUT) $(UNIT_BINS)
@@ -261,6 +261,11 @@ demo: all
 
 demo-node: all
 	$(Q)tests/demo.sh $(BUILD)
+
+# The Python package (client/python, import name `pt`) into python3's
+# environment, with libpt linked in (PT_BUILD tells setup.py where it is).
+python: all
+	$(Q)PT_BUILD=$(abspath $(BUILD)) python3 -m pip install ./client/python
 
 bench: all
 	$(Q)$(BUILD)/bin/ptbench

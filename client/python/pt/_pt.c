@@ -1,0 +1,341 @@
+/*
+ * _pt.c — the C extension of the Python package `pt`: one Client type over
+ * libpt (pt.h), linked statically so that no LD_LIBRARY_PATH is needed.
+ *
+ * Every libpt call runs with the GIL released; a negative code is raised as
+ * pt.Error(code, name, text), PT_SKIPPED is returned as the value SKIPPED.
+ * Registered memory is held by a buffer view (Py_buffer) for the life of the
+ * client, so Python cannot free it under libpt's copy threads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "pt.h"
+
+static PyObject *pt_error_type;
+
+typedef struct {
+  PyObject_HEAD
+  pt_client *c;
+  Py_buffer *views; /* one per registered region, released at close */
+  Py_ssize_t nviews, capviews;
+} client_obj;
+
+static PyObject *raise_pt(client_obj *self, int rc) {
+  const char *last = self && self->c ? pt_last_error(self->c) : "";
+  PyObject *args = Py_BuildValue("(iss)", rc, pt_err_name(rc),
+                                 last && *last ? last : pt_strerror(rc));
+  if (args) {
+    PyErr_SetObject(pt_error_type, args);
+    Py_DECREF(args);
+  }
+  return NULL;
+}
+
+static int check_open(client_obj *self) {
+  if (!self->c) {
+    PyErr_SetString(PyExc_ValueError, "the client is closed");
+    return -1;
+  }
+  return 0;
+}
+
+static int client_init(client_obj *self, PyObject *args, PyObject *kw) {
+  static char *names[] = {"socket_path", "job", "rank", "world", "timeout_ms",
+                          "snapshot_timeout_ms", "copy_threads", NULL};
+  const char *sock = NULL, *job = NULL;
+  PyObject *rank = Py_None;
+  int world = 0, tmo = 0, stmo = 0, threads = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|zzOiiii", names, &sock, &job, &rank,
+                                   &world, &tmo, &stmo, &threads))
+    return -1;
+  if (self->c) {
+    PyErr_SetString(PyExc_ValueError, "the client is already open");
+    return -1;
+  }
+  struct pt_options o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.socket_path = sock;
+  o.job = job;
+  if (rank != Py_None) {
+    long r = PyLong_AsLong(rank);
+    if (r == -1 && PyErr_Occurred()) return -1;
+    if (r < 0 || r > INT32_MAX) {
+      PyErr_SetString(PyExc_ValueError, "rank must be >= 0");
+      return -1;
+    }
+    o.rank = (int)r;
+    o.rank_set = true;
+  }
+  o.world = world;
+  o.timeout_ms = tmo;
+  o.snapshot_timeout_ms = stmo;
+  o.copy_threads = threads;
+  pt_client *c = NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS rc = pt_client_open(&c, &o);
+  Py_END_ALLOW_THREADS if (rc < 0) {
+    raise_pt(NULL, rc);
+    return -1;
+  }
+  self->c = c;
+  return 0;
+}
+
+static void release_views(client_obj *self) {
+  for (Py_ssize_t i = 0; i < self->nviews; i++) PyBuffer_Release(&self->views[i]);
+  PyMem_Free(self->views);
+  self->views = NULL;
+  self->nviews = self->capviews = 0;
+}
+
+static void close_client(client_obj *self, int done) {
+  if (self->c) {
+    pt_client *c = self->c;
+    self->c = NULL;
+    Py_BEGIN_ALLOW_THREADS pt_client_close(c, done != 0);
+    Py_END_ALLOW_THREADS
+  }
+  release_views(self);
+}
+
+static void client_dealloc(client_obj *self) {
+  close_client(self, 0);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *client_close(client_obj *self, PyObject *args, PyObject *kw) {
+  static char *names[] = {"done", NULL};
+  int done = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|p", names, &done)) return NULL;
+  close_client(self, done);
+  Py_RETURN_NONE;
+}
+
+/* register(name, buffer) — a writable, C-contiguous buffer. */
+static PyObject *client_register(client_obj *self, PyObject *args) {
+  const char *name;
+  PyObject *obj;
+  if (!PyArg_ParseTuple(args, "sO", &name, &obj) || check_open(self)) return NULL;
+  if (self->nviews == self->capviews) {
+    Py_ssize_t cap = self->capviews ? self->capviews * 2 : 64;
+    Py_buffer *v = PyMem_Realloc(self->views, (size_t)cap * sizeof *v);
+    if (!v) return PyErr_NoMemory();
+    self->views = v;
+    self->capviews = cap;
+  }
+  Py_buffer *view = &self->views[self->nviews];
+  if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError,
+                 "region '%s': needs a writable, C-contiguous buffer (a "
+                 "non-contiguous array or tensor cannot be registered)",
+                 name);
+    return NULL;
+  }
+  int rc = pt_region_register(self->c, name, view->buf, (size_t)view->len, PT_MEM_HOST);
+  if (rc < 0) {
+    PyBuffer_Release(view);
+    return raise_pt(self, rc);
+  }
+  self->nviews++;
+  Py_RETURN_NONE;
+}
+
+/* register_ptr(name, address, nbytes, device=False) — memory Python does not
+ * own as a buffer (a tensor's data_ptr()); the caller keeps it alive. */
+static PyObject *client_register_ptr(client_obj *self, PyObject *args) {
+  const char *name;
+  unsigned long long addr, n;
+  int dev = 0;
+  if (!PyArg_ParseTuple(args, "sKK|p", &name, &addr, &n, &dev) || check_open(self))
+    return NULL;
+  int rc = pt_region_register(self->c, name, (void *)(uintptr_t)addr, (size_t)n,
+                              dev ? PT_MEM_DEVICE : PT_MEM_HOST);
+  if (rc < 0) return raise_pt(self, rc);
+  Py_RETURN_NONE;
+}
+
+static PyObject *client_update_ptr(client_obj *self, PyObject *args) {
+  const char *name;
+  unsigned long long addr;
+  if (!PyArg_ParseTuple(args, "sK", &name, &addr) || check_open(self)) return NULL;
+  int rc = pt_region_update(self->c, name, (void *)(uintptr_t)addr);
+  if (rc < 0) return raise_pt(self, rc);
+  Py_RETURN_NONE;
+}
+
+static PyObject *client_snapshot(client_obj *self, PyObject *args) {
+  unsigned long long step;
+  if (!PyArg_ParseTuple(args, "K", &step) || check_open(self)) return NULL;
+  int rc;
+  pt_client *c = self->c;
+  Py_BEGIN_ALLOW_THREADS rc = pt_snapshot(c, step);
+  Py_END_ALLOW_THREADS if (rc < 0) return raise_pt(self, rc);
+  return PyLong_FromLong(rc);
+}
+
+static PyObject *client_fence(client_obj *self, PyObject *unused) {
+  (void)unused;
+  if (check_open(self)) return NULL;
+  int rc;
+  pt_client *c = self->c;
+  Py_BEGIN_ALLOW_THREADS rc = pt_fence(c);
+  Py_END_ALLOW_THREADS if (rc < 0) return raise_pt(self, rc);
+  Py_RETURN_NONE;
+}
+
+/* restore() -> step, or None on PT_ENOSNAP (a fresh start). */
+static PyObject *client_restore(client_obj *self, PyObject *unused) {
+  (void)unused;
+  if (check_open(self)) return NULL;
+  uint64_t step = 0;
+  int rc;
+  pt_client *c = self->c;
+  Py_BEGIN_ALLOW_THREADS rc = pt_restore(c, &step);
+  Py_END_ALLOW_THREADS if (rc == PT_ENOSNAP) Py_RETURN_NONE;
+  if (rc < 0) return raise_pt(self, rc);
+  return PyLong_FromUnsignedLongLong(step);
+}
+
+static PyObject *client_blob_set(client_obj *self, PyObject *args) {
+  Py_buffer b;
+  if (check_open(self) || !PyArg_ParseTuple(args, "y*", &b)) return NULL;
+  int rc = pt_blob_set(self->c, b.buf, (size_t)b.len);
+  PyBuffer_Release(&b);
+  if (rc < 0) return raise_pt(self, rc);
+  Py_RETURN_NONE;
+}
+
+/* blob_get() -> bytes, or None when no restore has succeeded. */
+static PyObject *client_blob_get(client_obj *self, PyObject *unused) {
+  (void)unused;
+  if (check_open(self)) return NULL;
+  size_t len = 0;
+  int rc = pt_blob_get(self->c, NULL, 0, &len);
+  if (rc == PT_ENOSNAP) Py_RETURN_NONE;
+  if (rc < 0 && rc != -ENOBUFS) return raise_pt(self, rc);
+  PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+  if (!out || len == 0) return out;
+  rc = pt_blob_get(self->c, PyBytes_AS_STRING(out), len, &len);
+  if (rc < 0) {
+    Py_DECREF(out);
+    return raise_pt(self, rc);
+  }
+  return out;
+}
+
+static PyObject *client_status(client_obj *self, PyObject *unused) {
+  (void)unused;
+  if (check_open(self)) return NULL;
+  struct pt_status st;
+  int rc = pt_status_get(self->c, &st);
+  if (rc < 0) return raise_pt(self, rc);
+  return Py_BuildValue(
+      "{s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:O,s:N,s:O,s:s}", "rank", st.rank, "world",
+      st.world, "regions", (unsigned long long)st.regions, "bytes",
+      (unsigned long long)st.bytes, "snapshots_started",
+      (unsigned long long)st.snapshots_started, "snapshots_skipped",
+      (unsigned long long)st.snapshots_skipped, "snapshots_failed",
+      (unsigned long long)st.snapshots_failed, "has_committed",
+      st.has_committed ? Py_True : Py_False, "committed_step",
+      st.has_committed ? PyLong_FromUnsignedLongLong(st.committed_step) : Py_NewRef(Py_None),
+      "in_flight", st.in_flight ? Py_True : Py_False, "backend",
+      st.backend ? st.backend : "");
+}
+
+static PyObject *client_enter(PyObject *self, PyObject *unused) {
+  (void)unused;
+  Py_INCREF(self);
+  return self;
+}
+
+static PyObject *client_exit(client_obj *self, PyObject *args) {
+  (void)args;
+  close_client(self, 0);
+  Py_RETURN_FALSE;
+}
+
+static PyMethodDef client_methods[] = {
+    {"close", (PyCFunction)(void (*)(void))client_close, METH_VARARGS | METH_KEYWORDS,
+     "close(done=False): fence, tell the SMP the rank finished when done, free."},
+    {"register", (PyCFunction)client_register, METH_VARARGS,
+     "register(name, buffer): register a writable C-contiguous buffer as a region."},
+    {"register_ptr", (PyCFunction)client_register_ptr, METH_VARARGS,
+     "register_ptr(name, address, nbytes, device=False): register raw memory."},
+    {"update_ptr", (PyCFunction)client_update_ptr, METH_VARARGS,
+     "update_ptr(name, address): point a region at memory that moved."},
+    {"snapshot", (PyCFunction)client_snapshot, METH_VARARGS,
+     "snapshot(step) -> OK (0) or SKIPPED (1); raises pt.Error on failure."},
+    {"fence", (PyCFunction)client_fence, METH_NOARGS,
+     "fence(): wait until the last snapshot's copy is done."},
+    {"restore", (PyCFunction)client_restore, METH_NOARGS,
+     "restore() -> the restored step, or None when there is nothing to restore."},
+    {"blob_set", (PyCFunction)client_blob_set, METH_VARARGS,
+     "blob_set(data): bytes stored with every following snapshot (<= 1 MiB)."},
+    {"blob_get", (PyCFunction)client_blob_get, METH_NOARGS,
+     "blob_get() -> the restored step's blob, or None before a restore."},
+    {"status", (PyCFunction)client_status, METH_NOARGS, "status() -> dict"},
+    {"__enter__", client_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)client_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject client_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pt._pt.Client",
+    .tp_basicsize = sizeof(client_obj),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Client(socket_path=None, job=None, rank=None, world=0, timeout_ms=0,\n"
+              "       snapshot_timeout_ms=0, copy_threads=0)\n"
+              "One rank's connection to its SMP; unset options come from the\n"
+              "environment ptd sets for the trainer (pt.h, struct pt_options).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)client_init,
+    .tp_dealloc = (destructor)client_dealloc,
+    .tp_methods = client_methods,
+};
+
+static PyObject *mod_strerror(PyObject *m, PyObject *arg) {
+  (void)m;
+  long rc = PyLong_AsLong(arg);
+  if (rc == -1 && PyErr_Occurred()) return NULL;
+  return PyUnicode_FromString(pt_strerror((int)rc));
+}
+
+static PyMethodDef mod_methods[] = {
+    {"strerror", mod_strerror, METH_O, "strerror(code) -> libpt's text for code"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef mod_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pt._pt",
+    .m_doc = "libpt, linked in (see pt.h).",
+    .m_size = -1,
+    .m_methods = mod_methods,
+};
+
+PyMODINIT_FUNC PyInit__pt(void) {
+  if ((pt_version() >> 16) != PT_VERSION_MAJOR) {
+    PyErr_SetString(PyExc_ImportError, "libpt's ABI major differs from pt.h's");
+    return NULL;
+  }
+  if (PyType_Ready(&client_type) < 0) return NULL;
+  PyObject *m = PyModule_Create(&mod_def);
+  if (!m) return NULL;
+  pt_error_type = PyErr_NewExceptionWithDoc(
+      "pt._pt.Error", "A libpt failure: args are (code, name, text).", NULL, NULL);
+  if (!pt_error_type || PyModule_AddObjectRef(m, "Error", pt_error_type) < 0 ||
+      PyModule_AddObjectRef(m, "Client", (PyObject *)&client_type) < 0 ||
+      PyModule_AddIntConstant(m, "OK", PT_OK) < 0 ||
+      PyModule_AddIntConstant(m, "SKIPPED", PT_SKIPPED) < 0 ||
+      PyModule_AddIntConstant(m, "ENOSNAP", PT_ENOSNAP) < 0 ||
+      PyModule_AddIntConstant(m, "VERSION", (long)pt_version()) < 0) {
+    Py_DECREF(m);
+    return NULL;
+  }
+  return m;
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The Python package (client/python, import name `pt`): built and installed
+# with pip into a virtual environment under the build folder, then
+# tests/python/ under pytest against real `ptd node`s: errors with pt's code
+# and text, the no-SMP outcome, refusals of buffers libpt cannot hold, and a
+# 2-rank job whose trainers are killed with -9 and end bit-for-bit as a run
+# without pt (the registered state and Python's random state in the blob).
+set -u
+. "$(dirname "$0")/../lib.sh"
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+VENV=$BUILD/pyenv
+command -v python3 >/dev/null || fail "python3 not found"
+if [ ! -x "$VENV/bin/pytest" ]; then
+  python3 -m venv "$VENV" || fail "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
+  "$VENV/bin/pip" install -q pytest >"$T_DIR/pip.log" 2>&1 || { cat "$T_DIR/pip.log"; fail "pip install pytest failed"; }
+fi
+# build from a copy, so that the source tree gets no build/ or egg-info
+cp -r "$ROOT/client/python" "$T_DIR/src"
+PT_BUILD=$BUILD "$VENV/bin/pip" install -q --force-reinstall --no-deps "$T_DIR/src" >"$T_DIR/pip.log" 2>&1 \
+  || { cat "$T_DIR/pip.log"; fail "pip install ./client/python failed"; }
+# the installed package runs with no LD_LIBRARY_PATH: libpt is linked in
+(cd "$T_DIR" && env -u LD_LIBRARY_PATH "$VENV/bin/python" -c 'import pt; assert pt.VERSION >> 16 == 0') \
+  || fail "import pt failed"
+(cd "$T_DIR" && PT_BUILD=$BUILD "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/python") \
+  || fail "tests/python failed"
+say "ok"
