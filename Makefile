@@ -25,7 +25,8 @@ SAN      ?= no
 OPT      ?= -O2
 
 DEPS_PKGS := libisal-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
-             check libsystemd-dev libsodium-dev pkg-config systemd
+             check libsystemd-dev libsodium-dev pkg-config systemd \
+             python3 python3-dev python3-venv
 FUZZ_PKGS := clang libclang-rt-14-dev
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -fPIC -pthread \

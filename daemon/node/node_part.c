@@ -116,7 +116,9 @@ void node_part_failing(struct node *n)
   p->fail_status = PT_ECONFIG;
   p->fail_permanent = true;
   p->fail_disk = false;
-  node_part_record_write(p);
+  if (node_part_record_write(p) == PT_OK)
+    log_notice("part failing permanently, recorded in '%s': %s", p->path,
+               n->why);
 }
 
 void node_part_ended(struct node *n)

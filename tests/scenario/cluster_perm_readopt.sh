@@ -30,6 +30,13 @@ until grep -Eq "trainer rank 0 \(local 0 on node a\) \(pid [0-9]+\) exited with 
   [ "$(date +%s)" -lt "$deadline" ] || c_fail "trainer rank 0 did not exit 78: $(tail -n 20 "$T_DIR/node.a.log")"
   sleep 0.05
 done
+# The kill comes once part.state holds the flag (the node writes it, with
+# an fsync, right after the exit): a kill before that is a node lost before
+# it knew, and the job is restarted as for any failure.
+until grep -q "part failing permanently, recorded in" "$T_DIR/node.a.log"; do
+  [ "$(date +%s)" -lt "$deadline" ] || c_fail "node a did not record the permanent failure: $(tail -n 20 "$T_DIR/node.a.log")"
+  sleep 0.05
+done
 # Within the 5 s the other trainer is given to stop.
 c_node_kill a KILL
 grep -q "part failed" "$T_DIR/node.a.log" && c_fail "the part ended before the node was killed: $(tail -n 20 "$T_DIR/node.a.log")"

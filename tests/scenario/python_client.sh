@@ -17,7 +17,7 @@ if [ ! -x "$VENV/bin/pytest" ]; then
 fi
 # build from a copy, so that the source tree gets no build/ or egg-info
 cp -r "$ROOT/client/python" "$T_DIR/src"
-PT_BUILD=$BUILD "$VENV/bin/pip" install -q --force-reinstall --no-deps "$T_DIR/src" >"$T_DIR/pip.log" 2>&1 \
+PT_ROOT=$ROOT PT_BUILD=$BUILD "$VENV/bin/pip" install -q --force-reinstall --no-deps "$T_DIR/src" >"$T_DIR/pip.log" 2>&1 \
   || { cat "$T_DIR/pip.log"; fail "pip install ./client/python failed"; }
 # the installed package runs with no LD_LIBRARY_PATH: libpt is linked in
 (cd "$T_DIR" && env -u LD_LIBRARY_PATH "$VENV/bin/python" -c 'import pt; assert pt.VERSION >> 16 == 0') \
