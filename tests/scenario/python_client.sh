@@ -4,16 +4,25 @@
 # tests/python/ under pytest against real `ptd node`s: errors with pt's code
 # and text, the no-SMP outcome, refusals of buffers libpt cannot hold, and a
 # 2-rank job whose trainers are killed with -9 and end bit-for-bit as a run
-# without pt (the registered state and Python's random state in the blob).
+# without pt (the registered state and Python's random state in the blob);
+# then pt.torch on CPU torch from PyPI: a transformer LM with AdamW over
+# DDP/gloo, 2 and 3 ranks, killed with -9, bit-exact against a run without
+# ptd, and the PyTorch friction cases.
+# test-timeout: 1500
 set -u
 . "$(dirname "$0")/../lib.sh"
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VENV=$BUILD/pyenv
 command -v python3 >/dev/null || fail "python3 not found"
-if [ ! -x "$VENV/bin/pytest" ]; then
+if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" || fail "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
-  "$VENV/bin/pip" install -q pytest >"$T_DIR/pip.log" 2>&1 || { cat "$T_DIR/pip.log"; fail "pip install pytest failed"; }
+fi
+# pytest and CPU torch (with numpy and safetensors) from PyPI, once
+if ! "$VENV/bin/python" -c 'import pytest, torch, numpy, safetensors' 2>/dev/null; then
+  say "installing $(grep -v '^#' "$ROOT/tests/python/requirements.txt" | tr '\n' ' ')from PyPI into $VENV"
+  "$VENV/bin/pip" install -q -r "$ROOT/tests/python/requirements.txt" >"$T_DIR/pip.log" 2>&1 \
+    || { tail -n 30 "$T_DIR/pip.log"; fail "pip install -r tests/python/requirements.txt failed"; }
 fi
 # build from a copy, so that the source tree gets no build/ or egg-info
 cp -r "$ROOT/client/python" "$T_DIR/src"
@@ -22,6 +31,7 @@ PT_ROOT=$ROOT PT_BUILD=$BUILD "$VENV/bin/pip" install -q --force-reinstall --no-
 # the installed package runs with no LD_LIBRARY_PATH: libpt is linked in
 (cd "$T_DIR" && env -u LD_LIBRARY_PATH "$VENV/bin/python" -c 'import pt; assert pt.VERSION >> 16 == 0') \
   || fail "import pt failed"
-(cd "$T_DIR" && PT_BUILD=$BUILD "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/python") \
+# torch is there: test_torch.py may not skip itself
+(cd "$T_DIR" && PT_BUILD=$BUILD PT_REQUIRE_TORCH=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/python") \
   || fail "tests/python failed"
 say "ok"

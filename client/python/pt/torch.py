@@ -1,0 +1,439 @@
+"""pt for PyTorch: a model's, an optimizer's and a training loop's state,
+snapshotted every step by pt and restored bit-exact after a failure.
+
+    import pt.torch
+    state = pt.torch.State(model, optimizer, extra={"sampler": sampler})
+    start = state.restore()            # None on a fresh start, else a step
+    for step in range(0 if start is None else start + 1, steps):
+        ...forward, backward, optimizer.step()...
+        state.snapshot(step)
+    state.close(done=True)
+
+What is captured (every snapshot, and put back by restore()):
+
+- every parameter and buffer of the model (named_parameters() and
+  named_buffers(), in that order), registered in place: the copy is pt's,
+  from the tensors' own memory, asynchronous;
+- every tensor of the optimizer's state. Adam and AdamW create theirs
+  lazily, at the first step(); State creates it up front with torch's own
+  code and resets it to what the first step would have found, so the
+  trajectory is the one without pt. Other optimizers with state are refused
+  (their lazy state cannot be made up front without changing the run);
+  SGD without momentum has none;
+- the optimizer's param_groups (the learning rate a scheduler set), and
+  state values that are not tensors;
+- the CPU RNG (torch.get_rng_state()), every initialised CUDA device's RNG,
+  Python's random and, when NumPy is imported, NumPy's global RNG;
+- each extra object's state_dict(), pickled, within its declared size.
+
+Each snapshot's blob begins with a JSON table of the tensors (name, dtype,
+shape, kind), so a snapshot can be read without the program that wrote it;
+a restore whose table differs (another model, another dtype) is refused.
+
+The regions must not change while pt copies them: State waits for the copy
+(fences) in an optimizer step pre-hook and, when the model has buffers
+(see buffers_change), a forward pre-hook, so a loop that only calls
+snapshot() once per step is safe. State that
+changes outside forward() and optimizer.step() between two snapshots must be
+fenced by the caller (state.fence()).
+
+Without an SMP (PT_SMP_SOCKET unset: not started by ptd) State says so once
+on stderr and every call is a no-op: restore() returns None, snapshot()
+returns pt.SKIPPED, and the run goes on without snapshots.
+"""
+import io
+import json
+import pickle
+import random
+import struct
+import sys
+import os
+
+import torch
+
+from . import Client, Error, OK, SKIPPED
+
+__all__ = ["State", "BLOB_MAGIC", "read_table"]
+
+BLOB_MAGIC = b"PTT1"
+_BLOB_MAX = 1 << 20          # PT_BLOB_MAX
+_EXTRA_DEFAULT = 64 << 10    # bytes an extra object's pickled state may take
+
+# Optimizers whose lazily created state State can make up front exactly:
+# torch's first step() builds it from zeros (and a zero step count).
+_LAZY_ZERO = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def _dtype_name(dt):
+    return str(dt).replace("torch.", "")
+
+
+def read_table(blob):
+    """The tensor table of a snapshot's blob (bytes from Client.blob_get()):
+    a list of dicts with name, dtype, shape, kind and bytes, in region order.
+    Raises ValueError when the blob was not written by pt.torch."""
+    if blob is None or len(blob) < 8 or blob[:4] != BLOB_MAGIC:
+        raise ValueError("not a pt.torch blob (no %r header)" % BLOB_MAGIC)
+    (n,) = struct.unpack_from("<I", blob, 4)
+    if 8 + n > len(blob):
+        raise ValueError("pt.torch blob: table of %d bytes overruns the blob" % n)
+    return json.loads(blob[8:8 + n].decode())["tensors"]
+
+
+class _Entry:
+    __slots__ = ("name", "kind", "get", "ptr", "nbytes", "ref")
+
+    def __init__(self, name, kind, get):
+        self.name, self.kind, self.get = name, kind, get
+        self.ptr, self.nbytes, self.ref = 0, 0, None
+
+
+class State:
+    """The state of one training rank under pt.
+
+    model: a torch.nn.Module (a DistributedDataParallel wrapper is fine).
+    optimizer: a torch.optim.Optimizer over the model's parameters, or None.
+    extra: {name: obj} or {name: (obj, max_bytes)}: objects with state_dict()
+      and load_state_dict() (a sampler, a data-loader position, an LR
+      scheduler); the pickled state_dict must fit max_bytes (default 64 KiB)
+      and all of it, with the RNG states, pt's blob (1 MiB).
+    buffers_change: True (default) when forward() writes the model's buffers
+      (BatchNorm's running statistics, DDP's buffer broadcast): State then
+      also fences before every forward(), so the copy of a snapshot overlaps
+      only the rest of the loop. False when buffers are constants: the copy
+      then overlaps forward and backward too, and is fenced before
+      optimizer.step().
+    client: a pt.Client to use, else one is opened from the environment ptd
+      sets (PT_SMP_SOCKET, RANK, WORLD_SIZE), with client_options passed on.
+    """
+
+    def __init__(self, model, optimizer=None, extra=None, client=None,
+                 buffers_change=True, **client_options):
+        self.model = model
+        self.optimizer = optimizer
+        self.extra = {}
+        for name, v in (extra or {}).items():
+            obj, cap = v if isinstance(v, tuple) else (v, _EXTRA_DEFAULT)
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                raise TypeError("pt.torch: extra %r has no state_dict()/"
+                                "load_state_dict()" % name)
+            self.extra[name] = (obj, int(cap))
+        self.client = None
+        self.entries = []
+        self.hooks = []
+        self.restored = False
+        self.ddp_layout = None
+        # The same checks, and the same up-front optimizer state, with or
+        # without an SMP: a run without ptd is the run with it, unsnapshotted.
+        if optimizer is not None:
+            _init_lazy_state(model, optimizer)
+        self._collect()
+        for e in self.entries:
+            _check_dense(e.name, e.get())
+        self.table = json.dumps({"tensors": [self._describe(e) for e in self.entries]},
+                                sort_keys=True).encode()
+        if client is None and not os.environ.get("PT_SMP_SOCKET") and \
+                "socket_path" not in client_options:
+            sys.stderr.write("pt: no SMP (PT_SMP_SOCKET is unset: not started by "
+                             "ptd): training without snapshots\n")
+            return
+        self.client = client if client is not None else Client(**client_options)
+        try:
+            for e in self.entries:
+                self._register(e)
+        except BaseException:
+            if client is None:
+                self.client.close()
+            self.client = None
+            raise
+        if optimizer is not None:
+            self.hooks.append(optimizer.register_step_pre_hook(
+                lambda *_a, **_k: self.fence()))
+        if buffers_change and any(e.kind == "buffer" for e in self.entries):
+            self.hooks.append(model.register_forward_pre_hook(
+                lambda *_a, **_k: self.fence()))
+
+    # ---- the tensors ----
+
+    def _collect(self):
+        seen = set()
+
+        def add(name, kind, get):
+            t = get()
+            if not isinstance(t, torch.Tensor):
+                return
+            if t.is_sparse or t.layout != torch.strided:
+                raise ValueError("pt.torch: %s is not a dense tensor (%s)" % (name, t.layout))
+            if t.numel() == 0 or t.data_ptr() in seen:
+                return  # nothing to copy; or tied to one registered already
+            seen.add(t.data_ptr())
+            self.entries.append(_Entry(name, kind, get))
+
+        for name, p in self.model.named_parameters():
+            add(name, "param", lambda p=p: p.data)
+        for name, b in self.model.named_buffers():
+            mod, _, attr = name.rpartition(".")
+            owner = self.model.get_submodule(mod) if mod else self.model
+            add(name, "buffer", lambda o=owner, a=attr: getattr(o, a))
+        if self.optimizer is None:
+            return
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for gi, g in enumerate(self.optimizer.param_groups):
+            for pi, p in enumerate(g["params"]):
+                base = names.get(id(p), "group%d.%d" % (gi, pi))
+                st = self.optimizer.state.get(p, {})
+                for key in sorted(st):
+                    add("optim.%s.%s" % (base, key), "optim",
+                        lambda p=p, k=key: self.optimizer.state[p][k])
+
+    def _register(self, e):
+        t = e.get()
+        e.ref, e.ptr, e.nbytes = t, t.data_ptr(), t.numel() * t.element_size()
+        self.client.register_ptr(e.name, e.ptr, e.nbytes, t.is_cuda)
+
+    def _describe(self, e):
+        t = e.get()
+        return {"name": e.name, "kind": e.kind, "dtype": _dtype_name(t.dtype),
+                "shape": list(t.shape), "bytes": e.nbytes,
+                "device": "cuda" if t.is_cuda else "cpu"}
+
+    def _follow(self):
+        """Points regions whose tensor moved (a new .data, a replaced state
+        tensor) at the new memory; the copy must be fenced."""
+        for e in self.entries:
+            t = e.get()
+            if not isinstance(t, torch.Tensor) or t.numel() * t.element_size() != e.nbytes:
+                raise ValueError("pt.torch: %s changed size or went away since it was "
+                                 "registered" % e.name)
+            _check_dense(e.name, t)
+            if t.data_ptr() != e.ptr:
+                self.client.update_ptr(e.name, t.data_ptr())
+                e.ref, e.ptr = t, t.data_ptr()
+
+    # ---- host state: RNGs, param_groups, extras ----
+
+    def _host_state(self):
+        h = {"rng": {"torch": torch.get_rng_state(), "random": random.getstate()}}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            h["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        if "numpy" in sys.modules:
+            h["rng"]["numpy"] = sys.modules["numpy"].random.get_state()
+        if self.optimizer is not None:
+            h["groups"] = [{k: v for k, v in g.items() if k != "params"}
+                           for g in self.optimizer.param_groups]
+            h["scalars"] = [[{k: v for k, v in self.optimizer.state.get(p, {}).items()
+                              if not isinstance(v, torch.Tensor)}
+                             for p in g["params"]] for g in self.optimizer.param_groups]
+        if self.ddp_layout is None and _is_ddp(self.model) and \
+                getattr(self.model, "_has_rebuilt_buckets", False):
+            self.ddp_layout = _ddp_layout(self.model)
+        if self.ddp_layout is not None:
+            h["ddp_layout"] = self.ddp_layout
+        h["extra"] = {}
+        for name, (obj, cap) in self.extra.items():
+            b = _dumps(obj.state_dict())
+            if len(b) > cap:
+                raise Error(-7, "E2BIG", "pt.torch: extra %r: its state takes %d bytes, "
+                            "more than the %d declared" % (name, len(b), cap))
+            h["extra"][name] = b
+        return h
+
+    def _put_host_state(self, h):
+        torch.set_rng_state(h["rng"]["torch"])
+        random.setstate(h["rng"]["random"])
+        if "cuda" in h["rng"]:
+            states = h["rng"]["cuda"]
+            if torch.cuda.device_count() != len(states):
+                raise Error(-22, "EINVAL", "pt.torch: the snapshot holds the RNG of %d "
+                            "CUDA devices, this process sees %d"
+                            % (len(states), torch.cuda.device_count()))
+            torch.cuda.set_rng_state_all(states)
+        if "numpy" in h["rng"]:
+            import numpy
+            numpy.random.set_state(h["rng"]["numpy"])
+        if self.optimizer is not None:
+            for g, saved in zip(self.optimizer.param_groups, h["groups"]):
+                g.update(saved)
+            for g, sc in zip(self.optimizer.param_groups, h["scalars"]):
+                for p, d in zip(g["params"], sc):
+                    if d:
+                        self.optimizer.state[p].update(d)
+        if h.get("ddp_layout") is not None and _is_ddp(self.model) and \
+                not getattr(self.model, "_has_rebuilt_buckets", False):
+            _ddp_relayout(self.model, h["ddp_layout"])
+        self.ddp_layout = h.get("ddp_layout")
+        for name, (obj, _cap) in self.extra.items():
+            if name not in h["extra"]:
+                raise Error(-22, "EINVAL", "pt.torch: the snapshot has no extra %r" % name)
+            obj.load_state_dict(pickle.loads(h["extra"][name]))
+
+    # ---- the calls of a training loop ----
+
+    def restore(self):
+        """Brings back the newest committed step: every tensor, the RNGs, the
+        optimizer's groups and the extras. Returns that step (the loop goes
+        on with step + 1), or None when there is nothing to restore."""
+        if self.client is None:
+            return None
+        self.fence()
+        self._follow()
+        step = self.client.restore()
+        self.restored = True
+        if step is None:
+            return None
+        blob = self.client.blob_get()
+        table = read_table(blob)
+        mine = json.loads(self.table.decode())["tensors"]
+        if table != mine:
+            diff = next((a, b) for a, b in zip(table + [None] * len(mine),
+                                                mine + [None] * len(table)) if a != b)
+            raise Error(-22, "EINVAL", "pt.torch: step %d was taken with another tensor "
+                        "table: snapshot %s, this program %s" % (step, diff[0], diff[1]))
+        (n,) = struct.unpack_from("<I", blob, 4)
+        self._put_host_state(pickle.loads(blob[8 + n:]))
+        return step
+
+    def snapshot(self, step):
+        """Takes step `step` (call it once the step's optimizer.step() is
+        done): returns pt.OK (the copy runs on in the background) or
+        pt.SKIPPED; raises pt.Error when libpt refuses it."""
+        if self.client is None:
+            return SKIPPED
+        self.fence()
+        self._follow()
+        host = _dumps(self._host_state())
+        blob = BLOB_MAGIC + struct.pack("<I", len(self.table)) + self.table + host
+        if len(blob) > _BLOB_MAX:
+            raise Error(-7, "E2BIG", "pt.torch: the RNG, optimizer and extra state take "
+                        "%d bytes, more than pt's blob (%d)" % (len(blob), _BLOB_MAX))
+        self.client.blob_set(blob)
+        return self.client.snapshot(step)
+
+    def fence(self):
+        """Waits for the copy of the last snapshot (a no-op when none is in
+        flight). A failed snapshot is said on stderr; the run goes on."""
+        if self.client is None:
+            return
+        try:
+            self.client.fence()
+        except Error as e:
+            sys.stderr.write("pt: a snapshot failed: %s (the run goes on)\n" % e)
+
+    def status(self):
+        return None if self.client is None else self.client.status()
+
+    def close(self, done=False):
+        """Fences, tells the SMP the rank finished when done, and removes the
+        hooks."""
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+        if self.client is not None:
+            self.client.close(done=done)
+            self.client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(done=False)
+        return False
+
+
+def _check_dense(name, t):
+    if not t.is_contiguous():
+        raise ValueError("pt.torch: %s is not contiguous (shape %s, stride %s): "
+                         "pt copies a tensor's memory as one range"
+                         % (name, tuple(t.shape), t.stride()))
+
+
+def _is_ddp(m):
+    return isinstance(m, torch.nn.parallel.DistributedDataParallel)
+
+
+# DistributedDataParallel reduces gradients in buckets, laid out first in
+# reverse registration order, then, after the first iteration, rebuilt in
+# the order the gradients became ready. The layout decides the order in which
+# a collective sums an element over 3 or more ranks (gloo's ring: by the
+# element's offset in its bucket), so a restarted process, back in the first
+# layout for its first step, would reduce that step in another order than
+# the run that never failed, and differ from it in the last bits. State
+# therefore keeps the rebuilt layout (by parameter name) with every snapshot
+# taken after the rebuild and puts it back into the reducer on restore.
+
+
+def _ddp_layout(ddp):
+    names = {id(p): n for n, p in ddp.named_parameters()}
+    return [[names[id(p)] for p in b.parameters()]
+            for b in ddp.reducer._get_zeros_like_grad_buckets()]
+
+
+def _ddp_relayout(ddp, layout):
+    import torch.distributed as dist
+
+    by_name = dict(ddp.named_parameters())
+    if sorted(n for b in layout for n in b) != sorted(
+            n for n, p in ddp.named_parameters() if p.requires_grad):
+        raise Error(-22, "EINVAL", "pt.torch: the snapshot's DDP bucket layout names "
+                    "other parameters than this model's")
+    orig = dist._compute_bucket_assignment_by_size
+
+    def recorded(parameters, limits, *_a, **_k):
+        idx = {id(p): i for i, p in enumerate(parameters)}
+        buckets = [[idx[id(by_name[n])] for n in b] for b in layout]
+        caps = [ddp.bucket_bytes_cap] * len(buckets)
+        return list(reversed(buckets)), caps  # DDP reverses them back
+
+    dist._compute_bucket_assignment_by_size = recorded
+    try:
+        # The path DDP's own __setstate__ takes to build a reducer again.
+        parameters, sparse = ddp._build_params_for_reducer()
+        ddp._ddp_init_helper(parameters, sparse,
+                             ddp._build_debug_param_to_name_mapping(parameters),
+                             ddp.static_graph)
+    finally:
+        dist._compute_bucket_assignment_by_size = orig
+    if ddp.static_graph:
+        ddp.reducer._set_static_graph()
+
+
+def _dumps(obj):
+    f = io.BytesIO()
+    pickle.dump(obj, f, protocol=4)
+    return f.getvalue()
+
+
+def _init_lazy_state(model, optimizer):
+    """Creates the optimizer's lazily made state now, as its first step()
+    would find it, without changing a parameter."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if all(optimizer.state.get(p) for p in params):
+        return
+    if isinstance(optimizer, torch.optim.SGD):
+        if all(g.get("momentum", 0) == 0 for g in optimizer.param_groups):
+            return  # no state at all
+        raise TypeError("pt.torch: SGD with momentum creates its momentum buffer from "
+                        "the first gradient; State cannot make it up front. Use "
+                        "Adam/AdamW, or build State after optimizer.step() has run once "
+                        "in every process (also a restarted one)")
+    if not isinstance(optimizer, _LAZY_ZERO):
+        raise TypeError("pt.torch: %s creates its state lazily and State cannot make it "
+                        "up front without changing the run (Adam and AdamW are known)"
+                        % type(optimizer).__name__)
+    saved = [(p, p.detach().clone(), p.grad) for p in params]
+    with torch.no_grad():
+        for p in params:
+            p.grad = torch.zeros_like(p)
+    # torch's own step builds the state (dtypes, devices, amsgrad); then every
+    # tensor of it goes back to what the first real step expects: zeros.
+    optimizer.step()
+    with torch.no_grad():
+        for p, data, grad in saved:
+            p.copy_(data)
+            p.grad = grad
+            st = optimizer.state[p]
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    v.zero_()
+                elif k == "step":
+                    st[k] = 0

@@ -1,0 +1,267 @@
+"""pt.torch against real `ptd node`s on CPU torch: a small transformer LM
+with AdamW, data-parallel over gloo and DDP, killed with -9 at random
+moments, ends bit-for-bit as a run that never used pt; and each friction
+case of PyTorch state (lazy optimizer state, copies of RNG state, tensors
+that cannot be registered, another model's snapshot) has its test.
+
+PT_BUILD names the build folder (default ../../build)."""
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+if os.environ.get("PT_REQUIRE_TORCH"):
+    import torch  # the python_client scenario installed it: no skipping
+else:
+    torch = pytest.importorskip("torch")
+
+import pt  # noqa: E402
+import pt.torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = os.environ.get("PT_BUILD", os.path.join(HERE, "..", "..", "build"))
+PTD = os.path.join(BUILD, "bin", "ptd")
+PTCTL = os.path.join(BUILD, "bin", "ptctl")
+TRAINER = os.path.join(HERE, "torch_trainer.py")
+ENV0 = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
+
+
+def _port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def _reference(tmp_path, ranks, steps, extra=()):
+    """The run that never used pt: RANK/WORLD_SIZE set by hand, no SMP."""
+    ref = str(tmp_path / "ref")
+    port = str(_port())
+    procs = [subprocess.Popen([sys.executable, TRAINER, "--steps", str(steps), "--out", ref]
+                              + list(extra),
+                              env=dict(ENV0, RANK=str(r), WORLD_SIZE=str(ranks),
+                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(ranks)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+        assert "no SMP" in out, out[-3000:]
+    return [open("%s.%d" % (ref, r)).read() for r in range(ranks)]
+
+
+def _status(sd):
+    p = subprocess.run([PTCTL, "--state-dir", sd, "status", "--json"],
+                       capture_output=True, text=True, timeout=10)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def _wait(pred, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def _node(tmp_path, ranks, args, name="node"):
+    sd = str(tmp_path / (name + ".sd"))
+    logf = str(tmp_path / (name + ".log"))
+    job = "pyt%d%s" % (os.getpid(), name)
+    log = open(logf, "w")
+    p = subprocess.Popen([PTD, "node", "--ranks", str(ranks), "--job", job,
+                          "--state-dir", sd, "--shm-prefix", job + "-",
+                          "--master-port", str(_port()), "--backoff-ms", "50",
+                          "--", sys.executable] + args,
+                         stdout=log, stderr=subprocess.STDOUT, env=ENV0)
+    log.close()
+    return p, sd, lambda: open(logf).read()
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ddp_kill_9_resumes_bit_exact(tmp_path, ranks):
+    steps = 60
+    ref = _reference(tmp_path, ranks, steps)
+    out = str(tmp_path / "out")
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    node, sd, logtext = _node(tmp_path, ranks, [TRAINER, "--steps", str(steps), "--out", out,
+                                                "--step-delay-ms", "30"])
+    try:
+        for kill in range(2):
+            # a random moment: some steps into this incarnation, then a
+            # random rank, at a random time within a step
+            at = rnd.randrange(3, 12)
+            _wait(lambda: logtext().count("loss") >= ranks * at * (kill + 1)
+                  and logtext().count("restored step") >= ranks * kill, 240, "steps")
+            time.sleep(rnd.random() * 0.05)
+            st = _wait(lambda: _status(sd), 10, "status")
+            victim = rnd.randrange(ranks)
+            os.kill(st["ranks"][victim]["trainer_pid"], 9)
+            _wait(lambda: logtext().count("restored step") >= ranks * (kill + 1), 240,
+                  "a restore (seed %d)" % seed)
+        assert node.wait(timeout=300) == 0, logtext()[-3000:]
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+    text = logtext()
+    assert text.count("restored step") >= 2 * ranks, text[-3000:]
+    got = [open("%s.%d" % (out, r)).read() for r in range(ranks)]
+    assert got == ref, "seed %d: the resumed run differs from the run without pt" % seed
+
+
+def test_no_smp_trains_on_and_matches(tmp_path):
+    """Without ptd: the no-SMP outcome, and State changes nothing of the run
+    (its up-front AdamW state included): compare with the same loop that
+    does not build a State at all."""
+    ref = _reference(tmp_path, 1, 8)
+    code = open(TRAINER).read().replace("pt.torch.State(", "_NoState(")
+    code = code.replace("import pt.torch\n", "import pt.torch\n" + NOSTATE)
+    plain = tmp_path / "plain.py"
+    plain.write_text(code)
+    p = subprocess.run([sys.executable, str(plain), "--steps", "8", "--out",
+                        str(tmp_path / "plain")], env=dict(ENV0, PYTHONPATH=HERE),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert open(str(tmp_path / "plain") + ".0").read() == ref[0]
+
+
+NOSTATE = '''
+class _NoState:
+    def __init__(self, *a, **k): pass
+    def restore(self): return None
+    def snapshot(self, step): return pt.SKIPPED
+    def close(self, done=False): pass
+'''
+
+
+def _in_node(tmp_path, code, ranks=1):
+    sd = str(tmp_path / "sd")
+    job = "ptf%d" % os.getpid()
+    p = subprocess.run([PTD, "node", "--ranks", str(ranks), "--job", job, "--state-dir", sd,
+                        "--shm-prefix", job + "-", "--", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=120, env=ENV0)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_adamw_state_exists_before_the_first_step(tmp_path):
+    rc, out = _in_node(tmp_path, r'''
+import torch, pt, pt.torch
+m = torch.nn.Linear(4, 3)
+opt = torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=0.5)
+w = m.weight.detach().clone()
+s = pt.torch.State(m, opt)
+assert torch.equal(m.weight, w), "building State changed a parameter"
+names = [e.name for e in s.entries]
+assert "optim.weight.exp_avg" in names and "optim.weight.exp_avg_sq" in names, names
+assert "optim.weight.step" in names, names
+assert all(float(v.abs().sum()) == 0 for st in opt.state.values() for v in st.values()), \
+    "the up-front state is not what the first step finds"
+assert all(p.grad is None for p in m.parameters())
+assert s.restore() is None
+assert s.snapshot(0) in (pt.OK, pt.SKIPPED)
+s.close(done=True)
+print("adamw ok")
+''')
+    assert rc == 0 and "adamw ok" in out, out
+
+
+def test_refusals(tmp_path):
+    rc, out = _in_node(tmp_path, r'''
+import torch, pt, pt.torch
+m = torch.nn.Linear(4, 3)
+try:
+    pt.torch.State(m, torch.optim.Rprop(m.parameters()))
+    raise SystemExit("an optimizer with lazy state it cannot make was taken")
+except TypeError as e:
+    assert "Rprop" in str(e), e
+# Adagrad makes its state in its constructor: nothing lazy to make
+assert pt.torch.State(m, torch.optim.Adagrad(m.parameters())).entries
+try:
+    pt.torch.State(m, torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    raise SystemExit("SGD with momentum was taken")
+except TypeError as e:
+    assert "momentum" in str(e), e
+class T(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("t", torch.zeros(4, 6).t())
+try:
+    pt.torch.State(T())
+    raise SystemExit("a non-contiguous tensor was registered")
+except ValueError as e:
+    assert "not contiguous" in str(e) and "t" in str(e), e
+class Big:
+    def state_dict(self): return {"b": b"x" * 5000}
+    def load_state_dict(self, d): pass
+s = pt.torch.State(m, torch.optim.SGD(m.parameters(), lr=0.1), extra={"big": (Big(), 1000)})
+assert s.restore() is None
+try:
+    s.snapshot(0)
+    raise SystemExit("an extra over its declared size was taken")
+except pt.Error as e:
+    assert e.name == "E2BIG" and "big" in str(e), e
+s.close(done=True)
+print("refusals ok")
+''')
+    assert rc == 0 and "refusals ok" in out, out
+
+
+def test_rng_is_captured_not_a_copy(tmp_path):
+    """torch.get_rng_state() returns a copy: State reads it at every
+    snapshot, so the RNG restored is the one at the step taken."""
+    rc, out = _in_node(tmp_path, r'''
+import os, random, sys, numpy, torch, pt, pt.torch
+m = torch.nn.Linear(2, 2)
+s = pt.torch.State(m, torch.optim.AdamW(m.parameters()))
+step = s.restore()
+if step is None:
+    torch.manual_seed(1); random.seed(2); numpy.random.seed(3)
+    for i in range(3):
+        torch.rand(7); random.random(); numpy.random.rand()
+        assert s.snapshot(i) in (pt.OK,)
+        s.fence()
+    want = (torch.rand(5).tolist(), random.random(), float(numpy.random.rand()))
+    open(os.environ["OUTF"], "w").write(repr(want))
+    os.kill(os.getpid(), 9)
+assert step == 2, step
+got = (torch.rand(5).tolist(), random.random(), float(numpy.random.rand()))
+assert repr(got) == open(os.environ["OUTF"]).read(), (got,)
+s.close(done=True)
+print("rng ok")
+'''.replace('os.environ["OUTF"]', repr(str(tmp_path / "want"))))
+    assert rc == 0 and "rng ok" in out, out
+
+
+def test_another_models_snapshot_is_refused(tmp_path):
+    """Same names and sizes, another dtype (float16, then bfloat16): libpt's
+    region table matches, the tensor table in the blob does not."""
+    rc, out = _in_node(tmp_path, r'''
+import os, torch, pt, pt.torch
+flag = %r
+m = torch.nn.Linear(4, 4, bias=False,
+                    dtype=torch.bfloat16 if os.path.exists(flag) else torch.float16)
+s = pt.torch.State(m)
+if not os.path.exists(flag):
+    assert s.restore() is None
+    s.snapshot(0); s.fence()
+    open(flag, "w").close()
+    os.kill(os.getpid(), 9)
+try:
+    s.restore()
+    raise SystemExit("another model's snapshot was restored")
+except pt.Error as e:
+    assert "another tensor table" in str(e) and "bfloat16" in str(e), e
+s.close(done=True)
+print("table ok")
+''' % str(tmp_path / "flag"))
+    assert rc == 0 and "table ok" in out, out
