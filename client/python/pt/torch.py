@@ -296,8 +296,9 @@ class State:
     def snapshot(self, step):
         """Takes step `step` (call it once the step's optimizer.step() is
         done): returns pt.OK (the copy runs on in the background) or
-        pt.SKIPPED; raises pt.Error when libpt refuses it."""
-        if self.client is None:
+        pt.SKIPPED; raises pt.Error when libpt refuses it. A DDP model's first
+        step, before DDP rebuilt its buckets, is SKIPPED."""
+        if self.client is None or _ddp_rebuild_pending(self.model):
             return SKIPPED
         self.fence()
         self._follow()
@@ -360,6 +361,14 @@ def _is_ddp(m):
 # the run that never failed, and differ from it in the last bits. State
 # therefore keeps the rebuilt layout (by parameter name) with every snapshot
 # taken after the rebuild and puts it back into the reducer on restore.
+
+
+def _ddp_rebuild_pending(m):
+    """A DDP model before its buckets were rebuilt (the first step): a
+    snapshot then would resume in the first layout, so none is taken; a
+    failure in the first step starts the run again from the beginning."""
+    return _is_ddp(m) and (m.static_graph or not m.find_unused_parameters) and \
+        not getattr(m, "_has_rebuilt_buckets", False)
 
 
 def _ddp_layout(ddp):
