@@ -25,7 +25,7 @@ setup(
         Extension(
             "pt._pt",
             sources=["pt/_pt.c"],
-            include_dirs=[os.path.join(root, "client")],
+            include_dirs=[os.path.join(root, "client"), root],
             extra_objects=[libpt],
             libraries=["isal", "protobuf-c", "rt", "m"],
             extra_compile_args=["-std=c11", "-Wall", "-Wextra"],

@@ -278,3 +278,52 @@ s.close(done=True)
 print("table ok")
 ''' % str(tmp_path / "flag"))
     assert rc == 0 and "table ok" in out, out
+
+
+def test_export_safetensors(tmp_path):
+    """A committed step of a 2-rank job, kept after it completed, written
+    as one safetensors file per rank: every tensor under its name, dtype and
+    shape, equal to the trainer's final tensors."""
+    from safetensors.torch import load_file
+
+    job = "pte%d" % os.getpid()
+    out = str(tmp_path / "out")
+    p = subprocess.run([PTD, "node", "--ranks", "2", "--job", job, "--state-dir",
+                        str(tmp_path / "sd"), "--shm-prefix", job + "-", "--keep",
+                        "--master-port", str(_port()), "--", sys.executable, TRAINER,
+                        "--steps", "6", "--out", out, "--dump"],
+                       capture_output=True, text=True, timeout=180, env=ENV0)
+    try:
+        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+        e = subprocess.run([sys.executable, "-m", "pt.torch", "export", "--job", job,
+                            "--shm-prefix", job + "-", "--out", str(tmp_path / "exp")],
+                           capture_output=True, text=True, timeout=120)
+        assert e.returncode == 0, e.stdout + e.stderr
+        assert e.stdout.startswith("step 5:"), e.stdout
+        for r in range(2):
+            got = load_file(str(tmp_path / "exp" / ("rank%d.safetensors" % r)))
+            want = torch.load("%s.%d.pt" % (out, r))
+            assert "module.body.layers.0.self_attn.in_proj_weight" in got, sorted(got)
+            assert "optim.module.emb.weight.exp_avg_sq" in got, sorted(got)
+            for n, t in want.items():
+                assert n in got, n
+                assert got[n].dtype == t.dtype and got[n].shape == t.shape, n
+                assert torch.equal(got[n], t), n
+        # a step not held, and an object that is not a snapshot object
+        e = subprocess.run([sys.executable, "-m", "pt.torch", "export", "--job", job,
+                            "--shm-prefix", job + "-", "--step", "2", "--out",
+                            str(tmp_path / "exp2")], capture_output=True, text=True, timeout=60)
+        assert e.returncode == 1 and "does not hold step 2" in e.stderr, e.stderr
+        bad = "/dev/shm/%s-x-pt.%s.0" % (job, job)
+        fd = os.open(bad, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.write(fd, os.urandom(1 << 16))
+        os.close(fd)
+        e = subprocess.run([sys.executable, "-m", "pt.torch", "export", "--job", job,
+                            "--shm-prefix", job + "-x-", "--out", str(tmp_path / "exp3")],
+                           capture_output=True, text=True, timeout=60)
+        assert e.returncode == 1 and "EFORMAT" in e.stderr, e.stderr
+        assert not os.path.exists(str(tmp_path / "exp3" / "rank0.safetensors"))
+    finally:
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(job + "-"):
+                os.unlink("/dev/shm/" + f)

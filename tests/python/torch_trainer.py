@@ -30,6 +30,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=40)
 ap.add_argument("--out", required=True)
 ap.add_argument("--step-delay-ms", type=int, default=0)
+ap.add_argument("--dump", action="store_true",
+                help="also write PREFIX.RANK.pt: the final model and optimizer tensors")
 a = ap.parse_args()
 
 rank = int(os.environ.get("RANK", "0"))
@@ -129,6 +131,13 @@ h.update(sampler.g.get_state().numpy().tobytes())
 h.update(repr(sched.state_dict()["last_epoch"]).encode() + repr(opt.param_groups[0]["lr"]).encode())
 with open("%s.%d" % (a.out, rank), "w") as f:
     f.write(h.hexdigest() + "\n")
+if a.dump:
+    names = {id(p): n for n, p in net.named_parameters()}
+    d = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            d["optim.%s.%s" % (names[id(p)], k)] = v.detach().clone()
+    torch.save(d, "%s.%d.pt" % (a.out, rank))
 state.close(done=True)
 if world > 1:
     dist.destroy_process_group()

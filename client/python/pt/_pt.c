@@ -11,10 +11,13 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "pt.h"
+#include "snapshot/snap_store.h"
 
 static PyObject *pt_error_type;
 
@@ -306,8 +309,138 @@ static PyObject *mod_strerror(PyObject *m, PyObject *arg) {
   return PyUnicode_FromString(pt_strerror((int)rc));
 }
 
+static PyObject *raise_text(int rc, const char *text) {
+  PyObject *args = Py_BuildValue("(iss)", rc, pt_err_name(rc), text);
+  if (args) {
+    PyErr_SetObject(pt_error_type, args);
+    Py_DECREF(args);
+  }
+  return NULL;
+}
+
+/* object_name(prefix, job, rank) -> "/<prefix>pt.<job>.<rank>" */
+static PyObject *mod_object_name(PyObject *m, PyObject *args) {
+  (void)m;
+  const char *prefix, *job;
+  unsigned int rank;
+  char name[256];
+  if (!PyArg_ParseTuple(args, "zsI", &prefix, &job, &rank)) return NULL;
+  int rc = snap_store_name(name, sizeof name, prefix, job, rank);
+  if (rc < 0) return raise_text(rc, pt_strerror(rc));
+  return PyUnicode_FromString(name);
+}
+
+static bool same_record(const struct snap_slot_info *a, const struct snap_slot_info *b) {
+  return a->record_ok && b->record_ok && a->state == b->state && a->step == b->step &&
+         a->generation == b->generation && a->blob_crc == b->blob_crc;
+}
+
+/* read_committed(object, step=None) -> dict: a committed step of a rank's
+ * snapshot object, read without its SMP: the object validated as the SMP
+ * validates it (owner, mode, format), the slot's every block and its blob
+ * checked against their CRC32C, the bytes copied out, and the slot's record
+ * read again after the copy, so that a step replaced while it was read is
+ * an error (-EAGAIN), never a mix of two steps. */
+static PyObject *mod_read_committed(PyObject *m, PyObject *args, PyObject *kw) {
+  (void)m;
+  static char *names[] = {"object", "step", NULL};
+  const char *name;
+  PyObject *stepo = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O", names, &name, &stepo)) return NULL;
+  char err[512] = "";
+  struct snap_store *s = NULL;
+  int rc = snap_store_open(&s, name, err, sizeof err);
+  if (rc < 0) return raise_text(rc, err[0] ? err : pt_strerror(rc));
+  uint32_t slot = 0;
+  uint64_t step = 0;
+  if (stepo == Py_None) {
+    rc = snap_slot_newest_committed(s, &slot, &step);
+    if (rc != PT_OK) {
+      snprintf(err, sizeof err, "'%s' holds no committed step", name);
+      goto fail;
+    }
+  } else {
+    step = PyLong_AsUnsignedLongLong(stepo);
+    if (PyErr_Occurred()) {
+      snap_store_close(s);
+      return NULL;
+    }
+    rc = snap_slot_find_step(s, step, &slot);
+    if (rc != PT_OK) {
+      snprintf(err, sizeof err, "'%s' does not hold step %llu", name,
+               (unsigned long long)step);
+      goto fail;
+    }
+  }
+  struct snap_slot_info before, after;
+  snap_slot_get(s, slot, &before);
+  if (!before.record_ok || before.state != SNAP_COMMITTED || before.step != step) {
+    rc = PT_ESTATE;
+    snprintf(err, sizeof err, "'%s': step %llu is %s, not committed", name,
+             (unsigned long long)step, snap_state_name(before.state));
+    goto fail;
+  }
+  uint32_t bad = 0;
+  Py_BEGIN_ALLOW_THREADS rc = snap_slot_verify(s, slot, &bad);
+  Py_END_ALLOW_THREADS
+  if (rc != PT_OK) {
+    snprintf(err, sizeof err, "'%s': step %llu fails its checksums (block %u of %u)", name,
+             (unsigned long long)step, bad, snap_store_nblocks(s));
+    goto fail;
+  }
+  rc = snap_store_check(s, name, false, err, sizeof err);
+  if (rc != PT_OK) goto fail;
+  PyObject *regions = PyList_New(0), *out = NULL;
+  if (!regions) goto fail_py;
+  const uint8_t *data = snap_slot_data(s, slot);
+  for (uint32_t i = 0; i < snap_store_nregions(s); i++) {
+    const struct snap_region *r = snap_store_region(s, i);
+    PyObject *b = PyBytes_FromStringAndSize((const char *)data + r->offset,
+                                            (Py_ssize_t)r->bytes);
+    PyObject *t = b ? Py_BuildValue("(sN)", r->name, b) : NULL;
+    if (!t || PyList_Append(regions, t) < 0) {
+      Py_XDECREF(t);
+      Py_DECREF(regions);
+      goto fail_py;
+    }
+    Py_DECREF(t);
+  }
+  PyObject *blob = PyBytes_FromStringAndSize((const char *)snap_slot_blob(s, slot),
+                                             (Py_ssize_t)before.blob_bytes);
+  if (!blob) {
+    Py_DECREF(regions);
+    goto fail_py;
+  }
+  snap_slot_get(s, slot, &after);
+  if (!same_record(&before, &after)) {
+    Py_DECREF(regions);
+    Py_DECREF(blob);
+    rc = -EAGAIN;
+    snprintf(err, sizeof err, "'%s': step %llu was replaced while it was read; read again",
+             name, (unsigned long long)step);
+    goto fail;
+  }
+  out = Py_BuildValue("{s:K,s:s,s:I,s:I,s:N,s:N}", "step", (unsigned long long)step,
+                      "job", snap_store_job(s), "rank", snap_store_rank(s), "world",
+                      snap_store_world(s), "regions", regions, "blob", blob);
+  snap_store_close(s);
+  return out;
+fail_py:
+  snap_store_close(s);
+  return NULL;
+fail:
+  snap_store_close(s);
+  return raise_text(rc, err);
+}
+
 static PyMethodDef mod_methods[] = {
     {"strerror", mod_strerror, METH_O, "strerror(code) -> libpt's text for code"},
+    {"object_name", mod_object_name, METH_VARARGS,
+     "object_name(prefix, job, rank) -> the rank's shm object name"},
+    {"read_committed", (PyCFunction)(void (*)(void))mod_read_committed,
+     METH_VARARGS | METH_KEYWORDS,
+     "read_committed(object, step=None) -> {step, job, rank, world, regions, blob}:\n"
+     "a committed step (the newest, or step) read from a snapshot object, checked."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef mod_def = {

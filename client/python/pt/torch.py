@@ -53,7 +53,7 @@ import torch
 
 from . import Client, Error, OK, SKIPPED
 
-__all__ = ["State", "BLOB_MAGIC", "read_table"]
+__all__ = ["State", "BLOB_MAGIC", "read_table", "export"]
 
 BLOB_MAGIC = b"PTT1"
 _BLOB_MAX = 1 << 20          # PT_BLOB_MAX
@@ -194,7 +194,7 @@ class State:
     def _describe(self, e):
         t = e.get()
         return {"name": e.name, "kind": e.kind, "dtype": _dtype_name(t.dtype),
-                "shape": list(t.shape), "bytes": e.nbytes,
+                "shape": list(t.shape), "bytes": t.numel() * t.element_size(),
                 "device": "cuda" if t.is_cuda else "cpu"}
 
     def _follow(self):
@@ -341,6 +341,66 @@ class State:
         return False
 
 
+def export(job, out_dir, shm_prefix="", step=None):
+    """Writes a committed step of a pt.torch job as one safetensors file per
+    rank, out_dir/rank<R>.safetensors, each tensor under its recorded name,
+    dtype and shape (safetensors.torch.load_file reads them back), with the
+    job, rank, world and step in the file's metadata. Reads the ranks' shm
+    objects on this machine directly (no SMP needed; the job may be running,
+    failed, or kept with --keep), every block checked against its CRC32C.
+    step: the newest step committed on rank 0 (None) or that step; every
+    rank is read at the same step. Returns (step, [paths])."""
+    from . import _pt
+    from safetensors.torch import save_file
+
+    first = _pt.read_committed(_pt.object_name(shm_prefix, job, 0), step)
+    step = first["step"]
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for rank in range(first["world"]):
+        snap = first if rank == 0 else _pt.read_committed(
+            _pt.object_name(shm_prefix, job, rank), step)
+        table = read_table(snap["blob"])
+        data = dict(snap["regions"])
+        tensors = {}
+        for t in table:
+            raw = data.get(t["name"])
+            if raw is None or len(raw) != t["bytes"]:
+                raise Error(-22, "EINVAL", "pt.torch: rank %d step %d: region %r is not the "
+                            "one its table describes" % (rank, step, t["name"]))
+            dt = getattr(torch, t["dtype"])
+            tensors[t["name"]] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) \
+                .view(dt).reshape(t["shape"])
+        path = os.path.join(out_dir, "rank%d.safetensors" % rank)
+        save_file(tensors, path, metadata={"pt.job": job, "pt.rank": str(rank),
+                                           "pt.world": str(first["world"]),
+                                           "pt.step": str(step)})
+        paths.append(path)
+    return step, paths
+
+
+def _main(argv):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pt.torch",
+                                 description="Export a committed step of a pt.torch job "
+                                 "as one safetensors file per rank.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="write OUT/rank<R>.safetensors")
+    ex.add_argument("--job", required=True, help="the job name (ptd node --job)")
+    ex.add_argument("--shm-prefix", default="", help="ptd node --shm-prefix")
+    ex.add_argument("--step", type=int, default=None, help="default: the newest committed")
+    ex.add_argument("--out", required=True, help="the folder to write into")
+    a = ap.parse_args(argv)
+    try:
+        step, paths = export(a.job, a.out, a.shm_prefix, a.step)
+    except Error as e:
+        sys.stderr.write("export: %s\n" % e)
+        return 1
+    print("step %d: %s" % (step, " ".join(paths)))
+    return 0
+
+
 def _check_dense(name, t):
     if not t.is_contiguous():
         raise ValueError("pt.torch: %s is not contiguous (shape %s, stride %s): "
@@ -446,3 +506,7 @@ def _init_lazy_state(model, optimizer):
                     v.zero_()
                 elif k == "step":
                     st[k] = 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
