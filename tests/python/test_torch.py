@@ -93,18 +93,21 @@ def _node(tmp_path, ranks, args, name="node"):
     return p, sd, lambda: open(logf).read()
 
 
-@pytest.mark.parametrize("ranks,first", [(2, None), (3, None), (3, 1)])
-def test_ddp_kill_9_resumes_bit_exact(tmp_path, ranks, first):
+@pytest.mark.parametrize("ranks,first,shard", [(2, None, False), (3, None, False),
+                                               (3, 1, False), (3, None, True)])
+def test_ddp_kill_9_resumes_bit_exact(tmp_path, ranks, first, shard):
     """first: the first kill after that many steps (1: in the second step,
     when DDP has just rebuilt its buckets and the first step was not
-    snapshotted), else at random."""
+    snapshotted), else at random. shard: each replica snapshots its share
+    of the replicated tensors, rebuilt on restore from all of them."""
     steps = 60
     ref = _reference(tmp_path, ranks, steps)
     out = str(tmp_path / "out")
     seed = random.randrange(1 << 30)
     rnd = random.Random(seed)
     node, sd, logtext = _node(tmp_path, ranks, [TRAINER, "--steps", str(steps), "--out", out,
-                                                "--step-delay-ms", "30"])
+                                                "--step-delay-ms", "30"]
+                              + (["--shard"] if shard else []))
     starts = lambda t: t.count("fresh start") + t.count("restored step")
     try:
         mark = 0  # where the log of the running incarnation begins
@@ -280,10 +283,12 @@ print("table ok")
     assert rc == 0 and "table ok" in out, out
 
 
-def test_export_safetensors(tmp_path):
+@pytest.mark.parametrize("shard", [False, True])
+def test_export_safetensors(tmp_path, shard):
     """A committed step of a 2-rank job, kept after it completed, written
     as one safetensors file per rank: every tensor under its name, dtype and
-    shape, equal to the trainer's final tensors."""
+    shape, equal to the trainer's final tensors (put together from the
+    replicas' shares when sharded)."""
     from safetensors.torch import load_file
 
     job = "pte%d" % os.getpid()
@@ -291,10 +296,23 @@ def test_export_safetensors(tmp_path):
     p = subprocess.run([PTD, "node", "--ranks", "2", "--job", job, "--state-dir",
                         str(tmp_path / "sd"), "--shm-prefix", job + "-", "--keep",
                         "--master-port", str(_port()), "--", sys.executable, TRAINER,
-                        "--steps", "6", "--out", out, "--dump"],
+                        "--steps", "6", "--out", out, "--dump"] + (["--shard"] if shard else []),
                        capture_output=True, text=True, timeout=180, env=ENV0)
     try:
         assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+        # what each rank holds: all its tensors, or its half of every one
+        from pt import _pt
+        for r in range(2):
+            snap = _pt.read_committed(_pt.object_name(job + "-", job, r))
+            table = pt.torch.read_table(snap["blob"])
+            total = sum(t["bytes"] for t in table)
+            held = sum(len(b) for _n, b in snap["regions"])
+            if shard:
+                assert all("share" in t for t in table)
+                assert total / 2 - 64 * len(table) <= held <= total / 2 + 64 * len(table), \
+                    (held, total)
+            else:
+                assert held == total, (held, total)
         e = subprocess.run([sys.executable, "-m", "pt.torch", "export", "--job", job,
                             "--shm-prefix", job + "-", "--out", str(tmp_path / "exp")],
                            capture_output=True, text=True, timeout=120)

@@ -30,6 +30,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=40)
 ap.add_argument("--out", required=True)
 ap.add_argument("--step-delay-ms", type=int, default=0)
+ap.add_argument("--shard", action="store_true",
+                help="replica-aware: each rank snapshots its share of the replicated state")
 ap.add_argument("--dump", action="store_true",
                 help="also write PREFIX.RANK.pt: the final model and optimizer tensors")
 a = ap.parse_args()
@@ -93,10 +95,13 @@ sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
 sampler = Sampler(31 + rank)
 
 state = pt.torch.State(net, opt, extra={"sampler": sampler, "sched": (sched, 4096)},
-                       buffers_change=False, timeout_ms=5000)
+                       buffers_change=False, replicas=a.shard and world > 1 or None,
+                       timeout_ms=5000)
 start = state.restore()
-print("rank %d: %s" % (rank, "fresh start" if start is None else "restored step %d" % start),
-      flush=True)
+st = state.status()
+print("rank %d: %s (%s bytes registered)" % (rank, "fresh start" if start is None else
+                                             "restored step %d" % start,
+                                             st["bytes"] if st else "no"), flush=True)
 first = 0 if start is None else start + 1
 if start is not None:
     assert sampler.batches == first, (sampler.batches, first)

@@ -70,22 +70,41 @@ def _dtype_name(dt):
 
 def read_table(blob):
     """The tensor table of a snapshot's blob (bytes from Client.blob_get()):
-    a list of dicts with name, dtype, shape, kind and bytes, in region order.
-    Raises ValueError when the blob was not written by pt.torch."""
+    a list of dicts with name, dtype, shape, kind and bytes (and share, the
+    bytes [lo, hi) this rank holds, when the tensors were sharded across
+    replicas), in region order. Raises ValueError when the blob was not
+    written by pt.torch."""
+    return _read_top(blob)["tensors"]
+
+
+def _read_top(blob):
     if blob is None or len(blob) < 8 or blob[:4] != BLOB_MAGIC:
         raise ValueError("not a pt.torch blob (no %r header)" % BLOB_MAGIC)
     (n,) = struct.unpack_from("<I", blob, 4)
     if 8 + n > len(blob):
         raise ValueError("pt.torch blob: table of %d bytes overruns the blob" % n)
-    return json.loads(blob[8:8 + n].decode())["tensors"]
+    return json.loads(blob[8:8 + n].decode())
 
 
 class _Entry:
-    __slots__ = ("name", "kind", "get", "ptr", "nbytes", "ref")
+    __slots__ = ("name", "kind", "get", "ptr", "nbytes", "ref", "lo", "hi")
 
     def __init__(self, name, kind, get):
         self.name, self.kind, self.get = name, kind, get
         self.ptr, self.nbytes, self.ref = 0, 0, None
+        self.lo = self.hi = None  # the bytes registered: all, or this replica's share
+
+
+def _share(n, r, replicas):
+    """Replica r's share [lo, hi) of n bytes: 64-byte aligned, in order."""
+    chunk = -(-n // replicas)
+    chunk = -(-chunk // 64) * 64
+    lo = min(n, r * chunk)
+    return lo, min(n, lo + chunk)
+
+
+def _flat(t):
+    return t.detach().reshape(-1).view(torch.uint8)
 
 
 class State:
@@ -103,12 +122,19 @@ class State:
       only the rest of the loop. False when buffers are constants: the copy
       then overlaps forward and backward too, and is fenced before
       optimizer.step().
+    replicas: the data-parallel group (a torch.distributed ProcessGroup, or
+      True for the whole world) whose ranks hold the same parameters, buffers
+      and optimizer state. Each rank then snapshots only its share (1/R of
+      every tensor's bytes, R the group's size), and restore() rebuilds the
+      tensors on every rank from the shares (R broadcasts of packed shares
+      over the group: gloo on CPU, NCCL on GPU), bit-exact. None (default):
+      every rank snapshots all of its tensors.
     client: a pt.Client to use, else one is opened from the environment ptd
       sets (PT_SMP_SOCKET, RANK, WORLD_SIZE), with client_options passed on.
     """
 
     def __init__(self, model, optimizer=None, extra=None, client=None,
-                 buffers_change=True, **client_options):
+                 buffers_change=True, replicas=None, **client_options):
         self.model = model
         self.optimizer = optimizer
         self.extra = {}
@@ -123,15 +149,29 @@ class State:
         self.hooks = []
         self.restored = False
         self.ddp_layout = None
+        self.group, self.replica, self.replicas = None, 0, 1
+        if replicas is not None and replicas is not False:
+            import torch.distributed as dist
+            self.group = None if replicas is True else replicas
+            self.replica = dist.get_rank(self.group)
+            self.replicas = dist.get_world_size(self.group)
+            self.group_ranks = [dist.get_global_rank(self.group, i) if self.group is not None
+                                else i for i in range(self.replicas)]
         # The same checks, and the same up-front optimizer state, with or
         # without an SMP: a run without ptd is the run with it, unsnapshotted.
         if optimizer is not None:
             _init_lazy_state(model, optimizer)
         self._collect()
         for e in self.entries:
-            _check_dense(e.name, e.get())
-        self.table = json.dumps({"tensors": [self._describe(e) for e in self.entries]},
-                                sort_keys=True).encode()
+            t = e.get()
+            _check_dense(e.name, t)
+            e.nbytes = t.numel() * t.element_size()
+            e.lo, e.hi = _share(e.nbytes, self.replica, self.replicas)
+        top = {"tensors": [self._describe(e) for e in self.entries]}
+        if self.replicas > 1:
+            top["replicas"] = {"replica": self.replica, "of": self.replicas,
+                               "ranks": self.group_ranks}
+        self.table = json.dumps(top, sort_keys=True).encode()
         if client is None and not os.environ.get("PT_SMP_SOCKET") and \
                 "socket_path" not in client_options:
             sys.stderr.write("pt: no SMP (PT_SMP_SOCKET is unset: not started by "
@@ -188,14 +228,18 @@ class State:
 
     def _register(self, e):
         t = e.get()
-        e.ref, e.ptr, e.nbytes = t, t.data_ptr(), t.numel() * t.element_size()
-        self.client.register_ptr(e.name, e.ptr, e.nbytes, t.is_cuda)
+        e.ref, e.ptr = t, t.data_ptr()
+        if e.hi > e.lo:  # a replica's share may be empty (a tiny tensor)
+            self.client.register_ptr(e.name, e.ptr + e.lo, e.hi - e.lo, t.is_cuda)
 
     def _describe(self, e):
         t = e.get()
-        return {"name": e.name, "kind": e.kind, "dtype": _dtype_name(t.dtype),
-                "shape": list(t.shape), "bytes": t.numel() * t.element_size(),
-                "device": "cuda" if t.is_cuda else "cpu"}
+        d = {"name": e.name, "kind": e.kind, "dtype": _dtype_name(t.dtype),
+             "shape": list(t.shape), "bytes": e.nbytes,
+             "device": "cuda" if t.is_cuda else "cpu"}
+        if self.replicas > 1:
+            d["share"] = [e.lo, e.hi]
+        return d
 
     def _follow(self):
         """Points regions whose tensor moved (a new .data, a replaced state
@@ -207,7 +251,8 @@ class State:
                                  "registered" % e.name)
             _check_dense(e.name, t)
             if t.data_ptr() != e.ptr:
-                self.client.update_ptr(e.name, t.data_ptr())
+                if e.hi > e.lo:
+                    self.client.update_ptr(e.name, t.data_ptr() + e.lo)
                 e.ref, e.ptr = t, t.data_ptr()
 
     # ---- host state: RNGs, param_groups, extras ----
@@ -279,6 +324,13 @@ class State:
         self._follow()
         step = self.client.restore()
         self.restored = True
+        if self.replicas > 1:
+            import torch.distributed as dist
+            steps = [None] * self.replicas
+            dist.all_gather_object(steps, step, group=self.group)
+            if any(x != step for x in steps):
+                raise Error(-22, "EINVAL", "pt.torch: the replicas restored different steps "
+                            "(%s): their shares cannot be put together" % steps)
         if step is None:
             return None
         blob = self.client.blob_get()
@@ -291,7 +343,34 @@ class State:
                         "table: snapshot %s, this program %s" % (step, diff[0], diff[1]))
         (n,) = struct.unpack_from("<I", blob, 4)
         self._put_host_state(pickle.loads(blob[8 + n:]))
+        if self.replicas > 1:
+            self._gather_shares()
         return step
+
+    def _gather_shares(self):
+        """Every replica's share to every replica: per owner, its shares of
+        every tensor packed into one buffer per device and broadcast."""
+        import torch.distributed as dist
+        for owner in range(self.replicas):
+            by_dev = {}
+            for e in self.entries:
+                t = e.get()
+                lo, hi = _share(e.nbytes, owner, self.replicas)
+                if hi > lo:
+                    by_dev.setdefault(t.device, []).append((_flat(t), lo, hi))
+            for dev, parts in by_dev.items():
+                if owner == self.replica:
+                    buf = torch.cat([f[lo:hi] for f, lo, hi in parts])
+                else:
+                    buf = torch.empty(sum(hi - lo for _f, lo, hi in parts),
+                                      dtype=torch.uint8, device=dev)
+                dist.broadcast(buf, src=self.group_ranks[owner], group=self.group)
+                if owner != self.replica:
+                    at = 0
+                    with torch.no_grad():
+                        for f, lo, hi in parts:
+                            f[lo:hi].copy_(buf[at:at + hi - lo])
+                            at += hi - lo
 
     def snapshot(self, step):
         """Takes step `step` (call it once the step's optimizer.step() is
@@ -356,15 +435,27 @@ def export(job, out_dir, shm_prefix="", step=None):
     first = _pt.read_committed(_pt.object_name(shm_prefix, job, 0), step)
     step = first["step"]
     os.makedirs(out_dir, exist_ok=True)
+    snaps = [first] + [_pt.read_committed(_pt.object_name(shm_prefix, job, r), step)
+                       for r in range(1, first["world"])]
+    tops = [_read_top(x["blob"]) for x in snaps]
+    datas = [dict(x["regions"]) for x in snaps]
     paths = []
     for rank in range(first["world"]):
-        snap = first if rank == 0 else _pt.read_committed(
-            _pt.object_name(shm_prefix, job, rank), step)
-        table = read_table(snap["blob"])
-        data = dict(snap["regions"])
         tensors = {}
-        for t in table:
-            raw = data.get(t["name"])
+        for t in tops[rank]["tensors"]:
+            if "share" in t:  # put the replicas' shares together
+                raw = bytearray(t["bytes"])
+                for g in tops[rank]["replicas"]["ranks"]:
+                    tg = next((x for x in tops[g]["tensors"] if x["name"] == t["name"]), None)
+                    lo, hi = tg["share"] if tg is not None else (0, -1)
+                    part = datas[g].get(t["name"], b"")
+                    if tg is None or len(part) != hi - lo:
+                        raise Error(-22, "EINVAL", "pt.torch: rank %d step %d: %r has no "
+                                    "share %s on rank %d" % (rank, step, t["name"],
+                                                             tg and tg["share"], g))
+                    raw[lo:hi] = part
+            else:
+                raw = datas[rank].get(t["name"])
             if raw is None or len(raw) != t["bytes"]:
                 raise Error(-22, "EINVAL", "pt.torch: rank %d step %d: region %r is not the "
                             "one its table describes" % (rank, step, t["name"]))
