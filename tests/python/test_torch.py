@@ -156,6 +156,7 @@ class _NoState:
     def __init__(self, *a, **k): pass
     def restore(self): return None
     def snapshot(self, step): return pt.SKIPPED
+    def status(self): return None
     def close(self, done=False): pass
 '''
 
