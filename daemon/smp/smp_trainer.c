@@ -36,6 +36,34 @@ static void huge_pages_report(struct smp *smp)
            "fragmented, or no free huge pages)");
 }
 
+/* The first difference between the trainer's regions and the object's, as
+ * a phrase for the refusal. */
+static void smp_regions_diff(const struct snap_store *st,
+                             const struct snap_region_desc *descs, uint32_t n,
+                             char *out, size_t len)
+{
+  uint32_t have = snap_store_nregions(st);
+
+  for (uint32_t i = 0; i < n && i < have; i++) {
+    const struct snap_region *r = snap_store_region(st, i);
+    if (strcmp(r->name, descs[i].name) == 0 && r->bytes == descs[i].bytes &&
+        r->kind == descs[i].kind)
+      continue;
+    snprintf(out, len,
+             "region %u is '%.200s' (%" PRIu64 " bytes, %s) in the trainer, "
+             "'%.200s' (%" PRIu64 " bytes, %s) in the object",
+             i, descs[i].name, descs[i].bytes, descs[i].kind ? "device" : "host",
+             r->name, r->bytes, r->kind ? "device" : "host");
+    return;
+  }
+  if (n != have)
+    snprintf(out, len, "the first %u are the same, then the %s has %u more",
+             n < have ? n : have, n < have ? "object" : "trainer",
+             n < have ? have - n : n - have);
+  else
+    snprintf(out, len, "no region differs");
+}
+
 /* The object for a HELLO: the one held (re-validated first: a trainer must
  * never be sent to a name that no longer refers to our mapping), else the
  * one under the name (smp_store_load), else a new one for these regions. On
@@ -55,10 +83,12 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
     if (smp->store != NULL) {
       if (snap_store_regions_match(smp->store, descs, n))
         return 0;
+      char diff[600];
+      smp_regions_diff(smp->store, descs, n, diff, sizeof(diff));
       snprintf(msg, len,
                "the trainer's %u regions differ from the %u regions of "
-               "snapshot object '%s'", n, snap_store_nregions(smp->store),
-               smp->shm_name);
+               "snapshot object '%s': %.300s", n, snap_store_nregions(smp->store),
+               smp->shm_name, diff);
       return PT_EREGIONS;
     }
     /* Under a code, each slot gets the parity area snap_store sizes from

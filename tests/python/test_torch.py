@@ -346,3 +346,124 @@ def test_export_safetensors(tmp_path, shard):
         for f in os.listdir("/dev/shm"):
             if f.startswith(job + "-"):
                 os.unlink("/dev/shm/" + f)
+
+
+def _plain(tmp_path, code):
+    """code in a process without ptd (no SMP)."""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=ENV0)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_mistakes_are_caught_without_ptd_too(tmp_path):
+    """What a run without ptd can check, it checks: snapshot() before
+    restore(), an extra over its size, declared sizes past the blob, a
+    model cast after State was built, a scheduler left out."""
+    rc, out = _plain(tmp_path, r'''
+import torch, pt, pt.torch
+m = torch.nn.Linear(4, 3)
+opt = torch.optim.AdamW(m.parameters())
+s = pt.torch.State(m, opt)
+try:
+    s.snapshot(0)
+    raise SystemExit("snapshot() before restore() was taken")
+except pt.Error as e:
+    assert e.name == "PT_ENORESTORE" and "restore() first" not in str(e) and \
+        "before restore()" in str(e), e
+assert s.restore() is None and s.snapshot(0) == pt.SKIPPED
+class Big:
+    def state_dict(self): return {"b": b"x" * 5000}
+    def load_state_dict(self, d): pass
+s = pt.torch.State(m, opt, extra={"big": (Big(), 1000)})
+s.restore()
+try:
+    s.snapshot(0)
+    raise SystemExit("an extra over its size was taken without ptd")
+except pt.Error as e:
+    assert e.name == "E2BIG", e
+try:
+    pt.torch.State(m, opt, extra={"big": (Big(), 2 << 20)})
+    raise SystemExit("declared sizes past the blob were taken")
+except pt.torch.ConfigError as e:
+    assert "declared sizes" in str(e), e
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+pt.torch.State(m, opt)   # says a warning on stderr
+print("plain ok")
+''')
+    assert rc == 0 and "plain ok" in out, out
+    assert "LR scheduler that is not in extra" in out, out
+
+
+def test_a_configuration_error_is_not_restarted(tmp_path):
+    """Under ptd an uncaught ConfigError exits 78: the job fails at once,
+    not after --max-restarts restarts."""
+    t0 = time.monotonic()
+    rc, out = _in_node(tmp_path, r'''
+import torch, pt, pt.torch
+m = torch.nn.Linear(4, 3)
+pt.torch.State(m, torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+''')
+    assert rc != 0, out
+    assert "exited with status 78" in out and "not restarted" in out, out[-2000:]
+    assert out.count("Traceback") == 1, out[-3000:]  # one start, no restart
+    assert time.monotonic() - t0 < 60
+
+
+def test_moved_tensors_and_channels_last(tmp_path):
+    """A channels_last convolution (dense, not row-major) is taken and
+    restored bit-exact; a model cast to another dtype after State was built
+    is refused naming the tensor and the fix."""
+    want = str(tmp_path / "want.pt")
+    rc, out = _in_node(tmp_path, r'''
+import os, torch, pt, pt.torch
+torch.manual_seed(0)
+m = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+assert not m.weight.is_contiguous()
+opt = torch.optim.AdamW(m.parameters())
+s = pt.torch.State(m, opt)
+step = s.restore()
+if step is None:
+    for i in range(3):
+        m(torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last)).sum().backward()
+        opt.step(); opt.zero_grad()
+        s.snapshot(i)
+    s.fence()
+    torch.save({k: v.clone() for k, v in m.state_dict().items()}, %r)
+    os.kill(os.getpid(), 9)
+assert step == 2, step
+w = torch.load(%r)
+assert all(torch.equal(w[k], v) for k, v in m.state_dict().items())
+assert m.weight.stride() == w["weight"].stride()
+m.double()
+try:
+    s.snapshot(3)
+    raise SystemExit("a model cast after State was taken")
+except pt.torch.ConfigError as e:
+    assert "weight" in str(e) and "float64" in str(e) and "build State after" in str(e), e
+s.close(done=True)
+print("moved ok")
+''' % (want, want))
+    assert rc == 0 and "moved ok" in out, out
+
+
+def test_another_shape_names_the_region(tmp_path):
+    """A restart with another model (a layer 16 wide, then 17): libpt's
+    refusal names the first region that differs, and the job fails at once
+    (PT_EREGIONS is permanent: exit 78), not after restarts."""
+    flag = str(tmp_path / "flag")
+    rc, out = _in_node(tmp_path, r'''
+import os, torch, pt, pt.torch
+flag = %r
+m = torch.nn.Sequential(torch.nn.Linear(4, 17 if os.path.exists(flag) else 16))
+s = pt.torch.State(m)
+if not os.path.exists(flag):
+    assert s.restore() is None
+    s.snapshot(0); s.fence()
+    open(flag, "w").close()
+    os.kill(os.getpid(), 9)
+s.restore()
+''' % flag)
+    assert rc != 0, out
+    assert "PT_EREGIONS" in out and "region 0 is '0.weight' (272 bytes, host) in the " \
+        "trainer, '0.weight' (256 bytes, host) in the object" in out, out[-3000:]
+    assert "exited with status 78" in out and out.count("Traceback") == 1, out[-3000:]

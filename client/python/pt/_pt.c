@@ -433,8 +433,16 @@ fail:
   return raise_text(rc, err);
 }
 
+static PyObject *mod_err_name(PyObject *m, PyObject *arg) {
+  (void)m;
+  long rc = PyLong_AsLong(arg);
+  if (rc == -1 && PyErr_Occurred()) return NULL;
+  return PyUnicode_FromString(pt_err_name((int)rc));
+}
+
 static PyMethodDef mod_methods[] = {
     {"strerror", mod_strerror, METH_O, "strerror(code) -> libpt's text for code"},
+    {"err_name", mod_err_name, METH_O, "err_name(code) -> e.g. 'PT_ECHECKSUM', 'ENOENT'"},
     {"object_name", mod_object_name, METH_VARARGS,
      "object_name(prefix, job, rank) -> the rank's shm object name"},
     {"read_committed", (PyCFunction)(void (*)(void))mod_read_committed,

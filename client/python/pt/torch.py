@@ -51,13 +51,57 @@ import os
 
 import torch
 
+from . import _pt
 from . import Client, Error, OK, SKIPPED
 
-__all__ = ["State", "BLOB_MAGIC", "read_table", "export"]
+__all__ = ["State", "ConfigError", "BLOB_MAGIC", "read_table", "export"]
 
 BLOB_MAGIC = b"PTT1"
 _BLOB_MAX = 1 << 20          # PT_BLOB_MAX
 _EXTRA_DEFAULT = 64 << 10    # bytes an extra object's pickled state may take
+_PT_ENORESTORE = -1017       # pt.h
+_EX_CONFIG = 78              # ptd fails the job, without a restart, on this exit
+
+
+class ConfigError(Exception):
+    """A mistake no restart cures (an optimizer State cannot take, a tensor it
+    cannot copy, an extra over its size). Under ptd an uncaught one ends the
+    process with status 78 (EX_CONFIG), so that ptd fails the job at once
+    rather than restarting it up to --max-restarts times."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    pass
+
+
+class ConfigValueError(ConfigError, ValueError):
+    pass
+
+
+# libpt's codes that no restart cures either, raised from State's calls
+_PERMANENT = {"PT_EREGIONS", "PT_ENORESTORE", "PT_ESTEP", "PT_ETOOBIG", "PT_EBUDGET",
+              "E2BIG"}
+_hook_installed = False
+
+
+def _install_excepthook():
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed = True
+    prev = sys.excepthook
+
+    def hook(tp, value, tb):
+        prev(tp, value, tb)
+        if isinstance(value, ConfigError) or (isinstance(value, Error) and
+                                              getattr(value, "name", "") in _PERMANENT):
+            sys.stderr.write("pt: a configuration error: exiting %d (EX_CONFIG), so "
+                             "that ptd does not restart the job\n" % _EX_CONFIG)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_EX_CONFIG)
+
+    sys.excepthook = hook
 
 # Optimizers whose lazily created state State can make up front exactly:
 # torch's first step() builds it from zeros (and a zero step count).
@@ -104,7 +148,9 @@ def _share(n, r, replicas):
 
 
 def _flat(t):
-    return t.detach().reshape(-1).view(torch.uint8)
+    """The tensor's memory as bytes, a view in any dense memory format."""
+    t = t.detach()
+    return t.as_strided((t.numel(),), (1,), t.storage_offset()).view(torch.uint8)
 
 
 class State:
@@ -141,9 +187,24 @@ class State:
         for name, v in (extra or {}).items():
             obj, cap = v if isinstance(v, tuple) else (v, _EXTRA_DEFAULT)
             if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-                raise TypeError("pt.torch: extra %r has no state_dict()/"
-                                "load_state_dict()" % name)
+                raise ConfigTypeError("pt.torch: extra %r has no state_dict()/"
+                                      "load_state_dict() (a stock DataLoader or "
+                                      "RandomSampler has none: give State an object "
+                                      "that can say where the data is)" % name)
             self.extra[name] = (obj, int(cap))
+        if sum(c for _o, c in self.extra.values()) > _BLOB_MAX - (64 << 10):
+            raise ConfigValueError("pt.torch: the extras' declared sizes (%d bytes) leave "
+                                   "no room in pt's blob of %d bytes for the RNG and "
+                                   "optimizer state" % (sum(c for _o, c in
+                                                            self.extra.values()), _BLOB_MAX))
+        if optimizer is not None and hasattr(optimizer.step, "_wrapped_by_lr_sched") and \
+                not any(isinstance(o, torch.optim.lr_scheduler.LRScheduler)
+                        for o, _c in self.extra.values()):
+            sys.stderr.write("pt: warning: the optimizer has an LR scheduler that is not "
+                             "in extra: its position is not snapshotted, and a restored "
+                             "run will not follow the schedule of the run that failed\n")
+        if os.environ.get("PT_SMP_SOCKET"):
+            _install_excepthook()
         self.client = None
         self.entries = []
         self.hooks = []
@@ -181,6 +242,15 @@ class State:
         try:
             for e in self.entries:
                 self._register(e)
+            if self.replicas > 1:
+                # Every replica's slot the same size: the erasure code of a
+                # cluster job protects members of equal size (shares differ
+                # by a tail), so the smaller ones are padded.
+                size = lambda r: sum(-(-(hi - lo) // 64) * 64 for lo, hi in
+                                     (_share(e.nbytes, r, self.replicas) for e in self.entries))
+                self.pad = bytearray(max(size(r) for r in range(self.replicas))
+                                     - size(self.replica) + 64)
+                self.client.register("pt.pad", self.pad)
         except BaseException:
             if client is None:
                 self.client.close()
@@ -203,7 +273,8 @@ class State:
             if not isinstance(t, torch.Tensor):
                 return
             if t.is_sparse or t.layout != torch.strided:
-                raise ValueError("pt.torch: %s is not a dense tensor (%s)" % (name, t.layout))
+                raise ConfigValueError("pt.torch: %s is not a dense tensor (%s)"
+                                       % (name, t.layout))
             if t.numel() == 0 or t.data_ptr() in seen:
                 return  # nothing to copy; or tied to one registered already
             seen.add(t.data_ptr())
@@ -235,7 +306,7 @@ class State:
     def _describe(self, e):
         t = e.get()
         d = {"name": e.name, "kind": e.kind, "dtype": _dtype_name(t.dtype),
-             "shape": list(t.shape), "bytes": e.nbytes,
+             "shape": list(t.shape), "stride": list(t.stride()), "bytes": e.nbytes,
              "device": "cuda" if t.is_cuda else "cpu"}
         if self.replicas > 1:
             d["share"] = [e.lo, e.hi]
@@ -246,9 +317,15 @@ class State:
         tensor) at the new memory; the copy must be fenced."""
         for e in self.entries:
             t = e.get()
-            if not isinstance(t, torch.Tensor) or t.numel() * t.element_size() != e.nbytes:
-                raise ValueError("pt.torch: %s changed size or went away since it was "
-                                 "registered" % e.name)
+            if not isinstance(t, torch.Tensor) or t.numel() * t.element_size() != e.nbytes \
+                    or t.dtype != e.ref.dtype or t.device != e.ref.device:
+                raise ConfigValueError(
+                    "pt.torch: %s changed size, dtype or device, or went away, since State "
+                    "registered it (was %s %s on %s, now %s): build State after the model "
+                    "and optimizer have their final dtype and device"
+                    % (e.name, tuple(e.ref.shape), _dtype_name(e.ref.dtype), e.ref.device,
+                       "gone" if not isinstance(t, torch.Tensor) else "%s %s on %s"
+                       % (tuple(t.shape), _dtype_name(t.dtype), t.device)))
             _check_dense(e.name, t)
             if t.data_ptr() != e.ptr:
                 if e.hi > e.lo:
@@ -319,6 +396,7 @@ class State:
         optimizer's groups and the extras. Returns that step (the loop goes
         on with step + 1), or None when there is nothing to restore."""
         if self.client is None:
+            self.restored = True
             return None
         self.fence()
         self._follow()
@@ -377,17 +455,27 @@ class State:
         done): returns pt.OK (the copy runs on in the background) or
         pt.SKIPPED; raises pt.Error when libpt refuses it. A DDP model's first
         step, before DDP rebuilt its buckets, is SKIPPED."""
-        if self.client is None or _ddp_rebuild_pending(self.model):
+        if not self.restored:
+            raise Error(_PT_ENORESTORE, _pt.err_name(_PT_ENORESTORE),
+                        "pt.torch: snapshot() before restore(): call restore() once, "
+                        "before the first step (also on a fresh start)")
+        if self.client is None:
+            self._host_blob()  # the same size checks as under ptd
+            return SKIPPED
+        if _ddp_rebuild_pending(self.model):
             return SKIPPED
         self.fence()
         self._follow()
+        self.client.blob_set(self._host_blob())
+        return self.client.snapshot(step)
+
+    def _host_blob(self):
         host = _dumps(self._host_state())
         blob = BLOB_MAGIC + struct.pack("<I", len(self.table)) + self.table + host
         if len(blob) > _BLOB_MAX:
             raise Error(-7, "E2BIG", "pt.torch: the RNG, optimizer and extra state take "
                         "%d bytes, more than pt's blob (%d)" % (len(blob), _BLOB_MAX))
-        self.client.blob_set(blob)
-        return self.client.snapshot(step)
+        return blob
 
     def fence(self):
         """Waits for the copy of the last snapshot (a no-op when none is in
@@ -429,7 +517,6 @@ def export(job, out_dir, shm_prefix="", step=None):
     failed, or kept with --keep), every block checked against its CRC32C.
     step: the newest step committed on rank 0 (None) or that step; every
     rank is read at the same step. Returns (step, [paths])."""
-    from . import _pt
     from safetensors.torch import save_file
 
     first = _pt.read_committed(_pt.object_name(shm_prefix, job, 0), step)
@@ -460,8 +547,9 @@ def export(job, out_dir, shm_prefix="", step=None):
                 raise Error(-22, "EINVAL", "pt.torch: rank %d step %d: region %r is not the "
                             "one its table describes" % (rank, step, t["name"]))
             dt = getattr(torch, t["dtype"])
-            tensors[t["name"]] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) \
-                .view(dt).reshape(t["shape"])
+            flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dt)
+            tensors[t["name"]] = flat.as_strided(t["shape"], t.get("stride") or
+                                                 _row_major(t["shape"])).contiguous()
         path = os.path.join(out_dir, "rank%d.safetensors" % rank)
         save_file(tensors, path, metadata={"pt.job": job, "pt.rank": str(rank),
                                            "pt.world": str(first["world"]),
@@ -492,9 +580,24 @@ def _main(argv):
     return 0
 
 
+def _row_major(shape):
+    st, acc = [], 1
+    for d in reversed(shape):
+        st.append(acc)
+        acc *= d
+    return list(reversed(st))
+
+
+def _dense(t):
+    """One range of memory in some memory format (channels_last included)."""
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(
+        memory_format=torch.channels_last)) or (t.dim() == 5 and t.is_contiguous(
+            memory_format=torch.channels_last_3d))
+
+
 def _check_dense(name, t):
-    if not t.is_contiguous():
-        raise ValueError("pt.torch: %s is not contiguous (shape %s, stride %s): "
+    if not _dense(t):
+        raise ConfigValueError("pt.torch: %s is not contiguous (shape %s, stride %s): "
                          "pt copies a tensor's memory as one range"
                          % (name, tuple(t.shape), t.stride()))
 
@@ -572,13 +675,16 @@ def _init_lazy_state(model, optimizer):
     if isinstance(optimizer, torch.optim.SGD):
         if all(g.get("momentum", 0) == 0 for g in optimizer.param_groups):
             return  # no state at all
-        raise TypeError("pt.torch: SGD with momentum creates its momentum buffer from "
-                        "the first gradient; State cannot make it up front. Use "
-                        "Adam/AdamW, or build State after optimizer.step() has run once "
-                        "in every process (also a restarted one)")
+        raise ConfigTypeError("pt.torch: SGD with momentum creates its momentum buffer "
+                              "from the first gradient, which State cannot make up front "
+                              "without changing the run (taken: Adam, AdamW, SGD without "
+                              "momentum, and optimizers whose state exists before their "
+                              "first step, e.g. Adagrad)")
     if not isinstance(optimizer, _LAZY_ZERO):
-        raise TypeError("pt.torch: %s creates its state lazily and State cannot make it "
-                        "up front without changing the run (Adam and AdamW are known)"
+        raise ConfigTypeError("pt.torch: %s creates its state lazily and State cannot make "
+                              "it up front without changing the run (taken: Adam, AdamW, "
+                              "SGD without momentum, and any optimizer whose state exists "
+                              "before its first step, e.g. Adagrad)"
                         % type(optimizer).__name__)
     saved = [(p, p.detach().clone(), p.grad) for p in params]
     with torch.no_grad():
