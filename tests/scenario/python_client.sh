@@ -12,22 +12,7 @@
 set -u
 . "$(dirname "$0")/../lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-VENV=$BUILD/pyenv
-command -v python3 >/dev/null || fail "python3 not found"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV" || fail "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
-fi
-# pytest and CPU torch (with numpy and safetensors) from PyPI, once
-if ! "$VENV/bin/python" -c 'import pytest, torch, numpy, safetensors' 2>/dev/null; then
-  say "installing $(grep -v '^#' "$ROOT/tests/python/requirements.txt" | tr '\n' ' ')from PyPI into $VENV"
-  "$VENV/bin/pip" install -q -r "$ROOT/tests/python/requirements.txt" >"$T_DIR/pip.log" 2>&1 \
-    || { tail -n 30 "$T_DIR/pip.log"; fail "pip install -r tests/python/requirements.txt failed"; }
-fi
-# build from a copy, so that the source tree gets no build/ or egg-info
-cp -r "$ROOT/client/python" "$T_DIR/src"
-PT_ROOT=$ROOT PT_BUILD=$BUILD "$VENV/bin/pip" install -q --force-reinstall --no-deps "$T_DIR/src" >"$T_DIR/pip.log" 2>&1 \
-  || { cat "$T_DIR/pip.log"; fail "pip install ./client/python failed"; }
+. "$(dirname "$0")/../python/venv.sh"
 # the installed package runs with no LD_LIBRARY_PATH: libpt is linked in
 (cd "$T_DIR" && env -u LD_LIBRARY_PATH "$VENV/bin/python" -c 'import pt; assert pt.VERSION >> 16 == 0') \
   || fail "import pt failed"
