@@ -6,7 +6,8 @@ Run under ptd node, one process per rank (DDP over gloo):
   ptd node --ranks R --job J --state-dir D --shm-prefix J- -- \\
       python tests/python/bench_shards.py --mib 64 [--shard]
 Rank 0 prints one line: R, sharded or not, bytes per rank, copy ms (median
-of the steps), plain copy ms of those bytes, and the ratio."""
+of the steps), plain copy ms of those bytes, the ratio, and the time of a
+restore of the newest committed step in place (with the gather, sharded)."""
 import argparse
 import os
 import statistics
@@ -56,13 +57,22 @@ for step in range(a.steps):
         f = t.detach().reshape(-1).view(torch.uint8)
         f[e.lo:e.hi].clone()
     plain_ms.append((time.perf_counter() - t0) * 1e3)
+# a restore in place of the newest committed step (every rank's share,
+# then, sharded, the broadcasts that put the tensors together)
+time.sleep(0.5)  # the last step's commit
+if world > 1:
+    dist.barrier()
+t0 = time.perf_counter()
+restored = state.restore()
+restore_ms = (time.perf_counter() - t0) * 1e3
 if world > 1:
     dist.barrier()
 if rank == 0:
     c, p = statistics.median(copy_ms), statistics.median(plain_ms)
     print("shards: R=%d %s bytes_per_rank=%d copy_ms=%.1f plain_copy_ms=%.1f ratio=%.2f "
-          "(%d snapshots)" % (world, "sharded" if a.shard and world > 1 else "whole", held,
-                              c, p, c / p if p else 0, len(copy_ms)), flush=True)
+          "restore_ms=%.1f (step %s; %d snapshots)"
+          % (world, "sharded" if a.shard and world > 1 else "whole", held, c, p,
+             c / p if p else 0, restore_ms, restored, len(copy_ms)), flush=True)
 state.close(done=True)
 if world > 1:
     dist.destroy_process_group()
