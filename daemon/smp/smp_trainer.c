@@ -50,10 +50,11 @@ static void smp_regions_diff(const struct snap_store *st,
         r->kind == descs[i].kind)
       continue;
     snprintf(out, len,
-             "region %u is '%.200s' (%" PRIu64 " bytes, %s) in the trainer, "
-             "'%.200s' (%" PRIu64 " bytes, %s) in the object",
-             i, descs[i].name, descs[i].bytes, descs[i].kind ? "device" : "host",
-             r->name, r->bytes, r->kind ? "device" : "host");
+             "region %u is '%.100s' (%" PRIu64 " bytes, %s) in the trainer, "
+             "'%.100s' (%" PRIu64 " bytes, %s) in the object",
+             i, LOG_ESC(descs[i].name), descs[i].bytes,
+             descs[i].kind ? "device" : "host", LOG_ESC(r->name), r->bytes,
+             r->kind ? "device" : "host");
     return;
   }
   if (n != have)
@@ -83,11 +84,11 @@ static int store_for_hello(struct smp *smp, const struct snap_region_desc *descs
     if (smp->store != NULL) {
       if (snap_store_regions_match(smp->store, descs, n))
         return 0;
-      char diff[600];
+      char diff[320];
       smp_regions_diff(smp->store, descs, n, diff, sizeof(diff));
       snprintf(msg, len,
                "the trainer's %u regions differ from the %u regions of "
-               "snapshot object '%s': %.300s", n, snap_store_nregions(smp->store),
+               "snapshot object '%s': %s", n, snap_store_nregions(smp->store),
                smp->shm_name, diff);
       return PT_EREGIONS;
     }

@@ -161,12 +161,18 @@ class _NoState:
 '''
 
 
+_JOBS = iter(range(1 << 30))
+
+
 def _in_node(tmp_path, code, ranks=1):
     sd = str(tmp_path / "sd")
-    job = "ptf%d" % os.getpid()
+    job = "ptf%dx%d" % (os.getpid(), next(_JOBS))  # one job, one name
     p = subprocess.run([PTD, "node", "--ranks", str(ranks), "--job", job, "--state-dir", sd,
                         "--shm-prefix", job + "-", "--", sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=120, env=ENV0)
+    for f in os.listdir("/dev/shm"):  # a failed job keeps its objects
+        if f.startswith(job + "-"):
+            os.unlink("/dev/shm/" + f)
     return p.returncode, p.stdout + p.stderr
 
 
@@ -467,3 +473,50 @@ s.restore()
     assert "PT_EREGIONS" in out and "region 0 is '0.weight' (272 bytes, host) in the " \
         "trainer, '0.weight' (256 bytes, host) in the object" in out, out[-3000:]
     assert "exited with status 78" in out and out.count("Traceback") == 1, out[-3000:]
+
+
+def test_optimizer_state_kept_frozen_and_optimizer_only_parameters(tmp_path):
+    """State made up front only where the first step would make it: a
+    parameter already stepped keeps its moments, a frozen one gets none; a
+    parameter the optimizer holds but the model does not is snapshotted and
+    restored; a parameter group added after State is refused."""
+    want = str(tmp_path / "want.pt")
+    rc, out = _in_node(tmp_path, r'''
+import os, torch, pt, pt.torch
+torch.manual_seed(0)
+m = torch.nn.Linear(4, 3)
+frozen = torch.nn.Linear(3, 3)
+frozen.requires_grad_(False)
+model = torch.nn.Sequential(m, frozen)
+scale = torch.nn.Parameter(torch.ones(3))          # the optimizer's only
+opt = torch.optim.AdamW([{"params": list(model.parameters())}, {"params": [scale]}], lr=0.1)
+model(torch.randn(2, 4)).sum().backward()          # one step: scale has no grad yet
+opt.step(); opt.zero_grad()
+assert float(opt.state[m.weight]["step"]) == 1 and scale not in opt.state
+s = pt.torch.State(model, opt)
+assert float(opt.state[m.weight]["step"]) == 1, "a stepped parameter's state was reset"
+assert float(opt.state[m.weight]["exp_avg"].abs().sum()) > 0
+assert float(opt.state[scale]["step"]) == 0 and frozen.weight not in opt.state
+names = [e.name for e in s.entries]
+assert "optparam.1.0" in names and "optim.optparam.1.0.exp_avg" in names, names
+step = s.restore()
+if step is None:
+    for i in range(3):
+        (model(torch.randn(2, 4)) * scale).sum().backward()
+        opt.step(); opt.zero_grad()
+        s.snapshot(i)
+    s.fence()
+    torch.save(scale.detach().clone(), %r)
+    os.kill(os.getpid(), 9)
+assert step == 2, step
+assert torch.equal(scale.detach(), torch.load(%r)), "the optimizer-only parameter was not restored"
+opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))]})
+try:
+    s.snapshot(3)
+    raise SystemExit("a parameter group added after State was taken")
+except pt.torch.ConfigError as e:
+    assert "parameter groups changed" in str(e), e
+s.close(done=True)
+print("optimizer ok")
+''' % (want, want))
+    assert rc == 0 and "optimizer ok" in out, out

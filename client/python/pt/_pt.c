@@ -11,6 +11,8 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,10 +30,17 @@ typedef struct {
   Py_ssize_t nviews, capviews;
 } client_obj;
 
+/* Bytes from another process (an SMP's message, a name in an object) as
+ * str: invalid UTF-8 (a message cut in the middle of a character, a garbage
+ * name) replaced, never a UnicodeDecodeError instead of pt.Error. */
+static PyObject *text_of(const char *t) {
+  return PyUnicode_DecodeUTF8(t, (Py_ssize_t)strlen(t), "replace");
+}
+
 static PyObject *raise_pt(client_obj *self, int rc) {
   const char *last = self && self->c ? pt_last_error(self->c) : "";
-  PyObject *args = Py_BuildValue("(iss)", rc, pt_err_name(rc),
-                                 last && *last ? last : pt_strerror(rc));
+  PyObject *args = Py_BuildValue("(isN)", rc, pt_err_name(rc),
+                                 text_of(last && *last ? last : pt_strerror(rc)));
   if (args) {
     PyErr_SetObject(pt_error_type, args);
     Py_DECREF(args);
@@ -310,7 +319,7 @@ static PyObject *mod_strerror(PyObject *m, PyObject *arg) {
 }
 
 static PyObject *raise_text(int rc, const char *text) {
-  PyObject *args = Py_BuildValue("(iss)", rc, pt_err_name(rc), text);
+  PyObject *args = Py_BuildValue("(isN)", rc, pt_err_name(rc), text_of(text));
   if (args) {
     PyErr_SetObject(pt_error_type, args);
     Py_DECREF(args);
@@ -333,6 +342,39 @@ static PyObject *mod_object_name(PyObject *m, PyObject *args) {
 static bool same_record(const struct snap_slot_info *a, const struct snap_slot_info *b) {
   return a->record_ok && b->record_ok && a->state == b->state && a->step == b->step &&
          a->generation == b->generation && a->blob_crc == b->blob_crc;
+}
+
+/* The reads of read_committed, guarded against SIGBUS (an object truncated
+ * under us): verify the slot, then copy its regions and blob into buffers
+ * allocated before (nothing here allocates or takes a lock). */
+struct read_job {
+  const struct snap_store *s;
+  uint32_t slot, nregions, bad;
+  char **dst;          /* nregions region buffers, then the blob's */
+  uint32_t blob_bytes;
+  int rc;
+};
+
+static int read_guarded(void *arg) {
+  struct read_job *j = arg;
+  j->rc = snap_slot_verify(j->s, j->slot, &j->bad);
+  if (j->rc != PT_OK) return 0;
+  const uint8_t *data = snap_slot_data(j->s, j->slot);
+  for (uint32_t i = 0; i < j->nregions; i++) {
+    const struct snap_region *r = snap_store_region(j->s, i);
+    memcpy(j->dst[i], data + r->offset, r->bytes);
+  }
+  memcpy(j->dst[j->nregions], snap_slot_blob(j->s, j->slot), j->blob_bytes);
+  return 0;
+}
+
+static struct sigaction read_old_bus;
+
+static void read_on_bus(int sig, siginfo_t *si, void *uc) {
+  (void)sig;
+  (void)uc;
+  snap_fault_catch(si->si_addr); /* returns only for a fault not in our read */
+  sigaction(SIGBUS, &read_old_bus, NULL); /* theirs: refaults as before */
 }
 
 /* read_committed(object, step=None) -> dict: a committed step of a rank's
@@ -372,7 +414,7 @@ static PyObject *mod_read_committed(PyObject *m, PyObject *args, PyObject *kw) {
       goto fail;
     }
   }
-  struct snap_slot_info before, after;
+  struct snap_slot_info before;
   snap_slot_get(s, slot, &before);
   if (!before.record_ok || before.state != SNAP_COMMITTED || before.step != step) {
     rc = PT_ESTATE;
@@ -380,37 +422,67 @@ static PyObject *mod_read_committed(PyObject *m, PyObject *args, PyObject *kw) {
              (unsigned long long)step, snap_state_name(before.state));
     goto fail;
   }
-  uint32_t bad = 0;
-  Py_BEGIN_ALLOW_THREADS rc = snap_slot_verify(s, slot, &bad);
-  Py_END_ALLOW_THREADS
-  if (rc != PT_OK) {
-    snprintf(err, sizeof err, "'%s': step %llu fails its checksums (block %u of %u)", name,
-             (unsigned long long)step, bad, snap_store_nblocks(s));
-    goto fail;
-  }
   rc = snap_store_check(s, name, false, err, sizeof err);
   if (rc != PT_OK) goto fail;
-  PyObject *regions = PyList_New(0), *out = NULL;
-  if (!regions) goto fail_py;
-  const uint8_t *data = snap_slot_data(s, slot);
-  for (uint32_t i = 0; i < snap_store_nregions(s); i++) {
+  uint32_t nreg = snap_store_nregions(s);
+  PyObject *regions = PyList_New(nreg), *blob = NULL, *out = NULL;
+  char **dst = regions ? PyMem_Calloc(nreg + 1u, sizeof *dst) : NULL;
+  if (!dst) {
+    Py_XDECREF(regions);
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    goto fail_py;
+  }
+  for (uint32_t i = 0; i < nreg; i++) {
     const struct snap_region *r = snap_store_region(s, i);
-    PyObject *b = PyBytes_FromStringAndSize((const char *)data + r->offset,
-                                            (Py_ssize_t)r->bytes);
-    PyObject *t = b ? Py_BuildValue("(sN)", r->name, b) : NULL;
-    if (!t || PyList_Append(regions, t) < 0) {
-      Py_XDECREF(t);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r->bytes);
+    PyObject *nm = PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)strnlen(r->name, SNAP_NAME_MAX),
+                                        "surrogateescape");
+    PyObject *t = b && nm ? PyTuple_Pack(2, nm, b) : NULL;
+    if (t) dst[i] = PyBytes_AS_STRING(b);
+    Py_XDECREF(b);
+    Py_XDECREF(nm);
+    if (!t) {
+      PyMem_Free(dst);
       Py_DECREF(regions);
       goto fail_py;
     }
-    Py_DECREF(t);
+    PyList_SET_ITEM(regions, i, t);
   }
-  PyObject *blob = PyBytes_FromStringAndSize((const char *)snap_slot_blob(s, slot),
-                                             (Py_ssize_t)before.blob_bytes);
+  blob = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)before.blob_bytes);
   if (!blob) {
+    PyMem_Free(dst);
     Py_DECREF(regions);
     goto fail_py;
   }
+  dst[nreg] = PyBytes_AS_STRING(blob);
+  struct read_job job = {.s = s, .slot = slot, .nregions = nreg, .dst = dst,
+                         .blob_bytes = before.blob_bytes, .rc = PT_OK};
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = read_on_bus;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  Py_BEGIN_ALLOW_THREADS
+  sigaction(SIGBUS, &sa, &read_old_bus);
+  rc = snap_fault_run(s, read_guarded, &job);
+  sigaction(SIGBUS, &read_old_bus, NULL);
+  Py_END_ALLOW_THREADS
+  PyMem_Free(dst);
+  if (rc == PT_OK) rc = job.rc;
+  if (rc != PT_OK) {
+    Py_DECREF(regions);
+    Py_DECREF(blob);
+    if (rc == -EFAULT)
+      snprintf(err, sizeof err, "'%s' was truncated while step %llu was read", name,
+               (unsigned long long)step);
+    else
+      snprintf(err, sizeof err, "'%s': step %llu fails its checksums (block %u of %u)",
+               name, (unsigned long long)step, job.bad, snap_store_nblocks(s));
+    goto fail;
+  }
+  /* the copy's reads before the record's second read */
+  atomic_thread_fence(memory_order_acquire);
+  struct snap_slot_info after;
   snap_slot_get(s, slot, &after);
   if (!same_record(&before, &after)) {
     Py_DECREF(regions);
@@ -420,8 +492,8 @@ static PyObject *mod_read_committed(PyObject *m, PyObject *args, PyObject *kw) {
              name, (unsigned long long)step);
     goto fail;
   }
-  out = Py_BuildValue("{s:K,s:s,s:I,s:I,s:N,s:N}", "step", (unsigned long long)step,
-                      "job", snap_store_job(s), "rank", snap_store_rank(s), "world",
+  out = Py_BuildValue("{s:K,s:N,s:I,s:I,s:N,s:N}", "step", (unsigned long long)step,
+                      "job", text_of(snap_store_job(s)), "rank", snap_store_rank(s), "world",
                       snap_store_world(s), "regions", regions, "blob", blob);
   snap_store_close(s);
   return out;

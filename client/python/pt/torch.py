@@ -80,7 +80,8 @@ class ConfigValueError(ConfigError, ValueError):
 
 # libpt's codes that no restart cures either, raised from State's calls
 _PERMANENT = {"PT_EREGIONS", "PT_ENORESTORE", "PT_ESTEP", "PT_ETOOBIG", "PT_EBUDGET",
-              "E2BIG"}
+              "PT_EOVERLAP", "PT_ECONFIG", "E2BIG"}
+_PT_EREGIONS = -1008         # pt.h
 _hook_installed = False
 
 
@@ -131,12 +132,13 @@ def _read_top(blob):
 
 
 class _Entry:
-    __slots__ = ("name", "kind", "get", "ptr", "nbytes", "ref", "lo", "hi")
+    __slots__ = ("name", "kind", "get", "ptr", "nbytes", "ref", "lo", "hi", "sharded")
 
     def __init__(self, name, kind, get):
         self.name, self.kind, self.get = name, kind, get
         self.ptr, self.nbytes, self.ref = 0, 0, None
         self.lo = self.hi = None  # the bytes registered: all, or this replica's share
+        self.sharded = False
 
 
 def _share(n, r, replicas):
@@ -218,6 +220,9 @@ class State:
             self.replicas = dist.get_world_size(self.group)
             self.group_ranks = [dist.get_global_rank(self.group, i) if self.group is not None
                                 else i for i in range(self.replicas)]
+            # what the group's backend can broadcast is sharded; the rest
+            # (Adam's CPU step counters on an NCCL group) is kept whole
+            self.shard_type = "cuda" if dist.get_backend(self.group) == "nccl" else "cpu"
         # The same checks, and the same up-front optimizer state, with or
         # without an SMP: a run without ptd is the run with it, unsnapshotted.
         if optimizer is not None:
@@ -227,7 +232,10 @@ class State:
             t = e.get()
             _check_dense(e.name, t)
             e.nbytes = t.numel() * t.element_size()
-            e.lo, e.hi = _share(e.nbytes, self.replica, self.replicas)
+            e.sharded = self.replicas > 1 and t.device.type == self.shard_type
+            e.lo, e.hi = self._range(e, self.replica)
+        self.cuda_devices = sorted({e.get().device for e in self.entries
+                                    if e.get().is_cuda}, key=str)
         top = {"tensors": [self._describe(e) for e in self.entries]}
         if self.replicas > 1:
             top["replicas"] = {"replica": self.replica, "of": self.replicas,
@@ -247,7 +255,7 @@ class State:
                 # cluster job protects members of equal size (shares differ
                 # by a tail), so the smaller ones are padded.
                 size = lambda r: sum(-(-(hi - lo) // 64) * 64 for lo, hi in
-                                     (_share(e.nbytes, r, self.replicas) for e in self.entries))
+                                     (self._range(e, r) for e in self.entries))
                 self.pad = bytearray(max(size(r) for r in range(self.replicas))
                                      - size(self.replica) + 64)
                 self.client.register("pt.pad", self.pad)
@@ -289,9 +297,14 @@ class State:
         if self.optimizer is None:
             return
         names = {id(p): n for n, p in self.model.named_parameters()}
+        self.opt_params = _opt_params(self.optimizer)
         for gi, g in enumerate(self.optimizer.param_groups):
             for pi, p in enumerate(g["params"]):
-                base = names.get(id(p), "group%d.%d" % (gi, pi))
+                if id(p) not in names:  # the optimizer's, not the model's
+                    add("optparam.%d.%d" % (gi, pi), "param", lambda p=p: p.data)
+        for gi, g in enumerate(self.optimizer.param_groups):
+            for pi, p in enumerate(g["params"]):
+                base = names.get(id(p), "optparam.%d.%d" % (gi, pi))
                 st = self.optimizer.state.get(p, {})
                 for key in sorted(st):
                     add("optim.%s.%s" % (base, key), "optim",
@@ -308,13 +321,21 @@ class State:
         d = {"name": e.name, "kind": e.kind, "dtype": _dtype_name(t.dtype),
              "shape": list(t.shape), "stride": list(t.stride()), "bytes": e.nbytes,
              "device": "cuda" if t.is_cuda else "cpu"}
-        if self.replicas > 1:
+        if e.sharded:
             d["share"] = [e.lo, e.hi]
         return d
+
+    def _range(self, e, r):
+        """The bytes of e replica r holds: its share, or all of them."""
+        return _share(e.nbytes, r, self.replicas) if e.sharded else (0, e.nbytes)
 
     def _follow(self):
         """Points regions whose tensor moved (a new .data, a replaced state
         tensor) at the new memory; the copy must be fenced."""
+        if self.optimizer is not None and _opt_params(self.optimizer) != self.opt_params:
+            raise ConfigValueError("pt.torch: the optimizer's parameter groups changed "
+                                   "since State was built (add_param_group, a new "
+                                   "optimizer): build State once they are final")
         for e in self.entries:
             t = e.get()
             if not isinstance(t, torch.Tensor) or t.numel() * t.element_size() != e.nbytes \
@@ -374,6 +395,10 @@ class State:
             import numpy
             numpy.random.set_state(h["rng"]["numpy"])
         if self.optimizer is not None:
+            if len(h["groups"]) != len(self.optimizer.param_groups):
+                raise ConfigValueError("pt.torch: the snapshot's optimizer has %d parameter "
+                                       "groups, this one %d" % (len(h["groups"]),
+                                                                len(self.optimizer.param_groups)))
             for g, saved in zip(self.optimizer.param_groups, h["groups"]):
                 g.update(saved)
             for g, sc in zip(self.optimizer.param_groups, h["scalars"]):
@@ -382,7 +407,14 @@ class State:
                         self.optimizer.state[p].update(d)
         if h.get("ddp_layout") is not None and _is_ddp(self.model) and \
                 not getattr(self.model, "_has_rebuilt_buckets", False):
-            _ddp_relayout(self.model, h["ddp_layout"])
+            if getattr(self.model, "mixed_precision", None) is not None or \
+                    getattr(self.model, "_require_manual_backward_finalization", False):
+                sys.stderr.write("pt: warning: DDP with mixed precision or manual "
+                                 "finalization: its bucket layout is not rebuilt, and with "
+                                 "3 or more ranks the first step after this restore may "
+                                 "differ in the last bits from the run that failed\n")
+            else:
+                _ddp_relayout(self.model, h["ddp_layout"])
         self.ddp_layout = h.get("ddp_layout")
         for name, (obj, _cap) in self.extra.items():
             if name not in h["extra"]:
@@ -399,16 +431,38 @@ class State:
             self.restored = True
             return None
         self.fence()
-        self._follow()
-        step = self.client.restore()
+        err, step = None, None
+        try:
+            step = self._restore_local()
+        except Exception as e:  # noqa: BLE001 (said to the other replicas first)
+            err = e
         self.restored = True
         if self.replicas > 1:
+            # every replica's outcome before any of them waits on the others
+            # in the gather: a rank-local failure fails every replica, none hangs
             import torch.distributed as dist
-            steps = [None] * self.replicas
-            dist.all_gather_object(steps, step, group=self.group)
-            if any(x != step for x in steps):
+            outs = [None] * self.replicas
+            dist.all_gather_object(outs, (step, None if err is None else str(err)),
+                                   group=self.group)
+            if err is not None:
+                raise err
+            bad = [(r, o[1]) for r, o in enumerate(outs) if o[1] is not None]
+            if bad:
+                raise Error(-5, "EIO", "pt.torch: replica %d failed to restore: %s"
+                            % bad[0])
+            if any(o[0] != step for o in outs):
                 raise Error(-22, "EINVAL", "pt.torch: the replicas restored different steps "
-                            "(%s): their shares cannot be put together" % steps)
+                            "(%s): their shares cannot be put together"
+                            % [o[0] for o in outs])
+            if step is not None:
+                self._gather_shares()
+        elif err is not None:
+            raise err
+        return step
+
+    def _restore_local(self):
+        self._follow()
+        step = self.client.restore()
         if step is None:
             return None
         blob = self.client.blob_get()
@@ -417,12 +471,11 @@ class State:
         if table != mine:
             diff = next((a, b) for a, b in zip(table + [None] * len(mine),
                                                 mine + [None] * len(table)) if a != b)
-            raise Error(-22, "EINVAL", "pt.torch: step %d was taken with another tensor "
-                        "table: snapshot %s, this program %s" % (step, diff[0], diff[1]))
+            raise Error(_PT_EREGIONS, "PT_EREGIONS", "pt.torch: step %d was taken with "
+                        "another tensor table: snapshot %s, this program %s"
+                        % (step, diff[0], diff[1]))
         (n,) = struct.unpack_from("<I", blob, 4)
         self._put_host_state(pickle.loads(blob[8 + n:]))
-        if self.replicas > 1:
-            self._gather_shares()
         return step
 
     def _gather_shares(self):
@@ -432,6 +485,8 @@ class State:
         for owner in range(self.replicas):
             by_dev = {}
             for e in self.entries:
+                if not e.sharded:
+                    continue
                 t = e.get()
                 lo, hi = _share(e.nbytes, owner, self.replicas)
                 if hi > lo:
@@ -467,6 +522,10 @@ class State:
         self.fence()
         self._follow()
         self.client.blob_set(self._host_blob())
+        # libpt copies device memory on its own stream: the step's kernels,
+        # queued on the current streams, must have written the tensors first
+        for dev in self.cuda_devices:
+            torch.cuda.current_stream(dev).synchronize()
         return self.client.snapshot(step)
 
     def _host_blob(self):
@@ -595,6 +654,10 @@ def _dense(t):
             memory_format=torch.channels_last_3d))
 
 
+def _opt_params(opt):
+    return [[id(p) for p in g["params"]] for g in opt.param_groups]
+
+
 def _check_dense(name, t):
     if not _dense(t):
         raise ConfigValueError("pt.torch: %s is not contiguous (shape %s, stride %s): "
@@ -658,6 +721,8 @@ def _ddp_relayout(ddp, layout):
         dist._compute_bucket_assignment_by_size = orig
     if ddp.static_graph:
         ddp.reducer._set_static_graph()
+    for hook, state in getattr(ddp, "_comm_hooks", []):  # the new reducer has none
+        dist._register_comm_hook(ddp.reducer, state, hook)
 
 
 def _dumps(obj):
@@ -670,7 +735,11 @@ def _init_lazy_state(model, optimizer):
     """Creates the optimizer's lazily made state now, as its first step()
     would find it, without changing a parameter."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    if all(optimizer.state.get(p) for p in params):
+    # only what the first step would create: trainable parameters without
+    # state (a loaded or already stepped one keeps its own; a frozen one gets
+    # none, as in a run without pt)
+    need = [p for p in params if p.requires_grad and not optimizer.state.get(p)]
+    if not need:
         return
     if isinstance(optimizer, torch.optim.SGD):
         if all(g.get("momentum", 0) == 0 for g in optimizer.param_groups):
@@ -686,17 +755,19 @@ def _init_lazy_state(model, optimizer):
                               "SGD without momentum, and any optimizer whose state exists "
                               "before its first step, e.g. Adagrad)"
                         % type(optimizer).__name__)
-    saved = [(p, p.detach().clone(), p.grad) for p in params]
+    grads = [(p, p.grad) for p in params]
+    saved = [(p, p.detach().clone()) for p in need]
     with torch.no_grad():
-        for p in params:
-            p.grad = torch.zeros_like(p)
+        for p in params:  # a parameter without a gradient is skipped by step()
+            p.grad = torch.zeros_like(p) if any(p is q for q in need) else None
     # torch's own step builds the state (dtypes, devices, amsgrad); then every
     # tensor of it goes back to what the first real step expects: zeros.
     optimizer.step()
     with torch.no_grad():
-        for p, data, grad in saved:
-            p.copy_(data)
+        for p, grad in grads:
             p.grad = grad
+        for p, data in saved:
+            p.copy_(data)
             st = optimizer.state[p]
             for k, v in st.items():
                 if isinstance(v, torch.Tensor):
