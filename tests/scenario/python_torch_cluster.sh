@@ -53,7 +53,8 @@ until s=$(c_job_field pyc state) && [ "$s" = done ]; do
 done
 epoch=$(c_job_field pyc epoch)
 [ "$epoch" -ge 2 ] || c_fail "job pyc ended in epoch $epoch: the kill did not restart it"
-grep -q "rank 1: restored step" "$T_DIR/node.b.log" || c_fail "rank 1 restored nothing: $(grep 'rank 1:' "$T_DIR/node.b.log")"
+grep -Eq "rank [01]: restored step" "$T_DIR/node.b.log" \
+  || c_fail "node b's rank restored nothing: $(grep -E 'rank [01]:' "$T_DIR/node.b.log")"
 for r in 0 1; do
   cmp -s "$T_DIR/ref.$r" "$T_DIR/out.$r" || c_fail "rank $r: the digest differs from the run without ptd"
 done
