@@ -80,7 +80,7 @@ class ConfigValueError(ConfigError, ValueError):
 
 # libpt's codes that no restart cures either, raised from State's calls
 _PERMANENT = {"PT_EREGIONS", "PT_ENORESTORE", "PT_ESTEP", "PT_ETOOBIG", "PT_EBUDGET",
-              "PT_EOVERLAP", "PT_ECONFIG", "E2BIG"}
+              "PT_EOVERLAP", "PT_ECONFIG", "PT_ENODEVICE", "E2BIG"}
 _PT_EREGIONS = -1008         # pt.h
 _hook_installed = False
 
