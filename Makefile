@@ -263,10 +263,15 @@ demo: all
 demo-node: all
 	$(Q)tests/demo.sh $(BUILD)
 
-# The Python package (client/python, import name `pt`) into python3's
-# environment, with libpt linked in (PT_BUILD tells setup.py where it is).
+# The Python package (client/python, import names `pt` and `pt.torch`) into
+# $(PYTHON)'s environment (a virtual environment's python, where the system's
+# is externally managed), with libpt linked in (PT_BUILD tells setup.py
+# where it is).
+PYTHON ?= python3
 python: all
-	$(Q)PT_BUILD=$(abspath $(BUILD)) python3 -m pip install ./client/python
+	$(Q)$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "make python: $(PYTHON) has no pip: \
+	  make python PYTHON=/path/to/venv/bin/python (python3 -m venv makes one)"; exit 1; }
+	$(Q)PT_BUILD=$(abspath $(BUILD)) PT_ROOT=$(CURDIR) $(PYTHON) -m pip install ./client/python
 
 bench: all
 	$(Q)$(BUILD)/bin/ptbench
