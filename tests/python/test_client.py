@@ -1,22 +1,17 @@
 """The pt package against a real `ptd node` (CPU, no torch needed).
 
 PT_BUILD names the build folder (default ../../build)."""
-import json
 import os
 import random
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 
 import pt
+from ptdtest import PTD, status as _status, wait as _wait
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD = os.environ.get("PT_BUILD", os.path.join(HERE, "..", "..", "build"))
-PTD = os.path.join(BUILD, "bin", "ptd")
-PTCTL = os.path.join(BUILD, "bin", "ptctl")
 TRAINER = os.path.join(HERE, "trainer.py")
 
 
@@ -37,22 +32,6 @@ def test_reference_runs_without_pt(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "no SMP" in p.stdout
     assert len(open(out + ".0").read().strip()) == 64
-
-
-def _status(sd):
-    p = subprocess.run([PTCTL, "--state-dir", sd, "status", "--json"],
-                       capture_output=True, text=True, timeout=10)
-    return json.loads(p.stdout) if p.returncode == 0 else None
-
-
-def _wait(pred, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 @pytest.mark.parametrize("ranks", [2])

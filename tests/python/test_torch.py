@@ -5,7 +5,6 @@ case of PyTorch state (lazy optimizer state, copies of RNG state, tensors
 that cannot be registered, another model's snapshot) has its test.
 
 PT_BUILD names the build folder (default ../../build)."""
-import json
 import os
 import random
 import socket
@@ -21,14 +20,11 @@ else:
     torch = pytest.importorskip("torch")
 
 import pt  # noqa: E402
+from ptdtest import ENV0, PTD, status as _status, wait as _wait  # noqa: E402
 import pt.torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD = os.environ.get("PT_BUILD", os.path.join(HERE, "..", "..", "build"))
-PTD = os.path.join(BUILD, "bin", "ptd")
-PTCTL = os.path.join(BUILD, "bin", "ptctl")
 TRAINER = os.path.join(HERE, "torch_trainer.py")
-ENV0 = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
 
 
 def _port():
@@ -61,22 +57,6 @@ def _reference(tmp_path, ranks, steps, extra=()):
         assert p.returncode == 0, out[-3000:]
         assert "no SMP" in out, out[-3000:]
     return [open("%s.%d" % (ref, r)).read() for r in range(ranks)]
-
-
-def _status(sd):
-    p = subprocess.run([PTCTL, "--state-dir", sd, "status", "--json"],
-                       capture_output=True, text=True, timeout=10)
-    return json.loads(p.stdout) if p.returncode == 0 else None
-
-
-def _wait(pred, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def _node(tmp_path, ranks, args, name="node"):

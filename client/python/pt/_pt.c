@@ -37,15 +37,19 @@ static PyObject *text_of(const char *t) {
   return PyUnicode_DecodeUTF8(t, (Py_ssize_t)strlen(t), "replace");
 }
 
-static PyObject *raise_pt(client_obj *self, int rc) {
-  const char *last = self && self->c ? pt_last_error(self->c) : "";
-  PyObject *args = Py_BuildValue("(isN)", rc, pt_err_name(rc),
-                                 text_of(last && *last ? last : pt_strerror(rc)));
+static PyObject *raise_text(int rc, const char *text) {
+  PyObject *args = Py_BuildValue("(isN)", rc, pt_err_name(rc), text_of(text));
   if (args) {
     PyErr_SetObject(pt_error_type, args);
     Py_DECREF(args);
   }
   return NULL;
+}
+
+/* rc as pt.Error, with the client's last message when it has one. */
+static PyObject *raise_pt(client_obj *self, int rc) {
+  const char *last = self && self->c ? pt_last_error(self->c) : "";
+  return raise_text(rc, last && *last ? last : pt_strerror(rc));
 }
 
 static int check_open(client_obj *self) {
@@ -316,15 +320,6 @@ static PyObject *mod_strerror(PyObject *m, PyObject *arg) {
   long rc = PyLong_AsLong(arg);
   if (rc == -1 && PyErr_Occurred()) return NULL;
   return PyUnicode_FromString(pt_strerror((int)rc));
-}
-
-static PyObject *raise_text(int rc, const char *text) {
-  PyObject *args = Py_BuildValue("(isN)", rc, pt_err_name(rc), text_of(text));
-  if (args) {
-    PyErr_SetObject(pt_error_type, args);
-    Py_DECREF(args);
-  }
-  return NULL;
 }
 
 /* object_name(prefix, job, rank) -> "/<prefix>pt.<job>.<rank>" */

@@ -41,7 +41,6 @@ Without an SMP (PT_SMP_SOCKET unset: not started by ptd) State says so once
 on stderr and every call is a no-op: restore() returns None, snapshot()
 returns pt.SKIPPED, and the run goes on without snapshots.
 """
-import io
 import json
 import pickle
 import random
@@ -52,7 +51,7 @@ import os
 import torch
 
 from . import _pt
-from . import Client, Error, OK, SKIPPED
+from . import Client, Error, SKIPPED
 
 __all__ = ["State", "ConfigError", "BLOB_MAGIC", "read_table", "export"]
 
@@ -231,11 +230,11 @@ class State:
         for e in self.entries:
             t = e.get()
             _check_dense(e.name, t)
-            e.nbytes = t.numel() * t.element_size()
+            e.ref, e.nbytes = t, t.numel() * t.element_size()
             e.sharded = self.replicas > 1 and t.device.type == self.shard_type
             e.lo, e.hi = self._range(e, self.replica)
-        self.cuda_devices = sorted({e.get().device for e in self.entries
-                                    if e.get().is_cuda}, key=str)
+        self.cuda_devices = sorted({e.ref.device for e in self.entries
+                                    if e.ref.is_cuda}, key=str)
         top = {"tensors": [self._describe(e) for e in self.entries]}
         if self.replicas > 1:
             top["replicas"] = {"replica": self.replica, "of": self.replicas,
@@ -726,9 +725,7 @@ def _ddp_relayout(ddp, layout):
 
 
 def _dumps(obj):
-    f = io.BytesIO()
-    pickle.dump(obj, f, protocol=4)
-    return f.getvalue()
+    return pickle.dumps(obj, protocol=4)
 
 
 def _init_lazy_state(model, optimizer):
