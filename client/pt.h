@@ -77,7 +77,7 @@ extern "C" {
  * the pt_* functions of this header and nothing else.
  */
 #define PT_VERSION_MAJOR 0
-#define PT_VERSION_MINOR 2
+#define PT_VERSION_MINOR 3
 #define PT_VERSION (((uint32_t)PT_VERSION_MAJOR << 16) | PT_VERSION_MINOR)
 
 /* The version of the libpt linked in: (major << 16) | minor. */
@@ -114,6 +114,10 @@ enum {
   /* pt_snapshot(): no free slot (protection of an earlier step still runs);
    * nothing was copied and training goes on. Not an error. */
   PT_SKIPPED = 1,
+  /* pt_snapshot(), pt_recover_pending(), for a client opened with
+   * recover_in_place: another rank died and the node asks this one to
+   * restore in place (see pt_recover_pending()). Nothing was copied. */
+  PT_RECOVER = 2,
 #define PT_ERR_ENUM_(name, value, text) PT_E##name = (value),
   PT_ERRNO_MAP(PT_ERR_ENUM_)
 #undef PT_ERR_ENUM_
@@ -164,6 +168,10 @@ struct pt_options {
                             * most timeout_ms */
   pt_log_fn log_fn;        /* NULL: libpt says nothing */
   void *log_arg;
+  /* Since 0.3. true: this trainer can restore in place (see
+   * pt_recover_pending()); false (the default): when another rank dies,
+   * `ptd node` restarts this one as well. */
+  bool recover_in_place;
 };
 
 /* Opens a client for this rank and connects to its SMP.
@@ -251,6 +259,31 @@ int pt_fence(pt_client *c);
  * as long as bytes keep coming (the SMP gives up after 9 s without any;
  * -ETIMEDOUT here after 15 s of reports that show none). */
 int pt_restore(pt_client *c, uint64_t *step);
+
+/*
+ * Recovery in place. Without it, `ptd node` restarts every rank when one
+ * trainer dies. A client opened with recover_in_place tells its SMP that
+ * this process can instead stop at a safe point and restore in place:
+ * when another rank's trainer dies, the node restarts only that one and
+ * asks the others to restore the step it chooses. Such a client then gets
+ * PT_RECOVER from pt_snapshot() (no slot is taken), and the trainer
+ * leaves its step loop, re-forms its collective communication with the
+ * restarted rank, calls pt_restore() (which waits for the node's restore
+ * point, at most 15 s) and goes on from the step it returns. A trainer
+ * whose step failed because a peer vanished (a collective raised an
+ * error) asks pt_recover_pending() whether that is why, before giving up.
+ * A rank that does not restore within the node's --recover-timeout is
+ * restarted with all the others, as without this option.
+ */
+
+/* Has the node asked this trainer to restore in place? Asks the SMP every
+ * 20 ms until timeout_ms (0: once): PT_RECOVER (yes: pt_restore() next;
+ * *generation, when not NULL, is the node's count of such recoveries: a
+ * trainer that meets its restarted peers at a new rendezvous uses it, as
+ * `ptd node` gives the restarted ones MASTER_PORT = PT_MASTER_PORT_BASE +
+ * generation % 64), PT_OK (not asked by then), or an error (PT_ESTATE: the
+ * client was not opened with recover_in_place). */
+int pt_recover_pending(pt_client *c, int timeout_ms, uint64_t *generation);
 
 /* The blob: a small opaque byte string stored with every snapshot, for
  * state that lives outside registered memory (a pickled sampler, a

@@ -240,6 +240,7 @@ int pt_client_open(pt_client **out, const struct pt_options *user_opts)
   c->phase = PHASE_IDLE;
   c->log_fn = opts->log_fn;
   c->log_arg = opts->log_arg;
+  c->recover_in_place = opts->recover_in_place;
 
   rc = sync_init(c);
   if (rc != 0)

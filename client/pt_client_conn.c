@@ -415,6 +415,8 @@ static int hello(pt_client *c, uint64_t deadline)
    * started fresh) on its first session. */
   req.has_reconnect = c->had_hello;
   req.reconnect = c->had_hello;
+  req.has_recover_in_place = c->recover_in_place;
+  req.recover_in_place = c->recover_in_place;
   req.n_regions = c->nregions;
   req.regions = rp;
 

@@ -134,6 +134,7 @@ struct pt_client {
   int copy_threads;
   int timeout_ms;
   int snap_timeout_ms; /* the bound of pt_snapshot() and of a fence's wait */
+  bool recover_in_place; /* pt_options.recover_in_place: said in HELLO */
   pt_log_fn log_fn;
   void *log_arg;
   char last_error[512];

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pt_client_internal.h"
 
@@ -54,6 +55,12 @@ static int restore_query(pt_client *c, ProtobufCMessage **out)
                  r->message ? r->message : "no detail");
       protobuf_c_message_free_unpacked(m, NULL);
       return -ETIMEDOUT;
+    }
+    /* Nothing new (an SMP waiting for the node's restore point answers at
+     * once): a short pause, not a busy loop of requests. */
+    if (done == 0) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
     }
     if (logged_ms == 0 || now >= logged_ms + RESTORE_PROGRESS_LOG_MS) {
       client_log(c, PT_LOG_INFO, "pt: restore waits: %s",
@@ -220,6 +227,50 @@ out_free:
 }
 
 /* ---- the blob ---- */
+
+/* ---- recovery in place ---- */
+
+#define RECOVER_POLL_MS 20
+
+int pt_recover_pending(pt_client *c, int timeout_ms, uint64_t *generation)
+{
+  Pt__RecoverQuery req = PT__RECOVER_QUERY__INIT;
+  uint64_t until;
+
+  if (c == NULL || timeout_ms < 0)
+    return -EINVAL;
+  if (client_foreign_process(c))
+    return PT_ESTATE;
+  if (!c->recover_in_place) {
+    client_log(c, PT_LOG_ERROR, "pt: pt_recover_pending() needs a client "
+               "opened with recover_in_place");
+    return PT_ESTATE;
+  }
+  /* No HELLO yet: no SMP knows this trainer, so none was asked. */
+  if (!c->had_session)
+    return PT_OK;
+  until = rpc_now_ms() + (uint64_t)timeout_ms;
+  for (;;) {
+    ProtobufCMessage *m = NULL;
+    int rc = client_session_call(c, RPC_RECOVER_QUERY, &req.base, RPC_REPLY,
+                                 client_deadline_after(c), &m, NULL);
+    if (rc != 0)
+      return rc;
+    const Pt__Reply *r = (const Pt__Reply *)m;
+    rc = r->status;
+    if (rc == PT_RECOVER && generation != NULL)
+      *generation = r->has_generation ? r->generation : 0;
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc != PT_OK)
+      return rc; /* PT_RECOVER, or the SMP's refusal */
+    uint64_t now = rpc_now_ms();
+    if (now >= until)
+      return PT_OK;
+    uint64_t d = until - now < RECOVER_POLL_MS ? until - now : RECOVER_POLL_MS;
+    struct timespec ts = {0, (long)d * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
 
 int pt_blob_set(pt_client *c, const void *data, size_t len)
 {

@@ -370,6 +370,12 @@ int pt_snapshot(pt_client *c, uint64_t step)
                "skipped steps", (unsigned long long)c->hang_skips);
     c->hang_skips = 0;
   }
+  if (rc == PT_RECOVER && c->recover_in_place) {
+    client_log(c, PT_LOG_INFO, "pt: step %llu not taken: the node asks this "
+               "trainer to restore in place", (unsigned long long)step);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return PT_RECOVER;
+  }
   if (rc == PT_SKIPPED) {
     c->skipped++;
     c->has_last_step = true;

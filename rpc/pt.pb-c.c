@@ -457,6 +457,51 @@ void   pt__restore_reply__free_unpacked
   assert(message->base.descriptor == &pt__restore_reply__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pt__recover_query__init
+                     (Pt__RecoverQuery         *message)
+{
+  static const Pt__RecoverQuery init_value = PT__RECOVER_QUERY__INIT;
+  *message = init_value;
+}
+size_t pt__recover_query__get_packed_size
+                     (const Pt__RecoverQuery *message)
+{
+  assert(message->base.descriptor == &pt__recover_query__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__recover_query__pack
+                     (const Pt__RecoverQuery *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__recover_query__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__recover_query__pack_to_buffer
+                     (const Pt__RecoverQuery *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__recover_query__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__RecoverQuery *
+       pt__recover_query__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__RecoverQuery *)
+     protobuf_c_message_unpack (&pt__recover_query__descriptor,
+                                allocator, len, data);
+}
+void   pt__recover_query__free_unpacked
+                     (Pt__RecoverQuery *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__recover_query__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pt__bye__init
                      (Pt__Bye         *message)
 {
@@ -905,6 +950,51 @@ void   pt__trainer_set__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &pt__trainer_set__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pt__recover__init
+                     (Pt__Recover         *message)
+{
+  static const Pt__Recover init_value = PT__RECOVER__INIT;
+  *message = init_value;
+}
+size_t pt__recover__get_packed_size
+                     (const Pt__Recover *message)
+{
+  assert(message->base.descriptor == &pt__recover__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pt__recover__pack
+                     (const Pt__Recover *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pt__recover__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pt__recover__pack_to_buffer
+                     (const Pt__Recover *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pt__recover__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pt__Recover *
+       pt__recover__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pt__Recover *)
+     protobuf_c_message_unpack (&pt__recover__descriptor,
+                                allocator, len, data);
+}
+void   pt__recover__free_unpacked
+                     (Pt__Recover *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pt__recover__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   pt__set_restore__init
@@ -3806,7 +3896,7 @@ const ProtobufCMessageDescriptor pt__region__descriptor =
   (ProtobufCMessageInit) pt__region__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__hello__field_descriptors[6] =
+static const ProtobufCFieldDescriptor pt__hello__field_descriptors[7] =
 {
   {
     "job",
@@ -3880,19 +3970,32 @@ static const ProtobufCFieldDescriptor pt__hello__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "recover_in_place",
+    7,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Pt__Hello, has_recover_in_place),
+    offsetof(Pt__Hello, recover_in_place),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__hello__field_indices_by_name[] = {
   0,   /* field[0] = job */
   3,   /* field[3] = pid */
   1,   /* field[1] = rank */
   5,   /* field[5] = reconnect */
+  6,   /* field[6] = recover_in_place */
   4,   /* field[4] = regions */
   2,   /* field[2] = world */
 };
 static const ProtobufCIntRange pt__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pt__hello__descriptor =
 {
@@ -3902,7 +4005,7 @@ const ProtobufCMessageDescriptor pt__hello__descriptor =
   "Pt__Hello",
   "pt",
   sizeof(Pt__Hello),
-  6,
+  7,
   pt__hello__field_descriptors,
   pt__hello__field_indices_by_name,
   1,  pt__hello__number_ranges,
@@ -4294,7 +4397,7 @@ const ProtobufCMessageDescriptor pt__release__descriptor =
   (ProtobufCMessageInit) pt__release__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pt__reply__field_descriptors[2] =
+static const ProtobufCFieldDescriptor pt__reply__field_descriptors[3] =
 {
   {
     "status",
@@ -4320,15 +4423,28 @@ static const ProtobufCFieldDescriptor pt__reply__field_descriptors[2] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "generation",
+    3,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pt__Reply, has_generation),
+    offsetof(Pt__Reply, generation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pt__reply__field_indices_by_name[] = {
+  2,   /* field[2] = generation */
   1,   /* field[1] = message */
   0,   /* field[0] = status */
 };
 static const ProtobufCIntRange pt__reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor pt__reply__descriptor =
 {
@@ -4338,7 +4454,7 @@ const ProtobufCMessageDescriptor pt__reply__descriptor =
   "Pt__Reply",
   "pt",
   sizeof(Pt__Reply),
-  2,
+  3,
   pt__reply__field_descriptors,
   pt__reply__field_indices_by_name,
   1,  pt__reply__number_ranges,
@@ -4497,6 +4613,24 @@ const ProtobufCMessageDescriptor pt__restore_reply__descriptor =
   pt__restore_reply__field_indices_by_name,
   1,  pt__restore_reply__number_ranges,
   (ProtobufCMessageInit) pt__restore_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define pt__recover_query__field_descriptors NULL
+#define pt__recover_query__field_indices_by_name NULL
+#define pt__recover_query__number_ranges NULL
+const ProtobufCMessageDescriptor pt__recover_query__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.RecoverQuery",
+  "RecoverQuery",
+  "Pt__RecoverQuery",
+  "pt",
+  sizeof(Pt__RecoverQuery),
+  0,
+  pt__recover_query__field_descriptors,
+  pt__recover_query__field_indices_by_name,
+  0,  pt__recover_query__number_ranges,
+  (ProtobufCMessageInit) pt__recover_query__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__bye__field_descriptors[1] =
@@ -5228,6 +5362,44 @@ const ProtobufCMessageDescriptor pt__trainer_set__descriptor =
   pt__trainer_set__field_indices_by_name,
   1,  pt__trainer_set__number_ranges,
   (ProtobufCMessageInit) pt__trainer_set__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pt__recover__field_descriptors[1] =
+{
+  {
+    "generation",
+    1,
+    PROTOBUF_C_LABEL_REQUIRED,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pt__Recover, generation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pt__recover__field_indices_by_name[] = {
+  0,   /* field[0] = generation */
+};
+static const ProtobufCIntRange pt__recover__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pt__recover__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pt.Recover",
+  "Recover",
+  "Pt__Recover",
+  "pt",
+  sizeof(Pt__Recover),
+  1,
+  pt__recover__field_descriptors,
+  pt__recover__field_indices_by_name,
+  1,  pt__recover__number_ranges,
+  (ProtobufCMessageInit) pt__recover__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pt__set_restore__field_descriptors[5] =
@@ -11198,7 +11370,7 @@ const ProtobufCMessageDescriptor pt__fault_reply__descriptor =
   (ProtobufCMessageInit) pt__fault_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[7] =
+static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[8] =
 {
   { "EVENT_SEALED", "PT__EVENT_KIND__EVENT_SEALED", 1 },
   { "EVENT_TRAINER_GONE", "PT__EVENT_KIND__EVENT_TRAINER_GONE", 2 },
@@ -11207,17 +11379,19 @@ static const ProtobufCEnumValue pt__event_kind__enum_values_by_number[7] =
   { "EVENT_REBUILD_STARTED", "PT__EVENT_KIND__EVENT_REBUILD_STARTED", 5 },
   { "EVENT_PERSISTED", "PT__EVENT_KIND__EVENT_PERSISTED", 6 },
   { "EVENT_LOAD_FAILED", "PT__EVENT_KIND__EVENT_LOAD_FAILED", 7 },
+  { "EVENT_RECOVERED", "PT__EVENT_KIND__EVENT_RECOVERED", 8 },
 };
 static const ProtobufCIntRange pt__event_kind__value_ranges[] = {
-{1, 0},{0, 7}
+{1, 0},{0, 8}
 };
-static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[7] =
+static const ProtobufCEnumValueIndex pt__event_kind__enum_values_by_name[8] =
 {
   { "EVENT_HELLO_REFUSED", 2 },
   { "EVENT_LOAD_FAILED", 6 },
   { "EVENT_PERSISTED", 5 },
   { "EVENT_REBUILD_FAILED", 3 },
   { "EVENT_REBUILD_STARTED", 4 },
+  { "EVENT_RECOVERED", 7 },
   { "EVENT_SEALED", 0 },
   { "EVENT_TRAINER_GONE", 1 },
 };
@@ -11228,9 +11402,9 @@ const ProtobufCEnumDescriptor pt__event_kind__descriptor =
   "EventKind",
   "Pt__EventKind",
   "pt",
-  7,
+  8,
   pt__event_kind__enum_values_by_number,
-  7,
+  8,
   pt__event_kind__enum_values_by_name,
   1,
   pt__event_kind__value_ranges,

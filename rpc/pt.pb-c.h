@@ -25,6 +25,7 @@ typedef struct Pt__Release Pt__Release;
 typedef struct Pt__Reply Pt__Reply;
 typedef struct Pt__RestoreQuery Pt__RestoreQuery;
 typedef struct Pt__RestoreReply Pt__RestoreReply;
+typedef struct Pt__RecoverQuery Pt__RecoverQuery;
 typedef struct Pt__Bye Pt__Bye;
 typedef struct Pt__Subscribe Pt__Subscribe;
 typedef struct Pt__SlotInfo Pt__SlotInfo;
@@ -35,6 +36,7 @@ typedef struct Pt__Pin Pt__Pin;
 typedef struct Pt__Commit Pt__Commit;
 typedef struct Pt__Unpin Pt__Unpin;
 typedef struct Pt__TrainerSet Pt__TrainerSet;
+typedef struct Pt__Recover Pt__Recover;
 typedef struct Pt__SetRestore Pt__SetRestore;
 typedef struct Pt__StatusQuery Pt__StatusQuery;
 typedef struct Pt__SlotView Pt__SlotView;
@@ -128,7 +130,12 @@ typedef enum _Pt__EventKind {
    * the restore of step from disk (SetRestore.from_disk) failed: status,
    * message; the node restores an older complete step instead
    */
-  PT__EVENT_KIND__EVENT_LOAD_FAILED = 7
+  PT__EVENT_KIND__EVENT_LOAD_FAILED = 7,
+  /*
+   * the trainer asked to restore in place (RPC_RECOVER) took the restore
+   * point: step is what its RESTORE_QUERY was answered
+   */
+  PT__EVENT_KIND__EVENT_RECOVERED = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PT__EVENT_KIND)
 } Pt__EventKind;
 /*
@@ -196,10 +203,17 @@ struct  Pt__Hello
    */
   protobuf_c_boolean has_reconnect;
   protobuf_c_boolean reconnect;
+  /*
+   * true when the trainer can restore in place (pt_options.recover_in_place):
+   * asked to (RPC_RECOVER from the node), it stops at its next safe point
+   * and restores the node's restore point without exiting
+   */
+  protobuf_c_boolean has_recover_in_place;
+  protobuf_c_boolean recover_in_place;
 };
 #define PT__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__hello__descriptor) \
-    , NULL, 0, 0, 0, 0,NULL, 0, 0 }
+    , NULL, 0, 0, 0, 0,NULL, 0, 0, 0, 0 }
 
 
 /*
@@ -241,7 +255,8 @@ struct  Pt__SlotAcquire
 
 
 /*
- * RPC_SLOT_REPLY: status 0 (slot assigned) or PT_SKIPPED.
+ * RPC_SLOT_REPLY: status 0 (slot assigned) or PT_SKIPPED; PT_RECOVER (no
+ * slot) while the node asks this trainer to restore in place.
  */
 struct  Pt__SlotReply
 {
@@ -320,10 +335,16 @@ struct  Pt__Reply
   ProtobufCMessage base;
   int32_t status;
   char *message;
+  /*
+   * RECOVER_QUERY answered PT_RECOVER: the recovery's generation (the
+   * restarted ranks' rendezvous is MASTER_PORT base + generation % 64)
+   */
+  protobuf_c_boolean has_generation;
+  uint64_t generation;
 };
 #define PT__REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__reply__descriptor) \
-    , 0, NULL }
+    , 0, NULL, 0, 0 }
 
 
 /*
@@ -367,6 +388,21 @@ struct  Pt__RestoreReply
 #define PT__RESTORE_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__restore_reply__descriptor) \
     , 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * RPC_RECOVER_QUERY: trainer only: has the node asked this trainer to
+ * restore in place (RPC_RECOVER)? Answered at once with RPC_REPLY: status
+ * PT_RECOVER (yes: call RESTORE_QUERY, which is held until the node set
+ * the restore point; generation: the node's) or 0 (no).
+ */
+struct  Pt__RecoverQuery
+{
+  ProtobufCMessage base;
+};
+#define PT__RECOVER_QUERY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__recover_query__descriptor) \
+     }
 
 
 /*
@@ -622,6 +658,28 @@ struct  Pt__TrainerSet
 #define PT__TRAINER_SET__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pt__trainer_set__descriptor) \
     , 0, 0, 0 }
+
+
+/*
+ * RPC_RECOVER: node only. Another rank's trainer died and this rank's
+ * trainer, alive and able to (Hello.recover_in_place), is to restore in
+ * place: from now on SLOT_ACQUIRE answers PT_RECOVER, RECOVER_QUERY says
+ * so, and RESTORE_QUERY waits for the next SET_RESTORE; the first
+ * RESTORE_QUERY answered after it ends the request (EVENT_RECOVERED).
+ * Answered with RPC_REPLY: status 0, or PT_ESTATE (no trainer connected,
+ * or one that cannot restore in place: the node restarts it instead).
+ */
+struct  Pt__Recover
+{
+  ProtobufCMessage base;
+  /*
+   * the node's count of such requests
+   */
+  uint64_t generation;
+};
+#define PT__RECOVER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pt__recover__descriptor) \
+    , 0 }
 
 
 /*
@@ -2702,6 +2760,25 @@ Pt__RestoreReply *
 void   pt__restore_reply__free_unpacked
                      (Pt__RestoreReply *message,
                       ProtobufCAllocator *allocator);
+/* Pt__RecoverQuery methods */
+void   pt__recover_query__init
+                     (Pt__RecoverQuery         *message);
+size_t pt__recover_query__get_packed_size
+                     (const Pt__RecoverQuery   *message);
+size_t pt__recover_query__pack
+                     (const Pt__RecoverQuery   *message,
+                      uint8_t             *out);
+size_t pt__recover_query__pack_to_buffer
+                     (const Pt__RecoverQuery   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__RecoverQuery *
+       pt__recover_query__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__recover_query__free_unpacked
+                     (Pt__RecoverQuery *message,
+                      ProtobufCAllocator *allocator);
 /* Pt__Bye methods */
 void   pt__bye__init
                      (Pt__Bye         *message);
@@ -2891,6 +2968,25 @@ Pt__TrainerSet *
                       const uint8_t       *data);
 void   pt__trainer_set__free_unpacked
                      (Pt__TrainerSet *message,
+                      ProtobufCAllocator *allocator);
+/* Pt__Recover methods */
+void   pt__recover__init
+                     (Pt__Recover         *message);
+size_t pt__recover__get_packed_size
+                     (const Pt__Recover   *message);
+size_t pt__recover__pack
+                     (const Pt__Recover   *message,
+                      uint8_t             *out);
+size_t pt__recover__pack_to_buffer
+                     (const Pt__Recover   *message,
+                      ProtobufCBuffer     *buffer);
+Pt__Recover *
+       pt__recover__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pt__recover__free_unpacked
+                     (Pt__Recover *message,
                       ProtobufCAllocator *allocator);
 /* Pt__SetRestore methods */
 void   pt__set_restore__init
@@ -4121,6 +4217,9 @@ typedef void (*Pt__RestoreQuery_Closure)
 typedef void (*Pt__RestoreReply_Closure)
                  (const Pt__RestoreReply *message,
                   void *closure_data);
+typedef void (*Pt__RecoverQuery_Closure)
+                 (const Pt__RecoverQuery *message,
+                  void *closure_data);
 typedef void (*Pt__Bye_Closure)
                  (const Pt__Bye *message,
                   void *closure_data);
@@ -4150,6 +4249,9 @@ typedef void (*Pt__Unpin_Closure)
                   void *closure_data);
 typedef void (*Pt__TrainerSet_Closure)
                  (const Pt__TrainerSet *message,
+                  void *closure_data);
+typedef void (*Pt__Recover_Closure)
+                 (const Pt__Recover *message,
                   void *closure_data);
 typedef void (*Pt__SetRestore_Closure)
                  (const Pt__SetRestore *message,
@@ -4358,6 +4460,7 @@ extern const ProtobufCMessageDescriptor pt__release__descriptor;
 extern const ProtobufCMessageDescriptor pt__reply__descriptor;
 extern const ProtobufCMessageDescriptor pt__restore_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__restore_reply__descriptor;
+extern const ProtobufCMessageDescriptor pt__recover_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__bye__descriptor;
 extern const ProtobufCMessageDescriptor pt__subscribe__descriptor;
 extern const ProtobufCMessageDescriptor pt__slot_info__descriptor;
@@ -4368,6 +4471,7 @@ extern const ProtobufCMessageDescriptor pt__pin__descriptor;
 extern const ProtobufCMessageDescriptor pt__commit__descriptor;
 extern const ProtobufCMessageDescriptor pt__unpin__descriptor;
 extern const ProtobufCMessageDescriptor pt__trainer_set__descriptor;
+extern const ProtobufCMessageDescriptor pt__recover__descriptor;
 extern const ProtobufCMessageDescriptor pt__set_restore__descriptor;
 extern const ProtobufCMessageDescriptor pt__status_query__descriptor;
 extern const ProtobufCMessageDescriptor pt__slot_view__descriptor;

@@ -158,7 +158,10 @@ enum rpc_type {
   RPC_PEER_META = 65,           /* Pt__PeerMeta */
   RPC_PEER_FETCH = 66,          /* Pt__PeerFetch */
   RPC_PEER_SKIP = 67,           /* Pt__PeerSkip */
-  RPC_TYPE_MAX_ = 67,
+  /* recovery in place (node -> SMP -> trainer) */
+  RPC_RECOVER = 68,             /* Pt__Recover */
+  RPC_RECOVER_QUERY = 69,       /* Pt__RecoverQuery */
+  RPC_TYPE_MAX_ = 69,
 };
 
 /* The protobuf-c descriptor of a frame type's body; NULL for unknown types. */

@@ -101,6 +101,8 @@ static const struct type_entry type_table[RPC_TYPE_MAX_ + 1] = {
     [RPC_PEER_META] = {"PEER_META", &pt__peer_meta__descriptor},
     [RPC_PEER_FETCH] = {"PEER_FETCH", &pt__peer_fetch__descriptor},
     [RPC_PEER_SKIP] = {"PEER_SKIP", &pt__peer_skip__descriptor},
+    [RPC_RECOVER] = {"RECOVER", &pt__recover__descriptor},
+    [RPC_RECOVER_QUERY] = {"RECOVER_QUERY", &pt__recover_query__descriptor},
 };
 
 const ProtobufCMessageDescriptor *rpc_type_descriptor(uint32_t type)

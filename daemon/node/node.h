@@ -40,6 +40,8 @@
  *                 signals, systemd notify and watchdog
  *   node_check.c  checks before anything is spawned: open files, budget
  *   node_fault.c  fault injection the controller relays (--allow-faults)
+ *   node_recover.c recovery in place: a failed trainer restarted alone,
+ *                 the others restoring without exiting
  *
  * Every child process has one owner: the node_rank that spawned or adopted
  * it, through a heap node_child freed when its libuv handle is closed.
@@ -122,6 +124,8 @@ struct node_config {
   uint32_t restart_window_ms;   /* --max-restarts counts in it; 0: life */
   uint32_t progress_timeout_ms; /* no seal from a rank that long: restart;
                                    0: off */
+  uint32_t recover_timeout_ms;  /* recovery in place: survivors restore by
+                                   then, else all restart; 0: off */
   bool keep;               /* keep the shm objects after success */
   /* The job instance at start-up (node_ident.c): --resume continues the
    * instance recorded in the state dir, --fresh unlinks the job's old shm
@@ -293,6 +297,7 @@ enum node_req_kind {
                              whose contents are not used */
   NODE_REQ_TRAINER_SET,   /* the rank's trainer (r->trainer) -> REPLY */
   NODE_REQ_PEERS_SET,     /* where the group's SMPs listen -> REPLY */
+  NODE_REQ_RECOVER,       /* restore in place (node_recover.c) -> REPLY */
 };
 
 struct node_req {
@@ -357,6 +362,9 @@ struct node_rank {
   bool gone_seen, gone_done; /* EVENT_TRAINER_GONE since it was started */
   uint64_t gone_deadline;
   uint64_t progress_at;      /* its last seal, or its start; --progress-timeout */
+  /* Recovery in place (node_recover.c): its trainer was asked to restore
+   * in place (RECOVER), the SMP took the request, the trainer restored. */
+  bool recover_asked, recover_acked, recovered;
 };
 
 enum node_phase {
@@ -477,11 +485,39 @@ struct node {
   struct node_cluster *cluster; /* cluster mode: the controller link */
   struct node_part *part;       /* cluster mode: the job part (node_part.c) */
 
+  /* Recovery in place (node_recover.c): the restart under way keeps the
+   * surviving trainers; its generation (MASTER_PORT's offset), when it
+   * began, the deadline for every survivor's restore (0: not yet set). */
+  bool recovering;
+  uint64_t recover_gen, recover_began, recover_deadline;
+  uint64_t recoveries;       /* ended with every survivor restored */
+
   uint64_t next_req_id;
   bool in_drive, drive_again;
   bool state_dirty;
   int exit_code;
 };
+
+/* node_recover.c: recovery in place. begin: a trainer failed; true when
+ * the survivors are asked to restore in place (the restart then keeps
+ * them). ready: RESTART may go on (every RECOVER answered; a refusal
+ * falls back to a full restart). spawned: the failed ranks are started
+ * again: the survivors' deadline runs. check: in RUNNING, a survivor past
+ * its deadline restarts the whole job. abandon: every rank restarts after
+ * all (why, logged; in a restore phase or RUNNING, the restart begins
+ * here); cancel: the same, quietly, for a caller that restarts itself. on_reply / on_failed: RECOVER's answer;
+ * on_event: EVENT_RECOVERED. trainer_gone: rank r's trainer exited. */
+bool node_recover_begin(struct node *n, uint64_t now);
+bool node_recover_ready(struct node *n);
+void node_recover_spawned(struct node *n, uint64_t now);
+void node_recover_check(struct node *n, uint64_t now);
+void node_recover_abandon(struct node *n, const char *why);
+void node_recover_cancel(struct node *n);
+void node_recover_on_reply(struct node *n, struct node_rank *r, int status,
+                           const char *text);
+void node_recover_on_event(struct node *n, struct node_rank *r,
+                           const Pt__Event *e);
+void node_recover_trainer_gone(struct node *n, struct node_rank *r);
 
 /* node_job.c */
 void node_job_drive(struct node *n);

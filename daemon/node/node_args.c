@@ -71,7 +71,15 @@ void node_args_usage(FILE *f)
       "                       rank alive but stuck; counted from the\n"
       "                       trainer's start, so allow for start-up and\n"
       "                       restore; default: 0, off)\n"
-      "  --master-port P      MASTER_PORT for the trainers (default: 29500)\n"
+      "  --recover-timeout SEC  recovery in place: when a trainer dies and\n"
+      "                       the others can restore in place (libpt's\n"
+      "                       recover_in_place), only it is restarted and\n"
+      "                       they must restore within SEC seconds of its\n"
+      "                       start, else every rank restarts (default: 30;\n"
+      "                       0: always restart every rank)\n"
+      "  --master-port P      MASTER_PORT for the trainers (default: 29500;\n"
+      "                       recovery in place N uses P + N % 64, and\n"
+      "                       PT_MASTER_PORT_BASE says P)\n"
       "  --keep               keep the shm objects after the job completed\n"
       "  --resume             continue the job instance recorded in the state\n"
       "                       directory (stopped, failed or kept) from its\n"
@@ -343,6 +351,7 @@ static int parse_seconds(struct node_config *cfg, int argc, char **argv,
       {"--restart-window", &cfg->restart_window_ms},
       {"--smp-timeout", &cfg->smp_timeout_ms},
       {"--progress-timeout", &cfg->progress_timeout_ms},
+      {"--recover-timeout", &cfg->recover_timeout_ms},
   };
   const char *val = NULL;
 
@@ -505,6 +514,7 @@ int node_args_parse(struct node_config *cfg, int argc, char **argv, char *err,
   cfg->log_level = LOG_LVL_INFO;
   cfg->restart_window_ms = 600u * 1000u;
   cfg->smp_timeout_ms = 5000u;
+  cfg->recover_timeout_ms = 30000u;
   cfg->persist_every = NODE_PERSIST_EVERY_DEFAULT;
   cfg->persist_keep = NODE_PERSIST_KEEP_DEFAULT;
   cfg->persist_rate = NODE_PERSIST_RATE_DEFAULT;

@@ -83,6 +83,9 @@ void node_events_on_reply(struct node *n, struct node_rank *r,
       log_warn("smp rank %" PRIu32 " did not take its group's addresses: %s",
                r->rank, LOG_ESC(text));
     return;
+  case NODE_REQ_RECOVER:
+    node_recover_on_reply(n, r, status, text);
+    return;
   case NODE_REQ_TRAINER_SET:
     /* -ESRCH: the trainer exited already; its exit is handled anyway. */
     if (status < 0)
@@ -119,6 +122,8 @@ void node_events_on_req_failed(struct node *n, struct node_rank *r,
     r->drained = true; /* nothing more will come from it */
   } else if (q->kind == NODE_REQ_PEERS_SET) {
     r->peers_due = true; /* again when it answers */
+  } else if (q->kind == NODE_REQ_RECOVER) {
+    node_recover_on_reply(n, r, err, pt_strerror(err));
   }
 }
 
@@ -189,6 +194,8 @@ void node_events_on_event(struct node *n, struct node_rank *r, const Pt__Event *
         (e->status == PT_ENOFRAG || e->status == -ENOENT ||
          e->status == PT_ECHECKSUM))
       n->why_status = PT_ENOFRAG;
+  } else if (e->kind == PT__EVENT_KIND__EVENT_RECOVERED) {
+    node_recover_on_event(n, r, e);
   } else if (e->kind == PT__EVENT_KIND__EVENT_PERSISTED) {
     node_persist_on_event(n, r, e);
   } else if (e->kind == PT__EVENT_KIND__EVENT_LOAD_FAILED) {

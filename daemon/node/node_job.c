@@ -74,6 +74,7 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
     log_info("smp rank %s (pid %d) %s", NODE_RANK(n, r->rank), c->pid, how);
     r->smp_adopted = false;
     node_smp_disconnect(r);
+    node_recover_abandon(n, "an smp exited");
     if (n->phase <= NODE_PH_RUNNING) {
       bool config = known && term_signal == 0 &&
                     (status == NODE_EXIT_USAGE || status == NODE_EX_CONFIG);
@@ -109,6 +110,7 @@ void node_job_child_exited(struct node *n, struct node_child *c, bool known,
   if (r->trainer == c)
     r->trainer = NULL;
   log_info("trainer rank %s (pid %d) %s", NODE_RANK(n, r->rank), c->pid, how);
+  node_recover_trainer_gone(n, r);
   if (n->phase != NODE_PH_STARTING && n->phase != NODE_PH_RUNNING) {
     /* Stopped on purpose (a restart or the end). */
     r->tstate = NODE_TR_IDLE;
@@ -213,7 +215,11 @@ static void query_slots(struct node *n)
 
 static void step_restart(struct node *n, uint64_t now)
 {
-  if (!node_life_stop_role(n, NODE_ROLE_TRAINER, now) || now < n->backoff_until)
+  /* Recovery in place keeps the surviving trainers running. */
+  if (!node_recover_ready(n))
+    return;
+  if ((!n->recovering && !node_life_stop_role(n, NODE_ROLE_TRAINER, now)) ||
+      now < n->backoff_until)
     return;
   if (!node_life_all_subscribed(n)) {
     if (n->phase_deadline == 0)
@@ -406,6 +412,11 @@ static void step_query(struct node *n, uint64_t now)
                 n->committed, lost[0] != '\0' ? lost : "no common step");
     return;
   }
+  if (n->recovering && n->restore_disk) {
+    /* The SMPs read a step from disk only for a new trainer's HELLO. */
+    node_recover_abandon(n, "the restore point is read from disk");
+    return;
+  }
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     uint64_t arg = n->restore_has ? n->restore_step : UINT64_MAX;
     if (node_smp_request(n, &n->ranks[i], NODE_REQ_SET_RESTORE, arg, NULL) !=
@@ -452,6 +463,7 @@ static void step_set_restore(struct node *n, uint64_t now)
   n->running_since = now;
   n->committed_since = false;
   node_life_spawn_trainers(n);
+  node_recover_spawned(n, now);
   if (n->phase == NODE_PH_RUNNING)
     node_ctl_notify(n, true);
 }
@@ -496,6 +508,7 @@ static void step_running(struct node *n, uint64_t now)
       return;
     }
     log_warn("%s; restarting the job", why);
+    node_recover_cancel(n);
     node_life_begin_restart(n, now, true, why);
     return;
   }
@@ -508,13 +521,23 @@ static void step_running(struct node *n, uint64_t now)
       all_done = false;
   }
   if (failed != NULL) {
-    if (failed->permanent)
+    if (failed->permanent) {
       node_life_fail_permanent(n, "%s", failed->why);
-    else if (!n->decider->restarts_ranks)
+    } else if (!n->decider->restarts_ranks) {
       node_life_finish(n, NODE_OUT_FAILED, "%s", failed->why);
-    else
+    } else {
+      node_recover_cancel(n); /* a failure during one: all of it again */
+      node_recover_begin(n, now);
       node_life_begin_restart(n, now, true, failed->why);
-  } else if (all_done) {
+      if (n->phase != NODE_PH_RESTART)
+        node_recover_cancel(n); /* no restarts left: the job ends */
+    }
+    return;
+  }
+  node_recover_check(n, now);
+  if (n->phase != NODE_PH_RUNNING)
+    return;
+  if (all_done) {
     /* The last steps are committed first. A trainer's last seal may still
      * be on its way from the SMP: a STATE_QUERY to every SMP is answered
      * after every event it sent before, so once all are answered, every
@@ -674,6 +697,7 @@ static uint64_t next_deadline(const struct node *n, uint64_t now)
   }
   if (n->phase == NODE_PH_RUNNING) {
     CONSIDER(n->end_deadline);
+    CONSIDER(n->recover_deadline);
     uint64_t c = n->decider->next_deadline(n);
     if (c != UINT64_MAX)
       CONSIDER(c);

@@ -303,6 +303,8 @@ void node_life_spawn_trainers(struct node *n)
     r->gone_seen = r->gone_done = false;
     r->permanent = false;
     r->why[0] = '\0';
+    if (r->tstate == NODE_TR_RUNNING && r->trainer != NULL)
+      continue; /* a survivor restoring in place (node_recover.c) */
     int rc = node_proc_child_spawn(n, r, NODE_ROLE_TRAINER, &c);
     if (rc != PT_OK) {
       /* The command cannot be run (no such file, not executable): no

@@ -52,7 +52,7 @@ static const char *const child_env_names[] = {
     "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",  "NOTIFY_SOCKET",
     "GROUP_RANK",
     "WATCHDOG_PID", "WATCHDOG_USEC",  "LISTEN_PID",    "LISTEN_FDS",
-    "LISTEN_FDNAMES", "PT_NODE_TEST_FAULT",
+    "LISTEN_FDNAMES", "PT_NODE_TEST_FAULT", "PT_MASTER_PORT_BASE",
 };
 #define N_CHILD_ENV (sizeof(child_env_names) / sizeof(child_env_names[0]))
 
@@ -504,14 +504,20 @@ static int trainer_env(struct node *n, struct node_rank *r, char ***out)
 
   while (n->env[nbase] != NULL)
     nbase++;
-  env = calloc(nbase + 14, sizeof(*env));
+  env = calloc(nbase + 15, sizeof(*env));
   if (env == NULL)
     return -ENOMEM;
   memcpy(env, n->env, nbase * sizeof(*env));
-  char *add[13];
+  char *add[14];
   int k = 0, rc = PT_OK;
   struct node_rank_env re;
   node_plan_rank_env(&n->cfg, r->rank, &re);
+  /* After a recovery in place, the restarted ranks meet the survivors at
+   * a rendezvous of its own (within 64 ports of --master-port, wrapping
+   * below 65536). */
+  uint32_t port = re.master_port + (uint32_t)(n->recover_gen % 64u);
+  if (port > 65535u)
+    port -= 64u;
   /* PT_RANK and PT_WORLD_SIZE are the job's (global) rank and size, as
    * the rank's SMP has them. */
   if (asprintf(&add[k++], "PT_JOB=%s", n->cfg.job) < 0 ||
@@ -526,7 +532,8 @@ static int trainer_env(struct node *n, struct node_rank *r, char ***out)
       asprintf(&add[k++], "LOCAL_WORLD_SIZE=%" PRIu32, re.local_world) < 0 ||
       asprintf(&add[k++], "GROUP_RANK=%" PRIu32, re.group_rank) < 0 ||
       asprintf(&add[k++], "MASTER_ADDR=%s", re.master_addr) < 0 ||
-      asprintf(&add[k++], "MASTER_PORT=%" PRIu32, re.master_port) < 0) {
+      asprintf(&add[k++], "MASTER_PORT=%" PRIu32, port) < 0 ||
+      asprintf(&add[k++], "PT_MASTER_PORT_BASE=%" PRIu32, re.master_port) < 0) {
     add[--k] = NULL; /* asprintf leaves it undefined on failure */
     rc = -ENOMEM;
   }

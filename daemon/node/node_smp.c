@@ -51,6 +51,7 @@ static const char *req_name(enum node_req_kind k)
   case NODE_REQ_PROBE: return "STATE_QUERY(liveness)";
   case NODE_REQ_TRAINER_SET: return "TRAINER_SET";
   case NODE_REQ_PEERS_SET: return "PEERS_SET";
+  case NODE_REQ_RECOVER: return "RECOVER";
   }
   return "request";
 }
@@ -238,6 +239,7 @@ int node_smp_request(struct node *n, struct node_rank *r,
   Pt__Unpin ab = PT__UNPIN__INIT;
   Pt__SetRestore sr = PT__SET_RESTORE__INIT;
   Pt__TrainerSet ts = PT__TRAINER_SET__INIT;
+  Pt__Recover rv = PT__RECOVER__INIT;
   Pt__PeersSet ps;
   Pt__PeerAddr paddr[RS_MAX_MEMBERS], *pptr[RS_MAX_MEMBERS];
   const ProtobufCMessage *msg;
@@ -327,6 +329,11 @@ int node_smp_request(struct node *n, struct node_rank *r,
     ts.start_ticks = r->trainer->start_ticks;
     type = RPC_TRAINER_SET;
     msg = &ts.base;
+    break;
+  case NODE_REQ_RECOVER:
+    rv.generation = step;
+    type = RPC_RECOVER;
+    msg = &rv.base;
     break;
   case NODE_REQ_PEERS_SET:
     rc = node_peers_msg(n, r, &ps, paddr, pptr);

@@ -60,6 +60,7 @@ struct smp_conn {
                         * has not asked RESTORE_QUERY since */
   struct pid_watch *watch; /* the trainer's pidfd under uv_poll; NULL: none */
   bool wait_logged;    /* a HELLO of this connection was told to wait */
+  bool recover_in_place; /* its HELLO said it can restore in place */
   uint32_t nwriting;   /* slots acquired and not yet sealed */
   struct {
     uint32_t slot;
@@ -133,6 +134,12 @@ struct smp {
   /* SET_RESTORE's answer to RESTORE_QUERY, until the next one or a COMMIT */
   bool restore_set, restore_has_step;
   uint64_t restore_step;
+
+  /* RECOVER (smp_recover.c): the node asked the connected trainer to
+   * restore in place; recover_point: a SET_RESTORE came since. Ends with
+   * the trainer's next answered RESTORE_QUERY, or its connection. */
+  bool recover_pending, recover_point;
+  uint64_t recover_gen;
 };
 
 /* smp_persist.c: the persistent tier's writer. start: opens --persist-dir
@@ -277,6 +284,20 @@ int smp_trainer_on_release(struct smp_conn *sc, uint64_t id, const Pt__Release *
 int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
                                  const Pt__RestoreQuery *m);
 int smp_trainer_on_bye(struct smp_conn *sc, uint64_t id, const Pt__Bye *m);
+/* smp_recover.c: recovery in place. on_recover: the node's RECOVER;
+ * on_query: the trainer's RECOVER_QUERY; hold_restore: true when a
+ * RESTORE_QUERY must wait for the node's restore point (answered
+ * -EINPROGRESS; libpt asks again); restored: the RESTORE_QUERY of a
+ * pending recovery was answered rc (step when 0): the request ends, the
+ * node hears EVENT_RECOVERED; set_restore: a SET_RESTORE was applied;
+ * trainer_gone: the trainer's connection ended. */
+int smp_recover_on_recover(struct smp_conn *sc, uint64_t id,
+                           const Pt__Recover *m);
+int smp_recover_on_query(struct smp_conn *sc, uint64_t id);
+bool smp_recover_hold_restore(struct smp_conn *sc, uint64_t id);
+void smp_recover_restored(struct smp *smp, int rc, uint64_t step);
+void smp_recover_set_restore(struct smp *smp);
+void smp_recover_trainer_gone(struct smp *smp);
 /* smp_node.c (STATE_QUERY: smp_node_state_reply; verify: read every readable
  * slot in full, or with newest_first from the newest step down until one is
  * intact): */

@@ -299,6 +299,7 @@ int smp_node_on_set_restore(struct smp_conn *sc, uint64_t id,
       log_info("restore point: step %" PRIu64, m->step);
     else
       log_info("restore point: none, every slot freed");
+    smp_recover_set_restore(smp);
   } else {
     log_warn("cannot set restore point step %" PRIu64 ": %s", m->step,
              pt_strerror(rc));

@@ -110,6 +110,7 @@ void smp_serve_trainer_release(struct smp_conn *sc, bool done)
     smp->trainer = NULL;
     smp->trainer_pid = 0;
     smp->trainer_done = done;
+    smp_recover_trainer_gone(smp);
   }
   if (!sc->gone_sent) {
     Pt__Event ev = PT__EVENT__INIT;
@@ -149,6 +150,7 @@ static int role_of_request(uint32_t type)
   case RPC_SEAL:
   case RPC_RELEASE:
   case RPC_RESTORE_QUERY:
+  case RPC_RECOVER_QUERY:
   case RPC_BYE:
     return ROLE_TRAINER;
   case RPC_STATE_QUERY:
@@ -158,6 +160,7 @@ static int role_of_request(uint32_t type)
   case RPC_SET_RESTORE:
   case RPC_TRAINER_SET:
   case RPC_PEERS_SET:
+  case RPC_RECOVER:
     return ROLE_NODE;
   default:
     return -1;
@@ -290,6 +293,10 @@ int smp_serve_on_msg(struct rpc_conn *c, const struct rpc_hdr *h,
     return smp_trainer_pid_on_trainer_set(sc, id, (Pt__TrainerSet *)msg);
   case RPC_PEERS_SET:
     return smp_peer_link_on_peers_set(sc, id, (Pt__PeersSet *)msg);
+  case RPC_RECOVER:
+    return smp_recover_on_recover(sc, id, (Pt__Recover *)msg);
+  case RPC_RECOVER_QUERY:
+    return smp_recover_on_query(sc, id);
   default:
     return PT_EPROTO;
   }

@@ -242,6 +242,7 @@ int smp_trainer_on_hello(struct smp_conn *sc, uint64_t id, const Pt__Hello *m)
       smp_trainer_pid_watch_start(sc, peer);
   }
   smp_serve_conn_role_given(sc, ROLE_TRAINER);
+  sc->recover_in_place = m->has_recover_in_place && m->recover_in_place;
   sc->pid = pid;
   sc->gone_sent = false;
   smp->trainer = sc;
@@ -330,6 +331,11 @@ int smp_trainer_on_slot_acquire(struct smp_conn *sc, uint64_t id,
   if (!is_trainer(sc)) {
     r.status = PT_ESTATE;
     r.message = "slot request before an accepted hello";
+    goto out_reply;
+  }
+  if (smp->recover_pending) {
+    r.status = PT_RECOVER;
+    r.message = "the node asks this trainer to restore in place";
     goto out_reply;
   }
   if (snap_slot_newest_committed(smp->store, &cslot, &cstep) == 0) {
@@ -489,6 +495,8 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
                                                 ? m->wait_ms : 0))
     return 0; /* answered when the rebuild of the step ends (or with its
                  progress, before the trainer's deadline) */
+  if (smp_recover_hold_restore(sc, id))
+    return 0; /* asked again once the node set the restore point */
   sc->restore_owed = false;
   if (smp->restore_set && !smp->restore_has_step) {
     rc = PT_ENOSNAP;
@@ -520,6 +528,7 @@ int smp_trainer_on_restore_query(struct smp_conn *sc, uint64_t id,
   } else if (rc == PT_ENOSNAP) {
     log_info("no snapshot to restore: the trainer starts fresh");
   }
+  smp_recover_restored(smp, rc, rc == 0 ? info.step : 0);
 
 out_reply:
   rpc_conn_send(sc->conn, RPC_RESTORE_REPLY, id, &r.base);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Who may speak to whom, under a real ptd node: on an SMP's socket a
-# connection without a role may not COMMIT or SET_RESTORE, a SUBSCRIBE
+# connection without a role may not COMMIT, SET_RESTORE, RECOVER or
+# RECOVER_QUERY, a SUBSCRIBE
 # without the node's secret is refused (each with PT_EROLE, logged, the
 # connection closed), a HELLO from outside the session of the trainer the
 # node started is refused with PT_EROLE and logged (a newline in its job
@@ -64,8 +65,11 @@ def ask(t, body, want_close):
     if want_close: closed(s)
     return st, s
 RPC_HELLO, RPC_SUBSCRIBE, RPC_COMMIT, RPC_SET_RESTORE = 1, 10, 14, 15
+RPC_RECOVER, RPC_RECOVER_QUERY = 68, 69
 for name, t, body in [("COMMIT", RPC_COMMIT, field(1, 0, 1)),
                       ("SET_RESTORE{none}", RPC_SET_RESTORE, b""),
+                      ("RECOVER", RPC_RECOVER, field(1, 0, 7)),
+                      ("RECOVER_QUERY", RPC_RECOVER_QUERY, b""),
                       ("SUBSCRIBE", RPC_SUBSCRIBE,
                        field(1, 2, b"intruder") + field(2, 2, bytes(32)))]:
     st, s = ask(t, body, True)
@@ -84,7 +88,7 @@ for i in range(40):
 for i in range(3):
     r = subprocess.run([ptctl, "--state-dir", sd, "status"], capture_output=True, timeout=10)
     if r.returncode != 0: print("ptctl status failed with 40 idle clients:", r.stderr); sys.exit(1)
-print("refused: COMMIT, SET_RESTORE, SUBSCRIBE; ptctl served past 40 idle clients")
+print("refused: COMMIT, SET_RESTORE, RECOVER, RECOVER_QUERY, SUBSCRIBE; ptctl served past 40 idle clients")
 PY
 n=$(t_count_log 'commit step')
 t_wait_count 'commit step' "$n" 30
@@ -92,6 +96,8 @@ t_node_wait 120
 [ "$T_NODE_RC" = 0 ] || fail "ptd node exited with $T_NODE_RC"
 grep -q 'refusing COMMIT from pid [0-9]* on a role-less connection' "$T_DIR/node.log" || fail "no refusal of COMMIT logged"
 grep -q 'refusing SET_RESTORE' "$T_DIR/node.log" || fail "no refusal of SET_RESTORE logged"
+grep -q 'refusing RECOVER from pid [0-9]* on a role-less' "$T_DIR/node.log" || fail "no refusal of RECOVER logged"
+grep -q 'refusing RECOVER_QUERY from pid [0-9]* on a role-less' "$T_DIR/node.log" || fail "no refusal of RECOVER_QUERY logged"
 grep -q 'refusing SUBSCRIBE from pid [0-9]*: its secret is wrong' "$T_DIR/node.log" || fail "no refusal of SUBSCRIBE logged"
 grep -q 'hello refused: hello from pid [0-9]* (session [0-9-]*): only the session of trainer pid' "$T_DIR/node.log" \
   || fail "no refusal of the HELLO from outside the trainer's session logged"

@@ -50,6 +50,7 @@ struct train_flags {
   uint32_t comm_timeout_s; /* deadline of every wait on another rank */
   float lr, beta1, beta2, eps, weight_decay;
   bool no_pt;
+  bool recover_in_place;   /* --recover-in-place */
   bool timing;
   int verbose;             /* libpt messages shown: 0 warnings, 1 info, 2 debug */
   const char *digest_file; /* NULL: none; "%r" is replaced by the rank */

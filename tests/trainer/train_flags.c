@@ -44,6 +44,9 @@ static const char usage[] =
     "  --weight-decay X     decoupled weight decay on weight matrices (default 0.01)\n"
     "  --snapshot-every K   pt_snapshot() every K steps (default 1)\n"
     "  --no-pt              run without libpt: nothing is snapshotted or restored\n"
+    "  --recover-in-place   when another rank dies, restore in place and meet\n"
+    "                       its restarted process again (ptd node restarts only\n"
+    "                       the dead rank) instead of being restarted\n"
     "  --rank R             this rank (default $PT_RANK, then $RANK, then 0)\n"
     "  --master-port P      rank 0's port (default $MASTER_PORT, then 29500)\n"
     "  --comm-timeout-s S   deadline for the ranks to join and for every exchange\n"
@@ -95,6 +98,7 @@ enum {
   OPT_MASTER_PORT,
   OPT_COMM_TIMEOUT,
   OPT_HANG_AT,
+  OPT_RECOVER,
 };
 
 static const struct option options[] = {
@@ -113,6 +117,7 @@ static const struct option options[] = {
     {"weight-decay", required_argument, NULL, OPT_WD},
     {"snapshot-every", required_argument, NULL, OPT_SNAP_EVERY},
     {"no-pt", no_argument, NULL, OPT_NO_PT},
+    {"recover-in-place", no_argument, NULL, OPT_RECOVER},
     {"rank", required_argument, NULL, OPT_RANK},
     {"log-every", required_argument, NULL, OPT_LOG_EVERY},
     {"step-delay-ms", required_argument, NULL, OPT_DELAY},
@@ -295,6 +300,9 @@ int train_flags_parse(struct train_flags *f, int argc, char **argv)
       break;
     case OPT_NO_PT:
       f->no_pt = true;
+      break;
+    case OPT_RECOVER:
+      f->recover_in_place = true;
       break;
     case OPT_RANK:
       rc = parse_u64(opt, optarg, 0, 1u << 20, &rank);

@@ -307,6 +307,8 @@ static int digest_write(const char *pattern, int rank, uint64_t digest)
   return 0;
 }
 
+static int restored_check(struct trainer *t, uint64_t step);
+
 /* Opens the client, registers the regions and restores. Returns the exit
  * status to leave with (after printing why), or 0 to train from *start. */
 static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t *from)
@@ -323,6 +325,7 @@ static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t
   opts.rank_set = true;
   opts.log_fn = on_libpt_log;
   opts.log_arg = &t->flags.verbose;
+  opts.recover_in_place = t->flags.recover_in_place;
   rc = pt_client_open(&t->client, &opts);
   if (rc != 0) {
     t->client = NULL;
@@ -352,8 +355,19 @@ static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t
     report_pt_error(t, "cannot restore", rc);
     return is_permanent(rc) ? EXIT_CONFIG : 1;
   }
+  if ((rc = restored_check(t, step)) != 0)
+    return rc;
+  printf("restored step %" PRIu64 "\n", step);
+  *start = step + 1;
+  *restored = true;
+  *from = step;
+  return 0;
+}
 
-  /* The bytes passed their checksums; they must also be this job's state. */
+/* The bytes of restored step passed their checksums; they must also be
+ * this job's state. Returns 0 or the exit status (after saying why). */
+static int restored_check(struct trainer *t, uint64_t step)
+{
   struct train_identity want;
   identity_fill(&want, &t->flags, t->model.hidden, t->rank, t->world);
   if (memcmp(&want, &t->identity, sizeof(want)) != 0) {
@@ -371,10 +385,77 @@ static int pt_setup(struct trainer *t, uint64_t *start, bool *restored, uint64_t
             step, t->step, t->cursor);
     return 1;
   }
-  printf("restored step %" PRIu64 "\n", step);
-  *start = step + 1;
-  *restored = true;
-  *from = step;
+  return 0;
+}
+
+/* A fresh start's state, in place (a recovery in place to no snapshot). */
+static void state_fresh(struct trainer *t)
+{
+  struct train_model *m = &t->model;
+
+  train_model_init_params(m, t->flags.seed);
+  memset(m->m, 0, m->n_params * sizeof(float));
+  memset(m->v, 0, m->n_params * sizeof(float));
+  train_rng_seed(&t->rng, data_seed(t->flags.seed, t->rank));
+  t->cursor = 0;
+  t->step = 0;
+}
+
+/* The rendezvous of recovery gen: the port `ptd node` gives the restarted
+ * ranks (PT_MASTER_PORT_BASE + gen % 64, kept below 65536). */
+static uint32_t recover_port(const struct trainer *t, uint64_t gen)
+{
+  const char *b = getenv("PT_MASTER_PORT_BASE");
+  uint32_t base = t->master_port;
+  char *end;
+
+  if (b != NULL && b[0] != '\0') {
+    unsigned long v = strtoul(b, &end, 10);
+    if (*end == '\0' && v >= 1 && v <= 65535)
+      base = (uint32_t)v;
+  }
+  uint32_t port = base + (uint32_t)(gen % 64u);
+  return port > 65535u ? port - 64u : port;
+}
+
+#define RECOVER_ASK_MS 5000 /* a failed exchange: how long to wait for the
+                               node's word that a peer died */
+
+/* --recover-in-place: the node asked this rank to restore in place (a peer
+ * died and is restarted alone). Leaves the all-reduce, restores the node's
+ * step (or a fresh start) and meets the restarted ranks at the recovery's
+ * rendezvous. Returns 0 with *start (the next step) and *from, or the exit
+ * status. */
+static int recover_in_place(struct trainer *t, uint64_t gen,
+                            struct train_comm_config *cc, uint64_t *start,
+                            bool *restored, uint64_t *from)
+{
+  uint64_t step = 0;
+  int rc;
+
+  train_comm_close(&t->comm);
+  printf("recovering in place (recovery %" PRIu64 ")\n", gen);
+  rc = pt_restore(t->client, &step);
+  if (rc == PT_ENOSNAP) {
+    state_fresh(t);
+    *start = 1;
+    printf("recovered in place: starting at step 1\n");
+  } else if (rc != 0) {
+    report_pt_error(t, "cannot restore in place", rc);
+    return is_permanent(rc) ? EXIT_CONFIG : 1;
+  } else {
+    if ((rc = restored_check(t, step)) != 0)
+      return rc;
+    printf("restored step %" PRIu64 " in place\n", step);
+    *start = step + 1;
+    *restored = true;
+    *from = step;
+  }
+  cc->port = recover_port(t, gen);
+  cc->start_step = *start;
+  rc = train_comm_open(&t->comm, cc);
+  if (rc != 0)
+    return is_permanent(rc) ? EXIT_CONFIG : 1;
   return 0;
 }
 
@@ -421,6 +502,8 @@ static int train_step(struct trainer *t, uint64_t step, double *loss, double *co
       t->snapshot_step = step;
     } else if (rc == PT_SKIPPED) {
       t->skipped++;
+    } else if (rc == PT_RECOVER) {
+      return PT_RECOVER; /* the step is done; the node asks for a restore */
     } else {
       t->failed++;
       warn_snapshot(t, "cannot start snapshot", step, rc);
@@ -532,7 +615,23 @@ int main(int argc, char **argv)
       for (;;)
         sleep_ms(1000); /* alive, not progressing: until killed */
     }
-    if (train_step(t, step, &loss, &cm, &fm, &sm) != 0)
+    rc = train_step(t, step, &loss, &cm, &fm, &sm);
+    if (rc != 0 && t->client != NULL && f->recover_in_place) {
+      /* A peer that died breaks the exchange: is that why? */
+      uint64_t gen = 0;
+      int asked = rc == PT_RECOVER ? pt_recover_pending(t->client, 0, &gen)
+                                   : pt_recover_pending(t->client,
+                                                        RECOVER_ASK_MS, &gen);
+      if (asked == PT_RECOVER) {
+        status = recover_in_place(t, gen, &cc, &start, &restored, &from);
+        if (status != 0)
+          goto out_client;
+        status = 1;
+        step = start - 1; /* the loop's increment makes it start */
+        continue;
+      }
+    }
+    if (rc != 0)
       goto out_client; /* the all-reduce said why; the others stop too */
     double dt = now_ms() - t0;
     ran++;

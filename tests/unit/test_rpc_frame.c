@@ -281,6 +281,8 @@ START_TEST(type_table)
       {RPC_PEER_META, &pt__peer_meta__descriptor},
       {RPC_PEER_FETCH, &pt__peer_fetch__descriptor},
       {RPC_PEER_SKIP, &pt__peer_skip__descriptor},
+      {RPC_RECOVER, &pt__recover__descriptor},
+      {RPC_RECOVER_QUERY, &pt__recover_query__descriptor},
   };
   size_t known = 0;
   for (uint32_t t = 1; t <= RPC_TYPE_MAX_; t++)
