@@ -38,8 +38,10 @@ bool node_recover_begin(struct node *n, uint64_t now)
   uint32_t survivors = 0;
 
   n->recovering = false;
+  /* Without a committed step a survivor would have to be a fresh process
+   * (its first parameters are gone): every rank starts again. */
   if (n->cfg.recover_timeout_ms == 0 || n->cfg.cluster ||
-      !n->decider->restarts_ranks)
+      !n->decider->restarts_ranks || !n->has_committed)
     return false;
   for (uint32_t i = 0; i < n->cfg.ranks; i++) {
     const struct node_rank *r = &n->ranks[i];

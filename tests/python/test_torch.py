@@ -115,6 +115,51 @@ def test_ddp_kill_9_resumes_bit_exact(tmp_path, ranks, first, shard):
     assert got == ref, "seed %d: the resumed run differs from the run without pt" % seed
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_recover_in_place_bit_exact(tmp_path, ranks):
+    """State.run() with recover_in_place: each kill -9 of a random rank at
+    a random moment restarts that rank alone; the others keep their
+    processes, re-form the process group and DDP's reducer with it,
+    restore in place and go on. The run ends as the run without pt."""
+    steps = 50
+    ref = _reference(tmp_path, ranks, steps)
+    out = str(tmp_path / "out")
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    node, sd, logtext = _node(tmp_path, ranks, [TRAINER, "--steps", str(steps), "--out", out,
+                                                "--step-delay-ms", "30",
+                                                "--recover-in-place"])
+    done = lambda: logtext().count("every surviving rank restored step")
+    try:
+        mark = 0
+        for kill in range(2):
+            at = rnd.randrange(4, 10)
+            _wait(lambda: logtext()[mark:].count("loss") >= ranks * at, 240,
+                  "steps (seed %d)" % seed)
+            time.sleep(rnd.random() * 0.05)
+            before = [r["trainer_pid"] for r in _wait(lambda: _status(sd), 10, "status")["ranks"]]
+            victim = rnd.randrange(ranks)
+            os.kill(before[victim], 9)
+            _wait(lambda: done() > kill, 120, "the recovery in place (seed %d)" % seed)
+            after = [r["trainer_pid"] for r in _status(sd)["ranks"]]
+            for r in range(ranks):
+                if r == victim:
+                    assert after[r] != before[r], "rank %d was not restarted" % r
+                else:
+                    assert after[r] == before[r], "surviving rank %d was restarted" % r
+            mark = len(logtext())
+        assert node.wait(timeout=300) == 0, logtext()[-3000:]
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+    text = logtext()
+    assert "abandoned" not in text, text[-3000:]
+    assert text.count("restored step") >= 2 * (ranks - 1), text[-3000:]
+    got = [open("%s.%d" % (out, r)).read() for r in range(ranks)]
+    assert got == ref, "seed %d: the run recovered in place differs from the run without pt" % seed
+
+
 def test_no_smp_trains_on_and_matches(tmp_path):
     """Without ptd: the no-SMP outcome, and State changes nothing of the run
     (its up-front AdamW state included): compare with the same loop that

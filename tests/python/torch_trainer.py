@@ -1,6 +1,7 @@
 """A small transformer language model trained with AdamW under pt.torch.
 
-Usage: torch_trainer.py --steps N --out PREFIX [--step-delay-ms MS]
+Usage: torch_trainer.py --steps N --out PREFIX [--step-delay-ms MS] [--shard]
+                        [--recover-in-place] [--dump]
 
 One process per rank (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as ptd
 or torchrun set them); with WORLD_SIZE > 1 it trains data-parallel with
@@ -32,6 +33,9 @@ ap.add_argument("--out", required=True)
 ap.add_argument("--step-delay-ms", type=int, default=0)
 ap.add_argument("--shard", action="store_true",
                 help="replica-aware: each rank snapshots its share of the replicated state")
+ap.add_argument("--recover-in-place", action="store_true",
+                help="State.run() with recover_in_place: when another rank dies, restore "
+                     "in place instead of being restarted")
 ap.add_argument("--dump", action="store_true",
                 help="also write PREFIX.RANK.pt: the final model and optimizer tensors")
 a = ap.parse_args()
@@ -96,17 +100,11 @@ sampler = Sampler(31 + rank)
 
 state = pt.torch.State(net, opt, extra={"sampler": sampler, "sched": (sched, 4096)},
                        buffers_change=False, replicas=a.shard and world > 1 or None,
-                       timeout_ms=5000)
-start = state.restore()
-st = state.status()
-print("rank %d: %s (%s bytes registered)" % (rank, "fresh start" if start is None else
-                                             "restored step %d" % start,
-                                             st["bytes"] if st else "no"), flush=True)
-first = 0 if start is None else start + 1
-if start is not None:
-    assert sampler.batches == first, (sampler.batches, first)
+                       timeout_ms=5000, recover_in_place=a.recover_in_place)
 
-for step in range(first, a.steps):
+
+def one_step(step):
+    assert sampler.batches == step, (sampler.batches, step)
     tok = sampler.next()
     out = net(tok[:, :-1])
     loss = nn.functional.cross_entropy(out.reshape(-1, VOCAB), tok[:, 1:].reshape(-1))
@@ -116,11 +114,33 @@ for step in range(first, a.steps):
     nn.utils.clip_grad_norm_(net.parameters(), 1.0 + 0.1 * random.random())
     opt.step()
     sched.step()
-    rc = state.snapshot(step)
-    print("step %d loss %.6f %s" % (step, loss.item(), "skipped" if rc == pt.SKIPPED else "ok"),
-          flush=True)
     if a.step_delay_ms:
         time.sleep(a.step_delay_ms / 1000.0)
+    return loss.item()
+
+
+if a.recover_in_place:
+    said = []
+
+    def logged_step(step):
+        if not said:  # the step run() restored, said as the other mode says it
+            said.append(step)
+            print("rank %d: %s" % (rank, "fresh start" if step == 0 else
+                                   "restored step %d" % (step - 1)), flush=True)
+        print("step %d loss %.6f" % (step, one_step(step)), flush=True)
+    n = state.run(logged_step, a.steps)
+    print("rank %d: %d recoveries in place" % (rank, n), flush=True)
+else:
+    start = state.restore()
+    st = state.status()
+    print("rank %d: %s (%s bytes registered)" % (rank, "fresh start" if start is None else
+                                                 "restored step %d" % start,
+                                                 st["bytes"] if st else "no"), flush=True)
+    for step in range(0 if start is None else start + 1, a.steps):
+        loss = one_step(step)
+        rc = state.snapshot(step)
+        print("step %d loss %.6f %s" % (step, loss, "skipped" if rc == pt.SKIPPED else "ok"),
+              flush=True)
 
 h = hashlib.sha256()
 for name, p in model.named_parameters():

@@ -388,19 +388,6 @@ static int restored_check(struct trainer *t, uint64_t step)
   return 0;
 }
 
-/* A fresh start's state, in place (a recovery in place to no snapshot). */
-static void state_fresh(struct trainer *t)
-{
-  struct train_model *m = &t->model;
-
-  train_model_init_params(m, t->flags.seed);
-  memset(m->m, 0, m->n_params * sizeof(float));
-  memset(m->v, 0, m->n_params * sizeof(float));
-  train_rng_seed(&t->rng, data_seed(t->flags.seed, t->rank));
-  t->cursor = 0;
-  t->step = 0;
-}
-
 /* The rendezvous of recovery gen: the port `ptd node` gives the restarted
  * ranks (PT_MASTER_PORT_BASE + gen % 64, kept below 65536). */
 static uint32_t recover_port(const struct trainer *t, uint64_t gen)
@@ -435,22 +422,20 @@ static int recover_in_place(struct trainer *t, uint64_t gen,
 
   train_comm_close(&t->comm);
   printf("recovering in place (recovery %" PRIu64 ")\n", gen);
+  /* The node recovers in place only to a committed step: PT_ENOSNAP (a
+   * fresh start, whose first parameters this process no longer has) is a
+   * failure, and every rank restarts. */
   rc = pt_restore(t->client, &step);
-  if (rc == PT_ENOSNAP) {
-    state_fresh(t);
-    *start = 1;
-    printf("recovered in place: starting at step 1\n");
-  } else if (rc != 0) {
+  if (rc != 0) {
     report_pt_error(t, "cannot restore in place", rc);
     return is_permanent(rc) ? EXIT_CONFIG : 1;
-  } else {
-    if ((rc = restored_check(t, step)) != 0)
-      return rc;
-    printf("restored step %" PRIu64 " in place\n", step);
-    *start = step + 1;
-    *restored = true;
-    *from = step;
   }
+  if ((rc = restored_check(t, step)) != 0)
+    return rc;
+  printf("restored step %" PRIu64 " in place\n", step);
+  *start = step + 1;
+  *restored = true;
+  *from = step;
   cc->port = recover_port(t, gen);
   cc->start_step = *start;
   rc = train_comm_open(&t->comm, cc);

@@ -2,12 +2,16 @@
 
 Low level (this module): ``Client`` over libpt (pt.h). Errors raise
 ``pt.Error`` whose ``code``, ``name`` and ``text`` are libpt's; a skipped
-snapshot is the return value ``pt.SKIPPED``, not an exception; ``restore()``
-returns None when there is nothing to restore (a fresh start).
+snapshot is the return value ``pt.SKIPPED``, not an exception, and so is
+``pt.RECOVER`` (a client opened with ``recover_in_place=True`` that ptd asks
+to restore in place); ``restore()`` returns None when there is nothing to
+restore (a fresh start).
 """
-from ._pt import Client, Error as _Error, OK, SKIPPED, ENOSNAP, VERSION, strerror
+from ._pt import (Client, Error as _Error, OK, SKIPPED, RECOVER, ENOSNAP, VERSION,
+                  strerror)
 
-__all__ = ["Client", "Error", "OK", "SKIPPED", "ENOSNAP", "VERSION", "strerror"]
+__all__ = ["Client", "Error", "OK", "SKIPPED", "RECOVER", "ENOSNAP", "VERSION",
+           "strerror"]
 
 
 def _code(self):

@@ -3,7 +3,8 @@
  * libpt (pt.h), linked statically so that no LD_LIBRARY_PATH is needed.
  *
  * Every libpt call runs with the GIL released; a negative code is raised as
- * pt.Error(code, name, text), PT_SKIPPED is returned as the value SKIPPED.
+ * pt.Error(code, name, text), PT_SKIPPED is returned as the value SKIPPED
+ * (and PT_RECOVER as RECOVER).
  * Registered memory is held by a buffer view (Py_buffer) for the life of the
  * client, so Python cannot free it under libpt's copy threads.
  */
@@ -62,12 +63,13 @@ static int check_open(client_obj *self) {
 
 static int client_init(client_obj *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"socket_path", "job", "rank", "world", "timeout_ms",
-                          "snapshot_timeout_ms", "copy_threads", NULL};
+                          "snapshot_timeout_ms", "copy_threads",
+                          "recover_in_place", NULL};
   const char *sock = NULL, *job = NULL;
   PyObject *rank = Py_None;
-  int world = 0, tmo = 0, stmo = 0, threads = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "|zzOiiii", names, &sock, &job, &rank,
-                                   &world, &tmo, &stmo, &threads))
+  int world = 0, tmo = 0, stmo = 0, threads = 0, recover = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|zzOiiiip", names, &sock, &job, &rank,
+                                   &world, &tmo, &stmo, &threads, &recover))
     return -1;
   if (self->c) {
     PyErr_SetString(PyExc_ValueError, "the client is already open");
@@ -92,6 +94,7 @@ static int client_init(client_obj *self, PyObject *args, PyObject *kw) {
   o.timeout_ms = tmo;
   o.snapshot_timeout_ms = stmo;
   o.copy_threads = threads;
+  o.recover_in_place = recover != 0;
   pt_client *c = NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS rc = pt_client_open(&c, &o);
@@ -219,6 +222,27 @@ static PyObject *client_restore(client_obj *self, PyObject *unused) {
   return PyLong_FromUnsignedLongLong(step);
 }
 
+/* recover_pending(timeout_ms=0) -> the recovery's generation when the node
+ * asks this trainer to restore in place, else None. */
+static PyObject *client_recover_pending(client_obj *self, PyObject *args,
+                                        PyObject *kw) {
+  static char *names[] = {"timeout_ms", NULL};
+  int tmo = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|i", names, &tmo) || check_open(self))
+    return NULL;
+  if (tmo < 0) {
+    PyErr_SetString(PyExc_ValueError, "timeout_ms must be >= 0");
+    return NULL;
+  }
+  uint64_t gen = 0;
+  int rc;
+  pt_client *c = self->c;
+  Py_BEGIN_ALLOW_THREADS rc = pt_recover_pending(c, tmo, &gen);
+  Py_END_ALLOW_THREADS if (rc < 0) return raise_pt(self, rc);
+  if (rc != PT_RECOVER) Py_RETURN_NONE;
+  return PyLong_FromUnsignedLongLong(gen);
+}
+
 static PyObject *client_blob_set(client_obj *self, PyObject *args) {
   Py_buffer b;
   if (check_open(self) || !PyArg_ParseTuple(args, "y*", &b)) return NULL;
@@ -287,7 +311,14 @@ static PyMethodDef client_methods[] = {
     {"update_ptr", (PyCFunction)client_update_ptr, METH_VARARGS,
      "update_ptr(name, address): point a region at memory that moved."},
     {"snapshot", (PyCFunction)client_snapshot, METH_VARARGS,
-     "snapshot(step) -> OK (0) or SKIPPED (1); raises pt.Error on failure."},
+     "snapshot(step) -> OK (0), SKIPPED (1) or RECOVER (2: a client opened\n"
+     "with recover_in_place, asked to restore in place); raises pt.Error on\n"
+     "failure."},
+    {"recover_pending", (PyCFunction)(void (*)(void))client_recover_pending,
+     METH_VARARGS | METH_KEYWORDS,
+     "recover_pending(timeout_ms=0) -> the recovery's generation when ptd asks\n"
+     "this trainer to restore in place (asking every 20 ms until timeout_ms),\n"
+     "else None. Needs recover_in_place=True."},
     {"fence", (PyCFunction)client_fence, METH_NOARGS,
      "fence(): wait until the last snapshot's copy is done."},
     {"restore", (PyCFunction)client_restore, METH_NOARGS,
@@ -306,7 +337,7 @@ static PyTypeObject client_type = {
     .tp_basicsize = sizeof(client_obj),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Client(socket_path=None, job=None, rank=None, world=0, timeout_ms=0,\n"
-              "       snapshot_timeout_ms=0, copy_threads=0)\n"
+              "       snapshot_timeout_ms=0, copy_threads=0, recover_in_place=False)\n"
               "One rank's connection to its SMP; unset options come from the\n"
               "environment ptd sets for the trainer (pt.h, struct pt_options).",
     .tp_new = PyType_GenericNew,
@@ -540,6 +571,7 @@ PyMODINIT_FUNC PyInit__pt(void) {
       PyModule_AddObjectRef(m, "Client", (PyObject *)&client_type) < 0 ||
       PyModule_AddIntConstant(m, "OK", PT_OK) < 0 ||
       PyModule_AddIntConstant(m, "SKIPPED", PT_SKIPPED) < 0 ||
+      PyModule_AddIntConstant(m, "RECOVER", PT_RECOVER) < 0 ||
       PyModule_AddIntConstant(m, "ENOSNAP", PT_ENOSNAP) < 0 ||
       PyModule_AddIntConstant(m, "VERSION", (long)pt_version()) < 0) {
     Py_DECREF(m);

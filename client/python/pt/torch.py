@@ -51,7 +51,7 @@ import os
 import torch
 
 from . import _pt
-from . import Client, Error, SKIPPED
+from . import Client, Error, RECOVER, SKIPPED
 
 __all__ = ["State", "ConfigError", "BLOB_MAGIC", "read_table", "export"]
 
@@ -59,6 +59,8 @@ BLOB_MAGIC = b"PTT1"
 _BLOB_MAX = 1 << 20          # PT_BLOB_MAX
 _EXTRA_DEFAULT = 64 << 10    # bytes an extra object's pickled state may take
 _PT_ENORESTORE = -1017       # pt.h
+_PT_ESTATE = -1007
+_RECOVER_ASK_MS = 5000       # a failed step: how long to wait for ptd's word
 _EX_CONFIG = 78              # ptd fails the job, without a restart, on this exit
 
 
@@ -178,6 +180,9 @@ class State:
       every rank snapshots all of its tensors.
     client: a pt.Client to use, else one is opened from the environment ptd
       sets (PT_SMP_SOCKET, RANK, WORLD_SIZE), with client_options passed on.
+    recover_in_place (a client option): when another rank dies, ptd restarts
+      only that one, and this process restores in place and goes on (see
+      run() and recover()) instead of being restarted with it.
     """
 
     def __init__(self, model, optimizer=None, extra=None, client=None,
@@ -207,6 +212,7 @@ class State:
         if os.environ.get("PT_SMP_SOCKET"):
             _install_excepthook()
         self.client = None
+        self.recover_in_place = False
         self.entries = []
         self.hooks = []
         self.restored = False
@@ -214,6 +220,10 @@ class State:
         self.group, self.replica, self.replicas = None, 0, 1
         if replicas is not None and replicas is not False:
             import torch.distributed as dist
+            if replicas is not True and client_options.get("recover_in_place"):
+                raise ConfigValueError("pt.torch: recover_in_place re-forms the default "
+                                       "process group only: give replicas=True (the "
+                                       "whole world), not a group of its own")
             self.group = None if replicas is True else replicas
             self.replica = dist.get_rank(self.group)
             self.replicas = dist.get_world_size(self.group)
@@ -246,6 +256,7 @@ class State:
                              "ptd): training without snapshots\n")
             return
         self.client = client if client is not None else Client(**client_options)
+        self.recover_in_place = bool(client_options.get("recover_in_place"))
         try:
             for e in self.entries:
                 self._register(e)
@@ -527,6 +538,77 @@ class State:
             torch.cuda.current_stream(dev).synchronize()
         return self.client.snapshot(step)
 
+    # ---- recovery in place ----
+
+    def run(self, step_fn, steps):
+        """The training loop: restore(), then step_fn(step) and
+        snapshot(step) for every step from the restored one + 1 (0 on a
+        fresh start) up to steps - 1. step_fn does one step: forward,
+        backward, optimizer.step() and what else belongs to it.
+
+        With recover_in_place, when another rank dies ptd restarts only
+        that one and asks this process to restore in place: snapshot()
+        says pt.RECOVER, or a collective with the dead rank fails inside
+        step_fn (any exception: run() asks ptd, within 5 s, whether that
+        is why, and raises it if not). run() then calls recover() and goes
+        on from the step it restored. Returns the number of recoveries in
+        place."""
+        start = self.restore()
+        step = 0 if start is None else start + 1
+        recoveries = 0
+        while step < steps:
+            try:
+                step_fn(step)
+                rc = self.snapshot(step)
+            except Exception:
+                if not self._recover_asked(_RECOVER_ASK_MS):
+                    raise
+                rc = RECOVER
+            if rc == RECOVER:
+                restored = self.recover()
+                recoveries += 1
+                step = 0 if restored is None else restored + 1
+                continue
+            step += 1
+        return recoveries
+
+    def _recover_asked(self, timeout_ms):
+        if self.client is None or not self.recover_in_place:
+            return None
+        try:
+            return self.client.recover_pending(timeout_ms)
+        except Error:
+            return None
+
+    def recover(self):
+        """Restores in place, as ptd asked (snapshot() said pt.RECOVER, or
+        recover_pending() a generation): re-forms the default process
+        group with the restarted ranks at the recovery's rendezvous
+        (PT_MASTER_PORT_BASE + generation % 64), builds a DDP model's
+        reducer again over it as a new DistributedDataParallel would, and
+        restores the step ptd chose. Returns that step."""
+        gen = self._recover_asked(0)
+        if gen is None:
+            raise Error(_PT_ESTATE, _pt.err_name(_PT_ESTATE), "pt.torch: recover(): ptd "
+                        "did not ask this rank to restore in place")
+        self.fence()
+        for p in self.model.parameters():  # as in a new process: no gradients
+            p.grad = None
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            if _is_ddp(self.model):
+                _ddp_release(self.model)
+            _reform_world(gen)
+            if _is_ddp(self.model):
+                _ddp_rejoin(self.model)
+        step = self.restore()
+        if step is None:
+            raise Error(_PT_ESTATE, _pt.err_name(_PT_ESTATE), "pt.torch: recover(): "
+                        "nothing to restore in place")
+        sys.stderr.write("pt: rank %d restored step %d in place (recovery %d)\n"
+                         % (self.client.status()["rank"], step, gen))
+        return step
+
     def _host_blob(self):
         host = _dumps(self._host_state())
         blob = BLOB_MAGIC + struct.pack("<I", len(self.table)) + self.table + host
@@ -721,6 +803,81 @@ def _ddp_relayout(ddp, layout):
     if ddp.static_graph:
         ddp.reducer._set_static_graph()
     for hook, state in getattr(ddp, "_comm_hooks", []):  # the new reducer has none
+        dist._register_comm_hook(ddp.reducer, state, hook)
+
+
+def _recover_port(gen):
+    """The rendezvous of recovery gen: the MASTER_PORT ptd node gives the
+    ranks it restarts (node_proc.c)."""
+    base = int(os.environ.get("PT_MASTER_PORT_BASE") or os.environ.get("MASTER_PORT")
+               or 29500)
+    port = base + gen % 64
+    return port - 64 if port > 65535 else port
+
+
+def _ddp_release(ddp):
+    """Lets the old process group go: its sockets close only when nothing
+    holds it, and a rank still blocked in a collective with this one (not
+    with the dead rank) then fails too, and recovers, instead of waiting
+    for the group's timeout."""
+    import gc
+    ddp.reducer = None
+    ddp.logger = None
+    ddp.process_group = None
+    gc.collect()
+
+
+def _reform_world(gen):
+    """The default process group again, over a new store at the
+    recovery's rendezvous, as the restarted ranks' init_process_group()
+    makes it from the environment (env://, as under ptd or torchrun: its
+    store under the prefix "default_pg"; same backend, ranks and timeout;
+    the group count starts over as in a new process)."""
+    import datetime
+    import torch.distributed as dist
+
+    backend = dist.get_backend()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    timeout = datetime.timedelta(minutes=30)
+    try:
+        timeout = dist.distributed_c10d._get_default_timeout(backend)
+    except Exception:  # noqa: BLE001 (a private helper; the default is fine)
+        pass
+    dist.destroy_process_group()
+    import gc
+    gc.collect()  # the old group's sockets close now (see _ddp_release)
+    store = dist.PrefixStore("default_pg", dist.TCPStore(
+        os.environ.get("MASTER_ADDR", "127.0.0.1"), _recover_port(gen), world, rank == 0,
+        timeout=timeout))
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                            timeout=timeout)
+
+
+def _ddp_rejoin(ddp):
+    """What a new DistributedDataParallel(module) does on the restarted
+    ranks, on this one's: the collectives of its constructor (parameter
+    shapes checked, module states broadcast from rank 0; restore() then
+    overwrites them) and a fresh reducer over the new default group."""
+    import torch.distributed as dist
+    from torch.distributed.utils import (_sync_module_states,
+                                         _verify_param_shape_across_processes)
+
+    ddp.process_group = dist.distributed_c10d._get_default_group()
+    parameters, sparse = ddp._build_params_for_reducer()
+    _verify_param_shape_across_processes(ddp.process_group, parameters)
+    _sync_module_states(module=ddp.module, process_group=ddp.process_group,
+                        broadcast_bucket_size=ddp.broadcast_bucket_size, src=0,
+                        params_and_buffers_to_ignore=ddp.parameters_to_ignore,
+                        broadcast_buffers=ddp.broadcast_buffers)
+    ddp._ddp_init_helper(parameters, sparse,
+                         ddp._build_debug_param_to_name_mapping(parameters),
+                         ddp.static_graph)
+    # as in a new one: its buckets not rebuilt yet (restore() then lays them
+    # out as the snapshot's, on every rank alike)
+    ddp._has_rebuilt_buckets = False
+    if ddp.static_graph:
+        ddp.reducer._set_static_graph()
+    for hook, state in getattr(ddp, "_comm_hooks", []):
         dist._register_comm_hook(ddp.reducer, state, hook)
 
 
