@@ -111,7 +111,16 @@ try:
     sys.exit("a repeated step was accepted")
 except pt.Error as e:
     assert e.code < 0
+try:
+    c.recover_pending()
+    sys.exit("recover_pending() answered a client without recover_in_place")
+except pt.Error as e:
+    assert e.name == "PT_ESTATE", e.name
+assert pt.RECOVER == 2 and pt.SKIPPED == 1
 c.close(done=True)
+r = pt.Client(recover_in_place=True)
+assert r.recover_pending(timeout_ms=30) is None  # nobody died
+r.close(done=False)
 try:
     c.fence()
     sys.exit("a closed client answered")
