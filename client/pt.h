@@ -44,8 +44,9 @@
  * answer by then (stopped, overloaded) makes the step PT_SKIPPED.
  *
  * Exit status, under `ptd node`: the node restarts the whole job (every
- * rank, from the newest committed step, within its restart limits) when a
- * trainer dies or exits with any status but these two:
+ * rank, from the newest committed step, within its restart limits; or
+ * only the dead rank, see "Recovery in place" below) when a trainer dies
+ * or exits with any status but these two:
  *   0   this rank finished; call pt_client_close(c, true) before exiting,
  *       which tells the SMP so.
  *   78  (EX_CONFIG) a permanent failure that no restart can cure: the node
@@ -273,7 +274,10 @@ int pt_restore(pt_client *c, uint64_t *step);
  * whose step failed because a peer vanished (a collective raised an
  * error) asks pt_recover_pending() whether that is why, before giving up.
  * A rank that does not restore within the node's --recover-timeout is
- * restarted with all the others, as without this option.
+ * restarted with all the others, as without this option. The node
+ * recovers in place only to a committed step (before the first commit,
+ * every rank restarts: a survivor no longer has its first state), and
+ * standalone only (in cluster mode the controller restarts the job).
  */
 
 /* Has the node asked this trainer to restore in place? Asks the SMP every

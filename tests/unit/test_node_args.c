@@ -118,7 +118,7 @@ START_TEST(huge_pages_flag)
 END_TEST
 
 /* The supervision options: restart window, SMP liveness probe, progress
- * watchdog; all in seconds. */
+ * watchdog, recovery in place; all in seconds. */
 START_TEST(supervision_options)
 {
   struct node_config c;
@@ -129,6 +129,13 @@ START_TEST(supervision_options)
   ck_assert_uint_eq(c.restart_window_ms, 600000);
   ck_assert_uint_eq(c.smp_timeout_ms, 5000);
   ck_assert_uint_eq(c.progress_timeout_ms, 0);
+  ck_assert_uint_eq(c.recover_timeout_ms, 30000);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--recover-timeout", "0", "--", "x", NULL), PT_OK);
+  ck_assert_uint_eq(c.recover_timeout_ms, 0);
+  ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
+                         "--recover-timeout", "x", "--", "x", NULL), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "--recover-timeout"));
   ck_assert_int_eq(parse(&c, err, sizeof(err), "--ranks", "1",
                          "--restart-window", "60", "--smp-timeout=2",
                          "--progress-timeout", "30", "--", "x", NULL), PT_OK);
