@@ -92,7 +92,7 @@ LIBS_OUT := $(BUILD)/lib/libpt.so $(BUILD)/lib/libpt.so.0 $(BUILD)/lib/libpt.a
 ifeq ($(CUDA),yes)
 ifneq ($(KERN_CUDA),)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-LIBS_OUT += $(BUILD)/lib/libpt_cuda.so $(BUILD)/lib/libpt_cuda.so.0
+LIBS_OUT += $(BUILD)/lib/libpt_cuda.so $(BUILD)/lib/libpt_cuda.so.0 $(BUILD)/lib/libpt_cuda.a
 endif
 endif
 # libpt exports the pt_* functions of pt.h only (client/libpt.map).
@@ -171,6 +171,14 @@ $(BUILD)/lib/libpt_cuda.so: $(filter-out $(call obj,$(KERN_CPU)),$(LIBPT_OBJ)) \
 	$(say) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) -shared -Wl,-soname,libpt_cuda.so.0 $(LIBPT_LDFLAGS) \
 	  $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+
+# The same objects as an archive, for the Python package's CUDA build
+# (PT_CUDA=1: client/python/setup.py links it with -lcudart).
+$(BUILD)/lib/libpt_cuda.a: $(filter-out $(call obj,$(KERN_CPU)),$(LIBPT_OBJ)) \
+                           $(call obj,kernels/kernels_host.c) \
+                           $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(KERN_CUDA))
+	$(say) AR $@
+	$(Q)mkdir -p $(@D) && rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/bin/ptd: $(call obj,daemon/ptd_main.c) $(BUILD)/lib/libptcore.a
 	$(say) LD $@

@@ -236,6 +236,17 @@ int pt_region_update(pt_client *c, const char *name, void *ptr);
  * object) may take up to timeout_ms; call pt_restore() first. */
 int pt_snapshot(pt_client *c, uint64_t step);
 
+/* The CUDA stream whose queued work every following pt_snapshot() waits
+ * for before it copies device memory: libpt records an event on stream at
+ * each pt_snapshot() and its own copy stream waits on it, so the trainer
+ * passes the stream its optimizer step ran on (PyTorch's current stream)
+ * and need not synchronise. stream is a cudaStream_t of the device the
+ * client was opened on; NULL (the default): none, and the caller makes
+ * sure the device data is final before pt_snapshot() (e.g.
+ * cudaStreamSynchronize). The CPU backend accepts and ignores it.
+ * Since 0.3. PT_OK, or -EINVAL for a NULL client. */
+int pt_cuda_stream_set(pt_client *c, void *stream);
+
 /* Waits until the copy started by the last pt_snapshot() has finished and the
  * SMP has answered its seal (sent by libpt when the copy finished, so usually
  * long before this call). Returns that snapshot's outcome (PT_OK or an error,

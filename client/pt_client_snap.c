@@ -299,6 +299,15 @@ static void slot_give_back(pt_client *c, uint32_t slot, uint64_t gen,
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
+int pt_cuda_stream_set(pt_client *c, void *stream)
+{
+  if (c == NULL)
+    return -EINVAL;
+  if (client_foreign_process(c))
+    return PT_ESTATE;
+  return kern_save_after(c->engine, stream);
+}
+
 int pt_snapshot(pt_client *c, uint64_t step)
 {
   Pt__SlotAcquire req = PT__SLOT_ACQUIRE__INIT;

@@ -92,6 +92,14 @@ int kern_host_unregister(struct kern_engine *e, void *p);
  * synchronous. */
 int kern_save_start(struct kern_engine *e, const struct kern_xfer *x, size_t n,
                     bool crc);
+/* The stream whose work every following save's device copies wait for:
+ * CUDA records an event on it at each kern_save_start() and makes the
+ * engine's copy stream wait on that event (so the caller need not
+ * synchronise after its update; stream is a cudaStream_t of the engine's
+ * device, e.g. PyTorch's current stream; NULL: none, the caller orders the
+ * save itself). CPU: remembered, unused. PT_OK, -EINVAL for a NULL engine. */
+int kern_save_after(struct kern_engine *e, void *stream);
+
 /* True while a save started by kern_save_start() has not completed. */
 bool kern_save_is_busy(struct kern_engine *e);
 /* Waits for the save in flight (timeout_ms < 0: forever) and returns its

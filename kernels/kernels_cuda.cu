@@ -6,8 +6,10 @@
  *   memory enqueues, per transfer, the CRC32C kernel (one thread block per
  *   KERN_BLOCK_SIZE block, writing a device-side table), the device-to-host
  *   copy of the data and the copy of the table into xfer->crcs, then records
- *   the event. The stream waits for no other stream: ordering the save after
- *   the optimizer step is the caller's business (kernels.h).
+ *   the event. Before them the stream waits on an event recorded on the
+ *   caller's stream (kern_save_after(): PyTorch's current stream), so the
+ *   copy follows the optimizer step without the caller synchronising; with
+ *   none, ordering the save after the update is the caller's business.
  * - a host copy pool (kernels_host.c) for transfers whose source is host
  *   memory, and for checking a snapshot before it is copied to the device.
  * - the host ranges registered with kern_host_register(), registered in
@@ -46,6 +48,9 @@ struct kern_engine {
   int device;
   cudaStream_t stream;
   cudaEvent_t done;      /* recorded after the device part of a save */
+  cudaEvent_t ready;     /* recorded on `after` before a save's copies */
+  cudaStream_t after;    /* kern_save_after(); NULL: none */
+  bool has_after;
   bool gpu_busy;         /* done recorded and not yet seen complete */
   int gpu_result;        /* outcome of the device part, until waited */
   uint32_t *dev_crcs;    /* device CRC tables of the save in flight */
@@ -209,12 +214,17 @@ extern "C" int kern_engine_new(struct kern_engine **out, int threads)
   rc = gpu_err(cudaEventCreateWithFlags(&e->done, cudaEventDisableTiming));
   if (rc < 0)
     goto out_stream;
-  rc = kern_pool_new(&e->pool, threads);
+  rc = gpu_err(cudaEventCreateWithFlags(&e->ready, cudaEventDisableTiming));
   if (rc < 0)
     goto out_event;
+  rc = kern_pool_new(&e->pool, threads);
+  if (rc < 0)
+    goto out_ready;
   *out = e;
   return PT_OK;
 
+out_ready:
+  cudaEventDestroy(e->ready);
 out_event:
   cudaEventDestroy(e->done);
 out_stream:
@@ -251,6 +261,7 @@ extern "C" void kern_engine_free(struct kern_engine *e)
   free(e->regs);
   if (e->dev_crcs != NULL)
     cudaFree(e->dev_crcs);
+  cudaEventDestroy(e->ready);
   cudaEventDestroy(e->done);
   cudaStreamDestroy(e->stream);
   if (entered)
@@ -331,6 +342,15 @@ static int save_enqueue(struct kern_engine *e, const struct kern_xfer *x,
   rc = dev_crcs_reserve(e, entries);
   if (rc < 0)
     return rc;
+  if (e->has_after) {
+    /* The caller's queued work (the optimizer step) first. */
+    rc = gpu_err(cudaEventRecord(e->ready, e->after));
+    if (rc < 0)
+      return rc;
+    rc = gpu_err(cudaStreamWaitEvent(e->stream, e->ready, 0));
+    if (rc < 0)
+      return rc;
+  }
   for (size_t i = 0; i < n; i++) {
     if (x[i].src_mem != KERN_MEM_DEVICE || x[i].bytes == 0)
       continue;
@@ -405,6 +425,15 @@ extern "C" int kern_save_start(struct kern_engine *e, const struct kern_xfer *x,
 out_tasks:
   free(t);
   return rc;
+}
+
+extern "C" int kern_save_after(struct kern_engine *e, void *stream)
+{
+  if (e == NULL)
+    return -EINVAL;
+  e->after = (cudaStream_t)stream;
+  e->has_after = stream != NULL;
+  return PT_OK;
 }
 
 extern "C" bool kern_save_is_busy(struct kern_engine *e)

@@ -53,6 +53,7 @@ static const char *const child_env_names[] = {
     "GROUP_RANK",
     "WATCHDOG_PID", "WATCHDOG_USEC",  "LISTEN_PID",    "LISTEN_FDS",
     "LISTEN_FDNAMES", "PT_NODE_TEST_FAULT", "PT_MASTER_PORT_BASE",
+    "PT_SHM_PREFIX",
 };
 #define N_CHILD_ENV (sizeof(child_env_names) / sizeof(child_env_names[0]))
 
@@ -504,11 +505,11 @@ static int trainer_env(struct node *n, struct node_rank *r, char ***out)
 
   while (n->env[nbase] != NULL)
     nbase++;
-  env = calloc(nbase + 15, sizeof(*env));
+  env = calloc(nbase + 16, sizeof(*env));
   if (env == NULL)
     return -ENOMEM;
   memcpy(env, n->env, nbase * sizeof(*env));
-  char *add[14];
+  char *add[15];
   int k = 0, rc = PT_OK;
   struct node_rank_env re;
   node_plan_rank_env(&n->cfg, r->rank, &re);
@@ -525,6 +526,7 @@ static int trainer_env(struct node *n, struct node_rank *r, char ***out)
       asprintf(&add[k++], "PT_RANK=%" PRIu32, re.rank) < 0 ||
       asprintf(&add[k++], "PT_WORLD_SIZE=%" PRIu32, re.world) < 0 ||
       asprintf(&add[k++], "PT_SMP_SOCKET=%s", r->sock_path) < 0 ||
+      asprintf(&add[k++], "PT_SHM_PREFIX=%s", n->cfg.shm_prefix) < 0 ||
       asprintf(&add[k++], "PT_RESTART=%" PRIu32, n->restarts) < 0 ||
       asprintf(&add[k++], "RANK=%" PRIu32, re.rank) < 0 ||
       asprintf(&add[k++], "WORLD_SIZE=%" PRIu32, re.world) < 0 ||

@@ -288,6 +288,60 @@ static void test_big(struct kern_engine *e)
   printf("%s: 1 GiB save, in-flight and deadline\n", failures ? "FAIL" : "ok");
 }
 
+/* Spins for about `cycles` clocks, then writes v into every byte of p:
+ * work still queued on the caller's stream when the save starts. */
+static __global__ void late_fill(unsigned char *p, size_t n, unsigned char v,
+                                 long long cycles)
+{
+  long long t0 = clock64();
+  while (clock64() - t0 < cycles)
+    ;
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x)
+    p[i] = v;
+}
+
+/* kern_save_after(): the save's copies wait for the caller's stream, so
+ * the snapshot holds what a kernel still running there writes; and the
+ * table is that of those bytes. */
+static void test_after_stream(struct kern_engine *e)
+{
+  size_t n = 8 * MIB + 123, nb = kern_nblocks(n);
+  unsigned char *dev, *snap = pinned_new(e, n), *want = (unsigned char *)malloc(n);
+  uint32_t *crcs = (uint32_t *)pinned_new(e, nb * 4), *wcrc = (uint32_t *)malloc(nb * 4);
+  cudaStream_t user;
+  CUDA_OK(cudaStreamCreateWithFlags(&user, cudaStreamNonBlocking));
+  CUDA_OK(cudaMalloc(&dev, n));
+  CUDA_OK(cudaMemset(dev, 1, n));
+  CUDA_OK(cudaDeviceSynchronize());
+  memset(want, 7, n);
+  kern_crc_blocks(want, n, wcrc);
+  late_fill<<<64, 256, 0, user>>>(dev, n, 7, 200000000LL); /* ~0.1 s */
+  CUDA_OK(cudaGetLastError());
+  struct kern_xfer x;
+  memset(&x, 0, sizeof(x));
+  x.dst = snap;
+  x.src = dev;
+  x.bytes = n;
+  x.crcs = crcs;
+  x.src_mem = KERN_MEM_DEVICE;
+  CHECK(kern_save_after(e, user) == PT_OK, "save after");
+  CHECK(kern_save_start(e, &x, 1, true) == PT_OK, "save");
+  CHECK(kern_save_wait(e, 60000) == PT_OK, "save wait");
+  CHECK(memcmp(snap, want, n) == 0, "the save did not wait for the caller's stream");
+  CHECK(memcmp(crcs, wcrc, nb * 4) == 0, "table of other bytes than the saved ones");
+  CHECK(kern_save_after(e, NULL) == PT_OK, "none again");
+  CHECK(kern_save_after(NULL, NULL) == -EINVAL, "NULL engine");
+  CUDA_OK(cudaStreamSynchronize(user));
+  CUDA_OK(cudaStreamDestroy(user));
+  CUDA_OK(cudaFree(dev));
+  pinned_free(e, (unsigned char *)crcs);
+  pinned_free(e, snap);
+  free(wcrc);
+  free(want);
+  printf("%s: a save waits for the caller's stream\n", failures ? "FAIL" : "ok");
+}
+
 static void test_args(struct kern_engine *e)
 {
   unsigned char a[64];
@@ -332,6 +386,7 @@ int main(void)
   test_args(e);
   test_round_trip(e, 0);
   test_round_trip(e, 3);
+  test_after_stream(e);
   test_big(e);
   kern_engine_free(e);
   printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);

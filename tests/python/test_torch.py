@@ -74,12 +74,15 @@ def _node(tmp_path, ranks, args, name="node"):
 
 
 @pytest.mark.parametrize("ranks,first,shard", [(2, None, False), (3, None, False),
-                                               (3, 1, False), (3, None, True)])
+                                               (3, 1, False), (3, None, True),
+                                               (2, None, "net")])
 def test_ddp_kill_9_resumes_bit_exact(tmp_path, ranks, first, shard):
     """first: the first kill after that many steps (1: in the second step,
     when DDP has just rebuilt its buckets and the first step was not
     snapshotted), else at random. shard: each replica snapshots its share
-    of the replicated tensors, rebuilt on restore from all of them."""
+    of the replicated tensors, rebuilt on restore from all of them (read
+    from the other replicas' snapshot objects on this machine; "net": all
+    over gloo's broadcasts, as from other machines)."""
     steps = 60
     ref = _reference(tmp_path, ranks, steps)
     out = str(tmp_path / "out")
@@ -87,7 +90,8 @@ def test_ddp_kill_9_resumes_bit_exact(tmp_path, ranks, first, shard):
     rnd = random.Random(seed)
     node, sd, logtext = _node(tmp_path, ranks, [TRAINER, "--steps", str(steps), "--out", out,
                                                 "--step-delay-ms", "30"]
-                              + (["--shard"] if shard else []))
+                              + (["--shard"] if shard else [])
+                              + (["--shard-net"] if shard == "net" else []))
     starts = lambda t: t.count("fresh start") + t.count("restored step")
     try:
         mark = 0  # where the log of the running incarnation begins
@@ -111,6 +115,12 @@ def test_ddp_kill_9_resumes_bit_exact(tmp_path, ranks, first, shard):
     assert starts(text) == 3 * ranks, text[-3000:]
     if not first:
         assert text.count("restored step") >= 2 * ranks, text[-3000:]
+    if shard:
+        # the path each restore took for the other replicas' shares
+        others = str(list(range(1, ranks)))
+        near, sent = ("[]", others) if shard == "net" else (others, "[]")
+        assert "rank 0: shares of replicas %s read here, of %s broadcast" % (near, sent) \
+            in text, text[-3000:]
     got = [open("%s.%d" % (out, r)).read() for r in range(ranks)]
     assert got == ref, "seed %d: the resumed run differs from the run without pt" % seed
 

@@ -33,6 +33,9 @@ ap.add_argument("--out", required=True)
 ap.add_argument("--step-delay-ms", type=int, default=0)
 ap.add_argument("--shard", action="store_true",
                 help="replica-aware: each rank snapshots its share of the replicated state")
+ap.add_argument("--shard-net", action="store_true",
+                help="with --shard: every share over gloo, none read from this machine's "
+                     "snapshot objects")
 ap.add_argument("--recover-in-place", action="store_true",
                 help="State.run() with recover_in_place: when another rank dies, restore "
                      "in place instead of being restarted")
@@ -40,6 +43,7 @@ ap.add_argument("--dump", action="store_true",
                 help="also write PREFIX.RANK.pt: the final model and optimizer tensors")
 a = ap.parse_args()
 
+pt.torch.NEAR_SHARES = not a.shard_net
 rank = int(os.environ.get("RANK", "0"))
 world = int(os.environ.get("WORLD_SIZE", "1"))
 torch.set_num_threads(1)
@@ -136,6 +140,9 @@ else:
     print("rank %d: %s (%s bytes registered)" % (rank, "fresh start" if start is None else
                                                  "restored step %d" % start,
                                                  st["bytes"] if st else "no"), flush=True)
+    if start is not None and a.shard:
+        print("rank %d: shares of replicas %s read here, of %s broadcast"
+              % (rank, state.shares_near, state.shares_sent), flush=True)
     for step in range(0 if start is None else start + 1, a.steps):
         loss = one_step(step)
         rc = state.snapshot(step)

@@ -222,6 +222,17 @@ static PyObject *client_restore(client_obj *self, PyObject *unused) {
   return PyLong_FromUnsignedLongLong(step);
 }
 
+/* cuda_stream_set(handle): pt_cuda_stream_set with a cudaStream_t given as
+ * an integer (torch.cuda.current_stream().cuda_stream); 0: none. */
+static PyObject *client_cuda_stream_set(client_obj *self, PyObject *arg) {
+  if (check_open(self)) return NULL;
+  unsigned long long h = PyLong_AsUnsignedLongLong(arg);
+  if (h == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+  int rc = pt_cuda_stream_set(self->c, (void *)(uintptr_t)h);
+  if (rc < 0) return raise_pt(self, rc);
+  Py_RETURN_NONE;
+}
+
 /* recover_pending(timeout_ms=0) -> the recovery's generation when the node
  * asks this trainer to restore in place, else None. */
 static PyObject *client_recover_pending(client_obj *self, PyObject *args,
@@ -314,6 +325,10 @@ static PyMethodDef client_methods[] = {
      "snapshot(step) -> OK (0), SKIPPED (1) or RECOVER (2: a client opened\n"
      "with recover_in_place, asked to restore in place); raises pt.Error on\n"
      "failure."},
+    {"cuda_stream_set", (PyCFunction)client_cuda_stream_set, METH_O,
+     "cuda_stream_set(handle): the CUDA stream (an integer cudaStream_t, e.g.\n"
+     "torch.cuda.current_stream().cuda_stream; 0: none) whose queued work\n"
+     "every following snapshot's device copies wait for."},
     {"recover_pending", (PyCFunction)(void (*)(void))client_recover_pending,
      METH_VARARGS | METH_KEYWORDS,
      "recover_pending(timeout_ms=0) -> the recovery's generation when ptd asks\n"

@@ -47,6 +47,7 @@ import random
 import struct
 import sys
 import os
+import warnings
 
 import torch
 
@@ -61,6 +62,10 @@ _EXTRA_DEFAULT = 64 << 10    # bytes an extra object's pickled state may take
 _PT_ENORESTORE = -1017       # pt.h
 _PT_ESTATE = -1007
 _RECOVER_ASK_MS = 5000       # a failed step: how long to wait for ptd's word
+# restore() reads the other replicas' shares held on this machine from
+# their snapshot objects; False: every share over the group's broadcasts
+# (as for replicas on other machines; the tests take both paths)
+NEAR_SHARES = True
 _EX_CONFIG = 78              # ptd fails the job, without a restart, on this exit
 
 
@@ -212,11 +217,13 @@ class State:
         if os.environ.get("PT_SMP_SOCKET"):
             _install_excepthook()
         self.client = None
+        self.job_name = None
         self.recover_in_place = False
         self.entries = []
         self.hooks = []
         self.restored = False
         self.ddp_layout = None
+        self.shares_near, self.shares_sent = [], []
         self.group, self.replica, self.replicas = None, 0, 1
         if replicas is not None and replicas is not False:
             import torch.distributed as dist
@@ -257,6 +264,9 @@ class State:
             return
         self.client = client if client is not None else Client(**client_options)
         self.recover_in_place = bool(client_options.get("recover_in_place"))
+        # the job's name, as its snapshot objects are named (a client given
+        # by the caller: the environment's)
+        self.job_name = client_options.get("job") or os.environ.get("PT_JOB") or "job"
         try:
             for e in self.entries:
                 self._register(e)
@@ -441,9 +451,11 @@ class State:
             self.restored = True
             return None
         self.fence()
-        err, step = None, None
+        err, step, near = None, None, {}
         try:
             step = self._restore_local()
+            if step is not None and self.replicas > 1:
+                near = self._read_near_shares(step)
         except Exception as e:  # noqa: BLE001 (said to the other replicas first)
             err = e
         self.restored = True
@@ -452,8 +464,8 @@ class State:
             # in the gather: a rank-local failure fails every replica, none hangs
             import torch.distributed as dist
             outs = [None] * self.replicas
-            dist.all_gather_object(outs, (step, None if err is None else str(err)),
-                                   group=self.group)
+            dist.all_gather_object(outs, (step, None if err is None else str(err),
+                                          sorted(near)), group=self.group)
             if err is not None:
                 raise err
             bad = [(r, o[1]) for r, o in enumerate(outs) if o[1] is not None]
@@ -465,7 +477,9 @@ class State:
                             "(%s): their shares cannot be put together"
                             % [o[0] for o in outs])
             if step is not None:
-                self._gather_shares()
+                # an owner whose object every replica read here is not sent
+                near_all = set.intersection(*[set(o[2]) | {r} for r, o in enumerate(outs)])
+                self._gather_shares(near_all, near)
         elif err is not None:
             raise err
         return step
@@ -488,11 +502,77 @@ class State:
         self._put_host_state(pickle.loads(blob[8 + n:]))
         return step
 
-    def _gather_shares(self):
-        """Every replica's share to every replica: per owner, its shares of
-        every tensor packed into one buffer per device and broadcast."""
+    def _read_near_shares(self, step):
+        """The other replicas' shares of step that this machine holds: read
+        from their ranks' snapshot objects here (under ptd, which names the
+        shm prefix in PT_SHM_PREFIX), each checked as export checks it
+        (every block and the blob against their CRC32C, the step committed
+        and not replaced while read). {owner: {region name: bytes}}; an
+        owner whose object is not here (another node) or does not hold
+        step is left to the broadcasts."""
+        prefix = os.environ.get("PT_SHM_PREFIX")
+        job = self.job_name
+        if prefix is None or job is None or not NEAR_SHARES:
+            return {}
         import torch.distributed as dist
+        world = dist.get_world_size()
+        near = {}
         for owner in range(self.replicas):
+            if owner == self.replica:
+                continue
+            rank = self.group_ranks[owner]
+            name = _pt.object_name(prefix, job, rank)
+            if not os.path.exists("/dev/shm/" + name.lstrip("/")):
+                continue
+            try:
+                snap = _pt.read_committed(name, step)
+            except Error:
+                continue  # not this step here: the broadcast brings it
+            if (snap["job"], snap["rank"], snap["world"], snap["step"]) != \
+                    (job, rank, world, step):
+                continue
+            regions = dict(snap["regions"])
+            shares = {}
+            for e in self.entries:
+                if not e.sharded:
+                    continue
+                lo, hi = _share(e.nbytes, owner, self.replicas)
+                if hi > lo:
+                    b = regions.get(e.name)
+                    if b is None or len(b) != hi - lo:
+                        shares = None
+                        break
+                    shares[e.name] = b
+            if shares is not None:
+                near[owner] = shares
+        return near
+
+    def _gather_shares(self, near_all=(), near=None):
+        """Every replica's share to every replica: per owner, its shares of
+        every tensor packed into one buffer per device and broadcast, or,
+        for an owner every replica read on its own machine (near_all),
+        copied from what this one read (near)."""
+        import torch.distributed as dist
+        # how the last restore got the other replicas' shares (owners)
+        self.shares_near = sorted(o for o in near_all if o != self.replica)
+        self.shares_sent = [o for o in range(self.replicas)
+                            if o not in near_all and o != self.replica]
+        for owner in near_all:
+            if owner == self.replica:
+                continue
+            with torch.no_grad(), warnings.catch_warnings():
+                # read only: the bytes are copied from, never written
+                warnings.simplefilter("ignore", UserWarning)
+                for e in self.entries:
+                    if not e.sharded:
+                        continue
+                    lo, hi = _share(e.nbytes, owner, self.replicas)
+                    if hi > lo:
+                        src = torch.frombuffer(near[owner][e.name], dtype=torch.uint8)
+                        _flat(e.get())[lo:hi].copy_(src)
+        for owner in range(self.replicas):
+            if owner in near_all:
+                continue
             by_dev = {}
             for e in self.entries:
                 if not e.sharded:
@@ -533,9 +613,15 @@ class State:
         self._follow()
         self.client.blob_set(self._host_blob())
         # libpt copies device memory on its own stream: the step's kernels,
-        # queued on the current streams, must have written the tensors first
-        for dev in self.cuda_devices:
-            torch.cuda.current_stream(dev).synchronize()
+        # queued on the current stream, must have written the tensors first.
+        # One device: libpt's copy stream waits on an event of the current
+        # stream (nothing blocks here); several: each is synchronised.
+        if len(self.cuda_devices) == 1:
+            self.client.cuda_stream_set(torch.cuda.current_stream(
+                self.cuda_devices[0]).cuda_stream)
+        else:
+            for dev in self.cuda_devices:
+                torch.cuda.current_stream(dev).synchronize()
         return self.client.snapshot(step)
 
     # ---- recovery in place ----
@@ -561,7 +647,7 @@ class State:
                 step_fn(step)
                 rc = self.snapshot(step)
             except Exception:
-                if not self._recover_asked(_RECOVER_ASK_MS):
+                if self._recover_asked(_RECOVER_ASK_MS) is None:
                     raise
                 rc = RECOVER
             if rc == RECOVER:
